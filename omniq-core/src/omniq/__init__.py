@@ -1,0 +1,73 @@
+"""OmniQ: an async-first task queue with pluggable task, result and event storage.
+
+``import omniq`` stays light (plugin modules import it during discovery): the app,
+worker and CLI modules load on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConfigError,
+    OmniQError,
+    PluginError,
+    ResultTimeoutError,
+    SerializationError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from .hookspecs import hookimpl
+from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
+from .registry import BackendSpec, WorkerSpec, register_plugin
+
+if TYPE_CHECKING:
+    from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
+    from .config import OmniQConfig, load_config
+
+__all__ = [
+    "AsyncOmniQ",
+    "BackendSpec",
+    "ConfigError",
+    "OmniQ",
+    "OmniQConfig",
+    "OmniQError",
+    "PluginError",
+    "ResultTimeoutError",
+    "Schedule",
+    "SerializationError",
+    "Task",
+    "TaskEvent",
+    "TaskFailedError",
+    "TaskFunction",
+    "TaskNotFoundError",
+    "TaskRef",
+    "TaskResult",
+    "TaskState",
+    "TaskTimeoutError",
+    "WorkerSpec",
+    "hookimpl",
+    "load_config",
+    "register_plugin",
+]
+
+_LAZY = {
+    "AsyncOmniQ": "app",
+    "OmniQ": "app",
+    "TaskFunction": "app",
+    "TaskRef": "app",
+    "OmniQConfig": "config",
+    "load_config": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("omniq-core")
+    raise AttributeError(f"module 'omniq' has no attribute {name!r}")

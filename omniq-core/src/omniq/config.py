@@ -1,0 +1,290 @@
+"""Configuration: one validated :class:`OmniQConfig` from several sources.
+
+Precedence, highest first: explicit arguments, environment variables (``OMNIQ_KEY``,
+nested with ``__``: ``OMNIQ_WORKER__CONCURRENCY``), a YAML file (the ``config`` argument
+when it is a path, else ``$OMNIQ_CONFIG``, else ``./omniq.yaml`` if present), a mapping
+or any object with matching attributes. Every value is validated on load, and an error
+names the key, the bad value and what is valid. Secrets in URLs are masked in every
+repr and message (:func:`mask_url`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_URL", "OmniQConfig", "WorkerConfig", "load_config", "mask_url"]
+
+#: The embedded default: one SQLite file in the working directory for all three stores.
+DEFAULT_URL = "sqlite:///omniq.db"
+
+_URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.\-]*://[^/@:]*:)(?P<pw>[^@/]*)(?=@)")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&](?:password|passwd|pwd|token|secret|key)=)(?P<pw>[^&]*)")
+
+
+def mask_url(url: Any) -> Any:
+    """``redis://:pw@h`` -> ``redis://:***@h``; also password/token query parameters."""
+    if not isinstance(url, str):
+        return url
+    url = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", url)
+    return _QUERY_SECRET.sub(lambda m: m.group("head") + "***", url)
+
+
+def _mask_ref(ref: Any) -> Any:
+    if isinstance(ref, str):
+        return mask_url(ref)
+    if isinstance(ref, Mapping):
+        return {
+            k: ("***" if re.search(r"(?i)pass|secret|token|cred", str(k)) else _mask_ref(v))
+            for k, v in ref.items()
+        }
+    return ref
+
+
+class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pool: str = "async"
+    concurrency: int = 10
+    queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
+    burst: bool = False
+    poll_interval: float = 1.0
+    grace_period: float = 30.0
+    max_tasks_per_child: int | None = None
+    max_memory_mb: float | None = None
+
+
+class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    task_queue: Any = None
+    result_storage: Any = None
+    event_storage: Any = None
+    default_queue: str = "default"
+    imports: list[str] = msgspec.field(default_factory=list)
+    secret_key: str | None = None
+    secret_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    signing_key: str | None = None
+    allow_unsigned_dill: bool = False
+    lease: float = 60.0
+    heartbeat: float | None = None
+    max_deliveries: int = 5
+    result_ttl: float = 86400.0
+    dead_ttl: float = 7 * 86400.0
+    event_ttl: float = 7 * 86400.0
+    payload_limit: int = 1 << 20
+    events: bool = True
+    worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+
+    def __repr__(self) -> str:
+        fields = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in ("secret_key",) and value:
+                value = "***"
+            elif name == "secret_keys" and value:
+                value = {k: "***" for k in value}
+            elif name in ("task_queue", "result_storage", "event_storage"):
+                value = _mask_ref(value)
+            fields.append(f"{name}={value!r}")
+        return f"OmniQConfig({', '.join(fields)})"
+
+    __str__ = __repr__
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else self.lease / 3
+
+    def store_ref(self, kind: str) -> Any:
+        return getattr(self, kind) or DEFAULT_URL
+
+    def signing_keys(self) -> dict[str, bytes]:
+        keys = {k: v.encode() for k, v in self.secret_keys.items()}
+        if self.secret_key:
+            keys.setdefault("default", self.secret_key.encode())
+        return keys
+
+
+_TOP = set(OmniQConfig.__struct_fields__)
+_WORKER = set(WorkerConfig.__struct_fields__)
+_LIST_FIELDS = {("imports",), ("worker", "queues")}
+
+
+def _positive(path: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"config key {path!r}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def _validate(cfg: OmniQConfig) -> OmniQConfig:
+    for key in ("lease", "result_ttl", "dead_ttl", "event_ttl", "heartbeat"):
+        _positive(key, getattr(cfg, key))
+    _positive("payload_limit", cfg.payload_limit)
+    _positive("max_deliveries", cfg.max_deliveries)
+    if cfg.heartbeat is not None and cfg.heartbeat > cfg.lease / 2:
+        raise ConfigError(
+            f"config key 'heartbeat': {cfg.heartbeat} s is more than half the lease ({cfg.lease} s); "
+            f"a lease would lapse between heartbeats. Use at most lease/3"
+        )
+    w = cfg.worker
+    _positive("worker.concurrency", w.concurrency)
+    _positive("worker.poll_interval", w.poll_interval)
+    _positive("worker.grace_period", w.grace_period, allow_zero=True)
+    _positive("worker.max_tasks_per_child", w.max_tasks_per_child)
+    _positive("worker.max_memory_mb", w.max_memory_mb)
+    if not w.queues:
+        raise ConfigError("config key 'worker.queues': name at least one queue")
+    from .models import validate_name
+
+    for q in [*w.queues, cfg.default_queue]:
+        validate_name("queue name", q)
+    if cfg.signing_key and cfg.signing_key not in cfg.signing_keys():
+        raise ConfigError(
+            f"config key 'signing_key': {cfg.signing_key!r} is not among secret_keys {sorted(cfg.secret_keys)}"
+        )
+    return cfg
+
+
+def _from_object(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, OmniQConfig):
+        return msgspec.to_builtins(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    out: dict[str, Any] = {}
+    for key in _TOP:
+        if hasattr(obj, key):
+            value = getattr(obj, key)
+            if key == "worker" and not isinstance(value, (Mapping, WorkerConfig)):
+                value = {k: getattr(value, k) for k in _WORKER if hasattr(value, k)}
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("OMNIQ_") or name == "OMNIQ_CONFIG":
+            continue
+        parts = tuple(p.lower() for p in name[6:].split("__"))
+        if parts[0] not in _TOP or (len(parts) == 2 and parts[0] != "worker") or len(parts) > 2:
+            continue  # other OMNIQ_ variables (plugins, tests) are not config keys
+        if len(parts) == 2 and parts[1] not in _WORKER:
+            continue
+        value: Any = raw
+        if parts in _LIST_FIELDS:
+            value = [v.strip() for v in raw.split(",") if v.strip()]
+        elif raw.startswith("{"):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {name}: invalid JSON: {exc}") from exc
+        if len(parts) == 1:
+            out[parts[0]] = value
+        else:
+            out.setdefault("worker", {})[parts[1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if key == "worker" and isinstance(value, Mapping) and isinstance(merged.get("worker"), Mapping):
+            merged["worker"] = {**merged["worker"], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_keys(data: Mapping[str, Any], source: str) -> None:
+    for key in data:
+        if key not in _TOP:
+            close = difflib.get_close_matches(str(key), sorted(_TOP), n=1)
+            raise ConfigError(
+                f"unknown config key {key!r} in {source}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" Valid keys: {', '.join(sorted(_TOP))}"
+            )
+    worker = data.get("worker")
+    if isinstance(worker, Mapping):
+        for key in worker:
+            if key not in _WORKER:
+                close = difflib.get_close_matches(str(key), sorted(_WORKER), n=1)
+                raise ConfigError(
+                    f"unknown config key 'worker.{key}' in {source}"
+                    + (f"; did you mean 'worker.{close[0]}'?" if close else "")
+                    + f" Valid worker keys: {', '.join(sorted(_WORKER))}"
+                )
+
+
+def load_config(
+    config: Any = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **explicit: Any,
+) -> OmniQConfig:
+    """Build the configuration. ``config`` is a YAML path, a mapping, an object, or an
+    :class:`OmniQConfig`; ``explicit`` keyword arguments override everything."""
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, dict[str, Any]]] = []
+    path: Path | None = None
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+    else:
+        if config is not None:
+            layers.append(("the config object", _from_object(config)))
+        if environ.get("OMNIQ_CONFIG"):
+            path = Path(environ["OMNIQ_CONFIG"])
+        elif Path("omniq.yaml").is_file():
+            path = Path("omniq.yaml")
+    if path is not None:
+        layers.append((f"config file {str(path)!r}", _read_yaml(path)))
+    layers.append(("the environment", _from_env(environ)))
+    layers.append(("the arguments", {k: v for k, v in explicit.items() if v is not None}))
+    merged: dict[str, Any] = {}
+    for source, data in layers:
+        _check_keys(data, source)
+        merged = _merge(merged, data)
+    try:
+        cfg = msgspec.convert(merged, OmniQConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, merged)) from None
+    return _validate(cfg)
+
+
+def _explain(exc: msgspec.ValidationError, data: Mapping[str, Any]) -> str:
+    msg = str(exc)
+    m = re.search(r" - at `\$\.(?P<path>[\w.\[\]]+)`$", msg)
+    if not m:
+        return f"invalid configuration: {msg}"
+    path = m.group("path")
+    value: Any = data
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    reason = msg[: m.start()]
+    return f"config key {path!r}: {reason.rstrip('.')}; got {_mask_ref(value)!r}"

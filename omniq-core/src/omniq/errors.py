@@ -1,0 +1,102 @@
+"""One error hierarchy, rooted at :class:`OmniQError`.
+
+Every message names the thing, what was found and what to do next. Backends raise the
+core categories (or subclasses of them that also derive from their own base), so callers
+can catch "any queue error" without knowing which backend is configured.
+"""
+
+from __future__ import annotations
+
+
+class OmniQError(Exception):
+    """Base of every error OmniQ raises on purpose."""
+
+
+class ConfigError(OmniQError, ValueError):
+    """A configuration value or argument is invalid."""
+
+
+class PluginError(OmniQError):
+    """Something is wrong with a plugin or with finding one."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin module raised while being imported or registered."""
+
+    def __init__(self, name: str, distribution: str | None, cause: BaseException) -> None:
+        self.name = name
+        self.distribution = distribution
+        self.cause = cause
+        where = f" (distribution {distribution})" if distribution else ""
+        super().__init__(
+            f"plugin {name!r}{where} failed to load: {type(cause).__name__}: {cause}. "
+            f"Other plugins were loaded; fix or uninstall this one, or disable it with "
+            f"OMNIQ_DISABLE_PLUGINS={name}."
+        )
+
+
+class UnknownBackendError(PluginError, ConfigError):
+    """No installed plugin provides the requested backend name or URL scheme."""
+
+
+class BackendNotInstalledError(UnknownBackendError):
+    """A first-party backend was asked for but its distribution is not installed."""
+
+
+class AmbiguousBackendError(PluginError, ConfigError):
+    """Two plugins claim the same backend name or URL scheme."""
+
+
+class IncompatiblePluginError(PluginError):
+    """A plugin registered something that does not implement the expected interface."""
+
+
+class CapabilityError(ConfigError):
+    """A feature was asked of a backend that does not declare it."""
+
+
+class SerializationError(OmniQError):
+    """A value could not be encoded, or a payload could not (or must not) be decoded."""
+
+
+class SignatureError(SerializationError):
+    """A payload's HMAC signature is missing, unknown or wrong."""
+
+
+class QueueError(OmniQError):
+    """A task queue operation failed."""
+
+
+class TaskNotFoundError(QueueError, KeyError):
+    """No task with the given id exists (or it was cleaned up)."""
+
+    def __init__(self, task_id: str, hint: str = "") -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class UnknownTaskError(QueueError):
+    """A message names a task this app does not know (never imported blindly)."""
+
+
+class TaskFailedError(OmniQError):
+    """A task ended without a value: raised by ``get_result`` when the original error
+    type cannot be rebuilt, and for cancelled, expired and dead-lettered tasks."""
+
+    def __init__(self, task_id: str, state: str, error_type: str, message: str, traceback: str = ""):
+        self.task_id = task_id
+        self.state = state
+        self.error_type = error_type
+        self.remote_traceback = traceback
+        super().__init__(f"task {task_id} {state}: {error_type}: {message}")
+
+
+class TaskTimeoutError(OmniQError, TimeoutError):
+    """A task ran longer than its timeout."""
+
+
+class ResultTimeoutError(OmniQError, TimeoutError):
+    """``get_result`` gave up waiting; the task may still finish later."""

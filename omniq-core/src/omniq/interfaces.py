@@ -1,0 +1,406 @@
+"""The three storage interfaces and the execution-pool interface.
+
+These are the contracts every backend plugin implements and the conformance suite
+(:mod:`omniq.testing`) checks. Each is an ABC with a small required core; the concrete
+methods are defaults built from that core which a backend overrides when its engine does
+better (bulk statements, server-side scripts, native TTL, notifications).
+
+Backend authors: all times are UTC epoch seconds; judge leases, ETAs and expiry by the
+backend's own clock where it has one (``now()`` below), never by the caller's.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
+from .models import now as _wall_clock
+
+__all__ = [
+    "BaseEventStorage",
+    "BaseWorker",
+    "BaseResultStorage",
+    "BaseStore",
+    "BaseTaskQueue",
+    "Capability",
+    "LeaseRef",
+]
+
+#: (task id, lease token) — what a worker holds for a reserved task.
+LeaseRef = tuple[str, str]
+
+
+class Capability(str, enum.Enum):
+    """What a store supports beyond the required core (capabilities are data)."""
+
+    DELAYED = "delayed"  # eta / delay
+    PRIORITY = "priority"  # reserve returns higher priority first
+    SCHEDULES = "schedules"  # cron / interval schedules
+    DEPENDENCIES = "dependencies"  # depends_on
+    CROSS_PROCESS = "cross_process"  # several processes may share the store
+    BLOCKING_RESERVE = "blocking_reserve"  # wait_for_work wakes on new work (no polling)
+    NATIVE_TTL = "native_ttl"  # the engine expires data by itself
+    RESULT_NOTIFY = "result_notify"  # wait() wakes on the write (no polling)
+
+
+class BaseStore(abc.ABC):
+    """What all three stores share: construction from a URL, open/close, capabilities."""
+
+    #: Capabilities this implementation declares.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: True when data never leaves this machine (memory, local files, SQLite). Unsigned
+    #: dill payloads are only accepted from such stores (ARCHITECTURE.md §8).
+    local_only: ClassVar[bool] = False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build an unopened store from a URL and backend-specific keyword options.
+
+        Raise :class:`omniq.errors.ConfigError` naming the bad URL part or option (with
+        any password masked, see :func:`omniq.config.mask_url`).
+        """
+
+    async def open(self) -> None:
+        """Connect and create what is missing (tables, streams). Must be idempotent."""
+
+    async def close(self) -> None:
+        """Release connections. Must be idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def now(self) -> float:
+        """The backend's clock (Redis TIME, PostgreSQL now()); defaults to this host's."""
+        return _wall_clock()
+
+
+class BaseTaskQueue(BaseStore):
+    """Holds tasks and hands them out under leases.
+
+    The delivery contract (ARCHITECTURE.md §5): at-least-once; a reserved task is leased
+    to one worker until its lease deadline; completions are fenced by the lease token;
+    a lapsed lease returns the task with its attempt counted.
+    """
+
+    # -- required core -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, task: Task) -> Task:
+        """Store ``task`` and return it as stored.
+
+        Idempotent by ``task.id``: when a task with that id exists, nothing changes and
+        the stored task is returned (schedules rely on this to fire once).
+
+        The stored state is decided here, from the task as given:
+        ``WAITING`` if any id in ``depends_on`` is not yet succeeded; ``CANCELLED`` (with
+        ``error`` naming the parent) if a parent ended in failed/dead/cancelled/expired;
+        ``SCHEDULED`` if ``eta`` is in the future; else ``PENDING``. A ``depends_on``
+        id that does not exist raises :class:`omniq.errors.TaskNotFoundError`.
+        ``created_at`` is set by the backend if it is 0.
+        """
+
+    @abc.abstractmethod
+    async def reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    ) -> list[Task]:
+        """Lease up to ``limit`` ready tasks from ``queues`` to ``worker_id``.
+
+        Ready: state in ``READY_STATES``, eta passed, not expired (see
+        :meth:`omniq.models.Task.is_ready`). Order: highest ``priority`` first, then
+        oldest first (FIFO by enqueue order within a priority). Each returned task is
+        ``RUNNING`` with ``attempts`` incremented, a fresh unique ``lease_token``,
+        ``lease_owner=worker_id``, ``lease_deadline = now + lease`` and ``started_at``
+        set. Atomic: no two concurrent reservers ever receive the same task.
+        Returns ``[]`` when nothing is ready; never blocks waiting for work.
+        """
+
+    @abc.abstractmethod
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        """Extend the leases still held to ``now + lease``; return their task ids.
+
+        A lease is held while the task is ``RUNNING`` with that token. Ids missing from
+        the answer were lost (lapsed and re-delivered, or cancelled): the worker stops
+        them and its completion will be refused.
+        """
+
+    @abc.abstractmethod
+    async def complete(
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
+    ) -> bool:
+        """Finish a reserved task as ``SUCCEEDED`` or ``CANCELLED`` (fenced by token).
+
+        Returns False, changing nothing, when the lease is no longer held. Sets
+        ``finished_at`` and clears the lease. Dependents: on success, each ``WAITING``
+        dependent whose parents all succeeded becomes ready (``PENDING``, or
+        ``SCHEDULED`` if its eta is in the future); on cancel they are cancelled, as in
+        :meth:`dead_letter`. Dependents change in the same atomic step as the parent.
+        """
+
+    @abc.abstractmethod
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        """Return a reserved task for another attempt at ``eta`` (fenced by token).
+
+        State becomes ``RETRYING`` (``eta`` set, ``error`` kept, lease cleared);
+        ``attempts`` is kept. Returns False when the lease is no longer held.
+        """
+
+    @abc.abstractmethod
+    async def release(self, task_id: str, token: str) -> bool:
+        """Hand a reserved task back untouched: ``PENDING``, lease cleared, and the
+        attempt NOT counted (``attempts`` decremented). For graceful drain and for
+        infrastructure failures such as a broken process pool. Fenced by token."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        """Move a task to ``DEAD`` with ``error`` kept (``finished_at`` set).
+
+        With a token, fenced like :meth:`complete`; with ``None`` (a task that cannot
+        even be decoded), unconditional for a task in any non-terminal state.
+        ``WAITING`` dependents become ``CANCELLED`` with an error naming this task,
+        recursively, in the same atomic step.
+        """
+
+    @abc.abstractmethod
+    async def release_expired_leases(self) -> list[Task]:
+        """Return every ``RUNNING`` task whose lease deadline passed to its queue.
+
+        The attempt stays counted. A task whose ``attempts`` reached
+        ``max(max_deliveries, max_retries + 1)`` goes to ``DEAD`` instead (its worker
+        keeps dying), cancelling its dependents. Returns the tasks as updated.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not finished; dependents are cancelled too.
+
+        A ``RUNNING`` task is cancelled at once and its lease dropped, so the worker's
+        next heartbeat sees it lost. Returns False when the task is already terminal.
+        Raises :class:`omniq.errors.TaskNotFoundError` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> Task | None:
+        """The task with that id, or None."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks filtered by queue and states, oldest first, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        """Count of tasks per queue name and state (states with zero may be left out)."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        """Delete tasks (all queues when ``queue`` is None; every state when ``states``
+        is None); return how many. Schedules are not touched."""
+
+    @abc.abstractmethod
+    async def cleanup(self) -> list[Task]:
+        """TTL enforcement, run periodically by workers.
+
+        1. A task in ``READY_STATES`` or ``WAITING`` whose ``expires_at`` passed becomes
+           ``EXPIRED`` (dependents cancelled); these tasks are returned so the caller can
+           record ``expired`` events.
+        2. A terminal task whose ``finished_at + task.retention()`` passed is deleted.
+        """
+
+    # -- schedules ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace the schedule with ``schedule.id``; return it."""
+
+    @abc.abstractmethod
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule with that id, or None."""
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[Schedule]:
+        """All schedules, ordered by id."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False when there was none."""
+
+    @abc.abstractmethod
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None = None
+    ) -> bool:
+        """Pause or resume; when ``next_run`` is given, store it too (the app passes
+        the next firing after now on resume, so missed firings are not replayed).
+        False when there is no such schedule."""
+
+    @abc.abstractmethod
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        """Claim firings of unpaused schedules whose ``next_run <= at``.
+
+        For each, compute ``times, nxt = schedule.due_firings(at)`` and store
+        ``next_run = nxt`` and ``last_run = times[-1]`` with a compare-and-set on the
+        old ``next_run``, so that of several schedulers claiming at once exactly one
+        wins each firing. Return the won schedules (as they were before the update)
+        with their firing times. The caller enqueues one task per firing with
+        :meth:`Schedule.firing_task_id` as id, which makes a crash between claim and
+        enqueue safe to repeat.
+        """
+
+    # -- defaults built from the core --------------------------------------------------
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        """Enqueue in order (a task may depend on one earlier in the same batch)."""
+        return [await self.enqueue(t) for t in tasks]
+
+    async def complete_many(
+        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    ) -> list[bool]:
+        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
+        return [await self.complete(*item) for item in items]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when work may be ready in ``queues`` or after ``timeout`` seconds.
+
+        The default sleeps (polling); backends with notifications (LISTEN/NOTIFY,
+        blocking pops, JetStream pull) return as soon as something is enqueued.
+        """
+        await asyncio.sleep(timeout)
+
+
+class BaseResultStorage(BaseStore):
+    """Results keyed by task id: a re-run overwrites, never adds."""
+
+    @abc.abstractmethod
+    async def set(self, result: TaskResult) -> None:
+        """Store (or overwrite) the result of ``result.task_id``. ``expires_at`` is
+        when it may disappear; None keeps it until deleted."""
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when there is none or it has expired (even if the
+        cleanup sweep has not deleted it yet)."""
+
+    @abc.abstractmethod
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+
+    @abc.abstractmethod
+    async def cleanup(self) -> int:
+        """Delete expired results; return how many. (A no-op with native TTL.)"""
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        for r in results:
+            await self.set(r)
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        """Results found, by task id (missing ids are left out)."""
+        found = {}
+        for tid in task_ids:
+            r = await self.get(tid)
+            if r is not None:
+                found[tid] = r
+        return found
+
+    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        """The result as soon as it exists, or None after ``timeout`` seconds.
+
+        The default polls with a growing interval (10 ms up to 250 ms); backends with
+        notifications override it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.01
+        while True:
+            result = await self.get(task_id)
+            if result is not None:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.25)
+
+
+class BaseEventStorage(BaseStore):
+    """An append-only log of what happened to tasks."""
+
+    @abc.abstractmethod
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        """Append events (workers buffer and flush them in batches)."""
+
+    @abc.abstractmethod
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        """Events matching every filter given, by timestamp (``order`` "asc" or
+        "desc"; ties keep append order), at most ``limit`` (None: no limit).
+        ``since`` is inclusive, ``until`` exclusive."""
+
+    @abc.abstractmethod
+    async def cleanup(self, older_than: float) -> int:
+        """Delete events with ``timestamp < older_than``; return how many."""
+
+    async def append(self, event: TaskEvent) -> None:
+        await self.append_many([event])
+
+
+class BaseWorker(abc.ABC):
+    """An execution pool (async, thread, process, gevent): runs task functions for the
+    worker's runtime loop.
+
+    The runtime loop owns reserving, leases, results, events and retries; a pool only
+    runs calls. Plugins add pools through ``omniq_register_workers``.
+    """
+
+    #: The name used by ``--pool`` and ``run_worker(pool=...)``.
+    name: ClassVar[str]
+
+    def __init__(self, concurrency: int, **options: Any) -> None:
+        self.concurrency = concurrency
+
+    async def start(self) -> None:
+        """Start threads/processes. Called once before the first :meth:`run`."""
+
+    async def stop(self, wait: bool = True) -> None:
+        """Shut down; with ``wait=False`` do not wait for running calls."""
+
+    @abc.abstractmethod
+    async def run(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+        *,
+        ref: str | None = None,
+        func_payload: bytes | None = None,
+    ) -> Any:
+        """Run one call and return its value, raising what it raised.
+
+        ``func`` may be a coroutine function or a plain one. ``timeout`` must be
+        enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
+        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
+        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        Cancelling the awaiting coroutine (the lease was lost) should stop the call
+        where the pool can.
+        """

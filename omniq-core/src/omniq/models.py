@@ -1,0 +1,257 @@
+"""The values that move between the app, the stores and the workers.
+
+All times are UTC epoch seconds (``float``): every engine stores and compares them
+natively (SQL REAL, Redis scores, JetStream headers), and no backend has to think about
+time zones. Models are msgspec Structs so they encode to msgpack in one pass.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = [
+    "ACTIVE_STATES",
+    "ErrorInfo",
+    "EventType",
+    "READY_STATES",
+    "Schedule",
+    "TERMINAL_STATES",
+    "Task",
+    "TaskEvent",
+    "TaskResult",
+    "TaskState",
+    "new_id",
+    "now",
+    "validate_name",
+]
+
+# Queue names, task ids and schedule ids are hostile input: one strict pattern, checked
+# once at the API boundary, so no backend ever sees a path separator, a SQL quote, a
+# NATS wildcard or a Redis glob character.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_id() -> str:
+    """A time-ordered unique id (sortable, URL- and path-safe)."""
+    import uuid
+
+    return f"{time.time_ns():x}-{uuid.uuid4().hex[:16]}"
+
+
+def validate_name(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value:
+        raise ConfigError(
+            f"invalid {kind} {value!r}: use 1-200 characters from letters, digits, '_', '-', "
+            f"'.', ':' starting with a letter or digit (no '..')"
+        )
+    return value
+
+
+class TaskState(str, enum.Enum):
+    PENDING = "pending"  # ready to run as soon as a worker reserves it
+    SCHEDULED = "scheduled"  # eta in the future (delayed task)
+    WAITING = "waiting"  # waits for its dependencies to succeed
+    RUNNING = "running"  # leased to a worker
+    RETRYING = "retrying"  # failed an attempt, waits for its backoff eta
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a result/event state: the attempt (or the task, for results) failed
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not started before its ttl ran out
+    DEAD = "dead"  # dead-lettered: retries used up, undecodable, unknown, too many deliveries
+
+
+#: States a reserve may pick from (when their eta has passed).
+READY_STATES = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRYING})
+#: States that will still change without user action.
+ACTIVE_STATES = READY_STATES | {TaskState.WAITING, TaskState.RUNNING}
+#: States a task never leaves (until cleanup deletes it).
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED, TaskState.DEAD}
+)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: str
+    message: str
+    traceback: str = ""
+    module: str = ""  # module of the exception type, to rebuild it on the caller's side
+
+
+class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One unit of work and everything a backend needs to deliver it.
+
+    ``payload`` is the serializer's envelope of the call (args, kwargs and, for
+    functions that have no importable name, the function itself); backends store it as
+    opaque bytes.
+    """
+
+    id: str
+    name: str
+    queue: str = "default"
+    payload: bytes = b""
+    priority: int = 0
+    state: TaskState = TaskState.PENDING
+    created_at: float = 0.0
+    eta: float | None = None
+    expires_at: float | None = None
+    timeout: float | None = None
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    max_deliveries: int = 5
+    attempts: int = 0
+    depends_on: tuple[str, ...] = ()
+    schedule_id: str | None = None
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_deadline: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    result_ttl: float = 86400.0
+    dead_ttl: float = 7 * 86400.0
+
+    def is_ready(self, at: float) -> bool:
+        """Whether a reserve at time ``at`` may pick this task (backends without a query
+        language use this; SQL backends express the same rule in their WHERE clause)."""
+        return (
+            self.state in READY_STATES
+            and (self.eta is None or self.eta <= at)
+            and (self.expires_at is None or self.expires_at > at)
+        )
+
+    def retention(self) -> float:
+        """Seconds a finished task is kept before cleanup deletes it."""
+        return self.dead_ttl if self.state is TaskState.DEAD else self.result_ttl
+
+    def backoff(self) -> float:
+        """Delay before the next attempt: exponential in attempts, capped."""
+        exp = max(self.attempts - 1, 0)
+        return min(self.retry_backoff * (2**exp), self.retry_backoff_max)
+
+
+class TaskResult(msgspec.Struct, omit_defaults=True, kw_only=True):
+    task_id: str
+    state: TaskState
+    value: bytes | None = None  # serializer envelope of the return value
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float = 0.0
+    worker_id: str | None = None
+    expires_at: float | None = None
+
+
+class EventType(str, enum.Enum):
+    ENQUEUED = "enqueued"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an attempt failed (followed by retrying or dead)
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    DEAD = "dead"
+    LEASE_LOST = "lease_lost"  # a lease lapsed and the task went back to its queue
+    RELEASED = "released"  # handed back without counting the attempt (drain, broken pool)
+    SCHEDULED = "scheduled"  # a schedule fired and enqueued this task
+
+
+class TaskEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+    id: str
+    task_id: str
+    queue: str
+    type: EventType
+    timestamp: float
+    worker_id: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A recurring task: a cron expression or a fixed interval.
+
+    ``template`` holds the task to enqueue at each firing (its id is replaced by a
+    deterministic one per firing, so several schedulers enqueue it once).
+    """
+
+    id: str
+    template: Task
+    cron: str | None = None
+    interval: float | None = None
+    next_run: float = 0.0
+    last_run: float | None = None
+    paused: bool = False
+    catch_up: bool = False  # fire every missed time after downtime (bounded), not just once
+    created_at: float = 0.0
+
+    def following(self, after: float) -> float:
+        """The first firing time strictly after ``after``."""
+        if self.interval is not None:
+            # Keep the phase of next_run so firings stay on a fixed grid.
+            base = self.next_run or after
+            if base > after:
+                return base
+            steps = math.floor((after - base) / self.interval) + 1
+            return base + steps * self.interval
+        if self.cron is None:
+            raise ConfigError(f"schedule {self.id!r} has neither cron nor interval")
+        from croniter import croniter
+
+        start = datetime.fromtimestamp(after, tz=timezone.utc)
+        return float(croniter(self.cron, start).get_next(float))
+
+    def due_firings(self, at: float, limit: int = 100) -> tuple[list[float], float]:
+        """Firing times due at ``at`` and the next_run to store after firing them.
+
+        Without ``catch_up`` only the latest missed firing runs: a worker that was down
+        for a day does not replay a day of a minutely schedule.
+        """
+        if self.paused or self.next_run > at:
+            return [], self.next_run
+        times: list[float] = [self.next_run]
+        nxt = self.following(self.next_run)
+        while nxt <= at and len(times) < limit:
+            times.append(nxt)
+            nxt = self.following(nxt)
+        if nxt <= at:  # more than limit missed: skip ahead
+            nxt = self.following(at)
+        if not self.catch_up:
+            times = times[-1:]
+        return times, nxt
+
+    def firing_task_id(self, fire_time: float) -> str:
+        """Deterministic id of the task enqueued for one firing (idempotent enqueue)."""
+        return f"{self.id}@{int(fire_time * 1000)}"
+
+
+def validate_cron(expr: str) -> str:
+    from croniter import croniter
+
+    if not isinstance(expr, str) or not croniter.is_valid(expr):
+        raise ConfigError(
+            f"invalid cron expression {expr!r}: expected 5 fields 'minute hour day month weekday', "
+            f"e.g. '*/5 * * * *'"
+        )
+    return expr
+
+
+encoder = msgspec.msgpack.Encoder()
+task_decoder = msgspec.msgpack.Decoder(Task)
+result_decoder = msgspec.msgpack.Decoder(TaskResult)
+event_decoder = msgspec.msgpack.Decoder(TaskEvent)
+schedule_decoder = msgspec.msgpack.Decoder(Schedule)

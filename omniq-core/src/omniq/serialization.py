@@ -1,0 +1,202 @@
+"""Encoding of calls and values, signing, and the rule about when dill may be decoded.
+
+Plain data (None, bool, int, float, str, bytes, aware datetimes, lists, tuples, dicts of
+those) travels as msgspec msgpack: fast, and safe to decode from anyone. Anything else
+(lambdas, closures, class instances, naive datetimes) travels as dill, which executes
+code when decoded; so dill is only decoded when the payload is signed with a configured
+key, or comes from a store that never leaves this machine (memory, local files, SQLite),
+or the user explicitly allowed unsigned dill (ARCHITECTURE.md §8).
+
+Envelope layout::
+
+    b"OQ" | flags (1 byte: 1 = dill, 2 = signed)
+          | [signed: key-id length (1 byte) | key id | HMAC-SHA256 (32 bytes)]
+          | body
+
+The HMAC covers flags, key id and body, and is checked before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from .errors import SerializationError, SignatureError
+
+__all__ = ["Serializer"]
+
+MAGIC = b"OQ"
+FLAG_DILL = 1
+FLAG_SIGNED = 2
+MAC_SIZE = 32
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _is_plain(obj: Any, depth: int = 0) -> bool:
+    """True when msgpack round-trips ``obj`` without losing its meaning (tuples come
+    back as lists, as in every JSON-style queue)."""
+    if depth > 64:
+        return False
+    if isinstance(obj, _SCALARS):
+        return type(obj) in _SCALARS and not (type(obj) is int and not -(2**63) <= obj < 2**64)
+    if isinstance(obj, datetime):
+        return type(obj) is datetime and obj.tzinfo is not None
+    if type(obj) in (list, tuple):
+        return all(_is_plain(x, depth + 1) for x in obj)
+    if type(obj) is dict:
+        return all(
+            type(k) in (str, int) and _is_plain(v, depth + 1) for k, v in obj.items()
+        )
+    return False
+
+
+class Serializer:
+    """Encodes calls and values; signs and verifies when keys are configured.
+
+    :param keys: key id -> secret. With keys, every payload is signed with
+        ``signing_key`` and unsigned or badly signed payloads are refused.
+    :param allow_unsigned_dill: accept unsigned dill from network stores (unsafe unless
+        every peer that can write to the store is trusted).
+    :param payload_limit: largest envelope in bytes.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, bytes] | None = None,
+        signing_key: str | None = None,
+        *,
+        allow_unsigned_dill: bool = False,
+        payload_limit: int = 1 << 20,
+    ) -> None:
+        self.keys = dict(keys or {})
+        if self.keys and signing_key is None:
+            signing_key = next(iter(self.keys))
+        if signing_key is not None and signing_key not in self.keys:
+            raise SerializationError(
+                f"signing key id {signing_key!r} is not among the configured keys {sorted(self.keys)}"
+            )
+        for kid in self.keys:
+            if not 0 < len(kid.encode()) < 256:
+                raise SerializationError(f"key id {kid!r} must be 1-255 bytes")
+        self.signing_key = signing_key
+        self.allow_unsigned_dill = allow_unsigned_dill
+        self.payload_limit = payload_limit
+
+    # -- envelopes ---------------------------------------------------------------------
+
+    def _wrap(self, flags: int, body: bytes) -> bytes:
+        if self.signing_key is None:
+            data = MAGIC + bytes([flags]) + body
+        else:
+            flags |= FLAG_SIGNED
+            kid = self.signing_key.encode()
+            head = MAGIC + bytes([flags, len(kid)]) + kid
+            mac = hmac.new(self.keys[self.signing_key], head + body, hashlib.sha256).digest()
+            data = head + mac + body
+        if len(data) > self.payload_limit:
+            raise SerializationError(
+                f"payload of {len(data)} bytes exceeds the limit of {self.payload_limit} bytes "
+                f"(config key payload_limit); pass a reference (a path, an id) instead of the data"
+            )
+        return data
+
+    def _unwrap(self, data: bytes, *, local_only: bool, origin: str) -> tuple[int, bytes]:
+        if len(data) < 3 or data[:2] != MAGIC:
+            raise SerializationError(f"payload from {origin} is not an OmniQ envelope")
+        flags = data[2]
+        if flags & FLAG_SIGNED:
+            kid_len = data[3]
+            kid = data[4 : 4 + kid_len].decode(errors="replace")
+            mac = data[4 + kid_len : 4 + kid_len + MAC_SIZE]
+            body = data[4 + kid_len + MAC_SIZE :]
+            key = self.keys.get(kid)
+            if key is None:
+                raise SignatureError(
+                    f"payload from {origin} is signed with key id {kid!r}, which is not "
+                    f"configured (configured: {sorted(self.keys) or 'none'}); add it to secret_keys"
+                )
+            expected = hmac.new(key, data[: 4 + kid_len] + body, hashlib.sha256).digest()
+            if not hmac.compare_digest(mac, expected):
+                raise SignatureError(f"payload from {origin} has a bad signature (key id {kid!r}); refused")
+            return flags, body
+        if self.keys:
+            raise SignatureError(
+                f"unsigned payload from {origin} refused: secret keys are configured, so every "
+                f"payload must be signed"
+            )
+        if flags & FLAG_DILL and not (local_only or self.allow_unsigned_dill):
+            raise SerializationError(
+                f"refusing to decode an unsigned dill payload from {origin}: dill runs code "
+                f"when decoded. Configure secret_key (OMNIQ_SECRET_KEY) on producers and "
+                f"workers, or set allow_unsigned_dill if every writer to this store is trusted"
+            )
+        return flags, data[3:]
+
+    def dill_allowed(self, local_only: bool) -> bool:
+        return bool(self.signing_key) or local_only or self.allow_unsigned_dill
+
+    def dumps(self, obj: Any, *, local_only: bool = True, what: str = "value") -> bytes:
+        if _is_plain(obj):
+            return self._wrap(0, _encode(obj))
+        if not self.dill_allowed(local_only):
+            raise SerializationError(
+                f"{what} of type {type(obj).__name__} needs dill, and unsigned dill is refused "
+                f"on a store that leaves this machine. Pass plain data (str, int, float, bool, "
+                f"bytes, list, dict, aware datetime), or configure secret_key"
+            )
+        import dill
+
+        try:
+            body = dill.dumps(obj, recurse=True)
+        except Exception as exc:
+            raise SerializationError(
+                f"{what} cannot be serialized: {type(exc).__name__}: {exc}. msgpack carries plain "
+                f"data; dill could not carry {type(obj).__name__} either"
+            ) from exc
+        return self._wrap(FLAG_DILL, body)
+
+    def loads(self, data: bytes, *, local_only: bool, origin: str = "the store") -> Any:
+        flags, body = self._unwrap(data, local_only=local_only, origin=origin)
+        try:
+            if flags & FLAG_DILL:
+                import dill
+
+                return dill.loads(body)
+            return _decode(body)
+        except Exception as exc:
+            raise SerializationError(f"payload from {origin} cannot be decoded: {exc}") from exc
+
+    # -- calls -------------------------------------------------------------------------
+
+    def dumps_call(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        func: Callable[..., Any] | None = None,
+        *,
+        local_only: bool = True,
+    ) -> bytes:
+        call: list[Any] = [list(args), dict(kwargs)]
+        if func is not None:
+            call.append(func)
+        return self.dumps(call, local_only=local_only, what="task arguments" if func is None else "task function")
+
+    def loads_call(
+        self, data: bytes, *, local_only: bool, origin: str = "the store"
+    ) -> tuple[list[Any], dict[str, Any], Callable[..., Any] | None]:
+        call = self.loads(data, local_only=local_only, origin=origin)
+        if not isinstance(call, list) or len(call) not in (2, 3):
+            raise SerializationError(f"payload from {origin} is not a task call")
+        args, kwargs = call[0], call[1]
+        func = call[2] if len(call) == 3 else None
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise SerializationError(f"payload from {origin} is not a task call")
+        return args, kwargs, func
