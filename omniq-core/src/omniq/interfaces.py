@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -210,7 +211,7 @@ class BaseTaskQueue(BaseStore):
         is None); return how many. Schedules are not touched."""
 
     @abc.abstractmethod
-    async def cleanup(self) -> list[Task]:
+    async def cleanup(self) -> builtins.list[Task]:
         """TTL enforcement, run periodically by workers.
 
         1. A task in ``READY_STATES`` or ``WAITING`` whose ``expires_at`` passed becomes
@@ -230,7 +231,7 @@ class BaseTaskQueue(BaseStore):
         """The schedule with that id, or None."""
 
     @abc.abstractmethod
-    async def list_schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> builtins.list[Schedule]:
         """All schedules, ordered by id."""
 
     @abc.abstractmethod
@@ -246,7 +247,7 @@ class BaseTaskQueue(BaseStore):
         False when there is no such schedule."""
 
     @abc.abstractmethod
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         """Claim firings of unpaused schedules whose ``next_run <= at``.
 
         For each, compute ``times, nxt = schedule.due_firings(at)`` and store
@@ -260,13 +261,13 @@ class BaseTaskQueue(BaseStore):
 
     # -- defaults built from the core --------------------------------------------------
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
         """Enqueue in order (a task may depend on one earlier in the same batch)."""
         return [await self.enqueue(t) for t in tasks]
 
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
-    ) -> list[bool]:
+    ) -> builtins.list[bool]:
         """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
         return [await self.complete(*item) for item in items]
 

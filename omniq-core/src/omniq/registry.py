@@ -50,7 +50,7 @@ ENTRY_POINT_GROUP = "omniq.plugins"
 
 StoreKind = Literal["task_queue", "result_storage", "event_storage"]
 STORE_KINDS: tuple[StoreKind, ...] = ("task_queue", "result_storage", "event_storage")
-STORE_BASES: dict[StoreKind, type[BaseStore]] = {
+STORE_BASES: dict[StoreKind, type[Any]] = {
     "task_queue": BaseTaskQueue,
     "result_storage": BaseResultStorage,
     "event_storage": BaseEventStorage,

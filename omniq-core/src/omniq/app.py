@@ -1,0 +1,698 @@
+"""The public API: :class:`AsyncOmniQ` and its blocking facade :class:`OmniQ`.
+
+An app holds the configuration, the three stores (resolved through the plugin registry
+when the app is built, opened on first use), the serializer and the registry of task
+functions. Producers and workers use the same app object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+
+import msgspec
+
+from .config import OmniQConfig, load_config
+from .errors import (
+    CapabilityError,
+    ConfigError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskNotFoundError,
+)
+from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
+from .models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    ErrorInfo,
+    EventType,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    new_id,
+    now,
+    validate_cron,
+    validate_name,
+)
+from .registry import registry
+from .serialization import Serializer
+from .sync import SyncWrapper, blocking
+
+if TYPE_CHECKING:
+    from .worker.runtime import Worker
+
+__all__ = ["AsyncOmniQ", "OmniQ", "TaskFunction", "TaskRef"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("omniq")
+
+#: Results, events and tasks of a task that never ran end in one of these.
+_ENDED_WITHOUT_RUN = {TaskState.CANCELLED, TaskState.EXPIRED, TaskState.DEAD}
+
+
+class TaskRef(Generic[R]):
+    """What enqueue returns: the task's id, typed by the task's return value."""
+
+    __slots__ = ("id", "name", "queue", "state")
+
+    def __init__(self, id: str, name: str, queue: str, state: TaskState) -> None:
+        self.id = id
+        self.name = name
+        self.queue = queue
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"TaskRef(id={self.id!r}, name={self.name!r}, queue={self.queue!r}, state={self.state.value!r})"
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
+    """Validate a duration given as seconds or a timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
+    return float(value)
+
+
+def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        valid = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
+        raise ConfigError(f"{name} must be {valid}, got {value!r}")
+    return value
+
+
+def _timestamp(name: str, value: Any) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), got {value!r}")
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
+
+
+class TaskOptions:
+    """Per-task defaults given to ``@app.task``; validated once."""
+
+    __slots__ = ("queue", "max_retries", "timeout", "ttl", "priority", "retry_backoff",
+                 "retry_backoff_max", "max_deliveries")
+
+    def __init__(self, *, queue: str, retries: int = 0, timeout: Any = None, ttl: Any = None,
+                 priority: int = 0, retry_backoff: Any = 1.0, retry_backoff_max: Any = 600.0,
+                 max_deliveries: int = 5) -> None:
+        self.queue = validate_name("queue name", queue)
+        self.max_retries = _int("retries", retries, 0)
+        self.timeout = _seconds("timeout", timeout)
+        self.ttl = _seconds("ttl", ttl)
+        self.priority = _int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
+        self.retry_backoff = _seconds("retry_backoff", retry_backoff, allow_zero=True) or 0.0
+        self.retry_backoff_max = _seconds("retry_backoff_max", retry_backoff_max) or 600.0
+        self.max_deliveries = _int("max_deliveries", max_deliveries, 1)
+
+
+class TaskFunction(Generic[P, R]):
+    """A registered task. Calling it runs the function here; ``delay`` enqueues it."""
+
+    def __init__(self, app: AsyncOmniQ, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__qualname__ = getattr(fn, "__qualname__", name)
+        self.__module__ = getattr(fn, "__module__", __name__)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name} queue={self.options.queue}>"
+
+
+class AsyncTaskFunction(TaskFunction[P, R]):
+    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef[R]:
+        """Enqueue a call with the task's default options."""
+        return await self.app._enqueue(self, args, kwargs, {})
+
+    async def apply(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                    **options: Any) -> TaskRef[R]:
+        """Enqueue with per-call options (``priority``, ``delay``, ``eta``, ``depends_on``...)."""
+        return await self.app._enqueue(self, tuple(args), dict(kwargs or {}), options)
+
+
+class SyncTaskFunction(TaskFunction[P, R]):
+    def __init__(self, sync_app: OmniQ, inner: AsyncTaskFunction[P, R]) -> None:
+        super().__init__(inner.app, inner.fn, inner.name, inner.options)
+        self._sync_app = sync_app
+        self._inner = inner
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef[R]:
+        return self._sync_app._portal.call(self._inner.apply, args, kwargs)
+
+    def apply(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+              **options: Any) -> TaskRef[R]:
+        return self._sync_app._portal.call(lambda: self._inner.apply(args, kwargs, **options))
+
+
+_ENQUEUE_OPTIONS = frozenset(
+    {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
+)
+
+
+class AsyncOmniQ:
+    """The async app. ``AsyncOmniQ()`` uses the configured (or default SQLite) stores.
+
+    :param task_queue: backend reference for tasks (URL, plugin name, mapping, instance).
+    :param result_storage: the same for results; defaults to the task queue's reference.
+    :param event_storage: the same for events.
+    :param config: a YAML path, mapping, object or :class:`OmniQConfig` (lowest precedence).
+    :param settings: any other config key (``lease=30``, ``secret_key=...``).
+    """
+
+    def __init__(
+        self,
+        task_queue: Any = None,
+        result_storage: Any = None,
+        event_storage: Any = None,
+        *,
+        config: Any = None,
+        **settings: Any,
+    ) -> None:
+        self.config: OmniQConfig = load_config(
+            config, task_queue=task_queue, result_storage=result_storage,
+            event_storage=event_storage, **settings,
+        )
+        cfg = self.config
+        registry.call_hook("omniq_configure", config=cfg)
+        queue_ref = cfg.store_ref("task_queue")
+        self.task_queue = cast(BaseTaskQueue, registry.resolve("task_queue", queue_ref))
+        self.result_storage = cast(
+            BaseResultStorage, registry.resolve("result_storage", cfg.result_storage or queue_ref)
+        )
+        self.event_storage = cast(
+            BaseEventStorage, registry.resolve("event_storage", cfg.event_storage or queue_ref)
+        )
+        self.serializer = Serializer(
+            cfg.signing_keys(), cfg.signing_key,
+            allow_unsigned_dill=cfg.allow_unsigned_dill, payload_limit=cfg.payload_limit,
+        )
+        self.tasks: dict[str, TaskFunction[Any, Any]] = {}
+        self._open_lock: asyncio.Lock | None = None
+        self._opened = False
+        for module in cfg.imports:
+            self.import_tasks(module)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _stores(self) -> list[Any]:
+        return [self.task_queue, self.result_storage, self.event_storage]
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                for store in self._stores():
+                    await store.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            for store in reversed(self._stores()):
+                await store.close()
+
+    async def __aenter__(self) -> AsyncOmniQ:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- task registration -------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTaskFunction[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> AsyncTaskFunction[P, R]: ...
+    @overload
+    def task(self, fn: None = None, /, **options: Any) -> _AsyncTaskDecorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., retries=3,
+        timeout=30, ttl=3600, priority=5)``."""
+        def register(f: Callable[..., Any]) -> AsyncTaskFunction[Any, Any]:
+            return cast(AsyncTaskFunction[Any, Any], self._register(f, name, options, AsyncTaskFunction))
+
+        return register(fn) if fn is not None else register
+
+    def _register(self, fn: Callable[..., Any], name: str | None, options: Mapping[str, Any],
+                  cls: type[TaskFunction[Any, Any]]) -> TaskFunction[Any, Any]:
+        if isinstance(fn, TaskFunction):
+            fn = fn.fn
+        if not callable(fn):
+            raise ConfigError(f"@task needs a function, got {fn!r}")
+        task_name = validate_name("task name", name or f"{fn.__module__}.{fn.__qualname__}")
+        unknown = set(options) - set(TaskOptions.__slots__) - {"retries"}
+        if unknown:
+            raise ConfigError(
+                f"unknown task option(s) {sorted(unknown)}; valid: queue, retries, timeout, ttl, "
+                f"priority, retry_backoff, retry_backoff_max, max_deliveries"
+            )
+        opts = TaskOptions(queue=options.get("queue", self.config.default_queue),
+                           max_deliveries=options.get("max_deliveries", self.config.max_deliveries),
+                           **{k: v for k, v in options.items() if k not in ("queue", "max_deliveries")})
+        tf = cls(self, fn, task_name, opts)
+        self.tasks[task_name] = tf
+        return tf
+
+    def import_tasks(self, module: str) -> None:
+        """Import a module whose ``@app.task`` decorators register tasks on this app."""
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"config key 'imports': cannot import {module!r}: {exc}") from exc
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    def _local_only(self) -> bool:
+        return self.task_queue.local_only
+
+    def _build_task(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
+                    options: Mapping[str, Any], at: float) -> Task:
+        unknown = set(options) - _ENQUEUE_OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown enqueue option(s) {sorted(unknown)}; valid: {sorted(_ENQUEUE_OPTIONS)}")
+        func_payload = None
+        if isinstance(fn, TaskFunction):
+            name, defaults = fn.name, fn.options
+        elif isinstance(fn, str):
+            name = validate_name("task name", fn)
+            tf = self.tasks.get(name)
+            defaults = tf.options if tf else TaskOptions(queue=self.config.default_queue,
+                                                         max_deliveries=self.config.max_deliveries)
+        elif callable(fn):
+            # Not registered: the function itself travels (by dill), subject to the trust rule.
+            name = validate_name("task name", f"dill:{getattr(fn, '__qualname__', 'callable')}".replace("<", "").replace(">", ""))
+            defaults = TaskOptions(queue=self.config.default_queue, max_deliveries=self.config.max_deliveries)
+            func_payload = fn
+        else:
+            raise ConfigError(f"enqueue needs a task function, a task name or a callable, got {fn!r}")
+
+        queue = validate_name("queue name", options.get("queue") or defaults.queue)
+        priority = _int("priority", options.get("priority", defaults.priority), PRIORITY_MIN, PRIORITY_MAX)
+        timeout = _seconds("timeout", options.get("timeout", defaults.timeout))
+        ttl = _seconds("ttl", options.get("ttl", defaults.ttl))
+        retries = _int("retries", options.get("retries", defaults.max_retries), 0)
+        eta = None
+        if options.get("eta") is not None:
+            eta = _timestamp("eta", options["eta"])
+        delay = _seconds("delay", options.get("delay"), allow_zero=True)
+        if delay:
+            eta = max(eta or at, at + delay)
+        depends = tuple(validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
+                        for d in (options.get("depends_on") or ()))
+        task_id = validate_name("task id", options.get("task_id") or new_id())
+        if eta is not None and eta > at:
+            self._require(Capability.DELAYED, "delayed tasks (delay/eta)")
+        if depends:
+            self._require(Capability.DEPENDENCIES, "task dependencies (depends_on)")
+        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
+        return Task(
+            id=task_id, name=name, queue=queue, payload=payload, priority=priority,
+            created_at=at, eta=eta, expires_at=(at + ttl) if ttl else None, timeout=timeout,
+            max_retries=retries, retry_backoff=defaults.retry_backoff,
+            retry_backoff_max=defaults.retry_backoff_max, max_deliveries=defaults.max_deliveries,
+            depends_on=depends, result_ttl=self.config.result_ttl, dead_ttl=self.config.dead_ttl,
+        )
+
+    def _require(self, cap: Capability, what: str) -> None:
+        if cap not in self.task_queue.capabilities:
+            raise CapabilityError(
+                f"{what} need the {cap.value!r} capability, which {type(self.task_queue).__name__} "
+                f"does not declare; pick a backend that has it (sqlite, postgres, redis, nats)"
+            )
+
+    def event(self, task: Task, type: EventType, worker_id: str | None = None,
+              at: float | None = None, **detail: Any) -> TaskEvent:
+        return TaskEvent(id=new_id(), task_id=task.id, queue=task.queue, type=type,
+                         timestamp=at if at is not None else now(), worker_id=worker_id,
+                         detail={"name": task.name, **detail})
+
+    async def record_events(self, events: Sequence[TaskEvent]) -> None:
+        if events and self.config.events:
+            await self.event_storage.append_many(events)
+
+    async def _enqueue(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
+                       options: Mapping[str, Any]) -> TaskRef[Any]:
+        await self.open()
+        at = now()
+        stored = await self.task_queue.enqueue(self._build_task(fn, args, kwargs, options, at))
+        await self.record_events([self.event(stored, EventType.ENQUEUED, at=at, state=stored.state.value)])
+        return TaskRef(stored.id, stored.name, stored.queue, stored.state)
+
+    async def enqueue(self, fn: Callable[..., Awaitable[R]] | Callable[..., R] | str, *args: Any,
+                      **kwargs: Any) -> TaskRef[R]:
+        """Enqueue ``fn(*args, **kwargs)``. Keywords named like enqueue options
+        (priority, delay, eta, depends_on, queue, ttl, timeout, retries, task_id) are
+        options; use ``fn.apply(args, kwargs, **options)`` when the task itself takes
+        such a keyword."""
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENQUEUE_OPTIONS}
+        return await self._enqueue(fn, args, kwargs, options)
+
+    async def enqueue_many(self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+                           **options: Any) -> list[TaskRef[Any]]:
+        """Enqueue one task per item of ``calls`` (a tuple of args, or a dict of kwargs) in
+        one bulk operation."""
+        await self.open()
+        at = now()
+        tasks = [
+            self._build_task(fn, (), c, options, at) if isinstance(c, Mapping)
+            else self._build_task(fn, tuple(c), {}, options, at)
+            for c in calls
+        ]
+        stored = await self.task_queue.enqueue_many(tasks)
+        await self.record_events([self.event(t, EventType.ENQUEUED, at=at, state=t.state.value) for t in stored])
+        return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
+
+    # -- results -----------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        await self.open()
+        task = await self.task_queue.get(validate_name("task id", task_id))
+        if task is None:
+            raise TaskNotFoundError(task_id, " (never enqueued, or deleted after its retention)")
+        return task
+
+    async def get_task_result(self, task_id: str) -> TaskResult | None:
+        await self.open()
+        return await self.result_storage.get(validate_name("task id", task_id))
+
+    @overload
+    async def get_result(self, task: TaskRef[R], timeout: float | None = None) -> R: ...
+    @overload
+    async def get_result(self, task: str, timeout: float | None = None) -> Any: ...
+    async def get_result(self, task: TaskRef[Any] | str, timeout: float | None = None) -> Any:
+        """Wait for a task's value; raise its error (rebuilt as its own type where that
+        type is a builtin or already imported here, else :class:`TaskFailedError`).
+
+        ``timeout=None`` waits forever; on timeout :class:`ResultTimeoutError`.
+        """
+        await self.open()
+        task_id = validate_name("task id", task.id if isinstance(task, TaskRef) else task)
+        wait = _seconds("timeout", timeout, allow_zero=True)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        checked = False
+        while True:
+            remaining = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+            result = await self.result_storage.wait(task_id, max(remaining, 0.0))
+            if result is not None:
+                return self._unwrap(result)
+            # No result yet: a task that ended without running never gets one.
+            stored = await self.task_queue.get(task_id)
+            if stored is None and not checked:
+                result = await self.result_storage.get(task_id)
+                if result is not None:
+                    return self._unwrap(result)
+                raise TaskNotFoundError(task_id, " (never enqueued, or deleted after its retention)")
+            checked = True
+            if stored is not None and stored.state in _ENDED_WITHOUT_RUN:
+                err = stored.error or ErrorInfo(type=stored.state.value, message="no result")
+                raise TaskFailedError(task_id, stored.state.value, err.type, err.message, err.traceback)
+            if deadline is not None and loop.time() >= deadline:
+                raise ResultTimeoutError(
+                    f"task {task_id} has no result after {wait} s (state: "
+                    f"{stored.state.value if stored else 'unknown'}); it may still finish"
+                )
+
+    def _unwrap(self, result: TaskResult) -> Any:
+        if result.state is TaskState.SUCCEEDED:
+            if result.value is None:
+                return None
+            return self.serializer.loads(result.value, local_only=self.result_storage.local_only,
+                                         origin=type(self.result_storage).__name__)
+        err = result.error or ErrorInfo(type="Error", message=result.state.value)
+        raise rebuild_error(result.task_id, result.state.value, err)
+
+    # -- inspection and control --------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        await self.open()
+        task = await self.get_task(task_id)
+        cancelled = await self.task_queue.cancel(task.id)
+        if cancelled:
+            await self.record_events([self.event(task, EventType.CANCELLED)])
+        return cancelled
+
+    async def events(self, task_id: str | None = None, queue: str | None = None,
+                     types: Iterable[str] | None = None, since: float | datetime | None = None,
+                     until: float | datetime | None = None, limit: int | None = 1000,
+                     order: str = "asc") -> list[TaskEvent]:
+        """Events matching every filter, oldest first by default."""
+        await self.open()
+        if order not in ("asc", "desc"):
+            raise ConfigError(f"order must be 'asc' or 'desc', got {order!r}")
+        valid_types = {t.value for t in EventType}
+        type_list = None
+        if types is not None:
+            type_list = [t.value if isinstance(t, EventType) else t for t in types]
+            bad = [t for t in type_list if t not in valid_types]
+            if bad:
+                raise ConfigError(f"unknown event type(s) {bad}; valid: {sorted(valid_types)}")
+        return await self.event_storage.query(
+            task_id=validate_name("task id", task_id) if task_id else None,
+            queue=validate_name("queue name", queue) if queue else None,
+            types=type_list,
+            since=_timestamp("since", since) if since is not None else None,
+            until=_timestamp("until", until) if until is not None else None,
+            limit=limit, order=order,
+        )
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        await self.open()
+        return await self.task_queue.stats()
+
+    async def list_tasks(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                         limit: int = 100) -> list[Task]:
+        await self.open()
+        return await self.task_queue.list(queue=queue, states=states, limit=limit)
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        await self.open()
+        return await self.task_queue.purge(queue=validate_name("queue name", queue) if queue else None,
+                                           states=states)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def schedule(self, fn: Any, *, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                       cron: str | None = None, interval: float | timedelta | None = None,
+                       schedule_id: str | None = None, catch_up: bool = False,
+                       start_at: float | datetime | None = None, **options: Any) -> str:
+        """Run ``fn`` on a cron expression or a fixed interval; return the schedule id.
+
+        The id defaults to one derived from the task, its arguments and its timing, so an
+        application that declares its schedules at every start does not duplicate them.
+        """
+        await self.open()
+        self._require(Capability.SCHEDULES, "schedules")
+        if (cron is None) == (interval is None):
+            raise ConfigError("schedule needs exactly one of cron='*/5 * * * *' or interval=seconds")
+        every = _seconds("interval", interval)
+        if cron is not None:
+            validate_cron(cron)
+        at = now()
+        template = self._build_task(fn, tuple(args), dict(kwargs or {}), options, at)
+        if schedule_id is None:
+            digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
+            schedule_id = f"{template.name}:{digest[:12]}"
+        validate_name("schedule id", schedule_id)
+        sched = Schedule(id=schedule_id, template=template, cron=cron, interval=every,
+                         catch_up=catch_up, created_at=at)
+        first = _timestamp("start_at", start_at) if start_at is not None else None
+        sched.next_run = first if first is not None else sched.following(at) if cron else at + (every or 0)
+        existing = await self.task_queue.get_schedule(schedule_id)
+        if existing is not None and existing.cron == cron and existing.interval == every:
+            sched.next_run, sched.paused, sched.last_run = existing.next_run, existing.paused, existing.last_run
+        await self.task_queue.add_schedule(sched)
+        return schedule_id
+
+    async def _get_schedule(self, schedule_id: str) -> Schedule:
+        await self.open()
+        sched = await self.task_queue.get_schedule(validate_name("schedule id", schedule_id))
+        if sched is None:
+            ids = [s.id for s in await self.task_queue.list_schedules()]
+            raise ConfigError(f"no schedule {schedule_id!r}; existing: {ids or 'none'}")
+        return sched
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        await self._get_schedule(schedule_id)
+        await self.task_queue.set_schedule_paused(schedule_id, True)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        """Resume; missed firings are not replayed unless the schedule has ``catch_up``."""
+        sched = await self._get_schedule(schedule_id)
+        nxt = None if sched.catch_up else sched.following(now())
+        await self.task_queue.set_schedule_paused(schedule_id, False, nxt)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self.open()
+        return await self.task_queue.delete_schedule(validate_name("schedule id", schedule_id))
+
+    async def list_schedules(self) -> list[Schedule]:
+        await self.open()
+        return await self.task_queue.list_schedules()
+
+    async def run_due_schedules(self) -> list[Task]:
+        """Claim due firings and enqueue their tasks (every worker calls this; the
+        claim's compare-and-set and the deterministic task ids make it fire once)."""
+        if Capability.SCHEDULES not in self.task_queue.capabilities:
+            return []
+        await self.open()
+        at = await self.task_queue.now()
+        claimed = await self.task_queue.claim_due_schedules(at)
+        tasks = []
+        for sched, times in claimed:
+            for t in times:
+                tmpl = sched.template
+                ttl = (tmpl.expires_at - tmpl.created_at) if tmpl.expires_at else None
+                tasks.append(msgspec.structs.replace(
+                    tmpl, id=sched.firing_task_id(t), created_at=at, eta=None, schedule_id=sched.id,
+                    expires_at=(at + ttl) if ttl else None, state=TaskState.PENDING,
+                ))
+        if not tasks:
+            return []
+        stored = await self.task_queue.enqueue_many(tasks)
+        await self.record_events([self.event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])
+        return stored
+
+    # -- workers -----------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app; options override the ``worker`` config section."""
+        from .worker.runtime import Worker
+
+        return Worker(self, **options)
+
+    async def run_worker(self, **options: Any) -> str:
+        """Run a worker until it stops; return why (``"burst"``, ``"signal"``, ...)."""
+        return await self.worker(**options).run()
+
+
+def rebuild_error(task_id: str, state: str, err: ErrorInfo) -> BaseException:
+    """The task's exception as its own type when that type is a builtin exception or
+    lives in a module already imported here (nothing is imported on a store's say-so)."""
+    module = sys.modules.get(err.module) if err.module not in ("", "builtins") else builtins
+    cls = getattr(module, err.type, None) if module is not None else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(err.message)
+            exc.__notes__ = [f"raised by task {task_id} ({state})", err.traceback]
+            return exc
+        except Exception:
+            pass
+    return TaskFailedError(task_id, state, err.type, err.message, err.traceback)
+
+
+class _AsyncTaskDecorator(Protocol):
+    def __call__(self, fn: Callable[P, R], /) -> AsyncTaskFunction[P, R]: ...
+
+
+class _SyncTaskDecorator(Protocol):
+    def __call__(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
+
+
+class OmniQ(SyncWrapper[AsyncOmniQ]):
+    """The blocking app: the same methods as :class:`AsyncOmniQ`, without ``await``."""
+
+    def __init__(self, task_queue: Any = None, result_storage: Any = None, event_storage: Any = None,
+                 *, config: Any = None, **settings: Any) -> None:
+        super().__init__(AsyncOmniQ(task_queue, result_storage, event_storage, config=config, **settings))
+
+    @property
+    def config(self) -> OmniQConfig:
+        return self._async.config
+
+    @property
+    def tasks(self) -> dict[str, TaskFunction[Any, Any]]:
+        return self._async.tasks
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> SyncTaskFunction[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
+    @overload
+    def task(self, fn: None = None, /, **options: Any) -> _SyncTaskDecorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Any:
+        def register(f: Callable[..., Any]) -> SyncTaskFunction[Any, Any]:
+            inner = self._async._register(f, name, options, AsyncTaskFunction)
+            sync_fn: SyncTaskFunction[Any, Any] = SyncTaskFunction(self, cast(AsyncTaskFunction[Any, Any], inner))
+            return sync_fn
+
+        return register(fn) if fn is not None else register
+
+    def run_worker(self, **options: Any) -> str:
+        """Run a worker in this thread's stead until it stops (SIGTERM/SIGINT drain it)."""
+        import signal
+        import threading
+
+        worker = self._portal.call(_make_worker, self._async, options)
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            def on_signal(signum: int, frame: Any) -> None:
+                self._portal.call_soon(worker.request_stop, "signal")
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            return self._portal.call(lambda: worker.run(install_signals=False))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    open = blocking(AsyncOmniQ.open)
+    enqueue = blocking(AsyncOmniQ.enqueue)
+    enqueue_many = blocking(AsyncOmniQ.enqueue_many)
+    get_result = blocking(AsyncOmniQ.get_result)
+    get_task = blocking(AsyncOmniQ.get_task)
+    get_task_result = blocking(AsyncOmniQ.get_task_result)
+    cancel = blocking(AsyncOmniQ.cancel)
+    events = blocking(AsyncOmniQ.events)
+    stats = blocking(AsyncOmniQ.stats)
+    list_tasks = blocking(AsyncOmniQ.list_tasks)
+    purge = blocking(AsyncOmniQ.purge)
+    schedule = blocking(AsyncOmniQ.schedule)
+    pause_schedule = blocking(AsyncOmniQ.pause_schedule)
+    resume_schedule = blocking(AsyncOmniQ.resume_schedule)
+    delete_schedule = blocking(AsyncOmniQ.delete_schedule)
+    list_schedules = blocking(AsyncOmniQ.list_schedules)
+    run_due_schedules = blocking(AsyncOmniQ.run_due_schedules)
+
+
+async def _make_worker(app: AsyncOmniQ, options: dict[str, Any]) -> Worker:
+    return app.worker(**options)

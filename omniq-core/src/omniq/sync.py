@@ -1,0 +1,110 @@
+"""The one mechanism that turns the async API into a blocking one.
+
+A sync object owns a background thread running an event loop (an anyio blocking
+portal) and forwards each call to the async object living on that loop. Methods are
+declared once per name with :class:`blocking`, which keeps their signatures for type
+checkers; no logic is written twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+__all__ = ["Portal", "SyncWrapper", "blocking"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Portal:
+    """A lazily started event-loop thread that runs coroutines for blocking callers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+
+    def _get(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._cm = start_blocking_portal("asyncio")
+                self._portal = self._cm.__enter__()
+            return self._portal
+
+    def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
+        return self._get().call(func, *args)
+
+    def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        """Schedule a plain callable on the loop thread without waiting (signal-safe)."""
+        self._get().start_task_soon(_as_coro(func), *args)
+
+    def stop(self) -> None:
+        with self._lock:
+            cm, self._cm, self._portal = self._cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+
+def _as_coro(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def run(*args: Any) -> Any:
+        return func(*args)
+
+    return run
+
+
+class blocking(Generic[P, R]):  # noqa: N801 - used like a decorator
+    """Declares a blocking twin of an async method: ``enqueue = blocking(AsyncOmniQ.enqueue)``."""
+
+    def __init__(self, method: Callable[Concatenate[Any, P], Awaitable[R]]) -> None:
+        self.method = method
+        self.name = method.__name__
+        functools.update_wrapper(self, method)  # type: ignore[arg-type]
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> blocking[P, R]: ...
+    @overload
+    def __get__(self, obj: SyncWrapper[Any], owner: type) -> Callable[P, R]: ...
+    def __get__(self, obj: SyncWrapper[Any] | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        bound = getattr(obj._async, self.name)
+
+        @functools.wraps(self.method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            return obj._portal.call(functools.partial(bound, *args, **kwargs))
+
+        return call
+
+
+class SyncWrapper(Generic[T]):
+    """Base of every blocking facade: holds the async object and the portal."""
+
+    def __init__(self, async_obj: T) -> None:
+        self._async = async_obj
+        self._portal = Portal()
+
+    @property
+    def aio(self) -> T:
+        """The async object behind this facade (for use on the portal's loop only)."""
+        return self._async
+
+    def close(self) -> None:
+        closer = getattr(self._async, "close", None)
+        try:
+            if closer is not None and self._portal._portal is not None:
+                self._portal.call(closer)
+        finally:
+            self._portal.stop()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,534 @@
+"""The worker's runtime loop: one loop, any execution pool.
+
+The loop reserves tasks in batches up to its free capacity, hands each to the pool,
+heartbeats the leases it holds, and writes results, completions and events in batches
+from one writer coroutine (whatever finishes while a write is in flight goes into the
+next batch, so batching costs no latency). A maintenance coroutine fires due schedules,
+returns lapsed leases and enforces TTLs.
+
+Order of writes per task: result first, then the fenced completion, then events. A crash
+in between re-runs the task (at-least-once) and the re-run overwrites the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import traceback
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, SerializationError, UnknownTaskError
+from ..interfaces import BaseWorker
+from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
+from ..registry import registry
+from .pools import PoolBrokenError
+
+if TYPE_CHECKING:
+    from ..app import AsyncOmniQ
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("omniq.worker")
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(
+        type=type(exc).__name__,
+        module=type(exc).__module__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(exc, limit=20)),
+    )
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes in MiB (Linux /proc; 0 where unavailable)."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / (1 << 20)
+
+
+@dataclass
+class _Done:
+    """A finished attempt waiting for the writer."""
+
+    task: Task
+    kind: str  # "success" | "retry" | "dead" | "requeue"
+    result: TaskResult | None = None
+    error: ErrorInfo | None = None
+    eta: float = 0.0
+
+
+@dataclass
+class _Running:
+    task: Task
+    handle: asyncio.Task[None] | None = None
+    lost: bool = False  # lease lost or released: nothing more is written for it
+    finished: bool = False  # its outcome waits in the writer's outbox
+
+
+@dataclass
+class WorkerStats:
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def processed(self) -> int:
+        return sum(self.counts[k] for k in ("succeeded", "failed", "dead"))
+
+
+class Worker:
+    """Runs tasks of an app's queues until stopped (signal, burst idle, recycling)."""
+
+    def __init__(
+        self,
+        app: AsyncOmniQ,
+        *,
+        pool: str | BaseWorker | None = None,
+        concurrency: int | None = None,
+        queues: list[str] | tuple[str, ...] | None = None,
+        burst: bool | None = None,
+        poll_interval: float | None = None,
+        grace_period: float | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_mb: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        from ..models import validate_name
+
+        wc = app.config.worker
+        self.app = app
+        self.concurrency = concurrency if concurrency is not None else wc.concurrency
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
+        self.queues = [validate_name("queue name", q) for q in (queues or wc.queues)]
+        self.burst = wc.burst if burst is None else burst
+        self.poll_interval = poll_interval or wc.poll_interval
+        self.grace_period = wc.grace_period if grace_period is None else grace_period
+        self.max_tasks = max_tasks_per_child or wc.max_tasks_per_child
+        self.max_memory_mb = max_memory_mb or wc.max_memory_mb
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        pool = pool or wc.pool
+        if isinstance(pool, BaseWorker):
+            self.pool = pool
+        else:
+            cls = registry.worker(pool)
+            options: dict[str, Any] = {}
+            if self.max_tasks and pool == "process":
+                options["max_tasks_per_child"] = self.max_tasks
+                self.max_tasks = None  # the children recycle; this process need not
+            self.pool = cls(self.concurrency, **options)
+        self.lease = app.config.lease
+        self.heartbeat_interval = app.config.heartbeat_interval
+        self.stats = WorkerStats()
+        self.stop_reason: str | None = None
+        self._running: dict[str, _Running] = {}
+        self._outbox: list[_Done] = []
+        self._events: list[TaskEvent] = []
+        self._stopping: asyncio.Event | None = None
+        self._force = False
+        self._wake_writer: asyncio.Event | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox_closed = False
+
+    # -- control -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def request_stop(self, reason: str = "signal", force: bool = False) -> None:
+        """Stop reserving and drain. A second request (or ``force``) stops at once,
+        releasing running tasks back to their queue."""
+        if self._stopping is None:
+            self.stop_reason = self.stop_reason or reason
+            return
+        if self._stopping.is_set():
+            force = force or reason == "signal"
+        self.stop_reason = self.stop_reason or reason
+        self._force = self._force or force
+        self._stopping.set()
+        log.info("worker %s stopping (%s%s)", self.id, reason, ", at once" if self._force else "")
+
+    def _install_signals(self) -> None:
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._loop.add_signal_handler(sig, self.request_stop, "signal", False)
+            except (NotImplementedError, RuntimeError, ValueError):
+                return  # not the main thread: the caller handles signals
+
+    # -- main --------------------------------------------------------------------------
+
+    async def run(self, install_signals: bool = True) -> str:
+        """Run until stopped; return the reason. Raises on fatal errors (a store that
+        cannot be opened, a pool that cannot start)."""
+        self._loop = asyncio.get_running_loop()
+        already = self.stop_reason
+        self._stopping = asyncio.Event()
+        if already:
+            self._stopping.set()
+        self._wake_writer = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        await self.app.open()
+        await self.pool.start()
+        if install_signals:
+            self._install_signals()
+        await self._hook("omniq_worker_started", worker=self)
+        log.info("worker %s started: pool=%s concurrency=%d queues=%s", self.id, self.pool.name,
+                 self.concurrency, ",".join(self.queues))
+        writer = asyncio.create_task(self._writer(), name="omniq-writer")
+        helpers = [
+            asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
+            asyncio.create_task(self._maintenance(), name="omniq-maintenance"),
+        ]
+        try:
+            await self._reserve_loop()
+        except Exception as exc:
+            self.stop_reason = f"error: {type(exc).__name__}: {exc}"
+            log.exception("worker %s: fatal error, draining", self.id)
+            raise
+        finally:
+            await self._hook("omniq_worker_stopping", worker=self, reason=self.stop_reason or "stopped")
+            await self._drain()
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            self._outbox_closed = True
+            self._wake_writer.set()
+            await writer
+            await self.pool.stop(wait=not self._force)
+            log.info("worker %s stopped (%s): %s", self.id, self.stop_reason, dict(self.stats.counts))
+        return self.stop_reason or "stopped"
+
+    async def _hook(self, name: str, **kwargs: Any) -> None:
+        for result in registry.call_hook(name, **kwargs):
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
+
+    async def _reserve_loop(self) -> None:
+        assert self._stopping is not None and self._slot_freed is not None
+        queue = self.app.task_queue
+        idle_wait = 0.005
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free > 0:
+                tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
+                for task in tasks:
+                    self._start(task)
+                if tasks:
+                    idle_wait = 0.005
+                    continue
+                if self.burst and not self._running and await self._queues_empty():
+                    self.request_stop("burst")
+                    break
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval)))
+                idle_wait = min(idle_wait * 2, self.poll_interval)
+            else:
+                waiter = asyncio.ensure_future(self._slot_freed.wait())
+            stop = asyncio.ensure_future(self._stopping.wait())
+            slot = asyncio.ensure_future(self._slot_freed.wait()) if free > 0 else None
+            pending = [f for f in (waiter, stop, slot) if f is not None]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for f in pending:
+                f.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            self._slot_freed.clear()
+
+    async def _queues_empty(self) -> bool:
+        stats = await self.app.task_queue.stats()
+        return not any(
+            n for q in self.queues for state, n in stats.get(q, {}).items() if TaskState(state) in ACTIVE_STATES
+        )
+
+    # -- executing ---------------------------------------------------------------------
+
+    def _start(self, task: Task) -> None:
+        entry = _Running(task)
+        self._running[task.id] = entry
+        self._emit(task, EventType.STARTED, attempt=task.attempts)
+        entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{task.id}")
+
+    def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
+        if self.app.config.events:
+            self._events.append(self.app.event(task, type, self.id, **detail))
+
+    def _finish(self, done: _Done) -> None:
+        entry = self._running.get(done.task.id)
+        if entry is not None:
+            entry.finished = True
+        self._outbox.append(done)
+        assert self._wake_writer is not None
+        self._wake_writer.set()
+
+    async def _execute(self, entry: _Running) -> None:
+        task = entry.task
+        app = self.app
+        try:
+            try:
+                args, kwargs, func = app.serializer.loads_call(
+                    task.payload, local_only=app.task_queue.local_only,
+                    origin=f"task {task.id} in {type(app.task_queue).__name__}")
+            except SerializationError as exc:
+                self._fail_for_good(task, exc, reason="undecodable")
+                return
+            if func is None:
+                registered = app.tasks.get(task.name)
+                if registered is None:
+                    known = ", ".join(sorted(app.tasks)) or "none"
+                    self._fail_for_good(task, UnknownTaskError(
+                        f"task {task.name!r} is not registered in this worker's app (registered: "
+                        f"{known}); import its module with --app or the 'imports' config key"),
+                        reason="unknown task")
+                    return
+                func = registered.fn
+            started = now()
+            try:
+                value = await self.pool.run(func, args, kwargs, task.timeout)
+            except asyncio.CancelledError:
+                if entry.lost:
+                    return
+                raise
+            except PoolBrokenError as exc:
+                self._finish(_Done(task, "requeue", error=error_info(exc)))
+                return
+            except Exception as exc:
+                self._failed(task, exc, started)
+                return
+            try:
+                encoded = app.serializer.dumps(value, local_only=app.result_storage.local_only,
+                                               what=f"return value of {task.name}")
+            except SerializationError as exc:
+                self._failed(task, exc, started)
+                return
+            finished = now()
+            self.stats.counts["succeeded"] += 1
+            self._emit(task, EventType.SUCCEEDED, duration=round(finished - started, 6))
+            self._finish(_Done(task, "success", result=TaskResult(
+                task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
+                started_at=started, finished_at=finished, worker_id=self.id,
+                expires_at=finished + task.result_ttl)))
+        except asyncio.CancelledError:
+            if not entry.lost:
+                self._running.pop(task.id, None)
+                self._slot_freed_set()
+            raise
+        except Exception as exc:  # a bug of ours: never let one task take the worker down
+            log.exception("worker %s: internal error while running task %s", self.id, task.id)
+            self._finish(_Done(task, "requeue", error=error_info(exc)))
+
+    def _failed(self, task: Task, exc: BaseException, started: float) -> None:
+        info = error_info(exc)
+        self._emit(task, EventType.FAILED, error=f"{info.type}: {info.message}", attempt=task.attempts,
+                   duration=round(now() - started, 6))
+        if task.attempts <= task.max_retries:
+            delay = task.backoff()
+            self.stats.counts["retried"] += 1
+            self._emit(task, EventType.RETRYING, delay=delay, attempt=task.attempts)
+            self._finish(_Done(task, "retry", error=info, eta=now() + delay))
+        else:
+            self.stats.counts["failed"] += 1
+            self._dead(task, info, state=TaskState.FAILED)
+
+    def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
+        log.error("worker %s: task %s dead-lettered (%s): %s", self.id, task.id, reason, exc)
+        self.stats.counts["dead"] += 1
+        self._dead(task, error_info(exc), state=TaskState.DEAD, reason=reason)
+
+    def _dead(self, task: Task, info: ErrorInfo, state: TaskState, **detail: Any) -> None:
+        self._emit(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+        finished = now()
+        self._finish(_Done(task, "dead", error=info, result=TaskResult(
+            task_id=task.id, state=state, error=info, attempts=task.attempts,
+            started_at=task.started_at, finished_at=finished, worker_id=self.id,
+            expires_at=finished + task.dead_ttl)))
+
+    def _slot_freed_set(self) -> None:
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        assert self._wake_writer is not None
+        backoff = 0.1
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            batch, self._outbox = self._outbox, []
+            events, self._events = self._events, []
+            try:
+                await self._write(batch, events)
+                backoff = 0.1
+            except Exception:
+                log.exception("worker %s: writing %d completions failed; retrying in %.1fs",
+                              self.id, len(batch), backoff)
+                self._outbox[:0] = batch
+                self._events[:0] = events
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake_writer.set()
+                continue
+            if self._outbox_closed and not self._outbox and not self._events:
+                return
+
+    async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
+        app, queue = self.app, self.app.task_queue
+        results = [d.result for d in batch if d.result is not None]
+        if results:
+            await app.result_storage.set_many(results)
+        successes = [d for d in batch if d.kind == "success"]
+        accepted = await queue.complete_many(
+            [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes])
+        outcome: dict[str, bool] = dict(zip((d.task.id for d in successes), accepted))
+        for d in batch:
+            token = d.task.lease_token or ""
+            if d.kind == "retry":
+                outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
+            elif d.kind == "dead":
+                outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
+            elif d.kind == "requeue":
+                outcome[d.task.id] = await self._requeue(d)
+        for task_id, ok in outcome.items():
+            if not ok:
+                log.warning("worker %s: completion of task %s refused: its lease was lost (it was "
+                            "cancelled or its lease lapsed and it was delivered again)", self.id, task_id)
+        if events:
+            await app.record_events(events)
+        for d in batch:
+            if self._running.pop(d.task.id, None) is not None:
+                self._slot_freed_set()
+
+    async def _requeue(self, done: _Done) -> bool:
+        """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
+        used; after max deliveries the task is dead-lettered instead of looping."""
+        task, queue = done.task, self.app.task_queue
+        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+            self.stats.counts["dead"] += 1
+            self._events.append(self.app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+            return await queue.dead_letter(task.id, task.lease_token, done.error)
+        self._events.append(self.app.event(task, EventType.LEASE_LOST, self.id,
+                                           error=done.error.message if done.error else ""))
+        return await queue.retry(task.id, task.lease_token or "", now(), done.error)
+
+    # -- leases and housekeeping -------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            leases = [(tid, r.task.lease_token or "") for tid, r in self._running.items() if not r.lost]
+            if not leases:
+                continue
+            try:
+                held = set(await self.app.task_queue.heartbeat(leases, self.lease))
+            except Exception:
+                log.exception("worker %s: heartbeat failed", self.id)
+                continue
+            for tid, _ in leases:
+                entry = self._running.get(tid)
+                if tid not in held and entry is not None and not entry.lost:
+                    log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
+                                self.id, tid)
+                    entry.lost = True
+                    if entry.handle is not None:
+                        entry.handle.cancel()
+                    self._running.pop(tid, None)
+                    self._slot_freed_set()
+
+    async def _maintenance(self) -> None:
+        app = self.app
+        lease_every = max(min(self.lease / 3, 5.0), 0.05)
+        last_lease = last_cleanup = 0.0
+        while True:
+            t = now()
+            try:
+                await app.run_due_schedules()
+                if t - last_lease >= lease_every:
+                    last_lease = t
+                    await self._recover_leases()
+                if t - last_cleanup >= 60:
+                    last_cleanup = t
+                    await self._cleanup()
+            except Exception:
+                log.exception("worker %s: maintenance failed", self.id)
+            self._check_recycle()
+            await asyncio.sleep(min(1.0, lease_every))
+
+    async def _recover_leases(self) -> None:
+        app = self.app
+        events, results = [], []
+        for task in await app.task_queue.release_expired_leases():
+            if task.state is TaskState.DEAD:
+                info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
+                events.append(app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+                results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
+                                          attempts=task.attempts, finished_at=now(),
+                                          expires_at=now() + task.dead_ttl))
+            else:
+                events.append(app.event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts))
+        if results:
+            await app.result_storage.set_many(results)
+        await app.record_events(events)
+
+    async def _cleanup(self) -> None:
+        app = self.app
+        expired = await app.task_queue.cleanup()
+        if expired:
+            at = now()
+            await app.result_storage.set_many([
+                TaskResult(task_id=t.id, state=TaskState.EXPIRED, attempts=t.attempts, finished_at=at,
+                           error=ErrorInfo(type="Expired", message="not started before its ttl"),
+                           expires_at=at + t.result_ttl) for t in expired])
+            await app.record_events([app.event(t, EventType.EXPIRED, self.id) for t in expired])
+        await app.result_storage.cleanup()
+        await app.event_storage.cleanup(now() - app.config.event_ttl)
+
+    def _check_recycle(self) -> None:
+        if self.max_tasks and self.stats.processed >= self.max_tasks:
+            self.request_stop("max-tasks")
+        if self.max_memory_mb:
+            pids = [os.getpid(), *getattr(self.pool, "child_pids", lambda: [])()]
+            used = rss_mb(pids)
+            if used > self.max_memory_mb:
+                log.warning("worker %s uses %.0f MiB > max_memory_mb=%g; recycling", self.id, used,
+                            self.max_memory_mb)
+                self.request_stop("max-memory")
+
+    async def _drain(self) -> None:
+        """Wait up to the grace period for running tasks, then release the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (0 if self._force else self.grace_period)
+        while self._running and loop.time() < deadline and not self._force:
+            assert self._slot_freed is not None
+            self._slot_freed.clear()
+            try:
+                await asyncio.wait_for(self._slot_freed.wait(), min(0.5, deadline - loop.time()))
+            except TimeoutError:
+                pass
+        leftover = [r for r in self._running.values() if not r.lost and not r.finished]
+        for entry in leftover:
+            if entry.handle is not None and not entry.handle.done():
+                entry.lost = True
+                entry.handle.cancel()
+        for entry in leftover:
+            task = entry.task
+            try:
+                if await self.app.task_queue.release(task.id, task.lease_token or ""):
+                    self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
+            except Exception:
+                log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
+            self._running.pop(task.id, None)
+        if self._wake_writer is not None:
+            self._wake_writer.set()
+
