@@ -372,7 +372,8 @@ class PluginRegistry:
                     f"{what} {key!r} is provided by {dist}, which is not installed; {install_hint(name)}"
                 )
         failed = [i for i in self._infos.values() if i.error]
-        close = difflib.get_close_matches(key, known, n=1)
+        first_party = {n for n in FIRST_PARTY} | {s for _, _, ss in FIRST_PARTY.values() for s in ss}
+        close = difflib.get_close_matches(key, sorted(set(known) | first_party), n=1)
         msg = f"unknown {what} {key!r}."
         if close:
             msg += f" Did you mean {close[0]!r}?"

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Set up the development environment if needed, then run the demo or the test suite.
+
+    python3 .ci/dev.py demo [omniq demo options]
+    python3 .ci/dev.py test [pytest options]
+    python3 .ci/dev.py shell            # prints how to activate the environment
+
+Needs only Python 3.11+ with pip and venv. It creates ./.venv, installs every workspace
+member editable (plain pip, so nothing from the public index is ever taken for an
+``omniq*`` name), and reinstalls only when a pyproject.toml or this file changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".omniq-installed"
+
+MEMBERS = [
+    "omniq-core",
+    "omniq-backend-sqlite",
+    "omniq-backend-fsspec",
+    "omniq-backend-redis",
+    "omniq-backend-postgres",
+    "omniq-backend-nats",
+    "omniq-workers-gevent",
+]
+# What the test suite needs beyond the members' own dependencies.
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "mypy>=1.10", "hatchling>=1.26", "moto[server]>=5", "s3fs"]
+
+
+def fingerprint() -> str:
+    h = hashlib.sha256(sys.version.encode())
+    for path in [Path(__file__), ROOT / "pyproject.toml", *(ROOT / m / "pyproject.toml" for m in MEMBERS)]:
+        h.update(path.read_bytes() if path.exists() else b"-")
+    return h.hexdigest()
+
+
+def ensure_env() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"OmniQ needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = fingerprint()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    print("installing the OmniQ workspace (editable) and test tools...", flush=True)
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    editable = [arg for m in MEMBERS if (ROOT / m / "pyproject.toml").exists() for arg in ("-e", str(ROOT / m))]
+    subprocess.run([*pip, *editable, *TEST_DEPS], check=True, cwd=ROOT)
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "shell"):
+        print(__doc__)
+        return 2
+    ensure_env()
+    command, rest = argv[0], argv[1:]
+    os.chdir(ROOT)
+    if command == "demo":
+        args = [str(BIN / "omniq"), "demo", *rest]
+    elif command == "test":
+        args = [str(PY), "-m", "pytest", *rest]
+    else:
+        print(f"environment ready: source {BIN / 'activate'}")
+        return 0
+    os.execv(args[0], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
