@@ -236,7 +236,7 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
 
     def firing_task_id(self, fire_time: float) -> str:
         """Deterministic id of the task enqueued for one firing (idempotent enqueue)."""
-        return f"{self.id}@{int(fire_time * 1000)}"
+        return f"{self.id}:{int(fire_time * 1000)}"
 
 
 def validate_cron(expr: str) -> str:

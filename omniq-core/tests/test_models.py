@@ -1,0 +1,71 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from omniq.errors import ConfigError
+from omniq.models import Schedule, Task, TaskState, validate_cron, validate_name
+
+
+def ts(*args):
+    return datetime(*args, tzinfo=timezone.utc).timestamp()
+
+
+def sched(**kw):
+    return Schedule(id="s", template=Task(id="t", name="n"), **kw)
+
+
+def test_interval_keeps_its_grid():
+    s = sched(interval=10.0, next_run=100.0)
+    assert s.following(100.0) == 110.0
+    assert s.following(125.0) == 130.0
+    assert s.following(50.0) == 100.0
+
+
+def test_cron_following_is_utc():
+    s = sched(cron="*/5 * * * *")
+    assert s.following(ts(2026, 1, 1, 10, 3)) == ts(2026, 1, 1, 10, 5)
+    assert s.following(ts(2026, 1, 1, 10, 5)) == ts(2026, 1, 1, 10, 10)
+
+
+def test_due_firings_fires_latest_only_unless_catch_up():
+    s = sched(interval=10.0, next_run=100.0)
+    assert s.due_firings(99.0) == ([], 100.0)
+    assert s.due_firings(135.0) == ([130.0], 140.0)
+    s.catch_up = True
+    assert s.due_firings(135.0) == ([100.0, 110.0, 120.0, 130.0], 140.0)
+    s.paused = True
+    assert s.due_firings(135.0) == ([], 100.0)
+
+
+def test_due_firings_is_bounded_after_long_downtime():
+    s = sched(interval=1.0, next_run=1000.0, catch_up=True)
+    times, nxt = s.due_firings(10_000.5, limit=50)
+    assert len(times) == 50 and nxt == 10_001.0
+
+
+def test_firing_ids_are_deterministic_and_valid():
+    s = sched(interval=1.0)
+    assert s.firing_task_id(12.5) == s.firing_task_id(12.5) == "s:12500"
+    validate_name("task id", s.firing_task_id(12.5))
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a b", "x*", "q>1", "é", "-x", "a" * 201, 5, None])
+def test_hostile_names_are_refused(bad):
+    with pytest.raises(ConfigError, match="invalid queue name"):
+        validate_name("queue name", bad)
+
+
+def test_cron_validation_names_the_expression():
+    with pytest.raises(ConfigError, match=r"invalid cron expression '61 \* \* \* \*'"):
+        validate_cron("61 * * * *")
+
+
+def test_task_readiness_and_backoff():
+    t = Task(id="a", name="n", eta=10.0, expires_at=20.0, retry_backoff=2.0, retry_backoff_max=5.0)
+    assert not t.is_ready(9.0) and t.is_ready(10.0) and not t.is_ready(20.0)
+    t.state = TaskState.RUNNING
+    assert not t.is_ready(15.0)
+    t.attempts = 1
+    assert t.backoff() == 2.0
+    t.attempts = 5
+    assert t.backoff() == 5.0
