@@ -1,0 +1,226 @@
+"""What the three stores share: URL and options, the connection, transactions, schema.
+
+One store instance holds one aiosqlite connection (one thread). Work on it is serialised
+by an ``asyncio.Lock`` so two coroutines never interleave statements inside one
+transaction; across processes, every state change runs inside ``BEGIN IMMEDIATE``,
+which takes SQLite's single write lock up front (waiting up to ``busy_timeout``), so a
+read-then-write can never race another process or fail half-way with SQLITE_BUSY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiosqlite
+import msgspec
+
+from omniq.config import mask_url
+from omniq.errors import ConfigError, QueueError
+
+from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
+
+#: Used for ``sqlite://`` (what the registry passes when a config names only the
+#: plugin): the same file as omniq's default URL ``sqlite:///omniq.db``.
+DEFAULT_PATH = "omniq.db"
+MEMORY = ":memory:"
+#: RETURNING and UPDATE ... FROM (3.35), JSON functions built in.
+MIN_SQLITE = (3, 35, 0)
+SYNCHRONOUS = ("NORMAL", "FULL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A parsed ``sqlite://`` URL plus options."""
+
+    path: str  # a file path, or ":memory:"
+    busy_timeout: float = 30.0  # seconds to wait for the write lock
+    synchronous: str = "NORMAL"
+    poll_interval: float = 0.05  # seconds between checks in wait_for_work
+
+    @property
+    def memory(self) -> bool:
+        return self.path == MEMORY
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not number > 0:
+        raise ConfigError(f"sqlite option {name}={value!r}: expected a number of seconds > 0")
+    return number
+
+
+def parse_settings(url: str, options: Mapping[str, Any]) -> Settings:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:``, ``sqlite://``.
+
+    Options come from the query string and from keyword arguments (keywords win).
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ConfigError(f"not a sqlite URL: {mask_url(url)!r}; expected sqlite:///path/to/file.db")
+    if parts.netloc:
+        raise ConfigError(
+            f"sqlite URL {mask_url(url)!r} has a host part {parts.netloc!r}; SQLite has no "
+            f"server: use three slashes for a relative path (sqlite:///omniq.db) or four for "
+            f"an absolute one (sqlite:////var/lib/omniq.db)"
+        )
+    raw_path = unquote(parts.path)
+    path = raw_path[1:] if raw_path.startswith("/") else raw_path
+    merged: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    merged.update(options)
+    known = {"busy_timeout", "synchronous", "poll_interval"}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown sqlite option {unknown[0]!r} in {mask_url(url)!r}; valid options: "
+            f"{', '.join(sorted(known))}"
+        )
+    synchronous = str(merged.get("synchronous", "NORMAL")).upper()
+    if synchronous not in SYNCHRONOUS:
+        raise ConfigError(
+            f"sqlite option synchronous={merged['synchronous']!r}: expected one of "
+            f"{', '.join(SYNCHRONOUS)} (OFF would lose committed tasks on power loss)"
+        )
+    return Settings(
+        path=path or DEFAULT_PATH,
+        busy_timeout=_positive("busy_timeout", merged.get("busy_timeout", 30.0)),
+        synchronous=synchronous,
+        poll_interval=_positive("poll_interval", merged.get("poll_interval", 0.05)),
+    )
+
+
+class Database:
+    """One connection, opened with WAL and the schema for one store kind."""
+
+    def __init__(self, settings: Settings, kind: StoreKind) -> None:
+        self.settings = settings
+        self.kind = kind
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise QueueError(f"sqlite store on {self.settings.path!r} is not open: call open() first")
+        return self._conn
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ConfigError(
+                f"omniq-backend-sqlite needs SQLite >= {'.'.join(map(str, MIN_SQLITE))}; this "
+                f"Python links SQLite {sqlite3.sqlite_version}"
+            )
+        path = self.settings.path
+        if not self.settings.memory:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
+            if not self.settings.memory:
+                await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+            self._conn = conn
+            async with self.transaction():
+                await create_schema(conn, self.kind, path)
+        except BaseException as exc:
+            self._conn = None
+            await conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from exc
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            async with self._lock:
+                await conn.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (also on
+        cancellation: statements run in order on the connection's thread)."""
+        async with self._lock:
+            conn = self.conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                self._raise_if_locked(exc)
+                raise
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    await conn.execute("ROLLBACK")
+                except sqlite3.Error:  # already ended by SQLite itself (e.g. a full disk)
+                    pass
+                raise
+            await conn.execute("COMMIT")
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement (a read, or a write that is atomic on its own) and return
+        its rows (RETURNING rows for writes)."""
+        async with self._lock:
+            try:
+                return list(await self.conn.execute_fetchall(sql, params))
+            except sqlite3.OperationalError as exc:
+                self._raise_if_locked(exc)
+                raise
+
+    def _raise_if_locked(self, exc: sqlite3.OperationalError) -> None:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise QueueError(
+                f"SQLite database {self.settings.path!r} stayed locked longer than "
+                f"busy_timeout={self.settings.busy_timeout}s; another process holds a long "
+                f"write transaction, or raise busy_timeout"
+            ) from exc
+
+
+class SqliteStore:
+    """Mixin for the three stores: ``from_url``, ``open`` and ``close``."""
+
+    kind: ClassVar[StoreKind]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings, self.kind)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        return cls(parse_settings(url, options))
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={self.settings.path!r})"
+
+
+def json_list(values: Sequence[Any]) -> str:
+    """A JSON array to bind as one parameter and expand with ``json_each`` (no limit on
+    the number of values, one statement text whatever the length)."""
+    return msgspec.json.encode(list(values)).decode()
+
+
+__all__ = [
+    "Database",
+    "SCHEMA_VERSION",
+    "SchemaVersionError",
+    "Settings",
+    "SqliteStore",
+    "json_list",
+    "parse_settings",
+]

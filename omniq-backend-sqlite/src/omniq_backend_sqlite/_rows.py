@@ -1,0 +1,94 @@
+"""Task <-> ``omniq_tasks`` row.
+
+Every Task field is a column (so tasks can be read with plain SQL); ``depends_on`` and
+``error`` are JSON text. Decoding validates every column; a row that does not decode
+(edited by hand, written by a bug) becomes a stand-in Task instead of an exception, so
+one bad row can never make ``reserve`` fail for every worker: the stand-in keeps the
+row's id, queue, name, state and lease, carries an empty payload (which no worker can
+decode, so the worker dead-letters it with its lease token, recording the usual events)
+and an ``error`` of type ``CorruptTaskRow`` naming the bad column.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from omniq.models import ErrorInfo, Task, TaskState
+
+log = logging.getLogger("omniq.sqlite")
+
+TASK_COLUMNS = (
+    "id", "name", "queue", "payload", "priority", "state", "created_at", "eta", "expires_at",
+    "timeout", "max_retries", "retry_backoff", "retry_backoff_max", "max_deliveries",
+    "attempts", "depends_on", "schedule_id", "lease_owner", "lease_token", "lease_deadline",
+    "started_at", "finished_at", "error", "result_ttl", "dead_ttl",
+)  # fmt: skip
+COLUMNS_SQL = ", ".join(TASK_COLUMNS)
+INSERT_SQL = f"INSERT INTO omniq_tasks ({COLUMNS_SQL}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
+
+
+def encode_error(error: ErrorInfo | None) -> str | None:
+    return None if error is None else msgspec.json.encode(error).decode()
+
+
+def task_params(task: Task) -> tuple[Any, ...]:
+    """The row for ``task``, in :data:`TASK_COLUMNS` order."""
+    return (
+        task.id, task.name, task.queue, task.payload, task.priority, task.state.value,
+        task.created_at, task.eta, task.expires_at, task.timeout, task.max_retries,
+        task.retry_backoff, task.retry_backoff_max, task.max_deliveries, task.attempts,
+        msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
+        task.schedule_id, task.lease_owner, task.lease_token, task.lease_deadline,
+        task.started_at, task.finished_at, encode_error(task.error), task.result_ttl,
+        task.dead_ttl,
+    )  # fmt: skip
+
+
+def row_to_task(row: Sequence[Any]) -> Task:
+    """Decode a row selected as :data:`COLUMNS_SQL`; never raises (see module doc)."""
+    fields = dict(zip(TASK_COLUMNS, row))
+    try:
+        deps = fields["depends_on"]
+        fields["depends_on"] = msgspec.json.decode(deps) if deps is not None else ()
+        error = fields["error"]
+        fields["error"] = msgspec.json.decode(error) if error is not None else None
+        return msgspec.convert(fields, Task)
+    except (msgspec.MsgspecError, TypeError, ValueError) as exc:
+        return _stand_in(fields, exc)
+
+
+def _stand_in(fields: dict[str, Any], exc: Exception) -> Task:
+    task_id = str(fields["id"])
+    log.warning("task %r: row in omniq_tasks cannot be decoded (%s); handing out a stand-in "
+                "with an empty payload so the worker dead-letters it", task_id, exc)
+    try:
+        state = TaskState(fields["state"])
+    except ValueError:
+        state = TaskState.RUNNING if fields["lease_token"] is not None else TaskState.PENDING
+    return Task(
+        id=task_id,
+        name=str(fields["name"]),
+        queue=str(fields["queue"]),
+        state=state,
+        attempts=_number(int, fields["attempts"]),
+        lease_owner=_text(fields["lease_owner"]),
+        lease_token=_text(fields["lease_token"]),
+        lease_deadline=_number(float, fields["lease_deadline"]) or None,
+        error=ErrorInfo(type="CorruptTaskRow", message=f"row of task {task_id!r} in omniq_tasks "
+                        f"cannot be decoded: {exc}"),
+    )
+
+
+def _number(kind: type[int] | type[float], value: Any) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return kind(0)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

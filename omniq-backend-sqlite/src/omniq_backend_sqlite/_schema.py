@@ -1,0 +1,171 @@
+"""Tables and indexes, by store kind, and the schema version check.
+
+The three stores may share one file (the default), so every table is prefixed
+``omniq_`` and each store creates only its own tables. ``omniq_meta`` holds the schema
+version of the whole file; a file written by a newer version is refused rather than
+misread. docs/backends/sqlite.md describes every column for users querying with SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import aiosqlite
+
+from omniq.errors import ConfigError
+
+StoreKind = Literal["queue", "results", "events"]
+
+#: Bump when a table changes; add the migration from the previous version in
+#: :func:`create_schema` at the same time.
+SCHEMA_VERSION = 1
+
+READY_SQL = "('pending', 'scheduled', 'retrying')"
+#: States in which a task can still expire (not started yet).
+UNSTARTED_SQL = "('pending', 'scheduled', 'retrying', 'waiting')"
+TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'expired', 'dead')"
+
+
+class SchemaVersionError(ConfigError):
+    """The file was written by a newer omniq-backend-sqlite than this one."""
+
+
+_META = """
+CREATE TABLE IF NOT EXISTS omniq_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)"""
+
+_DDL: dict[StoreKind, tuple[str, ...]] = {
+    "queue": (
+        # seq (the rowid) is the enqueue order: a new row always gets max(seq) + 1, so
+        # FIFO holds without AUTOINCREMENT.
+        f"""
+        CREATE TABLE IF NOT EXISTS omniq_tasks (
+            seq               INTEGER PRIMARY KEY,
+            id                TEXT NOT NULL UNIQUE,
+            name              TEXT NOT NULL,
+            queue             TEXT NOT NULL,
+            payload           BLOB NOT NULL,
+            priority          INTEGER NOT NULL,
+            state             TEXT NOT NULL,
+            created_at        REAL NOT NULL,
+            eta               REAL,
+            expires_at        REAL,
+            timeout           REAL,
+            max_retries       INTEGER NOT NULL,
+            retry_backoff     REAL NOT NULL,
+            retry_backoff_max REAL NOT NULL,
+            max_deliveries    INTEGER NOT NULL,
+            attempts          INTEGER NOT NULL,
+            depends_on        TEXT,
+            schedule_id       TEXT,
+            lease_owner       TEXT,
+            lease_token       TEXT,
+            lease_deadline    REAL,
+            started_at        REAL,
+            finished_at       REAL,
+            error             TEXT,
+            result_ttl        REAL NOT NULL,
+            dead_ttl          REAL NOT NULL,
+            purge_at          REAL GENERATED ALWAYS AS (
+                CASE WHEN state = 'dead' THEN finished_at + dead_ttl
+                     WHEN state IN {TERMINAL_SQL} THEN finished_at + result_ttl END
+            ) VIRTUAL
+        )""",
+        # reserve: per queue, highest priority first, then seq (the implicit last key).
+        f"""CREATE INDEX IF NOT EXISTS omniq_tasks_ready
+            ON omniq_tasks (queue, priority DESC) WHERE state IN {READY_SQL}""",
+        "CREATE INDEX IF NOT EXISTS omniq_tasks_queue_state ON omniq_tasks (queue, state)",
+        """CREATE INDEX IF NOT EXISTS omniq_tasks_leases
+            ON omniq_tasks (lease_deadline) WHERE state = 'running'""",
+        f"""CREATE INDEX IF NOT EXISTS omniq_tasks_expiry ON omniq_tasks (expires_at)
+            WHERE state IN {UNSTARTED_SQL}""",
+        "CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at) WHERE purge_at IS NOT NULL",
+        # One row per (parent, child) for each child enqueued WAITING on its parents.
+        """
+        CREATE TABLE IF NOT EXISTS omniq_task_deps (
+            parent TEXT NOT NULL,
+            child  TEXT NOT NULL,
+            PRIMARY KEY (parent, child)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS omniq_task_deps_child ON omniq_task_deps (child)",
+        # The whole Schedule is kept msgpack-encoded in `data`; next_run, last_run and
+        # paused are columns (authoritative) so claims and pauses are plain UPDATEs.
+        """
+        CREATE TABLE IF NOT EXISTS omniq_schedules (
+            id       TEXT PRIMARY KEY,
+            next_run REAL NOT NULL,
+            last_run REAL,
+            paused   INTEGER NOT NULL,
+            data     BLOB NOT NULL
+        )""",
+        """CREATE INDEX IF NOT EXISTS omniq_schedules_due
+            ON omniq_schedules (next_run) WHERE paused = 0""",
+    ),
+    "results": (
+        """
+        CREATE TABLE IF NOT EXISTS omniq_results (
+            task_id     TEXT PRIMARY KEY,
+            state       TEXT NOT NULL,
+            value       BLOB,
+            error       TEXT,
+            attempts    INTEGER NOT NULL,
+            started_at  REAL,
+            finished_at REAL NOT NULL,
+            worker_id   TEXT,
+            expires_at  REAL
+        )""",
+        """CREATE INDEX IF NOT EXISTS omniq_results_expiry ON omniq_results (expires_at)
+            WHERE expires_at IS NOT NULL""",
+    ),
+    "events": (
+        # seq is the append order (ties on timestamp keep it).
+        """
+        CREATE TABLE IF NOT EXISTS omniq_events (
+            seq       INTEGER PRIMARY KEY,
+            id        TEXT NOT NULL,
+            task_id   TEXT NOT NULL,
+            queue     TEXT NOT NULL,
+            type      TEXT NOT NULL,
+            timestamp REAL NOT NULL,
+            worker_id TEXT,
+            detail    TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS omniq_events_task ON omniq_events (task_id, timestamp)",
+        "CREATE INDEX IF NOT EXISTS omniq_events_queue ON omniq_events (queue, timestamp)",
+        "CREATE INDEX IF NOT EXISTS omniq_events_type ON omniq_events (type, timestamp)",
+        "CREATE INDEX IF NOT EXISTS omniq_events_time ON omniq_events (timestamp)",
+    ),
+}
+
+
+async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) -> None:
+    """Check the file's schema version and create this kind's tables (idempotent).
+
+    Runs inside the caller's ``BEGIN IMMEDIATE``, so processes opening the same new
+    file at once create it once.
+    """
+    await conn.execute(_META)
+    rows = list(await conn.execute_fetchall("SELECT value FROM omniq_meta WHERE key = 'schema_version'"))
+    if not rows:
+        await conn.execute(
+            "INSERT INTO omniq_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    else:
+        found = rows[0][0]
+        try:
+            version = int(found)
+        except (TypeError, ValueError):
+            raise SchemaVersionError(
+                f"SQLite database {path!r} has an unreadable schema version {found!r} in "
+                f"omniq_meta; it was not written by omniq-backend-sqlite"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"SQLite database {path!r} has schema version {version}, written by a newer "
+                f"omniq-backend-sqlite; this one understands version {SCHEMA_VERSION}. "
+                f"Upgrade omniq-backend-sqlite (pip install -U omniq-backend-sqlite)"
+            )
+    for statement in _DDL[kind]:
+        await conn.execute(statement)

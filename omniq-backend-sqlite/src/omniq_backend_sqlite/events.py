@@ -1,0 +1,87 @@
+"""SqliteEventStorage: the event log as an indexed table, ``omniq_events``.
+
+Users can query it with plain SQL (docs/backends/sqlite.md); ``detail`` is JSON text, so
+``json_extract(detail, '$.key')`` works on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+
+from omniq.errors import ConfigError, SerializationError
+from omniq.interfaces import BaseEventStorage, Capability
+from omniq.models import EventType, TaskEvent
+
+from ._db import SqliteStore, json_list
+from ._schema import StoreKind
+
+_COLUMNS = ("id", "task_id", "queue", "type", "timestamp", "worker_id", "detail")
+_COLUMNS_SQL = ", ".join(_COLUMNS)
+_INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
+
+
+class SqliteEventStorage(SqliteStore, BaseEventStorage):
+    """Events appended in batches (one transaction, ``executemany``)."""
+
+    kind: ClassVar[StoreKind] = "events"
+    capabilities = frozenset({Capability.CROSS_PROCESS})
+    local_only = True
+
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        if events:
+            async with self.db.transaction() as conn:
+                await conn.executemany(_INSERT, [_params(e) for e in events])
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        if order not in _ORDER:
+            raise ConfigError(f"event query order {order!r}: expected 'asc' or 'desc'")
+        terms: list[str] = []
+        params: list[Any] = []
+        for term, value in (("task_id = ?", task_id), ("queue = ?", queue),
+                            ("timestamp >= ?", since), ("timestamp < ?", until)):
+            if value is not None:
+                terms.append(term)
+                params.append(value)
+        if types is not None:
+            terms.append("type IN (SELECT value FROM json_each(?))")
+            params.append(json_list([EventType(t).value if isinstance(t, EventType) else str(t) for t in types]))
+        sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
+        if terms:
+            sql += " WHERE " + " AND ".join(terms)
+        sql += f" ORDER BY {_ORDER[order]}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_decode(row) for row in await self.db.fetch(sql, params)]
+
+    async def cleanup(self, older_than: float) -> int:
+        return len(await self.db.fetch("DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)))
+
+
+def _params(event: TaskEvent) -> tuple[Any, ...]:
+    detail = msgspec.json.encode(event.detail).decode() if event.detail else None
+    return (event.id, event.task_id, event.queue, EventType(event.type).value, event.timestamp,
+            event.worker_id, detail)
+
+
+def _decode(row: Sequence[Any]) -> TaskEvent:
+    fields = dict(zip(_COLUMNS, row))
+    try:
+        fields["detail"] = msgspec.json.decode(fields["detail"]) if fields["detail"] is not None else {}
+        return msgspec.convert(fields, TaskEvent)
+    except (msgspec.MsgspecError, TypeError, ValueError) as exc:
+        raise SerializationError(f"event {fields['id']!r} in omniq_events cannot be decoded: {exc}") from exc

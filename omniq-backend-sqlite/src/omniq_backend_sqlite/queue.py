@@ -1,0 +1,421 @@
+"""SqliteTaskQueue: tasks, leases, dependencies and schedules in one SQLite file.
+
+Every state change that reads before it writes, or writes more than one row set, runs
+in one ``BEGIN IMMEDIATE`` transaction, so several worker processes on one file never
+hand out a task twice and a parent's dependents change in the same commit as the
+parent. Leases and ETAs are judged by this host's ``time.time()`` (all processes on one
+file share the machine's clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+
+from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.models import (
+    ErrorInfo,
+    TERMINAL_STATES,
+    Schedule,
+    Task,
+    TaskState,
+    encoder,
+    schedule_decoder,
+)
+
+from ._db import SqliteStore, json_list
+from ._deps import cancel_dependents, dependency_error, make_ready
+from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
+from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
+
+_FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+_CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
+_BY_IDS = "SELECT value FROM json_each(?)"
+
+# One arm per queue so each uses the partial index in order and stops at LIMIT; the
+# arms are merged by the same order (highest priority first, then FIFO by seq).
+_READY_ARM = f"""SELECT * FROM (
+    SELECT seq, priority FROM omniq_tasks
+    WHERE queue = ? AND state IN {READY_SQL}
+      AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
+    ORDER BY priority DESC, seq LIMIT ?)"""
+
+_HAS_READY = f"""SELECT 1 FROM omniq_tasks
+    WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
+      AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"""
+
+_RESERVE = f"""UPDATE omniq_tasks
+    SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+        lease_token = lower(hex(randomblob(16))), lease_deadline = ?, started_at = ?
+    WHERE seq IN ({_BY_IDS}) RETURNING seq, {COLUMNS_SQL}"""
+
+_HEARTBEAT = """UPDATE omniq_tasks SET lease_deadline = ?
+    FROM (SELECT json_extract(value, '$[0]') AS tid, json_extract(value, '$[1]') AS tok
+          FROM json_each(?)) AS l
+    WHERE omniq_tasks.id = l.tid AND omniq_tasks.lease_token = l.tok
+      AND omniq_tasks.state = 'running'
+    RETURNING omniq_tasks.id, omniq_tasks.lease_token"""
+
+_COMPLETE = f"""UPDATE omniq_tasks
+    SET state = l.st, error = COALESCE(l.err, error), finished_at = ?, {_CLEAR_LEASE}
+    FROM (SELECT json_extract(value, '$[0]') AS tid, json_extract(value, '$[1]') AS tok,
+                 json_extract(value, '$[2]') AS st, json_extract(value, '$[3]') AS err
+          FROM json_each(?)) AS l
+    WHERE omniq_tasks.id = l.tid AND omniq_tasks.lease_token = l.tok
+      AND omniq_tasks.state = 'running'
+    RETURNING omniq_tasks.id"""
+
+_LAPSED_TO_DEAD = f"""UPDATE omniq_tasks
+    SET state = 'dead', finished_at = ?, {_CLEAR_LEASE},
+        error = json_object('type', 'TooManyDeliveries', 'message',
+            'lease lapsed on delivery ' || attempts || ' of at most '
+            || max(max_deliveries, max_retries + 1) || ': its worker keeps dying or hanging')
+    WHERE state = 'running' AND lease_deadline <= ?
+      AND attempts >= max(max_deliveries, max_retries + 1)
+    RETURNING {COLUMNS_SQL}"""
+
+_LAPSED_TO_PENDING = f"""UPDATE omniq_tasks SET state = 'pending', {_CLEAR_LEASE}
+    WHERE state = 'running' AND lease_deadline <= ? RETURNING {COLUMNS_SQL}"""
+
+
+class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
+    """The task queue on ``omniq_tasks``, ``omniq_task_deps`` and ``omniq_schedules``."""
+
+    kind: ClassVar[StoreKind] = "queue"
+    capabilities = frozenset({Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES,
+                              Capability.DEPENDENCIES, Capability.CROSS_PROCESS})
+    local_only = True
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> Task:
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        """Enqueue in order in one transaction: all or nothing (a missing dependency
+        rolls the whole batch back). A task may depend on one earlier in the batch."""
+        if not tasks:
+            return []
+        parents = {p for t in tasks for p in t.depends_on}
+        async with self.db.transaction() as conn:
+            now = time.time()
+            rows = await conn.execute_fetchall(
+                f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+                (json_list([t.id for t in tasks]),),
+            )
+            stored = {row[0]: row_to_task(row) for row in rows}
+            known: dict[str, str] = {}
+            if parents:
+                rows = await conn.execute_fetchall(
+                    f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})", (json_list(sorted(parents)),)
+                )
+                known = {tid: state for tid, state in rows}
+            out: list[Task] = []
+            inserts: list[tuple[Any, ...]] = []
+            edges: list[tuple[str, str]] = []
+            for given in tasks:
+                task = stored.get(given.id)
+                if task is None:
+                    task = stored[given.id] = _admit(given, known, now)
+                    known[task.id] = task.state.value
+                    inserts.append(task_params(task))
+                    if task.state is TaskState.WAITING:
+                        edges.extend((parent, task.id) for parent in set(task.depends_on))
+                out.append(task)
+            if inserts:
+                await conn.executemany(INSERT_SQL, inserts)
+            if edges:
+                await conn.executemany("INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges)
+        return out
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+        names = list(dict.fromkeys(queues))
+        if not names or limit <= 0:
+            return []
+        arms = " UNION ALL ".join([_READY_ARM] * len(names))
+        pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
+        async with self.db.transaction() as conn:
+            now = time.time()
+            params: list[Any] = []
+            for name in names:
+                params += [name, now, now, limit]
+            seqs = [row[0] for row in await conn.execute_fetchall(pick, (*params, limit))]
+            if not seqs:
+                return []
+            rows = await conn.execute_fetchall(_RESERVE, (worker_id, now + lease, now, json_list(seqs)))
+        order = {seq: i for i, seq in enumerate(seqs)}
+        return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        if not leases:
+            return []
+        rows = await self.db.fetch(_HEARTBEAT, (time.time() + lease, json_list([list(ref) for ref in leases])))
+        held = {(task_id, token) for task_id, token in rows}
+        return [task_id for task_id, token in leases if (task_id, token) in held]
+
+    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+        return (await self.complete_many([(task_id, token, state, error)]))[0]
+
+    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+        """One UPDATE for the whole batch, plus the dependents, in one transaction."""
+        states = [TaskState(state) for _, _, state, _ in items]
+        for state in states:
+            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
+                raise ConfigError(
+                    f"complete() takes state succeeded or cancelled, got {state.value!r}; use "
+                    f"retry() or dead_letter() for a failed attempt"
+                )
+        if not items:
+            return []
+        first: dict[str, int] = {}  # a task listed twice completes once
+        for i, (task_id, *_) in enumerate(items):
+            first.setdefault(task_id, i)
+        batch = [[tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)]
+        async with self.db.transaction() as conn:
+            now = time.time()
+            rows = await conn.execute_fetchall(
+                _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
+            )
+            done = {row[0] for row in rows}
+            await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
+            for task_id in done:
+                if states[first[task_id]] is TaskState.CANCELLED:
+                    await cancel_dependents(conn, task_id, "cancelled", now)
+        return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
+
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        rows = await self.db.fetch(
+            f"""UPDATE omniq_tasks SET state = 'retrying', eta = ?, error = COALESCE(?, error),
+                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
+            (eta, encode_error(error), task_id, token),
+        )
+        return bool(rows)
+
+    async def release(self, task_id: str, token: str) -> bool:
+        rows = await self.db.fetch(
+            f"""UPDATE omniq_tasks SET state = 'pending', attempts = max(attempts - 1, 0),
+                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
+            (task_id, token),
+        )
+        return bool(rows)
+
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        if token is None:
+            fence, params = f"state NOT IN {TERMINAL_SQL}", (task_id,)
+        else:
+            fence, params = "state = 'running' AND lease_token = ?", (task_id, token)
+        async with self.db.transaction() as conn:
+            now = time.time()
+            rows = await conn.execute_fetchall(
+                f"""UPDATE omniq_tasks SET state = 'dead', error = COALESCE(?, error),
+                    finished_at = ?, {_CLEAR_LEASE} WHERE id = ? AND {fence} RETURNING id""",
+                (encode_error(error), now, *params),
+            )
+            if rows:
+                await cancel_dependents(conn, task_id, "dead", now)
+        return bool(rows)
+
+    async def release_expired_leases(self) -> list[Task]:
+        async with self.db.transaction() as conn:
+            now = time.time()
+            dead = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_DEAD, (now, now))]
+            for task in dead:
+                await cancel_dependents(conn, task.id, "dead", now)
+            back = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_PENDING, (now,))]
+        return dead + back
+
+    async def cancel(self, task_id: str) -> bool:
+        async with self.db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT state FROM omniq_tasks WHERE id = ?", (task_id,)))
+            if not rows:
+                raise TaskNotFoundError(task_id)
+            if rows[0][0] in _TERMINAL:
+                return False
+            now = time.time()
+            await conn.execute(
+                f"UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE} WHERE id = ?",
+                (now, task_id),
+            )
+            await cancel_dependents(conn, task_id, "cancelled", now)
+        return True
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Poll a cheap indexed read every ``poll_interval`` (0.05 s by default) until a
+        task is ready in ``queues``; SQLite has no cross-process notification."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        names = json_list(list(queues))
+        while True:
+            now = time.time()
+            if await self.db.fetch(_HAS_READY, (names, now, now)):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(self.settings.poll_interval, remaining))
+
+    # -- reading and housekeeping ------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        rows = await self.db.fetch(f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,))
+        return row_to_task(rows[0]) if rows else None
+
+    async def list(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    ) -> list[Task]:
+        where, params = _filter(queue, states)
+        rows = await self.db.fetch(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks {where} ORDER BY seq LIMIT ?", (*params, limit)
+        )
+        return [row_to_task(row) for row in rows]
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        counts: dict[str, dict[TaskState, int]] = {}
+        for queue, state, count in await self.db.fetch(
+            "SELECT queue, state, count(*) FROM omniq_tasks GROUP BY queue, state"
+        ):
+            try:
+                counts.setdefault(queue, {})[TaskState(state)] = count
+            except ValueError:  # a corrupt row: not a state; reserve hands it out to dead-letter
+                log.warning("omniq_tasks has %d row(s) in unknown state %r", count, state)
+        return counts
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        where, params = _filter(queue, states)
+        async with self.db.transaction() as conn:
+            rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
+            ids = [row[0] for row in rows]
+            await _forget_edges(conn, ids)
+        return len(ids)
+
+    async def cleanup(self) -> list[Task]:
+        async with self.db.transaction() as conn:
+            now = time.time()
+            rows = await conn.execute_fetchall(
+                f"""UPDATE omniq_tasks SET state = 'expired', finished_at = ?, {_CLEAR_LEASE}
+                    WHERE state IN {UNSTARTED_SQL} AND expires_at <= ? RETURNING {COLUMNS_SQL}""",
+                (now, now),
+            )
+            expired = [row_to_task(row) for row in rows]
+            for task in expired:
+                await cancel_dependents(conn, task.id, "expired", now)
+            rows = await conn.execute_fetchall("DELETE FROM omniq_tasks WHERE purge_at <= ? RETURNING id", (now,))
+            await _forget_edges(conn, [row[0] for row in rows])
+        return expired
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        await self.db.fetch(
+            """INSERT OR REPLACE INTO omniq_schedules (id, next_run, last_run, paused, data)
+               VALUES (?, ?, ?, ?, ?)""",
+            (schedule.id, schedule.next_run, schedule.last_run, int(schedule.paused), encoder.encode(schedule)),
+        )
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,))
+        return _schedule(rows[0]) if rows else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
+        return [_schedule(row) for row in rows]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None) -> bool:
+        rows = await self.db.fetch(
+            """UPDATE omniq_schedules SET paused = ?, next_run = COALESCE(?, next_run)
+               WHERE id = ? RETURNING id""",
+            (int(paused), next_run, schedule_id),
+        )
+        return bool(rows)
+
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        won: list[tuple[Schedule, list[float]]] = []
+        async with self.db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                f"""SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules
+                    WHERE paused = 0 AND next_run <= ? ORDER BY next_run LIMIT ?""",
+                (at, limit),
+            )
+            for row in rows:
+                try:
+                    schedule = _schedule(row)
+                    times, nxt = schedule.due_firings(at)
+                except (SerializationError, ConfigError) as exc:
+                    log.warning("schedule %r cannot fire: %s", row[0], exc)
+                    continue
+                if not times:
+                    continue
+                claimed = await conn.execute_fetchall(
+                    """UPDATE omniq_schedules SET next_run = ?, last_run = ?
+                       WHERE id = ? AND next_run = ? RETURNING id""",
+                    (nxt, times[-1], schedule.id, schedule.next_run),
+                )
+                if claimed:
+                    won.append((schedule, times))
+        return won
+
+
+def _admit(task: Task, known: dict[str, str], now: float) -> Task:
+    """The task as it will be stored: its state decided from its parents and eta."""
+    for parent in task.depends_on:
+        if parent not in known:
+            raise TaskNotFoundError(parent, f" (task {task.id!r} depends on it)")
+    created = task.created_at or now
+    failed = [p for p in task.depends_on if known[p] in _FAILED_PARENT]
+    if failed:
+        return msgspec.structs.replace(
+            task, state=TaskState.CANCELLED, created_at=created, finished_at=now,
+            error=dependency_error(failed[0], known[failed[0]]),
+        )
+    if any(known[p] != "succeeded" for p in task.depends_on):
+        state = TaskState.WAITING
+    elif task.eta is not None and task.eta > now:
+        state = TaskState.SCHEDULED
+    else:
+        state = TaskState.PENDING
+    return msgspec.structs.replace(task, state=state, created_at=created)
+
+
+def _filter(queue: str | None, states: Iterable[TaskState] | None) -> tuple[str, tuple[Any, ...]]:
+    terms: list[str] = []
+    params: list[Any] = []
+    if queue is not None:
+        terms.append("queue = ?")
+        params.append(queue)
+    if states is not None:
+        terms.append(f"state IN ({_BY_IDS})")
+        params.append(json_list([TaskState(s).value for s in states]))
+    return ("WHERE " + " AND ".join(terms) if terms else ""), tuple(params)
+
+
+async def _forget_edges(conn: Any, ids: Sequence[str]) -> None:
+    """Drop dependency rows of deleted tasks."""
+    if ids:
+        listed = json_list(ids)
+        await conn.execute(
+            f"DELETE FROM omniq_task_deps WHERE parent IN ({_BY_IDS}) OR child IN ({_BY_IDS})", (listed, listed)
+        )
+
+
+_SCHEDULE_COLUMNS = "id, next_run, last_run, paused, data"
+
+
+def _schedule(row: Sequence[Any]) -> Schedule:
+    schedule_id, next_run, last_run, paused, data = row
+    try:
+        schedule = schedule_decoder.decode(data)
+    except (msgspec.MsgspecError, TypeError) as exc:
+        raise SerializationError(f"schedule {schedule_id!r} in omniq_schedules cannot be decoded: {exc}") from exc
+    return msgspec.structs.replace(schedule, next_run=next_run, last_run=last_run, paused=bool(paused))
