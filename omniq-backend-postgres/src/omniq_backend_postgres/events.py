@@ -1,0 +1,90 @@
+"""Events on PostgreSQL: an indexed, append-only table users can query in SQL.
+
+``<schema>.events`` keeps ``ts`` as epoch seconds (exact round trips) and ``detail`` as
+jsonb; the ``<schema>.event_log`` view adds ``occurred_at timestamptz`` and the task name.
+docs/backends/postgres.md shows queries over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from omniq.errors import ConfigError
+from omniq.interfaces import BaseEventStorage
+from omniq.models import EventType, TaskEvent
+
+from .store import PostgresStore
+
+__all__ = ["PostgresEventStorage"]
+
+APPEND = """
+INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
+SELECT i.id, i.task_id, i.queue, i.type, i.ts, i.worker_id, i.detail
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[])
+     WITH ORDINALITY AS i(id, task_id, queue, type, ts, worker_id, detail, ord)
+ORDER BY i.ord
+"""
+EVENT_TYPES = {t.value: t for t in EventType}
+_json = msgspec.json.Encoder()
+_detail = msgspec.json.Decoder(dict[str, Any])
+
+
+class PostgresEventStorage(PostgresStore, BaseEventStorage):
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        if not events:
+            return
+        await self.execute(
+            APPEND, [e.id for e in events], [e.task_id for e in events], [e.queue for e in events],
+            [EventType(e.type).value for e in events], [e.timestamp for e in events],
+            [e.worker_id for e in events], [_json.encode(e.detail).decode() for e in events])
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        if order not in ("asc", "desc"):
+            raise ConfigError(f"invalid event order {order!r}: use 'asc' or 'desc'")
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def where(clause: str, value: Any) -> None:
+            args.append(value)
+            clauses.append(clause.replace("?", f"${len(args)}"))
+
+        if task_id is not None:
+            where("task_id = ?", task_id)
+        if queue is not None:
+            where("queue = ?", queue)
+        if types is not None:
+            where("type = ANY (?::text[])", [str(getattr(t, "value", t)) for t in types])
+        if since is not None:
+            where("ts >= ?", since)
+        if until is not None:
+            where("ts < ?", until)
+        sql = "SELECT id, task_id, queue, type, ts, worker_id, detail FROM {s}.events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY ts {order}, seq {order}"
+        if limit is not None:
+            args.append(limit)
+            sql += f" LIMIT ${len(args)}"
+        rows = await self.fetch(sql, *args)
+        return [
+            TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]), timestamp=r[4],
+                      worker_id=r[5], detail=_detail.decode(r[6]))
+            for r in rows
+        ]
+
+    async def cleanup(self, older_than: float) -> int:
+        status = await self.execute("DELETE FROM {s}.events WHERE ts < $1", older_than)
+        return int(status.split()[-1])

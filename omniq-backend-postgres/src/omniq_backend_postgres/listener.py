@@ -1,0 +1,87 @@
+"""LISTEN on one channel over a dedicated connection and wake waiters by payload.
+
+Pooled connections cannot LISTEN (the pool resets them on release), so each listening
+store keeps one connection of its own, opened on first use. When it drops, waiters are
+woken (they re-check the database) and the next wait reconnects; meanwhile callers fall
+back to their timeout, i.e. polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+__all__ = ["Listener"]
+
+#: Seconds between reconnection attempts while the server does not answer.
+RECONNECT_DELAY = 1.0
+
+
+class Listener:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], channel: str) -> None:
+        self.channel = channel
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._lock = asyncio.Lock()
+        self._retry_at = 0.0
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    @asynccontextmanager
+    async def watch(self, keys: Iterable[str]) -> AsyncIterator[asyncio.Event]:
+        """An event set when a notification with one of ``keys`` arrives (or the
+        connection drops). LISTEN is in place when the block starts."""
+        event = asyncio.Event()
+        keys = list(keys)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
+        try:
+            await self._ensure()
+            yield event
+        finally:
+            for key in keys:
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiters[key]
+
+    async def _ensure(self) -> None:
+        if self.connected or self._closed:
+            return
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if self.connected or loop.time() < self._retry_at:
+                return
+            try:
+                conn = await self._connect()
+                await conn.add_listener(self.channel, self._notified)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self._retry_at = loop.time() + RECONNECT_DELAY
+                return
+            conn.add_termination_listener(self._lost)
+            self._conn = conn
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        for event in self._waiters.get(payload, ()):
+            event.set()
+
+    def _lost(self, conn: object) -> None:
+        if conn is self._conn:
+            self._conn = None
+        for waiting in self._waiters.values():
+            for event in waiting:
+                event.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()

@@ -1,0 +1,435 @@
+"""The task queue on PostgreSQL.
+
+Reserve is one statement: a CTE picks ready rows ``FOR UPDATE SKIP LOCKED LIMIT n`` and
+an UPDATE leases them, so concurrent workers never block on, nor share, a task. Leases,
+ETAs and expiry are judged by the server's ``now()``. Finishing a task settles its
+dependents in the same transaction (``settle()`` in the schema, see
+``sql/0001_initial.sql``). Enqueues fire NOTIFY through a trigger, so workers blocked in
+:meth:`wait_for_work` wake as soon as the enqueuing transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, encoder
+
+from .rows import SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, schedule_from_row, task_from_row
+from .store import EPOCH_NOW, PostgresStore, wait_event
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresTaskQueue"]
+
+READY = "('pending', 'scheduled', 'retrying')"
+TERMINAL = "('succeeded', 'failed', 'cancelled', 'expired', 'dead')"
+FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
+
+INSERT = f"""
+WITH clock AS (SELECT {EPOCH_NOW} AS now),
+ins AS (
+    INSERT INTO {{s}}.tasks (id, queue, name, priority, state, eta, expires_at, created_at, attempts,
+                             max_attempts, result_ttl, dead_ttl, schedule_id, finished_at, error, data)
+    SELECT i.id, i.queue, i.name, i.priority,
+           coalesce(i.state, CASE WHEN i.eta > clock.now THEN 'scheduled' ELSE 'pending' END),
+           i.eta, i.expires_at, CASE WHEN i.created_at > 0 THEN i.created_at ELSE clock.now END,
+           i.attempts, i.max_attempts, i.result_ttl, i.dead_ttl, i.schedule_id,
+           CASE WHEN i.state = 'cancelled' THEN clock.now END, i.error, i.data
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::float8[],
+                $7::float8[], $8::float8[], $9::int4[], $10::int4[], $11::float8[], $12::float8[],
+                $13::text[], $14::jsonb[], $15::bytea[])
+         WITH ORDINALITY AS i(id, queue, name, priority, state, eta, expires_at, created_at, attempts,
+                              max_attempts, result_ttl, dead_ttl, schedule_id, error, data, ord),
+         clock
+    ORDER BY i.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, state, created_at, finished_at
+)
+SELECT id, state, created_at, finished_at FROM ins
+"""
+
+RESERVE = f"""
+WITH clock AS (SELECT {EPOCH_NOW} AS now),
+picked AS (
+    SELECT t.id FROM {{s}}.tasks t, clock
+    WHERE {{queue}} AND t.state IN {READY}
+      AND (t.eta IS NULL OR t.eta <= clock.now)
+      AND (t.expires_at IS NULL OR t.expires_at > clock.now)
+    ORDER BY t.priority DESC, t.seq
+    LIMIT $2
+    FOR UPDATE OF t SKIP LOCKED
+),
+leased AS (
+    UPDATE {{s}}.tasks t
+    SET state = 'running', attempts = t.attempts + 1, lease_owner = $3,
+        lease_token = gen_random_uuid()::text, lease_deadline = clock.now + $4, started_at = clock.now
+    FROM picked, clock
+    WHERE t.id = picked.id
+    RETURNING t.priority, t.seq, {TASK_COLUMNS}
+)
+SELECT * FROM leased ORDER BY priority DESC, seq
+"""
+RESERVE_ONE_QUEUE = RESERVE.replace("{queue}", "t.queue = $1::text")
+RESERVE_QUEUES = RESERVE.replace("{queue}", "t.queue = ANY ($1::text[])")
+
+HEARTBEAT = f"""
+UPDATE {{s}}.tasks t SET lease_deadline = {EPOCH_NOW} + $3
+FROM unnest($1::text[], $2::text[]) AS l(id, token)
+WHERE t.id = l.id AND t.lease_token = l.token AND t.state = 'running'
+RETURNING t.id
+"""
+
+FENCED = "WHERE id = $1 AND lease_token = $2 AND state = 'running'"
+CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
+
+RETRY = f"""
+UPDATE {{s}}.tasks SET state = 'retrying', eta = $3, error = coalesce($4::jsonb, error), {CLEAR_LEASE}
+{FENCED} RETURNING id
+"""
+RELEASE = f"""
+UPDATE {{s}}.tasks SET state = 'pending', attempts = greatest(attempts - 1, 0), {CLEAR_LEASE}
+{FENCED} RETURNING id
+"""
+DEAD_LETTER = f"""
+UPDATE {{s}}.tasks SET state = 'dead', finished_at = {EPOCH_NOW}, error = coalesce($3::jsonb, error), {CLEAR_LEASE}
+WHERE id = $1 AND CASE WHEN $2::text IS NULL THEN state NOT IN {TERMINAL}
+                       ELSE lease_token = $2 AND state = 'running' END
+RETURNING id
+"""
+CANCEL = f"""
+UPDATE {{s}}.tasks SET state = 'cancelled', finished_at = {EPOCH_NOW}, {CLEAR_LEASE}
+WHERE id = $1 AND state NOT IN {TERMINAL}
+RETURNING id
+"""
+RELEASE_EXPIRED = f"""
+WITH clock AS (SELECT {EPOCH_NOW} AS now),
+lapsed AS (
+    SELECT t.id FROM {{s}}.tasks t, clock
+    WHERE t.state = 'running' AND t.lease_deadline < clock.now
+    FOR UPDATE OF t SKIP LOCKED
+),
+returned AS (
+    UPDATE {{s}}.tasks t
+    SET state = CASE WHEN t.attempts >= t.max_attempts THEN 'dead' ELSE 'pending' END,
+        finished_at = CASE WHEN t.attempts >= t.max_attempts THEN clock.now END,
+        error = CASE WHEN t.attempts >= t.max_attempts THEN jsonb_build_object(
+                    'type', 'LeaseExpired', 'module', 'omniq.errors',
+                    'message', format('lease lapsed on delivery %s of at most %s: its worker keeps dying',
+                                      t.attempts, t.max_attempts))
+                ELSE t.error END,
+        {CLEAR_LEASE}
+    FROM lapsed, clock
+    WHERE t.id = lapsed.id
+    RETURNING t.id, {TASK_COLUMNS}
+)
+SELECT * FROM returned
+"""
+EXPIRE = f"""
+WITH clock AS (SELECT {EPOCH_NOW} AS now),
+expired AS (
+    UPDATE {{s}}.tasks t SET state = 'expired', finished_at = clock.now
+    FROM clock
+    WHERE t.expires_at <= clock.now AND t.state IN ('pending', 'scheduled', 'retrying', 'waiting')
+    RETURNING t.id, {TASK_COLUMNS}
+)
+SELECT * FROM expired
+"""
+DELETE_FINISHED = f"""
+DELETE FROM {{s}}.tasks
+WHERE finished_at IS NOT NULL AND state IN {TERMINAL}
+  AND finished_at + CASE WHEN state = 'dead' THEN dead_ttl ELSE result_ttl END <= {EPOCH_NOW}
+"""
+NEXT_READY = f"""
+SELECT min(coalesce(eta, 0)) - {EPOCH_NOW} FROM {{s}}.tasks
+WHERE queue = ANY ($1::text[]) AND state IN {READY}
+  AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
+"""
+CLAIM_SCHEDULES = """
+UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
+FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
+WHERE s.id = c.id AND s.next_run = c.old_next_run AND NOT s.paused
+RETURNING s.id
+"""
+
+
+def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = None,
+                 errors: Sequence[str | None] | None = None) -> list[list[Any]]:
+    """Column arrays for :data:`INSERT` (state None: decided by the server from eta)."""
+    n = len(tasks)
+    return [
+        [t.id for t in tasks], [t.queue for t in tasks], [t.name for t in tasks],
+        [t.priority for t in tasks], list(states) if states is not None else [None] * n,
+        [t.eta for t in tasks], [t.expires_at for t in tasks], [t.created_at for t in tasks],
+        [t.attempts for t in tasks], [max(t.max_deliveries, t.max_retries + 1) for t in tasks],
+        [t.result_ttl for t in tasks], [t.dead_ttl for t in tasks], [t.schedule_id for t in tasks],
+        list(errors) if errors is not None else [None] * n, [encoder.encode(t) for t in tasks],
+    ]
+
+
+def _where(queue: str | None, states: Iterable[TaskState] | None, start: int = 1) -> tuple[str, list[Any]]:
+    """A WHERE clause filtering by queue and states, with its bound arguments."""
+    clauses, args = [], []
+    if queue is not None:
+        args.append(queue)
+        clauses.append(f"queue = ${start + len(args) - 1}")
+    if states is not None:
+        args.append([TaskState(s).value for s in states])
+        clauses.append(f"state = ANY (${start + len(args) - 1}::text[])")
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
+    """Tasks in ``<schema>.tasks``; see the module docstring for how it works."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES, Capability.DEPENDENCIES,
+        Capability.CROSS_PROCESS, Capability.BLOCKING_RESERVE,
+    })
+    channel_suffix = "tasks"
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task, *, connection: asyncpg.Connection | None = None) -> Task:
+        """Store ``task``; with ``connection``, inside that connection's transaction."""
+        return (await self.enqueue_many([task], connection=connection))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task], *,
+                           connection: asyncpg.Connection | None = None) -> list[Task]:
+        """One INSERT ... SELECT FROM unnest(...) for the whole batch; tasks with
+        ``depends_on`` go one by one (in order) in the same transaction."""
+        if connection is not None:
+            return await self.using(connection).enqueue_many(tasks)
+        if not tasks:
+            return []
+        if not any(t.depends_on for t in tasks):
+            return await self._run(lambda conn: self._insert(conn, tasks))
+        return await self._run(lambda conn: self._enqueue_in_order(conn, tasks), transaction=True)
+
+    async def _enqueue_in_order(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[Task]:
+        stored: list[Task] = []
+        run: list[Task] = []
+        for task in tasks:
+            if not task.depends_on:
+                run.append(task)
+                continue
+            if run:
+                stored += await self._insert(conn, run)
+                run = []
+            stored.append(await self._insert_dependent(conn, task))
+        if run:
+            stored += await self._insert(conn, run)
+        return stored
+
+    async def _insert(self, conn: asyncpg.Connection, tasks: Sequence[Task],
+                      states: Sequence[str | None] | None = None,
+                      errors: Sequence[str | None] | None = None) -> list[Task]:
+        rows = await conn.fetch(self.sql(INSERT), *_insert_args(tasks, states, errors))
+        inserted = {row[0]: row for row in rows}
+        missing = [t.id for t in tasks if t.id not in inserted]
+        stored = await self._get_many(conn, missing) if missing else {}
+        for task in tasks:
+            row = inserted.get(task.id)
+            if row is not None and task.id not in stored:  # a repeated id is stored once
+                stored[task.id] = msgspec.structs.replace(
+                    task, state=STATES[row[1]], created_at=row[2], finished_at=row[3])
+        return [stored[task.id] for task in tasks]
+
+    async def _insert_dependent(self, conn: asyncpg.Connection, task: Task) -> Task:
+        """Enqueue a task with parents. FOR SHARE on the parents makes a parent's
+        completion wait for this insert (and then see the child), or this insert wait for
+        the completion (and then see the parent's final state)."""
+        existing = await self._get_many(conn, [task.id])
+        if existing:
+            return existing[task.id]
+        parents = dict(await conn.fetch(
+            self.sql("SELECT id, state FROM {s}.tasks WHERE id = ANY ($1::text[]) FOR SHARE"),
+            list(task.depends_on)))
+        for parent_id in task.depends_on:
+            if parent_id not in parents:
+                raise TaskNotFoundError(parent_id, f" (a dependency of task {task.id!r})")
+        failed = [(p, parents[p]) for p in task.depends_on if parents[p] in FAILED_PARENT]
+        state: str | None = None
+        error: str | None = None
+        if failed:
+            state = TaskState.CANCELLED.value
+            error = encode_error(ErrorInfo(type="DependencyError", module="omniq.errors",
+                                           message=f"dependency {failed[0][0]} ended {failed[0][1]}"))
+        elif any(parents[p] != TaskState.SUCCEEDED.value for p in task.depends_on):
+            state = TaskState.WAITING.value
+        await self._insert(conn, [task], [state], [error])
+        await conn.execute(
+            self.sql("INSERT INTO {s}.dependencies (parent_id, child_id) "
+                     "SELECT DISTINCT unnest($1::text[]), $2 ON CONFLICT DO NOTHING"),
+            list(task.depends_on), task.id)
+        return (await self._get_many(conn, [task.id]))[task.id]
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+                      ) -> list[Task]:
+        if limit <= 0 or not queues:
+            return []
+        if len(queues) == 1:
+            rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
+        else:
+            rows = await self.fetch(RESERVE_QUEUES, list(queues), limit, worker_id, lease)
+        return [task_from_row(row[2:]) for row in rows]
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        if not leases:
+            return []
+        rows = await self.fetch(HEARTBEAT, [i for i, _ in leases], [t for _, t in leases], lease)
+        return [row[0] for row in rows]
+
+    async def complete(self, task_id: str, token: str, state: TaskState,
+                       error: ErrorInfo | None = None) -> bool:
+        return (await self.complete_many([(task_id, token, state, error)]))[0]
+
+    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+                            ) -> list[bool]:
+        """One round trip: the schema's complete_many() finishes the tasks and settles
+        their dependents atomically."""
+        if not items:
+            return []
+        for _, _, state, _ in items:
+            if TaskState(state) not in TERMINAL_STATES:
+                raise ConfigError(f"complete() takes a final state such as 'succeeded' or "
+                                  f"'cancelled', got {state!r}")
+        rows = await self.fetch(
+            "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])",
+            [i[0] for i in items], [i[1] for i in items], [TaskState(i[2]).value for i in items],
+            [encode_error(i[3]) for i in items])
+        done = {row[0] for row in rows}
+        return [item[0] in done for item in items]
+
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        return bool(await self.fetch(RETRY, task_id, token, eta, encode_error(error)))
+
+    async def release(self, task_id: str, token: str) -> bool:
+        return bool(await self.fetch(RELEASE, task_id, token))
+
+    async def _settled(self, template: str, *args: Any) -> list[asyncpg.Record]:
+        """Run an UPDATE ... RETURNING (first column: task id), then settle the
+        dependents of the tasks it changed, in one transaction."""
+        sql, settle = self.sql(template), self.sql("SELECT {s}.settle($1::text[])")
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows = await conn.fetch(sql, *args)
+            if rows:
+                await conn.execute(settle, [row[0] for row in rows])
+            return rows
+
+        return await self._run(work, transaction=True)
+
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        return bool(await self._settled(DEAD_LETTER, task_id, token, encode_error(error)))
+
+    async def release_expired_leases(self) -> list[Task]:
+        rows = await self._settled(RELEASE_EXPIRED)
+        return [task_from_row(row[1:]) for row in rows]
+
+    async def cancel(self, task_id: str) -> bool:
+        if await self._settled(CANCEL, task_id):
+            return True
+        if await self.fetchval("SELECT 1 FROM {s}.tasks WHERE id = $1", task_id) is None:
+            raise TaskNotFoundError(task_id)
+        return False
+
+    # -- inspection ----------------------------------------------------------------------
+
+    async def _get_many(self, conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Task]:
+        rows = await conn.fetch(self.sql(f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t "
+                                         f"WHERE t.id = ANY ($1::text[])"), list(ids))
+        return {row[0]: task_from_row(row[1:]) for row in rows}
+
+    async def get(self, task_id: str) -> Task | None:
+        rows = await self.fetch(f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
+        return task_from_row(rows[0]) if rows else None
+
+    async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                   limit: int = 100) -> list[Task]:
+        where, args = _where(queue, states)
+        rows = await self.fetch(
+            f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
+            *args, limit)
+        return [task_from_row(row) for row in rows]
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        counts: dict[str, dict[TaskState, int]] = {}
+        for queue, state, n in await self.fetch(
+                "SELECT queue, state, count(*) FROM {s}.tasks GROUP BY queue, state"):
+            counts.setdefault(queue, {})[STATES[state]] = n
+        return counts
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        where, args = _where(queue, states)
+        status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
+        return int(status.split()[-1])
+
+    async def cleanup(self) -> list[Task]:
+        rows = await self._settled(EXPIRE)
+        await self.execute(DELETE_FINISHED)
+        return [task_from_row(row[1:]) for row in rows]
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Sleep until a NOTIFY for one of ``queues``, the next delayed task's eta, or
+        ``timeout``, whichever comes first; return at once if work is ready."""
+        names = list(queues)
+        async with self._watching(names) as enqueued:
+            delay = await self.fetchval(NEXT_READY, names)
+            if delay is not None and delay <= 0:
+                return
+            await wait_event(enqueued, timeout if delay is None else min(delay, timeout))
+
+    # -- schedules -----------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        await self.execute(
+            "INSERT INTO {s}.schedules (id, next_run, last_run, paused, data) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (id) DO UPDATE SET next_run = excluded.next_run, last_run = excluded.last_run, "
+            "paused = excluded.paused, data = excluded.data",
+            schedule.id, schedule.next_run, schedule.last_run, schedule.paused, encoder.encode(schedule))
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE id = $1", schedule_id)
+        return schedule_from_row(rows[0]) if rows else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
+        return [schedule_from_row(row) for row in rows]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None
+                                  ) -> bool:
+        return bool(await self.fetch(
+            "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
+            "RETURNING id", schedule_id, paused, next_run))
+
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        """Read the due schedules, compute their firings here (cron lives in Python),
+        then win them with one compare-and-set UPDATE on the old ``next_run``."""
+        rows = await self.fetch(
+            f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE NOT paused AND next_run <= $1 "
+            f"ORDER BY next_run, id LIMIT $2", at, limit)
+        due: dict[str, tuple[Schedule, list[float], float]] = {}
+        for row in rows:
+            schedule = schedule_from_row(row)
+            times, following = schedule.due_firings(at)
+            if times:
+                due[schedule.id] = (schedule, times, following)
+        if not due:
+            return []
+        won = await self.fetch(
+            CLAIM_SCHEDULES, list(due), [s.next_run for s, _, _ in due.values()],
+            [f for _, _, f in due.values()], [t[-1] for _, t, _ in due.values()])
+        won_ids = {row[0] for row in won}
+        return [(s, times) for sid, (s, times, _) in due.items() if sid in won_ids]

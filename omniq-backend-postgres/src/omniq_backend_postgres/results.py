@@ -1,0 +1,78 @@
+"""Results on PostgreSQL: one row per task id, expiry swept by :meth:`cleanup`.
+
+A trigger NOTIFYs ``omniq_<schema>_results`` with the task id on every write, so
+:meth:`wait` returns as soon as the writing transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import ClassVar
+
+from omniq.interfaces import BaseResultStorage, Capability
+from omniq.models import TaskResult, encoder, result_decoder
+
+from .store import EPOCH_NOW, PostgresStore, wait_event
+
+__all__ = ["PostgresResultStorage"]
+
+UPSERT = """
+INSERT INTO {s}.results (task_id, state, finished_at, expires_at, data)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
+ON CONFLICT (task_id) DO UPDATE
+SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
+    data = excluded.data
+"""
+#: Seconds between polls of wait() while no LISTEN connection is up.
+POLL_INTERVAL = 0.25
+LIVE = f"(expires_at IS NULL OR expires_at > {EPOCH_NOW})"
+
+
+class PostgresResultStorage(PostgresStore, BaseResultStorage):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY})
+    channel_suffix = "results"
+
+    async def set(self, result: TaskResult) -> None:
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        """One upsert for the batch (a task id repeated in it keeps its last result)."""
+        latest = list({r.task_id: r for r in results}.values())
+        if not latest:
+            return
+        await self.execute(
+            UPSERT, [r.task_id for r in latest], [r.state.value for r in latest],
+            [r.finished_at for r in latest], [r.expires_at for r in latest],
+            [encoder.encode(r) for r in latest])
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        data = await self.fetchval(f"SELECT data FROM {{s}}.results WHERE task_id = $1 AND {LIVE}", task_id)
+        return None if data is None else result_decoder.decode(data)
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        rows = await self.fetch(
+            f"SELECT task_id, data FROM {{s}}.results WHERE task_id = ANY ($1::text[]) AND {LIVE}",
+            list(task_ids))
+        return {row[0]: result_decoder.decode(row[1]) for row in rows}
+
+    async def delete(self, task_id: str) -> bool:
+        return bool(await self.fetch("DELETE FROM {s}.results WHERE task_id = $1 RETURNING 1", task_id))
+
+    async def cleanup(self) -> int:
+        status = await self.execute(f"DELETE FROM {{s}}.results WHERE expires_at <= {EPOCH_NOW}")
+        return int(status.split()[-1])
+
+    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        """The result as soon as its NOTIFY arrives; polls only while the listening
+        connection is down."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            async with self._watching([task_id]) as written:
+                result = await self.get(task_id)
+                remaining = deadline - loop.time()
+                if result is not None or remaining <= 0:
+                    return result
+                await wait_event(written, remaining if self.listening else min(remaining, POLL_INTERVAL))

@@ -1,0 +1,181 @@
+"""What the three PostgreSQL stores share: settings, the pool, retries, the clock.
+
+Every statement runs through :meth:`PostgresStore._run`, which retries on a dropped
+connection (server restart, ``pg_terminate_backend``, failover): the pool drops the dead
+connection and the next attempt gets a fresh one. ``using(conn)`` gives a view of the
+store that runs on the caller's connection instead, inside the caller's transaction, with
+no retry (the transaction itself is lost with its connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self, TypeVar
+
+import asyncpg
+
+from omniq.interfaces import BaseStore, Capability
+
+from .listener import Listener
+from .migrations import ensure_schema
+from .settings import PostgresSettings
+
+T = TypeVar("T")
+
+#: Errors after which the same statement is retried on another connection.
+RECONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and "connection was closed"
+    asyncpg.exceptions.AdminShutdownError,  # pg_terminate_backend, server shutdown
+    asyncpg.exceptions.CannotConnectNowError,  # server starting up
+    ConnectionError,
+)
+
+EPOCH_NOW = "extract(epoch FROM now())::float8"
+
+
+class PostgresStore(BaseStore):
+    """Base of the task queue, result and event stores."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CROSS_PROCESS})
+    local_only: ClassVar[bool] = False
+    #: Suffix of this store's NOTIFY channel ("omniq_<schema>_<suffix>"), if it listens.
+    channel_suffix: ClassVar[str | None] = None
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._conn: asyncpg.Connection | None = None  # set by using()
+        self._listener: Listener | None = None
+        self._sql_cache: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        return cls(PostgresSettings.from_url(url, **options))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None or self._conn is not None:
+            return
+        settings = self.settings
+        try:
+            pool = await asyncpg.create_pool(
+                settings.dsn, min_size=settings.min_size, max_size=settings.max_size,
+                **settings.connect_kwargs(),
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise settings.unavailable(exc) from exc
+        try:
+            async with pool.acquire() as conn:
+                await ensure_schema(conn, settings, apply=settings.auto_migrate)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        if self.channel_suffix is not None:
+            self._listener = Listener(self._connect, f"omniq_{settings.schema}_{self.channel_suffix}")
+
+    async def close(self) -> None:
+        if self._conn is not None:  # a using() view: the connection is the caller's
+            return
+        listener, pool = self._listener, self._pool
+        self._listener = self._pool = None
+        if listener is not None:
+            await listener.close()
+        if pool is not None:
+            await pool.close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A dedicated connection (for LISTEN, which a pooled connection would lose)."""
+        return await asyncpg.connect(self.settings.dsn, **self.settings.connect_kwargs())
+
+    def using(self, connection: asyncpg.Connection) -> Self:
+        """This store running on ``connection`` (and in its open transaction, if any).
+
+        ``await queue.using(conn).enqueue(task)`` inside ``async with conn.transaction()``
+        makes the task exist only if that transaction commits.
+        """
+        view = copy.copy(self)
+        view._conn = connection
+        return view
+
+    # -- running statements ------------------------------------------------------------
+
+    def sql(self, template: str) -> str:
+        """``template`` with ``{s}`` replaced by the quoted schema (cached)."""
+        text = self._sql_cache.get(template)
+        if text is None:
+            text = self._sql_cache[template] = template.replace("{s}", self.settings.quoted_schema)
+        return text
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        if self._pool is None:
+            raise RuntimeError(f"{type(self).__name__} is not open: use 'async with store' or 'await store.open()'")
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False) -> T:
+        """Run ``work(conn)``; retry on a dropped connection while the pool has others
+        that may be dead too (each failure removes one)."""
+        attempts = 1 if self._conn is not None else self.settings.max_size + 1
+        for attempt in range(attempts):
+            try:
+                async with self._connection() as conn:
+                    if not transaction:
+                        return await work(conn)
+                    async with conn.transaction():
+                        return await work(conn)
+            except RECONNECT_ERRORS:
+                if attempt + 1 >= attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def fetch(self, template: str, *args: Any) -> list[asyncpg.Record]:
+        sql = self.sql(template)
+        return await self._run(lambda conn: conn.fetch(sql, *args))
+
+    async def fetchval(self, template: str, *args: Any) -> Any:
+        sql = self.sql(template)
+        return await self._run(lambda conn: conn.fetchval(sql, *args))
+
+    async def execute(self, template: str, *args: Any) -> str:
+        sql = self.sql(template)
+        return await self._run(lambda conn: conn.execute(sql, *args))
+
+    async def now(self) -> float:
+        """PostgreSQL's clock, in epoch seconds."""
+        return float(await self.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+
+    @asynccontextmanager
+    async def _watching(self, keys: Sequence[str]) -> AsyncIterator[asyncio.Event]:
+        """An event set by a NOTIFY whose payload is in ``keys``. LISTEN is in place when
+        the block starts, so a check made inside it cannot miss a later write. Without a
+        listening connection the event is never set: callers poll on their timeout."""
+        if self._listener is None:
+            yield asyncio.Event()
+            return
+        async with self._listener.watch(keys) as event:
+            yield event
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.connected
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(event.wait(), max(timeout, 0.0))
+    except TimeoutError:
+        pass
