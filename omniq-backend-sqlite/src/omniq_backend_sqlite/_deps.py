@@ -14,7 +14,6 @@ import aiosqlite
 from omniq.models import ErrorInfo
 
 from ._db import json_list
-from ._rows import encode_error
 
 _MAKE_READY = """
 UPDATE omniq_tasks
@@ -26,20 +25,27 @@ WHERE state = 'waiting'
                   WHERE d.child = omniq_tasks.id AND p.state <> 'succeeded')
 """
 
+# Each descendant's error names its own parent on the path (the root for the root's
+# children, a task cancelled by this cascade below them), worded as dependency_error().
 _CANCEL_DOWN = """
-WITH RECURSIVE down(id) AS (
-    SELECT child FROM omniq_task_deps WHERE parent = ?
+WITH RECURSIVE down(id, parent) AS (
+    SELECT child, parent FROM omniq_task_deps WHERE parent = :root
     UNION
-    SELECT d.child FROM omniq_task_deps d JOIN down ON d.parent = down.id
+    SELECT d.child, d.parent FROM omniq_task_deps d JOIN down ON d.parent = down.id
 )
 UPDATE omniq_tasks
-SET state = 'cancelled', finished_at = ?, error = ?
-WHERE state = 'waiting' AND id IN (SELECT id FROM down)
+SET state = 'cancelled', finished_at = :now,
+    error = json_object('type', 'DependencyFailed', 'message',
+                        'dependency ''' || c.parent || ''' ended '
+                        || CASE WHEN c.parent = :root THEN :state ELSE 'cancelled' END)
+FROM (SELECT id, CASE WHEN max(parent = :root) THEN :root ELSE min(parent) END AS parent
+      FROM down GROUP BY id) AS c
+WHERE omniq_tasks.id = c.id AND omniq_tasks.state = 'waiting'
 """
 
 
 def dependency_error(parent: str, state: str) -> ErrorInfo:
-    return ErrorInfo(type="DependencyFailed", message=f"dependency {parent!r} ended {state}")
+    return ErrorInfo(type="DependencyFailed", message=f"dependency '{parent}' ended {state}")
 
 
 async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: float) -> None:
@@ -50,4 +56,4 @@ async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: fl
 
 async def cancel_dependents(conn: aiosqlite.Connection, parent: str, state: str, now: float) -> None:
     """Cancel every WAITING descendant of ``parent`` (which ended in ``state``)."""
-    await conn.execute(_CANCEL_DOWN, (parent, now, encode_error(dependency_error(parent, state))))
+    await conn.execute(_CANCEL_DOWN, {"root": parent, "now": now, "state": state})
