@@ -1,0 +1,47 @@
+"""OmniQ's conformance suite: the tests every storage backend must pass.
+
+A backend author subclasses one contract per store kind and overrides one fixture
+returning a *ref* for an empty, isolated namespace (see ``docs/conformance.md``)::
+
+    import pytest
+    from omniq.testing import TaskQueueContract
+
+    class TestMyQueue(TaskQueueContract):
+        @pytest.fixture
+        def task_queue_ref(self, tmp_path):
+            return f"mydb:///{tmp_path}/q.db"
+
+The suite resolves the ref through the plugin registry, opens the store (fixtures
+``task_queue`` / ``result_storage`` / ``event_storage``), and checks every rule of the
+docstrings in :mod:`omniq.interfaces`. Tests needing a :class:`~omniq.interfaces.Capability`
+the store class does not declare are skipped (:func:`requires`). Tests run on asyncio
+through anyio's pytest plugin; no pytest-asyncio configuration is needed.
+
+Importing this package imports pytest: it is for test code only
+(``pip install 'omniq-core[testing]'``).
+"""
+
+from __future__ import annotations
+
+from .capabilities import requires
+from .events import EventStorageContract
+from .factories import make_error, make_event, make_result, make_schedule, make_task
+from .polling import eventually, wait_past
+from .queue import TaskQueueContract
+from .results import ResultStorageContract
+from .services import require_service
+
+__all__ = [
+    "EventStorageContract",
+    "ResultStorageContract",
+    "TaskQueueContract",
+    "eventually",
+    "make_error",
+    "make_event",
+    "make_result",
+    "make_schedule",
+    "make_task",
+    "require_service",
+    "requires",
+    "wait_past",
+]

@@ -1,0 +1,444 @@
+"""A minimal in-memory reference implementation of the three stores, and deliberately
+broken variants of it: test scaffolding proving that :mod:`omniq.testing` can pass and
+that it catches real mistakes. Not a product backend (no persistence, one process).
+
+State lives in module-level namespaces keyed by the URL's path, so every instance built
+from the same ref shares it, as instances of a real backend share a database.
+Refs: ``suite-memory://NAME`` once the test module registers the plugin, or
+``{"url": "omniq_suite_reference:MemoryTaskQueue", "namespace": NAME}`` (what the
+subprocess runs of the broken variants use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import os
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import msgspec
+
+from omniq import BackendSpec, hookimpl
+from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.models import (
+    READY_STATES,
+    TERMINAL_STATES,
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    new_id,
+    now,
+)
+
+BACKEND = "suite-memory"
+#: Parent states that cancel a dependent.
+PARENT_FAILED = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
+
+
+@dataclass
+class Namespace:
+    tasks: dict[str, Task] = field(default_factory=dict)  # insertion order = enqueue order
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    events: list[TaskEvent] = field(default_factory=list)
+
+
+NAMESPACES: dict[str, Namespace] = {}
+
+
+def namespace_of(url: str, options: dict[str, Any]) -> Namespace:
+    name = options.pop("namespace", None) or url.partition("://")[2]
+    if options:
+        raise ConfigError(f"{BACKEND}: unknown option(s) {sorted(options)}; valid: namespace")
+    if not name:
+        raise ConfigError(f"{BACKEND}: the URL {url!r} names no namespace: use {BACKEND}://NAME")
+    return NAMESPACES.setdefault(name, Namespace())
+
+
+class MemoryStore:
+    local_only = True
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        return cls(namespace_of(url, options))
+
+
+def copy(task: Task) -> Task:
+    return msgspec.structs.replace(task)
+
+
+class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
+    capabilities = frozenset({Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES,
+                              Capability.DEPENDENCIES})
+
+    def _put(self, task: Task, **changes: Any) -> Task:
+        task = msgspec.structs.replace(task, **changes)
+        self.ns.tasks[task.id] = task
+        return copy(task)
+
+    def _held(self, task_id: str, token: str | None) -> Task | None:
+        task = self.ns.tasks.get(task_id)
+        if task is None or task.state is not TaskState.RUNNING or task.lease_token != token:
+            return None
+        return task
+
+    def _finish(self, task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> None:
+        self._put(task, state=state, error=error, finished_at=at, lease_token=None, lease_deadline=None)
+        self._settle_dependents(task.id, at)
+
+    def _settle_dependents(self, parent_id: str, at: float) -> None:
+        parent = self.ns.tasks[parent_id]
+        for dep in list(self.ns.tasks.values()):
+            if dep.state is not TaskState.WAITING or parent_id not in dep.depends_on:
+                continue
+            if parent.state in PARENT_FAILED:
+                error = ErrorInfo("DependencyFailed", f"parent task {parent_id} ended {parent.state.value}")
+                self._finish(dep, TaskState.CANCELLED, error, at)
+            elif all(self.ns.tasks[p].state is TaskState.SUCCEEDED for p in dep.depends_on):
+                ready = TaskState.SCHEDULED if dep.eta is not None and dep.eta > at else TaskState.PENDING
+                self._put(dep, state=ready)
+
+    async def enqueue(self, task: Task) -> Task:
+        if task.id in self.ns.tasks:
+            return copy(self.ns.tasks[task.id])
+        at = now()
+        parents = []
+        for pid in task.depends_on:
+            if pid not in self.ns.tasks:
+                raise TaskNotFoundError(pid, f" (named in depends_on of task {task.id})")
+            parents.append(self.ns.tasks[pid])
+        failed = next((p for p in parents if p.state in PARENT_FAILED), None)
+        changes: dict[str, Any] = {"created_at": task.created_at or at}
+        if failed is not None:
+            changes.update(state=TaskState.CANCELLED, finished_at=at,
+                           error=ErrorInfo("DependencyFailed", f"parent task {failed.id} ended {failed.state.value}"))
+        elif any(p.state is not TaskState.SUCCEEDED for p in parents):
+            changes["state"] = TaskState.WAITING
+        elif task.eta is not None and task.eta > at:
+            changes["state"] = TaskState.SCHEDULED
+        else:
+            changes["state"] = TaskState.PENDING
+        return self._put(task, **changes)
+
+    def _ready(self, queues: Sequence[str], at: float) -> list[Task]:
+        ready = [t for t in self.ns.tasks.values() if t.queue in queues and t.is_ready(at)]
+        return sorted(ready, key=lambda t: -t.priority)  # stable: FIFO within a priority
+
+    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+        at = now()
+        return [
+            self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=new_id(),
+                      lease_owner=worker_id, lease_deadline=at + lease, started_at=at)
+            for t in self._ready(queues, at)[:limit]
+        ]
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        held = []
+        for task_id, token in leases:
+            task = self._held(task_id, token)
+            if task is not None:
+                self._put(task, lease_deadline=now() + lease)
+                held.append(task_id)
+        return held
+
+    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+        task = self._held(task_id, token)
+        if task is None:
+            return False
+        self._finish(task, state, error, now())
+        return True
+
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        task = self._held(task_id, token)
+        if task is None:
+            return False
+        self._put(task, state=TaskState.RETRYING, eta=eta, error=error, lease_token=None, lease_deadline=None)
+        return True
+
+    async def release(self, task_id: str, token: str) -> bool:
+        task = self._held(task_id, token)
+        if task is None:
+            return False
+        self._put(task, state=TaskState.PENDING, attempts=task.attempts - 1, lease_token=None,
+                  lease_deadline=None)
+        return True
+
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        task = self.ns.tasks.get(task_id)
+        if token is not None:
+            task = self._held(task_id, token)
+        if task is None or task.state in TERMINAL_STATES:
+            return False
+        self._finish(task, TaskState.DEAD, error, now())
+        return True
+
+    async def release_expired_leases(self) -> list[Task]:
+        at = now()
+        updated = []
+        for task in list(self.ns.tasks.values()):
+            if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) > at:
+                continue
+            if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+                self._finish(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"), at)
+            else:
+                self._put(task, state=TaskState.PENDING, lease_token=None, lease_deadline=None)
+            updated.append(copy(self.ns.tasks[task.id]))
+        return updated
+
+    async def cancel(self, task_id: str) -> bool:
+        task = self.ns.tasks.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        if task.state in TERMINAL_STATES:
+            return False
+        self._finish(task, TaskState.CANCELLED, task.error, now())
+        return True
+
+    async def get(self, task_id: str) -> Task | None:
+        task = self.ns.tasks.get(task_id)
+        return None if task is None else copy(task)
+
+    async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                   limit: int = 100) -> list[Task]:
+        wanted = None if states is None else set(states)
+        found = [t for t in self.ns.tasks.values()
+                 if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)]
+        return [copy(t) for t in found[:limit]]
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        counts: dict[str, dict[TaskState, int]] = {}
+        for t in self.ns.tasks.values():
+            by_state = counts.setdefault(t.queue, {})
+            by_state[t.state] = by_state.get(t.state, 0) + 1
+        return counts
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        doomed = [t.id for t in await self.list(queue, states, limit=len(self.ns.tasks))]
+        for task_id in doomed:
+            del self.ns.tasks[task_id]
+        return len(doomed)
+
+    async def cleanup(self) -> list[Task]:
+        at = now()
+        expired = []
+        for task in list(self.ns.tasks.values()):
+            if (task.state in READY_STATES or task.state is TaskState.WAITING) and (
+                task.expires_at is not None and task.expires_at <= at
+            ):
+                self._finish(task, TaskState.EXPIRED, task.error, at)
+                expired.append(copy(self.ns.tasks[task.id]))
+        for task in list(self.ns.tasks.values()):
+            if task.state in TERMINAL_STATES and (task.finished_at or at) + task.retention() <= at:
+                del self.ns.tasks[task.id]
+        return expired
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        self.ns.schedules[schedule.id] = schedule
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return self.ns.schedules.get(schedule_id)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return [self.ns.schedules[k] for k in sorted(self.ns.schedules)]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self.ns.schedules.pop(schedule_id, None) is not None
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None) -> bool:
+        schedule = self.ns.schedules.get(schedule_id)
+        if schedule is None:
+            return False
+        changes: dict[str, Any] = {"paused": paused}
+        if next_run is not None:
+            changes["next_run"] = next_run
+        self.ns.schedules[schedule_id] = msgspec.structs.replace(schedule, **changes)
+        return True
+
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        won = []
+        for schedule in await self.list_schedules():
+            if len(won) == limit:
+                break
+            times, nxt = schedule.due_firings(at)
+            if times:
+                self.ns.schedules[schedule.id] = msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
+                won.append((schedule, times))
+        return won
+
+
+class MemoryResultStorage(MemoryStore, BaseResultStorage):
+    def _live(self, result: TaskResult | None) -> TaskResult | None:
+        return None if result is None or (result.expires_at is not None and result.expires_at <= now()) else result
+
+    async def set(self, result: TaskResult) -> None:
+        self.ns.results[result.task_id] = result
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        return self._live(self.ns.results.get(task_id))
+
+    async def delete(self, task_id: str) -> bool:
+        return self.ns.results.pop(task_id, None) is not None
+
+    async def cleanup(self) -> int:
+        doomed = [k for k, r in self.ns.results.items() if self._live(r) is None]
+        for k in doomed:
+            del self.ns.results[k]
+        return len(doomed)
+
+
+class MemoryEventStorage(MemoryStore, BaseEventStorage):
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        self.ns.events.extend(events)
+
+    async def query(self, *, task_id: str | None = None, queue: str | None = None,
+                    types: Iterable[str] | None = None, since: float | None = None,
+                    until: float | None = None, limit: int | None = 1000, order: str = "asc") -> list[TaskEvent]:
+        wanted = None if types is None else {str(getattr(t, "value", t)) for t in types}
+        found = [
+            e for e in self.ns.events
+            if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
+            and (wanted is None or e.type.value in wanted) and (since is None or e.timestamp >= since)
+            and (until is None or e.timestamp < until)
+        ]
+        found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
+        return found if limit is None else found[:limit]
+
+    async def cleanup(self, older_than: float) -> int:
+        before = len(self.ns.events)
+        self.ns.events[:] = [e for e in self.ns.events if e.timestamp >= older_than]
+        return before - len(self.ns.events)
+
+
+class FileTaskQueue(MemoryTaskQueue):
+    """The same queue with its namespace in a pickle file, locked for each call, so
+    several processes can share it (``CROSS_PROCESS``). Ref:
+    ``{"url": "omniq_suite_reference:FileTaskQueue", "path": FILE}``."""
+
+    capabilities = MemoryTaskQueue.capabilities | {Capability.CROSS_PROCESS}
+    local_only = True
+
+    def __init__(self, path: str) -> None:
+        super().__init__(Namespace())
+        self.path = path
+        self.depth = 0  # the default enqueue_many calls enqueue: lock once
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        path = options.pop("path", None)
+        if options or not path:
+            raise ConfigError(f"FileTaskQueue: needs option 'path', got unknown option(s) {sorted(options)}")
+        return cls(path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if os.path.exists(self.path):
+                    with open(self.path, "rb") as f:
+                        self.ns = pickle.load(f)
+                yield
+                with open(self.path + ".tmp", "wb") as f:
+                    pickle.dump(self.ns, f)
+                os.replace(self.path + ".tmp", self.path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _under_lock(name: str) -> None:
+    method = getattr(MemoryTaskQueue, name)
+
+    @functools.wraps(method)
+    async def wrapper(self: FileTaskQueue, *args: Any, **kwargs: Any) -> Any:
+        if self.depth:
+            return await method(self, *args, **kwargs)
+        with self.locked():
+            self.depth += 1
+            try:
+                return await method(self, *args, **kwargs)  # never suspends: the lock is short
+            finally:
+                self.depth -= 1
+
+    setattr(FileTaskQueue, name, wrapper)
+
+
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many"}):
+    _under_lock(_name)
+
+
+# -- deliberately broken variants (each breaks one documented rule) ----------------------------
+
+
+class ReserveIgnoresPriority(MemoryTaskQueue):
+    """Breaks: "highest priority first" (while still declaring PRIORITY)."""
+
+    def _ready(self, queues: Sequence[str], at: float) -> list[Task]:
+        return [t for t in self.ns.tasks.values() if t.queue in queues and t.is_ready(at)]
+
+
+class CompleteIgnoresToken(MemoryTaskQueue):
+    """Breaks: completions fenced by the lease token."""
+
+    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+        task = self.ns.tasks.get(task_id)
+        if task is None or task.state is not TaskState.RUNNING:
+            return False
+        self._finish(task, state, error, now())
+        return True
+
+
+class ReserveNotAtomic(MemoryTaskQueue):
+    """Breaks: atomic reserve (it yields to the loop between choosing and leasing)."""
+
+    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+        chosen = self._ready(queues, now())[:limit]
+        await asyncio.sleep(0)
+        at = now()
+        return [self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=new_id(),
+                          lease_owner=worker_id, lease_deadline=at + lease, started_at=at) for t in chosen]
+
+
+class ResultsIgnoreExpiry(MemoryResultStorage):
+    """Breaks: an expired result is invisible before the cleanup sweep."""
+
+    def _live(self, result: TaskResult | None) -> TaskResult | None:
+        return result
+
+
+class EventsUntilInclusive(MemoryEventStorage):
+    """Breaks: ``until`` is exclusive."""
+
+    async def query(self, **filters: Any) -> list[TaskEvent]:
+        until = filters.pop("until", None)
+        found = await super().query(**filters)
+        return found if until is None else [e for e in found if e.timestamp <= until]
+
+
+# -- plugin registration ---------------------------------------------------------------------
+
+
+class Plugin:
+    """Registers ``suite-memory://`` (through ``omniq.register_plugin`` in the test module)."""
+
+    @hookimpl
+    def omniq_register_backends(self, register: Callable[[BackendSpec], None]) -> None:
+        register(BackendSpec(
+            name=BACKEND, schemes=(BACKEND,),
+            task_queue=f"{__name__}:MemoryTaskQueue",
+            result_storage=f"{__name__}:MemoryResultStorage",
+            event_storage=f"{__name__}:MemoryEventStorage",
+            description="conformance-suite scaffolding: in-memory, one process",
+        ))
