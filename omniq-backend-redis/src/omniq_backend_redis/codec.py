@@ -1,0 +1,50 @@
+"""Tasks as the scripts store them: the encoded Task plus the fields that change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from omniq.models import ErrorInfo, Task, TaskState, encoder, task_decoder
+
+error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+_STATES = {state.value.encode(): state for state in TaskState}
+
+
+def _float(value: bytes | None) -> float | None:
+    return float(value) if value else None
+
+
+def _str(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+def decode_error(blob: bytes | None) -> ErrorInfo | None:
+    return error_decoder.decode(blob) if blob else None
+
+
+def decode_task(row: Sequence[bytes | None]) -> Task:
+    """Build a Task from a script row: ``d c s a e lo lt ld sa fa er`` (see prelude.lua)."""
+    body, created, state, attempts, eta, owner, token, deadline, started, finished, error = row
+    assert body is not None and state is not None
+    task = task_decoder.decode(body)
+    task.created_at = float(created or 0)
+    task.state = _STATES[state]
+    task.attempts = int(attempts or 0)
+    task.eta = _float(eta)
+    task.lease_owner = _str(owner)
+    task.lease_token = _str(token)
+    task.lease_deadline = _float(deadline)
+    task.started_at = _float(started)
+    task.finished_at = _float(finished)
+    task.error = decode_error(error)
+    return task
+
+
+def encode_error(error: ErrorInfo | None) -> bytes:
+    return encoder.encode(error) if error is not None else b""
+
+
+def number(value: float | None) -> str:
+    """A float for a script argument ('' for None), exact to the last bit."""
+    return "" if value is None else repr(float(value))

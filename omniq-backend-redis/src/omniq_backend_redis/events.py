@@ -1,0 +1,179 @@
+"""Events on one Redis Stream, capped by length (``MAXLEN ~``) and optionally by age.
+
+Entry ids follow the event timestamps, so a time filter is an id range; queue and type
+are filtered here while reading, and a small list per task (``P:ev:t:<task id>``,
+expiring after ``task_index_ttl``) makes queries by task cheap. Trade-offs are in
+docs/backends/redis.md.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from omniq.interfaces import BaseEventStorage, Capability
+from omniq.models import TaskEvent, encoder, event_decoder
+from redis.exceptions import ResponseError
+
+from .settings import number_option
+from .store import RedisStore
+
+_CHUNK = 500  # entries per XRANGE read
+
+
+def _ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class RedisEventStorage(RedisStore, BaseEventStorage):
+    capabilities = frozenset({Capability.CROSS_PROCESS})
+    local_only = False
+    OPTIONS = {"max_events": 1_000_000, "max_age": None, "task_index_ttl": 7 * 86400.0}
+    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cap, age = self.options["max_events"], self.options["max_age"]
+        self.max_events = None if cap in (None, 0, "", "0") else number_option("max_events", cap, int, 1)
+        self.max_age = None if age in (None, "") else number_option("max_age", age, float, 0.001)
+        self.task_index_ttl = number_option("task_index_ttl", self.options["task_index_ttl"], float, 1)
+
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        if not events:
+            return
+        args: list[Any] = [
+            self.prefix,
+            "" if self.max_events is None else self.max_events,
+            int(self.task_index_ttl * 1000),
+        ]
+        for e in events:
+            args += [
+                max(math.floor(e.timestamp * 1000), 0),
+                repr(float(e.timestamp)),
+                e.task_id,
+                e.queue,
+                getattr(e.type, "value", e.type),
+                encoder.encode(e),
+            ]
+        try:
+            await self.shared.script("events_append", prelude=False)(args=args)
+        except ResponseError as exc:
+            raise (await self.foreign(self.key("ev"), exc) or exc) from None
+        if self.max_age is not None:
+            await self.cleanup((await self.now()) - self.max_age)
+
+    async def _late(self) -> int:
+        return int(await self.redis.get(self.key("ev", "late")) or 0)
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        if order not in ("asc", "desc"):
+            from omniq.errors import ConfigError
+
+            raise ConfigError(f"event query order {order!r}: expected 'asc' or 'desc'")
+        if limit is not None and limit <= 0:
+            return []
+        wanted_types = None if types is None else {getattr(t, "value", t).encode() for t in types}
+        wanted_queue = None if queue is None else queue.encode()
+
+        def keep(fields: dict[bytes, bytes]) -> float | None:
+            """The event's timestamp when it passes every filter, else None."""
+            if wanted_queue is not None and fields[b"q"] != wanted_queue:
+                return None
+            if wanted_types is not None and fields[b"y"] not in wanted_types:
+                return None
+            if task_id is not None and fields[b"t"] != task_id.encode():
+                return None
+            ts = float(fields[b"ts"])
+            if (since is not None and ts < since) or (until is not None and ts >= until):
+                return None
+            return ts
+
+        late = await self._late()
+        lo = "-" if since is None else str(max(math.floor(since * 1000), 0))
+        hi = "+" if until is None else str(math.ceil(until * 1000) + late)
+        if task_id is not None:
+            found = await self._by_task(task_id, keep)
+        else:
+            found = await self._scan(lo, hi, keep, limit, late, order == "desc")
+        # (timestamp, position) sorts by time with ties in append order
+        found.sort(reverse=order == "desc")
+        if limit is not None:
+            found = found[:limit]
+        return [event_decoder.decode(blob) for _, _, blob in found]
+
+    async def _by_task(self, task_id: str, keep: Any) -> list[tuple[float, int, bytes]]:
+        ids = await self.redis.lrange(self.key("ev", "t", task_id), 0, -1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self.key("ev"), entry_id, entry_id)
+            entries = await pipe.execute()
+        found = []
+        for position, hit in enumerate(entries):
+            if hit and (ts := keep(hit[0][1])) is not None:
+                found.append((ts, position, hit[0][1][b"e"]))
+        return found
+
+    async def _scan(
+        self, lo: str, hi: str, keep: Any, limit: int | None, late: int, desc: bool
+    ) -> list[tuple[float, int, bytes]]:
+        """Read the id range in chunks, stopping once no later entry can make the cut:
+        an entry's timestamp is at most its id and at least its id minus ``late``."""
+        stream = self.key("ev")
+        found: list[tuple[float, int, bytes]] = []
+        best: list[float] = []  # heap of the `limit` best timestamps (negated when asc)
+        position = 0
+        start, end = (hi, lo) if desc else (lo, hi)
+        while True:
+            if desc:
+                chunk = await self.redis.xrevrange(stream, start, end, count=_CHUNK)
+            else:
+                chunk = await self.redis.xrange(stream, start, end, count=_CHUNK)
+            for entry_id, fields in chunk:
+                position += 1
+                ts = keep(fields)
+                if ts is None:
+                    continue
+                found.append((ts, -position if desc else position, fields[b"e"]))
+                if limit is not None:
+                    heapq.heappush(best, ts if desc else -ts)
+                    if len(best) > limit:
+                        heapq.heappop(best)
+            if len(chunk) < _CHUNK:
+                return found
+            last_ms = _ms(chunk[-1][0])
+            if limit is not None and len(best) == limit:
+                cut = best[0] if desc else -best[0]
+                if (desc and last_ms < cut * 1000) or (not desc and last_ms - late > cut * 1000):
+                    return found
+            start = "(" + chunk[-1][0].decode()
+
+    async def cleanup(self, older_than: float) -> int:
+        """XTRIM MINID drops every entry whose id (hence timestamp) is older; then the
+        few appended late, whose id is newer than their timestamp, go by XDEL."""
+        stream = self.key("ev")
+        older_ms = max(math.floor(older_than * 1000), 0)
+        deleted = await self.redis.xtrim(stream, minid=older_ms, approximate=False)
+        late = await self._late()
+        if late:
+            start = str(older_ms)
+            while True:
+                chunk = await self.redis.xrange(stream, start, str(older_ms + late), count=_CHUNK)
+                stale = [i for i, fields in chunk if float(fields[b"ts"]) < older_than]
+                if stale:
+                    deleted += await self.redis.xdel(stream, *stale)
+                if len(chunk) < _CHUNK:
+                    break
+                start = "(" + chunk[-1][0].decode()
+        return deleted

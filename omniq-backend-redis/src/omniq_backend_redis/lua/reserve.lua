@@ -1,0 +1,47 @@
+-- ARGV: P, worker id, lease seconds, limit, token base, queue names...
+-- Returns the rows of the reserved tasks, highest priority first, then FIFO.
+local worker, limit, base = ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local deadline = fmt(NOW + tonumber(ARGV[3]))
+local queues = {}
+for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
+
+-- Due delayed tasks join their ready set.
+for _, q in ipairs(queues) do
+  local dkey = qkey(q, 'delayed')
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', fmt(NOW), 'LIMIT', 0, 1000)
+  if #due > 0 then
+    local rkey = qkey(q, 'ready')
+    for _, id in ipairs(due) do
+      local v = redis.call('HMGET', tkey(id), 'p', 'sq')
+      if v[2] then redis.call('ZADD', rkey, ready_score(tonumber(v[1]), tonumber(v[2])), id) end
+    end
+    redis.call('ZREM', dkey, unpack(due))
+  end
+end
+
+local out = {}
+while #out < limit do
+  local want = limit - #out
+  local cands = {}
+  for _, q in ipairs(queues) do
+    local r = redis.call('ZRANGE', qkey(q, 'ready'), 0, want - 1, 'WITHSCORES')
+    for i = 1, #r, 2 do cands[#cands + 1] = {tonumber(r[i + 1]), r[i], q} end
+  end
+  if #cands == 0 then break end
+  if #queues > 1 then table.sort(cands, function(a, b) return a[1] < b[1] end) end
+  for i = 1, math.min(#cands, want) do
+    local id, q = cands[i][2], cands[i][3]
+    redis.call('ZREM', qkey(q, 'ready'), id)
+    local f = load(id)
+    -- An expired task leaves the ready set; cleanup() marks it expired.
+    if f and READY[f.s] and not (f.x and f.x <= NOW) then
+      set_state(f, 'running')
+      redis.call('HSET', tkey(id), 'a', f.a + 1, 'lo', worker, 'lt', base .. '.' .. (#out + 1),
+                 'ld', deadline, 'sa', fmt(NOW))
+      redis.call('ZADD', RUNNING_KEY, deadline, id)
+      redis.call('ZREM', TTL_KEY, id)
+      out[#out + 1] = row(id)
+    end
+  end
+end
+return out

@@ -1,0 +1,111 @@
+"""Wake-ups without polling: one pub/sub connection per shared pool.
+
+Scripts ``PUBLISH`` on a channel per queue (new work) and on one results channel (the
+message is the task id). Waiters register an :class:`asyncio.Event` for a channel (and
+optionally one message); the listener task sets it. After a reconnect, messages sent
+while disconnected are lost, so every waiter is woken to look again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+ANY = b""  # register for every message on a channel
+
+
+class Notifier:
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        self._waiters: defaultdict[bytes, defaultdict[bytes, set[asyncio.Event]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
+
+    async def subscribe(self, channel: str) -> bool:
+        """Subscribe once to ``channel``; True on the call that subscribed (the caller
+        then re-checks, since anything published before the confirmation was missed)."""
+        name = channel.encode()
+        confirmed = self._confirmed.get(name)
+        if confirmed is not None:
+            await asyncio.shield(confirmed)
+            return False
+        confirmed = self._confirmed[name] = asyncio.get_running_loop().create_future()
+        try:
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
+            await self._pubsub.subscribe(name)
+            if self._listener is None:
+                self._listener = asyncio.create_task(self._listen(), name="omniq-redis-notify")
+            await asyncio.shield(confirmed)
+        except BaseException:
+            del self._confirmed[name]
+            raise
+        return True
+
+    def add(self, channel: str, event: asyncio.Event, message: bytes = ANY) -> None:
+        self._waiters[channel.encode()][message].add(event)
+
+    def remove(self, channel: str, event: asyncio.Event, message: bytes = ANY) -> None:
+        by_message = self._waiters.get(channel.encode())
+        if by_message is not None and message in by_message:
+            by_message[message].discard(event)
+            if not by_message[message]:
+                del by_message[message]
+
+    def _wake_all(self) -> None:
+        for by_message in self._waiters.values():
+            for events in by_message.values():
+                for event in events:
+                    event.set()
+
+    async def _listen(self) -> None:
+        assert self._pubsub is not None
+        delay = 0.05
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisError, OSError):
+                # redis-py reconnects and re-subscribes on the next read; meanwhile
+                # let waiters look for themselves.
+                self._wake_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            if message is None:
+                continue
+            channel = message["channel"]
+            if message["type"] == "subscribe":
+                confirmed = self._confirmed.get(channel)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+                else:  # a re-subscribe after a reconnect: messages may have been missed
+                    self._wake_all()
+            elif message["type"] == "message":
+                by_message = self._waiters.get(channel)
+                if by_message:
+                    for key in (ANY, message["data"]):
+                        for event in by_message.get(key, ()):
+                            event.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        for confirmed in self._confirmed.values():
+            confirmed.cancel()
+        self._confirmed.clear()

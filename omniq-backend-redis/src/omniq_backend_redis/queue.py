@@ -1,0 +1,367 @@
+"""The task queue: Lua scripts make every multi-key change one atomic server-side step.
+
+Layout and fields are described at the top of ``lua/prelude.lua``. Each method is one
+round trip (one EVALSHA, or one pipeline for reads); leases, ETAs and TTLs are judged
+by Redis ``TIME`` inside the scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.models import ErrorInfo, Schedule, Task, TaskState, encoder, schedule_decoder
+from redis.exceptions import ResponseError
+
+from .codec import decode_error, decode_task, encode_error, number
+from .errors import ForeignKeyError, foreign_from_reply
+from .store import RedisStore
+
+_ROW = ("d", "c", "s", "a", "e", "lo", "lt", "ld", "sa", "fa", "er")
+_MARK = b"omniq:1"
+_COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
+_BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
+_CAS_TRIES = 20
+
+
+class RedisTaskQueue(RedisStore, BaseTaskQueue):
+    capabilities = frozenset(
+        {
+            Capability.DELAYED,
+            Capability.PRIORITY,
+            Capability.SCHEDULES,
+            Capability.DEPENDENCIES,
+            Capability.CROSS_PROCESS,
+            Capability.BLOCKING_RESERVE,
+        }
+    )
+    local_only = False
+    GLOBAL_KEYS = {
+        "running": "zset",
+        "ttl": "zset",
+        "done": "zset",
+        "queues": "set",
+        "seq": "string",
+        "sched": "hash",
+        "sched:due": "zset",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake: dict[tuple[str, ...], asyncio.Event] = {}
+
+    async def close(self) -> None:
+        if self._shared is not None:
+            for queues, event in self._wake.items():
+                for q in queues:
+                    self._shared.notifier.remove(self.key("w", q), event)
+        self._wake.clear()
+        await super().close()
+
+    async def _run(self, name: str, args: list[Any]) -> Any:
+        try:
+            return await self.shared.script(name)(args=[self.prefix, *args])
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("OMNIQ_NOTFOUND "):
+                raise TaskNotFoundError(message.split()[1], " (named in depends_on)") from None
+            foreign = foreign_from_reply(message)
+            if foreign is not None:
+                raise foreign from None
+            raise
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> Task:
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        if not tasks:
+            return []
+        args: list[Any] = [len(tasks)]
+        for t in tasks:
+            deps = list(dict.fromkeys(t.depends_on))
+            args += [
+                t.id,
+                encoder.encode(t),
+                t.queue,
+                t.priority,
+                number(t.eta),
+                number(t.expires_at),
+                max(t.max_deliveries, t.max_retries + 1),
+                number(t.result_ttl),
+                number(t.dead_ttl),
+                number(t.created_at),
+                len(deps),
+                *deps,
+            ]
+        rows = await self._run("enqueue", args)
+        stored = []
+        for task, row in zip(tasks, rows):
+            if row[0] == b"old":
+                stored.append(decode_task(row[1]))
+                continue
+            _, created, state, error = row
+            stored.append(
+                msgspec.structs.replace(
+                    task,
+                    created_at=float(created),
+                    state=TaskState(state.decode()),
+                    attempts=0,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_deadline=None,
+                    started_at=None,
+                    finished_at=None,
+                    error=decode_error(error),
+                )
+            )
+        return stored
+
+    async def reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    ) -> list[Task]:
+        if limit <= 0 or not queues:
+            return []
+        rows = await self._run(
+            "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *dict.fromkeys(queues)]
+        )
+        return [decode_task(row) for row in rows]
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        if not leases:
+            return []
+        args: list[Any] = [number(lease)]
+        for task_id, token in leases:
+            args += [task_id, token]
+        return [i.decode() for i in await self._run("heartbeat", args)]
+
+    async def complete(
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
+    ) -> bool:
+        return (await self.complete_many([(task_id, token, state, error)]))[0]
+
+    async def complete_many(
+        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    ) -> list[bool]:
+        if not items:
+            return []
+        args: list[Any] = [len(items)]
+        for task_id, token, state, error in items:
+            state = TaskState(state)
+            if state not in _COMPLETE_STATES:
+                raise ConfigError(
+                    f"complete() state {state.value!r} for task {task_id!r}: expected succeeded, "
+                    f"cancelled or failed (use retry() or dead_letter() for the others)"
+                )
+            args += [task_id, token, state.value, encode_error(error)]
+        return [bool(ok) for ok in await self._run("complete", args)]
+
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        return bool(await self._run("retry", [task_id, token, number(eta), encode_error(error)]))
+
+    async def release(self, task_id: str, token: str) -> bool:
+        return bool(await self._run("release", [task_id, token]))
+
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        fenced = "0" if token is None else "1"
+        return bool(await self._run("dead_letter", [task_id, fenced, token or "", encode_error(error)]))
+
+    async def release_expired_leases(self) -> list[Task]:
+        released: list[Task] = []
+        while True:
+            rows = await self._run("expire_leases", [_BATCH])
+            released += [decode_task(row) for row in rows]
+            if len(rows) < _BATCH:
+                return released
+
+    async def cancel(self, task_id: str) -> bool:
+        outcome = await self._run("cancel", [task_id])
+        if outcome < 0:
+            await self.get(task_id)  # a foreign key under the task's name is named as such
+            raise TaskNotFoundError(task_id)
+        return bool(outcome)
+
+    async def get(self, task_id: str) -> Task | None:
+        key = self.key("t", task_id)
+        try:
+            values = await self.redis.hmget(key, ["m", *_ROW])
+        except ResponseError as exc:
+            raise (await self.foreign(key, exc) or exc) from None
+        if values[0] == _MARK:
+            return decode_task(values[1:])
+        if await self.redis.exists(key):
+            raise ForeignKeyError(key, "is a hash without the OmniQ marker")
+        return None
+
+    async def _rows(self, ids: Sequence[bytes]) -> list[Task]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.key("t", task_id.decode()), ["m", *_ROW])
+            found = await pipe.execute()
+        return [decode_task(v[1:]) for v in found if v[0] == _MARK]
+
+    async def _queues(self, queue: str | None) -> list[str]:
+        if queue is not None:
+            return [queue]
+        return sorted(q.decode() for q in await self.redis.smembers(self.key("queues")))
+
+    async def list(
+        self,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        indexes = [(q, s) for q in await self._queues(queue) for s in wanted]
+        if not indexes or limit <= 0:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q, s in indexes:
+                pipe.zrange(self.key("q", q, "s", s.value), 0, limit - 1, withscores=True)
+            found = await pipe.execute()
+        # Each index is in enqueue order; merge them and keep the oldest.
+        merged = heapq.merge(*([(score, tid) for tid, score in f] for f in found))
+        ids = [tid for _, tid in list(merged)[:limit]]
+        return await self._rows(ids)
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        queues = await self._queues(None)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                for s in TaskState:
+                    pipe.zcard(self.key("q", q, "s", s.value))
+            counts = iter(await pipe.execute())
+        out: dict[str, dict[TaskState, int]] = {}
+        for q in queues:
+            per_state = {s: n for s in TaskState if (n := next(counts))}
+            if per_state:
+                out[q] = per_state
+        return out
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        total = 0
+        for q in await self._queues(queue):
+            for s in wanted:
+                while (n := await self._run("purge", [q, s.value, _BATCH])) > 0:
+                    total += n
+                    if n < _BATCH:
+                        break
+        return total
+
+    async def cleanup(self) -> list[Task]:
+        expired: list[Task] = []
+        while True:
+            rows, deleted = await self._run("cleanup", [_BATCH])
+            expired += [decode_task(row) for row in rows]
+            if len(rows) < _BATCH and deleted < _BATCH:
+                return expired
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait on pub/sub wake-ups that enqueue, retry and lease recovery publish; wake
+        no later than the earliest eta among the queues' delayed tasks."""
+        if timeout <= 0 or not queues:
+            return
+        names = tuple(dict.fromkeys(queues))
+        notifier = self.shared.notifier
+        event = self._wake.get(names)
+        if event is None:
+            event = self._wake[names] = asyncio.Event()
+            for q in names:
+                notifier.add(self.key("w", q), event)
+        subscribed_now = [await notifier.subscribe(self.key("w", q)) for q in names]
+        if any(subscribed_now) or event.is_set():
+            event.clear()
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for q in names:
+                pipe.zcard(self.key("q", q, "ready"))
+                pipe.zrange(self.key("q", q, "delayed"), 0, 0, withscores=True)
+            found = await pipe.execute()
+        seconds, micros = found[0]
+        server_now = seconds + micros / 1_000_000
+        etas = [head[0][1] for head in found[2::2] if head]
+        if any(found[1::2]):
+            return
+        if etas:
+            timeout = min(timeout, max(min(etas) - server_now, 0.0))
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("sched"), schedule.id, encoder.encode(schedule))
+            if schedule.paused:
+                pipe.zrem(self.key("sched", "due"), schedule.id)
+            else:
+                pipe.zadd(self.key("sched", "due"), {schedule.id: schedule.next_run})
+            await pipe.execute()
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        blob = await self.redis.hget(self.key("sched"), schedule_id)
+        return schedule_decoder.decode(blob) if blob is not None else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        blobs = await self.redis.hgetall(self.key("sched"))
+        return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.key("sched"), schedule_id)
+            pipe.zrem(self.key("sched", "due"), schedule_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    @staticmethod
+    def _cas_args(schedule_id: str, old: bytes, new: Schedule) -> list[Any]:
+        return [schedule_id, old, encoder.encode(new), "" if new.paused else number(new.next_run)]
+
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None = None
+    ) -> bool:
+        for _ in range(_CAS_TRIES):
+            old = await self.redis.hget(self.key("sched"), schedule_id)
+            if old is None:
+                return False
+            new = msgspec.structs.replace(schedule_decoder.decode(old), paused=paused)
+            if next_run is not None:
+                new = msgspec.structs.replace(new, next_run=next_run)
+            if (await self._run("schedule_cas", self._cas_args(schedule_id, old, new)))[0]:
+                return True
+        raise RuntimeError(f"schedule {schedule_id!r} kept changing; pause/resume gave up")
+
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        ids = await self.redis.zrangebyscore(self.key("sched", "due"), "-inf", at, start=0, num=limit)
+        if not ids:
+            return []
+        blobs = await self.redis.hmget(self.key("sched"), ids)
+        candidates: list[tuple[Schedule, list[float]]] = []
+        args: list[Any] = []
+        for blob in blobs:
+            if blob is None:
+                continue
+            schedule = schedule_decoder.decode(blob)
+            times, nxt = schedule.due_firings(at)
+            if not times:
+                continue
+            updated = msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
+            candidates.append((schedule, times))
+            args += self._cas_args(schedule.id, blob, updated)
+        if not candidates:
+            return []
+        won = await self._run("schedule_cas", args)
+        return [c for c, ok in zip(candidates, won) if ok]

@@ -1,0 +1,89 @@
+"""Results as plain string keys with native TTL (SET ... PXAT) and pub/sub wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from omniq.interfaces import BaseResultStorage, Capability
+from omniq.models import TaskResult, encoder, result_decoder
+from redis.exceptions import ResponseError
+
+from .errors import ForeignKeyError
+from .store import RedisStore
+
+_MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
+
+
+class RedisResultStorage(RedisStore, BaseResultStorage):
+    capabilities = frozenset({Capability.CROSS_PROCESS, Capability.NATIVE_TTL, Capability.RESULT_NOTIFY})
+    local_only = False
+
+    def _decode(self, task_id: str, value: bytes) -> TaskResult:
+        if not value.startswith(_MARK):
+            raise ForeignKeyError(self.key("r", task_id), "holds a string OmniQ did not write")
+        return result_decoder.decode(memoryview(value)[len(_MARK) :])
+
+    async def _script(self, name: str, args: list[Any], key: str) -> Any:
+        try:
+            return await self.shared.script(name, prelude=False)(args=[self.prefix, *args])
+        except ResponseError as exc:
+            raise (await self.foreign(key, exc) or exc) from None
+
+    async def set(self, result: TaskResult) -> None:
+        await self.set_many([result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        if not results:
+            return
+        args: list[Any] = []
+        for r in results:
+            expiry = "" if r.expires_at is None else str(max(math.ceil(r.expires_at * 1000), 1))
+            args += [r.task_id, _MARK + encoder.encode(r), expiry]
+        await self._script("results_set", args, self.key("r", results[0].task_id))
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        key = self.key("r", task_id)
+        try:
+            value = await self.redis.get(key)
+        except ResponseError as exc:
+            raise (await self.foreign(key, exc) or exc) from None
+        return None if value is None else self._decode(task_id, value)
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        if not task_ids:
+            return {}
+        values = await self.redis.mget([self.key("r", t) for t in task_ids])
+        return {t: self._decode(t, v) for t, v in zip(task_ids, values) if v is not None}
+
+    async def delete(self, task_id: str) -> bool:
+        return bool(await self._script("results_delete", [task_id], self.key("r", task_id)))
+
+    async def cleanup(self) -> int:
+        """Nothing to do: Redis expires results itself."""
+        return 0
+
+    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        """Subscribe first, then read, then sleep until the result's notification."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        channel, message = self.key("rn"), task_id.encode()
+        event = asyncio.Event()
+        notifier = self.shared.notifier
+        notifier.add(channel, event, message)
+        try:
+            await notifier.subscribe(channel)
+            while True:
+                event.clear()
+                result = await self.get(task_id)
+                remaining = deadline - loop.time()
+                if result is not None or remaining <= 0:
+                    return result
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            notifier.remove(channel, event, message)
