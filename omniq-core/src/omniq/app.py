@@ -12,7 +12,9 @@ import builtins
 import hashlib
 import inspect
 import logging
+import re
 import sys
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
@@ -74,6 +76,20 @@ class TaskRef(Generic[R]):
 
     def __repr__(self) -> str:
         return f"TaskRef(id={self.id!r}, name={self.name!r}, queue={self.queue!r}, state={self.state.value!r})"
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` with what the name pattern refuses dropped (``<locals>``)."""
+    module = getattr(fn, "__module__", None) or "task"
+    if module == "__main__":
+        # A script registers its tasks under the name it has when imported, so that
+        # `python tasks.py` (a worker) and `import tasks` (a producer) agree.
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        path = getattr(main, "__file__", None)
+        module = spec.name if spec is not None else Path(path).stem if path else module
+    raw = f"{module}.{getattr(fn, '__qualname__', 'callable')}"
+    return re.sub(r"[^A-Za-z0-9_.:\-]", "", raw).replace("..", ".")[-200:].lstrip("._-:")
 
 
 def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
@@ -274,7 +290,7 @@ class AsyncOmniQ:
             fn = fn.fn
         if not callable(fn):
             raise ConfigError(f"@task needs a function, got {fn!r}")
-        task_name = validate_name("task name", name or f"{fn.__module__}.{fn.__qualname__}")
+        task_name = validate_name("task name", name or default_task_name(fn))
         unknown = set(options) - set(TaskOptions.__slots__) - {"retries"}
         if unknown:
             raise ConfigError(
@@ -317,7 +333,7 @@ class AsyncOmniQ:
                                                          max_deliveries=self.config.max_deliveries)
         elif callable(fn):
             # Not registered: the function itself travels (by dill), subject to the trust rule.
-            name = validate_name("task name", f"dill:{getattr(fn, '__qualname__', 'callable')}".replace("<", "").replace(">", ""))
+            name = "dill:" + default_task_name(fn)
             defaults = TaskOptions(queue=self.config.default_queue, max_deliveries=self.config.max_deliveries)
             func_payload = fn
         else:

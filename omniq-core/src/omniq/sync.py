@@ -8,13 +8,14 @@ checkers; no logic is written twice.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 __all__ = ["Portal", "SyncWrapper", "blocking"]
 
@@ -24,19 +25,42 @@ T = TypeVar("T")
 
 
 class Portal:
-    """A lazily started event-loop thread that runs coroutines for blocking callers."""
+    """A lazily started event-loop thread that runs coroutines for blocking callers.
+
+    The thread is a daemon: a program that never calls ``close()`` still exits (anyio's
+    ``start_blocking_portal`` uses a non-daemon thread that would keep it alive).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
+        self._thread: threading.Thread | None = None
 
     def _get(self) -> BlockingPortal:
         with self._lock:
             if self._portal is None:
-                self._cm = start_blocking_portal("asyncio")
-                self._portal = self._cm.__enter__()
+                ready: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
+
+                async def serve() -> None:
+                    async with BlockingPortal() as portal:
+                        ready.set_result(portal)
+                        await portal.sleep_until_stopped()
+
+                def main() -> None:
+                    try:
+                        anyio.run(serve)
+                    except BaseException as exc:  # pragma: no cover - loop failed to start
+                        if not ready.done():
+                            ready.set_exception(exc)
+
+                self._thread = threading.Thread(target=main, name="omniq-portal", daemon=True)
+                self._thread.start()
+                self._portal = ready.result()
             return self._portal
+
+    @property
+    def started(self) -> bool:
+        return self._portal is not None
 
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         return self._get().call(func, *args)
@@ -47,9 +71,12 @@ class Portal:
 
     def stop(self) -> None:
         with self._lock:
-            cm, self._cm, self._portal = self._cm, None, None
-        if cm is not None:
-            cm.__exit__(None, None, None)
+            portal, thread = self._portal, self._thread
+            self._portal = self._thread = None
+        if portal is not None:
+            portal.call(portal.stop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
 
 
 def _as_coro(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -98,7 +125,7 @@ class SyncWrapper(Generic[T]):
     def close(self) -> None:
         closer = getattr(self._async, "close", None)
         try:
-            if closer is not None and self._portal._portal is not None:
+            if closer is not None and self._portal.started:
                 self._portal.call(closer)
         finally:
             self._portal.stop()

@@ -31,13 +31,14 @@ class PoolBrokenError(OmniQError):
 async def _with_timeout(awaitable: Any, timeout: float | None) -> Any:
     if timeout is None:
         return await awaitable
-    async with asyncio.timeout(timeout) as cm:
-        try:
+    cm = asyncio.timeout(timeout)
+    try:
+        async with cm:
             return await awaitable
-        except TimeoutError:
-            if not cm.expired():  # the task's own TimeoutError, not ours
-                raise
-    raise TaskTimeoutError(f"task exceeded its timeout of {timeout:g} s")
+    except TimeoutError:
+        if cm.expired():  # ours, not a TimeoutError the task raised itself
+            raise TaskTimeoutError(f"task exceeded its timeout of {timeout:g} s") from None
+        raise
 
 
 class AsyncPool(BaseWorker):

@@ -161,13 +161,16 @@ class Worker:
         self._stopping.set()
         log.info("worker %s stopping (%s%s)", self.id, reason, ", at once" if self._force else "")
 
-    def _install_signals(self) -> None:
+    def _install_signals(self) -> list[signal.Signals]:
         assert self._loop is not None
+        installed = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._loop.add_signal_handler(sig, self.request_stop, "signal", False)
             except (NotImplementedError, RuntimeError, ValueError):
-                return  # not the main thread: the caller handles signals
+                break  # not the main thread: the caller handles signals
+            installed.append(sig)
+        return installed
 
     # -- main --------------------------------------------------------------------------
 
@@ -183,8 +186,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         await self.app.open()
         await self.pool.start()
-        if install_signals:
-            self._install_signals()
+        signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
         log.info("worker %s started: pool=%s concurrency=%d queues=%s", self.id, self.pool.name,
                  self.concurrency, ",".join(self.queues))
@@ -209,6 +211,8 @@ class Worker:
             self._wake_writer.set()
             await writer
             await self.pool.stop(wait=not self._force)
+            for sig in signals:
+                self._loop.remove_signal_handler(sig)
             log.info("worker %s stopped (%s): %s", self.id, self.stop_reason, dict(self.stats.counts))
         return self.stop_reason or "stopped"
 
@@ -362,7 +366,7 @@ class Worker:
 
     async def _writer(self) -> None:
         assert self._wake_writer is not None
-        backoff = 0.1
+        backoff, failures = 0.1, 0
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
@@ -370,8 +374,13 @@ class Worker:
             events, self._events = self._events, []
             try:
                 await self._write(batch, events)
-                backoff = 0.1
+                backoff, failures = 0.1, 0
             except Exception:
+                failures += 1
+                if self._outbox_closed and failures > 5:
+                    log.error("worker %s: giving up on %d completions after %d tries; their leases "
+                              "will lapse and the tasks run again", self.id, len(batch), failures)
+                    return
                 log.exception("worker %s: writing %d completions failed; retrying in %.1fs",
                               self.id, len(batch), backoff)
                 self._outbox[:0] = batch

@@ -1,0 +1,300 @@
+"""The public API end to end on the embedded default (SQLite files in tmp_path)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from omniq import AsyncOmniQ, OmniQ
+from omniq.errors import (
+    CapabilityError,
+    ConfigError,
+    ResultTimeoutError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from omniq.models import EventType, Task, TaskState
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def urls(tmp_path: Path) -> dict[str, str]:
+    return {
+        "task_queue": f"sqlite:///{tmp_path}/tasks.db",
+        "result_storage": f"sqlite:///{tmp_path}/results.db",
+        "event_storage": f"sqlite:///{tmp_path}/events.db",
+    }
+
+
+@pytest.fixture
+def app(tmp_path):
+    with OmniQ(**urls(tmp_path)) as app:
+        yield app
+
+
+@pytest.fixture
+async def aapp(tmp_path):
+    async with AsyncOmniQ(**urls(tmp_path)) as app:
+        yield app
+
+
+def types_of(events):
+    return [e.type for e in events]
+
+
+def test_sync_round_trip_with_events(app):
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    ref = add.delay(2, 3)
+    assert app.run_worker(pool="thread", concurrency=2, burst=True) == "burst"
+    assert app.get_result(ref, timeout=5) == 5
+    assert app.get_result(ref.id, timeout=5) == 5
+    assert types_of(app.events(task_id=ref.id)) == [EventType.ENQUEUED, EventType.STARTED, EventType.SUCCEEDED]
+    assert app.get_task(ref.id).state is TaskState.SUCCEEDED
+
+
+async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
+    @aapp.task
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    @aapp.task
+    def shout(s: str) -> str:
+        return s.upper()
+
+    a, b = await double.delay(21), await shout.delay("hi")
+    await aapp.run_worker(pool="async", burst=True)
+    assert await aapp.get_result(a, timeout=5) == 42
+    assert await aapp.get_result(b, timeout=5) == "HI"
+
+
+async def test_retries_with_backoff_then_success(aapp, tmp_path):
+    marker = tmp_path / "attempts"
+
+    @aapp.task(retries=3, retry_backoff=0.01)
+    def flaky() -> str:
+        n = int(marker.read_text()) + 1 if marker.exists() else 1
+        marker.write_text(str(n))
+        if n < 3:
+            raise RuntimeError(f"attempt {n} failed")
+        return "ok"
+
+    ref = await flaky.delay()
+    await aapp.run_worker(burst=True)
+    assert await aapp.get_result(ref, timeout=5) == "ok"
+    events = types_of(await aapp.events(task_id=ref.id))
+    assert events.count(EventType.FAILED) == 2 and events.count(EventType.RETRYING) == 2
+    assert (await aapp.get_task(ref.id)).attempts == 3
+
+
+async def test_exhausted_retries_dead_letter_and_raise_the_task_error(aapp):
+    @aapp.task(retries=1, retry_backoff=0)
+    def broken(x: int) -> None:
+        raise ValueError(f"bad value {x}")
+
+    ref = await broken.delay(7)
+    await aapp.run_worker(burst=True)
+    with pytest.raises(ValueError, match="bad value 7"):
+        await aapp.get_result(ref, timeout=5)
+    task = await aapp.get_task(ref.id)
+    assert task.state is TaskState.DEAD and task.error and task.error.type == "ValueError"
+    assert EventType.DEAD in types_of(await aapp.events(task_id=ref.id))
+
+
+async def test_timeout_fails_the_attempt_and_retries(aapp):
+    @aapp.task(timeout=0.1, retries=1, retry_backoff=0)
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    ref = await slow.delay()
+    await aapp.run_worker(burst=True)
+    with pytest.raises(TaskTimeoutError, match="timeout of 0.1 s"):
+        await aapp.get_result(ref, timeout=5)
+    assert (await aapp.get_task(ref.id)).attempts == 2
+
+
+async def test_dependencies_wait_run_and_cancel(aapp):
+    order: list[str] = []
+
+    @aapp.task
+    def step(name: str, fail: bool = False) -> str:
+        order.append(name)
+        if fail:
+            raise RuntimeError(f"{name} failed")
+        return name
+
+    parent = await step.delay("parent")
+    child = await aapp.enqueue(step, "child", depends_on=[parent.id])
+    assert child.state is TaskState.WAITING
+    bad = await step.apply(("bad",), {"fail": True})
+    orphan = await aapp.enqueue(step, "orphan", depends_on=[bad.id, parent.id])
+    await aapp.run_worker(concurrency=1, burst=True)
+    assert await aapp.get_result(child, timeout=5) == "child"
+    assert order.index("parent") < order.index("child") and "orphan" not in order
+    with pytest.raises(TaskFailedError, match="cancelled"):
+        await aapp.get_result(orphan, timeout=5)
+    with pytest.raises(TaskNotFoundError):
+        await aapp.enqueue(step, "x", depends_on=["no-such-task"])
+
+
+async def test_priority_runs_higher_first(aapp):
+    ran: list[int] = []
+
+    @aapp.task
+    def record(p: int) -> None:
+        ran.append(p)
+
+    for p in (0, 5, 9, 1):
+        await aapp.enqueue(record, p, priority=p)
+    await aapp.run_worker(concurrency=1, burst=True)
+    assert ran == [9, 5, 1, 0]
+
+
+async def test_cancel_pending_and_unknown_results(aapp):
+    @aapp.task
+    def noop() -> None:
+        return None
+
+    ref = await aapp.enqueue(noop, delay=60)
+    assert ref.state is TaskState.SCHEDULED
+    assert await aapp.cancel(ref.id) is True
+    with pytest.raises(TaskFailedError, match="cancelled"):
+        await aapp.get_result(ref, timeout=1)
+    with pytest.raises(TaskNotFoundError, match="no task with id 'nope'"):
+        await aapp.get_result("nope", timeout=1)
+    pending = await noop.delay()
+    with pytest.raises(ResultTimeoutError, match="no result after 0.2 s"):
+        await aapp.get_result(pending, timeout=0.2)
+
+
+async def test_unregistered_callables_travel_by_dill_on_local_stores(aapp):
+    offset = 40
+    ref = await aapp.enqueue(lambda x: x + offset, 2)
+    await aapp.run_worker(burst=True)
+    assert await aapp.get_result(ref, timeout=5) == 42
+
+
+async def test_undecodable_and_unknown_tasks_are_dead_lettered_and_the_worker_goes_on(aapp):
+    @aapp.task
+    def fine() -> str:
+        return "fine"
+
+    now = time.time()
+    await aapp.task_queue.enqueue(Task(id="corrupt-1", name=fine.name, payload=b"\x00garbage", created_at=now))
+    stranger = await aapp.enqueue("somewhere.unknown_task")
+    ok = await fine.delay()
+    await aapp.run_worker(burst=True)
+    assert await aapp.get_result(ok, timeout=5) == "fine"
+    corrupt = await aapp.get_task("corrupt-1")
+    assert corrupt.state is TaskState.DEAD and "not an OmniQ envelope" in corrupt.error.message
+    unknown = await aapp.get_task(stranger.id)
+    assert unknown.state is TaskState.DEAD and "not registered" in unknown.error.message
+
+
+async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
+    async with AsyncOmniQ(**urls(tmp_path), lease=0.3) as app:
+        @app.task
+        def work() -> str:
+            return "done"
+
+        ref = await work.delay()
+        # A worker reserves the task and dies without a word.
+        [taken] = await app.task_queue.reserve(["default"], "ghost", lease=0.3)
+        assert taken.id == ref.id
+        await app.run_worker(burst=True)
+        assert await app.get_result(ref, timeout=5) == "done"
+        events = types_of(await app.events(task_id=ref.id))
+        assert EventType.LEASE_LOST in events
+        assert (await app.get_task(ref.id)).attempts == 2
+
+
+async def test_schedules_fire_pause_and_fire_once_across_schedulers(tmp_path):
+    async with AsyncOmniQ(**urls(tmp_path)) as app, AsyncOmniQ(**urls(tmp_path)) as other:
+        @app.task
+        def tick() -> str:
+            return "tick"
+
+        sid = await app.schedule(tick, interval=0.2, start_at=time.time() - 0.01)
+        assert await app.schedule(tick, interval=0.2) == sid  # declared again: same schedule
+        fired = await asyncio.gather(app.run_due_schedules(), other.run_due_schedules())
+        assert sum(len(f) for f in fired) == 1
+        await app.pause_schedule(sid)
+        await asyncio.sleep(0.3)
+        assert await app.run_due_schedules() == []
+        await app.resume_schedule(sid)
+        [paused_state] = [s for s in await app.list_schedules() if s.id == sid]
+        assert not paused_state.paused and paused_state.next_run > time.time()
+
+
+async def test_bad_input_is_refused_with_the_value_named(aapp):
+    @aapp.task
+    def noop() -> None:
+        return None
+
+    cases = [
+        (dict(timeout=-1), "timeout must be > 0 seconds, got -1"),
+        (dict(ttl="soon"), "ttl must be a number of seconds or a timedelta, got 'soon'"),
+        (dict(priority=10), "priority must be an integer from 0 to 9, got 10"),
+        (dict(queue="../etc"), "invalid queue name '../etc'"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            await aapp.enqueue(noop, **options)
+    with pytest.raises(ConfigError, match=r"invalid cron expression 'every minute'"):
+        await aapp.schedule(noop, cron="every minute")
+    with pytest.raises(ConfigError, match="unknown task option"):
+        aapp.task(retrys=3)(lambda: None)
+    with pytest.raises(ConfigError, match="unknown URL scheme 'sqlit'. Did you mean 'sqlite'"):
+        AsyncOmniQ(task_queue="sqlit:///x.db")
+
+
+async def test_process_pool_runs_elsewhere_and_enforces_hard_timeouts(aapp):
+    @aapp.task
+    def pid() -> int:
+        return os.getpid()
+
+    @aapp.task(timeout=0.5)
+    def stuck() -> None:
+        time.sleep(30)
+
+    a, b = await pid.delay(), await stuck.delay()
+    await aapp.run_worker(pool="process", concurrency=2, burst=True)
+    assert await aapp.get_result(a, timeout=5) != os.getpid()
+    with pytest.raises(TaskTimeoutError):
+        await aapp.get_result(b, timeout=5)
+
+
+async def test_worker_recycles_after_max_tasks(aapp):
+    @aapp.task
+    def noop() -> None:
+        return None
+
+    await aapp.enqueue_many(noop, [() for _ in range(10)])
+    assert await aapp.run_worker(concurrency=1, max_tasks_per_child=3) == "max-tasks"
+    counts = (await aapp.stats())["default"]
+    assert counts.get(TaskState.SUCCEEDED, 0) >= 3
+
+
+def test_capabilities_are_checked_at_configuration_time(tmp_path):
+    from omniq.interfaces import Capability
+
+    with OmniQ(**urls(tmp_path)) as app:
+        type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities - {Capability.DELAYED}
+        try:
+            with pytest.raises(CapabilityError, match="'delayed' capability"):
+                app.enqueue("x.y", delay=5)
+        finally:
+            type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities | {Capability.DELAYED}
