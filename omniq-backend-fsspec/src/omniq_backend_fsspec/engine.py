@@ -1,0 +1,407 @@
+"""The task queue's state machine, run synchronously under the base directory's lock.
+
+Every public method takes the lock (``flock`` for local files, so worker processes
+sharing a directory serialize), reads the records it needs and writes the changes. A
+claim is therefore atomic: two reservers can never both see a task as ready.
+
+Crash safety: a record is replaced atomically, and an index entry is moved *before* its
+record is rewritten. After a crash between the two, an entry may sit in the wrong
+directory; whoever next lists that directory compares the entry with
+:func:`~.layout.entry_path` of the record and puts it back where the record says, so a
+task is never lost from the index.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.interfaces import LeaseRef
+from omniq.models import (
+    READY_STATES,
+    TERMINAL_STATES,
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskState,
+    encoder,
+    schedule_decoder,
+)
+
+from .files import LockingFiles
+from .layout import (
+    Record,
+    due_entries,
+    entry_path,
+    entry_paths,
+    expiry_path,
+    pending_entries,
+    queue_dir,
+    record_path,
+    split_entry,
+    to_ns,
+)
+from .names import encode
+
+__all__ = ["QueueEngine"]
+
+_record_decoder = msgspec.msgpack.Decoder(Record)
+_FAILED_ENDS = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
+_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
+T = TypeVar("T")
+
+
+def _replace(task: Task, **changes: Any) -> Task:
+    return msgspec.structs.replace(task, **changes)
+
+
+def _dependency_error(parent: Task) -> ErrorInfo:
+    return ErrorInfo(type="DependencyFailed",
+                     message=f"dependency {parent.id} ended {parent.state.value}")
+
+
+class QueueEngine:
+    """Synchronous task-queue operations on a :class:`~.files.LockingFiles`."""
+
+    def __init__(self, files: LockingFiles) -> None:
+        self.files = files
+        self._known_queues: set[str] = set()
+
+    def locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.files.lock():
+            return fn(*args)
+
+    # -- records and entries ------------------------------------------------------------
+
+    def _load(self, task_id: str) -> Record | None:
+        data = self.files.read(record_path(task_id))
+        return _record_decoder.decode(data) if data is not None else None
+
+    def _load_encoded(self, eid: str) -> Record | None:
+        data = self.files.read(f"tasks/{eid}")
+        return _record_decoder.decode(data) if data is not None else None
+
+    def _save(self, old: Record | None, new: Record) -> None:
+        """Move the index entry first, then replace the record (see module docstring)."""
+        target = entry_path(new)
+        if old is None or not self.files.move(entry_path(old), target):
+            self.files.write(target, b"")
+        self.files.write(record_path(new.task.id), encoder.encode(new))
+
+    def _checked(self, path: str) -> Record | None:
+        """The record an entry points to, when the entry is where the record says;
+        stale entries (crash leftovers, deleted tasks) are repaired and None returned."""
+        rec = self._load_encoded(split_entry(path)[1])
+        if rec is not None and entry_path(rec) == path:
+            return rec
+        if rec is not None:
+            self.files.write(entry_path(rec), b"")
+        self.files.delete(path)
+        return None
+
+    def _change(self, rec: Record, **changes: Any) -> Task:
+        task = _replace(rec.task, **changes)
+        self._save(rec, Record(rec.seq, task))
+        return task
+
+    def _next_seq(self, count: int) -> int:
+        data = self.files.read("meta/seq")
+        first = int(data) if data else 0
+        self.files.write("meta/seq", str(first + count).encode())
+        return first
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        now = time.time()
+        seq = self._next_seq(len(tasks))
+        out = []
+        for offset, task in enumerate(tasks):
+            rec = self._load(task.id)
+            out.append(rec.task if rec is not None else self._insert(task, seq + offset, now))
+        return out
+
+    def _insert(self, task: Task, seq: int, now: float) -> Task:
+        parents = {}
+        for pid in task.depends_on:
+            parent = self._load(pid)
+            if parent is None:
+                raise TaskNotFoundError(pid, f" (task {task.id} depends on it)")
+            parents[pid] = parent.task
+        failed = next((p for p in parents.values() if p.state in _FAILED_ENDS), None)
+        waiting_on = [p for p in parents.values() if p.state is not TaskState.SUCCEEDED]
+        changes: dict[str, Any] = {"created_at": task.created_at or now}
+        if failed is not None:
+            changes.update(state=TaskState.CANCELLED, finished_at=now, error=_dependency_error(failed))
+        elif waiting_on:
+            changes["state"] = TaskState.WAITING
+        else:
+            changes["state"] = TaskState.SCHEDULED if task.eta is not None and task.eta > now else TaskState.PENDING
+        rec = Record(seq, _replace(task, **changes))
+        eq = encode("queue", task.queue)
+        if eq not in self._known_queues:
+            self.files.write(f"{queue_dir(task.queue)}/name", task.queue.encode())
+            self._known_queues.add(eq)
+        if failed is None:
+            for parent in waiting_on:
+                self.files.write(f"deps/{encode('task id', parent.id)}/{encode('task id', task.id)}", b"")
+            if task.expires_at is not None:
+                self.files.write(expiry_path(rec), b"")
+        self._save(None, rec)
+        return rec.task
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> list[Task]:
+        now = time.time()
+        sources = []
+        for queue in dict.fromkeys(queues):
+            sources.append(pending_entries(self.files, queue))
+            due = [e for state in ("scheduled", "retrying")
+                   for e in due_entries(self.files, f"{queue_dir(queue)}/{state}", to_ns(now))]
+            sources.append(iter(sorted(due)))
+        out: list[Task] = []
+        for _key, path in heapq.merge(*sources):
+            if len(out) >= limit:
+                break
+            rec = self._checked(path)
+            if rec is None or not rec.task.is_ready(now):
+                continue
+            out.append(self._change(
+                rec, state=TaskState.RUNNING, attempts=rec.task.attempts + 1,
+                lease_token=uuid.uuid4().hex, lease_owner=worker_id,
+                lease_deadline=now + lease, started_at=now,
+            ))
+        return out
+
+    def _held(self, task_id: str, token: str | None) -> Record | None:
+        rec = self._load(task_id)
+        if rec is None or rec.task.state is not TaskState.RUNNING or rec.task.lease_token != token:
+            return None
+        return rec
+
+    def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        now = time.time()
+        held = []
+        for task_id, token in leases:
+            rec = self._held(task_id, token)
+            if rec is not None:
+                self._change(rec, lease_deadline=now + lease)
+                held.append(task_id)
+        return held
+
+    def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+        return [self._complete(*item) for item in items]
+
+    def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
+        if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
+            raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
+        rec = self._held(task_id, token)
+        if rec is None:
+            return False
+        task = self._change(rec, state=state, error=error, finished_at=time.time(), **_NO_LEASE)
+        self._settle_dependents(task)
+        return True
+
+    def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
+        rec = self._held(task_id, token)
+        if rec is None:
+            return False
+        self._change(rec, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
+        return True
+
+    def release(self, task_id: str, token: str) -> bool:
+        rec = self._held(task_id, token)
+        if rec is None:
+            return False
+        self._change(rec, state=TaskState.PENDING, attempts=max(rec.task.attempts - 1, 0), **_NO_LEASE)
+        return True
+
+    def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
+        rec = self._load(task_id) if token is None else self._held(task_id, token)
+        if rec is None or rec.task.state in TERMINAL_STATES:
+            return False
+        self._end(rec, TaskState.DEAD, error, time.time())
+        return True
+
+    def _end(self, rec: Record, state: TaskState, error: ErrorInfo | None, now: float) -> Task:
+        task = self._change(rec, state=state, error=error, finished_at=now, **_NO_LEASE)
+        self._settle_dependents(task)
+        return task
+
+    def release_expired_leases(self) -> list[Task]:
+        now = time.time()
+        out = []
+        for eq in self.files.list("queues"):
+            for path in list(entry_paths(self.files, f"queues/{eq}", TaskState.RUNNING)):
+                rec = self._checked(path)
+                if rec is None or rec.task.lease_deadline is None or rec.task.lease_deadline >= now:
+                    continue
+                task = rec.task
+                if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+                    error = ErrorInfo(type="LeaseExpired", message=(
+                        f"task {task.id} was delivered {task.attempts} times and its lease lapsed "
+                        f"each time (max_deliveries={task.max_deliveries})"))
+                    out.append(self._end(rec, TaskState.DEAD, error, now))
+                else:
+                    out.append(self._change(rec, state=TaskState.PENDING, **_NO_LEASE))
+        return out
+
+    # -- dependencies -------------------------------------------------------------------
+
+    def _settle_dependents(self, parent: Task) -> None:
+        """Ready (on success) or cancel (otherwise), recursively, the waiting children."""
+        now = time.time()
+        stack = [parent]
+        while stack:
+            current = stack.pop()
+            deps_dir = f"deps/{encode('task id', current.id)}"
+            for echild in self.files.list(deps_dir):
+                self.files.delete(f"{deps_dir}/{echild}")
+                child = self._load_encoded(echild)
+                if child is None or child.task.state is not TaskState.WAITING:
+                    continue
+                if current.state is not TaskState.SUCCEEDED:
+                    stack.append(self._change(child, state=TaskState.CANCELLED, finished_at=now,
+                                              error=_dependency_error(current)))
+                elif all(self._succeeded(pid) for pid in child.task.depends_on):
+                    eta = child.task.eta
+                    ready = TaskState.SCHEDULED if eta is not None and eta > now else TaskState.PENDING
+                    self._change(child, state=ready)
+            self.files.prune(deps_dir)
+
+    def _succeeded(self, task_id: str) -> bool:
+        rec = self._load(task_id)
+        # A parent already deleted by cleanup had ended; had it failed, the child would
+        # have been cancelled then.
+        return rec is None or rec.task.state is TaskState.SUCCEEDED
+
+    # -- administration -----------------------------------------------------------------
+
+    def cancel(self, task_id: str) -> bool:
+        rec = self._load(task_id)
+        if rec is None:
+            raise TaskNotFoundError(task_id)
+        if rec.task.state in TERMINAL_STATES:
+            return False
+        self._end(rec, TaskState.CANCELLED, rec.task.error, time.time())
+        return True
+
+    def get(self, task_id: str) -> Task | None:
+        rec = self._load(task_id)
+        return rec.task if rec is not None else None
+
+    def _queue_dirs(self, queue: str | None) -> list[str]:
+        if queue is not None:
+            return [queue_dir(queue)]
+        return [f"queues/{eq}" for eq in self.files.list("queues")]
+
+    def list(self, queue: str | None, states: Iterable[TaskState] | None, limit: int) -> list[Task]:
+        wanted = set(states) if states is not None else set(TaskState)
+        entries = sorted(
+            (key[1:], eid)
+            for qdir in self._queue_dirs(queue) for state in wanted
+            for key, eid in map(split_entry, entry_paths(self.files, qdir, state))
+        )
+        out: list[Task] = []
+        seen: set[str] = set()
+        for _seq, eid in entries:
+            if len(out) >= limit:
+                break
+            rec = self._load_encoded(eid)
+            if rec is None or eid in seen or rec.task.state not in wanted:
+                continue
+            seen.add(eid)
+            if queue is None or rec.task.queue == queue:
+                out.append(rec.task)
+        return out
+
+    def stats(self) -> dict[str, dict[TaskState, int]]:
+        out: dict[str, dict[TaskState, int]] = {}
+        for qdir in self._queue_dirs(None):
+            name = self.files.read(f"{qdir}/name")
+            if name is None:
+                continue
+            counts = {s: n for s in TaskState if (n := sum(1 for _ in entry_paths(self.files, qdir, s)))}
+            if counts:
+                out[name.decode()] = counts
+        return out
+
+    def purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
+        wanted = list(states) if states is not None else list(TaskState)
+        count = 0
+        for qdir in self._queue_dirs(queue):
+            for state in wanted:
+                for path in list(entry_paths(self.files, qdir, state)):
+                    rec = self._checked(path)
+                    if rec is not None:
+                        self.files.delete(record_path(rec.task.id))
+                        self.files.delete(path)
+                        count += 1
+        return count
+
+    def cleanup(self) -> list[Task]:
+        now = time.time()
+        expired = []
+        for _key, path in list(due_entries(self.files, "expiry", to_ns(now))):
+            rec = self._load_encoded(split_entry(path)[1])
+            if rec is not None and rec.task.state is TaskState.RUNNING:
+                continue  # started in time; it may still come back to the queue later
+            self.files.delete(path)
+            if rec is not None and (rec.task.state in READY_STATES or rec.task.state is TaskState.WAITING):
+                expired.append(self._end(rec, TaskState.EXPIRED, rec.task.error, now))
+        for qdir in self._queue_dirs(None):
+            for state in TERMINAL_STATES:
+                for _key, path in list(due_entries(self.files, f"{qdir}/{state.value}", to_ns(now))):
+                    rec = self._checked(path)
+                    if rec is not None:
+                        self.files.delete(record_path(rec.task.id))
+                        self.files.delete(path)
+        return expired
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def _schedule_path(self, schedule_id: str) -> str:
+        return f"schedules/{encode('schedule id', schedule_id)}"
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        self.files.write(self._schedule_path(schedule.id), encoder.encode(schedule))
+        return schedule
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        data = self.files.read(self._schedule_path(schedule_id))
+        return schedule_decoder.decode(data) if data is not None else None
+
+    def list_schedules(self) -> list[Schedule]:
+        found = (self.files.read(f"schedules/{name}") for name in self.files.list("schedules"))
+        return sorted((schedule_decoder.decode(d) for d in found if d is not None), key=lambda s: s.id)
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        return self.files.delete(self._schedule_path(schedule_id))
+
+    def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None) -> bool:
+        schedule = self.get_schedule(schedule_id)
+        if schedule is None:
+            return False
+        changes: dict[str, Any] = {"paused": paused}
+        if next_run is not None:
+            changes["next_run"] = next_run
+        self.add_schedule(msgspec.structs.replace(schedule, **changes))
+        return True
+
+    def claim_due_schedules(self, at: float, limit: int) -> list[tuple[Schedule, list[float]]]:
+        due = sorted((s for s in self.list_schedules() if not s.paused and s.next_run <= at),
+                     key=lambda s: (s.next_run, s.id))
+        won = []
+        for schedule in due[:limit]:
+            times, nxt = schedule.due_firings(at)
+            if times:
+                self.add_schedule(msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1]))
+                won.append((schedule, times))
+        return won

@@ -1,0 +1,288 @@
+"""The few file operations the stores need, on three kinds of file system.
+
+Paths are relative to the location's base directory and ``/``-separated; every segment
+comes from :func:`omniq_backend_fsspec.names.encode` or from this package's own layout.
+
+* :class:`LocalFiles` (``file://``) uses ``os`` directly: atomic replace by rename,
+  ``flock`` for the task queue's lock (released by the kernel when a process dies).
+* :class:`MemoryFiles` (``memory://``) keeps one dict per directory in this process, so
+  listing a directory costs its own size (fsspec's memory file system scans every key).
+* :class:`FsspecFiles` (object stores and any other fsspec protocol) has no rename and
+  no lock, so it backs results and events only.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from .location import Location
+
+__all__ = ["Files", "FsspecFiles", "LocalFiles", "LockingFiles", "MemoryFiles", "open_files"]
+
+
+class Files(abc.ABC):
+    """Whole-file reads and writes under one base directory."""
+
+    #: True when calls are quick enough to make on the event loop (no I/O).
+    inline: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def write(self, path: str, data: bytes) -> None:
+        """Create or replace the file atomically: readers see the old or the new bytes."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> bool:
+        """Remove the file; False when there was none."""
+
+    @abc.abstractmethod
+    def list(self, directory: str) -> list[str]:
+        """Names in ``directory``, sorted; [] when it does not exist."""
+
+    def close(self) -> None:
+        """Release what :func:`open_files` acquired."""
+
+
+class LockingFiles(Files):
+    """Files with atomic rename and one exclusive lock per base directory (task queue)."""
+
+    @abc.abstractmethod
+    def move(self, src: str, dst: str) -> bool:
+        """Rename atomically (replacing ``dst``); False when ``src`` does not exist."""
+
+    @abc.abstractmethod
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the base directory's exclusive lock (across threads and processes that
+        share the directory)."""
+
+    def prune(self, directory: str) -> None:
+        """Remove ``directory`` if it is empty (bucket directories come and go)."""
+
+
+class LocalFiles(LockingFiles):
+    """A directory on this machine's disk."""
+
+    def __init__(self, root: str, fsync: bool = False) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._tmp = os.path.join(root, ".tmp")
+        os.makedirs(self._tmp, exist_ok=True)
+        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing a fd
+        self._lock_fd: int | None = None
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, path)
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with open(self._abs(path), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(self._tmp, uuid.uuid4().hex)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        self._rename(tmp, self._abs(path))
+
+    def _rename(self, src: str, dst: str) -> None:
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                raise
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+        if self.fsync:
+            fd = os.open(os.path.dirname(dst), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def delete(self, path: str) -> bool:
+        try:
+            os.unlink(self._abs(path))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def list(self, directory: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._abs(directory)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def move(self, src: str, dst: str) -> bool:
+        try:
+            self._rename(self._abs(src), self._abs(dst))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def prune(self, directory: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self._abs(directory))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        import fcntl  # POSIX only; imported here so results and events work everywhere
+
+        with self._thread_lock:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self._abs(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+Tree = dict[str, "Tree | bytes"]
+
+
+class _MemorySpace:
+    def __init__(self) -> None:
+        self.root: Tree = {}
+        self.lock = threading.RLock()
+
+
+_SPACES: dict[str, _MemorySpace] = {}
+_SPACES_LOCK = threading.Lock()
+
+
+class MemoryFiles(LockingFiles):
+    """A namespace in this process's memory (a tree of dicts), shared by every store
+    opened on it in this process and gone with it."""
+
+    inline = True
+
+    def __init__(self, name: str) -> None:
+        with _SPACES_LOCK:
+            self._space = _SPACES.setdefault(name, _MemorySpace())
+
+    def _dir(self, directory: str, create: bool = False) -> Tree | None:
+        node: Tree | bytes = self._space.root
+        for part in directory.split("/") if directory else ():
+            assert isinstance(node, dict)
+            child = node.get(part)
+            if child is None:
+                if not create:
+                    return None
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                return None
+            node = child
+        return node  # type: ignore[return-value]
+
+    def read(self, path: str) -> bytes | None:
+        directory, _, name = path.rpartition("/")
+        with self._space.lock:
+            node = self._dir(directory)
+            data = node.get(name) if node is not None else None
+        return data if isinstance(data, bytes) else None
+
+    def write(self, path: str, data: bytes) -> None:
+        directory, _, name = path.rpartition("/")
+        with self._space.lock:
+            node = self._dir(directory, create=True)
+            assert node is not None, f"{directory!r} is a file"
+            node[name] = data
+
+    def delete(self, path: str) -> bool:
+        directory, _, name = path.rpartition("/")
+        with self._space.lock:
+            node = self._dir(directory)
+            if node is None or not isinstance(node.get(name), bytes):
+                return False
+            del node[name]
+            return True
+
+    def list(self, directory: str) -> list[str]:
+        with self._space.lock:
+            node = self._dir(directory)
+            return sorted(node) if node is not None else []
+
+    def move(self, src: str, dst: str) -> bool:
+        with self._space.lock:
+            data = self.read(src)
+            if data is None:
+                return False
+            self.delete(src)
+            self.write(dst, data)
+            return True
+
+    def prune(self, directory: str) -> None:
+        parent, _, name = directory.rpartition("/")
+        with self._space.lock:
+            node = self._dir(parent)
+            if node is not None and node.get(name) == {}:
+                del node[name]
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return self._space.lock
+
+
+class FsspecFiles(Files):
+    """Any fsspec file system; writes are single PUTs (atomic on object stores)."""
+
+    def __init__(self, protocol: str, base_dir: str, storage_options: dict[str, Any]) -> None:
+        import fsspec
+
+        self.fs = fsspec.filesystem(protocol, **storage_options)
+        self.root = base_dir
+
+    def _abs(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self._abs(path)))
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(self._abs(path), data)
+
+    def delete(self, path: str) -> bool:
+        full = self._abs(path)
+        if not self.fs.exists(full):
+            return False
+        self.fs.rm_file(full)
+        return True
+
+    def list(self, directory: str) -> list[str]:
+        full = self._abs(directory)
+        self.fs.invalidate_cache(full)  # s3fs caches listings; another writer may have added
+        try:
+            return sorted(p.rstrip("/").rpartition("/")[2] for p in self.fs.ls(full, detail=False))
+        except FileNotFoundError:
+            return []
+
+
+def open_files(location: Location) -> Files:
+    """The :class:`Files` for a location (creating a local base directory)."""
+    if location.protocol == "file":
+        return LocalFiles(location.base_dir, fsync=location.fsync)
+    if location.protocol == "memory":
+        return MemoryFiles(location.base_dir)
+    return FsspecFiles(location.protocol, location.base_dir, dict(location.storage_options))

@@ -1,0 +1,83 @@
+"""Result storage: one file per task id, replaced atomically (a re-run overwrites)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from omniq.interfaces import BaseResultStorage
+from omniq.models import TaskResult, encoder, result_decoder
+
+from .location import Location
+from .names import encode
+from .store import FilesStore
+
+__all__ = ["FsspecResultStorage", "LocalResultStorage"]
+
+
+def _path(task_id: str) -> str:
+    return f"results/{encode('task id', task_id)}"
+
+
+class FsspecResultStorage(FilesStore, BaseResultStorage):
+    """Results under ``<base_dir>/results/`` on any fsspec file system."""
+
+    local_only: ClassVar[bool] = False
+
+    @classmethod
+    def _class_for(cls, location: Location) -> Any:
+        return LocalResultStorage if location.local else FsspecResultStorage
+
+    def _get(self, task_id: str) -> TaskResult | None:
+        data = self.files.read(_path(task_id))
+        if data is None:
+            return None
+        result = result_decoder.decode(data)
+        if result.expires_at is not None and result.expires_at <= time.time():
+            return None
+        return result
+
+    def _set_many(self, results: Sequence[TaskResult]) -> None:
+        for result in results:
+            self.files.write(_path(result.task_id), encoder.encode(result))
+
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        found = ((tid, self._get(tid)) for tid in task_ids)
+        return {tid: r for tid, r in found if r is not None}
+
+    def _cleanup(self) -> int:
+        now = time.time()
+        deleted = 0
+        for name in self.files.list("results"):
+            data = self.files.read(f"results/{name}")
+            if data is None:
+                continue
+            expires_at = result_decoder.decode(data).expires_at
+            if expires_at is not None and expires_at <= now and self.files.delete(f"results/{name}"):
+                deleted += 1
+        return deleted
+
+    async def set(self, result: TaskResult) -> None:
+        await self._run(self._set_many, [result])
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        await self._run(self._set_many, list(results))
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        return await self._run(self._get, task_id)
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        return await self._run(self._get_many, list(task_ids))
+
+    async def delete(self, task_id: str) -> bool:
+        return await self._run(self.files.delete, _path(task_id))
+
+    async def cleanup(self) -> int:
+        return await self._run(self._cleanup)
+
+
+class LocalResultStorage(FsspecResultStorage):
+    """``file://`` and ``memory://`` results: data never leaves this machine."""
+
+    local_only: ClassVar[bool] = True

@@ -1,0 +1,50 @@
+"""The conformance suite on local files and memory (all three stores)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+
+
+def memory_ref() -> str:
+    return f"memory://conformance-{uuid.uuid4().hex}"
+
+
+class TestFileQueue(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self, tmp_path: Path) -> str:
+        return f"file://{tmp_path}/omniq"
+
+
+class TestMemoryQueue(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self) -> str:
+        return memory_ref()
+
+
+class TestFileResults(ResultStorageContract):
+    @pytest.fixture
+    def result_storage_ref(self, tmp_path: Path) -> str:
+        return f"file://{tmp_path}/omniq"
+
+
+class TestMemoryResults(ResultStorageContract):
+    @pytest.fixture
+    def result_storage_ref(self) -> str:
+        return memory_ref()
+
+
+class TestFileEvents(EventStorageContract):
+    @pytest.fixture
+    def event_storage_ref(self, tmp_path: Path) -> str:
+        return f"file://{tmp_path}/omniq"
+
+
+class TestMemoryEvents(EventStorageContract):
+    @pytest.fixture
+    def event_storage_ref(self) -> str:
+        return memory_ref()
