@@ -12,6 +12,7 @@ subprocess runs of the broken variants use).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import fcntl
 import functools
 import os
@@ -19,7 +20,7 @@ import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import msgspec
 
@@ -65,7 +66,7 @@ def namespace_of(url: str, options: dict[str, Any]) -> Namespace:
 
 
 class MemoryStore:
-    local_only = True
+    local_only: ClassVar[bool] = True
 
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
@@ -136,7 +137,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         ready = [t for t in self.ns.tasks.values() if t.queue in queues and t.is_ready(at)]
         return sorted(ready, key=lambda t: -t.priority)  # stable: FIFO within a priority
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+    async def reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    ) -> list[Task]:
         at = now()
         return [
             self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=new_id(),
@@ -153,14 +156,18 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 held.append(task_id)
         return held
 
-    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+    async def complete(
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
+    ) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
         self._finish(task, state, error, now())
         return True
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def retry(
+        self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None
+    ) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
@@ -175,7 +182,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                   lease_deadline=None)
         return True
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def dead_letter(
+        self, task_id: str, token: str | None, error: ErrorInfo | None = None
+    ) -> bool:
         task = self.ns.tasks.get(task_id)
         if token is not None:
             task = self._held(task_id, token)
@@ -211,7 +220,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         return None if task is None else copy(task)
 
     async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                   limit: int = 100) -> list[Task]:
+                   limit: int = 100) -> builtins.list[Task]:
         wanted = None if states is None else set(states)
         found = [t for t in self.ns.tasks.values()
                  if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)]
@@ -224,13 +233,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             by_state[t.state] = by_state.get(t.state, 0) + 1
         return counts
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def purge(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None
+    ) -> int:
         doomed = [t.id for t in await self.list(queue, states, limit=len(self.ns.tasks))]
         for task_id in doomed:
             del self.ns.tasks[task_id]
         return len(doomed)
 
-    async def cleanup(self) -> list[Task]:
+    async def cleanup(self) -> builtins.list[Task]:
         at = now()
         expired = []
         for task in list(self.ns.tasks.values()):
@@ -251,13 +262,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return self.ns.schedules.get(schedule_id)
 
-    async def list_schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> builtins.list[Schedule]:
         return [self.ns.schedules[k] for k in sorted(self.ns.schedules)]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self.ns.schedules.pop(schedule_id, None) is not None
 
-    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None) -> bool:
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None = None
+    ) -> bool:
         schedule = self.ns.schedules.get(schedule_id)
         if schedule is None:
             return False
@@ -267,8 +280,10 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self.ns.schedules[schedule_id] = msgspec.structs.replace(schedule, **changes)
         return True
 
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
-        won = []
+    async def claim_due_schedules(
+        self, at: float, limit: int = 100
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+        won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         for schedule in await self.list_schedules():
             if len(won) == limit:
                 break
@@ -328,7 +343,6 @@ class FileTaskQueue(MemoryTaskQueue):
     ``{"url": "omniq_suite_reference:FileTaskQueue", "path": FILE}``."""
 
     capabilities = MemoryTaskQueue.capabilities | {Capability.CROSS_PROCESS}
-    local_only = True
 
     def __init__(self, path: str) -> None:
         super().__init__(Namespace())
@@ -392,7 +406,9 @@ class ReserveIgnoresPriority(MemoryTaskQueue):
 class CompleteIgnoresToken(MemoryTaskQueue):
     """Breaks: completions fenced by the lease token."""
 
-    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+    async def complete(
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
+    ) -> bool:
         task = self.ns.tasks.get(task_id)
         if task is None or task.state is not TaskState.RUNNING:
             return False
@@ -403,7 +419,9 @@ class CompleteIgnoresToken(MemoryTaskQueue):
 class ReserveNotAtomic(MemoryTaskQueue):
     """Breaks: atomic reserve (it yields to the loop between choosing and leasing)."""
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+    async def reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    ) -> list[Task]:
         chosen = self._ready(queues, now())[:limit]
         await asyncio.sleep(0)
         at = now()

@@ -62,7 +62,9 @@ class EventStorageContract(StoreContract):
         await event_storage.append_many([bare])
         assert await event_storage.query() == [event, bare]
 
-    async def test_query_orders_by_timestamp(self, event_storage: BaseEventStorage, log: list[TaskEvent]) -> None:
+    async def test_query_orders_by_timestamp(
+        self, event_storage: BaseEventStorage, log: list[TaskEvent]
+    ) -> None:
         assert ids(await event_storage.query()) == ids(log)
         assert ids(await event_storage.query(order="asc")) == ids(log)
         assert ids(await event_storage.query(order="desc")) == ids(log)[::-1]
@@ -73,7 +75,9 @@ class EventStorageContract(StoreContract):
         await event_storage.append_many(events[2:])
         assert ids(await event_storage.query()) == ids(events)
 
-    async def test_query_filters(self, event_storage: BaseEventStorage, log: list[TaskEvent]) -> None:
+    async def test_query_filters(
+        self, event_storage: BaseEventStorage, log: list[TaskEvent]
+    ) -> None:
         def expect(**match: Any) -> list[str]:
             return ids([e for e in log if all(getattr(e, k) in v for k, v in match.items())])
 
@@ -115,7 +119,9 @@ class EventStorageContract(StoreContract):
         assert ids(await event_storage.query()) == ids(events[:1000])
         assert len(await event_storage.query(limit=None)) == 1005
 
-    async def test_cleanup_deletes_older_events(self, event_storage: BaseEventStorage, log: list[TaskEvent]) -> None:
+    async def test_cleanup_deletes_older_events(
+        self, event_storage: BaseEventStorage, log: list[TaskEvent]
+    ) -> None:
         assert await event_storage.cleanup(older_than=T0 + 2) == 4, "events with timestamp < older_than"
         assert ids(await event_storage.query()) == ids([e for e in log if e.timestamp >= T0 + 2])
         assert await event_storage.cleanup(older_than=T0 + 2) == 0

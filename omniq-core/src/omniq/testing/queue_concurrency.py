@@ -30,6 +30,8 @@ __all__ = ["ConcurrencyTests"]
 TASKS = 60
 INSTANCES = 4
 PROCESSES = 3
+#: More tasks for processes, whose start-up is staggered, so their draining overlaps.
+PROCESS_TASKS = 150
 #: Seconds a child may take to start, import the backend and drain its share.
 CHILD_DEADLINE = 120.0
 
@@ -93,7 +95,7 @@ class ConcurrencyTests:
         self, task_queue: BaseTaskQueue, task_queue_ref: Any
     ) -> None:
         requires(task_queue, Capability.CROSS_PROCESS)
-        tasks = await task_queue.enqueue_many([make_task() for _ in range(TASKS)])
+        tasks = await task_queue.enqueue_many([make_task() for _ in range(PROCESS_TASKS)])
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(PROCESSES)
         out = ctx.Queue()

@@ -120,7 +120,9 @@ class DeliveryTests:
         live = await task_queue.enqueue(make_task(expires_at=now + 3600))
         assert await reserve_ids(task_queue, ["default"]) == [live.id]
 
-    async def test_reserve_skips_cancelled_and_finished_tasks(self, task_queue: BaseTaskQueue) -> None:
+    async def test_reserve_skips_cancelled_and_finished_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         cancelled = await task_queue.enqueue(make_task())
         await task_queue.cancel(cancelled.id)
         done = await reserved(task_queue)
@@ -188,7 +190,9 @@ class DeliveryTests:
         assert fetched is not None and fetched.state is TaskState.CANCELLED and fetched.error == error
         assert fetched.finished_at is not None
 
-    async def test_complete_with_stale_token_changes_nothing(self, task_queue: BaseTaskQueue) -> None:
+    async def test_complete_with_stale_token_changes_nothing(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         task = await reserved(task_queue)
         before = await task_queue.get(task.id)
         assert await task_queue.complete(task.id, STALE, TaskState.SUCCEEDED) is False
@@ -250,7 +254,9 @@ class DeliveryTests:
         assert again.id == task.id and again.attempts == 1
         assert await task_queue.release(task.id, task.lease_token or "") is False, "the old token is stale"
 
-    async def test_release_with_stale_token_changes_nothing(self, task_queue: BaseTaskQueue) -> None:
+    async def test_release_with_stale_token_changes_nothing(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         task = await reserved(task_queue)
         before = await task_queue.get(task.id)
         assert await task_queue.release(task.id, STALE) is False
@@ -265,7 +271,9 @@ class DeliveryTests:
         assert fetched.finished_at is not None, "dead_letter sets finished_at"
         assert await reserve_ids(task_queue, ["default"]) == []
 
-    async def test_dead_letter_with_stale_token_changes_nothing(self, task_queue: BaseTaskQueue) -> None:
+    async def test_dead_letter_with_stale_token_changes_nothing(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         task = await reserved(task_queue)
         before = await task_queue.get(task.id)
         assert await task_queue.dead_letter(task.id, STALE, make_error()) is False
@@ -291,7 +299,9 @@ class DeliveryTests:
 
     # -- lapsed leases ---------------------------------------------------------------------------
 
-    async def test_lapsed_lease_returns_task_with_attempt_counted(self, task_queue: BaseTaskQueue) -> None:
+    async def test_lapsed_lease_returns_task_with_attempt_counted(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         task = await reserved(task_queue, lease=SHORT, max_deliveries=5)
         returned = await lapse(task_queue, task)
         assert returned.state in READY_STATES and returned.attempts == 1
@@ -322,7 +332,9 @@ class DeliveryTests:
         assert (await task_queue.get(task.id)).state is TaskState.RUNNING  # type: ignore[union-attr]
         assert await task_queue.release_expired_leases() == []
 
-    async def test_lapsed_lease_dead_letters_after_max_deliveries(self, task_queue: BaseTaskQueue) -> None:
+    async def test_lapsed_lease_dead_letters_after_max_deliveries(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         """The limit is ``max(max_deliveries, max_retries + 1)``: here 2 deliveries."""
         task = await reserved(task_queue, lease=SHORT, max_deliveries=1, max_retries=1)
         first = await lapse(task_queue, task)
@@ -340,7 +352,9 @@ class DeliveryTests:
         await task_queue.wait_for_work(["default"], SHORT)
         assert time.monotonic() - started < SHORT + 5.0
 
-    async def test_wait_for_work_wakes_on_enqueue(self, task_queue: BaseTaskQueue, task_queue_ref: object) -> None:
+    async def test_wait_for_work_wakes_on_enqueue(
+        self, task_queue: BaseTaskQueue, task_queue_ref: object
+    ) -> None:
         requires(task_queue, Capability.BLOCKING_RESERVE)
         async with open_store("task_queue", task_queue_ref) as producer:
             started = time.monotonic()

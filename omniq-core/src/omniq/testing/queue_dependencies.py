@@ -57,7 +57,9 @@ class DependencyTests:
             assert later.state is TaskState.SCHEDULED
 
     @pytest.mark.parametrize("end", ["cancelled", "dead", "expired"])
-    async def test_depends_on_failed_parent_is_cancelled(self, task_queue: BaseTaskQueue, end: str) -> None:
+    async def test_depends_on_failed_parent_is_cancelled(
+        self, task_queue: BaseTaskQueue, end: str
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await task_queue.enqueue(make_task(expires_at=await task_queue.now() - 1))
         if end == "cancelled":
@@ -79,7 +81,9 @@ class DependencyTests:
         assert "no-such-parent" in str(info.value)
         assert await task_queue.get(child.id) is None, "a refused enqueue must store nothing"
 
-    async def test_enqueue_many_may_depend_on_earlier_tasks(self, task_queue: BaseTaskQueue) -> None:
+    async def test_enqueue_many_may_depend_on_earlier_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = make_task()
         child = make_task(depends_on=(parent.id,))
@@ -88,7 +92,9 @@ class DependencyTests:
         assert [t.state for t in stored] == [TaskState.PENDING, TaskState.WAITING, TaskState.WAITING]
         assert await reserve_ids(task_queue, ["default"]) == [parent.id]
 
-    async def test_success_readies_dependents_once_all_parents_succeed(self, task_queue: BaseTaskQueue) -> None:
+    async def test_success_readies_dependents_once_all_parents_succeed(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         a, b = await task_queue.enqueue_many([make_task(), make_task()])
         child = await task_queue.enqueue(make_task(queue="children", depends_on=(a.id, b.id)))
@@ -99,14 +105,18 @@ class DependencyTests:
         assert await state_of(task_queue, child) is TaskState.PENDING
         assert await reserve_ids(task_queue, ["children"]) == [child.id]
 
-    async def test_success_readies_a_future_eta_dependent_as_scheduled(self, task_queue: BaseTaskQueue) -> None:
+    async def test_success_readies_a_future_eta_dependent_as_scheduled(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES, Capability.DELAYED)
         parent = await reserved(task_queue)
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,), eta=await task_queue.now() + 3600))
         await task_queue.complete(parent.id, parent.lease_token or "", TaskState.SUCCEEDED)
         assert await state_of(task_queue, child) is TaskState.SCHEDULED
 
-    async def test_retry_of_parent_keeps_dependents_waiting(self, task_queue: BaseTaskQueue) -> None:
+    async def test_retry_of_parent_keeps_dependents_waiting(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await reserved(task_queue)
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
@@ -114,7 +124,9 @@ class DependencyTests:
         assert await state_of(task_queue, child) is TaskState.WAITING
 
     @pytest.mark.parametrize("end", ["complete-cancelled", "dead_letter", "cancel", "cancel-running"])
-    async def test_parent_failure_cancels_dependents_recursively(self, task_queue: BaseTaskQueue, end: str) -> None:
+    async def test_parent_failure_cancels_dependents_recursively(
+        self, task_queue: BaseTaskQueue, end: str
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await reserved(task_queue) if end != "cancel" else await task_queue.enqueue(make_task())
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
@@ -131,7 +143,9 @@ class DependencyTests:
         await assert_cancelled_by(task_queue, child, grandchild)
         assert await state_of(task_queue, unrelated) is TaskState.PENDING
 
-    async def test_cancel_waiting_task_cancels_its_dependents(self, task_queue: BaseTaskQueue) -> None:
+    async def test_cancel_waiting_task_cancels_its_dependents(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await task_queue.enqueue(make_task())
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
@@ -157,7 +171,9 @@ class DependencyTests:
         assert [t.id for t in expired] == [parent.id]
         await assert_cancelled_by(task_queue, parent, child)
 
-    async def test_expired_waiting_task_expires_and_cancels_dependents(self, task_queue: BaseTaskQueue) -> None:
+    async def test_expired_waiting_task_expires_and_cancels_dependents(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await task_queue.enqueue(make_task())
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,), expires_at=await task_queue.now() - 1))

@@ -78,7 +78,9 @@ class ScheduleTests:
         assert await task_queue.claim_due_schedules(T0 + 90) == [], "a firing is claimed once"
         assert await task_queue.get_schedule(later.id) == later
 
-    async def test_claim_with_catch_up_returns_every_missed_firing(self, task_queue: BaseTaskQueue) -> None:
+    async def test_claim_with_catch_up_returns_every_missed_firing(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.SCHEDULES)
         schedule = await task_queue.add_schedule(make_schedule(next_run=T0, interval=60.0, catch_up=True))
         assert await task_queue.claim_due_schedules(T0 + 150) == [(schedule, [T0, T0 + 60, T0 + 120])]

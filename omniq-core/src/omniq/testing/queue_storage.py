@@ -52,6 +52,12 @@ class StorageTests:
                 f"created_at should be set by the backend when 0; got {t.created_at}, clock {before}..{after}"
             )
 
+    async def test_enqueue_decides_the_state_itself(self, task_queue: BaseTaskQueue) -> None:
+        """The state is decided at enqueue from eta and dependencies, not taken as given."""
+        stored = await task_queue.enqueue(make_task(state=TaskState.SUCCEEDED))
+        assert stored.state is TaskState.PENDING
+        assert await reserve_ids(task_queue, ["default"]) == [stored.id]
+
     async def test_enqueue_is_idempotent_by_id(self, task_queue: BaseTaskQueue) -> None:
         first = await task_queue.enqueue(make_task(payload=b"first"))
         again = await task_queue.enqueue(replace(first, payload=b"second", queue="other", priority=7,
@@ -92,7 +98,9 @@ class StorageTests:
     async def test_get_unknown_id_is_none(self, task_queue: BaseTaskQueue) -> None:
         assert await task_queue.get("no-such-task") is None
 
-    async def test_names_with_separator_characters_stay_apart(self, task_queue: BaseTaskQueue) -> None:
+    async def test_names_with_separator_characters_stay_apart(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         """Queue names and ids may hold ``: . - _`` (and firing ids ``@``): a backend
         building keys, subjects or paths from them must not let two names collide."""
         queues = ["a", "a:b", "a.b", "a-b", "a_b", "b"]
@@ -110,7 +118,9 @@ class StorageTests:
 
     # -- list / stats / purge --------------------------------------------------------------
 
-    async def test_list_filters_by_queue_and_state_oldest_first(self, task_queue: BaseTaskQueue) -> None:
+    async def test_list_filters_by_queue_and_state_oldest_first(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         tasks = [make_task(queue="q1" if i % 2 else "q2") for i in range(8)]
         for t in tasks:
             await task_queue.enqueue(t)
@@ -184,7 +194,9 @@ class StorageTests:
 
     # -- cleanup (TTL) -----------------------------------------------------------------------
 
-    async def test_cleanup_expires_tasks_not_started_in_time(self, task_queue: BaseTaskQueue) -> None:
+    async def test_cleanup_expires_tasks_not_started_in_time(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         now = await task_queue.now()
         late = await task_queue.enqueue(make_task(expires_at=now - 1))
         fresh = await task_queue.enqueue(make_task(expires_at=now + 3600))
@@ -198,7 +210,9 @@ class StorageTests:
         assert (await task_queue.get(fresh.id)).state is TaskState.RUNNING  # type: ignore[union-attr]
         assert await task_queue.cleanup() == [], "a task expires once"
 
-    async def test_cleanup_expires_scheduled_and_retrying_tasks(self, task_queue: BaseTaskQueue) -> None:
+    async def test_cleanup_expires_scheduled_and_retrying_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         requires(task_queue, Capability.DELAYED)
         now = await task_queue.now()
         running = await reserved(task_queue, expires_at=now + SHORT)
@@ -218,7 +232,9 @@ class StorageTests:
         assert (await task_queue.get(task.id)).state is TaskState.RUNNING  # type: ignore[union-attr]
         assert await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED)
 
-    async def test_cleanup_deletes_finished_tasks_after_retention(self, task_queue: BaseTaskQueue) -> None:
+    async def test_cleanup_deletes_finished_tasks_after_retention(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         """``result_ttl`` keeps finished tasks, ``dead_ttl`` dead ones (``Task.retention``)."""
         short_done = await reserved(task_queue, result_ttl=SHORT, dead_ttl=3600.0)
         long_dead = await reserved(task_queue, result_ttl=SHORT, dead_ttl=3600.0)
@@ -228,9 +244,9 @@ class StorageTests:
             assert await task_queue.complete(t.id, t.lease_token or "", TaskState.SUCCEEDED)
         for t in (short_dead, long_dead):
             assert await task_queue.dead_letter(t.id, t.lease_token, make_error())
-        finished = [await task_queue.get(t.id) for t in (short_done, short_dead)]
-        assert all(t is not None and t.finished_at is not None for t in finished)
-        await wait_past(task_queue, max(t.finished_at for t in finished) + SHORT)  # type: ignore[union-attr,type-var]
+        finished_at = [(await task_queue.get(t.id) or t).finished_at for t in (short_done, short_dead)]
+        assert None not in finished_at, "complete and dead_letter set finished_at"
+        await wait_past(task_queue, max(f or 0.0 for f in finished_at) + SHORT)
 
         async def deleted() -> bool:
             await task_queue.cleanup()

@@ -100,7 +100,9 @@ class ResultStorageContract(StoreContract):
         assert await result_storage.get_many(ids + ["no-such-task"]) == {r.task_id: r for r in results}
         assert await result_storage.get_many([]) == {}
 
-    async def test_wait_returns_an_existing_result_at_once(self, result_storage: BaseResultStorage) -> None:
+    async def test_wait_returns_an_existing_result_at_once(
+        self, result_storage: BaseResultStorage
+    ) -> None:
         result = make_result()
         await result_storage.set(result)
         started = time.monotonic()
