@@ -1,0 +1,373 @@
+"""What the three NATS stores share: settings from a URL, the connection, creating
+streams and KV buckets (and refusing incompatible ones), and the two read primitives
+everything else is built on — a non-blocking batch pull and a one-pass scan.
+
+NATS has no server clock API, so these stores judge leases, ETAs and expiry by the
+host clock (``BaseStore.now``); keep hosts NTP-synchronised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+
+from omniq.config import mask_url
+from omniq.errors import ConfigError, OmniQError
+from omniq.interfaces import BaseStore
+
+from .names import check_prefix
+
+__all__ = ["NatsSettings", "NatsStore", "NatsUnavailableError"]
+
+SCHEMES = ("nats", "tls")
+DEFAULT_SERVER = "127.0.0.1:4222"
+#: Options every NATS store takes: name -> (type, default).
+COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
+    "prefix": (str, "omniq"),
+    "replicas": (int, 1),
+    "user": (str, None),
+    "password": (str, None),
+    "token": (str, None),
+    "creds": (str, None),
+    "connect_timeout": (float, 2.0),
+}
+_SECRET_OPTIONS = ("password", "token")
+_API_TIMEOUT = 5.0
+_SCAN_BATCH = 1000
+
+
+class NatsUnavailableError(OmniQError, ConnectionError):
+    """The NATS server does not answer, or answers without JetStream."""
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """A parsed NATS reference. ``url`` is kept for messages only (always masked)."""
+
+    url: str
+    servers: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.options[name]
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in _SECRET_OPTIONS and v else v) for k, v in self.options.items()}
+        return f"NatsSettings(url={self.masked!r}, options={shown!r})"
+
+
+def _convert(name: str, kind: type, value: Any, url: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = kind(value)
+        except ValueError:
+            raise ConfigError(
+                f"NATS option {name}={value!r} in {mask_url(url)}: expected {kind.__name__}"
+            ) from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        shown = "***" if name in _SECRET_OPTIONS else repr(value)
+        raise ConfigError(f"NATS option {name}={shown}: expected {kind.__name__}")
+    return value
+
+
+def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tuple[type, Any]]) -> NatsSettings:
+    """Settings from ``nats://[user:pass@]host[:port][,host2...][?option=value...]`` and
+    keyword options (keywords win over query parameters)."""
+    if not isinstance(url, str):
+        raise ConfigError(f"NATS URL must be a string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ConfigError(
+            f"invalid NATS URL {mask_url(url)!r}: scheme must be one of {', '.join(SCHEMES)}"
+        )
+    if parts.path not in ("", "/"):
+        raise ConfigError(
+            f"invalid NATS URL {mask_url(url)!r}: no path is used; set the stream prefix with "
+            f"?prefix=NAME or the prefix option"
+        )
+    valid = {**COMMON_OPTIONS, **extra}
+    given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    given.update(options)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown NATS option {unknown[0]!r} for {mask_url(url)}; valid options: "
+            f"{', '.join(sorted(valid))}"
+        )
+    values = {name: _convert(name, kind, given.get(name, default), url) for name, (kind, default) in valid.items()}
+    check_prefix(values["prefix"])
+    if not 1 <= values["replicas"] <= 5:
+        raise ConfigError(f"NATS option replicas={values['replicas']}: use 1 to 5")
+    if values["connect_timeout"] <= 0:
+        raise ConfigError(f"NATS option connect_timeout={values['connect_timeout']}: must be > 0")
+    netloc = parts.netloc or DEFAULT_SERVER
+    userinfo, _, hosts = netloc.rpartition("@")
+    auth = f"{userinfo}@" if userinfo else ""
+    servers = tuple(f"{parts.scheme}://{auth}{host or DEFAULT_SERVER}" for host in hosts.split(","))
+    return NatsSettings(url=url, servers=servers, options=values)
+
+
+def status_of(msg: Msg) -> str | None:
+    """The JetStream status code of a control message (404, 408, 409...), else None."""
+    return JetStreamContext.is_status_msg(msg)
+
+
+async def pull(nc: Client, stream: str, consumer: str, batch: int) -> list[Msg]:
+    """Fetch up to ``batch`` messages that are deliverable now, without waiting for more.
+
+    A ``no_wait`` pull answers at once; the client's own ``fetch`` may leave a lingering
+    pull request on the server that captures the next message into a dead inbox.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    request = json.dumps({"batch": batch, "no_wait": True}).encode()
+    try:
+        await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, reply=inbox)
+        out: list[Msg] = []
+        while len(out) < batch:
+            msg = await sub.next_msg(timeout=_API_TIMEOUT)
+            if status_of(msg):
+                break
+            out.append(msg)
+        return out
+    finally:
+        await sub.unsubscribe()
+
+
+async def confirm(nc: Client, msg_reply: str, verb: bytes) -> None:
+    """Ack, nak or in-progress a JetStream message by its reply subject, waiting for the
+    server's confirmation so the next pull already sees the change. Works from any
+    connection: the lease index stores the reply subject of each held message."""
+    try:
+        await nc.request(msg_reply, verb, timeout=_API_TIMEOUT)
+    except nats.errors.TimeoutError:
+        # The consumer or message is gone; JetStream redelivers after AckWait if not.
+        pass
+
+
+def nak_delay(seconds: float) -> bytes:
+    if seconds <= 0:
+        return b"-NAK"
+    return b'-NAK {"delay": %d}' % int(seconds * 1e9)
+
+
+class NatsStore(BaseStore):
+    """Base of the three NATS stores: construction, connection, stream set-up."""
+
+    local_only: ClassVar[bool] = False
+    #: Options of one store kind beyond :data:`COMMON_OPTIONS`: name -> (type, default).
+    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {}
+
+    def __init__(self, settings: NatsSettings) -> None:
+        self.settings = settings
+        self.prefix: str = settings["prefix"]
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        return cls(parse_settings(url, options, cls.extra_options))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings.masked!r}, prefix={self.prefix!r})"
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise OmniQError(f"{self!r} is not open: use 'async with' or await open() first")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise OmniQError(f"{self!r} is not open: use 'async with' or await open() first")
+        return self._js
+
+    async def open(self) -> None:
+        if self._nc is not None:
+            return
+        s = self.settings
+        try:
+            nc = await nats.connect(
+                servers=list(s.servers),
+                name=f"omniq-{self.prefix}",
+                connect_timeout=s["connect_timeout"],
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                user=s["user"],
+                password=s["password"],
+                token=s["token"],
+                user_credentials=s["creds"],
+                error_cb=_ignore,
+                disconnected_cb=_ignore_event,
+                reconnected_cb=_ignore_event,
+                closed_cb=_ignore_event,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailableError(
+                f"cannot connect to NATS at {s.masked}: {type(exc).__name__}: {mask_url(str(exc))}. "
+                f"Is nats-server running (with -js) and are the credentials right?"
+            ) from None
+        js = nc.jetstream(timeout=_API_TIMEOUT)
+        try:
+            await js.account_info()
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
+                nats.errors.TimeoutError) as exc:
+            await nc.close()
+            raise NatsUnavailableError(
+                f"JetStream is not enabled on the NATS server at {s.masked} "
+                f"({type(exc).__name__}); start nats-server with -js or enable 'jetstream' in "
+                f"its configuration"
+            ) from None
+        self._nc, self._js = nc, js
+        try:
+            await self._setup()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _setup(self) -> None:
+        """Create the streams and buckets this store needs (idempotent)."""
+
+    async def close(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    # -- streams and buckets -------------------------------------------------------------
+
+    async def ensure_stream(self, config: api.StreamConfig) -> None:
+        """Create ``config.name`` or check that the existing stream is usable; never
+        change or delete an existing stream."""
+        assert config.name is not None
+        try:
+            info = await self.js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(config)
+                return
+            except nats.js.errors.BadRequestError:
+                info = await self.js.stream_info(config.name)  # created meanwhile
+        have = info.config
+        problems = []
+        if have.retention != config.retention:
+            problems.append(f"retention {_value(have.retention)} (needs {_value(config.retention)})")
+        missing = set(config.subjects or ()) - set(have.subjects or ())
+        if missing:
+            problems.append(f"subjects {have.subjects} (needs {sorted(missing)})")
+        if config.max_msgs_per_subject and have.max_msgs_per_subject != config.max_msgs_per_subject:
+            problems.append(
+                f"max_msgs_per_subject {have.max_msgs_per_subject} (needs {config.max_msgs_per_subject})"
+            )
+        if problems:
+            raise ConfigError(
+                f"NATS stream {config.name!r} at {self.settings.masked} exists with incompatible "
+                f"settings: {'; '.join(problems)}. Nothing was changed: remove it yourself "
+                f"(nats stream rm {config.name}) or use another prefix"
+            )
+
+    async def ensure_bucket(self, bucket: str, ttl: float | None = None) -> KeyValue:
+        """Open KV bucket ``bucket`` (history 1), creating it when missing."""
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=f"KV_{bucket}",
+                subjects=[f"$KV.{bucket}.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                max_msgs_per_subject=1,
+                max_age=ttl,
+                num_replicas=self.settings["replicas"],
+                storage=api.StorageType.FILE,
+                allow_rollup_hdrs=True,
+                allow_direct=True,
+                deny_delete=True,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=min(ttl, 120.0) if ttl else 120.0,
+            )
+        )
+        return await self.js.key_value(bucket)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def scan(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        last_per_subject: bool = False,
+        start_time: float | None = None,
+    ) -> AsyncIterator[Msg]:
+        """Every message of ``stream`` matching ``subject`` (the latest per subject with
+        ``last_per_subject``), read in batches through a short-lived ephemeral consumer."""
+        if last_per_subject:
+            policy = api.DeliverPolicy.LAST_PER_SUBJECT
+        elif start_time is not None:
+            policy = api.DeliverPolicy.BY_START_TIME
+        else:
+            policy = api.DeliverPolicy.ALL
+        config = api.ConsumerConfig(
+            filter_subject=subject,
+            deliver_policy=policy,
+            opt_start_time=_rfc3339(start_time) if policy is api.DeliverPolicy.BY_START_TIME else None,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        info = await self.js.add_consumer(stream, config)
+        try:
+            while True:
+                batch = await pull(self.nc, stream, info.name, _SCAN_BATCH)
+                for msg in batch:
+                    yield msg
+                if len(batch) < _SCAN_BATCH or batch[-1].metadata.num_pending == 0:
+                    return
+        finally:
+            try:
+                await self.js.delete_consumer(stream, info.name)
+            except (nats.errors.Error, TimeoutError):
+                pass  # it expires by itself after inactive_threshold
+
+    async def scan_bucket(self, bucket: str) -> AsyncIterator[tuple[str, bytes, int]]:
+        """``(key, value, revision)`` of every live key of a KV bucket."""
+        async for msg in self.scan(f"KV_{bucket}", f"$KV.{bucket}.>", last_per_subject=True):
+            if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
+                continue
+            yield msg.subject[len(bucket) + 5 :], msg.data, msg.metadata.sequence.stream
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+def _rfc3339(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(max(ts, 0.0), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def _ignore(exc: Exception) -> None:
+    """Connection errors surface as failed calls; the client reconnects by itself."""
+
+
+async def _ignore_event() -> None:
+    pass

@@ -1,0 +1,131 @@
+"""Events on a JetStream stream ``<prefix>_events`` with a max age (native TTL).
+
+Each event is one message on ``<prefix>.ev.<queue>.<type>.<task id>`` (each part
+encoded by :func:`names.token`), so a query by task, queue or a single type is
+filtered by the server. ``since`` starts the read at that stream time minus
+``clock_skew`` seconds: an event is appended after it happened, so its message is
+never older than its timestamp by more than the skew between hosts. ``until``, several
+types and the ordering by timestamp are applied here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from nats.js import api
+
+from omniq.errors import ConfigError
+from omniq.interfaces import BaseEventStorage, Capability
+from omniq.models import TaskEvent, encoder, event_decoder
+
+from .connection import NatsStore
+from .names import token
+
+__all__ = ["NatsEventStorage"]
+
+_TS_HEADER = "Omniq-Ts"
+_PUBLISH_WINDOW = 512
+
+
+def _type_name(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+class NatsEventStorage(NatsStore, BaseEventStorage):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CROSS_PROCESS, Capability.NATIVE_TTL}
+    )
+    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {
+        "max_age": (float, 7 * 86400.0),
+        "clock_skew": (float, 300.0),
+    }
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}_events"
+
+    async def _setup(self) -> None:
+        max_age = self.settings["max_age"]
+        if max_age is not None and max_age <= 0:
+            raise ConfigError(f"NATS event option max_age={max_age}: must be > 0 (seconds)")
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=self.stream,
+                subjects=[f"{self.prefix}.ev.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=max_age,
+                num_replicas=self.settings["replicas"],
+                storage=api.StorageType.FILE,
+            )
+        )
+
+    def _subject(self, queue: str, type_: str, task_id: str) -> str:
+        return f"{self.prefix}.ev.{queue}.{type_}.{task_id}"
+
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        for start in range(0, len(events), _PUBLISH_WINDOW):
+            await asyncio.gather(*(
+                self.js.publish(
+                    self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)),
+                    encoder.encode(e),
+                    headers={_TS_HEADER: repr(e.timestamp)},
+                )
+                for e in events[start : start + _PUBLISH_WINDOW]
+            ))
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        if order not in ("asc", "desc"):
+            raise ConfigError(f"invalid event order {order!r}: use 'asc' or 'desc'")
+        wanted = None if types is None else {_type_name(t) for t in types}
+        if wanted is not None and not wanted:
+            return []
+        subject = self._subject(
+            token(queue) if queue is not None else "*",
+            token(next(iter(wanted))) if wanted and len(wanted) == 1 else "*",
+            token(task_id) if task_id is not None else "*",
+        )
+        start = since - self.settings["clock_skew"] if since is not None else None
+        found: list[TaskEvent] = []
+        async for msg in self.scan(self.stream, subject, start_time=start):
+            event = event_decoder.decode(msg.data)
+            if wanted is not None and _type_name(event.type) not in wanted:
+                continue
+            if (since is not None and event.timestamp < since) or (
+                until is not None and event.timestamp >= until
+            ):
+                continue
+            found.append(event)
+        # sorted() is stable, also with reverse=True: ties keep append order.
+        found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
+        return found if limit is None else found[:limit]
+
+    async def cleanup(self, older_than: float) -> int:
+        """Purge the leading run of old events in one call, then delete stragglers (an
+        old timestamp appended after newer ones) one by one."""
+        old: list[int] = []
+        first_new: int | None = None
+        async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
+            seq = msg.metadata.sequence.stream
+            if float(msg.headers[_TS_HEADER]) < older_than:
+                old.append(seq)
+            elif first_new is None:
+                first_new = seq
+        if not old:
+            return 0
+        head = [s for s in old if first_new is None or s < first_new]
+        if head:
+            await self.js.purge_stream(self.stream, seq=head[-1] + 1)
+        await asyncio.gather(*(self.js.delete_msg(self.stream, s) for s in old[len(head):]))
+        return len(old)

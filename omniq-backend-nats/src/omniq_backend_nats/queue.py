@@ -1,0 +1,726 @@
+"""The task queue on JetStream.
+
+Two halves, each doing what it is good at (docs/backends/nats.md has the full story):
+
+* **Delivery** — a work-queue stream ``<prefix>_queue`` with one subject per queue and
+  priority band, ``<prefix>.q.<queue>.<band>``, and one durable pull consumer per
+  subject. A message carries only a task id. Reserve pulls bands high to low; the
+  message stays unacknowledged while its task runs (AckWait is the crash backstop,
+  ``+WPI`` the heartbeat), ``-NAK`` with a delay returns it for a retry or a delayed
+  task, and ``+ACK`` removes it when the task ends.
+* **State** — a KV bucket ``<prefix>_tasks`` holding each task's record. Every change
+  is a compare-and-set on the record's revision, which gives atomic reserve (one
+  winner per record) and fenced completion (only while the record shows ``RUNNING``
+  with the caller's token). ``<prefix>_leases`` indexes running tasks (token,
+  deadline, reply subject of the held message) for ``release_expired_leases`` and for
+  acking from any process; ``<prefix>_children`` lists each task's dependents.
+
+A message is a hint, checked against the record on every delivery: duplicates are
+harmless (a CAS decides), so each step writes the record first and moves the message
+after, and a crash in between is repaired by redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+from nats.js.kv import KeyValue
+
+from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    READY_STATES,
+    TERMINAL_STATES,
+    ErrorInfo,
+    Task,
+    TaskState,
+    encoder,
+    task_decoder,
+)
+
+from .connection import NatsStore, confirm, nak_delay, pull
+from .names import consumer_name, token, untoken
+from .schedules import ScheduleBucket
+
+__all__ = ["NatsTaskQueue"]
+
+T = TypeVar("T")
+
+#: Reserve reads bands from the highest priority down.
+BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
+#: States whose dependents are cancelled rather than released.
+_FAILED_ENDS = TERMINAL_STATES - {TaskState.SUCCEEDED}
+#: How many writes one bulk call keeps in flight.
+_WINDOW = 256
+#: A redelivered message of a running task comes back no sooner than this.
+_MIN_RECHECK = 1.0
+_ACK, _WPI = b"+ACK", b"+WPI"
+
+
+class _Lease(msgspec.Struct, array_like=True):
+    """A running task's entry in ``<prefix>_leases``."""
+
+    token: str
+    deadline: float
+    reply: str  # ack subject of the held message
+
+
+_lease_decoder = msgspec.msgpack.Decoder(_Lease)
+_children_decoder = msgspec.msgpack.Decoder(list[str])
+
+
+def _replace(task: Task, **changes: Any) -> Task:
+    return msgspec.structs.replace(task, **changes)
+
+
+def _unleased(task: Task, **changes: Any) -> Task:
+    return _replace(task, lease_owner=None, lease_token=None, lease_deadline=None, **changes)
+
+
+def _holds(task: Task, lease_token: str | None) -> bool:
+    return task.state is TaskState.RUNNING and lease_token is not None and task.lease_token == lease_token
+
+
+def _band(priority: int) -> int:
+    return min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
+
+
+async def _windowed(items: Sequence[T], call: Callable[[T], Awaitable[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for start in range(0, len(items), _WINDOW):
+        out += await asyncio.gather(*(call(i) for i in items[start : start + _WINDOW]))
+    return out
+
+
+class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({
+        Capability.DELAYED,
+        Capability.PRIORITY,
+        Capability.SCHEDULES,
+        Capability.DEPENDENCIES,
+        Capability.CROSS_PROCESS,
+        Capability.BLOCKING_RESERVE,
+    })
+    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {"ack_wait": (float, 60.0)}
+
+    _tasks: KeyValue
+    _leases: KeyValue
+    _children: KeyValue
+    _schedules: KeyValue
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.settings["ack_wait"] <= 0:
+            raise ConfigError(f"NATS option ack_wait={self.settings['ack_wait']}: must be > 0 (seconds)")
+        self._consumers: set[str] = set()
+        self._wake_subs: dict[str, Subscription] = {}
+        self._work = asyncio.Event()
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}_queue"
+
+    async def _setup(self) -> None:
+        await self.ensure_stream(
+            api.StreamConfig(
+                name=self.stream,
+                subjects=[f"{self.prefix}.q.>"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                num_replicas=self.settings["replicas"],
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+            )
+        )
+        self._tasks, self._leases, self._children, self._schedules = await asyncio.gather(
+            *(self.ensure_bucket(f"{self.prefix}_{name}") for name in ("tasks", "leases", "children", "schedules"))
+        )
+
+    async def close(self) -> None:
+        self._consumers.clear()
+        self._wake_subs.clear()
+        await super().close()
+
+    # -- records ---------------------------------------------------------------------
+
+    async def _read(self, task_id: str) -> tuple[Task, int] | None:
+        try:
+            entry = await self._tasks.get(token(task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        assert entry.value is not None and entry.revision is not None
+        return task_decoder.decode(entry.value), entry.revision
+
+    async def _mutate(self, task_id: str, change: Callable[[Task], Task | None]) -> tuple[Task, Task] | None:
+        """Compare-and-set ``change(record)`` until it sticks; ``(old, new)``, or None
+        when the record is missing or ``change`` refuses it."""
+        while True:
+            found = await self._read(task_id)
+            if found is None:
+                return None
+            old, rev = found
+            new = change(old)
+            if new is None:
+                return None
+            try:
+                await self._tasks.update(token(task_id), encoder.encode(new), last=rev)
+                return old, new
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+
+    async def _all_tasks(self) -> list[tuple[Task, int]]:
+        return [
+            (task_decoder.decode(data), rev)
+            async for _key, data, rev in self.scan_bucket(f"{self.prefix}_tasks")
+        ]
+
+    # -- delivery messages -------------------------------------------------------------
+
+    def _subject(self, task: Task) -> str:
+        return f"{self.prefix}.q.{token(task.queue)}.{_band(task.priority)}"
+
+    async def _hint(self, task: Task, dedup: bool = False) -> None:
+        """Publish the delivery message of a task that became ready. ``dedup`` sets
+        Nats-Msg-Id to the task id: an enqueue repeated within the stream's duplicate
+        window (two schedulers firing the same time) stores one message."""
+        headers = {"Nats-Msg-Id": task.id} if dedup else None
+        await self.js.publish(self._subject(task), task.id.encode(), headers=headers)
+
+    async def _wake(self, queues: Iterable[str]) -> None:
+        for queue in set(queues):
+            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
+
+    async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
+        """Move the message held for a lease that just ended (ack, or nak to redeliver)
+        and drop the lease entry. Without an entry there is nothing to move: the
+        message, if any, is redelivered after AckWait and checked against the record."""
+        key = token(task_id)
+        try:
+            entry = await self._leases.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        assert entry.value is not None
+        lease = _lease_decoder.decode(entry.value)
+        if lease.token != lease_token:
+            return
+        await confirm(self.nc, lease.reply, verb)
+        try:
+            await self._leases.delete(key, last=entry.revision)
+        except nats.js.errors.APIError:
+            pass  # replaced meanwhile by a newer lease: keep that one
+
+    async def _consumer(self, queue: str, band: int) -> str:
+        name = consumer_name(queue, band)
+        if name not in self._consumers:
+            config = api.ConsumerConfig(
+                durable_name=name,
+                filter_subject=f"{self.prefix}.q.{token(queue)}.{band}",
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self.settings["ack_wait"],
+                max_deliver=-1,  # attempts are counted in the record: naks for delay are not failures
+                max_ack_pending=-1,  # delayed and running tasks hold messages
+                num_replicas=self.settings["replicas"],
+            )
+            try:
+                await self.js.add_consumer(self.stream, config)
+            except nats.js.errors.BadRequestError:
+                await self.js.consumer_info(self.stream, name)  # exists with other settings: use it
+            self._consumers.add(name)
+        return name
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    def _initial(self, task: Task, parents: Sequence[Task], at: float) -> Task:
+        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
+        base = _unleased(task, created_at=task.created_at or at)
+        if failed is not None:
+            return _replace(base, state=TaskState.CANCELLED, finished_at=at, error=_dependency_error(failed))
+        if any(p.state is not TaskState.SUCCEEDED for p in parents):
+            return _replace(base, state=TaskState.WAITING)
+        if task.eta is not None and task.eta > at:
+            return _replace(base, state=TaskState.SCHEDULED)
+        return _replace(base, state=TaskState.PENDING)
+
+    async def _store(self, task: Task, at: float) -> Task:
+        """Create the record (idempotent by id), then its delivery message."""
+        parents = []
+        for parent_id in task.depends_on:
+            found = await self._read(parent_id)
+            if found is None:
+                raise TaskNotFoundError(parent_id, f" (named in depends_on of task {task.id!r})")
+            parents.append(found[0])
+        # Registered before the record exists: a parent that ends meanwhile settles this
+        # task, or finds no record yet and leaves it to the re-check below.
+        for parent_id in task.depends_on:
+            await self._add_child(parent_id, task.id)
+        stored = self._initial(task, parents, at)
+        while True:
+            try:
+                await self._tasks.create(token(task.id), encoder.encode(stored))
+                break
+            except nats.js.errors.KeyWrongLastSequenceError:
+                found = await self._read(task.id)
+                if found is None:
+                    continue  # deleted between the two calls
+                existing = found[0]
+                if existing.state in (TaskState.PENDING, TaskState.SCHEDULED) and existing.attempts == 0:
+                    # Repairs an enqueue that died between record and message;
+                    # deduplicated when the first one did publish.
+                    await self._hint(existing, dedup=True)
+                return existing
+        if stored.state is TaskState.WAITING:
+            return await self._settle(task.id) or stored
+        if stored.state in READY_STATES:
+            await self._hint(stored, dedup=True)
+        return stored
+
+    async def enqueue(self, task: Task) -> Task:
+        stored = await self._store(task, await self.now())
+        await self._wake([stored.queue])
+        return stored
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        """Tasks without dependencies go in concurrent windows, then the others in
+        order (a task may depend on one earlier in the batch)."""
+        at = await self.now()
+        out: list[Task | None] = [None] * len(tasks)
+        free = [i for i, t in enumerate(tasks) if not t.depends_on]
+        for i, stored in zip(free, await _windowed([tasks[i] for i in free], lambda t: self._store(t, at))):
+            out[i] = stored
+        for i, task in enumerate(tasks):
+            if task.depends_on:
+                out[i] = await self._store(task, at)
+        done = [t for t in out if t is not None]
+        await self._wake(t.queue for t in done)
+        return done
+
+    # -- dependencies ------------------------------------------------------------------
+
+    async def _add_child(self, parent_id: str, child_id: str) -> None:
+        key = token(parent_id)
+        while True:
+            try:
+                entry = await self._children.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                try:
+                    await self._children.create(key, encoder.encode([child_id]))
+                    return
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue
+            assert entry.value is not None
+            children = _children_decoder.decode(entry.value)
+            if child_id in children:
+                return
+            try:
+                await self._children.update(key, encoder.encode([*children, child_id]), last=entry.revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+
+    async def _children_of(self, task_id: str) -> list[str]:
+        try:
+            entry = await self._children.get(token(task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return []
+        return _children_decoder.decode(entry.value or b"\x90")
+
+    async def _settle(self, task_id: str) -> Task | None:
+        """Decide a ``WAITING`` task from its parents: ready when all succeeded,
+        cancelled when one failed, else unchanged. Returns the task as it now is."""
+        found = await self._read(task_id)
+        if found is None or found[0].state is not TaskState.WAITING:
+            return found[0] if found else None
+        task = found[0]
+        parents = [p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p]
+        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
+        if failed is not None:
+            await self._cancel_waiting(task_id, failed)
+        elif len(parents) == len(task.depends_on) and all(p.state is TaskState.SUCCEEDED for p in parents):
+            at = await self.now()
+            state = TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+            # Message first: if we die before the CAS, its delivery settles the task again.
+            await self._hint(task)
+            changed = await self._mutate(
+                task_id, lambda t: _replace(t, state=state) if t.state is TaskState.WAITING else None
+            )
+            if changed:
+                await self._wake([task.queue])
+        found = await self._read(task_id)
+        return found[0] if found else None
+
+    async def _cancel_waiting(self, task_id: str, parent: Task, root: Task | None = None) -> None:
+        """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
+        each error names the task's own parent (and the task that started it all)."""
+        at = await self.now()
+        error = _dependency_error(parent, root)
+        changed = await self._mutate(
+            task_id,
+            lambda t: _replace(t, state=TaskState.CANCELLED, finished_at=at, error=error)
+            if t.state is TaskState.WAITING else None,
+        )
+        if changed:
+            cancelled = changed[1]
+            await asyncio.gather(*(
+                self._cancel_waiting(c, cancelled, root or parent) for c in await self._children_of(task_id)
+            ))
+
+    async def _after_end(self, task: Task) -> None:
+        """A task became terminal: release or cancel its dependents."""
+        children = await self._children_of(task.id)
+        if task.state is TaskState.SUCCEEDED:
+            await asyncio.gather(*(self._settle(c) for c in children))
+        else:
+            await asyncio.gather(*(self._cancel_waiting(c, task) for c in children))
+
+    # -- reserve -----------------------------------------------------------------------
+
+    async def _backlog(self, queues: Sequence[str]) -> dict[tuple[str, int], int]:
+        """Messages stored per (queue, band) — one call instead of a pull per band."""
+        by_token = {token(q): q for q in queues}
+        pattern = f"{self.prefix}.q.{next(iter(by_token))}.*" if len(by_token) == 1 else f"{self.prefix}.q.>"
+        info = await self.js.stream_info(self.stream, subjects_filter=pattern)
+        out: dict[tuple[str, int], int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            _, _, queue_token, band = subject.split(".")
+            if queue_token in by_token:
+                out[(by_token[queue_token], int(band))] = count
+        return out
+
+    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
+        if limit < 1 or not queues:
+            return []
+        at = await self.now()
+        backlog = await self._backlog(queues)
+        out: list[Task] = []
+        for band in BANDS:
+            for queue in queues:
+                if not backlog.get((queue, band)):
+                    continue
+                consumer = await self._consumer(queue, band)
+                while len(out) < limit:
+                    wanted = limit - len(out)
+                    msgs = await pull(self.nc, self.stream, consumer, wanted)
+                    claimed = await asyncio.gather(*(self._claim(m, worker_id, lease, at) for m in msgs))
+                    out += [t for t in claimed if t is not None]
+                    if len(msgs) < wanted:
+                        break
+                if len(out) >= limit:
+                    return out
+        return out
+
+    async def _claim(self, msg: Msg, worker_id: str, lease: float, at: float) -> Task | None:
+        """Check one delivered message against its record and lease the task, or put
+        the message back (nak with a delay) or away (ack) as the record says."""
+        task_id = msg.data.decode()
+        while True:
+            found = await self._read(task_id)
+            if found is None or found[0].state in TERMINAL_STATES:
+                await confirm(self.nc, msg.reply, _ACK)  # purged or finished: a stale message
+                return None
+            task, rev = found
+            if task.state is TaskState.WAITING:
+                settled = await self._settle(task_id)
+                if settled is not None and settled.state in READY_STATES:
+                    continue
+                await confirm(self.nc, msg.reply, _ACK)  # its real message comes when it settles
+                return None
+            if task.state is TaskState.RUNNING:
+                await self._recheck_running(task, msg, at)
+                return None
+            if task.expires_at is not None and task.expires_at <= at:
+                await confirm(self.nc, msg.reply, _ACK)  # cleanup() marks it expired
+                return None
+            if task.eta is not None and task.eta > at:
+                await confirm(self.nc, msg.reply, nak_delay(task.eta - at))
+                return None
+            lease_token = uuid.uuid4().hex
+            running = _replace(
+                task,
+                state=TaskState.RUNNING,
+                attempts=task.attempts + 1,
+                lease_owner=worker_id,
+                lease_token=lease_token,
+                lease_deadline=at + lease,
+                started_at=at,
+            )
+            try:
+                await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            await self._leases.put(token(task_id), encoder.encode(_Lease(lease_token, at + lease, msg.reply)))
+            return running
+
+    async def _recheck_running(self, task: Task, msg: Msg, at: float) -> None:
+        """A message for a running task: its own, redelivered after AckWait, or a
+        duplicate. Keep it until the lease may end; recreate a missing lease entry
+        (a reserve that died between record and entry) so the lease can lapse."""
+        deadline = task.lease_deadline or at
+        if deadline <= at:
+            key = token(task.id)
+            try:
+                entry = await self._leases.get(key)
+                assert entry.value is not None
+                missing = _lease_decoder.decode(entry.value).token != task.lease_token
+            except nats.js.errors.KeyNotFoundError:
+                missing = True
+            if missing:
+                await self._leases.put(key, encoder.encode(_Lease(task.lease_token or "", deadline, msg.reply)))
+        await confirm(self.nc, msg.reply, nak_delay(max(deadline - at, _MIN_RECHECK)))
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Wakes on enqueue, release, retry, lapse and dependency release (core NATS
+        messages on ``<prefix>.wake.<queue>``); delayed tasks are found by the next poll."""
+        for queue in queues:
+            if queue not in self._wake_subs:
+                self._wake_subs[queue] = await self.nc.subscribe(
+                    f"{self.prefix}.wake.{token(queue)}", cb=self._on_wake
+                )
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._work.clear()
+
+    async def _on_wake(self, _msg: Msg) -> None:
+        self._work.set()
+
+    # -- lease holders -----------------------------------------------------------------
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+        at = await self.now()
+        held = await asyncio.gather(*(self._extend(tid, tok, at + lease) for tid, tok in leases))
+        return [tid for (tid, _), ok in zip(leases, held) if ok]
+
+    async def _extend(self, task_id: str, lease_token: str, deadline: float) -> bool:
+        changed = await self._mutate(
+            task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None
+        )
+        if changed is None:
+            return False
+        key = token(task_id)
+        try:
+            entry = await self._leases.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return True  # recreated when the message is redelivered (see _recheck_running)
+        assert entry.value is not None
+        old = _lease_decoder.decode(entry.value)
+        if old.token == lease_token:
+            await asyncio.gather(
+                self._leases.put(key, encoder.encode(_Lease(lease_token, deadline, old.reply))),
+                confirm(self.nc, old.reply, _WPI),
+            )
+        return True
+
+    async def _finish(
+        self, task_id: str, lease_token: str | None, change: Callable[[Task], Task], verb: bytes = _ACK
+    ) -> tuple[Task, Task] | None:
+        """Fenced transition out of ``RUNNING``, then the held message and dependents."""
+        changed = await self._mutate(task_id, lambda t: change(t) if _holds(t, lease_token) else None)
+        if changed is not None:
+            await self._settle_message(task_id, lease_token, verb)
+            if changed[1].state in TERMINAL_STATES:
+                await self._after_end(changed[1])
+        return changed
+
+    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
+        if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
+            raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
+        at = await self.now()
+        done = await self._finish(task_id, token, lambda t: _unleased(t, state=state, finished_at=at, error=error))
+        return done is not None
+
+    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+        return await _windowed(items, lambda item: self.complete(*item))
+
+    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+        at = await self.now()
+        done = await self._finish(
+            task_id,
+            token,
+            lambda t: _unleased(t, state=TaskState.RETRYING, eta=eta, error=error or t.error),
+            nak_delay(eta - at),
+        )
+        if done is not None and eta <= at:
+            await self._wake([done[1].queue])
+        return done is not None
+
+    async def release(self, task_id: str, token: str) -> bool:
+        done = await self._finish(
+            task_id,
+            token,
+            lambda t: _unleased(t, state=TaskState.PENDING, attempts=max(t.attempts - 1, 0)),
+            nak_delay(0),
+        )
+        if done is not None:
+            await self._wake([done[1].queue])
+        return done is not None
+
+    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        at = await self.now()
+        if token is not None:
+            done = await self._finish(
+                task_id, token, lambda t: _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error)
+            )
+            return done is not None
+        changed = await self._mutate(
+            task_id,
+            lambda t: None if t.state in TERMINAL_STATES
+            else _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error),
+        )
+        if changed is None:
+            return False
+        old, new = changed
+        await self._settle_message(task_id, old.lease_token, _ACK)
+        await self._after_end(new)
+        return True
+
+    async def release_expired_leases(self) -> list[Task]:
+        at = await self.now()
+        lapsed = []
+        async for key, data, rev in self.scan_bucket(f"{self.prefix}_leases"):
+            lease = _lease_decoder.decode(data)
+            if lease.deadline <= at:
+                lapsed.append((key, lease, rev))
+        returned = await asyncio.gather(*(self._lapse(key, lease, rev, at) for key, lease, rev in lapsed))
+        out = [t for t in returned if t is not None]
+        await self._wake(t.queue for t in out if t.state is TaskState.PENDING)
+        return out
+
+    async def _lapse(self, key: str, lease: _Lease, rev: int, at: float) -> Task | None:
+        task_id = untoken(key)
+
+        def change(t: Task) -> Task | None:
+            if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > at:
+                return None
+            if t.attempts >= max(t.max_deliveries, t.max_retries + 1):
+                error = ErrorInfo(
+                    type="LeaseExpired",
+                    message=f"lease lapsed on attempt {t.attempts} of {max(t.max_deliveries, t.max_retries + 1)}: "
+                    f"the worker keeps dying or hanging",
+                )
+                return _unleased(t, state=TaskState.DEAD, finished_at=at, error=error)
+            return _unleased(t, state=TaskState.PENDING)
+
+        changed = await self._mutate(task_id, change)
+        if changed is None:
+            found = await self._read(task_id)
+            if found is None or not _holds(found[0], lease.token):
+                try:  # the entry outlived its lease (a crash after the record changed)
+                    await self._leases.delete(key, last=rev)
+                except nats.js.errors.APIError:
+                    pass
+            return None
+        new = changed[1]
+        if new.state is TaskState.DEAD:
+            await self._settle_message(task_id, lease.token, _ACK)
+            await self._after_end(new)
+        else:
+            await self._settle_message(task_id, lease.token, nak_delay(0))
+        return new
+
+    # -- user actions ------------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        at = await self.now()
+        changed = await self._mutate(
+            task_id,
+            lambda t: None if t.state in TERMINAL_STATES else _unleased(t, state=TaskState.CANCELLED, finished_at=at),
+        )
+        if changed is None:
+            if await self._read(task_id) is None:
+                raise TaskNotFoundError(task_id)
+            return False
+        old, new = changed
+        if old.state is TaskState.RUNNING:
+            await self._settle_message(task_id, old.lease_token, _ACK)
+        await self._after_end(new)
+        return True
+
+    async def get(self, task_id: str) -> Task | None:
+        found = await self._read(task_id)
+        return found[0] if found else None
+
+    async def list(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    ) -> list[Task]:
+        wanted = None if states is None else set(states)
+        tasks = [
+            t for t, _ in await self._all_tasks()
+            if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
+        ]
+        tasks.sort(key=lambda t: (t.created_at, t.id))
+        return tasks[:limit]
+
+    async def stats(self) -> dict[str, dict[TaskState, int]]:
+        out: dict[str, dict[TaskState, int]] = {}
+        for task, _ in await self._all_tasks():
+            counts = out.setdefault(task.queue, {})
+            counts[task.state] = counts.get(task.state, 0) + 1
+        return out
+
+    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        wanted = None if states is None else set(states)
+        doomed = [
+            t for t, _ in await self._all_tasks()
+            if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
+        ]
+        if queue is None and wanted is None:
+            # Everything: empty the streams themselves (schedules stay).
+            await asyncio.gather(*(
+                self.js.purge_stream(name)
+                for name in (self.stream, *(f"KV_{self.prefix}_{b}" for b in ("tasks", "leases", "children")))
+            ))
+            return len(doomed)
+        # Messages left behind for these tasks find no record and are acked away.
+        await _windowed(doomed, self._delete)
+        return len(doomed)
+
+    async def _delete(self, task: Task) -> None:
+        await asyncio.gather(self._tasks.purge(token(task.id)), self._children.purge(token(task.id)))
+
+    async def cleanup(self) -> list[Task]:
+        at = await self.now()
+        records = await self._all_tasks()
+        states = {t.id: t.state for t, _ in records}
+        expired: list[Task] = []
+        for task, rev in records:
+            if task.state in READY_STATES or task.state is TaskState.WAITING:
+                if task.expires_at is not None and task.expires_at <= at:
+                    changed = await self._mutate(
+                        task.id,
+                        lambda t: _unleased(t, state=TaskState.EXPIRED, finished_at=at)
+                        if (t.state in READY_STATES or t.state is TaskState.WAITING)
+                        and t.expires_at is not None and t.expires_at <= at else None,
+                    )
+                    if changed:
+                        expired.append(changed[1])
+                        await self._after_end(changed[1])
+                elif task.state is TaskState.WAITING and all(
+                    states.get(p) in TERMINAL_STATES for p in task.depends_on
+                ):
+                    await self._settle(task.id)  # repairs a parent that died before settling it
+            elif task.state in TERMINAL_STATES and task.finished_at is not None:
+                if task.finished_at + task.retention() <= at:
+                    try:
+                        await self._tasks.delete(token(task.id), last=rev)
+                    except nats.js.errors.APIError:
+                        continue  # changed since read (re-enqueued): keep
+                    await self._children.purge(token(task.id))
+        return expired
+
+
+def _dependency_error(parent: Task, root: Task | None = None) -> ErrorInfo:
+    message = f"dependency {parent.id!r} ended {parent.state.value}"
+    if root is not None:
+        message += f" because its dependency {root.id!r} ended {root.state.value}"
+    return ErrorInfo(type="DependencyFailed", message=message)

@@ -1,0 +1,109 @@
+"""Results in a JetStream KV bucket ``<prefix>_results``, one key per task id.
+
+A re-run overwrites the key (history 1). ``wait()`` watches the key, so it wakes on the
+write itself. Each result's own ``expires_at`` is checked on read and swept by
+``cleanup()``; the bucket-wide ``max_age`` option (default: none) adds the engine's own
+TTL as a safety net, which is why NATIVE_TTL is not declared: a result with
+``expires_at=None`` must stay until deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from omniq.interfaces import BaseResultStorage, Capability
+from omniq.models import TaskResult, encoder, result_decoder
+
+from .connection import NatsStore
+from .names import token
+
+__all__ = ["NatsResultStorage"]
+
+
+class NatsResultStorage(NatsStore, BaseResultStorage):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
+    )
+    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {"max_age": (float, None)}
+
+    _kv: KeyValue
+
+    async def _setup(self) -> None:
+        self._kv = await self.ensure_bucket(f"{self.prefix}_results", ttl=self.settings["max_age"])
+
+    def _live(self, data: bytes | None, at: float) -> TaskResult | None:
+        if not data:
+            return None
+        result = result_decoder.decode(data)
+        if result.expires_at is not None and result.expires_at <= at:
+            return None
+        return result
+
+    async def set(self, result: TaskResult) -> None:
+        await self._kv.put(token(result.task_id), encoder.encode(result))
+
+    async def set_many(self, results: Sequence[TaskResult]) -> None:
+        await asyncio.gather(*(self.set(r) for r in results))
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        try:
+            entry = await self._kv.get(token(task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return self._live(entry.value, await self.now())
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        found = await asyncio.gather(*(self.get(t) for t in task_ids))
+        return {tid: r for tid, r in zip(task_ids, found) if r is not None}
+
+    async def delete(self, task_id: str) -> bool:
+        key = token(task_id)
+        try:
+            await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        await self._kv.purge(key)
+        return True
+
+    async def cleanup(self) -> int:
+        at = await self.now()
+        expired = [
+            (key, rev)
+            async for key, data, rev in self.scan_bucket(f"{self.prefix}_results")
+            if self._live(data, at) is None
+        ]
+        done = await asyncio.gather(*(self._delete_revision(k, r) for k, r in expired))
+        return sum(done)
+
+    async def _delete_revision(self, key: str, revision: int) -> bool:
+        """Delete only if nobody rewrote the key since it was read (a re-run's result)."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.APIError:
+            return False
+        return True
+
+    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        watcher = await self._kv.watch(token(task_id))
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    entry = await watcher.updates(timeout=remaining)
+                except nats.errors.TimeoutError:
+                    return None
+                if entry is None or entry.operation in (KV_DEL, KV_PURGE):
+                    continue
+                result = self._live(entry.value, await self.now())
+                if result is not None:
+                    return result
+            return None
+        finally:
+            await watcher.stop()

@@ -1,0 +1,99 @@
+"""Schedules in a KV bucket ``<prefix>_schedules``, one key per schedule id.
+
+A claim is a KV update with the revision read (compare-and-set), so of several
+schedulers exactly one wins each firing; the firing task's id is deterministic and its
+delivery message carries it as ``Nats-Msg-Id``, so a repeated enqueue is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from omniq.models import Schedule, encoder, schedule_decoder
+
+from .names import token
+
+__all__ = ["ScheduleBucket"]
+
+
+class ScheduleBucket:
+    """The schedule half of the NATS task queue (mixed into :class:`NatsTaskQueue`)."""
+
+    _schedules: KeyValue
+    prefix: str
+
+    if TYPE_CHECKING:  # provided by NatsStore
+
+        def scan_bucket(self, bucket: str) -> AsyncIterator[tuple[str, bytes, int]]: ...
+
+    async def _read_schedule(self, schedule_id: str) -> tuple[Schedule, int] | None:
+        try:
+            entry = await self._schedules.get(token(schedule_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        assert entry.value is not None and entry.revision is not None
+        return schedule_decoder.decode(entry.value), entry.revision
+
+    async def _all_schedules(self) -> list[tuple[Schedule, int]]:
+        return [
+            (schedule_decoder.decode(data), rev)
+            async for _key, data, rev in self.scan_bucket(f"{self.prefix}_schedules")
+        ]
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        await self._schedules.put(token(schedule.id), encoder.encode(schedule))
+        return schedule
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        found = await self._read_schedule(schedule_id)
+        return found[0] if found else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        return sorted((s for s, _ in await self._all_schedules()), key=lambda s: s.id)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        if await self._read_schedule(schedule_id) is None:
+            return False
+        await self._schedules.purge(token(schedule_id))
+        return True
+
+    async def set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None = None
+    ) -> bool:
+        while True:
+            found = await self._read_schedule(schedule_id)
+            if found is None:
+                return False
+            schedule, rev = found
+            changes: dict[str, object] = {"paused": paused}
+            if next_run is not None:
+                changes["next_run"] = next_run
+            updated = msgspec.structs.replace(schedule, **changes)
+            try:
+                await self._schedules.update(token(schedule_id), encoder.encode(updated), last=rev)
+                return True
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # changed meanwhile (a claim): read again
+
+    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+        won: list[tuple[Schedule, list[float]]] = []
+        for schedule, rev in sorted(await self._all_schedules(), key=lambda p: p[0].id):
+            if len(won) >= limit:
+                break
+            if schedule.paused or schedule.next_run > at:
+                continue
+            times, nxt = schedule.due_firings(at)
+            if not times:
+                continue
+            claimed = msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
+            try:
+                await self._schedules.update(token(schedule.id), encoder.encode(claimed), last=rev)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # another scheduler claimed (or someone edited) it first
+            won.append((schedule, times))
+        return won
