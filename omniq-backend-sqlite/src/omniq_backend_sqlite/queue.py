@@ -10,6 +10,7 @@ file share the machine's clock).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -208,8 +209,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return bool(rows)
 
     async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+        params: tuple[str, ...] = (task_id,)
         if token is None:
-            fence, params = f"state NOT IN {TERMINAL_SQL}", (task_id,)
+            fence = f"state NOT IN {TERMINAL_SQL}"
         else:
             fence, params = "state = 'running' AND lease_token = ?", (task_id, token)
         async with self.db.transaction() as conn:
@@ -296,7 +298,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             await _forget_edges(conn, ids)
         return len(ids)
 
-    async def cleanup(self) -> list[Task]:
+    async def cleanup(self) -> builtins.list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
             rows = await conn.execute_fetchall(
@@ -325,7 +327,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,))
         return _schedule(rows[0]) if rows else None
 
-    async def list_schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
         return [_schedule(row) for row in rows]
 
@@ -340,8 +342,10 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
-        won: list[tuple[Schedule, list[float]]] = []
+    async def claim_due_schedules(
+        self, at: float, limit: int = 100
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+        won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"""SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules

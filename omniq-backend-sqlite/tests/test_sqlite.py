@@ -1,0 +1,207 @@
+"""What only the SQLite backend has: URL forms, the file's schema and pragmas, plain-SQL
+access to events, corrupt rows, and several OS processes sharing one file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import runpy
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from omniq.errors import ConfigError
+from omniq.models import EventType, Task, TaskState
+from omniq.registry import registry
+from omniq.testing import make_event, make_task
+from omniq_backend_sqlite import SCHEMA_VERSION, SchemaVersionError, SqliteEventStorage, SqliteTaskQueue
+from omniq_backend_sqlite._db import parse_settings
+
+pytestmark = pytest.mark.anyio
+
+RESERVER = str(Path(__file__).with_name("_reserver.py"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def queue_at(url: str) -> SqliteTaskQueue:
+    store = registry.resolve("task_queue", url)
+    assert isinstance(store, SqliteTaskQueue)
+    return store
+
+
+def events_at(url: str) -> SqliteEventStorage:
+    store = registry.resolve("event_storage", url)
+    assert isinstance(store, SqliteEventStorage)
+    return store
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/omniq.db"
+
+
+def test_url_forms() -> None:
+    assert parse_settings("sqlite:///data/o.db", {}).path == "data/o.db"
+    assert parse_settings("sqlite:////abs/o.db", {}).path == "/abs/o.db"
+    assert parse_settings("sqlite:///:memory:", {}).memory
+    assert parse_settings("sqlite://", {}).path == "omniq.db"  # what a bare `sqlite` resolves to
+    settings = parse_settings("sqlite:///o.db?busy_timeout=2&synchronous=full", {"busy_timeout": 3})
+    assert (settings.busy_timeout, settings.synchronous) == (3.0, "FULL")
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [("sqlite://o.db", "three slashes"), ("sqlite:///o.db?busy_timeout=0", "busy_timeout"),
+     ("sqlite:///o.db?synchronous=OFF", "synchronous"), ("sqlite:///o.db?nope=1", "'nope'")],
+)
+def test_bad_urls_are_refused_by_name(bad: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        registry.resolve("task_queue", bad)
+
+
+async def test_three_stores_share_one_file_in_wal_mode(url: str, tmp_path: Path) -> None:
+    q, events = queue_at(url), events_at(url)
+    stores = [q, registry.resolve("result_storage", url), events]
+    for store in stores:
+        await store.open()
+    try:
+        await q.enqueue(make_task(id="t1"))
+        await events.append(make_event(task_id="t1"))
+        with sqlite3.connect(tmp_path / "omniq.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = db.execute("SELECT value FROM omniq_meta WHERE key = 'schema_version'").fetchone()[0]
+    finally:
+        for store in stores:
+            await store.close()
+    assert {"omniq_meta", "omniq_tasks", "omniq_task_deps", "omniq_schedules", "omniq_results",
+            "omniq_events"} <= tables
+    assert int(version) == SCHEMA_VERSION
+
+
+async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
+    async with queue_at(url):
+        pass
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        db.execute("UPDATE omniq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    store = registry.resolve("event_storage", url)
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}.*Upgrade"):
+        await store.open()
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(ConfigError, match="junk.db"):
+        await registry.resolve("task_queue", f"sqlite:///{tmp_path}/junk.db").open()
+
+
+async def test_events_can_be_queried_with_plain_sql(url: str, tmp_path: Path) -> None:
+    async with events_at(url) as events:
+        await events.append_many([
+            make_event(task_id="t1", type=EventType.ENQUEUED, timestamp=10.0),
+            make_event(task_id="t1", type=EventType.STARTED, timestamp=11.0, worker_id="w1",
+                       detail={"attempt": 1}),
+            make_event(task_id="t2", type=EventType.STARTED, timestamp=12.0, worker_id="w2"),
+        ])
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        rows = db.execute(
+            """SELECT task_id, worker_id, json_extract(detail, '$.attempt') FROM omniq_events
+               WHERE type = 'started' ORDER BY timestamp"""
+        ).fetchall()
+        plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN SELECT * FROM omniq_events WHERE task_id = 't1'"))
+    assert rows == [("t1", "w1", 1), ("t2", "w2", None)]
+    assert "omniq_events_task" in plan
+
+
+async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(url: str, tmp_path: Path) -> None:
+    async with queue_at(url) as q:
+        await q.enqueue_many([make_task(id="bad"), make_task(id="good")])
+        with sqlite3.connect(tmp_path / "omniq.db") as db:
+            db.execute("UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = 'bad'")
+        got = {t.id: t for t in await q.reserve(["default"], "w1", 30.0, 10)}
+        assert set(got) == {"bad", "good"}
+        stand_in = got["bad"]
+        assert stand_in.payload == b"" and stand_in.state is TaskState.RUNNING and stand_in.lease_token
+        assert stand_in.error is not None and stand_in.error.type == "CorruptTaskRow"
+        assert got["good"].payload == make_task().payload
+        assert await q.dead_letter("bad", stand_in.lease_token, stand_in.error)
+        dead = await q.get("bad")
+        assert dead is not None and dead.state is TaskState.DEAD
+        assert await q.reserve(["default"], "w1", 30.0, 10) == []
+
+
+async def test_hostile_ids_are_bound_not_spliced(url: str) -> None:
+    hostile = "x'); DROP TABLE omniq_tasks; --"
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id=hostile, queue=hostile))
+        stored = await q.get(hostile)
+        assert stored is not None and stored.queue == hostile
+        assert [t.id for t in await q.reserve([hostile], "w1", 30.0)] == [hostile]
+
+
+async def test_memory_database_is_private_to_its_store() -> None:
+    async with queue_at("sqlite:///:memory:") as one, \
+            queue_at("sqlite:///:memory:") as two:
+        await one.enqueue(make_task(id="t1"))
+        assert await one.get("t1") is not None
+        assert await two.get("t1") is None
+
+
+async def test_wait_for_work_wakes_on_another_store_s_enqueue(url: str) -> None:
+    async with queue_at(url) as waiter, queue_at(url) as producer:
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.wait_for_work, ["default"], 30.0)
+            await anyio.sleep(0.05)
+            await producer.enqueue(make_task())
+        assert anyio.current_time() - started < 10.0
+
+
+@pytest.mark.slow
+async def test_processes_enqueueing_and_reserving_never_share_a_task(url: str) -> None:
+    """Three spawn processes drain in batches while this one enqueues in batches."""
+    total, children, deadline = 600, 3, 90.0
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(children + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=runpy.run_path, args=(RESERVER,), kwargs={"init_globals": {
+            "REF": url, "WORKER": f"w{i}", "TOTAL": total, "DEADLINE": deadline,
+            "BARRIER": barrier, "OUT": out}})
+        for i in range(children)
+    ]
+    for proc in procs:
+        proc.start()
+    reports: list[tuple[str, list[str], str | None]] = []
+    try:
+        async with queue_at(url) as q:
+            await anyio.to_thread.run_sync(barrier.wait, deadline)
+            ids = [f"t{i:04d}" for i in range(total)]
+            for start in range(0, total, 50):
+                await q.enqueue_many([Task(id=i, name="n", payload=b"p") for i in ids[start:start + 50]])
+            give_up = time.monotonic() + deadline
+            while len(reports) < children and time.monotonic() < give_up:
+                try:
+                    reports.append(await anyio.to_thread.run_sync(out.get, True, 0.5))
+                except queue.Empty:
+                    continue
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+    assert len(reports) == children, f"only {len(reports)} of {children} children reported in time"
+    errors = [tb for _, _, tb in reports if tb]
+    assert not errors, "a child failed:\n" + "\n".join(errors)
+    received: Counter[Any] = Counter(i for _, got, _ in reports for i in got)
+    assert [i for i, n in received.items() if n > 1] == [], "a task was delivered twice"
+    assert set(received) == set(ids)
+    assert sum(1 for _, got, _ in reports if got) >= 2, "the work should have been shared"
