@@ -1,0 +1,12 @@
+"""The ``omniq`` command line (click + rich).
+
+Importing this package registers the built-in commands on :data:`cli`; plugins add
+theirs through the ``omniq_register_cli_commands`` hook when the command line starts.
+"""
+
+from __future__ import annotations
+
+from . import demo, plugins, schedules, tasks, worker  # noqa: F401  (they register commands)
+from .root import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,121 @@
+"""The ``omniq`` command group: global options, one-line errors, plugin commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..errors import OmniQError
+from .state import STORE_FLAGS, CliState, scrub
+from .ui import setup_logging
+
+__all__ = ["OmniQGroup", "app_option", "cli", "main"]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: expected errors by their message, others with their type."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, (OmniQError, OSError)):
+        text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+    return scrub(text)
+
+
+class OmniQGroup(click.Group):
+    """A group whose commands fail with one line (a traceback only with ``--debug``)
+    and which plugins extend through ``omniq_register_cli_commands``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plugin_errors: dict[str, str] = {}
+        self._plugins_loaded = False
+
+    def load_plugin_commands(self) -> None:
+        """Let each plugin add its commands; a plugin that raises, or that would replace a
+        built-in command, is reported and skipped, never fatal."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from ..registry import registry
+
+        try:
+            registry.load()
+            impls = registry.pm.hook.omniq_register_cli_commands.get_hookimpls()
+        except Exception as exc:  # a strict-mode plugin load error (OMNIQ_STRICT_PLUGINS)
+            self.plugin_errors["(loading)"] = one_line(exc)
+            impls = []
+        for impl in impls:
+            before = dict(self.commands)
+            try:
+                impl.function(**{a: self for a in impl.argnames if a == "cli"})
+                replaced = [n for n, c in before.items() if self.commands.get(n) is not c]
+                if replaced:
+                    raise ValueError(f"it replaced the built-in command(s) {replaced}")
+            except Exception as exc:
+                self.commands = before
+                self.plugin_errors[impl.plugin_name] = one_line(exc)
+        for name, error in self.plugin_errors.items():
+            click.echo(f"warning: plugin {name!r} could not add its commands: {error}", err=True)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self.load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            state = ctx.obj if isinstance(ctx.obj, CliState) else None
+            if state is not None and state.debug:
+                raise
+            raise click.ClickException(one_line(exc)) from None
+
+
+#: ``--app`` on a command (it wins over the global ``omniq --app``).
+app_option = click.option("--app", "app_ref", metavar="MODULE:ATTR",
+                          help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.")
+
+
+def _store_option(key: str) -> Any:
+    return click.option(STORE_FLAGS[key], key, metavar="URL",
+                        help=f"Backend for the {key.replace('_', ' ')} (overrides config and environment).")
+
+
+@click.group(cls=OmniQGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
+              help="YAML configuration file (default: $OMNIQ_CONFIG, else ./omniq.yaml if present).")
+@_store_option("task_queue")
+@_store_option("result_storage")
+@_store_option("event_storage")
+@click.option("--app", "app_ref", metavar="MODULE:ATTR", envvar="OMNIQ_APP",
+              help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="omniq-core", prog_name="omniq")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, task_queue: str | None, result_storage: str | None,
+        event_storage: str | None, app_ref: str | None, debug: bool) -> None:
+    """OmniQ: run workers and inspect tasks, events, schedules and queues."""
+    state = ctx.ensure_object(CliState)
+    state.config = config
+    state.stores = {k: v for k, v in (("task_queue", task_queue), ("result_storage", result_storage),
+                                      ("event_storage", event_storage)) if v}
+    state.app_ref = app_ref
+    state.debug = debug
+    setup_logging(logging.DEBUG if debug else logging.WARNING)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(args=sys.argv[1:], prog_name="omniq", obj=CliState(argv=sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""What the global options decide, and how a command gets its app.
+
+The app is ``--app module:attr`` when given (an :class:`~omniq.app.OmniQ` or
+:class:`~omniq.app.AsyncOmniQ` instance), else one built from the configuration, the
+environment and the ``--task-queue/--result-storage/--event-storage`` overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..config import mask_url
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..app import AsyncOmniQ
+
+__all__ = ["CliState", "describe_ref", "import_app", "scrub"]
+
+T = TypeVar("T")
+
+#: The command-line flags that name stores, and the config keys they override.
+STORE_FLAGS = {"task_queue": "--task-queue", "result_storage": "--result-storage",
+               "event_storage": "--event-storage"}
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
+#: ``user:password@`` anywhere (also in a URL whose scheme is malformed, or a quoted
+#: host part): the password goes, whatever quoted it.
+_USERINFO = re.compile(r"(?P<head>(?:://|^|[\s'\"(=])[^\s'\"/@:]*:)(?P<pw>[^\s'\"/@]+)(?=@)")
+
+
+def scrub(text: str) -> str:
+    """Mask every password inside ``text``: the last guard before a message is printed
+    (the messages quote URLs, and not every backend masks them)."""
+    text = _USERINFO.sub(lambda m: m.group("head") + "***", text)
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group()), text)
+
+
+def describe_ref(ref: Any) -> str:
+    """A store reference for display, without secrets."""
+    if isinstance(ref, str):
+        return mask_url(ref)
+    if isinstance(ref, Mapping):
+        name = ref.get("backend") or ""
+        url = ref.get("url")
+        return f"{name} {mask_url(url)}".strip() if url else f"backend {name}"
+    return type(ref).__name__
+
+
+@dataclass
+class CliState:
+    """Global options, stored on the click context's ``obj``."""
+
+    config: str | None = None
+    stores: dict[str, str] = field(default_factory=dict)
+    app_ref: str | None = None
+    debug: bool = False
+    #: The arguments the process was started with (for re-executing a recycled worker);
+    #: None when the command line runs in-process (tests).
+    argv: list[str] | None = None
+
+    def build_app(self, app_ref: str | None = None) -> AsyncOmniQ:
+        """The app for a command: ``--app`` of the command, else the global one, else
+        one built from configuration."""
+        ref = app_ref or self.app_ref
+        if ref:
+            return import_app(ref, self.config, self.stores)
+        from ..app import AsyncOmniQ
+
+        return AsyncOmniQ(config=self.config, **self.stores)
+
+    def run(self, app: AsyncOmniQ, action: Callable[[AsyncOmniQ], Awaitable[T]]) -> T:
+        """Open the app, run ``action(app)`` on a fresh event loop, close the app."""
+
+        async def main() -> T:
+            try:
+                await app.open()
+                return await action(app)
+            finally:
+                await app.close()
+
+        return asyncio.run(main())
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (the app module builds
+    its app at import, reading configuration through :func:`omniq.load_config`)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def import_app(ref: str, config: str | None = None, stores: Mapping[str, str] | None = None) -> AsyncOmniQ:
+    """Import ``module:attr`` and return its async app.
+
+    ``--config`` and the store flags reach the module's app through the environment
+    (``OMNIQ_CONFIG``, ``OMNIQ_TASK_QUEUE``, ...), which :func:`omniq.load_config`
+    reads; an app that names its stores explicitly wins, so a flag it ignores is an error
+    rather than a silent surprise.
+    """
+    from ..app import AsyncOmniQ, OmniQ
+
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--app {ref!r}: expected 'module:attribute', e.g. 'myproject.tasks:app'")
+    if os.getcwd() not in sys.path:  # like `python -m`: modules of the working directory
+        sys.path.insert(0, os.getcwd())
+    env = {f"OMNIQ_{k.upper()}": v for k, v in (stores or {}).items()}
+    if config:
+        env["OMNIQ_CONFIG"] = config
+    with _environment(env):
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"--app {ref!r}: cannot import {module_name!r}: {exc}") from exc
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ConfigError(f"--app {ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, OmniQ):
+        obj = obj.aio
+    if not isinstance(obj, AsyncOmniQ):
+        raise ConfigError(f"--app {ref!r} is a {type(obj).__name__}; expected an OmniQ or AsyncOmniQ instance")
+    for key, value in (stores or {}).items():
+        if getattr(obj.config, key) != value:
+            raise ConfigError(
+                f"{STORE_FLAGS[key]} {mask_url(value)!r} was given, but app {ref!r} sets {key} to "
+                f"{describe_ref(getattr(obj.config, key))!r} in code; drop the flag or the argument"
+            )
+    return obj

@@ -1,0 +1,96 @@
+"""``omniq worker``: run a worker on the main thread's event loop.
+
+Running on the main thread lets the worker install its SIGTERM/SIGINT handlers (the
+first drains, a second stops at once). A worker that stops to recycle (``max-tasks``,
+``max-memory``) on a pool without child processes re-executes this process, so memory
+that leaked into it is returned to the system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .progress import WorkerProgress
+from .root import app_option, cli
+from .state import CliState, describe_ref
+from .ui import err, setup_logging
+
+if TYPE_CHECKING:
+    from ..app import AsyncOmniQ
+
+log = logging.getLogger("omniq.cli")
+
+RECYCLE_REASONS = {"max-tasks": "it ran --max-tasks-per-child tasks",
+                   "max-memory": "it used more than --max-memory-mb"}
+
+
+async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) -> str:
+    worker = app.worker(**options)
+    cfg = app.config
+    queue_ref = cfg.store_ref("task_queue")
+    log.info("stores: tasks %s, results %s, events %s", describe_ref(queue_ref),
+             describe_ref(cfg.result_storage or queue_ref), describe_ref(cfg.event_storage or queue_ref))
+    if not app.tasks:
+        log.warning("the app has no registered tasks: pass --app module:app or list modules under the "
+                    "'imports' config key, or tasks will be dead-lettered as unknown")
+    display = asyncio.create_task(WorkerProgress(worker, err).run()) if progress else None
+    try:
+        return await worker.run()
+    finally:
+        if display is not None:
+            display.cancel()
+            await asyncio.gather(display, return_exceptions=True)
+        await app.close()
+
+
+def _reexec(state: CliState, reason: str) -> None:
+    """Replace this process with a fresh one running the same command line."""
+    why = RECYCLE_REASONS[reason]
+    if state.argv is None:
+        log.warning("worker stopped to recycle (%s); not started from the console script, so not "
+                    "restarting it", why)
+        return
+    log.warning("worker recycles because %s: re-executing the process (pid %d)", why, os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "omniq.cli", *state.argv])
+
+
+@cli.command()
+@app_option
+@click.option("--pool", metavar="NAME", help="Execution pool: async, thread, process, or one a plugin adds "
+              "(default: config worker.pool, else async).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Tasks run at once (default 10).")
+@click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
+              help="Queue to serve (repeatable; default: config worker.queues, else 'default').")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty instead of waiting for work.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
+              help="Recycle after this many tasks (process pool: per child; else this process restarts).")
+@click.option("--max-memory-mb", type=click.FloatRange(min=0, min_open=True),
+              help="Recycle when resident memory exceeds this (this process restarts).")
+@click.option("--grace-period", type=click.FloatRange(min=0),
+              help="Seconds a stopping worker waits for running tasks before releasing them (default 30).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live display of counts and queue sizes (default: when stderr is a terminal).")
+@click.pass_obj
+def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
+           queues: tuple[str, ...], burst: bool, max_tasks_per_child: int | None,
+           max_memory_mb: float | None, grace_period: float | None, progress: bool | None) -> None:
+    """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
+    setup_logging(logging.DEBUG if state.debug else logging.INFO)
+    app = state.build_app(app_ref)
+    options = {k: v for k, v in {
+        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None, "burst": burst or None,
+        "max_tasks_per_child": max_tasks_per_child, "max_memory_mb": max_memory_mb,
+        "grace_period": grace_period,
+    }.items() if v is not None}
+    show = err.is_terminal if progress is None else progress
+    reason = asyncio.run(_run_worker(app, options, show))
+    if reason in RECYCLE_REASONS:
+        _reexec(state, reason)
