@@ -139,6 +139,24 @@ async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(url:
         assert await q.reserve(["default"], "w1", 30.0, 10) == []
 
 
+async def test_cancelled_while_waiting_for_the_write_lock_leaves_no_transaction(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/omniq.db?busy_timeout=5"
+    async with queue_at(url) as q:
+        other = sqlite3.connect(tmp_path / "omniq.db", isolation_level=None, timeout=5)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            with anyio.move_on_after(0.1):
+                await q.enqueue(make_task(id="t1"))  # waits in BEGIN IMMEDIATE, then is cancelled
+            other.execute("COMMIT")
+            await q.enqueue(make_task(id="t2"))  # the connection is usable again ...
+            other.execute("BEGIN IMMEDIATE")  # ... and the file is not left locked
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        assert not q.db.conn.in_transaction
+        assert await q.get("t1") is None and await q.get("t2") is not None
+
+
 async def test_hostile_ids_are_bound_not_spliced(url: str) -> None:
     hostile = "x'); DROP TABLE omniq_tasks; --"
     async with queue_at(url) as q:

@@ -157,13 +157,15 @@ class Database:
             except sqlite3.OperationalError as exc:
                 self._raise_if_locked(exc)
                 raise
+            except BaseException:
+                # Cancelled while waiting for the write lock: the BEGIN still runs on the
+                # connection's thread, and must not leave the file locked.
+                await _rollback(conn)
+                raise
             try:
                 yield conn
             except BaseException:
-                try:
-                    await conn.execute("ROLLBACK")
-                except sqlite3.Error:  # already ended by SQLite itself (e.g. a full disk)
-                    pass
+                await _rollback(conn)
                 raise
             await conn.execute("COMMIT")
 
@@ -184,6 +186,15 @@ class Database:
                 f"busy_timeout={self.settings.busy_timeout}s; another process holds a long "
                 f"write transaction, or raise busy_timeout"
             ) from exc
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    """Queue a ROLLBACK behind whatever the thread is running (it is queued before the
+    first await, so it runs even if this coroutine is cancelled again)."""
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.Error:  # no transaction: BEGIN failed, or SQLite ended it (full disk)
+        pass
 
 
 class SqliteStore:
