@@ -16,7 +16,7 @@ def _float(value: bytes | None) -> float | None:
 
 
 def _str(value: bytes | None) -> str | None:
-    return value.decode() if value is not None else None
+    return value.decode() if value else None
 
 
 def decode_error(blob: bytes | None) -> ErrorInfo | None:
@@ -24,7 +24,8 @@ def decode_error(blob: bytes | None) -> ErrorInfo | None:
 
 
 def decode_task(row: Sequence[bytes | None]) -> Task:
-    """Build a Task from a script row: ``d c s a e lo lt ld sa fa er`` (see prelude.lua)."""
+    """Build a Task from a row ``d c s a e lo lt ld sa fa er`` (see prelude.lua); empty
+    values mean none."""
     body, created, state, attempts, eta, owner, token, deadline, started, finished, error = row
     assert body is not None and state is not None
     task = task_decoder.decode(body)
@@ -39,6 +40,11 @@ def decode_task(row: Sequence[bytes | None]) -> Task:
     task.finished_at = _float(finished)
     task.error = decode_error(error)
     return task
+
+
+def decode_rows(blob: bytes) -> list[Task]:
+    """Tasks from a script's msgpack reply (a list of rows)."""
+    return [decode_task(row) for row in msgspec.msgpack.decode(blob)]
 
 
 def encode_error(error: ErrorInfo | None) -> bytes:

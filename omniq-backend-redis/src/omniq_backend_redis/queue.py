@@ -19,7 +19,7 @@ from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import decode_error, decode_task, encode_error, number
+from .codec import decode_error, decode_rows, decode_task, encode_error, number
 from .errors import ForeignKeyError, foreign_from_reply
 from .store import RedisStore
 
@@ -101,7 +101,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 len(deps),
                 *deps,
             ]
-        rows = await self._run("enqueue", args)
+        rows = msgspec.msgpack.decode(await self._run("enqueue", args))
         stored = []
         for task, row in zip(tasks, rows):
             if row[0] == b"old":
@@ -129,10 +129,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     ) -> list[Task]:
         if limit <= 0 or not queues:
             return []
-        rows = await self._run(
+        blob = await self._run(
             "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *dict.fromkeys(queues)]
         )
-        return [decode_task(row) for row in rows]
+        return decode_rows(blob)
 
     async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         if not leases:
@@ -176,8 +176,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
         while True:
-            rows = await self._run("expire_leases", [_BATCH])
-            released += [decode_task(row) for row in rows]
+            rows = decode_rows(await self._run("expire_leases", [_BATCH]))
+            released += rows
             if len(rows) < _BATCH:
                 return released
 
@@ -259,8 +259,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def cleanup(self) -> list[Task]:
         expired: list[Task] = []
         while True:
-            rows, deleted = await self._run("cleanup", [_BATCH])
-            expired += [decode_task(row) for row in rows]
+            blob, deleted = await self._run("cleanup", [_BATCH])
+            rows = decode_rows(blob)
+            expired += rows
             if len(rows) < _BATCH and deleted < _BATCH:
                 return expired
 

@@ -3,5 +3,5 @@ local f = load(ARGV[2])
 if f == nil then return -1 end
 if TERMINAL[f.s] then return 0 end
 conclude(f, 'cancelled', nil)
-wake()
+commit()
 return 1

@@ -1,16 +1,17 @@
--- ARGV: P, limit. Expires tasks not started before expires_at (returning their rows)
--- and deletes finished tasks past their retention. Returns {rows, deleted count}.
+-- ARGV: P, limit. Expires tasks not started before expires_at and deletes finished
+-- tasks past their retention. Returns {msgpack rows of the expired, deleted count}.
 local limit = tonumber(ARGV[2])
 local expired = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', TTL_KEY, '-inf', fmt(NOW), 'LIMIT', 0, limit)) do
   local f = load(id)
   if f and (READY[f.s] or f.s == 'waiting') then
     conclude(f, 'expired', nil)
-    expired[#expired + 1] = row(id)
+    expired[#expired + 1] = row(f)
   else
-    redis.call('ZREM', TTL_KEY, id)
+    zrem(TTL_KEY, id)
   end
 end
+commit()
 local gone = redis.call('ZRANGEBYSCORE', DONE_KEY, '-inf', fmt(NOW), 'LIMIT', 0, limit)
 for _, id in ipairs(gone) do
   local f = load(id)
@@ -21,5 +22,4 @@ for _, id in ipairs(gone) do
   redis.call('DEL', P .. ':deps:' .. id)
 end
 if #gone > 0 then redis.call('ZREM', DONE_KEY, unpack(gone)) end
-wake()
-return {expired, #gone}
+return {rows(expired), #gone}

@@ -14,5 +14,5 @@ for j = 1, tonumber(ARGV[2]) do
   end
   i = i + 4
 end
-wake()
+commit()
 return out

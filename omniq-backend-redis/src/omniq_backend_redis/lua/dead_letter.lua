@@ -9,5 +9,5 @@ end
 local err = ARGV[5]
 if err == '' then err = nil end
 conclude(f, 'dead', err)
-wake()
+commit()
 return 1

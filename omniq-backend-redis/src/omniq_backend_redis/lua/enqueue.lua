@@ -1,6 +1,6 @@
 -- ARGV: P, n, then per task: id, encoded task, queue, priority, eta, expires_at,
 -- delivery limit, result ttl, dead ttl, created_at, number of parents, parent ids...
--- Returns per task {'new', created_at, state, error} or {'old', row...}.
+-- Returns msgpack: per task ['new', created_at, state, error] or ['old', row].
 local items = {}
 local i = 3
 for j = 1, tonumber(ARGV[2]) do
@@ -34,9 +34,8 @@ for _, it in ipairs(items) do
   end
   if not exists and not in_batch[it.id] then
     for _, dep in ipairs(it.deps) do
-      if not in_batch[dep] then
-        local m = redis.pcall('HGET', tkey(dep), 'm')
-        if m ~= MARK then error({err = 'OMNIQ_NOTFOUND ' .. dep}) end
+      if not in_batch[dep] and redis.pcall('HGET', tkey(dep), 'm') ~= MARK then
+        error({err = 'OMNIQ_NOTFOUND ' .. dep})
       end
     end
   end
@@ -50,16 +49,12 @@ local queues = {}
 for j, it in ipairs(items) do
   local k = tkey(it.id)
   if redis.call('EXISTS', k) == 1 then
-    out[j] = {'old', row(it.id)}
+    out[j] = mp_array(2) .. mp_bin('old') .. row(load(it.id))
   else
     seq = seq + 1
     local c = it.c
     if tonumber(c) == 0 then c = fmt(NOW) end
-    redis.call('HSET', k, 'm', MARK, 'd', it.d, 'c', c, 'q', it.q, 'p', it.p, 'sq', seq, 'a', 0,
-               'md', it.md, 'rt', it.rt, 'dt', it.dt)
-    if it.e ~= '' then redis.call('HSET', k, 'e', it.e) end
-    if it.x ~= '' then redis.call('HSET', k, 'x', it.x) end
-    local f = {id = it.id, q = it.q, sq = seq, p = tonumber(it.p), e = num(it.e), x = num(it.x),
+    local f = {id = it.id, q = it.q, sq = seq, p = tonumber(it.p), e = tonumber(it.e), x = tonumber(it.x),
                rt = tonumber(it.rt), dt = tonumber(it.dt)}
     local failed, waiting = nil, {}
     for _, dep in ipairs(it.deps) do
@@ -68,24 +63,31 @@ for j, it in ipairs(items) do
         if TERMINAL[ds] then failed = failed or {dep, ds} else waiting[#waiting + 1] = dep end
       end
     end
+    local state = 'pending'
+    if failed then state = 'cancelled'
+    elseif #waiting > 0 then state = 'waiting'
+    elseif f.e and f.e > NOW then state = 'scheduled' end
+    redis.call('HSET', k, 'm', MARK, 'd', it.d, 'c', c, 'q', it.q, 'p', it.p, 'sq', seq, 'a', 0,
+               'md', it.md, 'rt', it.rt, 'dt', it.dt, 'e', it.e, 'x', it.x, 'w', #waiting, 's', state)
     local err = false
     if failed then
       err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
       finish(f, 'cancelled', err)
-    elseif #waiting > 0 then
-      for _, dep in ipairs(waiting) do redis.call('SADD', P .. ':deps:' .. dep, it.id) end
-      redis.call('HSET', k, 'w', #waiting)
+    elseif state == 'waiting' then
+      for _, dep in ipairs(waiting) do
+        redis.call('SADD', P .. ':deps:' .. dep, it.id)
+        redis.call('HSET', tkey(dep), 'hd', 1)
+      end
       set_state(f, 'waiting')
-      if f.x then redis.call('ZADD', TTL_KEY, fmt(f.x), f.id) end
-    elseif f.e and f.e > NOW then
-      to_ready(f, 'scheduled')
+      if f.x then zadd(TTL_KEY, fmt(f.x), f.id) end
     else
-      to_ready(f, 'pending')
+      set_state(f, state)
+      index_ready(f)
     end
     queues[it.q] = true
-    out[j] = {'new', c, f.s, err}
+    out[j] = mp_array(4) .. mp_bin('new') .. mp_bin(c) .. mp_bin(state) .. mp_bin(err)
   end
 end
 for q, _ in pairs(queues) do redis.call('SADD', P .. ':queues', q) end
-wake()
-return out
+commit()
+return rows(out)

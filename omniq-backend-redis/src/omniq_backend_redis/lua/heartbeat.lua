@@ -3,10 +3,12 @@ local deadline = fmt(NOW + tonumber(ARGV[2]))
 local out = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  if held(load(id), ARGV[i + 1]) then
+  local v = redis.pcall('HMGET', tkey(id), 'm', 's', 'lt')
+  if not v.err and v[1] == MARK and v[2] == 'running' and v[3] == ARGV[i + 1] then
     redis.call('HSET', tkey(id), 'ld', deadline)
-    redis.call('ZADD', RUNNING_KEY, deadline, id)
+    zadd(RUNNING_KEY, deadline, id)
     out[#out + 1] = id
   end
 end
+commit()
 return out

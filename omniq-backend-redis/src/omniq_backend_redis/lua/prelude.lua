@@ -5,8 +5,9 @@
 -- finished task may be deleted), P:deps:<id> (ids waiting on <id>), P:queues, P:seq.
 -- Task hash fields: m marker, d encoded Task, c created_at, q queue, p priority, sq
 -- enqueue order, s state, a attempts, e eta, x expires_at, md delivery limit, rt/dt
--- retention when finished/dead, w parents not yet succeeded, lo/lt/ld lease owner,
--- token and deadline, sa started_at, fa finished_at, er encoded ErrorInfo.
+-- retention when finished/dead, w parents not yet succeeded, hd has dependents,
+-- lo/lt/ld lease owner, token and deadline, sa started_at, fa finished_at, er encoded
+-- ErrorInfo. An empty field means none.
 local P = ARGV[1]
 local MARK = 'omniq:1'
 local NOW
@@ -19,32 +20,83 @@ local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = t
 local RUNNING_KEY = P .. ':running'
 local TTL_KEY = P .. ':ttl'
 local DONE_KEY = P .. ':done'
+local FIELDS = {'m', 'q', 's', 'sq', 'p', 'e', 'x', 'a', 'md', 'rt', 'dt', 'lt', 'hd', 'd', 'c', 'lo', 'ld', 'sa', 'fa', 'er'}
+local NUMERIC = {sq = true, p = true, e = true, x = true, a = true, md = true, rt = true, dt = true}
+local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
 local function fmt(x) return string.format('%.17g', x) end
 local function tkey(id) return P .. ':t:' .. id end
 local function qkey(q, what) return P .. ':q:' .. q .. ':' .. what end
-local function num(v) if v and v ~= '' then return tonumber(v) end return nil end
 
--- The fields scripts reason about, or nil for a missing (or foreign) task.
-local function load(id)
-  local v = redis.pcall('HMGET', tkey(id), 'm', 'q', 's', 'sq', 'p', 'e', 'x', 'a', 'md', 'rt', 'dt', 'lt')
-  if v.err or v[1] ~= MARK then return nil end
-  return {id = id, q = v[2], s = v[3], sq = tonumber(v[4]), p = tonumber(v[5]), e = num(v[6]),
-          x = num(v[7]), a = tonumber(v[8]), md = tonumber(v[9]), rt = tonumber(v[10]),
-          dt = tonumber(v[11]), lt = v[12]}
+-- Sorted-set writes are gathered per key and sent in one command each by commit().
+-- (A script moves each task at most once, so the order of members does not matter.)
+local ZADDS, ZREMS = {}, {}
+local function zadd(key, score, member)
+  local t = ZADDS[key]
+  if not t then t = {}; ZADDS[key] = t end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function zrem(key, member)
+  local t = ZREMS[key]
+  if not t then t = {}; ZREMS[key] = t end
+  t[#t + 1] = member
 end
 
+-- The task's fields (numbers parsed), or nil for a missing or foreign task.
+local function load(id)
+  local v = redis.pcall('HMGET', tkey(id), unpack(FIELDS))
+  if v.err or v[1] ~= MARK then return nil end
+  local f = {id = id}
+  for i, name in ipairs(FIELDS) do
+    local value = v[i]
+    if value == '' then value = false end
+    if value and NUMERIC[name] then value = tonumber(value) end
+    f[name] = value
+  end
+  return f
+end
+
+-- Write fields to the hash and to f (false or '' clears a field).
+local function update(f, values)
+  local args = {}
+  for name, value in pairs(values) do
+    if value == false then value = '' end
+    if value == '' then f[name] = false elseif NUMERIC[name] then f[name] = tonumber(value) else f[name] = value end
+    args[#args + 1] = name
+    args[#args + 1] = type(value) == 'number' and fmt(value) or value
+  end
+  redis.call('HSET', tkey(f.id), unpack(args))
+end
+
+-- msgpack, so the client decodes a whole reply in one C call.
+local function mp_bin(s)
+  if not s or s == '' then return '\192' end
+  if type(s) == 'number' then s = fmt(s) end
+  local n = #s
+  if n < 256 then return '\196' .. string.char(n) .. s end
+  if n < 65536 then return '\197' .. struct.pack('>I2', n) .. s end
+  return '\198' .. struct.pack('>I4', n) .. s
+end
+local function mp_array(n)
+  if n < 16 then return string.char(144 + n) end
+  if n < 65536 then return '\220' .. struct.pack('>I2', n) end
+  return '\221' .. struct.pack('>I4', n)
+end
 -- What a script returns for a task (decoded by codec.decode_task).
-local function row(id)
-  return redis.call('HMGET', tkey(id), 'd', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er')
+local function row(f)
+  local parts = {mp_array(#ROW)}
+  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
+  return table.concat(parts)
+end
+local function rows(list)
+  return mp_array(#list) .. table.concat(list)
 end
 
 local function set_state(f, state)
-  if f.s then redis.call('ZREM', qkey(f.q, 's:' .. f.s), f.id) end
-  redis.call('ZADD', qkey(f.q, 's:' .. state), f.sq, f.id)
-  redis.call('HSET', tkey(f.id), 's', state)
-  f.s = state
+  if f.s then zrem(qkey(f.q, 's:' .. f.s), f.id) end
+  zadd(qkey(f.q, 's:' .. state), f.sq, f.id)
 end
 
 local function ready_score(p, sq)
@@ -52,59 +104,72 @@ local function ready_score(p, sq)
   return fmt((9 - p) * 1e13 + sq)
 end
 
--- A task that may run: into the ready set, or the delayed set until its eta.
-local function to_ready(f, state)
-  set_state(f, state)
+-- Index a task that may run: the ready set, or the delayed set until its eta.
+local function index_ready(f)
   if f.e and f.e > NOW then
-    redis.call('ZADD', qkey(f.q, 'delayed'), fmt(f.e), f.id)
+    zadd(qkey(f.q, 'delayed'), fmt(f.e), f.id)
   else
-    redis.call('ZADD', qkey(f.q, 'ready'), ready_score(f.p, f.sq), f.id)
+    zadd(qkey(f.q, 'ready'), ready_score(f.p, f.sq), f.id)
   end
-  if f.x then redis.call('ZADD', TTL_KEY, fmt(f.x), f.id) end
+  if f.x then zadd(TTL_KEY, fmt(f.x), f.id) end
   WAKE[f.q] = true
+end
+
+-- Move a task to a state that may run, writing `values` with the new state.
+local function to_ready(f, state, values)
+  set_state(f, state)
+  values.s = state
+  update(f, values)
+  index_ready(f)
 end
 
 local function error_info(kind, message) return cmsgpack.pack({type = kind, message = message}) end
 
 local function finish(f, state, err)
-  redis.call('ZREM', qkey(f.q, 'ready'), f.id)
-  redis.call('ZREM', qkey(f.q, 'delayed'), f.id)
-  redis.call('ZREM', RUNNING_KEY, f.id)
-  redis.call('ZREM', TTL_KEY, f.id)
+  if f.s == 'running' then
+    zrem(RUNNING_KEY, f.id)
+  elseif f.s then
+    zrem(qkey(f.q, 'ready'), f.id)
+    zrem(qkey(f.q, 'delayed'), f.id)
+  end
+  if f.x then zrem(TTL_KEY, f.id) end
   set_state(f, state)
-  local k = tkey(f.id)
-  redis.call('HSET', k, 'fa', fmt(NOW))
-  redis.call('HDEL', k, 'lo', 'lt', 'ld')
-  if err then redis.call('HSET', k, 'er', err) end
+  local values = {s = state, fa = fmt(NOW)}
+  if f.lt then values.lo, values.lt, values.ld = false, false, false end
+  if err then values.er = err end
+  update(f, values)
   local keep = f.rt
   if state == 'dead' then keep = f.dt end
-  redis.call('ZADD', DONE_KEY, fmt(NOW + keep), f.id)
+  zadd(DONE_KEY, fmt(NOW + keep), f.id)
 end
 
 -- Cancel the waiting dependents of a task that ended without success, recursively.
-local function cancel_dependents(id, state)
-  local stack = {{id, state}}
+local function cancel_dependents(f, state)
+  local stack = {{f.id, state, f.hd}}
   while #stack > 0 do
     local top = table.remove(stack)
-    local dkey = P .. ':deps:' .. top[1]
-    for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
-      local c = load(child)
-      if c and c.s == 'waiting' then
-        finish(c, 'cancelled', error_info('DependencyError', 'dependency ' .. top[1] .. ' ended ' .. top[2]))
-        table.insert(stack, {child, 'cancelled'})
+    if top[3] then
+      local dkey = P .. ':deps:' .. top[1]
+      for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
+        local c = load(child)
+        if c and c.s == 'waiting' then
+          finish(c, 'cancelled', error_info('DependencyError', 'dependency ' .. top[1] .. ' ended ' .. top[2]))
+          table.insert(stack, {child, 'cancelled', c.hd})
+        end
       end
+      redis.call('DEL', dkey)
     end
-    redis.call('DEL', dkey)
   end
 end
 
 -- A parent succeeded: each waiting dependent whose parents all succeeded becomes ready.
-local function release_dependents(id)
-  local dkey = P .. ':deps:' .. id
+local function release_dependents(f)
+  if not f.hd then return end
+  local dkey = P .. ':deps:' .. f.id
   for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
     local c = load(child)
     if c and c.s == 'waiting' and redis.call('HINCRBY', tkey(child), 'w', -1) <= 0 then
-      if c.e and c.e > NOW then to_ready(c, 'scheduled') else to_ready(c, 'pending') end
+      if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
     end
   end
   redis.call('DEL', dkey)
@@ -113,12 +178,22 @@ end
 -- End a task in a terminal state, with what that means for its dependents.
 local function conclude(f, state, err)
   finish(f, state, err)
-  if state == 'succeeded' then release_dependents(f.id) else cancel_dependents(f.id, state) end
+  if state == 'succeeded' then release_dependents(f) else cancel_dependents(f, state) end
 end
 
 local function held(f, token) return f ~= nil and f.s == 'running' and f.lt == token end
 
-local function wake()
+-- Send the gathered sorted-set writes and wake the queues that got work.
+local function commit()
+  for _, pending in ipairs({{'ZREM', ZREMS, 1}, {'ZADD', ZADDS, 2}}) do
+    local step = 2000 * pending[3]  -- unpack() takes up to ~8000 values
+    for key, args in pairs(pending[2]) do
+      for i = 1, #args, step do
+        redis.call(pending[1], key, unpack(args, i, math.min(i + step - 1, #args)))
+      end
+    end
+  end
+  ZADDS, ZREMS = {}, {}
   for q, _ in pairs(WAKE) do redis.call('PUBLISH', P .. ':w:' .. q, '1') end
 end
 

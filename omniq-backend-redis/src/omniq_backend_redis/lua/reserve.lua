@@ -1,7 +1,8 @@
 -- ARGV: P, worker id, lease seconds, limit, token base, queue names...
--- Returns the rows of the reserved tasks, highest priority first, then FIFO.
+-- Returns the rows of the reserved tasks (msgpack), highest priority first, then FIFO.
 local worker, limit, base = ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local deadline = fmt(NOW + tonumber(ARGV[3]))
+local started = fmt(NOW)
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 
@@ -19,29 +20,44 @@ for _, q in ipairs(queues) do
   end
 end
 
-local out = {}
-while #out < limit do
-  local want = limit - #out
+-- Up to `want` ready ids, best first, taken out of their ready sets.
+local function pop(want)
+  if #queues == 1 then
+    local r = redis.call('ZPOPMIN', qkey(queues[1], 'ready'), want)
+    local ids = {}
+    for i = 1, #r, 2 do ids[#ids + 1] = r[i] end
+    return ids
+  end
   local cands = {}
   for _, q in ipairs(queues) do
     local r = redis.call('ZRANGE', qkey(q, 'ready'), 0, want - 1, 'WITHSCORES')
     for i = 1, #r, 2 do cands[#cands + 1] = {tonumber(r[i + 1]), r[i], q} end
   end
-  if #cands == 0 then break end
-  if #queues > 1 then table.sort(cands, function(a, b) return a[1] < b[1] end) end
+  table.sort(cands, function(a, b) return a[1] < b[1] end)
+  local ids = {}
   for i = 1, math.min(#cands, want) do
-    local id, q = cands[i][2], cands[i][3]
-    redis.call('ZREM', qkey(q, 'ready'), id)
+    ids[i] = cands[i][2]
+    redis.call('ZREM', qkey(cands[i][3], 'ready'), ids[i])
+  end
+  return ids
+end
+
+local out = {}
+while #out < limit do
+  local ids = pop(limit - #out)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
     local f = load(id)
     -- An expired task leaves the ready set; cleanup() marks it expired.
     if f and READY[f.s] and not (f.x and f.x <= NOW) then
       set_state(f, 'running')
-      redis.call('HSET', tkey(id), 'a', f.a + 1, 'lo', worker, 'lt', base .. '.' .. (#out + 1),
-                 'ld', deadline, 'sa', fmt(NOW))
-      redis.call('ZADD', RUNNING_KEY, deadline, id)
-      redis.call('ZREM', TTL_KEY, id)
-      out[#out + 1] = row(id)
+      update(f, {s = 'running', a = f.a + 1, lo = worker, lt = base .. '.' .. (#out + 1),
+                 ld = deadline, sa = started})
+      zadd(RUNNING_KEY, deadline, id)
+      if f.x then zrem(TTL_KEY, id) end
+      out[#out + 1] = row(f)
     end
   end
 end
-return out
+commit()
+return rows(out)

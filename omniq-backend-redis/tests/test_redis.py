@@ -1,0 +1,219 @@
+"""Redis-only behaviour: shared pool, foreign keys, connection errors, wake-ups, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from omniq.errors import ConfigError, QueueError
+from omniq.models import EventType, TaskResult, TaskState
+from omniq.registry import registry
+from omniq.testing import make_event, make_task
+from omniq_backend_redis import ForeignKeyError, RedisUnavailableError
+from omniq_backend_redis.connection import _SHARED
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def ref(url: str, prefix: str, **options: Any) -> dict[str, Any]:
+    return {"backend": "redis", "url": url, "key_prefix": prefix, **options}
+
+
+async def opened(kind: str, url: str, prefix: str, **options: Any) -> Any:
+    store = registry.resolve(kind, ref(url, prefix, **options))  # type: ignore[arg-type]
+    await store.open()
+    return store
+
+
+async def test_stores_on_one_server_share_one_pool(redis_url: str, key_prefix: str) -> None:
+    before = len(_SHARED)
+    stores = [await opened(k, redis_url, key_prefix) for k in ("task_queue", "result_storage", "event_storage")]
+    other_prefix = await opened("task_queue", redis_url, key_prefix + "-b")
+    try:
+        assert len({id(s.shared) for s in [*stores, other_prefix]}) == 1
+        assert stores[0].shared.refs == 4
+        assert len(_SHARED) == before + 1
+    finally:
+        for s in [*stores, other_prefix]:
+            await s.close()
+            await s.close()  # idempotent
+    assert len(_SHARED) == before
+
+
+async def test_foreign_task_key_is_named_and_left_alone(redis_url: str, key_prefix: str) -> None:
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        await queue.redis.set(f"{key_prefix}:t:taken", b"someone else's")
+        await queue.redis.hset(f"{key_prefix}:t:hashy", mapping={"owner": "another app"})
+        with pytest.raises(ForeignKeyError, match=f"'{key_prefix}:t:taken'.*string"):
+            await queue.enqueue(make_task(id="taken"))
+        with pytest.raises(ForeignKeyError, match=f"'{key_prefix}:t:hashy'.*marker"):
+            await queue.enqueue_many([make_task(id="fine"), make_task(id="hashy")])
+        assert await queue.redis.get(f"{key_prefix}:t:taken") == b"someone else's"
+        assert await queue.redis.hgetall(f"{key_prefix}:t:hashy") == {b"owner": b"another app"}
+        assert await queue.get("fine") is None  # nothing of the refused batch was written
+        with pytest.raises(ForeignKeyError, match="taken"):
+            await queue.get("taken")
+        with pytest.raises(ForeignKeyError, match="hashy"):
+            await queue.get("hashy")
+    finally:
+        await queue.close()
+
+
+async def test_foreign_global_key_fails_open(redis_url: str, key_prefix: str) -> None:
+    queue = await opened("task_queue", redis_url, key_prefix)
+    await queue.redis.set(f"{key_prefix}:running", b"x")
+    await queue.close()
+    store = registry.resolve("task_queue", ref(redis_url, key_prefix))
+    with pytest.raises(ForeignKeyError, match=f"{key_prefix}:running.*string"):
+        await store.open()
+
+
+async def test_foreign_result_key_is_not_overwritten(redis_url: str, key_prefix: str) -> None:
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        await results.redis.set(f"{key_prefix}:r:t1", b"not ours")
+        with pytest.raises(ForeignKeyError, match=f"{key_prefix}:r:t1"):
+            await results.set(TaskResult(task_id="t1", state=TaskState.SUCCEEDED))
+        with pytest.raises(ForeignKeyError, match=f"{key_prefix}:r:t1"):
+            await results.get("t1")
+        with pytest.raises(ForeignKeyError):
+            await results.delete("t1")
+        assert await results.redis.get(f"{key_prefix}:r:t1") == b"not ours"
+    finally:
+        await results.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_down_server_error_names_url_without_password() -> None:
+    url = f"redis://:hunter2secret@127.0.0.1:{closed_port()}/0"
+    store = registry.resolve("task_queue", {"backend": "redis", "url": url, "retries": 0})
+    with pytest.raises(RedisUnavailableError) as info:
+        await store.open()
+    message = str(info.value)
+    assert isinstance(info.value, QueueError)
+    assert "hunter2secret" not in message and "hunter2secret" not in repr(store)
+    assert f"127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}" in message and "***" in message
+
+
+def test_bad_options_are_named() -> None:
+    with pytest.raises(ConfigError, match="max_conections"):
+        registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_conections": 3})
+    with pytest.raises(ConfigError, match="key_prefix"):
+        registry.resolve("task_queue", "redis://localhost/0?key_prefix=bad*glob")
+    with pytest.raises(ConfigError, match="max_connections=0"):
+        registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0})
+
+
+async def test_wait_for_work_wakes_on_enqueue_from_another_connection(
+    redis_url: str, key_prefix: str
+) -> None:
+    waiter = await opened("task_queue", redis_url, key_prefix)
+    # A different pool option gives the producer its own connections.
+    producer = await opened("task_queue", redis_url, key_prefix, max_connections=7)
+    try:
+        assert waiter.shared is not producer.shared
+        await waiter.wait_for_work(["other", "jobs"], 0.01)  # the first call subscribes
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.create_task(waiter.wait_for_work(["other", "jobs"], 30.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await producer.enqueue(make_task(queue="jobs"))
+        await asyncio.wait_for(waiting, 5.0)
+        assert loop.time() - started < 5.0
+        assert [t.queue for t in await waiter.reserve(["jobs"], "w", 30.0, 10)] == ["jobs"]
+    finally:
+        await waiter.close()
+        await producer.close()
+
+
+async def test_wait_for_work_wakes_when_a_delayed_task_falls_due(redis_url: str, key_prefix: str) -> None:
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        await queue.wait_for_work(["d"], 0.01)
+        await queue.enqueue(make_task(queue="d", eta=(await queue.now()) + 0.3))
+        await queue.wait_for_work(["d"], 0.01)  # consume the enqueue's wake-up
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await queue.wait_for_work(["d"], 30.0)
+        assert loop.time() - started < 5.0
+        assert len(await queue.reserve(["d"], "w", 30.0)) == 1
+    finally:
+        await queue.close()
+
+
+async def test_results_wait_wakes_on_set(redis_url: str, key_prefix: str) -> None:
+    reader = await opened("result_storage", redis_url, key_prefix)
+    writer = await opened("result_storage", redis_url, key_prefix, max_connections=7)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiting = asyncio.create_task(reader.wait("t-42", 30.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await writer.set(TaskResult(task_id="t-42", state=TaskState.SUCCEEDED, value=b"\x01"))
+        result = await asyncio.wait_for(waiting, 5.0)
+        assert result is not None and result.value == b"\x01"
+        assert loop.time() - started < 5.0
+        assert await reader.wait("missing", 0.05) is None
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_results_expire_natively(redis_url: str, key_prefix: str) -> None:
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        now = await results.now()
+        await results.set(TaskResult(task_id="soon", state=TaskState.SUCCEEDED, expires_at=now + 60))
+        ttl_ms = await results.redis.pttl(f"{key_prefix}:r:soon")
+        assert 55_000 < ttl_ms <= 60_000
+        await results.set(TaskResult(task_id="gone", state=TaskState.SUCCEEDED, expires_at=now - 1))
+        assert await results.get("gone") is None
+    finally:
+        await results.close()
+
+
+async def test_stream_is_capped(redis_url: str, key_prefix: str) -> None:
+    events = await opened("event_storage", redis_url, key_prefix, max_events=100)
+    try:
+        for batch in range(10):
+            await events.append_many(
+                [make_event(task_id=f"t{batch}-{i}", timestamp=1000.0 + batch * 100 + i) for i in range(100)]
+            )
+        length = await events.redis.xlen(f"{key_prefix}:ev")
+        assert 100 <= length < 1000  # MAXLEN ~ trims whole stream nodes
+        newest = await events.query(order="desc", limit=1)
+        assert newest[0].task_id == "t9-99"
+    finally:
+        await events.close()
+
+
+async def test_events_appended_late_are_found_by_time_and_cleaned(redis_url: str, key_prefix: str) -> None:
+    events = await opened("event_storage", redis_url, key_prefix)
+    try:
+        await events.append_many([make_event(task_id="a", timestamp=2000.0)])
+        # Appended after a newer event: its stream id is later than its timestamp.
+        await events.append_many([make_event(task_id="b", timestamp=1500.0, type=EventType.STARTED)])
+        assert [e.task_id for e in await events.query(until=1600.0)] == ["b"]
+        assert [e.task_id for e in await events.query(since=1600.0)] == ["a"]
+        assert [e.task_id for e in await events.query(order="asc")] == ["b", "a"]
+        assert [e.task_id for e in await events.query(types=["started"])] == ["b"]
+        assert await events.cleanup(1600.0) == 1
+        assert [e.task_id for e in await events.query()] == ["a"]
+    finally:
+        await events.close()
