@@ -69,7 +69,11 @@ COMMENT ON TABLE {s}.migrations IS 'Schema versions applied by omniq-backend-pos
 
 async def current_version(conn: asyncpg.Connection, settings: PostgresSettings) -> int:
     """The schema's version, 0 when it has no OmniQ tables yet."""
-    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{settings.quoted_schema}.migrations")
+    # A catalog query, not to_regclass(): the syscache behind to_regclass is not
+    # refreshed by taking an advisory lock, so it could miss a concurrent migrator's table.
+    exists = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'migrations')",
+        settings.schema)
     if not exists:
         return 0
     return await conn.fetchval(_VERSION_SQL.replace("{s}", settings.quoted_schema)) or 0

@@ -10,6 +10,7 @@ no retry (the transaction itself is lost with its connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +32,9 @@ RECONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and "connection was closed"
     asyncpg.exceptions.AdminShutdownError,  # pg_terminate_backend, server shutdown
     asyncpg.exceptions.CannotConnectNowError,  # server starting up
+    # An idle pooled connection that received the server's FATAL message is left in a
+    # state where the next statement fails with this before anything is sent.
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
 )
 
@@ -132,10 +136,16 @@ class PostgresStore(BaseStore):
         for attempt in range(attempts):
             try:
                 async with self._connection() as conn:
-                    if not transaction:
-                        return await work(conn)
-                    async with conn.transaction():
-                        return await work(conn)
+                    try:
+                        if not transaction:
+                            return await work(conn)
+                        async with conn.transaction():
+                            return await work(conn)
+                    except RECONNECT_ERRORS:
+                        if self._conn is None:  # make the pool replace it, not reuse it
+                            with contextlib.suppress(asyncpg.InterfaceError):  # already released
+                                conn.terminate()
+                        raise
             except RECONNECT_ERRORS:
                 if attempt + 1 >= attempts:
                     raise

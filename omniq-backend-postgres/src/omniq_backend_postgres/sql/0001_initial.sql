@@ -181,7 +181,11 @@ COMMENT ON COLUMN {s}.events.type IS
 
 CREATE VIEW {s}.event_log AS
 SELECT e.seq, e.id, e.task_id, coalesce(e.detail ->> 'name', t.name) AS task_name, e.queue, e.type,
-       to_timestamp(e.ts) AS occurred_at, e.worker_id, e.detail
+       to_timestamp(e.ts) AS occurred_at, e.worker_id,
+       CASE WHEN jsonb_typeof(e.detail -> 'duration') = 'number'
+            THEN (e.detail ->> 'duration')::float8 END AS duration,
+       e.detail
 FROM {s}.events e LEFT JOIN {s}.tasks t ON t.id = e.task_id;
 COMMENT ON VIEW {s}.event_log IS
-    'OmniQ events with occurred_at as timestamptz and the task name (while the task is kept).';
+    'OmniQ events with occurred_at as timestamptz, the task name and the run duration in seconds '
+    '(succeeded and failed events).';

@@ -1,0 +1,344 @@
+"""What only the PostgreSQL backend has: migrations, in-transaction enqueue, NOTIFY
+wake-ups, SQL-queryable events, and its behaviour under hostile input and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import click
+import pytest
+from click.testing import CliRunner
+
+from omniq.errors import ConfigError
+from omniq.models import EventType, TaskState
+from omniq.testing import eventually, make_event, make_result, make_task
+from omniq_backend_postgres import plugin
+from omniq_backend_postgres.events import PostgresEventStorage
+from omniq_backend_postgres.migrations import LATEST_VERSION, SchemaVersionError, migrate
+from omniq_backend_postgres.queue import PostgresTaskQueue
+from omniq_backend_postgres.results import PostgresResultStorage
+from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
+
+pytestmark = pytest.mark.anyio
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends" / "postgres.md"
+#: Long enough that returning before it proves a NOTIFY woke the waiter.
+LONG = 30.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def conn(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(pg_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def queue(pg_url: str, pg_schema: str) -> AsyncIterator[PostgresTaskQueue]:
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=4) as store:
+        yield store
+
+
+async def count_tasks(conn: asyncpg.Connection, schema: str) -> int:
+    return await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks')
+
+
+# -- migrations ----------------------------------------------------------------------
+
+
+async def test_concurrent_migrators_apply_each_migration_once(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    results = await asyncio.gather(*(migrate(pg_url, schema=pg_schema) for _ in range(6)))
+    applied = [m.version for ran in results for m in ran]
+    assert sorted(applied) == list(range(1, LATEST_VERSION + 1)), applied
+    rows = await conn.fetch(f'SELECT version FROM "{pg_schema}".migrations ORDER BY version')
+    assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
+
+
+async def test_concurrent_store_opens_on_a_fresh_schema(pg_url: str, pg_schema: str) -> None:
+    stores = [PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) for _ in range(5)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        await stores[0].enqueue(make_task(id="t1"))
+        assert (await stores[-1].get("t1")) is not None
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_check_reports_pending_then_nothing(pg_url: str, pg_schema: str) -> None:
+    pending = await migrate(pg_url, schema=pg_schema, check=True)
+    assert [m.version for m in pending] == list(range(1, LATEST_VERSION + 1))
+    assert await migrate(pg_url, schema=pg_schema) != []
+    assert await migrate(pg_url, schema=pg_schema, check=True) == []
+    assert await migrate(pg_url, schema=pg_schema) == []
+
+
+async def test_schema_from_a_newer_version_is_refused(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    await migrate(pg_url, schema=pg_schema)
+    await conn.execute(f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES ($1, $2)',
+                       LATEST_VERSION + 1, "from the future")
+    store = PostgresTaskQueue.from_url(pg_url, schema=pg_schema)
+    with pytest.raises(SchemaVersionError, match=rf"version {LATEST_VERSION + 1}.*newer"):
+        await store.open()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        await migrate(pg_url, schema=pg_schema, check=True)
+    await store.close()
+
+
+async def test_without_auto_migrate_an_old_schema_names_the_command(pg_url: str, pg_schema: str) -> None:
+    store = PostgresTaskQueue.from_url(pg_url, schema=pg_schema, auto_migrate="false")
+    with pytest.raises(SchemaVersionError, match="omniq migrate"):
+        await store.open()
+
+
+def test_cli_migrate_and_check(pg_url: str, pg_schema: str) -> None:
+    cli = click.Group()
+    plugin.omniq_register_cli_commands(cli=cli)
+    runner = CliRunner()
+    args = ["migrate", "--url", pg_url, "--schema", pg_schema]
+    pending = runner.invoke(cli, [*args, "--check"])
+    assert pending.exit_code == 1 and "pending migrations" in pending.output, pending.output
+    applied = runner.invoke(cli, args)
+    assert applied.exit_code == 0 and "applied migration 1" in applied.output, applied.output
+    current = runner.invoke(cli, [*args, "--check"])
+    assert current.exit_code == 0 and "up to date" in current.output, current.output
+
+
+def test_plugin_module_does_not_import_asyncpg() -> None:
+    code = (
+        "import sys, click, omniq_backend_postgres.plugin as p\n"
+        "p.omniq_register_backends(register=lambda spec: None)\n"
+        "p.omniq_register_cli_commands(cli=click.Group())\n"
+        "assert 'asyncpg' not in sys.modules, 'the plugin imported asyncpg'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- enqueue in the caller's transaction -----------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["connection", "using"])
+async def test_enqueue_in_user_transaction(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str, style: str
+) -> None:
+    async def enqueue(task_id: str) -> None:
+        task = make_task(id=task_id)
+        if style == "connection":
+            await queue.enqueue(task, connection=conn)
+        else:
+            await queue.using(conn).enqueue(task)
+
+    async with conn.transaction():
+        await enqueue("kept")
+        assert await queue.get("kept") is None, "visible before the transaction committed"
+    assert (await queue.get("kept")).state is TaskState.PENDING
+
+    transaction = conn.transaction()
+    await transaction.start()
+    await enqueue("dropped")
+    await transaction.rollback()
+    assert await queue.get("dropped") is None
+    assert await count_tasks(conn, pg_schema) == 1
+
+
+async def test_enqueue_many_in_user_transaction_with_dependencies(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    parent = make_task(id="parent")
+    child = make_task(id="child", depends_on=("parent",))
+    async with conn.transaction():
+        stored = await queue.enqueue_many([parent, child], connection=conn)
+    assert [t.state for t in stored] == [TaskState.PENDING, TaskState.WAITING]
+    assert (await queue.get("child")).state is TaskState.WAITING
+
+
+async def test_child_enqueued_while_parent_completes_is_released(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    """The race dependencies must survive: the child's transaction holds FOR SHARE on
+    the parent, so the parent's completion waits, then sees and releases the child."""
+    await queue.enqueue(make_task(id="parent"))
+    [leased] = await queue.reserve(["default"], "w", 30)
+    async with conn.transaction():
+        await queue.enqueue(make_task(id="child", depends_on=("parent",)), connection=conn)
+        completing = asyncio.ensure_future(queue.complete("parent", leased.lease_token, TaskState.SUCCEEDED))
+        await asyncio.sleep(0.1)  # let the completion reach the parent's row lock
+        assert not completing.done(), "the completion did not wait for the child's transaction"
+    assert await completing
+    assert (await queue.get("child")).state is TaskState.PENDING
+
+
+# -- LISTEN/NOTIFY -------------------------------------------------------------------
+
+
+async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
+        waiting = asyncio.ensure_future(queue.wait_for_work(["jobs"], LONG))
+        await eventually(lambda: _true(queue.listening), "the queue never started listening")
+        started = loop.time()
+        await other.enqueue(make_task(queue="jobs"))
+        await asyncio.wait_for(waiting, LONG / 2)
+    assert loop.time() - started < LONG / 2
+
+
+async def test_wait_for_work_ignores_other_queues_and_uncommitted_work(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    waiting = asyncio.ensure_future(queue.wait_for_work(["jobs"], LONG))
+    await eventually(lambda: _true(queue.listening), "the queue never started listening")
+    await queue.enqueue(make_task(queue="other"))
+    async with conn.transaction():
+        await queue.enqueue(make_task(queue="jobs"), connection=conn)
+        await asyncio.sleep(0.2)
+        assert not waiting.done(), "woke for another queue or before the commit"
+    await asyncio.wait_for(waiting, LONG / 2)
+
+
+async def test_wait_for_work_wakes_at_the_next_eta(queue: PostgresTaskQueue) -> None:
+    eta = await queue.now() + 0.3
+    await queue.enqueue(make_task(eta=eta))
+    await asyncio.wait_for(queue.wait_for_work(["default"], LONG), LONG / 2)
+    assert await queue.now() >= eta - 0.05
+    assert await queue.reserve(["default"], "w", 30)
+
+
+async def test_result_wait_wakes_on_write_from_another_store(pg_url: str, pg_schema: str) -> None:
+    async with PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter, \
+            PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer:
+        result = make_result()
+        waiting = asyncio.ensure_future(waiter.wait(result.task_id, LONG))
+        await eventually(lambda: _true(waiter.listening), "the result store never started listening")
+        await writer.set(result)
+        assert await asyncio.wait_for(waiting, LONG / 2) == result
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# -- SQL over events -----------------------------------------------------------------
+
+
+def documented_queries() -> list[str]:
+    queries = re.findall(r"```sql\n(.*?)```", DOCS.read_text("utf-8"), flags=re.S)
+    assert len(queries) >= 3, f"expected the three example queries in {DOCS}"
+    return queries
+
+
+async def test_documented_event_queries_run(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema, max_size=2) as events:
+        now = await events.now()
+        task_id = "18f3a9c2b1d4e5f6-4b1c2d3e4f5a6b7c"  # the id the docs use
+
+        def event(type_: EventType, at: float, **detail: Any) -> Any:
+            return make_event(task_id=task_id, type=type_, timestamp=at, worker_id="w1",
+                              detail={"name": "app.tasks:send", **detail})
+
+        await events.append_many([
+            event(EventType.ENQUEUED, now - 60),
+            event(EventType.STARTED, now - 50, attempt=1),
+            event(EventType.FAILED, now - 49, attempt=1, duration=1.0, error="ValueError: x"),
+            event(EventType.STARTED, now - 30, attempt=2),
+            event(EventType.SUCCEEDED, now - 28, duration=2.0),
+        ])
+    failures, p95, timeline = [
+        await conn.fetch(q.replace("omniq.", f'"{pg_schema}".')) for q in documented_queries()[:3]
+    ]
+    assert [tuple(r) for r in failures] == [("app.tasks:send", 1)]
+    assert p95[0]["task_name"] == "app.tasks:send" and p95[0]["runs"] == 2
+    assert p95[0]["p95_seconds"] == pytest.approx(1.95)
+    assert [r["type"] for r in timeline] == ["enqueued", "started", "failed", "started", "succeeded"]
+
+
+# -- hostile input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ['x"; DROP SCHEMA public; --', "pg_catalog", "a b", "", "é", "s" * 41, 7])
+def test_hostile_schema_names_are_refused(pg_url: str, schema: Any) -> None:
+    with pytest.raises(ConfigError, match="schema"):
+        PostgresTaskQueue.from_url(pg_url, schema=schema)
+
+
+async def test_hostile_queue_names_and_ids_are_plain_data(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    names = ["'; DROP TABLE tasks; --", 'q"uote', "$1", "%s", "a\\b", "ü\u202e", "*", "omniq_x_tasks"]
+    for name in names:
+        await queue.enqueue(make_task(id=f"{name}-id", queue=name))
+    assert set(await queue.stats()) == set(names)
+    for name in names:
+        [task] = await queue.reserve([name], "w", 30)
+        assert (task.id, task.queue) == (f"{name}-id", name)
+        assert await queue.complete(task.id, task.lease_token, TaskState.SUCCEEDED)
+    assert await queue.purge(queue=names[0]) == 1
+    assert await count_tasks(conn, pg_schema) == len(names) - 1
+
+
+# -- faults --------------------------------------------------------------------------
+
+
+async def test_pool_recovers_from_terminated_connections(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    app_name = f"omniq-test-{uuid.uuid4().hex[:8]}"
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, min_size=3, max_size=3,
+                                          application_name=app_name) as store:
+        await store.enqueue_many([make_task(id=f"t{i}") for i in range(10)])
+        await store.wait_for_work(["default"], 0)  # opens the LISTEN connection too
+        assert store.listening
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            app_name)
+        assert killed >= 1
+        leased = await store.reserve(["default"], "w", 30, limit=10)
+        assert sorted(t.id for t in leased) == sorted(f"t{i}" for i in range(10))
+        done = await store.complete_many([(t.id, t.lease_token, TaskState.SUCCEEDED, None) for t in leased])
+        assert all(done)
+
+        async def listening_again() -> bool:
+            await store.wait_for_work(["default"], 0.01)
+            return store.listening
+
+        await eventually(listening_again, "the LISTEN connection was not re-opened")
+    assert await count_tasks(conn, pg_schema) == 10
+
+
+async def test_server_down_names_host_and_database_not_password(pg_schema: str) -> None:
+    store = PostgresTaskQueue.from_url("postgresql://omniq:s3cr3t-pw@127.0.0.1:1/orders",
+                                       schema=pg_schema, connect_timeout=2)
+    with pytest.raises(PostgresUnavailableError) as info:
+        await store.open()
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and "'orders'" in message and "s3cr3t-pw" not in message
+    assert "s3cr3t-pw" not in repr(store)
+
+
+def test_options_in_the_url_and_unknown_ones(pg_url: str) -> None:
+    settings = PostgresSettings.from_url(f"{pg_url}?schema=jobs&max_size=3&sslmode=disable")
+    assert (settings.schema, settings.max_size) == ("jobs", 3)
+    assert settings.dsn.endswith("?sslmode=disable")
+    with pytest.raises(ConfigError, match="min_size=5 is larger than max_size=2"):
+        PostgresSettings.from_url(pg_url, min_size=5, max_size=2)
+    with pytest.raises(ConfigError, match="'pool'"):
+        PostgresSettings.from_url(pg_url, pool=3)
