@@ -14,6 +14,7 @@ import re
 from omniq.errors import ConfigError
 
 _SAFE = re.compile(r"[A-Za-z0-9-]")
+_ALL_SAFE = re.compile(r"[A-Za-z0-9-]*")
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 #: Consumer names become directory names in the server's file store: keep them short.
 _MAX_CONSUMER_NAME = 120
@@ -23,6 +24,8 @@ def token(value: str) -> str:
     """Encode ``value`` as one subject token / KV key: ``[A-Za-z0-9-]`` are kept and
     every other UTF-8 byte becomes ``_xx`` (hex), so the encoding is reversible and
     never contains ``.``, ``*``, ``>`` or whitespace."""
+    if _ALL_SAFE.fullmatch(value):
+        return value
     return "".join(ch if _SAFE.match(ch) else "".join(f"_{b:02x}" for b in ch.encode()) for ch in value)
 
 

@@ -123,6 +123,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         if self.settings["ack_wait"] <= 0:
             raise ConfigError(f"NATS option ack_wait={self.settings['ack_wait']}: must be > 0 (seconds)")
         self._consumers: set[str] = set()
+        #: Lease entries this instance wrote (entry, revision): saves a read per completion.
+        self._held: dict[str, tuple[_Lease, int]] = {}
         self._wake_subs: dict[str, Subscription] = {}
         self._work = asyncio.Event()
 
@@ -148,6 +150,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def close(self) -> None:
         self._consumers.clear()
         self._wake_subs.clear()
+        self._held.clear()
         await super().close()
 
     # -- records ---------------------------------------------------------------------
@@ -199,22 +202,40 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         for queue in set(queues):
             await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
 
+    async def _lease_entry(self, task_id: str, lease_token: str | None) -> tuple[_Lease, int] | None:
+        """The lease entry of a running task and its revision (cached when this
+        instance wrote it for that token)."""
+        held = self._held.get(task_id)
+        if held is not None and held[0].token == lease_token:
+            return held
+        try:
+            entry = await self._leases.get(token(task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        assert entry.value is not None and entry.revision is not None
+        return _lease_decoder.decode(entry.value), entry.revision
+
+    async def _put_lease(self, task_id: str, lease: _Lease) -> None:
+        rev = await self._leases.put(token(task_id), encoder.encode(lease))
+        self._held[task_id] = (lease, rev)
+
     async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
         """Move the message held for a lease that just ended (ack, or nak to redeliver)
         and drop the lease entry. Without an entry there is nothing to move: the
         message, if any, is redelivered after AckWait and checked against the record."""
-        key = token(task_id)
-        try:
-            entry = await self._leases.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        held = await self._lease_entry(task_id, lease_token)
+        self._held.pop(task_id, None)
+        if held is None or held[0].token != lease_token:
             return
-        assert entry.value is not None
-        lease = _lease_decoder.decode(entry.value)
-        if lease.token != lease_token:
-            return
-        await confirm(self.nc, lease.reply, verb)
+        lease, rev = held
+        if verb == _ACK:
+            # The task ended: an ack lost on the way only brings the message back after
+            # AckWait, to find a finished record and be acked again.
+            await self.nc.publish(lease.reply, _ACK)
+        else:
+            await confirm(self.nc, lease.reply, verb)
         try:
-            await self._leases.delete(key, last=entry.revision)
+            await self._leases.delete(token(task_id), last=rev)
         except nats.js.errors.APIError:
             pass  # replaced meanwhile by a newer lease: keep that one
 
@@ -457,7 +478,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            await self._leases.put(token(task_id), encoder.encode(_Lease(lease_token, at + lease, msg.reply)))
+            await self._put_lease(task_id, _Lease(lease_token, at + lease, msg.reply))
             return running
 
     async def _recheck_running(self, task: Task, msg: Msg, at: float) -> None:
@@ -506,18 +527,16 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None
         )
         if changed is None:
+            self._held.pop(task_id, None)  # lost: forget its entry
             return False
-        key = token(task_id)
-        try:
-            entry = await self._leases.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        held = await self._lease_entry(task_id, lease_token)
+        if held is None:
             return True  # recreated when the message is redelivered (see _recheck_running)
-        assert entry.value is not None
-        old = _lease_decoder.decode(entry.value)
+        old = held[0]
         if old.token == lease_token:
             await asyncio.gather(
-                self._leases.put(key, encoder.encode(_Lease(lease_token, deadline, old.reply))),
-                confirm(self.nc, old.reply, _WPI),
+                self._put_lease(task_id, _Lease(lease_token, deadline, old.reply)),
+                self.nc.publish(old.reply, _WPI),  # resets AckWait; a lost one costs nothing
             )
         return True
 
@@ -526,10 +545,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     ) -> tuple[Task, Task] | None:
         """Fenced transition out of ``RUNNING``, then the held message and dependents."""
         changed = await self._mutate(task_id, lambda t: change(t) if _holds(t, lease_token) else None)
-        if changed is not None:
-            await self._settle_message(task_id, lease_token, verb)
-            if changed[1].state in TERMINAL_STATES:
-                await self._after_end(changed[1])
+        if changed is None:
+            self._held.pop(task_id, None)  # lost: forget its entry
+            return None
+        steps = [self._settle_message(task_id, lease_token, verb)]
+        if changed[1].state in TERMINAL_STATES:
+            steps.append(self._after_end(changed[1]))
+        await asyncio.gather(*steps)
         return changed
 
     async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
