@@ -10,6 +10,7 @@ dependents in the same transaction (``settle()`` in the schema, see
 
 from __future__ import annotations
 
+import builtins  # the queue's list() method shadows the type in the class body
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -174,7 +175,8 @@ def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = No
 
 def _where(queue: str | None, states: Iterable[TaskState] | None, start: int = 1) -> tuple[str, list[Any]]:
     """A WHERE clause filtering by queue and states, with its bound arguments."""
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     if queue is not None:
         args.append(queue)
         clauses.append(f"queue = ${start + len(args) - 1}")
@@ -372,7 +374,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
         return int(status.split()[-1])
 
-    async def cleanup(self) -> list[Task]:
+    async def cleanup(self) -> builtins.list[Task]:
         rows = await self._settled(EXPIRE)
         await self.execute(DELETE_FINISHED)
         return [task_from_row(row[1:]) for row in rows]
@@ -401,7 +403,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE id = $1", schedule_id)
         return schedule_from_row(rows[0]) if rows else None
 
-    async def list_schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
         return [schedule_from_row(row) for row in rows]
 
@@ -414,7 +416,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
             "RETURNING id", schedule_id, paused, next_run))
 
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+    async def claim_due_schedules(self, at: float, limit: int = 100
+                                  ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         """Read the due schedules, compute their firings here (cron lives in Python),
         then win them with one compare-and-set UPDATE on the old ``next_run``."""
         rows = await self.fetch(
