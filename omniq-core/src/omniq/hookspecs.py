@@ -43,7 +43,8 @@ def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
     :param register: takes one :class:`omniq.BackendSpec`.
 
     Backend authors: keep the plugin module free of imports other than ``omniq`` and
-    the standard library (the conformance suite's plugin checks verify this).
+    the standard library, so discovery stays cheap (first-party plugins are checked by
+    ``tests/test_plugins.py``).
     """
 
 

@@ -165,7 +165,8 @@ class BaseTaskQueue(BaseStore):
         """Move a task to ``DEAD`` with ``error`` kept (``finished_at`` set).
 
         With a token, fenced like :meth:`complete`; with ``None`` (a task that cannot
-        even be decoded), unconditional for a task in any non-terminal state.
+        even be decoded), unconditional for a task in any non-terminal state, and
+        False (nothing changed) for a task that already finished.
         ``WAITING`` dependents become ``CANCELLED`` with an error naming this task,
         recursively, in the same atomic step.
         """
@@ -174,7 +175,8 @@ class BaseTaskQueue(BaseStore):
     async def release_expired_leases(self) -> list[Task]:
         """Return every ``RUNNING`` task whose lease deadline passed to its queue.
 
-        The attempt stays counted. A task whose ``attempts`` reached
+        The task becomes ready again (a state in ``READY_STATES``, usually
+        ``PENDING``) and the attempt stays counted. A task whose ``attempts`` reached
         ``max(max_deliveries, max_retries + 1)`` goes to ``DEAD`` instead (its worker
         keeps dying), cancelling its dependents. Returns the tasks as updated.
         """
@@ -184,8 +186,10 @@ class BaseTaskQueue(BaseStore):
         """Cancel a task that has not finished; dependents are cancelled too.
 
         A ``RUNNING`` task is cancelled at once and its lease dropped, so the worker's
-        next heartbeat sees it lost. Returns False when the task is already terminal.
-        Raises :class:`omniq.errors.TaskNotFoundError` for an unknown id.
+        next heartbeat sees it lost. Sets ``finished_at`` (as does every move to a
+        terminal state, cascades included, so cleanup can apply retention). Returns
+        False when the task is already terminal. Raises
+        :class:`omniq.errors.TaskNotFoundError` for an unknown id.
         """
 
     @abc.abstractmethod
@@ -215,8 +219,8 @@ class BaseTaskQueue(BaseStore):
         """TTL enforcement, run periodically by workers.
 
         1. A task in ``READY_STATES`` or ``WAITING`` whose ``expires_at`` passed becomes
-           ``EXPIRED`` (dependents cancelled); these tasks are returned so the caller can
-           record ``expired`` events.
+           ``EXPIRED`` with ``finished_at`` set (dependents cancelled); these tasks are
+           returned so the caller can record ``expired`` events.
         2. A terminal task whose ``finished_at + task.retention()`` passed is deleted.
         """
 
@@ -354,7 +358,8 @@ class BaseEventStorage(BaseStore):
         order: str = "asc",
     ) -> list[TaskEvent]:
         """Events matching every filter given, by timestamp (``order`` "asc" or
-        "desc"; ties keep append order), at most ``limit`` (None: no limit).
+        "desc"; among equal timestamps the order is unspecified), at most ``limit``
+        (None: no limit; with "desc" the newest ``limit``).
         ``since`` is inclusive, ``until`` exclusive."""
 
     @abc.abstractmethod

@@ -1,0 +1,48 @@
+"""First-party plugins: discoverable by entry point, and cheap to discover."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+
+from omniq.registry import ENTRY_POINT_GROUP, FIRST_PARTY
+
+HEAVY = ["aiosqlite", "asyncpg", "redis", "nats", "fsspec", "gevent", "s3fs"]
+
+
+def first_party_entry_points():
+    return sorted(
+        (ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name in FIRST_PARTY),
+        key=lambda ep: ep.name,
+    )
+
+
+def test_every_first_party_plugin_is_installed_in_the_dev_environment():
+    assert {ep.name for ep in first_party_entry_points()} == set(FIRST_PARTY)
+
+
+@pytest.mark.parametrize("ep", first_party_entry_points(), ids=lambda ep: ep.name)
+def test_plugin_module_imports_no_client_library(ep):
+    code = (
+        "import json, sys, importlib; importlib.import_module(sys.argv[1]); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in sys.argv[2:])))"
+    )
+    run = subprocess.run([sys.executable, "-c", code, ep.value, *HEAVY], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(run.stdout) == [], f"{ep.value} imports heavy modules at discovery"
+
+
+def test_registry_lists_every_first_party_plugin_without_errors():
+    from omniq.registry import PluginRegistry
+
+    infos = {i.name: i for i in PluginRegistry().plugins()}
+    for name in FIRST_PARTY:
+        assert infos[name].error is None, infos[name].error
+    backends = PluginRegistry().backends()
+    for name, (_dist, _extra, schemes) in FIRST_PARTY.items():
+        if name != "gevent":
+            assert set(schemes) <= set(backends[name].schemes), name
