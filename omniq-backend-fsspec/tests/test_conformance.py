@@ -1,9 +1,10 @@
-"""The conformance suite on local files and memory (all three stores)."""
+"""The conformance suite on local files and memory (all three stores), and results and events on S3 (moto)."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,15 @@ class TestMemoryEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self) -> str:
         return memory_ref()
+
+
+class TestS3Results(ResultStorageContract):
+    @pytest.fixture
+    def result_storage_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
+        return s3_ref
+
+
+class TestS3Events(EventStorageContract):
+    @pytest.fixture
+    def event_storage_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
+        return s3_ref

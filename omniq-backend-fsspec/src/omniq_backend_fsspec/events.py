@@ -65,15 +65,11 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
         self.files.write(f"events/{_batch_name(events)}", encoder.encode(events))
 
     def _batches(self, since: float | None, until: float | None) -> list[tuple[str, list[TaskEvent]]]:
-        out = []
-        for name in self.files.list("events"):
-            low, high = _bounds(name)
-            if (since is not None and high < since) or (until is not None and low >= until):
-                continue
-            data = self.files.read(f"events/{name}")
-            if data is not None:
-                out.append((name, _batch_decoder.decode(data)))
-        return out
+        names = [n for n in self.files.list("events") if not (
+            (since is not None and _bounds(n)[1] < since) or (until is not None and _bounds(n)[0] >= until)
+        )]
+        found = self.files.read_many([f"events/{n}" for n in names])
+        return [(n, _batch_decoder.decode(found[f"events/{n}"])) for n in names if f"events/{n}" in found]
 
     def _query(self, task_id: str | None, queue: str | None, types: set[str] | None,
                since: float | None, until: float | None) -> list[TaskEvent]:

@@ -29,22 +29,14 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
     def _class_for(cls, location: Location) -> Any:
         return LocalResultStorage if location.local else FsspecResultStorage
 
-    def _get(self, task_id: str) -> TaskResult | None:
-        data = self.files.read(_path(task_id))
-        if data is None:
-            return None
-        result = result_decoder.decode(data)
-        if result.expires_at is not None and result.expires_at <= time.time():
-            return None
-        return result
+    def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        found = self.files.read_many([_path(tid) for tid in task_ids])
+        now = time.time()
+        results = (result_decoder.decode(data) for data in found.values())
+        return {r.task_id: r for r in results if r.expires_at is None or r.expires_at > now}
 
     def _set_many(self, results: Sequence[TaskResult]) -> None:
-        for result in results:
-            self.files.write(_path(result.task_id), encoder.encode(result))
-
-    def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        found = ((tid, self._get(tid)) for tid in task_ids)
-        return {tid: r for tid, r in found if r is not None}
+        self.files.write_many({_path(r.task_id): encoder.encode(r) for r in results})
 
     def _cleanup(self) -> int:
         now = time.time()
@@ -65,7 +57,7 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
         await self._run(self._set_many, list(results))
 
     async def get(self, task_id: str) -> TaskResult | None:
-        return await self._run(self._get, task_id)
+        return (await self._run(self._get_many, [task_id])).get(task_id)
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         return await self._run(self._get_many, list(task_ids))

@@ -1,0 +1,173 @@
+"""What only the fsspec backend has: URL forms, its file layout, hostile names used
+directly on the stores, crash repair, and refusing a task queue on object stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omniq.errors import ConfigError
+from omniq.models import TaskState
+from omniq.registry import registry
+from omniq.testing import make_event, make_result, make_schedule, make_task
+from omniq_backend_fsspec.layout import SEQ_SHIFT
+from omniq_backend_fsspec.queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue
+from omniq_backend_fsspec.results import FsspecResultStorage
+
+pytestmark = pytest.mark.anyio
+
+HOSTILE = [
+    "../../escaped", "/etc/passwd", "..", ".", "a/b", "a\\b", "nul\x00byte", "~", "%2e%2e",
+    "*?[glob]", "new\nline", "é/ü", "x" * 600, "%h" + "0" * 64,
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+# -- URLs and options -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "needle"), [
+    ("file://relative/dir", "absolute path"),
+    ("file:///a/../b", "'..'"),
+    ("s3://", "bucket"),
+    ("nosuchproto://x", "fsspec does not know"),
+    ("fsspec+nosuchproto://x", "nosuchproto"),
+    ("memory://x?fsync=1", "query"),
+])
+def test_bad_urls_are_refused_by_name(url: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="fsspec backend") as info:
+        FsspecResultStorage.from_url(url)
+    assert needle in str(info.value)
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'fsync'"):
+        registry.resolve("task_queue", {"url": "memory://x", "fsyn": True})
+    with pytest.raises(ConfigError, match="file:// only"):
+        registry.resolve("task_queue", {"url": "memory://x", "fsync": True})
+    with pytest.raises(ConfigError, match="storage_options must be a mapping"):
+        registry.resolve("result_storage", {"url": "memory://x", "storage_options": "key=1"})
+
+
+def test_url_forms_resolve_to_the_right_class(tmp_path: Path) -> None:
+    assert type(registry.resolve("task_queue", f"file://{tmp_path}")) is FileTaskQueue
+    assert type(registry.resolve("task_queue", "memory://x")) is MemoryTaskQueue
+    assert type(registry.resolve("task_queue", "fsspec+memory://x")) is MemoryTaskQueue
+    default = registry.resolve("task_queue", "fsspec")
+    assert type(default) is MemoryTaskQueue and default.location.base_dir == "omniq"
+    assert registry.resolve("result_storage", "gcs://bucket/p").location.protocol == "gs"
+
+
+def test_local_only_follows_the_protocol(tmp_path: Path) -> None:
+    for kind in ("result_storage", "event_storage"):
+        assert registry.resolve(kind, f"file://{tmp_path}").local_only is True
+        assert registry.resolve(kind, "memory://x").local_only is True
+        assert registry.resolve(kind, "s3://bucket/prefix").local_only is False
+    assert FileTaskQueue.local_only and MemoryTaskQueue.local_only
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket/p", "az://container/p",
+                                 "fsspec+sftp://host/dir"])
+def test_task_queue_on_an_object_store_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("task_queue", url)
+    message = str(info.value)
+    assert "no task queue" in message and "twice" in message and "file://" in message
+    assert url.split("://")[0].removeprefix("fsspec+") in message
+
+
+def test_secrets_in_urls_are_masked() -> None:
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("task_queue", "s3://user:hunter2@bucket/prefix")
+    assert "hunter2" not in str(info.value)
+
+
+# -- hostile names, used directly on the stores (no app validation in between) ---------------
+
+
+async def test_hostile_ids_and_queue_names_stay_under_base_dir(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    queue = FsspecTaskQueue.from_url(f"file://{base}")
+    async with queue:
+        tasks = [make_task(id=name, queue=name) for name in HOSTILE]
+        await queue.enqueue_many(tasks)
+        for task in tasks:
+            fetched = await queue.get(task.id)
+            assert fetched is not None and fetched.id == task.id and fetched.queue == task.queue
+            got = await queue.reserve([task.queue], "w", 60.0)
+            assert [t.id for t in got] == [task.id]
+            assert await queue.complete(task.id, got[0].lease_token or "", TaskState.SUCCEEDED)
+        assert set(await queue.stats()) == set(HOSTILE)
+        for name in HOSTILE:
+            await queue.add_schedule(make_schedule(id=name))
+            assert (await queue.get_schedule(name)).id == name  # type: ignore[union-attr]
+    results = registry.resolve("result_storage", f"file://{base}")
+    async with results:
+        for name in HOSTILE:
+            await results.set(make_result(task_id=name))
+            assert (await results.get(name)).task_id == name  # type: ignore[union-attr]
+    assert files_under(tmp_path) - files_under(base) == {base}, "a file was written outside base_dir"
+    assert not any(p.name in ("..", ".") for p in files_under(base))
+
+
+async def test_distinct_hostile_names_never_share_a_file() -> None:
+    names = ["a.b", "a%2Eb", "a%b", "a:b", "a/b", "a_b"]
+    async with registry.resolve("result_storage", "memory://hostile-distinct") as results:
+        for name in names:
+            await results.set(make_result(task_id=name, worker_id=name))
+        for name in names:
+            assert (await results.get(name)).worker_id == name  # type: ignore[union-attr]
+
+
+# -- layout and crash repair -------------------------------------------------------------------
+
+
+async def test_pending_tasks_are_filed_in_small_buckets(tmp_path: Path) -> None:
+    count = (1 << SEQ_SHIFT) + 10
+    async with FsspecTaskQueue.from_url(f"file://{tmp_path}") as queue:
+        await queue.enqueue_many([make_task(priority=i % 2) for i in range(count)])
+        pending = tmp_path / "queues" / "default" / "pending"
+        sizes = sorted(len(os.listdir(b)) for b in pending.iterdir())
+        assert max(sizes) <= 1 << SEQ_SHIFT and sum(sizes) == count, sizes
+        first = await queue.reserve(["default"], "w", 60.0, limit=3)
+        assert [t.priority for t in first] == [1, 1, 1]
+
+
+async def test_an_entry_left_in_the_wrong_directory_is_repaired(tmp_path: Path) -> None:
+    """A crash between moving an entry and rewriting its record loses nothing."""
+    async with FsspecTaskQueue.from_url(f"file://{tmp_path}") as queue:
+        task = await queue.enqueue(make_task())
+        entry = next((tmp_path / "queues" / "default" / "pending").rglob("*-*"))
+        running = tmp_path / "queues" / "default" / "running"
+        running.mkdir(parents=True)
+        entry.rename(running / entry.name)  # as if the record rewrite never happened
+        assert await queue.release_expired_leases() == []
+        assert [t.id for t in await queue.reserve(["default"], "w", 60.0)] == [task.id]
+
+
+async def test_events_skip_batches_outside_the_time_range(tmp_path: Path) -> None:
+    async with registry.resolve("event_storage", f"file://{tmp_path}") as events:
+        await events.append_many([make_event(timestamp=100.0), make_event(timestamp=200.0)])
+        await events.append_many([make_event(timestamp=300.0)])
+        assert [e.timestamp for e in await events.query(since=250.0)] == [300.0]
+        assert await events.cleanup(150.0) == 1
+        assert [e.timestamp for e in await events.query()] == [200.0, 300.0]
+
+
+async def test_results_and_events_on_s3(s3_ref: dict[str, Any]) -> None:
+    """The object-store path end to end (the conformance suite covers the rest)."""
+    async with registry.resolve("result_storage", s3_ref) as results:
+        await results.set_many([make_result(task_id="a"), make_result(task_id="b")])
+        assert set(await results.get_many(["a", "b", "c"])) == {"a", "b"}
+        assert await results.delete("a") and not await results.delete("a")
