@@ -8,6 +8,7 @@ by Redis ``TIME`` inside the scripts.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import heapq
 import secrets
 from collections.abc import Iterable, Sequence
@@ -256,8 +257,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         break
         return total
 
-    async def cleanup(self) -> list[Task]:
-        expired: list[Task] = []
+    async def cleanup(self) -> builtins.list[Task]:
+        expired: builtins.list[Task] = []
         while True:
             blob, deleted = await self._run("cleanup", [_BATCH])
             rows = decode_rows(blob)
@@ -316,7 +317,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blob = await self.redis.hget(self.key("sched"), schedule_id)
         return schedule_decoder.decode(blob) if blob is not None else None
 
-    async def list_schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> builtins.list[Schedule]:
         blobs = await self.redis.hgetall(self.key("sched"))
         return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
 
@@ -328,7 +329,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return bool(deleted)
 
     @staticmethod
-    def _cas_args(schedule_id: str, old: bytes, new: Schedule) -> list[Any]:
+    def _cas_args(schedule_id: str, old: bytes, new: Schedule) -> builtins.list[Any]:
         return [schedule_id, old, encoder.encode(new), "" if new.paused else number(new.next_run)]
 
     async def set_schedule_paused(
@@ -345,13 +346,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 return True
         raise RuntimeError(f"schedule {schedule_id!r} kept changing; pause/resume gave up")
 
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+    async def claim_due_schedules(
+        self, at: float, limit: int = 100
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         ids = await self.redis.zrangebyscore(self.key("sched", "due"), "-inf", at, start=0, num=limit)
         if not ids:
             return []
         blobs = await self.redis.hmget(self.key("sched"), ids)
-        candidates: list[tuple[Schedule, list[float]]] = []
-        args: list[Any] = []
+        candidates: builtins.list[tuple[Schedule, builtins.list[float]]] = []
+        args: builtins.list[Any] = []
         for blob in blobs:
             if blob is None:
                 continue
