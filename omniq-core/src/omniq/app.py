@@ -192,6 +192,12 @@ _ENQUEUE_OPTIONS = frozenset(
 )
 
 
+def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(task keyword arguments, enqueue options) from one keyword dict."""
+    options = {k: v for k, v in kwargs.items() if k in _ENQUEUE_OPTIONS}
+    return {k: v for k, v in kwargs.items() if k not in _ENQUEUE_OPTIONS}, options
+
+
 class AsyncOmniQ:
     """The async app. ``AsyncOmniQ()`` uses the configured (or default SQLite) stores.
 
@@ -391,13 +397,19 @@ class AsyncOmniQ:
         await self.record_events([self.event(stored, EventType.ENQUEUED, at=at, state=stored.state.value)])
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
+    def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
+        """The :class:`Task` that :meth:`enqueue` would store, without storing it: for
+        backend APIs such as enqueueing inside your own database transaction."""
+        kwargs, options = _split_options(kwargs)
+        return self._build_task(fn, args, kwargs, options, now())
+
     async def enqueue(self, fn: Callable[..., Awaitable[R]] | Callable[..., R] | str, *args: Any,
                       **kwargs: Any) -> TaskRef[R]:
         """Enqueue ``fn(*args, **kwargs)``. Keywords named like enqueue options
         (priority, delay, eta, depends_on, queue, ttl, timeout, retries, task_id) are
         options; use ``fn.apply(args, kwargs, **options)`` when the task itself takes
         such a keyword."""
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _ENQUEUE_OPTIONS}
+        kwargs, options = _split_options(kwargs)
         return await self._enqueue(fn, args, kwargs, options)
 
     async def enqueue_many(self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]],
@@ -693,6 +705,10 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
 
     open = blocking(AsyncOmniQ.open)
     enqueue = blocking(AsyncOmniQ.enqueue)
+
+    def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
+        return self._async.build_task(fn, *args, **kwargs)
+
     enqueue_many = blocking(AsyncOmniQ.enqueue_many)
     get_result = blocking(AsyncOmniQ.get_result)
     get_task = blocking(AsyncOmniQ.get_task)

@@ -63,6 +63,10 @@ class SignatureError(SerializationError):
     """A payload's HMAC signature is missing, unknown or wrong."""
 
 
+class BackendUnavailableError(OmniQError, ConnectionError):
+    """A backend's server could not be reached (the message names it, password masked)."""
+
+
 class QueueError(OmniQError):
     """A task queue operation failed."""
 
