@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -253,6 +254,25 @@ def test_worker_recycles_by_reexecuting(tmp_path: Path, url: str, app: OmniQ, ta
     assert "re-executing the process" in proc.stderr
     assert "stopped (burst)" in proc.stderr
     assert [app.get_result(r, timeout=0) for r in refs] == list(range(8))
+
+
+def test_worker_drains_on_sigterm(tmp_path: Path, url: str, tasks_module: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    log = tmp_path / "worker.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app", f"{tasks_module}:app",
+             "--no-progress"], cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "started: pool=async" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        proc.kill()
+    assert "stopped (signal)" in log.read_text()
 
 
 # -- task, events, queues --------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""The four measurements, for any queue library that implements :class:`Subject`.
+
+The harness owns the clock, the worker subprocess and the statistics; a subject only
+knows how to talk to its library. OmniQ's subject is ``omniq_subject.py``; a peer
+(arq, SAQ, taskiq, RQ, procrastinate, pgqueuer) is one more module implementing the
+same protocol (see README.md), so every library is measured by the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Figures", "Subject", "measure"]
+
+
+class Subject(Protocol):
+    """One queue library under test, configured for one backend.
+
+    Every task it enqueues is a no-op, so the figures measure the queue, not the work.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue_one(self) -> str:
+        """Enqueue one task with a single call; return its id."""
+
+    async def enqueue_bulk(self, n: int) -> list[str]:
+        """Enqueue ``n`` tasks with the library's bulk call; return their ids."""
+
+    async def clear(self) -> None:
+        """Drop every queued task (between measurements)."""
+
+    def worker_command(self, burst: bool) -> list[str]:
+        """The command line of ONE worker process; with ``burst`` it exits once the
+        queue is empty, else it runs until SIGTERM."""
+
+    async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
+        """Epoch times of the first task's start and the last task's completion, read
+        from the library's own records (events or result timestamps). Raises when a
+        task has not succeeded."""
+
+    async def wait_result(self, task_id: str, timeout: float) -> None:
+        """Return as soon as the task's result is available to the producer."""
+
+
+@dataclass
+class Figures:
+    subject: str
+    n: int
+    enqueue_per_s: float
+    bulk_enqueue_per_s: float
+    processing_per_s: float
+    processing_s: float
+    latency_samples: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class WorkerFailed(RuntimeError):
+    """The worker subprocess exited with an error or did not finish in time."""
+
+
+def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as f:
+        return subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    try:
+        code = await asyncio.to_thread(proc.wait, timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise WorkerFailed(f"the worker did not finish within {timeout:g} s; its log: {log}") from None
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise WorkerFailed(f"the worker exited with {code}: " + " | ".join(tail))
+
+
+async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
+                  timeout: float = 600.0, progress: bool = True) -> Figures:
+    """Run the four measurements in order on an empty backend."""
+    log = workdir / "worker.log"
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"[{subject.name}] {text}", flush=True)
+
+    await subject.open()
+    try:
+        say(f"enqueue {n} one by one")
+        started = time.perf_counter()
+        for _ in range(n):
+            await subject.enqueue_one()
+        enqueue = n / (time.perf_counter() - started)
+        await subject.clear()
+
+        say(f"enqueue {n} in bulk")
+        started = time.perf_counter()
+        ids = await subject.enqueue_bulk(n)
+        bulk = n / (time.perf_counter() - started)
+
+        say(f"process {n} with one worker process (burst)")
+        await _wait_exit(_spawn(subject.worker_command(burst=True), log), timeout, log)
+        first, last = await subject.processing_window(ids)
+
+        say(f"latency of {latency_samples} sequential tasks")
+        worker = _spawn(subject.worker_command(burst=False), log)
+        try:
+            await subject.wait_result(await subject.enqueue_one(), timeout=60)  # the worker is up
+            samples = []
+            for _ in range(latency_samples):
+                started = time.perf_counter()
+                await subject.wait_result(await subject.enqueue_one(), timeout=60)
+                samples.append(time.perf_counter() - started)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await _wait_exit(worker, 60, log)
+    finally:
+        await subject.close()
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return Figures(
+        subject=subject.name, n=n, enqueue_per_s=round(enqueue, 1), bulk_enqueue_per_s=round(bulk, 1),
+        processing_per_s=round(n / (last - first), 1), processing_s=round(last - first, 3),
+        latency_samples=latency_samples, latency_p50_ms=round(cuts[49] * 1000, 2),
+        latency_p99_ms=round(cuts[98] * 1000, 2),
+    )
