@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from omniq.config import mask_url
-from omniq.errors import ConfigError, OmniQError
+from omniq.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["PostgresSettings", "PostgresUnavailableError", "SCHEMES", "quote_ident"]
 
@@ -25,7 +25,7 @@ DEFAULT_SCHEMA = "omniq"
 SCHEMA_PATTERN = re.compile(r"^(?!pg_)[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
-class PostgresUnavailableError(OmniQError, ConnectionError):
+class PostgresUnavailableError(BackendUnavailableError):
     """The server could not be reached (or refused the login) when opening a store."""
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from omniq.errors import QueueError
+from omniq.errors import BackendUnavailableError, QueueError
 
 _FOREIGN = re.compile(r"OMNIQ_FOREIGN (\S+) (.*?)(?: script: |$)")
 
 
-class RedisUnavailableError(QueueError):
+class RedisUnavailableError(BackendUnavailableError, QueueError):
     """Redis did not answer when a store opened (the URL is named with its password masked)."""
 
 
