@@ -91,7 +91,7 @@ class QueueEngine:
         """Move the index entry first, then replace the record (see module docstring)."""
         target = entry_path(new)
         if old is None or not self.files.move(entry_path(old), target):
-            self.files.write(target, b"")
+            self.files.touch(target)
         self.files.write(record_path(new.task.id), encoder.encode(new))
 
     def _checked(self, path: str) -> Record | None:
@@ -101,7 +101,7 @@ class QueueEngine:
         if rec is not None and entry_path(rec) == path:
             return rec
         if rec is not None:
-            self.files.write(entry_path(rec), b"")
+            self.files.touch(entry_path(rec))
         self.files.delete(path)
         return None
 
@@ -150,9 +150,9 @@ class QueueEngine:
             self._known_queues.add(eq)
         if failed is None:
             for parent in waiting_on:
-                self.files.write(f"deps/{encode('task id', parent.id)}/{encode('task id', task.id)}", b"")
+                self.files.touch(f"deps/{encode('task id', parent.id)}/{encode('task id', task.id)}")
             if task.expires_at is not None:
-                self.files.write(expiry_path(rec), b"")
+                self.files.touch(expiry_path(rec))
         self._save(None, rec)
         return rec.task
 

@@ -76,6 +76,10 @@ class LockingFiles(Files):
     def prune(self, directory: str) -> None:
         """Remove ``directory`` if it is empty (bucket directories come and go)."""
 
+    def touch(self, path: str) -> None:
+        """Create an empty file (an index entry: nothing in it can be torn)."""
+        self.write(path, b"")
+
 
 class LocalFiles(LockingFiles):
     """A directory on this machine's disk."""
@@ -141,6 +145,14 @@ class LocalFiles(LockingFiles):
             return True
         except FileNotFoundError:
             return False
+
+    def touch(self, path: str) -> None:
+        full = self._abs(path)
+        try:
+            os.close(os.open(full, os.O_WRONLY | os.O_CREAT, 0o644))
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            os.close(os.open(full, os.O_WRONLY | os.O_CREAT, 0o644))
 
     def prune(self, directory: str) -> None:
         with contextlib.suppress(OSError):
