@@ -222,4 +222,3 @@ async def test_processes_enqueueing_and_reserving_never_share_a_task(url: str) -
     received: Counter[Any] = Counter(i for _, got, _ in reports for i in got)
     assert [i for i, n in received.items() if n > 1] == [], "a task was delivered twice"
     assert set(received) == set(ids)
-    assert sum(1 for _, got, _ in reports if got) >= 2, "the work should have been shared"
