@@ -1,0 +1,79 @@
+"""The gevent execution pool: blocking task functions as greenlets, thousands at once.
+
+See :mod:`omniq_workers_gevent.hub` for how calls reach the hub thread and
+:mod:`omniq_workers_gevent.patching` for what is monkey-patched and why.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from omniq.interfaces import BaseWorker
+from omniq.worker.pools import _with_timeout
+
+from .hub import GreenletHub
+from .patching import patch_process
+
+__all__ = ["GeventPool"]
+
+log = logging.getLogger("omniq.worker.gevent")
+
+
+class GeventPool(BaseWorker):
+    """Plain functions run as greenlets in a gevent hub thread, ``concurrency`` at once;
+    coroutine functions run on the worker's event loop, as in the thread pool.
+
+    Blocking calls yield to the hub only where gevent patched them (sockets, ssl, DNS,
+    ``time.sleep``, ``select``); CPU-bound code, C extensions doing their own I/O and
+    ``subprocess`` block every greenlet of the pool: use the thread or process pool
+    for those.
+
+    :param backstop: seconds past a task's timeout after which a call that never
+        yielded is abandoned (the greenlet is killed when it next yields).
+    """
+
+    name = "gevent"
+
+    def __init__(self, concurrency: int, *, backstop: float = 1.0, **options: Any) -> None:
+        super().__init__(concurrency, **options)
+        self.backstop = backstop
+        self._hub: GreenletHub | None = None
+
+    @classmethod
+    def prepare_process(cls) -> None:
+        """Monkey-patch this process. ``omniq worker --pool gevent`` calls it before it
+        imports the application. Workers started from code are patched by :meth:`start`
+        instead, later: modules imported before keep any names they bound to the
+        unpatched functions (a warning says so)."""
+        patch_process()
+
+    async def start(self) -> None:
+        if patch_process():
+            log.warning(
+                "the gevent pool monkey-patched this process when the worker started, after the "
+                "application was imported: names bound before (from time import sleep, from "
+                "socket import socket) still block every greenlet. Run `omniq worker --pool "
+                "gevent`, or call omniq_workers_gevent.patch_process() before other imports")
+        self._hub = GreenletHub(self.concurrency)
+        await self._hub.start()
+
+    async def stop(self, wait: bool = True) -> None:
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.stop(wait)
+
+    async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+                  timeout: float | None, *, ref: str | None = None,
+                  func_payload: bytes | None = None) -> Any:
+        if inspect.iscoroutinefunction(func):
+            return await _with_timeout(func(*args, **kwargs), timeout)
+        if self._hub is None:
+            raise RuntimeError("the gevent pool was not started")
+        value = await self._hub.run(functools.partial(func, *args, **kwargs), timeout, self.backstop)
+        if inspect.isawaitable(value):  # a plain callable that returned a coroutine
+            value = await _with_timeout(value, timeout)
+        return value
