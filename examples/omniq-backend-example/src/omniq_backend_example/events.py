@@ -1,0 +1,49 @@
+"""Event storage: a list in append order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+from omniq.errors import ConfigError
+from omniq.interfaces import BaseEventStorage
+from omniq.models import TaskEvent
+
+from .namespace import NamespaceStore
+
+__all__ = ["ExampleEventStorage"]
+
+
+class ExampleEventStorage(NamespaceStore, BaseEventStorage):
+    local_only: ClassVar[bool] = True
+
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        self.ns.events.extend(events)
+
+    async def query(
+        self,
+        *,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
+        if order not in ("asc", "desc"):
+            raise ConfigError(f"order must be 'asc' or 'desc', got {order!r}")
+        wanted = None if types is None else {getattr(t, "value", t) for t in types}
+        found = [
+            e for e in self.ns.events
+            if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
+            and (wanted is None or e.type.value in wanted)
+            and (since is None or e.timestamp >= since) and (until is None or e.timestamp < until)
+        ]
+        found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
+        return found if limit is None else found[:limit]
+
+    async def cleanup(self, older_than: float) -> int:
+        before = len(self.ns.events)
+        self.ns.events[:] = [e for e in self.ns.events if e.timestamp >= older_than]
+        return before - len(self.ns.events)
