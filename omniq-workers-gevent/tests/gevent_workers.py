@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 StartWorker = Callable[..., "subprocess.Popen[str]"]
@@ -23,3 +25,14 @@ def wait_for(path: Path, deadline: float = 20.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"{path} did not appear within {deadline} s")
         time.sleep(0.02)
+
+
+def run_python(*parts: str, args: Sequence[str] = ()) -> str:
+    """Run the code ``parts`` (each dedented) in a fresh interpreter with ``args`` in
+    ``sys.argv[1:]``, since patching must not touch the test process; return its
+    stdout, failing with its output unless it exits cleanly."""
+    code = "\n".join(textwrap.dedent(p) for p in parts)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout

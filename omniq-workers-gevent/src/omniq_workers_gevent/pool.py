@@ -56,8 +56,8 @@ class GeventPool(BaseWorker):
             log.warning(
                 "the gevent pool monkey-patched this process when the worker started, after the "
                 "application was imported: names bound before (from time import sleep, from "
-                "socket import socket) still block every greenlet. Run `omniq worker --pool "
-                "gevent`, or call omniq_workers_gevent.patch_process() before other imports")
+                "socket import socket) still block every greenlet. Call "
+                "omniq_workers_gevent.patch_process() first thing in the main module")
         self._hub = GreenletHub(self.concurrency)
         await self._hub.start()
 
