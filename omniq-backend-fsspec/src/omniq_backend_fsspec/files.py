@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from omniq.errors import QueueError
+
 from .location import Location
 
 __all__ = ["Files", "FsspecFiles", "LocalFiles", "LockingFiles", "MemoryFiles", "open_files"]
@@ -120,11 +122,7 @@ class LocalFiles(LockingFiles):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.replace(src, dst)
         if self.fsync:
-            fd = os.open(os.path.dirname(dst), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._sync_dir(os.path.dirname(dst))
 
     def delete(self, path: str) -> bool:
         try:
@@ -153,6 +151,16 @@ class LocalFiles(LockingFiles):
         except FileNotFoundError:
             os.makedirs(os.path.dirname(full), exist_ok=True)
             os.close(os.open(full, os.O_WRONLY | os.O_CREAT, 0o644))
+        if self.fsync:
+            self._sync_dir(os.path.dirname(full))
+
+    @staticmethod
+    def _sync_dir(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def prune(self, directory: str) -> None:
         with contextlib.suppress(OSError):
@@ -160,7 +168,13 @@ class LocalFiles(LockingFiles):
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        import fcntl  # POSIX only; imported here so results and events work everywhere
+        try:
+            import fcntl  # imported here so results and events work everywhere
+        except ImportError as exc:
+            raise QueueError(
+                f"a task queue on file:// needs POSIX flock, which this platform lacks ({exc}); "
+                f"use sqlite:/// for a local task queue here"
+            ) from exc
 
         with self._thread_lock:
             if self._lock_fd is None:
