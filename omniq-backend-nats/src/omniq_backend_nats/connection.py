@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
@@ -212,7 +213,7 @@ class NatsStore(BaseStore):
                 name=f"omniq-{self.prefix}",
                 connect_timeout=s["connect_timeout"],
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=1,  # the first connect fails fast...
                 reconnect_time_wait=0.5,
                 user=s["user"],
                 password=s["password"],
@@ -228,6 +229,8 @@ class NatsStore(BaseStore):
                 f"cannot connect to NATS at {s.masked}: {type(exc).__name__}: {mask_url(str(exc))}. "
                 f"Is nats-server running (with -js) and are the credentials right?"
             ) from None
+        # ...but once connected, ride out server restarts however long they take.
+        nc.options["max_reconnect_attempts"] = -1
         js = nc.jetstream(timeout=_API_TIMEOUT)
         try:
             await js.account_info()
@@ -318,16 +321,18 @@ class NatsStore(BaseStore):
     ) -> AsyncIterator[Msg]:
         """Every message of ``stream`` matching ``subject`` (the latest per subject with
         ``last_per_subject``), read in batches through a short-lived ephemeral consumer."""
+        start: datetime | None = None
         if last_per_subject:
             policy = api.DeliverPolicy.LAST_PER_SUBJECT
         elif start_time is not None:
             policy = api.DeliverPolicy.BY_START_TIME
+            start = datetime.fromtimestamp(max(start_time, 0.0), tz=timezone.utc)
         else:
             policy = api.DeliverPolicy.ALL
         config = api.ConsumerConfig(
             filter_subject=subject,
             deliver_policy=policy,
-            opt_start_time=_rfc3339(start_time) if policy is api.DeliverPolicy.BY_START_TIME else None,
+            opt_start_time=start,
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,
             mem_storage=True,
@@ -357,12 +362,6 @@ class NatsStore(BaseStore):
 
 def _value(x: Any) -> Any:
     return getattr(x, "value", x)
-
-
-def _rfc3339(ts: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(max(ts, 0.0), tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 async def _ignore(exc: Exception) -> None:

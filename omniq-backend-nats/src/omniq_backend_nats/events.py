@@ -25,7 +25,6 @@ from .names import token
 
 __all__ = ["NatsEventStorage"]
 
-_TS_HEADER = "Omniq-Ts"
 _PUBLISH_WINDOW = 512
 
 
@@ -70,7 +69,6 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
                 self.js.publish(
                     self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)),
                     encoder.encode(e),
-                    headers={_TS_HEADER: repr(e.timestamp)},
                 )
                 for e in events[start : start + _PUBLISH_WINDOW]
             ))
@@ -118,7 +116,7 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         first_new: int | None = None
         async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
             seq = msg.metadata.sequence.stream
-            if float(msg.headers[_TS_HEADER]) < older_than:
+            if event_decoder.decode(msg.data).timestamp < older_than:
                 old.append(seq)
             elif first_new is None:
                 first_new = seq

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import builtins
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -710,7 +711,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def _delete(self, task: Task) -> None:
         await asyncio.gather(self._tasks.purge(token(task.id)), self._children.purge(token(task.id)))
 
-    async def cleanup(self) -> list[Task]:
+    async def cleanup(self) -> builtins.list[Task]:
         at = await self.now()
         records = await self._all_tasks()
         states = {t.id: t.state for t, _ in records}

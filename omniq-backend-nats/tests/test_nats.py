@@ -1,0 +1,246 @@
+"""What only the NATS backend has: its URL options, its errors for a server that is down
+or runs without JetStream, refusing a stream it did not make, subject encoding of
+hostile names, the repairs of its crash windows, and a server restart mid-run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+import nats.js.errors
+import pytest
+from nats.js import api
+
+from omniq.errors import ConfigError
+from omniq.models import Task, TaskState, encoder
+from omniq.registry import registry
+from omniq.testing import eventually, make_task
+from omniq_backend_nats.connection import NatsUnavailableError
+from omniq_backend_nats.names import consumer_name, token, untoken
+from omniq_backend_nats.queue import NatsTaskQueue
+
+pytestmark = pytest.mark.anyio
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_server(port: int, store: Path | None) -> Iterator[subprocess.Popen[bytes]]:
+    """A nats-server of our own on a loopback port (JetStream only with ``store``),
+    stopped on exit."""
+    if not os.access(NATS_SERVER, os.X_OK):
+        pytest.skip(f"no nats-server binary at {NATS_SERVER}")
+    args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
+    if store is not None:
+        args += ["-js", "-sd", str(store)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"private nats-server on port {port} did not start")
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def queue_at(url: str, prefix: str, **options: Any) -> AsyncIterator[NatsTaskQueue]:
+    store = registry.resolve("task_queue", {"backend": "nats", "url": url, "prefix": prefix, **options})
+    assert isinstance(store, NatsTaskQueue)
+    async with store:
+        yield store
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_url_query_and_keyword_options() -> None:
+    store = NatsTaskQueue.from_url("nats://10.0.0.1:4222?prefix=abc&ack_wait=5", replicas=3)
+    assert store.prefix == "abc" and store.settings["ack_wait"] == 5.0 and store.settings["replicas"] == 3
+    assert store.settings.servers == ("nats://10.0.0.1:4222",)
+    assert NatsTaskQueue.from_url("nats://").settings.servers == ("nats://127.0.0.1:4222",)
+    both = NatsTaskQueue.from_url("tls://u:p@a:1,b:2").settings.servers
+    assert both == ("tls://u:p@a:1", "tls://u:p@b:2")
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "names"),
+    [
+        ("redis://127.0.0.1", {}, "scheme"),
+        ("nats://127.0.0.1/x", {}, "no path"),
+        ("nats://127.0.0.1", {"prefix": "a.b"}, "'a.b'"),
+        ("nats://127.0.0.1", {"replicas": 9}, "replicas"),
+        ("nats://127.0.0.1?ack_wait=soon", {}, "ack_wait"),
+        ("nats://127.0.0.1", {"ack_wait": 0}, "ack_wait"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(url: str, options: dict[str, Any], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        NatsTaskQueue.from_url(url, **options)
+
+
+def test_secrets_never_shown() -> None:
+    store = NatsTaskQueue.from_url("nats://alice:s3cret@127.0.0.1:4222?token=t0ken", password="pw-9")
+    shown = repr(store) + repr(store.settings)
+    assert "s3cret" not in shown and "t0ken" not in shown and "pw-9" not in shown
+    with pytest.raises(ConfigError) as info:
+        NatsTaskQueue.from_url("nats://alice:s3cret@127.0.0.1?nope=1")
+    assert "s3cret" not in str(info.value) and "nope" in str(info.value)
+
+
+def test_names_become_single_tokens() -> None:
+    for name in ("default", "a.b", "x:y", "sched@1700000000000", "émoji_✓", "a_2e"):
+        encoded = token(name)
+        assert untoken(encoded) == name
+        assert "." not in encoded and "*" not in encoded and ">" not in encoded
+    assert token("a_2e") != token("a.")  # the escape character is itself escaped
+    assert len(consumer_name("q" * 200, 9)) <= 120
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+async def test_server_down_at_open_names_the_masked_url() -> None:
+    store = NatsTaskQueue.from_url(f"nats://alice:s3cret@127.0.0.1:{free_port()}", connect_timeout=0.5)
+    with pytest.raises(NatsUnavailableError) as info:
+        await store.open()
+    assert "127.0.0.1" in str(info.value) and "***" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_server_without_jetstream_is_named(tmp_path: Path) -> None:
+    port = free_port()
+    with private_server(port, store=None):
+        store = NatsTaskQueue.from_url(f"nats://127.0.0.1:{port}")
+        with pytest.raises(NatsUnavailableError, match="JetStream is not enabled"):
+            await store.open()
+
+
+async def test_incompatible_stream_is_refused_and_kept(nats_url: str, nats_prefix: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        name = f"{nats_prefix}_queue"
+        await js.add_stream(name=name, subjects=[f"{nats_prefix}.q.>"], retention=api.RetentionPolicy.LIMITS)
+        await js.publish(f"{nats_prefix}.q.default.0", b"someone else's")
+        with pytest.raises(ConfigError, match=f"'{name}'.*retention limits.*Nothing was changed"):
+            async with queue_at(nats_url, nats_prefix):
+                pass
+        info = await js.stream_info(name)
+        assert info.state.messages == 1 and info.config.retention == api.RetentionPolicy.LIMITS
+    finally:
+        await nc.close()
+
+
+# -- how the queue sits on JetStream ---------------------------------------------------------
+
+
+async def test_hostile_queue_names_stay_in_their_own_subject(nats_url: str, nats_prefix: str) -> None:
+    async with queue_at(nats_url, nats_prefix) as q:
+        dotted = await q.enqueue(make_task(queue="a.b", priority=7))
+        await q.enqueue(Task(id="nightly@1700000000000", name="t", queue="a"))
+        info = await q.js.stream_info(q.stream, subjects_filter=f"{nats_prefix}.q.>")
+        assert set(info.state.subjects or {}) == {f"{nats_prefix}.q.a_2eb.7", f"{nats_prefix}.q.a.0"}
+        assert [t.id for t in await q.reserve(["a"], "w", 60)] == ["nightly@1700000000000"]
+        assert [t.id for t in await q.reserve(["a.b"], "w", 60)] == [dotted.id]
+
+
+async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_prefix: str) -> None:
+    """A reserve that dies between the record and the lease entry: the held message comes
+    back after AckWait, and that delivery writes the entry so the lease can lapse."""
+    async with queue_at(nats_url, nats_prefix, ack_wait=0.3) as q:
+        task = await q.enqueue(make_task())
+        (running,) = await q.reserve(["default"], "w", 0.2)
+        await q._leases.purge(token(task.id))
+        q._held.clear()
+
+        async def lapsed() -> list[Task]:
+            await q.reserve(["default"], "w2", 60)  # takes the redelivered message
+            return [t for t in await q.release_expired_leases() if t.id == task.id]
+
+        (back,) = await eventually(lapsed, "the lost lease never lapsed")
+        assert back.state is TaskState.PENDING and back.attempts == 1
+        (again,) = await eventually(lambda: q.reserve(["default"], "w3", 60), "not redelivered")
+        assert again.id == task.id and again.attempts == 2 and again.lease_token != running.lease_token
+
+
+async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefix: str) -> None:
+    """An enqueue that dies between the record and its message is repaired by enqueueing
+    the same id again (the caller never saw it succeed)."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = make_task()
+        await q._tasks.create(token(task.id), encoder.encode(task))
+        assert await q.reserve(["default"], "w", 60) == []
+        assert (await q.enqueue(task)).state is TaskState.PENDING
+        assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+
+
+async def test_delayed_task_waits_as_a_nak_not_a_poll(nats_url: str, nats_prefix: str) -> None:
+    """A delayed task's message is nak'd with its delay: it stays in the stream and the
+    consumer hands it out again when due."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = await q.enqueue(make_task(eta=await q.now() + 0.3))
+        assert await q.reserve(["default"], "w", 60) == []
+        info = await q.js.consumer_info(q.stream, consumer_name("default", 0))
+        assert info.num_ack_pending == 1 and info.num_pending == 0
+        (got,) = await eventually(lambda: q.reserve(["default"], "w", 60), "delayed task never came")
+        assert got.id == task.id
+
+
+async def test_server_restart_keeps_acknowledged_work(tmp_path: Path) -> None:
+    """Stop and restart the server mid-run: stored tasks survive, the client reconnects,
+    the held (unacked) task is still leased and the others can be reserved."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    with private_server(port, tmp_path / "js") as first:
+        async with queue_at(url, "restart") as q:
+            done, held, waiting = [await q.enqueue(make_task()) for _ in range(3)]
+            (r1,) = await q.reserve(["default"], "w", 60)
+            assert await q.complete(r1.id, r1.lease_token or "", TaskState.SUCCEEDED)
+            (r2,) = await q.reserve(["default"], "w", 60)
+            first.terminate()
+            first.wait(timeout=10)
+            with private_server(port, tmp_path / "js"):
+
+                async def back() -> Task | None:
+                    # Calls made while the client reconnects may time out: ask again.
+                    with contextlib.suppress(Exception), anyio.move_on_after(0.5):
+                        return await q.get(r2.id)
+                    return None
+
+                assert (await eventually(back, "no answer after the restart")).state is TaskState.RUNNING
+                assert (await q.get(r1.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+                (r3,) = await eventually(lambda: q.reserve(["default"], "w", 60), "nothing to reserve")
+                assert r3.id == waiting.id and {r1.id, r2.id} == {done.id, held.id}
+                assert await q.complete(r2.id, r2.lease_token or "", TaskState.SUCCEEDED)
+                assert await q.stats() == {"default": {TaskState.SUCCEEDED: 2, TaskState.RUNNING: 1}}
+                with anyio.fail_after(5):
+                    await q.close()
