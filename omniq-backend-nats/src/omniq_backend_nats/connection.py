@@ -309,6 +309,22 @@ class NatsStore(BaseStore):
         )
         return await self.js.key_value(bucket)
 
+    async def remove_key(self, bucket: str, key: str, revision: int | None = None) -> bool:
+        """Remove a KV key without leaving a delete marker (a marker per finished task
+        would grow the bucket forever): purge the key's subject in the bucket's stream.
+        With ``revision``, only messages up to it go, so a newer write survives — a
+        compare-and-delete. True when something was removed."""
+        request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
+        if revision is not None:
+            request["seq"] = revision + 1
+        reply = await self.nc.request(
+            f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), timeout=_API_TIMEOUT
+        )
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        return bool(answer.get("purged"))
+
     # -- reading -------------------------------------------------------------------------
 
     async def scan(

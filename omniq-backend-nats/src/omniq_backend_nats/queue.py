@@ -181,6 +181,9 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
 
+    async def _remove(self, bucket: str, task_id: str, revision: int | None = None) -> bool:
+        return await self.remove_key(f"{self.prefix}_{bucket}", token(task_id), revision)
+
     async def _all_tasks(self) -> list[tuple[Task, int]]:
         return [
             (task_decoder.decode(data), rev)
@@ -235,10 +238,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             await self.nc.publish(lease.reply, _ACK)
         else:
             await confirm(self.nc, lease.reply, verb)
-        try:
-            await self._leases.delete(token(task_id), last=rev)
-        except nats.js.errors.APIError:
-            pass  # replaced meanwhile by a newer lease: keep that one
+        await self._remove("leases", task_id, rev)  # a newer lease entry survives
 
     async def _consumer(self, queue: str, band: int) -> str:
         name = consumer_name(queue, band)
@@ -638,10 +638,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         if changed is None:
             found = await self._read(task_id)
             if found is None or not _holds(found[0], lease.token):
-                try:  # the entry outlived its lease (a crash after the record changed)
-                    await self._leases.delete(key, last=rev)
-                except nats.js.errors.APIError:
-                    pass
+                await self._remove("leases", task_id, rev)  # outlived its lease (a crash)
             return None
         new = changed[1]
         if new.state is TaskState.DEAD:
@@ -709,7 +706,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return len(doomed)
 
     async def _delete(self, task: Task) -> None:
-        await asyncio.gather(self._tasks.purge(token(task.id)), self._children.purge(token(task.id)))
+        await asyncio.gather(self._remove("tasks", task.id), self._remove("children", task.id))
 
     async def cleanup(self) -> builtins.list[Task]:
         at = await self.now()
@@ -734,11 +731,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                     await self._settle(task.id)  # repairs a parent that died before settling it
             elif task.state in TERMINAL_STATES and task.finished_at is not None:
                 if task.finished_at + task.retention() <= at:
-                    try:
-                        await self._tasks.delete(token(task.id), last=rev)
-                    except nats.js.errors.APIError:
-                        continue  # changed since read (re-enqueued): keep
-                    await self._children.purge(token(task.id))
+                    if await self._remove("tasks", task.id, rev):  # unless re-enqueued since
+                        await self._remove("children", task.id)
         return expired
 
 

@@ -35,7 +35,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
     _kv: KeyValue
 
     async def _setup(self) -> None:
-        self._kv = await self.ensure_bucket(f"{self.prefix}_results", ttl=self.settings["max_age"])
+        self._kv = await self.ensure_bucket(self.bucket, ttl=self.settings["max_age"])
 
     def _live(self, data: bytes | None, at: float) -> TaskResult | None:
         if not data:
@@ -62,32 +62,23 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         found = await asyncio.gather(*(self.get(t) for t in task_ids))
         return {tid: r for tid, r in zip(task_ids, found) if r is not None}
 
+    @property
+    def bucket(self) -> str:
+        return f"{self.prefix}_results"
+
     async def delete(self, task_id: str) -> bool:
-        key = token(task_id)
-        try:
-            await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return False
-        await self._kv.purge(key)
-        return True
+        return await self.remove_key(self.bucket, token(task_id))
 
     async def cleanup(self) -> int:
         at = await self.now()
         expired = [
             (key, rev)
-            async for key, data, rev in self.scan_bucket(f"{self.prefix}_results")
+            async for key, data, rev in self.scan_bucket(self.bucket)
             if self._live(data, at) is None
         ]
-        done = await asyncio.gather(*(self._delete_revision(k, r) for k, r in expired))
+        # By revision: a re-run's result written since the scan stays.
+        done = await asyncio.gather(*(self.remove_key(self.bucket, k, r) for k, r in expired))
         return sum(done)
-
-    async def _delete_revision(self, key: str, revision: int) -> bool:
-        """Delete only if nobody rewrote the key since it was read (a re-run's result)."""
-        try:
-            await self._kv.delete(key, last=revision)
-        except nats.js.errors.APIError:
-            return False
-        return True
 
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         loop = asyncio.get_running_loop()

@@ -31,6 +31,8 @@ class ScheduleBucket:
 
         def scan_bucket(self, bucket: str) -> AsyncIterator[tuple[str, bytes, int]]: ...
 
+        async def remove_key(self, bucket: str, key: str, revision: int | None = None) -> bool: ...
+
     async def _read_schedule(self, schedule_id: str) -> tuple[Schedule, int] | None:
         try:
             entry = await self._schedules.get(token(schedule_id))
@@ -57,10 +59,7 @@ class ScheduleBucket:
         return sorted((s for s, _ in await self._all_schedules()), key=lambda s: s.id)
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        if await self._read_schedule(schedule_id) is None:
-            return False
-        await self._schedules.purge(token(schedule_id))
-        return True
+        return await self.remove_key(f"{self.prefix}_schedules", token(schedule_id))
 
     async def set_schedule_paused(
         self, schedule_id: str, paused: bool, next_run: float | None = None
