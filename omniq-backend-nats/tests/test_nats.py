@@ -203,6 +203,18 @@ async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefi
         assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
 
 
+async def test_same_id_enqueued_after_purge_is_delivered(nats_url: str, nats_prefix: str) -> None:
+    """Dedup is by id *and* record revision: purging a task and enqueueing its id again
+    within the duplicate window still publishes a message."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = make_task()
+        await q.enqueue(task)
+        assert await q.purge(queue="default") == 1
+        assert await q.reserve(["default"], "w", 60) == []  # acks the orphaned message away
+        await q.enqueue(task)
+        assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+
+
 async def test_delayed_task_waits_as_a_nak_not_a_poll(nats_url: str, nats_prefix: str) -> None:
     """A delayed task's message is nak'd with its delay: it stays in the stream and the
     consumer hands it out again when due."""

@@ -195,11 +195,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     def _subject(self, task: Task) -> str:
         return f"{self.prefix}.q.{token(task.queue)}.{_band(task.priority)}"
 
-    async def _hint(self, task: Task, dedup: bool = False) -> None:
-        """Publish the delivery message of a task that became ready. ``dedup`` sets
-        Nats-Msg-Id to the task id: an enqueue repeated within the stream's duplicate
-        window (two schedulers firing the same time) stores one message."""
-        headers = {"Nats-Msg-Id": task.id} if dedup else None
+    async def _hint(self, task: Task, created: int | None = None) -> None:
+        """Publish the delivery message of a task that became ready. For an enqueue,
+        ``created`` (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``:
+        an enqueue repeated within the stream's duplicate window (two schedulers firing
+        the same time) stores one message, while the same id purged and enqueued anew
+        gets a new revision and so a new message."""
+        headers = {"Nats-Msg-Id": f"{task.id}:{created}"} if created is not None else None
         await self.js.publish(self._subject(task), task.id.encode(), headers=headers)
 
     async def _wake(self, queues: Iterable[str]) -> None:
@@ -288,22 +290,22 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         stored = self._initial(task, parents, at)
         while True:
             try:
-                await self._tasks.create(token(task.id), encoder.encode(stored))
+                created = await self._tasks.create(token(task.id), encoder.encode(stored))
                 break
             except nats.js.errors.KeyWrongLastSequenceError:
                 found = await self._read(task.id)
                 if found is None:
                     continue  # deleted between the two calls
-                existing = found[0]
+                existing, rev = found
                 if existing.state in (TaskState.PENDING, TaskState.SCHEDULED) and existing.attempts == 0:
                     # Repairs an enqueue that died between record and message;
                     # deduplicated when the first one did publish.
-                    await self._hint(existing, dedup=True)
+                    await self._hint(existing, created=rev)
                 return existing
         if stored.state is TaskState.WAITING:
             return await self._settle(task.id) or stored
         if stored.state in READY_STATES:
-            await self._hint(stored, dedup=True)
+            await self._hint(stored, created=created)
         return stored
 
     async def enqueue(self, task: Task) -> Task:
