@@ -173,6 +173,15 @@ async def test_hostile_queue_names_stay_in_their_own_subject(nats_url: str, nats
         assert [t.id for t in await q.reserve(["a.b"], "w", 60)] == [dotted.id]
 
 
+async def test_foreign_messages_in_a_queue_subject_are_dropped(nats_url: str, nats_prefix: str) -> None:
+    async with queue_at(nats_url, nats_prefix) as q:
+        for junk in (b"\xff\xfe", b"", b"no-such-task"):
+            await q.js.publish(f"{nats_prefix}.q.default.0", junk)
+        task = await q.enqueue(make_task())
+        assert [t.id for t in await q.reserve(["default"], "w", 60, limit=10)] == [task.id]
+        assert (await q.js.stream_info(q.stream)).state.messages == 1  # only the held one
+
+
 async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_prefix: str) -> None:
     """A reserve that dies between the record and the lease entry: the held message comes
     back after AckWait, and that delivery writes the entry so the lease can lapse."""

@@ -445,7 +445,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def _claim(self, msg: Msg, worker_id: str, lease: float, at: float) -> Task | None:
         """Check one delivered message against its record and lease the task, or put
         the message back (nak with a delay) or away (ack) as the record says."""
-        task_id = msg.data.decode()
+        try:
+            task_id = msg.data.decode()
+        except UnicodeDecodeError:
+            task_id = ""
+        if not task_id:  # not one of ours: never let it block the queue
+            await confirm(self.nc, msg.reply, _ACK)
+            return None
         while True:
             found = await self._read(task_id)
             if found is None or found[0].state in TERMINAL_STATES:
