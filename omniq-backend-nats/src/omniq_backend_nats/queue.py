@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 import builtins
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgspec
 import nats.js.errors
@@ -74,6 +75,19 @@ class _Lease(msgspec.Struct, array_like=True):
     token: str
     deadline: float
     reply: str  # ack subject of the held message
+
+
+class _Finish(NamedTuple):
+    """One fenced transition out of ``RUNNING``: ``change`` applies only while the
+    record holds ``lease_token``; ``verb`` then moves the held message."""
+
+    task_id: str
+    lease_token: str | None
+    change: Callable[[Task], Task]
+    verb: bytes = _ACK
+
+    def fenced(self, task: Task) -> Task | None:
+        return self.change(task) if _holds(task, self.lease_token) else None
 
 
 _lease_decoder = msgspec.msgpack.Decoder(_Lease)
@@ -553,25 +567,43 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         self, task_id: str, lease_token: str | None, change: Callable[[Task], Task], verb: bytes = _ACK
     ) -> tuple[Task, Task] | None:
         """Fenced transition out of ``RUNNING``, then the held message and dependents."""
-        changed = await self._mutate(task_id, lambda t: change(t) if _holds(t, lease_token) else None)
-        if changed is None:
-            self._held.pop(task_id, None)  # lost: forget its entry
-            return None
-        steps = [self._settle_message(task_id, lease_token, verb)]
-        if changed[1].state in TERMINAL_STATES:
-            steps.append(self._after_end(changed[1]))
-        await asyncio.gather(*steps)
+        (done,) = await self._finish_many([_Finish(task_id, lease_token, change, verb)])
+        return done
+
+    async def _finish_many(self, jobs: Sequence[_Finish]) -> list[tuple[Task, Task] | None]:
+        """:meth:`_finish` for a batch, step by step: records, messages, dependents."""
+        changed = await _windowed(jobs, lambda job: self._mutate(job.task_id, job.fenced))
+        for job, done in zip(jobs, changed):
+            if done is None:
+                self._held.pop(job.task_id, None)  # lost: forget its entry
+        moved = [job for job, done in zip(jobs, changed) if done is not None]
+        await _windowed(moved, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
+        ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
+        if ended and await self._any_dependents():
+            await _windowed(ended, self._after_end)
         return changed
 
+    async def _any_dependents(self) -> bool:
+        """Whether any task has dependents: one call instead of a lookup per task.
+        Asked after the records changed, so a dependent registering later reads the
+        parent's new state itself (see :meth:`_store`)."""
+        info = await self.js.stream_info(f"KV_{self.prefix}_children")
+        return info.state.messages > 0
+
     async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
-        if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-            raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
-        at = await self.now()
-        done = await self._finish(task_id, token, lambda t: _unleased(t, state=state, finished_at=at, error=error))
-        return done is not None
+        (done,) = await self.complete_many([(task_id, token, state, error)])
+        return done
 
     async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        return await _windowed(items, lambda item: self.complete(*item))
+        for _, _, state, _ in items:
+            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
+                raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
+        at = await self.now()
+        jobs = [
+            _Finish(tid, tok, functools.partial(_unleased, state=state, finished_at=at, error=error))
+            for tid, tok, state, error in items
+        ]
+        return [done is not None for done in await self._finish_many(jobs)]
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         at = await self.now()
