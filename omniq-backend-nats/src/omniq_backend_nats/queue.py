@@ -448,8 +448,15 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 while len(out) < limit:
                     wanted = limit - len(out)
                     msgs = await pull(self.nc, self.stream, consumer, wanted)
-                    claimed = await asyncio.gather(*(self._claim(m, worker_id, lease, at) for m in msgs))
-                    out += [t for t in claimed if t is not None]
+                    claimed = await asyncio.gather(
+                        *(self._claim(m, worker_id, lease, at) for m in msgs), return_exceptions=True
+                    )
+                    out += [t for t in claimed if isinstance(t, Task)]
+                    failed = next((e for e in claimed if isinstance(e, BaseException)), None)
+                    if failed is not None:
+                        if out:
+                            return out  # hand out what is leased; the rest comes back after AckWait
+                        raise failed
                     if len(msgs) < wanted:
                         break
                 if len(out) >= limit:
