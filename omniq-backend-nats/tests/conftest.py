@@ -14,6 +14,9 @@ import pytest
 from omniq.testing.services import require_service
 
 NATS_URL = os.environ.get("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222")
+#: What the stores create for a prefix (docs/backends/nats.md, "What is created").
+STREAMS = ("queue", "events")
+BUCKETS = ("tasks", "leases", "children", "schedules", "results")
 
 
 @pytest.fixture
@@ -24,16 +27,15 @@ def nats_url() -> str:
 
 async def delete_prefix(url: str, prefix: str) -> None:
     """Delete every stream (and so every KV bucket) a store with ``prefix`` creates."""
+    names = [f"{prefix}_{s}" for s in STREAMS] + [f"KV_{prefix}_{b}" for b in BUCKETS]
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        for name in await js.streams_info():
-            stream = name.config.name or ""
-            if stream.startswith((f"{prefix}_", f"KV_{prefix}_")):
-                try:
-                    await js.delete_stream(stream)
-                except nats.js.errors.NotFoundError:
-                    pass
+        for name in names:
+            try:
+                await js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
     finally:
         await nc.close()
 
