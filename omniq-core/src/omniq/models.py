@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -49,9 +50,7 @@ def now() -> float:
 
 def new_id() -> str:
     """A time-ordered unique id (sortable, URL- and path-safe)."""
-    import uuid
-
-    return f"{time.time_ns():x}-{uuid.uuid4().hex[:16]}"
+    return f"{time.time_ns():x}-{os.urandom(8).hex()}"
 
 
 def validate_name(kind: str, value: object) -> str:

@@ -19,7 +19,7 @@ import signal
 import socket
 import traceback
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,7 @@ class _Running:
     task: Task
     handle: asyncio.Task[None] | None = None
     lost: bool = False  # lease lost or released: nothing more is written for it
+    started: bool = False  # handed to the pool (else it waits in the prefetch backlog)
     finished: bool = False  # its outcome waits in the writer's outbox
 
 
@@ -102,6 +103,7 @@ class Worker:
         grace_period: float | None = None,
         max_tasks_per_child: int | None = None,
         max_memory_mb: float | None = None,
+        prefetch: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         from ..models import validate_name
@@ -132,7 +134,14 @@ class Worker:
         self.heartbeat_interval = app.config.heartbeat_interval
         self.stats = WorkerStats()
         self.stop_reason: str | None = None
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, _Running] = {}  # every task this worker holds a lease on
+        self._executing = 0  # of those, the ones still running in the pool
+        self._backlog: deque[_Running] = deque()  # reserved, waiting for a free slot
+        prefetch = wc.prefetch if prefetch is None else prefetch
+        self.prefetch = self.concurrency if prefetch is None else prefetch
+        if not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise ConfigError(f"prefetch must be an integer >= 0, got {self.prefetch!r}")
+        self._max_held = (self.concurrency + self.prefetch) * 2 + 100
         self._outbox: list[_Done] = []
         self._events: list[TaskEvent] = []
         self._stopping: asyncio.Event | None = None
@@ -226,11 +235,20 @@ class Worker:
         queue = self.app.task_queue
         idle_wait = 0.005
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
+            # Reserve up to concurrency + prefetch so one round trip feeds several slots.
+            # Finished tasks wait for the writer without holding a slot, so reserving
+            # and writing overlap; the cap on held tasks is the backpressure.
+            free = min(self.concurrency + self.prefetch - self._executing - len(self._backlog),
+                       self._max_held - len(self._running))
+            if self.max_tasks:
+                free = min(free, self.max_tasks - self.stats.processed - len(self._running))
             if free > 0:
                 tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
                 for task in tasks:
-                    self._start(task)
+                    entry = _Running(task)
+                    self._running[task.id] = entry
+                    self._backlog.append(entry)
+                self._start_backlog()
                 if tasks:
                     idle_wait = 0.005
                     continue
@@ -258,11 +276,17 @@ class Worker:
 
     # -- executing ---------------------------------------------------------------------
 
-    def _start(self, task: Task) -> None:
-        entry = _Running(task)
-        self._running[task.id] = entry
-        self._emit(task, EventType.STARTED, attempt=task.attempts)
-        entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{task.id}")
+    def _start_backlog(self) -> None:
+        while self._backlog and self._executing < self.concurrency:
+            if self._stopping is not None and self._stopping.is_set():
+                return
+            entry = self._backlog.popleft()
+            if entry.lost or entry.finished:
+                continue
+            entry.started = True
+            self._executing += 1
+            self._emit(entry.task, EventType.STARTED, attempt=entry.task.attempts)
+            entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{entry.task.id}")
 
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.app.config.events:
@@ -270,8 +294,11 @@ class Worker:
 
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
-        if entry is not None:
+        if entry is not None and not entry.finished:
             entry.finished = True
+            self._executing -= 1
+            self._start_backlog()
+            self._slot_freed_set()
         self._outbox.append(done)
         assert self._wake_writer is not None
         self._wake_writer.set()
@@ -325,8 +352,7 @@ class Worker:
                 expires_at=finished + task.result_ttl)))
         except asyncio.CancelledError:
             if not entry.lost:
-                self._running.pop(task.id, None)
-                self._slot_freed_set()
+                self._forget(task.id)
             raise
         except Exception as exc:  # a bug of ours: never let one task take the worker down
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
@@ -357,6 +383,16 @@ class Worker:
             task_id=task.id, state=state, error=info, attempts=task.attempts,
             started_at=task.started_at, finished_at=finished, worker_id=self.id,
             expires_at=finished + task.dead_ttl)))
+
+    def _forget(self, task_id: str) -> None:
+        """Drop a task this worker no longer holds, freeing its slot."""
+        entry = self._running.pop(task_id, None)
+        if entry is not None and not entry.finished:
+            entry.finished = True
+            if entry.started:
+                self._executing -= 1
+                self._start_backlog()
+        self._slot_freed_set()
 
     def _slot_freed_set(self) -> None:
         if self._slot_freed is not None:
@@ -416,8 +452,7 @@ class Worker:
         if events:
             await app.record_events(events)
         for d in batch:
-            if self._running.pop(d.task.id, None) is not None:
-                self._slot_freed_set()
+            self._forget(d.task.id)
 
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
@@ -452,8 +487,7 @@ class Worker:
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
-                    self._running.pop(tid, None)
-                    self._slot_freed_set()
+                    self._forget(tid)
 
     async def _maintenance(self) -> None:
         app = self.app
@@ -518,7 +552,7 @@ class Worker:
         """Wait up to the grace period for running tasks, then release the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (0 if self._force else self.grace_period)
-        while self._running and loop.time() < deadline and not self._force:
+        while self._executing and loop.time() < deadline and not self._force:
             assert self._slot_freed is not None
             self._slot_freed.clear()
             try:
@@ -537,7 +571,7 @@ class Worker:
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
                 log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
-            self._running.pop(task.id, None)
+            self._forget(task.id)
         if self._wake_writer is not None:
             self._wake_writer.set()
 
