@@ -78,6 +78,7 @@ def test_env_wrong_type_names_key_and_value():
         ("postgresql://user:pw@db/test", "postgresql://user:***@db/test"),
         ("nats://host:4222?token=abc&x=1", "nats://host:4222?token=***&x=1"),
         ("sqlite:///omniq.db", "sqlite:///omniq.db"),
+        ("bad_scheme!://user:hunter2@host/x.db", "bad_scheme!://user:***@host/x.db"),
     ],
 )
 def test_mask_url(url, masked):

@@ -27,7 +27,8 @@ __all__ = ["DEFAULT_URL", "OmniQConfig", "WorkerConfig", "load_config", "mask_ur
 #: The embedded default: one SQLite file in the working directory for all three stores.
 DEFAULT_URL = "sqlite:///omniq.db"
 
-_URL_PASSWORD = re.compile(r"(?P<head>^[A-Za-z][A-Za-z0-9+.\-]*://[^/@:]*:)(?P<pw>[^@/]*)(?=@)")
+# Any scheme, even a malformed one: a URL is masked before anyone judges it.
+_URL_PASSWORD = re.compile(r"(?P<head>^[^:/?#\s]*://[^/@:]*:)(?P<pw>[^@/]*)(?=@)")
 _QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&](?:password|passwd|pwd|token|secret|key)=)(?P<pw>[^&]*)")
 
 

@@ -122,6 +122,10 @@ class BaseTaskQueue(BaseStore):
         ``lease_owner=worker_id``, ``lease_deadline = now + lease`` and ``started_at``
         set. Atomic: no two concurrent reservers ever receive the same task.
         Returns ``[]`` when nothing is ready; never blocks waiting for work.
+
+        A stored task that cannot be decoded must not make reserve fail forever:
+        lease it as a stand-in with its id, queue, name and lease, an empty payload and
+        ``error`` explaining what is wrong; the worker dead-letters it with that error.
         """
 
     @abc.abstractmethod
@@ -167,8 +171,8 @@ class BaseTaskQueue(BaseStore):
         With a token, fenced like :meth:`complete`; with ``None`` (a task that cannot
         even be decoded), unconditional for a task in any non-terminal state, and
         False (nothing changed) for a task that already finished.
-        ``WAITING`` dependents become ``CANCELLED`` with an error naming this task,
-        recursively, in the same atomic step.
+        ``WAITING`` dependents become ``CANCELLED``, recursively, in the same atomic
+        step; each one's ``error`` names its own direct parent.
         """
 
     @abc.abstractmethod
@@ -383,6 +387,12 @@ class BaseWorker(abc.ABC):
 
     def __init__(self, concurrency: int, **options: Any) -> None:
         self.concurrency = concurrency
+
+    @classmethod
+    def prepare_process(cls) -> None:
+        """Called once by ``omniq worker`` after ``--pool`` is resolved and before
+        ``--app`` is imported, in the process that will run the pool: the moment to
+        monkey-patch (gevent). Default: nothing."""
 
     async def start(self) -> None:
         """Start threads/processes. Called once before the first :meth:`run`."""

@@ -352,6 +352,18 @@ class PluginRegistry:
         self.load()
         return getattr(self.pm.hook, name)(**kwargs)
 
+    def call_hook_each(self, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call each plugin's implementation on its own: ``(plugin name, result or the
+        exception it raised)``, so one failing plugin cannot hide the others."""
+        self.load()
+        out: list[tuple[str, Any]] = []
+        for impl in getattr(self.pm.hook, name).get_hookimpls():
+            try:
+                out.append((impl.plugin_name, impl.function(**{a: kwargs[a] for a in impl.argnames})))
+            except Exception as exc:
+                out.append((impl.plugin_name, exc))
+        return out
+
     # -- lookup ------------------------------------------------------------------------
 
     @staticmethod

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from omniq.interfaces import BaseWorker
-from omniq.worker.pools import _with_timeout
+from omniq.worker.pools import with_timeout
 
 from .hub import GreenletHub
 from .patching import patch_process
@@ -70,10 +70,10 @@ class GeventPool(BaseWorker):
                   timeout: float | None, *, ref: str | None = None,
                   func_payload: bytes | None = None) -> Any:
         if inspect.iscoroutinefunction(func):
-            return await _with_timeout(func(*args, **kwargs), timeout)
+            return await with_timeout(func(*args, **kwargs), timeout)
         if self._hub is None:
             raise RuntimeError("the gevent pool was not started")
         value = await self._hub.run(functools.partial(func, *args, **kwargs), timeout, self.backstop)
         if inspect.isawaitable(value):  # a plain callable that returned a coroutine
-            value = await _with_timeout(value, timeout)
+            value = await with_timeout(value, timeout)
         return value

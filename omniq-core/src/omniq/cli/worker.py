@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..config import load_config
+from ..registry import registry
 from .progress import WorkerProgress
 from .root import app_option, cli
 from .state import CliState, describe_ref
@@ -84,6 +86,9 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
            max_memory_mb: float | None, grace_period: float | None, progress: bool | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
+    # The pool prepares the process before the user's modules load (gevent patches here);
+    # an unknown pool fails before the app is imported.
+    registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
     app = state.build_app(app_ref)
     options = {k: v for k, v in {
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None, "burst": burst or None,

@@ -20,7 +20,7 @@ import anyio.to_thread
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BaseWorker
 
-__all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool"]
+__all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool", "with_timeout"]
 
 
 class PoolBrokenError(OmniQError):
@@ -28,7 +28,8 @@ class PoolBrokenError(OmniQError):
     infrastructure failure, handled like a lapsed lease rather than a task error."""
 
 
-async def _with_timeout(awaitable: Any, timeout: float | None) -> Any:
+async def with_timeout(awaitable: Any, timeout: float | None) -> Any:
+    """Await with the task's timeout, raising :class:`TaskTimeoutError` (for pools)."""
     if timeout is None:
         return await awaitable
     cm = asyncio.timeout(timeout)
@@ -59,13 +60,13 @@ class AsyncPool(BaseWorker):
                   timeout: float | None, *, ref: str | None = None,
                   func_payload: bytes | None = None) -> Any:
         if inspect.iscoroutinefunction(func):
-            return await _with_timeout(func(*args, **kwargs), timeout)
+            return await with_timeout(func(*args, **kwargs), timeout)
         call = functools.partial(func, *args, **kwargs)
-        value = await _with_timeout(
+        value = await with_timeout(
             anyio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True), timeout
         )
         if inspect.isawaitable(value):  # a plain callable that returned a coroutine
-            value = await _with_timeout(value, timeout)
+            value = await with_timeout(value, timeout)
         return value
 
 
@@ -152,7 +153,7 @@ class ProcessPool(BaseWorker):
             self._executor = None
             raise PoolBrokenError("the process pool broke before the task started") from exc
         try:
-            result = await _with_timeout(future, timeout)
+            result = await with_timeout(future, timeout)
         except TaskTimeoutError:
             self._kill()
             raise

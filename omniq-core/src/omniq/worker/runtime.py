@@ -312,7 +312,10 @@ class Worker:
                     task.payload, local_only=app.task_queue.local_only,
                     origin=f"task {task.id} in {type(app.task_queue).__name__}")
             except SerializationError as exc:
-                self._fail_for_good(task, exc, reason="undecodable")
+                if task.error is not None and not task.payload:  # the backend's stand-in
+                    self._dead_with(task, task.error, reason="undecodable")
+                else:
+                    self._fail_for_good(task, exc, reason="undecodable")
                 return
             if func is None:
                 registered = app.tasks.get(task.name)
@@ -372,9 +375,13 @@ class Worker:
             self._dead(task, info, state=TaskState.FAILED)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
-        log.error("worker %s: task %s dead-lettered (%s): %s", self.id, task.id, reason, exc)
+        self._dead_with(task, error_info(exc), reason)
+
+    def _dead_with(self, task: Task, info: ErrorInfo, reason: str) -> None:
+        log.error("worker %s: task %s dead-lettered (%s): %s: %s", self.id, task.id, reason,
+                  info.type, info.message)
         self.stats.counts["dead"] += 1
-        self._dead(task, error_info(exc), state=TaskState.DEAD, reason=reason)
+        self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
     def _dead(self, task: Task, info: ErrorInfo, state: TaskState, **detail: Any) -> None:
         self._emit(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
@@ -481,7 +488,9 @@ class Worker:
                 continue
             for tid, _ in leases:
                 entry = self._running.get(tid)
-                if tid not in held and entry is not None and not entry.lost:
+                # A finished task may have been completed (lease dropped) before the
+                # writer forgets it: not lost.
+                if tid not in held and entry is not None and not entry.lost and not entry.finished:
                     log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
                                 self.id, tid)
                     entry.lost = True
