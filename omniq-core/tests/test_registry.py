@@ -176,3 +176,41 @@ def test_builtin_pools_register_through_the_same_hook():
     assert reg.worker("thread").name == "thread"
     with pytest.raises(BackendNotInstalledError, match=r"omniq\[gevent\]"):
         reg.worker("gevent")
+
+
+def test_a_failing_lifecycle_hook_is_logged_and_the_worker_runs(tmp_path, caplog):
+    """omniq_worker_started may return an awaitable; one plugin raising is not fatal."""
+    from omniq import AsyncOmniQ, hookimpl, register_plugin
+    from omniq.registry import registry
+
+    seen = []
+
+    class Good:
+        @hookimpl
+        async def omniq_worker_started(self, worker):
+            seen.append(("started", worker.id))
+
+        @hookimpl
+        def omniq_worker_stopping(self, worker, reason):
+            seen.append(("stopping", reason))
+
+    class Bad:
+        @hookimpl
+        def omniq_worker_started(self, worker):
+            raise RuntimeError("metrics exporter down")
+
+    register_plugin(Good(), "good-lifecycle")
+    register_plugin(Bad(), "bad-lifecycle")
+    try:
+        import asyncio
+
+        async def main():
+            async with AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/q.db") as app:
+                return await app.run_worker(burst=True, worker_id="w1")
+
+        assert asyncio.run(main()) == "burst"
+    finally:
+        registry.unregister_plugin("good-lifecycle")
+        registry.unregister_plugin("bad-lifecycle")
+    assert seen == [("started", "w1"), ("stopping", "burst")]
+    assert "plugin 'bad-lifecycle' failed in omniq_worker_started" in caplog.text

@@ -226,9 +226,15 @@ class Worker:
         return self.stop_reason or "stopped"
 
     async def _hook(self, name: str, **kwargs: Any) -> None:
-        for result in registry.call_hook(name, **kwargs):
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                await result
+        """Lifecycle hooks: a plugin that fails is logged, never fatal to the worker."""
+        for plugin, result in registry.call_hook_each(name, **kwargs):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except Exception:
+                log.exception("worker %s: plugin %r failed in %s", self.id, plugin, name)
 
     async def _reserve_loop(self) -> None:
         assert self._stopping is not None and self._slot_freed is not None
