@@ -14,6 +14,7 @@ from omniq.errors import (
     CapabilityError,
     ConfigError,
     ResultTimeoutError,
+    SerializationError,
     TaskFailedError,
     TaskNotFoundError,
     TaskTimeoutError,
@@ -259,6 +260,12 @@ async def test_bad_input_is_refused_with_the_value_named(aapp):
         aapp.task(retrys=3)(lambda: None)
     with pytest.raises(ConfigError, match="unknown URL scheme 'sqlit'. Did you mean 'sqlite'"):
         AsyncOmniQ(task_queue="sqlit:///x.db")
+    gen = (i for i in range(3))
+    with pytest.raises(SerializationError, match="task arguments cannot be serialized"):
+        await aapp.enqueue(noop, gen)
+    with pytest.raises(SerializationError, match="task function cannot be serialized"):
+        await aapp.enqueue(lambda: next(gen))
+    assert await aapp.list_tasks() == []  # nothing half-written
 
 
 async def test_process_pool_runs_elsewhere_and_enforces_hard_timeouts(aapp):
