@@ -61,6 +61,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_tasks_per_child: int | None = None
     max_memory_mb: float | None = None
     prefetch: int | None = None  # tasks reserved beyond concurrency; None: as many as concurrency
+    reconnect_timeout: float = 300.0  # how long a store may fail before the worker gives up
 
 
 class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -141,6 +142,7 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
     _positive("worker.max_tasks_per_child", w.max_tasks_per_child)
     _positive("worker.max_memory_mb", w.max_memory_mb)
     _positive("worker.prefetch", w.prefetch, allow_zero=True)
+    _positive("worker.reconnect_timeout", w.reconnect_timeout, allow_zero=True)
     if not w.queues:
         raise ConfigError("config key 'worker.queues': name at least one queue")
     from .models import validate_name

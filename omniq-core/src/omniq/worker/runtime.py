@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..interfaces import BaseWorker
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
@@ -119,6 +120,7 @@ class Worker:
         self.grace_period = wc.grace_period if grace_period is None else grace_period
         self.max_tasks = max_tasks_per_child or wc.max_tasks_per_child
         self.max_memory_mb = max_memory_mb or wc.max_memory_mb
+        self.reconnect_timeout = wc.reconnect_timeout
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pool = pool or wc.pool
         if isinstance(pool, BaseWorker):
@@ -237,42 +239,69 @@ class Worker:
                 log.exception("worker %s: plugin %r failed in %s", self.id, plugin, name)
 
     async def _reserve_loop(self) -> None:
+        """Reserve and wait, until stopped. A store that fails (a server restarting) is
+        retried with backoff; only an outage longer than ``reconnect_timeout`` is fatal."""
+        assert self._stopping is not None
+        loop = asyncio.get_running_loop()
+        idle_wait, backoff = 0.005, 0.1
+        outage_since: float | None = None
+        while not self._stopping.is_set():
+            try:
+                idle_wait = await self._reserve_step(idle_wait)
+            except Exception as exc:
+                at = loop.time()
+                outage_since = at if outage_since is None else outage_since
+                if at - outage_since > self.reconnect_timeout:
+                    raise
+                log.warning("worker %s: task queue failed (%s: %s); retrying in %.1f s", self.id,
+                            type(exc).__name__, mask_url(str(exc)), backoff)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if outage_since is not None:
+                log.info("worker %s: task queue is back", self.id)
+            outage_since, backoff = None, 0.1
+
+    async def _reserve_step(self, idle_wait: float) -> float:
+        """One reserve, or one wait for work or a free slot; returns the next idle wait."""
         assert self._stopping is not None and self._slot_freed is not None
         queue = self.app.task_queue
-        idle_wait = 0.005
-        while not self._stopping.is_set():
-            # Reserve up to concurrency + prefetch so one round trip feeds several slots.
-            # Finished tasks wait for the writer without holding a slot, so reserving
-            # and writing overlap; the cap on held tasks is the backpressure.
-            free = min(self.concurrency + self.prefetch - self._executing - len(self._backlog),
-                       self._max_held - len(self._running))
-            if self.max_tasks:
-                free = min(free, self.max_tasks - self.stats.processed - len(self._running))
-            if free > 0:
-                tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
-                for task in tasks:
-                    entry = _Running(task)
-                    self._running[task.id] = entry
-                    self._backlog.append(entry)
-                self._start_backlog()
-                if tasks:
-                    idle_wait = 0.005
-                    continue
-                if self.burst and not self._running and await self._queues_empty():
-                    self.request_stop("burst")
-                    break
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval)))
-                idle_wait = min(idle_wait * 2, self.poll_interval)
-            else:
-                waiter = asyncio.ensure_future(self._slot_freed.wait())
-            stop = asyncio.ensure_future(self._stopping.wait())
-            slot = asyncio.ensure_future(self._slot_freed.wait()) if free > 0 else None
-            pending = [f for f in (waiter, stop, slot) if f is not None]
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for f in pending:
-                f.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._slot_freed.clear()
+        # Reserve up to concurrency + prefetch so one round trip feeds several slots.
+        # Finished tasks wait for the writer without holding a slot, so reserving and
+        # writing overlap; the cap on held tasks is the backpressure.
+        free = min(self.concurrency + self.prefetch - self._executing - len(self._backlog),
+                   self._max_held - len(self._running))
+        if self.max_tasks:
+            free = min(free, self.max_tasks - self.stats.processed - len(self._running))
+        waiter: asyncio.Future[Any]
+        if free > 0:
+            tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
+            for task in tasks:
+                entry = _Running(task)
+                self._running[task.id] = entry
+                self._backlog.append(entry)
+            self._start_backlog()
+            if tasks:
+                return 0.005
+            if self.burst and not self._running and await self._queues_empty():
+                self.request_stop("burst")
+                return idle_wait
+            waiter = asyncio.ensure_future(queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval)))
+            idle_wait = min(idle_wait * 2, self.poll_interval)
+        else:
+            waiter = asyncio.ensure_future(self._slot_freed.wait())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        slot = asyncio.ensure_future(self._slot_freed.wait()) if free > 0 else None
+        pending = [f for f in (waiter, stop, slot) if f is not None]
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for f in pending:
+            f.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._slot_freed.clear()
+        return idle_wait
 
     async def _queues_empty(self) -> bool:
         stats = await self.app.task_queue.stats()
