@@ -47,6 +47,9 @@ _READY_ARM = f"""SELECT * FROM (
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
     ORDER BY priority DESC, seq LIMIT ?)"""
 
+#: Seconds after the last work seen during which wait_for_work polls every 5 ms.
+BUSY_WINDOW = 2.0
+
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
     WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"""
@@ -92,6 +95,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     capabilities = frozenset({Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES,
                               Capability.DEPENDENCIES, Capability.CROSS_PROCESS})
     local_only = True
+    _last_work = float("-inf")  # loop time work was last seen; drives wait_for_work's pace
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -151,6 +155,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             seqs = [row[0] for row in await conn.execute_fetchall(pick, (*params, limit))]
             if not seqs:
                 return []
+            self._last_work = asyncio.get_running_loop().time()
             rows = await conn.execute_fetchall(_RESERVE, (worker_id, now + lease, now, json_list(seqs)))
         order = {seq: i for i, seq in enumerate(seqs)}
         return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
@@ -250,19 +255,23 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return True
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Poll a cheap indexed read every ``poll_interval`` (0.05 s by default) until a
-        task is ready in ``queues``; SQLite has no cross-process notification."""
+        """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
+        cross-process notification): every 5 ms while work arrived in the last
+        ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
+        ``poll_interval`` (0.05 s by default), so an idle worker costs next to nothing."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         names = json_list(list(queues))
         while True:
             now = time.time()
             if await self.db.fetch(_HAS_READY, (names, now, now)):
+                self._last_work = loop.time()
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            await asyncio.sleep(min(self.settings.poll_interval, remaining))
+            busy = loop.time() - self._last_work < BUSY_WINDOW
+            await asyncio.sleep(min(0.005 if busy else self.settings.poll_interval, remaining))
 
     # -- reading and housekeeping ------------------------------------------------------
 

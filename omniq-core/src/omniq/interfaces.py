@@ -325,12 +325,12 @@ class BaseResultStorage(BaseStore):
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds.
 
-        The default polls with a growing interval (10 ms up to 250 ms); backends with
+        The default polls with a growing interval (2 ms up to 100 ms); backends with
         notifications override it.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay = 0.01
+        delay = 0.002
         while True:
             result = await self.get(task_id)
             if result is not None:
@@ -339,7 +339,7 @@ class BaseResultStorage(BaseStore):
             if remaining <= 0:
                 return None
             await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 1.5, 0.1)
 
 
 class BaseEventStorage(BaseStore):
