@@ -1,4 +1,4 @@
-"""The conformance suite on local files and memory (all three stores), and results and events on S3 (moto)."""
+"""The conformance suite: all three stores on local files, memory and S3 (moto's server)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ class TestMemoryEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self) -> str:
         return memory_ref()
+
+
+class TestS3Queue(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
+        return s3_ref
 
 
 class TestS3Results(ResultStorageContract):

@@ -1,5 +1,6 @@
 """What only the fsspec backend has: URL forms, its file layout, hostile names used
-directly on the stores, crash repair, and refusing a task queue on object stores."""
+directly on the stores, crash repair, compare-and-set on S3, and refusing a task queue
+where claims cannot be made safe."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
-from omniq.errors import ConfigError
+from omniq.errors import CapabilityError, ConfigError
+from omniq.interfaces import Capability
 from omniq.models import TaskState
 from omniq.registry import registry
 from omniq.testing import make_event, make_result, make_schedule, make_task
 from omniq_backend_fsspec.layout import SEQ_SHIFT
-from omniq_backend_fsspec.queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue
+from omniq_backend_fsspec import records
+from omniq_backend_fsspec.engine import QueueEngine
+from omniq_backend_fsspec.layout import record_path
+from omniq_backend_fsspec.names import encode
+from omniq_backend_fsspec.queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue, S3TaskQueue
 from omniq_backend_fsspec.results import FsspecResultStorage
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +38,7 @@ def anyio_backend() -> str:
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 # -- URLs and options -----------------------------------------------------------------------
@@ -77,19 +84,25 @@ def test_local_only_follows_the_protocol(tmp_path: Path) -> None:
     assert FileTaskQueue.local_only and MemoryTaskQueue.local_only
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket/p", "az://container/p",
-                                 "fsspec+sftp://host/dir"])
-def test_task_queue_on_an_object_store_is_refused(url: str) -> None:
+@pytest.mark.parametrize("url", ["gs://bucket/p", "az://container/p", "fsspec+sftp://host/dir"])
+def test_task_queue_without_compare_and_set_is_refused(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         registry.resolve("task_queue", url)
     message = str(info.value)
-    assert "no task queue" in message and "twice" in message and "file://" in message
+    assert "no task queue" in message and "twice" in message and "s3://" in message
     assert url.split("://")[0].removeprefix("fsspec+") in message
+
+
+def test_task_queue_on_s3_is_shared_but_not_local() -> None:
+    queue = registry.resolve("task_queue", "s3://bucket/prefix")
+    assert type(queue) is S3TaskQueue and not queue.local_only
+    assert Capability.CROSS_PROCESS in S3TaskQueue.capabilities
+    assert Capability.DEPENDENCIES not in S3TaskQueue.capabilities
 
 
 def test_secrets_in_urls_are_masked() -> None:
     with pytest.raises(ConfigError) as info:
-        registry.resolve("task_queue", "s3://user:hunter2@bucket/prefix")
+        registry.resolve("task_queue", "gs://user:hunter2@bucket/prefix")
     assert "hunter2" not in str(info.value)
 
 
@@ -133,12 +146,12 @@ async def test_distinct_hostile_names_never_share_a_file() -> None:
 # -- layout and crash repair -------------------------------------------------------------------
 
 
-async def test_pending_tasks_are_filed_in_small_buckets(tmp_path: Path) -> None:
+async def test_pending_tasks_are_filed_in_small_buckets() -> None:
     count = (1 << SEQ_SHIFT) + 10
-    async with FsspecTaskQueue.from_url(f"file://{tmp_path}") as queue:
+    async with FsspecTaskQueue.from_url("memory://buckets") as queue:
         await queue.enqueue_many([make_task(priority=i % 2) for i in range(count)])
-        pending = tmp_path / "queues" / "default" / "pending"
-        sizes = sorted(len(os.listdir(b)) for b in pending.iterdir())
+        pending = "queues/default/pending"
+        sizes = sorted(len(queue.files.list(f"{pending}/{b}")) for b in queue.files.list(pending))
         assert max(sizes) <= 1 << SEQ_SHIFT and sum(sizes) == count, sizes
         first = await queue.reserve(["default"], "w", 60.0, limit=3)
         assert [t.priority for t in first] == [1, 1, 1]
@@ -171,3 +184,38 @@ async def test_results_and_events_on_s3(s3_ref: dict[str, Any]) -> None:
         await results.set_many([make_result(task_id="a"), make_result(task_id="b")])
         assert set(await results.get_many(["a", "b", "c"])) == {"a", "b"}
         assert await results.delete("a") and not await results.delete("a")
+
+
+# -- S3: compare-and-set instead of a lock -----------------------------------------------------
+
+
+async def test_s3_claims_are_compare_and_set(s3_ref: dict[str, Any]) -> None:
+    """Two writers starting from one version of a task: exactly one wins."""
+    async with registry.resolve("task_queue", s3_ref) as queue:
+        task = await queue.enqueue(make_task())
+        first, second = QueueEngine(queue.files), QueueEngine(queue.files)
+        one, two = first.records.load(encode("task id", task.id)), second.records.load(encode("task id", task.id))
+        assert one is not None and two is not None
+        first.records.save(one, records.Record(one.seq, replace(one.task, lease_owner="first"), one.rev))
+        with pytest.raises(records.Conflict):
+            second.records.save(two, records.Record(two.seq, replace(two.task, lease_owner="second"), two.rev))
+        assert (await queue.get(task.id)).lease_owner == "first"  # type: ignore[union-attr]
+        with pytest.raises(CapabilityError, match="depends_on"):
+            await queue.enqueue(make_task(depends_on=(task.id,)))
+
+
+async def test_s3_entry_left_behind_by_a_crash_is_repaired(
+    s3_ref: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with registry.resolve("task_queue", s3_ref) as queue:
+        task = await queue.enqueue(make_task())
+        engine = QueueEngine(queue.files)
+        rec = engine.records.load(encode("task id", task.id))
+        assert rec is not None
+        # The record moves to a new rev but the process dies before moving its entry.
+        moved = records.Record(rec.seq, rec.task, records.new_rev())
+        engine.records.replace(record_path(task.id), records.encoder.encode(moved))
+        assert await queue.reserve(["default"], "w", 60.0) == [], "a fresh mismatch is left alone"
+        monkeypatch.setattr(records, "REPAIR_GRACE_NS", -1)
+        assert await queue.reserve(["default"], "w", 60.0) == []  # this lister repairs it
+        assert [t.id for t in await queue.reserve(["default"], "w", 60.0)] == [task.id]

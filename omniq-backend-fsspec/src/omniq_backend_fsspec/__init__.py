@@ -1,10 +1,10 @@
-"""OmniQ backend on file systems: local files and memory (all three stores), and any
-fsspec file system such as S3, GCS or Azure (results and events)."""
+"""OmniQ backend on file systems: all three stores on local files, memory and S3;
+results and events on any fsspec file system (GCS, Azure, ...)."""
 
 from __future__ import annotations
 
 from .events import FsspecEventStorage
-from .queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue
+from .queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue, S3TaskQueue
 from .results import FsspecResultStorage
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "FsspecResultStorage",
     "FsspecTaskQueue",
     "MemoryTaskQueue",
+    "S3TaskQueue",
 ]

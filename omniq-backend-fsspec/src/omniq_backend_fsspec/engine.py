@@ -1,18 +1,19 @@
-"""The task queue's state machine, run synchronously under the base directory's lock.
+"""The task queue's state machine, run synchronously in a worker thread.
 
-Every public method takes the lock (``flock`` for local files, so worker processes
-sharing a directory serialize), reads the records it needs and writes the changes. A
-claim is therefore atomic: two reservers can never both see a task as ready.
+Each public method reads the records it needs and writes the changes through a
+:class:`~.records.RecordStore`: under the base directory's lock (local files, memory), or
+record by record with compare-and-set (S3). Either way a claim is atomic: two reservers
+can never both take a task.
 
-Crash safety: a record is replaced atomically, and an index entry is moved *before* its
-record is rewritten. After a crash between the two, an entry may sit in the wrong
-directory; whoever next lists that directory compares the entry with
-:func:`~.layout.entry_path` of the record and puts it back where the record says, so a
-task is never lost from the index.
+Crash safety: a record is replaced atomically, and index entries are written so that
+after a crash an entry may sit in the wrong directory but a task is never left without
+one. Whoever next lists that directory compares the entry with
+:func:`~.layout.entry_path` of the record and puts it back where the record says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
 import uuid
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.errors import CapabilityError, ConfigError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
 from omniq.models import (
     READY_STATES,
@@ -34,7 +35,7 @@ from omniq.models import (
     schedule_decoder,
 )
 
-from .files import LockingFiles
+from .files import Files
 from .layout import (
     Record,
     due_entries,
@@ -43,15 +44,14 @@ from .layout import (
     expiry_path,
     pending_entries,
     queue_dir,
-    record_path,
     split_entry,
     to_ns,
 )
 from .names import encode
+from .records import Conflict, record_store
 
 __all__ = ["QueueEngine"]
 
-_record_decoder = msgspec.msgpack.Decoder(Record)
 _FAILED_ENDS = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 T = TypeVar("T")
@@ -67,67 +67,66 @@ def _dependency_error(parent: Task) -> ErrorInfo:
 
 
 class QueueEngine:
-    """Synchronous task-queue operations on a :class:`~.files.LockingFiles`."""
+    """Synchronous task-queue operations on local files, memory or S3."""
 
-    def __init__(self, files: LockingFiles) -> None:
+    def __init__(self, files: Files) -> None:
         self.files = files
+        self.records = record_store(files)
         self._known_queues: set[str] = set()
 
-    def locked(self, fn: Callable[..., T], *args: Any) -> T:
-        with self.files.lock():
-            return fn(*args)
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.records.run(fn, *args)
 
     # -- records and entries ------------------------------------------------------------
 
     def _load(self, task_id: str) -> Record | None:
-        data = self.files.read(record_path(task_id))
-        return _record_decoder.decode(data) if data is not None else None
-
-    def _load_encoded(self, eid: str) -> Record | None:
-        data = self.files.read(f"tasks/{eid}")
-        return _record_decoder.decode(data) if data is not None else None
-
-    def _save(self, old: Record | None, new: Record) -> None:
-        """Move the index entry first, then replace the record (see module docstring)."""
-        target = entry_path(new)
-        if old is None or not self.files.move(entry_path(old), target):
-            self.files.touch(target)
-        self.files.write(record_path(new.task.id), encoder.encode(new))
+        return self.records.load(encode("task id", task_id))
 
     def _checked(self, path: str) -> Record | None:
         """The record an entry points to, when the entry is where the record says;
         stale entries (crash leftovers, deleted tasks) are repaired and None returned."""
-        rec = self._load_encoded(split_entry(path)[1])
-        if rec is not None and entry_path(rec) == path:
+        _key, eid, rev = split_entry(path)
+        rec = self.records.load(eid)
+        if rec is None:
+            if self.records.may_drop_orphan(rev):
+                self.files.discard(path)
+            return None
+        if entry_path(rec) == path:
             return rec
-        if rec is not None:
+        if self.records.may_repair(rec):
             self.files.touch(entry_path(rec))
-        self.files.delete(path)
+            self.files.discard(path)
         return None
 
     def _change(self, rec: Record, **changes: Any) -> Task:
-        task = _replace(rec.task, **changes)
-        self._save(rec, Record(rec.seq, task))
-        return task
-
-    def _next_seq(self, count: int) -> int:
-        data = self.files.read("meta/seq")
-        first = int(data) if data else 0
-        self.files.write("meta/seq", str(first + count).encode())
-        return first
+        """Store a changed copy; :class:`~.records.Conflict` if another writer came first."""
+        return self.records.save(rec, Record(rec.seq, _replace(rec.task, **changes), rec.rev)).task
 
     # -- enqueue ------------------------------------------------------------------------
 
     def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
         now = time.time()
-        seq = self._next_seq(len(tasks))
+        seq = self.records.next_seq(len(tasks))
         out = []
         for offset, task in enumerate(tasks):
             rec = self._load(task.id)
-            out.append(rec.task if rec is not None else self._insert(task, seq + offset, now))
+            if rec is None:
+                try:
+                    out.append(self._insert(task, seq + offset, now))
+                    continue
+                except Conflict:  # enqueued meanwhile by another process
+                    rec = self._load(task.id)
+                    assert rec is not None
+            out.append(rec.task)
         return out
 
     def _insert(self, task: Task, seq: int, now: float) -> Task:
+        if task.depends_on and not self.records.dependencies:
+            raise CapabilityError(
+                f"depends_on is not supported by the fsspec task queue on "
+                f"{type(self.files).__name__.removesuffix('Files')} (it would change several "
+                f"objects at once); use file://, redis://, postgresql:// or sqlite:///"
+            )
         parents = {}
         for pid in task.depends_on:
             parent = self._load(pid)
@@ -153,8 +152,7 @@ class QueueEngine:
                 self.files.touch(f"deps/{encode('task id', parent.id)}/{encode('task id', task.id)}")
             if task.expires_at is not None:
                 self.files.touch(expiry_path(rec))
-        self._save(None, rec)
-        return rec.task
+        return self.records.save(None, rec).task
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -173,11 +171,14 @@ class QueueEngine:
             rec = self._checked(path)
             if rec is None or not rec.task.is_ready(now):
                 continue
-            out.append(self._change(
-                rec, state=TaskState.RUNNING, attempts=rec.task.attempts + 1,
-                lease_token=uuid.uuid4().hex, lease_owner=worker_id,
-                lease_deadline=now + lease, started_at=now,
-            ))
+            try:
+                out.append(self._change(
+                    rec, state=TaskState.RUNNING, attempts=rec.task.attempts + 1,
+                    lease_token=uuid.uuid4().hex, lease_owner=worker_id,
+                    lease_deadline=now + lease, started_at=now,
+                ))
+            except Conflict:
+                continue  # another reserver took it
         return out
 
     def _held(self, task_id: str, token: str | None) -> Record | None:
@@ -187,17 +188,17 @@ class QueueEngine:
         return rec
 
     def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        now = time.time()
-        held = []
-        for task_id, token in leases:
-            rec = self._held(task_id, token)
-            if rec is not None:
-                self._change(rec, lease_deadline=now + lease)
-                held.append(task_id)
-        return held
+        return [task_id for task_id, token in leases
+                if self.records.retrying(self._extend, task_id, token, lease)]
+
+    def _extend(self, task_id: str, token: str, lease: float) -> bool:
+        rec = self._held(task_id, token)
+        if rec is not None:
+            self._change(rec, lease_deadline=time.time() + lease)
+        return rec is not None
 
     def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        return [self._complete(*item) for item in items]
+        return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
         if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
@@ -210,6 +211,9 @@ class QueueEngine:
         return True
 
     def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
+        return self.records.retrying(self._retry, task_id, token, eta, error)
+
+    def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rec = self._held(task_id, token)
         if rec is None:
             return False
@@ -217,6 +221,9 @@ class QueueEngine:
         return True
 
     def release(self, task_id: str, token: str) -> bool:
+        return self.records.retrying(self._release, task_id, token)
+
+    def _release(self, task_id: str, token: str) -> bool:
         rec = self._held(task_id, token)
         if rec is None:
             return False
@@ -224,6 +231,9 @@ class QueueEngine:
         return True
 
     def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
+        return self.records.retrying(self._dead_letter, task_id, token, error)
+
+    def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         rec = self._load(task_id) if token is None else self._held(task_id, token)
         if rec is None or rec.task.state in TERMINAL_STATES:
             return False
@@ -239,32 +249,37 @@ class QueueEngine:
         now = time.time()
         out = []
         for eq in self.files.list("queues"):
-            for path in list(entry_paths(self.files, f"queues/{eq}", TaskState.RUNNING)):
+            for path in entry_paths(self.files, f"queues/{eq}", [TaskState.RUNNING])[TaskState.RUNNING]:
                 rec = self._checked(path)
                 if rec is None or rec.task.lease_deadline is None or rec.task.lease_deadline >= now:
                     continue
-                task = rec.task
-                if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                    error = ErrorInfo(type="LeaseExpired", message=(
-                        f"task {task.id} was delivered {task.attempts} times and its lease lapsed "
-                        f"each time (max_deliveries={task.max_deliveries})"))
-                    out.append(self._end(rec, TaskState.DEAD, error, now))
-                else:
-                    out.append(self._change(rec, state=TaskState.PENDING, **_NO_LEASE))
+                with contextlib.suppress(Conflict):  # its holder or another sweeper acted first
+                    out.append(self._return_lapsed(rec, now))
         return out
+
+    def _return_lapsed(self, rec: Record, now: float) -> Task:
+        task = rec.task
+        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+            error = ErrorInfo(type="LeaseExpired", message=(
+                f"task {task.id} was delivered {task.attempts} times and its lease lapsed "
+                f"each time (max_deliveries={task.max_deliveries})"))
+            return self._end(rec, TaskState.DEAD, error, now)
+        return self._change(rec, state=TaskState.PENDING, **_NO_LEASE)
 
     # -- dependencies -------------------------------------------------------------------
 
     def _settle_dependents(self, parent: Task) -> None:
         """Ready (on success) or cancel (otherwise), recursively, the waiting children."""
+        if not self.records.dependencies:
+            return
         now = time.time()
         stack = [parent]
         while stack:
             current = stack.pop()
             deps_dir = f"deps/{encode('task id', current.id)}"
             for echild in self.files.list(deps_dir):
-                self.files.delete(f"{deps_dir}/{echild}")
-                child = self._load_encoded(echild)
+                self.files.discard(f"{deps_dir}/{echild}")
+                child = self.records.load(echild)
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
                 if current.state is not TaskState.SUCCEEDED:
@@ -285,6 +300,9 @@ class QueueEngine:
     # -- administration -----------------------------------------------------------------
 
     def cancel(self, task_id: str) -> bool:
+        return self.records.retrying(self._cancel, task_id)
+
+    def _cancel(self, task_id: str) -> bool:
         rec = self._load(task_id)
         if rec is None:
             raise TaskNotFoundError(task_id)
@@ -306,15 +324,16 @@ class QueueEngine:
         wanted = set(states) if states is not None else set(TaskState)
         entries = sorted(
             (key[1:], eid)
-            for qdir in self._queue_dirs(queue) for state in wanted
-            for key, eid in map(split_entry, entry_paths(self.files, qdir, state))
+            for qdir in self._queue_dirs(queue)
+            for paths in entry_paths(self.files, qdir, wanted).values()
+            for key, eid, _rev in map(split_entry, paths)
         )
         out: list[Task] = []
         seen: set[str] = set()
         for _seq, eid in entries:
             if len(out) >= limit:
                 break
-            rec = self._load_encoded(eid)
+            rec = self.records.load(eid)
             if rec is None or eid in seen or rec.task.state not in wanted:
                 continue
             seen.add(eid)
@@ -328,7 +347,7 @@ class QueueEngine:
             name = self.files.read(f"{qdir}/name")
             if name is None:
                 continue
-            counts = {s: n for s in TaskState if (n := sum(1 for _ in entry_paths(self.files, qdir, s)))}
+            counts = {s: len(p) for s, p in entry_paths(self.files, qdir, TaskState).items() if p}
             if counts:
                 out[name.decode()] = counts
         return out
@@ -337,12 +356,11 @@ class QueueEngine:
         wanted = list(states) if states is not None else list(TaskState)
         count = 0
         for qdir in self._queue_dirs(queue):
-            for state in wanted:
-                for path in list(entry_paths(self.files, qdir, state)):
+            for paths in entry_paths(self.files, qdir, wanted).values():
+                for path in paths:
                     rec = self._checked(path)
                     if rec is not None:
-                        self.files.delete(record_path(rec.task.id))
-                        self.files.delete(path)
+                        self.records.drop(rec)
                         count += 1
         return count
 
@@ -350,19 +368,21 @@ class QueueEngine:
         now = time.time()
         expired = []
         for _key, path in list(due_entries(self.files, "expiry", to_ns(now))):
-            rec = self._load_encoded(split_entry(path)[1])
+            rec = self.records.load(split_entry(path)[1])
             if rec is not None and rec.task.state is TaskState.RUNNING:
                 continue  # started in time; it may still come back to the queue later
-            self.files.delete(path)
             if rec is not None and (rec.task.state in READY_STATES or rec.task.state is TaskState.WAITING):
-                expired.append(self._end(rec, TaskState.EXPIRED, rec.task.error, now))
+                try:
+                    expired.append(self._end(rec, TaskState.EXPIRED, rec.task.error, now))
+                except Conflict:
+                    continue  # changed meanwhile (reserved, cancelled): look again next sweep
+            self.files.discard(path)
         for qdir in self._queue_dirs(None):
             for state in TERMINAL_STATES:
                 for _key, path in list(due_entries(self.files, f"{qdir}/{state.value}", to_ns(now))):
                     rec = self._checked(path)
                     if rec is not None:
-                        self.files.delete(record_path(rec.task.id))
-                        self.files.delete(path)
+                        self.records.drop(rec)
         return expired
 
     # -- schedules ----------------------------------------------------------------------
@@ -375,7 +395,7 @@ class QueueEngine:
         return schedule
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
-        data = self.files.read(self._schedule_path(schedule_id))
+        data = self.records.read(self._schedule_path(schedule_id))
         return schedule_decoder.decode(data) if data is not None else None
 
     def list_schedules(self) -> list[Schedule]:
@@ -386,22 +406,34 @@ class QueueEngine:
         return self.files.delete(self._schedule_path(schedule_id))
 
     def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None) -> bool:
+        return self.records.retrying(self._set_paused, schedule_id, paused, next_run)
+
+    def _set_paused(self, schedule_id: str, paused: bool, next_run: float | None) -> bool:
         schedule = self.get_schedule(schedule_id)
         if schedule is None:
             return False
         changes: dict[str, Any] = {"paused": paused}
         if next_run is not None:
             changes["next_run"] = next_run
-        self.add_schedule(msgspec.structs.replace(schedule, **changes))
+        self.records.replace(self._schedule_path(schedule_id),
+                             encoder.encode(msgspec.structs.replace(schedule, **changes)))
         return True
 
     def claim_due_schedules(self, at: float, limit: int) -> list[tuple[Schedule, list[float]]]:
         due = sorted((s for s in self.list_schedules() if not s.paused and s.next_run <= at),
                      key=lambda s: (s.next_run, s.id))
         won = []
-        for schedule in due[:limit]:
+        for listed in due[:limit]:
+            schedule = self.get_schedule(listed.id)  # read again: the compare-and-set's base
+            if schedule is None or schedule.paused or schedule.next_run != listed.next_run:
+                continue
             times, nxt = schedule.due_firings(at)
-            if times:
-                self.add_schedule(msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1]))
-                won.append((schedule, times))
+            if not times:
+                continue
+            try:
+                self.records.replace(self._schedule_path(schedule.id), encoder.encode(
+                    msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])))
+            except Conflict:
+                continue  # another scheduler claimed these firings
+            won.append((schedule, times))
         return won

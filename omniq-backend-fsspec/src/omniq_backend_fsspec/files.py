@@ -8,7 +8,8 @@ comes from :func:`omniq_backend_fsspec.names.encode` or from this package's own 
 * :class:`MemoryFiles` (``memory://``) keeps one dict per directory in this process, so
   listing a directory costs its own size (fsspec's memory file system scans every key).
 * :class:`FsspecFiles` (object stores and any other fsspec protocol) has no rename and
-  no lock, so it backs results and events only.
+  no lock, so it backs results and events only; :class:`S3Files` adds S3's conditional
+  writes, on which the task queue's compare-and-set records are built.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from omniq.errors import QueueError
 
 from .location import Location
 
-__all__ = ["Files", "FsspecFiles", "LocalFiles", "LockingFiles", "MemoryFiles", "open_files"]
+__all__ = ["Files", "FsspecFiles", "LocalFiles", "LockingFiles", "MemoryFiles", "S3Files", "open_files"]
 
 
 class Files(abc.ABC):
@@ -50,6 +51,11 @@ class Files(abc.ABC):
     def list(self, directory: str) -> list[str]:
         """Names in ``directory``, sorted; [] when it does not exist."""
 
+    @abc.abstractmethod
+    def find(self, directory: str) -> list[str]:
+        """Paths of all files below ``directory``, at any depth (one listing request on
+        object stores)."""
+
     def read_many(self, paths: list[str]) -> dict[str, bytes]:
         """The files that exist among ``paths``, by path."""
         found = ((p, self.read(p)) for p in paths)
@@ -58,6 +64,17 @@ class Files(abc.ABC):
     def write_many(self, files: dict[str, bytes]) -> None:
         for path, data in files.items():
             self.write(path, data)
+
+    def touch(self, path: str) -> None:
+        """Create an empty file (an index entry: nothing in it can be torn)."""
+        self.write(path, b"")
+
+    def discard(self, path: str) -> None:
+        """Remove the file if it exists (cheaper than :meth:`delete` on object stores)."""
+        self.delete(path)
+
+    def prune(self, directory: str) -> None:
+        """Remove ``directory`` if it is empty (bucket directories come and go)."""
 
     def close(self) -> None:
         """Release what :func:`open_files` acquired."""
@@ -74,13 +91,6 @@ class LockingFiles(Files):
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the base directory's exclusive lock (across threads and processes that
         share the directory)."""
-
-    def prune(self, directory: str) -> None:
-        """Remove ``directory`` if it is empty (bucket directories come and go)."""
-
-    def touch(self, path: str) -> None:
-        """Create an empty file (an index entry: nothing in it can be torn)."""
-        self.write(path, b"")
 
 
 class LocalFiles(LockingFiles):
@@ -136,6 +146,11 @@ class LocalFiles(LockingFiles):
             return sorted(os.listdir(self._abs(directory)))
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def find(self, directory: str) -> list[str]:
+        top = self._abs(directory)
+        return [os.path.relpath(os.path.join(d, f), self.root)
+                for d, _, files in os.walk(top) for f in files]
 
     def move(self, src: str, dst: str) -> bool:
         try:
@@ -257,6 +272,19 @@ class MemoryFiles(LockingFiles):
             node = self._dir(directory)
             return sorted(node) if node is not None else []
 
+    def find(self, directory: str) -> list[str]:
+        with self._space.lock:
+            stack = [(directory, self._dir(directory))]
+            found = []
+            while stack:
+                prefix, node = stack.pop()
+                for name, child in (node or {}).items():
+                    if isinstance(child, dict):
+                        stack.append((f"{prefix}/{name}", child))
+                    else:
+                        found.append(f"{prefix}/{name}")
+            return found
+
     def move(self, src: str, dst: str) -> bool:
         with self._space.lock:
             data = self.read(src)
@@ -299,6 +327,12 @@ class FsspecFiles(Files):
     def write(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(self._abs(path), data)
 
+    def find(self, directory: str) -> list[str]:
+        full = self._abs(directory)
+        self.fs.invalidate_cache(full)
+        skip = len(self.root) + 1
+        return [p[skip:] for p in self.fs.find(full)]
+
     def read_many(self, paths: list[str]) -> dict[str, bytes]:
         """One concurrent batch on async file systems (s3fs, gcsfs, adlfs)."""
         if not paths:
@@ -327,10 +361,72 @@ class FsspecFiles(Files):
             return []
 
 
+class S3Files(FsspecFiles):
+    """S3 (s3fs) with conditional writes: ``If-None-Match: *`` creates only what is
+    absent, ``If-Match: <etag>`` replaces only what nobody changed since it was read.
+    This compare-and-set is what makes the task queue on S3 safe without a lock."""
+
+    #: Error codes S3 (and S3-compatible servers) answer when a condition does not hold.
+    CONFLICTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+    def list(self, directory: str) -> list[str]:
+        """One request even for an empty directory (``ls`` would then list the parent)."""
+        from fsspec.asyn import sync
+
+        found = sync(self.fs.loop, self.fs._lsdir, self._abs(directory), refresh=True)
+        return sorted(o["name"].rstrip("/").rpartition("/")[2] for o in found)
+
+    def discard(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._abs(path))
+
+    def read_versioned(self, path: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag from one GET, or None when it does not exist."""
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, self._get, path)  # type: ignore[no-any-return]
+
+    def write_if(self, path: str, data: bytes, etag: str | None) -> str | None:
+        """PUT only if the object still has ``etag`` (None: only if it does not exist).
+        Returns the new ETag, or None, writing nothing, when another writer got there first."""
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, self._put, path, data, etag)  # type: ignore[no-any-return]
+
+    async def _get(self, path: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key, _ = self.fs.split_path(self._abs(path))
+        client = await self.fs.set_session()
+        try:
+            response = await client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return await response["Body"].read(), response["ETag"]
+
+    async def _put(self, path: str, data: bytes, etag: str | None) -> str | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key, _ = self.fs.split_path(self._abs(path))
+        client = await self.fs.set_session()
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        try:
+            response = await client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in self.CONFLICTS:
+                return None
+            raise
+        return str(response["ETag"])
+
+
 def open_files(location: Location) -> Files:
     """The :class:`Files` for a location (creating a local base directory)."""
     if location.protocol == "file":
         return LocalFiles(location.base_dir, fsync=location.fsync)
     if location.protocol == "memory":
         return MemoryFiles(location.base_dir)
+    if location.protocol == "s3":
+        return S3Files(location.protocol, location.base_dir, dict(location.storage_options))
     return FsspecFiles(location.protocol, location.base_dir, dict(location.storage_options))

@@ -11,6 +11,7 @@
     queues/<queue>/running/<P><seq>-<id>
     queues/<queue>/<terminal state>/<t/68s>/<delete at>-<P><seq>-<id>
     expiry/<t/68s>/<expires at>-<P><seq>-<id>    tasks with a ttl, by expiry
+    ...-<id>~<rev>                               entry names on S3 (see Record)
     deps/<parent id>/<child id>                  waiting children of a parent
     schedules/<id>
     meta/seq                                     the enqueue counter
@@ -24,13 +25,13 @@ encoded by :func:`omniq_backend_fsspec.names.encode`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
 from omniq.models import TERMINAL_STATES, Task, TaskState
 
-from .files import LockingFiles
+from .files import Files
 from .names import encode
 
 __all__ = ["Record", "due_entries", "entry_path", "entry_paths", "expiry_path", "pending_entries",
@@ -39,15 +40,19 @@ __all__ = ["Record", "due_entries", "entry_path", "entry_paths", "expiry_path", 
 SEQ_SHIFT = 12
 TIME_SHIFT = 36
 MAX_NS = 10**20 - 1
-#: States whose entries sit in time buckets, and the time they are filed under.
-TIMED_STATES = frozenset({TaskState.SCHEDULED, TaskState.RETRYING}) | TERMINAL_STATES
 
 
 class Record(msgspec.Struct, array_like=True):
-    """A stored task with its enqueue sequence number (FIFO order survives restarts)."""
+    """A stored task with its enqueue sequence number (FIFO order survives restarts).
+
+    ``rev`` is empty on locked stores. On compare-and-set stores it changes whenever the
+    record moves to another index directory and ends its entry's name (``...-<id>~<rev>``),
+    so an entry left behind by a lost race or a crash never matches the record again.
+    """
 
     seq: int
     task: Task
+    rev: str = ""
 
 
 def to_ns(t: float | None) -> int:
@@ -73,7 +78,7 @@ def _timed(directory: str, t_ns: int, key: str, eid: str) -> str:
 def entry_path(rec: Record) -> str:
     """The index entry a record in its current state must have."""
     task = rec.task
-    key, eid = sort_key(rec), encode("task id", task.id)
+    key, eid = sort_key(rec), encode("task id", task.id) + (f"~{rec.rev}" if rec.rev else "")
     directory = f"{queue_dir(task.queue)}/{task.state.value}"
     if task.state is TaskState.PENDING:
         return f"{directory}/{key[0]}{rec.seq >> SEQ_SHIFT:012x}/{key}-{eid}"
@@ -88,15 +93,17 @@ def expiry_path(rec: Record) -> str:
     return _timed("expiry", to_ns(rec.task.expires_at), sort_key(rec), encode("task id", rec.task.id))
 
 
-def split_entry(path: str) -> tuple[str, str]:
-    """``(sort key, encoded id)`` of an entry path (timed or not)."""
+def split_entry(path: str) -> tuple[str, str, str]:
+    """``(sort key, encoded id, rev)`` of an entry path (timed or not). Encoded ids
+    never hold ``~``, so it can only be the rev's separator."""
     name = path.rpartition("/")[2]
     if len(name) > 21 and name[20] == "-" and name[:20].isdigit():
         name = name[21:]
-    return name[:17], name[18:]
+    eid, _, rev = name[18:].partition("~")
+    return name[:17], eid, rev
 
 
-def pending_entries(files: LockingFiles, queue: str) -> Iterator[tuple[str, str]]:
+def pending_entries(files: Files, queue: str) -> Iterator[tuple[str, str]]:
     """``(sort key, path)`` of a queue's pending entries in reserve order, listed one
     bucket at a time (empty buckets are removed on the way)."""
     directory = f"{queue_dir(queue)}/pending"
@@ -108,7 +115,7 @@ def pending_entries(files: LockingFiles, queue: str) -> Iterator[tuple[str, str]
             yield name[:17], f"{directory}/{bucket}/{name}"
 
 
-def due_entries(files: LockingFiles, directory: str, now_ns: int) -> Iterator[tuple[str, str]]:
+def due_entries(files: Files, directory: str, now_ns: int) -> Iterator[tuple[str, str]]:
     """``(sort key, path)`` of timed entries filed at or before ``now_ns``, by time."""
     for bucket in files.list(directory):
         if int(bucket, 16) << TIME_SHIFT > now_ns:
@@ -122,11 +129,14 @@ def due_entries(files: LockingFiles, directory: str, now_ns: int) -> Iterator[tu
             yield name[21:38], f"{directory}/{bucket}/{name}"
 
 
-def entry_paths(files: LockingFiles, queue_directory: str, state: TaskState) -> Iterator[str]:
-    """Every entry of one queue and state (for list, stats and purge)."""
-    directory = f"{queue_directory}/{state.value}"
-    if state is TaskState.PENDING or state in TIMED_STATES:
-        for bucket in files.list(directory):
-            yield from (f"{directory}/{bucket}/{n}" for n in files.list(f"{directory}/{bucket}"))
-    else:
-        yield from (f"{directory}/{n}" for n in files.list(directory))
+def entry_paths(files: Files, queue_directory: str, states: Iterable[TaskState]) -> dict[TaskState, list[str]]:
+    """Every entry of one queue in ``states``, by state (for list, stats, purge and the
+    lease sweep), from one recursive listing."""
+    wanted = {s.value: s for s in states}
+    scope = f"{queue_directory}/{next(iter(wanted))}" if len(wanted) == 1 else queue_directory
+    found: dict[TaskState, list[str]] = {s: [] for s in wanted.values()}
+    for path in files.find(scope):
+        state = wanted.get(path[len(queue_directory) + 1:].partition("/")[0])
+        if state is not None and path.count("/") > queue_directory.count("/") + 1:
+            found[state].append(path)
+    return found

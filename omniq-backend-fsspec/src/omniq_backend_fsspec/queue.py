@@ -1,8 +1,9 @@
-"""The task queue on local files (shared by processes) or on memory (one process).
+"""The task queue on local files (shared by processes), memory (one process) or S3
+(shared by any processes, through conditional writes).
 
-Object stores are refused: a safe queue needs an atomic claim plus a lock or
-compare-and-set covering the task record and its index entries together, which fsspec
-does not offer on S3, GCS or Azure (see docs/backends/fsspec.md).
+Other object stores are refused: claiming safely needs an atomic lock or a
+compare-and-set, and this backend implements the latter for S3 only (see
+docs/backends/fsspec.md).
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import ErrorInfo, Schedule, Task, TaskState
 
 from .engine import QueueEngine
-from .files import LockingFiles
 from .location import Location
 from .store import FilesStore
 
-__all__ = ["FileTaskQueue", "FsspecTaskQueue", "MemoryTaskQueue"]
+__all__ = ["FileTaskQueue", "FsspecTaskQueue", "MemoryTaskQueue", "S3TaskQueue"]
 
 
 class FsspecTaskQueue(FilesStore, BaseTaskQueue):
@@ -38,111 +38,112 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
 
     @classmethod
     def _class_for(cls, location: Location) -> Any:
-        target = {"file": FileTaskQueue, "memory": MemoryTaskQueue}.get(location.protocol)
+        target = {"file": FileTaskQueue, "memory": MemoryTaskQueue, "s3": S3TaskQueue}.get(
+            location.protocol)
         if target is None:
             raise ConfigError(
                 f"fsspec backend: no task queue on {location.protocol}:// "
-                f"({mask_url(location.url)!r}): a queue needs an atomic claim covering a task "
-                f"and its index, which {location.protocol} does not offer through fsspec, and "
-                f"guessing would risk delivering a task twice. Keep results and events on "
-                f"{location.protocol}:// and put the task queue on redis://, postgresql://, "
-                f"nats:// or sqlite:///, or on file:// for workers on one machine"
+                f"({mask_url(location.url)!r}): claiming a task safely needs a lock or a "
+                f"compare-and-set write, which this backend implements for file://, memory:// "
+                f"and s3:// only; anything else would risk delivering a task twice. Keep "
+                f"results and events on {location.protocol}:// and put the task queue on "
+                f"s3://, redis://, postgresql://, nats:// or sqlite:///, or on file:// for "
+                f"workers on one machine"
             )
         return target
 
     async def open(self) -> None:
         await super().open()
         if self._engine is None:
-            assert isinstance(self.files, LockingFiles)
             self._engine = QueueEngine(self.files)
 
     async def close(self) -> None:
         self._engine = None
         await super().close()
 
-    async def _locked(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any) -> Any:
         engine = self._engine
         if engine is None:
             raise self._not_open()
-        return await self._run(engine.locked, getattr(engine, method), *args)
+        return await self._run(engine.run, getattr(engine, method), *args)
 
     async def enqueue(self, task: Task) -> Task:
-        return (await self._locked("enqueue_many", [task]))[0]
+        return (await self._call("enqueue_many", [task]))[0]
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
-        return await self._locked("enqueue_many", list(tasks)) if tasks else []
+        return await self._call("enqueue_many", list(tasks)) if tasks else []
 
     async def reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
     ) -> builtins.list[Task]:
-        return await self._locked("reserve", list(queues), worker_id, lease, limit)
+        return await self._call("reserve", list(queues), worker_id, lease, limit)
 
     async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
-        return await self._locked("heartbeat", list(leases), lease)
+        return await self._call("heartbeat", list(leases), lease)
 
     async def complete(
         self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
     ) -> bool:
-        return (await self._locked("complete_many", [(task_id, token, state, error)]))[0]
+        return (await self._call("complete_many", [(task_id, token, state, error)]))[0]
 
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
     ) -> builtins.list[bool]:
-        return await self._locked("complete_many", list(items)) if items else []
+        return await self._call("complete_many", list(items)) if items else []
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
-        return await self._locked("retry", task_id, token, eta, error)
+        return await self._call("retry", task_id, token, eta, error)
 
     async def release(self, task_id: str, token: str) -> bool:
-        return await self._locked("release", task_id, token)
+        return await self._call("release", task_id, token)
 
     async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
-        return await self._locked("dead_letter", task_id, token, error)
+        return await self._call("dead_letter", task_id, token, error)
 
     async def release_expired_leases(self) -> builtins.list[Task]:
-        return await self._locked("release_expired_leases")
+        return await self._call("release_expired_leases")
 
     async def cancel(self, task_id: str) -> bool:
-        return await self._locked("cancel", task_id)
+        return await self._call("cancel", task_id)
 
     async def get(self, task_id: str) -> Task | None:
-        return await self._locked("get", task_id)
+        return await self._call("get", task_id)
 
     async def list(
         self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
     ) -> builtins.list[Task]:
-        return await self._locked("list", queue, None if states is None else builtins.list(states), limit)
+        return await self._call("list", queue, None if states is None else builtins.list(states), limit)
 
     async def stats(self) -> dict[str, dict[TaskState, int]]:
-        return await self._locked("stats")
+        return await self._call("stats")
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        return await self._locked("purge", queue, None if states is None else builtins.list(states))
+        return await self._call("purge", queue, None if states is None else builtins.list(states))
 
     async def cleanup(self) -> builtins.list[Task]:
-        return await self._locked("cleanup")
+        return await self._call("cleanup")
 
     async def add_schedule(self, schedule: Schedule) -> Schedule:
-        return await self._locked("add_schedule", schedule)
+        return await self._call("add_schedule", schedule)
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        return await self._locked("get_schedule", schedule_id)
+        return await self._call("get_schedule", schedule_id)
 
     async def list_schedules(self) -> builtins.list[Schedule]:
-        return await self._locked("list_schedules")
+        return await self._call("list_schedules")
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        return await self._locked("delete_schedule", schedule_id)
+        return await self._call("delete_schedule", schedule_id)
 
     async def set_schedule_paused(
         self, schedule_id: str, paused: bool, next_run: float | None = None
     ) -> bool:
-        return await self._locked("set_schedule_paused", schedule_id, paused, next_run)
+        return await self._call("set_schedule_paused", schedule_id, paused, next_run)
 
     async def claim_due_schedules(
         self, at: float, limit: int = 100
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        return await self._locked("claim_due_schedules", at, limit)
+        return await self._call("claim_due_schedules", at, limit)
 
 
 class FileTaskQueue(FsspecTaskQueue):
@@ -155,3 +156,14 @@ class FileTaskQueue(FsspecTaskQueue):
 
 class MemoryTaskQueue(FsspecTaskQueue):
     """``memory://name``: shared by the stores of this process, lost when it exits."""
+
+
+class S3TaskQueue(FsspecTaskQueue):
+    """``s3://bucket/prefix``: any number of processes and machines, each change a
+    conditional PUT (``If-Match``/``If-None-Match``). No ``depends_on``: readying or
+    cancelling dependents would change several objects at once."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES, Capability.CROSS_PROCESS}
+    )
+    local_only: ClassVar[bool] = False

@@ -1,0 +1,243 @@
+"""How the task queue makes each change atomic: a lock, or compare-and-set.
+
+:class:`LockedRecords` (local files, memory) runs every operation under the base
+directory's exclusive lock, so a read followed by a write is atomic by construction.
+
+:class:`ConditionalRecords` (S3) has no lock. Each record is replaced with a conditional
+PUT (``If-Match`` the ETag it was read with; ``If-None-Match: *`` to create), so of two
+writers starting from the same version exactly one wins and the other gets
+:class:`Conflict`: a reserve skips that task, a completion re-reads and re-checks its
+lease token. Index entries are hints written around the record (see :meth:`save`); the
+record is the truth, and whoever lists a stale entry repairs it.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from omniq.errors import QueueError
+from omniq.models import encoder
+
+from .files import Files, LockingFiles, S3Files
+from .layout import Record, entry_path, record_path
+
+__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "new_rev", "record_store"]
+
+T = TypeVar("T")
+_record_decoder = msgspec.msgpack.Decoder(Record)
+#: How often a compare-and-set is retried on conflict before giving up.
+CAS_ATTEMPTS = 20
+#: An entry whose record does not exist may be an enqueue still in flight; only entries
+#: older than this are removed as orphans.
+ORPHAN_GRACE_NS = 300 * 10**9
+#: A record whose entry is still in its previous directory this long after the change
+#: was left so by a crash; its entry is then moved by whoever lists it.
+REPAIR_GRACE_NS = 30 * 10**9
+
+
+class Conflict(Exception):
+    """Another writer changed the record since it was read (nothing was written)."""
+
+
+class RecordStore(abc.ABC):
+    """Reading and replacing records and their index entries, atomically."""
+
+    #: Whether ``depends_on`` can be supported (it changes several records at once).
+    dependencies: bool
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    @abc.abstractmethod
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one engine operation (under the lock, or as is)."""
+
+    @abc.abstractmethod
+    def read(self, path: str) -> bytes | None:
+        """A record's bytes (remembering their version for :meth:`replace`)."""
+
+    @abc.abstractmethod
+    def replace(self, path: str, data: bytes) -> None:
+        """Replace a record read in this operation; :class:`Conflict` if it changed."""
+
+    @abc.abstractmethod
+    def save(self, old: Record | None, new: Record) -> Record:
+        """Store ``new`` (replacing ``old``, or creating it) and move its index entry;
+        return it as stored. :class:`Conflict` when another writer came first."""
+
+    @abc.abstractmethod
+    def next_seq(self, count: int) -> int:
+        """Reserve ``count`` consecutive enqueue sequence numbers; return the first."""
+
+    def may_drop_orphan(self, rev: str) -> bool:
+        """Whether an entry whose record is missing can be deleted."""
+        return True
+
+    def may_repair(self, rec: Record) -> bool:
+        """Whether a stale entry of ``rec`` should be repaired now (rather than left to
+        the writer that is moving it)."""
+        return True
+
+    def retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn`` again (it re-reads) while it meets a :class:`Conflict`."""
+        return fn(*args)
+
+    def load(self, eid: str) -> Record | None:
+        data = self.read(f"tasks/{eid}")
+        return _record_decoder.decode(data) if data is not None else None
+
+    def drop(self, rec: Record) -> None:
+        """Delete a task: its entry first, so no entry ever points to nothing for long."""
+        self.files.discard(entry_path(rec))
+        self.files.discard(record_path(rec.task.id))
+
+
+class LockedRecords(RecordStore):
+    dependencies = True
+
+    def __init__(self, files: LockingFiles) -> None:
+        super().__init__(files)
+        self.locking = files
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.locking.lock():
+            return fn(*args)
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.read(path)
+
+    def replace(self, path: str, data: bytes) -> None:
+        self.files.write(path, data)
+
+    def save(self, old: Record | None, new: Record) -> Record:
+        """Move the entry first, then replace the record: after a crash between the two
+        the entry is in the wrong directory, and the next lister puts it back."""
+        target = entry_path(new)
+        if old is None or not self.locking.move(entry_path(old), target):
+            self.files.touch(target)
+        self.files.write(record_path(new.task.id), encoder.encode(new))
+        return new
+
+    def next_seq(self, count: int) -> int:
+        data = self.files.read("meta/seq")
+        first = int(data) if data else 0
+        self.files.write("meta/seq", str(first + count).encode())
+        return first
+
+
+class ConditionalRecords(RecordStore):
+    dependencies = False
+
+    def __init__(self, files: S3Files) -> None:
+        super().__init__(files)
+        self.s3 = files
+        self._local = threading.local()  # ETags read by the operation running in this thread
+
+    def _etags(self) -> dict[str, str]:
+        if not hasattr(self._local, "etags"):
+            self._local.etags = {}
+        etags: dict[str, str] = self._local.etags
+        return etags
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._etags().clear()
+        return fn(*args)
+
+    def retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                return fn(*args)
+            except Conflict:
+                continue
+        raise QueueError(
+            f"{CAS_ATTEMPTS} conflicting writes in a row on {self.s3.root}; the store is too "
+            f"contended for compare-and-set"
+        )
+
+    def read(self, path: str) -> bytes | None:
+        found = self.s3.read_versioned(path)
+        if found is None:
+            self._etags().pop(path, None)
+            return None
+        data, self._etags()[path] = found
+        return data
+
+    def _put(self, path: str, data: bytes, etag: str | None) -> None:
+        new = self.s3.write_if(path, data, etag)
+        if new is None:
+            raise Conflict(path)
+        self._etags()[path] = new
+
+    def replace(self, path: str, data: bytes) -> None:
+        self._put(path, data, self._etags().get(path))
+
+    def save(self, old: Record | None, new: Record) -> Record:
+        """Create: entry, then record (an entry without a record is an enqueue in flight,
+        or an orphan after the grace period). Replace: record, then new entry, then old
+        entry removed (after a crash the old entry still leads to the record, and its
+        lister moves it)."""
+        path = record_path(new.task.id)
+        if old is None:
+            new = msgspec.structs.replace(new, rev=new_rev())
+            self.files.touch(entry_path(new))
+            try:
+                self._put(path, encoder.encode(new), None)
+            except Conflict:
+                self.files.discard(entry_path(new))
+                raise
+            return new
+        old_entry = entry_path(old)
+        if entry_path(msgspec.structs.replace(new, rev=old.rev)) == old_entry:
+            new = msgspec.structs.replace(new, rev=old.rev)
+        else:
+            new = msgspec.structs.replace(new, rev=new_rev())
+        self.replace(path, encoder.encode(new))
+        if entry_path(new) != old_entry:
+            self.files.touch(entry_path(new))
+            self.files.discard(old_entry)
+        return new
+
+    def next_seq(self, count: int) -> int:
+        def bump() -> int:
+            data = self.read("meta/seq")
+            first = int(data) if data else 0
+            self._put("meta/seq", str(first + count).encode(), None if data is None else self._etags()["meta/seq"])
+            return first
+
+        return self.retrying(bump)
+
+    def may_drop_orphan(self, rev: str) -> bool:
+        return _age_ns(rev) > ORPHAN_GRACE_NS
+
+    def may_repair(self, rec: Record) -> bool:
+        """Only when its last change is older than :data:`REPAIR_GRACE_NS`: a fresh
+        mismatch is a writer between its record and entry writes (a reserver racing
+        others sees many); repairing it would only add requests."""
+        return _age_ns(rec.rev) > REPAIR_GRACE_NS
+
+
+def _age_ns(rev: str) -> int:
+    try:
+        return time.time_ns() - int(rev[:-8], 16)
+    except ValueError:
+        return ORPHAN_GRACE_NS + 1
+
+
+def new_rev() -> str:
+    """Unique, and starting with its creation time (for :meth:`may_drop_orphan`)."""
+    return f"{time.time_ns():x}{uuid.uuid4().hex[:8]}"
+
+
+def record_store(files: Files) -> RecordStore:
+    if isinstance(files, LockingFiles):
+        return LockedRecords(files)
+    if isinstance(files, S3Files):
+        return ConditionalRecords(files)
+    raise TypeError(f"no task queue on {type(files).__name__}")
