@@ -28,6 +28,8 @@ class Subject(Protocol):
     """
 
     name: str
+    # Optional: ``has_burst = False`` when the worker CLI cannot exit on an empty queue;
+    # the harness then stops it itself once every task is done.
 
     async def open(self) -> None: ...
 
@@ -91,6 +93,27 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -
         raise WorkerFailed(f"the worker exited with {code}: " + " | ".join(tail))
 
 
+async def _process_without_burst(subject: Subject, ids: list[str], timeout: float,
+                                 log: Path) -> tuple[float, float]:
+    """For a library whose worker has no burst mode (``has_burst = False``): run it until
+    the last task's result is there and every task has succeeded, then SIGTERM it. The
+    window still comes from the task records, so the polling does not enter the figure."""
+    worker = _spawn(subject.worker_command(burst=False), log)
+    deadline = time.monotonic() + timeout
+    try:
+        await subject.wait_result(ids[-1], timeout)
+        while True:
+            try:
+                return await subject.processing_window(ids)
+            except RuntimeError:
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await _wait_exit(worker, 60, log)
+
+
 async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
                   timeout: float = 600.0, progress: bool = True) -> Figures:
     """Run the four measurements in order on an empty backend."""
@@ -114,9 +137,13 @@ async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
         ids = await subject.enqueue_bulk(n)
         bulk = n / (time.perf_counter() - started)
 
-        say(f"process {n} with one worker process (burst)")
-        await _wait_exit(_spawn(subject.worker_command(burst=True), log), timeout, log)
-        first, last = await subject.processing_window(ids)
+        if getattr(subject, "has_burst", True):
+            say(f"process {n} with one worker process (burst)")
+            await _wait_exit(_spawn(subject.worker_command(burst=True), log), timeout, log)
+            first, last = await subject.processing_window(ids)
+        else:
+            say(f"process {n} with one worker process (stopped once every task is done)")
+            first, last = await _process_without_burst(subject, ids, timeout, log)
 
         say(f"latency of {latency_samples} sequential tasks")
         worker = _spawn(subject.worker_command(burst=False), log)

@@ -1,0 +1,205 @@
+"""OmniQ against its peers on one server, in one invocation, with the same harness.
+
+    benchmarks/.venv-peers/bin/python benchmarks/compare.py --backend redis
+    benchmarks/.venv-peers/bin/python benchmarks/compare.py --backend postgres -n 2000
+    benchmarks/.venv-peers/bin/python benchmarks/compare.py --backend nats --json
+
+Run it with the separate virtualenv made by ``benchmarks/peers/setup.py`` (the peers are
+never project dependencies). Every library gets the same n no-op tasks, one producer
+(this process) and ONE worker process with 10 tasks at a time; OmniQ runs with events
+on and its default at-least-once delivery. Servers come from OMNIQ_BENCH_REDIS_URL
+(default redis://127.0.0.1:6379/11), OMNIQ_BENCH_POSTGRES_URL (postgresql://postgres@
+127.0.0.1:5432/test) and OMNIQ_BENCH_NATS_URL (nats://127.0.0.1:4222); every library
+works under its own "omniqbench" key prefix / schema / stream, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+STORE_VARIABLES = ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE")
+
+#: Peer name -> "module:class" under benchmarks/peers, per backend (the default order).
+PEERS: dict[str, dict[str, str]] = {
+    "redis": {"arq": "peers.arq_subject:ArqSubject", "saq": "peers.saq_subject:SaqSubject",
+              "taskiq": "peers.taskiq_redis_subject:TaskiqRedisSubject", "rq": "peers.rq_subject:RqSubject"},
+    "postgres": {"procrastinate": "peers.procrastinate_subject:ProcrastinateSubject",
+                 "pgqueuer": "peers.pgqueuer_subject:PgQueuerSubject"},
+    "nats": {"taskiq-nats": "peers.taskiq_nats_subject:TaskiqNatsSubject"},
+}
+
+#: (label, figure key, True when higher is better)
+METRICS = [
+    ("enqueue/s", "enqueue_per_s", True),
+    ("bulk/s", "bulk_enqueue_per_s", True),
+    ("processing/s", "processing_per_s", True),
+    ("p50 ms", "latency_p50_ms", False),
+    ("p99 ms", "latency_p99_ms", False),
+]
+
+
+@dataclass
+class Target:
+    text: str
+    key: str
+    factor: float  # OmniQ's figure must beat the best peer's by this factor
+
+
+TARGETS: dict[str, list[Target]] = {
+    "redis": [Target("processing >= 2x the fastest peer", "processing_per_s", 2.0),
+              Target("bulk enqueue >= 5x the fastest peer", "bulk_enqueue_per_s", 5.0),
+              Target("p50 latency no worse than the best peer", "latency_p50_ms", 1.0)],
+    "postgres": [Target("processing >= 2x the faster of the peers", "processing_per_s", 2.0)],
+    "nats": [Target("processing >= 2x taskiq-nats", "processing_per_s", 2.0)],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=sorted(PEERS), default="redis", help="server to compare on")
+    parser.add_argument("-n", type=int, default=10_000, help="tasks per throughput measurement (default 10000)")
+    parser.add_argument("--peers", help="comma-separated peers (default: every peer of the backend)")
+    parser.add_argument("--latency-samples", type=int, default=200, help="sequential tasks for latency (default 200)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one worker run may take (default 900)")
+    parser.add_argument("--reference", type=Path, help="JSON of an earlier `--backend redis --json` run: "
+                        "also check that OmniQ here is within the same order as OmniQ on Redis")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+    args = parser.parse_args(argv)
+    known = PEERS[args.backend]
+    args.peer_names = [p.strip() for p in args.peers.split(",") if p.strip()] if args.peers else list(known)
+    unknown = [p for p in args.peer_names if p not in known]
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(unknown)} for --backend {args.backend}; "
+                     f"valid: {', '.join(known)}")
+    if args.n < 1 or args.latency_samples < 2:
+        parser.error("-n must be >= 1 and --latency-samples >= 2")
+    return args
+
+
+def omniq_setup(backend: str) -> tuple[str, Callable[[], Any]]:
+    """OmniQ's store URL for ``backend`` in its own namespace, and the coroutine
+    function that removes that namespace."""
+    from peers import NAME, NATS_URL, POSTGRES_URL, REDIS_URL
+    from peers.cleanup import nats_delete_streams, postgres_drop_schema, redis_delete
+
+    if backend == "redis":
+        return f"{REDIS_URL}?key_prefix={NAME}", lambda: redis_delete(REDIS_URL, [f"{NAME}:*"])
+    if backend == "postgres":
+        return f"{POSTGRES_URL}?schema={NAME}", lambda: postgres_drop_schema(POSTGRES_URL, NAME)
+    return f"{NATS_URL}?prefix={NAME}", lambda: nats_delete_streams(NATS_URL, (f"{NAME}_", f"KV_{NAME}_"))
+
+
+def load(ref: str) -> Any:
+    module, _, cls = ref.partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    from harness import measure
+
+    url, omniq_cleanup = omniq_setup(args.backend)
+    os.environ.update({name: url for name in STORE_VARIABLES})
+    os.environ["OMNIQ_EVENTS"] = "true"
+    from omniq_subject import OmniQSubject  # its app reads the variables above
+    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", lambda: OmniQSubject(None, None, "async"))]
+    subjects += [(name, lambda ref=PEERS[args.backend][name]: load(ref)) for name in args.peer_names]
+    results: dict[str, Any] = {}
+    notes: dict[str, list[str]] = {}
+    for name, make in subjects:
+        with tempfile.TemporaryDirectory(prefix=f"omniq-compare-{name}-") as tmp:
+            try:
+                subject = make()
+                notes[name] = list(getattr(subject, "notes", []))
+                figures = await measure(subject, args.n, args.latency_samples, Path(tmp),
+                                        timeout=args.timeout, progress=not args.json)
+                results[name] = figures.as_dict()
+            except Exception as exc:  # one library failing must not hide the others
+                if not args.json:
+                    traceback.print_exc()
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                if name == "omniq":
+                    await omniq_cleanup()
+    return {"backend": args.backend, "n": args.n, "latency_samples": args.latency_samples,
+            "results": results, "notes": notes}
+
+
+def advantage(omniq: dict[str, Any], peer: dict[str, Any], key: str, higher: bool) -> float | None:
+    """How many times OmniQ is better than the peer on ``key`` (> 1: OmniQ is better)."""
+    if "error" in omniq or "error" in peer or not omniq[key] or not peer[key]:
+        return None
+    return omniq[key] / peer[key] if higher else peer[key] / omniq[key]
+
+
+def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> list[dict[str, Any]]:
+    results = report["results"]
+    omniq = results.get("omniq", {})
+    peers = {name: r for name, r in results.items() if name != "omniq" and "error" not in r}
+    checks = []
+    for target in TARGETS[report["backend"]]:
+        higher = next(h for _, key, h in METRICS if key == target.key)
+        if "error" in omniq or not peers:
+            checks.append({"target": target.text, "met": None, "detail": "not measured"})
+            continue
+        best_name = (max if higher else min)(peers, key=lambda p: peers[p][target.key])
+        ratio = advantage(omniq, peers[best_name], target.key, higher)
+        met = ratio is not None and ratio >= target.factor
+        checks.append({"target": target.text, "met": met,
+                       "detail": f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
+                                 f"{ratio:.2f}x"})
+    if reference is not None and "error" not in omniq:
+        redis_rate = reference["results"]["omniq"]["processing_per_s"]
+        ratio = omniq["processing_per_s"] / redis_rate
+        checks.append({"target": "processing within the same order as OmniQ on Redis", "met": ratio >= 0.1,
+                       "detail": f"{omniq['processing_per_s']:,} vs {redis_rate:,} on Redis: {ratio:.2f}x"})
+    return checks
+
+
+def table(report: dict[str, Any]) -> str:
+    results = report["results"]
+    omniq = results.get("omniq", {})
+    header = f"{'library':<14}" + "".join(f"{label:>14}" for label, _, _ in METRICS)
+    lines = [f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, one worker "
+             f"process, 10 tasks at a time, OmniQ with events on", header, "-" * len(header)]
+    for name, figures in results.items():
+        if "error" in figures:
+            lines.append(f"{name:<14}  FAILED: {figures['error']}")
+            continue
+        lines.append(f"{name:<14}" + "".join(f"{figures[key]:>14,}" for _, key, _ in METRICS))
+        if name != "omniq":
+            cells = [advantage(omniq, figures, key, higher) for _, key, higher in METRICS]
+            lines.append(f"{'  OmniQ x':<14}" + "".join(f"{'-' if c is None else f'{c:.2f}x':>14}" for c in cells))
+    lines.append("OmniQ x = how many times OmniQ is better (throughput omniq/peer, latency peer/omniq)")
+    for name, notes in report["notes"].items():
+        lines += [f"note, {name}: {note}" for note in notes]
+    for check in report["targets"]:
+        verdict = {True: "MET", False: "NOT MET", None: "UNKNOWN"}[check["met"]]
+        lines.append(f"target: {check['target']}: {verdict} ({check['detail']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(HERE))
+    report = asyncio.run(run_all(args))
+    reference = json.loads(args.reference.read_text()) if args.reference else None
+    report["targets"] = check_targets(report, reference)
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0 if all("error" not in r for r in report["results"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Peer task-queue libraries as harness ``Subject``s, one module per library.
+
+Each module holds the library's no-op task, the worker entry its own CLI imports
+(``PYTHONPATH`` holds ``benchmarks/``, so ``peers.arq_subject`` is importable) and the
+subject class. The settings below are read from the environment so that the producer
+(compare.py) and the worker subprocess agree on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["CONCURRENCY", "NAME", "NATS_URL", "POLL", "POSTGRES_URL", "REDIS_URL", "gather_chunked", "map_chunked",
+           "window"]
+
+T = TypeVar("T")
+I = TypeVar("I")
+
+#: A database number nothing else in the repository uses; every library's keys are also
+#: deleted by pattern afterwards, never with FLUSHDB.
+REDIS_URL = os.environ.get("OMNIQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+POSTGRES_URL = os.environ.get("OMNIQ_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("OMNIQ_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+#: Queue name, key prefix, schema stem and stream name of every library under test.
+NAME = "omniqbench"
+#: Tasks one worker process runs at once: OmniQ's default, set on every peer too.
+CONCURRENCY = 10
+#: Seconds between two polls where a library's documented way to await a task polls.
+POLL = 0.002
+#: Single enqueues in flight at once where a library has no bulk call.
+BATCH_WIDTH = 100
+
+
+async def gather_chunked(call: Callable[[], Awaitable[T]], n: int, width: int = BATCH_WIDTH) -> list[T]:
+    """``n`` calls, ``width`` at a time: the closest a library without a bulk call gets."""
+    out: list[T] = []
+    while len(out) < n:
+        out += await asyncio.gather(*(call() for _ in range(min(width, n - len(out)))))
+    return out
+
+
+async def map_chunked(call: Callable[[I], Awaitable[T]], items: list[I], width: int = BATCH_WIDTH) -> list[T]:
+    """``call(item)`` for every item, ``width`` at a time (reading back job records)."""
+    out: list[T] = []
+    for i in range(0, len(items), width):
+        out += await asyncio.gather(*(call(item) for item in items[i:i + width]))
+    return out
+
+
+def window(spans: list[tuple[float, float] | None], ids: list[str]) -> tuple[float, float]:
+    """First start and last finish over ``(started, finished)`` epoch pairs, one per task
+    id; ``None`` marks a task that has not succeeded."""
+    missing = [task_id for task_id, span in zip(ids, spans) if span is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} task(s) did not succeed, e.g. {missing[0]}")
+    done = [span for span in spans if span is not None]
+    return min(s for s, _ in done), max(f for _, f in done)
