@@ -17,8 +17,9 @@ import time
 from taskiq import AsyncTaskiqTask
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
-from . import CONCURRENCY, NAME, POLL, REDIS_URL, gather_chunked, map_chunked, window
+from . import CONCURRENCY, NAME, POLL, REDIS_URL, gather_chunked
 from .cleanup import redis_delete
+from .taskiq_records import taskiq_window
 
 PREFIX = f"{NAME}-taskiq"
 
@@ -64,17 +65,7 @@ class TaskiqRedisSubject:
                 "--max-async-tasks", str(CONCURRENCY), "--no-configure-logging"]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
-        backend = broker.result_backend
-
-        async def span(task_id: str) -> tuple[float, float] | None:
-            if not await backend.is_result_ready(task_id):
-                return None
-            result = await backend.get_result(task_id)
-            if result.is_err:
-                return None
-            return result.return_value - result.execution_time, result.return_value
-
-        return window(await map_chunked(span, task_ids), task_ids)
+        return await taskiq_window(broker.result_backend, task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
         await AsyncTaskiqTask(task_id, broker.result_backend).wait_result(check_interval=POLL, timeout=timeout)
