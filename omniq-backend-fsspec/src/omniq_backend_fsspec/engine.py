@@ -13,6 +13,7 @@ one. Whoever next lists that directory compares the entry with
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import heapq
 import time
@@ -40,6 +41,7 @@ from .layout import (
     Record,
     due_entries,
     entry_path,
+    entry_time,
     entry_paths,
     expiry_path,
     pending_entries,
@@ -48,7 +50,7 @@ from .layout import (
     to_ns,
 )
 from .names import encode
-from .records import Conflict, record_store
+from .records import Conflict, record_store, rev_time
 
 __all__ = ["QueueEngine"]
 
@@ -88,7 +90,7 @@ class QueueEngine:
         _key, eid, rev = split_entry(path)
         rec = self.records.load(eid)
         if rec is None:
-            if self.records.may_drop_orphan(rev):
+            if self.records.may_drop_orphan(rev_time(rev)):
                 self.files.discard(path)
             return None
         if entry_path(rec) == path:
@@ -104,7 +106,7 @@ class QueueEngine:
 
     # -- enqueue ------------------------------------------------------------------------
 
-    def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+    def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
         now = time.time()
         seq = self.records.next_seq(len(tasks))
         out = []
@@ -148,15 +150,15 @@ class QueueEngine:
             self.files.write(f"{queue_dir(task.queue)}/name", task.queue.encode())
             self._known_queues.add(eq)
         if failed is None:
-            for parent in waiting_on:
-                self.files.touch(f"deps/{encode('task id', parent.id)}/{encode('task id', task.id)}")
+            for unfinished in waiting_on:
+                self.files.touch(f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}")
             if task.expires_at is not None:
                 self.files.touch(expiry_path(rec))
         return self.records.save(None, rec).task
 
     # -- delivery -----------------------------------------------------------------------
 
-    def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> list[Task]:
+    def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> builtins.list[Task]:
         now = time.time()
         sources = []
         for queue in dict.fromkeys(queues):
@@ -187,7 +189,7 @@ class QueueEngine:
             return None
         return rec
 
-    def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+    def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
         return [task_id for task_id, token in leases
                 if self.records.retrying(self._extend, task_id, token, lease)]
 
@@ -197,7 +199,7 @@ class QueueEngine:
             self._change(rec, lease_deadline=time.time() + lease)
         return rec is not None
 
-    def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+    def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> builtins.list[bool]:
         return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
@@ -245,7 +247,7 @@ class QueueEngine:
         self._settle_dependents(task)
         return task
 
-    def release_expired_leases(self) -> list[Task]:
+    def release_expired_leases(self) -> builtins.list[Task]:
         now = time.time()
         out = []
         for eq in self.files.list("queues"):
@@ -315,12 +317,12 @@ class QueueEngine:
         rec = self._load(task_id)
         return rec.task if rec is not None else None
 
-    def _queue_dirs(self, queue: str | None) -> list[str]:
+    def _queue_dirs(self, queue: str | None) -> builtins.list[str]:
         if queue is not None:
             return [queue_dir(queue)]
         return [f"queues/{eq}" for eq in self.files.list("queues")]
 
-    def list(self, queue: str | None, states: Iterable[TaskState] | None, limit: int) -> list[Task]:
+    def list(self, queue: str | None, states: Iterable[TaskState] | None, limit: int) -> builtins.list[Task]:
         wanted = set(states) if states is not None else set(TaskState)
         entries = sorted(
             (key[1:], eid)
@@ -364,13 +366,15 @@ class QueueEngine:
                         count += 1
         return count
 
-    def cleanup(self) -> list[Task]:
+    def cleanup(self) -> builtins.list[Task]:
         now = time.time()
         expired = []
         for _key, path in list(due_entries(self.files, "expiry", to_ns(now))):
             rec = self.records.load(split_entry(path)[1])
             if rec is not None and rec.task.state is TaskState.RUNNING:
                 continue  # started in time; it may still come back to the queue later
+            if rec is None and not self.records.may_drop_orphan(entry_time(path)):
+                continue  # an enqueue of an already expired task may be in flight
             if rec is not None and (rec.task.state in READY_STATES or rec.task.state is TaskState.WAITING):
                 try:
                     expired.append(self._end(rec, TaskState.EXPIRED, rec.task.error, now))
@@ -398,9 +402,10 @@ class QueueEngine:
         data = self.records.read(self._schedule_path(schedule_id))
         return schedule_decoder.decode(data) if data is not None else None
 
-    def list_schedules(self) -> list[Schedule]:
+    def list_schedules(self) -> builtins.list[Schedule]:
         found = (self.files.read(f"schedules/{name}") for name in self.files.list("schedules"))
-        return sorted((schedule_decoder.decode(d) for d in found if d is not None), key=lambda s: s.id)
+        schedules: builtins.list[Schedule] = [schedule_decoder.decode(d) for d in found if d is not None]
+        return sorted(schedules, key=lambda s: s.id)
 
     def delete_schedule(self, schedule_id: str) -> bool:
         return self.files.delete(self._schedule_path(schedule_id))
@@ -419,10 +424,10 @@ class QueueEngine:
                              encoder.encode(msgspec.structs.replace(schedule, **changes)))
         return True
 
-    def claim_due_schedules(self, at: float, limit: int) -> list[tuple[Schedule, list[float]]]:
+    def claim_due_schedules(self, at: float, limit: int) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         due = sorted((s for s in self.list_schedules() if not s.paused and s.next_run <= at),
                      key=lambda s: (s.next_run, s.id))
-        won = []
+        won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         for listed in due[:limit]:
             schedule = self.get_schedule(listed.id)  # read again: the compare-and-set's base
             if schedule is None or schedule.paused or schedule.next_run != listed.next_run:

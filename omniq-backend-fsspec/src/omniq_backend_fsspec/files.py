@@ -15,6 +15,7 @@ comes from :func:`omniq_backend_fsspec.names.encode` or from this package's own 
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import os
 import threading
@@ -48,15 +49,15 @@ class Files(abc.ABC):
         """Remove the file; False when there was none."""
 
     @abc.abstractmethod
-    def list(self, directory: str) -> list[str]:
+    def list(self, directory: str) -> builtins.list[str]:
         """Names in ``directory``, sorted; [] when it does not exist."""
 
     @abc.abstractmethod
-    def find(self, directory: str) -> list[str]:
+    def find(self, directory: str) -> builtins.list[str]:
         """Paths of all files below ``directory``, at any depth (one listing request on
         object stores)."""
 
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         """The files that exist among ``paths``, by path."""
         found = ((p, self.read(p)) for p in paths)
         return {p: data for p, data in found if data is not None}
@@ -88,7 +89,7 @@ class LockingFiles(Files):
         """Rename atomically (replacing ``dst``); False when ``src`` does not exist."""
 
     @abc.abstractmethod
-    def lock(self) -> contextlib.AbstractContextManager[None]:
+    def lock(self) -> contextlib.AbstractContextManager[Any]:
         """Hold the base directory's exclusive lock (across threads and processes that
         share the directory)."""
 
@@ -141,13 +142,13 @@ class LocalFiles(LockingFiles):
         except FileNotFoundError:
             return False
 
-    def list(self, directory: str) -> list[str]:
+    def list(self, directory: str) -> builtins.list[str]:
         try:
             return sorted(os.listdir(self._abs(directory)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def find(self, directory: str) -> list[str]:
+    def find(self, directory: str) -> builtins.list[str]:
         top = self._abs(directory)
         return [os.path.relpath(os.path.join(d, f), self.root)
                 for d, _, files in os.walk(top) for f in files]
@@ -267,12 +268,12 @@ class MemoryFiles(LockingFiles):
             del node[name]
             return True
 
-    def list(self, directory: str) -> list[str]:
+    def list(self, directory: str) -> builtins.list[str]:
         with self._space.lock:
             node = self._dir(directory)
             return sorted(node) if node is not None else []
 
-    def find(self, directory: str) -> list[str]:
+    def find(self, directory: str) -> builtins.list[str]:
         with self._space.lock:
             stack = [(directory, self._dir(directory))]
             found = []
@@ -301,7 +302,7 @@ class MemoryFiles(LockingFiles):
             if node is not None and node.get(name) == {}:
                 del node[name]
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
+    def lock(self) -> contextlib.AbstractContextManager[Any]:
         return self._space.lock
 
 
@@ -327,13 +328,13 @@ class FsspecFiles(Files):
     def write(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(self._abs(path), data)
 
-    def find(self, directory: str) -> list[str]:
+    def find(self, directory: str) -> builtins.list[str]:
         full = self._abs(directory)
         self.fs.invalidate_cache(full)
         skip = len(self.root) + 1
         return [p[skip:] for p in self.fs.find(full)]
 
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
+    def read_many(self, paths: builtins.list[str]) -> dict[str, bytes]:
         """One concurrent batch on async file systems (s3fs, gcsfs, adlfs)."""
         if not paths:
             return {}
@@ -352,7 +353,7 @@ class FsspecFiles(Files):
         self.fs.rm_file(full)
         return True
 
-    def list(self, directory: str) -> list[str]:
+    def list(self, directory: str) -> builtins.list[str]:
         full = self._abs(directory)
         self.fs.invalidate_cache(full)  # s3fs caches listings; another writer may have added
         try:
@@ -369,7 +370,7 @@ class S3Files(FsspecFiles):
     #: Error codes S3 (and S3-compatible servers) answer when a condition does not hold.
     CONFLICTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
-    def list(self, directory: str) -> list[str]:
+    def list(self, directory: str) -> builtins.list[str]:
         """One request even for an empty directory (``ls`` would then list the parent)."""
         from fsspec.asyn import sync
 

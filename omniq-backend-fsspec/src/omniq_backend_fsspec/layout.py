@@ -34,8 +34,8 @@ from omniq.models import TERMINAL_STATES, Task, TaskState
 from .files import Files
 from .names import encode
 
-__all__ = ["Record", "due_entries", "entry_path", "entry_paths", "expiry_path", "pending_entries",
-           "queue_dir", "record_path", "split_entry"]
+__all__ = ["Record", "due_entries", "entry_path", "entry_paths", "entry_time", "expiry_path",
+           "pending_entries", "queue_dir", "record_path", "split_entry"]
 
 SEQ_SHIFT = 12
 TIME_SHIFT = 36
@@ -101,6 +101,11 @@ def split_entry(path: str) -> tuple[str, str, str]:
         name = name[21:]
     eid, _, rev = name[18:].partition("~")
     return name[:17], eid, rev
+
+
+def entry_time(path: str) -> int:
+    """The time (epoch ns) a timed entry is filed under."""
+    return int(path.rpartition("/")[2][:20])
 
 
 def pending_entries(files: Files, queue: str) -> Iterator[tuple[str, str]]:

@@ -28,7 +28,7 @@ from omniq.models import encoder
 from .files import Files, LockingFiles, S3Files
 from .layout import Record, entry_path, record_path
 
-__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "new_rev", "record_store"]
+__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "new_rev", "record_store", "rev_time"]
 
 T = TypeVar("T")
 _record_decoder = msgspec.msgpack.Decoder(Record)
@@ -76,8 +76,9 @@ class RecordStore(abc.ABC):
     def next_seq(self, count: int) -> int:
         """Reserve ``count`` consecutive enqueue sequence numbers; return the first."""
 
-    def may_drop_orphan(self, rev: str) -> bool:
-        """Whether an entry whose record is missing can be deleted."""
+    def may_drop_orphan(self, since_ns: int) -> bool:
+        """Whether an entry whose record is missing, written at ``since_ns`` or later,
+        can be deleted."""
         return True
 
     def may_repair(self, rec: Record) -> bool:
@@ -213,21 +214,22 @@ class ConditionalRecords(RecordStore):
 
         return self.retrying(bump)
 
-    def may_drop_orphan(self, rev: str) -> bool:
-        return _age_ns(rev) > ORPHAN_GRACE_NS
+    def may_drop_orphan(self, since_ns: int) -> bool:
+        return time.time_ns() - since_ns > ORPHAN_GRACE_NS
 
     def may_repair(self, rec: Record) -> bool:
         """Only when its last change is older than :data:`REPAIR_GRACE_NS`: a fresh
         mismatch is a writer between its record and entry writes (a reserver racing
         others sees many); repairing it would only add requests."""
-        return _age_ns(rec.rev) > REPAIR_GRACE_NS
+        return time.time_ns() - rev_time(rec.rev) > REPAIR_GRACE_NS
 
 
-def _age_ns(rev: str) -> int:
+def rev_time(rev: str) -> int:
+    """When a rev was made (epoch ns); 0 for the empty rev of locked stores."""
     try:
-        return time.time_ns() - int(rev[:-8], 16)
+        return int(rev[:-8], 16)
     except ValueError:
-        return ORPHAN_GRACE_NS + 1
+        return 0
 
 
 def new_rev() -> str:
