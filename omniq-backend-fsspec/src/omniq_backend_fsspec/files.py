@@ -408,7 +408,7 @@ class S3Files(FsspecFiles):
         return await response["Body"].read(), response["ETag"]
 
     async def _put(self, path: str, data: bytes, etag: str | None) -> str | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ParamValidationError
 
         bucket, key, _ = self.fs.split_path(self._abs(path))
         client = await self.fs.set_session()
@@ -419,6 +419,12 @@ class S3Files(FsspecFiles):
             if exc.response.get("Error", {}).get("Code") in self.CONFLICTS:
                 return None
             raise
+        except ParamValidationError as exc:
+            raise QueueError(
+                f"the task queue on s3:// needs conditional PUTs (If-Match/If-None-Match), "
+                f"which this botocore does not know ({exc}); upgrade s3fs and aiobotocore "
+                f"(botocore 1.36 or newer)"
+            ) from exc
         return str(response["ETag"])
 
 
