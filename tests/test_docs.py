@@ -1,0 +1,39 @@
+"""The plugin API is a product: every hook and every interface method is documented
+(datasette's meta-tests)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from omniq import hookspecs
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, BaseWorker
+
+PLUGINS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("omniq_")]
+METHODS = sorted({
+    name
+    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BaseWorker)
+    for name, member in vars(cls).items()
+    if callable(member) or isinstance(member, classmethod)
+    if not name.startswith("_")
+})
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook):
+    assert re.search(rf"\b{hook}\b", PLUGINS_DOC), f"docs/plugins.md does not mention {hook}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_interface_method_is_documented(method):
+    assert re.search(rf"`{method}\b", PLUGINS_DOC), f"docs/plugins.md does not document {method}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hookspec_has_a_docstring(hook):
+    doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+    assert len(doc) > 40, f"{hook} needs a docstring that says what it is for"
