@@ -184,6 +184,8 @@ def table(report: dict[str, Any]) -> str:
     lines.append("OmniQ x = how many times OmniQ is better (throughput omniq/peer, latency peer/omniq)")
     for name, notes in report["notes"].items():
         lines += [f"note, {name}: {note}" for note in notes]
+    for name, figures in results.items():
+        lines += [f"WARNING, {name}: {warning}" for warning in figures.get("warnings", [])]
     for check in report["targets"]:
         verdict = {True: "MET", False: "NOT MET", None: "UNKNOWN"}[check["met"]]
         lines.append(f"target: {check['target']}: {verdict} ({check['detail']})")

@@ -2,8 +2,10 @@
 ``taskiq worker peers.taskiq_nats_subject:broker``.
 
 The broker is ``PullBasedJetStreamBroker`` (durable pull consumer, ack after the result
-is saved: at-least-once) fetching ``CONCURRENCY`` messages per pull instead of its
-default 1; results go to ``NATSObjectStoreResultBackend``. As with taskiq on Redis:
+is saved: at-least-once) with its default of one message per pull: a larger
+``pull_consume_batch`` without a ``pull_consume_timeout`` waits until that many messages
+are there, so a lone task is never picked up. Results go to
+``NATSObjectStoreResultBackend``. As with taskiq on Redis:
 no bulk enqueue (``BATCH_WIDTH`` concurrent ``kiq`` calls), no burst mode, and the no-op
 returns its finish time because taskiq stores no timestamps.
 """
@@ -26,7 +28,7 @@ STREAM = f"{NAME}-taskiq"
 BUCKET = f"{STREAM}-results"
 
 broker = PullBasedJetStreamBroker(
-    NATS_URL, subject=f"{NAME}.taskiq", stream_name=STREAM, durable=STREAM, pull_consume_batch=CONCURRENCY,
+    NATS_URL, subject=f"{NAME}.taskiq", stream_name=STREAM, durable=STREAM,
 ).with_result_backend(NATSObjectStoreResultBackend(NATS_URL, bucket_name=BUCKET))
 
 
@@ -39,7 +41,7 @@ async def noop() -> float:
 class TaskiqNatsSubject:
     name = "taskiq-nats"
     has_burst = False
-    notes = [f"PullBasedJetStreamBroker (pull_consume_batch={CONCURRENCY}) + NATSObjectStoreResultBackend",
+    notes = ["PullBasedJetStreamBroker (one message per pull, its default) + NATSObjectStoreResultBackend",
              "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
              f"latency via wait_result(check_interval={POLL})"]
 
