@@ -95,8 +95,8 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -
         raise WorkerFailed(f"the worker exited with {code}: " + " | ".join(tail))
 
 
-async def _process_without_burst(subject: Subject, ids: list[str], timeout: float,
-                                 log: Path) -> tuple[float, float]:
+async def _process_without_burst(subject: Subject, ids: list[str], timeout: float, log: Path,
+                                 warnings: list[str]) -> tuple[float, float]:
     """For a library whose worker has no burst mode (``has_burst = False``): run it until
     the last task's result is there and every task has succeeded, then SIGTERM it. The
     window still comes from the task records, so the polling does not enter the figure."""
@@ -112,12 +112,11 @@ async def _process_without_burst(subject: Subject, ids: list[str], timeout: floa
                     raise
                 await asyncio.sleep(0.2)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        await _wait_exit(worker, 60, log)
+        await _stop(worker, log, warnings)
 
 
 async def _stop(worker: subprocess.Popen[bytes], log: Path, warnings: list[str]) -> None:
-    """SIGTERM the latency worker. One that hangs on the way out is killed and noted,
+    """SIGTERM a running worker. One that hangs on the way out is killed and noted,
     not fatal: its figures were already taken."""
     worker.send_signal(signal.SIGTERM)
     try:
@@ -160,7 +159,7 @@ async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
             first, last = await subject.processing_window(ids)
         else:
             say(f"process {n} with one worker process (stopped once every task is done)")
-            first, last = await _process_without_burst(subject, ids, timeout, log)
+            first, last = await _process_without_burst(subject, ids, timeout, log, warnings)
 
         say(f"latency of {latency_samples} sequential tasks")
         worker = _spawn(subject.worker_command(burst=False), log)
