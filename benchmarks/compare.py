@@ -25,6 +25,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update({name: url for name in STORE_VARIABLES})
     os.environ["OMNIQ_EVENTS"] = "true"
     from omniq_subject import OmniQSubject  # its app reads the variables above
-    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", lambda: omniq_subject(OmniQSubject, args.backend))]
-    subjects += [(name, lambda ref=PEERS[args.backend][name]: load(ref)) for name in args.peer_names]
+    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", partial(omniq_subject, OmniQSubject, args.backend))]
+    subjects += [(name, partial(load, PEERS[args.backend][name])) for name in args.peer_names]
     results: dict[str, Any] = {}
     notes: dict[str, list[str]] = {}
     for name, make in subjects:
@@ -157,7 +158,7 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
     results = report["results"]
     omniq = results.get("omniq", {})
     peers = {name: r for name, r in results.items() if name != "omniq" and "error" not in r}
-    checks = []
+    checks: list[dict[str, Any]] = []
     for target in TARGETS[report["backend"]]:
         higher = next(h for _, key, h in METRICS if key == target.key)
         if "error" in omniq or not peers:
@@ -168,7 +169,7 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
         met = ratio is not None and ratio >= target.factor
         checks.append({"target": target.text, "met": met,
                        "detail": f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
-                                 f"{ratio:.2f}x"})
+                                 f"{'n/a' if ratio is None else f'{ratio:.2f}x'}"})
     if reference is not None and "error" not in omniq:
         redis_rate = reference["results"]["omniq"]["processing_per_s"]
         ratio = omniq["processing_per_s"] / redis_rate
