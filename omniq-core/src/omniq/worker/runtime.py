@@ -152,6 +152,7 @@ class Worker:
         self._slot_freed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
+        self._helpers_done = False
 
     # -- control -----------------------------------------------------------------------
 
@@ -215,9 +216,15 @@ class Worker:
         finally:
             await self._hook("omniq_worker_stopping", worker=self, reason=self.stop_reason or "stopped")
             await self._drain()
-            for h in helpers:
-                h.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            # Some clients swallow a cancellation (nats-py's flush does): the loops also
+            # watch this flag, and a helper that still runs is cancelled again.
+            self._helpers_done = True
+            for _ in range(10):
+                for h in helpers:
+                    h.cancel()
+                _, alive = await asyncio.wait(helpers, timeout=0.5)
+                if not alive:
+                    break
             self._outbox_closed = True
             self._wake_writer.set()
             await writer
@@ -511,7 +518,7 @@ class Worker:
     # -- leases and housekeeping -------------------------------------------------------
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._helpers_done:
             await asyncio.sleep(self.heartbeat_interval)
             leases = [(tid, r.task.lease_token or "") for tid, r in self._running.items() if not r.lost]
             if not leases:
@@ -537,7 +544,7 @@ class Worker:
         app = self.app
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
         last_lease = last_cleanup = 0.0
-        while True:
+        while not self._helpers_done:
             t = now()
             try:
                 await app.run_due_schedules()
