@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from omniq.errors import ConfigError
-from omniq.interfaces import BaseEventStorage
+from omniq.interfaces import BaseEventStorage, check_event_order
 from omniq.models import TaskEvent, encoder
 
 from .location import Location
@@ -108,8 +107,7 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in ("asc", "desc"):
-            raise ConfigError(f"order must be 'asc' or 'desc', got {order!r}")
+        check_event_order(order)
         wanted = None if types is None else {getattr(t, "value", t) for t in types}
         found = await self._run(self._query, task_id, queue, wanted, since, until)
         found.sort(key=lambda e: e.timestamp)  # stable: ties keep append order

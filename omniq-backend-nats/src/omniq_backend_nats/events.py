@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from nats.js import api
 
 from omniq.errors import ConfigError
-from omniq.interfaces import BaseEventStorage, Capability
+from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
 
 from .connection import NatsStore
@@ -84,8 +84,7 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in ("asc", "desc"):
-            raise ConfigError(f"invalid event order {order!r}: use 'asc' or 'desc'")
+        check_event_order(order)
         wanted = None if types is None else {_type_name(t) for t in types}
         if wanted is not None and not wanted:
             return []

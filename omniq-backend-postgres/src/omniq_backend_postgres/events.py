@@ -12,8 +12,7 @@ from typing import Any
 
 import msgspec
 
-from omniq.errors import ConfigError
-from omniq.interfaces import BaseEventStorage
+from omniq.interfaces import BaseEventStorage, check_event_order
 from omniq.models import EventType, TaskEvent
 
 from .store import PostgresStore
@@ -52,8 +51,7 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in ("asc", "desc"):
-            raise ConfigError(f"invalid event order {order!r}: use 'asc' or 'desc'")
+        check_event_order(order)
         clauses: list[str] = []
         args: list[Any] = []
 

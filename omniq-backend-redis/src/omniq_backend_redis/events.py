@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from omniq.interfaces import BaseEventStorage, Capability
+from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
 from redis.exceptions import ResponseError
 
@@ -78,10 +78,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in ("asc", "desc"):
-            from omniq.errors import ConfigError
-
-            raise ConfigError(f"event query order {order!r}: expected 'asc' or 'desc'")
+        check_event_order(order)
         if limit is not None and limit <= 0:
             return []
         wanted_types = None if types is None else {getattr(t, "value", t).encode() for t in types}

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError
-from omniq.interfaces import BaseEventStorage, Capability
+from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import EventType, TaskEvent
 
 from ._db import SqliteStore, json_list
@@ -47,8 +47,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in _ORDER:
-            raise ConfigError(f"event query order {order!r}: expected 'asc' or 'desc'")
+        check_event_order(order)
         terms: list[str] = []
         params: list[Any] = []
         for term, value in (("task_id = ?", task_id), ("queue = ?", queue),

@@ -29,7 +29,7 @@ from .errors import (
     TaskFailedError,
     TaskNotFoundError,
 )
-from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
+from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
 from .models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -503,8 +503,7 @@ class AsyncOmniQ:
                      order: str = "asc") -> list[TaskEvent]:
         """Events matching every filter, oldest first by default."""
         await self.open()
-        if order not in ("asc", "desc"):
-            raise ConfigError(f"order must be 'asc' or 'desc', got {order!r}")
+        check_event_order(order)
         valid_types = {t.value for t in EventType}
         type_list = None
         if types is not None:

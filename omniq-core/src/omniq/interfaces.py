@@ -29,6 +29,7 @@ __all__ = [
     "BaseTaskQueue",
     "Capability",
     "LeaseRef",
+    "check_event_order",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -340,6 +341,15 @@ class BaseResultStorage(BaseStore):
                 return None
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 0.1)
+
+
+def check_event_order(order: str) -> str:
+    """The one check of ``query(order=...)``, shared by the app and every backend."""
+    if order not in ("asc", "desc"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"event order must be 'asc' or 'desc', got {order!r}")
+    return order
 
 
 class BaseEventStorage(BaseStore):

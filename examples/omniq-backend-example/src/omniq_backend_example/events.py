@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from omniq.errors import ConfigError
-from omniq.interfaces import BaseEventStorage
+from omniq.interfaces import BaseEventStorage, check_event_order
 from omniq.models import TaskEvent
 
 from .namespace import NamespaceStore
@@ -31,8 +30,7 @@ class ExampleEventStorage(NamespaceStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        if order not in ("asc", "desc"):
-            raise ConfigError(f"order must be 'asc' or 'desc', got {order!r}")
+        check_event_order(order)
         wanted = None if types is None else {getattr(t, "value", t) for t in types}
         found = [
             e for e in self.ns.events
