@@ -28,23 +28,24 @@ if when == "before-loop":
 import aiosqlite, asyncpg, nats, redis.asyncio as aioredis
 
 
-async def clients():
+async def clients(n):
+    own = f"{key}-{n}"  # concurrent clients must not delete each other's key
     async with aiosqlite.connect(db) as conn:
         await conn.execute("create table if not exists t (x)")
         await conn.execute("insert into t values (1)")
         await conn.commit()
         rows = (await (await conn.execute("select count(*) from t")).fetchone())[0]
     r = aioredis.from_url(redis_url)
-    await r.set(key, "v", ex=30)
-    got = await r.get(key)
-    await r.delete(key)
+    await r.set(own, "v", ex=30)
+    got = await r.get(own)
+    await r.delete(own)
     await r.aclose()
     pg = await asyncpg.connect(pg_url)
     answer = await pg.fetchval("select $1::int + 1", 41)
     await pg.close()
     nc = await nats.connect(nats_url)
-    sub = await nc.subscribe(key)
-    await nc.publish(key, b"hi")
+    sub = await nc.subscribe(own)
+    await nc.publish(own, b"hi")
     msg = await sub.next_msg(timeout=5)
     await nc.close()
     return rows > 0 and got == b"v" and answer == 42 and msg.data == b"hi"
@@ -60,7 +61,7 @@ async def main():
     await pool.start()  # patches here when "after-loop"
     t = time.monotonic()
     results = await asyncio.gather(*(pool.run(blocking, [], {}, 5) for _ in range(200)),
-                                   *(clients() for _ in range(4)))
+                                   *(clients(n) for n in range(4)))
     took = time.monotonic() - t
     await pool.stop()
     selector = type(asyncio.get_running_loop()._selector).__module__.split(".")[0]
