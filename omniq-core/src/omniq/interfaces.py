@@ -280,6 +280,30 @@ class BaseTaskQueue(BaseStore):
         """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
         return [await self.complete(*item) for item in items]
 
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        """:meth:`complete_many`, plus storing the tasks' ``results`` and ``events``:
+        the worker's hot path, one call per batch of finished tasks.
+
+        The default writes the three stores in turn: results first (a task that reads as
+        succeeded has its result), then completions, then events. A backend whose result
+        and event stores can live on its server overrides this to write all three in one
+        step when ``result_storage`` and ``event_storage`` are such siblings, and calls
+        ``super()`` otherwise. ``event_storage`` is None when events are off.
+        """
+        if results:
+            await result_storage.set_many(results)
+        accepted = await self.complete_many(items)
+        if events and event_storage is not None:
+            await event_storage.append_many(events)
+        return accepted
+
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when work may be ready in ``queues`` or after ``timeout`` seconds.
 

@@ -14,6 +14,7 @@ from .base import StoreContract, abstract_ref, open_store
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
+from .queue_finishing import FinishTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 
@@ -21,7 +22,8 @@ __all__ = ["TaskQueueContract"]
 
 
 class TaskQueueContract(
-    StoreContract, StorageTests, DeliveryTests, DependencyTests, ScheduleTests, ConcurrencyTests
+    StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
+    ConcurrencyTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

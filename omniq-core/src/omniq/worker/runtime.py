@@ -478,28 +478,36 @@ class Worker:
                 return
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
+        """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
+        with the batch's events. The rarer outcomes change state one by one before it, each
+        after its result, so whoever sees their events or new state also sees the result."""
         app, queue = self.app, self.app.task_queue
-        results = [d.result for d in batch if d.result is not None]
-        if results:
-            await app.result_storage.set_many(results)
+        outcome: dict[str, bool] = {}
+        others = [d for d in batch if d.kind != "success"]
+        if others:
+            results = [d.result for d in others if d.result is not None]
+            if results:
+                await app.result_storage.set_many(results)
+            for d in others:
+                token = d.task.lease_token or ""
+                if d.kind == "retry":
+                    outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
+                elif d.kind == "dead":
+                    outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
+                elif d.kind == "requeue":
+                    outcome[d.task.id] = await self._requeue(d)
         successes = [d for d in batch if d.kind == "success"]
-        accepted = await queue.complete_many(
-            [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes])
-        outcome: dict[str, bool] = dict(zip((d.task.id for d in successes), accepted))
-        for d in batch:
-            token = d.task.lease_token or ""
-            if d.kind == "retry":
-                outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
-            elif d.kind == "dead":
-                outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
-            elif d.kind == "requeue":
-                outcome[d.task.id] = await self._requeue(d)
+        if successes or events:
+            accepted = await queue.finish_many(
+                [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
+                [d.result for d in successes if d.result is not None],
+                events if app.config.events else [],
+                app.result_storage, app.event_storage if app.config.events else None)
+            outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
             if not ok:
                 log.warning("worker %s: completion of task %s refused: its lease was lost (it was "
                             "cancelled or its lease lapsed and it was delivered again)", self.id, task_id)
-        if events:
-            await app.record_events(events)
         for d in batch:
             self._forget(d.task.id)
 

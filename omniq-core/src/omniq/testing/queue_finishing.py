@@ -1,0 +1,122 @@
+"""Task-queue tests for ``finish_many``, the worker's hot path: completions with their
+results and events, written to sibling stores of the same backend (which a backend may
+merge into one step) and to stores of another kind (which it must leave to them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from ..errors import IncompatiblePluginError, UnknownBackendError
+from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, check_event_order
+from ..models import EventType, TaskEvent, TaskResult, TaskState
+from .actions import reserved
+from .base import open_store
+from .factories import make_event, make_result
+
+__all__ = ["FinishTests"]
+
+#: A token no reserve ever hands out.
+STALE = "stale-token"
+
+
+class KeptResults(BaseResultStorage):
+    """Results in a dict: a store no backend can mistake for its own."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, TaskResult] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> KeptResults:
+        return cls()
+
+    async def set(self, result: TaskResult) -> None:
+        self.kept[result.task_id] = result
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        return self.kept.get(task_id)
+
+    async def delete(self, task_id: str) -> bool:
+        return self.kept.pop(task_id, None) is not None
+
+    async def cleanup(self) -> int:
+        return 0
+
+
+class KeptEvents(BaseEventStorage):
+    """Events in a list, for the same reason."""
+
+    def __init__(self) -> None:
+        self.kept: list[TaskEvent] = []
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> KeptEvents:
+        return cls()
+
+    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        self.kept.extend(events)
+
+    async def query(self, *, task_id: str | None = None, queue: str | None = None,
+                    types: Iterable[str] | None = None, since: float | None = None,
+                    until: float | None = None, limit: int | None = 1000,
+                    order: str = "asc") -> list[TaskEvent]:
+        check_event_order(order)
+        return [e for e in self.kept if task_id is None or e.task_id == task_id]
+
+    async def cleanup(self, older_than: float) -> int:
+        return 0
+
+
+async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
+                            events: BaseEventStorage) -> None:
+    a, b, c = [await reserved(queue) for _ in range(3)]
+    result_a = make_result(task_id=a.id)
+    event_a = make_event(task_id=a.id, queue=a.queue, type=EventType.SUCCEEDED)
+    started_c = make_event(task_id=c.id, queue=c.queue, type=EventType.STARTED)
+    answers = await queue.finish_many(
+        [(a.id, a.lease_token or "", TaskState.SUCCEEDED, None), (b.id, STALE, TaskState.SUCCEEDED, None)],
+        [result_a, make_result(task_id=b.id)], [event_a, started_c], results, events)
+    assert answers == [True, False], "finish_many answers like complete_many: fenced by the token"
+    states = [(await queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
+    assert states == [TaskState.SUCCEEDED, TaskState.RUNNING, TaskState.RUNNING]
+    assert await results.get(a.id) == result_a
+    assert [e.id for e in await events.query(task_id=a.id)] == [event_a.id]
+    assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id], (
+        "events of tasks not finished in the call are stored too")
+
+    result_c = make_result(task_id=c.id)
+    assert await queue.finish_many([(c.id, c.lease_token or "", TaskState.SUCCEEDED, None)],
+                                   [result_c], [], results, None) == [True], "events off: no event store"
+    assert await results.get(c.id) == result_c
+    assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id]
+
+    late = make_event(task_id=b.id, queue=b.queue, type=EventType.LEASE_LOST)
+    assert await queue.finish_many([], [], [late], results, events) == [], "events alone are written"
+    assert [e.id for e in await events.query(task_id=b.id)] == [late.id]
+
+
+class FinishTests:
+    """``finish_many`` (mixed into :class:`TaskQueueContract`)."""
+
+    @pytest.fixture
+    async def siblings(self, task_queue_ref: Any) -> AsyncIterator[tuple[BaseResultStorage, BaseEventStorage]]:
+        """Result and event stores from the queue's own ref; skips a backend that has none."""
+        async with AsyncExitStack() as stack:
+            try:
+                results = await stack.enter_async_context(open_store("result_storage", task_queue_ref))
+                events = await stack.enter_async_context(open_store("event_storage", task_queue_ref))
+            except (UnknownBackendError, IncompatiblePluginError) as exc:
+                pytest.skip(f"the backend has no sibling stores: {exc}")
+            yield results, events
+
+    async def test_finish_many_with_sibling_stores(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_finish_many(task_queue, *siblings)
+
+    async def test_finish_many_with_stores_of_another_backend(self, task_queue: BaseTaskQueue) -> None:
+        results, events = KeptResults(), KeptEvents()
+        await check_finish_many(task_queue, results, events)
