@@ -22,7 +22,7 @@ from omniq.models import EventType, TaskState
 from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
-from omniq_backend_postgres.migrations import LATEST_VERSION, SchemaVersionError, migrate
+from omniq_backend_postgres.migrations import _TABLE_SQL, LATEST_VERSION, MIGRATIONS, SchemaVersionError, migrate
 from omniq_backend_postgres.queue import PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
@@ -85,6 +85,30 @@ async def test_check_reports_pending_then_nothing(pg_url: str, pg_schema: str) -
     assert await migrate(pg_url, schema=pg_schema) != []
     assert await migrate(pg_url, schema=pg_schema, check=True) == []
     assert await migrate(pg_url, schema=pg_schema) == []
+
+
+async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """Each later migration applies over data an older OmniQ left, mid-flight."""
+    first = MIGRATIONS[0]
+    settings = PostgresSettings.from_url(pg_url, schema=pg_schema)
+    await conn.execute(_TABLE_SQL.replace("{s}", settings.quoted_schema) + first.render(settings))
+    await conn.execute(f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES (1, $1)',
+                       first.description)
+    old = PostgresTaskQueue.from_url(pg_url, schema=pg_schema).using(conn)  # no migration on open
+    await old.enqueue(make_task(id="t1"))
+    (running,) = await old.reserve(["default"], "w", LONG, limit=1)
+    applied = await migrate(pg_url, schema=pg_schema)
+    assert [m.version for m in applied] == list(range(2, LATEST_VERSION + 1))
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema) as queue, \
+            PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results:
+        waiter = asyncio.create_task(results.wait("t1", LONG))
+        result = make_result(task_id="t1")
+        assert await queue.finish_many([("t1", running.lease_token or "", TaskState.SUCCEEDED, None)],
+                                       [result], [], results, None) == [True]
+        assert await asyncio.wait_for(waiter, 10) == result, "the result NOTIFY still wakes wait()"
+        assert (await queue.get("t1")).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
 
 
 async def test_schema_from_a_newer_version_is_refused(

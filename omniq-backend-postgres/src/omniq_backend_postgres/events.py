@@ -31,14 +31,17 @@ _json = msgspec.json.Encoder()
 _detail = msgspec.json.Decoder(dict[str, Any])
 
 
+def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
+    """Column arrays for :data:`APPEND`."""
+    return [[e.id for e in events], [e.task_id for e in events], [e.queue for e in events],
+            [EventType(e.type).value for e in events], [e.timestamp for e in events],
+            [e.worker_id for e in events], [_json.encode(e.detail).decode() for e in events]]
+
+
 class PostgresEventStorage(PostgresStore, BaseEventStorage):
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        if not events:
-            return
-        await self.execute(
-            APPEND, [e.id for e in events], [e.task_id for e in events], [e.queue for e in events],
-            [EventType(e.type).value for e in events], [e.timestamp for e in events],
-            [e.worker_id for e in events], [_json.encode(e.detail).decode() for e in events])
+        if events:
+            await self.execute(APPEND, *append_args(events))
 
     async def query(
         self,

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, encoder
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 
+from .events import APPEND, append_args
+from .results import UPSERT, upsert_args
 from .rows import SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, schedule_from_row, task_from_row
-from .store import EPOCH_NOW, PostgresStore, wait_event
+from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
 
 if TYPE_CHECKING:
     import asyncpg
@@ -70,8 +72,8 @@ leased AS (
     UPDATE {{s}}.tasks t
     SET state = 'running', attempts = t.attempts + 1, lease_owner = $3,
         lease_token = gen_random_uuid()::text, lease_deadline = clock.now + $4, started_at = clock.now
-    FROM picked, clock
-    WHERE t.id = picked.id
+    FROM clock
+    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.priority, t.seq, {TASK_COLUMNS}
 )
 SELECT * FROM leased ORDER BY priority DESC, seq
@@ -151,6 +153,14 @@ SELECT min(coalesce(eta, 0)) - {EPOCH_NOW} FROM {{s}}.tasks
 WHERE queue = ANY ($1::text[]) AND state IN {READY}
   AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
 """
+COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
+#: complete_many with the results and events of the batch, in one statement (so one
+#: round trip and one commit; a task reads as succeeded only with its result stored).
+FINISH_MANY = f"""
+WITH r AS ({shift_params(UPSERT, 4)}),
+e AS ({shift_params(APPEND, 9)})
+{COMPLETE_MANY}
+"""
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
@@ -171,6 +181,16 @@ def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = No
         [t.result_ttl for t in tasks], [t.dead_ttl for t in tasks], [t.schedule_id for t in tasks],
         list(errors) if errors is not None else [None] * n, [encoder.encode(t) for t in tasks],
     ]
+
+
+def _complete_args(items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[list[Any]]:
+    """Arguments of the schema's complete_many(); refuses a state that does not end a task."""
+    for _, _, state, _ in items:
+        if TaskState(state) not in TERMINAL_STATES:
+            raise ConfigError(f"complete() takes a final state such as 'succeeded' or "
+                              f"'cancelled', got {state!r}")
+    return [[i[0] for i in items], [i[1] for i in items], [TaskState(i[2]).value for i in items],
+            [encode_error(i[3]) for i in items]]
 
 
 def _where(queue: str | None, states: Iterable[TaskState] | None, start: int = 1) -> tuple[str, list[Any]]:
@@ -299,14 +319,25 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         their dependents atomically."""
         if not items:
             return []
-        for _, _, state, _ in items:
-            if TaskState(state) not in TERMINAL_STATES:
-                raise ConfigError(f"complete() takes a final state such as 'succeeded' or "
-                                  f"'cancelled', got {state!r}")
-        rows = await self.fetch(
-            "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])",
-            [i[0] for i in items], [i[1] for i in items], [TaskState(i[2]).value for i in items],
-            [encode_error(i[3]) for i in items])
+        rows = await self.fetch(COMPLETE_MANY, *_complete_args(items))
+        done = {row[0] for row in rows}
+        return [item[0] in done for item in items]
+
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
+        """One statement (:data:`FINISH_MANY`) when the result and event stores share this
+        schema; otherwise the stores are written in turn."""
+        if not self.shares_schema(result_storage) or (
+                event_storage is not None and not self.shares_schema(event_storage)):
+            return await super().finish_many(items, results, events, result_storage, event_storage)
+        rows = await self.fetch(FINISH_MANY, *_complete_args(items), *upsert_args(results),
+                                *append_args(events if event_storage is not None else ()))
         done = {row[0] for row in rows}
         return [item[0] in done for item in items]
 

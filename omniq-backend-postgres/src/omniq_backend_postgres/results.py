@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder, result_decoder
@@ -24,6 +24,17 @@ ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
 """
+
+
+def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:
+    """Column arrays for :data:`UPSERT`; a task id repeated in the batch keeps its last
+    result (one statement cannot upsert a row twice)."""
+    latest = list({r.task_id: r for r in results}.values())
+    return [[r.task_id for r in latest], [r.state.value for r in latest],
+            [r.finished_at for r in latest], [r.expires_at for r in latest],
+            [encoder.encode(r) for r in latest]]
+
+
 #: Seconds between polls of wait() while no LISTEN connection is up.
 POLL_INTERVAL = 0.25
 LIVE = f"(expires_at IS NULL OR expires_at > {EPOCH_NOW})"
@@ -38,14 +49,8 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
         await self.set_many([result])
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
-        """One upsert for the batch (a task id repeated in it keeps its last result)."""
-        latest = list({r.task_id: r for r in results}.values())
-        if not latest:
-            return
-        await self.execute(
-            UPSERT, [r.task_id for r in latest], [r.state.value for r in latest],
-            [r.finished_at for r in latest], [r.expires_at for r in latest],
-            [encoder.encode(r) for r in latest])
+        if results:
+            await self.execute(UPSERT, *upsert_args(results))
 
     async def get(self, task_id: str) -> TaskResult | None:
         data = await self.fetchval(f"SELECT data FROM {{s}}.results WHERE task_id = $1 AND {LIVE}", task_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from collections.abc import Sequence
@@ -41,6 +42,23 @@ RECONNECT_ERRORS: tuple[type[BaseException], ...] = (
 EPOCH_NOW = "extract(epoch FROM now())::float8"
 
 
+def shift_params(sql: str, by: int) -> str:
+    """``sql`` with ``$n`` renumbered ``$(n + by)``, to nest one store's statement in
+    another's (one round trip for writes that span the stores)."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", sql)
+
+
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without asyncpg's reset query (``RESET ALL; UNLISTEN
+    *; CLOSE ALL; pg_advisory_unlock_all()``): a round trip after every statement. Our
+    statements leave no session state behind: LISTEN runs on dedicated connections and
+    the migration lock is transaction-scoped. asyncpg still rolls back an open
+    transaction on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresStore(BaseStore):
     """Base of the task queue, result and event stores."""
 
@@ -60,6 +78,12 @@ class PostgresStore(BaseStore):
     def from_url(cls, url: str, **options: Any) -> Self:
         return cls(PostgresSettings.from_url(url, **options))
 
+    def shares_schema(self, other: object) -> bool:
+        """True when ``other`` is a PostgreSQL store on the same database and schema, so
+        one statement can write both."""
+        return (isinstance(other, PostgresStore) and other.settings.dsn == self.settings.dsn
+                and other.settings.schema == self.settings.schema)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
 
@@ -72,7 +96,7 @@ class PostgresStore(BaseStore):
         try:
             pool = await asyncpg.create_pool(
                 settings.dsn, min_size=settings.min_size, max_size=settings.max_size,
-                **settings.connect_kwargs(),
+                connection_class=PooledConnection, **settings.connect_kwargs(),
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise settings.unavailable(exc) from exc
