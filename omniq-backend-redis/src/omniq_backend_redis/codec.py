@@ -8,7 +8,7 @@ import msgspec
 from omniq.models import ErrorInfo, Task, TaskState, encoder, task_decoder
 
 error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
-_STATES = {state.value.encode(): state for state in TaskState}
+STATES = {state.value.encode(): state for state in TaskState}  # a state as the scripts write it
 
 
 def _float(value: bytes | None) -> float | None:
@@ -30,7 +30,7 @@ def decode_task(row: Sequence[bytes | None]) -> Task:
     assert body is not None and state is not None
     task = task_decoder.decode(body)
     task.created_at = float(created or 0)
-    task.state = _STATES[state]
+    task.state = STATES[state]
     task.attempts = int(attempts or 0)
     task.eta = _float(eta)
     task.lease_owner = _str(owner)

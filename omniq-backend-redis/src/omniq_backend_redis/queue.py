@@ -20,7 +20,7 @@ from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import decode_error, decode_rows, decode_task, encode_error, number
+from .codec import STATES, decode_error, decode_rows, decode_task, encode_error, number
 from .errors import ForeignKeyError, foreign_from_reply
 from .store import RedisStore
 
@@ -83,44 +83,49 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return (await self.enqueue_many([task]))[0]
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        """One script run for the whole batch, atomic: a foreign key or an unknown parent
+        anywhere refuses all of it. The batch travels as one msgpack blob (see enqueue.lua);
+        a task the server stored exactly as given is returned as is, not copied."""
         if not tasks:
             return []
-        args: list[Any] = [len(tasks)]
-        for t in tasks:
-            deps = list(dict.fromkeys(t.depends_on))
-            args += [
-                t.id,
-                encoder.encode(t),
-                t.queue,
-                t.priority,
-                number(t.eta),
-                number(t.expires_at),
-                max(t.max_deliveries, t.max_retries + 1),
-                number(t.result_ttl),
-                number(t.dead_ttl),
-                number(t.created_at),
-                len(deps),
-                *deps,
+        bodies = [encoder.encode(t) for t in tasks]
+        fields = encoder.encode(
+            [
+                (
+                    t.id, len(body), t.queue, t.priority, t.eta, t.expires_at,
+                    max(t.max_deliveries, t.max_retries + 1), t.result_ttl, t.dead_ttl,
+                    t.created_at, list(dict.fromkeys(t.depends_on)) if t.depends_on else (),
+                )
+                for t, body in zip(tasks, bodies)
             ]
-        rows = msgspec.msgpack.decode(await self._run("enqueue", args))
+        )
+        reply = await self._run("enqueue", [fields, b"".join(bodies)])
+        server_now, rows = msgspec.msgpack.decode(reply)
+        now = float(server_now)
         stored = []
         for task, row in zip(tasks, rows):
-            if row[0] == b"old":
-                stored.append(decode_task(row[1]))
+            error = None
+            if type(row) is bytes:
+                state = STATES[row]
+            elif len(row) == 2:
+                state, error = STATES[row[0]], decode_error(row[1])
+            else:
+                stored.append(decode_task(row))
                 continue
-            _, created, state, error = row
+            created = task.created_at or now
+            if (
+                error is None and task.state is state and task.created_at == created
+                and task.attempts == 0 and task.lease_owner is None and task.lease_token is None
+                and task.lease_deadline is None and task.started_at is None
+                and task.finished_at is None and task.error is None
+            ):
+                stored.append(task)
+                continue
             stored.append(
                 msgspec.structs.replace(
-                    task,
-                    created_at=float(created),
-                    state=TaskState(state.decode()),
-                    attempts=0,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_deadline=None,
-                    started_at=None,
-                    finished_at=None,
-                    error=decode_error(error),
+                    task, created_at=created, state=state, attempts=0, lease_owner=None,
+                    lease_token=None, lease_deadline=None, started_at=None, finished_at=None,
+                    error=error,
                 )
             )
         return stored

@@ -26,8 +26,29 @@ local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
 local function fmt(x) return string.format('%.17g', x) end
+-- redis.call formats a Lua number argument with %.17g on every call, which costs more
+-- than a small command itself: give it strings, each distinct value formatted once.
+local NUMS = {}
+local function num(v)
+  local s = NUMS[v]
+  if not s then s = fmt(v); NUMS[v] = s end
+  return s
+end
+-- An integer (enqueue order, ready score) as a string, without float formatting.
+local function int(v) return string.format('%d', v) end
 local function tkey(id) return P .. ':t:' .. id end
-local function qkey(q, what) return P .. ':q:' .. q .. ':' .. what end
+-- Queue keys are asked for once per task in a batch: build each string once.
+local QKEYS = {}
+local function qkey(q, what)
+  local keys = QKEYS[q]
+  if not keys then keys = {}; QKEYS[q] = keys end
+  local k = keys[what]
+  if not k then k = P .. ':q:' .. q .. ':' .. what; keys[what] = k end
+  return k
+end
+local STATE_INDEX = {}  -- state -> 's:<state>', the suffix of its index key
+for _, s in ipairs({'pending', 'scheduled', 'waiting', 'running', 'retrying', 'succeeded', 'failed',
+                    'cancelled', 'expired', 'dead'}) do STATE_INDEX[s] = 's:' .. s end
 
 -- Sorted-set writes are gathered per key and sent in one command each by commit().
 -- (A script moves each task at most once, so the order of members does not matter.)
@@ -95,13 +116,15 @@ local function rows(list)
 end
 
 local function set_state(f, state)
-  if f.s then zrem(qkey(f.q, 's:' .. f.s), f.id) end
-  zadd(qkey(f.q, 's:' .. state), f.sq, f.id)
+  if f.s then zrem(qkey(f.q, STATE_INDEX[f.s]), f.id) end
+  zadd(qkey(f.q, STATE_INDEX[state]), int(f.sq), f.id)
 end
 
 local function ready_score(p, sq)
   if p < 0 then p = 0 elseif p > 9 then p = 9 end
-  return fmt((9 - p) * 1e13 + sq)
+  local score = (9 - p) * 1e13 + sq
+  if score == math.floor(score) then return int(score) end
+  return fmt(score)
 end
 
 -- Index a task that may run: the ready set, or the delayed set until its eta.
