@@ -121,6 +121,11 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from harness import measure
 
     url, omniq_cleanup = omniq_setup(args.backend)
+    vacuum = None
+    if args.backend == "postgres":
+        from peers import POSTGRES_URL
+        from peers.cleanup import postgres_vacuum
+        vacuum = partial(postgres_vacuum, POSTGRES_URL)
     os.environ.update({name: url for name in STORE_VARIABLES})
     os.environ["OMNIQ_EVENTS"] = "true"
     from omniq_subject import OmniQSubject  # its app reads the variables above
@@ -134,7 +139,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 subject = make()
                 notes[name] = list(getattr(subject, "notes", []))
                 figures = await measure(subject, args.n, args.latency_samples, Path(tmp),
-                                        timeout=args.timeout, progress=not args.json)
+                                        timeout=args.timeout, progress=not args.json,
+                                        before_processing=vacuum)
                 results[name] = figures.as_dict()
             except Exception as exc:  # one library failing must not hide the others
                 if not args.json:

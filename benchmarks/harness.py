@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -130,8 +131,10 @@ async def _stop(worker: subprocess.Popen[bytes], log: Path, warnings: list[str])
 
 
 async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
-                  timeout: float = 600.0, progress: bool = True) -> Figures:
-    """Run the four measurements in order on an empty backend."""
+                  timeout: float = 600.0, progress: bool = True,
+                  before_processing: Callable[[], Awaitable[None]] | None = None) -> Figures:
+    """Run the four measurements in order on an empty backend; ``before_processing``
+    (e.g. a vacuum) runs between the bulk enqueue and the processing run."""
     log = workdir / "worker.log"
     warnings: list[str] = []
 
@@ -153,6 +156,8 @@ async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
         ids = await subject.enqueue_bulk(n)
         bulk = n / (time.perf_counter() - started)
 
+        if before_processing is not None:
+            await before_processing()
         if getattr(subject, "has_burst", True):
             say(f"process {n} with one worker process (burst)")
             await _wait_exit(_spawn(subject.worker_command(burst=True), log), timeout, log)
