@@ -1,6 +1,6 @@
 """What the three NATS stores share: settings from a URL, the connection, creating
-streams and KV buckets (and refusing incompatible ones), and the two read primitives
-everything else is built on — a non-blocking batch pull and a one-pass scan.
+streams and KV buckets (and refusing incompatible ones), batched requests on the
+connection (:mod:`.batch`: among them the non-blocking pull) and a one-pass scan.
 
 NATS has no server clock API, so these stores judge leases, ETAs and expiry by the
 host clock (``BaseStore.now``); keep hosts NTP-synchronised.
@@ -27,6 +27,7 @@ from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError
 from omniq.interfaces import BaseStore
 
+from .batch import Inbox
 from .names import check_prefix
 
 __all__ = ["NatsSettings", "NatsStore", "NatsUnavailableError"]
@@ -127,33 +128,6 @@ def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tup
     return NatsSettings(url=url, servers=servers, options=values)
 
 
-def status_of(msg: Msg) -> str | None:
-    """The JetStream status code of a control message (404, 408, 409...), else None."""
-    return JetStreamContext.is_status_msg(msg)
-
-
-async def pull(nc: Client, stream: str, consumer: str, batch: int) -> list[Msg]:
-    """Fetch up to ``batch`` messages that are deliverable now, without waiting for more.
-
-    A ``no_wait`` pull answers at once; the client's own ``fetch`` may leave a lingering
-    pull request on the server that captures the next message into a dead inbox.
-    """
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    request = json.dumps({"batch": batch, "no_wait": True}).encode()
-    try:
-        await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, reply=inbox)
-        out: list[Msg] = []
-        while len(out) < batch:
-            msg = await sub.next_msg(timeout=_API_TIMEOUT)
-            if status_of(msg):
-                break
-            out.append(msg)
-        return out
-    finally:
-        await sub.unsubscribe()
-
-
 async def confirm(nc: Client, msg_reply: str, verb: bytes) -> None:
     """Ack, nak or in-progress a JetStream message by its reply subject, waiting for the
     server's confirmation so the next pull already sees the change. Works from any
@@ -183,6 +157,7 @@ class NatsStore(BaseStore):
         self.prefix: str = settings["prefix"]
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._inbox: Inbox | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -202,6 +177,13 @@ class NatsStore(BaseStore):
         if self._js is None:
             raise OmniQError(f"{self!r} is not open: use 'async with' or await open() first")
         return self._js
+
+    @property
+    def inbox(self) -> Inbox:
+        """Batched requests on this store's connection (see :mod:`.batch`)."""
+        if self._inbox is None:
+            self._inbox = Inbox(self.nc, _API_TIMEOUT)
+        return self._inbox
 
     async def open(self) -> None:
         if self._nc is not None:
@@ -253,7 +235,7 @@ class NatsStore(BaseStore):
         """Create the streams and buckets this store needs (idempotent)."""
 
     async def close(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._inbox = self._nc, None, None, None
         if nc is not None and not nc.is_closed:
             await nc.close()
 
@@ -357,7 +339,7 @@ class NatsStore(BaseStore):
         info = await self.js.add_consumer(stream, config)
         try:
             while True:
-                batch = await pull(self.nc, stream, info.name, _SCAN_BATCH)
+                batch = await self.inbox.pull(stream, info.name, _SCAN_BATCH)
                 for msg in batch:
                     yield msg
                 if len(batch) < _SCAN_BATCH or batch[-1].metadata.num_pending == 0:

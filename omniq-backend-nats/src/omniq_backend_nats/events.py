@@ -65,13 +65,10 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         for start in range(0, len(events), _PUBLISH_WINDOW):
-            await asyncio.gather(*(
-                self.js.publish(
-                    self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)),
-                    encoder.encode(e),
-                )
+            await self.inbox.publish([
+                (self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)), encoder.encode(e))
                 for e in events[start : start + _PUBLISH_WINDOW]
-            ))
+            ])
 
     async def query(
         self,

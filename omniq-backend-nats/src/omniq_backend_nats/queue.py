@@ -27,6 +27,7 @@ import uuid
 import builtins
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgspec
@@ -37,7 +38,7 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
 from omniq.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -45,13 +46,18 @@ from omniq.models import (
     TERMINAL_STATES,
     ErrorInfo,
     Task,
+    TaskEvent,
+    TaskResult,
     TaskState,
     encoder,
     task_decoder,
 )
 
-from .connection import NatsStore, confirm, nak_delay, pull
+from .batch import WRONG_REVISION, Request
+from .connection import NatsStore, confirm, nak_delay
+from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
+from .results import NatsResultStorage
 from .schedules import ScheduleBucket
 
 __all__ = ["NatsTaskQueue"]
@@ -88,6 +94,19 @@ class _Finish(NamedTuple):
 
     def fenced(self, task: Task) -> Task | None:
         return self.change(task) if _holds(task, self.lease_token) else None
+
+
+@dataclass(slots=True)
+class _Held:
+    """What this instance last wrote for a lease it holds: the lease entry and (when it
+    reserved or changed the task itself) the record, each with its revision. Finishing
+    then needs no read: the compare-and-set on the cached revision fails, and falls back
+    to a read, if anyone changed the record since."""
+
+    lease: _Lease
+    lease_rev: int
+    record: Task | None = None
+    record_rev: int = 0
 
 
 _lease_decoder = msgspec.msgpack.Decoder(_Lease)
@@ -138,8 +157,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         if self.settings["ack_wait"] <= 0:
             raise ConfigError(f"NATS option ack_wait={self.settings['ack_wait']}: must be > 0 (seconds)")
         self._consumers: set[str] = set()
-        #: Lease entries this instance wrote (entry, revision): saves a read per completion.
-        self._held: dict[str, tuple[_Lease, int]] = {}
+        #: Leases this instance wrote, by task id: saves reads per completion.
+        self._held: dict[str, _Held] = {}
         self._wake_subs: dict[str, Subscription] = {}
         self._work = asyncio.Event()
 
@@ -190,10 +209,45 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             if new is None:
                 return None
             try:
-                await self._tasks.update(token(task_id), encoder.encode(new), last=rev)
-                return old, new
+                rev = await self._tasks.update(token(task_id), encoder.encode(new), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
+            held = self._held.get(task_id)
+            if held is not None:
+                held.record, held.record_rev = new, rev
+            return old, new
+
+    async def _change_many(
+        self, changes: Sequence[tuple[str, Callable[[Task], Task | None]]]
+    ) -> list[tuple[Task, Task] | None]:
+        """:meth:`_mutate` for many records. A record this instance wrote last is changed
+        from its cached copy in one batch of compare-and-sets, without reads; the others,
+        a refusal by the cached copy and a conflict go the reading way."""
+        out: list[tuple[Task, Task] | None] = [None] * len(changes)
+        fast: list[tuple[int, _Held, Task, Task]] = []
+        for i, (task_id, change) in enumerate(changes):
+            held = self._held.get(task_id)
+            if held is not None and held.record is not None:
+                new = change(held.record)
+                if new is not None:
+                    fast.append((i, held, held.record, new))
+        revs = await self.inbox.write(
+            self._tasks_bucket, [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast]
+        ) if fast else []
+        done = set()
+        for (i, held, old, new), rev in zip(fast, revs):
+            if rev != WRONG_REVISION:
+                held.record, held.record_rev = new, rev
+                out[i] = (old, new)
+                done.add(i)
+        slow = [i for i in range(len(changes)) if i not in done]
+        for i, changed in zip(slow, await _windowed(slow, lambda i: self._mutate(*changes[i]))):
+            out[i] = changed
+        return out
+
+    @property
+    def _tasks_bucket(self) -> str:
+        return f"{self.prefix}_tasks"
 
     async def _remove(self, bucket: str, task_id: str, revision: int | None = None) -> bool:
         return await self.remove_key(f"{self.prefix}_{bucket}", token(task_id), revision)
@@ -226,8 +280,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         """The lease entry of a running task and its revision (cached when this
         instance wrote it for that token)."""
         held = self._held.get(task_id)
-        if held is not None and held[0].token == lease_token:
-            return held
+        if held is not None and held.lease.token == lease_token:
+            return held.lease, held.lease_rev
         try:
             entry = await self._leases.get(token(task_id))
         except nats.js.errors.KeyNotFoundError:
@@ -235,9 +289,33 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         assert entry.value is not None and entry.revision is not None
         return _lease_decoder.decode(entry.value), entry.revision
 
-    async def _put_lease(self, task_id: str, lease: _Lease) -> None:
+    async def _put_lease(self, task_id: str, lease: _Lease, record: tuple[Task, int] | None = None) -> None:
+        """Write a lease entry; ``record`` is the record (and revision) this instance just
+        wrote for it."""
         rev = await self._leases.put(token(task_id), encoder.encode(lease))
-        self._held[task_id] = (lease, rev)
+        held = self._held.get(task_id)
+        if record is not None or held is None or held.lease.token != lease.token:
+            self._held[task_id] = _Held(lease, rev, *(record or (None, 0)))
+        else:
+            held.lease, held.lease_rev = lease, rev
+
+    async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
+        """:meth:`_settle_message` for many: acks of cached leases go out with one batch
+        of lease entry removals; the rest one by one."""
+        acks: list[Request] = []
+        removals: list[tuple[str, int | None]] = []
+        others: list[_Finish] = []
+        for job in jobs:
+            held = self._held.get(job.task_id)
+            if job.verb != _ACK or held is None or held.lease.token != job.lease_token:
+                others.append(job)
+                continue
+            del self._held[job.task_id]
+            acks.append((held.lease.reply, _ACK, None))
+            removals.append((token(job.task_id), held.lease_rev))  # a newer lease entry survives
+        if acks:
+            await self.inbox.remove(f"{self.prefix}_leases", removals, tell=acks)
+        await _windowed(others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
 
     async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
         """Move the message held for a lease that just ended (ack, or nak to redeliver)
@@ -447,10 +525,11 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 consumer = await self._consumer(queue, band)
                 while len(out) < limit:
                     wanted = limit - len(out)
-                    msgs = await pull(self.nc, self.stream, consumer, wanted)
-                    claimed = await asyncio.gather(
-                        *(self._claim(m, worker_id, lease, at) for m in msgs), return_exceptions=True
-                    )
+                    msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    try:
+                        claimed = await self._claim_many(msgs, worker_id, lease, at)
+                    except Exception as exc:
+                        claimed = [exc]
                     out += [t for t in claimed if isinstance(t, Task)]
                     failed = next((e for e in claimed if isinstance(e, BaseException)), None)
                     if failed is not None:
@@ -463,18 +542,78 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                     return out
         return out
 
-    async def _claim(self, msg: Msg, worker_id: str, lease: float, at: float) -> Task | None:
-        """Check one delivered message against its record and lease the task, or put
-        the message back (nak with a delay) or away (ack) as the record says."""
-        try:
-            task_id = msg.data.decode()
-        except UnicodeDecodeError:
-            task_id = ""
+    async def _claim_many(
+        self, msgs: Sequence[Msg], worker_id: str, lease: float, at: float
+    ) -> list[Task | BaseException | None]:
+        """:meth:`_claim` for a pulled batch in three batched steps — read the records,
+        compare-and-set the ready ones to ``RUNNING``, write their lease entries — each
+        one wait; any other message (and a lost compare-and-set) goes through :meth:`_claim`."""
+        ids = [_message_task_id(m) for m in msgs]
+        found = await self.inbox.get(self._tasks_bucket, [token(tid) for tid in ids if tid])
+        records = iter(found)
+        claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
+        slow: dict[int, tuple[Task, int] | None] = {}
+        for i, tid in enumerate(ids):
+            entry = next(records) if tid else None
+            record = task_decoder.decode(entry[0]) if entry is not None else None
+            if (
+                record is not None and entry is not None and record.state in READY_STATES
+                and (record.expires_at is None or record.expires_at > at)
+                and (record.eta is None or record.eta <= at)
+            ):
+                claims.append((i, record, self._running(record, worker_id, lease, at), entry[1]))
+            else:
+                slow[i] = (record, entry[1]) if record is not None and entry is not None else None
+        revs = await self.inbox.write(
+            self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]
+        ) if claims else []
+        won: list[tuple[int, Task, int]] = []
+        for (i, _, running, _), rev in zip(claims, revs):
+            if rev == WRONG_REVISION:
+                slow[i] = None  # changed since the read: read again
+            else:
+                won.append((i, running, rev))
+        leases = [_Lease(running.lease_token or "", at + lease, msgs[i].reply) for i, running, _ in won]
+        lease_revs = await self.inbox.write(
+            f"{self.prefix}_leases",
+            [(token(ids[i]), encoder.encode(entry), None) for (i, _, _), entry in zip(won, leases)],
+        ) if won else []
+        out: list[Task | BaseException | None] = [None] * len(msgs)
+        for (i, running, rev), held, lease_rev in zip(won, leases, lease_revs):
+            self._held[ids[i]] = _Held(held, lease_rev, running, rev)
+            out[i] = running
+        others = list(slow)
+        claimed = await asyncio.gather(
+            *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others), return_exceptions=True
+        )
+        for i, task in zip(others, claimed):
+            out[i] = task
+        return out
+
+    def _running(self, task: Task, worker_id: str, lease: float, at: float) -> Task:
+        return _replace(
+            task,
+            state=TaskState.RUNNING,
+            attempts=task.attempts + 1,
+            lease_owner=worker_id,
+            lease_token=uuid.uuid4().hex,
+            lease_deadline=at + lease,
+            started_at=at,
+        )
+
+    async def _claim(
+        self, msg: Msg, worker_id: str, lease: float, at: float, found: tuple[Task, int] | None = None
+    ) -> Task | None:
+        """Check one delivered message against its record (``found``: as just read) and
+        lease the task, or put the message back (nak with a delay) or away (ack) as the
+        record says."""
+        task_id = _message_task_id(msg)
         if not task_id:  # not one of ours: never let it block the queue
             await confirm(self.nc, msg.reply, _ACK)
             return None
         while True:
-            found = await self._read(task_id)
+            if found is None:
+                found = await self._read(task_id)
             if found is None or found[0].state in TERMINAL_STATES:
                 await confirm(self.nc, msg.reply, _ACK)  # purged or finished: a stale message
                 return None
@@ -482,6 +621,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             if task.state is TaskState.WAITING:
                 settled = await self._settle(task_id)
                 if settled is not None and settled.state in READY_STATES:
+                    found = None
                     continue
                 await confirm(self.nc, msg.reply, _ACK)  # its real message comes when it settles
                 return None
@@ -494,21 +634,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             if task.eta is not None and task.eta > at:
                 await confirm(self.nc, msg.reply, nak_delay(task.eta - at))
                 return None
-            lease_token = uuid.uuid4().hex
-            running = _replace(
-                task,
-                state=TaskState.RUNNING,
-                attempts=task.attempts + 1,
-                lease_owner=worker_id,
-                lease_token=lease_token,
-                lease_deadline=at + lease,
-                started_at=at,
-            )
+            found = None  # a retry reads again
+            running = self._running(task, worker_id, lease, at)
             try:
-                await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
+                rev = await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            await self._put_lease(task_id, _Lease(lease_token, at + lease, msg.reply))
+            await self._put_lease(task_id, _Lease(running.lease_token or "", at + lease, msg.reply), (running, rev))
             return running
 
     async def _recheck_running(self, task: Task, msg: Msg, at: float) -> None:
@@ -553,8 +685,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return [tid for (tid, _), ok in zip(leases, held) if ok]
 
     async def _extend(self, task_id: str, lease_token: str, deadline: float) -> bool:
-        changed = await self._mutate(
-            task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None
+        (changed,) = await self._change_many(
+            [(task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None)]
         )
         if changed is None:
             self._held.pop(task_id, None)  # lost: forget its entry
@@ -579,14 +711,16 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
 
     async def _finish_many(self, jobs: Sequence[_Finish]) -> list[tuple[Task, Task] | None]:
         """:meth:`_finish` for a batch, step by step: records, messages, dependents."""
-        changed = await _windowed(jobs, lambda job: self._mutate(job.task_id, job.fenced))
+        changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         for job, done in zip(jobs, changed):
             if done is None:
                 self._held.pop(job.task_id, None)  # lost: forget its entry
         moved = [job for job, done in zip(jobs, changed) if done is not None]
-        await _windowed(moved, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
         ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
-        if ended and await self._any_dependents():
+        _, dependents = await asyncio.gather(
+            self._settle_messages(moved), self._any_dependents() if ended else _false()
+        )
+        if dependents:
             await _windowed(ended, self._after_end)
         return changed
 
@@ -594,23 +728,49 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         """Whether any task has dependents: one call instead of a lookup per task.
         Asked after the records changed, so a dependent registering later reads the
         parent's new state itself (see :meth:`_store`)."""
-        info = await self.js.stream_info(f"KV_{self.prefix}_children")
-        return info.state.messages > 0
+        return await self.inbox.stream_messages(f"KV_{self.prefix}_children") > 0
 
     async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
         (done,) = await self.complete_many([(task_id, token, state, error)])
         return done
 
     async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+        jobs = await self._completions(items)
+        return [done is not None for done in await self._finish_many(jobs)]
+
+    async def _completions(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[_Finish]:
         for _, _, state, _ in items:
             if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
                 raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
         at = await self.now()
-        jobs = [
+        return [
             _Finish(tid, tok, functools.partial(_unleased, state=state, finished_at=at, error=error))
             for tid, tok, state, error in items
         ]
-        return [done is not None for done in await self._finish_many(jobs)]
+
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        """With NATS result and event stores: the results first, each acknowledged (a task
+        that reads as succeeded has its result), then the completions and the events
+        together; with any other store, the default order."""
+        if not isinstance(result_storage, NatsResultStorage) or not (
+            event_storage is None or isinstance(event_storage, NatsEventStorage)
+        ):
+            return await super().finish_many(items, results, events, result_storage, event_storage)
+        jobs = await self._completions(items)
+        if results:
+            await result_storage.set_many(results)
+        changed, _ = await asyncio.gather(
+            self._finish_many(jobs),
+            event_storage.append_many(events) if events and event_storage is not None else _none(),
+        )
+        return [done is not None for done in changed]
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         at = await self.now()
@@ -781,6 +941,22 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                     if await self._remove("tasks", task.id, rev):  # unless re-enqueued since
                         await self._remove("children", task.id)
         return expired
+
+
+async def _false() -> bool:
+    return False
+
+
+async def _none() -> None:
+    return None
+
+
+def _message_task_id(msg: Msg) -> str:
+    """The task id a delivery message carries ("" for a message not of ours)."""
+    try:
+        return msg.data.decode()
+    except UnicodeDecodeError:
+        return ""
 
 
 def _dependency_error(parent: Task, root: Task | None = None) -> ErrorInfo:

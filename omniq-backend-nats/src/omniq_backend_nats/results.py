@@ -25,6 +25,9 @@ from .names import token
 
 __all__ = ["NatsResultStorage"]
 
+#: How many puts one wait covers.
+_WINDOW = 512
+
 
 class NatsResultStorage(NatsStore, BaseResultStorage):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -49,7 +52,12 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         await self._kv.put(token(result.task_id), encoder.encode(result))
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
-        await asyncio.gather(*(self.set(r) for r in results))
+        """Every put in flight at once (in windows), one wait per window."""
+        for start in range(0, len(results), _WINDOW):
+            await self.inbox.write(
+                self.bucket,
+                [(token(r.task_id), encoder.encode(r), None) for r in results[start : start + _WINDOW]],
+            )
 
     async def get(self, task_id: str) -> TaskResult | None:
         try:
