@@ -102,16 +102,6 @@ def omniq_setup(backend: str) -> tuple[str, Callable[[], Any]]:
     return f"{NATS_URL}?prefix={NAME}", lambda: nats_delete_streams(NATS_URL, (f"{NAME}_", f"KV_{NAME}_"))
 
 
-def omniq_subject(cls: Any, backend: str) -> Any:
-    subject = cls(None, None, "async")
-    if backend == "nats":
-        # `omniq worker --burst` on NATS logs "stopping (burst)" after the last task and
-        # then hangs (it ignores SIGTERM too); run it like a peer without a burst mode.
-        subject.has_burst = False
-        subject.notes = ["run without --burst: on NATS the burst worker hangs at exit (OmniQ bug)"]
-    return subject
-
-
 def load(ref: str) -> Any:
     module, _, cls = ref.partition(":")
     return getattr(importlib.import_module(module), cls)()
@@ -129,7 +119,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update({name: url for name in STORE_VARIABLES})
     os.environ["OMNIQ_EVENTS"] = "true"
     from omniq_subject import OmniQSubject  # its app reads the variables above
-    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", partial(omniq_subject, OmniQSubject, args.backend))]
+    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", partial(OmniQSubject, None, None, "async"))]
     subjects += [(name, partial(load, PEERS[args.backend][name])) for name in args.peer_names]
     results: dict[str, Any] = {}
     notes: dict[str, list[str]] = {}
