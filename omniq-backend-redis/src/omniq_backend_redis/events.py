@@ -41,22 +41,26 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         self.task_index_ttl = number_option("task_index_ttl", self.options["task_index_ttl"], float, 1)
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
+        """One script run; the events travel as two blobs (see events_append.lua), and the
+        timestamp strings are made once per distinct timestamp (a bulk shares one)."""
         if not events:
             return
+        bodies = [encoder.encode(e) for e in events]
+        stamps: dict[float, tuple[int, str]] = {}
+        rows = []
+        for e, body in zip(events, bodies):
+            stamp = stamps.get(e.timestamp)
+            if stamp is None:
+                ts = float(e.timestamp)
+                stamp = stamps[e.timestamp] = (max(math.floor(ts * 1000), 0), repr(ts))
+            rows.append((*stamp, e.task_id, e.queue, e.type, len(body)))
         args: list[Any] = [
             self.prefix,
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
+            encoder.encode(rows),
+            b"".join(bodies),
         ]
-        for e in events:
-            args += [
-                max(math.floor(e.timestamp * 1000), 0),
-                repr(float(e.timestamp)),
-                e.task_id,
-                e.queue,
-                getattr(e.type, "value", e.type),
-                encoder.encode(e),
-            ]
         try:
             await self.shared.script("events_append", prelude=False)(args=args)
         except ResponseError as exc:
