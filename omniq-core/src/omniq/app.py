@@ -41,6 +41,7 @@ from .models import (
     TaskResult,
     TaskState,
     new_id,
+    new_ids,
     now,
     validate_cron,
     validate_name,
@@ -326,6 +327,14 @@ class AsyncOmniQ:
 
     def _build_task(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
                     options: Mapping[str, Any], at: float) -> Task:
+        template, func_payload = self._task_template(fn, options, at)
+        return self._fill_task(template, func_payload, args, kwargs,
+                               options.get("task_id") or new_id())
+
+    def _task_template(self, fn: Any, options: Mapping[str, Any], at: float) -> tuple[Task, Any]:
+        """Everything of a task but its id and payload, checked once: what the calls of an
+        enqueue_many share. Returns the template and the function that travels in the
+        payload (an unregistered callable), if any."""
         unknown = set(options) - _ENQUEUE_OPTIONS
         if unknown:
             raise ConfigError(f"unknown enqueue option(s) {sorted(unknown)}; valid: {sorted(_ENQUEUE_OPTIONS)}")
@@ -358,19 +367,26 @@ class AsyncOmniQ:
             eta = max(eta or at, at + delay)
         depends = tuple(validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
                         for d in (options.get("depends_on") or ()))
-        task_id = validate_name("task id", options.get("task_id") or new_id())
+        if options.get("task_id"):
+            validate_name("task id", options["task_id"])
         if eta is not None and eta > at:
             self._require(Capability.DELAYED, "delayed tasks (delay/eta)")
         if depends:
             self._require(Capability.DEPENDENCIES, "task dependencies (depends_on)")
-        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
-        return Task(
-            id=task_id, name=name, queue=queue, payload=payload, priority=priority,
+        template = Task(
+            id="", name=name, queue=queue, priority=priority,
             created_at=at, eta=eta, expires_at=(at + ttl) if ttl else None, timeout=timeout,
             max_retries=retries, retry_backoff=defaults.retry_backoff,
             retry_backoff_max=defaults.retry_backoff_max, max_deliveries=defaults.max_deliveries,
             depends_on=depends, result_ttl=self.config.result_ttl, dead_ttl=self.config.dead_ttl,
         )
+        return template, func_payload
+
+    def _fill_task(self, template: Task, func_payload: Any, args: Sequence[Any],
+                   kwargs: Mapping[str, Any], task_id: str) -> Task:
+        """The template with its id and the call's payload (``task_id`` already valid)."""
+        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
+        return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
         if cap not in self.task_queue.capabilities:
@@ -418,13 +434,26 @@ class AsyncOmniQ:
         one bulk operation."""
         await self.open()
         at = now()
-        tasks = [
-            self._build_task(fn, (), c, options, at) if isinstance(c, Mapping)
-            else self._build_task(fn, tuple(c), {}, options, at)
-            for c in calls
-        ]
+        calls = list(calls)
+        tasks: list[Task] = []
+        if calls:
+            template, func_payload = self._task_template(fn, options, at)
+            given_id = options.get("task_id")
+            ids = [given_id] * len(calls) if given_id else new_ids(len(calls))
+            fill = self._fill_task
+            tasks = [
+                fill(template, func_payload, (), c, task_id) if isinstance(c, Mapping)
+                else fill(template, func_payload, tuple(c), {}, task_id)
+                for c, task_id in zip(calls, ids)
+            ]
         stored = await self.task_queue.enqueue_many(tasks)
-        await self.record_events([self.event(t, EventType.ENQUEUED, at=at, state=t.state.value) for t in stored])
+        if self.config.events and stored:
+            enqueued = EventType.ENQUEUED
+            await self.record_events([
+                TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at,
+                          detail={"name": t.name, "state": t.state.value})
+                for t, event_id in zip(stored, new_ids(len(stored)))
+            ])
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
     # -- results -----------------------------------------------------------------------
