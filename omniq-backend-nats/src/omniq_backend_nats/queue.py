@@ -4,7 +4,8 @@ Two halves, each doing what it is good at (docs/backends/nats.md has the full st
 
 * **Delivery** — a work-queue stream ``<prefix>_queue`` with one subject per queue and
   priority band, ``<prefix>.q.<queue>.<band>``, and one durable pull consumer per
-  subject. A message carries only a task id. Reserve pulls bands high to low; the
+  subject. A message carries a task id, or a small task's whole record as enqueued
+  (with its revision: a hint, like the rest). Reserve pulls bands high to low; the
   message stays unacknowledged while its task runs (AckWait is the crash backstop,
   ``+WPI`` the heartbeat), ``-NAK`` with a delay returns it for a retry or a delayed
   task, and ``+ACK`` removes it when the task ends.
@@ -73,6 +74,10 @@ _WINDOW = 256
 #: A redelivered message of a running task comes back no sooner than this.
 _MIN_RECHECK = 1.0
 _ACK, _WPI = b"+ACK", b"+WPI"
+#: Header of a delivery message that carries its task's record: the record's revision.
+_REV = "Omniq-Rev"
+#: Records up to this size travel in their delivery message.
+_CARRY_MAX = 4096
 
 
 class _Lease(msgspec.Struct, array_like=True):
@@ -268,9 +273,21 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         ``created`` (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``:
         an enqueue repeated within the stream's duplicate window (two schedulers firing
         the same time) stores one message, while the same id purged and enqueued anew
-        gets a new revision and so a new message."""
-        headers = {"Nats-Msg-Id": f"{task.id}:{created}"} if created is not None else None
-        await self.js.publish(self._subject(task), task.id.encode(), headers=headers)
+        gets a new revision and so a new message.
+
+        A small record is carried whole with its revision (``Omniq-Rev``), so the first
+        delivery leases the task without reading it: the compare-and-set on that
+        revision proves the copy current. Otherwise the message carries the task id."""
+        if created is None:
+            await self.js.publish(self._subject(task), task.id.encode())
+            return
+        headers = {"Nats-Msg-Id": f"{task.id}:{created}"}
+        data = encoder.encode(task)
+        if len(data) <= _CARRY_MAX:
+            headers[_REV] = str(created)
+        else:
+            data = task.id.encode()
+        await self.js.publish(self._subject(task), data, headers=headers)
 
     async def _wake(self, queues: Iterable[str]) -> None:
         for queue in set(queues):
@@ -545,25 +562,30 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def _claim_many(
         self, msgs: Sequence[Msg], worker_id: str, lease: float, at: float
     ) -> list[Task | BaseException | None]:
-        """:meth:`_claim` for a pulled batch in three batched steps — read the records,
-        compare-and-set the ready ones to ``RUNNING``, write their lease entries — each
-        one wait; any other message (and a lost compare-and-set) goes through :meth:`_claim`."""
-        ids = [_message_task_id(m) for m in msgs]
-        found = await self.inbox.get(self._tasks_bucket, [token(tid) for tid in ids if tid])
-        records = iter(found)
+        """:meth:`_claim` for a pulled batch in three batched steps — read the records
+        the messages do not carry, compare-and-set the ready ones to ``RUNNING``, write
+        their lease entries — each one wait; any other message (and a lost
+        compare-and-set) goes through :meth:`_claim`."""
+        carried = [_carried(m) for m in msgs]
+        ids = [c[0] for c in carried]
+        unread = [i for i, (tid, found) in enumerate(carried) if tid and found is None]
+        read = set()
+        for i, entry in zip(unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])):
+            if entry is not None:
+                carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                read.add(i)
         claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
         slow: dict[int, tuple[Task, int] | None] = {}
-        for i, tid in enumerate(ids):
-            entry = next(records) if tid else None
-            record = task_decoder.decode(entry[0]) if entry is not None else None
+        for i, (_, found) in enumerate(carried):
+            record = found[0] if found is not None else None
             if (
-                record is not None and entry is not None and record.state in READY_STATES
+                found is not None and record is not None and record.state in READY_STATES
                 and (record.expires_at is None or record.expires_at > at)
                 and (record.eta is None or record.eta <= at)
             ):
-                claims.append((i, record, self._running(record, worker_id, lease, at), entry[1]))
+                claims.append((i, record, self._running(record, worker_id, lease, at), found[1]))
             else:
-                slow[i] = (record, entry[1]) if record is not None and entry is not None else None
+                slow[i] = found if i in read else None  # a carried copy may be stale: read
         revs = await self.inbox.write(
             self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]
         ) if claims else []
@@ -953,10 +975,20 @@ async def _none() -> None:
 
 def _message_task_id(msg: Msg) -> str:
     """The task id a delivery message carries ("" for a message not of ours)."""
+    return _carried(msg)[0]
+
+
+def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
+    """The task id a delivery message carries ("" for a message not of ours) and the
+    record with its revision when it carries that too (see ``_hint``)."""
+    rev = msg.headers.get(_REV) if msg.headers else None
     try:
-        return msg.data.decode()
-    except UnicodeDecodeError:
-        return ""
+        if rev is not None:
+            task = task_decoder.decode(msg.data)
+            return task.id, (task, int(rev))
+        return msg.data.decode(), None
+    except (UnicodeDecodeError, msgspec.DecodeError, ValueError):
+        return "", None
 
 
 def _dependency_error(parent: Task, root: Task | None = None) -> ErrorInfo:
