@@ -55,6 +55,7 @@ local seq = redis.call('INCRBY', P .. ':seq', #items) - #items
 local out = {}
 local queues = {}
 local replies = {}  -- state -> its msgpack string, made once
+local NONE = {}
 local pos = 1
 for j, it in ipairs(items) do
   local id, k = it[1], keys[j]
@@ -67,9 +68,11 @@ for j, it in ipairs(items) do
     seq = seq + 1
     local q, c, e, x, deps = it[3], it[10], it[5], it[6], it[11]
     if c == 0 then c = NOW end
-    local f = {id = id, q = q, sq = seq, p = it[4], e = e, x = x, rt = it[8], dt = it[9]}
-    local failed, waiting = nil, {}
+    local sq = int(seq)
+    local f = {id = id, q = q, sq = seq, sqs = sq, p = it[4], e = e, x = x, rt = it[8], dt = it[9]}
+    local failed, waiting = nil, NONE
     if #deps > 0 then
+      waiting = {}
       for _, dep in ipairs(deps) do
         local ds = redis.call('HGET', tkey(dep), 's')
         if ds ~= 'succeeded' then
@@ -81,7 +84,7 @@ for j, it in ipairs(items) do
     if failed then state = 'cancelled'
     elseif #waiting > 0 then state = 'waiting'
     elseif e and e > NOW then state = 'scheduled' end
-    redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(it[4]), 'sq', int(seq),
+    redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(it[4]), 'sq', sq,
                'a', '0', 'md', num(it[7]), 'rt', num(it[8]), 'dt', num(it[9]), 'e', e and num(e) or '',
                'x', x and num(x) or '', 'w', int(#waiting), 's', state)
     if failed then

@@ -115,9 +115,10 @@ local function rows(list)
   return mp_array(#list) .. table.concat(list)
 end
 
+-- (f.sqs: the enqueue order already as a string, when the caller has it)
 local function set_state(f, state)
   if f.s then zrem(qkey(f.q, STATE_INDEX[f.s]), f.id) end
-  zadd(qkey(f.q, STATE_INDEX[state]), int(f.sq), f.id)
+  zadd(qkey(f.q, STATE_INDEX[state]), f.sqs or int(f.sq), f.id)
 end
 
 local function ready_score(p, sq)
