@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
@@ -21,6 +21,7 @@ from .settings import number_option
 from .store import RedisStore
 
 _CHUNK = 500  # entries per XRANGE read
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (bytes: no decoding)
 
 
 def _ms(entry_id: bytes) -> int:
@@ -138,9 +139,9 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         start, end = (hi, lo) if desc else (lo, hi)
         while True:
             if desc:
-                chunk = await self.redis.xrevrange(stream, start, end, count=_CHUNK)
+                chunk = cast(_Entries, await self.redis.xrevrange(stream, start, end, count=_CHUNK))
             else:
-                chunk = await self.redis.xrange(stream, start, end, count=_CHUNK)
+                chunk = cast(_Entries, await self.redis.xrange(stream, start, end, count=_CHUNK))
             for entry_id, fields in chunk:
                 position += 1
                 ts = keep(fields)
@@ -170,7 +171,8 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         if late:
             start = str(older_ms)
             while True:
-                chunk = await self.redis.xrange(stream, start, str(older_ms + late), count=_CHUNK)
+                found = await self.redis.xrange(stream, start, str(older_ms + late), count=_CHUNK)
+                chunk = cast(_Entries, found)
                 stale = [i for i, fields in chunk if float(fields[b"ts"]) < older_than]
                 if stale:
                     deleted += await self.redis.xdel(stream, *stale)

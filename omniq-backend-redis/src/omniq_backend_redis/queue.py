@@ -12,7 +12,7 @@ import builtins
 import heapq
 import secrets
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import msgspec
 from omniq.errors import ConfigError, TaskNotFoundError
@@ -197,7 +197,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         key = self.key("t", task_id)
         try:
-            values = await self.redis.hmget(key, ["m", *_ROW])
+            values = cast("list[bytes | None]", await self.redis.hmget(key, ["m", *_ROW]))
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
         if values[0] == _MARK:
@@ -216,7 +216,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
             return [queue]
-        return sorted(q.decode() for q in await self.redis.smembers(self.key("queues")))
+        names = cast("set[bytes]", await self.redis.smembers(self.key("queues")))
+        return sorted(q.decode() for q in names)
 
     async def list(
         self,
@@ -319,11 +320,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return schedule
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        blob = await self.redis.hget(self.key("sched"), schedule_id)
+        blob = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
         return schedule_decoder.decode(blob) if blob is not None else None
 
     async def list_schedules(self) -> builtins.list[Schedule]:
-        blobs = await self.redis.hgetall(self.key("sched"))
+        blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("sched")))
         return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
@@ -341,7 +342,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         self, schedule_id: str, paused: bool, next_run: float | None = None
     ) -> bool:
         for _ in range(_CAS_TRIES):
-            old = await self.redis.hget(self.key("sched"), schedule_id)
+            old = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
             if old is None:
                 return False
             new = msgspec.structs.replace(schedule_decoder.decode(old), paused=paused)
@@ -354,10 +355,13 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def claim_due_schedules(
         self, at: float, limit: int = 100
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        ids = await self.redis.zrangebyscore(self.key("sched", "due"), "-inf", at, start=0, num=limit)
+        ids = cast(
+            "builtins.list[bytes]",
+            await self.redis.zrangebyscore(self.key("sched", "due"), "-inf", at, start=0, num=limit),
+        )
         if not ids:
             return []
-        blobs = await self.redis.hmget(self.key("sched"), ids)
+        blobs = cast("builtins.list[bytes | None]", await self.redis.hmget(self.key("sched"), ids))
         candidates: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         args: builtins.list[Any] = []
         for blob in blobs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder, result_decoder
@@ -47,7 +47,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     async def get(self, task_id: str) -> TaskResult | None:
         key = self.key("r", task_id)
         try:
-            value = await self.redis.get(key)
+            value = cast("bytes | None", await self.redis.get(key))
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
         return None if value is None else self._decode(task_id, value)
@@ -55,7 +55,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         if not task_ids:
             return {}
-        values = await self.redis.mget([self.key("r", t) for t in task_ids])
+        values = cast("list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids]))
         return {t: self._decode(t, v) for t, v in zip(task_ids, values) if v is not None}
 
     async def delete(self, task_id: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from omniq.config import mask_url
 from omniq.interfaces import BaseStore
@@ -82,7 +82,7 @@ class RedisStore(BaseStore):
         """The ForeignKeyError behind a Redis error on ``key`` (WRONGTYPE), if it is one."""
         if "WRONGTYPE" not in str(exc):
             return foreign_from_reply(str(exc))
-        have = (await self.redis.type(key)).decode()
+        have = cast(bytes, await self.redis.type(key)).decode()
         return ForeignKeyError(key, f"holds a {have}")
 
     async def now(self) -> float:
