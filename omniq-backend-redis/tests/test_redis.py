@@ -217,3 +217,51 @@ async def test_events_appended_late_are_found_by_time_and_cleaned(redis_url: str
         assert [e.task_id for e in await events.query()] == ["a"]
     finally:
         await events.close()
+
+
+async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: str, key_prefix: str) -> None:
+    """The batch travels as columns (one value when every task shares it, else a list):
+    a batch where every field differs somewhere stores each task exactly as given."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        parent = (await queue.enqueue_many([make_task()]))[0]
+        now = await queue.now()
+        batch = [
+            make_task(queue="c1", priority=1, created_at=now - 5),
+            make_task(queue="c2", priority=7, eta=now + 3600, expires_at=now + 7200, result_ttl=60.5,
+                      payload=b"\x00" * 300, max_retries=9),
+            make_task(queue="c1", priority=0, depends_on=(parent.id,), dead_ttl=1.25, max_deliveries=2),
+            make_task(queue="c1", priority=1, created_at=0.0),
+        ]
+        stored = await queue.enqueue_many(batch)
+        assert [t.state for t in stored] == [TaskState.PENDING, TaskState.SCHEDULED, TaskState.WAITING,
+                                            TaskState.PENDING]
+        assert stored[3].created_at >= now  # 0 means: the server's now
+        for given, answer in zip(batch, stored):
+            got = await queue.get(given.id)
+            assert got == answer
+            for field in ("queue", "priority", "eta", "expires_at", "payload", "result_ttl", "dead_ttl",
+                          "max_retries", "max_deliveries", "depends_on"):
+                assert getattr(got, field) == getattr(given, field), field
+        # Each queue got its own tasks, highest priority first.
+        reserved = await queue.reserve(["c1"], "w", 30, limit=5)
+        assert [t.id for t in reserved] == [batch[0].id, batch[3].id]
+    finally:
+        await queue.close()
+
+
+async def test_events_with_differing_times_and_types_keep_theirs(redis_url: str, key_prefix: str) -> None:
+    events = await opened("event_storage", redis_url, key_prefix)
+    try:
+        batch = [
+            make_event(timestamp=1000.25, type=EventType.STARTED, queue="e1"),
+            make_event(timestamp=1000.25, type=EventType.SUCCEEDED, queue="e1"),
+            make_event(timestamp=999.5, type=EventType.FAILED, queue="e2"),
+        ]
+        await events.append_many(batch)
+        found = await events.query(since=0)
+        assert sorted(found, key=lambda e: e.id) == sorted(batch, key=lambda e: e.id)
+        for e in batch:
+            assert await events.query(task_id=e.task_id) == [e]
+    finally:
+        await events.close()

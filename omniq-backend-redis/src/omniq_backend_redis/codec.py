@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from omniq.models import ErrorInfo, Task, TaskState, encoder, task_decoder
@@ -54,3 +55,13 @@ def encode_error(error: ErrorInfo | None) -> bytes:
 def number(value: float | None) -> str:
     """A float for a script argument ('' for None), exact to the last bit."""
     return "" if value is None else repr(float(value))
+
+
+def column(values: list[Any]) -> Any:
+    """A column of a script's batch (see enqueue.lua): the one value every item has (a
+    bulk's items share most fields), else the list of values."""
+    first = values[0]
+    for value in values:
+        if value != first or type(value) is not type(first):
+            return values
+    return first

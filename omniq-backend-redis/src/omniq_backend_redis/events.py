@@ -17,6 +17,7 @@ from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
 from redis.exceptions import ResponseError
 
+from .codec import column
 from .settings import number_option
 from .store import RedisStore
 
@@ -42,24 +43,30 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         self.task_index_ttl = number_option("task_index_ttl", self.options["task_index_ttl"], float, 1)
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        """One script run; the events travel as two blobs (see events_append.lua), and the
-        timestamp strings are made once per distinct timestamp (a bulk shares one)."""
+        """One script run; the events travel as msgpack columns plus the encoded events end
+        to end (see events_append.lua): a bulk enqueue's events share their timestamp,
+        queue and type, so those are sent, and formatted, once."""
         if not events:
             return
         bodies = [encoder.encode(e) for e in events]
-        stamps: dict[float, tuple[int, str]] = {}
-        rows = []
-        for e, body in zip(events, bodies):
-            stamp = stamps.get(e.timestamp)
-            if stamp is None:
-                ts = float(e.timestamp)
-                stamp = stamps[e.timestamp] = (max(math.floor(ts * 1000), 0), repr(ts))
-            rows.append((*stamp, e.task_id, e.queue, e.type, len(body)))
+        stamps = column([e.timestamp for e in events])
+        if isinstance(stamps, list):
+            ms: Any = [max(math.floor(ts * 1000), 0) for ts in stamps]
+            exact: Any = [repr(float(ts)) for ts in stamps]
+        else:
+            ms, exact = max(math.floor(stamps * 1000), 0), repr(float(stamps))
+        columns = [
+            len(events), ms, exact,
+            column([e.task_id for e in events]),
+            column([e.queue for e in events]),
+            column([e.type for e in events]),
+            column([len(body) for body in bodies]),
+        ]
         args: list[Any] = [
             self.prefix,
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
-            encoder.encode(rows),
+            encoder.encode(columns),
             b"".join(bodies),
         ]
         try:

@@ -20,7 +20,7 @@ from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import STATES, decode_error, decode_rows, decode_task, encode_error, number
+from .codec import STATES, column, decode_error, decode_rows, decode_task, encode_error, number
 from .errors import ForeignKeyError, foreign_from_reply
 from .store import RedisStore
 
@@ -84,22 +84,32 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
         """One script run for the whole batch, atomic: a foreign key or an unknown parent
-        anywhere refuses all of it. The batch travels as one msgpack blob (see enqueue.lua);
-        a task the server stored exactly as given is returned as is, not copied."""
+        anywhere refuses all of it. The batch travels as msgpack columns plus the encoded
+        tasks end to end (see enqueue.lua); a task the server stored exactly as given is
+        returned as is, not copied."""
         if not tasks:
             return []
         bodies = [encoder.encode(t) for t in tasks]
-        fields = encoder.encode(
+        parents = None
+        if any(t.depends_on for t in tasks):
+            parents = [list(dict.fromkeys(t.depends_on)) for t in tasks]
+        columns = encoder.encode(
             [
-                (
-                    t.id, len(body), t.queue, t.priority, t.eta, t.expires_at,
-                    max(t.max_deliveries, t.max_retries + 1), t.result_ttl, t.dead_ttl,
-                    t.created_at, list(dict.fromkeys(t.depends_on)) if t.depends_on else (),
-                )
-                for t, body in zip(tasks, bodies)
+                len(tasks),
+                column([t.id for t in tasks]),
+                column([len(body) for body in bodies]),
+                column([t.queue for t in tasks]),
+                column([t.priority for t in tasks]),
+                column([t.eta for t in tasks]),
+                column([t.expires_at for t in tasks]),
+                column([max(t.max_deliveries, t.max_retries + 1) for t in tasks]),
+                column([t.result_ttl for t in tasks]),
+                column([t.dead_ttl for t in tasks]),
+                column([t.created_at for t in tasks]),
+                parents,
             ]
         )
-        reply = await self._run("enqueue", [fields, b"".join(bodies)])
+        reply = await self._run("enqueue", [columns, b"".join(bodies)])
         server_now, rows = msgspec.msgpack.decode(reply)
         now = float(server_now)
         stored = []

@@ -1,14 +1,22 @@
--- ARGV: P, a msgpack array with per task {id, length of its encoded task, queue,
--- priority, eta, expires_at, delivery limit, result ttl, dead ttl, created_at, {parent
--- ids}} (nil for none), and the encoded tasks end to end (cmsgpack has no binary type).
--- Two blobs instead of a dozen arguments per task: Redis and the client each handle a
--- few bulk strings, and cmsgpack.unpack builds the tables in C.
+-- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
+-- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
+-- lists of parent ids}, and the encoded tasks end to end (cmsgpack has no binary type).
+-- A column is one value that every task shares (a bulk's tasks share most) or an array
+-- with one value per task; nil is none, and the parents column is nil when no task has
+-- any. One unpack of a few arrays instead of a dozen arguments (or a table) per task.
 -- Returns msgpack {now, per task: state (new, no error) | {state, error} (new, cancelled)
 -- | row (existed already)}; a new task's created_at is its own, or now when it gave 0.
-local items = cmsgpack.unpack(ARGV[2])
+local C = cmsgpack.unpack(ARGV[2])
+local n, ids, lens, queues, parents = C[1], C[2], C[3], C[4], C[12]
 local bodies = ARGV[3]
+local function per_task(column, j)
+  if type(column) == 'table' then return column[j] end
+  return column
+end
+local NONE = {}
+local function parents_of(j) return parents and parents[j] or NONE end
 local keys = {}
-for j, it in ipairs(items) do keys[j] = tkey(it[1]) end
+for j = 1, n do keys[j] = tkey(per_task(ids, j)) end
 
 -- Pass 1: refuse foreign keys and unknown parents before writing anything.
 local function check(key, want)
@@ -21,8 +29,8 @@ end
 local any = 0
 for i = 1, #keys, 4000 do any = any + redis.call('EXISTS', unpack(keys, i, math.min(i + 3999, #keys))) end
 local in_batch, checked, existed = {}, {}, {}
-for j, it in ipairs(items) do
-  local id, k = it[1], keys[j]
+for j = 1, n do
+  local id, k = per_task(ids, j), keys[j]
   local exists = false
   if any > 0 then
     exists = check(k, 'hash')
@@ -33,7 +41,7 @@ for j, it in ipairs(items) do
       existed[id] = true
     end
   end
-  local q = it[3]
+  local q = per_task(queues, j)
   if not checked[q] then
     for _, what in ipairs({'ready', 'delayed', 's:pending', 's:waiting', 's:scheduled'}) do
       check(qkey(q, what), 'zset')
@@ -41,7 +49,7 @@ for j, it in ipairs(items) do
     checked[q] = true
   end
   if not exists and not in_batch[id] then
-    for _, dep in ipairs(it[11]) do
+    for _, dep in ipairs(parents_of(j)) do
       if not in_batch[dep] and redis.pcall('HGET', tkey(dep), 'm') ~= MARK then
         error({err = 'OMNIQ_NOTFOUND ' .. dep})
       end
@@ -51,25 +59,25 @@ for j, it in ipairs(items) do
 end
 
 -- Pass 2: store, deciding each state from the parents and the eta.
-local seq = redis.call('INCRBY', P .. ':seq', #items) - #items
+local seq = redis.call('INCRBY', P .. ':seq', n) - n
 local out = {}
-local queues = {}
+local touched = {}  -- queues that got a task
 local replies = {}  -- state -> its msgpack string, made once
-local NONE = {}
 local pos = 1
-for j, it in ipairs(items) do
-  local id, k = it[1], keys[j]
-  local body = string.sub(bodies, pos, pos + it[2] - 1)
-  pos = pos + it[2]
+for j = 1, n do
+  local id, k, len = per_task(ids, j), keys[j], per_task(lens, j)
+  local body = string.sub(bodies, pos, pos + len - 1)
+  pos = pos + len
   if existed[id] then
     out[j] = row(load(id))
   else
     existed[id] = true  -- a repeat later in the batch answers with this one
     seq = seq + 1
-    local q, c, e, x, deps = it[3], it[10], it[5], it[6], it[11]
+    local q, p, e, x = per_task(queues, j), per_task(C[5], j), per_task(C[6], j), per_task(C[7], j)
+    local rt, dt, c, deps = per_task(C[9], j), per_task(C[10], j), per_task(C[11], j), parents_of(j)
     if c == 0 then c = NOW end
     local sq = int(seq)
-    local f = {id = id, q = q, sq = seq, sqs = sq, p = it[4], e = e, x = x, rt = it[8], dt = it[9]}
+    local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
     local failed, waiting = nil, NONE
     if #deps > 0 then
       waiting = {}
@@ -84,8 +92,8 @@ for j, it in ipairs(items) do
     if failed then state = 'cancelled'
     elseif #waiting > 0 then state = 'waiting'
     elseif e and e > NOW then state = 'scheduled' end
-    redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(it[4]), 'sq', sq,
-               'a', '0', 'md', num(it[7]), 'rt', num(it[8]), 'dt', num(it[9]), 'e', e and num(e) or '',
+    redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
+               'a', '0', 'md', num(per_task(C[8], j)), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
                'x', x and num(x) or '', 'w', int(#waiting), 's', state)
     if failed then
       local err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
@@ -107,9 +115,9 @@ for j, it in ipairs(items) do
       if not reply then reply = mp_bin(state); replies[state] = reply end
       out[j] = reply
     end
-    queues[q] = true
+    touched[q] = true
   end
 end
-for q, _ in pairs(queues) do redis.call('SADD', P .. ':queues', q) end
+for q, _ in pairs(touched) do redis.call('SADD', P .. ':queues', q) end
 commit()
 return mp_array(2) .. mp_bin(num(NOW)) .. rows(out)
