@@ -14,18 +14,28 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
+import msgspec
 from nats.js import api
 
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
 
-from .connection import NatsStore
+from .connection import NatsStore, stream_sequence
 from .names import token
 
 __all__ = ["NatsEventStorage"]
 
 _PUBLISH_WINDOW = 512
+
+
+class _Stamp(msgspec.Struct):
+    """Only the timestamp of an encoded event: what cleanup needs, decoded cheaply."""
+
+    timestamp: float
+
+
+_stamp_decoder = msgspec.msgpack.Decoder(_Stamp)
 
 
 def _type_name(value: Any) -> str:
@@ -111,8 +121,8 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         old: list[int] = []
         first_new: int | None = None
         async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
-            seq = msg.metadata.sequence.stream
-            if event_decoder.decode(msg.data).timestamp < older_than:
+            seq = stream_sequence(msg)
+            if _stamp_decoder.decode(msg.data).timestamp < older_than:
                 old.append(seq)
             elif first_new is None:
                 first_new = seq
