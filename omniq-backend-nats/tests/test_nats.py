@@ -188,8 +188,9 @@ async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_p
     async with queue_at(nats_url, nats_prefix, ack_wait=0.3) as q:
         task = await q.enqueue(make_task())
         (running,) = await q.reserve(["default"], "w", 0.2)
-        await q._leases.purge(token(task.id))
+        await q.js.purge_stream(f"KV_{nats_prefix}_leases")  # every lease entry, batched or not
         q._held.clear()
+        q._batches.clear()
 
         async def lapsed() -> list[Task]:
             await q.reserve(["default"], "w2", 60)  # takes the redelivered message
@@ -199,6 +200,45 @@ async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_p
         assert back.state is TaskState.PENDING and back.attempts == 1
         (again,) = await eventually(lambda: q.reserve(["default"], "w3", 60), "not redelivered")
         assert again.id == task.id and again.attempts == 2 and again.lease_token != running.lease_token
+
+
+async def lease_entries(q: NatsTaskQueue) -> int:
+    return (await q.js.stream_info(f"KV_{q.prefix}_leases")).state.messages
+
+
+async def test_one_lease_entry_per_reserve_goes_with_its_last_task(nats_url: str, nats_prefix: str) -> None:
+    """A batched reserve indexes its leases in one entry, removed when the last of its
+    tasks ends (a lapse sweep needs nothing else to find them)."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        await q.enqueue_many([make_task() for _ in range(3)])
+        first, second, third = await q.reserve(["default"], "w", 60, limit=3)
+        assert await lease_entries(q) == 1
+        assert await q.complete_many([(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in (first, second)])
+        assert await lease_entries(q) == 1
+        assert await q.retry(third.id, third.lease_token or "", await q.now())
+        assert await lease_entries(q) == 0
+
+
+async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_prefix: str) -> None:
+    """Another process finds the lapsed leases of a batch entry, returns the tasks and
+    removes the entry; the late completion of the first holder is refused."""
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        tasks = await q.enqueue_many([make_task() for _ in range(2)])
+        held = await q.reserve(["default"], "w", 0.2, limit=2)
+        assert len(held) == 2
+
+        async def lapsed() -> list[Task]:
+            found = await other.release_expired_leases()
+            return found if len(found) == 2 else []
+
+        back = await eventually(lapsed, "the batch's leases never lapsed")
+        assert {t.id for t in back} == {t.id for t in tasks} and {t.state for t in back} == {TaskState.PENDING}
+        assert await lease_entries(q) == 0
+        assert await q.complete_many(
+            [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in held]
+        ) == [False, False]
+        again = await eventually(lambda: other.reserve(["default"], "w2", 60, limit=2), "not redelivered")
+        assert {t.id for t in again} <= {t.id for t in tasks}
 
 
 async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefix: str) -> None:

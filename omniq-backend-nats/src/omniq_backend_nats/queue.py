@@ -101,20 +101,41 @@ class _Finish(NamedTuple):
         return self.change(task) if _holds(task, self.lease_token) else None
 
 
+class _Listed(msgspec.Struct, array_like=True):
+    """One lease in a batch entry of ``<prefix>_leases`` (see :class:`_Held`)."""
+
+    task_id: str
+    token: str
+    deadline: float
+    reply: str
+
+    def lease(self) -> _Lease:
+        return _Lease(self.token, self.deadline, self.reply)
+
+
 @dataclass(slots=True)
 class _Held:
-    """What this instance last wrote for a lease it holds: the lease entry and (when it
-    reserved or changed the task itself) the record, each with its revision. Finishing
-    then needs no read: the compare-and-set on the cached revision fails, and falls back
-    to a read, if anyone changed the record since."""
+    """What this instance last wrote for a lease it holds: the lease and (when it
+    reserved or changed the task itself) the record with its revision. Finishing then
+    needs no read: the compare-and-set on the cached revision fails, and falls back to a
+    read, if anyone changed the record since.
+
+    The lease is indexed either by an entry of its own (key: the task id; ``lease_rev``)
+    or, for the tasks of one batched reserve, by one entry listing them all (key
+    ``=<instance><n>``, which no task id token can spell; ``batch``): one write per
+    reserve, removed once the last of its tasks ends here."""
 
     lease: _Lease
     lease_rev: int
     record: Task | None = None
     record_rev: int = 0
+    batch: str | None = None
 
 
 _lease_decoder = msgspec.msgpack.Decoder(_Lease)
+_listed_decoder = msgspec.msgpack.Decoder(list[_Listed])
+#: Leases index keys of batch entries start with this (never the first character of a token).
+_BATCH = "="
 _children_decoder = msgspec.msgpack.Decoder(list[str])
 
 
@@ -164,6 +185,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         self._consumers: set[str] = set()
         #: Leases this instance wrote, by task id: saves reads per completion.
         self._held: dict[str, _Held] = {}
+        #: Batch entries this instance wrote: key -> (its leases still held here, revision).
+        self._batches: dict[str, tuple[dict[str, _Listed], int]] = {}
+        self._batch_prefix = f"{_BATCH}{uuid.uuid4().hex[:12]}-"
+        self._batch_count = 0
         self._wake_subs: dict[str, Subscription] = {}
         self._work = asyncio.Event()
 
@@ -190,6 +215,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         self._consumers.clear()
         self._wake_subs.clear()
         self._held.clear()
+        self._batches.clear()
         await super().close()
 
     # -- records ---------------------------------------------------------------------
@@ -294,10 +320,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
 
     async def _lease_entry(self, task_id: str, lease_token: str | None) -> tuple[_Lease, int] | None:
-        """The lease entry of a running task and its revision (cached when this
-        instance wrote it for that token)."""
+        """The task's own lease entry and its revision (cached when this instance
+        wrote it for that token)."""
         held = self._held.get(task_id)
-        if held is not None and held.lease.token == lease_token:
+        if held is not None and held.batch is None and held.lease.token == lease_token:
             return held.lease, held.lease_rev
         try:
             entry = await self._leases.get(token(task_id))
@@ -311,45 +337,69 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         wrote for it."""
         rev = await self._leases.put(token(task_id), encoder.encode(lease))
         held = self._held.get(task_id)
-        if record is not None or held is None or held.lease.token != lease.token:
-            self._held[task_id] = _Held(lease, rev, *(record or (None, 0)))
-        else:
+        if held is not None and held.batch is None and held.lease.token == lease.token and record is None:
             held.lease, held.lease_rev = lease, rev
+            return
+        if held is not None and held.batch is not None:
+            await self._remove_entries([self._forget(task_id)])
+        self._held[task_id] = _Held(lease, rev, *(record or (None, 0)))
+
+    def _forget(self, task_id: str) -> tuple[str, int] | None:
+        """Drop what this instance holds for a task. Returns the lease index entry to
+        remove now, ``(key, revision)``: the task's own, or the batch entry whose last
+        task this was (a newer write of either survives the removal)."""
+        held = self._held.pop(task_id, None)
+        if held is None:
+            return None
+        if held.batch is None:
+            return token(task_id), held.lease_rev
+        listed = self._batches.get(held.batch)
+        if listed is None or listed[0].pop(task_id, None) is None or listed[0]:
+            return None
+        del self._batches[held.batch]
+        return held.batch, listed[1]
+
+    async def _remove_entries(self, entries: Iterable[tuple[str, int] | None], tell: Sequence[Request] = ()) -> None:
+        keys = [e for e in entries if e is not None]
+        if keys or tell:
+            await self.inbox.remove(f"{self.prefix}_leases", keys, tell=tell)
 
     async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
         """:meth:`_settle_message` for many: acks of cached leases go out with one batch
         of lease entry removals; the rest one by one."""
         acks: list[Request] = []
-        removals: list[tuple[str, int | None]] = []
+        removals: list[tuple[str, int] | None] = []
         others: list[_Finish] = []
         for job in jobs:
             held = self._held.get(job.task_id)
             if job.verb != _ACK or held is None or held.lease.token != job.lease_token:
                 others.append(job)
                 continue
-            del self._held[job.task_id]
             acks.append((held.lease.reply, _ACK, None))
-            removals.append((token(job.task_id), held.lease_rev))  # a newer lease entry survives
-        if acks:
-            await self.inbox.remove(f"{self.prefix}_leases", removals, tell=acks)
+            removals.append(self._forget(job.task_id))
+        await self._remove_entries(removals, tell=acks)
         await _windowed(others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
 
     async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
         """Move the message held for a lease that just ended (ack, or nak to redeliver)
         and drop the lease entry. Without an entry there is nothing to move: the
         message, if any, is redelivered after AckWait and checked against the record."""
-        held = await self._lease_entry(task_id, lease_token)
-        self._held.pop(task_id, None)
-        if held is None or held[0].token != lease_token:
-            return
-        lease, rev = held
+        cached = self._held.get(task_id)
+        if cached is not None and cached.lease.token == lease_token:
+            reply, removal = cached.lease.reply, self._forget(task_id)
+        else:
+            await self._remove_entries([self._forget(task_id)])  # an older lease of ours
+            held = await self._lease_entry(task_id, lease_token)
+            if held is None or held[0].token != lease_token:
+                return
+            reply, removal = held[0].reply, (token(task_id), held[1])
         if verb == _ACK:
             # The task ended: an ack lost on the way only brings the message back after
             # AckWait, to find a finished record and be acked again.
-            await self.nc.publish(lease.reply, _ACK)
+            await self.nc.publish(reply, _ACK)
         else:
-            await confirm(self.nc, lease.reply, verb)
-        await self._remove("leases", task_id, rev)  # a newer lease entry survives
+            await confirm(self.nc, reply, verb)
+        await self._remove_entries([removal])
 
     async def _consumer(self, queue: str, band: int) -> str:
         name = consumer_name(queue, band)
@@ -595,15 +645,21 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 slow[i] = None  # changed since the read: read again
             else:
                 won.append((i, running, rev))
-        leases = [_Lease(running.lease_token or "", at + lease, msgs[i].reply) for i, running, _ in won]
-        lease_revs = await self.inbox.write(
-            f"{self.prefix}_leases",
-            [(token(ids[i]), encoder.encode(entry), None) for (i, _, _), entry in zip(won, leases)],
-        ) if won else []
         out: list[Task | BaseException | None] = [None] * len(msgs)
-        for (i, running, rev), held, lease_rev in zip(won, leases, lease_revs):
-            self._held[ids[i]] = _Held(held, lease_rev, running, rev)
-            out[i] = running
+        if won:
+            listed = {
+                ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
+                for i, running, _ in won
+            }
+            self._batch_count += 1
+            key = f"{self._batch_prefix}{self._batch_count}"
+            (batch_rev,) = await self.inbox.write(
+                f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]
+            )
+            self._batches[key] = (listed, batch_rev)
+            for i, running, rev in won:
+                self._held[ids[i]] = _Held(listed[ids[i]].lease(), 0, running, rev, key)
+                out[i] = running
         others = list(slow)
         claimed = await asyncio.gather(
             *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others), return_exceptions=True
@@ -704,6 +760,16 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         at = await self.now()
         held = await asyncio.gather(*(self._extend(tid, tok, at + lease) for tid, tok in leases))
+        # The batch entries listing extended leases, rewritten once each.
+        keys = {h.batch for (tid, _), ok in zip(leases, held) if ok and (h := self._held.get(tid)) and h.batch}
+        rewrite = [(k, self._batches[k][0]) for k in keys if k is not None and k in self._batches]
+        if rewrite:
+            revs = await self.inbox.write(
+                f"{self.prefix}_leases", [(k, encoder.encode(list(listed.values())), None) for k, listed in rewrite]
+            )
+            for (key, listed), rev in zip(rewrite, revs):
+                if key in self._batches:
+                    self._batches[key] = (listed, rev)
         return [tid for (tid, _), ok in zip(leases, held) if ok]
 
     async def _extend(self, task_id: str, lease_token: str, deadline: float) -> bool:
@@ -711,8 +777,16 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             [(task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None)]
         )
         if changed is None:
-            self._held.pop(task_id, None)  # lost: forget its entry
+            await self._remove_entries([self._forget(task_id)])  # lost
             return False
+        cached = self._held.get(task_id)
+        if cached is not None and cached.batch is not None and cached.lease.token == lease_token:
+            cached.lease = _Lease(lease_token, deadline, cached.lease.reply)
+            listed = self._batches.get(cached.batch)
+            if listed is not None and task_id in listed[0]:
+                listed[0][task_id].deadline = deadline  # written by heartbeat()
+            await self.nc.publish(cached.lease.reply, _WPI)  # resets AckWait; a lost one costs nothing
+            return True
         held = await self._lease_entry(task_id, lease_token)
         if held is None:
             return True  # recreated when the message is redelivered (see _recheck_running)
@@ -734,9 +808,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def _finish_many(self, jobs: Sequence[_Finish]) -> list[tuple[Task, Task] | None]:
         """:meth:`_finish` for a batch, step by step: records, messages, dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
-        for job, done in zip(jobs, changed):
-            if done is None:
-                self._held.pop(job.task_id, None)  # lost: forget its entry
+        await self._remove_entries([self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None])
         moved = [job for job, done in zip(jobs, changed) if done is not None]
         ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
         _, dependents = await asyncio.gather(
@@ -839,17 +911,43 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def release_expired_leases(self) -> list[Task]:
         at = await self.now()
         lapsed = []
+        batches = []
         async for key, data, rev in self.scan_bucket(f"{self.prefix}_leases"):
+            if key.startswith(_BATCH):
+                listed = _listed_decoder.decode(data)
+                if any(e.deadline <= at for e in listed):
+                    batches.append((key, listed, rev))
+                continue
             lease = _lease_decoder.decode(data)
             if lease.deadline <= at:
                 lapsed.append((key, lease, rev))
-        returned = await asyncio.gather(*(self._lapse(key, lease, rev, at) for key, lease, rev in lapsed))
-        out = [t for t in returned if t is not None]
+        returned = await asyncio.gather(
+            *(self._lapse(key, lease, rev, at) for key, lease, rev in lapsed),
+            *(self._lapse_batch(key, listed, rev, at) for key, listed, rev in batches),
+        )
+        out = [t for group in returned for t in group]
         await self._wake(t.queue for t in out if t.state is TaskState.PENDING)
         return out
 
-    async def _lapse(self, key: str, lease: _Lease, rev: int, at: float) -> Task | None:
-        task_id = untoken(key)
+    async def _lapse(self, key: str, lease: _Lease, rev: int, at: float) -> list[Task]:
+        """A lapsed lease with an entry of its own."""
+        new, held = await self._lapse_task(untoken(key), lease, at)
+        if not held:
+            await self._remove("leases", untoken(key), rev)  # ended, or outlived its lease (a crash)
+        return [new] if new is not None else []
+
+    async def _lapse_batch(self, key: str, listed: list[_Listed], rev: int, at: float) -> list[Task]:
+        """The lapsed leases of a batch entry; the entry goes once none is held."""
+        due = [e for e in listed if e.deadline <= at]
+        done = await asyncio.gather(*(self._lapse_task(e.task_id, e.lease(), at) for e in due))
+        if len(due) == len(listed) and not any(held for _, held in done):
+            await self.remove_key(f"{self.prefix}_leases", key, rev)
+        return [new for new, _ in done if new is not None]
+
+    async def _lapse_task(self, task_id: str, lease: _Lease, at: float) -> tuple[Task | None, bool]:
+        """Return a task whose lease lapsed (or dead-letter it after too many
+        deliveries) and move its held message. Answers the task so changed, and whether
+        the lease is still held (the record shows it running with a later deadline)."""
 
         def change(t: Task) -> Task | None:
             if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > at:
@@ -866,16 +964,15 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         changed = await self._mutate(task_id, change)
         if changed is None:
             found = await self._read(task_id)
-            if found is None or not _holds(found[0], lease.token):
-                await self._remove("leases", task_id, rev)  # outlived its lease (a crash)
-            return None
+            return None, found is not None and _holds(found[0], lease.token)
         new = changed[1]
+        await self._remove_entries([self._forget(task_id)])  # if this instance held it
         if new.state is TaskState.DEAD:
-            await self._settle_message(task_id, lease.token, _ACK)
+            await self.nc.publish(lease.reply, _ACK)
             await self._after_end(new)
         else:
-            await self._settle_message(task_id, lease.token, nak_delay(0))
-        return new
+            await confirm(self.nc, lease.reply, nak_delay(0))
+        return new, False
 
     # -- user actions ------------------------------------------------------------------
 
