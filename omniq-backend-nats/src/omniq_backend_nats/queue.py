@@ -24,6 +24,7 @@ after, and a crash in between is repaired by redelivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 import builtins
 import functools
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -657,9 +659,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]
             )
             self._batches[key] = (listed, batch_rev)
+            stale = [self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held]  # an older lease of ours
             for i, running, rev in won:
                 self._held[ids[i]] = _Held(listed[ids[i]].lease(), 0, running, rev, key)
                 out[i] = running
+            if stale:
+                with contextlib.suppress(nats.errors.Error):  # best effort: a sweep drops it later
+                    await self._remove_entries(stale)
         others = list(slow)
         claimed = await asyncio.gather(
             *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others), return_exceptions=True
