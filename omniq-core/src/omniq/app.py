@@ -442,7 +442,8 @@ class AsyncOmniQ:
             ids = [given_id] * len(calls) if given_id else new_ids(len(calls))
             fill = self._fill_task
             tasks = [
-                fill(template, func_payload, (), c, task_id) if isinstance(c, Mapping)
+                fill(template, func_payload, c, {}, task_id) if type(c) is tuple  # no ABC check
+                else fill(template, func_payload, (), c, task_id) if isinstance(c, Mapping)
                 else fill(template, func_payload, tuple(c), {}, task_id)
                 for c, task_id in zip(calls, ids)
             ]
