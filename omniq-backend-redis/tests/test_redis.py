@@ -12,7 +12,7 @@ from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState
 from omniq.registry import registry
 from omniq.testing import make_event, make_task
-from omniq_backend_redis import ForeignKeyError, RedisUnavailableError
+from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec
 from omniq_backend_redis.connection import _SHARED
 
 pytestmark = pytest.mark.anyio
@@ -264,4 +264,32 @@ async def test_events_with_differing_times_and_types_keep_theirs(redis_url: str,
         for e in batch:
             assert await events.query(task_id=e.task_id) == [e]
     finally:
+        await events.close()
+
+
+async def test_a_batch_larger_than_one_argument_travels_in_several(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses an argument over 512 MB, which a batch of large payloads can pass:
+    the encoded items go in runs of at most codec.BLOB_BYTES (here made tiny)."""
+    monkeypatch.setattr(codec, "BLOB_BYTES", 1000)
+    bodies = [bytes([i]) * (100 + 150 * i) for i in range(10)]
+    runs = codec.blobs(bodies)
+    assert b"".join(runs) == b"".join(bodies) and len(runs) > 3
+    assert all(len(r) <= 1000 or r in bodies for r in runs)  # a larger item goes alone
+
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    try:
+        batch = [make_task(payload=body) for body in bodies]
+        await queue.enqueue_many(batch)
+        for task in batch:
+            got = await queue.get(task.id)
+            assert got is not None and got.payload == task.payload
+        appended = [make_event(detail={"pad": "x" * (120 * i)}) for i in range(12)]
+        await events.append_many(appended)
+        for event in appended:
+            assert await events.query(task_id=event.task_id) == [event]
+    finally:
+        await queue.close()
         await events.close()

@@ -65,3 +65,26 @@ def column(values: list[Any]) -> Any:
         if value != first or type(value) is not type(first):
             return values
     return first
+
+
+#: Largest run of encoded items in one script argument: Redis refuses a bulk string over
+#: proto-max-bulk-len (512 MB by default), which a batch of large payloads could pass.
+BLOB_BYTES = 64 << 20
+
+
+def blobs(bodies: list[bytes]) -> list[bytes]:
+    """``bodies`` end to end, cut between items into runs of at most BLOB_BYTES (a
+    single larger item gets a run of its own)."""
+    if sum(map(len, bodies)) <= BLOB_BYTES:
+        return [b"".join(bodies)]
+    runs: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if run and size + len(body) > BLOB_BYTES:
+            runs.append(b"".join(run))
+            run, size = [], 0
+        run.append(body)
+        size += len(body)
+    runs.append(b"".join(run))
+    return runs

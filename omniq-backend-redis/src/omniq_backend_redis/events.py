@@ -17,7 +17,7 @@ from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
 from redis.exceptions import ResponseError
 
-from .codec import column
+from .codec import blobs, column
 from .settings import number_option
 from .store import RedisStore
 
@@ -67,7 +67,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
             encoder.encode(columns),
-            b"".join(bodies),
+            *blobs(bodies),
         ]
         try:
             await self.shared.script("events_append", prelude=False)(args=args)

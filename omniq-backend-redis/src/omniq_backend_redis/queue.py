@@ -20,7 +20,7 @@ from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import STATES, column, decode_error, decode_rows, decode_task, encode_error, number
+from .codec import STATES, blobs, column, decode_error, decode_rows, decode_task, encode_error, number
 from .errors import ForeignKeyError, foreign_from_reply
 from .store import RedisStore
 
@@ -109,7 +109,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 parents,
             ]
         )
-        reply = await self._run("enqueue", [columns, b"".join(bodies)])
+        reply = await self._run("enqueue", [columns, *blobs(bodies)])
         server_now, rows = msgspec.msgpack.decode(reply)
         now = float(server_now)
         stored = []

@@ -1,6 +1,6 @@
 -- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
 -- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
--- lists of parent ids}, and the encoded tasks end to end (cmsgpack has no binary type).
+-- lists of parent ids}, then the encoded tasks end to end (cmsgpack has no binary type).
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
 -- with one value per task; nil is none, and the parents column is nil when no task has
 -- any. One unpack of a few arrays instead of a dozen arguments (or a table) per task.
@@ -8,7 +8,15 @@
 -- | row (existed already)}; a new task's created_at is its own, or now when it gave 0.
 local C = cmsgpack.unpack(ARGV[2])
 local n, ids, lens, queues, parents = C[1], C[2], C[3], C[4], C[12]
-local bodies = ARGV[3]
+-- The encoded tasks end to end, from ARGV[3] on (cut between items every 64 MB or
+-- so: Redis refuses a larger argument).
+local blob_at, blob, blob_pos = 3, ARGV[3], 1
+local function next_body(len)
+  if blob_pos > #blob then blob_at, blob_pos = blob_at + 1, 1; blob = ARGV[blob_at] end
+  local body = string.sub(blob, blob_pos, blob_pos + len - 1)
+  blob_pos = blob_pos + len
+  return body
+end
 local function per_task(column, j)
   if type(column) == 'table' then return column[j] end
   return column
@@ -63,11 +71,9 @@ local seq = redis.call('INCRBY', P .. ':seq', n) - n
 local out = {}
 local touched = {}  -- queues that got a task
 local replies = {}  -- state -> its msgpack string, made once
-local pos = 1
 for j = 1, n do
-  local id, k, len = per_task(ids, j), keys[j], per_task(lens, j)
-  local body = string.sub(bodies, pos, pos + len - 1)
-  pos = pos + len
+  local id, k = per_task(ids, j), keys[j]
+  local body = next_body(per_task(lens, j))
   if existed[id] then
     out[j] = row(load(id))
   else

@@ -1,12 +1,21 @@
 -- ARGV: P, MAXLEN cap ('' for none), per-task index ttl ms, a msgpack array of columns
 -- {n, timestamps ms, exact timestamps (strings), task ids, queues, types, lengths of the
 -- encoded TaskEvents}, each one value every event shares or an array with one per event,
--- and the encoded TaskEvents end to end (cmsgpack has no binary type).
+-- then the encoded TaskEvents end to end (cmsgpack has no binary type).
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
 -- stream's last entry gets that entry's ms; P:ev:late keeps the largest such lag, which
 -- query() and cleanup() widen their id ranges by.
 local P, cap, ttl = ARGV[1], ARGV[2], ARGV[3]
-local C, bodies = cmsgpack.unpack(ARGV[4]), ARGV[5]
+local C = cmsgpack.unpack(ARGV[4])
+-- The encoded events end to end, from ARGV[5] on (cut between items every 64 MB or
+-- so: Redis refuses a larger argument).
+local blob_at, blob, blob_pos = 5, ARGV[5], 1
+local function next_body(len)
+  if blob_pos > #blob then blob_at, blob_pos = blob_at + 1, 1; blob = ARGV[blob_at] end
+  local body = string.sub(blob, blob_pos, blob_pos + len - 1)
+  blob_pos = blob_pos + len
+  return body
+end
 local function per_event(column, j)
   if type(column) == 'table' then return column[j] end
   return column
@@ -17,7 +26,6 @@ local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 local late = tonumber(redis.call('GET', late_key) or '0')
 local late_before = late
-local pos = 1
 local id_ms, id_pattern = nil, nil  -- the '<ms>-*' of the last event, made once per ms
 for j = 1, C[1] do
   local ms, task_id, len = per_event(C[2], j), per_event(C[4], j), per_event(C[7], j)
@@ -26,8 +34,7 @@ for j = 1, C[1] do
     ms = last
   end
   if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
-  local body = string.sub(bodies, pos, pos + len - 1)
-  pos = pos + len
+  local body = next_body(len)
   local ts, q, y = per_event(C[3], j), per_event(C[5], j), per_event(C[6], j)
   local id
   if cap == '' then
