@@ -182,6 +182,18 @@ async def test_foreign_messages_in_a_queue_subject_are_dropped(nats_url: str, na
         assert (await q.js.stream_info(q.stream)).state.messages == 1  # only the held one
 
 
+async def test_two_messages_for_one_task_in_one_pull_lease_it_once(nats_url: str, nats_prefix: str) -> None:
+    """A stray second message (here: a bare id) pulled with the task's own: one lease,
+    and the stray waits as a running task's message does."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = await q.enqueue(make_task())
+        await q.js.publish(f"{nats_prefix}.q.default.0", task.id.encode())
+        (got,) = await q.reserve(["default"], "w", 60, limit=10)
+        assert got.id == task.id and got.attempts == 1
+        assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+        assert await lease_entries(q) == 0
+
+
 async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_prefix: str) -> None:
     """A reserve that dies between the record and the lease entry: the held message comes
     back after AckWait, and that delivery writes the entry so the lease can lapse."""

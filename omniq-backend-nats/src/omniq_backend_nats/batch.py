@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-__all__ = ["Inbox", "Request", "WRONG_REVISION"]
+__all__ = ["WRONG_REVISION", "Inbox", "Request", "publishes", "puts", "revisions", "sequences"]
 
 #: ``(subject, payload, headers)`` of one request.
 Request = tuple[str, bytes, "dict[str, str] | None"]
@@ -145,8 +145,7 @@ class Inbox:
 
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
         """Publish to streams and wait for every acknowledgement: stream sequences."""
-        replies = await self.ask([(subject, data, None) for subject, data in messages])
-        return [int(_answer(msg)["seq"]) for msg in replies]
+        return sequences(await self.ask(publishes(messages)))
 
     async def get(self, bucket: str, keys: Sequence[str]) -> list[tuple[bytes, int] | None]:
         """KV entries ``(value, revision)`` by direct get; None for a missing key."""
@@ -172,22 +171,7 @@ class Inbox:
     ) -> list[int]:
         """Put KV entries ``(key, value, last)``: with ``last`` a compare-and-set on that
         revision. Each answer is the new revision, or :data:`WRONG_REVISION`."""
-        replies = await self.ask(
-            [
-                (f"$KV.{bucket}.{key}", value, None if last is None else {_EXPECTED_LAST: str(last)})
-                for key, value, last in entries
-            ],
-            tell=tell,
-        )
-        out = []
-        for msg in replies:
-            try:
-                out.append(int(_answer(msg)["seq"]))
-            except nats.js.errors.APIError as exc:
-                if exc.err_code not in _WRONG_LAST:
-                    raise
-                out.append(WRONG_REVISION)
-        return out
+        return revisions(await self.ask(puts(bucket, entries), tell=tell))
 
     async def remove(
         self, bucket: str, keys: Sequence[tuple[str, int | None]], *, tell: Sequence[Request] = ()
@@ -206,3 +190,39 @@ class Inbox:
         """How many messages ``stream`` holds (its info, without the subject list)."""
         (msg,) = await self.ask([(f"$JS.API.STREAM.INFO.{stream}", b"", None)])
         return int(_answer(msg)["state"]["messages"])
+
+
+# -- requests to combine in one ask -------------------------------------------------------
+
+
+def publishes(messages: Sequence[tuple[str, bytes]]) -> list[Request]:
+    """Stream publishes ``(subject, data)``; :func:`sequences` reads their replies."""
+    return [(subject, data, None) for subject, data in messages]
+
+
+def sequences(replies: Sequence[Msg]) -> list[int]:
+    """The stream sequences of acknowledged publishes; raises the first error."""
+    return [int(_answer(msg)["seq"]) for msg in replies]
+
+
+def puts(bucket: str, entries: Sequence[tuple[str, bytes, int | None]]) -> list[Request]:
+    """KV puts ``(key, value, last)`` (with ``last``, a compare-and-set on that
+    revision); :func:`revisions` reads their replies."""
+    return [
+        (f"$KV.{bucket}.{key}", value, None if last is None else {_EXPECTED_LAST: str(last)})
+        for key, value, last in entries
+    ]
+
+
+def revisions(replies: Sequence[Msg]) -> list[int]:
+    """The new revision of each put, or :data:`WRONG_REVISION` for a compare-and-set
+    that found another revision; raises any other error."""
+    out = []
+    for msg in replies:
+        try:
+            out.append(int(_answer(msg)["seq"]))
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in _WRONG_LAST:
+                raise
+            out.append(WRONG_REVISION)
+    return out

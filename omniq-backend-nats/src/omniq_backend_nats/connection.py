@@ -178,6 +178,14 @@ class NatsStore(BaseStore):
             raise OmniQError(f"{self!r} is not open: use 'async with' or await open() first")
         return self._js
 
+    def shares_server(self, other: NatsStore) -> bool:
+        """Whether ``other`` reaches the same servers as the same user, so that this
+        store's connection can carry its writes."""
+        names = ("user", "password", "token", "creds")
+        return self.settings.servers == other.settings.servers and all(
+            self.settings[n] == other.settings[n] for n in names
+        )
+
     @property
     def inbox(self) -> Inbox:
         """Batched requests on this store's connection (see :mod:`.batch`)."""

@@ -75,10 +75,14 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         for start in range(0, len(events), _PUBLISH_WINDOW):
-            await self.inbox.publish([
-                (self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)), encoder.encode(e))
-                for e in events[start : start + _PUBLISH_WINDOW]
-            ])
+            await self.inbox.publish(self.messages(events[start : start + _PUBLISH_WINDOW]))
+
+    def messages(self, events: Sequence[TaskEvent]) -> list[tuple[str, bytes]]:
+        """The stream messages ``(subject, data)`` that store ``events``."""
+        return [
+            (self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)), encoder.encode(e))
+            for e in events
+        ]
 
     async def query(
         self,

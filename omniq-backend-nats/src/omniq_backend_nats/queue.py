@@ -56,7 +56,7 @@ from omniq.models import (
     task_decoder,
 )
 
-from .batch import WRONG_REVISION, Request
+from .batch import WRONG_REVISION, Request, publishes, puts, revisions, sequences
 from .connection import NatsStore, confirm, nak_delay
 from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
@@ -251,11 +251,12 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             return old, new
 
     async def _change_many(
-        self, changes: Sequence[tuple[str, Callable[[Task], Task | None]]]
+        self, changes: Sequence[tuple[str, Callable[[Task], Task | None]]], also: Sequence[Request] = ()
     ) -> list[tuple[Task, Task] | None]:
         """:meth:`_mutate` for many records. A record this instance wrote last is changed
         from its cached copy in one batch of compare-and-sets, without reads; the others,
-        a refusal by the cached copy and a conflict go the reading way."""
+        a refusal by the cached copy and a conflict go the reading way. ``also``: stream
+        publishes to send with the batch (their errors are raised after it)."""
         out: list[tuple[Task, Task] | None] = [None] * len(changes)
         fast: list[tuple[int, _Held, Task, Task]] = []
         for i, (task_id, change) in enumerate(changes):
@@ -264,15 +265,16 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 new = change(held.record)
                 if new is not None:
                     fast.append((i, held, held.record, new))
-        revs = await self.inbox.write(
-            self._tasks_bucket, [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast]
-        ) if fast else []
+        cas = puts(self._tasks_bucket, [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast])
+        replies = await self.inbox.ask([*cas, *also]) if cas or also else []
+        revs = revisions(replies[: len(cas)])
         done = set()
         for (i, held, old, new), rev in zip(fast, revs):
             if rev != WRONG_REVISION:
                 held.record, held.record_rev = new, rev
                 out[i] = (old, new)
                 done.add(i)
+        sequences(replies[len(cas) :])
         slow = [i for i in range(len(changes)) if i not in done]
         for i, changed in zip(slow, await _windowed(slow, lambda i: self._mutate(*changes[i]))):
             out[i] = changed
@@ -628,37 +630,45 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 read.add(i)
         claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
         slow: dict[int, tuple[Task, int] | None] = {}
+        claiming: set[str] = set()  # a second message for a task in the batch goes the slow way
         for i, (_, found) in enumerate(carried):
             record = found[0] if found is not None else None
             if (
-                found is not None and record is not None and record.state in READY_STATES
+                found is not None and record is not None and record.id not in claiming
+                and record.state in READY_STATES
                 and (record.expires_at is None or record.expires_at > at)
                 and (record.eta is None or record.eta <= at)
             ):
                 claims.append((i, record, self._running(record, worker_id, lease, at), found[1]))
+                claiming.add(record.id)
             else:
                 slow[i] = found if i in read else None  # a carried copy may be stale: read
-        revs = await self.inbox.write(
-            self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]
-        ) if claims else []
+        # The lease entry goes with the compare-and-sets, listing every attempt: one that
+        # loses never holds its lease, and a sweep drops such a listing (see _lapse_batch).
+        out: list[Task | BaseException | None] = [None] * len(msgs)
+        listed = {
+            ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
+            for i, _, running, _ in claims
+        }
+        self._batch_count += 1
+        key = f"{self._batch_prefix}{self._batch_count}"
+        replies = await self.inbox.ask([
+            *puts(self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]),
+            *puts(f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]),
+        ]) if claims else []
+        revs = revisions(replies)
         won: list[tuple[int, Task, int]] = []
         for (i, _, running, _), rev in zip(claims, revs):
             if rev == WRONG_REVISION:
                 slow[i] = None  # changed since the read: read again
+                listed.pop(ids[i], None)
             else:
                 won.append((i, running, rev))
-        out: list[Task | BaseException | None] = [None] * len(msgs)
+        if claims and not won:
+            with contextlib.suppress(nats.errors.Error):  # best effort: a sweep drops it later
+                await self._remove_entries([(key, revs[-1])])
         if won:
-            listed = {
-                ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
-                for i, running, _ in won
-            }
-            self._batch_count += 1
-            key = f"{self._batch_prefix}{self._batch_count}"
-            (batch_rev,) = await self.inbox.write(
-                f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]
-            )
-            self._batches[key] = (listed, batch_rev)
+            self._batches[key] = (listed, revs[-1])
             stale = [self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held]  # an older lease of ours
             for i, running, rev in won:
                 self._held[ids[i]] = _Held(listed[ids[i]].lease(), 0, running, rev, key)
@@ -811,9 +821,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         (done,) = await self._finish_many([_Finish(task_id, lease_token, change, verb)])
         return done
 
-    async def _finish_many(self, jobs: Sequence[_Finish]) -> list[tuple[Task, Task] | None]:
-        """:meth:`_finish` for a batch, step by step: records, messages, dependents."""
-        changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
+    async def _finish_many(self, jobs: Sequence[_Finish], also: Sequence[Request] = ()) -> list[tuple[Task, Task] | None]:
+        """:meth:`_finish` for a batch, step by step: records (with the stream publishes
+        ``also``), messages, dependents."""
+        changed = await self._change_many([(job.task_id, job.fenced) for job in jobs], also)
         await self._remove_entries([self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None])
         moved = [job for job, done in zip(jobs, changed) if done is not None]
         ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
@@ -858,18 +869,23 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     ) -> builtins.list[bool]:
         """With NATS result and event stores: the results first, each acknowledged (a task
         that reads as succeeded has its result), then the completions and the events
-        together; with any other store, the default order."""
+        together; with any other store, the default order. Stores on the same server
+        write through this store's connection, so each step is one send and one wait."""
         if not isinstance(result_storage, NatsResultStorage) or not (
             event_storage is None or isinstance(event_storage, NatsEventStorage)
         ):
             return await super().finish_many(items, results, events, result_storage, event_storage)
         jobs = await self._completions(items)
         if results:
-            await result_storage.set_many(results)
-        changed, _ = await asyncio.gather(
-            self._finish_many(jobs),
-            event_storage.append_many(events) if events and event_storage is not None else _none(),
-        )
+            inbox = self.inbox if self.shares_server(result_storage) else result_storage.inbox
+            for start in range(0, len(results), _WINDOW):
+                await inbox.write(result_storage.bucket, result_storage.entries(results[start : start + _WINDOW]))
+        if not events or event_storage is None:
+            changed = await self._finish_many(jobs)
+        elif self.shares_server(event_storage):
+            changed = await self._finish_many(jobs, publishes(event_storage.messages(events)))
+        else:
+            changed, _ = await asyncio.gather(self._finish_many(jobs), event_storage.append_many(events))
         return [done is not None for done in changed]
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
@@ -1070,10 +1086,6 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
 
 async def _false() -> bool:
     return False
-
-
-async def _none() -> None:
-    return None
 
 
 def _message_task_id(msg: Msg) -> str:

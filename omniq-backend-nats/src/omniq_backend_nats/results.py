@@ -54,10 +54,11 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         """Every put in flight at once (in windows), one wait per window."""
         for start in range(0, len(results), _WINDOW):
-            await self.inbox.write(
-                self.bucket,
-                [(token(r.task_id), encoder.encode(r), None) for r in results[start : start + _WINDOW]],
-            )
+            await self.inbox.write(self.bucket, self.entries(results[start : start + _WINDOW]))
+
+    def entries(self, results: Sequence[TaskResult]) -> list[tuple[str, bytes, int | None]]:
+        """The KV puts that store ``results`` (for :meth:`.batch.Inbox.write`)."""
+        return [(token(r.task_id), encoder.encode(r), None) for r in results]
 
     async def get(self, task_id: str) -> TaskResult | None:
         try:
