@@ -101,12 +101,17 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     module: str = ""  # module of the exception type, to rebuild it on the caller's side
 
 
-class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
+class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """One unit of work and everything a backend needs to deliver it.
 
     ``payload`` is the serializer's envelope of the call (args, kwargs and, for
     functions that have no importable name, the function itself); backends store it as
     opaque bytes.
+
+    ``gc=False``: a task's fields are strings, numbers, a tuple of ids and a frozen
+    ErrorInfo, so it can never be part of a reference cycle; untracked, the thousands a
+    bulk enqueue or a worker makes cost the cyclic garbage collector nothing (~2 us per
+    task of a bulk enqueue went to collections).
     """
 
     id: str
