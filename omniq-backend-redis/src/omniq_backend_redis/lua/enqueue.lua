@@ -7,7 +7,23 @@
 -- Returns msgpack {now, per task: state (new, no error) | {state, error} (new, cancelled)
 -- | row (existed already)}; a new task's created_at is its own, or now when it gave 0.
 local C = cmsgpack.unpack(ARGV[2])
-local n, ids, lens, queues, parents = C[1], C[2], C[3], C[4], C[12]
+-- A column as (the value every task shares, nil) or (nil, the array of values), read
+-- per task as `one or many[j]` (no call per field; eta and expiry may be nil in both).
+local function split(column)
+  if type(column) == 'table' then return nil, column end
+  return column, nil
+end
+local n, parents = C[1], C[12]
+local id1, ids = split(C[2])
+local len1, lens = split(C[3])
+local q1, qs = split(C[4])
+local p1, ps = split(C[5])
+local e1, es = split(C[6])
+local x1, xs = split(C[7])
+local md1, mds = split(C[8])
+local rt1, rts = split(C[9])
+local dt1, dts = split(C[10])
+local c1, cs = split(C[11])
 -- The encoded tasks end to end, from ARGV[3] on (cut between items every 64 MB or
 -- so: Redis refuses a larger argument).
 local blob_at, blob, blob_pos = 3, ARGV[3], 1
@@ -17,14 +33,10 @@ local function next_body(len)
   blob_pos = blob_pos + len
   return body
 end
-local function per_task(column, j)
-  if type(column) == 'table' then return column[j] end
-  return column
-end
 local NONE = {}
 local function parents_of(j) return parents and parents[j] or NONE end
 local keys = {}
-for j = 1, n do keys[j] = tkey(per_task(ids, j)) end
+for j = 1, n do keys[j] = tkey(id1 or ids[j]) end
 
 -- Pass 1: refuse foreign keys and unknown parents before writing anything.
 local function check(key, want)
@@ -38,7 +50,7 @@ local any = 0
 for i = 1, #keys, 4000 do any = any + redis.call('EXISTS', unpack(keys, i, math.min(i + 3999, #keys))) end
 local in_batch, checked, existed = {}, {}, {}
 for j = 1, n do
-  local id, k = per_task(ids, j), keys[j]
+  local id, k = id1 or ids[j], keys[j]
   local exists = false
   if any > 0 then
     exists = check(k, 'hash')
@@ -49,7 +61,7 @@ for j = 1, n do
       existed[id] = true
     end
   end
-  local q = per_task(queues, j)
+  local q = q1 or qs[j]
   if not checked[q] then
     for _, what in ipairs({'ready', 'delayed', 's:pending', 's:waiting', 's:scheduled'}) do
       check(qkey(q, what), 'zset')
@@ -72,15 +84,15 @@ local out = {}
 local touched = {}  -- queues that got a task
 local replies = {}  -- state -> its msgpack string, made once
 for j = 1, n do
-  local id, k = per_task(ids, j), keys[j]
-  local body = next_body(per_task(lens, j))
+  local id, k = id1 or ids[j], keys[j]
+  local body = next_body(len1 or lens[j])
   if existed[id] then
     out[j] = row(load(id))
   else
     existed[id] = true  -- a repeat later in the batch answers with this one
     seq = seq + 1
-    local q, p, e, x = per_task(queues, j), per_task(C[5], j), per_task(C[6], j), per_task(C[7], j)
-    local rt, dt, c, deps = per_task(C[9], j), per_task(C[10], j), per_task(C[11], j), parents_of(j)
+    local q, p, e, x = q1 or qs[j], p1 or ps[j], e1 or (es and es[j]), x1 or (xs and xs[j])
+    local rt, dt, c, deps = rt1 or rts[j], dt1 or dts[j], c1 or cs[j], parents_of(j)
     if c == 0 then c = NOW end
     local sq = int(seq)
     local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
@@ -99,7 +111,7 @@ for j = 1, n do
     elseif #waiting > 0 then state = 'waiting'
     elseif e and e > NOW then state = 'scheduled' end
     redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
-               'a', '0', 'md', num(per_task(C[8], j)), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
+               'a', '0', 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
                'x', x and num(x) or '', 'w', int(#waiting), 's', state)
     if failed then
       local err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
