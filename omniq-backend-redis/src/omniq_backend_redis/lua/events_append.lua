@@ -16,10 +16,18 @@ local function next_body(len)
   blob_pos = blob_pos + len
   return body
 end
-local function per_event(column, j)
-  if type(column) == 'table' then return column[j] end
-  return column
+-- A column as (the value every event shares, nil) or (nil, the array of values), read
+-- per event as `one or many[j]`.
+local function split(column)
+  if type(column) == 'table' then return nil, column end
+  return column, nil
 end
+local ms1, mss = split(C[2])
+local ts1, tss = split(C[3])
+local t1, ts = split(C[4])
+local q1, qs = split(C[5])
+local y1, ys = split(C[6])
+local len1, lens = split(C[7])
 local stream, late_key = P .. ':ev', P .. ':ev:late'
 local last = 0
 local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
@@ -28,20 +36,20 @@ local late = tonumber(redis.call('GET', late_key) or '0')
 local late_before = late
 local id_ms, id_pattern = nil, nil  -- the '<ms>-*' of the last event, made once per ms
 for j = 1, C[1] do
-  local ms, task_id, len = per_event(C[2], j), per_event(C[4], j), per_event(C[7], j)
+  local ms, task_id, len = ms1 or mss[j], t1 or ts[j], len1 or lens[j]
   if ms < last then
     late = math.max(late, last - ms)
     ms = last
   end
   if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
   local body = next_body(len)
-  local ts, q, y = per_event(C[3], j), per_event(C[5], j), per_event(C[6], j)
+  local stamp, q, y = ts1 or tss[j], q1 or qs[j], y1 or ys[j]
   local id
   if cap == '' then
-    id = redis.call('XADD', stream, id_pattern, 'ts', ts, 't', task_id, 'q', q, 'y', y, 'e', body)
+    id = redis.call('XADD', stream, id_pattern, 'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
   else
     id = redis.call('XADD', stream, 'MAXLEN', '~', cap, id_pattern,
-                    'ts', ts, 't', task_id, 'q', q, 'y', y, 'e', body)
+                    'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
   end
   last = ms
   local index = P .. ':ev:t:' .. task_id
