@@ -8,6 +8,7 @@ host clock (``BaseStore.now``); keep hosts NTP-synchronised.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,10 @@ COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
 }
 _SECRET_OPTIONS = ("password", "token")
 _API_TIMEOUT = 5.0
-_SCAN_BATCH = 1000
+#: A scan pulls this many messages at a time, and lets the event loop run between every
+#: _SCAN_SLICE of them: a worker's maintenance scan must not stall its tasks' round trips.
+_SCAN_BATCH = 100
+_SCAN_SLICE = 25
 
 
 class NatsUnavailableError(OmniQError, ConnectionError):
@@ -348,8 +352,10 @@ class NatsStore(BaseStore):
         try:
             while True:
                 batch = await self.inbox.pull(stream, info.name, _SCAN_BATCH)
-                for msg in batch:
+                for n, msg in enumerate(batch, 1):
                     yield msg
+                    if n % _SCAN_SLICE == 0:
+                        await asyncio.sleep(0)
                 if len(batch) < _SCAN_BATCH or batch[-1].metadata.num_pending == 0:
                     return
         finally:
