@@ -616,10 +616,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     async def _claim_many(
         self, msgs: Sequence[Msg], worker_id: str, lease: float, at: float
     ) -> list[Task | BaseException | None]:
-        """:meth:`_claim` for a pulled batch in three batched steps — read the records
-        the messages do not carry, compare-and-set the ready ones to ``RUNNING``, write
-        their lease entries — each one wait; any other message (and a lost
-        compare-and-set) goes through :meth:`_claim`."""
+        """:meth:`_claim` for a pulled batch in at most two batched steps, each one wait:
+        read the records the messages do not carry, then compare-and-set the ready ones
+        to ``RUNNING`` together with the batch's lease entry. Any other message (and a
+        lost compare-and-set) goes through :meth:`_claim`."""
         carried = [_carried(m) for m in msgs]
         ids = [c[0] for c in carried]
         unread = [i for i, (tid, found) in enumerate(carried) if tid and found is None]
