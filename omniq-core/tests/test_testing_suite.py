@@ -130,6 +130,7 @@ EXPECTED_FAILURES = {
         "test_complete_with_stale_token_changes_nothing",
         "test_complete_many",
         "test_stale_holder_is_fenced_after_redelivery",
+        "test_finish_many_with_stores_of_another_backend",
     },
     "TestReserveNotAtomic": {"test_concurrent_reservers_never_share_a_task"},
     "TestResultsIgnoreExpiry": {
