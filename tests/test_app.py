@@ -305,3 +305,32 @@ def test_capabilities_are_checked_at_configuration_time(tmp_path):
                 app.enqueue("x.y", delay=5)
         finally:
             type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities | {Capability.DELAYED}
+
+
+@pytest.mark.parametrize(("prefetch", "held"), [(1, 3), (None, 10)])
+async def test_a_worker_holds_concurrency_plus_prefetch_tasks(aapp, prefetch, held):
+    """Reserved tasks beyond the running ones wait in the worker (default: 4 x concurrency
+    more); the rest stay pending for other workers."""
+    gate = asyncio.Event()
+    started = 0
+
+    @aapp.task
+    async def blocked() -> None:
+        nonlocal started
+        started += 1
+        await gate.wait()
+
+    await aapp.enqueue_many(blocked, [() for _ in range(12)])
+    worker = aapp.worker(concurrency=2, prefetch=prefetch, burst=True)
+    run = asyncio.create_task(worker.run(install_signals=False))
+    try:
+        deadline = time.monotonic() + 10
+        while (counts := (await aapp.stats())["default"]).get(TaskState.RUNNING, 0) < held or started < 2:
+            assert time.monotonic() < deadline, f"worker held {counts} with {started} started"
+            await asyncio.sleep(0.02)
+        assert started == 2
+        assert counts.get(TaskState.RUNNING) == held and counts.get(TaskState.PENDING) == 12 - held
+    finally:
+        gate.set()
+    assert await asyncio.wait_for(run, 20) == "burst"
+    assert (await aapp.stats())["default"].get(TaskState.SUCCEEDED) == 12

@@ -60,7 +60,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     grace_period: float = 30.0
     max_tasks_per_child: int | None = None
     max_memory_mb: float | None = None
-    prefetch: int | None = None  # tasks reserved beyond concurrency; None: as many as concurrency
+    prefetch: int | None = None  # tasks reserved beyond concurrency; None: 4 x concurrency
     reconnect_timeout: float = 300.0  # how long a store may fail before the worker gives up
 
 

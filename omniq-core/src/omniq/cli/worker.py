@@ -71,6 +71,9 @@ def _reexec(state: CliState, reason: str) -> None:
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Tasks run at once (default 10).")
 @click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
               help="Queue to serve (repeatable; default: config worker.queues, else 'default').")
+@click.option("--prefetch", type=click.IntRange(min=0),
+              help="Tasks reserved beyond --concurrency, so the pool never waits for a round trip "
+                   "(default 4 x concurrency; 0 for long tasks shared by many workers).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty instead of waiting for work.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1),
               help="Recycle after this many tasks (process pool: per child; else this process restarts).")
@@ -82,7 +85,7 @@ def _reexec(state: CliState, reason: str) -> None:
               help="Live display of counts and queue sizes (default: when stderr is a terminal).")
 @click.pass_obj
 def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
-           queues: tuple[str, ...], burst: bool, max_tasks_per_child: int | None,
+           queues: tuple[str, ...], prefetch: int | None, burst: bool, max_tasks_per_child: int | None,
            max_memory_mb: float | None, grace_period: float | None, progress: bool | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
@@ -91,7 +94,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
     app = state.build_app(app_ref)
     options = {k: v for k, v in {
-        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None, "burst": burst or None,
+        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None, "prefetch": prefetch, "burst": burst or None,
         "max_tasks_per_child": max_tasks_per_child, "max_memory_mb": max_memory_mb,
         "grace_period": grace_period,
     }.items() if v is not None}
