@@ -85,8 +85,9 @@ def _reexec(state: CliState, reason: str) -> None:
               help="Live display of counts and queue sizes (default: when stderr is a terminal).")
 @click.pass_obj
 def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
-           queues: tuple[str, ...], prefetch: int | None, burst: bool, max_tasks_per_child: int | None,
-           max_memory_mb: float | None, grace_period: float | None, progress: bool | None) -> None:
+           queues: tuple[str, ...], prefetch: int | None, burst: bool,
+           max_tasks_per_child: int | None, max_memory_mb: float | None,
+           grace_period: float | None, progress: bool | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
     # The pool prepares the process before the user's modules load (gevent patches here);
@@ -94,9 +95,9 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
     app = state.build_app(app_ref)
     options = {k: v for k, v in {
-        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None, "prefetch": prefetch, "burst": burst or None,
-        "max_tasks_per_child": max_tasks_per_child, "max_memory_mb": max_memory_mb,
-        "grace_period": grace_period,
+        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
+        "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,
+        "max_memory_mb": max_memory_mb, "grace_period": grace_period,
     }.items() if v is not None}
     show = err.is_terminal if progress is None else progress
     reason = asyncio.run(_run_worker(app, options, show))
