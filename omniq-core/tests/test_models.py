@@ -1,9 +1,11 @@
+import os
+import sys
 from datetime import datetime, timezone
 
 import pytest
 
 from omniq.errors import ConfigError
-from omniq.models import Schedule, Task, TaskState, validate_cron, validate_name
+from omniq.models import Schedule, Task, TaskState, new_id, new_ids, validate_cron, validate_name
 
 
 def ts(*args):
@@ -69,3 +71,26 @@ def test_task_readiness_and_backoff():
     assert t.backoff() == 2.0
     t.attempts = 5
     assert t.backoff() == 5.0
+
+
+def test_ids_are_unique_and_sort_by_creation():
+    ids = [new_id() for _ in range(2000)] + new_ids(2000)
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids, key=lambda i: int(i.split("-")[0], 16)) == ids
+    assert all(validate_name("id", i) == i for i in ids[:10])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")
+def test_a_forked_child_makes_ids_of_its_own():
+    new_id()  # the parent now holds random parts it has not handed out
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids and leave without running pytest's exit
+        os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = {i.split("-")[1] for i in os.read(read, 4096).decode().split()}
+    os.close(read)
+    parent = {new_id().split("-")[1] for _ in range(5)}
+    assert len(child) == 5 and not child & parent

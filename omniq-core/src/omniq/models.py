@@ -49,17 +49,32 @@ def now() -> float:
     return time.time()
 
 
+#: Random parts of ids, read from the OS 256 at a time: a worker makes two ids per task
+#: (its events), and a read of the OS per id cost more than the rest of making it.
+_random_parts: list[str] = []
+# A forked child must not hand out the ids its parent still holds.
+os.register_at_fork(after_in_child=_random_parts.clear)
+
+
+def _random_hex(n: int) -> list[str]:
+    rand = os.urandom(8 * n).hex()
+    return [rand[i:i + 16] for i in range(0, 16 * n, 16)]
+
+
 def new_id() -> str:
     """A time-ordered unique id (sortable, URL- and path-safe)."""
-    return f"{time.time_ns():x}-{os.urandom(8).hex()}"
+    try:
+        part = _random_parts.pop()
+    except IndexError:  # list.pop is atomic, so threads never share a part
+        _random_parts.extend(_random_hex(256))
+        return new_id()
+    return f"{time.time_ns():x}-{part}"
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` ids as :func:`new_id` makes them, with the random parts read in one call
-    (a bulk enqueue needs two per task, and a read per id cost more than the rest)."""
-    rand = os.urandom(8 * n).hex()
+    """``n`` ids as :func:`new_id` makes them, with the random parts read in one call."""
     time_ns = time.time_ns
-    return [f"{time_ns():x}-{rand[i:i + 16]}" for i in range(0, 16 * n, 16)]
+    return [f"{time_ns():x}-{part}" for part in _random_hex(n)]
 
 
 def validate_name(kind: str, value: object) -> str:
