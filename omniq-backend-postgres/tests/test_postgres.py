@@ -293,6 +293,15 @@ async def test_documented_event_queries_run(
     assert p95[0]["task_name"] == "app.tasks:send" and p95[0]["runs"] == 2
     assert p95[0]["p95_seconds"] == pytest.approx(1.95)
     assert [r["type"] for r in timeline] == ["enqueued", "started", "failed", "started", "succeeded"]
+    # Each query bounds its read of events by an index condition (a time range or a
+    # task), not a filter over the whole history.
+    # (Sequential scans priced out: a five-row table would rightly be read whole.)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        for query in documented_queries()[:3]:
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN " + query.replace("omniq.", f'"{pg_schema}".')))
+            assert re.search(r"Index Cond: \((ts|task_id) ", plan), plan
 
 
 # -- hostile input -------------------------------------------------------------------
@@ -317,6 +326,13 @@ async def test_hostile_queue_names_and_ids_are_plain_data(
         assert await queue.complete(task.id, task.lease_token, TaskState.SUCCEEDED)
     assert await queue.purge(queue=names[0]) == 1
     assert await count_tasks(conn, pg_schema) == len(names) - 1
+
+
+async def test_omniq_sessions_plan_generically_a_users_connection_keeps_its_settings(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    assert await queue.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    assert await queue.using(conn).fetchval("SHOW plan_cache_mode") == "auto"
 
 
 # -- faults --------------------------------------------------------------------------
