@@ -53,14 +53,6 @@ def _int_option(name: str, value: object, minimum: int) -> int:
     return number
 
 
-#: Settings of OmniQ's own sessions. Generic plans: every statement OmniQ runs is prepared
-#: (asyncpg) and shaped so that a generic plan is the right one (partial-index predicates
-#: are literals, batches are unnested arrays); PostgreSQL's default re-plans a statement
-#: on every run while a custom plan looks cheaper, which was ~13% of the server's CPU on
-#: a busy worker's statements. Connections passed in by the user keep their own settings.
-SESSION = {"plan_cache_mode": "force_generic_plan"}
-
-
 @dataclass(frozen=True)
 class PostgresSettings:
     """Everything needed to connect: the asyncpg DSN plus OmniQ's own options.
@@ -126,7 +118,7 @@ class PostgresSettings:
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``create_pool`` (besides the DSN)."""
         return {"timeout": self.connect_timeout,
-                "server_settings": {"application_name": self.application_name, **SESSION}}
+                "server_settings": {"application_name": self.application_name}}
 
     def where(self) -> str:
         """Host, port, database and user for messages (never the password).

@@ -52,8 +52,9 @@ def now() -> float:
 #: Random parts of ids, read from the OS 256 at a time: a worker makes two ids per task
 #: (its events), and a read of the OS per id cost more than the rest of making it.
 _random_parts: list[str] = []
-# A forked child must not hand out the ids its parent still holds.
-os.register_at_fork(after_in_child=_random_parts.clear)
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    # A forked child must not hand out the ids its parent still holds.
+    os.register_at_fork(after_in_child=_random_parts.clear)
 
 
 def _random_hex(n: int) -> list[str]:
