@@ -11,6 +11,10 @@ on and its default at-least-once delivery. Servers come from OMNIQ_BENCH_REDIS_U
 (default redis://127.0.0.1:6379/11), OMNIQ_BENCH_POSTGRES_URL (postgresql://postgres@
 127.0.0.1:5432/test) and OMNIQ_BENCH_NATS_URL (nats://127.0.0.1:4222); every library
 works under its own "omniqbench" key prefix / schema / stream, removed afterwards.
+
+With ``--rounds K`` every library is measured K times, the libraries taking turns (each
+round starts one library later), and each figure is the median of its K values: a slow
+spell of the machine then lands on one round of one library instead of deciding a ratio.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import importlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import traceback
@@ -72,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=sorted(PEERS), default="redis", help="server to compare on")
     parser.add_argument("-n", type=int, default=10_000, help="tasks per throughput measurement (default 10000)")
     parser.add_argument("--peers", help="comma-separated peers (default: every peer of the backend)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every library this many times, taking turns, and report "
+                             "the medians (default 1)")
     parser.add_argument("--latency-samples", type=int, default=200, help="sequential tasks for latency (default 200)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one worker run may take (default 900)")
     parser.add_argument("--reference", type=Path, help="JSON of an earlier `--backend redis --json` run: "
@@ -84,8 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown peer(s) {', '.join(unknown)} for --backend {args.backend}; "
                      f"valid: {', '.join(known)}")
-    if args.n < 1 or args.latency_samples < 2:
-        parser.error("-n must be >= 1 and --latency-samples >= 2")
+    if args.n < 1 or args.latency_samples < 2 or args.rounds < 1:
+        parser.error("-n and --rounds must be >= 1 and --latency-samples >= 2")
     return args
 
 
@@ -108,8 +116,6 @@ def load(ref: str) -> Any:
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    from harness import measure
-
     url, omniq_cleanup = omniq_setup(args.backend)
     vacuum = None
     if args.backend == "postgres":
@@ -121,26 +127,59 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from omniq_subject import OmniQSubject  # its app reads the variables above
     subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", partial(OmniQSubject, None, None, "async"))]
     subjects += [(name, partial(load, PEERS[args.backend][name])) for name in args.peer_names]
-    results: dict[str, Any] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in subjects}
     notes: dict[str, list[str]] = {}
-    for name, make in subjects:
-        with tempfile.TemporaryDirectory(prefix=f"omniq-compare-{name}-") as tmp:
-            try:
-                subject = make()
-                notes[name] = list(getattr(subject, "notes", []))
-                figures = await measure(subject, args.n, args.latency_samples, Path(tmp),
-                                        timeout=args.timeout, progress=not args.json,
-                                        before_processing=vacuum)
-                results[name] = figures.as_dict()
-            except Exception as exc:  # one library failing must not hide the others
-                if not args.json:
-                    traceback.print_exc()
-                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                if name == "omniq":
-                    await omniq_cleanup()
+    for r in range(args.rounds):
+        turn = subjects[r % len(subjects):] + subjects[:r % len(subjects)]
+        for name, make in turn:
+            if not args.json and args.rounds > 1:
+                print(f"[{name}] round {r + 1} of {args.rounds}", flush=True)
+            rounds[name].append(await _measure_one(name, make, args, vacuum, notes, omniq_cleanup))
+    results = {name: median_figures(figures) for name, figures in rounds.items()}
     return {"backend": args.backend, "n": args.n, "latency_samples": args.latency_samples,
-            "results": results, "notes": notes}
+            "rounds": args.rounds, "results": results, "notes": notes,
+            "per_round": rounds if args.rounds > 1 else {}}
+
+
+async def _measure_one(name: str, make: Callable[[], Any], args: argparse.Namespace,
+                       vacuum: Callable[[], Any] | None, notes: dict[str, list[str]],
+                       omniq_cleanup: Callable[[], Any]) -> dict[str, Any]:
+    """One library's figures, or ``{"error": ...}``: one library failing must not hide
+    the others."""
+    from harness import measure
+
+    with tempfile.TemporaryDirectory(prefix=f"omniq-compare-{name}-") as tmp:
+        try:
+            subject = make()
+            notes[name] = list(getattr(subject, "notes", []))
+            figures = await measure(subject, args.n, args.latency_samples, Path(tmp),
+                                    timeout=args.timeout, progress=not args.json,
+                                    before_processing=vacuum)
+            return figures.as_dict()
+        except Exception as exc:
+            if not args.json:
+                traceback.print_exc()
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            if name == "omniq":
+                await omniq_cleanup()
+
+
+def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's median over the rounds that succeeded (an error if none did); the
+    rounds that failed are kept as warnings."""
+    good = [r for r in rounds if "error" not in r]
+    failed = [r["error"] for r in rounds if "error" in r]
+    if not good:
+        return {"error": "; ".join(dict.fromkeys(failed))}
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if type(value) in (int, float) and key not in ("n", "latency_samples"):
+            middle = statistics.median(r[key] for r in good)
+            merged[key] = round(middle, 1 if key.endswith("_per_s") else 3)
+    merged["warnings"] = [w for r in good for w in r.get("warnings", [])]
+    merged["warnings"] += [f"a round failed: {error}" for error in failed]
+    return merged
 
 
 def advantage(omniq: dict[str, Any], peer: dict[str, Any], key: str, higher: bool) -> float | None:
@@ -163,9 +202,14 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
         best_name = (max if higher else min)(peers, key=lambda p: peers[p][target.key])
         ratio = advantage(omniq, peers[best_name], target.key, higher)
         met = ratio is not None and ratio >= target.factor
-        checks.append({"target": target.text, "met": met,
-                       "detail": f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
-                                 f"{'n/a' if ratio is None else f'{ratio:.2f}x'}"})
+        detail = (f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
+                  f"{'n/a' if ratio is None else f'{ratio:.2f}x'}")
+        per_round = report.get("per_round") or {}
+        if per_round:
+            pairs = zip(per_round["omniq"], per_round[best_name])
+            ratios = [advantage(o, p, target.key, higher) for o, p in pairs]
+            detail += "; per round " + ", ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios)
+        checks.append({"target": target.text, "met": met, "detail": detail})
     if reference is not None and "error" not in omniq:
         redis_rate = reference["results"]["omniq"]["processing_per_s"]
         ratio = omniq["processing_per_s"] / redis_rate
@@ -178,8 +222,10 @@ def table(report: dict[str, Any]) -> str:
     results = report["results"]
     omniq = results.get("omniq", {})
     header = f"{'library':<14}" + "".join(f"{label:>14}" for label, _, _ in METRICS)
+    rounds = report.get("rounds", 1)
     lines = [f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, one worker "
-             f"process, 10 tasks at a time, OmniQ with events on", header, "-" * len(header)]
+             f"process, 10 tasks at a time, OmniQ with events on"
+             + (f"; medians of {rounds} rounds" if rounds > 1 else ""), header, "-" * len(header)]
     for name, figures in results.items():
         if "error" in figures:
             lines.append(f"{name:<14}  FAILED: {figures['error']}")
