@@ -118,6 +118,18 @@ def test_bad_options_are_named() -> None:
         registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0})
 
 
+def test_a_query_parameter_nobody_takes_is_named_before_connecting() -> None:
+    """redis-py passes unknown query parameters to its connection class, which raised a
+    TypeError only when the pool first connected."""
+    with pytest.raises(ConfigError, match=r"unknown query parameter 'prefix'.*key_prefix") as info:
+        registry.resolve("task_queue", "redis://:hunter2@localhost/0?prefix=app")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="'db'"):
+        registry.resolve("task_queue", "redis://localhost/0?db=first")
+    store = registry.resolve("task_queue", "redis://localhost/0?socket_timeout=2&key_prefix=app")
+    assert store.prefix == "app"
+
+
 async def test_wait_for_work_wakes_on_enqueue_from_another_connection(
     redis_url: str, key_prefix: str
 ) -> None:

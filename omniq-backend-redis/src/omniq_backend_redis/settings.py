@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -9,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.models import validate_name
+from redis.asyncio import ConnectionPool
 
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -68,6 +70,8 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
             f"redis backend: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))} "
             f"(binary payloads need decode_responses=False, which is always set)"
         )
+    if passthrough:
+        _check_redis_py_parameters(urlunsplit(parts._replace(query=urlencode(passthrough))), known)
     values = {**known, **given}
     prefix = validate_name("redis key_prefix", values.pop("key_prefix"))
     settings = ConnectionSettings(
@@ -79,3 +83,19 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
         retries=number_option("retries", values.pop("retries"), int, 0),
     )
     return settings, prefix, values
+
+
+def _check_redis_py_parameters(url: str, ours: dict[str, Any]) -> None:
+    """Refuse now a query parameter that redis-py would only refuse on the first
+    connection, as a TypeError naming an ``__init__`` (``?prefix=`` for ``key_prefix``)."""
+    try:
+        pool = ConnectionPool.from_url(url)
+        pool.connection_class(**pool.connection_kwargs)  # what its first connect() does
+    except (TypeError, ValueError) as exc:
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        what = f"unknown query parameter {unknown[1]!r}" if unknown else str(exc).rstrip(".")
+        raise ConfigError(
+            f"redis backend: URL {mask_url(url)!r}: {what}; OmniQ's options: "
+            f"{', '.join(sorted(ours))}; other parameters go to redis-py (db, socket_timeout, "
+            f"health_check_interval, ssl_cert_reqs, ...)"
+        ) from None
