@@ -68,6 +68,23 @@ async def test_foreign_task_key_is_named_and_left_alone(redis_url: str, key_pref
         await queue.close()
 
 
+async def test_foreign_queue_key_refuses_a_batch_over_several_queues(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A batch of new tasks without parents skips the per-task look (enqueue.lua): the
+    queue keys of every queue in it are still checked before anything is written."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        await queue.redis.set(f"{key_prefix}:q:second:s:pending", b"someone else's")
+        batch = [make_task(id="one", queue="first"), make_task(id="two", queue="second")]
+        with pytest.raises(ForeignKeyError, match=f"'{key_prefix}:q:second:s:pending'.*string"):
+            await queue.enqueue_many(batch)
+        assert await queue.get("one") is None
+        assert await queue.redis.get(f"{key_prefix}:q:second:s:pending") == b"someone else's"
+    finally:
+        await queue.close()
+
+
 async def test_foreign_global_key_fails_open(redis_url: str, key_prefix: str) -> None:
     queue = await opened("task_queue", redis_url, key_prefix)
     await queue.redis.set(f"{key_prefix}:running", b"x")

@@ -49,7 +49,20 @@ end
 local any = 0
 for i = 1, #keys, 4000 do any = any + redis.call('EXISTS', unpack(keys, i, math.min(i + 3999, #keys))) end
 local in_batch, checked, existed = {}, {}, {}
-for j = 1, n do
+local function check_queue(q)
+  if not checked[q] then
+    for _, what in ipairs({'ready', 'delayed', 's:pending', 's:waiting', 's:scheduled'}) do
+      check(qkey(q, what), 'zset')
+    end
+    checked[q] = true
+  end
+end
+-- A batch of new tasks without parents (the usual bulk) needs only its queues checked.
+local plain = any == 0 and not parents
+if plain then
+  if q1 then check_queue(q1) else for j = 1, n do check_queue(qs[j]) end end
+end
+for j = 1, plain and 0 or n do
   local id, k = id1 or ids[j], keys[j]
   local exists = false
   if any > 0 then
@@ -61,13 +74,7 @@ for j = 1, n do
       existed[id] = true
     end
   end
-  local q = q1 or qs[j]
-  if not checked[q] then
-    for _, what in ipairs({'ready', 'delayed', 's:pending', 's:waiting', 's:scheduled'}) do
-      check(qkey(q, what), 'zset')
-    end
-    checked[q] = true
-  end
+  check_queue(q1 or qs[j])
   if not exists and not in_batch[id] then
     for _, dep in ipairs(parents_of(j)) do
       if not in_batch[dep] and redis.pcall('HGET', tkey(dep), 'm') ~= MARK then
