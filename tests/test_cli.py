@@ -215,6 +215,24 @@ def test_worker_burst_runs_tasks_of_app_module(processed: dict[str, str], app: O
     assert app.get_task(processed["bad"]).state.value == "dead"
 
 
+@pytest.mark.parametrize(("flags", "shown"), [
+    ((), "concurrency=3 prefetch=12"),  # the default, 4 x concurrency
+    (("--prefetch", "0"), "concurrency=3 prefetch=0"),
+    (("--prefetch", "5"), "concurrency=3 prefetch=5"),
+])
+def test_worker_prefetch_option_reaches_the_worker(invoke: Invoke, tasks_module: str,
+                                                   flags: tuple[str, ...], shown: str) -> None:
+    result = invoke("worker", "--app", f"{tasks_module}:app", "-c", "3", *flags, "--burst", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"started: pool=async {shown} queues=default" in result.stderr
+
+
+def test_worker_negative_prefetch_is_refused(invoke: Invoke, tasks_module: str) -> None:
+    result = invoke("worker", "--app", f"{tasks_module}:app", "--prefetch", "-1", "--burst")
+    assert result.exit_code != 0
+    assert "--prefetch" in result.stderr and "-1" in result.stderr
+
+
 def test_worker_bad_pool_is_one_line(invoke: Invoke, tasks_module: str) -> None:
     one_line_error(invoke("worker", "--app", f"{tasks_module}:app", "--pool", "nopool", "--burst"),
                    "'nopool'", "async")

@@ -207,8 +207,8 @@ class Worker:
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
-        log.info("worker %s started: pool=%s concurrency=%d queues=%s", self.id, self.pool.name,
-                 self.concurrency, ",".join(self.queues))
+        log.info("worker %s started: pool=%s concurrency=%d prefetch=%d queues=%s", self.id,
+                 self.pool.name, self.concurrency, self.prefetch, ",".join(self.queues))
         writer = asyncio.create_task(self._writer(), name="omniq-writer")
         helpers = [
             asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
