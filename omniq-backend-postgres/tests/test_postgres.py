@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import click
 import pytest
+from asyncpg.types import ServerVersion
 from click.testing import CliRunner
 
 from omniq.errors import ConfigError
@@ -336,6 +337,20 @@ async def test_omniq_sessions_plan_generically_a_users_connection_keeps_its_sett
 
 
 # -- faults --------------------------------------------------------------------------
+
+
+async def test_a_server_older_than_13_is_refused_by_name(
+    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL 12 lacks the built-in gen_random_uuid() that reserve uses, and 11 the
+    plan_cache_mode each session sets: say so instead of "cannot connect"."""
+    old = ServerVersion(12, 17, 0, "final", 0)
+    monkeypatch.setattr(asyncpg.Connection, "get_server_version", lambda self: old)
+    store = PostgresTaskQueue.from_url(pg_url, schema=pg_schema)
+    with pytest.raises(ConfigError, match=r"version 12\.17; OmniQ needs 13 or newer") as info:
+        await store.open()
+    assert not isinstance(info.value, PostgresUnavailableError)
+    assert "127.0.0.1" in str(info.value)
 
 
 async def test_pool_recovers_from_terminated_connections(

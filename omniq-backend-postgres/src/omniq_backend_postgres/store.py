@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import copy
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Self, TypeVar
 
 import asyncpg
 
+from omniq.errors import ConfigError
 from omniq.interfaces import BaseStore, Capability
 
 from .listener import Listener
@@ -48,13 +49,22 @@ def shift_params(sql: str, by: int) -> str:
     return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", sql)
 
 
-async def init_session(conn: asyncpg.Connection) -> None:
-    """Generic plans for the pool's sessions: every statement OmniQ runs is prepared
-    (asyncpg) and shaped so a generic plan is the right one (partial-index predicates are
-    literals, batches are unnested arrays), while PostgreSQL's default re-plans each run
-    as long as a custom plan looks cheaper: ~13% of the server's CPU under a busy worker.
-    A SET rather than a startup parameter, which poolers such as PgBouncer refuse;
-    connections the user passes in keep their own settings."""
+#: Oldest server OmniQ runs on: reserve uses gen_random_uuid(), built in from 13.
+MIN_SERVER_VERSION = 13
+
+
+async def init_session(conn: asyncpg.Connection, settings: PostgresSettings) -> None:
+    """Check the server's version, then plan generically: every statement OmniQ runs is
+    prepared (asyncpg) and shaped so a generic plan is the right one (partial-index
+    predicates are literals, batches are unnested arrays), while PostgreSQL's default
+    re-plans each run as long as a custom plan looks cheaper: ~13% of the server's CPU
+    under a busy worker. A SET rather than a startup parameter, which poolers such as
+    PgBouncer refuse; connections the user passes in keep their own settings."""
+    version = conn.get_server_version()
+    if version.major < MIN_SERVER_VERSION:
+        raise ConfigError(
+            f"PostgreSQL at {settings.where()} is version {version.major}.{version.minor}; "
+            f"OmniQ needs {MIN_SERVER_VERSION} or newer")
     await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
@@ -106,7 +116,8 @@ class PostgresStore(BaseStore):
         try:
             pool = await asyncpg.create_pool(
                 settings.dsn, min_size=settings.min_size, max_size=settings.max_size,
-                connection_class=PooledConnection, init=init_session, **settings.connect_kwargs(),
+                connection_class=PooledConnection, init=partial(init_session, settings=settings),
+                **settings.connect_kwargs(),
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             raise settings.unavailable(exc) from exc
