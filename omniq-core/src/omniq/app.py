@@ -405,12 +405,24 @@ class AsyncOmniQ:
         if events and self.config.events:
             await self.event_storage.append_many(events)
 
+    async def _store(self, tasks: list[Task], at: float) -> list[Task]:
+        """Enqueue ``tasks`` with their ``enqueued`` events (one step where the backend
+        can: :meth:`~omniq.interfaces.BaseTaskQueue.enqueue_recorded`)."""
+        if not self.config.events:
+            return await self.task_queue.enqueue_recorded(tasks, [], None)
+        enqueued = EventType.ENQUEUED
+        events = [
+            TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at,
+                      detail={"name": t.name, "state": t.state.value})
+            for t, event_id in zip(tasks, new_ids(len(tasks)))
+        ]
+        return await self.task_queue.enqueue_recorded(tasks, events, self.event_storage)
+
     async def _enqueue(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
                        options: Mapping[str, Any]) -> TaskRef[Any]:
         await self.open()
         at = now()
-        stored = await self.task_queue.enqueue(self._build_task(fn, args, kwargs, options, at))
-        await self.record_events([self.event(stored, EventType.ENQUEUED, at=at, state=stored.state.value)])
+        [stored] = await self._store([self._build_task(fn, args, kwargs, options, at)], at)
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
     def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
@@ -447,14 +459,7 @@ class AsyncOmniQ:
                 else fill(template, func_payload, tuple(c), {}, task_id)
                 for c, task_id in zip(calls, ids)
             ]
-        stored = await self.task_queue.enqueue_many(tasks)
-        if self.config.events and stored:
-            enqueued = EventType.ENQUEUED
-            await self.record_events([
-                TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at,
-                          detail={"name": t.name, "state": t.state.value})
-                for t, event_id in zip(stored, new_ids(len(stored)))
-            ])
+        stored = await self._store(tasks, at) if tasks else []
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
     # -- results -----------------------------------------------------------------------

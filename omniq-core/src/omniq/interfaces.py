@@ -18,6 +18,8 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
+import msgspec
+
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
 
@@ -273,6 +275,28 @@ class BaseTaskQueue(BaseStore):
     async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
         """Enqueue in order (a task may depend on one earlier in the same batch)."""
         return [await self.enqueue(t) for t in tasks]
+
+    async def enqueue_recorded(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent], event_storage: BaseEventStorage | None
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
+        ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
+        ``detail["state"]`` of the task as stored (a task that existed already keeps its
+        own). What ``delay()`` and ``enqueue_many()`` call.
+
+        The default enqueues, then appends the events. A backend whose event storage can
+        live on its server overrides this to write both in one step when
+        ``event_storage`` is such a sibling (as with :meth:`finish_many`), and calls
+        ``super()`` otherwise. ``event_storage`` is None when events are off.
+        """
+        stored = await self.enqueue_many(tasks)
+        if events and event_storage is not None:
+            await event_storage.append_many([
+                msgspec.structs.replace(event, queue=task.queue, detail={
+                    **event.detail, "name": task.name, "state": task.state.value})
+                for event, task in zip(events, stored, strict=True)
+            ])
+        return stored
 
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]

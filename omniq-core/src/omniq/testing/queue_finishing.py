@@ -1,6 +1,8 @@
-"""Task-queue tests for ``finish_many``, the worker's hot path: completions with their
-results and events, written to sibling stores of the same backend (which a backend may
-merge into one step) and to stores of another kind (which it must leave to them)."""
+"""Task-queue tests for the calls that write more than one store: ``finish_many``, the
+worker's hot path (completions with their results and events), and ``enqueue_recorded``
+(tasks with their ``enqueued`` events), each to sibling stores of the same backend (which
+a backend may merge into one step) and to stores of another kind (which it must leave to
+them)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import Any
 import pytest
 
 from ..errors import IncompatiblePluginError, UnknownBackendError
-from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, check_event_order
-from ..models import EventType, TaskEvent, TaskResult, TaskState
+from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
+from ..models import EventType, Task, TaskEvent, TaskResult, TaskState
+from ..models import now as wall_clock
 from .actions import reserved
 from .base import open_store
-from .factories import make_event, make_result
+from .factories import make_event, make_result, make_task
 
 __all__ = ["FinishTests"]
 
@@ -98,6 +101,34 @@ async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
     assert [e.id for e in await events.query(task_id=b.id)] == [late.id]
 
 
+def enqueued_event(task: Task) -> TaskEvent:
+    """The event the app records for ``task`` before knowing how it is stored."""
+    return make_event(task_id=task.id, queue=task.queue, type=EventType.ENQUEUED,
+                      detail={"name": task.name, "state": "pending"})
+
+
+async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
+    running = await reserved(queue)
+    tasks = [make_task(), make_task(id=running.id, queue="elsewhere", name="another:task")]
+    expected = [TaskState.PENDING, TaskState.RUNNING]
+    if Capability.DELAYED in type(queue).capabilities:
+        tasks.append(make_task(eta=wall_clock() + 3600))
+        expected.append(TaskState.SCHEDULED)
+    recorded = [enqueued_event(t) for t in tasks]
+    stored = await queue.enqueue_recorded(tasks, recorded, events)
+    assert [t.state for t in stored] == expected
+    assert stored[1].queue == running.queue, "a task that existed is returned as it was stored"
+    for task, event in zip(stored, recorded):
+        [got] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
+        assert got.id == event.id
+        assert (got.queue, got.detail) == (task.queue, {"name": task.name, "state": task.state.value}), (
+            "the event carries the task as stored: its state, and its queue and name if it existed")
+
+    quiet = make_task()
+    assert [t.id for t in await queue.enqueue_recorded([quiet], [], None)] == [quiet.id], "events off"
+    assert await events.query(task_id=quiet.id) == []
+
+
 class FinishTests:
     """``finish_many`` (mixed into :class:`TaskQueueContract`)."""
 
@@ -120,3 +151,14 @@ class FinishTests:
     async def test_finish_many_with_stores_of_another_backend(self, task_queue: BaseTaskQueue) -> None:
         results, events = KeptResults(), KeptEvents()
         await check_finish_many(task_queue, results, events)
+
+    async def test_enqueue_recorded_with_sibling_event_storage(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_enqueue_recorded(task_queue, siblings[1])
+
+    async def test_enqueue_recorded_with_event_storage_of_another_backend(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        events = KeptEvents()
+        await check_enqueue_recorded(task_queue, events)
