@@ -7,6 +7,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -210,6 +211,29 @@ async def test_child_enqueued_while_parent_completes_is_released(
 
 
 # -- LISTEN/NOTIFY -------------------------------------------------------------------
+
+
+async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the event storage in the same schema the queue's own statement inserts the
+    events (the event store is never called); a task with parents goes the other way."""
+
+    async def refuse(self: PostgresEventStorage, events: Any) -> None:
+        raise AssertionError("the event store was called")
+
+    monkeypatch.setattr(PostgresEventStorage, "append_many", refuse)
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        tasks = [make_task(), make_task(eta=time.time() + 3600)]
+        recorded = [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
+        stored = await queue.enqueue_recorded(tasks, recorded, events)
+        assert [t.state for t in stored] == [TaskState.PENDING, TaskState.SCHEDULED]
+        got = [(await events.query(task_id=t.id))[0] for t in tasks]
+        assert [e.id for e in got] == [e.id for e in recorded]
+        assert [e.detail["state"] for e in got] == ["pending", "scheduled"]
+        with pytest.raises(AssertionError, match="event store was called"):
+            child = make_task(depends_on=[tasks[0].id])
+            await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
 
 
 async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(

@@ -56,6 +56,23 @@ ins AS (
 )
 SELECT id, state, created_at, finished_at FROM ins
 """
+#: INSERT plus each task's ``enqueued`` event in the same statement (one round trip, one
+#: commit): the event gets the queue, name and state of the task as stored, which for an
+#: id that existed already is its row from before the statement.
+INSERT_RECORDED = INSERT.replace("SELECT id, state, created_at, finished_at FROM ins", """,
+recorded AS (
+    INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
+    SELECT e.id, e.task_id, coalesce(t.queue, e.queue), e.type, e.ts, e.worker_id,
+           e.detail || jsonb_build_object('name', coalesce(t.name, e.detail ->> 'name'),
+                                          'state', coalesce(ins.state, t.state))
+    FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::float8[], $21::text[],
+                $22::jsonb[])
+         WITH ORDINALITY AS e(id, task_id, queue, type, ts, worker_id, detail, ord)
+         LEFT JOIN ins ON ins.id = e.task_id
+         LEFT JOIN {s}.tasks t ON t.id = e.task_id AND ins.id IS NULL
+    ORDER BY e.ord
+)
+SELECT id, state, created_at, finished_at FROM ins""")
 
 RESERVE = f"""
 WITH clock AS (SELECT {EPOCH_NOW} AS now),
@@ -233,6 +250,15 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             return await self._run(lambda conn: self._insert(conn, tasks))
         return await self._run(lambda conn: self._enqueue_in_order(conn, tasks), transaction=True)
 
+    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
+                               event_storage: BaseEventStorage | None) -> list[Task]:
+        """One statement (:data:`INSERT_RECORDED`) when the event storage shares this
+        schema and no task has parents; otherwise the stores are written in turn."""
+        if (not events or event_storage is None or not self.shares_schema(event_storage)
+                or any(t.depends_on for t in tasks)):
+            return await super().enqueue_recorded(tasks, events, event_storage)
+        return await self._run(lambda conn: self._insert(conn, tasks, events=events))
+
     async def _enqueue_in_order(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[Task]:
         stored: list[Task] = []
         run: list[Task] = []
@@ -250,8 +276,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def _insert(self, conn: asyncpg.Connection, tasks: Sequence[Task],
                       states: Sequence[str | None] | None = None,
-                      errors: Sequence[str | None] | None = None) -> list[Task]:
-        rows = await conn.fetch(self.sql(INSERT), *_insert_args(tasks, states, errors))
+                      errors: Sequence[str | None] | None = None,
+                      events: Sequence[TaskEvent] = ()) -> list[Task]:
+        args = _insert_args(tasks, states, errors)
+        if events:
+            rows = await conn.fetch(self.sql(INSERT_RECORDED), *args, *append_args(events))
+        else:
+            rows = await conn.fetch(self.sql(INSERT), *args)
         inserted = {row[0]: row for row in rows}
         missing = [t.id for t in tasks if t.id not in inserted]
         stored = await self._get_many(conn, missing) if missing else {}
