@@ -31,6 +31,7 @@ __all__ = [
     "BaseTaskQueue",
     "Capability",
     "LeaseRef",
+    "as_stored",
     "check_event_order",
 ]
 
@@ -49,6 +50,13 @@ class Capability(str, enum.Enum):
     BLOCKING_RESERVE = "blocking_reserve"  # wait_for_work wakes on new work (no polling)
     NATIVE_TTL = "native_ttl"  # the engine expires data by itself
     RESULT_NOTIFY = "result_notify"  # wait() wakes on the write (no polling)
+
+
+def as_stored(event: TaskEvent, task: Task) -> TaskEvent:
+    """An ``enqueued`` event made before ``task`` was stored, saying how it was stored:
+    its queue, and its name and state in the detail (see ``enqueue_recorded``)."""
+    return msgspec.structs.replace(
+        event, queue=task.queue, detail={**event.detail, "name": task.name, "state": task.state.value})
 
 
 class BaseStore(abc.ABC):
@@ -291,11 +299,7 @@ class BaseTaskQueue(BaseStore):
         """
         stored = await self.enqueue_many(tasks)
         if events and event_storage is not None:
-            await event_storage.append_many([
-                msgspec.structs.replace(event, queue=task.queue, detail={
-                    **event.detail, "name": task.name, "state": task.state.value})
-                for event, task in zip(events, stored, strict=True)
-            ])
+            await event_storage.append_many([as_stored(e, t) for e, t in zip(events, stored, strict=True)])
         return stored
 
     async def complete_many(

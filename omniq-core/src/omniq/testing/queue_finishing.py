@@ -109,10 +109,12 @@ def enqueued_event(task: Task) -> TaskEvent:
 
 async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
     running = await reserved(queue)
-    tasks = [make_task(), make_task(id=running.id, queue="elsewhere", name="another:task")]
+    at = wall_clock()  # as the app sets it
+    tasks = [make_task(created_at=at),
+             make_task(id=running.id, queue="elsewhere", name="another:task", created_at=at)]
     expected = [TaskState.PENDING, TaskState.RUNNING]
     if Capability.DELAYED in type(queue).capabilities:
-        tasks.append(make_task(eta=wall_clock() + 3600))
+        tasks.append(make_task(created_at=at, eta=at + 3600))
         expected.append(TaskState.SCHEDULED)
     recorded = [enqueued_event(t) for t in tasks]
     stored = await queue.enqueue_recorded(tasks, recorded, events)
