@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from omniq.registry import registry
 from omniq.testing import make_event, make_task
 from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec
 from omniq_backend_redis.connection import _SHARED
+from omniq_backend_redis.events import RedisEventStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +48,38 @@ async def test_stores_on_one_server_share_one_pool(redis_url: str, key_prefix: s
             await s.close()
             await s.close()  # idempotent
     assert len(_SHARED) == before
+
+
+async def test_enqueue_recorded_sends_tasks_and_events_together(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On one connection the events go with the enqueue script (append_many is called
+    only for what the events script held back), also after the server lost its scripts."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix + "-ev")
+    appended: list[list[str]] = []
+    append_many = RedisEventStorage.append_many
+
+    async def spy(self: RedisEventStorage, batch: Any) -> None:
+        appended.append([e.task_id for e in batch])
+        await append_many(self, batch)
+
+    monkeypatch.setattr(RedisEventStorage, "append_many", spy)
+    try:
+        await queue.redis.script_flush()
+        fresh, other = make_task(created_at=time.time()), make_task(created_at=time.time())
+        await queue.enqueue(other)
+        again = make_task(id=other.id, created_at=time.time())
+        tasks = [fresh, again]
+        recorded = [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
+        stored = await queue.enqueue_recorded(tasks, recorded, events)
+        assert [t.state for t in stored] == [TaskState.PENDING, TaskState.PENDING]
+        assert appended == [[other.id]], "only the event of the task that existed went on its own"
+        for task, event in zip(tasks, recorded):
+            assert [e.id for e in await events.query(task_id=task.id)] == [event.id]
+    finally:
+        await events.close()
+        await queue.close()
 
 
 async def test_foreign_task_key_is_named_and_left_alone(redis_url: str, key_prefix: str) -> None:

@@ -48,6 +48,17 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         queue and type, so those are sent, and formatted, once."""
         if not events:
             return
+        try:
+            await self.shared.script("events_append", prelude=False)(args=self.append_args(events))
+        except ResponseError as exc:
+            raise (await self.foreign(self.key("ev"), exc) or exc) from None
+        await self.after_append()
+
+    def append_args(self, events: Sequence[TaskEvent], guard: list[Any] | None = None) -> list[Any]:
+        """The arguments of events_append.lua. ``guard`` (``[queue key prefix, states,
+        created_ats]``, each column one value or one per event) makes the script write
+        only the events whose task hash has that state, created_at and queue, and answer
+        the positions of the others (see the task queue's enqueue_recorded)."""
         bodies = [encoder.encode(e) for e in events]
         stamps = column([e.timestamp for e in events])
         if isinstance(stamps, list):
@@ -61,18 +72,18 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             column([e.queue for e in events]),
             column([e.type for e in events]),
             column([len(body) for body in bodies]),
+            guard,
         ]
-        args: list[Any] = [
+        return [
             self.prefix,
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
             encoder.encode(columns),
             *blobs(bodies),
         ]
-        try:
-            await self.shared.script("events_append", prelude=False)(args=args)
-        except ResponseError as exc:
-            raise (await self.foreign(self.key("ev"), exc) or exc) from None
+
+    async def after_append(self) -> None:
+        """Drop events past ``max_age``, if set."""
         if self.max_age is not None:
             await self.cleanup((await self.now()) - self.max_age)
 

@@ -1,7 +1,11 @@
 -- ARGV: P, MAXLEN cap ('' for none), per-task index ttl ms, a msgpack array of columns
 -- {n, timestamps ms, exact timestamps (strings), task ids, queues, types, lengths of the
--- encoded TaskEvents}, each one value every event shares or an array with one per event,
--- then the encoded TaskEvents end to end (cmsgpack has no binary type).
+-- encoded TaskEvents, guard}, each one value every event shares or an array with one per
+-- event, then the encoded TaskEvents end to end (cmsgpack has no binary type).
+-- The guard is nil, or {task key prefix, states, created_ats}: then an event is written
+-- only if its task's hash (<prefix>:t:<task id>) holds the OmniQ marker, that state, that
+-- created_at and the event's queue, i.e. the task was stored as the event says.
+-- Returns the positions (1-based) of the events the guard held back.
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
 -- stream's last entry gets that entry's ms; P:ev:late keeps the largest such lag, which
 -- query() and cleanup() widen their id ranges by.
@@ -29,6 +33,20 @@ local q1, qs = split(C[5])
 local y1, ys = split(C[6])
 local len1, lens = split(C[7])
 local stream, late_key = P .. ':ev', P .. ':ev:late'
+local guard = C[8]
+local g_prefix, g_state1, g_states, g_created1, g_createds
+if guard then
+  g_prefix = guard[1] .. ':t:'
+  g_state1, g_states = split(guard[2])
+  g_created1, g_createds = split(guard[3])
+end
+local function stored_as_said(j, task_id, q)
+  local v = redis.call('HMGET', g_prefix .. task_id, 'm', 's', 'c', 'q')
+  local created = g_created1 or g_createds[j]
+  return v[1] == 'omniq:1' and v[2] == (g_state1 or g_states[j]) and v[4] == q
+    and v[3] == string.format('%.17g', created)
+end
+local held = {}
 local last = 0
 local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
@@ -37,24 +55,29 @@ local late_before = late
 local id_ms, id_pattern = nil, nil  -- the '<ms>-*' of the last event, made once per ms
 for j = 1, C[1] do
   local ms, task_id, len = ms1 or mss[j], t1 or ts[j], len1 or lens[j]
-  if ms < last then
-    late = math.max(late, last - ms)
-    ms = last
-  end
-  if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
   local body = next_body(len)
-  local stamp, q, y = ts1 or tss[j], q1 or qs[j], y1 or ys[j]
-  local id
-  if cap == '' then
-    id = redis.call('XADD', stream, id_pattern, 'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
+  local q = q1 or qs[j]
+  if guard and not stored_as_said(j, task_id, q) then
+    held[#held + 1] = j
   else
-    id = redis.call('XADD', stream, 'MAXLEN', '~', cap, id_pattern,
-                    'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
+    if ms < last then
+      late = math.max(late, last - ms)
+      ms = last
+    end
+    if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
+    local stamp, y = ts1 or tss[j], y1 or ys[j]
+    local id
+    if cap == '' then
+      id = redis.call('XADD', stream, id_pattern, 'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
+    else
+      id = redis.call('XADD', stream, 'MAXLEN', '~', cap, id_pattern,
+                      'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
+    end
+    last = ms
+    local index = P .. ':ev:t:' .. task_id
+    redis.call('RPUSH', index, id)
+    redis.call('PEXPIRE', index, ttl)
   end
-  last = ms
-  local index = P .. ':ev:t:' .. task_id
-  redis.call('RPUSH', index, id)
-  redis.call('PEXPIRE', index, ttl)
 end
 if late > late_before then redis.call('SET', late_key, string.format('%d', late)) end
-return 1
+return held
