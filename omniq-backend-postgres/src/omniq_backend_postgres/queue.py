@@ -69,7 +69,10 @@ recorded AS (
                 $22::jsonb[])
          WITH ORDINALITY AS e(id, task_id, queue, type, ts, worker_id, detail, ord)
          LEFT JOIN ins ON ins.id = e.task_id
-         LEFT JOIN {s}.tasks t ON t.id = e.task_id AND ins.id IS NULL
+         -- the row of an id that existed; a lookup per such event, never a join over
+         -- the table (the plan is generic: made once, while the table may be empty)
+         LEFT JOIN LATERAL (SELECT x.queue, x.name, x.state FROM {s}.tasks x
+                            WHERE ins.id IS NULL AND x.id = e.task_id) t ON true
     ORDER BY e.ord
 )
 SELECT id, state, created_at, finished_at FROM ins""")
