@@ -107,9 +107,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         at = time.time()
         expected = [TaskState.SCHEDULED if t.eta is not None and t.eta > at else TaskState.PENDING
                     for t in tasks]
-        said = [e if e.detail.get("state") == state.value and e.queue == t.queue
-                and e.detail.get("name") == t.name else as_stored(e, msgspec.structs.replace(t, state=state))
-                for e, t, state in zip(events, tasks, expected, strict=True)]
+        said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
         guard = [self.prefix, column([s.value for s in expected]), column([t.created_at for t in tasks])]
         enqueued, held = await self.shared.pipelined([
             ("enqueue", True, [self.prefix, *_enqueue_args(tasks)]),

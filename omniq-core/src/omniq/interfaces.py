@@ -52,11 +52,17 @@ class Capability(str, enum.Enum):
     RESULT_NOTIFY = "result_notify"  # wait() wakes on the write (no polling)
 
 
-def as_stored(event: TaskEvent, task: Task) -> TaskEvent:
+def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> TaskEvent:
     """An ``enqueued`` event made before ``task`` was stored, saying how it was stored:
-    its queue, and its name and state in the detail (see ``enqueue_recorded``)."""
+    its queue, and its name and state (``task.state`` unless given) in the detail (see
+    ``enqueue_recorded``). An event that says so already is returned as is (no copy: a
+    bulk enqueue's events usually do)."""
+    said = (task.state if state is None else state).value
+    detail = event.detail
+    if event.queue == task.queue and detail.get("state") == said and detail.get("name") == task.name:
+        return event
     return msgspec.structs.replace(
-        event, queue=task.queue, detail={**event.detail, "name": task.name, "state": task.state.value})
+        event, queue=task.queue, detail={**detail, "name": task.name, "state": said})
 
 
 class BaseStore(abc.ABC):
