@@ -25,7 +25,7 @@ from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
 from omniq_backend_postgres.migrations import _TABLE_SQL, LATEST_VERSION, MIGRATIONS, SchemaVersionError, migrate
-from omniq_backend_postgres.queue import PostgresTaskQueue
+from omniq_backend_postgres.queue import INSERT_RECORDED, PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
 
@@ -234,6 +234,26 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         with pytest.raises(AssertionError, match="event store was called"):
             child = make_task(depends_on=[tasks[0].id])
             await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+
+
+async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    """The pool plans generically, once per connection, maybe while the tasks table is
+    empty: the lookup of ids that existed must be an index probe, not a join that scans
+    the table (which made single enqueues slower as the table grew)."""
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    sql = INSERT_RECORDED.replace("{s}", f'"{pg_schema}"')
+    await conn.execute(f"PREPARE recorded AS {sql}")
+    text, real, jsonb = "ARRAY[NULL]::text[]", "ARRAY[1.0]::float8[]", "ARRAY['{}']::jsonb[]"
+    args = ", ".join([
+        "ARRAY['t']", "ARRAY['q']", "ARRAY['n']", "ARRAY[0]::int2[]", text, "ARRAY[NULL]::float8[]",
+        "ARRAY[NULL]::float8[]", real, "ARRAY[0]", "ARRAY[1]", real, real, text, "ARRAY[NULL]::jsonb[]",
+        "ARRAY['\\x00']::bytea[]", "ARRAY['e']", "ARRAY['t']", "ARRAY['q']", "ARRAY['enqueued']", real, text, jsonb,
+    ])
+    plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE recorded({args})"))
+    assert "Index Scan using tasks_pkey on tasks" in plan, plan
+    assert "Seq Scan on tasks" not in plan, plan
 
 
 async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(

@@ -62,17 +62,23 @@ SELECT id, state, created_at, finished_at FROM ins
 INSERT_RECORDED = INSERT.replace("SELECT id, state, created_at, finished_at FROM ins", """,
 recorded AS (
     INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
-    SELECT e.id, e.task_id, coalesce(t.queue, e.queue), e.type, e.ts, e.worker_id,
-           e.detail || jsonb_build_object('name', coalesce(t.name, e.detail ->> 'name'),
-                                          'state', coalesce(ins.state, t.state))
-    FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::float8[], $21::text[],
-                $22::jsonb[])
-         WITH ORDINALITY AS e(id, task_id, queue, type, ts, worker_id, detail, ord)
-         LEFT JOIN ins ON ins.id = e.task_id
-         -- the row of an id that existed; a lookup per such event, never a join over
-         -- the table (the plan is generic: made once, while the table may be empty)
-         LEFT JOIN LATERAL (SELECT x.queue, x.name, x.state FROM {s}.tasks x
-                            WHERE ins.id IS NULL AND x.id = e.task_id) t ON true
+    SELECT e.id, e.task_id, coalesce(e.existed ->> 'queue', e.queue), e.type, e.ts, e.worker_id,
+           e.detail || jsonb_build_object('name', coalesce(e.existed ->> 'name', e.detail ->> 'name'),
+                                          'state', coalesce(e.state, e.existed ->> 'state'))
+    FROM (
+        SELECT e.*, ins.state,
+               -- the row of an id that existed, by a lookup per such event: a subquery
+               -- here cannot become a join that scans the table, which a generic plan
+               -- (made once, maybe while the table is empty) would otherwise choose
+               CASE WHEN ins.id IS NULL THEN
+                   (SELECT jsonb_build_object('queue', x.queue, 'name', x.name, 'state', x.state)
+                    FROM {s}.tasks x WHERE x.id = e.task_id)
+               END AS existed
+        FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::float8[],
+                    $21::text[], $22::jsonb[])
+             WITH ORDINALITY AS e(id, task_id, queue, type, ts, worker_id, detail, ord)
+             LEFT JOIN ins ON ins.id = e.task_id
+    ) e
     ORDER BY e.ord
 )
 SELECT id, state, created_at, finished_at FROM ins""")
