@@ -174,6 +174,29 @@ async def test_memory_database_is_private_to_its_store() -> None:
         assert await two.get("t1") is None
 
 
+async def test_enqueue_recorded_commits_tasks_and_events_together(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events for the same file go in the tasks' transaction (the event store is not
+    called); in another file, or in memory, they are the event store's to write."""
+    written: list[str] = []
+    append_many = SqliteEventStorage.append_many
+
+    async def spy(self: SqliteEventStorage, events: Any) -> None:
+        written.extend(e.task_id for e in events)
+        await append_many(self, events)
+
+    monkeypatch.setattr(SqliteEventStorage, "append_many", spy)
+    other = f"sqlite:///{tmp_path}/events.db"
+    for events_url, memory in ((url, False), (other, False), ("sqlite:///:memory:", True)):
+        queue_url = "sqlite:///:memory:" if memory else url
+        async with queue_at(queue_url) as q, events_at(events_url) as events:
+            task = make_task(created_at=time.time())
+            await q.enqueue_recorded([task], [make_event(task_id=task.id, detail={"state": "pending"})], events)
+            assert [e.detail["state"] for e in await events.query(task_id=task.id)] == ["pending"]
+            assert (task.id in written) is (events_url != url), events_url
+
+
 async def test_wait_for_work_wakes_on_another_store_s_enqueue(url: str) -> None:
     async with queue_at(url) as waiter, queue_at(url) as producer:
         started = anyio.current_time()

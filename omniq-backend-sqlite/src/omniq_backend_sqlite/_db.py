@@ -48,6 +48,10 @@ class Settings:
     def memory(self) -> bool:
         return self.path == MEMORY
 
+    def same_file(self, other: Settings) -> bool:
+        """True when both name one database file (two ":memory:" are two databases)."""
+        return not (self.memory or other.memory) and Path(self.path).resolve() == Path(other.path).resolve()
+
 
 def _positive(name: str, value: Any) -> float:
     try:

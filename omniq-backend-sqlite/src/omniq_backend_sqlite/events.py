@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
+import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError
@@ -24,6 +25,12 @@ _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * l
 _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
 
 
+async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent]) -> None:
+    """Insert ``events`` in the caller's transaction (the task queue's enqueue_recorded
+    writes its events in the same transaction as its tasks)."""
+    await conn.executemany(_INSERT, [_params(e) for e in events])
+
+
 class SqliteEventStorage(SqliteStore, BaseEventStorage):
     """Events appended in batches (one transaction, ``executemany``)."""
 
@@ -34,7 +41,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         if events:
             async with self.db.transaction() as conn:
-                await conn.executemany(_INSERT, [_params(e) for e in events])
+                await insert_events(conn, events)
 
     async def query(
         self,
