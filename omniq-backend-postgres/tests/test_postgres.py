@@ -25,7 +25,7 @@ from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
 from omniq_backend_postgres.migrations import _TABLE_SQL, LATEST_VERSION, MIGRATIONS, SchemaVersionError, migrate
-from omniq_backend_postgres.queue import INSERT_RECORDED, PostgresTaskQueue
+from omniq_backend_postgres.queue import INSERT_RECORDED, RECORDED_MAX, PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
 
@@ -217,7 +217,8 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the event storage in the same schema the queue's own statement inserts the
-    events (the event store is never called); a task with parents goes the other way."""
+    events (the event store is never called); a task with parents, or a bulk, goes the
+    other way."""
 
     async def refuse(self: PostgresEventStorage, events: Any) -> None:
         raise AssertionError("the event store was called")
@@ -234,6 +235,9 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         with pytest.raises(AssertionError, match="event store was called"):
             child = make_task(depends_on=[tasks[0].id])
             await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+        bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
+        with pytest.raises(AssertionError, match="event store was called"):
+            await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
 
 
 async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
