@@ -405,7 +405,7 @@ class AsyncOmniQ:
         if events and self.config.events:
             await self.event_storage.append_many(events)
 
-    async def _store(self, tasks: list[Task], at: float) -> list[Task]:
+    async def _enqueue_tasks(self, tasks: list[Task], at: float) -> list[Task]:
         """Enqueue ``tasks`` with their ``enqueued`` events (one step where the backend
         can: :meth:`~omniq.interfaces.BaseTaskQueue.enqueue_recorded`)."""
         if not self.config.events:
@@ -422,7 +422,7 @@ class AsyncOmniQ:
                        options: Mapping[str, Any]) -> TaskRef[Any]:
         await self.open()
         at = now()
-        [stored] = await self._store([self._build_task(fn, args, kwargs, options, at)], at)
+        [stored] = await self._enqueue_tasks([self._build_task(fn, args, kwargs, options, at)], at)
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
     def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
@@ -459,7 +459,7 @@ class AsyncOmniQ:
                 else fill(template, func_payload, tuple(c), {}, task_id)
                 for c, task_id in zip(calls, ids)
             ]
-        stored = await self._store(tasks, at) if tasks else []
+        stored = await self._enqueue_tasks(tasks, at) if tasks else []
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
     # -- results -----------------------------------------------------------------------
