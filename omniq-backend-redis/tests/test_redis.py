@@ -56,7 +56,7 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
     """On one connection the events go with the enqueue script (append_many is called
     only for what the events script held back), also after the server lost its scripts."""
     queue = await opened("task_queue", redis_url, key_prefix)
-    events = await opened("event_storage", redis_url, key_prefix + "-ev")
+    events = await opened("event_storage", redis_url, key_prefix)
     appended: list[list[str]] = []
     append_many = RedisEventStorage.append_many
 
