@@ -58,7 +58,6 @@ class SharedConnection:
             found = self._scripts[name] = self.client.register_script(text)
         return found
 
-
     async def pipelined(self, calls: list[tuple[str, bool, list[Any]]]) -> list[Any]:
         """Run scripts ``(name, with prelude, args)`` back to back on one connection: one
         round trip. Each reply is the script's answer or its ResponseError. (redis-py's

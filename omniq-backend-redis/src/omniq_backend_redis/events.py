@@ -55,10 +55,11 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         await self.after_append()
 
     def append_args(self, events: Sequence[TaskEvent], guard: list[Any] | None = None) -> list[Any]:
-        """The arguments of events_append.lua. ``guard`` (``[queue key prefix, states,
-        created_ats]``, each column one value or one per event) makes the script write
-        only the events whose task hash has that state, created_at and queue, and answer
-        the positions of the others (see the task queue's enqueue_recorded)."""
+        """The arguments of events_append.lua. ``guard`` (``[queue key prefix, task
+        marker, states, created_ats]``, the last two one value or one per event) makes the
+        script write only the events whose task hash has that marker, state, created_at
+        and queue, and answer the positions of the others (see the task queue's
+        enqueue_recorded)."""
         bodies = [encoder.encode(e) for e in events]
         stamps = column([e.timestamp for e in events])
         if isinstance(stamps, list):

@@ -108,7 +108,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         expected = [TaskState.SCHEDULED if t.eta is not None and t.eta > at else TaskState.PENDING
                     for t in tasks]
         said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
-        guard = [self.prefix, column([s.value for s in expected]), column([t.created_at for t in tasks])]
+        guard = [self.prefix, _MARK.decode(), column([s.value for s in expected]),
+                 column([t.created_at for t in tasks])]
         enqueued, held = await self.shared.pipelined([
             ("enqueue", True, [self.prefix, *_enqueue_args(tasks)]),
             ("events_append", False, event_storage.append_args(said, guard)),

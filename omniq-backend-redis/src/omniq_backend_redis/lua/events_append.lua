@@ -2,8 +2,8 @@
 -- {n, timestamps ms, exact timestamps (strings), task ids, queues, types, lengths of the
 -- encoded TaskEvents, guard}, each one value every event shares or an array with one per
 -- event, then the encoded TaskEvents end to end (cmsgpack has no binary type).
--- The guard is nil, or {task key prefix, states, created_ats}: then an event is written
--- only if its task's hash (<prefix>:t:<task id>) holds the OmniQ marker, that state, that
+-- The guard is nil, or {task key prefix, marker, states, created_ats}: then an event is
+-- written only if its task's hash (<prefix>:t:<task id>) holds that marker, state and
 -- created_at and the event's queue, i.e. the task was stored as the event says.
 -- Returns the positions (1-based) of the events the guard held back.
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
@@ -35,15 +35,16 @@ local len1, lens = split(C[7])
 local stream, late_key = P .. ':ev', P .. ':ev:late'
 local guard = C[8]
 local g_prefix, g_state1, g_states, g_created1, g_createds
+local g_mark
 if guard then
-  g_prefix = guard[1] .. ':t:'
-  g_state1, g_states = split(guard[2])
-  g_created1, g_createds = split(guard[3])
+  g_prefix, g_mark = guard[1] .. ':t:', guard[2]
+  g_state1, g_states = split(guard[3])
+  g_created1, g_createds = split(guard[4])
 end
 local function stored_as_said(j, task_id, q)
   local v = redis.call('HMGET', g_prefix .. task_id, 'm', 's', 'c', 'q')
   local created = g_created1 or g_createds[j]
-  return v[1] == 'omniq:1' and v[2] == (g_state1 or g_states[j]) and v[4] == q
+  return v[1] == g_mark and v[2] == (g_state1 or g_states[j]) and v[4] == q
     and v[3] == string.format('%.17g', created)
 end
 local held = {}
