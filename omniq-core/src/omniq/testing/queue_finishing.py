@@ -132,7 +132,7 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
 
 
 class FinishTests:
-    """``finish_many`` (mixed into :class:`TaskQueueContract`)."""
+    """``finish_many`` and ``enqueue_recorded`` (mixed into :class:`TaskQueueContract`)."""
 
     @pytest.fixture
     async def siblings(self, task_queue_ref: Any) -> AsyncIterator[tuple[BaseResultStorage, BaseEventStorage]]:
