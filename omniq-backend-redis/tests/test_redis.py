@@ -282,6 +282,45 @@ async def test_events_appended_late_are_found_by_time_and_cleaned(redis_url: str
         await events.close()
 
 
+async def test_task_index_keeps_a_bucket_per_period_and_frees_old_ones(redis_url: str, key_prefix: str) -> None:
+    """A task's events are found across index buckets; a bucket past task_index_ttl is
+    freed by the next append, and cleanup frees the buckets of the events it drops."""
+    events = await opened("event_storage", redis_url, key_prefix, task_index_ttl=64)
+    assert events.index_bucket_ms == 1000  # 64 s / 256, at least one second
+    try:
+        first = [make_event(task_id="a", timestamp=1000.2), make_event(task_id="b", timestamp=1000.4),
+                 make_event(task_id="a", timestamp=1000.6, type=EventType.STARTED)]
+        await events.append_many(first)
+        later = make_event(task_id="a", timestamp=1003.0, type=EventType.SUCCEEDED)
+        await events.append_many([later])
+        assert await events.redis.zrange(f"{key_prefix}:ev:tx", 0, -1) == [b"1000", b"1003"]
+        assert await events.query(task_id="a") == [first[0], first[2], later]
+        # 1003 + 64 s later: every entry of bucket 1000 is past the ttl, 1003's is not yet.
+        await events.append_many([make_event(task_id="c", timestamp=1066.5)])
+        assert await events.redis.zrange(f"{key_prefix}:ev:tx", 0, -1) == [b"1003", b"1066"]
+        assert not await events.redis.exists(f"{key_prefix}:ev:tx:1000")
+        assert await events.query(task_id="a") == [later]  # the index forgot the older two
+        assert len(await events.query(queue=first[0].queue)) == 5  # the stream did not
+        assert await events.cleanup(1066.0) == 4
+        assert await events.redis.zrange(f"{key_prefix}:ev:tx", 0, -1) == [b"1066"]
+        assert not await events.redis.exists(f"{key_prefix}:ev:tx:1003")
+    finally:
+        await events.close()
+
+
+async def test_foreign_index_bucket_is_named(redis_url: str, key_prefix: str) -> None:
+    events = await opened("event_storage", redis_url, key_prefix)
+    bucket = f"{key_prefix}:ev:tx:{int(1000.0 * 1000) // events.index_bucket_ms}"
+    await events.redis.set(bucket, "not ours")
+    try:
+        with pytest.raises(ForeignKeyError, match=bucket):
+            await events.append_many([make_event(task_id="a", timestamp=1000.0)])
+        assert await events.redis.get(bucket) == b"not ours"
+        assert await events.query() == []  # nothing written
+    finally:
+        await events.close()
+
+
 async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: str, key_prefix: str) -> None:
     """The batch travels as columns (one value when every task shares it, else a list):
     a batch where every field differs somewhere stores each task exactly as given."""

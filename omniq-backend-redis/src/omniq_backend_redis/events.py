@@ -1,9 +1,9 @@
 """Events on one Redis Stream, capped by length (``MAXLEN ~``) and optionally by age.
 
 Entry ids follow the event timestamps, so a time filter is an id range; queue and type
-are filtered here while reading, and a small list per task (``P:ev:t:<task id>``,
-expiring after ``task_index_ttl``) makes queries by task cheap. Trade-offs are in
-docs/backends/redis.md.
+are filtered here while reading, and an index by task (one hash per time bucket,
+``P:ev:tx:<bucket>``, task id -> entry ids, dropped ``task_index_ttl`` after its bucket)
+makes queries by task cheap. Trade-offs are in docs/backends/redis.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from .settings import number_option
 from .store import RedisStore
 
 _CHUNK = 500  # entries per XRANGE read
+#: Buckets of the per-task index over ``task_index_ttl``: a query by task reads one hash
+#: field per bucket, and a bucket is freed whole (UNLINK) once its events are past the ttl.
+_INDEX_BUCKETS = 256
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (bytes: no decoding)
 
 
@@ -33,7 +36,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     OPTIONS = {"max_events": 1_000_000, "max_age": None, "task_index_ttl": 7 * 86400.0}
-    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string"}
+    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:tx": "zset"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -41,6 +44,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         self.max_events = None if cap in (None, 0, "", "0") else number_option("max_events", cap, int, 1)
         self.max_age = None if age in (None, "") else number_option("max_age", age, float, 0.001)
         self.task_index_ttl = number_option("task_index_ttl", self.options["task_index_ttl"], float, 1)
+        self.index_bucket_ms = max(int(self.task_index_ttl * 1000) // _INDEX_BUCKETS, 1000)
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """One script run; the events travel as msgpack columns plus the encoded events end
@@ -79,6 +83,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             self.prefix,
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
+            self.index_bucket_ms,
             encoder.encode(columns),
             *blobs(bodies),
         ]
@@ -135,15 +140,16 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         return [event_decoder.decode(blob) for _, _, blob in found]
 
     async def _by_task(self, task_id: str, keep: Any) -> list[tuple[float, int, bytes]]:
-        ids = await self.redis.lrange(self.key("ev", "t", task_id), 0, -1)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xrange(self.key("ev"), entry_id, entry_id)
-            entries = await pipe.execute()
+        script = self.shared.script("events_task", prelude=False)
+        try:
+            entries = await script(args=[self.prefix, task_id])
+        except ResponseError as exc:
+            raise (await self.foreign(self.key("ev"), exc) or exc) from None
         found = []
-        for position, hit in enumerate(entries):
-            if hit and (ts := keep(hit[0][1])) is not None:
-                found.append((ts, position, hit[0][1][b"e"]))
+        for position, (_, flat) in enumerate(entries):
+            fields = dict(zip(flat[::2], flat[1::2]))
+            if (ts := keep(fields)) is not None:
+                found.append((ts, position, fields[b"e"]))
         return found
 
     async def _scan(
@@ -182,10 +188,16 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
 
     async def cleanup(self, older_than: float) -> int:
         """XTRIM MINID drops every entry whose id (hence timestamp) is older; then the
-        few appended late, whose id is newer than their timestamp, go by XDEL."""
+        few appended late, whose id is newer than their timestamp, go by XDEL. Index
+        buckets that only name dropped entries are freed too."""
         stream = self.key("ev")
         older_ms = max(math.floor(older_than * 1000), 0)
         deleted = await self.redis.xtrim(stream, minid=older_ms, approximate=False)
+        stale = older_ms // self.index_bucket_ms - 1
+        buckets = cast("list[bytes]", await self.redis.zrangebyscore(self.key("ev", "tx"), "-inf", stale))
+        if buckets:
+            await self.redis.unlink(*(self.key("ev", "tx", b.decode()) for b in buckets))
+            await self.redis.zremrangebyscore(self.key("ev", "tx"), "-inf", stale)
         late = await self._late()
         if late:
             start = str(older_ms)

@@ -1,4 +1,5 @@
--- ARGV: P, MAXLEN cap ('' for none), per-task index ttl ms, a msgpack array of columns
+-- ARGV: P, MAXLEN cap ('' for none), per-task index ttl ms, index bucket width ms, a
+-- msgpack array of columns
 -- {n, timestamps ms, exact timestamps (strings), task ids, queues, types, lengths of the
 -- encoded TaskEvents, guard}, each one value every event shares or an array with one per
 -- event, then the encoded TaskEvents end to end (cmsgpack has no binary type).
@@ -9,11 +10,15 @@
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
 -- stream's last entry gets that entry's ms; P:ev:late keeps the largest such lag, which
 -- query() and cleanup() widen their id ranges by.
-local P, cap, ttl = ARGV[1], ARGV[2], ARGV[3]
-local C = cmsgpack.unpack(ARGV[4])
--- The encoded events end to end, from ARGV[5] on (cut between items every 64 MB or
+-- The per-task index: hash P:ev:tx:<b> (b = entry ms // bucket width) maps a task id to
+-- its entry ids in that bucket, space-separated; sorted set P:ev:tx lists the buckets
+-- (score b). A bucket whose newest possible entry is older than the ttl is UNLINKed (freed
+-- off the main thread). One HMGET and one HSET per bucket and call, not a key per task.
+local P, cap, ttl, width = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local C = cmsgpack.unpack(ARGV[5])
+-- The encoded events end to end, from ARGV[6] on (cut between items every 64 MB or
 -- so: Redis refuses a larger argument).
-local blob_at, blob, blob_pos = 5, ARGV[5], 1
+local blob_at, blob, blob_pos = 6, ARGV[6], 1
 local function next_body(len)
   if blob_pos > #blob then blob_at, blob_pos = blob_at + 1, 1; blob = ARGV[blob_at] end
   local body = string.sub(blob, blob_pos, blob_pos + len - 1)
@@ -47,10 +52,50 @@ local function stored_as_said(j, task_id, q)
   return v[1] == g_mark and v[2] == (g_state1 or g_states[j]) and v[4] == q
     and v[3] == string.format('%.17g', created)
 end
+local buckets_key = P .. ':ev:tx'
+local bucket, found, order = nil, {}, {}  -- the bucket being filled: task id -> ids, task ids
+local function flush()
+  if #order == 0 then return end
+  local key = buckets_key .. ':' .. bucket
+  for i = 1, #order, 2000 do
+    local hi = math.min(i + 1999, #order)
+    local old = redis.call('HMGET', key, unpack(order, i, hi))
+    local args = {}
+    for k = i, hi do
+      local task_id, prev = order[k], old[k - i + 1]
+      args[#args + 1] = task_id
+      args[#args + 1] = prev and (prev .. ' ' .. found[task_id]) or found[task_id]
+    end
+    redis.call('HSET', key, unpack(args))
+  end
+  redis.call('ZADD', buckets_key, bucket, bucket)
+  found, order = {}, {}
+end
+local function index(ms, task_id, id)
+  local b = math.floor(ms / width)
+  if b ~= bucket then flush(); bucket = b end
+  local ids = found[task_id]
+  if ids then found[task_id] = ids .. ' ' .. id else found[task_id] = id; order[#order + 1] = task_id end
+end
 local held = {}
 local last = 0
 local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+-- Refuse a foreign bucket key before writing anything (an event's entry ms is its own
+-- or the newest before it, so the buckets follow the running maximum).
+do
+  local newest, prev = last, nil
+  for j = 1, ms1 and 1 or C[1] do
+    newest = math.max(newest, ms1 or mss[j])
+    local b = math.floor(newest / width)
+    if b ~= prev then
+      local key = buckets_key .. ':' .. b
+      local ty = redis.call('TYPE', key)['ok']
+      if ty ~= 'none' and ty ~= 'hash' then error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a ' .. ty}) end
+      prev = b
+    end
+  end
+end
 local late = tonumber(redis.call('GET', late_key) or '0')
 local late_before = late
 local id_ms, id_pattern = nil, nil  -- the '<ms>-*' of the last event, made once per ms
@@ -75,10 +120,17 @@ for j = 1, C[1] do
                       'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
     end
     last = ms
-    local index = P .. ':ev:t:' .. task_id
-    redis.call('RPUSH', index, id)
-    redis.call('PEXPIRE', index, ttl)
+    index(ms, task_id, id)
   end
+end
+flush()
+-- Drop the buckets whose every entry is older than the ttl.
+local stale = math.floor((last - ttl) / width) - 1
+if stale >= 0 then
+  for _, b in ipairs(redis.call('ZRANGEBYSCORE', buckets_key, '-inf', stale)) do
+    redis.call('UNLINK', buckets_key .. ':' .. b)
+  end
+  redis.call('ZREMRANGEBYSCORE', buckets_key, '-inf', stale)
 end
 if late > late_before then redis.call('SET', late_key, string.format('%d', late)) end
 return held

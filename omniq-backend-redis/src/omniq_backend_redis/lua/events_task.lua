@@ -1,0 +1,16 @@
+-- ARGV: P, task id. The task's stream entries, oldest first, as XRANGE answers them: its
+-- entry ids come from each bucket of the per-task index (see events_append.lua); an id
+-- the stream has trimmed since is skipped.
+local P, task_id = ARGV[1], ARGV[2]
+local stream, buckets_key = P .. ':ev', P .. ':ev:tx'
+local out = {}
+for _, b in ipairs(redis.call('ZRANGE', buckets_key, 0, -1)) do
+  local ids = redis.call('HGET', buckets_key .. ':' .. b, task_id)
+  if ids then
+    for id in string.gmatch(ids, '%S+') do
+      local hit = redis.call('XRANGE', stream, id, id)
+      if #hit > 0 then out[#out + 1] = hit[1] end
+    end
+  end
+end
+return out
