@@ -1,3 +1,4 @@
+import enum
 from datetime import datetime, timezone
 
 import pytest
@@ -25,6 +26,37 @@ def test_what_msgpack_cannot_carry_goes_by_dill_locally():
     assert func(*args) == 13
     naive = datetime(2026, 1, 2)
     assert s.loads(s.dumps(naive), local_only=True) == naive
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, Color.RED, Name("x"), {1, 2}, {True: 1},
+                                   {"k": [datetime(2026, 1, 2)]}, nested(70)])
+def test_values_msgpack_would_change_go_by_dill(value):
+    """What msgpack would carry but not give back as it was (a subclass comes back as its
+    base, a set as a list) travels by dill, and comes back equal."""
+    s = Serializer()
+    data = s.dumps(value)
+    assert data[2] & 1
+    assert s.loads(data, local_only=True) == value
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63), nested(60), {1: (2, 3)}])
+def test_edges_msgpack_carries_stay_plain(value):
+    assert Serializer().dumps(value)[2] == 0
 
 
 def test_unsigned_dill_is_refused_from_network_stores_with_a_fix():

@@ -37,24 +37,35 @@ MAC_SIZE = 32
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-_SCALARS = (str, int, float, bool, bytes, type(None))
+_ATOMS = frozenset({str, float, bool, bytes, type(None)})  # plain whatever their value
+_INT_RANGE = range(-(2**63), 2**64)  # what msgpack carries
 
 
 def _is_plain(obj: Any, depth: int = 0) -> bool:
     """True when msgpack round-trips ``obj`` without losing its meaning (tuples come
-    back as lists, as in every JSON-style queue)."""
+    back as lists, as in every JSON-style queue). Exact types only: a subclass (an
+    IntEnum, a str subclass) would come back as its base. Called once per enqueued task,
+    so the common cases are tested first, without a call each."""
+    kind = type(obj)
+    if kind in _ATOMS:
+        return True
+    if kind is int:
+        return obj in _INT_RANGE
     if depth > 64:
         return False
-    if isinstance(obj, _SCALARS):
-        return type(obj) in _SCALARS and not (type(obj) is int and not -(2**63) <= obj < 2**64)
-    if isinstance(obj, datetime):
-        return type(obj) is datetime and obj.tzinfo is not None
-    if type(obj) in (list, tuple):
-        return all(_is_plain(x, depth + 1) for x in obj)
-    if type(obj) is dict:
-        return all(
-            type(k) in (str, int) and _is_plain(v, depth + 1) for k, v in obj.items()
-        )
+    if kind is list or kind is tuple:
+        for x in obj:
+            if type(x) not in _ATOMS and not _is_plain(x, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        for k, v in obj.items():
+            if (type(k) is not str and type(k) is not int) or (
+                    type(v) not in _ATOMS and not _is_plain(v, depth + 1)):
+                return False
+        return True
+    if kind is datetime:
+        return obj.tzinfo is not None
     return False
 
 
