@@ -117,9 +117,16 @@ for j = 1, n do
     if failed then state = 'cancelled'
     elseif #waiting > 0 then state = 'waiting'
     elseif e and e > NOW then state = 'scheduled' end
-    redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
-               'a', '0', 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
-               'x', x and num(x) or '', 'w', int(#waiting), 's', state)
+    -- (no attempts yet, and an eta, expiry or parents only when given: each field less
+    -- is an argument less to convert and store, per task)
+    if e or x or #waiting > 0 then
+      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
+                 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
+                 'x', x and num(x) or '', 'w', int(#waiting), 's', state)
+    else
+      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
+                 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 's', state)
+    end
     if failed then
       local err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
       finish(f, 'cancelled', err)

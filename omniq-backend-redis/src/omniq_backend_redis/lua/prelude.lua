@@ -7,7 +7,7 @@
 -- enqueue order, s state, a attempts, e eta, x expires_at, md delivery limit, rt/dt
 -- retention when finished/dead, w parents not yet succeeded, hd has dependents,
 -- lo/lt/ld lease owner, token and deadline, sa started_at, fa finished_at, er encoded
--- ErrorInfo. An empty field means none.
+-- ErrorInfo. An empty or missing field means none (attempts: 0).
 local P = ARGV[1]
 local MARK = 'omniq:1'
 local NOW
@@ -76,6 +76,7 @@ local function load(id)
     if value and NUMERIC[name] then value = tonumber(value) end
     f[name] = value
   end
+  f.a = f.a or 0
   return f
 end
 
