@@ -188,6 +188,11 @@ class SyncTaskFunction(TaskFunction[P, R]):
         return self._sync_app._portal.call(lambda: self._inner.apply(args, kwargs, **options))
 
 
+#: Calls per batch of an ``enqueue_many``: big enough that a batch's round trip and
+#: script or statement overhead vanish per task, small enough that the server stores one
+#: while the next is built, and that no single step holds the server long.
+ENQUEUE_BATCH = 1000
+
 _ENQUEUE_OPTIONS = frozenset(
     {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
 )
@@ -405,24 +410,27 @@ class AsyncOmniQ:
         if events and self.config.events:
             await self.event_storage.append_many(events)
 
-    async def _enqueue_tasks(self, tasks: list[Task], at: float) -> list[Task]:
-        """Enqueue ``tasks`` with their ``enqueued`` events (one step where the backend
-        can: :meth:`~omniq.interfaces.BaseTaskQueue.enqueue_recorded`)."""
+    def _enqueued_events(self, tasks: list[Task], at: float) -> list[TaskEvent]:
+        """The ``enqueued`` event of each task (none when events are off)."""
         if not self.config.events:
-            return await self.task_queue.enqueue_recorded(tasks, [], None)
+            return []
         enqueued = EventType.ENQUEUED
-        events = [
+        return [
             TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at,
                       detail={"name": t.name, "state": t.state.value})
             for t, event_id in zip(tasks, new_ids(len(tasks)))
         ]
-        return await self.task_queue.enqueue_recorded(tasks, events, self.event_storage)
+
+    def _event_storage(self) -> BaseEventStorage | None:
+        return self.event_storage if self.config.events else None
 
     async def _enqueue(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
                        options: Mapping[str, Any]) -> TaskRef[Any]:
         await self.open()
         at = now()
-        [stored] = await self._enqueue_tasks([self._build_task(fn, args, kwargs, options, at)], at)
+        tasks = [self._build_task(fn, args, kwargs, options, at)]
+        [stored] = await self.task_queue.enqueue_recorded(tasks, self._enqueued_events(tasks, at),
+                                                          self._event_storage())
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
     def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
@@ -443,23 +451,34 @@ class AsyncOmniQ:
     async def enqueue_many(self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]],
                            **options: Any) -> list[TaskRef[Any]]:
         """Enqueue one task per item of ``calls`` (a tuple of args, or a dict of kwargs) in
-        one bulk operation."""
+        one bulk operation, in order.
+
+        The tasks are built and handed to the backend in batches of ``ENQUEUE_BATCH``
+        (:meth:`~omniq.interfaces.BaseTaskQueue.enqueue_batches`): a backend whose server
+        stores one batch while the next is built does so. If it raises part way (a bad
+        argument, a refused key), what was stored is the tasks before the failing batch,
+        as its note says."""
         await self.open()
         at = now()
         calls = list(calls)
-        tasks: list[Task] = []
-        if calls:
-            template, func_payload = self._task_template(fn, options, at)
-            given_id = options.get("task_id")
-            ids = [given_id] * len(calls) if given_id else new_ids(len(calls))
-            fill = self._fill_task
+        if not calls:
+            return []
+        template, func_payload = self._task_template(fn, options, at)
+        given_id = options.get("task_id")
+        ids = [given_id] * len(calls) if given_id else new_ids(len(calls))
+        fill = self._fill_task
+
+        def batch(start: int) -> tuple[list[Task], list[TaskEvent]]:
             tasks = [
                 fill(template, func_payload, c, {}, task_id) if type(c) is tuple  # no ABC check
                 else fill(template, func_payload, (), c, task_id) if isinstance(c, Mapping)
                 else fill(template, func_payload, tuple(c), {}, task_id)
-                for c, task_id in zip(calls, ids)
+                for c, task_id in zip(calls[start:start + ENQUEUE_BATCH], ids[start:start + ENQUEUE_BATCH])
             ]
-        stored = await self._enqueue_tasks(tasks, at) if tasks else []
+            return tasks, self._enqueued_events(tasks, at)
+
+        batches = (batch(start) for start in range(0, len(calls), ENQUEUE_BATCH))
+        stored = await self.task_queue.enqueue_batches(batches, self._event_storage())
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
     # -- results -----------------------------------------------------------------------

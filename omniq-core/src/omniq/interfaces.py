@@ -296,7 +296,7 @@ class BaseTaskQueue(BaseStore):
         """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
         ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
         ``detail["state"]`` of the task as stored (a task that existed already keeps its
-        own). What ``delay()`` and ``enqueue_many()`` call.
+        own). What ``delay()`` calls, and the default :meth:`enqueue_batches`.
 
         The default enqueues, then appends the events. A backend whose event storage can
         live on its server overrides this to write both in one step when
@@ -307,6 +307,29 @@ class BaseTaskQueue(BaseStore):
         if events and event_storage is not None:
             await event_storage.append_many([as_stored(e, t) for e, t in zip(events, stored, strict=True)])
         return stored
+
+    async def enqueue_batches(
+        self,
+        batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_recorded` over ``(tasks, events)`` batches that the caller
+        builds as they are taken (what ``enqueue_many()`` calls): the stored tasks, in
+        order.
+
+        The default takes every batch, then makes one :meth:`enqueue_recorded` call, so
+        the whole enqueue is one step where that is. A backend whose server works while
+        the client goes on overrides this to send each batch as soon as it is built, so
+        that the caller builds the next one meanwhile; then each batch is one step, and
+        what it stores when a batch fails must be the batches before it (a prefix, as
+        enqueueing one task after another would leave).
+        """
+        tasks: builtins.list[Task] = []
+        events: builtins.list[TaskEvent] = []
+        for batch_tasks, batch_events in batches:
+            tasks += batch_tasks
+            events += batch_events
+        return await self.enqueue_recorded(tasks, events, event_storage)
 
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]

@@ -1,6 +1,6 @@
 """Task-queue tests for the calls that write more than one store: ``finish_many``, the
 worker's hot path (completions with their results and events), and ``enqueue_recorded``
-(tasks with their ``enqueued`` events), each to sibling stores of the same backend (which
+and ``enqueue_batches`` (tasks with their ``enqueued`` events), each to sibling stores of the same backend (which
 a backend may merge into one step) and to stores of another kind (which it must leave to
 them)."""
 
@@ -131,8 +131,47 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
     assert await events.query(task_id=quiet.id) == []
 
 
+async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
+    running = await reserved(queue)
+    at = wall_clock()
+    first = [make_task(created_at=at) for _ in range(2)]
+    second = [make_task(id=running.id, created_at=at), make_task(created_at=at)]
+    last = [make_task(created_at=at)]
+    taken: list[int] = []
+
+    def batches() -> Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]]:
+        for number, batch in enumerate([first, second, [], last], 1):
+            taken.append(number)
+            yield batch, [enqueued_event(t) for t in batch]
+
+    stored = await queue.enqueue_batches(batches(), events)
+    assert taken == [1, 2, 3, 4]
+    assert [t.id for t in stored] == [t.id for t in [*first, *second, *last]], "in order"
+    assert [t.state for t in stored] == [TaskState.PENDING] * 2 + [TaskState.RUNNING] + [TaskState.PENDING] * 2
+    for task in stored:
+        [got] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
+        assert got.detail == {"name": task.name, "state": task.state.value}
+
+    kept = [make_task(created_at=at)]
+    never = [make_task(created_at=at)]
+
+    def failing() -> Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]]:
+        yield kept, [enqueued_event(t) for t in kept]
+        raise ValueError("cannot build the second batch")
+        yield never, []  # pragma: no cover
+
+    with pytest.raises(ValueError, match="second batch"):
+        await queue.enqueue_batches(failing(), events)
+    assert await queue.get(never[0].id) is None
+    stored_first = await queue.get(kept[0].id)
+    if stored_first is not None:  # a backend that sends each batch as built stored the first
+        assert [e.task_id for e in await events.query(task_id=kept[0].id)] == [kept[0].id], (
+            "a stored task has its event")
+
+
 class FinishTests:
-    """``finish_many`` and ``enqueue_recorded`` (mixed into :class:`TaskQueueContract`)."""
+    """``finish_many``, ``enqueue_recorded`` and ``enqueue_batches`` (mixed into
+    :class:`TaskQueueContract`)."""
 
     @pytest.fixture
     async def siblings(self, task_queue_ref: Any) -> AsyncIterator[tuple[BaseResultStorage, BaseEventStorage]]:
@@ -164,3 +203,11 @@ class FinishTests:
     ) -> None:
         events = KeptEvents()
         await check_enqueue_recorded(task_queue, events)
+
+    async def test_enqueue_batches_with_sibling_event_storage(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_enqueue_batches(task_queue, siblings[1])
+
+    async def test_enqueue_batches_with_event_storage_of_another_backend(self, task_queue: BaseTaskQueue) -> None:
+        await check_enqueue_batches(task_queue, KeptEvents())
