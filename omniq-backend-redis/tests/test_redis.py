@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState
@@ -77,6 +78,62 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
         assert appended == [[other.id]], "only the event of the task that existed went on its own"
         for task, event in zip(tasks, recorded):
             assert [e.id for e in await events.query(task_id=task.id)] == [event.id]
+    finally:
+        await events.close()
+        await queue.close()
+
+
+def enqueued(tasks: list[Any]) -> list[Any]:
+    return [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
+
+
+async def test_enqueue_batches_stores_a_batch_while_the_caller_builds(redis_url: str, key_prefix: str) -> None:
+    """Batch k reaches the server before the caller builds batch k + 2 (one batch is built
+    ahead, to know whether a batch is the last), and the batches' chain key is gone once
+    the last one ran."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    batches = [[make_task(created_at=time.time()) for _ in range(3)] for _ in range(4)]
+    stored_before_building: list[bool] = []
+    probe = redis.Redis.from_url(redis_url)
+
+    def build() -> Any:
+        for number, batch in enumerate(batches):
+            if number >= 2:
+                deadline = time.monotonic() + 10
+                key = f"{key_prefix}:t:{batches[number - 2][-1].id}"
+                while not probe.exists(key) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                stored_before_building.append(bool(probe.exists(key)))
+            yield batch, enqueued(batch)
+
+    try:
+        stored = await queue.enqueue_batches(build(), events)
+        assert stored_before_building == [True, True]
+        assert [t.id for t in stored] == [t.id for batch in batches for t in batch]
+        assert len(await events.query(types=[EventType.ENQUEUED])) == 12
+        assert probe.keys(f"{key_prefix}:chain:*") == []
+    finally:
+        probe.close()
+        await events.close()
+        await queue.close()
+
+
+async def test_a_refused_batch_stops_the_batches_after_it(redis_url: str, key_prefix: str) -> None:
+    """A foreign key in batch 2 refuses it, and batch 3, though already sent, stores
+    nothing: what is stored is batch 1, with its events, as the error's note says."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    one, two, three = ([make_task(created_at=time.time()) for _ in range(2)] for _ in range(3))
+    await queue.redis.set(f"{key_prefix}:t:{two[1].id}", "not ours")
+    try:
+        with pytest.raises(ForeignKeyError) as caught:
+            await queue.enqueue_batches([(b, enqueued(b)) for b in (one, two, three)], events)
+        assert "the first 2 task(s) of this enqueue were stored" in "".join(caught.value.__notes__)
+        others = [*one, two[0], *three]  # (two[1] is the foreign key)
+        assert [await queue.get(t.id) is not None for t in others] == [True] * 2 + [False] * 3
+        assert {e.task_id for e in await events.query()} == {t.id for t in one}
+        assert await queue.redis.get(f"{key_prefix}:t:{two[1].id}") == b"not ours"
     finally:
         await events.close()
         await queue.close()

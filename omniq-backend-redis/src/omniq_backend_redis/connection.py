@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from omniq.config import mask_url
@@ -25,7 +26,16 @@ from .errors import RedisUnavailableError
 from .notify import Notifier
 from .settings import ConnectionSettings
 
-_PRELUDE = resources.files(__package__).joinpath("lua", "prelude.lua").read_text()
+#: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
+#: scripts share the prelude; enqueue also appends its tasks' events, with the code of
+#: events_append. A script not named here runs after the prelude.
+_LIBS: dict[str, tuple[str, ...]] = {
+    "enqueue": ("batch", "events_lib", "prelude"),
+    "events_append": ("batch", "events_lib"),
+    "events_task": (),
+    "results_set": (),
+    "results_delete": (),
+}
 
 
 class SharedConnection:
@@ -48,39 +58,49 @@ class SharedConnection:
         self.refs = 0
         self._scripts: dict[str, AsyncScript] = {}
 
-    def script(self, name: str, prelude: bool = True) -> AsyncScript:
-        """The Lua script ``lua/<name>.lua`` (after the task-queue prelude unless told
-        otherwise), run by EVALSHA: redis-py loads it once, and again after a restart."""
+    def script(self, name: str) -> AsyncScript:
+        """The Lua script ``lua/<name>.lua`` after its libraries (``_LIBS``), run by
+        EVALSHA: redis-py loads it once, and again after a restart."""
         found = self._scripts.get(name)
         if found is None:
-            body = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
-            text = _PRELUDE + body if prelude else body
-            found = self._scripts[name] = self.client.register_script(text)
+            lua = resources.files(__package__).joinpath("lua")
+            parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*_LIBS.get(name, ("prelude",)), name)]
+            found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 
-    async def pipelined(self, calls: list[tuple[str, bool, list[Any]]]) -> list[Any]:
-        """Run scripts ``(name, with prelude, args)`` back to back on one connection: one
-        round trip. Each reply is the script's answer or its ResponseError. (redis-py's
-        Pipeline costs more client time than the round trip it saves, for two commands.)
-        A dropped connection is retried like any command; a server that lost its scripts
-        (a restart) gets them again and the whole call once more: a NOSCRIPT reply means
-        that script did not run."""
-        scripts = [(self.script(name, prelude), args) for name, prelude, args in calls]
+    async def pipelined(self, calls: Iterable[tuple[str, list[Any]]]) -> list[Any]:
+        """Run scripts ``(name, args)`` back to back on one connection, each sent as soon
+        as ``calls`` yields it, the replies read at the end: one round trip, and a caller
+        that builds its calls lazily builds the next while the server runs the last. Each
+        reply is the script's answer or its ResponseError. (redis-py's Pipeline packs
+        everything first, and costs more client time than the round trip it saves.) A
+        dropped connection is retried like any command, resending every call; a server
+        that lost its scripts (a restart) gets them again and every call once more: a
+        NOSCRIPT reply means that script did not run."""
+        source = iter(calls)
+        sent: list[tuple[AsyncScript, list[Any]]] = []
         for attempt in range(2):
-            replies = await self.retry.call_with_retry(lambda: self._send(scripts), _ignore)
+            replies = await self.retry.call_with_retry(lambda: self._send(sent, source), _ignore)
             if attempt or not any(isinstance(r, NoScriptError) for r in replies):
                 return replies
-            for script, _ in scripts:
+            for script in {id(s): s for s, _ in sent}.values():
                 await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    async def _send(self, scripts: list[tuple[AsyncScript, list[Any]]]) -> list[Any]:
+    async def _send(self, sent: list[tuple[AsyncScript, list[Any]]], source: Iterator[tuple[str, list[Any]]]
+                    ) -> list[Any]:
+        """Send ``sent`` again (a retry), then what ``source`` still holds, adding it to
+        ``sent``; read a reply per call."""
         conn = await self.pool.get_connection()
         try:
-            await conn.send_packed_command(
-                conn.pack_commands([("EVALSHA", s.sha, 0, *args) for s, args in scripts]))
+            for script, args in sent:
+                await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
+            for name, args in source:
+                script = self.script(name)
+                sent.append((script, args))
+                await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
             replies: list[Any] = []
-            for _ in scripts:
+            for _ in sent:
                 try:
                     replies.append(await conn.read_response())
                 except ResponseError as exc:

@@ -48,22 +48,19 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """One script run; the events travel as msgpack columns plus the encoded events end
-        to end (see events_append.lua): a bulk enqueue's events share their timestamp,
+        to end (see events_lib.lua): a bulk enqueue's events share their timestamp,
         queue and type, so those are sent, and formatted, once."""
         if not events:
             return
         try:
-            await self.shared.script("events_append", prelude=False)(args=self.append_args(events))
+            await self.shared.script("events_append")(args=self.append_args(events))
         except ResponseError as exc:
             raise (await self.foreign(self.key("ev"), exc) or exc) from None
         await self.after_append()
 
-    def append_args(self, events: Sequence[TaskEvent], guard: list[Any] | None = None) -> list[Any]:
-        """The arguments of events_append.lua. ``guard`` (``[queue key prefix, task
-        marker, states, created_ats]``, the last two one value or one per event) makes the
-        script write only the events whose task hash has that marker, state, created_at
-        and queue, and answer the positions of the others (see the task queue's
-        enqueue_recorded)."""
+    def append_args(self, events: Sequence[TaskEvent]) -> list[Any]:
+        """The arguments of events_lib.lua's append_events (what events_append.lua runs,
+        and enqueue.lua after its tasks)."""
         bodies = [encoder.encode(e) for e in events]
         stamps = column([e.timestamp for e in events])
         if isinstance(stamps, list):
@@ -77,7 +74,6 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             column([e.queue for e in events]),
             column([e.type for e in events]),
             column([len(body) for body in bodies]),
-            guard,
         ]
         return [
             self.prefix,
@@ -140,7 +136,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         return [event_decoder.decode(blob) for _, _, blob in found]
 
     async def _by_task(self, task_id: str, keep: Any) -> list[tuple[float, int, bytes]]:
-        script = self.shared.script("events_task", prelude=False)
+        script = self.shared.script("events_task")
         try:
             entries = await script(args=[self.prefix, task_id])
         except ResponseError as exc:
@@ -193,11 +189,11 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         stream = self.key("ev")
         older_ms = max(math.floor(older_than * 1000), 0)
         deleted = await self.redis.xtrim(stream, minid=older_ms, approximate=False)
-        stale = older_ms // self.index_bucket_ms - 1
-        buckets = cast("list[bytes]", await self.redis.zrangebyscore(self.key("ev", "tx"), "-inf", stale))
+        last_stale = older_ms // self.index_bucket_ms - 1
+        buckets = cast("list[bytes]", await self.redis.zrangebyscore(self.key("ev", "tx"), "-inf", last_stale))
         if buckets:
             await self.redis.unlink(*(self.key("ev", "tx", b.decode()) for b in buckets))
-            await self.redis.zremrangebyscore(self.key("ev", "tx"), "-inf", stale)
+            await self.redis.zremrangebyscore(self.key("ev", "tx"), "-inf", last_stale)
         late = await self._late()
         if late:
             start = str(older_ms)

@@ -12,7 +12,7 @@ import builtins
 import heapq
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
@@ -31,10 +31,6 @@ _MARK = b"omniq:1"
 _COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
 _CAS_TRIES = 20
-#: Largest batch whose events go with the enqueue script (enqueue_recorded): the events
-#: script then looks at each task (~1 us of Redis time), which outweighs the round trip
-#: saved (~100 us) beyond about a hundred tasks.
-_RECORDED_MAX = 100
 
 
 class RedisTaskQueue(RedisStore, BaseTaskQueue):
@@ -89,40 +85,82 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         returned as is, not copied."""
         if not tasks:
             return []
-        return _stored(tasks, await self._run("enqueue", _enqueue_args(tasks)))
+        stored, _ = _stored(tasks, await self._run("enqueue", _enqueue_args(tasks)))
+        return stored
 
     async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
                                event_storage: BaseEventStorage | None) -> list[Task]:
-        """With the event storage on this connection (same server and database), the
-        enqueue script and the events script are sent together: one round trip. The
-        events are encoded before the server decides the tasks' states, so they say what
-        the client expects (pending, or scheduled for an eta ahead of its clock), and the
-        events script writes only those whose task is stored so when it runs; the rest (a
-        task that existed, an eta at the edge of now, a task another client changed in
-        between) follow in a second call, as stored."""
-        if (not events or len(tasks) > _RECORDED_MAX or not isinstance(event_storage, RedisEventStorage)
-                or event_storage.shared is not self.shared
-                or any(t.depends_on or t.created_at <= 0 for t in tasks)):
-            return await super().enqueue_recorded(tasks, events, event_storage)
-        at = time.time()
-        expected = [TaskState.SCHEDULED if t.eta is not None and t.eta > at else TaskState.PENDING
-                    for t in tasks]
-        said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
-        guard = [self.prefix, _MARK.decode(), column([s.value for s in expected]),
-                 column([t.created_at for t in tasks])]
-        enqueued, held = await self.shared.pipelined([
-            ("enqueue", True, [self.prefix, *_enqueue_args(tasks)]),
-            ("events_append", False, event_storage.append_args(said, guard)),
-        ])
-        if isinstance(enqueued, ResponseError):
-            raise _script_error(enqueued)  # nothing stored, so the guard held every event
-        if isinstance(held, ResponseError):
-            raise (await event_storage.foreign(event_storage.key("ev"), held) or held)
-        stored = _stored(tasks, enqueued)
+        return await self.enqueue_batches([(tasks, events)], event_storage)
+
+    async def enqueue_batches(
+        self,
+        batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]],
+        event_storage: BaseEventStorage | None,
+    ) -> list[Task]:
+        """One enqueue script run per batch, each sent as soon as it is built, on one
+        connection, the replies read at the end: the server stores a batch while the
+        caller builds the next. With the event storage on this connection (same server
+        and database) the script also writes the batch's events: they are encoded before
+        the server decides the tasks' states, so they say what the client expects
+        (pending, or scheduled for an eta ahead of its clock), and the script writes
+        those whose task it stored so; the others (a task that existed, an eta at the
+        edge of now) follow in one more call, as stored. Batches are chained (see
+        enqueue.lua): one that fails stops those after it, so what is stored is the
+        tasks before it."""
+        sibling = isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared
+        chain_key = self.key("chain", secrets.token_hex(8))
+        sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
+        failure: list[BaseException] = []
+
+        def calls() -> Iterator[tuple[str, list[Any]]]:
+            try:
+                for tasks, events, last in _marking_last(batches):
+                    if not tasks:
+                        continue
+                    k = len(sent) + 1
+                    chain = None if k == 1 and last else [chain_key, k, last]
+                    args = [self.prefix]
+                    if sibling and events:
+                        at = time.time()
+                        expected = [TaskState.SCHEDULED if t.eta is not None and t.eta > at
+                                    else TaskState.PENDING for t in tasks]
+                        said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
+                        args += _enqueue_args(tasks, chain, column([s.value for s in expected]))
+                        args += cast(RedisEventStorage, event_storage).append_args(said)
+                    else:
+                        args += _enqueue_args(tasks, chain)
+                    sent.append((tasks, events))
+                    yield "enqueue", args
+            except Exception as exc:  # building a batch failed: store what was sent, then raise
+                failure.append(exc)
+
+        replies = await self.shared.pipelined(calls())
+        stored: list[Task] = []
+        held: list[TaskEvent] = []
+        refusal: Exception | None = None
+        for (tasks, events), reply in zip(sent, replies):
+            if isinstance(reply, ResponseError):
+                refusal = _script_error(reply)
+                break
+            batch_stored, positions = _stored(tasks, reply)
+            stored += batch_stored
+            if not events or event_storage is None:
+                continue
+            if sibling:
+                held += [as_stored(events[j - 1], batch_stored[j - 1]) for j in positions]
+            else:
+                held += [as_stored(e, t) for e, t in zip(events, batch_stored, strict=True)]
         if held:
-            await event_storage.append_many([as_stored(events[j - 1], stored[j - 1]) for j in held])
-        else:
-            await event_storage.after_append()
+            assert event_storage is not None
+            await event_storage.append_many(held)
+        elif sibling and stored:
+            await cast(RedisEventStorage, event_storage).after_append()
+        problem = refusal or (failure[0] if failure else None)
+        if problem is not None:
+            if stored:
+                problem.add_note(f"the first {len(stored)} task(s) of this enqueue were stored, "
+                                 f"the rest were not")
+            raise problem
         return stored
 
     async def reserve(
@@ -383,12 +421,14 @@ def _script_error(exc: ResponseError) -> Exception:
     return foreign_from_reply(message) or exc
 
 
-def _enqueue_args(tasks: Sequence[Task]) -> list[Any]:
-    """enqueue.lua's arguments after the prefix: the columns, then the encoded tasks."""
+def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expected: Any = None) -> list[Any]:
+    """enqueue.lua's arguments after the prefix: the columns, then the encoded tasks
+    (the caller adds the events' arguments when it gives ``expected``)."""
     bodies = [encoder.encode(t) for t in tasks]
     parents = None
     if any(t.depends_on for t in tasks):
         parents = [list(dict.fromkeys(t.depends_on)) for t in tasks]
+    runs = blobs(bodies)
     columns = encoder.encode(
         [
             len(tasks),
@@ -403,14 +443,28 @@ def _enqueue_args(tasks: Sequence[Task]) -> list[Any]:
             column([t.dead_ttl for t in tasks]),
             column([t.created_at for t in tasks]),
             parents,
+            len(runs),
+            chain,
+            expected,
         ]
     )
-    return [columns, *blobs(bodies)]
+    return [columns, *runs]
 
 
-def _stored(tasks: Sequence[Task], reply: bytes) -> list[Task]:
-    """The tasks as enqueue.lua stored them, from its reply."""
-    server_now, rows = msgspec.msgpack.decode(reply)
+def _marking_last(batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]]
+                  ) -> Iterator[tuple[Sequence[Task], Sequence[TaskEvent], bool]]:
+    """Each batch with whether it is the last (taking one batch ahead)."""
+    it = iter(batches)
+    ahead = next(it, None)
+    while ahead is not None:
+        current, ahead = ahead, next(it, None)
+        yield current[0], current[1], ahead is None
+
+
+def _stored(tasks: Sequence[Task], reply: bytes) -> tuple[list[Task], list[int]]:
+    """The tasks as enqueue.lua stored them, and the positions of the events it held
+    back, from its reply."""
+    server_now, rows, held = msgspec.msgpack.decode(reply)
     now = float(server_now)
     stored = []
     for task, row in zip(tasks, rows):
@@ -438,4 +492,4 @@ def _stored(tasks: Sequence[Task], reply: bytes) -> list[Task]:
                 error=error,
             )
         )
-    return stored
+    return stored, held

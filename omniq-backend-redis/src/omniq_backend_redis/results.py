@@ -28,7 +28,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
 
     async def _script(self, name: str, args: list[Any], key: str) -> Any:
         try:
-            return await self.shared.script(name, prelude=False)(args=[self.prefix, *args])
+            return await self.shared.script(name)(args=[self.prefix, *args])
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
 

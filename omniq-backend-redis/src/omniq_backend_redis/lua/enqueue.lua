@@ -1,19 +1,24 @@
 -- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
 -- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
--- lists of parent ids}, then the encoded tasks end to end (cmsgpack has no binary type).
+-- lists of parent ids, number of task blob arguments, chain, expected states}, then the
+-- encoded tasks end to end (see batch.lua), then, when expected states are given, the
+-- tasks' events as events_lib.lua reads them.
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
 -- with one value per task; nil is none, and the parents column is nil when no task has
 -- any. One unpack of a few arrays instead of a dozen arguments (or a table) per task.
+-- The chain ({key, k, last} or nil) orders the batches of one enqueue sent back to back: batch
+-- k > 1 runs only if the key says batch k - 1 ran, so a refused or failed batch stops
+-- the ones after it and what is stored is always a prefix.
+-- Event j is written if task j is new and stored in expected state j (what the client
+-- encoded in it); the others are held back, for the client to send as stored.
 -- Returns msgpack {now, per task: state (new, no error) | {state, error} (new, cancelled)
--- | row (existed already)}; a new task's created_at is its own, or now when it gave 0.
+-- | row (existed already), positions of the held events}; a new task's created_at is its
+-- own, or now when it gave 0.
 local C = cmsgpack.unpack(ARGV[2])
--- A column as (the value every task shares, nil) or (nil, the array of values), read
--- per task as `one or many[j]` (no call per field; eta and expiry may be nil in both).
-local function split(column)
-  if type(column) == 'table' then return nil, column end
-  return column, nil
+local n, parents, chain, expected = C[1], C[12], C[14], C[15]
+if chain and chain[2] > 1 and redis.call('GET', chain[1]) ~= int(chain[2] - 1) then
+  error({err = 'OMNIQ_ABORTED'})
 end
-local n, parents = C[1], C[12]
 local id1, ids = split(C[2])
 local len1, lens = split(C[3])
 local q1, qs = split(C[4])
@@ -24,15 +29,7 @@ local md1, mds = split(C[8])
 local rt1, rts = split(C[9])
 local dt1, dts = split(C[10])
 local c1, cs = split(C[11])
--- The encoded tasks end to end, from ARGV[3] on (cut between items every 64 MB or
--- so: Redis refuses a larger argument).
-local blob_at, blob, blob_pos = 3, ARGV[3], 1
-local function next_body(len)
-  if blob_pos > #blob then blob_at, blob_pos = blob_at + 1, 1; blob = ARGV[blob_at] end
-  local body = string.sub(blob, blob_pos, blob_pos + len - 1)
-  blob_pos = blob_pos + len
-  return body
-end
+local next_body = items_from(3)
 local NONE = {}
 local function parents_of(j) return parents and parents[j] or NONE end
 local keys = {}
@@ -88,6 +85,7 @@ end
 -- Pass 2: store, deciding each state from the parents and the eta.
 local seq = redis.call('INCRBY', P .. ':seq', n) - n
 local out = {}
+local stored_as = {}  -- j -> the state task j was stored in, when this call stored it
 local touched = {}  -- queues that got a task
 local replies = {}  -- state -> its msgpack string, made once
 for j = 1, n do
@@ -102,7 +100,6 @@ for j = 1, n do
     local rt, dt, c, deps = rt1 or rts[j], dt1 or dts[j], c1 or cs[j], parents_of(j)
     if c == 0 then c = NOW end
     local sq = int(seq)
-    local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
     local failed, waiting = nil, NONE
     if #deps > 0 then
       waiting = {}
@@ -117,6 +114,7 @@ for j = 1, n do
     if failed then state = 'cancelled'
     elseif #waiting > 0 then state = 'waiting'
     elseif e and e > NOW then state = 'scheduled' end
+    stored_as[j] = state
     -- (no attempts yet, and an eta, expiry or parents only when given: each field less
     -- is an argument less to convert and store, per task)
     if e or x or #waiting > 0 then
@@ -128,20 +126,20 @@ for j = 1, n do
                  'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 's', state)
     end
     if failed then
+      local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
       local err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
       finish(f, 'cancelled', err)
       out[j] = mp_array(2) .. mp_bin(state) .. mp_bin(err)
     else
+      zadd(qkey(q, STATE_INDEX[state]), sq, id)  -- set_state() of a task that had none
       if state == 'waiting' then
         for _, dep in ipairs(waiting) do
           redis.call('SADD', P .. ':deps:' .. dep, id)
           redis.call('HSET', tkey(dep), 'hd', 1)
         end
-        set_state(f, 'waiting')
-        if x then zadd(TTL_KEY, fmt(x), id) end
+        if x then zadd(TTL_KEY, num(x), id) end
       else
-        set_state(f, state)
-        index_ready(f)
+        index_ready(id, q, p, seq, e, x)
       end
       local reply = replies[state]
       if not reply then reply = mp_bin(state); replies[state] = reply end
@@ -152,4 +150,13 @@ for j = 1, n do
 end
 for q, _ in pairs(touched) do redis.call('SADD', P .. ':queues', q) end
 commit()
-return mp_array(2) .. mp_bin(num(NOW)) .. rows(out)
+local held = '\144'  -- msgpack: no positions
+if expected then
+  local want1, wants = split(expected)
+  local positions = append_events(3 + C[13], function(j) return stored_as[j] == (want1 or wants[j]) end)
+  if #positions > 0 then held = cmsgpack.pack(positions) end
+end
+if chain then
+  if chain[3] then redis.call('DEL', chain[1]) else redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end
+end
+return mp_array(3) .. mp_bin(num(NOW)) .. rows(out) .. held

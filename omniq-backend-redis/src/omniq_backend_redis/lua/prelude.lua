@@ -129,15 +129,16 @@ local function ready_score(p, sq)
   return fmt(score)
 end
 
--- Index a task that may run: the ready set, or the delayed set until its eta.
-local function index_ready(f)
-  if f.e and f.e > NOW then
-    zadd(qkey(f.q, 'delayed'), fmt(f.e), f.id)
+-- Index a task that may run: the ready set, or the delayed set until its eta. (Fields
+-- as arguments: enqueue calls this per task without building a table for it.)
+local function index_ready(id, q, p, sq, e, x)
+  if e and e > NOW then
+    zadd(qkey(q, 'delayed'), num(e), id)
   else
-    zadd(qkey(f.q, 'ready'), ready_score(f.p, f.sq), f.id)
+    zadd(qkey(q, 'ready'), ready_score(p, sq), id)
   end
-  if f.x then zadd(TTL_KEY, fmt(f.x), f.id) end
-  WAKE[f.q] = true
+  if x then zadd(TTL_KEY, num(x), id) end
+  WAKE[q] = true
 end
 
 -- Move a task to a state that may run, writing `values` with the new state.
@@ -145,7 +146,7 @@ local function to_ready(f, state, values)
   set_state(f, state)
   values.s = state
   update(f, values)
-  index_ready(f)
+  index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
 end
 
 local function error_info(kind, message) return cmsgpack.pack({type = kind, message = message}) end
