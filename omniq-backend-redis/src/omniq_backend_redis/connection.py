@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from omniq.config import mask_url
@@ -68,45 +68,67 @@ class SharedConnection:
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 
-    async def pipelined(self, calls: Iterable[tuple[str, list[Any]]]) -> list[Any]:
+    async def pipelined(self, calls: Iterable[tuple[str, list[Any]]],
+                        on_reply: Callable[[int, Any], None] | None = None) -> list[Any]:
         """Run scripts ``(name, args)`` back to back on one connection, each sent as soon
-        as ``calls`` yields it, the replies read at the end: one round trip, and a caller
-        that builds its calls lazily builds the next while the server runs the last. Each
-        reply is the script's answer or its ResponseError. (redis-py's Pipeline packs
-        everything first, and costs more client time than the round trip it saves.) A
-        dropped connection is retried like any command, resending every call; a server
-        that lost its scripts (a restart) gets them again and every call once more: a
-        NOSCRIPT reply means that script did not run."""
+        as ``calls`` yields it: one round trip, and a caller that builds its calls lazily
+        builds the next while the server runs the last. Each reply is the script's answer
+        or its ResponseError; ``on_reply(i, reply)`` sees reply ``i`` as soon as it is
+        read, which is while later calls are still being built when the server is ahead,
+        so the caller can decode it meanwhile (it may see ``i`` again after a retry: the
+        later one counts). (redis-py's Pipeline packs everything first, and costs more
+        client time than the round trip it saves.) A dropped connection is retried like
+        any command, resending every call; a server that lost its scripts (a restart)
+        gets them again and every call once more: a NOSCRIPT reply means that script did
+        not run."""
         source = iter(calls)
         sent: list[tuple[AsyncScript, list[Any]]] = []
         for attempt in range(2):
-            replies = await self.retry.call_with_retry(lambda: self._send(sent, source), _ignore)
+            replies = await self.retry.call_with_retry(lambda: self._send(sent, source, on_reply), _ignore)
             if attempt or not any(isinstance(r, NoScriptError) for r in replies):
                 return replies
             for script in {id(s): s for s, _ in sent}.values():
                 await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    async def _send(self, sent: list[tuple[AsyncScript, list[Any]]], source: Iterator[tuple[str, list[Any]]]
-                    ) -> list[Any]:
+    async def _send(self, sent: list[tuple[AsyncScript, list[Any]]], source: Iterator[tuple[str, list[Any]]],
+                    on_reply: Callable[[int, Any], None] | None) -> list[Any]:
         """Send ``sent`` again (a retry), then what ``source`` still holds, adding it to
-        ``sent``; read a reply per call."""
+        ``sent``. A reader task takes the replies as they come, one per call sent; the
+        sender lets it run after each call (a write to a socket with room does not
+        yield to the event loop)."""
         conn = await self.pool.get_connection()
+        replies: list[Any] = []
+        tokens: asyncio.Queue[bool] = asyncio.Queue()  # True per call sent, then False
+
+        async def read() -> None:
+            while await tokens.get():
+                try:
+                    reply = await conn.read_response()
+                except ResponseError as exc:
+                    reply = exc
+                if on_reply is not None:
+                    on_reply(len(replies), reply)
+                replies.append(reply)
+
+        reading = asyncio.ensure_future(read())
         try:
             for script, args in sent:
                 await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
+                tokens.put_nowait(True)
             for name, args in source:
                 script = self.script(name)
                 sent.append((script, args))
                 await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
-            replies: list[Any] = []
-            for _ in sent:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+                tokens.put_nowait(True)
+                await asyncio.sleep(0)
+                if reading.done():
+                    break  # it failed: its error is raised below
+            tokens.put_nowait(False)
+            await reading
             return replies
         except BaseException:
+            reading.cancel()
             await conn.disconnect()
             raise
         finally:

@@ -98,27 +98,27 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         event_storage: BaseEventStorage | None,
     ) -> list[Task]:
         """One enqueue script run per batch, each sent as soon as it is built, on one
-        connection, the replies read at the end: the server stores a batch while the
-        caller builds the next. With the event storage on this connection (same server
-        and database) the script also writes the batch's events: they are encoded before
-        the server decides the tasks' states, so they say what the client expects
-        (pending, or scheduled for an eta ahead of its clock), and the script writes
-        those whose task it stored so; the others (a task that existed, an eta at the
-        edge of now) follow in one more call, as stored. Batches are chained (see
-        enqueue.lua): one that fails stops those after it, so what is stored is the
-        tasks before it."""
+        connection, each reply decoded as soon as it comes: the server stores a batch
+        while the caller builds the next. With the event storage on this connection
+        (same server and database) the script also writes the batch's events: they are
+        encoded before the server decides the tasks' states, so they say what the client
+        expects (pending, or scheduled for an eta ahead of its clock), and the script
+        writes those whose task it stored so; the others (a task that existed, an eta at
+        the edge of now) follow in one more call, as stored. Unless ``batches`` is a
+        sequence of one, the batches are chained (see enqueue.lua): one that fails stops
+        those after it, so what is stored is the tasks before it."""
         sibling = isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared
+        chained = not (isinstance(batches, Sequence) and len(batches) == 1)
         chain_key = self.key("chain", secrets.token_hex(8))
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
         failure: list[BaseException] = []
 
         def calls() -> Iterator[tuple[str, list[Any]]]:
             try:
-                for tasks, events, last in _marking_last(batches):
+                for tasks, events in batches:
                     if not tasks:
                         continue
-                    k = len(sent) + 1
-                    chain = None if k == 1 and last else [chain_key, k, last]
+                    chain = [chain_key, len(sent) + 1] if chained else None
                     args = [self.prefix]
                     if sibling and events:
                         at = time.time()
@@ -131,18 +131,26 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         args += _enqueue_args(tasks, chain)
                     sent.append((tasks, events))
                     yield "enqueue", args
-            except Exception as exc:  # building a batch failed: store what was sent, then raise
+            except Exception as exc:  # building a batch failed: keep what was sent, then raise
                 failure.append(exc)
 
-        replies = await self.shared.pipelined(calls())
+        decoded: dict[int, tuple[list[Task], list[int]] | ResponseError] = {}
+
+        def decode(i: int, reply: Any) -> None:
+            decoded[i] = reply if isinstance(reply, ResponseError) else _stored(sent[i][0], reply)
+
+        await self.shared.pipelined(calls(), decode)
+        if chained and sent:
+            await self.redis.delete(chain_key)
         stored: list[Task] = []
         held: list[TaskEvent] = []
         refusal: Exception | None = None
-        for (tasks, events), reply in zip(sent, replies):
-            if isinstance(reply, ResponseError):
-                refusal = _script_error(reply)
+        for i, (tasks, events) in enumerate(sent):
+            outcome = decoded[i]
+            if isinstance(outcome, ResponseError):
+                refusal = _script_error(outcome)
                 break
-            batch_stored, positions = _stored(tasks, reply)
+            batch_stored, positions = outcome
             stored += batch_stored
             if not events or event_storage is None:
                 continue
@@ -449,16 +457,6 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
         ]
     )
     return [columns, *runs]
-
-
-def _marking_last(batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]]
-                  ) -> Iterator[tuple[Sequence[Task], Sequence[TaskEvent], bool]]:
-    """Each batch with whether it is the last (taking one batch ahead)."""
-    it = iter(batches)
-    ahead = next(it, None)
-    while ahead is not None:
-        current, ahead = ahead, next(it, None)
-        yield current[0], current[1], ahead is None
 
 
 def _stored(tasks: Sequence[Task], reply: bytes) -> tuple[list[Task], list[int]]:

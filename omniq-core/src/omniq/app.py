@@ -477,7 +477,9 @@ class AsyncOmniQ:
             ]
             return tasks, self._enqueued_events(tasks, at)
 
-        batches = (batch(start) for start in range(0, len(calls), ENQUEUE_BATCH))
+        starts = range(0, len(calls), ENQUEUE_BATCH)
+        # (one batch goes as a list, known whole: nothing to chain)
+        batches = [batch(0)] if len(starts) == 1 else (batch(start) for start in starts)
         stored = await self.task_queue.enqueue_batches(batches, self._event_storage())
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 

@@ -6,7 +6,7 @@
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
 -- with one value per task; nil is none, and the parents column is nil when no task has
 -- any. One unpack of a few arrays instead of a dozen arguments (or a table) per task.
--- The chain ({key, k, last} or nil) orders the batches of one enqueue sent back to back: batch
+-- The chain ({key, k} or nil) orders the batches of one enqueue sent back to back: batch
 -- k > 1 runs only if the key says batch k - 1 ran, so a refused or failed batch stops
 -- the ones after it and what is stored is always a prefix.
 -- Event j is written if task j is new and stored in expected state j (what the client
@@ -156,7 +156,5 @@ if expected then
   local positions = append_events(3 + C[13], function(j) return stored_as[j] == (want1 or wants[j]) end)
   if #positions > 0 then held = cmsgpack.pack(positions) end
 end
-if chain then
-  if chain[3] then redis.call('DEL', chain[1]) else redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end
-end
+if chain then redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end
 return mp_array(3) .. mp_bin(num(NOW)) .. rows(out) .. held
