@@ -58,9 +58,9 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             raise (await self.foreign(self.key("ev"), exc) or exc) from None
         await self.after_append()
 
-    def append_args(self, events: Sequence[TaskEvent]) -> list[Any]:
+    def append_args(self, events: Sequence[TaskEvent], task_ids: bool = True) -> list[Any]:
         """The arguments of events_lib.lua's append_events (what events_append.lua runs,
-        and enqueue.lua after its tasks)."""
+        and enqueue.lua after its tasks, which passes its own ids: ``task_ids=False``)."""
         bodies = [encoder.encode(e) for e in events]
         stamps = column([e.timestamp for e in events])
         if isinstance(stamps, list):
@@ -70,7 +70,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             ms, exact = max(math.floor(stamps * 1000), 0), repr(float(stamps))
         columns = [
             len(events), ms, exact,
-            column([e.task_id for e in events]),
+            column([e.task_id for e in events]) if task_ids else None,
             column([e.queue for e in events]),
             column([e.type for e in events]),
             column([len(body) for body in bodies]),

@@ -126,7 +126,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                                     else TaskState.PENDING for t in tasks]
                         said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
                         args += _enqueue_args(tasks, chain, column([s.value for s in expected]))
-                        args += cast(RedisEventStorage, event_storage).append_args(said)
+                        args += cast(RedisEventStorage, event_storage).append_args(said, task_ids=False)
                     else:
                         args += _enqueue_args(tasks, chain)
                     sent.append((tasks, events))

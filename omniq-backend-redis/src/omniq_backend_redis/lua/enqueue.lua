@@ -82,7 +82,10 @@ for j = 1, plain and 0 or n do
   in_batch[id] = true
 end
 
--- Pass 2: store, deciding each state from the parents and the eta.
+-- Pass 2: store, deciding each state from the parents and the eta. (The columns every
+-- task shares as the strings HSET stores, formatted once.)
+local cS = c1 and num(c1 == 0 and NOW or c1)
+local pS, mdS, rtS, dtS = p1 and num(p1), md1 and num(md1), rt1 and num(rt1), dt1 and num(dt1)
 local seq = redis.call('INCRBY', P .. ':seq', n) - n
 local out = {}
 local stored_as = {}  -- j -> the state task j was stored in, when this call stored it
@@ -122,8 +125,8 @@ for j = 1, n do
                  'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
                  'x', x and num(x) or '', 'w', int(#waiting), 's', state)
     else
-      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
-                 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 's', state)
+      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', cS or num(c), 'q', q, 'p', pS or num(p), 'sq', sq,
+                 'md', mdS or num(mds[j]), 'rt', rtS or num(rt), 'dt', dtS or num(dt), 's', state)
     end
     if failed then
       local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
@@ -153,7 +156,9 @@ commit()
 local held = '\144'  -- msgpack: no positions
 if expected then
   local want1, wants = split(expected)
-  local positions = append_events(3 + C[13], function(j) return stored_as[j] == (want1 or wants[j]) end)
+  -- (an event is written only for a task this call stored, which it does once per id)
+  local positions = append_events(3 + C[13], function(j) return stored_as[j] == (want1 or wants[j]) end,
+                                  id1, ids, true)
   if #positions > 0 then held = cmsgpack.pack(positions) end
 end
 if chain then redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end
