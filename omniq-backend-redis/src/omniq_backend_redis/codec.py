@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,25 @@ def decode_error(blob: bytes | None) -> ErrorInfo | None:
     return error_decoder.decode(blob) if blob else None
 
 
-def decode_task(row: Sequence[bytes | None]) -> Task:
+#: A task hash's fields as get() reads them: the header (the marker, then created_at and
+#: the other fields that never change, as doubles: see prelude.lua), then a row's but c.
+HASH_FIELDS = ("h", "d", "s", "a", "e", "lo", "lt", "ld", "sa", "fa", "er")
+MARK = b"OQT2"
+
+
+def is_task_hash(header: bytes | None) -> bool:
+    return header is not None and header[:4] == MARK
+
+
+def decode_hash(values: Sequence[bytes | None]) -> Task:
+    """Build a Task from a hash's HASH_FIELDS (its header checked by is_task_hash)."""
+    header = values[0]
+    assert header is not None
+    (created,) = struct.unpack_from(">d", header, 4)
+    return decode_task([values[1], created, *values[2:]])
+
+
+def decode_task(row: Sequence[Any]) -> Task:
     """Build a Task from a row ``d c s a e lo lt ld sa fa er`` (see prelude.lua); empty
     values mean none."""
     body, created, state, attempts, eta, owner, token, deadline, started, finished, error = row

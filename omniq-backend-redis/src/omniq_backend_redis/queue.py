@@ -21,13 +21,12 @@ from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseR
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import STATES, blobs, column, decode_error, decode_rows, decode_task, encode_error, number
+from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
+                    encode_error, is_task_hash, number)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .store import RedisStore
 
-_ROW = ("d", "c", "s", "a", "e", "lo", "lt", "ld", "sa", "fa", "er")
-_MARK = b"omniq:1"
 _COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
 _CAS_TRIES = 20
@@ -238,11 +237,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def get(self, task_id: str) -> Task | None:
         key = self.key("t", task_id)
         try:
-            values = cast("list[bytes | None]", await self.redis.hmget(key, ["m", *_ROW]))
+            values = cast("list[bytes | None]", await self.redis.hmget(key, HASH_FIELDS))
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
-        if values[0] == _MARK:
-            return decode_task(values[1:])
+        if is_task_hash(values[0]):
+            return decode_hash(values)
         if await self.redis.exists(key):
             raise ForeignKeyError(key, "is a hash without the OmniQ marker")
         return None
@@ -250,9 +249,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def _rows(self, ids: Sequence[bytes]) -> list[Task]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.hmget(self.key("t", task_id.decode()), ["m", *_ROW])
+                pipe.hmget(self.key("t", task_id.decode()), HASH_FIELDS)
             found = await pipe.execute()
-        return [decode_task(v[1:]) for v in found if v[0] == _MARK]
+        return [decode_hash(v) for v in found if is_task_hash(v[0])]
 
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:

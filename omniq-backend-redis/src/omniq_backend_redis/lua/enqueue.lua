@@ -65,7 +65,7 @@ for j = 1, plain and 0 or n do
   if any > 0 then
     exists = check(k, 'hash')
     if exists then
-      if redis.call('HGET', k, 'm') ~= MARK then
+      if not marked(redis.call('HGET', k, 'h')) then
         error({err = 'OMNIQ_FOREIGN ' .. k .. ' is a hash without the OmniQ marker'})
       end
       existed[id] = true
@@ -74,7 +74,7 @@ for j = 1, plain and 0 or n do
   check_queue(q1 or qs[j])
   if not exists and not in_batch[id] then
     for _, dep in ipairs(parents_of(j)) do
-      if not in_batch[dep] and redis.pcall('HGET', tkey(dep), 'm') ~= MARK then
+      if not in_batch[dep] and not marked(redis.pcall('HGET', tkey(dep), 'h')) then
         error({err = 'OMNIQ_NOTFOUND ' .. dep})
       end
     end
@@ -82,10 +82,9 @@ for j = 1, plain and 0 or n do
   in_batch[id] = true
 end
 
--- Pass 2: store, deciding each state from the parents and the eta. (The columns every
--- task shares as the strings HSET stores, formatted once.)
-local cS = c1 and num(c1 == 0 and NOW or c1)
-local pS, mdS, rtS, dtS = p1 and num(p1), md1 and num(md1), rt1 and num(rt1), dt1 and num(dt1)
+-- Pass 2: store, deciding each state from the parents and the eta. (The header every
+-- task of a bulk shares, made once.)
+local H = c1 and p1 and md1 and rt1 and dt1 and header(c1 == 0 and NOW or c1, p1, md1, rt1, dt1)
 local seq = redis.call('INCRBY', P .. ':seq', n) - n
 local out = {}
 local stored_as = {}  -- j -> the state task j was stored in, when this call stored it
@@ -119,14 +118,13 @@ for j = 1, n do
     elseif e and e > NOW then state = 'scheduled' end
     stored_as[j] = state
     -- (no attempts yet, and an eta, expiry or parents only when given: each field less
-    -- is an argument less to convert and store, per task)
+    -- is two arguments less to convert and store, per task)
     if e or x or #waiting > 0 then
-      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', num(c), 'q', q, 'p', num(p), 'sq', sq,
-                 'md', num(md1 or mds[j]), 'rt', num(rt), 'dt', num(dt), 'e', e and num(e) or '',
-                 'x', x and num(x) or '', 'w', int(#waiting), 's', state)
+      redis.call('HSET', k, 'h', H or header(c, p, md1 or mds[j], rt, dt), 'd', body, 'q', q, 'sq', sq,
+                 'e', e and num(e) or '', 'x', x and num(x) or '', 'w', int(#waiting), 's', state)
     else
-      redis.call('HSET', k, 'm', MARK, 'd', body, 'c', cS or num(c), 'q', q, 'p', pS or num(p), 'sq', sq,
-                 'md', mdS or num(mds[j]), 'rt', rtS or num(rt), 'dt', dtS or num(dt), 's', state)
+      redis.call('HSET', k, 'h', H or header(c, p, md1 or mds[j], rt, dt), 'd', body, 'q', q, 'sq', sq,
+                 's', state)
     end
     if failed then
       local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}

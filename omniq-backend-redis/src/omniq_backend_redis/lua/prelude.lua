@@ -3,13 +3,15 @@
 -- P:q:<queue>:delayed (score: eta), P:q:<queue>:s:<state> (score: enqueue order),
 -- P:running (lease deadline), P:ttl (expires_at of tasks not started), P:done (when a
 -- finished task may be deleted), P:deps:<id> (ids waiting on <id>), P:queues, P:seq.
--- Task hash fields: m marker, d encoded Task, c created_at, q queue, p priority, sq
--- enqueue order, s state, a attempts, e eta, x expires_at, md delivery limit, rt/dt
--- retention when finished/dead, w parents not yet succeeded, hd has dependents,
--- lo/lt/ld lease owner, token and deadline, sa started_at, fa finished_at, er encoded
--- ErrorInfo. An empty or missing field means none (attempts: 0).
+-- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
+-- and retention when finished/dead as big-endian doubles: what never changes, in one
+-- field), d encoded Task, q queue, sq enqueue order, s state, a attempts, e eta, x
+-- expires_at, w parents not yet succeeded, hd has dependents, lo/lt/ld lease owner,
+-- token and deadline, sa started_at, fa finished_at, er encoded ErrorInfo. An empty or
+-- missing field means none (attempts: 0). A hash whose h does not start with MARK is not
+-- ours (or of another layout).
 local P = ARGV[1]
-local MARK = 'omniq:1'
+local MARK = 'OQT2'
 local NOW
 do
   local t = redis.call('TIME')
@@ -20,8 +22,8 @@ local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = t
 local RUNNING_KEY = P .. ':running'
 local TTL_KEY = P .. ':ttl'
 local DONE_KEY = P .. ':done'
-local FIELDS = {'m', 'q', 's', 'sq', 'p', 'e', 'x', 'a', 'md', 'rt', 'dt', 'lt', 'hd', 'd', 'c', 'lo', 'ld', 'sa', 'fa', 'er'}
-local NUMERIC = {sq = true, p = true, e = true, x = true, a = true, md = true, rt = true, dt = true}
+local FIELDS = {'h', 'q', 's', 'sq', 'e', 'x', 'a', 'lt', 'hd', 'd', 'lo', 'ld', 'sa', 'fa', 'er'}
+local NUMERIC = {sq = true, e = true, x = true, a = true}
 local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
@@ -65,12 +67,19 @@ local function zrem(key, member)
   t[#t + 1] = member
 end
 
+-- Whether a header (field h) is one of ours.
+local function marked(h) return h and string.sub(h, 1, 4) == MARK end
+-- The header of a task: MARK, then its fields that never change.
+local function header(c, p, md, rt, dt) return MARK .. struct.pack('>ddddd', c, p, md, rt, dt) end
+
 -- The task's fields (numbers parsed), or nil for a missing or foreign task.
 local function load(id)
   local v = redis.pcall('HMGET', tkey(id), unpack(FIELDS))
-  if v.err or v[1] ~= MARK then return nil end
+  if v.err or not marked(v[1]) then return nil end
   local f = {id = id}
-  for i, name in ipairs(FIELDS) do
+  f.c, f.p, f.md, f.rt, f.dt = struct.unpack('>ddddd', v[1], 5)
+  for i = 2, #FIELDS do
+    local name = FIELDS[i]
     local value = v[i]
     if value == '' then value = false end
     if value and NUMERIC[name] then value = tonumber(value) end

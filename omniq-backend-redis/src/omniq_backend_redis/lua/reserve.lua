@@ -13,8 +13,10 @@ for _, q in ipairs(queues) do
   if #due > 0 then
     local rkey = qkey(q, 'ready')
     for _, id in ipairs(due) do
-      local v = redis.call('HMGET', tkey(id), 'p', 'sq')
-      if v[2] then redis.call('ZADD', rkey, ready_score(tonumber(v[1]), tonumber(v[2])), id) end
+      local v = redis.call('HMGET', tkey(id), 'h', 'sq')
+      if v[2] and marked(v[1]) then  -- (priority: the header's second double)
+        redis.call('ZADD', rkey, ready_score(struct.unpack('>d', v[1], 13), tonumber(v[2])), id)
+      end
     end
     redis.call('ZREM', dkey, unpack(due))
   end
