@@ -189,9 +189,10 @@ class SyncTaskFunction(TaskFunction[P, R]):
 
 
 #: Calls per batch of an ``enqueue_many``: big enough that a batch's round trip and
-#: script or statement overhead vanish per task, small enough that the server stores one
-#: while the next is built, and that no single step holds the server long.
-ENQUEUE_BATCH = 1000
+#: script or statement overhead vanish per task, small enough that the server starts
+#: storing soon and stores one while the next is built, and that no single step holds
+#: the server long. (10,000-task bulks on Redis: 500 ran 10-25 % faster than 1,000.)
+ENQUEUE_BATCH = 500
 
 _ENQUEUE_OPTIONS = frozenset(
     {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
