@@ -80,10 +80,10 @@ def column(values: list[Any]) -> Any:
     """A column of a script's batch (see enqueue.lua): the one value every item has (a
     bulk's items share most fields), else the list of values."""
     first = values[0]
-    for value in values:
-        if value != first or type(value) is not type(first):
-            return values
-    return first
+    # (C-level passes: == alone would take 1, 1.0 and True for one value)
+    if values.count(first) == len(values) and len(set(map(type, values))) == 1:
+        return first
+    return values
 
 
 #: Largest run of encoded items in one script argument: Redis refuses a bulk string over

@@ -94,12 +94,14 @@ class SharedConnection:
     async def _send(self, sent: list[tuple[AsyncScript, list[Any]]], source: Iterator[tuple[str, list[Any]]],
                     on_reply: Callable[[int, Any], None] | None) -> list[Any]:
         """Send ``sent`` again (a retry), then what ``source`` still holds, adding it to
-        ``sent``. A reader task takes the replies as they come, one per call sent; the
-        sender lets it run after each call (a write to a socket with room does not
-        yield to the event loop)."""
+        ``sent``. From the second call on, a reader task takes the replies as they come,
+        one per call sent; the sender lets it run after each call (a write to a socket
+        with room does not yield to the event loop). A single call reads its reply
+        itself."""
         conn = await self.pool.get_connection()
         replies: list[Any] = []
         tokens: asyncio.Queue[bool] = asyncio.Queue()  # True per call sent, then False
+        reading: asyncio.Future[None] | None = None
 
         async def read() -> None:
             while await tokens.get():
@@ -111,24 +113,30 @@ class SharedConnection:
                     on_reply(len(replies), reply)
                 replies.append(reply)
 
-        reading = asyncio.ensure_future(read())
+        async def send(script: AsyncScript, args: list[Any]) -> None:
+            nonlocal reading
+            await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
+            tokens.put_nowait(True)
+            if reading is None and tokens.qsize() > 1:
+                reading = asyncio.ensure_future(read())
+
         try:
             for script, args in sent:
-                await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
-                tokens.put_nowait(True)
+                await send(script, args)
             for name, args in source:
                 script = self.script(name)
                 sent.append((script, args))
-                await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
-                tokens.put_nowait(True)
-                await asyncio.sleep(0)
-                if reading.done():
-                    break  # it failed: its error is raised below
+                await send(script, args)
+                if reading is not None:
+                    await asyncio.sleep(0)
+                    if reading.done():
+                        break  # it failed: its error is raised below
             tokens.put_nowait(False)
-            await reading
+            await (reading if reading is not None else read())
             return replies
         except BaseException:
-            reading.cancel()
+            if reading is not None:
+                reading.cancel()
             await conn.disconnect()
             raise
         finally:

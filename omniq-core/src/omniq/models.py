@@ -201,7 +201,11 @@ class EventType(str, enum.Enum):
     SCHEDULED = "scheduled"  # a schedule fired and enqueued this task
 
 
-class TaskEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+class TaskEvent(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """What happened to a task. (gc=False, as Task: a bulk enqueue makes one per task and
+    keeps them all until stored, and tracked they would set off full collections; an
+    event holds strings, numbers and a detail dict, never a reference back to itself.)"""
+
     id: str
     task_id: str
     queue: str
