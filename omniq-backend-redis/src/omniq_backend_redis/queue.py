@@ -453,6 +453,7 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
             len(runs),
             chain,
             expected,
+            len({t.id for t in tasks}) == len(tasks),
         ]
     )
     return [columns, *runs]

@@ -1,6 +1,7 @@
 -- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
 -- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
--- lists of parent ids, number of task blob arguments, chain, expected states}, then the
+-- lists of parent ids, number of task blob arguments, chain, expected states, ids
+-- distinct}, then the
 -- encoded tasks end to end (see batch.lua), then, when expected states are given, the
 -- tasks' events as events_lib.lua reads them.
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
@@ -90,7 +91,29 @@ local out = {}
 local stored_as = {}  -- j -> the state task j was stored in, when this call stored it
 local touched = {}  -- queues that got a task
 local replies = {}  -- state -> its msgpack string, made once
-for j = 1, n do
+-- The usual bulk: new tasks with distinct ids (the client says so), one queue and one
+-- header, no eta, expiry or parents. Each is pending, so it is stored without a decision
+-- or a table entry of its own: the loop below does the same in general.
+local usual = plain and C[16] and q1 and H and not (e1 or es or x1 or xs)
+if usual then
+  local by_seq, by_rank = ZADDS[qkey(q1, STATE_INDEX.pending)] or {}, ZADDS[qkey(q1, 'ready')] or {}
+  ZADDS[qkey(q1, STATE_INDEX.pending)], ZADDS[qkey(q1, 'ready')] = by_seq, by_rank
+  local pending = mp_bin('pending')
+  local m = #by_seq
+  for j = 1, n do
+    local id = id1 or ids[j]
+    seq = seq + 1
+    local sq = int(seq)
+    redis.call('HSET', keys[j], 'h', H, 'd', next_body(len1 or lens[j]), 'q', q1, 'sq', sq, 's', 'pending')
+    by_seq[m + 1], by_seq[m + 2] = sq, id
+    by_rank[m + 1], by_rank[m + 2] = ready_score(p1, seq), id
+    m = m + 2
+    stored_as[j] = 'pending'
+    out[j] = pending
+  end
+  touched[q1], WAKE[q1] = true, true
+end
+for j = 1, usual and 0 or n do
   local id, k = id1 or ids[j], keys[j]
   local body = next_body(len1 or lens[j])
   if existed[id] then
@@ -154,9 +177,10 @@ commit()
 local held = '\144'  -- msgpack: no positions
 if expected then
   local want1, wants = split(expected)
+  local keep = function(j) return stored_as[j] == (want1 or wants[j]) end
+  if usual and want1 == 'pending' then keep = nil end  -- (every task was stored pending)
   -- (an event is written only for a task this call stored, which it does once per id)
-  local positions = append_events(3 + C[13], function(j) return stored_as[j] == (want1 or wants[j]) end,
-                                  id1, ids, true)
+  local positions = append_events(3 + C[13], keep, id1, ids, true)
   if #positions > 0 then held = cmsgpack.pack(positions) end
 end
 if chain then redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end
