@@ -97,7 +97,6 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
       end
       if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
       local stamp, y = ts1 or tss[j], y1 or ys[j]
-      local id
       local id = redis.call('XADD', stream, id_pattern, 'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
       last = ms
       index(ms, task_id, id)
