@@ -27,8 +27,8 @@ from .notify import Notifier
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
-#: scripts share the prelude; enqueue also appends its tasks' events, with the code of
-#: events_append. A script not named here runs after the prelude.
+#: scripts share the prelude; enqueue also appends its tasks' events, with the same
+#: events_lib as events_append. A script not named here runs after the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
     "enqueue": ("batch", "events_lib", "prelude"),
     "events_append": ("batch", "events_lib"),

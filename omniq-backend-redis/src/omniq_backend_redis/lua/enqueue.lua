@@ -1,9 +1,8 @@
 -- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
 -- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
--- lists of parent ids, number of task blob arguments, chain, expected states, ids
--- distinct}, then the
--- encoded tasks end to end (see batch.lua), then, when expected states are given, the
--- tasks' events as events_lib.lua reads them.
+-- lists of parent ids, number of task blob arguments, chain, expected states, whether
+-- the ids are distinct}, then the encoded tasks end to end (see batch.lua), then, when
+-- expected states are given, the tasks' events as events_lib.lua reads them.
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
 -- with one value per task; nil is none, and the parents column is nil when no task has
 -- any. One unpack of a few arrays instead of a dozen arguments (or a table) per task.

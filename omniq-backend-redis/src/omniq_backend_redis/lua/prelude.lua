@@ -69,15 +69,19 @@ end
 
 -- Whether a header (field h) is one of ours.
 local function marked(h) return h and string.sub(h, 1, 4) == MARK end
--- The header of a task: MARK, then its fields that never change.
+-- The header of a task: MARK, then its fields that never change; and back.
 local function header(c, p, md, rt, dt) return MARK .. struct.pack('>ddddd', c, p, md, rt, dt) end
+local function read_header(h)  -- created_at, priority, delivery limit, retentions
+  local c, p, md, rt, dt = struct.unpack('>ddddd', h, 5)
+  return c, p, md, rt, dt
+end
 
 -- The task's fields (numbers parsed), or nil for a missing or foreign task.
 local function load(id)
   local v = redis.pcall('HMGET', tkey(id), unpack(FIELDS))
   if v.err or not marked(v[1]) then return nil end
   local f = {id = id}
-  f.c, f.p, f.md, f.rt, f.dt = struct.unpack('>ddddd', v[1], 5)
+  f.c, f.p, f.md, f.rt, f.dt = read_header(v[1])
   for i = 2, #FIELDS do
     local name = FIELDS[i]
     local value = v[i]

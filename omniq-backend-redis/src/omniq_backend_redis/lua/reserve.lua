@@ -14,8 +14,9 @@ for _, q in ipairs(queues) do
     local rkey = qkey(q, 'ready')
     for _, id in ipairs(due) do
       local v = redis.call('HMGET', tkey(id), 'h', 'sq')
-      if v[2] and marked(v[1]) then  -- (priority: the header's second double)
-        redis.call('ZADD', rkey, ready_score(struct.unpack('>d', v[1], 13), tonumber(v[2])), id)
+      if v[2] and marked(v[1]) then
+        local _, p = read_header(v[1])
+        redis.call('ZADD', rkey, ready_score(p, tonumber(v[2])), id)
       end
     end
     redis.call('ZREM', dkey, unpack(due))
