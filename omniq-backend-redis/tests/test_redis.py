@@ -138,6 +138,31 @@ async def test_a_refused_batch_stops_the_batches_after_it(redis_url: str, key_pr
         await queue.close()
 
 
+async def test_a_lapsed_chain_key_is_named(redis_url: str, key_prefix: str) -> None:
+    """A batch whose predecessor ran but whose chain key is gone (more than 60 s between
+    two batches) is not stored, and the error says why."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    first, second = [make_task(created_at=time.time())], [make_task(created_at=time.time())]
+    probe = redis.Redis.from_url(redis_url)
+
+    def build() -> Any:
+        yield first, []
+        deadline = time.monotonic() + 10
+        while not probe.keys(f"{key_prefix}:chain:*") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        probe.delete(*probe.keys(f"{key_prefix}:chain:*"))  # as if it had expired
+        yield second, []
+
+    try:
+        with pytest.raises(QueueError, match="batch 2 of this enqueue was not stored: its chain key") as caught:
+            await queue.enqueue_batches(build(), None)
+        assert "the first 1 task(s) of this enqueue were stored" in "".join(caught.value.__notes__)
+        assert await queue.get(first[0].id) is not None and await queue.get(second[0].id) is None
+    finally:
+        probe.close()
+        await queue.close()
+
+
 async def test_foreign_task_key_is_named_and_left_alone(redis_url: str, key_prefix: str) -> None:
     queue = await opened("task_queue", redis_url, key_prefix)
     try:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
-from omniq.errors import ConfigError, TaskNotFoundError
+from omniq.errors import ConfigError, QueueError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
@@ -148,6 +148,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             outcome = decoded[i]
             if isinstance(outcome, ResponseError):
                 refusal = _script_error(outcome)
+                if "OMNIQ_ABORTED" in str(outcome):  # the batch before ran, then its key lapsed
+                    refusal = QueueError(
+                        f"batch {i + 1} of this enqueue was not stored: its chain key "
+                        f"{chain_key!r} was gone, which happens when more than 60 s pass "
+                        f"between two batches (building one took that long?)")
                 break
             batch_stored, positions = outcome
             stored += batch_stored
