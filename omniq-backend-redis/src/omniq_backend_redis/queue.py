@@ -108,7 +108,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         those after it, so what is stored is the tasks before it."""
         sibling = isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared
         chained = not (isinstance(batches, Sequence) and len(batches) == 1)
-        chain_key = self.key("chain", secrets.token_hex(8))
+        chain_key = self.key("chain", secrets.token_hex(8)) if chained else ""
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
         failure: list[BaseException] = []
 
