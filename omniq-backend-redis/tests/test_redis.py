@@ -332,17 +332,68 @@ async def test_results_expire_natively(redis_url: str, key_prefix: str) -> None:
         await results.close()
 
 
-async def test_stream_is_capped(redis_url: str, key_prefix: str) -> None:
+async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix: str) -> None:
+    """max_events counts events, also those that share an entry: once 100 (the slack)
+    over the cap, the oldest entries go while at least the cap remain."""
     events = await opened("event_storage", redis_url, key_prefix, max_events=100)
     try:
-        for batch in range(10):
-            await events.append_many(
-                [make_event(task_id=f"t{batch}-{i}", timestamp=1000.0 + batch * 100 + i) for i in range(100)]
-            )
-        length = await events.redis.xlen(f"{key_prefix}:ev")
-        assert 100 <= length < 1000  # MAXLEN ~ trims whole stream nodes
-        newest = await events.query(order="desc", limit=1)
-        assert newest[0].task_id == "t9-99"
+        for batch in range(10):  # one entry of 50 events (one timestamp), then 30 of one
+            await events.append_many([make_event(task_id=f"g{batch}-{i}", timestamp=1000.0 + batch * 100)
+                                      for i in range(50)])
+            await events.append_many([make_event(task_id=f"s{batch}-{i}", timestamp=1050.0 + batch * 100 + i)
+                                      for i in range(30)])
+            kept = await events.query(limit=None)
+            assert int(await events.redis.get(f"{key_prefix}:ev:n")) == len(kept)
+            assert len(kept) < 200 and len(kept) >= min(100, 80 * (batch + 1))
+        assert kept[-1].task_id == "s9-29"
+        assert 30 < await events.redis.xlen(f"{key_prefix}:ev") < len(kept)
+    finally:
+        await events.close()
+
+
+async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str, key_prefix: str) -> None:
+    """A bulk's events are one stream entry (one XADD), read back one by one: by time,
+    type and task, and counted one by one by cleanup."""
+    events = await opened("event_storage", redis_url, key_prefix)
+    try:
+        bulk = [make_event(timestamp=1000.0) for _ in range(600)]  # over GROUP_MAX: two entries
+        other = make_event(task_id=bulk[7].task_id, timestamp=1000.0, type=EventType.STARTED)
+        await events.append_many([*bulk, other, make_event(timestamp=1001.0)])
+        assert await events.redis.xlen(f"{key_prefix}:ev") == 4
+        assert await events.query(task_id=bulk[7].task_id) == [bulk[7], other]
+        assert await events.query(task_id=bulk[550].task_id) == [bulk[550]]
+        assert sorted(e.id for e in await events.query(until=1000.5, types=["enqueued"], limit=None)) == sorted(
+            e.id for e in bulk)
+        assert len(await events.query(since=1000.0, limit=10, order="desc")) == 10
+        assert await events.cleanup(1000.5) == 601
+        assert [e.timestamp for e in await events.query()] == [1001.0]
+        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 1
+    finally:
+        await events.close()
+
+
+async def test_cleanup_of_many_entries_goes_in_steps(redis_url: str, key_prefix: str) -> None:
+    events = await opened("event_storage", redis_url, key_prefix)
+    try:
+        await events.append_many([make_event(timestamp=1000.0 + i / 100) for i in range(2500)])
+        assert await events.redis.xlen(f"{key_prefix}:ev") == 2500
+        assert await events.cleanup(2000.0) == 2500  # three script runs of at most 1000 entries
+        assert await events.redis.xlen(f"{key_prefix}:ev") == 0
+        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 0
+    finally:
+        await events.close()
+
+
+async def test_event_count_out_of_step_is_corrected_not_obeyed(redis_url: str, key_prefix: str) -> None:
+    """A count over what the stream holds (written behind our back) drops nothing: the
+    trim finds the stream short and sets the count to what it holds."""
+    events = await opened("event_storage", redis_url, key_prefix, max_events=100)
+    try:
+        await events.append_many([make_event(timestamp=1000.0 + i) for i in range(50)])
+        await events.redis.set(f"{key_prefix}:ev:n", 10_000)
+        await events.append_many([make_event(timestamp=2000.0)])
+        assert len(await events.query(limit=None)) == 51
+        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 51
     finally:
         await events.close()
 

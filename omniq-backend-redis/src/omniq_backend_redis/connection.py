@@ -27,11 +27,13 @@ from .notify import Notifier
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
-#: scripts share the prelude; enqueue also appends its tasks' events, with the same
-#: events_lib as events_append. A script not named here runs after the prelude.
+#: scripts share the prelude (and msgpack, for their replies); enqueue also appends its
+#: tasks' events, with the same events_lib as events_append and events_cleanup. A script
+#: not named here runs after msgpack and the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("batch", "events_lib", "prelude"),
-    "events_append": ("batch", "events_lib"),
+    "enqueue": ("batch", "msgpack", "events_lib", "prelude"),
+    "events_append": ("batch", "msgpack", "events_lib"),
+    "events_cleanup": ("batch", "msgpack", "events_lib"),
     "events_task": (),
     "results_set": (),
     "results_delete": (),
@@ -64,7 +66,8 @@ class SharedConnection:
         found = self._scripts.get(name)
         if found is None:
             lua = resources.files(__package__).joinpath("lua")
-            parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*_LIBS.get(name, ("prelude",)), name)]
+            libs = _LIBS.get(name, ("msgpack", "prelude"))
+            parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*libs, name)]
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 

@@ -1,9 +1,11 @@
-"""Events on one Redis Stream, capped by length (``MAXLEN ~``) and optionally by age.
+"""Events on one Redis Stream, capped by count and optionally by age.
 
-Entry ids follow the event timestamps, so a time filter is an id range; queue and type
-are filtered here while reading, and an index by task (one hash per time bucket,
-``P:ev:tx:<bucket>``, task id -> entry ids, dropped ``task_index_ttl`` after its bucket)
-makes queries by task cheap. Trade-offs are in docs/backends/redis.md.
+An entry holds a group of events with one timestamp, queue and type (a bulk enqueue's
+share them; see events_lib.lua). Entry ids follow the event timestamps, so a time filter
+is an id range; queue and type are filtered here while reading, and an index by task (one
+hash per time bucket, ``P:ev:tx:<bucket>``, task id -> entry ids, dropped
+``task_index_ttl`` after its bucket) makes queries by task cheap. Trade-offs are in
+docs/backends/redis.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from omniq.interfaces import BaseEventStorage, Capability, check_event_order
-from omniq.models import TaskEvent, encoder, event_decoder
+import msgspec
+from omniq.models import TaskEvent, encoder
 from redis.exceptions import ResponseError
 
 from .codec import blobs, column
@@ -26,6 +29,8 @@ _CHUNK = 500  # entries per XRANGE read
 #: field per bucket, and a bucket is freed whole (UNLINK) once its events are past the ttl.
 _INDEX_BUCKETS = 256
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (bytes: no decoding)
+#: An entry's events (field e: a msgpack array of them, see events_lib.lua).
+_events = msgspec.msgpack.Decoder(list[TaskEvent]).decode
 
 
 def _ms(entry_id: bytes) -> int:
@@ -36,7 +41,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     OPTIONS = {"max_events": 1_000_000, "max_age": None, "task_index_ttl": 7 * 86400.0}
-    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:tx": "zset"}
+    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:tx": "zset"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,7 +54,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """One script run; the events travel as msgpack columns plus the encoded events end
         to end (see events_lib.lua): a bulk enqueue's events share their timestamp,
-        queue and type, so those are sent, and formatted, once."""
+        queue and type, so those are sent once, and the events stored as one entry."""
         if not events:
             return
         try:
@@ -110,12 +115,11 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         wanted_queue = None if queue is None else queue.encode()
 
         def keep(fields: dict[bytes, bytes]) -> float | None:
-            """The event's timestamp when it passes every filter, else None."""
+            """The timestamp of the entry's events when they pass every filter but the
+            task's (applied to the decoded events), else None."""
             if wanted_queue is not None and fields[b"q"] != wanted_queue:
                 return None
             if wanted_types is not None and fields[b"y"] not in wanted_types:
-                return None
-            if task_id is not None and fields[b"t"] != task_id.encode():
                 return None
             ts = float(fields[b"ts"])
             if (since is not None and ts < since) or (until is not None and ts >= until):
@@ -133,28 +137,28 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         found.sort(reverse=order == "desc")
         if limit is not None:
             found = found[:limit]
-        return [event_decoder.decode(blob) for _, _, blob in found]
+        return [event for _, _, event in found]
 
-    async def _by_task(self, task_id: str, keep: Any) -> list[tuple[float, int, bytes]]:
+    async def _by_task(self, task_id: str, keep: Any) -> list[tuple[float, int, TaskEvent]]:
         script = self.shared.script("events_task")
         try:
             entries = await script(args=[self.prefix, task_id])
         except ResponseError as exc:
             raise (await self.foreign(self.key("ev"), exc) or exc) from None
-        found = []
-        for position, (_, flat) in enumerate(entries):
+        found: list[tuple[float, int, TaskEvent]] = []
+        for _, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2]))
             if (ts := keep(fields)) is not None:
-                found.append((ts, position, fields[b"e"]))
+                found += [(ts, len(found), e) for e in _events(fields[b"e"]) if e.task_id == task_id]
         return found
 
     async def _scan(
         self, lo: str, hi: str, keep: Any, limit: int | None, late: int, desc: bool
-    ) -> list[tuple[float, int, bytes]]:
+    ) -> list[tuple[float, int, TaskEvent]]:
         """Read the id range in chunks, stopping once no later entry can make the cut:
         an entry's timestamp is at most its id and at least its id minus ``late``."""
         stream = self.key("ev")
-        found: list[tuple[float, int, bytes]] = []
+        found: list[tuple[float, int, TaskEvent]] = []
         best: list[float] = []  # heap of the `limit` best timestamps (negated when asc)
         position = 0
         start, end = (hi, lo) if desc else (lo, hi)
@@ -164,15 +168,16 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             else:
                 chunk = cast(_Entries, await self.redis.xrange(stream, start, end, count=_CHUNK))
             for entry_id, fields in chunk:
-                position += 1
                 ts = keep(fields)
                 if ts is None:
                     continue
-                found.append((ts, -position if desc else position, fields[b"e"]))
-                if limit is not None:
-                    heapq.heappush(best, ts if desc else -ts)
-                    if len(best) > limit:
-                        heapq.heappop(best)
+                for event in _events(fields[b"e"]):
+                    position += 1
+                    found.append((ts, -position if desc else position, event))
+                    if limit is not None:
+                        heapq.heappush(best, ts if desc else -ts)
+                        if len(best) > limit:
+                            heapq.heappop(best)
             if len(chunk) < _CHUNK:
                 return found
             last_ms = _ms(chunk[-1][0])
@@ -183,27 +188,17 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             start = "(" + chunk[-1][0].decode()
 
     async def cleanup(self, older_than: float) -> int:
-        """XTRIM MINID drops every entry whose id (hence timestamp) is older; then the
-        few appended late, whose id is newer than their timestamp, go by XDEL. Index
-        buckets that only name dropped entries are freed too."""
-        stream = self.key("ev")
+        """Entries before ``older_than`` go by XTRIM MINID (a thousand a call, so a large
+        cleanup does not hold the server), then the few appended late, whose id is newer
+        than their timestamp, by XDEL; index buckets that only name dropped entries are
+        freed too (events_cleanup.lua)."""
         older_ms = max(math.floor(older_than * 1000), 0)
-        deleted = await self.redis.xtrim(stream, minid=older_ms, approximate=False)
-        last_stale = older_ms // self.index_bucket_ms - 1
-        buckets = cast("list[bytes]", await self.redis.zrangebyscore(self.key("ev", "tx"), "-inf", last_stale))
-        if buckets:
-            await self.redis.unlink(*(self.key("ev", "tx", b.decode()) for b in buckets))
-            await self.redis.zremrangebyscore(self.key("ev", "tx"), "-inf", last_stale)
-        late = await self._late()
-        if late:
-            start = str(older_ms)
-            while True:
-                found = await self.redis.xrange(stream, start, str(older_ms + late), count=_CHUNK)
-                chunk = cast(_Entries, found)
-                stale = [i for i, fields in chunk if float(fields[b"ts"]) < older_than]
-                if stale:
-                    deleted += await self.redis.xdel(stream, *stale)
-                if len(chunk) < _CHUNK:
-                    break
-                start = "(" + chunk[-1][0].decode()
+        args: list[str | int] = [self.prefix, older_ms, repr(float(older_than)), self.index_bucket_ms]
+        deleted, more = 0, True
+        while more:
+            try:
+                dropped, more = await self.shared.script("events_cleanup")(args=args)
+            except ResponseError as exc:
+                raise (await self.foreign(self.key("ev"), exc) or exc) from None
+            deleted += dropped
         return deleted

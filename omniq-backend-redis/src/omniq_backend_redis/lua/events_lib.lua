@@ -1,7 +1,8 @@
 -- Appending events to the stream, shared by events_append.lua (append_many) and
--- enqueue.lua (tasks and their events in one script).
+-- enqueue.lua (tasks and their events in one script); counting and trimming them, shared
+-- with events_cleanup.lua.
 -- append_events(o, keep, task_id1, task_ids, distinct) reads its arguments from ARGV[o]
--- on: P, MAXLEN cap ('' for none), per-task index ttl ms, index bucket width ms, a
+-- on: P, cap in events ('' for none), per-task index ttl ms, index bucket width ms, a
 -- msgpack array of columns {n, timestamps ms, exact timestamps (strings), task ids,
 -- queues, types, lengths of the encoded TaskEvents}, each one value every event shares
 -- or an array with one per event, then the encoded TaskEvents end to end (see
@@ -9,13 +10,64 @@
 -- means the ids are the caller's (task_id1 or task_ids[j]), as when enqueue.lua writes
 -- its own tasks' events; `distinct` says no two events written have the same task.
 -- Returns the positions (1-based) of the events held back.
+-- An entry holds a group: consecutive events with the same timestamp, queue and type (a
+-- bulk enqueue's, up to GROUP_MAX), as fields ts (exact timestamp), q, y and e (a msgpack
+-- array of the encoded events). One XADD per group instead of one per event: the add is
+-- what costs, not the bytes.
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
 -- stream's last entry gets that entry's ms; P:ev:late keeps the largest such lag, which
 -- query() and cleanup() widen their id ranges by.
+-- P:ev:n counts the events in the stream, for the cap: once it is SLACK over, the oldest
+-- entries are dropped while at least `cap` events remain.
 -- The per-task index: hash P:ev:tx:<b> (b = entry ms // bucket width) maps a task id to
 -- its entry ids in that bucket, space-separated; sorted set P:ev:tx lists the buckets
 -- (score b). A bucket whose newest possible entry is older than the ttl is UNLINKed (freed
 -- off the main thread). One HMGET and one HSET per bucket and call, not a key per task.
+local GROUP_MAX, SLACK = 500, 100
+
+-- How many events an entry's e holds (the length of the msgpack array).
+local function events_in(e)
+  local b = string.byte(e, 1)
+  if b == 0xdc then return (struct.unpack('>I2', e, 2)) end
+  if b == 0xdd then return (struct.unpack('>I4', e, 2)) end
+  return b - 0x90
+end
+
+local function entry_field(entry, name)
+  local flat = entry[2]
+  for i = 1, #flat, 2 do
+    if flat[i] == name then return flat[i + 1] end
+  end
+end
+
+-- The id right after `id`, for an XTRIM MINID that drops `id` too.
+local function next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+
+-- Drop the oldest entries while at least `cap` events remain; `count` is P:ev:n.
+local function trim(stream, count_key, count, cap)
+  local dropped, start, cut = 0, '-', nil
+  while true do
+    local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', 100)
+    for _, entry in ipairs(chunk) do
+      local k = events_in(entry_field(entry, 'e'))
+      if count - dropped - k < cap then
+        if cut then redis.call('XTRIM', stream, 'MINID', next_id(cut)) end
+        redis.call('DECRBY', count_key, dropped)
+        return
+      end
+      dropped, cut = dropped + k, entry[1]
+    end
+    if #chunk < 100 then break end
+    start = '(' .. cut
+  end
+  -- The count said more than the stream holds (it was written before the count, or
+  -- entries were deleted behind our back): it holds `dropped`, fewer than count - cap.
+  redis.call('SET', count_key, string.format('%d', dropped))
+end
+
 local function append_events(o, keep, task_id1, task_ids, distinct)
   local P, cap, ttl, width = ARGV[o], ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
   local C = cmsgpack.unpack(ARGV[o + 4])
@@ -27,7 +79,7 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
   local q1, qs = split(C[5])
   local y1, ys = split(C[6])
   local len1, lens = split(C[7])
-  local stream, late_key = P .. ':ev', P .. ':ev:late'
+  local stream, late_key, count_key = P .. ':ev', P .. ':ev:late', P .. ':ev:n'
   local buckets_key = P .. ':ev:tx'
   -- The bucket being filled: task ids in first-seen order, and their entry ids; `at`
   -- finds a task seen before in this call, unless the caller's ids are distinct.
@@ -55,7 +107,8 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
     if b ~= bucket then flush(); bucket = b end
     local k = not distinct and at[task_id]
     if k then
-      ids[k] = ids[k] .. ' ' .. id
+      -- (a task with two events in one group is indexed once for it)
+      if ids[k] ~= id and string.sub(ids[k], -#id - 1) ~= ' ' .. id then ids[k] = ids[k] .. ' ' .. id end
     else
       k = #order + 1
       order[k], ids[k] = task_id, id
@@ -83,28 +136,51 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
   end
   local late = tonumber(redis.call('GET', late_key) or '0')
   local late_before = late
-  local id_ms, id_pattern = nil, nil  -- the '<ms>-*' of the last event, made once per ms
-  for j = 1, C[1] do
-    local ms, task_id, len = ms1 or mss[j], t1 or ts[j], len1 or lens[j]
-    local body = next_body(len)
-    local q = q1 or qs[j]
-    if keep and not keep(j) then
-      held[#held + 1] = j
-    else
-      if ms < last then
-        late = math.max(late, last - ms)
-        ms = last
+  local added = 0
+  -- The group being gathered: its entry ms, shared fields, bodies and task ids.
+  local g_ms, g_stamp, g_q, g_y, bodies, tasks = nil, nil, nil, nil, {}, {}
+  local function add_group(whole)
+    if #tasks == 0 then return end
+    local e = mp_array(#tasks) .. (whole or table.concat(bodies))
+    local id = redis.call('XADD', stream, string.format('%d-*', g_ms), 'ts', g_stamp, 'q', g_q, 'y', g_y, 'e', e)
+    for _, task_id in ipairs(tasks) do index(g_ms, task_id, id) end
+    added = added + #tasks
+    bodies, tasks = {}, {}
+  end
+  if not keep and ms1 and ts1 and q1 and y1 and C[1] <= GROUP_MAX and ARGV[o + 6] == nil then
+    -- One group of every event (a bulk enqueue's batch): its bodies are the whole blob.
+    if ms1 < last then late = math.max(late, last - ms1) end
+    g_ms, g_stamp, g_q, g_y = math.max(ms1, last), ts1, q1, y1
+    for j = 1, C[1] do tasks[j] = t1 or ts[j] end
+    last = g_ms
+    add_group(ARGV[o + 5])
+  else
+    for j = 1, C[1] do
+      local ms, body = ms1 or mss[j], next_body(len1 or lens[j])
+      if keep and not keep(j) then
+        held[#held + 1] = j
+      else
+        if ms < last then
+          late = math.max(late, last - ms)
+          ms = last
+        end
+        last = ms
+        local stamp, q, y = ts1 or tss[j], q1 or qs[j], y1 or ys[j]
+        if ms ~= g_ms or stamp ~= g_stamp or q ~= g_q or y ~= g_y or #tasks == GROUP_MAX then
+          add_group()
+          g_ms, g_stamp, g_q, g_y = ms, stamp, q, y
+        end
+        bodies[#bodies + 1] = body
+        tasks[#tasks + 1] = t1 or ts[j]
       end
-      if ms ~= id_ms then id_ms, id_pattern = ms, string.format('%d-*', ms) end
-      local stamp, y = ts1 or tss[j], y1 or ys[j]
-      local id = redis.call('XADD', stream, id_pattern, 'ts', stamp, 't', task_id, 'q', q, 'y', y, 'e', body)
-      last = ms
-      index(ms, task_id, id)
     end
+    add_group()
   end
   flush()
-  -- (one trim per call, not a MAXLEN per entry: the same approximate cap, fewer arguments)
-  if cap ~= '' then redis.call('XTRIM', stream, 'MAXLEN', '~', cap) end
+  if added > 0 then
+    local count = redis.call('INCRBY', count_key, added)
+    if cap ~= '' and count >= tonumber(cap) + SLACK then trim(stream, count_key, count, tonumber(cap)) end
+  end
   -- Drop the buckets whose every entry is older than the ttl.
   local stale = math.floor((last - ttl) / width) - 1
   if stale >= 0 then

@@ -1,5 +1,5 @@
 -- ARGV: P, task id. The task's stream entries, oldest first, as XRANGE answers them: its
--- entry ids come from each bucket of the per-task index (see events_append.lua); an id
+-- entry ids come from each bucket of the per-task index (see events_lib.lua); an id
 -- the stream has trimmed since is skipped.
 local P, task_id = ARGV[1], ARGV[2]
 local stream, buckets_key = P .. ':ev', P .. ':ev:tx'
