@@ -453,6 +453,30 @@ async def test_foreign_index_bucket_is_named(redis_url: str, key_prefix: str) ->
         await events.close()
 
 
+@pytest.mark.parametrize("key", ["ev:n", "ev:late", "bucket"])
+async def test_foreign_event_key_refuses_an_enqueue_before_its_tasks(
+    redis_url: str, key_prefix: str, key: str
+) -> None:
+    """The enqueue script writes tasks and events: an event key holding what is not ours
+    stops it before the first task is stored."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    if key == "bucket":
+        key = f"ev:tx:{int(1000.0 * 1000) // events.index_bucket_ms}"
+        await events.redis.rpush(f"{key_prefix}:{key}", "not ours")
+    else:
+        await events.redis.set(f"{key_prefix}:{key}", "not ours")
+    tasks = [make_task(), make_task()]
+    try:
+        with pytest.raises(ForeignKeyError, match=f"{key_prefix}:{key}"):
+            await queue.enqueue_recorded(tasks, [make_event(task_id=t.id, timestamp=1000.0) for t in tasks], events)
+        assert [await queue.get(t.id) for t in tasks] == [None, None]
+        assert await events.redis.xlen(f"{key_prefix}:ev") == 0
+    finally:
+        await events.close()
+        await queue.close()
+
+
 async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: str, key_prefix: str) -> None:
     """The batch travels as columns (one value when every task shares it, else a list):
     a batch where every field differs somewhere stores each task exactly as given."""

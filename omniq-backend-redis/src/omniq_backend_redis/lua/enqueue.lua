@@ -82,6 +82,9 @@ for j = 1, plain and 0 or n do
   in_batch[id] = true
 end
 
+-- The events' keys are checked too, before anything is written.
+local events = expected and events_batch(3 + C[13])
+
 -- Pass 2: store, deciding each state from the parents and the eta. (The header every
 -- task of a bulk shares, made once.)
 local H = c1 and p1 and md1 and rt1 and dt1 and header(c1 == 0 and NOW or c1, p1, md1, rt1, dt1)
@@ -179,7 +182,7 @@ if expected then
   local keep = function(j) return stored_as[j] == (want1 or wants[j]) end
   if usual and want1 == 'pending' then keep = nil end  -- (every task was stored pending)
   -- (an event is written only for a task this call stored, which it does once per id)
-  local positions = append_events(3 + C[13], keep, id1, ids, true)
+  local positions = append_events(events, keep, id1, ids, true)
   if #positions > 0 then held = cmsgpack.pack(positions) end
 end
 if chain then redis.call('SET', chain[1], int(chain[2]), 'PX', 60000) end

@@ -1,2 +1,2 @@
 -- append_many: the events of ARGV (see events_lib.lua), all written.
-return append_events(1, nil)
+return append_events(events_batch(1), nil)

@@ -1,15 +1,17 @@
 -- Appending events to the stream, shared by events_append.lua (append_many) and
 -- enqueue.lua (tasks and their events in one script); counting and trimming them, shared
 -- with events_cleanup.lua.
--- append_events(o, keep, task_id1, task_ids, distinct) reads its arguments from ARGV[o]
--- on: P, cap in events ('' for none), per-task index ttl ms, index bucket width ms, a
--- msgpack array of columns {n, timestamps ms, exact timestamps (strings), task ids,
--- queues, types, lengths of the encoded TaskEvents}, each one value every event shares
--- or an array with one per event, then the encoded TaskEvents end to end (see
--- batch.lua). keep(j), if given, says whether to write event j. A nil task-id column
--- means the ids are the caller's (task_id1 or task_ids[j]), as when enqueue.lua writes
--- its own tasks' events; `distinct` says no two events written have the same task.
--- Returns the positions (1-based) of the events held back.
+-- events_batch(o) reads the arguments of an append from ARGV[o] on: P, cap in events
+-- ('' for none), per-task index ttl ms, index bucket width ms, a msgpack array of columns
+-- {n, timestamps ms, exact timestamps (strings), task ids, queues, types, lengths of the
+-- encoded TaskEvents}, each one value every event shares or an array with one per
+-- event, then the encoded TaskEvents end to end (see batch.lua); it refuses a foreign
+-- key before anything is written (enqueue.lua calls it before storing its tasks).
+-- append_events(A, keep, task_id1, task_ids, distinct) writes the batch A. keep(j), if
+-- given, says whether to write event j. A nil task-id column means the ids are the
+-- caller's (task_id1 or task_ids[j]), as when enqueue.lua writes its own tasks' events;
+-- `distinct` says no two events written have the same task. Returns the positions
+-- (1-based) of the events held back.
 -- An entry holds a group: consecutive events with the same timestamp, queue and type (a
 -- bulk enqueue's, up to GROUP_MAX), as fields ts (exact timestamp), q, y and e (a msgpack
 -- array of the encoded events). One XADD per group instead of one per event: the add is
@@ -68,9 +70,43 @@ local function trim(stream, count_key, count, cap)
   redis.call('SET', count_key, string.format('%d', dropped))
 end
 
-local function append_events(o, keep, task_id1, task_ids, distinct)
-  local P, cap, ttl, width = ARGV[o], ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
-  local C = cmsgpack.unpack(ARGV[o + 4])
+local function number_at(key)
+  local value = redis.call('GET', key)
+  if value and not tonumber(value) then
+    error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a string that is not a number'})
+  end
+  return tonumber(value or '0')
+end
+
+local function events_batch(o)
+  local A = {o = o, P = ARGV[o], cap = ARGV[o + 1], ttl = tonumber(ARGV[o + 2]), width = tonumber(ARGV[o + 3]),
+             C = cmsgpack.unpack(ARGV[o + 4])}
+  A.stream, A.late_key, A.count_key, A.buckets_key = A.P .. ':ev', A.P .. ':ev:late', A.P .. ':ev:n', A.P .. ':ev:tx'
+  A.last = 0
+  local top = redis.call('XREVRANGE', A.stream, '+', '-', 'COUNT', 1)
+  if #top > 0 then A.last = tonumber(string.match(top[1][1], '^(%d+)')) end
+  -- A foreign bucket key (an event's entry ms is its own or the newest before it, so the
+  -- buckets follow the running maximum).
+  local C = A.C
+  local ms1, mss = split(C[2])
+  local newest, prev = A.last, nil
+  for j = 1, ms1 and 1 or C[1] do
+    newest = math.max(newest, ms1 or mss[j])
+    local b = math.floor(newest / A.width)
+    if b ~= prev then
+      local key = A.buckets_key .. ':' .. b
+      local ty = redis.call('TYPE', key)['ok']
+      if ty ~= 'none' and ty ~= 'hash' then error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a ' .. ty}) end
+      prev = b
+    end
+  end
+  A.late = number_at(A.late_key)
+  number_at(A.count_key)
+  return A
+end
+
+local function append_events(A, keep, task_id1, task_ids, distinct)
+  local o, cap, ttl, width, C = A.o, A.cap, A.ttl, A.width, A.C
   local next_body = items_from(o + 5)
   local ms1, mss = split(C[2])
   local ts1, tss = split(C[3])
@@ -79,8 +115,7 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
   local q1, qs = split(C[5])
   local y1, ys = split(C[6])
   local len1, lens = split(C[7])
-  local stream, late_key, count_key = P .. ':ev', P .. ':ev:late', P .. ':ev:n'
-  local buckets_key = P .. ':ev:tx'
+  local stream, late_key, count_key, buckets_key = A.stream, A.late_key, A.count_key, A.buckets_key
   -- The bucket being filled: task ids in first-seen order, and their entry ids; `at`
   -- finds a task seen before in this call, unless the caller's ids are distinct.
   local bucket, order, ids, at = nil, {}, {}, {}
@@ -116,25 +151,7 @@ local function append_events(o, keep, task_id1, task_ids, distinct)
     end
   end
   local held = {}
-  local last = 0
-  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
-  -- Refuse a foreign bucket key before writing anything (an event's entry ms is its own
-  -- or the newest before it, so the buckets follow the running maximum).
-  do
-    local newest, prev = last, nil
-    for j = 1, ms1 and 1 or C[1] do
-      newest = math.max(newest, ms1 or mss[j])
-      local b = math.floor(newest / width)
-      if b ~= prev then
-        local key = buckets_key .. ':' .. b
-        local ty = redis.call('TYPE', key)['ok']
-        if ty ~= 'none' and ty ~= 'hash' then error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a ' .. ty}) end
-        prev = b
-      end
-    end
-  end
-  local late = tonumber(redis.call('GET', late_key) or '0')
+  local last, late = A.last, A.late
   local late_before = late
   local added = 0
   -- The group being gathered: its entry ms, shared fields, bodies and task ids.
