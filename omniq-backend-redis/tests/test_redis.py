@@ -333,8 +333,9 @@ async def test_results_expire_natively(redis_url: str, key_prefix: str) -> None:
 
 
 async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix: str) -> None:
-    """max_events counts events, also those that share an entry: once 100 (the slack)
-    over the cap, the oldest entries go while at least the cap remain."""
+    """max_events counts events, also those that share an entry: an append over the cap
+    drops as many of the oldest entries (whole stream nodes), a group with all its
+    events, and the count learns what went without reading it."""
     events = await opened("event_storage", redis_url, key_prefix, max_events=100)
     try:
         for batch in range(10):  # one entry of 50 events (one timestamp), then 30 of one
@@ -344,9 +345,12 @@ async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix
                                       for i in range(30)])
             kept = await events.query(limit=None)
             assert int(await events.redis.get(f"{key_prefix}:ev:n")) == len(kept)
-            assert len(kept) < 200 and len(kept) >= min(100, 80 * (batch + 1))
+            assert min(80 * (batch + 1), 100 - 49) <= len(kept) < 200  # short by a group at most
         assert kept[-1].task_id == "s9-29"
         assert 30 < await events.redis.xlen(f"{key_prefix}:ev") < len(kept)
+        groups = await events.redis.zrange(f"{key_prefix}:ev:g", 0, -1)
+        assert groups and all(member.endswith(b" 50") for member in groups)
+        assert len(groups) == len({e.timestamp for e in kept if e.task_id.startswith("g")})
     finally:
         await events.close()
 
@@ -368,32 +372,20 @@ async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str,
         assert await events.cleanup(1000.5) == 601
         assert [e.timestamp for e in await events.query()] == [1001.0]
         assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 1
+        assert await events.redis.zcard(f"{key_prefix}:ev:g") == 0
     finally:
         await events.close()
 
 
-async def test_cleanup_of_many_entries_goes_in_steps(redis_url: str, key_prefix: str) -> None:
+async def test_cleanup_counts_a_group_appended_late(redis_url: str, key_prefix: str) -> None:
     events = await opened("event_storage", redis_url, key_prefix)
     try:
-        await events.append_many([make_event(timestamp=1000.0 + i / 100) for i in range(2500)])
-        assert await events.redis.xlen(f"{key_prefix}:ev") == 2500
-        assert await events.cleanup(2000.0) == 2500  # three script runs of at most 1000 entries
-        assert await events.redis.xlen(f"{key_prefix}:ev") == 0
-        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 0
-    finally:
-        await events.close()
-
-
-async def test_event_count_out_of_step_is_corrected_not_obeyed(redis_url: str, key_prefix: str) -> None:
-    """A count over what the stream holds (written behind our back) drops nothing: the
-    trim finds the stream short and sets the count to what it holds."""
-    events = await opened("event_storage", redis_url, key_prefix, max_events=100)
-    try:
-        await events.append_many([make_event(timestamp=1000.0 + i) for i in range(50)])
-        await events.redis.set(f"{key_prefix}:ev:n", 10_000)
         await events.append_many([make_event(timestamp=2000.0)])
-        assert len(await events.query(limit=None)) == 51
-        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 51
+        await events.append_many([make_event(timestamp=1500.0) for _ in range(3)])  # id of 2000 s
+        assert await events.cleanup(1600.0) == 3
+        assert [e.timestamp for e in await events.query()] == [2000.0]
+        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 1
+        assert await events.redis.zcard(f"{key_prefix}:ev:g") == 0
     finally:
         await events.close()
 

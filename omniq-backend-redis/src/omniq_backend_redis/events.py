@@ -41,7 +41,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     OPTIONS = {"max_events": 1_000_000, "max_age": None, "task_index_ttl": 7 * 86400.0}
-    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:tx": "zset"}
+    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:g": "zset", "ev:tx": "zset"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -188,17 +188,12 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             start = "(" + chunk[-1][0].decode()
 
     async def cleanup(self, older_than: float) -> int:
-        """Entries before ``older_than`` go by XTRIM MINID (a thousand a call, so a large
-        cleanup does not hold the server), then the few appended late, whose id is newer
-        than their timestamp, by XDEL; index buckets that only name dropped entries are
-        freed too (events_cleanup.lua)."""
+        """One script (events_cleanup.lua): XTRIM MINID drops every entry whose id (hence
+        timestamp) is older, then the few appended late, whose id is newer than their
+        timestamp, go by XDEL; index buckets that only name dropped entries are freed."""
         older_ms = max(math.floor(older_than * 1000), 0)
         args: list[str | int] = [self.prefix, older_ms, repr(float(older_than)), self.index_bucket_ms]
-        deleted, more = 0, True
-        while more:
-            try:
-                dropped, more = await self.shared.script("events_cleanup")(args=args)
-            except ResponseError as exc:
-                raise (await self.foreign(self.key("ev"), exc) or exc) from None
-            deleted += dropped
-        return deleted
+        try:
+            return cast(int, await self.shared.script("events_cleanup")(args=args))
+        except ResponseError as exc:
+            raise (await self.foreign(self.key("ev"), exc) or exc) from None

@@ -19,13 +19,20 @@
 -- Entry ids follow event time (<ms>-*) but must grow, so an event older than the
 -- stream's last entry gets that entry's ms; P:ev:late keeps the largest such lag, which
 -- query() and cleanup() widen their id ranges by.
--- P:ev:n counts the events in the stream, for the cap: once it is SLACK over, the oldest
--- entries are dropped while at least `cap` events remain.
+-- P:ev:n counts the events in the stream, for the cap; sorted set P:ev:g lists the
+-- groups (member '<entry id> <events>', score the id's ms), so that what a trim dropped is
+-- counted without reading it.
 -- The per-task index: hash P:ev:tx:<b> (b = entry ms // bucket width) maps a task id to
 -- its entry ids in that bucket, space-separated; sorted set P:ev:tx lists the buckets
 -- (score b). A bucket whose newest possible entry is older than the ttl is UNLINKed (freed
 -- off the main thread). One HMGET and one HSET per bucket and call, not a key per task.
-local GROUP_MAX, SLACK = 500, 100
+local GROUP_MAX = 500
+
+-- The keys of the event storage with prefix P.
+local function event_keys(P)
+  return {stream = P .. ':ev', late = P .. ':ev:late', count = P .. ':ev:n', groups = P .. ':ev:g',
+          buckets = P .. ':ev:tx'}
+end
 
 -- How many events an entry's e holds (the length of the msgpack array).
 local function events_in(e)
@@ -42,32 +49,36 @@ local function entry_field(entry, name)
   end
 end
 
--- The id right after `id`, for an XTRIM MINID that drops `id` too.
-local function next_id(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+local function id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
 end
 
--- Drop the oldest entries while at least `cap` events remain; `count` is P:ev:n.
-local function trim(stream, count_key, count, cap)
-  local dropped, start, cut = 0, '-', nil
-  while true do
-    local chunk = redis.call('XRANGE', stream, start, '+', 'COUNT', 100)
-    for _, entry in ipairs(chunk) do
-      local k = events_in(entry_field(entry, 'e'))
-      if count - dropped - k < cap then
-        if cut then redis.call('XTRIM', stream, 'MINID', next_id(cut)) end
-        redis.call('DECRBY', count_key, dropped)
-        return
-      end
-      dropped, cut = dropped + k, entry[1]
+-- After entries were dropped from the head: forget the groups before the stream's first
+-- entry now, and return their events beyond the one each entry counts for.
+local function forget_dropped_groups(K)
+  local first = redis.call('XRANGE', K.stream, '-', '+', 'COUNT', 1)
+  local head = first[1] and first[1][1]
+  local gone, extra = {}, 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.groups, '-inf', head and string.match(head, '^%d+') or '+inf')) do
+    local id, k = string.match(member, '^(%S+) (%d+)$')
+    if not head or id_before(id, head) then
+      gone[#gone + 1] = member
+      extra = extra + tonumber(k) - 1
     end
-    if #chunk < 100 then break end
-    start = '(' .. cut
   end
-  -- The count said more than the stream holds (it was written before the count, or
-  -- entries were deleted behind our back): it holds `dropped`, fewer than count - cap.
-  redis.call('SET', count_key, string.format('%d', dropped))
+  for i = 1, #gone, 1000 do redis.call('ZREM', K.groups, unpack(gone, i, math.min(i + 999, #gone))) end
+  return extra
+end
+
+-- `over` events over the cap: drop as many of the oldest entries, whole stream nodes at
+-- a time (MAXLEN ~, so often none yet); a group among them takes all its events along.
+local function trim(K, over)
+  local keep = math.max(redis.call('XLEN', K.stream) - over, 0)
+  local entries = redis.call('XTRIM', K.stream, 'MAXLEN', '~', keep)
+  if entries > 0 then redis.call('DECRBY', K.count, entries + forget_dropped_groups(K)) end
 end
 
 local function number_at(key)
@@ -79,11 +90,11 @@ local function number_at(key)
 end
 
 local function events_batch(o)
-  local A = {o = o, P = ARGV[o], cap = ARGV[o + 1], ttl = tonumber(ARGV[o + 2]), width = tonumber(ARGV[o + 3]),
-             C = cmsgpack.unpack(ARGV[o + 4])}
-  A.stream, A.late_key, A.count_key, A.buckets_key = A.P .. ':ev', A.P .. ':ev:late', A.P .. ':ev:n', A.P .. ':ev:tx'
+  local A = {o = o, cap = ARGV[o + 1], ttl = tonumber(ARGV[o + 2]), width = tonumber(ARGV[o + 3]),
+             C = cmsgpack.unpack(ARGV[o + 4]), K = event_keys(ARGV[o])}
+  local K = A.K
   A.last = 0
-  local top = redis.call('XREVRANGE', A.stream, '+', '-', 'COUNT', 1)
+  local top = redis.call('XREVRANGE', K.stream, '+', '-', 'COUNT', 1)
   if #top > 0 then A.last = tonumber(string.match(top[1][1], '^(%d+)')) end
   -- A foreign bucket key (an event's entry ms is its own or the newest before it, so the
   -- buckets follow the running maximum).
@@ -94,19 +105,20 @@ local function events_batch(o)
     newest = math.max(newest, ms1 or mss[j])
     local b = math.floor(newest / A.width)
     if b ~= prev then
-      local key = A.buckets_key .. ':' .. b
+      local key = K.buckets .. ':' .. b
       local ty = redis.call('TYPE', key)['ok']
       if ty ~= 'none' and ty ~= 'hash' then error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a ' .. ty}) end
       prev = b
     end
   end
-  A.late = number_at(A.late_key)
-  number_at(A.count_key)
+  A.late = number_at(K.late)
+  number_at(K.count)
+  redis.call('ZCARD', K.groups)  -- (WRONGTYPE if foreign)
   return A
 end
 
 local function append_events(A, keep, task_id1, task_ids, distinct)
-  local o, cap, ttl, width, C = A.o, A.cap, A.ttl, A.width, A.C
+  local o, cap, ttl, width, C, K = A.o, A.cap, A.ttl, A.width, A.C, A.K
   local next_body = items_from(o + 5)
   local ms1, mss = split(C[2])
   local ts1, tss = split(C[3])
@@ -115,7 +127,7 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
   local q1, qs = split(C[5])
   local y1, ys = split(C[6])
   local len1, lens = split(C[7])
-  local stream, late_key, count_key, buckets_key = A.stream, A.late_key, A.count_key, A.buckets_key
+  local stream, buckets_key = K.stream, K.buckets
   -- The bucket being filled: task ids in first-seen order, and their entry ids; `at`
   -- finds a task seen before in this call, unless the caller's ids are distinct.
   local bucket, order, ids, at = nil, {}, {}, {}
@@ -160,6 +172,7 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
     if #tasks == 0 then return end
     local e = mp_array(#tasks) .. (whole or table.concat(bodies))
     local id = redis.call('XADD', stream, string.format('%d-*', g_ms), 'ts', g_stamp, 'q', g_q, 'y', g_y, 'e', e)
+    if #tasks > 1 then redis.call('ZADD', K.groups, g_ms, id .. ' ' .. #tasks) end
     for _, task_id in ipairs(tasks) do index(g_ms, task_id, id) end
     added = added + #tasks
     bodies, tasks = {}, {}
@@ -195,8 +208,8 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
   end
   flush()
   if added > 0 then
-    local count = redis.call('INCRBY', count_key, added)
-    if cap ~= '' and count >= tonumber(cap) + SLACK then trim(stream, count_key, count, tonumber(cap)) end
+    local count = redis.call('INCRBY', K.count, added)
+    if cap ~= '' and count > tonumber(cap) then trim(K, count - tonumber(cap)) end
   end
   -- Drop the buckets whose every entry is older than the ttl.
   local stale = math.floor((last - ttl) / width) - 1
@@ -206,6 +219,6 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
     end
     redis.call('ZREMRANGEBYSCORE', buckets_key, '-inf', stale)
   end
-  if late > late_before then redis.call('SET', late_key, string.format('%d', late)) end
+  if late > late_before then redis.call('SET', K.late, string.format('%d', late)) end
   return held
 end
