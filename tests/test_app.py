@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omniq import AsyncOmniQ, OmniQ
+from omniq import AsyncOmniQ, OmniQ, TaskRef
 from omniq.errors import (
     CapabilityError,
     ConfigError,
@@ -64,6 +64,23 @@ def test_sync_round_trip_with_events(app):
     assert app.get_result(ref.id, timeout=5) == 5
     assert types_of(app.events(task_id=ref.id)) == [EventType.ENQUEUED, EventType.STARTED, EventType.SUCCEEDED]
     assert app.get_task(ref.id).state is TaskState.SUCCEEDED
+
+
+async def test_bulk_refs_and_events_say_what_was_stored(aapp):
+    """A bulk's refs are values (equal and hashable by what they say), and each task's
+    enqueued event names it and its state, also when the events share their detail."""
+
+    @aapp.task
+    async def noop(i: int) -> None:
+        return None
+
+    refs = await aapp.enqueue_many(noop, [(i,) for i in range(3)], delay=60)
+    first = refs[0]
+    assert len(set(refs)) == 3 and TaskRef(first.id, first.name, first.queue, first.state) == first
+    assert {ref.state for ref in refs} == {TaskState.SCHEDULED}
+    for ref in refs:
+        [event] = await aapp.events(task_id=ref.id)
+        assert (event.type, event.detail) == (EventType.ENQUEUED, {"name": ref.name, "state": "scheduled"})
 
 
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):

@@ -64,16 +64,15 @@ log = logging.getLogger("omniq")
 _ENDED_WITHOUT_RUN = {TaskState.CANCELLED, TaskState.EXPIRED, TaskState.DEAD}
 
 
-class TaskRef(Generic[R]):
-    """What enqueue returns: the task's id, typed by the task's return value."""
+class TaskRef(msgspec.Struct, Generic[R], frozen=True, gc=False):
+    """What enqueue returns: the task's id, typed by the task's return value. (gc=False:
+    a bulk enqueue returns one per task, and tracked they would set off full collections
+    in the middle of it; a ref holds strings and a state, never a cycle.)"""
 
-    __slots__ = ("id", "name", "queue", "state")
-
-    def __init__(self, id: str, name: str, queue: str, state: TaskState) -> None:
-        self.id = id
-        self.name = name
-        self.queue = queue
-        self.state = state
+    id: str
+    name: str
+    queue: str
+    state: TaskState
 
     def __repr__(self) -> str:
         return f"TaskRef(id={self.id!r}, name={self.name!r}, queue={self.queue!r}, state={self.state.value!r})"
@@ -416,11 +415,18 @@ class AsyncOmniQ:
         if not self.config.events:
             return []
         enqueued = EventType.ENQUEUED
-        return [
-            TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at,
-                      detail={"name": t.name, "state": t.state.value})
-            for t, event_id in zip(tasks, new_ids(len(tasks)))
-        ]
+        # One detail dict per name and state, shared by the events that say the same: a
+        # bulk's events would otherwise make a tracked dict each and set off collections
+        # (nothing changes an event's detail in place).
+        details: dict[tuple[str, TaskState], dict[str, Any]] = {}
+        events = []
+        for t, event_id in zip(tasks, new_ids(len(tasks))):
+            detail = details.get((t.name, t.state))
+            if detail is None:
+                detail = details[t.name, t.state] = {"name": t.name, "state": t.state.value}
+            events.append(TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued,
+                                    timestamp=at, detail=detail))
+        return events
 
     def _event_storage(self) -> BaseEventStorage | None:
         return self.event_storage if self.config.events else None
