@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 import msgspec
+from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder
 from redis.exceptions import ResponseError
 

@@ -1,6 +1,7 @@
--- ARGV: P, task id. The task's stream entries, oldest first, as XRANGE answers them: its
--- entry ids come from each bucket of the per-task index (see events_lib.lua); an id
--- the stream has trimmed since is skipped.
+-- ARGV: P, task id. The stream entries holding the task's events, oldest first, as XRANGE
+-- answers them (an entry may hold other tasks' events too: the caller picks the task's):
+-- their ids come from each bucket of the per-task index (see events_lib.lua); an id the
+-- stream has trimmed since is skipped.
 local P, task_id = ARGV[1], ARGV[2]
 local stream, buckets_key = P .. ':ev', P .. ':ev:tx'
 local out = {}
