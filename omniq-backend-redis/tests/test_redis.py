@@ -355,6 +355,20 @@ async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix
         await events.close()
 
 
+async def test_stream_deleted_behind_our_back_starts_a_new_count(redis_url: str, key_prefix: str) -> None:
+    """A count left from a stream someone deleted does not trim away what comes next."""
+    events = await opened("event_storage", redis_url, key_prefix, max_events=100)
+    try:
+        await events.append_many([make_event(timestamp=1000.0) for _ in range(90)])
+        await events.redis.delete(f"{key_prefix}:ev")
+        await events.append_many([make_event(timestamp=1001.0 + i) for i in range(20)])
+        assert len(await events.query(limit=None)) == 20
+        assert int(await events.redis.get(f"{key_prefix}:ev:n")) == 20
+        assert await events.redis.zcard(f"{key_prefix}:ev:g") == 0
+    finally:
+        await events.close()
+
+
 async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str, key_prefix: str) -> None:
     """A bulk's events are one stream entry (one XADD), read back one by one: by time,
     type and task, and counted one by one by cleanup."""

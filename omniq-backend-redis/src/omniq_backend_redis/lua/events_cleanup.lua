@@ -25,5 +25,9 @@ local last_stale = math.floor(older_ms / width) - 1
 local buckets = redis.call('ZRANGEBYSCORE', K.buckets, '-inf', last_stale)
 for _, b in ipairs(buckets) do redis.call('UNLINK', K.buckets .. ':' .. b) end
 if #buckets > 0 then redis.call('ZREMRANGEBYSCORE', K.buckets, '-inf', last_stale) end
-if deleted > 0 then redis.call('DECRBY', K.count, deleted) end
+if redis.call('XLEN', K.stream) == 0 then
+  redis.call('DEL', K.count, K.groups)
+elseif deleted > 0 then
+  redis.call('DECRBY', K.count, deleted)
+end
 return deleted

@@ -96,6 +96,7 @@ local function events_batch(o)
   A.last = 0
   local top = redis.call('XREVRANGE', K.stream, '+', '-', 'COUNT', 1)
   if #top > 0 then A.last = tonumber(string.match(top[1][1], '^(%d+)')) end
+  A.empty = #top == 0
   -- A foreign bucket key (an event's entry ms is its own or the newest before it, so the
   -- buckets follow the running maximum).
   local C = A.C
@@ -162,6 +163,9 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
       if not distinct then at[task_id] = k end
     end
   end
+  -- An empty stream holds no events, whatever a count left from a stream deleted behind
+  -- our back says (obeyed, it would trim away every event appended from now on).
+  if A.empty then redis.call('DEL', K.count, K.groups) end
   local held = {}
   local last, late = A.last, A.late
   local late_before = late
