@@ -391,6 +391,37 @@ async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str,
         await events.close()
 
 
+async def test_query_with_a_limit_reads_about_that_many_entries(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latest few events cost a read of a few entries, not of 500 bulk groups; a
+    filter that skips entries makes the next reads larger until the limit is met."""
+    events = await opened("event_storage", redis_url, key_prefix)
+    reads: list[int] = []
+    for name in ("xrange", "xrevrange"):
+        method = getattr(type(events.redis), name)
+
+        async def spy(self: Any, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            reads.append(kwargs["count"])
+            return await _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(events.redis), name, spy)
+    try:
+        for g in range(40):
+            await events.append_many([make_event(timestamp=1000.0 + g) for _ in range(100)])
+        latest = await events.query(order="desc", limit=10)
+        assert {e.timestamp for e in latest} == {1039.0} and len(latest) == 10
+        assert reads == [16]
+        reads.clear()
+        await events.append_many([make_event(timestamp=2000.0 + i, type=EventType.STARTED if i % 4 == 0
+                                              else EventType.SUCCEEDED) for i in range(400)])
+        started = await events.query(since=2000.0, types=["started"], limit=50)
+        assert [e.timestamp for e in started] == [2000.0 + 4 * i for i in range(50)]
+        assert reads == [50, 100, 200]
+    finally:
+        await events.close()
+
+
 async def test_cleanup_counts_a_group_appended_late(redis_url: str, key_prefix: str) -> None:
     events = await opened("event_storage", redis_url, key_prefix)
     try:

@@ -156,17 +156,21 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         self, lo: str, hi: str, keep: Any, limit: int | None, late: int, desc: bool
     ) -> list[tuple[float, int, TaskEvent]]:
         """Read the id range in chunks, stopping once no later entry can make the cut:
-        an entry's timestamp is at most its id and at least its id minus ``late``."""
+        an entry's timestamp is at most its id and at least its id minus ``late``. With a
+        limit the first chunk is about that many entries, then twice the last: an entry
+        may be a bulk's group of hundreds of events, and the latest ten should not cost
+        a read of hundreds of groups."""
         stream = self.key("ev")
+        count = _CHUNK if limit is None else min(max(limit, 16), _CHUNK)
         found: list[tuple[float, int, TaskEvent]] = []
         best: list[float] = []  # heap of the `limit` best timestamps (negated when asc)
         position = 0
         start, end = (hi, lo) if desc else (lo, hi)
         while True:
             if desc:
-                chunk = cast(_Entries, await self.redis.xrevrange(stream, start, end, count=_CHUNK))
+                chunk = cast(_Entries, await self.redis.xrevrange(stream, start, end, count=count))
             else:
-                chunk = cast(_Entries, await self.redis.xrange(stream, start, end, count=_CHUNK))
+                chunk = cast(_Entries, await self.redis.xrange(stream, start, end, count=count))
             for entry_id, fields in chunk:
                 ts = keep(fields)
                 if ts is None:
@@ -178,7 +182,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
                         heapq.heappush(best, ts if desc else -ts)
                         if len(best) > limit:
                             heapq.heappop(best)
-            if len(chunk) < _CHUNK:
+            if len(chunk) < count:
                 return found
             last_ms = _ms(chunk[-1][0])
             if limit is not None and len(best) == limit:
@@ -186,6 +190,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
                 if (desc and last_ms < cut * 1000) or (not desc and last_ms - late > cut * 1000):
                     return found
             start = "(" + chunk[-1][0].decode()
+            count = min(count * 2, _CHUNK)
 
     async def cleanup(self, older_than: float) -> int:
         """One script (events_cleanup.lua): XTRIM MINID drops every entry whose id (hence
