@@ -21,10 +21,7 @@ if late > 0 then
   for i = 1, #stale, 1000 do redis.call('XDEL', K.stream, unpack(stale, i, math.min(i + 999, #stale))) end
   for i = 1, #groups, 1000 do redis.call('ZREM', K.groups, unpack(groups, i, math.min(i + 999, #groups))) end
 end
-local last_stale = math.floor(older_ms / width) - 1
-local buckets = redis.call('ZRANGEBYSCORE', K.buckets, '-inf', last_stale)
-for _, b in ipairs(buckets) do redis.call('UNLINK', K.buckets .. ':' .. b) end
-if #buckets > 0 then redis.call('ZREMRANGEBYSCORE', K.buckets, '-inf', last_stale) end
+drop_buckets(K, math.floor(older_ms / width) - 1)
 if redis.call('XLEN', K.stream) == 0 then
   redis.call('DEL', K.count, K.groups)
 elseif deleted > 0 then

@@ -73,6 +73,13 @@ local function forget_dropped_groups(K)
   return extra
 end
 
+-- Free the index buckets up to `last_stale` (UNLINK: off Redis' main thread).
+local function drop_buckets(K, last_stale)
+  local buckets = redis.call('ZRANGEBYSCORE', K.buckets, '-inf', last_stale)
+  for _, b in ipairs(buckets) do redis.call('UNLINK', K.buckets .. ':' .. b) end
+  if #buckets > 0 then redis.call('ZREMRANGEBYSCORE', K.buckets, '-inf', last_stale) end
+end
+
 -- `over` events over the cap: drop as many of the oldest entries, whole stream nodes at
 -- a time (MAXLEN ~, so often none yet); a group among them takes all its events along.
 local function trim(K, over)
@@ -217,12 +224,7 @@ local function append_events(A, keep, task_id1, task_ids, distinct)
   end
   -- Drop the buckets whose every entry is older than the ttl.
   local stale = math.floor((last - ttl) / width) - 1
-  if stale >= 0 then
-    for _, b in ipairs(redis.call('ZRANGEBYSCORE', buckets_key, '-inf', stale)) do
-      redis.call('UNLINK', buckets_key .. ':' .. b)
-    end
-    redis.call('ZREMRANGEBYSCORE', buckets_key, '-inf', stale)
-  end
+  if stale >= 0 then drop_buckets(K, stale) end
   if late > late_before then redis.call('SET', K.late, string.format('%d', late)) end
   return held
 end
