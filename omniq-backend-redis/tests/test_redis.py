@@ -256,7 +256,7 @@ def test_a_query_parameter_nobody_takes_is_named_before_connecting() -> None:
     with pytest.raises(ConfigError, match=r"unknown query parameter 'prefix'.*key_prefix") as info:
         registry.resolve("task_queue", "redis://:hunter2@localhost/0?prefix=app")
     assert "hunter2" not in str(info.value)
-    with pytest.raises(ConfigError, match="'db'"):
+    with pytest.raises(ConfigError, match="database 'first'"):
         registry.resolve("task_queue", "redis://localhost/0?db=first")
     store = registry.resolve("task_queue", "redis://localhost/0?socket_timeout=2&key_prefix=app")
     assert store.prefix == "app"
