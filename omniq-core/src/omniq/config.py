@@ -148,10 +148,17 @@ _LIST_FIELDS = {("imports",), ("worker", "queues")}
 
 
 def _positive(path: str, value: float | None, allow_zero: bool = False) -> None:
+    from .options import to_float, to_int
+
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"config key {path!r}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            to_int(value, minimum=0 if allow_zero else 1, strings=False)
+        else:
+            to_float(value, minimum=0, above=not allow_zero, strings=False)
+    except ValueError as exc:
+        raise ConfigError(f"config key {path!r}: must be {exc}, got {value!r}") from None
 
 
 def _validate(cfg: OmniQConfig) -> OmniQConfig:
