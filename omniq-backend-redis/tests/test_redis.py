@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState
 from omniq.registry import registry
@@ -248,6 +249,20 @@ def test_bad_options_are_named() -> None:
         registry.resolve("task_queue", "redis://localhost/0?key_prefix=bad*glob")
     with pytest.raises(ConfigError, match="max_connections=0"):
         registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0})
+
+
+@pytest.mark.parametrize(("url", "names"), [
+    ("redis://:hunter2@localhost:99999/0", ["port '99999'", "1 to 65535"]),
+    ("redis://:hunter2@localhost:notaport/0", ["port 'notaport'", "1 to 65535"]),
+    ("redis://:hunter2@localhost:6379/abc", ["database 'abc'", ">= 0"]),
+])
+def test_bad_port_or_database_is_refused_at_configuration(url: str, names: list[str]) -> None:
+    """Not at the first connection, and naming the store and the masked URL."""
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("result_storage", url)
+    text = str(info.value)
+    assert "redis result storage" in text and mask_url(url) in text, text
+    assert all(name in text for name in names) and "hunter2" not in text, text
 
 
 def test_a_query_parameter_nobody_takes_is_named_before_connecting() -> None:

@@ -85,6 +85,25 @@ def test_mask_url(url, masked):
     assert mask_url(url) == masked
 
 
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("nats://s3cretToken@host:4222", "nats://***@host:4222"),
+        ("nats://u:p1@h1:4222,nats://u:p2@h2:4222", "nats://u:***@h1:4222,nats://u:***@h2:4222"),
+        ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://:pa/ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:p@s/s:w@host/0", "redis://user:***@host/0"),
+        ("postgresql://h/db?sslpassword=x&password=y&token=z&key_prefix=app",
+         "postgresql://h/db?sslpassword=***&password=***&token=***&key_prefix=app"),
+        ("file:///var/lib/a@b", "file:///var/lib/a@b"),
+        ("cannot connect to nats://tok@h:1: refused ('nats://u:pw@h:2')",
+         "cannot connect to nats://***@h:1: refused ('nats://u:***@h:2')"),
+    ],
+)
+def test_mask_url_masks_every_form_of_secret(url, masked):
+    assert mask_url(url) == masked
+
+
 def test_repr_masks_secrets():
     cfg = load_config(environ={}, task_queue="redis://:hunter2@h/0", secret_key="topsecret",
                       result_storage={"backend": "postgres", "password": "pw"})

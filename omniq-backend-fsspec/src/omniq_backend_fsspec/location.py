@@ -26,8 +26,11 @@ _ALIASES = {"local": "file", "gcs": "gs", "abfs": "az"}
 #: The options of every fsspec store (:mod:`omniq.options`).
 OPTIONS = OptionSchema("fsspec", (
     Option("storage_options", "mapping", None,
-           "Arguments of the fsspec file system (credentials, endpoint...).", query=False),
-    Option("fsync", "bool", False, "Flush every write to disk (file:// only)."),
+           "Keyword arguments for the fsspec file system: credentials, "
+           "`client_kwargs={'endpoint_url': ...}` for S3-compatible servers, `anon`, "
+           "`profile`, ...", query=False),
+    Option("fsync", "bool", False, "`file://` only: fsync every file and its directory before a change counts, "
+           "so a power failure loses nothing; costs a disk flush per write."),
 ))
 
 

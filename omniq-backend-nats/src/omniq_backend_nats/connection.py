@@ -38,16 +38,17 @@ SCHEMES = ("nats", "tls")
 DEFAULT_SERVER = "127.0.0.1:4222"
 #: Options every NATS store takes (:mod:`omniq.options`).
 OPTIONS = OptionSchema("nats", (
-    Option("prefix", "str", "omniq", "The first part of every stream and bucket name."),
-    Option("replicas", "int", 1, "Copies JetStream keeps of each stream and bucket.",
+    Option("prefix", "str", "omniq", "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
+           "32 characters)."),
+    Option("replicas", "int", 1, "JetStream replicas of each stream, bucket and consumer created.",
            minimum=1, maximum=5),
-    Option("user", "str", None, "User name (or give it in the URL).", optional=True),
-    Option("password", "str", None, "Password (or give it in the URL).", optional=True,
+    Option("user", "str", None, "User for user/password authentication (or in the URL).", optional=True),
+    Option("password", "str", None, "Password for user/password authentication (or in the URL).", optional=True,
            secret=True),
-    Option("token", "str", None, "Authentication token (or nats://TOKEN@host).",
+    Option("token", "str", None, "Token authentication (or `nats://TOKEN@host`).",
            optional=True, secret=True),
-    Option("creds", "str", None, "Path of a .creds file (JWT and NKey).", optional=True),
-    Option("connect_timeout", "duration", 2.0, "How long a connection attempt may take.",
+    Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),
+    Option("connect_timeout", "duration", 2.0, "How long one connection attempt may take.",
            minimum=0, above=True),
 ))
 _SECRET_OPTIONS = tuple(o.name for o in OPTIONS.options if o.secret)

@@ -176,7 +176,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     })
     option_schema = OPTIONS.extend(Option(
         "ack_wait", "duration", 60.0,
-        "When JetStream redelivers a pulled message no worker claimed.", minimum=0, above=True,
+        "AckWait of the consumers: how long a message held by a process that died "
+        "silently stays away (see *Leases*).", minimum=0, above=True,
     ))
 
     _tasks: KeyValue

@@ -48,13 +48,14 @@ def _validate_schema(schema: object) -> str:
 #: parameters (``sslmode``...) are left for asyncpg.
 OPTIONS = OptionSchema("postgres", (
     Option("schema", "str", DEFAULT_SCHEMA,
-           "The schema holding OmniQ's tables (1-40 letters, digits or '_').",),
+           "The schema holding OmniQ's tables (1-40 letters, digits, `_`; not `pg_...`)."),
     Option("min_size", "int", 1, "Connections the pool keeps open.", minimum=0),
-    Option("max_size", "int", 10, "Connections the pool opens at most.", minimum=1),
-    Option("connect_timeout", "duration", 10.0, "How long a connection attempt may take.",
+    Option("max_size", "int", 10, "Most connections the pool opens (each store has its own pool, plus one "
+           "`LISTEN` connection for the task queue and the result storage).", minimum=1),
+    Option("connect_timeout", "duration", 10.0, "How long to wait for a connection.",
            minimum=0, above=True),
-    Option("application_name", "str", "omniq", "The name the server shows for the sessions."),
-    Option("auto_migrate", "bool", True, "Create or upgrade the schema on open."),
+    Option("application_name", "str", "omniq", "Shown in `pg_stat_activity`."),
+    Option("auto_migrate", "bool", True, "Create or upgrade the tables when a store opens."),
 ), passthrough="asyncpg")
 
 

@@ -42,12 +42,13 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     option_schema = OPTIONS.extend(
-        Option("max_events", "int", 1_000_000, "Events kept at most (oldest go first).",
+        Option("max_events", "int", 1_000_000, "Cap on the events in the stream, kept on each append (see below).",
                minimum=1, optional=True, off=(0, "0")),
-        Option("max_age", "duration", None, "Events older than this are dropped.",
+        Option("max_age", "duration", None, "Also delete events older than this on each append.",
                minimum=0.001, above=False, optional=True),
         Option("task_index_ttl", "duration", 7 * 86400.0,
-               "How long the per-task index of events is kept.", minimum=1, above=False),
+               "How long an event stays findable by `query(task_id=...)` (the stream "
+               "itself is capped by `max_events`/`max_age`).", minimum=1, above=False),
     )
     GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:g": "zset", "ev:tx": "zset"}
 

@@ -18,12 +18,14 @@ SCHEMES = ("redis", "rediss", "unix")
 #: Options every Redis store takes (:mod:`omniq.options`); other query parameters go to
 #: redis-py (``db``, ``socket_timeout``, ``health_check_interval``, ``ssl_cert_reqs``...).
 OPTIONS = OptionSchema("redis", (
-    Option("key_prefix", "str", "omniq", "The first part of every key this store writes."),
-    Option("max_connections", "int", 64, "Connections the shared pool opens at most.",
+    Option("key_prefix", "str", "omniq", "Every key starts with `<prefix>:`; two apps on one database need "
+           "different prefixes."),
+    Option("max_connections", "int", 64, "Size of the connection pool.",
            minimum=1),
-    Option("socket_connect_timeout", "duration", 5.0, "How long a connection attempt may take.",
+    Option("socket_connect_timeout", "duration", 5.0, "How long to wait for a TCP connection.",
            minimum=0.001),
-    Option("retries", "int", 5, "How often a command is retried after a connection error.",
+    Option("retries", "int", 5, "How many times a command is retried on a dropped connection "
+           "(exponential backoff, 50 ms up to 1 s).",
            minimum=0),
 ), passthrough="redis-py")
 

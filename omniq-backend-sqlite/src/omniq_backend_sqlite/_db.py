@@ -56,12 +56,14 @@ class Settings:
 
 #: The options of every SQLite store (:mod:`omniq.options`).
 OPTIONS = OptionSchema("sqlite", (
-    Option("busy_timeout", "duration", 30.0, "How long to wait for the write lock.",
+    Option("busy_timeout", "duration", 30.0, "How long a write waits for another process's write transaction before failing "
+           "with QueueError.",
            minimum=0, above=True),
     Option("synchronous", "enum", "NORMAL",
-           "SQLite's synchronous pragma (OFF would lose committed tasks on power loss).",
+           "SQLite's synchronous pragma; see *What can be lost* (OFF would lose committed "
+           "tasks on power loss).",
            choices=SYNCHRONOUS),
-    Option("poll_interval", "duration", 0.05, "Seconds between checks in wait_for_work.",
+    Option("poll_interval", "duration", 0.05, "How long wait_for_work waits between checks.",
            minimum=0, above=True),
 ))
 

@@ -5,8 +5,9 @@ A backend declares its options once, as a table (:class:`OptionSchema` of
 and its keyword arguments to :meth:`OptionSchema.parse`, which merges query parameters
 and keywords (keywords win), refuses an unknown name with the closest match and the valid
 names, converts and bounds-checks every value, and masks the URL in every message. The
-same table renders as Markdown for the backend's docs page (``python -m omniq.options
-BACKEND``), and a test keeps the page equal to it.
+same table renders as Markdown for the backend's docs page (:func:`backend_table`:
+``python -c "from omniq.options import backend_table; print(backend_table('redis'))"``),
+and a test keeps the page equal to it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -153,8 +153,8 @@ class Option:
             text = "a mapping"
         else:
             text = "a text"
-        if self.optional:
-            off = ", ".join(repr(v) for v in self.off if v not in (None, ""))
+        if self.optional and kind != "str":
+            off = " or ".join(dict.fromkeys(str(v) for v in self.off if v not in (None, "")))
             text += f"; none{' or ' + off if off else ''} turns it off"
         return text
 
@@ -319,12 +319,11 @@ def _default(option: Option) -> str:
     if value is None:
         return "none"
     if option.type == "duration":
-        return f"{value:g} s"
+        days = f" ({value / 86400:g} days)" if value >= 86400 and value % 86400 == 0 else ""
+        return f"`{value:g}` s{days}"
     if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Mapping):
-        return "{}"
-    return f"{value!r}" if isinstance(value, str) else f"{value}"
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
 
 
 def options_table(schemas: Mapping[str, OptionSchema]) -> str:
@@ -354,12 +353,3 @@ def backend_table(name: str) -> str:
         if getattr(spec, kind):
             schemas[kind.replace("_", " ")] = spec.load(kind).option_schema
     return options_table(schemas)
-
-
-def _main(argv: Iterable[str]) -> None:
-    for name in argv:
-        sys.stdout.write(backend_table(name))
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])
