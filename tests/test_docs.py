@@ -46,8 +46,10 @@ def test_backend_docs_show_the_option_table_the_code_declares(backend):
     pytest.importorskip(f"omniq_backend_{backend}")
     from omniq.options import backend_table
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "backends" / f"{backend}.md").read_text()
-    found = re.search(rf"<!-- options:begin {backend} .*?-->\n(.*?)<!-- options:end -->", page, re.S)
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    page = (docs / "backends" / f"{backend}.md").read_text()
+    table = rf"<!-- options:begin {backend} .*?-->\n(.*?)<!-- options:end -->"
+    found = re.search(table, page, re.S)
     assert found, f"docs/backends/{backend}.md has no generated option table"
     assert found[1] == backend_table(backend), (
         f"docs/backends/{backend}.md's option table differs from the code; paste the output of\n"

@@ -162,7 +162,8 @@ async def test_server_down_at_open_names_the_masked_url() -> None:
 
 
 async def test_server_down_at_open_masks_a_token_url() -> None:
-    store = NatsTaskQueue.from_url(f"nats://tok-S3CRET@127.0.0.1:{free_port()}", connect_timeout=0.5)
+    url = f"nats://tok-S3CRET@127.0.0.1:{free_port()}"
+    store = NatsTaskQueue.from_url(url, connect_timeout=0.5)
     with pytest.raises(NatsUnavailableError) as info:
         await store.open()
     text = "".join(traceback.format_exception(info.value))

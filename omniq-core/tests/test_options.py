@@ -76,10 +76,12 @@ def test_a_secret_option_value_is_never_shown() -> None:
 
 
 @pytest.mark.parametrize("url", [
-    "redis://:pw@h:99999/0", "redis://:pw@h:notaport/0", "nats://a:4222,b:0", "nats://a:1,nats://b:x",
+    "redis://:pw@h:99999/0", "redis://:pw@h:notaport/0", "nats://a:4222,b:0",
+    "nats://a:1,nats://b:x",
 ])
 def test_bad_port_names_the_store_and_the_masked_url(url: str) -> None:
-    with pytest.raises(ConfigError, match=r"^demo task queue: port .* expected a number from 1 to 65535"):
+    expected = r"^demo task queue: port .* expected a number from 1 to 65535"
+    with pytest.raises(ConfigError, match=expected):
         check_ports(url, "demo task queue", "nats")
     check_ports("redis://:pw@[::1]:6379/0,h2:6380", "x", "redis")  # valid ones pass
 

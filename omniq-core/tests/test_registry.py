@@ -168,7 +168,8 @@ def test_unknown_backend_lists_installed_and_the_extras_that_would_provide_it(pl
         assert f"pip install 'omniq[{extra}]'" in text, text
     with pytest.raises(UnknownBackendError) as info:
         reg.worker("gevnt")
-    assert "pip install 'omniq[gevent]'" in str(info.value) and "omniq[redis]" not in str(info.value)
+    text = str(info.value)
+    assert "pip install 'omniq[gevent]'" in text and "omniq[redis]" not in text, text
 
 
 def test_missing_kind_and_wrong_class(plugins):

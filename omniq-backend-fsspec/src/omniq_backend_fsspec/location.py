@@ -29,7 +29,8 @@ OPTIONS = OptionSchema("fsspec", (
            "Keyword arguments for the fsspec file system: credentials, "
            "`client_kwargs={'endpoint_url': ...}` for S3-compatible servers, `anon`, "
            "`profile`, ...", query=False),
-    Option("fsync", "bool", False, "`file://` only: fsync every file and its directory before a change counts, "
+    Option("fsync", "bool", False,
+           "`file://` only: fsync every file and its directory before a change counts, "
            "so a power failure loses nothing; costs a disk flush per write."),
 ))
 

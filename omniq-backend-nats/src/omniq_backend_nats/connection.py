@@ -38,13 +38,15 @@ SCHEMES = ("nats", "tls")
 DEFAULT_SERVER = "127.0.0.1:4222"
 #: Options every NATS store takes (:mod:`omniq.options`).
 OPTIONS = OptionSchema("nats", (
-    Option("prefix", "str", "omniq", "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
+    Option("prefix", "str", "omniq",
+           "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
            "32 characters)."),
     Option("replicas", "int", 1, "JetStream replicas of each stream, bucket and consumer created.",
            minimum=1, maximum=5),
-    Option("user", "str", None, "User for user/password authentication (or in the URL).", optional=True),
-    Option("password", "str", None, "Password for user/password authentication (or in the URL).", optional=True,
-           secret=True),
+    Option("user", "str", None, "User for user/password authentication (or in the URL).",
+           optional=True),
+    Option("password", "str", None, "Password for user/password authentication (or in the URL).",
+           optional=True, secret=True),
     Option("token", "str", None, "Token authentication (or `nats://TOKEN@host`).",
            optional=True, secret=True),
     Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),

@@ -47,8 +47,8 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         {Capability.CROSS_PROCESS, Capability.NATIVE_TTL}
     )
     option_schema = OPTIONS.extend(
-        Option("max_age", "duration", 7 * 86400.0, "Age after which the server drops events by itself.",
-               minimum=0, above=True),
+        Option("max_age", "duration", 7 * 86400.0,
+               "Age after which the server drops events by itself.", minimum=0, above=True),
         Option("clock_skew", "duration", 300.0,
                "How much earlier than `since` a query starts reading (see *Events*).",
                minimum=0),

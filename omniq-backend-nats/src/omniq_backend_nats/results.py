@@ -35,8 +35,8 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
     )
     option_schema = OPTIONS.extend(Option(
-        "max_age", "duration", None, "Bucket-wide TTL of the results bucket, a safety net on top of each "
-        "result's `expires_at`.",
+        "max_age", "duration", None,
+        "Bucket-wide TTL of the results bucket, a safety net on top of each result's `expires_at`.",
         minimum=0, above=True, optional=True,
     ))
 

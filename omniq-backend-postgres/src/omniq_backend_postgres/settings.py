@@ -50,7 +50,8 @@ OPTIONS = OptionSchema("postgres", (
     Option("schema", "str", DEFAULT_SCHEMA,
            "The schema holding OmniQ's tables (1-40 letters, digits, `_`; not `pg_...`)."),
     Option("min_size", "int", 1, "Connections the pool keeps open.", minimum=0),
-    Option("max_size", "int", 10, "Most connections the pool opens (each store has its own pool, plus one "
+    Option("max_size", "int", 10,
+           "Most connections the pool opens (each store has its own pool, plus one "
            "`LISTEN` connection for the task queue and the result storage).", minimum=1),
     Option("connect_timeout", "duration", 10.0, "How long to wait for a connection.",
            minimum=0, above=True),

@@ -42,7 +42,8 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     option_schema = OPTIONS.extend(
-        Option("max_events", "int", 1_000_000, "Cap on the events in the stream, kept on each append (see below).",
+        Option("max_events", "int", 1_000_000,
+               "Cap on the events in the stream, kept on each append (see below).",
                minimum=1, optional=True, off=(0, "0")),
         Option("max_age", "duration", None, "Also delete events older than this on each append.",
                minimum=0.001, above=False, optional=True),

@@ -18,8 +18,8 @@ SCHEMES = ("redis", "rediss", "unix")
 #: Options every Redis store takes (:mod:`omniq.options`); other query parameters go to
 #: redis-py (``db``, ``socket_timeout``, ``health_check_interval``, ``ssl_cert_reqs``...).
 OPTIONS = OptionSchema("redis", (
-    Option("key_prefix", "str", "omniq", "Every key starts with `<prefix>:`; two apps on one database need "
-           "different prefixes."),
+    Option("key_prefix", "str", "omniq",
+           "Every key starts with `<prefix>:`; two apps on one database need different prefixes."),
     Option("max_connections", "int", 64, "Size of the connection pool.",
            minimum=1),
     Option("socket_connect_timeout", "duration", 5.0, "How long to wait for a TCP connection.",
@@ -40,7 +40,9 @@ class ConnectionSettings:
     retries: int
 
 
-def parse(url: str, options: dict[str, Any], store: Any = None) -> tuple[ConnectionSettings, str, dict[str, Any]]:
+def parse(
+    url: str, options: dict[str, Any], store: Any = None
+) -> tuple[ConnectionSettings, str, dict[str, Any]]:
     """Split ``url`` and ``options`` into connection settings, the key prefix and the
     other options of ``store``'s table (its ``option_schema``).
 

@@ -56,7 +56,8 @@ class Settings:
 
 #: The options of every SQLite store (:mod:`omniq.options`).
 OPTIONS = OptionSchema("sqlite", (
-    Option("busy_timeout", "duration", 30.0, "How long a write waits for another process's write transaction before failing "
+    Option("busy_timeout", "duration", 30.0,
+           "How long a write waits for another process's write transaction before failing "
            "with QueueError.",
            minimum=0, above=True),
     Option("synchronous", "enum", "NORMAL",

@@ -32,7 +32,8 @@ DEFAULT_URL = "sqlite:///omniq.db"
 # may hold "@" or "/"); a cluster URL ("nats://u:p1@h1,nats://u:p2@h2") is several URLs.
 _SCHEME = re.compile(r"[^\s:/?#'\"(\[=,]*://")
 _QUERY_SECRET = re.compile(
-    r"(?i)(?P<head>[?&;][\w.\-]*(?:password|passwd|pwd|token|secret|key|creds?)=)(?P<pw>[^&#\s'\"]*)"
+    r"(?i)(?P<head>[?&;][\w.\-]*(?:password|passwd|pwd|token|secret|key|creds?)=)"
+    r"(?P<pw>[^&#\s'\"]*)"
 )
 
 

@@ -252,7 +252,7 @@ class OptionSchema:
             if name not in known:
                 raise self.unknown(name, label, where)
         given.update(options)
-        values = {}
+        values: dict[str, Any] = {}
         for name, option in known.items():
             value = given.get(name, option.default)
             try:
@@ -348,7 +348,7 @@ def backend_table(name: str) -> str:
     from .registry import STORE_KINDS, registry
 
     spec = registry.backend(name)
-    schemas = {}
+    schemas: dict[str, OptionSchema] = {}
     for kind in STORE_KINDS:
         if getattr(spec, kind):
             schemas[kind.replace("_", " ")] = spec.load(kind).option_schema

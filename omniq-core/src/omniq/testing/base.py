@@ -183,7 +183,9 @@ class StoreContract:
             registry.resolve(self.kind, ref)
         text = str(info.value)
         assert option.name in text and "not-a-number" in text, text
-        assert option.valid() in text, f"the error should say what is valid ({option.valid()}): {text}"
+        assert option.valid() in text, (
+            f"the error should say what is valid ({option.valid()}): {text}"
+        )
         assert SECRET not in text, f"the error shows the URL's password: {text}"
 
     async def test_open_and_close_are_idempotent(self, store_ref: Any) -> None:
