@@ -68,6 +68,13 @@ def test_options_are_checked() -> None:
         registry.resolve("result_storage", {"url": "memory://x", "storage_options": "key=1"})
 
 
+def test_options_may_come_in_the_query(tmp_path: Path) -> None:
+    store = registry.resolve("task_queue", f"file://{tmp_path}?fsync=true")
+    assert store.location.fsync is True and store.location.base_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="'storage_options' cannot come in the URL"):
+        registry.resolve("task_queue", f"file://{tmp_path}?storage_options=x")
+
+
 def test_url_forms_resolve_to_the_right_class(tmp_path: Path) -> None:
     assert type(registry.resolve("task_queue", f"file://{tmp_path}")) is FileTaskQueue
     assert type(registry.resolve("task_queue", "memory://x")) is MemoryTaskQueue

@@ -242,7 +242,12 @@ class OptionSchema:
         rest: list[tuple[str, str]] = []
         from_query = False
         for name, value in parse_qsl(parts.query if parts else "", keep_blank_values=True):
-            if name in known and known[name].query:
+            if name in known and not known[name].query:
+                raise ConfigError(
+                    f"{label}: option {name!r} cannot come in the URL{where}; pass it as a "
+                    f"keyword or in the mapping form"
+                )
+            if name in known:
                 given[name], from_query = value, True
             elif self.passthrough:
                 rest.append((name, value))
