@@ -76,7 +76,7 @@ def parse(
 
 def _check_database(url: str, path: str, query: list[tuple[str, str]], label: str) -> None:
     """A database number redis-py would only refuse on the first connection."""
-    for db in [path, *(v for k, v in query if k == "db")] if path or query else []:
+    for db in [path, *(value for name, value in query if name == "db")]:
         if db and not db.isdigit():
             raise ConfigError(
                 f"{label}: database {db!r} in {mask_url(url)!r} is not valid; expected a "
