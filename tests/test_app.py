@@ -263,8 +263,8 @@ async def test_bad_input_is_refused_with_the_value_named(aapp):
         return None
 
     cases = [
-        (dict(timeout=-1), "timeout must be > 0 seconds, got -1"),
-        (dict(ttl="soon"), "ttl must be a number of seconds or a timedelta, got 'soon'"),
+        (dict(timeout=-1), "timeout must be seconds > 0 (a number or a timedelta), got -1"),
+        (dict(ttl="soon"), "ttl must be seconds > 0 (a number or a timedelta), got 'soon'"),
         (dict(priority=10), "priority must be an integer from 0 to 9, got 10"),
         (dict(queue="../etc"), "invalid queue name '../etc'"),
     ]

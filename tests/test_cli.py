@@ -127,6 +127,20 @@ def test_password_is_masked_in_errors(ref: str) -> None:
     assert "hunter2" not in result.output
 
 
+@pytest.mark.parametrize(("ref", "shown"), [
+    ("nats://tok-S3CRET@127.0.0.1:1?connect_timeout=0.5", "nats://***@127.0.0.1:1"),
+    ("redis://:S3CRET@p/w@127.0.0.1:notaport/0", "redis://:***@127.0.0.1:notaport/0"),
+    ("redis://:S3C@RET@127.0.0.1:6379/abc", "redis://:***@127.0.0.1:6379/abc"),
+])
+def test_tokens_and_odd_passwords_are_masked_in_errors(ref: str, shown: str) -> None:
+    """A token URL failing to open, and passwords holding '/' or '@' refused at
+    configuration: the one-line error shows the URL masked."""
+    pytest.importorskip(f"omniq_backend_{ref.split(':')[0]}")
+    result = CliRunner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
+    one_line_error(result, shown)
+    assert "S3C" not in result.output and "RET" not in result.output
+
+
 def test_debug_raises_the_original_error() -> None:
     result = CliRunner().invoke(cli, ["--debug", "--task-queue", "nosuch://x", "queues"], obj=CliState())
     assert result.exit_code != 0

@@ -50,10 +50,11 @@ def files_under(root: Path) -> set[Path]:
     ("s3://", "bucket"),
     ("nosuchproto://x", "fsspec does not know"),
     ("fsspec+nosuchproto://x", "nosuchproto"),
-    ("memory://x?fsync=1", "query"),
+    ("memory://x?fsink=1", "did you mean 'fsync'"),
+    ("memory://x#frag", "fragment"),
 ])
 def test_bad_urls_are_refused_by_name(url: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match="fsspec backend") as info:
+    with pytest.raises(ConfigError, match="fsspec") as info:
         FsspecResultStorage.from_url(url)
     assert needle in str(info.value)
 
@@ -63,8 +64,15 @@ def test_options_are_checked() -> None:
         registry.resolve("task_queue", {"url": "memory://x", "fsyn": True})
     with pytest.raises(ConfigError, match="file:// only"):
         registry.resolve("task_queue", {"url": "memory://x", "fsync": True})
-    with pytest.raises(ConfigError, match="storage_options must be a mapping"):
+    with pytest.raises(ConfigError, match="storage_options='key=1'.*expected a mapping"):
         registry.resolve("result_storage", {"url": "memory://x", "storage_options": "key=1"})
+
+
+def test_options_may_come_in_the_query(tmp_path: Path) -> None:
+    store = registry.resolve("task_queue", f"file://{tmp_path}?fsync=true")
+    assert store.location.fsync is True and store.location.base_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="'storage_options' cannot come in the URL"):
+        registry.resolve("task_queue", f"file://{tmp_path}?storage_options=x")
 
 
 def test_url_forms_resolve_to_the_right_class(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,30 @@ def test_secrets_never_shown() -> None:
     assert "s3cret" not in str(info.value) and "nope" in str(info.value)
 
 
+def test_token_and_cluster_urls_are_masked_in_reprs() -> None:
+    """``nats://TOKEN@host`` is a documented form: the token is a secret like a password."""
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ(task_queue="nats://tok-S3CRET@127.0.0.1:4222",
+                     result_storage="nats://u:pw-ONE@127.0.0.1:4222,127.0.0.1:4223",
+                     event_storage="memory://x")
+    shown = repr(app) + repr(app.task_queue) + repr(app.result_storage)
+    assert "tok-S3CRET" not in shown and "pw-ONE" not in shown, shown
+    assert "nats://***@127.0.0.1:4222" in shown and "nats://u:***@127.0.0.1:4222," in shown
+    # One URL per server, each with its password: every one is masked in the refusal.
+    with pytest.raises(ConfigError) as info:
+        NatsTaskQueue.from_url("nats://u:pw-ONE@127.0.0.1:4222,nats://u:pw-TWO@127.0.0.1:4223")
+    assert "pw-ONE" not in str(info.value) and "pw-TWO" not in str(info.value), info.value
+
+
+def test_bad_port_names_the_store_and_the_masked_url() -> None:
+    with pytest.raises(ConfigError) as info:
+        NatsTaskQueue.from_url("nats://tok-S3CRET@127.0.0.1:notaport")
+    text = str(info.value)
+    assert "nats task queue" in text and "'notaport'" in text and "1 to 65535" in text, text
+    assert "nats://***@127.0.0.1:notaport" in text and "tok-S3CRET" not in text
+
+
 def test_names_become_single_tokens() -> None:
     for name in ("default", "a.b", "x:y", "sched@1700000000000", "émoji_✓", "a_2e"):
         encoded = token(name)
@@ -134,6 +159,16 @@ async def test_server_down_at_open_names_the_masked_url() -> None:
         await store.open()
     assert "127.0.0.1" in str(info.value) and "***" in str(info.value)
     assert "s3cret" not in str(info.value)
+
+
+async def test_server_down_at_open_masks_a_token_url() -> None:
+    url = f"nats://tok-S3CRET@127.0.0.1:{free_port()}"
+    store = NatsTaskQueue.from_url(url, connect_timeout=0.5)
+    with pytest.raises(NatsUnavailableError) as info:
+        await store.open()
+    text = "".join(traceback.format_exception(info.value))
+    assert "127.0.0.1" in text and "***" in text
+    assert "tok-S3CRET" not in text, text
 
 
 async def test_server_without_jetstream_is_named(tmp_path: Path) -> None:

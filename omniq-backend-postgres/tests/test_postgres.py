@@ -437,6 +437,18 @@ async def test_server_down_names_host_and_database_not_password(pg_schema: str) 
     assert "s3cr3t-pw" not in repr(store)
 
 
+@pytest.mark.parametrize("port", ["notaport", "99999"])
+def test_bad_port_names_the_store_and_the_masked_url(port: str) -> None:
+    from omniq.registry import registry
+
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("event_storage", f"postgresql://u:s3cr3t-pw@127.0.0.1:{port}/test")
+    text = str(info.value)
+    assert "postgres event storage" in text and f"port {port!r}" in text, text
+    assert f"'postgresql://u:***@127.0.0.1:{port}/test'" in text and "s3cr3t-pw" not in text
+    assert "1 to 65535" in text
+
+
 def test_options_in_the_url_and_unknown_ones(pg_url: str) -> None:
     settings = PostgresSettings.from_url(f"{pg_url}?schema=jobs&max_size=3&sslmode=disable")
     assert (settings.schema, settings.max_size) == ("jobs", 3)

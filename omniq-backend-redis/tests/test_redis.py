@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState
 from omniq.registry import registry
@@ -250,13 +251,27 @@ def test_bad_options_are_named() -> None:
         registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0})
 
 
+@pytest.mark.parametrize(("url", "names"), [
+    ("redis://:hunter2@localhost:99999/0", ["port '99999'", "1 to 65535"]),
+    ("redis://:hunter2@localhost:notaport/0", ["port 'notaport'", "1 to 65535"]),
+    ("redis://:hunter2@localhost:6379/abc", ["database 'abc'", ">= 0"]),
+])
+def test_bad_port_or_database_is_refused_at_configuration(url: str, names: list[str]) -> None:
+    """Not at the first connection, and naming the store and the masked URL."""
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("result_storage", url)
+    text = str(info.value)
+    assert "redis result storage" in text and mask_url(url) in text, text
+    assert all(name in text for name in names) and "hunter2" not in text, text
+
+
 def test_a_query_parameter_nobody_takes_is_named_before_connecting() -> None:
     """redis-py passes unknown query parameters to its connection class, which raised a
     TypeError only when the pool first connected."""
     with pytest.raises(ConfigError, match=r"unknown query parameter 'prefix'.*key_prefix") as info:
         registry.resolve("task_queue", "redis://:hunter2@localhost/0?prefix=app")
     assert "hunter2" not in str(info.value)
-    with pytest.raises(ConfigError, match="'db'"):
+    with pytest.raises(ConfigError, match="database 'first'"):
         registry.resolve("task_queue", "redis://localhost/0?db=first")
     store = registry.resolve("task_queue", "redis://localhost/0?socket_timeout=2&key_prefix=app")
     assert store.prefix == "app"

@@ -39,6 +39,7 @@ from omniq.models import (
     new_id,
     now,
 )
+from omniq.options import Option, OptionSchema
 
 BACKEND = "suite-memory"
 #: Parent states that cancel a dependent.
@@ -56,10 +57,13 @@ class Namespace:
 NAMESPACES: dict[str, Namespace] = {}
 
 
-def namespace_of(url: str, options: dict[str, Any]) -> Namespace:
-    name = options.pop("namespace", None) or url.partition("://")[2]
-    if options:
-        raise ConfigError(f"{BACKEND}: unknown option(s) {sorted(options)}; valid: namespace")
+OPTIONS = OptionSchema(BACKEND, (
+    Option("namespace", "str", None, "The namespace (else the URL's rest).", optional=True),
+))
+
+
+def namespace_of(url: str, options: dict[str, Any], store: Any = None) -> Namespace:
+    name = OPTIONS.parse(url, options, store)["namespace"] or url.partition("://")[2]
     if not name:
         raise ConfigError(f"{BACKEND}: the URL {url!r} names no namespace: use {BACKEND}://NAME")
     return NAMESPACES.setdefault(name, Namespace())
@@ -67,13 +71,14 @@ def namespace_of(url: str, options: dict[str, Any]) -> Namespace:
 
 class MemoryStore:
     local_only: ClassVar[bool] = True
+    option_schema: ClassVar[OptionSchema] = OPTIONS
 
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        return cls(namespace_of(url, options))
+        return cls(namespace_of(url, options, cls))
 
 
 def copy(task: Task) -> Task:
@@ -343,6 +348,9 @@ class FileTaskQueue(MemoryTaskQueue):
     ``{"url": "omniq_suite_reference:FileTaskQueue", "path": FILE}``."""
 
     capabilities = MemoryTaskQueue.capabilities | {Capability.CROSS_PROCESS}
+    option_schema = OptionSchema("FileTaskQueue", (
+        Option("path", "str", None, "The pickle file holding the namespace.", optional=True),
+    ))
 
     def __init__(self, path: str) -> None:
         super().__init__(Namespace())
@@ -351,9 +359,9 @@ class FileTaskQueue(MemoryTaskQueue):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        path = options.pop("path", None)
-        if options or not path:
-            raise ConfigError(f"FileTaskQueue: needs option 'path', got unknown option(s) {sorted(options)}")
+        path = cls.option_schema.parse(url, options, cls)["path"]
+        if not path:
+            raise ConfigError("FileTaskQueue: needs option 'path'")
         return cls(path)
 
     @contextmanager

@@ -43,8 +43,8 @@ def test_env_lists_and_json_mappings():
         ({"wrker": {}}, "unknown config key 'wrker' in the config object; did you mean 'worker'?"),
         ({"worker": {"concurency": 2}}, "did you mean 'worker.concurrency'?"),
         ({"lease": "soon"}, "config key 'lease'"),
-        ({"lease": -1}, "must be > 0, got -1"),
-        ({"worker": {"concurrency": 0}}, "'worker.concurrency': must be > 0"),
+        ({"lease": -1}, "must be a number > 0, got -1"),
+        ({"worker": {"concurrency": 0}}, "'worker.concurrency': must be an integer >= 1"),
         ({"worker": {"queues": ["ok", "../etc"]}}, "invalid queue name '../etc'"),
         ({"lease": 30, "heartbeat": 20}, "more than half the lease"),
     ],
@@ -82,6 +82,25 @@ def test_env_wrong_type_names_key_and_value():
     ],
 )
 def test_mask_url(url, masked):
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("nats://s3cretToken@host:4222", "nats://***@host:4222"),
+        ("nats://u:p1@h1:4222,nats://u:p2@h2:4222", "nats://u:***@h1:4222,nats://u:***@h2:4222"),
+        ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://:pa/ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:p@s/s:w@host/0", "redis://user:***@host/0"),
+        ("postgresql://h/db?sslpassword=x&password=y&token=z&key_prefix=app",
+         "postgresql://h/db?sslpassword=***&password=***&token=***&key_prefix=app"),
+        ("file:///var/lib/a@b", "file:///var/lib/a@b"),
+        ("cannot connect to nats://tok@h:1: refused ('nats://u:pw@h:2')",
+         "cannot connect to nats://***@h:1: refused ('nats://u:***@h:2')"),
+    ],
+)
+def test_mask_url_masks_every_form_of_secret(url, masked):
     assert mask_url(url) == masked
 
 

@@ -155,6 +155,23 @@ def test_resolution_errors_say_what_to_do(plugins, ref, error, message):
         PluginRegistry().resolve("task_queue", ref)
 
 
+def test_unknown_backend_lists_installed_and_the_extras_that_would_provide_it(plugins):
+    backend_plugin(plugins, "mem", ["mem"])
+    reg = PluginRegistry()
+    reg.load()
+    with pytest.raises(UnknownBackendError) as info:
+        reg.resolve("task_queue", "reddis://h")
+    text = str(info.value)
+    assert "Installed: mem." in text, text
+    assert "It comes with pip install 'omniq[redis]'" in text, text
+    for extra in ("fsspec", "nats", "postgres", "redis", "sqlite"):
+        assert f"pip install 'omniq[{extra}]'" in text, text
+    with pytest.raises(UnknownBackendError) as info:
+        reg.worker("gevnt")
+    text = str(info.value)
+    assert "pip install 'omniq[gevent]'" in text and "omniq[redis]" not in text, text
+
+
 def test_missing_kind_and_wrong_class(plugins):
     store = plugins("x", "class NotAStore: pass\n", module="not_a_store", entry_point=False)
     plugins("bad", f"""

@@ -14,15 +14,25 @@ from typing import Any
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError
+from omniq.options import Option, OptionSchema
 
-__all__ = ["DEFAULT_URL", "LOCAL_PROTOCOLS", "Location", "parse_location"]
+__all__ = ["DEFAULT_URL", "LOCAL_PROTOCOLS", "Location", "OPTIONS", "parse_location"]
 
 #: What a config that names only the plugin (``task_queue="fsspec"``) gets.
 DEFAULT_URL = "memory://omniq"
 #: Protocols whose data never leaves this machine (``BaseStore.local_only``).
 LOCAL_PROTOCOLS = frozenset({"file", "memory"})
 _ALIASES = {"local": "file", "gcs": "gs", "abfs": "az"}
-_OPTIONS = ("storage_options", "fsync")
+#: The options of every fsspec store (:mod:`omniq.options`).
+OPTIONS = OptionSchema("fsspec", (
+    Option("storage_options", "mapping", None,
+           "Keyword arguments for the fsspec file system: credentials, "
+           "`client_kwargs={'endpoint_url': ...}` for S3-compatible servers, `anon`, "
+           "`profile`, ...", query=False),
+    Option("fsync", "bool", False,
+           "`file://` only: fsync every file and its directory before a change counts, "
+           "so a power failure loses nothing; costs a disk flush per write."),
+))
 
 
 @dataclass(frozen=True)
@@ -40,45 +50,31 @@ class Location:
         return self.protocol in LOCAL_PROTOCOLS
 
 
-def parse_location(url: str, options: Mapping[str, Any]) -> Location:
+def parse_location(url: str, options: Mapping[str, Any], store: Any = None) -> Location:
     """Validate ``url`` and the keyword ``options`` of ``from_url``; raise ConfigError."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], _OPTIONS, n=1)
-        raise ConfigError(
-            f"fsspec backend: unknown option {unknown[0]!r}"
-            + (f" (did you mean {close[0]!r}?)" if close else "")
-            + f"; valid options: {', '.join(_OPTIONS)}"
-        )
-    storage_options = options.get("storage_options") or {}
-    if not isinstance(storage_options, Mapping):
-        raise ConfigError(
-            f"fsspec backend: storage_options must be a mapping of fsspec file system "
-            f"arguments, got {type(storage_options).__name__}"
-        )
-    fsync = options.get("fsync", False)
-    if not isinstance(fsync, bool):
-        raise ConfigError(f"fsspec backend: fsync must be true or false, got {fsync!r}")
     if not isinstance(url, str) or "://" not in url:
+        OPTIONS.parse("", options, store)
         raise ConfigError(
             f"fsspec backend: expected a URL such as file:///var/lib/omniq, memory://omniq or "
             f"s3://bucket/prefix, got {mask_url(url)!r}"
         )
-    scheme, rest = url.split("://", 1)
+    values = OPTIONS.parse(url, options, store)
+    scheme, rest = values.url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "fsspec":  # a config naming only the plugin
-        return parse_location(DEFAULT_URL, options)
+        return parse_location(DEFAULT_URL, options, store)
     if "?" in rest or "#" in rest:
         raise ConfigError(
-            f"fsspec backend: {mask_url(url)!r} has a query or fragment; pass settings as "
-            f"options instead ({', '.join(_OPTIONS)})"
+            f"fsspec backend: {mask_url(url)!r} has a fragment; options go in the query "
+            f"({', '.join(OPTIONS.names())})"
         )
     protocol = _ALIASES.get(scheme.removeprefix("fsspec+"), scheme.removeprefix("fsspec+"))
     _check_protocol(protocol, url)
     base_dir = _base_dir(protocol, rest, url)
+    fsync = values["fsync"]
     if fsync and protocol != "file":
         raise ConfigError(f"fsspec backend: fsync applies to file:// only, not {protocol}://")
-    return Location(protocol, base_dir, url, dict(storage_options), fsync)
+    return Location(protocol, base_dir, url, values["storage_options"] or {}, fsync)
 
 
 def _check_protocol(protocol: str, url: str) -> None:

@@ -4,15 +4,16 @@ off the event loop (memory calls run inline: they do no I/O)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import anyio.to_thread
 
 from omniq.config import mask_url
 from omniq.errors import QueueError
+from omniq.options import OptionSchema
 
 from .files import Files, open_files
-from .location import Location, parse_location
+from .location import OPTIONS, Location, parse_location
 
 __all__ = ["FilesStore"]
 
@@ -22,13 +23,15 @@ T = TypeVar("T")
 class FilesStore:
     """Mixin for the stores: ``from_url`` parsing, open/close, and :meth:`_run`."""
 
+    option_schema: ClassVar[OptionSchema] = OPTIONS
+
     def __init__(self, location: Location) -> None:
         self.location = location
         self._files: Files | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        location = parse_location(url, options)
+        location = parse_location(url, options, cls)
         return cls._class_for(location)(location)
 
     @classmethod

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -27,6 +27,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError
 from omniq.interfaces import BaseStore
+from omniq.options import Option, OptionSchema, check_ports
 
 from .batch import Inbox
 from .names import check_prefix
@@ -35,17 +36,24 @@ __all__ = ["NatsSettings", "NatsStore", "NatsUnavailableError"]
 
 SCHEMES = ("nats", "tls")
 DEFAULT_SERVER = "127.0.0.1:4222"
-#: Options every NATS store takes: name -> (type, default).
-COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
-    "prefix": (str, "omniq"),
-    "replicas": (int, 1),
-    "user": (str, None),
-    "password": (str, None),
-    "token": (str, None),
-    "creds": (str, None),
-    "connect_timeout": (float, 2.0),
-}
-_SECRET_OPTIONS = ("password", "token")
+#: Options every NATS store takes (:mod:`omniq.options`).
+OPTIONS = OptionSchema("nats", (
+    Option("prefix", "str", "omniq",
+           "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
+           "32 characters)."),
+    Option("replicas", "int", 1, "JetStream replicas of each stream, bucket and consumer created.",
+           minimum=1, maximum=5),
+    Option("user", "str", None, "User for user/password authentication (or in the URL).",
+           optional=True),
+    Option("password", "str", None, "Password for user/password authentication (or in the URL).",
+           optional=True, secret=True),
+    Option("token", "str", None, "Token authentication (or `nats://TOKEN@host`).",
+           optional=True, secret=True),
+    Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),
+    Option("connect_timeout", "duration", 2.0, "How long one connection attempt may take.",
+           minimum=0, above=True),
+))
+_SECRET_OPTIONS = tuple(o.name for o in OPTIONS.options if o.secret)
 _API_TIMEOUT = 5.0
 #: A scan pulls this many messages at a time, and lets the event loop run between every
 #: _SCAN_SLICE of them: a worker's maintenance scan must not stall its tasks' round trips.
@@ -77,27 +85,9 @@ class NatsSettings:
         return f"NatsSettings(url={self.masked!r}, options={shown!r})"
 
 
-def _convert(name: str, kind: type, value: Any, url: str) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, str) and kind is not str:
-        try:
-            value = kind(value)
-        except ValueError:
-            raise ConfigError(
-                f"NATS option {name}={value!r} in {mask_url(url)}: expected {kind.__name__}"
-            ) from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        shown = "***" if name in _SECRET_OPTIONS else repr(value)
-        raise ConfigError(f"NATS option {name}={shown}: expected {kind.__name__}")
-    return value
-
-
-def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tuple[type, Any]]) -> NatsSettings:
+def parse_settings(url: str, options: Mapping[str, Any], store: Any = None) -> NatsSettings:
     """Settings from ``nats://[user:pass@]host[:port][,host2...][?option=value...]`` and
-    keyword options (keywords win over query parameters)."""
+    keyword options (keywords win over query parameters), by ``store``'s option table."""
     if not isinstance(url, str):
         raise ConfigError(f"NATS URL must be a string, got {type(url).__name__}")
     parts = urlsplit(url)
@@ -105,26 +95,15 @@ def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tup
         raise ConfigError(
             f"invalid NATS URL {mask_url(url)!r}: scheme must be one of {', '.join(SCHEMES)}"
         )
+    schema = store.option_schema if store is not None else OPTIONS
+    values = schema.parse(url, options, store).values
+    check_ports(url, schema.label(store), parts.scheme)
     if parts.path not in ("", "/"):
         raise ConfigError(
             f"invalid NATS URL {mask_url(url)!r}: no path is used; set the stream prefix with "
             f"?prefix=NAME or the prefix option"
         )
-    valid = {**COMMON_OPTIONS, **extra}
-    given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    given.update(options)
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown NATS option {unknown[0]!r} for {mask_url(url)}; valid options: "
-            f"{', '.join(sorted(valid))}"
-        )
-    values = {name: _convert(name, kind, given.get(name, default), url) for name, (kind, default) in valid.items()}
     check_prefix(values["prefix"])
-    if not 1 <= values["replicas"] <= 5:
-        raise ConfigError(f"NATS option replicas={values['replicas']}: use 1 to 5")
-    if values["connect_timeout"] <= 0:
-        raise ConfigError(f"NATS option connect_timeout={values['connect_timeout']}: must be > 0")
     netloc = parts.netloc or DEFAULT_SERVER
     userinfo, _, hosts = netloc.rpartition("@")
     auth = f"{userinfo}@" if userinfo else ""
@@ -153,8 +132,8 @@ class NatsStore(BaseStore):
     """Base of the three NATS stores: construction, connection, stream set-up."""
 
     local_only: ClassVar[bool] = False
-    #: Options of one store kind beyond :data:`COMMON_OPTIONS`: name -> (type, default).
-    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {}
+    #: :data:`OPTIONS`, extended by each store kind with its own.
+    option_schema: ClassVar[OptionSchema] = OPTIONS
 
     def __init__(self, settings: NatsSettings) -> None:
         self.settings = settings
@@ -165,7 +144,7 @@ class NatsStore(BaseStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        return cls(parse_settings(url, options, cls.extra_options))
+        return cls(parse_settings(url, options, cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings.masked!r}, prefix={self.prefix!r})"

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 import msgspec
 from nats.js import api
 
-from omniq.errors import ConfigError
 from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder, event_decoder
+from omniq.options import Option
 
-from .connection import NatsStore, stream_sequence
+from .connection import OPTIONS, NatsStore, stream_sequence
 from .names import token
 
 __all__ = ["NatsEventStorage"]
@@ -46,10 +46,13 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.CROSS_PROCESS, Capability.NATIVE_TTL}
     )
-    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {
-        "max_age": (float, 7 * 86400.0),
-        "clock_skew": (float, 300.0),
-    }
+    option_schema = OPTIONS.extend(
+        Option("max_age", "duration", 7 * 86400.0,
+               "Age after which the server drops events by itself.", minimum=0, above=True),
+        Option("clock_skew", "duration", 300.0,
+               "How much earlier than `since` a query starts reading (see *Events*).",
+               minimum=0),
+    )
 
     @property
     def stream(self) -> str:
@@ -57,8 +60,6 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
 
     async def _setup(self) -> None:
         max_age = self.settings["max_age"]
-        if max_age is not None and max_age <= 0:
-            raise ConfigError(f"NATS event option max_age={max_age}: must be > 0 (seconds)")
         await self.ensure_stream(
             api.StreamConfig(
                 name=self.stream,

@@ -55,9 +55,10 @@ from omniq.models import (
     encoder,
     task_decoder,
 )
+from omniq.options import Option
 
 from .batch import WRONG_REVISION, Request, publishes, puts, revisions, sequences
-from .connection import NatsStore, confirm, nak_delay
+from .connection import OPTIONS, NatsStore, confirm, nak_delay
 from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
 from .results import NatsResultStorage
@@ -173,7 +174,11 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         Capability.CROSS_PROCESS,
         Capability.BLOCKING_RESERVE,
     })
-    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {"ack_wait": (float, 60.0)}
+    option_schema = OPTIONS.extend(Option(
+        "ack_wait", "duration", 60.0,
+        "AckWait of the consumers: how long a message held by a process that died "
+        "silently stays away (see *Leases*).", minimum=0, above=True,
+    ))
 
     _tasks: KeyValue
     _leases: KeyValue
@@ -182,8 +187,6 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.settings["ack_wait"] <= 0:
-            raise ConfigError(f"NATS option ack_wait={self.settings['ack_wait']}: must be > 0 (seconds)")
         self._consumers: set[str] = set()
         #: Leases this instance wrote, by task id: saves reads per completion.
         self._held: dict[str, _Held] = {}

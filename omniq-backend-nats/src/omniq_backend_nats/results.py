@@ -19,8 +19,9 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder, result_decoder
+from omniq.options import Option
 
-from .connection import NatsStore
+from .connection import OPTIONS, NatsStore
 from .names import token
 
 __all__ = ["NatsResultStorage"]
@@ -33,7 +34,11 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
     )
-    extra_options: ClassVar[dict[str, tuple[type, Any]]] = {"max_age": (float, None)}
+    option_schema = OPTIONS.extend(Option(
+        "max_age", "duration", None,
+        "Bucket-wide TTL of the results bucket, a safety net on top of each result's `expires_at`.",
+        minimum=0, above=True, optional=True,
+    ))
 
     _kv: KeyValue
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from omniq.config import mask_url
 from omniq.errors import BackendUnavailableError, ConfigError
+from omniq.options import Option, OptionSchema, check_ports
 
 __all__ = ["PostgresSettings", "PostgresUnavailableError", "SCHEMES", "quote_ident"]
 
@@ -43,23 +44,27 @@ def _validate_schema(schema: object) -> str:
     return schema
 
 
-def _int_option(name: str, value: object, minimum: int) -> int:
-    try:
-        number = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        number = minimum - 1
-    if isinstance(value, bool) or number < minimum:
-        raise ConfigError(f"invalid PostgreSQL option {name}={value!r}: expected an integer >= {minimum}")
-    return number
+#: The options of every PostgreSQL store (:mod:`omniq.options`); other query
+#: parameters (``sslmode``...) are left for asyncpg.
+OPTIONS = OptionSchema("postgres", (
+    Option("schema", "str", DEFAULT_SCHEMA,
+           "The schema holding OmniQ's tables (1-40 letters, digits, `_`; not `pg_...`)."),
+    Option("min_size", "int", 1, "Connections the pool keeps open.", minimum=0),
+    Option("max_size", "int", 10,
+           "Most connections the pool opens (each store has its own pool, plus one "
+           "`LISTEN` connection for the task queue and the result storage).", minimum=1),
+    Option("connect_timeout", "duration", 10.0, "How long to wait for a connection.",
+           minimum=0, above=True),
+    Option("application_name", "str", "omniq", "Shown in `pg_stat_activity`."),
+    Option("auto_migrate", "bool", True, "Create or upgrade the tables when a store opens."),
+), passthrough="asyncpg")
 
 
 @dataclass(frozen=True)
 class PostgresSettings:
-    """Everything needed to connect: the asyncpg DSN plus OmniQ's own options.
-
-    Options may be given as keyword arguments or in the URL query string
-    (``postgresql://host/db?schema=jobs&max_size=20``); other query parameters
-    (``sslmode``...) are left for asyncpg.
+    """Everything needed to connect: the asyncpg DSN plus OmniQ's own options
+    (:data:`OPTIONS`), given as keyword arguments or in the URL query string
+    (``postgresql://host/db?schema=jobs&max_size=20``).
     """
 
     dsn: str
@@ -71,45 +76,22 @@ class PostgresSettings:
     auto_migrate: bool = True
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> PostgresSettings:
+    def from_url(cls, url: str, _store: Any = None, **options: Any) -> PostgresSettings:
         parts = urlsplit(url)
         if parts.scheme.lower() not in SCHEMES:
             raise ConfigError(
                 f"invalid PostgreSQL URL {mask_url(url)!r}: the scheme must be one of "
                 f"{', '.join(s + '://' for s in SCHEMES)}"
             )
-        ours = {f.name for f in fields(cls)} - {"dsn"}
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        options = {**{k: v for k, v in query if k in ours}, **options}
-        unknown = sorted(set(options) - ours)
-        if unknown:
+        parsed = OPTIONS.parse(url, options, _store)
+        check_ports(url, OPTIONS.label(_store))
+        settings = cls(dsn=parsed.url, **parsed.values)
+        if settings.min_size > settings.max_size:
             raise ConfigError(
-                f"unknown PostgreSQL option(s) {', '.join(map(repr, unknown))}; valid options: "
-                f"{', '.join(sorted(ours))}"
+                f"{OPTIONS.label(_store)}: option min_size={settings.min_size} is larger than "
+                f"max_size={settings.max_size} in {mask_url(url)!r}"
             )
-        rest = urlencode([(k, v) for k, v in query if k not in ours])
-        dsn = url.split("?", 1)[0] + (f"?{rest}" if rest else "")  # urlunsplit drops an empty host
-        settings = cls(dsn=dsn)
-        return replace(settings, **options).validated()
-
-    def validated(self) -> PostgresSettings:
-        min_size = _int_option("min_size", self.min_size, 0)
-        max_size = _int_option("max_size", self.max_size, 1)
-        if min_size > max_size:
-            raise ConfigError(f"PostgreSQL option min_size={min_size} is larger than max_size={max_size}")
-        try:
-            timeout = float(self.connect_timeout)
-        except (TypeError, ValueError):
-            timeout = 0.0
-        if not timeout > 0:
-            raise ConfigError(
-                f"invalid PostgreSQL option connect_timeout={self.connect_timeout!r}: expected seconds > 0"
-            )
-        auto = self.auto_migrate
-        if isinstance(auto, str):
-            auto = auto.lower() not in ("0", "false", "no", "off")
-        return replace(self, schema=_validate_schema(self.schema), min_size=min_size,
-                       max_size=max_size, connect_timeout=timeout, auto_migrate=bool(auto))
+        return replace(settings, schema=_validate_schema(settings.schema))
 
     @property
     def quoted_schema(self) -> str:
@@ -143,6 +125,7 @@ class PostgresSettings:
         password = urlsplit(self.dsn).password
         if password:
             reason = reason.replace(password, "***")
+        reason = mask_url(reason)  # a driver's message may quote the URL
         return PostgresUnavailableError(
             f"cannot connect to PostgreSQL at {self.where()}: {reason}. Check that the server "
             f"is running and accepts connections, and the URL ({mask_url(self.dsn)})"

@@ -22,10 +22,11 @@ import asyncpg
 
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseStore, Capability
+from omniq.options import OptionSchema
 
 from .listener import Listener
 from .migrations import ensure_schema
-from .settings import PostgresSettings
+from .settings import OPTIONS, PostgresSettings
 
 T = TypeVar("T")
 
@@ -87,6 +88,8 @@ class PostgresStore(BaseStore):
     #: Suffix of this store's NOTIFY channel ("omniq_<schema>_<suffix>"), if it listens.
     channel_suffix: ClassVar[str | None] = None
 
+    option_schema: ClassVar[OptionSchema] = OPTIONS
+
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
@@ -96,7 +99,7 @@ class PostgresStore(BaseStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        return cls(PostgresSettings.from_url(url, **options))
+        return cls(PostgresSettings.from_url(url, cls, **options))
 
     def shares_schema(self, other: object) -> bool:
         """True when ``other`` is a PostgreSQL store on the same database and schema, so

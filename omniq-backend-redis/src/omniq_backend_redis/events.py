@@ -18,10 +18,11 @@ from typing import Any, cast
 import msgspec
 from omniq.interfaces import BaseEventStorage, Capability, check_event_order
 from omniq.models import TaskEvent, encoder
+from omniq.options import Option
 from redis.exceptions import ResponseError
 
 from .codec import blobs, column
-from .settings import number_option
+from .settings import OPTIONS
 from .store import RedisStore
 
 _CHUNK = 500  # entries per XRANGE read
@@ -40,15 +41,23 @@ def _ms(entry_id: bytes) -> int:
 class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
-    OPTIONS = {"max_events": 1_000_000, "max_age": None, "task_index_ttl": 7 * 86400.0}
+    option_schema = OPTIONS.extend(
+        Option("max_events", "int", 1_000_000,
+               "Cap on the events in the stream, kept on each append (see below).",
+               minimum=1, optional=True, off=(0, "0")),
+        Option("max_age", "duration", None, "Also delete events older than this on each append.",
+               minimum=0.001, above=False, optional=True),
+        Option("task_index_ttl", "duration", 7 * 86400.0,
+               "How long an event stays findable by `query(task_id=...)` (the stream "
+               "itself is capped by `max_events`/`max_age`).", minimum=1, above=False),
+    )
     GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:g": "zset", "ev:tx": "zset"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cap, age = self.options["max_events"], self.options["max_age"]
-        self.max_events = None if cap in (None, 0, "", "0") else number_option("max_events", cap, int, 1)
-        self.max_age = None if age in (None, "") else number_option("max_age", age, float, 0.001)
-        self.task_index_ttl = number_option("task_index_ttl", self.options["task_index_ttl"], float, 1)
+        self.max_events = self.options["max_events"]
+        self.max_age = self.options["max_age"]
+        self.task_index_ttl = self.options["task_index_ttl"]
         self.index_bucket_ms = max(int(self.task_index_ttl * 1000) // _INDEX_BUCKETS, 1000)
 
     async def append_many(self, events: Sequence[TaskEvent]) -> None:

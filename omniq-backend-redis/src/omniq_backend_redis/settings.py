@@ -5,22 +5,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.models import validate_name
+from omniq.options import Option, OptionSchema, check_ports
 from redis.asyncio import ConnectionPool
 
 SCHEMES = ("redis", "rediss", "unix")
 
-#: Options every store takes, with their defaults.
-COMMON_OPTIONS: dict[str, Any] = {
-    "key_prefix": "omniq",
-    "max_connections": 64,
-    "socket_connect_timeout": 5.0,
-    "retries": 5,
-}
+#: Options every Redis store takes (:mod:`omniq.options`); other query parameters go to
+#: redis-py (``db``, ``socket_timeout``, ``health_check_interval``, ``ssl_cert_reqs``...).
+OPTIONS = OptionSchema("redis", (
+    Option("key_prefix", "str", "omniq",
+           "Every key starts with `<prefix>:`; two apps on one database need different prefixes."),
+    Option("max_connections", "int", 64, "Size of the connection pool.",
+           minimum=1),
+    Option("socket_connect_timeout", "duration", 5.0, "How long to wait for a TCP connection.",
+           minimum=0.001),
+    Option("retries", "int", 5, "How many times a command is retried on a dropped connection "
+           "(exponential backoff, 50 ms up to 1 s).",
+           minimum=0),
+), passthrough="redis-py")
 
 
 @dataclass(frozen=True)
@@ -33,19 +40,11 @@ class ConnectionSettings:
     retries: int
 
 
-def number_option(name: str, value: Any, kind: type, minimum: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number < minimum or isinstance(value, bool):
-        raise ConfigError(f"redis option {name}={value!r}: expected a {kind.__name__} >= {minimum}")
-    return number
-
-
-def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[ConnectionSettings, str, dict[str, Any]]:
+def parse(
+    url: str, options: dict[str, Any], store: Any = None
+) -> tuple[ConnectionSettings, str, dict[str, Any]]:
     """Split ``url`` and ``options`` into connection settings, the key prefix and the
-    store-specific options (``extra`` holds their defaults).
+    other options of ``store``'s table (its ``option_schema``).
 
     Our options may also come as URL query parameters (``redis://h/0?key_prefix=app``);
     other query parameters are left for redis-py.
@@ -55,37 +54,37 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
         raise ConfigError(
             f"redis backend: unsupported URL {mask_url(url)!r}; use redis://, rediss:// or unix://"
         )
-    known = {**COMMON_OPTIONS, **extra}
-    passthrough: list[tuple[str, str]] = []
-    from_query: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in known:
-            from_query[name] = value
-        else:
-            passthrough.append((name, value))
-    given = {**from_query, **options}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"redis backend: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))} "
-            f"(binary payloads need decode_responses=False, which is always set)"
-        )
-    if passthrough:
-        _check_redis_py_parameters(urlunsplit(parts._replace(query=urlencode(passthrough))), known)
-    values = {**known, **given}
+    schema = store.option_schema if store is not None else OPTIONS
+    parsed = schema.parse(url, options, store)
+    label = schema.label(store)
+    if parts.scheme != "unix":
+        check_ports(url, label)
+    _check_database(url, parts.path.strip("/"), parsed.rest, label)
+    if parsed.rest:
+        _check_redis_py_parameters(urlunsplit(parts._replace(query=urlencode(parsed.rest))),
+                                   schema.names())
+    values = dict(parsed.values)
     prefix = validate_name("redis key_prefix", values.pop("key_prefix"))
     settings = ConnectionSettings(
-        url=urlunsplit(parts._replace(query=urlencode(passthrough))) if from_query else url,
-        max_connections=number_option("max_connections", values.pop("max_connections"), int, 1),
-        socket_connect_timeout=number_option(
-            "socket_connect_timeout", values.pop("socket_connect_timeout"), float, 0.001
-        ),
-        retries=number_option("retries", values.pop("retries"), int, 0),
+        url=parsed.url,
+        max_connections=values.pop("max_connections"),
+        socket_connect_timeout=values.pop("socket_connect_timeout"),
+        retries=values.pop("retries"),
     )
     return settings, prefix, values
 
 
-def _check_redis_py_parameters(url: str, ours: dict[str, Any]) -> None:
+def _check_database(url: str, path: str, query: list[tuple[str, str]], label: str) -> None:
+    """A database number redis-py would only refuse on the first connection."""
+    for db in [path, *(value for name, value in query if name == "db")]:
+        if db and not db.isdigit():
+            raise ConfigError(
+                f"{label}: database {db!r} in {mask_url(url)!r} is not valid; expected a "
+                f"number >= 0, e.g. redis://localhost:6379/0"
+            )
+
+
+def _check_redis_py_parameters(url: str, ours: list[str]) -> None:
     """Refuse now a query parameter that redis-py would only refuse on the first
     connection, as a TypeError naming an ``__init__`` (``?prefix=`` for ``key_prefix``)."""
     try:
@@ -96,6 +95,6 @@ def _check_redis_py_parameters(url: str, ours: dict[str, Any]) -> None:
         what = f"unknown query parameter {unknown[1]!r}" if unknown else str(exc).rstrip(".")
         raise ConfigError(
             f"redis backend: URL {mask_url(url)!r}: {what}; OmniQ's options: "
-            f"{', '.join(sorted(ours))}; other parameters go to redis-py (db, socket_timeout, "
+            f"{', '.join(ours)}; other parameters go to redis-py (db, socket_timeout, "
             f"health_check_interval, ssl_cert_reqs, ...)"
         ) from None

@@ -6,18 +6,20 @@ from typing import Any, ClassVar, Self, cast
 
 from omniq.config import mask_url
 from omniq.interfaces import BaseStore
+from omniq.options import OptionSchema
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .connection import SharedConnection, acquire, release
 from .errors import ForeignKeyError, foreign_from_reply
-from .settings import ConnectionSettings, parse
+from .settings import OPTIONS, ConnectionSettings, parse
 
 
 class RedisStore(BaseStore):
-    """Base of the Redis stores. Subclasses list their own options in ``OPTIONS``."""
+    """Base of the Redis stores. Subclasses extend :data:`.settings.OPTIONS` with their
+    own options in ``option_schema``."""
 
-    OPTIONS: ClassVar[dict[str, Any]] = {}
+    option_schema: ClassVar[OptionSchema] = OPTIONS
     #: Keys (after the prefix) this store owns, with the Redis type each must have.
     GLOBAL_KEYS: ClassVar[dict[str, str]] = {}
 
@@ -29,7 +31,7 @@ class RedisStore(BaseStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        settings, prefix, extra = parse(url, options, cls.OPTIONS)
+        settings, prefix, extra = parse(url, options, cls)
         return cls(settings, prefix, **extra)
 
     def __repr__(self) -> str:

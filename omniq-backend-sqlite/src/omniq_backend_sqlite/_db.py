@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 import msgspec
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
+from omniq.options import Option, OptionSchema
 
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
 
@@ -53,17 +54,22 @@ class Settings:
         return not (self.memory or other.memory) and Path(self.path).resolve() == Path(other.path).resolve()
 
 
-def _positive(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if not number > 0:
-        raise ConfigError(f"sqlite option {name}={value!r}: expected a number of seconds > 0")
-    return number
+#: The options of every SQLite store (:mod:`omniq.options`).
+OPTIONS = OptionSchema("sqlite", (
+    Option("busy_timeout", "duration", 30.0,
+           "How long a write waits for another process's write transaction before failing "
+           "with QueueError.",
+           minimum=0, above=True),
+    Option("synchronous", "enum", "NORMAL",
+           "SQLite's synchronous pragma; see *What can be lost* (OFF would lose committed "
+           "tasks on power loss).",
+           choices=SYNCHRONOUS),
+    Option("poll_interval", "duration", 0.05, "How long wait_for_work waits between checks.",
+           minimum=0, above=True),
+))
 
 
-def parse_settings(url: str, options: Mapping[str, Any]) -> Settings:
+def parse_settings(url: str, options: Mapping[str, Any], store: Any = None) -> Settings:
     """``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:``, ``sqlite://``.
 
     Options come from the query string and from keyword arguments (keywords win).
@@ -71,35 +77,16 @@ def parse_settings(url: str, options: Mapping[str, Any]) -> Settings:
     parts = urlsplit(url)
     if parts.scheme.lower() != "sqlite":
         raise ConfigError(f"not a sqlite URL: {mask_url(url)!r}; expected sqlite:///path/to/file.db")
+    values = OPTIONS.parse(url, options, store)
     if parts.netloc:
         raise ConfigError(
-            f"sqlite URL {mask_url(url)!r} has a host part {parts.netloc!r}; SQLite has no "
-            f"server: use three slashes for a relative path (sqlite:///omniq.db) or four for "
-            f"an absolute one (sqlite:////var/lib/omniq.db)"
+            f"sqlite URL {mask_url(url)!r} has a host part {parts.netloc.rpartition('@')[2]!r}; "
+            f"SQLite has no server: use three slashes for a relative path (sqlite:///omniq.db) "
+            f"or four for an absolute one (sqlite:////var/lib/omniq.db)"
         )
     raw_path = unquote(parts.path)
     path = raw_path[1:] if raw_path.startswith("/") else raw_path
-    merged: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-    merged.update(options)
-    known = {"busy_timeout", "synchronous", "poll_interval"}
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown sqlite option {unknown[0]!r} in {mask_url(url)!r}; valid options: "
-            f"{', '.join(sorted(known))}"
-        )
-    synchronous = str(merged.get("synchronous", "NORMAL")).upper()
-    if synchronous not in SYNCHRONOUS:
-        raise ConfigError(
-            f"sqlite option synchronous={merged['synchronous']!r}: expected one of "
-            f"{', '.join(SYNCHRONOUS)} (OFF would lose committed tasks on power loss)"
-        )
-    return Settings(
-        path=path or DEFAULT_PATH,
-        busy_timeout=_positive("busy_timeout", merged.get("busy_timeout", 30.0)),
-        synchronous=synchronous,
-        poll_interval=_positive("poll_interval", merged.get("poll_interval", 0.05)),
-    )
+    return Settings(path=path or DEFAULT_PATH, **values.values)
 
 
 class Database:
@@ -205,6 +192,7 @@ class SqliteStore:
     """Mixin for the three stores: ``from_url``, ``open`` and ``close``."""
 
     kind: ClassVar[StoreKind]
+    option_schema: ClassVar[OptionSchema] = OPTIONS
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -212,7 +200,7 @@ class SqliteStore:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        return cls(parse_settings(url, options))
+        return cls(parse_settings(url, options, cls))
 
     async def open(self) -> None:
         await self.db.open()

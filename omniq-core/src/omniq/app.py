@@ -46,6 +46,7 @@ from .models import (
     validate_cron,
     validate_name,
 )
+from .options import to_duration, to_int
 from .registry import registry
 from .serialization import Serializer
 from .sync import SyncWrapper, blocking
@@ -96,20 +97,17 @@ def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float | None
     """Validate a duration given as seconds or a timedelta."""
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
-    return float(value)
+    try:
+        return to_duration(value, minimum=0, above=not allow_zero, strings=False)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be {exc}, got {value!r}") from None
 
 
 def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        valid = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-        raise ConfigError(f"{name} must be {valid}, got {value!r}")
-    return value
+    try:
+        return to_int(value, minimum=lo, maximum=hi, strings=False)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be {exc}, got {value!r}") from None
 
 
 def _timestamp(name: str, value: Any) -> float:

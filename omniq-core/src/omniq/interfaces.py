@@ -22,6 +22,7 @@ import msgspec
 
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
+from .options import OptionSchema
 
 __all__ = [
     "BaseEventStorage",
@@ -73,6 +74,9 @@ class BaseStore(abc.ABC):
     #: True when data never leaves this machine (memory, local files, SQLite). Unsigned
     #: dill payloads are only accepted from such stores (ARCHITECTURE.md §8).
     local_only: ClassVar[bool] = False
+    #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
+    #: the docs table read it.
+    option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
 
     @classmethod
     @abc.abstractmethod

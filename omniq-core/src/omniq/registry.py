@@ -384,12 +384,26 @@ class PluginRegistry:
                     f"{what} {key!r} is provided by {dist}, which is not installed; {install_hint(name)}"
                 )
         failed = [i for i in self._infos.values() if i.error]
-        first_party = {n for n in FIRST_PARTY} | {s for _, _, ss in FIRST_PARTY.values() for s in ss}
-        close = difflib.get_close_matches(key, sorted(set(known) | first_party), n=1)
+        pools = what == "worker pool"
+        # First-party plugins of this sort that are not installed: name -> its extra.
+        missing = {
+            name: extra for name, (_dist, extra, schemes) in FIRST_PARTY.items()
+            if (not schemes) == pools and name not in self._backends and name not in self._workers
+        }
+        by_key = {n: n for n in missing} | {
+            s: n for n in missing for s in FIRST_PARTY[n][2] if s not in self._schemes
+        }
+        close = difflib.get_close_matches(key, sorted(set(known) | set(by_key)), n=1)
         msg = f"unknown {what} {key!r}."
         if close:
             msg += f" Did you mean {close[0]!r}?"
+            if close[0] in by_key:
+                msg += f" It comes with pip install 'omniq[{missing[by_key[close[0]]]}]'."
         msg += f" Installed: {', '.join(known) or 'none'}."
+        if missing:
+            msg += " Not installed, from OmniQ's extras: " + ", ".join(
+                f"{name} (pip install 'omniq[{extra}]')" for name, extra in missing.items()
+            ) + "."
         if failed:
             msg += " Plugins that failed to load: " + "; ".join(i.error or "" for i in failed)
         else:

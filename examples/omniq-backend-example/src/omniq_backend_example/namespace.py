@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.models import Schedule, Task, TaskEvent, TaskResult
+from omniq.options import OptionSchema
 
 __all__ = ["Namespace", "NamespaceStore"]
 
@@ -41,18 +43,25 @@ class Namespace:
 _NAMESPACES: dict[str, Namespace] = {}
 
 
-def namespace_name(url: str, options: dict[str, Any]) -> str:
+#: The options this backend takes: none. A backend with options lists them here, each
+#: an ``omniq.options.Option`` (name, type, bounds, default, doc), and gets their parsing,
+#: error messages and docs table from the core.
+OPTIONS = OptionSchema("example")
+
+
+def namespace_name(url: str, options: dict[str, Any], store: Any = None) -> str:
     """``example://NAME`` -> ``NAME`` (``"default"`` for ``example://``)."""
-    if options:
-        raise ConfigError(f"example backend: unknown option {sorted(options)[0]!r}; it takes none")
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, _ = url.partition("://")
     if scheme != "example" or not sep:
-        raise ConfigError(f"example backend: expected a URL example://NAME, got {url!r}")
+        raise ConfigError(f"example backend: expected a URL example://NAME, got {mask_url(url)!r}")
+    rest = OPTIONS.parse(url, options, store).url.split("://", 1)[1]
     return rest.strip("/") or "default"
 
 
 class NamespaceStore:
     """What the three stores share: construction from a URL and open/close."""
+
+    option_schema: ClassVar[OptionSchema] = OPTIONS
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,7 +69,7 @@ class NamespaceStore:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Any:
-        return cls(namespace_name(url, options))
+        return cls(namespace_name(url, options, cls))
 
     async def open(self) -> None:
         self._ns = _NAMESPACES.setdefault(self.name, Namespace())

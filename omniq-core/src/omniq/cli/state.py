@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,17 +30,12 @@ T = TypeVar("T")
 STORE_FLAGS = {"task_queue": "--task-queue", "result_storage": "--result-storage",
                "event_storage": "--event-storage"}
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
-#: ``user:password@`` anywhere (also in a URL whose scheme is malformed, or a quoted
-#: host part): the password goes, whatever quoted it.
-_USERINFO = re.compile(r"(?P<head>(?:://|^|[\s'\"(=])[^\s'\"/@:]*:)(?P<pw>[^\s'\"/@]+)(?=@)")
 
 
 def scrub(text: str) -> str:
-    """Mask every password inside ``text``: the last guard before a message is printed
-    (the messages quote URLs, and not every backend masks them)."""
-    text = _USERINFO.sub(lambda m: m.group("head") + "***", text)
-    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group()), text)
+    """Mask every URL's secrets inside ``text``: the last guard before a message is
+    printed (the messages quote URLs, and not every backend masks them)."""
+    return mask_url(text)
 
 
 def describe_ref(ref: Any) -> str:

@@ -17,14 +17,32 @@ from typing import Any, ClassVar
 
 import pytest
 
+from ..config import mask_url
 from ..errors import ConfigError
 from ..interfaces import BaseStore, Capability
+from ..options import OptionSchema
 from ..registry import STORE_BASES, StoreKind, registry
 
 __all__ = ["StoreContract", "open_store", "open_stores"]
 
 #: An option no backend has; ``from_url`` must refuse it by name.
 UNKNOWN_OPTION = "omniq_conformance_no_such_option"
+#: A password the option tests put into the ref's URL; no message may show it.
+SECRET = "omniq-conformance-s3cret"
+
+
+def with_secret(ref: Any, **options: Any) -> tuple[dict[str, Any], str | None]:
+    """``ref`` as a mapping plus ``options``, its URL (if it has one) carrying a user and
+    :data:`SECRET` as password: what the option tests resolve, and that URL."""
+    out = dict(ref) if isinstance(ref, Mapping) else {"url": ref}
+    url = out.get("url")
+    if isinstance(url, str) and "://" in url:
+        scheme, rest = url.split("://", 1)
+        out["url"] = url = f"{scheme}://omniq:{SECRET}@{rest}"
+    else:
+        url = None
+    out.update(options)
+    return out, url
 
 
 @asynccontextmanager
@@ -125,6 +143,50 @@ class StoreContract:
         assert UNKNOWN_OPTION in str(info.value), (
             f"the ConfigError should name the unknown option {UNKNOWN_OPTION!r}: {info.value}"
         )
+
+    def test_options_are_declared_in_a_schema(self, store_ref: Any) -> None:
+        """``option_schema`` is the table ``from_url`` parses with (docs render it)."""
+        cls = type(registry.resolve(self.kind, store_ref))
+        assert isinstance(cls.option_schema, OptionSchema), (
+            f"{cls.__name__}.option_schema must be an omniq.options.OptionSchema"
+        )
+
+    def test_misspelt_option_names_the_closest_match_and_the_valid_names(
+        self, store_ref: Any
+    ) -> None:
+        """A typo gets the option meant and the list of valid names; the URL is shown
+        with its password masked."""
+        schema = type(registry.resolve(self.kind, store_ref)).option_schema
+        names = [n for n in schema.names() if len(n) > 3]
+        if not names:
+            pytest.skip("the store declares no options")
+        typo = names[0][:-1]
+        ref, url = with_secret(store_ref, **{typo: "1"})
+        with pytest.raises(ConfigError) as info:
+            registry.resolve(self.kind, ref)
+        text = str(info.value)
+        assert repr(typo) in text and f"did you mean {names[0]!r}" in text, text
+        missing = [n for n in schema.names() if n not in text]
+        assert not missing, f"the error should list every valid option, misses {missing}: {text}"
+        assert SECRET not in text, f"the error shows the URL's password: {text}"
+        if url is not None:
+            assert mask_url(url) in text, f"the error should show the masked URL: {text}"
+
+    def test_bad_option_value_names_the_option_and_what_is_valid(self, store_ref: Any) -> None:
+        schema = type(registry.resolve(self.kind, store_ref)).option_schema
+        numbers = [o for o in schema.options if o.type in ("int", "float", "duration")]
+        if not numbers:
+            pytest.skip("the store declares no number options")
+        option = numbers[0]
+        ref, url = with_secret(store_ref, **{option.name: "not-a-number"})
+        with pytest.raises(ConfigError) as info:
+            registry.resolve(self.kind, ref)
+        text = str(info.value)
+        assert option.name in text and "not-a-number" in text, text
+        assert option.valid() in text, (
+            f"the error should say what is valid ({option.valid()}): {text}"
+        )
+        assert SECRET not in text, f"the error shows the URL's password: {text}"
 
     async def test_open_and_close_are_idempotent(self, store_ref: Any) -> None:
         store: BaseStore = registry.resolve(self.kind, store_ref)
