@@ -35,7 +35,10 @@ MEMBERS = [
     "omniq-workers-gevent",
 ]
 # What the test suite needs beyond the members' own dependencies.
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "mypy>=1.10", "hatchling>=1.26", "moto[server]>=5", "s3fs"]
+TEST_DEPS = [
+    "pytest>=8", "pytest-timeout>=2.3", "mypy>=1.15", "ruff>=0.17,<0.18", "hatchling>=1.27",
+    "build>=1.2", "moto[server]>=5", "s3fs",
+]
 
 
 def fingerprint() -> str:

@@ -72,7 +72,8 @@ class BaseStore(abc.ABC):
     #: Capabilities this implementation declares.
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: True when data never leaves this machine (memory, local files, SQLite). Unsigned
-    #: dill payloads are only accepted from such stores (ARCHITECTURE.md §8).
+    #: dill payloads are only accepted from such stores (docs/architecture.md,
+    #: "Serialization and trust").
     local_only: ClassVar[bool] = False
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
@@ -108,9 +109,9 @@ class BaseStore(abc.ABC):
 class BaseTaskQueue(BaseStore):
     """Holds tasks and hands them out under leases.
 
-    The delivery contract (ARCHITECTURE.md §5): at-least-once; a reserved task is leased
-    to one worker until its lease deadline; completions are fenced by the lease token;
-    a lapsed lease returns the task with its attempt counted.
+    The delivery contract (docs/architecture.md, "The delivery contract"): at-least-once;
+    a reserved task is leased to one worker until its lease deadline; completions are
+    fenced by the lease token; a lapsed lease returns the task with its attempt counted.
     """
 
     # -- required core -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The task-queue contract: every rule of :class:`omniq.interfaces.BaseTaskQueue` and
-the delivery promises of ARCHITECTURE.md §5, as one test class to subclass."""
+the delivery contract of docs/architecture.md, as one test class to subclass."""
 
 from __future__ import annotations
 
