@@ -252,6 +252,25 @@ def test_worker_bad_pool_is_one_line(invoke: Invoke, tasks_module: str) -> None:
                    "'nopool'", "async")
 
 
+def test_worker_warns_when_its_task_queue_cannot_be_shared_between_processes(
+        tasks_module: str) -> None:
+    """A memory:// queue lives in one process: the worker says so at start, and why,
+    instead of leaving the user with an empty queue (or a backend's lock error)."""
+    pytest.importorskip("omniq_backend_fsspec")
+    result = CliRunner().invoke(cli, ["--task-queue", "memory://lonely", "worker", "--app",
+                                      f"{tasks_module}:app", "--burst", "--no-progress"],
+                                obj=CliState())
+    assert result.exit_code == 0, result.output
+    assert "memory://lonely" in result.stderr and "cross_process" in result.stderr
+    assert "never those of another process" in result.stderr
+
+
+def test_worker_on_a_shared_queue_does_not_warn(invoke: Invoke, tasks_module: str) -> None:
+    result = invoke("worker", "--app", f"{tasks_module}:app", "--burst", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "cross_process" not in result.stderr
+
+
 @pytest.mark.parametrize(("ref", "fragment"), [
     ("nosuchmodule:app", "cannot import 'nosuchmodule'"),
     ("{mod}:nothere", "has no attribute 'nothere'"),
