@@ -83,7 +83,14 @@ def _import_object(path: str) -> Any:
         raise ConfigError(f"invalid import path {path!r}: expected 'package.module:Name'")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            # A misspelt class name is a path that does not import, like a misspelt module.
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ImportError(f"module {module_name!r} has no attribute {part!r}{hint}") from None
     return obj
 
 
