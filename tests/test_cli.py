@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from omniq import OmniQ, hookimpl, register_plugin
+from omniq import BackendSpec, OmniQ, hookimpl, register_plugin
 from omniq.cli import cli
 from omniq.cli.state import CliState
 from omniq.registry import registry
@@ -219,6 +220,58 @@ def test_plugin_commands_are_added_and_failures_reported(invoke: Invoke) -> None
     errors = {e["name"]: e["cli_error"] for e in as_json(invoke("plugins", "--json"))}
     assert "cannot build my commands" in errors["test-cli-broken"]
     assert errors["test-cli-ok"] is None
+
+
+class _RivalPlugin:
+    """A backend claiming the scheme 'contested' (and one of its own)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def omniq_register_backends(self, register: Callable[[BackendSpec], None]) -> None:
+        register(BackendSpec(name=self.name, schemes=("contested", self.name),
+                             task_queue="nowhere:Queue"))
+
+
+@pytest.fixture
+def rival_plugins() -> Iterator[None]:
+    names = ["rival-one", "rival-two"]
+    for name in names:
+        register_plugin(_RivalPlugin(name), name)
+    yield
+    for name in names:
+        registry.unregister_plugin(name)
+
+
+@pytest.mark.usefixtures("rival_plugins")
+def test_plugins_flags_a_scheme_claimed_by_two_plugins(invoke: Invoke) -> None:
+    result = invoke("plugins")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for name in ("rival-one", "rival-two"):
+        assert re.search(r"conflict \[\d+\]", rows[name]), result.stdout
+    text = " ".join(result.stdout.split())
+    assert ("URL scheme 'contested' is claimed by rival-one (registered in code) and rival-two "
+            "(registered in code): resolving it fails") in text, text
+    entries = {e["name"]: e for e in as_json(invoke("plugins", "--json"))}
+    assert entries["rival-one"]["conflicts"] == ["URL scheme 'contested'"]
+    assert entries["sqlite"]["conflicts"] == []
+
+
+@pytest.mark.usefixtures("rival_plugins", "cli_plugins")
+def test_plugins_table_is_readable_at_80_columns(invoke: Invoke,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is cut short with an ellipsis, nothing passes column 80, and errors are
+    shown whole (under the table), not squeezed into a narrow cell."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("plugins", "--all")
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    assert "…" not in result.stdout, result.stdout
+    assert "register_cli_commands" in result.stdout  # a hook's name, unbroken
+    text = " ".join(result.stdout.split())
+    assert "RuntimeError: cannot build my commands" in text, result.stdout
 
 
 # -- worker ----------------------------------------------------------------------------

@@ -350,6 +350,18 @@ class PluginRegistry:
         self._collect()
         return {name: entries[0][0] for name, entries in sorted(self._backends.items())}
 
+    def contested(self) -> dict[str, list[PluginInfo]]:
+        """URL schemes and backend names claimed by more than one loaded plugin (resolving
+        them raises AmbiguousBackendError): ``"URL scheme 'memory'"`` -> those plugins."""
+        self._collect()
+        found: dict[str, list[PluginInfo]] = {}
+        for kind, index in (("URL scheme", self._schemes), ("backend", self._backends)):
+            for key, entries in sorted(index.items()):
+                owners = list({id(i): i for _, i in entries}.values())
+                if len(owners) > 1:
+                    found[f"{kind} {key!r}"] = owners
+        return found
+
     def worker_names(self) -> list[str]:
         self._collect()
         return sorted(self._workers)
