@@ -262,8 +262,20 @@ class AsyncOmniQ:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                for store in self._stores():
-                    await store.open()
+                opened: list[Any] = []
+                try:
+                    for store in self._stores():
+                        await store.open()
+                        opened.append(store)
+                except BaseException:
+                    # What opened before the failure holds connections and background
+                    # tasks that would keep the process alive: close it, newest first.
+                    for store in reversed(opened):
+                        try:
+                            await store.close()
+                        except Exception:
+                            log.debug("closing %r after a failed open", store, exc_info=True)
+                    raise
                 self._opened = True
 
     async def close(self) -> None:
