@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import nats
@@ -25,7 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.config import mask_url
-from omniq.errors import ConfigError, OmniQError
+from omniq.errors import BackendUnavailableError, ConfigError, OmniQError
 from omniq.interfaces import BaseStore
 
 from .batch import Inbox
@@ -44,16 +44,24 @@ COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
     "token": (str, None),
     "creds": (str, None),
     "connect_timeout": (float, 2.0),
+    "reconnect_timeout": (float, 5.0),
 }
 _SECRET_OPTIONS = ("password", "token")
 _API_TIMEOUT = 5.0
+#: What a call that cannot reach the server ends with (the client buffers while it
+#: reconnects, so mostly a timeout).
+_UNREACHABLE = (
+    TimeoutError, OSError, nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
+)
+T = TypeVar("T")
 #: A scan pulls this many messages at a time, and lets the event loop run between every
 #: _SCAN_SLICE of them: a worker's maintenance scan must not stall its tasks' round trips.
 _SCAN_BATCH = 100
 _SCAN_SLICE = 25
 
 
-class NatsUnavailableError(OmniQError, ConnectionError):
+class NatsUnavailableError(BackendUnavailableError):
     """The NATS server does not answer, or answers without JetStream."""
 
 
@@ -123,8 +131,9 @@ def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tup
     check_prefix(values["prefix"])
     if not 1 <= values["replicas"] <= 5:
         raise ConfigError(f"NATS option replicas={values['replicas']}: use 1 to 5")
-    if values["connect_timeout"] <= 0:
-        raise ConfigError(f"NATS option connect_timeout={values['connect_timeout']}: must be > 0")
+    for name in ("connect_timeout", "reconnect_timeout"):
+        if not 0 < values[name] < float("inf"):
+            raise ConfigError(f"NATS option {name}={values[name]}: must be > 0 (seconds)")
     netloc = parts.netloc or DEFAULT_SERVER
     userinfo, _, hosts = netloc.rpartition("@")
     auth = f"{userinfo}@" if userinfo else ""
@@ -194,7 +203,7 @@ class NatsStore(BaseStore):
     def inbox(self) -> Inbox:
         """Batched requests on this store's connection (see :mod:`.batch`)."""
         if self._inbox is None:
-            self._inbox = Inbox(self.nc, _API_TIMEOUT)
+            self._inbox = Inbox(self.nc, self.settings["reconnect_timeout"])
         return self._inbox
 
     async def open(self) -> None:
@@ -225,7 +234,7 @@ class NatsStore(BaseStore):
             ) from None
         # ...but once connected, ride out server restarts however long they take.
         nc.options["max_reconnect_attempts"] = -1
-        js = nc.jetstream(timeout=_API_TIMEOUT)
+        js = nc.jetstream(timeout=s["reconnect_timeout"])
         try:
             await js.account_info()
         except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
@@ -245,6 +254,23 @@ class NatsStore(BaseStore):
 
     async def _setup(self) -> None:
         """Create the streams and buckets this store needs (idempotent)."""
+
+    async def reaching(self, call: Awaitable[T]) -> T:
+        """``await call``, raising :class:`NatsUnavailableError` naming the (masked) URL
+        when the server does not answer: the client keeps reconnecting in the
+        background, and a call made meanwhile waits for its reply at most
+        ``reconnect_timeout`` seconds (the JetStream API timeout)."""
+        try:
+            return await call
+        except BackendUnavailableError:
+            raise
+        except _UNREACHABLE as exc:
+            state = "connected" if self.nc.is_connected else "disconnected, reconnecting"
+            raise NatsUnavailableError(
+                f"NATS at {self.settings.masked} did not answer within reconnect_timeout="
+                f"{self.settings['reconnect_timeout']:g} s ({state}): {type(exc).__name__}: "
+                f"{mask_url(str(exc))}. Check that nats-server runs (with -js)."
+            ) from exc
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._inbox = self._nc, None, None, None

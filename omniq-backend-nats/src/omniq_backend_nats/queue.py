@@ -472,11 +472,17 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return stored
 
     async def enqueue(self, task: Task) -> Task:
+        return await self.reaching(self._enqueue_one(task))
+
+    async def _enqueue_one(self, task: Task) -> Task:
         stored = await self._store(task, await self.now())
         await self._wake([stored.queue])
         return stored
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        return await self.reaching(self._enqueue_many(tasks))
+
+    async def _enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
         """Tasks without dependencies go in concurrent windows, then the others in
         order (a task may depend on one earlier in the batch)."""
         at = await self.now()

@@ -20,6 +20,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     "max_connections": 64,
     "socket_connect_timeout": 5.0,
     "retries": 5,
+    "reconnect_timeout": 5.0,
 }
 
 
@@ -31,6 +32,9 @@ class ConnectionSettings:
     max_connections: int
     socket_connect_timeout: float
     retries: int
+    #: Seconds a call keeps retrying a server it cannot reach before it raises
+    #: :class:`~omniq_backend_redis.errors.RedisUnavailableError`.
+    reconnect_timeout: float
 
 
 def number_option(name: str, value: Any, kind: type, minimum: float) -> Any:
@@ -81,6 +85,7 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
             "socket_connect_timeout", values.pop("socket_connect_timeout"), float, 0.001
         ),
         retries=number_option("retries", values.pop("retries"), int, 0),
+        reconnect_timeout=number_option("reconnect_timeout", values.pop("reconnect_timeout"), float, 0.001),
     )
     return settings, prefix, values
 
