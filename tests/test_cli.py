@@ -305,7 +305,8 @@ def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stderr
     [line] = proc.stderr.splitlines()
-    assert line.startswith("Error: cannot connect to PostgreSQL at host 127.0.0.1:1") and "hunter2" not in line
+    assert line.startswith("Error: cannot connect to PostgreSQL at host 127.0.0.1:1")
+    assert "hunter2" not in line
 
 
 # -- task, events, queues --------------------------------------------------------------

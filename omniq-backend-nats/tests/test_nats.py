@@ -267,7 +267,8 @@ async def die(*args, **kwargs):
 NatsTaskQueue._claim_many = die
 
 async def main():
-    store = registry.resolve("task_queue", {"backend": "nats", "url": sys.argv[1], "prefix": sys.argv[2]})
+    ref = {"backend": "nats", "url": sys.argv[1], "prefix": sys.argv[2]}
+    store = registry.resolve("task_queue", ref)
     async with store:
         await store.reserve(["default"], "doomed", float(sys.argv[3]))
 

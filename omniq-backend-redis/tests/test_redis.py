@@ -593,7 +593,8 @@ async def test_a_batch_larger_than_one_argument_travels_in_several(
         await events.close()
 
 
-def test_a_sync_app_never_closed_exits_quietly(redis_url: str, key_prefix: str, tmp_path: Any) -> None:
+def test_a_sync_app_never_closed_exits_quietly(redis_url: str, key_prefix: str,
+                                                 tmp_path: Any) -> None:
     """A program that waits for a result (the pub/sub listener runs) and never closes
     its app: the app is closed at interpreter exit, so nothing is destroyed mid-flight."""
     script = tmp_path / "never_closed.py"

@@ -51,8 +51,9 @@ _API_TIMEOUT = 5.0
 #: What a call that cannot reach the server ends with (the client buffers while it
 #: reconnects, so mostly a timeout).
 _UNREACHABLE = (
-    TimeoutError, OSError, nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError, nats.errors.NoServersError, nats.errors.StaleConnectionError,
+    TimeoutError, OSError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError, nats.errors.StaleConnectionError,
 )
 T = TypeVar("T")
 #: A scan pulls this many messages at a time, and lets the event loop run between every

@@ -189,8 +189,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         super().__init__(*args, **kwargs)
         ack_wait = self.settings["ack_wait"]
         if ack_wait is not None and not 0 < ack_wait < float("inf"):
-            raise ConfigError(f"NATS option ack_wait={ack_wait}: must be > 0 (seconds), or left out "
-                              f"to follow the lease")
+            raise ConfigError(
+                f"NATS option ack_wait={ack_wait}: must be > 0 (seconds), or left out to follow "
+                f"the lease"
+            )
         #: Consumers this instance set up, with the AckWait it gave them.
         self._consumers: dict[str, float] = {}
         #: Leases this instance wrote, by task id: saves reads per completion.

@@ -70,9 +70,9 @@ class BoundedRetry(Retry):
 def unavailable(settings: ConnectionSettings, exc: BaseException) -> RedisUnavailableError:
     """The error for a server that cannot be reached: the URL masked, the cause, the bound."""
     return RedisUnavailableError(
-        f"Redis at {mask_url(settings.url)} did not answer: {mask_url(str(exc))} (retried for up to "
-        f"reconnect_timeout={settings.reconnect_timeout:g} s). Check that the server runs and "
-        f"the URL is right."
+        f"Redis at {mask_url(settings.url)} did not answer: {mask_url(str(exc))} (retried for "
+        f"up to reconnect_timeout={settings.reconnect_timeout:g} s). Check that the server "
+        f"runs and the URL is right."
     )
 
 

@@ -85,7 +85,9 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
             "socket_connect_timeout", values.pop("socket_connect_timeout"), float, 0.001
         ),
         retries=number_option("retries", values.pop("retries"), int, 0),
-        reconnect_timeout=number_option("reconnect_timeout", values.pop("reconnect_timeout"), float, 0.001),
+        reconnect_timeout=number_option(
+            "reconnect_timeout", values.pop("reconnect_timeout"), float, 0.001
+        ),
     )
     return settings, prefix, values
 

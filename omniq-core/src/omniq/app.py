@@ -396,7 +396,9 @@ class AsyncOmniQ:
         if delay:
             eta = max(eta or at, at + delay)
             if not eta < TIME_MAX:
-                raise ConfigError(f"delay={delay!r} s puts the task past the last valid time ({_TIME_RANGE})")
+                raise ConfigError(
+                    f"delay={delay!r} s puts the task past the last valid time ({_TIME_RANGE})"
+                )
         depends = tuple(validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
                         for d in (options.get("depends_on") or ()))
         if options.get("task_id") is not None:

@@ -19,13 +19,14 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from ..config import mask_url
 from ..errors import BackendUnavailableError
+from ..interfaces import BaseTaskQueue
 from ..registry import registry
 from .factories import make_task
 
@@ -64,7 +65,8 @@ def _proxy(url: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """A forwarding process to ``url``'s server: its port and the process."""
     parts = urlsplit(url)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omniq.testing.tcp_proxy", parts.hostname or "127.0.0.1", str(parts.port)],
+        [sys.executable, "-m", "omniq.testing.tcp_proxy", parts.hostname or "127.0.0.1",
+         str(parts.port)],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -90,10 +92,12 @@ class OutageTests:
             pytest.skip("no task_queue_server_ref: the store has no server to lose")
         return task_queue_server_ref
 
-    def _check(self, error: BackendUnavailableError, ref: Mapping[str, Any], started: float) -> None:
+    def _check(self, error: BackendUnavailableError, ref: Mapping[str, Any],
+               started: float) -> None:
         took = time.monotonic() - started
         assert took < RECONNECT_TIMEOUT + SLACK, (
-            f"BackendUnavailableError came after {took:.1f} s with reconnect_timeout={RECONNECT_TIMEOUT}"
+            f"BackendUnavailableError came after {took:.1f} s with "
+            f"reconnect_timeout={RECONNECT_TIMEOUT}"
         )
         text = str(error)
         assert mask_url(ref["url"]) in text, f"the error should name {mask_url(ref['url'])}: {text}"
@@ -102,7 +106,7 @@ class OutageTests:
     async def test_an_unreachable_server_raises_backend_unavailable(self, server_ref: Any) -> None:
         """Opening, then enqueueing, against a closed port."""
         ref = _redirect(server_ref, _free_port(), password=SECRET)
-        store = registry.resolve("task_queue", ref)
+        store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
         started = time.monotonic()
         with pytest.raises(BackendUnavailableError) as info:
             await store.open()
@@ -113,13 +117,15 @@ class OutageTests:
         self._check(info.value, ref, started)
 
     @pytest.mark.slow
-    async def test_an_enqueue_during_an_outage_raises_backend_unavailable(self, server_ref: Any) -> None:
+    async def test_an_enqueue_during_an_outage_raises_backend_unavailable(
+        self, server_ref: Any
+    ) -> None:
         """The server goes away (kill -9 of the process the store talks to) while the
         store is open: the next enqueue raises within the bound."""
         ref_url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
         with _proxy(ref_url) as (port, proc):
             ref = _redirect(server_ref, port)
-            store = registry.resolve("task_queue", ref)
+            store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
             await store.open()
             try:
                 await store.enqueue(make_task())

@@ -24,13 +24,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _serve(host: str, port: int) -> None:
-    async def forward(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
-            client_writer.close()
+            writer.close()
             return
-        await asyncio.gather(_pipe(client_reader, server_writer), _pipe(server_reader, client_writer))
+        await asyncio.gather(_pipe(reader, server_writer), _pipe(server_reader, writer))
 
     server = await asyncio.start_server(forward, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
