@@ -311,6 +311,8 @@ async def test_time_filters_and_schedule_starts_are_checked_like_eta(aapp):
         await aapp.events(since=float("nan"))
     with pytest.raises(ConfigError, match="start_at must be a time in epoch seconds .*got inf"):
         await aapp.schedule("some.task", interval=60, start_at=float("inf"))
+    with pytest.raises(ConfigError, match=r"interval=1e\+300 puts the first firing past the last"):
+        await aapp.schedule("some.task", interval=1e300)
     assert await aapp.list_schedules() == []
 
 

@@ -660,6 +660,9 @@ class AsyncOmniQ:
                          catch_up=catch_up, created_at=at)
         first = _timestamp("start_at", start_at) if start_at is not None else None
         sched.next_run = first if first is not None else sched.following(at) if cron else at + (every or 0)
+        if not sched.next_run < TIME_MAX:
+            raise ConfigError(f"interval={interval!r} puts the first firing past the last valid time "
+                              f"({_TIME_RANGE})")
         existing = await self.task_queue.get_schedule(schedule_id)
         if existing is not None and existing.cron == cron and existing.interval == every:
             sched.next_run, sched.paused, sched.last_run = existing.next_run, existing.paused, existing.last_run
