@@ -44,7 +44,7 @@ COMMON_OPTIONS: dict[str, tuple[type, Any]] = {
     "token": (str, None),
     "creds": (str, None),
     "connect_timeout": (float, 2.0),
-    "reconnect_timeout": (float, 5.0),
+    "outage_timeout": (float, 5.0),
 }
 _SECRET_OPTIONS = ("password", "token")
 _API_TIMEOUT = 5.0
@@ -132,7 +132,7 @@ def parse_settings(url: str, options: Mapping[str, Any], extra: Mapping[str, tup
     check_prefix(values["prefix"])
     if not 1 <= values["replicas"] <= 5:
         raise ConfigError(f"NATS option replicas={values['replicas']}: use 1 to 5")
-    for name in ("connect_timeout", "reconnect_timeout"):
+    for name in ("connect_timeout", "outage_timeout"):
         if not 0 < values[name] < float("inf"):
             raise ConfigError(f"NATS option {name}={values[name]}: must be > 0 (seconds)")
     netloc = parts.netloc or DEFAULT_SERVER
@@ -204,7 +204,7 @@ class NatsStore(BaseStore):
     def inbox(self) -> Inbox:
         """Batched requests on this store's connection (see :mod:`.batch`)."""
         if self._inbox is None:
-            self._inbox = Inbox(self.nc, self.settings["reconnect_timeout"])
+            self._inbox = Inbox(self.nc, self.settings["outage_timeout"])
         return self._inbox
 
     async def open(self) -> None:
@@ -235,7 +235,7 @@ class NatsStore(BaseStore):
             ) from None
         # ...but once connected, ride out server restarts however long they take.
         nc.options["max_reconnect_attempts"] = -1
-        js = nc.jetstream(timeout=s["reconnect_timeout"])
+        js = nc.jetstream(timeout=s["outage_timeout"])
         try:
             await js.account_info()
         except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
@@ -260,7 +260,7 @@ class NatsStore(BaseStore):
         """``await call``, raising :class:`NatsUnavailableError` naming the (masked) URL
         when the server does not answer: the client keeps reconnecting in the
         background, and a call made meanwhile waits for its reply at most
-        ``reconnect_timeout`` seconds (the JetStream API timeout)."""
+        ``outage_timeout`` seconds (the JetStream API timeout)."""
         try:
             return await call
         except BackendUnavailableError:
@@ -268,8 +268,8 @@ class NatsStore(BaseStore):
         except _UNREACHABLE as exc:
             state = "connected" if self.nc.is_connected else "disconnected, reconnecting"
             raise NatsUnavailableError(
-                f"NATS at {self.settings.masked} did not answer within reconnect_timeout="
-                f"{self.settings['reconnect_timeout']:g} s ({state}): {type(exc).__name__}: "
+                f"NATS at {self.settings.masked} did not answer within outage_timeout="
+                f"{self.settings['outage_timeout']:g} s ({state}): {type(exc).__name__}: "
                 f"{mask_url(str(exc))}. Check that nats-server runs (with -js)."
             ) from exc
 

@@ -69,7 +69,7 @@ class PostgresSettings:
     connect_timeout: float = 10.0
     #: Seconds a statement keeps retrying a server it cannot reach before it raises
     #: :class:`PostgresUnavailableError`.
-    reconnect_timeout: float = 5.0
+    outage_timeout: float = 5.0
     application_name: str = "omniq"
     auto_migrate: bool = True
 
@@ -109,19 +109,19 @@ class PostgresSettings:
                 f"invalid PostgreSQL option connect_timeout={self.connect_timeout!r}: expected seconds > 0"
             )
         try:
-            reconnect = float(self.reconnect_timeout)
+            outage = float(self.outage_timeout)
         except (TypeError, ValueError):
-            reconnect = 0.0
-        if not reconnect > 0 or reconnect == float("inf"):
+            outage = 0.0
+        if not outage > 0 or outage == float("inf"):
             raise ConfigError(
-                f"invalid PostgreSQL option reconnect_timeout={self.reconnect_timeout!r}: "
+                f"invalid PostgreSQL option outage_timeout={self.outage_timeout!r}: "
                 f"expected seconds > 0"
             )
         auto = self.auto_migrate
         if isinstance(auto, str):
             auto = auto.lower() not in ("0", "false", "no", "off")
         return replace(self, schema=_validate_schema(self.schema), min_size=min_size,
-                       max_size=max_size, connect_timeout=timeout, reconnect_timeout=reconnect,
+                       max_size=max_size, connect_timeout=timeout, outage_timeout=outage,
                        auto_migrate=bool(auto))
 
     @property

@@ -178,7 +178,7 @@ class PostgresStore(BaseStore):
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False) -> T:
         """Run ``work(conn)``; retry on a dropped connection: at once while the pool has
         others that may be dead too (each failure removes one), then with a backoff
-        until ``reconnect_timeout`` has passed; then raise PostgresUnavailableError
+        until ``outage_timeout`` has passed; then raise PostgresUnavailableError
         naming the server. On a ``using()`` view the caller's connection error is raised
         as it is (its transaction went with the connection)."""
         quick = 1 if self._conn is not None else self.settings.max_size + 1
@@ -205,7 +205,7 @@ class PostgresStore(BaseStore):
                 if attempt < quick:
                     continue
                 clock = time.monotonic()
-                deadline = deadline or clock + self.settings.reconnect_timeout
+                deadline = deadline or clock + self.settings.outage_timeout
                 if clock >= deadline:
                     raise self.settings.unavailable(exc) from exc
                 await asyncio.sleep(min(pause, deadline - clock))

@@ -43,7 +43,7 @@ _LIBS: dict[str, tuple[str, ...]] = {
 
 class BoundedRetry(Retry):
     """redis-py's retry (``retries`` times, exponential backoff) that also gives up once
-    ``reconnect_timeout`` has passed, and then raises :class:`RedisUnavailableError`
+    ``outage_timeout`` has passed, and then raises :class:`RedisUnavailableError`
     naming the masked URL instead of redis-py's ConnectionError or TimeoutError: one
     error, in bounded time, for any call made while the server is away."""
 
@@ -58,7 +58,7 @@ class BoundedRetry(Retry):
 
         def retryable(error: Exception) -> bool:
             nonlocal deadline
-            deadline = deadline or time.monotonic() + self.settings.reconnect_timeout
+            deadline = deadline or time.monotonic() + self.settings.outage_timeout
             return time.monotonic() < deadline and (is_retryable is None or is_retryable(error))
 
         try:
@@ -71,7 +71,7 @@ def unavailable(settings: ConnectionSettings, exc: BaseException) -> RedisUnavai
     """The error for a server that cannot be reached: the URL masked, the cause, the bound."""
     return RedisUnavailableError(
         f"Redis at {mask_url(settings.url)} did not answer: {mask_url(str(exc))} (retried for "
-        f"up to reconnect_timeout={settings.reconnect_timeout:g} s). Check that the server "
+        f"up to outage_timeout={settings.outage_timeout:g} s). Check that the server "
         f"runs and the URL is right."
     )
 

@@ -20,7 +20,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     "max_connections": 64,
     "socket_connect_timeout": 5.0,
     "retries": 5,
-    "reconnect_timeout": 5.0,
+    "outage_timeout": 5.0,
 }
 
 
@@ -34,7 +34,7 @@ class ConnectionSettings:
     retries: int
     #: Seconds a call keeps retrying a server it cannot reach before it raises
     #: :class:`~omniq_backend_redis.errors.RedisUnavailableError`.
-    reconnect_timeout: float
+    outage_timeout: float
 
 
 def number_option(name: str, value: Any, kind: type, minimum: float) -> Any:
@@ -85,8 +85,8 @@ def parse(url: str, options: dict[str, Any], extra: dict[str, Any]) -> tuple[Con
             "socket_connect_timeout", values.pop("socket_connect_timeout"), float, 0.001
         ),
         retries=number_option("retries", values.pop("retries"), int, 0),
-        reconnect_timeout=number_option(
-            "reconnect_timeout", values.pop("reconnect_timeout"), float, 0.001
+        outage_timeout=number_option(
+            "outage_timeout", values.pop("outage_timeout"), float, 0.001
         ),
     )
     return settings, prefix, values

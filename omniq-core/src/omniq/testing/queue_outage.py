@@ -1,6 +1,6 @@
 """The rule for a server that cannot be reached: a call raises
 :class:`~omniq.errors.BackendUnavailableError` naming the store's URL with its password
-masked, once the backend's ``reconnect_timeout`` option (seconds) has passed; never a
+masked, once the backend's ``outage_timeout`` option (seconds) has passed; never a
 client library's own error, and never a wait without end.
 
 A backend whose stores talk to a server over TCP overrides ``task_queue_server_ref``
@@ -30,11 +30,11 @@ from ..interfaces import BaseTaskQueue
 from ..registry import registry
 from .factories import make_task
 
-__all__ = ["OutageTests", "RECONNECT_TIMEOUT"]
+__all__ = ["OutageTests", "OUTAGE_TIMEOUT"]
 
-#: The ``reconnect_timeout`` the suite configures, and the slack it allows on top (one
+#: The ``outage_timeout`` the suite configures, and the slack it allows on top (one
 #: connection attempt, process start-up on a busy machine).
-RECONNECT_TIMEOUT = 1.0
+OUTAGE_TIMEOUT = 1.0
 SLACK = 4.0
 #: Stands in for a password in the URLs the suite builds; it must never be printed.
 SECRET = "conformance-secret"
@@ -48,7 +48,7 @@ def _free_port() -> int:
 
 def _redirect(ref: Any, port: int, password: str | None = None) -> dict[str, Any]:
     """``ref`` as a mapping whose URL points at 127.0.0.1:``port``, with
-    ``reconnect_timeout`` set and, given ``password``, that password in the URL."""
+    ``outage_timeout`` set and, given ``password``, that password in the URL."""
     data = dict(ref) if isinstance(ref, Mapping) else {"url": ref}
     parts = urlsplit(data["url"])
     userinfo = parts.netloc.rpartition("@")[0]
@@ -56,7 +56,7 @@ def _redirect(ref: Any, port: int, password: str | None = None) -> dict[str, Any
         userinfo = f"{parts.username or 'omniq'}:{password}"
     netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
     data["url"] = urlunsplit(parts._replace(netloc=netloc))
-    data["reconnect_timeout"] = RECONNECT_TIMEOUT
+    data["outage_timeout"] = OUTAGE_TIMEOUT
     return data
 
 
@@ -95,9 +95,9 @@ class OutageTests:
     def _check(self, error: BackendUnavailableError, ref: Mapping[str, Any],
                started: float) -> None:
         took = time.monotonic() - started
-        assert took < RECONNECT_TIMEOUT + SLACK, (
+        assert took < OUTAGE_TIMEOUT + SLACK, (
             f"BackendUnavailableError came after {took:.1f} s with "
-            f"reconnect_timeout={RECONNECT_TIMEOUT}"
+            f"outage_timeout={OUTAGE_TIMEOUT}"
         )
         text = str(error)
         assert mask_url(ref["url"]) in text, f"the error should name {mask_url(ref['url'])}: {text}"
