@@ -266,7 +266,7 @@ class NatsStore(BaseStore):
         except BackendUnavailableError:
             raise
         except _UNREACHABLE as exc:
-            state = "connected" if self.nc.is_connected else "disconnected, reconnecting"
+            state = "connected" if self._nc is not None and self._nc.is_connected else "disconnected"
             raise NatsUnavailableError(
                 f"NATS at {self.settings.masked} did not answer within outage_timeout="
                 f"{self.settings['outage_timeout']:g} s ({state}): {type(exc).__name__}: "
