@@ -160,12 +160,13 @@ def _close_left_open(async_obj: Any, portal: Portal) -> None:
     closer = getattr(async_obj, "close", None)
     if not portal.started or portal.on_loop_thread():
         return  # nothing was opened, or the loop cannot wait for itself
-    try:
-        if closer is not None:
-            portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)
-        portal.stop()
-    except Exception:
-        log.debug("closing %r left open failed", async_obj, exc_info=True)
+    for step in ((lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
+                 portal.stop):  # the loop stops even if closing failed: it cancels what is left
+        try:
+            if step is not None:
+                step()
+        except Exception:
+            log.debug("closing %r left open failed", async_obj, exc_info=True)
 
 
 async def _bounded(closer: Callable[[], Awaitable[Any]], timeout: float) -> None:
