@@ -25,7 +25,8 @@ from omniq.testing.services import require_service
 T = TypeVar("T")
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
 
 APP = """
 import os, time

@@ -16,6 +16,7 @@ import inspect
 import signal
 import traceback
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
 from typing import Any
 
 __all__ = ["Child", "RemoteTraceback", "child_main"]
@@ -35,9 +36,10 @@ def _dump_error(exc: BaseException) -> bytes:
 
     text = traceback.format_exc()
     try:
-        return dill.dumps((exc, text))
+        return bytes(dill.dumps((exc, text)))
     except Exception:  # an exception that does not pickle still reports its type and text
-        return dill.dumps((RuntimeError(f"{type(exc).__module__}.{type(exc).__name__}: {exc}"), text))
+        stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
+        return bytes(dill.dumps((stand_in, text)))
 
 
 def _call(blob: bytes) -> bytes:
@@ -50,14 +52,16 @@ def _call(blob: bytes) -> bytes:
             return await value
 
         value = asyncio.run(wait())
-    return dill.dumps(value)
+    return bytes(dill.dumps(value))
 
 
 def child_main(conn: Connection) -> None:
     """The child's loop: one call at a time until the parent says stop (an empty
     message) or goes away (end of file)."""
-    # Ctrl-C reaches the whole process group; stopping the children is the parent's call.
+    # Ctrl-C (and a service manager's SIGTERM) reach the whole process group; when to stop
+    # a child is the parent's call: it drains, or kills the child running a task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
             blob = conn.recv_bytes()
@@ -69,13 +73,16 @@ def child_main(conn: Connection) -> None:
             reply = _OK + _call(blob)
         except BaseException as exc:  # the task's own failure, sent back to be reported
             reply = _ERROR + _dump_error(exc)
-        conn.send_bytes(reply)
+        try:
+            conn.send_bytes(reply)
+        except OSError:  # the parent is gone
+            return
 
 
 class Child:
     """The parent's handle on one child process."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: SpawnContext) -> None:
         self.conn, theirs = context.Pipe(duplex=True)
         self.process = context.Process(target=child_main, args=(theirs,), name="omniq-pool-child")
         self.process.start()
@@ -95,9 +102,14 @@ class Child:
         child died first."""
         loop = asyncio.get_running_loop()
         self.conn.send_bytes(blob)
-        readable = loop.create_future()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
         fd = self.conn.fileno()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+        loop.add_reader(fd, ready)
         try:
             await readable
         finally:

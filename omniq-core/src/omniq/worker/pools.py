@@ -136,7 +136,12 @@ class ProcessPool(BaseWorker):
             child.kill()
         children = [*idle, *busy, *self._retired]
         self._retired = []
-        await asyncio.to_thread(lambda: [c.join(5.0) for c in children])
+
+        def join_all() -> None:
+            for child in children:
+                child.join(5.0)
+
+        await asyncio.to_thread(join_all)
         for child in children:
             child.kill()  # one that did not exit in time
 

@@ -356,7 +356,7 @@ class Worker:
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.app.config.events:
             self._events.append(self.app.event(task, type, self.id, **detail))
-            if self._flush_timer is None and self._loop is not None and self._wake_writer is not None:
+            if self._flush_timer is None and self._loop is not None and self._wake_writer:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     def _finish(self, done: _Done) -> None:
@@ -510,6 +510,9 @@ class Worker:
                 continue
             if self._outbox_closed and not self._outbox and not self._events:
                 return
+            if self._events and self._flush_timer is None and self._loop is not None:
+                # events the write itself added (a requeue's lease_lost) go out soon too
+                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
         """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
