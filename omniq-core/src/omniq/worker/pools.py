@@ -51,6 +51,10 @@ class AsyncPool(BaseWorker):
         super().__init__(concurrency, **options)
         self._threads = ThreadRunner(f"omniq-{self.name}")
 
+    async def start(self) -> None:
+        if self._threads.closed:  # the pool is started again
+            self._threads = ThreadRunner(f"omniq-{self.name}")
+
     async def stop(self, wait: bool = True) -> None:
         self._threads.close()
 

@@ -665,14 +665,18 @@ class Worker:
                 entry.lost = True
                 entry.handle.cancel()
                 cancelled.append(entry.handle)
-        if cancelled:
-            await asyncio.wait(cancelled, timeout=BODY_STOP_WAIT)
-        bodies = self.pool.bodies_running()
-        stop_by = loop.time() + BODY_STOP_WAIT
-        while bodies and loop.time() < stop_by:  # a killed child takes a moment to go
-            await asyncio.sleep(0.02)
-            bodies = self.pool.bodies_running()
-        if bodies and any(entry.started for entry in leftover):
+        bodies = 0
+        if any(entry.started for entry in leftover):
+            stop_by = loop.time() + BODY_STOP_WAIT
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=BODY_STOP_WAIT)
+            while True:  # a killed child takes a moment to go
+                # (a coroutine that ignores its cancellation still runs too)
+                bodies = self.pool.bodies_running() + sum(not h.done() for h in cancelled)
+                if not bodies or loop.time() >= stop_by:
+                    break
+                await asyncio.sleep(0.02)
+        if bodies:
             log.warning("worker %s: %d task bodies still run and cannot be stopped (threads); "
                         "their tasks are not released but left to their leases, which lapse "
                         "within %g s once this process has exited", self.id, bodies, self.lease)

@@ -44,6 +44,10 @@ class ThreadRunner:
         self._count = 0
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def running(self) -> int:
         """Bodies running now, counting abandoned ones."""
         return self._running
