@@ -37,8 +37,8 @@ app = OmniQ(task_queue={ref!r}, lease={lease}, worker={{"grace_period": 0}})
 
 
 @app.task(retries=3, retry_backoff=0)
-def flaky(counter: str, fail_times: int) -> int:
-    time.sleep(0.1)  # the slot is busy while the retry of another one is written
+def flaky(counter: str, fail_times: int, pause: float = 0.02) -> int:
+    time.sleep(pause)  # the slot is busy while the retry of another one is written
     path = Path(counter)
     runs = int(path.read_text() or 0) + 1 if path.exists() else 1
     path.write_text(str(runs))
@@ -201,7 +201,7 @@ def test_a_retry_due_at_once_runs_promptly_on_the_same_worker(store_ref, scene_f
     old attempt, while its one slot runs the next task (the new reservation waits in the
     prefetch backlog); the new reservation must run, not wait out a whole lease."""
     scene = scene_factory(store_ref, lease=30.0)
-    refs = [scene.mod.flaky.delay(str(tmp_path / f"count-{i}"), 2) for i in range(6)]
+    refs = [scene.mod.flaky.delay(str(tmp_path / f"count-{i}"), 2) for i in range(20)]
     scene.worker("thread", 1, "default")
     for ref in refs:  # well under the 30 s lease a dropped reservation would wait for
         assert scene.app.get_result(ref, timeout=12) == 3

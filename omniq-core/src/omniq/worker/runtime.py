@@ -178,8 +178,9 @@ class Worker:
         return len(self._running)
 
     def request_stop(self, reason: str = "signal", force: bool = False) -> None:
-        """Stop reserving and drain. A second request (or ``force``) stops at once,
-        releasing running tasks back to their queue."""
+        """Stop reserving and drain. A second request (or ``force``) stops at once: the
+        running tasks are stopped and released, except those whose bodies the pool cannot
+        stop (threads), which are left to their leases (see :meth:`_drain`)."""
         if self._stopping is None:
             self.stop_reason = self.stop_reason or reason
             return
