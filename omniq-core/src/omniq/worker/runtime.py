@@ -3,7 +3,8 @@
 The loop reserves tasks in batches up to its free capacity, hands each to the pool,
 heartbeats the leases it holds, and writes results, completions and events in batches
 from one writer coroutine (whatever finishes while a write is in flight goes into the
-next batch, so batching costs no latency). A maintenance coroutine fires due schedules,
+next batch, so batching costs no latency; an event no finish follows, such as a long
+task's ``started``, waits at most ``EVENT_WINDOW``). A maintenance coroutine fires due schedules,
 returns lapsed leases and enforces TTLs.
 
 Order of writes per task: result first, then the fenced completion, then events. A crash
