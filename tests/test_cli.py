@@ -379,6 +379,22 @@ def test_worker_drains_on_sigterm(tmp_path: Path, url: str, tasks_module: str) -
     assert "stopped (signal)" in log.read_text()
 
 
+def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
+    """The stores opened before the failing one are closed: the process exits with its
+    one-line error instead of hanging on their connections."""
+    pytest.importorskip("omniq_backend_postgres")
+    unreachable = "postgresql://omniq:hunter2@127.0.0.1:1/test"
+    proc = subprocess.run(
+        [sys.executable, "-m", "omniq.cli", "--task-queue", f"sqlite:///{tmp_path / 'omniq.db'}",
+         "--event-storage", unreachable, "events"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=15,
+    )
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("Error: cannot connect to PostgreSQL at host 127.0.0.1:1")
+    assert "hunter2" not in line
+
+
 # -- task, events, queues --------------------------------------------------------------
 
 

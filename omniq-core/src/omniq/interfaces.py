@@ -496,6 +496,13 @@ class BaseWorker(abc.ABC):
     async def stop(self, wait: bool = True) -> None:
         """Shut down; with ``wait=False`` do not wait for running calls."""
 
+    def bodies_running(self) -> int:
+        """How many calls' bodies run now, counting calls that were cancelled or timed out
+        but could not be stopped (a thread cannot be killed). A stopping worker hands the
+        tasks it cancelled back to their queue only when this is 0, so that no task runs
+        twice at once. Default 0: the pool stops whatever it cancels."""
+        return 0
+
     @abc.abstractmethod
     async def run(
         self,

@@ -355,12 +355,16 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 def validate_cron(expr: str) -> str:
+    """A standard 5-field cron expression. croniter would also take a 6th (seconds) and
+    7th (year) field; they are refused so that an expression means what cron says."""
     from croniter import croniter
 
-    if not isinstance(expr, str) or not croniter.is_valid(expr):
+    fields = len(expr.split()) if isinstance(expr, str) else 0
+    if fields != 5 or not croniter.is_valid(expr):
+        found = f" (it has {fields} fields)" if fields not in (0, 5) else ""
         raise ConfigError(
-            f"invalid cron expression {expr!r}: expected 5 fields 'minute hour day month weekday', "
-            f"e.g. '*/5 * * * *'"
+            f"invalid cron expression {expr!r}{found}: expected 5 fields 'minute hour day month "
+            f"weekday', e.g. '*/5 * * * *'"
         )
     return expr
 
