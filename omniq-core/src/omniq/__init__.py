@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .context import TaskContext, TaskLogFilter, current_task
 from .errors import (
     ConfigError,
     OmniQError,
@@ -20,6 +21,7 @@ from .errors import (
     TaskTimeoutError,
 )
 from .hookspecs import hookimpl
+from .middleware import Middleware
 from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
 from .registry import BackendSpec, WorkerSpec, register_plugin
 
@@ -31,6 +33,7 @@ __all__ = [
     "AsyncOmniQ",
     "BackendSpec",
     "ConfigError",
+    "Middleware",
     "OmniQ",
     "OmniQConfig",
     "OmniQError",
@@ -39,15 +42,18 @@ __all__ = [
     "Schedule",
     "SerializationError",
     "Task",
+    "TaskContext",
     "TaskEvent",
     "TaskFailedError",
     "TaskFunction",
+    "TaskLogFilter",
     "TaskNotFoundError",
     "TaskRef",
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
     "WorkerSpec",
+    "current_task",
     "hookimpl",
     "load_config",
     "register_plugin",

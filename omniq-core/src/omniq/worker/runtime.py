@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import mask_url
+from ..context import TaskContext, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..interfaces import BaseWorker
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
+from .outcomes import failure_outcome, log_outcome, log_started, log_stopped
 from .pools import PoolBrokenError
 
 if TYPE_CHECKING:
@@ -152,6 +154,7 @@ class Worker:
         self.lease = app.config.lease
         self.heartbeat_interval = app.config.heartbeat_interval
         self.stats = WorkerStats()
+        self._mw = app.middleware or None  # None: no per-task middleware work at all
         self.stop_reason: str | None = None
         self._running: dict[str, _Running] = {}  # every task this worker holds a lease on
         self._executing = 0  # of those, the ones still running in the pool
@@ -219,8 +222,7 @@ class Worker:
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
-        log.info("worker %s started: pool=%s concurrency=%d prefetch=%d queues=%s", self.id,
-                 self.pool.name, self.concurrency, self.prefetch, ",".join(self.queues))
+        log_started(self)
         writer = asyncio.create_task(self._writer(), name="omniq-writer")
         helpers = [
             asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
@@ -250,7 +252,7 @@ class Worker:
             await self.pool.stop(wait=not self._force)
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
-            log.info("worker %s stopped (%s): %s", self.id, self.stop_reason, dict(self.stats.counts))
+            log_stopped(self)
         return self.stop_reason or "stopped"
 
     async def _hook(self, name: str, **kwargs: Any) -> None:
@@ -397,7 +399,13 @@ class Worker:
                     return
                 func = registered.fn
             started = now()
+            set_current(TaskContext(task.id, task.name, task.queue, task.attempts,
+                                    started + task.timeout if task.timeout else None,
+                                    task.created_at, task.headers or None))
+            mw = self._mw
             try:
+                if mw is not None:
+                    await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
             except asyncio.CancelledError:
                 if entry.lost:
@@ -407,8 +415,12 @@ class Worker:
                 self._finish(_Done(task, "requeue", error=error_info(exc)))
                 return
             except Exception as exc:
+                if mw is not None:
+                    await mw.on_failure(task, exc, task.attempts <= task.max_retries)
                 self._failed(task, exc, started)
                 return
+            if mw is not None:
+                await mw.after_success(task, value)
             try:
                 encoded = app.serializer.dumps(value, local_only=app.result_storage.local_only,
                                                what=f"return value of {task.name}")
@@ -417,6 +429,7 @@ class Worker:
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
+            log_outcome(self.id, task, "succeeded", started)
             self._emit(task, EventType.SUCCEEDED, duration=round(finished - started, 6))
             self._finish(_Done(task, "success", result=TaskResult(
                 task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
@@ -436,10 +449,12 @@ class Worker:
                    duration=round(now() - started, 6))
         if task.attempts <= task.max_retries:
             delay = task.backoff()
+            log_outcome(self.id, task, failure_outcome(exc, True), started, exc, retry_in=delay)
             self.stats.counts["retried"] += 1
             self._emit(task, EventType.RETRYING, delay=delay, attempt=task.attempts)
             self._finish(_Done(task, "retry", error=info, eta=now() + delay))
         else:
+            log_outcome(self.id, task, failure_outcome(exc, False), started, exc)
             self.stats.counts["failed"] += 1
             self._dead(task, info, state=TaskState.FAILED)
 
@@ -447,8 +462,7 @@ class Worker:
         self._dead_with(task, error_info(exc), reason)
 
     def _dead_with(self, task: Task, info: ErrorInfo, reason: str) -> None:
-        log.error("worker %s: task %s dead-lettered (%s): %s: %s", self.id, task.id, reason,
-                  info.type, info.message)
+        log_outcome(self.id, task, "dead", None, info, reason=reason)
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
@@ -555,9 +569,12 @@ class Worker:
         used; after max deliveries the task is dead-lettered instead of looping."""
         task, queue = done.task, self.app.task_queue
         if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+            log_outcome(self.id, task, "dead", task.started_at, done.error,
+                        reason="too many deliveries")
             self.stats.counts["dead"] += 1
             self._events.append(self.app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
             return await queue.dead_letter(task.id, task.lease_token, done.error)
+        log_outcome(self.id, task, "lease_lost", task.started_at, done.error)
         self._events.append(self.app.event(task, EventType.LEASE_LOST, self.id,
                                            error=done.error.message if done.error else ""))
         return await queue.retry(task.id, task.lease_token or "", now(), done.error)
@@ -581,8 +598,8 @@ class Worker:
                 # writer forgets it: not lost. Nor is a new reservation of the same id.
                 if (tid not in held and entry is not None and not entry.lost and not entry.finished
                         and (entry.task.lease_token or "") == token):
-                    log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
-                                self.id, tid)
+                    log_outcome(self.id, entry.task, "lease_lost", entry.task.started_at,
+                                reason="cancelled or lapsed; stopping it")
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
@@ -613,11 +630,13 @@ class Worker:
         for task in await app.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
                 info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
+                log_outcome(self.id, task, "dead", None, info, reason="too many deliveries")
                 events.append(app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
                 results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
                                           attempts=task.attempts, finished_at=now(),
                                           expires_at=now() + task.dead_ttl))
             else:
+                log_outcome(self.id, task, "lease_lost", None, reason="lease lapsed")
                 events.append(app.event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts))
         if results:
             await app.result_storage.set_many(results)
