@@ -183,3 +183,17 @@ def test_a_plugin_contributes_middleware_once_per_app(tmp_path: Path) -> None:
 def test_no_middleware_means_no_chain_in_the_worker(app: OmniQ) -> None:
     assert not app.aio.middleware
     assert Worker(app.aio)._mw is None
+
+
+def test_each_schedule_firing_passes_before_enqueue(app: OmniQ) -> None:
+    calls: list[tuple[Any, ...]] = []
+    app.add_middleware(Recorder("a", calls))
+
+    @app.task
+    def tick() -> None:
+        pass
+
+    app.schedule(tick, interval=3600, start_at=0)  # due at once
+    [fired] = app.run_due_schedules()
+    assert fired.headers == {"x-a": "1"}
+    assert calls == [("a", "before_enqueue", tick.name)]

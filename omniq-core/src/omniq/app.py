@@ -727,6 +727,8 @@ class AsyncOmniQ:
                 ))
         if not tasks:
             return []
+        if self.middleware.enqueues:  # each firing is an enqueue
+            await self.middleware.before_enqueue(tasks)
         stored = await self.task_queue.enqueue_many(tasks)
         await self.record_events([self.event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])
         return stored
