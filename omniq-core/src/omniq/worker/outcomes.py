@@ -87,7 +87,7 @@ def log_started(worker: Worker) -> None:
     if worker_log.isEnabledFor(logging.INFO):
         config = worker_config(worker)
         worker_log.info("worker %s started: %s", worker.id,
-                        " ".join(f"{k}={','.join(v) if isinstance(v, list) else v}"
+                        " ".join(f"{k}={','.join(v) or '-' if isinstance(v, list) else v}"
                                  for k, v in config.items()),
                         extra={"worker_id": worker.id, "event": "worker_started", "config": config})
 
