@@ -33,9 +33,12 @@ MEMBERS = [
     "omniq-backend-postgres",
     "omniq-backend-nats",
     "omniq-workers-gevent",
+    "omniq-django",
 ]
 # What the test suite needs beyond the members' own dependencies.
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "mypy>=1.10", "hatchling>=1.26", "moto[server]>=5", "s3fs"]
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "mypy>=1.10", "hatchling>=1.26", "moto[server]>=5", "s3fs",
+             # the Django project tests (omniq-django's `test` extra) and the FastAPI example
+             "psycopg[binary]>=3.1", "fastapi>=0.110", "httpx>=0.27"]
 
 
 def fingerprint() -> str:
