@@ -82,7 +82,8 @@ async def load_result(app: AsyncOmniQ, result_id: str) -> TaskResult:
     except (TaskNotFoundError, ConfigError) as exc:  # ConfigError: not a valid task id
         raise TaskResultDoesNotExist(result_id) from exc
     if stored.name != RUNNER:
-        raise TaskResultDoesNotExist(f"{result_id} is OmniQ task {stored.name!r}, not a Django task")
+        raise TaskResultDoesNotExist(
+            f"{result_id} is OmniQ task {stored.name!r}, not one of Django's ({RUNNER!r})")
     (path, args, kwargs, meta), _, _ = app.serializer.loads_call(
         stored.payload, local_only=app.task_queue.local_only, origin=f"task {result_id}")
     task = import_task(path).using(priority=meta["priority"], queue_name=stored.queue,

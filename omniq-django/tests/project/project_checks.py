@@ -54,7 +54,7 @@ def wait_finished(result: Any, timeout: float = DEADLINE) -> Any:
         if result.is_finished:
             return result
         if time.monotonic() > end:
-            raise AssertionError(f"task {result.id} not finished after {timeout} s: {result.status}")
+            raise AssertionError(f"task {result.id} unfinished after {timeout} s: {result.status}")
         time.sleep(0.05)
 
 
