@@ -28,8 +28,10 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "djsite.settings"
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.core.checks import run_checks  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
+from django.test import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from omniq_django.compat import (  # noqa: E402
@@ -164,6 +166,13 @@ def test_validation() -> None:
     backend = task_backends["default"]
     assert (backend.supports_defer, backend.supports_async_task, backend.supports_get_result,
             backend.supports_priority) == (True, True, True, True)
+
+
+def test_check_reports_a_configuration_omniq_refuses() -> None:
+    broken = {"BACKEND": "omniq_django.OmniQBackend", "OPTIONS": {"task_queue": "nosuch://x"}}
+    with override_settings(TASKS={**settings.TASKS, "broken": broken}):
+        [error] = [m for m in run_checks() if m.id == "omniq_django.E001"]
+    assert "TASKS['broken']" in error.msg and "nosuch" in error.msg
 
 
 def test_enqueue_on_commit_waits_for_the_commit(worker: None) -> None:
