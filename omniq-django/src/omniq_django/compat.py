@@ -44,7 +44,7 @@ except ImportError:
     from django_tasks.exceptions import TaskResultDoesNotExist
 
     try:  # django-tasks after 0.12 took Django's name
-        from django_tasks.exceptions import InvalidTask
+        from django_tasks.exceptions import InvalidTask  # type: ignore[attr-defined]
     except ImportError:
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.signals import task_enqueued, task_finished, task_started

@@ -10,6 +10,7 @@ are sent from the worker process.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
@@ -67,7 +68,7 @@ async def execute(app: AsyncOmniQ, path: str, args: list[Any],
     sender = _sender()
     task_started.send(sender=sender, task_result=result)
     try:
-        if asyncio.iscoroutinefunction(task.func):
+        if inspect.iscoroutinefunction(task.func):
             value = await task.acall(*args, **kwargs)
         else:
             value = await asyncio.to_thread(_call_in_thread, task, args, kwargs)
