@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from omniq_django.compat import (  # noqa: E402
     TaskResultStatus,
     default_task_backend,
     task_backends,
+    task_enqueued,
 )
 from shop.models import Order  # noqa: E402
 from shop.tasks import add, echo, fail, mark_paid, slow_double, whoami  # noqa: E402
@@ -149,6 +150,20 @@ def test_run_after_defers_the_task(worker: None) -> None:
     assert result.return_value == "later"
     assert result.started_at >= run_after
     assert result.task.run_after == run_after
+
+
+def test_enqueue_sends_the_frameworks_signal() -> None:
+    seen: list[str] = []
+
+    def receiver(sender: type, task_result: Any, **kwargs: Any) -> None:
+        seen.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        result = echo.enqueue("signalled")
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert seen == [result.id]
 
 
 def test_unknown_result_id() -> None:
