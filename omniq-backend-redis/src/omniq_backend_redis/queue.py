@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
-from omniq.errors import ConfigError, QueueError, TaskNotFoundError
+from omniq.errors import QueueError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
+from omniq.lifecycle import attempts_allowed, check_completable
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
@@ -27,7 +28,6 @@ from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .store import RedisStore
 
-_COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
 _CAS_TRIES = 20
 
@@ -204,13 +204,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         if not items:
             return []
         args: list[Any] = [len(items)]
-        for task_id, token, state, error in items:
-            state = TaskState(state)
-            if state not in _COMPLETE_STATES:
-                raise ConfigError(
-                    f"complete() state {state.value!r} for task {task_id!r}: expected succeeded, "
-                    f"cancelled or failed (use retry() or dead_letter() for the others)"
-                )
+        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
+        for (task_id, token, _, error), state in zip(items, states, strict=True):
             args += [task_id, token, state.value, encode_error(error)]
         return [bool(ok) for ok in await self._run("complete", args)]
 
@@ -450,7 +445,7 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
             column([t.priority for t in tasks]),
             column([t.eta for t in tasks]),
             column([t.expires_at for t in tasks]),
-            column([max(t.max_deliveries, t.max_retries + 1) for t in tasks]),
+            column([attempts_allowed(t) for t in tasks]),
             column([t.result_ttl for t in tasks]),
             column([t.dead_ttl for t in tasks]),
             column([t.created_at for t in tasks]),

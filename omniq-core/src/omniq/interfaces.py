@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
+from .lifecycle import check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
 
@@ -334,7 +335,10 @@ class BaseTaskQueue(BaseStore):
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
     ) -> builtins.list[bool]:
-        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
+        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each. Every
+        state is checked (:func:`~omniq.lifecycle.check_completable`) before any changes."""
+        for task_id, _, state, _ in items:
+            check_completable(state, task_id)
         return [await self.complete(*item) for item in items]
 
     async def finish_many(
