@@ -42,7 +42,7 @@ from nats.js.kv import KeyValue
 
 from omniq import lifecycle
 from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.lifecycle import check_completable, finished
 from omniq.models import (
     PRIORITY_MAX,
@@ -51,18 +51,14 @@ from omniq.models import (
     TERMINAL_STATES,
     ErrorInfo,
     Task,
-    TaskEvent,
-    TaskResult,
     TaskState,
     encoder,
     task_decoder,
 )
 
-from .batch import WRONG_REVISION, Request, publishes, puts, revisions, sequences
+from .batch import WRONG_REVISION, Request, puts, revisions, sequences
 from .connection import NatsStore, confirm, nak_delay
-from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
-from .results import NatsResultStorage
 from .schedules import ScheduleBucket
 
 __all__ = ["NatsTaskQueue"]
@@ -852,35 +848,6 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             _Finish(tid, tok, functools.partial(finished, state=state, error=error, at=at))
             for (tid, tok, _, error), state in zip(items, states, strict=True)
         ]
-
-    async def finish_many(
-        self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
-        results: Sequence[TaskResult],
-        events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
-        event_storage: BaseEventStorage | None,
-    ) -> builtins.list[bool]:
-        """With NATS result and event stores: the results first, each acknowledged (a task
-        that reads as succeeded has its result), then the completions and the events
-        together; with any other store, the default order. Stores on the same server
-        write through this store's connection, so each step is one send and one wait."""
-        if not isinstance(result_storage, NatsResultStorage) or not (
-            event_storage is None or isinstance(event_storage, NatsEventStorage)
-        ):
-            return await super().finish_many(items, results, events, result_storage, event_storage)
-        jobs = await self._completions(items)
-        if results:
-            inbox = self.inbox if self.shares_server(result_storage) else result_storage.inbox
-            for start in range(0, len(results), _WINDOW):
-                await inbox.write(result_storage.bucket, result_storage.entries(results[start : start + _WINDOW]))
-        if not events or event_storage is None:
-            changed = await self._finish_many(jobs)
-        elif self.shares_server(event_storage):
-            changed = await self._finish_many(jobs, publishes(event_storage.messages(events)))
-        else:
-            changed, _ = await asyncio.gather(self._finish_many(jobs), event_storage.append_many(events))
-        return [done is not None for done in changed]
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         at = await self.now()

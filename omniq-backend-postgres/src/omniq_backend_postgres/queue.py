@@ -187,13 +187,21 @@ WHERE queue = ANY ($1::text[]) AND state IN {READY}
   AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
 """
 COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
-#: complete_many with the results and events of the batch, in one statement (so one
-#: round trip and one commit; a task reads as succeeded only with its result stored).
-FINISH_MANY = f"""
-WITH r AS ({shift_params(UPSERT, 4)}),
-e AS ({shift_params(APPEND, 9)})
-{COMPLETE_MANY}
-"""
+#: complete_many() with the results and events of the tasks it completed (and those of
+#: tasks not in the batch), in one statement: the inserts read the ids the function
+#: returns, so a result or an event of a refused completion is never written.
+FINISH_MANY = (
+    "WITH done AS (SELECT id FROM\n"
+    "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
+    "r AS (" + shift_params(UPSERT, 4).replace(
+        "$9::bytea[])", "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
+        "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))") + "),\n"
+    "e AS (" + shift_params(APPEND, 9).replace(
+        "ORDER BY i.ord",
+        "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
+        "ORDER BY i.ord") + ")\n"
+    "SELECT id FROM done"
+)
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
