@@ -17,7 +17,8 @@ from typing import Any, ClassVar, cast
 
 import msgspec
 from omniq.errors import QueueError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
+from omniq.interfaces import (BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef,
+                              as_stored)
 from omniq.lifecycle import attempts_allowed, check_completable
 from omniq.models import (ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder,
                           schedule_decoder)
@@ -222,7 +223,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         """One script run (finish.lua) when the result and event stores use this
         connection: the completions, then the results and events of those accepted, in
         one atomic step. Otherwise the default (fenced state change, then the rest)."""
-        results_here = isinstance(result_storage, RedisResultStorage) and result_storage.shared is self.shared
+        results_here = (isinstance(result_storage, RedisResultStorage)
+                        and result_storage.shared is self.shared)
         events_here = event_storage is None or (
             isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared)
         if not results_here or not events_here:
