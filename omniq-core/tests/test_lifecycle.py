@@ -59,7 +59,8 @@ def test_lapse_returns_the_task_until_the_last_attempt_allowed() -> None:
     assert (back.state, back.attempts, back.lease_token) == (TaskState.PENDING, 1, None)
     dead = lapsed(leased(back, "w", "tok2", 30.0, AT + 40), AT + 71)
     assert (dead.state, dead.attempts, dead.finished_at) == (TaskState.DEAD, 2, AT + 71)
-    assert dead.error is not None and dead.error.message.startswith("lease lapsed on attempt 2 of 2")
+    assert dead.error is not None
+    assert dead.error.message.startswith("lease lapsed on attempt 2 of 2")
 
 
 def test_release_does_not_count_the_attempt_and_retry_eta_ends_with_the_retries() -> None:
