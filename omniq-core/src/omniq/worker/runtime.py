@@ -7,8 +7,11 @@ next batch, so batching costs no latency; an event no finish follows, such as a 
 task's ``started``, waits at most ``EVENT_WINDOW``). A maintenance coroutine fires due schedules,
 returns lapsed leases and enforces TTLs.
 
-Order of writes per task: result first, then the fenced completion, then events. A crash
-in between re-runs the task (at-least-once) and the re-run overwrites the result.
+Order of writes per task: the fenced state change first, then the attempt's result and
+events, only when the change was accepted (in one step where the stores share a server):
+an attempt whose lease was lost leaves nothing visible. A crash in between leaves a task
+that reads as finished without its result (docs/architecture.md,
+"Finishing a task: fencing results and events").
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import lifecycle
 from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..interfaces import BaseWorker
@@ -86,6 +90,11 @@ class _Done:
     result: TaskResult | None = None
     error: ErrorInfo | None = None
     eta: float = 0.0
+    #: This attempt's outcome events, recorded only if its state change is accepted.
+    events: list[TaskEvent] = field(default_factory=list)
+    #: Whether the state change was accepted, once known (a write retried after a failure
+    #: must not repeat it: the token is spent, a repeat would be refused).
+    accepted: bool | None = None
 
 
 @dataclass
@@ -361,6 +370,11 @@ class Worker:
             if self._flush_timer is None and self._loop is not None and self._wake_writer:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
+    def _outcome(self, task: Task, type: EventType, **detail: Any) -> list[TaskEvent]:
+        """An outcome event of an attempt, held with its :class:`_Done` until the state
+        change is accepted (none when events are off)."""
+        return [self.app.event(task, type, self.id, **detail)] if self.app.config.events else []
+
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
         if entry is not None and not entry.finished and entry.task is done.task:
@@ -417,11 +431,12 @@ class Worker:
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
-            self._emit(task, EventType.SUCCEEDED, duration=round(finished - started, 6))
             self._finish(_Done(task, "success", result=TaskResult(
                 task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
                 started_at=started, finished_at=finished, worker_id=self.id,
-                expires_at=finished + task.result_ttl)))
+                expires_at=finished + task.result_ttl),
+                events=self._outcome(task, EventType.SUCCEEDED,
+                                     duration=round(finished - started, 6))))
         except asyncio.CancelledError:
             if not entry.lost:
                 self._forget(task)
@@ -432,16 +447,17 @@ class Worker:
 
     def _failed(self, task: Task, exc: BaseException, started: float) -> None:
         info = error_info(exc)
-        self._emit(task, EventType.FAILED, error=f"{info.type}: {info.message}", attempt=task.attempts,
-                   duration=round(now() - started, 6))
-        if task.attempts <= task.max_retries:
-            delay = task.backoff()
+        at = now()
+        events = self._outcome(task, EventType.FAILED, error=f"{info.type}: {info.message}",
+                               attempt=task.attempts, duration=round(at - started, 6))
+        eta = lifecycle.retry_eta(task, at)
+        if eta is not None:
             self.stats.counts["retried"] += 1
-            self._emit(task, EventType.RETRYING, delay=delay, attempt=task.attempts)
-            self._finish(_Done(task, "retry", error=info, eta=now() + delay))
+            events += self._outcome(task, EventType.RETRYING, delay=eta - at, attempt=task.attempts)
+            self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
         else:
             self.stats.counts["failed"] += 1
-            self._dead(task, info, state=TaskState.FAILED)
+            self._dead(task, info, state=TaskState.FAILED, events=events)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
@@ -452,13 +468,15 @@ class Worker:
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
-    def _dead(self, task: Task, info: ErrorInfo, state: TaskState, **detail: Any) -> None:
-        self._emit(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+    def _dead(self, task: Task, info: ErrorInfo, state: TaskState,
+              events: list[TaskEvent] | None = None, **detail: Any) -> None:
+        dead = self._outcome(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+        events = [*(events or ()), *dead]
         finished = now()
         self._finish(_Done(task, "dead", error=info, result=TaskResult(
             task_id=task.id, state=state, error=info, attempts=task.attempts,
             started_at=task.started_at, finished_at=finished, worker_id=self.id,
-            expires_at=finished + task.dead_ttl)))
+            expires_at=finished + task.dead_ttl), events=events))
 
     def _forget(self, task: Task) -> None:
         """Drop a task this worker no longer holds, freeing its slot. Only the entry of
@@ -517,30 +535,40 @@ class Worker:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
-        """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
-        with the batch's events. The rarer outcomes change state one by one before it, each
-        after its result, so whoever sees their events or new state also sees the result."""
+        """One :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call per batch: the
+        successes' completions with every result and event due. The rarer outcomes change
+        state one by one before it, fenced by their tokens; only those accepted have their
+        result and events written, so an attempt whose lease was lost leaves nothing
+        visible (and ``finish_many`` does the same for the successes)."""
         app, queue = self.app, self.app.task_queue
         outcome: dict[str, bool] = {}
-        others = [d for d in batch if d.kind != "success"]
-        if others:
-            results = [d.result for d in others if d.result is not None]
-            if results:
-                await app.result_storage.set_many(results)
-            for d in others:
+        results: list[TaskResult] = []
+        due = list(events)
+        for d in batch:
+            if d.kind == "success":
+                continue
+            if d.accepted is None:
                 token = d.task.lease_token or ""
                 if d.kind == "retry":
-                    outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
+                    d.accepted = await queue.retry(d.task.id, token, d.eta, d.error)
                 elif d.kind == "dead":
-                    outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
+                    d.accepted = await queue.dead_letter(d.task.id, token, d.error)
                 elif d.kind == "requeue":
-                    outcome[d.task.id] = await self._requeue(d)
+                    d.accepted = await self._requeue(d)
+            outcome[d.task.id] = bool(d.accepted)
+            if d.accepted:
+                if d.result is not None:
+                    results.append(d.result)
+                due += d.events
         successes = [d for d in batch if d.kind == "success"]
-        if successes or events:
+        for d in successes:
+            if d.result is not None:
+                results.append(d.result)
+            due += d.events
+        if successes or due or results:
             accepted = await queue.finish_many(
                 [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
-                [d.result for d in successes if d.result is not None],
-                events if app.config.events else [],
+                results, due if app.config.events else [],
                 app.result_storage, app.event_storage if app.config.events else None)
             outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
@@ -554,13 +582,17 @@ class Worker:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
         used; after max deliveries the task is dead-lettered instead of looping."""
         task, queue = done.task, self.app.task_queue
-        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+        if task.attempts >= lifecycle.attempts_allowed(task):
             self.stats.counts["dead"] += 1
-            self._events.append(self.app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
-            return await queue.dead_letter(task.id, task.lease_token, done.error)
-        self._events.append(self.app.event(task, EventType.LEASE_LOST, self.id,
-                                           error=done.error.message if done.error else ""))
-        return await queue.retry(task.id, task.lease_token or "", now(), done.error)
+            events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
+            ok = await queue.dead_letter(task.id, task.lease_token, done.error)
+        else:
+            reason = done.error.message if done.error else ""
+            events = self._outcome(task, EventType.LEASE_LOST, error=reason)
+            ok = await queue.retry(task.id, task.lease_token or "", now(), done.error)
+        if ok:  # recorded with the batch, as the other outcomes
+            done.events += events
+        return ok
 
     # -- leases and housekeeping -------------------------------------------------------
 
