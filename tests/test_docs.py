@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from omniq import hookspecs
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, BaseWorker
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BasePool, BaseTaskQueue
 
 PLUGINS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("omniq_")]
 METHODS = sorted({
     name
-    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BaseWorker)
+    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BasePool)
     for name, member in vars(cls).items()
     if callable(member) or isinstance(member, classmethod)
     if not name.startswith("_")

@@ -20,13 +20,14 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
+from ._deprecated import renamed
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
 from .options import OptionSchema
 
 __all__ = [
     "BaseEventStorage",
-    "BaseWorker",
+    "BasePool",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
@@ -469,12 +470,12 @@ class BaseEventStorage(BaseStore):
         await self.append_many([event])
 
 
-class BaseWorker(abc.ABC):
+class BasePool(abc.ABC):
     """An execution pool (async, thread, process, gevent): runs task functions for the
-    worker's runtime loop.
+    worker's runtime loop (:class:`omniq.worker.runtime.Worker`).
 
     The runtime loop owns reserving, leases, results, events and retries; a pool only
-    runs calls. Plugins add pools through ``omniq_register_workers``.
+    runs calls. Plugins add pools through ``omniq_register_pools``.
     """
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
@@ -502,16 +503,15 @@ class BaseWorker(abc.ABC):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         timeout: float | None,
-        *,
-        ref: str | None = None,
-        func_payload: bytes | None = None,
     ) -> Any:
         """Run one call and return its value, raising what it raised.
 
         ``func`` may be a coroutine function or a plain one. ``timeout`` must be
         enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
-        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
-        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        run in another process send ``func`` there themselves (the process pool uses dill).
         Cancelling the awaiting coroutine (the lease was lost) should stop the call
         where the pool can.
         """
+
+
+__getattr__ = renamed(__name__, {"BaseWorker": ("BasePool", "BasePool")}, globals())

@@ -17,6 +17,7 @@ import importlib
 import importlib.metadata
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import pluggy
 
 from . import hookspecs
+from ._deprecated import DEPRECATED_IN, REMOVED_IN, renamed, warn_renamed
 from .errors import (
     AmbiguousBackendError,
     BackendNotInstalledError,
@@ -33,7 +35,7 @@ from .errors import (
     PluginLoadError,
     UnknownBackendError,
 )
-from .interfaces import BaseEventStorage, BaseResultStorage, BaseStore, BaseTaskQueue, BaseWorker
+from .interfaces import BaseEventStorage, BasePool, BaseResultStorage, BaseStore, BaseTaskQueue
 
 __all__ = [
     "BackendSpec",
@@ -41,8 +43,8 @@ __all__ = [
     "FIRST_PARTY",
     "PluginInfo",
     "PluginRegistry",
+    "PoolSpec",
     "StoreKind",
-    "WorkerSpec",
     "registry",
 ]
 
@@ -124,27 +126,36 @@ class BackendSpec:
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
-    """An execution pool a plugin provides (``worker`` is a ``"module:Class"`` path)."""
+class PoolSpec:
+    """An execution pool a plugin provides (``pool`` is a ``"module:Class"`` path)."""
 
     name: str
-    worker: str
+    pool: str
     description: str = ""
 
-    def load(self) -> type[BaseWorker]:
+    def load(self) -> type[BasePool]:
         try:
-            cls = _import_object(self.worker)
+            cls = _import_object(self.pool)
         except ImportError as exc:
             hint = f"; {install_hint(self.name)}" if self.name in FIRST_PARTY else ""
             raise BackendNotInstalledError(
-                f"worker pool {self.name!r} could not import {self.worker!r}: {exc}{hint}"
+                f"worker pool {self.name!r} could not import {self.pool!r}: {exc}{hint}"
             ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
+        if not (isinstance(cls, type) and issubclass(cls, BasePool)):
             raise IncompatiblePluginError(
-                f"worker pool {self.name!r} names {self.worker!r}, which is not a subclass "
-                f"of omniq.interfaces.BaseWorker"
+                f"worker pool {self.name!r} names {self.pool!r}, which is not a subclass "
+                f"of omniq.interfaces.BasePool"
             )
         return cls
+
+
+def _worker_spec(name: str, worker: str, description: str = "") -> PoolSpec:
+    """The 0.1 ``WorkerSpec(name, worker=..., description)``, deprecated: a :class:`PoolSpec`."""
+    return PoolSpec(name, worker, description)
+
+
+#: The 0.1 hook, still honoured for one minor version (with a warning naming the plugin).
+OLD_POOL_HOOK = "omniq_register_workers"
 
 
 @dataclass
@@ -155,7 +166,7 @@ class PluginInfo:
     module: str | None = None
     hooks: list[str] = field(default_factory=list)
     backends: list[BackendSpec] = field(default_factory=list)
-    workers: list[WorkerSpec] = field(default_factory=list)
+    pools: list[PoolSpec] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False
 
@@ -170,7 +181,8 @@ class PluginInfo:
                 {"name": b.name, "schemes": list(b.schemes), "provides": b.kinds()}
                 for b in self.backends
             ],
-            "workers": [w.name for w in self.workers],
+            "pools": [p.name for p in self.pools],
+            "workers": [p.name for p in self.pools],  # the 0.1 key, deprecated
             "error": self.error,
             "builtin": self.builtin,
         }
@@ -198,7 +210,7 @@ class PluginRegistry:
         self._infos: dict[str, PluginInfo] = {}
         self._backends: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
         self._schemes: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
-        self._workers: dict[str, list[tuple[WorkerSpec, PluginInfo]]] = {}
+        self._pools: dict[str, list[tuple[PoolSpec, PluginInfo]]] = {}
 
     # -- loading -----------------------------------------------------------------------
 
@@ -278,6 +290,13 @@ class PluginRegistry:
                 f"plugin {name!r} implements no omniq hooks: mark functions such as "
                 f"omniq_register_backends(register) with @omniq.hookimpl"
             )
+        if OLD_POOL_HOOK in info.hooks:
+            warnings.warn(
+                f"plugin {name!r} implements {OLD_POOL_HOOK}, deprecated since omniq "
+                f"{DEPRECATED_IN} and removed in {REMOVED_IN}: rename it omniq_register_pools "
+                f"(register PoolSpec(name, pool='module:Class'))",
+                DeprecationWarning, stacklevel=2,
+            )
         self._infos[name] = info
         self._collected = False
         return info
@@ -305,13 +324,14 @@ class PluginRegistry:
                 return
             self._backends.clear()
             self._schemes.clear()
-            self._workers.clear()
+            self._pools.clear()
             for info in self._infos.values():
                 info.backends.clear()
-                info.workers.clear()
+                info.pools.clear()
             for hook_name, sink in (
                 ("omniq_register_backends", self._add_backend),
-                ("omniq_register_workers", self._add_worker),
+                ("omniq_register_pools", self._add_pool),
+                (OLD_POOL_HOOK, self._add_pool),
             ):
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     info = self._infos[impl.plugin_name]
@@ -329,11 +349,11 @@ class PluginRegistry:
         for scheme in spec.schemes:
             self._schemes.setdefault(scheme.lower(), []).append((spec, info))
 
-    def _add_worker(self, spec: WorkerSpec, info: PluginInfo) -> None:
-        if not isinstance(spec, WorkerSpec):
-            raise IncompatiblePluginError(f"register() takes a WorkerSpec, got {spec!r}")
-        info.workers.append(spec)
-        self._workers.setdefault(spec.name, []).append((spec, info))
+    def _add_pool(self, spec: PoolSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, PoolSpec):
+            raise IncompatiblePluginError(f"register() takes a PoolSpec, got {spec!r}")
+        info.pools.append(spec)
+        self._pools.setdefault(spec.name, []).append((spec, info))
 
     def plugins(self, include_builtin: bool = False) -> list[PluginInfo]:
         self._collect()
@@ -343,9 +363,14 @@ class PluginRegistry:
         self._collect()
         return {name: entries[0][0] for name, entries in sorted(self._backends.items())}
 
-    def worker_names(self) -> list[str]:
+    def pool_names(self) -> list[str]:
         self._collect()
-        return sorted(self._workers)
+        return sorted(self._pools)
+
+    def worker_names(self) -> list[str]:
+        """Deprecated since 0.2: :meth:`pool_names`."""
+        warn_renamed("PluginRegistry.worker_names()", "pool_names()")
+        return self.pool_names()
 
     def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
         """Call a lifecycle hook with keyword arguments (results may be awaitables)."""
@@ -388,7 +413,7 @@ class PluginRegistry:
         # First-party plugins of this sort that are not installed: name -> its extra.
         missing = {
             name: extra for name, (_dist, extra, schemes) in FIRST_PARTY.items()
-            if (not schemes) == pools and name not in self._backends and name not in self._workers
+            if (not schemes) == pools and name not in self._backends and name not in self._pools
         }
         by_key = {n: n for n in missing} | {
             s: n for n in missing for s in FIRST_PARTY[n][2] if s not in self._schemes
@@ -430,13 +455,18 @@ class PluginRegistry:
             return self.backend(head)
         raise self._unknown("URL scheme", scheme, sorted(self._schemes))
 
-    def worker(self, name: str) -> type[BaseWorker]:
+    def pool(self, name: str) -> type[BasePool]:
+        """The pool class registered as ``name`` (``--pool NAME``)."""
         self._collect()
-        entries = self._workers.get(name)
+        entries = self._pools.get(name)
         if not entries:
-            err = self._unknown("worker pool", name, sorted(self._workers))
-            raise err
+            raise self._unknown("worker pool", name, sorted(self._pools))
         return self._one("worker pool", name, entries).load()
+
+    def worker(self, name: str) -> type[BasePool]:
+        """Deprecated since 0.2: :meth:`pool`."""
+        warn_renamed("PluginRegistry.worker()", "pool()")
+        return self.pool(name)
 
     # -- resolution --------------------------------------------------------------------
 
@@ -496,3 +526,6 @@ def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
     """Register a plugin (module or object with ``@hookimpl`` functions) in code."""
     return registry.register_plugin(plugin, name)
 
+
+
+__getattr__ = renamed(__name__, {"WorkerSpec": ("PoolSpec", "_worker_spec")}, globals())

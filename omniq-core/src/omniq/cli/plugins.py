@@ -18,9 +18,10 @@ def _provides(entry: dict[str, Any]) -> str:
         + (f" (schemes: {', '.join(b['schemes'])})" if b["schemes"] else "")
         for b in entry["backends"]
     ]
-    if entry["workers"]:
-        lines.append(f"worker pools: {', '.join(entry['workers'])}")
-    other = [h for h in entry["hooks"] if h not in ("omniq_register_backends", "omniq_register_workers")]
+    if entry["pools"]:
+        lines.append(f"worker pools: {', '.join(entry['pools'])}")
+    register = ("omniq_register_backends", "omniq_register_pools", "omniq_register_workers")
+    other = [h for h in entry["hooks"] if h not in register]
     if other:
         lines.append(f"hooks: {', '.join(other)}")
     return "\n".join(lines) or "-"

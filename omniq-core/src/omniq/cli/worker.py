@@ -92,7 +92,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
-    registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
+    registry.pool(pool or load_config(state.config).worker.pool).prepare_process()
     app = state.build_app(app_ref)
     options = {k: v for k, v in {
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,

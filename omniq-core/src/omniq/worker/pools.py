@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import OmniQError, TaskTimeoutError
-from ..interfaces import BaseWorker
+from ..interfaces import BasePool
 
 __all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool", "with_timeout"]
 
@@ -42,7 +42,7 @@ async def with_timeout(awaitable: Any, timeout: float | None) -> Any:
         raise
 
 
-class AsyncPool(BaseWorker):
+class AsyncPool(BasePool):
     """Coroutine functions run on the worker's event loop; plain functions in threads
     (at most ``concurrency`` at once). A timed-out thread cannot be killed: it is
     abandoned and its result ignored; use the process pool for hard timeouts."""
@@ -57,8 +57,7 @@ class AsyncPool(BaseWorker):
         self._limiter = anyio.CapacityLimiter(self.concurrency)
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None, *, ref: str | None = None,
-                  func_payload: bytes | None = None) -> Any:
+                  timeout: float | None) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
         call = functools.partial(func, *args, **kwargs)
@@ -92,7 +91,7 @@ def _call_in_child(blob: bytes) -> bytes:
     return dill.dumps(value)
 
 
-class ProcessPool(BaseWorker):
+class ProcessPool(BasePool):
     """Each task in a child process (spawned, so the parent's threads and event loop are
     not inherited). Timeouts are hard: the children are terminated, the timed-out task
     fails, and the other tasks that were running are reported as pool failures
@@ -138,8 +137,7 @@ class ProcessPool(BaseWorker):
             await asyncio.to_thread(executor.shutdown, True)
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None, *, ref: str | None = None,
-                  func_payload: bytes | None = None) -> Any:
+                  timeout: float | None) -> Any:
         import dill
 
         try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
-from ..interfaces import BaseWorker
+from ..interfaces import BasePool
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
 from .pools import PoolBrokenError
@@ -103,7 +103,7 @@ class Worker:
         self,
         app: AsyncOmniQ,
         *,
-        pool: str | BaseWorker | None = None,
+        pool: str | BasePool | None = None,
         concurrency: int | None = None,
         queues: list[str] | tuple[str, ...] | None = None,
         burst: bool | None = None,
@@ -130,10 +130,10 @@ class Worker:
         self.reconnect_timeout = wc.reconnect_timeout
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pool = pool or wc.pool
-        if isinstance(pool, BaseWorker):
+        if isinstance(pool, BasePool):
             self.pool = pool
         else:
-            cls = registry.worker(pool)
+            cls = registry.pool(pool)
             options: dict[str, Any] = {}
             if self.max_tasks and pool == "process":
                 options["max_tasks_per_child"] = self.max_tasks
