@@ -18,7 +18,7 @@ import click
 
 from ..config import load_config
 from ..registry import registry
-from .progress import WorkerProgress
+from ..progress import WorkerProgress
 from .root import app_option, cli
 from .state import CliState, describe_ref
 from .ui import err, setup_logging
