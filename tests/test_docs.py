@@ -44,14 +44,14 @@ def test_backend_docs_show_the_option_table_the_code_declares(backend):
     """The option table of docs/backends/<backend>.md is rendered from the stores'
     option_schema, so the page cannot drift from the code."""
     pytest.importorskip(f"omniq_backend_{backend}")
-    from omniq.options import backend_table
+    from omniq.registry import registry
 
     docs = Path(__file__).resolve().parent.parent / "docs"
     page = (docs / "backends" / f"{backend}.md").read_text()
     table = rf"<!-- options:begin {backend} .*?-->\n(.*?)<!-- options:end -->"
     found = re.search(table, page, re.S)
     assert found, f"docs/backends/{backend}.md has no generated option table"
-    assert found[1] == backend_table(backend), (
+    assert found[1] == registry.option_table(backend), (
         f"docs/backends/{backend}.md's option table differs from the code; paste the output of\n"
-        f"python -c \"from omniq.options import backend_table; print(backend_table('{backend}'))\""
+        f"python -c \"from omniq.registry import registry; print(registry.option_table('{backend}'))\""
     )

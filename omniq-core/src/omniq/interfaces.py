@@ -78,6 +78,8 @@ class BaseStore(abc.ABC):
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
     option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
+    #: How messages name this kind of store ("redis task queue").
+    kind_name: ClassVar[str] = "backend"
 
     @classmethod
     @abc.abstractmethod
@@ -113,6 +115,8 @@ class BaseTaskQueue(BaseStore):
     to one worker until its lease deadline; completions are fenced by the lease token;
     a lapsed lease returns the task with its attempt counted.
     """
+
+    kind_name = "task queue"
 
     # -- required core -----------------------------------------------------------------
 
@@ -378,6 +382,8 @@ class BaseTaskQueue(BaseStore):
 class BaseResultStorage(BaseStore):
     """Results keyed by task id: a re-run overwrites, never adds."""
 
+    kind_name = "result storage"
+
     @abc.abstractmethod
     async def set(self, result: TaskResult) -> None:
         """Store (or overwrite) the result of ``result.task_id``. ``expires_at`` is
@@ -440,6 +446,8 @@ def check_event_order(order: str) -> str:
 
 class BaseEventStorage(BaseStore):
     """An append-only log of what happened to tasks."""
+
+    kind_name = "event storage"
 
     @abc.abstractmethod
     async def append_many(self, events: Sequence[TaskEvent]) -> None:

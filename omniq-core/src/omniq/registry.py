@@ -36,6 +36,8 @@ from .errors import (
     UnknownBackendError,
 )
 from .interfaces import BaseEventStorage, BasePool, BaseResultStorage, BaseStore, BaseTaskQueue
+from .masking import mask_url
+from .options import options_table
 
 __all__ = [
     "BackendSpec",
@@ -455,6 +457,13 @@ class PluginRegistry:
             return self.backend(head)
         raise self._unknown("URL scheme", scheme, sorted(self._schemes))
 
+    def option_table(self, name: str) -> str:
+        """The Markdown table of backend ``name``'s options, from its store classes (its
+        docs page shows it, and a test keeps the two equal)."""
+        spec = self.backend(name)
+        return options_table({kind.replace("_", " "): spec.load(kind).option_schema
+                              for kind in spec.kinds()})
+
     def pool(self, name: str) -> type[BasePool]:
         """The pool class registered as ``name`` (``--pool NAME``)."""
         self._collect()
@@ -502,8 +511,6 @@ class PluginRegistry:
         if "://" in ref:
             scheme = ref.split("://", 1)[0]
             if not scheme or not all(c.isalnum() or c in "+-." for c in scheme):
-                from .config import mask_url
-
                 raise ConfigError(f"{kind}: malformed URL {mask_url(ref)!r}: bad scheme {scheme!r}")
             cls = self.backend_for_scheme(scheme).load(kind)
             return cls.from_url(ref, **options)
