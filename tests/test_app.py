@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,59 @@ async def test_bad_input_is_refused_with_the_value_named(aapp):
     assert await aapp.list_tasks() == []  # nothing half-written
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(eta=float("nan")), r"eta must be a time in epoch seconds from 0 to 253402300800 .*nan"),
+    (dict(eta=float("inf")), r"eta must be a time in epoch seconds .*got inf"),
+    (dict(eta=-1e300), r"eta must be a time in epoch seconds .*got -1e\+300"),
+    (dict(eta=1e300), r"eta must be a time in epoch seconds .*got 1e\+300"),
+    (dict(delay=1e300), r"delay=1e\+300 s puts the task past the last valid time"),
+    (dict(queue=""), r"invalid queue name ''"),
+    (dict(task_id=""), r"invalid task id ''"),
+])
+async def test_hostile_enqueue_options_are_refused_and_nothing_is_written(aapp, options, message):
+    @aapp.task
+    def noop() -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=message):
+        await aapp.enqueue(noop, **options)
+    with pytest.raises(ConfigError, match=message):
+        await aapp.enqueue_many(noop, [(), ()], **options)
+    assert await aapp.list_tasks() == []
+
+
+async def test_time_filters_and_schedule_starts_are_checked_like_eta(aapp):
+    with pytest.raises(ConfigError, match="since must be a time in epoch seconds .*got nan"):
+        await aapp.events(since=float("nan"))
+    with pytest.raises(ConfigError, match="start_at must be a time in epoch seconds .*got inf"):
+        await aapp.schedule("some.task", interval=60, start_at=float("inf"))
+    with pytest.raises(ConfigError, match=r"interval=1e\+300 puts the first firing past the last"):
+        await aapp.schedule("some.task", interval=1e300)
+    assert await aapp.list_schedules() == []
+
+
+@pytest.mark.parametrize("cron", ["* * * * * *", "0 0 * * * 0 2030"])
+async def test_cron_with_seconds_or_year_fields_is_refused(aapp, cron):
+    fields = len(cron.split())
+    with pytest.raises(ConfigError, match=rf"invalid cron expression .*\(it has {fields} fields\): "
+                                          r"expected 5 fields"):
+        await aapp.schedule("some.task", cron=cron)
+    assert await aapp.list_schedules() == []
+
+
+async def test_enqueue_many_refuses_one_task_id_for_several_calls(aapp):
+    @aapp.task
+    def echo(x: int) -> int:
+        return x
+
+    refused = r"enqueue_many got task_id='order-1' for 3 calls; a task id names one task.*Nothing"
+    with pytest.raises(ConfigError, match=refused):
+        await aapp.enqueue_many(echo, [(1,), (2,), (3,)], task_id="order-1")
+    assert await aapp.list_tasks() == []
+    [ref] = await aapp.enqueue_many(echo, [(1,)], task_id="order-1")  # one call: its id
+    assert ref.id == "order-1"
+
+
 async def test_process_pool_runs_elsewhere_and_enforces_hard_timeouts(aapp):
     @aapp.task
     def pid() -> int:
@@ -299,6 +353,25 @@ async def test_process_pool_runs_elsewhere_and_enforces_hard_timeouts(aapp):
     assert await aapp.get_result(a, timeout=5) != os.getpid()
     with pytest.raises(TaskTimeoutError):
         await aapp.get_result(b, timeout=5)
+
+
+async def test_process_pool_children_recycle_and_report_errors_with_their_traceback(aapp):
+    @aapp.task
+    def pid() -> int:
+        return os.getpid()
+
+    @aapp.task
+    def broken() -> None:
+        raise KeyError("missing in the child")
+
+    refs = await aapp.enqueue_many(pid, [() for _ in range(5)])
+    bad = await broken.delay()
+    await aapp.run_worker(pool="process", concurrency=1, max_tasks_per_child=2, burst=True)
+    pids = Counter([await aapp.get_result(r, timeout=5) for r in refs])
+    assert len(pids) >= 3 and max(pids.values()) <= 2 and os.getpid() not in pids
+    result = await aapp.get_task_result(bad.id)
+    assert result.error.type == "KeyError" and "missing in the child" in result.error.message
+    assert "in broken" in result.error.traceback  # the child's frames, not only ours
 
 
 async def test_worker_recycles_after_max_tasks(aapp):

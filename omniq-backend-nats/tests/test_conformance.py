@@ -18,6 +18,10 @@ class TestNatsQueue(TaskQueueContract):
     def task_queue_ref(self, nats_url: str, nats_prefix: str) -> dict[str, Any]:
         return _ref(nats_url, nats_prefix)
 
+    @pytest.fixture
+    def task_queue_server_ref(self, task_queue_ref: dict[str, Any]) -> dict[str, Any]:
+        return task_queue_ref
+
 
 class TestNatsResults(ResultStorageContract):
     @pytest.fixture

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
@@ -286,6 +288,48 @@ async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_pr
         ) == [False, False]
         again = await eventually(lambda: other.reserve(["default"], "w2", 60, limit=2), "not redelivered")
         assert {t.id for t in again} <= {t.id for t in tasks}
+
+
+_DIE_AFTER_PULL = """
+import asyncio, os, signal, sys
+from omniq.registry import registry
+from omniq_backend_nats.queue import NatsTaskQueue
+
+async def die(*args, **kwargs):
+    print("pulled", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9: the message is pulled, nothing claimed
+
+NatsTaskQueue._claim_many = die
+
+async def main():
+    ref = {"backend": "nats", "url": sys.argv[1], "prefix": sys.argv[2]}
+    store = registry.resolve("task_queue", ref)
+    async with store:
+        await store.reserve(["default"], "doomed", float(sys.argv[3]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_task_pulled_by_a_killed_worker_comes_back_after_the_lease(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A worker killed between pulling a message and claiming its task holds no lease
+    (the record is still pending): the message comes back after AckWait, which follows
+    the lease, not after the 60 s it used to be."""
+    lease = 2.0
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = await q.enqueue(make_task())
+        proc = subprocess.run(
+            [sys.executable, "-c", _DIE_AFTER_PULL, nats_url, nats_prefix, str(lease)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert proc.returncode == -signal.SIGKILL and proc.stdout == "pulled\n", proc.stderr
+        assert (await q.get(task.id)).state is TaskState.PENDING  # pulled, never claimed
+        [again] = await eventually(lambda: q.reserve(["default"], "survivor", lease),
+                                   "the task pulled by the killed worker", deadline=lease + 8)
+        assert again.id == task.id and again.attempts == 1
 
 
 async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefix: str) -> None:

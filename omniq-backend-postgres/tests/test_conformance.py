@@ -14,6 +14,10 @@ class TestPostgresQueue(TaskQueueContract):
     def task_queue_ref(self, pg_ref: dict[str, Any]) -> dict[str, Any]:
         return pg_ref
 
+    @pytest.fixture
+    def task_queue_server_ref(self, task_queue_ref: dict[str, Any]) -> dict[str, Any]:
+        return task_queue_ref
+
 
 class TestPostgresResults(ResultStorageContract):
     @pytest.fixture

@@ -18,6 +18,10 @@ class TestRedisQueue(TaskQueueContract):
     def task_queue_ref(self, redis_url: str, key_prefix: str) -> dict[str, Any]:
         return _ref(redis_url, key_prefix)
 
+    @pytest.fixture
+    def task_queue_server_ref(self, task_queue_ref: dict[str, Any]) -> dict[str, Any]:
+        return task_queue_ref
+
 
 class TestRedisResults(ResultStorageContract):
     @pytest.fixture

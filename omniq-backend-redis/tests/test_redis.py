@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from typing import Any
 
@@ -603,3 +606,29 @@ async def test_a_batch_larger_than_one_argument_travels_in_several(
     finally:
         await queue.close()
         await events.close()
+
+
+def test_a_sync_app_never_closed_exits_quietly(redis_url: str, key_prefix: str,
+                                                 tmp_path: Any) -> None:
+    """A program that waits for a result (the pub/sub listener runs) and never closes
+    its app: the app is closed at interpreter exit, so nothing is destroyed mid-flight."""
+    script = tmp_path / "never_closed.py"
+    script.write_text(textwrap.dedent(f"""
+        from omniq import OmniQ
+        from omniq.errors import ResultTimeoutError
+
+        app = OmniQ({redis_url + "?key_prefix=" + key_prefix!r})
+
+        @app.task
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        ref = add.delay(1, 2)
+        try:
+            app.get_result(ref, timeout=0.2)
+        except ResultTimeoutError:
+            print("waited")
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=15)
+    assert proc.returncode == 0 and proc.stdout == "waited\n", proc.stderr
+    assert proc.stderr == ""

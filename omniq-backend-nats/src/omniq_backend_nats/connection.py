@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -25,7 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.config import mask_url
-from omniq.errors import ConfigError, OmniQError
+from omniq.errors import BackendUnavailableError, ConfigError, OmniQError
 from omniq.interfaces import BaseStore
 from omniq.options import Option, OptionSchema, check_ports
 
@@ -52,16 +52,27 @@ OPTIONS = OptionSchema("nats", (
     Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),
     Option("connect_timeout", "duration", 2.0, "How long one connection attempt may take.",
            minimum=0, above=True),
+    Option("outage_timeout", "duration", 5.0,
+           "Seconds a call keeps retrying a server it cannot reach before it raises "
+           "`BackendUnavailableError`.", minimum=0, above=True),
 ))
 _SECRET_OPTIONS = tuple(o.name for o in OPTIONS.options if o.secret)
 _API_TIMEOUT = 5.0
+#: What a call that cannot reach the server ends with (the client buffers while it
+#: reconnects, so mostly a timeout).
+_UNREACHABLE = (
+    TimeoutError, OSError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError, nats.errors.StaleConnectionError,
+)
+T = TypeVar("T")
 #: A scan pulls this many messages at a time, and lets the event loop run between every
 #: _SCAN_SLICE of them: a worker's maintenance scan must not stall its tasks' round trips.
 _SCAN_BATCH = 100
 _SCAN_SLICE = 25
 
 
-class NatsUnavailableError(OmniQError, ConnectionError):
+class NatsUnavailableError(BackendUnavailableError):
     """The NATS server does not answer, or answers without JetStream."""
 
 
@@ -173,7 +184,7 @@ class NatsStore(BaseStore):
     def inbox(self) -> Inbox:
         """Batched requests on this store's connection (see :mod:`.batch`)."""
         if self._inbox is None:
-            self._inbox = Inbox(self.nc, _API_TIMEOUT)
+            self._inbox = Inbox(self.nc, self.settings["outage_timeout"])
         return self._inbox
 
     async def open(self) -> None:
@@ -204,7 +215,7 @@ class NatsStore(BaseStore):
             ) from None
         # ...but once connected, ride out server restarts however long they take.
         nc.options["max_reconnect_attempts"] = -1
-        js = nc.jetstream(timeout=_API_TIMEOUT)
+        js = nc.jetstream(timeout=s["outage_timeout"])
         try:
             await js.account_info()
         except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
@@ -224,6 +235,23 @@ class NatsStore(BaseStore):
 
     async def _setup(self) -> None:
         """Create the streams and buckets this store needs (idempotent)."""
+
+    async def reaching(self, call: Awaitable[T]) -> T:
+        """``await call``, raising :class:`NatsUnavailableError` naming the (masked) URL
+        when the server does not answer: the client keeps reconnecting in the
+        background, and a call made meanwhile waits for its reply at most
+        ``outage_timeout`` seconds (the JetStream API timeout)."""
+        try:
+            return await call
+        except BackendUnavailableError:
+            raise
+        except _UNREACHABLE as exc:
+            state = "connected" if self._nc is not None and self._nc.is_connected else "disconnected"
+            raise NatsUnavailableError(
+                f"NATS at {self.settings.masked} did not answer within outage_timeout="
+                f"{self.settings['outage_timeout']:g} s ({state}): {type(exc).__name__}: "
+                f"{mask_url(str(exc))}. Check that nats-server runs (with -js)."
+            ) from exc
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._inbox = self._nc, None, None, None

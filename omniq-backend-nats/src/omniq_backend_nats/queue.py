@@ -76,6 +76,9 @@ _FAILED_ENDS = TERMINAL_STATES - {TaskState.SUCCEEDED}
 _WINDOW = 256
 #: A redelivered message of a running task comes back no sooner than this.
 _MIN_RECHECK = 1.0
+#: The shortest AckWait a lease gives the consumers (a message of a running task that
+#: comes back early costs a redelivery and a check).
+_MIN_ACK_WAIT = 1.0
 _ACK, _WPI = b"+ACK", b"+WPI"
 #: Header of a delivery message that carries its task's record: the record's revision.
 _REV = "Omniq-Rev"
@@ -175,9 +178,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         Capability.BLOCKING_RESERVE,
     })
     option_schema = OPTIONS.extend(Option(
-        "ack_wait", "duration", 60.0,
+        "ack_wait", "duration", None,
         "AckWait of the consumers: how long a message held by a process that died "
-        "silently stays away (see *Leases*).", minimum=0, above=True,
+        "silently stays away; none (the default) follows the lease of the worker that "
+        "reserves (see *Leases*).", minimum=0, above=True, optional=True,
     ))
 
     _tasks: KeyValue
@@ -187,7 +191,8 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._consumers: set[str] = set()
+        #: Consumers this instance set up, with the AckWait it gave them.
+        self._consumers: dict[str, float] = {}
         #: Leases this instance wrote, by task id: saves reads per completion.
         self._held: dict[str, _Held] = {}
         #: Batch entries this instance wrote: key -> (its leases still held here, revision).
@@ -408,15 +413,22 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             await confirm(self.nc, reply, verb)
         await self._remove_entries([removal])
 
-    async def _consumer(self, queue: str, band: int) -> str:
+    async def _consumer(self, queue: str, band: int, lease: float) -> str:
+        """The durable consumer of a queue's band, created or updated so that its AckWait
+        is the ``ack_wait`` option or else ``lease`` (at least a second): a message
+        pulled by a process that dies before it claims the task (the record still
+        pending, no lease to lapse) comes back after about a lease, like a lapsed lease.
+        Running tasks keep theirs with ``+WPI`` at every heartbeat, and one that comes
+        back early anyway is put back until its lease deadline."""
         name = consumer_name(queue, band)
-        if name not in self._consumers:
+        ack_wait = self.settings["ack_wait"] or max(lease, _MIN_ACK_WAIT)
+        if self._consumers.get(name) != ack_wait:
             config = api.ConsumerConfig(
                 durable_name=name,
                 filter_subject=f"{self.prefix}.q.{token(queue)}.{band}",
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.settings["ack_wait"],
+                ack_wait=ack_wait,
                 max_deliver=-1,  # attempts are counted in the record: naks for delay are not failures
                 max_ack_pending=-1,  # delayed and running tasks hold messages
                 num_replicas=self.settings["replicas"],
@@ -425,7 +437,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
                 await self.js.add_consumer(self.stream, config)
             except nats.js.errors.BadRequestError:
                 await self.js.consumer_info(self.stream, name)  # exists with other settings: use it
-            self._consumers.add(name)
+            self._consumers[name] = ack_wait
         return name
 
     # -- enqueue -----------------------------------------------------------------------
@@ -475,11 +487,17 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return stored
 
     async def enqueue(self, task: Task) -> Task:
+        return await self.reaching(self._enqueue_one(task))
+
+    async def _enqueue_one(self, task: Task) -> Task:
         stored = await self._store(task, await self.now())
         await self._wake([stored.queue])
         return stored
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+        return await self.reaching(self._enqueue_many(tasks))
+
+    async def _enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
         """Tasks without dependencies go in concurrent windows, then the others in
         order (a task may depend on one earlier in the batch)."""
         at = await self.now()
@@ -596,7 +614,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             for queue in queues:
                 if not backlog.get((queue, band)):
                     continue
-                consumer = await self._consumer(queue, band)
+                consumer = await self._consumer(queue, band, lease)
                 while len(out) < limit:
                     wanted = limit - len(out)
                     msgs = await self.inbox.pull(self.stream, consumer, wanted)

@@ -55,6 +55,9 @@ OPTIONS = OptionSchema("postgres", (
            "`LISTEN` connection for the task queue and the result storage).", minimum=1),
     Option("connect_timeout", "duration", 10.0, "How long to wait for a connection.",
            minimum=0, above=True),
+    Option("outage_timeout", "duration", 5.0,
+           "Seconds a call keeps retrying a server it cannot reach before it raises "
+           "`BackendUnavailableError`.", minimum=0, above=True),
     Option("application_name", "str", "omniq", "Shown in `pg_stat_activity`."),
     Option("auto_migrate", "bool", True, "Create or upgrade the tables when a store opens."),
 ), passthrough="asyncpg")
@@ -72,6 +75,9 @@ class PostgresSettings:
     min_size: int = 1
     max_size: int = 10
     connect_timeout: float = 10.0
+    #: Seconds a statement keeps retrying a server it cannot reach before it raises
+    #: :class:`PostgresUnavailableError`.
+    outage_timeout: float = 5.0
     application_name: str = "omniq"
     auto_migrate: bool = True
 

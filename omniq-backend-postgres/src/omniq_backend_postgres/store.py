@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -178,10 +179,17 @@ class PostgresStore(BaseStore):
             yield conn
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False) -> T:
-        """Run ``work(conn)``; retry on a dropped connection while the pool has others
-        that may be dead too (each failure removes one)."""
-        attempts = 1 if self._conn is not None else self.settings.max_size + 1
-        for attempt in range(attempts):
+        """Run ``work(conn)``; retry on a dropped connection: at once while the pool has
+        others that may be dead too (each failure removes one), then with a backoff
+        until ``outage_timeout`` has passed; then raise PostgresUnavailableError
+        naming the server. On a ``using()`` view the caller's connection error is raised
+        as it is (its transaction went with the connection)."""
+        quick = 1 if self._conn is not None else self.settings.max_size + 1
+        deadline = 0.0
+        pause = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 async with self._connection() as conn:
                     try:
@@ -194,10 +202,17 @@ class PostgresStore(BaseStore):
                             with contextlib.suppress(asyncpg.InterfaceError):  # already released
                                 conn.terminate()
                         raise
-            except RECONNECT_ERRORS:
-                if attempt + 1 >= attempts:
+            except RECONNECT_ERRORS as exc:
+                if self._conn is not None:
                     raise
-        raise AssertionError("unreachable")
+                if attempt < quick:
+                    continue
+                clock = time.monotonic()
+                deadline = deadline or clock + self.settings.outage_timeout
+                if clock >= deadline:
+                    raise self.settings.unavailable(exc) from exc
+                await asyncio.sleep(min(pause, deadline - clock))
+                pause = min(pause * 2, 1.0)
 
     async def fetch(self, template: str, *args: Any) -> list[asyncpg.Record]:
         sql = self.sql(template)

@@ -9,6 +9,7 @@ to the loop that made them; entries are reference-counted by ``open``/``close``.
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib import resources
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -40,12 +41,47 @@ _LIBS: dict[str, tuple[str, ...]] = {
 }
 
 
+class BoundedRetry(Retry):
+    """redis-py's retry (``retries`` times, exponential backoff) that also gives up once
+    ``outage_timeout`` has passed, and then raises :class:`RedisUnavailableError`
+    naming the masked URL instead of redis-py's ConnectionError or TimeoutError: one
+    error, in bounded time, for any call made while the server is away."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__(ExponentialBackoff(cap=1.0, base=0.05), settings.retries)
+        self.settings = settings
+
+    async def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
+                              is_retryable: Callable[[Exception], bool] | None = None,
+                              with_failure_count: bool = False) -> Any:
+        deadline = 0.0  # set at the first failure: nothing to do on the way of a success
+
+        def retryable(error: Exception) -> bool:
+            nonlocal deadline
+            deadline = deadline or time.monotonic() + self.settings.outage_timeout
+            return time.monotonic() < deadline and (is_retryable is None or is_retryable(error))
+
+        try:
+            return await super().call_with_retry(do, fail, retryable, with_failure_count)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise unavailable(self.settings, exc) from exc
+
+
+def unavailable(settings: ConnectionSettings, exc: BaseException) -> RedisUnavailableError:
+    """The error for a server that cannot be reached: the URL masked, the cause, the bound."""
+    return RedisUnavailableError(
+        f"Redis at {mask_url(settings.url)} did not answer: {mask_url(str(exc))} (retried for "
+        f"up to outage_timeout={settings.outage_timeout:g} s). Check that the server "
+        f"runs and the URL is right."
+    )
+
+
 class SharedConnection:
     """A client on the shared pool, its pub/sub notifier and the loaded scripts."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
-        self.retry = retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.retries)
+        self.retry = retry = BoundedRetry(settings)
         self.pool = ConnectionPool.from_url(
             settings.url,
             max_connections=settings.max_connections,
@@ -163,12 +199,12 @@ async def acquire(settings: ConnectionSettings) -> SharedConnection:
     shared.refs += 1
     try:
         await shared.client.ping()
+    except RedisUnavailableError:
+        await release(shared)
+        raise
     except (RedisError, OSError) as exc:
         await release(shared)
-        raise RedisUnavailableError(
-            f"Redis at {mask_url(settings.url)} did not answer: {mask_url(str(exc))}. "
-            f"Check that the server runs and the URL is right."
-        ) from exc
+        raise unavailable(settings, exc) from exc
     return shared
 
 

@@ -27,6 +27,9 @@ OPTIONS = OptionSchema("redis", (
     Option("retries", "int", 5, "How many times a command is retried on a dropped connection "
            "(exponential backoff, 50 ms up to 1 s).",
            minimum=0),
+    Option("outage_timeout", "duration", 5.0,
+           "Seconds a call keeps retrying a server it cannot reach before it raises "
+           "`BackendUnavailableError`.", minimum=0, above=True),
 ), passthrough="redis-py")
 
 
@@ -38,6 +41,9 @@ class ConnectionSettings:
     max_connections: int
     socket_connect_timeout: float
     retries: int
+    #: Seconds a call keeps retrying a server it cannot reach before it raises
+    #: :class:`~omniq_backend_redis.errors.RedisUnavailableError`.
+    outage_timeout: float
 
 
 def parse(
@@ -70,6 +76,7 @@ def parse(
         max_connections=values.pop("max_connections"),
         socket_connect_timeout=values.pop("socket_connect_timeout"),
         retries=values.pop("retries"),
+        outage_timeout=values.pop("outage_timeout"),
     )
     return settings, prefix, values
 

@@ -29,6 +29,7 @@ from .errors import (
     TaskFailedError,
     TaskNotFoundError,
 )
+from .events import build_event, enqueued_events, write_events
 from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
 from .models import (
     PRIORITY_MAX,
@@ -46,7 +47,6 @@ from .models import (
     validate_cron,
     validate_name,
 )
-from .events import build_event, enqueued_events, write_events
 from .options import to_duration, to_int
 from .registry import registry
 from .schedules import fire_due_schedules
@@ -112,14 +112,25 @@ def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
         raise ConfigError(f"{name} must be {exc}, got {value!r}") from None
 
 
+#: Epoch seconds a time may take: 1970-01-01 up to (not including) year 10000, the range
+#: of a datetime. NaN, infinities and absurd values would be stored as they are and
+#: leave a task scheduled forever (or fail inside a backend's script).
+TIME_MIN, TIME_MAX = 0.0, 253402300800.0
+_TIME_RANGE = "epoch seconds from 0 to 253402300800 (1970-01-01 to 9999-12-31 UTC)"
+
+
 def _timestamp(name: str, value: Any) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ConfigError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), got {value!r}")
-        return value.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ConfigError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
+        stamp = value.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        stamp = float(value)
+    else:
+        raise ConfigError(f"{name} must be an aware datetime or epoch seconds, got {value!r}")
+    if not TIME_MIN <= stamp < TIME_MAX:  # also False for NaN
+        raise ConfigError(f"{name} must be a time in {_TIME_RANGE}, got {value!r}")
+    return stamp
 
 
 class TaskOptions:
@@ -262,8 +273,20 @@ class AsyncOmniQ:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if not self._opened:
-                for store in self._stores():
-                    await store.open()
+                opened: list[Any] = []
+                try:
+                    for store in self._stores():
+                        await store.open()
+                        opened.append(store)
+                except BaseException:
+                    # What opened before the failure holds connections and background
+                    # tasks that would keep the process alive: close it, newest first.
+                    for store in reversed(opened):
+                        try:
+                            await store.close()
+                        except Exception:
+                            log.debug("closing %r after a failed open", store, exc_info=True)
+                    raise
                 self._opened = True
 
     async def close(self) -> None:
@@ -333,8 +356,9 @@ class AsyncOmniQ:
     def _build_task(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
                     options: Mapping[str, Any], at: float) -> Task:
         template, func_payload = self._task_template(fn, options, at)
+        task_id = options.get("task_id")
         return self._fill_task(template, func_payload, args, kwargs,
-                               options.get("task_id") or new_id())
+                               new_id() if task_id is None else task_id)
 
     def _task_template(self, fn: Any, options: Mapping[str, Any], at: float) -> tuple[Task, Any]:
         """Everything of a task but its id and payload, checked once: what the calls of an
@@ -359,7 +383,8 @@ class AsyncOmniQ:
         else:
             raise ConfigError(f"enqueue needs a task function, a task name or a callable, got {fn!r}")
 
-        queue = validate_name("queue name", options.get("queue") or defaults.queue)
+        given_queue = options.get("queue")  # '' is refused, not taken for the default
+        queue = validate_name("queue name", defaults.queue if given_queue is None else given_queue)
         priority = _int("priority", options.get("priority", defaults.priority), PRIORITY_MIN, PRIORITY_MAX)
         timeout = _seconds("timeout", options.get("timeout", defaults.timeout))
         ttl = _seconds("ttl", options.get("ttl", defaults.ttl))
@@ -370,9 +395,13 @@ class AsyncOmniQ:
         delay = _seconds("delay", options.get("delay"), allow_zero=True)
         if delay:
             eta = max(eta or at, at + delay)
+            if not eta < TIME_MAX:
+                raise ConfigError(
+                    f"delay={delay!r} s puts the task past the last valid time ({_TIME_RANGE})"
+                )
         depends = tuple(validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
                         for d in (options.get("depends_on") or ()))
-        if options.get("task_id"):
+        if options.get("task_id") is not None:
             validate_name("task id", options["task_id"])
         if eta is not None and eta > at:
             self._require(Capability.DELAYED, "delayed tasks (delay/eta)")
@@ -457,7 +486,13 @@ class AsyncOmniQ:
             return []
         template, func_payload = self._task_template(fn, options, at)
         given_id = options.get("task_id")
-        ids = [given_id] * len(calls) if given_id else new_ids(len(calls))
+        if given_id is not None and len(calls) > 1:
+            raise ConfigError(
+                f"enqueue_many got task_id={given_id!r} for {len(calls)} calls; a task id names "
+                f"one task. Leave task_id out (each call gets its own id) or enqueue the calls "
+                f"one by one, each with its own task_id. Nothing was enqueued."
+            )
+        ids = [given_id] if given_id is not None else new_ids(len(calls))
         fill = self._fill_task
 
         def batch(start: int) -> tuple[list[Task], list[TaskEvent]]:
@@ -610,6 +645,9 @@ class AsyncOmniQ:
                          catch_up=catch_up, created_at=at)
         first = _timestamp("start_at", start_at) if start_at is not None else None
         sched.next_run = first if first is not None else sched.following(at) if cron else at + (every or 0)
+        if not sched.next_run < TIME_MAX:
+            raise ConfigError(f"interval={interval!r} puts the first firing past the last valid time "
+                              f"({_TIME_RANGE})")
         existing = await self.task_queue.get_schedule(schedule_id)
         if existing is not None and existing.cron == cron and existing.interval == every:
             sched.next_run, sched.paused, sched.last_run = existing.next_run, existing.paused, existing.last_run

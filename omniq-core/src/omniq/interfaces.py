@@ -73,7 +73,8 @@ class BaseStore(abc.ABC):
     #: Capabilities this implementation declares.
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: True when data never leaves this machine (memory, local files, SQLite). Unsigned
-    #: dill payloads are only accepted from such stores (ARCHITECTURE.md §8).
+    #: dill payloads are only accepted from such stores (docs/architecture.md,
+    #: "Serialization and trust").
     local_only: ClassVar[bool] = False
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
@@ -111,9 +112,9 @@ class BaseStore(abc.ABC):
 class BaseTaskQueue(BaseStore):
     """Holds tasks and hands them out under leases.
 
-    The delivery contract (ARCHITECTURE.md §5): at-least-once; a reserved task is leased
-    to one worker until its lease deadline; completions are fenced by the lease token;
-    a lapsed lease returns the task with its attempt counted.
+    The delivery contract (docs/architecture.md, "The delivery contract"): at-least-once;
+    a reserved task is leased to one worker until its lease deadline; completions are
+    fenced by the lease token; a lapsed lease returns the task with its attempt counted.
     """
 
     kind_name = "task queue"
@@ -503,6 +504,13 @@ class BasePool(abc.ABC):
 
     async def stop(self, wait: bool = True) -> None:
         """Shut down; with ``wait=False`` do not wait for running calls."""
+
+    def bodies_running(self) -> int:
+        """How many calls' bodies run now, counting calls that were cancelled or timed out
+        but could not be stopped (a thread cannot be killed). A stopping worker hands the
+        tasks it cancelled back to their queue only when this is 0, so that no task runs
+        twice at once. Default 0: the pool stops whatever it cancels."""
+        return 0
 
     @abc.abstractmethod
     async def run(

@@ -5,7 +5,8 @@ those) travels as msgspec msgpack: fast, and safe to decode from anyone. Anythin
 (lambdas, closures, class instances, naive datetimes) travels as dill, which executes
 code when decoded; so dill is only decoded when the payload is signed with a configured
 key, or comes from a store that never leaves this machine (memory, local files, SQLite),
-or the user explicitly allowed unsigned dill (ARCHITECTURE.md §8).
+or the user explicitly allowed unsigned dill (docs/architecture.md, "Serialization and
+trust").
 
 Envelope layout::
 

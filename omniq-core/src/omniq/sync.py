@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -18,6 +20,12 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 __all__ = ["Portal", "SyncWrapper", "blocking"]
+
+log = logging.getLogger("omniq")
+
+#: How long closing an object left open waits at interpreter exit (a server that does
+#: not answer must not hold the exit up).
+EXIT_CLOSE_TIMEOUT = 10.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,6 +72,9 @@ class Portal:
 
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         return self._get().call(func, *args)
+
+    def on_loop_thread(self) -> bool:
+        return self._thread is threading.current_thread()
 
     def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callable on the loop thread without waiting (signal-safe)."""
@@ -116,6 +127,11 @@ class SyncWrapper(Generic[T]):
     def __init__(self, async_obj: T) -> None:
         self._async = async_obj
         self._portal = Portal()
+        # A facade the program never closes is closed when it is collected or, at the
+        # latest, at interpreter exit, while the loop thread still runs: otherwise its
+        # stores' background tasks die with the daemon thread, mid-flight ("Task was
+        # destroyed but it is pending!"), and their connections are dropped unclosed.
+        self._finalizer = weakref.finalize(self, _close_left_open, async_obj, self._portal)
 
     @property
     def aio(self) -> T:
@@ -123,6 +139,7 @@ class SyncWrapper(Generic[T]):
         return self._async
 
     def close(self) -> None:
+        self._finalizer.detach()
         closer = getattr(self._async, "close", None)
         try:
             if closer is not None and self._portal.started:
@@ -135,3 +152,23 @@ class SyncWrapper(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_left_open(async_obj: Any, portal: Portal) -> None:
+    """Close ``async_obj`` on its loop and stop the loop, for a facade nobody closed.
+    Bounded and quiet: it runs at exit or from the garbage collector."""
+    closer = getattr(async_obj, "close", None)
+    if not portal.started or portal.on_loop_thread():
+        return  # nothing was opened, or the loop cannot wait for itself
+    for step in ((lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
+                 portal.stop):  # the loop stops even if closing failed: it cancels what is left
+        try:
+            if step is not None:
+                step()
+        except Exception:
+            log.debug("closing %r left open failed", async_obj, exc_info=True)
+
+
+async def _bounded(closer: Callable[[], Awaitable[Any]], timeout: float) -> None:
+    with anyio.move_on_after(timeout):
+        await closer()

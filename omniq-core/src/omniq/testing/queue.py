@@ -1,5 +1,5 @@
 """The task-queue contract: every rule of :class:`omniq.interfaces.BaseTaskQueue` and
-the delivery promises of ARCHITECTURE.md §5, as one test class to subclass."""
+the delivery contract of docs/architecture.md, as one test class to subclass."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
+from .queue_outage import OutageTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 
@@ -23,7 +24,7 @@ __all__ = ["TaskQueueContract"]
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests,
+    ConcurrencyTests, OutageTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

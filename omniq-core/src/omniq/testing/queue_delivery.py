@@ -1,5 +1,5 @@
-"""Task-queue tests for delivery (ARCHITECTURE.md §5): reserve, leases, heartbeats,
-token-fenced completion, retry, release, dead-lettering and lapsed leases."""
+"""Task-queue tests for delivery (docs/architecture.md, "The delivery contract"): reserve,
+leases, heartbeats, token-fenced completion, retry, release, dead-lettering and lapsed leases."""
 
 from __future__ import annotations
 

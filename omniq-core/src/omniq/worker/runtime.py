@@ -3,7 +3,8 @@
 The loop reserves tasks in batches up to its free capacity, hands each to the pool,
 heartbeats the leases it holds, and writes results, completions and events in batches
 from one writer coroutine (whatever finishes while a write is in flight goes into the
-next batch, so batching costs no latency). A maintenance coroutine fires due schedules,
+next batch, so batching costs no latency; an event no finish follows, such as a long
+task's ``started``, waits at most ``EVENT_WINDOW``). A maintenance coroutine fires due schedules,
 returns lapsed leases and enforces TTLs.
 
 Order of writes per task: result first, then the fenced completion, then events. A crash
@@ -67,6 +68,15 @@ def rss_mb(pids: list[int]) -> float:
 #: bigger batches are cheaper per task (PostgreSQL, 10,000 no-ops: ~6,500/s with 1, ~9,000/s
 #: with 4). Held tasks are heartbeated; long tasks or many workers on a short queue want less.
 PREFETCH_MULTIPLIER = 4
+
+#: Longest an event waits for the writer (seconds). A finish wakes the writer at once and
+#: carries the events emitted before it; this window only matters for events no finish
+#: follows soon (``started`` of a long task), so short tasks add no round trip.
+EVENT_WINDOW = 0.05
+
+#: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
+#: process pool kills the child) before it decides which tasks it may release.
+BODY_STOP_WAIT = 1.0
 
 
 @dataclass
@@ -163,6 +173,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._force = False
         self._wake_writer: asyncio.Event | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._slot_freed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
@@ -175,8 +186,9 @@ class Worker:
         return len(self._running)
 
     def request_stop(self, reason: str = "signal", force: bool = False) -> None:
-        """Stop reserving and drain. A second request (or ``force``) stops at once,
-        releasing running tasks back to their queue."""
+        """Stop reserving and drain. A second request (or ``force``) stops at once: the
+        running tasks are stopped and released, except those whose bodies the pool cannot
+        stop (threads), which are left to their leases (see :meth:`_drain`)."""
         if self._stopping is None:
             self.stop_reason = self.stop_reason or reason
             return
@@ -301,6 +313,12 @@ class Worker:
         if free > 0:
             tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
             for task in tasks:
+                old = self._running.get(task.id)
+                if old is not None and not old.finished:  # its lease lapsed while it ran here
+                    old.lost = True
+                    if old.handle is not None:
+                        old.handle.cancel()
+                    self._forget(old.task)
                 entry = _Running(task)
                 self._running[task.id] = entry
                 self._backlog.append(entry)
@@ -347,10 +365,12 @@ class Worker:
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.config.events:
             self._events.append(build_event(task, type, self.id, **detail))
+            if self._flush_timer is None and self._loop is not None and self._wake_writer:
+                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
-        if entry is not None and not entry.finished:
+        if entry is not None and not entry.finished and entry.task is done.task:
             entry.finished = True
             self._executing -= 1
             self._start_backlog()
@@ -410,7 +430,7 @@ class Worker:
                 expires_at=finished + task.result_ttl)))
         except asyncio.CancelledError:
             if not entry.lost:
-                self._forget(task.id)
+                self._forget(task)
             raise
         except Exception as exc:  # a bug of ours: never let one task take the worker down
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
@@ -446,10 +466,16 @@ class Worker:
             started_at=task.started_at, finished_at=finished, worker_id=self.id,
             expires_at=finished + task.dead_ttl)))
 
-    def _forget(self, task_id: str) -> None:
-        """Drop a task this worker no longer holds, freeing its slot."""
-        entry = self._running.pop(task_id, None)
-        if entry is not None and not entry.finished:
+    def _forget(self, task: Task) -> None:
+        """Drop a task this worker no longer holds, freeing its slot. Only the entry of
+        this very reservation (same lease token) goes: a retry due at once may already
+        have been reserved again by this worker, and that new entry must stay."""
+        entry = self._running.get(task.id)
+        if entry is None or entry.task.lease_token != task.lease_token:
+            self._slot_freed_set()
+            return
+        del self._running[task.id]
+        if not entry.finished:
             entry.finished = True
             if entry.started:
                 self._executing -= 1
@@ -468,6 +494,9 @@ class Worker:
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
             batch, self._outbox = self._outbox, []
             events, self._events = self._events, []
             try:
@@ -489,6 +518,9 @@ class Worker:
                 continue
             if self._outbox_closed and not self._outbox and not self._events:
                 return
+            if self._events and self._flush_timer is None and self._loop is not None:
+                # events the write itself added (a requeue's lease_lost) go out soon too
+                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
         """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
@@ -522,7 +554,7 @@ class Worker:
                 log.warning("worker %s: completion of task %s refused: its lease was lost (it was "
                             "cancelled or its lease lapsed and it was delivered again)", self.id, task_id)
         for d in batch:
-            self._forget(d.task.id)
+            self._forget(d.task)
 
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
@@ -549,17 +581,18 @@ class Worker:
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.id)
                 continue
-            for tid, _ in leases:
+            for tid, token in leases:
                 entry = self._running.get(tid)
                 # A finished task may have been completed (lease dropped) before the
-                # writer forgets it: not lost.
-                if tid not in held and entry is not None and not entry.lost and not entry.finished:
+                # writer forgets it: not lost. Nor is a new reservation of the same id.
+                if (tid not in held and entry is not None and not entry.lost and not entry.finished
+                        and (entry.task.lease_token or "") == token):
                     log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
                                 self.id, tid)
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
-                    self._forget(tid)
+                    self._forget(entry.task)
 
     async def _maintenance(self) -> None:
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
@@ -619,7 +652,9 @@ class Worker:
                 self.request_stop("max-memory")
 
     async def _drain(self) -> None:
-        """Wait up to the grace period for running tasks, then release the rest."""
+        """Wait up to the grace period for running tasks, then stop the rest and release
+        them; a task whose body the pool could not stop (a thread) is not released but
+        left to its lease, since another worker would run it while it still runs here."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (0 if self._force else self.grace_period)
         while self._executing and loop.time() < deadline and not self._force:
@@ -630,18 +665,38 @@ class Worker:
             except TimeoutError:
                 pass
         leftover = [r for r in self._running.values() if not r.lost and not r.finished]
+        cancelled = []
         for entry in leftover:
             if entry.handle is not None and not entry.handle.done():
                 entry.lost = True
                 entry.handle.cancel()
+                cancelled.append(entry.handle)
+        bodies = 0
+        if any(entry.started for entry in leftover):
+            stop_by = loop.time() + BODY_STOP_WAIT
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=BODY_STOP_WAIT)
+            while True:  # a killed child takes a moment to go
+                # (a coroutine that ignores its cancellation still runs too)
+                bodies = self.pool.bodies_running() + sum(not h.done() for h in cancelled)
+                if not bodies or loop.time() >= stop_by:
+                    break
+                await asyncio.sleep(0.02)
+        if bodies:
+            log.warning("worker %s: %d task bodies still run and cannot be stopped (threads); "
+                        "their tasks are not released but left to their leases, which lapse "
+                        "within %g s once this process has exited", self.id, bodies, self.lease)
         for entry in leftover:
             task = entry.task
+            if bodies and entry.started:
+                self._forget(task)
+                continue
             try:
                 if await self.task_queue.release(task.id, task.lease_token or ""):
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
                 log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
-            self._forget(task.id)
+            self._forget(task)
         if self._wake_writer is not None:
             self._wake_writer.set()
 
