@@ -53,5 +53,6 @@ def test_backend_docs_show_the_option_table_the_code_declares(backend):
     assert found, f"docs/backends/{backend}.md has no generated option table"
     assert found[1] == registry.option_table(backend), (
         f"docs/backends/{backend}.md's option table differs from the code; paste the output of\n"
-        f"python -c \"from omniq.registry import registry; print(registry.option_table('{backend}'))\""
+        f"python -c \"from omniq.registry import registry; "
+        f"print(registry.option_table('{backend}'))\""
     )

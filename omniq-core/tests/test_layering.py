@@ -51,7 +51,8 @@ def _imports(name: str) -> set[str]:
             module = ".".join(base + ([node.module] if node.module else []))
             if node.module and module in MODULES:
                 found.add(module)
-            found.update(f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in MODULES)
+            inner = (f"{module}.{a.name}" for a in node.names)  # from package import module
+            found.update(m for m in inner if m in MODULES)
     found.discard(name)
     return found
 

@@ -39,6 +39,6 @@ async def fire_due_schedules(task_queue: BaseTaskQueue,
     if not tasks:
         return []
     stored = await task_queue.enqueue_many(tasks)
-    await write_events(event_storage, [build_event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id)
-                                       for t in stored])
+    await write_events(event_storage, [
+        build_event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])
     return stored

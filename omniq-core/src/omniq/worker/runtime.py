@@ -562,7 +562,8 @@ class Worker:
         task, queue = done.task, self.task_queue
         if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
             self.stats.counts["dead"] += 1
-            self._events.append(build_event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+            self._events.append(build_event(task, EventType.DEAD, self.id,
+                                            reason="too many deliveries"))
             return await queue.dead_letter(task.id, task.lease_token, done.error)
         self._events.append(build_event(task, EventType.LEASE_LOST, self.id,
                                         error=done.error.message if done.error else ""))
@@ -617,12 +618,14 @@ class Worker:
         for task in await self.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
                 info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
-                events.append(build_event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+                events.append(build_event(task, EventType.DEAD, self.id,
+                                          reason="too many deliveries"))
                 results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
                                           attempts=task.attempts, finished_at=now(),
                                           expires_at=now() + task.dead_ttl))
             else:
-                events.append(build_event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts))
+                events.append(build_event(task, EventType.LEASE_LOST, self.id,
+                                          attempt=task.attempts))
         if results:
             await self.result_storage.set_many(results)
         await write_events(self._event_storage, events)
