@@ -63,6 +63,22 @@ def test_a_plugin_implementing_the_old_hook_warns_naming_itself_and_still_works(
     assert reg.plugins()[0].as_dict()["pools"] == ["echo-old"]
 
 
+def test_a_plugin_implementing_both_hooks_registers_its_pools_once_without_warning():
+    """A plugin written for 0.1 and 0.2 alike implements both; 0.2 reads the new one."""
+
+    class BothPlugin(NewPlugin):
+        @omniq.hookimpl
+        def omniq_register_workers(self, register: Callable[[Any], None]) -> None:
+            register(PoolSpec("echo-new", f"{__name__}:EchoPool"))
+
+    reg = PluginRegistry(entry_points=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg.register_plugin(BothPlugin(), "both-hooks")
+        assert reg.pool("echo-new") is EchoPool  # not claimed twice (ambiguous)
+    assert [p.name for p in reg.plugins()[0].pools] == ["echo-new"]
+
+
 @pytest.mark.parametrize(("module", "old", "new"), [
     (interfaces, "BaseWorker", BasePool),
     (registry_module, "WorkerSpec", None),

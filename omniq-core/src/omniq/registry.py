@@ -163,8 +163,10 @@ def _worker_spec(name: str, worker: str, description: str = "") -> PoolSpec:
     return PoolSpec(name, worker, description)
 
 
-#: The 0.1 hook, still honoured for one minor version (with a warning naming the plugin).
+#: The 0.1 hook, still honoured for one minor version (with a warning naming the plugin),
+#: unless the plugin also implements the new one (a plugin written for both versions).
 OLD_POOL_HOOK = "omniq_register_workers"
+POOL_HOOK = "omniq_register_pools"
 
 
 @dataclass
@@ -299,7 +301,7 @@ class PluginRegistry:
                 f"plugin {name!r} implements no omniq hooks: mark functions such as "
                 f"omniq_register_backends(register) with @omniq.hookimpl"
             )
-        if OLD_POOL_HOOK in info.hooks:
+        if OLD_POOL_HOOK in info.hooks and POOL_HOOK not in info.hooks:
             warnings.warn(
                 f"plugin {name!r} implements {OLD_POOL_HOOK}, deprecated since omniq "
                 f"{DEPRECATED_IN} and removed in {REMOVED_IN}: rename it omniq_register_pools "
@@ -339,11 +341,13 @@ class PluginRegistry:
                 info.pools.clear()
             for hook_name, sink in (
                 ("omniq_register_backends", self._add_backend),
-                ("omniq_register_pools", self._add_pool),
+                (POOL_HOOK, self._add_pool),
                 (OLD_POOL_HOOK, self._add_pool),
             ):
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     info = self._infos[impl.plugin_name]
+                    if hook_name == OLD_POOL_HOOK and POOL_HOOK in info.hooks:
+                        continue  # the plugin says the same through the new hook
                     try:
                         impl.function(**{a: (lambda s, i=info, f=sink: f(s, i)) for a in impl.argnames})
                     except Exception as exc:
