@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
+from ._deprecated import renamed
 from .lifecycle import check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
@@ -27,7 +28,7 @@ from .options import OptionSchema
 
 __all__ = [
     "BaseEventStorage",
-    "BaseWorker",
+    "BasePool",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
@@ -128,6 +129,8 @@ class BaseStore(abc.ABC):
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
     option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
+    #: How messages name this kind of store ("redis task queue").
+    kind_name: ClassVar[str] = "backend"
 
     @classmethod
     @abc.abstractmethod
@@ -163,6 +166,8 @@ class BaseTaskQueue(BaseStore):
     a reserved task is leased to one worker until its lease deadline; completions are
     fenced by the lease token; a lapsed lease returns the task with its attempt counted.
     """
+
+    kind_name = "task queue"
 
     # -- required core -----------------------------------------------------------------
 
@@ -437,6 +442,8 @@ class BaseTaskQueue(BaseStore):
 class BaseResultStorage(BaseStore):
     """Results keyed by task id: a re-run overwrites, never adds."""
 
+    kind_name = "result storage"
+
     @abc.abstractmethod
     async def set(self, result: TaskResult) -> None:
         """Store (or overwrite) the result of ``result.task_id``. ``expires_at`` is
@@ -500,6 +507,8 @@ def check_event_order(order: str) -> str:
 class BaseEventStorage(BaseStore):
     """An append-only log of what happened to tasks."""
 
+    kind_name = "event storage"
+
     @abc.abstractmethod
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """Append events (workers buffer and flush them in batches)."""
@@ -529,12 +538,12 @@ class BaseEventStorage(BaseStore):
         await self.append_many([event])
 
 
-class BaseWorker(abc.ABC):
+class BasePool(abc.ABC):
     """An execution pool (async, thread, process, gevent): runs task functions for the
-    worker's runtime loop.
+    worker's runtime loop (:class:`omniq.worker.runtime.Worker`).
 
     The runtime loop owns reserving, leases, results, events and retries; a pool only
-    runs calls. Plugins add pools through ``omniq_register_workers``.
+    runs calls. Plugins add pools through ``omniq_register_pools``.
     """
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
@@ -569,16 +578,15 @@ class BaseWorker(abc.ABC):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         timeout: float | None,
-        *,
-        ref: str | None = None,
-        func_payload: bytes | None = None,
     ) -> Any:
         """Run one call and return its value, raising what it raised.
 
         ``func`` may be a coroutine function or a plain one. ``timeout`` must be
         enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
-        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
-        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        run in another process send ``func`` there themselves (the process pool uses dill).
         Cancelling the awaiting coroutine (the lease was lost) should stop the call
         where the pool can.
         """
+
+
+__getattr__ = renamed(__name__, {"BaseWorker": ("BasePool", "BasePool")}, globals())
