@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .context import TaskContext, TaskLogFilter, current_task
 from .errors import (
     ConfigError,
+    DependencyFailedError,
     OmniQError,
     PluginError,
     ResultTimeoutError,
@@ -23,7 +24,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .middleware import Middleware
 from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
-from .registry import BackendSpec, WorkerSpec, register_plugin
+from .registry import BackendSpec, PoolSpec, register_plugin
 
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
@@ -33,11 +34,13 @@ __all__ = [
     "AsyncOmniQ",
     "BackendSpec",
     "ConfigError",
+    "DependencyFailedError",
     "Middleware",
     "OmniQ",
     "OmniQConfig",
     "OmniQError",
     "PluginError",
+    "PoolSpec",
     "ResultTimeoutError",
     "Schedule",
     "SerializationError",
@@ -52,7 +55,6 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
-    "WorkerSpec",
     "current_task",
     "hookimpl",
     "load_config",
@@ -72,6 +74,12 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "WorkerSpec":
+        from ._deprecated import warn_renamed
+        from .registry import _worker_spec
+
+        warn_renamed("omniq.WorkerSpec", "omniq.PoolSpec")
+        return _worker_spec
     if name == "__version__":
         from importlib.metadata import version
 

@@ -68,7 +68,7 @@ def worker_config(worker: Worker) -> dict[str, Any]:
     """What a worker runs with, for its start line: no secret (store URLs masked, no keys)."""
     from .. import __version__
 
-    cfg = worker.app.config
+    cfg = worker.config
     queue_ref = cfg.store_ref("task_queue")
     return {
         "pool": worker.pool.name, "concurrency": worker.concurrency,
