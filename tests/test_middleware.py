@@ -3,13 +3,14 @@ every attempt."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from omniq import Middleware, OmniQ, Task, current_task, hookimpl, register_plugin
+from omniq import AsyncOmniQ, Middleware, OmniQ, Task, current_task, hookimpl, register_plugin
 from omniq.registry import registry
 from omniq.worker.runtime import Worker
 
@@ -197,3 +198,32 @@ def test_each_schedule_firing_passes_before_enqueue(app: OmniQ) -> None:
     [fired] = app.run_due_schedules()
     assert fired.headers == {"x-a": "1"}
     assert calls == [("a", "before_enqueue", tick.name)]
+
+
+def test_a_stopped_attempt_ends_with_on_failure(tmp_path: Path) -> None:
+    """A body stopped mid-run (here: the worker stops at once) still closes what
+    before_run opened: on_failure gets the cancellation, and the task runs again."""
+    calls: list[tuple[Any, ...]] = []
+
+    async def scenario() -> None:
+        app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path / 'omniq.db'}")
+        app.add_middleware(Recorder("a", calls))
+        started = asyncio.Event()
+
+        @app.task
+        async def hang() -> None:
+            started.set()
+            await asyncio.sleep(60)
+
+        await hang.delay()
+        worker = app.worker(grace_period=0)
+        running = asyncio.create_task(worker.run(install_signals=False))
+        await asyncio.wait_for(started.wait(), 10)
+        worker.request_stop("test", force=True)
+        await asyncio.wait_for(running, 10)
+        await app.close()
+
+    asyncio.run(scenario())
+    assert [c[1:] for c in calls[1:]] == [
+        ("before_run", calls[0][2], {"x-a": "1"}),
+        ("on_failure", calls[0][2], "CancelledError", True)]

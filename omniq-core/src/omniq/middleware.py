@@ -51,9 +51,13 @@ class Middleware:
         An exception here is logged and does not change the outcome."""
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
-        """The attempt raised ``exc`` (a timeout is a :class:`omniq.TaskTimeoutError`);
-        ``will_retry`` says whether the task is retried. An exception here is logged and
-        does not change the outcome."""
+        """The attempt did not succeed: it raised ``exc`` (a timeout is a
+        :class:`omniq.TaskTimeoutError`), its process-pool child died
+        (``PoolBrokenError``), or it was stopped (``asyncio.CancelledError``: its lease
+        was lost or the worker stops; the task runs again). ``will_retry`` says whether
+        the task runs again. Every ``before_run`` is followed by exactly one
+        ``after_success`` or ``on_failure``, so a span started there always ends. An
+        exception here is logged and does not change the outcome."""
 
 
 _Call = Callable[..., Awaitable[None]]

@@ -427,16 +427,20 @@ class Worker:
                 if mw is not None:
                     await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                if mw is not None:  # lease lost or worker stopping: the task runs again
+                    await mw.on_failure(task, exc, True)
                 if entry.lost:
                     return
                 raise
             except PoolBrokenError as exc:
+                if mw is not None:
+                    await mw.on_failure(task, exc, task.attempts < lifecycle.attempts_allowed(task))
                 self._finish(_Done(task, "requeue", error=error_info(exc)))
                 return
             except Exception as exc:
                 if mw is not None:
-                    await mw.on_failure(task, exc, task.attempts <= task.max_retries)
+                    await mw.on_failure(task, exc, lifecycle.retry_eta(task, started) is not None)
                 self._failed(task, exc, started)
                 return
             if mw is not None:
