@@ -73,7 +73,8 @@ def tasks_module(tmp_path: Path) -> str:
     return name
 
 
-def run_worker(tmp_path: Path, url: str, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_worker(tmp_path: Path, url: str, module: str,
+               *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     return subprocess.run(
         [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app", f"{module}:app",
@@ -108,7 +109,7 @@ def test_json_logs_one_line_per_outcome(tmp_path: Path, url: str, tasks_module: 
         (slow.id, "timed_out", 1), (unknown.id, "dead", 1)])
     for r in records:
         if "outcome" in r:
-            assert OUTCOME_KEYS <= r.keys(), r
+            assert r.keys() >= OUTCOME_KEYS, r
             assert r["queue"] == "default"
     [started] = [r for r in records if r.get("event") == "worker_started"]
     assert started["config"]["pool"] == "thread" and started["config"]["task_queue"] == url

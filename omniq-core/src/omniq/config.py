@@ -30,17 +30,6 @@ __all__ = ["DEFAULT_URL", "OmniQConfig", "WorkerConfig", "load_config", "mask_ur
 DEFAULT_URL = "sqlite:///omniq.db"
 
 
-
-def describe_ref(ref: Any) -> str:
-    """A store reference for display, without secrets."""
-    if isinstance(ref, str):
-        return mask_url(ref)
-    if isinstance(ref, Mapping):
-        name = ref.get("backend") or ""
-        url = ref.get("url")
-        return f"{name} {mask_url(url)}".strip() if url else f"backend {name}"
-    return type(ref).__name__
-
 def _mask_ref(ref: Any) -> Any:
     if isinstance(ref, str):
         return mask_url(ref)

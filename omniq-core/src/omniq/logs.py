@@ -47,8 +47,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "task_id", None) is not None:
-            data["task_id"] = record.task_id
+        task_id = getattr(record, "task_id", None)
+        if task_id is not None:
+            data["task_id"] = task_id
             data["task_name"] = getattr(record, "task_name", None)
         data.update((k, v) for k, v in record.__dict__.items()
                     if k not in _STANDARD and k not in _OWN and not k.startswith("_"))

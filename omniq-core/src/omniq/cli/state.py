@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import describe_ref, mask_url
+from ..masking import describe_ref, mask_url
 from ..errors import ConfigError
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..config import describe_ref
 from ..errors import TaskTimeoutError
+from ..masking import describe_ref
 from ..models import ErrorInfo, Task, now
 
 if TYPE_CHECKING:
