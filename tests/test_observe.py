@@ -47,6 +47,14 @@ async def inside_async():
     return where()
 
 
+@app.task
+def caught():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("caught it")
+
+
 @app.task(retry_backoff=0)
 def boom():
     raise ValueError("no good")
@@ -188,6 +196,19 @@ def test_an_application_logging_set_up_gets_the_records(tmp_path: Path, url: str
     assert f"APP omniq.task task {tasks_module}.inside {ref.id} succeeded" in proc.stderr
     assert "APP usercode info inside" in lines
     assert not any(line.startswith("{") for line in lines)
+
+
+def test_a_process_pool_child_s_traceback_reaches_the_worker_s_log(
+        tmp_path: Path, url: str, tasks_module: str) -> None:
+    app = OmniQ(task_queue=url)
+    ref = app.enqueue(f"{tasks_module}.caught")
+    app.close()
+    proc = run_worker(tmp_path, url, tasks_module, "--pool", "process", "--log-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    [record] = [r for r in json_lines(proc.stderr) if r["logger"] == "usercode"]
+    assert record["message"] == "caught it" and record["level"] == "ERROR"
+    assert record["task_id"] == ref.id
+    assert "ZeroDivisionError: division by zero" in record["exc"]
 
 
 def test_current_task_is_none_outside_a_task() -> None:
