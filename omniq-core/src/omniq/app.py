@@ -26,6 +26,7 @@ from .errors import (
     CapabilityError,
     ConfigError,
     ResultTimeoutError,
+    SerializationError,
     TaskFailedError,
     TaskNotFoundError,
 )
@@ -47,7 +48,7 @@ from .models import (
     validate_name,
 )
 from .registry import registry
-from .serialization import Serializer
+from .serialization import Serializer, binding
 from .sync import SyncWrapper, blocking
 
 if TYPE_CHECKING:
@@ -193,6 +194,8 @@ class SyncTaskFunction(TaskFunction[P, R]):
 #: the server long. (10,000-task bulks on Redis: 500 ran 10-25 % faster than 1,000.)
 ENQUEUE_BATCH = 500
 
+#: The id a schedule's template is built (and its call signed) with.
+_TEMPLATE_ID = "template"
 _ENQUEUE_OPTIONS = frozenset(
     {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
 )
@@ -390,7 +393,9 @@ class AsyncOmniQ:
     def _fill_task(self, template: Task, func_payload: Any, args: Sequence[Any],
                    kwargs: Mapping[str, Any], task_id: str) -> Task:
         """The template with its id and the call's payload (``task_id`` already valid)."""
-        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
+        serializer = self.serializer
+        bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
+        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(), bind=bind)
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
@@ -616,7 +621,9 @@ class AsyncOmniQ:
         if cron is not None:
             validate_cron(cron)
         at = now()
-        template = self._build_task(fn, tuple(args), dict(kwargs or {}), options, at)
+        # (a fixed template id: the payload, signed for it, and so the default id, are the
+        # same at every start; each firing's task is signed for its own id when it fires)
+        template = self._build_task(fn, tuple(args), dict(kwargs or {}), {**options, "task_id": _TEMPLATE_ID}, at)
         if schedule_id is None:
             digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
             schedule_id = f"{template.name}:{digest[:12]}"
@@ -670,8 +677,16 @@ class AsyncOmniQ:
             for t in times:
                 tmpl = sched.template
                 ttl = (tmpl.expires_at - tmpl.created_at) if tmpl.expires_at else None
+                task_id = sched.firing_task_id(t)
+                try:
+                    payload = self.serializer.rebind(
+                        tmpl.payload, binding(tmpl.name, tmpl.queue, tmpl.id),
+                        binding(tmpl.name, tmpl.queue, task_id), origin=f"schedule {sched.id}")
+                except SerializationError as exc:  # fires as is: the worker dead-letters it
+                    log.warning("schedule %s: its template cannot be signed for %s: %s", sched.id, task_id, exc)
+                    payload = tmpl.payload
                 tasks.append(msgspec.structs.replace(
-                    tmpl, id=sched.firing_task_id(t), created_at=at, eta=None, schedule_id=sched.id,
+                    tmpl, id=task_id, payload=payload, created_at=at, eta=None, schedule_id=sched.id,
                     expires_at=(at + ttl) if ttl else None, state=TaskState.PENDING,
                 ))
         if not tasks:

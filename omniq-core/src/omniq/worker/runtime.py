@@ -28,6 +28,7 @@ from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..interfaces import BaseWorker
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
+from ..serialization import binding
 from .pools import PoolBrokenError
 
 if TYPE_CHECKING:
@@ -357,9 +358,11 @@ class Worker:
         app = self.app
         try:
             try:
+                # (the signature must be for this task: its name, queue and id)
                 args, kwargs, func = app.serializer.loads_call(
                     task.payload, local_only=app.task_queue.local_only,
-                    origin=f"task {task.id} in {type(app.task_queue).__name__}")
+                    origin=f"task {task.id} in {type(app.task_queue).__name__}",
+                    bind=binding(task.name, task.queue, task.id) if app.serializer.keys else None)
             except SerializationError as exc:
                 if task.error is not None and not task.payload:  # the backend's stand-in
                     self._dead_with(task, task.error, reason="undecodable")
