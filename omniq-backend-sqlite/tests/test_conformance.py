@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 
 
@@ -13,6 +14,11 @@ class TestSqliteQueue(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/q.db"
+
+    async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
+        """A column that does not decode (JSON text that is not JSON, a time that is text)."""
+        await store.db.fetch(  # type: ignore[attr-defined]
+            "UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = ?", (task_id,))
 
 
 class TestSqliteResults(ResultStorageContract):

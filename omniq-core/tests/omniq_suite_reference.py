@@ -27,6 +27,7 @@ import msgspec
 from omniq import BackendSpec, hookimpl
 from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.records import stand_in
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -255,6 +256,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 del self.ns.tasks[task.id]
         return expired
 
+    async def corrupt(self, task_id: str) -> None:
+        """The suite's ``corrupt_task`` here: the record reads as garbage from now on, so
+        every read gets the stand-in a decoder makes of it (this store keeps objects)."""
+        t = self.ns.tasks[task_id]
+        self.ns.tasks[task_id] = stand_in(
+            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue, state=t.state.value,
+            attempts=t.attempts, lease_owner=t.lease_owner, lease_token=t.lease_token,
+            lease_deadline=t.lease_deadline)
+
     async def add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
         return schedule
@@ -389,8 +399,13 @@ def _under_lock(name: str) -> None:
     setattr(FileTaskQueue, name, wrapper)
 
 
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many"}):
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many", "corrupt"}):
     _under_lock(_name)
+
+
+async def corrupt_task(contract: Any, store: MemoryTaskQueue, task_id: str) -> None:
+    """The ``corrupt_task`` hook of a test class on these stores."""
+    await store.corrupt(task_id)
 
 
 # -- deliberately broken variants (each breaks one documented rule) ----------------------------

@@ -37,6 +37,8 @@ def fresh_ref() -> str:
 
 
 class TestMemoryTaskQueue(TaskQueueContract):
+    corrupt_task = reference.corrupt_task
+
     @pytest.fixture
     def task_queue_ref(self) -> str:
         return fresh_ref()
@@ -57,6 +59,8 @@ class TestMemoryEventStorage(EventStorageContract):
 class TestFileTaskQueue(TaskQueueContract):
     """The CROSS_PROCESS variant: exercises the subprocess test and "module:Class" refs."""
 
+    corrupt_task = reference.corrupt_task
+
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> dict[str, str]:
         return {"url": "omniq_suite_reference:FileTaskQueue", "path": str(tmp_path / "queue.pickle")}
@@ -70,21 +74,28 @@ BROKEN_MODULE = '''
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_suite_reference import corrupt_task
 
 def ref(cls):
     return {"url": f"omniq_suite_reference:{cls}", "namespace": uuid.uuid4().hex}
 
 class TestReserveIgnoresPriority(TaskQueueContract):
+    corrupt_task = corrupt_task
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("ReserveIgnoresPriority")
 
 class TestCompleteIgnoresToken(TaskQueueContract):
+    corrupt_task = corrupt_task
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("CompleteIgnoresToken")
 
 class TestReserveNotAtomic(TaskQueueContract):
+    corrupt_task = corrupt_task
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("ReserveNotAtomic")

@@ -1,0 +1,101 @@
+"""Stored tasks that cannot be read: the stand-in every backend hands out instead.
+
+A record edited by hand, cut short by a disk fault or written by a bug must never make a
+read fail for the whole store: one bad task would stop ``reserve`` for every worker (its
+batch stays leased and lapses) or stop maintenance. So a backend decodes what it stored
+through :func:`decode_each` (a batch) or :func:`stand_in` (one record), and a record that
+does not decode becomes a stand-in: its id, and the queue, name, state and lease where
+the store keeps them outside the record, an empty payload and an ``error`` of type
+:data:`CORRUPT_TASK` naming the record and what is wrong. The worker dead-letters it
+with that error (see ``BaseTaskQueue.reserve``); every other read shows it as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .models import ErrorInfo, Task, TaskState
+
+__all__ = ["CORRUPT_TASK", "decode_each", "is_stand_in", "stand_in"]
+
+log = logging.getLogger("omniq.records")
+R = TypeVar("R")
+
+#: ``ErrorInfo.type`` of a stand-in's error.
+CORRUPT_TASK = "CorruptTaskRecord"
+
+
+def stand_in(
+    task_id: str,
+    problem: BaseException | str,
+    where: str,
+    *,
+    name: Any = "",
+    queue: Any = "default",
+    state: Any = None,
+    attempts: Any = 0,
+    lease_owner: Any = None,
+    lease_token: Any = None,
+    lease_deadline: Any = None,
+) -> Task:
+    """The task that stands for the undecodable record of ``task_id`` in ``where`` (e.g.
+    ``"omniq_tasks"``, ``"the tasks bucket"``). The other fields are what the store has
+    outside the record, as stored: each is checked here, and dropped if it is bad too."""
+    message = (f"the record of task {task_id!r} in {where} cannot be decoded "
+               f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
+               f"{problem}); dead-lettered unread")
+    log.warning("%s", message)
+    token = _text(lease_token)
+    try:
+        task_state = TaskState(_text(state))
+    except ValueError:
+        task_state = TaskState.RUNNING if token is not None else TaskState.PENDING
+    return Task(
+        id=task_id,
+        name=_text(name) or "",
+        queue=_text(queue) or "default",
+        state=task_state,
+        attempts=_number(int, attempts),
+        lease_owner=_text(lease_owner),
+        lease_token=token,
+        lease_deadline=_number(float, lease_deadline) or None,
+        error=ErrorInfo(type=CORRUPT_TASK, message=message),
+    )
+
+
+def is_stand_in(task: Task) -> bool:
+    """Whether ``task`` is a stand-in (what the worker dead-letters unread)."""
+    return not task.payload and task.error is not None and task.error.type == CORRUPT_TASK
+
+
+def decode_each(rows: Sequence[R], decode: Callable[[R], Task], rescue: Callable[[R, Exception], Task]) -> list[Task]:
+    """``decode`` each row; a row that raises becomes ``rescue(row, error)`` (a
+    :func:`stand_in`). One ``try`` around the whole batch: a healthy batch costs nothing
+    more; only a batch with a bad row is decoded again, row by row."""
+    try:
+        return [decode(row) for row in rows]
+    except Exception:
+        out = []
+        for row in rows:
+            try:
+                out.append(decode(row))
+            except Exception as exc:
+                out.append(rescue(row, exc))
+        return out
+
+
+def _number(kind: type[int] | type[float], value: Any) -> Any:
+    try:
+        return kind(value or 0)
+    except (TypeError, ValueError):
+        return kind(0)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is False or value == b"" or value == "":
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode(errors="replace")
+    return str(value)
