@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_redis.queue import RedisTaskQueue
 
 
 def _ref(url: str, prefix: str) -> dict[str, Any]:
@@ -17,6 +19,11 @@ class TestRedisQueue(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, redis_url: str, key_prefix: str) -> dict[str, Any]:
         return _ref(redis_url, key_prefix)
+
+    async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
+        """The encoded task (field d of its hash) overwritten with bytes that are not msgpack."""
+        redis_store = cast(RedisTaskQueue, store)
+        await redis_store.redis.hset(redis_store.key("t", task_id), "d", b"\xc1 not msgpack")
 
 
 class TestRedisResults(ResultStorageContract):

@@ -21,8 +21,8 @@ from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseR
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
-from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
-                    encode_error, is_task_hash, number)
+from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
+                    decode_rows_with_id, decode_task, encode_error, is_task_hash, number, rescue)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .store import RedisStore
@@ -183,7 +183,30 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blob = await self._run(
             "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *dict.fromkeys(queues)]
         )
-        return decode_rows(blob)
+        try:
+            return decode_rows(blob)
+        except Exception:  # a record that does not decode: not on the hot path
+            return await self._rescue_reserved(msgspec.msgpack.decode(blob))
+
+    async def _rescue_reserved(self, rows: list[Any]) -> list[Task]:
+        """Reserved rows with a stand-in for each one that does not decode. Its id, which
+        the rows leave out, is found by its lease token among the running tasks of its
+        lease deadline (a batch shares one)."""
+        deadlines = {row[7] for row in rows}
+        ids = [i for d in deadlines for i in await self.redis.zrangebyscore(self.key("running"), d, d)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.key("t", task_id.decode()), ("lt", "q"))
+            found = await pipe.execute()
+        by_token = {lt: (task_id.decode(), q) for task_id, (lt, q) in zip(ids, found)}
+        out = []
+        for row in rows:
+            try:
+                out.append(decode_task(row))
+            except Exception as exc:
+                task_id, queue = by_token.get(row[6], ("", None))
+                out.append(rescue(task_id, [row[0], *row[2:]], exc, queue))
+        return out
 
     async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         if not leases:
@@ -227,7 +250,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
         while True:
-            rows = decode_rows(await self._run("expire_leases", [_BATCH]))
+            rows = decode_rows_with_id(await self._run("expire_leases", [_BATCH]))
             released += rows
             if len(rows) < _BATCH:
                 return released
@@ -246,7 +269,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
         if is_task_hash(values[0]):
-            return decode_hash(values)
+            return decode_hash(task_id, values)
         if await self.redis.exists(key):
             raise ForeignKeyError(key, "is a hash without the OmniQ marker")
         return None
@@ -256,7 +279,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             for task_id in ids:
                 pipe.hmget(self.key("t", task_id.decode()), HASH_FIELDS)
             found = await pipe.execute()
-        return [decode_hash(v) for v in found if is_task_hash(v[0])]
+        return [decode_hash(i.decode(), v) for i, v in zip(ids, found) if is_task_hash(v[0])]
 
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
@@ -312,7 +335,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         expired: builtins.list[Task] = []
         while True:
             blob, deleted = await self._run("cleanup", [_BATCH])
-            rows = decode_rows(blob)
+            rows = decode_rows_with_id(blob)
             expired += rows
             if len(rows) < _BATCH and deleted < _BATCH:
                 return expired
