@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_postgres.queue import PostgresTaskQueue
 
 
 class TestPostgresQueue(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, pg_ref: dict[str, Any]) -> dict[str, Any]:
         return pg_ref
+
+    async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
+        """The encoded task (column data) overwritten with bytes that are not msgpack."""
+        await cast(PostgresTaskQueue, store).execute(
+            "UPDATE {s}.tasks SET data = $2 WHERE id = $1", task_id, b"\xc1 not msgpack")
 
 
 class TestPostgresResults(ResultStorageContract):
