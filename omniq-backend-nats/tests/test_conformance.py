@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_nats.names import token
+from omniq_backend_nats.queue import NatsTaskQueue
 
 
 def _ref(url: str, prefix: str) -> dict[str, Any]:
@@ -17,6 +20,10 @@ class TestNatsQueue(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, nats_url: str, nats_prefix: str) -> dict[str, Any]:
         return _ref(nats_url, nats_prefix)
+
+    async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
+        """The task's record in the tasks bucket overwritten with bytes that are not msgpack."""
+        await cast(NatsTaskQueue, store)._tasks.put(token(task_id), b"\xc1 not msgpack")
 
 
 class TestNatsResults(ResultStorageContract):
