@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_fsspec.layout import record_path
+from omniq_backend_fsspec.queue import FsspecTaskQueue
 
 
 def memory_ref() -> str:
     return f"memory://conformance-{uuid.uuid4().hex}"
 
 
-class TestFileQueue(TaskQueueContract):
+class Corruptible:
+    async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
+        """The task's record file overwritten with bytes that are not msgpack."""
+        cast(FsspecTaskQueue, store).files.write(record_path(task_id), b"\xc1 not msgpack")
+
+
+class TestFileQueue(Corruptible, TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> str:
         return f"file://{tmp_path}/omniq"
 
 
-class TestMemoryQueue(TaskQueueContract):
+class TestMemoryQueue(Corruptible, TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self) -> str:
         return memory_ref()
@@ -51,7 +60,7 @@ class TestMemoryEvents(EventStorageContract):
         return memory_ref()
 
 
-class TestS3Queue(TaskQueueContract):
+class TestS3Queue(Corruptible, TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
         return s3_ref

@@ -50,7 +50,7 @@ from .layout import (
     to_ns,
 )
 from .names import encode
-from .records import Conflict, record_store, rev_time
+from .records import Conflict, Unreadable, record_store, rev_time
 
 __all__ = ["QueueEngine"]
 
@@ -93,12 +93,27 @@ class QueueEngine:
             if self.records.may_drop_orphan(rev_time(rev)):
                 self.files.discard(path)
             return None
+        if type(rec) is Unreadable:
+            return self._placed(rec, path)
         if entry_path(rec) == path:
             return rec
         if self.records.may_repair(rec):
             self.files.touch(entry_path(rec))
             self.files.discard(path)
         return None
+
+    def _placed(self, rec: Record, path: str) -> Record:
+        """An unreadable record's stand-in with what its entry says: queue, state,
+        priority and enqueue order (so reserve leases it and moves that entry)."""
+        key, _eid, rev = split_entry(path)
+        parts = path.split("/")
+        name = self.files.read(f"queues/{parts[1]}/name") if parts[0] == "queues" else None
+        try:
+            state = TaskState(parts[2])
+            changes = {"state": state, "priority": 9 - int(key[0]), "queue": name.decode() if name else "default"}
+            return Record(int(key[1:], 16), _replace(rec.task, **changes), rev)
+        except (ValueError, IndexError):
+            return rec
 
     def _change(self, rec: Record, **changes: Any) -> Task:
         """Store a changed copy; :class:`~.records.Conflict` if another writer came first."""
