@@ -7,9 +7,11 @@ registered: the suite resolves refs through the plugin registry, as an app does)
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
+from omniq.records import stand_in
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 
 
@@ -23,6 +25,13 @@ class TestExampleQueue(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self, namespace: str) -> str:
         return namespace
+
+    async def corrupt_task(self, store: Any, task_id: str) -> None:
+        """Make a stored task unreadable. This store keeps Task objects, not bytes, so it
+        keeps what a store that decodes bytes hands out for a bad record: the stand-in."""
+        old = store.ns.tasks[task_id]
+        store.ns.tasks[task_id] = stand_in(task_id, "not msgpack", "the example namespace",
+                                           name=old.name, queue=old.queue, state=old.state.value)
 
 
 class TestExampleResults(ResultStorageContract):
