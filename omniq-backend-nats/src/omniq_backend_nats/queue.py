@@ -461,8 +461,11 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         stored = self._initial(task, parents, at)
         while True:
             try:
-                created = await self._tasks.create(token(task.id), encoder.encode(stored))
+                record = encoder.encode(stored)
+                created = await self._tasks.create(token(task.id), record)
                 break
+            except nats.errors.MaxPayloadError:
+                raise self.too_large(f"the record of task {task.id!r}", len(record)) from None
             except nats.js.errors.KeyWrongLastSequenceError:
                 found = await self._read(task.id)
                 if found is None:
