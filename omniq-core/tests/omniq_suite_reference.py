@@ -261,9 +261,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         every read gets the stand-in a decoder makes of it (this store keeps objects)."""
         t = self.ns.tasks[task_id]
         self.ns.tasks[task_id] = stand_in(
-            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue, state=t.state.value,
-            attempts=t.attempts, lease_owner=t.lease_owner, lease_token=t.lease_token,
-            lease_deadline=t.lease_deadline)
+            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue,
+            state=t.state.value, attempts=t.attempts, lease_owner=t.lease_owner,
+            lease_token=t.lease_token, lease_deadline=t.lease_deadline)
 
     async def add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
@@ -399,7 +399,8 @@ def _under_lock(name: str) -> None:
     setattr(FileTaskQueue, name, wrapper)
 
 
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many", "corrupt"}):
+_LOCKED = {"enqueue_many", "complete_many", "corrupt"}
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | _LOCKED):
     _under_lock(_name)
 
 

@@ -141,7 +141,8 @@ def test_a_signed_call_runs_only_as_the_task_it_was_signed_for():
     s = Serializer({"k": b"secret"})
     blob = s.dumps_call([1], {}, bind=binding("app:pay", "default", "t1"))
     assert s.loads_call(blob, local_only=False, bind=binding("app:pay", "default", "t1"))[0] == [1]
-    for other in [("app:wipe", "default", "t1"), ("app:pay", "other", "t1"), ("app:pay", "default", "t2")]:
+    for other in [("app:wipe", "default", "t1"), ("app:pay", "other", "t1"),
+                  ("app:pay", "default", "t2")]:
         with pytest.raises(SignatureError, match="signed for another task name, queue or id"):
             s.loads_call(blob, local_only=False, bind=binding(*other))
     value = s.dumps([[1], {}])  # a signed value (a result) is not a call of any task

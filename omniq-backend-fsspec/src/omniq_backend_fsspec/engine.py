@@ -110,8 +110,9 @@ class QueueEngine:
         name = self.files.read(f"queues/{parts[1]}/name") if parts[0] == "queues" else None
         try:
             state = TaskState(parts[2])
-            changes = {"state": state, "priority": 9 - int(key[0]), "queue": name.decode() if name else "default"}
-            return Record(int(key[1:], 16), _replace(rec.task, **changes), rev)
+            queue = name.decode() if name else "default"
+            task = _replace(rec.task, state=state, priority=9 - int(key[0]), queue=queue)
+            return Record(int(key[1:], 16), task, rev)
         except (ValueError, IndexError):
             return rec
 

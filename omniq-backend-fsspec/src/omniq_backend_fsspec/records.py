@@ -30,8 +30,8 @@ from omniq.records import stand_in
 from .files import Files, LockingFiles, S3Files
 from .layout import Record, entry_path, record_path
 
-__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "Unreadable", "new_rev",
-           "record_store", "rev_time"]
+__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "Unreadable",
+           "new_rev", "record_store", "rev_time"]
 
 T = TypeVar("T")
 _record_decoder = msgspec.msgpack.Decoder(Record)

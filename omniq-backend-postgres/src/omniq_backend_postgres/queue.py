@@ -22,8 +22,8 @@ from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskEvent, 
 
 from .events import APPEND, append_args
 from .results import UPSERT, upsert_args
-from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row, schedule_from_row,
-                   task_from_row)
+from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row,
+                   schedule_from_row, task_from_row)
 from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
 
 if TYPE_CHECKING:
@@ -353,7 +353,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         except Exception:  # a record that does not decode: not on the hot path
             return await self._rescued(rows, 2, by_id=False)
 
-    async def _rescued(self, rows: Sequence[asyncpg.Record], skip: int, *, by_id: bool) -> list[Task]:
+    async def _rescued(
+        self, rows: Sequence[asyncpg.Record], skip: int, *, by_id: bool
+    ) -> builtins.list[Task]:
         """Rows whose :data:`TASK_COLUMNS` start at ``skip``, a stand-in for each one that
         does not decode. Its id, queue and name are read by its id (the row's first
         column) or, for reserve's rows (which leave the id out), by its lease token."""
@@ -367,14 +369,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                 out.append(exc)
         column = "id" if by_id else "lease_token"
         keys = [rows[i][0] if by_id else rows[i][skip + 6] for i in bad]
-        found = {row[0]: row[1:] for row in await self.fetch(
-            f"SELECT {column}, id, queue, name FROM {{s}}.tasks WHERE {column} = ANY ($1::text[])", keys)}
+        sql = f"SELECT {column}, id, queue, name FROM {{s}}.tasks WHERE {column} = ANY ($1::text[])"
+        found = {row[0]: row[1:] for row in await self.fetch(sql, keys)}
         for i, key in zip(bad, keys):
             task_id, queue, name = found.get(key, (key if by_id else "", None, None))
             out[i] = rescue_row(task_id, rows[i][skip:], out[i], queue, name)
         return out
 
-    async def _decoded(self, rows: Sequence[asyncpg.Record]) -> list[Task]:
+    async def _decoded(self, rows: Sequence[asyncpg.Record]) -> builtins.list[Task]:
         """Rows of ``t.id, TASK_COLUMNS`` as tasks (a stand-in for one that does not decode)."""
         try:
             return [task_from_row(row[1:]) for row in rows]
@@ -459,14 +461,16 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return {row[0]: task_from_row(row[1:]) for row in rows}
 
     async def get(self, task_id: str) -> Task | None:
-        rows = await self.fetch(f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
+        rows = await self.fetch(
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
         return (await self._decoded(rows))[0] if rows else None
 
     async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
                    limit: int = 100) -> list[Task]:
         where, args = _where(queue, states)
         rows = await self.fetch(
-            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t{where} "
+            f"ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
         return await self._decoded(rows)
 

@@ -14,7 +14,8 @@ import msgspec
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, schedule_decoder, task_decoder
 from omniq.records import stand_in
 
-__all__ = ["TASK_COLUMNS", "decode_error", "encode_error", "rescue_row", "schedule_from_row", "task_from_row"]
+__all__ = ["TASK_COLUMNS", "decode_error", "encode_error", "rescue_row", "schedule_from_row",
+           "task_from_row"]
 
 STATES = {state.value: state for state in TaskState}
 

@@ -188,17 +188,19 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         except Exception:  # a record that does not decode: not on the hot path
             return await self._rescue_reserved(msgspec.msgpack.decode(blob))
 
-    async def _rescue_reserved(self, rows: list[Any]) -> list[Task]:
+    async def _rescue_reserved(self, rows: builtins.list[Any]) -> builtins.list[Task]:
         """Reserved rows with a stand-in for each one that does not decode. Its id, which
         the rows leave out, is found by its lease token among the running tasks of its
         lease deadline (a batch shares one)."""
-        deadlines = {row[7] for row in rows}
-        ids = [i for d in deadlines for i in await self.redis.zrangebyscore(self.key("running"), d, d)]
+        ids: builtins.list[bytes] = []
+        running = self.key("running")
+        for deadline in {row[7] for row in rows}:
+            ids += cast("list[bytes]", await self.redis.zrangebyscore(running, deadline, deadline))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(self.key("t", task_id.decode()), ("lt", "q"))
+            for member in ids:
+                pipe.hmget(self.key("t", member.decode()), ("lt", "q"))
             found = await pipe.execute()
-        by_token = {lt: (task_id.decode(), q) for task_id, (lt, q) in zip(ids, found)}
+        by_token = {lt: (member.decode(), q) for member, (lt, q) in zip(ids, found)}
         out = []
         for row in rows:
             try:

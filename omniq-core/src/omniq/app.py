@@ -395,7 +395,8 @@ class AsyncOmniQ:
         """The template with its id and the call's payload (``task_id`` already valid)."""
         serializer = self.serializer
         bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
-        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(), bind=bind)
+        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(),
+                                        bind=bind)
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
@@ -623,7 +624,8 @@ class AsyncOmniQ:
         at = now()
         # (a fixed template id: the payload, signed for it, and so the default id, are the
         # same at every start; each firing's task is signed for its own id when it fires)
-        template = self._build_task(fn, tuple(args), dict(kwargs or {}), {**options, "task_id": _TEMPLATE_ID}, at)
+        template = self._build_task(fn, tuple(args), dict(kwargs or {}),
+                                    {**options, "task_id": _TEMPLATE_ID}, at)
         if schedule_id is None:
             digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
             schedule_id = f"{template.name}:{digest[:12]}"
@@ -683,11 +685,13 @@ class AsyncOmniQ:
                         tmpl.payload, binding(tmpl.name, tmpl.queue, tmpl.id),
                         binding(tmpl.name, tmpl.queue, task_id), origin=f"schedule {sched.id}")
                 except SerializationError as exc:  # fires as is: the worker dead-letters it
-                    log.warning("schedule %s: its template cannot be signed for %s: %s", sched.id, task_id, exc)
+                    log.warning("schedule %s: its template cannot be signed for %s: %s",
+                                sched.id, task_id, exc)
                     payload = tmpl.payload
                 tasks.append(msgspec.structs.replace(
-                    tmpl, id=task_id, payload=payload, created_at=at, eta=None, schedule_id=sched.id,
-                    expires_at=(at + ttl) if ttl else None, state=TaskState.PENDING,
+                    tmpl, id=task_id, payload=payload, created_at=at, eta=None,
+                    schedule_id=sched.id, expires_at=(at + ttl) if ttl else None,
+                    state=TaskState.PENDING,
                 ))
         if not tasks:
             return []

@@ -70,7 +70,9 @@ def is_stand_in(task: Task) -> bool:
     return not task.payload and task.error is not None and task.error.type == CORRUPT_TASK
 
 
-def decode_each(rows: Sequence[R], decode: Callable[[R], Task], rescue: Callable[[R, Exception], Task]) -> list[Task]:
+def decode_each(
+    rows: Sequence[R], decode: Callable[[R], Task], rescue: Callable[[R, Exception], Task]
+) -> list[Task]:
     """``decode`` each row; a row that raises becomes ``rescue(row, error)`` (a
     :func:`stand_in`). One ``try`` around the whole batch: a healthy batch costs nothing
     more; only a batch with a bad row is decoded again, row by row."""

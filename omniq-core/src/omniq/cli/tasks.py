@@ -44,7 +44,9 @@ def parse_since(ctx: click.Context | None, param: click.Parameter | None, value:
         ) from None
 
 
-def _decode(app: AsyncOmniQ, data: bytes | None, store: Any, what: str, bind: bytes | None = None) -> Any:
+def _decode(
+    app: AsyncOmniQ, data: bytes | None, store: Any, what: str, bind: bytes | None = None
+) -> Any:
     """Decode a stored value under the worker's trust rules; a value that cannot be
     decoded here (a class this process does not import) is shown, not fatal."""
     if data is None:

@@ -19,7 +19,7 @@ import pytest
 
 from ..errors import IncompatiblePluginError, UnknownBackendError
 from ..interfaces import BaseTaskQueue
-from ..models import TaskState, new_id
+from ..models import Task, TaskState, new_id
 from ..records import CORRUPT_TASK
 from ..serialization import Serializer, binding
 from .actions import LONG
@@ -55,9 +55,11 @@ class RecordTests:
         await self.corrupt_task(store, bad)
         return [t.id for t in tasks], bad
 
-    async def test_reserve_hands_out_a_stand_in_for_a_corrupt_record(self, task_queue: BaseTaskQueue) -> None:
+    async def test_reserve_hands_out_a_stand_in_for_a_corrupt_record(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         ids, bad = await self._corrupt_among(task_queue)
-        got = {}
+        got: dict[str, Task] = {}
         for _ in range(COUNT):
             batch = await task_queue.reserve(["default"], "worker-1", LONG, limit=6)
             if not batch:
@@ -69,7 +71,8 @@ class RecordTests:
         healthy = [got[i] for i in ids if i != bad]
         assert all(t.payload == make_task().payload and t.error is None for t in healthy)
         stand_in = got[bad]
-        assert stand_in.payload == b"" and stand_in.state is TaskState.RUNNING and stand_in.lease_token, (
+        leased = stand_in.state is TaskState.RUNNING and stand_in.lease_token
+        assert stand_in.payload == b"" and leased, (
             f"the stand-in is leased, with an empty payload: {stand_in!r}")
         assert stand_in.error is not None and stand_in.error.type == CORRUPT_TASK, stand_in.error
         assert bad in stand_in.error.message and "cannot be decoded" in stand_in.error.message
@@ -84,9 +87,10 @@ class RecordTests:
         assert got is not None and got.id == bad, "get() of a corrupt record returns its stand-in"
         assert got.error is not None and got.error.type == CORRUPT_TASK
         listed = {t.id for t in await task_queue.list(limit=100)}
-        assert listed == set(ids), "list() shows the corrupt task (as its stand-in) among the others"
+        assert listed == set(ids), "list() shows the corrupt task (its stand-in) among the others"
         stats = await task_queue.stats()
-        assert sum(stats.get("default", {}).values()) == COUNT, f"stats() counts every task: {stats}"
+        counted = sum(stats.get("default", {}).values())
+        assert counted == COUNT, f"stats() counts every task: {stats}"
         await task_queue.cleanup()
         await task_queue.release_expired_leases()
 
@@ -105,7 +109,9 @@ class RecordTests:
         async with app:
             yield app
 
-    async def test_a_worker_dead_letters_a_corrupt_task_and_runs_the_rest(self, task_queue_ref: Any) -> None:
+    async def test_a_worker_dead_letters_a_corrupt_task_and_runs_the_rest(
+        self, task_queue_ref: Any
+    ) -> None:
         async with self._app(task_queue_ref) as app:
             @app.task(name="omniq_conformance.double")
             async def double(x: int) -> int:
@@ -139,11 +145,13 @@ class RecordTests:
 
             good = await pay.delay(1)
             signed = (await app.get_task(good.id)).payload
-            copied = await app.task_queue.enqueue(make_task(name="omniq_conformance.wipe", payload=signed))
+            copied = await app.task_queue.enqueue(
+                make_task(name="omniq_conformance.wipe", payload=signed))
             big_id = new_id()
             writer = Serializer(app.serializer.keys, payload_limit=1 << 20)
-            big = writer.dumps_call(["x" * 8000], {}, bind=binding("omniq_conformance.pay", "default", big_id))
-            await app.task_queue.enqueue(make_task(id=big_id, name="omniq_conformance.pay", payload=big))
+            pay_name = "omniq_conformance.pay"
+            big = writer.dumps_call(["x" * 8000], {}, bind=binding(pay_name, "default", big_id))
+            await app.task_queue.enqueue(make_task(id=big_id, name=pay_name, payload=big))
             with anyio.fail_after(RUN_DEADLINE):
                 await app.run_worker(concurrency=2, burst=True, poll_interval=0.1)
             assert ran == ["pay 1"], f"only the genuine call may run: {ran}"
