@@ -11,6 +11,7 @@ import pytest
 from omniq.interfaces import BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 from omniq_backend_fsspec.layout import record_path
+from omniq_backend_fsspec.names import encode
 from omniq_backend_fsspec.queue import FsspecTaskQueue
 
 
@@ -22,6 +23,10 @@ class Corruptible:
     async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
         """The task's record file overwritten with bytes that are not msgpack."""
         cast(FsspecTaskQueue, store).files.write(record_path(task_id), b"\xc1 not msgpack")
+
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        path = f"schedules/{encode('schedule id', schedule_id)}"
+        cast(FsspecTaskQueue, store).files.write(path, b"\xc1 not msgpack")
 
 
 class TestFileQueue(Corruptible, TaskQueueContract):

@@ -25,6 +25,9 @@ class TestNatsQueue(TaskQueueContract):
         """The task's record in the tasks bucket overwritten with bytes that are not msgpack."""
         await cast(NatsTaskQueue, store)._tasks.put(token(task_id), b"\xc1 not msgpack")
 
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        await cast(NatsTaskQueue, store)._schedules.put(token(schedule_id), b"\xc1 not msgpack")
+
 
 class TestNatsResults(ResultStorageContract):
     @pytest.fixture

@@ -21,6 +21,10 @@ class TestPostgresQueue(TaskQueueContract):
         await cast(PostgresTaskQueue, store).execute(
             "UPDATE {s}.tasks SET data = $2 WHERE id = $1", task_id, b"\xc1 not msgpack")
 
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        await cast(PostgresTaskQueue, store).execute(
+            "UPDATE {s}.schedules SET data = $2 WHERE id = $1", schedule_id, b"\xc1 not msgpack")
+
 
 class TestPostgresResults(ResultStorageContract):
     @pytest.fixture

@@ -25,6 +25,10 @@ class TestRedisQueue(TaskQueueContract):
         redis_store = cast(RedisTaskQueue, store)
         await redis_store.redis.hset(redis_store.key("t", task_id), "d", b"\xc1 not msgpack")
 
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        redis_store = cast(RedisTaskQueue, store)
+        await redis_store.redis.hset(redis_store.key("sched"), schedule_id, b"\xc1 not msgpack")
+
 
 class TestRedisResults(ResultStorageContract):
     @pytest.fixture

@@ -20,6 +20,10 @@ class TestSqliteQueue(TaskQueueContract):
         await store.db.fetch(  # type: ignore[attr-defined]
             "UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = ?", (task_id,))
 
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        await store.db.fetch(  # type: ignore[attr-defined]
+            "UPDATE omniq_schedules SET data = ? WHERE id = ?", (b"\xc1 not msgpack", schedule_id))
+
 
 class TestSqliteResults(ResultStorageContract):
     @pytest.fixture

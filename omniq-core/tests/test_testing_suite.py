@@ -38,6 +38,7 @@ def fresh_ref() -> str:
 
 class TestMemoryTaskQueue(TaskQueueContract):
     corrupt_task = reference.corrupt_task
+    corrupt_schedule = reference.corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self) -> str:
@@ -60,6 +61,7 @@ class TestFileTaskQueue(TaskQueueContract):
     """The CROSS_PROCESS variant: exercises the subprocess test and "module:Class" refs."""
 
     corrupt_task = reference.corrupt_task
+    corrupt_schedule = reference.corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> dict[str, str]:
@@ -74,13 +76,14 @@ BROKEN_MODULE = '''
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
-from omniq_suite_reference import corrupt_task
+from omniq_suite_reference import corrupt_schedule, corrupt_task
 
 def ref(cls):
     return {"url": f"omniq_suite_reference:{cls}", "namespace": uuid.uuid4().hex}
 
 class TestReserveIgnoresPriority(TaskQueueContract):
     corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self):
@@ -88,6 +91,7 @@ class TestReserveIgnoresPriority(TaskQueueContract):
 
 class TestCompleteIgnoresToken(TaskQueueContract):
     corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self):
@@ -95,6 +99,7 @@ class TestCompleteIgnoresToken(TaskQueueContract):
 
 class TestReserveNotAtomic(TaskQueueContract):
     corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self):

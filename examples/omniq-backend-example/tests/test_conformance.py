@@ -33,6 +33,9 @@ class TestExampleQueue(TaskQueueContract):
         store.ns.tasks[task_id] = stand_in(task_id, "not msgpack", "the example namespace",
                                            name=old.name, queue=old.queue, state=old.state.value)
 
+    async def corrupt_schedule(self, store: Any, schedule_id: str) -> None:
+        pytest.skip("this store keeps Schedule objects, not bytes: no read decodes one")
+
 
 class TestExampleResults(ResultStorageContract):
     @pytest.fixture

@@ -20,11 +20,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 
 from omniq.errors import CapabilityError, ConfigError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
+from omniq.records import schedule_or_none
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -33,7 +35,6 @@ from omniq.models import (
     Task,
     TaskState,
     encoder,
-    schedule_decoder,
 )
 
 from .files import Files
@@ -416,11 +417,16 @@ class QueueEngine:
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
         data = self.records.read(self._schedule_path(schedule_id))
-        return schedule_decoder.decode(data) if data is not None else None
+        if data is None:
+            return None
+        return schedule_or_none(schedule_id, data, "the schedules directory")
 
     def list_schedules(self) -> builtins.list[Schedule]:
-        found = (self.files.read(f"schedules/{name}") for name in self.files.list("schedules"))
-        schedules: builtins.list[Schedule] = [schedule_decoder.decode(d) for d in found if d is not None]
+        names = self.files.list("schedules")
+        found = ((name, self.files.read(f"schedules/{name}")) for name in names)
+        decoded = (schedule_or_none(unquote(name), data, "the schedules directory")
+                   for name, data in found if data is not None)
+        schedules: builtins.list[Schedule] = [s for s in decoded if s is not None]
         return sorted(schedules, key=lambda s: s.id)
 
     def delete_schedule(self, schedule_id: str) -> bool:

@@ -517,7 +517,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
-        return [schedule_from_row(row) for row in rows]
+        return [s for s in map(schedule_from_row, rows) if s is not None]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
@@ -538,6 +538,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         due: dict[str, tuple[Schedule, list[float], float]] = {}
         for row in rows:
             schedule = schedule_from_row(row)
+            if schedule is None:
+                continue
             times, following = schedule.due_firings(at)
             if times:
                 due[schedule.id] = (schedule, times, following)

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, cast
 import msgspec
 from omniq.errors import ConfigError, QueueError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
-from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
+from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder
+from omniq.records import schedule_or_none
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
@@ -391,11 +392,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         blob = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
-        return schedule_decoder.decode(blob) if blob is not None else None
+        return schedule_or_none(schedule_id, blob, "Redis") if blob is not None else None
 
     async def list_schedules(self) -> builtins.list[Schedule]:
         blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("sched")))
-        return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
+        found = (schedule_or_none(k, blobs[k], "Redis") for k in sorted(blobs))
+        return [s for s in found if s is not None]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -415,7 +417,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             old = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
             if old is None:
                 return False
-            new = msgspec.structs.replace(schedule_decoder.decode(old), paused=paused)
+            current = schedule_or_none(schedule_id, old, "Redis")
+            if current is None:
+                return False
+            new = msgspec.structs.replace(current, paused=paused)
             if next_run is not None:
                 new = msgspec.structs.replace(new, next_run=next_run)
             if (await self._run("schedule_cas", self._cas_args(schedule_id, old, new)))[0]:
@@ -434,10 +439,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blobs = cast("builtins.list[bytes | None]", await self.redis.hmget(self.key("sched"), ids))
         candidates: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         args: builtins.list[Any] = []
-        for blob in blobs:
+        for schedule_id, blob in zip(ids, blobs):
             if blob is None:
                 continue
-            schedule = schedule_decoder.decode(blob)
+            schedule = schedule_or_none(schedule_id, blob, "Redis")
+            if schedule is None:
+                continue
             times, nxt = schedule.due_firings(at)
             if not times:
                 continue

@@ -4,7 +4,8 @@ A record edited by hand, cut short by a disk fault or written by a bug must neve
 read fail for the whole store: one bad task would stop ``reserve`` for every worker (its
 batch stays leased and lapses) or stop maintenance. So a backend decodes what it stored
 through :func:`decode_each` (a batch) or :func:`stand_in` (one record), and a record that
-does not decode becomes a stand-in: its id, and the queue, name, state and lease where
+does not decode becomes a stand-in (a schedule that does not decode is skipped:
+:func:`schedule_or_none`): its id, and the queue, name, state and lease where
 the store keeps them outside the record, an empty payload and an ``error`` of type
 :data:`CORRUPT_TASK` naming the record and what is wrong. The worker dead-letters it
 with that error (see ``BaseTaskQueue.reserve``); every other read shows it as it is.
@@ -16,9 +17,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .models import ErrorInfo, Task, TaskState
+from .models import ErrorInfo, Schedule, Task, TaskState, schedule_decoder
 
-__all__ = ["CORRUPT_TASK", "decode_each", "is_stand_in", "stand_in"]
+__all__ = ["CORRUPT_TASK", "decode_each", "is_stand_in", "schedule_or_none", "stand_in"]
 
 log = logging.getLogger("omniq.records")
 R = TypeVar("R")
@@ -86,6 +87,19 @@ def decode_each(
             except Exception as exc:
                 out.append(rescue(row, exc))
         return out
+
+
+def schedule_or_none(schedule_id: Any, data: bytes, where: str) -> Schedule | None:
+    """The stored schedule, or None (logged) when its record does not decode: reads skip
+    it, so one bad schedule never stops the others from firing, and declaring it again
+    (``app.schedule``) writes a good record over it."""
+    try:
+        return schedule_decoder.decode(data)
+    except Exception as exc:
+        name = _text(schedule_id)
+        log.warning("the record of schedule %r in %s cannot be decoded (%s: %s); skipped",
+                    name, where, type(exc).__name__, exc)
+        return None
 
 
 def _number(kind: type[int] | type[float], value: Any) -> Any:

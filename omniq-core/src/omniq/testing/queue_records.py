@@ -18,12 +18,13 @@ import anyio
 import pytest
 
 from ..errors import IncompatiblePluginError, UnknownBackendError
-from ..interfaces import BaseTaskQueue
+from ..interfaces import BaseTaskQueue, Capability
 from ..models import Task, TaskState, new_id
 from ..records import CORRUPT_TASK
 from ..serialization import Serializer, binding
 from .actions import LONG
-from .factories import make_task
+from .capabilities import requires
+from .factories import make_schedule, make_task
 
 __all__ = ["RecordTests"]
 
@@ -47,6 +48,12 @@ class RecordTests:
     async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
         """Override: make the stored record of ``task_id`` (in ``store``, opened) undecodable."""
         pytest.fail(NO_HOOK)
+
+    async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
+        """Override: make the stored record of schedule ``schedule_id`` undecodable (a
+        store that keeps objects rather than bytes may ``pytest.skip``)."""
+        pytest.fail(NO_HOOK.replace("corrupt_task", "corrupt_schedule")
+                    .replace("task_id", "schedule_id").replace("tasks SET", "schedules SET"))
 
     async def _corrupt_among(self, store: BaseTaskQueue) -> tuple[list[str], str]:
         tasks = [make_task() for _ in range(COUNT)]
@@ -93,6 +100,23 @@ class RecordTests:
         assert counted == COUNT, f"stats() counts every task: {stats}"
         await task_queue.cleanup()
         await task_queue.release_expired_leases()
+
+    async def test_a_corrupt_schedule_never_stops_the_others(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        requires(task_queue, Capability.SCHEDULES)
+        good, bad = make_schedule(), make_schedule()
+        await task_queue.add_schedule(good)
+        await task_queue.add_schedule(bad)
+        await self.corrupt_schedule(task_queue, bad.id)
+        assert [s.id for s in await task_queue.list_schedules()] == [good.id], (
+            "list_schedules() skips a schedule whose record does not decode")
+        assert await task_queue.get_schedule(bad.id) is None
+        claimed = await task_queue.claim_due_schedules(await task_queue.now())
+        assert [s.id for s, _ in claimed] == [good.id], "the good schedule still fires"
+        await task_queue.add_schedule(bad)  # declared again: a good record over the bad one
+        repaired = await task_queue.get_schedule(bad.id)
+        assert repaired is not None and repaired.id == bad.id
 
     # -- with a worker -------------------------------------------------------------------
 
