@@ -8,15 +8,22 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseTaskQueue
+from omniq.interfaces import BaseResultStorage, BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 from omniq_backend_fsspec.layout import record_path
 from omniq_backend_fsspec.names import encode
 from omniq_backend_fsspec.queue import FsspecTaskQueue
+from omniq_backend_fsspec.results import FsspecResultStorage
 
 
 def memory_ref() -> str:
     return f"memory://conformance-{uuid.uuid4().hex}"
+
+
+class CorruptibleResults:
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        path = f"results/{encode('task id', task_id)}"
+        cast(FsspecResultStorage, store).files.write(path, b"\xc1 not msgpack")
 
 
 class Corruptible:
@@ -41,13 +48,13 @@ class TestMemoryQueue(Corruptible, TaskQueueContract):
         return memory_ref()
 
 
-class TestFileResults(ResultStorageContract):
+class TestFileResults(CorruptibleResults, ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, tmp_path: Path) -> str:
         return f"file://{tmp_path}/omniq"
 
 
-class TestMemoryResults(ResultStorageContract):
+class TestMemoryResults(CorruptibleResults, ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self) -> str:
         return memory_ref()
@@ -71,7 +78,7 @@ class TestS3Queue(Corruptible, TaskQueueContract):
         return s3_ref
 
 
-class TestS3Results(ResultStorageContract):
+class TestS3Results(CorruptibleResults, ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
         return s3_ref

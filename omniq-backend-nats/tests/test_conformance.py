@@ -6,10 +6,11 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseTaskQueue
+from omniq.interfaces import BaseResultStorage, BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 from omniq_backend_nats.names import token
 from omniq_backend_nats.queue import NatsTaskQueue
+from omniq_backend_nats.results import NatsResultStorage
 
 
 def _ref(url: str, prefix: str) -> dict[str, Any]:
@@ -33,6 +34,9 @@ class TestNatsResults(ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, nats_url: str, nats_prefix: str) -> dict[str, Any]:
         return _ref(nats_url, nats_prefix)
+
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        await cast(NatsResultStorage, store)._kv.put(token(task_id), b"\xc1 not msgpack")
 
 
 class TestNatsEvents(EventStorageContract):

@@ -6,9 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseTaskQueue
+from omniq.interfaces import BaseResultStorage, BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 from omniq_backend_postgres.queue import PostgresTaskQueue
+from omniq_backend_postgres.results import PostgresResultStorage
 
 
 class TestPostgresQueue(TaskQueueContract):
@@ -30,6 +31,10 @@ class TestPostgresResults(ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, pg_ref: dict[str, Any]) -> dict[str, Any]:
         return pg_ref
+
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        await cast(PostgresResultStorage, store).execute(
+            "UPDATE {s}.results SET data = $2 WHERE task_id = $1", task_id, b"\xc1 not msgpack")
 
 
 class TestPostgresEvents(EventStorageContract):

@@ -6,9 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseTaskQueue
+from omniq.interfaces import BaseResultStorage, BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 from omniq_backend_redis.queue import RedisTaskQueue
+from omniq_backend_redis.results import RedisResultStorage
 
 
 def _ref(url: str, prefix: str) -> dict[str, Any]:
@@ -34,6 +35,11 @@ class TestRedisResults(ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, redis_url: str, key_prefix: str) -> dict[str, Any]:
         return _ref(redis_url, key_prefix)
+
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        """OmniQ's marker, then bytes that are not msgpack."""
+        results = cast(RedisResultStorage, store)
+        await results.redis.set(results.key("r", task_id), b"OQR1\xc1 not msgpack")
 
 
 class TestRedisEvents(EventStorageContract):

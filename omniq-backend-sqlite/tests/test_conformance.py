@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from omniq.interfaces import BaseTaskQueue
+from omniq.interfaces import BaseResultStorage, BaseTaskQueue
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 
 
@@ -29,6 +29,11 @@ class TestSqliteResults(ResultStorageContract):
     @pytest.fixture
     def result_storage_ref(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/r.db"
+
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        await store.db.fetch(  # type: ignore[attr-defined]
+            "UPDATE omniq_results SET error = '{not json', attempts = 'many' WHERE task_id = ?",
+            (task_id,))
 
 
 class TestSqliteEvents(EventStorageContract):

@@ -410,6 +410,11 @@ async def corrupt_task(contract: Any, store: MemoryTaskQueue, task_id: str) -> N
     await store.corrupt(task_id)
 
 
+async def corrupt_result(contract: Any, store: MemoryResultStorage, task_id: str) -> None:
+    """Nothing to corrupt: these stores keep TaskResult objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskResult objects, not bytes: nothing to corrupt")
+
+
 async def corrupt_schedule(contract: Any, store: MemoryTaskQueue, schedule_id: str) -> None:
     """Nothing to corrupt: these stores keep Schedule objects, which no read decodes."""
     pytest.skip("the reference stores keep Schedule objects, not bytes: nothing to corrupt")

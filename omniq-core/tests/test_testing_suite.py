@@ -46,6 +46,8 @@ class TestMemoryTaskQueue(TaskQueueContract):
 
 
 class TestMemoryResultStorage(ResultStorageContract):
+    corrupt_result = reference.corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self) -> str:
         return fresh_ref()
@@ -76,7 +78,7 @@ BROKEN_MODULE = '''
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
-from omniq_suite_reference import corrupt_schedule, corrupt_task
+from omniq_suite_reference import corrupt_result, corrupt_schedule, corrupt_task
 
 def ref(cls):
     return {"url": f"omniq_suite_reference:{cls}", "namespace": uuid.uuid4().hex}
@@ -106,6 +108,8 @@ class TestReserveNotAtomic(TaskQueueContract):
         return ref("ReserveNotAtomic")
 
 class TestResultsIgnoreExpiry(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("ResultsIgnoreExpiry")
@@ -119,6 +123,8 @@ class TestForgotTheRef(EventStorageContract):
     pass
 
 class TestQuietOverride(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("MemoryResultStorage")
@@ -127,6 +133,8 @@ class TestQuietOverride(ResultStorageContract):
         pass
 
 class TestDeclaredOverride(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("MemoryResultStorage")

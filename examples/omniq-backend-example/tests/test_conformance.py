@@ -42,6 +42,9 @@ class TestExampleResults(ResultStorageContract):
     def result_storage_ref(self, namespace: str) -> str:
         return namespace
 
+    async def corrupt_result(self, store: Any, task_id: str) -> None:
+        pytest.skip("this store keeps TaskResult objects, not bytes: no read decodes one")
+
 
 class TestExampleEvents(EventStorageContract):
     @pytest.fixture

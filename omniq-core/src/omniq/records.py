@@ -4,8 +4,8 @@ A record edited by hand, cut short by a disk fault or written by a bug must neve
 read fail for the whole store: one bad task would stop ``reserve`` for every worker (its
 batch stays leased and lapses) or stop maintenance. So a backend decodes what it stored
 through :func:`decode_each` (a batch) or :func:`stand_in` (one record), and a record that
-does not decode becomes a stand-in (a schedule that does not decode is skipped:
-:func:`schedule_or_none`): its id, and the queue, name, state and lease where
+does not decode becomes a stand-in (a schedule that does not decode is skipped,
+:func:`schedule_or_none`, and a result reads as failed, :func:`unreadable_result`): its id, and the queue, name, state and lease where
 the store keeps them outside the record, an empty payload and an ``error`` of type
 :data:`CORRUPT_TASK` naming the record and what is wrong. The worker dead-letters it
 with that error (see ``BaseTaskQueue.reserve``); every other read shows it as it is.
@@ -17,15 +17,18 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .models import ErrorInfo, Schedule, Task, TaskState, schedule_decoder
+from .models import ErrorInfo, Schedule, Task, TaskResult, TaskState, result_decoder, schedule_decoder
 
-__all__ = ["CORRUPT_TASK", "decode_each", "is_stand_in", "schedule_or_none", "stand_in"]
+__all__ = ["CORRUPT_RESULT", "CORRUPT_TASK", "decode_each", "is_stand_in", "result_or_stand_in",
+           "schedule_or_none", "stand_in", "unreadable_result"]
 
 log = logging.getLogger("omniq.records")
 R = TypeVar("R")
 
 #: ``ErrorInfo.type`` of a stand-in's error.
 CORRUPT_TASK = "CorruptTaskRecord"
+#: ``ErrorInfo.type`` of the error of a result that cannot be read.
+CORRUPT_RESULT = "CorruptResultRecord"
 
 
 def stand_in(
@@ -100,6 +103,25 @@ def schedule_or_none(schedule_id: Any, data: bytes, where: str) -> Schedule | No
         log.warning("the record of schedule %r in %s cannot be decoded (%s: %s); skipped",
                     name, where, type(exc).__name__, exc)
         return None
+
+
+def unreadable_result(task_id: str, problem: BaseException | str, where: str) -> TaskResult:
+    """What a result store returns for a result record that does not decode: a failed
+    result whose error says so (``get_result`` raises it for that task alone)."""
+    message = (f"the result of task {task_id!r} in {where} cannot be decoded "
+               f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
+               f"{problem})")
+    log.warning("%s", message)
+    return TaskResult(task_id=task_id, state=TaskState.FAILED,
+                      error=ErrorInfo(type=CORRUPT_RESULT, message=message))
+
+
+def result_or_stand_in(task_id: str, data: Any, where: str) -> TaskResult:
+    """The stored result (msgpack), or :func:`unreadable_result` when it does not decode."""
+    try:
+        return result_decoder.decode(data)
+    except Exception as exc:
+        return unreadable_result(task_id, exc, where)
 
 
 def _number(kind: type[int] | type[float], value: Any) -> Any:
