@@ -1,14 +1,15 @@
-"""Stored tasks that cannot be read: the stand-in every backend hands out instead.
+"""Stored records that cannot be read: what every backend returns instead of failing.
 
 A record edited by hand, cut short by a disk fault or written by a bug must never make a
 read fail for the whole store: one bad task would stop ``reserve`` for every worker (its
 batch stays leased and lapses) or stop maintenance. So a backend decodes what it stored
-through :func:`decode_each` (a batch) or :func:`stand_in` (one record), and a record that
-does not decode becomes a stand-in (a schedule that does not decode is skipped,
-:func:`schedule_or_none`, and a result reads as failed, :func:`unreadable_result`): its id, and the queue, name, state and lease where
-the store keeps them outside the record, an empty payload and an ``error`` of type
+through :func:`decode_each` (a batch) or :func:`stand_in` (one record), and a task record
+that does not decode becomes a stand-in: its id, and the queue, name, state and lease
+where the store keeps them outside the record, an empty payload and an ``error`` of type
 :data:`CORRUPT_TASK` naming the record and what is wrong. The worker dead-letters it
 with that error (see ``BaseTaskQueue.reserve``); every other read shows it as it is.
+A schedule that does not decode is skipped (:func:`schedule_or_none`); a result reads
+as failed, for its task alone (:func:`unreadable_result`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .models import ErrorInfo, Schedule, Task, TaskResult, TaskState, result_decoder, schedule_decoder
+from .models import (ErrorInfo, Schedule, Task, TaskResult, TaskState, result_decoder,
+                     schedule_decoder)
 
 __all__ = ["CORRUPT_RESULT", "CORRUPT_TASK", "decode_each", "is_stand_in", "result_or_stand_in",
            "schedule_or_none", "stand_in", "unreadable_result"]
