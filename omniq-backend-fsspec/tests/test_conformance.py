@@ -8,8 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseResultStorage, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+from omniq.models import TaskEvent
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_fsspec.events import FsspecEventStorage
 from omniq_backend_fsspec.layout import record_path
 from omniq_backend_fsspec.names import encode
 from omniq_backend_fsspec.queue import FsspecTaskQueue
@@ -18,6 +20,15 @@ from omniq_backend_fsspec.results import FsspecResultStorage
 
 def memory_ref() -> str:
     return f"memory://conformance-{uuid.uuid4().hex}"
+
+
+class CorruptibleEvents:
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        """The batch file holding the event overwritten with bytes that are not msgpack."""
+        files = cast(FsspecEventStorage, store).files
+        for name in files.list("events"):
+            if event.id.encode() in (files.read(f"events/{name}") or b""):
+                files.write(f"events/{name}", b"\xc1 not msgpack")
 
 
 class CorruptibleResults:
@@ -60,13 +71,13 @@ class TestMemoryResults(CorruptibleResults, ResultStorageContract):
         return memory_ref()
 
 
-class TestFileEvents(EventStorageContract):
+class TestFileEvents(CorruptibleEvents, EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, tmp_path: Path) -> str:
         return f"file://{tmp_path}/omniq"
 
 
-class TestMemoryEvents(EventStorageContract):
+class TestMemoryEvents(CorruptibleEvents, EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self) -> str:
         return memory_ref()
@@ -84,7 +95,7 @@ class TestS3Results(CorruptibleResults, ResultStorageContract):
         return s3_ref
 
 
-class TestS3Events(EventStorageContract):
+class TestS3Events(CorruptibleEvents, EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, s3_ref: dict[str, Any]) -> dict[str, Any]:
         return s3_ref

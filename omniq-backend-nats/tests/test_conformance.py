@@ -6,8 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseResultStorage, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+from omniq.models import TaskEvent
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_nats.events import NatsEventStorage
 from omniq_backend_nats.names import token
 from omniq_backend_nats.queue import NatsTaskQueue
 from omniq_backend_nats.results import NatsResultStorage
@@ -43,3 +45,9 @@ class TestNatsEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, nats_url: str, nats_prefix: str) -> dict[str, Any]:
         return _ref(nats_url, nats_prefix)
+
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        """Stream messages cannot change: a message on the event's subject that is not msgpack."""
+        events = cast(NatsEventStorage, store)
+        [(subject, _data)] = events.messages([event])
+        await events.inbox.publish([(subject, b"\xc1 not msgpack")])

@@ -6,8 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseResultStorage, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+from omniq.models import TaskEvent
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_postgres.events import PostgresEventStorage
 from omniq_backend_postgres.queue import PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 
@@ -41,3 +43,8 @@ class TestPostgresEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, pg_ref: dict[str, Any]) -> dict[str, Any]:
         return pg_ref
+
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        """A detail that is JSON but not an object."""
+        await cast(PostgresEventStorage, store).execute(
+            "UPDATE {s}.events SET detail = '[1]'::jsonb WHERE id = $1", event.id)

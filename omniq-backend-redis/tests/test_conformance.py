@@ -6,8 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from omniq.interfaces import BaseResultStorage, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+from omniq.models import EventType, TaskEvent
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_backend_redis.events import RedisEventStorage
 from omniq_backend_redis.queue import RedisTaskQueue
 from omniq_backend_redis.results import RedisResultStorage
 
@@ -46,3 +48,11 @@ class TestRedisEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, redis_url: str, key_prefix: str) -> dict[str, Any]:
         return _ref(redis_url, key_prefix)
+
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        """Stream entries cannot change: an entry beside it, as events_lib.lua writes one,
+        whose events are not msgpack."""
+        events = cast(RedisEventStorage, store)
+        fields = {"ts": repr(event.timestamp), "q": event.queue, "y": EventType(event.type).value,
+                  "e": b"\x91\xc1 not msgpack"}
+        await events.redis.xadd(events.key("ev"), fields)  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from omniq.interfaces import BaseResultStorage, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
+from omniq.models import TaskEvent
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
 
 
@@ -40,3 +41,7 @@ class TestSqliteEvents(EventStorageContract):
     @pytest.fixture
     def event_storage_ref(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/e.db"
+
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        await store.db.fetch(  # type: ignore[attr-defined]
+            "UPDATE omniq_events SET detail = '{not json' WHERE id = ?", (event.id,))

@@ -415,6 +415,11 @@ async def corrupt_result(contract: Any, store: MemoryResultStorage, task_id: str
     pytest.skip("the reference stores keep TaskResult objects, not bytes: nothing to corrupt")
 
 
+async def corrupt_event(contract: Any, store: MemoryEventStorage, event: TaskEvent) -> None:
+    """Nothing to corrupt: these stores keep TaskEvent objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskEvent objects, not bytes: nothing to corrupt")
+
+
 async def corrupt_schedule(contract: Any, store: MemoryTaskQueue, schedule_id: str) -> None:
     """Nothing to corrupt: these stores keep Schedule objects, which no read decodes."""
     pytest.skip("the reference stores keep Schedule objects, not bytes: nothing to corrupt")

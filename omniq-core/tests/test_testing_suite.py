@@ -54,6 +54,8 @@ class TestMemoryResultStorage(ResultStorageContract):
 
 
 class TestMemoryEventStorage(EventStorageContract):
+    corrupt_event = reference.corrupt_event
+
     @pytest.fixture
     def event_storage_ref(self) -> str:
         return fresh_ref()
@@ -78,7 +80,7 @@ BROKEN_MODULE = '''
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
-from omniq_suite_reference import corrupt_result, corrupt_schedule, corrupt_task
+from omniq_suite_reference import corrupt_event, corrupt_result, corrupt_schedule, corrupt_task
 
 def ref(cls):
     return {"url": f"omniq_suite_reference:{cls}", "namespace": uuid.uuid4().hex}
@@ -115,11 +117,15 @@ class TestResultsIgnoreExpiry(ResultStorageContract):
         return ref("ResultsIgnoreExpiry")
 
 class TestEventsUntilInclusive(EventStorageContract):
+    corrupt_event = corrupt_event
+
     @pytest.fixture
     def event_storage_ref(self):
         return ref("EventsUntilInclusive")
 
 class TestForgotTheRef(EventStorageContract):
+    corrupt_event = corrupt_event
+
     pass
 
 class TestQuietOverride(ResultStorageContract):

@@ -9,7 +9,8 @@ where the store keeps them outside the record, an empty payload and an ``error``
 :data:`CORRUPT_TASK` naming the record and what is wrong. The worker dead-letters it
 with that error (see ``BaseTaskQueue.reserve``); every other read shows it as it is.
 A schedule that does not decode is skipped (:func:`schedule_or_none`); a result reads
-as failed, for its task alone (:func:`unreadable_result`).
+as failed, for its task alone (:func:`unreadable_result`); an event record is left out
+of a query (:func:`decode_or_skip`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any, TypeVar
 from .models import (ErrorInfo, Schedule, Task, TaskResult, TaskState, result_decoder,
                      schedule_decoder)
 
-__all__ = ["CORRUPT_RESULT", "CORRUPT_TASK", "decode_each", "is_stand_in", "result_or_stand_in",
+__all__ = ["CORRUPT_RESULT", "CORRUPT_TASK", "decode_each", "decode_or_skip", "is_stand_in",
+           "result_or_stand_in",
            "schedule_or_none", "stand_in", "unreadable_result"]
 
 log = logging.getLogger("omniq.records")
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: ``ErrorInfo.type`` of a stand-in's error.
 CORRUPT_TASK = "CorruptTaskRecord"
@@ -124,6 +127,17 @@ def result_or_stand_in(task_id: str, data: Any, where: str) -> TaskResult:
         return result_decoder.decode(data)
     except Exception as exc:
         return unreadable_result(task_id, exc, where)
+
+
+def decode_or_skip(decode: Callable[[R], T], data: R, where: str, label: Any) -> T | None:
+    """``decode(data)``, or None (logged) when the record ``label`` in ``where`` does not
+    decode: a read of many records (an event query) leaves it out and goes on."""
+    try:
+        return decode(data)
+    except Exception as exc:
+        log.warning("record %r in %s cannot be decoded (%s: %s); left out",
+                    _text(label), where, type(exc).__name__, exc)
+        return None
 
 
 def _number(kind: type[int] | type[float], value: Any) -> Any:
