@@ -69,7 +69,8 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
             (since is not None and _bounds(n)[1] < since) or (until is not None and _bounds(n)[0] >= until)
         )]
         found = self.files.read_many([f"events/{n}" for n in names])
-        decoded = ((n, decode_or_skip(_batch_decoder.decode, found[f"events/{n}"], "the events directory", n))
+        where = "the events directory"
+        decoded = ((n, decode_or_skip(_batch_decoder.decode, found[f"events/{n}"], where, n))
                    for n in names if f"events/{n}" in found)
         return [(n, events) for n, events in decoded if events is not None]
 

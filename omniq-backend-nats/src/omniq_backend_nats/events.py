@@ -129,7 +129,8 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         first_new: int | None = None
         async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
             seq = stream_sequence(msg)
-            stamp = decode_or_skip(_stamp_decoder.decode, msg.data, "the events stream", msg.subject)
+            stamp = decode_or_skip(_stamp_decoder.decode, msg.data, "the events stream",
+                                   msg.subject)
             if stamp is not None and stamp.timestamp < older_than:  # (an unreadable one is kept)
                 old.append(seq)
             elif first_new is None:

@@ -90,5 +90,5 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
 
 
 def _event(r: Sequence[Any]) -> TaskEvent:
-    return TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]), timestamp=r[4],
-                     worker_id=r[5], detail=_detail.decode(r[6]))
+    return TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]),
+                     timestamp=r[4], worker_id=r[5], detail=_detail.decode(r[6]))

@@ -177,7 +177,8 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
                 ts = keep(fields)
                 if ts is None:
                     continue
-                for event in decode_or_skip(_events, fields[b"e"], "the events stream", entry_id) or ():
+                group = decode_or_skip(_events, fields[b"e"], "the events stream", entry_id)
+                for event in group or ():
                     position += 1
                     found.append((ts, -position if desc else position, event))
                     if limit is not None:
