@@ -16,6 +16,7 @@ from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
+from .queue_paging import PagingTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 
@@ -24,7 +25,7 @@ __all__ = ["TaskQueueContract"]
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests,
+    ConcurrencyTests, OutageTests, PagingTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
