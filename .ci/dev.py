@@ -33,11 +33,12 @@ MEMBERS = [
     "omniq-backend-postgres",
     "omniq-backend-nats",
     "omniq-workers-gevent",
+    "omniq-dashboard",
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
     "pytest>=8", "pytest-timeout>=2.3", "mypy>=1.15", "ruff>=0.17,<0.18", "hatchling>=1.27",
-    "build>=1.2", "moto[server]>=5", "s3fs",
+    "build>=1.2", "moto[server]>=5", "s3fs", "selenium>=4.20", "httpx>=0.27",
 ]
 
 
