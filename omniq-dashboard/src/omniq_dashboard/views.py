@@ -370,7 +370,7 @@ class Views:
         from omniq.cli.state import describe_ref
         from omniq.registry import registry
 
-        q = await self.opened()
+        q = self.omniq  # nothing to read from the stores: no need to open them
         default = q.config.store_ref("task_queue")
         stores = [
             (
