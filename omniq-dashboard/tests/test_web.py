@@ -52,12 +52,14 @@ def test_an_action_without_the_csrf_token_is_refused(shop: Any) -> None:
     with TestClient(create_app(shop.app)) as client:
         token = csrf(client)
         missing = client.post("/dead/requeue", data={"task_id": dead}, follow_redirects=False)
-        wrong = client.post("/dead/requeue", data={"task_id": dead, "csrf_token": "x" * 43},
-                            follow_redirects=False)
+        wrong = client.post(
+            "/dead/requeue", data={"task_id": dead, "csrf_token": "x" * 43}, follow_redirects=False
+        )
         assert (missing.status_code, wrong.status_code) == (403, 403)
         assert len(shop.app.list_tasks(queue="mail")) == 1, "a refused action changed nothing"
-        done = client.post("/dead/requeue", data={"task_id": dead, "csrf_token": token},
-                           follow_redirects=False)
+        done = client.post(
+            "/dead/requeue", data={"task_id": dead, "csrf_token": token}, follow_redirects=False
+        )
         assert done.status_code == 303
     states = sorted(t.state.value for t in shop.app.list_tasks(queue="mail"))
     assert states == ["dead", "pending"]
@@ -115,7 +117,9 @@ def test_task_list_pages_by_cursor_and_filters(shop: Any, task_rows: Any) -> Non
 def test_masks_secrets_of_store_urls(shop: Any) -> None:
     from omniq import AsyncOmniQ
 
-    app = AsyncOmniQ(task_queue=shop.url, event_storage="redis://ops:hunter2-secret@127.0.0.1:6379/3")
+    app = AsyncOmniQ(
+        task_queue=shop.url, event_storage="redis://ops:hunter2-secret@127.0.0.1:6379/3"
+    )
     with TestClient(create_app(app)) as client:
         page = client.get("/plugins").text
     assert "hunter2-secret" not in page and "redis://ops:***@127.0.0.1:6379/3" in page
