@@ -37,8 +37,10 @@ def line_chart(
             f'height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
         ),
         f"<title>{escape(title)}</title>",
-        f'<text x="{WIDTH - RIGHT}" y="{TOP + 4}" text-anchor="end" class="title">'
-        f"{escape(title)}</text>",
+        (
+            f'<text x="{WIDTH - RIGHT}" y="{TOP + 4}" text-anchor="end" class="title">'
+            f"{escape(title)}</text>"
+        ),
         (
             f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
             'class="axis"/>'
