@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef, TaskPage
 from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 
 from .events import APPEND, append_args
+from .paging import list_page
 from .results import UPSERT, upsert_args
 from .rows import SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, schedule_from_row, task_from_row
 from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
@@ -438,6 +439,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
         return [task_from_row(row) for row in rows]
+
+    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                        name: str | None = None, since: float | None = None, until: float | None = None,
+                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+        """Paged by ``seq`` along the (queue, state, seq) index (see :mod:`.paging`)."""
+        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
+                               cursor=cursor, limit=limit)
 
     async def stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, cast
 
 import msgspec
 from omniq.errors import ConfigError, QueueError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
+from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, TaskPage, as_stored
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
 from redis.exceptions import ResponseError
 
@@ -25,6 +25,7 @@ from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_has
                     encode_error, is_task_hash, number)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
+from .paging import list_page
 from .store import RedisStore
 
 _COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
@@ -282,6 +283,13 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         merged = heapq.merge(*([(score, tid) for tid, score in f] for f in found))
         ids = [tid for _, tid in list(merged)[:limit]]
         return await self._rows(ids)
+
+    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                        name: str | None = None, since: float | None = None, until: float | None = None,
+                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+        """Paged by enqueue order over the per-state sorted sets (see :mod:`.paging`)."""
+        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
+                               cursor=cursor, limit=limit)
 
     async def stats(self) -> dict[str, dict[TaskState, int]]:
         queues = await self._queues(None)

@@ -38,6 +38,7 @@ __all__ = [
     "TaskPage",
     "as_stored",
     "check_event_order",
+    "check_page_limit",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -68,7 +69,7 @@ class EventCount(msgspec.Struct, frozen=True, array_like=True):
     count: int
 
 
-def _page_limit(limit: int) -> int:
+def check_page_limit(limit: int) -> int:
     """The one check of ``list_page(limit=...)``, shared by every backend."""
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
         from .errors import ConfigError
@@ -439,13 +440,14 @@ class BaseTaskQueue(BaseStore):
         page; passed back with the same filters it gives the next page, and tasks
         enqueued meanwhile never shift a page (they sort before the cursor). A cursor
         is opaque, meaningful only to the store that made it; a malformed one raises
-        :class:`omniq.errors.ConfigError`.
+        :class:`omniq.errors.ConfigError`. A backend may bound the work of one call: a
+        page can then hold fewer than ``limit`` tasks with a cursor still following.
 
         The default reads every task through :meth:`list` and sorts by
         ``(created_at, id)``: right for small stores; a backend with an index on its
         enqueue order overrides it (see the PostgreSQL and Redis backends).
         """
-        size = _page_limit(limit)
+        size = check_page_limit(limit)
         after = _default_cursor(cursor)
         wanted = None if states is None else frozenset(TaskState(s) for s in states)
         found = [
