@@ -22,6 +22,7 @@ from omniq.models import ACTIVE_STATES, EventType, Task, TaskState, validate_nam
 from .charts import line_chart, percentile
 from .formats import parse_time
 from .security import CSRF_FIELD, csrf_ok
+from .stats_cache import StatsCache
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
@@ -55,6 +56,7 @@ class Views:
         self.templates = templates
         self.read_only = read_only
         self.title = title
+        self.stats = StatsCache(omniq.task_queue.stats)
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -107,7 +109,7 @@ class Views:
 
     async def overview_context(self) -> dict[str, Any]:
         q = await self.opened()
-        stats = await q.task_queue.stats()
+        stats = await self.stats.get()
         now = time.time()
         until = (math.floor(now / STEP) + 1) * STEP
         since = until - WINDOW
@@ -237,7 +239,7 @@ class Views:
             "filters": filters,
             "states": STATE_ORDER,
             "requeued": requeued,
-            "queues": sorted(await q.task_queue.stats()),
+            "queues": sorted(await self.stats.get()),
             "requeue_states": {s.value for s in REQUEUE_STATES},
             "done": params.get("requeued"),
         }
@@ -334,6 +336,7 @@ class Views:
         if not ids:
             raise ConfigError("select at least one task to requeue")
         new = [await q.requeue(task_id, by=self.who(request)) for task_id in ids]
+        await self.stats.fresh()
         back = form.get("back")
         if back == "task" and len(new) == 1:
             return RedirectResponse(self.link(request, "task", task_id=new[0].id, requeued=1), 303)
