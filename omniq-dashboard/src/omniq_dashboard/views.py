@@ -16,17 +16,18 @@ from starlette.templating import Jinja2Templates
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
-from omniq.interfaces import REQUEUE_STATES
+from omniq.interfaces import REQUEUE_STATES, EventCount
 from omniq.models import ACTIVE_STATES, EventType, Task, TaskState, validate_name
 
 from .charts import line_chart, percentile
 from .formats import parse_time
 from .security import CSRF_FIELD, csrf_ok
-from .stats_cache import StatsCache
+from .shared import Shared
 
 if TYPE_CHECKING:
     from omniq.app import AsyncOmniQ
 
+Stats = dict[str, dict[TaskState, int]]
 #: Rows per task-list page.
 PAGE = 50
 #: The overview's window: an hour in one-minute buckets.
@@ -56,7 +57,8 @@ class Views:
         self.templates = templates
         self.read_only = read_only
         self.title = title
-        self.stats = StatsCache(omniq.task_queue.stats)
+        self.stats: Shared[Stats] = Shared(omniq.task_queue.stats)
+        self.hour: Shared[tuple[float, list[EventCount]]] = Shared(self.hour_counts)
 
     # -- rendering -----------------------------------------------------------------------
 
@@ -111,16 +113,12 @@ class Views:
         q = await self.opened()
         stats = await self.stats.get()
         now = time.time()
-        until = (math.floor(now / STEP) + 1) * STEP
-        since = until - WINDOW
+        since, counts = await self.hour.get()
         buckets = [since + i * STEP for i in range(WINDOW // STEP)]
         done: dict[str, int] = {}
         failed: dict[str, int] = {}
         per_bucket = {"succeeded": [0] * len(buckets), "failed": [0] * len(buckets)}
         if q.config.events:
-            counts = await q.event_storage.counts(
-                since=since, until=until, step=STEP, types=["succeeded", *FAILURE_TYPES]
-            )
             for c in counts:
                 i = int((c.bucket - since) // STEP)
                 if c.type == "succeeded":
@@ -161,6 +159,19 @@ class Views:
             ),
             "wait": await self.wait_chart(now),
         }
+
+    async def hour_counts(self) -> tuple[float, list[EventCount]]:
+        """Succeeded and failed events per minute and queue over the last hour (and the
+        hour's start): what the overview draws, shared through :attr:`hour`."""
+        until = (math.floor(time.time() / STEP) + 1) * STEP
+        since = until - WINDOW
+        if not self.omniq.config.events:
+            return since, []
+        await self.omniq.open()
+        counts = await self.omniq.event_storage.counts(
+            since=since, until=until, step=STEP, types=["succeeded", *FAILURE_TYPES]
+        )
+        return since, counts
 
     async def wait_chart(self, now: float) -> Any:
         """Queue wait (start minus enqueue or eta) of recent first attempts, p50 and p95
