@@ -142,3 +142,18 @@ def test_requeue_records_who_and_the_new_task(shop: Any) -> None:
     assert new.state is TaskState.PENDING and new.attempts == 0
     requeued = [e for e in shop.app.events(task_id=dead) if e.type.value == "requeued"]
     assert [(e.detail["by"], e.detail["to"]) for e in requeued] == [("ops@example", new.id)]
+
+
+def test_requeue_many_records_the_user(shop: Any) -> None:
+    dead = [shop.dead("one"), shop.dead("two")]
+    with TestClient(create_app(shop.app, auth="ops:pa55")) as client:
+        client.auth = ("ops", "pa55")
+        token = csrf(client)
+        done = client.post("/dead/requeue", data={"task_id": dead, "csrf_token": token})
+        assert done.status_code == 200 and "Requeued 2 task(s)" in done.text
+        for task_id in dead:
+            assert f'<tr data-task="{task_id}">' in done.text, "the dead tasks stay, linked"
+    states = sorted(t.state.value for t in shop.app.list_tasks(queue="mail"))
+    assert states == ["dead", "dead", "pending", "pending"]
+    events = [e for t in dead for e in shop.app.events(task_id=t) if e.type.value == "requeued"]
+    assert [e.detail["by"] for e in events] == ["dashboard user ops (testclient)"] * 2

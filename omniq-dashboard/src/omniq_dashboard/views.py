@@ -3,6 +3,8 @@ template; actions are POSTs that check the CSRF token and the read-only switch f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -336,9 +338,17 @@ class Views:
 
     @staticmethod
     def who(request: Request) -> str:
-        user = request.headers.get("authorization", "")
+        """Who acted, for the ``requeued`` event: the basic-auth user, else the address."""
         client = request.client.host if request.client else "?"
-        return f"dashboard ({client}{', authenticated' if user else ''})"
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user = base64.b64decode(value, validate=True).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                user = ""
+            if user:
+                return f"dashboard user {user} ({client})"
+        return f"dashboard ({client})"
 
     async def requeue(self, request: Request) -> Response:
         form = await self.action_form(request)
