@@ -17,6 +17,7 @@ import pytest
 from omniq_dashboard import create_app
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -59,16 +60,43 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait(driver: Any, condition: Any, what: str, timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: condition(d), message=what
-    )
+    """Poll ``condition`` to a deadline; the live refresh may replace an element while
+    it is being read, so a stale element means: look again."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: condition(d), message=what)
+
+
+def click(driver: Any, css: str) -> None:
+    """Click the element at ``css``, finding it again if a live refresh replaced it."""
+
+    def clicked(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait(driver, clicked, f"could not click {css}")
 
 
 def cell(driver: Any, queue: str, state: str) -> str:
-    found = driver.find_elements(
-        By.CSS_SELECTOR, f'tr[data-queue="{queue}"] td[data-state="{state}"]'
+    css = f'tr[data-queue="{queue}"] td[data-state="{state}"]'
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def listed(driver: Any, expected: list[str], what: str) -> None:
+    """Wait until the task rows are ``expected``, in that order."""
+
+    def rows(d: Any) -> list[str]:
+        return [
+            e.get_attribute("data-task") for e in d.find_elements(By.CSS_SELECTOR, "tr[data-task]")
+        ]
+
+    wait(
+        driver, lambda d: rows(d) == expected, f"{what}: expected {expected}, shown {rows(driver)}"
     )
-    return found[0].text if found else ""
 
 
 def test_requeue_a_dead_task_and_see_it_run(
@@ -80,9 +108,13 @@ def test_requeue_a_dead_task_and_see_it_run(
     shop.work()
     with served(create_app(shop.app)) as base:
         browser.get(f"{base}/dead")
-        row = browser.find_element(By.CSS_SELECTOR, f'tr[data-task="{dead}"]')
-        assert "cannot send invoice 7" in row.text
-        row.find_element(By.NAME, "task_id").click()
+        row = f'tr[data-task="{dead}"]'
+        wait(
+            browser,
+            lambda d: "cannot send invoice 7" in d.find_element(By.CSS_SELECTOR, row).text,
+            "the dead task is not listed with its error",
+        )
+        click(browser, f"{row} input[name=task_id]")
         browser.save_screenshot(str(shots / "dead-letters.png"))
         browser.find_element(By.ID, "requeue-selected").click()
         assert (
@@ -90,7 +122,7 @@ def test_requeue_a_dead_task_and_see_it_run(
             in wait(browser, lambda d: d.find_element(By.ID, "done"), "no notice").text
         )
         browser.get(f"{base}/")
-        assert cell(browser, "mail", "pending") == "1" and cell(browser, "mail", "succeeded") == "1"
+        assert (cell(browser, "mail", "pending"), cell(browser, "mail", "succeeded")) == ("1", "1")
         shop.fix()
         shop.work()
         # No reload: the counts refresh by themselves.
@@ -102,8 +134,7 @@ def test_requeue_a_dead_task_and_see_it_run(
         assert cell(browser, "mail", "pending") == "0"
         browser.save_screenshot(str(shots / "overview.png"))
         browser.get(f"{base}/dead")
-        link = browser.find_element(By.CSS_SELECTOR, f'tr[data-task="{dead}"] td:last-child a')
-        link.click()
+        click(browser, f'tr[data-task="{dead}"] td:last-child a')
         assert (
             wait(browser, lambda d: d.find_element(By.ID, "task-state"), "no task page").text
             == "succeeded"
@@ -142,19 +173,11 @@ def test_filter_the_task_list(shop: Any, served: Any, browser: Any, shots: Path)
     reports = [shop.report.delay(i).id for i in range(2)]
     with served(create_app(shop.app)) as base:
         browser.get(f"{base}/tasks")
-        ids = {
-            e.get_attribute("data-task")
-            for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-task]")
-        }
-        assert ids == {*mails, *reports}
+        listed(browser, [*reports[::-1], *mails[::-1]], "every task, newest first")
         Select(browser.find_element(By.NAME, "queue")).select_by_value("reports")
         browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
         wait(browser, lambda d: "queue=reports" in d.current_url, "the filter was not applied")
-        shown = [
-            e.get_attribute("data-task")
-            for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-task]")
-        ]
-        assert shown == reports[::-1], "only the queue's tasks, newest first"
+        listed(browser, reports[::-1], "only the queue's tasks, newest first")
         Select(browser.find_element(By.NAME, "queue")).select_by_value("")
         name = browser.find_element(By.NAME, "name")
         name.send_keys("shop.send_mail")
@@ -164,11 +187,7 @@ def test_filter_the_task_list(shop: Any, served: Any, browser: Any, shots: Path)
             lambda d: "name=shop.send_mail" in d.current_url,
             "the name filter was not applied",
         )
-        shown = [
-            e.get_attribute("data-task")
-            for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-task]")
-        ]
-        assert shown == mails[::-1]
+        listed(browser, mails[::-1], "only the tasks of that name")
         browser.save_screenshot(str(shots / "tasks.png"))
 
 
@@ -179,7 +198,7 @@ def test_open_a_task_timeline_with_a_hostile_argument(
     shop.work()
     with served(create_app(shop.app)) as base:
         browser.get(f"{base}/tasks")
-        browser.find_element(By.LINK_TEXT, ref.id).click()
+        click(browser, f'tr[data-task="{ref.id}"] a')
         wait(browser, lambda d: d.find_elements(By.ID, "timeline"), "no task page")
         events = [
             r.find_elements(By.TAG_NAME, "td")[1].text
