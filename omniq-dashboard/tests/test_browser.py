@@ -94,9 +94,7 @@ def listed(driver: Any, expected: list[str], what: str) -> None:
             e.get_attribute("data-task") for e in d.find_elements(By.CSS_SELECTOR, "tr[data-task]")
         ]
 
-    wait(
-        driver, lambda d: rows(d) == expected, f"{what}: expected {expected}, shown {rows(driver)}"
-    )
+    wait(driver, lambda d: rows(d) == expected, f"{what}: expected {expected}")
 
 
 def test_requeue_a_dead_task_and_see_it_run(
