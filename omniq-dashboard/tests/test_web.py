@@ -4,6 +4,7 @@ mounting, and the command's refusal to serve other machines without auth."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -109,6 +110,10 @@ def test_task_list_pages_by_cursor_and_filters(shop: Any, task_rows: Any) -> Non
         assert seen == [r.id for r in reversed(refs)], "every task once, newest first"
         named = task_rows(client.get("/tasks?name=shop.report").text)
         assert len(named) == 1
+        later = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 120))
+        earlier = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 120))
+        assert task_rows(client.get(f"/tasks?since={later}").text) == []
+        assert len(task_rows(client.get(f"/tasks?since={earlier}&until={later}").text)) == 50
         bad = client.get("/tasks?cursor=<b>nope")
         assert bad.status_code == 400 and "&lt;b&gt;nope" in bad.text
         assert client.get("/tasks?since=yesterday").status_code == 400
