@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from omniq.errors import ConfigError
-from omniq.interfaces import TaskPage, check_page_limit
+from omniq.interfaces import TaskPage, check_page_limit, check_seq_cursor
 from omniq.models import TaskState
 
 from .rows import TASK_COLUMNS, task_from_row
@@ -40,14 +39,6 @@ WITH RECURSIVE queues(q) AS (
 ONE_QUEUE = "WITH queues(q) AS (SELECT $2::text)"
 
 
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if cursor.isdigit() and len(cursor) < 20:
-        return int(cursor)
-    raise ConfigError(f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
-
-
 async def list_page(
     store: PostgresTaskQueue,
     *,
@@ -60,7 +51,7 @@ async def list_page(
     limit: int,
 ) -> TaskPage:
     size = check_page_limit(limit)
-    after = _cursor(cursor)
+    after = check_seq_cursor(cursor)
     wanted = (
         [s.value for s in TaskState] if states is None else [TaskState(s).value for s in states]
     )

@@ -15,8 +15,7 @@ import heapq
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from omniq.errors import ConfigError
-from omniq.interfaces import TaskPage, check_page_limit
+from omniq.interfaces import TaskPage, check_page_limit, check_seq_cursor
 from omniq.models import Task, TaskState
 
 if TYPE_CHECKING:
@@ -27,14 +26,6 @@ SCAN_BUDGET = 20_000
 #: Most tasks read per step of a filtered walk (the first step reads twice a page; each
 #: next one twice the last, as the filter proved to match few).
 STEP = 1000
-
-
-def _cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if cursor.isdigit() and len(cursor) < 20:
-        return int(cursor)
-    raise ConfigError(f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
 
 
 async def _heads(
@@ -62,7 +53,7 @@ async def list_page(
     limit: int,
 ) -> TaskPage:
     size = check_page_limit(limit)
-    below = _cursor(cursor)
+    below = check_seq_cursor(cursor)
     wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
     keys = [store.key("q", q, "s", s.value) for q in await store._queues(queue) for s in wanted]
     if not keys:

@@ -27,6 +27,7 @@ from omniq.interfaces import (
     TaskPage,
     as_stored,
     check_page_limit,
+    check_seq_cursor,
 )
 from omniq.models import (
     ErrorInfo,
@@ -341,12 +342,10 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         size = check_page_limit(limit)
         terms: list[str] = []
         extra: list[Any] = []
-        if cursor is not None:
-            if not (cursor.isdigit() and len(cursor) < 20):
-                raise ConfigError(
-                    f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
+        after = check_seq_cursor(cursor)
+        if after is not None:
             terms.append("seq < ?")
-            extra.append(int(cursor))
+            extra.append(after)
         filters = (("name = ?", name), ("created_at >= ?", since), ("created_at < ?", until))
         for term, value in filters:
             if value is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "as_stored",
     "check_event_order",
     "check_page_limit",
+    "check_seq_cursor",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -76,6 +77,18 @@ def check_page_limit(limit: int) -> int:
 
         raise ConfigError(f"page limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
     return limit
+
+
+def check_seq_cursor(cursor: str | None) -> int | None:
+    """A ``list_page`` cursor that is a task's enqueue-order number, as backends that keep
+    one hand out (PostgreSQL, Redis, SQLite); None for the first page."""
+    if cursor is None:
+        return None
+    if cursor.isdigit() and len(cursor) < 20:
+        return int(cursor)
+    from .errors import ConfigError
+
+    raise ConfigError(f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
 
 
 def _default_cursor(cursor: str | None) -> tuple[float, str] | None:
