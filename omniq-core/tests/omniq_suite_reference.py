@@ -36,6 +36,7 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    WorkerInfo,
     new_id,
     now,
 )
@@ -52,6 +53,7 @@ class Namespace:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     results: dict[str, TaskResult] = field(default_factory=dict)
     events: list[TaskEvent] = field(default_factory=list)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
 
 
 NAMESPACES: dict[str, Namespace] = {}
@@ -298,6 +300,18 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 won.append((schedule, times))
         return won
 
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        stored = msgspec.structs.replace(info, expires_at=now() + ttl)
+        self.ns.workers[info.id] = stored
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        at = now()
+        return [w for k, w in sorted(self.ns.workers.items()) if w.expires_at > at]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return self.ns.workers.pop(worker_id, None) is not None
+
 
 class MemoryResultStorage(MemoryStore, BaseResultStorage):
     def _live(self, result: TaskResult | None) -> TaskResult | None:
@@ -397,7 +411,9 @@ def _under_lock(name: str) -> None:
     setattr(FileTaskQueue, name, wrapper)
 
 
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many"}):
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"}
+                    | {"enqueue_many", "complete_many", "register_worker", "list_workers",
+                       "unregister_worker"}):
     _under_lock(_name)
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
-from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
+from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, WorkerInfo
 from .models import now as _wall_clock
 from .options import OptionSchema
 
@@ -373,6 +373,25 @@ class BaseTaskQueue(BaseStore):
         blocking pops, JetStream pull) return as soon as something is enqueued.
         """
         await asyncio.sleep(timeout)
+
+    # -- live workers (omniq workers, omniq health) ------------------------------------
+    # Not abstract, so a backend written before the registry still loads; the
+    # conformance suite (omniq.testing.queue_workers) fails one that lacks it.
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        """Insert or replace the worker ``info.id``; return it as stored, with
+        ``expires_at = now() + ttl`` by the store's clock. Workers call this at start
+        and on their heartbeat cadence, never per task."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """The registered workers whose ``expires_at`` has not passed by the store's
+        clock, ordered by id (expired entries may be deleted here)."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        """Remove a worker (it stopped); False when it was not registered."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
 
 
 class BaseResultStorage(BaseStore):

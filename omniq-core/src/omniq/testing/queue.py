@@ -18,13 +18,14 @@ from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
+from .queue_workers import WorkerRegistryTests
 
 __all__ = ["TaskQueueContract"]
 
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests,
+    ConcurrencyTests, OutageTests, WorkerRegistryTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
