@@ -19,6 +19,7 @@ import msgspec
 from omniq.errors import ConfigError, QueueError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
+from omniq.models import WorkerInfo, worker_decoder
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
@@ -423,6 +424,28 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             return []
         won = await self._run("schedule_cas", args)
         return [c for c, ok in zip(candidates, won) if ok]
+
+    # -- live workers ------------------------------------------------------------------
+    # One hash, worker id -> WorkerInfo with expires_at by Redis TIME; entries that
+    # expired are dropped when listed.
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        stored = msgspec.structs.replace(info, expires_at=await self.now() + ttl)
+        await self.redis.hset(self.key("workers"), info.id, encoder.encode(stored))
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("workers")))
+        at = await self.now()
+        found = sorted((worker_decoder.decode(blob) for blob in blobs.values()), key=lambda w: w.id)
+        gone = [w.id for w in found if w.expires_at <= at]
+        if gone:
+            await self.redis.hdel(self.key("workers"), *gone)
+        return [w for w in found if w.expires_at > at]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return bool(await self.redis.hdel(self.key("workers"), worker_id))
+
 
 
 def _script_error(exc: ResponseError) -> Exception:
