@@ -63,6 +63,7 @@ from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
 from .results import NatsResultStorage
 from .schedules import ScheduleBucket
+from .workers import WorkerBucket
 
 __all__ = ["NatsTaskQueue"]
 
@@ -168,7 +169,7 @@ async def _windowed(items: Sequence[T], call: Callable[[T], Awaitable[Any]]) -> 
     return out
 
 
-class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
+class NatsTaskQueue(NatsStore, ScheduleBucket, WorkerBucket, BaseTaskQueue):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.DELAYED,
         Capability.PRIORITY,
