@@ -28,6 +28,7 @@ from omniq import BackendSpec, hookimpl
 from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
 from omniq.models import (
+    PURGE_DEFAULT_STATES,
     READY_STATES,
     TERMINAL_STATES,
     ErrorInfo,
@@ -243,7 +244,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
     async def purge(
         self, queue: str | None = None, states: Iterable[TaskState] | None = None
     ) -> int:
-        doomed = [t.id for t in await self.list(queue, states, limit=len(self.ns.tasks))]
+        wanted = PURGE_DEFAULT_STATES if states is None else states
+        doomed = [t.id for t in await self.list(queue, wanted, limit=len(self.ns.tasks))]
         for task_id in doomed:
             del self.ns.tasks[task_id]
         return len(doomed)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import ErrorInfo, Schedule, Task, TaskState, WorkerInfo
+from omniq.models import PURGE_DEFAULT_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo
 
 from .engine import QueueEngine
 from .location import Location
@@ -119,7 +119,7 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         return await self._call("stats")
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        return await self._call("purge", queue, None if states is None else builtins.list(states))
+        return await self._call("purge", queue, builtins.list(PURGE_DEFAULT_STATES if states is None else states))
 
     async def cleanup(self) -> builtins.list[Task]:
         return await self._call("cleanup")

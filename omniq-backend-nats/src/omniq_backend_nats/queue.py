@@ -45,6 +45,7 @@ from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue,
 from omniq.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
+    PURGE_DEFAULT_STATES,
     READY_STATES,
     TERMINAL_STATES,
     ErrorInfo,
@@ -1059,12 +1060,12 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, WorkerBucket, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = None if states is None else set(states)
+        wanted = set(PURGE_DEFAULT_STATES if states is None else states)
         doomed = [
             t for t, _ in await self._all_tasks()
-            if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
+            if (queue is None or t.queue == queue) and t.state in wanted
         ]
-        if queue is None and wanted is None:
+        if queue is None and wanted >= set(TaskState):
             # Everything: empty the streams themselves (schedules stay).
             await asyncio.gather(*(
                 self.js.purge_stream(name)

@@ -19,7 +19,7 @@ import msgspec
 from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
 from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
-from omniq.models import WorkerInfo, worker_decoder
+from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
 
 from .events import APPEND, append_args
 from .results import UPSERT, upsert_args
@@ -448,7 +448,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return counts
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        where, args = _where(queue, states)
+        where, args = _where(queue, PURGE_DEFAULT_STATES if states is None else states)
         status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
         return int(status.split()[-1])
 

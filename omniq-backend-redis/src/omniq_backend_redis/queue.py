@@ -19,7 +19,7 @@ import msgspec
 from omniq.errors import ConfigError, QueueError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
-from omniq.models import WorkerInfo, worker_decoder
+from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
@@ -299,7 +299,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        wanted = [TaskState(s) for s in (PURGE_DEFAULT_STATES if states is None else states)]
         total = 0
         for q in await self._queues(queue):
             for s in wanted:

@@ -21,6 +21,7 @@ import msgspec
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
 from omniq.models import (
+    PURGE_DEFAULT_STATES,
     ErrorInfo,
     TERMINAL_STATES,
     Schedule,
@@ -321,7 +322,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return counts
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        where, params = _filter(queue, states)
+        where, params = _filter(queue, PURGE_DEFAULT_STATES if states is None else states)
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]

@@ -237,8 +237,10 @@ class BaseTaskQueue(BaseStore):
 
     @abc.abstractmethod
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        """Delete tasks (all queues when ``queue`` is None; every state when ``states``
-        is None); return how many. Schedules are not touched."""
+        """Delete tasks (all queues when ``queue`` is None); return how many.
+        ``states`` None means :data:`~omniq.models.PURGE_DEFAULT_STATES`: every state
+        but ``running``, whose worker still holds the task; a running task is deleted
+        only when ``running`` is among ``states``. Schedules are not touched."""
 
     @abc.abstractmethod
     async def cleanup(self) -> builtins.list[Task]:

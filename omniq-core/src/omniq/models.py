@@ -23,6 +23,7 @@ __all__ = [
     "ACTIVE_STATES",
     "ErrorInfo",
     "EventType",
+    "PURGE_DEFAULT_STATES",
     "READY_STATES",
     "Schedule",
     "TERMINAL_STATES",
@@ -114,6 +115,9 @@ class TaskState(str, enum.Enum):
 READY_STATES = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRYING})
 #: States that will still change without user action.
 ACTIVE_STATES = READY_STATES | {TaskState.WAITING, TaskState.RUNNING}
+#: What ``purge`` deletes when no states are named: all but ``running`` (its worker
+#: still holds it; purge it by naming the state).
+PURGE_DEFAULT_STATES = frozenset(TaskState) - {TaskState.RUNNING}
 #: States a task never leaves (until cleanup deletes it).
 TERMINAL_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED, TaskState.DEAD}

@@ -19,7 +19,7 @@ import msgspec
 
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo, now
+from omniq.models import PURGE_DEFAULT_STATES, TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo, now
 
 from .namespace import NamespaceStore
 
@@ -168,7 +168,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        doomed = self._select(queue, states)
+        doomed = self._select(queue, PURGE_DEFAULT_STATES if states is None else states)
         for task in doomed:
             del self.ns.tasks[task.id], self.ns.order[task.id]
         return len(doomed)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
-from ..models import ACTIVE_STATES, EventType, TaskState, validate_name
+from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
 from .root import app_option, cli
 from .state import CliState
 from .ui import fmt_time, out, print_json
@@ -204,24 +204,26 @@ def queues(state: CliState, app_ref: str | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--queue", metavar="NAME", help="Only this queue (default: every queue).")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATE_NAMES, case_sensitive=False),
-              help="Only tasks in these states (repeatable; default: every state).")
+              help="Only tasks in these states (repeatable; default: every state but running, "
+                   "whose workers still hold them).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @app_option
 @click.pass_obj
 def purge(state: CliState, queue: str | None, states: tuple[str, ...], yes: bool, app_ref: str | None) -> None:
     """Delete tasks (results and events stay until their TTL)."""
     wanted = [TaskState(s.lower()) for s in states] or None
+    counted = set(wanted or PURGE_DEFAULT_STATES)
     if queue:
         validate_name("queue name", queue)
 
     async def run(app: AsyncOmniQ) -> int:
         stats = await app.stats()
         count = sum(n for q, counts in stats.items() if queue in (None, q)
-                    for s, n in counts.items() if wanted is None or TaskState(s) in wanted)
+                    for s, n in counts.items() if TaskState(s) in counted)
         if count == 0:
             return 0
         where = f"queue {queue!r}" if queue else "every queue"
-        which = ", ".join(s.value for s in wanted) if wanted else "every state"
+        which = ", ".join(s.value for s in wanted) if wanted else "every state but running"
         if not yes:
             click.confirm(f"Delete {count} task(s) in {where} ({which})?", abort=True, err=True)
         return await app.purge(queue=queue, states=wanted)
