@@ -1,4 +1,4 @@
-"""``omniq schedules list|pause|resume``."""
+"""``omniq schedules list|pause|resume|delete``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @cli.group()
 def schedules() -> None:
-    """List, pause and resume recurring tasks."""
+    """List, pause, resume and delete recurring tasks."""
 
 
 @schedules.command("list")
@@ -69,3 +69,18 @@ def _toggle(pause: bool) -> click.Command:
 
 schedules.add_command(_toggle(pause=True))
 schedules.add_command(_toggle(pause=False))
+
+
+@schedules.command("delete")
+@click.argument("schedule_id")
+@app_option
+@click.pass_obj
+def delete_schedule(state: CliState, schedule_id: str, app_ref: str | None) -> None:
+    """Delete a schedule (tasks it already enqueued stay). Exits 1 if there is none."""
+
+    async def delete(app: AsyncOmniQ) -> bool:
+        return await app.delete_schedule(schedule_id)
+
+    if not state.run(state.build_app(app_ref), delete):
+        raise click.ClickException(f"no schedule {schedule_id!r} (see 'omniq schedules list')")
+    out.print(f"Schedule {escape(schedule_id)} deleted.")

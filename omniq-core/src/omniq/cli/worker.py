@@ -103,11 +103,14 @@ def _reexec(state: CliState, reason: str) -> None:
               help="Seconds a stopping worker waits for running tasks before releasing them (default 30).")
 @click.option("--progress/--no-progress", default=None,
               help="Live display of counts and queue sizes (default: when stderr is a terminal).")
+@click.option("--health-file", metavar="PATH",
+              help="Touch this file on every heartbeat and remove it on stop, for probes that "
+                   "check a file ('omniq health --file PATH --max-age 60s').")
 @click.pass_obj
 def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
            queues: tuple[str, ...], prefetch: int | None, burst: bool,
            max_tasks_per_child: int | None, max_memory_mb: float | None,
-           grace_period: float | None, progress: bool | None) -> None:
+           grace_period: float | None, progress: bool | None, health_file: str | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
     # The pool prepares the process before the user's modules load (gevent patches here);
@@ -118,6 +121,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
         "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,
         "max_memory_mb": max_memory_mb, "grace_period": grace_period,
+        "health_file": health_file,
     }.items() if v is not None}
     show = err.is_terminal if progress is None else progress
     reason = asyncio.run(_run_worker(app, options, show))

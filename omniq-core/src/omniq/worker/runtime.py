@@ -30,6 +30,7 @@ from ..interfaces import BaseWorker
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
 from .pools import PoolBrokenError
+from .presence import Presence
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -123,6 +124,7 @@ class Worker:
         max_memory_mb: float | None = None,
         prefetch: int | None = None,
         worker_id: str | None = None,
+        health_file: str | os.PathLike[str] | None = None,
     ) -> None:
         from ..models import validate_name
 
@@ -171,6 +173,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
         self._helpers_done = False
+        self._presence = Presence(self, health_file)
 
     # -- control -----------------------------------------------------------------------
 
@@ -219,12 +222,14 @@ class Worker:
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
+        await self._presence.beat()
         log.info("worker %s started: pool=%s concurrency=%d prefetch=%d queues=%s", self.id,
                  self.pool.name, self.concurrency, self.prefetch, ",".join(self.queues))
         writer = asyncio.create_task(self._writer(), name="omniq-writer")
         helpers = [
             asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
             asyncio.create_task(self._maintenance(), name="omniq-maintenance"),
+            asyncio.create_task(self._presence.run(), name="omniq-presence"),
         ]
         try:
             await self._reserve_loop()
@@ -248,6 +253,7 @@ class Worker:
             self._wake_writer.set()
             await writer
             await self.pool.stop(wait=not self._force)
+            await self._presence.leave()
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
             log.info("worker %s stopped (%s): %s", self.id, self.stop_reason, dict(self.stats.counts))
