@@ -40,9 +40,17 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
 
 
+def created(url: str) -> str:
+    """``url`` once its database exists (only a worker creates one from the CLI)."""
+    app = OmniQ(task_queue=url)
+    app.open()
+    app.close()
+    return url
+
+
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'omniq.db'}"
+    return created(f"sqlite:///{tmp_path / 'omniq.db'}")
 
 
 @pytest.fixture
@@ -385,7 +393,7 @@ def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
     pytest.importorskip("omniq_backend_postgres")
     unreachable = "postgresql://omniq:hunter2@127.0.0.1:1/test"
     proc = subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", f"sqlite:///{tmp_path / 'omniq.db'}",
+        [sys.executable, "-m", "omniq.cli", "--task-queue", created(f"sqlite:///{tmp_path / 'omniq.db'}"),
          "--event-storage", unreachable, "events"],
         cwd=tmp_path, capture_output=True, text=True, timeout=15,
     )

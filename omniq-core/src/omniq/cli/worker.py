@@ -116,7 +116,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
     registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
-    app = state.build_app(app_ref)
+    app = state.build_app(app_ref, create=True)
     options = {k: v for k, v in {
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
         "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,
