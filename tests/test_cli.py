@@ -272,7 +272,10 @@ def test_plugins_table_is_readable_at_80_columns(invoke: Invoke,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing is cut short with an ellipsis, nothing passes column 80, and errors are
     shown whole (under the table), not squeezed into a narrow cell."""
+    from omniq.cli import ui
+
     monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(ui.out, "_force_terminal", True)  # a pipe gets tab-separated lines
     result = invoke("plugins", "--all")
     assert result.exit_code == 0, result.output
     assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout

@@ -15,7 +15,7 @@ from ..models import validate_name
 from ..options import to_duration
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json
+from .ui import fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -86,7 +86,7 @@ def workers(state: CliState, queue: str | None, app_ref: str | None, as_json: bo
         table.add_row(escape(w.id), escape(w.host), str(w.pid), w.pool, str(w.concurrency),
                       ",".join(w.queues), str(w.in_flight), fmt_time(w.started_at),
                       f"{max(at - w.heartbeat_at, 0):.1f} s ago", w.version)
-    out.print(table)
+    print_table(table)
 
 
 def _file_health(path: str, max_age: float | None) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json
+from .ui import fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -46,7 +46,7 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
         every = s.cron if s.cron else f"{s.interval:g} s"
         table.add_row(escape(s.id), escape(s.template.name), every, "-" if s.paused else fmt_time(s.next_run),
                       fmt_time(s.last_run), "[yellow]paused[/yellow]" if s.paused else "[green]active[/green]")
-    out.print(table)
+    print_table(table)
 
 
 def _toggle(pause: bool) -> click.Command:

@@ -15,7 +15,7 @@ from ..errors import SerializationError, TaskNotFoundError
 from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json
+from .ui import fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -104,7 +104,7 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         else:
             grid.add_row("error", escape(f"{result['error'].type}: {result['error'].message}"))
         grid.add_row("ran on", result["worker_id"] or "-")
-    out.print(grid)
+    print_table(grid)
     error = (result or {}).get("error") or (task or {}).get("error")
     if traceback and error is not None and error.traceback:
         out.print(escape(error.traceback.rstrip()), soft_wrap=True)
@@ -172,7 +172,7 @@ def events(state: CliState, task_id: str | None, queue: str | None, types: tuple
     for e in found:
         table.add_row(fmt_time(e.timestamp), e.type.value, e.task_id, escape(str(e.detail.get("name", ""))),
                       e.queue, escape(_detail(e)))
-    out.print(table)
+    print_table(table)
 
 
 @cli.command()
@@ -198,7 +198,7 @@ def queues(state: CliState, app_ref: str | None, as_json: bool) -> None:
     table = Table("queue", *(s.value for s in shown), "total")
     for q, by_state in rows.items():
         table.add_row(q, *(str(by_state.get(s, 0)) for s in shown), str(sum(by_state.values())))
-    out.print(table)
+    print_table(table)
 
 
 @cli.command()
