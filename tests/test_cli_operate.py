@@ -28,7 +28,12 @@ FAST_LEASE = "1.5"
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'q.db'}"
+    """A SQLite file that exists (the CLI's commands other than worker never create one)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    app = OmniQ(task_queue=url)
+    app.open()
+    app.close()
+    return url
 
 
 @pytest.fixture

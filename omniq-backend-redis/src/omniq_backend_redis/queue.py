@@ -16,9 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
-from omniq.errors import ConfigError, QueueError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
-from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
+from omniq.errors import QueueError, TaskNotFoundError
+from omniq.interfaces import (BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef,
+                              as_stored)
+from omniq.lifecycle import attempts_allowed, check_completable
+from omniq.models import (ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder,
+                          schedule_decoder)
 from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
 from redis.exceptions import ResponseError
 
@@ -26,9 +29,9 @@ from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_has
                     encode_error, is_task_hash, number)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
+from .results import RedisResultStorage, set_args
 from .store import RedisStore
 
-_COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
 _CAS_TRIES = 20
 
@@ -205,15 +208,40 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         if not items:
             return []
         args: list[Any] = [len(items)]
-        for task_id, token, state, error in items:
-            state = TaskState(state)
-            if state not in _COMPLETE_STATES:
-                raise ConfigError(
-                    f"complete() state {state.value!r} for task {task_id!r}: expected succeeded, "
-                    f"cancelled or failed (use retry() or dead_letter() for the others)"
-                )
+        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
+        for (task_id, token, _, error), state in zip(items, states, strict=True):
             args += [task_id, token, state.value, encode_error(error)]
         return [bool(ok) for ok in await self._run("complete", args)]
+
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
+        """One script run (finish.lua) when the result and event stores use this
+        connection: the completions, then the results and events of those accepted, in
+        one atomic step. Otherwise the default (fenced state change, then the rest)."""
+        results_here = (isinstance(result_storage, RedisResultStorage)
+                        and result_storage.shared is self.shared)
+        events_here = event_storage is None or (
+            isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared)
+        if not results_here or not events_here:
+            return await super().finish_many(items, results, events, result_storage, event_storage)
+        args: list[Any] = [len(items)]
+        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
+        for (task_id, token, _, error), state in zip(items, states, strict=True):
+            args += [task_id, token, state.value, encode_error(error)]
+        args += [cast(RedisResultStorage, result_storage).prefix, len(results), *set_args(results)]
+        sibling_events = cast("RedisEventStorage | None", event_storage)
+        if events and sibling_events is not None:
+            args += sibling_events.append_args(events)
+        answers = [bool(ok) for ok in await self._run("finish", args)]
+        if events and sibling_events is not None:
+            await sibling_events.after_append()
+        return answers
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         return bool(await self._run("retry", [task_id, token, number(eta), encode_error(error)]))
@@ -473,7 +501,7 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
             column([t.priority for t in tasks]),
             column([t.eta for t in tasks]),
             column([t.expires_at for t in tasks]),
-            column([max(t.max_deliveries, t.max_retries + 1) for t in tasks]),
+            column([attempts_allowed(t) for t in tasks]),
             column([t.result_ttl for t in tasks]),
             column([t.dead_ttl for t in tasks]),
             column([t.created_at for t in tasks]),

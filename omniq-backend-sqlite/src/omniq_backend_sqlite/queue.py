@@ -19,7 +19,9 @@ import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
+from omniq.interfaces import (BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef,
+                              accepted_writes, as_stored)
+from omniq.lifecycle import check_completable, initial_state
 from omniq.models import (
     PURGE_DEFAULT_STATES,
     ErrorInfo,
@@ -27,6 +29,7 @@ from omniq.models import (
     Schedule,
     Task,
     TaskEvent,
+    TaskResult,
     TaskState,
     WorkerInfo,
     encoder,
@@ -35,12 +38,12 @@ from omniq.models import (
 )
 
 from ._db import SqliteStore, json_list
-from ._deps import cancel_dependents, dependency_error, make_ready
+from ._deps import cancel_dependents, make_ready
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events
+from .results import SqliteResultStorage, insert_results
 
-_FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
 _BY_IDS = "SELECT value FROM json_each(?)"
@@ -83,8 +86,8 @@ _COMPLETE = f"""UPDATE omniq_tasks
 
 _LAPSED_TO_DEAD = f"""UPDATE omniq_tasks
     SET state = 'dead', finished_at = ?, {_CLEAR_LEASE},
-        error = json_object('type', 'TooManyDeliveries', 'message',
-            'lease lapsed on delivery ' || attempts || ' of at most '
+        error = json_object('type', 'LeaseExpired', 'message',
+            'lease lapsed on attempt ' || attempts || ' of '
             || max(max_deliveries, max_retries + 1) || ': its worker keeps dying or hanging')
     WHERE state = 'running' AND lease_deadline <= ?
       AND attempts >= max(max_deliveries, max_retries + 1)
@@ -194,30 +197,58 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
         """One UPDATE for the whole batch, plus the dependents, in one transaction."""
-        states = [TaskState(state) for _, _, state, _ in items]
-        for state in states:
-            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-                raise ConfigError(
-                    f"complete() takes state succeeded or cancelled, got {state.value!r}; use "
-                    f"retry() or dead_letter() for a failed attempt"
-                )
+        for task_id, _, state, _ in items:
+            check_completable(state, task_id)
         if not items:
             return []
+        async with self.db.transaction() as conn:
+            return await self._complete_in(conn, items)
+
+    async def _complete_in(self, conn: aiosqlite.Connection,
+                           items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
+        """:meth:`complete_many` in the caller's transaction."""
+        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
         first: dict[str, int] = {}  # a task listed twice completes once
         for i, (task_id, *_) in enumerate(items):
             first.setdefault(task_id, i)
         batch = [[tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)]
-        async with self.db.transaction() as conn:
-            now = time.time()
-            rows = await conn.execute_fetchall(
-                _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
-            )
-            done = {row[0] for row in rows}
-            await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
-            for task_id in done:
-                if states[first[task_id]] is TaskState.CANCELLED:
-                    await cancel_dependents(conn, task_id, "cancelled", now)
+        now = time.time()
+        rows = await conn.execute_fetchall(
+            _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
+        )
+        done = {row[0] for row in rows}
+        await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
+        for task_id in done:
+            if states[first[task_id]] is TaskState.CANCELLED:
+                await cancel_dependents(conn, task_id, "cancelled", now)
         return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
+
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
+        """With the result and event stores in the same file: one transaction (one
+        commit) for the completions and the results and events of those accepted."""
+        here = isinstance(result_storage, SqliteResultStorage) and (
+            self.settings.same_file(result_storage.settings))
+        if not here or not (event_storage is None or (
+                isinstance(event_storage, SqliteEventStorage)
+                and self.settings.same_file(event_storage.settings))):
+            return await super().finish_many(items, results, events, result_storage, event_storage)
+        for task_id, _, state, _ in items:
+            check_completable(state, task_id)
+        async with self.db.transaction() as conn:
+            accepted = await self._complete_in(conn, items) if items else []
+            results, events = accepted_writes(items, accepted, results, events)
+            if results:
+                await insert_results(conn, results)
+            if events and event_storage is not None:
+                await insert_events(conn, events)
+        return accepted
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         rows = await self.db.fetch(
@@ -427,18 +458,10 @@ def _admit(task: Task, known: dict[str, str], now: float) -> Task:
         if parent not in known:
             raise TaskNotFoundError(parent, f" (task {task.id!r} depends on it)")
     created = task.created_at or now
-    failed = [p for p in task.depends_on if known[p] in _FAILED_PARENT]
-    if failed:
-        return msgspec.structs.replace(
-            task, state=TaskState.CANCELLED, created_at=created, finished_at=now,
-            error=dependency_error(failed[0], known[failed[0]]),
-        )
-    if any(known[p] != "succeeded" for p in task.depends_on):
-        state = TaskState.WAITING
-    elif task.eta is not None and task.eta > now:
-        state = TaskState.SCHEDULED
-    else:
-        state = TaskState.PENDING
+    state, error = initial_state(task, known, now)
+    if error is not None:
+        return msgspec.structs.replace(task, state=state, created_at=created, finished_at=now,
+                                       error=error)
     return msgspec.structs.replace(task, state=state, created_at=created)
 
 

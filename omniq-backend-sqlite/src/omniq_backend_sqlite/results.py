@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import aiosqlite
 import msgspec
 
 from omniq.errors import SerializationError
@@ -37,7 +38,7 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
     async def set_many(self, results: Sequence[TaskResult]) -> None:
         if results:
             async with self.db.transaction() as conn:
-                await conn.executemany(_UPSERT, [_params(r) for r in results])
+                await insert_results(conn, results)
 
     async def get(self, task_id: str) -> TaskResult | None:
         rows = await self.db.fetch(
@@ -63,6 +64,12 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
             "DELETE FROM omniq_results WHERE expires_at <= ? RETURNING task_id", (time.time(),)
         )
         return len(rows)
+
+
+async def insert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
+    """Store (or overwrite) ``results`` in the caller's transaction (the task queue's
+    finish_many writes them with the completions)."""
+    await conn.executemany(_UPSERT, [_params(r) for r in results])
 
 
 def _params(result: TaskResult) -> tuple[Any, ...]:

@@ -15,25 +15,29 @@ import abc
 import asyncio
 import builtins
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import msgspec
 
+from ._deprecated import renamed
+from .lifecycle import check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, WorkerInfo
 from .models import now as _wall_clock
 from .options import OptionSchema
 
 __all__ = [
     "BaseEventStorage",
-    "BaseWorker",
+    "BasePool",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
     "Capability",
     "LeaseRef",
+    "accepted_writes",
     "as_stored",
     "check_event_order",
+    "write_accepted",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -66,6 +70,53 @@ def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> T
         event, queue=task.queue, detail={**detail, "name": task.name, "state": said})
 
 
+def accepted_writes(
+    items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+    accepted: Sequence[bool],
+    results: Sequence[TaskResult],
+    events: Sequence[TaskEvent],
+) -> tuple[Sequence[TaskResult], Sequence[TaskEvent]]:
+    """The ``results`` and ``events`` of a :meth:`BaseTaskQueue.finish_many` that may be
+    written once ``accepted`` (the answer for each of ``items``) is known: all but those
+    of a task whose completion was refused. Without a refusal (the usual case) the
+    sequences are returned as they are, without a copy."""
+    if all(accepted):
+        return results, events
+    refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
+    return ([r for r in results if r.task_id not in refused],
+            [e for e in events if e.task_id not in refused])
+
+
+async def write_accepted(
+    results: Sequence[TaskResult],
+    events: Sequence[TaskEvent],
+    result_storage: BaseResultStorage,
+    event_storage: BaseEventStorage | None,
+    tries: int = 3,
+) -> None:
+    """Write results and events whose tasks' states already changed, both at once.
+
+    Each write is retried a few times here: the caller must not repeat the state change
+    (its token is spent, so a repeat is refused and the result would be dropped)."""
+    writes = []
+    if results:
+        writes.append(_retried(lambda: result_storage.set_many(results), tries))
+    if events and event_storage is not None:
+        writes.append(_retried(lambda: event_storage.append_many(events), tries))
+    if writes:
+        await asyncio.gather(*writes)
+
+
+async def _retried(write: Callable[[], Awaitable[None]], tries: int) -> None:
+    for attempt in range(tries):
+        try:
+            return await write()
+        except Exception:
+            if attempt + 1 == tries:
+                raise
+            await asyncio.sleep(0.1 * 4**attempt)
+
+
 class BaseStore(abc.ABC):
     """What all three stores share: construction from a URL, open/close, capabilities."""
 
@@ -78,6 +129,8 @@ class BaseStore(abc.ABC):
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
     option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
+    #: How messages name this kind of store ("redis task queue").
+    kind_name: ClassVar[str] = "backend"
 
     @classmethod
     @abc.abstractmethod
@@ -113,6 +166,8 @@ class BaseTaskQueue(BaseStore):
     a reserved task is leased to one worker until its lease deadline; completions are
     fenced by the lease token; a lapsed lease returns the task with its attempt counted.
     """
+
+    kind_name = "task queue"
 
     # -- required core -----------------------------------------------------------------
 
@@ -341,7 +396,10 @@ class BaseTaskQueue(BaseStore):
     async def complete_many(
         self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
     ) -> builtins.list[bool]:
-        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
+        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each. Every
+        state is checked (:func:`~omniq.lifecycle.check_completable`) before any changes."""
+        for task_id, _, state, _ in items:
+            check_completable(state, task_id)
         return [await self.complete(*item) for item in items]
 
     async def finish_many(
@@ -355,17 +413,23 @@ class BaseTaskQueue(BaseStore):
         """:meth:`complete_many`, plus storing the tasks' ``results`` and ``events``:
         the worker's hot path, one call per batch of finished tasks.
 
-        The default writes the three stores in turn: results first (a task that reads as
-        succeeded has its result), then completions, then events. A backend whose result
-        and event stores can live on its server overrides this to write all three in one
-        step when ``result_storage`` and ``event_storage`` are such siblings, and calls
-        ``super()`` otherwise. ``event_storage`` is None when events are off.
+        Fenced as a whole by the tokens: a result or an event of a task listed in
+        ``items`` is written only when that task's completion is accepted, so an attempt
+        fenced out (its lease lapsed and another worker took the task over) leaves no
+        trace; results and events of other tasks are written as given (see
+        :func:`accepted_writes`).
+
+        The default changes the states first, then writes the accepted results and events
+        (both at once). A crash between the two leaves a task that reads as finished
+        without its result (docs/architecture.md,
+        "Finishing a task: fencing results and events"); the other order would let a fenced-out attempt overwrite the result of the one that won. A backend
+        whose result and event stores can live on its server overrides this to write all
+        three in one step when ``result_storage`` and ``event_storage`` are such siblings,
+        and calls ``super()`` otherwise. ``event_storage`` is None when events are off.
         """
-        if results:
-            await result_storage.set_many(results)
         accepted = await self.complete_many(items)
-        if events and event_storage is not None:
-            await event_storage.append_many(events)
+        results, events = accepted_writes(items, accepted, results, events)
+        await write_accepted(results, events, result_storage, event_storage)
         return accepted
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
@@ -398,6 +462,8 @@ class BaseTaskQueue(BaseStore):
 
 class BaseResultStorage(BaseStore):
     """Results keyed by task id: a re-run overwrites, never adds."""
+
+    kind_name = "result storage"
 
     @abc.abstractmethod
     async def set(self, result: TaskResult) -> None:
@@ -462,6 +528,8 @@ def check_event_order(order: str) -> str:
 class BaseEventStorage(BaseStore):
     """An append-only log of what happened to tasks."""
 
+    kind_name = "event storage"
+
     @abc.abstractmethod
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """Append events (workers buffer and flush them in batches)."""
@@ -491,12 +559,12 @@ class BaseEventStorage(BaseStore):
         await self.append_many([event])
 
 
-class BaseWorker(abc.ABC):
+class BasePool(abc.ABC):
     """An execution pool (async, thread, process, gevent): runs task functions for the
-    worker's runtime loop.
+    worker's runtime loop (:class:`omniq.worker.runtime.Worker`).
 
     The runtime loop owns reserving, leases, results, events and retries; a pool only
-    runs calls. Plugins add pools through ``omniq_register_workers``.
+    runs calls. Plugins add pools through ``omniq_register_pools``.
     """
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
@@ -531,16 +599,15 @@ class BaseWorker(abc.ABC):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         timeout: float | None,
-        *,
-        ref: str | None = None,
-        func_payload: bytes | None = None,
     ) -> Any:
         """Run one call and return its value, raising what it raised.
 
         ``func`` may be a coroutine function or a plain one. ``timeout`` must be
         enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
-        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
-        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        run in another process send ``func`` there themselves (the process pool uses dill).
         Cancelling the awaiting coroutine (the lease was lost) should stop the call
         where the pool can.
         """
+
+
+__getattr__ = renamed(__name__, {"BaseWorker": ("BasePool", "BasePool")}, globals())

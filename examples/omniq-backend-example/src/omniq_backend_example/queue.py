@@ -18,14 +18,13 @@ from typing import Any, ClassVar
 import msgspec
 
 from omniq.errors import CapabilityError, TaskNotFoundError
+from omniq import lifecycle
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
 from omniq.models import PURGE_DEFAULT_STATES, TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo, now
 
 from .namespace import NamespaceStore
 
 __all__ = ["ExampleTaskQueue"]
-
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 
 
 class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
@@ -43,6 +42,11 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         self.ns.tasks[task.id] = updated
         return updated
 
+    def _keep(self, task: Task) -> Task:
+        """Store ``task`` as changed by a rule of :mod:`omniq.lifecycle`."""
+        self.ns.tasks[task.id] = task
+        return task
+
     def _held(self, task_id: str, token: str | None) -> Task | None:
         """The task if ``token`` still holds its lease (the fence of every completion)."""
         task = self.ns.tasks.get(task_id)
@@ -59,7 +63,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         if task.depends_on:
             raise CapabilityError("the example backend does not support depends_on (no DEPENDENCIES)")
         at = now()
-        state = TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+        state = lifecycle.ready_state(task, at)
         stored = self._put(task, state=state, created_at=task.created_at or at)
         ns.order[task.id] = next(ns.counter)
         ns.wake_workers()
@@ -74,11 +78,8 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             key=lambda t: (-t.priority, ns.order[t.id]),
         )
         # No await from reading to writing: no other coroutine can reserve these meanwhile.
-        return [
-            self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=uuid.uuid4().hex,
-                      lease_owner=worker_id, lease_deadline=at + lease, started_at=at)
-            for t in ready[:limit]
-        ]
+        return [self._keep(lifecycle.leased(t, worker_id, uuid.uuid4().hex, lease, at))
+                for t in ready[:limit]]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -96,31 +97,32 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
     async def complete(
         self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
     ) -> bool:
+        state = lifecycle.check_completable(state, task_id)  # before anything changes
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=state, error=error, finished_at=now(), **_NO_LEASE)
+        self._keep(lifecycle.finished(task, state, error, now()))
         return True
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
+        self._keep(lifecycle.retried(task, eta, error))
         return True
 
     async def release(self, task_id: str, token: str) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.PENDING, attempts=task.attempts - 1, **_NO_LEASE)
+        self._keep(lifecycle.released(task))
         return True
 
     async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
         task = self.ns.tasks.get(task_id) if token is None else self._held(task_id, token)
         if task is None or task.state in TERMINAL_STATES:
             return False
-        self._put(task, state=TaskState.DEAD, error=error, finished_at=now(), **_NO_LEASE)
+        self._keep(lifecycle.finished(task, TaskState.DEAD, error, now()))
         return True
 
     async def release_expired_leases(self) -> builtins.list[Task]:
@@ -128,11 +130,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         for task in builtins.list(self.ns.tasks.values()):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) >= at:
                 continue
-            if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                error = ErrorInfo(type="LeaseExpired", message=f"lease lapsed {task.attempts} times")
-                out.append(self._put(task, state=TaskState.DEAD, error=error, finished_at=at, **_NO_LEASE))
-            else:
-                out.append(self._put(task, state=TaskState.PENDING, **_NO_LEASE))
+            out.append(self._keep(lifecycle.lapsed(task, at)))  # pending, or dead after too many
         return out
 
     # -- administration -----------------------------------------------------------------
@@ -143,7 +141,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             raise TaskNotFoundError(task_id)
         if task.state in TERMINAL_STATES:
             return False
-        self._put(task, state=TaskState.CANCELLED, finished_at=now(), **_NO_LEASE)
+        self._keep(lifecycle.finished(task, TaskState.CANCELLED, None, now()))
         return True
 
     async def get(self, task_id: str) -> Task | None:
