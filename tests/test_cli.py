@@ -396,7 +396,8 @@ def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
     pytest.importorskip("omniq_backend_postgres")
     unreachable = "postgresql://omniq:hunter2@127.0.0.1:1/test"
     proc = subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", created(f"sqlite:///{tmp_path / 'omniq.db'}"),
+        [sys.executable, "-m", "omniq.cli",
+         "--task-queue", created(f"sqlite:///{tmp_path / 'omniq.db'}"),
          "--event-storage", unreachable, "events"],
         cwd=tmp_path, capture_output=True, text=True, timeout=15,
     )

@@ -43,8 +43,13 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def omniq(url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omniq.cli", "--task-queue", url, *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "omniq.cli", "--task-queue", url, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def poll(probe: Callable[[], object], what: str, deadline: float = 15.0) -> None:
@@ -58,9 +63,30 @@ def poll(probe: Callable[[], object], what: str, deadline: float = 15.0) -> None
 @pytest.fixture
 def worker(url: str, env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "-q", "mail", "-q", "sms",
-         "--pool", "thread", "-c", "3", "--health-file", str(tmp_path / "health"), "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "-q",
+            "mail",
+            "-q",
+            "sms",
+            "--pool",
+            "thread",
+            "-c",
+            "3",
+            "--health-file",
+            str(tmp_path / "health"),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -93,13 +119,20 @@ def test_a_live_worker_is_listed_and_health_fails_once_it_is_killed(
     unserved = omniq(url, env, "health", "--queue", "mail", "--queue", "reports")
     assert unserved.returncode == 1
     assert "no live worker serves queue 'reports'" in unserved.stderr, unserved.stderr
-    assert omniq(url, env, "health", "--file", str(tmp_path / "health"), "--max-age", "30s").returncode == 0
+    assert (
+        omniq(url, env, "health", "--file", str(tmp_path / "health"), "--max-age", "30s").returncode
+        == 0
+    )
 
     worker.kill()  # no chance to unregister: the entry must expire by itself
     worker.wait(timeout=20)
     failing: list[subprocess.CompletedProcess[str]] = []
-    poll(lambda: failing.append(omniq(url, env, "health", "--queue", "mail")) or failing[-1].returncode,
-         "omniq health fails once the killed worker's entry expired")
+    poll(
+        lambda: (
+            failing.append(omniq(url, env, "health", "--queue", "mail")) or failing[-1].returncode
+        ),
+        "omniq health fails once the killed worker's entry expired",
+    )
     assert failing[-1].returncode == 1
     assert "unhealthy: no live worker serves queue 'mail'" in failing[-1].stderr
     assert listed(url, env) == []
@@ -111,7 +144,10 @@ def test_a_stopped_worker_unregisters_and_removes_its_health_file(
     url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     health_file = tmp_path / "health"
-    poll(lambda: listed(url, env) and health_file.exists(), "the worker registers and touches its file")
+    poll(
+        lambda: listed(url, env) and health_file.exists(),
+        "the worker registers and touches its file",
+    )
     first = health_file.stat().st_mtime
     poll(lambda: health_file.stat().st_mtime > first, "the file is touched on every heartbeat")
     worker.send_signal(signal.SIGTERM)
@@ -127,7 +163,10 @@ def test_workers_and_health_with_no_worker(url: str, env: dict[str, str]) -> Non
     assert "No live workers." in omniq(url, env, "workers").stdout
     assert listed(url, env) == []
     result = omniq(url, env, "health", "--max-age", "90s")
-    assert result.returncode == 1 and "unhealthy: no live worker with a heartbeat in the last 90 s" in result.stderr
+    assert (
+        result.returncode == 1
+        and "unhealthy: no live worker with a heartbeat in the last 90 s" in result.stderr
+    )
     bad = omniq(url, env, "health", "--max-age", "soon")
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
 

@@ -78,7 +78,8 @@ def parse_location(url: str, options: Mapping[str, Any], store: Any = None) -> L
     fsync = values["fsync"]
     if fsync and protocol != "file":
         raise ConfigError(f"fsspec backend: fsync applies to file:// only, not {protocol}://")
-    return Location(protocol, base_dir, url, values["storage_options"] or {}, fsync, values["create"])
+    options = values["storage_options"] or {}
+    return Location(protocol, base_dir, url, options, fsync, values["create"])
 
 
 def _check_protocol(protocol: str, url: str) -> None:

@@ -119,7 +119,8 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         return await self._call("stats")
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        return await self._call("purge", queue, builtins.list(PURGE_DEFAULT_STATES if states is None else states))
+        wanted = PURGE_DEFAULT_STATES if states is None else states
+        return await self._call("purge", queue, builtins.list(wanted))
 
     async def cleanup(self) -> builtins.list[Task]:
         return await self._call("cleanup")

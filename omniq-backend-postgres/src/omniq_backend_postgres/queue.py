@@ -525,17 +525,20 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     # `data` holds the WorkerInfo without expires_at; the column is the server's word.
 
     async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
-        expires_at = await self.fetchval(REGISTER_WORKER, info.id, ttl,
-                                         encoder.encode(msgspec.structs.replace(info, expires_at=0.0)))
+        data = encoder.encode(msgspec.structs.replace(info, expires_at=0.0))
+        expires_at = await self.fetchval(REGISTER_WORKER, info.id, ttl, data)
         return msgspec.structs.replace(info, expires_at=expires_at)
 
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.fetch(
-            f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} ORDER BY id")
-        return [msgspec.structs.replace(worker_decoder.decode(data), expires_at=at) for at, data in rows]
+            f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} "
+            f"ORDER BY id")
+        return [msgspec.structs.replace(worker_decoder.decode(data), expires_at=at)
+                for at, data in rows]
 
     async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id", worker_id))
+        return bool(await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id",
+                                     worker_id))
 
 
 #: Upsert one worker, forgetting the others that expired, in one round trip.

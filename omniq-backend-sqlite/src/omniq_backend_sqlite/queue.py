@@ -439,17 +439,19 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         stored = msgspec.structs.replace(info, expires_at=at + ttl)
         async with self.db.transaction() as conn:  # also forgets workers that expired
             await conn.execute("DELETE FROM omniq_workers WHERE expires_at <= ?", (at,))
-            await conn.execute("INSERT OR REPLACE INTO omniq_workers (id, expires_at, data) VALUES (?, ?, ?)",
-                               (info.id, stored.expires_at, encoder.encode(stored)))
+            await conn.execute(
+                "INSERT OR REPLACE INTO omniq_workers (id, expires_at, data) VALUES (?, ?, ?)",
+                (info.id, stored.expires_at, encoder.encode(stored)))
         return stored
 
     async def list_workers(self) -> builtins.list[WorkerInfo]:
-        rows = await self.db.fetch("SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id",
-                                   (time.time(),))
+        rows = await self.db.fetch(
+            "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),))
         return [worker_decoder.decode(row[0]) for row in rows]
 
     async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,)))
+        return bool(await self.db.fetch(
+            "DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,)))
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:

@@ -195,7 +195,8 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
 
 #: Config keys that take seconds: each also takes a duration text ("90s", "15m", "1d").
 _DURATIONS = (("lease",), ("heartbeat",), ("result_ttl",), ("dead_ttl",), ("event_ttl",),
-              ("worker", "poll_interval"), ("worker", "grace_period"), ("worker", "reconnect_timeout"))
+              ("worker", "poll_interval"), ("worker", "grace_period"),
+              ("worker", "reconnect_timeout"))
 
 
 def _durations(data: dict[str, Any]) -> dict[str, Any]:
@@ -208,13 +209,15 @@ def _durations(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     for path in _DURATIONS:
         holder = out if len(path) == 1 else out.get(path[0])
-        if not isinstance(holder, Mapping) or not isinstance(holder.get(path[-1]), (str, timedelta)):
+        if not isinstance(holder, Mapping) or not isinstance(
+                holder.get(path[-1]), (str, timedelta)):
             continue
         value = holder[path[-1]]
         try:
             seconds = to_duration(value, minimum=None)
         except ValueError as exc:
-            raise ConfigError(f"config key {'.'.join(path)!r}: must be {exc}, got {value!r}") from None
+            key = ".".join(path)
+            raise ConfigError(f"config key {key!r}: must be {exc}, got {value!r}") from None
         if len(path) == 1:
             out[path[0]] = seconds
         else:
@@ -315,7 +318,8 @@ def _env_is_config(name: str, parts: tuple[str, ...]) -> bool:
     plugin or a test suite and is left alone."""
     if name in _ENV_NOT_CONFIG:
         return False
-    if parts in {(k,) for k in _TOP} or (len(parts) == 2 and parts[0] == "worker" and parts[1] in _WORKER):
+    if parts in {(k,) for k in _TOP} or (
+            len(parts) == 2 and parts[0] == "worker" and parts[1] in _WORKER):
         return True
     source = f"the environment ({name})"
     if parts[0] == "worker":

@@ -20,7 +20,8 @@ import msgspec
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq import lifecycle
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import PURGE_DEFAULT_STATES, TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo, now
+from omniq.models import (PURGE_DEFAULT_STATES, TERMINAL_STATES, ErrorInfo, Schedule, Task,
+                          TaskState, WorkerInfo, now)
 
 from .namespace import NamespaceStore
 

@@ -27,7 +27,9 @@ class Duration(click.ParamType):
 
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         try:
             return to_duration(value, above=True)
         except ValueError as exc:
@@ -50,7 +52,9 @@ def cancel(state: CliState, task_id: str, app_ref: str | None) -> None:
 
     cancelled, now_state = state.run(state.build_app(app_ref), run)
     if not cancelled:
-        raise click.ClickException(f"task {task_id} had already finished ({now_state}); nothing to cancel")
+        raise click.ClickException(
+            f"task {task_id} had already finished ({now_state}); nothing to cancel"
+        )
     out.print(f"Task {task_id} cancelled.")
 
 
@@ -80,12 +84,31 @@ def workers(state: CliState, queue: str | None, app_ref: str | None, as_json: bo
         out.print("No live workers" + (f" serve queue {queue!r}." if queue else "."))
         return
     at = time.time()
-    table = Table("id", "host", "pid", "pool", "concurrency", "queues", "in flight", "started",
-                  "heartbeat", "version")
+    table = Table(
+        "id",
+        "host",
+        "pid",
+        "pool",
+        "concurrency",
+        "queues",
+        "in flight",
+        "started",
+        "heartbeat",
+        "version",
+    )
     for w in found:
-        table.add_row(escape(w.id), escape(w.host), str(w.pid), w.pool, str(w.concurrency),
-                      ",".join(w.queues), str(w.in_flight), fmt_time(w.started_at),
-                      f"{max(at - w.heartbeat_at, 0):.1f} s ago", w.version)
+        table.add_row(
+            escape(w.id),
+            escape(w.host),
+            str(w.pid),
+            w.pool,
+            str(w.concurrency),
+            ",".join(w.queues),
+            str(w.in_flight),
+            fmt_time(w.started_at),
+            f"{max(at - w.heartbeat_at, 0):.1f} s ago",
+            w.version,
+        )
     print_table(table)
 
 
@@ -94,26 +117,49 @@ def _file_health(path: str, max_age: float | None) -> None:
     try:
         age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
-        raise click.ClickException(f"unhealthy: health file {path!r} does not exist (no worker "
-                                   f"runs with --health-file {path}, or it stopped)") from None
+        raise click.ClickException(
+            f"unhealthy: health file {path!r} does not exist (no worker "
+            f"runs with --health-file {path}, or it stopped)"
+        ) from None
     if max_age is not None and age > max_age:
-        raise click.ClickException(f"unhealthy: health file {path!r} was last touched {age:.1f} s "
-                                   f"ago (--max-age {max_age:g} s)")
+        raise click.ClickException(
+            f"unhealthy: health file {path!r} was last touched {age:.1f} s "
+            f"ago (--max-age {max_age:g} s)"
+        )
     out.print(f"healthy: health file {path} touched {age:.1f} s ago")
 
 
 @cli.command()
-@click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
-              help="A queue that must be served by a live worker (repeatable; default: any "
-                   "live worker will do).")
-@click.option("--max-age", type=Duration(), metavar="SECONDS",
-              help="A worker counts only if its last heartbeat is at most this old (90, 90s, 5m).")
-@click.option("--file", "health_file", metavar="PATH",
-              help="Check the file a worker touches with --health-file instead of the store.")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="A queue that must be served by a live worker (repeatable; default: any "
+    "live worker will do).",
+)
+@click.option(
+    "--max-age",
+    type=Duration(),
+    metavar="SECONDS",
+    help="A worker counts only if its last heartbeat is at most this old (90, 90s, 5m).",
+)
+@click.option(
+    "--file",
+    "health_file",
+    metavar="PATH",
+    help="Check the file a worker touches with --health-file instead of the store.",
+)
 @app_option
 @click.pass_obj
-def health(state: CliState, queues: tuple[str, ...], max_age: float | None, health_file: str | None,
-           app_ref: str | None) -> None:
+def health(
+    state: CliState,
+    queues: tuple[str, ...],
+    max_age: float | None,
+    health_file: str | None,
+    app_ref: str | None,
+) -> None:
     """Exit 0 when live workers serve every queue asked for, else 1 with the reason:
     for liveness/readiness probes (Kubernetes exec probes, systemd, scripts)."""
     if health_file is not None:
@@ -126,8 +172,11 @@ def health(state: CliState, queues: tuple[str, ...], max_age: float | None, heal
         return await app.workers()
 
     at = time.time()
-    live = [w for w in state.run(state.build_app(app_ref), fetch)
-            if max_age is None or at - w.heartbeat_at <= max_age]
+    live = [
+        w
+        for w in state.run(state.build_app(app_ref), fetch)
+        if max_age is None or at - w.heartbeat_at <= max_age
+    ]
     fresh = f" with a heartbeat in the last {max_age:g} s" if max_age is not None else ""
     unserved = [q for q in queues if not any(_serves(w, q) for w in live)]
     if unserved:
@@ -139,4 +188,7 @@ def health(state: CliState, queues: tuple[str, ...], max_age: float | None, heal
         serving = [w for w in live if _serves(w, q)]
         newest = min(at - w.heartbeat_at for w in serving)
         where = f"queue {q!r}" if q else "any queue"
-        out.print(f"healthy: {where}: {len(serving)} live worker(s), last heartbeat {max(newest, 0):.1f} s ago")
+        out.print(
+            f"healthy: {where}: {len(serving)} live worker(s), "
+            f"last heartbeat {max(newest, 0):.1f} s ago"
+        )

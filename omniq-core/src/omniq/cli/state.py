@@ -97,7 +97,8 @@ def _without_create(kind: str, ref: Any) -> Any:
 
     if isinstance(ref, str) and "://" not in ref or not isinstance(ref, (str, Mapping)):
         return ref  # a plugin name or an instance: as it is
-    if "create" not in type(registry.resolve(kind, ref)).option_schema.names():  # type: ignore[arg-type]
+    store = registry.resolve(kind, ref)  # type: ignore[arg-type]
+    if "create" not in type(store).option_schema.names():
         return ref
     return {**(ref if isinstance(ref, Mapping) else {"url": ref}), "create": False}
 

@@ -153,7 +153,9 @@ class StorageTests:
         assert await task_queue.purge(states=[TaskState.RUNNING]) == 1
         assert await task_queue.list() == []
 
-    async def test_purge_without_states_keeps_running_tasks(self, task_queue: BaseTaskQueue) -> None:
+    async def test_purge_without_states_keeps_running_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         """A running task's worker still holds it: purge deletes it only when asked by
         name (``omniq purge`` with no ``--state`` must not pull work from under workers)."""
         tasks = [await task_queue.enqueue(make_task()) for _ in range(3)]

@@ -21,9 +21,16 @@ LONG = 600.0
 def make_worker(**overrides: Any) -> WorkerInfo:
     """A worker with every field set, so a round trip checks them all."""
     fields: dict[str, Any] = {
-        "id": f"host-1:{new_id()}", "host": "host-1", "pid": 4242, "pool": "thread",
-        "concurrency": 8, "queues": ("default", "mail.high"), "started_at": 1_700_000_000.5,
-        "heartbeat_at": 1_700_000_030.25, "in_flight": 3, "version": "1.2.3",
+        "id": f"host-1:{new_id()}",
+        "host": "host-1",
+        "pid": 4242,
+        "pool": "thread",
+        "concurrency": 8,
+        "queues": ("default", "mail.high"),
+        "started_at": 1_700_000_000.5,
+        "heartbeat_at": 1_700_000_030.25,
+        "in_flight": 3,
+        "version": "1.2.3",
     }
     fields.update(overrides)
     return WorkerInfo(**fields)
@@ -43,7 +50,8 @@ class WorkerRegistryTests:
         after = await task_queue.now()
         assert _without_expiry(stored) == a, "register_worker returns the info as given"
         assert before + LONG <= stored.expires_at <= after + LONG, (
-            f"expires_at should be now() + ttl by the store's clock, got {stored.expires_at}")
+            f"expires_at should be now() + ttl by the store's clock, got {stored.expires_at}"
+        )
         await task_queue.register_worker(b, LONG)
         listed = await task_queue.list_workers()
         assert [w.id for w in listed] == ["w-a", "w-b"], "workers are listed by id"

@@ -55,9 +55,17 @@ class Presence:
     def info(self) -> WorkerInfo:
         w = self.worker
         return WorkerInfo(
-            id=w.id, host=self.host, pid=os.getpid(), pool=w.pool.name, concurrency=w.concurrency,
-            queues=tuple(w.queues), started_at=self.started_at, heartbeat_at=time.time(),
-            in_flight=w.running, version=self.version)
+            id=w.id,
+            host=self.host,
+            pid=os.getpid(),
+            pool=w.pool.name,
+            concurrency=w.concurrency,
+            queues=tuple(w.queues),
+            started_at=self.started_at,
+            heartbeat_at=time.time(),
+            in_flight=w.running,
+            version=self.version,
+        )
 
     async def beat(self) -> None:
         """Register (again) and touch the health file; the file is touched only when the
@@ -67,10 +75,15 @@ class Presence:
                 await self.worker.app.task_queue.register_worker(self.info(), self.ttl)
             except NotImplementedError as exc:
                 self._supported = False
-                log.warning("worker %s is not listed by 'omniq workers' or checked by 'omniq "
-                            "health': %s", self.worker.id, exc)
+                log.warning(
+                    "worker %s is not listed by 'omniq workers' or checked by 'omniq health': %s",
+                    self.worker.id,
+                    exc,
+                )
             except Exception:
-                log.exception("worker %s: could not register in the worker registry", self.worker.id)
+                log.exception(
+                    "worker %s: could not register in the worker registry", self.worker.id
+                )
                 return
         if self.health_file is not None:
             self.health_file.parent.mkdir(parents=True, exist_ok=True)
@@ -92,5 +105,9 @@ class Presence:
         try:
             await self.worker.app.task_queue.unregister_worker(self.worker.id)
         except Exception:
-            log.warning("worker %s: could not unregister; its entry expires within %g s",
-                        self.worker.id, self.ttl, exc_info=True)
+            log.warning(
+                "worker %s: could not unregister; its entry expires within %g s",
+                self.worker.id,
+                self.ttl,
+                exc_info=True,
+            )
