@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
-import inspect
 import logging
 import re
 import sys
@@ -51,7 +50,7 @@ from .models import (
 from .options import to_duration, to_int
 from .registry import registry
 from .schedules import fire_due_schedules
-from .serialization import Serializer
+from .serialization import Serializer, binding
 from .sync import SyncWrapper, blocking
 
 if TYPE_CHECKING:
@@ -205,6 +204,8 @@ class SyncTaskFunction(TaskFunction[P, R]):
 #: the server long. (10,000-task bulks on Redis: 500 ran 10-25 % faster than 1,000.)
 ENQUEUE_BATCH = 500
 
+#: The id a schedule's template is built (and its call signed) with.
+_TEMPLATE_ID = "template"
 _ENQUEUE_OPTIONS = frozenset(
     {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
 )
@@ -420,7 +421,10 @@ class AsyncOmniQ:
     def _fill_task(self, template: Task, func_payload: Any, args: Sequence[Any],
                    kwargs: Mapping[str, Any], task_id: str) -> Task:
         """The template with its id and the call's payload (``task_id`` already valid)."""
-        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
+        serializer = self.serializer
+        bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
+        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(),
+                                        bind=bind)
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
@@ -640,7 +644,10 @@ class AsyncOmniQ:
         if cron is not None:
             validate_cron(cron)
         at = now()
-        template = self._build_task(fn, tuple(args), dict(kwargs or {}), options, at)
+        # (a fixed template id: the payload, signed for it, and so the default id, are the
+        # same at every start; each firing's task is signed for its own id when it fires)
+        template = self._build_task(fn, tuple(args), dict(kwargs or {}),
+                                    {**options, "task_id": _TEMPLATE_ID}, at)
         if schedule_id is None:
             digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
             schedule_id = f"{template.name}:{digest[:12]}"
@@ -696,7 +703,7 @@ class AsyncOmniQ:
         if Capability.SCHEDULES not in self.task_queue.capabilities:
             return []
         await self.open()
-        return await fire_due_schedules(self.task_queue, self._event_storage())
+        return await fire_due_schedules(self.task_queue, self._event_storage(), self.serializer)
 
     # -- workers -----------------------------------------------------------------------
 

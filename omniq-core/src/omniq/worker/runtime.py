@@ -35,6 +35,7 @@ from ..interfaces import BasePool
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
 from ..schedules import fire_due_schedules
+from ..serialization import binding
 from .pools import PoolBrokenError
 from .presence import Presence
 
@@ -403,9 +404,11 @@ class Worker:
         task = entry.task
         try:
             try:
+                # (the signature must be for this task: its name, queue and id)
                 args, kwargs, func = self.serializer.loads_call(
                     task.payload, local_only=self.task_queue.local_only,
-                    origin=f"task {task.id} in {type(self.task_queue).__name__}")
+                    origin=f"task {task.id} in {type(self.task_queue).__name__}",
+                    bind=binding(task.name, task.queue, task.id) if self.serializer.keys else None)
             except SerializationError as exc:
                 if task.error is not None and not task.payload:  # the backend's stand-in
                     self._dead_with(task, task.error, reason="undecodable")
@@ -638,7 +641,7 @@ class Worker:
         while not self._helpers_done:
             t = now()
             try:
-                await fire_due_schedules(self.task_queue, self._event_storage)
+                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer)
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
