@@ -22,18 +22,16 @@ if TYPE_CHECKING:
     from ..models import WorkerInfo
 
 
-class Duration(click.ParamType):
+def parse_duration(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> float | None:
     """Seconds as a number or a text such as ``90s``, ``15m``, ``1d`` (as in the config)."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            return to_duration(value, above=True)
-        except ValueError as exc:
-            self.fail(f"{value!r} is not a duration: expected {exc}", param, ctx)
+    if value is None:
+        return None
+    try:
+        return to_duration(value, above=True)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a duration: expected {exc}") from None
 
 
 @cli.command()
@@ -141,7 +139,7 @@ def _file_health(path: str, max_age: float | None) -> None:
 )
 @click.option(
     "--max-age",
-    type=Duration(),
+    callback=parse_duration,
     metavar="SECONDS",
     help="A worker counts only if its last heartbeat is at most this old (90, 90s, 5m).",
 )
@@ -184,10 +182,11 @@ def health(
         raise click.ClickException(f"unhealthy: no live worker{fresh} serves queue {names}")
     if not live:
         raise click.ClickException(f"unhealthy: no live worker{fresh}")
-    for q in queues or (None,):
-        serving = [w for w in live if _serves(w, q)]
+    targets: tuple[str | None, ...] = queues or (None,)
+    for target in targets:
+        serving = [w for w in live if _serves(w, target)]
         newest = min(at - w.heartbeat_at for w in serving)
-        where = f"queue {q!r}" if q else "any queue"
+        where = f"queue {target!r}" if target else "any queue"
         out.print(
             f"healthy: {where}: {len(serving)} live worker(s), "
             f"last heartbeat {max(newest, 0):.1f} s ago"

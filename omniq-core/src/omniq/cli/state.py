@@ -73,7 +73,8 @@ class CliState:
 
         if create:
             return AsyncOmniQ(config=self.config, **self.stores)
-        cfg = load_config(self.config, **self.stores)
+        explicit: dict[str, Any] = dict(self.stores)
+        cfg = load_config(self.config, **explicit)
         queue_ref = cfg.store_ref("task_queue")
         return AsyncOmniQ(config=self.config, **{
             kind: _without_create(kind, getattr(cfg, kind) or queue_ref) for kind in STORE_FLAGS})
