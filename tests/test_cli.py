@@ -57,9 +57,17 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
 
 
+def created(url: str) -> str:
+    """``url`` once its database exists (only a worker creates one from the CLI)."""
+    app = OmniQ(task_queue=url)
+    app.open()
+    app.close()
+    return url
+
+
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'omniq.db'}"
+    return created(f"sqlite:///{tmp_path / 'omniq.db'}")
 
 
 @pytest.fixture
@@ -281,7 +289,10 @@ def test_plugins_table_is_readable_at_80_columns(invoke: Invoke,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing is cut short with an ellipsis, nothing passes column 80, and errors are
     shown whole (under the table), not squeezed into a narrow cell."""
+    from omniq.cli import ui
+
     monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(ui.out, "_force_terminal", True)  # a pipe gets tab-separated lines
     result = invoke("plugins", "--all")
     assert result.exit_code == 0, result.output
     assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
@@ -402,7 +413,8 @@ def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
     pytest.importorskip("omniq_backend_postgres")
     unreachable = "postgresql://omniq:hunter2@127.0.0.1:1/test"
     proc = subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", f"sqlite:///{tmp_path / 'omniq.db'}",
+        [sys.executable, "-m", "omniq.cli",
+         "--task-queue", created(f"sqlite:///{tmp_path / 'omniq.db'}"),
          "--event-storage", unreachable, "events"],
         cwd=tmp_path, capture_output=True, text=True, timeout=15,
     )

@@ -30,6 +30,7 @@ from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
 from omniq.records import stand_in
 from omniq.models import (
+    PURGE_DEFAULT_STATES,
     READY_STATES,
     TERMINAL_STATES,
     ErrorInfo,
@@ -38,6 +39,7 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    WorkerInfo,
     new_id,
     now,
 )
@@ -52,6 +54,7 @@ class Namespace:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     results: dict[str, TaskResult] = field(default_factory=dict)
     events: list[TaskEvent] = field(default_factory=list)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
 
 
 NAMESPACES: dict[str, Namespace] = {}
@@ -233,7 +236,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
     async def purge(
         self, queue: str | None = None, states: Iterable[TaskState] | None = None
     ) -> int:
-        doomed = [t.id for t in await self.list(queue, states, limit=len(self.ns.tasks))]
+        wanted = PURGE_DEFAULT_STATES if states is None else states
+        doomed = [t.id for t in await self.list(queue, wanted, limit=len(self.ns.tasks))]
         for task_id in doomed:
             del self.ns.tasks[task_id]
         return len(doomed)
@@ -298,6 +302,18 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 self.ns.schedules[schedule.id] = msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
                 won.append((schedule, times))
         return won
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        stored = msgspec.structs.replace(info, expires_at=now() + ttl)
+        self.ns.workers[info.id] = stored
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        at = now()
+        return [w for k, w in sorted(self.ns.workers.items()) if w.expires_at > at]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return self.ns.workers.pop(worker_id, None) is not None
 
 
 class MemoryResultStorage(MemoryStore, BaseResultStorage):
@@ -398,7 +414,8 @@ def _under_lock(name: str) -> None:
     setattr(FileTaskQueue, name, wrapper)
 
 
-_LOCKED = {"enqueue_many", "complete_many", "corrupt"}
+_LOCKED = {"enqueue_many", "complete_many", "corrupt", "register_worker", "list_workers",
+           "unregister_worker"}
 for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | _LOCKED):
     _under_lock(_name)
 

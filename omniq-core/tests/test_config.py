@@ -20,7 +20,8 @@ def test_precedence_explicit_over_env_over_yaml_over_object(tmp_path):
 def test_config_path_argument_and_object_with_attributes(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("task_queue: sqlite:///x.db\n")
-    assert load_config(str(path), environ={}).task_queue == "sqlite:///x.db"
+    # A relative SQLite path in a file means a file next to it, from any directory.
+    assert load_config(str(path), environ={}).task_queue == f"sqlite:///{tmp_path}/x.db"
 
     class Settings:
         lease = 12.0

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from omniq.errors import QueueError
+from omniq.errors import ConfigError, QueueError
 
 from .location import Location
 
@@ -431,6 +431,9 @@ class S3Files(FsspecFiles):
 def open_files(location: Location) -> Files:
     """The :class:`Files` for a location (creating a local base directory)."""
     if location.protocol == "file":
+        if not location.create and not os.path.isdir(location.base_dir):
+            raise ConfigError(f"directory {location.base_dir!r} does not exist (opened with "
+                              f"create=false, as the CLI's inspection commands do): check the path")
         return LocalFiles(location.base_dir, fsync=location.fsync)
     if location.protocol == "memory":
         return MemoryFiles(location.base_dir)

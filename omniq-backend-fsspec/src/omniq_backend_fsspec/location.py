@@ -32,6 +32,9 @@ OPTIONS = OptionSchema("fsspec", (
     Option("fsync", "bool", False,
            "`file://` only: fsync every file and its directory before a change counts, "
            "so a power failure loses nothing; costs a disk flush per write."),
+    Option("create", "bool", True,
+           "`file://` only: create the directory when it is missing. The CLI's inspection and "
+           "operator commands open with false, so a mistyped path is an error."),
 ))
 
 
@@ -44,6 +47,7 @@ class Location:
     url: str  # as given, for messages (mask it before printing)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     fsync: bool = False
+    create: bool = True
 
     @property
     def local(self) -> bool:
@@ -74,7 +78,8 @@ def parse_location(url: str, options: Mapping[str, Any], store: Any = None) -> L
     fsync = values["fsync"]
     if fsync and protocol != "file":
         raise ConfigError(f"fsspec backend: fsync applies to file:// only, not {protocol}://")
-    return Location(protocol, base_dir, url, values["storage_options"] or {}, fsync)
+    options = values["storage_options"] or {}
+    return Location(protocol, base_dir, url, options, fsync, values["create"])
 
 
 def _check_protocol(protocol: str, url: str) -> None:

@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import ErrorInfo, Schedule, Task, TaskState
+from omniq.models import PURGE_DEFAULT_STATES, ErrorInfo, Schedule, Task, TaskState, WorkerInfo
 
 from .engine import QueueEngine
 from .location import Location
 from .store import FilesStore
+from . import workers
 
 __all__ = ["FileTaskQueue", "FsspecTaskQueue", "MemoryTaskQueue", "S3TaskQueue"]
 
@@ -118,7 +119,8 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         return await self._call("stats")
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        return await self._call("purge", queue, None if states is None else builtins.list(states))
+        wanted = PURGE_DEFAULT_STATES if states is None else states
+        return await self._call("purge", queue, builtins.list(wanted))
 
     async def cleanup(self) -> builtins.list[Task]:
         return await self._call("cleanup")
@@ -144,6 +146,17 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         self, at: float, limit: int = 100
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         return await self._call("claim_due_schedules", at, limit)
+
+    # -- live workers (omniq_backend_fsspec.workers) -----------------------------------
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        return await self._run(workers.register_worker, self.files, info, ttl)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        return await self._run(workers.list_workers, self.files)
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return await self._run(workers.unregister_worker, self.files, worker_id)
 
 
 class FileTaskQueue(FsspecTaskQueue):

@@ -47,6 +47,7 @@ from omniq.lifecycle import check_completable, finished
 from omniq.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
+    PURGE_DEFAULT_STATES,
     READY_STATES,
     TERMINAL_STATES,
     ErrorInfo,
@@ -63,6 +64,7 @@ from omniq.records import stand_in
 
 from .names import consumer_name, token, untoken
 from .schedules import ScheduleBucket
+from .workers import WorkerBucket
 
 __all__ = ["NatsTaskQueue"]
 
@@ -167,7 +169,7 @@ async def _windowed(items: Sequence[T], call: Callable[[T], Awaitable[Any]]) -> 
     return out
 
 
-class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
+class NatsTaskQueue(NatsStore, ScheduleBucket, WorkerBucket, BaseTaskQueue):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.DELAYED,
         Capability.PRIORITY,
@@ -1026,12 +1028,12 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = None if states is None else set(states)
+        wanted = set(PURGE_DEFAULT_STATES if states is None else states)
         doomed = [
             t for t, _ in await self._all_tasks()
-            if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
+            if (queue is None or t.queue == queue) and t.state in wanted
         ]
-        if queue is None and wanted is None:
+        if queue is None and wanted >= set(TaskState):
             # Everything: empty the streams themselves (schedules stay).
             await asyncio.gather(*(
                 self.js.purge_stream(name)

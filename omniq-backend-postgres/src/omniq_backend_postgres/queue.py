@@ -21,6 +21,7 @@ from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue,
 from omniq.lifecycle import attempts_allowed, check_completable, dependency_failure
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 from omniq.interfaces import TaskPage
+from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
 
 from .events import APPEND, append_args
 from .paging import list_page
@@ -497,7 +498,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return counts
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        where, args = _where(queue, states)
+        where, args = _where(queue, PURGE_DEFAULT_STATES if states is None else states)
         status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
         return int(status.split()[-1])
 
@@ -565,3 +566,30 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             [f for _, _, f in due.values()], [t[-1] for _, t, _ in due.values()])
         won_ids = {row[0] for row in won}
         return [(s, times) for sid, (s, times, _) in due.items() if sid in won_ids]
+
+    # -- live workers ------------------------------------------------------------------
+    # `data` holds the WorkerInfo without expires_at; the column is the server's word.
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        data = encoder.encode(msgspec.structs.replace(info, expires_at=0.0))
+        expires_at = await self.fetchval(REGISTER_WORKER, info.id, ttl, data)
+        return msgspec.structs.replace(info, expires_at=expires_at)
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        rows = await self.fetch(
+            f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} "
+            f"ORDER BY id")
+        return [msgspec.structs.replace(worker_decoder.decode(data), expires_at=at)
+                for at, data in rows]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return bool(await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id",
+                                     worker_id))
+
+
+#: Upsert one worker, forgetting the others that expired, in one round trip.
+REGISTER_WORKER = f"""
+WITH gone AS (DELETE FROM {{s}}.workers WHERE expires_at <= {EPOCH_NOW} AND id <> $1)
+INSERT INTO {{s}}.workers (id, expires_at, data) VALUES ($1, {EPOCH_NOW} + $2::float8, $3)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, data = excluded.data
+RETURNING expires_at"""

@@ -23,6 +23,7 @@ from omniq.lifecycle import attempts_allowed, check_completable
 from omniq.models import (ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder)
 from omniq.records import schedule_or_none
 from omniq.interfaces import TaskPage
+from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
@@ -360,7 +361,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        wanted = [TaskState(s) for s in (PURGE_DEFAULT_STATES if states is None else states)]
         total = 0
         for q in await self._queues(queue):
             for s in wanted:
@@ -491,6 +492,28 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             return []
         won = await self._run("schedule_cas", args)
         return [c for c, ok in zip(candidates, won) if ok]
+
+    # -- live workers ------------------------------------------------------------------
+    # One hash, worker id -> WorkerInfo with expires_at by Redis TIME; entries that
+    # expired are dropped when listed.
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        stored = msgspec.structs.replace(info, expires_at=await self.now() + ttl)
+        await self.redis.hset(self.key("workers"), info.id, encoder.encode(stored))
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("workers")))
+        at = await self.now()
+        found = sorted((worker_decoder.decode(blob) for blob in blobs.values()), key=lambda w: w.id)
+        gone = [w.id for w in found if w.expires_at <= at]
+        if gone:
+            await self.redis.hdel(self.key("workers"), *gone)
+        return [w for w in found if w.expires_at > at]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return bool(await self.redis.hdel(self.key("workers"), worker_id))
+
 
 
 def _script_error(exc: ResponseError) -> Exception:

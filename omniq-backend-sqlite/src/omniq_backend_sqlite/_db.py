@@ -44,6 +44,7 @@ class Settings:
     busy_timeout: float = 30.0  # seconds to wait for the write lock
     synchronous: str = "NORMAL"
     poll_interval: float = 0.05  # seconds between checks in wait_for_work
+    create: bool = True  # False: a missing file is an error (read-only commands)
 
     @property
     def memory(self) -> bool:
@@ -66,6 +67,9 @@ OPTIONS = OptionSchema("sqlite", (
            choices=SYNCHRONOUS),
     Option("poll_interval", "duration", 0.05, "How long wait_for_work waits between checks.",
            minimum=0, above=True),
+    Option("create", "bool", True,
+           "Create the database file when it is missing. The CLI's inspection and operator "
+           "commands open with false, so a mistyped path is an error, not a new empty database."),
 ))
 
 
@@ -113,6 +117,11 @@ class Database:
                 f"Python links SQLite {sqlite3.sqlite_version}"
             )
         path = self.settings.path
+        if not self.settings.memory and not self.settings.create and not Path(path).is_file():
+            raise ConfigError(
+                f"SQLite database {str(Path(path).absolute())!r} does not exist (opened with "
+                f"create=false, as the CLI's inspection commands do): check the path, or start a "
+                f"worker or enqueue a task to create it")
         if not self.settings.memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)

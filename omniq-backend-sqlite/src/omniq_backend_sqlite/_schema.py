@@ -103,6 +103,14 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         )""",
         """CREATE INDEX IF NOT EXISTS omniq_schedules_due
             ON omniq_schedules (next_run) WHERE paused = 0""",
+        # Live workers (omniq workers / health): the WorkerInfo msgpack-encoded in `data`,
+        # listed while expires_at is in the future.
+        """
+        CREATE TABLE IF NOT EXISTS omniq_workers (
+            id         TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL,
+            data       BLOB NOT NULL
+        )""",
     ),
     "results": (
         """

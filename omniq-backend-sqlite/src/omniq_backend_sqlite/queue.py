@@ -29,6 +29,7 @@ from omniq.interfaces import (
     check_seq_cursor,
 )
 from omniq.models import (
+    PURGE_DEFAULT_STATES,
     ErrorInfo,
     TERMINAL_STATES,
     Schedule,
@@ -36,7 +37,9 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    WorkerInfo,
     encoder,
+    worker_decoder,
 )
 
 from ._db import SqliteStore, json_list
@@ -418,7 +421,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return counts
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        where, params = _filter(queue, states)
+        where, params = _filter(queue, PURGE_DEFAULT_STATES if states is None else states)
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]
@@ -498,6 +501,27 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 if claimed:
                     won.append((schedule, times))
         return won
+
+    # -- live workers ------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        at = time.time()
+        stored = msgspec.structs.replace(info, expires_at=at + ttl)
+        async with self.db.transaction() as conn:  # also forgets workers that expired
+            await conn.execute("DELETE FROM omniq_workers WHERE expires_at <= ?", (at,))
+            await conn.execute(
+                "INSERT OR REPLACE INTO omniq_workers (id, expires_at, data) VALUES (?, ?, ?)",
+                (info.id, stored.expires_at, encoder.encode(stored)))
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        rows = await self.db.fetch(
+            "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),))
+        return [worker_decoder.decode(row[0]) for row in rows]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return bool(await self.db.fetch(
+            "DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,)))
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:

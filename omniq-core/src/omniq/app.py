@@ -40,6 +40,7 @@ from .models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    WorkerInfo,
     new_id,
     new_ids,
     now,
@@ -646,6 +647,9 @@ class AsyncOmniQ:
         return await self.task_queue.list(queue=queue, states=states, limit=limit)
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+        """Delete tasks of ``queue`` (every queue when None) in ``states``; with no
+        states, every state except ``running`` (a running task is deleted only when asked
+        for by name, since its worker still holds it)."""
         await self.open()
         return await self.task_queue.purge(queue=validate_name("queue name", queue) if queue else None,
                                            states=states)
@@ -715,6 +719,12 @@ class AsyncOmniQ:
     async def list_schedules(self) -> list[Schedule]:
         await self.open()
         return await self.task_queue.list_schedules()
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers registered in the task queue's store, by id (each worker
+        registers at start and on its heartbeat; a stopped or killed one drops out)."""
+        await self.open()
+        return await self.task_queue.list_workers()
 
     async def run_due_schedules(self) -> list[Task]:
         """Claim due firings and enqueue their tasks (every worker calls this; the
@@ -836,6 +846,7 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     delete_schedule = blocking(AsyncOmniQ.delete_schedule)
     list_schedules = blocking(AsyncOmniQ.list_schedules)
     run_due_schedules = blocking(AsyncOmniQ.run_due_schedules)
+    workers = blocking(AsyncOmniQ.workers)
 
 
 async def _make_worker(app: AsyncOmniQ, options: dict[str, Any]) -> Worker:

@@ -193,6 +193,38 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
     return cfg
 
 
+#: Config keys that take seconds: each also takes a duration text ("90s", "15m", "1d").
+_DURATIONS = (("lease",), ("heartbeat",), ("result_ttl",), ("dead_ttl",), ("event_ttl",),
+              ("worker", "poll_interval"), ("worker", "grace_period"),
+              ("worker", "reconnect_timeout"))
+
+
+def _durations(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each duration text or timedelta of a seconds key turned into seconds
+    (numbers are left to the validation below, which names the key and the range)."""
+    from datetime import timedelta
+
+    from .options import to_duration
+
+    out = dict(data)
+    for path in _DURATIONS:
+        holder = out if len(path) == 1 else out.get(path[0])
+        if not isinstance(holder, Mapping) or not isinstance(
+                holder.get(path[-1]), (str, timedelta)):
+            continue
+        value = holder[path[-1]]
+        try:
+            seconds = to_duration(value, minimum=None)
+        except ValueError as exc:
+            key = ".".join(path)
+            raise ConfigError(f"config key {key!r}: must be {exc}, got {value!r}") from None
+        if len(path) == 1:
+            out[path[0]] = seconds
+        else:
+            out[path[0]] = {**holder, path[1]: seconds}
+    return out
+
+
 def _from_object(obj: Any) -> dict[str, Any]:
     if obj is None:
         return {}
@@ -228,16 +260,37 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_RELATIVE_SQLITE = re.compile(r"^sqlite:///(?!/|:memory:)(?P<path>[^?#]+)", re.I)
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative SQLite paths of a YAML file's stores, made absolute against the file's
+    directory: the file means the same database whatever directory a command runs in."""
+
+    def anchor(url: Any) -> Any:
+        m = _RELATIVE_SQLITE.match(url) if isinstance(url, str) else None
+        if m is None:
+            return url
+        return f"sqlite:///{(base / m['path']).absolute()}{url[m.end():]}"
+
+    out = dict(data)
+    for key in ("task_queue", "result_storage", "event_storage"):
+        ref = out.get(key)
+        if isinstance(ref, Mapping) and "url" in ref:
+            out[key] = {**ref, "url": anchor(ref["url"])}
+        elif ref is not None:
+            out[key] = anchor(ref)
+    return out
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith("OMNIQ_") or name == "OMNIQ_CONFIG":
             continue
         parts = tuple(p.lower() for p in name[6:].split("__"))
-        if parts[0] not in _TOP or (len(parts) == 2 and parts[0] != "worker") or len(parts) > 2:
+        if not _env_is_config(name, parts):
             continue  # other OMNIQ_ variables (plugins, tests) are not config keys
-        if len(parts) == 2 and parts[1] not in _WORKER:
-            continue
         value: Any = raw
         if parts in _LIST_FIELDS:
             value = [v.strip() for v in raw.split(",") if v.strip()]
@@ -251,6 +304,29 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         else:
             out.setdefault("worker", {})[parts[1]] = value
     return out
+
+
+#: OMNIQ_ variables that are not config keys but read by OmniQ itself.
+_ENV_NOT_CONFIG = frozenset({"OMNIQ_CONFIG", "OMNIQ_APP", "OMNIQ_STRICT_PLUGINS",
+                             "OMNIQ_DISABLE_PLUGINS", "OMNIQ_LOAD_PLUGINS"})
+
+
+def _env_is_config(name: str, parts: tuple[str, ...]) -> bool:
+    """Whether ``OMNIQ_...`` sets a config key. One that looks meant as a key but is
+    none (``OMNIQ_WORKER__CONCURENCY``, ``OMNIQ_LAESE``) is an error naming it, like an
+    unknown YAML key; a name far from every key (``OMNIQ_TEST_REDIS_URL``) belongs to a
+    plugin or a test suite and is left alone."""
+    if name in _ENV_NOT_CONFIG:
+        return False
+    if parts in {(k,) for k in _TOP} or (
+            len(parts) == 2 and parts[0] == "worker" and parts[1] in _WORKER):
+        return True
+    source = f"the environment ({name})"
+    if parts[0] == "worker":
+        _check_keys({"worker": {"__".join(parts[1:]): None}}, source)
+    elif parts[0] in _TOP or difflib.get_close_matches(parts[0], sorted(_TOP), n=1, cutoff=0.8):
+        _check_keys({"__".join(parts): None}, source)
+    return False
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,13 +381,14 @@ def load_config(
         elif Path("omniq.yaml").is_file():
             path = Path("omniq.yaml")
     if path is not None:
-        layers.append((f"config file {str(path)!r}", _read_yaml(path)))
+        layers.append((f"config file {str(path)!r}", _anchor_paths(_read_yaml(path), path.parent)))
     layers.append(("the environment", _from_env(environ)))
     layers.append(("the arguments", {k: v for k, v in explicit.items() if v is not None}))
     merged: dict[str, Any] = {}
     for source, data in layers:
         _check_keys(data, source)
         merged = _merge(merged, data)
+    merged = _durations(merged)
     try:
         cfg = msgspec.convert(merged, OmniQConfig, strict=False)
     except msgspec.ValidationError as exc:

@@ -24,6 +24,7 @@ from ._deprecated import renamed
 from .lifecycle import check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import new_id
+from .models import WorkerInfo
 from .models import now as _wall_clock
 from .options import OptionSchema
 
@@ -359,8 +360,10 @@ class BaseTaskQueue(BaseStore):
 
     @abc.abstractmethod
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        """Delete tasks (all queues when ``queue`` is None; every state when ``states``
-        is None); return how many. Schedules are not touched."""
+        """Delete tasks (all queues when ``queue`` is None); return how many.
+        ``states`` None means :data:`~omniq.models.PURGE_DEFAULT_STATES`: every state
+        but ``running``, whose worker still holds the task; a running task is deleted
+        only when ``running`` is among ``states``. Schedules are not touched."""
 
     @abc.abstractmethod
     async def cleanup(self) -> builtins.list[Task]:
@@ -577,6 +580,25 @@ class BaseTaskQueue(BaseStore):
         blocking pops, JetStream pull) return as soon as something is enqueued.
         """
         await asyncio.sleep(timeout)
+
+    # -- live workers (omniq workers, omniq health) ------------------------------------
+    # Not abstract, so a backend written before the registry still loads; the
+    # conformance suite (omniq.testing.queue_workers) fails one that lacks it.
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        """Insert or replace the worker ``info.id``; return it as stored, with
+        ``expires_at = now() + ttl`` by the store's clock. Workers call this at start
+        and on their heartbeat cadence, never per task."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        """The registered workers whose ``expires_at`` has not passed by the store's
+        clock, ordered by id (expired entries may be deleted here)."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        """Remove a worker (it stopped); False when it was not registered."""
+        raise NotImplementedError(f"{type(self).__name__} has no worker registry")
 
 
 class BaseResultStorage(BaseStore):

@@ -23,6 +23,7 @@ __all__ = [
     "ACTIVE_STATES",
     "ErrorInfo",
     "EventType",
+    "PURGE_DEFAULT_STATES",
     "READY_STATES",
     "Schedule",
     "TERMINAL_STATES",
@@ -30,6 +31,7 @@ __all__ = [
     "TaskEvent",
     "TaskResult",
     "TaskState",
+    "WorkerInfo",
     "new_id",
     "new_ids",
     "now",
@@ -113,6 +115,9 @@ class TaskState(str, enum.Enum):
 READY_STATES = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRYING})
 #: States that will still change without user action.
 ACTIVE_STATES = READY_STATES | {TaskState.WAITING, TaskState.RUNNING}
+#: What ``purge`` deletes when no states are named: all but ``running`` (its worker
+#: still holds it; purge it by naming the state).
+PURGE_DEFAULT_STATES = frozenset(TaskState) - {TaskState.RUNNING}
 #: States a task never leaves (until cleanup deletes it).
 TERMINAL_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED, TaskState.DEAD}
@@ -374,8 +379,41 @@ def validate_cron(expr: str) -> str:
     return expr
 
 
+class WorkerInfo(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
+    """A live worker as it registers itself in the task queue's store, so operators can
+    list workers and probes can tell whether a queue is served (``omniq workers``,
+    ``omniq health``).
+
+    :ivar id: the worker's id (what it writes as ``lease_owner`` and ``worker_id``).
+    :ivar host: the host name it runs on.
+    :ivar pid: its process id on that host.
+    :ivar pool: the execution pool (``async``, ``thread``, ``process``, ...).
+    :ivar concurrency: tasks it runs at once.
+    :ivar queues: the queues it serves.
+    :ivar started_at: when it started.
+    :ivar heartbeat_at: when it last registered (its own clock).
+    :ivar in_flight: tasks it held at that moment.
+    :ivar version: the omniq-core version it runs.
+    :ivar expires_at: set by the store (its clock): when the worker stops being listed
+        unless it registers again.
+    """
+
+    id: str
+    host: str = ""
+    pid: int = 0
+    pool: str = ""
+    concurrency: int = 0
+    queues: tuple[str, ...] = ()
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    in_flight: int = 0
+    version: str = ""
+    expires_at: float = 0.0
+
+
 encoder = msgspec.msgpack.Encoder()
 task_decoder = msgspec.msgpack.Decoder(Task)
 result_decoder = msgspec.msgpack.Decoder(TaskResult)
 event_decoder = msgspec.msgpack.Decoder(TaskEvent)
 schedule_decoder = msgspec.msgpack.Decoder(Schedule)
+worker_decoder = msgspec.msgpack.Decoder(WorkerInfo)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
-from omniq.models import Schedule, Task, TaskEvent, TaskResult
+from omniq.models import Schedule, Task, TaskEvent, TaskResult, WorkerInfo
 from omniq.options import OptionSchema
 
 __all__ = ["Namespace", "NamespaceStore"]
@@ -32,6 +32,7 @@ class Namespace:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     results: dict[str, TaskResult] = field(default_factory=dict)
     events: list[TaskEvent] = field(default_factory=list)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
     new_work: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_workers(self) -> None:

@@ -20,7 +20,8 @@ import msgspec
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq import lifecycle
 from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, now
+from omniq.models import (PURGE_DEFAULT_STATES, TERMINAL_STATES, ErrorInfo, Schedule, Task,
+                          TaskState, WorkerInfo, now)
 
 from .namespace import NamespaceStore
 
@@ -166,7 +167,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         return out
 
     async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        doomed = self._select(queue, states)
+        doomed = self._select(queue, PURGE_DEFAULT_STATES if states is None else states)
         for task in doomed:
             del self.ns.tasks[task.id], self.ns.order[task.id]
         return len(doomed)
@@ -223,3 +224,17 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
                                                                          last_run=times[-1])
                 won.append((schedule, times))
         return won
+
+    # -- live workers --------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        stored = msgspec.structs.replace(info, expires_at=now() + ttl)
+        self.ns.workers[info.id] = stored
+        return stored
+
+    async def list_workers(self) -> builtins.list[WorkerInfo]:
+        at = now()
+        return [w for _, w in sorted(self.ns.workers.items()) if w.expires_at > at]
+
+    async def unregister_worker(self, worker_id: str) -> bool:
+        return self.ns.workers.pop(worker_id, None) is not None

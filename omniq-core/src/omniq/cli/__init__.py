@@ -6,7 +6,8 @@ theirs through the ``omniq_register_cli_commands`` hook when the command line st
 
 from __future__ import annotations
 
-from . import demo, plugins, schedules, tasks, worker  # noqa: F401  (they register commands)
+# Importing them registers their commands.
+from . import demo, operate, plugins, schedules, tasks, worker  # noqa: F401
 from .root import cli, main
 
 __all__ = ["cli", "main"]

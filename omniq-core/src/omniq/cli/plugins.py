@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .root import OmniQGroup, cli
-from .ui import out, print_json
+from .ui import out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..registry import PluginInfo
@@ -89,7 +89,7 @@ def plugins(ctx: click.Context, as_json: bool, include_builtin: bool) -> None:
         version = f"\n{e['version']}" if e["version"] else ""
         table.add_row(e["name"], escape(dist + version), escape(_provides(e)),
                       "\n".join(status) or "[green]ok[/green]")
-    out.print(table)
+    print_table(table)
     for number, text in enumerate(notes.values(), 1):
         out.print(f"[{number}] {text}")
     failed = [e for e in entries if e["error"]]

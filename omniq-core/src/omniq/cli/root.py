@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -73,6 +74,8 @@ class OmniQGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main() exits quietly
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
@@ -117,5 +120,15 @@ def cli(ctx: click.Context, config: str | None, task_queue: str | None, result_s
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.main(args=sys.argv[1:], prog_name="omniq", obj=CliState(argv=sys.argv[1:]))
+    """Console-script entry point. A reader that closes the pipe early (``omniq events |
+    head``) ends the command quietly with status 1 (click's own choice for a closed pipe,
+    which it handles when the pipe breaks inside a command), never a traceback."""
+    try:
+        try:
+            cli.main(args=sys.argv[1:], prog_name="omniq", obj=CliState(argv=sys.argv[1:]))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+    except BrokenPipeError:
+        # Nothing may be written to the closed pipe again, not even at interpreter exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

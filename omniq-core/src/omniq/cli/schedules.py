@@ -1,4 +1,4 @@
-"""``omniq schedules list|pause|resume``."""
+"""``omniq schedules list|pause|resume|delete``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json
+from .ui import fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @cli.group()
 def schedules() -> None:
-    """List, pause and resume recurring tasks."""
+    """List, pause, resume and delete recurring tasks."""
 
 
 @schedules.command("list")
@@ -46,7 +46,7 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
         every = s.cron if s.cron else f"{s.interval:g} s"
         table.add_row(escape(s.id), escape(s.template.name), every, "-" if s.paused else fmt_time(s.next_run),
                       fmt_time(s.last_run), "[yellow]paused[/yellow]" if s.paused else "[green]active[/green]")
-    out.print(table)
+    print_table(table)
 
 
 def _toggle(pause: bool) -> click.Command:
@@ -69,3 +69,18 @@ def _toggle(pause: bool) -> click.Command:
 
 schedules.add_command(_toggle(pause=True))
 schedules.add_command(_toggle(pause=False))
+
+
+@schedules.command("delete")
+@click.argument("schedule_id")
+@app_option
+@click.pass_obj
+def delete_schedule(state: CliState, schedule_id: str, app_ref: str | None) -> None:
+    """Delete a schedule (tasks it already enqueued stay). Exits 1 if there is none."""
+
+    async def delete(app: AsyncOmniQ) -> bool:
+        return await app.delete_schedule(schedule_id)
+
+    if not state.run(state.build_app(app_ref), delete):
+        raise click.ClickException(f"no schedule {schedule_id!r} (see 'omniq schedules list')")
+    out.print(f"Schedule {escape(schedule_id)} deleted.")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..config import load_config
 from ..masking import describe_ref, mask_url
 from ..errors import ConfigError
 
@@ -50,15 +51,23 @@ class CliState:
     #: None when the command line runs in-process (tests).
     argv: list[str] | None = None
 
-    def build_app(self, app_ref: str | None = None) -> AsyncOmniQ:
+    def build_app(self, app_ref: str | None = None, *, create: bool = False) -> AsyncOmniQ:
         """The app for a command: ``--app`` of the command, else the global one, else
-        one built from configuration."""
+        one built from configuration. Only ``create=True`` (the worker) may create a
+        store that does not exist yet: for the others a mistyped path must be an error,
+        not a new empty store (stores that can tell take the ``create`` option)."""
         ref = app_ref or self.app_ref
         if ref:
             return import_app(ref, self.config, self.stores)
         from ..app import AsyncOmniQ
 
-        return AsyncOmniQ(config=self.config, **self.stores)
+        if create:
+            return AsyncOmniQ(config=self.config, **self.stores)
+        explicit: dict[str, Any] = dict(self.stores)
+        cfg = load_config(self.config, **explicit)
+        queue_ref = cfg.store_ref("task_queue")
+        return AsyncOmniQ(config=self.config, **{
+            kind: _without_create(kind, getattr(cfg, kind) or queue_ref) for kind in STORE_FLAGS})
 
     def run(self, app: AsyncOmniQ, action: Callable[[AsyncOmniQ], Awaitable[T]]) -> T:
         """Open the app, run ``action(app)`` on a fresh event loop, close the app."""
@@ -71,6 +80,18 @@ class CliState:
                 await app.close()
 
         return asyncio.run(main())
+
+
+def _without_create(kind: str, ref: Any) -> Any:
+    """``ref`` with ``create=False`` when its store declares that option."""
+    from ..registry import registry
+
+    if isinstance(ref, str) and "://" not in ref or not isinstance(ref, (str, Mapping)):
+        return ref  # a plugin name or an instance: as it is
+    store = registry.resolve(kind, ref)  # type: ignore[arg-type]
+    if "create" not in type(store).option_schema.names():
+        return ref
+    return {**(ref if isinstance(ref, Mapping) else {"url": ref}), "create": False}
 
 
 @contextmanager

@@ -12,11 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
-from ..models import ACTIVE_STATES, EventType, TaskState, validate_name
+from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
 from ..serialization import binding
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json
+from .ui import fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -108,7 +108,7 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         else:
             grid.add_row("error", escape(f"{result['error'].type}: {result['error'].message}"))
         grid.add_row("ran on", result["worker_id"] or "-")
-    out.print(grid)
+    print_table(grid)
     error = (result or {}).get("error") or (task or {}).get("error")
     if traceback and error is not None and error.traceback:
         out.print(escape(error.traceback.rstrip()), soft_wrap=True)
@@ -176,7 +176,7 @@ def events(state: CliState, task_id: str | None, queue: str | None, types: tuple
     for e in found:
         table.add_row(fmt_time(e.timestamp), e.type.value, e.task_id, escape(str(e.detail.get("name", ""))),
                       e.queue, escape(_detail(e)))
-    out.print(table)
+    print_table(table)
 
 
 @cli.command()
@@ -202,30 +202,32 @@ def queues(state: CliState, app_ref: str | None, as_json: bool) -> None:
     table = Table("queue", *(s.value for s in shown), "total")
     for q, by_state in rows.items():
         table.add_row(q, *(str(by_state.get(s, 0)) for s in shown), str(sum(by_state.values())))
-    out.print(table)
+    print_table(table)
 
 
 @cli.command()
 @click.option("--queue", metavar="NAME", help="Only this queue (default: every queue).")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATE_NAMES, case_sensitive=False),
-              help="Only tasks in these states (repeatable; default: every state).")
+              help="Only tasks in these states (repeatable; default: every state but running, "
+                   "whose workers still hold them).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @app_option
 @click.pass_obj
 def purge(state: CliState, queue: str | None, states: tuple[str, ...], yes: bool, app_ref: str | None) -> None:
     """Delete tasks (results and events stay until their TTL)."""
     wanted = [TaskState(s.lower()) for s in states] or None
+    counted = set(wanted or PURGE_DEFAULT_STATES)
     if queue:
         validate_name("queue name", queue)
 
     async def run(app: AsyncOmniQ) -> int:
         stats = await app.stats()
         count = sum(n for q, counts in stats.items() if queue in (None, q)
-                    for s, n in counts.items() if wanted is None or TaskState(s) in wanted)
+                    for s, n in counts.items() if TaskState(s) in counted)
         if count == 0:
             return 0
         where = f"queue {queue!r}" if queue else "every queue"
-        which = ", ".join(s.value for s in wanted) if wanted else "every state"
+        which = ", ".join(s.value for s in wanted) if wanted else "every state but running"
         if not yes:
             click.confirm(f"Delete {count} task(s) in {where} ({which})?", abort=True, err=True)
         return await app.purge(queue=queue, states=wanted)

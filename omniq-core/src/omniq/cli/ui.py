@@ -15,11 +15,14 @@ from typing import Any
 import msgspec
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
 
 from ..context import TaskLogFilter
 from ..logs import TextFormatter, formatter
 
-__all__ = ["err", "fmt_time", "out", "print_json", "release_logging", "setup_logging"]
+__all__ = ["err", "fmt_time", "out", "print_json", "print_table", "release_logging",
+           "setup_logging"]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -84,6 +87,26 @@ def fmt_time(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _plain(cell: Any) -> str:
+    """A cell's text without markup, on one line (tabs and newlines would break rows)."""
+    text = Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+    return " ".join(text.replace("\t", " ").split("\n")).strip()
+
+
+def print_table(table: Table) -> None:
+    """A table on a terminal; in a pipe or a file, tab-separated lines (a header line
+    when the table has headers): a terminal's width must not squeeze columns to nothing
+    for ``cut``, ``awk`` or ``grep``."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    columns = [[_plain(c) for c in column._cells] for column in table.columns]
+    lines = ["\t".join(_plain(c.header) for c in table.columns)] if table.show_header else []
+    lines += ["\t".join(row) for row in zip(*columns)]
+    out.file.write("".join(line + "\n" for line in lines))
+    out.file.flush()
 
 
 def print_json(data: Any) -> None:

@@ -107,12 +107,15 @@ def _reexec(state: CliState, reason: str) -> None:
                    "docs/operations.md). Applies when the application has not set up logging.")
 @click.option("--progress/--no-progress", default=None,
               help="Live display of counts and queue sizes (default: when stderr is a terminal).")
+@click.option("--health-file", metavar="PATH",
+              help="Touch this file on every heartbeat and remove it on stop, for probes that "
+                   "check a file ('omniq health --file PATH --max-age 60s').")
 @click.pass_obj
 def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
            queues: tuple[str, ...], prefetch: int | None, burst: bool,
            max_tasks_per_child: int | None, max_memory_mb: float | None,
            grace_period: float | None, log_level: str | None, log_format: str,
-           progress: bool | None) -> None:
+           progress: bool | None, health_file: str | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
     level = getattr(logging, log_level.upper()) if log_level else (
         logging.DEBUG if state.debug else logging.INFO)
@@ -122,7 +125,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     registry.pool(pool or load_config(state.config).worker.pool).prepare_process()
     release_logging()  # the application's import may set up logging as it would alone
     try:
-        app = state.build_app(app_ref)
+        app = state.build_app(app_ref, create=True)
     finally:
         # Again, now that the application is imported: if it set up logging, its handlers win.
         setup_logging(level, log_format, force_level=bool(log_level or state.debug))
@@ -130,6 +133,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
         "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,
         "max_memory_mb": max_memory_mb, "grace_period": grace_period,
+        "health_file": health_file,
     }.items() if v is not None}
     show = err.is_terminal if progress is None else progress
     reason = asyncio.run(_run_worker(app, options, show))

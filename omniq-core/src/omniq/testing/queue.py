@@ -20,13 +20,14 @@ from .queue_records import RecordTests
 from .queue_paging import PagingTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
+from .queue_workers import WorkerRegistryTests
 
 __all__ = ["TaskQueueContract"]
 
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests, RecordTests, PagingTests,
+    ConcurrencyTests, OutageTests, RecordTests, PagingTests, WorkerRegistryTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

@@ -173,7 +173,21 @@ class StorageTests:
         assert [t.id for t in await task_queue.list(queue="p1")] == [running.id]
         assert await task_queue.purge(queue="p2") == 2
         assert await task_queue.purge(queue="p2") == 0
-        assert await task_queue.purge() == 1
+        assert await task_queue.purge(states=[TaskState.RUNNING]) == 1
+        assert await task_queue.list() == []
+
+    async def test_purge_without_states_keeps_running_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """A running task's worker still holds it: purge deletes it only when asked by
+        name (``omniq purge`` with no ``--state`` must not pull work from under workers)."""
+        tasks = [await task_queue.enqueue(make_task()) for _ in range(3)]
+        running = await reserve_one(task_queue, ["default"])
+        await task_queue.cancel(tasks[2].id)
+        assert await task_queue.purge() == 2, "purge() deletes every state but running"
+        assert [t.id for t in await task_queue.list()] == [running.id]
+        assert await task_queue.purge(queue="default") == 0
+        assert await task_queue.purge(states=[TaskState.RUNNING]) == 1
         assert await task_queue.list() == []
 
     async def test_purge_leaves_schedules_alone(self, task_queue: BaseTaskQueue) -> None:

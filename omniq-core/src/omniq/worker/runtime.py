@@ -39,6 +39,7 @@ from ..schedules import fire_due_schedules
 from ..serialization import binding
 from .outcomes import failure_outcome, log_outcome, log_started, log_stopped
 from .pools import PoolBrokenError
+from .presence import Presence
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -137,6 +138,7 @@ class Worker:
         max_memory_mb: float | None = None,
         prefetch: int | None = None,
         worker_id: str | None = None,
+        health_file: str | os.PathLike[str] | None = None,
     ) -> None:
         from ..models import validate_name
 
@@ -191,6 +193,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
         self._helpers_done = False
+        self._presence = Presence(self, health_file)
 
     # -- control -----------------------------------------------------------------------
 
@@ -239,11 +242,13 @@ class Worker:
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
+        await self._presence.beat()
         log_started(self)
         writer = asyncio.create_task(self._writer(), name="omniq-writer")
         helpers = [
             asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
             asyncio.create_task(self._maintenance(), name="omniq-maintenance"),
+            asyncio.create_task(self._presence.run(), name="omniq-presence"),
         ]
         try:
             await self._reserve_loop()
@@ -267,6 +272,7 @@ class Worker:
             self._wake_writer.set()
             await writer
             await self.pool.stop(wait=not self._force)
+            await self._presence.leave()
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
             log_stopped(self)

@@ -1,0 +1,211 @@
+"""Operator commands as a user runs them, in real processes on a SQLite file:
+``omniq workers``, ``omniq health`` against live and killed workers, ``cancel``,
+``schedules delete`` and ``purge``'s default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from omniq import OmniQ
+from omniq.models import Task
+from omniq.registry import registry
+
+pytest.importorskip("omniq_backend_sqlite")
+
+#: With a 1.5 s lease a worker heartbeats every 0.5 s and its registry entry lives 1.5 s.
+FAST_LEASE = "1.5"
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite file that exists (the CLI's commands other than worker never create one)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    app = OmniQ(task_queue=url)
+    app.open()
+    app.close()
+    return url
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    return {**clean, "OMNIQ_LEASE": FAST_LEASE, "COLUMNS": "200"}
+
+
+def omniq(url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "omniq.cli", "--task-queue", url, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def poll(probe: Callable[[], object], what: str, deadline: float = 15.0) -> None:
+    end = time.monotonic() + deadline
+    while not probe():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not true after {deadline} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def worker(url: str, env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "-q",
+            "mail",
+            "-q",
+            "sms",
+            "--pool",
+            "thread",
+            "-c",
+            "3",
+            "--health-file",
+            str(tmp_path / "health"),
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=20)
+    assert proc.stderr is not None
+    proc.stderr.close()
+
+
+def listed(url: str, env: dict[str, str]) -> list[dict[str, object]]:
+    result = omniq(url, env, "workers", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_a_live_worker_is_listed_and_health_fails_once_it_is_killed(
+    url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    poll(lambda: listed(url, env), "the worker registers itself")
+    [info] = listed(url, env)
+    assert info["pid"] == worker.pid and info["queues"] == ["mail", "sms"]
+    assert info["pool"] == "thread" and info["concurrency"] == 3 and info["in_flight"] == 0
+    assert info["heartbeat_at"] >= info["started_at"] > 0 and info["version"]
+    table = omniq(url, env, "workers").stdout
+    assert str(worker.pid) in table and "mail,sms" in table
+
+    assert omniq(url, env, "health").returncode == 0
+    ok = omniq(url, env, "health", "--queue", "sms", "--max-age", "30s")
+    assert ok.returncode == 0 and "healthy: queue 'sms': 1 live worker(s)" in ok.stdout, ok
+    unserved = omniq(url, env, "health", "--queue", "mail", "--queue", "reports")
+    assert unserved.returncode == 1
+    assert "no live worker serves queue 'reports'" in unserved.stderr, unserved.stderr
+    assert (
+        omniq(url, env, "health", "--file", str(tmp_path / "health"), "--max-age", "30s").returncode
+        == 0
+    )
+
+    worker.kill()  # no chance to unregister: the entry must expire by itself
+    worker.wait(timeout=20)
+    failing: list[subprocess.CompletedProcess[str]] = []
+    poll(
+        lambda: (
+            failing.append(omniq(url, env, "health", "--queue", "mail")) or failing[-1].returncode
+        ),
+        "omniq health fails once the killed worker's entry expired",
+    )
+    assert failing[-1].returncode == 1
+    assert "unhealthy: no live worker serves queue 'mail'" in failing[-1].stderr
+    assert listed(url, env) == []
+    assert omniq(url, env, "health").returncode == 1
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_unregisters_and_removes_its_health_file(
+    url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    health_file = tmp_path / "health"
+    poll(
+        lambda: listed(url, env) and health_file.exists(),
+        "the worker registers and touches its file",
+    )
+    first = health_file.stat().st_mtime
+    poll(lambda: health_file.stat().st_mtime > first, "the file is touched on every heartbeat")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert not health_file.exists(), "a stopped worker's health file must not say it is alive"
+    assert listed(url, env) == [], "a stopped worker unregisters at once"
+    gone = omniq(url, env, "health", "--file", str(health_file))
+    assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_workers_and_health_with_no_worker(url: str, env: dict[str, str]) -> None:
+    OmniQ(task_queue=url).close()
+    assert "No live workers." in omniq(url, env, "workers").stdout
+    assert listed(url, env) == []
+    result = omniq(url, env, "health", "--max-age", "90s")
+    assert (
+        result.returncode == 1
+        and "unhealthy: no live worker with a heartbeat in the last 90 s" in result.stderr
+    )
+    bad = omniq(url, env, "health", "--max-age", "soon")
+    assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
+
+
+def test_cancel_from_the_command_line(url: str, env: dict[str, str]) -> None:
+    with OmniQ(task_queue=url) as app:
+        task = app.enqueue("some.task")
+        result = omniq(url, env, "cancel", task.id)
+        assert result.returncode == 0 and f"Task {task.id} cancelled." in result.stdout, result
+        assert app.get_task(task.id).state.value == "cancelled"
+        again = omniq(url, env, "cancel", task.id)
+        assert again.returncode == 1 and "already finished (cancelled)" in again.stderr
+        missing = omniq(url, env, "cancel", "no-such-task")
+        assert missing.returncode == 1 and "no-such-task" in missing.stderr
+
+
+def test_schedules_delete_from_the_command_line(url: str, env: dict[str, str]) -> None:
+    with OmniQ(task_queue=url) as app:
+        sid = app.schedule("some.task", interval=60)
+        result = omniq(url, env, "schedules", "delete", sid)
+        assert result.returncode == 0 and f"Schedule {sid} deleted." in result.stdout, result
+        assert app.list_schedules() == []
+        again = omniq(url, env, "schedules", "delete", sid)
+        assert again.returncode == 1 and f"no schedule {sid!r}" in again.stderr
+
+
+async def reserve_one(url: str) -> list[Task]:
+    async with registry.resolve("task_queue", url) as queue:
+        return await queue.reserve(["default"], "a-worker", 60.0)
+
+
+def test_purge_without_a_state_keeps_running_tasks(url: str, env: dict[str, str]) -> None:
+    with OmniQ(task_queue=url) as app:
+        for _ in range(3):
+            app.enqueue("some.task")
+        [running] = asyncio.run(reserve_one(url))  # as a worker holding it would
+        result = omniq(url, env, "purge", "--yes")
+        assert result.returncode == 0 and "Deleted 2 task(s)." in result.stdout, result
+        assert [t.id for t in app.list_tasks()] == [running.id]
+        result = omniq(url, env, "purge", "--state", "running", "--yes")
+        assert "Deleted 1 task(s)." in result.stdout
+        assert app.list_tasks() == []
