@@ -225,7 +225,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) > at:
                 continue
             if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                self._end(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"), at)
+                self._end(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"),
+                          at)
             else:
                 self._put(task, state=TaskState.PENDING, lease_token=None, lease_deadline=None)
             updated.append(copy(self.ns.tasks[task.id]))

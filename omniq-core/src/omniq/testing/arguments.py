@@ -79,8 +79,9 @@ class QueueArgumentTests:
             await refused(task_queue.reserve([task.queue], "w", lease),
                           f"reserve() got lease={lease!r}; expected a finite number of seconds > 0")
         for limit in (0, -1, 2.0):
-            await refused(task_queue.reserve([task.queue], "w", LONG, limit),  # type: ignore[arg-type]
-                          f"reserve() got limit={limit!r}; expected an integer >= 1")
+            await refused(
+                task_queue.reserve([task.queue], "w", LONG, limit),  # type: ignore[arg-type]
+                f"reserve() got limit={limit!r}; expected an integer >= 1")
         for queues in ([], task.queue):
             await refused(task_queue.reserve(queues, "w", LONG),  # type: ignore[arg-type]
                           f"reserve() got queues={queues!r}; expected a non-empty list of queue names")
@@ -121,14 +122,17 @@ class ResultArgumentTests:
 
     async def test_wait_refuses_a_bad_timeout(self, result_storage: BaseResultStorage) -> None:
         for timeout in (-1, math.nan):
-            await refused(result_storage.wait("some-task", timeout),
-                          f"wait() got timeout={timeout!r}; expected a finite number of seconds >= 0")
+            await refused(
+                result_storage.wait("some-task", timeout),
+                f"wait() got timeout={timeout!r}; expected a finite number of seconds >= 0")
 
 
 class EventArgumentTests:
     """Argument checks of :class:`~omniq.interfaces.BaseEventStorage`."""
 
-    async def test_query_and_cleanup_refuse_bad_values(self, event_storage: BaseEventStorage) -> None:
+    async def test_query_and_cleanup_refuse_bad_values(
+        self, event_storage: BaseEventStorage
+    ) -> None:
         await refused(event_storage.query(limit=0), "query() got limit=0; expected an integer >= 1")
         await refused(event_storage.query(order="sideways"),
                       "event order must be 'asc' or 'desc', got 'sideways'")
