@@ -84,6 +84,7 @@ async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
     states = [(await queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
     assert states == [TaskState.SUCCEEDED, TaskState.RUNNING, TaskState.RUNNING]
     assert await results.get(a.id) == result_a
+    assert await results.get(b.id) is None, "a refused completion stores no result"
     assert [e.id for e in await events.query(task_id=a.id)] == [event_a.id]
     assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id], (
         "events of tasks not finished in the call are stored too")
