@@ -81,7 +81,7 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
     ) -> AsyncIterator[builtins.list[Task]]:
         tasks, _ = gather_batches(batches)  # (no sibling stores: never any events here)
         if tasks:
-            yield await self._call("enqueue_many", tasks)
+            yield await self._call("enqueue_many", builtins.list(tasks))
 
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
