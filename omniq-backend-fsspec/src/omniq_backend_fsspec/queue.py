@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,

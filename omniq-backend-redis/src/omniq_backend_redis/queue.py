@@ -18,11 +18,11 @@ from typing import Any, ClassVar, cast
 import msgspec
 from omniq.errors import QueueError, TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,
