@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,25 @@ async def test_process_pool_runs_elsewhere_and_enforces_hard_timeouts(aapp):
     assert await aapp.get_result(a, timeout=5) != os.getpid()
     with pytest.raises(TaskTimeoutError):
         await aapp.get_result(b, timeout=5)
+
+
+async def test_process_pool_children_recycle_and_report_errors_with_their_traceback(aapp):
+    @aapp.task
+    def pid() -> int:
+        return os.getpid()
+
+    @aapp.task
+    def broken() -> None:
+        raise KeyError("missing in the child")
+
+    refs = await aapp.enqueue_many(pid, [() for _ in range(5)])
+    bad = await broken.delay()
+    await aapp.run_worker(pool="process", concurrency=1, max_tasks_per_child=2, burst=True)
+    pids = Counter([await aapp.get_result(r, timeout=5) for r in refs])
+    assert len(pids) >= 3 and max(pids.values()) <= 2 and os.getpid() not in pids
+    result = await aapp.get_task_result(bad.id)
+    assert result.error.type == "KeyError" and "missing in the child" in result.error.message
+    assert "in broken" in result.error.traceback  # the child's frames, not only ours
 
 
 async def test_worker_recycles_after_max_tasks(aapp):

@@ -28,6 +28,13 @@ def nap(seconds: float, marker: str = "") -> int:
     time.sleep(seconds)
     return os.getpid()
 
+@app.task
+async def anap(seconds: float, marker: str = "") -> None:
+    import asyncio
+    if marker:
+        open(marker, "w").close()
+    await asyncio.sleep(seconds)
+
 if __name__ == "__main__":
     print("ready", flush=True)
     reason = app.run_worker(pool="thread", concurrency={concurrency}, burst={burst})
@@ -91,7 +98,9 @@ def test_sigterm_after_grace_releases_the_task_without_counting_the_attempt(tmp_
     write_app(tmp_path, grace=0)
     mod = producer(tmp_path)
     marker = tmp_path / "started"
-    ref = mod.nap.delay(3.0, str(marker))  # a thread cannot be killed: keep it short
+    # A coroutine is stopped where it waits, so it is handed back at once. (A thread body
+    # cannot be stopped: its task is left to its lease, see test_worker_faults.py.)
+    ref = mod.anap.delay(30.0, str(marker))
     proc = start_worker(tmp_path / "procapp.py")
     try:
         wait_for(marker)

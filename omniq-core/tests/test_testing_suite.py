@@ -84,6 +84,21 @@ class TestCompleteIgnoresToken(TaskQueueContract):
     def task_queue_ref(self):
         return ref("CompleteIgnoresToken")
 
+class TestCompleteAcceptsAnyEnd(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("CompleteAcceptsAnyEnd")
+
+class TestFinishWritesBeforeFencing(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("FinishWritesBeforeFencing")
+
+class TestLapseIgnoresRetries(TaskQueueContract):
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("LapseIgnoresRetries")
+
 class TestReserveNotAtomic(TaskQueueContract):
     @pytest.fixture
     def task_queue_ref(self):
@@ -131,7 +146,18 @@ EXPECTED_FAILURES = {
         "test_complete_many",
         "test_stale_holder_is_fenced_after_redelivery",
         "test_finish_many_with_stores_of_another_backend",
-        "test_finish_many_refused_leaves_nothing_in_stores_of_another_backend",
+    },
+    "TestCompleteAcceptsAnyEnd": {
+        "test_complete_refuses_states_other_than_succeeded_and_cancelled",
+        "test_complete_refuses_a_state_that_does_not_complete",
+    },
+    "TestFinishWritesBeforeFencing": {
+        "test_finish_many_with_stores_of_another_backend",
+        "test_zombie_finish_leaves_nothing_with_stores_of_another_backend",
+    },
+    "TestLapseIgnoresRetries": {
+        "test_lapsed_lease_dead_letters_after_max_deliveries",
+        "test_lapses_dead_letter_exactly_at_the_attempts_allowed",
     },
     "TestReserveNotAtomic": {"test_concurrent_reservers_never_share_a_task"},
     "TestResultsIgnoreExpiry": {

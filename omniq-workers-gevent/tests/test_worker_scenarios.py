@@ -95,8 +95,12 @@ def test_sigterm_after_the_grace_period_releases_the_task_uncounted(producer, st
     proc.send_signal(signal.SIGTERM)
     finish(proc, timeout=30)
     task = producer.app.get_task(ref.id)
-    assert task.state is TaskState.PENDING and task.attempts == 0
-    assert EventType.RELEASED in types_of(producer, ref.id)
+    if pool == "thread":  # a thread body cannot be stopped: never handed back, left to its lease
+        assert task.state is TaskState.RUNNING
+        assert EventType.RELEASED not in types_of(producer, ref.id)
+    else:  # the greenlet is killed where it sleeps
+        assert task.state is TaskState.PENDING and task.attempts == 0
+        assert EventType.RELEASED in types_of(producer, ref.id)
 
 
 @pytest.mark.slow

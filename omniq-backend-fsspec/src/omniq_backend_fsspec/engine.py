@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
 from omniq.models import (
@@ -54,18 +55,11 @@ from .records import Conflict, record_store, rev_time
 
 __all__ = ["QueueEngine"]
 
-_FAILED_ENDS = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 T = TypeVar("T")
 
 
 def _replace(task: Task, **changes: Any) -> Task:
     return msgspec.structs.replace(task, **changes)
-
-
-def _dependency_error(parent: Task) -> ErrorInfo:
-    return ErrorInfo(type="DependencyFailed",
-                     message=f"dependency {parent.id} ended {parent.state.value}")
 
 
 class QueueEngine:
@@ -102,7 +96,11 @@ class QueueEngine:
 
     def _change(self, rec: Record, **changes: Any) -> Task:
         """Store a changed copy; :class:`~.records.Conflict` if another writer came first."""
-        return self.records.save(rec, Record(rec.seq, _replace(rec.task, **changes), rec.rev)).task
+        return self._store(rec, _replace(rec.task, **changes))
+
+    def _store(self, rec: Record, task: Task) -> Task:
+        """Store ``task`` in place of ``rec``'s (as :meth:`_change`)."""
+        return self.records.save(rec, Record(rec.seq, task, rec.rev)).task
 
     # -- enqueue ------------------------------------------------------------------------
 
@@ -135,21 +133,18 @@ class QueueEngine:
             if parent is None:
                 raise TaskNotFoundError(pid, f" (task {task.id} depends on it)")
             parents[pid] = parent.task
-        failed = next((p for p in parents.values() if p.state in _FAILED_ENDS), None)
+        state, error = lifecycle.initial_state(task, {p: t.state for p, t in parents.items()}, now)
+        failed = error is not None
         waiting_on = [p for p in parents.values() if p.state is not TaskState.SUCCEEDED]
-        changes: dict[str, Any] = {"created_at": task.created_at or now}
-        if failed is not None:
-            changes.update(state=TaskState.CANCELLED, finished_at=now, error=_dependency_error(failed))
-        elif waiting_on:
-            changes["state"] = TaskState.WAITING
-        else:
-            changes["state"] = TaskState.SCHEDULED if task.eta is not None and task.eta > now else TaskState.PENDING
+        changes: dict[str, Any] = {"created_at": task.created_at or now, "state": state}
+        if failed:
+            changes.update(finished_at=now, error=error)
         rec = Record(seq, _replace(task, **changes))
         eq = encode("queue", task.queue)
         if eq not in self._known_queues:
             self.files.write(f"{queue_dir(task.queue)}/name", task.queue.encode())
             self._known_queues.add(eq)
-        if failed is None:
+        if not failed:
             for unfinished in waiting_on:
                 self.files.touch(f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}")
             if task.expires_at is not None:
@@ -200,13 +195,14 @@ class QueueEngine:
         return rec is not None
 
     def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> builtins.list[bool]:
+        # (states checked by BaseTaskQueue.complete_many/finish_many before any change)
         return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
-        rec = self._held(task_id, token)  # (state checked by BaseTaskQueue.complete_many)
+        rec = self._held(task_id, token)
         if rec is None:
             return False
-        task = self._change(rec, state=state, error=error, finished_at=time.time(), **_NO_LEASE)
+        task = self._store(rec, lifecycle.finished(rec.task, state, error, time.time()))
         self._settle_dependents(task)
         return True
 
@@ -217,7 +213,7 @@ class QueueEngine:
         rec = self._held(task_id, token)
         if rec is None:
             return False
-        self._change(rec, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
+        self._store(rec, lifecycle.retried(rec.task, eta, error))
         return True
 
     def release(self, task_id: str, token: str) -> bool:
@@ -227,7 +223,7 @@ class QueueEngine:
         rec = self._held(task_id, token)
         if rec is None:
             return False
-        self._change(rec, state=TaskState.PENDING, attempts=max(rec.task.attempts - 1, 0), **_NO_LEASE)
+        self._store(rec, lifecycle.released(rec.task))
         return True
 
     def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
@@ -241,7 +237,7 @@ class QueueEngine:
         return True
 
     def _end(self, rec: Record, state: TaskState, error: ErrorInfo | None, now: float) -> Task:
-        task = self._change(rec, state=state, error=error, finished_at=now, **_NO_LEASE)
+        task = self._store(rec, lifecycle.finished(rec.task, state, error, now))
         self._settle_dependents(task)
         return task
 
@@ -258,13 +254,10 @@ class QueueEngine:
         return out
 
     def _return_lapsed(self, rec: Record, now: float) -> Task:
-        task = rec.task
-        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-            error = ErrorInfo(type="LeaseExpired", message=(
-                f"task {task.id} was delivered {task.attempts} times and its lease lapsed "
-                f"each time (max_deliveries={task.max_deliveries})"))
-            return self._end(rec, TaskState.DEAD, error, now)
-        return self._change(rec, state=TaskState.PENDING, **_NO_LEASE)
+        task = self._store(rec, lifecycle.lapsed(rec.task, now))
+        if task.state is TaskState.DEAD:
+            self._settle_dependents(task)
+        return task
 
     # -- dependencies -------------------------------------------------------------------
 
@@ -283,12 +276,11 @@ class QueueEngine:
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
                 if current.state is not TaskState.SUCCEEDED:
-                    stack.append(self._change(child, state=TaskState.CANCELLED, finished_at=now,
-                                              error=_dependency_error(current)))
+                    error = lifecycle.dependency_failure(current.id, current.state)
+                    stack.append(self._store(child, lifecycle.finished(
+                        child.task, TaskState.CANCELLED, error, now)))
                 elif all(self._succeeded(pid) for pid in child.task.depends_on):
-                    eta = child.task.eta
-                    ready = TaskState.SCHEDULED if eta is not None and eta > now else TaskState.PENDING
-                    self._change(child, state=ready)
+                    self._change(child, state=lifecycle.ready_state(child.task, now))
             self.files.prune(deps_dir)
 
     def _succeeded(self, task_id: str) -> bool:

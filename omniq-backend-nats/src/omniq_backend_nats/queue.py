@@ -40,8 +40,10 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 from nats.js.kv import KeyValue
 
-from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq import lifecycle
+from omniq.errors import TaskNotFoundError
+from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
+from omniq.lifecycle import check_completable, finished
 from omniq.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -49,19 +51,15 @@ from omniq.models import (
     TERMINAL_STATES,
     ErrorInfo,
     Task,
-    TaskEvent,
-    TaskResult,
     TaskState,
     encoder,
     task_decoder,
 )
 from omniq.options import Option
 
-from .batch import WRONG_REVISION, Request, publishes, puts, revisions, sequences
+from .batch import WRONG_REVISION, Request, puts, revisions, sequences
 from .connection import OPTIONS, NatsStore, confirm, nak_delay
-from .events import NatsEventStorage
 from .names import consumer_name, token, untoken
-from .results import NatsResultStorage
 from .schedules import ScheduleBucket
 
 __all__ = ["NatsTaskQueue"]
@@ -71,7 +69,6 @@ T = TypeVar("T")
 #: Reserve reads bands from the highest priority down.
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
 #: States whose dependents are cancelled rather than released.
-_FAILED_ENDS = TERMINAL_STATES - {TaskState.SUCCEEDED}
 #: How many writes one bulk call keeps in flight.
 _WINDOW = 256
 #: A redelivered message of a running task comes back no sooner than this.
@@ -443,15 +440,11 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
     # -- enqueue -----------------------------------------------------------------------
 
     def _initial(self, task: Task, parents: Sequence[Task], at: float) -> Task:
-        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
-        base = _unleased(task, created_at=task.created_at or at)
-        if failed is not None:
-            return _replace(base, state=TaskState.CANCELLED, finished_at=at, error=_dependency_error(failed))
-        if any(p.state is not TaskState.SUCCEEDED for p in parents):
-            return _replace(base, state=TaskState.WAITING)
-        if task.eta is not None and task.eta > at:
-            return _replace(base, state=TaskState.SCHEDULED)
-        return _replace(base, state=TaskState.PENDING)
+        state, error = lifecycle.initial_state(task, {p.id: p.state for p in parents}, at)
+        base = _unleased(task, created_at=task.created_at or at, state=state)
+        if error is not None:
+            return _replace(base, finished_at=at, error=error)
+        return base
 
     async def _store(self, task: Task, at: float) -> Task:
         """Create the record (idempotent by id), then its delivery message."""
@@ -550,12 +543,12 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
             return found[0] if found else None
         task = found[0]
         parents = [p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p]
-        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
+        failed = next((p for p in parents if p.state in lifecycle.PARENT_FAILED_STATES), None)
         if failed is not None:
             await self._cancel_waiting(task_id, failed)
         elif len(parents) == len(task.depends_on) and all(p.state is TaskState.SUCCEEDED for p in parents):
             at = await self.now()
-            state = TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+            state = lifecycle.ready_state(task, at)
             # Message first: if we die before the CAS, its delivery settles the task again.
             await self._hint(task)
             changed = await self._mutate(
@@ -566,21 +559,20 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         found = await self._read(task_id)
         return found[0] if found else None
 
-    async def _cancel_waiting(self, task_id: str, parent: Task, root: Task | None = None) -> None:
+    async def _cancel_waiting(self, task_id: str, parent: Task) -> None:
         """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
-        each error names the task's own parent (and the task that started it all)."""
+        each error names the task's own parent."""
         at = await self.now()
-        error = _dependency_error(parent, root)
+        error = lifecycle.dependency_failure(parent.id, parent.state)
         changed = await self._mutate(
             task_id,
-            lambda t: _replace(t, state=TaskState.CANCELLED, finished_at=at, error=error)
+            lambda t: finished(t, TaskState.CANCELLED, error, at)
             if t.state is TaskState.WAITING else None,
         )
         if changed:
             cancelled = changed[1]
-            await asyncio.gather(*(
-                self._cancel_waiting(c, cancelled, root or parent) for c in await self._children_of(task_id)
-            ))
+            children = await self._children_of(task_id)
+            await asyncio.gather(*(self._cancel_waiting(c, cancelled) for c in children))
 
     async def _after_end(self, task: Task) -> None:
         """A task became terminal: release or cancel its dependents."""
@@ -871,50 +863,19 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return [done is not None for done in await self._finish_many(jobs)]
 
     async def _completions(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[_Finish]:
-        for _, _, state, _ in items:
-            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-                raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
+        states = [check_completable(state, tid) for tid, _, state, _ in items]
         at = await self.now()
         return [
-            _Finish(tid, tok, functools.partial(_unleased, state=state, finished_at=at, error=error))
-            for tid, tok, state, error in items
+            _Finish(tid, tok, functools.partial(finished, state=state, error=error, at=at))
+            for (tid, tok, _, error), state in zip(items, states, strict=True)
         ]
-
-    async def finish_many(
-        self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
-        results: Sequence[TaskResult],
-        events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
-        event_storage: BaseEventStorage | None,
-    ) -> builtins.list[bool]:
-        """With NATS result and event stores: the results first, each acknowledged (a task
-        that reads as succeeded has its result), then the completions and the events
-        together; with any other store, the default order. Stores on the same server
-        write through this store's connection, so each step is one send and one wait."""
-        if not isinstance(result_storage, NatsResultStorage) or not (
-            event_storage is None or isinstance(event_storage, NatsEventStorage)
-        ):
-            return await super().finish_many(items, results, events, result_storage, event_storage)
-        jobs = await self._completions(items)
-        if results:
-            inbox = self.inbox if self.shares_server(result_storage) else result_storage.inbox
-            for start in range(0, len(results), _WINDOW):
-                await inbox.write(result_storage.bucket, result_storage.entries(results[start : start + _WINDOW]))
-        if not events or event_storage is None:
-            changed = await self._finish_many(jobs)
-        elif self.shares_server(event_storage):
-            changed = await self._finish_many(jobs, publishes(event_storage.messages(events)))
-        else:
-            changed, _ = await asyncio.gather(self._finish_many(jobs), event_storage.append_many(events))
-        return [done is not None for done in changed]
 
     async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
         at = await self.now()
         done = await self._finish(
             task_id,
             token,
-            lambda t: _unleased(t, state=TaskState.RETRYING, eta=eta, error=error or t.error),
+            lambda t: lifecycle.retried(t, eta, error),
             nak_delay(eta - at),
         )
         if done is not None and eta <= at:
@@ -925,7 +886,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         done = await self._finish(
             task_id,
             token,
-            lambda t: _unleased(t, state=TaskState.PENDING, attempts=max(t.attempts - 1, 0)),
+            lifecycle.released,
             nak_delay(0),
         )
         if done is not None:
@@ -936,13 +897,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         at = await self.now()
         if token is not None:
             done = await self._finish(
-                task_id, token, lambda t: _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error)
+                task_id, token, lambda t: finished(t, TaskState.DEAD, error, at)
             )
             return done is not None
         changed = await self._mutate(
             task_id,
             lambda t: None if t.state in TERMINAL_STATES
-            else _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error),
+            else finished(t, TaskState.DEAD, error, at),
         )
         if changed is None:
             return False
@@ -995,14 +956,7 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         def change(t: Task) -> Task | None:
             if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > at:
                 return None
-            if t.attempts >= max(t.max_deliveries, t.max_retries + 1):
-                error = ErrorInfo(
-                    type="LeaseExpired",
-                    message=f"lease lapsed on attempt {t.attempts} of {max(t.max_deliveries, t.max_retries + 1)}: "
-                    f"the worker keeps dying or hanging",
-                )
-                return _unleased(t, state=TaskState.DEAD, finished_at=at, error=error)
-            return _unleased(t, state=TaskState.PENDING)
+            return lifecycle.lapsed(t, at)
 
         changed = await self._mutate(task_id, change)
         if changed is None:
@@ -1125,10 +1079,3 @@ def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
         return msg.data.decode(), None
     except (UnicodeDecodeError, msgspec.DecodeError, ValueError):
         return "", None
-
-
-def _dependency_error(parent: Task, root: Task | None = None) -> ErrorInfo:
-    message = f"dependency {parent.id!r} ended {parent.state.value}"
-    if root is not None:
-        message += f" because its dependency {root.id!r} ended {root.state.value}"
-    return ErrorInfo(type="DependencyFailed", message=message)

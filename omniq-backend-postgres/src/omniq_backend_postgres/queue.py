@@ -29,6 +29,7 @@ from omniq.interfaces import (
     as_stored,
     gather_batches,
 )
+from omniq.lifecycle import attempts_allowed, dependency_failure
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 
 from .events import APPEND, append_args
@@ -164,8 +165,9 @@ returned AS (
     SET state = CASE WHEN t.attempts >= t.max_attempts THEN 'dead' ELSE 'pending' END,
         finished_at = CASE WHEN t.attempts >= t.max_attempts THEN clock.now END,
         error = CASE WHEN t.attempts >= t.max_attempts THEN jsonb_build_object(
-                    'type', 'LeaseExpired', 'module', 'omniq.errors',
-                    'message', format('lease lapsed on delivery %s of at most %s: its worker keeps dying',
+                    'type', 'LeaseExpired',  -- as omniq.lifecycle.lapse_error()
+                    'message', format('lease lapsed on attempt %s of %s: '
+                                      'its worker keeps dying or hanging',
                                       t.attempts, t.max_attempts))
                 ELSE t.error END,
         {CLEAR_LEASE}
@@ -196,13 +198,21 @@ WHERE queue = ANY ($1::text[]) AND state IN {READY}
   AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
 """
 COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
-#: complete_many with the results and events of the batch, in one statement (so one
-#: round trip and one commit; a task reads as succeeded only with its result stored).
-FINISH_MANY = f"""
-WITH r AS ({shift_params(UPSERT, 4)}),
-e AS ({shift_params(APPEND, 9)})
-{COMPLETE_MANY}
-"""
+#: complete_many() with the results and events of the tasks it completed (and those of
+#: tasks not in the batch), in one statement: the inserts read the ids the function
+#: returns, so a result or an event of a refused completion is never written.
+FINISH_MANY = (
+    "WITH done AS (SELECT id FROM\n"
+    "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
+    "r AS (" + shift_params(UPSERT, 4).replace(
+        "$9::bytea[])", "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
+        "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))") + "),\n"
+    "e AS (" + shift_params(APPEND, 9).replace(
+        "ORDER BY i.ord",
+        "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
+        "ORDER BY i.ord") + ")\n"
+    "SELECT id FROM done"
+)
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
@@ -219,7 +229,7 @@ def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = No
         [t.id for t in tasks], [t.queue for t in tasks], [t.name for t in tasks],
         [t.priority for t in tasks], list(states) if states is not None else [None] * n,
         [t.eta for t in tasks], [t.expires_at for t in tasks], [t.created_at for t in tasks],
-        [t.attempts for t in tasks], [max(t.max_deliveries, t.max_retries + 1) for t in tasks],
+        [t.attempts for t in tasks], [attempts_allowed(t) for t in tasks],
         [t.result_ttl for t in tasks], [t.dead_ttl for t in tasks], [t.schedule_id for t in tasks],
         list(errors) if errors is not None else [None] * n, [encoder.encode(t) for t in tasks],
     ]
@@ -350,8 +360,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         error: str | None = None
         if failed:
             state = TaskState.CANCELLED.value
-            error = encode_error(ErrorInfo(type="DependencyError", module="omniq.errors",
-                                           message=f"dependency {failed[0][0]} ended {failed[0][1]}"))
+            error = encode_error(dependency_failure(*failed[0]))
         elif any(parents[p] != TaskState.SUCCEEDED.value for p in task.depends_on):
             state = TaskState.WAITING.value
         await self._insert(conn, [task], [state], [error])

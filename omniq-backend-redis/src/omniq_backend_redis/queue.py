@@ -26,8 +26,10 @@ from omniq.interfaces import (
     Capability,
     Completion,
     LeaseRef,
+    accepted_writes,
     as_stored,
 )
+from omniq.lifecycle import attempts_allowed
 from omniq.models import (
     ErrorInfo,
     Schedule,
@@ -44,7 +46,7 @@ from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_has
                     encode_error, is_task_hash, number)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
-from .results import RedisResultStorage
+from .results import RedisResultStorage, set_args
 from .store import RedisStore
 
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
@@ -201,18 +203,25 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        """One complete script run; the results, then the events, of sibling stores follow
-        (one script each), those of refused items left out."""
+        """With the result storage on this connection, one script run (finish.lua): the
+        completions, then the results and (event storage on this connection too) the
+        events of those accepted, in one atomic step. Otherwise the complete script, then
+        a sibling event storage's events of those accepted."""
         args: list[Any] = [len(items)]
         for task_id, token, state, error in items:
             args += [task_id, token, state.value, encode_error(error)]
-        accepted = [bool(ok) for ok in await self._run("complete", args)]
-        if results or events:
-            refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
-            if results and result_storage is not None:
-                await result_storage.set_many([r for r in results if r.task_id not in refused])
-            if events and event_storage is not None:
-                await event_storage.append_many([e for e in events if e.task_id not in refused])
+        sibling_events = cast("RedisEventStorage | None", event_storage)
+        if result_storage is None:
+            accepted = [bool(ok) for ok in await self._run("complete", args)]
+            if events and sibling_events is not None:
+                await sibling_events.append_many(accepted_writes(items, accepted, (), events)[1])
+            return accepted
+        args += [cast(RedisResultStorage, result_storage).prefix, len(results), *set_args(results)]
+        if events and sibling_events is not None:
+            args += sibling_events.append_args(events)
+        accepted = [bool(ok) for ok in await self._run("finish", args)]
+        if events and sibling_events is not None:
+            await sibling_events.after_append()
         return accepted
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
@@ -451,7 +460,7 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
             column([t.priority for t in tasks]),
             column([t.eta for t in tasks]),
             column([t.expires_at for t in tasks]),
-            column([max(t.max_deliveries, t.max_retries + 1) for t in tasks]),
+            column([attempts_allowed(t) for t in tasks]),
             column([t.result_ttl for t in tasks]),
             column([t.dead_ttl for t in tasks]),
             column([t.created_at for t in tasks]),

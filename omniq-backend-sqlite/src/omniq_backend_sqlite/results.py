@@ -24,12 +24,6 @@ _UPSERT = f"INSERT OR REPLACE INTO omniq_results ({_COLUMNS_SQL}) VALUES ({', '.
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-async def upsert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
-    """Store ``results`` in the caller's transaction (the task queue's finish writes them
-    in the same transaction as the completions)."""
-    await conn.executemany(_UPSERT, [_params(r) for r in results])
-
-
 class SqliteResultStorage(SqliteStore, BaseResultStorage):
     """Results in ``omniq_results``; expired rows are hidden at once and deleted by
     :meth:`cleanup`. ``wait`` polls (SQLite has no cross-process notification)."""
@@ -40,7 +34,7 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
         async with self.db.transaction() as conn:
-            await upsert_results(conn, results)
+            await insert_results(conn, results)
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         rows = await self.db.fetch(
@@ -58,6 +52,12 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
             "DELETE FROM omniq_results WHERE expires_at <= ? RETURNING task_id", (time.time(),)
         )
         return len(rows)
+
+
+async def insert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
+    """Store (or overwrite) ``results`` in the caller's transaction (the task queue's
+    finish_many writes them with the completions)."""
+    await conn.executemany(_UPSERT, [_params(r) for r in results])
 
 
 def _params(result: TaskResult) -> tuple[Any, ...]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConfigError,
+    DependencyFailedError,
     OmniQError,
     PluginError,
     ResultTimeoutError,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncOmniQ",
     "BackendSpec",
     "ConfigError",
+    "DependencyFailedError",
     "OmniQ",
     "OmniQConfig",
     "OmniQError",

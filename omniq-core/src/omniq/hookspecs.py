@@ -59,7 +59,13 @@ def omniq_register_workers(register: Callable[[WorkerSpec], None]) -> None:
 
 @hookspec
 def omniq_register_cli_commands(cli: click.Group) -> None:
-    """Add commands to the ``omniq`` command line: ``@cli.command()`` as usual."""
+    """Add commands to the ``omniq`` command line: ``@cli.command()`` as usual.
+
+    A plugin may also add an option to a built-in command by appending a
+    ``click.Option(..., expose_value=False, callback=...)`` to
+    ``cli.commands[name].params`` (``omniq-django`` adds ``omniq worker --django``);
+    replacing a built-in command is refused.
+    """
 
 
 # -- lifecycle hooks -------------------------------------------------------------------

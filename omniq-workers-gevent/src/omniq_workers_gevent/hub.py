@@ -94,6 +94,12 @@ class GreenletHub:
             self._kill(call)
             raise
 
+    def running(self) -> int:
+        """Greenlets running calls now, killed ones until they have unwound (read from
+        the asyncio thread: a plain length, never a hub call)."""
+        pool = self._pool
+        return len(pool) if pool is not None and not self._closing else 0
+
     def _kill(self, call: _Call) -> None:
         if call.future.cancel() or self._closing:
             return  # not started yet: the dispatcher skips it

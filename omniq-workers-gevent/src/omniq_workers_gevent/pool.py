@@ -66,6 +66,9 @@ class GeventPool(BaseWorker):
         if hub is not None:
             await hub.stop(wait)
 
+    def bodies_running(self) -> int:
+        return self._hub.running() if self._hub is not None else 0
+
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
                   timeout: float | None, *, ref: str | None = None,
                   func_payload: bytes | None = None) -> Any:

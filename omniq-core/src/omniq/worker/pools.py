@@ -6,19 +6,15 @@ A pool only runs calls and enforces timeouts; the runtime loop does everything e
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import inspect
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
-
-import anyio
-import anyio.to_thread
 
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BaseWorker
+from .children import Child
+from .threads import ThreadRunner
 
 __all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool", "with_timeout"]
 
@@ -43,99 +39,115 @@ async def with_timeout(awaitable: Any, timeout: float | None) -> Any:
 
 
 class AsyncPool(BaseWorker):
-    """Coroutine functions run on the worker's event loop; plain functions in threads
-    (at most ``concurrency`` at once). A timed-out thread cannot be killed: it is
-    abandoned and its result ignored; use the process pool for hard timeouts."""
+    """Coroutine functions run on the worker's event loop; plain functions in the pool's
+    own daemon threads (the runtime runs at most ``concurrency`` calls at once). A
+    timed-out or cancelled thread cannot be killed: it is abandoned and its result
+    ignored, and :meth:`bodies_running` counts it until it returns; use the process pool
+    for hard timeouts."""
 
     name = "async"
 
     def __init__(self, concurrency: int, **options: Any) -> None:
         super().__init__(concurrency, **options)
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._threads = ThreadRunner(f"omniq-{self.name}")
 
     async def start(self) -> None:
-        self._limiter = anyio.CapacityLimiter(self.concurrency)
+        if self._threads.closed:  # the pool is started again
+            self._threads = ThreadRunner(f"omniq-{self.name}")
+
+    async def stop(self, wait: bool = True) -> None:
+        self._threads.close()
+
+    def bodies_running(self) -> int:
+        return self._threads.running
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
                   timeout: float | None, *, ref: str | None = None,
                   func_payload: bytes | None = None) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
-        call = functools.partial(func, *args, **kwargs)
-        value = await with_timeout(
-            anyio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True), timeout
-        )
+        value = await with_timeout(self._threads.run(func, *args, **kwargs), timeout)
         if inspect.isawaitable(value):  # a plain callable that returned a coroutine
             value = await with_timeout(value, timeout)
         return value
 
 
 class ThreadPool(AsyncPool):
-    """Every task in a thread of its own pool; coroutine functions still run on the
-    loop (they would only block a thread)."""
+    """Every plain function in a thread of the pool's own; coroutine functions still run
+    on the loop (they would only block a thread)."""
 
     name = "thread"
 
 
-def _call_in_child(blob: bytes) -> bytes:
-    """Runs in the child process: the call arrives and leaves as dill bytes (a local
-    pipe between our own processes, never a network peer)."""
-    import dill
-
-    func, args, kwargs = dill.loads(blob)
-    value = func(*args, **kwargs)
-    if inspect.isawaitable(value):
-        async def wait() -> Any:
-            return await value
-
-        value = asyncio.run(wait())
-    return dill.dumps(value)
-
-
 class ProcessPool(BaseWorker):
-    """Each task in a child process (spawned, so the parent's threads and event loop are
-    not inherited). Timeouts are hard: the children are terminated, the timed-out task
-    fails, and the other tasks that were running are reported as pool failures
-    (:class:`PoolBrokenError`, handled like a lapsed lease). The pool is rebuilt."""
+    """Each task in a child process of the pool's own (spawned, so the parent's threads
+    and event loop are not inherited), one call per child at a time. Timeouts are hard:
+    the child running the timed-out task is killed and replaced, and the tasks running
+    in the other children carry on. A child that dies (killed, out of memory) fails only
+    its own task, with :class:`PoolBrokenError` (handled like a lapsed lease)."""
 
     name = "process"
 
     def __init__(self, concurrency: int, *, max_tasks_per_child: int | None = None, **options: Any) -> None:
         super().__init__(concurrency, **options)
         self.max_tasks_per_child = max_tasks_per_child
-        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: list[Child] = []
+        self._busy: set[Child] = set()
+        self._retired: list[Child] = []  # asked to exit or killed: joined at stop
 
-    def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.concurrency,
-                mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=self.max_tasks_per_child,
-            )
-        return self._executor
+    def bodies_running(self) -> int:
+        killed = sum(1 for c in self._retired if c.killed and c.alive())
+        return len(self._busy) + killed
 
     def child_pids(self) -> list[int]:
-        procs = getattr(self._executor, "_processes", None) or {}
-        return [p.pid for p in procs.values() if p.pid is not None]
+        return [c.pid for c in (*self._idle, *self._busy) if c.pid is not None]
 
-    def _kill(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        # ProcessPoolExecutor has no public way to stop one running call.
-        for proc in list((getattr(executor, "_processes", None) or {}).values()):
-            proc.terminate()
-        executor.shutdown(wait=False, cancel_futures=True)
+    def _take(self) -> Child:
+        while self._idle:
+            child = self._idle.pop()
+            if child.alive():
+                return child
+            child.kill()
+        return Child(self._context)
 
-    async def start(self) -> None:
-        self._pool()
+    def _put_back(self, child: Child) -> None:
+        self._busy.discard(child)
+        if self.max_tasks_per_child and child.calls >= self.max_tasks_per_child:
+            child.retire()
+            self._retire(child)
+        else:
+            self._idle.append(child)
+
+    def _drop(self, child: Child) -> None:
+        self._busy.discard(child)
+        child.kill()
+        self._retire(child)
+
+    def _retire(self, child: Child) -> None:
+        self._retired = [c for c in self._retired if c.alive()]  # reaps those that exited
+        self._retired.append(child)
 
     async def stop(self, wait: bool = True) -> None:
-        if not wait:
-            self._kill()
-        elif self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.to_thread(executor.shutdown, True)
+        idle, self._idle = self._idle, []
+        busy, self._busy = list(self._busy), set()
+        for child in idle:
+            if wait:
+                child.retire()
+            else:
+                child.kill()
+        for child in busy:
+            child.kill()
+        children = [*idle, *busy, *self._retired]
+        self._retired = []
+
+        def join_all() -> None:
+            for child in children:
+                child.join(5.0)
+
+        await asyncio.to_thread(join_all)
+        for child in children:
+            child.kill()  # one that did not exit in time
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
                   timeout: float | None, *, ref: str | None = None,
@@ -146,22 +158,24 @@ class ProcessPool(BaseWorker):
             blob = dill.dumps((func, list(args), dict(kwargs)), recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
-        executor = self._pool()
         try:
-            future = asyncio.wrap_future(executor.submit(_call_in_child, blob))
-        except BrokenProcessPool as exc:
-            self._executor = None
-            raise PoolBrokenError("the process pool broke before the task started") from exc
+            child = self._take()
+        except OSError as exc:
+            raise PoolBrokenError(f"could not start a child process: {exc}") from exc
+        self._busy.add(child)
         try:
-            result = await with_timeout(future, timeout)
-        except TaskTimeoutError:
-            self._kill()
+            reply = await with_timeout(child.call(blob), timeout)
+        except TaskTimeoutError:  # an OSError too: before the next clause
+            self._drop(child)
             raise
-        except BrokenProcessPool as exc:
-            if self._executor is executor:
-                self._executor = None
-            raise PoolBrokenError(f"the child process running this task died: {exc}") from exc
-        except asyncio.CancelledError:
-            future.cancel()
+        except (EOFError, OSError) as exc:
+            self._drop(child)
+            raise PoolBrokenError(f"the child process running this task (pid {child.pid}) died "
+                                  f"(exit code {child.process.exitcode})") from exc
+        except BaseException:
+            # A timeout or a cancellation (lease lost, stop): the child may still run the
+            # call, so it alone is killed; the other children carry on.
+            self._drop(child)
             raise
-        return dill.loads(result)
+        self._put_back(child)
+        return Child.decode(reply)

@@ -3,11 +3,15 @@
 The loop reserves tasks in batches up to its free capacity, hands each to the pool,
 heartbeats the leases it holds, and writes results, completions and events in batches
 from one writer coroutine (whatever finishes while a write is in flight goes into the
-next batch, so batching costs no latency). A maintenance coroutine fires due schedules,
+next batch, so batching costs no latency; an event no finish follows, such as a long
+task's ``started``, waits at most ``EVENT_WINDOW``). A maintenance coroutine fires due schedules,
 returns lapsed leases and enforces TTLs.
 
-Order of writes per task: result first, then the fenced completion, then events. A crash
-in between re-runs the task (at-least-once) and the re-run overwrites the result.
+Order of writes per task: the fenced state change first, then the attempt's result and
+events, only when the change was accepted (in one step where the stores share a server):
+an attempt whose lease was lost leaves nothing visible. A crash in between leaves a task
+that reads as finished without its result (docs/architecture.md,
+"Finishing a task: fencing results and events").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import lifecycle
 from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..interfaces import BaseWorker
@@ -66,6 +71,15 @@ def rss_mb(pids: list[int]) -> float:
 #: with 4). Held tasks are heartbeated; long tasks or many workers on a short queue want less.
 PREFETCH_MULTIPLIER = 4
 
+#: Longest an event waits for the writer (seconds). A finish wakes the writer at once and
+#: carries the events emitted before it; this window only matters for events no finish
+#: follows soon (``started`` of a long task), so short tasks add no round trip.
+EVENT_WINDOW = 0.05
+
+#: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
+#: process pool kills the child) before it decides which tasks it may release.
+BODY_STOP_WAIT = 1.0
+
 
 @dataclass
 class _Done:
@@ -76,6 +90,11 @@ class _Done:
     result: TaskResult | None = None
     error: ErrorInfo | None = None
     eta: float = 0.0
+    #: This attempt's outcome events, recorded only if its state change is accepted.
+    events: list[TaskEvent] = field(default_factory=list)
+    #: Whether the state change was accepted, once known (a write retried after a failure
+    #: must not repeat it: the token is spent, a repeat would be refused).
+    accepted: bool | None = None
 
 
 @dataclass
@@ -156,6 +175,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._force = False
         self._wake_writer: asyncio.Event | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._slot_freed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
@@ -168,8 +188,9 @@ class Worker:
         return len(self._running)
 
     def request_stop(self, reason: str = "signal", force: bool = False) -> None:
-        """Stop reserving and drain. A second request (or ``force``) stops at once,
-        releasing running tasks back to their queue."""
+        """Stop reserving and drain. A second request (or ``force``) stops at once: the
+        running tasks are stopped and released, except those whose bodies the pool cannot
+        stop (threads), which are left to their leases (see :meth:`_drain`)."""
         if self._stopping is None:
             self.stop_reason = self.stop_reason or reason
             return
@@ -294,6 +315,12 @@ class Worker:
         if free > 0:
             tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
             for task in tasks:
+                old = self._running.get(task.id)
+                if old is not None and not old.finished:  # its lease lapsed while it ran here
+                    old.lost = True
+                    if old.handle is not None:
+                        old.handle.cancel()
+                    self._forget(old.task)
                 entry = _Running(task)
                 self._running[task.id] = entry
                 self._backlog.append(entry)
@@ -340,10 +367,17 @@ class Worker:
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.app.config.events:
             self._events.append(self.app.event(task, type, self.id, **detail))
+            if self._flush_timer is None and self._loop is not None and self._wake_writer:
+                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
+
+    def _outcome(self, task: Task, type: EventType, **detail: Any) -> list[TaskEvent]:
+        """An outcome event of an attempt, held with its :class:`_Done` until the state
+        change is accepted (none when events are off)."""
+        return [self.app.event(task, type, self.id, **detail)] if self.app.config.events else []
 
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
-        if entry is not None and not entry.finished:
+        if entry is not None and not entry.finished and entry.task is done.task:
             entry.finished = True
             self._executing -= 1
             self._start_backlog()
@@ -397,14 +431,15 @@ class Worker:
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
-            self._emit(task, EventType.SUCCEEDED, duration=round(finished - started, 6))
             self._finish(_Done(task, "success", result=TaskResult(
                 task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
                 started_at=started, finished_at=finished, worker_id=self.id,
-                expires_at=finished + task.result_ttl)))
+                expires_at=finished + task.result_ttl),
+                events=self._outcome(task, EventType.SUCCEEDED,
+                                     duration=round(finished - started, 6))))
         except asyncio.CancelledError:
             if not entry.lost:
-                self._forget(task.id)
+                self._forget(task)
             raise
         except Exception as exc:  # a bug of ours: never let one task take the worker down
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
@@ -412,16 +447,17 @@ class Worker:
 
     def _failed(self, task: Task, exc: BaseException, started: float) -> None:
         info = error_info(exc)
-        self._emit(task, EventType.FAILED, error=f"{info.type}: {info.message}", attempt=task.attempts,
-                   duration=round(now() - started, 6))
-        if task.attempts <= task.max_retries:
-            delay = task.backoff()
+        at = now()
+        events = self._outcome(task, EventType.FAILED, error=f"{info.type}: {info.message}",
+                               attempt=task.attempts, duration=round(at - started, 6))
+        eta = lifecycle.retry_eta(task, at)
+        if eta is not None:
             self.stats.counts["retried"] += 1
-            self._emit(task, EventType.RETRYING, delay=delay, attempt=task.attempts)
-            self._finish(_Done(task, "retry", error=info, eta=now() + delay))
+            events += self._outcome(task, EventType.RETRYING, delay=eta - at, attempt=task.attempts)
+            self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
         else:
             self.stats.counts["failed"] += 1
-            self._dead(task, info, state=TaskState.FAILED)
+            self._dead(task, info, state=TaskState.FAILED, events=events)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
@@ -432,18 +468,26 @@ class Worker:
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
-    def _dead(self, task: Task, info: ErrorInfo, state: TaskState, **detail: Any) -> None:
-        self._emit(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+    def _dead(self, task: Task, info: ErrorInfo, state: TaskState,
+              events: list[TaskEvent] | None = None, **detail: Any) -> None:
+        dead = self._outcome(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+        events = [*(events or ()), *dead]
         finished = now()
         self._finish(_Done(task, "dead", error=info, result=TaskResult(
             task_id=task.id, state=state, error=info, attempts=task.attempts,
             started_at=task.started_at, finished_at=finished, worker_id=self.id,
-            expires_at=finished + task.dead_ttl)))
+            expires_at=finished + task.dead_ttl), events=events))
 
-    def _forget(self, task_id: str) -> None:
-        """Drop a task this worker no longer holds, freeing its slot."""
-        entry = self._running.pop(task_id, None)
-        if entry is not None and not entry.finished:
+    def _forget(self, task: Task) -> None:
+        """Drop a task this worker no longer holds, freeing its slot. Only the entry of
+        this very reservation (same lease token) goes: a retry due at once may already
+        have been reserved again by this worker, and that new entry must stay."""
+        entry = self._running.get(task.id)
+        if entry is None or entry.task.lease_token != task.lease_token:
+            self._slot_freed_set()
+            return
+        del self._running[task.id]
+        if not entry.finished:
             entry.finished = True
             if entry.started:
                 self._executing -= 1
@@ -462,6 +506,9 @@ class Worker:
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
             batch, self._outbox = self._outbox, []
             events, self._events = self._events, []
             try:
@@ -483,32 +530,45 @@ class Worker:
                 continue
             if self._outbox_closed and not self._outbox and not self._events:
                 return
+            if self._events and self._flush_timer is None and self._loop is not None:
+                # events the write itself added (a requeue's lease_lost) go out soon too
+                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
-        """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
-        with the batch's events. The rarer outcomes change state one by one before it, each
-        after its result, so whoever sees their events or new state also sees the result."""
+        """One :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call per batch: the
+        successes' completions with every result and event due. The rarer outcomes change
+        state one by one before it, fenced by their tokens; only those accepted have their
+        result and events written, so an attempt whose lease was lost leaves nothing
+        visible (and ``finish_many`` does the same for the successes)."""
         app, queue = self.app, self.app.task_queue
         outcome: dict[str, bool] = {}
-        others = [d for d in batch if d.kind != "success"]
-        if others:
-            results = [d.result for d in others if d.result is not None]
-            if results:
-                await app.result_storage.set_many(results)
-            for d in others:
+        results: list[TaskResult] = []
+        due = list(events)
+        for d in batch:
+            if d.kind == "success":
+                continue
+            if d.accepted is None:
                 token = d.task.lease_token or ""
                 if d.kind == "retry":
-                    outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
+                    d.accepted = await queue.retry(d.task.id, token, d.eta, d.error)
                 elif d.kind == "dead":
-                    outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
+                    d.accepted = await queue.dead_letter(d.task.id, token, d.error)
                 elif d.kind == "requeue":
-                    outcome[d.task.id] = await self._requeue(d)
+                    d.accepted = await self._requeue(d)
+            outcome[d.task.id] = bool(d.accepted)
+            if d.accepted:
+                if d.result is not None:
+                    results.append(d.result)
+                due += d.events
         successes = [d for d in batch if d.kind == "success"]
-        if successes or events:
+        for d in successes:
+            if d.result is not None:
+                results.append(d.result)
+            due += d.events
+        if successes or due or results:
             accepted = await queue.finish_many(
                 [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
-                [d.result for d in successes if d.result is not None],
-                events if app.config.events else [],
+                results, due if app.config.events else [],
                 app.result_storage, app.event_storage if app.config.events else None)
             outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
@@ -516,19 +576,23 @@ class Worker:
                 log.warning("worker %s: completion of task %s refused: its lease was lost (it was "
                             "cancelled or its lease lapsed and it was delivered again)", self.id, task_id)
         for d in batch:
-            self._forget(d.task.id)
+            self._forget(d.task)
 
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
         used; after max deliveries the task is dead-lettered instead of looping."""
         task, queue = done.task, self.app.task_queue
-        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+        if task.attempts >= lifecycle.attempts_allowed(task):
             self.stats.counts["dead"] += 1
-            self._events.append(self.app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
-            return await queue.dead_letter(task.id, task.lease_token, done.error)
-        self._events.append(self.app.event(task, EventType.LEASE_LOST, self.id,
-                                           error=done.error.message if done.error else ""))
-        return await queue.retry(task.id, task.lease_token or "", now(), done.error)
+            events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
+            ok = await queue.dead_letter(task.id, task.lease_token, done.error)
+        else:
+            reason = done.error.message if done.error else ""
+            events = self._outcome(task, EventType.LEASE_LOST, error=reason)
+            ok = await queue.retry(task.id, task.lease_token or "", now(), done.error)
+        if ok:  # recorded with the batch, as the other outcomes
+            done.events += events
+        return ok
 
     # -- leases and housekeeping -------------------------------------------------------
 
@@ -543,17 +607,18 @@ class Worker:
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.id)
                 continue
-            for tid, _ in leases:
+            for tid, token in leases:
                 entry = self._running.get(tid)
                 # A finished task may have been completed (lease dropped) before the
-                # writer forgets it: not lost.
-                if tid not in held and entry is not None and not entry.lost and not entry.finished:
+                # writer forgets it: not lost. Nor is a new reservation of the same id.
+                if (tid not in held and entry is not None and not entry.lost and not entry.finished
+                        and (entry.task.lease_token or "") == token):
                     log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
                                 self.id, tid)
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
-                    self._forget(tid)
+                    self._forget(entry.task)
 
     async def _maintenance(self) -> None:
         app = self.app
@@ -615,7 +680,9 @@ class Worker:
                 self.request_stop("max-memory")
 
     async def _drain(self) -> None:
-        """Wait up to the grace period for running tasks, then release the rest."""
+        """Wait up to the grace period for running tasks, then stop the rest and release
+        them; a task whose body the pool could not stop (a thread) is not released but
+        left to its lease, since another worker would run it while it still runs here."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (0 if self._force else self.grace_period)
         while self._executing and loop.time() < deadline and not self._force:
@@ -626,18 +693,38 @@ class Worker:
             except TimeoutError:
                 pass
         leftover = [r for r in self._running.values() if not r.lost and not r.finished]
+        cancelled = []
         for entry in leftover:
             if entry.handle is not None and not entry.handle.done():
                 entry.lost = True
                 entry.handle.cancel()
+                cancelled.append(entry.handle)
+        bodies = 0
+        if any(entry.started for entry in leftover):
+            stop_by = loop.time() + BODY_STOP_WAIT
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=BODY_STOP_WAIT)
+            while True:  # a killed child takes a moment to go
+                # (a coroutine that ignores its cancellation still runs too)
+                bodies = self.pool.bodies_running() + sum(not h.done() for h in cancelled)
+                if not bodies or loop.time() >= stop_by:
+                    break
+                await asyncio.sleep(0.02)
+        if bodies:
+            log.warning("worker %s: %d task bodies still run and cannot be stopped (threads); "
+                        "their tasks are not released but left to their leases, which lapse "
+                        "within %g s once this process has exited", self.id, bodies, self.lease)
         for entry in leftover:
             task = entry.task
+            if bodies and entry.started:
+                self._forget(task)
+                continue
             try:
                 if await self.app.task_queue.release(task.id, task.lease_token or ""):
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
                 log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
-            self._forget(task.id)
+            self._forget(task)
         if self._wake_writer is not None:
             self._wake_writer.set()
 
