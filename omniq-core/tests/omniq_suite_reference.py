@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import msgspec
+import pytest
 
 from omniq import BackendSpec, hookimpl, lifecycle
 from omniq.errors import ConfigError, TaskNotFoundError
@@ -36,6 +37,7 @@ from omniq.interfaces import (
     LeaseRef,
     gather_batches,
 )
+from omniq.records import stand_in
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -269,6 +271,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 del self.ns.tasks[task.id]
         return expired
 
+    async def corrupt(self, task_id: str) -> None:
+        """The suite's ``corrupt_task`` here: the record reads as garbage from now on, so
+        every read gets the stand-in a decoder makes of it (this store keeps objects)."""
+        t = self.ns.tasks[task_id]
+        self.ns.tasks[task_id] = stand_in(
+            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue,
+            state=t.state.value, attempts=t.attempts, lease_owner=t.lease_owner,
+            lease_token=t.lease_token, lease_deadline=t.lease_deadline)
+
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
         return schedule
@@ -409,8 +420,29 @@ def _under_lock(name: str) -> None:
 
 
 # (_enqueue, an async generator, stores through _store_many)
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url", "_enqueue"} | {"_store_many"}):
+_LOCKED = {"_store_many", "corrupt"}
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url", "_enqueue"} | _LOCKED):
     _under_lock(_name)
+
+
+async def corrupt_task(contract: Any, store: MemoryTaskQueue, task_id: str) -> None:
+    """The ``corrupt_task`` hook of a test class on these stores."""
+    await store.corrupt(task_id)
+
+
+async def corrupt_result(contract: Any, store: MemoryResultStorage, task_id: str) -> None:
+    """Nothing to corrupt: these stores keep TaskResult objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskResult objects, not bytes: nothing to corrupt")
+
+
+async def corrupt_event(contract: Any, store: MemoryEventStorage, event: TaskEvent) -> None:
+    """Nothing to corrupt: these stores keep TaskEvent objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskEvent objects, not bytes: nothing to corrupt")
+
+
+async def corrupt_schedule(contract: Any, store: MemoryTaskQueue, schedule_id: str) -> None:
+    """Nothing to corrupt: these stores keep Schedule objects, which no read decodes."""
+    pytest.skip("the reference stores keep Schedule objects, not bytes: nothing to corrupt")
 
 
 # -- deliberately broken variants (each breaks one documented rule) ----------------------------

@@ -20,12 +20,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 
 from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
+from omniq.records import schedule_or_none
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -34,7 +36,6 @@ from omniq.models import (
     Task,
     TaskState,
     encoder,
-    schedule_decoder,
 )
 
 from .files import Files
@@ -51,7 +52,7 @@ from .layout import (
     to_ns,
 )
 from .names import encode
-from .records import Conflict, record_store, rev_time
+from .records import Conflict, Unreadable, record_store, rev_time
 
 __all__ = ["QueueEngine"]
 
@@ -87,12 +88,28 @@ class QueueEngine:
             if self.records.may_drop_orphan(rev_time(rev)):
                 self.files.discard(path)
             return None
+        if type(rec) is Unreadable:
+            return self._placed(rec, path)
         if entry_path(rec) == path:
             return rec
         if self.records.may_repair(rec):
             self.files.touch(entry_path(rec))
             self.files.discard(path)
         return None
+
+    def _placed(self, rec: Record, path: str) -> Record:
+        """An unreadable record's stand-in with what its entry says: queue, state,
+        priority and enqueue order (so reserve leases it and moves that entry)."""
+        key, _eid, rev = split_entry(path)
+        parts = path.split("/")
+        name = self.files.read(f"queues/{parts[1]}/name") if parts[0] == "queues" else None
+        try:
+            state = TaskState(parts[2])
+            queue = name.decode() if name else "default"
+            task = _replace(rec.task, state=state, priority=9 - int(key[0]), queue=queue)
+            return Record(int(key[1:], 16), task, rev)
+        except (ValueError, IndexError):
+            return rec
 
     def _change(self, rec: Record, **changes: Any) -> Task:
         """Store a changed copy; :class:`~.records.Conflict` if another writer came first."""
@@ -390,11 +407,16 @@ class QueueEngine:
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
         data = self.records.read(self._schedule_path(schedule_id))
-        return schedule_decoder.decode(data) if data is not None else None
+        if data is None:
+            return None
+        return schedule_or_none(schedule_id, data, "the schedules directory")
 
     def list_schedules(self) -> builtins.list[Schedule]:
-        found = (self.files.read(f"schedules/{name}") for name in self.files.list("schedules"))
-        schedules: builtins.list[Schedule] = [schedule_decoder.decode(d) for d in found if d is not None]
+        names = self.files.list("schedules")
+        found = ((name, self.files.read(f"schedules/{name}")) for name in names)
+        decoded = (schedule_or_none(unquote(name), data, "the schedules directory")
+                   for name, data in found if data is not None)
+        schedules: builtins.list[Schedule] = [s for s in decoded if s is not None]
         return sorted(schedules, key=lambda s: s.id)
 
     def delete_schedule(self, schedule_id: str) -> bool:

@@ -59,6 +59,8 @@ from omniq.options import Option
 
 from .batch import WRONG_REVISION, Request, puts, revisions, sequences
 from .connection import OPTIONS, NatsStore, confirm, nak_delay
+from omniq.records import stand_in
+
 from .names import consumer_name, token, untoken
 from .schedules import ScheduleBucket
 
@@ -233,7 +235,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         except nats.js.errors.KeyNotFoundError:
             return None
         assert entry.value is not None and entry.revision is not None
-        return task_decoder.decode(entry.value), entry.revision
+        try:
+            return task_decoder.decode(entry.value), entry.revision
+        except Exception as exc:
+            return _stand_in(task_id, exc), entry.revision
 
     async def _mutate(self, task_id: str, change: Callable[[Task], Task | None]) -> tuple[Task, Task] | None:
         """Compare-and-set ``change(record)`` until it sticks; ``(old, new)``, or None
@@ -293,10 +298,13 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         return await self.remove_key(f"{self.prefix}_{bucket}", token(task_id), revision)
 
     async def _all_tasks(self) -> list[tuple[Task, int]]:
-        return [
-            (task_decoder.decode(data), rev)
-            async for _key, data, rev in self.scan_bucket(f"{self.prefix}_tasks")
-        ]
+        found = []
+        async for key, data, rev in self.scan_bucket(f"{self.prefix}_tasks"):
+            try:
+                found.append((task_decoder.decode(data), rev))
+            except Exception as exc:
+                found.append((_stand_in(untoken(key), exc), rev))
+        return found
 
     # -- delivery messages -------------------------------------------------------------
 
@@ -461,8 +469,11 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         stored = self._initial(task, parents, at)
         while True:
             try:
-                created = await self._tasks.create(token(task.id), encoder.encode(stored))
+                record = encoder.encode(stored)
+                created = await self._tasks.create(token(task.id), record)
                 break
+            except nats.errors.MaxPayloadError:
+                raise self.too_large(f"the record of task {task.id!r}", len(record)) from None
             except nats.js.errors.KeyWrongLastSequenceError:
                 found = await self._read(task.id)
                 if found is None:
@@ -639,7 +650,10 @@ class NatsTaskQueue(NatsStore, ScheduleBucket, BaseTaskQueue):
         read = set()
         for i, entry in zip(unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])):
             if entry is not None:
-                carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                try:
+                    carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                except Exception as exc:
+                    carried[i] = (ids[i], (_stand_in(ids[i], exc), entry[1]))
                 read.add(i)
         claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
         slow: dict[int, tuple[Task, int] | None] = {}
@@ -1066,6 +1080,12 @@ async def _false() -> bool:
 def _message_task_id(msg: Msg) -> str:
     """The task id a delivery message carries ("" for a message not of ours)."""
     return _carried(msg)[0]
+
+
+def _stand_in(task_id: str, exc: Exception) -> Task:
+    """A record that does not decode, as a ready stand-in: reserve leases it (writing
+    it over the bad record) and the worker dead-letters it (:mod:`omniq.records`)."""
+    return stand_in(task_id, exc, "the tasks bucket")
 
 
 def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:

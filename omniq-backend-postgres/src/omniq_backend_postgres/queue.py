@@ -34,7 +34,8 @@ from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskS
 
 from .events import APPEND, append_args
 from .results import UPSERT, upsert_args
-from .rows import SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, schedule_from_row, task_from_row
+from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row,
+                   schedule_from_row, task_from_row)
 from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
 
 if TYPE_CHECKING:
@@ -378,7 +379,40 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
         else:
             rows = await self.fetch(RESERVE_QUEUES, list(queues), limit, worker_id, lease)
-        return [task_from_row(row[2:]) for row in rows]
+        try:
+            return [task_from_row(row[2:]) for row in rows]
+        except Exception:  # a record that does not decode: not on the hot path
+            return await self._rescued(rows, 2, by_id=False)
+
+    async def _rescued(
+        self, rows: Sequence[asyncpg.Record], skip: int, *, by_id: bool
+    ) -> builtins.list[Task]:
+        """Rows whose :data:`TASK_COLUMNS` start at ``skip``, a stand-in for each one that
+        does not decode. Its id, queue and name are read by its id (the row's first
+        column) or, for reserve's rows (which leave the id out), by its lease token."""
+        out: list[Any] = []
+        bad: list[int] = []
+        for row in rows:
+            try:
+                out.append(task_from_row(row[skip:]))
+            except Exception as exc:
+                bad.append(len(out))
+                out.append(exc)
+        column = "id" if by_id else "lease_token"
+        keys = [rows[i][0] if by_id else rows[i][skip + 6] for i in bad]
+        sql = f"SELECT {column}, id, queue, name FROM {{s}}.tasks WHERE {column} = ANY ($1::text[])"
+        found = {row[0]: row[1:] for row in await self.fetch(sql, keys)}
+        for i, key in zip(bad, keys):
+            task_id, queue, name = found.get(key, (key if by_id else "", None, None))
+            out[i] = rescue_row(task_id, rows[i][skip:], out[i], queue, name)
+        return out
+
+    async def _decoded(self, rows: Sequence[asyncpg.Record]) -> builtins.list[Task]:
+        """Rows of ``t.id, TASK_COLUMNS`` as tasks (a stand-in for one that does not decode)."""
+        try:
+            return [task_from_row(row[1:]) for row in rows]
+        except Exception:
+            return await self._rescued(rows, 1, by_id=True)
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.fetch(HEARTBEAT, [i for i, _ in leases], [t for _, t in leases], lease)
@@ -426,8 +460,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return bool(await self._settled(DEAD_LETTER, task_id, token, encode_error(error)))
 
     async def _release_expired_leases(self) -> list[Task]:
-        rows = await self._settled(RELEASE_EXPIRED)
-        return [task_from_row(row[1:]) for row in rows]
+        return await self._decoded(await self._settled(RELEASE_EXPIRED))
 
     async def _cancel(self, task_id: str) -> bool:
         if await self._settled(CANCEL, task_id):
@@ -444,16 +477,18 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return {row[0]: task_from_row(row[1:]) for row in rows}
 
     async def _get(self, task_id: str) -> Task | None:
-        rows = await self.fetch(f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
-        return task_from_row(rows[0]) if rows else None
+        rows = await self.fetch(
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
+        return (await self._decoded(rows))[0] if rows else None
 
     async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
                     limit: int) -> list[Task]:
         where, args = _where(queue, states)
         rows = await self.fetch(
-            f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t{where} "
+            f"ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
-        return [task_from_row(row) for row in rows]
+        return await self._decoded(rows)
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
@@ -470,7 +505,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     async def _cleanup(self) -> builtins.list[Task]:
         rows = await self._settled(EXPIRE)
         await self.execute(DELETE_FINISHED)
-        return [task_from_row(row[1:]) for row in rows]
+        return await self._decoded(rows)
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a NOTIFY for one of ``queues``, the next delayed task's eta, or
@@ -498,7 +533,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
-        return [schedule_from_row(row) for row in rows]
+        return [s for s in map(schedule_from_row, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
@@ -519,6 +554,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         due: dict[str, tuple[Schedule, list[float], float]] = {}
         for row in rows:
             schedule = schedule_from_row(row)
+            if schedule is None:
+                continue
             times, following = schedule.due_firings(at)
             if times:
                 due[schedule.id] = (schedule, times, following)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from omniq.interfaces import BaseResultStorage, Capability
-from omniq.models import TaskResult, encoder, result_decoder
+from omniq.models import TaskResult, encoder
+from omniq.records import result_or_stand_in
 from redis.exceptions import ResponseError
 
 from .errors import ForeignKeyError
@@ -34,7 +35,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
         if not value.startswith(_MARK):
             raise ForeignKeyError(self.key("r", task_id), "holds a string OmniQ did not write")
-        return result_decoder.decode(memoryview(value)[len(_MARK) :])
+        return result_or_stand_in(task_id, memoryview(value)[len(_MARK) :], "Redis")
 
     async def _script(self, name: str, args: list[Any], key: str) -> Any:
         try:

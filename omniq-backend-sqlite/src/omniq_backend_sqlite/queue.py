@@ -32,6 +32,7 @@ from omniq.interfaces import (
     gather_batches,
 )
 from omniq.lifecycle import initial_state
+from omniq.records import schedule_or_none
 from omniq.models import (
     ErrorInfo,
     TERMINAL_STATES,
@@ -41,7 +42,6 @@ from omniq.models import (
     TaskResult,
     TaskState,
     encoder,
-    schedule_decoder,
 )
 
 from ._db import SqliteStore, json_list
@@ -361,7 +361,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
-        return [_schedule(row) for row in rows]
+        return [s for s in map(_schedule, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
@@ -388,6 +388,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             for row in rows:
                 try:
                     schedule = _schedule(row)
+                    if schedule is None:
+                        continue
                     times, nxt = schedule.due_firings(at)
                 except (SerializationError, ConfigError) as exc:
                     log.warning("schedule %r cannot fire: %s", row[0], exc)
@@ -441,10 +443,10 @@ async def _forget_edges(conn: Any, ids: Sequence[str]) -> None:
 _SCHEDULE_COLUMNS = "id, next_run, last_run, paused, data"
 
 
-def _schedule(row: Sequence[Any]) -> Schedule:
+def _schedule(row: Sequence[Any]) -> Schedule | None:
+    """The schedule of a row, or None when it does not decode (see omniq.records)."""
     schedule_id, next_run, last_run, paused, data = row
-    try:
-        schedule = schedule_decoder.decode(data)
-    except (msgspec.MsgspecError, TypeError) as exc:
-        raise SerializationError(f"schedule {schedule_id!r} in omniq_schedules cannot be decoded: {exc}") from exc
+    schedule = schedule_or_none(schedule_id, data, "omniq_schedules")
+    if schedule is None:
+        return None
     return msgspec.structs.replace(schedule, next_run=next_run, last_run=last_run, paused=bool(paused))

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import aiosqlite
 import msgspec
 
-from omniq.errors import SerializationError
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult
+from omniq.records import unreadable_result
 
 from ._db import SqliteStore, json_list
 from ._rows import encode_error
@@ -74,6 +74,4 @@ def _decode(row: Sequence[Any]) -> TaskResult:
             fields["error"] = msgspec.json.decode(fields["error"])
         return msgspec.convert(fields, TaskResult)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"result of task {fields['task_id']!r} in omniq_results cannot be decoded: {exc}"
-        ) from exc
+        return unreadable_result(str(fields["task_id"]), exc, "omniq_results")

@@ -22,7 +22,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
-from .registry import BackendSpec, WorkerSpec, register_plugin
+from .registry import BackendSpec, PoolSpec, register_plugin
 
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
@@ -37,6 +37,7 @@ __all__ = [
     "OmniQConfig",
     "OmniQError",
     "PluginError",
+    "PoolSpec",
     "ResultTimeoutError",
     "Schedule",
     "SerializationError",
@@ -49,7 +50,6 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
-    "WorkerSpec",
     "hookimpl",
     "load_config",
     "register_plugin",
@@ -68,6 +68,12 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "WorkerSpec":
+        from ._deprecated import warn_renamed
+        from .registry import _worker_spec
+
+        warn_renamed("omniq.WorkerSpec", "omniq.PoolSpec")
+        return _worker_spec
     if name == "__version__":
         from importlib.metadata import version
 

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 
+from ._deprecated import renamed
 from .errors import ConfigError
 from .lifecycle import COMPLETABLE_STATES, check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
@@ -43,7 +44,7 @@ __all__ = [
     "COMPLETABLE_STATES",
     "Batch",
     "BaseEventStorage",
-    "BaseWorker",
+    "BasePool",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
@@ -147,6 +148,8 @@ class BaseStore(abc.ABC):
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
     option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
+    #: How messages name this kind of store ("redis task queue").
+    kind_name: ClassVar[str] = "backend"
 
     @classmethod
     @abc.abstractmethod
@@ -257,6 +260,8 @@ class BaseTaskQueue(BaseStore):
     the same calls with the same error). Batch operations are the hooks; the single-item
     forms are built on them.
     """
+
+    kind_name = "task queue"
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -714,6 +719,8 @@ class BaseResultStorage(BaseStore):
     first: ``set`` and ``get`` are built on ``_set_many`` and ``_get_many``).
     """
 
+    kind_name = "result storage"
+
     async def set(self, result: TaskResult) -> None:
         """Store (or overwrite) the result of ``result.task_id``."""
         await self._set_many([result])
@@ -800,6 +807,8 @@ class BaseEventStorage(BaseStore):
     async def append(self, event: TaskEvent) -> None:
         await self._append_many([event])
 
+    kind_name = "event storage"
+
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """Append events (workers buffer and flush them in batches)."""
         if events:
@@ -858,12 +867,12 @@ class BaseEventStorage(BaseStore):
         """Delete events with ``timestamp < older_than``; return how many."""
 
 
-class BaseWorker(abc.ABC):
+class BasePool(abc.ABC):
     """An execution pool (async, thread, process, gevent): runs task functions for the
-    worker's runtime loop.
+    worker's runtime loop (:class:`omniq.worker.runtime.Worker`).
 
     The runtime loop owns reserving, leases, results, events and retries; a pool only
-    runs calls. Plugins add pools through ``omniq_register_workers``.
+    runs calls. Plugins add pools through ``omniq_register_pools``.
     """
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
@@ -898,16 +907,15 @@ class BaseWorker(abc.ABC):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         timeout: float | None,
-        *,
-        ref: str | None = None,
-        func_payload: bytes | None = None,
     ) -> Any:
         """Run one call and return its value, raising what it raised.
 
         ``func`` may be a coroutine function or a plain one. ``timeout`` must be
         enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
-        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
-        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        run in another process send ``func`` there themselves (the process pool uses dill).
         Cancelling the awaiting coroutine (the lease was lost) should stop the call
         where the pool can.
         """
+
+
+__getattr__ = renamed(__name__, {"BaseWorker": ("BasePool", "BasePool")}, globals())

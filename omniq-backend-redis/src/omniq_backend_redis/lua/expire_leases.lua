@@ -13,7 +13,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RUNNING_KEY, '-inf', fmt(NOW), '
       zrem(RUNNING_KEY, id)
       to_ready(f, 'pending', {lo = false, lt = false, ld = false})
     end
-    out[#out + 1] = row(f)
+    out[#out + 1] = row_id(f)
   else
     zrem(RUNNING_KEY, id)
   end

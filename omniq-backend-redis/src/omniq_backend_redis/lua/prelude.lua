@@ -111,6 +111,14 @@ local function row(f)
   for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
   return table.concat(parts)
 end
+-- A row with the task's id after it, for the replies that are not the hot path (so a
+-- record whose d does not decode can still be named: see codec.decode_rows).
+local function row_id(f)
+  local parts = {mp_array(#ROW + 1)}
+  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
+  parts[#ROW + 2] = mp_bin(f.id)
+  return table.concat(parts)
+end
 local function rows(list)
   return mp_array(#list) .. table.concat(list)
 end

@@ -30,9 +30,12 @@ from typing import TYPE_CHECKING, Any
 from .. import lifecycle
 from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
-from ..interfaces import BaseWorker
+from ..events import build_event, write_events
+from ..interfaces import BasePool
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
+from ..schedules import fire_due_schedules
+from ..serialization import binding
 from .pools import PoolBrokenError
 
 if TYPE_CHECKING:
@@ -122,7 +125,7 @@ class Worker:
         self,
         app: AsyncOmniQ,
         *,
-        pool: str | BaseWorker | None = None,
+        pool: str | BasePool | None = None,
         concurrency: int | None = None,
         queues: list[str] | tuple[str, ...] | None = None,
         burst: bool | None = None,
@@ -136,7 +139,12 @@ class Worker:
         from ..models import validate_name
 
         wc = app.config.worker
-        self.app = app
+        self.app = app  # for plugins' hooks and to open the stores; the loop uses what follows
+        self.config = app.config
+        self.task_queue, self.result_storage = app.task_queue, app.result_storage
+        self.event_storage = app.event_storage
+        self._event_storage = app.event_storage if app.config.events else None
+        self.serializer, self.tasks = app.serializer, app.tasks
         self.concurrency = concurrency if concurrency is not None else wc.concurrency
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
@@ -149,10 +157,10 @@ class Worker:
         self.reconnect_timeout = wc.reconnect_timeout
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pool = pool or wc.pool
-        if isinstance(pool, BaseWorker):
+        if isinstance(pool, BasePool):
             self.pool = pool
         else:
-            cls = registry.worker(pool)
+            cls = registry.pool(pool)
             options: dict[str, Any] = {}
             if self.max_tasks and pool == "process":
                 options["max_tasks_per_child"] = self.max_tasks
@@ -303,7 +311,7 @@ class Worker:
     async def _reserve_step(self, idle_wait: float) -> float:
         """One reserve, or one wait for work or a free slot; returns the next idle wait."""
         assert self._stopping is not None and self._slot_freed is not None
-        queue = self.app.task_queue
+        queue = self.task_queue
         # Reserve up to concurrency + prefetch so one round trip feeds several slots.
         # Finished tasks wait for the writer without holding a slot, so reserving and
         # writing overlap; the cap on held tasks is the backpressure.
@@ -345,7 +353,7 @@ class Worker:
         return idle_wait
 
     async def _queues_empty(self) -> bool:
-        stats = await self.app.task_queue.stats()
+        stats = await self.task_queue.stats()
         return not any(
             n for q in self.queues for state, n in stats.get(q, {}).items() if TaskState(state) in ACTIVE_STATES
         )
@@ -365,15 +373,15 @@ class Worker:
             entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{entry.task.id}")
 
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
-        if self.app.config.events:
-            self._events.append(self.app.event(task, type, self.id, **detail))
+        if self.config.events:
+            self._events.append(build_event(task, type, self.id, **detail))
             if self._flush_timer is None and self._loop is not None and self._wake_writer:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     def _outcome(self, task: Task, type: EventType, **detail: Any) -> list[TaskEvent]:
         """An outcome event of an attempt, held with its :class:`_Done` until the state
         change is accepted (none when events are off)."""
-        return [self.app.event(task, type, self.id, **detail)] if self.app.config.events else []
+        return [build_event(task, type, self.id, **detail)] if self.config.events else []
 
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
@@ -388,12 +396,13 @@ class Worker:
 
     async def _execute(self, entry: _Running) -> None:
         task = entry.task
-        app = self.app
         try:
             try:
-                args, kwargs, func = app.serializer.loads_call(
-                    task.payload, local_only=app.task_queue.local_only,
-                    origin=f"task {task.id} in {type(app.task_queue).__name__}")
+                # (the signature must be for this task: its name, queue and id)
+                args, kwargs, func = self.serializer.loads_call(
+                    task.payload, local_only=self.task_queue.local_only,
+                    origin=f"task {task.id} in {type(self.task_queue).__name__}",
+                    bind=binding(task.name, task.queue, task.id) if self.serializer.keys else None)
             except SerializationError as exc:
                 if task.error is not None and not task.payload:  # the backend's stand-in
                     self._dead_with(task, task.error, reason="undecodable")
@@ -401,9 +410,9 @@ class Worker:
                     self._fail_for_good(task, exc, reason="undecodable")
                 return
             if func is None:
-                registered = app.tasks.get(task.name)
+                registered = self.tasks.get(task.name)
                 if registered is None:
-                    known = ", ".join(sorted(app.tasks)) or "none"
+                    known = ", ".join(sorted(self.tasks)) or "none"
                     self._fail_for_good(task, UnknownTaskError(
                         f"task {task.name!r} is not registered in this worker's app (registered: "
                         f"{known}); import its module with --app or the 'imports' config key"),
@@ -424,7 +433,7 @@ class Worker:
                 self._failed(task, exc, started)
                 return
             try:
-                encoded = app.serializer.dumps(value, local_only=app.result_storage.local_only,
+                encoded = self.serializer.dumps(value, local_only=self.result_storage.local_only,
                                                what=f"return value of {task.name}")
             except SerializationError as exc:
                 self._failed(task, exc, started)
@@ -540,7 +549,7 @@ class Worker:
         state one by one before it, fenced by their tokens; only those accepted have their
         result and events written, so an attempt whose lease was lost leaves nothing
         visible (and ``finish_many`` does the same for the successes)."""
-        app, queue = self.app, self.app.task_queue
+        queue = self.task_queue
         outcome: dict[str, bool] = {}
         results: list[TaskResult] = []
         due = list(events)
@@ -568,8 +577,8 @@ class Worker:
         if successes or due or results:
             accepted = await queue.finish_many(
                 [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
-                results, due if app.config.events else [],
-                app.result_storage, app.event_storage if app.config.events else None)
+                results, due if self.config.events else [],
+                self.result_storage, self._event_storage)
             outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
             if not ok:
@@ -581,7 +590,7 @@ class Worker:
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
         used; after max deliveries the task is dead-lettered instead of looping."""
-        task, queue = done.task, self.app.task_queue
+        task, queue = done.task, self.task_queue
         if task.attempts >= lifecycle.attempts_allowed(task):
             self.stats.counts["dead"] += 1
             events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
@@ -603,7 +612,7 @@ class Worker:
             if not leases:
                 continue
             try:
-                held = set(await self.app.task_queue.heartbeat(leases, self.lease))
+                held = set(await self.task_queue.heartbeat(leases, self.lease))
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.id)
                 continue
@@ -621,13 +630,12 @@ class Worker:
                     self._forget(entry.task)
 
     async def _maintenance(self) -> None:
-        app = self.app
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
         last_lease = last_cleanup = 0.0
         while not self._helpers_done:
             t = now()
             try:
-                await app.run_due_schedules()
+                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer)
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
@@ -640,33 +648,34 @@ class Worker:
             await asyncio.sleep(min(1.0, lease_every))
 
     async def _recover_leases(self) -> None:
-        app = self.app
         events, results = [], []
-        for task in await app.task_queue.release_expired_leases():
+        for task in await self.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
                 info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
-                events.append(app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+                events.append(build_event(task, EventType.DEAD, self.id,
+                                          reason="too many deliveries"))
                 results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
                                           attempts=task.attempts, finished_at=now(),
                                           expires_at=now() + task.dead_ttl))
             else:
-                events.append(app.event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts))
+                events.append(build_event(task, EventType.LEASE_LOST, self.id,
+                                          attempt=task.attempts))
         if results:
-            await app.result_storage.set_many(results)
-        await app.record_events(events)
+            await self.result_storage.set_many(results)
+        await write_events(self._event_storage, events)
 
     async def _cleanup(self) -> None:
-        app = self.app
-        expired = await app.task_queue.cleanup()
+        expired = await self.task_queue.cleanup()
         if expired:
             at = now()
-            await app.result_storage.set_many([
+            await self.result_storage.set_many([
                 TaskResult(task_id=t.id, state=TaskState.EXPIRED, attempts=t.attempts, finished_at=at,
                            error=ErrorInfo(type="Expired", message="not started before its ttl"),
                            expires_at=at + t.result_ttl) for t in expired])
-            await app.record_events([app.event(t, EventType.EXPIRED, self.id) for t in expired])
-        await app.result_storage.cleanup()
-        await app.event_storage.cleanup(now() - app.config.event_ttl)
+            await write_events(self._event_storage,
+                               [build_event(t, EventType.EXPIRED, self.id) for t in expired])
+        await self.result_storage.cleanup()
+        await self.event_storage.cleanup(now() - self.config.event_ttl)
 
     def _check_recycle(self) -> None:
         if self.max_tasks and self.stats.processed >= self.max_tasks:
@@ -720,7 +729,7 @@ class Worker:
                 self._forget(task)
                 continue
             try:
-                if await self.app.task_queue.release(task.id, task.lease_token or ""):
+                if await self.task_queue.release(task.id, task.lease_token or ""):
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
                 log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
