@@ -209,7 +209,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
             )
             done = {row[0] for row in rows}
-            await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
+            succeeded = [t for t in done if states[first[t]] is TaskState.SUCCEEDED]
+            await make_ready(conn, succeeded, now)
             for task_id in done:
                 if states[first[task_id]] is TaskState.CANCELLED:
                     await cancel_dependents(conn, task_id, "cancelled", now)
