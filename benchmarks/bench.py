@@ -37,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the no-op task: a coroutine function or a plain function (default async)")
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=True,
                         help="record task events (default: on)")
+    parser.add_argument("--middleware", choices=("none", "empty"), default="none",
+                        help="per-task middleware on both sides: none, or one whose every "
+                             "method is a no-op (the chain's own cost; default none)")
+    parser.add_argument("--log-level", default="INFO",
+                        help="the worker's --log-level (default INFO: one line per task)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     args = parser.parse_args(argv)
     if args.n < 1 or args.latency_samples < 2:
@@ -48,7 +53,8 @@ def report(figures: dict[str, object], setup: dict[str, object]) -> str:
     f = figures
     return "\n".join([
         f"{f['subject']} on {setup['url']} (pool {setup['pool']}, concurrency {setup['concurrency']}, "
-        f"task {setup['task']}, events {'on' if setup['events'] else 'off'})",
+        f"task {setup['task']}, events {'on' if setup['events'] else 'off'}, "
+        f"middleware {setup['middleware']}, worker log level {setup['log_level']})",
         f"  enqueue, one by one   {f['enqueue_per_s']:>10,.0f} tasks/s  (n={f['n']})",
         f"  enqueue, bulk         {f['bulk_enqueue_per_s']:>10,.0f} tasks/s",
         f"  processing            {f['processing_per_s']:>10,.0f} tasks/s  ({f['n']} tasks in "
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         # Both this process and the worker subprocess build their app from these.
         os.environ.update({name: url for name in STORE_VARIABLES})
         os.environ["OMNIQ_EVENTS"] = "true" if args.events else "false"
+        os.environ["OMNIQ_BENCH_MIDDLEWARE"] = args.middleware
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         sys.path.insert(0, str(HERE))
 
@@ -74,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         from omniq.config import load_config, mask_url
 
         worker_config = load_config().worker  # what the worker subprocess will use by default
-        subject = OmniQSubject(args.pool, args.concurrency, args.task)
+        subject = OmniQSubject(args.pool, args.concurrency, args.task, args.log_level)
         figures = asyncio.run(measure(subject, args.n, args.latency_samples, Path(tmp), progress=not args.json))
     setup = {"url": mask_url(url) if args.url else "sqlite (temporary file)",
              "pool": args.pool or worker_config.pool, "concurrency": args.concurrency or worker_config.concurrency,
-             "task": args.task, "events": args.events}
+             "task": args.task, "events": args.events, "middleware": args.middleware,
+             "log_level": args.log_level}
     if args.json:
         print(json.dumps({**figures.as_dict(), **setup}, indent=2))
     else:

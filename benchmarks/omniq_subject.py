@@ -16,8 +16,10 @@ CHUNK = 1000
 class OmniQSubject:
     name = "omniq"
 
-    def __init__(self, pool: str | None, concurrency: int | None, task_kind: str) -> None:
+    def __init__(self, pool: str | None, concurrency: int | None, task_kind: str,
+                 log_level: str = "INFO") -> None:
         self.pool = pool
+        self.log_level = log_level
         self.concurrency = concurrency
         self.task: Any = noop_async if task_kind == "async" else noop_sync
 
@@ -37,7 +39,8 @@ class OmniQSubject:
         await app.purge()
 
     def worker_command(self, burst: bool) -> list[str]:
-        command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "bench_tasks:app", "--no-progress"]
+        command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "bench_tasks:app", "--no-progress",
+                   "--log-level", self.log_level]
         if self.pool:
             command += ["--pool", self.pool]
         if self.concurrency:

@@ -4,6 +4,7 @@ path and its error path (exit code != 0 with one line naming the problem)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -24,6 +25,22 @@ from omniq import BackendSpec, OmniQ, hookimpl, register_plugin
 from omniq.cli import cli
 from omniq.cli.state import CliState
 from omniq.registry import registry
+
+
+class Runner(CliRunner):
+    """Runs the CLI in this process as in a program without a logging set-up of its own:
+    pytest's capture handlers on the root logger would otherwise count as the
+    application's, and the CLI would (rightly) leave logging to them."""
+
+    def invoke(self, *args: Any, **kwargs: Any) -> Result:  # type: ignore[override]
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        root.handlers.clear()
+        try:
+            return super().invoke(*args, **kwargs)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
 
 pytest.importorskip("omniq_backend_sqlite")
 
@@ -48,7 +65,7 @@ def url(tmp_path: Path) -> str:
 @pytest.fixture
 def invoke(url: str) -> Invoke:
     def run(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(cli, ["--task-queue", url, *args], input=input, obj=CliState())
+        return Runner().invoke(cli, ["--task-queue", url, *args], input=input, obj=CliState())
 
     return run
 
@@ -117,13 +134,13 @@ def processed(invoke: Invoke, app: OmniQ, tasks_module: str) -> dict[str, str]:
 
 
 def test_unknown_backend_is_one_line_naming_it() -> None:
-    result = CliRunner().invoke(cli, ["--task-queue", "nosuch://x", "queues"], obj=CliState())
+    result = Runner().invoke(cli, ["--task-queue", "nosuch://x", "queues"], obj=CliState())
     one_line_error(result, "'nosuch'", "sqlite")
 
 
 @pytest.mark.parametrize("ref", ["bad_scheme!://user:hunter2@host/x.db", "sqlite://user:hunter2@host/x.db"])
 def test_password_is_masked_in_errors(ref: str) -> None:
-    result = CliRunner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
+    result = Runner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
     one_line_error(result, "user:***@host")
     assert "hunter2" not in result.output
 
@@ -137,20 +154,20 @@ def test_tokens_and_odd_passwords_are_masked_in_errors(ref: str, shown: str) -> 
     """A token URL failing to open, and passwords holding '/' or '@' refused at
     configuration: the one-line error shows the URL masked."""
     pytest.importorskip(f"omniq_backend_{ref.split(':')[0]}")
-    result = CliRunner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
+    result = Runner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
     one_line_error(result, shown)
     assert "S3C" not in result.output and "RET" not in result.output
 
 
 def test_debug_raises_the_original_error() -> None:
-    result = CliRunner().invoke(cli, ["--debug", "--task-queue", "nosuch://x", "queues"], obj=CliState())
+    result = Runner().invoke(cli, ["--debug", "--task-queue", "nosuch://x", "queues"], obj=CliState())
     assert result.exit_code != 0
     assert type(result.exception).__name__ == "UnknownBackendError"
 
 
 def test_bad_config_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("task_queeu: sqlite:///x.db\n")
-    result = CliRunner().invoke(cli, ["--config", "bad.yaml", "queues"], obj=CliState())
+    result = Runner().invoke(cli, ["--config", "bad.yaml", "queues"], obj=CliState())
     one_line_error(result, "task_queeu", "task_queue")
 
 
@@ -310,7 +327,7 @@ def test_worker_warns_when_its_task_queue_cannot_be_shared_between_processes(
     """A memory:// queue lives in one process: the worker says so at start, and why,
     instead of leaving the user with an empty queue (or a backend's lock error)."""
     pytest.importorskip("omniq_backend_fsspec")
-    result = CliRunner().invoke(cli, ["--task-queue", "memory://lonely", "worker", "--app",
+    result = Runner().invoke(cli, ["--task-queue", "memory://lonely", "worker", "--app",
                                       f"{tasks_module}:app", "--burst", "--no-progress"],
                                 obj=CliState())
     assert result.exit_code == 0, result.output
@@ -339,7 +356,7 @@ def test_store_flag_ignored_by_app_is_an_error(tmp_path: Path, url: str, monkeyp
     (tmp_path / f"{name}.py").write_text(f"from omniq import OmniQ\napp = OmniQ(task_queue={url!r})\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    result = CliRunner().invoke(cli, ["--task-queue", other, "worker", "--app", f"{name}:app", "--burst"],
+    result = Runner().invoke(cli, ["--task-queue", other, "worker", "--app", f"{name}:app", "--burst"],
                                 obj=CliState())
     one_line_error(result, "--task-queue", "sets task_queue")
 

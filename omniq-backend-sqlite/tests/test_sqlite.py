@@ -88,6 +88,24 @@ async def test_three_stores_share_one_file_in_wal_mode(url: str, tmp_path: Path)
     assert int(version) == SCHEMA_VERSION
 
 
+async def test_a_version_1_file_gains_the_headers_column(url: str, tmp_path: Path) -> None:
+    """A file written before task headers existed keeps its tasks and takes headers."""
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="old"))
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        db.execute("ALTER TABLE omniq_tasks DROP COLUMN headers")
+        db.execute("UPDATE omniq_meta SET value = '1' WHERE key = 'schema_version'")
+    async with queue_at(url) as q:
+        old = await q.get("old")
+        assert old is not None and old.headers == {}
+        await q.enqueue(make_task(id="new", headers={"a": "b"}))
+        new = await q.get("new")
+        assert new is not None and new.headers == {"a": "b"}
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        version = db.execute("SELECT value FROM omniq_meta WHERE key = 'schema_version'").fetchone()[0]
+    assert int(version) == SCHEMA_VERSION == 2
+
+
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
     async with queue_at(url):
         pass

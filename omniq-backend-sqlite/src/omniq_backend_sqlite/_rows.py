@@ -1,10 +1,11 @@
 """Task <-> ``omniq_tasks`` row.
 
-Every Task field is a column (so tasks can be read with plain SQL); ``depends_on`` and
-``error`` are JSON text. Decoding validates every column; a row that does not decode
-(edited by hand, written by a bug) becomes a stand-in Task instead of an exception
-(:func:`omniq.records.stand_in`: the row's id, queue, name, state and lease, an empty
-payload and an error naming the bad column), which the worker dead-letters.
+Every Task field is a column (so tasks can be read with plain SQL); ``depends_on``,
+``error`` and ``headers`` are JSON text (NULL when empty). Decoding validates every
+column; a row that does not decode (edited by hand, written by a bug) becomes a stand-in
+Task instead of an exception (:func:`omniq.records.stand_in`: the row's id, queue, name,
+state and lease, an empty payload and an error naming the bad column), which the worker
+dead-letters.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ TASK_COLUMNS = (
     "id", "name", "queue", "payload", "priority", "state", "created_at", "eta", "expires_at",
     "timeout", "max_retries", "retry_backoff", "retry_backoff_max", "max_deliveries",
     "attempts", "depends_on", "schedule_id", "lease_owner", "lease_token", "lease_deadline",
-    "started_at", "finished_at", "error", "result_ttl", "dead_ttl",
+    "started_at", "finished_at", "error", "result_ttl", "dead_ttl", "headers",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(TASK_COLUMNS)
 INSERT_SQL = f"INSERT INTO omniq_tasks ({COLUMNS_SQL}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
@@ -43,7 +44,7 @@ def task_params(task: Task) -> tuple[Any, ...]:
         msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
         task.schedule_id, task.lease_owner, task.lease_token, task.lease_deadline,
         task.started_at, task.finished_at, encode_error(task.error), task.result_ttl,
-        task.dead_ttl,
+        task.dead_ttl, msgspec.json.encode(task.headers).decode() if task.headers else None,
     )  # fmt: skip
 
 
@@ -55,6 +56,8 @@ def row_to_task(row: Sequence[Any]) -> Task:
         fields["depends_on"] = msgspec.json.decode(deps) if deps is not None else ()
         error = fields["error"]
         fields["error"] = msgspec.json.decode(error) if error is not None else None
+        headers = fields["headers"]
+        fields["headers"] = msgspec.json.decode(headers) if headers is not None else {}
         return msgspec.convert(fields, Task)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
         return stand_in(

@@ -18,7 +18,7 @@ StoreKind = Literal["queue", "results", "events"]
 
 #: Bump when a table changes; add the migration from the previous version in
 #: :func:`create_schema` at the same time.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 READY_SQL = "('pending', 'scheduled', 'retrying')"
 #: States in which a task can still expire (not started yet).
@@ -68,6 +68,7 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
             error             TEXT,
             result_ttl        REAL NOT NULL,
             dead_ttl          REAL NOT NULL,
+            headers           TEXT,
             purge_at          REAL GENERATED ALWAYS AS (
                 CASE WHEN state = 'dead' THEN finished_at + dead_ttl
                      WHEN state IN {TERMINAL_SQL} THEN finished_at + result_ttl END
@@ -167,5 +168,15 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
                 f"omniq-backend-sqlite; this one understands version {SCHEMA_VERSION}. "
                 f"Upgrade omniq-backend-sqlite (pip install -U omniq-backend-sqlite)"
             )
+        if version < 2:
+            await _migrate_1_to_2(conn)
     for statement in _DDL[kind]:
         await conn.execute(statement)
+
+
+async def _migrate_1_to_2(conn: aiosqlite.Connection) -> None:
+    """Version 2 adds ``omniq_tasks.headers`` (a task's middleware headers, JSON)."""
+    columns = [row[1] for row in await conn.execute_fetchall("PRAGMA table_info(omniq_tasks)")]
+    if columns and "headers" not in columns:
+        await conn.execute("ALTER TABLE omniq_tasks ADD COLUMN headers TEXT")
+    await conn.execute("UPDATE omniq_meta SET value = '2' WHERE key = 'schema_version'")

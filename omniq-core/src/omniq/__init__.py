@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .context import TaskContext, TaskLogFilter, current_task
 from .errors import (
     ConfigError,
     DependencyFailedError,
@@ -21,6 +22,7 @@ from .errors import (
     TaskTimeoutError,
 )
 from .hookspecs import hookimpl
+from .middleware import Middleware
 from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
 from .registry import BackendSpec, PoolSpec, register_plugin
 
@@ -33,6 +35,7 @@ __all__ = [
     "BackendSpec",
     "ConfigError",
     "DependencyFailedError",
+    "Middleware",
     "OmniQ",
     "OmniQConfig",
     "OmniQError",
@@ -42,14 +45,17 @@ __all__ = [
     "Schedule",
     "SerializationError",
     "Task",
+    "TaskContext",
     "TaskEvent",
     "TaskFailedError",
     "TaskFunction",
+    "TaskLogFilter",
     "TaskNotFoundError",
     "TaskRef",
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
+    "current_task",
     "hookimpl",
     "load_config",
     "register_plugin",

@@ -46,6 +46,7 @@ from .models import (
     validate_cron,
     validate_name,
 )
+from .middleware import Middleware, MiddlewareChain, plugin_middleware
 from .options import to_duration, to_int
 from .registry import registry
 from .schedules import fire_due_schedules
@@ -254,6 +255,9 @@ class AsyncOmniQ:
             allow_unsigned_dill=cfg.allow_unsigned_dill, payload_limit=cfg.payload_limit,
         )
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
+        #: The per-task middleware chain: plugins' (``omniq_middleware``), then
+        #: :meth:`add_middleware`'s.
+        self.middleware = MiddlewareChain(plugin_middleware(self))
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
         for module in cfg.imports:
@@ -261,6 +265,11 @@ class AsyncOmniQ:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config!r}>"
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Append ``middleware`` to this app's chain (see :mod:`omniq.middleware`); add it
+        before the worker starts."""
+        self.middleware.add(middleware)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -454,6 +463,8 @@ class AsyncOmniQ:
         await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
+        if self.middleware.enqueues:
+            await self.middleware.before_enqueue(tasks)
         [stored] = await self.task_queue.enqueue_recorded(tasks, self._enqueued_events(tasks, at),
                                                           self._event_storage())
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
@@ -510,7 +521,11 @@ class AsyncOmniQ:
 
         starts = range(0, len(calls), ENQUEUE_BATCH)
         # (one batch goes as a list, known whole: nothing to chain)
+        batches: Iterable[tuple[list[Task], list[TaskEvent]]]
         batches = [batch(0)] if len(starts) == 1 else (batch(start) for start in starts)
+        if self.middleware.enqueues:  # async middleware: build the batches first
+            batches = list(batches)
+            await self.middleware.before_enqueue(t for tasks, _ in batches for t in tasks)
         stored = await self.task_queue.enqueue_batches(batches, self._event_storage())
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
@@ -693,7 +708,8 @@ class AsyncOmniQ:
         if Capability.SCHEDULES not in self.task_queue.capabilities:
             return []
         await self.open()
-        return await fire_due_schedules(self.task_queue, self._event_storage(), self.serializer)
+        return await fire_due_schedules(self.task_queue, self._event_storage(), self.serializer,
+                                        self.middleware)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -737,6 +753,10 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     def __init__(self, task_queue: Any = None, result_storage: Any = None, event_storage: Any = None,
                  *, config: Any = None, **settings: Any) -> None:
         super().__init__(AsyncOmniQ(task_queue, result_storage, event_storage, config=config, **settings))
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Append ``middleware`` to the app's chain (see :mod:`omniq.middleware`)."""
+        self._async.add_middleware(middleware)
 
     @property
     def config(self) -> OmniQConfig:

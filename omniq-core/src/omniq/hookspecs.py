@@ -21,7 +21,9 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from .app import AsyncOmniQ
     from .config import OmniQConfig
+    from .middleware import Middleware
     from .registry import BackendSpec, PoolSpec
     from .worker.runtime import Worker
 
@@ -85,6 +87,17 @@ def omniq_configure(config: OmniQConfig) -> None:
 
     Use it to validate plugin-specific settings early; raise
     :class:`omniq.errors.ConfigError` to refuse the configuration.
+    """
+
+
+@hookspec
+def omniq_middleware(app: AsyncOmniQ) -> Middleware | list[Middleware] | None:
+    """Called once when an app is created: return the per-task middleware this plugin
+    adds to it (one :class:`omniq.middleware.Middleware`, a list, or None).
+
+    This is how metrics and tracing plugins see every task without a pluggy call per
+    task: the app keeps the instances in one ordered chain (plugins' first, then the
+    app's own) and calls them directly.
     """
 
 

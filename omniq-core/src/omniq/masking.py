@@ -4,9 +4,10 @@ through :func:`mask_url` (re-exported by :mod:`omniq.config`, its 0.1 home)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["mask_url"]
+__all__ = ["describe_ref", "mask_url"]
 
 # A URL anywhere in a text, any scheme, even a malformed one: a URL is masked before
 # anyone judges it. Its credentials end at the last "@" before the query (a password
@@ -49,3 +50,14 @@ def mask_url(url: Any) -> Any:
             pieces.append(_mask_userinfo(head) + tail)
         url = "".join(pieces)
     return _QUERY_SECRET.sub(lambda m: m.group("head") + "***", url)
+
+
+def describe_ref(ref: Any) -> str:
+    """A store reference for display, without secrets."""
+    if isinstance(ref, str):
+        return str(mask_url(ref))
+    if isinstance(ref, Mapping):
+        name = ref.get("backend") or ""
+        url = ref.get("url")
+        return f"{name} {mask_url(url)}".strip() if url else f"backend {name}"
+    return type(ref).__name__

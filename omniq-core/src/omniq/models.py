@@ -175,6 +175,9 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     :ivar error: the last attempt's error, or None.
     :ivar result_ttl: seconds a finished task (and its result) is kept.
     :ivar dead_ttl: seconds a ``dead`` task is kept.
+    :ivar headers: ``str`` to ``str`` metadata carried with the task (middleware put
+        trace context here, see :mod:`omniq.middleware`); empty for most tasks, and then
+        not encoded at all (``omit_defaults``).
     """
 
     id: str
@@ -202,6 +205,7 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     error: ErrorInfo | None = None
     result_ttl: float = 86400.0
     dead_ttl: float = 7 * 86400.0
+    headers: dict[str, str] = {}
 
     def is_ready(self, at: float) -> bool:
         """Whether a reserve at time ``at`` may pick this task (backends without a query

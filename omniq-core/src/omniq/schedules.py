@@ -17,6 +17,7 @@ from .serialization import binding
 
 if TYPE_CHECKING:
     from .interfaces import BaseEventStorage, BaseTaskQueue
+    from .middleware import MiddlewareChain
     from .serialization import Serializer
 
 log = logging.getLogger("omniq.schedules")
@@ -25,12 +26,14 @@ __all__ = ["fire_due_schedules"]
 
 
 async def fire_due_schedules(task_queue: BaseTaskQueue, event_storage: BaseEventStorage | None,
-                             serializer: Serializer) -> list[Task]:
+                             serializer: Serializer,
+                             middleware: MiddlewareChain | None = None) -> list[Task]:
     """Claim due firings and enqueue their tasks (the claim's compare-and-set and the
     deterministic task ids make a firing enqueue once however many workers call this).
     ``event_storage`` is None when events are switched off. A signed template is signed
     for its own id; each firing is re-signed for the firing's id (the signature binds a
-    call to its task)."""
+    call to its task). Each firing is an enqueue, so it passes the app's ``middleware``
+    (``before_enqueue``)."""
     if Capability.SCHEDULES not in task_queue.capabilities:
         return []
     at = await task_queue.now()
@@ -56,6 +59,8 @@ async def fire_due_schedules(task_queue: BaseTaskQueue, event_storage: BaseEvent
             ))
     if not tasks:
         return []
+    if middleware is not None and middleware.enqueues:
+        await middleware.before_enqueue(tasks)
     stored = await task_queue.enqueue_many(tasks)
     await write_events(event_storage, [
         build_event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])

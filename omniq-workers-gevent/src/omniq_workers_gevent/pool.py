@@ -6,6 +6,7 @@ See :mod:`omniq_workers_gevent.hub` for how calls reach the hub thread and
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -75,7 +76,9 @@ class GeventPool(BasePool):
             return await with_timeout(func(*args, **kwargs), timeout)
         if self._hub is None:
             raise RuntimeError("the gevent pool was not started")
-        value = await self._hub.run(functools.partial(func, *args, **kwargs), timeout, self.backstop)
+        # The greenlet runs in the context of this call: current_task() and log records.
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        value = await self._hub.run(call, timeout, self.backstop)
         if inspect.isawaitable(value):  # a plain callable that returned a coroutine
             value = await with_timeout(value, timeout)
         return value

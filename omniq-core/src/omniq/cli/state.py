@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import mask_url
+from ..masking import describe_ref, mask_url
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,17 +36,6 @@ def scrub(text: str) -> str:
     """Mask every URL's secrets inside ``text``: the last guard before a message is
     printed (the messages quote URLs, and not every backend masks them)."""
     return mask_url(text)
-
-
-def describe_ref(ref: Any) -> str:
-    """A store reference for display, without secrets."""
-    if isinstance(ref, str):
-        return mask_url(ref)
-    if isinstance(ref, Mapping):
-        name = ref.get("backend") or ""
-        url = ref.get("url")
-        return f"{name} {mask_url(url)}".strip() if url else f"backend {name}"
-    return type(ref).__name__
 
 
 @dataclass

@@ -16,7 +16,10 @@ import msgspec
 from rich.console import Console
 from rich.logging import RichHandler
 
-__all__ = ["err", "fmt_time", "out", "print_json", "setup_logging"]
+from ..context import TaskLogFilter
+from ..logs import TextFormatter, formatter
+
+__all__ = ["err", "fmt_time", "out", "print_json", "release_logging", "setup_logging"]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -37,22 +40,43 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _installed: list[logging.Handler] = []
 
 
-def setup_logging(level: int) -> None:
-    """Route the ``omniq`` loggers to stderr: through the rich console on a terminal
-    (so they print above a live display instead of tearing it), else as plain lines."""
-    logger = logging.getLogger("omniq")
-    while _installed:
-        logger.removeHandler(_installed.pop())
+def setup_logging(level: int, fmt: str = "text", *, force_level: bool = True) -> None:
+    """Send log records to stderr, unless the application configured logging itself.
+
+    The ``omniq`` loggers propagate: OmniQ's handler goes on the root logger, and only
+    when the root has no handler of the application's (else those handle OmniQ's records
+    and the tasks' alike, and only the ``omniq`` level changes, when ``force_level``).
+    Called again (the worker does so once the application is imported), it replaces its
+    own handler. Text goes through the rich console on a terminal (so it prints above a
+    live display instead of tearing it); JSON is always one plain object per line.
+    """
+    root = logging.getLogger()
+    release_logging()
+    if root.handlers:  # the application's own set-up
+        if force_level:
+            logging.getLogger("omniq").setLevel(level)
+        return
     handler: logging.Handler
-    if err.is_terminal:
+    if fmt == "text" and err.is_terminal:
         handler = RichHandler(console=err, show_path=False, markup=False)
+        handler.setFormatter(TextFormatter("%(message)s"))
     else:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(formatter(fmt))
+    handler.addFilter(TaskLogFilter())
     _installed.append(handler)
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("omniq").setLevel(level)
+
+
+def release_logging() -> None:
+    """Take OmniQ's handler off the root logger, so that an application imported next
+    sets up logging as in a bare process (``logging.basicConfig`` does nothing once the
+    root has a handler)."""
+    root = logging.getLogger()
+    while _installed:
+        root.removeHandler(_installed.pop())
 
 
 def fmt_time(ts: float | None) -> str:

@@ -22,7 +22,7 @@ from ..registry import registry
 from ..progress import WorkerProgress
 from .root import app_option, cli
 from .state import CliState, describe_ref
-from .ui import err, setup_logging
+from .ui import err, release_logging, setup_logging
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -53,10 +53,6 @@ def _warn_single_process(app: AsyncOmniQ) -> None:
 
 async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) -> str:
     worker = app.worker(**options)
-    cfg = app.config
-    queue_ref = cfg.store_ref("task_queue")
-    log.info("stores: tasks %s, results %s, events %s", describe_ref(queue_ref),
-             describe_ref(cfg.result_storage or queue_ref), describe_ref(cfg.event_storage or queue_ref))
     _warn_single_process(app)
     if not app.tasks:
         log.warning("the app has no registered tasks: pass --app module:app or list modules under the "
@@ -101,19 +97,35 @@ def _reexec(state: CliState, reason: str) -> None:
               help="Recycle when resident memory exceeds this (this process restarts).")
 @click.option("--grace-period", type=click.FloatRange(min=0),
               help="Seconds a stopping worker waits for running tasks before releasing them (default 30).")
+@click.option("--log-level",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Lowest level logged (default INFO, DEBUG with --debug): one line per task "
+                   "outcome at INFO.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="text for people, json for log pipelines (one object a line; keys in "
+                   "docs/operations.md). Applies when the application has not set up logging.")
 @click.option("--progress/--no-progress", default=None,
               help="Live display of counts and queue sizes (default: when stderr is a terminal).")
 @click.pass_obj
 def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
            queues: tuple[str, ...], prefetch: int | None, burst: bool,
            max_tasks_per_child: int | None, max_memory_mb: float | None,
-           grace_period: float | None, progress: bool | None) -> None:
+           grace_period: float | None, log_level: str | None, log_format: str,
+           progress: bool | None) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
-    setup_logging(logging.DEBUG if state.debug else logging.INFO)
+    level = getattr(logging, log_level.upper()) if log_level else (
+        logging.DEBUG if state.debug else logging.INFO)
+    setup_logging(level, log_format)
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
     registry.pool(pool or load_config(state.config).worker.pool).prepare_process()
-    app = state.build_app(app_ref)
+    release_logging()  # the application's import may set up logging as it would alone
+    try:
+        app = state.build_app(app_ref)
+    finally:
+        # Again, now that the application is imported: if it set up logging, its handlers win.
+        setup_logging(level, log_format, force_level=bool(log_level or state.debug))
     options = {k: v for k, v in {
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
         "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,

@@ -41,6 +41,29 @@ class StorageTests:
         assert fetched is not None, "get() did not find the task just enqueued"
         assert_fields(fetched, task)
 
+    async def test_headers_round_trip(self, task_queue: BaseTaskQueue) -> None:
+        """A task's headers (middleware's trace context) reach the worker unchanged, and
+        survive a retry; a task without headers reads back with none."""
+        headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                   "x-tenant": "été/ß"}
+        task = make_task(queue="q-headers", headers=headers)
+        plain = make_task(queue="q-headers")
+        bulk = make_task(queue="q-headers", headers={"k": "v"})
+        await task_queue.enqueue(task)
+        await task_queue.enqueue(plain)
+        await task_queue.enqueue_many([bulk])
+        for t, want in ((task, headers), (plain, {}), (bulk, {"k": "v"})):
+            fetched = await task_queue.get(t.id)
+            assert fetched is not None and fetched.headers == want, (
+                f"get() returned headers {fetched and fetched.headers!r}, expected {want!r}")
+        got = {t.id: t for t in await task_queue.reserve(["q-headers"], "worker-1", LONG, limit=3)}
+        assert {i: t.headers for i, t in got.items()} == {
+            task.id: headers, plain.id: {}, bulk.id: {"k": "v"}}, "reserve() lost headers"
+        first = got[task.id]
+        assert await task_queue.retry(first.id, first.lease_token or "", 0.0, make_error())
+        again = await reserve_one(task_queue, ["q-headers"])
+        assert again.id == task.id and again.headers == headers, "a retry lost the headers"
+
     async def test_enqueue_sets_created_at_when_zero(self, task_queue: BaseTaskQueue) -> None:
         before = await task_queue.now()
         stored = await task_queue.enqueue(make_task(created_at=0.0))

@@ -7,21 +7,79 @@ that one alone, and starts a new child for the next call.
 
 The call and its outcome cross the pipe as dill bytes: a local pipe between our own
 processes, never a network peer.
+
+Logging: the child sends its log records back over the same pipe, tagged, and the parent
+hands them to its own loggers. So a task's ``log.info()`` reaches whatever handlers the
+worker process has (the CLI's text or JSON lines, or the application's own set-up) in
+the same format and order as the worker's lines, and carries the task's id; a child
+logging to its own stderr could not know the application's handlers, and its lines
+would interleave with the parent's mid-line. The call carries the task's context
+(:func:`omniq.current_task`), which the child sets before the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import pickle
 import signal
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import Any
 
+from ..context import TaskContext, TaskLogFilter, set_current
+
 __all__ = ["Child", "RemoteTraceback", "child_main"]
 
-_OK, _ERROR = b"\x00", b"\x01"
+_OK, _ERROR, _LOG = b"\x00", b"\x01", b"\x02"
+
+#: LogRecord attributes that do not survive the pipe (formatted into ``msg`` first).
+_DROP = ("args", "exc_info", "msg")
+
+
+class _PipeHandler(logging.Handler):
+    """The child's one handler: each record, formatted to plain values, up the pipe."""
+
+    def __init__(self, conn: Connection, lock: threading.Lock) -> None:
+        super().__init__()
+        self.conn = conn
+        self.send_lock = lock
+        self.addFilter(TaskLogFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {k: v for k, v in record.__dict__.items() if k not in _DROP}
+            fields["msg"] = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            try:
+                data = pickle.dumps(fields)
+            except Exception:  # an extra that does not pickle travels as its repr
+                data = pickle.dumps({k: v if isinstance(v, (str, int, float, bool, type(None)))
+                                     else repr(v) for k, v in fields.items()})
+            with self.send_lock:
+                self.conn.send_bytes(_LOG + data)
+        except Exception:
+            self.handleError(record)
+
+
+def _forward(data: bytes) -> None:
+    """Hand a record a child sent to this process's logger of the same name."""
+    record = logging.makeLogRecord(pickle.loads(data))
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
+def log_level() -> int:
+    """The lowest level any logger of this process emits: what a child must send."""
+    levels = [logging.getLogger().getEffectiveLevel()]
+    levels += [lg.level for lg in logging.Logger.manager.loggerDict.values()
+               if isinstance(lg, logging.Logger) and lg.level]
+    return min(levels)
 
 
 class RemoteTraceback(Exception):
@@ -45,23 +103,33 @@ def _dump_error(exc: BaseException) -> bytes:
 def _call(blob: bytes) -> bytes:
     import dill
 
-    func, args, kwargs = dill.loads(blob)
-    value = func(*args, **kwargs)
-    if inspect.isawaitable(value):
-        async def wait() -> Any:
-            return await value
+    func, args, kwargs, context = dill.loads(blob)
+    set_current(None if context is None else TaskContext(*context))
+    try:
+        value = func(*args, **kwargs)
+        if inspect.isawaitable(value):
+            async def wait() -> Any:
+                return await value
 
-        value = asyncio.run(wait())
+            value = asyncio.run(wait())
+    finally:
+        set_current(None)
     return bytes(dill.dumps(value))
 
 
-def child_main(conn: Connection) -> None:
+def child_main(conn: Connection, level: int = logging.WARNING) -> None:
     """The child's loop: one call at a time until the parent says stop (an empty
-    message) or goes away (end of file)."""
+    message) or goes away (end of file). ``level``: the lowest the parent emits."""
     # Ctrl-C (and a service manager's SIGTERM) reach the whole process group; when to stop
     # a child is the parent's call: it drains, or kills the child running a task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    lock = threading.Lock()  # a thread the task started may log while the reply is sent
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    root.addHandler(_PipeHandler(conn, lock))
+    root.setLevel(level)
     while True:
         try:
             blob = conn.recv_bytes()
@@ -74,7 +142,8 @@ def child_main(conn: Connection) -> None:
         except BaseException as exc:  # the task's own failure, sent back to be reported
             reply = _ERROR + _dump_error(exc)
         try:
-            conn.send_bytes(reply)
+            with lock:
+                conn.send_bytes(reply)
         except OSError:  # the parent is gone
             return
 
@@ -84,7 +153,8 @@ class Child:
 
     def __init__(self, context: SpawnContext) -> None:
         self.conn, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=child_main, args=(theirs,), name="omniq-pool-child")
+        self.process = context.Process(target=child_main, args=(theirs, log_level()),
+                                       name="omniq-pool-child")
         self.process.start()
         theirs.close()  # ours closed too, the pipe reads end-of-file when the child dies
         self.calls = 0
@@ -100,8 +170,19 @@ class Child:
     async def call(self, blob: bytes) -> bytes:
         """Send one call and wait for its reply (see :meth:`decode`); ``EOFError`` if the
         child died first."""
-        loop = asyncio.get_running_loop()
         self.conn.send_bytes(blob)
+        while True:
+            if not self.conn.poll():
+                await self._readable()
+            reply = self.conn.recv_bytes()  # the child writes each message whole, at once
+            if reply[:1] != _LOG:
+                break
+            _forward(reply[1:])
+        self.calls += 1
+        return reply
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
         readable: asyncio.Future[None] = loop.create_future()
 
         def ready() -> None:
@@ -114,9 +195,6 @@ class Child:
             await readable
         finally:
             loop.remove_reader(fd)
-        reply = self.conn.recv_bytes()  # the child writes each reply whole, at once
-        self.calls += 1
-        return reply
 
     @staticmethod
     def decode(reply: bytes) -> Any:

@@ -11,6 +11,9 @@ import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
+from ..context import current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
 from .children import Child
@@ -153,7 +156,9 @@ class ProcessPool(BasePool):
         import dill
 
         try:
-            blob = dill.dumps((func, list(args), dict(kwargs)), recurse=True)
+            task = current_task()  # as plain values: dill would take the class apart
+            context = None if task is None else msgspec.structs.astuple(task)
+            blob = dill.dumps((func, list(args), dict(kwargs), context), recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
         try:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..config import mask_url
+from ..context import TaskContext, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
 from ..interfaces import BasePool
@@ -36,6 +37,7 @@ from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskR
 from ..registry import registry
 from ..schedules import fire_due_schedules
 from ..serialization import binding
+from .outcomes import failure_outcome, log_outcome, log_started, log_stopped
 from .pools import PoolBrokenError
 
 if TYPE_CHECKING:
@@ -169,6 +171,7 @@ class Worker:
         self.lease = app.config.lease
         self.heartbeat_interval = app.config.heartbeat_interval
         self.stats = WorkerStats()
+        self._mw = app.middleware or None  # None: no per-task middleware work at all
         self.stop_reason: str | None = None
         self._running: dict[str, _Running] = {}  # every task this worker holds a lease on
         self._executing = 0  # of those, the ones still running in the pool
@@ -236,8 +239,7 @@ class Worker:
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
-        log.info("worker %s started: pool=%s concurrency=%d prefetch=%d queues=%s", self.id,
-                 self.pool.name, self.concurrency, self.prefetch, ",".join(self.queues))
+        log_started(self)
         writer = asyncio.create_task(self._writer(), name="omniq-writer")
         helpers = [
             asyncio.create_task(self._heartbeats(), name="omniq-heartbeat"),
@@ -267,7 +269,7 @@ class Worker:
             await self.pool.stop(wait=not self._force)
             for sig in signals:
                 self._loop.remove_signal_handler(sig)
-            log.info("worker %s stopped (%s): %s", self.id, self.stop_reason, dict(self.stats.counts))
+            log_stopped(self)
         return self.stop_reason or "stopped"
 
     async def _hook(self, name: str, **kwargs: Any) -> None:
@@ -420,18 +422,32 @@ class Worker:
                     return
                 func = registered.fn
             started = now()
+            set_current(TaskContext(task.id, task.name, task.queue, task.attempts,
+                                    started + task.timeout if task.timeout else None,
+                                    task.created_at, task.headers or None))
+            mw = self._mw
             try:
+                if mw is not None:
+                    await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                if mw is not None:  # lease lost or worker stopping: the task runs again
+                    await mw.on_failure(task, exc, True)
                 if entry.lost:
                     return
                 raise
             except PoolBrokenError as exc:
+                if mw is not None:
+                    await mw.on_failure(task, exc, task.attempts < lifecycle.attempts_allowed(task))
                 self._finish(_Done(task, "requeue", error=error_info(exc)))
                 return
             except Exception as exc:
+                if mw is not None:
+                    await mw.on_failure(task, exc, lifecycle.retry_eta(task, started) is not None)
                 self._failed(task, exc, started)
                 return
+            if mw is not None:
+                await mw.after_success(task, value)
             try:
                 encoded = self.serializer.dumps(value, local_only=self.result_storage.local_only,
                                                what=f"return value of {task.name}")
@@ -440,6 +456,7 @@ class Worker:
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
+            log_outcome(self.id, task, "succeeded", started)
             self._finish(_Done(task, "success", result=TaskResult(
                 task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
                 started_at=started, finished_at=finished, worker_id=self.id,
@@ -461,10 +478,12 @@ class Worker:
                                attempt=task.attempts, duration=round(at - started, 6))
         eta = lifecycle.retry_eta(task, at)
         if eta is not None:
+            log_outcome(self.id, task, failure_outcome(exc, True), started, exc, retry_in=eta - at)
             self.stats.counts["retried"] += 1
             events += self._outcome(task, EventType.RETRYING, delay=eta - at, attempt=task.attempts)
             self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
         else:
+            log_outcome(self.id, task, failure_outcome(exc, False), started, exc)
             self.stats.counts["failed"] += 1
             self._dead(task, info, state=TaskState.FAILED, events=events)
 
@@ -472,8 +491,7 @@ class Worker:
         self._dead_with(task, error_info(exc), reason)
 
     def _dead_with(self, task: Task, info: ErrorInfo, reason: str) -> None:
-        log.error("worker %s: task %s dead-lettered (%s): %s: %s", self.id, task.id, reason,
-                  info.type, info.message)
+        log_outcome(self.id, task, "dead", None, info, reason=reason)
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
@@ -592,11 +610,14 @@ class Worker:
         used; after max deliveries the task is dead-lettered instead of looping."""
         task, queue = done.task, self.task_queue
         if task.attempts >= lifecycle.attempts_allowed(task):
+            log_outcome(self.id, task, "dead", task.started_at, done.error,
+                        reason="too many deliveries")
             self.stats.counts["dead"] += 1
             events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
             ok = await queue.dead_letter(task.id, task.lease_token, done.error)
         else:
             reason = done.error.message if done.error else ""
+            log_outcome(self.id, task, "lease_lost", task.started_at, done.error)
             events = self._outcome(task, EventType.LEASE_LOST, error=reason)
             ok = await queue.retry(task.id, task.lease_token or "", now(), done.error)
         if ok:  # recorded with the batch, as the other outcomes
@@ -622,8 +643,8 @@ class Worker:
                 # writer forgets it: not lost. Nor is a new reservation of the same id.
                 if (tid not in held and entry is not None and not entry.lost and not entry.finished
                         and (entry.task.lease_token or "") == token):
-                    log.warning("worker %s: lease of task %s lost (cancelled or lapsed); stopping it",
-                                self.id, tid)
+                    log_outcome(self.id, entry.task, "lease_lost", entry.task.started_at,
+                                reason="cancelled or lapsed; stopping it")
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
@@ -635,7 +656,8 @@ class Worker:
         while not self._helpers_done:
             t = now()
             try:
-                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer)
+                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer,
+                                         self._mw)
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
@@ -652,12 +674,14 @@ class Worker:
         for task in await self.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
                 info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
+                log_outcome(self.id, task, "dead", None, info, reason="too many deliveries")
                 events.append(build_event(task, EventType.DEAD, self.id,
                                           reason="too many deliveries"))
                 results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
                                           attempts=task.attempts, finished_at=now(),
                                           expires_at=now() + task.dead_ttl))
             else:
+                log_outcome(self.id, task, "lease_lost", None, reason="lease lapsed")
                 events.append(build_event(task, EventType.LEASE_LOST, self.id,
                                           attempt=task.attempts))
         if results:

@@ -1,0 +1,68 @@
+"""The task a worker is running, as the task's own code sees it.
+
+The worker sets a context variable before it hands a task to the pool: coroutine tasks
+and the async pool's threads inherit it from the worker's asyncio task, the thread and
+gevent pools copy the context into the call, and the process pool sends it to the child
+with the call. Outside a task :func:`current_task` returns None rather than raising, so
+library code can ask "am I in a task?" without a try block.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+
+import msgspec
+
+__all__ = ["TaskContext", "TaskLogFilter", "current_task"]
+
+
+class TaskContext(msgspec.Struct, frozen=True, gc=False):
+    """What a running task may know about itself (read-only).
+
+    :ivar id: the task id.
+    :ivar name: the registered task name.
+    :ivar queue: the queue it was reserved from.
+    :ivar attempt: this attempt's number, from 1.
+    :ivar deadline: when this attempt's ``timeout`` runs out (epoch seconds), or None.
+    :ivar enqueued_at: when the task was enqueued (epoch seconds).
+    :ivar headers: the headers carried in the task record (see :mod:`omniq.middleware`).
+    """
+
+    id: str
+    name: str
+    queue: str
+    attempt: int
+    deadline: float | None
+    enqueued_at: float
+    headers: dict[str, str] | None = None
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("omniq_current_task", default=None)
+
+
+def current_task() -> TaskContext | None:
+    """The task running in this context (any pool), or None outside a task."""
+    return _current.get()
+
+
+def set_current(context: TaskContext | None) -> None:
+    """Set the running task for this context (the worker and the pools' children)."""
+    _current.set(context)
+
+
+class TaskLogFilter(logging.Filter):
+    """Adds ``task_id`` and ``task_name`` to every record (None outside a task).
+
+    Attach it to a handler (``handler.addFilter(TaskLogFilter())``): a filter on a
+    handler sees the records of every logger that reaches it, a task's own included. The
+    ``omniq worker`` command attaches it to the handler it installs. A record that
+    already has a ``task_id`` (one forwarded from a process-pool child) keeps it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "task_id", None) is None:
+            task = _current.get()
+            record.task_id = task.id if task is not None else None
+            record.task_name = task.name if task is not None else None
+        return True

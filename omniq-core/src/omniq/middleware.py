@@ -1,0 +1,145 @@
+"""Per-task middleware: code that runs around every task, in one ordered chain.
+
+A middleware subclasses :class:`Middleware` and overrides the methods it needs; the
+others stay no-ops and cost nothing, because the chain keeps, for each point, only the
+methods a middleware overrides. Nothing per task goes through pluggy: a plugin hands its
+middleware over once (the ``omniq_middleware`` hook, called when an app is created) and
+an application adds its own (``AsyncOmniQ(middleware=[...])``, ``app.add_middleware``).
+
+Order: the ``before_*`` methods run in the order the middleware were added (plugins
+first, then the app's), ``after_success`` and ``on_failure`` in the reverse order, so
+the first middleware wraps all the others.
+
+Where they run: ``before_enqueue`` in the enqueuing process; the others in the worker
+process on its event loop, in the running task's context (:func:`omniq.current_task`
+works there), whatever the pool (a process-pool task's body runs in a child; its
+middleware runs in the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import PluginError
+from .models import Task
+from .registry import registry
+
+if TYPE_CHECKING:
+    from .app import AsyncOmniQ
+
+__all__ = ["Middleware", "MiddlewareChain", "plugin_middleware"]
+
+log = logging.getLogger("omniq.middleware")
+
+
+class Middleware:
+    """The base of a middleware; every method is a no-op (override what you need)."""
+
+    async def before_enqueue(self, task: Task) -> None:
+        """Before ``task`` is stored. May add to ``task.headers`` (``str`` to ``str``),
+        which the task record carries to the worker. Raising refuses the enqueue: the
+        caller gets the exception and nothing of that call is stored."""
+
+    async def before_run(self, task: Task) -> None:
+        """Before an attempt's body runs. Raising fails the attempt as if the body had
+        raised (retried while retries remain)."""
+
+    async def after_success(self, task: Task, value: Any) -> None:
+        """The attempt returned ``value``; its result is written after this returns.
+        An exception here is logged and does not change the outcome."""
+
+    async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
+        """The attempt did not succeed: it raised ``exc`` (a timeout is a
+        :class:`omniq.TaskTimeoutError`), its process-pool child died
+        (``PoolBrokenError``), or it was stopped (``asyncio.CancelledError``: its lease
+        was lost or the worker stops; the task runs again). ``will_retry`` says whether
+        the task runs again. Every ``before_run`` is followed by exactly one
+        ``after_success`` or ``on_failure``, so a span started there always ends. An
+        exception here is logged and does not change the outcome."""
+
+
+_Call = Callable[..., Awaitable[None]]
+
+
+def _overridden(middleware: Sequence[Middleware], name: str) -> list[_Call]:
+    base = getattr(Middleware, name)
+    return [getattr(m, name) for m in middleware if getattr(type(m), name, base) is not base]
+
+
+class MiddlewareChain:
+    """The middleware of one app, resolved per point (see the module doc)."""
+
+    def __init__(self, middleware: Iterable[Middleware] = ()) -> None:
+        self.middleware: list[Middleware] = []
+        self._enqueue: list[_Call] = []
+        self._run: list[_Call] = []
+        self._success: list[_Call] = []
+        self._failure: list[_Call] = []
+        for m in middleware:
+            self.add(m)
+
+    def add(self, middleware: Middleware) -> None:
+        if not isinstance(middleware, Middleware):
+            raise TypeError(f"middleware must be an omniq.middleware.Middleware instance, got "
+                            f"{middleware!r}")
+        self.middleware.append(middleware)
+        self._enqueue = _overridden(self.middleware, "before_enqueue")
+        self._run = _overridden(self.middleware, "before_run")
+        self._success = _overridden(self.middleware, "after_success")[::-1]
+        self._failure = _overridden(self.middleware, "on_failure")[::-1]
+
+    def __bool__(self) -> bool:
+        return bool(self.middleware)
+
+    def __len__(self) -> int:
+        return len(self.middleware)
+
+    @property
+    def enqueues(self) -> bool:
+        """Whether any middleware acts before enqueue (else the app skips the chain)."""
+        return bool(self._enqueue)
+
+    async def before_enqueue(self, tasks: Iterable[Task]) -> None:
+        for task in tasks:
+            # Tasks of one enqueue_many share their template's headers: give each its own.
+            task.headers = dict(task.headers)
+            for call in self._enqueue:
+                await call(task)
+
+    async def before_run(self, task: Task) -> None:
+        for call in self._run:
+            await call(task)
+
+    async def after_success(self, task: Task, value: Any) -> None:
+        for call in self._success:
+            try:
+                await call(task, value)
+            except Exception:
+                log.exception("middleware %r failed in after_success of task %s", call, task.id)
+
+    async def on_failure(self, task: Task, exc: BaseException, will_retry: bool) -> None:
+        for call in self._failure:
+            try:
+                await call(task, exc, will_retry=will_retry)
+            except Exception:
+                log.exception("middleware %r failed in on_failure of task %s", call, task.id)
+
+
+def plugin_middleware(app: AsyncOmniQ) -> list[Middleware]:
+    """The middleware plugins contribute to ``app`` (the ``omniq_middleware`` hook), in
+    plugin order. A plugin that fails or returns something else is a :class:`PluginError`:
+    an app silently missing its tracing or metrics would be worse than one that does
+    not start."""
+    found: list[Middleware] = []
+    for plugin, result in registry.call_hook_each("omniq_middleware", app=app):
+        if isinstance(result, BaseException):
+            raise PluginError(f"plugin {plugin!r} failed in omniq_middleware: {result}") from result
+        items = [] if result is None else [result] if isinstance(result, Middleware) else result
+        for m in items:
+            if not isinstance(m, Middleware):
+                raise PluginError(f"plugin {plugin!r} returned {m!r} from omniq_middleware; "
+                                  f"expected omniq.middleware.Middleware instances")
+            found.append(m)
+    return found
