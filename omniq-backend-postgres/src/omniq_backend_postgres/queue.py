@@ -31,8 +31,10 @@ from omniq.interfaces import (
 )
 from omniq.lifecycle import attempts_allowed, dependency_failure
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
+from omniq.interfaces import TaskPage
 
 from .events import APPEND, append_args
+from .paging import list_page
 from .results import UPSERT, upsert_args
 from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row,
                    schedule_from_row, task_from_row)
@@ -489,6 +491,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             f"ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
         return await self._decoded(rows)
+
+    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                        name: str | None = None, since: float | None = None, until: float | None = None,
+                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+        """Paged by ``seq`` along the (queue, state, seq) index (see :mod:`.paging`)."""
+        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
+                               cursor=cursor, limit=limit)
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}

@@ -40,6 +40,7 @@ from omniq.models import (
     encoder,
 )
 from omniq.records import schedule_or_none
+from omniq.interfaces import TaskPage
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
@@ -47,6 +48,7 @@ from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_has
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .results import RedisResultStorage, set_args
+from .paging import list_page
 from .store import RedisStore
 
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
@@ -317,6 +319,13 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         merged = heapq.merge(*([(score, tid) for tid, score in f] for f in found))
         ids = [tid for _, tid in list(merged)[:limit]]
         return await self._rows(ids)
+
+    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
+                        name: str | None = None, since: float | None = None, until: float | None = None,
+                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+        """Paged by enqueue order over the per-state sorted sets (see :mod:`.paging`)."""
+        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
+                               cursor=cursor, limit=limit)
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         queues = await self._queues(None)

@@ -33,6 +33,11 @@ from omniq.interfaces import (
 )
 from omniq.lifecycle import initial_state
 from omniq.records import schedule_or_none
+from omniq.interfaces import (
+    TaskPage,
+    check_page_limit,
+    check_seq_cursor,
+)
 from omniq.models import (
     ErrorInfo,
     TERMINAL_STATES,
@@ -54,6 +59,17 @@ from .results import SqliteResultStorage, insert_results
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
 _BY_IDS = "SELECT value FROM json_each(?)"
+# Queue names by a loose index scan (one probe per queue, not one per task).
+_QUEUE_NAMES = """
+WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM omniq_tasks
+    UNION ALL
+    SELECT (SELECT min(queue) FROM omniq_tasks WHERE queue > q.name) FROM q WHERE q.name IS NOT NULL
+)
+SELECT name FROM q WHERE name IS NOT NULL
+"""
+#: Most (queue, state) arms of one list_page statement (SQLite allows 500).
+_MAX_ARMS = 400
 
 # One arm per queue so each uses the partial index in order and stops at LIMIT; the
 # arms are merged by the same order (highest priority first, then FIFO by seq).
@@ -311,6 +327,58 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks {where} ORDER BY seq LIMIT ?", (*params, limit)
         )
         return [row_to_task(row) for row in rows]
+
+    async def list_page(
+        self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
+        name: str | None = None, since: float | None = None, until: float | None = None,
+        cursor: str | None = None, limit: int = 50,
+    ) -> TaskPage:
+        """Newest first by ``seq`` (the rowid), the cursor being the last ``seq`` shown.
+
+        Unfiltered by queue and state, SQLite walks the rowid backwards. Filtered, each
+        (queue, state) pair is one arm of a UNION ALL walking the (queue, state) index,
+        whose last key is the rowid, backwards to the page size; the queues come from a
+        loose index scan. A plain WHERE read a whole queue, then sorted it.
+        """
+        size = check_page_limit(limit)
+        terms: list[str] = []
+        extra: list[Any] = []
+        after = check_seq_cursor(cursor)
+        if after is not None:
+            terms.append("seq < ?")
+            extra.append(after)
+        filters = (("name = ?", name), ("created_at >= ?", since), ("created_at < ?", until))
+        for term, value in filters:
+            if value is not None:
+                terms.append(term)
+                extra.append(value)
+        pairs: list[tuple[str, str]] = []
+        if queue is not None or states is not None:
+            listed = list(TaskState) if states is None else [TaskState(s) for s in states]
+            wanted = [s.value for s in listed]
+            if queue is not None:
+                queues = [queue]
+            else:
+                queues = [row[0] for row in await self.db.fetch(_QUEUE_NAMES, ())]
+            pairs = [(q, st) for q in queues for st in wanted]
+            if not pairs:
+                return TaskPage(tasks=[])
+        select = f"SELECT seq, {COLUMNS_SQL} FROM omniq_tasks"
+        if pairs and len(pairs) <= _MAX_ARMS:
+            where = " AND ".join(["queue = ?", "state = ?", *terms])
+            top = f"ORDER BY seq DESC LIMIT {size + 1}"
+            arm = f"SELECT * FROM ({select} WHERE {where} {top})"
+            sql = " UNION ALL ".join([arm] * len(pairs)) + f" {top}"
+            params: tuple[Any, ...] = tuple(v for q, st in pairs for v in (q, st, *extra))
+        else:
+            where_qs, qs_params = _filter(queue, states)
+            all_terms = ([where_qs[len("WHERE "):]] if where_qs else []) + terms
+            clause = " WHERE " + " AND ".join(all_terms) if all_terms else ""
+            sql = f"{select}{clause} ORDER BY seq DESC LIMIT {size + 1}"
+            params = (*qs_params, *extra)
+        rows = await self.db.fetch(sql, params)
+        tasks = [row_to_task(row[1:]) for row in rows[:size]]
+        return TaskPage(tasks=tasks, cursor=str(rows[size - 1][0]) if len(rows) > size else None)
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}

@@ -599,6 +599,20 @@ class AsyncOmniQ:
             await self.record_events([self.event(task, EventType.CANCELLED)])
         return cancelled
 
+    async def requeue(self, task_id: str, by: str | None = None) -> Task:
+        """Enqueue a dead, failed, cancelled or expired task again, attempts reset (see
+        :meth:`BaseTaskQueue.requeue`); a ``requeued`` event on the original records
+        ``by`` (who requeued) and the new task's id. Returns the new task."""
+        await self.open()
+        old = await self.get_task(task_id)
+        new = await self.task_queue.requeue(old.id)
+        at = now()
+        await self.record_events([
+            self.event(old, EventType.REQUEUED, at=at, by=by, to=new.id),
+            self.event(new, EventType.ENQUEUED, at=at, state=new.state.value, requeued_from=old.id),
+        ])
+        return new
+
     async def events(self, task_id: str | None = None, queue: str | None = None,
                      types: Iterable[str] | None = None, since: float | datetime | None = None,
                      until: float | datetime | None = None, limit: int | None = 1000,
@@ -811,6 +825,7 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     get_task = blocking(AsyncOmniQ.get_task)
     get_task_result = blocking(AsyncOmniQ.get_task_result)
     cancel = blocking(AsyncOmniQ.cancel)
+    requeue = blocking(AsyncOmniQ.requeue)
     events = blocking(AsyncOmniQ.events)
     stats = blocking(AsyncOmniQ.stats)
     list_tasks = blocking(AsyncOmniQ.list_tasks)

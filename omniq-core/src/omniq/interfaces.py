@@ -37,12 +37,15 @@ from ._deprecated import renamed
 from .errors import ConfigError
 from .lifecycle import COMPLETABLE_STATES, check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
+from .models import new_id
 from .models import now as _wall_clock
 from .options import OptionSchema
 
 __all__ = [
     "COMPLETABLE_STATES",
     "Batch",
+    "MAX_PAGE",
+    "REQUEUE_STATES",
     "BaseEventStorage",
     "BasePool",
     "BaseResultStorage",
@@ -50,16 +53,80 @@ __all__ = [
     "BaseTaskQueue",
     "Capability",
     "Completion",
+    "EventCount",
     "LeaseRef",
+    "TaskPage",
     "accepted_writes",
     "as_stored",
     "check_event_order",
     "gather_batches",
+    "check_page_limit",
+    "check_seq_cursor",
     "write_accepted",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
 LeaseRef = tuple[str, str]
+
+#: The states :meth:`BaseTaskQueue.requeue` takes a task from: it ended without success.
+REQUEUE_STATES = frozenset({TaskState.DEAD, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
+#: ``list`` with this limit returns every match (the default ``list_page`` reads all).
+_EVERYTHING = 2**31 - 1
+#: The largest page ``list_page`` hands out.
+MAX_PAGE = 1000
+
+
+class TaskPage(msgspec.Struct, frozen=True):
+    """One page of :meth:`BaseTaskQueue.list_page`: tasks newest first, and the cursor
+    of the next page (None on the last)."""
+
+    tasks: list[Task]
+    cursor: str | None = None
+
+
+class EventCount(msgspec.Struct, frozen=True, array_like=True):
+    """How many events of one type one queue had in one time bucket (its start)."""
+
+    bucket: float
+    queue: str
+    type: str
+    count: int
+
+
+def check_page_limit(limit: int) -> int:
+    """The one check of ``list_page(limit=...)``, shared by every backend."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+        from .errors import ConfigError
+
+        raise ConfigError(f"page limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+    return limit
+
+
+def check_seq_cursor(cursor: str | None) -> int | None:
+    """A ``list_page`` cursor that is a task's enqueue-order number, as backends that keep
+    one hand out (PostgreSQL, Redis, SQLite); None for the first page."""
+    if cursor is None:
+        return None
+    if cursor.isdigit() and len(cursor) < 20:
+        return int(cursor)
+    from .errors import ConfigError
+
+    raise ConfigError(f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
+
+
+def _default_cursor(cursor: str | None) -> tuple[float, str] | None:
+    """The default ``list_page`` cursor, ``"created_at|id"`` of the last task shown."""
+    if cursor is None:
+        return None
+    at, sep, task_id = cursor.partition("|")
+    try:
+        if sep and task_id:
+            return float(at), task_id
+    except ValueError:
+        pass
+    from .errors import ConfigError
+
+    raise ConfigError(f"malformed page cursor {cursor!r}: pass back the cursor of a previous page")
 
 
 class Capability(str, enum.Enum):
@@ -711,6 +778,79 @@ class BaseTaskQueue(BaseStore):
         enqueue safe to repeat.
         """
 
+    # -- operator views and actions (defaults built from the core) ----------------------
+
+    async def list_page(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """One page of tasks matching every filter given, newest first: what a dashboard
+        or an operator pages through, so it is paged by key, never by offset.
+
+        ``name`` matches the task name exactly; ``since`` (inclusive) and ``until``
+        (exclusive) bound ``created_at``. The answer's ``cursor`` is None on the last
+        page; passed back with the same filters it gives the next page, and tasks
+        enqueued meanwhile never shift a page (they sort before the cursor). A cursor
+        is opaque, meaningful only to the store that made it; a malformed one raises
+        :class:`omniq.errors.ConfigError`. A backend may bound the work of one call: a
+        page can then hold fewer than ``limit`` tasks with a cursor still following.
+
+        The default reads every task through :meth:`list` and sorts by
+        ``(created_at, id)``: right for small stores; a backend with an index on its
+        enqueue order overrides it (see the PostgreSQL and Redis backends).
+        """
+        size = check_page_limit(limit)
+        after = _default_cursor(cursor)
+        wanted = None if states is None else frozenset(TaskState(s) for s in states)
+        found = [
+            t for t in await self.list(queue=queue, states=wanted, limit=_EVERYTHING)
+            if (name is None or t.name == name)
+            and (since is None or t.created_at >= since)
+            and (until is None or t.created_at < until)
+            and (after is None or (t.created_at, t.id) < after)
+        ]
+        found.sort(key=lambda t: (t.created_at, t.id), reverse=True)
+        page = found[:size]
+        more = len(found) > size
+        return TaskPage(tasks=page, cursor=f"{page[-1].created_at!r}|{page[-1].id}" if more else None)
+
+    async def requeue(self, task_id: str) -> Task:
+        """Enqueue a task that ended badly (``DEAD``, ``FAILED``, ``CANCELLED`` or
+        ``EXPIRED``) again, and return the new task as stored.
+
+        The new task has a new id and the original's name, queue, payload, priority and
+        options, with ``attempts`` 0, no error, no eta and no dependencies (its parents
+        already ended); a time to live it had counts again from now. The original stays
+        as it was, so its history (error, traceback, events) is kept; the caller records
+        a ``requeued`` event on it naming who requeued and the new id. Raises
+        :class:`omniq.errors.TaskNotFoundError` for an unknown id and
+        :class:`omniq.errors.QueueError` for a task in any other state.
+        """
+        from .errors import QueueError, TaskNotFoundError
+
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        if task.state not in REQUEUE_STATES:
+            raise QueueError(
+                f"task {task_id!r} is {task.state.value}; only tasks in "
+                f"{sorted(s.value for s in REQUEUE_STATES)} can be requeued")
+        at = await self.now()
+        ttl = task.expires_at - task.created_at if task.expires_at is not None else None
+        fresh = msgspec.structs.replace(
+            task, id=new_id(), state=TaskState.PENDING, created_at=at, eta=None,
+            expires_at=None if ttl is None else at + ttl, attempts=0, depends_on=(),
+            lease_owner=None, lease_token=None, lease_deadline=None, started_at=None,
+            finished_at=None, error=None)
+        return await self.enqueue(fresh)
+
 
 class BaseResultStorage(BaseStore):
     """Results keyed by task id: a re-run overwrites, never adds.
@@ -865,6 +1005,36 @@ class BaseEventStorage(BaseStore):
     @abc.abstractmethod
     async def _cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than``; return how many."""
+
+    async def counts(
+        self,
+        *,
+        since: float,
+        until: float,
+        step: float,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+    ) -> list[EventCount]:
+        """Events per time bucket, queue and type: what charts of throughput and failures
+        draw. Buckets are ``step`` seconds wide starting at ``since`` (bucket ``i`` holds
+        ``since + i*step <= timestamp < since + (i+1)*step``), over
+        ``since <= timestamp < until``; only non-zero counts are returned, ordered by
+        bucket, then queue, then type.
+
+        The default counts what :meth:`query` returns; a backend that can count on its
+        server overrides it.
+        """
+        if not step > 0 or not until >= since:
+            from .errors import ConfigError
+
+            raise ConfigError(f"counts needs step > 0 and until >= since, got step={step!r}, "
+                              f"since={since!r}, until={until!r}")
+        type_list = None if types is None else [getattr(t, "value", t) for t in types]
+        tally: dict[tuple[float, str, str], int] = {}
+        for e in await self.query(queue=queue, types=type_list, since=since, until=until, limit=None):
+            key = (since + ((e.timestamp - since) // step) * step, e.queue, e.type.value)
+            tally[key] = tally.get(key, 0) + 1
+        return [EventCount(b, q, t, n) for (b, q, t), n in sorted(tally.items())]
 
 
 class BasePool(abc.ABC):

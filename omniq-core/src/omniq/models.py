@@ -265,6 +265,7 @@ class EventType(str, enum.Enum):
     LEASE_LOST = "lease_lost"  # a lease lapsed and the task went back to its queue
     RELEASED = "released"  # handed back without counting the attempt (drain, broken pool)
     SCHEDULED = "scheduled"  # a schedule fired and enqueued this task
+    REQUEUED = "requeued"  # an operator enqueued a finished task again (detail: by, to)
 
 
 class TaskEvent(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

@@ -145,6 +145,32 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         assert ids(await event_storage.query()) == ids(events[:1000])
         assert len(await event_storage.query(limit=None)) == 1005
 
+    async def test_counts_bucket_events_by_time_queue_and_type(
+        self, event_storage: BaseEventStorage, log: list[TaskEvent]
+    ) -> None:
+        def expect(since: float, until: float, step: float, **match: Any) -> list[tuple[Any, ...]]:
+            tally: dict[tuple[float, str, str], int] = {}
+            for e in log:
+                if since <= e.timestamp < until and all(getattr(e, k) in v for k, v in match.items()):
+                    key = (since + ((e.timestamp - since) // step) * step, e.queue, e.type.value)
+                    tally[key] = tally.get(key, 0) + 1
+            return [(*k, n) for k, n in sorted(tally.items())]
+
+        def rows(counts: list[Any]) -> list[tuple[Any, ...]]:
+            return [(c.bucket, c.queue, c.type, c.count) for c in counts]
+
+        got = rows(await event_storage.counts(since=T0, until=T0 + 5, step=2))
+        assert got == expect(T0, T0 + 5, 2)
+        assert sum(r[-1] for r in got) == 10 and got[0][0] == T0
+        assert rows(await event_storage.counts(since=T0 + 1, until=T0 + 3, step=1)) == expect(
+            T0 + 1, T0 + 3, 1), "since is inclusive, until exclusive"
+        assert rows(await event_storage.counts(since=T0, until=T0 + 10, step=60, queue="qb")) == [
+            (T0, "qb", k, 1) for k in sorted(t.value for t in {e.type for e in log})]
+        assert rows(await event_storage.counts(since=T0, until=T0 + 10, step=60,
+                                               types=["failed", EventType.SUCCEEDED])) == expect(
+            T0, T0 + 10, 60, type={EventType.FAILED, EventType.SUCCEEDED})
+        assert await event_storage.counts(since=T0 + 100, until=T0 + 200, step=10) == []
+
     async def test_cleanup_deletes_older_events(
         self, event_storage: BaseEventStorage, log: list[TaskEvent]
     ) -> None:

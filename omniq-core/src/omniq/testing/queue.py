@@ -18,6 +18,7 @@ from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
 from .queue_records import RecordTests
+from .queue_paging import PagingTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 
@@ -26,7 +27,7 @@ __all__ = ["TaskQueueContract"]
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests, RecordTests, QueueArgumentTests,
+    ConcurrencyTests, OutageTests, RecordTests, PagingTests, QueueArgumentTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

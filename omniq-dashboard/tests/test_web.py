@@ -1,0 +1,164 @@
+"""The dashboard over HTTP (no browser): escaping, CSRF, read-only, auth, paging,
+mounting, and the command's refusal to serve other machines without auth."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from omniq.cli.root import cli
+from omniq.models import TaskState
+from omniq_dashboard import create_app
+
+HOSTILE_ARG = "<script>window.__pwned = 1</script>"
+
+
+def csrf(client: TestClient, path: str = "/dead") -> str:
+    """The token the page's forms carry (also sets the cookie)."""
+    page = client.get(path)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+def test_every_page_renders(shop: Any) -> None:
+    shop.dead("one")
+    shop.send_mail.delay("a@example.com")
+    with TestClient(create_app(shop.app)) as client:
+        for path in ["/", "/tasks", "/dead", "/schedules", "/plugins", "/live/overview"]:
+            page = client.get(path)
+            assert page.status_code == 200, (path, page.text[:500])
+        assert "<svg" in client.get("/").text, "the overview draws its charts server-side"
+
+
+def test_store_strings_are_escaped(shop: Any) -> None:
+    ref = shop.flaky.delay(HOSTILE_ARG)
+    shop.work()
+    with TestClient(create_app(shop.app)) as client:
+        page = client.get(f"/tasks/{ref.id}").text
+    assert HOSTILE_ARG not in page, "a task argument reached the page as markup"
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
+    assert "cannot send &lt;script&gt;" in page, "the error message is escaped too"
+
+
+def test_an_action_without_the_csrf_token_is_refused(shop: Any) -> None:
+    dead = shop.dead("csrf")
+    with TestClient(create_app(shop.app)) as client:
+        token = csrf(client)
+        missing = client.post("/dead/requeue", data={"task_id": dead}, follow_redirects=False)
+        wrong = client.post(
+            "/dead/requeue", data={"task_id": dead, "csrf_token": "x" * 43}, follow_redirects=False
+        )
+        assert (missing.status_code, wrong.status_code) == (403, 403)
+        assert len(shop.app.list_tasks(queue="mail")) == 1, "a refused action changed nothing"
+        done = client.post(
+            "/dead/requeue", data={"task_id": dead, "csrf_token": token}, follow_redirects=False
+        )
+        assert done.status_code == 303
+    states = sorted(t.state.value for t in shop.app.list_tasks(queue="mail"))
+    assert states == ["dead", "pending"]
+
+
+def test_read_only_offers_and_accepts_no_action(shop: Any) -> None:
+    dead = shop.dead("ro")
+    with TestClient(create_app(shop.app, read_only=True)) as client:
+        page = client.get("/dead").text
+        assert "Requeue selected" not in page and "read-only" in page
+        assert "Requeue</button>" not in client.get(f"/tasks/{dead}").text
+        token = csrf(client)
+        answer = client.post("/dead/requeue", data={"task_id": dead, "csrf_token": token})
+        assert answer.status_code == 403
+    assert len(shop.app.list_tasks(queue="mail")) == 1
+
+
+@pytest.mark.parametrize("spec", ["admin:s3cret-pw", "tok3n-abcdef"])
+def test_auth_is_required_when_configured(shop: Any, spec: str) -> None:
+    user, _, password = spec.rpartition(":")
+    with TestClient(create_app(shop.app, auth=spec)) as client:
+        refused = client.get("/")
+        assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
+        assert client.get("/", auth=(user or "any", "wrong")).status_code == 401
+        assert client.get("/", auth=(user or "any", password)).status_code == 200
+        bearer = client.get("/", headers={"Authorization": f"Bearer {password}"})
+        assert bearer.status_code == (401 if user else 200), "a token also works as a bearer"
+
+
+def test_command_refuses_another_address_without_auth() -> None:
+    result = CliRunner().invoke(cli, ["dashboard", "--host", "0.0.0.0"])
+    assert result.exit_code == 2, result.output
+    assert "--auth" in result.output and "0.0.0.0" in result.output
+
+
+def test_task_list_pages_by_cursor_and_filters(shop: Any, task_rows: Any) -> None:
+    refs = shop.app.enqueue_many(shop.send_mail, [(f"u{i}@example.com",) for i in range(120)])
+    shop.report.delay(1)
+    with TestClient(create_app(shop.app)) as client:
+        seen: list[str] = []
+        path = "/tasks?queue=mail"
+        while path:
+            page = client.get(path).text
+            seen += task_rows(page)
+            nxt = re.search(r'id="next-page" href="([^"]+)"', page)
+            path = nxt.group(1).replace("&amp;", "&") if nxt else ""
+        assert seen == [r.id for r in reversed(refs)], "every task once, newest first"
+        named = task_rows(client.get("/tasks?name=shop.report").text)
+        assert len(named) == 1
+        later = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 120))
+        earlier = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 120))
+        assert task_rows(client.get(f"/tasks?since={later}").text) == []
+        assert len(task_rows(client.get(f"/tasks?since={earlier}&until={later}").text)) == 50
+        bad = client.get("/tasks?cursor=<b>nope")
+        assert bad.status_code == 400 and "&lt;b&gt;nope" in bad.text
+        assert client.get("/tasks?since=yesterday").status_code == 400
+
+
+def test_masks_secrets_of_store_urls(shop: Any) -> None:
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ(
+        task_queue=shop.url, event_storage="redis://ops:hunter2-secret@127.0.0.1:6379/3"
+    )
+    with TestClient(create_app(app)) as client:
+        page = client.get("/plugins").text
+    assert "hunter2-secret" not in page and "redis://ops:***@127.0.0.1:6379/3" in page
+
+
+def test_mounts_under_a_prefix(shop: Any) -> None:
+    shop.send_mail.delay("x")
+    outer = Starlette(routes=[Mount("/ops/queues", app=create_app(shop.app))])
+    with TestClient(outer) as client:
+        page = client.get("/ops/queues/tasks").text
+        link = re.search(r'href="(/ops/queues/tasks/[^"]+)"', page)
+        assert link, "links carry the mount prefix"
+        assert client.get(link.group(1)).status_code == 200
+        assert client.get("/ops/queues/static/live.js").status_code == 200
+
+
+def test_requeue_records_who_and_the_new_task(shop: Any) -> None:
+    dead = shop.dead("who")
+    new = shop.app.requeue(dead, by="ops@example")
+    assert new.state is TaskState.PENDING and new.attempts == 0
+    requeued = [e for e in shop.app.events(task_id=dead) if e.type.value == "requeued"]
+    assert [(e.detail["by"], e.detail["to"]) for e in requeued] == [("ops@example", new.id)]
+
+
+def test_requeue_many_records_the_user(shop: Any) -> None:
+    dead = [shop.dead("one"), shop.dead("two")]
+    with TestClient(create_app(shop.app, auth="ops:pa55")) as client:
+        client.auth = ("ops", "pa55")
+        token = csrf(client)
+        done = client.post("/dead/requeue", data={"task_id": dead, "csrf_token": token})
+        assert done.status_code == 200 and "Requeued 2 task(s)" in done.text
+        for task_id in dead:
+            assert f'<tr data-task="{task_id}">' in done.text, "the dead tasks stay, linked"
+    states = sorted(t.state.value for t in shop.app.list_tasks(queue="mail"))
+    assert states == ["dead", "dead", "pending", "pending"]
+    events = [e for t in dead for e in shop.app.events(task_id=t) if e.type.value == "requeued"]
+    assert [e.detail["by"] for e in events] == ["dashboard user ops (testclient)"] * 2
