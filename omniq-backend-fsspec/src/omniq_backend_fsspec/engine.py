@@ -27,7 +27,6 @@ import msgspec
 from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
-from omniq.lifecycle import check_completable
 from omniq.records import schedule_or_none
 from omniq.models import (
     READY_STATES,
@@ -213,9 +212,8 @@ class QueueEngine:
         return rec is not None
 
     def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> builtins.list[bool]:
-        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
-        return [self.records.retrying(self._complete, task_id, token, state, error)
-                for (task_id, token, _, error), state in zip(items, states, strict=True)]
+        # (states checked by BaseTaskQueue.complete_many/finish_many before any change)
+        return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
         rec = self._held(task_id, token)

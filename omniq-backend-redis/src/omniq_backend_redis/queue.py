@@ -12,18 +12,36 @@ import builtins
 import heapq
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
 from omniq.errors import QueueError, TaskNotFoundError
-from omniq.interfaces import (BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef,
-                              as_stored)
-from omniq.lifecycle import attempts_allowed, check_completable
-from omniq.models import (ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder)
+from omniq.interfaces import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Batch,
+    Capability,
+    Completion,
+    LeaseRef,
+    accepted_writes,
+    as_stored,
+)
+from omniq.lifecycle import attempts_allowed
+from omniq.models import (
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    encoder,
+)
 from omniq.records import schedule_or_none
 from omniq.interfaces import TaskPage
-from omniq.models import PURGE_DEFAULT_STATES, WorkerInfo, worker_decoder
+from omniq.models import WorkerInfo, worker_decoder
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
@@ -80,39 +98,28 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def enqueue(self, task: Task) -> Task:
-        return (await self.enqueue_many([task]))[0]
+    def _shares_home(self, store: BaseStore) -> bool:
+        """A result or event storage on this connection (same server and database)."""
+        return (isinstance(store, (RedisEventStorage, RedisResultStorage))
+                and store.shared is self.shared)
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
-        """One script run for the whole batch, atomic: a foreign key or an unknown parent
-        anywhere refuses all of it. The batch travels as msgpack columns plus the encoded
-        tasks end to end (see enqueue.lua); a task the server stored exactly as given is
-        returned as is, not copied."""
-        if not tasks:
-            return []
-        stored, _ = _stored(tasks, await self._run("enqueue", _enqueue_args(tasks)))
-        return stored
-
-    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
-                               event_storage: BaseEventStorage | None) -> list[Task]:
-        return await self.enqueue_batches([(tasks, events)], event_storage)
-
-    async def enqueue_batches(
-        self,
-        batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]],
-        event_storage: BaseEventStorage | None,
-    ) -> list[Task]:
-        """One enqueue script run per batch, each sent as soon as it is built, on one
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
+        """One enqueue script run per batch, atomic (a foreign key or an unknown parent
+        anywhere in a batch refuses all of it), each sent as soon as it is built, on one
         connection, each reply decoded as soon as it comes: the server stores a batch
-        while the caller builds the next. With the event storage on this connection
-        (same server and database) the script also writes the batch's events: they are
+        while the caller builds the next. A batch travels as msgpack columns plus the
+        encoded tasks end to end (see enqueue.lua); a task the server stored exactly as
+        given is returned as is, not copied. With the event storage on this connection
+        (a sibling, given only then) the script also writes the batch's events: they are
         encoded before the server decides the tasks' states, so they say what the client
         expects (pending, or scheduled for an eta ahead of its clock), and the script
         writes those whose task it stored so; the others (a task that existed, an eta at
         the edge of now) follow in one more call, as stored. Unless ``batches`` is a
         sequence of one, the batches are chained (see enqueue.lua): one that fails stops
         those after it, so what is stored is the tasks before it."""
-        sibling = isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared
+        sibling = event_storage is not None
         chained = not (isinstance(batches, Sequence) and len(batches) == 1)
         chain_key = self.key("chain", secrets.token_hex(8)) if chained else ""
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
@@ -147,7 +154,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         await self.shared.pipelined(calls(), decode)
         if chained and sent:
             await self.redis.delete(chain_key)
-        stored: list[Task] = []
+        stored = 0
         held: list[TaskEvent] = []
         refusal: Exception | None = None
         for i, (tasks, events) in enumerate(sent):
@@ -161,13 +168,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         f"between two batches (building one took that long?)")
                 break
             batch_stored, positions = outcome
-            stored += batch_stored
-            if not events or event_storage is None:
-                continue
-            if sibling:
+            stored += len(batch_stored)
+            if events and event_storage is not None:
                 held += [as_stored(events[j - 1], batch_stored[j - 1]) for j in positions]
-            else:
-                held += [as_stored(e, t) for e, t in zip(events, batch_stored, strict=True)]
+            yield batch_stored
         if held:
             assert event_storage is not None
             await event_storage.append_many(held)
@@ -176,18 +180,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         problem = refusal or (failure[0] if failure else None)
         if problem is not None:
             if stored:
-                problem.add_note(f"the first {len(stored)} task(s) of this enqueue were stored, "
+                problem.add_note(f"the first {stored} task(s) of this enqueue were stored, "
                                  f"the rest were not")
             raise problem
-        return stored
 
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        if limit <= 0 or not queues:
-            return []
         blob = await self._run(
-            "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *dict.fromkeys(queues)]
+            "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *queues]
         )
         try:
             return decode_rows(blob)
@@ -216,71 +217,52 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 out.append(rescue(task_id, [row[0], *row[2:]], exc, queue))
         return out
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        if not leases:
-            return []
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         args: list[Any] = [number(lease)]
         for task_id, token in leases:
             args += [task_id, token]
         return [i.decode() for i in await self._run("heartbeat", args)]
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        return (await self.complete_many([(task_id, token, state, error)]))[0]
-
-    async def complete_many(
-        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
-    ) -> list[bool]:
-        if not items:
-            return []
-        args: list[Any] = [len(items)]
-        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
-        for (task_id, token, _, error), state in zip(items, states, strict=True):
-            args += [task_id, token, state.value, encode_error(error)]
-        return [bool(ok) for ok in await self._run("complete", args)]
-
-    async def finish_many(
+    async def _finish(
         self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        items: Sequence[Completion],
         results: Sequence[TaskResult],
         events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
+        result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        """One script run (finish.lua) when the result and event stores use this
-        connection: the completions, then the results and events of those accepted, in
-        one atomic step. Otherwise the default (fenced state change, then the rest)."""
-        results_here = (isinstance(result_storage, RedisResultStorage)
-                        and result_storage.shared is self.shared)
-        events_here = event_storage is None or (
-            isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared)
-        if not results_here or not events_here:
-            return await super().finish_many(items, results, events, result_storage, event_storage)
+        """With the result storage on this connection, one script run (finish.lua): the
+        completions, then the results and (event storage on this connection too) the
+        events of those accepted, in one atomic step. Otherwise the complete script, then
+        a sibling event storage's events of those accepted."""
         args: list[Any] = [len(items)]
-        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
-        for (task_id, token, _, error), state in zip(items, states, strict=True):
+        for task_id, token, state, error in items:
             args += [task_id, token, state.value, encode_error(error)]
-        args += [cast(RedisResultStorage, result_storage).prefix, len(results), *set_args(results)]
         sibling_events = cast("RedisEventStorage | None", event_storage)
+        if result_storage is None:
+            accepted = [bool(ok) for ok in await self._run("complete", args)]
+            if events and sibling_events is not None:
+                await sibling_events.append_many(accepted_writes(items, accepted, (), events)[1])
+            return accepted
+        args += [cast(RedisResultStorage, result_storage).prefix, len(results), *set_args(results)]
         if events and sibling_events is not None:
             args += sibling_events.append_args(events)
-        answers = [bool(ok) for ok in await self._run("finish", args)]
+        accepted = [bool(ok) for ok in await self._run("finish", args)]
         if events and sibling_events is not None:
             await sibling_events.after_append()
-        return answers
+        return accepted
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         return bool(await self._run("retry", [task_id, token, number(eta), encode_error(error)]))
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         return bool(await self._run("release", [task_id, token]))
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         fenced = "0" if token is None else "1"
         return bool(await self._run("dead_letter", [task_id, fenced, token or "", encode_error(error)]))
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
         while True:
             rows = decode_rows_with_id(await self._run("expire_leases", [_BATCH]))
@@ -288,14 +270,14 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             if len(rows) < _BATCH:
                 return released
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         outcome = await self._run("cancel", [task_id])
         if outcome < 0:
-            await self.get(task_id)  # a foreign key under the task's name is named as such
+            await self._get(task_id)  # a foreign key under the task's name is named as such
             raise TaskNotFoundError(task_id)
         return bool(outcome)
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         key = self.key("t", task_id)
         try:
             values = cast("list[bytes | None]", await self.redis.hmget(key, HASH_FIELDS))
@@ -320,15 +302,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         names = cast("set[bytes]", await self.redis.smembers(self.key("queues")))
         return sorted(q.decode() for q in names)
 
-    async def list(
+    async def _list(
         self,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        limit: int = 100,
+        queue: str | None,
+        states: Iterable[TaskState] | None,
+        limit: int,
     ) -> list[Task]:
-        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        wanted = list(TaskState) if states is None else list(states)
         indexes = [(q, s) for q in await self._queues(queue) for s in wanted]
-        if not indexes or limit <= 0:
+        if not indexes:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for q, s in indexes:
@@ -346,7 +328,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
                                cursor=cursor, limit=limit)
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         queues = await self._queues(None)
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -360,8 +342,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 out[q] = per_state
         return out
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = [TaskState(s) for s in (PURGE_DEFAULT_STATES if states is None else states)]
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
+        wanted = list(TaskState) if states is None else list(states)
         total = 0
         for q in await self._queues(queue):
             for s in wanted:
@@ -371,7 +353,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         break
         return total
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         expired: builtins.list[Task] = []
         while True:
             blob, deleted = await self._run("cleanup", [_BATCH])
@@ -380,12 +362,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             if len(rows) < _BATCH and deleted < _BATCH:
                 return expired
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Wait on pub/sub wake-ups that enqueue, retry and lease recovery publish; wake
         no later than the earliest eta among the queues' delayed tasks."""
-        if timeout <= 0 or not queues:
+        if timeout <= 0:
             return
-        names = tuple(dict.fromkeys(queues))
+        names = tuple(queues)
         notifier = self.shared.notifier
         event = self._wake.get(names)
         if event is None:
@@ -417,7 +399,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     # -- schedules ---------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("sched"), schedule.id, encoder.encode(schedule))
             if schedule.paused:
@@ -427,16 +409,16 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             await pipe.execute()
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         blob = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
         return schedule_or_none(schedule_id, blob, "Redis") if blob is not None else None
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("sched")))
         found = (schedule_or_none(k, blobs[k], "Redis") for k in sorted(blobs))
         return [s for s in found if s is not None]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.key("sched"), schedule_id)
             pipe.zrem(self.key("sched", "due"), schedule_id)
@@ -447,8 +429,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     def _cas_args(schedule_id: str, old: bytes, new: Schedule) -> builtins.list[Any]:
         return [schedule_id, old, encoder.encode(new), "" if new.paused else number(new.next_run)]
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         for _ in range(_CAS_TRIES):
             old = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
@@ -464,8 +446,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 return True
         raise RuntimeError(f"schedule {schedule_id!r} kept changing; pause/resume gave up")
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         ids = cast(
             "builtins.list[bytes]",

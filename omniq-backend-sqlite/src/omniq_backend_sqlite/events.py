@@ -13,7 +13,7 @@ import aiosqlite
 import msgspec
 
 from omniq.errors import SerializationError
-from omniq.interfaces import BaseEventStorage, Capability, check_event_order
+from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import EventType, TaskEvent
 from omniq.records import decode_or_skip
 
@@ -39,12 +39,11 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = True
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        if events:
-            async with self.db.transaction() as conn:
-                await insert_events(conn, events)
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
+        async with self.db.transaction() as conn:
+            await insert_events(conn, events)
 
-    async def query(
+    async def _query(
         self,
         *,
         task_id: str | None = None,
@@ -55,7 +54,6 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        check_event_order(order)
         terms: list[str] = []
         params: list[Any] = []
         for term, value in (("task_id = ?", task_id), ("queue = ?", queue),
@@ -77,7 +75,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         found = (decode_or_skip(_decode, row, "omniq_events", row[0]) for row in rows)
         return [event for event in found if event is not None]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         return len(await self.db.fetch("DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)))
 
 

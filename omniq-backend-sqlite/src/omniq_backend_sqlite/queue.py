@@ -12,16 +12,26 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
 import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
-from omniq.interfaces import (BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef,
-                              accepted_writes, as_stored)
-from omniq.lifecycle import check_completable, initial_state
+from omniq.interfaces import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Batch,
+    Capability,
+    Completion,
+    LeaseRef,
+    as_stored,
+    gather_batches,
+)
+from omniq.lifecycle import initial_state
 from omniq.records import schedule_or_none
 from omniq.interfaces import (
     TaskPage,
@@ -29,7 +39,6 @@ from omniq.interfaces import (
     check_seq_cursor,
 )
 from omniq.models import (
-    PURGE_DEFAULT_STATES,
     ErrorInfo,
     TERMINAL_STATES,
     Schedule,
@@ -124,28 +133,25 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- enqueue -----------------------------------------------------------------------
 
-    async def enqueue(self, task: Task) -> Task:
-        return (await self.enqueue_many([task]))[0]
+    def _shares_home(self, store: BaseStore) -> bool:
+        """Result and event stores in the same file: written in the tasks' transaction,
+        one commit (one sync to disk) instead of two or three."""
+        return (isinstance(store, (SqliteEventStorage, SqliteResultStorage))
+                and self.settings.same_file(store.settings))
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+    async def _enqueue(self, batches: Iterable[Batch],
+                       event_storage: BaseEventStorage | None) -> AsyncIterator[list[Task]]:
         """Enqueue in order in one transaction: all or nothing (a missing dependency
         rolls the whole batch back). A task may depend on one earlier in the batch."""
+        tasks, events = gather_batches(batches)
         if not tasks:
-            return []
-        async with self.db.transaction() as conn:
-            return await self._enqueue_in(conn, tasks)
-
-    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
-                               event_storage: BaseEventStorage | None) -> list[Task]:
-        """With the event storage in the same file, the events go in the tasks'
-        transaction: one commit (one sync to disk) instead of two."""
-        if (not tasks or not events or not isinstance(event_storage, SqliteEventStorage)
-                or not self.settings.same_file(event_storage.settings)):
-            return await super().enqueue_recorded(tasks, events, event_storage)
+            return
         async with self.db.transaction() as conn:
             stored = await self._enqueue_in(conn, tasks)
-            await insert_events(conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
-        return stored
+            if event_storage is not None and events:
+                await insert_events(
+                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+        yield stored
 
     async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
         """Store ``tasks`` in the caller's transaction (see enqueue_many)."""
@@ -182,10 +188,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- leases ------------------------------------------------------------------------
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
-        names = list(dict.fromkeys(queues))
-        if not names or limit <= 0:
-            return []
+    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float,
+                       limit: int) -> list[Task]:
+        names = queues
         arms = " UNION ALL ".join([_READY_ARM] * len(names))
         pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
         async with self.db.transaction() as conn:
@@ -201,72 +206,40 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         order = {seq: i for i, seq in enumerate(seqs)}
         return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        if not leases:
-            return []
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.db.fetch(_HEARTBEAT, (time.time() + lease, json_list([list(ref) for ref in leases])))
         held = {(task_id, token) for task_id, token in rows}
         return [task_id for task_id, token in leases if (task_id, token) in held]
 
-    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
-        return (await self.complete_many([(task_id, token, state, error)]))[0]
-
-    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        """One UPDATE for the whole batch, plus the dependents, in one transaction."""
-        for task_id, _, state, _ in items:
-            check_completable(state, task_id)
-        if not items:
-            return []
-        async with self.db.transaction() as conn:
-            return await self._complete_in(conn, items)
-
-    async def _complete_in(self, conn: aiosqlite.Connection,
-                           items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        """:meth:`complete_many` in the caller's transaction."""
-        states = [check_completable(state, task_id) for task_id, _, state, _ in items]
+    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
+                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
+                      event_storage: BaseEventStorage | None) -> list[bool]:
+        """One UPDATE for the whole batch, plus the dependents, plus the results and
+        events of sibling stores (those of refused items left out), in one transaction."""
+        states = [state for _, _, state, _ in items]
         first: dict[str, int] = {}  # a task listed twice completes once
         for i, (task_id, *_) in enumerate(items):
             first.setdefault(task_id, i)
         batch = [[tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)]
-        now = time.time()
-        rows = await conn.execute_fetchall(
-            _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
-        )
-        done = {row[0] for row in rows}
-        await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
-        for task_id in done:
-            if states[first[task_id]] is TaskState.CANCELLED:
-                await cancel_dependents(conn, task_id, "cancelled", now)
+        async with self.db.transaction() as conn:
+            now = time.time()
+            rows = await conn.execute_fetchall(
+                _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
+            )
+            done = {row[0] for row in rows}
+            succeeded = [t for t in done if states[first[t]] is TaskState.SUCCEEDED]
+            await make_ready(conn, succeeded, now)
+            for task_id in done:
+                if states[first[task_id]] is TaskState.CANCELLED:
+                    await cancel_dependents(conn, task_id, "cancelled", now)
+            refused = first.keys() - done
+            if results:
+                await insert_results(conn, [r for r in results if r.task_id not in refused])
+            if events:
+                await insert_events(conn, [e for e in events if e.task_id not in refused])
         return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
 
-    async def finish_many(
-        self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
-        results: Sequence[TaskResult],
-        events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
-        event_storage: BaseEventStorage | None,
-    ) -> list[bool]:
-        """With the result and event stores in the same file: one transaction (one
-        commit) for the completions and the results and events of those accepted."""
-        here = isinstance(result_storage, SqliteResultStorage) and (
-            self.settings.same_file(result_storage.settings))
-        if not here or not (event_storage is None or (
-                isinstance(event_storage, SqliteEventStorage)
-                and self.settings.same_file(event_storage.settings))):
-            return await super().finish_many(items, results, events, result_storage, event_storage)
-        for task_id, _, state, _ in items:
-            check_completable(state, task_id)
-        async with self.db.transaction() as conn:
-            accepted = await self._complete_in(conn, items) if items else []
-            results, events = accepted_writes(items, accepted, results, events)
-            if results:
-                await insert_results(conn, results)
-            if events and event_storage is not None:
-                await insert_events(conn, events)
-        return accepted
-
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'retrying', eta = ?, error = COALESCE(?, error),
                 {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
@@ -274,7 +247,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'pending', attempts = max(attempts - 1, 0),
                 {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
@@ -282,7 +255,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         params: tuple[str, ...] = (task_id,)
         if token is None:
             fence = f"state NOT IN {TERMINAL_SQL}"
@@ -299,7 +272,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 await cancel_dependents(conn, task_id, "dead", now)
         return bool(rows)
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
             dead = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_DEAD, (now, now))]
@@ -308,7 +281,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             back = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_PENDING, (now,))]
         return dead + back
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         async with self.db.transaction() as conn:
             rows = list(await conn.execute_fetchall("SELECT state FROM omniq_tasks WHERE id = ?", (task_id,)))
             if not rows:
@@ -323,7 +296,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             await cancel_dependents(conn, task_id, "cancelled", now)
         return True
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
         cross-process notification): every 5 ms while work arrived in the last
         ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
@@ -344,12 +317,12 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- reading and housekeeping ------------------------------------------------------
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         rows = await self.db.fetch(f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,))
         return row_to_task(rows[0]) if rows else None
 
-    async def list(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> list[Task]:
         where, params = _filter(queue, states)
         rows = await self.db.fetch(
@@ -409,7 +382,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         tasks = [row_to_task(row[1:]) for row in rows[:size]]
         return TaskPage(tasks=tasks, cursor=str(rows[size - 1][0]) if len(rows) > size else None)
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
         for queue, state, count in await self.db.fetch(
             "SELECT queue, state, count(*) FROM omniq_tasks GROUP BY queue, state"
@@ -420,15 +393,15 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 log.warning("omniq_tasks has %d row(s) in unknown state %r", count, state)
         return counts
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        where, params = _filter(queue, PURGE_DEFAULT_STATES if states is None else states)
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
+        where, params = _filter(queue, states)
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]
             await _forget_edges(conn, ids)
         return len(ids)
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
             rows = await conn.execute_fetchall(
@@ -445,7 +418,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- schedules ---------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self.db.fetch(
             """INSERT OR REPLACE INTO omniq_schedules (id, next_run, last_run, paused, data)
                VALUES (?, ?, ?, ?, ?)""",
@@ -453,18 +426,19 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,))
         return _schedule(rows[0]) if rows else None
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
         return [s for s in map(_schedule, rows) if s is not None]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
 
-    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None) -> bool:
+    async def _set_schedule_paused(self, schedule_id: str, paused: bool,
+                                   next_run: float | None) -> bool:
         rows = await self.db.fetch(
             """UPDATE omniq_schedules SET paused = ?, next_run = COALESCE(?, next_run)
                WHERE id = ? RETURNING id""",
@@ -472,8 +446,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         async with self.db.transaction() as conn:

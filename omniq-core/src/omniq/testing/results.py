@@ -13,6 +13,7 @@ from ..interfaces import BaseResultStorage, Capability
 from ..models import TaskState
 from ..records import CORRUPT_RESULT
 from ..registry import StoreKind
+from .arguments import ResultArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .factories import make_error, make_result
 from .polling import SHORT, eventually, wait_past
@@ -20,7 +21,7 @@ from .polling import SHORT, eventually, wait_past
 __all__ = ["ResultStorageContract"]
 
 
-class ResultStorageContract(StoreContract):
+class ResultStorageContract(StoreContract, ResultArgumentTests):
     """Conformance tests for a :class:`~omniq.interfaces.BaseResultStorage`.
 
     Override :meth:`result_storage_ref` with a URL or mapping for an empty namespace.
