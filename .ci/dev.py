@@ -38,6 +38,9 @@ MEMBERS = [
 TEST_DEPS = [
     "pytest>=8", "pytest-timeout>=2.3", "mypy>=1.15", "ruff>=0.17,<0.18", "hatchling>=1.27",
     "build>=1.2", "moto[server]>=5", "s3fs",
+    # The documentation site, built with --strict by tests/test_docs_site.py.
+    "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2",
+    "mkdocstrings-python>=2.0,<3",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from omniq import OmniQ, hookimpl, register_plugin
+from omniq import BackendSpec, OmniQ, hookimpl, register_plugin
 from omniq.cli import cli
 from omniq.cli.state import CliState
 from omniq.registry import registry
@@ -221,6 +222,58 @@ def test_plugin_commands_are_added_and_failures_reported(invoke: Invoke) -> None
     assert errors["test-cli-ok"] is None
 
 
+class _RivalPlugin:
+    """A backend claiming the scheme 'contested' (and one of its own)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def omniq_register_backends(self, register: Callable[[BackendSpec], None]) -> None:
+        register(BackendSpec(name=self.name, schemes=("contested", self.name),
+                             task_queue="nowhere:Queue"))
+
+
+@pytest.fixture
+def rival_plugins() -> Iterator[None]:
+    names = ["rival-one", "rival-two"]
+    for name in names:
+        register_plugin(_RivalPlugin(name), name)
+    yield
+    for name in names:
+        registry.unregister_plugin(name)
+
+
+@pytest.mark.usefixtures("rival_plugins")
+def test_plugins_flags_a_scheme_claimed_by_two_plugins(invoke: Invoke) -> None:
+    result = invoke("plugins")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for name in ("rival-one", "rival-two"):
+        assert re.search(r"conflict \[\d+\]", rows[name]), result.stdout
+    text = " ".join(result.stdout.split())
+    assert ("URL scheme 'contested' is claimed by rival-one (registered in code) and rival-two "
+            "(registered in code): resolving it fails") in text, text
+    entries = {e["name"]: e for e in as_json(invoke("plugins", "--json"))}
+    assert entries["rival-one"]["conflicts"] == ["URL scheme 'contested'"]
+    assert entries["sqlite"]["conflicts"] == []
+
+
+@pytest.mark.usefixtures("rival_plugins", "cli_plugins")
+def test_plugins_table_is_readable_at_80_columns(invoke: Invoke,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is cut short with an ellipsis, nothing passes column 80, and errors are
+    shown whole (under the table), not squeezed into a narrow cell."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("plugins", "--all")
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    assert "…" not in result.stdout, result.stdout
+    assert "register_cli_commands" in result.stdout  # a hook's name, unbroken
+    text = " ".join(result.stdout.split())
+    assert "RuntimeError: cannot build my commands" in text, result.stdout
+
+
 # -- worker ----------------------------------------------------------------------------
 
 
@@ -250,6 +303,25 @@ def test_worker_negative_prefetch_is_refused(invoke: Invoke, tasks_module: str) 
 def test_worker_bad_pool_is_one_line(invoke: Invoke, tasks_module: str) -> None:
     one_line_error(invoke("worker", "--app", f"{tasks_module}:app", "--pool", "nopool", "--burst"),
                    "'nopool'", "async")
+
+
+def test_worker_warns_when_its_task_queue_cannot_be_shared_between_processes(
+        tasks_module: str) -> None:
+    """A memory:// queue lives in one process: the worker says so at start, and why,
+    instead of leaving the user with an empty queue (or a backend's lock error)."""
+    pytest.importorskip("omniq_backend_fsspec")
+    result = CliRunner().invoke(cli, ["--task-queue", "memory://lonely", "worker", "--app",
+                                      f"{tasks_module}:app", "--burst", "--no-progress"],
+                                obj=CliState())
+    assert result.exit_code == 0, result.output
+    assert "memory://lonely" in result.stderr and "cross_process" in result.stderr
+    assert "never those of another process" in result.stderr
+
+
+def test_worker_on_a_shared_queue_does_not_warn(invoke: Invoke, tasks_module: str) -> None:
+    result = invoke("worker", "--app", f"{tasks_module}:app", "--burst", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "cross_process" not in result.stderr
 
 
 @pytest.mark.parametrize(("ref", "fragment"), [

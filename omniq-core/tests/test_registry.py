@@ -187,6 +187,22 @@ def omniq_register_backends(register):
         reg.resolve("result_storage", "bad://x")
 
 
+def test_a_misspelt_class_name_is_a_plugin_error_naming_backend_and_module(plugins):
+    """``module:Clas`` fails like a module that does not import, not as an AttributeError."""
+    store = plugins("y", STORE, module="fake_store_typo", entry_point=False)
+    plugins("typo", f"""
+from omniq import BackendSpec, hookimpl
+@hookimpl
+def omniq_register_backends(register):
+    register(BackendSpec(name="typo", schemes=("typo",), task_queue="{store}:Queu"))
+""")
+    with pytest.raises(BackendNotInstalledError) as info:
+        PluginRegistry().resolve("task_queue", "typo://x")
+    text = str(info.value)
+    assert "backend 'typo'" in text and "'fake_store_typo:Queu'" in text, text
+    assert "no attribute 'Queu'; did you mean 'Queue'?" in text, text
+
+
 def test_builtin_pools_register_through_the_same_hook():
     reg = PluginRegistry(entry_points=False)
     assert {"async", "thread", "process"} <= set(reg.worker_names())

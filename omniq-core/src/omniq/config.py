@@ -82,6 +82,23 @@ def _mask_ref(ref: Any) -> Any:
 
 
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The ``worker:`` section: defaults for ``omniq worker`` and ``run_worker()``, whose
+    options override them.
+
+    :ivar pool: execution pool: ``async``, ``thread``, ``process`` or one a plugin adds.
+    :ivar concurrency: tasks run at once.
+    :ivar queues: the queues to serve.
+    :ivar burst: stop when the queues are empty instead of waiting for work.
+    :ivar poll_interval: seconds between reserve attempts of an idle worker whose store
+        cannot wake it.
+    :ivar grace_period: seconds a stopping worker waits for running tasks before
+        releasing them.
+    :ivar max_tasks_per_child: recycle after this many tasks (process pool: per child).
+    :ivar max_memory_mb: recycle when resident memory exceeds this.
+    :ivar prefetch: tasks reserved beyond ``concurrency``; unset: 4 x concurrency.
+    :ivar reconnect_timeout: seconds a store may fail before the worker gives up.
+    """
+
     pool: str = "async"
     concurrency: int = 10
     queues: list[str] = msgspec.field(default_factory=lambda: ["default"])
@@ -95,6 +112,31 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The validated configuration of an app (see :func:`load_config`).
+
+    :ivar task_queue: the task queue: a URL, a plugin name, a mapping
+        ``{backend:, url:, ...options}`` or ``"module:Class"``; unset: ``sqlite:///omniq.db``.
+    :ivar result_storage: the result storage, in the same forms; unset: the task queue's.
+    :ivar event_storage: the event storage, in the same forms; unset: the task queue's.
+    :ivar default_queue: the queue of a task that names none.
+    :ivar imports: modules imported when the app is created, so their tasks register.
+    :ivar secret_key: signs every payload (HMAC-SHA256) and refuses unsigned ones.
+    :ivar secret_keys: key id -> secret, for rotating keys; any of them verifies.
+    :ivar signing_key: the id in ``secret_keys`` that signs new payloads.
+    :ivar allow_unsigned_dill: accept unsigned dill payloads from network stores (unsafe
+        unless every writer to the store is trusted).
+    :ivar lease: seconds a reserved task stays leased to its worker without a heartbeat.
+    :ivar heartbeat: seconds between lease extensions (at most lease/2); unset: lease/3.
+    :ivar max_deliveries: a task whose lease keeps lapsing is dead after this many
+        attempts (or ``max_retries + 1``, if more).
+    :ivar result_ttl: seconds a finished task and its result are kept.
+    :ivar dead_ttl: seconds a dead-lettered task is kept.
+    :ivar event_ttl: seconds events are kept.
+    :ivar payload_limit: the largest serialized call or value, in bytes.
+    :ivar events: record task events; false skips every event write.
+    :ivar worker: the worker section (keys below).
+    """
+
     task_queue: Any = None
     result_storage: Any = None
     event_storage: Any = None

@@ -88,6 +88,15 @@ def validate_name(kind: str, value: object) -> str:
 
 
 class TaskState(str, enum.Enum):
+    """Where a task is in its lifecycle (the value is what stores and the CLI show).
+
+    Ready states: ``pending``, ``scheduled``, ``retrying`` (:data:`READY_STATES`). Active:
+    those plus ``waiting`` and ``running`` (:data:`ACTIVE_STATES`). Terminal: ``succeeded``,
+    ``failed``, ``cancelled``, ``expired``, ``dead`` (:data:`TERMINAL_STATES`). A task itself
+    never ends ``failed``: its last failed attempt leaves it ``dead``, and ``failed`` is the
+    state of that attempt's result and event.
+    """
+
     PENDING = "pending"  # ready to run as soon as a worker reserves it
     SCHEDULED = "scheduled"  # eta in the future (delayed task)
     WAITING = "waiting"  # waits for its dependencies to succeed
@@ -111,6 +120,15 @@ TERMINAL_STATES = frozenset(
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An exception as it travels between processes: enough to show it and, when its type
+    is importable on the caller's side, to raise it again.
+
+    :ivar type: the exception's class name (``"ValueError"``).
+    :ivar message: ``str()`` of the exception.
+    :ivar traceback: the formatted traceback from the worker, or empty.
+    :ivar module: the module of the exception's type, empty for builtins.
+    """
+
     type: str
     message: str
     traceback: str = ""
@@ -128,6 +146,35 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     ErrorInfo, so it can never be part of a reference cycle; untracked, the thousands a
     bulk enqueue or a worker makes cost the cyclic garbage collector nothing (~2 us per
     task of a bulk enqueue went to collections).
+
+    :ivar id: unique task id (:func:`new_id`, or the caller's ``task_id``); enqueue is
+        idempotent by it.
+    :ivar name: the registered task name the worker looks up (never imported from it).
+    :ivar queue: the queue it waits in.
+    :ivar payload: the serialized call, opaque bytes to a store.
+    :ivar priority: 0-9, higher is reserved first.
+    :ivar state: a :class:`TaskState`; the store decides it on enqueue.
+    :ivar created_at: when it was enqueued (set by the store if 0).
+    :ivar eta: not before this time (delayed tasks, retry backoff), or None.
+    :ivar expires_at: not started after this time (``ttl``): it becomes ``expired``.
+    :ivar timeout: seconds one attempt may run before it fails with
+        :class:`~omniq.errors.TaskTimeoutError`, or None.
+    :ivar max_retries: failed attempts that are retried before the task is ``dead``.
+    :ivar retry_backoff: seconds before the first retry, doubled at each attempt.
+    :ivar retry_backoff_max: the cap on that delay.
+    :ivar max_deliveries: a task whose lease lapses is dead-lettered once it has had
+        ``max(max_deliveries, max_retries + 1)`` attempts.
+    :ivar attempts: attempts started so far (reserve adds one).
+    :ivar depends_on: ids of the parent tasks that must succeed first.
+    :ivar schedule_id: the schedule that enqueued it, or None.
+    :ivar lease_owner: the worker holding its lease while ``running``.
+    :ivar lease_token: the token that fences completions of the current lease.
+    :ivar lease_deadline: when the current lease lapses unless extended by a heartbeat.
+    :ivar started_at: when the current or last attempt started.
+    :ivar finished_at: when it reached a terminal state.
+    :ivar error: the last attempt's error, or None.
+    :ivar result_ttl: seconds a finished task (and its result) is kept.
+    :ivar dead_ttl: seconds a ``dead`` task is kept.
     """
 
     id: str
@@ -176,6 +223,19 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 class TaskResult(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The outcome of a task, kept in the result storage.
+
+    :ivar task_id: the task it belongs to.
+    :ivar state: ``succeeded``, ``failed``, ``cancelled``, ``expired`` or ``dead``.
+    :ivar value: the serialized return value (opaque bytes to a store), or None.
+    :ivar error: the error of a task that did not succeed, or None.
+    :ivar attempts: attempts the task took.
+    :ivar started_at: when the last attempt started.
+    :ivar finished_at: when the task finished.
+    :ivar worker_id: the worker that ran the last attempt.
+    :ivar expires_at: when the result may be deleted; a store answers None from then on.
+    """
+
     task_id: str
     state: TaskState
     value: bytes | None = None  # serializer envelope of the return value
@@ -188,6 +248,8 @@ class TaskResult(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class EventType(str, enum.Enum):
+    """What a :class:`TaskEvent` records (the value is what stores and the CLI show)."""
+
     ENQUEUED = "enqueued"
     STARTED = "started"
     SUCCEEDED = "succeeded"
@@ -204,7 +266,17 @@ class EventType(str, enum.Enum):
 class TaskEvent(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """What happened to a task. (gc=False, as Task: a bulk enqueue makes one per task and
     keeps them all until stored, and tracked they would set off full collections; an
-    event holds strings, numbers and a detail dict, never a reference back to itself.)"""
+    event holds strings, numbers and a detail dict, never a reference back to itself.)
+
+    :ivar id: unique event id, time-ordered.
+    :ivar task_id: the task it happened to.
+    :ivar queue: that task's queue.
+    :ivar type: an :class:`EventType`.
+    :ivar timestamp: when it happened.
+    :ivar worker_id: the worker involved, if any.
+    :ivar detail: more about it, e.g. the error of a ``failed`` event, or the task's name
+        and state in an ``enqueued`` event.
+    """
 
     id: str
     task_id: str
@@ -220,6 +292,16 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
 
     ``template`` holds the task to enqueue at each firing (its id is replaced by a
     deterministic one per firing, so several schedulers enqueue it once).
+
+    :ivar id: the schedule's id (upsert by it).
+    :ivar template: the task each firing enqueues.
+    :ivar cron: a five-field cron expression, or None.
+    :ivar interval: seconds between firings, or None (exactly one of cron and interval).
+    :ivar next_run: when it fires next.
+    :ivar last_run: when it last fired, or None.
+    :ivar paused: a paused schedule does not fire.
+    :ivar catch_up: fire every missed time after downtime (bounded), not just the latest.
+    :ivar created_at: when it was added.
     """
 
     id: str

@@ -83,7 +83,14 @@ def _import_object(path: str) -> Any:
         raise ConfigError(f"invalid import path {path!r}: expected 'package.module:Name'")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            # A misspelt class name is a path that does not import, like a misspelt module.
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ImportError(f"module {module_name!r} has no attribute {part!r}{hint}") from None
     return obj
 
 
@@ -342,6 +349,18 @@ class PluginRegistry:
     def backends(self) -> dict[str, BackendSpec]:
         self._collect()
         return {name: entries[0][0] for name, entries in sorted(self._backends.items())}
+
+    def contested(self) -> dict[str, list[PluginInfo]]:
+        """URL schemes and backend names claimed by more than one loaded plugin (resolving
+        them raises AmbiguousBackendError): ``"URL scheme 'memory'"`` -> those plugins."""
+        self._collect()
+        found: dict[str, list[PluginInfo]] = {}
+        for kind, index in (("URL scheme", self._schemes), ("backend", self._backends)):
+            for key, entries in sorted(index.items()):
+                owners = list({id(i): i for _, i in entries}.values())
+                if len(owners) > 1:
+                    found[f"{kind} {key!r}"] = owners
+        return found
 
     def worker_names(self) -> list[str]:
         self._collect()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import load_config
+from ..interfaces import Capability
 from ..registry import registry
 from .progress import WorkerProgress
 from .root import app_option, cli
@@ -32,12 +33,31 @@ RECYCLE_REASONS = {"max-tasks": "it ran --max-tasks-per-child tasks",
                    "max-memory": "it used more than --max-memory-mb"}
 
 
+def _warn_single_process(app: AsyncOmniQ) -> None:
+    """This worker is a process of its own: a task queue that several processes cannot
+    share (no ``CROSS_PROCESS``) shows it none of the tasks other processes enqueue, and a
+    user who is not told meets only an empty queue or the backend's own lock error."""
+    queue = app.task_queue
+    if Capability.CROSS_PROCESS in queue.capabilities:
+        return
+    log.warning(
+        "the task queue %s (%s) does not declare the cross_process capability: its data "
+        "lives in one process, so this worker sees only tasks enqueued inside this process, "
+        "never those of another process (a second program opening the same store sees other "
+        "data or fails on the backend's own lock). Use a store several processes share "
+        "(sqlite, postgres, redis, nats, file://), or run the worker in the process that "
+        "enqueues (app.run_worker())",
+        describe_ref(app.config.store_ref("task_queue")), type(queue).__name__,
+    )
+
+
 async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) -> str:
     worker = app.worker(**options)
     cfg = app.config
     queue_ref = cfg.store_ref("task_queue")
     log.info("stores: tasks %s, results %s, events %s", describe_ref(queue_ref),
              describe_ref(cfg.result_storage or queue_ref), describe_ref(cfg.event_storage or queue_ref))
+    _warn_single_process(app)
     if not app.tasks:
         log.warning("the app has no registered tasks: pass --app module:app or list modules under the "
                     "'imports' config key, or tasks will be dead-lettered as unknown")
