@@ -17,7 +17,7 @@ import fcntl
 import functools
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -26,7 +26,16 @@ import msgspec
 
 from omniq import BackendSpec, hookimpl
 from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
+from omniq.interfaces import (
+    Batch,
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    Completion,
+    LeaseRef,
+    gather_batches,
+)
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -100,7 +109,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             return None
         return task
 
-    def _finish(self, task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> None:
+    def _end(self, task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> None:
         self._put(task, state=state, error=error, finished_at=at, lease_token=None, lease_deadline=None)
         self._settle_dependents(task.id, at)
 
@@ -111,12 +120,21 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 continue
             if parent.state in PARENT_FAILED:
                 error = ErrorInfo("DependencyFailed", f"parent task {parent_id} ended {parent.state.value}")
-                self._finish(dep, TaskState.CANCELLED, error, at)
+                self._end(dep, TaskState.CANCELLED, error, at)
             elif all(self.ns.tasks[p].state is TaskState.SUCCEEDED for p in dep.depends_on):
                 ready = TaskState.SCHEDULED if dep.eta is not None and dep.eta > at else TaskState.PENDING
                 self._put(dep, state=ready)
 
-    async def enqueue(self, task: Task) -> Task:
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
+        tasks, _ = gather_batches(batches)  # one step: all or nothing
+        yield await self._store_many(tasks)
+
+    async def _store_many(self, tasks: Sequence[Task]) -> list[Task]:
+        return [self._store(task) for task in tasks]
+
+    def _store(self, task: Task) -> Task:
         if task.id in self.ns.tasks:
             return copy(self.ns.tasks[task.id])
         at = now()
@@ -142,8 +160,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         ready = [t for t in self.ns.tasks.values() if t.queue in queues and t.is_ready(at)]
         return sorted(ready, key=lambda t: -t.priority)  # stable: FIFO within a priority
 
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
         at = now()
         return [
@@ -152,7 +170,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             for t in self._ready(queues, at)[:limit]
         ]
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         held = []
         for task_id, token in leases:
             task = self._held(task_id, token)
@@ -161,17 +179,19 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 held.append(task_id)
         return held
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        task = self._held(task_id, token)
-        if task is None:
-            return False
-        self._finish(task, state, error, now())
-        return True
+    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
+                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
+                      event_storage: BaseEventStorage | None) -> list[bool]:
+        answers = []
+        for task_id, token, state, error in items:
+            task = self._held(task_id, token)
+            if task is not None:
+                self._end(task, state, error, now())
+            answers.append(task is not None)
+        return answers
 
-    async def retry(
-        self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None
+    async def _retry(
+        self, task_id: str, token: str, eta: float, error: ErrorInfo | None
     ) -> bool:
         task = self._held(task_id, token)
         if task is None:
@@ -179,7 +199,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self._put(task, state=TaskState.RETRYING, eta=eta, error=error, lease_token=None, lease_deadline=None)
         return True
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
@@ -187,94 +207,95 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                   lease_deadline=None)
         return True
 
-    async def dead_letter(
-        self, task_id: str, token: str | None, error: ErrorInfo | None = None
+    async def _dead_letter(
+        self, task_id: str, token: str | None, error: ErrorInfo | None
     ) -> bool:
         task = self.ns.tasks.get(task_id)
         if token is not None:
             task = self._held(task_id, token)
         if task is None or task.state in TERMINAL_STATES:
             return False
-        self._finish(task, TaskState.DEAD, error, now())
+        self._end(task, TaskState.DEAD, error, now())
         return True
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         at = now()
         updated = []
         for task in list(self.ns.tasks.values()):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) > at:
                 continue
             if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                self._finish(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"), at)
+                self._end(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"),
+                          at)
             else:
                 self._put(task, state=TaskState.PENDING, lease_token=None, lease_deadline=None)
             updated.append(copy(self.ns.tasks[task.id]))
         return updated
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         task = self.ns.tasks.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
         if task.state in TERMINAL_STATES:
             return False
-        self._finish(task, TaskState.CANCELLED, task.error, now())
+        self._end(task, TaskState.CANCELLED, task.error, now())
         return True
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         task = self.ns.tasks.get(task_id)
         return None if task is None else copy(task)
 
-    async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                   limit: int = 100) -> builtins.list[Task]:
+    async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
+                    limit: int) -> builtins.list[Task]:
         wanted = None if states is None else set(states)
         found = [t for t in self.ns.tasks.values()
                  if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)]
         return [copy(t) for t in found[:limit]]
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
         for t in self.ns.tasks.values():
             by_state = counts.setdefault(t.queue, {})
             by_state[t.state] = by_state.get(t.state, 0) + 1
         return counts
 
-    async def purge(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None
+    async def _purge(
+        self, queue: str | None, states: Iterable[TaskState] | None
     ) -> int:
-        doomed = [t.id for t in await self.list(queue, states, limit=len(self.ns.tasks))]
+        doomed = [t.id for t in await self._list(queue, states, len(self.ns.tasks))]
         for task_id in doomed:
             del self.ns.tasks[task_id]
         return len(doomed)
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         at = now()
         expired = []
         for task in list(self.ns.tasks.values()):
             if (task.state in READY_STATES or task.state is TaskState.WAITING) and (
                 task.expires_at is not None and task.expires_at <= at
             ):
-                self._finish(task, TaskState.EXPIRED, task.error, at)
+                self._end(task, TaskState.EXPIRED, task.error, at)
                 expired.append(copy(self.ns.tasks[task.id]))
         for task in list(self.ns.tasks.values()):
             if task.state in TERMINAL_STATES and (task.finished_at or at) + task.retention() <= at:
                 del self.ns.tasks[task.id]
         return expired
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         return self.ns.schedules.get(schedule_id)
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         return [self.ns.schedules[k] for k in sorted(self.ns.schedules)]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return self.ns.schedules.pop(schedule_id, None) is not None
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         schedule = self.ns.schedules.get(schedule_id)
         if schedule is None:
@@ -285,8 +306,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self.ns.schedules[schedule_id] = msgspec.structs.replace(schedule, **changes)
         return True
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         for schedule in await self.list_schedules():
@@ -303,16 +324,18 @@ class MemoryResultStorage(MemoryStore, BaseResultStorage):
     def _live(self, result: TaskResult | None) -> TaskResult | None:
         return None if result is None or (result.expires_at is not None and result.expires_at <= now()) else result
 
-    async def set(self, result: TaskResult) -> None:
-        self.ns.results[result.task_id] = result
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        for result in results:
+            self.ns.results[result.task_id] = result
 
-    async def get(self, task_id: str) -> TaskResult | None:
-        return self._live(self.ns.results.get(task_id))
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        found = {tid: self._live(self.ns.results.get(tid)) for tid in task_ids}
+        return {tid: r for tid, r in found.items() if r is not None}
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return self.ns.results.pop(task_id, None) is not None
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         doomed = [k for k, r in self.ns.results.items() if self._live(r) is None]
         for k in doomed:
             del self.ns.results[k]
@@ -320,12 +343,12 @@ class MemoryResultStorage(MemoryStore, BaseResultStorage):
 
 
 class MemoryEventStorage(MemoryStore, BaseEventStorage):
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         self.ns.events.extend(events)
 
-    async def query(self, *, task_id: str | None = None, queue: str | None = None,
-                    types: Iterable[str] | None = None, since: float | None = None,
-                    until: float | None = None, limit: int | None = 1000, order: str = "asc") -> list[TaskEvent]:
+    async def _query(self, *, task_id: str | None, queue: str | None,
+                     types: Iterable[str] | None, since: float | None,
+                     until: float | None, limit: int | None, order: str) -> list[TaskEvent]:
         wanted = None if types is None else {str(getattr(t, "value", t)) for t in types}
         found = [
             e for e in self.ns.events
@@ -336,7 +359,7 @@ class MemoryEventStorage(MemoryStore, BaseEventStorage):
         found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
         return found if limit is None else found[:limit]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         before = len(self.ns.events)
         self.ns.events[:] = [e for e in self.ns.events if e.timestamp >= older_than]
         return before - len(self.ns.events)
@@ -355,7 +378,7 @@ class FileTaskQueue(MemoryTaskQueue):
     def __init__(self, path: str) -> None:
         super().__init__(Namespace())
         self.path = path
-        self.depth = 0  # the default enqueue_many calls enqueue: lock once
+        self.depth = 0  # a hook may call another (purge calls list): lock once
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -397,7 +420,8 @@ def _under_lock(name: str) -> None:
     setattr(FileTaskQueue, name, wrapper)
 
 
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url"} | {"enqueue_many", "complete_many"}):
+# (_enqueue, an async generator, stores through _store_many)
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url", "_enqueue"} | {"_store_many"}):
     _under_lock(_name)
 
 
@@ -414,21 +438,24 @@ class ReserveIgnoresPriority(MemoryTaskQueue):
 class CompleteIgnoresToken(MemoryTaskQueue):
     """Breaks: completions fenced by the lease token."""
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        task = self.ns.tasks.get(task_id)
-        if task is None or task.state is not TaskState.RUNNING:
-            return False
-        self._finish(task, state, error, now())
-        return True
+    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
+                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
+                      event_storage: BaseEventStorage | None) -> list[bool]:
+        answers = []
+        for task_id, _, state, error in items:
+            task = self.ns.tasks.get(task_id)
+            held = task is not None and task.state is TaskState.RUNNING
+            if held:
+                self._end(task, state, error, now())
+            answers.append(held)
+        return answers
 
 
 class ReserveNotAtomic(MemoryTaskQueue):
     """Breaks: atomic reserve (it yields to the loop between choosing and leasing)."""
 
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
         chosen = self._ready(queues, now())[:limit]
         await asyncio.sleep(0)
@@ -447,9 +474,9 @@ class ResultsIgnoreExpiry(MemoryResultStorage):
 class EventsUntilInclusive(MemoryEventStorage):
     """Breaks: ``until`` is exclusive."""
 
-    async def query(self, **filters: Any) -> list[TaskEvent]:
+    async def _query(self, **filters: Any) -> list[TaskEvent]:
         until = filters.pop("until", None)
-        found = await super().query(**filters)
+        found = await super()._query(**filters, until=None)
         return found if until is None else [e for e in found if e.timestamp <= until]
 
 

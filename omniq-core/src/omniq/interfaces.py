@@ -1,9 +1,13 @@
 """The three storage interfaces and the execution-pool interface.
 
 These are the contracts every backend plugin implements and the conformance suite
-(:mod:`omniq.testing`) checks. Each is an ABC with a small required core; the concrete
-methods are defaults built from that core which a backend overrides when its engine does
-better (bulk statements, server-side scripts, native TTL, notifications).
+(:mod:`omniq.testing`) checks. As fsspec keeps ``open`` public and has implementations
+write ``_open``, callers use the public methods of each base class, which check their
+arguments once and call protected ``_`` hooks that a backend implements. The hooks are
+batch-first (one ``_enqueue`` for every way of enqueueing, one ``_finish`` for every way of
+completing); the single-item forms are built on them in the base. A backend may also
+override a concrete hook (``_wait_for_work``, ``_wait``, ``_shares_home``) when its engine
+does better.
 
 Backend authors: all times are UTC epoch seconds; judge leases, ETAs and expiry by the
 backend's own clock where it has one (``now()`` below), never by the caller's.
@@ -15,25 +19,31 @@ import abc
 import asyncio
 import builtins
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import msgspec
 
+from .errors import ConfigError
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
 from .options import OptionSchema
 
 __all__ = [
+    "COMPLETABLE_STATES",
+    "Batch",
     "BaseEventStorage",
     "BaseWorker",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
     "Capability",
+    "Completion",
     "LeaseRef",
     "as_stored",
     "check_event_order",
+    "gather_batches",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -56,11 +66,12 @@ class Capability(str, enum.Enum):
 def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> TaskEvent:
     """An ``enqueued`` event made before ``task`` was stored, saying how it was stored:
     its queue, and its name and state (``task.state`` unless given) in the detail (see
-    ``enqueue_recorded``). An event that says so already is returned as is (no copy: a
+    ``BaseTaskQueue._enqueue``). An event that says so already is returned as is (no copy: a
     bulk enqueue's events usually do)."""
     said = (task.state if state is None else state).value
     detail = event.detail
-    if event.queue == task.queue and detail.get("state") == said and detail.get("name") == task.name:
+    if (event.queue == task.queue and detail.get("state") == said
+            and detail.get("name") == task.name):
         return event
     return msgspec.structs.replace(
         event, queue=task.queue, detail={**detail, "name": task.name, "state": said})
@@ -106,36 +117,221 @@ class BaseStore(abc.ABC):
         return _wall_clock()
 
 
+#: ``(task_id, lease token, state, error)``: one completion of :meth:`BaseTaskQueue.finish_many`.
+Completion = tuple[str, str, TaskState, "ErrorInfo | None"]
+#: ``(tasks, events)``: one batch of :meth:`BaseTaskQueue.enqueue_batches`. ``events`` is
+#: empty (events off) or holds ``tasks[i]``'s ``enqueued`` event at ``i``.
+Batch = tuple[Sequence[Task], Sequence[TaskEvent]]
+
+#: The states ``complete``/``complete_many``/``finish_many`` end a task with; the others
+#: are reached through ``retry``, ``dead_letter``, ``cancel``, ``cleanup`` or a lapse.
+COMPLETABLE_STATES: frozenset[TaskState] = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
+
+_NUMBERS = (int, float)
+
+
+def _lease(call: str, lease: float) -> float:
+    if type(lease) not in _NUMBERS or not 0 < lease < math.inf:  # NaN fails both
+        raise ConfigError(f"{call}() got lease={lease!r}; expected a finite number of seconds > 0")
+    return lease
+
+
+def _limit(call: str, limit: int) -> int:
+    if type(limit) is not int or limit < 1:
+        raise ConfigError(f"{call}() got limit={limit!r}; expected an integer >= 1")
+    return limit
+
+
+def _time(call: str, name: str, value: float) -> float:
+    if type(value) not in _NUMBERS or not math.isfinite(value):
+        raise ConfigError(f"{call}() got {name}={value!r}; expected a finite epoch time in seconds")
+    return value
+
+
+def _queues(call: str, queues: Sequence[str]) -> builtins.list[str]:
+    """The queue names once each, in order; refuses none (or one string: not a list)."""
+    if isinstance(queues, str) or not queues:
+        raise ConfigError(
+            f"{call}() got queues={queues!r}; expected a non-empty list of queue names")
+    return builtins.list(dict.fromkeys(queues))
+
+
+def _states(call: str, states: Iterable[TaskState] | None) -> builtins.list[TaskState] | None:
+    if states is None:
+        return None
+    try:
+        return [TaskState(s) for s in states]
+    except ValueError:
+        raise ConfigError(f"{call}() got states={states!r}; valid states: "
+                          f"{', '.join(s.value for s in TaskState)}") from None
+
+
+def _completions(items: Sequence[Completion]) -> Sequence[Completion]:
+    """``items`` with every state a :class:`TaskState` in :data:`COMPLETABLE_STATES`;
+    refuses the whole batch, nothing changed, on the first that is not."""
+    for task_id, _, state, _ in items:
+        if state not in COMPLETABLE_STATES:
+            raise ConfigError(
+                f"complete() got state {getattr(state, 'value', state)!r} for task {task_id!r}; "
+                f"expected 'succeeded' or 'cancelled' (use retry() or dead_letter() for a failed "
+                f"attempt)")
+        if type(state) is not TaskState:  # "succeeded" as a plain string: one copy, rare
+            return _completions([(t, k, TaskState(s), e) for t, k, s, e in items])
+    return items
+
+
+def gather_batches(
+    batches: Iterable[Batch],
+) -> tuple[builtins.list[Task], builtins.list[TaskEvent]]:
+    """All tasks and all events of ``batches``, for an :meth:`BaseTaskQueue._enqueue` that
+    writes everything in one step (``events[i]`` is ``tasks[i]``'s when events are on)."""
+    tasks: builtins.list[Task] = []
+    events: builtins.list[TaskEvent] = []
+    for batch_tasks, batch_events in batches:
+        tasks += batch_tasks
+        events += batch_events
+    return tasks, events
+
+
 class BaseTaskQueue(BaseStore):
     """Holds tasks and hands them out under leases.
 
     The delivery contract (docs/architecture.md, "The delivery contract"): at-least-once;
     a reserved task is leased to one worker until its lease deadline; completions are
     fenced by the lease token; a lapsed lease returns the task with its attempt counted.
+
+    Callers use the public methods; a backend implements the ``_`` methods, which the
+    public ones call after checking the arguments (once, here, so every backend refuses
+    the same calls with the same error). Batch operations are the hooks; the single-item
+    forms are built on them.
     """
 
-    # -- required core -----------------------------------------------------------------
+    # -- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> Task:
+        """Store ``task`` and return it as stored (see :meth:`_enqueue` for how)."""
+        return (await self._enqueued([([task], ())], None))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
+        """Enqueue in order (a task may depend on one earlier in the same batch)."""
+        return await self._enqueued([(tasks, ())], None) if tasks else []
+
+    async def enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
+        ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
+        ``detail["state"]`` of the task as stored (a task that existed already keeps its
+        own). What ``delay()`` calls. ``event_storage`` is None when events are off."""
+        return await self.enqueue_batches([(tasks, events)], event_storage)
+
+    async def enqueue_batches(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_recorded` over ``(tasks, events)`` batches that the caller
+        builds as they are taken (what ``enqueue_many()`` calls): the stored tasks, in
+        order. When it raises part way, what is stored is a prefix of the tasks, each
+        with its event.
+
+        Where :meth:`_shares_home` says so, the backend writes the events in the step
+        that stores their tasks; otherwise they are appended here, after the tasks.
+        """
+        if event_storage is None or self._shares_home(event_storage):
+            return await self._enqueued(batches, event_storage)
+        taken: builtins.list[tuple[int, Sequence[TaskEvent]]] = []
+
+        def tasks_only() -> Iterator[Batch]:
+            for tasks, events in batches:
+                taken.append((len(tasks), events))
+                yield tasks, ()
+
+        plain: Iterable[Batch]
+        if isinstance(batches, Sequence):  # known whole: the backend may see it is one step
+            taken = [(len(tasks), events) for tasks, events in batches]
+            plain = [(tasks, ()) for tasks, _ in batches]
+        else:
+            plain = tasks_only()
+        stored: builtins.list[Task] = []
+        failure: Exception | None = None
+        try:
+            async for part in self._enqueue(plain, None):
+                stored += part
+        except Exception as exc:  # record the prefix that was stored, then raise
+            failure = exc
+        held: builtins.list[TaskEvent] = []
+        at = 0
+        for count, events in taken:
+            if events:
+                done = stored[at:at + count]  # shorter when this batch was not stored
+                held += [as_stored(e, t) for e, t in zip(events[:len(done)], done, strict=True)]
+            at += count
+        if held:
+            await event_storage.append_many(held)
+        if failure is not None:
+            raise failure
+        return stored
+
+    async def _enqueued(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> builtins.list[Task]:
+        stored: builtins.list[Task] = []
+        async for part in self._enqueue(batches, event_storage):
+            stored += part
+        return stored
 
     @abc.abstractmethod
-    async def enqueue(self, task: Task) -> Task:
-        """Store ``task`` and return it as stored.
+    def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[builtins.list[Task]]:
+        """Store the tasks of ``batches``, in order, yielding each step's stored tasks
+        (one per task given, in order) as soon as that step is stored: the base then
+        knows what a failure part way left stored. An async generator. ``batches`` may be
+        a lazy iterable the caller builds as it is taken (a backend whose server works
+        while the client goes on sends each batch as soon as it is built); write each
+        batch, or all, in one step, so that a failure stores a prefix.
 
         Idempotent by ``task.id``: when a task with that id exists, nothing changes and
-        the stored task is returned (schedules rely on this to fire once).
+        the stored task is returned (schedules rely on this to fire once). The stored
+        state is decided here, from the task as given: ``WAITING`` if any id in
+        ``depends_on`` is not yet succeeded; ``CANCELLED`` (with ``error`` naming the
+        parent) if a parent ended in failed/dead/cancelled/expired; ``SCHEDULED`` if
+        ``eta`` is in the future; else ``PENDING``. A ``depends_on`` id that does not
+        exist raises :class:`omniq.errors.TaskNotFoundError`. ``created_at`` is set by
+        the backend if it is 0.
 
-        The stored state is decided here, from the task as given:
-        ``WAITING`` if any id in ``depends_on`` is not yet succeeded; ``CANCELLED`` (with
-        ``error`` naming the parent) if a parent ended in failed/dead/cancelled/expired;
-        ``SCHEDULED`` if ``eta`` is in the future; else ``PENDING``. A ``depends_on``
-        id that does not exist raises :class:`omniq.errors.TaskNotFoundError`.
-        ``created_at`` is set by the backend if it is 0.
+        ``event_storage`` is given only when :meth:`_shares_home` said True for it (and
+        events are on): then write each batch's events in the same step as its tasks,
+        each as :func:`as_stored` says for its task as stored. Otherwise it is None and
+        the batches carry no events.
         """
 
-    @abc.abstractmethod
+    def _shares_home(self, store: BaseStore) -> bool:
+        """True when ``store`` (a result or event storage) lives where this queue does
+        (the same database or server connection), so that this queue's hooks write its
+        records in their own step: :meth:`_enqueue` the ``enqueued`` events,
+        :meth:`_finish` the results and events. One cheap check per call (no I/O).
+        Default: False, the base writes those stores through their public methods."""
+        return False
+
+    # -- leases ------------------------------------------------------------------------
+
     async def reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
-    ) -> list[Task]:
-        """Lease up to ``limit`` ready tasks from ``queues`` to ``worker_id``.
+    ) -> builtins.list[Task]:
+        """Lease up to ``limit`` (>= 1) ready tasks from ``queues`` (not empty) to
+        ``worker_id`` for ``lease`` seconds (> 0); see :meth:`_reserve`."""
+        return await self._reserve(_queues("reserve", queues), worker_id, _lease("reserve", lease),
+                                   _limit("reserve", limit))
+
+    @abc.abstractmethod
+    async def _reserve(
+        self, queues: builtins.list[str], worker_id: str, lease: float, limit: int
+    ) -> builtins.list[Task]:
+        """Lease up to ``limit`` ready tasks from ``queues`` (distinct names) to
+        ``worker_id``.
 
         Ready: state in ``READY_STATES``, eta passed, not expired (see
         :meth:`omniq.models.Task.is_ready`). Order: highest ``priority`` first, then
@@ -150,55 +346,154 @@ class BaseTaskQueue(BaseStore):
         ``error`` explaining what is wrong; the worker dead-letters it with that error.
         """
 
+    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
+        """Extend the leases still held to ``now + lease``; return their task ids."""
+        _lease("heartbeat", lease)
+        return await self._heartbeat(leases, lease) if leases else []
+
     @abc.abstractmethod
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        """Extend the leases still held to ``now + lease``; return their task ids.
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
+        """Extend the leases (never empty) still held to ``now + lease``; return their
+        task ids.
 
         A lease is held while the task is ``RUNNING`` with that token. Ids missing from
         the answer were lost (lapsed and re-delivered, or cancelled): the worker stops
         them and its completion will be refused.
         """
 
-    @abc.abstractmethod
+    # -- finishing ---------------------------------------------------------------------
+
     async def complete(
         self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
     ) -> bool:
-        """Finish a reserved task as ``SUCCEEDED`` or ``CANCELLED`` (fenced by token).
+        """Finish a reserved task as ``SUCCEEDED`` or ``CANCELLED`` (fenced by token);
+        False, nothing changed, when the lease is no longer held."""
+        return (await self.complete_many([(task_id, token, state, error)]))[0]
 
-        Returns False, changing nothing, when the lease is no longer held. Sets
-        ``finished_at`` and clears the lease. Dependents: on success, each ``WAITING``
-        dependent whose parents all succeeded becomes ready (``PENDING``, or
-        ``SCHEDULED`` if its eta is in the future); on cancel they are cancelled, as in
-        :meth:`dead_letter`. Dependents change in the same atomic step as the parent.
+    async def complete_many(self, items: Sequence[Completion]) -> builtins.list[bool]:
+        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
+        items = _completions(items)
+        return await self._finish(items, (), (), None, None) if items else []
+
+    async def finish_many(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        """:meth:`complete_many`, plus storing the tasks' ``results`` and ``events``:
+        the worker's hot path, one call per batch of finished tasks. ``event_storage`` is
+        None when events are off.
+
+        A refused completion (the lease was lost) stores nothing of its attempt: neither
+        its result nor its events (the events of tasks not in ``items`` are stored).
+        Where :meth:`_shares_home` says so, :meth:`_finish` writes a store's records in
+        the completions' step; otherwise they are written here, after the completions,
+        for the accepted ones only: a crash in between leaves a task that reads as
+        finished without its result or event (docs/architecture.md, "The delivery
+        contract"), never a fenced-out attempt's result.
         """
+        items = _completions(items)
+        if not items:  # events of other tasks (lease lost, started): nothing to fence
+            if results:
+                await result_storage.set_many(results)
+            if events and event_storage is not None:
+                await event_storage.append_many(events)
+            return []
+        own_results = self._shares_home(result_storage)
+        own_events = event_storage is not None and self._shares_home(event_storage)
+        accepted = await self._finish(
+            items, results if own_results else (), events if own_events else (),
+            result_storage if own_results else None, event_storage if own_events else None)
+        base_events = events and event_storage is not None and not own_events
+        if (results and not own_results) or base_events:
+            if not all(accepted):
+                won = {item[0] for item, ok in zip(items, accepted, strict=True) if ok}
+                refused = {item[0] for item in items} - won
+                results = [r for r in results if r.task_id not in refused]
+                events = [e for e in events if e.task_id not in refused]
+            if results and not own_results:
+                await result_storage.set_many(results)
+            if events and base_events:
+                assert event_storage is not None
+                await event_storage.append_many(events)
+        return accepted
 
     @abc.abstractmethod
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        """Finish each reserved task of ``items`` (never empty; states checked to be in
+        :data:`COMPLETABLE_STATES`), fenced by its token; answer, per item, whether it
+        was accepted.
+
+        A refused item (the lease is no longer held) changes nothing; a task listed twice
+        is finished once (the first). An accepted one gets ``finished_at`` set and its
+        lease cleared. Dependents: on success, each ``WAITING`` dependent whose parents
+        all succeeded becomes ready (``PENDING``, or ``SCHEDULED`` if its eta is in the
+        future); on cancel they are cancelled, as in :meth:`dead_letter`. Dependents
+        change in the same atomic step as the parent.
+
+        ``result_storage`` and ``event_storage`` are given only when
+        :meth:`_shares_home` said True for them (else None, and their records empty):
+        then store ``results`` and ``events`` in the same step, except those of the
+        refused items' tasks.
+        """
+
+    async def retry(
+        self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None
+    ) -> bool:
+        """Return a reserved task for another attempt at ``eta`` (see :meth:`_retry`)."""
+        return await self._retry(task_id, token, _time("retry", "eta", eta), error)
+
+    @abc.abstractmethod
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         """Return a reserved task for another attempt at ``eta`` (fenced by token).
 
         State becomes ``RETRYING`` (``eta`` set, ``error`` kept, lease cleared);
         ``attempts`` is kept. Returns False when the lease is no longer held.
         """
 
-    @abc.abstractmethod
     async def release(self, task_id: str, token: str) -> bool:
+        """Hand a reserved task back untouched (see :meth:`_release`)."""
+        return await self._release(task_id, token)
+
+    @abc.abstractmethod
+    async def _release(self, task_id: str, token: str) -> bool:
         """Hand a reserved task back untouched: ``PENDING``, lease cleared, and the
         attempt NOT counted (``attempts`` decremented). For graceful drain and for
         infrastructure failures such as a broken process pool. Fenced by token."""
 
+    async def dead_letter(
+        self, task_id: str, token: str | None, error: ErrorInfo | None = None
+    ) -> bool:
+        """Move a task to ``DEAD`` (see :meth:`_dead_letter`)."""
+        return await self._dead_letter(task_id, token, error)
+
     @abc.abstractmethod
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         """Move a task to ``DEAD`` with ``error`` kept (``finished_at`` set).
 
-        With a token, fenced like :meth:`complete`; with ``None`` (a task that cannot
+        With a token, fenced like :meth:`_finish`; with ``None`` (a task that cannot
         even be decoded), unconditional for a task in any non-terminal state, and
         False (nothing changed) for a task that already finished.
         ``WAITING`` dependents become ``CANCELLED``, recursively, in the same atomic
         step; each one's ``error`` names its own direct parent.
         """
 
+    async def release_expired_leases(self) -> builtins.list[Task]:
+        """Return every task whose lease lapsed to its queue (see the hook)."""
+        return await self._release_expired_leases()
+
     @abc.abstractmethod
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> builtins.list[Task]:
         """Return every ``RUNNING`` task whose lease deadline passed to its queue.
 
         The task becomes ready again (a state in ``READY_STATES``, usually
@@ -207,8 +502,12 @@ class BaseTaskQueue(BaseStore):
         keeps dying), cancelling its dependents. Returns the tasks as updated.
         """
 
-    @abc.abstractmethod
     async def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not finished (see :meth:`_cancel`)."""
+        return await self._cancel(task_id)
+
+    @abc.abstractmethod
+    async def _cancel(self, task_id: str) -> bool:
         """Cancel a task that has not finished; dependents are cancelled too.
 
         A ``RUNNING`` task is cancelled at once and its lease dropped, so the worker's
@@ -218,30 +517,57 @@ class BaseTaskQueue(BaseStore):
         :class:`omniq.errors.TaskNotFoundError` for an unknown id.
         """
 
-    @abc.abstractmethod
+    # -- reading and housekeeping -------------------------------------------------------
+
     async def get(self, task_id: str) -> Task | None:
         """The task with that id, or None."""
+        return await self._get(task_id)
 
     @abc.abstractmethod
+    async def _get(self, task_id: str) -> Task | None:
+        """The task with that id, or None."""
+
     async def list(
         self,
         queue: str | None = None,
         states: Iterable[TaskState] | None = None,
         limit: int = 100,
-    ) -> list[Task]:
-        """Tasks filtered by queue and states, oldest first, at most ``limit``."""
+    ) -> builtins.list[Task]:
+        """Tasks filtered by queue and states, oldest first, at most ``limit`` (>= 1)."""
+        return await self._list(queue, _states("list", states), _limit("list", limit))
 
     @abc.abstractmethod
+    async def _list(
+        self, queue: str | None, states: builtins.list[TaskState] | None, limit: int
+    ) -> builtins.list[Task]:
+        """Tasks filtered by queue and states (None: any), oldest first, at most ``limit``."""
+
     async def stats(self) -> dict[str, dict[TaskState, int]]:
         """Count of tasks per queue name and state (states with zero may be left out)."""
+        return await self._stats()
 
     @abc.abstractmethod
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
+        """Count of tasks per queue name and state (states with zero may be left out)."""
+
+    async def purge(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None
+    ) -> int:
+        """Delete tasks (all queues when ``queue`` is None; every state when ``states``
+        is None); return how many. Schedules are not touched."""
+        return await self._purge(queue, _states("purge", states))
+
+    @abc.abstractmethod
+    async def _purge(self, queue: str | None, states: builtins.list[TaskState] | None) -> int:
         """Delete tasks (all queues when ``queue`` is None; every state when ``states``
         is None); return how many. Schedules are not touched."""
 
-    @abc.abstractmethod
     async def cleanup(self) -> builtins.list[Task]:
+        """TTL enforcement, run periodically by workers (see :meth:`_cleanup`)."""
+        return await self._cleanup()
+
+    @abc.abstractmethod
+    async def _cleanup(self) -> builtins.list[Task]:
         """TTL enforcement, run periodically by workers.
 
         1. A task in ``READY_STATES`` or ``WAITING`` whose ``expires_at`` passed becomes
@@ -250,35 +576,83 @@ class BaseTaskQueue(BaseStore):
         2. A terminal task whose ``finished_at + task.retention()`` passed is deleted.
         """
 
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when work may be ready in ``queues`` or after ``timeout`` seconds."""
+        if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
+            raise ConfigError(f"wait_for_work() got timeout={timeout!r}; expected a finite "
+                              f"number of seconds >= 0")
+        await self._wait_for_work(_queues("wait_for_work", queues), timeout)
+
+    async def _wait_for_work(self, queues: builtins.list[str], timeout: float) -> None:
+        """Return when work may be ready in ``queues`` or after ``timeout`` seconds.
+
+        The default sleeps (polling); backends with notifications (LISTEN/NOTIFY,
+        blocking pops, JetStream pull) return as soon as something is enqueued.
+        """
+        await asyncio.sleep(timeout)
+
     # -- schedules ---------------------------------------------------------------------
 
-    @abc.abstractmethod
     async def add_schedule(self, schedule: Schedule) -> Schedule:
         """Insert or replace the schedule with ``schedule.id``; return it."""
+        return await self._add_schedule(schedule)
 
     @abc.abstractmethod
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace the schedule with ``schedule.id``; return it."""
+
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         """The schedule with that id, or None."""
+        return await self._get_schedule(schedule_id)
 
     @abc.abstractmethod
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule with that id, or None."""
+
     async def list_schedules(self) -> builtins.list[Schedule]:
         """All schedules, ordered by id."""
+        return await self._list_schedules()
 
     @abc.abstractmethod
+    async def _list_schedules(self) -> builtins.list[Schedule]:
+        """All schedules, ordered by id."""
+
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule; False when there was none."""
+        return await self._delete_schedule(schedule_id)
 
     @abc.abstractmethod
+    async def _delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False when there was none."""
+
     async def set_schedule_paused(
         self, schedule_id: str, paused: bool, next_run: float | None = None
+    ) -> bool:
+        """Pause or resume (see :meth:`_set_schedule_paused`)."""
+        if next_run is not None:
+            _time("set_schedule_paused", "next_run", next_run)
+        return await self._set_schedule_paused(schedule_id, paused, next_run)
+
+    @abc.abstractmethod
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         """Pause or resume; when ``next_run`` is given, store it too (the app passes
         the next firing after now on resume, so missed firings are not replayed).
         False when there is no such schedule."""
 
+    async def claim_due_schedules(
+        self, at: float, limit: int = 100
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+        """Claim firings of unpaused schedules due at ``at`` (see the hook)."""
+        return await self._claim_due_schedules(_time("claim_due_schedules", "at", at),
+                                               _limit("claim_due_schedules", limit))
+
     @abc.abstractmethod
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        """Claim firings of unpaused schedules whose ``next_run <= at``.
+    async def _claim_due_schedules(
+        self, at: float, limit: int
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+        """Claim firings of up to ``limit`` unpaused schedules whose ``next_run <= at``.
 
         For each, compute ``times, nxt = schedule.due_firings(at)`` and store
         ``next_run = nxt`` and ``last_run = times[-1]`` with a compare-and-set on the
@@ -289,127 +663,65 @@ class BaseTaskQueue(BaseStore):
         enqueue safe to repeat.
         """
 
-    # -- defaults built from the core --------------------------------------------------
-
-    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
-        """Enqueue in order (a task may depend on one earlier in the same batch)."""
-        return [await self.enqueue(t) for t in tasks]
-
-    async def enqueue_recorded(
-        self, tasks: Sequence[Task], events: Sequence[TaskEvent], event_storage: BaseEventStorage | None
-    ) -> builtins.list[Task]:
-        """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
-        ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
-        ``detail["state"]`` of the task as stored (a task that existed already keeps its
-        own). What ``delay()`` calls, and the default :meth:`enqueue_batches`.
-
-        The default enqueues, then appends the events. A backend whose event storage can
-        live on its server overrides this to write both in one step when
-        ``event_storage`` is such a sibling (as with :meth:`finish_many`), and calls
-        ``super()`` otherwise. ``event_storage`` is None when events are off.
-        """
-        stored = await self.enqueue_many(tasks)
-        if events and event_storage is not None:
-            await event_storage.append_many([as_stored(e, t) for e, t in zip(events, stored, strict=True)])
-        return stored
-
-    async def enqueue_batches(
-        self,
-        batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]],
-        event_storage: BaseEventStorage | None,
-    ) -> builtins.list[Task]:
-        """:meth:`enqueue_recorded` over ``(tasks, events)`` batches that the caller
-        builds as they are taken (what ``enqueue_many()`` calls): the stored tasks, in
-        order.
-
-        The default takes every batch, then makes one :meth:`enqueue_recorded` call, so
-        the whole enqueue is one step where that is. A backend whose server works while
-        the client goes on overrides this to send each batch as soon as it is built, so
-        that the caller builds the next one meanwhile; then each batch is one step, and
-        what it stores when a batch fails must be the batches before it (a prefix, as
-        enqueueing one task after another would leave).
-        """
-        tasks: builtins.list[Task] = []
-        events: builtins.list[TaskEvent] = []
-        for batch_tasks, batch_events in batches:
-            tasks += batch_tasks
-            events += batch_events
-        return await self.enqueue_recorded(tasks, events, event_storage)
-
-    async def complete_many(
-        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
-    ) -> builtins.list[bool]:
-        """Batch of :meth:`complete` calls: ``(task_id, token, state, error)`` each."""
-        return [await self.complete(*item) for item in items]
-
-    async def finish_many(
-        self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
-        results: Sequence[TaskResult],
-        events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
-        event_storage: BaseEventStorage | None,
-    ) -> builtins.list[bool]:
-        """:meth:`complete_many`, plus storing the tasks' ``results`` and ``events``:
-        the worker's hot path, one call per batch of finished tasks.
-
-        The default writes the three stores in turn: results first (a task that reads as
-        succeeded has its result), then completions, then events. A backend whose result
-        and event stores can live on its server overrides this to write all three in one
-        step when ``result_storage`` and ``event_storage`` are such siblings, and calls
-        ``super()`` otherwise. ``event_storage`` is None when events are off.
-        """
-        if results:
-            await result_storage.set_many(results)
-        accepted = await self.complete_many(items)
-        if events and event_storage is not None:
-            await event_storage.append_many(events)
-        return accepted
-
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Return when work may be ready in ``queues`` or after ``timeout`` seconds.
-
-        The default sleeps (polling); backends with notifications (LISTEN/NOTIFY,
-        blocking pops, JetStream pull) return as soon as something is enqueued.
-        """
-        await asyncio.sleep(timeout)
-
 
 class BaseResultStorage(BaseStore):
-    """Results keyed by task id: a re-run overwrites, never adds."""
+    """Results keyed by task id: a re-run overwrites, never adds.
 
-    @abc.abstractmethod
+    Callers use the public methods; a backend implements the ``_`` methods (batch
+    first: ``set`` and ``get`` are built on ``_set_many`` and ``_get_many``).
+    """
+
     async def set(self, result: TaskResult) -> None:
-        """Store (or overwrite) the result of ``result.task_id``. ``expires_at`` is
-        when it may disappear; None keeps it until deleted."""
-
-    @abc.abstractmethod
-    async def get(self, task_id: str) -> TaskResult | None:
-        """The result, or None when there is none or it has expired (even if the
-        cleanup sweep has not deleted it yet)."""
-
-    @abc.abstractmethod
-    async def delete(self, task_id: str) -> bool:
-        """Delete a result; False when there was none."""
-
-    @abc.abstractmethod
-    async def cleanup(self) -> int:
-        """Delete expired results; return how many. (A no-op with native TTL.)"""
+        """Store (or overwrite) the result of ``result.task_id``."""
+        await self._set_many([result])
 
     async def set_many(self, results: Sequence[TaskResult]) -> None:
-        for r in results:
-            await self.set(r)
+        """Store (or overwrite) each result."""
+        if results:
+            await self._set_many(results)
+
+    @abc.abstractmethod
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        """Store (or overwrite) each result (never empty) under ``result.task_id``.
+        ``expires_at`` is when it may disappear; None keeps it until deleted."""
+
+    async def get(self, task_id: str) -> TaskResult | None:
+        """The result, or None when there is none or it has expired."""
+        return (await self._get_many([task_id])).get(task_id)
 
     async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         """Results found, by task id (missing ids are left out)."""
-        found = {}
-        for tid in task_ids:
-            r = await self.get(tid)
-            if r is not None:
-                found[tid] = r
-        return found
+        return await self._get_many(task_ids) if task_ids else {}
+
+    @abc.abstractmethod
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        """Results found, by task id (``task_ids`` never empty; missing ids left out).
+        An expired result is missing even if the cleanup sweep has not deleted it yet."""
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+        return await self._delete(task_id)
+
+    @abc.abstractmethod
+    async def _delete(self, task_id: str) -> bool:
+        """Delete a result; False when there was none."""
+
+    async def cleanup(self) -> int:
+        """Delete expired results; return how many."""
+        return await self._cleanup()
+
+    @abc.abstractmethod
+    async def _cleanup(self) -> int:
+        """Delete expired results; return how many. (A no-op with native TTL.)"""
 
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""
+        if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
+            raise ConfigError(f"wait() got timeout={timeout!r}; expected a finite number of "
+                              f"seconds >= 0")
+        return await self._wait(task_id, timeout)
+
+    async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds.
 
         The default polls with a growing interval (2 ms up to 100 ms); backends with
@@ -432,20 +744,28 @@ class BaseResultStorage(BaseStore):
 def check_event_order(order: str) -> str:
     """The one check of ``query(order=...)``, shared by the app and every backend."""
     if order not in ("asc", "desc"):
-        from .errors import ConfigError
-
         raise ConfigError(f"event order must be 'asc' or 'desc', got {order!r}")
     return order
 
 
 class BaseEventStorage(BaseStore):
-    """An append-only log of what happened to tasks."""
+    """An append-only log of what happened to tasks.
 
-    @abc.abstractmethod
+    Callers use the public methods; a backend implements the ``_`` methods.
+    """
+
+    async def append(self, event: TaskEvent) -> None:
+        await self._append_many([event])
+
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """Append events (workers buffer and flush them in batches)."""
+        if events:
+            await self._append_many(events)
 
     @abc.abstractmethod
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
+        """Append ``events`` (never empty)."""
+
     async def query(
         self,
         *,
@@ -456,18 +776,43 @@ class BaseEventStorage(BaseStore):
         until: float | None = None,
         limit: int | None = 1000,
         order: str = "asc",
-    ) -> list[TaskEvent]:
+    ) -> builtins.list[TaskEvent]:
+        """Events matching every filter given (see :meth:`_query`); ``limit`` None or
+        >= 1, ``order`` "asc" or "desc"."""
+        check_event_order(order)
+        if limit is not None:
+            _limit("query", limit)
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                _time("query", name, value)
+        kinds = None if types is None else [getattr(t, "value", t) for t in types]
+        return await self._query(task_id=task_id, queue=queue, types=kinds, since=since,
+                                 until=until, limit=limit, order=order)
+
+    @abc.abstractmethod
+    async def _query(
+        self,
+        *,
+        task_id: str | None,
+        queue: str | None,
+        types: builtins.list[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
+    ) -> builtins.list[TaskEvent]:
         """Events matching every filter given, by timestamp (``order`` "asc" or
         "desc"; among equal timestamps the order is unspecified), at most ``limit``
         (None: no limit; with "desc" the newest ``limit``).
         ``since`` is inclusive, ``until`` exclusive."""
 
-    @abc.abstractmethod
     async def cleanup(self, older_than: float) -> int:
         """Delete events with ``timestamp < older_than``; return how many."""
+        return await self._cleanup(_time("cleanup", "older_than", older_than))
 
-    async def append(self, event: TaskEvent) -> None:
-        await self.append_many([event])
+    @abc.abstractmethod
+    async def _cleanup(self, older_than: float) -> int:
+        """Delete events with ``timestamp < older_than``; return how many."""
 
 
 class BaseWorker(abc.ABC):

@@ -10,6 +10,7 @@ import pytest
 from ..interfaces import BaseEventStorage
 from ..models import EventType, TaskEvent
 from ..registry import StoreKind
+from .arguments import EventArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .factories import make_event
 
@@ -22,7 +23,7 @@ def ids(events: list[TaskEvent]) -> list[str]:
     return [e.id for e in events]
 
 
-class EventStorageContract(StoreContract):
+class EventStorageContract(StoreContract, EventArgumentTests):
     """Conformance tests for a :class:`~omniq.interfaces.BaseEventStorage`.
 
     Override :meth:`event_storage_ref` with a URL or mapping for an empty namespace.

@@ -10,6 +10,7 @@ import pytest
 
 from ..interfaces import BaseTaskQueue
 from ..registry import StoreKind
+from .arguments import QueueArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
@@ -24,7 +25,7 @@ __all__ = ["TaskQueueContract"]
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests,
+    ConcurrencyTests, OutageTests, QueueArgumentTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

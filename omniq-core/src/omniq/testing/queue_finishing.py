@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ..errors import IncompatiblePluginError, UnknownBackendError
-from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
+from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
 from ..models import EventType, Task, TaskEvent, TaskResult, TaskState
 from ..models import now as wall_clock
 from .actions import reserved
@@ -36,16 +36,16 @@ class KeptResults(BaseResultStorage):
     def from_url(cls, url: str, **options: Any) -> KeptResults:
         return cls()
 
-    async def set(self, result: TaskResult) -> None:
-        self.kept[result.task_id] = result
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        self.kept.update((r.task_id, r) for r in results)
 
-    async def get(self, task_id: str) -> TaskResult | None:
-        return self.kept.get(task_id)
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        return {tid: self.kept[tid] for tid in task_ids if tid in self.kept}
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return self.kept.pop(task_id, None) is not None
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         return 0
 
 
@@ -59,17 +59,15 @@ class KeptEvents(BaseEventStorage):
     def from_url(cls, url: str, **options: Any) -> KeptEvents:
         return cls()
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         self.kept.extend(events)
 
-    async def query(self, *, task_id: str | None = None, queue: str | None = None,
-                    types: Iterable[str] | None = None, since: float | None = None,
-                    until: float | None = None, limit: int | None = 1000,
-                    order: str = "asc") -> list[TaskEvent]:
-        check_event_order(order)
+    async def _query(self, *, task_id: str | None, queue: str | None,
+                     types: Iterable[str] | None, since: float | None,
+                     until: float | None, limit: int | None, order: str) -> list[TaskEvent]:
         return [e for e in self.kept if task_id is None or e.task_id == task_id]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         return 0
 
 

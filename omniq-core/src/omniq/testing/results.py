@@ -12,6 +12,7 @@ import pytest
 from ..interfaces import BaseResultStorage, Capability
 from ..models import TaskState
 from ..registry import StoreKind
+from .arguments import ResultArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .factories import make_error, make_result
 from .polling import SHORT, eventually, wait_past
@@ -19,7 +20,7 @@ from .polling import SHORT, eventually, wait_past
 __all__ = ["ResultStorageContract"]
 
 
-class ResultStorageContract(StoreContract):
+class ResultStorageContract(StoreContract, ResultArgumentTests):
     """Conformance tests for a :class:`~omniq.interfaces.BaseResultStorage`.
 
     Override :meth:`result_storage_ref` with a URL or mapping for an empty namespace.
