@@ -22,7 +22,7 @@ from .records import _replace, _unleased
 class LeaseDeadlines(Dependencies):
     """Heartbeats of lease holders and the sweep of lapsed leases."""
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         at = await self.now()
         held = await asyncio.gather(*(self._extend(tid, tok, at + lease) for tid, tok in leases))
         # The batch entries listing extended leases, rewritten once each.
@@ -63,7 +63,7 @@ class LeaseDeadlines(Dependencies):
             )
         return True
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         at = await self.now()
         lapsed = []
         batches = []

@@ -32,15 +32,24 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import ClassVar
 
 import nats.js.errors
 from nats.js import api
 from nats.js.kv import KeyValue
 
-from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
+from omniq.errors import TaskNotFoundError
+from omniq.interfaces import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Batch,
+    Capability,
+    Completion,
+    as_stored,
+)
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -53,7 +62,7 @@ from omniq.models import (
 )
 from omniq.options import Option
 
-from .batch import _WINDOW, Request, _windowed, publishes
+from .batch import _WINDOW, Request, _windowed, publishes, puts, sequences
 from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
 from .dependencies import _FAILED_ENDS, _dependency_error
@@ -152,21 +161,29 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
             await self._hint(stored, created=created)
         return stored
 
-    async def enqueue(self, task: Task) -> Task:
-        return await self.reaching(self._enqueue_one(task))
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[builtins.list[Task]]:
+        """Each batch in turn (:meth:`_store_many`), then its events, published through this
+        queue's connection (``event_storage`` is given only when it shares the server)."""
+        for tasks, events in batches:
+            stored = await self.reaching(self._store_many(tasks))
+            if events and event_storage is not None:
+                assert isinstance(event_storage, NatsEventStorage)
+                messages = event_storage.messages(
+                    [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                )
+                await self.reaching(self._send(publishes(messages)))
+            yield stored
 
-    async def _enqueue_one(self, task: Task) -> Task:
-        stored = await self._store(task, await self.now())
-        await self._wake([stored.queue])
-        return stored
-
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
-        return await self.reaching(self._enqueue_many(tasks))
-
-    async def _enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+    async def _store_many(self, tasks: Sequence[Task]) -> list[Task]:
         """Tasks without dependencies go in concurrent windows, then the others in
         order (a task may depend on one earlier in the batch)."""
         at = await self.now()
+        if len(tasks) == 1:  # delay(): no window to set up
+            done = [await self._store(tasks[0], at)]
+            await self._wake([done[0].queue])
+            return done
         out: list[Task | None] = [None] * len(tasks)
         free = [i for i, t in enumerate(tasks) if not t.depends_on]
         for i, stored in zip(free, await _windowed([tasks[i] for i in free], lambda t: self._store(t, at))):
@@ -178,79 +195,87 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         await self._wake(t.queue for t in done)
         return done
 
+    async def _send(self, requests: Sequence[Request]) -> None:
+        """Puts and publishes on this queue's connection, in windows; raises the first error."""
+        for start in range(0, len(requests), _WINDOW):
+            sequences(await self.inbox.ask(requests[start : start + _WINDOW]))
+
     # -- finish ----------------------------------------------------------------------
 
+    def _shares_home(self, store: BaseStore) -> bool:
+        """NATS result and event stores on this queue's server: their records go out on
+        this queue's connection, with the queue's own steps."""
+        siblings = (NatsResultStorage, NatsEventStorage)
+        return isinstance(store, siblings) and self.shares_server(store)
+
     async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        """The fenced completions in one batch of compare-and-sets; then, at once, the
+        held messages and the results and events of the accepted items (the stores are
+        given only when they share this queue's server: one wait for all)."""
+
+        def writes(accepted: builtins.list[bool]) -> builtins.list[Request]:
+            kept_results, kept_events = results, events
+            if not all(accepted):  # a refused attempt leaves nothing
+                refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
+                kept_results = [r for r in results if r.task_id not in refused]
+                kept_events = [e for e in events if e.task_id not in refused]
+            out: builtins.list[Request] = []
+            if kept_results and result_storage is not None:
+                assert isinstance(result_storage, NatsResultStorage)
+                out += puts(result_storage.bucket, result_storage.entries(kept_results))
+            if kept_events and event_storage is not None:
+                assert isinstance(event_storage, NatsEventStorage)
+                out += publishes(event_storage.messages(kept_events))
+            return out
+
+        changed = await self._finish_jobs(await self._completions(items), writes)
+        return [done is not None for done in changed]
+
+    async def _finish_one(
         self, task_id: str, lease_token: str | None, change: Callable[[Task], Task], verb: bytes = _ACK
     ) -> tuple[Task, Task] | None:
         """Fenced transition out of ``RUNNING``, then the held message and dependents."""
-        (done,) = await self._finish_many([_Finish(task_id, lease_token, change, verb)])
+        (done,) = await self._finish_jobs([_Finish(task_id, lease_token, change, verb)])
         return done
 
-    async def _finish_many(self, jobs: Sequence[_Finish], also: Sequence[Request] = ()) -> list[tuple[Task, Task] | None]:
-        """:meth:`_finish` for a batch, step by step: records (with the stream publishes
-        ``also``), messages, dependents."""
-        changed = await self._change_many([(job.task_id, job.fenced) for job in jobs], also)
+    async def _finish_jobs(
+        self,
+        jobs: Sequence[_Finish],
+        writes: Callable[[builtins.list[bool]], Sequence[Request]] | None = None,
+    ) -> builtins.list[tuple[Task, Task] | None]:
+        """:meth:`_finish_one` for a batch, step by step: records; messages, with the
+        requests ``writes`` makes from which jobs were accepted; dependents."""
+        changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries([self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None])
         moved = [job for job, done in zip(jobs, changed) if done is not None]
         ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
-        _, dependents = await asyncio.gather(
-            self._settle_messages(moved), self._any_dependents() if ended else _false()
+        requests = writes([done is not None for done in changed]) if writes is not None else ()
+        _, _, dependents = await asyncio.gather(
+            self._settle_messages(moved),
+            self._send(requests),
+            self._any_dependents() if ended else _false(),
         )
         if dependents:
             await _windowed(ended, self._after_end)
         return changed
 
-    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
-        (done,) = await self.complete_many([(task_id, token, state, error)])
-        return done
-
-    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        jobs = await self._completions(items)
-        return [done is not None for done in await self._finish_many(jobs)]
-
-    async def _completions(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[_Finish]:
-        for _, _, state, _ in items:
-            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-                raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
+    async def _completions(self, items: Sequence[Completion]) -> list[_Finish]:
         at = await self.now()
         return [
             _Finish(tid, tok, functools.partial(_unleased, state=state, finished_at=at, error=error))
             for tid, tok, state, error in items
         ]
 
-    async def finish_many(
-        self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
-        results: Sequence[TaskResult],
-        events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
-        event_storage: BaseEventStorage | None,
-    ) -> builtins.list[bool]:
-        """With NATS result and event stores: the results first, each acknowledged (a task
-        that reads as succeeded has its result), then the completions and the events
-        together; with any other store, the default order. Stores on the same server
-        write through this store's connection, so each step is one send and one wait."""
-        if not isinstance(result_storage, NatsResultStorage) or not (
-            event_storage is None or isinstance(event_storage, NatsEventStorage)
-        ):
-            return await super().finish_many(items, results, events, result_storage, event_storage)
-        jobs = await self._completions(items)
-        if results:
-            inbox = self.inbox if self.shares_server(result_storage) else result_storage.inbox
-            for start in range(0, len(results), _WINDOW):
-                await inbox.write(result_storage.bucket, result_storage.entries(results[start : start + _WINDOW]))
-        if not events or event_storage is None:
-            changed = await self._finish_many(jobs)
-        elif self.shares_server(event_storage):
-            changed = await self._finish_many(jobs, publishes(event_storage.messages(events)))
-        else:
-            changed, _ = await asyncio.gather(self._finish_many(jobs), event_storage.append_many(events))
-        return [done is not None for done in changed]
-
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         at = await self.now()
-        done = await self._finish(
+        done = await self._finish_one(
             task_id,
             token,
             lambda t: _unleased(t, state=TaskState.RETRYING, eta=eta, error=error or t.error),
@@ -260,8 +285,8 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
             await self._wake([done[1].queue])
         return done is not None
 
-    async def release(self, task_id: str, token: str) -> bool:
-        done = await self._finish(
+    async def _release(self, task_id: str, token: str) -> bool:
+        done = await self._finish_one(
             task_id,
             token,
             lambda t: _unleased(t, state=TaskState.PENDING, attempts=max(t.attempts - 1, 0)),
@@ -271,10 +296,10 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
             await self._wake([done[1].queue])
         return done is not None
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         at = await self.now()
         if token is not None:
-            done = await self._finish(
+            done = await self._finish_one(
                 task_id, token, lambda t: _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error)
             )
             return done is not None
@@ -292,7 +317,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
 
     # -- user actions ------------------------------------------------------------------
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         at = await self.now()
         changed = await self._mutate(
             task_id,
@@ -308,13 +333,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         await self._after_end(new)
         return True
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         found = await self._read(task_id)
         return found[0] if found else None
 
-    async def list(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
-    ) -> list[Task]:
+    async def _list(
+        self, queue: str | None, states: builtins.list[TaskState] | None, limit: int
+    ) -> builtins.list[Task]:
         wanted = None if states is None else set(states)
         tasks = [
             t for t, _ in await self._all_tasks()
@@ -323,14 +348,14 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         tasks.sort(key=lambda t: (t.created_at, t.id))
         return tasks[:limit]
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         out: dict[str, dict[TaskState, int]] = {}
         for task, _ in await self._all_tasks():
             counts = out.setdefault(task.queue, {})
             counts[task.state] = counts.get(task.state, 0) + 1
         return out
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _purge(self, queue: str | None, states: builtins.list[TaskState] | None) -> int:
         wanted = None if states is None else set(states)
         doomed = [
             t for t, _ in await self._all_tasks()
@@ -350,7 +375,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
     async def _delete(self, task: Task) -> None:
         await asyncio.gather(self._remove("tasks", task.id), self._remove("children", task.id))
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         at = await self.now()
         records = await self._all_tasks()
         states = {t.id: t.state for t, _ in records}

@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from omniq.models import Task, encoder, task_decoder
 
-from .batch import WRONG_REVISION, Request, _windowed, puts, revisions, sequences
+from .batch import WRONG_REVISION, _windowed, puts, revisions
 from .leases import LeaseCache, _Held
 from .names import token
 
@@ -63,12 +63,11 @@ class TaskRecords(LeaseCache):
             return old, new
 
     async def _change_many(
-        self, changes: Sequence[tuple[str, Callable[[Task], Task | None]]], also: Sequence[Request] = ()
+        self, changes: Sequence[tuple[str, Callable[[Task], Task | None]]]
     ) -> list[tuple[Task, Task] | None]:
         """:meth:`_mutate` for many records. A record this instance wrote last is changed
         from its cached copy in one batch of compare-and-sets, without reads; the others,
-        a refusal by the cached copy and a conflict go the reading way. ``also``: stream
-        publishes to send with the batch (their errors are raised after it)."""
+        a refusal by the cached copy and a conflict go the reading way."""
         out: list[tuple[Task, Task] | None] = [None] * len(changes)
         fast: list[tuple[int, _Held, Task, Task]] = []
         for i, (task_id, change) in enumerate(changes):
@@ -78,15 +77,13 @@ class TaskRecords(LeaseCache):
                 if new is not None:
                     fast.append((i, held, held.record, new))
         cas = puts(self._tasks_bucket, [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast])
-        replies = await self.inbox.ask([*cas, *also]) if cas or also else []
-        revs = revisions(replies[: len(cas)])
+        revs = revisions(await self.inbox.ask(cas)) if cas else []
         done = set()
         for (i, held, old, new), rev in zip(fast, revs):
             if rev != WRONG_REVISION:
                 held.record, held.record_rev = new, rev
                 out[i] = (old, new)
                 done.add(i)
-        sequences(replies[len(cas) :])
         slow = [i for i in range(len(changes)) if i not in done]
         for i, changed in zip(slow, await _windowed(slow, lambda i: self._mutate(*changes[i]))):
             out[i] = changed

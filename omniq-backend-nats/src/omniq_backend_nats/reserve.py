@@ -68,9 +68,9 @@ class Reserve(Dependencies):
                 out[(by_token[queue_token], int(band))] = count
         return out
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
-        if limit < 1 or not queues:
-            return []
+    async def _reserve(
+        self, queues: list[str], worker_id: str, lease: float, limit: int
+    ) -> list[Task]:
         at = await self.now()
         backlog = await self._backlog(queues)
         out: list[Task] = []
@@ -239,7 +239,7 @@ class Reserve(Dependencies):
                 await self._leases.put(key, encoder.encode(_Lease(task.lease_token or "", deadline, msg.reply)))
         await confirm(self.nc, msg.reply, nak_delay(max(deadline - at, _MIN_RECHECK)))
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: list[str], timeout: float) -> None:
         """Wakes on enqueue, release, retry, lapse and dependency release (core NATS
         messages on ``<prefix>.wake.<queue>``); delayed tasks are found by the next poll."""
         for queue in queues:
