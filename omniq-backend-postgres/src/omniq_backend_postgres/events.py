@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from omniq.interfaces import BaseEventStorage, check_event_order
+from omniq.interfaces import BaseEventStorage
 from omniq.models import EventType, TaskEvent
 
 from .store import PostgresStore
@@ -39,22 +39,20 @@ def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
 
 
 class PostgresEventStorage(PostgresStore, BaseEventStorage):
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        if events:
-            await self.execute(APPEND, *append_args(events))
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
+        await self.execute(APPEND, *append_args(events))
 
-    async def query(
+    async def _query(
         self,
         *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = 1000,
-        order: str = "asc",
+        task_id: str | None,
+        queue: str | None,
+        types: Iterable[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
     ) -> list[TaskEvent]:
-        check_event_order(order)
         clauses: list[str] = []
         args: list[Any] = []
 
@@ -86,6 +84,6 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
             for r in rows
         ]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         status = await self.execute("DELETE FROM {s}.events WHERE ts < $1", older_than)
         return int(status.split()[-1])

@@ -11,14 +11,25 @@ dependents in the same transaction (``settle()`` in the schema, see
 from __future__ import annotations
 
 import builtins  # the queue's list() method shadows the type in the class body
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from omniq.errors import ConfigError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, LeaseRef
-from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
+from omniq.errors import TaskNotFoundError
+from omniq.interfaces import (
+    Batch,
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Capability,
+    Completion,
+    LeaseRef,
+    as_stored,
+    gather_batches,
+)
+from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 
 from .events import APPEND, append_args
 from .results import UPSERT, upsert_args
@@ -214,13 +225,9 @@ def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = No
     ]
 
 
-def _complete_args(items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[list[Any]]:
-    """Arguments of the schema's complete_many(); refuses a state that does not end a task."""
-    for _, _, state, _ in items:
-        if TaskState(state) not in TERMINAL_STATES:
-            raise ConfigError(f"complete() takes a final state such as 'succeeded' or "
-                              f"'cancelled', got {state!r}")
-    return [[i[0] for i in items], [i[1] for i in items], [TaskState(i[2]).value for i in items],
+def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
+    """Arguments of the schema's complete_many() (states checked by the base)."""
+    return [[i[0] for i in items], [i[1] for i in items], [i[2].value for i in items],
             [encode_error(i[3]) for i in items]]
 
 
@@ -250,29 +257,44 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def enqueue(self, task: Task, *, connection: asyncpg.Connection | None = None) -> Task:
         """Store ``task``; with ``connection``, inside that connection's transaction."""
-        return (await self.enqueue_many([task], connection=connection))[0]
+        if connection is not None:
+            return await self.using(connection).enqueue(task)
+        return await super().enqueue(task)
 
     async def enqueue_many(self, tasks: Sequence[Task], *,
                            connection: asyncpg.Connection | None = None) -> list[Task]:
-        """One INSERT ... SELECT FROM unnest(...) for the whole batch; tasks with
-        ``depends_on`` go one by one (in order) in the same transaction."""
+        """Store ``tasks``; with ``connection``, inside that connection's transaction."""
         if connection is not None:
             return await self.using(connection).enqueue_many(tasks)
-        if not tasks:
-            return []
-        if not any(t.depends_on for t in tasks):
-            return await self._run(lambda conn: self._insert(conn, tasks))
-        return await self._run(lambda conn: self._enqueue_in_order(conn, tasks), transaction=True)
+        return await super().enqueue_many(tasks)
 
-    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
-                               event_storage: BaseEventStorage | None) -> list[Task]:
-        """One statement (:data:`INSERT_RECORDED`) when the event storage shares this
-        schema, the batch is small and no task has parents; otherwise the stores are
-        written in turn."""
-        if (not events or len(tasks) > RECORDED_MAX or event_storage is None
-                or not self.shares_schema(event_storage) or any(t.depends_on for t in tasks)):
-            return await super().enqueue_recorded(tasks, events, event_storage)
-        return await self._run(lambda conn: self._insert(conn, tasks, events=events))
+    def _shares_home(self, store: BaseStore) -> bool:
+        """Result and event stores in this schema of this database."""
+        return self.shares_schema(store)
+
+    async def _enqueue(self, batches: Iterable[Batch],
+                       event_storage: BaseEventStorage | None) -> AsyncIterator[list[Task]]:
+        """One INSERT ... SELECT FROM unnest(...) for all batches, with the events of a
+        sibling event storage in the same statement (:data:`INSERT_RECORDED`) when the
+        batch is small and no task has parents; tasks with ``depends_on`` go one by one
+        (in order) in one transaction, and the events then follow."""
+        tasks, events = gather_batches(batches)
+        if not tasks:
+            return
+        if not events or event_storage is None:
+            events = []
+        parents = any(t.depends_on for t in tasks)
+        if events and len(tasks) <= RECORDED_MAX and not parents:
+            yield await self._run(lambda conn: self._insert(conn, tasks, events=events))
+            return
+        if not parents:
+            stored = await self._run(lambda conn: self._insert(conn, tasks))
+        else:
+            stored = await self._run(lambda conn: self._enqueue_in_order(conn, tasks), transaction=True)
+        if events:
+            assert event_storage is not None
+            await event_storage.append_many([as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+        yield stored
 
     async def _enqueue_in_order(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[Task]:
         stored: list[Task] = []
@@ -339,58 +361,41 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     # -- leases --------------------------------------------------------------------------
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
-                      ) -> list[Task]:
-        if limit <= 0 or not queues:
-            return []
+    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int
+                       ) -> list[Task]:
         if len(queues) == 1:
             rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
         else:
             rows = await self.fetch(RESERVE_QUEUES, list(queues), limit, worker_id, lease)
         return [task_from_row(row[2:]) for row in rows]
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        if not leases:
-            return []
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.fetch(HEARTBEAT, [i for i, _ in leases], [t for _, t in leases], lease)
         return [row[0] for row in rows]
 
-    async def complete(self, task_id: str, token: str, state: TaskState,
-                       error: ErrorInfo | None = None) -> bool:
-        return (await self.complete_many([(task_id, token, state, error)]))[0]
-
-    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
-                            ) -> list[bool]:
-        """One round trip: the schema's complete_many() finishes the tasks and settles
-        their dependents atomically."""
-        if not items:
-            return []
-        rows = await self.fetch(COMPLETE_MANY, *_complete_args(items))
-        done = {row[0] for row in rows}
-        return [item[0] in done for item in items]
-
-    async def finish_many(
+    async def _finish(
         self,
-        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        items: Sequence[Completion],
         results: Sequence[TaskResult],
         events: Sequence[TaskEvent],
-        result_storage: BaseResultStorage,
+        result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        """One statement (:data:`FINISH_MANY`) when the result and event stores share this
-        schema; otherwise the stores are written in turn."""
-        if not self.shares_schema(result_storage) or (
-                event_storage is not None and not self.shares_schema(event_storage)):
-            return await super().finish_many(items, results, events, result_storage, event_storage)
-        rows = await self.fetch(FINISH_MANY, *_complete_args(items), *upsert_args(results),
-                                *append_args(events if event_storage is not None else ()))
+        """One round trip: the schema's complete_many() finishes the tasks and settles
+        their dependents atomically, with the results and events of sibling stores in the
+        same statement (:data:`FINISH_MANY`: one commit)."""
+        if results or events:
+            rows = await self.fetch(FINISH_MANY, *_complete_args(items), *upsert_args(results),
+                                    *append_args(events))
+        else:
+            rows = await self.fetch(COMPLETE_MANY, *_complete_args(items))
         done = {row[0] for row in rows}
         return [item[0] in done for item in items]
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         return bool(await self.fetch(RETRY, task_id, token, eta, encode_error(error)))
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         return bool(await self.fetch(RELEASE, task_id, token))
 
     async def _settled(self, template: str, *args: Any) -> list[asyncpg.Record]:
@@ -406,14 +411,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
         return await self._run(work, transaction=True)
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         return bool(await self._settled(DEAD_LETTER, task_id, token, encode_error(error)))
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         rows = await self._settled(RELEASE_EXPIRED)
         return [task_from_row(row[1:]) for row in rows]
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         if await self._settled(CANCEL, task_id):
             return True
         if await self.fetchval("SELECT 1 FROM {s}.tasks WHERE id = $1", task_id) is None:
@@ -427,36 +432,36 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                                          f"WHERE t.id = ANY ($1::text[])"), list(ids))
         return {row[0]: task_from_row(row[1:]) for row in rows}
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         rows = await self.fetch(f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
         return task_from_row(rows[0]) if rows else None
 
-    async def list(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                   limit: int = 100) -> list[Task]:
+    async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
+                    limit: int) -> list[Task]:
         where, args = _where(queue, states)
         rows = await self.fetch(
             f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
         return [task_from_row(row) for row in rows]
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
         for queue, state, n in await self.fetch(
                 "SELECT queue, state, count(*) FROM {s}.tasks GROUP BY queue, state"):
             counts.setdefault(queue, {})[STATES[state]] = n
         return counts
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         where, args = _where(queue, states)
         status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
         return int(status.split()[-1])
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         rows = await self._settled(EXPIRE)
         await self.execute(DELETE_FINISHED)
         return [task_from_row(row[1:]) for row in rows]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a NOTIFY for one of ``queues``, the next delayed task's eta, or
         ``timeout``, whichever comes first; return at once if work is ready."""
         names = list(queues)
@@ -468,7 +473,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     # -- schedules -----------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self.execute(
             "INSERT INTO {s}.schedules (id, next_run, last_run, paused, data) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (id) DO UPDATE SET next_run = excluded.next_run, last_run = excluded.last_run, "
@@ -476,25 +481,25 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             schedule.id, schedule.next_run, schedule.last_run, schedule.paused, encoder.encode(schedule))
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE id = $1", schedule_id)
         return schedule_from_row(rows[0]) if rows else None
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
         return [schedule_from_row(row) for row in rows]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
 
-    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None
-                                  ) -> bool:
+    async def _set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None
+                                   ) -> bool:
         return bool(await self.fetch(
             "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
             "RETURNING id", schedule_id, paused, next_run))
 
-    async def claim_due_schedules(self, at: float, limit: int = 100
-                                  ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+    async def _claim_due_schedules(self, at: float, limit: int
+                                   ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         """Read the due schedules, compute their firings here (cron lives in Python),
         then win them with one compare-and-set UPDATE on the old ``next_run``."""
         rows = await self.fetch(

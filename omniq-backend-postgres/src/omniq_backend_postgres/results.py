@@ -45,31 +45,23 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
         {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY})
     channel_suffix = "results"
 
-    async def set(self, result: TaskResult) -> None:
-        await self.set_many([result])
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        await self.execute(UPSERT, *upsert_args(results))
 
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
-        if results:
-            await self.execute(UPSERT, *upsert_args(results))
-
-    async def get(self, task_id: str) -> TaskResult | None:
-        data = await self.fetchval(f"SELECT data FROM {{s}}.results WHERE task_id = $1 AND {LIVE}", task_id)
-        return None if data is None else result_decoder.decode(data)
-
-    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         rows = await self.fetch(
             f"SELECT task_id, data FROM {{s}}.results WHERE task_id = ANY ($1::text[]) AND {LIVE}",
             list(task_ids))
         return {row[0]: result_decoder.decode(row[1]) for row in rows}
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.results WHERE task_id = $1 RETURNING 1", task_id))
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         status = await self.execute(f"DELETE FROM {{s}}.results WHERE expires_at <= {EPOCH_NOW}")
         return int(status.split()[-1])
 
-    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+    async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as its NOTIFY arrives; polls only while the listening
         connection is down."""
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
-from omniq.interfaces import BaseEventStorage, Capability, check_event_order
+from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import TaskEvent, encoder
 from omniq.options import Option
 from redis.exceptions import ResponseError
@@ -60,12 +60,10 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         self.task_index_ttl = self.options["task_index_ttl"]
         self.index_bucket_ms = max(int(self.task_index_ttl * 1000) // _INDEX_BUCKETS, 1000)
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         """One script run; the events travel as msgpack columns plus the encoded events end
         to end (see events_lib.lua): a bulk enqueue's events share their timestamp,
         queue and type, so those are sent once, and the events stored as one entry."""
-        if not events:
-            return
         try:
             await self.shared.script("events_append")(args=self.append_args(events))
         except ResponseError as exc:
@@ -106,7 +104,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     async def _late(self) -> int:
         return int(await self.redis.get(self.key("ev", "late")) or 0)
 
-    async def query(
+    async def _query(
         self,
         *,
         task_id: str | None = None,
@@ -117,9 +115,6 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        check_event_order(order)
-        if limit is not None and limit <= 0:
-            return []
         wanted_types = None if types is None else {getattr(t, "value", t).encode() for t in types}
         wanted_queue = None if queue is None else queue.encode()
 
@@ -201,7 +196,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             start = "(" + chunk[-1][0].decode()
             count = min(count * 2, _CHUNK)
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         """One script (events_cleanup.lua): XTRIM MINID drops every entry whose id (hence
         timestamp) is older, then the few appended late, whose id is newer than their
         timestamp, go by XDEL; index buckets that only name dropped entries are freed."""

@@ -12,13 +12,32 @@ import builtins
 import heapq
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
-from omniq.errors import ConfigError, QueueError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
-from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskState, encoder, schedule_decoder
+from omniq.errors import QueueError, TaskNotFoundError
+from omniq.interfaces import (
+    Batch,
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Capability,
+    Completion,
+    LeaseRef,
+    as_stored,
+)
+from omniq.models import (
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    encoder,
+    schedule_decoder,
+)
 from redis.exceptions import ResponseError
 
 from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
@@ -27,7 +46,6 @@ from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .store import RedisStore
 
-_COMPLETE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED})
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
 _CAS_TRIES = 20
 
@@ -74,39 +92,27 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def enqueue(self, task: Task) -> Task:
-        return (await self.enqueue_many([task]))[0]
+    def _shares_home(self, store: BaseStore) -> bool:
+        """An event storage on this connection (same server and database)."""
+        return isinstance(store, RedisEventStorage) and store.shared is self.shared
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
-        """One script run for the whole batch, atomic: a foreign key or an unknown parent
-        anywhere refuses all of it. The batch travels as msgpack columns plus the encoded
-        tasks end to end (see enqueue.lua); a task the server stored exactly as given is
-        returned as is, not copied."""
-        if not tasks:
-            return []
-        stored, _ = _stored(tasks, await self._run("enqueue", _enqueue_args(tasks)))
-        return stored
-
-    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
-                               event_storage: BaseEventStorage | None) -> list[Task]:
-        return await self.enqueue_batches([(tasks, events)], event_storage)
-
-    async def enqueue_batches(
-        self,
-        batches: Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]],
-        event_storage: BaseEventStorage | None,
-    ) -> list[Task]:
-        """One enqueue script run per batch, each sent as soon as it is built, on one
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
+        """One enqueue script run per batch, atomic (a foreign key or an unknown parent
+        anywhere in a batch refuses all of it), each sent as soon as it is built, on one
         connection, each reply decoded as soon as it comes: the server stores a batch
-        while the caller builds the next. With the event storage on this connection
-        (same server and database) the script also writes the batch's events: they are
+        while the caller builds the next. A batch travels as msgpack columns plus the
+        encoded tasks end to end (see enqueue.lua); a task the server stored exactly as
+        given is returned as is, not copied. With the event storage on this connection
+        (a sibling, given only then) the script also writes the batch's events: they are
         encoded before the server decides the tasks' states, so they say what the client
         expects (pending, or scheduled for an eta ahead of its clock), and the script
         writes those whose task it stored so; the others (a task that existed, an eta at
         the edge of now) follow in one more call, as stored. Unless ``batches`` is a
         sequence of one, the batches are chained (see enqueue.lua): one that fails stops
         those after it, so what is stored is the tasks before it."""
-        sibling = isinstance(event_storage, RedisEventStorage) and event_storage.shared is self.shared
+        sibling = event_storage is not None
         chained = not (isinstance(batches, Sequence) and len(batches) == 1)
         chain_key = self.key("chain", secrets.token_hex(8)) if chained else ""
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
@@ -141,7 +147,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         await self.shared.pipelined(calls(), decode)
         if chained and sent:
             await self.redis.delete(chain_key)
-        stored: list[Task] = []
+        stored = 0
         held: list[TaskEvent] = []
         refusal: Exception | None = None
         for i, (tasks, events) in enumerate(sent):
@@ -155,13 +161,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         f"between two batches (building one took that long?)")
                 break
             batch_stored, positions = outcome
-            stored += batch_stored
-            if not events or event_storage is None:
-                continue
-            if sibling:
+            stored += len(batch_stored)
+            if events and event_storage is not None:
                 held += [as_stored(events[j - 1], batch_stored[j - 1]) for j in positions]
-            else:
-                held += [as_stored(e, t) for e, t in zip(events, batch_stored, strict=True)]
+            yield batch_stored
         if held:
             assert event_storage is not None
             await event_storage.append_many(held)
@@ -170,61 +173,54 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         problem = refusal or (failure[0] if failure else None)
         if problem is not None:
             if stored:
-                problem.add_note(f"the first {len(stored)} task(s) of this enqueue were stored, "
+                problem.add_note(f"the first {stored} task(s) of this enqueue were stored, "
                                  f"the rest were not")
             raise problem
-        return stored
 
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        if limit <= 0 or not queues:
-            return []
         blob = await self._run(
-            "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *dict.fromkeys(queues)]
+            "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *queues]
         )
         return decode_rows(blob)
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        if not leases:
-            return []
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         args: list[Any] = [number(lease)]
         for task_id, token in leases:
             args += [task_id, token]
         return [i.decode() for i in await self._run("heartbeat", args)]
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        return (await self.complete_many([(task_id, token, state, error)]))[0]
-
-    async def complete_many(
-        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        if not items:
-            return []
+        """One complete script run; the events of a sibling event storage follow, those of
+        refused items left out (results are never a sibling's: the base writes them)."""
         args: list[Any] = [len(items)]
         for task_id, token, state, error in items:
-            state = TaskState(state)
-            if state not in _COMPLETE_STATES:
-                raise ConfigError(
-                    f"complete() state {state.value!r} for task {task_id!r}: expected succeeded, "
-                    f"cancelled or failed (use retry() or dead_letter() for the others)"
-                )
             args += [task_id, token, state.value, encode_error(error)]
-        return [bool(ok) for ok in await self._run("complete", args)]
+        accepted = [bool(ok) for ok in await self._run("complete", args)]
+        if events and event_storage is not None:
+            refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
+            await event_storage.append_many([e for e in events if e.task_id not in refused])
+        return accepted
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         return bool(await self._run("retry", [task_id, token, number(eta), encode_error(error)]))
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         return bool(await self._run("release", [task_id, token]))
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         fenced = "0" if token is None else "1"
         return bool(await self._run("dead_letter", [task_id, fenced, token or "", encode_error(error)]))
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
         while True:
             rows = decode_rows(await self._run("expire_leases", [_BATCH]))
@@ -232,14 +228,14 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             if len(rows) < _BATCH:
                 return released
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         outcome = await self._run("cancel", [task_id])
         if outcome < 0:
-            await self.get(task_id)  # a foreign key under the task's name is named as such
+            await self._get(task_id)  # a foreign key under the task's name is named as such
             raise TaskNotFoundError(task_id)
         return bool(outcome)
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         key = self.key("t", task_id)
         try:
             values = cast("list[bytes | None]", await self.redis.hmget(key, HASH_FIELDS))
@@ -264,15 +260,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         names = cast("set[bytes]", await self.redis.smembers(self.key("queues")))
         return sorted(q.decode() for q in names)
 
-    async def list(
+    async def _list(
         self,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        limit: int = 100,
+        queue: str | None,
+        states: Iterable[TaskState] | None,
+        limit: int,
     ) -> list[Task]:
-        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+        wanted = list(TaskState) if states is None else list(states)
         indexes = [(q, s) for q in await self._queues(queue) for s in wanted]
-        if not indexes or limit <= 0:
+        if not indexes:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for q, s in indexes:
@@ -283,7 +279,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         ids = [tid for _, tid in list(merged)[:limit]]
         return await self._rows(ids)
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         queues = await self._queues(None)
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
@@ -297,8 +293,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 out[q] = per_state
         return out
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
-        wanted = list(TaskState) if states is None else [TaskState(s) for s in states]
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
+        wanted = list(TaskState) if states is None else list(states)
         total = 0
         for q in await self._queues(queue):
             for s in wanted:
@@ -308,7 +304,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                         break
         return total
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         expired: builtins.list[Task] = []
         while True:
             blob, deleted = await self._run("cleanup", [_BATCH])
@@ -317,12 +313,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             if len(rows) < _BATCH and deleted < _BATCH:
                 return expired
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Wait on pub/sub wake-ups that enqueue, retry and lease recovery publish; wake
         no later than the earliest eta among the queues' delayed tasks."""
-        if timeout <= 0 or not queues:
+        if timeout <= 0:
             return
-        names = tuple(dict.fromkeys(queues))
+        names = tuple(queues)
         notifier = self.shared.notifier
         event = self._wake.get(names)
         if event is None:
@@ -354,7 +350,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     # -- schedules ---------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("sched"), schedule.id, encoder.encode(schedule))
             if schedule.paused:
@@ -364,15 +360,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             await pipe.execute()
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         blob = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
         return schedule_decoder.decode(blob) if blob is not None else None
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("sched")))
         return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.key("sched"), schedule_id)
             pipe.zrem(self.key("sched", "due"), schedule_id)
@@ -383,8 +379,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     def _cas_args(schedule_id: str, old: bytes, new: Schedule) -> builtins.list[Any]:
         return [schedule_id, old, encoder.encode(new), "" if new.paused else number(new.next_run)]
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         for _ in range(_CAS_TRIES):
             old = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
@@ -397,8 +393,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 return True
         raise RuntimeError(f"schedule {schedule_id!r} kept changing; pause/resume gave up")
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         ids = cast(
             "builtins.list[bytes]",

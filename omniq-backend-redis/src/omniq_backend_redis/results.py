@@ -32,40 +32,25 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
 
-    async def set(self, result: TaskResult) -> None:
-        await self.set_many([result])
-
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
-        if not results:
-            return
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
         args: list[Any] = []
         for r in results:
             expiry = "" if r.expires_at is None else str(max(math.ceil(r.expires_at * 1000), 1))
             args += [r.task_id, _MARK + encoder.encode(r), expiry]
         await self._script("results_set", args, self.key("r", results[0].task_id))
 
-    async def get(self, task_id: str) -> TaskResult | None:
-        key = self.key("r", task_id)
-        try:
-            value = cast("bytes | None", await self.redis.get(key))
-        except ResponseError as exc:
-            raise (await self.foreign(key, exc) or exc) from None
-        return None if value is None else self._decode(task_id, value)
-
-    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        if not task_ids:
-            return {}
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         values = cast("list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids]))
         return {t: self._decode(t, v) for t, v in zip(task_ids, values) if v is not None}
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return bool(await self._script("results_delete", [task_id], self.key("r", task_id)))
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         """Nothing to do: Redis expires results itself."""
         return 0
 
-    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+    async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """Subscribe first, then read, then sleep until the result's notification."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

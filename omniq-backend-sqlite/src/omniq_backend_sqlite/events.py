@@ -13,7 +13,7 @@ import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError
-from omniq.interfaces import BaseEventStorage, Capability, check_event_order
+from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import EventType, TaskEvent
 
 from ._db import SqliteStore, json_list
@@ -38,12 +38,11 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = True
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        if events:
-            async with self.db.transaction() as conn:
-                await insert_events(conn, events)
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
+        async with self.db.transaction() as conn:
+            await insert_events(conn, events)
 
-    async def query(
+    async def _query(
         self,
         *,
         task_id: str | None = None,
@@ -54,7 +53,6 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         limit: int | None = 1000,
         order: str = "asc",
     ) -> list[TaskEvent]:
-        check_event_order(order)
         terms: list[str] = []
         params: list[Any] = []
         for term, value in (("task_id = ?", task_id), ("queue = ?", queue),
@@ -74,7 +72,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
             params.append(limit)
         return [_decode(row) for row in await self.db.fetch(sql, params)]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         return len(await self.db.fetch("DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)))
 
 

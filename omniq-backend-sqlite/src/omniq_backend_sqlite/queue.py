@@ -12,20 +12,32 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
 import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
-from omniq.interfaces import BaseEventStorage, BaseTaskQueue, Capability, LeaseRef, as_stored
+from omniq.interfaces import (
+    Batch,
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Capability,
+    Completion,
+    LeaseRef,
+    as_stored,
+    gather_batches,
+)
 from omniq.models import (
     ErrorInfo,
     TERMINAL_STATES,
     Schedule,
     Task,
     TaskEvent,
+    TaskResult,
     TaskState,
     encoder,
     schedule_decoder,
@@ -36,6 +48,7 @@ from ._deps import cancel_dependents, dependency_error, make_ready
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events
+from .results import SqliteResultStorage, upsert_results
 
 _FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -102,28 +115,24 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- enqueue -----------------------------------------------------------------------
 
-    async def enqueue(self, task: Task) -> Task:
-        return (await self.enqueue_many([task]))[0]
+    def _shares_home(self, store: BaseStore) -> bool:
+        """Result and event stores in the same file: written in the tasks' transaction,
+        one commit (one sync to disk) instead of two or three."""
+        return (isinstance(store, (SqliteEventStorage, SqliteResultStorage))
+                and self.settings.same_file(store.settings))
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[Task]:
+    async def _enqueue(self, batches: Iterable[Batch],
+                       event_storage: BaseEventStorage | None) -> AsyncIterator[list[Task]]:
         """Enqueue in order in one transaction: all or nothing (a missing dependency
         rolls the whole batch back). A task may depend on one earlier in the batch."""
+        tasks, events = gather_batches(batches)
         if not tasks:
-            return []
-        async with self.db.transaction() as conn:
-            return await self._enqueue_in(conn, tasks)
-
-    async def enqueue_recorded(self, tasks: Sequence[Task], events: Sequence[TaskEvent],
-                               event_storage: BaseEventStorage | None) -> list[Task]:
-        """With the event storage in the same file, the events go in the tasks'
-        transaction: one commit (one sync to disk) instead of two."""
-        if (not tasks or not events or not isinstance(event_storage, SqliteEventStorage)
-                or not self.settings.same_file(event_storage.settings)):
-            return await super().enqueue_recorded(tasks, events, event_storage)
+            return
         async with self.db.transaction() as conn:
             stored = await self._enqueue_in(conn, tasks)
-            await insert_events(conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
-        return stored
+            if event_storage is not None and events:
+                await insert_events(conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+        yield stored
 
     async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
         """Store ``tasks`` in the caller's transaction (see enqueue_many)."""
@@ -160,10 +169,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- leases ------------------------------------------------------------------------
 
-    async def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1) -> list[Task]:
-        names = list(dict.fromkeys(queues))
-        if not names or limit <= 0:
-            return []
+    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> list[Task]:
+        names = queues
         arms = " UNION ALL ".join([_READY_ARM] * len(names))
         pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
         async with self.db.transaction() as conn:
@@ -179,27 +186,17 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         order = {seq: i for i, seq in enumerate(seqs)}
         return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        if not leases:
-            return []
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.db.fetch(_HEARTBEAT, (time.time() + lease, json_list([list(ref) for ref in leases])))
         held = {(task_id, token) for task_id, token in rows}
         return [task_id for task_id, token in leases if (task_id, token) in held]
 
-    async def complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None) -> bool:
-        return (await self.complete_many([(task_id, token, state, error)]))[0]
-
-    async def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> list[bool]:
-        """One UPDATE for the whole batch, plus the dependents, in one transaction."""
-        states = [TaskState(state) for _, _, state, _ in items]
-        for state in states:
-            if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-                raise ConfigError(
-                    f"complete() takes state succeeded or cancelled, got {state.value!r}; use "
-                    f"retry() or dead_letter() for a failed attempt"
-                )
-        if not items:
-            return []
+    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
+                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
+                      event_storage: BaseEventStorage | None) -> list[bool]:
+        """One UPDATE for the whole batch, plus the dependents, plus the results and
+        events of sibling stores (those of refused items left out), in one transaction."""
+        states = [state for _, _, state, _ in items]
         first: dict[str, int] = {}  # a task listed twice completes once
         for i, (task_id, *_) in enumerate(items):
             first.setdefault(task_id, i)
@@ -214,9 +211,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             for task_id in done:
                 if states[first[task_id]] is TaskState.CANCELLED:
                     await cancel_dependents(conn, task_id, "cancelled", now)
+            refused = first.keys() - done
+            if results:
+                await upsert_results(conn, [r for r in results if r.task_id not in refused])
+            if events:
+                await insert_events(conn, [e for e in events if e.task_id not in refused])
         return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'retrying', eta = ?, error = COALESCE(?, error),
                 {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
@@ -224,7 +226,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'pending', attempts = max(attempts - 1, 0),
                 {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
@@ -232,7 +234,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         params: tuple[str, ...] = (task_id,)
         if token is None:
             fence = f"state NOT IN {TERMINAL_SQL}"
@@ -249,7 +251,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 await cancel_dependents(conn, task_id, "dead", now)
         return bool(rows)
 
-    async def release_expired_leases(self) -> list[Task]:
+    async def _release_expired_leases(self) -> list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
             dead = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_DEAD, (now, now))]
@@ -258,7 +260,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             back = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_PENDING, (now,))]
         return dead + back
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         async with self.db.transaction() as conn:
             rows = list(await conn.execute_fetchall("SELECT state FROM omniq_tasks WHERE id = ?", (task_id,)))
             if not rows:
@@ -273,7 +275,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             await cancel_dependents(conn, task_id, "cancelled", now)
         return True
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
         cross-process notification): every 5 ms while work arrived in the last
         ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
@@ -294,12 +296,12 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- reading and housekeeping ------------------------------------------------------
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         rows = await self.db.fetch(f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,))
         return row_to_task(rows[0]) if rows else None
 
-    async def list(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> list[Task]:
         where, params = _filter(queue, states)
         rows = await self.db.fetch(
@@ -307,7 +309,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return [row_to_task(row) for row in rows]
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
         for queue, state, count in await self.db.fetch(
             "SELECT queue, state, count(*) FROM omniq_tasks GROUP BY queue, state"
@@ -318,7 +320,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 log.warning("omniq_tasks has %d row(s) in unknown state %r", count, state)
         return counts
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         where, params = _filter(queue, states)
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
@@ -326,7 +328,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             await _forget_edges(conn, ids)
         return len(ids)
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
             rows = await conn.execute_fetchall(
@@ -343,7 +345,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- schedules ---------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self.db.fetch(
             """INSERT OR REPLACE INTO omniq_schedules (id, next_run, last_run, paused, data)
                VALUES (?, ?, ?, ?, ?)""",
@@ -351,18 +353,18 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,))
         return _schedule(rows[0]) if rows else None
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
         return [_schedule(row) for row in rows]
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
 
-    async def set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None = None) -> bool:
+    async def _set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None) -> bool:
         rows = await self.db.fetch(
             """UPDATE omniq_schedules SET paused = ?, next_run = COALESCE(?, next_run)
                WHERE id = ? RETURNING id""",
@@ -370,8 +372,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return bool(rows)
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         async with self.db.transaction() as conn:

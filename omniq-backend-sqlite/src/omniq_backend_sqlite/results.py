@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import aiosqlite
 import msgspec
 
 from omniq.errors import SerializationError
@@ -23,6 +24,12 @@ _UPSERT = f"INSERT OR REPLACE INTO omniq_results ({_COLUMNS_SQL}) VALUES ({', '.
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
+async def upsert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
+    """Store ``results`` in the caller's transaction (the task queue's finish writes them
+    in the same transaction as the completions)."""
+    await conn.executemany(_UPSERT, [_params(r) for r in results])
+
+
 class SqliteResultStorage(SqliteStore, BaseResultStorage):
     """Results in ``omniq_results``; expired rows are hidden at once and deleted by
     :meth:`cleanup`. ``wait`` polls (SQLite has no cross-process notification)."""
@@ -31,23 +38,11 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = True
 
-    async def set(self, result: TaskResult) -> None:
-        await self.set_many([result])
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        async with self.db.transaction() as conn:
+            await upsert_results(conn, results)
 
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
-        if results:
-            async with self.db.transaction() as conn:
-                await conn.executemany(_UPSERT, [_params(r) for r in results])
-
-    async def get(self, task_id: str) -> TaskResult | None:
-        rows = await self.db.fetch(
-            f"SELECT {_COLUMNS_SQL} FROM omniq_results WHERE task_id = ? AND {_LIVE}", (task_id, time.time())
-        )
-        return _decode(rows[0]) if rows else None
-
-    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        if not task_ids:
-            return {}
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         rows = await self.db.fetch(
             f"""SELECT {_COLUMNS_SQL} FROM omniq_results
                 WHERE task_id IN (SELECT value FROM json_each(?)) AND {_LIVE}""",
@@ -55,10 +50,10 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
         )
         return {row[0]: _decode(row) for row in rows}
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_results WHERE task_id = ? RETURNING task_id", (task_id,)))
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         rows = await self.db.fetch(
             "DELETE FROM omniq_results WHERE expires_at <= ? RETURNING task_id", (time.time(),)
         )

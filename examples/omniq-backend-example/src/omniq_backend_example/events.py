@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-from omniq.interfaces import BaseEventStorage, check_event_order
+from omniq.interfaces import BaseEventStorage
 from omniq.models import TaskEvent
 
 from .namespace import NamespaceStore
@@ -16,22 +16,21 @@ __all__ = ["ExampleEventStorage"]
 class ExampleEventStorage(NamespaceStore, BaseEventStorage):
     local_only: ClassVar[bool] = True
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         self.ns.events.extend(events)
 
-    async def query(
+    async def _query(
         self,
         *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = 1000,
-        order: str = "asc",
+        task_id: str | None,
+        queue: str | None,
+        types: Iterable[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
     ) -> list[TaskEvent]:
-        check_event_order(order)
-        wanted = None if types is None else {getattr(t, "value", t) for t in types}
+        wanted = None if types is None else set(types)
         found = [
             e for e in self.ns.events
             if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
@@ -41,7 +40,7 @@ class ExampleEventStorage(NamespaceStore, BaseEventStorage):
         found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
         return found if limit is None else found[:limit]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         before = len(self.ns.events)
         self.ns.events[:] = [e for e in self.ns.events if e.timestamp >= older_than]
         return before - len(self.ns.events)

@@ -1,9 +1,14 @@
 """The task queue: tasks in a dict, scanned on each call (simple, not fast).
 
-Each method follows the docstring of the same method in ``omniq.interfaces.BaseTaskQueue``;
-the conformance suite checks them. Only the capabilities declared in ``capabilities`` are
+Each ``_`` method is a hook of ``omniq.interfaces.BaseTaskQueue`` and follows its
+docstring; the base's public methods check the arguments and call them, and the
+conformance suite checks the whole. Only the capabilities declared in ``capabilities`` are
 promised: this store has no ``DEPENDENCIES`` (it refuses ``depends_on``) and no
 ``CROSS_PROCESS`` (its data lives in one process).
+
+The result and event stores of the same ``example://NAME`` live in the same namespace, so
+``_shares_home`` says True for them and ``_enqueue``/``_finish`` write their records in the
+same step as the tasks (here: without an ``await`` in between).
 """
 
 from __future__ import annotations
@@ -12,14 +17,33 @@ import asyncio
 import builtins
 import contextlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
 import msgspec
 
 from omniq.errors import CapabilityError, TaskNotFoundError
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import TERMINAL_STATES, ErrorInfo, Schedule, Task, TaskState, now
+from omniq.interfaces import (
+    Batch,
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseStore,
+    BaseTaskQueue,
+    Capability,
+    Completion,
+    LeaseRef,
+    as_stored,
+)
+from omniq.models import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    now,
+)
 
 from .namespace import NamespaceStore
 
@@ -50,9 +74,22 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             return None
         return task
 
+    def _shares_home(self, store: BaseStore) -> bool:
+        """The sibling stores of the same namespace: written in the tasks' step."""
+        return isinstance(store, NamespaceStore) and store.name == self.name
+
     # -- enqueue and delivery -----------------------------------------------------------
 
-    async def enqueue(self, task: Task) -> Task:
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[builtins.list[Task]]:
+        for tasks, events in batches:  # each batch in one step (no await inside)
+            stored = [self._store(task) for task in tasks]
+            if event_storage is not None and events:  # a sibling: same namespace
+                self.ns.events.extend(as_stored(e, t) for e, t in zip(events, stored, strict=True))
+            yield stored
+
+    def _store(self, task: Task) -> Task:
         ns = self.ns
         if task.id in ns.tasks:
             return ns.tasks[task.id]  # idempotent by id
@@ -65,8 +102,8 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         ns.wake_workers()
         return stored
 
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> builtins.list[Task]:
         ns, at = self.ns, now()
         ready = sorted(
@@ -80,11 +117,11 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             for t in ready[:limit]
         ]
 
-    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ns.new_work.wait(), timeout)
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
         held = []
         for task_id, token in leases:
             task = self._held(task_id, token)
@@ -93,37 +130,49 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
                 held.append(task_id)
         return held
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        task = self._held(task_id, token)
-        if task is None:
-            return False
-        self._put(task, state=state, error=error, finished_at=now(), **_NO_LEASE)
-        return True
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[bool]:
+        accepted = []
+        for task_id, token, state, error in items:
+            task = self._held(task_id, token)  # a task listed twice: not held the second time
+            if task is not None:
+                self._put(task, state=state, error=error, finished_at=now(), **_NO_LEASE)
+            accepted.append(task is not None)
+        # results and events are given only for sibling stores: write them in this step,
+        # except those of a refused completion (a fenced-out attempt leaves no trace)
+        refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
+        self.ns.results.update((r.task_id, r) for r in results if r.task_id not in refused)
+        self.ns.events.extend(e for e in events if e.task_id not in refused)
+        return accepted
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
         self._put(task, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
         return True
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
         self._put(task, state=TaskState.PENDING, attempts=task.attempts - 1, **_NO_LEASE)
         return True
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         task = self.ns.tasks.get(task_id) if token is None else self._held(task_id, token)
         if task is None or task.state in TERMINAL_STATES:
             return False
         self._put(task, state=TaskState.DEAD, error=error, finished_at=now(), **_NO_LEASE)
         return True
 
-    async def release_expired_leases(self) -> builtins.list[Task]:
+    async def _release_expired_leases(self) -> builtins.list[Task]:
         at, out = now(), []
         for task in builtins.list(self.ns.tasks.values()):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) >= at:
@@ -137,7 +186,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
 
     # -- administration -----------------------------------------------------------------
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         task = self.ns.tasks.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
@@ -146,7 +195,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         self._put(task, state=TaskState.CANCELLED, finished_at=now(), **_NO_LEASE)
         return True
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         return self.ns.tasks.get(task_id)
 
     def _select(self, queue: str | None, states: Iterable[TaskState] | None) -> builtins.list[Task]:
@@ -155,25 +204,25 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
                  if (queue is None or t.queue == queue) and t.state in wanted]
         return sorted(found, key=lambda t: self.ns.order[t.id])
 
-    async def list(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> builtins.list[Task]:
         return self._select(queue, states)[:limit]
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         out: dict[str, dict[TaskState, int]] = {}
         for task in self.ns.tasks.values():
             by_state = out.setdefault(task.queue, {})
             by_state[task.state] = by_state.get(task.state, 0) + 1
         return out
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         doomed = self._select(queue, states)
         for task in doomed:
             del self.ns.tasks[task.id], self.ns.order[task.id]
         return len(doomed)
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         at, expired = now(), []
         for task in builtins.list(self.ns.tasks.values()):
             if task.state is TaskState.RUNNING or task.expires_at is None or task.expires_at > at:
@@ -187,21 +236,21 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
 
     # -- schedules ----------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         return self.ns.schedules.get(schedule_id)
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         return sorted(self.ns.schedules.values(), key=lambda s: s.id)
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return self.ns.schedules.pop(schedule_id, None) is not None
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         schedule = self.ns.schedules.get(schedule_id)
         if schedule is None:
@@ -212,8 +261,8 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         self.ns.schedules[schedule_id] = msgspec.structs.replace(schedule, **changes)
         return True
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         due = sorted((s for s in self.ns.schedules.values() if not s.paused and s.next_run <= at),
                      key=lambda s: (s.next_run, s.id))

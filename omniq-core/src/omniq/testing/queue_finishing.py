@@ -191,6 +191,26 @@ class FinishTests:
         results, events = KeptResults(), KeptEvents()
         await check_finish_many(task_queue, results, events)
 
+    async def test_finish_many_refused_leaves_nothing_in_stores_of_another_backend(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """Where the stores do not share a home, the results and events of a refused
+        completion are not written: a fenced-out attempt's result never replaces the
+        result of the attempt that won (and the base writes them after the completions)."""
+        results, events = KeptResults(), KeptEvents()
+        won, lost = await reserved(task_queue), await reserved(task_queue)
+        started_lost = make_event(task_id=lost.id, queue=lost.queue, type=EventType.STARTED)
+        done = [make_event(task_id=t.id, queue=t.queue, type=EventType.SUCCEEDED) for t in (won, lost)]
+        answers = await task_queue.finish_many(
+            [(won.id, won.lease_token or "", TaskState.SUCCEEDED, None),
+             (lost.id, STALE, TaskState.SUCCEEDED, None)],
+            [make_result(task_id=won.id), make_result(task_id=lost.id)], done, results, events)
+        assert answers == [True, False]
+        assert list(results.kept) == [won.id], "the refused completion's result is not stored"
+        assert [e.id for e in events.kept] == [done[0].id], "nor are its events"
+        assert await task_queue.finish_many([], [], [started_lost], results, events) == []
+        assert events.kept[-1].id == started_lost.id, "events without a completion are stored"
+
     async def test_enqueue_recorded_with_sibling_event_storage(
         self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
     ) -> None:
