@@ -27,10 +27,10 @@ import msgspec
 from omniq import BackendSpec, hookimpl
 from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,

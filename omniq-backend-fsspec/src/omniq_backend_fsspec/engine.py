@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from omniq.errors import CapabilityError, ConfigError, TaskNotFoundError
+from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
 from omniq.models import (
     READY_STATES,
@@ -203,9 +203,7 @@ class QueueEngine:
         return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
-        if state not in (TaskState.SUCCEEDED, TaskState.CANCELLED):
-            raise ConfigError(f"complete() takes state succeeded or cancelled, got {state!r}")
-        rec = self._held(task_id, token)
+        rec = self._held(task_id, token)  # (state checked by BaseTaskQueue.complete_many)
         if rec is None:
             return False
         task = self._change(rec, state=state, error=error, finished_at=time.time(), **_NO_LEASE)

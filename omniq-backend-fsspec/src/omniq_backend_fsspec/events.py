@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from omniq.interfaces import BaseEventStorage, check_event_order
+from omniq.interfaces import BaseEventStorage
 from omniq.models import TaskEvent, encoder
 
 from .location import Location
@@ -70,8 +70,8 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
         found = self.files.read_many([f"events/{n}" for n in names])
         return [(n, _batch_decoder.decode(found[f"events/{n}"])) for n in names if f"events/{n}" in found]
 
-    def _query(self, task_id: str | None, queue: str | None, types: set[str] | None,
-               since: float | None, until: float | None) -> list[TaskEvent]:
+    def _select(self, task_id: str | None, queue: str | None, types: set[str] | None,
+                since: float | None, until: float | None) -> list[TaskEvent]:
         return [
             e for _, batch in self._batches(since, until) for e in batch
             if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
@@ -79,7 +79,7 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
             and (since is None or e.timestamp >= since) and (until is None or e.timestamp < until)
         ]
 
-    def _cleanup(self, older_than: float) -> int:
+    def _sweep(self, older_than: float) -> int:
         deleted = 0
         for name, batch in self._batches(None, older_than):
             keep = [e for e in batch if e.timestamp >= older_than]
@@ -92,31 +92,29 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
             deleted += len(batch) - len(keep)
         return deleted
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
-        if events:
-            await self._run(self._append, list(events))
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
+        await self._run(self._append, list(events))
 
-    async def query(
+    async def _query(
         self,
         *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = 1000,
-        order: str = "asc",
+        task_id: str | None,
+        queue: str | None,
+        types: Iterable[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
     ) -> list[TaskEvent]:
-        check_event_order(order)
-        wanted = None if types is None else {getattr(t, "value", t) for t in types}
-        found = await self._run(self._query, task_id, queue, wanted, since, until)
+        wanted = None if types is None else set(types)
+        found = await self._run(self._select, task_id, queue, wanted, since, until)
         found.sort(key=lambda e: e.timestamp)  # stable: ties keep append order
         if order == "desc":
             found.reverse()
         return found if limit is None else found[:limit]
 
-    async def cleanup(self, older_than: float) -> int:
-        return await self._run(self._cleanup, older_than)
+    async def _cleanup(self, older_than: float) -> int:
+        return await self._run(self._sweep, older_than)
 
 
 class LocalEventStorage(FsspecEventStorage):

@@ -9,13 +9,22 @@ docs/backends/fsspec.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import ErrorInfo, Schedule, Task, TaskState
+from omniq.interfaces import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Batch,
+    Capability,
+    Completion,
+    LeaseRef,
+    gather_batches,
+)
+from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 
 from .engine import QueueEngine
 from .location import Location
@@ -67,81 +76,82 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
             raise self._not_open()
         return await self._run(engine.run, getattr(engine, method), *args)
 
-    async def enqueue(self, task: Task) -> Task:
-        return (await self._call("enqueue_many", [task]))[0]
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[builtins.list[Task]]:
+        tasks, _ = gather_batches(batches)  # (no sibling stores: never any events here)
+        if tasks:
+            yield await self._call("enqueue_many", builtins.list(tasks))
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> builtins.list[Task]:
-        return await self._call("enqueue_many", list(tasks)) if tasks else []
-
-    async def reserve(
-        self, queues: Sequence[str], worker_id: str, lease: float, limit: int = 1
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> builtins.list[Task]:
         return await self._call("reserve", list(queues), worker_id, lease, limit)
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
+    async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
         return await self._call("heartbeat", list(leases), lease)
 
-    async def complete(
-        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
-    ) -> bool:
-        return (await self._call("complete_many", [(task_id, token, state, error)]))[0]
-
-    async def complete_many(
-        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
     ) -> builtins.list[bool]:
-        return await self._call("complete_many", list(items)) if items else []
+        return await self._call("complete_many", list(items))
 
-    async def retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None = None) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         return await self._call("retry", task_id, token, eta, error)
 
-    async def release(self, task_id: str, token: str) -> bool:
+    async def _release(self, task_id: str, token: str) -> bool:
         return await self._call("release", task_id, token)
 
-    async def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None = None) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         return await self._call("dead_letter", task_id, token, error)
 
-    async def release_expired_leases(self) -> builtins.list[Task]:
+    async def _release_expired_leases(self) -> builtins.list[Task]:
         return await self._call("release_expired_leases")
 
-    async def cancel(self, task_id: str) -> bool:
+    async def _cancel(self, task_id: str) -> bool:
         return await self._call("cancel", task_id)
 
-    async def get(self, task_id: str) -> Task | None:
+    async def _get(self, task_id: str) -> Task | None:
         return await self._call("get", task_id)
 
-    async def list(
-        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> builtins.list[Task]:
         return await self._call("list", queue, None if states is None else builtins.list(states), limit)
 
-    async def stats(self) -> dict[str, dict[TaskState, int]]:
+    async def _stats(self) -> dict[str, dict[TaskState, int]]:
         return await self._call("stats")
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         return await self._call("purge", queue, None if states is None else builtins.list(states))
 
-    async def cleanup(self) -> builtins.list[Task]:
+    async def _cleanup(self) -> builtins.list[Task]:
         return await self._call("cleanup")
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         return await self._call("add_schedule", schedule)
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._call("get_schedule", schedule_id)
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def _list_schedules(self) -> builtins.list[Schedule]:
         return await self._call("list_schedules")
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return await self._call("delete_schedule", schedule_id)
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         return await self._call("set_schedule_paused", schedule_id, paused, next_run)
 
-    async def claim_due_schedules(
-        self, at: float, limit: int = 100
+    async def _claim_due_schedules(
+        self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         return await self._call("claim_due_schedules", at, limit)
 

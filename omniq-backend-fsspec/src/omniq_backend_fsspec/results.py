@@ -29,16 +29,16 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
     def _class_for(cls, location: Location) -> Any:
         return LocalResultStorage if location.local else FsspecResultStorage
 
-    def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+    def _read(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         found = self.files.read_many([_path(tid) for tid in task_ids])
         now = time.time()
         results = (result_decoder.decode(data) for data in found.values())
         return {r.task_id: r for r in results if r.expires_at is None or r.expires_at > now}
 
-    def _set_many(self, results: Sequence[TaskResult]) -> None:
+    def _write(self, results: Sequence[TaskResult]) -> None:
         self.files.write_many({_path(r.task_id): encoder.encode(r) for r in results})
 
-    def _cleanup(self) -> int:
+    def _sweep(self) -> int:
         now = time.time()
         deleted = 0
         for name in self.files.list("results"):
@@ -50,23 +50,17 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
                 deleted += 1
         return deleted
 
-    async def set(self, result: TaskResult) -> None:
-        await self._run(self._set_many, [result])
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
+        await self._run(self._write, list(results))
 
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
-        await self._run(self._set_many, list(results))
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        return await self._run(self._read, list(task_ids))
 
-    async def get(self, task_id: str) -> TaskResult | None:
-        return (await self._run(self._get_many, [task_id])).get(task_id)
-
-    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        return await self._run(self._get_many, list(task_ids))
-
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return await self._run(self.files.delete, _path(task_id))
 
-    async def cleanup(self) -> int:
-        return await self._run(self._cleanup)
+    async def _cleanup(self) -> int:
+        return await self._run(self._sweep)
 
 
 class LocalResultStorage(FsspecResultStorage):

@@ -18,11 +18,11 @@ import msgspec
 
 from omniq.errors import TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,
@@ -290,10 +290,12 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if not parents:
             stored = await self._run(lambda conn: self._insert(conn, tasks))
         else:
-            stored = await self._run(lambda conn: self._enqueue_in_order(conn, tasks), transaction=True)
+            stored = await self._run(lambda conn: self._enqueue_in_order(conn, tasks),
+                                     transaction=True)
         if events:
             assert event_storage is not None
-            await event_storage.append_many([as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+            await event_storage.append_many(
+                [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
         yield stored
 
     async def _enqueue_in_order(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[Task]:

@@ -18,11 +18,11 @@ from typing import Any, ClassVar, cast
 import msgspec
 from omniq.errors import QueueError, TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,
@@ -44,6 +44,7 @@ from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_has
                     encode_error, is_task_hash, number)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
+from .results import RedisResultStorage
 from .store import RedisStore
 
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
@@ -93,8 +94,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     # -- tasks -------------------------------------------------------------------------
 
     def _shares_home(self, store: BaseStore) -> bool:
-        """An event storage on this connection (same server and database)."""
-        return isinstance(store, RedisEventStorage) and store.shared is self.shared
+        """A result or event storage on this connection (same server and database)."""
+        return (isinstance(store, (RedisEventStorage, RedisResultStorage))
+                and store.shared is self.shared)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -199,15 +201,18 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        """One complete script run; the events of a sibling event storage follow, those of
-        refused items left out (results are never a sibling's: the base writes them)."""
+        """One complete script run; the results, then the events, of sibling stores follow
+        (one script each), those of refused items left out."""
         args: list[Any] = [len(items)]
         for task_id, token, state, error in items:
             args += [task_id, token, state.value, encode_error(error)]
         accepted = [bool(ok) for ok in await self._run("complete", args)]
-        if events and event_storage is not None:
+        if results or events:
             refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
-            await event_storage.append_many([e for e in events if e.task_id not in refused])
+            if results and result_storage is not None:
+                await result_storage.set_many([r for r in results if r.task_id not in refused])
+            if events and event_storage is not None:
+                await event_storage.append_many([e for e in events if e.task_id not in refused])
         return accepted
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:

@@ -20,11 +20,11 @@ import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,
@@ -131,7 +131,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         async with self.db.transaction() as conn:
             stored = await self._enqueue_in(conn, tasks)
             if event_storage is not None and events:
-                await insert_events(conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+                await insert_events(
+                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
         yield stored
 
     async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
@@ -169,7 +170,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- leases ------------------------------------------------------------------------
 
-    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> list[Task]:
+    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float,
+                       limit: int) -> list[Task]:
         names = queues
         arms = " UNION ALL ".join([_READY_ARM] * len(names))
         pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
@@ -364,7 +366,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
 
-    async def _set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None) -> bool:
+    async def _set_schedule_paused(self, schedule_id: str, paused: bool,
+                                   next_run: float | None) -> bool:
         rows = await self.db.fetch(
             """UPDATE omniq_schedules SET paused = ?, next_run = COALESCE(?, next_run)
                WHERE id = ? RETURNING id""",

@@ -180,11 +180,12 @@ def _completions(items: Sequence[Completion]) -> Sequence[Completion]:
     return items
 
 
-def gather_batches(
-    batches: Iterable[Batch],
-) -> tuple[builtins.list[Task], builtins.list[TaskEvent]]:
+def gather_batches(batches: Iterable[Batch]) -> tuple[Sequence[Task], Sequence[TaskEvent]]:
     """All tasks and all events of ``batches``, for an :meth:`BaseTaskQueue._enqueue` that
     writes everything in one step (``events[i]`` is ``tasks[i]``'s when events are on)."""
+    if isinstance(batches, Sequence) and len(batches) == 1:
+        only: Batch = batches[0]
+        return only  # the usual case (delay(), one bulk): no copy
     tasks: builtins.list[Task] = []
     events: builtins.list[TaskEvent] = []
     for batch_tasks, batch_events in batches:

@@ -24,11 +24,11 @@ import msgspec
 
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import (
-    Batch,
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
     BaseTaskQueue,
+    Batch,
     Capability,
     Completion,
     LeaseRef,

@@ -82,9 +82,11 @@ class QueueArgumentTests:
             await refused(
                 task_queue.reserve([task.queue], "w", LONG, limit),  # type: ignore[arg-type]
                 f"reserve() got limit={limit!r}; expected an integer >= 1")
-        for queues in ([], task.queue):
-            await refused(task_queue.reserve(queues, "w", LONG),  # type: ignore[arg-type]
-                          f"reserve() got queues={queues!r}; expected a non-empty list of queue names")
+        bad_queues: list[Any] = [[], task.queue]  # none, and a string where a list belongs
+        for queues in bad_queues:
+            await refused(
+                task_queue.reserve(queues, "w", LONG),
+                f"reserve() got queues={queues!r}; expected a non-empty list of queue names")
         stored = await task_queue.get(task.id)
         assert stored is not None and stored.state is TaskState.PENDING and stored.attempts == 0, (
             "a refused reserve leases nothing")

@@ -200,7 +200,8 @@ class FinishTests:
         results, events = KeptResults(), KeptEvents()
         won, lost = await reserved(task_queue), await reserved(task_queue)
         started_lost = make_event(task_id=lost.id, queue=lost.queue, type=EventType.STARTED)
-        done = [make_event(task_id=t.id, queue=t.queue, type=EventType.SUCCEEDED) for t in (won, lost)]
+        done = [make_event(task_id=t.id, queue=t.queue, type=EventType.SUCCEEDED)
+                for t in (won, lost)]
         answers = await task_queue.finish_many(
             [(won.id, won.lease_token or "", TaskState.SUCCEEDED, None),
              (lost.id, STALE, TaskState.SUCCEEDED, None)],
