@@ -33,6 +33,7 @@ MEMBERS = [
     "omniq-backend-postgres",
     "omniq-backend-nats",
     "omniq-workers-gevent",
+    "omniq-django",
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
@@ -41,6 +42,8 @@ TEST_DEPS = [
     # The documentation site, built with --strict by tests/test_docs_site.py.
     "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2",
     "mkdocstrings-python>=2.0,<3",
+    # The Django project tests (omniq-django's `test` extra) and the FastAPI example.
+    "psycopg[binary]>=3.1", "fastapi>=0.110", "httpx>=0.27",
 ]
 
 

@@ -258,6 +258,21 @@ async def test_schedules_fire_pause_and_fire_once_across_schedulers(tmp_path):
         assert not paused_state.paused and paused_state.next_run > time.time()
 
 
+async def test_a_signed_schedule_keeps_its_id_and_each_firing_runs(tmp_path):
+    """Calls are signed for their task's id; a schedule's firings get ids of their own, so
+    each is signed for its id when it fires, and the default schedule id stays stable."""
+    async with AsyncOmniQ(**urls(tmp_path), secret_key="k") as app:
+        @app.task
+        def tick() -> str:
+            return "tick"
+
+        sid = await app.schedule(tick, interval=60, start_at=time.time() - 0.01)
+        assert await app.schedule(tick, interval=60) == sid
+        [fired] = await app.run_due_schedules()
+        await app.run_worker(burst=True, poll_interval=0.1)
+        assert await app.get_result(fired.id, timeout=5) == "tick"
+
+
 async def test_bad_input_is_refused_with_the_value_named(aapp):
     @aapp.task
     def noop() -> None:

@@ -168,7 +168,7 @@ def test_plugins_json_lists_sqlite(invoke: Invoke) -> None:
 
 def test_plugins_all_includes_builtin_pools(invoke: Invoke) -> None:
     builtin = [e for e in as_json(invoke("plugins", "--json", "--all")) if e["builtin"]]
-    assert {"async", "thread", "process"} <= {w for e in builtin for w in e["workers"]}
+    assert {"async", "thread", "process"} <= {w for e in builtin for w in e["pools"]}
     table = invoke("plugins", "--all")
     assert table.exit_code == 0 and "sqlite" in table.stdout and "built-in" in table.stdout
 

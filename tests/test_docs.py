@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from omniq import hookspecs
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, BaseWorker
+from omniq.interfaces import BaseEventStorage, BaseResultStorage, BasePool, BaseTaskQueue
 
 PLUGINS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
 HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("omniq_")]
 METHODS = sorted({
     name
-    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BaseWorker)
+    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BasePool)
     for name, member in vars(cls).items()
     if callable(member) or isinstance(member, classmethod)
     if not name.startswith("_")
@@ -44,14 +44,15 @@ def test_backend_docs_show_the_option_table_the_code_declares(backend):
     """The option table of docs/backends/<backend>.md is rendered from the stores'
     option_schema, so the page cannot drift from the code."""
     pytest.importorskip(f"omniq_backend_{backend}")
-    from omniq.options import backend_table
+    from omniq.registry import registry
 
     docs = Path(__file__).resolve().parent.parent / "docs"
     page = (docs / "backends" / f"{backend}.md").read_text()
     table = rf"<!-- options:begin {backend} .*?-->\n(.*?)<!-- options:end -->"
     found = re.search(table, page, re.S)
     assert found, f"docs/backends/{backend}.md has no generated option table"
-    assert found[1] == backend_table(backend), (
+    assert found[1] == registry.option_table(backend), (
         f"docs/backends/{backend}.md's option table differs from the code; paste the output of\n"
-        f"python -c \"from omniq.options import backend_table; print(backend_table('{backend}'))\""
+        f"python -c \"from omniq.registry import registry; "
+        f"print(registry.option_table('{backend}'))\""
     )

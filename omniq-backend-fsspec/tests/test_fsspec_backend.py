@@ -4,7 +4,6 @@ where claims cannot be made safe."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

@@ -23,7 +23,7 @@ import nats.js.errors
 import pytest
 from nats.js import api
 
-from omniq.errors import ConfigError
+from omniq.errors import ConfigError, SerializationError
 from omniq.models import Task, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_task
@@ -396,3 +396,20 @@ async def test_server_restart_keeps_acknowledged_work(tmp_path: Path) -> None:
                 assert await q.stats() == {"default": {TaskState.SUCCEEDED: 2, TaskState.RUNNING: 1}}
                 with anyio.fail_after(5):
                     await q.close()
+
+
+async def test_a_task_over_the_servers_max_payload_names_size_limit_and_fix(
+    nats_url: str, nats_prefix: str
+) -> None:
+    async with queue_at(nats_url, nats_prefix) as q:
+        limit = q.nc.max_payload
+        task = make_task(payload=b"x" * (limit + 1000))
+        with pytest.raises(SerializationError) as info:
+            await q.enqueue(task)
+        size = len(encoder.encode(task))
+        message = str(info.value)
+        assert message.startswith(f"the record of task {task.id!r} is ")
+        assert f"over the max_payload of {limit} bytes of the NATS server at nats://" in message
+        assert "raise max_payload in the server's configuration" in message
+        assert int(message.split(" is ")[1].split()[0]) >= size
+        assert await q.get(task.id) is None

@@ -131,7 +131,7 @@ async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(url:
         assert set(got) == {"bad", "good"}
         stand_in = got["bad"]
         assert stand_in.payload == b"" and stand_in.state is TaskState.RUNNING and stand_in.lease_token
-        assert stand_in.error is not None and stand_in.error.type == "CorruptTaskRow"
+        assert stand_in.error is not None and stand_in.error.type == "CorruptTaskRecord"
         assert got["good"].payload == make_task().payload
         assert await q.dead_letter("bad", stand_in.lease_token, stand_in.error)
         dead = await q.get("bad")

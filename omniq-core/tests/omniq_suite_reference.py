@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import msgspec
+import pytest
 
-from omniq import BackendSpec, hookimpl
+from omniq import BackendSpec, hookimpl, lifecycle
 from omniq.errors import ConfigError, TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
@@ -36,6 +37,7 @@ from omniq.interfaces import (
     LeaseRef,
     gather_batches,
 )
+from omniq.records import stand_in
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -51,8 +53,6 @@ from omniq.models import (
 from omniq.options import Option, OptionSchema
 
 BACKEND = "suite-memory"
-#: Parent states that cancel a dependent.
-PARENT_FAILED = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
 
 
 @dataclass
@@ -110,20 +110,23 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         return task
 
     def _end(self, task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> None:
-        self._put(task, state=state, error=error, finished_at=at, lease_token=None, lease_deadline=None)
+        self._store(lifecycle.finished(task, state, error, at))
         self._settle_dependents(task.id, at)
+
+    def _store(self, task: Task) -> Task:
+        self.ns.tasks[task.id] = task
+        return copy(task)
 
     def _settle_dependents(self, parent_id: str, at: float) -> None:
         parent = self.ns.tasks[parent_id]
         for dep in list(self.ns.tasks.values()):
             if dep.state is not TaskState.WAITING or parent_id not in dep.depends_on:
                 continue
-            if parent.state in PARENT_FAILED:
-                error = ErrorInfo("DependencyFailed", f"parent task {parent_id} ended {parent.state.value}")
+            if parent.state in lifecycle.PARENT_FAILED_STATES:
+                error = lifecycle.dependency_failure(parent_id, parent.state)
                 self._end(dep, TaskState.CANCELLED, error, at)
             elif all(self.ns.tasks[p].state is TaskState.SUCCEEDED for p in dep.depends_on):
-                ready = TaskState.SCHEDULED if dep.eta is not None and dep.eta > at else TaskState.PENDING
-                self._put(dep, state=ready)
+                self._put(dep, state=lifecycle.ready_state(dep, at))
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -132,9 +135,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         yield await self._store_many(tasks)
 
     async def _store_many(self, tasks: Sequence[Task]) -> list[Task]:
-        return [self._store(task) for task in tasks]
+        return [self._admit(task) for task in tasks]
 
-    def _store(self, task: Task) -> Task:
+    def _admit(self, task: Task) -> Task:
         if task.id in self.ns.tasks:
             return copy(self.ns.tasks[task.id])
         at = now()
@@ -143,17 +146,10 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             if pid not in self.ns.tasks:
                 raise TaskNotFoundError(pid, f" (named in depends_on of task {task.id})")
             parents.append(self.ns.tasks[pid])
-        failed = next((p for p in parents if p.state in PARENT_FAILED), None)
-        changes: dict[str, Any] = {"created_at": task.created_at or at}
-        if failed is not None:
-            changes.update(state=TaskState.CANCELLED, finished_at=at,
-                           error=ErrorInfo("DependencyFailed", f"parent task {failed.id} ended {failed.state.value}"))
-        elif any(p.state is not TaskState.SUCCEEDED for p in parents):
-            changes["state"] = TaskState.WAITING
-        elif task.eta is not None and task.eta > at:
-            changes["state"] = TaskState.SCHEDULED
-        else:
-            changes["state"] = TaskState.PENDING
+        state, error = lifecycle.initial_state(task, {p.id: p.state for p in parents}, at)
+        changes: dict[str, Any] = {"created_at": task.created_at or at, "state": state}
+        if error is not None:
+            changes.update(finished_at=at, error=error)
         return self._put(task, **changes)
 
     def _ready(self, queues: Sequence[str], at: float) -> list[Task]:
@@ -164,11 +160,8 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
         at = now()
-        return [
-            self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=new_id(),
-                      lease_owner=worker_id, lease_deadline=at + lease, started_at=at)
-            for t in self._ready(queues, at)[:limit]
-        ]
+        return [self._store(lifecycle.leased(t, worker_id, new_id(), lease, at))
+                for t in self._ready(queues, at)[:limit]]
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         held = []
@@ -196,15 +189,14 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.RETRYING, eta=eta, error=error, lease_token=None, lease_deadline=None)
+        self._store(lifecycle.retried(task, eta, error))
         return True
 
     async def _release(self, task_id: str, token: str) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.PENDING, attempts=task.attempts - 1, lease_token=None,
-                  lease_deadline=None)
+        self._store(lifecycle.released(task))
         return True
 
     async def _dead_letter(
@@ -224,11 +216,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         for task in list(self.ns.tasks.values()):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) > at:
                 continue
-            if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                self._end(task, TaskState.DEAD, ErrorInfo("LeaseExpired", "too many deliveries"),
-                          at)
-            else:
-                self._put(task, state=TaskState.PENDING, lease_token=None, lease_deadline=None)
+            lapsed = self._store(lifecycle.lapsed(task, at))
+            if lapsed.state is TaskState.DEAD:
+                self._settle_dependents(task.id, at)
             updated.append(copy(self.ns.tasks[task.id]))
         return updated
 
@@ -280,6 +270,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             if task.state in TERMINAL_STATES and (task.finished_at or at) + task.retention() <= at:
                 del self.ns.tasks[task.id]
         return expired
+
+    async def corrupt(self, task_id: str) -> None:
+        """The suite's ``corrupt_task`` here: the record reads as garbage from now on, so
+        every read gets the stand-in a decoder makes of it (this store keeps objects)."""
+        t = self.ns.tasks[task_id]
+        self.ns.tasks[task_id] = stand_in(
+            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue,
+            state=t.state.value, attempts=t.attempts, lease_owner=t.lease_owner,
+            lease_token=t.lease_token, lease_deadline=t.lease_deadline)
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
@@ -421,8 +420,29 @@ def _under_lock(name: str) -> None:
 
 
 # (_enqueue, an async generator, stores through _store_many)
-for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url", "_enqueue"} | {"_store_many"}):
+_LOCKED = {"_store_many", "corrupt"}
+for _name in sorted(BaseTaskQueue.__abstractmethods__ - {"from_url", "_enqueue"} | _LOCKED):
     _under_lock(_name)
+
+
+async def corrupt_task(contract: Any, store: MemoryTaskQueue, task_id: str) -> None:
+    """The ``corrupt_task`` hook of a test class on these stores."""
+    await store.corrupt(task_id)
+
+
+async def corrupt_result(contract: Any, store: MemoryResultStorage, task_id: str) -> None:
+    """Nothing to corrupt: these stores keep TaskResult objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskResult objects, not bytes: nothing to corrupt")
+
+
+async def corrupt_event(contract: Any, store: MemoryEventStorage, event: TaskEvent) -> None:
+    """Nothing to corrupt: these stores keep TaskEvent objects, which no read decodes."""
+    pytest.skip("the reference stores keep TaskEvent objects, not bytes: nothing to corrupt")
+
+
+async def corrupt_schedule(contract: Any, store: MemoryTaskQueue, schedule_id: str) -> None:
+    """Nothing to corrupt: these stores keep Schedule objects, which no read decodes."""
+    pytest.skip("the reference stores keep Schedule objects, not bytes: nothing to corrupt")
 
 
 # -- deliberately broken variants (each breaks one documented rule) ----------------------------
@@ -449,6 +469,64 @@ class CompleteIgnoresToken(MemoryTaskQueue):
                 self._end(task, state, error, now())
             answers.append(held)
         return answers
+
+
+class CompleteAcceptsAnyEnd(MemoryTaskQueue):
+    """Breaks: complete() takes succeeded or cancelled only (this one ends a task in any
+    state it is given, as PostgreSQL's once did)."""
+
+    async def complete(  # a public override: it skips the base's check
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None = None
+    ) -> bool:
+        task = self._held(task_id, token)
+        if task is None:
+            return False
+        self._end(task, TaskState(state), error, now())
+        return True
+
+    async def complete_many(
+        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    ) -> list[bool]:
+        return [await self.complete(*item) for item in items]
+
+
+class FinishWritesBeforeFencing(MemoryTaskQueue):
+    """Breaks: a fenced-out attempt leaves nothing visible (this finish_many writes the
+    results and events whatever the completions' answers, as every store once did)."""
+
+    async def finish_many(
+        self,
+        items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
+        for task_id, _, state, _ in items:  # (a public override: it checks, as the base does)
+            lifecycle.check_completable(state, task_id)
+        await result_storage.set_many(results)
+        accepted = await self.complete_many(items)
+        if event_storage is not None:
+            await event_storage.append_many(events)
+        return accepted
+
+
+class LapseIgnoresRetries(MemoryTaskQueue):
+    """Breaks: the attempts allowed are max(max_deliveries, max_retries + 1) (this one
+    dead-letters a lapsed task after max_deliveries, whatever its retries)."""
+
+    async def _release_expired_leases(self) -> list[Task]:
+        at = now()
+        updated = []
+        for task in list(self.ns.tasks.values()):
+            if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) > at:
+                continue
+            if task.attempts >= task.max_deliveries:
+                self._end(task, TaskState.DEAD, lifecycle.lapse_error(task), at)
+            else:
+                self._store(lifecycle.lapsed(task, at))
+            updated.append(copy(self.ns.tasks[task.id]))
+        return updated
 
 
 class ReserveNotAtomic(MemoryTaskQueue):

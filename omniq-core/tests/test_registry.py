@@ -167,7 +167,7 @@ def test_unknown_backend_lists_installed_and_the_extras_that_would_provide_it(pl
     for extra in ("fsspec", "nats", "postgres", "redis", "sqlite"):
         assert f"pip install 'omniq[{extra}]'" in text, text
     with pytest.raises(UnknownBackendError) as info:
-        reg.worker("gevnt")
+        reg.pool("gevnt")
     text = str(info.value)
     assert "pip install 'omniq[gevent]'" in text and "omniq[redis]" not in text, text
 
@@ -205,10 +205,10 @@ def omniq_register_backends(register):
 
 def test_builtin_pools_register_through_the_same_hook():
     reg = PluginRegistry(entry_points=False)
-    assert {"async", "thread", "process"} <= set(reg.worker_names())
-    assert reg.worker("thread").name == "thread"
+    assert {"async", "thread", "process"} <= set(reg.pool_names())
+    assert reg.pool("thread").name == "thread"
     with pytest.raises(BackendNotInstalledError, match=r"omniq\[gevent\]"):
-        reg.worker("gevent")
+        reg.pool("gevent")
 
 
 def test_a_failing_lifecycle_hook_is_logged_and_the_worker_runs(tmp_path, caplog):

@@ -1,10 +1,11 @@
 import enum
+import threading
 from datetime import datetime, timezone
 
 import pytest
 
 from omniq.errors import SerializationError, SignatureError
-from omniq.serialization import Serializer
+from omniq.serialization import Serializer, binding
 
 
 def test_plain_data_round_trips_as_msgpack():
@@ -102,3 +103,60 @@ def test_unserializable_argument_names_the_problem():
     gen = (x for x in range(3))
     with pytest.raises(SerializationError, match="task arguments cannot be serialized"):
         Serializer().dumps_call([gen], {})
+
+
+class Opaque:
+    pass
+
+
+def test_refused_unsigned_dill_names_the_argument_and_its_type():
+    s = Serializer()
+    with pytest.raises(SerializationError) as info:
+        s.dumps_call([1, Opaque()], {}, local_only=False)
+    assert str(info.value).startswith(
+        f"task argument 2: {__name__}.Opaque needs dill, and unsigned dill is refused")
+    with pytest.raises(SerializationError) as info:
+        s.dumps_call([1], {"lock": threading.Lock()}, local_only=False)
+    assert str(info.value).startswith("task keyword 'lock': _thread.lock needs dill")
+
+
+def test_refused_unsigned_function_names_the_function():
+    with pytest.raises(SerializationError) as info:
+        Serializer().dumps_call([], {}, lambda: 1, local_only=False)
+    assert str(info.value).startswith(
+        f"task function {__name__}.test_refused_unsigned_function_names_the_function."
+        f"<locals>.<lambda> is not registered, so it would travel by dill")
+
+
+def test_payload_limit_is_enforced_when_reading_too():
+    big = Serializer(payload_limit=10_000).dumps_call(["x" * 5000], {})
+    with pytest.raises(SerializationError) as info:
+        Serializer(payload_limit=1000).loads_call(big, local_only=True, origin="task t1")
+    assert str(info.value) == (
+        f"payload from task t1 is {len(big)} bytes, over the limit of 1000 bytes "
+        f"(config key payload_limit); refused unread")
+
+
+def test_a_signed_call_runs_only_as_the_task_it_was_signed_for():
+    s = Serializer({"k": b"secret"})
+    blob = s.dumps_call([1], {}, bind=binding("app:pay", "default", "t1"))
+    assert s.loads_call(blob, local_only=False, bind=binding("app:pay", "default", "t1"))[0] == [1]
+    for other in [("app:wipe", "default", "t1"), ("app:pay", "other", "t1"),
+                  ("app:pay", "default", "t2")]:
+        with pytest.raises(SignatureError, match="signed for another task name, queue or id"):
+            s.loads_call(blob, local_only=False, bind=binding(*other))
+    value = s.dumps([[1], {}])  # a signed value (a result) is not a call of any task
+    with pytest.raises(SignatureError, match="signed without the task it belongs to"):
+        s.loads_call(value, local_only=False, bind=binding("app:pay", "default", "t1"))
+
+
+def test_rotation_keeps_bound_calls_valid_and_rebind_moves_only_what_was_signed():
+    old = Serializer({"k1": b"one"})
+    new = Serializer({"k1": b"one", "k2": b"two"}, signing_key="k2")
+    t1, t2 = binding("app:pay", "q", "t1"), binding("app:pay", "q", "t2")
+    blob = old.dumps_call([1], {}, bind=t1)
+    assert new.loads_call(blob, local_only=False, bind=t1)[0] == [1]
+    moved = new.rebind(blob, t1, t2)
+    assert new.loads_call(moved, local_only=False, bind=t2)[0] == [1]
+    with pytest.raises(SignatureError):
+        new.rebind(blob, t2, t1)

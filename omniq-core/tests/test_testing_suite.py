@@ -37,18 +37,25 @@ def fresh_ref() -> str:
 
 
 class TestMemoryTaskQueue(TaskQueueContract):
+    corrupt_task = reference.corrupt_task
+    corrupt_schedule = reference.corrupt_schedule
+
     @pytest.fixture
     def task_queue_ref(self) -> str:
         return fresh_ref()
 
 
 class TestMemoryResultStorage(ResultStorageContract):
+    corrupt_result = reference.corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self) -> str:
         return fresh_ref()
 
 
 class TestMemoryEventStorage(EventStorageContract):
+    corrupt_event = reference.corrupt_event
+
     @pytest.fixture
     def event_storage_ref(self) -> str:
         return fresh_ref()
@@ -56,6 +63,9 @@ class TestMemoryEventStorage(EventStorageContract):
 
 class TestFileTaskQueue(TaskQueueContract):
     """The CROSS_PROCESS variant: exercises the subprocess test and "module:Class" refs."""
+
+    corrupt_task = reference.corrupt_task
+    corrupt_schedule = reference.corrupt_schedule
 
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> dict[str, str]:
@@ -70,39 +80,78 @@ BROKEN_MODULE = '''
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
+from omniq_suite_reference import corrupt_event, corrupt_result, corrupt_schedule, corrupt_task
 
 def ref(cls):
     return {"url": f"omniq_suite_reference:{cls}", "namespace": uuid.uuid4().hex}
 
 class TestReserveIgnoresPriority(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("ReserveIgnoresPriority")
 
 class TestCompleteIgnoresToken(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("CompleteIgnoresToken")
 
+class TestCompleteAcceptsAnyEnd(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("CompleteAcceptsAnyEnd")
+
+class TestFinishWritesBeforeFencing(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("FinishWritesBeforeFencing")
+
+class TestLapseIgnoresRetries(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("LapseIgnoresRetries")
+
 class TestReserveNotAtomic(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+
     @pytest.fixture
     def task_queue_ref(self):
         return ref("ReserveNotAtomic")
 
 class TestResultsIgnoreExpiry(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("ResultsIgnoreExpiry")
 
 class TestEventsUntilInclusive(EventStorageContract):
+    corrupt_event = corrupt_event
+
     @pytest.fixture
     def event_storage_ref(self):
         return ref("EventsUntilInclusive")
 
 class TestForgotTheRef(EventStorageContract):
+    corrupt_event = corrupt_event
+
     pass
 
 class TestQuietOverride(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("MemoryResultStorage")
@@ -111,6 +160,8 @@ class TestQuietOverride(ResultStorageContract):
         pass
 
 class TestDeclaredOverride(ResultStorageContract):
+    corrupt_result = corrupt_result
+
     @pytest.fixture
     def result_storage_ref(self):
         return ref("MemoryResultStorage")
@@ -131,7 +182,18 @@ EXPECTED_FAILURES = {
         "test_complete_many",
         "test_stale_holder_is_fenced_after_redelivery",
         "test_finish_many_with_stores_of_another_backend",
-        "test_finish_many_refused_leaves_nothing_in_stores_of_another_backend",
+    },
+    "TestCompleteAcceptsAnyEnd": {
+        "test_complete_refuses_states_other_than_succeeded_and_cancelled",
+        "test_complete_refuses_a_state_that_does_not_complete",
+    },
+    "TestFinishWritesBeforeFencing": {
+        "test_finish_many_with_stores_of_another_backend",
+        "test_zombie_finish_leaves_nothing_with_stores_of_another_backend",
+    },
+    "TestLapseIgnoresRetries": {
+        "test_lapsed_lease_dead_letters_after_max_deliveries",
+        "test_lapses_dead_letter_exactly_at_the_attempts_allowed",
     },
     "TestReserveNotAtomic": {"test_concurrent_reservers_never_share_a_task"},
     "TestResultsIgnoreExpiry": {

@@ -16,7 +16,7 @@ from omniq.registry import registry
 pool, burst = sys.argv[1], sys.argv[3] == "1"
 options = {} if sys.argv[2] == "default" else {"concurrency": int(sys.argv[2])}
 if "late" not in sys.argv[4:]:
-    getattr(registry.worker(pool), "prepare_process", lambda: None)()
+    getattr(registry.pool(pool), "prepare_process", lambda: None)()
 
 from gevent_app import app  # noqa: E402 - after patching, on purpose
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from gevent_workers import run_python
 
-from omniq.interfaces import BaseWorker
+from omniq.interfaces import BasePool
 
 HERE = Path(__file__).parent
 INSTALL_HINT = "install it with: pip install 'omniq[gevent]'"
@@ -35,7 +35,7 @@ def test_discovery_imports_no_gevent_and_patches_nothing():
     out = run_python("""
         import socket, sys
         from omniq.registry import registry
-        print(registry.worker_names(), "gevent" in sys.modules, socket.socket.__module__)
+        print(registry.pool_names(), "gevent" in sys.modules, socket.socket.__module__)
     """)
     assert out.strip() == "['async', 'gevent', 'process', 'thread'] False socket"
 
@@ -44,7 +44,7 @@ def test_omniq_plugins_lists_the_pool(worker_env):
     run = omniq("plugins", "--json", env=worker_env)
     assert run.returncode == 0, run.stderr
     entry = next(p for p in json.loads(run.stdout) if p["name"] == "gevent")
-    assert (entry["distribution"], entry["workers"], entry["error"]) == (
+    assert (entry["distribution"], entry["pools"], entry["error"]) == (
         "omniq-workers-gevent", ["gevent"], None)
 
 
@@ -58,8 +58,8 @@ def test_omniq_worker_pool_gevent_runs_the_app(producer, worker_env):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not hasattr(BaseWorker, "prepare_process"), strict=True,
-                   reason="omniq worker does not yet call BaseWorker.prepare_process() before --app")
+@pytest.mark.xfail(not hasattr(BasePool, "prepare_process"), strict=True,
+                   reason="omniq worker does not yet call BasePool.prepare_process() before --app")
 def test_omniq_worker_patches_before_importing_the_app(producer, worker_env):
     producer.app.enqueue_many(producer.nap_bound, [(0.2,) for _ in range(10)])
     run = omniq("worker", "--pool", "gevent", "--concurrency", "10", "--app", "gevent_app:app",

@@ -20,11 +20,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 
+from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
+from omniq.records import schedule_or_none
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -33,7 +36,6 @@ from omniq.models import (
     Task,
     TaskState,
     encoder,
-    schedule_decoder,
 )
 
 from .files import Files
@@ -50,22 +52,15 @@ from .layout import (
     to_ns,
 )
 from .names import encode
-from .records import Conflict, record_store, rev_time
+from .records import Conflict, Unreadable, record_store, rev_time
 
 __all__ = ["QueueEngine"]
 
-_FAILED_ENDS = frozenset({TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 T = TypeVar("T")
 
 
 def _replace(task: Task, **changes: Any) -> Task:
     return msgspec.structs.replace(task, **changes)
-
-
-def _dependency_error(parent: Task) -> ErrorInfo:
-    return ErrorInfo(type="DependencyFailed",
-                     message=f"dependency {parent.id} ended {parent.state.value}")
 
 
 class QueueEngine:
@@ -93,6 +88,8 @@ class QueueEngine:
             if self.records.may_drop_orphan(rev_time(rev)):
                 self.files.discard(path)
             return None
+        if type(rec) is Unreadable:
+            return self._placed(rec, path)
         if entry_path(rec) == path:
             return rec
         if self.records.may_repair(rec):
@@ -100,9 +97,27 @@ class QueueEngine:
             self.files.discard(path)
         return None
 
+    def _placed(self, rec: Record, path: str) -> Record:
+        """An unreadable record's stand-in with what its entry says: queue, state,
+        priority and enqueue order (so reserve leases it and moves that entry)."""
+        key, _eid, rev = split_entry(path)
+        parts = path.split("/")
+        name = self.files.read(f"queues/{parts[1]}/name") if parts[0] == "queues" else None
+        try:
+            state = TaskState(parts[2])
+            queue = name.decode() if name else "default"
+            task = _replace(rec.task, state=state, priority=9 - int(key[0]), queue=queue)
+            return Record(int(key[1:], 16), task, rev)
+        except (ValueError, IndexError):
+            return rec
+
     def _change(self, rec: Record, **changes: Any) -> Task:
         """Store a changed copy; :class:`~.records.Conflict` if another writer came first."""
-        return self.records.save(rec, Record(rec.seq, _replace(rec.task, **changes), rec.rev)).task
+        return self._store(rec, _replace(rec.task, **changes))
+
+    def _store(self, rec: Record, task: Task) -> Task:
+        """Store ``task`` in place of ``rec``'s (as :meth:`_change`)."""
+        return self.records.save(rec, Record(rec.seq, task, rec.rev)).task
 
     # -- enqueue ------------------------------------------------------------------------
 
@@ -135,21 +150,18 @@ class QueueEngine:
             if parent is None:
                 raise TaskNotFoundError(pid, f" (task {task.id} depends on it)")
             parents[pid] = parent.task
-        failed = next((p for p in parents.values() if p.state in _FAILED_ENDS), None)
+        state, error = lifecycle.initial_state(task, {p: t.state for p, t in parents.items()}, now)
+        failed = error is not None
         waiting_on = [p for p in parents.values() if p.state is not TaskState.SUCCEEDED]
-        changes: dict[str, Any] = {"created_at": task.created_at or now}
-        if failed is not None:
-            changes.update(state=TaskState.CANCELLED, finished_at=now, error=_dependency_error(failed))
-        elif waiting_on:
-            changes["state"] = TaskState.WAITING
-        else:
-            changes["state"] = TaskState.SCHEDULED if task.eta is not None and task.eta > now else TaskState.PENDING
+        changes: dict[str, Any] = {"created_at": task.created_at or now, "state": state}
+        if failed:
+            changes.update(finished_at=now, error=error)
         rec = Record(seq, _replace(task, **changes))
         eq = encode("queue", task.queue)
         if eq not in self._known_queues:
             self.files.write(f"{queue_dir(task.queue)}/name", task.queue.encode())
             self._known_queues.add(eq)
-        if failed is None:
+        if not failed:
             for unfinished in waiting_on:
                 self.files.touch(f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}")
             if task.expires_at is not None:
@@ -200,13 +212,14 @@ class QueueEngine:
         return rec is not None
 
     def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> builtins.list[bool]:
+        # (states checked by BaseTaskQueue.complete_many/finish_many before any change)
         return [self.records.retrying(self._complete, *item) for item in items]
 
     def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
-        rec = self._held(task_id, token)  # (state checked by BaseTaskQueue.complete_many)
+        rec = self._held(task_id, token)
         if rec is None:
             return False
-        task = self._change(rec, state=state, error=error, finished_at=time.time(), **_NO_LEASE)
+        task = self._store(rec, lifecycle.finished(rec.task, state, error, time.time()))
         self._settle_dependents(task)
         return True
 
@@ -217,7 +230,7 @@ class QueueEngine:
         rec = self._held(task_id, token)
         if rec is None:
             return False
-        self._change(rec, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
+        self._store(rec, lifecycle.retried(rec.task, eta, error))
         return True
 
     def release(self, task_id: str, token: str) -> bool:
@@ -227,7 +240,7 @@ class QueueEngine:
         rec = self._held(task_id, token)
         if rec is None:
             return False
-        self._change(rec, state=TaskState.PENDING, attempts=max(rec.task.attempts - 1, 0), **_NO_LEASE)
+        self._store(rec, lifecycle.released(rec.task))
         return True
 
     def dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
@@ -241,7 +254,7 @@ class QueueEngine:
         return True
 
     def _end(self, rec: Record, state: TaskState, error: ErrorInfo | None, now: float) -> Task:
-        task = self._change(rec, state=state, error=error, finished_at=now, **_NO_LEASE)
+        task = self._store(rec, lifecycle.finished(rec.task, state, error, now))
         self._settle_dependents(task)
         return task
 
@@ -258,13 +271,10 @@ class QueueEngine:
         return out
 
     def _return_lapsed(self, rec: Record, now: float) -> Task:
-        task = rec.task
-        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-            error = ErrorInfo(type="LeaseExpired", message=(
-                f"task {task.id} was delivered {task.attempts} times and its lease lapsed "
-                f"each time (max_deliveries={task.max_deliveries})"))
-            return self._end(rec, TaskState.DEAD, error, now)
-        return self._change(rec, state=TaskState.PENDING, **_NO_LEASE)
+        task = self._store(rec, lifecycle.lapsed(rec.task, now))
+        if task.state is TaskState.DEAD:
+            self._settle_dependents(task)
+        return task
 
     # -- dependencies -------------------------------------------------------------------
 
@@ -283,12 +293,11 @@ class QueueEngine:
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
                 if current.state is not TaskState.SUCCEEDED:
-                    stack.append(self._change(child, state=TaskState.CANCELLED, finished_at=now,
-                                              error=_dependency_error(current)))
+                    error = lifecycle.dependency_failure(current.id, current.state)
+                    stack.append(self._store(child, lifecycle.finished(
+                        child.task, TaskState.CANCELLED, error, now)))
                 elif all(self._succeeded(pid) for pid in child.task.depends_on):
-                    eta = child.task.eta
-                    ready = TaskState.SCHEDULED if eta is not None and eta > now else TaskState.PENDING
-                    self._change(child, state=ready)
+                    self._change(child, state=lifecycle.ready_state(child.task, now))
             self.files.prune(deps_dir)
 
     def _succeeded(self, task_id: str) -> bool:
@@ -398,11 +407,16 @@ class QueueEngine:
 
     def get_schedule(self, schedule_id: str) -> Schedule | None:
         data = self.records.read(self._schedule_path(schedule_id))
-        return schedule_decoder.decode(data) if data is not None else None
+        if data is None:
+            return None
+        return schedule_or_none(schedule_id, data, "the schedules directory")
 
     def list_schedules(self) -> builtins.list[Schedule]:
-        found = (self.files.read(f"schedules/{name}") for name in self.files.list("schedules"))
-        schedules: builtins.list[Schedule] = [schedule_decoder.decode(d) for d in found if d is not None]
+        names = self.files.list("schedules")
+        found = ((name, self.files.read(f"schedules/{name}")) for name in names)
+        decoded = (schedule_or_none(unquote(name), data, "the schedules directory")
+                   for name, data in found if data is not None)
+        schedules: builtins.list[Schedule] = [s for s in decoded if s is not None]
         return sorted(schedules, key=lambda s: s.id)
 
     def delete_schedule(self, schedule_id: str) -> bool:

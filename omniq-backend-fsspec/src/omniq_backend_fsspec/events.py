@@ -20,6 +20,7 @@ import msgspec
 
 from omniq.interfaces import BaseEventStorage
 from omniq.models import TaskEvent, encoder
+from omniq.records import decode_or_skip
 
 from .location import Location
 from .store import FilesStore
@@ -68,7 +69,10 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
             (since is not None and _bounds(n)[1] < since) or (until is not None and _bounds(n)[0] >= until)
         )]
         found = self.files.read_many([f"events/{n}" for n in names])
-        return [(n, _batch_decoder.decode(found[f"events/{n}"])) for n in names if f"events/{n}" in found]
+        where = "the events directory"
+        decoded = ((n, decode_or_skip(_batch_decoder.decode, found[f"events/{n}"], where, n))
+                   for n in names if f"events/{n}" in found)
+        return [(n, events) for n, events in decoded if events is not None]
 
     def _select(self, task_id: str | None, queue: str | None, types: set[str] | None,
                 since: float | None, until: float | None) -> list[TaskEvent]:

@@ -19,16 +19,19 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 
 from omniq.errors import QueueError
 from omniq.models import encoder
+from omniq.records import stand_in
 
 from .files import Files, LockingFiles, S3Files
 from .layout import Record, entry_path, record_path
 
-__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "new_rev", "record_store", "rev_time"]
+__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "Unreadable",
+           "new_rev", "record_store", "rev_time"]
 
 T = TypeVar("T")
 _record_decoder = msgspec.msgpack.Decoder(Record)
@@ -40,6 +43,11 @@ ORPHAN_GRACE_NS = 300 * 10**9
 #: A record whose entry is still in its previous directory this long after the change
 #: was left so by a crash; its entry is then moved by whoever lists it.
 REPAIR_GRACE_NS = 30 * 10**9
+
+
+class Unreadable(Record):
+    """What :meth:`RecordStore.load` returns for a record file that does not decode: a
+    stand-in task, placed by the engine where its index entry says (queue, state, order)."""
 
 
 class Conflict(Exception):
@@ -92,7 +100,13 @@ class RecordStore(abc.ABC):
 
     def load(self, eid: str) -> Record | None:
         data = self.read(f"tasks/{eid}")
-        return _record_decoder.decode(data) if data is not None else None
+        if data is None:
+            return None
+        try:
+            return _record_decoder.decode(data)
+        except Exception as exc:  # never let one bad file stop a read (omniq.records)
+            task_id = eid if eid.startswith("%h") else unquote(eid)
+            return Unreadable(0, stand_in(task_id, exc, "the tasks directory"))
 
     def drop(self, rec: Record) -> None:
         """Delete a task: its entry first, so no entry ever points to nothing for long."""

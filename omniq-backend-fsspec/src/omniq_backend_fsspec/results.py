@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from omniq.interfaces import BaseResultStorage
-from omniq.models import TaskResult, encoder, result_decoder
+from omniq.models import TaskResult, encoder
+from omniq.records import result_or_stand_in
 
 from .location import Location
 from .names import encode
@@ -30,9 +31,11 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
         return LocalResultStorage if location.local else FsspecResultStorage
 
     def _read(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        found = self.files.read_many([_path(tid) for tid in task_ids])
+        paths = {_path(tid): tid for tid in task_ids}
+        found = self.files.read_many(list(paths))
         now = time.time()
-        results = (result_decoder.decode(data) for data in found.values())
+        results = (result_or_stand_in(paths.get(path, path), data, "the results directory")
+                   for path, data in found.items())
         return {r.task_id: r for r in results if r.expires_at is None or r.expires_at > now}
 
     def _write(self, results: Sequence[TaskResult]) -> None:
@@ -45,7 +48,7 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
             data = self.files.read(f"results/{name}")
             if data is None:
                 continue
-            expires_at = result_decoder.decode(data).expires_at
+            expires_at = result_or_stand_in(name, data, "the results directory").expires_at
             if expires_at is not None and expires_at <= now and self.files.delete(f"results/{name}"):
                 deleted += 1
         return deleted

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.config import mask_url
-from omniq.errors import BackendUnavailableError, ConfigError, OmniQError
+from omniq.errors import BackendUnavailableError, ConfigError, OmniQError, SerializationError
 from omniq.interfaces import BaseStore
 from omniq.options import Option, OptionSchema, check_ports
 
@@ -178,6 +178,16 @@ class NatsStore(BaseStore):
         names = ("user", "password", "token", "creds")
         return self.settings.servers == other.settings.servers and all(
             self.settings[n] == other.settings[n] for n in names
+        )
+
+    def too_large(self, what: str, size: int) -> SerializationError:
+        """The error for a message over the server's ``max_payload`` (the client's own is
+        a bare "nats: maximum payload exceeded")."""
+        return SerializationError(
+            f"{what} is {size} bytes, over the max_payload of {self.nc.max_payload} bytes of "
+            f"the NATS server at {self.settings.masked}; raise max_payload in the server's "
+            f"configuration (e.g. 'max_payload: 8MB' in nats-server.conf), or keep OmniQ's "
+            f"payload_limit well below it and pass a reference (a path, an id) instead of the data"
         )
 
     @property

@@ -13,22 +13,15 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from omniq.models import TERMINAL_STATES, ErrorInfo, Task, TaskState, encoder
+from omniq import lifecycle
+from omniq.lifecycle import finished
+from omniq.models import Task, TaskState, encoder
 
 from .delivery import Delivery
 from .names import token
 from .records import _replace
 
-#: States whose dependents are cancelled rather than released.
-_FAILED_ENDS = TERMINAL_STATES - {TaskState.SUCCEEDED}
 _children_decoder = msgspec.msgpack.Decoder(list[str])
-
-
-def _dependency_error(parent: Task, root: Task | None = None) -> ErrorInfo:
-    message = f"dependency {parent.id!r} ended {parent.state.value}"
-    if root is not None:
-        message += f" because its dependency {root.id!r} ended {root.state.value}"
-    return ErrorInfo(type="DependencyFailed", message=message)
 
 
 class Dependencies(Delivery):
@@ -72,12 +65,12 @@ class Dependencies(Delivery):
             return found[0] if found else None
         task = found[0]
         parents = [p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p]
-        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
+        failed = next((p for p in parents if p.state in lifecycle.PARENT_FAILED_STATES), None)
         if failed is not None:
             await self._cancel_waiting(task_id, failed)
         elif len(parents) == len(task.depends_on) and all(p.state is TaskState.SUCCEEDED for p in parents):
             at = await self.now()
-            state = TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+            state = lifecycle.ready_state(task, at)
             # Message first: if we die before the CAS, its delivery settles the task again.
             await self._hint(task)
             changed = await self._mutate(
@@ -88,21 +81,20 @@ class Dependencies(Delivery):
         found = await self._read(task_id)
         return found[0] if found else None
 
-    async def _cancel_waiting(self, task_id: str, parent: Task, root: Task | None = None) -> None:
+    async def _cancel_waiting(self, task_id: str, parent: Task) -> None:
         """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
-        each error names the task's own parent (and the task that started it all)."""
+        each error names the task's own parent."""
         at = await self.now()
-        error = _dependency_error(parent, root)
+        error = lifecycle.dependency_failure(parent.id, parent.state)
         changed = await self._mutate(
             task_id,
-            lambda t: _replace(t, state=TaskState.CANCELLED, finished_at=at, error=error)
+            lambda t: finished(t, TaskState.CANCELLED, error, at)
             if t.state is TaskState.WAITING else None,
         )
         if changed:
             cancelled = changed[1]
-            await asyncio.gather(*(
-                self._cancel_waiting(c, cancelled, root or parent) for c in await self._children_of(task_id)
-            ))
+            children = await self._children_of(task_id)
+            await asyncio.gather(*(self._cancel_waiting(c, cancelled) for c in children))
 
     async def _after_end(self, task: Task) -> None:
         """A task became terminal: release or cancel its dependents."""

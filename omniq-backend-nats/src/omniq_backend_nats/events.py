@@ -20,6 +20,7 @@ from nats.js import api
 from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import TaskEvent, encoder, event_decoder
 from omniq.options import Option
+from omniq.records import decode_or_skip
 
 from .connection import OPTIONS, NatsStore, stream_sequence
 from .names import token
@@ -107,7 +108,9 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         start = since - self.settings["clock_skew"] if since is not None else None
         found: list[TaskEvent] = []
         async for msg in self.scan(self.stream, subject, start_time=start):
-            event = event_decoder.decode(msg.data)
+            event = decode_or_skip(event_decoder.decode, msg.data, "the events stream", msg.subject)
+            if event is None:
+                continue
             if wanted is not None and _type_name(event.type) not in wanted:
                 continue
             if (since is not None and event.timestamp < since) or (
@@ -126,7 +129,9 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         first_new: int | None = None
         async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
             seq = stream_sequence(msg)
-            if _stamp_decoder.decode(msg.data).timestamp < older_than:
+            stamp = decode_or_skip(_stamp_decoder.decode, msg.data, "the events stream",
+                                   msg.subject)
+            if stamp is not None and stamp.timestamp < older_than:  # (an unreadable one is kept)
                 old.append(seq)
             elif first_new is None:
                 first_new = seq

@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from omniq import lifecycle
 from omniq.interfaces import LeaseRef
-from omniq.models import ErrorInfo, Task, TaskState, encoder
+from omniq.models import Task, TaskState, encoder
 
 from .connection import confirm, nak_delay
 from .delivery import _ACK, _WPI
 from .dependencies import Dependencies
 from .leases import _BATCH, _holds, _Lease, _lease_decoder, _Listed, _listed_decoder
 from .names import untoken
-from .records import _replace, _unleased
+from .records import _replace
 
 
 class LeaseDeadlines(Dependencies):
@@ -107,14 +108,7 @@ class LeaseDeadlines(Dependencies):
         def change(t: Task) -> Task | None:
             if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > at:
                 return None
-            if t.attempts >= max(t.max_deliveries, t.max_retries + 1):
-                error = ErrorInfo(
-                    type="LeaseExpired",
-                    message=f"lease lapsed on attempt {t.attempts} of {max(t.max_deliveries, t.max_retries + 1)}: "
-                    f"the worker keeps dying or hanging",
-                )
-                return _unleased(t, state=TaskState.DEAD, finished_at=at, error=error)
-            return _unleased(t, state=TaskState.PENDING)
+            return lifecycle.lapsed(t, at)
 
         changed = await self._mutate(task_id, change)
         if changed is None:

@@ -35,10 +35,12 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import ClassVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import api
 from nats.js.kv import KeyValue
 
+from omniq import lifecycle
 from omniq.errors import TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
@@ -50,6 +52,7 @@ from omniq.interfaces import (
     Completion,
     as_stored,
 )
+from omniq.lifecycle import finished
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -65,7 +68,6 @@ from omniq.options import Option
 from .batch import _WINDOW, Request, _windowed, publishes, puts, sequences
 from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
-from .dependencies import _FAILED_ENDS, _dependency_error
 from .events import NatsEventStorage
 from .lapse import LeaseDeadlines
 from .names import token
@@ -118,15 +120,11 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
     # -- enqueue -----------------------------------------------------------------------
 
     def _initial(self, task: Task, parents: Sequence[Task], at: float) -> Task:
-        failed = next((p for p in parents if p.state in _FAILED_ENDS), None)
-        base = _unleased(task, created_at=task.created_at or at)
-        if failed is not None:
-            return _replace(base, state=TaskState.CANCELLED, finished_at=at, error=_dependency_error(failed))
-        if any(p.state is not TaskState.SUCCEEDED for p in parents):
-            return _replace(base, state=TaskState.WAITING)
-        if task.eta is not None and task.eta > at:
-            return _replace(base, state=TaskState.SCHEDULED)
-        return _replace(base, state=TaskState.PENDING)
+        state, error = lifecycle.initial_state(task, {p.id: p.state for p in parents}, at)
+        base = _unleased(task, created_at=task.created_at or at, state=state)
+        if error is not None:
+            return _replace(base, finished_at=at, error=error)
+        return base
 
     async def _store(self, task: Task, at: float) -> Task:
         """Create the record (idempotent by id), then its delivery message."""
@@ -143,8 +141,11 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         stored = self._initial(task, parents, at)
         while True:
             try:
-                created = await self._tasks.create(token(task.id), encoder.encode(stored))
+                record = encoder.encode(stored)
+                created = await self._tasks.create(token(task.id), record)
                 break
+            except nats.errors.MaxPayloadError:
+                raise self.too_large(f"the record of task {task.id!r}", len(record)) from None
             except nats.js.errors.KeyWrongLastSequenceError:
                 found = await self._read(task.id)
                 if found is None:
@@ -269,7 +270,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
     async def _completions(self, items: Sequence[Completion]) -> list[_Finish]:
         at = await self.now()
         return [
-            _Finish(tid, tok, functools.partial(_unleased, state=state, finished_at=at, error=error))
+            _Finish(tid, tok, functools.partial(finished, state=state, error=error, at=at))
             for tid, tok, state, error in items
         ]
 
@@ -278,7 +279,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         done = await self._finish_one(
             task_id,
             token,
-            lambda t: _unleased(t, state=TaskState.RETRYING, eta=eta, error=error or t.error),
+            lambda t: lifecycle.retried(t, eta, error),
             nak_delay(eta - at),
         )
         if done is not None and eta <= at:
@@ -289,7 +290,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         done = await self._finish_one(
             task_id,
             token,
-            lambda t: _unleased(t, state=TaskState.PENDING, attempts=max(t.attempts - 1, 0)),
+            lifecycle.released,
             nak_delay(0),
         )
         if done is not None:
@@ -300,13 +301,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         at = await self.now()
         if token is not None:
             done = await self._finish_one(
-                task_id, token, lambda t: _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error)
+                task_id, token, lambda t: finished(t, TaskState.DEAD, error, at)
             )
             return done is not None
         changed = await self._mutate(
             task_id,
             lambda t: None if t.state in TERMINAL_STATES
-            else _unleased(t, state=TaskState.DEAD, finished_at=at, error=error or t.error),
+            else finished(t, TaskState.DEAD, error, at),
         )
         if changed is None:
             return False

@@ -15,10 +15,11 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from omniq.models import Task, encoder, task_decoder
+from omniq.records import stand_in
 
 from .batch import WRONG_REVISION, _windowed, puts, revisions
 from .leases import LeaseCache, _Held
-from .names import token
+from .names import token, untoken
 
 
 def _replace(task: Task, **changes: Any) -> Task:
@@ -27,6 +28,12 @@ def _replace(task: Task, **changes: Any) -> Task:
 
 def _unleased(task: Task, **changes: Any) -> Task:
     return _replace(task, lease_owner=None, lease_token=None, lease_deadline=None, **changes)
+
+
+def _stand_in(task_id: str, exc: Exception) -> Task:
+    """A record that does not decode, as a ready stand-in: reserve leases it (writing
+    it over the bad record) and the worker dead-letters it (:mod:`omniq.records`)."""
+    return stand_in(task_id, exc, "the tasks bucket")
 
 
 class TaskRecords(LeaseCache):
@@ -40,7 +47,10 @@ class TaskRecords(LeaseCache):
         except nats.js.errors.KeyNotFoundError:
             return None
         assert entry.value is not None and entry.revision is not None
-        return task_decoder.decode(entry.value), entry.revision
+        try:
+            return task_decoder.decode(entry.value), entry.revision
+        except Exception as exc:
+            return _stand_in(task_id, exc), entry.revision
 
     async def _mutate(self, task_id: str, change: Callable[[Task], Task | None]) -> tuple[Task, Task] | None:
         """Compare-and-set ``change(record)`` until it sticks; ``(old, new)``, or None
@@ -97,7 +107,10 @@ class TaskRecords(LeaseCache):
         return await self.remove_key(f"{self.prefix}_{bucket}", token(task_id), revision)
 
     async def _all_tasks(self) -> list[tuple[Task, int]]:
-        return [
-            (task_decoder.decode(data), rev)
-            async for _key, data, rev in self.scan_bucket(f"{self.prefix}_tasks")
-        ]
+        found = []
+        async for key, data, rev in self.scan_bucket(f"{self.prefix}_tasks"):
+            try:
+                found.append((task_decoder.decode(data), rev))
+            except Exception as exc:
+                found.append((_stand_in(untoken(key), exc), rev))
+        return found

@@ -36,7 +36,7 @@ from .delivery import _ACK, _carried, _message_task_id
 from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
 from .names import token
-from .records import _replace
+from .records import _replace, _stand_in
 
 #: Reserve reads bands from the highest priority down.
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
@@ -111,7 +111,10 @@ class Reserve(Dependencies):
         read = set()
         for i, entry in zip(unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])):
             if entry is not None:
-                carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                try:
+                    carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                except Exception as exc:
+                    carried[i] = (ids[i], (_stand_in(ids[i], exc), entry[1]))
                 read.add(i)
         claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
         slow: dict[int, tuple[Task, int] | None] = {}

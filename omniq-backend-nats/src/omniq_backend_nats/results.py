@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from omniq.interfaces import BaseResultStorage, Capability
-from omniq.models import TaskResult, encoder, result_decoder
+from omniq.models import TaskResult, encoder
 from omniq.options import Option
+from omniq.records import result_or_stand_in
 
 from .connection import OPTIONS, NatsStore
 from .names import token
@@ -45,10 +46,10 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
     async def _setup(self) -> None:
         self._kv = await self.ensure_bucket(self.bucket, ttl=self.settings["max_age"])
 
-    def _live(self, data: bytes | None, at: float) -> TaskResult | None:
+    def _live(self, data: bytes | None, at: float, task_id: str = "") -> TaskResult | None:
         if not data:
             return None
-        result = result_decoder.decode(data)
+        result = result_or_stand_in(task_id, data, "the results bucket")
         if result.expires_at is not None and result.expires_at <= at:
             return None
         return result
@@ -67,7 +68,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
             entry = await self._kv.get(token(task_id))
         except nats.js.errors.KeyNotFoundError:
             return None
-        return self._live(entry.value, await self.now())
+        return self._live(entry.value, await self.now(), task_id)
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         found = await asyncio.gather(*(self._get(t) for t in task_ids))
@@ -103,7 +104,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                     return None
                 if entry is None or entry.operation in (KV_DEL, KV_PURGE):
                     continue
-                result = self._live(entry.value, await self.now())
+                result = self._live(entry.value, await self.now(), task_id)
                 if result is not None:
                     return result
             return None

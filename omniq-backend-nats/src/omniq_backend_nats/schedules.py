@@ -14,9 +14,10 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from omniq.models import Schedule, encoder, schedule_decoder
+from omniq.models import Schedule, encoder
+from omniq.records import schedule_or_none
 
-from .names import token
+from .names import token, untoken
 
 __all__ = ["ScheduleBucket"]
 
@@ -39,13 +40,16 @@ class ScheduleBucket:
         except nats.js.errors.KeyNotFoundError:
             return None
         assert entry.value is not None and entry.revision is not None
-        return schedule_decoder.decode(entry.value), entry.revision
+        schedule = schedule_or_none(schedule_id, entry.value, "the schedules bucket")
+        return None if schedule is None else (schedule, entry.revision)
 
     async def _all_schedules(self) -> list[tuple[Schedule, int]]:
-        return [
-            (schedule_decoder.decode(data), rev)
-            async for _key, data, rev in self.scan_bucket(f"{self.prefix}_schedules")
-        ]
+        found = []
+        async for key, data, rev in self.scan_bucket(f"{self.prefix}_schedules"):
+            schedule = schedule_or_none(untoken(key), data, "the schedules bucket")
+            if schedule is not None:
+                found.append((schedule, rev))
+        return found
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self._schedules.put(token(schedule.id), encoder.encode(schedule))

@@ -14,6 +14,7 @@ import msgspec
 
 from omniq.interfaces import BaseEventStorage
 from omniq.models import EventType, TaskEvent
+from omniq.records import decode_or_skip
 
 from .store import PostgresStore
 
@@ -78,12 +79,14 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
             args.append(limit)
             sql += f" LIMIT ${len(args)}"
         rows = await self.fetch(sql, *args)
-        return [
-            TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]), timestamp=r[4],
-                      worker_id=r[5], detail=_detail.decode(r[6]))
-            for r in rows
-        ]
+        found = (decode_or_skip(_event, r, "the events table", r[0]) for r in rows)
+        return [event for event in found if event is not None]
 
     async def _cleanup(self, older_than: float) -> int:
         status = await self.execute("DELETE FROM {s}.events WHERE ts < $1", older_than)
         return int(status.split()[-1])
+
+
+def _event(r: Sequence[Any]) -> TaskEvent:
+    return TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]),
+                     timestamp=r[4], worker_id=r[5], detail=_detail.decode(r[6]))

@@ -29,11 +29,13 @@ from omniq.interfaces import (
     as_stored,
     gather_batches,
 )
+from omniq.lifecycle import attempts_allowed, dependency_failure
 from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
 
 from .events import APPEND, append_args
 from .results import UPSERT, upsert_args
-from .rows import SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, schedule_from_row, task_from_row
+from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row,
+                   schedule_from_row, task_from_row)
 from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
 
 if TYPE_CHECKING:
@@ -164,8 +166,9 @@ returned AS (
     SET state = CASE WHEN t.attempts >= t.max_attempts THEN 'dead' ELSE 'pending' END,
         finished_at = CASE WHEN t.attempts >= t.max_attempts THEN clock.now END,
         error = CASE WHEN t.attempts >= t.max_attempts THEN jsonb_build_object(
-                    'type', 'LeaseExpired', 'module', 'omniq.errors',
-                    'message', format('lease lapsed on delivery %s of at most %s: its worker keeps dying',
+                    'type', 'LeaseExpired',  -- as omniq.lifecycle.lapse_error()
+                    'message', format('lease lapsed on attempt %s of %s: '
+                                      'its worker keeps dying or hanging',
                                       t.attempts, t.max_attempts))
                 ELSE t.error END,
         {CLEAR_LEASE}
@@ -196,13 +199,21 @@ WHERE queue = ANY ($1::text[]) AND state IN {READY}
   AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
 """
 COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
-#: complete_many with the results and events of the batch, in one statement (so one
-#: round trip and one commit; a task reads as succeeded only with its result stored).
-FINISH_MANY = f"""
-WITH r AS ({shift_params(UPSERT, 4)}),
-e AS ({shift_params(APPEND, 9)})
-{COMPLETE_MANY}
-"""
+#: complete_many() with the results and events of the tasks it completed (and those of
+#: tasks not in the batch), in one statement: the inserts read the ids the function
+#: returns, so a result or an event of a refused completion is never written.
+FINISH_MANY = (
+    "WITH done AS (SELECT id FROM\n"
+    "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
+    "r AS (" + shift_params(UPSERT, 4).replace(
+        "$9::bytea[])", "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
+        "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))") + "),\n"
+    "e AS (" + shift_params(APPEND, 9).replace(
+        "ORDER BY i.ord",
+        "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
+        "ORDER BY i.ord") + ")\n"
+    "SELECT id FROM done"
+)
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
 FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
@@ -219,7 +230,7 @@ def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = No
         [t.id for t in tasks], [t.queue for t in tasks], [t.name for t in tasks],
         [t.priority for t in tasks], list(states) if states is not None else [None] * n,
         [t.eta for t in tasks], [t.expires_at for t in tasks], [t.created_at for t in tasks],
-        [t.attempts for t in tasks], [max(t.max_deliveries, t.max_retries + 1) for t in tasks],
+        [t.attempts for t in tasks], [attempts_allowed(t) for t in tasks],
         [t.result_ttl for t in tasks], [t.dead_ttl for t in tasks], [t.schedule_id for t in tasks],
         list(errors) if errors is not None else [None] * n, [encoder.encode(t) for t in tasks],
     ]
@@ -350,8 +361,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         error: str | None = None
         if failed:
             state = TaskState.CANCELLED.value
-            error = encode_error(ErrorInfo(type="DependencyError", module="omniq.errors",
-                                           message=f"dependency {failed[0][0]} ended {failed[0][1]}"))
+            error = encode_error(dependency_failure(*failed[0]))
         elif any(parents[p] != TaskState.SUCCEEDED.value for p in task.depends_on):
             state = TaskState.WAITING.value
         await self._insert(conn, [task], [state], [error])
@@ -369,7 +379,40 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
         else:
             rows = await self.fetch(RESERVE_QUEUES, list(queues), limit, worker_id, lease)
-        return [task_from_row(row[2:]) for row in rows]
+        try:
+            return [task_from_row(row[2:]) for row in rows]
+        except Exception:  # a record that does not decode: not on the hot path
+            return await self._rescued(rows, 2, by_id=False)
+
+    async def _rescued(
+        self, rows: Sequence[asyncpg.Record], skip: int, *, by_id: bool
+    ) -> builtins.list[Task]:
+        """Rows whose :data:`TASK_COLUMNS` start at ``skip``, a stand-in for each one that
+        does not decode. Its id, queue and name are read by its id (the row's first
+        column) or, for reserve's rows (which leave the id out), by its lease token."""
+        out: list[Any] = []
+        bad: list[int] = []
+        for row in rows:
+            try:
+                out.append(task_from_row(row[skip:]))
+            except Exception as exc:
+                bad.append(len(out))
+                out.append(exc)
+        column = "id" if by_id else "lease_token"
+        keys = [rows[i][0] if by_id else rows[i][skip + 6] for i in bad]
+        sql = f"SELECT {column}, id, queue, name FROM {{s}}.tasks WHERE {column} = ANY ($1::text[])"
+        found = {row[0]: row[1:] for row in await self.fetch(sql, keys)}
+        for i, key in zip(bad, keys):
+            task_id, queue, name = found.get(key, (key if by_id else "", None, None))
+            out[i] = rescue_row(task_id, rows[i][skip:], out[i], queue, name)
+        return out
+
+    async def _decoded(self, rows: Sequence[asyncpg.Record]) -> builtins.list[Task]:
+        """Rows of ``t.id, TASK_COLUMNS`` as tasks (a stand-in for one that does not decode)."""
+        try:
+            return [task_from_row(row[1:]) for row in rows]
+        except Exception:
+            return await self._rescued(rows, 1, by_id=True)
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.fetch(HEARTBEAT, [i for i, _ in leases], [t for _, t in leases], lease)
@@ -417,8 +460,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return bool(await self._settled(DEAD_LETTER, task_id, token, encode_error(error)))
 
     async def _release_expired_leases(self) -> list[Task]:
-        rows = await self._settled(RELEASE_EXPIRED)
-        return [task_from_row(row[1:]) for row in rows]
+        return await self._decoded(await self._settled(RELEASE_EXPIRED))
 
     async def _cancel(self, task_id: str) -> bool:
         if await self._settled(CANCEL, task_id):
@@ -435,16 +477,18 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return {row[0]: task_from_row(row[1:]) for row in rows}
 
     async def _get(self, task_id: str) -> Task | None:
-        rows = await self.fetch(f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
-        return task_from_row(rows[0]) if rows else None
+        rows = await self.fetch(
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
+        return (await self._decoded(rows))[0] if rows else None
 
     async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
                     limit: int) -> list[Task]:
         where, args = _where(queue, states)
         rows = await self.fetch(
-            f"SELECT {TASK_COLUMNS} FROM {{s}}.tasks t{where} ORDER BY t.seq LIMIT ${len(args) + 1}",
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t{where} "
+            f"ORDER BY t.seq LIMIT ${len(args) + 1}",
             *args, limit)
-        return [task_from_row(row) for row in rows]
+        return await self._decoded(rows)
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
@@ -461,7 +505,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     async def _cleanup(self) -> builtins.list[Task]:
         rows = await self._settled(EXPIRE)
         await self.execute(DELETE_FINISHED)
-        return [task_from_row(row[1:]) for row in rows]
+        return await self._decoded(rows)
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a NOTIFY for one of ``queues``, the next delayed task's eta, or
@@ -489,7 +533,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules ORDER BY id")
-        return [schedule_from_row(row) for row in rows]
+        return [s for s in map(schedule_from_row, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
@@ -510,6 +554,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         due: dict[str, tuple[Schedule, list[float], float]] = {}
         for row in rows:
             schedule = schedule_from_row(row)
+            if schedule is None:
+                continue
             times, following = schedule.due_firings(at)
             if times:
                 due[schedule.id] = (schedule, times, following)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from omniq.interfaces import BaseResultStorage, Capability
-from omniq.models import TaskResult, encoder, result_decoder
+from omniq.models import TaskResult, encoder
+from omniq.records import result_or_stand_in
 
 from .store import EPOCH_NOW, PostgresStore, wait_event
 
@@ -52,7 +53,7 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
         rows = await self.fetch(
             f"SELECT task_id, data FROM {{s}}.results WHERE task_id = ANY ($1::text[]) AND {LIVE}",
             list(task_ids))
-        return {row[0]: result_decoder.decode(row[1]) for row in rows}
+        return {row[0]: result_or_stand_in(row[0], row[1], "the results table") for row in rows}
 
     async def _delete(self, task_id: str) -> bool:
         return bool(await self.fetch("DELETE FROM {s}.results WHERE task_id = $1 RETURNING 1", task_id))

@@ -11,9 +11,11 @@ from typing import Any
 
 import msgspec
 
-from omniq.models import ErrorInfo, Schedule, Task, TaskState, schedule_decoder, task_decoder
+from omniq.models import ErrorInfo, Schedule, Task, TaskState, task_decoder
+from omniq.records import schedule_or_none, stand_in
 
-__all__ = ["TASK_COLUMNS", "decode_error", "encode_error", "schedule_from_row", "task_from_row"]
+__all__ = ["TASK_COLUMNS", "decode_error", "encode_error", "rescue_row", "schedule_from_row",
+           "task_from_row"]
 
 STATES = {state.value: state for state in TaskState}
 
@@ -22,7 +24,7 @@ TASK_COLUMNS = (
     "t.data, t.state, t.created_at, t.eta, t.attempts, t.lease_owner, t.lease_token, "
     "t.lease_deadline, t.started_at, t.finished_at, t.error"
 )
-SCHEDULE_COLUMNS = "data, next_run, last_run, paused"
+SCHEDULE_COLUMNS = "data, next_run, last_run, paused, id"
 
 _error_decoder = msgspec.json.Decoder(ErrorInfo)
 _json_encoder = msgspec.json.Encoder()
@@ -52,8 +54,18 @@ def task_from_row(row: Sequence[Any]) -> Task:
     return task
 
 
-def schedule_from_row(row: Sequence[Any]) -> Schedule:
-    schedule = schedule_decoder.decode(row[0])
+def rescue_row(task_id: str, row: Sequence[Any], exc: Exception, queue: Any, name: Any) -> Task:
+    """The stand-in (:func:`omniq.records.stand_in`) of a row of :data:`TASK_COLUMNS`
+    that does not decode."""
+    return stand_in(task_id, exc, "the tasks table", name=name, queue=queue, state=row[1],
+                    attempts=row[4], lease_owner=row[5], lease_token=row[6], lease_deadline=row[7])
+
+
+def schedule_from_row(row: Sequence[Any]) -> Schedule | None:
+    """None for a row whose data does not decode (see omniq.records)."""
+    schedule = schedule_or_none(row[4], row[0], "the schedules table")
+    if schedule is None:
+        return None
     schedule.next_run = row[1]
     schedule.last_run = row[2]
     schedule.paused = row[3]

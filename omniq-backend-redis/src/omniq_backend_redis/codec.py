@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from omniq.models import ErrorInfo, Task, TaskState, encoder, task_decoder
+from omniq.records import decode_each, stand_in
 
 error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 STATES = {state.value.encode(): state for state in TaskState}  # a state as the scripts write it
@@ -35,12 +36,22 @@ def is_task_hash(header: bytes | None) -> bool:
     return header is not None and header[:4] == MARK
 
 
-def decode_hash(values: Sequence[bytes | None]) -> Task:
-    """Build a Task from a hash's HASH_FIELDS (its header checked by is_task_hash)."""
-    header = values[0]
-    assert header is not None
-    (created,) = struct.unpack_from(">d", header, 4)
-    return decode_task([values[1], created, *values[2:]])
+def decode_hash(task_id: str, values: Sequence[bytes | None]) -> Task:
+    """Build a Task from a hash's HASH_FIELDS (its header checked by is_task_hash); a
+    stand-in when it does not decode."""
+    try:
+        (created,) = struct.unpack_from(">d", values[0] or b"", 4)
+        return decode_task([values[1], created, *values[2:]])
+    except Exception as exc:
+        return rescue(task_id, values[1:], exc)
+
+
+def rescue(task_id: str, row: Sequence[Any], exc: Exception, queue: Any = None) -> Task:
+    """The stand-in of a row ``d [c] s a e lo lt ld ...`` (``c`` left out) that does not
+    decode (:func:`omniq.records.stand_in`)."""
+    _body, state, attempts, _eta, owner, token, deadline = row[:7]
+    return stand_in(task_id, exc, "Redis", queue=queue or "default", state=state, attempts=attempts,
+                    lease_owner=owner, lease_token=token, lease_deadline=deadline)
 
 
 def decode_task(row: Sequence[Any]) -> Task:
@@ -65,6 +76,13 @@ def decode_task(row: Sequence[Any]) -> Task:
 def decode_rows(blob: bytes) -> list[Task]:
     """Tasks from a script's msgpack reply (a list of rows)."""
     return [decode_task(row) for row in msgspec.msgpack.decode(blob)]
+
+
+def decode_rows_with_id(blob: bytes) -> list[Task]:
+    """Tasks from a reply of ``row_id`` rows (the id last), a stand-in for a row that
+    does not decode."""
+    return decode_each(msgspec.msgpack.decode(blob), lambda row: decode_task(row[:-1]),
+                       lambda row, exc: rescue(_str(row[-1]) or "", [row[0], *row[2:]], exc))
 
 
 def encode_error(error: ErrorInfo | None) -> bytes:

@@ -33,6 +33,7 @@ from .settings import ConnectionSettings
 #: not named here runs after msgpack and the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
     "enqueue": ("batch", "msgpack", "events_lib", "prelude"),
+    "finish": ("batch", "msgpack", "events_lib", "prelude"),
     "events_append": ("batch", "msgpack", "events_lib"),
     "events_cleanup": ("batch", "msgpack", "events_lib"),
     "events_task": (),

@@ -19,6 +19,7 @@ import msgspec
 from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import TaskEvent, encoder
 from omniq.options import Option
+from omniq.records import decode_or_skip
 from redis.exceptions import ResponseError
 
 from .codec import blobs, column
@@ -150,10 +151,11 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         except ResponseError as exc:
             raise (await self.foreign(self.key("ev"), exc) or exc) from None
         found: list[tuple[float, int, TaskEvent]] = []
-        for _, flat in entries:
+        for entry_id, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2]))
             if (ts := keep(fields)) is not None:
-                found += [(ts, len(found), e) for e in _events(fields[b"e"]) if e.task_id == task_id]
+                events = decode_or_skip(_events, fields[b"e"], "the events stream", entry_id) or ()
+                found += [(ts, len(found), e) for e in events if e.task_id == task_id]
         return found
 
     async def _scan(
@@ -179,7 +181,8 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
                 ts = keep(fields)
                 if ts is None:
                     continue
-                for event in _events(fields[b"e"]):
+                group = decode_or_skip(_events, fields[b"e"], "the events stream", entry_id)
+                for event in group or ():
                     position += 1
                     found.append((ts, -position if desc else position, event))
                     if limit is not None:

@@ -13,7 +13,7 @@ import heapq
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import msgspec
 from omniq.errors import QueueError, TaskNotFoundError
@@ -26,8 +26,10 @@ from omniq.interfaces import (
     Capability,
     Completion,
     LeaseRef,
+    accepted_writes,
     as_stored,
 )
+from omniq.lifecycle import attempts_allowed
 from omniq.models import (
     ErrorInfo,
     Schedule,
@@ -36,15 +38,15 @@ from omniq.models import (
     TaskResult,
     TaskState,
     encoder,
-    schedule_decoder,
 )
+from omniq.records import schedule_or_none
 from redis.exceptions import ResponseError
 
-from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows, decode_task,
-                    encode_error, is_task_hash, number)
+from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
+                    decode_rows_with_id, decode_task, encode_error, is_task_hash, number, rescue)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
-from .results import RedisResultStorage
+from .results import RedisResultStorage, set_args
 from .store import RedisStore
 
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
@@ -185,7 +187,32 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blob = await self._run(
             "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *queues]
         )
-        return decode_rows(blob)
+        try:
+            return decode_rows(blob)
+        except Exception:  # a record that does not decode: not on the hot path
+            return await self._rescue_reserved(msgspec.msgpack.decode(blob))
+
+    async def _rescue_reserved(self, rows: builtins.list[Any]) -> builtins.list[Task]:
+        """Reserved rows with a stand-in for each one that does not decode. Its id, which
+        the rows leave out, is found by its lease token among the running tasks of its
+        lease deadline (a batch shares one)."""
+        ids: builtins.list[bytes] = []
+        running = self.key("running")
+        for deadline in {row[7] for row in rows}:
+            ids += cast("list[bytes]", await self.redis.zrangebyscore(running, deadline, deadline))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member in ids:
+                pipe.hmget(self.key("t", member.decode()), ("lt", "q"))
+            found = await pipe.execute()
+        by_token = {lt: (member.decode(), q) for member, (lt, q) in zip(ids, found)}
+        out = []
+        for row in rows:
+            try:
+                out.append(decode_task(row))
+            except Exception as exc:
+                task_id, queue = by_token.get(row[6], ("", None))
+                out.append(rescue(task_id, [row[0], *row[2:]], exc, queue))
+        return out
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         args: list[Any] = [number(lease)]
@@ -201,18 +228,25 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
-        """One complete script run; the results, then the events, of sibling stores follow
-        (one script each), those of refused items left out."""
+        """With the result storage on this connection, one script run (finish.lua): the
+        completions, then the results and (event storage on this connection too) the
+        events of those accepted, in one atomic step. Otherwise the complete script, then
+        a sibling event storage's events of those accepted."""
         args: list[Any] = [len(items)]
         for task_id, token, state, error in items:
             args += [task_id, token, state.value, encode_error(error)]
-        accepted = [bool(ok) for ok in await self._run("complete", args)]
-        if results or events:
-            refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
-            if results and result_storage is not None:
-                await result_storage.set_many([r for r in results if r.task_id not in refused])
-            if events and event_storage is not None:
-                await event_storage.append_many([e for e in events if e.task_id not in refused])
+        sibling_events = cast("RedisEventStorage | None", event_storage)
+        if result_storage is None:
+            accepted = [bool(ok) for ok in await self._run("complete", args)]
+            if events and sibling_events is not None:
+                await sibling_events.append_many(accepted_writes(items, accepted, (), events)[1])
+            return accepted
+        args += [cast(RedisResultStorage, result_storage).prefix, len(results), *set_args(results)]
+        if events and sibling_events is not None:
+            args += sibling_events.append_args(events)
+        accepted = [bool(ok) for ok in await self._run("finish", args)]
+        if events and sibling_events is not None:
+            await sibling_events.after_append()
         return accepted
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
@@ -228,7 +262,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def _release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
         while True:
-            rows = decode_rows(await self._run("expire_leases", [_BATCH]))
+            rows = decode_rows_with_id(await self._run("expire_leases", [_BATCH]))
             released += rows
             if len(rows) < _BATCH:
                 return released
@@ -247,7 +281,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         except ResponseError as exc:
             raise (await self.foreign(key, exc) or exc) from None
         if is_task_hash(values[0]):
-            return decode_hash(values)
+            return decode_hash(task_id, values)
         if await self.redis.exists(key):
             raise ForeignKeyError(key, "is a hash without the OmniQ marker")
         return None
@@ -257,7 +291,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             for task_id in ids:
                 pipe.hmget(self.key("t", task_id.decode()), HASH_FIELDS)
             found = await pipe.execute()
-        return [decode_hash(v) for v in found if is_task_hash(v[0])]
+        return [decode_hash(i.decode(), v) for i, v in zip(ids, found) if is_task_hash(v[0])]
 
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
@@ -313,7 +347,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         expired: builtins.list[Task] = []
         while True:
             blob, deleted = await self._run("cleanup", [_BATCH])
-            rows = decode_rows(blob)
+            rows = decode_rows_with_id(blob)
             expired += rows
             if len(rows) < _BATCH and deleted < _BATCH:
                 return expired
@@ -367,11 +401,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         blob = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
-        return schedule_decoder.decode(blob) if blob is not None else None
+        return schedule_or_none(schedule_id, blob, "Redis") if blob is not None else None
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
         blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("sched")))
-        return [schedule_decoder.decode(blobs[k]) for k in sorted(blobs)]
+        found = (schedule_or_none(k, blobs[k], "Redis") for k in sorted(blobs))
+        return [s for s in found if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -391,7 +426,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             old = cast("bytes | None", await self.redis.hget(self.key("sched"), schedule_id))
             if old is None:
                 return False
-            new = msgspec.structs.replace(schedule_decoder.decode(old), paused=paused)
+            current = schedule_or_none(schedule_id, old, "Redis")
+            if current is None:
+                return False
+            new = msgspec.structs.replace(current, paused=paused)
             if next_run is not None:
                 new = msgspec.structs.replace(new, next_run=next_run)
             if (await self._run("schedule_cas", self._cas_args(schedule_id, old, new)))[0]:
@@ -410,10 +448,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blobs = cast("builtins.list[bytes | None]", await self.redis.hmget(self.key("sched"), ids))
         candidates: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         args: builtins.list[Any] = []
-        for blob in blobs:
+        for schedule_id, blob in zip(ids, blobs):
             if blob is None:
                 continue
-            schedule = schedule_decoder.decode(blob)
+            schedule = schedule_or_none(schedule_id, blob, "Redis")
+            if schedule is None:
+                continue
             times, nxt = schedule.due_firings(at)
             if not times:
                 continue
@@ -451,7 +491,7 @@ def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expecte
             column([t.priority for t in tasks]),
             column([t.eta for t in tasks]),
             column([t.expires_at for t in tasks]),
-            column([max(t.max_deliveries, t.max_retries + 1) for t in tasks]),
+            column([attempts_allowed(t) for t in tasks]),
             column([t.result_ttl for t in tasks]),
             column([t.dead_ttl for t in tasks]),
             column([t.created_at for t in tasks]),

@@ -8,13 +8,24 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from omniq.interfaces import BaseResultStorage, Capability
-from omniq.models import TaskResult, encoder, result_decoder
+from omniq.models import TaskResult, encoder
+from omniq.records import result_or_stand_in
 from redis.exceptions import ResponseError
 
 from .errors import ForeignKeyError
 from .store import RedisStore
 
 _MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
+
+
+def set_args(results: Sequence[TaskResult]) -> list[Any]:
+    """Per result: task id, marked value, expiry as unix ms ('' for none): the arguments of
+    results_set.lua, and of finish.lua's results."""
+    args: list[Any] = []
+    for r in results:
+        expiry = "" if r.expires_at is None else str(max(math.ceil(r.expires_at * 1000), 1))
+        args += [r.task_id, _MARK + encoder.encode(r), expiry]
+    return args
 
 
 class RedisResultStorage(RedisStore, BaseResultStorage):
@@ -24,7 +35,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
         if not value.startswith(_MARK):
             raise ForeignKeyError(self.key("r", task_id), "holds a string OmniQ did not write")
-        return result_decoder.decode(memoryview(value)[len(_MARK) :])
+        return result_or_stand_in(task_id, memoryview(value)[len(_MARK) :], "Redis")
 
     async def _script(self, name: str, args: list[Any], key: str) -> Any:
         try:
@@ -33,11 +44,7 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
             raise (await self.foreign(key, exc) or exc) from None
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
-        args: list[Any] = []
-        for r in results:
-            expiry = "" if r.expires_at is None else str(max(math.ceil(r.expires_at * 1000), 1))
-            args += [r.task_id, _MARK + encoder.encode(r), expiry]
-        await self._script("results_set", args, self.key("r", results[0].task_id))
+        await self._script("results_set", set_args(results), self.key("r", results[0].task_id))
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         values = cast("list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids]))

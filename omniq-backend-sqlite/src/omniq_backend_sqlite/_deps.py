@@ -11,8 +11,6 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from omniq.models import ErrorInfo
-
 from ._db import json_list
 
 _MAKE_READY = """
@@ -26,7 +24,8 @@ WHERE state = 'waiting'
 """
 
 # Each descendant's error names its own parent on the path (the root for the root's
-# children, a task cancelled by this cascade below them), worded as dependency_error().
+# children, a task cancelled by this cascade below them), worded as
+# omniq.lifecycle.dependency_failure().
 _CANCEL_DOWN = """
 WITH RECURSIVE down(id, parent) AS (
     SELECT child, parent FROM omniq_task_deps WHERE parent = :root
@@ -35,17 +34,13 @@ WITH RECURSIVE down(id, parent) AS (
 )
 UPDATE omniq_tasks
 SET state = 'cancelled', finished_at = :now,
-    error = json_object('type', 'DependencyFailed', 'message',
-                        'dependency ''' || c.parent || ''' ended '
+    error = json_object('type', 'DependencyFailedError', 'module', 'omniq.errors', 'message',
+                        'parent task ''' || c.parent || ''' ended '
                         || CASE WHEN c.parent = :root THEN :state ELSE 'cancelled' END)
 FROM (SELECT id, CASE WHEN max(parent = :root) THEN :root ELSE min(parent) END AS parent
       FROM down GROUP BY id) AS c
 WHERE omniq_tasks.id = c.id AND omniq_tasks.state = 'waiting'
 """
-
-
-def dependency_error(parent: str, state: str) -> ErrorInfo:
-    return ErrorInfo(type="DependencyFailed", message=f"dependency '{parent}' ended {state}")
 
 
 async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: float) -> None:

@@ -2,11 +2,9 @@
 
 Every Task field is a column (so tasks can be read with plain SQL); ``depends_on`` and
 ``error`` are JSON text. Decoding validates every column; a row that does not decode
-(edited by hand, written by a bug) becomes a stand-in Task instead of an exception, so
-one bad row can never make ``reserve`` fail for every worker: the stand-in keeps the
-row's id, queue, name, state and lease, carries an empty payload (which no worker can
-decode, so the worker dead-letters it with its lease token, recording the usual events)
-and an ``error`` of type ``CorruptTaskRow`` naming the bad column.
+(edited by hand, written by a bug) becomes a stand-in Task instead of an exception
+(:func:`omniq.records.stand_in`: the row's id, queue, name, state and lease, an empty
+payload and an error naming the bad column), which the worker dead-letters.
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from omniq.models import ErrorInfo, Task, TaskState
+from omniq.models import ErrorInfo, Task
+from omniq.records import stand_in
 
 log = logging.getLogger("omniq.sqlite")
 
@@ -58,37 +57,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
         fields["error"] = msgspec.json.decode(error) if error is not None else None
         return msgspec.convert(fields, Task)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
-        return _stand_in(fields, exc)
-
-
-def _stand_in(fields: dict[str, Any], exc: Exception) -> Task:
-    task_id = str(fields["id"])
-    log.warning("task %r: row in omniq_tasks cannot be decoded (%s); handing out a stand-in "
-                "with an empty payload so the worker dead-letters it", task_id, exc)
-    try:
-        state = TaskState(fields["state"])
-    except ValueError:
-        state = TaskState.RUNNING if fields["lease_token"] is not None else TaskState.PENDING
-    return Task(
-        id=task_id,
-        name=str(fields["name"]),
-        queue=str(fields["queue"]),
-        state=state,
-        attempts=_number(int, fields["attempts"]),
-        lease_owner=_text(fields["lease_owner"]),
-        lease_token=_text(fields["lease_token"]),
-        lease_deadline=_number(float, fields["lease_deadline"]) or None,
-        error=ErrorInfo(type="CorruptTaskRow", message=f"row of task {task_id!r} in omniq_tasks "
-                        f"cannot be decoded: {exc}"),
-    )
-
-
-def _number(kind: type[int] | type[float], value: Any) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        return kind(0)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+        return stand_in(
+            str(fields["id"]), exc, "omniq_tasks", name=fields["name"], queue=fields["queue"],
+            state=fields["state"], attempts=fields["attempts"], lease_owner=fields["lease_owner"],
+            lease_token=fields["lease_token"], lease_deadline=fields["lease_deadline"])

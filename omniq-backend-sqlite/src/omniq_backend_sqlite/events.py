@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 import aiosqlite
 import msgspec
 
-from omniq.errors import ConfigError, SerializationError
+from omniq.errors import SerializationError
 from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import EventType, TaskEvent
+from omniq.records import decode_or_skip
 
 from ._db import SqliteStore, json_list
 from ._schema import StoreKind
@@ -70,7 +71,9 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_decode(row) for row in await self.db.fetch(sql, params)]
+        rows = await self.db.fetch(sql, params)
+        found = (decode_or_skip(_decode, row, "omniq_events", row[0]) for row in rows)
+        return [event for event in found if event is not None]
 
     async def _cleanup(self, older_than: float) -> int:
         return len(await self.db.fetch("DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)))

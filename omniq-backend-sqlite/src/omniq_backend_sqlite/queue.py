@@ -31,6 +31,8 @@ from omniq.interfaces import (
     as_stored,
     gather_batches,
 )
+from omniq.lifecycle import initial_state
+from omniq.records import schedule_or_none
 from omniq.models import (
     ErrorInfo,
     TERMINAL_STATES,
@@ -40,17 +42,15 @@ from omniq.models import (
     TaskResult,
     TaskState,
     encoder,
-    schedule_decoder,
 )
 
 from ._db import SqliteStore, json_list
-from ._deps import cancel_dependents, dependency_error, make_ready
+from ._deps import cancel_dependents, make_ready
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events
-from .results import SqliteResultStorage, upsert_results
+from .results import SqliteResultStorage, insert_results
 
-_FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
 _BY_IDS = "SELECT value FROM json_each(?)"
@@ -93,8 +93,8 @@ _COMPLETE = f"""UPDATE omniq_tasks
 
 _LAPSED_TO_DEAD = f"""UPDATE omniq_tasks
     SET state = 'dead', finished_at = ?, {_CLEAR_LEASE},
-        error = json_object('type', 'TooManyDeliveries', 'message',
-            'lease lapsed on delivery ' || attempts || ' of at most '
+        error = json_object('type', 'LeaseExpired', 'message',
+            'lease lapsed on attempt ' || attempts || ' of '
             || max(max_deliveries, max_retries + 1) || ': its worker keeps dying or hanging')
     WHERE state = 'running' AND lease_deadline <= ?
       AND attempts >= max(max_deliveries, max_retries + 1)
@@ -209,13 +209,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
             )
             done = {row[0] for row in rows}
-            await make_ready(conn, [t for t in done if states[first[t]] is TaskState.SUCCEEDED], now)
+            succeeded = [t for t in done if states[first[t]] is TaskState.SUCCEEDED]
+            await make_ready(conn, succeeded, now)
             for task_id in done:
                 if states[first[task_id]] is TaskState.CANCELLED:
                     await cancel_dependents(conn, task_id, "cancelled", now)
             refused = first.keys() - done
             if results:
-                await upsert_results(conn, [r for r in results if r.task_id not in refused])
+                await insert_results(conn, [r for r in results if r.task_id not in refused])
             if events:
                 await insert_events(conn, [e for e in events if e.task_id not in refused])
         return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
@@ -361,7 +362,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
         rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules ORDER BY id")
-        return [_schedule(row) for row in rows]
+        return [s for s in map(_schedule, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
@@ -388,6 +389,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             for row in rows:
                 try:
                     schedule = _schedule(row)
+                    if schedule is None:
+                        continue
                     times, nxt = schedule.due_firings(at)
                 except (SerializationError, ConfigError) as exc:
                     log.warning("schedule %r cannot fire: %s", row[0], exc)
@@ -410,18 +413,10 @@ def _admit(task: Task, known: dict[str, str], now: float) -> Task:
         if parent not in known:
             raise TaskNotFoundError(parent, f" (task {task.id!r} depends on it)")
     created = task.created_at or now
-    failed = [p for p in task.depends_on if known[p] in _FAILED_PARENT]
-    if failed:
-        return msgspec.structs.replace(
-            task, state=TaskState.CANCELLED, created_at=created, finished_at=now,
-            error=dependency_error(failed[0], known[failed[0]]),
-        )
-    if any(known[p] != "succeeded" for p in task.depends_on):
-        state = TaskState.WAITING
-    elif task.eta is not None and task.eta > now:
-        state = TaskState.SCHEDULED
-    else:
-        state = TaskState.PENDING
+    state, error = initial_state(task, known, now)
+    if error is not None:
+        return msgspec.structs.replace(task, state=state, created_at=created, finished_at=now,
+                                       error=error)
     return msgspec.structs.replace(task, state=state, created_at=created)
 
 
@@ -449,10 +444,10 @@ async def _forget_edges(conn: Any, ids: Sequence[str]) -> None:
 _SCHEDULE_COLUMNS = "id, next_run, last_run, paused, data"
 
 
-def _schedule(row: Sequence[Any]) -> Schedule:
+def _schedule(row: Sequence[Any]) -> Schedule | None:
+    """The schedule of a row, or None when it does not decode (see omniq.records)."""
     schedule_id, next_run, last_run, paused, data = row
-    try:
-        schedule = schedule_decoder.decode(data)
-    except (msgspec.MsgspecError, TypeError) as exc:
-        raise SerializationError(f"schedule {schedule_id!r} in omniq_schedules cannot be decoded: {exc}") from exc
+    schedule = schedule_or_none(schedule_id, data, "omniq_schedules")
+    if schedule is None:
+        return None
     return msgspec.structs.replace(schedule, next_run=next_run, last_run=last_run, paused=bool(paused))

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import aiosqlite
 import msgspec
 
-from omniq.errors import SerializationError
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult
+from omniq.records import unreadable_result
 
 from ._db import SqliteStore, json_list
 from ._rows import encode_error
@@ -24,12 +24,6 @@ _UPSERT = f"INSERT OR REPLACE INTO omniq_results ({_COLUMNS_SQL}) VALUES ({', '.
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-async def upsert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
-    """Store ``results`` in the caller's transaction (the task queue's finish writes them
-    in the same transaction as the completions)."""
-    await conn.executemany(_UPSERT, [_params(r) for r in results])
-
-
 class SqliteResultStorage(SqliteStore, BaseResultStorage):
     """Results in ``omniq_results``; expired rows are hidden at once and deleted by
     :meth:`cleanup`. ``wait`` polls (SQLite has no cross-process notification)."""
@@ -40,7 +34,7 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
         async with self.db.transaction() as conn:
-            await upsert_results(conn, results)
+            await insert_results(conn, results)
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         rows = await self.db.fetch(
@@ -60,6 +54,12 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
         return len(rows)
 
 
+async def insert_results(conn: aiosqlite.Connection, results: Sequence[TaskResult]) -> None:
+    """Store (or overwrite) ``results`` in the caller's transaction (the task queue's
+    finish_many writes them with the completions)."""
+    await conn.executemany(_UPSERT, [_params(r) for r in results])
+
+
 def _params(result: TaskResult) -> tuple[Any, ...]:
     return (
         result.task_id, result.state.value, result.value, encode_error(result.error), result.attempts,
@@ -74,6 +74,4 @@ def _decode(row: Sequence[Any]) -> TaskResult:
             fields["error"] = msgspec.json.decode(fields["error"])
         return msgspec.convert(fields, TaskResult)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"result of task {fields['task_id']!r} in omniq_results cannot be decoded: {exc}"
-        ) from exc
+        return unreadable_result(str(fields["task_id"]), exc, "omniq_results")

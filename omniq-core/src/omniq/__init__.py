@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConfigError,
+    DependencyFailedError,
     OmniQError,
     PluginError,
     ResultTimeoutError,
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import Schedule, Task, TaskEvent, TaskResult, TaskState
-from .registry import BackendSpec, WorkerSpec, register_plugin
+from .registry import BackendSpec, PoolSpec, register_plugin
 
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
@@ -31,10 +32,12 @@ __all__ = [
     "AsyncOmniQ",
     "BackendSpec",
     "ConfigError",
+    "DependencyFailedError",
     "OmniQ",
     "OmniQConfig",
     "OmniQError",
     "PluginError",
+    "PoolSpec",
     "ResultTimeoutError",
     "Schedule",
     "SerializationError",
@@ -47,7 +50,6 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
-    "WorkerSpec",
     "hookimpl",
     "load_config",
     "register_plugin",
@@ -66,6 +68,12 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "WorkerSpec":
+        from ._deprecated import warn_renamed
+        from .registry import _worker_spec
+
+        warn_renamed("omniq.WorkerSpec", "omniq.PoolSpec")
+        return _worker_spec
     if name == "__version__":
         from importlib.metadata import version
 

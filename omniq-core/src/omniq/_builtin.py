@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .hookspecs import hookimpl
-from .registry import WorkerSpec
+from .registry import PoolSpec
 
 
 @hookimpl
-def omniq_register_workers(register: Callable[[WorkerSpec], None]) -> None:
-    register(WorkerSpec("async", "omniq.worker.pools:AsyncPool",
-                        "coroutines on the event loop, plain functions in threads"))
-    register(WorkerSpec("thread", "omniq.worker.pools:ThreadPool", "a thread per concurrent task"))
-    register(WorkerSpec("process", "omniq.worker.pools:ProcessPool",
-                        "a process per concurrent task; hard timeouts"))
+def omniq_register_pools(register: Callable[[PoolSpec], None]) -> None:
+    register(PoolSpec("async", "omniq.worker.pools:AsyncPool",
+                      "coroutines on the event loop, plain functions in threads"))
+    register(PoolSpec("thread", "omniq.worker.pools:ThreadPool", "a thread per concurrent task"))
+    register(PoolSpec("process", "omniq.worker.pools:ProcessPool",
+                      "a process per concurrent task; hard timeouts"))

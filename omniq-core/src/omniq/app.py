@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
-import inspect
 import logging
 import re
 import sys
@@ -29,6 +28,7 @@ from .errors import (
     TaskFailedError,
     TaskNotFoundError,
 )
+from .events import build_event, enqueued_events, write_events
 from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
 from .models import (
     PRIORITY_MAX,
@@ -48,7 +48,8 @@ from .models import (
 )
 from .options import to_duration, to_int
 from .registry import registry
-from .serialization import Serializer
+from .schedules import fire_due_schedules
+from .serialization import Serializer, binding
 from .sync import SyncWrapper, blocking
 
 if TYPE_CHECKING:
@@ -202,6 +203,8 @@ class SyncTaskFunction(TaskFunction[P, R]):
 #: the server long. (10,000-task bulks on Redis: 500 ran 10-25 % faster than 1,000.)
 ENQUEUE_BATCH = 500
 
+#: The id a schedule's template is built (and its call signed) with.
+_TEMPLATE_ID = "template"
 _ENQUEUE_OPTIONS = frozenset(
     {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
 )
@@ -417,7 +420,10 @@ class AsyncOmniQ:
     def _fill_task(self, template: Task, func_payload: Any, args: Sequence[Any],
                    kwargs: Mapping[str, Any], task_id: str) -> Task:
         """The template with its id and the call's payload (``task_id`` already valid)."""
-        payload = self.serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only())
+        serializer = self.serializer
+        bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
+        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(),
+                                        bind=bind)
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
@@ -429,31 +435,16 @@ class AsyncOmniQ:
 
     def event(self, task: Task, type: EventType, worker_id: str | None = None,
               at: float | None = None, **detail: Any) -> TaskEvent:
-        return TaskEvent(id=new_id(), task_id=task.id, queue=task.queue, type=type,
-                         timestamp=at if at is not None else now(), worker_id=worker_id,
-                         detail={"name": task.name, **detail})
+        """An event of ``task`` (:func:`omniq.events.build_event`)."""
+        return build_event(task, type, worker_id, at, **detail)
 
     async def record_events(self, events: Sequence[TaskEvent]) -> None:
-        if events and self.config.events:
-            await self.event_storage.append_many(events)
+        """Write events to the event storage, unless events are off."""
+        await write_events(self._event_storage(), events)
 
     def _enqueued_events(self, tasks: list[Task], at: float) -> list[TaskEvent]:
         """The ``enqueued`` event of each task (none when events are off)."""
-        if not self.config.events:
-            return []
-        enqueued = EventType.ENQUEUED
-        # One detail dict per name and state, shared by the events that say the same: a
-        # bulk's events would otherwise make a tracked dict each and set off collections
-        # (nothing changes an event's detail in place).
-        details: dict[tuple[str, TaskState], dict[str, Any]] = {}
-        events = []
-        for t, event_id in zip(tasks, new_ids(len(tasks))):
-            detail = details.get((t.name, t.state))
-            if detail is None:
-                detail = details[t.name, t.state] = {"name": t.name, "state": t.state.value}
-            events.append(TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued,
-                                    timestamp=at, detail=detail))
-        return events
+        return enqueued_events(tasks, at) if self.config.events else []
 
     def _event_storage(self) -> BaseEventStorage | None:
         return self.event_storage if self.config.events else None
@@ -649,7 +640,10 @@ class AsyncOmniQ:
         if cron is not None:
             validate_cron(cron)
         at = now()
-        template = self._build_task(fn, tuple(args), dict(kwargs or {}), options, at)
+        # (a fixed template id: the payload, signed for it, and so the default id, are the
+        # same at every start; each firing's task is signed for its own id when it fires)
+        template = self._build_task(fn, tuple(args), dict(kwargs or {}),
+                                    {**options, "task_id": _TEMPLATE_ID}, at)
         if schedule_id is None:
             digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
             schedule_id = f"{template.name}:{digest[:12]}"
@@ -699,22 +693,7 @@ class AsyncOmniQ:
         if Capability.SCHEDULES not in self.task_queue.capabilities:
             return []
         await self.open()
-        at = await self.task_queue.now()
-        claimed = await self.task_queue.claim_due_schedules(at)
-        tasks = []
-        for sched, times in claimed:
-            for t in times:
-                tmpl = sched.template
-                ttl = (tmpl.expires_at - tmpl.created_at) if tmpl.expires_at else None
-                tasks.append(msgspec.structs.replace(
-                    tmpl, id=sched.firing_task_id(t), created_at=at, eta=None, schedule_id=sched.id,
-                    expires_at=(at + ttl) if ttl else None, state=TaskState.PENDING,
-                ))
-        if not tasks:
-            return []
-        stored = await self.task_queue.enqueue_many(tasks)
-        await self.record_events([self.event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])
-        return stored
+        return await fire_due_schedules(self.task_queue, self._event_storage(), self.serializer)
 
     # -- workers -----------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class Tour:
         raise OmniQError(f"the demo did not finish within {DEADLINE:g} s; its files are in {self.directory}")
 
     async def run(self, err: Console) -> None:
-        from .cli.progress import WorkerProgress
+        from .progress import WorkerProgress
 
         await self.enqueue()
         worker = self.app.worker(concurrency=4, queues=[QUEUE], grace_period=5.0)

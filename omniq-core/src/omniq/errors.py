@@ -104,3 +104,12 @@ class TaskTimeoutError(OmniQError, TimeoutError):
 
 class ResultTimeoutError(OmniQError, TimeoutError):
     """``get_result`` gave up waiting; the task may still finish later."""
+
+
+class DependencyFailedError(OmniQError):
+    """A task was cancelled because a task it depends on did not succeed.
+
+    Every backend stores this type (module ``omniq.errors``) on such a task, with the
+    message of :func:`omniq.lifecycle.dependency_message`: ``parent task '<id>' ended
+    <state>``, naming the direct parent (a grandchild names its own parent, cancelled).
+    """

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import click
 
     from .config import OmniQConfig
-    from .registry import BackendSpec, WorkerSpec
+    from .registry import BackendSpec, PoolSpec
     from .worker.runtime import Worker
 
 hookspec = pluggy.HookspecMarker("omniq")
@@ -49,17 +49,31 @@ def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
 
 
 @hookspec
-def omniq_register_workers(register: Callable[[WorkerSpec], None]) -> None:
+def omniq_register_pools(register: Callable[[PoolSpec], None]) -> None:
     """Declare execution pools (``--pool NAME``).
 
-    Call ``register(WorkerSpec(name=..., worker="module:Class"))``; the class must
-    subclass :class:`omniq.interfaces.BaseWorker`.
+    Call ``register(PoolSpec(name=..., pool="module:Class"))``; the class must
+    subclass :class:`omniq.interfaces.BasePool`.
+    """
+
+
+@hookspec
+def omniq_register_workers(register: Callable[[PoolSpec], None]) -> None:
+    """Deprecated since 0.2 (removed in 0.3): the old name of :func:`omniq_register_pools`.
+
+    Still honoured, with a ``DeprecationWarning`` naming the plugin when it is registered.
     """
 
 
 @hookspec
 def omniq_register_cli_commands(cli: click.Group) -> None:
-    """Add commands to the ``omniq`` command line: ``@cli.command()`` as usual."""
+    """Add commands to the ``omniq`` command line: ``@cli.command()`` as usual.
+
+    A plugin may also add an option to a built-in command by appending a
+    ``click.Option(..., expose_value=False, callback=...)`` to
+    ``cli.commands[name].params`` (``omniq-django`` adds ``omniq worker --django``);
+    replacing a built-in command is refused.
+    """
 
 
 # -- lifecycle hooks -------------------------------------------------------------------

@@ -20,12 +20,22 @@ import asyncio
 import builtins
 import enum
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, ClassVar, Self
 
 import msgspec
 
+from ._deprecated import renamed
 from .errors import ConfigError
+from .lifecycle import COMPLETABLE_STATES, check_completable
 from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
 from .models import now as _wall_clock
 from .options import OptionSchema
@@ -34,16 +44,18 @@ __all__ = [
     "COMPLETABLE_STATES",
     "Batch",
     "BaseEventStorage",
-    "BaseWorker",
+    "BasePool",
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
     "Capability",
     "Completion",
     "LeaseRef",
+    "accepted_writes",
     "as_stored",
     "check_event_order",
     "gather_batches",
+    "write_accepted",
 ]
 
 #: (task id, lease token) — what a worker holds for a reserved task.
@@ -77,6 +89,53 @@ def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> T
         event, queue=task.queue, detail={**detail, "name": task.name, "state": said})
 
 
+def accepted_writes(
+    items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]],
+    accepted: Sequence[bool],
+    results: Sequence[TaskResult],
+    events: Sequence[TaskEvent],
+) -> tuple[Sequence[TaskResult], Sequence[TaskEvent]]:
+    """The ``results`` and ``events`` of a :meth:`BaseTaskQueue.finish_many` that may be
+    written once ``accepted`` (the answer for each of ``items``) is known: all but those
+    of a task whose completion was refused. Without a refusal (the usual case) the
+    sequences are returned as they are, without a copy."""
+    if all(accepted):
+        return results, events
+    refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
+    return ([r for r in results if r.task_id not in refused],
+            [e for e in events if e.task_id not in refused])
+
+
+async def write_accepted(
+    results: Sequence[TaskResult],
+    events: Sequence[TaskEvent],
+    result_storage: BaseResultStorage,
+    event_storage: BaseEventStorage | None,
+    tries: int = 3,
+) -> None:
+    """Write results and events whose tasks' states already changed, both at once.
+
+    Each write is retried a few times here: the caller must not repeat the state change
+    (its token is spent, so a repeat is refused and the result would be dropped)."""
+    writes = []
+    if results:
+        writes.append(_retried(lambda: result_storage.set_many(results), tries))
+    if events and event_storage is not None:
+        writes.append(_retried(lambda: event_storage.append_many(events), tries))
+    if writes:
+        await asyncio.gather(*writes)
+
+
+async def _retried(write: Callable[[], Awaitable[None]], tries: int) -> None:
+    for attempt in range(tries):
+        try:
+            return await write()
+        except Exception:
+            if attempt + 1 == tries:
+                raise
+            await asyncio.sleep(0.1 * 4**attempt)
+
+
 class BaseStore(abc.ABC):
     """What all three stores share: construction from a URL, open/close, capabilities."""
 
@@ -89,6 +148,8 @@ class BaseStore(abc.ABC):
     #: The options ``from_url`` takes (:mod:`omniq.options`); the conformance suite and
     #: the docs table read it.
     option_schema: ClassVar[OptionSchema] = OptionSchema("custom")
+    #: How messages name this kind of store ("redis task queue").
+    kind_name: ClassVar[str] = "backend"
 
     @classmethod
     @abc.abstractmethod
@@ -123,9 +184,6 @@ Completion = tuple[str, str, TaskState, "ErrorInfo | None"]
 #: empty (events off) or holds ``tasks[i]``'s ``enqueued`` event at ``i``.
 Batch = tuple[Sequence[Task], Sequence[TaskEvent]]
 
-#: The states ``complete``/``complete_many``/``finish_many`` end a task with; the others
-#: are reached through ``retry``, ``dead_letter``, ``cancel``, ``cleanup`` or a lapse.
-COMPLETABLE_STATES: frozenset[TaskState] = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
 
 _NUMBERS = (int, float)
 
@@ -167,16 +225,12 @@ def _states(call: str, states: Iterable[TaskState] | None) -> builtins.list[Task
 
 
 def _completions(items: Sequence[Completion]) -> Sequence[Completion]:
-    """``items`` with every state a :class:`TaskState` in :data:`COMPLETABLE_STATES`;
-    refuses the whole batch, nothing changed, on the first that is not."""
-    for task_id, _, state, _ in items:
-        if state not in COMPLETABLE_STATES:
-            raise ConfigError(
-                f"complete() got state {getattr(state, 'value', state)!r} for task {task_id!r}; "
-                f"expected 'succeeded' or 'cancelled' (use retry() or dead_letter() for a failed "
-                f"attempt)")
-        if type(state) is not TaskState:  # "succeeded" as a plain string: one copy, rare
-            return _completions([(t, k, TaskState(s), e) for t, k, s, e in items])
+    """``items`` with every state a :class:`TaskState` in :data:`COMPLETABLE_STATES`
+    (:func:`~omniq.lifecycle.check_completable`); refuses the whole batch, nothing
+    changed, on the first that is not. No copy when all are members already."""
+    for _, _, state, _ in items:
+        if type(state) is not TaskState or state not in COMPLETABLE_STATES:
+            return [(t, k, check_completable(s, t), e) for t, k, s, e in items]
     return items
 
 
@@ -206,6 +260,8 @@ class BaseTaskQueue(BaseStore):
     the same calls with the same error). Batch operations are the hooks; the single-item
     forms are built on them.
     """
+
+    kind_name = "task queue"
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -392,34 +448,25 @@ class BaseTaskQueue(BaseStore):
         its result nor its events (the events of tasks not in ``items`` are stored).
         Where :meth:`_shares_home` says so, :meth:`_finish` writes a store's records in
         the completions' step; otherwise they are written here, after the completions,
-        for the accepted ones only: a crash in between leaves a task that reads as
-        finished without its result or event (docs/architecture.md, "The delivery
-        contract"), never a fenced-out attempt's result.
+        for the accepted ones only (:func:`accepted_writes`, :func:`write_accepted`): a
+        crash in between leaves a task that reads as finished without its result or event
+        (docs/architecture.md, "Finishing a task: fencing results and events"), never a
+        fenced-out attempt's result.
         """
         items = _completions(items)
         if not items:  # events of other tasks (lease lost, started): nothing to fence
-            if results:
-                await result_storage.set_many(results)
-            if events and event_storage is not None:
-                await event_storage.append_many(events)
+            await write_accepted(results, events, result_storage, event_storage)
             return []
         own_results = self._shares_home(result_storage)
         own_events = event_storage is not None and self._shares_home(event_storage)
         accepted = await self._finish(
             items, results if own_results else (), events if own_events else (),
             result_storage if own_results else None, event_storage if own_events else None)
-        base_events = events and event_storage is not None and not own_events
-        if (results and not own_results) or base_events:
-            if not all(accepted):
-                won = {item[0] for item, ok in zip(items, accepted, strict=True) if ok}
-                refused = {item[0] for item in items} - won
-                results = [r for r in results if r.task_id not in refused]
-                events = [e for e in events if e.task_id not in refused]
-            if results and not own_results:
-                await result_storage.set_many(results)
-            if events and base_events:
-                assert event_storage is not None
-                await event_storage.append_many(events)
+        theirs = events and event_storage is not None and not own_events
+        if (results and not own_results) or theirs:
+            results, events = accepted_writes(items, accepted, results, events)
+            await write_accepted(() if own_results else results, () if own_events else events,
+                                 result_storage, event_storage)
         return accepted
 
     @abc.abstractmethod
@@ -672,6 +719,8 @@ class BaseResultStorage(BaseStore):
     first: ``set`` and ``get`` are built on ``_set_many`` and ``_get_many``).
     """
 
+    kind_name = "result storage"
+
     async def set(self, result: TaskResult) -> None:
         """Store (or overwrite) the result of ``result.task_id``."""
         await self._set_many([result])
@@ -758,6 +807,8 @@ class BaseEventStorage(BaseStore):
     async def append(self, event: TaskEvent) -> None:
         await self._append_many([event])
 
+    kind_name = "event storage"
+
     async def append_many(self, events: Sequence[TaskEvent]) -> None:
         """Append events (workers buffer and flush them in batches)."""
         if events:
@@ -816,12 +867,12 @@ class BaseEventStorage(BaseStore):
         """Delete events with ``timestamp < older_than``; return how many."""
 
 
-class BaseWorker(abc.ABC):
+class BasePool(abc.ABC):
     """An execution pool (async, thread, process, gevent): runs task functions for the
-    worker's runtime loop.
+    worker's runtime loop (:class:`omniq.worker.runtime.Worker`).
 
     The runtime loop owns reserving, leases, results, events and retries; a pool only
-    runs calls. Plugins add pools through ``omniq_register_workers``.
+    runs calls. Plugins add pools through ``omniq_register_pools``.
     """
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
@@ -856,16 +907,15 @@ class BaseWorker(abc.ABC):
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         timeout: float | None,
-        *,
-        ref: str | None = None,
-        func_payload: bytes | None = None,
     ) -> Any:
         """Run one call and return its value, raising what it raised.
 
         ``func`` may be a coroutine function or a plain one. ``timeout`` must be
         enforced: raise :class:`omniq.errors.TaskTimeoutError` when it passes. Pools that
-        run in another process use ``ref`` (``"module:qualname"`` of a registered task)
-        or ``func_payload`` (the function's dill bytes) instead of ``func``.
+        run in another process send ``func`` there themselves (the process pool uses dill).
         Cancelling the awaiting coroutine (the lease was lost) should stop the call
         where the pool can.
         """
+
+
+__getattr__ = renamed(__name__, {"BaseWorker": ("BasePool", "BasePool")}, globals())

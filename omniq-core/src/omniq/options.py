@@ -5,8 +5,9 @@ A backend declares its options once, as a table (:class:`OptionSchema` of
 and its keyword arguments to :meth:`OptionSchema.parse`, which merges query parameters
 and keywords (keywords win), refuses an unknown name with the closest match and the valid
 names, converts and bounds-checks every value, and masks the URL in every message. The
-same table renders as Markdown for the backend's docs page (:func:`backend_table`:
-``python -c "from omniq.options import backend_table; print(backend_table('redis'))"``),
+same table renders as Markdown for the backend's docs page
+(:meth:`omniq.registry.PluginRegistry.option_table`:
+``python -c "from omniq.registry import registry; print(registry.option_table('redis'))"``),
 and a test keeps the page equal to it.
 """
 
@@ -21,8 +22,8 @@ from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .config import mask_url
 from .errors import ConfigError
+from .masking import mask_url
 
 __all__ = [
     "Option",
@@ -284,14 +285,7 @@ class OptionSchema:
 
     def label(self, store: Any = None) -> str:
         """``"redis task queue"``: the backend and the kind of ``store`` (a class)."""
-        from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue
-
-        kinds = ((BaseTaskQueue, "task queue"), (BaseResultStorage, "result storage"),
-                 (BaseEventStorage, "event storage"))
-        for base, kind in kinds:
-            if isinstance(store, type) and issubclass(store, base):
-                return f"{self.backend} {kind}"
-        return f"{self.backend} backend"
+        return f"{self.backend} {getattr(store, 'kind_name', None) or 'backend'}"
 
 
 def check_ports(url: str, label: str, default_scheme: str | None = None) -> None:
@@ -347,14 +341,3 @@ def options_table(schemas: Mapping[str, OptionSchema]) -> str:
         lines.append(f"| {name} | {kind} | {default} | {valid} | {stores} | {doc} |")
     return "\n".join(lines) + "\n"
 
-
-def backend_table(name: str) -> str:
-    """The option table of an installed backend plugin, from its three store classes."""
-    from .registry import STORE_KINDS, registry
-
-    spec = registry.backend(name)
-    schemas: dict[str, OptionSchema] = {}
-    for kind in STORE_KINDS:
-        if getattr(spec, kind):
-            schemas[kind.replace("_", " ")] = spec.load(kind).option_schema
-    return options_table(schemas)

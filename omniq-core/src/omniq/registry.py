@@ -17,6 +17,7 @@ import importlib
 import importlib.metadata
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import pluggy
 
 from . import hookspecs
+from ._deprecated import DEPRECATED_IN, REMOVED_IN, renamed, warn_renamed
 from .errors import (
     AmbiguousBackendError,
     BackendNotInstalledError,
@@ -33,7 +35,9 @@ from .errors import (
     PluginLoadError,
     UnknownBackendError,
 )
-from .interfaces import BaseEventStorage, BaseResultStorage, BaseStore, BaseTaskQueue, BaseWorker
+from .interfaces import BaseEventStorage, BasePool, BaseResultStorage, BaseStore, BaseTaskQueue
+from .masking import mask_url
+from .options import options_table
 
 __all__ = [
     "BackendSpec",
@@ -41,8 +45,8 @@ __all__ = [
     "FIRST_PARTY",
     "PluginInfo",
     "PluginRegistry",
+    "PoolSpec",
     "StoreKind",
-    "WorkerSpec",
     "registry",
 ]
 
@@ -131,27 +135,38 @@ class BackendSpec:
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
-    """An execution pool a plugin provides (``worker`` is a ``"module:Class"`` path)."""
+class PoolSpec:
+    """An execution pool a plugin provides (``pool`` is a ``"module:Class"`` path)."""
 
     name: str
-    worker: str
+    pool: str
     description: str = ""
 
-    def load(self) -> type[BaseWorker]:
+    def load(self) -> type[BasePool]:
         try:
-            cls = _import_object(self.worker)
+            cls = _import_object(self.pool)
         except ImportError as exc:
             hint = f"; {install_hint(self.name)}" if self.name in FIRST_PARTY else ""
             raise BackendNotInstalledError(
-                f"worker pool {self.name!r} could not import {self.worker!r}: {exc}{hint}"
+                f"worker pool {self.name!r} could not import {self.pool!r}: {exc}{hint}"
             ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, BaseWorker)):
+        if not (isinstance(cls, type) and issubclass(cls, BasePool)):
             raise IncompatiblePluginError(
-                f"worker pool {self.name!r} names {self.worker!r}, which is not a subclass "
-                f"of omniq.interfaces.BaseWorker"
+                f"worker pool {self.name!r} names {self.pool!r}, which is not a subclass "
+                f"of omniq.interfaces.BasePool"
             )
         return cls
+
+
+def _worker_spec(name: str, worker: str, description: str = "") -> PoolSpec:
+    """The 0.1 ``WorkerSpec(name, worker=..., description)``, deprecated: a :class:`PoolSpec`."""
+    return PoolSpec(name, worker, description)
+
+
+#: The 0.1 hook, still honoured for one minor version (with a warning naming the plugin),
+#: unless the plugin also implements the new one (a plugin written for both versions).
+OLD_POOL_HOOK = "omniq_register_workers"
+POOL_HOOK = "omniq_register_pools"
 
 
 @dataclass
@@ -162,7 +177,7 @@ class PluginInfo:
     module: str | None = None
     hooks: list[str] = field(default_factory=list)
     backends: list[BackendSpec] = field(default_factory=list)
-    workers: list[WorkerSpec] = field(default_factory=list)
+    pools: list[PoolSpec] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False
 
@@ -177,7 +192,8 @@ class PluginInfo:
                 {"name": b.name, "schemes": list(b.schemes), "provides": b.kinds()}
                 for b in self.backends
             ],
-            "workers": [w.name for w in self.workers],
+            "pools": [p.name for p in self.pools],
+            "workers": [p.name for p in self.pools],  # the 0.1 key, deprecated
             "error": self.error,
             "builtin": self.builtin,
         }
@@ -205,7 +221,7 @@ class PluginRegistry:
         self._infos: dict[str, PluginInfo] = {}
         self._backends: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
         self._schemes: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
-        self._workers: dict[str, list[tuple[WorkerSpec, PluginInfo]]] = {}
+        self._pools: dict[str, list[tuple[PoolSpec, PluginInfo]]] = {}
 
     # -- loading -----------------------------------------------------------------------
 
@@ -285,6 +301,13 @@ class PluginRegistry:
                 f"plugin {name!r} implements no omniq hooks: mark functions such as "
                 f"omniq_register_backends(register) with @omniq.hookimpl"
             )
+        if OLD_POOL_HOOK in info.hooks and POOL_HOOK not in info.hooks:
+            warnings.warn(
+                f"plugin {name!r} implements {OLD_POOL_HOOK}, deprecated since omniq "
+                f"{DEPRECATED_IN} and removed in {REMOVED_IN}: rename it omniq_register_pools "
+                f"(register PoolSpec(name, pool='module:Class'))",
+                DeprecationWarning, stacklevel=2,
+            )
         self._infos[name] = info
         self._collected = False
         return info
@@ -312,16 +335,19 @@ class PluginRegistry:
                 return
             self._backends.clear()
             self._schemes.clear()
-            self._workers.clear()
+            self._pools.clear()
             for info in self._infos.values():
                 info.backends.clear()
-                info.workers.clear()
+                info.pools.clear()
             for hook_name, sink in (
                 ("omniq_register_backends", self._add_backend),
-                ("omniq_register_workers", self._add_worker),
+                (POOL_HOOK, self._add_pool),
+                (OLD_POOL_HOOK, self._add_pool),
             ):
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     info = self._infos[impl.plugin_name]
+                    if hook_name == OLD_POOL_HOOK and POOL_HOOK in info.hooks:
+                        continue  # the plugin says the same through the new hook
                     try:
                         impl.function(**{a: (lambda s, i=info, f=sink: f(s, i)) for a in impl.argnames})
                     except Exception as exc:
@@ -336,11 +362,11 @@ class PluginRegistry:
         for scheme in spec.schemes:
             self._schemes.setdefault(scheme.lower(), []).append((spec, info))
 
-    def _add_worker(self, spec: WorkerSpec, info: PluginInfo) -> None:
-        if not isinstance(spec, WorkerSpec):
-            raise IncompatiblePluginError(f"register() takes a WorkerSpec, got {spec!r}")
-        info.workers.append(spec)
-        self._workers.setdefault(spec.name, []).append((spec, info))
+    def _add_pool(self, spec: PoolSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, PoolSpec):
+            raise IncompatiblePluginError(f"register() takes a PoolSpec, got {spec!r}")
+        info.pools.append(spec)
+        self._pools.setdefault(spec.name, []).append((spec, info))
 
     def plugins(self, include_builtin: bool = False) -> list[PluginInfo]:
         self._collect()
@@ -362,9 +388,14 @@ class PluginRegistry:
                     found[f"{kind} {key!r}"] = owners
         return found
 
-    def worker_names(self) -> list[str]:
+    def pool_names(self) -> list[str]:
         self._collect()
-        return sorted(self._workers)
+        return sorted(self._pools)
+
+    def worker_names(self) -> list[str]:
+        """Deprecated since 0.2: :meth:`pool_names`."""
+        warn_renamed("PluginRegistry.worker_names()", "pool_names()")
+        return self.pool_names()
 
     def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
         """Call a lifecycle hook with keyword arguments (results may be awaitables)."""
@@ -407,7 +438,7 @@ class PluginRegistry:
         # First-party plugins of this sort that are not installed: name -> its extra.
         missing = {
             name: extra for name, (_dist, extra, schemes) in FIRST_PARTY.items()
-            if (not schemes) == pools and name not in self._backends and name not in self._workers
+            if (not schemes) == pools and name not in self._backends and name not in self._pools
         }
         by_key = {n: n for n in missing} | {
             s: n for n in missing for s in FIRST_PARTY[n][2] if s not in self._schemes
@@ -449,13 +480,25 @@ class PluginRegistry:
             return self.backend(head)
         raise self._unknown("URL scheme", scheme, sorted(self._schemes))
 
-    def worker(self, name: str) -> type[BaseWorker]:
+    def option_table(self, name: str) -> str:
+        """The Markdown table of backend ``name``'s options, from its store classes (its
+        docs page shows it, and a test keeps the two equal)."""
+        spec = self.backend(name)
+        return options_table({kind.replace("_", " "): spec.load(kind).option_schema
+                              for kind in spec.kinds()})
+
+    def pool(self, name: str) -> type[BasePool]:
+        """The pool class registered as ``name`` (``--pool NAME``)."""
         self._collect()
-        entries = self._workers.get(name)
+        entries = self._pools.get(name)
         if not entries:
-            err = self._unknown("worker pool", name, sorted(self._workers))
-            raise err
+            raise self._unknown("worker pool", name, sorted(self._pools))
         return self._one("worker pool", name, entries).load()
+
+    def worker(self, name: str) -> type[BasePool]:
+        """Deprecated since 0.2: :meth:`pool`."""
+        warn_renamed("PluginRegistry.worker()", "pool()")
+        return self.pool(name)
 
     # -- resolution --------------------------------------------------------------------
 
@@ -491,8 +534,6 @@ class PluginRegistry:
         if "://" in ref:
             scheme = ref.split("://", 1)[0]
             if not scheme or not all(c.isalnum() or c in "+-." for c in scheme):
-                from .config import mask_url
-
                 raise ConfigError(f"{kind}: malformed URL {mask_url(ref)!r}: bad scheme {scheme!r}")
             cls = self.backend_for_scheme(scheme).load(kind)
             return cls.from_url(ref, **options)
@@ -515,3 +556,6 @@ def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
     """Register a plugin (module or object with ``@hookimpl`` functions) in code."""
     return registry.register_plugin(plugin, name)
 
+
+
+__getattr__ = renamed(__name__, {"WorkerSpec": ("PoolSpec", "_worker_spec")}, globals())

@@ -10,11 +10,16 @@ trust").
 
 Envelope layout::
 
-    b"OQ" | flags (1 byte: 1 = dill, 2 = signed)
+    b"OQ" | flags (1 byte: 1 = dill, 2 = signed, 4 = bound to a task)
           | [signed: key-id length (1 byte) | key id | HMAC-SHA256 (32 bytes)]
           | body
 
-The HMAC covers flags, key id and body, and is checked before anything is decoded.
+The HMAC covers flags, key id and body, and is checked before anything is decoded. A
+task's call is signed *bound* to its task: the HMAC also covers the task's name, queue
+and id (see :func:`binding`), so a signed call copied into a record naming another task
+(another function, another queue, another id) is refused. Values (results) are not bound.
+The size limit is checked on decode too: a record written into the store behind the
+app's back is not trusted to respect it.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import msgspec
 
 from .errors import SerializationError, SignatureError
 
-__all__ = ["Serializer"]
+__all__ = ["Serializer", "binding"]
 
 MAGIC = b"OQ"
 FLAG_DILL = 1
 FLAG_SIGNED = 2
+FLAG_BOUND = 4
 MAC_SIZE = 32
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -70,6 +76,30 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     return False
 
 
+def binding(name: str, queue: str, task_id: str) -> bytes:
+    """What a task's signature binds its call to (length-prefixed, so no two tasks share
+    one)."""
+    parts = [p.encode() for p in (name, queue, task_id)]
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def _type_name(obj: Any) -> str:
+    kind = type(obj)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def _needs_dill(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The first argument msgpack cannot carry, named for an error message."""
+    for i, arg in enumerate(args, 1):
+        if not _is_plain(arg):
+            return f"argument {i}: {_type_name(arg)}"
+    for key, value in kwargs.items():
+        if not _is_plain(value):
+            return f"keyword {key!r}: {_type_name(value)}"
+    return f"the arguments: {_type_name(args)}"
+
+
 class Serializer:
     """Encodes calls and values; signs and verifies when keys are configured.
 
@@ -104,14 +134,15 @@ class Serializer:
 
     # -- envelopes ---------------------------------------------------------------------
 
-    def _wrap(self, flags: int, body: bytes) -> bytes:
+    def _wrap(self, flags: int, body: bytes, bind: bytes | None = None) -> bytes:
         if self.signing_key is None:
             data = MAGIC + bytes([flags]) + body
         else:
-            flags |= FLAG_SIGNED
+            flags |= FLAG_SIGNED if bind is None else FLAG_SIGNED | FLAG_BOUND
             kid = self.signing_key.encode()
             head = MAGIC + bytes([flags, len(kid)]) + kid
-            mac = hmac.new(self.keys[self.signing_key], head + body, hashlib.sha256).digest()
+            signed = head + body if bind is None else head + bind + body
+            mac = hmac.new(self.keys[self.signing_key], signed, hashlib.sha256).digest()
             data = head + mac + body
         if len(data) > self.payload_limit:
             raise SerializationError(
@@ -120,9 +151,16 @@ class Serializer:
             )
         return data
 
-    def _unwrap(self, data: bytes, *, local_only: bool, origin: str) -> tuple[int, bytes]:
+    def _unwrap(
+        self, data: bytes, *, local_only: bool, origin: str, bind: bytes | None = None
+    ) -> tuple[int, bytes]:
         if len(data) < 3 or data[:2] != MAGIC:
             raise SerializationError(f"payload from {origin} is not an OmniQ envelope")
+        if len(data) > self.payload_limit:
+            raise SerializationError(
+                f"payload from {origin} is {len(data)} bytes, over the limit of "
+                f"{self.payload_limit} bytes (config key payload_limit); refused unread"
+            )
         flags = data[2]
         if flags & FLAG_SIGNED:
             kid_len = data[3]
@@ -135,9 +173,20 @@ class Serializer:
                     f"payload from {origin} is signed with key id {kid!r}, which is not "
                     f"configured (configured: {sorted(self.keys) or 'none'}); add it to secret_keys"
                 )
-            expected = hmac.new(key, data[: 4 + kid_len] + body, hashlib.sha256).digest()
+            head = data[: 4 + kid_len]
+            if (bind is None) == bool(flags & FLAG_BOUND):
+                raise SignatureError(
+                    f"payload from {origin} is signed " + (
+                        "without the task it belongs to (a value, or signed before calls were "
+                        "bound to their task); refused" if bind is not None else
+                        "for a task, where a value was expected; refused"))
+            signed = head + body if bind is None else head + bind + body
+            expected = hmac.new(key, signed, hashlib.sha256).digest()
             if not hmac.compare_digest(mac, expected):
-                raise SignatureError(f"payload from {origin} has a bad signature (key id {kid!r}); refused")
+                raise SignatureError(
+                    f"payload from {origin} has a bad signature (key id {kid!r})"
+                    + ("" if bind is None else ", or was signed for another task name, queue or id")
+                    + "; refused")
             return flags, body
         if self.keys:
             raise SignatureError(
@@ -152,18 +201,31 @@ class Serializer:
             )
         return flags, data[3:]
 
+    def rebind(self, data: bytes, old: bytes, new: bytes, origin: str = "the store") -> bytes:
+        """The envelope re-signed for another task (a schedule's template for a firing):
+        checked against ``old`` first, so only what was signed for ``old`` moves."""
+        if self.signing_key is None or len(data) < 3 or not data[2] & FLAG_SIGNED:
+            return data
+        flags, body = self._unwrap(data, local_only=True, origin=origin, bind=old)
+        return self._wrap(flags & FLAG_DILL, body, new)
+
     def dill_allowed(self, local_only: bool) -> bool:
         return bool(self.signing_key) or local_only or self.allow_unsigned_dill
 
-    def dumps(self, obj: Any, *, local_only: bool = True, what: str = "value") -> bytes:
+    def dumps(
+        self, obj: Any, *, local_only: bool = True, what: str = "value", bind: bytes | None = None
+    ) -> bytes:
         if _is_plain(obj):
-            return self._wrap(0, _encode(obj))
+            return self._wrap(0, _encode(obj), bind)
         if not self.dill_allowed(local_only):
             raise SerializationError(
-                f"{what} of type {type(obj).__name__} needs dill, and unsigned dill is refused "
+                f"{what} of type {_type_name(obj)} needs dill, and unsigned dill is refused "
                 f"on a store that leaves this machine. Pass plain data (str, int, float, bool, "
                 f"bytes, list, dict, aware datetime), or configure secret_key"
             )
+        return self._dill(obj, what, bind)
+
+    def _dill(self, obj: Any, what: str, bind: bytes | None) -> bytes:
         import dill
 
         try:
@@ -173,10 +235,13 @@ class Serializer:
                 f"{what} cannot be serialized: {type(exc).__name__}: {exc}. msgpack carries plain "
                 f"data; dill could not carry {type(obj).__name__} either"
             ) from exc
-        return self._wrap(FLAG_DILL, body)
+        return self._wrap(FLAG_DILL, body, bind)
 
-    def loads(self, data: bytes, *, local_only: bool, origin: str = "the store") -> Any:
-        flags, body = self._unwrap(data, local_only=local_only, origin=origin)
+    def loads(
+        self, data: bytes, *, local_only: bool, origin: str = "the store", bind: bytes | None = None
+    ) -> Any:
+        """Verify and decode; ``bind`` (see :func:`binding`) for a task's call."""
+        flags, body = self._unwrap(data, local_only=local_only, origin=origin, bind=bind)
         try:
             if flags & FLAG_DILL:
                 import dill
@@ -195,16 +260,37 @@ class Serializer:
         func: Callable[..., Any] | None = None,
         *,
         local_only: bool = True,
+        bind: bytes | None = None,
     ) -> bytes:
+        """The call's envelope; ``bind`` (see :func:`binding`) ties a signature to its task."""
         call: list[Any] = [list(args), dict(kwargs)]
-        if func is not None:
-            call.append(func)
-        return self.dumps(call, local_only=local_only, what="task arguments" if func is None else "task function")
+        if func is None:
+            if _is_plain(call):
+                return self._wrap(0, _encode(call), bind)
+            if not self.dill_allowed(local_only):
+                raise SerializationError(
+                    f"task {_needs_dill(args, kwargs)} needs dill, and unsigned dill is refused "
+                    f"on a store that leaves this machine. Pass plain data (str, int, float, "
+                    f"bool, bytes, aware datetime, and lists and dicts of those), or configure "
+                    f"secret_key"
+                )
+            return self._dill(call, "task arguments", bind)
+        if not self.dill_allowed(local_only):
+            name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+            raise SerializationError(
+                f"task function {name} is not registered, so it would travel by dill, and "
+                f"unsigned dill is refused on a store that leaves this machine. Register it "
+                f"with @app.task (and import it in the worker), or configure secret_key"
+            )
+        call.append(func)
+        return self._dill(call, "task function", bind)
 
     def loads_call(
-        self, data: bytes, *, local_only: bool, origin: str = "the store"
+        self, data: bytes, *, local_only: bool, origin: str = "the store", bind: bytes | None = None
     ) -> tuple[list[Any], dict[str, Any], Callable[..., Any] | None]:
-        call = self.loads(data, local_only=local_only, origin=origin)
+        """Verify and decode a call; ``bind`` is the task's (see :func:`binding`) when the
+        payload is to run as that task."""
+        call = self.loads(data, local_only=local_only, origin=origin, bind=bind)
         if not isinstance(call, list) or len(call) not in (2, 3):
             raise SerializationError(f"payload from {origin} is not a task call")
         args, kwargs = call[0], call[1]

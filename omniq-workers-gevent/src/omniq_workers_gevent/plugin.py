@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from omniq import WorkerSpec, hookimpl
+from omniq import PoolSpec, hookimpl
 
 
 @hookimpl
-def omniq_register_workers(register: Callable[[WorkerSpec], None]) -> None:
-    register(WorkerSpec("gevent", "omniq_workers_gevent.pool:GeventPool",
-                        "blocking functions as greenlets (thousands of concurrent I/O waits)"))
+def omniq_register_pools(register: Callable[[PoolSpec], None]) -> None:
+    register(PoolSpec("gevent", "omniq_workers_gevent.pool:GeventPool",
+                      "blocking functions as greenlets (thousands of concurrent I/O waits)"))

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from omniq.interfaces import BaseWorker
+from omniq.interfaces import BasePool
 from omniq.worker.pools import with_timeout
 
 from .hub import GreenletHub
@@ -23,7 +23,7 @@ __all__ = ["GeventPool"]
 log = logging.getLogger("omniq.worker.gevent")
 
 
-class GeventPool(BaseWorker):
+class GeventPool(BasePool):
     """Plain functions run as greenlets in a gevent hub thread, ``concurrency`` at once;
     coroutine functions run on the worker's event loop, as in the thread pool.
 
@@ -70,8 +70,7 @@ class GeventPool(BaseWorker):
         return self._hub.running() if self._hub is not None else 0
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None, *, ref: str | None = None,
-                  func_payload: bytes | None = None) -> Any:
+                  timeout: float | None) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
         if self._hub is None:

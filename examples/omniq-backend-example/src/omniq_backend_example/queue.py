@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
@@ -49,8 +50,6 @@ from .namespace import NamespaceStore
 
 __all__ = ["ExampleTaskQueue"]
 
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
-
 
 class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
@@ -66,6 +65,11 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         updated = msgspec.structs.replace(task, **changes)
         self.ns.tasks[task.id] = updated
         return updated
+
+    def _keep(self, task: Task) -> Task:
+        """Store ``task`` as changed by a rule of :mod:`omniq.lifecycle`."""
+        self.ns.tasks[task.id] = task
+        return task
 
     def _held(self, task_id: str, token: str | None) -> Task | None:
         """The task if ``token`` still holds its lease (the fence of every completion)."""
@@ -84,19 +88,19 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[builtins.list[Task]]:
         for tasks, events in batches:  # each batch in one step (no await inside)
-            stored = [self._store(task) for task in tasks]
+            stored = [self._admit(task) for task in tasks]
             if event_storage is not None and events:  # a sibling: same namespace
                 self.ns.events.extend(as_stored(e, t) for e, t in zip(events, stored, strict=True))
             yield stored
 
-    def _store(self, task: Task) -> Task:
+    def _admit(self, task: Task) -> Task:
         ns = self.ns
         if task.id in ns.tasks:
             return ns.tasks[task.id]  # idempotent by id
         if task.depends_on:
             raise CapabilityError("the example backend does not support depends_on (no DEPENDENCIES)")
         at = now()
-        state = TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+        state = lifecycle.ready_state(task, at)
         stored = self._put(task, state=state, created_at=task.created_at or at)
         ns.order[task.id] = next(ns.counter)
         ns.wake_workers()
@@ -111,11 +115,8 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             key=lambda t: (-t.priority, ns.order[t.id]),
         )
         # No await from reading to writing: no other coroutine can reserve these meanwhile.
-        return [
-            self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=uuid.uuid4().hex,
-                      lease_owner=worker_id, lease_deadline=at + lease, started_at=at)
-            for t in ready[:limit]
-        ]
+        return [self._keep(lifecycle.leased(t, worker_id, uuid.uuid4().hex, lease, at))
+                for t in ready[:limit]]
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -142,7 +143,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         for task_id, token, state, error in items:
             task = self._held(task_id, token)  # a task listed twice: not held the second time
             if task is not None:
-                self._put(task, state=state, error=error, finished_at=now(), **_NO_LEASE)
+                self._keep(lifecycle.finished(task, state, error, now()))
             accepted.append(task is not None)
         # results and events are given only for sibling stores: write them in this step,
         # except those of a refused completion (a fenced-out attempt leaves no trace)
@@ -155,21 +156,21 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.RETRYING, eta=eta, error=error, **_NO_LEASE)
+        self._keep(lifecycle.retried(task, eta, error))
         return True
 
     async def _release(self, task_id: str, token: str) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
-        self._put(task, state=TaskState.PENDING, attempts=task.attempts - 1, **_NO_LEASE)
+        self._keep(lifecycle.released(task))
         return True
 
     async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         task = self.ns.tasks.get(task_id) if token is None else self._held(task_id, token)
         if task is None or task.state in TERMINAL_STATES:
             return False
-        self._put(task, state=TaskState.DEAD, error=error, finished_at=now(), **_NO_LEASE)
+        self._keep(lifecycle.finished(task, TaskState.DEAD, error, now()))
         return True
 
     async def _release_expired_leases(self) -> builtins.list[Task]:
@@ -177,11 +178,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         for task in builtins.list(self.ns.tasks.values()):
             if task.state is not TaskState.RUNNING or (task.lease_deadline or 0) >= at:
                 continue
-            if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
-                error = ErrorInfo(type="LeaseExpired", message=f"lease lapsed {task.attempts} times")
-                out.append(self._put(task, state=TaskState.DEAD, error=error, finished_at=at, **_NO_LEASE))
-            else:
-                out.append(self._put(task, state=TaskState.PENDING, **_NO_LEASE))
+            out.append(self._keep(lifecycle.lapsed(task, at)))  # pending, or dead after too many
         return out
 
     # -- administration -----------------------------------------------------------------
@@ -192,7 +189,7 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             raise TaskNotFoundError(task_id)
         if task.state in TERMINAL_STATES:
             return False
-        self._put(task, state=TaskState.CANCELLED, finished_at=now(), **_NO_LEASE)
+        self._keep(lifecycle.finished(task, TaskState.CANCELLED, None, now()))
         return True
 
     async def _get(self, task_id: str) -> Task | None:

@@ -6,7 +6,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', TTL_KEY, '-inf', fmt(NOW), 'LIMI
   local f = load(id)
   if f and (READY[f.s] or f.s == 'waiting') then
     conclude(f, 'expired', nil)
-    expired[#expired + 1] = row(f)
+    expired[#expired + 1] = row_id(f)
   else
     zrem(TTL_KEY, id)
   end

@@ -153,7 +153,7 @@ for j = 1, usual and 0 or n do
     end
     if failed then
       local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
-      local err = error_info('DependencyError', 'dependency ' .. failed[1] .. ' ended ' .. failed[2])
+      local err = dependency_failure(failed[1], failed[2])
       finish(f, 'cancelled', err)
       out[j] = mp_array(2) .. mp_bin(state) .. mp_bin(err)
     else

@@ -5,13 +5,15 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RUNNING_KEY, '-inf', fmt(NOW), '
   local f = load(id)
   if f and f.s == 'running' then
     if f.a >= f.md then
-      conclude(f, 'dead', error_info('DeliveryLimitError',
-        'lease lapsed after ' .. f.a .. ' deliveries (limit ' .. f.md .. '): its worker keeps dying'))
+      -- the type and text of omniq.lifecycle.lapse_error()
+      conclude(f, 'dead', error_info('LeaseExpired',
+        'lease lapsed on attempt ' .. f.a .. ' of ' .. f.md
+        .. ': its worker keeps dying or hanging'))
     else
       zrem(RUNNING_KEY, id)
       to_ready(f, 'pending', {lo = false, lt = false, ld = false})
     end
-    out[#out + 1] = row(f)
+    out[#out + 1] = row_id(f)
   else
     zrem(RUNNING_KEY, id)
   end

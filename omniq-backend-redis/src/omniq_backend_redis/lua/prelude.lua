@@ -111,6 +111,14 @@ local function row(f)
   for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
   return table.concat(parts)
 end
+-- A row with the task's id after it, for the replies that are not the hot path (so a
+-- record whose d does not decode can still be named: see codec.decode_rows).
+local function row_id(f)
+  local parts = {mp_array(#ROW + 1)}
+  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
+  parts[#ROW + 2] = mp_bin(f.id)
+  return table.concat(parts)
+end
 local function rows(list)
   return mp_array(#list) .. table.concat(list)
 end
@@ -150,6 +158,13 @@ end
 
 local function error_info(kind, message) return cmsgpack.pack({type = kind, message = message}) end
 
+-- The error of a task cancelled because its direct parent ended in `state`: the type,
+-- module and text of omniq.lifecycle.dependency_failure().
+local function dependency_failure(parent, state)
+  return cmsgpack.pack({type = 'DependencyFailedError', module = 'omniq.errors',
+                        message = "parent task '" .. parent .. "' ended " .. state})
+end
+
 local function finish(f, state, err)
   if f.s == 'running' then
     zrem(RUNNING_KEY, f.id)
@@ -178,7 +193,7 @@ local function cancel_dependents(f, state)
       for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
         local c = load(child)
         if c and c.s == 'waiting' then
-          finish(c, 'cancelled', error_info('DependencyError', 'dependency ' .. top[1] .. ' ended ' .. top[2]))
+          finish(c, 'cancelled', dependency_failure(top[1], top[2]))
           table.insert(stack, {child, 'cancelled', c.hd})
         end
       end

@@ -26,9 +26,10 @@ def _provides(entry: dict[str, Any]) -> str:
         lines.append(f"backend {b['name']}: {', '.join(_STORES.get(k, k) for k in b['provides'])}")
         if b["schemes"]:
             lines.append(f"schemes: {', '.join(b['schemes'])}")
-    if entry["workers"]:
-        lines.append(f"worker pools: {', '.join(entry['workers'])}")
-    other = [h for h in entry["hooks"] if h not in ("omniq_register_backends", "omniq_register_workers")]
+    if entry["pools"]:
+        lines.append(f"worker pools: {', '.join(entry['pools'])}")
+    register = ("omniq_register_backends", "omniq_register_pools", "omniq_register_workers")
+    other = [h for h in entry["hooks"] if h not in register]
     if other:
         lines.append(f"hooks: {', '.join(h.removeprefix('omniq_') for h in other)}")
     return "\n".join(lines) or "-"

@@ -64,8 +64,8 @@ class OmniQGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands:
-            self.load_plugin_commands()
+        # Also for a built-in command: a plugin may have added an option to it.
+        self.load_plugin_commands()
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:

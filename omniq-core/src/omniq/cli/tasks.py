@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
 from ..models import ACTIVE_STATES, EventType, TaskState, validate_name
+from ..serialization import binding
 from .root import app_option, cli
 from .state import CliState
 from .ui import fmt_time, out, print_json
@@ -43,13 +44,15 @@ def parse_since(ctx: click.Context | None, param: click.Parameter | None, value:
         ) from None
 
 
-def _decode(app: AsyncOmniQ, data: bytes | None, store: Any, what: str) -> Any:
+def _decode(
+    app: AsyncOmniQ, data: bytes | None, store: Any, what: str, bind: bytes | None = None
+) -> Any:
     """Decode a stored value under the worker's trust rules; a value that cannot be
     decoded here (a class this process does not import) is shown, not fatal."""
     if data is None:
         return None
     try:
-        return app.serializer.loads(data, local_only=store.local_only, origin=what)
+        return app.serializer.loads(data, local_only=store.local_only, origin=what, bind=bind)
     except SerializationError as exc:
         return f"<cannot decode: {exc}>"
 
@@ -57,7 +60,8 @@ def _decode(app: AsyncOmniQ, data: bytes | None, store: Any, what: str) -> Any:
 def _task_view(app: AsyncOmniQ, task: Task | None, result: TaskResult | None) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if task is not None:
-        call = _decode(app, task.payload, app.task_queue, f"task {task.id}")
+        call = _decode(app, task.payload, app.task_queue, f"task {task.id}",
+                       binding(task.name, task.queue, task.id))
         fields = {k: getattr(task, k) for k in task.__struct_fields__ if k not in ("payload", "lease_token")}
         view["task"] = fields
         if isinstance(call, list) and len(call) >= 2:

@@ -19,7 +19,7 @@ import click
 from ..config import load_config
 from ..interfaces import Capability
 from ..registry import registry
-from .progress import WorkerProgress
+from ..progress import WorkerProgress
 from .root import app_option, cli
 from .state import CliState, describe_ref
 from .ui import err, setup_logging
@@ -112,7 +112,7 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     setup_logging(logging.DEBUG if state.debug else logging.INFO)
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
-    registry.worker(pool or load_config(state.config).worker.pool).prepare_process()
+    registry.pool(pool or load_config(state.config).worker.pool).prepare_process()
     app = state.build_app(app_ref)
     options = {k: v for k, v in {
         "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,

@@ -37,8 +37,10 @@ async def refused(call: Awaitable[Any], message: str) -> None:
 
 
 def bad_state(task_id: str, state: TaskState) -> str:
-    return (f"complete() got state {state.value!r} for task {task_id!r}; expected 'succeeded' or "
-            f"'cancelled' (use retry() or dead_letter() for a failed attempt)")
+    """The one message (:func:`omniq.lifecycle.check_completable`) every backend gives."""
+    return (f"complete() for task {task_id!r} got state {state.value!r}: expected 'succeeded' "
+            f"or 'cancelled' (use retry() for another attempt, dead_letter() for a task that "
+            f"failed for good)")
 
 
 class QueueArgumentTests:

@@ -42,6 +42,31 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         async with open_store("event_storage", event_storage_ref) as store:
             yield store
 
+    async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
+        """Override: make the stored record of ``event`` (appended alone) undecodable, or,
+        where stored records cannot change (a stream), store an undecodable record for
+        it. A store that keeps objects rather than bytes may ``pytest.skip``."""
+        pytest.fail("override corrupt_event(self, store, event) in your test class: make the "
+                    "stored record of event undecodable (e.g. bytes that are not msgpack)")
+
+    async def test_a_query_leaves_out_an_event_it_cannot_decode(
+        self, event_storage: BaseEventStorage
+    ) -> None:
+        good = [make_event(task_id="t-good", timestamp=T0 + i) for i in range(3)]
+        bad = make_event(task_id="t-bad", timestamp=T0 + 1.5)
+        await event_storage.append_many(good[:2])
+        await event_storage.append_many([bad])
+        await event_storage.append_many(good[2:])
+        await self.corrupt_event(event_storage, bad)
+        everything = ids(await event_storage.query())
+        assert [i for i in everything if i != bad.id] == ids(good), (
+            "a query returns every event it can decode, in order, and leaves out the bad record")
+        assert ids(await event_storage.query(task_id="t-good")) == ids(good)
+        newest = [i for i in ids(await event_storage.query(order="desc", limit=2)) if i != bad.id]
+        assert newest and newest == ids(good)[::-1][: len(newest)], (
+            "with a limit, the newest events it can decode (the bad one may take a place)")
+        await event_storage.cleanup(T0 - 1)
+
     @pytest.fixture
     async def log(self, event_storage: BaseEventStorage) -> list[TaskEvent]:
         """Ten events over two tasks and two queues, appended out of timestamp order."""

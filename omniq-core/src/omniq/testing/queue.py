@@ -17,6 +17,7 @@ from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
+from .queue_records import RecordTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 
@@ -25,7 +26,7 @@ __all__ = ["TaskQueueContract"]
 
 class TaskQueueContract(
     StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests, QueueArgumentTests,
+    ConcurrencyTests, OutageTests, RecordTests, QueueArgumentTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
@@ -37,6 +38,7 @@ class TaskQueueContract(
             def task_queue_ref(self, tmp_path):
                 return f"mydb:///{tmp_path}/q.db"
 
+    Override :meth:`corrupt_task` too (the suite corrupts a stored record through it).
     Tests that need ``DELAYED``, ``PRIORITY``, ``SCHEDULES``, ``DEPENDENCIES``,
     ``CROSS_PROCESS`` or ``BLOCKING_RESERVE`` skip unless the class declares it.
     """

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 
 import anyio
+import pytest
 
 from ..interfaces import BaseTaskQueue, Capability
+from ..lifecycle import COMPLETABLE_STATES, attempts_allowed, lapse_error
 from ..models import READY_STATES, TaskState
 from .base import open_store
 from .actions import LONG, TOLERANCE, lapse, reserve_ids, reserve_one, reserved
@@ -344,6 +346,57 @@ class DeliveryTests:
         assert second.state is TaskState.DEAD and second.attempts == 2
         fetched = await task_queue.get(task.id)
         assert fetched is not None and fetched.state is TaskState.DEAD and fetched.finished_at is not None
+
+    @pytest.mark.parametrize(("max_deliveries", "max_retries"), [(2, 0), (1, 2)])
+    async def test_lapses_dead_letter_exactly_at_the_attempts_allowed(
+        self, task_queue: BaseTaskQueue, max_deliveries: int, max_retries: int
+    ) -> None:
+        """Each lapse counts its attempt; the one that reaches
+        :func:`~omniq.lifecycle.attempts_allowed` dead-letters the task with
+        :func:`~omniq.lifecycle.lapse_error`, every one before returns it."""
+        task = await reserved(task_queue, lease=SHORT, max_deliveries=max_deliveries,
+                              max_retries=max_retries)
+        allowed = attempts_allowed(task)
+        for attempt in range(1, allowed + 1):
+            returned = await lapse(task_queue, task)
+            assert returned.attempts == attempt, f"lapse {attempt} must keep the attempt counted"
+            if attempt < allowed:
+                assert returned.state in READY_STATES, (
+                    f"attempt {attempt} of {allowed} (max_deliveries={max_deliveries}, "
+                    f"max_retries={max_retries}) lapsed: the task must come back, "
+                    f"is {returned.state}")
+                task = await reserve_one(task_queue, lease=SHORT)
+                continue
+            assert returned.state is TaskState.DEAD, f"attempt {allowed} of {allowed} lapsed: dead"
+            fetched = await task_queue.get(task.id)
+            assert fetched is not None and fetched.state is TaskState.DEAD
+            want = lapse_error(returned)
+            got = fetched.error and (fetched.error.type, fetched.error.message)
+            assert got == (want.type, want.message), (
+                f"the dead task's error: {got}, expected {want}")
+
+    # -- the states complete() accepts -------------------------------------------------------
+
+    @pytest.mark.parametrize("state", [s for s in TaskState if s not in COMPLETABLE_STATES])
+    async def test_complete_refuses_states_other_than_succeeded_and_cancelled(
+        self, task_queue: BaseTaskQueue, state: TaskState
+    ) -> None:
+        """``complete`` ends a task succeeded or cancelled, nothing else (``retry`` and
+        ``dead_letter`` do the rest): any other state is an error naming it and the valid
+        ones, raised before anything in the batch changes."""
+        task, other = await reserved(task_queue), await reserved(task_queue)
+        before = [await task_queue.get(t.id) for t in (task, other)]
+        with pytest.raises(ValueError) as info:
+            await task_queue.complete(task.id, task.lease_token or "", state, make_error())
+        said = str(info.value)
+        assert repr(state.value) in said and "'succeeded'" in said and "'cancelled'" in said, (
+            f"the error must name the state {state.value!r} and the valid ones: {said}")
+        with pytest.raises(ValueError):
+            await task_queue.complete_many([
+                (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
+                (task.id, task.lease_token or "", state, make_error())])
+        assert [await task_queue.get(t.id) for t in (task, other)] == before, (
+            "a refused complete() changes nothing, in the whole batch")
 
     # -- waiting for work ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import pytest
 
 from ..errors import TaskNotFoundError
 from ..interfaces import BaseTaskQueue, Capability
+from ..lifecycle import dependency_failure
 from ..models import READY_STATES, Task, TaskState
 from .actions import LONG, lapse, reserve_ids, reserved
 from .capabilities import requires
@@ -23,15 +24,24 @@ async def state_of(queue: BaseTaskQueue, task: Task) -> TaskState:
 
 
 async def assert_cancelled_by(queue: BaseTaskQueue, parent: Task, *dependents: Task) -> None:
-    """Each dependent is CANCELLED, finished, with an error naming ``parent``."""
+    """Each dependent is CANCELLED, finished, with the one dependency failure of every
+    backend: :class:`~omniq.errors.DependencyFailedError` (module ``omniq.errors``) and
+    the message of :func:`~omniq.lifecycle.dependency_message` naming its direct
+    ``parent`` and the state that parent ended in."""
+    ended = await state_of(queue, parent)
+    expected = dependency_failure(parent.id, ended)
     for dep in dependents:
         fetched = await queue.get(dep.id)
         assert fetched is not None and fetched.state is TaskState.CANCELLED, (
             f"dependent {dep.id} of {parent.id} should be cancelled, is {fetched and fetched.state}"
         )
         assert fetched.finished_at is not None, "a cancelled dependent needs finished_at"
-        assert fetched.error is not None and parent.id in fetched.error.message, (
-            f"the dependent's error must name the parent {parent.id}: {fetched.error}"
+        assert fetched.error is not None, (
+            f"the dependent {dep.id} needs an error naming {parent.id}")
+        got = (fetched.error.type, fetched.error.module, fetched.error.message)
+        assert got == (expected.type, expected.module, expected.message), (
+            f"a dependent cancelled because its parent ended {ended.value} must store "
+            f"{expected.type} of {expected.module} with {expected.message!r}, got {got}"
         )
 
 

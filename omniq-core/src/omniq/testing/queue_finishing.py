@@ -16,9 +16,10 @@ from ..errors import IncompatiblePluginError, UnknownBackendError
 from ..interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability
 from ..models import EventType, Task, TaskEvent, TaskResult, TaskState
 from ..models import now as wall_clock
-from .actions import reserved
+from .actions import lapse, reserve_one, reserved
 from .base import open_store
 from .factories import make_event, make_result, make_task
+from .polling import SHORT
 
 __all__ = ["FinishTests"]
 
@@ -65,7 +66,9 @@ class KeptEvents(BaseEventStorage):
     async def _query(self, *, task_id: str | None, queue: str | None,
                      types: Iterable[str] | None, since: float | None,
                      until: float | None, limit: int | None, order: str) -> list[TaskEvent]:
-        return [e for e in self.kept if task_id is None or e.task_id == task_id]
+        wanted = None if types is None else set(types)
+        return [e for e in self.kept if (task_id is None or e.task_id == task_id)
+                and (wanted is None or e.type in wanted)]
 
     async def _cleanup(self, older_than: float) -> int:
         return 0
@@ -76,15 +79,19 @@ async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
     a, b, c = [await reserved(queue) for _ in range(3)]
     result_a = make_result(task_id=a.id)
     event_a = make_event(task_id=a.id, queue=a.queue, type=EventType.SUCCEEDED)
+    event_b = make_event(task_id=b.id, queue=b.queue, type=EventType.SUCCEEDED)
     started_c = make_event(task_id=c.id, queue=c.queue, type=EventType.STARTED)
     answers = await queue.finish_many(
         [(a.id, a.lease_token or "", TaskState.SUCCEEDED, None), (b.id, STALE, TaskState.SUCCEEDED, None)],
-        [result_a, make_result(task_id=b.id)], [event_a, started_c], results, events)
+        [result_a, make_result(task_id=b.id)], [event_a, event_b, started_c], results, events)
     assert answers == [True, False], "finish_many answers like complete_many: fenced by the token"
     states = [(await queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
     assert states == [TaskState.SUCCEEDED, TaskState.RUNNING, TaskState.RUNNING]
     assert await results.get(a.id) == result_a
     assert [e.id for e in await events.query(task_id=a.id)] == [event_a.id]
+    assert await results.get(b.id) is None, "a refused completion's result must not be written"
+    assert await events.query(task_id=b.id) == [], (
+        "a refused completion's events must not be written")
     assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id], (
         "events of tasks not finished in the call are stored too")
 
@@ -97,6 +104,35 @@ async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
     late = make_event(task_id=b.id, queue=b.queue, type=EventType.LEASE_LOST)
     assert await queue.finish_many([], [], [late], results, events) == [], "events alone are written"
     assert [e.id for e in await events.query(task_id=b.id)] == [late.id]
+
+
+async def check_zombie_finish(queue: BaseTaskQueue, results: BaseResultStorage,
+                              events: BaseEventStorage) -> None:
+    """Worker A's lease lapses, B takes the task over and finishes it, then A finishes
+    late with its spent token: A's result and events are refused with its completion, and
+    B's stay (a fenced-out attempt leaves nothing visible)."""
+    first = await reserved(queue, lease=SHORT)
+    await lapse(queue, first)
+    second = await reserve_one(queue, [first.queue], worker="worker-b")
+
+    def finish(held: Task, worker: str) -> tuple[TaskResult, TaskEvent]:
+        return (make_result(task_id=held.id, attempts=held.attempts, worker_id=worker),
+                make_event(task_id=held.id, queue=held.queue, type=EventType.SUCCEEDED,
+                           worker_id=worker))
+
+    result_b, event_b = finish(second, "worker-b")
+    won = [(second.id, second.lease_token or "", TaskState.SUCCEEDED, None)]
+    assert await queue.finish_many(won, [result_b], [event_b], results, events) == [True]
+    result_a, event_a = finish(first, "worker-a")
+    late = [(first.id, first.lease_token or "", TaskState.SUCCEEDED, None)]
+    assert await queue.finish_many(late, [result_a], [event_a], results, events) == [False], (
+        "the late completion of a fenced-out attempt is refused")
+    assert await results.get(first.id) == result_b, (
+        "the zombie's result must not overwrite the winner's")
+    stored = await events.query(task_id=first.id, types=[EventType.SUCCEEDED.value])
+    assert [e.id for e in stored] == [event_b.id], "exactly one succeeded event: the winner's"
+    fetched = await queue.get(first.id)
+    assert fetched is not None and fetched.state is TaskState.SUCCEEDED
 
 
 def enqueued_event(task: Task) -> TaskEvent:
@@ -191,26 +227,15 @@ class FinishTests:
         results, events = KeptResults(), KeptEvents()
         await check_finish_many(task_queue, results, events)
 
-    async def test_finish_many_refused_leaves_nothing_in_stores_of_another_backend(
+    async def test_zombie_finish_leaves_nothing_with_sibling_stores(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_zombie_finish(task_queue, *siblings)
+
+    async def test_zombie_finish_leaves_nothing_with_stores_of_another_backend(
         self, task_queue: BaseTaskQueue
     ) -> None:
-        """Where the stores do not share a home, the results and events of a refused
-        completion are not written: a fenced-out attempt's result never replaces the
-        result of the attempt that won (and the base writes them after the completions)."""
-        results, events = KeptResults(), KeptEvents()
-        won, lost = await reserved(task_queue), await reserved(task_queue)
-        started_lost = make_event(task_id=lost.id, queue=lost.queue, type=EventType.STARTED)
-        done = [make_event(task_id=t.id, queue=t.queue, type=EventType.SUCCEEDED)
-                for t in (won, lost)]
-        answers = await task_queue.finish_many(
-            [(won.id, won.lease_token or "", TaskState.SUCCEEDED, None),
-             (lost.id, STALE, TaskState.SUCCEEDED, None)],
-            [make_result(task_id=won.id), make_result(task_id=lost.id)], done, results, events)
-        assert answers == [True, False]
-        assert list(results.kept) == [won.id], "the refused completion's result is not stored"
-        assert [e.id for e in events.kept] == [done[0].id], "nor are its events"
-        assert await task_queue.finish_many([], [], [started_lost], results, events) == []
-        assert events.kept[-1].id == started_lost.id, "events without a completion are stored"
+        await check_zombie_finish(task_queue, KeptResults(), KeptEvents())
 
     async def test_enqueue_recorded_with_sibling_event_storage(
         self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]

@@ -11,6 +11,7 @@ import pytest
 
 from ..interfaces import BaseResultStorage, Capability
 from ..models import TaskState
+from ..records import CORRUPT_RESULT
 from ..registry import StoreKind
 from .arguments import ResultArgumentTests
 from .base import StoreContract, abstract_ref, open_store
@@ -38,6 +39,26 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         """The store under test, opened from ``result_storage_ref`` and closed afterwards."""
         async with open_store("result_storage", result_storage_ref) as store:
             yield store
+
+    async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
+        """Override: make the stored result of ``task_id`` undecodable, as a disk fault
+        would (a store that keeps objects rather than bytes may ``pytest.skip``)."""
+        pytest.fail("override corrupt_result(self, store, task_id) in your test class: make the "
+                    "stored result of task_id undecodable (e.g. bytes that are not msgpack)")
+
+    async def test_a_corrupt_result_reads_as_failed_for_its_task_alone(
+        self, result_storage: BaseResultStorage
+    ) -> None:
+        good, bad = make_result(), make_result()
+        await result_storage.set_many([good, bad])
+        await self.corrupt_result(result_storage, bad.task_id)
+        got = await result_storage.get(bad.task_id)
+        assert got is not None and got.task_id == bad.task_id and got.state is TaskState.FAILED
+        assert got.error is not None and got.error.type == CORRUPT_RESULT, got.error
+        assert bad.task_id in got.error.message and "cannot be decoded" in got.error.message
+        both = await result_storage.get_many([good.task_id, bad.task_id])
+        assert both[good.task_id] == good and both[bad.task_id].error == got.error
+        await result_storage.cleanup()
 
     async def test_set_and_get_round_trip(self, result_storage: BaseResultStorage) -> None:
         ok = make_result(value=bytes(range(256)) * 8, expires_at=(await result_storage.now()) + 3600)

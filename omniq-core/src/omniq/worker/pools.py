@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import OmniQError, TaskTimeoutError
-from ..interfaces import BaseWorker
+from ..interfaces import BasePool
 from .children import Child
 from .threads import ThreadRunner
 
@@ -38,7 +38,7 @@ async def with_timeout(awaitable: Any, timeout: float | None) -> Any:
         raise
 
 
-class AsyncPool(BaseWorker):
+class AsyncPool(BasePool):
     """Coroutine functions run on the worker's event loop; plain functions in the pool's
     own daemon threads (the runtime runs at most ``concurrency`` calls at once). A
     timed-out or cancelled thread cannot be killed: it is abandoned and its result
@@ -62,8 +62,7 @@ class AsyncPool(BaseWorker):
         return self._threads.running
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None, *, ref: str | None = None,
-                  func_payload: bytes | None = None) -> Any:
+                  timeout: float | None) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
         value = await with_timeout(self._threads.run(func, *args, **kwargs), timeout)
@@ -79,7 +78,7 @@ class ThreadPool(AsyncPool):
     name = "thread"
 
 
-class ProcessPool(BaseWorker):
+class ProcessPool(BasePool):
     """Each task in a child process of the pool's own (spawned, so the parent's threads
     and event loop are not inherited), one call per child at a time. Timeouts are hard:
     the child running the timed-out task is killed and replaced, and the tasks running
@@ -150,8 +149,7 @@ class ProcessPool(BaseWorker):
             child.kill()  # one that did not exit in time
 
     async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None, *, ref: str | None = None,
-                  func_payload: bytes | None = None) -> Any:
+                  timeout: float | None) -> Any:
         import dill
 
         try:

@@ -7,8 +7,11 @@ next batch, so batching costs no latency; an event no finish follows, such as a 
 task's ``started``, waits at most ``EVENT_WINDOW``). A maintenance coroutine fires due schedules,
 returns lapsed leases and enforces TTLs.
 
-Order of writes per task: result first, then the fenced completion, then events. A crash
-in between re-runs the task (at-least-once) and the re-run overwrites the result.
+Order of writes per task: the fenced state change first, then the attempt's result and
+events, only when the change was accepted (in one step where the stores share a server):
+an attempt whose lease was lost leaves nothing visible. A crash in between leaves a task
+that reads as finished without its result (docs/architecture.md,
+"Finishing a task: fencing results and events").
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import lifecycle
 from ..config import mask_url
 from ..errors import ConfigError, SerializationError, UnknownTaskError
-from ..interfaces import BaseWorker
+from ..events import build_event, write_events
+from ..interfaces import BasePool
 from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
 from ..registry import registry
+from ..schedules import fire_due_schedules
+from ..serialization import binding
 from .pools import PoolBrokenError
 
 if TYPE_CHECKING:
@@ -86,6 +93,11 @@ class _Done:
     result: TaskResult | None = None
     error: ErrorInfo | None = None
     eta: float = 0.0
+    #: This attempt's outcome events, recorded only if its state change is accepted.
+    events: list[TaskEvent] = field(default_factory=list)
+    #: Whether the state change was accepted, once known (a write retried after a failure
+    #: must not repeat it: the token is spent, a repeat would be refused).
+    accepted: bool | None = None
 
 
 @dataclass
@@ -113,7 +125,7 @@ class Worker:
         self,
         app: AsyncOmniQ,
         *,
-        pool: str | BaseWorker | None = None,
+        pool: str | BasePool | None = None,
         concurrency: int | None = None,
         queues: list[str] | tuple[str, ...] | None = None,
         burst: bool | None = None,
@@ -127,7 +139,12 @@ class Worker:
         from ..models import validate_name
 
         wc = app.config.worker
-        self.app = app
+        self.app = app  # for plugins' hooks and to open the stores; the loop uses what follows
+        self.config = app.config
+        self.task_queue, self.result_storage = app.task_queue, app.result_storage
+        self.event_storage = app.event_storage
+        self._event_storage = app.event_storage if app.config.events else None
+        self.serializer, self.tasks = app.serializer, app.tasks
         self.concurrency = concurrency if concurrency is not None else wc.concurrency
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
@@ -140,10 +157,10 @@ class Worker:
         self.reconnect_timeout = wc.reconnect_timeout
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pool = pool or wc.pool
-        if isinstance(pool, BaseWorker):
+        if isinstance(pool, BasePool):
             self.pool = pool
         else:
-            cls = registry.worker(pool)
+            cls = registry.pool(pool)
             options: dict[str, Any] = {}
             if self.max_tasks and pool == "process":
                 options["max_tasks_per_child"] = self.max_tasks
@@ -294,7 +311,7 @@ class Worker:
     async def _reserve_step(self, idle_wait: float) -> float:
         """One reserve, or one wait for work or a free slot; returns the next idle wait."""
         assert self._stopping is not None and self._slot_freed is not None
-        queue = self.app.task_queue
+        queue = self.task_queue
         # Reserve up to concurrency + prefetch so one round trip feeds several slots.
         # Finished tasks wait for the writer without holding a slot, so reserving and
         # writing overlap; the cap on held tasks is the backpressure.
@@ -336,7 +353,7 @@ class Worker:
         return idle_wait
 
     async def _queues_empty(self) -> bool:
-        stats = await self.app.task_queue.stats()
+        stats = await self.task_queue.stats()
         return not any(
             n for q in self.queues for state, n in stats.get(q, {}).items() if TaskState(state) in ACTIVE_STATES
         )
@@ -356,10 +373,15 @@ class Worker:
             entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{entry.task.id}")
 
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
-        if self.app.config.events:
-            self._events.append(self.app.event(task, type, self.id, **detail))
+        if self.config.events:
+            self._events.append(build_event(task, type, self.id, **detail))
             if self._flush_timer is None and self._loop is not None and self._wake_writer:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
+
+    def _outcome(self, task: Task, type: EventType, **detail: Any) -> list[TaskEvent]:
+        """An outcome event of an attempt, held with its :class:`_Done` until the state
+        change is accepted (none when events are off)."""
+        return [build_event(task, type, self.id, **detail)] if self.config.events else []
 
     def _finish(self, done: _Done) -> None:
         entry = self._running.get(done.task.id)
@@ -374,12 +396,13 @@ class Worker:
 
     async def _execute(self, entry: _Running) -> None:
         task = entry.task
-        app = self.app
         try:
             try:
-                args, kwargs, func = app.serializer.loads_call(
-                    task.payload, local_only=app.task_queue.local_only,
-                    origin=f"task {task.id} in {type(app.task_queue).__name__}")
+                # (the signature must be for this task: its name, queue and id)
+                args, kwargs, func = self.serializer.loads_call(
+                    task.payload, local_only=self.task_queue.local_only,
+                    origin=f"task {task.id} in {type(self.task_queue).__name__}",
+                    bind=binding(task.name, task.queue, task.id) if self.serializer.keys else None)
             except SerializationError as exc:
                 if task.error is not None and not task.payload:  # the backend's stand-in
                     self._dead_with(task, task.error, reason="undecodable")
@@ -387,9 +410,9 @@ class Worker:
                     self._fail_for_good(task, exc, reason="undecodable")
                 return
             if func is None:
-                registered = app.tasks.get(task.name)
+                registered = self.tasks.get(task.name)
                 if registered is None:
-                    known = ", ".join(sorted(app.tasks)) or "none"
+                    known = ", ".join(sorted(self.tasks)) or "none"
                     self._fail_for_good(task, UnknownTaskError(
                         f"task {task.name!r} is not registered in this worker's app (registered: "
                         f"{known}); import its module with --app or the 'imports' config key"),
@@ -410,18 +433,19 @@ class Worker:
                 self._failed(task, exc, started)
                 return
             try:
-                encoded = app.serializer.dumps(value, local_only=app.result_storage.local_only,
+                encoded = self.serializer.dumps(value, local_only=self.result_storage.local_only,
                                                what=f"return value of {task.name}")
             except SerializationError as exc:
                 self._failed(task, exc, started)
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
-            self._emit(task, EventType.SUCCEEDED, duration=round(finished - started, 6))
             self._finish(_Done(task, "success", result=TaskResult(
                 task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
                 started_at=started, finished_at=finished, worker_id=self.id,
-                expires_at=finished + task.result_ttl)))
+                expires_at=finished + task.result_ttl),
+                events=self._outcome(task, EventType.SUCCEEDED,
+                                     duration=round(finished - started, 6))))
         except asyncio.CancelledError:
             if not entry.lost:
                 self._forget(task)
@@ -432,16 +456,17 @@ class Worker:
 
     def _failed(self, task: Task, exc: BaseException, started: float) -> None:
         info = error_info(exc)
-        self._emit(task, EventType.FAILED, error=f"{info.type}: {info.message}", attempt=task.attempts,
-                   duration=round(now() - started, 6))
-        if task.attempts <= task.max_retries:
-            delay = task.backoff()
+        at = now()
+        events = self._outcome(task, EventType.FAILED, error=f"{info.type}: {info.message}",
+                               attempt=task.attempts, duration=round(at - started, 6))
+        eta = lifecycle.retry_eta(task, at)
+        if eta is not None:
             self.stats.counts["retried"] += 1
-            self._emit(task, EventType.RETRYING, delay=delay, attempt=task.attempts)
-            self._finish(_Done(task, "retry", error=info, eta=now() + delay))
+            events += self._outcome(task, EventType.RETRYING, delay=eta - at, attempt=task.attempts)
+            self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
         else:
             self.stats.counts["failed"] += 1
-            self._dead(task, info, state=TaskState.FAILED)
+            self._dead(task, info, state=TaskState.FAILED, events=events)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
@@ -452,13 +477,15 @@ class Worker:
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
-    def _dead(self, task: Task, info: ErrorInfo, state: TaskState, **detail: Any) -> None:
-        self._emit(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+    def _dead(self, task: Task, info: ErrorInfo, state: TaskState,
+              events: list[TaskEvent] | None = None, **detail: Any) -> None:
+        dead = self._outcome(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
+        events = [*(events or ()), *dead]
         finished = now()
         self._finish(_Done(task, "dead", error=info, result=TaskResult(
             task_id=task.id, state=state, error=info, attempts=task.attempts,
             started_at=task.started_at, finished_at=finished, worker_id=self.id,
-            expires_at=finished + task.dead_ttl)))
+            expires_at=finished + task.dead_ttl), events=events))
 
     def _forget(self, task: Task) -> None:
         """Drop a task this worker no longer holds, freeing its slot. Only the entry of
@@ -517,31 +544,41 @@ class Worker:
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
-        """Successes go in one :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call
-        with the batch's events. The rarer outcomes change state one by one before it, each
-        after its result, so whoever sees their events or new state also sees the result."""
-        app, queue = self.app, self.app.task_queue
+        """One :meth:`~omniq.interfaces.BaseTaskQueue.finish_many` call per batch: the
+        successes' completions with every result and event due. The rarer outcomes change
+        state one by one before it, fenced by their tokens; only those accepted have their
+        result and events written, so an attempt whose lease was lost leaves nothing
+        visible (and ``finish_many`` does the same for the successes)."""
+        queue = self.task_queue
         outcome: dict[str, bool] = {}
-        others = [d for d in batch if d.kind != "success"]
-        if others:
-            results = [d.result for d in others if d.result is not None]
-            if results:
-                await app.result_storage.set_many(results)
-            for d in others:
+        results: list[TaskResult] = []
+        due = list(events)
+        for d in batch:
+            if d.kind == "success":
+                continue
+            if d.accepted is None:
                 token = d.task.lease_token or ""
                 if d.kind == "retry":
-                    outcome[d.task.id] = await queue.retry(d.task.id, token, d.eta, d.error)
+                    d.accepted = await queue.retry(d.task.id, token, d.eta, d.error)
                 elif d.kind == "dead":
-                    outcome[d.task.id] = await queue.dead_letter(d.task.id, token, d.error)
+                    d.accepted = await queue.dead_letter(d.task.id, token, d.error)
                 elif d.kind == "requeue":
-                    outcome[d.task.id] = await self._requeue(d)
+                    d.accepted = await self._requeue(d)
+            outcome[d.task.id] = bool(d.accepted)
+            if d.accepted:
+                if d.result is not None:
+                    results.append(d.result)
+                due += d.events
         successes = [d for d in batch if d.kind == "success"]
-        if successes or events:
+        for d in successes:
+            if d.result is not None:
+                results.append(d.result)
+            due += d.events
+        if successes or due or results:
             accepted = await queue.finish_many(
                 [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
-                [d.result for d in successes if d.result is not None],
-                events if app.config.events else [],
-                app.result_storage, app.event_storage if app.config.events else None)
+                results, due if self.config.events else [],
+                self.result_storage, self._event_storage)
             outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
             if not ok:
@@ -553,14 +590,18 @@ class Worker:
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
         used; after max deliveries the task is dead-lettered instead of looping."""
-        task, queue = done.task, self.app.task_queue
-        if task.attempts >= max(task.max_deliveries, task.max_retries + 1):
+        task, queue = done.task, self.task_queue
+        if task.attempts >= lifecycle.attempts_allowed(task):
             self.stats.counts["dead"] += 1
-            self._events.append(self.app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
-            return await queue.dead_letter(task.id, task.lease_token, done.error)
-        self._events.append(self.app.event(task, EventType.LEASE_LOST, self.id,
-                                           error=done.error.message if done.error else ""))
-        return await queue.retry(task.id, task.lease_token or "", now(), done.error)
+            events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
+            ok = await queue.dead_letter(task.id, task.lease_token, done.error)
+        else:
+            reason = done.error.message if done.error else ""
+            events = self._outcome(task, EventType.LEASE_LOST, error=reason)
+            ok = await queue.retry(task.id, task.lease_token or "", now(), done.error)
+        if ok:  # recorded with the batch, as the other outcomes
+            done.events += events
+        return ok
 
     # -- leases and housekeeping -------------------------------------------------------
 
@@ -571,7 +612,7 @@ class Worker:
             if not leases:
                 continue
             try:
-                held = set(await self.app.task_queue.heartbeat(leases, self.lease))
+                held = set(await self.task_queue.heartbeat(leases, self.lease))
             except Exception:
                 log.exception("worker %s: heartbeat failed", self.id)
                 continue
@@ -589,13 +630,12 @@ class Worker:
                     self._forget(entry.task)
 
     async def _maintenance(self) -> None:
-        app = self.app
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
         last_lease = last_cleanup = 0.0
         while not self._helpers_done:
             t = now()
             try:
-                await app.run_due_schedules()
+                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer)
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
@@ -608,33 +648,34 @@ class Worker:
             await asyncio.sleep(min(1.0, lease_every))
 
     async def _recover_leases(self) -> None:
-        app = self.app
         events, results = [], []
-        for task in await app.task_queue.release_expired_leases():
+        for task in await self.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
                 info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
-                events.append(app.event(task, EventType.DEAD, self.id, reason="too many deliveries"))
+                events.append(build_event(task, EventType.DEAD, self.id,
+                                          reason="too many deliveries"))
                 results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
                                           attempts=task.attempts, finished_at=now(),
                                           expires_at=now() + task.dead_ttl))
             else:
-                events.append(app.event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts))
+                events.append(build_event(task, EventType.LEASE_LOST, self.id,
+                                          attempt=task.attempts))
         if results:
-            await app.result_storage.set_many(results)
-        await app.record_events(events)
+            await self.result_storage.set_many(results)
+        await write_events(self._event_storage, events)
 
     async def _cleanup(self) -> None:
-        app = self.app
-        expired = await app.task_queue.cleanup()
+        expired = await self.task_queue.cleanup()
         if expired:
             at = now()
-            await app.result_storage.set_many([
+            await self.result_storage.set_many([
                 TaskResult(task_id=t.id, state=TaskState.EXPIRED, attempts=t.attempts, finished_at=at,
                            error=ErrorInfo(type="Expired", message="not started before its ttl"),
                            expires_at=at + t.result_ttl) for t in expired])
-            await app.record_events([app.event(t, EventType.EXPIRED, self.id) for t in expired])
-        await app.result_storage.cleanup()
-        await app.event_storage.cleanup(now() - app.config.event_ttl)
+            await write_events(self._event_storage,
+                               [build_event(t, EventType.EXPIRED, self.id) for t in expired])
+        await self.result_storage.cleanup()
+        await self.event_storage.cleanup(now() - self.config.event_ttl)
 
     def _check_recycle(self) -> None:
         if self.max_tasks and self.stats.processed >= self.max_tasks:
@@ -688,7 +729,7 @@ class Worker:
                 self._forget(task)
                 continue
             try:
-                if await self.app.task_queue.release(task.id, task.lease_token or ""):
+                if await self.task_queue.release(task.id, task.lease_token or ""):
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
                 log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)

@@ -10,10 +10,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..models import ACTIVE_STATES, TaskState
+from .models import ACTIVE_STATES, TaskState
 
 if TYPE_CHECKING:
-    from ..worker.runtime import Worker
+    from .worker.runtime import Worker
 
 __all__ = ["WorkerProgress"]
 

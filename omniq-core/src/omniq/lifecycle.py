@@ -1,0 +1,170 @@
+"""The rules of a task's life, as pure functions over :class:`~omniq.models.Task`.
+
+One place states them: the Python engines (NATS, fsspec, the example plugin, the
+conformance suite's reference) call these functions; the engines that run server-side
+code (Redis Lua, PostgreSQL and SQLite SQL) spell the same rules in their own language,
+and :mod:`omniq.testing` pins the outcomes (states, attempt counts, error type, module
+and message) so that no copy drifts. Nothing here reads a clock or a store: callers pass
+the time (their backend's clock) and store what is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError, DependencyFailedError
+from .models import ErrorInfo, Task, TaskState
+
+__all__ = [
+    "COMPLETABLE_STATES",
+    "PARENT_FAILED_STATES",
+    "attempts_allowed",
+    "check_completable",
+    "dependency_failure",
+    "dependency_message",
+    "finished",
+    "initial_state",
+    "lapsed",
+    "lapse_error",
+    "leased",
+    "ready_state",
+    "released",
+    "retried",
+    "retry_eta",
+    "settled_children",
+]
+
+#: The states :meth:`~omniq.interfaces.BaseTaskQueue.complete` accepts; a task ends
+#: ``dead`` through ``dead_letter`` and waits for another attempt through ``retry``.
+COMPLETABLE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
+#: States of a parent that cancel its waiting dependents.
+PARENT_FAILED_STATES = frozenset(
+    {TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
+_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
+
+
+def attempts_allowed(task: Task) -> int:
+    """Deliveries a task gets before a lapsed lease dead-letters it: every retry it
+    asked for gets its attempt, and a task without retries still survives
+    ``max_deliveries - 1`` crashes of its worker."""
+    return max(task.max_deliveries, task.max_retries + 1)
+
+
+def check_completable(state: TaskState | str, task_id: str = "") -> TaskState:
+    """``state`` as a :class:`TaskState` when ``complete()`` may end a task in it;
+    otherwise a :class:`~omniq.errors.ConfigError` (a ValueError) naming the state and
+    the valid ones. Every backend checks a whole batch with it before changing anything."""
+    try:
+        checked = TaskState(state)
+    except ValueError:
+        checked = None
+    if checked not in COMPLETABLE_STATES:
+        of = f" for task {task_id!r}" if task_id else ""
+        raise ConfigError(
+            f"complete(){of} got state {getattr(state, 'value', state)!r}: expected "
+            f"'succeeded' or 'cancelled' (use retry() for another attempt, dead_letter() "
+            f"for a task that failed for good)")
+    assert checked is not None
+    return checked
+
+
+def dependency_message(parent_id: str, parent_state: TaskState | str) -> str:
+    """The one text of a dependency failure; Lua and SQL spell it the same way."""
+    return f"parent task '{parent_id}' ended {TaskState(parent_state).value}"
+
+
+def dependency_failure(parent_id: str, parent_state: TaskState | str) -> ErrorInfo:
+    """The error stored on a task cancelled because its direct parent ``parent_id``
+    ended in ``parent_state`` (a grandchild names its own parent, ended cancelled)."""
+    return ErrorInfo(type=DependencyFailedError.__name__, module=DependencyFailedError.__module__,
+                     message=dependency_message(parent_id, parent_state))
+
+
+def initial_state(task: Task, parents: Mapping[str, TaskState | str], at: float
+                  ) -> tuple[TaskState, ErrorInfo | None]:
+    """The state a task is stored in, from its parents' states (``parents`` maps every
+    id of ``task.depends_on`` to its state): cancelled when one failed (naming the first
+    in ``depends_on`` order), waiting while one has not succeeded, scheduled for an eta
+    ahead of ``at``, else pending."""
+    for pid in task.depends_on:
+        if parents[pid] in PARENT_FAILED_STATES:
+            return TaskState.CANCELLED, dependency_failure(pid, parents[pid])
+    if any(parents[pid] != TaskState.SUCCEEDED for pid in task.depends_on):
+        return TaskState.WAITING, None
+    return ready_state(task, at), None
+
+
+def ready_state(task: Task, at: float) -> TaskState:
+    """Scheduled for an eta ahead of ``at``, else pending (also for a dependent whose
+    parents all succeeded)."""
+    return TaskState.SCHEDULED if task.eta is not None and task.eta > at else TaskState.PENDING
+
+
+def leased(task: Task, worker_id: str, token: str, lease: float, at: float) -> Task:
+    """The task as a reserve hands it out: running, one more attempt, under a lease."""
+    return msgspec.structs.replace(
+        task, state=TaskState.RUNNING, attempts=task.attempts + 1, lease_owner=worker_id,
+        lease_token=token, lease_deadline=at + lease, started_at=at)
+
+
+def released(task: Task) -> Task:
+    """Handed back untouched: pending, and the attempt not counted."""
+    return msgspec.structs.replace(
+        task, state=TaskState.PENDING, attempts=max(task.attempts - 1, 0), **_NO_LEASE)
+
+
+def retry_eta(task: Task, at: float) -> float | None:
+    """When a failed attempt runs again (``at`` plus the backoff), or None when the
+    task has used its retries and fails for good."""
+    if task.attempts > task.max_retries:
+        return None
+    return at + task.backoff()
+
+
+def retried(task: Task, eta: float, error: ErrorInfo | None) -> Task:
+    """Waiting for another attempt at ``eta``; the attempt stays counted."""
+    return msgspec.structs.replace(
+        task, state=TaskState.RETRYING, eta=eta, error=error or task.error, **_NO_LEASE)
+
+
+def finished(task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> Task:
+    """Ended in ``state`` at ``at``, lease cleared; a success drops an earlier attempt's
+    error."""
+    kept = error if error is not None else (None if state is TaskState.SUCCEEDED else task.error)
+    return msgspec.structs.replace(task, state=state, error=kept, finished_at=at, **_NO_LEASE)
+
+
+def lapse_error(task: Task) -> ErrorInfo:
+    """Why a task whose leases kept lapsing was dead-lettered."""
+    return ErrorInfo(type="LeaseExpired", message=(
+        f"lease lapsed on attempt {task.attempts} of {attempts_allowed(task)}: "
+        f"its worker keeps dying or hanging"))
+
+
+def lapsed(task: Task, at: float) -> Task:
+    """A running task whose lease passed: pending again with the attempt counted, or
+    dead once its attempts reached :func:`attempts_allowed`."""
+    if task.attempts >= attempts_allowed(task):
+        return finished(task, TaskState.DEAD, lapse_error(task), at)
+    return msgspec.structs.replace(task, state=TaskState.PENDING, **_NO_LEASE)
+
+
+def settled_children(parent: Task, children: Iterable[Task],
+                     parent_states: Mapping[str, TaskState], at: float) -> list[Task]:
+    """The waiting ``children`` of a parent that just ended, as they change: cancelled
+    (naming this parent) when it did not succeed, ready once every parent (states in
+    ``parent_states``, this one included) succeeded. Unchanged children are left out."""
+    out = []
+    for child in children:
+        if child.state is not TaskState.WAITING:
+            continue
+        if parent.state is not TaskState.SUCCEEDED:
+            out.append(finished(child, TaskState.CANCELLED,
+                                dependency_failure(parent.id, parent.state), at))
+        elif all(parent_states.get(p, TaskState.SUCCEEDED) is TaskState.SUCCEEDED
+                 for p in child.depends_on):
+            out.append(msgspec.structs.replace(child, state=ready_state(child, at)))
+    return out

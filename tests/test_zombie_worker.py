@@ -1,0 +1,208 @@
+"""A zombie worker's late result never wins: real worker processes, SIGSTOP past a lease.
+
+Two workers share the stores. The one that starts the task is paused (SIGSTOP) inside it
+until its lease lapses and the other worker takes the task over and completes it; then it
+is resumed (SIGCONT), finishes its stale attempt at once (returning, or raising) and is
+stopped gracefully, so everything it had to write is written or refused. The task must
+read as the second worker left it: its result, exactly one ``succeeded`` event, and no
+``failed`` or ``dead`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omniq import OmniQ
+from omniq.models import EventType, TaskState
+from omniq.testing.services import require_service
+
+REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+#: Long enough that a worker starved by a loaded machine keeps its lease until paused.
+LEASE = 3.0
+
+APP = """
+import os, pathlib, sys, time
+from omniq import OmniQ
+
+app = OmniQ(task_queue={ref!r}, result_storage={ref!r}, event_storage={ref!r},
+            lease={lease}, worker={{"grace_period": 10}})
+
+@app.task
+def race(marks: str) -> int:
+    here = pathlib.Path(marks)
+    first = not any(here.glob("*-*"))
+    (here / f"{{'first' if first else 'later'}}-{{os.getpid()}}").touch()
+    if first:  # the test pauses this process in here; resumed past the deadline, it returns
+        until = time.time() + 3.0
+        while time.time() < until:
+            time.sleep(0.001)
+        if {zombie_fails}:
+            raise RuntimeError("the zombie's attempt failed")
+    return os.getpid()
+
+if __name__ == "__main__":
+    app.run_worker(pool="thread", concurrency=1)
+"""
+
+
+def _drop_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+def _drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The same ref for all three stores (siblings: PostgreSQL finishes in one statement)."""
+    name = f"zombie_{uuid.uuid4().hex[:12]}"
+    cleanup: Callable[[], None] | None = None
+    if request.param == "sqlite":
+        ref: Any = f"sqlite:///{tmp_path / 'q.db'}"
+    elif request.param == "redis":
+        require_service("Redis", REDIS_URL)
+        ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+        cleanup = lambda: _drop_redis_keys(name)  # noqa: E731
+    else:
+        require_service("PostgreSQL", POSTGRES_URL)
+        ref = {"backend": "postgres", "url": POSTGRES_URL, "schema": name, "max_size": 2}
+        cleanup = lambda: _drop_pg_schema(name)  # noqa: E731
+    yield ref
+    if cleanup is not None:
+        cleanup()
+
+
+def _stopped(proc: subprocess.Popen[bytes]) -> bool:
+    with open(f"/proc/{proc.pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+def _sqlite_write_locked(ref: Any) -> bool:
+    """Whether a process holds the SQLite file's write lock (a worker paused inside a
+    transaction would block every other worker until resumed: SQLite has one writer)."""
+    if not (isinstance(ref, str) and ref.startswith("sqlite:///")):
+        return False
+    conn = sqlite3.connect(ref.removeprefix("sqlite:///"), timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def _pause(proc: subprocess.Popen[bytes], ref: Any) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no store lock."""
+    for _ in range(500):
+        proc.send_signal(signal.SIGSTOP)
+        _poll(lambda: _stopped(proc), "the stop")
+        if not _sqlite_write_locked(ref):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.003)
+    raise AssertionError("the worker held the SQLite write lock at every try")
+
+
+def _poll(check: Callable[[], Any], what: str, deadline: float = 15.0) -> Any:
+    end = time.monotonic() + deadline
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} did not happen within {deadline} s")
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zombie_fails", [False, True], ids=["zombie-returns", "zombie-raises"])
+def test_a_paused_workers_late_outcome_never_wins(tmp_path: Path, store_ref: Any,
+                                                  zombie_fails: bool) -> None:
+    app_path = tmp_path / "zombieapp.py"
+    app_path.write_text(textwrap.dedent(APP.format(ref=store_ref, lease=LEASE,
+                                                   zombie_fails=zombie_fails)))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import zombieapp  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    app: OmniQ = zombieapp.app
+    procs: list[subprocess.Popen[bytes]] = []
+    log = open(tmp_path / "workers.log", "ab")  # what the workers said, for a failure's autopsy
+    try:
+        ref = zombieapp.race.delay(str(marks))
+        procs = [subprocess.Popen([sys.executable, str(app_path)], cwd=tmp_path,
+                                  stdout=log, stderr=subprocess.STDOUT)
+                 for _ in range(2)]
+        first = _poll(lambda: list(marks.glob("first-*")), "the first attempt")[0]
+        zombie = next(p for p in procs if first.name == f"first-{p.pid}")
+        winner = next(p for p in procs if p is not zombie)
+        _pause(zombie, store_ref)
+        try:
+            _poll(lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
+                  "the take-over by the other worker after the lease lapsed")
+        finally:
+            zombie.send_signal(signal.SIGCONT)
+        assert app.get_result(ref, timeout=5) == winner.pid
+        # The zombie's attempt ends at once; it tells when its state change was refused.
+        said = tmp_path / "workers.log"
+        refused = re.compile(rf":{zombie.pid}:\w+: completion of task {ref.id} refused".encode())
+        _poll(lambda: refused.search(said.read_bytes()), "the zombie's finishing of its attempt",
+              deadline=20)
+        zombie.send_signal(signal.SIGTERM)
+        zombie.wait(timeout=20)
+        assert app.get_result(ref, timeout=5) == winner.pid, (
+            "the zombie's outcome overwrote the winner's")
+        events = [e.type for e in app.events(task_id=ref.id)]
+        assert events.count(EventType.SUCCEEDED) == 1, f"exactly one succeeded event: {events}"
+        assert EventType.FAILED not in events and EventType.DEAD not in events, (
+            f"the zombie's failure must leave no event: {events}")
+        task = app.get_task(ref.id)
+        assert task.state is TaskState.SUCCEEDED and task.attempts == 2
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+            p.wait(timeout=10)
+        log.close()
+        app.close()
+        sys.modules.pop("zombieapp", None)
