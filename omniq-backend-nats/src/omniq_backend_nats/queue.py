@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import ClassVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -50,7 +50,9 @@ from omniq.interfaces import (
     Batch,
     Capability,
     Completion,
+    accepted_writes,
     as_stored,
+    write_accepted,
 )
 from omniq.lifecycle import finished
 from omniq.models import (
@@ -221,22 +223,24 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
         held messages and the results and events of the accepted items (the stores are
         given only when they share this queue's server: one wait for all)."""
 
-        def writes(accepted: builtins.list[bool]) -> builtins.list[Request]:
-            kept_results, kept_events = results, events
-            if not all(accepted):  # a refused attempt leaves nothing
-                refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
-                kept_results = [r for r in results if r.task_id not in refused]
-                kept_events = [e for e in events if e.task_id not in refused]
-            out: builtins.list[Request] = []
+        async def write(accepted: builtins.list[bool]) -> None:
+            kept_results, kept_events = accepted_writes(items, accepted, results, events)
+            requests: builtins.list[Request] = []
             if kept_results and result_storage is not None:
                 assert isinstance(result_storage, NatsResultStorage)
-                out += puts(result_storage.bucket, result_storage.entries(kept_results))
+                requests += puts(result_storage.bucket, result_storage.entries(kept_results))
             if kept_events and event_storage is not None:
                 assert isinstance(event_storage, NatsEventStorage)
-                out += publishes(event_storage.messages(kept_events))
-            return out
+                requests += publishes(event_storage.messages(kept_events))
+            try:
+                await self._send(requests)
+            except Exception:
+                # The states changed already (their tokens are spent): never repeat that,
+                # write again through the stores, retried. Results imply their store.
+                sink = cast(BaseResultStorage, result_storage)
+                await write_accepted(kept_results, kept_events, sink, event_storage)
 
-        changed = await self._finish_jobs(await self._completions(items), writes)
+        changed = await self._finish_jobs(await self._completions(items), write)
         return [done is not None for done in changed]
 
     async def _finish_one(
@@ -249,18 +253,18 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
     async def _finish_jobs(
         self,
         jobs: Sequence[_Finish],
-        writes: Callable[[builtins.list[bool]], Sequence[Request]] | None = None,
+        then: Callable[[builtins.list[bool]], Awaitable[None]] | None = None,
     ) -> builtins.list[tuple[Task, Task] | None]:
-        """:meth:`_finish_one` for a batch, step by step: records; messages, with the
-        requests ``writes`` makes from which jobs were accepted; dependents."""
+        """:meth:`_finish_one` for a batch, step by step: records; messages, together with
+        ``then`` (told which jobs were accepted); dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries([self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None])
         moved = [job for job, done in zip(jobs, changed) if done is not None]
         ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
-        requests = writes([done is not None for done in changed]) if writes is not None else ()
+        accepted = [done is not None for done in changed]
         _, _, dependents = await asyncio.gather(
             self._settle_messages(moved),
-            self._send(requests),
+            then(accepted) if then is not None else _none(),
             self._any_dependents() if ended else _false(),
         )
         if dependents:
@@ -406,3 +410,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, BaseTaskQueue):
 
 async def _false() -> bool:
     return False
+
+
+async def _none() -> None:
+    return None

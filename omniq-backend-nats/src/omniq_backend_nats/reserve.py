@@ -19,6 +19,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from omniq import lifecycle
 from omniq.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -36,7 +37,7 @@ from .delivery import _ACK, _carried, _message_task_id
 from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
 from .names import token
-from .records import _replace, _stand_in
+from .records import _stand_in
 
 #: Reserve reads bands from the highest priority down.
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
@@ -173,15 +174,7 @@ class Reserve(Dependencies):
         return out
 
     def _running(self, task: Task, worker_id: str, lease: float, at: float) -> Task:
-        return _replace(
-            task,
-            state=TaskState.RUNNING,
-            attempts=task.attempts + 1,
-            lease_owner=worker_id,
-            lease_token=uuid.uuid4().hex,
-            lease_deadline=at + lease,
-            started_at=at,
-        )
+        return lifecycle.leased(task, worker_id, uuid.uuid4().hex, lease, at)
 
     async def _claim(
         self, msg: Msg, worker_id: str, lease: float, at: float, found: tuple[Task, int] | None = None
