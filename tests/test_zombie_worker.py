@@ -33,6 +33,7 @@ from omniq.testing.services import require_service
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222")
 #: Long enough that a worker starved by a loaded machine keeps its lease until paused.
 LEASE = 3.0
 
@@ -86,9 +87,27 @@ def _drop_pg_schema(schema: str) -> None:
     asyncio.run(drop())
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def _drop_nats_streams(prefix: str) -> None:
+    import nats
+
+    async def drop() -> None:
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            for info in await js.streams_info():
+                if info.config.name and info.config.name.startswith(
+                        (f"{prefix}_", f"KV_{prefix}_")):
+                    await js.delete_stream(info.config.name)
+        finally:
+            await nc.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres", "nats"])
 def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """The same ref for all three stores (siblings: PostgreSQL finishes in one statement)."""
+    """The same ref for all three stores (siblings: PostgreSQL finishes in one statement,
+    NATS writes the accepted results and events in its own step)."""
     name = f"zombie_{uuid.uuid4().hex[:12]}"
     cleanup: Callable[[], None] | None = None
     if request.param == "sqlite":
@@ -97,6 +116,10 @@ def store_ref(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         require_service("Redis", REDIS_URL)
         ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
         cleanup = lambda: _drop_redis_keys(name)  # noqa: E731
+    elif request.param == "nats":
+        require_service("NATS", NATS_URL)
+        ref = {"backend": "nats", "url": NATS_URL, "prefix": name}
+        cleanup = lambda: _drop_nats_streams(name)  # noqa: E731
     else:
         require_service("PostgreSQL", POSTGRES_URL)
         ref = {"backend": "postgres", "url": POSTGRES_URL, "schema": name, "max_size": 2}

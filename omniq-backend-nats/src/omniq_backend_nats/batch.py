@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -33,6 +33,9 @@ _WRONG_LAST = (10071, 10164)
 #: What :meth:`Inbox.write` answers for a compare-and-set that found another revision.
 WRONG_REVISION = -1
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+T = TypeVar("T")
+#: How many writes one bulk call keeps in flight.
+_WINDOW = 256
 
 
 def _status(msg: Msg) -> str | None:
@@ -225,4 +228,11 @@ def revisions(replies: Sequence[Msg]) -> list[int]:
             if exc.err_code not in _WRONG_LAST:
                 raise
             out.append(WRONG_REVISION)
+    return out
+
+
+async def _windowed(items: Sequence[T], call: Callable[[T], Awaitable[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for start in range(0, len(items), _WINDOW):
+        out += await asyncio.gather(*(call(i) for i in items[start : start + _WINDOW]))
     return out

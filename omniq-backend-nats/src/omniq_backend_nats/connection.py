@@ -25,8 +25,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.config import mask_url
-from omniq.errors import BackendUnavailableError, ConfigError, OmniQError
-from omniq.errors import SerializationError
+from omniq.errors import BackendUnavailableError, ConfigError, OmniQError, SerializationError
 from omniq.interfaces import BaseStore
 from omniq.options import Option, OptionSchema, check_ports
 

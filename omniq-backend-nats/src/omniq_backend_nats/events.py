@@ -11,13 +11,13 @@ types and the ordering by timestamp are applied here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
 from nats.js import api
 
-from omniq.interfaces import BaseEventStorage, Capability, check_event_order
+from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import TaskEvent, encoder, event_decoder
 from omniq.options import Option
 from omniq.records import decode_or_skip
@@ -75,7 +75,7 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
     def _subject(self, queue: str, type_: str, task_id: str) -> str:
         return f"{self.prefix}.ev.{queue}.{type_}.{task_id}"
 
-    async def append_many(self, events: Sequence[TaskEvent]) -> None:
+    async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         for start in range(0, len(events), _PUBLISH_WINDOW):
             await self.inbox.publish(self.messages(events[start : start + _PUBLISH_WINDOW]))
 
@@ -86,18 +86,17 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
             for e in events
         ]
 
-    async def query(
+    async def _query(
         self,
         *,
-        task_id: str | None = None,
-        queue: str | None = None,
-        types: Iterable[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = 1000,
-        order: str = "asc",
+        task_id: str | None,
+        queue: str | None,
+        types: list[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
     ) -> list[TaskEvent]:
-        check_event_order(order)
         wanted = None if types is None else {_type_name(t) for t in types}
         if wanted is not None and not wanted:
             return []
@@ -123,7 +122,7 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
         return found if limit is None else found[:limit]
 
-    async def cleanup(self, older_than: float) -> int:
+    async def _cleanup(self, older_than: float) -> int:
         """Purge the leading run of old events in one call, then delete stragglers (an
         old timestamp appended after newer ones) one by one."""
         old: list[int] = []

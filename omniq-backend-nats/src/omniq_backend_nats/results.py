@@ -54,10 +54,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
             return None
         return result
 
-    async def set(self, result: TaskResult) -> None:
-        await self._kv.put(token(result.task_id), encoder.encode(result))
-
-    async def set_many(self, results: Sequence[TaskResult]) -> None:
+    async def _set_many(self, results: Sequence[TaskResult]) -> None:
         """Every put in flight at once (in windows), one wait per window."""
         for start in range(0, len(results), _WINDOW):
             await self.inbox.write(self.bucket, self.entries(results[start : start + _WINDOW]))
@@ -66,25 +63,25 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         """The KV puts that store ``results`` (for :meth:`.batch.Inbox.write`)."""
         return [(token(r.task_id), encoder.encode(r), None) for r in results]
 
-    async def get(self, task_id: str) -> TaskResult | None:
+    async def _get(self, task_id: str) -> TaskResult | None:
         try:
             entry = await self._kv.get(token(task_id))
         except nats.js.errors.KeyNotFoundError:
             return None
         return self._live(entry.value, await self.now(), task_id)
 
-    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        found = await asyncio.gather(*(self.get(t) for t in task_ids))
+    async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        found = await asyncio.gather(*(self._get(t) for t in task_ids))
         return {tid: r for tid, r in zip(task_ids, found) if r is not None}
 
     @property
     def bucket(self) -> str:
         return f"{self.prefix}_results"
 
-    async def delete(self, task_id: str) -> bool:
+    async def _delete(self, task_id: str) -> bool:
         return await self.remove_key(self.bucket, token(task_id))
 
-    async def cleanup(self) -> int:
+    async def _cleanup(self) -> int:
         at = await self.now()
         expired = [
             (key, rev)
@@ -95,7 +92,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         done = await asyncio.gather(*(self.remove_key(self.bucket, k, r) for k, r in expired))
         return sum(done)
 
-    async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
+    async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         watcher = await self._kv.watch(token(task_id))

@@ -51,22 +51,22 @@ class ScheduleBucket:
                 found.append((schedule, rev))
         return found
 
-    async def add_schedule(self, schedule: Schedule) -> Schedule:
+    async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self._schedules.put(token(schedule.id), encoder.encode(schedule))
         return schedule
 
-    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
         found = await self._read_schedule(schedule_id)
         return found[0] if found else None
 
-    async def list_schedules(self) -> list[Schedule]:
+    async def _list_schedules(self) -> list[Schedule]:
         return sorted((s for s, _ in await self._all_schedules()), key=lambda s: s.id)
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def _delete_schedule(self, schedule_id: str) -> bool:
         return await self.remove_key(f"{self.prefix}_schedules", token(schedule_id))
 
-    async def set_schedule_paused(
-        self, schedule_id: str, paused: bool, next_run: float | None = None
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
         while True:
             found = await self._read_schedule(schedule_id)
@@ -83,7 +83,9 @@ class ScheduleBucket:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # changed meanwhile (a claim): read again
 
-    async def claim_due_schedules(self, at: float, limit: int = 100) -> list[tuple[Schedule, list[float]]]:
+    async def _claim_due_schedules(
+        self, at: float, limit: int
+    ) -> list[tuple[Schedule, list[float]]]:
         won: list[tuple[Schedule, list[float]]] = []
         for schedule, rev in sorted(await self._all_schedules(), key=lambda p: p[0].id):
             if len(won) >= limit:

@@ -1,0 +1,179 @@
+"""Delivery messages: the work-queue stream ``<prefix>_queue`` and its consumers.
+
+One subject per queue and priority band, ``<prefix>.q.<queue>.<band>``, and one durable
+pull consumer per subject. A message is a hint, checked against the record on every
+delivery; it stays unacknowledged while its task runs, ``-NAK`` with a delay returns it
+for a retry or a delayed task, and ``+ACK`` removes it when the task ends. Wake-ups for
+blocked reservers are core NATS messages on ``<prefix>.wake.<queue>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
+
+from .batch import Request, _windowed
+from .connection import confirm
+from .leases import _holds
+from .names import consumer_name, token
+from .records import TaskRecords
+
+#: The shortest AckWait a lease gives the consumers (a message of a running task that
+#: comes back early costs a redelivery and a check).
+_MIN_ACK_WAIT = 1.0
+_ACK, _WPI = b"+ACK", b"+WPI"
+#: Header of a delivery message that carries its task's record: the record's revision.
+_REV = "Omniq-Rev"
+#: Records up to this size travel in their delivery message.
+_CARRY_MAX = 4096
+
+
+class _Finish(NamedTuple):
+    """One fenced transition out of ``RUNNING``: ``change`` applies only while the
+    record holds ``lease_token``; ``verb`` then moves the held message."""
+
+    task_id: str
+    lease_token: str | None
+    change: Callable[[Task], Task]
+    verb: bytes = _ACK
+
+    def fenced(self, task: Task) -> Task | None:
+        return self.change(task) if _holds(task, self.lease_token) else None
+
+
+def _band(priority: int) -> int:
+    return min(max(priority, PRIORITY_MIN), PRIORITY_MAX)
+
+
+def _message_task_id(msg: Msg) -> str:
+    """The task id a delivery message carries ("" for a message not of ours)."""
+    return _carried(msg)[0]
+
+
+def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
+    """The task id a delivery message carries ("" for a message not of ours) and the
+    record with its revision when it carries that too (see ``_hint``)."""
+    rev = msg.headers.get(_REV) if msg.headers else None
+    try:
+        if rev is not None:
+            task = task_decoder.decode(msg.data)
+            return task.id, (task, int(rev))
+        return msg.data.decode(), None
+    except (UnicodeDecodeError, msgspec.DecodeError, ValueError):
+        return "", None
+
+
+class Delivery(TaskRecords):
+    """Publishing, moving and consuming the delivery messages of tasks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Consumers this instance set up, with the AckWait it gave them.
+        self._consumers: dict[str, float] = {}
+
+    async def close(self) -> None:
+        self._consumers.clear()
+        await super().close()
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}_queue"
+
+    def _subject(self, task: Task) -> str:
+        return f"{self.prefix}.q.{token(task.queue)}.{_band(task.priority)}"
+
+    async def _hint(self, task: Task, created: int | None = None) -> None:
+        """Publish the delivery message of a task that became ready. For an enqueue,
+        ``created`` (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``:
+        an enqueue repeated within the stream's duplicate window (two schedulers firing
+        the same time) stores one message, while the same id purged and enqueued anew
+        gets a new revision and so a new message.
+
+        A small record is carried whole with its revision (``Omniq-Rev``), so the first
+        delivery leases the task without reading it: the compare-and-set on that
+        revision proves the copy current. Otherwise the message carries the task id."""
+        if created is None:
+            await self.js.publish(self._subject(task), task.id.encode())
+            return
+        headers = {"Nats-Msg-Id": f"{task.id}:{created}"}
+        data = encoder.encode(task)
+        if len(data) <= _CARRY_MAX:
+            headers[_REV] = str(created)
+        else:
+            data = task.id.encode()
+        await self.js.publish(self._subject(task), data, headers=headers)
+
+    async def _wake(self, queues: Iterable[str]) -> None:
+        for queue in set(queues):
+            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
+
+    async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
+        """:meth:`_settle_message` for many: acks of cached leases go out with one batch
+        of lease entry removals; the rest one by one."""
+        acks: list[Request] = []
+        removals: list[tuple[str, int] | None] = []
+        others: list[_Finish] = []
+        for job in jobs:
+            held = self._held.get(job.task_id)
+            if job.verb != _ACK or held is None or held.lease.token != job.lease_token:
+                others.append(job)
+                continue
+            acks.append((held.lease.reply, _ACK, None))
+            removals.append(self._forget(job.task_id))
+        await self._remove_entries(removals, tell=acks)
+        await _windowed(others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
+
+    async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
+        """Move the message held for a lease that just ended (ack, or nak to redeliver)
+        and drop the lease entry. Without an entry there is nothing to move: the
+        message, if any, is redelivered after AckWait and checked against the record."""
+        cached = self._held.get(task_id)
+        if cached is not None and cached.lease.token == lease_token:
+            reply, removal = cached.lease.reply, self._forget(task_id)
+        else:
+            await self._remove_entries([self._forget(task_id)])  # an older lease of ours
+            held = await self._lease_entry(task_id, lease_token)
+            if held is None or held[0].token != lease_token:
+                return
+            reply, removal = held[0].reply, (token(task_id), held[1])
+        if verb == _ACK:
+            # The task ended: an ack lost on the way only brings the message back after
+            # AckWait, to find a finished record and be acked again.
+            await self.nc.publish(reply, _ACK)
+        else:
+            await confirm(self.nc, reply, verb)
+        await self._remove_entries([removal])
+
+    async def _consumer(self, queue: str, band: int, lease: float) -> str:
+        """The durable consumer of a queue's band, created or updated so that its AckWait
+        is the ``ack_wait`` option or else ``lease`` (at least a second): a message
+        pulled by a process that dies before it claims the task (the record still
+        pending, no lease to lapse) comes back after about a lease, like a lapsed lease.
+        Running tasks keep theirs with ``+WPI`` at every heartbeat, and one that comes
+        back early anyway is put back until its lease deadline."""
+        name = consumer_name(queue, band)
+        ack_wait = self.settings["ack_wait"] or max(lease, _MIN_ACK_WAIT)
+        if self._consumers.get(name) != ack_wait:
+            config = api.ConsumerConfig(
+                durable_name=name,
+                filter_subject=f"{self.prefix}.q.{token(queue)}.{band}",
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait,
+                max_deliver=-1,  # attempts are counted in the record: naks for delay are not failures
+                max_ack_pending=-1,  # delayed and running tasks hold messages
+                num_replicas=self.settings["replicas"],
+            )
+            try:
+                await self.js.add_consumer(self.stream, config)
+            except nats.js.errors.BadRequestError:
+                await self.js.consumer_info(self.stream, name)  # exists with other settings: use it
+            self._consumers[name] = ack_wait
+        return name

@@ -1,0 +1,111 @@
+"""Dependencies: ``<prefix>_children`` lists each task's dependents, and a task that ends
+releases or cancels them.
+
+A dependent registers with its parents before its record exists, and a parent that ends
+reads its list after its own record changed, so one of the two always sees the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from omniq import lifecycle
+from omniq.lifecycle import finished
+from omniq.models import Task, TaskState, encoder
+
+from .delivery import Delivery
+from .names import token
+from .records import _replace
+
+_children_decoder = msgspec.msgpack.Decoder(list[str])
+
+
+class Dependencies(Delivery):
+    """Settling waiting dependents when their parents end."""
+
+    _children: KeyValue
+
+    async def _add_child(self, parent_id: str, child_id: str) -> None:
+        key = token(parent_id)
+        while True:
+            try:
+                entry = await self._children.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                try:
+                    await self._children.create(key, encoder.encode([child_id]))
+                    return
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue
+            assert entry.value is not None
+            children = _children_decoder.decode(entry.value)
+            if child_id in children:
+                return
+            try:
+                await self._children.update(key, encoder.encode([*children, child_id]), last=entry.revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+
+    async def _children_of(self, task_id: str) -> list[str]:
+        try:
+            entry = await self._children.get(token(task_id))
+        except nats.js.errors.KeyNotFoundError:
+            return []
+        return _children_decoder.decode(entry.value or b"\x90")
+
+    async def _settle(self, task_id: str) -> Task | None:
+        """Decide a ``WAITING`` task from its parents: ready when all succeeded,
+        cancelled when one failed, else unchanged. Returns the task as it now is."""
+        found = await self._read(task_id)
+        if found is None or found[0].state is not TaskState.WAITING:
+            return found[0] if found else None
+        task = found[0]
+        parents = [p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p]
+        failed = next((p for p in parents if p.state in lifecycle.PARENT_FAILED_STATES), None)
+        if failed is not None:
+            await self._cancel_waiting(task_id, failed)
+        elif len(parents) == len(task.depends_on) and all(p.state is TaskState.SUCCEEDED for p in parents):
+            at = await self.now()
+            state = lifecycle.ready_state(task, at)
+            # Message first: if we die before the CAS, its delivery settles the task again.
+            await self._hint(task)
+            changed = await self._mutate(
+                task_id, lambda t: _replace(t, state=state) if t.state is TaskState.WAITING else None
+            )
+            if changed:
+                await self._wake([task.queue])
+        found = await self._read(task_id)
+        return found[0] if found else None
+
+    async def _cancel_waiting(self, task_id: str, parent: Task) -> None:
+        """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
+        each error names the task's own parent."""
+        at = await self.now()
+        error = lifecycle.dependency_failure(parent.id, parent.state)
+        changed = await self._mutate(
+            task_id,
+            lambda t: finished(t, TaskState.CANCELLED, error, at)
+            if t.state is TaskState.WAITING else None,
+        )
+        if changed:
+            cancelled = changed[1]
+            children = await self._children_of(task_id)
+            await asyncio.gather(*(self._cancel_waiting(c, cancelled) for c in children))
+
+    async def _after_end(self, task: Task) -> None:
+        """A task became terminal: release or cancel its dependents."""
+        children = await self._children_of(task.id)
+        if task.state is TaskState.SUCCEEDED:
+            await asyncio.gather(*(self._settle(c) for c in children))
+        else:
+            await asyncio.gather(*(self._cancel_waiting(c, task) for c in children))
+
+    async def _any_dependents(self) -> bool:
+        """Whether any task has dependents: one call instead of a lookup per task.
+        Asked after the records changed, so a dependent registering later reads the
+        parent's new state itself (see :meth:`_store`)."""
+        return await self.inbox.stream_messages(f"KV_{self.prefix}_children") > 0

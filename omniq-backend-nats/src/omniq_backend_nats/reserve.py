@@ -1,0 +1,253 @@
+"""Reserve: pull delivery messages band by band, check each against its record and lease
+the ready tasks with a compare-and-set; and wait for work between polls.
+
+A pulled batch is leased in at most two batched steps (read the records the messages do
+not carry, then compare-and-set them to ``RUNNING`` with one lease entry for the batch);
+anything unusual goes the one-by-one way, :meth:`Reserve._claim`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from omniq import lifecycle
+from omniq.models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    READY_STATES,
+    TERMINAL_STATES,
+    Task,
+    TaskState,
+    encoder,
+    task_decoder,
+)
+
+from .batch import WRONG_REVISION, puts, revisions
+from .connection import confirm, nak_delay
+from .delivery import _ACK, _carried, _message_task_id
+from .dependencies import Dependencies
+from .leases import _Held, _Lease, _lease_decoder, _Listed
+from .names import token
+from .records import _stand_in
+
+#: Reserve reads bands from the highest priority down.
+BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
+#: A redelivered message of a running task comes back no sooner than this.
+_MIN_RECHECK = 1.0
+
+
+class Reserve(Dependencies):
+    """Leasing ready tasks from their delivery messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake_subs: dict[str, Subscription] = {}
+        self._work = asyncio.Event()
+
+    async def close(self) -> None:
+        self._wake_subs.clear()
+        await super().close()
+
+    async def _backlog(self, queues: Sequence[str]) -> dict[tuple[str, int], int]:
+        """Messages stored per (queue, band) — one call instead of a pull per band."""
+        by_token = {token(q): q for q in queues}
+        pattern = f"{self.prefix}.q.{next(iter(by_token))}.*" if len(by_token) == 1 else f"{self.prefix}.q.>"
+        info = await self.js.stream_info(self.stream, subjects_filter=pattern)
+        out: dict[tuple[str, int], int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            _, _, queue_token, band = subject.split(".")
+            if queue_token in by_token:
+                out[(by_token[queue_token], int(band))] = count
+        return out
+
+    async def _reserve(
+        self, queues: list[str], worker_id: str, lease: float, limit: int
+    ) -> list[Task]:
+        at = await self.now()
+        backlog = await self._backlog(queues)
+        out: list[Task] = []
+        for band in BANDS:
+            for queue in queues:
+                if not backlog.get((queue, band)):
+                    continue
+                consumer = await self._consumer(queue, band, lease)
+                while len(out) < limit:
+                    wanted = limit - len(out)
+                    msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    try:
+                        claimed = await self._claim_many(msgs, worker_id, lease, at)
+                    except Exception as exc:
+                        claimed = [exc]
+                    out += [t for t in claimed if isinstance(t, Task)]
+                    failed = next((e for e in claimed if isinstance(e, BaseException)), None)
+                    if failed is not None:
+                        if out:
+                            return out  # hand out what is leased; the rest comes back after AckWait
+                        raise failed
+                    if len(msgs) < wanted:
+                        break
+                if len(out) >= limit:
+                    return out
+        return out
+
+    async def _claim_many(
+        self, msgs: Sequence[Msg], worker_id: str, lease: float, at: float
+    ) -> list[Task | BaseException | None]:
+        """:meth:`_claim` for a pulled batch in at most two batched steps, each one wait:
+        read the records the messages do not carry, then compare-and-set the ready ones
+        to ``RUNNING`` together with the batch's lease entry. Any other message (and a
+        lost compare-and-set) goes through :meth:`_claim`."""
+        carried = [_carried(m) for m in msgs]
+        ids = [c[0] for c in carried]
+        unread = [i for i, (tid, found) in enumerate(carried) if tid and found is None]
+        read = set()
+        for i, entry in zip(unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])):
+            if entry is not None:
+                try:
+                    carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
+                except Exception as exc:
+                    carried[i] = (ids[i], (_stand_in(ids[i], exc), entry[1]))
+                read.add(i)
+        claims: list[tuple[int, Task, Task, int]] = []  # (index, record, running, revision)
+        slow: dict[int, tuple[Task, int] | None] = {}
+        claiming: set[str] = set()  # a second message for a task in the batch goes the slow way
+        for i, (_, found) in enumerate(carried):
+            record = found[0] if found is not None else None
+            if (
+                found is not None and record is not None and record.id not in claiming
+                and record.state in READY_STATES
+                and (record.expires_at is None or record.expires_at > at)
+                and (record.eta is None or record.eta <= at)
+            ):
+                claims.append((i, record, self._running(record, worker_id, lease, at), found[1]))
+                claiming.add(record.id)
+            else:
+                slow[i] = found if i in read else None  # a carried copy may be stale: read
+        # The lease entry goes with the compare-and-sets, listing every attempt: one that
+        # loses never holds its lease, and a sweep drops such a listing (see _lapse_batch).
+        out: list[Task | BaseException | None] = [None] * len(msgs)
+        listed = {
+            ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
+            for i, _, running, _ in claims
+        }
+        self._batch_count += 1
+        key = f"{self._batch_prefix}{self._batch_count}"
+        replies = await self.inbox.ask([
+            *puts(self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]),
+            *puts(f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]),
+        ]) if claims else []
+        revs = revisions(replies)
+        won: list[tuple[int, Task, int]] = []
+        for (i, _, running, _), rev in zip(claims, revs):
+            if rev == WRONG_REVISION:
+                slow[i] = None  # changed since the read: read again
+                listed.pop(ids[i], None)
+            else:
+                won.append((i, running, rev))
+        if claims and not won:
+            with contextlib.suppress(nats.errors.Error):  # best effort: a sweep drops it later
+                await self._remove_entries([(key, revs[-1])])
+        if won:
+            self._batches[key] = (listed, revs[-1])
+            stale = [self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held]  # an older lease of ours
+            for i, running, rev in won:
+                self._held[ids[i]] = _Held(listed[ids[i]].lease(), 0, running, rev, key)
+                out[i] = running
+            if stale:
+                with contextlib.suppress(nats.errors.Error):  # best effort: a sweep drops it later
+                    await self._remove_entries(stale)
+        others = list(slow)
+        claimed = await asyncio.gather(
+            *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others), return_exceptions=True
+        )
+        for i, task in zip(others, claimed):
+            out[i] = task
+        return out
+
+    def _running(self, task: Task, worker_id: str, lease: float, at: float) -> Task:
+        return lifecycle.leased(task, worker_id, uuid.uuid4().hex, lease, at)
+
+    async def _claim(
+        self, msg: Msg, worker_id: str, lease: float, at: float, found: tuple[Task, int] | None = None
+    ) -> Task | None:
+        """Check one delivered message against its record (``found``: as just read) and
+        lease the task, or put the message back (nak with a delay) or away (ack) as the
+        record says."""
+        task_id = _message_task_id(msg)
+        if not task_id:  # not one of ours: never let it block the queue
+            await confirm(self.nc, msg.reply, _ACK)
+            return None
+        while True:
+            if found is None:
+                found = await self._read(task_id)
+            if found is None or found[0].state in TERMINAL_STATES:
+                await confirm(self.nc, msg.reply, _ACK)  # purged or finished: a stale message
+                return None
+            task, rev = found
+            if task.state is TaskState.WAITING:
+                settled = await self._settle(task_id)
+                if settled is not None and settled.state in READY_STATES:
+                    found = None
+                    continue
+                await confirm(self.nc, msg.reply, _ACK)  # its real message comes when it settles
+                return None
+            if task.state is TaskState.RUNNING:
+                await self._recheck_running(task, msg, at)
+                return None
+            if task.expires_at is not None and task.expires_at <= at:
+                await confirm(self.nc, msg.reply, _ACK)  # cleanup() marks it expired
+                return None
+            if task.eta is not None and task.eta > at:
+                await confirm(self.nc, msg.reply, nak_delay(task.eta - at))
+                return None
+            found = None  # a retry reads again
+            running = self._running(task, worker_id, lease, at)
+            try:
+                rev = await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            await self._put_lease(task_id, _Lease(running.lease_token or "", at + lease, msg.reply), (running, rev))
+            return running
+
+    async def _recheck_running(self, task: Task, msg: Msg, at: float) -> None:
+        """A message for a running task: its own, redelivered after AckWait, or a
+        duplicate. Keep it until the lease may end; recreate a missing lease entry
+        (a reserve that died between record and entry) so the lease can lapse."""
+        deadline = task.lease_deadline or at
+        if deadline <= at:
+            key = token(task.id)
+            try:
+                entry = await self._leases.get(key)
+                assert entry.value is not None
+                missing = _lease_decoder.decode(entry.value).token != task.lease_token
+            except nats.js.errors.KeyNotFoundError:
+                missing = True
+            if missing:
+                await self._leases.put(key, encoder.encode(_Lease(task.lease_token or "", deadline, msg.reply)))
+        await confirm(self.nc, msg.reply, nak_delay(max(deadline - at, _MIN_RECHECK)))
+
+    async def _wait_for_work(self, queues: list[str], timeout: float) -> None:
+        """Wakes on enqueue, release, retry, lapse and dependency release (core NATS
+        messages on ``<prefix>.wake.<queue>``); delayed tasks are found by the next poll."""
+        for queue in queues:
+            if queue not in self._wake_subs:
+                self._wake_subs[queue] = await self.nc.subscribe(
+                    f"{self.prefix}.wake.{token(queue)}", cb=self._on_wake
+                )
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._work.clear()
+
+    async def _on_wake(self, _msg: Msg) -> None:
+        self._work.set()
