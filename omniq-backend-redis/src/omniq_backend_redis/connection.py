@@ -53,17 +53,22 @@ class BoundedRetry(Retry):
         self.settings = settings
 
     async def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
-                              is_retryable: Callable[[Exception], bool] | None = None,
-                              with_failure_count: bool = False) -> Any:
+                              *args: Any, **kwargs: Any) -> Any:
+        """redis-py's retry, also given up once ``outage_timeout`` has passed since the
+        first failure. The bound is kept in ``fail`` (called after every failure by every
+        redis-py release since 5.0), so the extra parameters newer releases take are
+        passed on untouched."""
         deadline = 0.0  # set at the first failure: nothing to do on the way of a success
 
-        def retryable(error: Exception) -> bool:
+        async def bounded(error: Exception, *rest: Any) -> None:
             nonlocal deadline
             deadline = deadline or time.monotonic() + self.settings.outage_timeout
-            return time.monotonic() < deadline and (is_retryable is None or is_retryable(error))
+            await fail(error, *rest)
+            if time.monotonic() >= deadline:
+                raise error
 
         try:
-            return await super().call_with_retry(do, fail, retryable, with_failure_count)
+            return await super().call_with_retry(do, bounded, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise unavailable(self.settings, exc) from exc
 
