@@ -38,21 +38,35 @@ MEMBERS = [
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
-    "pytest>=8", "pytest-timeout>=2.3", "mypy>=1.15", "ruff>=0.17,<0.18", "hatchling>=1.27",
-    "build>=1.2", "moto[server]>=5", "s3fs",
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "mypy>=1.15",
+    "ruff>=0.17,<0.18",
+    "hatchling>=1.27",
+    "build>=1.2",
+    "moto[server]>=5",
+    "s3fs",
     # The dashboard's browser tests (the system chromium-driver; nothing downloads a browser).
     "selenium>=4.20",
     # The documentation site, built with --strict by tests/test_docs_site.py.
-    "mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2",
+    "mkdocs>=1.6,<2",
+    "mkdocs-material>=9.5,<10",
+    "mkdocstrings[python]>=1.0,<2",
     "mkdocstrings-python>=2.0,<3",
     # The Django project tests (omniq-django's `test` extra) and the FastAPI example.
-    "psycopg[binary]>=3.1", "fastapi>=0.110", "httpx>=0.27",
+    "psycopg[binary]>=3.1",
+    "fastapi>=0.110",
+    "httpx>=0.27",
 ]
 
 
 def fingerprint() -> str:
     h = hashlib.sha256(sys.version.encode())
-    for path in [Path(__file__), ROOT / "pyproject.toml", *(ROOT / m / "pyproject.toml" for m in MEMBERS)]:
+    for path in [
+        Path(__file__),
+        ROOT / "pyproject.toml",
+        *(ROOT / m / "pyproject.toml" for m in MEMBERS),
+    ]:
         h.update(path.read_bytes() if path.exists() else b"-")
     return h.hexdigest()
 
@@ -69,7 +83,12 @@ def ensure_env() -> None:
     print("installing the OmniQ workspace (editable) and test tools...", flush=True)
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    editable = [arg for m in MEMBERS if (ROOT / m / "pyproject.toml").exists() for arg in ("-e", str(ROOT / m))]
+    editable = [
+        arg
+        for m in MEMBERS
+        if (ROOT / m / "pyproject.toml").exists()
+        for arg in ("-e", str(ROOT / m))
+    ]
     subprocess.run([*pip, *editable, *TEST_DEPS], check=True, cwd=ROOT)
     STAMP.write_text(wanted)
 

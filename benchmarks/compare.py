@@ -39,10 +39,16 @@ STORE_VARIABLES = ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STOR
 
 #: Peer name -> "module:class" under benchmarks/peers, per backend (the default order).
 PEERS: dict[str, dict[str, str]] = {
-    "redis": {"arq": "peers.arq_subject:ArqSubject", "saq": "peers.saq_subject:SaqSubject",
-              "taskiq": "peers.taskiq_redis_subject:TaskiqRedisSubject", "rq": "peers.rq_subject:RqSubject"},
-    "postgres": {"procrastinate": "peers.procrastinate_subject:ProcrastinateSubject",
-                 "pgqueuer": "peers.pgqueuer_subject:PgQueuerSubject"},
+    "redis": {
+        "arq": "peers.arq_subject:ArqSubject",
+        "saq": "peers.saq_subject:SaqSubject",
+        "taskiq": "peers.taskiq_redis_subject:TaskiqRedisSubject",
+        "rq": "peers.rq_subject:RqSubject",
+    },
+    "postgres": {
+        "procrastinate": "peers.procrastinate_subject:ProcrastinateSubject",
+        "pgqueuer": "peers.pgqueuer_subject:PgQueuerSubject",
+    },
     "nats": {"taskiq-nats": "peers.taskiq_nats_subject:TaskiqNatsSubject"},
 }
 
@@ -64,34 +70,63 @@ class Target:
 
 
 TARGETS: dict[str, list[Target]] = {
-    "redis": [Target("processing >= 2x the fastest peer", "processing_per_s", 2.0),
-              Target("bulk enqueue >= 5x the fastest peer", "bulk_enqueue_per_s", 5.0),
-              Target("p50 latency no worse than the best peer", "latency_p50_ms", 1.0)],
+    "redis": [
+        Target("processing >= 2x the fastest peer", "processing_per_s", 2.0),
+        Target("bulk enqueue >= 5x the fastest peer", "bulk_enqueue_per_s", 5.0),
+        Target("p50 latency no worse than the best peer", "latency_p50_ms", 1.0),
+    ],
     "postgres": [Target("processing >= 2x the faster of the peers", "processing_per_s", 2.0)],
     "nats": [Target("processing >= 2x taskiq-nats", "processing_per_s", 2.0)],
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=sorted(PEERS), default="redis", help="server to compare on")
-    parser.add_argument("-n", type=int, default=10_000, help="tasks per throughput measurement (default 10000)")
-    parser.add_argument("--peers", help="comma-separated peers (default: every peer of the backend)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every library this many times, taking turns, and report "
-                             "the medians (default 1)")
-    parser.add_argument("--latency-samples", type=int, default=200, help="sequential tasks for latency (default 200)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one worker run may take (default 900)")
-    parser.add_argument("--reference", type=Path, help="JSON of an earlier `--backend redis --json` run: "
-                        "also check that OmniQ here is within the same order as OmniQ on Redis")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--backend", choices=sorted(PEERS), default="redis", help="server to compare on"
+    )
+    parser.add_argument(
+        "-n", type=int, default=10_000, help="tasks per throughput measurement (default 10000)"
+    )
+    parser.add_argument(
+        "--peers", help="comma-separated peers (default: every peer of the backend)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every library this many times, taking turns, and report "
+        "the medians (default 1)",
+    )
+    parser.add_argument(
+        "--latency-samples",
+        type=int,
+        default=200,
+        help="sequential tasks for latency (default 200)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds one worker run may take (default 900)"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="JSON of an earlier `--backend redis --json` run: "
+        "also check that OmniQ here is within the same order as OmniQ on Redis",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     args = parser.parse_args(argv)
     known = PEERS[args.backend]
-    args.peer_names = [p.strip() for p in args.peers.split(",") if p.strip()] if args.peers else list(known)
+    args.peer_names = (
+        [p.strip() for p in args.peers.split(",") if p.strip()] if args.peers else list(known)
+    )
     unknown = [p for p in args.peer_names if p not in known]
     if unknown:
-        parser.error(f"unknown peer(s) {', '.join(unknown)} for --backend {args.backend}; "
-                     f"valid: {', '.join(known)}")
+        parser.error(
+            f"unknown peer(s) {', '.join(unknown)} for --backend {args.backend}; "
+            f"valid: {', '.join(known)}"
+        )
     if args.n < 1 or args.latency_samples < 2 or args.rounds < 1:
         parser.error("-n and --rounds must be >= 1 and --latency-samples >= 2")
     return args
@@ -107,7 +142,9 @@ def omniq_setup(backend: str) -> tuple[str, Callable[[], Any]]:
         return f"{REDIS_URL}?key_prefix={NAME}", lambda: redis_delete(REDIS_URL, [f"{NAME}:*"])
     if backend == "postgres":
         return f"{POSTGRES_URL}?schema={NAME}", lambda: postgres_drop_schema(POSTGRES_URL, NAME)
-    return f"{NATS_URL}?prefix={NAME}", lambda: nats_delete_streams(NATS_URL, (f"{NAME}_", f"KV_{NAME}_"))
+    return f"{NATS_URL}?prefix={NAME}", lambda: nats_delete_streams(
+        NATS_URL, (f"{NAME}_", f"KV_{NAME}_")
+    )
 
 
 def load(ref: str) -> Any:
@@ -121,29 +158,44 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "postgres":
         from peers import POSTGRES_URL
         from peers.cleanup import postgres_vacuum
+
         vacuum = partial(postgres_vacuum, POSTGRES_URL)
-    os.environ.update({name: url for name in STORE_VARIABLES})
+    os.environ.update(dict.fromkeys(STORE_VARIABLES, url))
     os.environ["OMNIQ_EVENTS"] = "true"
     from omniq_subject import OmniQSubject  # its app reads the variables above
-    subjects: list[tuple[str, Callable[[], Any]]] = [("omniq", partial(OmniQSubject, None, None, "async"))]
+
+    subjects: list[tuple[str, Callable[[], Any]]] = [
+        ("omniq", partial(OmniQSubject, None, None, "async"))
+    ]
     subjects += [(name, partial(load, PEERS[args.backend][name])) for name in args.peer_names]
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in subjects}
     notes: dict[str, list[str]] = {}
     for r in range(args.rounds):
-        turn = subjects[r % len(subjects):] + subjects[:r % len(subjects)]
+        turn = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
         for name, make in turn:
             if not args.json and args.rounds > 1:
                 print(f"[{name}] round {r + 1} of {args.rounds}", flush=True)
             rounds[name].append(await _measure_one(name, make, args, vacuum, notes, omniq_cleanup))
     results = {name: median_figures(figures) for name, figures in rounds.items()}
-    return {"backend": args.backend, "n": args.n, "latency_samples": args.latency_samples,
-            "rounds": args.rounds, "results": results, "notes": notes,
-            "per_round": rounds if args.rounds > 1 else {}}
+    return {
+        "backend": args.backend,
+        "n": args.n,
+        "latency_samples": args.latency_samples,
+        "rounds": args.rounds,
+        "results": results,
+        "notes": notes,
+        "per_round": rounds if args.rounds > 1 else {},
+    }
 
 
-async def _measure_one(name: str, make: Callable[[], Any], args: argparse.Namespace,
-                       vacuum: Callable[[], Any] | None, notes: dict[str, list[str]],
-                       omniq_cleanup: Callable[[], Any]) -> dict[str, Any]:
+async def _measure_one(
+    name: str,
+    make: Callable[[], Any],
+    args: argparse.Namespace,
+    vacuum: Callable[[], Any] | None,
+    notes: dict[str, list[str]],
+    omniq_cleanup: Callable[[], Any],
+) -> dict[str, Any]:
     """One library's figures, or ``{"error": ...}``: one library failing must not hide
     the others."""
     from harness import measure
@@ -152,9 +204,15 @@ async def _measure_one(name: str, make: Callable[[], Any], args: argparse.Namesp
         try:
             subject = make()
             notes[name] = list(getattr(subject, "notes", []))
-            figures = await measure(subject, args.n, args.latency_samples, Path(tmp),
-                                    timeout=args.timeout, progress=not args.json,
-                                    before_processing=vacuum)
+            figures = await measure(
+                subject,
+                args.n,
+                args.latency_samples,
+                Path(tmp),
+                timeout=args.timeout,
+                progress=not args.json,
+                before_processing=vacuum,
+            )
             return figures.as_dict()
         except Exception as exc:
             if not args.json:
@@ -202,19 +260,28 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
         best_name = (max if higher else min)(peers, key=lambda p: peers[p][target.key])
         ratio = advantage(omniq, peers[best_name], target.key, higher)
         met = ratio is not None and ratio >= target.factor
-        detail = (f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
-                  f"{'n/a' if ratio is None else f'{ratio:.2f}x'}")
+        detail = (
+            f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}x'}"
+        )
         per_round = report.get("per_round") or {}
         if per_round:
             pairs = zip(per_round["omniq"], per_round[best_name])
             ratios = [advantage(o, p, target.key, higher) for o, p in pairs]
-            detail += "; per round " + ", ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios)
+            detail += "; per round " + ", ".join(
+                "n/a" if r is None else f"{r:.2f}x" for r in ratios
+            )
         checks.append({"target": target.text, "met": met, "detail": detail})
     if reference is not None and "error" not in omniq:
         redis_rate = reference["results"]["omniq"]["processing_per_s"]
         ratio = omniq["processing_per_s"] / redis_rate
-        checks.append({"target": "processing within the same order as OmniQ on Redis", "met": ratio >= 0.1,
-                       "detail": f"{omniq['processing_per_s']:,} vs {redis_rate:,} on Redis: {ratio:.2f}x"})
+        checks.append(
+            {
+                "target": "processing within the same order as OmniQ on Redis",
+                "met": ratio >= 0.1,
+                "detail": f"{omniq['processing_per_s']:,} vs {redis_rate:,} on Redis: {ratio:.2f}x",
+            }
+        )
     return checks
 
 
@@ -223,9 +290,13 @@ def table(report: dict[str, Any]) -> str:
     omniq = results.get("omniq", {})
     header = f"{'library':<14}" + "".join(f"{label:>14}" for label, _, _ in METRICS)
     rounds = report.get("rounds", 1)
-    lines = [f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, one worker "
-             f"process, 10 tasks at a time, OmniQ with events on"
-             + (f"; medians of {rounds} rounds" if rounds > 1 else ""), header, "-" * len(header)]
+    lines = [
+        f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, one worker "
+        f"process, 10 tasks at a time, OmniQ with events on"
+        + (f"; medians of {rounds} rounds" if rounds > 1 else ""),
+        header,
+        "-" * len(header),
+    ]
     for name, figures in results.items():
         if "error" in figures:
             lines.append(f"{name:<14}  FAILED: {figures['error']}")
@@ -233,8 +304,13 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<14}" + "".join(f"{figures[key]:>14,}" for _, key, _ in METRICS))
         if name != "omniq":
             cells = [advantage(omniq, figures, key, higher) for _, key, higher in METRICS]
-            lines.append(f"{'  OmniQ x':<14}" + "".join(f"{'-' if c is None else f'{c:.2f}x':>14}" for c in cells))
-    lines.append("OmniQ x = how many times OmniQ is better (throughput omniq/peer, latency peer/omniq)")
+            lines.append(
+                f"{'  OmniQ x':<14}"
+                + "".join(f"{'-' if c is None else f'{c:.2f}x':>14}" for c in cells)
+            )
+    lines.append(
+        "OmniQ x = how many times OmniQ is better (throughput omniq/peer, latency peer/omniq)"
+    )
     for name, notes in report["notes"].items():
         lines += [f"note, {name}: {note}" for note in notes]
     for name, figures in results.items():
@@ -247,7 +323,9 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
+    )
     sys.path.insert(0, str(HERE))
     report = asyncio.run(run_all(args))
     reference = json.loads(args.reference.read_text()) if args.reference else None

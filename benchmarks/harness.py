@@ -90,14 +90,17 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -
         code = await asyncio.to_thread(proc.wait, timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise WorkerFailed(f"the worker did not finish within {timeout:g} s; its log: {log}") from None
+        raise WorkerFailed(
+            f"the worker did not finish within {timeout:g} s; its log: {log}"
+        ) from None
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise WorkerFailed(f"the worker exited with {code}: " + " | ".join(tail))
 
 
-async def _process_without_burst(subject: Subject, ids: list[str], timeout: float, log: Path,
-                                 warnings: list[str]) -> tuple[float, float]:
+async def _process_without_burst(
+    subject: Subject, ids: list[str], timeout: float, log: Path, warnings: list[str]
+) -> tuple[float, float]:
     """For a library whose worker has no burst mode (``has_burst = False``): run it until
     the last task's result is there and every task has succeeded, then SIGTERM it. The
     window still comes from the task records, so the polling does not enter the figure."""
@@ -130,9 +133,15 @@ async def _stop(worker: subprocess.Popen[bytes], log: Path, warnings: list[str])
     await _wait_exit(worker, 0, log)  # it has exited: raise on a non-zero code
 
 
-async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
-                  timeout: float = 600.0, progress: bool = True,
-                  before_processing: Callable[[], Awaitable[None]] | None = None) -> Figures:
+async def measure(
+    subject: Subject,
+    n: int,
+    latency_samples: int,
+    workdir: Path,
+    timeout: float = 600.0,
+    progress: bool = True,
+    before_processing: Callable[[], Awaitable[None]] | None = None,
+) -> Figures:
     """Run the four measurements in order on an empty backend; ``before_processing``
     (e.g. a vacuum) runs between the bulk enqueue and the processing run."""
     log = workdir / "worker.log"
@@ -181,8 +190,14 @@ async def measure(subject: Subject, n: int, latency_samples: int, workdir: Path,
         await subject.close()
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return Figures(
-        subject=subject.name, n=n, enqueue_per_s=round(enqueue, 1), bulk_enqueue_per_s=round(bulk, 1),
-        processing_per_s=round(n / (last - first), 1), processing_s=round(last - first, 3),
-        latency_samples=latency_samples, latency_p50_ms=round(cuts[49] * 1000, 2),
-        latency_p99_ms=round(cuts[98] * 1000, 2), warnings=warnings,
+        subject=subject.name,
+        n=n,
+        enqueue_per_s=round(enqueue, 1),
+        bulk_enqueue_per_s=round(bulk, 1),
+        processing_per_s=round(n / (last - first), 1),
+        processing_s=round(last - first, 3),
+        latency_samples=latency_samples,
+        latency_p50_ms=round(cuts[49] * 1000, 2),
+        latency_p99_ms=round(cuts[98] * 1000, 2),
+        warnings=warnings,
     )

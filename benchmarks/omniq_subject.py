@@ -16,8 +16,9 @@ CHUNK = 1000
 class OmniQSubject:
     name = "omniq"
 
-    def __init__(self, pool: str | None, concurrency: int | None, task_kind: str,
-                 log_level: str = "INFO") -> None:
+    def __init__(
+        self, pool: str | None, concurrency: int | None, task_kind: str, log_level: str = "INFO"
+    ) -> None:
         self.pool = pool
         self.log_level = log_level
         self.concurrency = concurrency
@@ -39,8 +40,17 @@ class OmniQSubject:
         await app.purge()
 
     def worker_command(self, burst: bool) -> list[str]:
-        command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "bench_tasks:app", "--no-progress",
-                   "--log-level", self.log_level]
+        command = [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "worker",
+            "--app",
+            "bench_tasks:app",
+            "--no-progress",
+            "--log-level",
+            self.log_level,
+        ]
         if self.pool:
             command += ["--pool", self.pool]
         if self.concurrency:
@@ -50,11 +60,15 @@ class OmniQSubject:
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         first, last = float("inf"), 0.0
         for i in range(0, len(task_ids), CHUNK):
-            chunk = task_ids[i:i + CHUNK]
+            chunk = task_ids[i : i + CHUNK]
             results = await app.result_storage.get_many(chunk)
-            unfinished = [t for t in chunk if t not in results or results[t].state is not TaskState.SUCCEEDED]
+            unfinished = [
+                t for t in chunk if t not in results or results[t].state is not TaskState.SUCCEEDED
+            ]
             if unfinished:
-                raise RuntimeError(f"{len(unfinished)} task(s) did not succeed, e.g. {unfinished[0]}")
+                raise RuntimeError(
+                    f"{len(unfinished)} task(s) did not succeed, e.g. {unfinished[0]}"
+                )
             first = min(first, *(r.started_at or r.finished_at for r in results.values()))
             last = max(last, *(r.finished_at for r in results.values()))
         return first, last

@@ -63,7 +63,11 @@ def test_sync_round_trip_with_events(app):
     assert app.run_worker(pool="thread", concurrency=2, burst=True) == "burst"
     assert app.get_result(ref, timeout=5) == 5
     assert app.get_result(ref.id, timeout=5) == 5
-    assert types_of(app.events(task_id=ref.id)) == [EventType.ENQUEUED, EventType.STARTED, EventType.SUCCEEDED]
+    assert types_of(app.events(task_id=ref.id)) == [
+        EventType.ENQUEUED,
+        EventType.STARTED,
+        EventType.SUCCEEDED,
+    ]
     assert app.get_task(ref.id).state is TaskState.SUCCEEDED
 
 
@@ -81,7 +85,10 @@ async def test_bulk_refs_and_events_say_what_was_stored(aapp):
     assert {ref.state for ref in refs} == {TaskState.SCHEDULED}
     for ref in refs:
         [event] = await aapp.events(task_id=ref.id)
-        assert (event.type, event.detail) == (EventType.ENQUEUED, {"name": ref.name, "state": "scheduled"})
+        assert (event.type, event.detail) == (
+            EventType.ENQUEUED,
+            {"name": ref.name, "state": "scheduled"},
+        )
 
 
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
@@ -212,7 +219,9 @@ async def test_undecodable_and_unknown_tasks_are_dead_lettered_and_the_worker_go
         return "fine"
 
     now = time.time()
-    await aapp.task_queue.enqueue(Task(id="corrupt-1", name=fine.name, payload=b"\x00garbage", created_at=now))
+    await aapp.task_queue.enqueue(
+        Task(id="corrupt-1", name=fine.name, payload=b"\x00garbage", created_at=now)
+    )
     stranger = await aapp.enqueue("somewhere.unknown_task")
     ok = await fine.delay()
     await aapp.run_worker(burst=True)
@@ -225,6 +234,7 @@ async def test_undecodable_and_unknown_tasks_are_dead_lettered_and_the_worker_go
 
 async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
     async with AsyncOmniQ(**urls(tmp_path), lease=0.3) as app:
+
         @app.task
         def work() -> str:
             return "done"
@@ -242,6 +252,7 @@ async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
 
 async def test_schedules_fire_pause_and_fire_once_across_schedulers(tmp_path):
     async with AsyncOmniQ(**urls(tmp_path)) as app, AsyncOmniQ(**urls(tmp_path)) as other:
+
         @app.task
         def tick() -> str:
             return "tick"
@@ -262,6 +273,7 @@ async def test_a_signed_schedule_keeps_its_id_and_each_firing_runs(tmp_path):
     """Calls are signed for their task's id; a schedule's firings get ids of their own, so
     each is signed for its id when it fires, and the default schedule id stays stable."""
     async with AsyncOmniQ(**urls(tmp_path), secret_key="k") as app:
+
         @app.task
         def tick() -> str:
             return "tick"
@@ -301,15 +313,21 @@ async def test_bad_input_is_refused_with_the_value_named(aapp):
     assert await aapp.list_tasks() == []  # nothing half-written
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(eta=float("nan")), r"eta must be a time in epoch seconds from 0 to 253402300800 .*nan"),
-    (dict(eta=float("inf")), r"eta must be a time in epoch seconds .*got inf"),
-    (dict(eta=-1e300), r"eta must be a time in epoch seconds .*got -1e\+300"),
-    (dict(eta=1e300), r"eta must be a time in epoch seconds .*got 1e\+300"),
-    (dict(delay=1e300), r"delay=1e\+300 s puts the task past the last valid time"),
-    (dict(queue=""), r"invalid queue name ''"),
-    (dict(task_id=""), r"invalid task id ''"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            dict(eta=float("nan")),
+            r"eta must be a time in epoch seconds from 0 to 253402300800 .*nan",
+        ),
+        (dict(eta=float("inf")), r"eta must be a time in epoch seconds .*got inf"),
+        (dict(eta=-1e300), r"eta must be a time in epoch seconds .*got -1e\+300"),
+        (dict(eta=1e300), r"eta must be a time in epoch seconds .*got 1e\+300"),
+        (dict(delay=1e300), r"delay=1e\+300 s puts the task past the last valid time"),
+        (dict(queue=""), r"invalid queue name ''"),
+        (dict(task_id=""), r"invalid task id ''"),
+    ],
+)
 async def test_hostile_enqueue_options_are_refused_and_nothing_is_written(aapp, options, message):
     @aapp.task
     def noop() -> None:
@@ -335,8 +353,11 @@ async def test_time_filters_and_schedule_starts_are_checked_like_eta(aapp):
 @pytest.mark.parametrize("cron", ["* * * * * *", "0 0 * * * 0 2030"])
 async def test_cron_with_seconds_or_year_fields_is_refused(aapp, cron):
     fields = len(cron.split())
-    with pytest.raises(ConfigError, match=rf"invalid cron expression .*\(it has {fields} fields\): "
-                                          r"expected 5 fields"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"invalid cron expression .*\(it has {fields} fields\): "
+        r"expected 5 fields",
+    ):
         await aapp.schedule("some.task", cron=cron)
     assert await aapp.list_schedules() == []
 
@@ -404,12 +425,16 @@ def test_capabilities_are_checked_at_configuration_time(tmp_path):
     from omniq.interfaces import Capability
 
     with OmniQ(**urls(tmp_path)) as app:
-        type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities - {Capability.DELAYED}
+        type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities - {
+            Capability.DELAYED
+        }
         try:
             with pytest.raises(CapabilityError, match="'delayed' capability"):
                 app.enqueue("x.y", delay=5)
         finally:
-            type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities | {Capability.DELAYED}
+            type(app.aio.task_queue).capabilities = app.aio.task_queue.capabilities | {
+                Capability.DELAYED
+            }
 
 
 @pytest.mark.parametrize(("prefetch", "held"), [(1, 3), (None, 10)])
@@ -430,7 +455,9 @@ async def test_a_worker_holds_concurrency_plus_prefetch_tasks(aapp, prefetch, he
     run = asyncio.create_task(worker.run(install_signals=False))
     try:
         deadline = time.monotonic() + 10
-        while (counts := (await aapp.stats())["default"]).get(TaskState.RUNNING, 0) < held or started < 2:
+        while (counts := (await aapp.stats())["default"]).get(
+            TaskState.RUNNING, 0
+        ) < held or started < 2:
             assert time.monotonic() < deadline, f"worker held {counts} with {started} started"
             await asyncio.sleep(0.02)
         assert started == 2

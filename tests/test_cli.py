@@ -42,6 +42,7 @@ class Runner(CliRunner):
             root.handlers[:] = handlers
             root.setLevel(level)
 
+
 pytest.importorskip("omniq_backend_sqlite")
 
 Invoke = Callable[..., Result]
@@ -89,7 +90,8 @@ def app(url: str) -> Iterator[OmniQ]:
 def tasks_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A module of tasks in tmp_path, under a unique name (each test imports it afresh)."""
     name = f"omniq_cli_tasks_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         import time
         from omniq import OmniQ
 
@@ -107,7 +109,8 @@ def tasks_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         def nap(i):
             time.sleep(0.2)
             return i
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
 
@@ -146,18 +149,23 @@ def test_unknown_backend_is_one_line_naming_it() -> None:
     one_line_error(result, "'nosuch'", "sqlite")
 
 
-@pytest.mark.parametrize("ref", ["bad_scheme!://user:hunter2@host/x.db", "sqlite://user:hunter2@host/x.db"])
+@pytest.mark.parametrize(
+    "ref", ["bad_scheme!://user:hunter2@host/x.db", "sqlite://user:hunter2@host/x.db"]
+)
 def test_password_is_masked_in_errors(ref: str) -> None:
     result = Runner().invoke(cli, ["--task-queue", ref, "queues"], obj=CliState())
     one_line_error(result, "user:***@host")
     assert "hunter2" not in result.output
 
 
-@pytest.mark.parametrize(("ref", "shown"), [
-    ("nats://tok-S3CRET@127.0.0.1:1?connect_timeout=0.5", "nats://***@127.0.0.1:1"),
-    ("redis://:S3CRET@p/w@127.0.0.1:notaport/0", "redis://:***@127.0.0.1:notaport/0"),
-    ("redis://:S3C@RET@127.0.0.1:6379/abc", "redis://:***@127.0.0.1:6379/abc"),
-])
+@pytest.mark.parametrize(
+    ("ref", "shown"),
+    [
+        ("nats://tok-S3CRET@127.0.0.1:1?connect_timeout=0.5", "nats://***@127.0.0.1:1"),
+        ("redis://:S3CRET@p/w@127.0.0.1:notaport/0", "redis://:***@127.0.0.1:notaport/0"),
+        ("redis://:S3C@RET@127.0.0.1:6379/abc", "redis://:***@127.0.0.1:6379/abc"),
+    ],
+)
 def test_tokens_and_odd_passwords_are_masked_in_errors(ref: str, shown: str) -> None:
     """A token URL failing to open, and passwords holding '/' or '@' refused at
     configuration: the one-line error shows the URL masked."""
@@ -168,7 +176,9 @@ def test_tokens_and_odd_passwords_are_masked_in_errors(ref: str, shown: str) -> 
 
 
 def test_debug_raises_the_original_error() -> None:
-    result = Runner().invoke(cli, ["--debug", "--task-queue", "nosuch://x", "queues"], obj=CliState())
+    result = Runner().invoke(
+        cli, ["--debug", "--task-queue", "nosuch://x", "queues"], obj=CliState()
+    )
     assert result.exit_code != 0
     assert type(result.exception).__name__ == "UnknownBackendError"
 
@@ -187,7 +197,11 @@ def test_plugins_json_lists_sqlite(invoke: Invoke) -> None:
     sqlite = entries["sqlite"]
     assert sqlite["error"] is None
     assert sqlite["backends"][0]["schemes"] == ["sqlite"]
-    assert set(sqlite["backends"][0]["provides"]) == {"task_queue", "result_storage", "event_storage"}
+    assert set(sqlite["backends"][0]["provides"]) == {
+        "task_queue",
+        "result_storage",
+        "event_storage",
+    }
     assert not any(e["builtin"] for e in entries.values())
 
 
@@ -222,8 +236,11 @@ class _GreedyCliPlugin:
 
 @pytest.fixture
 def cli_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    names = {"test-cli-ok": _CliPlugin(), "test-cli-broken": _BrokenCliPlugin(),
-             "test-cli-greedy": _GreedyCliPlugin()}
+    names = {
+        "test-cli-ok": _CliPlugin(),
+        "test-cli-broken": _BrokenCliPlugin(),
+        "test-cli-greedy": _GreedyCliPlugin(),
+    }
     for name, plugin in names.items():
         register_plugin(plugin, name)
     monkeypatch.setattr(cli, "_plugins_loaded", False)
@@ -239,7 +256,10 @@ def test_plugin_commands_are_added_and_failures_reported(invoke: Invoke) -> None
     result = invoke("hello")
     assert result.exit_code == 0, result.output
     assert "hello from a plugin" in result.stdout
-    assert "'test-cli-broken' could not add its commands: RuntimeError: cannot build my commands" in result.stderr
+    assert (
+        "'test-cli-broken' could not add its commands: RuntimeError: cannot build my commands"
+        in result.stderr
+    )
     assert "'test-cli-greedy' could not add its commands" in result.stderr
     assert "Run a worker" in invoke("worker", "--help").stdout  # the built-in one stayed
     errors = {e["name"]: e["cli_error"] for e in as_json(invoke("plugins", "--json"))}
@@ -255,8 +275,11 @@ class _RivalPlugin:
 
     @hookimpl
     def omniq_register_backends(self, register: Callable[[BackendSpec], None]) -> None:
-        register(BackendSpec(name=self.name, schemes=("contested", self.name),
-                             task_queue="nowhere:Queue"))
+        register(
+            BackendSpec(
+                name=self.name, schemes=("contested", self.name), task_queue="nowhere:Queue"
+            )
+        )
 
 
 @pytest.fixture
@@ -277,16 +300,19 @@ def test_plugins_flags_a_scheme_claimed_by_two_plugins(invoke: Invoke) -> None:
     for name in ("rival-one", "rival-two"):
         assert re.search(r"conflict \[\d+\]", rows[name]), result.stdout
     text = " ".join(result.stdout.split())
-    assert ("URL scheme 'contested' is claimed by rival-one (registered in code) and rival-two "
-            "(registered in code): resolving it fails") in text, text
+    assert (
+        "URL scheme 'contested' is claimed by rival-one (registered in code) and rival-two "
+        "(registered in code): resolving it fails"
+    ) in text, text
     entries = {e["name"]: e for e in as_json(invoke("plugins", "--json"))}
     assert entries["rival-one"]["conflicts"] == ["URL scheme 'contested'"]
     assert entries["sqlite"]["conflicts"] == []
 
 
 @pytest.mark.usefixtures("rival_plugins", "cli_plugins")
-def test_plugins_table_is_readable_at_80_columns(invoke: Invoke,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugins_table_is_readable_at_80_columns(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing is cut short with an ellipsis, nothing passes column 80, and errors are
     shown whole (under the table), not squeezed into a narrow cell."""
     from omniq.cli import ui
@@ -310,14 +336,20 @@ def test_worker_burst_runs_tasks_of_app_module(processed: dict[str, str], app: O
     assert app.get_task(processed["bad"]).state.value == "dead"
 
 
-@pytest.mark.parametrize(("flags", "shown"), [
-    ((), "concurrency=3 prefetch=12"),  # the default, 4 x concurrency
-    (("--prefetch", "0"), "concurrency=3 prefetch=0"),
-    (("--prefetch", "5"), "concurrency=3 prefetch=5"),
-])
-def test_worker_prefetch_option_reaches_the_worker(invoke: Invoke, tasks_module: str,
-                                                   flags: tuple[str, ...], shown: str) -> None:
-    result = invoke("worker", "--app", f"{tasks_module}:app", "-c", "3", *flags, "--burst", "--no-progress")
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [
+        ((), "concurrency=3 prefetch=12"),  # the default, 4 x concurrency
+        (("--prefetch", "0"), "concurrency=3 prefetch=0"),
+        (("--prefetch", "5"), "concurrency=3 prefetch=5"),
+    ],
+)
+def test_worker_prefetch_option_reaches_the_worker(
+    invoke: Invoke, tasks_module: str, flags: tuple[str, ...], shown: str
+) -> None:
+    result = invoke(
+        "worker", "--app", f"{tasks_module}:app", "-c", "3", *flags, "--burst", "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     assert f"started: pool=async {shown} queues=default" in result.stderr
 
@@ -329,18 +361,32 @@ def test_worker_negative_prefetch_is_refused(invoke: Invoke, tasks_module: str) 
 
 
 def test_worker_bad_pool_is_one_line(invoke: Invoke, tasks_module: str) -> None:
-    one_line_error(invoke("worker", "--app", f"{tasks_module}:app", "--pool", "nopool", "--burst"),
-                   "'nopool'", "async")
+    one_line_error(
+        invoke("worker", "--app", f"{tasks_module}:app", "--pool", "nopool", "--burst"),
+        "'nopool'",
+        "async",
+    )
 
 
 def test_worker_warns_when_its_task_queue_cannot_be_shared_between_processes(
-        tasks_module: str) -> None:
+    tasks_module: str,
+) -> None:
     """A memory:// queue lives in one process: the worker says so at start, and why,
     instead of leaving the user with an empty queue (or a backend's lock error)."""
     pytest.importorskip("omniq_backend_fsspec")
-    result = Runner().invoke(cli, ["--task-queue", "memory://lonely", "worker", "--app",
-                                      f"{tasks_module}:app", "--burst", "--no-progress"],
-                                obj=CliState())
+    result = Runner().invoke(
+        cli,
+        [
+            "--task-queue",
+            "memory://lonely",
+            "worker",
+            "--app",
+            f"{tasks_module}:app",
+            "--burst",
+            "--no-progress",
+        ],
+        obj=CliState(),
+    )
     assert result.exit_code == 0, result.output
     assert "memory://lonely" in result.stderr and "cross_process" in result.stderr
     assert "never those of another process" in result.stderr
@@ -352,35 +398,65 @@ def test_worker_on_a_shared_queue_does_not_warn(invoke: Invoke, tasks_module: st
     assert "cross_process" not in result.stderr
 
 
-@pytest.mark.parametrize(("ref", "fragment"), [
-    ("nosuchmodule:app", "cannot import 'nosuchmodule'"),
-    ("{mod}:nothere", "has no attribute 'nothere'"),
-    ("{mod}:double", "expected an OmniQ or AsyncOmniQ instance"),
-    ("no-colon", "expected 'module:attribute'"),
-])
-def test_worker_bad_app_is_one_line(invoke: Invoke, tasks_module: str, ref: str, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("ref", "fragment"),
+    [
+        ("nosuchmodule:app", "cannot import 'nosuchmodule'"),
+        ("{mod}:nothere", "has no attribute 'nothere'"),
+        ("{mod}:double", "expected an OmniQ or AsyncOmniQ instance"),
+        ("no-colon", "expected 'module:attribute'"),
+    ],
+)
+def test_worker_bad_app_is_one_line(
+    invoke: Invoke, tasks_module: str, ref: str, fragment: str
+) -> None:
     one_line_error(invoke("worker", "--app", ref.format(mod=tasks_module), "--burst"), fragment)
 
 
-def test_store_flag_ignored_by_app_is_an_error(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_flag_ignored_by_app_is_an_error(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = f"omniq_cli_pinned_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(f"from omniq import OmniQ\napp = OmniQ(task_queue={url!r})\n")
+    (tmp_path / f"{name}.py").write_text(
+        f"from omniq import OmniQ\napp = OmniQ(task_queue={url!r})\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    result = Runner().invoke(cli, ["--task-queue", other, "worker", "--app", f"{name}:app", "--burst"],
-                                obj=CliState())
+    result = Runner().invoke(
+        cli, ["--task-queue", other, "worker", "--app", f"{name}:app", "--burst"], obj=CliState()
+    )
     one_line_error(result, "--task-queue", "sets task_queue")
 
 
-def test_worker_recycles_by_reexecuting(tmp_path: Path, url: str, app: OmniQ, tasks_module: str) -> None:
+def test_worker_recycles_by_reexecuting(
+    tmp_path: Path, url: str, app: OmniQ, tasks_module: str
+) -> None:
     """--max-tasks-per-child on the async pool: the process re-executes itself and the
     new one finishes the queue."""
     refs = app.enqueue_many(f"{tasks_module}.nap", [(i,) for i in range(8)])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     proc = subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app", f"{tasks_module}:app",
-         "--burst", "-c", "1", "--max-tasks-per-child", "2", "--no-progress"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "--app",
+            f"{tasks_module}:app",
+            "--burst",
+            "-c",
+            "1",
+            "--max-tasks-per-child",
+            "2",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "re-executing the process" in proc.stderr
@@ -393,8 +469,22 @@ def test_worker_drains_on_sigterm(tmp_path: Path, url: str, tasks_module: str) -
     log = tmp_path / "worker.log"
     with log.open("w") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app", f"{tasks_module}:app",
-             "--no-progress"], cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "omniq.cli",
+                "--task-queue",
+                url,
+                "worker",
+                "--app",
+                f"{tasks_module}:app",
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while "started: pool=async" not in log.read_text():
@@ -413,10 +503,20 @@ def test_a_store_that_fails_to_open_ends_the_command(tmp_path: Path) -> None:
     pytest.importorskip("omniq_backend_postgres")
     unreachable = "postgresql://omniq:hunter2@127.0.0.1:1/test"
     proc = subprocess.run(
-        [sys.executable, "-m", "omniq.cli",
-         "--task-queue", created(f"sqlite:///{tmp_path / 'omniq.db'}"),
-         "--event-storage", unreachable, "events"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=15,
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            created(f"sqlite:///{tmp_path / 'omniq.db'}"),
+            "--event-storage",
+            unreachable,
+            "events",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=15,
     )
     assert proc.returncode == 1, proc.stderr
     [line] = proc.stderr.splitlines()
@@ -454,7 +554,9 @@ def test_events_filters(invoke: Invoke, processed: dict[str, str]) -> None:
     assert {e["type"] for e in dead} == {"dead", "failed"}
     assert {e["task_id"] for e in dead} == {processed["bad"]}
     assert len(as_json(invoke("events", "--limit", "2", "--json"))) == 2
-    assert as_json(invoke("events", "--limit", "1", "--json"))[0]["id"] == every[-1]["id"]  # the newest
+    assert (
+        as_json(invoke("events", "--limit", "1", "--json"))[0]["id"] == every[-1]["id"]
+    )  # the newest
     assert len(as_json(invoke("events", "--since", "10m", "--json"))) == len(every)
     assert as_json(invoke("events", "--since", "2999-01-01T00:00", "--json")) == []
     assert as_json(invoke("events", "--queue", "elsewhere", "--json")) == []
@@ -462,11 +564,14 @@ def test_events_filters(invoke: Invoke, processed: dict[str, str]) -> None:
     assert table.exit_code == 0 and "no good" in table.stdout
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--since", "yesterday"], "'yesterday' is neither a relative time"),
-    (["--type", "exploded"], "'exploded' is not one of"),
-    (["--limit", "0"], "--limit"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--since", "yesterday"], "'yesterday' is neither a relative time"),
+        (["--type", "exploded"], "'exploded' is not one of"),
+        (["--limit", "0"], "--limit"),
+    ],
+)
 def test_events_bad_filters(invoke: Invoke, args: list[str], fragment: str) -> None:
     result = invoke("events", *args)
     assert result.exit_code == 2
@@ -478,7 +583,10 @@ def test_queues(invoke: Invoke, app: OmniQ) -> None:
     app.enqueue("some.task", queue="emails")
     app.enqueue("some.task", queue="emails")
     app.enqueue("some.task", delay=3600)
-    assert as_json(invoke("queues", "--json")) == {"default": {"scheduled": 1}, "emails": {"pending": 2}}
+    assert as_json(invoke("queues", "--json")) == {
+        "default": {"scheduled": 1},
+        "emails": {"pending": 2},
+    }
     table = invoke("queues").stdout
     assert "emails" in table and "pending" in table and "succeeded" not in table
 

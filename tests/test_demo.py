@@ -18,7 +18,11 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "omniq.cli", "demo", "--dir", str(tmp_path / "demo")],
-        cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
@@ -34,7 +38,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         assert (tmp_path / "demo" / name).is_file()
 
 
-def test_demo_files_can_be_explored_with_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_files_can_be_explored_with_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The config the demo writes points the other commands at its files."""
     import json
 
@@ -47,8 +53,9 @@ def test_demo_files_can_be_explored_with_the_cli(tmp_path: Path, monkeypatch: py
 
     monkeypatch.chdir(tmp_path)
     directory = run_demo(tmp_path / "d", out, err)
-    result = CliRunner().invoke(cli, ["--config", str(directory / "omniq.yaml"), "queues", "--json"],
-                                obj=CliState())
+    result = CliRunner().invoke(
+        cli, ["--config", str(directory / "omniq.yaml"), "queues", "--json"], obj=CliState()
+    )
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout)["demo"]
     assert set(counts) == {"succeeded"} and counts["succeeded"] >= 7  # 5 tasks and the firings

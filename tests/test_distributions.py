@@ -28,7 +28,10 @@ def test_versions_move_in_lockstep_and_the_meta_package_pins_them():
     meta = project(ROOT)
     versions = {project(m)["name"]: project(m)["version"] for m in MEMBERS}
     assert set(versions.values()) == {meta["version"]}, versions
-    pins = [*meta["dependencies"], *(r for reqs in meta["optional-dependencies"].values() for r in reqs)]
+    pins = [
+        *meta["dependencies"],
+        *(r for reqs in meta["optional-dependencies"].values() for r in reqs),
+    ]
     for req in pins:
         name = dist_name(req)
         if name != "omniq":
@@ -62,23 +65,60 @@ def test_wheelhouse_installs_exactly_the_asked_extras(tmp_path):
     wheelhouse = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     # First-party wheels, built offline with the hatchling of this environment.
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheelhouse),
-                    *map(str, MEMBERS), str(ROOT)], check=True, timeout=300)
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheelhouse),
+            *map(str, MEMBERS),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
     # Third-party wheels for what [redis,postgres] needs (by name, never an omniq* name).
     wanted = ["omniq-core", "omniq-backend-sqlite", "omniq-backend-redis", "omniq-backend-postgres"]
-    subprocess.run([*pip, "download", "-d", str(wheelhouse), *_deps_of(wanted)], check=True, timeout=300)
+    subprocess.run(
+        [*pip, "download", "-d", str(wheelhouse), *_deps_of(wanted)], check=True, timeout=300
+    )
 
     env = tmp_path / "env"
     venv.EnvBuilder(with_pip=True).create(env)
     py = str(env / "bin" / "python")
-    subprocess.run([py, "-m", "pip", "-q", "install", "--no-index", "--find-links", str(wheelhouse),
-                    "omniq[redis,postgres]"], check=True, timeout=300)
-    listed = json.loads(subprocess.run([py, "-m", "pip", "list", "--format", "json"], check=True,
-                                       capture_output=True, text=True).stdout)
+    subprocess.run(
+        [
+            py,
+            "-m",
+            "pip",
+            "-q",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "omniq[redis,postgres]",
+        ],
+        check=True,
+        timeout=300,
+    )
+    listed = json.loads(
+        subprocess.run(
+            [py, "-m", "pip", "list", "--format", "json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     names = {p["name"].lower() for p in listed}
     assert {n for n in names if n.startswith("omniq")} == {"omniq", *wanted}
     assert {"redis", "asyncpg", "aiosqlite", "msgspec", "pluggy"} <= names
     assert not names & {"nats-py", "fsspec", "gevent"}
-    found = subprocess.run([py, "-c", "from omniq.registry import registry; print(sorted(registry.backends()))"],
-                           check=True, capture_output=True, text=True).stdout
+    found = subprocess.run(
+        [py, "-c", "from omniq.registry import registry; print(sorted(registry.backends()))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert found.strip() == "['postgres', 'redis', 'sqlite']"

@@ -10,17 +10,23 @@ from pathlib import Path
 import pytest
 
 from omniq import hookspecs
-from omniq.interfaces import BaseEventStorage, BaseResultStorage, BasePool, BaseTaskQueue
+from omniq.interfaces import BaseEventStorage, BasePool, BaseResultStorage, BaseTaskQueue
 
 PLUGINS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
-HOOKS = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("omniq_")]
-METHODS = sorted({
+HOOKS = [
     name
-    for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BasePool)
-    for name, member in vars(cls).items()
-    if callable(member) or isinstance(member, classmethod)
-    if not name.startswith("_")
-})
+    for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("omniq_")
+]
+METHODS = sorted(
+    {
+        name
+        for cls in (BaseTaskQueue, BaseResultStorage, BaseEventStorage, BasePool)
+        for name, member in vars(cls).items()
+        if callable(member) or isinstance(member, classmethod)
+        if not name.startswith("_")
+    }
+)
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -53,6 +59,6 @@ def test_backend_docs_show_the_option_table_the_code_declares(backend):
     assert found, f"docs/backends/{backend}.md has no generated option table"
     assert found[1] == registry.option_table(backend), (
         f"docs/backends/{backend}.md's option table differs from the code; paste the output of\n"
-        f"python -c \"from omniq.registry import registry; "
+        f'python -c "from omniq.registry import registry; '
         f"print(registry.option_table('{backend}'))\""
     )

@@ -37,26 +37,53 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     shared = sysconfig.get_paths()["purelib"]
-    Path(purelib, "_omniq_shared_venv.pth").write_text(f"import site; site.addsitedir({shared!r})\n")
+    Path(purelib, "_omniq_shared_venv.pth").write_text(
+        f"import site; site.addsitedir({shared!r})\n"
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-         "--no-build-isolation", str(EXAMPLE)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return python
 
 
-def run(python: Path, *args: str, extra_path: Path | None = None, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    python: Path,
+    *args: str,
+    extra_path: Path | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMNIQ_", "PYTHONPATH"))}
     if extra_path is not None:
         clean["PYTHONPATH"] = str(extra_path)
     clean.update(env or {})
-    return subprocess.run([str(python), *args], capture_output=True, text=True, timeout=240,
-                          cwd=cwd or ROOT, env=clean)
+    return subprocess.run(
+        [str(python), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd or ROOT,
+        env=clean,
+    )
 
 
 def plugins_json(python: Path, extra_path: Path | None = None) -> dict[str, dict]:
@@ -89,8 +116,13 @@ def test_omniq_plugins_lists_the_example(venv_python: Path) -> None:
     example = plugins_json(venv_python)["example"]
     assert example["distribution"] == "omniq-backend-example" and example["version"] == "0.1.0"
     assert example["error"] is None and example["hooks"] == ["omniq_register_backends"]
-    assert example["backends"] == [{"name": "example", "schemes": ["example"],
-                                    "provides": ["task_queue", "result_storage", "event_storage"]}]
+    assert example["backends"] == [
+        {
+            "name": "example",
+            "schemes": ["example"],
+            "provides": ["task_queue", "result_storage", "event_storage"],
+        }
+    ]
 
 
 END_TO_END = """
@@ -139,27 +171,43 @@ def test_the_example_passes_the_conformance_suite(venv_python: Path) -> None:
 def test_a_plugin_with_a_broken_import_is_reported_and_the_others_load(
     venv_python: Path, tmp_path: Path
 ) -> None:
-    path = fake_distribution(tmp_path, "omniq-backend-broken", "broken", """
+    path = fake_distribution(
+        tmp_path,
+        "omniq-backend-broken",
+        "broken",
+        """
         import omniq_no_such_client_library  # the dependency its author forgot to declare
-    """)
+    """,
+    )
     listed = plugins_json(venv_python, path)
     error = listed["broken"]["error"]
     assert "omniq-backend-broken" in error and "omniq_no_such_client_library" in error
     assert "OMNIQ_DISABLE_PLUGINS=broken" in error
     assert listed["example"]["error"] is None and listed["fsspec"]["error"] is None
-    done = run(venv_python, "-c", "from omniq.registry import registry; "
-               "registry.resolve('task_queue', 'broken://x')", extra_path=path)
+    done = run(
+        venv_python,
+        "-c",
+        "from omniq.registry import registry; registry.resolve('task_queue', 'broken://x')",
+        extra_path=path,
+    )
     assert done.returncode != 0 and "Plugins that failed to load" in done.stderr
     assert "omniq_no_such_client_library" in done.stderr
 
 
-def test_a_plugin_missing_its_hookimpl_marker_is_reported(venv_python: Path, tmp_path: Path) -> None:
-    path = fake_distribution(tmp_path, "omniq-backend-unmarked", "unmarked", """
+def test_a_plugin_missing_its_hookimpl_marker_is_reported(
+    venv_python: Path, tmp_path: Path
+) -> None:
+    path = fake_distribution(
+        tmp_path,
+        "omniq-backend-unmarked",
+        "unmarked",
+        """
         from omniq import BackendSpec
 
         def omniq_register_backends(register):  # @hookimpl forgotten
             register(BackendSpec(name="unmarked", schemes=("unmarked",)))
-    """)
+    """,
+    )
     error = plugins_json(venv_python, path)["unmarked"]["error"]
     assert "implements no omniq hooks" in error and "@omniq.hookimpl" in error
 
@@ -181,22 +229,35 @@ print("chosen:", type(chosen).__module__)
 def test_a_contested_scheme_is_an_error_naming_both_until_one_is_chosen(
     venv_python: Path, tmp_path: Path
 ) -> None:
-    path = fake_distribution(tmp_path, "omniq-backend-rival", "rival", """
+    path = fake_distribution(
+        tmp_path,
+        "omniq-backend-rival",
+        "rival",
+        """
         from omniq import BackendSpec, hookimpl
 
         @hookimpl
         def omniq_register_backends(register):
             # Never imported here: choosing "example" means the rival's class is not needed.
             register(BackendSpec(name="rival", schemes=("example",), task_queue="rival_store:Queue"))
-    """)
+    """,
+    )
     done = run(venv_python, "-c", CONTESTED, "example", extra_path=path)
     assert done.returncode == 0, done.stderr
     ambiguous, chosen = done.stdout.strip().splitlines()
     assert "'example' is claimed by several plugins" in ambiguous
-    assert "example (omniq-backend-example)" in ambiguous and "rival (omniq-backend-rival)" in ambiguous
+    assert (
+        "example (omniq-backend-example)" in ambiguous
+        and "rival (omniq-backend-rival)" in ambiguous
+    )
     assert chosen == "chosen: omniq_backend_example.queue"
     # Disabling the rival makes the plain URL resolve again, deterministically.
-    done = run(venv_python, "-c", "from omniq.registry import registry; "
-               "print(type(registry.resolve('task_queue', 'example://x')).__name__)",
-               extra_path=path, env={"OMNIQ_DISABLE_PLUGINS": "rival"})
+    done = run(
+        venv_python,
+        "-c",
+        "from omniq.registry import registry; "
+        "print(type(registry.resolve('task_queue', 'example://x')).__name__)",
+        extra_path=path,
+        env={"OMNIQ_DISABLE_PLUGINS": "rival"},
+    )
     assert done.stdout.strip() == "ExampleTaskQueue", done.stderr

@@ -66,14 +66,20 @@ def test_chain_runs_in_order_around_every_point(app: OmniQ) -> None:
     app.run_worker(burst=True)
     headers = {"x-a": "1", "x-b": "1"}
     assert calls == [
-        ("a", "before_enqueue", add_name), ("b", "before_enqueue", add_name),
-        ("a", "before_run", add_name, headers), ("b", "before_run", add_name, headers),
-        ("b", "after_success", add_name, 3), ("a", "after_success", add_name, 3),
-        ("a", "before_enqueue", boom_name), ("b", "before_enqueue", boom_name),
-        ("a", "before_run", boom_name, headers), ("b", "before_run", boom_name, headers),
+        ("a", "before_enqueue", add_name),
+        ("b", "before_enqueue", add_name),
+        ("a", "before_run", add_name, headers),
+        ("b", "before_run", add_name, headers),
+        ("b", "after_success", add_name, 3),
+        ("a", "after_success", add_name, 3),
+        ("a", "before_enqueue", boom_name),
+        ("b", "before_enqueue", boom_name),
+        ("a", "before_run", boom_name, headers),
+        ("b", "before_run", boom_name, headers),
         ("b", "on_failure", boom_name, "ValueError", True),
         ("a", "on_failure", boom_name, "ValueError", True),
-        ("a", "before_run", boom_name, headers), ("b", "before_run", boom_name, headers),
+        ("a", "before_run", boom_name, headers),
+        ("b", "before_run", boom_name, headers),
         ("b", "on_failure", boom_name, "ValueError", False),
         ("a", "on_failure", boom_name, "ValueError", False),
     ]
@@ -133,8 +139,9 @@ def test_before_enqueue_raising_refuses_the_enqueue(app: OmniQ) -> None:
     assert app.list_tasks() == []
 
 
-def test_after_success_raising_is_logged_not_fatal(app: OmniQ,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_after_success_raising_is_logged_not_fatal(
+    app: OmniQ, caplog: pytest.LogCaptureFixture
+) -> None:
     class Broken(Middleware):
         async def after_success(self, task: Task, value: Any) -> None:
             raise RuntimeError("exporter down")
@@ -226,4 +233,5 @@ def test_a_stopped_attempt_ends_with_on_failure(tmp_path: Path) -> None:
     asyncio.run(scenario())
     assert [c[1:] for c in calls[1:]] == [
         ("before_run", calls[0][2], {"x-a": "1"}),
-        ("on_failure", calls[0][2], "CancelledError", True)]
+        ("on_failure", calls[0][2], "CancelledError", True),
+    ]

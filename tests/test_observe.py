@@ -17,10 +17,21 @@ import pytest
 
 from omniq import Middleware, OmniQ, Task, current_task
 
-OUTCOME_KEYS = {"ts", "level", "logger", "message", "outcome", "task_id", "task_name", "queue",
-                "attempt", "duration", "worker_id"}
+OUTCOME_KEYS = {
+    "ts",
+    "level",
+    "logger",
+    "message",
+    "outcome",
+    "task_id",
+    "task_name",
+    "queue",
+    "attempt",
+    "duration",
+    "worker_id",
+}
 
-TASKS = '''
+TASKS = """
 import asyncio, logging, time
 from omniq import OmniQ, current_task
 
@@ -63,7 +74,7 @@ def boom():
 @app.task
 def slow():
     time.sleep(3)
-'''
+"""
 
 
 class Tagger(Middleware):
@@ -81,13 +92,30 @@ def tasks_module(tmp_path: Path) -> str:
     return name
 
 
-def run_worker(tmp_path: Path, url: str, module: str,
-               *args: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    tmp_path: Path, url: str, module: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     return subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app", f"{module}:app",
-         "--burst", "--no-progress", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "--app",
+            f"{module}:app",
+            "--burst",
+            "--no-progress",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -112,9 +140,15 @@ def test_json_logs_one_line_per_outcome(tmp_path: Path, url: str, tasks_module: 
     records = json_lines(proc.stderr)
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
     outcomes = [(r["task_id"], r["outcome"], r["attempt"]) for r in records if "outcome" in r]
-    assert sorted(outcomes) == sorted([
-        (ok.id, "succeeded", 1), (bad.id, "retrying", 1), (bad.id, "failed", 2),
-        (slow.id, "timed_out", 1), (unknown.id, "dead", 1)])
+    assert sorted(outcomes) == sorted(
+        [
+            (ok.id, "succeeded", 1),
+            (bad.id, "retrying", 1),
+            (bad.id, "failed", 2),
+            (slow.id, "timed_out", 1),
+            (unknown.id, "dead", 1),
+        ]
+    )
     for r in records:
         if "outcome" in r:
             assert r.keys() >= OUTCOME_KEYS, r
@@ -128,8 +162,9 @@ def test_json_logs_one_line_per_outcome(tmp_path: Path, url: str, tasks_module: 
 
 
 @pytest.mark.parametrize("pool", ["async", "thread", "process", "gevent"])
-def test_task_logs_and_current_task_in_every_pool(tmp_path: Path, url: str, tasks_module: str,
-                                                  pool: str) -> None:
+def test_task_logs_and_current_task_in_every_pool(
+    tmp_path: Path, url: str, tasks_module: str, pool: str
+) -> None:
     """A task's own log.info() is emitted (not dropped) with its task id, and
     current_task() describes it, in each pool (a process-pool child included)."""
     if pool == "gevent":
@@ -143,10 +178,13 @@ def test_task_logs_and_current_task_in_every_pool(tmp_path: Path, url: str, task
     try:
         records = json_lines(proc.stderr)
         mine = [r for r in records if r["logger"] == "usercode"]
-        assert sorted((r["message"], r["task_id"]) for r in mine) == sorted([
-            ("info inside", plain.id), ("warning inside", plain.id), ("info inside", coro.id)])
-        assert all(r["task_name"] in (f"{tasks_module}.inside", f"{tasks_module}.inside_async")
-                   for r in mine)
+        assert sorted((r["message"], r["task_id"]) for r in mine) == sorted(
+            [("info inside", plain.id), ("warning inside", plain.id), ("info inside", coro.id)]
+        )
+        assert all(
+            r["task_name"] in (f"{tasks_module}.inside", f"{tasks_module}.inside_async")
+            for r in mine
+        )
         for ref, name in ((plain, "inside"), (coro, "inside_async")):
             seen = app.get_result(ref.id, timeout=0)
             task = app.get_task(ref.id)
@@ -166,8 +204,10 @@ def test_text_logs_name_the_task(tmp_path: Path, url: str, tasks_module: str) ->
     proc = run_worker(tmp_path, url, tasks_module, "--pool", "process")
     assert proc.returncode == 0, proc.stderr
     assert f"INFO usercode: info inside [task {tasks_module}.inside {ref.id}]" in proc.stderr
-    assert f"INFO omniq.task: task {tasks_module}.inside {ref.id} succeeded queue=default " \
-           "attempt=1 duration=" in proc.stderr
+    assert (
+        f"INFO omniq.task: task {tasks_module}.inside {ref.id} succeeded queue=default "
+        "attempt=1 duration=" in proc.stderr
+    )
 
 
 def test_log_level_warning_hides_successes(tmp_path: Path, url: str, tasks_module: str) -> None:
@@ -180,13 +220,16 @@ def test_log_level_warning_hides_successes(tmp_path: Path, url: str, tasks_modul
     assert [r["message"] for r in records] == ["warning inside"]
 
 
-def test_an_application_logging_set_up_gets_the_records(tmp_path: Path, url: str,
-                                                        tasks_module: str) -> None:
+def test_an_application_logging_set_up_gets_the_records(
+    tmp_path: Path, url: str, tasks_module: str
+) -> None:
     """The omniq logger propagates: an app that configured logging gets OmniQ's lines in
     its own format, and the CLI installs no handler of its own."""
     module = tmp_path / f"{tasks_module}.py"
-    module.write_text("import logging\nlogging.basicConfig(format='APP %(name)s %(message)s', "
-                      "level=logging.INFO)\n" + module.read_text())
+    module.write_text(
+        "import logging\nlogging.basicConfig(format='APP %(name)s %(message)s', "
+        "level=logging.INFO)\n" + module.read_text()
+    )
     app = OmniQ(task_queue=url)
     ref = app.enqueue(f"{tasks_module}.inside")
     app.close()
@@ -199,7 +242,8 @@ def test_an_application_logging_set_up_gets_the_records(tmp_path: Path, url: str
 
 
 def test_a_process_pool_child_s_traceback_reaches_the_worker_s_log(
-        tmp_path: Path, url: str, tasks_module: str) -> None:
+    tmp_path: Path, url: str, tasks_module: str
+) -> None:
     app = OmniQ(task_queue=url)
     ref = app.enqueue(f"{tasks_module}.caught")
     app.close()

@@ -16,7 +16,11 @@ HEAVY = ["aiosqlite", "asyncpg", "redis", "nats", "fsspec", "gevent", "s3fs"]
 
 def first_party_entry_points():
     return sorted(
-        (ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name in FIRST_PARTY),
+        (
+            ep
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if ep.name in FIRST_PARTY
+        ),
         key=lambda ep: ep.name,
     )
 
@@ -31,8 +35,13 @@ def test_plugin_module_imports_no_client_library(ep):
         "import json, sys, importlib; importlib.import_module(sys.argv[1]); "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in sys.argv[2:])))"
     )
-    run = subprocess.run([sys.executable, "-c", code, ep.value, *HEAVY], capture_output=True, text=True,
-                         check=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code, ep.value, *HEAVY],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert json.loads(run.stdout) == [], f"{ep.value} imports heavy modules at discovery"
 
 

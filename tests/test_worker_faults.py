@@ -25,8 +25,9 @@ from omniq.testing.services import require_service
 T = TypeVar("T")
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 APP = """
 import os, time
@@ -147,19 +148,41 @@ class Scene:
         self.procs: list[subprocess.Popen[str]] = []
 
     def worker(self, pool: str, concurrency: int, prefetch: str = "0") -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, str(self.path), pool, str(concurrency), prefetch],
-                                cwd=self.folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(self.path), pool, str(concurrency), prefetch],
+            cwd=self.folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 
     def cli_worker(self, pool: str, concurrency: int) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "omniq.cli", "worker", "--app", f"{self.path.stem}:app",
-             "--pool", pool, "-c", str(concurrency), "--prefetch", "0", "--grace-period", "0",
-             "--no-progress"],
-            cwd=self.folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONPATH": str(self.folder)})
+            [
+                sys.executable,
+                "-m",
+                "omniq.cli",
+                "worker",
+                "--app",
+                f"{self.path.stem}:app",
+                "--pool",
+                pool,
+                "-c",
+                str(concurrency),
+                "--prefetch",
+                "0",
+                "--grace-period",
+                "0",
+                "--no-progress",
+            ],
+            cwd=self.folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(self.folder)},
+        )
         self.procs.append(proc)
         return proc
 

@@ -42,16 +42,26 @@ if __name__ == "__main__":
 """
 
 
-def write_app(tmp_path: Path, *, grace: float = 30, concurrency: int = 4, burst: bool = False) -> Path:
+def write_app(
+    tmp_path: Path, *, grace: float = 30, concurrency: int = 4, burst: bool = False
+) -> Path:
     path = tmp_path / "procapp.py"
-    path.write_text(textwrap.dedent(APP.format(db=tmp_path / "q.db", grace=grace,
-                                               concurrency=concurrency, burst=burst)))
+    path.write_text(
+        textwrap.dedent(
+            APP.format(db=tmp_path / "q.db", grace=grace, concurrency=concurrency, burst=burst)
+        )
+    )
     return path
 
 
 def start_worker(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(path)], cwd=path.parent, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(path)],
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def producer(tmp_path: Path):
@@ -147,6 +157,7 @@ def test_sync_facade_is_usable_from_many_threads(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with OmniQ(task_queue=f"sqlite:///{tmp_path}/t.db") as app:
+
         @app.task
         def square(x: int) -> int:
             return x * x
@@ -154,4 +165,6 @@ def test_sync_facade_is_usable_from_many_threads(tmp_path):
         with ThreadPoolExecutor(8) as pool:
             refs = list(pool.map(lambda i: square.delay(i), range(40)))
         app.run_worker(burst=True)
-        assert sorted(app.get_result(r, timeout=5) for r in refs) == sorted(i * i for i in range(40))
+        assert sorted(app.get_result(r, timeout=5) for r in refs) == sorted(
+            i * i for i in range(40)
+        )

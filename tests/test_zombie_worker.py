@@ -31,8 +31,9 @@ from omniq.models import EventType, TaskState
 from omniq.testing.services import require_service
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 NATS_URL = os.environ.get("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222")
 #: Long enough that a worker starved by a loaded machine keeps its lease until paused.
 LEASE = 3.0
@@ -96,7 +97,8 @@ def _drop_nats_streams(prefix: str) -> None:
             js = nc.jetstream()
             for info in await js.streams_info():
                 if info.config.name and info.config.name.startswith(
-                        (f"{prefix}_", f"KV_{prefix}_")):
+                    (f"{prefix}_", f"KV_{prefix}_")
+                ):
                     await js.delete_stream(info.config.name)
         finally:
             await nc.close()
@@ -175,11 +177,13 @@ def _poll(check: Callable[[], Any], what: str, deadline: float = 15.0) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zombie_fails", [False, True], ids=["zombie-returns", "zombie-raises"])
-def test_a_paused_workers_late_outcome_never_wins(tmp_path: Path, store_ref: Any,
-                                                  zombie_fails: bool) -> None:
+def test_a_paused_workers_late_outcome_never_wins(
+    tmp_path: Path, store_ref: Any, zombie_fails: bool
+) -> None:
     app_path = tmp_path / "zombieapp.py"
-    app_path.write_text(textwrap.dedent(APP.format(ref=store_ref, lease=LEASE,
-                                                   zombie_fails=zombie_fails)))
+    app_path.write_text(
+        textwrap.dedent(APP.format(ref=store_ref, lease=LEASE, zombie_fails=zombie_fails))
+    )
     marks = tmp_path / "marks"
     marks.mkdir()
     sys.path.insert(0, str(tmp_path))
@@ -192,32 +196,42 @@ def test_a_paused_workers_late_outcome_never_wins(tmp_path: Path, store_ref: Any
     log = open(tmp_path / "workers.log", "ab")  # what the workers said, for a failure's autopsy
     try:
         ref = zombieapp.race.delay(str(marks))
-        procs = [subprocess.Popen([sys.executable, str(app_path)], cwd=tmp_path,
-                                  stdout=log, stderr=subprocess.STDOUT)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(app_path)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+            )
+            for _ in range(2)
+        ]
         first = _poll(lambda: list(marks.glob("first-*")), "the first attempt")[0]
         zombie = next(p for p in procs if first.name == f"first-{p.pid}")
         winner = next(p for p in procs if p is not zombie)
         _pause(zombie, store_ref)
         try:
-            _poll(lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
-                  "the take-over by the other worker after the lease lapsed")
+            _poll(
+                lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
+                "the take-over by the other worker after the lease lapsed",
+            )
         finally:
             zombie.send_signal(signal.SIGCONT)
         assert app.get_result(ref, timeout=5) == winner.pid
         # The zombie's attempt ends at once; it tells when its state change was refused.
         said = tmp_path / "workers.log"
         refused = re.compile(rf":{zombie.pid}:\w+: completion of task {ref.id} refused".encode())
-        _poll(lambda: refused.search(said.read_bytes()), "the zombie's finishing of its attempt",
-              deadline=20)
+        _poll(
+            lambda: refused.search(said.read_bytes()),
+            "the zombie's finishing of its attempt",
+            deadline=20,
+        )
         zombie.send_signal(signal.SIGTERM)
         zombie.wait(timeout=20)
         assert app.get_result(ref, timeout=5) == winner.pid, (
-            "the zombie's outcome overwrote the winner's")
+            "the zombie's outcome overwrote the winner's"
+        )
         events = [e.type for e in app.events(task_id=ref.id)]
         assert events.count(EventType.SUCCEEDED) == 1, f"exactly one succeeded event: {events}"
         assert EventType.FAILED not in events and EventType.DEAD not in events, (
-            f"the zombie's failure must leave no event: {events}")
+            f"the zombie's failure must leave no event: {events}"
+        )
         task = app.get_task(ref.id)
         assert task.state is TaskState.SUCCEEDED and task.attempts == 2
     finally:

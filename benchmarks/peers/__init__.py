@@ -13,8 +13,17 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["CONCURRENCY", "NAME", "NATS_URL", "POLL", "POSTGRES_URL", "REDIS_URL", "gather_chunked", "map_chunked",
-           "window"]
+__all__ = [
+    "CONCURRENCY",
+    "NAME",
+    "NATS_URL",
+    "POLL",
+    "POSTGRES_URL",
+    "REDIS_URL",
+    "gather_chunked",
+    "map_chunked",
+    "window",
+]
 
 T = TypeVar("T")
 I = TypeVar("I")
@@ -22,7 +31,9 @@ I = TypeVar("I")
 #: A database number nothing else in the repository uses; every library's keys are also
 #: deleted by pattern afterwards, never with FLUSHDB.
 REDIS_URL = os.environ.get("OMNIQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
-POSTGRES_URL = os.environ.get("OMNIQ_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "OMNIQ_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 NATS_URL = os.environ.get("OMNIQ_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 
 #: Queue name, key prefix, schema stem and stream name of every library under test.
@@ -35,7 +46,9 @@ POLL = 0.002
 BATCH_WIDTH = 100
 
 
-async def gather_chunked(call: Callable[[], Awaitable[T]], n: int, width: int = BATCH_WIDTH) -> list[T]:
+async def gather_chunked(
+    call: Callable[[], Awaitable[T]], n: int, width: int = BATCH_WIDTH
+) -> list[T]:
     """``n`` calls, ``width`` at a time: the closest a library without a bulk call gets."""
     out: list[T] = []
     while len(out) < n:
@@ -43,11 +56,13 @@ async def gather_chunked(call: Callable[[], Awaitable[T]], n: int, width: int = 
     return out
 
 
-async def map_chunked(call: Callable[[I], Awaitable[T]], items: list[I], width: int = BATCH_WIDTH) -> list[T]:
+async def map_chunked(
+    call: Callable[[I], Awaitable[T]], items: list[I], width: int = BATCH_WIDTH
+) -> list[T]:
     """``call(item)`` for every item, ``width`` at a time (reading back job records)."""
     out: list[T] = []
     for i in range(0, len(items), width):
-        out += await asyncio.gather(*(call(item) for item in items[i:i + width]))
+        out += await asyncio.gather(*(call(item) for item in items[i : i + width]))
     return out
 
 

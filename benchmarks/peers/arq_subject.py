@@ -37,8 +37,10 @@ class WorkerSettings:
 
 class ArqSubject:
     name = "arq"
-    notes = ["bulk = 100 concurrent enqueue_job calls at a time (no bulk API)",
-             f"worker poll_delay={POLL}s (default 0.5 s); latency via Job.result(poll_delay={POLL})"]
+    notes = [
+        "bulk = 100 concurrent enqueue_job calls at a time (no bulk API)",
+        f"worker poll_delay={POLL}s (default 0.5 s); latency via Job.result(poll_delay={POLL})",
+    ]
 
     def __init__(self) -> None:
         self.redis: ArqRedis | None = None
@@ -65,7 +67,13 @@ class ArqSubject:
         await redis_delete(REDIS_URL, ["arq:*", f"{QUEUE}*"])
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "arq", "peers.arq_subject.WorkerSettings", *(["--burst"] if burst else [])]
+        return [
+            sys.executable,
+            "-m",
+            "arq",
+            "peers.arq_subject.WorkerSettings",
+            *(["--burst"] if burst else []),
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         async def span(task_id: str) -> tuple[float, float] | None:

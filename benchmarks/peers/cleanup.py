@@ -20,7 +20,7 @@ async def redis_delete(url: str, patterns: list[str]) -> int:
         for pattern in patterns:
             batch = [key async for key in client.scan_iter(match=pattern, count=1000)]
             for i in range(0, len(batch), 1000):
-                deleted += await client.delete(*batch[i:i + 1000])
+                deleted += await client.delete(*batch[i : i + 1000])
     finally:
         await client.aclose()
     return deleted

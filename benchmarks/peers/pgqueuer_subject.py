@@ -50,8 +50,10 @@ async def create() -> AsyncIterator[PgQueuer]:
 
 class PgQueuerSubject:
     name = "pgqueuer"
-    notes = ["bulk = Queries.enqueue with lists (one statement)",
-             "window from pgqueuer_log; latency via CompletionWatcher(debounce=1 ms)"]
+    notes = [
+        "bulk = Queries.enqueue with lists (one statement)",
+        "window from pgqueuer_log; latency via CompletionWatcher(debounce=1 ms)",
+    ]
 
     def __init__(self) -> None:
         self.stack = AsyncExitStack()
@@ -66,7 +68,8 @@ class PgQueuerSubject:
         await self.queries.install()
         listen = AsyncpgDriver(await asyncpg.connect(POSTGRES_URL))
         self.watcher = await self.stack.enter_async_context(
-            CompletionWatcher(listen, queries=Queries(listen), debounce=timedelta(milliseconds=1)))
+            CompletionWatcher(listen, queries=Queries(listen), debounce=timedelta(milliseconds=1))
+        )
 
     async def close(self) -> None:
         await self.stack.aclose()
@@ -86,8 +89,17 @@ class PgQueuerSubject:
         await self.queries.clear_queue_log()
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "pgqueuer", "run", "peers.pgqueuer_subject:create", "--batch-size",
-                str(CONCURRENCY), "--mode", "drain" if burst else "continuous"]
+        return [
+            sys.executable,
+            "-m",
+            "pgqueuer",
+            "run",
+            "peers.pgqueuer_subject:create",
+            "--batch-size",
+            str(CONCURRENCY),
+            "--mode",
+            "drain" if burst else "continuous",
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         assert self.queries is not None
@@ -96,8 +108,13 @@ class PgQueuerSubject:
             f"SELECT job_id, extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8 AS started,"
             f" extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8 AS finished"
             f" FROM {SCHEMA}.{log} WHERE job_id = ANY($1::bigint[]) GROUP BY job_id",
-            [int(t) for t in task_ids])
-        spans = {str(r["job_id"]): (r["started"] or r["finished"], r["finished"]) for r in rows if r["finished"]}
+            [int(t) for t in task_ids],
+        )
+        spans = {
+            str(r["job_id"]): (r["started"] or r["finished"], r["finished"])
+            for r in rows
+            if r["finished"]
+        }
         return window([spans.get(t) for t in task_ids], task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:

@@ -22,7 +22,11 @@ from .cleanup import postgres_drop_schema
 
 SCHEMA = f"{NAME}_procrastinate"
 
-app = App(connector=PsycopgConnector(conninfo=POSTGRES_URL, kwargs={"options": f"-c search_path={SCHEMA}"}))
+app = App(
+    connector=PsycopgConnector(
+        conninfo=POSTGRES_URL, kwargs={"options": f"-c search_path={SCHEMA}"}
+    )
+)
 
 
 @app.task(name="noop")
@@ -40,9 +44,11 @@ SELECT job_id,
 
 class ProcrastinateSubject:
     name = "procrastinate"
-    notes = ["bulk = Task.batch_defer_async (one INSERT)",
-             "window from procrastinate_events; latency by polling the job status every "
-             f"{POLL}s (no result store)"]
+    notes = [
+        "bulk = Task.batch_defer_async (one INSERT)",
+        "window from procrastinate_events; latency by polling the job status every "
+        f"{POLL}s (no result store)",
+    ]
 
     async def open(self) -> None:
         await postgres_drop_schema(POSTGRES_URL, SCHEMA)
@@ -64,17 +70,32 @@ class ProcrastinateSubject:
         await app.connector.execute_query_async("DELETE FROM procrastinate_jobs")
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "procrastinate", "--app=peers.procrastinate_subject.app", "worker",
-                "--concurrency", str(CONCURRENCY), "--one-shot" if burst else "--wait"]
+        return [
+            sys.executable,
+            "-m",
+            "procrastinate",
+            "--app=peers.procrastinate_subject.app",
+            "worker",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--one-shot" if burst else "--wait",
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         rows = await app.connector.execute_query_all_async(SPANS, ids=[int(t) for t in task_ids])
-        spans = {str(r["job_id"]): (r["started"], r["finished"]) for r in rows if r["finished"] is not None}
+        spans = {
+            str(r["job_id"]): (r["started"], r["finished"])
+            for r in rows
+            if r["finished"] is not None
+        }
         return window([spans.get(t) for t in task_ids], task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while (status := await app.job_manager.get_job_status_async(int(task_id))) in (Status.TODO, Status.DOING):
+        while (status := await app.job_manager.get_job_status_async(int(task_id))) in (
+            Status.TODO,
+            Status.DOING,
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"procrastinate job {task_id} not done after {timeout:g} s")
             await asyncio.sleep(POLL)

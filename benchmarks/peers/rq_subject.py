@@ -30,8 +30,10 @@ def noop() -> None:
 
 class RqSubject:
     name = "rq"
-    notes = ["SimpleWorker (no fork per job), one job at a time (RQ has no concurrency setting)",
-             "bulk = Queue.enqueue_many (one pipeline); latency via Job.latest_result(timeout)"]
+    notes = [
+        "SimpleWorker (no fork per job), one job at a time (RQ has no concurrency setting)",
+        "bulk = Queue.enqueue_many (one pipeline); latency via Job.latest_result(timeout)",
+    ]
 
     def __init__(self) -> None:
         self.redis = Redis.from_url(REDIS_URL)
@@ -48,25 +50,43 @@ class RqSubject:
         return self.queue.enqueue(TASK).id
 
     async def enqueue_bulk(self, n: int) -> list[str]:
-        return [job.id for job in self.queue.enqueue_many([Queue.prepare_data(TASK) for _ in range(n)])]
+        return [
+            job.id for job in self.queue.enqueue_many([Queue.prepare_data(TASK) for _ in range(n)])
+        ]
 
     async def clear(self) -> None:
         await redis_delete(REDIS_URL, ["rq:*"])
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "rq.cli", "worker", "--url", REDIS_URL, "--worker-class",
-                "rq.worker.SimpleWorker", "--quiet", *(["--burst"] if burst else []), NAME]
+        return [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--url",
+            REDIS_URL,
+            "--worker-class",
+            "rq.worker.SimpleWorker",
+            "--quiet",
+            *(["--burst"] if burst else []),
+            NAME,
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         spans: list[tuple[float, float] | None] = []
         for i in range(0, len(task_ids), 1000):
-            for job in Job.fetch_many(task_ids[i:i + 1000], connection=self.redis):
+            for job in Job.fetch_many(task_ids[i : i + 1000], connection=self.redis):
                 ok = job is not None and job.get_status(refresh=False) == JobStatus.FINISHED
-                spans.append((job.started_at.timestamp(), job.ended_at.timestamp())
-                             if ok and job and job.started_at and job.ended_at else None)
+                spans.append(
+                    (job.started_at.timestamp(), job.ended_at.timestamp())
+                    if ok and job and job.started_at and job.ended_at
+                    else None
+                )
         return window(spans, task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
-        result = Job.fetch(task_id, connection=self.redis).latest_result(timeout=max(1, round(timeout)))
+        result = Job.fetch(task_id, connection=self.redis).latest_result(
+            timeout=max(1, round(timeout))
+        )
         if result is None or result.type != result.Type.SUCCESSFUL:
             raise RuntimeError(f"RQ job {task_id} has no successful result")

@@ -35,8 +35,10 @@ settings_burst: dict[str, Any] = {**settings, "burst": True, "dequeue_timeout": 
 
 class SaqSubject:
     name = "saq"
-    notes = ["bulk = 100 concurrent enqueue calls at a time (no bulk API)",
-             f"latency by polling the job every {POLL}s (as Queue.apply does)"]
+    notes = [
+        "bulk = 100 concurrent enqueue calls at a time (no bulk API)",
+        f"latency by polling the job every {POLL}s (as Queue.apply does)",
+    ]
 
     async def open(self) -> None:
         await queue.connect()
@@ -58,12 +60,18 @@ class SaqSubject:
         await redis_delete(REDIS_URL, ["saq:*"])
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "saq", "peers.saq_subject.settings" + ("_burst" if burst else ""), "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "saq",
+            "peers.saq_subject.settings" + ("_burst" if burst else ""),
+            "--quiet",
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         spans: list[tuple[float, float] | None] = []
         for i in range(0, len(task_ids), 1000):
-            for job in await queue.jobs(task_ids[i:i + 1000]):
+            for job in await queue.jobs(task_ids[i : i + 1000]):
                 ok = job is not None and job.status == Status.COMPLETE
                 spans.append((job.started / 1000, job.completed / 1000) if ok and job else None)
         return window(spans, task_ids)

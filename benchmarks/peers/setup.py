@@ -17,16 +17,29 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV = HERE.parent / ".venv-peers"
-MEMBERS = ("omniq-core", "omniq-backend-sqlite", "omniq-backend-redis", "omniq-backend-postgres",
-           "omniq-backend-nats")
+MEMBERS = (
+    "omniq-core",
+    "omniq-backend-sqlite",
+    "omniq-backend-redis",
+    "omniq-backend-postgres",
+    "omniq-backend-nats",
+)
 
 
 def main() -> int:
     if not (VENV / "bin" / "python").exists():
         venv.create(VENV, with_pip=True)
     editable = [arg for member in MEMBERS for arg in ("-e", str(ROOT / member))]
-    command = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", *editable,
-               "-r", str(HERE / "requirements.txt")]
+    command = [
+        str(VENV / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        *editable,
+        "-r",
+        str(HERE / "requirements.txt"),
+    ]
     print(" ".join(command), flush=True)
     return subprocess.call(command)
 

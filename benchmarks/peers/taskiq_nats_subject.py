@@ -28,7 +28,10 @@ STREAM = f"{NAME}-taskiq"
 BUCKET = f"{STREAM}-results"
 
 broker = PullBasedJetStreamBroker(
-    NATS_URL, subject=f"{NAME}.taskiq", stream_name=STREAM, durable=STREAM,
+    NATS_URL,
+    subject=f"{NAME}.taskiq",
+    stream_name=STREAM,
+    durable=STREAM,
 ).with_result_backend(NATSObjectStoreResultBackend(NATS_URL, bucket_name=BUCKET))
 
 
@@ -41,9 +44,11 @@ async def noop() -> float:
 class TaskiqNatsSubject:
     name = "taskiq-nats"
     has_burst = False
-    notes = ["PullBasedJetStreamBroker (one message per pull, its default) + NATSObjectStoreResultBackend",
-             "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
-             f"latency via wait_result(check_interval={POLL})"]
+    notes = [
+        "PullBasedJetStreamBroker (one message per pull, its default) + NATSObjectStoreResultBackend",
+        "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
+        f"latency via wait_result(check_interval={POLL})",
+    ]
 
     async def open(self) -> None:
         await nats_delete_streams(NATS_URL, (STREAM, f"OBJ_{BUCKET}"))
@@ -67,11 +72,23 @@ class TaskiqNatsSubject:
             await nc.close()
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "taskiq", "worker", "peers.taskiq_nats_subject:broker", "--workers", "1",
-                "--max-async-tasks", str(CONCURRENCY), "--no-configure-logging"]
+        return [
+            sys.executable,
+            "-m",
+            "taskiq",
+            "worker",
+            "peers.taskiq_nats_subject:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(CONCURRENCY),
+            "--no-configure-logging",
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         return await taskiq_window(broker.result_backend, task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
-        await AsyncTaskiqTask(task_id, broker.result_backend).wait_result(check_interval=POLL, timeout=timeout)
+        await AsyncTaskiqTask(task_id, broker.result_backend).wait_result(
+            check_interval=POLL, timeout=timeout
+        )

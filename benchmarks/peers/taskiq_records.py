@@ -10,7 +10,9 @@ from taskiq import AsyncResultBackend
 from . import map_chunked, window
 
 
-async def taskiq_window(backend: AsyncResultBackend[Any], task_ids: list[str]) -> tuple[float, float]:
+async def taskiq_window(
+    backend: AsyncResultBackend[Any], task_ids: list[str]
+) -> tuple[float, float]:
     """The processing window from the results of ``task_ids``."""
 
     async def span(task_id: str) -> tuple[float, float] | None:

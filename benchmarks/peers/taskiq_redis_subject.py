@@ -25,9 +25,9 @@ PREFIX = f"{NAME}-taskiq"
 
 # consumer_id="0": a group the worker creates after tasks were queued still delivers them
 # (the default "$" would skip everything added before the worker started).
-broker = RedisStreamBroker(REDIS_URL, queue_name=PREFIX, consumer_group_name=PREFIX,
-                           consumer_id="0").with_result_backend(
-    RedisAsyncResultBackend(REDIS_URL, prefix_str=PREFIX, result_ex_time=3600))
+broker = RedisStreamBroker(
+    REDIS_URL, queue_name=PREFIX, consumer_group_name=PREFIX, consumer_id="0"
+).with_result_backend(RedisAsyncResultBackend(REDIS_URL, prefix_str=PREFIX, result_ex_time=3600))
 
 
 @broker.task
@@ -39,9 +39,11 @@ async def noop() -> float:
 class TaskiqRedisSubject:
     name = "taskiq"
     has_burst = False
-    notes = ["RedisStreamBroker (acks after the result is saved) + RedisAsyncResultBackend",
-             "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
-             f"latency via wait_result(check_interval={POLL})"]
+    notes = [
+        "RedisStreamBroker (acks after the result is saved) + RedisAsyncResultBackend",
+        "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
+        f"latency via wait_result(check_interval={POLL})",
+    ]
 
     async def open(self) -> None:
         await self.clear()
@@ -61,11 +63,23 @@ class TaskiqRedisSubject:
         await redis_delete(REDIS_URL, [f"{PREFIX}*"])
 
     def worker_command(self, burst: bool) -> list[str]:
-        return [sys.executable, "-m", "taskiq", "worker", "peers.taskiq_redis_subject:broker", "--workers", "1",
-                "--max-async-tasks", str(CONCURRENCY), "--no-configure-logging"]
+        return [
+            sys.executable,
+            "-m",
+            "taskiq",
+            "worker",
+            "peers.taskiq_redis_subject:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(CONCURRENCY),
+            "--no-configure-logging",
+        ]
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
         return await taskiq_window(broker.result_backend, task_ids)
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
-        await AsyncTaskiqTask(task_id, broker.result_backend).wait_result(check_interval=POLL, timeout=timeout)
+        await AsyncTaskiqTask(task_id, broker.result_backend).wait_result(
+            check_interval=POLL, timeout=timeout
+        )

@@ -11,9 +11,13 @@ DOC = HERE.parents[1] / "docs" / "integrations.md"
 
 
 def test_recipe_runs(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(HERE / "recipe.py"),
-                           f"sqlite:///{tmp_path / 'omniq.db'}"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "recipe.py"), f"sqlite:///{tmp_path / 'omniq.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "sizes: [17, 18]"
 

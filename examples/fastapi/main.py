@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+
 from omniq import AsyncOmniQ, TaskNotFoundError, TaskState
 
 omniq = AsyncOmniQ()

@@ -35,13 +35,26 @@ def test_enqueue_run_and_read(recipe: ModuleType) -> None:
         assert client.get(f"/tasks/{task_id}").json() == {"id": task_id, "state": "pending"}
 
         worker = subprocess.run(
-            [str(Path(sys.executable).with_name("omniq")), "worker", "--app", "main:omniq",
-             "--burst", "--no-progress"],
-            cwd=HERE, capture_output=True, text=True, timeout=60)
+            [
+                str(Path(sys.executable).with_name("omniq")),
+                "worker",
+                "--app",
+                "main:omniq",
+                "--burst",
+                "--no-progress",
+            ],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert worker.returncode == 0, worker.stderr
 
         assert client.get(f"/tasks/{task_id}").json() == {
-            "id": task_id, "state": "succeeded", "result": 5}
+            "id": task_id,
+            "state": "succeeded",
+            "result": 5,
+        }
         assert client.get("/tasks/no-such-task").status_code == 404
 
 

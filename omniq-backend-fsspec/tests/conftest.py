@@ -22,8 +22,9 @@ BUCKET = "omniq-test"
 @pytest.fixture(scope="session")
 def s3_storage_options() -> Iterator[dict[str, Any]]:
     """fsspec options reaching a fresh moto server with bucket :data:`BUCKET` created."""
-    moto_server = pytest.importorskip("moto.moto_server.werkzeug_app",
-                                      reason="moto[server] runs the S3 tests")
+    moto_server = pytest.importorskip(
+        "moto.moto_server.werkzeug_app", reason="moto[server] runs the S3 tests"
+    )
     s3fs = pytest.importorskip("s3fs", reason="s3fs runs the S3 tests (omniq[s3])")
     from werkzeug.serving import make_server
 

@@ -15,10 +15,9 @@ from omniq.interfaces import Capability
 from omniq.models import TaskState
 from omniq.registry import registry
 from omniq.testing import make_event, make_result, make_schedule, make_task
-from omniq_backend_fsspec.layout import SEQ_SHIFT
 from omniq_backend_fsspec import records
 from omniq_backend_fsspec.engine import QueueEngine
-from omniq_backend_fsspec.layout import record_path
+from omniq_backend_fsspec.layout import SEQ_SHIFT, record_path
 from omniq_backend_fsspec.names import encode
 from omniq_backend_fsspec.queue import FileTaskQueue, FsspecTaskQueue, MemoryTaskQueue, S3TaskQueue
 from omniq_backend_fsspec.results import FsspecResultStorage
@@ -26,8 +25,20 @@ from omniq_backend_fsspec.results import FsspecResultStorage
 pytestmark = pytest.mark.anyio
 
 HOSTILE = [
-    "../../escaped", "/etc/passwd", "..", ".", "a/b", "a\\b", "nul\x00byte", "~", "%2e%2e",
-    "*?[glob]", "new\nline", "é/ü", "x" * 600, "%h" + "0" * 64,
+    "../../escaped",
+    "/etc/passwd",
+    "..",
+    ".",
+    "a/b",
+    "a\\b",
+    "nul\x00byte",
+    "~",
+    "%2e%2e",
+    "*?[glob]",
+    "new\nline",
+    "é/ü",
+    "x" * 600,
+    "%h" + "0" * 64,
 ]
 
 
@@ -43,15 +54,18 @@ def files_under(root: Path) -> set[Path]:
 # -- URLs and options -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "needle"), [
-    ("file://relative/dir", "absolute path"),
-    ("file:///a/../b", "'..'"),
-    ("s3://", "bucket"),
-    ("nosuchproto://x", "fsspec does not know"),
-    ("fsspec+nosuchproto://x", "nosuchproto"),
-    ("memory://x?fsink=1", "did you mean 'fsync'"),
-    ("memory://x#frag", "fragment"),
-])
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("file://relative/dir", "absolute path"),
+        ("file:///a/../b", "'..'"),
+        ("s3://", "bucket"),
+        ("nosuchproto://x", "fsspec does not know"),
+        ("fsspec+nosuchproto://x", "nosuchproto"),
+        ("memory://x?fsink=1", "did you mean 'fsync'"),
+        ("memory://x#frag", "fragment"),
+    ],
+)
 def test_bad_urls_are_refused_by_name(url: str, needle: str) -> None:
     with pytest.raises(ConfigError, match="fsspec") as info:
         FsspecResultStorage.from_url(url)
@@ -137,7 +151,9 @@ async def test_hostile_ids_and_queue_names_stay_under_base_dir(tmp_path: Path) -
         for name in HOSTILE:
             await results.set(make_result(task_id=name))
             assert (await results.get(name)).task_id == name  # type: ignore[union-attr]
-    assert files_under(tmp_path) - files_under(base) == {base}, "a file was written outside base_dir"
+    assert files_under(tmp_path) - files_under(base) == {base}, (
+        "a file was written outside base_dir"
+    )
     assert not any(p.name in ("..", ".") for p in files_under(base))
 
 
@@ -201,11 +217,18 @@ async def test_s3_claims_are_compare_and_set(s3_ref: dict[str, Any]) -> None:
     async with registry.resolve("task_queue", s3_ref) as queue:
         task = await queue.enqueue(make_task())
         first, second = QueueEngine(queue.files), QueueEngine(queue.files)
-        one, two = first.records.load(encode("task id", task.id)), second.records.load(encode("task id", task.id))
+        one, two = (
+            first.records.load(encode("task id", task.id)),
+            second.records.load(encode("task id", task.id)),
+        )
         assert one is not None and two is not None
-        first.records.save(one, records.Record(one.seq, replace(one.task, lease_owner="first"), one.rev))
+        first.records.save(
+            one, records.Record(one.seq, replace(one.task, lease_owner="first"), one.rev)
+        )
         with pytest.raises(records.Conflict):
-            second.records.save(two, records.Record(two.seq, replace(two.task, lease_owner="second"), two.rev))
+            second.records.save(
+                two, records.Record(two.seq, replace(two.task, lease_owner="second"), two.rev)
+            )
         assert (await queue.get(task.id)).lease_owner == "first"  # type: ignore[union-attr]
         with pytest.raises(CapabilityError, match="depends_on"):
             await queue.enqueue(make_task(depends_on=(task.id,)))

@@ -59,7 +59,10 @@ def private_server(port: int, store: Path | None) -> Iterator[subprocess.Popen[b
     try:
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.2),
+            ):
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail(f"private nats-server on port {port} did not start")
@@ -76,7 +79,9 @@ def private_server(port: int, store: Path | None) -> Iterator[subprocess.Popen[b
 
 @contextlib.asynccontextmanager
 async def queue_at(url: str, prefix: str, **options: Any) -> AsyncIterator[NatsTaskQueue]:
-    store = registry.resolve("task_queue", {"backend": "nats", "url": url, "prefix": prefix, **options})
+    store = registry.resolve(
+        "task_queue", {"backend": "nats", "url": url, "prefix": prefix, **options}
+    )
     assert isinstance(store, NatsTaskQueue)
     async with store:
         yield store
@@ -87,7 +92,11 @@ async def queue_at(url: str, prefix: str, **options: Any) -> AsyncIterator[NatsT
 
 def test_url_query_and_keyword_options() -> None:
     store = NatsTaskQueue.from_url("nats://10.0.0.1:4222?prefix=abc&ack_wait=5", replicas=3)
-    assert store.prefix == "abc" and store.settings["ack_wait"] == 5.0 and store.settings["replicas"] == 3
+    assert (
+        store.prefix == "abc"
+        and store.settings["ack_wait"] == 5.0
+        and store.settings["replicas"] == 3
+    )
     assert store.settings.servers == ("nats://10.0.0.1:4222",)
     assert NatsTaskQueue.from_url("nats://").settings.servers == ("nats://127.0.0.1:4222",)
     both = NatsTaskQueue.from_url("tls://u:p@a:1,b:2").settings.servers
@@ -111,7 +120,9 @@ def test_bad_settings_are_refused_by_name(url: str, options: dict[str, Any], nam
 
 
 def test_secrets_never_shown() -> None:
-    store = NatsTaskQueue.from_url("nats://alice:s3cret@127.0.0.1:4222?token=t0ken", password="pw-9")
+    store = NatsTaskQueue.from_url(
+        "nats://alice:s3cret@127.0.0.1:4222?token=t0ken", password="pw-9"
+    )
     shown = repr(store) + repr(store.settings)
     assert "s3cret" not in shown and "t0ken" not in shown and "pw-9" not in shown
     with pytest.raises(ConfigError) as info:
@@ -123,9 +134,11 @@ def test_token_and_cluster_urls_are_masked_in_reprs() -> None:
     """``nats://TOKEN@host`` is a documented form: the token is a secret like a password."""
     from omniq import AsyncOmniQ
 
-    app = AsyncOmniQ(task_queue="nats://tok-S3CRET@127.0.0.1:4222",
-                     result_storage="nats://u:pw-ONE@127.0.0.1:4222,127.0.0.1:4223",
-                     event_storage="memory://x")
+    app = AsyncOmniQ(
+        task_queue="nats://tok-S3CRET@127.0.0.1:4222",
+        result_storage="nats://u:pw-ONE@127.0.0.1:4222,127.0.0.1:4223",
+        event_storage="memory://x",
+    )
     shown = repr(app) + repr(app.task_queue) + repr(app.result_storage)
     assert "tok-S3CRET" not in shown and "pw-ONE" not in shown, shown
     assert "nats://***@127.0.0.1:4222" in shown and "nats://u:***@127.0.0.1:4222," in shown
@@ -156,7 +169,9 @@ def test_names_become_single_tokens() -> None:
 
 
 async def test_server_down_at_open_names_the_masked_url() -> None:
-    store = NatsTaskQueue.from_url(f"nats://alice:s3cret@127.0.0.1:{free_port()}", connect_timeout=0.5)
+    store = NatsTaskQueue.from_url(
+        f"nats://alice:s3cret@127.0.0.1:{free_port()}", connect_timeout=0.5
+    )
     with pytest.raises(NatsUnavailableError) as info:
         await store.open()
     assert "127.0.0.1" in str(info.value) and "***" in str(info.value)
@@ -186,7 +201,9 @@ async def test_incompatible_stream_is_refused_and_kept(nats_url: str, nats_prefi
     try:
         js = nc.jetstream()
         name = f"{nats_prefix}_queue"
-        await js.add_stream(name=name, subjects=[f"{nats_prefix}.q.>"], retention=api.RetentionPolicy.LIMITS)
+        await js.add_stream(
+            name=name, subjects=[f"{nats_prefix}.q.>"], retention=api.RetentionPolicy.LIMITS
+        )
         await js.publish(f"{nats_prefix}.q.default.0", b"someone else's")
         with pytest.raises(ConfigError, match=f"'{name}'.*retention limits.*Nothing was changed"):
             async with queue_at(nats_url, nats_prefix):
@@ -200,17 +217,24 @@ async def test_incompatible_stream_is_refused_and_kept(nats_url: str, nats_prefi
 # -- how the queue sits on JetStream ---------------------------------------------------------
 
 
-async def test_hostile_queue_names_stay_in_their_own_subject(nats_url: str, nats_prefix: str) -> None:
+async def test_hostile_queue_names_stay_in_their_own_subject(
+    nats_url: str, nats_prefix: str
+) -> None:
     async with queue_at(nats_url, nats_prefix) as q:
         dotted = await q.enqueue(make_task(queue="a.b", priority=7))
         await q.enqueue(Task(id="nightly@1700000000000", name="t", queue="a"))
         info = await q.js.stream_info(q.stream, subjects_filter=f"{nats_prefix}.q.>")
-        assert set(info.state.subjects or {}) == {f"{nats_prefix}.q.a_2eb.7", f"{nats_prefix}.q.a.0"}
+        assert set(info.state.subjects or {}) == {
+            f"{nats_prefix}.q.a_2eb.7",
+            f"{nats_prefix}.q.a.0",
+        }
         assert [t.id for t in await q.reserve(["a"], "w", 60)] == ["nightly@1700000000000"]
         assert [t.id for t in await q.reserve(["a.b"], "w", 60)] == [dotted.id]
 
 
-async def test_foreign_messages_in_a_queue_subject_are_dropped(nats_url: str, nats_prefix: str) -> None:
+async def test_foreign_messages_in_a_queue_subject_are_dropped(
+    nats_url: str, nats_prefix: str
+) -> None:
     async with queue_at(nats_url, nats_prefix) as q:
         for junk in (b"\xff\xfe", b"", b"no-such-task"):
             await q.js.publish(f"{nats_prefix}.q.default.0", junk)
@@ -219,7 +243,9 @@ async def test_foreign_messages_in_a_queue_subject_are_dropped(nats_url: str, na
         assert (await q.js.stream_info(q.stream)).state.messages == 1  # only the held one
 
 
-async def test_two_messages_for_one_task_in_one_pull_lease_it_once(nats_url: str, nats_prefix: str) -> None:
+async def test_two_messages_for_one_task_in_one_pull_lease_it_once(
+    nats_url: str, nats_prefix: str
+) -> None:
     """A stray second message (here: a bare id) pulled with the task's own: one lease,
     and the stray waits as a running task's message does."""
     async with queue_at(nats_url, nats_prefix) as q:
@@ -248,21 +274,27 @@ async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_p
         (back,) = await eventually(lapsed, "the lost lease never lapsed")
         assert back.state is TaskState.PENDING and back.attempts == 1
         (again,) = await eventually(lambda: q.reserve(["default"], "w3", 60), "not redelivered")
-        assert again.id == task.id and again.attempts == 2 and again.lease_token != running.lease_token
+        assert (
+            again.id == task.id and again.attempts == 2 and again.lease_token != running.lease_token
+        )
 
 
 async def lease_entries(q: NatsTaskQueue) -> int:
     return (await q.js.stream_info(f"KV_{q.prefix}_leases")).state.messages
 
 
-async def test_one_lease_entry_per_reserve_goes_with_its_last_task(nats_url: str, nats_prefix: str) -> None:
+async def test_one_lease_entry_per_reserve_goes_with_its_last_task(
+    nats_url: str, nats_prefix: str
+) -> None:
     """A batched reserve indexes its leases in one entry, removed when the last of its
     tasks ends (a lapse sweep needs nothing else to find them)."""
     async with queue_at(nats_url, nats_prefix) as q:
         await q.enqueue_many([make_task() for _ in range(3)])
         first, second, third = await q.reserve(["default"], "w", 60, limit=3)
         assert await lease_entries(q) == 1
-        assert await q.complete_many([(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in (first, second)])
+        assert await q.complete_many(
+            [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in (first, second)]
+        )
         assert await lease_entries(q) == 1
         assert await q.retry(third.id, third.lease_token or "", await q.now())
         assert await lease_entries(q) == 0
@@ -281,12 +313,16 @@ async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_pr
             return found if len(found) == 2 else []
 
         back = await eventually(lapsed, "the batch's leases never lapsed")
-        assert {t.id for t in back} == {t.id for t in tasks} and {t.state for t in back} == {TaskState.PENDING}
+        assert {t.id for t in back} == {t.id for t in tasks} and {t.state for t in back} == {
+            TaskState.PENDING
+        }
         assert await lease_entries(q) == 0
         assert await q.complete_many(
             [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in held]
         ) == [False, False]
-        again = await eventually(lambda: other.reserve(["default"], "w2", 60, limit=2), "not redelivered")
+        again = await eventually(
+            lambda: other.reserve(["default"], "w2", 60, limit=2), "not redelivered"
+        )
         assert {t.id for t in again} <= {t.id for t in tasks}
 
 
@@ -323,12 +359,17 @@ async def test_a_task_pulled_by_a_killed_worker_comes_back_after_the_lease(
         task = await q.enqueue(make_task())
         proc = subprocess.run(
             [sys.executable, "-c", _DIE_AFTER_PULL, nats_url, nats_prefix, str(lease)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert proc.returncode == -signal.SIGKILL and proc.stdout == "pulled\n", proc.stderr
         assert (await q.get(task.id)).state is TaskState.PENDING  # pulled, never claimed
-        [again] = await eventually(lambda: q.reserve(["default"], "survivor", lease),
-                                   "the task pulled by the killed worker", deadline=lease + 8)
+        [again] = await eventually(
+            lambda: q.reserve(["default"], "survivor", lease),
+            "the task pulled by the killed worker",
+            deadline=lease + 8,
+        )
         assert again.id == task.id and again.attempts == 1
 
 
@@ -363,7 +404,9 @@ async def test_delayed_task_waits_as_a_nak_not_a_poll(nats_url: str, nats_prefix
         assert await q.reserve(["default"], "w", 60) == []
         info = await q.js.consumer_info(q.stream, consumer_name("default", 0))
         assert info.num_ack_pending == 1 and info.num_pending == 0
-        (got,) = await eventually(lambda: q.reserve(["default"], "w", 60), "delayed task never came")
+        (got,) = await eventually(
+            lambda: q.reserve(["default"], "w", 60), "delayed task never came"
+        )
         assert got.id == task.id
 
 
@@ -388,12 +431,18 @@ async def test_server_restart_keeps_acknowledged_work(tmp_path: Path) -> None:
                         return await q.get(r2.id)
                     return None
 
-                assert (await eventually(back, "no answer after the restart")).state is TaskState.RUNNING
+                assert (
+                    await eventually(back, "no answer after the restart")
+                ).state is TaskState.RUNNING
                 assert (await q.get(r1.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
-                (r3,) = await eventually(lambda: q.reserve(["default"], "w", 60), "nothing to reserve")
+                (r3,) = await eventually(
+                    lambda: q.reserve(["default"], "w", 60), "nothing to reserve"
+                )
                 assert r3.id == waiting.id and {r1.id, r2.id} == {done.id, held.id}
                 assert await q.complete(r2.id, r2.lease_token or "", TaskState.SUCCEEDED)
-                assert await q.stats() == {"default": {TaskState.SUCCEEDED: 2, TaskState.RUNNING: 1}}
+                assert await q.stats() == {
+                    "default": {TaskState.SUCCEEDED: 2, TaskState.RUNNING: 1}
+                }
                 with anyio.fail_after(5):
                     await q.close()
 

@@ -20,7 +20,9 @@ from omniq.testing import require_service
 
 T = TypeVar("T")
 
-POSTGRES_URL = os.environ.get("OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -26,11 +26,13 @@ class TestPostgresQueue(TaskQueueContract):
     async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
         """The encoded task (column data) overwritten with bytes that are not msgpack."""
         await cast(PostgresTaskQueue, store).execute(
-            "UPDATE {s}.tasks SET data = $2 WHERE id = $1", task_id, b"\xc1 not msgpack")
+            "UPDATE {s}.tasks SET data = $2 WHERE id = $1", task_id, b"\xc1 not msgpack"
+        )
 
     async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
         await cast(PostgresTaskQueue, store).execute(
-            "UPDATE {s}.schedules SET data = $2 WHERE id = $1", schedule_id, b"\xc1 not msgpack")
+            "UPDATE {s}.schedules SET data = $2 WHERE id = $1", schedule_id, b"\xc1 not msgpack"
+        )
 
 
 class TestPostgresResults(ResultStorageContract):
@@ -40,7 +42,8 @@ class TestPostgresResults(ResultStorageContract):
 
     async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
         await cast(PostgresResultStorage, store).execute(
-            "UPDATE {s}.results SET data = $2 WHERE task_id = $1", task_id, b"\xc1 not msgpack")
+            "UPDATE {s}.results SET data = $2 WHERE task_id = $1", task_id, b"\xc1 not msgpack"
+        )
 
 
 class TestPostgresEvents(EventStorageContract):
@@ -51,4 +54,5 @@ class TestPostgresEvents(EventStorageContract):
     async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
         """A detail that is JSON but not an object."""
         await cast(PostgresEventStorage, store).execute(
-            "UPDATE {s}.events SET detail = '[1]'::jsonb WHERE id = $1", event.id)
+            "UPDATE {s}.events SET detail = '[1]'::jsonb WHERE id = $1", event.id
+        )

@@ -24,7 +24,13 @@ from omniq.models import EventType, TaskState
 from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
-from omniq_backend_postgres.migrations import _TABLE_SQL, LATEST_VERSION, MIGRATIONS, SchemaVersionError, migrate
+from omniq_backend_postgres.migrations import (
+    _TABLE_SQL,
+    LATEST_VERSION,
+    MIGRATIONS,
+    SchemaVersionError,
+    migrate,
+)
 from omniq_backend_postgres.queue import INSERT_RECORDED, RECORDED_MAX, PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
@@ -96,19 +102,28 @@ async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
     first = MIGRATIONS[0]
     settings = PostgresSettings.from_url(pg_url, schema=pg_schema)
     await conn.execute(_TABLE_SQL.replace("{s}", settings.quoted_schema) + first.render(settings))
-    await conn.execute(f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES (1, $1)',
-                       first.description)
+    await conn.execute(
+        f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES (1, $1)',
+        first.description,
+    )
     old = PostgresTaskQueue.from_url(pg_url, schema=pg_schema).using(conn)  # no migration on open
     await old.enqueue(make_task(id="t1"))
     (running,) = await old.reserve(["default"], "w", LONG, limit=1)
     applied = await migrate(pg_url, schema=pg_schema)
     assert [m.version for m in applied] == list(range(2, LATEST_VERSION + 1))
-    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema) as queue, \
-            PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results:
+    async with (
+        PostgresTaskQueue.from_url(pg_url, schema=pg_schema) as queue,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results,
+    ):
         waiter = asyncio.create_task(results.wait("t1", LONG))
         result = make_result(task_id="t1")
-        assert await queue.finish_many([("t1", running.lease_token or "", TaskState.SUCCEEDED, None)],
-                                       [result], [], results, None) == [True]
+        assert await queue.finish_many(
+            [("t1", running.lease_token or "", TaskState.SUCCEEDED, None)],
+            [result],
+            [],
+            results,
+            None,
+        ) == [True]
         assert await asyncio.wait_for(waiter, 10) == result, "the result NOTIFY still wakes wait()"
         assert (await queue.get("t1")).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
 
@@ -117,8 +132,11 @@ async def test_schema_from_a_newer_version_is_refused(
     pg_url: str, pg_schema: str, conn: asyncpg.Connection
 ) -> None:
     await migrate(pg_url, schema=pg_schema)
-    await conn.execute(f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES ($1, $2)',
-                       LATEST_VERSION + 1, "from the future")
+    await conn.execute(
+        f'INSERT INTO "{pg_schema}".migrations (version, description) VALUES ($1, $2)',
+        LATEST_VERSION + 1,
+        "from the future",
+    )
     store = PostgresTaskQueue.from_url(pg_url, schema=pg_schema)
     with pytest.raises(SchemaVersionError, match=rf"version {LATEST_VERSION + 1}.*newer"):
         await store.open()
@@ -127,7 +145,9 @@ async def test_schema_from_a_newer_version_is_refused(
     await store.close()
 
 
-async def test_without_auto_migrate_an_old_schema_names_the_command(pg_url: str, pg_schema: str) -> None:
+async def test_without_auto_migrate_an_old_schema_names_the_command(
+    pg_url: str, pg_schema: str
+) -> None:
     store = PostgresTaskQueue.from_url(pg_url, schema=pg_schema, auto_migrate="false")
     with pytest.raises(SchemaVersionError, match="omniq migrate"):
         await store.open()
@@ -203,7 +223,9 @@ async def test_child_enqueued_while_parent_completes_is_released(
     [leased] = await queue.reserve(["default"], "w", 30)
     async with conn.transaction():
         await queue.enqueue(make_task(id="child", depends_on=("parent",)), connection=conn)
-        completing = asyncio.ensure_future(queue.complete("parent", leased.lease_token, TaskState.SUCCEEDED))
+        completing = asyncio.ensure_future(
+            queue.complete("parent", leased.lease_token, TaskState.SUCCEEDED)
+        )
         await asyncio.sleep(0.1)  # let the completion reach the parent's row lock
         assert not completing.done(), "the completion did not wait for the child's transaction"
     assert await completing
@@ -226,7 +248,9 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
     monkeypatch.setattr(PostgresEventStorage, "append_many", refuse)
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         tasks = [make_task(), make_task(eta=time.time() + 3600)]
-        recorded = [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
+        recorded = [
+            make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks
+        ]
         stored = await queue.enqueue_recorded(tasks, recorded, events)
         assert [t.state for t in stored] == [TaskState.PENDING, TaskState.SCHEDULED]
         got = [(await events.query(task_id=t.id))[0] for t in tasks]
@@ -250,11 +274,32 @@ async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
     sql = INSERT_RECORDED.replace("{s}", f'"{pg_schema}"')
     await conn.execute(f"PREPARE recorded AS {sql}")
     text, real, jsonb = "ARRAY[NULL]::text[]", "ARRAY[1.0]::float8[]", "ARRAY['{}']::jsonb[]"
-    args = ", ".join([
-        "ARRAY['t']", "ARRAY['q']", "ARRAY['n']", "ARRAY[0]::int2[]", text, "ARRAY[NULL]::float8[]",
-        "ARRAY[NULL]::float8[]", real, "ARRAY[0]", "ARRAY[1]", real, real, text, "ARRAY[NULL]::jsonb[]",
-        "ARRAY['\\x00']::bytea[]", "ARRAY['e']", "ARRAY['t']", "ARRAY['q']", "ARRAY['enqueued']", real, text, jsonb,
-    ])
+    args = ", ".join(
+        [
+            "ARRAY['t']",
+            "ARRAY['q']",
+            "ARRAY['n']",
+            "ARRAY[0]::int2[]",
+            text,
+            "ARRAY[NULL]::float8[]",
+            "ARRAY[NULL]::float8[]",
+            real,
+            "ARRAY[0]",
+            "ARRAY[1]",
+            real,
+            real,
+            text,
+            "ARRAY[NULL]::jsonb[]",
+            "ARRAY['\\x00']::bytea[]",
+            "ARRAY['e']",
+            "ARRAY['t']",
+            "ARRAY['q']",
+            "ARRAY['enqueued']",
+            real,
+            text,
+            jsonb,
+        ]
+    )
     plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE recorded({args})"))
     assert "Index Scan using tasks_pkey on tasks" in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
@@ -295,11 +340,15 @@ async def test_wait_for_work_wakes_at_the_next_eta(queue: PostgresTaskQueue) -> 
 
 
 async def test_result_wait_wakes_on_write_from_another_store(pg_url: str, pg_schema: str) -> None:
-    async with PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter, \
-            PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer:
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
         result = make_result()
         waiting = asyncio.ensure_future(waiter.wait(result.task_id, LONG))
-        await eventually(lambda: _true(waiter.listening), "the result store never started listening")
+        await eventually(
+            lambda: _true(waiter.listening), "the result store never started listening"
+        )
         await writer.set(result)
         assert await asyncio.wait_for(waiting, LONG / 2) == result
 
@@ -325,38 +374,55 @@ async def test_documented_event_queries_run(
         task_id = "18f3a9c2b1d4e5f6-4b1c2d3e4f5a6b7c"  # the id the docs use
 
         def event(type_: EventType, at: float, **detail: Any) -> Any:
-            return make_event(task_id=task_id, type=type_, timestamp=at, worker_id="w1",
-                              detail={"name": "app.tasks:send", **detail})
+            return make_event(
+                task_id=task_id,
+                type=type_,
+                timestamp=at,
+                worker_id="w1",
+                detail={"name": "app.tasks:send", **detail},
+            )
 
-        await events.append_many([
-            event(EventType.ENQUEUED, now - 60),
-            event(EventType.STARTED, now - 50, attempt=1),
-            event(EventType.FAILED, now - 49, attempt=1, duration=1.0, error="ValueError: x"),
-            event(EventType.STARTED, now - 30, attempt=2),
-            event(EventType.SUCCEEDED, now - 28, duration=2.0),
-        ])
+        await events.append_many(
+            [
+                event(EventType.ENQUEUED, now - 60),
+                event(EventType.STARTED, now - 50, attempt=1),
+                event(EventType.FAILED, now - 49, attempt=1, duration=1.0, error="ValueError: x"),
+                event(EventType.STARTED, now - 30, attempt=2),
+                event(EventType.SUCCEEDED, now - 28, duration=2.0),
+            ]
+        )
     failures, p95, timeline = [
         await conn.fetch(q.replace("omniq.", f'"{pg_schema}".')) for q in documented_queries()[:3]
     ]
     assert [tuple(r) for r in failures] == [("app.tasks:send", 1)]
     assert p95[0]["task_name"] == "app.tasks:send" and p95[0]["runs"] == 2
     assert p95[0]["p95_seconds"] == pytest.approx(1.95)
-    assert [r["type"] for r in timeline] == ["enqueued", "started", "failed", "started", "succeeded"]
+    assert [r["type"] for r in timeline] == [
+        "enqueued",
+        "started",
+        "failed",
+        "started",
+        "succeeded",
+    ]
     # Each query bounds its read of events by an index condition (a time range or a
     # task), not a filter over the whole history.
     # (Sequential scans priced out: a five-row table would rightly be read whole.)
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
         for query in documented_queries()[:3]:
-            plan = "\n".join(r[0] for r in await conn.fetch(
-                "EXPLAIN " + query.replace("omniq.", f'"{pg_schema}".')))
+            plan = "\n".join(
+                r[0]
+                for r in await conn.fetch("EXPLAIN " + query.replace("omniq.", f'"{pg_schema}".'))
+            )
             assert re.search(r"Index Cond: \((ts|task_id) ", plan), plan
 
 
 # -- hostile input -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schema", ['x"; DROP SCHEMA public; --', "pg_catalog", "a b", "", "é", "s" * 41, 7])
+@pytest.mark.parametrize(
+    "schema", ['x"; DROP SCHEMA public; --', "pg_catalog", "a b", "", "é", "s" * 41, 7]
+)
 def test_hostile_schema_names_are_refused(pg_url: str, schema: Any) -> None:
     with pytest.raises(ConfigError, match="schema"):
         PostgresTaskQueue.from_url(pg_url, schema=schema)
@@ -365,7 +431,16 @@ def test_hostile_schema_names_are_refused(pg_url: str, schema: Any) -> None:
 async def test_hostile_queue_names_and_ids_are_plain_data(
     queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
 ) -> None:
-    names = ["'; DROP TABLE tasks; --", 'q"uote', "$1", "%s", "a\\b", "ü\u202e", "*", "omniq_x_tasks"]
+    names = [
+        "'; DROP TABLE tasks; --",
+        'q"uote',
+        "$1",
+        "%s",
+        "a\\b",
+        "ü\u202e",
+        "*",
+        "omniq_x_tasks",
+    ]
     for name in names:
         await queue.enqueue(make_task(id=f"{name}-id", queue=name))
     assert set(await queue.stats()) == set(names)
@@ -405,18 +480,22 @@ async def test_pool_recovers_from_terminated_connections(
     pg_url: str, pg_schema: str, conn: asyncpg.Connection
 ) -> None:
     app_name = f"omniq-test-{uuid.uuid4().hex[:8]}"
-    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, min_size=3, max_size=3,
-                                          application_name=app_name) as store:
+    async with PostgresTaskQueue.from_url(
+        pg_url, schema=pg_schema, min_size=3, max_size=3, application_name=app_name
+    ) as store:
         await store.enqueue_many([make_task(id=f"t{i}") for i in range(10)])
         await store.wait_for_work(["default"], 0)  # opens the LISTEN connection too
         assert store.listening
         killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            app_name)
+            app_name,
+        )
         assert killed >= 1
         leased = await store.reserve(["default"], "w", 30, limit=10)
         assert sorted(t.id for t in leased) == sorted(f"t{i}" for i in range(10))
-        done = await store.complete_many([(t.id, t.lease_token, TaskState.SUCCEEDED, None) for t in leased])
+        done = await store.complete_many(
+            [(t.id, t.lease_token, TaskState.SUCCEEDED, None) for t in leased]
+        )
         assert all(done)
 
         async def listening_again() -> bool:
@@ -428,8 +507,9 @@ async def test_pool_recovers_from_terminated_connections(
 
 
 async def test_server_down_names_host_and_database_not_password(pg_schema: str) -> None:
-    store = PostgresTaskQueue.from_url("postgresql://omniq:s3cr3t-pw@127.0.0.1:1/orders",
-                                       schema=pg_schema, connect_timeout=2)
+    store = PostgresTaskQueue.from_url(
+        "postgresql://omniq:s3cr3t-pw@127.0.0.1:1/orders", schema=pg_schema, connect_timeout=2
+    )
     with pytest.raises(PostgresUnavailableError) as info:
         await store.open()
     message = str(info.value)

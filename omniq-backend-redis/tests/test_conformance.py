@@ -57,6 +57,10 @@ class TestRedisEvents(EventStorageContract):
         """Stream entries cannot change: an entry beside it, as events_lib.lua writes one,
         whose events are not msgpack."""
         events = cast(RedisEventStorage, store)
-        fields = {"ts": repr(event.timestamp), "q": event.queue, "y": EventType(event.type).value,
-                  "e": b"\x91\xc1 not msgpack"}
+        fields = {
+            "ts": repr(event.timestamp),
+            "q": event.queue,
+            "y": EventType(event.type).value,
+            "e": b"\x91\xc1 not msgpack",
+        }
         await events.redis.xadd(events.key("ev"), fields)  # type: ignore[arg-type]

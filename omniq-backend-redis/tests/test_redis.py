@@ -42,7 +42,10 @@ async def opened(kind: str, url: str, prefix: str, **options: Any) -> Any:
 
 async def test_stores_on_one_server_share_one_pool(redis_url: str, key_prefix: str) -> None:
     before = len(_SHARED)
-    stores = [await opened(k, redis_url, key_prefix) for k in ("task_queue", "result_storage", "event_storage")]
+    stores = [
+        await opened(k, redis_url, key_prefix)
+        for k in ("task_queue", "result_storage", "event_storage")
+    ]
     other_prefix = await opened("task_queue", redis_url, key_prefix + "-b")
     try:
         assert len({id(s.shared) for s in [*stores, other_prefix]}) == 1
@@ -76,7 +79,9 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
         await queue.enqueue(other)
         again = make_task(id=other.id, created_at=time.time())
         tasks = [fresh, again]
-        recorded = [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
+        recorded = [
+            make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks
+        ]
         stored = await queue.enqueue_recorded(tasks, recorded, events)
         assert [t.state for t in stored] == [TaskState.PENDING, TaskState.PENDING]
         assert appended == [[other.id]], "only the event of the task that existed went on its own"
@@ -91,7 +96,9 @@ def enqueued(tasks: list[Any]) -> list[Any]:
     return [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
 
 
-async def test_enqueue_batches_stores_a_batch_while_the_caller_builds(redis_url: str, key_prefix: str) -> None:
+async def test_enqueue_batches_stores_a_batch_while_the_caller_builds(
+    redis_url: str, key_prefix: str
+) -> None:
     """Batch k reaches the server before the caller builds batch k + 1, and the batches'
     chain key is gone once the last one ran."""
     queue = await opened("task_queue", redis_url, key_prefix)
@@ -158,7 +165,9 @@ async def test_a_lapsed_chain_key_is_named(redis_url: str, key_prefix: str) -> N
         yield second, []
 
     try:
-        with pytest.raises(QueueError, match="batch 2 of this enqueue was not stored: its chain key") as caught:
+        with pytest.raises(
+            QueueError, match="batch 2 of this enqueue was not stored: its chain key"
+        ) as caught:
             await queue.enqueue_batches(build(), None)
         assert "the first 1 task(s) of this enqueue were stored" in "".join(caught.value.__notes__)
         assert await queue.get(first[0].id) is not None and await queue.get(second[0].id) is None
@@ -251,14 +260,19 @@ def test_bad_options_are_named() -> None:
     with pytest.raises(ConfigError, match="key_prefix"):
         registry.resolve("task_queue", "redis://localhost/0?key_prefix=bad*glob")
     with pytest.raises(ConfigError, match="max_connections=0"):
-        registry.resolve("task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0})
+        registry.resolve(
+            "task_queue", {"backend": "redis", "url": "redis://", "max_connections": 0}
+        )
 
 
-@pytest.mark.parametrize(("url", "names"), [
-    ("redis://:hunter2@localhost:99999/0", ["port '99999'", "1 to 65535"]),
-    ("redis://:hunter2@localhost:notaport/0", ["port 'notaport'", "1 to 65535"]),
-    ("redis://:hunter2@localhost:6379/abc", ["database 'abc'", ">= 0"]),
-])
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("redis://:hunter2@localhost:99999/0", ["port '99999'", "1 to 65535"]),
+        ("redis://:hunter2@localhost:notaport/0", ["port 'notaport'", "1 to 65535"]),
+        ("redis://:hunter2@localhost:6379/abc", ["database 'abc'", ">= 0"]),
+    ],
+)
 def test_bad_port_or_database_is_refused_at_configuration(url: str, names: list[str]) -> None:
     """Not at the first connection, and naming the store and the masked URL."""
     with pytest.raises(ConfigError) as info:
@@ -303,7 +317,9 @@ async def test_wait_for_work_wakes_on_enqueue_from_another_connection(
         await producer.close()
 
 
-async def test_wait_for_work_wakes_when_a_delayed_task_falls_due(redis_url: str, key_prefix: str) -> None:
+async def test_wait_for_work_wakes_when_a_delayed_task_falls_due(
+    redis_url: str, key_prefix: str
+) -> None:
     queue = await opened("task_queue", redis_url, key_prefix)
     try:
         await queue.wait_for_work(["d"], 0.01)
@@ -341,7 +357,9 @@ async def test_results_expire_natively(redis_url: str, key_prefix: str) -> None:
     results = await opened("result_storage", redis_url, key_prefix)
     try:
         now = await results.now()
-        await results.set(TaskResult(task_id="soon", state=TaskState.SUCCEEDED, expires_at=now + 60))
+        await results.set(
+            TaskResult(task_id="soon", state=TaskState.SUCCEEDED, expires_at=now + 60)
+        )
         ttl_ms = await results.redis.pttl(f"{key_prefix}:r:soon")
         assert 55_000 < ttl_ms <= 60_001  # PXAT rounds up to the next ms: never early
         await results.set(TaskResult(task_id="gone", state=TaskState.SUCCEEDED, expires_at=now - 1))
@@ -357,10 +375,18 @@ async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix
     events = await opened("event_storage", redis_url, key_prefix, max_events=100)
     try:
         for batch in range(10):  # one entry of 50 events (one timestamp), then 30 of one
-            await events.append_many([make_event(task_id=f"g{batch}-{i}", timestamp=1000.0 + batch * 100)
-                                      for i in range(50)])
-            await events.append_many([make_event(task_id=f"s{batch}-{i}", timestamp=1050.0 + batch * 100 + i)
-                                      for i in range(30)])
+            await events.append_many(
+                [
+                    make_event(task_id=f"g{batch}-{i}", timestamp=1000.0 + batch * 100)
+                    for i in range(50)
+                ]
+            )
+            await events.append_many(
+                [
+                    make_event(task_id=f"s{batch}-{i}", timestamp=1050.0 + batch * 100 + i)
+                    for i in range(30)
+                ]
+            )
             kept = await events.query(limit=None)
             assert int(await events.redis.get(f"{key_prefix}:ev:n")) == len(kept)
             assert min(80 * (batch + 1), 100 - 49) <= len(kept) < 200  # short by a group at most
@@ -373,7 +399,9 @@ async def test_stream_is_capped_by_events_not_entries(redis_url: str, key_prefix
         await events.close()
 
 
-async def test_stream_deleted_behind_our_back_starts_a_new_count(redis_url: str, key_prefix: str) -> None:
+async def test_stream_deleted_behind_our_back_starts_a_new_count(
+    redis_url: str, key_prefix: str
+) -> None:
     """A count left from a stream someone deleted does not trim away what comes next."""
     events = await opened("event_storage", redis_url, key_prefix, max_events=100)
     try:
@@ -387,7 +415,9 @@ async def test_stream_deleted_behind_our_back_starts_a_new_count(redis_url: str,
         await events.close()
 
 
-async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str, key_prefix: str) -> None:
+async def test_events_sharing_time_queue_and_type_share_an_entry(
+    redis_url: str, key_prefix: str
+) -> None:
     """A bulk's events are one stream entry (one XADD), read back one by one: by time,
     type and task, and counted one by one by cleanup."""
     events = await opened("event_storage", redis_url, key_prefix)
@@ -398,8 +428,9 @@ async def test_events_sharing_time_queue_and_type_share_an_entry(redis_url: str,
         assert await events.redis.xlen(f"{key_prefix}:ev") == 4
         assert await events.query(task_id=bulk[7].task_id) == [bulk[7], other]
         assert await events.query(task_id=bulk[550].task_id) == [bulk[550]]
-        assert sorted(e.id for e in await events.query(until=1000.5, types=["enqueued"], limit=None)) == sorted(
-            e.id for e in bulk)
+        assert sorted(
+            e.id for e in await events.query(until=1000.5, types=["enqueued"], limit=None)
+        ) == sorted(e.id for e in bulk)
         assert len(await events.query(since=1000.0, limit=10, order="desc")) == 10
         assert await events.cleanup(1000.5) == 601
         assert [e.timestamp for e in await events.query()] == [1001.0]
@@ -431,8 +462,15 @@ async def test_query_with_a_limit_reads_about_that_many_entries(
         assert {e.timestamp for e in latest} == {1039.0} and len(latest) == 10
         assert reads == [16]
         reads.clear()
-        await events.append_many([make_event(timestamp=2000.0 + i, type=EventType.STARTED if i % 4 == 0
-                                              else EventType.SUCCEEDED) for i in range(400)])
+        await events.append_many(
+            [
+                make_event(
+                    timestamp=2000.0 + i,
+                    type=EventType.STARTED if i % 4 == 0 else EventType.SUCCEEDED,
+                )
+                for i in range(400)
+            ]
+        )
         started = await events.query(since=2000.0, types=["started"], limit=50)
         assert [e.timestamp for e in started] == [2000.0 + 4 * i for i in range(50)]
         assert reads == [50, 100, 200]
@@ -453,12 +491,16 @@ async def test_cleanup_counts_a_group_appended_late(redis_url: str, key_prefix: 
         await events.close()
 
 
-async def test_events_appended_late_are_found_by_time_and_cleaned(redis_url: str, key_prefix: str) -> None:
+async def test_events_appended_late_are_found_by_time_and_cleaned(
+    redis_url: str, key_prefix: str
+) -> None:
     events = await opened("event_storage", redis_url, key_prefix)
     try:
         await events.append_many([make_event(task_id="a", timestamp=2000.0)])
         # Appended after a newer event: its stream id is later than its timestamp.
-        await events.append_many([make_event(task_id="b", timestamp=1500.0, type=EventType.STARTED)])
+        await events.append_many(
+            [make_event(task_id="b", timestamp=1500.0, type=EventType.STARTED)]
+        )
         assert [e.task_id for e in await events.query(until=1600.0)] == ["b"]
         assert [e.task_id for e in await events.query(since=1600.0)] == ["a"]
         assert [e.task_id for e in await events.query(order="asc")] == ["b", "a"]
@@ -469,14 +511,19 @@ async def test_events_appended_late_are_found_by_time_and_cleaned(redis_url: str
         await events.close()
 
 
-async def test_task_index_keeps_a_bucket_per_period_and_frees_old_ones(redis_url: str, key_prefix: str) -> None:
+async def test_task_index_keeps_a_bucket_per_period_and_frees_old_ones(
+    redis_url: str, key_prefix: str
+) -> None:
     """A task's events are found across index buckets; a bucket past task_index_ttl is
     freed by the next append, and cleanup frees the buckets of the events it drops."""
     events = await opened("event_storage", redis_url, key_prefix, task_index_ttl=64)
     assert events.index_bucket_ms == 1000  # 64 s / 256, at least one second
     try:
-        first = [make_event(task_id="a", timestamp=1000.2), make_event(task_id="b", timestamp=1000.4),
-                 make_event(task_id="a", timestamp=1000.6, type=EventType.STARTED)]
+        first = [
+            make_event(task_id="a", timestamp=1000.2),
+            make_event(task_id="b", timestamp=1000.4),
+            make_event(task_id="a", timestamp=1000.6, type=EventType.STARTED),
+        ]
         await events.append_many(first)
         later = make_event(task_id="a", timestamp=1003.0, type=EventType.SUCCEEDED)
         await events.append_many([later])
@@ -524,7 +571,9 @@ async def test_foreign_event_key_refuses_an_enqueue_before_its_tasks(
     tasks = [make_task(), make_task()]
     try:
         with pytest.raises(ForeignKeyError, match=f"{key_prefix}:{key}"):
-            await queue.enqueue_recorded(tasks, [make_event(task_id=t.id, timestamp=1000.0) for t in tasks], events)
+            await queue.enqueue_recorded(
+                tasks, [make_event(task_id=t.id, timestamp=1000.0) for t in tasks], events
+            )
         assert [await queue.get(t.id) for t in tasks] == [None, None]
         assert await events.redis.xlen(f"{key_prefix}:ev") == 0
     finally:
@@ -532,7 +581,9 @@ async def test_foreign_event_key_refuses_an_enqueue_before_its_tasks(
         await queue.close()
 
 
-async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: str, key_prefix: str) -> None:
+async def test_enqueue_many_sends_shared_and_differing_fields_alike(
+    redis_url: str, key_prefix: str
+) -> None:
     """The batch travels as columns (one value when every task shares it, else a list):
     a batch where every field differs somewhere stores each task exactly as given."""
     queue = await opened("task_queue", redis_url, key_prefix)
@@ -541,20 +592,43 @@ async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: s
         now = await queue.now()
         batch = [
             make_task(queue="c1", priority=1, created_at=now - 5),
-            make_task(queue="c2", priority=7, eta=now + 3600, expires_at=now + 7200, result_ttl=60.5,
-                      payload=b"\x00" * 300, max_retries=9),
-            make_task(queue="c1", priority=0, depends_on=(parent.id,), dead_ttl=1.25, max_deliveries=2),
+            make_task(
+                queue="c2",
+                priority=7,
+                eta=now + 3600,
+                expires_at=now + 7200,
+                result_ttl=60.5,
+                payload=b"\x00" * 300,
+                max_retries=9,
+            ),
+            make_task(
+                queue="c1", priority=0, depends_on=(parent.id,), dead_ttl=1.25, max_deliveries=2
+            ),
             make_task(queue="c1", priority=1, created_at=0.0),
         ]
         stored = await queue.enqueue_many(batch)
-        assert [t.state for t in stored] == [TaskState.PENDING, TaskState.SCHEDULED, TaskState.WAITING,
-                                            TaskState.PENDING]
+        assert [t.state for t in stored] == [
+            TaskState.PENDING,
+            TaskState.SCHEDULED,
+            TaskState.WAITING,
+            TaskState.PENDING,
+        ]
         assert stored[3].created_at >= now  # 0 means: the server's now
         for given, answer in zip(batch, stored):
             got = await queue.get(given.id)
             assert got == answer
-            for field in ("queue", "priority", "eta", "expires_at", "payload", "result_ttl", "dead_ttl",
-                          "max_retries", "max_deliveries", "depends_on"):
+            for field in (
+                "queue",
+                "priority",
+                "eta",
+                "expires_at",
+                "payload",
+                "result_ttl",
+                "dead_ttl",
+                "max_retries",
+                "max_deliveries",
+                "depends_on",
+            ):
                 assert getattr(got, field) == getattr(given, field), field
         # Each queue got its own tasks, highest priority first.
         reserved = await queue.reserve(["c1"], "w", 30, limit=5)
@@ -563,7 +637,9 @@ async def test_enqueue_many_sends_shared_and_differing_fields_alike(redis_url: s
         await queue.close()
 
 
-async def test_events_with_differing_times_and_types_keep_theirs(redis_url: str, key_prefix: str) -> None:
+async def test_events_with_differing_times_and_types_keep_theirs(
+    redis_url: str, key_prefix: str
+) -> None:
     events = await opened("event_storage", redis_url, key_prefix)
     try:
         batch = [
@@ -608,12 +684,14 @@ async def test_a_batch_larger_than_one_argument_travels_in_several(
         await events.close()
 
 
-def test_a_sync_app_never_closed_exits_quietly(redis_url: str, key_prefix: str,
-                                                 tmp_path: Any) -> None:
+def test_a_sync_app_never_closed_exits_quietly(
+    redis_url: str, key_prefix: str, tmp_path: Any
+) -> None:
     """A program that waits for a result (the pub/sub listener runs) and never closes
     its app: the app is closed at interpreter exit, so nothing is destroyed mid-flight."""
     script = tmp_path / "never_closed.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from omniq import OmniQ
         from omniq.errors import ResultTimeoutError
 
@@ -628,7 +706,8 @@ def test_a_sync_app_never_closed_exits_quietly(redis_url: str, key_prefix: str,
             app.get_result(ref, timeout=0.2)
         except ResultTimeoutError:
             print("waited")
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=15)
     assert proc.returncode == 0 and proc.stdout == "waited\n", proc.stderr
     assert proc.stderr == ""

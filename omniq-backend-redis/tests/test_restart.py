@@ -33,9 +33,23 @@ def free_port() -> int:
 def start_redis(port: int, data: Path) -> subprocess.Popen[bytes]:
     assert REDIS_SERVER is not None
     proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -54,6 +68,7 @@ async def test_worker_reconnects_after_a_redis_restart_and_loses_nothing_persist
     server = start_redis(port, tmp_path)
     try:
         async with AsyncOmniQ(task_queue=f"redis://127.0.0.1:{port}/0") as app:
+
             @app.task
             def double(x: int) -> int:
                 return 2 * x
@@ -61,7 +76,9 @@ async def test_worker_reconnects_after_a_redis_restart_and_loses_nothing_persist
             worker = app.worker(concurrency=4)
             running = asyncio.create_task(worker.run(install_signals=False))
             before = [await double.delay(i) for i in range(10)]
-            assert [await app.get_result(r, timeout=10) for r in before] == [2 * i for i in range(10)]
+            assert [await app.get_result(r, timeout=10) for r in before] == [
+                2 * i for i in range(10)
+            ]
 
             server.terminate()
             server.wait(timeout=10)
@@ -70,8 +87,12 @@ async def test_worker_reconnects_after_a_redis_restart_and_loses_nothing_persist
             after = []
             for i in range(10, 20):  # the producer's own connection retries as well
                 after.append(await double.delay(i))
-            assert [await app.get_result(r, timeout=20) for r in after] == [2 * i for i in range(10, 20)]
-            assert [await app.get_result(r, timeout=1) for r in before] == [2 * i for i in range(10)]
+            assert [await app.get_result(r, timeout=20) for r in after] == [
+                2 * i for i in range(10, 20)
+            ]
+            assert [await app.get_result(r, timeout=1) for r in before] == [
+                2 * i for i in range(10)
+            ]
             assert not running.done(), "the worker stopped instead of reconnecting"
             worker.request_stop("test")
             assert await asyncio.wait_for(running, 30) == "test"

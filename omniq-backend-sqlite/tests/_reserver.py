@@ -9,12 +9,11 @@ the children drain), then reports ``(worker, ids received, traceback or None)``.
 import asyncio
 import time
 import traceback
+from typing import Any
 
 from omniq.models import TaskState
 from omniq.registry import registry
 from omniq_backend_sqlite import SqliteTaskQueue
-
-from typing import Any
 
 REF: str
 WORKER: str
@@ -34,7 +33,9 @@ async def _drain() -> list[str]:
             tasks = await queue.reserve(["default"], WORKER, 60.0, 7)
             if tasks:
                 got += [t.id for t in tasks]
-                done = await queue.complete_many([(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in tasks])
+                done = await queue.complete_many(
+                    [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in tasks]
+                )
                 assert all(done), f"{WORKER} could not complete tasks it had just reserved"
                 continue
             counts = (await queue.stats()).get("default", {})

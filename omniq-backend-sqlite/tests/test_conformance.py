@@ -19,11 +19,13 @@ class TestSqliteQueue(TaskQueueContract):
     async def corrupt_task(self, store: BaseTaskQueue, task_id: str) -> None:
         """A column that does not decode (JSON text that is not JSON, a time that is text)."""
         await store.db.fetch(  # type: ignore[attr-defined]
-            "UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = ?", (task_id,))
+            "UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = ?", (task_id,)
+        )
 
     async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
         await store.db.fetch(  # type: ignore[attr-defined]
-            "UPDATE omniq_schedules SET data = ? WHERE id = ?", (b"\xc1 not msgpack", schedule_id))
+            "UPDATE omniq_schedules SET data = ? WHERE id = ?", (b"\xc1 not msgpack", schedule_id)
+        )
 
 
 class TestSqliteResults(ResultStorageContract):
@@ -34,7 +36,8 @@ class TestSqliteResults(ResultStorageContract):
     async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
         await store.db.fetch(  # type: ignore[attr-defined]
             "UPDATE omniq_results SET error = '{not json', attempts = 'many' WHERE task_id = ?",
-            (task_id,))
+            (task_id,),
+        )
 
 
 class TestSqliteEvents(EventStorageContract):
@@ -44,4 +47,5 @@ class TestSqliteEvents(EventStorageContract):
 
     async def corrupt_event(self, store: BaseEventStorage, event: TaskEvent) -> None:
         await store.db.fetch(  # type: ignore[attr-defined]
-            "UPDATE omniq_events SET detail = '{not json' WHERE id = ?", (event.id,))
+            "UPDATE omniq_events SET detail = '{not json' WHERE id = ?", (event.id,)
+        )

@@ -19,7 +19,12 @@ from omniq.errors import ConfigError
 from omniq.models import EventType, Task, TaskState
 from omniq.registry import registry
 from omniq.testing import make_event, make_task
-from omniq_backend_sqlite import SCHEMA_VERSION, SchemaVersionError, SqliteEventStorage, SqliteTaskQueue
+from omniq_backend_sqlite import (
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    SqliteEventStorage,
+    SqliteTaskQueue,
+)
 from omniq_backend_sqlite._db import parse_settings
 
 pytestmark = pytest.mark.anyio
@@ -60,8 +65,12 @@ def test_url_forms() -> None:
 
 @pytest.mark.parametrize(
     ("bad", "named"),
-    [("sqlite://o.db", "three slashes"), ("sqlite:///o.db?busy_timeout=0", "busy_timeout"),
-     ("sqlite:///o.db?synchronous=OFF", "synchronous"), ("sqlite:///o.db?nope=1", "'nope'")],
+    [
+        ("sqlite://o.db", "three slashes"),
+        ("sqlite:///o.db?busy_timeout=0", "busy_timeout"),
+        ("sqlite:///o.db?synchronous=OFF", "synchronous"),
+        ("sqlite:///o.db?nope=1", "'nope'"),
+    ],
 )
 def test_bad_urls_are_refused_by_name(bad: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
@@ -78,13 +87,23 @@ async def test_three_stores_share_one_file_in_wal_mode(url: str, tmp_path: Path)
         await events.append(make_event(task_id="t1"))
         with sqlite3.connect(tmp_path / "omniq.db") as db:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            version = db.execute("SELECT value FROM omniq_meta WHERE key = 'schema_version'").fetchone()[0]
+            tables = {
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            version = db.execute(
+                "SELECT value FROM omniq_meta WHERE key = 'schema_version'"
+            ).fetchone()[0]
     finally:
         for store in stores:
             await store.close()
-    assert {"omniq_meta", "omniq_tasks", "omniq_task_deps", "omniq_schedules", "omniq_results",
-            "omniq_events"} <= tables
+    assert {
+        "omniq_meta",
+        "omniq_tasks",
+        "omniq_task_deps",
+        "omniq_schedules",
+        "omniq_results",
+        "omniq_events",
+    } <= tables
     assert int(version) == SCHEMA_VERSION
 
 
@@ -102,7 +121,9 @@ async def test_a_version_1_file_gains_the_headers_column(url: str, tmp_path: Pat
         new = await q.get("new")
         assert new is not None and new.headers == {"a": "b"}
     with sqlite3.connect(tmp_path / "omniq.db") as db:
-        version = db.execute("SELECT value FROM omniq_meta WHERE key = 'schema_version'").fetchone()[0]
+        version = db.execute(
+            "SELECT value FROM omniq_meta WHERE key = 'schema_version'"
+        ).fetchone()[0]
     assert int(version) == SCHEMA_VERSION == 2
 
 
@@ -110,7 +131,10 @@ async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -
     async with queue_at(url):
         pass
     with sqlite3.connect(tmp_path / "omniq.db") as db:
-        db.execute("UPDATE omniq_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+        db.execute(
+            "UPDATE omniq_meta SET value = ? WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION + 1),),
+        )
     store = registry.resolve("event_storage", url)
     with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}.*Upgrade"):
         await store.open()
@@ -124,31 +148,49 @@ async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 
 async def test_events_can_be_queried_with_plain_sql(url: str, tmp_path: Path) -> None:
     async with events_at(url) as events:
-        await events.append_many([
-            make_event(task_id="t1", type=EventType.ENQUEUED, timestamp=10.0),
-            make_event(task_id="t1", type=EventType.STARTED, timestamp=11.0, worker_id="w1",
-                       detail={"attempt": 1}),
-            make_event(task_id="t2", type=EventType.STARTED, timestamp=12.0, worker_id="w2"),
-        ])
+        await events.append_many(
+            [
+                make_event(task_id="t1", type=EventType.ENQUEUED, timestamp=10.0),
+                make_event(
+                    task_id="t1",
+                    type=EventType.STARTED,
+                    timestamp=11.0,
+                    worker_id="w1",
+                    detail={"attempt": 1},
+                ),
+                make_event(task_id="t2", type=EventType.STARTED, timestamp=12.0, worker_id="w2"),
+            ]
+        )
     with sqlite3.connect(tmp_path / "omniq.db") as db:
         rows = db.execute(
             """SELECT task_id, worker_id, json_extract(detail, '$.attempt') FROM omniq_events
                WHERE type = 'started' ORDER BY timestamp"""
         ).fetchall()
-        plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN SELECT * FROM omniq_events WHERE task_id = 't1'"))
+        plan = " ".join(
+            r[3]
+            for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM omniq_events WHERE task_id = 't1'"
+            )
+        )
     assert rows == [("t1", "w1", 1), ("t2", "w2", None)]
     assert "omniq_events_task" in plan
 
 
-async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(url: str, tmp_path: Path) -> None:
+async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(
+    url: str, tmp_path: Path
+) -> None:
     async with queue_at(url) as q:
         await q.enqueue_many([make_task(id="bad"), make_task(id="good")])
         with sqlite3.connect(tmp_path / "omniq.db") as db:
-            db.execute("UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = 'bad'")
+            db.execute(
+                "UPDATE omniq_tasks SET error = '{not json', timeout = 'soon' WHERE id = 'bad'"
+            )
         got = {t.id: t for t in await q.reserve(["default"], "w1", 30.0, 10)}
         assert set(got) == {"bad", "good"}
         stand_in = got["bad"]
-        assert stand_in.payload == b"" and stand_in.state is TaskState.RUNNING and stand_in.lease_token
+        assert (
+            stand_in.payload == b"" and stand_in.state is TaskState.RUNNING and stand_in.lease_token
+        )
         assert stand_in.error is not None and stand_in.error.type == "CorruptTaskRecord"
         assert got["good"].payload == make_task().payload
         assert await q.dead_letter("bad", stand_in.lease_token, stand_in.error)
@@ -157,7 +199,9 @@ async def test_a_corrupt_row_is_handed_out_so_the_worker_can_dead_letter_it(url:
         assert await q.reserve(["default"], "w1", 30.0, 10) == []
 
 
-async def test_cancelled_while_waiting_for_the_write_lock_leaves_no_transaction(tmp_path: Path) -> None:
+async def test_cancelled_while_waiting_for_the_write_lock_leaves_no_transaction(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path}/omniq.db?busy_timeout=5"
     async with queue_at(url) as q:
         other = sqlite3.connect(tmp_path / "omniq.db", isolation_level=None, timeout=5)
@@ -185,8 +229,7 @@ async def test_hostile_ids_are_bound_not_spliced(url: str) -> None:
 
 
 async def test_memory_database_is_private_to_its_store() -> None:
-    async with queue_at("sqlite:///:memory:") as one, \
-            queue_at("sqlite:///:memory:") as two:
+    async with queue_at("sqlite:///:memory:") as one, queue_at("sqlite:///:memory:") as two:
         await one.enqueue(make_task(id="t1"))
         assert await one.get("t1") is not None
         assert await two.get("t1") is None
@@ -210,7 +253,9 @@ async def test_enqueue_recorded_commits_tasks_and_events_together(
         queue_url = "sqlite:///:memory:" if memory else url
         async with queue_at(queue_url) as q, events_at(events_url) as events:
             task = make_task(created_at=time.time())
-            await q.enqueue_recorded([task], [make_event(task_id=task.id, detail={"state": "pending"})], events)
+            await q.enqueue_recorded(
+                [task], [make_event(task_id=task.id, detail={"state": "pending"})], events
+            )
             assert [e.detail["state"] for e in await events.query(task_id=task.id)] == ["pending"]
             assert (task.id in written) is (events_url != url), events_url
 
@@ -232,9 +277,20 @@ async def test_processes_enqueueing_and_reserving_never_share_a_task(url: str) -
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(children + 1), ctx.Queue()
     procs = [
-        ctx.Process(target=runpy.run_path, args=(RESERVER,), kwargs={"init_globals": {
-            "REF": url, "WORKER": f"w{i}", "TOTAL": total, "DEADLINE": deadline,
-            "BARRIER": barrier, "OUT": out}})
+        ctx.Process(
+            target=runpy.run_path,
+            args=(RESERVER,),
+            kwargs={
+                "init_globals": {
+                    "REF": url,
+                    "WORKER": f"w{i}",
+                    "TOTAL": total,
+                    "DEADLINE": deadline,
+                    "BARRIER": barrier,
+                    "OUT": out,
+                }
+            },
+        )
         for i in range(children)
     ]
     for proc in procs:
@@ -245,7 +301,9 @@ async def test_processes_enqueueing_and_reserving_never_share_a_task(url: str) -
             await anyio.to_thread.run_sync(barrier.wait, deadline)
             ids = [f"t{i:04d}" for i in range(total)]
             for start in range(0, total, 50):
-                await q.enqueue_many([Task(id=i, name="n", payload=b"p") for i in ids[start:start + 50]])
+                await q.enqueue_many(
+                    [Task(id=i, name="n", payload=b"p") for i in ids[start : start + 50]]
+                )
             give_up = time.monotonic() + deadline
             while len(reports) < children and time.monotonic() < give_up:
                 try:

@@ -37,7 +37,6 @@ from omniq.interfaces import (
     LeaseRef,
     gather_batches,
 )
-from omniq.records import stand_in
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -52,6 +51,7 @@ from omniq.models import (
     now,
 )
 from omniq.options import Option, OptionSchema
+from omniq.records import stand_in
 
 BACKEND = "suite-memory"
 
@@ -68,9 +68,10 @@ class Namespace:
 NAMESPACES: dict[str, Namespace] = {}
 
 
-OPTIONS = OptionSchema(BACKEND, (
-    Option("namespace", "str", None, "The namespace (else the URL's rest).", optional=True),
-))
+OPTIONS = OptionSchema(
+    BACKEND,
+    (Option("namespace", "str", None, "The namespace (else the URL's rest).", optional=True),),
+)
 
 
 def namespace_of(url: str, options: dict[str, Any], store: Any = None) -> Namespace:
@@ -97,8 +98,9 @@ def copy(task: Task) -> Task:
 
 
 class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
-    capabilities = frozenset({Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES,
-                              Capability.DEPENDENCIES})
+    capabilities = frozenset(
+        {Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES, Capability.DEPENDENCIES}
+    )
 
     def _put(self, task: Task, **changes: Any) -> Task:
         task = msgspec.structs.replace(task, **changes)
@@ -162,8 +164,10 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
         at = now()
-        return [self._store(lifecycle.leased(t, worker_id, new_id(), lease, at))
-                for t in self._ready(queues, at)[:limit]]
+        return [
+            self._store(lifecycle.leased(t, worker_id, new_id(), lease, at))
+            for t in self._ready(queues, at)[:limit]
+        ]
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         held = []
@@ -174,9 +178,14 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 held.append(task_id)
         return held
 
-    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
-                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
-                      event_storage: BaseEventStorage | None) -> list[bool]:
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
         answers = []
         for task_id, token, state, error in items:
             task = self._held(task_id, token)
@@ -185,9 +194,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             answers.append(task is not None)
         return answers
 
-    async def _retry(
-        self, task_id: str, token: str, eta: float, error: ErrorInfo | None
-    ) -> bool:
+    async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         task = self._held(task_id, token)
         if task is None:
             return False
@@ -201,9 +208,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         self._store(lifecycle.released(task))
         return True
 
-    async def _dead_letter(
-        self, task_id: str, token: str | None, error: ErrorInfo | None
-    ) -> bool:
+    async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         task = self.ns.tasks.get(task_id)
         if token is not None:
             task = self._held(task_id, token)
@@ -237,11 +242,15 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         task = self.ns.tasks.get(task_id)
         return None if task is None else copy(task)
 
-    async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
-                    limit: int) -> builtins.list[Task]:
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
+    ) -> builtins.list[Task]:
         wanted = None if states is None else set(states)
-        found = [t for t in self.ns.tasks.values()
-                 if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)]
+        found = [
+            t
+            for t in self.ns.tasks.values()
+            if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
+        ]
         return [copy(t) for t in found[:limit]]
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
@@ -251,9 +260,7 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
             by_state[t.state] = by_state.get(t.state, 0) + 1
         return counts
 
-    async def _purge(
-        self, queue: str | None, states: Iterable[TaskState] | None
-    ) -> int:
+    async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         doomed = [t.id for t in await self._list(queue, states, len(self.ns.tasks))]
         for task_id in doomed:
             del self.ns.tasks[task_id]
@@ -278,9 +285,17 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         every read gets the stand-in a decoder makes of it (this store keeps objects)."""
         t = self.ns.tasks[task_id]
         self.ns.tasks[task_id] = stand_in(
-            task_id, "not msgpack", "the namespace", name=t.name, queue=t.queue,
-            state=t.state.value, attempts=t.attempts, lease_owner=t.lease_owner,
-            lease_token=t.lease_token, lease_deadline=t.lease_deadline)
+            task_id,
+            "not msgpack",
+            "the namespace",
+            name=t.name,
+            queue=t.queue,
+            state=t.state.value,
+            attempts=t.attempts,
+            lease_owner=t.lease_owner,
+            lease_token=t.lease_token,
+            lease_deadline=t.lease_deadline,
+        )
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
         self.ns.schedules[schedule.id] = schedule
@@ -316,7 +331,9 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 break
             times, nxt = schedule.due_firings(at)
             if times:
-                self.ns.schedules[schedule.id] = msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
+                self.ns.schedules[schedule.id] = msgspec.structs.replace(
+                    schedule, next_run=nxt, last_run=times[-1]
+                )
                 won.append((schedule, times))
         return won
 
@@ -335,7 +352,11 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
 
 class MemoryResultStorage(MemoryStore, BaseResultStorage):
     def _live(self, result: TaskResult | None) -> TaskResult | None:
-        return None if result is None or (result.expires_at is not None and result.expires_at <= now()) else result
+        return (
+            None
+            if result is None or (result.expires_at is not None and result.expires_at <= now())
+            else result
+        )
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
         for result in results:
@@ -359,14 +380,25 @@ class MemoryEventStorage(MemoryStore, BaseEventStorage):
     async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         self.ns.events.extend(events)
 
-    async def _query(self, *, task_id: str | None, queue: str | None,
-                     types: Iterable[str] | None, since: float | None,
-                     until: float | None, limit: int | None, order: str) -> list[TaskEvent]:
+    async def _query(
+        self,
+        *,
+        task_id: str | None,
+        queue: str | None,
+        types: Iterable[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
+    ) -> list[TaskEvent]:
         wanted = None if types is None else {str(getattr(t, "value", t)) for t in types}
         found = [
-            e for e in self.ns.events
-            if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
-            and (wanted is None or e.type.value in wanted) and (since is None or e.timestamp >= since)
+            e
+            for e in self.ns.events
+            if (task_id is None or e.task_id == task_id)
+            and (queue is None or e.queue == queue)
+            and (wanted is None or e.type.value in wanted)
+            and (since is None or e.timestamp >= since)
             and (until is None or e.timestamp < until)
         ]
         found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
@@ -384,9 +416,10 @@ class FileTaskQueue(MemoryTaskQueue):
     ``{"url": "omniq_suite_reference:FileTaskQueue", "path": FILE}``."""
 
     capabilities = MemoryTaskQueue.capabilities | {Capability.CROSS_PROCESS}
-    option_schema = OptionSchema("FileTaskQueue", (
-        Option("path", "str", None, "The pickle file holding the namespace.", optional=True),
-    ))
+    option_schema = OptionSchema(
+        "FileTaskQueue",
+        (Option("path", "str", None, "The pickle file holding the namespace.", optional=True),),
+    )
 
     def __init__(self, path: str) -> None:
         super().__init__(Namespace())
@@ -472,9 +505,14 @@ class ReserveIgnoresPriority(MemoryTaskQueue):
 class CompleteIgnoresToken(MemoryTaskQueue):
     """Breaks: completions fenced by the lease token."""
 
-    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
-                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
-                      event_storage: BaseEventStorage | None) -> list[bool]:
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
         answers = []
         for task_id, _, state, error in items:
             task = self.ns.tasks.get(task_id)
@@ -552,8 +590,18 @@ class ReserveNotAtomic(MemoryTaskQueue):
         chosen = self._ready(queues, now())[:limit]
         await asyncio.sleep(0)
         at = now()
-        return [self._put(t, state=TaskState.RUNNING, attempts=t.attempts + 1, lease_token=new_id(),
-                          lease_owner=worker_id, lease_deadline=at + lease, started_at=at) for t in chosen]
+        return [
+            self._put(
+                t,
+                state=TaskState.RUNNING,
+                attempts=t.attempts + 1,
+                lease_token=new_id(),
+                lease_owner=worker_id,
+                lease_deadline=at + lease,
+                started_at=at,
+            )
+            for t in chosen
+        ]
 
 
 class ResultsIgnoreExpiry(MemoryResultStorage):
@@ -580,10 +628,13 @@ class Plugin:
 
     @hookimpl
     def omniq_register_backends(self, register: Callable[[BackendSpec], None]) -> None:
-        register(BackendSpec(
-            name=BACKEND, schemes=(BACKEND,),
-            task_queue=f"{__name__}:MemoryTaskQueue",
-            result_storage=f"{__name__}:MemoryResultStorage",
-            event_storage=f"{__name__}:MemoryEventStorage",
-            description="conformance-suite scaffolding: in-memory, one process",
-        ))
+        register(
+            BackendSpec(
+                name=BACKEND,
+                schemes=(BACKEND,),
+                task_queue=f"{__name__}:MemoryTaskQueue",
+                result_storage=f"{__name__}:MemoryResultStorage",
+                event_storage=f"{__name__}:MemoryEventStorage",
+                description="conformance-suite scaffolding: in-memory, one process",
+            )
+        )

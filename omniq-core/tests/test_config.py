@@ -8,12 +8,17 @@ def test_precedence_explicit_over_env_over_yaml_over_object(tmp_path):
     path = tmp_path / "omniq.yaml"
     path.write_text("lease: 30\nresult_ttl: 100\nworker:\n  concurrency: 3\n  pool: thread\n")
     env = {"OMNIQ_RESULT_TTL": "200", "OMNIQ_WORKER__CONCURRENCY": "5", "OMNIQ_CONFIG": str(path)}
-    cfg = load_config({"lease": 10, "dead_ttl": 50, "worker": {"queues": ["a", "b"]}}, environ=env,
-                      event_ttl=7)
+    cfg = load_config(
+        {"lease": 10, "dead_ttl": 50, "worker": {"queues": ["a", "b"]}}, environ=env, event_ttl=7
+    )
     assert cfg.dead_ttl == 50  # only in the object
     assert cfg.lease == 30  # YAML over object
     assert cfg.result_ttl == 200  # env over YAML
-    assert cfg.worker.concurrency == 5 and cfg.worker.pool == "thread" and cfg.worker.queues == ["a", "b"]
+    assert (
+        cfg.worker.concurrency == 5
+        and cfg.worker.pool == "thread"
+        and cfg.worker.queues == ["a", "b"]
+    )
     assert cfg.event_ttl == 7  # explicit over everything
 
 
@@ -32,8 +37,13 @@ def test_config_path_argument_and_object_with_attributes(tmp_path):
 
 
 def test_env_lists_and_json_mappings():
-    cfg = load_config(environ={"OMNIQ_WORKER__QUEUES": "a, b", "OMNIQ_IMPORTS": "x.tasks",
-                               "OMNIQ_TASK_QUEUE": '{"backend": "sqlite", "url": "sqlite:///q.db"}'})
+    cfg = load_config(
+        environ={
+            "OMNIQ_WORKER__QUEUES": "a, b",
+            "OMNIQ_IMPORTS": "x.tasks",
+            "OMNIQ_TASK_QUEUE": '{"backend": "sqlite", "url": "sqlite:///q.db"}',
+        }
+    )
     assert cfg.worker.queues == ["a", "b"] and cfg.imports == ["x.tasks"]
     assert cfg.task_queue == {"backend": "sqlite", "url": "sqlite:///q.db"}
 
@@ -63,7 +73,9 @@ def test_bad_yaml_and_unknown_yaml_key(tmp_path):
         load_config(str(bad), environ={})
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("leese: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'leese' in config file .*did you mean 'lease'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'leese' in config file .*did you mean 'lease'"
+    ):
         load_config(str(unknown), environ={})
 
 
@@ -94,11 +106,15 @@ def test_mask_url(url, masked):
         ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
         ("redis://:pa/ss@host:6379/0", "redis://:***@host:6379/0"),
         ("redis://user:p@s/s:w@host/0", "redis://user:***@host/0"),
-        ("postgresql://h/db?sslpassword=x&password=y&token=z&key_prefix=app",
-         "postgresql://h/db?sslpassword=***&password=***&token=***&key_prefix=app"),
+        (
+            "postgresql://h/db?sslpassword=x&password=y&token=z&key_prefix=app",
+            "postgresql://h/db?sslpassword=***&password=***&token=***&key_prefix=app",
+        ),
         ("file:///var/lib/a@b", "file:///var/lib/a@b"),
-        ("cannot connect to nats://tok@h:1: refused ('nats://u:pw@h:2')",
-         "cannot connect to nats://***@h:1: refused ('nats://u:***@h:2')"),
+        (
+            "cannot connect to nats://tok@h:1: refused ('nats://u:pw@h:2')",
+            "cannot connect to nats://***@h:1: refused ('nats://u:***@h:2')",
+        ),
     ],
 )
 def test_mask_url_masks_every_form_of_secret(url, masked):
@@ -106,8 +122,12 @@ def test_mask_url_masks_every_form_of_secret(url, masked):
 
 
 def test_repr_masks_secrets():
-    cfg = load_config(environ={}, task_queue="redis://:hunter2@h/0", secret_key="topsecret",
-                      result_storage={"backend": "postgres", "password": "pw"})
+    cfg = load_config(
+        environ={},
+        task_queue="redis://:hunter2@h/0",
+        secret_key="topsecret",
+        result_storage={"backend": "postgres", "password": "pw"},
+    )
     text = repr(cfg)
     assert "hunter2" not in text and "topsecret" not in text and "'pw'" not in text
     assert isinstance(cfg, OmniQConfig)

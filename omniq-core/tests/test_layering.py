@@ -34,7 +34,8 @@ MODULES = _modules()
 def _type_checking_only(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(name: str) -> set[str]:
@@ -101,23 +102,40 @@ def test_no_import_cycle_among_omniq_modules():
             ring = path[:-1]
             first = ring.index(min(ring))  # one spelling per cycle, whatever its start
             cycles.add(tuple(ring[first:] + ring[:first] + [ring[first]]))
-    assert not cycles, "import cycles (deferred imports count; TYPE_CHECKING ones do not):\n" + \
-        "\n".join(" -> ".join(c) for c in sorted(cycles))
+    assert not cycles, (
+        "import cycles (deferred imports count; TYPE_CHECKING ones do not):\n"
+        + "\n".join(" -> ".join(c) for c in sorted(cycles))
+    )
 
 
 def test_library_modules_never_import_the_command_line():
-    offenders = {name: sorted(m for m in deps if m == "omniq.cli" or m.startswith("omniq.cli."))
-                 for name, deps in GRAPH.items() if not name.startswith("omniq.cli")}
+    offenders = {
+        name: sorted(m for m in deps if m == "omniq.cli" or m.startswith("omniq.cli."))
+        for name, deps in GRAPH.items()
+        if not name.startswith("omniq.cli")
+    }
     assert not {k: v for k, v in offenders.items() if v}
 
 
-@pytest.mark.parametrize("module", [
-    "omniq.app", "omniq.worker.runtime", "omniq.registry", "omniq.hookspecs", "omniq.events",
-    "omniq.schedules", "omniq.config", "omniq.options", "omniq.interfaces", "omniq.demo",
-])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "omniq.app",
+        "omniq.worker.runtime",
+        "omniq.registry",
+        "omniq.hookspecs",
+        "omniq.events",
+        "omniq.schedules",
+        "omniq.config",
+        "omniq.options",
+        "omniq.interfaces",
+        "omniq.demo",
+    ],
+)
 def test_each_core_module_imports_first_in_a_fresh_interpreter(module):
-    run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -138,8 +156,10 @@ def test_the_worker_runs_tasks_without_the_apps_event_and_schedule_helpers(tmp_p
 
     async def main() -> tuple[int, list[str], str]:
         # reconnect_timeout=0: a worker that fails in its reserve loop stops at once
-        async with StrictApp(task_queue=f"sqlite:///{tmp_path}/q.db",
-                             worker={"reconnect_timeout": 0}) as app:
+        async with StrictApp(
+            task_queue=f"sqlite:///{tmp_path}/q.db", worker={"reconnect_timeout": 0}
+        ) as app:
+
             @app.task
             def add(a: int, b: int) -> int:
                 return a + b

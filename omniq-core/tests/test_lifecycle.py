@@ -36,14 +36,18 @@ def test_initial_state_names_the_first_failed_parent_in_depends_on_order() -> No
     assert error.message == "parent task 'gone' ended expired"
 
 
-@pytest.mark.parametrize(("parents", "eta", "expected"), [
-    ({"p": TaskState.RUNNING}, None, TaskState.WAITING),
-    ({"p": TaskState.SUCCEEDED}, AT + 1, TaskState.SCHEDULED),
-    ({"p": TaskState.SUCCEEDED}, AT, TaskState.PENDING),
-    ({}, None, TaskState.PENDING),
-])
-def test_initial_state_without_a_failed_parent(parents: dict[str, TaskState], eta: float | None,
-                                               expected: TaskState) -> None:
+@pytest.mark.parametrize(
+    ("parents", "eta", "expected"),
+    [
+        ({"p": TaskState.RUNNING}, None, TaskState.WAITING),
+        ({"p": TaskState.SUCCEEDED}, AT + 1, TaskState.SCHEDULED),
+        ({"p": TaskState.SUCCEEDED}, AT, TaskState.PENDING),
+        ({}, None, TaskState.PENDING),
+    ],
+)
+def test_initial_state_without_a_failed_parent(
+    parents: dict[str, TaskState], eta: float | None, expected: TaskState
+) -> None:
     assert initial_state(task(depends_on=tuple(parents), eta=eta), parents, AT) == (expected, None)
 
 

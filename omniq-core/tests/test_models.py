@@ -1,6 +1,6 @@
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,7 +9,7 @@ from omniq.models import Schedule, Task, TaskState, new_id, new_ids, validate_cr
 
 
 def ts(*args):
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 def sched(**kw):
@@ -51,7 +51,9 @@ def test_firing_ids_are_deterministic_and_valid():
     validate_name("task id", s.firing_task_id(12.5))
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a b", "x*", "q>1", "é", "-x", "a" * 201, 5, None])
+@pytest.mark.parametrize(
+    "bad", ["", "../x", "a/b", "a b", "x*", "q>1", "é", "-x", "a" * 201, 5, None]
+)
 def test_hostile_names_are_refused(bad):
     with pytest.raises(ConfigError, match="invalid queue name"):
         validate_name("queue name", bad)

@@ -9,24 +9,36 @@ import pytest
 from omniq.errors import ConfigError
 from omniq.options import Option, OptionSchema, check_ports, options_table
 
-SCHEMA = OptionSchema("demo", (
-    Option("prefix", "str", "omniq", "Key prefix."),
-    Option("replicas", "int", 1, "Copies kept.", minimum=1, maximum=5),
-    Option("ratio", "float", 0.5, "A share.", minimum=0, maximum=1),
-    Option("lease", "duration", 60.0, "A lease.", minimum=0, above=True),
-    Option("fsync", "bool", False, "Flush."),
-    Option("mode", "enum", "NORMAL", "Sync mode.", choices=("NORMAL", "FULL")),
-    Option("cap", "int", 100, "A cap.", minimum=1, optional=True, off=(0, "0")),
-    Option("token", "str", None, "A token.", optional=True, secret=True),
-))
+SCHEMA = OptionSchema(
+    "demo",
+    (
+        Option("prefix", "str", "omniq", "Key prefix."),
+        Option("replicas", "int", 1, "Copies kept.", minimum=1, maximum=5),
+        Option("ratio", "float", 0.5, "A share.", minimum=0, maximum=1),
+        Option("lease", "duration", 60.0, "A lease.", minimum=0, above=True),
+        Option("fsync", "bool", False, "Flush."),
+        Option("mode", "enum", "NORMAL", "Sync mode.", choices=("NORMAL", "FULL")),
+        Option("cap", "int", 100, "A cap.", minimum=1, optional=True, off=(0, "0")),
+        Option("token", "str", None, "A token.", optional=True, secret=True),
+    ),
+)
 URL = "demo://user:pw-S3CRET@host:1/x"
 
 
 def test_query_and_keywords_merge_keywords_win_and_values_are_converted() -> None:
-    parsed = SCHEMA.parse(f"{URL}?replicas=3&lease=5m&fsync=yes&mode=full&cap=0&ratio=.25",
-                          {"replicas": 4})
-    assert parsed.values == {"prefix": "omniq", "replicas": 4, "ratio": 0.25, "lease": 300.0,
-                             "fsync": True, "mode": "FULL", "cap": None, "token": None}
+    parsed = SCHEMA.parse(
+        f"{URL}?replicas=3&lease=5m&fsync=yes&mode=full&cap=0&ratio=.25", {"replicas": 4}
+    )
+    assert parsed.values == {
+        "prefix": "omniq",
+        "replicas": 4,
+        "ratio": 0.25,
+        "lease": 300.0,
+        "fsync": True,
+        "mode": "FULL",
+        "cap": None,
+        "token": None,
+    }
     assert parsed.url == URL  # the options leave the URL the driver gets
     assert SCHEMA.parse(URL, {"lease": timedelta(seconds=90)})["lease"] == 90.0
 
@@ -49,18 +61,21 @@ def test_query_parameters_for_the_driver_pass_through_when_the_schema_says_so() 
     assert parsed.url == f"{URL}?sslmode=on"
 
 
-@pytest.mark.parametrize(("name", "value", "valid"), [
-    ("replicas", "9", "an integer from 1 to 5"),
-    ("replicas", True, "an integer from 1 to 5"),
-    ("ratio", "nan", "a number from 0 to 1"),
-    ("lease", "0", "seconds > 0"),
-    ("lease", "soon", "seconds > 0"),
-    ("lease", float("inf"), "seconds > 0"),
-    ("fsync", "maybe", "true or false"),
-    ("mode", "OFF", "one of NORMAL, FULL"),
-    ("cap", -1, "an integer >= 1; none or 0 turns it off"),
-    ("prefix", 3, "a text"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "valid"),
+    [
+        ("replicas", "9", "an integer from 1 to 5"),
+        ("replicas", True, "an integer from 1 to 5"),
+        ("ratio", "nan", "a number from 0 to 1"),
+        ("lease", "0", "seconds > 0"),
+        ("lease", "soon", "seconds > 0"),
+        ("lease", float("inf"), "seconds > 0"),
+        ("fsync", "maybe", "true or false"),
+        ("mode", "OFF", "one of NORMAL, FULL"),
+        ("cap", -1, "an integer >= 1; none or 0 turns it off"),
+        ("prefix", 3, "a text"),
+    ],
+)
 def test_bad_value_names_the_option_and_what_is_valid(name: str, value: object, valid: str) -> None:
     with pytest.raises(ConfigError) as info:
         SCHEMA.parse(URL, {name: value})
@@ -75,10 +90,15 @@ def test_a_secret_option_value_is_never_shown() -> None:
     assert "12345" not in str(info.value) and "token=***" in str(info.value)
 
 
-@pytest.mark.parametrize("url", [
-    "redis://:pw@h:99999/0", "redis://:pw@h:notaport/0", "nats://a:4222,b:0",
-    "nats://a:1,nats://b:x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@h:99999/0",
+        "redis://:pw@h:notaport/0",
+        "nats://a:4222,b:0",
+        "nats://a:1,nats://b:x",
+    ],
+)
 def test_bad_port_names_the_store_and_the_masked_url(url: str) -> None:
     expected = r"^demo task queue: port .* expected a number from 1 to 65535"
     with pytest.raises(ConfigError, match=expected):

@@ -14,7 +14,7 @@ from omniq.errors import (
     IncompatiblePluginError,
     UnknownBackendError,
 )
-from omniq.registry import BackendSpec, PluginRegistry
+from omniq.registry import PluginRegistry
 
 GOOD = """
 from omniq import BackendSpec, hookimpl
@@ -72,8 +72,11 @@ def plugins(tmp_path, monkeypatch):
 
 def backend_plugin(plugins, name, schemes, dist=None):
     store_mod = plugins(f"{name}store", STORE, module=f"fake_store_{name}", entry_point=False)
-    return plugins(name, GOOD.format(name=name, schemes=", ".join(repr(s) for s in schemes) + ",",
-                                     mod=store_mod), dist=dist)
+    return plugins(
+        name,
+        GOOD.format(name=name, schemes=", ".join(repr(s) for s in schemes) + ",", mod=store_mod),
+        dist=dist,
+    )
 
 
 def test_a_broken_plugin_is_reported_by_name_and_others_still_load(plugins):
@@ -107,7 +110,10 @@ def test_disable_and_allow_lists(plugins, monkeypatch):
 
 def test_plugin_without_hooks_or_with_unknown_hook_is_rejected(plugins):
     plugins("empty", "X = 1")
-    plugins("typo", "from omniq import hookimpl\n@hookimpl\ndef omniq_register_backend(register): pass\n")
+    plugins(
+        "typo",
+        "from omniq import hookimpl\n@hookimpl\ndef omniq_register_backend(register): pass\n",
+    )
     infos = {i.name: i for i in PluginRegistry().plugins()}
     assert "implements no omniq hooks" in infos["empty"].error
     assert "unknown hook 'omniq_register_backend'" in infos["typo"].error
@@ -150,8 +156,15 @@ def test_resolution_forms(plugins):
 )
 def test_resolution_errors_say_what_to_do(plugins, ref, error, message):
     backend_plugin(plugins, "mem", ["mem"])
-    with pytest.raises(error, match=message.replace("[", r"\[").replace("]", r"\]").replace("?", r"\?")
-                       .replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+    with pytest.raises(
+        error,
+        match=message.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("?", r"\?")
+        .replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("+", r"\+"),
+    ):
         PluginRegistry().resolve("task_queue", ref)
 
 
@@ -174,14 +187,19 @@ def test_unknown_backend_lists_installed_and_the_extras_that_would_provide_it(pl
 
 def test_missing_kind_and_wrong_class(plugins):
     store = plugins("x", "class NotAStore: pass\n", module="not_a_store", entry_point=False)
-    plugins("bad", f"""
+    plugins(
+        "bad",
+        f"""
 from omniq import BackendSpec, hookimpl
 @hookimpl
 def omniq_register_backends(register):
     register(BackendSpec(name="bad", schemes=("bad",), task_queue="{store}:NotAStore"))
-""")
+""",
+    )
     reg = PluginRegistry()
-    with pytest.raises(IncompatiblePluginError, match="not a subclass of omniq.interfaces.BaseTaskQueue"):
+    with pytest.raises(
+        IncompatiblePluginError, match="not a subclass of omniq.interfaces.BaseTaskQueue"
+    ):
         reg.resolve("task_queue", "bad://x")
     with pytest.raises(UnknownBackendError, match="provides no result_storage"):
         reg.resolve("result_storage", "bad://x")
@@ -190,12 +208,15 @@ def omniq_register_backends(register):
 def test_a_misspelt_class_name_is_a_plugin_error_naming_backend_and_module(plugins):
     """``module:Clas`` fails like a module that does not import, not as an AttributeError."""
     store = plugins("y", STORE, module="fake_store_typo", entry_point=False)
-    plugins("typo", f"""
+    plugins(
+        "typo",
+        f"""
 from omniq import BackendSpec, hookimpl
 @hookimpl
 def omniq_register_backends(register):
     register(BackendSpec(name="typo", schemes=("typo",), task_queue="{store}:Queu"))
-""")
+""",
+    )
     with pytest.raises(BackendNotInstalledError) as info:
         PluginRegistry().resolve("task_queue", "typo://x")
     text = str(info.value)

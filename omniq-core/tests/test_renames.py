@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import omniq
-from omniq import interfaces, registry as registry_module
+from omniq import interfaces
+from omniq import registry as registry_module
 from omniq.interfaces import BasePool
 from omniq.registry import PluginRegistry, PoolSpec
 
@@ -21,8 +22,13 @@ class EchoPool(BasePool):
 
     name = "echo"
 
-    async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None) -> Any:
+    async def run(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> Any:
         return func(*args, **kwargs)
 
 
@@ -57,8 +63,10 @@ def test_a_plugin_implementing_the_old_hook_warns_naming_itself_and_still_works(
         reg.register_plugin(OldPlugin(), "old-pool-plugin")
     messages = [str(w.message) for w in caught]
     assert any("omniq.WorkerSpec" in m and "omniq.PoolSpec" in m for m in messages), messages
-    assert any("'old-pool-plugin'" in m and "omniq_register_workers" in m
-               and "omniq_register_pools" in m for m in messages), messages
+    assert any(
+        "'old-pool-plugin'" in m and "omniq_register_workers" in m and "omniq_register_pools" in m
+        for m in messages
+    ), messages
     assert reg.pool("echo-old") is EchoPool
     assert reg.plugins()[0].as_dict()["pools"] == ["echo-old"]
 
@@ -79,11 +87,14 @@ def test_a_plugin_implementing_both_hooks_registers_its_pools_once_without_warni
     assert [p.name for p in reg.plugins()[0].pools] == ["echo-new"]
 
 
-@pytest.mark.parametrize(("module", "old", "new"), [
-    (interfaces, "BaseWorker", BasePool),
-    (registry_module, "WorkerSpec", None),
-    (omniq, "WorkerSpec", None),
-])
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        (interfaces, "BaseWorker", BasePool),
+        (registry_module, "WorkerSpec", None),
+        (omniq, "WorkerSpec", None),
+    ],
+)
 def test_old_class_names_warn_and_still_work(module, old, new):
     with pytest.warns(DeprecationWarning, match=rf"{module.__name__}\.{old} is deprecated"):
         value = getattr(module, old)

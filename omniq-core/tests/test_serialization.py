@@ -1,6 +1,6 @@
 import enum
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,7 +10,7 @@ from omniq.serialization import Serializer, binding
 
 def test_plain_data_round_trips_as_msgpack():
     s = Serializer()
-    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
     data = s.dumps_call([1, "a", b"b", 2.5, None, True, when, {"k": [1, 2]}], {"x": (1, 2)})
     assert data[2] == 0  # no dill flag
     args, kwargs, func = s.loads_call(data, local_only=False)
@@ -44,8 +44,19 @@ def nested(depth: int) -> list:
     return value
 
 
-@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, Color.RED, Name("x"), {1, 2}, {True: 1},
-                                   {"k": [datetime(2026, 1, 2)]}, nested(70)])
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**64,
+        -(2**63) - 1,
+        Color.RED,
+        Name("x"),
+        {1, 2},
+        {True: 1},
+        {"k": [datetime(2026, 1, 2)]},
+        nested(70),
+    ],
+)
 def test_values_msgpack_would_change_go_by_dill(value):
     """What msgpack would carry but not give back as it was (a subclass comes back as its
     base, a set as a list) travels by dill, and comes back equal."""
@@ -114,7 +125,8 @@ def test_refused_unsigned_dill_names_the_argument_and_its_type():
     with pytest.raises(SerializationError) as info:
         s.dumps_call([1, Opaque()], {}, local_only=False)
     assert str(info.value).startswith(
-        f"task argument 2: {__name__}.Opaque needs dill, and unsigned dill is refused")
+        f"task argument 2: {__name__}.Opaque needs dill, and unsigned dill is refused"
+    )
     with pytest.raises(SerializationError) as info:
         s.dumps_call([1], {"lock": threading.Lock()}, local_only=False)
     assert str(info.value).startswith("task keyword 'lock': _thread.lock needs dill")
@@ -125,7 +137,8 @@ def test_refused_unsigned_function_names_the_function():
         Serializer().dumps_call([], {}, lambda: 1, local_only=False)
     assert str(info.value).startswith(
         f"task function {__name__}.test_refused_unsigned_function_names_the_function."
-        f"<locals>.<lambda> is not registered, so it would travel by dill")
+        f"<locals>.<lambda> is not registered, so it would travel by dill"
+    )
 
 
 def test_payload_limit_is_enforced_when_reading_too():
@@ -134,15 +147,19 @@ def test_payload_limit_is_enforced_when_reading_too():
         Serializer(payload_limit=1000).loads_call(big, local_only=True, origin="task t1")
     assert str(info.value) == (
         f"payload from task t1 is {len(big)} bytes, over the limit of 1000 bytes "
-        f"(config key payload_limit); refused unread")
+        f"(config key payload_limit); refused unread"
+    )
 
 
 def test_a_signed_call_runs_only_as_the_task_it_was_signed_for():
     s = Serializer({"k": b"secret"})
     blob = s.dumps_call([1], {}, bind=binding("app:pay", "default", "t1"))
     assert s.loads_call(blob, local_only=False, bind=binding("app:pay", "default", "t1"))[0] == [1]
-    for other in [("app:wipe", "default", "t1"), ("app:pay", "other", "t1"),
-                  ("app:pay", "default", "t2")]:
+    for other in [
+        ("app:wipe", "default", "t1"),
+        ("app:pay", "other", "t1"),
+        ("app:pay", "default", "t2"),
+    ]:
         with pytest.raises(SignatureError, match="signed for another task name, queue or id"):
             s.loads_call(blob, local_only=False, bind=binding(*other))
     value = s.dumps([[1], {}])  # a signed value (a result) is not a call of any task

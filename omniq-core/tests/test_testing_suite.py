@@ -69,14 +69,17 @@ class TestFileTaskQueue(TaskQueueContract):
 
     @pytest.fixture
     def task_queue_ref(self, tmp_path: Path) -> dict[str, str]:
-        return {"url": "omniq_suite_reference:FileTaskQueue", "path": str(tmp_path / "queue.pickle")}
+        return {
+            "url": "omniq_suite_reference:FileTaskQueue",
+            "path": str(tmp_path / "queue.pickle"),
+        }
 
 
 # -- the suite must fail on broken stores ---------------------------------------------------------
 
 #: A test module as a third party would write it, one class per broken variant. Refs use the
 #: "module:Class" form, so the subprocess needs no plugin registration.
-BROKEN_MODULE = '''
+BROKEN_MODULE = """
 import uuid
 import pytest
 from omniq.testing import EventStorageContract, ResultStorageContract, TaskQueueContract
@@ -169,7 +172,7 @@ class TestDeclaredOverride(ResultStorageContract):
     @pytest.mark.xfail(reason="documented gap")
     async def test_delete(self):
         raise AssertionError("gap")
-'''
+"""
 
 #: For each class: exactly the tests that must fail (every other test passes or skips).
 EXPECTED_FAILURES = {
@@ -212,12 +215,33 @@ EXPECTED_FAILURES = {
 def run_suite(tmp_path: Path) -> ET.Element:
     (tmp_path / "test_broken_backends.py").write_text(textwrap.dedent(BROKEN_MODULE))
     report = tmp_path / "report.xml"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(tmp_path / "test_broken_backends.py"), "-q",
-         "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-c", os.devnull,
-         "--import-mode=importlib", "-o", "junit_family=xunit2", f"--junitxml={report}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(tmp_path / "test_broken_backends.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            "--import-mode=importlib",
+            "-o",
+            "junit_family=xunit2",
+            f"--junitxml={report}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert report.exists(), f"pytest did not run:\n{proc.stdout}\n{proc.stderr}"
     return ET.parse(report).getroot()
@@ -244,4 +268,6 @@ def test_suite_fails_exactly_where_a_rule_is_broken(tmp_path: Path) -> None:
         assert failed == expected, f"{cls}: failed {sorted(failed)}, expected {sorted(expected)}"
     passed = {n for n, o in outcomes["TestForgotTheRef"].items() if o == "ok"}
     assert passed == {"test_contract_tests_are_not_overridden"}, "a class without a ref must error"
-    assert all("override event_storage_ref in your test class" in m for m in messages["TestForgotTheRef"])
+    assert all(
+        "override event_storage_ref in your test class" in m for m in messages["TestForgotTheRef"]
+    )

@@ -22,14 +22,34 @@ def run_project(tmp_path: Path) -> Callable[..., None]:
     to be imported from ``framework``; fails with the child's output."""
 
     def run(python: str, db: str, framework: str) -> None:
-        env = {**os.environ, "OMNIQ_DJANGO_DB": db, "OMNIQ_DJANGO_DIR": str(tmp_path),
-               "OMNIQ_DJANGO_SCHEMA": f"omniq_dj_{uuid.uuid4().hex[:10]}",
-               "OMNIQ_DJANGO_EXPECT_FRAMEWORK": framework}
+        env = {
+            **os.environ,
+            "OMNIQ_DJANGO_DB": db,
+            "OMNIQ_DJANGO_DIR": str(tmp_path),
+            "OMNIQ_DJANGO_SCHEMA": f"omniq_dj_{uuid.uuid4().hex[:10]}",
+            "OMNIQ_DJANGO_EXPECT_FRAMEWORK": framework,
+        }
         env.pop("DJANGO_SETTINGS_MODULE", None)
         proc = subprocess.run(
-            [python, "-m", "pytest", "project_checks.py", "-q", "-p", "no:cacheprovider",
-             "-o", "addopts=", "--basetemp", str(tmp_path / "basetemp")],
-            cwd=PROJECT, env=env, capture_output=True, text=True, timeout=240)
+            [
+                python,
+                "-m",
+                "pytest",
+                "project_checks.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "addopts=",
+                "--basetemp",
+                str(tmp_path / "basetemp"),
+            ],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert proc.returncode == 0, f"project tests failed on {db}:\n{proc.stdout}\n{proc.stderr}"
 
     return run

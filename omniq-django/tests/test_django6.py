@@ -29,8 +29,12 @@ DJANGO = "django>=6,<7"
 
 def _is_312_or_newer(python: str) -> bool:
     try:
-        proc = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and proc.stdout.strip() == "True"
@@ -40,8 +44,9 @@ def find_python312() -> str | None:
     """A working Python 3.12+: ``$OMNIQ_PYTHON312``, pyenv's, or ``python3.12`` on PATH
     (a pyenv shim on PATH may exist and still refuse to run, so each is tried)."""
     candidates = [os.environ.get("OMNIQ_PYTHON312", "")]
-    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")),
-                         reverse=True)
+    candidates += sorted(
+        glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")), reverse=True
+    )
     candidates += [shutil.which("python3.12") or "", "/usr/bin/python3.12"]
     return next((c for c in candidates if c and _is_312_or_newer(c)), None)
 
@@ -61,8 +66,10 @@ def django6_python() -> str:
         return str(PYTHON)
     base = find_python312()
     if base is None:
-        message = ("Django 6 needs Python 3.12, and none was found (set OMNIQ_PYTHON312 or "
-                   "install python3.12)")
+        message = (
+            "Django 6 needs Python 3.12, and none was found (set OMNIQ_PYTHON312 or "
+            "install python3.12)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message + "; CI must run the Django 6 tests")
         pytest.skip(message)
@@ -71,8 +78,9 @@ def django6_python() -> str:
     subprocess.run([base, "-m", "venv", str(VENV)], check=True, timeout=300)
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     editable = [arg for m in MEMBERS[:-1] for arg in ("-e", str(ROOT / m))]
-    subprocess.run([*pip, *editable, "-e", f"{ROOT / 'omniq-django'}[test]", DJANGO],
-                   check=True, timeout=900)
+    subprocess.run(
+        [*pip, *editable, "-e", f"{ROOT / 'omniq-django'}[test]", DJANGO], check=True, timeout=900
+    )
     STAMP.write_text(wanted)
     return str(PYTHON)
 

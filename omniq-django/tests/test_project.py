@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 
 import pytest
-
 from omniq_django.compat import FRAMEWORK
 
 

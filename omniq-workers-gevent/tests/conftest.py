@@ -44,12 +44,24 @@ def producer(worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ite
 def start_worker(worker_env: dict[str, str]) -> Iterator[StartWorker]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(pool: str, concurrency: int = 4, burst: bool = True, *extra: str,
-              grace: float = 30) -> subprocess.Popen[str]:
+    def start(
+        pool: str, concurrency: int = 4, burst: bool = True, *extra: str, grace: float = 30
+    ) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "run_worker.py"), pool, str(concurrency), "1" if burst else "0",
-             *extra], cwd=HERE, env={**worker_env, "GEVENT_TEST_GRACE": str(grace)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                str(HERE / "run_worker.py"),
+                pool,
+                str(concurrency),
+                "1" if burst else "0",
+                *extra,
+            ],
+            cwd=HERE,
+            env={**worker_env, "GEVENT_TEST_GRACE": str(grace)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         procs.append(proc)
         return proc
 

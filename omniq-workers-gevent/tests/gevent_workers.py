@@ -32,7 +32,8 @@ def run_python(*parts: str, args: Sequence[str] = ()) -> str:
     ``sys.argv[1:]``, since patching must not touch the test process; return its
     stdout, failing with its output unless it exits cleanly."""
     code = "\n".join(textwrap.dedent(p) for p in parts)
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

@@ -13,7 +13,9 @@ from omniq.testing.services import require_service
 
 URLS = {
     "redis": os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "postgres": os.environ.get("OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    "postgres": os.environ.get(
+        "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
     "nats": os.environ.get("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222"),
 }
 

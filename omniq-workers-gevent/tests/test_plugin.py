@@ -17,8 +17,14 @@ INSTALL_HINT = "install it with: pip install 'omniq[gevent]'"
 
 
 def omniq(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "omniq.cli", *args], cwd=HERE, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "omniq.cli", *args],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -27,7 +33,8 @@ def no_gevent(tmp_path: Path, worker_env: dict[str, str]) -> dict[str, str]:
     fake = tmp_path / "shadow" / "gevent"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'gevent'\", name='gevent')\n")
+        "raise ModuleNotFoundError(\"No module named 'gevent'\", name='gevent')\n"
+    )
     return {**worker_env, "PYTHONPATH": str(fake.parent)}
 
 
@@ -45,25 +52,49 @@ def test_omniq_plugins_lists_the_pool(worker_env):
     assert run.returncode == 0, run.stderr
     entry = next(p for p in json.loads(run.stdout) if p["name"] == "gevent")
     assert (entry["distribution"], entry["pools"], entry["error"]) == (
-        "omniq-workers-gevent", ["gevent"], None)
+        "omniq-workers-gevent",
+        ["gevent"],
+        None,
+    )
 
 
 @pytest.mark.slow
 def test_omniq_worker_pool_gevent_runs_the_app(producer, worker_env):
     refs = producer.app.enqueue_many(producer.nap, [(0.2,) for _ in range(100)])
-    run = omniq("worker", "--pool", "gevent", "--concurrency", "500", "--app", "gevent_app:app",
-                "--burst", env=worker_env)
+    run = omniq(
+        "worker",
+        "--pool",
+        "gevent",
+        "--concurrency",
+        "500",
+        "--app",
+        "gevent_app:app",
+        "--burst",
+        env=worker_env,
+    )
     assert run.returncode == 0, run.stderr
     assert len({producer.app.get_result(r, timeout=5) for r in refs}) == 1
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not hasattr(BasePool, "prepare_process"), strict=True,
-                   reason="omniq worker does not yet call BasePool.prepare_process() before --app")
+@pytest.mark.xfail(
+    not hasattr(BasePool, "prepare_process"),
+    strict=True,
+    reason="omniq worker does not yet call BasePool.prepare_process() before --app",
+)
 def test_omniq_worker_patches_before_importing_the_app(producer, worker_env):
     producer.app.enqueue_many(producer.nap_bound, [(0.2,) for _ in range(10)])
-    run = omniq("worker", "--pool", "gevent", "--concurrency", "10", "--app", "gevent_app:app",
-                "--burst", env=worker_env)
+    run = omniq(
+        "worker",
+        "--pool",
+        "gevent",
+        "--concurrency",
+        "10",
+        "--app",
+        "gevent_app:app",
+        "--burst",
+        env=worker_env,
+    )
     assert run.returncode == 0, run.stderr
     assert "after the application was imported" not in run.stderr
 
@@ -71,22 +102,43 @@ def test_omniq_worker_patches_before_importing_the_app(producer, worker_env):
 def test_without_gevent_the_error_says_what_to_install(producer, no_gevent):
     run = omniq("worker", "--pool", "gevent", "--app", "gevent_app:app", "--burst", env=no_gevent)
     assert run.returncode != 0
-    assert "worker pool 'gevent' could not import 'omniq_workers_gevent.pool:GeventPool': " \
-           "No module named 'gevent'" in run.stderr
+    assert (
+        "worker pool 'gevent' could not import 'omniq_workers_gevent.pool:GeventPool': "
+        "No module named 'gevent'" in run.stderr
+    )
     assert INSTALL_HINT in run.stderr and "pip install ./omniq-workers-gevent" in run.stderr
 
 
 def test_from_code_without_gevent_the_error_says_what_to_install(producer, no_gevent):
-    run = subprocess.run([sys.executable, "-c", "from gevent_app import app; app.run_worker("
-                          "pool='gevent', burst=True)"], cwd=HERE, env=no_gevent,
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gevent_app import app; app.run_worker(pool='gevent', burst=True)",
+        ],
+        cwd=HERE,
+        env=no_gevent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0
     assert INSTALL_HINT in run.stderr.strip().splitlines()[-1]
 
 
 def test_without_the_distribution_the_error_names_it(producer, worker_env):
-    run = omniq("worker", "--pool", "gevent", "--app", "gevent_app:app", "--burst",
-                env={**worker_env, "OMNIQ_DISABLE_PLUGINS": "gevent"})
+    run = omniq(
+        "worker",
+        "--pool",
+        "gevent",
+        "--app",
+        "gevent_app:app",
+        "--burst",
+        env={**worker_env, "OMNIQ_DISABLE_PLUGINS": "gevent"},
+    )
     assert run.returncode != 0
-    assert "worker pool 'gevent' is provided by omniq-workers-gevent, which is not installed; " \
-           + INSTALL_HINT in run.stderr
+    assert (
+        "worker pool 'gevent' is provided by omniq-workers-gevent, which is not installed; "
+        + INSTALL_HINT
+        in run.stderr
+    )

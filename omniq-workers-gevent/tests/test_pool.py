@@ -19,7 +19,9 @@ async def with_pool(concurrency, body, **options):
 
 
 def test_greenlets_run_concurrently_up_to_the_pool_size():
-    out = run_python(POOL, """
+    out = run_python(
+        POOL,
+        """
         def nap(s):
             time.sleep(s)
             return s
@@ -30,13 +32,16 @@ def test_greenlets_run_concurrently_up_to_the_pool_size():
             return time.monotonic() - t
 
         print(round(asyncio.run(with_pool(2, body)), 2), round(asyncio.run(with_pool(4, body)), 2))
-    """)
+    """,
+    )
     two, four = map(float, out.split())
     assert two >= 0.4 > four
 
 
 def test_timeout_interrupts_a_waiting_greenlet_and_reports_the_task_timeout():
-    out = run_python(POOL, """
+    out = run_python(
+        POOL,
+        """
         from omniq.errors import TaskTimeoutError
         state = {}
 
@@ -55,12 +60,15 @@ def test_timeout_interrupts_a_waiting_greenlet_and_reports_the_task_timeout():
 
         exc, took = asyncio.run(with_pool(2, body))
         print(f"{exc} | {took < 1.0} | {'stopped' in state}")
-    """)
+    """,
+    )
     assert out.strip() == "task exceeded its timeout of 0.2 s | True | True"
 
 
 def test_a_call_that_never_yields_is_abandoned_after_the_backstop():
-    out = run_python(POOL, """
+    out = run_python(
+        POOL,
+        """
         from omniq.errors import TaskTimeoutError
 
         def spin():
@@ -77,12 +85,17 @@ def test_a_call_that_never_yields_is_abandoned_after_the_backstop():
 
         exc, took = asyncio.run(with_pool(2, body, backstop=0.3))
         print(f"{took < 0.8} | {exc}")
-    """)
-    assert out.startswith("True | task exceeded its timeout of 0.2 s and did not yield to gevent within 0.3 s")
+    """,
+    )
+    assert out.startswith(
+        "True | task exceeded its timeout of 0.2 s and did not yield to gevent within 0.3 s"
+    )
 
 
 def test_errors_and_values_pass_through_unchanged():
-    out = run_python(POOL, """
+    out = run_python(
+        POOL,
+        """
         def own_timeout():
             raise TimeoutError("the function's own")
 
@@ -102,12 +115,15 @@ def test_errors_and_values_pass_through_unchanged():
                 await pool.run(dict, [], {"a": 1}, None)
 
         print(asyncio.run(with_pool(2, body)))
-    """)
+    """,
+    )
     assert out.strip() == "(\"TimeoutError: the function's own\", 4, 6, {'a': 1})"
 
 
 def test_cancelling_the_caller_kills_the_greenlet():
-    out = run_python(POOL, """
+    out = run_python(
+        POOL,
+        """
         import gevent
         seen = []
 
@@ -127,7 +143,8 @@ def test_cancelling_the_caller_kills_the_greenlet():
         t = time.monotonic()
         asyncio.run(with_pool(2, body))  # stop(wait=True) joins the hub: the greenlet is gone
         print(seen, time.monotonic() - t < 5)
-    """)
+    """,
+    )
     assert out.strip() == "['GreenletExit'] True"
 
 
@@ -145,8 +162,11 @@ def test_patching_leaves_threads_queues_and_the_asyncio_selector_alone():
 
         print(asyncio.run(selector()))
     """)
-    assert out.split("\n")[:3] == ["True False", "gevent.hub False _queue gevent.selectors",
-                                   "EpollSelector"]
+    assert out.split("\n")[:3] == [
+        "True False",
+        "gevent.hub False _queue gevent.selectors",
+        "EpollSelector",
+    ]
 
 
 def test_a_process_patched_with_threads_is_refused():
@@ -160,4 +180,7 @@ def test_a_process_patched_with_threads_is_refused():
         except ConfigError as exc:
             print(exc)
     """)
-    assert "the gevent pool needs real threads" in out and "patch_all(thread=False, queue=False)" in out
+    assert (
+        "the gevent pool needs real threads" in out
+        and "patch_all(thread=False, queue=False)" in out
+    )

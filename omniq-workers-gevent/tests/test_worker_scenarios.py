@@ -22,8 +22,9 @@ def types_of(mod: ModuleType, task_id: str) -> list[EventType]:
     return [e.type for e in mod.app.events(task_id=task_id)]
 
 
-def run_scenarios(mod: ModuleType, start_worker: StartWorker, tmp_path: Path, pool: str,
-                  *extra: str) -> dict[str, tuple[str, list[EventType], int]]:
+def run_scenarios(
+    mod: ModuleType, start_worker: StartWorker, tmp_path: Path, pool: str, *extra: str
+) -> dict[str, tuple[str, list[EventType], int]]:
     """Enqueue one task per scenario, run a burst worker, return each task's outcome."""
     app = mod.app
     tmp_path.mkdir()
@@ -64,9 +65,18 @@ def test_gevent_behaves_exactly_like_the_thread_pool(producer, start_worker, tmp
     producer.app.purge()
     gevent = run_scenarios(producer, start_worker, tmp_path / "gevent", "gevent")
     assert gevent == thread
-    assert thread["retry"] == ("succeeded", [EventType.ENQUEUED, EventType.STARTED, EventType.FAILED,
-                                            EventType.RETRYING, EventType.STARTED,
-                                            EventType.SUCCEEDED], 2)
+    assert thread["retry"] == (
+        "succeeded",
+        [
+            EventType.ENQUEUED,
+            EventType.STARTED,
+            EventType.FAILED,
+            EventType.RETRYING,
+            EventType.STARTED,
+            EventType.SUCCEEDED,
+        ],
+        2,
+    )
     assert thread["timeout"][0] == TaskState.DEAD.value and thread["timeout"][2] == 2
     assert thread["orphan"][0] == TaskState.CANCELLED.value
 
@@ -86,8 +96,9 @@ def test_sigterm_drains_running_tasks(producer, start_worker, tmp_path, pool):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pool", POOLS)
-def test_sigterm_after_the_grace_period_releases_the_task_uncounted(producer, start_worker, tmp_path,
-                                                                     pool):
+def test_sigterm_after_the_grace_period_releases_the_task_uncounted(
+    producer, start_worker, tmp_path, pool
+):
     marker = tmp_path / "started"
     ref = producer.nap.delay(3.0, str(marker))
     proc = start_worker(pool, 4, False, grace=0)

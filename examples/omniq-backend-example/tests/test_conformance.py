@@ -30,8 +30,14 @@ class TestExampleQueue(TaskQueueContract):
         """Make a stored task unreadable. This store keeps Task objects, not bytes, so it
         keeps what a store that decodes bytes hands out for a bad record: the stand-in."""
         old = store.ns.tasks[task_id]
-        store.ns.tasks[task_id] = stand_in(task_id, "not msgpack", "the example namespace",
-                                           name=old.name, queue=old.queue, state=old.state.value)
+        store.ns.tasks[task_id] = stand_in(
+            task_id,
+            "not msgpack",
+            "the example namespace",
+            name=old.name,
+            queue=old.queue,
+            state=old.state.value,
+        )
 
     async def corrupt_schedule(self, store: Any, schedule_id: str) -> None:
         pytest.skip("this store keeps Schedule objects, not bytes: no read decodes one")

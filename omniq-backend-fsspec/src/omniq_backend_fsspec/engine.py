@@ -27,7 +27,6 @@ import msgspec
 from omniq import lifecycle
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import LeaseRef
-from omniq.records import schedule_or_none
 from omniq.models import (
     READY_STATES,
     TERMINAL_STATES,
@@ -37,14 +36,15 @@ from omniq.models import (
     TaskState,
     encoder,
 )
+from omniq.records import schedule_or_none
 
 from .files import Files
 from .layout import (
     Record,
     due_entries,
     entry_path,
-    entry_time,
     entry_paths,
+    entry_time,
     expiry_path,
     pending_entries,
     queue_dir,
@@ -163,20 +163,27 @@ class QueueEngine:
             self._known_queues.add(eq)
         if not failed:
             for unfinished in waiting_on:
-                self.files.touch(f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}")
+                self.files.touch(
+                    f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}"
+                )
             if task.expires_at is not None:
                 self.files.touch(expiry_path(rec))
         return self.records.save(None, rec).task
 
     # -- delivery -----------------------------------------------------------------------
 
-    def reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int) -> builtins.list[Task]:
+    def reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
+    ) -> builtins.list[Task]:
         now = time.time()
         sources = []
         for queue in dict.fromkeys(queues):
             sources.append(pending_entries(self.files, queue))
-            due = [e for state in ("scheduled", "retrying")
-                   for e in due_entries(self.files, f"{queue_dir(queue)}/{state}", to_ns(now))]
+            due = [
+                e
+                for state in ("scheduled", "retrying")
+                for e in due_entries(self.files, f"{queue_dir(queue)}/{state}", to_ns(now))
+            ]
             sources.append(iter(sorted(due)))
         out: list[Task] = []
         for _key, path in heapq.merge(*sources):
@@ -186,11 +193,17 @@ class QueueEngine:
             if rec is None or not rec.task.is_ready(now):
                 continue
             try:
-                out.append(self._change(
-                    rec, state=TaskState.RUNNING, attempts=rec.task.attempts + 1,
-                    lease_token=uuid.uuid4().hex, lease_owner=worker_id,
-                    lease_deadline=now + lease, started_at=now,
-                ))
+                out.append(
+                    self._change(
+                        rec,
+                        state=TaskState.RUNNING,
+                        attempts=rec.task.attempts + 1,
+                        lease_token=uuid.uuid4().hex,
+                        lease_owner=worker_id,
+                        lease_deadline=now + lease,
+                        started_at=now,
+                    )
+                )
             except Conflict:
                 continue  # another reserver took it
         return out
@@ -202,8 +215,11 @@ class QueueEngine:
         return rec
 
     def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
-        return [task_id for task_id, token in leases
-                if self.records.retrying(self._extend, task_id, token, lease)]
+        return [
+            task_id
+            for task_id, token in leases
+            if self.records.retrying(self._extend, task_id, token, lease)
+        ]
 
     def _extend(self, task_id: str, token: str, lease: float) -> bool:
         rec = self._held(task_id, token)
@@ -211,11 +227,15 @@ class QueueEngine:
             self._change(rec, lease_deadline=time.time() + lease)
         return rec is not None
 
-    def complete_many(self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]) -> builtins.list[bool]:
+    def complete_many(
+        self, items: Sequence[tuple[str, str, TaskState, ErrorInfo | None]]
+    ) -> builtins.list[bool]:
         # (states checked by BaseTaskQueue.complete_many/finish_many before any change)
         return [self.records.retrying(self._complete, *item) for item in items]
 
-    def _complete(self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None) -> bool:
+    def _complete(
+        self, task_id: str, token: str, state: TaskState, error: ErrorInfo | None
+    ) -> bool:
         rec = self._held(task_id, token)
         if rec is None:
             return False
@@ -262,7 +282,9 @@ class QueueEngine:
         now = time.time()
         out = []
         for eq in self.files.list("queues"):
-            for path in entry_paths(self.files, f"queues/{eq}", [TaskState.RUNNING])[TaskState.RUNNING]:
+            for path in entry_paths(self.files, f"queues/{eq}", [TaskState.RUNNING])[
+                TaskState.RUNNING
+            ]:
                 rec = self._checked(path)
                 if rec is None or rec.task.lease_deadline is None or rec.task.lease_deadline >= now:
                     continue
@@ -294,8 +316,11 @@ class QueueEngine:
                     continue
                 if current.state is not TaskState.SUCCEEDED:
                     error = lifecycle.dependency_failure(current.id, current.state)
-                    stack.append(self._store(child, lifecycle.finished(
-                        child.task, TaskState.CANCELLED, error, now)))
+                    stack.append(
+                        self._store(
+                            child, lifecycle.finished(child.task, TaskState.CANCELLED, error, now)
+                        )
+                    )
                 elif all(self._succeeded(pid) for pid in child.task.depends_on):
                     self._change(child, state=lifecycle.ready_state(child.task, now))
             self.files.prune(deps_dir)
@@ -329,7 +354,9 @@ class QueueEngine:
             return [queue_dir(queue)]
         return [f"queues/{eq}" for eq in self.files.list("queues")]
 
-    def list(self, queue: str | None, states: Iterable[TaskState] | None, limit: int) -> builtins.list[Task]:
+    def list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
+    ) -> builtins.list[Task]:
         wanted = set(states) if states is not None else set(TaskState)
         entries = sorted(
             (key[1:], eid)
@@ -382,7 +409,9 @@ class QueueEngine:
                 continue  # started in time; it may still come back to the queue later
             if rec is None and not self.records.may_drop_orphan(entry_time(path)):
                 continue  # an enqueue of an already expired task may be in flight
-            if rec is not None and (rec.task.state in READY_STATES or rec.task.state is TaskState.WAITING):
+            if rec is not None and (
+                rec.task.state in READY_STATES or rec.task.state is TaskState.WAITING
+            ):
                 try:
                     expired.append(self._end(rec, TaskState.EXPIRED, rec.task.error, now))
                 except Conflict:
@@ -390,7 +419,9 @@ class QueueEngine:
             self.files.discard(path)
         for qdir in self._queue_dirs(None):
             for state in TERMINAL_STATES:
-                for _key, path in list(due_entries(self.files, f"{qdir}/{state.value}", to_ns(now))):
+                for _key, path in list(
+                    due_entries(self.files, f"{qdir}/{state.value}", to_ns(now))
+                ):
                     rec = self._checked(path)
                     if rec is not None:
                         self.records.drop(rec)
@@ -414,8 +445,11 @@ class QueueEngine:
     def list_schedules(self) -> builtins.list[Schedule]:
         names = self.files.list("schedules")
         found = ((name, self.files.read(f"schedules/{name}")) for name in names)
-        decoded = (schedule_or_none(unquote(name), data, "the schedules directory")
-                   for name, data in found if data is not None)
+        decoded = (
+            schedule_or_none(unquote(name), data, "the schedules directory")
+            for name, data in found
+            if data is not None
+        )
         schedules: builtins.list[Schedule] = [s for s in decoded if s is not None]
         return sorted(schedules, key=lambda s: s.id)
 
@@ -432,13 +466,19 @@ class QueueEngine:
         changes: dict[str, Any] = {"paused": paused}
         if next_run is not None:
             changes["next_run"] = next_run
-        self.records.replace(self._schedule_path(schedule_id),
-                             encoder.encode(msgspec.structs.replace(schedule, **changes)))
+        self.records.replace(
+            self._schedule_path(schedule_id),
+            encoder.encode(msgspec.structs.replace(schedule, **changes)),
+        )
         return True
 
-    def claim_due_schedules(self, at: float, limit: int) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        due = sorted((s for s in self.list_schedules() if not s.paused and s.next_run <= at),
-                     key=lambda s: (s.next_run, s.id))
+    def claim_due_schedules(
+        self, at: float, limit: int
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+        due = sorted(
+            (s for s in self.list_schedules() if not s.paused and s.next_run <= at),
+            key=lambda s: (s.next_run, s.id),
+        )
         won: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         for listed in due[:limit]:
             schedule = self.get_schedule(listed.id)  # read again: the compare-and-set's base
@@ -448,8 +488,12 @@ class QueueEngine:
             if not times:
                 continue
             try:
-                self.records.replace(self._schedule_path(schedule.id), encoder.encode(
-                    msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])))
+                self.records.replace(
+                    self._schedule_path(schedule.id),
+                    encoder.encode(
+                        msgspec.structs.replace(schedule, next_run=nxt, last_run=times[-1])
+                    ),
+                )
             except Conflict:
                 continue  # another scheduler claimed these firings
             won.append((schedule, times))

@@ -64,23 +64,43 @@ class FsspecEventStorage(FilesStore, BaseEventStorage):
     def _append(self, events: Sequence[TaskEvent]) -> None:
         self.files.write(f"events/{_batch_name(events)}", encoder.encode(events))
 
-    def _batches(self, since: float | None, until: float | None) -> list[tuple[str, list[TaskEvent]]]:
-        names = [n for n in self.files.list("events") if not (
-            (since is not None and _bounds(n)[1] < since) or (until is not None and _bounds(n)[0] >= until)
-        )]
+    def _batches(
+        self, since: float | None, until: float | None
+    ) -> list[tuple[str, list[TaskEvent]]]:
+        names = [
+            n
+            for n in self.files.list("events")
+            if not (
+                (since is not None and _bounds(n)[1] < since)
+                or (until is not None and _bounds(n)[0] >= until)
+            )
+        ]
         found = self.files.read_many([f"events/{n}" for n in names])
         where = "the events directory"
-        decoded = ((n, decode_or_skip(_batch_decoder.decode, found[f"events/{n}"], where, n))
-                   for n in names if f"events/{n}" in found)
+        decoded = (
+            (n, decode_or_skip(_batch_decoder.decode, found[f"events/{n}"], where, n))
+            for n in names
+            if f"events/{n}" in found
+        )
         return [(n, events) for n, events in decoded if events is not None]
 
-    def _select(self, task_id: str | None, queue: str | None, types: set[str] | None,
-                since: float | None, until: float | None) -> list[TaskEvent]:
+    def _select(
+        self,
+        task_id: str | None,
+        queue: str | None,
+        types: set[str] | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[TaskEvent]:
         return [
-            e for _, batch in self._batches(since, until) for e in batch
-            if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
+            e
+            for _, batch in self._batches(since, until)
+            for e in batch
+            if (task_id is None or e.task_id == task_id)
+            and (queue is None or e.queue == queue)
             and (types is None or e.type.value in types)
-            and (since is None or e.timestamp >= since) and (until is None or e.timestamp < until)
+            and (since is None or e.timestamp >= since)
+            and (until is None or e.timestamp < until)
         ]
 
     def _sweep(self, older_than: float) -> int:

@@ -27,7 +27,15 @@ from omniq.errors import ConfigError, QueueError
 
 from .location import Location
 
-__all__ = ["Files", "FsspecFiles", "LocalFiles", "LockingFiles", "MemoryFiles", "S3Files", "open_files"]
+__all__ = [
+    "Files",
+    "FsspecFiles",
+    "LocalFiles",
+    "LockingFiles",
+    "MemoryFiles",
+    "S3Files",
+    "open_files",
+]
 
 
 class Files(abc.ABC):
@@ -150,8 +158,11 @@ class LocalFiles(LockingFiles):
 
     def find(self, directory: str) -> builtins.list[str]:
         top = self._abs(directory)
-        return [os.path.relpath(os.path.join(d, f), self.root)
-                for d, _, files in os.walk(top) for f in files]
+        return [
+            os.path.relpath(os.path.join(d, f), self.root)
+            for d, _, files in os.walk(top)
+            for f in files
+        ]
 
     def move(self, src: str, dst: str) -> bool:
         try:
@@ -432,8 +443,10 @@ def open_files(location: Location) -> Files:
     """The :class:`Files` for a location (creating a local base directory)."""
     if location.protocol == "file":
         if not location.create and not os.path.isdir(location.base_dir):
-            raise ConfigError(f"directory {location.base_dir!r} does not exist (opened with "
-                              f"create=false, as the CLI's inspection commands do): check the path")
+            raise ConfigError(
+                f"directory {location.base_dir!r} does not exist (opened with "
+                f"create=false, as the CLI's inspection commands do): check the path"
+            )
         return LocalFiles(location.base_dir, fsync=location.fsync)
     if location.protocol == "memory":
         return MemoryFiles(location.base_dir)

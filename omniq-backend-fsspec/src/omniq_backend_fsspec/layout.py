@@ -34,8 +34,18 @@ from omniq.models import TERMINAL_STATES, Task, TaskState
 from .files import Files
 from .names import encode
 
-__all__ = ["Record", "due_entries", "entry_path", "entry_paths", "entry_time", "expiry_path",
-           "pending_entries", "queue_dir", "record_path", "split_entry"]
+__all__ = [
+    "Record",
+    "due_entries",
+    "entry_path",
+    "entry_paths",
+    "entry_time",
+    "expiry_path",
+    "pending_entries",
+    "queue_dir",
+    "record_path",
+    "split_entry",
+]
 
 SEQ_SHIFT = 12
 TIME_SHIFT = 36
@@ -90,7 +100,9 @@ def entry_path(rec: Record) -> str:
 
 
 def expiry_path(rec: Record) -> str:
-    return _timed("expiry", to_ns(rec.task.expires_at), sort_key(rec), encode("task id", rec.task.id))
+    return _timed(
+        "expiry", to_ns(rec.task.expires_at), sort_key(rec), encode("task id", rec.task.id)
+    )
 
 
 def split_entry(path: str) -> tuple[str, str, str]:
@@ -134,14 +146,16 @@ def due_entries(files: Files, directory: str, now_ns: int) -> Iterator[tuple[str
             yield name[21:38], f"{directory}/{bucket}/{name}"
 
 
-def entry_paths(files: Files, queue_directory: str, states: Iterable[TaskState]) -> dict[TaskState, list[str]]:
+def entry_paths(
+    files: Files, queue_directory: str, states: Iterable[TaskState]
+) -> dict[TaskState, list[str]]:
     """Every entry of one queue in ``states``, by state (for list, stats, purge and the
     lease sweep), from one recursive listing."""
     wanted = {s.value: s for s in states}
     scope = f"{queue_directory}/{next(iter(wanted))}" if len(wanted) == 1 else queue_directory
     found: dict[TaskState, list[str]] = {s: [] for s in wanted.values()}
     for path in files.find(scope):
-        state = wanted.get(path[len(queue_directory) + 1:].partition("/")[0])
+        state = wanted.get(path[len(queue_directory) + 1 :].partition("/")[0])
         if state is not None and path.count("/") > queue_directory.count("/") + 1:
             found[state].append(path)
     return found

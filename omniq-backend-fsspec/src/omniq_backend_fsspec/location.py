@@ -16,7 +16,7 @@ from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.options import Option, OptionSchema
 
-__all__ = ["DEFAULT_URL", "LOCAL_PROTOCOLS", "Location", "OPTIONS", "parse_location"]
+__all__ = ["DEFAULT_URL", "LOCAL_PROTOCOLS", "OPTIONS", "Location", "parse_location"]
 
 #: What a config that names only the plugin (``task_queue="fsspec"``) gets.
 DEFAULT_URL = "memory://omniq"
@@ -24,18 +24,34 @@ DEFAULT_URL = "memory://omniq"
 LOCAL_PROTOCOLS = frozenset({"file", "memory"})
 _ALIASES = {"local": "file", "gcs": "gs", "abfs": "az"}
 #: The options of every fsspec store (:mod:`omniq.options`).
-OPTIONS = OptionSchema("fsspec", (
-    Option("storage_options", "mapping", None,
-           "Keyword arguments for the fsspec file system: credentials, "
-           "`client_kwargs={'endpoint_url': ...}` for S3-compatible servers, `anon`, "
-           "`profile`, ...", query=False),
-    Option("fsync", "bool", False,
-           "`file://` only: fsync every file and its directory before a change counts, "
-           "so a power failure loses nothing; costs a disk flush per write."),
-    Option("create", "bool", True,
-           "`file://` only: create the directory when it is missing. The CLI's inspection and "
-           "operator commands open with false, so a mistyped path is an error."),
-))
+OPTIONS = OptionSchema(
+    "fsspec",
+    (
+        Option(
+            "storage_options",
+            "mapping",
+            None,
+            "Keyword arguments for the fsspec file system: credentials, "
+            "`client_kwargs={'endpoint_url': ...}` for S3-compatible servers, `anon`, "
+            "`profile`, ...",
+            query=False,
+        ),
+        Option(
+            "fsync",
+            "bool",
+            False,
+            "`file://` only: fsync every file and its directory before a change counts, "
+            "so a power failure loses nothing; costs a disk flush per write.",
+        ),
+        Option(
+            "create",
+            "bool",
+            True,
+            "`file://` only: create the directory when it is missing. The CLI's inspection and "
+            "operator commands open with false, so a mistyped path is an error.",
+        ),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,8 @@ def _check_protocol(protocol: str, url: str) -> None:
     close = difflib.get_close_matches(protocol, known, n=1)
     raise ConfigError(
         f"fsspec backend: {mask_url(url)!r} names protocol {protocol!r}, which fsspec does not "
-        f"know" + (f" (did you mean {close[0]!r}?)" if close else "")
+        f"know"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
         + "; use file://, memory://, s3://, gs://, az:// or fsspec+PROTOCOL:// with a protocol "
         "from fsspec.available_protocols()"
     )

@@ -14,21 +14,22 @@ from typing import Any, ClassVar
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import ErrorInfo, Schedule, Task, TaskState, WorkerInfo
 from omniq.interfaces import (
     BaseEventStorage,
     BaseResultStorage,
+    BaseTaskQueue,
     Batch,
+    Capability,
     Completion,
+    LeaseRef,
     gather_batches,
 )
-from omniq.models import TaskEvent, TaskResult
+from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, WorkerInfo
 
+from . import workers
 from .engine import QueueEngine
 from .location import Location
 from .store import FilesStore
-from . import workers
 
 __all__ = ["FileTaskQueue", "FsspecTaskQueue", "MemoryTaskQueue", "S3TaskQueue"]
 
@@ -48,7 +49,8 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
     @classmethod
     def _class_for(cls, location: Location) -> Any:
         target = {"file": FileTaskQueue, "memory": MemoryTaskQueue, "s3": S3TaskQueue}.get(
-            location.protocol)
+            location.protocol
+        )
         if target is None:
             raise ConfigError(
                 f"fsspec backend: no task queue on {location.protocol}:// "
@@ -122,7 +124,9 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> builtins.list[Task]:
-        return await self._call("list", queue, None if states is None else builtins.list(states), limit)
+        return await self._call(
+            "list", queue, None if states is None else builtins.list(states), limit
+        )
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         return await self._call("stats")
@@ -170,9 +174,9 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
 class FileTaskQueue(FsspecTaskQueue):
     """``file:///dir``: worker processes on this machine share the directory (``flock``)."""
 
-    capabilities: ClassVar[frozenset[Capability]] = (
-        FsspecTaskQueue.capabilities | {Capability.CROSS_PROCESS}
-    )
+    capabilities: ClassVar[frozenset[Capability]] = FsspecTaskQueue.capabilities | {
+        Capability.CROSS_PROCESS
+    }
 
 
 class MemoryTaskQueue(FsspecTaskQueue):

@@ -30,8 +30,16 @@ from omniq.records import stand_in
 from .files import Files, LockingFiles, S3Files
 from .layout import Record, entry_path, record_path
 
-__all__ = ["Conflict", "ConditionalRecords", "LockedRecords", "RecordStore", "Unreadable",
-           "new_rev", "record_store", "rev_time"]
+__all__ = [
+    "ConditionalRecords",
+    "Conflict",
+    "LockedRecords",
+    "RecordStore",
+    "Unreadable",
+    "new_rev",
+    "record_store",
+    "rev_time",
+]
 
 T = TypeVar("T")
 _record_decoder = msgspec.msgpack.Decoder(Record)
@@ -223,7 +231,11 @@ class ConditionalRecords(RecordStore):
         def bump() -> int:
             data = self.read("meta/seq")
             first = int(data) if data else 0
-            self._put("meta/seq", str(first + count).encode(), None if data is None else self._etags()["meta/seq"])
+            self._put(
+                "meta/seq",
+                str(first + count).encode(),
+                None if data is None else self._etags()["meta/seq"],
+            )
             return first
 
         return self.retrying(bump)

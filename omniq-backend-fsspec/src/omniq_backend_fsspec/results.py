@@ -34,8 +34,10 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
         paths = {_path(tid): tid for tid in task_ids}
         found = self.files.read_many(list(paths))
         now = time.time()
-        results = (result_or_stand_in(paths.get(path, path), data, "the results directory")
-                   for path, data in found.items())
+        results = (
+            result_or_stand_in(paths.get(path, path), data, "the results directory")
+            for path, data in found.items()
+        )
         return {r.task_id: r for r in results if r.expires_at is None or r.expires_at > now}
 
     def _write(self, results: Sequence[TaskResult]) -> None:
@@ -49,7 +51,11 @@ class FsspecResultStorage(FilesStore, BaseResultStorage):
             if data is None:
                 continue
             expires_at = result_or_stand_in(name, data, "the results directory").expires_at
-            if expires_at is not None and expires_at <= now and self.files.delete(f"results/{name}"):
+            if (
+                expires_at is not None
+                and expires_at <= now
+                and self.files.delete(f"results/{name}")
+            ):
                 deleted += 1
         return deleted
 

@@ -105,7 +105,9 @@ class Inbox:
         sub = await self.nc.subscribe(inbox, cb=collect)
         try:
             request = json.dumps({"batch": batch, "no_wait": True}).encode()
-            await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, reply=inbox)
+            await self.nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", request, reply=inbox
+            )
             try:
                 async with asyncio.timeout(self.timeout):
                     await done
@@ -170,7 +172,11 @@ class Inbox:
         return out
 
     async def write(
-        self, bucket: str, entries: Sequence[tuple[str, bytes, int | None]], *, tell: Sequence[Request] = ()
+        self,
+        bucket: str,
+        entries: Sequence[tuple[str, bytes, int | None]],
+        *,
+        tell: Sequence[Request] = (),
     ) -> list[int]:
         """Put KV entries ``(key, value, last)``: with ``last`` a compare-and-set on that
         revision. Each answer is the new revision, or :data:`WRONG_REVISION`."""
@@ -186,7 +192,9 @@ class Inbox:
             request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
             if revision is not None:
                 request["seq"] = revision + 1
-            requests.append((f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None))
+            requests.append(
+                (f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None)
+            )
         return [bool(_answer(msg).get("purged")) for msg in await self.ask(requests, tell=tell)]
 
     async def stream_messages(self, stream: str) -> int:

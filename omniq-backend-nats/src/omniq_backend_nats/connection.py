@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,33 +37,79 @@ __all__ = ["NatsSettings", "NatsStore", "NatsUnavailableError"]
 SCHEMES = ("nats", "tls")
 DEFAULT_SERVER = "127.0.0.1:4222"
 #: Options every NATS store takes (:mod:`omniq.options`).
-OPTIONS = OptionSchema("nats", (
-    Option("prefix", "str", "omniq",
-           "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
-           "32 characters)."),
-    Option("replicas", "int", 1, "JetStream replicas of each stream, bucket and consumer created.",
-           minimum=1, maximum=5),
-    Option("user", "str", None, "User for user/password authentication (or in the URL).",
-           optional=True),
-    Option("password", "str", None, "Password for user/password authentication (or in the URL).",
-           optional=True, secret=True),
-    Option("token", "str", None, "Token authentication (or `nats://TOKEN@host`).",
-           optional=True, secret=True),
-    Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),
-    Option("connect_timeout", "duration", 2.0, "How long one connection attempt may take.",
-           minimum=0, above=True),
-    Option("outage_timeout", "duration", 5.0,
-           "Seconds a call keeps retrying a server it cannot reach before it raises "
-           "`BackendUnavailableError`.", minimum=0, above=True),
-))
+OPTIONS = OptionSchema(
+    "nats",
+    (
+        Option(
+            "prefix",
+            "str",
+            "omniq",
+            "Names every stream and bucket of one deployment (`[A-Za-z0-9_-]`, at most "
+            "32 characters).",
+        ),
+        Option(
+            "replicas",
+            "int",
+            1,
+            "JetStream replicas of each stream, bucket and consumer created.",
+            minimum=1,
+            maximum=5,
+        ),
+        Option(
+            "user",
+            "str",
+            None,
+            "User for user/password authentication (or in the URL).",
+            optional=True,
+        ),
+        Option(
+            "password",
+            "str",
+            None,
+            "Password for user/password authentication (or in the URL).",
+            optional=True,
+            secret=True,
+        ),
+        Option(
+            "token",
+            "str",
+            None,
+            "Token authentication (or `nats://TOKEN@host`).",
+            optional=True,
+            secret=True,
+        ),
+        Option("creds", "str", None, "Path of a `.creds` file (JWT + NKey).", optional=True),
+        Option(
+            "connect_timeout",
+            "duration",
+            2.0,
+            "How long one connection attempt may take.",
+            minimum=0,
+            above=True,
+        ),
+        Option(
+            "outage_timeout",
+            "duration",
+            5.0,
+            "Seconds a call keeps retrying a server it cannot reach before it raises "
+            "`BackendUnavailableError`.",
+            minimum=0,
+            above=True,
+        ),
+    ),
+)
 _SECRET_OPTIONS = tuple(o.name for o in OPTIONS.options if o.secret)
 _API_TIMEOUT = 5.0
 #: What a call that cannot reach the server ends with (the client buffers while it
 #: reconnects, so mostly a timeout).
 _UNREACHABLE = (
-    TimeoutError, OSError, nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError,
-    nats.errors.NoServersError, nats.errors.StaleConnectionError,
+    TimeoutError,
+    OSError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
 )
 T = TypeVar("T")
 #: A scan pulls this many messages at a time, and lets the event loop run between every
@@ -228,8 +274,11 @@ class NatsStore(BaseStore):
         js = nc.jetstream(timeout=s["outage_timeout"])
         try:
             await js.account_info()
-        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
-                nats.errors.TimeoutError) as exc:
+        except (
+            nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError,
+            nats.errors.TimeoutError,
+        ) as exc:
             await nc.close()
             raise NatsUnavailableError(
                 f"JetStream is not enabled on the NATS server at {s.masked} "
@@ -256,7 +305,9 @@ class NatsStore(BaseStore):
         except BackendUnavailableError:
             raise
         except _UNREACHABLE as exc:
-            state = "connected" if self._nc is not None and self._nc.is_connected else "disconnected"
+            state = (
+                "connected" if self._nc is not None and self._nc.is_connected else "disconnected"
+            )
             raise NatsUnavailableError(
                 f"NATS at {self.settings.masked} did not answer within outage_timeout="
                 f"{self.settings['outage_timeout']:g} s ({state}): {type(exc).__name__}: "
@@ -285,7 +336,9 @@ class NatsStore(BaseStore):
         have = info.config
         problems = []
         if have.retention != config.retention:
-            problems.append(f"retention {_value(have.retention)} (needs {_value(config.retention)})")
+            problems.append(
+                f"retention {_value(have.retention)} (needs {_value(config.retention)})"
+            )
         missing = set(config.subjects or ()) - set(have.subjects or ())
         if missing:
             problems.append(f"subjects {have.subjects} (needs {sorted(missing)})")
@@ -353,7 +406,7 @@ class NatsStore(BaseStore):
             policy = api.DeliverPolicy.LAST_PER_SUBJECT
         elif start_time is not None:
             policy = api.DeliverPolicy.BY_START_TIME
-            start = datetime.fromtimestamp(max(start_time, 0.0), tz=timezone.utc)
+            start = datetime.fromtimestamp(max(start_time, 0.0), tz=UTC)
         else:
             policy = api.DeliverPolicy.ALL
         config = api.ConsumerConfig(

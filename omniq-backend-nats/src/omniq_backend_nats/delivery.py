@@ -128,7 +128,9 @@ class Delivery(TaskRecords):
             acks.append((held.lease.reply, _ACK, None))
             removals.append(self._forget(job.task_id))
         await self._remove_entries(removals, tell=acks)
-        await _windowed(others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb))
+        await _windowed(
+            others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb)
+        )
 
     async def _settle_message(self, task_id: str, lease_token: str | None, verb: bytes) -> None:
         """Move the message held for a lease that just ended (ack, or nak to redeliver)

@@ -45,7 +45,9 @@ class Dependencies(Delivery):
             if child_id in children:
                 return
             try:
-                await self._children.update(key, encoder.encode([*children, child_id]), last=entry.revision)
+                await self._children.update(
+                    key, encoder.encode([*children, child_id]), last=entry.revision
+                )
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
@@ -64,17 +66,22 @@ class Dependencies(Delivery):
         if found is None or found[0].state is not TaskState.WAITING:
             return found[0] if found else None
         task = found[0]
-        parents = [p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p]
+        parents = [
+            p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p
+        ]
         failed = next((p for p in parents if p.state in lifecycle.PARENT_FAILED_STATES), None)
         if failed is not None:
             await self._cancel_waiting(task_id, failed)
-        elif len(parents) == len(task.depends_on) and all(p.state is TaskState.SUCCEEDED for p in parents):
+        elif len(parents) == len(task.depends_on) and all(
+            p.state is TaskState.SUCCEEDED for p in parents
+        ):
             at = await self.now()
             state = lifecycle.ready_state(task, at)
             # Message first: if we die before the CAS, its delivery settles the task again.
             await self._hint(task)
             changed = await self._mutate(
-                task_id, lambda t: _replace(t, state=state) if t.state is TaskState.WAITING else None
+                task_id,
+                lambda t: _replace(t, state=state) if t.state is TaskState.WAITING else None,
             )
             if changed:
                 await self._wake([task.queue])
@@ -88,8 +95,11 @@ class Dependencies(Delivery):
         error = lifecycle.dependency_failure(parent.id, parent.state)
         changed = await self._mutate(
             task_id,
-            lambda t: finished(t, TaskState.CANCELLED, error, at)
-            if t.state is TaskState.WAITING else None,
+            lambda t: (
+                finished(t, TaskState.CANCELLED, error, at)
+                if t.state is TaskState.WAITING
+                else None
+            ),
         )
         if changed:
             cancelled = changed[1]

@@ -48,11 +48,21 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         {Capability.CROSS_PROCESS, Capability.NATIVE_TTL}
     )
     option_schema = OPTIONS.extend(
-        Option("max_age", "duration", 7 * 86400.0,
-               "Age after which the server drops events by itself.", minimum=0, above=True),
-        Option("clock_skew", "duration", 300.0,
-               "How much earlier than `since` a query starts reading (see *Events*).",
-               minimum=0),
+        Option(
+            "max_age",
+            "duration",
+            7 * 86400.0,
+            "Age after which the server drops events by itself.",
+            minimum=0,
+            above=True,
+        ),
+        Option(
+            "clock_skew",
+            "duration",
+            300.0,
+            "How much earlier than `since` a query starts reading (see *Events*).",
+            minimum=0,
+        ),
     )
 
     @property
@@ -82,7 +92,10 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
     def messages(self, events: Sequence[TaskEvent]) -> list[tuple[str, bytes]]:
         """The stream messages ``(subject, data)`` that store ``events``."""
         return [
-            (self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)), encoder.encode(e))
+            (
+                self._subject(token(e.queue), token(_type_name(e.type)), token(e.task_id)),
+                encoder.encode(e),
+            )
             for e in events
         ]
 
@@ -129,8 +142,9 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         first_new: int | None = None
         async for msg in self.scan(self.stream, f"{self.prefix}.ev.>"):
             seq = stream_sequence(msg)
-            stamp = decode_or_skip(_stamp_decoder.decode, msg.data, "the events stream",
-                                   msg.subject)
+            stamp = decode_or_skip(
+                _stamp_decoder.decode, msg.data, "the events stream", msg.subject
+            )
             if stamp is not None and stamp.timestamp < older_than:  # (an unreadable one is kept)
                 old.append(seq)
             elif first_new is None:
@@ -140,5 +154,5 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
         head = [s for s in old if first_new is None or s < first_new]
         if head:
             await self.js.purge_stream(self.stream, seq=head[-1] + 1)
-        await asyncio.gather(*(self.js.delete_msg(self.stream, s) for s in old[len(head):]))
+        await asyncio.gather(*(self.js.delete_msg(self.stream, s) for s in old[len(head) :]))
         return len(old)

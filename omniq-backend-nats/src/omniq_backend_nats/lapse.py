@@ -27,11 +27,16 @@ class LeaseDeadlines(Dependencies):
         at = await self.now()
         held = await asyncio.gather(*(self._extend(tid, tok, at + lease) for tid, tok in leases))
         # The batch entries listing extended leases, rewritten once each.
-        keys = {h.batch for (tid, _), ok in zip(leases, held) if ok and (h := self._held.get(tid)) and h.batch}
+        keys = {
+            h.batch
+            for (tid, _), ok in zip(leases, held)
+            if ok and (h := self._held.get(tid)) and h.batch
+        }
         rewrite = [(k, self._batches[k][0]) for k in keys if k is not None and k in self._batches]
         if rewrite:
             revs = await self.inbox.write(
-                f"{self.prefix}_leases", [(k, encoder.encode(list(listed.values())), None) for k, listed in rewrite]
+                f"{self.prefix}_leases",
+                [(k, encoder.encode(list(listed.values())), None) for k, listed in rewrite],
             )
             for (key, listed), rev in zip(rewrite, revs):
                 if key in self._batches:
@@ -40,7 +45,14 @@ class LeaseDeadlines(Dependencies):
 
     async def _extend(self, task_id: str, lease_token: str, deadline: float) -> bool:
         (changed,) = await self._change_many(
-            [(task_id, lambda t: _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None)]
+            [
+                (
+                    task_id,
+                    lambda t: (
+                        _replace(t, lease_deadline=deadline) if _holds(t, lease_token) else None
+                    ),
+                )
+            ]
         )
         if changed is None:
             await self._remove_entries([self._forget(task_id)])  # lost
@@ -51,7 +63,9 @@ class LeaseDeadlines(Dependencies):
             listed = self._batches.get(cached.batch)
             if listed is not None and task_id in listed[0]:
                 listed[0][task_id].deadline = deadline  # written by heartbeat()
-            await self.nc.publish(cached.lease.reply, _WPI)  # resets AckWait; a lost one costs nothing
+            await self.nc.publish(
+                cached.lease.reply, _WPI
+            )  # resets AckWait; a lost one costs nothing
             return True
         held = await self._lease_entry(task_id, lease_token)
         if held is None:
@@ -89,10 +103,14 @@ class LeaseDeadlines(Dependencies):
         """A lapsed lease with an entry of its own."""
         new, held = await self._lapse_task(untoken(key), lease, at)
         if not held:
-            await self._remove("leases", untoken(key), rev)  # ended, or outlived its lease (a crash)
+            await self._remove(
+                "leases", untoken(key), rev
+            )  # ended, or outlived its lease (a crash)
         return [new] if new is not None else []
 
-    async def _lapse_batch(self, key: str, listed: list[_Listed], rev: int, at: float) -> list[Task]:
+    async def _lapse_batch(
+        self, key: str, listed: list[_Listed], rev: int, at: float
+    ) -> list[Task]:
         """The lapsed leases of a batch entry; the entry goes once none is held."""
         due = [e for e in listed if e.deadline <= at]
         done = await asyncio.gather(*(self._lapse_task(e.task_id, e.lease(), at) for e in due))

@@ -70,7 +70,11 @@ _BATCH = "="
 
 
 def _holds(task: Task, lease_token: str | None) -> bool:
-    return task.state is TaskState.RUNNING and lease_token is not None and task.lease_token == lease_token
+    return (
+        task.state is TaskState.RUNNING
+        and lease_token is not None
+        and task.lease_token == lease_token
+    )
 
 
 class LeaseCache(NatsStore):
@@ -94,7 +98,9 @@ class LeaseCache(NatsStore):
         self._batches.clear()
         await super().close()
 
-    async def _lease_entry(self, task_id: str, lease_token: str | None) -> tuple[_Lease, int] | None:
+    async def _lease_entry(
+        self, task_id: str, lease_token: str | None
+    ) -> tuple[_Lease, int] | None:
         """The task's own lease entry and its revision (cached when this instance
         wrote it for that token)."""
         held = self._held.get(task_id)
@@ -107,12 +113,19 @@ class LeaseCache(NatsStore):
         assert entry.value is not None and entry.revision is not None
         return _lease_decoder.decode(entry.value), entry.revision
 
-    async def _put_lease(self, task_id: str, lease: _Lease, record: tuple[Task, int] | None = None) -> None:
+    async def _put_lease(
+        self, task_id: str, lease: _Lease, record: tuple[Task, int] | None = None
+    ) -> None:
         """Write a lease entry; ``record`` is the record (and revision) this instance just
         wrote for it."""
         rev = await self._leases.put(token(task_id), encoder.encode(lease))
         held = self._held.get(task_id)
-        if held is not None and held.batch is None and held.lease.token == lease.token and record is None:
+        if (
+            held is not None
+            and held.batch is None
+            and held.lease.token == lease.token
+            and record is None
+        ):
             held.lease, held.lease_rev = lease, rev
             return
         if held is not None and held.batch is not None:
@@ -134,7 +147,9 @@ class LeaseCache(NatsStore):
         del self._batches[held.batch]
         return held.batch, listed[1]
 
-    async def _remove_entries(self, entries: Iterable[tuple[str, int] | None], tell: Sequence[Request] = ()) -> None:
+    async def _remove_entries(
+        self, entries: Iterable[tuple[str, int] | None], tell: Sequence[Request] = ()
+    ) -> None:
         keys = [e for e in entries if e is not None]
         if keys or tell:
             await self.inbox.remove(f"{self.prefix}_leases", keys, tell=tell)

@@ -26,7 +26,9 @@ def token(value: str) -> str:
     never contains ``.``, ``*``, ``>`` or whitespace."""
     if _ALL_SAFE.fullmatch(value):
         return value
-    return "".join(ch if _SAFE.match(ch) else "".join(f"_{b:02x}" for b in ch.encode()) for ch in value)
+    return "".join(
+        ch if _SAFE.match(ch) else "".join(f"_{b:02x}" for b in ch.encode()) for ch in value
+    )
 
 
 def untoken(value: str) -> str:

@@ -85,20 +85,29 @@ __all__ = ["NatsTaskQueue"]
 class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseTaskQueue):
     """The task queue: the layers above, with enqueue, finishing and the user's actions."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({
-        Capability.DELAYED,
-        Capability.PRIORITY,
-        Capability.SCHEDULES,
-        Capability.DEPENDENCIES,
-        Capability.CROSS_PROCESS,
-        Capability.BLOCKING_RESERVE,
-    })
-    option_schema = OPTIONS.extend(Option(
-        "ack_wait", "duration", None,
-        "AckWait of the consumers: how long a message held by a process that died "
-        "silently stays away; none (the default) follows the lease of the worker that "
-        "reserves (see *Leases*).", minimum=0, above=True, optional=True,
-    ))
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.DELAYED,
+            Capability.PRIORITY,
+            Capability.SCHEDULES,
+            Capability.DEPENDENCIES,
+            Capability.CROSS_PROCESS,
+            Capability.BLOCKING_RESERVE,
+        }
+    )
+    option_schema = OPTIONS.extend(
+        Option(
+            "ack_wait",
+            "duration",
+            None,
+            "AckWait of the consumers: how long a message held by a process that died "
+            "silently stays away; none (the default) follows the lease of the worker that "
+            "reserves (see *Leases*).",
+            minimum=0,
+            above=True,
+            optional=True,
+        )
+    )
 
     _tasks: KeyValue
     _leases: KeyValue
@@ -117,7 +126,10 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
             )
         )
         self._tasks, self._leases, self._children, self._schedules = await asyncio.gather(
-            *(self.ensure_bucket(f"{self.prefix}_{name}") for name in ("tasks", "leases", "children", "schedules"))
+            *(
+                self.ensure_bucket(f"{self.prefix}_{name}")
+                for name in ("tasks", "leases", "children", "schedules")
+            )
         )
 
     # -- enqueue -----------------------------------------------------------------------
@@ -154,7 +166,10 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
                 if found is None:
                     continue  # deleted between the two calls
                 existing, rev = found
-                if existing.state in (TaskState.PENDING, TaskState.SCHEDULED) and existing.attempts == 0:
+                if (
+                    existing.state in (TaskState.PENDING, TaskState.SCHEDULED)
+                    and existing.attempts == 0
+                ):
                     # Repairs an enqueue that died between record and message;
                     # deduplicated when the first one did publish.
                     await self._hint(existing, created=rev)
@@ -190,7 +205,9 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
             return done
         out: list[Task | None] = [None] * len(tasks)
         free = [i for i, t in enumerate(tasks) if not t.depends_on]
-        for i, stored in zip(free, await _windowed([tasks[i] for i in free], lambda t: self._store(t, at))):
+        for i, stored in zip(
+            free, await _windowed([tasks[i] for i in free], lambda t: self._store(t, at))
+        ):
             out[i] = stored
         for i, task in enumerate(tasks):
             if task.depends_on:
@@ -245,7 +262,11 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
         return [done is not None for done in changed]
 
     async def _finish_one(
-        self, task_id: str, lease_token: str | None, change: Callable[[Task], Task], verb: bytes = _ACK
+        self,
+        task_id: str,
+        lease_token: str | None,
+        change: Callable[[Task], Task],
+        verb: bytes = _ACK,
     ) -> tuple[Task, Task] | None:
         """Fenced transition out of ``RUNNING``, then the held message and dependents."""
         (done,) = await self._finish_jobs([_Finish(task_id, lease_token, change, verb)])
@@ -259,9 +280,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
         """:meth:`_finish_one` for a batch, step by step: records; messages, together with
         ``then`` (told which jobs were accepted); dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
-        await self._remove_entries([self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None])
+        await self._remove_entries(
+            [self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None]
+        )
         moved = [job for job, done in zip(jobs, changed) if done is not None]
-        ended = [done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES]
+        ended = [
+            done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES
+        ]
         accepted = [done is not None for done in changed]
         _, _, dependents = await asyncio.gather(
             self._settle_messages(moved),
@@ -311,8 +336,9 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
             return done is not None
         changed = await self._mutate(
             task_id,
-            lambda t: None if t.state in TERMINAL_STATES
-            else finished(t, TaskState.DEAD, error, at),
+            lambda t: (
+                None if t.state in TERMINAL_STATES else finished(t, TaskState.DEAD, error, at)
+            ),
         )
         if changed is None:
             return False
@@ -327,7 +353,11 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
         at = await self.now()
         changed = await self._mutate(
             task_id,
-            lambda t: None if t.state in TERMINAL_STATES else _unleased(t, state=TaskState.CANCELLED, finished_at=at),
+            lambda t: (
+                None
+                if t.state in TERMINAL_STATES
+                else _unleased(t, state=TaskState.CANCELLED, finished_at=at)
+            ),
         )
         if changed is None:
             if await self._read(task_id) is None:
@@ -348,7 +378,8 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
     ) -> builtins.list[Task]:
         wanted = None if states is None else set(states)
         tasks = [
-            t for t, _ in await self._all_tasks()
+            t
+            for t, _ in await self._all_tasks()
             if (queue is None or t.queue == queue) and (wanted is None or t.state in wanted)
         ]
         tasks.sort(key=lambda t: (t.created_at, t.id))
@@ -364,15 +395,21 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
     async def _purge(self, queue: str | None, states: builtins.list[TaskState] | None) -> int:
         wanted = set(TaskState) if states is None else set(states)
         doomed = [
-            t for t, _ in await self._all_tasks()
+            t
+            for t, _ in await self._all_tasks()
             if (queue is None or t.queue == queue) and t.state in wanted
         ]
         if queue is None and wanted >= set(TaskState):
             # Everything: empty the streams themselves (schedules stay).
-            await asyncio.gather(*(
-                self.js.purge_stream(name)
-                for name in (self.stream, *(f"KV_{self.prefix}_{b}" for b in ("tasks", "leases", "children")))
-            ))
+            await asyncio.gather(
+                *(
+                    self.js.purge_stream(name)
+                    for name in (
+                        self.stream,
+                        *(f"KV_{self.prefix}_{b}" for b in ("tasks", "leases", "children")),
+                    )
+                )
+            )
             return len(doomed)
         # Messages left behind for these tasks find no record and are acked away.
         await _windowed(doomed, self._delete)
@@ -391,9 +428,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
                 if task.expires_at is not None and task.expires_at <= at:
                     changed = await self._mutate(
                         task.id,
-                        lambda t: _unleased(t, state=TaskState.EXPIRED, finished_at=at)
-                        if (t.state in READY_STATES or t.state is TaskState.WAITING)
-                        and t.expires_at is not None and t.expires_at <= at else None,
+                        lambda t: (
+                            _unleased(t, state=TaskState.EXPIRED, finished_at=at)
+                            if (t.state in READY_STATES or t.state is TaskState.WAITING)
+                            and t.expires_at is not None
+                            and t.expires_at <= at
+                            else None
+                        ),
                     )
                     if changed:
                         expired.append(changed[1])

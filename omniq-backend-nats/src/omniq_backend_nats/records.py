@@ -52,7 +52,9 @@ class TaskRecords(LeaseCache):
         except Exception as exc:
             return _stand_in(task_id, exc), entry.revision
 
-    async def _mutate(self, task_id: str, change: Callable[[Task], Task | None]) -> tuple[Task, Task] | None:
+    async def _mutate(
+        self, task_id: str, change: Callable[[Task], Task | None]
+    ) -> tuple[Task, Task] | None:
         """Compare-and-set ``change(record)`` until it sticks; ``(old, new)``, or None
         when the record is missing or ``change`` refuses it."""
         while True:
@@ -86,7 +88,10 @@ class TaskRecords(LeaseCache):
                 new = change(held.record)
                 if new is not None:
                     fast.append((i, held, held.record, new))
-        cas = puts(self._tasks_bucket, [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast])
+        cas = puts(
+            self._tasks_bucket,
+            [(token(changes[i][0]), encoder.encode(new), h.record_rev) for i, h, _, new in fast],
+        )
         revs = revisions(await self.inbox.ask(cas)) if cas else []
         done = set()
         for (i, held, old, new), rev in zip(fast, revs):

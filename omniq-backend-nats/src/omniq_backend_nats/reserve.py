@@ -60,7 +60,11 @@ class Reserve(Dependencies):
     async def _backlog(self, queues: Sequence[str]) -> dict[tuple[str, int], int]:
         """Messages stored per (queue, band) — one call instead of a pull per band."""
         by_token = {token(q): q for q in queues}
-        pattern = f"{self.prefix}.q.{next(iter(by_token))}.*" if len(by_token) == 1 else f"{self.prefix}.q.>"
+        pattern = (
+            f"{self.prefix}.q.{next(iter(by_token))}.*"
+            if len(by_token) == 1
+            else f"{self.prefix}.q.>"
+        )
         info = await self.js.stream_info(self.stream, subjects_filter=pattern)
         out: dict[tuple[str, int], int] = {}
         for subject, count in (info.state.subjects or {}).items():
@@ -110,7 +114,9 @@ class Reserve(Dependencies):
         ids = [c[0] for c in carried]
         unread = [i for i, (tid, found) in enumerate(carried) if tid and found is None]
         read = set()
-        for i, entry in zip(unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])):
+        for i, entry in zip(
+            unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])
+        ):
             if entry is not None:
                 try:
                     carried[i] = (ids[i], (task_decoder.decode(entry[0]), entry[1]))
@@ -123,7 +129,9 @@ class Reserve(Dependencies):
         for i, (_, found) in enumerate(carried):
             record = found[0] if found is not None else None
             if (
-                found is not None and record is not None and record.id not in claiming
+                found is not None
+                and record is not None
+                and record.id not in claiming
                 and record.state in READY_STATES
                 and (record.expires_at is None or record.expires_at > at)
                 and (record.eta is None or record.eta <= at)
@@ -141,10 +149,25 @@ class Reserve(Dependencies):
         }
         self._batch_count += 1
         key = f"{self._batch_prefix}{self._batch_count}"
-        replies = await self.inbox.ask([
-            *puts(self._tasks_bucket, [(token(ids[i]), encoder.encode(running), rev) for i, _, running, rev in claims]),
-            *puts(f"{self.prefix}_leases", [(key, encoder.encode(list(listed.values())), None)]),
-        ]) if claims else []
+        replies = (
+            await self.inbox.ask(
+                [
+                    *puts(
+                        self._tasks_bucket,
+                        [
+                            (token(ids[i]), encoder.encode(running), rev)
+                            for i, _, running, rev in claims
+                        ],
+                    ),
+                    *puts(
+                        f"{self.prefix}_leases",
+                        [(key, encoder.encode(list(listed.values())), None)],
+                    ),
+                ]
+            )
+            if claims
+            else []
+        )
         revs = revisions(replies)
         won: list[tuple[int, Task, int]] = []
         for (i, _, running, _), rev in zip(claims, revs):
@@ -158,7 +181,9 @@ class Reserve(Dependencies):
                 await self._remove_entries([(key, revs[-1])])
         if won:
             self._batches[key] = (listed, revs[-1])
-            stale = [self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held]  # an older lease of ours
+            stale = [
+                self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held
+            ]  # an older lease of ours
             for i, running, rev in won:
                 self._held[ids[i]] = _Held(listed[ids[i]].lease(), 0, running, rev, key)
                 out[i] = running
@@ -167,7 +192,8 @@ class Reserve(Dependencies):
                     await self._remove_entries(stale)
         others = list(slow)
         claimed = await asyncio.gather(
-            *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others), return_exceptions=True
+            *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others),
+            return_exceptions=True,
         )
         for i, task in zip(others, claimed):
             out[i] = task
@@ -177,7 +203,12 @@ class Reserve(Dependencies):
         return lifecycle.leased(task, worker_id, uuid.uuid4().hex, lease, at)
 
     async def _claim(
-        self, msg: Msg, worker_id: str, lease: float, at: float, found: tuple[Task, int] | None = None
+        self,
+        msg: Msg,
+        worker_id: str,
+        lease: float,
+        at: float,
+        found: tuple[Task, int] | None = None,
     ) -> Task | None:
         """Check one delivered message against its record (``found``: as just read) and
         lease the task, or put the message back (nak with a delay) or away (ack) as the
@@ -215,7 +246,9 @@ class Reserve(Dependencies):
                 rev = await self._tasks.update(token(task_id), encoder.encode(running), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            await self._put_lease(task_id, _Lease(running.lease_token or "", at + lease, msg.reply), (running, rev))
+            await self._put_lease(
+                task_id, _Lease(running.lease_token or "", at + lease, msg.reply), (running, rev)
+            )
             return running
 
     async def _recheck_running(self, task: Task, msg: Msg, at: float) -> None:
@@ -232,7 +265,9 @@ class Reserve(Dependencies):
             except nats.js.errors.KeyNotFoundError:
                 missing = True
             if missing:
-                await self._leases.put(key, encoder.encode(_Lease(task.lease_token or "", deadline, msg.reply)))
+                await self._leases.put(
+                    key, encoder.encode(_Lease(task.lease_token or "", deadline, msg.reply))
+                )
         await confirm(self.nc, msg.reply, nak_delay(max(deadline - at, _MIN_RECHECK)))
 
     async def _wait_for_work(self, queues: list[str], timeout: float) -> None:

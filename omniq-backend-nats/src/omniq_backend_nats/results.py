@@ -35,11 +35,17 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
     )
-    option_schema = OPTIONS.extend(Option(
-        "max_age", "duration", None,
-        "Bucket-wide TTL of the results bucket, a safety net on top of each result's `expires_at`.",
-        minimum=0, above=True, optional=True,
-    ))
+    option_schema = OPTIONS.extend(
+        Option(
+            "max_age",
+            "duration",
+            None,
+            "Bucket-wide TTL of the results bucket, a safety net on top of each result's `expires_at`.",
+            minimum=0,
+            above=True,
+            optional=True,
+        )
+    )
 
     _kv: KeyValue
 

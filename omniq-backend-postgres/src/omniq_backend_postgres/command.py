@@ -17,7 +17,9 @@ from .settings import DEFAULT_SCHEMA
 
 @click.command("migrate")
 @click.option("--url", required=True, help="PostgreSQL URL, e.g. postgresql://user@host/db")
-@click.option("--schema", default=DEFAULT_SCHEMA, show_default=True, help="schema holding OmniQ's tables")
+@click.option(
+    "--schema", default=DEFAULT_SCHEMA, show_default=True, help="schema holding OmniQ's tables"
+)
 @click.option("--check", is_flag=True, help="change nothing; exit 1 when migrations are pending")
 def migrate_command(url: str, schema: str, check: bool) -> None:
     """Create or upgrade OmniQ's tables in a PostgreSQL schema."""

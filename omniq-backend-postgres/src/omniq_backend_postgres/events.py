@@ -41,9 +41,15 @@ _detail = msgspec.json.Decoder(dict[str, Any])
 
 def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
     """Column arrays for :data:`APPEND`."""
-    return [[e.id for e in events], [e.task_id for e in events], [e.queue for e in events],
-            [EventType(e.type).value for e in events], [e.timestamp for e in events],
-            [e.worker_id for e in events], [_json.encode(e.detail).decode() for e in events]]
+    return [
+        [e.id for e in events],
+        [e.task_id for e in events],
+        [e.queue for e in events],
+        [EventType(e.type).value for e in events],
+        [e.timestamp for e in events],
+        [e.worker_id for e in events],
+        [_json.encode(e.detail).decode() for e in events],
+    ]
 
 
 class PostgresEventStorage(PostgresStore, BaseEventStorage):
@@ -111,5 +117,12 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
 
 
 def _event(r: Sequence[Any]) -> TaskEvent:
-    return TaskEvent(id=r[0], task_id=r[1], queue=r[2], type=EVENT_TYPES.get(r[3], r[3]),
-                     timestamp=r[4], worker_id=r[5], detail=_detail.decode(r[6]))
+    return TaskEvent(
+        id=r[0],
+        task_id=r[1],
+        queue=r[2],
+        type=EVENT_TYPES.get(r[3], r[3]),
+        timestamp=r[4],
+        worker_id=r[5],
+        detail=_detail.decode(r[6]),
+    )

@@ -21,7 +21,14 @@ from .settings import PostgresSettings
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "SchemaVersionError", "ensure_schema", "migrate"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "SchemaVersionError",
+    "ensure_schema",
+    "migrate",
+]
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,13 @@ def _load() -> tuple[Migration, ...]:
         if ext != "sql":
             continue
         number, _, description = stem.partition("_")
-        found.append(Migration(int(number), description.replace("_", " "), entry.read_text("utf-8")))
+        found.append(
+            Migration(int(number), description.replace("_", " "), entry.read_text("utf-8"))
+        )
     found.sort(key=lambda m: m.version)
-    assert [m.version for m in found] == list(range(1, len(found) + 1)), "migration numbers must be 1..n"
+    assert [m.version for m in found] == list(range(1, len(found) + 1)), (
+        "migration numbers must be 1..n"
+    )
     return tuple(found)
 
 
@@ -73,7 +84,8 @@ async def current_version(conn: asyncpg.Connection, settings: PostgresSettings) 
     # refreshed by taking an advisory lock, so it could miss a concurrent migrator's table.
     exists = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'migrations')",
-        settings.schema)
+        settings.schema,
+    )
     if not exists:
         return 0
     return await conn.fetchval(_VERSION_SQL.replace("{s}", settings.quoted_schema)) or 0
@@ -92,8 +104,9 @@ def pending(version: int) -> list[Migration]:
     return [m for m in MIGRATIONS if m.version > version]
 
 
-async def ensure_schema(conn: asyncpg.Connection, settings: PostgresSettings, *, apply: bool = True
-                        ) -> list[Migration]:
+async def ensure_schema(
+    conn: asyncpg.Connection, settings: PostgresSettings, *, apply: bool = True
+) -> list[Migration]:
     """Bring the schema to :data:`LATEST_VERSION`; return the migrations applied.
 
     The common case (already current) costs one query and takes no lock. Otherwise the
@@ -112,8 +125,10 @@ async def ensure_schema(conn: asyncpg.Connection, settings: PostgresSettings, *,
             f"(or leave auto_migrate on)"
         )
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                           f"omniq.migrate:{settings.schema}")
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"omniq.migrate:{settings.schema}",
+        )
         version = await current_version(conn, settings)
         _refuse_newer(version, settings)
         todo = pending(version)
@@ -123,12 +138,15 @@ async def ensure_schema(conn: asyncpg.Connection, settings: PostgresSettings, *,
             await conn.execute(migration.render(settings))
             await conn.execute(
                 f"INSERT INTO {settings.quoted_schema}.migrations (version, description) VALUES ($1, $2)",
-                migration.version, migration.description,
+                migration.version,
+                migration.description,
             )
         return todo
 
 
-async def migrate(url: str, schema: str = "omniq", check: bool = False, **options: Any) -> list[Migration]:
+async def migrate(
+    url: str, schema: str = "omniq", check: bool = False, **options: Any
+) -> list[Migration]:
     """Apply pending migrations to ``schema`` at ``url``; return them.
 
     With ``check=True`` nothing is changed and the pending migrations are returned

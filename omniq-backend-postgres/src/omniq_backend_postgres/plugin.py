@@ -14,14 +14,16 @@ if TYPE_CHECKING:
 
 @hookimpl
 def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    register(BackendSpec(
-        name="postgres",
-        schemes=("postgresql", "postgres"),
-        task_queue="omniq_backend_postgres.queue:PostgresTaskQueue",
-        result_storage="omniq_backend_postgres.results:PostgresResultStorage",
-        event_storage="omniq_backend_postgres.events:PostgresEventStorage",
-        description="PostgreSQL (asyncpg): SKIP LOCKED leases, LISTEN/NOTIFY wake-ups, SQL-queryable events",
-    ))
+    register(
+        BackendSpec(
+            name="postgres",
+            schemes=("postgresql", "postgres"),
+            task_queue="omniq_backend_postgres.queue:PostgresTaskQueue",
+            result_storage="omniq_backend_postgres.results:PostgresResultStorage",
+            event_storage="omniq_backend_postgres.events:PostgresEventStorage",
+            description="PostgreSQL (asyncpg): SKIP LOCKED leases, LISTEN/NOTIFY wake-ups, SQL-queryable events",
+        )
+    )
 
 
 @hookimpl

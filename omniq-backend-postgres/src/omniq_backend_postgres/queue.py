@@ -26,19 +26,35 @@ from omniq.interfaces import (
     Capability,
     Completion,
     LeaseRef,
+    TaskPage,
     as_stored,
     gather_batches,
 )
 from omniq.lifecycle import attempts_allowed, dependency_failure
-from omniq.models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState, encoder
-from omniq.interfaces import TaskPage
-from omniq.models import WorkerInfo, worker_decoder
+from omniq.models import (
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    WorkerInfo,
+    encoder,
+    worker_decoder,
+)
 
 from .events import APPEND, append_args
 from .paging import list_page
 from .results import UPSERT, upsert_args
-from .rows import (SCHEDULE_COLUMNS, STATES, TASK_COLUMNS, encode_error, rescue_row,
-                   schedule_from_row, task_from_row)
+from .rows import (
+    SCHEDULE_COLUMNS,
+    STATES,
+    TASK_COLUMNS,
+    encode_error,
+    rescue_row,
+    schedule_from_row,
+    task_from_row,
+)
 from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
 
 if TYPE_CHECKING:
@@ -80,7 +96,9 @@ SELECT id, state, created_at, finished_at FROM ins
 #: INSERT plus each task's ``enqueued`` event in the same statement (one round trip, one
 #: commit): the event gets the queue, name and state of the task as stored, which for an
 #: id that existed already is its row from before the statement.
-INSERT_RECORDED = INSERT.replace("SELECT id, state, created_at, finished_at FROM ins", """,
+INSERT_RECORDED = INSERT.replace(
+    "SELECT id, state, created_at, finished_at FROM ins",
+    """,
 recorded AS (
     INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
     SELECT e.id, e.task_id, coalesce(e.existed ->> 'queue', e.queue), e.type, e.ts, e.worker_id,
@@ -102,7 +120,8 @@ recorded AS (
     ) e
     ORDER BY e.ord
 )
-SELECT id, state, created_at, finished_at FROM ins""")
+SELECT id, state, created_at, finished_at FROM ins""",
+)
 
 RESERVE = f"""
 WITH clock AS (SELECT {EPOCH_NOW} AS now),
@@ -208,13 +227,20 @@ COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4
 FINISH_MANY = (
     "WITH done AS (SELECT id FROM\n"
     "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
-    "r AS (" + shift_params(UPSERT, 4).replace(
-        "$9::bytea[])", "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
-        "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))") + "),\n"
-    "e AS (" + shift_params(APPEND, 9).replace(
+    "r AS ("
+    + shift_params(UPSERT, 4).replace(
+        "$9::bytea[])",
+        "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
+        "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))",
+    )
+    + "),\n"
+    "e AS ("
+    + shift_params(APPEND, 9).replace(
         "ORDER BY i.ord",
         "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
-        "ORDER BY i.ord") + ")\n"
+        "ORDER BY i.ord",
+    )
+    + ")\n"
     "SELECT id FROM done"
 )
 CLAIM_SCHEDULES = """
@@ -225,27 +251,45 @@ RETURNING s.id
 """
 
 
-def _insert_args(tasks: Sequence[Task], states: Sequence[str | None] | None = None,
-                 errors: Sequence[str | None] | None = None) -> list[list[Any]]:
+def _insert_args(
+    tasks: Sequence[Task],
+    states: Sequence[str | None] | None = None,
+    errors: Sequence[str | None] | None = None,
+) -> list[list[Any]]:
     """Column arrays for :data:`INSERT` (state None: decided by the server from eta)."""
     n = len(tasks)
     return [
-        [t.id for t in tasks], [t.queue for t in tasks], [t.name for t in tasks],
-        [t.priority for t in tasks], list(states) if states is not None else [None] * n,
-        [t.eta for t in tasks], [t.expires_at for t in tasks], [t.created_at for t in tasks],
-        [t.attempts for t in tasks], [attempts_allowed(t) for t in tasks],
-        [t.result_ttl for t in tasks], [t.dead_ttl for t in tasks], [t.schedule_id for t in tasks],
-        list(errors) if errors is not None else [None] * n, [encoder.encode(t) for t in tasks],
+        [t.id for t in tasks],
+        [t.queue for t in tasks],
+        [t.name for t in tasks],
+        [t.priority for t in tasks],
+        list(states) if states is not None else [None] * n,
+        [t.eta for t in tasks],
+        [t.expires_at for t in tasks],
+        [t.created_at for t in tasks],
+        [t.attempts for t in tasks],
+        [attempts_allowed(t) for t in tasks],
+        [t.result_ttl for t in tasks],
+        [t.dead_ttl for t in tasks],
+        [t.schedule_id for t in tasks],
+        list(errors) if errors is not None else [None] * n,
+        [encoder.encode(t) for t in tasks],
     ]
 
 
 def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
     """Arguments of the schema's complete_many() (states checked by the base)."""
-    return [[i[0] for i in items], [i[1] for i in items], [i[2].value for i in items],
-            [encode_error(i[3]) for i in items]]
+    return [
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [i[2].value for i in items],
+        [encode_error(i[3]) for i in items],
+    ]
 
 
-def _where(queue: str | None, states: Iterable[TaskState] | None, start: int = 1) -> tuple[str, list[Any]]:
+def _where(
+    queue: str | None, states: Iterable[TaskState] | None, start: int = 1
+) -> tuple[str, list[Any]]:
     """A WHERE clause filtering by queue and states, with its bound arguments."""
     clauses: list[str] = []
     args: list[Any] = []
@@ -261,10 +305,16 @@ def _where(queue: str | None, states: Iterable[TaskState] | None, start: int = 1
 class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     """Tasks in ``<schema>.tasks``; see the module docstring for how it works."""
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({
-        Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES, Capability.DEPENDENCIES,
-        Capability.CROSS_PROCESS, Capability.BLOCKING_RESERVE,
-    })
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.DELAYED,
+            Capability.PRIORITY,
+            Capability.SCHEDULES,
+            Capability.DEPENDENCIES,
+            Capability.CROSS_PROCESS,
+            Capability.BLOCKING_RESERVE,
+        }
+    )
     channel_suffix = "tasks"
 
     # -- enqueue -------------------------------------------------------------------------
@@ -275,8 +325,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             return await self.using(connection).enqueue(task)
         return await super().enqueue(task)
 
-    async def enqueue_many(self, tasks: Sequence[Task], *,
-                           connection: asyncpg.Connection | None = None) -> list[Task]:
+    async def enqueue_many(
+        self, tasks: Sequence[Task], *, connection: asyncpg.Connection | None = None
+    ) -> list[Task]:
         """Store ``tasks``; with ``connection``, inside that connection's transaction."""
         if connection is not None:
             return await self.using(connection).enqueue_many(tasks)
@@ -286,8 +337,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         """Result and event stores in this schema of this database."""
         return self.shares_schema(store)
 
-    async def _enqueue(self, batches: Iterable[Batch],
-                       event_storage: BaseEventStorage | None) -> AsyncIterator[list[Task]]:
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
         """One INSERT ... SELECT FROM unnest(...) for all batches, with the events of a
         sibling event storage in the same statement (:data:`INSERT_RECORDED`) when the
         batch is small and no task has parents; tasks with ``depends_on`` go one by one
@@ -304,15 +356,19 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if not parents:
             stored = await self._run(lambda conn: self._insert(conn, tasks))
         else:
-            stored = await self._run(lambda conn: self._enqueue_in_order(conn, tasks),
-                                     transaction=True)
+            stored = await self._run(
+                lambda conn: self._enqueue_in_order(conn, tasks), transaction=True
+            )
         if events:
             assert event_storage is not None
             await event_storage.append_many(
-                [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+                [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+            )
         yield stored
 
-    async def _enqueue_in_order(self, conn: asyncpg.Connection, tasks: Sequence[Task]) -> list[Task]:
+    async def _enqueue_in_order(
+        self, conn: asyncpg.Connection, tasks: Sequence[Task]
+    ) -> list[Task]:
         stored: list[Task] = []
         run: list[Task] = []
         for task in tasks:
@@ -327,10 +383,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             stored += await self._insert(conn, run)
         return stored
 
-    async def _insert(self, conn: asyncpg.Connection, tasks: Sequence[Task],
-                      states: Sequence[str | None] | None = None,
-                      errors: Sequence[str | None] | None = None,
-                      events: Sequence[TaskEvent] = ()) -> list[Task]:
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        tasks: Sequence[Task],
+        states: Sequence[str | None] | None = None,
+        errors: Sequence[str | None] | None = None,
+        events: Sequence[TaskEvent] = (),
+    ) -> list[Task]:
         args = _insert_args(tasks, states, errors)
         if events:
             rows = await conn.fetch(self.sql(INSERT_RECORDED), *args, *append_args(events))
@@ -343,7 +403,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             row = inserted.get(task.id)
             if row is not None and task.id not in stored:  # a repeated id is stored once
                 stored[task.id] = msgspec.structs.replace(
-                    task, state=STATES[row[1]], created_at=row[2], finished_at=row[3])
+                    task, state=STATES[row[1]], created_at=row[2], finished_at=row[3]
+                )
         return [stored[task.id] for task in tasks]
 
     async def _insert_dependent(self, conn: asyncpg.Connection, task: Task) -> Task:
@@ -353,9 +414,12 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         existing = await self._get_many(conn, [task.id])
         if existing:
             return existing[task.id]
-        parents = dict(await conn.fetch(
-            self.sql("SELECT id, state FROM {s}.tasks WHERE id = ANY ($1::text[]) FOR SHARE"),
-            list(task.depends_on)))
+        parents = dict(
+            await conn.fetch(
+                self.sql("SELECT id, state FROM {s}.tasks WHERE id = ANY ($1::text[]) FOR SHARE"),
+                list(task.depends_on),
+            )
+        )
         for parent_id in task.depends_on:
             if parent_id not in parents:
                 raise TaskNotFoundError(parent_id, f" (a dependency of task {task.id!r})")
@@ -369,15 +433,20 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             state = TaskState.WAITING.value
         await self._insert(conn, [task], [state], [error])
         await conn.execute(
-            self.sql("INSERT INTO {s}.dependencies (parent_id, child_id) "
-                     "SELECT DISTINCT unnest($1::text[]), $2 ON CONFLICT DO NOTHING"),
-            list(task.depends_on), task.id)
+            self.sql(
+                "INSERT INTO {s}.dependencies (parent_id, child_id) "
+                "SELECT DISTINCT unnest($1::text[]), $2 ON CONFLICT DO NOTHING"
+            ),
+            list(task.depends_on),
+            task.id,
+        )
         return (await self._get_many(conn, [task.id]))[task.id]
 
     # -- leases --------------------------------------------------------------------------
 
-    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float, limit: int
-                       ) -> list[Task]:
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
+    ) -> list[Task]:
         if len(queues) == 1:
             rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
         else:
@@ -433,8 +502,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         their dependents atomically, with the results and events of sibling stores in the
         same statement (:data:`FINISH_MANY`: one commit)."""
         if results or events:
-            rows = await self.fetch(FINISH_MANY, *_complete_args(items), *upsert_args(results),
-                                    *append_args(events))
+            rows = await self.fetch(
+                FINISH_MANY, *_complete_args(items), *upsert_args(results), *append_args(events)
+            )
         else:
             rows = await self.fetch(COMPLETE_MANY, *_complete_args(items))
         done = {row[0] for row in rows}
@@ -475,35 +545,60 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     # -- inspection ----------------------------------------------------------------------
 
     async def _get_many(self, conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Task]:
-        rows = await conn.fetch(self.sql(f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t "
-                                         f"WHERE t.id = ANY ($1::text[])"), list(ids))
+        rows = await conn.fetch(
+            self.sql(
+                f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = ANY ($1::text[])"
+            ),
+            list(ids),
+        )
         return {row[0]: task_from_row(row[1:]) for row in rows}
 
     async def _get(self, task_id: str) -> Task | None:
         rows = await self.fetch(
-            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id)
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t WHERE t.id = $1", task_id
+        )
         return (await self._decoded(rows))[0] if rows else None
 
-    async def _list(self, queue: str | None, states: Iterable[TaskState] | None,
-                    limit: int) -> list[Task]:
+    async def _list(
+        self, queue: str | None, states: Iterable[TaskState] | None, limit: int
+    ) -> list[Task]:
         where, args = _where(queue, states)
         rows = await self.fetch(
             f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.tasks t{where} "
             f"ORDER BY t.seq LIMIT ${len(args) + 1}",
-            *args, limit)
+            *args,
+            limit,
+        )
         return await self._decoded(rows)
 
-    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                        name: str | None = None, since: float | None = None, until: float | None = None,
-                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+    async def list_page(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
         """Paged by ``seq`` along the (queue, state, seq) index (see :mod:`.paging`)."""
-        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
-                               cursor=cursor, limit=limit)
+        return await list_page(
+            self,
+            queue=queue,
+            states=states,
+            name=name,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         counts: dict[str, dict[TaskState, int]] = {}
         for queue, state, n in await self.fetch(
-                "SELECT queue, state, count(*) FROM {s}.tasks GROUP BY queue, state"):
+            "SELECT queue, state, count(*) FROM {s}.tasks GROUP BY queue, state"
+        ):
             counts.setdefault(queue, {})[STATES[state]] = n
         return counts
 
@@ -534,11 +629,18 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             "INSERT INTO {s}.schedules (id, next_run, last_run, paused, data) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (id) DO UPDATE SET next_run = excluded.next_run, last_run = excluded.last_run, "
             "paused = excluded.paused, data = excluded.data",
-            schedule.id, schedule.next_run, schedule.last_run, schedule.paused, encoder.encode(schedule))
+            schedule.id,
+            schedule.next_run,
+            schedule.last_run,
+            schedule.paused,
+            encoder.encode(schedule),
+        )
         return schedule
 
     async def _get_schedule(self, schedule_id: str) -> Schedule | None:
-        rows = await self.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE id = $1", schedule_id)
+        rows = await self.fetch(
+            f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE id = $1", schedule_id
+        )
         return schedule_from_row(rows[0]) if rows else None
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
@@ -546,21 +648,34 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return [s for s in map(schedule_from_row, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
-        return bool(await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id))
+        return bool(
+            await self.fetch("DELETE FROM {s}.schedules WHERE id = $1 RETURNING id", schedule_id)
+        )
 
-    async def _set_schedule_paused(self, schedule_id: str, paused: bool, next_run: float | None
-                                   ) -> bool:
-        return bool(await self.fetch(
-            "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
-            "RETURNING id", schedule_id, paused, next_run))
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
+    ) -> bool:
+        return bool(
+            await self.fetch(
+                "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
+                "RETURNING id",
+                schedule_id,
+                paused,
+                next_run,
+            )
+        )
 
-    async def _claim_due_schedules(self, at: float, limit: int
-                                   ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
+    async def _claim_due_schedules(
+        self, at: float, limit: int
+    ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         """Read the due schedules, compute their firings here (cron lives in Python),
         then win them with one compare-and-set UPDATE on the old ``next_run``."""
         rows = await self.fetch(
             f"SELECT {SCHEDULE_COLUMNS} FROM {{s}}.schedules WHERE NOT paused AND next_run <= $1 "
-            f"ORDER BY next_run, id LIMIT $2", at, limit)
+            f"ORDER BY next_run, id LIMIT $2",
+            at,
+            limit,
+        )
         due: dict[str, tuple[Schedule, list[float], float]] = {}
         for row in rows:
             schedule = schedule_from_row(row)
@@ -572,8 +687,12 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if not due:
             return []
         won = await self.fetch(
-            CLAIM_SCHEDULES, list(due), [s.next_run for s, _, _ in due.values()],
-            [f for _, _, f in due.values()], [t[-1] for _, t, _ in due.values()])
+            CLAIM_SCHEDULES,
+            list(due),
+            [s.next_run for s, _, _ in due.values()],
+            [f for _, _, f in due.values()],
+            [t[-1] for _, t, _ in due.values()],
+        )
         won_ids = {row[0] for row in won}
         return [(s, times) for sid, (s, times, _) in due.items() if sid in won_ids]
 
@@ -587,14 +706,16 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.fetch(
-            f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} "
-            f"ORDER BY id")
-        return [msgspec.structs.replace(worker_decoder.decode(data), expires_at=at)
-                for at, data in rows]
+            f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} ORDER BY id"
+        )
+        return [
+            msgspec.structs.replace(worker_decoder.decode(data), expires_at=at) for at, data in rows
+        ]
 
     async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id",
-                                     worker_id))
+        return bool(
+            await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id", worker_id)
+        )
 
 
 #: Upsert one worker, forgetting the others that expired, in one round trip.

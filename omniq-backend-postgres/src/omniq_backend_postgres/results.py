@@ -31,9 +31,13 @@ def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:
     """Column arrays for :data:`UPSERT`; a task id repeated in the batch keeps its last
     result (one statement cannot upsert a row twice)."""
     latest = list({r.task_id: r for r in results}.values())
-    return [[r.task_id for r in latest], [r.state.value for r in latest],
-            [r.finished_at for r in latest], [r.expires_at for r in latest],
-            [encoder.encode(r) for r in latest]]
+    return [
+        [r.task_id for r in latest],
+        [r.state.value for r in latest],
+        [r.finished_at for r in latest],
+        [r.expires_at for r in latest],
+        [encoder.encode(r) for r in latest],
+    ]
 
 
 #: Seconds between polls of wait() while no LISTEN connection is up.
@@ -43,7 +47,8 @@ LIVE = f"(expires_at IS NULL OR expires_at > {EPOCH_NOW})"
 
 class PostgresResultStorage(PostgresStore, BaseResultStorage):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY})
+        {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
+    )
     channel_suffix = "results"
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
@@ -52,11 +57,14 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         rows = await self.fetch(
             f"SELECT task_id, data FROM {{s}}.results WHERE task_id = ANY ($1::text[]) AND {LIVE}",
-            list(task_ids))
+            list(task_ids),
+        )
         return {row[0]: result_or_stand_in(row[0], row[1], "the results table") for row in rows}
 
     async def _delete(self, task_id: str) -> bool:
-        return bool(await self.fetch("DELETE FROM {s}.results WHERE task_id = $1 RETURNING 1", task_id))
+        return bool(
+            await self.fetch("DELETE FROM {s}.results WHERE task_id = $1 RETURNING 1", task_id)
+        )
 
     async def _cleanup(self) -> int:
         status = await self.execute(f"DELETE FROM {{s}}.results WHERE expires_at <= {EPOCH_NOW}")
@@ -73,4 +81,6 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
                 remaining = deadline - loop.time()
                 if result is not None or remaining <= 0:
                     return result
-                await wait_event(written, remaining if self.listening else min(remaining, POLL_INTERVAL))
+                await wait_event(
+                    written, remaining if self.listening else min(remaining, POLL_INTERVAL)
+                )

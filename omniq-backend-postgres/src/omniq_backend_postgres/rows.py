@@ -14,8 +14,14 @@ import msgspec
 from omniq.models import ErrorInfo, Schedule, Task, TaskState, task_decoder
 from omniq.records import schedule_or_none, stand_in
 
-__all__ = ["TASK_COLUMNS", "decode_error", "encode_error", "rescue_row", "schedule_from_row",
-           "task_from_row"]
+__all__ = [
+    "TASK_COLUMNS",
+    "decode_error",
+    "encode_error",
+    "rescue_row",
+    "schedule_from_row",
+    "task_from_row",
+]
 
 STATES = {state.value: state for state in TaskState}
 
@@ -57,8 +63,18 @@ def task_from_row(row: Sequence[Any]) -> Task:
 def rescue_row(task_id: str, row: Sequence[Any], exc: Exception, queue: Any, name: Any) -> Task:
     """The stand-in (:func:`omniq.records.stand_in`) of a row of :data:`TASK_COLUMNS`
     that does not decode."""
-    return stand_in(task_id, exc, "the tasks table", name=name, queue=queue, state=row[1],
-                    attempts=row[4], lease_owner=row[5], lease_token=row[6], lease_deadline=row[7])
+    return stand_in(
+        task_id,
+        exc,
+        "the tasks table",
+        name=name,
+        queue=queue,
+        state=row[1],
+        attempts=row[4],
+        lease_owner=row[5],
+        lease_token=row[6],
+        lease_deadline=row[7],
+    )
 
 
 def schedule_from_row(row: Sequence[Any]) -> Schedule | None:

@@ -17,7 +17,7 @@ from omniq.config import mask_url
 from omniq.errors import BackendUnavailableError, ConfigError
 from omniq.options import Option, OptionSchema, check_ports
 
-__all__ = ["PostgresSettings", "PostgresUnavailableError", "SCHEMES", "quote_ident"]
+__all__ = ["SCHEMES", "PostgresSettings", "PostgresUnavailableError", "quote_ident"]
 
 SCHEMES = ("postgresql", "postgres")
 DEFAULT_SCHEMA = "omniq"
@@ -46,21 +46,46 @@ def _validate_schema(schema: object) -> str:
 
 #: The options of every PostgreSQL store (:mod:`omniq.options`); other query
 #: parameters (``sslmode``...) are left for asyncpg.
-OPTIONS = OptionSchema("postgres", (
-    Option("schema", "str", DEFAULT_SCHEMA,
-           "The schema holding OmniQ's tables (1-40 letters, digits, `_`; not `pg_...`)."),
-    Option("min_size", "int", 1, "Connections the pool keeps open.", minimum=0),
-    Option("max_size", "int", 10,
-           "Most connections the pool opens (each store has its own pool, plus one "
-           "`LISTEN` connection for the task queue and the result storage).", minimum=1),
-    Option("connect_timeout", "duration", 10.0, "How long to wait for a connection.",
-           minimum=0, above=True),
-    Option("outage_timeout", "duration", 5.0,
-           "Seconds a call keeps retrying a server it cannot reach before it raises "
-           "`BackendUnavailableError`.", minimum=0, above=True),
-    Option("application_name", "str", "omniq", "Shown in `pg_stat_activity`."),
-    Option("auto_migrate", "bool", True, "Create or upgrade the tables when a store opens."),
-), passthrough="asyncpg")
+OPTIONS = OptionSchema(
+    "postgres",
+    (
+        Option(
+            "schema",
+            "str",
+            DEFAULT_SCHEMA,
+            "The schema holding OmniQ's tables (1-40 letters, digits, `_`; not `pg_...`).",
+        ),
+        Option("min_size", "int", 1, "Connections the pool keeps open.", minimum=0),
+        Option(
+            "max_size",
+            "int",
+            10,
+            "Most connections the pool opens (each store has its own pool, plus one "
+            "`LISTEN` connection for the task queue and the result storage).",
+            minimum=1,
+        ),
+        Option(
+            "connect_timeout",
+            "duration",
+            10.0,
+            "How long to wait for a connection.",
+            minimum=0,
+            above=True,
+        ),
+        Option(
+            "outage_timeout",
+            "duration",
+            5.0,
+            "Seconds a call keeps retrying a server it cannot reach before it raises "
+            "`BackendUnavailableError`.",
+            minimum=0,
+            above=True,
+        ),
+        Option("application_name", "str", "omniq", "Shown in `pg_stat_activity`."),
+        Option("auto_migrate", "bool", True, "Create or upgrade the tables when a store opens."),
+    ),
+    passthrough="asyncpg",
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +130,10 @@ class PostgresSettings:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect`` / ``create_pool`` (besides the DSN)."""
-        return {"timeout": self.connect_timeout,
-                "server_settings": {"application_name": self.application_name}}
+        return {
+            "timeout": self.connect_timeout,
+            "server_settings": {"application_name": self.application_name},
+        }
 
     def where(self) -> str:
         """Host, port, database and user for messages (never the password).
@@ -122,8 +149,10 @@ class PostgresSettings:
         host = parts.hostname or os.environ.get("PGHOST") or "localhost"
         user = parts.username or os.environ.get("PGUSER") or "(current user)"
         database = parts.path.lstrip("/") or os.environ.get("PGDATABASE") or user
-        return (f"host {host}:{port or os.environ.get('PGPORT') or 5432}, database {database!r}, "
-                f"user {user!r}")
+        return (
+            f"host {host}:{port or os.environ.get('PGPORT') or 5432}, database {database!r}, "
+            f"user {user!r}"
+        )
 
     def unavailable(self, exc: BaseException) -> PostgresUnavailableError:
         """The error for a failed connection: where we tried and why, password masked."""
@@ -138,5 +167,7 @@ class PostgresSettings:
         )
 
     def __repr__(self) -> str:
-        return (f"PostgresSettings(dsn={mask_url(self.dsn)!r}, schema={self.schema!r}, "
-                f"min_size={self.min_size}, max_size={self.max_size})")
+        return (
+            f"PostgresSettings(dsn={mask_url(self.dsn)!r}, schema={self.schema!r}, "
+            f"min_size={self.min_size}, max_size={self.max_size})"
+        )

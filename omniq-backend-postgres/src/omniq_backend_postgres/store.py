@@ -66,7 +66,8 @@ async def init_session(conn: asyncpg.Connection, settings: PostgresSettings) -> 
     if version.major < MIN_SERVER_VERSION:
         raise ConfigError(
             f"PostgreSQL at {settings.where()} is version {version.major}.{version.minor}; "
-            f"OmniQ needs {MIN_SERVER_VERSION} or newer")
+            f"OmniQ needs {MIN_SERVER_VERSION} or newer"
+        )
     await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
@@ -105,8 +106,11 @@ class PostgresStore(BaseStore):
     def shares_schema(self, other: object) -> bool:
         """True when ``other`` is a PostgreSQL store on the same database and schema, so
         one statement can write both."""
-        return (isinstance(other, PostgresStore) and other.settings.dsn == self.settings.dsn
-                and other.settings.schema == self.settings.schema)
+        return (
+            isinstance(other, PostgresStore)
+            and other.settings.dsn == self.settings.dsn
+            and other.settings.schema == self.settings.schema
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
@@ -119,8 +123,11 @@ class PostgresStore(BaseStore):
         settings = self.settings
         try:
             pool = await asyncpg.create_pool(
-                settings.dsn, min_size=settings.min_size, max_size=settings.max_size,
-                connection_class=PooledConnection, init=partial(init_session, settings=settings),
+                settings.dsn,
+                min_size=settings.min_size,
+                max_size=settings.max_size,
+                connection_class=PooledConnection,
+                init=partial(init_session, settings=settings),
                 **settings.connect_kwargs(),
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -133,7 +140,9 @@ class PostgresStore(BaseStore):
             raise
         self._pool = pool
         if self.channel_suffix is not None:
-            self._listener = Listener(self._connect, f"omniq_{settings.schema}_{self.channel_suffix}")
+            self._listener = Listener(
+                self._connect, f"omniq_{settings.schema}_{self.channel_suffix}"
+            )
 
     async def close(self) -> None:
         if self._conn is not None:  # a using() view: the connection is the caller's
@@ -174,11 +183,15 @@ class PostgresStore(BaseStore):
             yield self._conn
             return
         if self._pool is None:
-            raise RuntimeError(f"{type(self).__name__} is not open: use 'async with store' or 'await store.open()'")
+            raise RuntimeError(
+                f"{type(self).__name__} is not open: use 'async with store' or 'await store.open()'"
+            )
         async with self._pool.acquire() as conn:
             yield conn
 
-    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False) -> T:
+    async def _run(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False
+    ) -> T:
         """Run ``work(conn)``; retry on a dropped connection: at once while the pool has
         others that may be dead too (each failure removes one), then with a backoff
         until ``outage_timeout`` has passed; then raise PostgresUnavailableError

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from omniq.models import ErrorInfo, Task, TaskState, encoder, task_decoder
 from omniq.records import decode_each, stand_in
 
@@ -50,8 +51,17 @@ def rescue(task_id: str, row: Sequence[Any], exc: Exception, queue: Any = None) 
     """The stand-in of a row ``d [c] s a e lo lt ld ...`` (``c`` left out) that does not
     decode (:func:`omniq.records.stand_in`)."""
     _body, state, attempts, _eta, owner, token, deadline = row[:7]
-    return stand_in(task_id, exc, "Redis", queue=queue or "default", state=state, attempts=attempts,
-                    lease_owner=owner, lease_token=token, lease_deadline=deadline)
+    return stand_in(
+        task_id,
+        exc,
+        "Redis",
+        queue=queue or "default",
+        state=state,
+        attempts=attempts,
+        lease_owner=owner,
+        lease_token=token,
+        lease_deadline=deadline,
+    )
 
 
 def decode_task(row: Sequence[Any]) -> Task:
@@ -81,8 +91,11 @@ def decode_rows(blob: bytes) -> list[Task]:
 def decode_rows_with_id(blob: bytes) -> list[Task]:
     """Tasks from a reply of ``row_id`` rows (the id last), a stand-in for a row that
     does not decode."""
-    return decode_each(msgspec.msgpack.decode(blob), lambda row: decode_task(row[:-1]),
-                       lambda row, exc: rescue(_str(row[-1]) or "", [row[0], *row[2:]], exc))
+    return decode_each(
+        msgspec.msgpack.decode(blob),
+        lambda row: decode_task(row[:-1]),
+        lambda row, exc: rescue(_str(row[-1]) or "", [row[0], *row[2:]], exc),
+    )
 
 
 def encode_error(error: ErrorInfo | None) -> bytes:

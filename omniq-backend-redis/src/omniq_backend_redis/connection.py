@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from importlib import resources
 from collections.abc import Callable, Iterable, Iterator
+from importlib import resources
 from typing import Any
 
-from omniq.config import mask_url
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -22,6 +21,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from omniq.config import mask_url
 
 from .errors import RedisUnavailableError
 from .notify import Notifier
@@ -52,8 +53,9 @@ class BoundedRetry(Retry):
         super().__init__(ExponentialBackoff(cap=1.0, base=0.05), settings.retries)
         self.settings = settings
 
-    async def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
-                              *args: Any, **kwargs: Any) -> Any:
+    async def call_with_retry(
+        self, do: Callable[[], Any], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """redis-py's retry, also given up once ``outage_timeout`` has passed since the
         first failure. The bound is kept in ``fail`` (called after every failure by every
         redis-py release since 5.0), so the extra parameters newer releases take are
@@ -113,8 +115,11 @@ class SharedConnection:
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 
-    async def pipelined(self, calls: Iterable[tuple[str, list[Any]]],
-                        on_reply: Callable[[int, Any], None] | None = None) -> list[Any]:
+    async def pipelined(
+        self,
+        calls: Iterable[tuple[str, list[Any]]],
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         """Run scripts ``(name, args)`` back to back on one connection, each sent as soon
         as ``calls`` yields it: one round trip, and a caller that builds its calls lazily
         builds the next while the server runs the last. Each reply is the script's answer
@@ -129,15 +134,21 @@ class SharedConnection:
         source = iter(calls)
         sent: list[tuple[AsyncScript, list[Any]]] = []
         for attempt in range(2):
-            replies = await self.retry.call_with_retry(lambda: self._send(sent, source, on_reply), _ignore)
+            replies = await self.retry.call_with_retry(
+                lambda: self._send(sent, source, on_reply), _ignore
+            )
             if attempt or not any(isinstance(r, NoScriptError) for r in replies):
                 return replies
             for script in {id(s): s for s, _ in sent}.values():
                 await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    async def _send(self, sent: list[tuple[AsyncScript, list[Any]]], source: Iterator[tuple[str, list[Any]]],
-                    on_reply: Callable[[int, Any], None] | None) -> list[Any]:
+    async def _send(
+        self,
+        sent: list[tuple[AsyncScript, list[Any]]],
+        source: Iterator[tuple[str, list[Any]]],
+        on_reply: Callable[[int, Any], None] | None,
+    ) -> list[Any]:
         """Send ``sent`` again (a retry), then what ``source`` still holds, adding it to
         ``sent``. From the second call on, a reader task takes the replies as they come,
         one per call sent; the sender lets it run after each call (a write to a socket

@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
+from redis.exceptions import ResponseError
+
 from omniq.interfaces import BaseEventStorage, Capability
 from omniq.models import TaskEvent, encoder
 from omniq.options import Option
 from omniq.records import decode_or_skip
-from redis.exceptions import ResponseError
 
 from .codec import blobs, column
 from .settings import OPTIONS
@@ -43,16 +44,41 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
     capabilities = frozenset({Capability.CROSS_PROCESS})
     local_only = False
     option_schema = OPTIONS.extend(
-        Option("max_events", "int", 1_000_000,
-               "Cap on the events in the stream, kept on each append (see below).",
-               minimum=1, optional=True, off=(0, "0")),
-        Option("max_age", "duration", None, "Also delete events older than this on each append.",
-               minimum=0.001, above=False, optional=True),
-        Option("task_index_ttl", "duration", 7 * 86400.0,
-               "How long an event stays findable by `query(task_id=...)` (the stream "
-               "itself is capped by `max_events`/`max_age`).", minimum=1, above=False),
+        Option(
+            "max_events",
+            "int",
+            1_000_000,
+            "Cap on the events in the stream, kept on each append (see below).",
+            minimum=1,
+            optional=True,
+            off=(0, "0"),
+        ),
+        Option(
+            "max_age",
+            "duration",
+            None,
+            "Also delete events older than this on each append.",
+            minimum=0.001,
+            above=False,
+            optional=True,
+        ),
+        Option(
+            "task_index_ttl",
+            "duration",
+            7 * 86400.0,
+            "How long an event stays findable by `query(task_id=...)` (the stream "
+            "itself is capped by `max_events`/`max_age`).",
+            minimum=1,
+            above=False,
+        ),
     )
-    GLOBAL_KEYS = {"ev": "stream", "ev:late": "string", "ev:n": "string", "ev:g": "zset", "ev:tx": "zset"}
+    GLOBAL_KEYS = {
+        "ev": "stream",
+        "ev:late": "string",
+        "ev:n": "string",
+        "ev:g": "zset",
+        "ev:tx": "zset",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,7 +108,9 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         else:
             ms, exact = max(math.floor(stamps * 1000), 0), repr(float(stamps))
         columns = [
-            len(events), ms, exact,
+            len(events),
+            ms,
+            exact,
             column([e.task_id for e in events]) if task_ids else None,
             column([e.queue for e in events]),
             column([e.type for e in events]),
@@ -204,7 +232,12 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
         timestamp) is older, then the few appended late, whose id is newer than their
         timestamp, go by XDEL; index buckets that only name dropped entries are freed."""
         older_ms = max(math.floor(older_than * 1000), 0)
-        args: list[str | int] = [self.prefix, older_ms, repr(float(older_than)), self.index_bucket_ms]
+        args: list[str | int] = [
+            self.prefix,
+            older_ms,
+            repr(float(older_than)),
+            self.index_bucket_ms,
+        ]
         try:
             return cast(int, await self.shared.script("events_cleanup")(args=args))
         except ResponseError as exc:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
+from redis.exceptions import ResponseError
+
 from omniq.errors import QueueError, TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
@@ -26,6 +28,7 @@ from omniq.interfaces import (
     Capability,
     Completion,
     LeaseRef,
+    TaskPage,
     accepted_writes,
     as_stored,
 )
@@ -37,19 +40,31 @@ from omniq.models import (
     TaskEvent,
     TaskResult,
     TaskState,
+    WorkerInfo,
     encoder,
+    worker_decoder,
 )
 from omniq.records import schedule_or_none
-from omniq.interfaces import TaskPage
-from omniq.models import WorkerInfo, worker_decoder
-from redis.exceptions import ResponseError
 
-from .codec import (HASH_FIELDS, STATES, blobs, column, decode_error, decode_hash, decode_rows,
-                    decode_rows_with_id, decode_task, encode_error, is_task_hash, number, rescue)
+from .codec import (
+    HASH_FIELDS,
+    STATES,
+    blobs,
+    column,
+    decode_error,
+    decode_hash,
+    decode_rows,
+    decode_rows_with_id,
+    decode_task,
+    encode_error,
+    is_task_hash,
+    number,
+    rescue,
+)
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
-from .results import RedisResultStorage, set_args
 from .paging import list_page
+from .results import RedisResultStorage, set_args
 from .store import RedisStore
 
 _BATCH = 1000  # tasks per cleanup/purge/lease-recovery script call (bounds time in Redis)
@@ -100,8 +115,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     def _shares_home(self, store: BaseStore) -> bool:
         """A result or event storage on this connection (same server and database)."""
-        return (isinstance(store, (RedisEventStorage, RedisResultStorage))
-                and store.shared is self.shared)
+        return (
+            isinstance(store, (RedisEventStorage, RedisResultStorage))
+            and store.shared is self.shared
+        )
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -134,11 +151,20 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                     args = [self.prefix]
                     if sibling and events:
                         at = time.time()
-                        expected = [TaskState.SCHEDULED if t.eta is not None and t.eta > at
-                                    else TaskState.PENDING for t in tasks]
-                        said = [as_stored(e, t, state) for e, t, state in zip(events, tasks, expected, strict=True)]
+                        expected = [
+                            TaskState.SCHEDULED
+                            if t.eta is not None and t.eta > at
+                            else TaskState.PENDING
+                            for t in tasks
+                        ]
+                        said = [
+                            as_stored(e, t, state)
+                            for e, t, state in zip(events, tasks, expected, strict=True)
+                        ]
                         args += _enqueue_args(tasks, chain, column([s.value for s in expected]))
-                        args += cast(RedisEventStorage, event_storage).append_args(said, task_ids=False)
+                        args += cast(RedisEventStorage, event_storage).append_args(
+                            said, task_ids=False
+                        )
                     else:
                         args += _enqueue_args(tasks, chain)
                     sent.append((tasks, events))
@@ -165,7 +191,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                     refusal = QueueError(
                         f"batch {i + 1} of this enqueue was not stored: its chain key "
                         f"{chain_key!r} was gone, which happens when more than 60 s pass "
-                        f"between two batches (building one took that long?)")
+                        f"between two batches (building one took that long?)"
+                    )
                 break
             batch_stored, positions = outcome
             stored += len(batch_stored)
@@ -180,8 +207,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         problem = refusal or (failure[0] if failure else None)
         if problem is not None:
             if stored:
-                problem.add_note(f"the first {stored} task(s) of this enqueue were stored, "
-                                 f"the rest were not")
+                problem.add_note(
+                    f"the first {stored} task(s) of this enqueue were stored, the rest were not"
+                )
             raise problem
 
     async def _reserve(
@@ -260,7 +288,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
 
     async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
         fenced = "0" if token is None else "1"
-        return bool(await self._run("dead_letter", [task_id, fenced, token or "", encode_error(error)]))
+        return bool(
+            await self._run("dead_letter", [task_id, fenced, token or "", encode_error(error)])
+        )
 
     async def _release_expired_leases(self) -> list[Task]:
         released: list[Task] = []
@@ -321,12 +351,28 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         ids = [tid for _, tid in list(merged)[:limit]]
         return await self._rows(ids)
 
-    async def list_page(self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                        name: str | None = None, since: float | None = None, until: float | None = None,
-                        cursor: str | None = None, limit: int = 50) -> TaskPage:
+    async def list_page(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> TaskPage:
         """Paged by enqueue order over the per-state sorted sets (see :mod:`.paging`)."""
-        return await list_page(self, queue=queue, states=states, name=name, since=since, until=until,
-                               cursor=cursor, limit=limit)
+        return await list_page(
+            self,
+            queue=queue,
+            states=states,
+            name=name,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
         queues = await self._queues(None)
@@ -451,7 +497,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         ids = cast(
             "builtins.list[bytes]",
-            await self.redis.zrangebyscore(self.key("sched", "due"), "-inf", at, start=0, num=limit),
+            await self.redis.zrangebyscore(
+                self.key("sched", "due"), "-inf", at, start=0, num=limit
+            ),
         )
         if not ids:
             return []
@@ -497,7 +545,6 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         return bool(await self.redis.hdel(self.key("workers"), worker_id))
 
 
-
 def _script_error(exc: ResponseError) -> Exception:
     """The error a script's refusal stands for (unknown parent, foreign key), else itself."""
     message = str(exc)
@@ -506,7 +553,9 @@ def _script_error(exc: ResponseError) -> Exception:
     return foreign_from_reply(message) or exc
 
 
-def _enqueue_args(tasks: Sequence[Task], chain: list[Any] | None = None, expected: Any = None) -> list[Any]:
+def _enqueue_args(
+    tasks: Sequence[Task], chain: list[Any] | None = None, expected: Any = None
+) -> list[Any]:
     """enqueue.lua's arguments after the prefix: the columns, then the encoded tasks
     (the caller adds the events' arguments when it gives ``expected``)."""
     bodies = [encoder.encode(t) for t in tasks]
@@ -554,17 +603,30 @@ def _stored(tasks: Sequence[Task], reply: bytes) -> tuple[list[Task], list[int]]
             continue
         created = task.created_at or now
         if (
-            error is None and task.state is state and task.created_at == created
-            and task.attempts == 0 and task.lease_owner is None and task.lease_token is None
-            and task.lease_deadline is None and task.started_at is None
-            and task.finished_at is None and task.error is None
+            error is None
+            and task.state is state
+            and task.created_at == created
+            and task.attempts == 0
+            and task.lease_owner is None
+            and task.lease_token is None
+            and task.lease_deadline is None
+            and task.started_at is None
+            and task.finished_at is None
+            and task.error is None
         ):
             stored.append(task)
             continue
         stored.append(
             msgspec.structs.replace(
-                task, created_at=created, state=state, attempts=0, lease_owner=None,
-                lease_token=None, lease_deadline=None, started_at=None, finished_at=None,
+                task,
+                created_at=created,
+                state=state,
+                attempts=0,
+                lease_owner=None,
+                lease_token=None,
+                lease_deadline=None,
+                started_at=None,
+                finished_at=None,
                 error=error,
             )
         )

@@ -7,10 +7,11 @@ import math
 from collections.abc import Sequence
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder
 from omniq.records import result_or_stand_in
-from redis.exceptions import ResponseError
 
 from .errors import ForeignKeyError
 from .store import RedisStore
@@ -29,7 +30,9 @@ def set_args(results: Sequence[TaskResult]) -> list[Any]:
 
 
 class RedisResultStorage(RedisStore, BaseResultStorage):
-    capabilities = frozenset({Capability.CROSS_PROCESS, Capability.NATIVE_TTL, Capability.RESULT_NOTIFY})
+    capabilities = frozenset(
+        {Capability.CROSS_PROCESS, Capability.NATIVE_TTL, Capability.RESULT_NOTIFY}
+    )
     local_only = False
 
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
@@ -47,7 +50,9 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         await self._script("results_set", set_args(results), self.key("r", results[0].task_id))
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        values = cast("list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids]))
+        values = cast(
+            "list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids])
+        )
         return {t: self._decode(t, v) for t, v in zip(task_ids, values) if v is not None}
 
     async def _delete(self, task_id: str) -> bool:

@@ -7,30 +7,54 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from redis.asyncio import ConnectionPool
+
 from omniq.config import mask_url
 from omniq.errors import ConfigError
 from omniq.models import validate_name
 from omniq.options import Option, OptionSchema, check_ports
-from redis.asyncio import ConnectionPool
 
 SCHEMES = ("redis", "rediss", "unix")
 
 #: Options every Redis store takes (:mod:`omniq.options`); other query parameters go to
 #: redis-py (``db``, ``socket_timeout``, ``health_check_interval``, ``ssl_cert_reqs``...).
-OPTIONS = OptionSchema("redis", (
-    Option("key_prefix", "str", "omniq",
-           "Every key starts with `<prefix>:`; two apps on one database need different prefixes."),
-    Option("max_connections", "int", 64, "Size of the connection pool.",
-           minimum=1),
-    Option("socket_connect_timeout", "duration", 5.0, "How long to wait for a TCP connection.",
-           minimum=0.001),
-    Option("retries", "int", 5, "How many times a command is retried on a dropped connection "
-           "(exponential backoff, 50 ms up to 1 s).",
-           minimum=0),
-    Option("outage_timeout", "duration", 5.0,
-           "Seconds a call keeps retrying a server it cannot reach before it raises "
-           "`BackendUnavailableError`.", minimum=0, above=True),
-), passthrough="redis-py")
+OPTIONS = OptionSchema(
+    "redis",
+    (
+        Option(
+            "key_prefix",
+            "str",
+            "omniq",
+            "Every key starts with `<prefix>:`; two apps on one database need different prefixes.",
+        ),
+        Option("max_connections", "int", 64, "Size of the connection pool.", minimum=1),
+        Option(
+            "socket_connect_timeout",
+            "duration",
+            5.0,
+            "How long to wait for a TCP connection.",
+            minimum=0.001,
+        ),
+        Option(
+            "retries",
+            "int",
+            5,
+            "How many times a command is retried on a dropped connection "
+            "(exponential backoff, 50 ms up to 1 s).",
+            minimum=0,
+        ),
+        Option(
+            "outage_timeout",
+            "duration",
+            5.0,
+            "Seconds a call keeps retrying a server it cannot reach before it raises "
+            "`BackendUnavailableError`.",
+            minimum=0,
+            above=True,
+        ),
+    ),
+    passthrough="redis-py",
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +91,9 @@ def parse(
         check_ports(url, label)
     _check_database(url, parts.path.strip("/"), parsed.rest, label)
     if parsed.rest:
-        _check_redis_py_parameters(urlunsplit(parts._replace(query=urlencode(parsed.rest))),
-                                   schema.names())
+        _check_redis_py_parameters(
+            urlunsplit(parts._replace(query=urlencode(parsed.rest))), schema.names()
+        )
     values = dict(parsed.values)
     prefix = validate_name("redis key_prefix", values.pop("key_prefix"))
     settings = ConnectionSettings(

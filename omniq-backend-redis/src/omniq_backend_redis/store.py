@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self, cast
 
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
 from omniq.config import mask_url
 from omniq.interfaces import BaseStore
 from omniq.options import OptionSchema
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from .connection import SharedConnection, acquire, release
 from .errors import ForeignKeyError, foreign_from_reply
@@ -43,7 +44,9 @@ class RedisStore(BaseStore):
     @property
     def shared(self) -> SharedConnection:
         if self._shared is None:
-            raise RuntimeError(f"{self!r} is not open: call 'await store.open()' or use 'async with'")
+            raise RuntimeError(
+                f"{self!r} is not open: call 'await store.open()' or use 'async with'"
+            )
         return self._shared
 
     @property
@@ -55,7 +58,9 @@ class RedisStore(BaseStore):
             return
         shared = await acquire(self.settings)
         try:
-            await self.check_types({self.key(k): t for k, t in self.GLOBAL_KEYS.items()}, shared.client)
+            await self.check_types(
+                {self.key(k): t for k, t in self.GLOBAL_KEYS.items()}, shared.client
+            )
         except BaseException:
             await release(shared)
             raise

@@ -52,25 +52,50 @@ class Settings:
 
     def same_file(self, other: Settings) -> bool:
         """True when both name one database file (two ":memory:" are two databases)."""
-        return not (self.memory or other.memory) and Path(self.path).resolve() == Path(other.path).resolve()
+        return (
+            not (self.memory or other.memory)
+            and Path(self.path).resolve() == Path(other.path).resolve()
+        )
 
 
 #: The options of every SQLite store (:mod:`omniq.options`).
-OPTIONS = OptionSchema("sqlite", (
-    Option("busy_timeout", "duration", 30.0,
-           "How long a write waits for another process's write transaction before failing "
-           "with QueueError.",
-           minimum=0, above=True),
-    Option("synchronous", "enum", "NORMAL",
-           "SQLite's synchronous pragma; see *What can be lost* (OFF would lose committed "
-           "tasks on power loss).",
-           choices=SYNCHRONOUS),
-    Option("poll_interval", "duration", 0.05, "How long wait_for_work waits between checks.",
-           minimum=0, above=True),
-    Option("create", "bool", True,
-           "Create the database file when it is missing. The CLI's inspection and operator "
-           "commands open with false, so a mistyped path is an error, not a new empty database."),
-))
+OPTIONS = OptionSchema(
+    "sqlite",
+    (
+        Option(
+            "busy_timeout",
+            "duration",
+            30.0,
+            "How long a write waits for another process's write transaction before failing "
+            "with QueueError.",
+            minimum=0,
+            above=True,
+        ),
+        Option(
+            "synchronous",
+            "enum",
+            "NORMAL",
+            "SQLite's synchronous pragma; see *What can be lost* (OFF would lose committed "
+            "tasks on power loss).",
+            choices=SYNCHRONOUS,
+        ),
+        Option(
+            "poll_interval",
+            "duration",
+            0.05,
+            "How long wait_for_work waits between checks.",
+            minimum=0,
+            above=True,
+        ),
+        Option(
+            "create",
+            "bool",
+            True,
+            "Create the database file when it is missing. The CLI's inspection and operator "
+            "commands open with false, so a mistyped path is an error, not a new empty database.",
+        ),
+    ),
+)
 
 
 def parse_settings(url: str, options: Mapping[str, Any], store: Any = None) -> Settings:
@@ -80,7 +105,9 @@ def parse_settings(url: str, options: Mapping[str, Any], store: Any = None) -> S
     """
     parts = urlsplit(url)
     if parts.scheme.lower() != "sqlite":
-        raise ConfigError(f"not a sqlite URL: {mask_url(url)!r}; expected sqlite:///path/to/file.db")
+        raise ConfigError(
+            f"not a sqlite URL: {mask_url(url)!r}; expected sqlite:///path/to/file.db"
+        )
     values = OPTIONS.parse(url, options, store)
     if parts.netloc:
         raise ConfigError(
@@ -105,7 +132,9 @@ class Database:
     @property
     def conn(self) -> aiosqlite.Connection:
         if self._conn is None:
-            raise QueueError(f"sqlite store on {self.settings.path!r} is not open: call open() first")
+            raise QueueError(
+                f"sqlite store on {self.settings.path!r} is not open: call open() first"
+            )
         return self._conn
 
     async def open(self) -> None:
@@ -121,7 +150,8 @@ class Database:
             raise ConfigError(
                 f"SQLite database {str(Path(path).absolute())!r} does not exist (opened with "
                 f"create=false, as the CLI's inspection commands do): check the path, or start a "
-                f"worker or enqueue a task to create it")
+                f"worker or enqueue a task to create it"
+            )
         if not self.settings.memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
@@ -228,8 +258,8 @@ def json_list(values: Sequence[Any]) -> str:
 
 
 __all__ = [
-    "Database",
     "SCHEMA_VERSION",
+    "Database",
     "SchemaVersionError",
     "Settings",
     "SqliteStore",

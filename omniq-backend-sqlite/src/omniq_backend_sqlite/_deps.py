@@ -49,6 +49,8 @@ async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: fl
         await conn.execute(_MAKE_READY, (now, json_list(parents)))
 
 
-async def cancel_dependents(conn: aiosqlite.Connection, parent: str, state: str, now: float) -> None:
+async def cancel_dependents(
+    conn: aiosqlite.Connection, parent: str, state: str, now: float
+) -> None:
     """Cancel every WAITING descendant of ``parent`` (which ended in ``state``)."""
     await conn.execute(_CANCEL_DOWN, {"root": parent, "now": now, "state": state})

@@ -28,7 +28,9 @@ TASK_COLUMNS = (
     "started_at", "finished_at", "error", "result_ttl", "dead_ttl", "headers",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(TASK_COLUMNS)
-INSERT_SQL = f"INSERT INTO omniq_tasks ({COLUMNS_SQL}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
+INSERT_SQL = (
+    f"INSERT INTO omniq_tasks ({COLUMNS_SQL}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
+)
 
 
 def encode_error(error: ErrorInfo | None) -> str | None:
@@ -61,6 +63,14 @@ def row_to_task(row: Sequence[Any]) -> Task:
         return msgspec.convert(fields, Task)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
         return stand_in(
-            str(fields["id"]), exc, "omniq_tasks", name=fields["name"], queue=fields["queue"],
-            state=fields["state"], attempts=fields["attempts"], lease_owner=fields["lease_owner"],
-            lease_token=fields["lease_token"], lease_deadline=fields["lease_deadline"])
+            str(fields["id"]),
+            exc,
+            "omniq_tasks",
+            name=fields["name"],
+            queue=fields["queue"],
+            state=fields["state"],
+            attempts=fields["attempts"],
+            lease_owner=fields["lease_owner"],
+            lease_token=fields["lease_token"],
+            lease_deadline=fields["lease_deadline"],
+        )

@@ -156,10 +156,13 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
     file at once create it once.
     """
     await conn.execute(_META)
-    rows = list(await conn.execute_fetchall("SELECT value FROM omniq_meta WHERE key = 'schema_version'"))
+    rows = list(
+        await conn.execute_fetchall("SELECT value FROM omniq_meta WHERE key = 'schema_version'")
+    )
     if not rows:
         await conn.execute(
-            "INSERT INTO omniq_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            "INSERT INTO omniq_meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
         )
     else:
         found = rows[0][0]

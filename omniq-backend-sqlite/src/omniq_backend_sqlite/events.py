@@ -56,14 +56,22 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
     ) -> list[TaskEvent]:
         terms: list[str] = []
         params: list[Any] = []
-        for term, value in (("task_id = ?", task_id), ("queue = ?", queue),
-                            ("timestamp >= ?", since), ("timestamp < ?", until)):
+        for term, value in (
+            ("task_id = ?", task_id),
+            ("queue = ?", queue),
+            ("timestamp >= ?", since),
+            ("timestamp < ?", until),
+        ):
             if value is not None:
                 terms.append(term)
                 params.append(value)
         if types is not None:
             terms.append("type IN (SELECT value FROM json_each(?))")
-            params.append(json_list([EventType(t).value if isinstance(t, EventType) else str(t) for t in types]))
+            params.append(
+                json_list(
+                    [EventType(t).value if isinstance(t, EventType) else str(t) for t in types]
+                )
+            )
         sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
         if terms:
             sql += " WHERE " + " AND ".join(terms)
@@ -76,19 +84,34 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
         return [event for event in found if event is not None]
 
     async def _cleanup(self, older_than: float) -> int:
-        return len(await self.db.fetch("DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)))
+        return len(
+            await self.db.fetch(
+                "DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)
+            )
+        )
 
 
 def _params(event: TaskEvent) -> tuple[Any, ...]:
     detail = msgspec.json.encode(event.detail).decode() if event.detail else None
-    return (event.id, event.task_id, event.queue, EventType(event.type).value, event.timestamp,
-            event.worker_id, detail)
+    return (
+        event.id,
+        event.task_id,
+        event.queue,
+        EventType(event.type).value,
+        event.timestamp,
+        event.worker_id,
+        detail,
+    )
 
 
 def _decode(row: Sequence[Any]) -> TaskEvent:
     fields = dict(zip(_COLUMNS, row))
     try:
-        fields["detail"] = msgspec.json.decode(fields["detail"]) if fields["detail"] is not None else {}
+        fields["detail"] = (
+            msgspec.json.decode(fields["detail"]) if fields["detail"] is not None else {}
+        )
         return msgspec.convert(fields, TaskEvent)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
-        raise SerializationError(f"event {fields['id']!r} in omniq_events cannot be decoded: {exc}") from exc
+        raise SerializationError(
+            f"event {fields['id']!r} in omniq_events cannot be decoded: {exc}"
+        ) from exc

@@ -28,19 +28,16 @@ from omniq.interfaces import (
     Capability,
     Completion,
     LeaseRef,
+    TaskPage,
     as_stored,
+    check_page_limit,
+    check_seq_cursor,
     gather_batches,
 )
 from omniq.lifecycle import initial_state
-from omniq.records import schedule_or_none
-from omniq.interfaces import (
-    TaskPage,
-    check_page_limit,
-    check_seq_cursor,
-)
 from omniq.models import (
-    ErrorInfo,
     TERMINAL_STATES,
+    ErrorInfo,
     Schedule,
     Task,
     TaskEvent,
@@ -50,6 +47,7 @@ from omniq.models import (
     encoder,
     worker_decoder,
 )
+from omniq.records import schedule_or_none
 
 from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, make_ready
@@ -126,8 +124,15 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     """The task queue on ``omniq_tasks``, ``omniq_task_deps`` and ``omniq_schedules``."""
 
     kind: ClassVar[StoreKind] = "queue"
-    capabilities = frozenset({Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES,
-                              Capability.DEPENDENCIES, Capability.CROSS_PROCESS})
+    capabilities = frozenset(
+        {
+            Capability.DELAYED,
+            Capability.PRIORITY,
+            Capability.SCHEDULES,
+            Capability.DEPENDENCIES,
+            Capability.CROSS_PROCESS,
+        }
+    )
     local_only = True
     _last_work = float("-inf")  # loop time work was last seen; drives wait_for_work's pace
 
@@ -136,11 +141,13 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     def _shares_home(self, store: BaseStore) -> bool:
         """Result and event stores in the same file: written in the tasks' transaction,
         one commit (one sync to disk) instead of two or three."""
-        return (isinstance(store, (SqliteEventStorage, SqliteResultStorage))
-                and self.settings.same_file(store.settings))
+        return isinstance(
+            store, (SqliteEventStorage, SqliteResultStorage)
+        ) and self.settings.same_file(store.settings)
 
-    async def _enqueue(self, batches: Iterable[Batch],
-                       event_storage: BaseEventStorage | None) -> AsyncIterator[list[Task]]:
+    async def _enqueue(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
         """Enqueue in order in one transaction: all or nothing (a missing dependency
         rolls the whole batch back). A task may depend on one earlier in the batch."""
         tasks, events = gather_batches(batches)
@@ -150,7 +157,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             stored = await self._enqueue_in(conn, tasks)
             if event_storage is not None and events:
                 await insert_events(
-                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)])
+                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                )
         yield stored
 
     async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
@@ -165,7 +173,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         known: dict[str, str] = {}
         if parents:
             rows = await conn.execute_fetchall(
-                f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})", (json_list(sorted(parents)),)
+                f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+                (json_list(sorted(parents)),),
             )
             known = {tid: state for tid, state in rows}
         out: list[Task] = []
@@ -183,13 +192,16 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         if inserts:
             await conn.executemany(INSERT_SQL, inserts)
         if edges:
-            await conn.executemany("INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges)
+            await conn.executemany(
+                "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
+            )
         return out
 
     # -- leases ------------------------------------------------------------------------
 
-    async def _reserve(self, queues: Sequence[str], worker_id: str, lease: float,
-                       limit: int) -> list[Task]:
+    async def _reserve(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int
+    ) -> list[Task]:
         names = queues
         arms = " UNION ALL ".join([_READY_ARM] * len(names))
         pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
@@ -202,25 +214,36 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             if not seqs:
                 return []
             self._last_work = asyncio.get_running_loop().time()
-            rows = await conn.execute_fetchall(_RESERVE, (worker_id, now + lease, now, json_list(seqs)))
+            rows = await conn.execute_fetchall(
+                _RESERVE, (worker_id, now + lease, now, json_list(seqs))
+            )
         order = {seq: i for i, seq in enumerate(seqs)}
         return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
-        rows = await self.db.fetch(_HEARTBEAT, (time.time() + lease, json_list([list(ref) for ref in leases])))
+        rows = await self.db.fetch(
+            _HEARTBEAT, (time.time() + lease, json_list([list(ref) for ref in leases]))
+        )
         held = {(task_id, token) for task_id, token in rows}
         return [task_id for task_id, token in leases if (task_id, token) in held]
 
-    async def _finish(self, items: Sequence[Completion], results: Sequence[TaskResult],
-                      events: Sequence[TaskEvent], result_storage: BaseResultStorage | None,
-                      event_storage: BaseEventStorage | None) -> list[bool]:
+    async def _finish(
+        self,
+        items: Sequence[Completion],
+        results: Sequence[TaskResult],
+        events: Sequence[TaskEvent],
+        result_storage: BaseResultStorage | None,
+        event_storage: BaseEventStorage | None,
+    ) -> list[bool]:
         """One UPDATE for the whole batch, plus the dependents, plus the results and
         events of sibling stores (those of refused items left out), in one transaction."""
         states = [state for _, _, state, _ in items]
         first: dict[str, int] = {}  # a task listed twice completes once
         for i, (task_id, *_) in enumerate(items):
             first.setdefault(task_id, i)
-        batch = [[tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)]
+        batch = [
+            [tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)
+        ]
         async with self.db.transaction() as conn:
             now = time.time()
             rows = await conn.execute_fetchall(
@@ -275,15 +298,23 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _release_expired_leases(self) -> list[Task]:
         async with self.db.transaction() as conn:
             now = time.time()
-            dead = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_DEAD, (now, now))]
+            dead = [
+                row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_DEAD, (now, now))
+            ]
             for task in dead:
                 await cancel_dependents(conn, task.id, "dead", now)
-            back = [row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_PENDING, (now,))]
+            back = [
+                row_to_task(row) for row in await conn.execute_fetchall(_LAPSED_TO_PENDING, (now,))
+            ]
         return dead + back
 
     async def _cancel(self, task_id: str) -> bool:
         async with self.db.transaction() as conn:
-            rows = list(await conn.execute_fetchall("SELECT state FROM omniq_tasks WHERE id = ?", (task_id,)))
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT state FROM omniq_tasks WHERE id = ?", (task_id,)
+                )
+            )
             if not rows:
                 raise TaskNotFoundError(task_id)
             if rows[0][0] in _TERMINAL:
@@ -318,7 +349,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     # -- reading and housekeeping ------------------------------------------------------
 
     async def _get(self, task_id: str) -> Task | None:
-        rows = await self.db.fetch(f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,))
+        rows = await self.db.fetch(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,)
+        )
         return row_to_task(rows[0]) if rows else None
 
     async def _list(
@@ -331,9 +364,15 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return [row_to_task(row) for row in rows]
 
     async def list_page(
-        self, *, queue: str | None = None, states: Iterable[TaskState] | None = None,
-        name: str | None = None, since: float | None = None, until: float | None = None,
-        cursor: str | None = None, limit: int = 50,
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
     ) -> TaskPage:
         """Newest first by ``seq`` (the rowid), the cursor being the last ``seq`` shown.
 
@@ -374,7 +413,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             params: tuple[Any, ...] = tuple(v for q, st in pairs for v in (q, st, *extra))
         else:
             where_qs, qs_params = _filter(queue, states)
-            all_terms = ([where_qs[len("WHERE "):]] if where_qs else []) + terms
+            all_terms = ([where_qs[len("WHERE ") :]] if where_qs else []) + terms
             clause = " WHERE " + " AND ".join(all_terms) if all_terms else ""
             sql = f"{select}{clause} ORDER BY seq DESC LIMIT {size + 1}"
             params = (*qs_params, *extra)
@@ -396,7 +435,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         where, params = _filter(queue, states)
         async with self.db.transaction() as conn:
-            rows = await conn.execute_fetchall(f"DELETE FROM omniq_tasks {where} RETURNING id", params)
+            rows = await conn.execute_fetchall(
+                f"DELETE FROM omniq_tasks {where} RETURNING id", params
+            )
             ids = [row[0] for row in rows]
             await _forget_edges(conn, ids)
         return len(ids)
@@ -412,7 +453,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             expired = [row_to_task(row) for row in rows]
             for task in expired:
                 await cancel_dependents(conn, task.id, "expired", now)
-            rows = await conn.execute_fetchall("DELETE FROM omniq_tasks WHERE purge_at <= ? RETURNING id", (now,))
+            rows = await conn.execute_fetchall(
+                "DELETE FROM omniq_tasks WHERE purge_at <= ? RETURNING id", (now,)
+            )
             await _forget_edges(conn, [row[0] for row in rows])
         return expired
 
@@ -422,12 +465,20 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         await self.db.fetch(
             """INSERT OR REPLACE INTO omniq_schedules (id, next_run, last_run, paused, data)
                VALUES (?, ?, ?, ?, ?)""",
-            (schedule.id, schedule.next_run, schedule.last_run, int(schedule.paused), encoder.encode(schedule)),
+            (
+                schedule.id,
+                schedule.next_run,
+                schedule.last_run,
+                int(schedule.paused),
+                encoder.encode(schedule),
+            ),
         )
         return schedule
 
     async def _get_schedule(self, schedule_id: str) -> Schedule | None:
-        rows = await self.db.fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,))
+        rows = await self.db.fetch(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM omniq_schedules WHERE id = ?", (schedule_id,)
+        )
         return _schedule(rows[0]) if rows else None
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
@@ -435,10 +486,15 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return [s for s in map(_schedule, rows) if s is not None]
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
-        return bool(await self.db.fetch("DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)))
+        return bool(
+            await self.db.fetch(
+                "DELETE FROM omniq_schedules WHERE id = ? RETURNING id", (schedule_id,)
+            )
+        )
 
-    async def _set_schedule_paused(self, schedule_id: str, paused: bool,
-                                   next_run: float | None) -> bool:
+    async def _set_schedule_paused(
+        self, schedule_id: str, paused: bool, next_run: float | None
+    ) -> bool:
         rows = await self.db.fetch(
             """UPDATE omniq_schedules SET paused = ?, next_run = COALESCE(?, next_run)
                WHERE id = ? RETURNING id""",
@@ -485,17 +541,20 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             await conn.execute("DELETE FROM omniq_workers WHERE expires_at <= ?", (at,))
             await conn.execute(
                 "INSERT OR REPLACE INTO omniq_workers (id, expires_at, data) VALUES (?, ?, ?)",
-                (info.id, stored.expires_at, encoder.encode(stored)))
+                (info.id, stored.expires_at, encoder.encode(stored)),
+            )
         return stored
 
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.db.fetch(
-            "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),))
+            "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),)
+        )
         return [worker_decoder.decode(row[0]) for row in rows]
 
     async def unregister_worker(self, worker_id: str) -> bool:
-        return bool(await self.db.fetch(
-            "DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,)))
+        return bool(
+            await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
+        )
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
@@ -506,8 +565,9 @@ def _admit(task: Task, known: dict[str, str], now: float) -> Task:
     created = task.created_at or now
     state, error = initial_state(task, known, now)
     if error is not None:
-        return msgspec.structs.replace(task, state=state, created_at=created, finished_at=now,
-                                       error=error)
+        return msgspec.structs.replace(
+            task, state=state, created_at=created, finished_at=now, error=error
+        )
     return msgspec.structs.replace(task, state=state, created_at=created)
 
 
@@ -528,7 +588,8 @@ async def _forget_edges(conn: Any, ids: Sequence[str]) -> None:
     if ids:
         listed = json_list(ids)
         await conn.execute(
-            f"DELETE FROM omniq_task_deps WHERE parent IN ({_BY_IDS}) OR child IN ({_BY_IDS})", (listed, listed)
+            f"DELETE FROM omniq_task_deps WHERE parent IN ({_BY_IDS}) OR child IN ({_BY_IDS})",
+            (listed, listed),
         )
 
 
@@ -541,4 +602,6 @@ def _schedule(row: Sequence[Any]) -> Schedule | None:
     schedule = schedule_or_none(schedule_id, data, "omniq_schedules")
     if schedule is None:
         return None
-    return msgspec.structs.replace(schedule, next_run=next_run, last_run=last_run, paused=bool(paused))
+    return msgspec.structs.replace(
+        schedule, next_run=next_run, last_run=last_run, paused=bool(paused)
+    )

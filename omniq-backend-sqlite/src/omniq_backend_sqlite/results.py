@@ -45,7 +45,11 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
         return {row[0]: _decode(row) for row in rows}
 
     async def _delete(self, task_id: str) -> bool:
-        return bool(await self.db.fetch("DELETE FROM omniq_results WHERE task_id = ? RETURNING task_id", (task_id,)))
+        return bool(
+            await self.db.fetch(
+                "DELETE FROM omniq_results WHERE task_id = ? RETURNING task_id", (task_id,)
+            )
+        )
 
     async def _cleanup(self) -> int:
         rows = await self.db.fetch(

@@ -11,8 +11,18 @@ from .registry import PoolSpec
 
 @hookimpl
 def omniq_register_pools(register: Callable[[PoolSpec], None]) -> None:
-    register(PoolSpec("async", "omniq.worker.pools:AsyncPool",
-                      "coroutines on the event loop, plain functions in threads"))
+    register(
+        PoolSpec(
+            "async",
+            "omniq.worker.pools:AsyncPool",
+            "coroutines on the event loop, plain functions in threads",
+        )
+    )
     register(PoolSpec("thread", "omniq.worker.pools:ThreadPool", "a thread per concurrent task"))
-    register(PoolSpec("process", "omniq.worker.pools:ProcessPool",
-                      "a process per concurrent task; hard timeouts"))
+    register(
+        PoolSpec(
+            "process",
+            "omniq.worker.pools:ProcessPool",
+            "a process per concurrent task; hard timeouts",
+        )
+    )

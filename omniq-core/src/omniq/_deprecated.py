@@ -25,8 +25,9 @@ def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
     )
 
 
-def renamed(module: str, renames: Mapping[str, tuple[str, str]],
-            namespace: Mapping[str, Any]) -> Callable[[str], Any]:
+def renamed(
+    module: str, renames: Mapping[str, tuple[str, str]], namespace: Mapping[str, Any]
+) -> Callable[[str], Any]:
     """A module ``__getattr__`` for old names: ``renames`` maps an old name to (the new
     name to tell the user, the attribute of ``namespace`` that serves the old one)."""
 

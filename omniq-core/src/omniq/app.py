@@ -13,9 +13,9 @@ import hashlib
 import logging
 import re
 import sys
-from pathlib import Path
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 import msgspec
@@ -29,7 +29,14 @@ from .errors import (
     TaskNotFoundError,
 )
 from .events import build_event, enqueued_events, write_events
-from .interfaces import BaseEventStorage, BaseResultStorage, BaseTaskQueue, Capability, check_event_order
+from .interfaces import (
+    BaseEventStorage,
+    BaseResultStorage,
+    BaseTaskQueue,
+    Capability,
+    check_event_order,
+)
+from .middleware import Middleware, MiddlewareChain, plugin_middleware
 from .models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -47,7 +54,6 @@ from .models import (
     validate_cron,
     validate_name,
 )
-from .middleware import Middleware, MiddlewareChain, plugin_middleware
 from .options import to_duration, to_int
 from .registry import registry
 from .schedules import fire_due_schedules
@@ -123,7 +129,9 @@ _TIME_RANGE = "epoch seconds from 0 to 253402300800 (1970-01-01 to 9999-12-31 UT
 def _timestamp(name: str, value: Any) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise ConfigError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), got {value!r}")
+            raise ConfigError(
+                f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), got {value!r}"
+            )
         stamp = value.timestamp()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         stamp = float(value)
@@ -137,12 +145,29 @@ def _timestamp(name: str, value: Any) -> float:
 class TaskOptions:
     """Per-task defaults given to ``@app.task``; validated once."""
 
-    __slots__ = ("queue", "max_retries", "timeout", "ttl", "priority", "retry_backoff",
-                 "retry_backoff_max", "max_deliveries")
+    __slots__ = (
+        "max_deliveries",
+        "max_retries",
+        "priority",
+        "queue",
+        "retry_backoff",
+        "retry_backoff_max",
+        "timeout",
+        "ttl",
+    )
 
-    def __init__(self, *, queue: str, retries: int = 0, timeout: Any = None, ttl: Any = None,
-                 priority: int = 0, retry_backoff: Any = 1.0, retry_backoff_max: Any = 600.0,
-                 max_deliveries: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        queue: str,
+        retries: int = 0,
+        timeout: Any = None,
+        ttl: Any = None,
+        priority: int = 0,
+        retry_backoff: Any = 1.0,
+        retry_backoff_max: Any = 600.0,
+        max_deliveries: int = 5,
+    ) -> None:
         self.queue = validate_name("queue name", queue)
         self.max_retries = _int("retries", retries, 0)
         self.timeout = _seconds("timeout", timeout)
@@ -156,7 +181,9 @@ class TaskOptions:
 class TaskFunction(Generic[P, R]):
     """A registered task. Calling it runs the function here; ``delay`` enqueues it."""
 
-    def __init__(self, app: AsyncOmniQ, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(
+        self, app: AsyncOmniQ, fn: Callable[..., Any], name: str, options: TaskOptions
+    ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
@@ -179,8 +206,9 @@ class AsyncTaskFunction(TaskFunction[P, R]):
         """Enqueue a call with the task's default options."""
         return await self.app._enqueue(self, args, kwargs, {})
 
-    async def apply(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-                    **options: Any) -> TaskRef[R]:
+    async def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> TaskRef[R]:
         """Enqueue with per-call options (``priority``, ``delay``, ``eta``, ``depends_on``...)."""
         return await self.app._enqueue(self, tuple(args), dict(kwargs or {}), options)
 
@@ -194,8 +222,9 @@ class SyncTaskFunction(TaskFunction[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef[R]:
         return self._sync_app._portal.call(self._inner.apply, args, kwargs)
 
-    def apply(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-              **options: Any) -> TaskRef[R]:
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> TaskRef[R]:
         return self._sync_app._portal.call(lambda: self._inner.apply(args, kwargs, **options))
 
 
@@ -238,8 +267,11 @@ class AsyncOmniQ:
         **settings: Any,
     ) -> None:
         self.config: OmniQConfig = load_config(
-            config, task_queue=task_queue, result_storage=result_storage,
-            event_storage=event_storage, **settings,
+            config,
+            task_queue=task_queue,
+            result_storage=result_storage,
+            event_storage=event_storage,
+            **settings,
         )
         cfg = self.config
         registry.call_hook("omniq_configure", config=cfg)
@@ -252,8 +284,10 @@ class AsyncOmniQ:
             BaseEventStorage, registry.resolve("event_storage", cfg.event_storage or queue_ref)
         )
         self.serializer = Serializer(
-            cfg.signing_keys(), cfg.signing_key,
-            allow_unsigned_dill=cfg.allow_unsigned_dill, payload_limit=cfg.payload_limit,
+            cfg.signing_keys(),
+            cfg.signing_key,
+            allow_unsigned_dill=cfg.allow_unsigned_dill,
+            payload_limit=cfg.payload_limit,
         )
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
         #: The per-task middleware chain: plugins' (``omniq_middleware``), then
@@ -321,17 +355,26 @@ class AsyncOmniQ:
     def task(self, fn: Callable[P, R], /) -> AsyncTaskFunction[P, R]: ...
     @overload
     def task(self, fn: None = None, /, **options: Any) -> _AsyncTaskDecorator: ...
-    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             **options: Any) -> Any:
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., retries=3,
         timeout=30, ttl=3600, priority=5)``."""
+
         def register(f: Callable[..., Any]) -> AsyncTaskFunction[Any, Any]:
-            return cast(AsyncTaskFunction[Any, Any], self._register(f, name, options, AsyncTaskFunction))
+            return cast(
+                AsyncTaskFunction[Any, Any], self._register(f, name, options, AsyncTaskFunction)
+            )
 
         return register(fn) if fn is not None else register
 
-    def _register(self, fn: Callable[..., Any], name: str | None, options: Mapping[str, Any],
-                  cls: type[TaskFunction[Any, Any]]) -> TaskFunction[Any, Any]:
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        options: Mapping[str, Any],
+        cls: type[TaskFunction[Any, Any]],
+    ) -> TaskFunction[Any, Any]:
         if isinstance(fn, TaskFunction):
             fn = fn.fn
         if not callable(fn):
@@ -343,9 +386,11 @@ class AsyncOmniQ:
                 f"unknown task option(s) {sorted(unknown)}; valid: queue, retries, timeout, ttl, "
                 f"priority, retry_backoff, retry_backoff_max, max_deliveries"
             )
-        opts = TaskOptions(queue=options.get("queue", self.config.default_queue),
-                           max_deliveries=options.get("max_deliveries", self.config.max_deliveries),
-                           **{k: v for k, v in options.items() if k not in ("queue", "max_deliveries")})
+        opts = TaskOptions(
+            queue=options.get("queue", self.config.default_queue),
+            max_deliveries=options.get("max_deliveries", self.config.max_deliveries),
+            **{k: v for k, v in options.items() if k not in ("queue", "max_deliveries")},
+        )
         tf = cls(self, fn, task_name, opts)
         self.tasks[task_name] = tf
         return tf
@@ -364,12 +409,19 @@ class AsyncOmniQ:
     def _local_only(self) -> bool:
         return self.task_queue.local_only
 
-    def _build_task(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
-                    options: Mapping[str, Any], at: float) -> Task:
+    def _build_task(
+        self,
+        fn: Any,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        at: float,
+    ) -> Task:
         template, func_payload = self._task_template(fn, options, at)
         task_id = options.get("task_id")
-        return self._fill_task(template, func_payload, args, kwargs,
-                               new_id() if task_id is None else task_id)
+        return self._fill_task(
+            template, func_payload, args, kwargs, new_id() if task_id is None else task_id
+        )
 
     def _task_template(self, fn: Any, options: Mapping[str, Any], at: float) -> tuple[Task, Any]:
         """Everything of a task but its id and payload, checked once: what the calls of an
@@ -377,26 +429,39 @@ class AsyncOmniQ:
         payload (an unregistered callable), if any."""
         unknown = set(options) - _ENQUEUE_OPTIONS
         if unknown:
-            raise ConfigError(f"unknown enqueue option(s) {sorted(unknown)}; valid: {sorted(_ENQUEUE_OPTIONS)}")
+            raise ConfigError(
+                f"unknown enqueue option(s) {sorted(unknown)}; valid: {sorted(_ENQUEUE_OPTIONS)}"
+            )
         func_payload = None
         if isinstance(fn, TaskFunction):
             name, defaults = fn.name, fn.options
         elif isinstance(fn, str):
             name = validate_name("task name", fn)
             tf = self.tasks.get(name)
-            defaults = tf.options if tf else TaskOptions(queue=self.config.default_queue,
-                                                         max_deliveries=self.config.max_deliveries)
+            defaults = (
+                tf.options
+                if tf
+                else TaskOptions(
+                    queue=self.config.default_queue, max_deliveries=self.config.max_deliveries
+                )
+            )
         elif callable(fn):
             # Not registered: the function itself travels (by dill), subject to the trust rule.
             name = "dill:" + default_task_name(fn)
-            defaults = TaskOptions(queue=self.config.default_queue, max_deliveries=self.config.max_deliveries)
+            defaults = TaskOptions(
+                queue=self.config.default_queue, max_deliveries=self.config.max_deliveries
+            )
             func_payload = fn
         else:
-            raise ConfigError(f"enqueue needs a task function, a task name or a callable, got {fn!r}")
+            raise ConfigError(
+                f"enqueue needs a task function, a task name or a callable, got {fn!r}"
+            )
 
         given_queue = options.get("queue")  # '' is refused, not taken for the default
         queue = validate_name("queue name", defaults.queue if given_queue is None else given_queue)
-        priority = _int("priority", options.get("priority", defaults.priority), PRIORITY_MIN, PRIORITY_MAX)
+        priority = _int(
+            "priority", options.get("priority", defaults.priority), PRIORITY_MIN, PRIORITY_MAX
+        )
         timeout = _seconds("timeout", options.get("timeout", defaults.timeout))
         ttl = _seconds("ttl", options.get("ttl", defaults.ttl))
         retries = _int("retries", options.get("retries", defaults.max_retries), 0)
@@ -410,8 +475,10 @@ class AsyncOmniQ:
                 raise ConfigError(
                     f"delay={delay!r} s puts the task past the last valid time ({_TIME_RANGE})"
                 )
-        depends = tuple(validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
-                        for d in (options.get("depends_on") or ()))
+        depends = tuple(
+            validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
+            for d in (options.get("depends_on") or ())
+        )
         if options.get("task_id") is not None:
             validate_name("task id", options["task_id"])
         if eta is not None and eta > at:
@@ -419,21 +486,38 @@ class AsyncOmniQ:
         if depends:
             self._require(Capability.DEPENDENCIES, "task dependencies (depends_on)")
         template = Task(
-            id="", name=name, queue=queue, priority=priority,
-            created_at=at, eta=eta, expires_at=(at + ttl) if ttl else None, timeout=timeout,
-            max_retries=retries, retry_backoff=defaults.retry_backoff,
-            retry_backoff_max=defaults.retry_backoff_max, max_deliveries=defaults.max_deliveries,
-            depends_on=depends, result_ttl=self.config.result_ttl, dead_ttl=self.config.dead_ttl,
+            id="",
+            name=name,
+            queue=queue,
+            priority=priority,
+            created_at=at,
+            eta=eta,
+            expires_at=(at + ttl) if ttl else None,
+            timeout=timeout,
+            max_retries=retries,
+            retry_backoff=defaults.retry_backoff,
+            retry_backoff_max=defaults.retry_backoff_max,
+            max_deliveries=defaults.max_deliveries,
+            depends_on=depends,
+            result_ttl=self.config.result_ttl,
+            dead_ttl=self.config.dead_ttl,
         )
         return template, func_payload
 
-    def _fill_task(self, template: Task, func_payload: Any, args: Sequence[Any],
-                   kwargs: Mapping[str, Any], task_id: str) -> Task:
+    def _fill_task(
+        self,
+        template: Task,
+        func_payload: Any,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        task_id: str,
+    ) -> Task:
         """The template with its id and the call's payload (``task_id`` already valid)."""
         serializer = self.serializer
         bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
-        payload = serializer.dumps_call(args, kwargs, func_payload, local_only=self._local_only(),
-                                        bind=bind)
+        payload = serializer.dumps_call(
+            args, kwargs, func_payload, local_only=self._local_only(), bind=bind
+        )
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
@@ -443,8 +527,14 @@ class AsyncOmniQ:
                 f"does not declare; pick a backend that has it (sqlite, postgres, redis, nats)"
             )
 
-    def event(self, task: Task, type: EventType, worker_id: str | None = None,
-              at: float | None = None, **detail: Any) -> TaskEvent:
+    def event(
+        self,
+        task: Task,
+        type: EventType,
+        worker_id: str | None = None,
+        at: float | None = None,
+        **detail: Any,
+    ) -> TaskEvent:
         """An event of ``task`` (:func:`omniq.events.build_event`)."""
         return build_event(task, type, worker_id, at, **detail)
 
@@ -459,15 +549,17 @@ class AsyncOmniQ:
     def _event_storage(self) -> BaseEventStorage | None:
         return self.event_storage if self.config.events else None
 
-    async def _enqueue(self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
-                       options: Mapping[str, Any]) -> TaskRef[Any]:
+    async def _enqueue(
+        self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> TaskRef[Any]:
         await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
         if self.middleware.enqueues:
             await self.middleware.before_enqueue(tasks)
-        [stored] = await self.task_queue.enqueue_recorded(tasks, self._enqueued_events(tasks, at),
-                                                          self._event_storage())
+        [stored] = await self.task_queue.enqueue_recorded(
+            tasks, self._enqueued_events(tasks, at), self._event_storage()
+        )
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
     def build_task(self, fn: Any, *args: Any, **kwargs: Any) -> Task:
@@ -476,8 +568,9 @@ class AsyncOmniQ:
         kwargs, options = _split_options(kwargs)
         return self._build_task(fn, args, kwargs, options, now())
 
-    async def enqueue(self, fn: Callable[..., Awaitable[R]] | Callable[..., R] | str, *args: Any,
-                      **kwargs: Any) -> TaskRef[R]:
+    async def enqueue(
+        self, fn: Callable[..., Awaitable[R]] | Callable[..., R] | str, *args: Any, **kwargs: Any
+    ) -> TaskRef[R]:
         """Enqueue ``fn(*args, **kwargs)``. Keywords named like enqueue options
         (priority, delay, eta, depends_on, queue, ttl, timeout, retries, task_id) are
         options; use ``fn.apply(args, kwargs, **options)`` when the task itself takes
@@ -485,8 +578,9 @@ class AsyncOmniQ:
         kwargs, options = _split_options(kwargs)
         return await self._enqueue(fn, args, kwargs, options)
 
-    async def enqueue_many(self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]],
-                           **options: Any) -> list[TaskRef[Any]]:
+    async def enqueue_many(
+        self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
+    ) -> list[TaskRef[Any]]:
         """Enqueue one task per item of ``calls`` (a tuple of args, or a dict of kwargs) in
         one bulk operation, in order.
 
@@ -513,10 +607,14 @@ class AsyncOmniQ:
 
         def batch(start: int) -> tuple[list[Task], list[TaskEvent]]:
             tasks = [
-                fill(template, func_payload, c, {}, task_id) if type(c) is tuple  # no ABC check
-                else fill(template, func_payload, (), c, task_id) if isinstance(c, Mapping)
+                fill(template, func_payload, c, {}, task_id)
+                if type(c) is tuple  # no ABC check
+                else fill(template, func_payload, (), c, task_id)
+                if isinstance(c, Mapping)
                 else fill(template, func_payload, tuple(c), {}, task_id)
-                for c, task_id in zip(calls[start:start + ENQUEUE_BATCH], ids[start:start + ENQUEUE_BATCH])
+                for c, task_id in zip(
+                    calls[start : start + ENQUEUE_BATCH], ids[start : start + ENQUEUE_BATCH]
+                )
             ]
             return tasks, self._enqueued_events(tasks, at)
 
@@ -570,11 +668,15 @@ class AsyncOmniQ:
                 result = await self.result_storage.get(task_id)
                 if result is not None:
                     return self._unwrap(result)
-                raise TaskNotFoundError(task_id, " (never enqueued, or deleted after its retention)")
+                raise TaskNotFoundError(
+                    task_id, " (never enqueued, or deleted after its retention)"
+                )
             checked = True
             if stored is not None and stored.state in _ENDED_WITHOUT_RUN:
                 err = stored.error or ErrorInfo(type=stored.state.value, message="no result")
-                raise TaskFailedError(task_id, stored.state.value, err.type, err.message, err.traceback)
+                raise TaskFailedError(
+                    task_id, stored.state.value, err.type, err.message, err.traceback
+                )
             if deadline is not None and loop.time() >= deadline:
                 raise ResultTimeoutError(
                     f"task {task_id} has no result after {wait} s (state: "
@@ -585,8 +687,11 @@ class AsyncOmniQ:
         if result.state is TaskState.SUCCEEDED:
             if result.value is None:
                 return None
-            return self.serializer.loads(result.value, local_only=self.result_storage.local_only,
-                                         origin=type(self.result_storage).__name__)
+            return self.serializer.loads(
+                result.value,
+                local_only=self.result_storage.local_only,
+                origin=type(self.result_storage).__name__,
+            )
         err = result.error or ErrorInfo(type="Error", message=result.state.value)
         raise rebuild_error(result.task_id, result.state.value, err)
 
@@ -608,16 +713,26 @@ class AsyncOmniQ:
         old = await self.get_task(task_id)
         new = await self.task_queue.requeue(old.id)
         at = now()
-        await self.record_events([
-            self.event(old, EventType.REQUEUED, at=at, by=by, to=new.id),
-            self.event(new, EventType.ENQUEUED, at=at, state=new.state.value, requeued_from=old.id),
-        ])
+        await self.record_events(
+            [
+                self.event(old, EventType.REQUEUED, at=at, by=by, to=new.id),
+                self.event(
+                    new, EventType.ENQUEUED, at=at, state=new.state.value, requeued_from=old.id
+                ),
+            ]
+        )
         return new
 
-    async def events(self, task_id: str | None = None, queue: str | None = None,
-                     types: Iterable[str] | None = None, since: float | datetime | None = None,
-                     until: float | datetime | None = None, limit: int | None = 1000,
-                     order: str = "asc") -> list[TaskEvent]:
+    async def events(
+        self,
+        task_id: str | None = None,
+        queue: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        limit: int | None = 1000,
+        order: str = "asc",
+    ) -> list[TaskEvent]:
         """Events matching every filter, oldest first by default."""
         await self.open()
         check_event_order(order)
@@ -634,32 +749,46 @@ class AsyncOmniQ:
             types=type_list,
             since=_timestamp("since", since) if since is not None else None,
             until=_timestamp("until", until) if until is not None else None,
-            limit=limit, order=order,
+            limit=limit,
+            order=order,
         )
 
     async def stats(self) -> dict[str, dict[TaskState, int]]:
         await self.open()
         return await self.task_queue.stats()
 
-    async def list_tasks(self, queue: str | None = None, states: Iterable[TaskState] | None = None,
-                         limit: int = 100) -> list[Task]:
+    async def list_tasks(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None, limit: int = 100
+    ) -> list[Task]:
         await self.open()
         return await self.task_queue.list(queue=queue, states=states, limit=limit)
 
-    async def purge(self, queue: str | None = None, states: Iterable[TaskState] | None = None) -> int:
+    async def purge(
+        self, queue: str | None = None, states: Iterable[TaskState] | None = None
+    ) -> int:
         """Delete tasks of ``queue`` (every queue when None) in ``states``; with no
         states, every state except ``running`` (a running task is deleted only when asked
         for by name, since its worker still holds it)."""
         await self.open()
-        return await self.task_queue.purge(queue=validate_name("queue name", queue) if queue else None,
-                                           states=states)
+        return await self.task_queue.purge(
+            queue=validate_name("queue name", queue) if queue else None, states=states
+        )
 
     # -- schedules ---------------------------------------------------------------------
 
-    async def schedule(self, fn: Any, *, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-                       cron: str | None = None, interval: float | timedelta | None = None,
-                       schedule_id: str | None = None, catch_up: bool = False,
-                       start_at: float | datetime | None = None, **options: Any) -> str:
+    async def schedule(
+        self,
+        fn: Any,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        schedule_id: str | None = None,
+        catch_up: bool = False,
+        start_at: float | datetime | None = None,
+        **options: Any,
+    ) -> str:
         """Run ``fn`` on a cron expression or a fixed interval; return the schedule id.
 
         The id defaults to one derived from the task, its arguments and its timing, so an
@@ -668,29 +797,48 @@ class AsyncOmniQ:
         await self.open()
         self._require(Capability.SCHEDULES, "schedules")
         if (cron is None) == (interval is None):
-            raise ConfigError("schedule needs exactly one of cron='*/5 * * * *' or interval=seconds")
+            raise ConfigError(
+                "schedule needs exactly one of cron='*/5 * * * *' or interval=seconds"
+            )
         every = _seconds("interval", interval)
         if cron is not None:
             validate_cron(cron)
         at = now()
         # (a fixed template id: the payload, signed for it, and so the default id, are the
         # same at every start; each firing's task is signed for its own id when it fires)
-        template = self._build_task(fn, tuple(args), dict(kwargs or {}),
-                                    {**options, "task_id": _TEMPLATE_ID}, at)
+        template = self._build_task(
+            fn, tuple(args), dict(kwargs or {}), {**options, "task_id": _TEMPLATE_ID}, at
+        )
         if schedule_id is None:
-            digest = hashlib.sha256(template.payload + f"{cron}|{every}|{template.queue}".encode()).hexdigest()
+            digest = hashlib.sha256(
+                template.payload + f"{cron}|{every}|{template.queue}".encode()
+            ).hexdigest()
             schedule_id = f"{template.name}:{digest[:12]}"
         validate_name("schedule id", schedule_id)
-        sched = Schedule(id=schedule_id, template=template, cron=cron, interval=every,
-                         catch_up=catch_up, created_at=at)
+        sched = Schedule(
+            id=schedule_id,
+            template=template,
+            cron=cron,
+            interval=every,
+            catch_up=catch_up,
+            created_at=at,
+        )
         first = _timestamp("start_at", start_at) if start_at is not None else None
-        sched.next_run = first if first is not None else sched.following(at) if cron else at + (every or 0)
+        sched.next_run = (
+            first if first is not None else sched.following(at) if cron else at + (every or 0)
+        )
         if not sched.next_run < TIME_MAX:
-            raise ConfigError(f"interval={interval!r} puts the first firing past the last valid time "
-                              f"({_TIME_RANGE})")
+            raise ConfigError(
+                f"interval={interval!r} puts the first firing past the last valid time "
+                f"({_TIME_RANGE})"
+            )
         existing = await self.task_queue.get_schedule(schedule_id)
         if existing is not None and existing.cron == cron and existing.interval == every:
-            sched.next_run, sched.paused, sched.last_run = existing.next_run, existing.paused, existing.last_run
+            sched.next_run, sched.paused, sched.last_run = (
+                existing.next_run,
+                existing.paused,
+                existing.last_run,
+            )
         await self.task_queue.add_schedule(sched)
         return schedule_id
 
@@ -732,8 +880,9 @@ class AsyncOmniQ:
         if Capability.SCHEDULES not in self.task_queue.capabilities:
             return []
         await self.open()
-        return await fire_due_schedules(self.task_queue, self._event_storage(), self.serializer,
-                                        self.middleware)
+        return await fire_due_schedules(
+            self.task_queue, self._event_storage(), self.serializer, self.middleware
+        )
 
     # -- workers -----------------------------------------------------------------------
 
@@ -774,9 +923,18 @@ class _SyncTaskDecorator(Protocol):
 class OmniQ(SyncWrapper[AsyncOmniQ]):
     """The blocking app: the same methods as :class:`AsyncOmniQ`, without ``await``."""
 
-    def __init__(self, task_queue: Any = None, result_storage: Any = None, event_storage: Any = None,
-                 *, config: Any = None, **settings: Any) -> None:
-        super().__init__(AsyncOmniQ(task_queue, result_storage, event_storage, config=config, **settings))
+    def __init__(
+        self,
+        task_queue: Any = None,
+        result_storage: Any = None,
+        event_storage: Any = None,
+        *,
+        config: Any = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(
+            AsyncOmniQ(task_queue, result_storage, event_storage, config=config, **settings)
+        )
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Append ``middleware`` to the app's chain (see :mod:`omniq.middleware`)."""
@@ -796,11 +954,14 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     def task(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
     @overload
     def task(self, fn: None = None, /, **options: Any) -> _SyncTaskDecorator: ...
-    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             **options: Any) -> Any:
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
         def register(f: Callable[..., Any]) -> SyncTaskFunction[Any, Any]:
             inner = self._async._register(f, name, options, AsyncTaskFunction)
-            sync_fn: SyncTaskFunction[Any, Any] = SyncTaskFunction(self, cast(AsyncTaskFunction[Any, Any], inner))
+            sync_fn: SyncTaskFunction[Any, Any] = SyncTaskFunction(
+                self, cast(AsyncTaskFunction[Any, Any], inner)
+            )
             return sync_fn
 
         return register(fn) if fn is not None else register
@@ -813,6 +974,7 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         worker = self._portal.call(_make_worker, self._async, options)
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
+
             def on_signal(signum: int, frame: Any) -> None:
                 self._portal.call_soon(worker.request_stop, "signal")
 

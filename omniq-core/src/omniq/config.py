@@ -123,7 +123,7 @@ class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if name in ("secret_key",) and value:
                 value = "***"
             elif name == "secret_keys" and value:
-                value = {k: "***" for k in value}
+                value = dict.fromkeys(value, "***")
             elif name in ("task_queue", "result_storage", "event_storage"):
                 value = _mask_ref(value)
             fields.append(f"{name}={value!r}")
@@ -194,9 +194,16 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
 
 
 #: Config keys that take seconds: each also takes a duration text ("90s", "15m", "1d").
-_DURATIONS = (("lease",), ("heartbeat",), ("result_ttl",), ("dead_ttl",), ("event_ttl",),
-              ("worker", "poll_interval"), ("worker", "grace_period"),
-              ("worker", "reconnect_timeout"))
+_DURATIONS = (
+    ("lease",),
+    ("heartbeat",),
+    ("result_ttl",),
+    ("dead_ttl",),
+    ("event_ttl",),
+    ("worker", "poll_interval"),
+    ("worker", "grace_period"),
+    ("worker", "reconnect_timeout"),
+)
 
 
 def _durations(data: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +217,8 @@ def _durations(data: dict[str, Any]) -> dict[str, Any]:
     for path in _DURATIONS:
         holder = out if len(path) == 1 else out.get(path[0])
         if not isinstance(holder, Mapping) or not isinstance(
-                holder.get(path[-1]), (str, timedelta)):
+            holder.get(path[-1]), (str, timedelta)
+        ):
             continue
         value = holder[path[-1]]
         try:
@@ -256,7 +264,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
     return data
 
 
@@ -271,7 +281,7 @@ def _anchor_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         m = _RELATIVE_SQLITE.match(url) if isinstance(url, str) else None
         if m is None:
             return url
-        return f"sqlite:///{(base / m['path']).absolute()}{url[m.end():]}"
+        return f"sqlite:///{(base / m['path']).absolute()}{url[m.end() :]}"
 
     out = dict(data)
     for key in ("task_queue", "result_storage", "event_storage"):
@@ -307,8 +317,15 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 #: OMNIQ_ variables that are not config keys but read by OmniQ itself.
-_ENV_NOT_CONFIG = frozenset({"OMNIQ_CONFIG", "OMNIQ_APP", "OMNIQ_STRICT_PLUGINS",
-                             "OMNIQ_DISABLE_PLUGINS", "OMNIQ_LOAD_PLUGINS"})
+_ENV_NOT_CONFIG = frozenset(
+    {
+        "OMNIQ_CONFIG",
+        "OMNIQ_APP",
+        "OMNIQ_STRICT_PLUGINS",
+        "OMNIQ_DISABLE_PLUGINS",
+        "OMNIQ_LOAD_PLUGINS",
+    }
+)
 
 
 def _env_is_config(name: str, parts: tuple[str, ...]) -> bool:
@@ -319,7 +336,8 @@ def _env_is_config(name: str, parts: tuple[str, ...]) -> bool:
     if name in _ENV_NOT_CONFIG:
         return False
     if parts in {(k,) for k in _TOP} or (
-            len(parts) == 2 and parts[0] == "worker" and parts[1] in _WORKER):
+        len(parts) == 2 and parts[0] == "worker" and parts[1] in _WORKER
+    ):
         return True
     source = f"the environment ({name})"
     if parts[0] == "worker":
@@ -332,7 +350,11 @@ def _env_is_config(name: str, parts: tuple[str, ...]) -> bool:
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
-        if key == "worker" and isinstance(value, Mapping) and isinstance(merged.get("worker"), Mapping):
+        if (
+            key == "worker"
+            and isinstance(value, Mapping)
+            and isinstance(merged.get("worker"), Mapping)
+        ):
             merged["worker"] = {**merged["worker"], **value}
         else:
             merged[key] = value

@@ -73,8 +73,14 @@ def tick() -> float:
 
 
 def store_urls(directory: Path) -> dict[str, str]:
-    return {kind: f"sqlite:///{directory / name}" for kind, name in
-            (("task_queue", "tasks.db"), ("result_storage", "results.db"), ("event_storage", "events.db"))}
+    return {
+        kind: f"sqlite:///{directory / name}"
+        for kind, name in (
+            ("task_queue", "tasks.db"),
+            ("result_storage", "results.db"),
+            ("event_storage", "events.db"),
+        )
+    }
 
 
 class Tour:
@@ -99,9 +105,16 @@ class Tour:
         counted = await self.word_count.delay("the quick brown fox jumps over the lazy dog")
         flaky = await self.flaky.delay(str(self.directory / "flaky-attempt.marker"))
         self.flaky_id = flaky.id
-        self.refs = [first, await self.add.delay(40, 2), counted, flaky,
-                     await self.report.apply(("report",), depends_on=[first, counted])]
-        await self.app.schedule(self.tick, interval=1.0, schedule_id=SCHEDULE_ID, start_at=now() + 1.0)
+        self.refs = [
+            first,
+            await self.add.delay(40, 2),
+            counted,
+            flaky,
+            await self.report.apply(("report",), depends_on=[first, counted]),
+        ]
+        await self.app.schedule(
+            self.tick, interval=1.0, schedule_id=SCHEDULE_ID, start_at=now() + 1.0
+        )
 
     async def fired(self) -> list[str]:
         tasks = await self.app.list_tasks(queue=QUEUE, limit=1000)
@@ -125,7 +138,9 @@ class Tour:
             if paused and await self.all_done([r.id for r in self.refs] + fired):
                 return
             await asyncio.sleep(0.1)
-        raise OmniQError(f"the demo did not finish within {DEADLINE:g} s; its files are in {self.directory}")
+        raise OmniQError(
+            f"the demo did not finish within {DEADLINE:g} s; its files are in {self.directory}"
+        )
 
     async def run(self, err: Console) -> None:
         from .progress import WorkerProgress
@@ -149,17 +164,33 @@ class Tour:
 
 
 def _results_table(tour: Tour, tasks: dict[str, Any], results: dict[str, Any]) -> Table:
-    table = Table("task", "id", "state", "attempts", "result or error", title="Results", title_justify="left")
+    table = Table(
+        "task", "id", "state", "attempts", "result or error", title="Results", title_justify="left"
+    )
     table.columns[1].no_wrap = True
     for task_id, task in tasks.items():
         result = results.get(task_id)
         if result is None:
             shown = "-"
         elif result.state is TaskState.SUCCEEDED:
-            shown = repr(tour.app.serializer.loads(result.value, local_only=True)) if result.value else "None"
+            shown = (
+                repr(tour.app.serializer.loads(result.value, local_only=True))
+                if result.value
+                else "None"
+            )
         else:
-            shown = f"{result.error.type}: {result.error.message}" if result.error else result.state.value
-        table.add_row(task.name.rpartition(".")[2], task_id, task.state.value, str(task.attempts), escape(shown))
+            shown = (
+                f"{result.error.type}: {result.error.message}"
+                if result.error
+                else result.state.value
+            )
+        table.add_row(
+            task.name.rpartition(".")[2],
+            task_id,
+            task.state.value,
+            str(task.attempts),
+            escape(shown),
+        )
     return table
 
 
@@ -171,15 +202,22 @@ async def _report(tour: Tour, out: Console) -> None:
 
     events = await app.events(queue=QUEUE, limit=None)
     counts = Counter(e.type.value for e in events)
-    summary = Table("event type", "count", title=f"Event summary ({len(events)} events)", title_justify="left")
+    summary = Table(
+        "event type", "count", title=f"Event summary ({len(events)} events)", title_justify="left"
+    )
     for kind, n in counts.most_common():
         summary.add_row(kind, str(n))
     out.print(summary)
 
     timeline = [e for e in events if e.task_id == tour.flaky_id]
     start = timeline[0].timestamp if timeline else 0.0
-    table = Table("at", "event", "detail", title=f"Timeline of the retried task {tour.flaky_id}",
-                  title_justify="left")
+    table = Table(
+        "at",
+        "event",
+        "detail",
+        title=f"Timeline of the retried task {tour.flaky_id}",
+        title_justify="left",
+    )
     for e in timeline:
         detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if k != "name")
         table.add_row(f"+{e.timestamp - start:.3f} s", e.type.value, escape(detail))
@@ -188,7 +226,10 @@ async def _report(tour: Tour, out: Console) -> None:
 
 def _write_config(directory: Path) -> Path:
     path = directory / "omniq.yaml"
-    path.write_text("".join(f"{k}: {v}\n" for k, v in store_urls(directory).items()) + f"default_queue: {QUEUE}\n")
+    path.write_text(
+        "".join(f"{k}: {v}\n" for k, v in store_urls(directory).items())
+        + f"default_queue: {QUEUE}\n"
+    )
     return path
 
 
@@ -209,7 +250,9 @@ def run_demo(directory: Path | None, out: Console, err: Console) -> Path:
     started = time.monotonic()
     asyncio.run(main())
     config = _write_config(directory)
-    out.print(f"\nDone in {time.monotonic() - started:.1f} s. Files are in {directory}:", soft_wrap=True)
+    out.print(
+        f"\nDone in {time.monotonic() - started:.1f} s. Files are in {directory}:", soft_wrap=True
+    )
     for name in ("tasks.db", "results.db", "events.db"):
         out.print(f"  {directory / name}", soft_wrap=True)
     out.print("Explore them with:", soft_wrap=True)

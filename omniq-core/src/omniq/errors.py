@@ -90,7 +90,9 @@ class TaskFailedError(OmniQError):
     """A task ended without a value: raised by ``get_result`` when the original error
     type cannot be rebuilt, and for cancelled, expired and dead-lettered tasks."""
 
-    def __init__(self, task_id: str, state: str, error_type: str, message: str, traceback: str = ""):
+    def __init__(
+        self, task_id: str, state: str, error_type: str, message: str, traceback: str = ""
+    ):
         self.task_id = task_id
         self.state = state
         self.error_type = error_type

@@ -17,12 +17,23 @@ if TYPE_CHECKING:
 __all__ = ["build_event", "enqueued_events", "write_events"]
 
 
-def build_event(task: Task, type: EventType, worker_id: str | None = None,
-                at: float | None = None, **detail: Any) -> TaskEvent:
+def build_event(
+    task: Task,
+    type: EventType,
+    worker_id: str | None = None,
+    at: float | None = None,
+    **detail: Any,
+) -> TaskEvent:
     """One event of ``task``; ``detail`` carries what the event type reports."""
-    return TaskEvent(id=new_id(), task_id=task.id, queue=task.queue, type=type,
-                     timestamp=at if at is not None else now(), worker_id=worker_id,
-                     detail={"name": task.name, **detail})
+    return TaskEvent(
+        id=new_id(),
+        task_id=task.id,
+        queue=task.queue,
+        type=type,
+        timestamp=at if at is not None else now(),
+        worker_id=worker_id,
+        detail={"name": task.name, **detail},
+    )
 
 
 async def write_events(event_storage: BaseEventStorage | None, events: Sequence[TaskEvent]) -> None:
@@ -43,6 +54,9 @@ def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
         detail = details.get((t.name, t.state))
         if detail is None:
             detail = details[t.name, t.state] = {"name": t.name, "state": t.state.value}
-        events.append(TaskEvent(id=event_id, task_id=t.id, queue=t.queue, type=enqueued,
-                                timestamp=at, detail=detail))
+        events.append(
+            TaskEvent(
+                id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at, detail=detail
+            )
+        )
     return events

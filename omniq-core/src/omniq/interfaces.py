@@ -36,14 +36,22 @@ import msgspec
 from ._deprecated import renamed
 from .errors import ConfigError
 from .lifecycle import COMPLETABLE_STATES, check_completable
-from .models import ErrorInfo, Schedule, Task, TaskEvent, TaskResult, TaskState
-from .models import PURGE_DEFAULT_STATES, WorkerInfo, new_id
+from .models import (
+    PURGE_DEFAULT_STATES,
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    WorkerInfo,
+    new_id,
+)
 from .models import now as _wall_clock
 from .options import OptionSchema
 
 __all__ = [
     "COMPLETABLE_STATES",
-    "Batch",
     "MAX_PAGE",
     "REQUEUE_STATES",
     "BaseEventStorage",
@@ -51,6 +59,7 @@ __all__ = [
     "BaseResultStorage",
     "BaseStore",
     "BaseTaskQueue",
+    "Batch",
     "Capability",
     "Completion",
     "EventCount",
@@ -59,9 +68,9 @@ __all__ = [
     "accepted_writes",
     "as_stored",
     "check_event_order",
-    "gather_batches",
     "check_page_limit",
     "check_seq_cursor",
+    "gather_batches",
     "write_accepted",
 ]
 
@@ -69,7 +78,9 @@ __all__ = [
 LeaseRef = tuple[str, str]
 
 #: The states :meth:`BaseTaskQueue.requeue` takes a task from: it ended without success.
-REQUEUE_STATES = frozenset({TaskState.DEAD, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
+REQUEUE_STATES = frozenset(
+    {TaskState.DEAD, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED}
+)
 #: ``list`` with this limit returns every match (the default ``list_page`` reads all).
 _EVERYTHING = 2**31 - 1
 #: The largest page ``list_page`` hands out.
@@ -149,11 +160,15 @@ def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> T
     bulk enqueue's events usually do)."""
     said = (task.state if state is None else state).value
     detail = event.detail
-    if (event.queue == task.queue and detail.get("state") == said
-            and detail.get("name") == task.name):
+    if (
+        event.queue == task.queue
+        and detail.get("state") == said
+        and detail.get("name") == task.name
+    ):
         return event
     return msgspec.structs.replace(
-        event, queue=task.queue, detail={**detail, "name": task.name, "state": said})
+        event, queue=task.queue, detail={**detail, "name": task.name, "state": said}
+    )
 
 
 def accepted_writes(
@@ -169,8 +184,10 @@ def accepted_writes(
     if all(accepted):
         return results, events
     refused = {item[0] for item, ok in zip(items, accepted, strict=True) if not ok}
-    return ([r for r in results if r.task_id not in refused],
-            [e for e in events if e.task_id not in refused])
+    return (
+        [r for r in results if r.task_id not in refused],
+        [e for e in events if e.task_id not in refused],
+    )
 
 
 async def write_accepted(
@@ -277,7 +294,8 @@ def _queues(call: str, queues: Sequence[str]) -> builtins.list[str]:
     """The queue names once each, in order; refuses none (or one string: not a list)."""
     if isinstance(queues, str) or not queues:
         raise ConfigError(
-            f"{call}() got queues={queues!r}; expected a non-empty list of queue names")
+            f"{call}() got queues={queues!r}; expected a non-empty list of queue names"
+        )
     return builtins.list(dict.fromkeys(queues))
 
 
@@ -287,8 +305,9 @@ def _states(call: str, states: Iterable[TaskState] | None) -> builtins.list[Task
     try:
         return [TaskState(s) for s in states]
     except ValueError:
-        raise ConfigError(f"{call}() got states={states!r}; valid states: "
-                          f"{', '.join(s.value for s in TaskState)}") from None
+        raise ConfigError(
+            f"{call}() got states={states!r}; valid states: {', '.join(s.value for s in TaskState)}"
+        ) from None
 
 
 def _completions(items: Sequence[Completion]) -> Sequence[Completion]:
@@ -389,8 +408,8 @@ class BaseTaskQueue(BaseStore):
         at = 0
         for count, events in taken:
             if events:
-                done = stored[at:at + count]  # shorter when this batch was not stored
-                held += [as_stored(e, t) for e, t in zip(events[:len(done)], done, strict=True)]
+                done = stored[at : at + count]  # shorter when this batch was not stored
+                held += [as_stored(e, t) for e, t in zip(events[: len(done)], done, strict=True)]
             at += count
         if held:
             await event_storage.append_many(held)
@@ -447,8 +466,12 @@ class BaseTaskQueue(BaseStore):
     ) -> builtins.list[Task]:
         """Lease up to ``limit`` (>= 1) ready tasks from ``queues`` (not empty) to
         ``worker_id`` for ``lease`` seconds (> 0); see :meth:`_reserve`."""
-        return await self._reserve(_queues("reserve", queues), worker_id, _lease("reserve", lease),
-                                   _limit("reserve", limit))
+        return await self._reserve(
+            _queues("reserve", queues),
+            worker_id,
+            _lease("reserve", lease),
+            _limit("reserve", limit),
+        )
 
     @abc.abstractmethod
     async def _reserve(
@@ -527,13 +550,21 @@ class BaseTaskQueue(BaseStore):
         own_results = self._shares_home(result_storage)
         own_events = event_storage is not None and self._shares_home(event_storage)
         accepted = await self._finish(
-            items, results if own_results else (), events if own_events else (),
-            result_storage if own_results else None, event_storage if own_events else None)
+            items,
+            results if own_results else (),
+            events if own_events else (),
+            result_storage if own_results else None,
+            event_storage if own_events else None,
+        )
         theirs = events and event_storage is not None and not own_events
         if (results and not own_results) or theirs:
             results, events = accepted_writes(items, accepted, results, events)
-            await write_accepted(() if own_results else results, () if own_events else events,
-                                 result_storage, event_storage)
+            await write_accepted(
+                () if own_results else results,
+                () if own_events else events,
+                result_storage,
+                event_storage,
+            )
         return accepted
 
     @abc.abstractmethod
@@ -697,8 +728,9 @@ class BaseTaskQueue(BaseStore):
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return when work may be ready in ``queues`` or after ``timeout`` seconds."""
         if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
-            raise ConfigError(f"wait_for_work() got timeout={timeout!r}; expected a finite "
-                              f"number of seconds >= 0")
+            raise ConfigError(
+                f"wait_for_work() got timeout={timeout!r}; expected a finite number of seconds >= 0"
+            )
         await self._wait_for_work(_queues("wait_for_work", queues), timeout)
 
     async def _wait_for_work(self, queues: builtins.list[str], timeout: float) -> None:
@@ -763,8 +795,9 @@ class BaseTaskQueue(BaseStore):
         self, at: float, limit: int = 100
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
         """Claim firings of unpaused schedules due at ``at`` (see the hook)."""
-        return await self._claim_due_schedules(_time("claim_due_schedules", "at", at),
-                                               _limit("claim_due_schedules", limit))
+        return await self._claim_due_schedules(
+            _time("claim_due_schedules", "at", at), _limit("claim_due_schedules", limit)
+        )
 
     @abc.abstractmethod
     async def _claim_due_schedules(
@@ -813,7 +846,8 @@ class BaseTaskQueue(BaseStore):
         after = _default_cursor(cursor)
         wanted = None if states is None else frozenset(TaskState(s) for s in states)
         found = [
-            t for t in await self.list(queue=queue, states=wanted, limit=_EVERYTHING)
+            t
+            for t in await self.list(queue=queue, states=wanted, limit=_EVERYTHING)
             if (name is None or t.name == name)
             and (since is None or t.created_at >= since)
             and (until is None or t.created_at < until)
@@ -822,7 +856,9 @@ class BaseTaskQueue(BaseStore):
         found.sort(key=lambda t: (t.created_at, t.id), reverse=True)
         page = found[:size]
         more = len(found) > size
-        return TaskPage(tasks=page, cursor=f"{page[-1].created_at!r}|{page[-1].id}" if more else None)
+        return TaskPage(
+            tasks=page, cursor=f"{page[-1].created_at!r}|{page[-1].id}" if more else None
+        )
 
     async def requeue(self, task_id: str) -> Task:
         """Enqueue a task that ended badly (``DEAD``, ``FAILED``, ``CANCELLED`` or
@@ -844,14 +880,26 @@ class BaseTaskQueue(BaseStore):
         if task.state not in REQUEUE_STATES:
             raise QueueError(
                 f"task {task_id!r} is {task.state.value}; only tasks in "
-                f"{sorted(s.value for s in REQUEUE_STATES)} can be requeued")
+                f"{sorted(s.value for s in REQUEUE_STATES)} can be requeued"
+            )
         at = await self.now()
         ttl = task.expires_at - task.created_at if task.expires_at is not None else None
         fresh = msgspec.structs.replace(
-            task, id=new_id(), state=TaskState.PENDING, created_at=at, eta=None,
-            expires_at=None if ttl is None else at + ttl, attempts=0, depends_on=(),
-            lease_owner=None, lease_token=None, lease_deadline=None, started_at=None,
-            finished_at=None, error=None)
+            task,
+            id=new_id(),
+            state=TaskState.PENDING,
+            created_at=at,
+            eta=None,
+            expires_at=None if ttl is None else at + ttl,
+            attempts=0,
+            depends_on=(),
+            lease_owner=None,
+            lease_token=None,
+            lease_deadline=None,
+            started_at=None,
+            finished_at=None,
+            error=None,
+        )
         return await self.enqueue(fresh)
 
     # -- live workers (omniq workers, omniq health) ------------------------------------
@@ -929,8 +977,9 @@ class BaseResultStorage(BaseStore):
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""
         if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
-            raise ConfigError(f"wait() got timeout={timeout!r}; expected a finite number of "
-                              f"seconds >= 0")
+            raise ConfigError(
+                f"wait() got timeout={timeout!r}; expected a finite number of seconds >= 0"
+            )
         return await self._wait(task_id, timeout)
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
@@ -1000,8 +1049,15 @@ class BaseEventStorage(BaseStore):
             if value is not None:
                 _time("query", name, value)
         kinds = None if types is None else [getattr(t, "value", t) for t in types]
-        return await self._query(task_id=task_id, queue=queue, types=kinds, since=since,
-                                 until=until, limit=limit, order=order)
+        return await self._query(
+            task_id=task_id,
+            queue=queue,
+            types=kinds,
+            since=since,
+            until=until,
+            limit=limit,
+            order=order,
+        )
 
     @abc.abstractmethod
     async def _query(
@@ -1049,11 +1105,15 @@ class BaseEventStorage(BaseStore):
         if not step > 0 or not until >= since:
             from .errors import ConfigError
 
-            raise ConfigError(f"counts needs step > 0 and until >= since, got step={step!r}, "
-                              f"since={since!r}, until={until!r}")
+            raise ConfigError(
+                f"counts needs step > 0 and until >= since, got step={step!r}, "
+                f"since={since!r}, until={until!r}"
+            )
         type_list = None if types is None else [getattr(t, "value", t) for t in types]
         tally: dict[tuple[float, str, str], int] = {}
-        for e in await self.query(queue=queue, types=type_list, since=since, until=until, limit=None):
+        for e in await self.query(
+            queue=queue, types=type_list, since=since, until=until, limit=None
+        ):
             key = (since + ((e.timestamp - since) // step) * step, e.queue, e.type.value)
             tally[key] = tally.get(key, 0) + 1
         return [EventCount(b, q, t, n) for (b, q, t), n in sorted(tally.items())]

@@ -27,8 +27,8 @@ __all__ = [
     "dependency_message",
     "finished",
     "initial_state",
-    "lapsed",
     "lapse_error",
+    "lapsed",
     "leased",
     "ready_state",
     "released",
@@ -42,7 +42,8 @@ __all__ = [
 COMPLETABLE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
 #: States of a parent that cancel its waiting dependents.
 PARENT_FAILED_STATES = frozenset(
-    {TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED})
+    {TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED}
+)
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 
 
@@ -66,7 +67,8 @@ def check_completable(state: TaskState | str, task_id: str = "") -> TaskState:
         raise ConfigError(
             f"complete(){of} got state {getattr(state, 'value', state)!r}: expected "
             f"'succeeded' or 'cancelled' (use retry() for another attempt, dead_letter() "
-            f"for a task that failed for good)")
+            f"for a task that failed for good)"
+        )
     assert checked is not None
     return checked
 
@@ -79,12 +81,16 @@ def dependency_message(parent_id: str, parent_state: TaskState | str) -> str:
 def dependency_failure(parent_id: str, parent_state: TaskState | str) -> ErrorInfo:
     """The error stored on a task cancelled because its direct parent ``parent_id``
     ended in ``parent_state`` (a grandchild names its own parent, ended cancelled)."""
-    return ErrorInfo(type=DependencyFailedError.__name__, module=DependencyFailedError.__module__,
-                     message=dependency_message(parent_id, parent_state))
+    return ErrorInfo(
+        type=DependencyFailedError.__name__,
+        module=DependencyFailedError.__module__,
+        message=dependency_message(parent_id, parent_state),
+    )
 
 
-def initial_state(task: Task, parents: Mapping[str, TaskState | str], at: float
-                  ) -> tuple[TaskState, ErrorInfo | None]:
+def initial_state(
+    task: Task, parents: Mapping[str, TaskState | str], at: float
+) -> tuple[TaskState, ErrorInfo | None]:
     """The state a task is stored in, from its parents' states (``parents`` maps every
     id of ``task.depends_on`` to its state): cancelled when one failed (naming the first
     in ``depends_on`` order), waiting while one has not succeeded, scheduled for an eta
@@ -106,14 +112,21 @@ def ready_state(task: Task, at: float) -> TaskState:
 def leased(task: Task, worker_id: str, token: str, lease: float, at: float) -> Task:
     """The task as a reserve hands it out: running, one more attempt, under a lease."""
     return msgspec.structs.replace(
-        task, state=TaskState.RUNNING, attempts=task.attempts + 1, lease_owner=worker_id,
-        lease_token=token, lease_deadline=at + lease, started_at=at)
+        task,
+        state=TaskState.RUNNING,
+        attempts=task.attempts + 1,
+        lease_owner=worker_id,
+        lease_token=token,
+        lease_deadline=at + lease,
+        started_at=at,
+    )
 
 
 def released(task: Task) -> Task:
     """Handed back untouched: pending, and the attempt not counted."""
     return msgspec.structs.replace(
-        task, state=TaskState.PENDING, attempts=max(task.attempts - 1, 0), **_NO_LEASE)
+        task, state=TaskState.PENDING, attempts=max(task.attempts - 1, 0), **_NO_LEASE
+    )
 
 
 def retry_eta(task: Task, at: float) -> float | None:
@@ -127,7 +140,8 @@ def retry_eta(task: Task, at: float) -> float | None:
 def retried(task: Task, eta: float, error: ErrorInfo | None) -> Task:
     """Waiting for another attempt at ``eta``; the attempt stays counted."""
     return msgspec.structs.replace(
-        task, state=TaskState.RETRYING, eta=eta, error=error or task.error, **_NO_LEASE)
+        task, state=TaskState.RETRYING, eta=eta, error=error or task.error, **_NO_LEASE
+    )
 
 
 def finished(task: Task, state: TaskState, error: ErrorInfo | None, at: float) -> Task:
@@ -139,9 +153,13 @@ def finished(task: Task, state: TaskState, error: ErrorInfo | None, at: float) -
 
 def lapse_error(task: Task) -> ErrorInfo:
     """Why a task whose leases kept lapsing was dead-lettered."""
-    return ErrorInfo(type="LeaseExpired", message=(
-        f"lease lapsed on attempt {task.attempts} of {attempts_allowed(task)}: "
-        f"its worker keeps dying or hanging"))
+    return ErrorInfo(
+        type="LeaseExpired",
+        message=(
+            f"lease lapsed on attempt {task.attempts} of {attempts_allowed(task)}: "
+            f"its worker keeps dying or hanging"
+        ),
+    )
 
 
 def lapsed(task: Task, at: float) -> Task:
@@ -152,8 +170,9 @@ def lapsed(task: Task, at: float) -> Task:
     return msgspec.structs.replace(task, state=TaskState.PENDING, **_NO_LEASE)
 
 
-def settled_children(parent: Task, children: Iterable[Task],
-                     parent_states: Mapping[str, TaskState], at: float) -> list[Task]:
+def settled_children(
+    parent: Task, children: Iterable[Task], parent_states: Mapping[str, TaskState], at: float
+) -> list[Task]:
     """The waiting ``children`` of a parent that just ended, as they change: cancelled
     (naming this parent) when it did not succeed, ready once every parent (states in
     ``parent_states``, this one included) succeeded. Unchanged children are left out."""
@@ -162,9 +181,14 @@ def settled_children(parent: Task, children: Iterable[Task],
         if child.state is not TaskState.WAITING:
             continue
         if parent.state is not TaskState.SUCCEEDED:
-            out.append(finished(child, TaskState.CANCELLED,
-                                dependency_failure(parent.id, parent.state), at))
-        elif all(parent_states.get(p, TaskState.SUCCEEDED) is TaskState.SUCCEEDED
-                 for p in child.depends_on):
+            out.append(
+                finished(
+                    child, TaskState.CANCELLED, dependency_failure(parent.id, parent.state), at
+                )
+            )
+        elif all(
+            parent_states.get(p, TaskState.SUCCEEDED) is TaskState.SUCCEEDED
+            for p in child.depends_on
+        ):
             out.append(msgspec.structs.replace(child, state=ready_state(child, at)))
     return out

@@ -51,8 +51,11 @@ class JsonFormatter(logging.Formatter):
         if task_id is not None:
             data["task_id"] = task_id
             data["task_name"] = getattr(record, "task_name", None)
-        data.update((k, v) for k, v in record.__dict__.items()
-                    if k not in _STANDARD and k not in _OWN and not k.startswith("_"))
+        data.update(
+            (k, v)
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and k not in _OWN and not k.startswith("_")
+        )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -46,7 +46,7 @@ def mask_url(url: Any) -> Any:
             chunk = url[start:stop]
             # Credentials never hold whitespace; a quoted URL ends at its quote.
             cut = re.search(r"[\s'\"]", chunk)
-            head, tail = (chunk[: cut.start()], chunk[cut.start():]) if cut else (chunk, "")
+            head, tail = (chunk[: cut.start()], chunk[cut.start() :]) if cut else (chunk, "")
             pieces.append(_mask_userinfo(head) + tail)
         url = "".join(pieces)
     return _QUERY_SECRET.sub(lambda m: m.group("head") + "***", url)

@@ -82,8 +82,9 @@ class MiddlewareChain:
 
     def add(self, middleware: Middleware) -> None:
         if not isinstance(middleware, Middleware):
-            raise TypeError(f"middleware must be an omniq.middleware.Middleware instance, got "
-                            f"{middleware!r}")
+            raise TypeError(
+                f"middleware must be an omniq.middleware.Middleware instance, got {middleware!r}"
+            )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
         self._run = _overridden(self.middleware, "before_run")
@@ -139,7 +140,9 @@ def plugin_middleware(app: AsyncOmniQ) -> list[Middleware]:
         items = [] if result is None else [result] if isinstance(result, Middleware) else result
         for m in items:
             if not isinstance(m, Middleware):
-                raise PluginError(f"plugin {plugin!r} returned {m!r} from omniq_middleware; "
-                                  f"expected omniq.middleware.Middleware instances")
+                raise PluginError(
+                    f"plugin {plugin!r} returned {m!r} from omniq_middleware; "
+                    f"expected omniq.middleware.Middleware instances"
+                )
             found.append(m)
     return found

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -21,12 +21,12 @@ from .errors import ConfigError
 
 __all__ = [
     "ACTIVE_STATES",
-    "ErrorInfo",
-    "EventType",
     "PURGE_DEFAULT_STATES",
     "READY_STATES",
-    "Schedule",
     "TERMINAL_STATES",
+    "ErrorInfo",
+    "EventType",
+    "Schedule",
     "Task",
     "TaskEvent",
     "TaskResult",
@@ -61,7 +61,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
 
 def _random_hex(n: int) -> list[str]:
     rand = os.urandom(8 * n).hex()
-    return [rand[i:i + 16] for i in range(0, 16 * n, 16)]
+    return [rand[i : i + 16] for i in range(0, 16 * n, 16)]
 
 
 def new_id() -> str:
@@ -337,7 +337,7 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
             raise ConfigError(f"schedule {self.id!r} has neither cron nor interval")
         from croniter import croniter
 
-        start = datetime.fromtimestamp(after, tz=timezone.utc)
+        start = datetime.fromtimestamp(after, tz=UTC)
         return float(croniter(self.cron, start).get_next(float))
 
     def due_firings(self, at: float, limit: int = 100) -> tuple[list[float], float]:

@@ -58,8 +58,9 @@ def _in_bounds(number: float, minimum: float | None, maximum: float | None, abov
     return maximum is None or number <= maximum
 
 
-def to_int(value: Any, *, minimum: int | None = None, maximum: int | None = None,
-           strings: bool = True) -> int:
+def to_int(
+    value: Any, *, minimum: int | None = None, maximum: int | None = None, strings: bool = True
+) -> int:
     """An integer within bounds; a decimal string too when ``strings`` (URL values).
     Raises ValueError saying what is valid."""
     number: Any = value
@@ -68,15 +69,23 @@ def to_int(value: Any, *, minimum: int | None = None, maximum: int | None = None
             number = int(value.strip())
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, int) or not _in_bounds(
-        number, minimum, maximum, False
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, int)
+        or not _in_bounds(number, minimum, maximum, False)
     ):
         raise ValueError(f"an integer {_bounds(minimum, maximum, False)}".rstrip())
     return number
 
 
-def to_float(value: Any, *, minimum: float | None = None, maximum: float | None = None,
-             above: bool = False, strings: bool = True) -> float:
+def to_float(
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: bool = False,
+    strings: bool = True,
+) -> float:
     """A finite number within bounds (``above``: the minimum itself is excluded)."""
     number: Any = value
     if isinstance(value, str) and strings:
@@ -84,15 +93,24 @@ def to_float(value: Any, *, minimum: float | None = None, maximum: float | None 
             number = float(value.strip())
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(
-        number
-    ) or not _in_bounds(number, minimum, maximum, above):
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, (int, float))
+        or not math.isfinite(number)
+        or not _in_bounds(number, minimum, maximum, above)
+    ):
         raise ValueError(f"a number {_bounds(minimum, maximum, above)}".rstrip())
     return float(number)
 
 
-def to_duration(value: Any, *, minimum: float | None = 0.0, maximum: float | None = None,
-                above: bool = True, strings: bool = True) -> float:
+def to_duration(
+    value: Any,
+    *,
+    minimum: float | None = 0.0,
+    maximum: float | None = None,
+    above: bool = True,
+    strings: bool = True,
+) -> float:
     """Seconds from a number, a :class:`~datetime.timedelta` or (``strings``) a text such
     as ``"30"``, ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``."""
     seconds: Any = value
@@ -101,11 +119,17 @@ def to_duration(value: Any, *, minimum: float | None = 0.0, maximum: float | Non
     elif isinstance(value, str) and strings:
         match = _DURATION.match(value)
         seconds = float(match[1]) * _UNITS[match[2] or "s"] if match else None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(
-        seconds
-    ) or not _in_bounds(seconds, minimum, maximum, above):
-        forms = "a number, a timedelta or a text like '30s', '5m'" if strings else (
-            "a number or a timedelta")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or not _in_bounds(seconds, minimum, maximum, above)
+    ):
+        forms = (
+            "a number, a timedelta or a text like '30s', '5m'"
+            if strings
+            else ("a number or a timedelta")
+        )
         raise ValueError(f"seconds {_bounds(minimum, maximum, above)} ({forms})".replace("  ", " "))
     return float(seconds)
 
@@ -161,9 +185,11 @@ class Option:
 
     def convert(self, value: Any) -> Any:
         """The value as its type, or ValueError saying what is valid."""
-        if self.optional and (value is None or value in self.off or (
-            isinstance(value, str) and value.strip().lower() in ("", "none")
-        )):
+        if self.optional and (
+            value is None
+            or value in self.off
+            or (isinstance(value, str) and value.strip().lower() in ("", "none"))
+        ):
             return None
         try:
             if self.type == "int":
@@ -171,8 +197,9 @@ class Option:
             if self.type == "float":
                 return to_float(value, minimum=self.minimum, maximum=self.maximum, above=self.above)
             if self.type == "duration":
-                return to_duration(value, minimum=self.minimum, maximum=self.maximum,
-                                   above=self.above)
+                return to_duration(
+                    value, minimum=self.minimum, maximum=self.maximum, above=self.above
+                )
             if self.type == "bool":
                 return to_bool(value)
         except ValueError:
@@ -334,10 +361,11 @@ def options_table(schemas: Mapping[str, OptionSchema]) -> str:
             key = (f"`{option.name}`", option.type, _default(option), option.valid(), option.doc)
             rows.setdefault(tuple(_cell(c) for c in key), []).append(kind)
     every = len(schemas)
-    lines = ["| Option | Type | Default | Valid values | Stores | What it does |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| Option | Type | Default | Valid values | Stores | What it does |",
+        "|---|---|---|---|---|---|",
+    ]
     for (name, kind, default, valid, doc), kinds in rows.items():
         stores = "all" if len(kinds) == every else ", ".join(kinds)
         lines.append(f"| {name} | {kind} | {default} | {valid} | {stores} | {doc} |")
     return "\n".join(lines) + "\n"
-

@@ -28,8 +28,9 @@ class WorkerProgress:
     """Redraws a worker's figures a few times a second until cancelled; on a console
     that is not a terminal, rich prints only the final frame."""
 
-    def __init__(self, worker: Worker, console: Console, title: str | None = None,
-                 stats_every: float = 1.0) -> None:
+    def __init__(
+        self, worker: Worker, console: Console, title: str | None = None, stats_every: float = 1.0
+    ) -> None:
         self.worker = worker
         self.console = console
         self.title = title or f"omniq worker {worker.id}"
@@ -38,8 +39,12 @@ class WorkerProgress:
 
     def render(self) -> Group:
         w = self.worker
-        counts = Table(title=self.title, caption=f"pool {w.pool.name} x {w.concurrency}, queues "
-                       f"{', '.join(w.queues)}", title_justify="left", caption_justify="left")
+        counts = Table(
+            title=self.title,
+            caption=f"pool {w.pool.name} x {w.concurrency}, queues {', '.join(w.queues)}",
+            title_justify="left",
+            caption_justify="left",
+        )
         for name in (*COUNTS, "running"):
             counts.add_column(name, justify="right")
         counts.add_row(*(str(w.stats.counts[k]) for k in COUNTS), str(w.running))

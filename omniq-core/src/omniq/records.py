@@ -19,12 +19,27 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .models import (ErrorInfo, Schedule, Task, TaskResult, TaskState, result_decoder,
-                     schedule_decoder)
+from .models import (
+    ErrorInfo,
+    Schedule,
+    Task,
+    TaskResult,
+    TaskState,
+    result_decoder,
+    schedule_decoder,
+)
 
-__all__ = ["CORRUPT_RESULT", "CORRUPT_TASK", "decode_each", "decode_or_skip", "is_stand_in",
-           "result_or_stand_in",
-           "schedule_or_none", "stand_in", "unreadable_result"]
+__all__ = [
+    "CORRUPT_RESULT",
+    "CORRUPT_TASK",
+    "decode_each",
+    "decode_or_skip",
+    "is_stand_in",
+    "result_or_stand_in",
+    "schedule_or_none",
+    "stand_in",
+    "unreadable_result",
+]
 
 log = logging.getLogger("omniq.records")
 R = TypeVar("R")
@@ -52,9 +67,11 @@ def stand_in(
     """The task that stands for the undecodable record of ``task_id`` in ``where`` (e.g.
     ``"omniq_tasks"``, ``"the tasks bucket"``). The other fields are what the store has
     outside the record, as stored: each is checked here, and dropped if it is bad too."""
-    message = (f"the record of task {task_id!r} in {where} cannot be decoded "
-               f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
-               f"{problem}); dead-lettered unread")
+    message = (
+        f"the record of task {task_id!r} in {where} cannot be decoded "
+        f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
+        f"{problem}); dead-lettered unread"
+    )
     log.warning("%s", message)
     token = _text(lease_token)
     try:
@@ -105,20 +122,30 @@ def schedule_or_none(schedule_id: Any, data: bytes, where: str) -> Schedule | No
         return schedule_decoder.decode(data)
     except Exception as exc:
         name = _text(schedule_id)
-        log.warning("the record of schedule %r in %s cannot be decoded (%s: %s); skipped",
-                    name, where, type(exc).__name__, exc)
+        log.warning(
+            "the record of schedule %r in %s cannot be decoded (%s: %s); skipped",
+            name,
+            where,
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
 def unreadable_result(task_id: str, problem: BaseException | str, where: str) -> TaskResult:
     """What a result store returns for a result record that does not decode: a failed
     result whose error says so (``get_result`` raises it for that task alone)."""
-    message = (f"the result of task {task_id!r} in {where} cannot be decoded "
-               f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
-               f"{problem})")
+    message = (
+        f"the result of task {task_id!r} in {where} cannot be decoded "
+        f"({type(problem).__name__ + ': ' if isinstance(problem, BaseException) else ''}"
+        f"{problem})"
+    )
     log.warning("%s", message)
-    return TaskResult(task_id=task_id, state=TaskState.FAILED,
-                      error=ErrorInfo(type=CORRUPT_RESULT, message=message))
+    return TaskResult(
+        task_id=task_id,
+        state=TaskState.FAILED,
+        error=ErrorInfo(type=CORRUPT_RESULT, message=message),
+    )
 
 
 def result_or_stand_in(task_id: str, data: Any, where: str) -> TaskResult:
@@ -135,8 +162,13 @@ def decode_or_skip(decode: Callable[[R], T], data: R, where: str, label: Any) ->
     try:
         return decode(data)
     except Exception as exc:
-        log.warning("record %r in %s cannot be decoded (%s: %s); left out",
-                    _text(label), where, type(exc).__name__, exc)
+        log.warning(
+            "record %r in %s cannot be decoded (%s: %s); left out",
+            _text(label),
+            where,
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 

@@ -40,9 +40,9 @@ from .masking import mask_url
 from .options import options_table
 
 __all__ = [
-    "BackendSpec",
     "ENTRY_POINT_GROUP",
     "FIRST_PARTY",
+    "BackendSpec",
     "PluginInfo",
     "PluginRegistry",
     "PoolSpec",
@@ -63,7 +63,11 @@ STORE_BASES: dict[StoreKind, type[Any]] = {
 #: First-party plugins, known even when not installed, so errors can say what to install
 #: (fsspec's ``known_implementations`` idea). name -> (distribution, extra, schemes)
 FIRST_PARTY: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "fsspec": ("omniq-backend-fsspec", "fsspec", ("file", "memory", "s3", "gs", "gcs", "az", "abfs")),
+    "fsspec": (
+        "omniq-backend-fsspec",
+        "fsspec",
+        ("file", "memory", "s3", "gs", "gcs", "az", "abfs"),
+    ),
     "gevent": ("omniq-workers-gevent", "gevent", ()),
     "nats": ("omniq-backend-nats", "nats", ("nats", "tls")),
     "postgres": ("omniq-backend-postgres", "postgres", ("postgresql", "postgres")),
@@ -232,8 +236,9 @@ class PluginRegistry:
                 return
             self._loaded = True
             for modname in self.DEFAULT_PLUGINS:
-                self._register(importlib.import_module(modname), modname.rpartition(".")[2],
-                               builtin=True)
+                self._register(
+                    importlib.import_module(modname), modname.rpartition(".")[2], builtin=True
+                )
             if self._entry_points:
                 self._load_entry_points()
 
@@ -279,8 +284,10 @@ class PluginRegistry:
                 ),
             )
         unknown = [
-            attr for attr in dir(plugin)
-            if attr.startswith("omniq_") and callable(getattr(plugin, attr, None))
+            attr
+            for attr in dir(plugin)
+            if attr.startswith("omniq_")
+            and callable(getattr(plugin, attr, None))
             and not hasattr(self.pm.hook, attr)
         ]
         if unknown:
@@ -306,7 +313,8 @@ class PluginRegistry:
                 f"plugin {name!r} implements {OLD_POOL_HOOK}, deprecated since omniq "
                 f"{DEPRECATED_IN} and removed in {REMOVED_IN}: rename it omniq_register_pools "
                 f"(register PoolSpec(name, pool='module:Class'))",
-                DeprecationWarning, stacklevel=2,
+                DeprecationWarning,
+                stacklevel=2,
             )
         self._infos[name] = info
         self._collected = False
@@ -349,7 +357,9 @@ class PluginRegistry:
                     if hook_name == OLD_POOL_HOOK and POOL_HOOK in info.hooks:
                         continue  # the plugin says the same through the new hook
                     try:
-                        impl.function(**{a: (lambda s, i=info, f=sink: f(s, i)) for a in impl.argnames})
+                        impl.function(
+                            **{a: (lambda s, i=info, f=sink: f(s, i)) for a in impl.argnames}
+                        )
                     except Exception as exc:
                         info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
             self._collected = True
@@ -409,7 +419,9 @@ class PluginRegistry:
         out: list[tuple[str, Any]] = []
         for impl in getattr(self.pm.hook, name).get_hookimpls():
             try:
-                out.append((impl.plugin_name, impl.function(**{a: kwargs[a] for a in impl.argnames})))
+                out.append(
+                    (impl.plugin_name, impl.function(**{a: kwargs[a] for a in impl.argnames}))
+                )
             except Exception as exc:
                 out.append((impl.plugin_name, exc))
         return out
@@ -419,7 +431,9 @@ class PluginRegistry:
     @staticmethod
     def _one(kind: str, key: str, entries: list[tuple[Any, PluginInfo]]) -> Any:
         if len(entries) > 1:
-            owners = ", ".join(f"{i.name} ({i.distribution or 'registered in code'})" for _, i in entries)
+            owners = ", ".join(
+                f"{i.name} ({i.distribution or 'registered in code'})" for _, i in entries
+            )
             raise AmbiguousBackendError(
                 f"{kind} {key!r} is claimed by several plugins: {owners}. Choose one explicitly, "
                 f"e.g. {{'backend': '<plugin name>', 'url': ...}}, or disable the other with "
@@ -437,7 +451,8 @@ class PluginRegistry:
         pools = what == "worker pool"
         # First-party plugins of this sort that are not installed: name -> its extra.
         missing = {
-            name: extra for name, (_dist, extra, schemes) in FIRST_PARTY.items()
+            name: extra
+            for name, (_dist, extra, schemes) in FIRST_PARTY.items()
             if (not schemes) == pools and name not in self._backends and name not in self._pools
         }
         by_key = {n: n for n in missing} | {
@@ -451,13 +466,19 @@ class PluginRegistry:
                 msg += f" It comes with pip install 'omniq[{missing[by_key[close[0]]]}]'."
         msg += f" Installed: {', '.join(known) or 'none'}."
         if missing:
-            msg += " Not installed, from OmniQ's extras: " + ", ".join(
-                f"{name} (pip install 'omniq[{extra}]')" for name, extra in missing.items()
-            ) + "."
+            msg += (
+                " Not installed, from OmniQ's extras: "
+                + ", ".join(
+                    f"{name} (pip install 'omniq[{extra}]')" for name, extra in missing.items()
+                )
+                + "."
+            )
         if failed:
             msg += " Plugins that failed to load: " + "; ".join(i.error or "" for i in failed)
         else:
-            msg += f" Third-party backends register under the {ENTRY_POINT_GROUP!r} entry-point group."
+            msg += (
+                f" Third-party backends register under the {ENTRY_POINT_GROUP!r} entry-point group."
+            )
         return UnknownBackendError(msg)
 
     def backend(self, name: str) -> BackendSpec:
@@ -484,8 +505,9 @@ class PluginRegistry:
         """The Markdown table of backend ``name``'s options, from its store classes (its
         docs page shows it, and a test keeps the two equal)."""
         spec = self.backend(name)
-        return options_table({kind.replace("_", " "): spec.load(kind).option_schema
-                              for kind in spec.kinds()})
+        return options_table(
+            {kind.replace("_", " "): spec.load(kind).option_schema for kind in spec.kinds()}
+        )
 
     def pool(self, name: str) -> type[BasePool]:
         """The pool class registered as ``name`` (``--pool NAME``)."""
@@ -543,7 +565,9 @@ class PluginRegistry:
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"{kind}: cannot import {ref!r}: {exc}") from exc
             if not (isinstance(cls, type) and issubclass(cls, base)):
-                raise IncompatiblePluginError(f"{kind}: {ref!r} is not a subclass of {base.__name__}")
+                raise IncompatiblePluginError(
+                    f"{kind}: {ref!r} is not a subclass of {base.__name__}"
+                )
             return cls.from_url("", **options)
         cls = self.backend(ref).load(kind)
         return cls.from_url(f"{ref}://", **options)
@@ -555,7 +579,6 @@ registry = PluginRegistry()
 def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
     """Register a plugin (module or object with ``@hookimpl`` functions) in code."""
     return registry.register_plugin(plugin, name)
-
 
 
 __getattr__ = renamed(__name__, {"WorkerSpec": ("PoolSpec", "_worker_spec")}, globals())

@@ -25,9 +25,12 @@ log = logging.getLogger("omniq.schedules")
 __all__ = ["fire_due_schedules"]
 
 
-async def fire_due_schedules(task_queue: BaseTaskQueue, event_storage: BaseEventStorage | None,
-                             serializer: Serializer,
-                             middleware: MiddlewareChain | None = None) -> list[Task]:
+async def fire_due_schedules(
+    task_queue: BaseTaskQueue,
+    event_storage: BaseEventStorage | None,
+    serializer: Serializer,
+    middleware: MiddlewareChain | None = None,
+) -> list[Task]:
     """Claim due firings and enqueue their tasks (the claim's compare-and-set and the
     deterministic task ids make a firing enqueue once however many workers call this).
     ``event_storage`` is None when events are switched off. A signed template is signed
@@ -46,22 +49,35 @@ async def fire_due_schedules(task_queue: BaseTaskQueue, event_storage: BaseEvent
             task_id = sched.firing_task_id(t)
             try:
                 payload = serializer.rebind(
-                    tmpl.payload, binding(tmpl.name, tmpl.queue, tmpl.id),
-                    binding(tmpl.name, tmpl.queue, task_id), origin=f"schedule {sched.id}")
+                    tmpl.payload,
+                    binding(tmpl.name, tmpl.queue, tmpl.id),
+                    binding(tmpl.name, tmpl.queue, task_id),
+                    origin=f"schedule {sched.id}",
+                )
             except SerializationError as exc:  # fires as is: the worker dead-letters it
-                log.warning("schedule %s: its template cannot be signed for %s: %s",
-                            sched.id, task_id, exc)
+                log.warning(
+                    "schedule %s: its template cannot be signed for %s: %s", sched.id, task_id, exc
+                )
                 payload = tmpl.payload
-            tasks.append(msgspec.structs.replace(
-                tmpl, id=task_id, payload=payload, created_at=at, eta=None,
-                schedule_id=sched.id, expires_at=(at + ttl) if ttl else None,
-                state=TaskState.PENDING,
-            ))
+            tasks.append(
+                msgspec.structs.replace(
+                    tmpl,
+                    id=task_id,
+                    payload=payload,
+                    created_at=at,
+                    eta=None,
+                    schedule_id=sched.id,
+                    expires_at=(at + ttl) if ttl else None,
+                    state=TaskState.PENDING,
+                )
+            )
     if not tasks:
         return []
     if middleware is not None and middleware.enqueues:
         await middleware.before_enqueue(tasks)
     stored = await task_queue.enqueue_many(tasks)
-    await write_events(event_storage, [
-        build_event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored])
+    await write_events(
+        event_storage,
+        [build_event(t, EventType.SCHEDULED, at=at, schedule=t.schedule_id) for t in stored],
+    )
     return stored

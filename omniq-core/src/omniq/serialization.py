@@ -68,7 +68,8 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     if kind is dict:
         for k, v in obj.items():
             if (type(k) is not str and type(k) is not int) or (
-                    type(v) not in _ATOMS and not _is_plain(v, depth + 1)):
+                type(v) not in _ATOMS and not _is_plain(v, depth + 1)
+            ):
                 return False
         return True
     if kind is datetime:
@@ -176,17 +177,22 @@ class Serializer:
             head = data[: 4 + kid_len]
             if (bind is None) == bool(flags & FLAG_BOUND):
                 raise SignatureError(
-                    f"payload from {origin} is signed " + (
+                    f"payload from {origin} is signed "
+                    + (
                         "without the task it belongs to (a value, or signed before calls were "
-                        "bound to their task); refused" if bind is not None else
-                        "for a task, where a value was expected; refused"))
+                        "bound to their task); refused"
+                        if bind is not None
+                        else "for a task, where a value was expected; refused"
+                    )
+                )
             signed = head + body if bind is None else head + bind + body
             expected = hmac.new(key, signed, hashlib.sha256).digest()
             if not hmac.compare_digest(mac, expected):
                 raise SignatureError(
                     f"payload from {origin} has a bad signature (key id {kid!r})"
                     + ("" if bind is None else ", or was signed for another task name, queue or id")
-                    + "; refused")
+                    + "; refused"
+                )
             return flags, body
         if self.keys:
             raise SignatureError(

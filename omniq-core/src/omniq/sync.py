@@ -97,7 +97,7 @@ def _as_coro(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return run
 
 
-class blocking(Generic[P, R]):  # noqa: N801 - used like a decorator
+class blocking(Generic[P, R]):
     """Declares a blocking twin of an async method: ``enqueue = blocking(AsyncOmniQ.enqueue)``."""
 
     def __init__(self, method: Callable[Concatenate[Any, P], Awaitable[R]]) -> None:
@@ -160,8 +160,10 @@ def _close_left_open(async_obj: Any, portal: Portal) -> None:
     closer = getattr(async_obj, "close", None)
     if not portal.started or portal.on_loop_thread():
         return  # nothing was opened, or the loop cannot wait for itself
-    for step in ((lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
-                 portal.stop):  # the loop stops even if closing failed: it cancels what is left
+    for step in (
+        (lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
+        portal.stop,
+    ):  # the loop stops even if closing failed: it cancels what is left
         try:
             if step is not None:
                 step()

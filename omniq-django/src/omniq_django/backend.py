@@ -23,6 +23,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
+
 from omniq import ConfigError, OmniQError
 from omniq.models import new_id, validate_name
 
@@ -34,8 +35,14 @@ from .results import load_result, new_result
 __all__ = ["OmniQBackend"]
 
 
-async def _submit(app: Any, path: str, args: list[Any], kwargs: dict[str, Any],
-                  meta: dict[str, Any], options: dict[str, Any]) -> None:
+async def _submit(
+    app: Any,
+    path: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    meta: dict[str, Any],
+    options: dict[str, Any],
+) -> None:
     await app.enqueue(RUNNER, path, args, kwargs, meta, **options)
 
 
@@ -50,7 +57,8 @@ def _on_commit_alias(params: dict[str, Any], alias: str) -> str | None:
         return value
     raise ImproperlyConfigured(
         f"TASKS[{alias!r}]['ENQUEUE_ON_COMMIT'] is {value!r}; valid: True, False or a "
-        f"database alias such as 'default'")
+        f"database alias such as 'default'"
+    )
 
 
 class OmniQBackend(BaseTaskBackend):
@@ -102,8 +110,11 @@ class OmniQBackend(BaseTaskBackend):
         task = result.task
         run_after = task.run_after.timestamp() if task.run_after is not None else None
         meta = {"id": result.id, "priority": task.priority, "run_after": run_after}
-        options = {"queue": task.queue_name, "priority": to_omniq_priority(task.priority),
-                   "task_id": result.id}
+        options = {
+            "queue": task.queue_name,
+            "priority": to_omniq_priority(task.priority),
+            "task_id": result.id,
+        }
         if run_after is not None:
             options["eta"] = run_after
         self.client().call(_submit, task.module_path, result.args, result.kwargs, meta, options)

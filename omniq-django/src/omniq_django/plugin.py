@@ -27,8 +27,9 @@ def _use_django(ctx: click.Context, param: click.Parameter, value: str | None) -
         return
     state = ctx.find_root().obj
     if getattr(state, "app_ref", None) or ctx.params.get("app_ref"):
-        raise click.UsageError("--django names the app already (the Django task backend's); "
-                               "drop --app / $OMNIQ_APP")
+        raise click.UsageError(
+            "--django names the app already (the Django task backend's); drop --app / $OMNIQ_APP"
+        )
     if os.getcwd() not in sys.path:  # like manage.py: the project's modules import
         sys.path.insert(0, os.getcwd())
     os.environ["DJANGO_SETTINGS_MODULE"] = value
@@ -37,8 +38,9 @@ def _use_django(ctx: click.Context, param: click.Parameter, value: str | None) -
     try:
         django.setup()
     except Exception as exc:
-        raise click.BadParameter(f"cannot load Django settings {value!r}: {exc}",
-                                 ctx=ctx, param=param) from exc
+        raise click.BadParameter(
+            f"cannot load Django settings {value!r}: {exc}", ctx=ctx, param=param
+        ) from exc
     state.app_ref = WORKER_APP
 
 
@@ -49,8 +51,14 @@ def omniq_register_cli_commands(cli: click.Group) -> None:
     worker: Any = cli.commands.get("worker")
     if worker is None or any(p.name == "django" for p in worker.params):
         return  # (the hook may run again on the same command group)
-    worker.params.append(click.Option(
-        ["--django"], metavar="SETTINGS", expose_value=False, callback=_use_django,
-        help="Run the Django task backend's tasks: the project's settings module, e.g. "
-             "'mysite.settings' (instead of --app; $OMNIQ_DJANGO_BACKEND picks among "
-             "several OmniQ backends)."))
+    worker.params.append(
+        click.Option(
+            ["--django"],
+            metavar="SETTINGS",
+            expose_value=False,
+            callback=_use_django,
+            help="Run the Django task backend's tasks: the project's settings module, e.g. "
+            "'mysite.settings' (instead of --app; $OMNIQ_DJANGO_BACKEND picks among "
+            "several OmniQ backends).",
+        )
+    )

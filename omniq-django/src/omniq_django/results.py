@@ -10,14 +10,16 @@ is exact).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
+
 from omniq import AsyncOmniQ, ConfigError, OmniQError, TaskNotFoundError, TaskState
-from omniq.models import ErrorInfo, Task as OmniQTask
+from omniq.models import ErrorInfo
+from omniq.models import Task as OmniQTask
 
 from .compat import Task, TaskError, TaskResult, TaskResultDoesNotExist, TaskResultStatus
 from .connection import RUNNER
@@ -42,7 +44,7 @@ def aware(ts: float | None) -> datetime | None:
     """Epoch seconds as Django wants them: aware UTC with ``USE_TZ``, else naive local."""
     if ts is None:
         return None
-    value = datetime.fromtimestamp(ts, tz=dt_timezone.utc)
+    value = datetime.fromtimestamp(ts, tz=UTC)
     return value if settings.USE_TZ else timezone.make_naive(value)
 
 
@@ -57,15 +59,29 @@ def import_task(path: str) -> Task:
     return found
 
 
-def new_result(task: Task, result_id: str, args: Any, kwargs: Any,
-               status: Any = TaskResultStatus.READY, **times: datetime | None) -> TaskResult:
+def new_result(
+    task: Task,
+    result_id: str,
+    args: Any,
+    kwargs: Any,
+    status: Any = TaskResultStatus.READY,
+    **times: datetime | None,
+) -> TaskResult:
     """A ``TaskResult`` with no attempts yet (its constructor checks the arguments are
     JSON data, as the framework requires). Its backend is the task's."""
     return TaskResult(
-        task=task, id=result_id, status=status, enqueued_at=times.get("enqueued_at"),
-        started_at=times.get("started_at"), finished_at=times.get("finished_at"),
-        last_attempted_at=times.get("last_attempted_at"), args=args, kwargs=kwargs,
-        backend=task.backend, errors=[], worker_ids=[],
+        task=task,
+        id=result_id,
+        status=status,
+        enqueued_at=times.get("enqueued_at"),
+        started_at=times.get("started_at"),
+        finished_at=times.get("finished_at"),
+        last_attempted_at=times.get("last_attempted_at"),
+        args=args,
+        kwargs=kwargs,
+        backend=task.backend,
+        errors=[],
+        worker_ids=[],
     )
 
 
@@ -83,17 +99,27 @@ async def load_result(app: AsyncOmniQ, result_id: str) -> TaskResult:
         raise TaskResultDoesNotExist(result_id) from exc
     if stored.name != RUNNER:
         raise TaskResultDoesNotExist(
-            f"{result_id} is OmniQ task {stored.name!r}, not one of Django's ({RUNNER!r})")
+            f"{result_id} is OmniQ task {stored.name!r}, not one of Django's ({RUNNER!r})"
+        )
     (path, args, kwargs, meta), _, _ = app.serializer.loads_call(
-        stored.payload, local_only=app.task_queue.local_only, origin=f"task {result_id}")
-    task = import_task(path).using(priority=meta["priority"], queue_name=stored.queue,
-                                   run_after=aware(meta.get("run_after")))
+        stored.payload, local_only=app.task_queue.local_only, origin=f"task {result_id}"
+    )
+    task = import_task(path).using(
+        priority=meta["priority"], queue_name=stored.queue, run_after=aware(meta.get("run_after"))
+    )
     outcome = await app.get_task_result(result_id) if stored.finished_at else None
     started = outcome.started_at if outcome and outcome.started_at else stored.started_at
-    result = new_result(task, result_id, args, kwargs, STATUS[stored.state],
-                        enqueued_at=aware(stored.created_at), started_at=aware(started),
-                        last_attempted_at=aware(started),
-                        finished_at=aware(outcome.finished_at if outcome else stored.finished_at))
+    result = new_result(
+        task,
+        result_id,
+        args,
+        kwargs,
+        STATUS[stored.state],
+        enqueued_at=aware(stored.created_at),
+        started_at=aware(started),
+        last_attempted_at=aware(started),
+        finished_at=aware(outcome.finished_at if outcome else stored.finished_at),
+    )
     worker = (outcome.worker_id if outcome else None) or stored.lease_owner
     if worker:
         result.worker_ids.extend([worker] * stored.attempts)

@@ -52,8 +52,9 @@ def _sender() -> type:
     return OmniQBackend
 
 
-async def execute(app: AsyncOmniQ, path: str, args: list[Any],
-                  kwargs: dict[str, Any], meta: dict[str, Any]) -> Any:
+async def execute(
+    app: AsyncOmniQ, path: str, args: list[Any], kwargs: dict[str, Any], meta: dict[str, Any]
+) -> Any:
     """Run one Django task; its exception, if any, is the OmniQ task's failure."""
     task = import_task(path)
     started = timezone.now()
@@ -63,8 +64,15 @@ async def execute(app: AsyncOmniQ, path: str, args: list[Any],
         _set(result, status=TaskResultStatus.RUNNING)
         args = [TaskContext(task_result=result), *args]
     else:
-        result = new_result(task, meta["id"], args, kwargs, TaskResultStatus.RUNNING,
-                            started_at=started, last_attempted_at=started)
+        result = new_result(
+            task,
+            meta["id"],
+            args,
+            kwargs,
+            TaskResultStatus.RUNNING,
+            started_at=started,
+            last_attempted_at=started,
+        )
     sender = _sender()
     task_started.send(sender=sender, task_result=result)
     try:
@@ -77,7 +85,8 @@ async def execute(app: AsyncOmniQ, path: str, args: list[Any],
         _set(result, status=TaskResultStatus.FAILED, finished_at=timezone.now())
         task_finished.send(sender=sender, task_result=result)
         raise
-    _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now(),
-         _return_value=value)
+    _set(
+        result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now(), _return_value=value
+    )
     task_finished.send(sender=sender, task_result=result)
     return value

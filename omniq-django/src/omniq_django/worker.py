@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
 from omniq import AsyncOmniQ
 
 from .compat import task_backends
@@ -35,7 +36,8 @@ def backend_alias(alias: str | None = None) -> str:
         if alias not in ours:
             raise ImproperlyConfigured(
                 f"task backend {alias!r} is not an OmniQ backend; OmniQ backends in "
-                f"settings.TASKS: {ours or 'none'}")
+                f"settings.TASKS: {ours or 'none'}"
+            )
         return alias
     if len(ours) == 1:
         return ours[0]
@@ -43,7 +45,8 @@ def backend_alias(alias: str | None = None) -> str:
         return "default"
     raise ImproperlyConfigured(
         f"settings.TASKS has {len(ours)} OmniQ backends ({ours or 'none'}) and none named "
-        f"'default'; pick one with --backend or ${BACKEND_ENV}")
+        f"'default'; pick one with --backend or ${BACKEND_ENV}"
+    )
 
 
 def worker_app(alias: str | None = None) -> AsyncOmniQ:

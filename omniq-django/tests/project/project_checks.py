@@ -33,7 +33,6 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
-
 from omniq_django.compat import (  # noqa: E402
     FRAMEWORK,
     InvalidTask,
@@ -107,7 +106,7 @@ def worker(database: None, logs: Path) -> Iterator[None]:
 
 
 def test_runs_on_the_expected_framework() -> None:
-    assert FRAMEWORK == os.environ.get("OMNIQ_DJANGO_EXPECT_FRAMEWORK", FRAMEWORK)
+    assert os.environ.get("OMNIQ_DJANGO_EXPECT_FRAMEWORK", FRAMEWORK) == FRAMEWORK
 
 
 def test_result_of_a_task_run_by_the_worker(worker: None) -> None:
@@ -179,8 +178,12 @@ def test_validation() -> None:
     with pytest.raises(InvalidTask):
         add.using(priority=101)
     backend = task_backends["default"]
-    assert (backend.supports_defer, backend.supports_async_task, backend.supports_get_result,
-            backend.supports_priority) == (True, True, True, True)
+    assert (
+        backend.supports_defer,
+        backend.supports_async_task,
+        backend.supports_get_result,
+        backend.supports_priority,
+    ) == (True, True, True, True)
 
 
 def test_check_reports_a_configuration_omniq_refuses() -> None:
@@ -224,8 +227,19 @@ def test_priority_order_through_the_omniq_cli(database: None, logs: Path) -> Non
     high = echo.using(queue_name="prio", priority=50).enqueue("high")
     omniq = Path(sys.executable).with_name("omniq")
     log = logs / "cli-worker.log"
-    proc = start(str(omniq), "worker", "--django", "djsite.settings", "--queue", "prio",
-                 "--concurrency", "1", "--burst", "--no-progress", log=log)
+    proc = start(
+        str(omniq),
+        "worker",
+        "--django",
+        "djsite.settings",
+        "--queue",
+        "prio",
+        "--concurrency",
+        "1",
+        "--burst",
+        "--no-progress",
+        log=log,
+    )
     try:
         assert proc.wait(DEADLINE) == 0
     finally:

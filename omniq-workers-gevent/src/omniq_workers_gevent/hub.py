@@ -58,7 +58,9 @@ class GreenletHub:
         self._thread.start()
         await asyncio.to_thread(self._ready.wait)
         if self._failed is not None:
-            raise RuntimeError(f"the gevent hub thread could not start: {self._failed}") from self._failed
+            raise RuntimeError(
+                f"the gevent hub thread could not start: {self._failed}"
+            ) from self._failed
 
     def post(self, action: Callable[[], None]) -> None:
         """Run ``action`` in the hub (thread-safe; it must not block)."""
@@ -89,7 +91,8 @@ class GreenletHub:
             raise TaskTimeoutError(
                 f"task exceeded its timeout of {timeout:g} s and did not yield to gevent "
                 f"within {backstop:g} s more (a CPU-bound or non-patched blocking call); it was "
-                f"abandoned") from None
+                f"abandoned"
+            ) from None
         except asyncio.CancelledError:
             self._kill(call)
             raise
@@ -165,7 +168,9 @@ class GreenletHub:
             if exc is not timer:
                 call.future.set_exception(exc)
             else:
-                call.future.set_exception(TaskTimeoutError(f"task exceeded its timeout of {call.timeout:g} s"))
+                call.future.set_exception(
+                    TaskTimeoutError(f"task exceeded its timeout of {call.timeout:g} s")
+                )
         except BaseException as exc:  # GreenletExit too: whoever waits must hear of it
             call.future.set_exception(exc)
         else:

@@ -78,4 +78,3 @@ def patch_process() -> bool:
         asyncio.set_event_loop_policy(OriginalSelectorPolicy())
     log.debug("gevent monkey-patching applied: socket, ssl, select, selectors, time, dns")
     return True
-

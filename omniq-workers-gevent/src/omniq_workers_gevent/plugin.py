@@ -10,5 +10,10 @@ from omniq import PoolSpec, hookimpl
 
 @hookimpl
 def omniq_register_pools(register: Callable[[PoolSpec], None]) -> None:
-    register(PoolSpec("gevent", "omniq_workers_gevent.pool:GeventPool",
-                      "blocking functions as greenlets (thousands of concurrent I/O waits)"))
+    register(
+        PoolSpec(
+            "gevent",
+            "omniq_workers_gevent.pool:GeventPool",
+            "blocking functions as greenlets (thousands of concurrent I/O waits)",
+        )
+    )

@@ -58,7 +58,8 @@ class GeventPool(BasePool):
                 "the gevent pool monkey-patched this process when the worker started, after the "
                 "application was imported: names bound before (from time import sleep, from "
                 "socket import socket) still block every greenlet. Call "
-                "omniq_workers_gevent.patch_process() first thing in the main module")
+                "omniq_workers_gevent.patch_process() first thing in the main module"
+            )
         self._hub = GreenletHub(self.concurrency)
         await self._hub.start()
 
@@ -70,8 +71,13 @@ class GeventPool(BasePool):
     def bodies_running(self) -> int:
         return self._hub.running() if self._hub is not None else 0
 
-    async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None) -> Any:
+    async def run(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
         if self._hub is None:

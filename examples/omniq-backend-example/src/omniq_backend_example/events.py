@@ -32,10 +32,13 @@ class ExampleEventStorage(NamespaceStore, BaseEventStorage):
     ) -> list[TaskEvent]:
         wanted = None if types is None else set(types)
         found = [
-            e for e in self.ns.events
-            if (task_id is None or e.task_id == task_id) and (queue is None or e.queue == queue)
+            e
+            for e in self.ns.events
+            if (task_id is None or e.task_id == task_id)
+            and (queue is None or e.queue == queue)
             and (wanted is None or e.type.value in wanted)
-            and (since is None or e.timestamp >= since) and (until is None or e.timestamp < until)
+            and (since is None or e.timestamp >= since)
+            and (until is None or e.timestamp < until)
         ]
         found.sort(key=lambda e: e.timestamp, reverse=order == "desc")
         return found if limit is None else found[:limit]

@@ -14,11 +14,13 @@ from omniq import BackendSpec, hookimpl
 
 @hookimpl
 def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
-    register(BackendSpec(
-        name="example",
-        schemes=("example",),
-        task_queue="omniq_backend_example.queue:ExampleTaskQueue",
-        result_storage="omniq_backend_example.results:ExampleResultStorage",
-        event_storage="omniq_backend_example.events:ExampleEventStorage",
-        description="in-memory stores of one process (a worked example for plugin authors)",
-    ))
+    register(
+        BackendSpec(
+            name="example",
+            schemes=("example",),
+            task_queue="omniq_backend_example.queue:ExampleTaskQueue",
+            result_storage="omniq_backend_example.results:ExampleResultStorage",
+            event_storage="omniq_backend_example.events:ExampleEventStorage",
+            description="in-memory stores of one process (a worked example for plugin authors)",
+        )
+    )

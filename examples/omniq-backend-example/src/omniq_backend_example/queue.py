@@ -23,21 +23,28 @@ from typing import Any, ClassVar
 import msgspec
 
 from omniq import lifecycle
-from omniq.interfaces import BaseTaskQueue, Capability, LeaseRef
-from omniq.models import (TERMINAL_STATES, ErrorInfo, Schedule, Task,
-                          TaskState, WorkerInfo, now)
 from omniq.errors import CapabilityError, TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
     BaseResultStorage,
     BaseStore,
+    BaseTaskQueue,
     Batch,
+    Capability,
     Completion,
+    LeaseRef,
     as_stored,
 )
 from omniq.models import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    Schedule,
+    Task,
     TaskEvent,
     TaskResult,
+    TaskState,
+    WorkerInfo,
+    now,
 )
 
 from .namespace import NamespaceStore
@@ -46,9 +53,14 @@ __all__ = ["ExampleTaskQueue"]
 
 
 class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({
-        Capability.DELAYED, Capability.PRIORITY, Capability.SCHEDULES, Capability.BLOCKING_RESERVE,
-    })
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.DELAYED,
+            Capability.PRIORITY,
+            Capability.SCHEDULES,
+            Capability.BLOCKING_RESERVE,
+        }
+    )
     #: The data never leaves this process, so unsigned dill payloads are acceptable.
     local_only: ClassVar[bool] = True
 
@@ -92,7 +104,9 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
         if task.id in ns.tasks:
             return ns.tasks[task.id]  # idempotent by id
         if task.depends_on:
-            raise CapabilityError("the example backend does not support depends_on (no DEPENDENCIES)")
+            raise CapabilityError(
+                "the example backend does not support depends_on (no DEPENDENCIES)"
+            )
         at = now()
         state = lifecycle.ready_state(task, at)
         stored = self._put(task, state=state, created_at=task.created_at or at)
@@ -109,8 +123,10 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
             key=lambda t: (-t.priority, ns.order[t.id]),
         )
         # No await from reading to writing: no other coroutine can reserve these meanwhile.
-        return [self._keep(lifecycle.leased(t, worker_id, uuid.uuid4().hex, lease, at))
-                for t in ready[:limit]]
+        return [
+            self._keep(lifecycle.leased(t, worker_id, uuid.uuid4().hex, lease, at))
+            for t in ready[:limit]
+        ]
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -191,8 +207,11 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
 
     def _select(self, queue: str | None, states: Iterable[TaskState] | None) -> builtins.list[Task]:
         wanted = set(states) if states is not None else set(TaskState)
-        found = [t for t in self.ns.tasks.values()
-                 if (queue is None or t.queue == queue) and t.state in wanted]
+        found = [
+            t
+            for t in self.ns.tasks.values()
+            if (queue is None or t.queue == queue) and t.state in wanted
+        ]
         return sorted(found, key=lambda t: self.ns.order[t.id])
 
     async def _list(
@@ -255,14 +274,17 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
     async def _claim_due_schedules(
         self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        due = sorted((s for s in self.ns.schedules.values() if not s.paused and s.next_run <= at),
-                     key=lambda s: (s.next_run, s.id))
+        due = sorted(
+            (s for s in self.ns.schedules.values() if not s.paused and s.next_run <= at),
+            key=lambda s: (s.next_run, s.id),
+        )
         won = []
         for schedule in due[:limit]:
             times, nxt = schedule.due_firings(at)
             if times:
-                self.ns.schedules[schedule.id] = msgspec.structs.replace(schedule, next_run=nxt,
-                                                                         last_run=times[-1])
+                self.ns.schedules[schedule.id] = msgspec.structs.replace(
+                    schedule, next_run=nxt, last_run=times[-1]
+                )
                 won.append((schedule, times))
         return won
 

@@ -33,7 +33,11 @@ class ExampleResultStorage(NamespaceStore, BaseResultStorage):
 
     async def _cleanup(self) -> int:
         at = now()
-        expired = [tid for tid, r in self.ns.results.items() if r.expires_at is not None and r.expires_at <= at]
+        expired = [
+            tid
+            for tid, r in self.ns.results.items()
+            if r.expires_at is not None and r.expires_at <= at
+        ]
         for tid in expired:
             del self.ns.results[tid]
         return len(expired)

@@ -11,8 +11,12 @@ from .ui import err, out
 
 
 @cli.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to keep the demo's SQLite files (default: a new temporary directory).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to keep the demo's SQLite files (default: a new temporary directory).",
+)
 def demo(directory: Path | None) -> None:
     """Run a short tour on embedded SQLite files: async and sync tasks, a retry, a
     dependency and a schedule, with a live display, then results and events.

@@ -37,9 +37,11 @@ def _provides(entry: dict[str, Any]) -> str:
 
 def _conflict_note(what: str, owners: list[PluginInfo]) -> str:
     names = [f"{i.name} ({i.distribution or 'registered in code'})" for i in owners]
-    return (f"{what} is claimed by {', '.join(names[:-1])} and {names[-1]}: resolving it fails "
-            f"until you choose one, e.g. {{'backend': '{owners[0].name}', 'url': ...}}, or disable "
-            f"the others with OMNIQ_DISABLE_PLUGINS")
+    return (
+        f"{what} is claimed by {', '.join(names[:-1])} and {names[-1]}: resolving it fails "
+        f"until you choose one, e.g. {{'backend': '{owners[0].name}', 'url': ...}}, or disable "
+        f"the others with OMNIQ_DISABLE_PLUGINS"
+    )
 
 
 @cli.command()
@@ -66,8 +68,10 @@ def plugins(ctx: click.Context, as_json: bool, include_builtin: bool) -> None:
         print_json(entries)
         return
     if not entries:
-        out.print("No plugins installed. First-party backends: pip install 'omniq[redis]' (or postgres, nats, "
-                  "fsspec, gevent).")
+        out.print(
+            "No plugins installed. First-party backends: pip install 'omniq[redis]' (or postgres, nats, "
+            "fsspec, gevent)."
+        )
         return
     # Problems go in numbered notes under the table, at full width: in a cell, an error
     # would be squeezed into a column a few characters wide on an 80-column terminal.
@@ -81,19 +85,29 @@ def plugins(ctx: click.Context, as_json: bool, include_builtin: bool) -> None:
     for header in ("plugin", "distribution", "provides", "status"):
         table.add_column(header, overflow="fold")  # wrap, never cut a name short with "…"
     for e in entries:
-        status = [f"[red]failed [{note(p, f'[red]failed:[/red] {escape(p)}')}][/red]"
-                  for p in (e["error"], e["cli_error"]) if p]
-        status += [f"[yellow]conflict [{note(w, escape(_conflict_note(w, conflicts[w])))}][/yellow]"
-                   for w in e["conflicts"]]
+        status = [
+            f"[red]failed [{note(p, f'[red]failed:[/red] {escape(p)}')}][/red]"
+            for p in (e["error"], e["cli_error"])
+            if p
+        ]
+        status += [
+            f"[yellow]conflict [{note(w, escape(_conflict_note(w, conflicts[w])))}][/yellow]"
+            for w in e["conflicts"]
+        ]
         dist = e["distribution"] or ("built-in" if e["builtin"] else "registered in code")
         version = f"\n{e['version']}" if e["version"] else ""
-        table.add_row(e["name"], escape(dist + version), escape(_provides(e)),
-                      "\n".join(status) or "[green]ok[/green]")
+        table.add_row(
+            e["name"],
+            escape(dist + version),
+            escape(_provides(e)),
+            "\n".join(status) or "[green]ok[/green]",
+        )
     print_table(table)
     for number, text in enumerate(notes.values(), 1):
         out.print(f"[{number}] {text}")
     failed = [e for e in entries if e["error"]]
     if failed:
-        out.print(f"[red]{len(failed)} plugin(s) failed to load[/red]; the others work. Disable one with "
-                  f"OMNIQ_DISABLE_PLUGINS=<name>.")
-
+        out.print(
+            f"[red]{len(failed)} plugin(s) failed to load[/red]; the others work. Disable one with "
+            f"OMNIQ_DISABLE_PLUGINS=<name>."
+        )

@@ -87,33 +87,65 @@ class OmniQGroup(click.Group):
 
 
 #: ``--app`` on a command (it wins over the global ``omniq --app``).
-app_option = click.option("--app", "app_ref", metavar="MODULE:ATTR",
-                          help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.")
+app_option = click.option(
+    "--app",
+    "app_ref",
+    metavar="MODULE:ATTR",
+    help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.",
+)
 
 
 def _store_option(key: str) -> Any:
-    return click.option(STORE_FLAGS[key], key, metavar="URL",
-                        help=f"Backend for the {key.replace('_', ' ')} (overrides config and environment).")
+    return click.option(
+        STORE_FLAGS[key],
+        key,
+        metavar="URL",
+        help=f"Backend for the {key.replace('_', ' ')} (overrides config and environment).",
+    )
 
 
 @click.group(cls=OmniQGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
-              help="YAML configuration file (default: $OMNIQ_CONFIG, else ./omniq.yaml if present).")
+@click.option(
+    "--config",
+    "config",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="YAML configuration file (default: $OMNIQ_CONFIG, else ./omniq.yaml if present).",
+)
 @_store_option("task_queue")
 @_store_option("result_storage")
 @_store_option("event_storage")
-@click.option("--app", "app_ref", metavar="MODULE:ATTR", envvar="OMNIQ_APP",
-              help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.")
+@click.option(
+    "--app",
+    "app_ref",
+    metavar="MODULE:ATTR",
+    envvar="OMNIQ_APP",
+    help="The OmniQ/AsyncOmniQ instance to use, e.g. 'myproject.tasks:app'.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="omniq-core", prog_name="omniq")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, task_queue: str | None, result_storage: str | None,
-        event_storage: str | None, app_ref: str | None, debug: bool) -> None:
+def cli(
+    ctx: click.Context,
+    config: str | None,
+    task_queue: str | None,
+    result_storage: str | None,
+    event_storage: str | None,
+    app_ref: str | None,
+    debug: bool,
+) -> None:
     """OmniQ: run workers and inspect tasks, events, schedules and queues."""
     state = ctx.ensure_object(CliState)
     state.config = config
-    state.stores = {k: v for k, v in (("task_queue", task_queue), ("result_storage", result_storage),
-                                      ("event_storage", event_storage)) if v}
+    state.stores = {
+        k: v
+        for k, v in (
+            ("task_queue", task_queue),
+            ("result_storage", result_storage),
+            ("event_storage", event_storage),
+        )
+        if v
+    }
     state.app_ref = app_ref
     state.debug = debug
     setup_logging(logging.DEBUG if debug else logging.WARNING)

@@ -34,9 +34,21 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
 
     found = state.run(state.build_app(app_ref), fetch)
     if as_json:
-        print_json([{"id": s.id, "task": s.template.name, "queue": s.template.queue, "cron": s.cron,
-                     "interval": s.interval, "next_run": s.next_run, "last_run": s.last_run,
-                     "paused": s.paused} for s in found])
+        print_json(
+            [
+                {
+                    "id": s.id,
+                    "task": s.template.name,
+                    "queue": s.template.queue,
+                    "cron": s.cron,
+                    "interval": s.interval,
+                    "next_run": s.next_run,
+                    "last_run": s.last_run,
+                    "paused": s.paused,
+                }
+                for s in found
+            ]
+        )
         return
     if not found:
         out.print("No schedules.")
@@ -44,8 +56,14 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
     table = Table("id", "task", "every", "next run", "last run", "state")
     for s in found:
         every = s.cron if s.cron else f"{s.interval:g} s"
-        table.add_row(escape(s.id), escape(s.template.name), every, "-" if s.paused else fmt_time(s.next_run),
-                      fmt_time(s.last_run), "[yellow]paused[/yellow]" if s.paused else "[green]active[/green]")
+        table.add_row(
+            escape(s.id),
+            escape(s.template.name),
+            every,
+            "-" if s.paused else fmt_time(s.next_run),
+            fmt_time(s.last_run),
+            "[yellow]paused[/yellow]" if s.paused else "[green]active[/green]",
+        )
     print_table(table)
 
 
@@ -62,8 +80,11 @@ def _toggle(pause: bool) -> click.Command:
         state.run(state.build_app(app_ref), toggle)
         out.print(f"Schedule {escape(schedule_id)} {verb}d.")
 
-    command.__doc__ = ("Pause a schedule: it stops firing until resumed." if pause else
-                       "Resume a paused schedule (missed firings are not replayed unless it catches up).")
+    command.__doc__ = (
+        "Pause a schedule: it stops firing until resumed."
+        if pause
+        else "Resume a paused schedule (missed firings are not replayed unless it catches up)."
+    )
     return click.command(verb)(command)
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import load_config
-from ..masking import describe_ref, mask_url
 from ..errors import ConfigError
+from ..masking import describe_ref, mask_url
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -28,9 +28,11 @@ __all__ = ["CliState", "describe_ref", "import_app", "scrub"]
 T = TypeVar("T")
 
 #: The command-line flags that name stores, and the config keys they override.
-STORE_FLAGS = {"task_queue": "--task-queue", "result_storage": "--result-storage",
-               "event_storage": "--event-storage"}
-
+STORE_FLAGS = {
+    "task_queue": "--task-queue",
+    "result_storage": "--result-storage",
+    "event_storage": "--event-storage",
+}
 
 
 def scrub(text: str) -> str:
@@ -66,8 +68,12 @@ class CliState:
         explicit: dict[str, Any] = dict(self.stores)
         cfg = load_config(self.config, **explicit)
         queue_ref = cfg.store_ref("task_queue")
-        return AsyncOmniQ(config=self.config, **{
-            kind: _without_create(kind, getattr(cfg, kind) or queue_ref) for kind in STORE_FLAGS})
+        return AsyncOmniQ(
+            config=self.config,
+            **{
+                kind: _without_create(kind, getattr(cfg, kind) or queue_ref) for kind in STORE_FLAGS
+            },
+        )
 
     def run(self, app: AsyncOmniQ, action: Callable[[AsyncOmniQ], Awaitable[T]]) -> T:
         """Open the app, run ``action(app)`` on a fresh event loop, close the app."""
@@ -86,7 +92,7 @@ def _without_create(kind: str, ref: Any) -> Any:
     """``ref`` with ``create=False`` when its store declares that option."""
     from ..registry import registry
 
-    if isinstance(ref, str) and "://" not in ref or not isinstance(ref, (str, Mapping)):
+    if (isinstance(ref, str) and "://" not in ref) or not isinstance(ref, (str, Mapping)):
         return ref  # a plugin name or an instance: as it is
     store = registry.resolve(kind, ref)  # type: ignore[arg-type]
     if "create" not in type(store).option_schema.names():
@@ -110,7 +116,9 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def import_app(ref: str, config: str | None = None, stores: Mapping[str, str] | None = None) -> AsyncOmniQ:
+def import_app(
+    ref: str, config: str | None = None, stores: Mapping[str, str] | None = None
+) -> AsyncOmniQ:
     """Import ``module:attr`` and return its async app.
 
     ``--config`` and the store flags reach the module's app through the environment
@@ -137,11 +145,15 @@ def import_app(ref: str, config: str | None = None, stores: Mapping[str, str] | 
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                raise ConfigError(f"--app {ref!r}: module {module_name!r} has no attribute {attr!r}") from None
+                raise ConfigError(
+                    f"--app {ref!r}: module {module_name!r} has no attribute {attr!r}"
+                ) from None
     if isinstance(obj, OmniQ):
         obj = obj.aio
     if not isinstance(obj, AsyncOmniQ):
-        raise ConfigError(f"--app {ref!r} is a {type(obj).__name__}; expected an OmniQ or AsyncOmniQ instance")
+        raise ConfigError(
+            f"--app {ref!r} is a {type(obj).__name__}; expected an OmniQ or AsyncOmniQ instance"
+        )
     for key, value in (stores or {}).items():
         if getattr(obj.config, key) != value:
             raise ConfigError(

@@ -28,7 +28,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 STATE_NAMES = [s.value for s in TaskState]
 
 
-def parse_since(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> float | None:
+def parse_since(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> float | None:
     """``10m``/``2h``/``1d`` ago, or an ISO time (local time when it has no zone)."""
     if value is None:
         return None
@@ -60,17 +62,30 @@ def _decode(
 def _task_view(app: AsyncOmniQ, task: Task | None, result: TaskResult | None) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if task is not None:
-        call = _decode(app, task.payload, app.task_queue, f"task {task.id}",
-                       binding(task.name, task.queue, task.id))
-        fields = {k: getattr(task, k) for k in task.__struct_fields__ if k not in ("payload", "lease_token")}
+        call = _decode(
+            app,
+            task.payload,
+            app.task_queue,
+            f"task {task.id}",
+            binding(task.name, task.queue, task.id),
+        )
+        fields = {
+            k: getattr(task, k)
+            for k in task.__struct_fields__
+            if k not in ("payload", "lease_token")
+        }
         view["task"] = fields
         if isinstance(call, list) and len(call) >= 2:
             view["args"], view["kwargs"] = call[0], call[1]
     if result is not None:
         view["result"] = {
-            "state": result.state, "value": _decode(app, result.value, app.result_storage, f"result of {result.task_id}"),
-            "error": result.error, "attempts": result.attempts, "started_at": result.started_at,
-            "finished_at": result.finished_at, "worker_id": result.worker_id,
+            "state": result.state,
+            "value": _decode(app, result.value, app.result_storage, f"result of {result.task_id}"),
+            "error": result.error,
+            "attempts": result.attempts,
+            "started_at": result.started_at,
+            "finished_at": result.finished_at,
+            "worker_id": result.worker_id,
         }
     return view
 
@@ -90,8 +105,13 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         grid.add_row("attempts", f"{task['attempts']} (retries allowed: {task['max_retries']})")
         grid.add_row("args", escape(repr(view.get("args"))))
         grid.add_row("kwargs", escape(repr(view.get("kwargs"))))
-        for label, key in (("created", "created_at"), ("eta", "eta"), ("started", "started_at"),
-                           ("finished", "finished_at"), ("expires", "expires_at")):
+        for label, key in (
+            ("created", "created_at"),
+            ("eta", "eta"),
+            ("started", "started_at"),
+            ("finished", "finished_at"),
+            ("expires", "expires_at"),
+        ):
             if task[key]:
                 grid.add_row(label, fmt_time(task[key]))
         if task["depends_on"]:
@@ -99,7 +119,9 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         if task["schedule_id"]:
             grid.add_row("schedule", task["schedule_id"])
         if task["lease_owner"]:
-            grid.add_row("worker", f"{task['lease_owner']} (lease until {fmt_time(task['lease_deadline'])})")
+            grid.add_row(
+                "worker", f"{task['lease_owner']} (lease until {fmt_time(task['lease_deadline'])})"
+            )
         if task["error"] and (result is None or result["error"] is None):
             grid.add_row("last error", escape(f"{task['error'].type}: {task['error'].message}"))
     if result is not None:
@@ -120,7 +142,9 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--traceback", is_flag=True, help="Also print the traceback of the task's error.")
 @click.pass_obj
-def task_cmd(state: CliState, task_id: str, app_ref: str | None, as_json: bool, traceback: bool) -> None:
+def task_cmd(
+    state: CliState, task_id: str, app_ref: str | None, as_json: bool, traceback: bool
+) -> None:
     """Show a task: state, attempts, arguments, and its result or error."""
     validate_name("task id", task_id)
 
@@ -145,22 +169,50 @@ def _detail(event: TaskEvent) -> str:
 @cli.command()
 @click.option("--task", "task_id", metavar="ID", help="Only this task's events.")
 @click.option("--queue", metavar="NAME", help="Only events of this queue.")
-@click.option("--type", "types", multiple=True, type=click.Choice([t.value for t in EventType], case_sensitive=False),
-              help="Only these event types (repeatable).")
-@click.option("--since", callback=parse_since, metavar="WHEN",
-              help="Only events since a relative time (10m, 2h, 1d) or an ISO time.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Show at most the newest N events.")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice([t.value for t in EventType], case_sensitive=False),
+    help="Only these event types (repeatable).",
+)
+@click.option(
+    "--since",
+    callback=parse_since,
+    metavar="WHEN",
+    help="Only events since a relative time (10m, 2h, 1d) or an ISO time.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Show at most the newest N events.",
+)
 @app_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def events(state: CliState, task_id: str | None, queue: str | None, types: tuple[str, ...],
-           since: float | None, limit: int, app_ref: str | None, as_json: bool) -> None:
+def events(
+    state: CliState,
+    task_id: str | None,
+    queue: str | None,
+    types: tuple[str, ...],
+    since: float | None,
+    limit: int,
+    app_ref: str | None,
+    as_json: bool,
+) -> None:
     """Show task events (newest N, oldest first)."""
 
     async def query(app: AsyncOmniQ) -> list[TaskEvent]:
-        found = await app.events(task_id=task_id, queue=queue, types=[t.lower() for t in types] or None,
-                                 since=since, limit=limit, order="desc")
+        found = await app.events(
+            task_id=task_id,
+            queue=queue,
+            types=[t.lower() for t in types] or None,
+            since=since,
+            limit=limit,
+            order="desc",
+        )
         return found[::-1]
 
     found = state.run(state.build_app(app_ref), query)
@@ -174,8 +226,14 @@ def events(state: CliState, task_id: str | None, queue: str | None, types: tuple
     for col in table.columns[:3]:
         col.no_wrap = True
     for e in found:
-        table.add_row(fmt_time(e.timestamp), e.type.value, e.task_id, escape(str(e.detail.get("name", ""))),
-                      e.queue, escape(_detail(e)))
+        table.add_row(
+            fmt_time(e.timestamp),
+            e.type.value,
+            e.task_id,
+            escape(str(e.detail.get("name", ""))),
+            e.queue,
+            escape(_detail(e)),
+        )
     print_table(table)
 
 
@@ -191,7 +249,12 @@ def queues(state: CliState, app_ref: str | None, as_json: bool) -> None:
 
     found = state.run(state.build_app(app_ref), stats)
     if as_json:
-        print_json({q: {TaskState(s).value: n for s, n in counts.items() if n} for q, counts in sorted(found.items())})
+        print_json(
+            {
+                q: {TaskState(s).value: n for s, n in counts.items() if n}
+                for q, counts in sorted(found.items())
+            }
+        )
         return
     if not found:
         out.print("No tasks in any queue.")
@@ -207,13 +270,20 @@ def queues(state: CliState, app_ref: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--queue", metavar="NAME", help="Only this queue (default: every queue).")
-@click.option("--state", "states", multiple=True, type=click.Choice(STATE_NAMES, case_sensitive=False),
-              help="Only tasks in these states (repeatable; default: every state but running, "
-                   "whose workers still hold them).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(STATE_NAMES, case_sensitive=False),
+    help="Only tasks in these states (repeatable; default: every state but running, "
+    "whose workers still hold them).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @app_option
 @click.pass_obj
-def purge(state: CliState, queue: str | None, states: tuple[str, ...], yes: bool, app_ref: str | None) -> None:
+def purge(
+    state: CliState, queue: str | None, states: tuple[str, ...], yes: bool, app_ref: str | None
+) -> None:
     """Delete tasks (results and events stay until their TTL)."""
     wanted = [TaskState(s.lower()) for s in states] or None
     counted = set(wanted or PURGE_DEFAULT_STATES)
@@ -222,8 +292,13 @@ def purge(state: CliState, queue: str | None, states: tuple[str, ...], yes: bool
 
     async def run(app: AsyncOmniQ) -> int:
         stats = await app.stats()
-        count = sum(n for q, counts in stats.items() if queue in (None, q)
-                    for s, n in counts.items() if TaskState(s) in counted)
+        count = sum(
+            n
+            for q, counts in stats.items()
+            if queue in (None, q)
+            for s, n in counts.items()
+            if TaskState(s) in counted
+        )
         if count == 0:
             return 0
         where = f"queue {queue!r}" if queue else "every queue"

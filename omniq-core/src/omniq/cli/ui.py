@@ -21,8 +21,15 @@ from rich.text import Text
 from ..context import TaskLogFilter
 from ..logs import TextFormatter, formatter
 
-__all__ = ["err", "fmt_time", "out", "print_json", "print_table", "release_logging",
-           "setup_logging"]
+__all__ = [
+    "err",
+    "fmt_time",
+    "out",
+    "print_json",
+    "print_table",
+    "release_logging",
+    "setup_logging",
+]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -18,8 +18,8 @@ import click
 
 from ..config import load_config
 from ..interfaces import Capability
-from ..registry import registry
 from ..progress import WorkerProgress
+from ..registry import registry
 from .root import app_option, cli
 from .state import CliState, describe_ref
 from .ui import err, release_logging, setup_logging
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("omniq.cli")
 
-RECYCLE_REASONS = {"max-tasks": "it ran --max-tasks-per-child tasks",
-                   "max-memory": "it used more than --max-memory-mb"}
+RECYCLE_REASONS = {
+    "max-tasks": "it ran --max-tasks-per-child tasks",
+    "max-memory": "it used more than --max-memory-mb",
+}
 
 
 def _warn_single_process(app: AsyncOmniQ) -> None:
@@ -47,7 +49,8 @@ def _warn_single_process(app: AsyncOmniQ) -> None:
         "data or fails on the backend's own lock). Use a store several processes share "
         "(sqlite, postgres, redis, nats, file://), or run the worker in the process that "
         "enqueues (app.run_worker())",
-        describe_ref(app.config.store_ref("task_queue")), type(queue).__name__,
+        describe_ref(app.config.store_ref("task_queue")),
+        type(queue).__name__,
     )
 
 
@@ -55,8 +58,10 @@ async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) 
     worker = app.worker(**options)
     _warn_single_process(app)
     if not app.tasks:
-        log.warning("the app has no registered tasks: pass --app module:app or list modules under the "
-                    "'imports' config key, or tasks will be dead-lettered as unknown")
+        log.warning(
+            "the app has no registered tasks: pass --app module:app or list modules under the "
+            "'imports' config key, or tasks will be dead-lettered as unknown"
+        )
     display = asyncio.create_task(WorkerProgress(worker, err).run()) if progress else None
     try:
         return await worker.run()
@@ -71,8 +76,11 @@ def _reexec(state: CliState, reason: str) -> None:
     """Replace this process with a fresh one running the same command line."""
     why = RECYCLE_REASONS[reason]
     if state.argv is None:
-        log.warning("worker stopped to recycle (%s); not started from the console script, so not "
-                    "restarting it", why)
+        log.warning(
+            "worker stopped to recycle (%s); not started from the console script, so not "
+            "restarting it",
+            why,
+        )
         return
     log.warning("worker recycles because %s: re-executing the process (pid %d)", why, os.getpid())
     sys.stdout.flush()
@@ -82,43 +90,95 @@ def _reexec(state: CliState, reason: str) -> None:
 
 @cli.command()
 @app_option
-@click.option("--pool", metavar="NAME", help="Execution pool: async, thread, process, or one a plugin adds "
-              "(default: config worker.pool, else async).")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Tasks run at once (default 10).")
-@click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
-              help="Queue to serve (repeatable; default: config worker.queues, else 'default').")
-@click.option("--prefetch", type=click.IntRange(min=0),
-              help="Tasks reserved beyond --concurrency, so the pool never waits for a round trip "
-                   "(default 4 x concurrency; 0 for long tasks shared by many workers).")
-@click.option("--burst", is_flag=True, help="Stop when the queues are empty instead of waiting for work.")
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
-              help="Recycle after this many tasks (process pool: per child; else this process restarts).")
-@click.option("--max-memory-mb", type=click.FloatRange(min=0, min_open=True),
-              help="Recycle when resident memory exceeds this (this process restarts).")
-@click.option("--grace-period", type=click.FloatRange(min=0),
-              help="Seconds a stopping worker waits for running tasks before releasing them (default 30).")
-@click.option("--log-level",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Lowest level logged (default INFO, DEBUG with --debug): one line per task "
-                   "outcome at INFO.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True,
-              help="text for people, json for log pipelines (one object a line; keys in "
-                   "docs/operations.md). Applies when the application has not set up logging.")
-@click.option("--progress/--no-progress", default=None,
-              help="Live display of counts and queue sizes (default: when stderr is a terminal).")
-@click.option("--health-file", metavar="PATH",
-              help="Touch this file on every heartbeat and remove it on stop, for probes that "
-                   "check a file ('omniq health --file PATH --max-age 60s').")
+@click.option(
+    "--pool",
+    metavar="NAME",
+    help="Execution pool: async, thread, process, or one a plugin adds "
+    "(default: config worker.pool, else async).",
+)
+@click.option(
+    "--concurrency", "-c", type=click.IntRange(min=1), help="Tasks run at once (default 10)."
+)
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Queue to serve (repeatable; default: config worker.queues, else 'default').",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    help="Tasks reserved beyond --concurrency, so the pool never waits for a round trip "
+    "(default 4 x concurrency; 0 for long tasks shared by many workers).",
+)
+@click.option(
+    "--burst", is_flag=True, help="Stop when the queues are empty instead of waiting for work."
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    help="Recycle after this many tasks (process pool: per child; else this process restarts).",
+)
+@click.option(
+    "--max-memory-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Recycle when resident memory exceeds this (this process restarts).",
+)
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0),
+    help="Seconds a stopping worker waits for running tasks before releasing them (default 30).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Lowest level logged (default INFO, DEBUG with --debug): one line per task "
+    "outcome at INFO.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for log pipelines (one object a line; keys in "
+    "docs/operations.md). Applies when the application has not set up logging.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live display of counts and queue sizes (default: when stderr is a terminal).",
+)
+@click.option(
+    "--health-file",
+    metavar="PATH",
+    help="Touch this file on every heartbeat and remove it on stop, for probes that "
+    "check a file ('omniq health --file PATH --max-age 60s').",
+)
 @click.pass_obj
-def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: int | None,
-           queues: tuple[str, ...], prefetch: int | None, burst: bool,
-           max_tasks_per_child: int | None, max_memory_mb: float | None,
-           grace_period: float | None, log_level: str | None, log_format: str,
-           progress: bool | None, health_file: str | None) -> None:
+def worker(
+    state: CliState,
+    app_ref: str | None,
+    pool: str | None,
+    concurrency: int | None,
+    queues: tuple[str, ...],
+    prefetch: int | None,
+    burst: bool,
+    max_tasks_per_child: int | None,
+    max_memory_mb: float | None,
+    grace_period: float | None,
+    log_level: str | None,
+    log_format: str,
+    progress: bool | None,
+    health_file: str | None,
+) -> None:
     """Run a worker until stopped (SIGTERM/Ctrl-C drain; twice stops at once)."""
-    level = getattr(logging, log_level.upper()) if log_level else (
-        logging.DEBUG if state.debug else logging.INFO)
+    level = (
+        getattr(logging, log_level.upper())
+        if log_level
+        else (logging.DEBUG if state.debug else logging.INFO)
+    )
     setup_logging(level, log_format)
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
@@ -129,12 +189,21 @@ def worker(state: CliState, app_ref: str | None, pool: str | None, concurrency: 
     finally:
         # Again, now that the application is imported: if it set up logging, its handlers win.
         setup_logging(level, log_format, force_level=bool(log_level or state.debug))
-    options = {k: v for k, v in {
-        "pool": pool, "concurrency": concurrency, "queues": list(queues) or None,
-        "prefetch": prefetch, "burst": burst or None, "max_tasks_per_child": max_tasks_per_child,
-        "max_memory_mb": max_memory_mb, "grace_period": grace_period,
-        "health_file": health_file,
-    }.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {
+            "pool": pool,
+            "concurrency": concurrency,
+            "queues": list(queues) or None,
+            "prefetch": prefetch,
+            "burst": burst or None,
+            "max_tasks_per_child": max_tasks_per_child,
+            "max_memory_mb": max_memory_mb,
+            "grace_period": grace_period,
+            "health_file": health_file,
+        }.items()
+        if v is not None
+    }
     show = err.is_terminal if progress is None else progress
     reason = asyncio.run(_run_worker(app, options, show))
     if reason in RECYCLE_REASONS:

@@ -21,11 +21,16 @@ TIME_PRECISION = 1e-3
 
 
 async def reserve_one(
-    queue: BaseTaskQueue, queues: Sequence[str] = ("default",), worker: str = "worker-1", lease: float = LONG
+    queue: BaseTaskQueue,
+    queues: Sequence[str] = ("default",),
+    worker: str = "worker-1",
+    lease: float = LONG,
 ) -> Task:
     """Reserve and return exactly one task (failing if reserve returns another count)."""
     got = await queue.reserve(list(queues), worker, lease)
-    assert len(got) == 1, f"reserve({list(queues)}, limit=1) should return 1 ready task, got {len(got)}"
+    assert len(got) == 1, (
+        f"reserve({list(queues)}, limit=1) should return 1 ready task, got {len(got)}"
+    )
     return got[0]
 
 
@@ -50,7 +55,9 @@ async def lapse(queue: BaseTaskQueue, task: Task) -> Task:
     async def released() -> Task | None:
         return next((t for t in await queue.release_expired_leases() if t.id == task.id), None)
 
-    return await eventually(released, f"release_expired_leases never returned lapsed task {task.id}")
+    return await eventually(
+        released, f"release_expired_leases never returned lapsed task {task.id}"
+    )
 
 
 def assert_fields(actual: Task, expected: Task, skip: Iterable[str] = ()) -> None:

@@ -33,14 +33,17 @@ async def refused(call: Awaitable[Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         await call
     assert type(info.value) is ConfigError and str(info.value) == message, (
-        f"expected ConfigError({message!r}), got {type(info.value).__name__}({str(info.value)!r})")
+        f"expected ConfigError({message!r}), got {type(info.value).__name__}({str(info.value)!r})"
+    )
 
 
 def bad_state(task_id: str, state: TaskState) -> str:
     """The one message (:func:`omniq.lifecycle.check_completable`) every backend gives."""
-    return (f"complete() for task {task_id!r} got state {state.value!r}: expected 'succeeded' "
-            f"or 'cancelled' (use retry() for another attempt, dead_letter() for a task that "
-            f"failed for good)")
+    return (
+        f"complete() for task {task_id!r} got state {state.value!r}: expected 'succeeded' "
+        f"or 'cancelled' (use retry() for another attempt, dead_letter() for a task that "
+        f"failed for good)"
+    )
 
 
 class QueueArgumentTests:
@@ -55,70 +58,106 @@ class QueueArgumentTests:
         for state in NOT_COMPLETABLE:
             await refused(task_queue.complete(task.id, token, state), bad_state(task.id, state))
         other = await reserved(task_queue)
-        await refused(task_queue.complete_many([
-            (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
-            (task.id, token, TaskState.FAILED, None),
-        ]), bad_state(task.id, TaskState.FAILED))
+        await refused(
+            task_queue.complete_many(
+                [
+                    (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
+                    (task.id, token, TaskState.FAILED, None),
+                ]
+            ),
+            bad_state(task.id, TaskState.FAILED),
+        )
         results = make_result(task_id=other.id)
         kept_results, kept_events = KeptResults(), KeptEvents()
-        await refused(task_queue.finish_many(
-            [(other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
-             (task.id, token, TaskState.DEAD, None)],
-            [results], [], kept_results, kept_events), bad_state(task.id, TaskState.DEAD))
+        await refused(
+            task_queue.finish_many(
+                [
+                    (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
+                    (task.id, token, TaskState.DEAD, None),
+                ],
+                [results],
+                [],
+                kept_results,
+                kept_events,
+            ),
+            bad_state(task.id, TaskState.DEAD),
+        )
         assert kept_results.kept == {}, "a refused finish_many stores no result"
         for t in (task, other):
             stored = await task_queue.get(t.id)
             assert stored is not None and stored.state is TaskState.RUNNING, (
-                "a refused batch changes nothing, not even its valid items")
-        assert await task_queue.complete_many([
-            (task.id, token, "succeeded", None),  # type: ignore[list-item]
-            (other.id, other.lease_token or "", TaskState.CANCELLED, None),
-        ]) == [True, True], "the states' plain values are accepted too"
+                "a refused batch changes nothing, not even its valid items"
+            )
+        assert await task_queue.complete_many(
+            [
+                (task.id, token, "succeeded", None),  # type: ignore[list-item]
+                (other.id, other.lease_token or "", TaskState.CANCELLED, None),
+            ]
+        ) == [True, True], "the states' plain values are accepted too"
 
     async def test_reserve_refuses_bad_bounds(self, task_queue: BaseTaskQueue) -> None:
         task = await task_queue.enqueue(make_task())
         for lease in BAD_LEASES:
-            await refused(task_queue.reserve([task.queue], "w", lease),
-                          f"reserve() got lease={lease!r}; expected a finite number of seconds > 0")
+            await refused(
+                task_queue.reserve([task.queue], "w", lease),
+                f"reserve() got lease={lease!r}; expected a finite number of seconds > 0",
+            )
         for limit in (0, -1, 2.0):
             await refused(
                 task_queue.reserve([task.queue], "w", LONG, limit),  # type: ignore[arg-type]
-                f"reserve() got limit={limit!r}; expected an integer >= 1")
+                f"reserve() got limit={limit!r}; expected an integer >= 1",
+            )
         bad_queues: list[Any] = [[], task.queue]  # none, and a string where a list belongs
         for queues in bad_queues:
             await refused(
                 task_queue.reserve(queues, "w", LONG),
-                f"reserve() got queues={queues!r}; expected a non-empty list of queue names")
+                f"reserve() got queues={queues!r}; expected a non-empty list of queue names",
+            )
         stored = await task_queue.get(task.id)
         assert stored is not None and stored.state is TaskState.PENDING and stored.attempts == 0, (
-            "a refused reserve leases nothing")
+            "a refused reserve leases nothing"
+        )
 
     async def test_heartbeat_and_retry_refuse_bad_values(self, task_queue: BaseTaskQueue) -> None:
         task = await reserved(task_queue)
         lease = (task.id, task.lease_token or "")
         for bad in BAD_LEASES:
-            await refused(task_queue.heartbeat([lease], bad),
-                          f"heartbeat() got lease={bad!r}; expected a finite number of seconds > 0")
+            await refused(
+                task_queue.heartbeat([lease], bad),
+                f"heartbeat() got lease={bad!r}; expected a finite number of seconds > 0",
+            )
         for eta in (math.nan, math.inf, None):
-            await refused(task_queue.retry(task.id, lease[1], eta),  # type: ignore[arg-type]
-                          f"retry() got eta={eta!r}; expected a finite epoch time in seconds")
+            await refused(
+                task_queue.retry(task.id, lease[1], eta),  # type: ignore[arg-type]
+                f"retry() got eta={eta!r}; expected a finite epoch time in seconds",
+            )
         stored = await task_queue.get(task.id)
         assert stored is not None and stored.state is TaskState.RUNNING
         assert stored.lease_deadline == task.lease_deadline, "a refused heartbeat extends nothing"
 
     async def test_reading_calls_refuse_bad_bounds(self, task_queue: BaseTaskQueue) -> None:
         for limit in (0, -5):
-            await refused(task_queue.list(limit=limit),
-                          f"list() got limit={limit!r}; expected an integer >= 1")
-            await refused(task_queue.claim_due_schedules(1.0, limit),
-                          f"claim_due_schedules() got limit={limit!r}; expected an integer >= 1")
+            await refused(
+                task_queue.list(limit=limit),
+                f"list() got limit={limit!r}; expected an integer >= 1",
+            )
+            await refused(
+                task_queue.claim_due_schedules(1.0, limit),
+                f"claim_due_schedules() got limit={limit!r}; expected an integer >= 1",
+            )
         valid = ", ".join(s.value for s in TaskState)
-        await refused(task_queue.list(states=["bogus"]),  # type: ignore[list-item]
-                      f"list() got states=['bogus']; valid states: {valid}")
-        await refused(task_queue.purge(states=["bogus"]),  # type: ignore[list-item]
-                      f"purge() got states=['bogus']; valid states: {valid}")
-        await refused(task_queue.wait_for_work(["default"], -1),
-                      "wait_for_work() got timeout=-1; expected a finite number of seconds >= 0")
+        await refused(
+            task_queue.list(states=["bogus"]),  # type: ignore[list-item]
+            f"list() got states=['bogus']; valid states: {valid}",
+        )
+        await refused(
+            task_queue.purge(states=["bogus"]),  # type: ignore[list-item]
+            f"purge() got states=['bogus']; valid states: {valid}",
+        )
+        await refused(
+            task_queue.wait_for_work(["default"], -1),
+            "wait_for_work() got timeout=-1; expected a finite number of seconds >= 0",
+        )
 
 
 class ResultArgumentTests:
@@ -128,7 +167,8 @@ class ResultArgumentTests:
         for timeout in (-1, math.nan):
             await refused(
                 result_storage.wait("some-task", timeout),
-                f"wait() got timeout={timeout!r}; expected a finite number of seconds >= 0")
+                f"wait() got timeout={timeout!r}; expected a finite number of seconds >= 0",
+            )
 
 
 class EventArgumentTests:
@@ -138,9 +178,15 @@ class EventArgumentTests:
         self, event_storage: BaseEventStorage
     ) -> None:
         await refused(event_storage.query(limit=0), "query() got limit=0; expected an integer >= 1")
-        await refused(event_storage.query(order="sideways"),
-                      "event order must be 'asc' or 'desc', got 'sideways'")
-        await refused(event_storage.query(since=math.nan),
-                      "query() got since=nan; expected a finite epoch time in seconds")
-        await refused(event_storage.cleanup(math.inf),
-                      "cleanup() got older_than=inf; expected a finite epoch time in seconds")
+        await refused(
+            event_storage.query(order="sideways"),
+            "event order must be 'asc' or 'desc', got 'sideways'",
+        )
+        await refused(
+            event_storage.query(since=math.nan),
+            "query() got since=nan; expected a finite epoch time in seconds",
+        )
+        await refused(
+            event_storage.cleanup(math.inf),
+            "cleanup() got older_than=inf; expected a finite epoch time in seconds",
+        )

@@ -123,7 +123,9 @@ class StoreContract:
         assert isinstance(store_ref, (str, Mapping)), (
             f"{self.kind}_ref must return a URL string or a mapping, got {type(store_ref).__name__}"
         )
-        assert pickle.loads(pickle.dumps(store_ref)) == store_ref, f"{self.kind}_ref does not pickle"
+        assert pickle.loads(pickle.dumps(store_ref)) == store_ref, (
+            f"{self.kind}_ref does not pickle"
+        )
 
     def test_ref_resolves_to_a_store_of_this_kind(self, store_ref: Any) -> None:
         store = registry.resolve(self.kind, store_ref)

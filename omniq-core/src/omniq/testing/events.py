@@ -46,8 +46,10 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         """Override: make the stored record of ``event`` (appended alone) undecodable, or,
         where stored records cannot change (a stream), store an undecodable record for
         it. A store that keeps objects rather than bytes may ``pytest.skip``."""
-        pytest.fail("override corrupt_event(self, store, event) in your test class: make the "
-                    "stored record of event undecodable (e.g. bytes that are not msgpack)")
+        pytest.fail(
+            "override corrupt_event(self, store, event) in your test class: make the "
+            "stored record of event undecodable (e.g. bytes that are not msgpack)"
+        )
 
     async def test_a_query_leaves_out_an_event_it_cannot_decode(
         self, event_storage: BaseEventStorage
@@ -60,29 +62,53 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         await self.corrupt_event(event_storage, bad)
         everything = ids(await event_storage.query())
         assert [i for i in everything if i != bad.id] == ids(good), (
-            "a query returns every event it can decode, in order, and leaves out the bad record")
+            "a query returns every event it can decode, in order, and leaves out the bad record"
+        )
         assert ids(await event_storage.query(task_id="t-good")) == ids(good)
         newest = [i for i in ids(await event_storage.query(order="desc", limit=2)) if i != bad.id]
         assert newest and newest == ids(good)[::-1][: len(newest)], (
-            "with a limit, the newest events it can decode (the bad one may take a place)")
+            "with a limit, the newest events it can decode (the bad one may take a place)"
+        )
         await event_storage.cleanup(T0 - 1)
 
     @pytest.fixture
     async def log(self, event_storage: BaseEventStorage) -> list[TaskEvent]:
         """Ten events over two tasks and two queues, appended out of timestamp order."""
         a, b = "task-a", "task-b"
-        kinds = [EventType.ENQUEUED, EventType.STARTED, EventType.FAILED, EventType.RETRYING, EventType.SUCCEEDED]
-        events = [make_event(task_id=a, queue="qa", type=k, timestamp=T0 + i, worker_id="w1",
-                             detail={"attempt": i, "note": "ü"}) for i, k in enumerate(kinds)]
-        events += [make_event(task_id=b, queue="qb", type=k, timestamp=T0 + 0.5 + i) for i, k in enumerate(kinds)]
+        kinds = [
+            EventType.ENQUEUED,
+            EventType.STARTED,
+            EventType.FAILED,
+            EventType.RETRYING,
+            EventType.SUCCEEDED,
+        ]
+        events = [
+            make_event(
+                task_id=a,
+                queue="qa",
+                type=k,
+                timestamp=T0 + i,
+                worker_id="w1",
+                detail={"attempt": i, "note": "ü"},
+            )
+            for i, k in enumerate(kinds)
+        ]
+        events += [
+            make_event(task_id=b, queue="qb", type=k, timestamp=T0 + 0.5 + i)
+            for i, k in enumerate(kinds)
+        ]
         shuffled = events[5:] + events[:5]
         await event_storage.append_many(shuffled[:4])
         await event_storage.append_many(shuffled[4:])
         return sorted(events, key=lambda e: e.timestamp)
 
     async def test_events_round_trip(self, event_storage: BaseEventStorage) -> None:
-        event = make_event(type=EventType.DEAD, worker_id="w-9", timestamp=T0 + 0.125,
-                           detail={"error": "boom", "attempts": 3, "nested": {"list": [1, 2.5, None]}})
+        event = make_event(
+            type=EventType.DEAD,
+            worker_id="w-9",
+            timestamp=T0 + 0.125,
+            detail={"error": "boom", "attempts": 3, "nested": {"list": [1, 2.5, None]}},
+        )
         bare = make_event(timestamp=T0 + 1)
         await event_storage.append(event)
         await event_storage.append_many([bare])
@@ -113,12 +139,12 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         assert await event_storage.query(queue="no-such-queue") == []
         types = [EventType.FAILED, EventType.SUCCEEDED]
         assert ids(await event_storage.query(types=types)) == expect(type=set(types))
-        assert ids(await event_storage.query(types=["started"])) == expect(type={EventType.STARTED}), (
-            "types may be given as plain strings"
-        )
-        assert ids(await event_storage.query(task_id="task-b", types={"failed", "retrying"})) == expect(
-            task_id={"task-b"}, type={EventType.FAILED, EventType.RETRYING}
-        )
+        assert ids(await event_storage.query(types=["started"])) == expect(
+            type={EventType.STARTED}
+        ), "types may be given as plain strings"
+        assert ids(
+            await event_storage.query(task_id="task-b", types={"failed", "retrying"})
+        ) == expect(task_id={"task-b"}, type={EventType.FAILED, EventType.RETRYING})
         assert ids(await event_storage.query(queue="qa", task_id="task-b")) == []
 
     async def test_query_since_inclusive_until_exclusive(
@@ -151,7 +177,9 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         def expect(since: float, until: float, step: float, **match: Any) -> list[tuple[Any, ...]]:
             tally: dict[tuple[float, str, str], int] = {}
             for e in log:
-                if since <= e.timestamp < until and all(getattr(e, k) in v for k, v in match.items()):
+                if since <= e.timestamp < until and all(
+                    getattr(e, k) in v for k, v in match.items()
+                ):
                     key = (since + ((e.timestamp - since) // step) * step, e.queue, e.type.value)
                     tally[key] = tally.get(key, 0) + 1
             return [(*k, n) for k, n in sorted(tally.items())]
@@ -163,18 +191,24 @@ class EventStorageContract(StoreContract, EventArgumentTests):
         assert got == expect(T0, T0 + 5, 2)
         assert sum(r[-1] for r in got) == 10 and got[0][0] == T0
         assert rows(await event_storage.counts(since=T0 + 1, until=T0 + 3, step=1)) == expect(
-            T0 + 1, T0 + 3, 1), "since is inclusive, until exclusive"
+            T0 + 1, T0 + 3, 1
+        ), "since is inclusive, until exclusive"
         assert rows(await event_storage.counts(since=T0, until=T0 + 10, step=60, queue="qb")) == [
-            (T0, "qb", k, 1) for k in sorted(t.value for t in {e.type for e in log})]
-        assert rows(await event_storage.counts(since=T0, until=T0 + 10, step=60,
-                                               types=["failed", EventType.SUCCEEDED])) == expect(
-            T0, T0 + 10, 60, type={EventType.FAILED, EventType.SUCCEEDED})
+            (T0, "qb", k, 1) for k in sorted(t.value for t in {e.type for e in log})
+        ]
+        assert rows(
+            await event_storage.counts(
+                since=T0, until=T0 + 10, step=60, types=["failed", EventType.SUCCEEDED]
+            )
+        ) == expect(T0, T0 + 10, 60, type={EventType.FAILED, EventType.SUCCEEDED})
         assert await event_storage.counts(since=T0 + 100, until=T0 + 200, step=10) == []
 
     async def test_cleanup_deletes_older_events(
         self, event_storage: BaseEventStorage, log: list[TaskEvent]
     ) -> None:
-        assert await event_storage.cleanup(older_than=T0 + 2) == 4, "events with timestamp < older_than"
+        assert await event_storage.cleanup(older_than=T0 + 2) == 4, (
+            "events with timestamp < older_than"
+        )
         assert ids(await event_storage.query()) == ids([e for e in log if e.timestamp >= T0 + 2])
         assert await event_storage.cleanup(older_than=T0 + 2) == 0
         assert await event_storage.cleanup(older_than=T0 + 100) == 6

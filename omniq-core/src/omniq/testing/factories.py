@@ -30,7 +30,9 @@ def make_task(**overrides: Any) -> Task:
 
 def make_error(message: str = "boom") -> ErrorInfo:
     """An attempt's error, with every field filled so round trips are checked."""
-    return ErrorInfo(type="RuntimeError", message=message, traceback="Traceback: ...", module="builtins")
+    return ErrorInfo(
+        type="RuntimeError", message=message, traceback="Traceback: ...", module="builtins"
+    )
 
 
 def make_result(**overrides: Any) -> TaskResult:

@@ -27,7 +27,11 @@ SHORT = 0.2
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], what: str, *, deadline: float = DEADLINE, interval: float = 0.02
+    probe: Callable[[], Awaitable[T | None]],
+    what: str,
+    *,
+    deadline: float = DEADLINE,
+    interval: float = 0.02,
 ) -> T:
     """Call ``probe`` until it returns something truthy; fail naming ``what`` after ``deadline`` s."""
     with anyio.move_on_after(deadline):

@@ -17,8 +17,8 @@ from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
-from .queue_records import RecordTests
 from .queue_paging import PagingTests
+from .queue_records import RecordTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 from .queue_workers import WorkerRegistryTests
@@ -27,8 +27,17 @@ __all__ = ["TaskQueueContract"]
 
 
 class TaskQueueContract(
-    StoreContract, StorageTests, DeliveryTests, FinishTests, DependencyTests, ScheduleTests,
-    ConcurrencyTests, OutageTests, RecordTests, PagingTests, QueueArgumentTests,
+    StoreContract,
+    StorageTests,
+    DeliveryTests,
+    FinishTests,
+    DependencyTests,
+    ScheduleTests,
+    ConcurrencyTests,
+    OutageTests,
+    RecordTests,
+    PagingTests,
+    QueueArgumentTests,
     WorkerRegistryTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.

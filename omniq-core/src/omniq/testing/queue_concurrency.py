@@ -100,14 +100,19 @@ class ConcurrencyTests:
         barrier = ctx.Barrier(PROCESSES)
         out = ctx.Queue()
         children = [
-            ctx.Process(target=drain_in_child, args=(task_queue_ref, f"proc-{i}", 1 + i % 2, barrier, out),
-                        daemon=True)
+            ctx.Process(
+                target=drain_in_child,
+                args=(task_queue_ref, f"proc-{i}", 1 + i % 2, barrier, out),
+                daemon=True,
+            )
             for i in range(PROCESSES)
         ]
         for child in children:
             child.start()
         try:
-            reports = [await anyio.to_thread.run_sync(out.get, True, CHILD_DEADLINE) for _ in children]
+            reports = [
+                await anyio.to_thread.run_sync(out.get, True, CHILD_DEADLINE) for _ in children
+            ]
         except queue.Empty:
             pytest.fail(f"a reserving subprocess did not report within {CHILD_DEADLINE} s")
         finally:

@@ -11,8 +11,8 @@ import pytest
 from ..interfaces import BaseTaskQueue, Capability
 from ..lifecycle import COMPLETABLE_STATES, attempts_allowed, lapse_error
 from ..models import READY_STATES, TaskState
-from .base import open_store
 from .actions import LONG, TOLERANCE, lapse, reserve_ids, reserve_one, reserved
+from .base import open_store
 from .capabilities import requires
 from .factories import make_error, make_task
 from .polling import SHORT, eventually, wait_past
@@ -49,7 +49,9 @@ class DeliveryTests:
             assert before + 30.0 - TOLERANCE <= t.lease_deadline <= after + 30.0 + TOLERANCE, (
                 f"lease_deadline should be now + lease ({before + 30.0}..{after + 30.0}), got {t.lease_deadline}"
             )
-            assert t.started_at is not None and before - TOLERANCE <= t.started_at <= after + TOLERANCE
+            assert (
+                t.started_at is not None and before - TOLERANCE <= t.started_at <= after + TOLERANCE
+            )
         assert fetched.lease_token == got.lease_token
 
     async def test_reserved_task_is_not_reserved_again(self, task_queue: BaseTaskQueue) -> None:
@@ -65,7 +67,9 @@ class DeliveryTests:
         assert len(set(tokens)) == 6, f"lease tokens must be unique, got {tokens}"
         assert await task_queue.release(first[0].id, first[0].lease_token or "")
         again = await reserve_one(task_queue)
-        assert again.id == first[0].id and again.lease_token not in tokens, "a new lease gets a new token"
+        assert again.id == first[0].id and again.lease_token not in tokens, (
+            "a new lease gets a new token"
+        )
 
     async def test_reserve_is_fifo_within_a_priority(self, task_queue: BaseTaskQueue) -> None:
         tasks = await task_queue.enqueue_many([make_task() for _ in range(10)])
@@ -108,7 +112,9 @@ class DeliveryTests:
         requires(task_queue, Capability.DELAYED)
         eta = await task_queue.now() + SHORT
         task = await task_queue.enqueue(make_task(eta=eta))
-        assert await reserve_ids(task_queue, ["default"]) == [], "a task is not ready before its eta"
+        assert await reserve_ids(task_queue, ["default"]) == [], (
+            "a task is not ready before its eta"
+        )
 
         async def ready() -> list[str]:
             return await reserve_ids(task_queue, ["default"])
@@ -141,7 +147,9 @@ class DeliveryTests:
         for t in tasks:
             fetched = await task_queue.get(t.id)
             assert fetched is not None and fetched.lease_deadline is not None
-            assert fetched.lease_deadline >= before + 120.0 - TOLERANCE, "heartbeat sets deadline = now + lease"
+            assert fetched.lease_deadline >= before + 120.0 - TOLERANCE, (
+                "heartbeat sets deadline = now + lease"
+            )
         await wait_past(task_queue, max(t.lease_deadline or 0 for t in tasks))
         assert await task_queue.release_expired_leases() == [], "an extended lease must not lapse"
         states = [(await task_queue.get(t.id)).state for t in tasks]  # type: ignore[union-attr]
@@ -154,8 +162,13 @@ class DeliveryTests:
         await task_queue.complete(done.id, done.lease_token or "", TaskState.SUCCEEDED)
         released = await reserved(task_queue)
         await task_queue.release(released.id, released.lease_token or "")
-        leases = [(held.id, held.lease_token or ""), (wrong.id, STALE), (done.id, done.lease_token or ""),
-                  (released.id, released.lease_token or ""), ("no-such-task", STALE)]
+        leases = [
+            (held.id, held.lease_token or ""),
+            (wrong.id, STALE),
+            (done.id, done.lease_token or ""),
+            (released.id, released.lease_token or ""),
+            ("no-such-task", STALE),
+        ]
         assert await task_queue.heartbeat(leases, LONG) == [held.id]
         fetched = await task_queue.get(wrong.id)
         assert fetched is not None and fetched.lease_deadline == wrong.lease_deadline, (
@@ -168,28 +181,38 @@ class DeliveryTests:
         second = await reserve_one(task_queue, worker="worker-2")
         assert second.id == first.id
         assert await task_queue.heartbeat([(first.id, first.lease_token or "")], LONG) == []
-        assert await task_queue.heartbeat([(second.id, second.lease_token or "")], LONG) == [second.id]
+        assert await task_queue.heartbeat([(second.id, second.lease_token or "")], LONG) == [
+            second.id
+        ]
 
     # -- complete ---------------------------------------------------------------------------
 
     async def test_complete_succeeded(self, task_queue: BaseTaskQueue) -> None:
         task = await reserved(task_queue)
-        assert await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is True
+        assert (
+            await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is True
+        )
         fetched = await task_queue.get(task.id)
         assert fetched is not None and fetched.state is TaskState.SUCCEEDED
         assert fetched.finished_at is not None, "complete sets finished_at"
-        assert fetched.lease_token is None and fetched.lease_deadline is None, "complete clears the lease"
-        assert fetched.attempts == 1
-        assert await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is False, (
-            "a second completion with the same token must be refused"
+        assert fetched.lease_token is None and fetched.lease_deadline is None, (
+            "complete clears the lease"
         )
+        assert fetched.attempts == 1
+        assert (
+            await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is False
+        ), "a second completion with the same token must be refused"
 
     async def test_complete_cancelled_keeps_error(self, task_queue: BaseTaskQueue) -> None:
         task = await reserved(task_queue)
         error = make_error("stopped")
-        assert await task_queue.complete(task.id, task.lease_token or "", TaskState.CANCELLED, error)
+        assert await task_queue.complete(
+            task.id, task.lease_token or "", TaskState.CANCELLED, error
+        )
         fetched = await task_queue.get(task.id)
-        assert fetched is not None and fetched.state is TaskState.CANCELLED and fetched.error == error
+        assert (
+            fetched is not None and fetched.state is TaskState.CANCELLED and fetched.error == error
+        )
         assert fetched.finished_at is not None
 
     async def test_complete_with_stale_token_changes_nothing(
@@ -203,11 +226,13 @@ class DeliveryTests:
 
     async def test_complete_many(self, task_queue: BaseTaskQueue) -> None:
         a, b, c = [await reserved(task_queue) for _ in range(3)]
-        answers = await task_queue.complete_many([
-            (a.id, a.lease_token or "", TaskState.SUCCEEDED, None),
-            (b.id, STALE, TaskState.SUCCEEDED, None),
-            (c.id, c.lease_token or "", TaskState.CANCELLED, make_error()),
-        ])
+        answers = await task_queue.complete_many(
+            [
+                (a.id, a.lease_token or "", TaskState.SUCCEEDED, None),
+                (b.id, STALE, TaskState.SUCCEEDED, None),
+                (c.id, c.lease_token or "", TaskState.CANCELLED, make_error()),
+            ]
+        )
         assert answers == [True, False, True]
         states = [(await task_queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
         assert states == [TaskState.SUCCEEDED, TaskState.RUNNING, TaskState.CANCELLED]
@@ -223,7 +248,9 @@ class DeliveryTests:
         assert fetched is not None and fetched.state is TaskState.RETRYING
         assert fetched.attempts == 1, "retry keeps the attempt counted"
         assert fetched.error == error and fetched.eta is not None and abs(fetched.eta - eta) < 1e-3
-        assert fetched.lease_token is None and fetched.lease_deadline is None, "retry clears the lease"
+        assert fetched.lease_token is None and fetched.lease_deadline is None, (
+            "retry clears the lease"
+        )
         again = await reserve_one(task_queue)
         assert again.id == task.id and again.attempts == 2
 
@@ -232,7 +259,9 @@ class DeliveryTests:
         task = await reserved(task_queue)
         eta = await task_queue.now() + SHORT
         assert await task_queue.retry(task.id, task.lease_token or "", eta, make_error())
-        assert await reserve_ids(task_queue, ["default"]) == [], "a retry is not ready before its eta"
+        assert await reserve_ids(task_queue, ["default"]) == [], (
+            "a retry is not ready before its eta"
+        )
 
         async def ready() -> list[str]:
             return await reserve_ids(task_queue, ["default"])
@@ -251,10 +280,14 @@ class DeliveryTests:
         fetched = await task_queue.get(task.id)
         assert fetched is not None and fetched.state is TaskState.PENDING
         assert fetched.attempts == 0, "release decrements attempts (the attempt is not counted)"
-        assert fetched.lease_token is None and fetched.lease_deadline is None, "release clears the lease"
+        assert fetched.lease_token is None and fetched.lease_deadline is None, (
+            "release clears the lease"
+        )
         again = await reserve_one(task_queue)
         assert again.id == task.id and again.attempts == 1
-        assert await task_queue.release(task.id, task.lease_token or "") is False, "the old token is stale"
+        assert await task_queue.release(task.id, task.lease_token or "") is False, (
+            "the old token is stale"
+        )
 
     async def test_release_with_stale_token_changes_nothing(
         self, task_queue: BaseTaskQueue
@@ -289,7 +322,9 @@ class DeliveryTests:
         for task in (pending, running):
             assert await task_queue.dead_letter(task.id, None, error) is True
             fetched = await task_queue.get(task.id)
-            assert fetched is not None and fetched.state is TaskState.DEAD and fetched.error == error
+            assert (
+                fetched is not None and fetched.state is TaskState.DEAD and fetched.error == error
+            )
         assert await task_queue.heartbeat([(running.id, running.lease_token or "")], LONG) == []
 
     async def test_dead_letter_leaves_terminal_tasks_alone(self, task_queue: BaseTaskQueue) -> None:
@@ -319,13 +354,18 @@ class DeliveryTests:
         second = await reserve_one(task_queue, worker="worker-2")
         stale = first.lease_token or ""
         assert await task_queue.complete(first.id, stale, TaskState.SUCCEEDED) is False
-        assert await task_queue.retry(first.id, stale, await task_queue.now(), make_error()) is False
+        assert (
+            await task_queue.retry(first.id, stale, await task_queue.now(), make_error()) is False
+        )
         assert await task_queue.release(first.id, stale) is False
         assert await task_queue.dead_letter(first.id, stale, make_error()) is False
         fetched = await task_queue.get(first.id)
         assert fetched is not None and fetched.state is TaskState.RUNNING
         assert fetched.lease_token == second.lease_token
-        assert await task_queue.complete(second.id, second.lease_token or "", TaskState.SUCCEEDED) is True
+        assert (
+            await task_queue.complete(second.id, second.lease_token or "", TaskState.SUCCEEDED)
+            is True
+        )
 
     async def test_live_leases_are_not_released(self, task_queue: BaseTaskQueue) -> None:
         task = await reserved(task_queue, lease=LONG)
@@ -345,7 +385,11 @@ class DeliveryTests:
         second = await lapse(task_queue, again)
         assert second.state is TaskState.DEAD and second.attempts == 2
         fetched = await task_queue.get(task.id)
-        assert fetched is not None and fetched.state is TaskState.DEAD and fetched.finished_at is not None
+        assert (
+            fetched is not None
+            and fetched.state is TaskState.DEAD
+            and fetched.finished_at is not None
+        )
 
     @pytest.mark.parametrize(("max_deliveries", "max_retries"), [(2, 0), (1, 2)])
     async def test_lapses_dead_letter_exactly_at_the_attempts_allowed(
@@ -354,8 +398,9 @@ class DeliveryTests:
         """Each lapse counts its attempt; the one that reaches
         :func:`~omniq.lifecycle.attempts_allowed` dead-letters the task with
         :func:`~omniq.lifecycle.lapse_error`, every one before returns it."""
-        task = await reserved(task_queue, lease=SHORT, max_deliveries=max_deliveries,
-                              max_retries=max_retries)
+        task = await reserved(
+            task_queue, lease=SHORT, max_deliveries=max_deliveries, max_retries=max_retries
+        )
         allowed = attempts_allowed(task)
         for attempt in range(1, allowed + 1):
             returned = await lapse(task_queue, task)
@@ -364,7 +409,8 @@ class DeliveryTests:
                 assert returned.state in READY_STATES, (
                     f"attempt {attempt} of {allowed} (max_deliveries={max_deliveries}, "
                     f"max_retries={max_retries}) lapsed: the task must come back, "
-                    f"is {returned.state}")
+                    f"is {returned.state}"
+                )
                 task = await reserve_one(task_queue, lease=SHORT)
                 continue
             assert returned.state is TaskState.DEAD, f"attempt {allowed} of {allowed} lapsed: dead"
@@ -373,7 +419,8 @@ class DeliveryTests:
             want = lapse_error(returned)
             got = fetched.error and (fetched.error.type, fetched.error.message)
             assert got == (want.type, want.message), (
-                f"the dead task's error: {got}, expected {want}")
+                f"the dead task's error: {got}, expected {want}"
+            )
 
     # -- the states complete() accepts -------------------------------------------------------
 
@@ -390,13 +437,18 @@ class DeliveryTests:
             await task_queue.complete(task.id, task.lease_token or "", state, make_error())
         said = str(info.value)
         assert repr(state.value) in said and "'succeeded'" in said and "'cancelled'" in said, (
-            f"the error must name the state {state.value!r} and the valid ones: {said}")
+            f"the error must name the state {state.value!r} and the valid ones: {said}"
+        )
         with pytest.raises(ValueError):
-            await task_queue.complete_many([
-                (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
-                (task.id, task.lease_token or "", state, make_error())])
+            await task_queue.complete_many(
+                [
+                    (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),
+                    (task.id, task.lease_token or "", state, make_error()),
+                ]
+            )
         assert [await task_queue.get(t.id) for t in (task, other)] == before, (
-            "a refused complete() changes nothing, in the whole batch")
+            "a refused complete() changes nothing, in the whole batch"
+        )
 
     # -- waiting for work ----------------------------------------------------------------------
 
@@ -412,11 +464,14 @@ class DeliveryTests:
         async with open_store("task_queue", task_queue_ref) as producer:
             started = time.monotonic()
             async with anyio.create_task_group() as tg:
+
                 async def produce() -> None:
                     await anyio.sleep(SHORT)
                     await producer.enqueue(make_task())
 
                 tg.start_soon(produce)
                 await task_queue.wait_for_work(["default"], 30.0)
-            assert time.monotonic() - started < 10.0, "BLOCKING_RESERVE: wait_for_work must wake on enqueue"
+            assert time.monotonic() - started < 10.0, (
+                "BLOCKING_RESERVE: wait_for_work must wake on enqueue"
+            )
         assert len(await reserve_ids(task_queue, ["default"])) == 1

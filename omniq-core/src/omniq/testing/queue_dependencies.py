@@ -37,7 +37,8 @@ async def assert_cancelled_by(queue: BaseTaskQueue, parent: Task, *dependents: T
         )
         assert fetched.finished_at is not None, "a cancelled dependent needs finished_at"
         assert fetched.error is not None, (
-            f"the dependent {dep.id} needs an error naming {parent.id}")
+            f"the dependent {dep.id} needs an error naming {parent.id}"
+        )
         got = (fetched.error.type, fetched.error.module, fetched.error.message)
         assert got == (expected.type, expected.module, expected.message), (
             f"a dependent cancelled because its parent ended {ended.value} must store "
@@ -63,7 +64,9 @@ class DependencyTests:
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
         assert child.state is TaskState.PENDING
         if Capability.DELAYED in type(task_queue).capabilities:
-            later = await task_queue.enqueue(make_task(depends_on=(parent.id,), eta=await task_queue.now() + 3600))
+            later = await task_queue.enqueue(
+                make_task(depends_on=(parent.id,), eta=await task_queue.now() + 3600)
+            )
             assert later.state is TaskState.SCHEDULED
 
     @pytest.mark.parametrize("end", ["cancelled", "dead", "expired"])
@@ -99,7 +102,11 @@ class DependencyTests:
         child = make_task(depends_on=(parent.id,))
         grandchild = make_task(depends_on=(child.id, parent.id))
         stored = await task_queue.enqueue_many([parent, child, grandchild])
-        assert [t.state for t in stored] == [TaskState.PENDING, TaskState.WAITING, TaskState.WAITING]
+        assert [t.state for t in stored] == [
+            TaskState.PENDING,
+            TaskState.WAITING,
+            TaskState.WAITING,
+        ]
         assert await reserve_ids(task_queue, ["default"]) == [parent.id]
 
     async def test_success_readies_dependents_once_all_parents_succeed(
@@ -110,7 +117,9 @@ class DependencyTests:
         child = await task_queue.enqueue(make_task(queue="children", depends_on=(a.id, b.id)))
         ra, rb = await task_queue.reserve(["default"], "w", LONG, limit=2)
         assert await task_queue.complete(ra.id, ra.lease_token or "", TaskState.SUCCEEDED)
-        assert await state_of(task_queue, child) is TaskState.WAITING, "one parent of two is not enough"
+        assert await state_of(task_queue, child) is TaskState.WAITING, (
+            "one parent of two is not enough"
+        )
         assert await task_queue.complete(rb.id, rb.lease_token or "", TaskState.SUCCEEDED)
         assert await state_of(task_queue, child) is TaskState.PENDING
         assert await reserve_ids(task_queue, ["children"]) == [child.id]
@@ -120,7 +129,9 @@ class DependencyTests:
     ) -> None:
         requires(task_queue, Capability.DEPENDENCIES, Capability.DELAYED)
         parent = await reserved(task_queue)
-        child = await task_queue.enqueue(make_task(depends_on=(parent.id,), eta=await task_queue.now() + 3600))
+        child = await task_queue.enqueue(
+            make_task(depends_on=(parent.id,), eta=await task_queue.now() + 3600)
+        )
         await task_queue.complete(parent.id, parent.lease_token or "", TaskState.SUCCEEDED)
         assert await state_of(task_queue, child) is TaskState.SCHEDULED
 
@@ -130,15 +141,21 @@ class DependencyTests:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await reserved(task_queue)
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
-        await task_queue.retry(parent.id, parent.lease_token or "", await task_queue.now(), make_error())
+        await task_queue.retry(
+            parent.id, parent.lease_token or "", await task_queue.now(), make_error()
+        )
         assert await state_of(task_queue, child) is TaskState.WAITING
 
-    @pytest.mark.parametrize("end", ["complete-cancelled", "dead_letter", "cancel", "cancel-running"])
+    @pytest.mark.parametrize(
+        "end", ["complete-cancelled", "dead_letter", "cancel", "cancel-running"]
+    )
     async def test_parent_failure_cancels_dependents_recursively(
         self, task_queue: BaseTaskQueue, end: str
     ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
-        parent = await reserved(task_queue) if end != "cancel" else await task_queue.enqueue(make_task())
+        parent = (
+            await reserved(task_queue) if end != "cancel" else await task_queue.enqueue(make_task())
+        )
         child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
         grandchild = await task_queue.enqueue(make_task(depends_on=(child.id,)))
         unrelated = await task_queue.enqueue(make_task())
@@ -186,7 +203,9 @@ class DependencyTests:
     ) -> None:
         requires(task_queue, Capability.DEPENDENCIES)
         parent = await task_queue.enqueue(make_task())
-        child = await task_queue.enqueue(make_task(depends_on=(parent.id,), expires_at=await task_queue.now() - 1))
+        child = await task_queue.enqueue(
+            make_task(depends_on=(parent.id,), expires_at=await task_queue.now() - 1)
+        )
         grandchild = await task_queue.enqueue(make_task(depends_on=(child.id,)))
         assert [t.id for t in await task_queue.cleanup()] == [child.id]
         assert await state_of(task_queue, child) is TaskState.EXPIRED

@@ -63,27 +63,46 @@ class KeptEvents(BaseEventStorage):
     async def _append_many(self, events: Sequence[TaskEvent]) -> None:
         self.kept.extend(events)
 
-    async def _query(self, *, task_id: str | None, queue: str | None,
-                     types: Iterable[str] | None, since: float | None,
-                     until: float | None, limit: int | None, order: str) -> list[TaskEvent]:
+    async def _query(
+        self,
+        *,
+        task_id: str | None,
+        queue: str | None,
+        types: Iterable[str] | None,
+        since: float | None,
+        until: float | None,
+        limit: int | None,
+        order: str,
+    ) -> list[TaskEvent]:
         wanted = None if types is None else set(types)
-        return [e for e in self.kept if (task_id is None or e.task_id == task_id)
-                and (wanted is None or e.type in wanted)]
+        return [
+            e
+            for e in self.kept
+            if (task_id is None or e.task_id == task_id) and (wanted is None or e.type in wanted)
+        ]
 
     async def _cleanup(self, older_than: float) -> int:
         return 0
 
 
-async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
-                            events: BaseEventStorage) -> None:
+async def check_finish_many(
+    queue: BaseTaskQueue, results: BaseResultStorage, events: BaseEventStorage
+) -> None:
     a, b, c = [await reserved(queue) for _ in range(3)]
     result_a = make_result(task_id=a.id)
     event_a = make_event(task_id=a.id, queue=a.queue, type=EventType.SUCCEEDED)
     event_b = make_event(task_id=b.id, queue=b.queue, type=EventType.SUCCEEDED)
     started_c = make_event(task_id=c.id, queue=c.queue, type=EventType.STARTED)
     answers = await queue.finish_many(
-        [(a.id, a.lease_token or "", TaskState.SUCCEEDED, None), (b.id, STALE, TaskState.SUCCEEDED, None)],
-        [result_a, make_result(task_id=b.id)], [event_a, event_b, started_c], results, events)
+        [
+            (a.id, a.lease_token or "", TaskState.SUCCEEDED, None),
+            (b.id, STALE, TaskState.SUCCEEDED, None),
+        ],
+        [result_a, make_result(task_id=b.id)],
+        [event_a, event_b, started_c],
+        results,
+        events,
+    )
     assert answers == [True, False], "finish_many answers like complete_many: fenced by the token"
     states = [(await queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
     assert states == [TaskState.SUCCEEDED, TaskState.RUNNING, TaskState.RUNNING]
@@ -91,23 +110,29 @@ async def check_finish_many(queue: BaseTaskQueue, results: BaseResultStorage,
     assert [e.id for e in await events.query(task_id=a.id)] == [event_a.id]
     assert await results.get(b.id) is None, "a refused completion's result must not be written"
     assert await events.query(task_id=b.id) == [], (
-        "a refused completion's events must not be written")
+        "a refused completion's events must not be written"
+    )
     assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id], (
-        "events of tasks not finished in the call are stored too")
+        "events of tasks not finished in the call are stored too"
+    )
 
     result_c = make_result(task_id=c.id)
-    assert await queue.finish_many([(c.id, c.lease_token or "", TaskState.SUCCEEDED, None)],
-                                   [result_c], [], results, None) == [True], "events off: no event store"
+    assert await queue.finish_many(
+        [(c.id, c.lease_token or "", TaskState.SUCCEEDED, None)], [result_c], [], results, None
+    ) == [True], "events off: no event store"
     assert await results.get(c.id) == result_c
     assert [e.id for e in await events.query(task_id=c.id)] == [started_c.id]
 
     late = make_event(task_id=b.id, queue=b.queue, type=EventType.LEASE_LOST)
-    assert await queue.finish_many([], [], [late], results, events) == [], "events alone are written"
+    assert await queue.finish_many([], [], [late], results, events) == [], (
+        "events alone are written"
+    )
     assert [e.id for e in await events.query(task_id=b.id)] == [late.id]
 
 
-async def check_zombie_finish(queue: BaseTaskQueue, results: BaseResultStorage,
-                              events: BaseEventStorage) -> None:
+async def check_zombie_finish(
+    queue: BaseTaskQueue, results: BaseResultStorage, events: BaseEventStorage
+) -> None:
     """Worker A's lease lapses, B takes the task over and finishes it, then A finishes
     late with its spent token: A's result and events are refused with its completion, and
     B's stay (a fenced-out attempt leaves nothing visible)."""
@@ -116,9 +141,12 @@ async def check_zombie_finish(queue: BaseTaskQueue, results: BaseResultStorage,
     second = await reserve_one(queue, [first.queue], worker="worker-b")
 
     def finish(held: Task, worker: str) -> tuple[TaskResult, TaskEvent]:
-        return (make_result(task_id=held.id, attempts=held.attempts, worker_id=worker),
-                make_event(task_id=held.id, queue=held.queue, type=EventType.SUCCEEDED,
-                           worker_id=worker))
+        return (
+            make_result(task_id=held.id, attempts=held.attempts, worker_id=worker),
+            make_event(
+                task_id=held.id, queue=held.queue, type=EventType.SUCCEEDED, worker_id=worker
+            ),
+        )
 
     result_b, event_b = finish(second, "worker-b")
     won = [(second.id, second.lease_token or "", TaskState.SUCCEEDED, None)]
@@ -126,9 +154,11 @@ async def check_zombie_finish(queue: BaseTaskQueue, results: BaseResultStorage,
     result_a, event_a = finish(first, "worker-a")
     late = [(first.id, first.lease_token or "", TaskState.SUCCEEDED, None)]
     assert await queue.finish_many(late, [result_a], [event_a], results, events) == [False], (
-        "the late completion of a fenced-out attempt is refused")
+        "the late completion of a fenced-out attempt is refused"
+    )
     assert await results.get(first.id) == result_b, (
-        "the zombie's result must not overwrite the winner's")
+        "the zombie's result must not overwrite the winner's"
+    )
     stored = await events.query(task_id=first.id, types=[EventType.SUCCEEDED.value])
     assert [e.id for e in stored] == [event_b.id], "exactly one succeeded event: the winner's"
     fetched = await queue.get(first.id)
@@ -137,15 +167,21 @@ async def check_zombie_finish(queue: BaseTaskQueue, results: BaseResultStorage,
 
 def enqueued_event(task: Task) -> TaskEvent:
     """The event the app records for ``task`` before knowing how it is stored."""
-    return make_event(task_id=task.id, queue=task.queue, type=EventType.ENQUEUED,
-                      detail={"name": task.name, "state": "pending"})
+    return make_event(
+        task_id=task.id,
+        queue=task.queue,
+        type=EventType.ENQUEUED,
+        detail={"name": task.name, "state": "pending"},
+    )
 
 
 async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
     running = await reserved(queue)
     at = wall_clock()  # as the app sets it
-    tasks = [make_task(created_at=at),
-             make_task(id=running.id, queue="elsewhere", name="another:task", created_at=at)]
+    tasks = [
+        make_task(created_at=at),
+        make_task(id=running.id, queue="elsewhere", name="another:task", created_at=at),
+    ]
     expected = [TaskState.PENDING, TaskState.RUNNING]
     if Capability.DELAYED in type(queue).capabilities:
         tasks.append(make_task(created_at=at, eta=at + 3600))
@@ -157,11 +193,15 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
     for task, event in zip(stored, recorded):
         [got] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
         assert got.id == event.id
-        assert (got.queue, got.detail) == (task.queue, {"name": task.name, "state": task.state.value}), (
-            "the event carries the task as stored: its state, and its queue and name if it existed")
+        assert (got.queue, got.detail) == (
+            task.queue,
+            {"name": task.name, "state": task.state.value},
+        ), "the event carries the task as stored: its state, and its queue and name if it existed"
 
     quiet = make_task()
-    assert [t.id for t in await queue.enqueue_recorded([quiet], [], None)] == [quiet.id], "events off"
+    assert [t.id for t in await queue.enqueue_recorded([quiet], [], None)] == [quiet.id], (
+        "events off"
+    )
     assert await events.query(task_id=quiet.id) == []
 
 
@@ -181,7 +221,9 @@ async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) 
     stored = await queue.enqueue_batches(batches(), events)
     assert taken == [1, 2, 3, 4]
     assert [t.id for t in stored] == [t.id for t in [*first, *second, *last]], "in order"
-    assert [t.state for t in stored] == [TaskState.PENDING] * 2 + [TaskState.RUNNING] + [TaskState.PENDING] * 2
+    assert [t.state for t in stored] == [TaskState.PENDING] * 2 + [TaskState.RUNNING] + [
+        TaskState.PENDING
+    ] * 2
     for task in stored:
         [got] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
         assert got.detail == {"name": task.name, "state": task.state.value}
@@ -200,7 +242,8 @@ async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) 
     stored_first = await queue.get(kept[0].id)
     if stored_first is not None:  # a backend that sends each batch as built stored the first
         assert [e.task_id for e in await events.query(task_id=kept[0].id)] == [kept[0].id], (
-            "a stored task has its event")
+            "a stored task has its event"
+        )
 
 
 class FinishTests:
@@ -208,12 +251,18 @@ class FinishTests:
     :class:`TaskQueueContract`)."""
 
     @pytest.fixture
-    async def siblings(self, task_queue_ref: Any) -> AsyncIterator[tuple[BaseResultStorage, BaseEventStorage]]:
+    async def siblings(
+        self, task_queue_ref: Any
+    ) -> AsyncIterator[tuple[BaseResultStorage, BaseEventStorage]]:
         """Result and event stores from the queue's own ref; skips a backend that has none."""
         async with AsyncExitStack() as stack:
             try:
-                results = await stack.enter_async_context(open_store("result_storage", task_queue_ref))
-                events = await stack.enter_async_context(open_store("event_storage", task_queue_ref))
+                results = await stack.enter_async_context(
+                    open_store("result_storage", task_queue_ref)
+                )
+                events = await stack.enter_async_context(
+                    open_store("event_storage", task_queue_ref)
+                )
             except (UnknownBackendError, IncompatiblePluginError) as exc:
                 pytest.skip(f"the backend has no sibling stores: {exc}")
             yield results, events
@@ -223,7 +272,9 @@ class FinishTests:
     ) -> None:
         await check_finish_many(task_queue, *siblings)
 
-    async def test_finish_many_with_stores_of_another_backend(self, task_queue: BaseTaskQueue) -> None:
+    async def test_finish_many_with_stores_of_another_backend(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         results, events = KeptResults(), KeptEvents()
         await check_finish_many(task_queue, results, events)
 
@@ -253,5 +304,7 @@ class FinishTests:
     ) -> None:
         await check_enqueue_batches(task_queue, siblings[1])
 
-    async def test_enqueue_batches_with_event_storage_of_another_backend(self, task_queue: BaseTaskQueue) -> None:
+    async def test_enqueue_batches_with_event_storage_of_another_backend(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
         await check_enqueue_batches(task_queue, KeptEvents())

@@ -30,7 +30,7 @@ from ..interfaces import BaseTaskQueue
 from ..registry import registry
 from .factories import make_task
 
-__all__ = ["OutageTests", "OUTAGE_TIMEOUT"]
+__all__ = ["OUTAGE_TIMEOUT", "OutageTests"]
 
 #: The ``outage_timeout`` the suite configures, and the slack it allows on top (one
 #: connection attempt, process start-up on a busy machine).
@@ -65,9 +65,15 @@ def _proxy(url: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """A forwarding process to ``url``'s server: its port and the process."""
     parts = urlsplit(url)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omniq.testing.tcp_proxy", parts.hostname or "127.0.0.1",
-         str(parts.port)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "omniq.testing.tcp_proxy",
+            parts.hostname or "127.0.0.1",
+            str(parts.port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -92,12 +98,12 @@ class OutageTests:
             pytest.skip("no task_queue_server_ref: the store has no server to lose")
         return task_queue_server_ref
 
-    def _check(self, error: BackendUnavailableError, ref: Mapping[str, Any],
-               started: float) -> None:
+    def _check(
+        self, error: BackendUnavailableError, ref: Mapping[str, Any], started: float
+    ) -> None:
         took = time.monotonic() - started
         assert took < OUTAGE_TIMEOUT + SLACK, (
-            f"BackendUnavailableError came after {took:.1f} s with "
-            f"outage_timeout={OUTAGE_TIMEOUT}"
+            f"BackendUnavailableError came after {took:.1f} s with outage_timeout={OUTAGE_TIMEOUT}"
         )
         text = str(error)
         assert mask_url(ref["url"]) in text, f"the error should name {mask_url(ref['url'])}: {text}"

@@ -52,8 +52,11 @@ class RecordTests:
     async def corrupt_schedule(self, store: BaseTaskQueue, schedule_id: str) -> None:
         """Override: make the stored record of schedule ``schedule_id`` undecodable (a
         store that keeps objects rather than bytes may ``pytest.skip``)."""
-        pytest.fail(NO_HOOK.replace("corrupt_task", "corrupt_schedule")
-                    .replace("task_id", "schedule_id").replace("tasks SET", "schedules SET"))
+        pytest.fail(
+            NO_HOOK.replace("corrupt_task", "corrupt_schedule")
+            .replace("task_id", "schedule_id")
+            .replace("tasks SET", "schedules SET")
+        )
 
     async def _corrupt_among(self, store: BaseTaskQueue) -> tuple[list[str], str]:
         tasks = [make_task() for _ in range(COUNT)]
@@ -74,13 +77,15 @@ class RecordTests:
             got.update((t.id, t) for t in batch)
         assert set(got) == set(ids), (
             f"reserve in batches should hand out all {COUNT} tasks, the corrupt one as a stand-in; "
-            f"missing: {sorted(set(ids) - set(got))}")
+            f"missing: {sorted(set(ids) - set(got))}"
+        )
         healthy = [got[i] for i in ids if i != bad]
         assert all(t.payload == make_task().payload and t.error is None for t in healthy)
         stand_in = got[bad]
         leased = stand_in.state is TaskState.RUNNING and stand_in.lease_token
         assert stand_in.payload == b"" and leased, (
-            f"the stand-in is leased, with an empty payload: {stand_in!r}")
+            f"the stand-in is leased, with an empty payload: {stand_in!r}"
+        )
         assert stand_in.error is not None and stand_in.error.type == CORRUPT_TASK, stand_in.error
         assert bad in stand_in.error.message and "cannot be decoded" in stand_in.error.message
         assert await task_queue.dead_letter(bad, stand_in.lease_token, stand_in.error)
@@ -110,7 +115,8 @@ class RecordTests:
         await task_queue.add_schedule(bad)
         await self.corrupt_schedule(task_queue, bad.id)
         assert [s.id for s in await task_queue.list_schedules()] == [good.id], (
-            "list_schedules() skips a schedule whose record does not decode")
+            "list_schedules() skips a schedule whose record does not decode"
+        )
         assert await task_queue.get_schedule(bad.id) is None
         claimed = await task_queue.claim_due_schedules(await task_queue.now())
         assert [s.id for s, _ in claimed] == [good.id], "the good schedule still fires"
@@ -137,6 +143,7 @@ class RecordTests:
         self, task_queue_ref: Any
     ) -> None:
         async with self._app(task_queue_ref) as app:
+
             @app.task(name="omniq_conformance.double")
             async def double(x: int) -> int:
                 return 2 * x
@@ -159,6 +166,7 @@ class RecordTests:
         ran: list[str] = []
         keys = {"secret_key": "omniq-conformance-key", "payload_limit": 4096}
         async with self._app(task_queue_ref, **keys) as app:
+
             @app.task(name="omniq_conformance.pay")
             async def pay(x: int) -> None:
                 ran.append(f"pay {x}")
@@ -170,7 +178,8 @@ class RecordTests:
             good = await pay.delay(1)
             signed = (await app.get_task(good.id)).payload
             copied = await app.task_queue.enqueue(
-                make_task(name="omniq_conformance.wipe", payload=signed))
+                make_task(name="omniq_conformance.wipe", payload=signed)
+            )
             big_id = new_id()
             writer = Serializer(app.serializer.keys, payload_limit=1 << 20)
             pay_name = "omniq_conformance.pay"

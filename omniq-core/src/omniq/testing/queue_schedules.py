@@ -23,8 +23,9 @@ class ScheduleTests:
     async def test_add_and_get_schedule_round_trip(self, task_queue: BaseTaskQueue) -> None:
         requires(task_queue, Capability.SCHEDULES)
         template = make_task(queue="cron-q", payload=bytes(range(256)), priority=2, max_retries=2)
-        cron = make_schedule(cron="*/5 * * * *", interval=None, template=template, catch_up=True,
-                             last_run=T0 - 300)
+        cron = make_schedule(
+            cron="*/5 * * * *", interval=None, template=template, catch_up=True, last_run=T0 - 300
+        )
         every = make_schedule(paused=True)
         for schedule in (cron, every):
             assert await task_queue.add_schedule(schedule) == schedule
@@ -60,11 +61,15 @@ class ScheduleTests:
         assert await task_queue.set_schedule_paused(schedule.id, True) is True
         paused = await task_queue.get_schedule(schedule.id)
         assert paused is not None and paused.paused and paused.next_run == T0
-        assert await task_queue.claim_due_schedules(T0 + 1000) == [], "a paused schedule does not fire"
+        assert await task_queue.claim_due_schedules(T0 + 1000) == [], (
+            "a paused schedule does not fire"
+        )
         assert await task_queue.set_schedule_paused(schedule.id, False, next_run=T0 + 2000) is True
         resumed = await task_queue.get_schedule(schedule.id)
         assert resumed is not None and not resumed.paused and resumed.next_run == T0 + 2000
-        assert await task_queue.claim_due_schedules(T0 + 1000) == [], "resume does not replay missed firings"
+        assert await task_queue.claim_due_schedules(T0 + 1000) == [], (
+            "resume does not replay missed firings"
+        )
         assert await task_queue.set_schedule_paused("no-such-schedule", True) is False
 
     async def test_claim_due_schedule_fires_once(self, task_queue: BaseTaskQueue) -> None:
@@ -82,8 +87,12 @@ class ScheduleTests:
         self, task_queue: BaseTaskQueue
     ) -> None:
         requires(task_queue, Capability.SCHEDULES)
-        schedule = await task_queue.add_schedule(make_schedule(next_run=T0, interval=60.0, catch_up=True))
-        assert await task_queue.claim_due_schedules(T0 + 150) == [(schedule, [T0, T0 + 60, T0 + 120])]
+        schedule = await task_queue.add_schedule(
+            make_schedule(next_run=T0, interval=60.0, catch_up=True)
+        )
+        assert await task_queue.claim_due_schedules(T0 + 150) == [
+            (schedule, [T0, T0 + 60, T0 + 120])
+        ]
 
     async def test_claim_respects_limit(self, task_queue: BaseTaskQueue) -> None:
         requires(task_queue, Capability.SCHEDULES)

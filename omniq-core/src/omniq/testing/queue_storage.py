@@ -29,10 +29,20 @@ class StorageTests:
     async def test_enqueue_round_trips_every_field(self, task_queue: BaseTaskQueue) -> None:
         now = await task_queue.now()
         task = make_task(
-            name="pkg.module:function", queue="q-roundtrip", payload=BINARY_PAYLOAD, priority=3,
-            created_at=now - 10.5, expires_at=now + 3600.25, timeout=12.5, max_retries=3,
-            retry_backoff=2.0, retry_backoff_max=30.0, max_deliveries=4, schedule_id="sched-1",
-            result_ttl=100.0, dead_ttl=200.0,
+            name="pkg.module:function",
+            queue="q-roundtrip",
+            payload=BINARY_PAYLOAD,
+            priority=3,
+            created_at=now - 10.5,
+            expires_at=now + 3600.25,
+            timeout=12.5,
+            max_retries=3,
+            retry_backoff=2.0,
+            retry_backoff_max=30.0,
+            max_deliveries=4,
+            schedule_id="sched-1",
+            result_ttl=100.0,
+            dead_ttl=200.0,
         )
         stored = await task_queue.enqueue(task)
         assert stored.state is TaskState.PENDING
@@ -44,8 +54,10 @@ class StorageTests:
     async def test_headers_round_trip(self, task_queue: BaseTaskQueue) -> None:
         """A task's headers (middleware's trace context) reach the worker unchanged, and
         survive a retry; a task without headers reads back with none."""
-        headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                   "x-tenant": "été/ß"}
+        headers = {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "x-tenant": "été/ß",
+        }
         task = make_task(queue="q-headers", headers=headers)
         plain = make_task(queue="q-headers")
         bulk = make_task(queue="q-headers", headers={"k": "v"})
@@ -55,10 +67,14 @@ class StorageTests:
         for t, want in ((task, headers), (plain, {}), (bulk, {"k": "v"})):
             fetched = await task_queue.get(t.id)
             assert fetched is not None and fetched.headers == want, (
-                f"get() returned headers {fetched and fetched.headers!r}, expected {want!r}")
+                f"get() returned headers {fetched and fetched.headers!r}, expected {want!r}"
+            )
         got = {t.id: t for t in await task_queue.reserve(["q-headers"], "worker-1", LONG, limit=3)}
         assert {i: t.headers for i, t in got.items()} == {
-            task.id: headers, plain.id: {}, bulk.id: {"k": "v"}}, "reserve() lost headers"
+            task.id: headers,
+            plain.id: {},
+            bulk.id: {"k": "v"},
+        }, "reserve() lost headers"
         first = got[task.id]
         assert await task_queue.retry(first.id, first.lease_token or "", 0.0, make_error())
         again = await reserve_one(task_queue, ["q-headers"])
@@ -83,8 +99,16 @@ class StorageTests:
 
     async def test_enqueue_is_idempotent_by_id(self, task_queue: BaseTaskQueue) -> None:
         first = await task_queue.enqueue(make_task(payload=b"first"))
-        again = await task_queue.enqueue(replace(first, payload=b"second", queue="other", priority=7,
-                                                 created_at=0.0, state=TaskState.PENDING))
+        again = await task_queue.enqueue(
+            replace(
+                first,
+                payload=b"second",
+                queue="other",
+                priority=7,
+                created_at=0.0,
+                state=TaskState.PENDING,
+            )
+        )
         assert_fields(again, first)
         assert len(await task_queue.list()) == 1, "a second enqueue of the same id added a task"
         running = await reserve_one(task_queue)
@@ -131,7 +155,9 @@ class StorageTests:
         await task_queue.enqueue_many([make_task(id=ids[q], queue=q) for q in queues])
         for q in queues:
             fetched = await task_queue.get(ids[q])
-            assert fetched is not None and fetched.queue == q, f"task in queue {q!r} not found by id"
+            assert fetched is not None and fetched.queue == q, (
+                f"task in queue {q!r} not found by id"
+            )
             assert [t.id for t in await task_queue.list(queue=q)] == [ids[q]], f"list(queue={q!r})"
         stats = await task_queue.stats()
         for q in queues:
@@ -152,22 +178,30 @@ class StorageTests:
         assert running.id == q1[0]
         assert [t.id for t in await task_queue.list()] == [t.id for t in tasks]
         assert [t.id for t in await task_queue.list(queue="q1")] == q1
-        assert [t.id for t in await task_queue.list(queue="q1", states=[TaskState.PENDING])] == q1[1:]
+        assert [t.id for t in await task_queue.list(queue="q1", states=[TaskState.PENDING])] == q1[
+            1:
+        ]
         assert [t.id for t in await task_queue.list(states={TaskState.RUNNING})] == [running.id]
         assert [t.id for t in await task_queue.list(limit=3)] == [t.id for t in tasks[:3]]
         assert await task_queue.list(queue="nowhere") == []
 
     async def test_stats_counts_per_queue_and_state(self, task_queue: BaseTaskQueue) -> None:
-        await task_queue.enqueue_many([make_task(queue="s1") for _ in range(3)] + [make_task(queue="s2")])
+        await task_queue.enqueue_many(
+            [make_task(queue="s1") for _ in range(3)] + [make_task(queue="s2")]
+        )
         await reserve_one(task_queue, ["s1"])
         stats = await task_queue.stats()
         nonzero = {q: {s: n for s, n in by.items() if n} for q, by in stats.items()}
         nonzero = {q: by for q, by in nonzero.items() if by}
-        assert nonzero == {"s1": {TaskState.PENDING: 2, TaskState.RUNNING: 1}, "s2": {TaskState.PENDING: 1}}
+        assert nonzero == {
+            "s1": {TaskState.PENDING: 2, TaskState.RUNNING: 1},
+            "s2": {TaskState.PENDING: 1},
+        }
 
     async def test_purge_by_queue_and_state(self, task_queue: BaseTaskQueue) -> None:
-        await task_queue.enqueue_many([make_task(queue="p1") for _ in range(3)]
-                                      + [make_task(queue="p2") for _ in range(2)])
+        await task_queue.enqueue_many(
+            [make_task(queue="p1") for _ in range(3)] + [make_task(queue="p2") for _ in range(2)]
+        )
         running = await reserve_one(task_queue, ["p1"])
         assert await task_queue.purge(queue="p1", states=[TaskState.PENDING]) == 2
         assert [t.id for t in await task_queue.list(queue="p1")] == [running.id]
@@ -204,7 +238,9 @@ class StorageTests:
         assert await task_queue.cancel(task.id) is True
         fetched = await task_queue.get(task.id)
         assert fetched is not None and fetched.state is TaskState.CANCELLED
-        assert fetched.finished_at is not None, "a cancelled task needs finished_at (cleanup uses it)"
+        assert fetched.finished_at is not None, (
+            "a cancelled task needs finished_at (cleanup uses it)"
+        )
         assert await task_queue.reserve(["default"], "w", LONG) == []
 
     async def test_cancel_running_task_drops_its_lease(self, task_queue: BaseTaskQueue) -> None:
@@ -215,7 +251,9 @@ class StorageTests:
         assert await task_queue.heartbeat([(task.id, task.lease_token or "")], LONG) == [], (
             "the heartbeat after a cancel must report the lease lost"
         )
-        assert await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is False
+        assert (
+            await task_queue.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED) is False
+        )
         assert (await task_queue.get(task.id)).state is TaskState.CANCELLED  # type: ignore[union-attr]
 
     async def test_cancel_terminal_task_returns_false(self, task_queue: BaseTaskQueue) -> None:
@@ -237,13 +275,17 @@ class StorageTests:
         now = await task_queue.now()
         late = await task_queue.enqueue(make_task(expires_at=now - 1))
         fresh = await task_queue.enqueue(make_task(expires_at=now + 3600))
-        assert await reserve_ids(task_queue, ["default"]) == [fresh.id], "an expired task is never reserved"
+        assert await reserve_ids(task_queue, ["default"]) == [fresh.id], (
+            "an expired task is never reserved"
+        )
         expired = await task_queue.cleanup()
         assert [t.id for t in expired] == [late.id], "cleanup returns the tasks it expired"
         assert expired[0].state is TaskState.EXPIRED
         fetched = await task_queue.get(late.id)
         assert fetched is not None and fetched.state is TaskState.EXPIRED
-        assert fetched.finished_at is not None, "an expired task needs finished_at (cleanup uses it)"
+        assert fetched.finished_at is not None, (
+            "an expired task needs finished_at (cleanup uses it)"
+        )
         assert (await task_queue.get(fresh.id)).state is TaskState.RUNNING  # type: ignore[union-attr]
         assert await task_queue.cleanup() == [], "a task expires once"
 
@@ -254,7 +296,9 @@ class StorageTests:
         now = await task_queue.now()
         running = await reserved(task_queue, expires_at=now + SHORT)
         scheduled = await task_queue.enqueue(make_task(eta=now + 3600, expires_at=now + SHORT))
-        assert await task_queue.retry(running.id, running.lease_token or "", now + 3600, make_error())
+        assert await task_queue.retry(
+            running.id, running.lease_token or "", now + 3600, make_error()
+        )
         await wait_past(task_queue, now + SHORT)
         expired = await task_queue.cleanup()
         assert sorted(t.id for t in expired) == sorted([scheduled.id, running.id])
@@ -281,16 +325,23 @@ class StorageTests:
             assert await task_queue.complete(t.id, t.lease_token or "", TaskState.SUCCEEDED)
         for t in (short_dead, long_dead):
             assert await task_queue.dead_letter(t.id, t.lease_token, make_error())
-        finished_at = [(await task_queue.get(t.id) or t).finished_at for t in (short_done, short_dead)]
+        finished_at = [
+            (await task_queue.get(t.id) or t).finished_at for t in (short_done, short_dead)
+        ]
         assert None not in finished_at, "complete and dead_letter set finished_at"
         await wait_past(task_queue, max(f or 0.0 for f in finished_at) + SHORT)
 
         async def deleted() -> bool:
             await task_queue.cleanup()
-            return await task_queue.get(short_done.id) is None and await task_queue.get(short_dead.id) is None
+            return (
+                await task_queue.get(short_done.id) is None
+                and await task_queue.get(short_dead.id) is None
+            )
 
         await eventually(deleted, "cleanup did not delete finished tasks past their retention")
-        assert await task_queue.get(long_done.id) is not None, "deleted a succeeded task within result_ttl"
+        assert await task_queue.get(long_done.id) is not None, (
+            "deleted a succeeded task within result_ttl"
+        )
         assert await task_queue.get(long_dead.id) is not None, "deleted a dead task within dead_ttl"
         states = {t.state for t in await task_queue.list()}
         assert states <= TERMINAL_STATES

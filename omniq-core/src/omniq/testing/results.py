@@ -43,8 +43,10 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
     async def corrupt_result(self, store: BaseResultStorage, task_id: str) -> None:
         """Override: make the stored result of ``task_id`` undecodable, as a disk fault
         would (a store that keeps objects rather than bytes may ``pytest.skip``)."""
-        pytest.fail("override corrupt_result(self, store, task_id) in your test class: make the "
-                    "stored result of task_id undecodable (e.g. bytes that are not msgpack)")
+        pytest.fail(
+            "override corrupt_result(self, store, task_id) in your test class: make the "
+            "stored result of task_id undecodable (e.g. bytes that are not msgpack)"
+        )
 
     async def test_a_corrupt_result_reads_as_failed_for_its_task_alone(
         self, result_storage: BaseResultStorage
@@ -61,7 +63,9 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         await result_storage.cleanup()
 
     async def test_set_and_get_round_trip(self, result_storage: BaseResultStorage) -> None:
-        ok = make_result(value=bytes(range(256)) * 8, expires_at=(await result_storage.now()) + 3600)
+        ok = make_result(
+            value=bytes(range(256)) * 8, expires_at=(await result_storage.now()) + 3600
+        )
         failed = make_result(state=TaskState.FAILED, value=None, error=make_error(), attempts=3)
         for result in (ok, failed):
             await result_storage.set(result)
@@ -73,8 +77,13 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
     async def test_set_overwrites(self, result_storage: BaseResultStorage) -> None:
         """A re-run overwrites its result, never adds one."""
         first = make_result(value=b"first", attempts=1)
-        second = make_result(task_id=first.task_id, value=b"second", attempts=2, state=TaskState.FAILED,
-                             error=make_error())
+        second = make_result(
+            task_id=first.task_id,
+            value=b"second",
+            attempts=2,
+            state=TaskState.FAILED,
+            error=make_error(),
+        )
         await result_storage.set(first)
         await result_storage.set(second)
         assert await result_storage.get(first.task_id) == second
@@ -91,7 +100,9 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         assert await result_storage.get(soon.task_id) == soon
         await wait_past(result_storage, now + SHORT)
         assert await result_storage.get(soon.task_id) is None
-        assert await result_storage.get_many([gone.task_id, soon.task_id, kept.task_id]) == {kept.task_id: kept}
+        assert await result_storage.get_many([gone.task_id, soon.task_id, kept.task_id]) == {
+            kept.task_id: kept
+        }
 
     async def test_delete(self, result_storage: BaseResultStorage) -> None:
         result = make_result()
@@ -109,7 +120,9 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         if Capability.NATIVE_TTL in type(result_storage).capabilities:
             assert removed >= 0
         else:
-            assert removed == 3, f"cleanup should report the 3 expired results it deleted, said {removed}"
+            assert removed == 3, (
+                f"cleanup should report the 3 expired results it deleted, said {removed}"
+            )
             assert await result_storage.cleanup() == 0
         assert await result_storage.get_many([r.task_id for r in expired + kept]) == {
             r.task_id: r for r in kept
@@ -119,7 +132,9 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         results = [make_result(value=bytes([i])) for i in range(5)]
         await result_storage.set_many(results)
         ids = [r.task_id for r in results]
-        assert await result_storage.get_many(ids + ["no-such-task"]) == {r.task_id: r for r in results}
+        assert await result_storage.get_many(ids + ["no-such-task"]) == {
+            r.task_id: r for r in results
+        }
         assert await result_storage.get_many([]) == {}
 
     async def test_wait_returns_an_existing_result_at_once(
@@ -153,7 +168,9 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         started = time.monotonic()
         assert await result_storage.wait("no-such-task", SHORT) is None
         elapsed = time.monotonic() - started
-        assert SHORT * 0.5 <= elapsed < SHORT + 5.0, f"wait(timeout={SHORT}) returned after {elapsed:.3f} s"
+        assert SHORT * 0.5 <= elapsed < SHORT + 5.0, (
+            f"wait(timeout={SHORT}) returned after {elapsed:.3f} s"
+        )
 
     async def test_results_are_shared_between_instances(
         self, result_storage: BaseResultStorage, result_storage_ref: Any

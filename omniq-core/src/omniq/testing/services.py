@@ -14,8 +14,16 @@ import pytest
 
 from ..config import mask_url
 
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6380, "postgresql": 5432, "postgres": 5432,
-                 "nats": 4222, "tls": 4222, "http": 80, "https": 443}
+DEFAULT_PORTS = {
+    "redis": 6379,
+    "rediss": 6380,
+    "postgresql": 5432,
+    "postgres": 5432,
+    "nats": 4222,
+    "tls": 4222,
+    "http": 80,
+    "https": 443,
+}
 
 
 def in_ci() -> bool:

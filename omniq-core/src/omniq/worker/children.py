@@ -58,8 +58,12 @@ class _PipeHandler(logging.Handler):
             try:
                 data = pickle.dumps(fields)
             except Exception:  # an extra that does not pickle travels as its repr
-                data = pickle.dumps({k: v if isinstance(v, (str, int, float, bool, type(None)))
-                                     else repr(v) for k, v in fields.items()})
+                data = pickle.dumps(
+                    {
+                        k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                        for k, v in fields.items()
+                    }
+                )
             with self.send_lock:
                 self.conn.send_bytes(_LOG + data)
         except Exception:
@@ -77,8 +81,11 @@ def _forward(data: bytes) -> None:
 def log_level() -> int:
     """The lowest level any logger of this process emits: what a child must send."""
     levels = [logging.getLogger().getEffectiveLevel()]
-    levels += [lg.level for lg in logging.Logger.manager.loggerDict.values()
-               if isinstance(lg, logging.Logger) and lg.level]
+    levels += [
+        lg.level
+        for lg in logging.Logger.manager.loggerDict.values()
+        if isinstance(lg, logging.Logger) and lg.level
+    ]
     return min(levels)
 
 
@@ -108,6 +115,7 @@ def _call(blob: bytes) -> bytes:
     try:
         value = func(*args, **kwargs)
         if inspect.isawaitable(value):
+
             async def wait() -> Any:
                 return await value
 
@@ -153,8 +161,9 @@ class Child:
 
     def __init__(self, context: SpawnContext) -> None:
         self.conn, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=child_main, args=(theirs, log_level()),
-                                       name="omniq-pool-child")
+        self.process = context.Process(
+            target=child_main, args=(theirs, log_level()), name="omniq-pool-child"
+        )
         self.process.start()
         theirs.close()  # ours closed too, the pipe reads end-of-file when the child dies
         self.calls = 0

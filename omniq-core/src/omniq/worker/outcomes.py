@@ -28,21 +28,37 @@ log = logging.getLogger("omniq.task")
 worker_log = logging.getLogger("omniq.worker")
 
 _LEVELS = {
-    "succeeded": logging.INFO, "retrying": logging.WARNING, "timed_out": logging.WARNING,
-    "lease_lost": logging.WARNING, "failed": logging.ERROR, "dead": logging.ERROR,
+    "succeeded": logging.INFO,
+    "retrying": logging.WARNING,
+    "timed_out": logging.WARNING,
+    "lease_lost": logging.WARNING,
+    "failed": logging.ERROR,
+    "dead": logging.ERROR,
 }
 
 
-def log_outcome(worker_id: str, task: Task, outcome: str, started: float | None = None,
-                error: ErrorInfo | BaseException | None = None, **fields: Any) -> None:
+def log_outcome(
+    worker_id: str,
+    task: Task,
+    outcome: str,
+    started: float | None = None,
+    error: ErrorInfo | BaseException | None = None,
+    **fields: Any,
+) -> None:
     """Log one outcome of ``task`` (see the module doc); ``started`` gives the duration."""
     level = _LEVELS[outcome]
     if not log.isEnabledFor(level):
         return
     duration = round(now() - started, 6) if started else None
     extra: dict[str, Any] = {
-        "outcome": outcome, "task_id": task.id, "task_name": task.name, "queue": task.queue,
-        "attempt": task.attempts, "duration": duration, "worker_id": worker_id, **fields,
+        "outcome": outcome,
+        "task_id": task.id,
+        "task_name": task.name,
+        "queue": task.queue,
+        "attempt": task.attempts,
+        "duration": duration,
+        "worker_id": worker_id,
+        **fields,
     }
     text = ""
     if error is not None:
@@ -52,9 +68,19 @@ def log_outcome(worker_id: str, task: Task, outcome: str, started: float | None 
             extra["error"] = f"{error.type}: {error.message}"
         text = f" error={extra['error']!r}"
     more = "".join(f" {k}={v}" for k, v in fields.items())
-    log.log(level, "task %s %s %s queue=%s attempt=%d duration=%s%s%s", task.name, task.id,
-            outcome, task.queue, task.attempts, "-" if duration is None else f"{duration:.3f}s",
-            more, text, extra=extra)
+    log.log(
+        level,
+        "task %s %s %s queue=%s attempt=%d duration=%s%s%s",
+        task.name,
+        task.id,
+        outcome,
+        task.queue,
+        task.attempts,
+        "-" if duration is None else f"{duration:.3f}s",
+        more,
+        text,
+        extra=extra,
+    )
 
 
 def failure_outcome(exc: BaseException, retrying: bool) -> str:
@@ -71,13 +97,20 @@ def worker_config(worker: Worker) -> dict[str, Any]:
     cfg = worker.config
     queue_ref = cfg.store_ref("task_queue")
     return {
-        "pool": worker.pool.name, "concurrency": worker.concurrency,
-        "prefetch": worker.prefetch, "queues": list(worker.queues), "burst": worker.burst,
-        "lease": worker.lease, "heartbeat_interval": worker.heartbeat_interval,
-        "grace_period": worker.grace_period, "max_tasks_per_child": worker.max_tasks,
-        "max_memory_mb": worker.max_memory_mb, "task_queue": describe_ref(queue_ref),
+        "pool": worker.pool.name,
+        "concurrency": worker.concurrency,
+        "prefetch": worker.prefetch,
+        "queues": list(worker.queues),
+        "burst": worker.burst,
+        "lease": worker.lease,
+        "heartbeat_interval": worker.heartbeat_interval,
+        "grace_period": worker.grace_period,
+        "max_tasks_per_child": worker.max_tasks,
+        "max_memory_mb": worker.max_memory_mb,
+        "task_queue": describe_ref(queue_ref),
         "result_storage": describe_ref(cfg.result_storage or queue_ref),
-        "event_storage": describe_ref(cfg.event_storage or queue_ref), "events": cfg.events,
+        "event_storage": describe_ref(cfg.event_storage or queue_ref),
+        "events": cfg.events,
         "middleware": [type(m).__name__ for m in worker.app.middleware.middleware],
         "version": __version__,
     }
@@ -86,15 +119,27 @@ def worker_config(worker: Worker) -> dict[str, Any]:
 def log_started(worker: Worker) -> None:
     if worker_log.isEnabledFor(logging.INFO):
         config = worker_config(worker)
-        worker_log.info("worker %s started: %s", worker.id,
-                        " ".join(f"{k}={','.join(v) or '-' if isinstance(v, list) else v}"
-                                 for k, v in config.items()),
-                        extra={"worker_id": worker.id, "event": "worker_started", "config": config})
+        worker_log.info(
+            "worker %s started: %s",
+            worker.id,
+            " ".join(
+                f"{k}={','.join(v) or '-' if isinstance(v, list) else v}" for k, v in config.items()
+            ),
+            extra={"worker_id": worker.id, "event": "worker_started", "config": config},
+        )
 
 
 def log_stopped(worker: Worker) -> None:
     counts = dict(worker.stats.counts)
-    worker_log.info("worker %s stopped (%s): %s", worker.id, worker.stop_reason,
-                    " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no tasks",
-                    extra={"worker_id": worker.id, "event": "worker_stopped",
-                           "reason": worker.stop_reason, "counts": counts})
+    worker_log.info(
+        "worker %s stopped (%s): %s",
+        worker.id,
+        worker.stop_reason,
+        " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no tasks",
+        extra={
+            "worker_id": worker.id,
+            "event": "worker_stopped",
+            "reason": worker.stop_reason,
+            "counts": counts,
+        },
+    )

@@ -64,8 +64,13 @@ class AsyncPool(BasePool):
     def bodies_running(self) -> int:
         return self._threads.running
 
-    async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None) -> Any:
+    async def run(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> Any:
         if inspect.iscoroutinefunction(func):
             return await with_timeout(func(*args, **kwargs), timeout)
         value = await with_timeout(self._threads.run(func, *args, **kwargs), timeout)
@@ -90,7 +95,9 @@ class ProcessPool(BasePool):
 
     name = "process"
 
-    def __init__(self, concurrency: int, *, max_tasks_per_child: int | None = None, **options: Any) -> None:
+    def __init__(
+        self, concurrency: int, *, max_tasks_per_child: int | None = None, **options: Any
+    ) -> None:
         super().__init__(concurrency, **options)
         self.max_tasks_per_child = max_tasks_per_child
         self._context = multiprocessing.get_context("spawn")
@@ -151,8 +158,13 @@ class ProcessPool(BasePool):
         for child in children:
             child.kill()  # one that did not exit in time
 
-    async def run(self, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
-                  timeout: float | None) -> Any:
+    async def run(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> Any:
         import dill
 
         try:
@@ -173,8 +185,10 @@ class ProcessPool(BasePool):
             raise
         except (EOFError, OSError) as exc:
             self._drop(child)
-            raise PoolBrokenError(f"the child process running this task (pid {child.pid}) died "
-                                  f"(exit code {child.process.exitcode})") from exc
+            raise PoolBrokenError(
+                f"the child process running this task (pid {child.pid}) died "
+                f"(exit code {child.process.exitcode})"
+            ) from exc
         except BaseException:
             # A timeout or a cancellation (lease lost, stop): the child may still run the
             # call, so it alone is killed; the other children carry on.

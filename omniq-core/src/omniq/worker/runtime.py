@@ -33,7 +33,16 @@ from ..context import TaskContext, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
 from ..interfaces import BasePool
-from ..models import ACTIVE_STATES, ErrorInfo, EventType, Task, TaskEvent, TaskResult, TaskState, now
+from ..models import (
+    ACTIVE_STATES,
+    ErrorInfo,
+    EventType,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    now,
+)
 from ..registry import registry
 from ..schedules import fire_due_schedules
 from ..serialization import binding
@@ -257,7 +266,9 @@ class Worker:
             log.exception("worker %s: fatal error, draining", self.id)
             raise
         finally:
-            await self._hook("omniq_worker_stopping", worker=self, reason=self.stop_reason or "stopped")
+            await self._hook(
+                "omniq_worker_stopping", worker=self, reason=self.stop_reason or "stopped"
+            )
             await self._drain()
             # Some clients swallow a cancellation (nats-py's flush does): the loops also
             # watch this flag, and a helper that still runs is cancelled again.
@@ -304,8 +315,13 @@ class Worker:
                 outage_since = at if outage_since is None else outage_since
                 if at - outage_since > self.reconnect_timeout:
                     raise
-                log.warning("worker %s: task queue failed (%s: %s); retrying in %.1f s", self.id,
-                            type(exc).__name__, mask_url(str(exc)), backoff)
+                log.warning(
+                    "worker %s: task queue failed (%s: %s); retrying in %.1f s",
+                    self.id,
+                    type(exc).__name__,
+                    mask_url(str(exc)),
+                    backoff,
+                )
                 try:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 except TimeoutError:
@@ -323,8 +339,10 @@ class Worker:
         # Reserve up to concurrency + prefetch so one round trip feeds several slots.
         # Finished tasks wait for the writer without holding a slot, so reserving and
         # writing overlap; the cap on held tasks is the backpressure.
-        free = min(self.concurrency + self.prefetch - self._executing - len(self._backlog),
-                   self._max_held - len(self._running))
+        free = min(
+            self.concurrency + self.prefetch - self._executing - len(self._backlog),
+            self._max_held - len(self._running),
+        )
         if self.max_tasks:
             free = min(free, self.max_tasks - self.stats.processed - len(self._running))
         waiter: asyncio.Future[Any]
@@ -346,7 +364,9 @@ class Worker:
             if self.burst and not self._running and await self._queues_empty():
                 self.request_stop("burst")
                 return idle_wait
-            waiter = asyncio.ensure_future(queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval)))
+            waiter = asyncio.ensure_future(
+                queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval))
+            )
             idle_wait = min(idle_wait * 2, self.poll_interval)
         else:
             waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -363,7 +383,10 @@ class Worker:
     async def _queues_empty(self) -> bool:
         stats = await self.task_queue.stats()
         return not any(
-            n for q in self.queues for state, n in stats.get(q, {}).items() if TaskState(state) in ACTIVE_STATES
+            n
+            for q in self.queues
+            for state, n in stats.get(q, {}).items()
+            if TaskState(state) in ACTIVE_STATES
         )
 
     # -- executing ---------------------------------------------------------------------
@@ -378,7 +401,9 @@ class Worker:
             entry.started = True
             self._executing += 1
             self._emit(entry.task, EventType.STARTED, attempt=entry.task.attempts)
-            entry.handle = asyncio.create_task(self._execute(entry), name=f"omniq-task-{entry.task.id}")
+            entry.handle = asyncio.create_task(
+                self._execute(entry), name=f"omniq-task-{entry.task.id}"
+            )
 
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.config.events:
@@ -408,9 +433,11 @@ class Worker:
             try:
                 # (the signature must be for this task: its name, queue and id)
                 args, kwargs, func = self.serializer.loads_call(
-                    task.payload, local_only=self.task_queue.local_only,
+                    task.payload,
+                    local_only=self.task_queue.local_only,
                     origin=f"task {task.id} in {type(self.task_queue).__name__}",
-                    bind=binding(task.name, task.queue, task.id) if self.serializer.keys else None)
+                    bind=binding(task.name, task.queue, task.id) if self.serializer.keys else None,
+                )
             except SerializationError as exc:
                 if task.error is not None and not task.payload:  # the backend's stand-in
                     self._dead_with(task, task.error, reason="undecodable")
@@ -421,16 +448,28 @@ class Worker:
                 registered = self.tasks.get(task.name)
                 if registered is None:
                     known = ", ".join(sorted(self.tasks)) or "none"
-                    self._fail_for_good(task, UnknownTaskError(
-                        f"task {task.name!r} is not registered in this worker's app (registered: "
-                        f"{known}); import its module with --app or the 'imports' config key"),
-                        reason="unknown task")
+                    self._fail_for_good(
+                        task,
+                        UnknownTaskError(
+                            f"task {task.name!r} is not registered in this worker's app (registered: "
+                            f"{known}); import its module with --app or the 'imports' config key"
+                        ),
+                        reason="unknown task",
+                    )
                     return
                 func = registered.fn
             started = now()
-            set_current(TaskContext(task.id, task.name, task.queue, task.attempts,
-                                    started + task.timeout if task.timeout else None,
-                                    task.created_at, task.headers or None))
+            set_current(
+                TaskContext(
+                    task.id,
+                    task.name,
+                    task.queue,
+                    task.attempts,
+                    started + task.timeout if task.timeout else None,
+                    task.created_at,
+                    task.headers or None,
+                )
+            )
             mw = self._mw
             try:
                 if mw is not None:
@@ -455,20 +494,36 @@ class Worker:
             if mw is not None:
                 await mw.after_success(task, value)
             try:
-                encoded = self.serializer.dumps(value, local_only=self.result_storage.local_only,
-                                               what=f"return value of {task.name}")
+                encoded = self.serializer.dumps(
+                    value,
+                    local_only=self.result_storage.local_only,
+                    what=f"return value of {task.name}",
+                )
             except SerializationError as exc:
                 self._failed(task, exc, started)
                 return
             finished = now()
             self.stats.counts["succeeded"] += 1
             log_outcome(self.id, task, "succeeded", started)
-            self._finish(_Done(task, "success", result=TaskResult(
-                task_id=task.id, state=TaskState.SUCCEEDED, value=encoded, attempts=task.attempts,
-                started_at=started, finished_at=finished, worker_id=self.id,
-                expires_at=finished + task.result_ttl),
-                events=self._outcome(task, EventType.SUCCEEDED,
-                                     duration=round(finished - started, 6))))
+            self._finish(
+                _Done(
+                    task,
+                    "success",
+                    result=TaskResult(
+                        task_id=task.id,
+                        state=TaskState.SUCCEEDED,
+                        value=encoded,
+                        attempts=task.attempts,
+                        started_at=started,
+                        finished_at=finished,
+                        worker_id=self.id,
+                        expires_at=finished + task.result_ttl,
+                    ),
+                    events=self._outcome(
+                        task, EventType.SUCCEEDED, duration=round(finished - started, 6)
+                    ),
+                )
+            )
         except asyncio.CancelledError:
             if not entry.lost:
                 self._forget(task)
@@ -480,8 +535,13 @@ class Worker:
     def _failed(self, task: Task, exc: BaseException, started: float) -> None:
         info = error_info(exc)
         at = now()
-        events = self._outcome(task, EventType.FAILED, error=f"{info.type}: {info.message}",
-                               attempt=task.attempts, duration=round(at - started, 6))
+        events = self._outcome(
+            task,
+            EventType.FAILED,
+            error=f"{info.type}: {info.message}",
+            attempt=task.attempts,
+            duration=round(at - started, 6),
+        )
         eta = lifecycle.retry_eta(task, at)
         if eta is not None:
             log_outcome(self.id, task, failure_outcome(exc, True), started, exc, retry_in=eta - at)
@@ -501,15 +561,35 @@ class Worker:
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
-    def _dead(self, task: Task, info: ErrorInfo, state: TaskState,
-              events: list[TaskEvent] | None = None, **detail: Any) -> None:
+    def _dead(
+        self,
+        task: Task,
+        info: ErrorInfo,
+        state: TaskState,
+        events: list[TaskEvent] | None = None,
+        **detail: Any,
+    ) -> None:
         dead = self._outcome(task, EventType.DEAD, error=f"{info.type}: {info.message}", **detail)
         events = [*(events or ()), *dead]
         finished = now()
-        self._finish(_Done(task, "dead", error=info, result=TaskResult(
-            task_id=task.id, state=state, error=info, attempts=task.attempts,
-            started_at=task.started_at, finished_at=finished, worker_id=self.id,
-            expires_at=finished + task.dead_ttl), events=events))
+        self._finish(
+            _Done(
+                task,
+                "dead",
+                error=info,
+                result=TaskResult(
+                    task_id=task.id,
+                    state=state,
+                    error=info,
+                    attempts=task.attempts,
+                    started_at=task.started_at,
+                    finished_at=finished,
+                    worker_id=self.id,
+                    expires_at=finished + task.dead_ttl,
+                ),
+                events=events,
+            )
+        )
 
     def _forget(self, task: Task) -> None:
         """Drop a task this worker no longer holds, freeing its slot. Only the entry of
@@ -550,11 +630,20 @@ class Worker:
             except Exception:
                 failures += 1
                 if self._outbox_closed and failures > 5:
-                    log.error("worker %s: giving up on %d completions after %d tries; their leases "
-                              "will lapse and the tasks run again", self.id, len(batch), failures)
+                    log.error(
+                        "worker %s: giving up on %d completions after %d tries; their leases "
+                        "will lapse and the tasks run again",
+                        self.id,
+                        len(batch),
+                        failures,
+                    )
                     return
-                log.exception("worker %s: writing %d completions failed; retrying in %.1fs",
-                              self.id, len(batch), backoff)
+                log.exception(
+                    "worker %s: writing %d completions failed; retrying in %.1fs",
+                    self.id,
+                    len(batch),
+                    backoff,
+                )
                 self._outbox[:0] = batch
                 self._events[:0] = events
                 await asyncio.sleep(backoff)
@@ -600,14 +689,24 @@ class Worker:
             due += d.events
         if successes or due or results:
             accepted = await queue.finish_many(
-                [(d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None) for d in successes],
-                results, due if self.config.events else [],
-                self.result_storage, self._event_storage)
+                [
+                    (d.task.id, d.task.lease_token or "", TaskState.SUCCEEDED, None)
+                    for d in successes
+                ],
+                results,
+                due if self.config.events else [],
+                self.result_storage,
+                self._event_storage,
+            )
             outcome.update(zip((d.task.id for d in successes), accepted))
         for task_id, ok in outcome.items():
             if not ok:
-                log.warning("worker %s: completion of task %s refused: its lease was lost (it was "
-                            "cancelled or its lease lapsed and it was delivered again)", self.id, task_id)
+                log.warning(
+                    "worker %s: completion of task %s refused: its lease was lost (it was "
+                    "cancelled or its lease lapsed and it was delivered again)",
+                    self.id,
+                    task_id,
+                )
         for d in batch:
             self._forget(d.task)
 
@@ -616,8 +715,9 @@ class Worker:
         used; after max deliveries the task is dead-lettered instead of looping."""
         task, queue = done.task, self.task_queue
         if task.attempts >= lifecycle.attempts_allowed(task):
-            log_outcome(self.id, task, "dead", task.started_at, done.error,
-                        reason="too many deliveries")
+            log_outcome(
+                self.id, task, "dead", task.started_at, done.error, reason="too many deliveries"
+            )
             self.stats.counts["dead"] += 1
             events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
             ok = await queue.dead_letter(task.id, task.lease_token, done.error)
@@ -635,7 +735,9 @@ class Worker:
     async def _heartbeats(self) -> None:
         while not self._helpers_done:
             await asyncio.sleep(self.heartbeat_interval)
-            leases = [(tid, r.task.lease_token or "") for tid, r in self._running.items() if not r.lost]
+            leases = [
+                (tid, r.task.lease_token or "") for tid, r in self._running.items() if not r.lost
+            ]
             if not leases:
                 continue
             try:
@@ -647,10 +749,20 @@ class Worker:
                 entry = self._running.get(tid)
                 # A finished task may have been completed (lease dropped) before the
                 # writer forgets it: not lost. Nor is a new reservation of the same id.
-                if (tid not in held and entry is not None and not entry.lost and not entry.finished
-                        and (entry.task.lease_token or "") == token):
-                    log_outcome(self.id, entry.task, "lease_lost", entry.task.started_at,
-                                reason="cancelled or lapsed; stopping it")
+                if (
+                    tid not in held
+                    and entry is not None
+                    and not entry.lost
+                    and not entry.finished
+                    and (entry.task.lease_token or "") == token
+                ):
+                    log_outcome(
+                        self.id,
+                        entry.task,
+                        "lease_lost",
+                        entry.task.started_at,
+                        reason="cancelled or lapsed; stopping it",
+                    )
                     entry.lost = True
                     if entry.handle is not None:
                         entry.handle.cancel()
@@ -662,8 +774,9 @@ class Worker:
         while not self._helpers_done:
             t = now()
             try:
-                await fire_due_schedules(self.task_queue, self._event_storage, self.serializer,
-                                         self._mw)
+                await fire_due_schedules(
+                    self.task_queue, self._event_storage, self.serializer, self._mw
+                )
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
@@ -679,17 +792,28 @@ class Worker:
         events, results = [], []
         for task in await self.task_queue.release_expired_leases():
             if task.state is TaskState.DEAD:
-                info = task.error or ErrorInfo(type="WorkerLost", message="lease lapsed too many times")
+                info = task.error or ErrorInfo(
+                    type="WorkerLost", message="lease lapsed too many times"
+                )
                 log_outcome(self.id, task, "dead", None, info, reason="too many deliveries")
-                events.append(build_event(task, EventType.DEAD, self.id,
-                                          reason="too many deliveries"))
-                results.append(TaskResult(task_id=task.id, state=TaskState.DEAD, error=info,
-                                          attempts=task.attempts, finished_at=now(),
-                                          expires_at=now() + task.dead_ttl))
+                events.append(
+                    build_event(task, EventType.DEAD, self.id, reason="too many deliveries")
+                )
+                results.append(
+                    TaskResult(
+                        task_id=task.id,
+                        state=TaskState.DEAD,
+                        error=info,
+                        attempts=task.attempts,
+                        finished_at=now(),
+                        expires_at=now() + task.dead_ttl,
+                    )
+                )
             else:
                 log_outcome(self.id, task, "lease_lost", None, reason="lease lapsed")
-                events.append(build_event(task, EventType.LEASE_LOST, self.id,
-                                          attempt=task.attempts))
+                events.append(
+                    build_event(task, EventType.LEASE_LOST, self.id, attempt=task.attempts)
+                )
         if results:
             await self.result_storage.set_many(results)
         await write_events(self._event_storage, events)
@@ -698,12 +822,22 @@ class Worker:
         expired = await self.task_queue.cleanup()
         if expired:
             at = now()
-            await self.result_storage.set_many([
-                TaskResult(task_id=t.id, state=TaskState.EXPIRED, attempts=t.attempts, finished_at=at,
-                           error=ErrorInfo(type="Expired", message="not started before its ttl"),
-                           expires_at=at + t.result_ttl) for t in expired])
-            await write_events(self._event_storage,
-                               [build_event(t, EventType.EXPIRED, self.id) for t in expired])
+            await self.result_storage.set_many(
+                [
+                    TaskResult(
+                        task_id=t.id,
+                        state=TaskState.EXPIRED,
+                        attempts=t.attempts,
+                        finished_at=at,
+                        error=ErrorInfo(type="Expired", message="not started before its ttl"),
+                        expires_at=at + t.result_ttl,
+                    )
+                    for t in expired
+                ]
+            )
+            await write_events(
+                self._event_storage, [build_event(t, EventType.EXPIRED, self.id) for t in expired]
+            )
         await self.result_storage.cleanup()
         await self.event_storage.cleanup(now() - self.config.event_ttl)
 
@@ -711,11 +845,15 @@ class Worker:
         if self.max_tasks and self.stats.processed >= self.max_tasks:
             self.request_stop("max-tasks")
         if self.max_memory_mb:
-            pids = [os.getpid(), *getattr(self.pool, "child_pids", lambda: [])()]
+            pids = [os.getpid(), *getattr(self.pool, "child_pids", list)()]
             used = rss_mb(pids)
             if used > self.max_memory_mb:
-                log.warning("worker %s uses %.0f MiB > max_memory_mb=%g; recycling", self.id, used,
-                            self.max_memory_mb)
+                log.warning(
+                    "worker %s uses %.0f MiB > max_memory_mb=%g; recycling",
+                    self.id,
+                    used,
+                    self.max_memory_mb,
+                )
                 self.request_stop("max-memory")
 
     async def _drain(self) -> None:
@@ -750,9 +888,14 @@ class Worker:
                     break
                 await asyncio.sleep(0.02)
         if bodies:
-            log.warning("worker %s: %d task bodies still run and cannot be stopped (threads); "
-                        "their tasks are not released but left to their leases, which lapse "
-                        "within %g s once this process has exited", self.id, bodies, self.lease)
+            log.warning(
+                "worker %s: %d task bodies still run and cannot be stopped (threads); "
+                "their tasks are not released but left to their leases, which lapse "
+                "within %g s once this process has exited",
+                self.id,
+                bodies,
+                self.lease,
+            )
         for entry in leftover:
             task = entry.task
             if bodies and entry.started:
@@ -762,8 +905,9 @@ class Worker:
                 if await self.task_queue.release(task.id, task.lease_token or ""):
                     self._emit(task, EventType.RELEASED, reason=self.stop_reason or "stopping")
             except Exception:
-                log.exception("worker %s: could not release task %s; its lease will lapse", self.id, task.id)
+                log.exception(
+                    "worker %s: could not release task %s; its lease will lapse", self.id, task.id
+                )
             self._forget(task)
         if self._wake_writer is not None:
             self._wake_writer.set()
-

@@ -64,8 +64,9 @@ class ThreadRunner:
             if inbox is None:
                 self._count += 1
                 inbox = queue.SimpleQueue()
-                threading.Thread(target=self._main, args=(inbox,), daemon=True,
-                                 name=f"{self.name}-{self._count}").start()
+                threading.Thread(
+                    target=self._main, args=(inbox,), daemon=True, name=f"{self.name}-{self._count}"
+                ).start()
         inbox.put((call, future, loop))
         return await future
 

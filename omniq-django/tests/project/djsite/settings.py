@@ -23,22 +23,36 @@ ENGINE = os.environ.get("OMNIQ_DJANGO_DB", "sqlite")
 if ENGINE == "postgres":
     PG_URL = os.environ.get("OMNIQ_DJANGO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
     SCHEMA = os.environ["OMNIQ_DJANGO_SCHEMA"]
-    DATABASES = {"default": {
-        "ENGINE": "django.db.backends.postgresql", "NAME": "test", "USER": "postgres",
-        "HOST": "127.0.0.1", "PORT": "5432", "OPTIONS": {"options": f"-c search_path={SCHEMA}"},
-    }}
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "test",
+            "USER": "postgres",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+            "OPTIONS": {"options": f"-c search_path={SCHEMA}"},
+        }
+    }
     STORE = {"backend": "postgres", "url": PG_URL, "schema": f"{SCHEMA}_q"}
 else:
     DIR = Path(os.environ["OMNIQ_DJANGO_DIR"])
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
-                             "NAME": str(DIR / "django.sqlite3")}}
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DIR / "django.sqlite3")}
+    }
     STORE = f"sqlite:///{DIR / 'omniq.db'}"
 
 OMNIQ = {"task_queue": STORE}
 TASKS = {
-    "default": {"BACKEND": "omniq_django.OmniQBackend", "QUEUES": ["default", "prio"],
-                "OPTIONS": OMNIQ},
+    "default": {
+        "BACKEND": "omniq_django.OmniQBackend",
+        "QUEUES": ["default", "prio"],
+        "OPTIONS": OMNIQ,
+    },
     # Same stores; enqueues inside a transaction wait for its commit; any queue name.
-    "oncommit": {"BACKEND": "omniq_django.OmniQBackend", "QUEUES": [],
-                 "ENQUEUE_ON_COMMIT": True, "OPTIONS": OMNIQ},
+    "oncommit": {
+        "BACKEND": "omniq_django.OmniQBackend",
+        "QUEUES": [],
+        "ENQUEUE_ON_COMMIT": True,
+        "OPTIONS": OMNIQ,
+    },
 }

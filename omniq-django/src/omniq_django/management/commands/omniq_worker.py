@@ -8,30 +8,44 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from omniq import OmniQError
 
+from omniq import OmniQError
 from omniq_django.worker import worker_app
 
 
 class Command(BaseCommand):
-    help = ("Run an OmniQ worker for the Django tasks of an OmniQ task backend until stopped "
-            "(SIGTERM/Ctrl-C drain it; twice stops at once).")
+    help = (
+        "Run an OmniQ worker for the Django tasks of an OmniQ task backend until stopped "
+        "(SIGTERM/Ctrl-C drain it; twice stops at once)."
+    )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--backend", metavar="ALIAS",
-                            help="Alias in settings.TASKS (default: the only OmniQ backend, "
-                                 "else 'default').")
-        parser.add_argument("--queue", "-q", dest="queues", action="append", metavar="NAME",
-                            help="Queue to serve (repeatable; default: the backend's QUEUES).")
+        parser.add_argument(
+            "--backend",
+            metavar="ALIAS",
+            help="Alias in settings.TASKS (default: the only OmniQ backend, else 'default').",
+        )
+        parser.add_argument(
+            "--queue",
+            "-q",
+            dest="queues",
+            action="append",
+            metavar="NAME",
+            help="Queue to serve (repeatable; default: the backend's QUEUES).",
+        )
         parser.add_argument("--concurrency", "-c", type=int, help="Tasks run at once.")
         parser.add_argument("--pool", metavar="NAME", help="Execution pool (async or thread).")
-        parser.add_argument("--burst", action="store_true",
-                            help="Stop when the queues are empty instead of waiting for work.")
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Stop when the queues are empty instead of waiting for work.",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["verbosity"] > 1:
-            logging.getLogger("omniq").setLevel(logging.DEBUG if opts["verbosity"] > 2
-                                                else logging.INFO)
+            logging.getLogger("omniq").setLevel(
+                logging.DEBUG if opts["verbosity"] > 2 else logging.INFO
+            )
         options = {key: opts[key] for key in ("queues", "concurrency", "pool") if opts[key]}
         if opts["burst"]:
             options["burst"] = True
