@@ -72,7 +72,8 @@ def fingerprint() -> str:
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    # Checked at run time: this script is what tells someone on an older Python to upgrade.
+    if sys.version_info < (3, 11):  # noqa: UP036
         sys.exit(f"OmniQ needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating virtual environment in {VENV}", flush=True)

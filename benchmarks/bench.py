@@ -82,15 +82,22 @@ def report(figures: dict[str, object], setup: dict[str, object]) -> str:
     f = figures
     return "\n".join(
         [
-            f"{f['subject']} on {setup['url']} (pool {setup['pool']}, concurrency {setup['concurrency']}, "
-            f"task {setup['task']}, events {'on' if setup['events'] else 'off'}, "
-            f"middleware {setup['middleware']}, worker log level {setup['log_level']})",
+            (
+                f"{f['subject']} on {setup['url']} (pool {setup['pool']}, "
+                f"concurrency {setup['concurrency']}, "
+                f"task {setup['task']}, events {'on' if setup['events'] else 'off'}, "
+                f"middleware {setup['middleware']}, worker log level {setup['log_level']})"
+            ),
             f"  enqueue, one by one   {f['enqueue_per_s']:>10,.0f} tasks/s  (n={f['n']})",
             f"  enqueue, bulk         {f['bulk_enqueue_per_s']:>10,.0f} tasks/s",
-            f"  processing            {f['processing_per_s']:>10,.0f} tasks/s  ({f['n']} tasks in "
-            f"{f['processing_s']} s, one worker process)",
-            f"  latency p50 / p99     {f['latency_p50_ms']:>7} ms / {f['latency_p99_ms']} ms  "
-            f"({f['latency_samples']} sequential tasks)",
+            (
+                f"  processing            {f['processing_per_s']:>10,.0f} tasks/s  "
+                f"({f['n']} tasks in {f['processing_s']} s, one worker process)"
+            ),
+            (
+                f"  latency p50 / p99     {f['latency_p50_ms']:>7} ms / {f['latency_p99_ms']} ms  "
+                f"({f['latency_samples']} sequential tasks)"
+            ),
         ]
     )
 

@@ -266,7 +266,7 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
         )
         per_round = report.get("per_round") or {}
         if per_round:
-            pairs = zip(per_round["omniq"], per_round[best_name])
+            pairs = zip(per_round["omniq"], per_round[best_name], strict=True)
             ratios = [advantage(o, p, target.key, higher) for o, p in pairs]
             detail += "; per round " + ", ".join(
                 "n/a" if r is None else f"{r:.2f}x" for r in ratios
@@ -291,8 +291,8 @@ def table(report: dict[str, Any]) -> str:
     header = f"{'library':<14}" + "".join(f"{label:>14}" for label, _, _ in METRICS)
     rounds = report.get("rounds", 1)
     lines = [
-        f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, one worker "
-        f"process, 10 tasks at a time, OmniQ with events on"
+        f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, "
+        f"one worker process, 10 tasks at a time, OmniQ with events on"
         + (f"; medians of {rounds} rounds" if rounds > 1 else ""),
         header,
         "-" * len(header),

@@ -94,7 +94,8 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float, log: Path) -
             f"the worker did not finish within {timeout:g} s; its log: {log}"
         ) from None
     if code != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        tail = text.strip().splitlines()[-5:]
         raise WorkerFailed(f"the worker exited with {code}: " + " | ".join(tail))
 
 

@@ -52,12 +52,12 @@ def test_every_member_is_reachable_from_the_all_extra_and_each_plugin_has_an_ent
 
 
 def _deps_of(members: list[str]) -> list[str]:
-    deps = []
-    for name in members:
-        for req in project(ROOT / name)["dependencies"]:
-            if not dist_name(req).startswith("omniq"):
-                deps.append(req)
-    return deps
+    return [
+        req
+        for name in members
+        for req in project(ROOT / name)["dependencies"]
+        if not dist_name(req).startswith("omniq")
+    ]
 
 
 @pytest.mark.slow

@@ -239,7 +239,9 @@ def test_a_contested_scheme_is_an_error_naming_both_until_one_is_chosen(
         @hookimpl
         def omniq_register_backends(register):
             # Never imported here: choosing "example" means the rival's class is not needed.
-            register(BackendSpec(name="rival", schemes=("example",), task_queue="rival_store:Queue"))
+            register(
+                BackendSpec(name="rival", schemes=("example",), task_queue="rival_store:Queue")
+            )
     """,
     )
     done = run(venv_python, "-c", CONTESTED, "example", extra_path=path)

@@ -193,53 +193,58 @@ def test_a_paused_workers_late_outcome_never_wins(
         sys.path.pop(0)
     app: OmniQ = zombieapp.app
     procs: list[subprocess.Popen[bytes]] = []
-    log = open(tmp_path / "workers.log", "ab")  # what the workers said, for a failure's autopsy
-    try:
-        ref = zombieapp.race.delay(str(marks))
-        procs = [
-            subprocess.Popen(
-                [sys.executable, str(app_path)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-            )
-            for _ in range(2)
-        ]
-        first = _poll(lambda: list(marks.glob("first-*")), "the first attempt")[0]
-        zombie = next(p for p in procs if first.name == f"first-{p.pid}")
-        winner = next(p for p in procs if p is not zombie)
-        _pause(zombie, store_ref)
+    # What the workers said, for a failure's autopsy.
+    with open(tmp_path / "workers.log", "ab") as log:
         try:
-            _poll(
-                lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
-                "the take-over by the other worker after the lease lapsed",
+            ref = zombieapp.race.delay(str(marks))
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, str(app_path)],
+                    cwd=tmp_path,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                for _ in range(2)
+            ]
+            first = _poll(lambda: list(marks.glob("first-*")), "the first attempt")[0]
+            zombie = next(p for p in procs if first.name == f"first-{p.pid}")
+            winner = next(p for p in procs if p is not zombie)
+            _pause(zombie, store_ref)
+            try:
+                _poll(
+                    lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
+                    "the take-over by the other worker after the lease lapsed",
+                )
+            finally:
+                zombie.send_signal(signal.SIGCONT)
+            assert app.get_result(ref, timeout=5) == winner.pid
+            # The zombie's attempt ends at once; it tells when its state change was refused.
+            said = tmp_path / "workers.log"
+            refused = re.compile(
+                rf":{zombie.pid}:\w+: completion of task {ref.id} refused".encode()
             )
+            _poll(
+                lambda: refused.search(said.read_bytes()),
+                "the zombie's finishing of its attempt",
+                deadline=20,
+            )
+            zombie.send_signal(signal.SIGTERM)
+            zombie.wait(timeout=20)
+            assert app.get_result(ref, timeout=5) == winner.pid, (
+                "the zombie's outcome overwrote the winner's"
+            )
+            events = [e.type for e in app.events(task_id=ref.id)]
+            assert events.count(EventType.SUCCEEDED) == 1, f"exactly one succeeded event: {events}"
+            assert EventType.FAILED not in events and EventType.DEAD not in events, (
+                f"the zombie's failure must leave no event: {events}"
+            )
+            task = app.get_task(ref.id)
+            assert task.state is TaskState.SUCCEEDED and task.attempts == 2
         finally:
-            zombie.send_signal(signal.SIGCONT)
-        assert app.get_result(ref, timeout=5) == winner.pid
-        # The zombie's attempt ends at once; it tells when its state change was refused.
-        said = tmp_path / "workers.log"
-        refused = re.compile(rf":{zombie.pid}:\w+: completion of task {ref.id} refused".encode())
-        _poll(
-            lambda: refused.search(said.read_bytes()),
-            "the zombie's finishing of its attempt",
-            deadline=20,
-        )
-        zombie.send_signal(signal.SIGTERM)
-        zombie.wait(timeout=20)
-        assert app.get_result(ref, timeout=5) == winner.pid, (
-            "the zombie's outcome overwrote the winner's"
-        )
-        events = [e.type for e in app.events(task_id=ref.id)]
-        assert events.count(EventType.SUCCEEDED) == 1, f"exactly one succeeded event: {events}"
-        assert EventType.FAILED not in events and EventType.DEAD not in events, (
-            f"the zombie's failure must leave no event: {events}"
-        )
-        task = app.get_task(ref.id)
-        assert task.state is TaskState.SUCCEEDED and task.attempts == 2
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-            p.wait(timeout=10)
-        log.close()
-        app.close()
-        sys.modules.pop("zombieapp", None)
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGCONT)
+                    p.kill()
+                p.wait(timeout=10)
+            app.close()
+            sys.modules.pop("zombieapp", None)

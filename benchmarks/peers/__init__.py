@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-I = TypeVar("I")
+Item = TypeVar("Item")
 
 #: A database number nothing else in the repository uses; every library's keys are also
 #: deleted by pattern afterwards, never with FLUSHDB.
@@ -57,7 +57,7 @@ async def gather_chunked(
 
 
 async def map_chunked(
-    call: Callable[[I], Awaitable[T]], items: list[I], width: int = BATCH_WIDTH
+    call: Callable[[Item], Awaitable[T]], items: list[Item], width: int = BATCH_WIDTH
 ) -> list[T]:
     """``call(item)`` for every item, ``width`` at a time (reading back job records)."""
     out: list[T] = []
@@ -69,7 +69,7 @@ async def map_chunked(
 def window(spans: list[tuple[float, float] | None], ids: list[str]) -> tuple[float, float]:
     """First start and last finish over ``(started, finished)`` epoch pairs, one per task
     id; ``None`` marks a task that has not succeeded."""
-    missing = [task_id for task_id, span in zip(ids, spans) if span is None]
+    missing = [task_id for task_id, span in zip(ids, spans, strict=True) if span is None]
     if missing:
         raise RuntimeError(f"{len(missing)} task(s) did not succeed, e.g. {missing[0]}")
     done = [span for span in spans if span is not None]

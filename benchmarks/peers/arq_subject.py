@@ -10,7 +10,8 @@ adds up to 0.5 s latency), so the benchmark sets it to ``POLL``; its documented 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -27,7 +28,7 @@ async def noop(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [noop]
+    functions: ClassVar[list[Callable[..., Any]]] = [noop]
     redis_settings = RedisSettings.from_dsn(REDIS_URL)
     queue_name = QUEUE
     max_jobs = CONCURRENCY
@@ -37,7 +38,7 @@ class WorkerSettings:
 
 class ArqSubject:
     name = "arq"
-    notes = [
+    notes: ClassVar[list[str]] = [
         "bulk = 100 concurrent enqueue_job calls at a time (no bulk API)",
         f"worker poll_delay={POLL}s (default 0.5 s); latency via Job.result(poll_delay={POLL})",
     ]

@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from typing import ClassVar
 
 from . import CONCURRENCY, NAME, POSTGRES_URL, window
 from .cleanup import postgres_drop_schema
@@ -50,7 +51,7 @@ async def create() -> AsyncIterator[PgQueuer]:
 
 class PgQueuerSubject:
     name = "pgqueuer"
-    notes = [
+    notes: ClassVar[list[str]] = [
         "bulk = Queries.enqueue with lists (one statement)",
         "window from pgqueuer_log; latency via CompletionWatcher(debounce=1 ms)",
     ]
@@ -105,8 +106,10 @@ class PgQueuerSubject:
         assert self.queries is not None
         log = db_settings().queue_table_log
         rows = await self.queries.driver.fetch(
-            f"SELECT job_id, extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8 AS started,"
-            f" extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8 AS finished"
+            "SELECT job_id,"
+            " extract(epoch FROM min(created) FILTER (WHERE status = 'picked'))::float8 AS started,"
+            " extract(epoch FROM max(created) FILTER (WHERE status = 'successful'))::float8"
+            " AS finished"
             f" FROM {SCHEMA}.{log} WHERE job_id = ANY($1::bigint[]) GROUP BY job_id",
             [int(t) for t in task_ids],
         )

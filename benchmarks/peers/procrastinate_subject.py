@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import ClassVar
 
 from procrastinate import App, PsycopgConnector
 from procrastinate.jobs import Status
@@ -44,10 +45,12 @@ SELECT job_id,
 
 class ProcrastinateSubject:
     name = "procrastinate"
-    notes = [
+    notes: ClassVar[list[str]] = [
         "bulk = Task.batch_defer_async (one INSERT)",
-        "window from procrastinate_events; latency by polling the job status every "
-        f"{POLL}s (no result store)",
+        (
+            "window from procrastinate_events; latency by polling the job status every "
+            f"{POLL}s (no result store)"
+        ),
     ]
 
     async def open(self) -> None:

@@ -13,6 +13,7 @@ sequential.
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 from redis import Redis
 from rq import Queue
@@ -30,7 +31,7 @@ def noop() -> None:
 
 class RqSubject:
     name = "rq"
-    notes = [
+    notes: ClassVar[list[str]] = [
         "SimpleWorker (no fork per job), one job at a time (RQ has no concurrency setting)",
         "bulk = Queue.enqueue_many (one pipeline); latency via Job.latest_result(timeout)",
     ]

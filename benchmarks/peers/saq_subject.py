@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from saq import Queue
 from saq.job import TERMINAL_STATUSES, Status
@@ -35,7 +35,7 @@ settings_burst: dict[str, Any] = {**settings, "burst": True, "dequeue_timeout": 
 
 class SaqSubject:
     name = "saq"
-    notes = [
+    notes: ClassVar[list[str]] = [
         "bulk = 100 concurrent enqueue calls at a time (no bulk API)",
         f"latency by polling the job every {POLL}s (as Queue.apply does)",
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import ClassVar
 
 import nats
 from taskiq import AsyncTaskiqTask
@@ -44,8 +45,11 @@ async def noop() -> float:
 class TaskiqNatsSubject:
     name = "taskiq-nats"
     has_burst = False
-    notes = [
-        "PullBasedJetStreamBroker (one message per pull, its default) + NATSObjectStoreResultBackend",
+    notes: ClassVar[list[str]] = [
+        (
+            "PullBasedJetStreamBroker (one message per pull, its default)"
+            " + NATSObjectStoreResultBackend"
+        ),
         "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
         f"latency via wait_result(check_interval={POLL})",
     ]

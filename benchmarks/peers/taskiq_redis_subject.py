@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import ClassVar
 
 from taskiq import AsyncTaskiqTask
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -39,7 +40,7 @@ async def noop() -> float:
 class TaskiqRedisSubject:
     name = "taskiq"
     has_burst = False
-    notes = [
+    notes: ClassVar[list[str]] = [
         "RedisStreamBroker (acks after the result is saved) + RedisAsyncResultBackend",
         "bulk = 100 concurrent kiq calls at a time (no bulk API); no burst mode",
         f"latency via wait_result(check_interval={POLL})",

@@ -77,7 +77,7 @@ def test_options_are_checked() -> None:
         registry.resolve("task_queue", {"url": "memory://x", "fsyn": True})
     with pytest.raises(ConfigError, match="file:// only"):
         registry.resolve("task_queue", {"url": "memory://x", "fsync": True})
-    with pytest.raises(ConfigError, match="storage_options='key=1'.*expected a mapping"):
+    with pytest.raises(ConfigError, match=r"storage_options='key=1'.*expected a mapping"):
         registry.resolve("result_storage", {"url": "memory://x", "storage_options": "key=1"})
 
 

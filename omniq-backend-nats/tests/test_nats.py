@@ -357,11 +357,13 @@ async def test_a_task_pulled_by_a_killed_worker_comes_back_after_the_lease(
     lease = 2.0
     async with queue_at(nats_url, nats_prefix) as q:
         task = await q.enqueue(make_task())
-        proc = subprocess.run(
-            [sys.executable, "-c", _DIE_AFTER_PULL, nats_url, nats_prefix, str(lease)],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        proc = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-c", _DIE_AFTER_PULL, nats_url, nats_prefix, str(lease)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         )
         assert proc.returncode == -signal.SIGKILL and proc.stdout == "pulled\n", proc.stderr
         assert (await q.get(task.id)).state is TaskState.PENDING  # pulled, never claimed

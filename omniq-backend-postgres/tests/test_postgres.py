@@ -256,8 +256,8 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         got = [(await events.query(task_id=t.id))[0] for t in tasks]
         assert [e.id for e in got] == [e.id for e in recorded]
         assert [e.detail["state"] for e in got] == ["pending", "scheduled"]
+        child = make_task(depends_on=[tasks[0].id])
         with pytest.raises(AssertionError, match="event store was called"):
-            child = make_task(depends_on=[tasks[0].id])
             await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
         bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
         with pytest.raises(AssertionError, match="event store was called"):
@@ -487,7 +487,8 @@ async def test_pool_recovers_from_terminated_connections(
         await store.wait_for_work(["default"], 0)  # opens the LISTEN connection too
         assert store.listening
         killed = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1",
             app_name,
         )
         assert killed >= 1

@@ -85,7 +85,7 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
         stored = await queue.enqueue_recorded(tasks, recorded, events)
         assert [t.state for t in stored] == [TaskState.PENDING, TaskState.PENDING]
         assert appended == [[other.id]], "only the event of the task that existed went on its own"
-        for task, event in zip(tasks, recorded):
+        for task, event in zip(tasks, recorded, strict=True):
             assert [e.id for e in await events.query(task_id=task.id)] == [event.id]
     finally:
         await events.close()
@@ -614,7 +614,7 @@ async def test_enqueue_many_sends_shared_and_differing_fields_alike(
             TaskState.PENDING,
         ]
         assert stored[3].created_at >= now  # 0 means: the server's now
-        for given, answer in zip(batch, stored):
+        for given, answer in zip(batch, stored, strict=True):
             got = await queue.get(given.id)
             assert got == answer
             for field in (

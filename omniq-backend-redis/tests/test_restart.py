@@ -84,9 +84,8 @@ async def test_worker_reconnects_after_a_redis_restart_and_loses_nothing_persist
             server.wait(timeout=10)
             server = start_redis(port, tmp_path)  # AOF replays what was acknowledged
 
-            after = []
-            for i in range(10, 20):  # the producer's own connection retries as well
-                after.append(await double.delay(i))
+            # The producer's own connection retries as well.
+            after = [await double.delay(i) for i in range(10, 20)]
             assert [await app.get_result(r, timeout=20) for r in after] == [
                 2 * i for i in range(10, 20)
             ]

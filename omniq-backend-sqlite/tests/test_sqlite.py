@@ -142,7 +142,7 @@ async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -
 
 async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
-    with pytest.raises(ConfigError, match="junk.db"):
+    with pytest.raises(ConfigError, match=r"junk\.db"):
         await registry.resolve("task_queue", f"sqlite:///{tmp_path}/junk.db").open()
 
 

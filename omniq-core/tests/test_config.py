@@ -49,7 +49,7 @@ def test_env_lists_and_json_mappings():
 
 
 @pytest.mark.parametrize(
-    "source, message",
+    ("source", "message"),
     [
         ({"wrker": {}}, "unknown config key 'wrker' in the config object; did you mean 'worker'?"),
         ({"worker": {"concurency": 2}}, "did you mean 'worker.concurrency'?"),
@@ -85,7 +85,7 @@ def test_env_wrong_type_names_key_and_value():
 
 
 @pytest.mark.parametrize(
-    "url, masked",
+    ("url", "masked"),
     [
         ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
         ("postgresql://user:pw@db/test", "postgresql://user:***@db/test"),
@@ -99,7 +99,7 @@ def test_mask_url(url, masked):
 
 
 @pytest.mark.parametrize(
-    "url, masked",
+    ("url", "masked"),
     [
         ("nats://s3cretToken@host:4222", "nats://***@host:4222"),
         ("nats://u:p1@h1:4222,nats://u:p2@h2:4222", "nats://u:***@h1:4222,nats://u:***@h2:4222"),

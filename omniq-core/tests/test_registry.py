@@ -87,7 +87,7 @@ def test_a_broken_plugin_is_reported_by_name_and_others_still_load(plugins):
     assert "boom at import" in infos["broken"].error and "omniq-broken" in infos["broken"].error
     assert infos["good"].error is None and infos["good"].version == "1.2.3"
     assert type(reg.resolve("task_queue", "good://x")).__name__ == "Queue"
-    with pytest.raises(UnknownBackendError, match="Plugins that failed to load: .*broken"):
+    with pytest.raises(UnknownBackendError, match=r"Plugins that failed to load: .*broken"):
         reg.resolve("task_queue", "nope://x")
 
 
@@ -143,7 +143,7 @@ def test_resolution_forms(plugins):
 
 
 @pytest.mark.parametrize(
-    "ref, error, message",
+    ("ref", "error", "message"),
     [
         ("reddis://h", UnknownBackendError, "unknown URL scheme 'reddis'. Did you mean 'redis'?"),
         ("nats://h", BackendNotInstalledError, "pip install 'omniq[nats]'"),
@@ -198,7 +198,7 @@ def omniq_register_backends(register):
     )
     reg = PluginRegistry()
     with pytest.raises(
-        IncompatiblePluginError, match="not a subclass of omniq.interfaces.BaseTaskQueue"
+        IncompatiblePluginError, match=r"not a subclass of omniq\.interfaces\.BaseTaskQueue"
     ):
         reg.resolve("task_queue", "bad://x")
     with pytest.raises(UnknownBackendError, match="provides no result_storage"):

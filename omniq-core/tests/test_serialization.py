@@ -25,7 +25,7 @@ def test_what_msgpack_cannot_carry_goes_by_dill_locally():
     assert data[2] & 1  # dill flag
     args, _, func = s.loads_call(data, local_only=True)
     assert func(*args) == 13
-    naive = datetime(2026, 1, 2)
+    naive = datetime(2026, 1, 2)  # noqa: DTZ001 - a naive datetime must round-trip as one
     assert s.loads(s.dumps(naive), local_only=True) == naive
 
 
@@ -53,7 +53,7 @@ def nested(depth: int) -> list:
         Name("x"),
         {1, 2},
         {True: 1},
-        {"k": [datetime(2026, 1, 2)]},
+        {"k": [datetime(2026, 1, 2)]},  # noqa: DTZ001 - naive on purpose
         nested(70),
     ],
 )

@@ -111,8 +111,12 @@ def test_errors_and_values_pass_through_unchanged():
                 await pool.run(own_timeout, [], {}, 5)
             except TimeoutError as exc:
                 own = f"{type(exc).__name__}: {exc}"
-            return own, await pool.run(coro, [2], {}, 1), await pool.run(returns_coro, [3], {}, 1), \\
-                await pool.run(dict, [], {"a": 1}, None)
+            return (
+                own,
+                await pool.run(coro, [2], {}, 1),
+                await pool.run(returns_coro, [3], {}, 1),
+                await pool.run(dict, [], {"a": 1}, None),
+            )
 
         print(asyncio.run(with_pool(2, body)))
     """,

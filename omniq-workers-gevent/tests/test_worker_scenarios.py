@@ -47,7 +47,7 @@ def run_scenarios(
     assert app.get_result(refs["retry"], timeout=5) == "ok on attempt 2"
     with pytest.raises(ValueError, match="boom"):
         app.get_result(refs["failure"], timeout=5)
-    with pytest.raises(TaskTimeoutError, match="timeout of 0.3 s"):
+    with pytest.raises(TaskTimeoutError, match=r"timeout of 0\.3 s"):
         app.get_result(refs["timeout"], timeout=5)
     assert app.get_result(refs["child"], timeout=5) == "child"
     with pytest.raises(TaskFailedError):

@@ -266,7 +266,8 @@ class NatsStore(BaseStore):
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise NatsUnavailableError(
-                f"cannot connect to NATS at {s.masked}: {type(exc).__name__}: {mask_url(str(exc))}. "
+                f"cannot connect to NATS at {s.masked}: "
+                f"{type(exc).__name__}: {mask_url(str(exc))}. "
                 f"Is nats-server running (with -js) and are the credentials right?"
             ) from None
         # ...but once connected, ride out server restarts however long they take.
@@ -344,7 +345,8 @@ class NatsStore(BaseStore):
             problems.append(f"subjects {have.subjects} (needs {sorted(missing)})")
         if config.max_msgs_per_subject and have.max_msgs_per_subject != config.max_msgs_per_subject:
             problems.append(
-                f"max_msgs_per_subject {have.max_msgs_per_subject} (needs {config.max_msgs_per_subject})"
+                f"max_msgs_per_subject {have.max_msgs_per_subject} "
+                f"(needs {config.max_msgs_per_subject})"
             )
         if problems:
             raise ConfigError(

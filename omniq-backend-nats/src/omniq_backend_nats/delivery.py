@@ -169,7 +169,8 @@ class Delivery(TaskRecords):
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=ack_wait,
-                max_deliver=-1,  # attempts are counted in the record: naks for delay are not failures
+                # Attempts are counted in the record: naks for delay are not failures.
+                max_deliver=-1,
                 max_ack_pending=-1,  # delayed and running tasks hold messages
                 num_replicas=self.settings["replicas"],
             )

@@ -29,7 +29,7 @@ class LeaseDeadlines(Dependencies):
         # The batch entries listing extended leases, rewritten once each.
         keys = {
             h.batch
-            for (tid, _), ok in zip(leases, held)
+            for (tid, _), ok in zip(leases, held, strict=True)
             if ok and (h := self._held.get(tid)) and h.batch
         }
         rewrite = [(k, self._batches[k][0]) for k in keys if k is not None and k in self._batches]
@@ -38,10 +38,10 @@ class LeaseDeadlines(Dependencies):
                 f"{self.prefix}_leases",
                 [(k, encoder.encode(list(listed.values())), None) for k, listed in rewrite],
             )
-            for (key, listed), rev in zip(rewrite, revs):
+            for (key, listed), rev in zip(rewrite, revs, strict=True):
                 if key in self._batches:
                     self._batches[key] = (listed, rev)
-        return [tid for (tid, _), ok in zip(leases, held) if ok]
+        return [tid for (tid, _), ok in zip(leases, held, strict=True) if ok]
 
     async def _extend(self, task_id: str, lease_token: str, deadline: float) -> bool:
         (changed,) = await self._change_many(

@@ -206,7 +206,9 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
         out: list[Task | None] = [None] * len(tasks)
         free = [i for i, t in enumerate(tasks) if not t.depends_on]
         for i, stored in zip(
-            free, await _windowed([tasks[i] for i in free], lambda t: self._store(t, at))
+            free,
+            await _windowed([tasks[i] for i in free], lambda t: self._store(t, at)),
+            strict=True,
         ):
             out[i] = stored
         for i, task in enumerate(tasks):
@@ -281,9 +283,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
         ``then`` (told which jobs were accepted); dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries(
-            [self._forget(job.task_id) for job, done in zip(jobs, changed) if done is None]
+            [
+                self._forget(job.task_id)
+                for job, done in zip(jobs, changed, strict=True)
+                if done is None
+            ]
         )
-        moved = [job for job, done in zip(jobs, changed) if done is not None]
+        moved = [job for job, done in zip(jobs, changed, strict=True) if done is not None]
         ended = [
             done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES
         ]
@@ -443,10 +449,13 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
                     states.get(p) in TERMINAL_STATES for p in task.depends_on
                 ):
                     await self._settle(task.id)  # repairs a parent that died before settling it
-            elif task.state in TERMINAL_STATES and task.finished_at is not None:
-                if task.finished_at + task.retention() <= at:
-                    if await self._remove("tasks", task.id, rev):  # unless re-enqueued since
-                        await self._remove("children", task.id)
+            elif (
+                task.state in TERMINAL_STATES
+                and task.finished_at is not None
+                and task.finished_at + task.retention() <= at
+                and await self._remove("tasks", task.id, rev)  # unless re-enqueued since
+            ):
+                await self._remove("children", task.id)
         return expired
 
 

@@ -94,13 +94,15 @@ class TaskRecords(LeaseCache):
         )
         revs = revisions(await self.inbox.ask(cas)) if cas else []
         done = set()
-        for (i, held, old, new), rev in zip(fast, revs):
+        for (i, held, old, new), rev in zip(fast, revs, strict=True):
             if rev != WRONG_REVISION:
                 held.record, held.record_rev = new, rev
                 out[i] = (old, new)
                 done.add(i)
         slow = [i for i in range(len(changes)) if i not in done]
-        for i, changed in zip(slow, await _windowed(slow, lambda i: self._mutate(*changes[i]))):
+        for i, changed in zip(
+            slow, await _windowed(slow, lambda i: self._mutate(*changes[i])), strict=True
+        ):
             out[i] = changed
         return out
 

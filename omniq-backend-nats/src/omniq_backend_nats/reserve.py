@@ -115,7 +115,9 @@ class Reserve(Dependencies):
         unread = [i for i, (tid, found) in enumerate(carried) if tid and found is None]
         read = set()
         for i, entry in zip(
-            unread, await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread])
+            unread,
+            await self.inbox.get(self._tasks_bucket, [token(ids[i]) for i in unread]),
+            strict=True,
         ):
             if entry is not None:
                 try:
@@ -170,7 +172,7 @@ class Reserve(Dependencies):
         )
         revs = revisions(replies)
         won: list[tuple[int, Task, int]] = []
-        for (i, _, running, _), rev in zip(claims, revs):
+        for (i, _, running, _), rev in zip(claims, revs, strict=True):
             if rev == WRONG_REVISION:
                 slow[i] = None  # changed since the read: read again
                 listed.pop(ids[i], None)
@@ -195,7 +197,7 @@ class Reserve(Dependencies):
             *(self._claim(msgs[i], worker_id, lease, at, slow[i]) for i in others),
             return_exceptions=True,
         )
-        for i, task in zip(others, claimed):
+        for i, task in zip(others, claimed, strict=True):
             out[i] = task
         return out
 

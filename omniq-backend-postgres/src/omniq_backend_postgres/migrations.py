@@ -49,7 +49,7 @@ class SchemaVersionError(ConfigError):
 def _load() -> tuple[Migration, ...]:
     found = []
     for entry in resources.files(__package__).joinpath("sql").iterdir():
-        stem, dot, ext = entry.name.partition(".")
+        stem, _, ext = entry.name.partition(".")
         if ext != "sql":
             continue
         number, _, description = stem.partition("_")
@@ -83,7 +83,8 @@ async def current_version(conn: asyncpg.Connection, settings: PostgresSettings) 
     # A catalog query, not to_regclass(): the syscache behind to_regclass is not
     # refreshed by taking an advisory lock, so it could miss a concurrent migrator's table.
     exists = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'migrations')",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        " WHERE schemaname = $1 AND tablename = 'migrations')",
         settings.schema,
     )
     if not exists:
@@ -94,7 +95,8 @@ async def current_version(conn: asyncpg.Connection, settings: PostgresSettings) 
 def _refuse_newer(version: int, settings: PostgresSettings) -> None:
     if version > LATEST_VERSION:
         raise SchemaVersionError(
-            f"PostgreSQL schema {settings.schema!r} is at version {version}, made by a newer OmniQ; "
+            f"PostgreSQL schema {settings.schema!r} is at version {version}, "
+            f"made by a newer OmniQ; "
             f"this omniq-backend-postgres knows versions up to {LATEST_VERSION}. Upgrade "
             f"omniq-backend-postgres here, or use another schema (option 'schema')."
         )
@@ -137,7 +139,8 @@ async def ensure_schema(
         for migration in todo:
             await conn.execute(migration.render(settings))
             await conn.execute(
-                f"INSERT INTO {settings.quoted_schema}.migrations (version, description) VALUES ($1, $2)",
+                f"INSERT INTO {settings.quoted_schema}.migrations (version, description)"
+                " VALUES ($1, $2)",
                 migration.version,
                 migration.description,
             )

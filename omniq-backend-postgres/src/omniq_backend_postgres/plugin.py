@@ -21,7 +21,10 @@ def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
             task_queue="omniq_backend_postgres.queue:PostgresTaskQueue",
             result_storage="omniq_backend_postgres.results:PostgresResultStorage",
             event_storage="omniq_backend_postgres.events:PostgresEventStorage",
-            description="PostgreSQL (asyncpg): SKIP LOCKED leases, LISTEN/NOTIFY wake-ups, SQL-queryable events",
+            description=(
+                "PostgreSQL (asyncpg): SKIP LOCKED leases, LISTEN/NOTIFY wake-ups, "
+                "SQL-queryable events"
+            ),
         )
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -72,7 +72,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             above=False,
         ),
     )
-    GLOBAL_KEYS = {
+    GLOBAL_KEYS: ClassVar[dict[str, str]] = {
         "ev": "stream",
         "ev:late": "string",
         "ev:n": "string",
@@ -180,7 +180,7 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             raise (await self.foreign(self.key("ev"), exc) or exc) from None
         found: list[tuple[float, int, TaskEvent]] = []
         for entry_id, flat in entries:
-            fields = dict(zip(flat[::2], flat[1::2]))
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             if (ts := keep(fields)) is not None:
                 events = decode_or_skip(_events, fields[b"e"], "the events stream", entry_id) or ()
                 found += [(ts, len(found), e) for e in events if e.task_id == task_id]

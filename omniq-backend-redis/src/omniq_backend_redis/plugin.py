@@ -14,6 +14,8 @@ def omniq_register_backends(register):  # type: ignore[no-untyped-def]
             task_queue="omniq_backend_redis.queue:RedisTaskQueue",
             result_storage="omniq_backend_redis.results:RedisResultStorage",
             event_storage="omniq_backend_redis.events:RedisEventStorage",
-            description="Redis: Lua-scripted task queue, results with native TTL, events on Streams",
+            description=(
+                "Redis: Lua-scripted task queue, results with native TTL, events on Streams"
+            ),
         )
     )

@@ -13,7 +13,7 @@ import heapq
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -83,7 +83,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         }
     )
     local_only = False
-    GLOBAL_KEYS = {
+    GLOBAL_KEYS: ClassVar[dict[str, str]] = {
         "running": "zset",
         "ttl": "zset",
         "done": "zset",
@@ -183,7 +183,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         stored = 0
         held: list[TaskEvent] = []
         refusal: Exception | None = None
-        for i, (tasks, events) in enumerate(sent):
+        for i, (_, events) in enumerate(sent):
             outcome = decoded[i]
             if isinstance(outcome, ResponseError):
                 refusal = _script_error(outcome)
@@ -235,7 +235,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             for member in ids:
                 pipe.hmget(self.key("t", member.decode()), ("lt", "q"))
             found = await pipe.execute()
-        by_token = {lt: (member.decode(), q) for member, (lt, q) in zip(ids, found)}
+        by_token = {lt: (member.decode(), q) for member, (lt, q) in zip(ids, found, strict=True)}
         out = []
         for row in rows:
             try:
@@ -324,7 +324,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             for task_id in ids:
                 pipe.hmget(self.key("t", task_id.decode()), HASH_FIELDS)
             found = await pipe.execute()
-        return [decode_hash(i.decode(), v) for i, v in zip(ids, found) if is_task_hash(v[0])]
+        return [
+            decode_hash(i.decode(), v)
+            for i, v in zip(ids, found, strict=True)
+            if is_task_hash(v[0])
+        ]
 
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
@@ -506,7 +510,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blobs = cast("builtins.list[bytes | None]", await self.redis.hmget(self.key("sched"), ids))
         candidates: builtins.list[tuple[Schedule, builtins.list[float]]] = []
         args: builtins.list[Any] = []
-        for schedule_id, blob in zip(ids, blobs):
+        for schedule_id, blob in zip(ids, blobs, strict=True):
             if blob is None:
                 continue
             schedule = schedule_or_none(schedule_id, blob, "Redis")
@@ -521,7 +525,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         if not candidates:
             return []
         won = await self._run("schedule_cas", args)
-        return [c for c, ok in zip(candidates, won) if ok]
+        return [c for c, ok in zip(candidates, won, strict=True) if ok]
 
     # -- live workers ------------------------------------------------------------------
     # One hash, worker id -> WorkerInfo with expires_at by Redis TIME; entries that
@@ -592,7 +596,7 @@ def _stored(tasks: Sequence[Task], reply: bytes) -> tuple[list[Task], list[int]]
     server_now, rows, held = msgspec.msgpack.decode(reply)
     now = float(server_now)
     stored = []
-    for task, row in zip(tasks, rows):
+    for task, row in zip(tasks, rows, strict=True):
         error = None
         if type(row) is bytes:
             state = STATES[row]

@@ -53,7 +53,9 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         values = cast(
             "list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids])
         )
-        return {t: self._decode(t, v) for t, v in zip(task_ids, values) if v is not None}
+        return {
+            t: self._decode(t, v) for t, v in zip(task_ids, values, strict=True) if v is not None
+        }
 
     async def _delete(self, task_id: str) -> bool:
         return bool(await self._script("results_delete", [task_id], self.key("r", task_id)))

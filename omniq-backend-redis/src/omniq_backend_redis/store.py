@@ -80,7 +80,7 @@ class RedisStore(BaseStore):
             for key in keys:
                 pipe.type(key)
             found = await pipe.execute()
-        for (key, want), have in zip(keys.items(), found):
+        for (key, want), have in zip(keys.items(), found, strict=True):
             have = have.decode()
             if have not in ("none", want):
                 raise ForeignKeyError(key, f"holds a {have} where OmniQ keeps a {want}")

@@ -120,6 +120,13 @@ def parse_settings(url: str, options: Mapping[str, Any], store: Any = None) -> S
     return Settings(path=path or DEFAULT_PATH, **values.values)
 
 
+def _missing_file(path: str) -> str | None:
+    """The absolute form of ``path`` when no file is there, else ``None``: file-system
+    calls, which :meth:`Database.open` runs in a thread, off the event loop."""
+    where = Path(path)
+    return None if where.is_file() else str(where.absolute())
+
+
 class Database:
     """One connection, opened with WAL and the schema for one store kind."""
 
@@ -146,9 +153,13 @@ class Database:
                 f"Python links SQLite {sqlite3.sqlite_version}"
             )
         path = self.settings.path
-        if not self.settings.memory and not self.settings.create and not Path(path).is_file():
+        if (
+            not self.settings.memory
+            and not self.settings.create
+            and (missing := await asyncio.to_thread(_missing_file, path)) is not None
+        ):
             raise ConfigError(
-                f"SQLite database {str(Path(path).absolute())!r} does not exist (opened with "
+                f"SQLite database {missing!r} does not exist (opened with "
                 f"create=false, as the CLI's inspection commands do): check the path, or start a "
                 f"worker or enqueue a task to create it"
             )

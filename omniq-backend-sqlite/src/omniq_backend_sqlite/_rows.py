@@ -52,7 +52,7 @@ def task_params(task: Task) -> tuple[Any, ...]:
 
 def row_to_task(row: Sequence[Any]) -> Task:
     """Decode a row selected as :data:`COLUMNS_SQL`; never raises (see module doc)."""
-    fields = dict(zip(TASK_COLUMNS, row))
+    fields = dict(zip(TASK_COLUMNS, row, strict=True))
     try:
         deps = fields["depends_on"]
         fields["depends_on"] = msgspec.json.decode(deps) if deps is not None else ()

@@ -82,7 +82,8 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
             ON omniq_tasks (lease_deadline) WHERE state = 'running'""",
         f"""CREATE INDEX IF NOT EXISTS omniq_tasks_expiry ON omniq_tasks (expires_at)
             WHERE state IN {UNSTARTED_SQL}""",
-        "CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at) WHERE purge_at IS NOT NULL",
+        """CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at)
+            WHERE purge_at IS NOT NULL""",
         # One row per (parent, child) for each child enqueued WAITING on its parents.
         """
         CREATE TABLE IF NOT EXISTS omniq_task_deps (

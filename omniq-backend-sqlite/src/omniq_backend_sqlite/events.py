@@ -105,7 +105,7 @@ def _params(event: TaskEvent) -> tuple[Any, ...]:
 
 
 def _decode(row: Sequence[Any]) -> TaskEvent:
-    fields = dict(zip(_COLUMNS, row))
+    fields = dict(zip(_COLUMNS, row, strict=True))
     try:
         fields["detail"] = (
             msgspec.json.decode(fields["detail"]) if fields["detail"] is not None else {}

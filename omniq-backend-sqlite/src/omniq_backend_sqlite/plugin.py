@@ -17,6 +17,8 @@ def omniq_register_backends(register: Callable[[BackendSpec], None]) -> None:
             task_queue="omniq_backend_sqlite.queue:SqliteTaskQueue",
             result_storage="omniq_backend_sqlite.results:SqliteResultStorage",
             event_storage="omniq_backend_sqlite.events:SqliteEventStorage",
-            description="one local SQLite file (WAL), shared by processes on this machine; the default",
+            description=(
+                "one local SQLite file (WAL), shared by processes on this machine; the default"
+            ),
         )
     )

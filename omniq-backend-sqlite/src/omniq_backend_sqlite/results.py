@@ -20,7 +20,10 @@ from ._schema import StoreKind
 _COLUMNS = ("task_id", "state", "value", "error", "attempts", "started_at", "finished_at",
             "worker_id", "expires_at")  # fmt: skip
 _COLUMNS_SQL = ", ".join(_COLUMNS)
-_UPSERT = f"INSERT OR REPLACE INTO omniq_results ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPSERT = (
+    f"INSERT OR REPLACE INTO omniq_results ({_COLUMNS_SQL})"
+    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -66,13 +69,14 @@ async def insert_results(conn: aiosqlite.Connection, results: Sequence[TaskResul
 
 def _params(result: TaskResult) -> tuple[Any, ...]:
     return (
-        result.task_id, result.state.value, result.value, encode_error(result.error), result.attempts,
-        result.started_at, result.finished_at, result.worker_id, result.expires_at,
+        result.task_id, result.state.value, result.value, encode_error(result.error),
+        result.attempts, result.started_at, result.finished_at, result.worker_id,
+        result.expires_at,
     )  # fmt: skip
 
 
 def _decode(row: Sequence[Any]) -> TaskResult:
-    fields = dict(zip(_COLUMNS, row))
+    fields = dict(zip(_COLUMNS, row, strict=True))
     try:
         if fields["error"] is not None:
             fields["error"] = msgspec.json.decode(fields["error"])

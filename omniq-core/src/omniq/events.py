@@ -50,7 +50,7 @@ def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
     # (nothing changes an event's detail in place).
     details: dict[tuple[str, TaskState], dict[str, Any]] = {}
     events = []
-    for t, event_id in zip(tasks, new_ids(len(tasks))):
+    for t, event_id in zip(tasks, new_ids(len(tasks)), strict=True):
         detail = details.get((t.name, t.state))
         if detail is None:
             detail = details[t.name, t.state] = {"name": t.name, "state": t.state.value}

@@ -61,7 +61,8 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     if depth > 64:
         return False
     if kind is list or kind is tuple:
-        for x in obj:
+        # A plain loop: all() would add a generator per list on this hot path.
+        for x in obj:  # noqa: SIM110
             if type(x) not in _ATOMS and not _is_plain(x, depth + 1):
                 return False
         return True
@@ -124,7 +125,8 @@ class Serializer:
             signing_key = next(iter(self.keys))
         if signing_key is not None and signing_key not in self.keys:
             raise SerializationError(
-                f"signing key id {signing_key!r} is not among the configured keys {sorted(self.keys)}"
+                f"signing key id {signing_key!r} is not among the configured keys "
+                f"{sorted(self.keys)}"
             )
         for kid in self.keys:
             if not 0 < len(kid.encode()) < 256:

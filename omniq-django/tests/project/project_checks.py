@@ -128,8 +128,8 @@ def test_failure_carries_the_exception(worker: None) -> None:
     [error] = result.errors
     assert error.exception_class is ValueError
     assert "boom" in error.traceback
-    with pytest.raises(ValueError):
-        result.return_value
+    with pytest.raises(ValueError, match="Task failed"):
+        _ = result.return_value
 
 
 def test_context_names_the_result_and_attempt(worker: None) -> None:
@@ -209,7 +209,8 @@ def test_enqueue_on_commit_drops_the_task_on_rollback(worker: None) -> None:
     class Rollback(Exception):
         pass
 
-    with pytest.raises(Rollback), transaction.atomic():
+    # The enqueue and the exception that rolls it back belong in one atomic block.
+    with pytest.raises(Rollback), transaction.atomic():  # noqa: PT012
         result = mark_paid.enqueue(Order.objects.create().id)
         raise Rollback
     with pytest.raises(TaskResultDoesNotExist):

@@ -69,8 +69,8 @@ def plugins(ctx: click.Context, as_json: bool, include_builtin: bool) -> None:
         return
     if not entries:
         out.print(
-            "No plugins installed. First-party backends: pip install 'omniq[redis]' (or postgres, nats, "
-            "fsspec, gevent)."
+            "No plugins installed. First-party backends: pip install 'omniq[redis]' "
+            "(or postgres, nats, fsspec, gevent)."
         )
         return
     # Problems go in numbered notes under the table, at full width: in a cell, an error

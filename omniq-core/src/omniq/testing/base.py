@@ -180,7 +180,7 @@ class StoreContract:
         if not numbers:
             pytest.skip("the store declares no number options")
         option = numbers[0]
-        ref, url = with_secret(store_ref, **{option.name: "not-a-number"})
+        ref, _ = with_secret(store_ref, **{option.name: "not-a-number"})
         with pytest.raises(ConfigError) as info:
             registry.resolve(self.kind, ref)
         text = str(info.value)

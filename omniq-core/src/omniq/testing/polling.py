@@ -33,7 +33,8 @@ async def eventually(
     deadline: float = DEADLINE,
     interval: float = 0.02,
 ) -> T:
-    """Call ``probe`` until it returns something truthy; fail naming ``what`` after ``deadline`` s."""
+    """Call ``probe`` until it returns something truthy; fail naming ``what`` after
+    ``deadline`` s."""
     with anyio.move_on_after(deadline):
         while True:
             value = await probe()

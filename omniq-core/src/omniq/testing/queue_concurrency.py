@@ -53,7 +53,8 @@ async def drain(queue: BaseTaskQueue, worker_id: str, limit: int) -> list[str]:
 
 
 def drain_in_child(ref: Any, worker_id: str, limit: int, barrier: Any, out: Any) -> None:
-    """``spawn`` child: resolve ``ref``, wait for the others, drain, report ``(worker, ids, error)``."""
+    """``spawn`` child: resolve ``ref``, wait for the others, drain, report
+    ``(worker, ids, error)``."""
 
     async def main() -> list[str]:
         async with open_store("task_queue", ref) as queue:

@@ -3,6 +3,7 @@ leases, heartbeats, token-fenced completion, retry, release, dead-lettering and 
 
 from __future__ import annotations
 
+import re
 import time
 
 import anyio
@@ -47,7 +48,8 @@ class DeliveryTests:
             assert isinstance(t.lease_token, str) and t.lease_token, "reserve sets a lease token"
             assert t.lease_deadline is not None
             assert before + 30.0 - TOLERANCE <= t.lease_deadline <= after + 30.0 + TOLERANCE, (
-                f"lease_deadline should be now + lease ({before + 30.0}..{after + 30.0}), got {t.lease_deadline}"
+                f"lease_deadline should be now + lease ({before + 30.0}..{after + 30.0}), "
+                f"got {t.lease_deadline}"
             )
             assert (
                 t.started_at is not None and before - TOLERANCE <= t.started_at <= after + TOLERANCE
@@ -433,13 +435,13 @@ class DeliveryTests:
         ones, raised before anything in the batch changes."""
         task, other = await reserved(task_queue), await reserved(task_queue)
         before = [await task_queue.get(t.id) for t in (task, other)]
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match=re.escape(repr(state.value))) as info:
             await task_queue.complete(task.id, task.lease_token or "", state, make_error())
         said = str(info.value)
         assert repr(state.value) in said and "'succeeded'" in said and "'cancelled'" in said, (
             f"the error must name the state {state.value!r} and the valid ones: {said}"
         )
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=re.escape(repr(state.value))):
             await task_queue.complete_many(
                 [
                     (other.id, other.lease_token or "", TaskState.SUCCEEDED, None),

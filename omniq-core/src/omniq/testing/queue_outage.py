@@ -113,13 +113,17 @@ class OutageTests:
         """Opening, then enqueueing, against a closed port."""
         ref = _redirect(server_ref, _free_port(), password=SECRET)
         store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailableError) as info:
+
+        async def open_and_enqueue() -> None:
             await store.open()
             try:
                 await store.enqueue(make_task())
             finally:
                 await store.close()
+
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as info:
+            await open_and_enqueue()
         self._check(info.value, ref, started)
 
     @pytest.mark.slow

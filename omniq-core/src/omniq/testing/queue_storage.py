@@ -88,7 +88,8 @@ class StorageTests:
         for t in (stored, fetched):
             assert t is not None
             assert before - TOLERANCE <= t.created_at <= after + TOLERANCE, (
-                f"created_at should be set by the backend when 0; got {t.created_at}, clock {before}..{after}"
+                f"created_at should be set by the backend when 0; got {t.created_at}, "
+                f"clock {before}..{after}"
             )
 
     async def test_enqueue_decides_the_state_itself(self, task_queue: BaseTaskQueue) -> None:

@@ -451,8 +451,9 @@ class Worker:
                     self._fail_for_good(
                         task,
                         UnknownTaskError(
-                            f"task {task.name!r} is not registered in this worker's app (registered: "
-                            f"{known}); import its module with --app or the 'imports' config key"
+                            f"task {task.name!r} is not registered in this worker's app "
+                            f"(registered: {known}); import its module with --app or the "
+                            f"'imports' config key"
                         ),
                         reason="unknown task",
                     )
@@ -698,7 +699,7 @@ class Worker:
                 self.result_storage,
                 self._event_storage,
             )
-            outcome.update(zip((d.task.id for d in successes), accepted))
+            outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
         for task_id, ok in outcome.items():
             if not ok:
                 log.warning(
