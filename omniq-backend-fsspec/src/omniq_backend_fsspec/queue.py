@@ -9,8 +9,9 @@ docs/backends/fsspec.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, ClassVar
+import functools
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError
@@ -32,6 +33,8 @@ from .location import Location
 from .store import FilesStore
 
 __all__ = ["FileTaskQueue", "FsspecTaskQueue", "MemoryTaskQueue", "S3TaskQueue"]
+
+T = TypeVar("T")
 
 
 class FsspecTaskQueue(FilesStore, BaseTaskQueue):
@@ -72,26 +75,31 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         self._engine = None
         await super().close()
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        engine = self._engine
-        if engine is None:
+    @property
+    def _live(self) -> QueueEngine:
+        """The engine of the open store (its methods are what :meth:`_call` runs)."""
+        if self._engine is None:
             raise self._not_open()
-        return await self._run(engine.run, getattr(engine, method), *args)
+        return self._engine
+
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
+        """``method``, one of :attr:`_live`'s, run by the engine (under its lock)."""
+        return await self._run(functools.partial(self._live.run, method, *args))
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[builtins.list[Task]]:
         tasks, _ = gather_batches(batches)  # (no sibling stores: never any events here)
         if tasks:
-            yield await self._call("enqueue_many", builtins.list(tasks))
+            yield await self._call(self._live.enqueue_many, builtins.list(tasks))
 
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> builtins.list[Task]:
-        return await self._call("reserve", list(queues), worker_id, lease, limit)
+        return await self._call(self._live.reserve, list(queues), worker_id, lease, limit)
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
-        return await self._call("heartbeat", list(leases), lease)
+        return await self._call(self._live.heartbeat, list(leases), lease)
 
     async def _finish(
         self,
@@ -101,63 +109,65 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         result_storage: BaseResultStorage | None,
         event_storage: BaseEventStorage | None,
     ) -> builtins.list[bool]:
-        return await self._call("complete_many", list(items))
+        return await self._call(self._live.complete_many, list(items))
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
-        return await self._call("retry", task_id, token, eta, error)
+        return await self._call(self._live.retry, task_id, token, eta, error)
 
     async def _release(self, task_id: str, token: str) -> bool:
-        return await self._call("release", task_id, token)
+        return await self._call(self._live.release, task_id, token)
 
     async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
-        return await self._call("dead_letter", task_id, token, error)
+        return await self._call(self._live.dead_letter, task_id, token, error)
 
     async def _release_expired_leases(self) -> builtins.list[Task]:
-        return await self._call("release_expired_leases")
+        return await self._call(self._live.release_expired_leases)
 
     async def _cancel(self, task_id: str) -> bool:
-        return await self._call("cancel", task_id)
+        return await self._call(self._live.cancel, task_id)
 
     async def _get(self, task_id: str) -> Task | None:
-        return await self._call("get", task_id)
+        return await self._call(self._live.get, task_id)
 
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> builtins.list[Task]:
         return await self._call(
-            "list", queue, None if states is None else builtins.list(states), limit
+            self._live.list, queue, None if states is None else builtins.list(states), limit
         )
 
     async def _stats(self) -> dict[str, dict[TaskState, int]]:
-        return await self._call("stats")
+        return await self._call(self._live.stats)
 
     async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
-        return await self._call("purge", queue, None if states is None else builtins.list(states))
+        return await self._call(
+            self._live.purge, queue, None if states is None else builtins.list(states)
+        )
 
     async def _cleanup(self) -> builtins.list[Task]:
-        return await self._call("cleanup")
+        return await self._call(self._live.cleanup)
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
-        return await self._call("add_schedule", schedule)
+        return await self._call(self._live.add_schedule, schedule)
 
     async def _get_schedule(self, schedule_id: str) -> Schedule | None:
-        return await self._call("get_schedule", schedule_id)
+        return await self._call(self._live.get_schedule, schedule_id)
 
     async def _list_schedules(self) -> builtins.list[Schedule]:
-        return await self._call("list_schedules")
+        return await self._call(self._live.list_schedules)
 
     async def _delete_schedule(self, schedule_id: str) -> bool:
-        return await self._call("delete_schedule", schedule_id)
+        return await self._call(self._live.delete_schedule, schedule_id)
 
     async def _set_schedule_paused(
         self, schedule_id: str, paused: bool, next_run: float | None
     ) -> bool:
-        return await self._call("set_schedule_paused", schedule_id, paused, next_run)
+        return await self._call(self._live.set_schedule_paused, schedule_id, paused, next_run)
 
     async def _claim_due_schedules(
         self, at: float, limit: int
     ) -> builtins.list[tuple[Schedule, builtins.list[float]]]:
-        return await self._call("claim_due_schedules", at, limit)
+        return await self._call(self._live.claim_due_schedules, at, limit)
 
     # -- live workers (omniq_backend_fsspec.workers) -----------------------------------
 

@@ -40,7 +40,8 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
             "max_age",
             "duration",
             None,
-            "Bucket-wide TTL of the results bucket, a safety net on top of each result's `expires_at`.",
+            "Bucket-wide TTL of the results bucket, "
+            "a safety net on top of each result's `expires_at`.",
             minimum=0,
             above=True,
             optional=True,
@@ -78,7 +79,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
         found = await asyncio.gather(*(self._get(t) for t in task_ids))
-        return {tid: r for tid, r in zip(task_ids, found) if r is not None}
+        return {tid: r for tid, r in zip(task_ids, found, strict=True) if r is not None}
 
     @property
     def bucket(self) -> str:
@@ -105,7 +106,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         try:
             while (remaining := deadline - loop.time()) > 0:
                 try:
-                    entry = await watcher.updates(timeout=remaining)
+                    entry = await watcher.updates(timeout=remaining)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
                     return None
                 if entry is None or entry.operation in (KV_DEL, KV_PURGE):
@@ -115,4 +116,4 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                     return result
             return None
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]

@@ -74,8 +74,9 @@ RECORDED_MAX = 100
 INSERT = f"""
 WITH clock AS (SELECT {EPOCH_NOW} AS now),
 ins AS (
-    INSERT INTO {{s}}.tasks (id, queue, name, priority, state, eta, expires_at, created_at, attempts,
-                             max_attempts, result_ttl, dead_ttl, schedule_id, finished_at, error, data)
+    INSERT INTO {{s}}.tasks (id, queue, name, priority, state, eta, expires_at, created_at,
+                             attempts, max_attempts, result_ttl, dead_ttl, schedule_id,
+                             finished_at, error, data)
     SELECT i.id, i.queue, i.name, i.priority,
            coalesce(i.state, CASE WHEN i.eta > clock.now THEN 'scheduled' ELSE 'pending' END),
            i.eta, i.expires_at, CASE WHEN i.created_at > 0 THEN i.created_at ELSE clock.now END,
@@ -84,8 +85,9 @@ ins AS (
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::float8[],
                 $7::float8[], $8::float8[], $9::int4[], $10::int4[], $11::float8[], $12::float8[],
                 $13::text[], $14::jsonb[], $15::bytea[])
-         WITH ORDINALITY AS i(id, queue, name, priority, state, eta, expires_at, created_at, attempts,
-                              max_attempts, result_ttl, dead_ttl, schedule_id, error, data, ord),
+         WITH ORDINALITY AS i(id, queue, name, priority, state, eta, expires_at, created_at,
+                              attempts, max_attempts, result_ttl, dead_ttl, schedule_id, error,
+                              data, ord),
          clock
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
@@ -102,8 +104,9 @@ INSERT_RECORDED = INSERT.replace(
 recorded AS (
     INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
     SELECT e.id, e.task_id, coalesce(e.existed ->> 'queue', e.queue), e.type, e.ts, e.worker_id,
-           e.detail || jsonb_build_object('name', coalesce(e.existed ->> 'name', e.detail ->> 'name'),
-                                          'state', coalesce(e.state, e.existed ->> 'state'))
+           e.detail || jsonb_build_object(
+               'name', coalesce(e.existed ->> 'name', e.detail ->> 'name'),
+               'state', coalesce(e.state, e.existed ->> 'state'))
     FROM (
         SELECT e.*, ins.state,
                -- the row of an id that existed, by a lookup per such event: a subquery
@@ -137,7 +140,8 @@ picked AS (
 leased AS (
     UPDATE {{s}}.tasks t
     SET state = 'running', attempts = t.attempts + 1, lease_owner = $3,
-        lease_token = gen_random_uuid()::text, lease_deadline = clock.now + $4, started_at = clock.now
+        lease_token = gen_random_uuid()::text, lease_deadline = clock.now + $4,
+        started_at = clock.now
     FROM clock
     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.priority, t.seq, {TASK_COLUMNS}
@@ -158,7 +162,8 @@ FENCED = "WHERE id = $1 AND lease_token = $2 AND state = 'running'"
 CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
 
 RETRY = f"""
-UPDATE {{s}}.tasks SET state = 'retrying', eta = $3, error = coalesce($4::jsonb, error), {CLEAR_LEASE}
+UPDATE {{s}}.tasks SET state = 'retrying', eta = $3, error = coalesce($4::jsonb, error),
+    {CLEAR_LEASE}
 {FENCED} RETURNING id
 """
 RELEASE = f"""
@@ -166,7 +171,8 @@ UPDATE {{s}}.tasks SET state = 'pending', attempts = greatest(attempts - 1, 0), 
 {FENCED} RETURNING id
 """
 DEAD_LETTER = f"""
-UPDATE {{s}}.tasks SET state = 'dead', finished_at = {EPOCH_NOW}, error = coalesce($3::jsonb, error), {CLEAR_LEASE}
+UPDATE {{s}}.tasks SET state = 'dead', finished_at = {EPOCH_NOW},
+    error = coalesce($3::jsonb, error), {CLEAR_LEASE}
 WHERE id = $1 AND CASE WHEN $2::text IS NULL THEN state NOT IN {TERMINAL}
                        ELSE lease_token = $2 AND state = 'running' END
 RETURNING id
@@ -245,7 +251,8 @@ FINISH_MANY = (
 )
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
-FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS c(id, old_next_run, next_run, last_run)
+FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[])
+    AS c(id, old_next_run, next_run, last_run)
 WHERE s.id = c.id AND s.next_run = c.old_next_run AND NOT s.paused
 RETURNING s.id
 """
@@ -474,7 +481,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         keys = [rows[i][0] if by_id else rows[i][skip + 6] for i in bad]
         sql = f"SELECT {column}, id, queue, name FROM {{s}}.tasks WHERE {column} = ANY ($1::text[])"
         found = {row[0]: row[1:] for row in await self.fetch(sql, keys)}
-        for i, key in zip(bad, keys):
+        for i, key in zip(bad, keys, strict=True):
             task_id, queue, name = found.get(key, (key if by_id else "", None, None))
             out[i] = rescue_row(task_id, rows[i][skip:], out[i], queue, name)
         return out
@@ -522,7 +529,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         sql, settle = self.sql(template), self.sql("SELECT {s}.settle($1::text[])")
 
         async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows = await conn.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             if rows:
                 await conn.execute(settle, [row[0] for row in rows])
             return rows
@@ -626,8 +633,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:
         await self.execute(
-            "INSERT INTO {s}.schedules (id, next_run, last_run, paused, data) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (id) DO UPDATE SET next_run = excluded.next_run, last_run = excluded.last_run, "
+            "INSERT INTO {s}.schedules (id, next_run, last_run, paused, data)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET"
+            " next_run = excluded.next_run, last_run = excluded.last_run, "
             "paused = excluded.paused, data = excluded.data",
             schedule.id,
             schedule.next_run,
@@ -657,8 +665,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     ) -> bool:
         return bool(
             await self.fetch(
-                "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run) WHERE id = $1 "
-                "RETURNING id",
+                "UPDATE {s}.schedules SET paused = $2, next_run = coalesce($3, next_run)"
+                " WHERE id = $1 RETURNING id",
                 schedule_id,
                 paused,
                 next_run,

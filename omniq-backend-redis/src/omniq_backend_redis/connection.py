@@ -134,7 +134,7 @@ class SharedConnection:
         source = iter(calls)
         sent: list[tuple[AsyncScript, list[Any]]] = []
         for attempt in range(2):
-            replies = await self.retry.call_with_retry(
+            replies: list[Any] = await self.retry.call_with_retry(
                 lambda: self._send(sent, source, on_reply), _ignore
             )
             if attempt or not any(isinstance(r, NoScriptError) for r in replies):
@@ -154,7 +154,7 @@ class SharedConnection:
         one per call sent; the sender lets it run after each call (a write to a socket
         with room does not yield to the event loop). A single call reads its reply
         itself."""
-        conn = await self.pool.get_connection()
+        conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         replies: list[Any] = []
         tokens: asyncio.Queue[bool] = asyncio.Queue()  # True per call sent, then False
         reading: asyncio.Future[None] | None = None

@@ -176,7 +176,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
                 (json_list(sorted(parents)),),
             )
-            known = {tid: state for tid, state in rows}
+            known = {row[0]: row[1] for row in rows}
         out: list[Task] = []
         inserts: list[tuple[Any, ...]] = []
         edges: list[tuple[str, str]] = []
@@ -242,7 +242,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         for i, (task_id, *_) in enumerate(items):
             first.setdefault(task_id, i)
         batch = [
-            [tid, tok, state.value, error] for (tid, tok, _, error), state in zip(items, states)
+            [tid, tok, state.value, error]
+            for (tid, tok, _, error), state in zip(items, states, strict=True)
         ]
         async with self.db.transaction() as conn:
             now = time.time()
@@ -265,7 +266,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'retrying', eta = ?, error = COALESCE(?, error),
-                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
+                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'
+                RETURNING id""",
             (eta, encode_error(error), task_id, token),
         )
         return bool(rows)
@@ -273,7 +275,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _release(self, task_id: str, token: str) -> bool:
         rows = await self.db.fetch(
             f"""UPDATE omniq_tasks SET state = 'pending', attempts = max(attempts - 1, 0),
-                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id""",
+                {_CLEAR_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'
+                RETURNING id""",
             (task_id, token),
         )
         return bool(rows)
@@ -321,7 +324,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 return False
             now = time.time()
             await conn.execute(
-                f"UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE} WHERE id = ?",
+                f"UPDATE omniq_tasks SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE}"
+                " WHERE id = ?",
                 (now, task_id),
             )
             await cancel_dependents(conn, task_id, "cancelled", now)

@@ -85,7 +85,10 @@ class TaskRef(msgspec.Struct, Generic[R], frozen=True, gc=False):
     state: TaskState
 
     def __repr__(self) -> str:
-        return f"TaskRef(id={self.id!r}, name={self.name!r}, queue={self.queue!r}, state={self.state.value!r})"
+        return (
+            f"TaskRef(id={self.id!r}, name={self.name!r}, queue={self.queue!r}, "
+            f"state={self.state.value!r})"
+        )
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:
@@ -579,7 +582,7 @@ class AsyncOmniQ:
         return await self._enqueue(fn, args, kwargs, options)
 
     async def enqueue_many(
-        self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
+        self, /, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
     ) -> list[TaskRef[Any]]:
         """Enqueue one task per item of ``calls`` (a tuple of args, or a dict of kwargs) in
         one bulk operation, in order.
@@ -613,7 +616,9 @@ class AsyncOmniQ:
                 if isinstance(c, Mapping)
                 else fill(template, func_payload, tuple(c), {}, task_id)
                 for c, task_id in zip(
-                    calls[start : start + ENQUEUE_BATCH], ids[start : start + ENQUEUE_BATCH]
+                    calls[start : start + ENQUEUE_BATCH],
+                    ids[start : start + ENQUEUE_BATCH],
+                    strict=True,
                 )
             ]
             return tasks, self._enqueued_events(tasks, at)
@@ -778,6 +783,7 @@ class AsyncOmniQ:
 
     async def schedule(
         self,
+        /,
         fn: Any,
         *,
         args: Sequence[Any] = (),

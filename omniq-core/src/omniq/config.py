@@ -169,7 +169,8 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
     _positive("max_deliveries", cfg.max_deliveries)
     if cfg.heartbeat is not None and cfg.heartbeat > cfg.lease / 2:
         raise ConfigError(
-            f"config key 'heartbeat': {cfg.heartbeat} s is more than half the lease ({cfg.lease} s); "
+            f"config key 'heartbeat': {cfg.heartbeat} s is more than half the lease "
+            f"({cfg.lease} s); "
             f"a lease would lapse between heartbeats. Use at most lease/3"
         )
     w = cfg.worker
@@ -188,7 +189,8 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
         validate_name("queue name", q)
     if cfg.signing_key and cfg.signing_key not in cfg.signing_keys():
         raise ConfigError(
-            f"config key 'signing_key': {cfg.signing_key!r} is not among secret_keys {sorted(cfg.secret_keys)}"
+            f"config key 'signing_key': {cfg.signing_key!r} is not among secret_keys "
+            f"{sorted(cfg.secret_keys)}"
         )
     return cfg
 
@@ -237,7 +239,8 @@ def _from_object(obj: Any) -> dict[str, Any]:
     if obj is None:
         return {}
     if isinstance(obj, OmniQConfig):
-        return msgspec.to_builtins(obj)
+        plain: dict[str, Any] = msgspec.to_builtins(obj)
+        return plain
     if isinstance(obj, Mapping):
         return dict(obj)
     out: dict[str, Any] = {}

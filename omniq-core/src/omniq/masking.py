@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 __all__ = ["describe_ref", "mask_url"]
+
+_T = TypeVar("_T")
 
 # A URL anywhere in a text, any scheme, even a malformed one: a URL is masked before
 # anyone judges it. Its credentials end at the last "@" before the query (a password
@@ -32,7 +34,11 @@ def _mask_userinfo(segment: str) -> str:
     return (f"{user}:***" if colon else "***") + segment[at:]
 
 
-def mask_url(url: Any) -> Any:
+@overload
+def mask_url(url: str) -> str: ...
+@overload
+def mask_url(url: _T) -> _T: ...
+def mask_url(url: object) -> object:
     """Mask every secret of every URL in ``url`` (a URL or a message quoting URLs):
     passwords, NATS tokens (``nats://TOKEN@host``) and password/token query parameters.
     The one masking function: everything that prints a URL goes through it."""

@@ -228,7 +228,7 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     def backoff(self) -> float:
         """Delay before the next attempt: exponential in attempts, capped."""
         exp = max(self.attempts - 1, 0)
-        return min(self.retry_backoff * (2**exp), self.retry_backoff_max)
+        return min(self.retry_backoff * (2.0**exp), self.retry_backoff_max)
 
 
 class TaskResult(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pluggy
 
@@ -49,6 +49,9 @@ __all__ = [
     "StoreKind",
     "registry",
 ]
+
+# What a registration table holds (a BackendSpec or a PoolSpec).
+_Spec = TypeVar("_Spec")
 
 ENTRY_POINT_GROUP = "omniq.plugins"
 
@@ -410,7 +413,8 @@ class PluginRegistry:
     def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
         """Call a lifecycle hook with keyword arguments (results may be awaitables)."""
         self.load()
-        return getattr(self.pm.hook, name)(**kwargs)
+        results: list[Any] = getattr(self.pm.hook, name)(**kwargs)
+        return results
 
     def call_hook_each(self, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call each plugin's implementation on its own: ``(plugin name, result or the
@@ -429,7 +433,7 @@ class PluginRegistry:
     # -- lookup ------------------------------------------------------------------------
 
     @staticmethod
-    def _one(kind: str, key: str, entries: list[tuple[Any, PluginInfo]]) -> Any:
+    def _one(kind: str, key: str, entries: list[tuple[_Spec, PluginInfo]]) -> _Spec:
         if len(entries) > 1:
             owners = ", ".join(
                 f"{i.name} ({i.distribution or 'registered in code'})" for _, i in entries
@@ -445,7 +449,8 @@ class PluginRegistry:
         for name, (dist, _extra, schemes) in FIRST_PARTY.items():
             if key == name or key in schemes:
                 return BackendNotInstalledError(
-                    f"{what} {key!r} is provided by {dist}, which is not installed; {install_hint(name)}"
+                    f"{what} {key!r} is provided by {dist}, which is not installed; "
+                    f"{install_hint(name)}"
                 )
         failed = [i for i in self._infos.values() if i.error]
         pools = what == "worker pool"
@@ -531,7 +536,7 @@ class PluginRegistry:
         ``{"backend": name-or-scheme, "url": ..., **options}``; a URL whose scheme a
         plugin claims; ``"package.module:Class"``; a bare plugin name.
         """
-        base = STORE_BASES[kind]
+        base: type[BaseStore] = STORE_BASES[kind]
         if isinstance(ref, BaseStore):
             if not isinstance(ref, base):
                 raise ConfigError(f"{kind}: {type(ref).__name__} is not a {base.__name__}")
@@ -543,7 +548,8 @@ class PluginRegistry:
             url = options.pop("url", None)
             if name is None and url is None:
                 raise ConfigError(
-                    f"{kind}: a mapping needs 'backend' (a plugin name) or 'url', got keys {sorted(ref)}"
+                    f"{kind}: a mapping needs 'backend' (a plugin name) or 'url', "
+                    f"got keys {sorted(ref)}"
                 )
             if name is not None:
                 cls = self.backend(str(name)).load(kind)
@@ -551,7 +557,8 @@ class PluginRegistry:
             ref = url
         if not isinstance(ref, str) or not ref:
             raise ConfigError(
-                f"{kind}: expected a URL, a backend name, 'module:Class' or a store instance, got {ref!r}"
+                f"{kind}: expected a URL, a backend name, 'module:Class' or a store instance, "
+                f"got {ref!r}"
             )
         if "://" in ref:
             scheme = ref.split("://", 1)[0]

@@ -112,7 +112,7 @@ class blocking(Generic[P, R]):
     def __get__(self, obj: SyncWrapper[Any] | None, owner: type) -> Any:
         if obj is None:
             return self
-        bound = getattr(obj._async, self.name)
+        bound: Callable[P, Awaitable[R]] = getattr(obj._async, self.name)
 
         @functools.wraps(self.method)
         def call(*args: P.args, **kwargs: P.kwargs) -> R:

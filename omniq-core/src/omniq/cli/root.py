@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from .state import STORE_FLAGS, CliState, scrub
 from .ui import setup_logging
 
 __all__ = ["OmniQGroup", "app_option", "cli", "main"]
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def one_line(exc: BaseException) -> str:
@@ -95,7 +98,7 @@ app_option = click.option(
 )
 
 
-def _store_option(key: str) -> Any:
+def _store_option(key: str) -> Callable[[_Command], _Command]:
     return click.option(
         STORE_FLAGS[key],
         key,

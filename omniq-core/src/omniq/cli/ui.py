@@ -38,7 +38,7 @@ err = Console(stderr=True, highlight=False)
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -93,7 +93,8 @@ def fmt_time(ts: float | None) -> str:
     """An epoch timestamp in local time with milliseconds; '-' for none."""
     if not ts:
         return "-"
-    return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")
+    # Naive local time on purpose: a person reads it next to their own clock.
+    return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")  # noqa: DTZ006
 
 
 def _plain(cell: Any) -> str:
@@ -111,7 +112,7 @@ def print_table(table: Table) -> None:
         return
     columns = [[_plain(c) for c in column._cells] for column in table.columns]
     lines = ["\t".join(_plain(c.header) for c in table.columns)] if table.show_header else []
-    lines += ["\t".join(row) for row in zip(*columns)]
+    lines += ["\t".join(row) for row in zip(*columns, strict=True)]
     out.file.write("".join(line + "\n" for line in lines))
     out.file.flush()
 

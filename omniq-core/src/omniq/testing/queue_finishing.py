@@ -1,8 +1,8 @@
 """Task-queue tests for the calls that write more than one store: ``finish_many``, the
 worker's hot path (completions with their results and events), and ``enqueue_recorded``
-and ``enqueue_batches`` (tasks with their ``enqueued`` events), each to sibling stores of the same backend (which
-a backend may merge into one step) and to stores of another kind (which it must leave to
-them)."""
+and ``enqueue_batches`` (tasks with their ``enqueued`` events), each to sibling stores of
+the same backend (which a backend may merge into one step) and to stores of another kind
+(which it must leave to them)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
     stored = await queue.enqueue_recorded(tasks, recorded, events)
     assert [t.state for t in stored] == expected
     assert stored[1].queue == running.queue, "a task that existed is returned as it was stored"
-    for task, event in zip(stored, recorded):
+    for task, event in zip(stored, recorded, strict=True):
         [got] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
         assert got.id == event.id
         assert (got.queue, got.detail) == (
@@ -234,7 +234,6 @@ async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) 
     def failing() -> Iterable[tuple[Sequence[Task], Sequence[TaskEvent]]]:
         yield kept, [enqueued_event(t) for t in kept]
         raise ValueError("cannot build the second batch")
-        yield never, []  # pragma: no cover
 
     with pytest.raises(ValueError, match="second batch"):
         await queue.enqueue_batches(failing(), events)

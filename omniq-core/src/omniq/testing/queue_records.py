@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -25,6 +25,9 @@ from ..serialization import Serializer, binding
 from .actions import LONG
 from .capabilities import requires
 from .factories import make_schedule, make_task
+
+if TYPE_CHECKING:
+    from ..app import AsyncOmniQ
 
 __all__ = ["RecordTests"]
 
@@ -127,7 +130,7 @@ class RecordTests:
     # -- with a worker -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _app(self, ref: Any, **settings: Any) -> AsyncIterator[Any]:
+    async def _app(self, ref: Any, **settings: Any) -> AsyncIterator[AsyncOmniQ]:
         """An app on the queue's ref for all three stores; skips a backend without sibling
         result and event stores."""
         from ..app import AsyncOmniQ

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from ..interfaces import BaseResultStorage, Capability
-from ..models import TaskState
+from ..models import TaskResult, TaskState
 from ..records import CORRUPT_RESULT
 from ..registry import StoreKind
 from .arguments import ResultArgumentTests
@@ -132,7 +132,7 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         results = [make_result(value=bytes([i])) for i in range(5)]
         await result_storage.set_many(results)
         ids = [r.task_id for r in results]
-        assert await result_storage.get_many(ids + ["no-such-task"]) == {
+        assert await result_storage.get_many([*ids, "no-such-task"]) == {
             r.task_id: r for r in results
         }
         assert await result_storage.get_many([]) == {}
@@ -180,6 +180,7 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         async with open_store("result_storage", result_storage_ref) as other:
 
             async def visible() -> bool:
-                return await other.get(result.task_id) == result
+                found: TaskResult | None = await other.get(result.task_id)
+                return found == result
 
             await eventually(visible, "a result set by one instance is not visible to another")
