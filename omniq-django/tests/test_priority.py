@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from omniq_django.priority import to_omniq_priority
-
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN
+from omniq_django.priority import to_omniq_priority
 
 
 def test_order_is_kept_and_the_range_is_used() -> None:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
+
 from omniq_django.compat import FRAMEWORK
 
 

@@ -52,7 +52,7 @@ def _on_commit_alias(params: dict[str, Any], alias: str) -> str | None:
     if value is False:
         return None
     if value is True:
-        return DEFAULT_DB_ALIAS
+        return str(DEFAULT_DB_ALIAS)
     if isinstance(value, str) and value:
         return value
     raise ImproperlyConfigured(

@@ -19,13 +19,14 @@ __all__ = ["DEFAULT_BAND", "to_omniq_priority"]
 #: The OmniQ priority of Django's default priority; bands above and below it fill the
 #: rest of OmniQ's 0..9.
 DEFAULT_BAND = 4
-_BANDS_ABOVE, _SPAN_ABOVE = PRIORITY_MAX - DEFAULT_BAND, TASK_MAX_PRIORITY - DEFAULT_TASK_PRIORITY
-_BANDS_BELOW, _SPAN_BELOW = DEFAULT_BAND - PRIORITY_MIN, DEFAULT_TASK_PRIORITY - TASK_MIN_PRIORITY
+_BANDS_ABOVE, _BANDS_BELOW = PRIORITY_MAX - DEFAULT_BAND, DEFAULT_BAND - PRIORITY_MIN
+_SPAN_ABOVE: int = TASK_MAX_PRIORITY - DEFAULT_TASK_PRIORITY
+_SPAN_BELOW: int = DEFAULT_TASK_PRIORITY - TASK_MIN_PRIORITY
 
 
 def to_omniq_priority(priority: int) -> int:
     """The OmniQ priority of a Django priority (already validated to be in range)."""
-    offset = priority - DEFAULT_TASK_PRIORITY
+    offset: int = priority - DEFAULT_TASK_PRIORITY
     if offset > 0:
         return DEFAULT_BAND + 1 + (offset - 1) * _BANDS_ABOVE // _SPAN_ABOVE
     if offset < 0:

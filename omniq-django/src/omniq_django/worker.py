@@ -31,7 +31,7 @@ def backend_alias(alias: str | None = None) -> str:
 
     tasks = getattr(settings, "TASKS", {}) or {}
     alias = alias or os.environ.get(BACKEND_ENV)
-    ours = [a for a in tasks if isinstance(task_backends[a], OmniQBackend)]
+    ours: list[str] = [a for a in tasks if isinstance(task_backends[a], OmniQBackend)]
     if alias is not None:
         if alias not in ours:
             raise ImproperlyConfigured(

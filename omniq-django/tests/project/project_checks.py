@@ -33,6 +33,9 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
+from shop.models import Order  # noqa: E402
+from shop.tasks import add, echo, fail, mark_paid, slow_double, whoami  # noqa: E402
+
 from omniq_django.compat import (  # noqa: E402
     FRAMEWORK,
     InvalidTask,
@@ -42,8 +45,6 @@ from omniq_django.compat import (  # noqa: E402
     task_backends,
     task_enqueued,
 )
-from shop.models import Order  # noqa: E402
-from shop.tasks import add, echo, fail, mark_paid, slow_double, whoami  # noqa: E402
 
 DEADLINE = 20.0
 

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from omniq import OmniQError
+from omniq import AsyncOmniQ, OmniQError
 from omniq_django.worker import worker_app
 
 
@@ -58,7 +58,7 @@ class Command(BaseCommand):
             self.stdout.write(f"omniq worker stopped: {reason}")
 
 
-async def _run(app: Any, options: dict[str, Any]) -> str:
+async def _run(app: AsyncOmniQ, options: dict[str, Any]) -> str:
     try:
         return await app.run_worker(**options)
     finally:
