@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Set up the development environment if needed, then run the demo or the test suite.
+"""Set up the development environment if needed, then run the demo, the checks or the
+test suite.
 
     python3 .ci/dev.py demo [omniq demo options]
     python3 .ci/dev.py test [pytest options]
+    python3 .ci/dev.py check            # lint, format and type checks only
     python3 .ci/dev.py shell            # prints how to activate the environment
 
 Needs only Python 3.11+ with pip and venv. It creates ./.venv, installs every workspace
 member editable (plain pip, so nothing from the public index is ever taken for an
 ``omniq*`` name), and reinstalls only when a pyproject.toml or this file changed.
+
+``test`` with no arguments (the README's command, which CI runs) first runs the checks,
+``ruff check .``, ``ruff format --check .`` and ``mypy`` (configured in the root
+pyproject.toml; mypy keeps its cache in ./.mypy_cache), each to the end so every finding
+is printed, and fails without running pytest if any reports one. ``test`` with pytest
+arguments (a developer running one file) skips them: ``check`` runs them alone.
 """
 
 from __future__ import annotations
@@ -94,16 +102,44 @@ def ensure_env() -> None:
     STAMP.write_text(wanted)
 
 
+def checks() -> list[tuple[str, list[str]]]:
+    """The checks ``test`` runs before pytest: a name and a command each, run from the
+    directory whose pyproject.toml configures them."""
+    return [
+        ("ruff check", [str(BIN / "ruff"), "check", "."]),
+        ("ruff format", [str(BIN / "ruff"), "format", "--check", "."]),
+        ("mypy", [str(BIN / "mypy")]),
+    ]
+
+
+def run_checks(root: Path = ROOT) -> int:
+    """Run every check in ``root``, all of them even after a failure (so one run shows
+    every finding); 1 if any failed, naming them, else 0."""
+    failed = []
+    for name, args in checks():
+        print(f"== {name}: {' '.join([Path(args[0]).name, *args[1:]])}", flush=True)
+        if subprocess.run(args, cwd=root).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"checks failed: {', '.join(failed)} (findings above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "shell"):
+    if not argv or argv[0] not in ("demo", "test", "check", "shell"):
         print(__doc__)
         return 2
     ensure_env()
     command, rest = argv[0], argv[1:]
     os.chdir(ROOT)
+    if command == "check":
+        return run_checks()
     if command == "demo":
         args = [str(BIN / "omniq"), "demo", *rest]
     elif command == "test":
+        if not rest and run_checks() != 0:
+            return 1
         args = [str(PY), "-m", "pytest", *rest]
     else:
         print(f"environment ready: source {BIN / 'activate'}")
