@@ -172,7 +172,8 @@ class Reserve(Dependencies):
         )
         revs = revisions(replies)
         won: list[tuple[int, Task, int]] = []
-        for (i, _, running, _), rev in zip(claims, revs, strict=True):
+        # One revision per claim, then the lease entry's (revs[-1], used below).
+        for (i, _, running, _), rev in zip(claims, revs[:-1], strict=True):
             if rev == WRONG_REVISION:
                 slow[i] = None  # changed since the read: read again
                 listed.pop(ids[i], None)
