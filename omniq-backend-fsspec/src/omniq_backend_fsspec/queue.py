@@ -161,13 +161,13 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
 
     # -- live workers (omniq_backend_fsspec.workers) -----------------------------------
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         return await self._run(workers.register_worker, self.files, info, ttl)
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         return await self._run(workers.list_workers, self.files)
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return await self._run(workers.unregister_worker, self.files, worker_id)
 
 

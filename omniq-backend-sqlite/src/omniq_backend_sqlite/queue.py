@@ -363,16 +363,16 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return [row_to_task(row) for row in rows]
 
-    async def list_page(
+    async def _list_page(
         self,
         *,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        name: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        queue: str | None,
+        states: builtins.list[TaskState] | None,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> TaskPage:
         """Newest first by ``seq`` (the rowid), the cursor being the last ``seq`` shown.
 
@@ -534,7 +534,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- live workers ------------------------------------------------------------------
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         at = time.time()
         stored = msgspec.structs.replace(info, expires_at=at + ttl)
         async with self.db.transaction() as conn:  # also forgets workers that expired
@@ -545,13 +545,13 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             )
         return stored
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.db.fetch(
             "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),)
         )
         return [worker_decoder.decode(row[0]) for row in rows]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return bool(
             await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
         )

@@ -19,7 +19,7 @@ from starlette.templating import Jinja2Templates
 from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
 from omniq.interfaces import REQUEUE_STATES, EventCount
-from omniq.models import ACTIVE_STATES, EventType, Task, TaskState, validate_name
+from omniq.models import ACTIVE_STATES, EventType, TaskState, validate_name
 
 from .charts import line_chart, percentile
 from .formats import parse_time
@@ -244,7 +244,7 @@ class Views:
             "since": params.get("since"),
             "until": params.get("until"),
         }
-        requeued = await self.requeued_to(page.tasks) if fixed_state is TaskState.DEAD else {}
+        requeued = await self.omniq.requeued_to(page.tasks) if fixed_state is TaskState.DEAD else {}
         context: dict[str, Any] = {
             "tasks": page.tasks,
             "next_cursor": page.cursor,
@@ -258,17 +258,6 @@ class Views:
         }
         live = "_task_rows.html" if template == "tasks.html" else "_dead_rows.html"
         return self.render(request, live if params.get("fragment") else template, **context)
-
-    async def requeued_to(self, tasks: list[Task]) -> dict[str, str]:
-        """Which of ``tasks`` were requeued already, and as which task (from the events)."""
-        if not tasks or not self.omniq.config.events:
-            return {}
-        first = min((t.finished_at or t.created_at) for t in tasks)
-        events = await self.omniq.event_storage.query(
-            types=[EventType.REQUEUED.value], since=first, limit=None
-        )
-        ids = {t.id for t in tasks}
-        return {e.task_id: str(e.detail.get("to")) for e in events if e.task_id in ids}
 
     async def task(self, request: Request) -> Response:
         q = await self.opened()
@@ -356,7 +345,7 @@ class Views:
         ids = [validate_name("task id", i) for i in form.getlist("task_id") if isinstance(i, str)]
         if not ids:
             raise ConfigError("select at least one task to requeue")
-        new = [await q.requeue(task_id, by=self.who(request)) for task_id in ids]
+        new = await q.requeue_many(ids, by=self.who(request))
         await self.stats.fresh()
         back = form.get("back")
         if back == "task" and len(new) == 1:
