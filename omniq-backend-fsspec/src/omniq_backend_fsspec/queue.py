@@ -118,6 +118,10 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
     async def _cancel(self, task_id: str) -> bool:
         return await self._call("cancel", task_id)
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        found: builtins.list[Task] = await self._call("dependents", task_id)
+        return found
+
     async def _get(self, task_id: str) -> Task | None:
         return await self._call("get", task_id)
 

@@ -559,6 +559,16 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         )
         return (await self._decoded(rows))[0] if rows else None
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        """Along the dependencies table's primary key (parent_id, child_id); its edges
+        live until one of the two tasks is deleted."""
+        rows = await self.fetch(
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.dependencies d "
+            "JOIN {s}.tasks t ON t.id = d.child_id WHERE d.parent_id = $1 ORDER BY t.id",
+            task_id,
+        )
+        return await self._decoded(rows)
+
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> list[Task]:

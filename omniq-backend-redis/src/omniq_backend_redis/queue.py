@@ -326,6 +326,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             found = await pipe.execute()
         return [decode_hash(i.decode(), v) for i, v in zip(ids, found) if is_task_hash(v[0])]
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        """The ``deps:<id>`` set the enqueue script keeps (children deleted since are
+        left out: their hashes are gone)."""
+        ids = cast("set[bytes]", await self.redis.smembers(self.key("deps", task_id)))
+        return sorted(await self._rows(builtins.list(ids)), key=lambda t: t.id)
+
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
             return [queue]

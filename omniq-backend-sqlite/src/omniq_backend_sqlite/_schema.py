@@ -83,7 +83,7 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         f"""CREATE INDEX IF NOT EXISTS omniq_tasks_expiry ON omniq_tasks (expires_at)
             WHERE state IN {UNSTARTED_SQL}""",
         "CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at) WHERE purge_at IS NOT NULL",
-        # One row per (parent, child) for each child enqueued WAITING on its parents.
+        # One row per (parent, child) for each child enqueued (see _deps.py).
         """
         CREATE TABLE IF NOT EXISTS omniq_task_deps (
             parent TEXT NOT NULL,

@@ -186,8 +186,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 task = stored[given.id] = _admit(given, known, now)
                 known[task.id] = task.state.value
                 inserts.append(task_params(task))
-                if task.state is TaskState.WAITING:
-                    edges.extend((parent, task.id) for parent in set(task.depends_on))
+                # every child, waiting or not, so dependents() lists it
+                edges.extend((parent, task.id) for parent in set(task.depends_on))
             out.append(task)
         if inserts:
             await conn.executemany(INSERT_SQL, inserts)
@@ -353,6 +353,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (task_id,)
         )
         return row_to_task(rows[0]) if rows else None
+
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        rows = await self.db.fetch(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN "
+            "(SELECT child FROM omniq_task_deps WHERE parent = ?) ORDER BY id",
+            (task_id,),
+        )
+        return [row_to_task(row) for row in rows]
 
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int

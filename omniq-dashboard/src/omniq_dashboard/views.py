@@ -18,7 +18,7 @@ from starlette.templating import Jinja2Templates
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
-from omniq.interfaces import REQUEUE_STATES, EventCount
+from omniq.interfaces import REQUEUE_STATES, Capability, EventCount
 from omniq.models import ACTIVE_STATES, EventType, TaskState, validate_name
 
 from .charts import line_chart, percentile
@@ -38,6 +38,8 @@ WINDOW, STEP = 3600, 60
 WAIT_SAMPLE, WAIT_STEP = 500, 300
 #: Longest argument or result text shown on a page.
 SHOWN = 4000
+#: Most dependents the task page lists (a fan-out can be large).
+SHOWN_DEPENDENTS = 200
 #: Failed attempts (a task that dies has one too, so "dead" would count it twice).
 FAILURE_TYPES = ("failed",)
 STATE_ORDER = [s.value for s in TaskState]
@@ -289,6 +291,11 @@ class Views:
                 value = f"(cannot decode: {mask_url(str(exc))})"
         events = await q.event_storage.query(task_id=task_id, limit=500) if q.config.events else []
         parents = [(pid, await q.task_queue.get(pid)) for pid in task.depends_on[:50]]
+        dependents = (
+            (await q.task_queue.dependents(task_id))[:SHOWN_DEPENDENTS]
+            if Capability.DEPENDENCIES in type(q.task_queue).capabilities
+            else None
+        )
         links = {
             "requeued_to": [e.detail.get("to") for e in events if e.type is EventType.REQUEUED],
             "requeued_from": [
@@ -308,6 +315,8 @@ class Views:
             error=error,
             events=events,
             parents=parents,
+            dependents=dependents,
+            dependents_shown=SHOWN_DEPENDENTS,
             links=links,
             can_requeue=task.state in REQUEUE_STATES,
             active=task.state in ACTIVE_STATES,
