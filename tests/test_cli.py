@@ -567,7 +567,7 @@ def test_events_filters(invoke: Invoke, processed: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--since", "yesterday"], "'yesterday' is neither a relative time"),
+        (["--since", "yesterday"], "'yesterday' is neither a duration ago"),
         (["--type", "exploded"], "'exploded' is not one of"),
         (["--limit", "0"], "--limit"),
     ],

@@ -209,3 +209,53 @@ def test_purge_without_a_state_keeps_running_tasks(url: str, env: dict[str, str]
         result = omniq(url, env, "purge", "--state", "running", "--yes")
         assert "Deleted 1 task(s)." in result.stdout
         assert app.list_tasks() == []
+
+
+async def dead_letter(url: str, queue: str, count: int) -> list[Task]:
+    """``count`` tasks of ``queue`` reserved and dead-lettered, as a worker giving up would."""
+    async with registry.resolve("task_queue", url) as store:
+        got = await store.reserve([queue], "a-worker", 60.0, limit=count)
+        for t in got:
+            assert await store.dead_letter(t.id, t.lease_token, None)
+        return got
+
+
+def test_requeue_from_the_command_line(url: str, env: dict[str, str]) -> None:
+    with OmniQ(task_queue=url) as app:
+        mail = [app.enqueue("shop.send_mail", queue="mail").id for _ in range(3)]
+        app.enqueue("shop.report", queue="reports")
+        asyncio.run(dead_letter(url, "mail", 3))
+        asyncio.run(dead_letter(url, "reports", 1))
+        dry = omniq(url, env, "requeue", "--queue", "mail", "--since", "1h", "--dry-run")
+        assert dry.returncode == 0 and "Would requeue 3 task(s)." in dry.stdout, dry
+        assert all(i in dry.stdout for i in mail)
+        assert app.stats()["mail"].get("pending", 0) == 0, "a dry run changes nothing"
+        later = omniq(url, env, "requeue", "--queue", "mail", "--until", "1h", "--yes")
+        assert "Nothing to requeue." in later.stdout, "they all ended in the last hour"
+        asked = subprocess.run(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "requeue", "-q", "mail"],
+            input="n\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert asked.returncode == 1 and "Requeue 3 dead task(s) of queue 'mail'?" in asked.stderr
+        done = omniq(url, env, "requeue", "--queue", "mail", "--name", "shop.send_mail", "--yes")
+        assert done.returncode == 0 and "Requeued 3 task(s)" in done.stdout, done
+        who = done.stdout.split("by=", 1)[1].strip().rstrip(".")
+        for old in mail:
+            [event] = app.events(task_id=old, types=["requeued"])
+            assert event.detail["by"] == who and who.startswith("cli:") and "@" in who
+            new = app.get_task(str(event.detail["to"]))
+            assert new.state.value == "pending" and new.attempts == 0
+        again = omniq(url, env, "requeue", "--queue", "mail", "--yes")
+        assert "Nothing to requeue." in again.stdout, "a task requeued before is left out"
+        [report] = [t.id for t in app.list_tasks(queue="reports")]
+        by_id = omniq(url, env, "requeue", report, "--json")
+        assert json.loads(by_id.stdout)[0]["id"] == report, by_id
+        running = app.enqueue("shop.report", queue="reports").id
+        refused = omniq(url, env, "requeue", running)
+        assert refused.returncode == 1 and "is pending" in refused.stderr, refused
+        mixed = omniq(url, env, "requeue", running, "--queue", "mail")
+        assert mixed.returncode == 2 and "not both" in mixed.stderr

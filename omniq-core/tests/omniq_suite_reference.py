@@ -242,6 +242,10 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
         task = self.ns.tasks.get(task_id)
         return None if task is None else copy(task)
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        found = [t for t in self.ns.tasks.values() if task_id in t.depends_on]
+        return sorted((copy(t) for t in found), key=lambda t: t.id)
+
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> builtins.list[Task]:
@@ -337,16 +341,16 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
                 won.append((schedule, times))
         return won
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         stored = msgspec.structs.replace(info, expires_at=now() + ttl)
         self.ns.workers[info.id] = stored
         return stored
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         at = now()
         return [w for k, w in sorted(self.ns.workers.items()) if w.expires_at > at]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return self.ns.workers.pop(worker_id, None) is not None
 
 
@@ -579,6 +583,14 @@ class LapseIgnoresRetries(MemoryTaskQueue):
                 self._store(lifecycle.lapsed(task, at))
             updated.append(copy(self.ns.tasks[task.id]))
         return updated
+
+
+class DependentsOnlyWaiting(MemoryTaskQueue):
+    """Breaks: dependents of a parent that ended (it forgets the edges once settled)."""
+
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        found = await super()._dependents(task_id)
+        return [t for t in found if t.state is TaskState.WAITING]
 
 
 class ReserveNotAtomic(MemoryTaskQueue):

@@ -125,6 +125,14 @@ class TestLapseIgnoresRetries(TaskQueueContract):
     def task_queue_ref(self):
         return ref("LapseIgnoresRetries")
 
+class TestDependentsOnlyWaiting(TaskQueueContract):
+    corrupt_task = corrupt_task
+    corrupt_schedule = corrupt_schedule
+
+    @pytest.fixture
+    def task_queue_ref(self):
+        return ref("DependentsOnlyWaiting")
+
 class TestReserveNotAtomic(TaskQueueContract):
     corrupt_task = corrupt_task
     corrupt_schedule = corrupt_schedule
@@ -199,6 +207,10 @@ EXPECTED_FAILURES = {
         "test_lapses_dead_letter_exactly_at_the_attempts_allowed",
     },
     "TestReserveNotAtomic": {"test_concurrent_reservers_never_share_a_task"},
+    "TestDependentsOnlyWaiting": {
+        "test_dependents_lists_the_tasks_that_depend_on_a_task",
+        "test_dependents_of_a_failed_parent_list_the_cancelled_ones",
+    },
     "TestResultsIgnoreExpiry": {
         "test_expired_result_is_invisible",
         "test_cleanup_deletes_expired_results",

@@ -210,3 +210,36 @@ def test_open_a_task_timeline_with_a_hostile_argument(
         browser.get(f"{base}/plugins")
         assert "dashboard" in browser.find_element(By.ID, "plugins").text
         browser.save_screenshot(str(shots / "plugins.png"))
+
+
+def test_a_task_page_lists_its_parents_and_dependents(
+    shop: Any, served: Any, browser: Any, shots: Path
+) -> None:
+    parent = shop.report.delay(1)
+    mail = shop.send_mail.apply(["ann@example.com"], depends_on=[parent.id])
+    other = shop.report.apply([2], depends_on=[parent.id])
+    with served(create_app(shop.app)) as base:
+        browser.get(f"{base}/tasks/{parent.id}")
+        wait(browser, lambda d: d.find_elements(By.ID, "dependents"), "no dependents listed")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#dependents tr")
+        assert sorted(r.find_elements(By.TAG_NAME, "td")[0].text for r in rows) == sorted(
+            [mail.id, other.id]
+        )
+        assert {r.find_elements(By.TAG_NAME, "td")[2].text for r in rows} == {"waiting"}
+        browser.save_screenshot(str(shots / "task-dependents.png"))
+        click(browser, f'#dependents a[href$="{mail.id}"]')
+        wait(browser, lambda d: mail.id in d.current_url, "the dependent's page did not open")
+        assert parent.id in browser.find_element(By.CSS_SELECTOR, "main").text, "its parent shows"
+        shop.work()
+        browser.get(f"{base}/tasks/{parent.id}")
+        wait(
+            browser,
+            lambda d: (
+                {
+                    r.find_elements(By.TAG_NAME, "td")[2].text
+                    for r in d.find_elements(By.CSS_SELECTOR, "#dependents tr")
+                }
+                == {"succeeded"}
+            ),
+            "the dependents ran after their parent and still show",
+        )

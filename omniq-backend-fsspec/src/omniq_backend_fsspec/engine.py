@@ -152,7 +152,6 @@ class QueueEngine:
             parents[pid] = parent.task
         state, error = lifecycle.initial_state(task, {p: t.state for p, t in parents.items()}, now)
         failed = error is not None
-        waiting_on = [p for p in parents.values() if p.state is not TaskState.SUCCEEDED]
         changes: dict[str, Any] = {"created_at": task.created_at or now, "state": state}
         if failed:
             changes.update(finished_at=now, error=error)
@@ -161,13 +160,10 @@ class QueueEngine:
         if eq not in self._known_queues:
             self.files.write(f"{queue_dir(task.queue)}/name", task.queue.encode())
             self._known_queues.add(eq)
-        if not failed:
-            for unfinished in waiting_on:
-                self.files.touch(
-                    f"deps/{encode('task id', unfinished.id)}/{encode('task id', task.id)}"
-                )
-            if task.expires_at is not None:
-                self.files.touch(expiry_path(rec))
+        for pid in parents:  # every child, waiting or not: dependents() lists it
+            self.files.touch(f"deps/{encode('task id', pid)}/{encode('task id', task.id)}")
+        if not failed and task.expires_at is not None:
+            self.files.touch(expiry_path(rec))
         return self.records.save(None, rec).task
 
     # -- delivery -----------------------------------------------------------------------
@@ -309,8 +305,7 @@ class QueueEngine:
         while stack:
             current = stack.pop()
             deps_dir = f"deps/{encode('task id', current.id)}"
-            for echild in self.files.list(deps_dir):
-                self.files.discard(f"{deps_dir}/{echild}")
+            for echild in self.files.list(deps_dir):  # kept: a task ends once
                 child = self.records.load(echild)
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
@@ -323,7 +318,14 @@ class QueueEngine:
                     )
                 elif all(self._succeeded(pid) for pid in child.task.depends_on):
                     self._change(child, state=lifecycle.ready_state(child.task, now))
-            self.files.prune(deps_dir)
+
+    def dependents(self, task_id: str) -> builtins.list[Task]:
+        if not self.records.dependencies:
+            return []
+        found = (
+            self.records.load(e) for e in self.files.list(f"deps/{encode('task id', task_id)}")
+        )
+        return sorted((rec.task for rec in found if rec is not None), key=lambda t: t.id)
 
     def _succeeded(self, task_id: str) -> bool:
         rec = self._load(task_id)

@@ -12,7 +12,7 @@
     queues/<queue>/<terminal state>/<t/68s>/<delete at>-<P><seq>-<id>
     expiry/<t/68s>/<expires at>-<P><seq>-<id>    tasks with a ttl, by expiry
     ...-<id>~<rev>                               entry names on S3 (see Record)
-    deps/<parent id>/<child id>                  waiting children of a parent
+    deps/<parent id>/<child id>                  children of a parent (until it is deleted)
     schedules/<id>
     meta/seq                                     the enqueue counter
 

@@ -126,6 +126,10 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
     async def _cancel(self, task_id: str) -> bool:
         return await self._call(self._live.cancel, task_id)
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        found: builtins.list[Task] = await self._call("dependents", task_id)
+        return found
+
     async def _get(self, task_id: str) -> Task | None:
         return await self._call(self._live.get, task_id)
 
@@ -171,13 +175,13 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
 
     # -- live workers (omniq_backend_fsspec.workers) -----------------------------------
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         return await self._run(workers.register_worker, self.files, info, ttl)
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         return await self._run(workers.list_workers, self.files)
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return await self._run(workers.unregister_worker, self.files, worker_id)
 
 

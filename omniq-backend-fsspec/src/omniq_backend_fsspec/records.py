@@ -29,6 +29,7 @@ from omniq.records import stand_in
 
 from .files import Files, LockingFiles, S3Files
 from .layout import Record, entry_path, record_path
+from .names import encode
 
 __all__ = [
     "ConditionalRecords",
@@ -117,9 +118,15 @@ class RecordStore(abc.ABC):
             return Unreadable(0, stand_in(task_id, exc, "the tasks directory"))
 
     def drop(self, rec: Record) -> None:
-        """Delete a task: its entry first, so no entry ever points to nothing for long."""
+        """Delete a task: its entry first, so no entry ever points to nothing for long;
+        then, where dependencies are kept, its list of dependents."""
         self.files.discard(entry_path(rec))
         self.files.discard(record_path(rec.task.id))
+        if self.dependencies:
+            deps_dir = f"deps/{encode('task id', rec.task.id)}"
+            for echild in self.files.list(deps_dir):
+                self.files.discard(f"{deps_dir}/{echild}")
+            self.files.prune(deps_dir)
 
 
 class LockedRecords(RecordStore):

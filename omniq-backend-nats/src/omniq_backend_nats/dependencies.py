@@ -59,6 +59,12 @@ class Dependencies(Delivery):
             return []
         return _children_decoder.decode(entry.value or b"\x90")
 
+    async def _dependents(self, task_id: str) -> list[Task]:
+        """From the parent's list of children (it keeps every child, also after the
+        parent ended); children deleted since are left out."""
+        found = await asyncio.gather(*(self._read(c) for c in await self._children_of(task_id)))
+        return sorted((f[0] for f in found if f is not None), key=lambda t: t.id)
+
     async def _settle(self, task_id: str) -> Task | None:
         """Decide a ``WAITING`` task from its parents: ready when all succeeded,
         cancelled when one failed, else unchanged. Returns the task as it now is."""

@@ -52,12 +52,12 @@ class WorkerBucket:
             self._workers_kv = (self.js, await self.ensure_bucket(self._workers_name, BACKSTOP_AGE))
         return self._workers_kv[1]
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         stored = msgspec.structs.replace(info, expires_at=await self.now() + ttl)
         await (await self._workers()).put(token(info.id), encoder.encode(stored))
         return stored
 
-    async def list_workers(self) -> list[WorkerInfo]:
+    async def _list_workers(self) -> list[WorkerInfo]:
         await self._workers()
         at = await self.now()
         live: list[WorkerInfo] = []
@@ -69,6 +69,6 @@ class WorkerBucket:
                 await self.remove_key(self._workers_name, key, rev)
         return sorted(live, key=lambda w: w.id)
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         await self._workers()
         return await self.remove_key(self._workers_name, token(worker_id))

@@ -95,20 +95,17 @@ class PostgresEventStorage(PostgresStore, BaseEventStorage):
         found = (decode_or_skip(_event, r, "the events table", r[0]) for r in rows)
         return [event for event in found if event is not None]
 
-    async def counts(
+    async def _counts(
         self,
         *,
         since: float,
         until: float,
         step: float,
-        queue: str | None = None,
-        types: Iterable[str] | None = None,
+        queue: str | None,
+        types: list[str] | None,
     ) -> list[EventCount]:
         """Counted by the server (the default would fetch every event of the window)."""
-        if not step > 0 or not until >= since:
-            return await super().counts(since=since, until=until, step=step)  # its error
-        kinds = None if types is None else [str(getattr(t, "value", t)) for t in types]
-        rows = await self.fetch(COUNTS, float(since), float(until), float(step), queue, kinds)
+        rows = await self.fetch(COUNTS, float(since), float(until), float(step), queue, types)
         return [EventCount(since + r[0] * step, r[1], r[2], r[3]) for r in rows]
 
     async def _cleanup(self, older_than: float) -> int:

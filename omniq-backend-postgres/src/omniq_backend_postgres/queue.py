@@ -566,6 +566,16 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         )
         return (await self._decoded(rows))[0] if rows else None
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        """Along the dependencies table's primary key (parent_id, child_id); its edges
+        live until one of the two tasks is deleted."""
+        rows = await self.fetch(
+            f"SELECT t.id, {TASK_COLUMNS} FROM {{s}}.dependencies d "
+            "JOIN {s}.tasks t ON t.id = d.child_id WHERE d.parent_id = $1 ORDER BY t.id",
+            task_id,
+        )
+        return await self._decoded(rows)
+
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> list[Task]:
@@ -578,16 +588,16 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         )
         return await self._decoded(rows)
 
-    async def list_page(
+    async def _list_page(
         self,
         *,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        name: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        queue: str | None,
+        states: builtins.list[TaskState] | None,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> TaskPage:
         """Paged by ``seq`` along the (queue, state, seq) index (see :mod:`.paging`)."""
         return await list_page(
@@ -707,12 +717,12 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     # -- live workers ------------------------------------------------------------------
     # `data` holds the WorkerInfo without expires_at; the column is the server's word.
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         data = encoder.encode(msgspec.structs.replace(info, expires_at=0.0))
         expires_at = await self.fetchval(REGISTER_WORKER, info.id, ttl, data)
         return msgspec.structs.replace(info, expires_at=expires_at)
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.fetch(
             f"SELECT expires_at, data FROM {{s}}.workers WHERE expires_at > {EPOCH_NOW} ORDER BY id"
         )
@@ -720,7 +730,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             msgspec.structs.replace(worker_decoder.decode(data), expires_at=at) for at, data in rows
         ]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return bool(
             await self.fetch("DELETE FROM {s}.workers WHERE id = $1 RETURNING id", worker_id)
         )

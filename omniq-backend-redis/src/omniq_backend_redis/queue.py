@@ -330,6 +330,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             if is_task_hash(v[0])
         ]
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        """The ``deps:<id>`` set the enqueue script keeps (children deleted since are
+        left out: their hashes are gone)."""
+        ids = cast("set[bytes]", await self.redis.smembers(self.key("deps", task_id)))
+        return sorted(await self._rows(builtins.list(ids)), key=lambda t: t.id)
+
     async def _queues(self, queue: str | None) -> list[str]:
         if queue is not None:
             return [queue]
@@ -355,16 +361,16 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         ids = [tid for _, tid in list(merged)[:limit]]
         return await self._rows(ids)
 
-    async def list_page(
+    async def _list_page(
         self,
         *,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        name: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        queue: str | None,
+        states: builtins.list[TaskState] | None,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> TaskPage:
         """Paged by enqueue order over the per-state sorted sets (see :mod:`.paging`)."""
         return await list_page(
@@ -531,12 +537,12 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     # One hash, worker id -> WorkerInfo with expires_at by Redis TIME; entries that
     # expired are dropped when listed.
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         stored = msgspec.structs.replace(info, expires_at=await self.now() + ttl)
         await self.redis.hset(self.key("workers"), info.id, encoder.encode(stored))
         return stored
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         blobs = cast("dict[bytes, bytes]", await self.redis.hgetall(self.key("workers")))
         at = await self.now()
         found = sorted((worker_decoder.decode(blob) for blob in blobs.values()), key=lambda w: w.id)
@@ -545,7 +551,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             await self.redis.hdel(self.key("workers"), *gone)
         return [w for w in found if w.expires_at > at]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return bool(await self.redis.hdel(self.key("workers"), worker_id))
 
 

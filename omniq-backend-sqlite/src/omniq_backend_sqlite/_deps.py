@@ -1,6 +1,9 @@
 """The dependency cascade, run inside the transaction that changes the parent.
 
-``omniq_task_deps`` has one row per (parent, child) for every child enqueued WAITING.
+``omniq_task_deps`` has one row per (parent, child) for every child enqueued, kept until
+one of the two is deleted (``dependents`` reads it). The cascades change only WAITING
+children: a child enqueued ready or cancelled had a parent that had already ended, and a
+task ends once.
 A child whose parent was deleted (cleanup, purge) counts that parent as satisfied: a
 parent only disappears after it finished, and a failed one has already cancelled it.
 """

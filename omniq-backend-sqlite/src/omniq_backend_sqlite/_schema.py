@@ -84,7 +84,7 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
             WHERE state IN {UNSTARTED_SQL}""",
         """CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at)
             WHERE purge_at IS NOT NULL""",
-        # One row per (parent, child) for each child enqueued WAITING on its parents.
+        # One row per (parent, child) for each child enqueued (see _deps.py).
         """
         CREATE TABLE IF NOT EXISTS omniq_task_deps (
             parent TEXT NOT NULL,

@@ -186,8 +186,8 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
                 task = stored[given.id] = _admit(given, known, now)
                 known[task.id] = task.state.value
                 inserts.append(task_params(task))
-                if task.state is TaskState.WAITING:
-                    edges.extend((parent, task.id) for parent in set(task.depends_on))
+                # every child, waiting or not, so dependents() lists it
+                edges.extend((parent, task.id) for parent in set(task.depends_on))
             out.append(task)
         if inserts:
             await conn.executemany(INSERT_SQL, inserts)
@@ -358,6 +358,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return row_to_task(rows[0]) if rows else None
 
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        rows = await self.db.fetch(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN "
+            "(SELECT child FROM omniq_task_deps WHERE parent = ?) ORDER BY id",
+            (task_id,),
+        )
+        return [row_to_task(row) for row in rows]
+
     async def _list(
         self, queue: str | None, states: Iterable[TaskState] | None, limit: int
     ) -> list[Task]:
@@ -367,16 +375,16 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         )
         return [row_to_task(row) for row in rows]
 
-    async def list_page(
+    async def _list_page(
         self,
         *,
-        queue: str | None = None,
-        states: Iterable[TaskState] | None = None,
-        name: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        queue: str | None,
+        states: builtins.list[TaskState] | None,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
     ) -> TaskPage:
         """Newest first by ``seq`` (the rowid), the cursor being the last ``seq`` shown.
 
@@ -538,7 +546,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- live workers ------------------------------------------------------------------
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         at = time.time()
         stored = msgspec.structs.replace(info, expires_at=at + ttl)
         async with self.db.transaction() as conn:  # also forgets workers that expired
@@ -549,13 +557,13 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             )
         return stored
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         rows = await self.db.fetch(
             "SELECT data FROM omniq_workers WHERE expires_at > ? ORDER BY id", (time.time(),)
         )
         return [worker_decoder.decode(row[0]) for row in rows]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return bool(
             await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
         )

@@ -29,6 +29,7 @@ from .registry import BackendSpec, PoolSpec, register_plugin
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
     from .config import OmniQConfig, load_config
+    from .requeueing import RequeueSelection
 
 __all__ = [
     "AsyncOmniQ",
@@ -41,6 +42,7 @@ __all__ = [
     "OmniQError",
     "PluginError",
     "PoolSpec",
+    "RequeueSelection",
     "ResultTimeoutError",
     "Schedule",
     "SerializationError",
@@ -68,6 +70,7 @@ _LAZY = {
     "TaskRef": "app",
     "OmniQConfig": "config",
     "load_config": "config",
+    "RequeueSelection": "requeueing",
 }
 
 

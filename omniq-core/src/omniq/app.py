@@ -13,13 +13,22 @@ import hashlib
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 import msgspec
 
+from . import requeueing
 from .config import OmniQConfig, load_config
 from .errors import (
     CapabilityError,
@@ -30,6 +39,7 @@ from .errors import (
 )
 from .events import build_event, enqueued_events, write_events
 from .interfaces import (
+    MAX_PAGE,
     BaseEventStorage,
     BaseResultStorage,
     BaseTaskQueue,
@@ -56,6 +66,7 @@ from .models import (
 )
 from .options import to_duration, to_int
 from .registry import registry
+from .requeueing import RequeueSelection
 from .schedules import fire_due_schedules
 from .serialization import Serializer, binding
 from .sync import SyncWrapper, blocking
@@ -710,23 +721,72 @@ class AsyncOmniQ:
             await self.record_events([self.event(task, EventType.CANCELLED)])
         return cancelled
 
-    async def requeue(self, task_id: str, by: str | None = None) -> Task:
-        """Enqueue a dead, failed, cancelled or expired task again, attempts reset (see
-        :meth:`BaseTaskQueue.requeue`); a ``requeued`` event on the original records
-        ``by`` (who requeued) and the new task's id. Returns the new task."""
+    async def requeue(self, task_id: str, by: str = "api") -> Task:
+        """Enqueue a dead, failed, cancelled or expired task again, attempts reset;
+        the new task (see :meth:`requeue_many`)."""
+        return (await self.requeue_many([task_id], by=by))[0]
+
+    async def requeue_many(self, task_ids: Iterable[str], by: str = "api") -> list[Task]:
+        """Enqueue dead, failed, cancelled or expired tasks again, attempts reset (see
+        :meth:`BaseTaskQueue.requeue_many`: all refused if one cannot be); a
+        ``requeued`` event on each original records ``by`` (who requeued: ``"api"``,
+        ``"cli:user@host"``, ``"dashboard ..."``) and the new task's id. Returns the new
+        tasks, in the order given."""
         await self.open()
-        old = await self.get_task(task_id)
-        new = await self.task_queue.requeue(old.id)
+        ids = list(dict.fromkeys(validate_name("task id", i) for i in task_ids))
+        new = await self.task_queue.requeue_many(ids)
         at = now()
-        await self.record_events(
-            [
-                self.event(old, EventType.REQUEUED, at=at, by=by, to=new.id),
+        events: list[TaskEvent] = []
+        for old_id, task in zip(ids, new, strict=True):
+            # the original shares the new task's queue and name (the store copied them)
+            events.append(
+                TaskEvent(
+                    id=new_id(),
+                    task_id=old_id,
+                    queue=task.queue,
+                    type=EventType.REQUEUED,
+                    timestamp=at,
+                    detail={"name": task.name, "by": by, "to": task.id},
+                )
+            )
+            events.append(
                 self.event(
-                    new, EventType.ENQUEUED, at=at, state=new.state.value, requeued_from=old.id
-                ),
-            ]
-        )
+                    task, EventType.ENQUEUED, at=at, state=task.state.value, requeued_from=old_id
+                )
+            )
+        await self.record_events(events)
         return new
+
+    async def requeue_selected(
+        self,
+        selection: RequeueSelection,
+        by: str = "api",
+        batch: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[tuple[str, str]]:
+        """Requeue every task ``selection`` takes, ``batch`` at a time (one
+        :meth:`requeue_many` each, so a failure stops after whole batches); ``progress``
+        is called with the running total after each. Returns ``(old id, new id)`` pairs."""
+        await self.open()
+        done: list[tuple[str, str]] = []
+        async for page in requeueing.select(self, selection, page=max(1, min(batch, MAX_PAGE))):
+            new = await self.requeue_many([t.id for t in page], by=by)
+            done += [(t.id, n.id) for t, n in zip(page, new, strict=True)]
+            if progress is not None:
+                progress(len(done))
+        return done
+
+    async def requeue_candidates(self, selection: RequeueSelection) -> AsyncIterator[list[Task]]:
+        """The tasks :meth:`requeue_selected` would take, a page at a time: what a dry
+        run shows."""
+        await self.open()
+        async for page in requeueing.select(self, selection):
+            yield page
+
+    async def requeued_to(self, tasks: Iterable[Task]) -> dict[str, str]:
+        """Which of ``tasks`` were requeued already, and as which task (from events)."""
+        await self.open()
+        return await requeueing.requeued_to(self, tasks)
 
     async def events(
         self,
@@ -1004,6 +1064,9 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     get_task_result = blocking(AsyncOmniQ.get_task_result)
     cancel = blocking(AsyncOmniQ.cancel)
     requeue = blocking(AsyncOmniQ.requeue)
+    requeue_many = blocking(AsyncOmniQ.requeue_many)
+    requeue_selected = blocking(AsyncOmniQ.requeue_selected)
+    requeued_to = blocking(AsyncOmniQ.requeued_to)
     events = blocking(AsyncOmniQ.events)
     stats = blocking(AsyncOmniQ.stats)
     list_tasks = blocking(AsyncOmniQ.list_tasks)

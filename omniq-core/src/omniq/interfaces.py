@@ -837,70 +837,128 @@ class BaseTaskQueue(BaseStore):
         is opaque, meaningful only to the store that made it; a malformed one raises
         :class:`omniq.errors.ConfigError`. A backend may bound the work of one call: a
         page can then hold fewer than ``limit`` tasks with a cursor still following.
+        """
+        for label, value in (("since", since), ("until", until)):
+            if value is not None:
+                _time("list_page", label, value)
+        return await self._list_page(
+            queue=queue,
+            states=_states("list_page", states),
+            name=name,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=check_page_limit(limit),
+        )
 
-        The default reads every task through :meth:`list` and sorts by
+    async def _list_page(
+        self,
+        *,
+        queue: str | None,
+        states: builtins.list[TaskState] | None,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> TaskPage:
+        """One page of :meth:`list_page` (``limit`` checked, ``states`` a list or None).
+
+        The default reads every task through :meth:`_list` and sorts by
         ``(created_at, id)``: right for small stores; a backend with an index on its
         enqueue order overrides it (see the PostgreSQL and Redis backends).
         """
-        size = check_page_limit(limit)
         after = _default_cursor(cursor)
-        wanted = None if states is None else frozenset(TaskState(s) for s in states)
         found = [
             t
-            for t in await self.list(queue=queue, states=wanted, limit=_EVERYTHING)
+            for t in await self._list(queue, states, _EVERYTHING)
             if (name is None or t.name == name)
             and (since is None or t.created_at >= since)
             and (until is None or t.created_at < until)
             and (after is None or (t.created_at, t.id) < after)
         ]
         found.sort(key=lambda t: (t.created_at, t.id), reverse=True)
-        page = found[:size]
-        more = len(found) > size
+        page = found[:limit]
+        more = len(found) > limit
         return TaskPage(
             tasks=page, cursor=f"{page[-1].created_at!r}|{page[-1].id}" if more else None
         )
 
     async def requeue(self, task_id: str) -> Task:
-        """Enqueue a task that ended badly (``DEAD``, ``FAILED``, ``CANCELLED`` or
-        ``EXPIRED``) again, and return the new task as stored.
+        """Enqueue a task that ended badly again; the new task (see :meth:`requeue_many`)."""
+        return (await self.requeue_many([task_id]))[0]
 
-        The new task has a new id and the original's name, queue, payload, priority and
-        options, with ``attempts`` 0, no error, no eta and no dependencies (its parents
-        already ended); a time to live it had counts again from now. The original stays
-        as it was, so its history (error, traceback, events) is kept; the caller records
-        a ``requeued`` event on it naming who requeued and the new id. Raises
-        :class:`omniq.errors.TaskNotFoundError` for an unknown id and
-        :class:`omniq.errors.QueueError` for a task in any other state.
+    async def requeue_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Enqueue tasks that ended badly (``DEAD``, ``FAILED``, ``CANCELLED`` or
+        ``EXPIRED``) again, and return the new tasks as stored, in the order given
+        (an id given twice is requeued once).
+
+        Each new task has a new id and the original's name, queue, payload, priority
+        and options, with ``attempts`` 0, no error, no eta and no dependencies (its
+        parents already ended); a time to live it had counts again from now. The
+        originals stay as they were, so their history (error, traceback, events) is
+        kept; the caller records a ``requeued`` event on each naming who requeued and
+        the new id. Every id is checked before any task is enqueued: an unknown one
+        raises :class:`omniq.errors.TaskNotFoundError`, one in another state
+        :class:`omniq.errors.QueueError`, and nothing is requeued.
         """
         from .errors import QueueError, TaskNotFoundError
 
-        task = await self.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(task_id)
-        if task.state not in REQUEUE_STATES:
+        olds: builtins.list[Task] = []
+        refused: builtins.list[str] = []
+        for task_id in dict.fromkeys(task_ids):
+            task = await self.get(task_id)
+            if task is None:
+                raise TaskNotFoundError(task_id)
+            if task.state not in REQUEUE_STATES:
+                refused.append(f"{task_id!r} is {task.state.value}")
+            olds.append(task)
+        if refused:
             raise QueueError(
-                f"task {task_id!r} is {task.state.value}; only tasks in "
-                f"{sorted(s.value for s in REQUEUE_STATES)} can be requeued"
+                f"task {', '.join(refused)}; only tasks in "
+                f"{sorted(s.value for s in REQUEUE_STATES)} can be requeued (nothing was)"
             )
+        return await self._requeue(olds) if olds else []
+
+    async def _requeue(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
+        """Enqueue a fresh copy of each task (all in ``REQUEUE_STATES``, checked by the
+        base) in one batch; the new tasks as stored. A backend may override it to
+        check and enqueue in one step of its engine."""
         at = await self.now()
-        ttl = task.expires_at - task.created_at if task.expires_at is not None else None
-        fresh = msgspec.structs.replace(
-            task,
-            id=new_id(),
-            state=TaskState.PENDING,
-            created_at=at,
-            eta=None,
-            expires_at=None if ttl is None else at + ttl,
-            attempts=0,
-            depends_on=(),
-            lease_owner=None,
-            lease_token=None,
-            lease_deadline=None,
-            started_at=None,
-            finished_at=None,
-            error=None,
-        )
-        return await self.enqueue(fresh)
+        fresh = [
+            msgspec.structs.replace(
+                task,
+                id=new_id(),
+                state=TaskState.PENDING,
+                created_at=at,
+                eta=None,
+                expires_at=(
+                    None if task.expires_at is None else at + task.expires_at - task.created_at
+                ),
+                attempts=0,
+                depends_on=(),
+                lease_owner=None,
+                lease_token=None,
+                lease_deadline=None,
+                started_at=None,
+                finished_at=None,
+                error=None,
+            )
+            for task in tasks
+        ]
+        return await self.enqueue_many(fresh)
+
+    async def dependents(self, task_id: str) -> builtins.list[Task]:
+        """The stored tasks that depend on ``task_id`` (whose ``depends_on`` names it),
+        ordered by id; [] for a task without dependents or an unknown id. Part of the
+        ``DEPENDENCIES`` capability: a backend declaring it implements
+        :meth:`_dependents`."""
+        return await self._dependents(task_id)
+
+    async def _dependents(self, task_id: str) -> builtins.list[Task]:
+        """The stored tasks whose ``depends_on`` names ``task_id``, ordered by id, also
+        after ``task_id`` ended (until it or they are deleted)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list the dependents of a task")
 
     # -- live workers (omniq workers, omniq health) ------------------------------------
     # Not abstract, so a backend written before the registry still loads; the
@@ -910,15 +968,31 @@ class BaseTaskQueue(BaseStore):
         """Insert or replace the worker ``info.id``; return it as stored, with
         ``expires_at = now() + ttl`` by the store's clock. Workers call this at start
         and on their heartbeat cadence, never per task."""
+        if type(ttl) not in _NUMBERS or not 0 < ttl < math.inf:
+            raise ConfigError(
+                f"register_worker() got ttl={ttl!r}; expected a finite number of seconds > 0"
+            )
+        return await self._register_worker(info, float(ttl))
+
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+        """Insert or replace ``info.id`` with ``expires_at = now() + ttl`` (store clock)."""
         raise NotImplementedError(f"{type(self).__name__} has no worker registry")
 
     async def list_workers(self) -> builtins.list[WorkerInfo]:
         """The registered workers whose ``expires_at`` has not passed by the store's
         clock, ordered by id (expired entries may be deleted here)."""
+        return await self._list_workers()
+
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
+        """The unexpired workers by the store's clock, ordered by id."""
         raise NotImplementedError(f"{type(self).__name__} has no worker registry")
 
     async def unregister_worker(self, worker_id: str) -> bool:
         """Remove a worker (it stopped); False when it was not registered."""
+        return await self._unregister_worker(worker_id)
+
+    async def _unregister_worker(self, worker_id: str) -> bool:
+        """Remove a worker; False when it was not registered."""
         raise NotImplementedError(f"{type(self).__name__} has no worker registry")
 
 
@@ -1099,20 +1173,43 @@ class BaseEventStorage(BaseStore):
         ``since <= timestamp < until``; only non-zero counts are returned, ordered by
         bucket, then queue, then type.
 
-        The default counts what :meth:`query` returns; a backend that can count on its
-        server overrides it.
         """
         if not step > 0 or not until >= since:
-            from .errors import ConfigError
-
             raise ConfigError(
                 f"counts needs step > 0 and until >= since, got step={step!r}, "
                 f"since={since!r}, until={until!r}"
             )
-        type_list = None if types is None else [getattr(t, "value", t) for t in types]
+        return await self._counts(
+            since=_time("counts", "since", since),
+            until=_time("counts", "until", until),
+            step=step,
+            queue=queue,
+            types=None if types is None else [getattr(t, "value", t) for t in types],
+        )
+
+    async def _counts(
+        self,
+        *,
+        since: float,
+        until: float,
+        step: float,
+        queue: str | None,
+        types: builtins.list[str] | None,
+    ) -> builtins.list[EventCount]:
+        """What :meth:`counts` returns (its arguments checked, ``types`` as strings).
+
+        The default counts what :meth:`_query` returns; a backend that can count on its
+        server overrides it.
+        """
         tally: dict[tuple[float, str, str], int] = {}
-        for e in await self.query(
-            queue=queue, types=type_list, since=since, until=until, limit=None
+        for e in await self._query(
+            task_id=None,
+            queue=queue,
+            types=types,
+            since=since,
+            until=until,
+            limit=None,
+            order="asc",
         ):
             key = (since + ((e.timestamp - since) // step) * step, e.queue, e.type.value)
             tally[key] = tally.get(key, 0) + 1

@@ -41,8 +41,8 @@ OptionType = Literal["int", "float", "duration", "bool", "enum", "str", "mapping
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)?\s*$")
 
 
 def _bounds(minimum: float | None, maximum: float | None, above: bool) -> str:
@@ -112,7 +112,7 @@ def to_duration(
     strings: bool = True,
 ) -> float:
     """Seconds from a number, a :class:`~datetime.timedelta` or (``strings``) a text such
-    as ``"30"``, ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``."""
+    as ``"30"``, ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1w"``."""
     seconds: Any = value
     if isinstance(value, timedelta):
         seconds = value.total_seconds()

@@ -18,8 +18,8 @@ from starlette.templating import Jinja2Templates
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
-from omniq.interfaces import REQUEUE_STATES, EventCount
-from omniq.models import ACTIVE_STATES, EventType, Task, TaskState, validate_name
+from omniq.interfaces import REQUEUE_STATES, Capability, EventCount
+from omniq.models import ACTIVE_STATES, EventType, TaskState, validate_name
 
 from .charts import line_chart, percentile
 from .formats import parse_time
@@ -38,6 +38,8 @@ WINDOW, STEP = 3600, 60
 WAIT_SAMPLE, WAIT_STEP = 500, 300
 #: Longest argument or result text shown on a page.
 SHOWN = 4000
+#: Most dependents the task page lists (a fan-out can be large).
+SHOWN_DEPENDENTS = 200
 #: Failed attempts (a task that dies has one too, so "dead" would count it twice).
 FAILURE_TYPES = ("failed",)
 STATE_ORDER = [s.value for s in TaskState]
@@ -244,7 +246,7 @@ class Views:
             "since": params.get("since"),
             "until": params.get("until"),
         }
-        requeued = await self.requeued_to(page.tasks) if fixed_state is TaskState.DEAD else {}
+        requeued = await self.omniq.requeued_to(page.tasks) if fixed_state is TaskState.DEAD else {}
         context: dict[str, Any] = {
             "tasks": page.tasks,
             "next_cursor": page.cursor,
@@ -258,17 +260,6 @@ class Views:
         }
         live = "_task_rows.html" if template == "tasks.html" else "_dead_rows.html"
         return self.render(request, live if params.get("fragment") else template, **context)
-
-    async def requeued_to(self, tasks: list[Task]) -> dict[str, str]:
-        """Which of ``tasks`` were requeued already, and as which task (from the events)."""
-        if not tasks or not self.omniq.config.events:
-            return {}
-        first = min((t.finished_at or t.created_at) for t in tasks)
-        events = await self.omniq.event_storage.query(
-            types=[EventType.REQUEUED.value], since=first, limit=None
-        )
-        ids = {t.id for t in tasks}
-        return {e.task_id: str(e.detail.get("to")) for e in events if e.task_id in ids}
 
     async def task(self, request: Request) -> Response:
         q = await self.opened()
@@ -300,6 +291,11 @@ class Views:
                 value = f"(cannot decode: {mask_url(str(exc))})"
         events = await q.event_storage.query(task_id=task_id, limit=500) if q.config.events else []
         parents = [(pid, await q.task_queue.get(pid)) for pid in task.depends_on[:50]]
+        dependents = (
+            (await q.task_queue.dependents(task_id))[:SHOWN_DEPENDENTS]
+            if Capability.DEPENDENCIES in type(q.task_queue).capabilities
+            else None
+        )
         links = {
             "requeued_to": [e.detail.get("to") for e in events if e.type is EventType.REQUEUED],
             "requeued_from": [
@@ -319,6 +315,8 @@ class Views:
             error=error,
             events=events,
             parents=parents,
+            dependents=dependents,
+            dependents_shown=SHOWN_DEPENDENTS,
             links=links,
             can_requeue=task.state in REQUEUE_STATES,
             active=task.state in ACTIVE_STATES,
@@ -356,7 +354,7 @@ class Views:
         ids = [validate_name("task id", i) for i in form.getlist("task_id") if isinstance(i, str)]
         if not ids:
             raise ConfigError("select at least one task to requeue")
-        new = [await q.requeue(task_id, by=self.who(request)) for task_id in ids]
+        new = await q.requeue_many(ids, by=self.who(request))
         await self.stats.fresh()
         back = form.get("back")
         if back == "task" and len(new) == 1:

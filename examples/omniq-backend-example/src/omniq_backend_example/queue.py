@@ -290,14 +290,14 @@ class ExampleTaskQueue(NamespaceStore, BaseTaskQueue):
 
     # -- live workers --------------------------------------------------------------------
 
-    async def register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
+    async def _register_worker(self, info: WorkerInfo, ttl: float) -> WorkerInfo:
         stored = msgspec.structs.replace(info, expires_at=now() + ttl)
         self.ns.workers[info.id] = stored
         return stored
 
-    async def list_workers(self) -> builtins.list[WorkerInfo]:
+    async def _list_workers(self) -> builtins.list[WorkerInfo]:
         at = now()
         return [w for _, w in sorted(self.ns.workers.items()) if w.expires_at > at]
 
-    async def unregister_worker(self, worker_id: str) -> bool:
+    async def _unregister_worker(self, worker_id: str) -> bool:
         return self.ns.workers.pop(worker_id, None) is not None

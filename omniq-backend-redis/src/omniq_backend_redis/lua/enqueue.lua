@@ -151,6 +151,9 @@ for j = 1, usual and 0 or n do
       redis.call('HSET', k, 'h', H or header(c, p, md1 or mds[j], rt, dt), 'd', body, 'q', q, 'sq', sq,
                  's', state)
     end
+    for _, dep in ipairs(deps) do  -- every child, waiting or not: dependents() lists it
+      redis.call('SADD', P .. ':deps:' .. dep, id)
+    end
     if failed then
       local f = {id = id, q = q, sq = seq, sqs = sq, p = p, e = e, x = x, rt = rt, dt = dt}
       local err = dependency_failure(failed[1], failed[2])
@@ -159,10 +162,7 @@ for j = 1, usual and 0 or n do
     else
       zadd(qkey(q, STATE_INDEX[state]), sq, id)  -- set_state() of a task that had none
       if state == 'waiting' then
-        for _, dep in ipairs(waiting) do
-          redis.call('SADD', P .. ':deps:' .. dep, id)
-          redis.call('HSET', tkey(dep), 'hd', 1)
-        end
+        for _, dep in ipairs(waiting) do redis.call('HSET', tkey(dep), 'hd', 1) end
         if x then zadd(TTL_KEY, num(x), id) end
       else
         index_ready(id, q, p, seq, e, x)

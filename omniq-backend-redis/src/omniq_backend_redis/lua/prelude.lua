@@ -2,7 +2,8 @@
 -- Keys: P:t:<id> task hash; P:q:<queue>:ready (score: priority, then enqueue order),
 -- P:q:<queue>:delayed (score: eta), P:q:<queue>:s:<state> (score: enqueue order),
 -- P:running (lease deadline), P:ttl (expires_at of tasks not started), P:done (when a
--- finished task may be deleted), P:deps:<id> (ids waiting on <id>), P:queues, P:seq.
+-- finished task may be deleted), P:deps:<id> (ids of the tasks that depend on <id>, kept
+-- until <id> is deleted: dependents() reads it), P:queues, P:seq.
 -- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
 -- and retention when finished/dead as big-endian doubles: what never changes, in one
 -- field), d encoded Task, q queue, sq enqueue order, s state, a attempts, e eta, x
@@ -197,7 +198,6 @@ local function cancel_dependents(f, state)
           table.insert(stack, {child, 'cancelled', c.hd})
         end
       end
-      redis.call('DEL', dkey)
     end
   end
 end
@@ -212,7 +212,6 @@ local function release_dependents(f)
       if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
     end
   end
-  redis.call('DEL', dkey)
 end
 
 -- End a task in a terminal state, with what that means for its dependents.

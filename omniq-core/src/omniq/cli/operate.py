@@ -1,25 +1,34 @@
-"""Operator commands: ``cancel``, ``workers`` and ``health`` (the probe for Kubernetes
-and other supervisors)."""
+"""Operator commands: ``cancel``, ``requeue``, ``workers`` and ``health`` (the probe for
+Kubernetes and other supervisors)."""
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import time
 from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
-from ..models import validate_name
+from ..interfaces import REQUEUE_STATES
+from ..models import TaskState, validate_name
 from ..options import to_duration
+from ..requeueing import RequeueSelection
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json, print_table
+from .tasks import parse_when
+from .ui import err, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
-    from ..models import WorkerInfo
+    from ..models import Task, WorkerInfo
+
+#: The selected tasks ``requeue --dry-run`` lists (it counts them all).
+_SHOWN = 50
 
 
 def parse_duration(
@@ -54,6 +63,157 @@ def cancel(state: CliState, task_id: str, app_ref: str | None) -> None:
             f"task {task_id} had already finished ({now_state}); nothing to cancel"
         )
     out.print(f"Task {task_id} cancelled.")
+
+
+def operator() -> str:
+    """Who acts from this shell, for the events an operator command records."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container's bare uid)
+        user = str(os.getuid())
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def _requeue_rows(tasks: list[Task], more: int) -> None:
+    table = Table("id", "name", "queue", "state", "attempts", "ended", "error")
+    for t in tasks:
+        table.add_row(
+            t.id,
+            escape(t.name),
+            t.queue,
+            t.state.value,
+            str(t.attempts),
+            fmt_time(t.finished_at),
+            escape(f"{t.error.type}: {t.error.message}"[:80]) if t.error else "",
+        )
+    print_table(table)
+    if more:
+        out.print(f"... and {more} more")
+
+
+@cli.command()
+@click.argument("task_ids", nargs=-1, metavar="[ID]...")
+@click.option("--queue", "-q", metavar="NAME", help="Only tasks of this queue.")
+@click.option("--name", metavar="TASK", help="Only tasks of this task name.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(sorted(s.value for s in REQUEUE_STATES), case_sensitive=False),
+    help="Only tasks in these states (repeatable; default: dead).",
+)
+@click.option(
+    "--since",
+    callback=parse_when,
+    metavar="WHEN",
+    help="Only tasks that ended at or after this: a duration ago (1h: the last hour) or an "
+    "ISO time.",
+)
+@click.option(
+    "--until",
+    callback=parse_when,
+    metavar="WHEN",
+    help="Only tasks that ended before this: a duration ago or an ISO time.",
+)
+@click.option(
+    "--include-requeued",
+    is_flag=True,
+    help="Also tasks requeued before (by default a task whose requeued event is stored is "
+    "left out, so repeating a command does not run its tasks twice).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be requeued; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1000),
+    default=500,
+    show_default=True,
+    help="Tasks requeued per store call.",
+)
+@app_option
+@click.option("--json", "as_json", is_flag=True, help="Print the old and new ids as JSON.")
+@click.pass_obj
+def requeue(
+    state: CliState,
+    task_ids: tuple[str, ...],
+    queue: str | None,
+    name: str | None,
+    states: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    include_requeued: bool,
+    dry_run: bool,
+    yes: bool,
+    batch: int,
+    app_ref: str | None,
+    as_json: bool,
+) -> None:
+    """Run dead (or failed, cancelled, expired) tasks again as new tasks, attempts reset;
+    each original keeps its history and gets a requeued event naming you and the new id.
+
+    Give task ids, or select by --queue, --name, --state and when they ended (--since,
+    --until); a selection is confirmed before anything changes (--yes skips that). A
+    running, pending or succeeded task is refused with its state, and then nothing is
+    requeued."""
+    filters = queue or name or states or since is not None or until is not None
+    if task_ids and (filters or include_requeued):
+        raise click.UsageError("give task ids or selection options, not both")
+    for task_id in task_ids:
+        validate_name("task id", task_id)
+    selection = (
+        None
+        if task_ids
+        else RequeueSelection(
+            queue=queue,
+            name=name,
+            states=tuple(TaskState(s.lower()) for s in states) or (TaskState.DEAD,),
+            since=since,
+            until=until,
+            include_requeued=include_requeued,
+        )
+    )
+    by = operator()
+
+    async def pick(app: AsyncOmniQ) -> tuple[list[str], list[Task]]:
+        if selection is None:
+            shown = [await app.get_task(i) for i in task_ids]
+            return list(dict.fromkeys(task_ids)), shown[:_SHOWN]
+        ids: list[str] = []
+        shown = []
+        async for page in app.requeue_candidates(selection):
+            ids += [t.id for t in page]
+            shown += page[: _SHOWN - len(shown)]
+        return ids, shown
+
+    async def run(app: AsyncOmniQ) -> list[tuple[str, str]]:
+        ids, shown = await pick(app)
+        if dry_run or not ids:
+            if ids:
+                _requeue_rows(shown, len(ids) - len(shown))
+            out.print(f"Would requeue {len(ids)} task(s)." if ids else "Nothing to requeue.")
+            return []
+        if selection is not None and not yes:
+            which = ", ".join(s.value for s in selection.states)
+            where = f"queue {selection.queue!r}" if selection.queue else "every queue"
+            click.confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", abort=True, err=True)
+        done: list[tuple[str, str]] = []
+        with Progress(console=err, transient=True, disable=len(ids) <= batch) as bar:
+            job = bar.add_task("requeueing", total=len(ids))
+            for at in range(0, len(ids), batch):
+                chunk = ids[at : at + batch]
+                new = await app.requeue_many(chunk, by=by)
+                done += [(old, n.id) for old, n in zip(chunk, new, strict=True)]
+                bar.update(job, completed=len(done))
+        return done
+
+    done = state.run(state.build_app(app_ref), run)
+    if as_json:
+        print_json([{"id": old, "requeued_as": new} for old, new in done])
+    elif task_ids:
+        for old, new in done:
+            out.print(f"Task {old} requeued as {new}.")
+    elif done:
+        out.print(f"Requeued {len(done)} task(s); their requeued events record by={by}.")
 
 
 def _serves(worker: WorkerInfo, queue: str | None) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
 from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
+from ..options import to_duration
 from ..serialization import binding
 from .root import app_option, cli
 from .state import CliState
@@ -22,26 +22,25 @@ if TYPE_CHECKING:
     from ..app import AsyncOmniQ
     from ..models import Task, TaskEvent, TaskResult
 
-_RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 STATE_NAMES = [s.value for s in TaskState]
 
 
-def parse_since(
+def parse_when(
     ctx: click.Context | None, param: click.Parameter | None, value: str | None
 ) -> float | None:
-    """``10m``/``2h``/``1d`` ago, or an ISO time (local time when it has no zone)."""
+    """A duration meaning that long ago (``10m``, ``2h``, ``1d``, ``1w``: the config's
+    duration texts), or an ISO time (local time when it has no zone)."""
     if value is None:
         return None
-    m = _RELATIVE.match(value.strip())
-    if m:
-        return time.time() - float(m.group("n")) * _UNIT_SECONDS[m.group("unit")]
+    try:
+        return time.time() - to_duration(value, above=False)
+    except ValueError:
+        pass
     try:
         return datetime.fromisoformat(value.strip()).astimezone().timestamp()
     except ValueError:
         raise click.BadParameter(
-            f"{value!r} is neither a relative time (e.g. 30s, 10m, 2h, 1d, 1w) nor an ISO time "
+            f"{value!r} is neither a duration ago (e.g. 30s, 10m, 2h, 1d, 1w) nor an ISO time "
             f"(e.g. 2026-01-31T14:00 or 2026-01-31T14:00:00+00:00)"
         ) from None
 
@@ -178,7 +177,7 @@ def _detail(event: TaskEvent) -> str:
 )
 @click.option(
     "--since",
-    callback=parse_since,
+    callback=parse_when,
     metavar="WHEN",
     help="Only events since a relative time (10m, 2h, 1d) or an ISO time.",
 )

@@ -211,3 +211,51 @@ class DependencyTests:
         assert await state_of(task_queue, child) is TaskState.EXPIRED
         await assert_cancelled_by(task_queue, child, grandchild)
         assert await state_of(task_queue, parent) in READY_STATES
+
+    async def test_dependents_lists_the_tasks_that_depend_on_a_task(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        requires(task_queue, Capability.DEPENDENCIES)
+
+        async def dependents(task: Task | str) -> list[str]:
+            found = await task_queue.dependents(task if isinstance(task, str) else task.id)
+            assert [t.id for t in found] == sorted(t.id for t in found), "ordered by id"
+            return [t.id for t in found]
+
+        parent = await reserved(task_queue)
+        other = await task_queue.enqueue(make_task(queue="q-dependents-other"))
+        one = await task_queue.enqueue(make_task(queue="q-dependents", depends_on=(parent.id,)))
+        both = await task_queue.enqueue(
+            make_task(queue="q-dependents", depends_on=(parent.id, other.id))
+        )
+        assert await dependents(parent) == sorted([one.id, both.id])
+        assert await dependents(other) == [both.id]
+        assert await dependents(one) == [], "a task nothing depends on has no dependents"
+        assert await dependents("no-such-task") == []
+        await task_queue.complete(parent.id, parent.lease_token or "", TaskState.SUCCEEDED)
+        assert await dependents(parent) == sorted([one.id, both.id]), (
+            "a parent that ended still lists its dependents (the task page shows them)"
+        )
+        late = await task_queue.enqueue(make_task(queue="q-dependents", depends_on=(parent.id,)))
+        assert late.state is TaskState.PENDING
+        assert await dependents(parent) == sorted([one.id, both.id, late.id]), (
+            "a dependent enqueued after its parent ended is listed too"
+        )
+        [listed] = [t for t in await task_queue.dependents(parent.id) if t.id == one.id]
+        assert listed == await task_queue.get(one.id), "dependents are the tasks as stored"
+
+    async def test_dependents_of_a_failed_parent_list_the_cancelled_ones(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        requires(task_queue, Capability.DEPENDENCIES)
+        parent = await task_queue.enqueue(make_task(queue="q-dependents-failed"))
+        child = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
+        grandchild = await task_queue.enqueue(make_task(depends_on=(child.id,)))
+        assert await task_queue.cancel(parent.id)
+        late = await task_queue.enqueue(make_task(depends_on=(parent.id,)))
+        assert late.state is TaskState.CANCELLED
+        found = await task_queue.dependents(parent.id)
+        assert [(t.id, t.state) for t in found] == sorted(
+            [(child.id, TaskState.CANCELLED), (late.id, TaskState.CANCELLED)]
+        )
+        assert [t.id for t in await task_queue.dependents(child.id)] == [grandchild.id]

@@ -143,3 +143,54 @@ class PagingTests:
         with pytest.raises(QueueError, match="pending"):
             await task_queue.requeue(pending.id)
         assert [t.id for t in await task_queue.list(queue="q-requeue-pending")] == [pending.id]
+
+    async def test_requeue_many_requeues_each_once_in_order(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        made = [await task_queue.enqueue(make_task(queue="q-requeue-many")) for _ in range(3)]
+        for _ in made:
+            got = await reserve_one(task_queue, ["q-requeue-many"])
+            assert await task_queue.dead_letter(got.id, got.lease_token, make_error())
+        ids = [t.id for t in made]
+        again = await task_queue.requeue_many([ids[2], ids[0], ids[2], ids[1]])
+        assert len(again) == 3, "an id given twice is requeued once"
+        assert [a.attempts for a in again] == [0, 0, 0]
+        assert not {a.id for a in again} & set(ids), "each requeue is a new task"
+        for a in again:
+            assert (await task_queue.get(a.id)) == a and a.state is TaskState.PENDING
+        assert await task_queue.requeue_many([]) == []
+
+    async def test_requeue_takes_failed_cancelled_and_expired_tasks(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        cancelled = await task_queue.enqueue(make_task(queue="q-requeue-states"))
+        assert await task_queue.cancel(cancelled.id)
+        again = await task_queue.requeue(cancelled.id)
+        assert again.state is TaskState.PENDING and again.attempts == 0
+
+    async def test_requeue_many_refuses_running_pending_and_succeeded_and_requeues_none(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        queue = "q-requeue-refuse"
+        dead = await task_queue.enqueue(make_task(queue=queue))
+        got = await reserve_one(task_queue, [queue])
+        assert await task_queue.dead_letter(got.id, got.lease_token, make_error())
+        done = await task_queue.enqueue(make_task(queue=queue))
+        got = await reserve_one(task_queue, [queue])
+        assert await task_queue.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+        running = await task_queue.enqueue(make_task(queue=queue))
+        await reserve_one(task_queue, [queue])
+        pending = await task_queue.enqueue(make_task(queue=queue))
+        before = sorted(t.id for t in await task_queue.list(queue=queue))
+        for other, state in (
+            (running, "running"),
+            (pending, "pending"),
+            (done, "succeeded"),
+        ):
+            with pytest.raises(QueueError, match=f"{other.id}.*{state}") as info:
+                await task_queue.requeue_many([dead.id, other.id])
+            assert "dead" in str(info.value), "the error names the states that can be requeued"
+        with pytest.raises(TaskNotFoundError):
+            await task_queue.requeue_many([dead.id, "no-such-task"])
+        after = sorted(t.id for t in await task_queue.list(queue=queue))
+        assert after == before, "a refused batch requeues nothing, not even its dead task"
