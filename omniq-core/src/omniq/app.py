@@ -56,6 +56,7 @@ from .models import (
 )
 from .options import to_duration, to_int
 from .registry import registry
+from .retries import RetryPolicy
 from .schedules import fire_due_schedules
 from .serialization import Serializer, binding
 from .sync import SyncWrapper, blocking
@@ -150,11 +151,22 @@ class TaskOptions:
         "max_retries",
         "priority",
         "queue",
+        "retry",
         "retry_backoff",
         "retry_backoff_max",
         "timeout",
         "ttl",
     )
+
+    #: The options ``@app.task`` takes (``retry_max_delay`` is the name of
+    #: ``retry_backoff_max`` the docs use; either works).
+    NAMES = frozenset(
+        {
+            "queue", "retries", "timeout", "ttl", "priority", "max_deliveries",
+            "retry_backoff", "retry_backoff_max", "retry_max_delay", "retry_on",
+            "dont_retry_on", "retry_schedule", "retry_jitter",
+        }
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -167,6 +179,11 @@ class TaskOptions:
         retry_backoff: Any = 1.0,
         retry_backoff_max: Any = 600.0,
         max_deliveries: int = 5,
+        retry_max_delay: Any = None,
+        retry_on: Any = None,
+        dont_retry_on: Any = None,
+        retry_schedule: Any = None,
+        retry_jitter: Any = None,
     ) -> None:
         self.queue = validate_name("queue name", queue)
         self.max_retries = _int("retries", retries, 0)
@@ -174,8 +191,11 @@ class TaskOptions:
         self.ttl = _seconds("ttl", ttl)
         self.priority = _int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
         self.retry_backoff = _seconds("retry_backoff", retry_backoff, allow_zero=True) or 0.0
-        self.retry_backoff_max = _seconds("retry_backoff_max", retry_backoff_max) or 600.0
+        if retry_max_delay is not None:
+            retry_backoff_max = retry_max_delay
+        self.retry_backoff_max = _seconds("retry_max_delay", retry_backoff_max) or 600.0
         self.max_deliveries = _int("max_deliveries", max_deliveries, 1)
+        self.retry = RetryPolicy.build(retry_on, dont_retry_on, retry_schedule, retry_jitter)
 
 
 class TaskFunction(Generic[P, R]):
@@ -359,7 +379,12 @@ class AsyncOmniQ:
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., retries=3,
-        timeout=30, ttl=3600, priority=5)``."""
+        timeout=30, ttl=3600, priority=5)``.
+
+        Retries (docs/retries.md): ``retry_on``/``dont_retry_on`` (exception types),
+        ``retry_backoff`` (base seconds), ``retry_max_delay`` (cap), ``retry_schedule``
+        (``"exponential"``, ``"fixed"``, a list of seconds or a function of the attempt)
+        and ``retry_jitter`` (full jitter, on by default)."""
 
         def register(f: Callable[..., Any]) -> AsyncTaskFunction[Any, Any]:
             return cast(
@@ -380,12 +405,13 @@ class AsyncOmniQ:
         if not callable(fn):
             raise ConfigError(f"@task needs a function, got {fn!r}")
         task_name = validate_name("task name", name or default_task_name(fn))
-        unknown = set(options) - set(TaskOptions.__slots__) - {"retries"}
+        unknown = set(options) - TaskOptions.NAMES
         if unknown:
             raise ConfigError(
-                f"unknown task option(s) {sorted(unknown)}; valid: queue, retries, timeout, ttl, "
-                f"priority, retry_backoff, retry_backoff_max, max_deliveries"
+                f"unknown task option(s) {sorted(unknown)}; valid: {sorted(TaskOptions.NAMES)}"
             )
+        if "retry_max_delay" in options and "retry_backoff_max" in options:
+            raise ConfigError("give retry_max_delay or retry_backoff_max (the same cap), not both")
         opts = TaskOptions(
             queue=options.get("queue", self.config.default_queue),
             max_deliveries=options.get("max_deliveries", self.config.max_deliveries),
