@@ -30,6 +30,7 @@ import msgspec
 
 from . import requeueing
 from .config import OmniQConfig, load_config
+from .cron import validate_timezone
 from .errors import (
     CapabilityError,
     ConfigError,
@@ -67,8 +68,9 @@ from .models import (
 from .options import to_duration, to_int
 from .registry import registry
 from .requeueing import RequeueSelection
+from .retries import RetryPolicy
 from .schedules import fire_due_schedules
-from .serialization import Serializer, binding
+from .serialization import Serializer, binding, unsigned
 from .sync import SyncWrapper, blocking
 
 if TYPE_CHECKING:
@@ -164,11 +166,22 @@ class TaskOptions:
         "max_retries",
         "priority",
         "queue",
+        "retry",
         "retry_backoff",
         "retry_backoff_max",
         "timeout",
         "ttl",
     )
+
+    #: The options ``@app.task`` takes (``retry_max_delay`` is the name of
+    #: ``retry_backoff_max`` the docs use; either works).
+    NAMES = frozenset(
+        {
+            "queue", "retries", "timeout", "ttl", "priority", "max_deliveries",
+            "retry_backoff", "retry_backoff_max", "retry_max_delay", "retry_on",
+            "dont_retry_on", "retry_schedule", "retry_jitter",
+        }
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -181,6 +194,11 @@ class TaskOptions:
         retry_backoff: Any = 1.0,
         retry_backoff_max: Any = 600.0,
         max_deliveries: int = 5,
+        retry_max_delay: Any = None,
+        retry_on: Any = None,
+        dont_retry_on: Any = None,
+        retry_schedule: Any = None,
+        retry_jitter: Any = None,
     ) -> None:
         self.queue = validate_name("queue name", queue)
         self.max_retries = _int("retries", retries, 0)
@@ -188,8 +206,11 @@ class TaskOptions:
         self.ttl = _seconds("ttl", ttl)
         self.priority = _int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
         self.retry_backoff = _seconds("retry_backoff", retry_backoff, allow_zero=True) or 0.0
-        self.retry_backoff_max = _seconds("retry_backoff_max", retry_backoff_max) or 600.0
+        if retry_max_delay is not None:
+            retry_backoff_max = retry_max_delay
+        self.retry_backoff_max = _seconds("retry_max_delay", retry_backoff_max) or 600.0
         self.max_deliveries = _int("max_deliveries", max_deliveries, 1)
+        self.retry = RetryPolicy.build(retry_on, dont_retry_on, retry_schedule, retry_jitter)
 
 
 class TaskFunction(Generic[P, R]):
@@ -259,6 +280,15 @@ def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """(task keyword arguments, enqueue options) from one keyword dict."""
     options = {k: v for k, v in kwargs.items() if k in _ENQUEUE_OPTIONS}
     return {k: v for k, v in kwargs.items() if k not in _ENQUEUE_OPTIONS}, options
+
+
+def _derived_schedule_id(
+    template: Task, payload: bytes, cron: str | None, every: float | None, tz: str | None
+) -> str:
+    """The id of a schedule declared without a name: the task's name and a digest of its
+    call and timing (``tz`` only when given, so ids of UTC schedules stay as they were)."""
+    timing = f"{cron}|{every}|{template.queue}" + ("" if tz is None else f"|{tz}")
+    return f"{template.name}:{hashlib.sha256(payload + timing.encode()).hexdigest()[:12]}"
 
 
 class AsyncOmniQ:
@@ -373,7 +403,12 @@ class AsyncOmniQ:
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., retries=3,
-        timeout=30, ttl=3600, priority=5)``."""
+        timeout=30, ttl=3600, priority=5)``.
+
+        Retries (docs/retries.md): ``retry_on``/``dont_retry_on`` (exception types),
+        ``retry_backoff`` (base seconds), ``retry_max_delay`` (cap), ``retry_schedule``
+        (``"exponential"``, ``"fixed"``, a list of seconds or a function of the attempt)
+        and ``retry_jitter`` (full jitter, on by default)."""
 
         def register(f: Callable[..., Any]) -> AsyncTaskFunction[Any, Any]:
             return cast(
@@ -394,12 +429,13 @@ class AsyncOmniQ:
         if not callable(fn):
             raise ConfigError(f"@task needs a function, got {fn!r}")
         task_name = validate_name("task name", name or default_task_name(fn))
-        unknown = set(options) - set(TaskOptions.__slots__) - {"retries"}
+        unknown = set(options) - TaskOptions.NAMES
         if unknown:
             raise ConfigError(
-                f"unknown task option(s) {sorted(unknown)}; valid: queue, retries, timeout, ttl, "
-                f"priority, retry_backoff, retry_backoff_max, max_deliveries"
+                f"unknown task option(s) {sorted(unknown)}; valid: {sorted(TaskOptions.NAMES)}"
             )
+        if "retry_max_delay" in options and "retry_backoff_max" in options:
+            raise ConfigError("give retry_max_delay or retry_backoff_max (the same cap), not both")
         opts = TaskOptions(
             queue=options.get("queue", self.config.default_queue),
             max_deliveries=options.get("max_deliveries", self.config.max_deliveries),
@@ -850,15 +886,23 @@ class AsyncOmniQ:
         kwargs: Mapping[str, Any] | None = None,
         cron: str | None = None,
         interval: float | timedelta | None = None,
+        name: str | None = None,
+        tz: str | None = None,
         schedule_id: str | None = None,
         catch_up: bool = False,
         start_at: float | datetime | None = None,
         **options: Any,
     ) -> str:
-        """Run ``fn`` on a cron expression or a fixed interval; return the schedule id.
+        """Run ``fn`` on a cron expression (read in time zone ``tz``, UTC by default) or a
+        fixed interval; return the schedule id (docs/schedules.md).
 
-        The id defaults to one derived from the task, its arguments and its timing, so an
-        application that declares its schedules at every start does not duplicate them.
+        With ``name`` (``schedule_id`` is the older spelling) the schedule's id is that
+        name, and declaring the same name again updates the schedule in place: its cron,
+        interval, time zone, arguments and options, keeping its paused state (and its
+        next firing when the timing did not change). Without a name the id is derived
+        from the task, its arguments and its timing, so an application that declares its
+        schedules at every start does not duplicate them. Neither depends on
+        ``secret_key``.
         """
         await self.open()
         self._require(Capability.SCHEDULES, "schedules")
@@ -866,26 +910,35 @@ class AsyncOmniQ:
             raise ConfigError(
                 "schedule needs exactly one of cron='*/5 * * * *' or interval=seconds"
             )
+        if name is not None and schedule_id is not None and name != schedule_id:
+            raise ConfigError(
+                f"schedule got name={name!r} and schedule_id={schedule_id!r}: give one "
+                f"(schedule_id is the older name of the same thing)"
+            )
+        name = name if name is not None else schedule_id
+        if name is not None:
+            validate_name("schedule name", name)
         every = _seconds("interval", interval)
         if cron is not None:
             validate_cron(cron)
+        if tz is not None:
+            if cron is None:
+                raise ConfigError(
+                    f"tz={tz!r} applies to cron schedules; an interval counts elapsed time"
+                )
+            validate_timezone(tz)
         at = now()
-        # (a fixed template id: the payload, signed for it, and so the default id, are the
-        # same at every start; each firing's task is signed for its own id when it fires)
+        # (a fixed template id: each firing's task is signed for its own id when it fires)
         template = self._build_task(
             fn, tuple(args), dict(kwargs or {}), {**options, "task_id": _TEMPLATE_ID}, at
         )
-        if schedule_id is None:
-            digest = hashlib.sha256(
-                template.payload + f"{cron}|{every}|{template.queue}".encode()
-            ).hexdigest()
-            schedule_id = f"{template.name}:{digest[:12]}"
-        validate_name("schedule id", schedule_id)
+        derived = _derived_schedule_id(template, unsigned(template.payload), cron, every, tz)
         sched = Schedule(
-            id=schedule_id,
+            id=name or derived,
             template=template,
             cron=cron,
             interval=every,
+            tz=tz,
             catch_up=catch_up,
             created_at=at,
         )
@@ -898,15 +951,24 @@ class AsyncOmniQ:
                 f"interval={interval!r} puts the first firing past the last valid time "
                 f"({_TIME_RANGE})"
             )
-        existing = await self.task_queue.get_schedule(schedule_id)
-        if existing is not None and existing.cron == cron and existing.interval == every:
-            sched.next_run, sched.paused, sched.last_run = (
-                existing.next_run,
-                existing.paused,
-                existing.last_run,
-            )
+        # Earlier declarations of this very call under another id: the id an unnamed
+        # schedule had before ids stopped depending on secret_key, and the unnamed id
+        # when a name is given now. They are moved to the new id, not left firing.
+        legacy = _derived_schedule_id(template, template.payload, cron, every, None)
+        moved = []
+        for old_id in dict.fromkeys((legacy, derived)):
+            old = await self.task_queue.get_schedule(old_id) if old_id != sched.id else None
+            if old is not None:
+                moved.append(old)
+        prior = await self.task_queue.get_schedule(sched.id) or (moved[0] if moved else None)
+        if prior is not None:
+            sched.paused, sched.created_at = prior.paused, prior.created_at or at
+            if (prior.cron, prior.interval, prior.tz) == (cron, every, tz) and first is None:
+                sched.next_run, sched.last_run = prior.next_run, prior.last_run
         await self.task_queue.add_schedule(sched)
-        return schedule_id
+        for old in moved:
+            await self.task_queue.delete_schedule(old.id)
+        return sched.id
 
     async def _get_schedule(self, schedule_id: str) -> Schedule:
         await self.open()

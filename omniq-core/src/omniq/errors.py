@@ -7,6 +7,8 @@ can catch "any queue error" without knowing which backend is configured.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class OmniQError(Exception):
     """Base of every error OmniQ raises on purpose."""
@@ -115,3 +117,37 @@ class DependencyFailedError(OmniQError):
     message of :func:`omniq.lifecycle.dependency_message`: ``parent task '<id>' ended
     <state>``, naming the direct parent (a grandchild names its own parent, cancelled).
     """
+
+
+class Retry(OmniQError):
+    """Raised by task code to ask for another attempt: ``raise omniq.Retry(delay=30,
+    reason="rate limited")``.
+
+    It counts as an attempt and uses one of the task's ``retries`` (once they are used up
+    the task fails with this error); it skips the ``retry_on``/``dont_retry_on`` filters.
+    ``delay`` (seconds or a timedelta) is used as given; None lets the task's backoff
+    schedule choose. The ``retrying`` event records ``reason`` and the delay.
+    """
+
+    def __init__(self, delay: float | timedelta | None = None, reason: str = "") -> None:
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, (int, float))
+            or not 0 <= delay < float("inf")  # (also refuses NaN)
+        ):
+            raise ConfigError(
+                f"Retry(delay=...) must be seconds >= 0 (a number or a timedelta) or None, "
+                f"got {delay!r}"
+            )
+        if not isinstance(reason, str):
+            raise ConfigError(f"Retry(reason=...) must be a string, got {reason!r}")
+        self.delay: float | None = None if delay is None else float(delay)
+        self.reason = reason
+        super().__init__(reason or "retry requested")
+
+    def __reduce__(self) -> tuple[type[Retry], tuple[float | None, str]]:
+        # (a process pool pickles it back to the worker; the default would pass the
+        # message as ``delay``)
+        return type(self), (self.delay, self.reason)

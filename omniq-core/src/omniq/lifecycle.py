@@ -33,6 +33,7 @@ __all__ = [
     "ready_state",
     "released",
     "retried",
+    "retries_left",
     "retry_eta",
     "settled_children",
 ]
@@ -129,12 +130,18 @@ def released(task: Task) -> Task:
     )
 
 
-def retry_eta(task: Task, at: float) -> float | None:
-    """When a failed attempt runs again (``at`` plus the backoff), or None when the
-    task has used its retries and fails for good."""
-    if task.attempts > task.max_retries:
+def retries_left(task: Task) -> bool:
+    """Whether a task whose current attempt failed gets another one."""
+    return task.attempts <= task.max_retries
+
+
+def retry_eta(task: Task, at: float, delay: float | None = None) -> float | None:
+    """When a failed attempt runs again (``at`` plus ``delay``, by default the plain
+    exponential backoff; the worker passes what :mod:`omniq.retries` chose), or None
+    when the task has used its retries and fails for good."""
+    if not retries_left(task):
         return None
-    return at + task.backoff()
+    return at + (task.backoff() if delay is None else delay)
 
 
 def retried(task: Task, eta: float, error: ErrorInfo | None) -> Task:

@@ -12,11 +12,11 @@ import math
 import os
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from .cron import next_firing
 from .errors import ConfigError
 
 __all__ = [
@@ -312,6 +312,8 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
     :ivar paused: a paused schedule does not fire.
     :ivar catch_up: fire every missed time after downtime (bounded), not just the latest.
     :ivar created_at: when it was added.
+    :ivar tz: the IANA time zone a ``cron`` expression is read in (UTC when None); see
+        :mod:`omniq.cron` for daylight-saving transitions.
     """
 
     id: str
@@ -323,6 +325,7 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
     paused: bool = False
     catch_up: bool = False  # fire every missed time after downtime (bounded), not just once
     created_at: float = 0.0
+    tz: str | None = None
 
     def following(self, after: float) -> float:
         """The first firing time strictly after ``after``."""
@@ -335,10 +338,7 @@ class Schedule(msgspec.Struct, omit_defaults=True, kw_only=True):
             return base + steps * self.interval
         if self.cron is None:
             raise ConfigError(f"schedule {self.id!r} has neither cron nor interval")
-        from croniter import croniter
-
-        start = datetime.fromtimestamp(after, tz=UTC)
-        return float(croniter(self.cron, start).get_next(float))
+        return next_firing(self.cron, after, self.tz)
 
     def due_firings(self, at: float, limit: int = 100) -> tuple[list[float], float]:
         """Firing times due at ``at`` and the next_run to store after firing them.

@@ -34,7 +34,7 @@ import msgspec
 
 from .errors import SerializationError, SignatureError
 
-__all__ = ["Serializer", "binding"]
+__all__ = ["Serializer", "binding", "unsigned"]
 
 MAGIC = b"OQ"
 FLAG_DILL = 1
@@ -76,6 +76,16 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
     if kind is datetime:
         return obj.tzinfo is not None
     return False
+
+
+def unsigned(data: bytes) -> bytes:
+    """The envelope as an app without keys writes it: the same call, its signature (and
+    key id) left out. A schedule's default id is derived from it, so configuring or
+    rotating ``secret_key`` does not change the id."""
+    if len(data) < 4 or data[:2] != MAGIC or not data[2] & FLAG_SIGNED:
+        return data
+    body = data[4 + data[3] + MAC_SIZE :]
+    return MAGIC + bytes([data[2] & ~(FLAG_SIGNED | FLAG_BOUND)]) + body
 
 
 def binding(name: str, queue: str, task_id: str) -> bytes:

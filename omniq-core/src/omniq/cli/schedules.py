@@ -41,6 +41,7 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
                     "task": s.template.name,
                     "queue": s.template.queue,
                     "cron": s.cron,
+                    "tz": s.tz,
                     "interval": s.interval,
                     "next_run": s.next_run,
                     "last_run": s.last_run,
@@ -55,7 +56,7 @@ def list_schedules(state: CliState, app_ref: str | None, as_json: bool) -> None:
         return
     table = Table("id", "task", "every", "next run", "last run", "state")
     for s in found:
-        every = s.cron if s.cron else f"{s.interval:g} s"
+        every = (f"{s.cron} ({s.tz})" if s.tz else s.cron) if s.cron else f"{s.interval:g} s"
         table.add_row(
             escape(s.id),
             escape(s.template.name),

@@ -17,6 +17,11 @@ docstrings in :mod:`omniq.interfaces`. Tests needing a :class:`~omniq.interfaces
 the store class does not declare are skipped (:func:`requires`). Tests run on asyncio
 through anyio's pytest plugin; no pytest-asyncio configuration is needed.
 
+It also holds what an application needs to test its own tasks without a server
+(docs/testing.md): the pytest fixtures ``omniq_app``, ``omniq_sync_app``,
+``omniq_clock`` and ``omniq_store_url`` (a ``pytest11`` plugin, :mod:`.plugin`), and
+:func:`run_queued`, :class:`JumpClock` and :func:`use_stores` (:mod:`.inline`).
+
 Importing this package imports pytest: it is for test code only
 (``pip install 'omniq-core[testing]'``).
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 from .capabilities import requires
 from .events import EventStorageContract
 from .factories import make_error, make_event, make_result, make_schedule, make_task
+from .inline import JumpClock, run_queued, use_stores
 from .polling import eventually, wait_past
 from .queue import TaskQueueContract
 from .results import ResultStorageContract
@@ -33,6 +39,7 @@ from .services import require_service
 
 __all__ = [
     "EventStorageContract",
+    "JumpClock",
     "ResultStorageContract",
     "TaskQueueContract",
     "eventually",
@@ -43,5 +50,7 @@ __all__ = [
     "make_task",
     "require_service",
     "requires",
+    "run_queued",
+    "use_stores",
     "wait_past",
 ]

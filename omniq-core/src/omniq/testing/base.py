@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 import pytest
 
 from ..config import mask_url
-from ..errors import ConfigError
+from ..errors import ConfigError, IncompatiblePluginError, UnknownBackendError
 from ..interfaces import BaseStore, Capability
 from ..options import OptionSchema
 from ..registry import STORE_BASES, StoreKind, registry
 
-__all__ = ["StoreContract", "open_store", "open_stores"]
+__all__ = ["StoreContract", "open_app", "open_store", "open_stores"]
 
 #: An option no backend has; ``from_url`` must refuse it by name.
 UNKNOWN_OPTION = "omniq_conformance_no_such_option"
@@ -61,6 +61,20 @@ async def open_stores(kind: StoreKind, ref: Any, count: int) -> AsyncIterator[li
     """``count`` independent instances built from the same ref (several workers' view)."""
     async with AsyncExitStack() as stack:
         yield [await stack.enter_async_context(open_store(kind, ref)) for _ in range(count)]
+
+
+@asynccontextmanager
+async def open_app(ref: Any, **settings: Any) -> AsyncIterator[Any]:
+    """An app on ``ref`` for all three stores (what the tests that run a worker or declare
+    schedules use); skips a backend without sibling result and event stores."""
+    from ..app import AsyncOmniQ
+
+    try:
+        app = AsyncOmniQ(task_queue=ref, result_storage=ref, event_storage=ref, **settings)
+    except (UnknownBackendError, IncompatiblePluginError) as exc:
+        pytest.skip(f"the backend has no sibling stores: {exc}")
+    async with app:
+        yield app
 
 
 def abstract_ref(kind: StoreKind, example: str) -> NotImplementedError:

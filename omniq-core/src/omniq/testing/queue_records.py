@@ -10,24 +10,19 @@ where its bytes are.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import pytest
 
-from ..errors import IncompatiblePluginError, UnknownBackendError
 from ..interfaces import BaseTaskQueue, Capability
 from ..models import Task, TaskState, new_id
 from ..records import CORRUPT_TASK
 from ..serialization import Serializer, binding
 from .actions import LONG
+from .base import open_app
 from .capabilities import requires
 from .factories import make_schedule, make_task
-
-if TYPE_CHECKING:
-    from ..app import AsyncOmniQ
 
 __all__ = ["RecordTests"]
 
@@ -129,23 +124,10 @@ class RecordTests:
 
     # -- with a worker -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _app(self, ref: Any, **settings: Any) -> AsyncIterator[AsyncOmniQ]:
-        """An app on the queue's ref for all three stores; skips a backend without sibling
-        result and event stores."""
-        from ..app import AsyncOmniQ
-
-        try:
-            app = AsyncOmniQ(task_queue=ref, result_storage=ref, event_storage=ref, **settings)
-        except (UnknownBackendError, IncompatiblePluginError) as exc:
-            pytest.skip(f"the backend has no sibling stores: {exc}")
-        async with app:
-            yield app
-
     async def test_a_worker_dead_letters_a_corrupt_task_and_runs_the_rest(
         self, task_queue_ref: Any
     ) -> None:
-        async with self._app(task_queue_ref) as app:
+        async with open_app(task_queue_ref) as app:
 
             @app.task(name="omniq_conformance.double")
             async def double(x: int) -> int:
@@ -168,7 +150,7 @@ class RecordTests:
         limit written straight into the store, are dead-lettered, never run."""
         ran: list[str] = []
         keys = {"secret_key": "omniq-conformance-key", "payload_limit": 4096}
-        async with self._app(task_queue_ref, **keys) as app:
+        async with open_app(task_queue_ref, **keys) as app:
 
             @app.task(name="omniq_conformance.pay")
             async def pay(x: int) -> None:

@@ -1,13 +1,18 @@
-"""Task-queue tests for schedules: storage, pause/resume, and claiming each firing once
-however many schedulers claim at the same moment."""
+"""Task-queue tests for schedules: storage, pause/resume, claiming each firing once
+however many schedulers claim at the same moment, and schedules declared by name through
+an app (updated in place, deleted for good, ids independent of ``secret_key``)."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 
 from ..interfaces import BaseTaskQueue, Capability
 from ..models import Schedule
-from .base import open_stores
+from .base import open_app, open_stores
 from .capabilities import requires
 from .factories import make_schedule, make_task
 
@@ -27,7 +32,8 @@ class ScheduleTests:
             cron="*/5 * * * *", interval=None, template=template, catch_up=True, last_run=T0 - 300
         )
         every = make_schedule(paused=True)
-        for schedule in (cron, every):
+        zoned = make_schedule(cron="30 2 * * *", interval=None, tz="Europe/Berlin")
+        for schedule in (cron, every, zoned):
             assert await task_queue.add_schedule(schedule) == schedule
             assert await task_queue.get_schedule(schedule.id) == schedule
         assert await task_queue.get_schedule("no-such-schedule") is None
@@ -133,3 +139,58 @@ class ScheduleTests:
         for _ in range(2):
             await task_queue.enqueue(make_task(id=task_id, schedule_id=schedule.id))
         assert [t.id for t in await task_queue.list()] == [task_id]
+
+    # -- declared through an app ----------------------------------------------------------
+
+    async def test_declaring_a_name_again_updates_the_schedule_in_place(
+        self, task_queue_ref: Any
+    ) -> None:
+        async with open_app(task_queue_ref) as app:
+            requires(app.task_queue, Capability.SCHEDULES)
+            first = await app.schedule(
+                "omniq_conformance.report", name="nightly-report", cron="0 2 * * *", args=(1,)
+            )
+            paused_before = await app.task_queue.set_schedule_paused(first, True)
+            again = await app.schedule(
+                "omniq_conformance.report",
+                name="nightly-report",
+                cron="30 3 * * *",
+                tz="Europe/Berlin",
+                args=(2,),
+            )
+            assert first == again == "nightly-report" and paused_before
+            [stored] = await app.list_schedules()
+            assert (stored.id, stored.cron, stored.tz) == (
+                "nightly-report",
+                "30 3 * * *",
+                "Europe/Berlin",
+            )
+            args, _, _ = app.serializer.loads_call(stored.template.payload, local_only=True)
+            assert args == [2], "the new arguments replace the old"
+            assert stored.paused, "an update keeps the paused state"
+            local = datetime.fromtimestamp(stored.next_run, ZoneInfo("Europe/Berlin"))
+            assert (local.hour, local.minute) == (3, 30), "the next firing follows the new cron"
+
+    async def test_a_deleted_schedule_does_not_fire(self, task_queue_ref: Any) -> None:
+        async with open_app(task_queue_ref) as app:
+            requires(app.task_queue, Capability.SCHEDULES)
+            sid = await app.schedule(
+                "omniq_conformance.report", name="gone", interval=60, start_at=T0
+            )
+            assert await app.delete_schedule(sid) is True
+            assert await app.list_schedules() == []
+            assert await app.run_due_schedules() == []
+            assert await app.list_tasks() == []
+
+    async def test_schedule_ids_do_not_depend_on_secret_key(self, task_queue_ref: Any) -> None:
+        ids = []
+        for key in ("first-secret", "rotated-secret"):
+            async with open_app(task_queue_ref, secret_key=key) as app:
+                requires(app.task_queue, Capability.SCHEDULES)
+                ids.append(
+                    await app.schedule("omniq_conformance.report", args=(7,), cron="*/5 * * * *")
+                )
+                named = await app.schedule("omniq_conformance.report", name="keyed", interval=30.0)
+                assert named == "keyed"
+                listed = [s.id for s in await app.list_schedules()]
+        assert ids[0] == ids[1] and sorted(listed) == sorted({ids[0], "keyed"}), listed

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .. import lifecycle
 from ..config import mask_url
 from ..context import TaskContext, set_current
-from ..errors import ConfigError, SerializationError, UnknownTaskError
+from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
 from ..interfaces import BasePool
 from ..models import (
@@ -44,6 +44,8 @@ from ..models import (
     now,
 )
 from ..registry import registry
+from ..retries import DEFAULT_POLICY, RetryDecision
+from ..retries import decide as decide_retry
 from ..schedules import fire_due_schedules
 from ..serialization import binding
 from .outcomes import failure_outcome, log_outcome, log_started, log_stopped
@@ -488,9 +490,10 @@ class Worker:
                 self._finish(_Done(task, "requeue", error=error_info(exc)))
                 return
             except Exception as exc:
+                decision = self._retry_decision(task, exc)
                 if mw is not None:
-                    await mw.on_failure(task, exc, lifecycle.retry_eta(task, started) is not None)
-                self._failed(task, exc, started)
+                    await mw.on_failure(task, exc, decision.eta is not None)
+                self._failed(task, exc, started, decision)
                 return
             if mw is not None:
                 await mw.after_success(task, value)
@@ -533,26 +536,60 @@ class Worker:
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
             self._finish(_Done(task, "requeue", error=error_info(exc)))
 
-    def _failed(self, task: Task, exc: BaseException, started: float) -> None:
+    def _retry_decision(self, task: Task, exc: BaseException) -> RetryDecision:
+        """Whether and when ``task`` runs again, by the policy of its registration here
+        (the core decides; the backend only stores the eta)."""
+        registered = self.tasks.get(task.name)
+        policy = registered.options.retry if registered is not None else DEFAULT_POLICY
+        return decide_retry(task, exc, now(), policy)
+
+    def _failed(
+        self,
+        task: Task,
+        exc: BaseException,
+        started: float,
+        decision: RetryDecision | None = None,
+    ) -> None:
         info = error_info(exc)
-        at = now()
-        events = self._outcome(
-            task,
-            EventType.FAILED,
-            error=f"{info.type}: {info.message}",
-            attempt=task.attempts,
-            duration=round(at - started, 6),
+        if decision is None:
+            decision = self._retry_decision(task, exc)
+        eta = decision.eta
+        at = eta - decision.delay if eta is not None else now()
+        asked = isinstance(exc, Retry) and eta is not None  # not a failure: no failed event
+        events = (
+            []
+            if asked
+            else self._outcome(
+                task,
+                EventType.FAILED,
+                error=f"{info.type}: {info.message}",
+                attempt=task.attempts,
+                duration=round(at - started, 6),
+            )
         )
-        eta = lifecycle.retry_eta(task, at)
         if eta is not None:
-            log_outcome(self.id, task, failure_outcome(exc, True), started, exc, retry_in=eta - at)
+            log_outcome(
+                self.id,
+                task,
+                failure_outcome(exc, True),
+                started,
+                exc,
+                retry_in=round(decision.delay, 6),
+                reason=decision.reason,
+            )
             self.stats.counts["retried"] += 1
-            events += self._outcome(task, EventType.RETRYING, delay=eta - at, attempt=task.attempts)
+            events += self._outcome(
+                task,
+                EventType.RETRYING,
+                delay=decision.delay,
+                reason=decision.reason,
+                attempt=task.attempts,
+            )
             self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
         else:
             log_outcome(self.id, task, failure_outcome(exc, False), started, exc)
             self.stats.counts["failed"] += 1
-            self._dead(task, info, state=TaskState.FAILED, events=events)
+            self._dead(task, info, state=TaskState.FAILED, events=events, reason=decision.reason)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
