@@ -36,6 +36,7 @@ from .interfaces import (
     Capability,
     check_event_order,
 )
+from .limits import Limits, parse_rate
 from .middleware import Middleware, MiddlewareChain, plugin_middleware
 from .models import (
     PRIORITY_MAX,
@@ -146,10 +147,12 @@ class TaskOptions:
     """Per-task defaults given to ``@app.task``; validated once."""
 
     __slots__ = (
+        "concurrency_limit",
         "max_deliveries",
         "max_retries",
         "priority",
         "queue",
+        "rate_limit",
         "retry_backoff",
         "retry_backoff_max",
         "timeout",
@@ -167,8 +170,17 @@ class TaskOptions:
         retry_backoff: Any = 1.0,
         retry_backoff_max: Any = 600.0,
         max_deliveries: int = 5,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         self.queue = validate_name("queue name", queue)
+        # Global limits (omniq.limits), checked here so a bad value fails at import.
+        if rate_limit is not None:
+            parse_rate(rate_limit)
+        if concurrency_limit is not None:
+            _int("concurrency_limit", concurrency_limit, 1)
+        self.rate_limit = rate_limit
+        self.concurrency_limit = concurrency_limit
         self.max_retries = _int("retries", retries, 0)
         self.timeout = _seconds("timeout", timeout)
         self.ttl = _seconds("ttl", ttl)
@@ -306,6 +318,22 @@ class AsyncOmniQ:
         before the worker starts."""
         self.middleware.add(middleware)
 
+    def limits(self) -> Limits:
+        """The global limits this app declares: its tasks' ``rate_limit`` and
+        ``concurrency_limit`` and the config's ``queue_rate_limits``. A worker passes
+        them to every reserve (see :mod:`omniq.limits`); empty when none are declared."""
+        return Limits.build(
+            task_rates={
+                n: t.options.rate_limit for n, t in self.tasks.items() if t.options.rate_limit
+            },
+            queue_rates=self.config.queue_rate_limits,
+            task_concurrency={
+                n: t.options.concurrency_limit
+                for n, t in self.tasks.items()
+                if t.options.concurrency_limit is not None
+            },
+        )
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def _stores(self) -> list[Any]:
@@ -384,7 +412,8 @@ class AsyncOmniQ:
         if unknown:
             raise ConfigError(
                 f"unknown task option(s) {sorted(unknown)}; valid: queue, retries, timeout, ttl, "
-                f"priority, retry_backoff, retry_backoff_max, max_deliveries"
+                f"priority, retry_backoff, retry_backoff_max, max_deliveries, rate_limit, "
+                f"concurrency_limit"
             )
         opts = TaskOptions(
             queue=options.get("queue", self.config.default_queue),
