@@ -245,7 +245,8 @@ class LimitTests:
         await wait_past(task_queue, got.tasks[0].lease_deadline)
 
         async def freed() -> list[Task]:
-            return (await task_queue.reserve_limited(["default"], "w-2", LONG, 1, limits)).tasks
+            # (the same lease as above: a store may tie its redelivery timing to it)
+            return (await task_queue.reserve_limited(["default"], "w-2", SHORT, 1, limits)).tasks
 
         taken = await eventually(freed, "a lapsed lease never gave its slot back")
         assert [t.id for t in taken] == [capped[1].id], (
