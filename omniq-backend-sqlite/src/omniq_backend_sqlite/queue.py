@@ -90,6 +90,19 @@ _RUNNING = f"""SELECT name, count(*) FROM omniq_tasks
 _SET_RATE = """INSERT INTO omniq_limits (key, next_at) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET next_at = excluded.next_at"""
 
+
+def _ready_pick(
+    arm: str, columns: str, queues: Sequence[str], now: float, n: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that picks up to ``n`` ready tasks of ``queues`` in reserve order
+    (highest priority, then oldest) through ``arm`` per queue, and its parameters."""
+    arms = " UNION ALL ".join([arm] * len(queues))
+    params: list[Any] = []
+    for name in queues:
+        params += [name, now, now, n]
+    return f"SELECT {columns} FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)", (*params, n)
+
+
 #: Seconds after the last work seen during which wait_for_work polls every 5 ms.
 BUSY_WINDOW = 2.0
 
@@ -214,15 +227,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        names = queues
-        arms = " UNION ALL ".join([_READY_ARM] * len(names))
-        pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
         async with self.db.transaction() as conn:
             now = time.time()
-            params: list[Any] = []
-            for name in names:
-                params += [name, now, now, limit]
-            seqs = [row[0] for row in await conn.execute_fetchall(pick, (*params, limit))]
+            seqs = [
+                row[0]
+                for row in await conn.execute_fetchall(
+                    *_ready_pick(_READY_ARM, "seq", queues, now, limit)
+                )
+            ]
             if not seqs:
                 return []
             self._last_work = asyncio.get_running_loop().time()
@@ -240,14 +252,11 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         the leases, in one ``BEGIN IMMEDIATE`` transaction: every process on the file
         judges the limits one at a time."""
         window = limit + SCAN_AHEAD
-        arms = " UNION ALL ".join([_CANDIDATE_ARM] * len(queues))
-        pick = f"SELECT seq, name, queue FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
         async with self.db.transaction() as conn:
             now = time.time()
-            params: list[Any] = []
-            for name in queues:
-                params += [name, now, now, window]
-            found = await conn.execute_fetchall(pick, (*params, window))
+            found = await conn.execute_fetchall(
+                *_ready_pick(_CANDIDATE_ARM, "seq, name, queue", queues, now, window)
+            )
             if not found:
                 return Reservation([])
             self._last_work = asyncio.get_running_loop().time()
