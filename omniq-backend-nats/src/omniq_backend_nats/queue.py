@@ -74,7 +74,7 @@ from .events import NatsEventStorage
 from .lapse import LeaseDeadlines
 from .names import token
 from .records import _replace, _unleased
-from .reserve import Reserve
+from .limits import LimitedReserve
 from .results import NatsResultStorage
 from .schedules import ScheduleBucket
 from .workers import WorkerBucket
@@ -82,7 +82,7 @@ from .workers import WorkerBucket
 __all__ = ["NatsTaskQueue"]
 
 
-class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseTaskQueue):
+class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseTaskQueue):
     """The task queue: the layers above, with enqueue, finishing and the user's actions."""
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -93,6 +93,7 @@ class NatsTaskQueue(Reserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseT
             Capability.DEPENDENCIES,
             Capability.CROSS_PROCESS,
             Capability.BLOCKING_RESERVE,
+            Capability.LIMITS,
         }
     )
     option_schema = OPTIONS.extend(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -43,6 +43,14 @@ from .records import _stand_in
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
 #: A redelivered message of a running task comes back no sooner than this.
 _MIN_RECHECK = 1.0
+
+
+class Screen(Protocol):
+    """What a limited reserve puts between pulling and claiming (see ``limits.py``)."""
+
+    budget: int
+
+    async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]: ...
 
 
 class Reserve(Dependencies):
@@ -76,7 +84,21 @@ class Reserve(Dependencies):
     async def _reserve(
         self, queues: list[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        at = await self.now()
+        return await self._pull_and_claim(queues, worker_id, lease, limit, await self.now())
+
+    async def _pull_and_claim(
+        self,
+        queues: list[str],
+        worker_id: str,
+        lease: float,
+        limit: int,
+        at: float,
+        screen: Screen | None = None,
+    ) -> list[Task]:
+        """Pull band by band and lease what is ready, up to ``limit``. A ``screen`` (a
+        limited reserve's) sees each pulled batch first and answers the messages that
+        may be claimed, having put the others back itself; it also bounds how many
+        messages one call pulls (``screen.budget``)."""
         backlog = await self._backlog(queues)
         out: list[Task] = []
         for band in BANDS:
@@ -86,9 +108,16 @@ class Reserve(Dependencies):
                 consumer = await self._consumer(queue, band, lease)
                 while len(out) < limit:
                     wanted = limit - len(out)
+                    if screen is not None:
+                        wanted = min(wanted, screen.budget)
+                        if wanted <= 0:
+                            return out
                     msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    pulled = len(msgs)
+                    if screen is not None:
+                        msgs = await screen.admit(msgs, at)
                     try:
-                        claimed = await self._claim_many(msgs, worker_id, lease, at)
+                        claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
                     except Exception as exc:
                         claimed = [exc]
                     out += [t for t in claimed if isinstance(t, Task)]
@@ -97,7 +126,7 @@ class Reserve(Dependencies):
                         if out:
                             return out  # hand out what is leased; the rest comes back after AckWait
                         raise failed
-                    if len(msgs) < wanted:
+                    if pulled < wanted:
                         break
                 if len(out) >= limit:
                     return out

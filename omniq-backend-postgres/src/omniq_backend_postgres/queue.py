@@ -31,6 +31,7 @@ from omniq.interfaces import (
     gather_batches,
 )
 from omniq.lifecycle import attempts_allowed, dependency_failure
+from omniq.limits import Limits, Reservation
 from omniq.models import (
     ErrorInfo,
     Schedule,
@@ -44,6 +45,7 @@ from omniq.models import (
 )
 
 from .events import APPEND, append_args
+from .limits import reserve_limited
 from .paging import list_page
 from .results import UPSERT, upsert_args
 from .rows import (
@@ -320,6 +322,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             Capability.DEPENDENCIES,
             Capability.CROSS_PROCESS,
             Capability.BLOCKING_RESERVE,
+            Capability.LIMITS,
         }
     )
     channel_suffix = "tasks"
@@ -462,6 +465,17 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             return [task_from_row(row[2:]) for row in rows]
         except Exception:  # a record that does not decode: not on the hot path
             return await self._rescued(rows, 2, by_id=False)
+
+    async def _reserve_limited(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int, limits: Limits
+    ) -> Reservation:
+        """See :mod:`.limits`: the limits are judged in the transaction that leases."""
+        rows, answer = await reserve_limited(self, list(queues), worker_id, lease, limit, limits)
+        try:
+            tasks = [task_from_row(row[2:]) for row in rows]
+        except Exception:  # a record that does not decode: not on the hot path
+            tasks = await self._rescued(rows, 2, by_id=False)
+        return Reservation(tasks, answer.retry_in, answer.deferred)
 
     async def _rescued(
         self, rows: Sequence[asyncpg.Record], skip: int, *, by_id: bool

@@ -33,6 +33,7 @@ from omniq.interfaces import (
     as_stored,
 )
 from omniq.lifecycle import attempts_allowed
+from omniq.limits import SCAN_AHEAD, Limits, Reservation
 from omniq.models import (
     ErrorInfo,
     Schedule,
@@ -80,6 +81,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             Capability.DEPENDENCIES,
             Capability.CROSS_PROCESS,
             Capability.BLOCKING_RESERVE,
+            Capability.LIMITS,
         }
     )
     local_only = False
@@ -222,6 +224,30 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             return decode_rows(blob)
         except Exception:  # a record that does not decode: not on the hot path
             return await self._rescue_reserved(msgspec.msgpack.decode(blob))
+
+    async def _reserve_limited(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int, limits: Limits
+    ) -> Reservation:
+        """reserve_limited.lua: the limits' state lives beside the tasks (``P:limits``,
+        ``P:lim:run:<name>``), judged and changed in the script that leases."""
+        declared = [limits.task_rates, limits.queue_rates, limits.task_concurrency]
+        blob, retry, deferred = await self._run(
+            "reserve_limited",
+            [
+                worker_id,
+                number(lease),
+                limit,
+                secrets.token_hex(8),
+                SCAN_AHEAD,
+                encoder.encode(declared),
+                *queues,
+            ],
+        )
+        try:
+            tasks = decode_rows(blob)
+        except Exception:  # a record that does not decode: not on the hot path
+            tasks = await self._rescue_reserved(msgspec.msgpack.decode(blob))
+        return Reservation(tasks, float(retry) if retry else None, bool(deferred))
 
     async def _rescue_reserved(self, rows: builtins.list[Any]) -> builtins.list[Task]:
         """Reserved rows with a stand-in for each one that does not decode. Its id, which

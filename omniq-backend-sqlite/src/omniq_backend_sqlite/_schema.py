@@ -104,6 +104,13 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         )""",
         """CREATE INDEX IF NOT EXISTS omniq_schedules_due
             ON omniq_schedules (next_run) WHERE paused = 0""",
+        # Global rate limits (omniq.limits): when each rate key ('task:<name>',
+        # 'queue:<queue>') next allows a start; written by limited reserves only.
+        """
+        CREATE TABLE IF NOT EXISTS omniq_limits (
+            key     TEXT PRIMARY KEY,
+            next_at REAL NOT NULL
+        ) WITHOUT ROWID""",
         # Live workers (omniq workers / health): the WorkerInfo msgpack-encoded in `data`,
         # listed while expires_at is in the future.
         """

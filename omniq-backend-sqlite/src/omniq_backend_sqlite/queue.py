@@ -35,6 +35,7 @@ from omniq.interfaces import (
     gather_batches,
 )
 from omniq.lifecycle import initial_state
+from omniq.limits import SCAN_AHEAD, Gate, Limits, Reservation
 from omniq.models import (
     TERMINAL_STATES,
     ErrorInfo,
@@ -78,6 +79,29 @@ _READY_ARM = f"""SELECT * FROM (
     WHERE queue = ? AND state IN {READY_SQL}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
     ORDER BY priority DESC, seq LIMIT ?)"""
+
+#: A limited reserve's candidates: ready tasks with what their limits are keyed by.
+_CANDIDATE_ARM = _READY_ARM.replace(
+    "SELECT seq, priority FROM", "SELECT seq, priority, name, queue FROM"
+)
+_RATES = f"SELECT key, next_at FROM omniq_limits WHERE key IN ({_BY_IDS})"
+_RUNNING = f"""SELECT name, count(*) FROM omniq_tasks
+    WHERE state = 'running' AND lease_deadline > ? AND name IN ({_BY_IDS}) GROUP BY name"""
+_SET_RATE = """INSERT INTO omniq_limits (key, next_at) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET next_at = excluded.next_at"""
+
+
+def _ready_pick(
+    arm: str, columns: str, queues: Sequence[str], now: float, n: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that picks up to ``n`` ready tasks of ``queues`` in reserve order
+    (highest priority, then oldest) through ``arm`` per queue, and its parameters."""
+    arms = " UNION ALL ".join([arm] * len(queues))
+    params: list[Any] = []
+    for name in queues:
+        params += [name, now, now, n]
+    return f"SELECT {columns} FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)", (*params, n)
+
 
 #: Seconds after the last work seen during which wait_for_work polls every 5 ms.
 BUSY_WINDOW = 2.0
@@ -131,6 +155,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             Capability.SCHEDULES,
             Capability.DEPENDENCIES,
             Capability.CROSS_PROCESS,
+            Capability.LIMITS,
         }
     )
     local_only = True
@@ -202,15 +227,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        names = queues
-        arms = " UNION ALL ".join([_READY_ARM] * len(names))
-        pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
         async with self.db.transaction() as conn:
             now = time.time()
-            params: list[Any] = []
-            for name in names:
-                params += [name, now, now, limit]
-            seqs = [row[0] for row in await conn.execute_fetchall(pick, (*params, limit))]
+            seqs = [
+                row[0]
+                for row in await conn.execute_fetchall(
+                    *_ready_pick(_READY_ARM, "seq", queues, now, limit)
+                )
+            ]
             if not seqs:
                 return []
             self._last_work = asyncio.get_running_loop().time()
@@ -219,6 +243,41 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             )
         order = {seq: i for i, seq in enumerate(seqs)}
         return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+
+    async def _reserve_limited(
+        self, queues: Sequence[str], worker_id: str, lease: float, limit: int, limits: Limits
+    ) -> Reservation:
+        """The candidates, the limits' state (``omniq_limits`` for rates, a count of the
+        running tasks for concurrency), the decisions (:class:`omniq.limits.Gate`) and
+        the leases, in one ``BEGIN IMMEDIATE`` transaction: every process on the file
+        judges the limits one at a time."""
+        window = limit + SCAN_AHEAD
+        async with self.db.transaction() as conn:
+            now = time.time()
+            found = await conn.execute_fetchall(
+                *_ready_pick(_CANDIDATE_ARM, "seq, name, queue", queues, now, window)
+            )
+            if not found:
+                return Reservation([])
+            self._last_work = asyncio.get_running_loop().time()
+            cands = [(name, queue) for _, name, queue in found]
+            keys, capped = Gate.rate_keys(limits, cands), Gate.capped_names(limits, cands)
+            rates = await conn.execute_fetchall(_RATES, (json_list(keys),)) if keys else []
+            running = (
+                await conn.execute_fetchall(_RUNNING, (now, json_list(capped))) if capped else []
+            )
+            gate = Gate(limits, now, dict(rates), dict(running))
+            seqs = [seq for seq, name, queue in found if gate.admit(name, queue)][:limit]
+            if gate.changed:
+                await conn.executemany(_SET_RATE, [(k, gate.next_at[k]) for k in gate.changed])
+            rows = []
+            if seqs:
+                rows = await conn.execute_fetchall(
+                    _RESERVE, (worker_id, now + lease, now, json_list(seqs))
+                )
+        order = {seq: i for i, seq in enumerate(seqs)}
+        tasks = [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+        return Reservation(tasks, gate.retry_in, gate.deferred)
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.db.fetch(

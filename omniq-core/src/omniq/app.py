@@ -47,6 +47,7 @@ from .interfaces import (
     Capability,
     check_event_order,
 )
+from .limits import Limits, parse_rate
 from .middleware import Middleware, MiddlewareChain, plugin_middleware
 from .models import (
     PRIORITY_MAX,
@@ -162,10 +163,12 @@ class TaskOptions:
     """Per-task defaults given to ``@app.task``; validated once."""
 
     __slots__ = (
+        "concurrency_limit",
         "max_deliveries",
         "max_retries",
         "priority",
         "queue",
+        "rate_limit",
         "retry",
         "retry_backoff",
         "retry_backoff_max",
@@ -179,7 +182,8 @@ class TaskOptions:
         {
             "queue", "retries", "timeout", "ttl", "priority", "max_deliveries",
             "retry_backoff", "retry_backoff_max", "retry_max_delay", "retry_on",
-            "dont_retry_on", "retry_schedule", "retry_jitter",
+            "dont_retry_on", "retry_schedule", "retry_jitter", "rate_limit",
+            "concurrency_limit",
         }
     )  # fmt: skip
 
@@ -199,8 +203,17 @@ class TaskOptions:
         dont_retry_on: Any = None,
         retry_schedule: Any = None,
         retry_jitter: Any = None,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         self.queue = validate_name("queue name", queue)
+        # Global limits (omniq.limits), checked here so a bad value fails at import.
+        if rate_limit is not None:
+            parse_rate(rate_limit)
+        if concurrency_limit is not None:
+            _int("concurrency_limit", concurrency_limit, 1)
+        self.rate_limit = rate_limit
+        self.concurrency_limit = concurrency_limit
         self.max_retries = _int("retries", retries, 0)
         self.timeout = _seconds("timeout", timeout)
         self.ttl = _seconds("ttl", ttl)
@@ -349,6 +362,22 @@ class AsyncOmniQ:
         """Append ``middleware`` to this app's chain (see :mod:`omniq.middleware`); add it
         before the worker starts."""
         self.middleware.add(middleware)
+
+    def limits(self) -> Limits:
+        """The global limits this app declares: its tasks' ``rate_limit`` and
+        ``concurrency_limit`` and the config's ``queue_rate_limits``. A worker passes
+        them to every reserve (see :mod:`omniq.limits`); empty when none are declared."""
+        return Limits.build(
+            task_rates={
+                n: t.options.rate_limit for n, t in self.tasks.items() if t.options.rate_limit
+            },
+            queue_rates=self.config.queue_rate_limits,
+            task_concurrency={
+                n: t.options.concurrency_limit
+                for n, t in self.tasks.items()
+                if t.options.concurrency_limit is not None
+            },
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 

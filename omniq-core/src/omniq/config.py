@@ -94,6 +94,8 @@ class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     :ivar event_ttl: seconds events are kept.
     :ivar payload_limit: the largest serialized call or value, in bytes.
     :ivar events: record task events; false skips every event write.
+    :ivar queue_rate_limits: queue name -> the most tasks started from it, across every
+        worker, as a rate ("100/m", "10/s", "5/h"); the store enforces it (docs/limits.md).
     :ivar worker: the worker section (keys below).
     """
 
@@ -114,6 +116,7 @@ class OmniQConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     event_ttl: float = 7 * 86400.0
     payload_limit: int = 1 << 20
     events: bool = True
+    queue_rate_limits: dict[str, str] = msgspec.field(default_factory=dict)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
 
     def __repr__(self) -> str:
@@ -187,6 +190,11 @@ def _validate(cfg: OmniQConfig) -> OmniQConfig:
 
     for q in [*w.queues, cfg.default_queue]:
         validate_name("queue name", q)
+    from .limits import parse_rate
+
+    for q, rate in cfg.queue_rate_limits.items():
+        validate_name("queue name", q)
+        parse_rate(rate, f"config key 'queue_rate_limits.{q}':")
     if cfg.signing_key and cfg.signing_key not in cfg.signing_keys():
         raise ConfigError(
             f"config key 'signing_key': {cfg.signing_key!r} is not among secret_keys "

@@ -36,6 +36,7 @@ import msgspec
 from ._deprecated import renamed
 from .errors import ConfigError
 from .lifecycle import COMPLETABLE_STATES, check_completable
+from .limits import Limits, Reservation
 from .models import (
     PURGE_DEFAULT_STATES,
     ErrorInfo,
@@ -151,6 +152,7 @@ class Capability(str, enum.Enum):
     BLOCKING_RESERVE = "blocking_reserve"  # wait_for_work wakes on new work (no polling)
     NATIVE_TTL = "native_ttl"  # the engine expires data by itself
     RESULT_NOTIFY = "result_notify"  # wait() wakes on the write (no polling)
+    LIMITS = "limits"  # reserve_limited() enforces global rate and concurrency limits
 
 
 def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> TaskEvent:
@@ -492,6 +494,60 @@ class BaseTaskQueue(BaseStore):
         lease it as a stand-in with its id, queue, name and lease, an empty payload and
         ``error`` explaining what is wrong; the worker dead-letters it with that error.
         """
+
+    async def reserve_limited(
+        self,
+        queues: Sequence[str],
+        worker_id: str,
+        lease: float,
+        limit: int,
+        limits: Limits,
+    ) -> Reservation:
+        """:meth:`reserve`, holding back every ready task a rate or concurrency limit of
+        ``limits`` does not allow now (see :meth:`_reserve_limited`). Only stores that
+        declare :attr:`Capability.LIMITS` have it; a worker whose app declares no limits
+        calls :meth:`reserve`, so unlimited work never pays for limits."""
+        if Capability.LIMITS not in self.capabilities:
+            raise ConfigError(
+                f"{type(self).__name__} does not enforce rate or concurrency limits "
+                f"(it does not declare Capability.LIMITS); use a store that does "
+                f"(see docs/limits.md) or remove the limits"
+            )
+        if not isinstance(limits, Limits):
+            raise ConfigError(f"reserve_limited() got limits={limits!r}; expected a Limits")
+        return await self._reserve_limited(
+            _queues("reserve_limited", queues),
+            worker_id,
+            _lease("reserve_limited", lease),
+            _limit("reserve_limited", limit),
+            limits,
+        )
+
+    async def _reserve_limited(
+        self,
+        queues: builtins.list[str],
+        worker_id: str,
+        lease: float,
+        limit: int,
+        limits: Limits,
+    ) -> Reservation:
+        """:meth:`_reserve`, except that a ready task is leased only when every limit
+        that applies to it (:meth:`omniq.limits.Limits.keys_of`) allows it now, judged
+        by the store's clock in the same atomic step as the lease, against state every
+        reserver of the store shares:
+
+        - a rate key (``task:<name>``, ``queue:<queue>``) allows a start when its next
+          allowed time has come; each start sets that time to ``now + seconds``;
+        - a task name's concurrency limit allows a start while fewer tasks of that name
+          are ``RUNNING`` with an unexpired lease (a lease that lapsed frees its slot at
+          its deadline, before lease recovery runs).
+
+        A task held back stays ready where it is (no lease, no attempt counted, its
+        order kept). Look at no more than ``limit + omniq.limits.SCAN_AHEAD`` ready tasks
+        in reserve order. Answer the leased tasks and ``retry_in``: seconds until the
+        earliest rate that held a task back allows a start, or None.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no Capability.LIMITS")
 
     async def heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> builtins.list[str]:
         """Extend the leases still held to ``now + lease``; return their task ids."""

@@ -236,3 +236,31 @@ local function commit()
   for q, _ in pairs(WAKE) do redis.call('PUBLISH', P .. ':w:' .. q, '1') end
 end
 
+
+-- Due delayed tasks of `queues` join their ready sets (what a reserve does first).
+local function promote_due(queues)
+  for _, q in ipairs(queues) do
+    local dkey = qkey(q, 'delayed')
+    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', fmt(NOW), 'LIMIT', 0, 1000)
+    if #due > 0 then
+      local rkey = qkey(q, 'ready')
+      for _, id in ipairs(due) do
+        local v = redis.call('HMGET', tkey(id), 'h', 'sq')
+        if v[2] and marked(v[1]) then
+          local _, p = read_header(v[1])
+          redis.call('ZADD', rkey, ready_score(p, tonumber(v[2])), id)
+        end
+      end
+      redis.call('ZREM', dkey, unpack(due))
+    end
+  end
+end
+
+-- Lease a ready task (already out of its ready set) to `worker`; its reply row.
+local function lease(f, worker, token, deadline, started)
+  set_state(f, 'running')
+  update(f, {s = 'running', a = f.a + 1, lo = worker, lt = token, ld = deadline, sa = started})
+  zadd(RUNNING_KEY, deadline, f.id)
+  if f.x then zrem(TTL_KEY, f.id) end
+  return row(f)
+end

@@ -6,22 +6,7 @@ local started = fmt(NOW)
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 
--- Due delayed tasks join their ready set.
-for _, q in ipairs(queues) do
-  local dkey = qkey(q, 'delayed')
-  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', fmt(NOW), 'LIMIT', 0, 1000)
-  if #due > 0 then
-    local rkey = qkey(q, 'ready')
-    for _, id in ipairs(due) do
-      local v = redis.call('HMGET', tkey(id), 'h', 'sq')
-      if v[2] and marked(v[1]) then
-        local _, p = read_header(v[1])
-        redis.call('ZADD', rkey, ready_score(p, tonumber(v[2])), id)
-      end
-    end
-    redis.call('ZREM', dkey, unpack(due))
-  end
-end
+promote_due(queues)
 
 -- Up to `want` ready ids, best first, taken out of their ready sets.
 local function pop(want)
@@ -53,12 +38,7 @@ while #out < limit do
     local f = load(id)
     -- An expired task leaves the ready set; cleanup() marks it expired.
     if f and READY[f.s] and not (f.x and f.x <= NOW) then
-      set_state(f, 'running')
-      update(f, {s = 'running', a = f.a + 1, lo = worker, lt = base .. '.' .. (#out + 1),
-                 ld = deadline, sa = started})
-      zadd(RUNNING_KEY, deadline, id)
-      if f.x then zrem(TTL_KEY, id) end
-      out[#out + 1] = row(f)
+      out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, started)
     end
   end
 end

@@ -16,6 +16,7 @@ from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
 from .queue_finishing import FinishTests
+from .queue_limits import LimitTests
 from .queue_outage import OutageTests
 from .queue_paging import PagingTests
 from .queue_records import RecordTests
@@ -39,6 +40,7 @@ class TaskQueueContract(
     PagingTests,
     QueueArgumentTests,
     WorkerRegistryTests,
+    LimitTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
@@ -52,7 +54,7 @@ class TaskQueueContract(
 
     Override :meth:`corrupt_task` too (the suite corrupts a stored record through it).
     Tests that need ``DELAYED``, ``PRIORITY``, ``SCHEDULES``, ``DEPENDENCIES``,
-    ``CROSS_PROCESS`` or ``BLOCKING_RESERVE`` skip unless the class declares it.
+    ``CROSS_PROCESS``, ``BLOCKING_RESERVE`` or ``LIMITS`` skip unless the class declares it.
     """
 
     kind: ClassVar[StoreKind] = "task_queue"

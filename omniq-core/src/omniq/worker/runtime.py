@@ -32,7 +32,8 @@ from ..config import mask_url
 from ..context import TaskContext, set_current
 from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
-from ..interfaces import BasePool
+from ..interfaces import BasePool, Capability
+from ..limits import Limits
 from ..models import (
     ACTIVE_STATES,
     ErrorInfo,
@@ -205,6 +206,7 @@ class Worker:
         self._outbox_closed = False
         self._helpers_done = False
         self._presence = Presence(self, health_file)
+        self._limits: Limits | None = None
 
     # -- control -----------------------------------------------------------------------
 
@@ -250,6 +252,15 @@ class Worker:
         self._wake_writer = asyncio.Event()
         self._slot_freed = asyncio.Event()
         await self.app.open()
+        # The app's global limits, read once its tasks are registered; None (no limits)
+        # keeps reserve on the plain path, which pays nothing for them.
+        self._limits = self.app.limits() or None
+        if self._limits is not None and Capability.LIMITS not in self.task_queue.capabilities:
+            raise ConfigError(
+                f"the app declares rate or concurrency limits, which "
+                f"{type(self.task_queue).__name__} cannot enforce (it does not declare "
+                f"Capability.LIMITS); use SQLite, PostgreSQL, Redis or NATS, or remove them"
+            )
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
@@ -349,7 +360,16 @@ class Worker:
             free = min(free, self.max_tasks - self.stats.processed - len(self._running))
         waiter: asyncio.Future[Any]
         if free > 0:
-            tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
+            held_back: float | None = None  # set when limits deferred ready tasks
+            if self._limits is None:
+                tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
+            else:
+                got = await queue.reserve_limited(
+                    self.queues, self.id, self.lease, free, self._limits
+                )
+                tasks = got.tasks
+                if got.deferred:
+                    held_back = idle_wait if got.retry_in is None else got.retry_in
             for task in tasks:
                 old = self._running.get(task.id)
                 if old is not None and not old.finished:  # its lease lapsed while it ran here
@@ -363,13 +383,19 @@ class Worker:
             self._start_backlog()
             if tasks:
                 return 0.005
-            if self.burst and not self._running and await self._queues_empty():
+            if held_back is not None:
+                # Ready work a limit holds back: wait until the rate allows a start (or,
+                # for a concurrency limit, back off), not for work, which is there.
+                waiter = asyncio.ensure_future(asyncio.sleep(min(held_back, self.poll_interval)))
+                idle_wait = min(idle_wait * 2, self.poll_interval)
+            elif self.burst and not self._running and await self._queues_empty():
                 self.request_stop("burst")
                 return idle_wait
-            waiter = asyncio.ensure_future(
-                queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval))
-            )
-            idle_wait = min(idle_wait * 2, self.poll_interval)
+            else:
+                waiter = asyncio.ensure_future(
+                    queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval))
+                )
+                idle_wait = min(idle_wait * 2, self.poll_interval)
         else:
             waiter = asyncio.ensure_future(self._slot_freed.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
