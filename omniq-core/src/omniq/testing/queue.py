@@ -15,6 +15,7 @@ from .base import StoreContract, abstract_ref, open_store
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
+from .queue_fan_in import RunOnFailureTests
 from .queue_finishing import FinishTests
 from .queue_outage import OutageTests
 from .queue_paging import PagingTests
@@ -32,6 +33,7 @@ class TaskQueueContract(
     DeliveryTests,
     FinishTests,
     DependencyTests,
+    RunOnFailureTests,
     ScheduleTests,
     ConcurrencyTests,
     OutageTests,
