@@ -152,7 +152,7 @@ class QueueEngine:
             parents[pid] = parent.task
         state, error = lifecycle.initial_state(task, {p: t.state for p, t in parents.items()}, now)
         failed = error is not None
-        waiting_on = [p for p in parents.values() if p.state is not TaskState.SUCCEEDED]
+        waiting_on = [p for p in parents.values() if p.state not in TERMINAL_STATES]
         changes: dict[str, Any] = {"created_at": task.created_at or now, "state": state}
         if failed:
             changes.update(finished_at=now, error=error)
@@ -301,7 +301,9 @@ class QueueEngine:
     # -- dependencies -------------------------------------------------------------------
 
     def _settle_dependents(self, parent: Task) -> None:
-        """Ready (on success) or cancel (otherwise), recursively, the waiting children."""
+        """Settle, recursively, the waiting children (:func:`omniq.lifecycle.settled`):
+        ready once their parents succeeded (ended, for one that runs on failure), or
+        cancelled when this one did not succeed."""
         if not self.records.dependencies:
             return
         now = time.time()
@@ -314,22 +316,19 @@ class QueueEngine:
                 child = self.records.load(echild)
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
-                if current.state is not TaskState.SUCCEEDED:
-                    error = lifecycle.dependency_failure(current.id, current.state)
-                    stack.append(
-                        self._store(
-                            child, lifecycle.finished(child.task, TaskState.CANCELLED, error, now)
-                        )
-                    )
-                elif all(self._succeeded(pid) for pid in child.task.depends_on):
-                    self._change(child, state=lifecycle.ready_state(child.task, now))
+                settled = lifecycle.settled(child.task, current, self._states(child.task), now)
+                if settled is None:
+                    continue
+                stored = self._store(child, settled)
+                if stored.state is TaskState.CANCELLED:
+                    stack.append(stored)
             self.files.prune(deps_dir)
 
-    def _succeeded(self, task_id: str) -> bool:
-        rec = self._load(task_id)
-        # A parent already deleted by cleanup had ended; had it failed, the child would
-        # have been cancelled then.
-        return rec is None or rec.task.state is TaskState.SUCCEEDED
+    def _states(self, task: Task) -> dict[str, TaskState]:
+        """The states of ``task``'s parents that still exist. One already deleted by
+        cleanup had ended; had it failed, the child would have been settled then."""
+        recs = {pid: self._load(pid) for pid in task.depends_on}
+        return {pid: rec.task.state for pid, rec in recs.items() if rec is not None}
 
     # -- administration -----------------------------------------------------------------
 
