@@ -29,12 +29,14 @@ from .registry import BackendSpec, PoolSpec, register_plugin
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
     from .config import OmniQConfig, load_config
+    from .groups import GroupRef
 
 __all__ = [
     "AsyncOmniQ",
     "BackendSpec",
     "ConfigError",
     "DependencyFailedError",
+    "GroupRef",
     "Middleware",
     "OmniQ",
     "OmniQConfig",
@@ -66,6 +68,7 @@ _LAZY = {
     "OmniQ": "app",
     "TaskFunction": "app",
     "TaskRef": "app",
+    "GroupRef": "groups",
     "OmniQConfig": "config",
     "load_config": "config",
 }
