@@ -324,6 +324,24 @@ class QueueEngine:
                     stack.append(stored)
             self.files.prune(deps_dir)
 
+    def _repair_waiting(self, now: float) -> None:
+        """Settle every waiting task whose parents' states already decide it: a process
+        killed between a parent's change and the settling of its dependents left it
+        waiting (a fan-in callback among them), and this sweep is what revisits it."""
+        for qdir in self._queue_dirs(None):
+            for path in entry_paths(self.files, qdir, [TaskState.WAITING])[TaskState.WAITING]:
+                rec = self._checked(path)
+                if rec is None or rec.task.state is not TaskState.WAITING:
+                    continue
+                states = self._states(rec.task)
+                parents = {p: states.get(p, TaskState.SUCCEEDED) for p in rec.task.depends_on}
+                state, error = lifecycle.initial_state(rec.task, parents, now)
+                with contextlib.suppress(Conflict):  # changed meanwhile: next sweep
+                    if error is not None:
+                        self._end(rec, state, error, now)
+                    elif state is not TaskState.WAITING:
+                        self._change(rec, state=state)
+
     def _states(self, task: Task) -> dict[str, TaskState]:
         """The states of ``task``'s parents that still exist. One already deleted by
         cleanup had ended; had it failed, the child would have been settled then."""
@@ -416,6 +434,8 @@ class QueueEngine:
                 except Conflict:
                     continue  # changed meanwhile (reserved, cancelled): look again next sweep
             self.files.discard(path)
+        if self.records.dependencies:
+            self._repair_waiting(now)
         for qdir in self._queue_dirs(None):
             for state in TERMINAL_STATES:
                 for _key, path in list(
