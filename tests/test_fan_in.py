@@ -225,7 +225,7 @@ def test_on_failure_cancel_cancels_the_callback(app: OmniQ) -> None:
 
 def test_fan_in_options_are_checked(app: OmniQ) -> None:
     group = app.group("square", [(1,)])
-    with pytest.raises(ConfigError, match="on_failure='later'.*'cancel'.*'run'"):
+    with pytest.raises(ConfigError, match=r"on_failure='later'.*'cancel'.*'run'"):
         app.chord(group, "summary", on_failure="later")
     with pytest.raises(ConfigError, match="depends_on"):
         app.enqueue("summary", pass_results=True)
@@ -251,12 +251,14 @@ class Scene:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def worker(self, queues: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, str(self.path), queues],
-            cwd=self.folder,
-            stdout=open(self.folder / f"worker-{len(self.procs)}.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
+        """A worker process on ``queues``; its output goes to ``worker-<n>.log``."""
+        with open(self.folder / f"worker-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(self.path), queues],
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 
