@@ -252,10 +252,6 @@ _ENQUEUE_OPTIONS = frozenset(
         "task_id",
     }
 )
-#: Seconds a worker waits for a parent's result that is not stored yet when it runs a
-#: ``pass_results`` task (a result store apart from the task queue writes it just after
-#: the parent's completion released the task).
-PARENT_RESULT_WAIT = 10.0
 
 
 def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

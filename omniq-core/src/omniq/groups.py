@@ -23,7 +23,12 @@ from .errors import ConfigError
 from .lifecycle import PARENT_FAILURE_POLICIES
 from .models import validate_name
 
-__all__ = ["GroupRef", "check_on_failure", "dependency_ids"]
+__all__ = ["PARENT_RESULT_WAIT", "GroupRef", "check_on_failure", "dependency_ids"]
+
+#: Seconds a worker waits for a parent's result that is not stored yet when it runs a
+#: ``pass_results`` task (a result store apart from the task queue writes it just after
+#: the parent's completion released the task).
+PARENT_RESULT_WAIT = 10.0
 
 
 class GroupRef(msgspec.Struct, frozen=True, gc=False):

@@ -32,6 +32,7 @@ from ..config import mask_url
 from ..context import TaskContext, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
+from ..groups import PARENT_RESULT_WAIT
 from ..interfaces import BasePool
 from ..models import (
     ACTIVE_STATES,
@@ -540,8 +541,6 @@ class Worker:
         batch. A result not stored yet (a result store apart from the queue is written
         just after the completion that released this task) is waited for up to
         ``PARENT_RESULT_WAIT`` s; past that the attempt fails, and retries as configured."""
-        from ..app import PARENT_RESULT_WAIT
-
         return await self.app.gather_results(task.depends_on, PARENT_RESULT_WAIT)
 
     def _failed(self, task: Task, exc: BaseException, started: float) -> None:
