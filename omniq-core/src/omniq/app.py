@@ -653,7 +653,7 @@ class AsyncOmniQ:
     # -- fan-in --------------------------------------------------------------------------
 
     async def group(
-        self, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
+        self, /, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
     ) -> GroupRef:
         """Enqueue one task per item of ``calls`` as :meth:`enqueue_many` does (one bulk
         store call, the same options) and return them as a :class:`GroupRef`: give it to
@@ -674,6 +674,7 @@ class AsyncOmniQ:
 
     async def chord(
         self,
+        /,
         group: GroupRef | Iterable[str | TaskRef[Any]],
         callback: Callable[..., Awaitable[R]] | Callable[..., R] | str,
         *args: Any,

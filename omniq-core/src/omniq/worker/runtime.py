@@ -474,7 +474,7 @@ class Worker:
             mw = self._mw
             try:
                 if task.pass_results:  # a fan-in callback: its parents' results come first
-                    args = (await self._parent_results(task), *args)
+                    args = [await self._parent_results(task), *args]
                 if mw is not None:
                     await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
