@@ -192,6 +192,29 @@ async def test_an_entry_left_in_the_wrong_directory_is_repaired(tmp_path: Path) 
         assert [t.id for t in await queue.reserve(["default"], "w", 60.0)] == [task.id]
 
 
+async def test_dependents_left_waiting_by_a_crash_are_settled_by_cleanup(tmp_path: Path) -> None:
+    """A process killed between a parent's change and the settling of its dependents
+    left them waiting; the cleanup sweep settles them as the parent's end would have."""
+    async with FsspecTaskQueue.from_url(f"file://{tmp_path}") as queue:
+        parent = await queue.enqueue(make_task())
+        runner = await queue.enqueue(
+            make_task(queue="after", depends_on=(parent.id,), on_parent_failure="run")
+        )
+        doomed = await queue.enqueue(make_task(depends_on=(parent.id,)))
+        engine = QueueEngine(queue.files)
+        rec = engine.records.load(encode("task id", parent.id))
+        assert rec is not None  # the parent ends, and the process dies before settling:
+        engine.records.save(
+            rec, records.Record(rec.seq, replace(rec.task, state=TaskState.DEAD), rec.rev)
+        )
+        assert (await queue.get(runner.id)).state is TaskState.WAITING  # type: ignore[union-attr]
+        await queue.cleanup()
+        assert (await queue.get(runner.id)).state is TaskState.PENDING  # type: ignore[union-attr]
+        cancelled = await queue.get(doomed.id)
+        assert cancelled is not None and cancelled.state is TaskState.CANCELLED
+        assert cancelled.error is not None and parent.id in cancelled.error.message
+
+
 async def test_events_skip_batches_outside_the_time_range(tmp_path: Path) -> None:
     async with registry.resolve("event_storage", f"file://{tmp_path}") as events:
         await events.append_many([make_event(timestamp=100.0), make_event(timestamp=200.0)])

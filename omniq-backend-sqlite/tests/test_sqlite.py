@@ -124,7 +124,31 @@ async def test_a_version_1_file_gains_the_headers_column(url: str, tmp_path: Pat
         version = db.execute(
             "SELECT value FROM omniq_meta WHERE key = 'schema_version'"
         ).fetchone()[0]
-    assert int(version) == SCHEMA_VERSION == 2
+    assert int(version) == SCHEMA_VERSION
+
+
+async def test_a_version_2_file_gains_the_fan_in_columns(url: str, tmp_path: Path) -> None:
+    """A file written before fan-in keeps its tasks (they cancel on a parent's failure
+    and get no results) and stores the new fields from then on."""
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="old"))
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        db.execute("ALTER TABLE omniq_tasks DROP COLUMN on_parent_failure")
+        db.execute("ALTER TABLE omniq_tasks DROP COLUMN pass_results")
+        db.execute("UPDATE omniq_meta SET value = '2' WHERE key = 'schema_version'")
+    async with queue_at(url) as q:
+        old = await q.get("old")
+        assert old is not None and (old.on_parent_failure, old.pass_results) == ("cancel", False)
+        await q.enqueue(
+            make_task(id="new", depends_on=("old",), on_parent_failure="run", pass_results=True)
+        )
+        new = await q.get("new")
+        assert new is not None and (new.on_parent_failure, new.pass_results) == ("run", True)
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        version = db.execute(
+            "SELECT value FROM omniq_meta WHERE key = 'schema_version'"
+        ).fetchone()[0]
+    assert int(version) == SCHEMA_VERSION == 3
 
 
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:

@@ -123,14 +123,16 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
 
     def _settle_dependents(self, parent_id: str, at: float) -> None:
         parent = self.ns.tasks[parent_id]
+        states = {t.id: t.state for t in self.ns.tasks.values()}
         for dep in list(self.ns.tasks.values()):
             if dep.state is not TaskState.WAITING or parent_id not in dep.depends_on:
                 continue
-            if parent.state in lifecycle.PARENT_FAILED_STATES:
-                error = lifecycle.dependency_failure(parent_id, parent.state)
-                self._end(dep, TaskState.CANCELLED, error, at)
-            elif all(self.ns.tasks[p].state is TaskState.SUCCEEDED for p in dep.depends_on):
-                self._put(dep, state=lifecycle.ready_state(dep, at))
+            changed = lifecycle.settled(dep, parent, states, at)
+            if changed is None:
+                continue
+            self._store(changed)
+            if changed.state is TaskState.CANCELLED:
+                self._settle_dependents(dep.id, at)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None

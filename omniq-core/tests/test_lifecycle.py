@@ -16,6 +16,7 @@ from omniq.lifecycle import (
     leased,
     released,
     retry_eta,
+    settled,
 )
 from omniq.models import Task, TaskState
 
@@ -86,3 +87,30 @@ def test_check_completable_names_the_state_and_the_valid_ones(state: object) -> 
 def test_check_completable_accepts_values_and_members() -> None:
     assert check_completable("succeeded") is TaskState.SUCCEEDED
     assert check_completable(TaskState.CANCELLED) is TaskState.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("parents", "expected"),
+    [
+        ({"a": TaskState.DEAD, "b": TaskState.RUNNING}, TaskState.WAITING),
+        ({"a": TaskState.DEAD, "b": TaskState.SUCCEEDED}, TaskState.PENDING),
+        ({"a": TaskState.CANCELLED, "b": TaskState.EXPIRED}, TaskState.PENDING),
+    ],
+)
+def test_initial_state_of_a_task_that_runs_on_failure(
+    parents: dict[str, TaskState], expected: TaskState
+) -> None:
+    child = task(depends_on=tuple(parents), on_parent_failure="run")
+    assert initial_state(child, parents, AT) == (expected, None)
+
+
+def test_settled_cancels_by_default_and_waits_for_every_parent_on_run() -> None:
+    dead = Task(id="a", name="job", state=TaskState.DEAD)
+    waiting = {"state": TaskState.WAITING, "depends_on": ("a", "b")}
+    cancelled = settled(task(**waiting), dead, {"b": TaskState.RUNNING}, AT)
+    assert cancelled is not None and cancelled.state is TaskState.CANCELLED
+    assert cancelled.error == dependency_failure("a", TaskState.DEAD)
+    runner = task(**waiting, on_parent_failure="run")
+    assert settled(runner, dead, {"b": TaskState.RUNNING}, AT) is None
+    ready = settled(runner, dead, {"b": TaskState.SUCCEEDED}, AT)
+    assert ready is not None and ready.state is TaskState.PENDING and ready.error is None

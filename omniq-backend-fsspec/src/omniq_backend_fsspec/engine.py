@@ -297,7 +297,9 @@ class QueueEngine:
     # -- dependencies -------------------------------------------------------------------
 
     def _settle_dependents(self, parent: Task) -> None:
-        """Ready (on success) or cancel (otherwise), recursively, the waiting children."""
+        """Settle, recursively, the waiting children (:func:`omniq.lifecycle.settled`):
+        ready once their parents succeeded (ended, for one that runs on failure), or
+        cancelled when this one did not succeed."""
         if not self.records.dependencies:
             return
         now = time.time()
@@ -309,15 +311,12 @@ class QueueEngine:
                 child = self.records.load(echild)
                 if child is None or child.task.state is not TaskState.WAITING:
                     continue
-                if current.state is not TaskState.SUCCEEDED:
-                    error = lifecycle.dependency_failure(current.id, current.state)
-                    stack.append(
-                        self._store(
-                            child, lifecycle.finished(child.task, TaskState.CANCELLED, error, now)
-                        )
-                    )
-                elif all(self._succeeded(pid) for pid in child.task.depends_on):
-                    self._change(child, state=lifecycle.ready_state(child.task, now))
+                settled = lifecycle.settled(child.task, current, self._states(child.task), now)
+                if settled is None:
+                    continue
+                stored = self._store(child, settled)
+                if stored.state is TaskState.CANCELLED:
+                    stack.append(stored)
 
     def dependents(self, task_id: str) -> builtins.list[Task]:
         if not self.records.dependencies:
@@ -327,11 +326,29 @@ class QueueEngine:
         )
         return sorted((rec.task for rec in found if rec is not None), key=lambda t: t.id)
 
-    def _succeeded(self, task_id: str) -> bool:
-        rec = self._load(task_id)
-        # A parent already deleted by cleanup had ended; had it failed, the child would
-        # have been cancelled then.
-        return rec is None or rec.task.state is TaskState.SUCCEEDED
+    def _repair_waiting(self, now: float) -> None:
+        """Settle every waiting task whose parents' states already decide it: a process
+        killed between a parent's change and the settling of its dependents left it
+        waiting (a fan-in callback among them), and this sweep is what revisits it."""
+        for qdir in self._queue_dirs(None):
+            for path in entry_paths(self.files, qdir, [TaskState.WAITING])[TaskState.WAITING]:
+                rec = self._checked(path)
+                if rec is None or rec.task.state is not TaskState.WAITING:
+                    continue
+                states = self._states(rec.task)
+                parents = {p: states.get(p, TaskState.SUCCEEDED) for p in rec.task.depends_on}
+                state, error = lifecycle.initial_state(rec.task, parents, now)
+                with contextlib.suppress(Conflict):  # changed meanwhile: next sweep
+                    if error is not None:
+                        self._end(rec, state, error, now)
+                    elif state is not TaskState.WAITING:
+                        self._change(rec, state=state)
+
+    def _states(self, task: Task) -> dict[str, TaskState]:
+        """The states of ``task``'s parents that still exist. One already deleted by
+        cleanup had ended; had it failed, the child would have been settled then."""
+        recs = {pid: self._load(pid) for pid in task.depends_on}
+        return {pid: rec.task.state for pid, rec in recs.items() if rec is not None}
 
     # -- administration -----------------------------------------------------------------
 
@@ -419,6 +436,8 @@ class QueueEngine:
                 except Conflict:
                     continue  # changed meanwhile (reserved, cancelled): look again next sweep
             self.files.discard(path)
+        if self.records.dependencies:
+            self._repair_waiting(now)
         for qdir in self._queue_dirs(None):
             for state in TERMINAL_STATES:
                 for _key, path in list(

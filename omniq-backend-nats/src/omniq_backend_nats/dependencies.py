@@ -66,8 +66,9 @@ class Dependencies(Delivery):
         return sorted((f[0] for f in found if f is not None), key=lambda t: t.id)
 
     async def _settle(self, task_id: str) -> Task | None:
-        """Decide a ``WAITING`` task from its parents: ready when all succeeded,
-        cancelled when one failed, else unchanged. Returns the task as it now is."""
+        """Decide a ``WAITING`` task from its parents (:func:`omniq.lifecycle.initial_state`):
+        ready when all succeeded (all ended, for one that runs on failure), cancelled when
+        one failed, else unchanged. Returns the task as it now is."""
         found = await self._read(task_id)
         if found is None or found[0].state is not TaskState.WAITING:
             return found[0] if found else None
@@ -76,13 +77,13 @@ class Dependencies(Delivery):
             p[0] for p in await asyncio.gather(*(self._read(d) for d in task.depends_on)) if p
         ]
         failed = next((p for p in parents if p.state in lifecycle.PARENT_FAILED_STATES), None)
-        if failed is not None:
+        at = await self.now()
+        state = TaskState.WAITING
+        if len(parents) == len(task.depends_on):
+            state, _ = lifecycle.initial_state(task, {p.id: p.state for p in parents}, at)
+        if failed is not None and not lifecycle.runs_on_failure(task):
             await self._cancel_waiting(task_id, failed)
-        elif len(parents) == len(task.depends_on) and all(
-            p.state is TaskState.SUCCEEDED for p in parents
-        ):
-            at = await self.now()
-            state = lifecycle.ready_state(task, at)
+        elif state is not TaskState.WAITING:
             # Message first: if we die before the CAS, its delivery settles the task again.
             await self._hint(task)
             changed = await self._mutate(
@@ -96,7 +97,12 @@ class Dependencies(Delivery):
 
     async def _cancel_waiting(self, task_id: str, parent: Task) -> None:
         """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
-        each error names the task's own parent."""
+        each error names the task's own parent. One that runs on failure is settled
+        instead: ready once every parent ended."""
+        found = await self._read(task_id)
+        if found is not None and lifecycle.runs_on_failure(found[0]):
+            await self._settle(task_id)
+            return
         at = await self.now()
         error = lifecycle.dependency_failure(parent.id, parent.state)
         changed = await self._mutate(

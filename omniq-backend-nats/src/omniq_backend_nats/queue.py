@@ -72,9 +72,9 @@ from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
 from .lapse import LeaseDeadlines
+from .limits import LimitedReserve
 from .names import token
 from .records import _replace, _unleased
-from .limits import LimitedReserve
 from .results import NatsResultStorage
 from .schedules import ScheduleBucket
 from .workers import WorkerBucket

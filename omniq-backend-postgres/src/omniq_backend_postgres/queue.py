@@ -30,7 +30,7 @@ from omniq.interfaces import (
     as_stored,
     gather_batches,
 )
-from omniq.lifecycle import attempts_allowed, dependency_failure
+from omniq.lifecycle import attempts_allowed, initial_state, runs_on_failure
 from omniq.limits import Limits, Reservation
 from omniq.models import (
     ErrorInfo,
@@ -66,7 +66,7 @@ __all__ = ["PostgresTaskQueue"]
 
 READY = "('pending', 'scheduled', 'retrying')"
 TERMINAL = "('succeeded', 'failed', 'cancelled', 'expired', 'dead')"
-FAILED_PARENT = frozenset({"failed", "dead", "cancelled", "expired"})
+_SETTLED_AT_INSERT = frozenset({TaskState.WAITING, TaskState.CANCELLED})
 #: Largest batch that enqueue_recorded writes in one statement. The statement joins the
 #: events to the inserted rows, planned once for any batch size (generic plans) as a
 #: nested loop, which is quadratic: a 10,000-task bulk took 4 s instead of 0.3 s. Beyond
@@ -433,22 +433,19 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         for parent_id in task.depends_on:
             if parent_id not in parents:
                 raise TaskNotFoundError(parent_id, f" (a dependency of task {task.id!r})")
-        failed = [(p, parents[p]) for p in task.depends_on if parents[p] in FAILED_PARENT]
-        state: str | None = None
-        error: str | None = None
-        if failed:
-            state = TaskState.CANCELLED.value
-            error = encode_error(dependency_failure(*failed[0]))
-        elif any(parents[p] != TaskState.SUCCEEDED.value for p in task.depends_on):
-            state = TaskState.WAITING.value
+        decided, failure = initial_state(task, parents, 0.0)
+        # (ready or scheduled: the insert decides by the server's clock)
+        state = decided.value if decided in _SETTLED_AT_INSERT else None
+        error = encode_error(failure) if failure is not None else None
         await self._insert(conn, [task], [state], [error])
         await conn.execute(
             self.sql(
-                "INSERT INTO {s}.dependencies (parent_id, child_id) "
-                "SELECT DISTINCT unnest($1::text[]), $2 ON CONFLICT DO NOTHING"
+                "INSERT INTO {s}.dependencies (parent_id, child_id, run_on_failure) "
+                "SELECT DISTINCT unnest($1::text[]), $2, $3::boolean ON CONFLICT DO NOTHING"
             ),
             list(task.depends_on),
             task.id,
+            runs_on_failure(task),
         )
         return (await self._get_many(conn, [task.id]))[task.id]
 

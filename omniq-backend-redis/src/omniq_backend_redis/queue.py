@@ -32,7 +32,7 @@ from omniq.interfaces import (
     accepted_writes,
     as_stored,
 )
-from omniq.lifecycle import attempts_allowed
+from omniq.lifecycle import attempts_allowed, runs_on_failure
 from omniq.limits import SCAN_AHEAD, Limits, Reservation
 from omniq.models import (
     ErrorInfo,
@@ -595,9 +595,11 @@ def _enqueue_args(
     """enqueue.lua's arguments after the prefix: the columns, then the encoded tasks
     (the caller adds the events' arguments when it gives ``expected``)."""
     bodies = [encoder.encode(t) for t in tasks]
-    parents = None
+    parents = run_flags = None
     if any(t.depends_on for t in tasks):
         parents = [list(dict.fromkeys(t.depends_on)) for t in tasks]
+        if any(map(runs_on_failure, tasks)):
+            run_flags = [runs_on_failure(t) for t in tasks]
     runs = blobs(bodies)
     columns = encoder.encode(
         [
@@ -617,6 +619,7 @@ def _enqueue_args(
             chain,
             expected,
             len({t.id for t in tasks}) == len(tasks),
+            run_flags,
         ]
     )
     return [columns, *runs]

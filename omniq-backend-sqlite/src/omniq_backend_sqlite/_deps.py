@@ -5,7 +5,9 @@ one of the two is deleted (``dependents`` reads it). The cascades change only WA
 children: a child enqueued ready or cancelled had a parent that had already ended, and a
 task ends once.
 A child whose parent was deleted (cleanup, purge) counts that parent as satisfied: a
-parent only disappears after it finished, and a failed one has already cancelled it.
+parent only disappears after it finished, and a failed one has already settled it.
+A child with ``on_parent_failure = 'run'`` is never cancelled: it becomes ready once
+every parent ended, however (:func:`omniq.lifecycle.initial_state`).
 """
 
 from __future__ import annotations
@@ -15,25 +17,29 @@ from collections.abc import Sequence
 import aiosqlite
 
 from ._db import json_list
+from ._schema import TERMINAL_SQL
 
-_MAKE_READY = """
+_MAKE_READY = f"""
 UPDATE omniq_tasks
 SET state = CASE WHEN eta IS NOT NULL AND eta > ? THEN 'scheduled' ELSE 'pending' END
 WHERE state = 'waiting'
   AND id IN (SELECT child FROM omniq_task_deps
              WHERE parent IN (SELECT value FROM json_each(?)))
   AND NOT EXISTS (SELECT 1 FROM omniq_task_deps d JOIN omniq_tasks p ON p.id = d.parent
-                  WHERE d.child = omniq_tasks.id AND p.state <> 'succeeded')
+                  WHERE d.child = omniq_tasks.id AND p.state <> 'succeeded'
+                    AND (omniq_tasks.on_parent_failure <> 'run' OR p.state NOT IN {TERMINAL_SQL}))
 """
 
 # Each descendant's error names its own parent on the path (the root for the root's
 # children, a task cancelled by this cascade below them), worded as
-# omniq.lifecycle.dependency_failure().
+# omniq.lifecycle.dependency_failure(). The cascade stops at a child that runs on failure.
 _CANCEL_DOWN = """
 WITH RECURSIVE down(id, parent) AS (
-    SELECT child, parent FROM omniq_task_deps WHERE parent = :root
+    SELECT d.child, d.parent FROM omniq_task_deps d JOIN omniq_tasks c ON c.id = d.child
+    WHERE d.parent = :root AND c.on_parent_failure <> 'run'
     UNION
     SELECT d.child, d.parent FROM omniq_task_deps d JOIN down ON d.parent = down.id
+    JOIN omniq_tasks c ON c.id = d.child WHERE c.on_parent_failure <> 'run'
 )
 UPDATE omniq_tasks
 SET state = 'cancelled', finished_at = :now,
@@ -43,11 +49,13 @@ SET state = 'cancelled', finished_at = :now,
 FROM (SELECT id, CASE WHEN max(parent = :root) THEN :root ELSE min(parent) END AS parent
       FROM down GROUP BY id) AS c
 WHERE omniq_tasks.id = c.id AND omniq_tasks.state = 'waiting'
+RETURNING omniq_tasks.id
 """
 
 
 async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: float) -> None:
-    """WAITING children of ``parents`` whose parents all succeeded become ready."""
+    """WAITING children of ``parents`` whose parents all succeeded (or all ended, for a
+    child that runs on failure) become ready."""
     if parents:
         await conn.execute(_MAKE_READY, (now, json_list(parents)))
 
@@ -55,5 +63,7 @@ async def make_ready(conn: aiosqlite.Connection, parents: Sequence[str], now: fl
 async def cancel_dependents(
     conn: aiosqlite.Connection, parent: str, state: str, now: float
 ) -> None:
-    """Cancel every WAITING descendant of ``parent`` (which ended in ``state``)."""
-    await conn.execute(_CANCEL_DOWN, {"root": parent, "now": now, "state": state})
+    """Cancel every WAITING descendant of ``parent`` (which ended in ``state``), down to
+    those that run on failure, which become ready once all their parents ended."""
+    rows = await conn.execute_fetchall(_CANCEL_DOWN, {"root": parent, "now": now, "state": state})
+    await make_ready(conn, [parent, *(row[0] for row in rows)], now)

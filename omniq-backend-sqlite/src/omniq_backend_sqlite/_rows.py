@@ -26,6 +26,7 @@ TASK_COLUMNS = (
     "timeout", "max_retries", "retry_backoff", "retry_backoff_max", "max_deliveries",
     "attempts", "depends_on", "schedule_id", "lease_owner", "lease_token", "lease_deadline",
     "started_at", "finished_at", "error", "result_ttl", "dead_ttl", "headers",
+    "on_parent_failure", "pass_results",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(TASK_COLUMNS)
 INSERT_SQL = (
@@ -47,6 +48,7 @@ def task_params(task: Task) -> tuple[Any, ...]:
         task.schedule_id, task.lease_owner, task.lease_token, task.lease_deadline,
         task.started_at, task.finished_at, encode_error(task.error), task.result_ttl,
         task.dead_ttl, msgspec.json.encode(task.headers).decode() if task.headers else None,
+        task.on_parent_failure, int(task.pass_results),
     )  # fmt: skip
 
 
@@ -60,6 +62,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
         fields["error"] = msgspec.json.decode(error) if error is not None else None
         headers = fields["headers"]
         fields["headers"] = msgspec.json.decode(headers) if headers is not None else {}
+        fields["pass_results"] = fields["pass_results"] == 1
         return msgspec.convert(fields, Task)
     except (msgspec.MsgspecError, TypeError, ValueError) as exc:
         return stand_in(

@@ -18,7 +18,7 @@ StoreKind = Literal["queue", "results", "events"]
 
 #: Bump when a table changes; add the migration from the previous version in
 #: :func:`create_schema` at the same time.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 READY_SQL = "('pending', 'scheduled', 'retrying')"
 #: States in which a task can still expire (not started yet).
@@ -69,6 +69,8 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
             result_ttl        REAL NOT NULL,
             dead_ttl          REAL NOT NULL,
             headers           TEXT,
+            on_parent_failure TEXT NOT NULL DEFAULT 'cancel',
+            pass_results      INTEGER NOT NULL DEFAULT 0,
             purge_at          REAL GENERATED ALWAYS AS (
                 CASE WHEN state = 'dead' THEN finished_at + dead_ttl
                      WHEN state IN {TERMINAL_SQL} THEN finished_at + result_ttl END
@@ -189,6 +191,8 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
             )
         if version < 2:
             await _migrate_1_to_2(conn)
+        if version < 3:
+            await _migrate_2_to_3(conn)
     for statement in _DDL[kind]:
         await conn.execute(statement)
 
@@ -199,3 +203,17 @@ async def _migrate_1_to_2(conn: aiosqlite.Connection) -> None:
     if columns and "headers" not in columns:
         await conn.execute("ALTER TABLE omniq_tasks ADD COLUMN headers TEXT")
     await conn.execute("UPDATE omniq_meta SET value = '2' WHERE key = 'schema_version'")
+
+
+async def _migrate_2_to_3(conn: aiosqlite.Connection) -> None:
+    """Version 3 adds ``omniq_tasks.on_parent_failure`` and ``pass_results`` (fan-in:
+    a dependent that runs after failed parents, and one given its parents' results)."""
+    columns = [row[1] for row in await conn.execute_fetchall("PRAGMA table_info(omniq_tasks)")]
+    if columns and "on_parent_failure" not in columns:
+        await conn.execute(
+            "ALTER TABLE omniq_tasks ADD COLUMN on_parent_failure TEXT NOT NULL DEFAULT 'cancel'"
+        )
+        await conn.execute(
+            "ALTER TABLE omniq_tasks ADD COLUMN pass_results INTEGER NOT NULL DEFAULT 0"
+        )
+    await conn.execute("UPDATE omniq_meta SET value = '3' WHERE key = 'schema_version'")

@@ -30,6 +30,7 @@ from .registry import BackendSpec, PoolSpec, register_plugin
 if TYPE_CHECKING:
     from .app import AsyncOmniQ, OmniQ, TaskFunction, TaskRef
     from .config import OmniQConfig, load_config
+    from .groups import GroupRef
     from .requeueing import RequeueSelection
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "BackendSpec",
     "ConfigError",
     "DependencyFailedError",
+    "GroupRef",
     "Middleware",
     "OmniQ",
     "OmniQConfig",
@@ -70,6 +72,7 @@ _LAZY = {
     "OmniQ": "app",
     "TaskFunction": "app",
     "TaskRef": "app",
+    "GroupRef": "groups",
     "OmniQConfig": "config",
     "load_config": "config",
     "RequeueSelection": "requeueing",

@@ -39,6 +39,7 @@ from .errors import (
     TaskNotFoundError,
 )
 from .events import build_event, enqueued_events, write_events
+from .groups import GroupRef, check_on_failure, dependency_ids
 from .interfaces import (
     MAX_PAGE,
     BaseEventStorage,
@@ -77,7 +78,7 @@ from .sync import SyncWrapper, blocking
 if TYPE_CHECKING:
     from .worker.runtime import Worker
 
-__all__ = ["AsyncOmniQ", "OmniQ", "TaskFunction", "TaskRef"]
+__all__ = ["AsyncOmniQ", "GroupRef", "OmniQ", "TaskFunction", "TaskRef"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -285,7 +286,19 @@ ENQUEUE_BATCH = 500
 #: The id a schedule's template is built (and its call signed) with.
 _TEMPLATE_ID = "template"
 _ENQUEUE_OPTIONS = frozenset(
-    {"priority", "delay", "eta", "depends_on", "queue", "ttl", "timeout", "retries", "task_id"}
+    {
+        "priority",
+        "delay",
+        "eta",
+        "depends_on",
+        "on_failure",
+        "pass_results",
+        "queue",
+        "ttl",
+        "timeout",
+        "retries",
+        "task_id",
+    }
 )
 
 
@@ -554,10 +567,17 @@ class AsyncOmniQ:
                 raise ConfigError(
                     f"delay={delay!r} s puts the task past the last valid time ({_TIME_RANGE})"
                 )
-        depends = tuple(
-            validate_name("dependency id", d if isinstance(d, str) else getattr(d, "id", d))
-            for d in (options.get("depends_on") or ())
-        )
+        depends = dependency_ids(options.get("depends_on"))
+        on_failure = check_on_failure(options.get("on_failure", "cancel"))
+        pass_results = options.get("pass_results", False)
+        if not isinstance(pass_results, bool):
+            raise ConfigError(f"pass_results must be True or False, got {pass_results!r}")
+        if (pass_results or on_failure != "cancel") and not depends:
+            raise ConfigError(
+                f"{'pass_results' if pass_results else 'on_failure'} is about the tasks in "
+                f"depends_on, and none is given: name the parents (a task id, TaskRef or "
+                f"GroupRef) in depends_on"
+            )
         if options.get("task_id") is not None:
             validate_name("task id", options["task_id"])
         if eta is not None and eta > at:
@@ -578,6 +598,8 @@ class AsyncOmniQ:
             retry_backoff_max=defaults.retry_backoff_max,
             max_deliveries=defaults.max_deliveries,
             depends_on=depends,
+            on_parent_failure="run" if on_failure == "run" else "cancel",
+            pass_results=pass_results,
             result_ttl=self.config.result_ttl,
             dead_ttl=self.config.dead_ttl,
         )
@@ -709,6 +731,86 @@ class AsyncOmniQ:
         stored = await self.task_queue.enqueue_batches(batches, self._event_storage())
         return [TaskRef(t.id, t.name, t.queue, t.state) for t in stored]
 
+    # -- fan-in --------------------------------------------------------------------------
+
+    async def group(
+        self, /, fn: Any, calls: Iterable[Sequence[Any] | Mapping[str, Any]], **options: Any
+    ) -> GroupRef:
+        """Enqueue one task per item of ``calls`` as :meth:`enqueue_many` does (one bulk
+        store call, the same options) and return them as a :class:`GroupRef`: give it to
+        :meth:`chord` (or as ``depends_on``) for a callback, or to :meth:`get_result` for
+        the list of values."""
+        refs = await self.enqueue_many(fn, calls, **options)
+        if not refs:
+            raise ConfigError("group() got no calls: a group needs at least one task")
+        return GroupRef(tuple(r.id for r in refs))
+
+    def group_ref(self, ids: Iterable[str | TaskRef[Any]]) -> GroupRef:
+        """The :class:`GroupRef` of tasks already enqueued (ids kept from an earlier
+        :meth:`group`, e.g. ``list(ref.ids)`` stored somewhere)."""
+        checked = dependency_ids(list(ids))
+        if not checked:
+            raise ConfigError("group_ref() got no ids: a group needs at least one task")
+        return GroupRef(checked)
+
+    async def chord(
+        self,
+        /,
+        group: GroupRef | Iterable[str | TaskRef[Any]],
+        callback: Callable[..., Awaitable[R]] | Callable[..., R] | str,
+        *args: Any,
+        on_failure: str = "cancel",
+        **kwargs: Any,
+    ) -> TaskRef[R]:
+        """Enqueue ``callback(results, *args, **kwargs)`` to run once after every task of
+        ``group``: ``results`` is the list of their values in the group's order.
+
+        ``on_failure="cancel"`` (the default): a task of the group that does not succeed
+        cancels the callback (:class:`~omniq.errors.DependencyFailedError`, as any
+        dependent). ``on_failure="run"``: the callback runs once every task ended, and the
+        entry of one that did not succeed is its exception (its own type where the worker
+        can rebuild it, else :class:`~omniq.errors.TaskFailedError`). Other keywords named
+        like enqueue options are options, as in :meth:`enqueue`."""
+        kwargs, options = _split_options(kwargs)
+        if "depends_on" in options or "pass_results" in options:
+            raise ConfigError(
+                "chord() sets depends_on (the group) and pass_results itself; for more "
+                "parents, enqueue the callback with depends_on=[...] and pass_results=True"
+            )
+        options.update(depends_on=group, pass_results=True, on_failure=on_failure)
+        return await self._enqueue(callback, args, kwargs, options)
+
+    async def gather_results(
+        self, task_ids: Sequence[str], timeout: float | None = None
+    ) -> list[Any]:
+        """The outcome of each task, in order: its value, or the exception it ended with
+        (not raised: a list entry). Waits up to ``timeout`` s in all (None: forever) for
+        those not finished; :class:`ResultTimeoutError` past it. This is what a
+        ``pass_results`` task is called with; :meth:`get_result` on a group raises the
+        first exception instead."""
+        await self.open()
+        ids = [validate_name("task id", i) for i in task_ids]
+        return [
+            o.error if isinstance(o, _Failure) else o for o in await self._outcomes(ids, timeout)
+        ]
+
+    async def _outcomes(self, ids: Sequence[str], timeout: float | None) -> list[Any]:
+        """Each task's value or :class:`_Failure`, in order: the stored results in one
+        read, then each missing one waited for, all under one deadline."""
+        wait = _seconds("timeout", timeout, allow_zero=True)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        found = await self.result_storage.get_many(list(dict.fromkeys(ids)))
+        out: list[Any] = []
+        for task_id in ids:
+            result = found.get(task_id)
+            if result is None:
+                left = None if deadline is None else max(deadline - loop.time(), 0.0)
+                out.append(await self._outcome_of(task_id, left))
+            else:
+                out.append(self._outcome(result))
+        return out
+
     # -- results -----------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
@@ -726,14 +828,31 @@ class AsyncOmniQ:
     async def get_result(self, task: TaskRef[R], timeout: float | None = None) -> R: ...
     @overload
     async def get_result(self, task: str, timeout: float | None = None) -> Any: ...
-    async def get_result(self, task: TaskRef[Any] | str, timeout: float | None = None) -> Any:
+    async def get_result(
+        self, task: TaskRef[Any] | GroupRef | str, timeout: float | None = None
+    ) -> Any:
         """Wait for a task's value; raise its error (rebuilt as its own type where that
         type is a builtin or already imported here, else :class:`TaskFailedError`).
 
-        ``timeout=None`` waits forever; on timeout :class:`ResultTimeoutError`.
+        For a :class:`GroupRef`, the list of its tasks' values in order, or the first
+        error in that order. ``timeout=None`` waits forever (for a group, ``timeout`` is
+        for the whole group); on timeout :class:`ResultTimeoutError`.
         """
         await self.open()
-        task_id = validate_name("task id", task.id if isinstance(task, TaskRef) else task)
+        if isinstance(task, GroupRef):
+            ids = [validate_name("task id", i) for i in task.ids]
+            outcomes = await self._outcomes(ids, timeout)
+        else:
+            task_id = validate_name("task id", task.id if isinstance(task, TaskRef) else task)
+            outcomes = [await self._outcome_of(task_id, timeout)]
+        for outcome in outcomes:
+            if isinstance(outcome, _Failure):
+                raise outcome.error
+        return outcomes if isinstance(task, GroupRef) else outcomes[0]
+
+    async def _outcome_of(self, task_id: str, timeout: float | None) -> Any:
+        """Wait for one task's value, or :class:`_Failure` with its error (see
+        :meth:`get_result`); ``timeout=None`` waits forever."""
         wait = _seconds("timeout", timeout, allow_zero=True)
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
@@ -742,21 +861,26 @@ class AsyncOmniQ:
             remaining = 1.0 if deadline is None else min(1.0, deadline - loop.time())
             result = await self.result_storage.wait(task_id, max(remaining, 0.0))
             if result is not None:
-                return self._unwrap(result)
+                return self._outcome(result)
             # No result yet: a task that ended without running never gets one.
             stored = await self.task_queue.get(task_id)
             if stored is None and not checked:
                 result = await self.result_storage.get(task_id)
                 if result is not None:
-                    return self._unwrap(result)
+                    return self._outcome(result)
                 raise TaskNotFoundError(
                     task_id, " (never enqueued, or deleted after its retention)"
                 )
             checked = True
             if stored is not None and stored.state in _ENDED_WITHOUT_RUN:
                 err = stored.error or ErrorInfo(type=stored.state.value, message="no result")
-                raise TaskFailedError(
-                    task_id, stored.state.value, err.type, err.message, err.traceback
+                if stored.state is TaskState.DEAD and stored.error is not None:
+                    # (its result, written just after, would say the same)
+                    return _Failure(rebuild_error(task_id, stored.state.value, err))
+                return _Failure(
+                    TaskFailedError(
+                        task_id, stored.state.value, err.type, err.message, err.traceback
+                    )
                 )
             if deadline is not None and loop.time() >= deadline:
                 raise ResultTimeoutError(
@@ -764,7 +888,8 @@ class AsyncOmniQ:
                     f"{stored.state.value if stored else 'unknown'}); it may still finish"
                 )
 
-    def _unwrap(self, result: TaskResult) -> Any:
+    def _outcome(self, result: TaskResult) -> Any:
+        """A stored result's value, or :class:`_Failure` with its rebuilt error."""
         if result.state is TaskState.SUCCEEDED:
             if result.value is None:
                 return None
@@ -774,7 +899,7 @@ class AsyncOmniQ:
                 origin=type(self.result_storage).__name__,
             )
         err = result.error or ErrorInfo(type="Error", message=result.state.value)
-        raise rebuild_error(result.task_id, result.state.value, err)
+        return _Failure(rebuild_error(result.task_id, result.state.value, err))
 
     # -- inspection and control --------------------------------------------------------
 
@@ -1054,6 +1179,15 @@ class AsyncOmniQ:
         return await self.worker(**options).run()
 
 
+class _Failure:
+    """A task's error as an outcome among values (a value may itself be an exception)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def rebuild_error(task_id: str, state: str, err: ErrorInfo) -> BaseException:
     """The task's exception as its own type when that type is a builtin exception or
     lives in a module already imported here (nothing is imported on a store's say-so)."""
@@ -1150,6 +1284,13 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         return self._async.build_task(fn, *args, **kwargs)
 
     enqueue_many = blocking(AsyncOmniQ.enqueue_many)
+    group = blocking(AsyncOmniQ.group)
+    chord = blocking(AsyncOmniQ.chord)
+    gather_results = blocking(AsyncOmniQ.gather_results)
+
+    def group_ref(self, ids: Iterable[str | TaskRef[Any]]) -> GroupRef:
+        return self._async.group_ref(ids)
+
     get_result = blocking(AsyncOmniQ.get_result)
     get_task = blocking(AsyncOmniQ.get_task)
     get_task_result = blocking(AsyncOmniQ.get_task_result)

@@ -90,7 +90,7 @@ class UnknownTaskError(QueueError):
 
 class TaskFailedError(OmniQError):
     """A task ended without a value: raised by ``get_result`` when the original error
-    type cannot be rebuilt, and for cancelled, expired and dead-lettered tasks."""
+    type cannot be rebuilt, and for cancelled and expired tasks (which never ran)."""
 
     def __init__(
         self, task_id: str, state: str, error_type: str, message: str, traceback: str = ""

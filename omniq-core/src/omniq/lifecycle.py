@@ -16,11 +16,12 @@ from typing import Any
 import msgspec
 
 from .errors import ConfigError, DependencyFailedError
-from .models import ErrorInfo, Task, TaskState
+from .models import TERMINAL_STATES, ErrorInfo, Task, TaskState
 
 __all__ = [
     "COMPLETABLE_STATES",
     "PARENT_FAILED_STATES",
+    "PARENT_FAILURE_POLICIES",
     "attempts_allowed",
     "check_completable",
     "dependency_failure",
@@ -35,6 +36,8 @@ __all__ = [
     "retried",
     "retries_left",
     "retry_eta",
+    "runs_on_failure",
+    "settled",
     "settled_children",
 ]
 
@@ -45,6 +48,9 @@ COMPLETABLE_STATES = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
 PARENT_FAILED_STATES = frozenset(
     {TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED, TaskState.EXPIRED}
 )
+#: What a dependent does when a parent does not succeed (``Task.on_parent_failure``):
+#: ``"cancel"`` it (the default), or ``"run"`` it once every parent ended, however.
+PARENT_FAILURE_POLICIES = ("cancel", "run")
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_deadline": None}
 
 
@@ -89,13 +95,25 @@ def dependency_failure(parent_id: str, parent_state: TaskState | str) -> ErrorIn
     )
 
 
+def runs_on_failure(task: Task) -> bool:
+    """Whether ``task`` runs after parents that did not succeed (``on_failure="run"``)
+    instead of being cancelled: it then waits for every parent to end, not to succeed."""
+    return task.on_parent_failure == "run"
+
+
 def initial_state(
     task: Task, parents: Mapping[str, TaskState | str], at: float
 ) -> tuple[TaskState, ErrorInfo | None]:
     """The state a task is stored in, from its parents' states (``parents`` maps every
     id of ``task.depends_on`` to its state): cancelled when one failed (naming the first
     in ``depends_on`` order), waiting while one has not succeeded, scheduled for an eta
-    ahead of ``at``, else pending."""
+    ahead of ``at``, else pending. A task that runs on failure (:func:`runs_on_failure`)
+    is never cancelled: it waits while a parent has not ended, then is ready. Deciding a
+    waiting task again from its parents' current states gives what it becomes now."""
+    if runs_on_failure(task):
+        if any(TaskState(parents[pid]) not in TERMINAL_STATES for pid in task.depends_on):
+            return TaskState.WAITING, None
+        return ready_state(task, at), None
     for pid in task.depends_on:
         if parents[pid] in PARENT_FAILED_STATES:
             return TaskState.CANCELLED, dependency_failure(pid, parents[pid])
@@ -177,25 +195,35 @@ def lapsed(task: Task, at: float) -> Task:
     return msgspec.structs.replace(task, state=TaskState.PENDING, **_NO_LEASE)
 
 
+def settled(
+    child: Task, parent: Task, parent_states: Mapping[str, TaskState], at: float
+) -> Task | None:
+    """A waiting ``child`` as the end of its ``parent`` changes it, or None when it keeps
+    waiting (or is not waiting). ``parent_states`` holds the states of the child's other
+    parents; one missing was deleted after it ended (cleanup), which counts as succeeded
+    (had it failed, the child would have been settled then). A child cancelled here
+    names this parent; the caller settles its own children in turn."""
+    if child.state is not TaskState.WAITING:
+        return None
+    if not runs_on_failure(child) and parent.state is not TaskState.SUCCEEDED:
+        return finished(child, TaskState.CANCELLED, dependency_failure(parent.id, parent.state), at)
+    states = {p: parent_states.get(p, TaskState.SUCCEEDED) for p in child.depends_on}
+    states[parent.id] = parent.state
+    state, error = initial_state(child, states, at)
+    if state is TaskState.WAITING:
+        return None
+    if error is not None:
+        return finished(child, state, error, at)
+    return msgspec.structs.replace(child, state=state)
+
+
 def settled_children(
     parent: Task, children: Iterable[Task], parent_states: Mapping[str, TaskState], at: float
 ) -> list[Task]:
-    """The waiting ``children`` of a parent that just ended, as they change: cancelled
-    (naming this parent) when it did not succeed, ready once every parent (states in
-    ``parent_states``, this one included) succeeded. Unchanged children are left out."""
+    """:func:`settled` for each of ``children``; unchanged children are left out."""
     out = []
     for child in children:
-        if child.state is not TaskState.WAITING:
-            continue
-        if parent.state is not TaskState.SUCCEEDED:
-            out.append(
-                finished(
-                    child, TaskState.CANCELLED, dependency_failure(parent.id, parent.state), at
-                )
-            )
-        elif all(
-            parent_states.get(p, TaskState.SUCCEEDED) is TaskState.SUCCEEDED
-            for p in child.depends_on
-        ):
-            out.append(msgspec.structs.replace(child, state=ready_state(child, at)))
+        changed = settled(child, parent, parent_states, at)
+        if changed is not None:
+            out.append(changed)
     return out

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -171,6 +171,13 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
         ``max(max_deliveries, max_retries + 1)`` attempts.
     :ivar attempts: attempts started so far (reserve adds one).
     :ivar depends_on: ids of the parent tasks that must succeed first.
+    :ivar on_parent_failure: what a parent that does not succeed does to this task:
+        ``"cancel"`` (it is cancelled with
+        :class:`~omniq.errors.DependencyFailedError`) or ``"run"`` (it waits until every
+        parent ended, however, then runs); see :mod:`omniq.lifecycle`.
+    :ivar pass_results: the worker calls it with its parents' results (a list in
+        ``depends_on`` order) as the first argument: the callback of a fan-in
+        (:meth:`omniq.AsyncOmniQ.chord`).
     :ivar schedule_id: the schedule that enqueued it, or None.
     :ivar lease_owner: the worker holding its lease while ``running``.
     :ivar lease_token: the token that fences completions of the current lease.
@@ -201,6 +208,8 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     max_deliveries: int = 5
     attempts: int = 0
     depends_on: tuple[str, ...] = ()
+    on_parent_failure: Literal["cancel", "run"] = "cancel"
+    pass_results: bool = False
     schedule_id: str | None = None
     lease_owner: str | None = None
     lease_token: str | None = None

@@ -1,7 +1,7 @@
 -- ARGV: P, then a msgpack array of columns {n, ids, lengths of the encoded tasks, queues,
 -- priorities, etas, expires_ats, delivery limits, result ttls, dead ttls, created_ats,
 -- lists of parent ids, number of task blob arguments, chain, expected states, whether
--- the ids are distinct}, then the encoded tasks end to end (see batch.lua), then, when
+-- the ids are distinct, whether each task runs on a parent's failure (nil: none does)}, then the encoded tasks end to end (see batch.lua), then, when
 -- expected states are given, the tasks' events as events_lib.lua reads them.
 -- A column is one value that every task shares (a bulk's tasks share most) or an array
 -- with one value per task; nil is none, and the parents column is nil when no task has
@@ -15,7 +15,7 @@
 -- | row (existed already), positions of the held events}; a new task's created_at is its
 -- own, or now when it gave 0.
 local C = cmsgpack.unpack(ARGV[2])
-local n, parents, chain, expected = C[1], C[12], C[14], C[15]
+local n, parents, chain, expected, run_flags = C[1], C[12], C[14], C[15], C[17]
 if chain and chain[2] > 1 and redis.call('GET', chain[1]) ~= int(chain[2] - 1) then
   error({err = 'OMNIQ_ABORTED'})
 end
@@ -128,12 +128,14 @@ for j = 1, usual and 0 or n do
     if c == 0 then c = NOW end
     local sq = int(seq)
     local failed, waiting = nil, NONE
+    local rf = run_flags and run_flags[j]
     if #deps > 0 then
       waiting = {}
       for _, dep in ipairs(deps) do
         local ds = redis.call('HGET', tkey(dep), 's')
         if ds ~= 'succeeded' then
-          if TERMINAL[ds] then failed = failed or {dep, ds} else waiting[#waiting + 1] = dep end
+          if not TERMINAL[ds] then waiting[#waiting + 1] = dep
+          elseif not rf then failed = failed or {dep, ds} end
         end
       end
     end
@@ -162,6 +164,7 @@ for j = 1, usual and 0 or n do
     else
       zadd(qkey(q, STATE_INDEX[state]), sq, id)  -- set_state() of a task that had none
       if state == 'waiting' then
+        if rf then redis.call('HSET', k, 'rf', '1') end
         for _, dep in ipairs(waiting) do redis.call('HSET', tkey(dep), 'hd', 1) end
         if x then zadd(TTL_KEY, num(x), id) end
       else

@@ -7,7 +7,8 @@
 -- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
 -- and retention when finished/dead as big-endian doubles: what never changes, in one
 -- field), d encoded Task, q queue, sq enqueue order, s state, a attempts, e eta, x
--- expires_at, w parents not yet succeeded, hd has dependents, lo/lt/ld lease owner,
+-- expires_at, w parents not yet succeeded (not yet ended, with rf), rf runs on a parent's
+-- failure (on_parent_failure = run), hd has dependents, lo/lt/ld lease owner,
 -- token and deadline, sa started_at, fa finished_at, er encoded ErrorInfo. An empty or
 -- missing field means none (attempts: 0). A hash whose h does not start with MARK is not
 -- ours (or of another layout).
@@ -184,7 +185,16 @@ local function finish(f, state, err)
   zadd(DONE_KEY, fmt(NOW + keep), f.id)
 end
 
--- Cancel the waiting dependents of a task that ended without success, recursively.
+-- One parent of a waiting dependent is done with (succeeded, or ended however for a
+-- dependent that runs on failure): ready once none is left (w counts them).
+local function parent_done(c)
+  if redis.call('HINCRBY', tkey(c.id), 'w', -1) <= 0 then
+    if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
+  end
+end
+
+-- Cancel the waiting dependents of a task that ended without success, recursively; one
+-- that runs on failure (field rf, read on this path only) is released instead.
 local function cancel_dependents(f, state)
   local stack = {{f.id, state, f.hd}}
   while #stack > 0 do
@@ -194,8 +204,12 @@ local function cancel_dependents(f, state)
       for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
         local c = load(child)
         if c and c.s == 'waiting' then
-          finish(c, 'cancelled', dependency_failure(top[1], top[2]))
-          table.insert(stack, {child, 'cancelled', c.hd})
+          if redis.call('HGET', tkey(child), 'rf') then
+            parent_done(c)
+          else
+            finish(c, 'cancelled', dependency_failure(top[1], top[2]))
+            table.insert(stack, {child, 'cancelled', c.hd})
+          end
         end
       end
     end
@@ -208,9 +222,7 @@ local function release_dependents(f)
   local dkey = P .. ':deps:' .. f.id
   for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
     local c = load(child)
-    if c and c.s == 'waiting' and redis.call('HINCRBY', tkey(child), 'w', -1) <= 0 then
-      if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
-    end
+    if c and c.s == 'waiting' then parent_done(c) end
   end
 end
 

@@ -15,6 +15,7 @@ from .base import StoreContract, abstract_ref, open_store
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
+from .queue_fan_in import RunOnFailureTests
 from .queue_finishing import FinishTests
 from .queue_limits import LimitTests
 from .queue_outage import OutageTests
@@ -33,6 +34,7 @@ class TaskQueueContract(
     DeliveryTests,
     FinishTests,
     DependencyTests,
+    RunOnFailureTests,
     ScheduleTests,
     ConcurrencyTests,
     OutageTests,

@@ -32,6 +32,7 @@ from ..config import mask_url
 from ..context import TaskContext, set_current
 from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
 from ..events import build_event, write_events
+from ..groups import PARENT_RESULT_WAIT
 from ..interfaces import BasePool, Capability
 from ..limits import Limits
 from ..models import (
@@ -501,6 +502,8 @@ class Worker:
             )
             mw = self._mw
             try:
+                if task.pass_results:  # a fan-in callback: its parents' results come first
+                    args = [await self._parent_results(task), *args]
                 if mw is not None:
                     await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
@@ -561,6 +564,14 @@ class Worker:
         except Exception as exc:  # a bug of ours: never let one task take the worker down
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
             self._finish(_Done(task, "requeue", error=error_info(exc)))
+
+    async def _parent_results(self, task: Task) -> list[Any]:
+        """The outcomes of ``task``'s parents in ``depends_on`` order (values, and the
+        exceptions of those that failed: see :meth:`omniq.AsyncOmniQ.chord`), read in one
+        batch. A result not stored yet (a result store apart from the queue is written
+        just after the completion that released this task) is waited for up to
+        ``PARENT_RESULT_WAIT`` s; past that the attempt fails, and retries as configured."""
+        return await self.app.gather_results(task.depends_on, PARENT_RESULT_WAIT)
 
     def _retry_decision(self, task: Task, exc: BaseException) -> RetryDecision:
         """Whether and when ``task`` runs again, by the policy of its registration here
