@@ -35,6 +35,7 @@ MEMBERS = [
     "omniq-workers-gevent",
     "omniq-django",
     "omniq-dashboard",
+    "omniq-prometheus",
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
