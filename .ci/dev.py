@@ -36,6 +36,7 @@ MEMBERS = [
     "omniq-django",
     "omniq-dashboard",
     "omniq-prometheus",
+    "omniq-opentelemetry",
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
@@ -58,6 +59,8 @@ TEST_DEPS = [
     "psycopg[binary]>=3.1",
     "fastapi>=0.110",
     "httpx>=0.27",
+    # omniq-opentelemetry's tests record spans with the SDK (its `test` extra).
+    "opentelemetry-sdk>=1.20",
 ]
 
 

@@ -52,6 +52,7 @@ def test_every_member_is_reachable_from_the_all_extra_and_each_plugin_has_an_ent
         "django",
         "dashboard",
         "prometheus",
+        "opentelemetry",
     )
     reachable = {dist_name(r) for name in parts for r in extras[name]}
     assert reachable | {"omniq-core"} == {project(m)["name"] for m in MEMBERS}

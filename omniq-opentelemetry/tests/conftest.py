@@ -1,0 +1,70 @@
+"""Fixtures of the tracing tests: the SDK recording this process's spans in memory, and
+the test's own producer app on the store the worker processes use."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+class _Recorder(SimpleSpanProcessor):
+    """Keeps spans only while a test records: the provider stays installed for the rest of
+    the session (it can be set once per process), and other tests enqueue a lot."""
+
+    recording = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.recording:
+            super().on_end(span)
+
+
+_EXPORTER = InMemorySpanExporter()
+_RECORDER = _Recorder(_EXPORTER)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """This process's spans that end during the test."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider(resource=Resource({"service.name": "producer"}))
+        provider.add_span_processor(_RECORDER)
+        trace.set_tracer_provider(provider)
+    _EXPORTER.clear()
+    _RECORDER.recording = True
+    yield _EXPORTER
+    _RECORDER.recording = False
+    _EXPORTER.clear()
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a worker process: the store, and the file its spans go to."""
+    monkeypatch.setenv("OMNIQ_TASK_QUEUE", f"sqlite:///{tmp_path}/q.db")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    env["OMNIQ_TEST_SPANS"] = str(tmp_path / "worker-spans.jsonl")
+    return env
+
+
+@pytest.fixture
+def producer(worker_env: dict[str, str]) -> Iterator[Any]:
+    """The test's own instance of ``tracing_app`` (same store as the workers)."""
+    sys.modules.pop("tracing_app", None)
+    module = importlib.import_module("tracing_app")
+    yield module
+    module.app.close()
+    sys.modules.pop("tracing_app", None)
