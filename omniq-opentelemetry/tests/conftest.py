@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -21,33 +21,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-class _Recorder(SimpleSpanProcessor):
-    """Keeps spans only while a test records: the provider stays installed for the rest of
-    the session (it can be set once per process), and other tests enqueue a lot."""
-
-    recording = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.recording:
-            super().on_end(span)
-
-
-_EXPORTER = InMemorySpanExporter()
-_RECORDER = _Recorder(_EXPORTER)
-
-
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """This process's spans that end during the test."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider(resource=Resource({"service.name": "producer"}))
-        provider.add_span_processor(_RECORDER)
-        trace.set_tracer_provider(provider)
-    _EXPORTER.clear()
-    _RECORDER.recording = True
-    yield _EXPORTER
-    _RECORDER.recording = False
-    _EXPORTER.clear()
+    """This process's spans, recorded by an SDK installed as the global provider for this
+    test only: the API lets a process set it once, so the test puts the previous one back
+    itself (as OpenTelemetry's own test utilities do), and the other tests of the session
+    enqueue with the no-op tracer, their headers free of trace context."""
+    from opentelemetry.util._once import Once
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "producer"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    trace.set_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        provider.shutdown()
 
 
 @pytest.fixture
