@@ -43,6 +43,8 @@ MEMBERS = [
     "omniq-workers-gevent",
     "omniq-django",
     "omniq-dashboard",
+    "omniq-prometheus",
+    "omniq-opentelemetry",
 ]
 # What the test suite needs beyond the members' own dependencies.
 TEST_DEPS = [
@@ -65,6 +67,8 @@ TEST_DEPS = [
     "psycopg[binary]>=3.1",
     "fastapi>=0.110",
     "httpx>=0.27",
+    # omniq-opentelemetry's tests record spans with the SDK (its `test` extra).
+    "opentelemetry-sdk>=1.20",
 ]
 
 

@@ -42,7 +42,18 @@ def test_versions_move_in_lockstep_and_the_meta_package_pins_them():
 def test_every_member_is_reachable_from_the_all_extra_and_each_plugin_has_an_entry_point():
     meta = project(ROOT)
     extras = meta["optional-dependencies"]
-    parts = ("sqlite", "postgres", "redis", "nats", "fsspec", "gevent", "django", "dashboard")
+    parts = (
+        "sqlite",
+        "postgres",
+        "redis",
+        "nats",
+        "fsspec",
+        "gevent",
+        "django",
+        "dashboard",
+        "prometheus",
+        "opentelemetry",
+    )
     reachable = {dist_name(r) for name in parts for r in extras[name]}
     assert reachable | {"omniq-core"} == {project(m)["name"] for m in MEMBERS}
     assert f"omniq[{','.join(parts)}]" in extras["all"]

@@ -38,6 +38,25 @@ class Recorder(Middleware):
         self.calls.append((self.tag, "on_failure", task.name, type(exc).__name__, will_retry))
 
 
+#: First-party plugins that add middleware to every app of the development environment;
+#: these tests count the chain's members, so they leave those out (their own tests cover
+#: them).
+OBSERVABILITY = ("omniq_prometheus", "omniq_opentelemetry")
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_middleware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import omniq.app
+    from omniq.middleware import plugin_middleware
+
+    def without_observability(app: AsyncOmniQ) -> list[Middleware]:
+        return [
+            m for m in plugin_middleware(app) if not type(m).__module__.startswith(OBSERVABILITY)
+        ]
+
+    monkeypatch.setattr(omniq.app, "plugin_middleware", without_observability)
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[OmniQ]:
     app = OmniQ(task_queue=f"sqlite:///{tmp_path / 'omniq.db'}")

@@ -1,0 +1,136 @@
+"""A span for each enqueue and one for each attempt, joined by the task's headers.
+
+Enqueue (``before_enqueue``, in the enqueuing process): a ``send {queue}`` span of kind
+PRODUCER, a child of whatever span is current there (the web request that enqueued),
+whose context the global propagator (W3C ``traceparent``, ``tracestate`` and
+``baggage`` unless the application chose others) writes into ``task.headers``; the task
+record carries them to the worker on every backend. The span marks the moment the task
+is handed to the store and ends there: the middleware has no point after the store's
+write, so the write's own time is not in it.
+
+Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker): a
+``process {queue}`` span of kind CONSUMER whose parent is the context read back from the
+headers, and a link to that context too (the conventions require the link and allow the
+parent), so the enqueue and every attempt of the task read as one trace. It is the
+current span while the attempt runs, so spans the task's own code starts are its
+children in the async, thread and gevent pools (the process pool's children start from
+an empty context). A failed attempt records its
+exception and an error status; one the task survives also gets a ``retry`` event, and the
+next attempt is a new span under the same parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from omniq.middleware import Middleware
+
+from .conventions import (
+    ATTEMPT,
+    DESTINATION,
+    MESSAGE_ID,
+    NEXT_ATTEMPT,
+    OPERATION_NAME,
+    OPERATION_TYPE,
+    OUTCOME,
+    RETRY_EVENT,
+    SYSTEM,
+    SYSTEM_NAME,
+    TASK_NAME,
+)
+
+if TYPE_CHECKING:
+    from omniq.models import Task
+
+__all__ = ["TracingMiddleware"]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omniq-opentelemetry")
+    except PackageNotFoundError:
+        return ""
+
+
+class TracingMiddleware(Middleware):
+    """Traces enqueues and attempts (see the module doc). ``tracer_provider`` defaults to
+    the global one, looked up when a span starts, so an application may set it after the
+    app is created."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.tracer = trace.get_tracer("omniq_opentelemetry", _version(), tracer_provider)
+        # The span and the context token of each running attempt, by the identity of its
+        # Task object: the worker hands the same object to before_run and to the end.
+        self._running: dict[int, tuple[trace.Span, Token[otel_context.Context]]] = {}
+
+    @staticmethod
+    def _attributes(task: Task, operation: str) -> dict[str, Any]:
+        return {
+            SYSTEM: SYSTEM_NAME,
+            OPERATION_TYPE: operation,
+            OPERATION_NAME: operation,
+            DESTINATION: task.queue,
+            MESSAGE_ID: task.id,
+            TASK_NAME: task.name,
+        }
+
+    async def before_enqueue(self, task: Task) -> None:
+        span = self.tracer.start_span(
+            f"send {task.queue}", kind=SpanKind.PRODUCER, attributes=self._attributes(task, "send")
+        )
+        try:
+            propagate.inject(task.headers, context=trace.set_span_in_context(span))
+        finally:
+            span.end()
+
+    async def before_run(self, task: Task) -> None:
+        parent = propagate.extract(task.headers)  # an empty context: a trace of its own
+        sent = trace.get_current_span(parent).get_span_context()
+        attributes = self._attributes(task, "process")
+        attributes[ATTEMPT] = task.attempts
+        span = self.tracer.start_span(
+            f"process {task.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=[Link(sent)] if sent.is_valid else None,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._running[id(task)] = (span, token)
+
+    async def after_success(self, task: Task, value: Any) -> None:
+        entry = self._running.pop(id(task), None)
+        if entry is not None:
+            span, token = entry
+            span.set_attribute(OUTCOME, "succeeded")
+            self._close(span, token)
+
+    async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
+        entry = self._running.pop(id(task), None)
+        if entry is None:  # a middleware before this one refused the attempt
+            return
+        span, token = entry
+        if isinstance(exc, asyncio.CancelledError):
+            outcome = "interrupted"
+            span.set_status(Status(StatusCode.ERROR, "interrupted: lease lost or worker stopping"))
+        else:
+            outcome = "retried" if will_retry else "failed"
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.set_attribute(OUTCOME, outcome)
+        if will_retry:
+            span.add_event(RETRY_EVENT, {NEXT_ATTEMPT: task.attempts + 1})
+        self._close(span, token)
+
+    @staticmethod
+    def _close(span: trace.Span, token: Token[otel_context.Context]) -> None:
+        span.end()
+        otel_context.detach(token)
