@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
-import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
@@ -53,7 +53,7 @@ from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, make_ready
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
-from .events import SqliteEventStorage, insert_events
+from .events import SqliteEventStorage, insert_events, insert_events_now
 from .results import SqliteResultStorage, insert_results
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -149,53 +149,13 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
         """Enqueue in order in one transaction: all or nothing (a missing dependency
-        rolls the whole batch back). A task may depend on one earlier in the batch."""
+        rolls the whole batch back). A task may depend on one earlier in the batch. The
+        whole transaction, events included, runs in one hand-over to the connection's
+        thread (:meth:`Database.run`)."""
         tasks, events = gather_batches(batches)
         if not tasks:
             return
-        async with self.db.transaction() as conn:
-            stored = await self._enqueue_in(conn, tasks)
-            if event_storage is not None and events:
-                await insert_events(
-                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
-                )
-        yield stored
-
-    async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
-        """Store ``tasks`` in the caller's transaction (see enqueue_many)."""
-        parents = {p for t in tasks for p in t.depends_on}
-        now = time.time()
-        rows = await conn.execute_fetchall(
-            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN ({_BY_IDS})",
-            (json_list([t.id for t in tasks]),),
-        )
-        stored = {row[0]: row_to_task(row) for row in rows}
-        known: dict[str, str] = {}
-        if parents:
-            rows = await conn.execute_fetchall(
-                f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
-                (json_list(sorted(parents)),),
-            )
-            known = {tid: state for tid, state in rows}
-        out: list[Task] = []
-        inserts: list[tuple[Any, ...]] = []
-        edges: list[tuple[str, str]] = []
-        for given in tasks:
-            task = stored.get(given.id)
-            if task is None:
-                task = stored[given.id] = _admit(given, known, now)
-                known[task.id] = task.state.value
-                inserts.append(task_params(task))
-                if task.state is TaskState.WAITING:
-                    edges.extend((parent, task.id) for parent in set(task.depends_on))
-            out.append(task)
-        if inserts:
-            await conn.executemany(INSERT_SQL, inserts)
-        if edges:
-            await conn.executemany(
-                "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
-            )
-        return out
+        yield await self.db.run(_enqueue_now, tasks, events if event_storage is not None else ())
 
     # -- leases ------------------------------------------------------------------------
 
@@ -555,6 +515,53 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return bool(
             await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
         )
+
+
+def _enqueue_now(
+    conn: sqlite3.Connection, tasks: Sequence[Task], events: Sequence[TaskEvent]
+) -> list[Task]:
+    """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
+    connection's thread inside a :meth:`Database.run` transaction."""
+    parents = {p for t in tasks for p in t.depends_on}
+    now = time.time()
+    if len(tasks) == 1:  # delay(): no JSON list to build and expand
+        rows = conn.execute(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (tasks[0].id,)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+            (json_list([t.id for t in tasks]),),
+        ).fetchall()
+    stored = {row[0]: row_to_task(row) for row in rows}
+    known: dict[str, str] = {}
+    if parents:
+        rows = conn.execute(
+            f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+            (json_list(sorted(parents)),),
+        ).fetchall()
+        known = dict(rows)
+    out: list[Task] = []
+    inserts: list[tuple[Any, ...]] = []
+    edges: list[tuple[str, str]] = []
+    for given in tasks:
+        task = stored.get(given.id)
+        if task is None:
+            task = stored[given.id] = _admit(given, known, now)
+            known[task.id] = task.state.value
+            inserts.append(task_params(task))
+            if task.state is TaskState.WAITING:
+                edges.extend((parent, task.id) for parent in set(task.depends_on))
+        out.append(task)
+    if inserts:
+        conn.executemany(INSERT_SQL, inserts)
+    if edges:
+        conn.executemany(
+            "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
+        )
+    if events:
+        insert_events_now(conn, [as_stored(e, t) for e, t in zip(events, out, strict=True)])
+    return out
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
