@@ -10,6 +10,7 @@ read-then-write can never race another process or fail half-way with SQLITE_BUSY
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -53,12 +54,15 @@ class Settings:
     def memory(self) -> bool:
         return self.path == MEMORY
 
+    @functools.cached_property
+    def resolved(self) -> Path:
+        """The file's absolute path, resolved once: ``same_file`` is asked on every
+        enqueue and finish, and resolving is a system call per path component."""
+        return Path(self.path).resolve()
+
     def same_file(self, other: Settings) -> bool:
         """True when both name one database file (two ":memory:" are two databases)."""
-        return (
-            not (self.memory or other.memory)
-            and Path(self.path).resolve() == Path(other.path).resolve()
-        )
+        return not (self.memory or other.memory) and self.resolved == other.resolved
 
 
 #: The options of every SQLite store (:mod:`omniq.options`).
