@@ -26,6 +26,7 @@ from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.options import Option, OptionSchema
 
+from ._checkpoint import CATCH_UP, Checkpointer
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
 
 #: Used for ``sqlite://`` (what the registry passes when a config names only the
@@ -135,6 +136,7 @@ class Database:
         self.kind = kind
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._checkpointer = None if settings.memory else Checkpointer(settings.path)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -166,6 +168,7 @@ class Database:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
             if not self.settings.memory:
                 await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint.py
             await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
             self._conn = conn
             async with self.transaction():
@@ -181,7 +184,23 @@ class Database:
         conn, self._conn = self._conn, None
         if conn is not None:
             async with self._lock:
+                if self._checkpointer is not None:
+                    await self._checkpointer.close()
                 await conn.close()
+
+    def _catch_up(self) -> bool:
+        """Whether the next transaction first checkpoints what a background checkpoint
+        left (see _checkpoint.py); asked once per transaction."""
+        checkpointer = self._checkpointer
+        if checkpointer is None or not checkpointer.catch_up:
+            return False
+        checkpointer.catch_up = False
+        return True
+
+    def _changed(self, conn: aiosqlite.Connection) -> None:
+        """After a write: let the checkpointer see how much has changed."""
+        if self._checkpointer is not None:
+            self._checkpointer.changed(conn.total_changes)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -189,6 +208,8 @@ class Database:
         cancellation: statements run in order on the connection's thread)."""
         async with self._lock:
             conn = self.conn
+            if self._catch_up():
+                await conn.execute(CATCH_UP)
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -205,6 +226,7 @@ class Database:
                 await _rollback(conn)
                 raise
             await conn.execute("COMMIT")
+            self._changed(conn)
 
     async def run(
         self,
@@ -226,8 +248,8 @@ class Database:
             try:
                 # aiosqlite runs functions on its thread with _execute, the one way it
                 # has to run several statements in one hand-over (used since 0.11).
-                return await conn._execute(
-                    _in_transaction, conn._connection, cancelled, fn, args, kwargs
+                result: T = await conn._execute(  # type: ignore[no-untyped-call]
+                    _in_transaction, conn._connection, self._catch_up(), cancelled, fn, args, kwargs
                 )
             except sqlite3.OperationalError as exc:
                 self._raise_if_locked(exc)
@@ -235,16 +257,21 @@ class Database:
             except BaseException:
                 cancelled.append(True)  # (the thread reads it: a list append is atomic)
                 raise
+            self._changed(conn)
+            return result
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (a read, or a write that is atomic on its own) and return
         its rows (RETURNING rows for writes)."""
         async with self._lock:
+            conn = self.conn
             try:
-                return list(await self.conn.execute_fetchall(sql, params))
+                rows = list(await conn.execute_fetchall(sql, params))
             except sqlite3.OperationalError as exc:
                 self._raise_if_locked(exc)
                 raise
+            self._changed(conn)
+            return rows
 
     def _raise_if_locked(self, exc: sqlite3.OperationalError) -> None:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -261,6 +288,7 @@ class _Cancelled(Exception):
 
 def _in_transaction(
     conn: sqlite3.Connection,
+    catch_up: bool,
     cancelled: list[bool],
     fn: Callable[..., T],
     args: tuple[Any, ...],
@@ -268,6 +296,8 @@ def _in_transaction(
 ) -> T:
     """On the connection's thread: ``fn`` between BEGIN IMMEDIATE and COMMIT, unless
     the caller was cancelled meanwhile."""
+    if catch_up:
+        conn.execute(CATCH_UP).fetchall()
     conn.execute("BEGIN IMMEDIATE")
     try:
         if cancelled:
