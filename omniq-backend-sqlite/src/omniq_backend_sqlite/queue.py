@@ -79,8 +79,10 @@ _READY_ARM = f"""SELECT * FROM (
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
     ORDER BY priority DESC, seq LIMIT ?)"""
 
-#: Seconds after the last work seen during which wait_for_work polls every 5 ms.
+#: Seconds after the last work seen during which wait_for_work polls every BUSY_POLL.
 BUSY_WINDOW = 2.0
+#: Seconds between polls while busy: half of it is what a new task waits on average.
+BUSY_POLL = 0.002
 
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
     WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
@@ -289,7 +291,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
-        cross-process notification): every 5 ms while work arrived in the last
+        cross-process notification): every 2 ms while work arrived in the last
         ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
         ``poll_interval`` (0.05 s by default), so an idle worker costs next to nothing."""
         loop = asyncio.get_running_loop()
@@ -304,7 +306,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             if remaining <= 0:
                 return
             busy = loop.time() - self._last_work < BUSY_WINDOW
-            await asyncio.sleep(min(0.005 if busy else self.settings.poll_interval, remaining))
+            await asyncio.sleep(min(BUSY_POLL if busy else self.settings.poll_interval, remaining))
 
     # -- reading and housekeeping ------------------------------------------------------
 
