@@ -164,23 +164,12 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        names = queues
-        arms = " UNION ALL ".join([_READY_ARM] * len(names))
-        pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
-        async with self.db.transaction() as conn:
-            now = time.time()
-            params: list[Any] = []
-            for name in names:
-                params += [name, now, now, limit]
-            seqs = [row[0] for row in await conn.execute_fetchall(pick, (*params, limit))]
-            if not seqs:
-                return []
+        """The pick and the lease in one transaction, in one hand-over to the
+        connection's thread."""
+        tasks = await self.db.run(_reserve_now, queues, worker_id, lease, limit)
+        if tasks:
             self._last_work = asyncio.get_running_loop().time()
-            rows = await conn.execute_fetchall(
-                _RESERVE, (worker_id, now + lease, now, json_list(seqs))
-            )
-        order = {seq: i for i, seq in enumerate(seqs)}
-        return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+        return tasks
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         rows = await self.db.fetch(
@@ -517,6 +506,25 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return bool(
             await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
         )
+
+
+def _reserve_now(
+    conn: sqlite3.Connection, queues: Sequence[str], worker_id: str, lease: float, limit: int
+) -> list[Task]:
+    """Pick up to ``limit`` ready tasks of ``queues`` and lease them, on the
+    connection's thread inside a :meth:`Database.run` transaction."""
+    arms = " UNION ALL ".join([_READY_ARM] * len(queues))
+    pick = f"SELECT seq FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)"
+    now = time.time()
+    params: list[Any] = []
+    for name in queues:
+        params += [name, now, now, limit]
+    seqs = [row[0] for row in conn.execute(pick, (*params, limit)).fetchall()]
+    if not seqs:
+        return []
+    rows = conn.execute(_RESERVE, (worker_id, now + lease, now, json_list(seqs))).fetchall()
+    order = {seq: i for i, seq in enumerate(seqs)}
+    return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
 
 
 def _enqueue_now(
