@@ -10,12 +10,13 @@ read-then-write can never race another process or fail half-way with SQLITE_BUSY
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
@@ -25,6 +26,7 @@ from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.options import Option, OptionSchema
 
+from ._checkpoint import CATCH_UP, Checkpointer
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
 
 #: Used for ``sqlite://`` (what the registry passes when a config names only the
@@ -34,6 +36,9 @@ MEMORY = ":memory:"
 #: RETURNING and UPDATE ... FROM (3.35), JSON functions built in.
 MIN_SQLITE = (3, 35, 0)
 SYNCHRONOUS = ("NORMAL", "FULL")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,15 @@ class Settings:
     def memory(self) -> bool:
         return self.path == MEMORY
 
+    @functools.cached_property
+    def resolved(self) -> Path:
+        """The file's absolute path, resolved once: ``same_file`` is asked on every
+        enqueue and finish, and resolving is a system call per path component."""
+        return Path(self.path).resolve()
+
     def same_file(self, other: Settings) -> bool:
         """True when both name one database file (two ":memory:" are two databases)."""
-        return (
-            not (self.memory or other.memory)
-            and Path(self.path).resolve() == Path(other.path).resolve()
-        )
+        return not (self.memory or other.memory) and self.resolved == other.resolved
 
 
 #: The options of every SQLite store (:mod:`omniq.options`).
@@ -135,6 +143,7 @@ class Database:
         self.kind = kind
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._checkpointer = None if settings.memory else Checkpointer(settings.path)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -170,6 +179,7 @@ class Database:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
             if not self.settings.memory:
                 await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint.py
             await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
             self._conn = conn
             async with self.transaction():
@@ -185,7 +195,23 @@ class Database:
         conn, self._conn = self._conn, None
         if conn is not None:
             async with self._lock:
+                if self._checkpointer is not None:
+                    await self._checkpointer.close()
                 await conn.close()
+
+    def _catch_up(self) -> bool:
+        """Whether the next transaction first checkpoints what a background checkpoint
+        left (see _checkpoint.py); asked once per transaction."""
+        checkpointer = self._checkpointer
+        if checkpointer is None or not checkpointer.catch_up:
+            return False
+        checkpointer.catch_up = False
+        return True
+
+    def _changed(self, conn: aiosqlite.Connection) -> None:
+        """After a write: let the checkpointer see how much has changed."""
+        if self._checkpointer is not None:
+            self._checkpointer.changed(conn.total_changes)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -193,6 +219,8 @@ class Database:
         cancellation: statements run in order on the connection's thread)."""
         async with self._lock:
             conn = self.conn
+            if self._catch_up():
+                await conn.execute(CATCH_UP)
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -209,16 +237,52 @@ class Database:
                 await _rollback(conn)
                 raise
             await conn.execute("COMMIT")
+            self._changed(conn)
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``fn(connection, *args)`` in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the
+        connection's thread, with the plain :mod:`sqlite3` connection: one hand-over to
+        that thread and back for the whole transaction. (Each awaited statement of
+        :meth:`transaction` is one: a thread switch each way costs more than a small
+        statement, so an enqueue of five statements spent most of its time switching.)
+        Rolled back if ``fn`` raises, or if the caller is cancelled before the
+        transaction reaches its COMMIT (while it waits for the write lock, say): the
+        thread checks for that once it holds the lock and again before committing."""
+        async with self._lock:
+            conn = self.conn
+            cancelled: list[bool] = []
+            try:
+                # aiosqlite runs functions on its thread with _execute, the one way it
+                # has to run several statements in one hand-over (used since 0.11).
+                result: T = await conn._execute(  # type: ignore[no-untyped-call]
+                    _in_transaction, conn._connection, self._catch_up(), cancelled, fn, args, kwargs
+                )
+            except sqlite3.OperationalError as exc:
+                self._raise_if_locked(exc)
+                raise
+            except BaseException:
+                cancelled.append(True)  # (the thread reads it: a list append is atomic)
+                raise
+            self._changed(conn)
+            return result
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (a read, or a write that is atomic on its own) and return
         its rows (RETURNING rows for writes)."""
         async with self._lock:
+            conn = self.conn
             try:
-                return list(await self.conn.execute_fetchall(sql, params))
+                rows = list(await conn.execute_fetchall(sql, params))
             except sqlite3.OperationalError as exc:
                 self._raise_if_locked(exc)
                 raise
+            self._changed(conn)
+            return rows
 
     def _raise_if_locked(self, exc: sqlite3.OperationalError) -> None:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -227,6 +291,37 @@ class Database:
                 f"busy_timeout={self.settings.busy_timeout}s; another process holds a long "
                 f"write transaction, or raise busy_timeout"
             ) from exc
+
+
+class _Cancelled(Exception):
+    """The caller of :meth:`Database.run` was cancelled before the COMMIT."""
+
+
+def _in_transaction(
+    conn: sqlite3.Connection,
+    catch_up: bool,
+    cancelled: list[bool],
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    """On the connection's thread: ``fn`` between BEGIN IMMEDIATE and COMMIT, unless
+    the caller was cancelled meanwhile."""
+    if catch_up:
+        conn.execute(CATCH_UP).fetchall()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if cancelled:
+            raise _Cancelled
+        result = fn(conn, *args, **kwargs)
+        if cancelled:
+            raise _Cancelled
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

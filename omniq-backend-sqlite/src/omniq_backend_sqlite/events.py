@@ -6,6 +6,7 @@ Users can query it with plain SQL (docs/backends/sqlite.md); ``detail`` is JSON 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -27,9 +28,14 @@ _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
 
 
 async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent]) -> None:
-    """Insert ``events`` in the caller's transaction (the task queue's enqueue_recorded
-    writes its events in the same transaction as its tasks)."""
+    """Insert ``events`` in the caller's transaction (the task queue's finish writes
+    its events in the same transaction as its completions)."""
     await conn.executemany(_INSERT, [_params(e) for e in events])
+
+
+def insert_events_now(conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> None:
+    """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
+    conn.executemany(_INSERT, [_params(e) for e in events])
 
 
 class SqliteEventStorage(SqliteStore, BaseEventStorage):

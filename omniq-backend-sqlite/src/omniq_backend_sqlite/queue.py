@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar
 
-import aiosqlite
 import msgspec
 
 from omniq.errors import ConfigError, SerializationError, TaskNotFoundError
@@ -54,7 +54,7 @@ from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, make_ready
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
-from .events import SqliteEventStorage, insert_events
+from .events import SqliteEventStorage, insert_events, insert_events_now
 from .results import SqliteResultStorage, insert_results
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -103,8 +103,10 @@ def _ready_pick(
     return f"SELECT {columns} FROM ({arms} ORDER BY priority DESC, seq LIMIT ?)", (*params, n)
 
 
-#: Seconds after the last work seen during which wait_for_work polls every 5 ms.
+#: Seconds after the last work seen during which wait_for_work polls every BUSY_POLL.
 BUSY_WINDOW = 2.0
+#: Seconds between polls while busy: half of it is what a new task waits on average.
+BUSY_POLL = 0.002
 
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
     WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
@@ -174,75 +176,25 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
         """Enqueue in order in one transaction: all or nothing (a missing dependency
-        rolls the whole batch back). A task may depend on one earlier in the batch."""
+        rolls the whole batch back). A task may depend on one earlier in the batch. The
+        whole transaction, events included, runs in one hand-over to the connection's
+        thread (:meth:`Database.run`)."""
         tasks, events = gather_batches(batches)
         if not tasks:
             return
-        async with self.db.transaction() as conn:
-            stored = await self._enqueue_in(conn, tasks)
-            if event_storage is not None and events:
-                await insert_events(
-                    conn, [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
-                )
-        yield stored
-
-    async def _enqueue_in(self, conn: aiosqlite.Connection, tasks: Sequence[Task]) -> list[Task]:
-        """Store ``tasks`` in the caller's transaction (see enqueue_many)."""
-        parents = {p for t in tasks for p in t.depends_on}
-        now = time.time()
-        rows = await conn.execute_fetchall(
-            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN ({_BY_IDS})",
-            (json_list([t.id for t in tasks]),),
-        )
-        stored = {row[0]: row_to_task(row) for row in rows}
-        known: dict[str, str] = {}
-        if parents:
-            rows = await conn.execute_fetchall(
-                f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
-                (json_list(sorted(parents)),),
-            )
-            known = {row[0]: row[1] for row in rows}
-        out: list[Task] = []
-        inserts: list[tuple[Any, ...]] = []
-        edges: list[tuple[str, str]] = []
-        for given in tasks:
-            task = stored.get(given.id)
-            if task is None:
-                task = stored[given.id] = _admit(given, known, now)
-                known[task.id] = task.state.value
-                inserts.append(task_params(task))
-                # every child, waiting or not, so dependents() lists it
-                edges.extend((parent, task.id) for parent in set(task.depends_on))
-            out.append(task)
-        if inserts:
-            await conn.executemany(INSERT_SQL, inserts)
-        if edges:
-            await conn.executemany(
-                "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
-            )
-        return out
+        yield await self.db.run(_enqueue_now, tasks, events if event_storage is not None else ())
 
     # -- leases ------------------------------------------------------------------------
 
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        async with self.db.transaction() as conn:
-            now = time.time()
-            seqs = [
-                row[0]
-                for row in await conn.execute_fetchall(
-                    *_ready_pick(_READY_ARM, "seq", queues, now, limit)
-                )
-            ]
-            if not seqs:
-                return []
+        """The pick and the lease in one transaction, in one hand-over to the
+        connection's thread."""
+        tasks = await self.db.run(_reserve_now, queues, worker_id, lease, limit)
+        if tasks:
             self._last_work = asyncio.get_running_loop().time()
-            rows = await conn.execute_fetchall(
-                _RESERVE, (worker_id, now + lease, now, json_list(seqs))
-            )
-        order = {seq: i for i, seq in enumerate(seqs)}
-        return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+        return tasks
 
     async def _reserve_limited(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int, limits: Limits
@@ -392,7 +344,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
-        cross-process notification): every 5 ms while work arrived in the last
+        cross-process notification): every 2 ms while work arrived in the last
         ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
         ``poll_interval`` (0.05 s by default), so an idle worker costs next to nothing."""
         loop = asyncio.get_running_loop()
@@ -407,7 +359,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             if remaining <= 0:
                 return
             busy = loop.time() - self._last_work < BUSY_WINDOW
-            await asyncio.sleep(min(0.005 if busy else self.settings.poll_interval, remaining))
+            await asyncio.sleep(min(BUSY_POLL if busy else self.settings.poll_interval, remaining))
 
     # -- reading and housekeeping ------------------------------------------------------
 
@@ -626,6 +578,67 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return bool(
             await self.db.fetch("DELETE FROM omniq_workers WHERE id = ? RETURNING id", (worker_id,))
         )
+
+
+def _reserve_now(
+    conn: sqlite3.Connection, queues: Sequence[str], worker_id: str, lease: float, limit: int
+) -> list[Task]:
+    """Pick up to ``limit`` ready tasks of ``queues`` and lease them, on the
+    connection's thread inside a :meth:`Database.run` transaction."""
+    now = time.time()
+    seqs = [row[0] for row in conn.execute(*_ready_pick(_READY_ARM, "seq", queues, now, limit))]
+    if not seqs:
+        return []
+    rows = conn.execute(_RESERVE, (worker_id, now + lease, now, json_list(seqs))).fetchall()
+    order = {seq: i for i, seq in enumerate(seqs)}
+    return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+
+
+def _enqueue_now(
+    conn: sqlite3.Connection, tasks: Sequence[Task], events: Sequence[TaskEvent]
+) -> list[Task]:
+    """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
+    connection's thread inside a :meth:`Database.run` transaction."""
+    parents = {p for t in tasks for p in t.depends_on}
+    now = time.time()
+    if len(tasks) == 1:  # delay(): no JSON list to build and expand
+        rows = conn.execute(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (tasks[0].id,)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+            (json_list([t.id for t in tasks]),),
+        ).fetchall()
+    stored = {row[0]: row_to_task(row) for row in rows}
+    known: dict[str, str] = {}
+    if parents:
+        rows = conn.execute(
+            f"SELECT id, state FROM omniq_tasks WHERE id IN ({_BY_IDS})",
+            (json_list(sorted(parents)),),
+        ).fetchall()
+        known = dict(rows)
+    out: list[Task] = []
+    inserts: list[tuple[Any, ...]] = []
+    edges: list[tuple[str, str]] = []
+    for given in tasks:
+        task = stored.get(given.id)
+        if task is None:
+            task = stored[given.id] = _admit(given, known, now)
+            known[task.id] = task.state.value
+            inserts.append(task_params(task))
+            # every child, waiting or not, so dependents() lists it
+            edges.extend((parent, task.id) for parent in set(task.depends_on))
+        out.append(task)
+    if inserts:
+        conn.executemany(INSERT_SQL, inserts)
+    if edges:
+        conn.executemany(
+            "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
+        )
+    if events:
+        insert_events_now(conn, [as_stored(e, t) for e, t in zip(events, out, strict=True)])
+    return out
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:

@@ -1104,6 +1104,12 @@ class BaseResultStorage(BaseStore):
     async def _cleanup(self) -> int:
         """Delete expired results; return how many. (A no-op with native TTL.)"""
 
+    #: The default :meth:`_wait`'s first poll interval (seconds), and how long it polls
+    #: at that pace before the interval grows: a polling backend trades a few cheap reads
+    #: in a task's first moments for the latency of a short task.
+    wait_poll: float = 0.002
+    wait_poll_flat: float = 0.0
+
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""
         if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
@@ -1115,12 +1121,14 @@ class BaseResultStorage(BaseStore):
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds.
 
-        The default polls with a growing interval (2 ms up to 100 ms); backends with
-        notifications override it.
+        The default polls every :attr:`wait_poll` seconds for the first
+        :attr:`wait_poll_flat` seconds, then at a growing interval (up to 100 ms);
+        backends with notifications override it.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay = 0.002
+        grow_after = loop.time() + self.wait_poll_flat
+        delay = self.wait_poll
         while True:
             result = await self.get(task_id)
             if result is not None:
@@ -1129,7 +1137,8 @@ class BaseResultStorage(BaseStore):
             if remaining <= 0:
                 return None
             await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.1)
+            if loop.time() >= grow_after:
+                delay = min(delay * 1.5, 0.1)
 
 
 def check_event_order(order: str) -> str:
