@@ -197,11 +197,9 @@ DELETE FROM {{s}}.tasks
 WHERE finished_at IS NOT NULL AND state IN {TERMINAL}
   AND finished_at + CASE WHEN state = 'dead' THEN dead_ttl ELSE result_ttl END <= {EPOCH_NOW}
 """
-NEXT_READY = f"""
-SELECT min(coalesce(eta, 0)) - {EPOCH_NOW} FROM {{s}}.tasks
-WHERE queue = ANY ($1::text[]) AND state IN {READY}
-  AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
-"""
+#: Seconds until ``$1``'s queues have work: 0 when a task is ready now, NULL when none is
+#: queued (``sql/0007_next_ready_from_the_indexes.sql``).
+NEXT_READY = "SELECT {s}.next_ready($1::text[])"
 COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
 #: complete_many() with the results and events of the tasks it completed (and those of
 #: tasks not in the batch), in one statement: the inserts read the ids the function
