@@ -26,6 +26,7 @@ import pickle
 import signal
 import threading
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import Any
@@ -34,7 +35,7 @@ from ..context import TaskContext, TaskLogFilter, set_current
 
 __all__ = ["Child", "RemoteTraceback", "child_main"]
 
-_OK, _ERROR, _LOG = b"\x00", b"\x01", b"\x02"
+_OK, _ERROR, _LOG, _STARTED = b"\x00", b"\x01", b"\x02", b"\x03"
 
 #: LogRecord attributes that do not survive the pipe (formatted into ``msg`` first).
 _DROP = ("args", "exc_info", "msg")
@@ -107,10 +108,11 @@ def _dump_error(exc: BaseException) -> bytes:
         return bytes(dill.dumps((stand_in, text)))
 
 
-def _call(blob: bytes) -> bytes:
+def _call(blob: bytes, started: Callable[[], None]) -> bytes:
     import dill
 
     func, args, kwargs, context = dill.loads(blob)
+    started()
     set_current(None if context is None else TaskContext(*context))
     try:
         value = func(*args, **kwargs)
@@ -138,6 +140,11 @@ def child_main(conn: Connection, level: int = logging.WARNING) -> None:
         root.removeHandler(handler)
     root.addHandler(_PipeHandler(conn, lock))
     root.setLevel(level)
+
+    def started() -> None:
+        with lock:
+            conn.send_bytes(_STARTED)
+
     while True:
         try:
             blob = conn.recv_bytes()
@@ -146,7 +153,7 @@ def child_main(conn: Connection, level: int = logging.WARNING) -> None:
         if not blob:
             return
         try:
-            reply = _OK + _call(blob)
+            reply = _OK + _call(blob, started)
         except BaseException as exc:  # the task's own failure, sent back to be reported
             reply = _ERROR + _dump_error(exc)
         try:
@@ -168,6 +175,7 @@ class Child:
         theirs.close()  # ours closed too, the pipe reads end-of-file when the child dies
         self.calls = 0
         self.killed = False
+        self._early: bytes | None = None  # a reply that came instead of "started"
 
     @property
     def pid(self) -> int | None:
@@ -176,19 +184,32 @@ class Child:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    async def call(self, blob: bytes) -> bytes:
-        """Send one call and wait for its reply (see :meth:`decode`); ``EOFError`` if the
-        child died first."""
+    async def send(self, blob: bytes) -> None:
+        """Send one call and wait until the child has loaded it and starts the body.
+
+        A task's timeout runs from here, so a child still starting up (a new process
+        imports the task's module) or a slow unpickle is not charged to the task.
+        ``EOFError`` if the child died first."""
         self.conn.send_bytes(blob)
+        message = await self._next()
+        if message[:1] != _STARTED:  # the call failed before its body (an unpickle error)
+            self._early = message
+
+    async def reply(self) -> bytes:
+        """The call's reply (see :meth:`decode`); ``EOFError`` if the child died first."""
+        reply, self._early = self._early or await self._next(), None
+        self.calls += 1
+        return reply
+
+    async def _next(self) -> bytes:
+        """The child's next message that is not a log record (those are handed on)."""
         while True:
             if not self.conn.poll():
                 await self._readable()
-            reply = self.conn.recv_bytes()  # the child writes each message whole, at once
-            if reply[:1] != _LOG:
-                break
-            _forward(reply[1:])
-        self.calls += 1
-        return reply
+            message = self.conn.recv_bytes()  # the child writes each message whole, at once
+            if message[:1] != _LOG:
+                return message
+            _forward(message[1:])
 
     async def _readable(self) -> None:
         loop = asyncio.get_running_loop()

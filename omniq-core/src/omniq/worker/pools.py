@@ -179,7 +179,8 @@ class ProcessPool(BasePool):
             raise PoolBrokenError(f"could not start a child process: {exc}") from exc
         self._busy.add(child)
         try:
-            reply = await with_timeout(child.call(blob), timeout)
+            await child.send(blob)
+            reply = await with_timeout(child.reply(), timeout)
         except TaskTimeoutError:  # an OSError too: before the next clause
             self._drop(child)
             raise
