@@ -115,8 +115,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSON of an earlier `--backend redis --json` run: "
         "also check that OmniQ here is within the same order as OmniQ on Redis",
     )
+    parser.add_argument(
+        "--scale",
+        help="comma-separated task counts (e.g. 10000,100000): measure at each n and report "
+        "how each figure changes from the first n to each later one (overrides -n)",
+    )
+    parser.add_argument(
+        "--single-n",
+        type=int,
+        default=10_000,
+        help="most tasks enqueued one by one for the enqueue/s figure (default 10000)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="jobs a peer's worker fetches at once where it has the knob (pgqueuer "
+        "--batch-size; default 10, the concurrency)",
+    )
+    parser.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="PostgreSQL: VACUUM ANALYZE before each processing run (default off: a queue "
+        "must keep its speed on a freshly filled table that nothing analyzed)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     args = parser.parse_args(argv)
+    try:
+        args.scale_ns = [int(x) for x in args.scale.split(",")] if args.scale else [args.n]
+    except ValueError:
+        parser.error(f"--scale {args.scale!r}: expected comma-separated task counts")
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            parser.error(f"--batch-size {args.batch_size}: expected >= 1")
+        os.environ["OMNIQ_BENCH_BATCH_SIZE"] = str(args.batch_size)
     known = PEERS[args.backend]
     args.peer_names = (
         [p.strip() for p in args.peers.split(",") if p.strip()] if args.peers else list(known)
@@ -127,8 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"unknown peer(s) {', '.join(unknown)} for --backend {args.backend}; "
             f"valid: {', '.join(known)}"
         )
-    if args.n < 1 or args.latency_samples < 2 or args.rounds < 1:
-        parser.error("-n and --rounds must be >= 1 and --latency-samples >= 2")
+    if min(args.scale_ns) < 1 or args.latency_samples < 2 or args.rounds < 1:
+        parser.error("-n, --scale and --rounds must be >= 1 and --latency-samples >= 2")
     return args
 
 
@@ -155,7 +186,7 @@ def load(ref: str) -> Any:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     url, omniq_cleanup = omniq_setup(args.backend)
     vacuum = None
-    if args.backend == "postgres":
+    if args.backend == "postgres" and args.vacuum:
         from peers import POSTGRES_URL
         from peers.cleanup import postgres_vacuum
 
@@ -212,6 +243,7 @@ async def _measure_one(
                 timeout=args.timeout,
                 progress=not args.json,
                 before_processing=vacuum,
+                single_n=args.single_n,
             )
             return figures.as_dict()
         except Exception as exc:
@@ -321,17 +353,68 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scaling(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per later n, library and metric: its figure there divided by its figure at the
+    first n (throughput: < 1 is slower at the larger n; latency: > 1 is slower)."""
+    base = reports[0]["results"]
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for report in reports[1:]:
+        per: dict[str, dict[str, float | None]] = {}
+        for name, figures in report["results"].items():
+            first = base.get(name, {})
+            per[name] = {
+                key: (
+                    None
+                    if "error" in figures or "error" in first or not first.get(key)
+                    else round(figures[key] / first[key], 3)
+                )
+                for _, key, _ in METRICS
+            }
+        out[str(report["n"])] = per
+    return out
+
+
+def scaling_table(reports: list[dict[str, Any]], changes: dict[str, Any]) -> str:
+    first = reports[0]["n"]
+    lines = []
+    for n, per in changes.items():
+        header = f"{'library':<14}" + "".join(f"{label:>14}" for label, _, _ in METRICS)
+        lines += [f"change from n={first} to n={n} (figure at {n} / figure at {first})", header]
+        lines.append("-" * len(header))
+        for name, cells in per.items():
+            lines.append(
+                f"{name:<14}"
+                + "".join(
+                    f"{'-' if cells[key] is None else f'{cells[key]:.2f}x':>14}"
+                    for _, key, _ in METRICS
+                )
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
     )
     sys.path.insert(0, str(HERE))
-    report = asyncio.run(run_all(args))
     reference = json.loads(args.reference.read_text()) if args.reference else None
-    report["targets"] = check_targets(report, reference)
-    print(json.dumps(report, indent=2) if args.json else table(report))
-    return 0 if all("error" not in r for r in report["results"].values()) else 1
+    reports = []
+    for n in args.scale_ns:
+        args.n = n
+        report = asyncio.run(run_all(args))
+        report["targets"] = check_targets(report, reference)
+        reports.append(report)
+        if not args.json:
+            print(table(report), flush=True)
+    changes = scaling(reports) if len(reports) > 1 else {}
+    if args.json:
+        out = reports[0] if len(reports) == 1 else {"runs": reports, "scaling": changes}
+        print(json.dumps(out, indent=2))
+    elif changes:
+        print(scaling_table(reports, changes))
+    ok = all("error" not in r for report in reports for r in report["results"].values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 __all__ = [
+    "BATCH_SIZE",
     "CONCURRENCY",
     "NAME",
     "NATS_URL",
@@ -40,6 +41,9 @@ NATS_URL = os.environ.get("OMNIQ_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 NAME = "omniqbench"
 #: Tasks one worker process runs at once: OmniQ's default, set on every peer too.
 CONCURRENCY = 10
+#: Jobs a worker fetches per round trip where the library has such a knob (pgqueuer's
+#: ``--batch-size``); compare.py's ``--batch-size`` sets it.
+BATCH_SIZE = int(os.environ.get("OMNIQ_BENCH_BATCH_SIZE", CONCURRENCY))
 #: Seconds between two polls where a library's documented way to await a task polls.
 POLL = 0.002
 #: Single enqueues in flight at once where a library has no bulk call.

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import ClassVar
 
-from . import CONCURRENCY, NAME, POSTGRES_URL, window
+from . import BATCH_SIZE, NAME, POSTGRES_URL, window
 from .cleanup import postgres_drop_schema
 
 SCHEMA = f"{NAME}_pgqueuer"
@@ -97,7 +97,7 @@ class PgQueuerSubject:
             "run",
             "peers.pgqueuer_subject:create",
             "--batch-size",
-            str(CONCURRENCY),
+            str(BATCH_SIZE),
             "--mode",
             "drain" if burst else "continuous",
         ]

@@ -1,7 +1,9 @@
 """The task queue on PostgreSQL.
 
-Reserve is one statement: a CTE picks ready rows ``FOR UPDATE SKIP LOCKED LIMIT n`` and
-an UPDATE leases them, so concurrent workers never block on, nor share, a task. Leases,
+Reserve is one call of the schema's ``reserve()``: a CTE picks ready rows ``FOR UPDATE
+SKIP LOCKED LIMIT n`` along the ready index and an UPDATE leases them, so concurrent
+workers never block on, nor share, a task, and the cost of a batch does not depend on how
+many tasks are queued nor on the table's statistics (``sql/0008_...``). Leases,
 ETAs and expiry are judged by the server's ``now()``. Finishing a task settles its
 dependents in the same transaction (``settle()`` in the schema, see
 ``sql/0001_initial.sql``). Enqueues fire NOTIFY through a trigger, so workers blocked in
@@ -128,30 +130,9 @@ recorded AS (
 SELECT id, state, created_at, finished_at FROM ins""",
 )
 
-RESERVE = f"""
-WITH clock AS (SELECT {EPOCH_NOW} AS now),
-picked AS (
-    SELECT t.id FROM {{s}}.tasks t, clock
-    WHERE {{queue}} AND t.state IN {READY}
-      AND (t.eta IS NULL OR t.eta <= clock.now)
-      AND (t.expires_at IS NULL OR t.expires_at > clock.now)
-    ORDER BY t.priority DESC, t.seq
-    LIMIT $2
-    FOR UPDATE OF t SKIP LOCKED
-),
-leased AS (
-    UPDATE {{s}}.tasks t
-    SET state = 'running', attempts = t.attempts + 1, lease_owner = $3,
-        lease_token = gen_random_uuid()::text, lease_deadline = clock.now + $4,
-        started_at = clock.now
-    FROM clock
-    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.priority, t.seq, {TASK_COLUMNS}
-)
-SELECT * FROM leased ORDER BY priority DESC, seq
-"""
-RESERVE_ONE_QUEUE = RESERVE.replace("{queue}", "t.queue = $1::text")
-RESERVE_QUEUES = RESERVE.replace("{queue}", "t.queue = ANY ($1::text[])")
+#: The schema's reserve() (``sql/0008_reserve_along_the_ready_index.sql``): rows of
+#: ``priority, seq,`` then :data:`TASK_COLUMNS`, in the order the tasks were picked.
+RESERVE = "SELECT * FROM {s}.reserve($1::text[], $2, $3, $4)"
 
 HEARTBEAT = f"""
 UPDATE {{s}}.tasks t SET lease_deadline = {EPOCH_NOW} + $3
@@ -223,11 +204,9 @@ DELETE FROM {{s}}.tasks
 WHERE finished_at IS NOT NULL AND state IN {TERMINAL}
   AND finished_at + CASE WHEN state = 'dead' THEN dead_ttl ELSE result_ttl END <= {EPOCH_NOW}
 """
-NEXT_READY = f"""
-SELECT min(coalesce(eta, 0)) - {EPOCH_NOW} FROM {{s}}.tasks
-WHERE queue = ANY ($1::text[]) AND state IN {READY}
-  AND (expires_at IS NULL OR expires_at > {EPOCH_NOW})
-"""
+#: Seconds until ``$1``'s queues have work: 0 when a task is ready now, NULL when none is
+#: queued (``sql/0009_next_ready_from_the_indexes.sql``).
+NEXT_READY = "SELECT {s}.next_ready($1::text[])"
 COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[])"
 #: complete_many() with the results and events of the tasks it completed (and those of
 #: tasks not in the batch), in one statement: the inserts read the ids the function
@@ -454,10 +433,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
-        if len(queues) == 1:
-            rows = await self.fetch(RESERVE_ONE_QUEUE, queues[0], limit, worker_id, lease)
-        else:
-            rows = await self.fetch(RESERVE_QUEUES, list(queues), limit, worker_id, lease)
+        rows = await self.fetch(RESERVE, list(queues), limit, worker_id, lease)
         try:
             return [task_from_row(row[2:]) for row in rows]
         except Exception:  # a record that does not decode: not on the hot path
