@@ -127,8 +127,7 @@ class FsspecTaskQueue(FilesStore, BaseTaskQueue):
         return await self._call(self._live.cancel, task_id)
 
     async def _dependents(self, task_id: str) -> builtins.list[Task]:
-        found: builtins.list[Task] = await self._call("dependents", task_id)
-        return found
+        return await self._call(self._live.dependents, task_id)
 
     async def _get(self, task_id: str) -> Task | None:
         return await self._call(self._live.get, task_id)

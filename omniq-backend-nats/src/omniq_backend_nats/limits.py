@@ -12,6 +12,8 @@ concurrency limit. Judged by this host's clock, as leases are here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -50,7 +52,7 @@ class _Screen:
         self.soonest: float | None = None
         self.admitted: set[str] = set()  # took a slot here; claimed after the batch
 
-    async def admit(self, msgs: list[Msg], at: float) -> list[Msg]:
+    async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]:
         self.budget -= len(msgs)
         out = []
         for msg in msgs:

@@ -214,15 +214,17 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             self._last_work = asyncio.get_running_loop().time()
             cands = [(name, queue) for _, name, queue in found]
             keys, capped = Gate.rate_keys(limits, cands), Gate.capped_names(limits, cands)
-            rates = await conn.execute_fetchall(_RATES, (json_list(keys),)) if keys else []
-            running = (
+            rates: Iterable[Any] = (
+                await conn.execute_fetchall(_RATES, (json_list(keys),)) if keys else []
+            )
+            running: Iterable[Any] = (
                 await conn.execute_fetchall(_RUNNING, (now, json_list(capped))) if capped else []
             )
             gate = Gate(limits, now, dict(rates), dict(running))
             seqs = [seq for seq, name, queue in found if gate.admit(name, queue)][:limit]
             if gate.changed:
                 await conn.executemany(_SET_RATE, [(k, gate.next_at[k]) for k in gate.changed])
-            rows = []
+            rows: Iterable[Any] = []
             if seqs:
                 rows = await conn.execute_fetchall(
                     _RESERVE, (worker_id, now + lease, now, json_list(seqs))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -21,6 +21,9 @@ from ..config import mask_url
 from ..errors import ConfigError, IncompatiblePluginError, UnknownBackendError
 from ..interfaces import BaseStore, Capability
 from ..options import OptionSchema
+
+if TYPE_CHECKING:
+    from ..app import AsyncOmniQ
 from ..registry import STORE_BASES, StoreKind, registry
 
 __all__ = ["StoreContract", "open_app", "open_store", "open_stores"]
@@ -64,7 +67,7 @@ async def open_stores(kind: StoreKind, ref: Any, count: int) -> AsyncIterator[li
 
 
 @asynccontextmanager
-async def open_app(ref: Any, **settings: Any) -> AsyncIterator[Any]:
+async def open_app(ref: Any, **settings: Any) -> AsyncIterator[AsyncOmniQ]:
     """An app on ``ref`` for all three stores (what the tests that run a worker or declare
     schedules use); skips a backend without sibling result and event stores."""
     from ..app import AsyncOmniQ
