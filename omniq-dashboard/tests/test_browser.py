@@ -243,3 +243,31 @@ def test_a_task_page_lists_its_parents_and_dependents(
             ),
             "the dependents ran after their parent and still show",
         )
+
+
+def test_the_workers_page_shows_a_registered_worker(
+    shop: Any, served: Any, browser: Any, shots: Path
+) -> None:
+    import asyncio
+    import time
+
+    from omniq import AsyncOmniQ
+    from omniq.models import WorkerInfo
+
+    now = time.time()
+    info = WorkerInfo(
+        id="w-browser-1", host="build-7", pid=321, pool="async", concurrency=10,
+        queues=("default",), started_at=now - 30, heartbeat_at=now, in_flight=2, version="0.1.0",
+    )  # fmt: skip
+
+    async def register() -> None:  # as a worker process does, through its own app
+        async with AsyncOmniQ(task_queue=shop.url) as worker_app:
+            await worker_app.task_queue.register_worker(info, 120.0)
+
+    asyncio.run(register())
+    with served(create_app(shop.app)) as base:
+        browser.get(f"{base}/")
+        click(browser, 'header a[href$="/workers"]')
+        table = wait(browser, lambda d: d.find_elements(By.ID, "workers"), "no workers table")
+        assert "w-browser-1" in table[0].text and "build-7" in table[0].text
+        browser.save_screenshot(str(shots / "workers.png"))

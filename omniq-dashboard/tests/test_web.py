@@ -3,6 +3,7 @@ mounting, and the command's refusal to serve other machines without auth."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -162,3 +163,32 @@ def test_requeue_many_records_the_user(shop: Any) -> None:
     assert states == ["dead", "dead", "pending", "pending"]
     events = [e for t in dead for e in shop.app.events(task_id=t) if e.type.value == "requeued"]
     assert [e.detail["by"] for e in events] == ["dashboard user ops (testclient)"] * 2
+
+
+def test_the_workers_page_lists_the_registry_escaped(shop: Any) -> None:
+    from omniq import AsyncOmniQ
+    from omniq.models import WorkerInfo
+
+    with TestClient(create_app(shop.app)) as client:
+        assert "No live worker" in client.get("/workers").text
+        info = WorkerInfo(
+            id="w-dash-1",
+            host=HOSTILE_ARG,
+            pid=4242,
+            pool="thread",
+            concurrency=8,
+            queues=("mail", "reports"),
+            started_at=time.time() - 60,
+            heartbeat_at=time.time(),
+            in_flight=3,
+            version="9.9.9",
+        )
+
+        async def register() -> None:  # as a worker process would, through its own app
+            async with AsyncOmniQ(task_queue=shop.url) as worker_app:
+                await worker_app.task_queue.register_worker(info, 60.0)
+
+        asyncio.run(register())
+        page = client.get("/workers").text
+    assert "w-dash-1" in page and "4242" in page and "mail, reports" in page
+    assert HOSTILE_ARG not in page and "&lt;script&gt;" in page

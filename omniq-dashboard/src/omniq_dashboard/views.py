@@ -392,6 +392,14 @@ class Views:
             done_id=params.get("id"),
         )
 
+    async def workers(self, request: Request) -> Response:
+        """The live workers from the task queue's registry (each registers at start and on
+        its heartbeat, so an idle worker shows too, and a killed one drops out)."""
+        found = await self.omniq.workers()
+        now = time.time()
+        rows = [(w, max(0.0, now - w.heartbeat_at)) for w in found]
+        return self.render(request, "workers.html", workers=rows)
+
     async def plugins(self, request: Request) -> Response:
         from omniq.cli.state import describe_ref
         from omniq.registry import registry

@@ -96,6 +96,7 @@ def create_app(
             methods=["POST"],
             name="schedule_action",
         ),
+        Route("/workers", views.workers, name="workers"),
         Route("/plugins", views.plugins, name="plugins"),
         Mount("/static", StaticFiles(packages=[("omniq_dashboard", "static")]), name="static"),
     ]
