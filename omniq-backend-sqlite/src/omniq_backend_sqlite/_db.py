@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -174,22 +175,36 @@ class Database:
             )
         if not self.settings.memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
-            if not self.settings.memory:
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint.py
-            await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
-            self._conn = conn
-            async with self.transaction():
-                await create_schema(conn, self.kind, path)
-        except BaseException as exc:
-            self._conn = None
-            await conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from exc
-            raise
+        # Some SQLite steps of opening (switching to WAL, recovering the WAL index while
+        # another process checkpoints) report "locked" at once instead of calling the
+        # busy handler: several workers starting together on one file met that. Opening
+        # is retried until busy_timeout, as a locked write would wait.
+        deadline = time.monotonic() + self.settings.busy_timeout
+        while True:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            try:
+                await self._prepare(conn, path)
+                return
+            except BaseException as exc:
+                self._conn = None
+                await conn.close()
+                if not isinstance(exc, sqlite3.DatabaseError):
+                    raise
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from exc
+            await asyncio.sleep(0.05)
+
+    async def _prepare(self, conn: aiosqlite.Connection, path: str) -> None:
+        """The connection's pragmas and the store's schema (see :meth:`open`)."""
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
+        if not self.settings.memory:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint.py
+        await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+        self._conn = conn
+        async with self.transaction():
+            await create_schema(conn, self.kind, path)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
