@@ -190,8 +190,7 @@ class Database:
                 await conn.close()
                 if not isinstance(exc, sqlite3.DatabaseError):
                     raise
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if not busy or time.monotonic() >= deadline:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from exc
             await asyncio.sleep(0.05)
 
@@ -300,12 +299,17 @@ class Database:
             return rows
 
     def _raise_if_locked(self, exc: sqlite3.OperationalError) -> None:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if _is_busy(exc):
             raise QueueError(
                 f"SQLite database {self.settings.path!r} stayed locked longer than "
                 f"busy_timeout={self.settings.busy_timeout}s; another process holds a long "
                 f"write transaction, or raise busy_timeout"
             ) from exc
+
+
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class _Cancelled(Exception):
