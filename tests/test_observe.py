@@ -4,8 +4,11 @@ log records with its id, and omniq.current_task(), in every pool, from a real
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -257,3 +260,96 @@ def test_a_process_pool_child_s_traceback_reaches_the_worker_s_log(
 
 def test_current_task_is_none_outside_a_task() -> None:
     assert current_task() is None
+
+
+HOLD_FOREVER = """
+from omniq.cli.ui import _StderrHandler
+_StderrHandler.HOLD = 3600.0  # held lines go out only at MAX_HELD, a warning or the end
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_outcome_line_is_written_by_a_burst_worker(
+    tmp_path: Path, url: str, tasks_module: str, fmt: str
+) -> None:
+    """Lines come faster than the handler writes them: all are written, the worker's
+    stopped line last, and in JSON each line is still one whole object."""
+    module = tmp_path / f"{tasks_module}.py"
+    module.write_text(module.read_text() + HOLD_FOREVER)
+    app = OmniQ(task_queue=url)
+    ids = {app.enqueue(f"{tasks_module}.inside_async").id for _ in range(300)}
+    app.close()
+    proc = run_worker(tmp_path, url, tasks_module, "--log-format", fmt)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    if fmt == "json":
+        records = json_lines(proc.stderr)
+        assert {r["task_id"] for r in records if r.get("outcome") == "succeeded"} == ids
+        assert records[-1]["event"] == "worker_stopped"
+    else:
+        assert sum(" succeeded queue=default" in line for line in lines) == 300
+        assert " stopped (burst)" in lines[-1]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_held_lines_are_written_when_the_worker_is_stopped_by_a_signal(
+    tmp_path: Path, url: str, tasks_module: str, sig: signal.Signals
+) -> None:
+    module = tmp_path / f"{tasks_module}.py"
+    module.write_text(module.read_text() + HOLD_FOREVER)
+    app = OmniQ(task_queue=url)
+    refs = [app.enqueue(f"{tasks_module}.inside_async") for _ in range(50)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    log = tmp_path / "worker.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--app",
+             f"{tasks_module}:app", "--no-progress"],
+            cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        for ref in refs:  # all done: their lines (but the first) are held, not written
+            app.get_result(ref.id, timeout=30)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        proc.kill()
+        app.close()
+    text = log.read_text()
+    assert all(f"{ref.id} succeeded" in text for ref in refs), text
+    assert "stopped (signal)" in text
+
+
+def test_the_cli_handler_writes_held_lines_to_the_stream_they_were_logged_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """click's test runner swaps sys.stderr: held lines go to the one they were logged
+    under; a warning writes at once, with the lines before it."""
+    from omniq.cli.ui import _StderrHandler, flush_logging, release_logging, setup_logging
+
+    monkeypatch.setattr(_StderrHandler, "HOLD", 3600.0)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()
+    first, second = io.StringIO(), io.StringIO()
+    log = logging.getLogger("omniq.test")
+    try:
+        setup_logging(logging.INFO, "json")
+        monkeypatch.setattr(sys, "stderr", first)
+        log.info("one")  # after a quiet spell: at once
+        log.info("two")
+        log.info("three")
+        assert [json.loads(line)["message"] for line in first.getvalue().splitlines()] == ["one"]
+        log.warning("four")
+        assert len(first.getvalue().splitlines()) == 4
+        log.info("five")
+        monkeypatch.setattr(sys, "stderr", second)
+        log.info("six")
+        assert json.loads(first.getvalue().splitlines()[-1])["message"] == "five"
+        assert second.getvalue() == ""
+        flush_logging()
+        assert json.loads(second.getvalue())["message"] == "six"
+    finally:
+        release_logging()
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -6,12 +6,17 @@ docs/operations.md): ``ts``, ``level``, ``logger``, ``message`` always; ``task_i
 outcome fields of the worker's task lines (see :mod:`omniq.worker.outcomes`); ``exc``
 when an exception is attached; and any other ``extra=`` a caller passed. Both are plain
 :class:`logging.Formatter` subclasses, usable in an application's own logging set-up.
+
+A worker logging at INFO formats thousands of lines a second, so both keep the
+formatted timestamp of the current second and add only the milliseconds (formatting a
+time took ~3 us a line), and the JSON encoder is built once, not per line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +25,7 @@ __all__ = ["JsonFormatter", "TextFormatter", "formatter"]
 #: Attributes every LogRecord has: not extras.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _OWN = frozenset({"task_id", "task_name"})
+_NOT_EXTRA = _STANDARD | _OWN
 
 
 class TextFormatter(logging.Formatter):
@@ -27,6 +33,18 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, fmt: str | None = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
         super().__init__(fmt)
+        self._second: tuple[int, str] = (-1, "")  # (epoch second, its formatted time)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As :class:`logging.Formatter` does, with the second's text formatted once."""
+        if datefmt is not None or self.default_msec_format is None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, text = self._second  # one tuple: a thread reads a consistent pair
+        if second != cached:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -40,9 +58,21 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (see the module doc for the keys)."""
 
+    _encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+    _second: tuple[int, str] = (-1, "")  # (epoch second, its ISO text up to the second)
+
+    def _ts(self, record: logging.LogRecord) -> str:
+        """``record.created`` in UTC, ISO 8601 with milliseconds."""
+        second = int(record.created)
+        cached, text = self._second
+        if second != cached:
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._ts(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -54,7 +84,7 @@ class JsonFormatter(logging.Formatter):
         data.update(
             (k, v)
             for k, v in record.__dict__.items()
-            if k not in _STANDARD and k not in _OWN and not k.startswith("_")
+            if k not in _NOT_EXTRA and not k.startswith("_")
         )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -62,7 +92,7 @@ class JsonFormatter(logging.Formatter):
             data["exc"] = record.exc_text
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(data, default=repr, ensure_ascii=False)
+        return self._encode(data)
 
 
 def formatter(name: str) -> logging.Formatter:

@@ -12,7 +12,7 @@ import click
 
 from ..errors import OmniQError
 from .state import STORE_FLAGS, CliState, scrub
-from .ui import setup_logging
+from .ui import flush_logging, setup_logging
 
 __all__ = ["OmniQGroup", "app_option", "cli", "main"]
 
@@ -152,6 +152,9 @@ def cli(
     state.app_ref = app_ref
     state.debug = debug
     setup_logging(logging.DEBUG if debug else logging.WARNING)
+    # The handler may hold lines (see ui._StderrHandler): out before the command returns,
+    # while sys.stderr is still the one they were written for (click's test runner).
+    ctx.call_on_close(flush_logging)
 
 
 def main() -> None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
+import time
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +27,7 @@ from ..logs import TextFormatter, formatter
 
 __all__ = [
     "err",
+    "flush_logging",
     "fmt_time",
     "out",
     "print_json",
@@ -36,7 +41,32 @@ err = Console(stderr=True, highlight=False)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it),
+    in batches when lines come fast.
+
+    A worker logging at INFO writes a line per task: one ``write`` system call each was
+    a good part of the line's cost. A line that comes within ``HOLD`` seconds of the last
+    write is held, and the held lines go out together, in one write, when the first of
+    these comes: ``HOLD`` seconds have passed (a timer thread, so the last lines of a
+    burst never wait for the next one), ``MAX_HELD`` lines are held, a WARNING or worse
+    arrives (with the lines before it, in order), ``sys.stderr`` is replaced, or
+    :meth:`flush` is called (by :func:`flush_logging` when a command ends or the worker
+    re-executes itself, and by :func:`logging.shutdown` at interpreter exit, which a
+    worker stopped by SIGTERM or Ctrl-C reaches). A line after a quiet spell is written
+    at once. A process killed outright (SIGKILL, a crash of the interpreter) loses the
+    held lines: at most ``HOLD`` seconds' worth, never a warning or an error.
+    """
+
+    HOLD = 0.1
+    MAX_HELD = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[str] = []
+        self._held_for: Any = None  # the stream the held lines belong to
+        self._last_write = float("-inf")
+        self._timer: threading.Timer | None = None
+        _held_handlers.add(self)
 
     @property
     def stream(self) -> Any:
@@ -45,6 +75,82 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            stream = sys.stderr
+            if self._held and stream is not self._held_for:
+                self._write_held()
+            self._held.append(line)
+            self._held_for = stream
+            if (
+                record.levelno >= logging.WARNING
+                or len(self._held) >= self.MAX_HELD
+                or time.monotonic() - self._last_write >= self.HOLD
+            ):
+                self._write_held()
+            else:
+                self._arm()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _write_held(self) -> None:
+        """Write the held lines in one call (the caller holds the handler's lock)."""
+        lines, stream = self._held, self._held_for
+        self._held = []
+        self._last_write = time.monotonic()
+        if stream is not None:
+            stream.write("".join(lines))
+            stream.flush()
+
+    def _arm(self) -> None:
+        """Have a timer thread write the held lines in ``HOLD`` seconds (at most one
+        timer at a time, so at most ``1 / HOLD`` threads a second under load)."""
+        if self._timer is None:
+            self._timer = threading.Timer(self.HOLD, self._on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._timer = None
+            try:
+                if self._held:
+                    self._write_held()
+            except Exception:  # a stream closed under us: nothing left to write to
+                self._held = []
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._held:
+                self._write_held()
+            else:
+                super().flush()
+
+    def _forget_held(self) -> None:
+        """In a forked child: the held lines are the parent's to write."""
+        self._held = []
+        self._timer = None
+
+
+_held_handlers: weakref.WeakSet[_StderrHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in _held_handlers:
+        handler._forget_held()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def flush_logging() -> None:
+    """Write out the lines OmniQ's handler holds (see :class:`_StderrHandler`)."""
+    for handler in _installed:
+        handler.flush()
 
 
 _installed: list[logging.Handler] = []
@@ -86,7 +192,9 @@ def release_logging() -> None:
     root has a handler)."""
     root = logging.getLogger()
     while _installed:
-        root.removeHandler(_installed.pop())
+        handler = _installed.pop()
+        root.removeHandler(handler)
+        handler.flush()
 
 
 def fmt_time(ts: float | None) -> str:

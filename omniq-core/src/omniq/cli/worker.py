@@ -22,7 +22,7 @@ from ..progress import WorkerProgress
 from ..registry import registry
 from .root import app_option, cli
 from .state import CliState, describe_ref
-from .ui import err, release_logging, setup_logging
+from .ui import err, flush_logging, release_logging, setup_logging
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -83,6 +83,7 @@ def _reexec(state: CliState, reason: str) -> None:
         )
         return
     log.warning("worker recycles because %s: re-executing the process (pid %d)", why, os.getpid())
+    flush_logging()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "omniq.cli", *state.argv])
