@@ -92,6 +92,57 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
         await queue.close()
 
 
+async def test_a_single_enqueue_stores_what_the_batch_script_stores(
+    redis_url: str, key_prefix: str
+) -> None:
+    """delay()'s own script (enqueue_one.lua) writes the fields, indexes and event entry
+    of the general one; what it hands back (an event older than the stream's last, an id
+    that exists, a stream at its cap) is stored by the general script, event and all."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix, max_events=3)
+    r = queue.redis
+    try:
+        at = time.time()
+        by_batch = make_task(created_at=at, eta=at + 60, expires_at=at + 120, priority=3)
+        await queue.enqueue_recorded([by_batch, make_task(created_at=at)], [], None)
+        one = make_task(created_at=at, eta=at + 60, expires_at=at + 120, priority=3)
+        [stored] = await queue.enqueue_recorded([one], [], None)
+        assert stored.state is TaskState.SCHEDULED
+        fields = await r.hgetall(f"{key_prefix}:t:{one.id}")
+        batch_fields = await r.hgetall(f"{key_prefix}:t:{by_batch.id}")
+        assert fields.keys() == batch_fields.keys()
+        assert float(fields[b"e"]) == float(batch_fields[b"e"]) == one.eta
+        for key in ("q:default:delayed", "q:default:s:scheduled", "ttl"):
+            assert await r.zscore(f"{key_prefix}:{key}", one.id) is not None, key
+        assert (await queue.get(one.id)) == stored
+
+        def recorded(task: Any, ts: float) -> Any:
+            detail = {"name": task.name, "state": "pending"}
+            return make_event(task_id=task.id, timestamp=ts, detail=detail)
+
+        now = time.time()
+        cases = [  # (task, event): new and on time; late; existing id; over the cap
+            (make_task(created_at=now), now),
+            (make_task(created_at=now), now - 30),
+            (make_task(id=one.id, created_at=now), now + 1),
+            (make_task(created_at=now), now + 2),
+            (make_task(created_at=now), now + 3),
+        ]
+        first = await queue.enqueue_recorded([cases[0][0]], [recorded(*cases[0])], events)
+        assert first[0].state is TaskState.PENDING
+        for task, ts in cases[1:]:
+            event = recorded(task, ts)
+            [got] = await queue.enqueue_recorded([task], [event], events)
+            assert (await queue.get(got.id)) is not None
+            assert event.id in [e.id for e in await events.query(task_id=task.id)]
+        assert (await queue.get(one.id)).state is TaskState.SCHEDULED, "the id kept its task"
+        # (the cap trims whole stream nodes, none yet: the count still says every event)
+        assert int(await r.get(f"{key_prefix}:ev:n")) == await r.xlen(f"{key_prefix}:ev") == 5
+    finally:
+        await events.close()
+        await queue.close()
+
+
 def enqueued(tasks: list[Any]) -> list[Any]:
     return [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
 

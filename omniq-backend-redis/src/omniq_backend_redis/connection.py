@@ -29,12 +29,15 @@ from .notify import Notifier
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
-#: scripts share the prelude (and msgpack, for their replies); enqueue also appends its
-#: tasks' events, with the same events_lib as events_append and events_cleanup. A script
-#: not named here runs after msgpack and the prelude.
+#: scripts share keys and the prelude (and msgpack, for their replies); enqueue also
+#: appends its tasks' events, with the same events_lib as events_append and
+#: events_cleanup; enqueue_one, the single task of delay(), runs on keys alone (the
+#: prelude's set-up costs more than its own work). A script not named here runs after
+#: msgpack, keys and the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("batch", "msgpack", "events_lib", "prelude"),
-    "finish": ("batch", "msgpack", "events_lib", "prelude"),
+    "enqueue": ("batch", "msgpack", "events_lib", "keys", "prelude"),
+    "enqueue_one": ("keys",),
+    "finish": ("batch", "msgpack", "events_lib", "keys", "prelude"),
     "events_append": ("batch", "msgpack", "events_lib"),
     "events_cleanup": ("batch", "msgpack", "events_lib"),
     "events_task": (),
@@ -110,10 +113,37 @@ class SharedConnection:
         found = self._scripts.get(name)
         if found is None:
             lua = resources.files(__package__).joinpath("lua")
-            libs = _LIBS.get(name, ("msgpack", "prelude"))
+            libs = _LIBS.get(name, ("msgpack", "keys", "prelude"))
             parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*libs, name)]
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
+
+    async def call_packed(self, script: AsyncScript, packed: bytes) -> Any:
+        """Run one script call already packed as a command (EVALSHA and its arguments,
+        see :func:`pack_evalsha`): the hot path of ``delay()``, without redis-py's
+        packing of each argument or the pipelined reader. Retried like any command; a
+        server that lost its scripts gets this one again, and the call once more."""
+        for attempt in range(2):
+            try:
+                return await self.retry.call_with_retry(lambda: self._call(packed), _ignore)
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    async def _call(self, packed: bytes) -> Any:
+        conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except ResponseError:
+            raise  # the script's answer: the connection is fine
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await self.pool.release(conn)
 
     async def pipelined(
         self,
@@ -197,6 +227,17 @@ class SharedConnection:
             raise
         finally:
             await self.pool.release(conn)
+
+
+def resp(args: Iterable[bytes]) -> bytes:
+    """Arguments as RESP bulk strings, end to end (a command is ``*<count>`` then these)."""
+    return b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def pack_evalsha(script: AsyncScript, count: int) -> bytes:
+    """The start of an EVALSHA of ``script`` (no keys) with ``count`` arguments: what
+    :meth:`SharedConnection.call_packed` sends, followed by :func:`resp` of them."""
+    return b"*%d\r\n" % (count + 3) + resp((b"EVALSHA", script.sha.encode(), b"0"))
 
 
 async def _ignore(error: Exception) -> None:

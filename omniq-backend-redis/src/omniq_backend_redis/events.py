@@ -116,13 +116,16 @@ class RedisEventStorage(RedisStore, BaseEventStorage):
             column([e.type for e in events]),
             column([len(body) for body in bodies]),
         ]
+        return [*self.append_settings(), encoder.encode(columns), *blobs(bodies)]
+
+    def append_settings(self) -> list[Any]:
+        """The first arguments of an append (events_lib.lua, enqueue_one.lua): prefix,
+        cap ('' for none), index ttl ms, index bucket width ms."""
         return [
             self.prefix,
             "" if self.max_events is None else self.max_events,
             int(self.task_index_ttl * 1000),
             self.index_bucket_ms,
-            encoder.encode(columns),
-            *blobs(bodies),
         ]
 
     async def after_append(self) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import heapq
+import math
 import secrets
+import struct
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
@@ -49,6 +51,7 @@ from omniq.records import schedule_or_none
 
 from .codec import (
     HASH_FIELDS,
+    MARK,
     STATES,
     blobs,
     column,
@@ -62,6 +65,7 @@ from .codec import (
     number,
     rescue,
 )
+from .connection import pack_evalsha, resp
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .paging import list_page
@@ -98,6 +102,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake: dict[tuple[str, ...], asyncio.Event] = {}
+        #: enqueue_one's packed command up to its task's arguments, per event storage
+        self._one_start: dict[int, bytes] = {}
 
     async def close(self) -> None:
         if self._shared is not None:
@@ -139,6 +145,15 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         sequence of one, the batches are chained (see enqueue.lua): one that fails stops
         those after it, so what is stored is the tasks before it."""
         sibling = event_storage is not None
+        if isinstance(batches, Sequence) and len(batches) == 1:
+            tasks, events = batches[0]
+            if len(tasks) == 1 and not tasks[0].depends_on and tasks[0].created_at:
+                one = await self._enqueue_one(
+                    tasks[0], events[0] if sibling and events else None, event_storage
+                )
+                if one is not None:
+                    yield [one]
+                    return
         chained = not (isinstance(batches, Sequence) and len(batches) == 1)
         chain_key = self.key("chain", secrets.token_hex(8)) if chained else ""
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
@@ -213,6 +228,62 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                     f"the first {stored} task(s) of this enqueue were stored, the rest were not"
                 )
             raise problem
+
+    async def _enqueue_one(
+        self, task: Task, event: TaskEvent | None, event_storage: BaseEventStorage | None
+    ) -> Task | None:
+        """What ``delay()`` stores: one new task without parents, with its event, by
+        enqueue_one.lua, sent as a command packed here (its first arguments, which never
+        change, packed once per event storage). None when the script did not take it
+        (an existing id, a foreign key, a late event: see the script), and then nothing
+        was written and the general script has it."""
+        events = cast("RedisEventStorage | None", event_storage if event is not None else None)
+        start = self._one_start.get(id(events))
+        if start is None:
+            script = self.shared.script("enqueue_one")
+            static: list[Any] = [self.prefix, "", "", 0, 0]
+            if events is not None:
+                static = [self.prefix, *events.append_settings()]
+            start = self._one_start[id(events)] = pack_evalsha(script, 17) + resp(
+                str(a).encode() for a in static
+            )
+        args = [
+            task.id.encode(),
+            task.queue.encode(),
+            header(task),
+            encoder.encode(task),
+            str(task.priority).encode(),
+            number(task.eta).encode(),
+            number(task.expires_at).encode(),
+        ]
+        if events is not None and event is not None:
+            expected = (
+                TaskState.SCHEDULED
+                if task.eta is not None and task.eta > time.time()
+                else TaskState.PENDING
+            )
+            said = as_stored(event, task, expected)
+            ts = said.timestamp
+            args += [
+                expected.value.encode(),
+                b"%d" % max(math.floor(ts * 1000), 0),
+                repr(float(ts)).encode(),
+                said.type.encode(),
+                encoder.encode(said),
+            ]
+        else:
+            args += [b"", b"", b"", b"", b""]
+        try:
+            state = await self.shared.call_packed(
+                self.shared.script("enqueue_one"), start + resp(args)
+            )
+        except ResponseError as exc:
+            raise _script_error(exc) from None
+        if state == 0:
+            return None
+        if events is not None:
+            await events.after_append()
+        return _as_new(task, STATES[state], None, task.created_at)
 
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
@@ -640,33 +711,46 @@ def _stored(tasks: Sequence[Task], reply: bytes) -> tuple[list[Task], list[int]]
         else:
             stored.append(decode_task(row))
             continue
-        created = task.created_at or now
-        if (
-            error is None
-            and task.state is state
-            and task.created_at == created
-            and task.attempts == 0
-            and task.lease_owner is None
-            and task.lease_token is None
-            and task.lease_deadline is None
-            and task.started_at is None
-            and task.finished_at is None
-            and task.error is None
-        ):
-            stored.append(task)
-            continue
-        stored.append(
-            msgspec.structs.replace(
-                task,
-                created_at=created,
-                state=state,
-                attempts=0,
-                lease_owner=None,
-                lease_token=None,
-                lease_deadline=None,
-                started_at=None,
-                finished_at=None,
-                error=error,
-            )
-        )
+        stored.append(_as_new(task, state, error, task.created_at or now))
     return stored, held
+
+
+def _as_new(task: Task, state: TaskState, error: ErrorInfo | None, created: float) -> Task:
+    """``task`` as an enqueue script stored it new: ``task`` itself when it says so already
+    (no copy), else a copy with the stored state and created_at and no run yet."""
+    if (
+        error is None
+        and task.state is state
+        and task.created_at == created
+        and task.attempts == 0
+        and task.lease_owner is None
+        and task.lease_token is None
+        and task.lease_deadline is None
+        and task.started_at is None
+        and task.finished_at is None
+        and task.error is None
+    ):
+        return task
+    return msgspec.structs.replace(
+        task,
+        created_at=created,
+        state=state,
+        attempts=0,
+        lease_owner=None,
+        lease_token=None,
+        lease_deadline=None,
+        started_at=None,
+        finished_at=None,
+        error=error,
+    )
+
+
+def header(task: Task) -> bytes:
+    """A task hash's header field (see prelude.lua): the marker, then created_at,
+    priority, delivery limit and retentions as big-endian doubles."""
+    return MARK + _HEADER.pack(
+        task.created_at, task.priority, attempts_allowed(task), task.result_ttl, task.dead_ttl
+    )
+
+
+_HEADER = struct.Struct(">ddddd")

@@ -11,8 +11,7 @@
 -- failure (on_parent_failure = run), hd has dependents, lo/lt/ld lease owner,
 -- token and deadline, sa started_at, fa finished_at, er encoded ErrorInfo. An empty or
 -- missing field means none (attempts: 0). A hash whose h does not start with MARK is not
--- ours (or of another layout).
-local P = ARGV[1]
+-- ours (or of another layout). (P, fmt, int, tkey and ready_score come from keys.lua.)
 local MARK = 'OQT2'
 local NOW
 do
@@ -29,7 +28,6 @@ local NUMERIC = {sq = true, e = true, x = true, a = true}
 local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
-local function fmt(x) return string.format('%.17g', x) end
 -- redis.call formats a Lua number argument with %.17g on every call, which costs more
 -- than a small command itself: give it strings, each distinct value formatted once.
 local NUMS = {}
@@ -38,9 +36,6 @@ local function num(v)
   if not s then s = fmt(v); NUMS[v] = s end
   return s
 end
--- An integer (enqueue order, ready score) as a string, without float formatting.
-local function int(v) return string.format('%d', v) end
-local function tkey(id) return P .. ':t:' .. id end
 -- Queue keys are asked for once per task in a batch: build each string once.
 local QKEYS = {}
 local function qkey(q, what)
@@ -129,13 +124,6 @@ end
 local function set_state(f, state)
   if f.s then zrem(qkey(f.q, STATE_INDEX[f.s]), f.id) end
   zadd(qkey(f.q, STATE_INDEX[state]), f.sqs or int(f.sq), f.id)
-end
-
-local function ready_score(p, sq)
-  if p < 0 then p = 0 elseif p > 9 then p = 9 end
-  local score = (9 - p) * 1e13 + sq
-  if score == math.floor(score) then return int(score) end
-  return fmt(score)
 end
 
 -- Index a task that may run: the ready set, or the delayed set until its eta. (Fields
