@@ -1,10 +1,10 @@
 """Results in a JetStream KV bucket ``<prefix>_results``, one key per task id.
 
 A re-run overwrites the key (history 1). ``wait()`` subscribes to the key's subject
-(core NATS, no consumer), so it wakes on the write itself. Each result's own ``expires_at`` is checked on read and swept by
-``cleanup()``; the bucket-wide ``max_age`` option (default: none) adds the engine's own
-TTL as a safety net, which is why NATIVE_TTL is not declared: a result with
-``expires_at=None`` must stay until deleted.
+(core NATS, no consumer), so it wakes on the write itself. Each result's own
+``expires_at`` is checked on read and swept by ``cleanup()``; the bucket-wide ``max_age``
+option (default: none) adds the engine's own TTL as a safety net, which is why NATIVE_TTL
+is not declared: a result with ``expires_at=None`` must stay until deleted.
 """
 
 from __future__ import annotations
