@@ -19,7 +19,7 @@ from nats.js import api
 
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
-from .batch import Request, _windowed
+from .batch import Request, _windowed, sequences
 from .connection import confirm
 from .leases import _holds
 from .names import consumer_name, token
@@ -90,25 +90,29 @@ class Delivery(TaskRecords):
         return f"{self.prefix}.q.{token(task.queue)}.{_band(task.priority)}"
 
     async def _hint(self, task: Task, created: int | None = None) -> None:
-        """Publish the delivery message of a task that became ready. For an enqueue,
-        ``created`` (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``:
-        an enqueue repeated within the stream's duplicate window (two schedulers firing
-        the same time) stores one message, while the same id purged and enqueued anew
-        gets a new revision and so a new message.
+        """Publish the delivery message of a task that became ready (see
+        :meth:`_hint_request`) and wait for its acknowledgement."""
+        sequences(await self.inbox.ask([self._hint_request(task, created)]))
+
+    def _hint_request(self, task: Task, created: int | None = None) -> Request:
+        """The delivery message of a task that became ready. For an enqueue, ``created``
+        (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``: an enqueue
+        repeated within the stream's duplicate window (two schedulers firing the same
+        time) stores one message, while the same id purged and enqueued anew gets a new
+        revision and so a new message.
 
         A small record is carried whole with its revision (``Omniq-Rev``), so the first
         delivery leases the task without reading it: the compare-and-set on that
         revision proves the copy current. Otherwise the message carries the task id."""
         if created is None:
-            await self.js.publish(self._subject(task), task.id.encode())
-            return
+            return (self._subject(task), task.id.encode(), None)
         headers = {"Nats-Msg-Id": f"{task.id}:{created}"}
         data = encoder.encode(task)
         if len(data) <= _CARRY_MAX:
             headers[_REV] = str(created)
         else:
             data = task.id.encode()
-        await self.js.publish(self._subject(task), data, headers=headers)
+        return (self._subject(task), data, headers)
 
     async def _wake(self, queues: Iterable[str]) -> None:
         for queue in set(queues):

@@ -67,7 +67,7 @@ from omniq.models import (
 )
 from omniq.options import Option
 
-from .batch import _WINDOW, Request, _windowed, publishes, puts, sequences
+from .batch import _WINDOW, WRONG_REVISION, Request, _windowed, publishes, puts, sequences
 from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
@@ -142,8 +142,10 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             return _replace(base, finished_at=at, error=error)
         return base
 
-    async def _store(self, task: Task, at: float) -> Task:
-        """Create the record (idempotent by id), then its delivery message."""
+    async def _store(self, task: Task, at: float) -> tuple[Task, Request | None]:
+        """Create the record (idempotent by id) one by one, for a task with dependencies
+        or one whose id is taken; the task as stored and its delivery message to publish,
+        if any (a record that exists already but never got its message gets it now)."""
         parents = []
         for parent_id in task.depends_on:
             found = await self._read(parent_id)
@@ -173,51 +175,81 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                 ):
                     # Repairs an enqueue that died between record and message;
                     # deduplicated when the first one did publish.
-                    await self._hint(existing, created=rev)
-                return existing
+                    return existing, self._hint_request(existing, created=rev)
+                return existing, None
+        return await self._created(stored, created)
+
+    async def _created(self, stored: Task, created: int) -> tuple[Task, Request | None]:
+        """A record just created at revision ``created``: settle a waiting task, or
+        give the delivery message of a ready one."""
         if stored.state is TaskState.WAITING:
-            return await self._settle(task.id) or stored
+            return await self._settle(stored.id) or stored, None
         if stored.state in READY_STATES:
-            await self._hint(stored, created=created)
-        return stored
+            return stored, self._hint_request(stored, created=created)
+        return stored, None
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[builtins.list[Task]]:
-        """Each batch in turn (:meth:`_store_many`), then its events, published through this
-        queue's connection (``event_storage`` is given only when it shares the server)."""
+        """Each batch in turn: its records (:meth:`_store_many`), then its delivery
+        messages and events in one send, published through this queue's connection
+        (``event_storage`` is given only when it shares the server), then the wake-ups.
+        A delivery message goes after its record, never with it: the two are on
+        different streams, which the server may store in either order."""
         for tasks, events in batches:
-            stored = await self.reaching(self._store_many(tasks))
+            stored, hints = await self.reaching(self._store_many(tasks))
+            requests = hints
             if events and event_storage is not None:
                 assert isinstance(event_storage, NatsEventStorage)
-                messages = event_storage.messages(
-                    [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                requests = hints + publishes(
+                    event_storage.messages(
+                        [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                    )
                 )
-                await self.reaching(self._send(publishes(messages)))
+            await self.reaching(self._send(requests))
+            await self._wake(t.queue for t in stored)
             yield stored
 
-    async def _store_many(self, tasks: Sequence[Task]) -> list[Task]:
-        """Tasks without dependencies go in concurrent windows, then the others in
-        order (a task may depend on one earlier in the batch)."""
+    async def _store_many(self, tasks: Sequence[Task]) -> tuple[list[Task], list[Request]]:
+        """The records of ``tasks``; the tasks as stored and the delivery messages to
+        publish. Tasks without dependencies are created with one batch of
+        compare-and-sets per window (one wait each); a taken id, and the tasks with
+        dependencies, go one by one in order after them (a task may depend on one
+        earlier in the batch)."""
         at = await self.now()
-        if len(tasks) == 1:  # delay(): no window to set up
-            done = [await self._store(tasks[0], at)]
-            await self._wake([done[0].queue])
-            return done
         out: list[Task | None] = [None] * len(tasks)
+        hints: list[Request] = []
         free = [i for i, t in enumerate(tasks) if not t.depends_on]
-        for i, stored in zip(
-            free,
-            await _windowed([tasks[i] for i in free], lambda t: self._store(t, at)),
-            strict=True,
-        ):
-            out[i] = stored
+        taken: set[int] = set()
+        for start in range(0, len(free), _WINDOW):
+            part = free[start : start + _WINDOW]
+            initial = [self._initial(tasks[i], (), at) for i in part]
+            for i, stored, rev in zip(part, initial, await self._create(initial), strict=True):
+                if rev == WRONG_REVISION:
+                    taken.add(i)
+                    continue
+                out[i], hint = await self._created(stored, rev)
+                if hint is not None:
+                    hints.append(hint)
         for i, task in enumerate(tasks):
-            if task.depends_on:
-                out[i] = await self._store(task, at)
-        done = [t for t in out if t is not None]
-        await self._wake(t.queue for t in done)
-        return done
+            if task.depends_on or i in taken:
+                out[i], hint = await self._store(task, at)
+                if hint is not None:
+                    hints.append(hint)
+        return [t for t in out if t is not None], hints
+
+    async def _create(self, tasks: Sequence[Task]) -> list[int]:
+        """Create the records of ``tasks`` (a compare-and-set on "no message yet" each):
+        their revisions, :data:`.batch.WRONG_REVISION` for an id taken (or once deleted
+        with a marker: :meth:`_store` looks closer)."""
+        records = [encoder.encode(t) for t in tasks]
+        # Refused before anything is sent, so a window is stored whole or not at all.
+        for task, record in zip(tasks, records, strict=True):
+            if len(record) > self.nc.max_payload:
+                raise self.too_large(f"the record of task {task.id!r}", len(record))
+        return await self.inbox.write(
+            self._tasks_bucket, [(token(t.id), r, 0) for t, r in zip(tasks, records, strict=True)]
+        )
 
     async def _send(self, requests: Sequence[Request]) -> None:
         """Puts and publishes on this queue's connection, in windows; raises the first error."""

@@ -1,10 +1,10 @@
 """Results in a JetStream KV bucket ``<prefix>_results``, one key per task id.
 
-A re-run overwrites the key (history 1). ``wait()`` watches the key, so it wakes on the
-write itself. Each result's own ``expires_at`` is checked on read and swept by
-``cleanup()``; the bucket-wide ``max_age`` option (default: none) adds the engine's own
-TTL as a safety net, which is why NATIVE_TTL is not declared: a result with
-``expires_at=None`` must stay until deleted.
+A re-run overwrites the key (history 1). ``wait()`` subscribes to the key's subject
+(core NATS, no consumer), so it wakes on the write itself. Each result's own
+``expires_at`` is checked on read and swept by ``cleanup()``; the bucket-wide ``max_age``
+option (default: none) adds the engine's own TTL as a safety net, which is why NATIVE_TTL
+is not declared: a result with ``expires_at=None`` must stay until deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import nats.errors
 import nats.js.errors
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder
@@ -100,20 +100,30 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         return sum(done)
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
+        """Subscribe (core NATS) to the key's subject, then read it: a put after the
+        read arrives on the subscription, which the server registered before it
+        answered the read (same connection, in order). No consumer is created: a KV
+        watch costs a consumer create and delete per wait."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        watcher = await self._kv.watch(token(task_id))
+        key = token(task_id)
+        sub = await self.nc.subscribe(f"$KV.{self.bucket}.{key}")
         try:
+            (entry,) = await self.inbox.get(self.bucket, [key])
+            if entry is not None:
+                result = self._live(entry[0], await self.now(), task_id)
+                if result is not None:
+                    return result
             while (remaining := deadline - loop.time()) > 0:
                 try:
-                    entry = await watcher.updates(timeout=remaining)  # type: ignore[no-untyped-call]
+                    msg = await sub.next_msg(timeout=remaining)
                 except nats.errors.TimeoutError:
                     return None
-                if entry is None or entry.operation in (KV_DEL, KV_PURGE):
+                if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
                     continue
-                result = self._live(entry.value, await self.now(), task_id)
+                result = self._live(msg.data, await self.now(), task_id)
                 if result is not None:
                     return result
             return None
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            await sub.unsubscribe()
