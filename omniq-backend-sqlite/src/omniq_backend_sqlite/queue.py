@@ -603,6 +603,8 @@ def _enqueue_now(
     connection's thread inside a :meth:`Database.run` transaction."""
     parents = {p for t in tasks for p in t.depends_on}
     now = time.time()
+    if len(tasks) == 1 and not parents:
+        return _enqueue_one_now(conn, tasks[0], events, now)
     if len(tasks) == 1:  # delay(): no JSON list to build and expand
         rows = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (tasks[0].id,)
@@ -641,6 +643,26 @@ def _enqueue_now(
     if events:
         insert_events_now(conn, [as_stored(e, t) for e, t in zip(events, out, strict=True)])
     return out
+
+
+def _enqueue_one_now(
+    conn: sqlite3.Connection, given: Task, events: Sequence[TaskEvent], now: float
+) -> list[Task]:
+    """:func:`_enqueue_now` for one task without parents (what ``delay()`` sends): the
+    insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
+    task, the usual case, costs no lookup; only an existing one is read back."""
+    task = _admit(given, {}, now)
+    if conn.execute(_INSERT_NEW, task_params(task)).rowcount == 0:
+        [row] = conn.execute(
+            f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
+        ).fetchall()
+        task = row_to_task(row)
+    if events:
+        insert_events_now(conn, [as_stored(events[0], task)])
+    return [task]
+
+
+_INSERT_NEW = f"{INSERT_SQL} ON CONFLICT (id) DO NOTHING"
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
