@@ -32,7 +32,9 @@ class Subject(Protocol):
     # Optional: ``has_burst = False`` when the worker CLI cannot exit on an empty queue;
     # the harness then stops it itself once every task is done. Optional too:
     # ``enqueue_singles_sync(n) -> seconds``, n enqueues through a blocking API, timed by
-    # the subject in a thread of the harness's (the ``enqueue_sync_per_s`` figure).
+    # the subject in a thread of the harness's (the ``enqueue_sync_per_s`` figure); and
+    # ``max_n`` with ``max_n_reason`` for a library too slow for a large n: compare.py
+    # measures it at ``max_n`` and says so.
 
     async def open(self) -> None: ...
 
