@@ -89,6 +89,7 @@ def report(figures: dict[str, object], setup: dict[str, object]) -> str:
                 f"middleware {setup['middleware']}, worker log level {setup['log_level']})"
             ),
             f"  enqueue, one by one   {f['enqueue_per_s']:>10,.0f} tasks/s  (n={f['n']})",
+            f"  the same, sync API    {f['enqueue_sync_per_s']:>10,.0f} tasks/s",
             f"  enqueue, bulk         {f['bulk_enqueue_per_s']:>10,.0f} tasks/s",
             (
                 f"  processing            {f['processing_per_s']:>10,.0f} tasks/s  "

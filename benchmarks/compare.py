@@ -51,22 +51,85 @@ PEERS: dict[str, dict[str, str]] = {
     },
     "nats": {"taskiq-nats": "peers.taskiq_nats_subject:TaskiqNatsSubject"},
 }
+#: The raw clients (no queue library: the ceiling, never counted as a peer in "the
+#: fastest peer"), huey, and the SQLite backend (issue #20); apart from PEERS so that
+#: peers added there and here merge without touching each other.
+RAW = "raw"
+EXTRA_PEERS: dict[str, dict[str, str]] = {
+    "redis": {
+        RAW: "peers.raw_redis_subject:RawRedisSubject",
+        "huey": "peers.huey_subject:HueyRedisSubject",
+    },
+    "postgres": {RAW: "peers.raw_postgres_subject:RawPostgresSubject"},
+    "nats": {RAW: "peers.raw_nats_subject:RawNatsSubject"},
+    "sqlite": {
+        RAW: "peers.raw_sqlite_subject:RawSqliteSubject",
+        "huey": "peers.huey_subject:HueySqliteSubject",
+    },
+}
+for _backend, _extra in EXTRA_PEERS.items():
+    PEERS.setdefault(_backend, {}).update(_extra)
 
 #: (label, figure key, True when higher is better)
 METRICS = [
     ("enqueue/s", "enqueue_per_s", True),
+    ("sync enq/s", "enqueue_sync_per_s", True),
     ("bulk/s", "bulk_enqueue_per_s", True),
     ("processing/s", "processing_per_s", True),
     ("p50 ms", "latency_p50_ms", False),
     ("p99 ms", "latency_p99_ms", False),
 ]
+HIGHER = {key: higher for _, key, higher in METRICS}
 
 
 @dataclass
 class Target:
+    """One MET / NOT MET line: OmniQ's figure ``key`` against a reference."""
+
     text: str
     key: str
-    factor: float  # OmniQ's figure must beat the best peer's by this factor
+    #: How many times the reference OmniQ must beat (or, for "limit", the bound itself).
+    factor: float = 1.0
+    #: "peers": the best peer's figure (the raw row is no peer); "raw"; a peer's name;
+    #: "limit": ``factor`` is an absolute bound; "p50": ``factor`` x OmniQ's own p50.
+    against: str = "peers"
+    #: The reference's figure when it is not ``key`` (the sync enqueue is held against
+    #: the peers' one-by-one enqueue, whichever API they have).
+    ref_key: str | None = None
+    #: The worker batch size the target is stated for (``--batch-size``); None: any.
+    batch_size: int | None = None
+
+
+def _enqueue_targets(raw: bool) -> list[Target]:
+    """Issue #20: one-by-one enqueue, through both APIs, at least the fastest peer's and,
+    where there is a raw client to compare with, 0.8x of it."""
+    out = [
+        Target("one-by-one enqueue (async API) >= the fastest peer", "enqueue_per_s"),
+        Target(
+            "one-by-one enqueue (sync API) >= the fastest peer",
+            "enqueue_sync_per_s",
+            ref_key="enqueue_per_s",
+        ),
+    ]
+    if raw:
+        out += [
+            Target("one-by-one enqueue (async API) >= 0.8x raw", "enqueue_per_s", 0.8, RAW),
+            Target(
+                "one-by-one enqueue (sync API) >= 0.8x raw",
+                "enqueue_sync_per_s",
+                0.8,
+                RAW,
+                ref_key="enqueue_per_s",
+            ),
+        ]
+    return out
+
+
+def _latency_targets(p50_ms: float) -> list[Target]:
+    return [
+        Target(f"latency p50 <= {p50_ms} ms", "latency_p50_ms", p50_ms, "limit"),
+        Target("latency p99 <= 2x p50", "latency_p99_ms", 2.0, "p50"),
+    ]
 
 
 TARGETS: dict[str, list[Target]] = {
@@ -74,10 +137,38 @@ TARGETS: dict[str, list[Target]] = {
         Target("processing >= 2x the fastest peer", "processing_per_s", 2.0),
         Target("bulk enqueue >= 5x the fastest peer", "bulk_enqueue_per_s", 5.0),
         Target("p50 latency no worse than the best peer", "latency_p50_ms", 1.0),
+        *_enqueue_targets(raw=True),
+        *_latency_targets(1.0),
     ],
-    "postgres": [Target("processing >= 2x the faster of the peers", "processing_per_s", 2.0)],
-    "nats": [Target("processing >= 2x taskiq-nats", "processing_per_s", 2.0)],
+    "postgres": [
+        Target("processing >= 2x the faster of the peers", "processing_per_s", 2.0),
+        *_enqueue_targets(raw=True),
+        *_latency_targets(2.5),
+        Target(
+            "processing >= 2x pgqueuer with --batch-size 100",
+            "processing_per_s",
+            2.0,
+            "pgqueuer",
+            batch_size=100,
+        ),
+        Target("bulk enqueue >= 2x pgqueuer", "bulk_enqueue_per_s", 2.0, "pgqueuer"),
+    ],
+    "nats": [
+        Target("processing >= 2x taskiq-nats", "processing_per_s", 2.0, "taskiq-nats"),
+        *_enqueue_targets(raw=True),
+        *_latency_targets(2.0),
+        Target("bulk enqueue >= 0.8x raw", "bulk_enqueue_per_s", 0.8, RAW),
+    ],
+    "sqlite": [
+        *_enqueue_targets(raw=False),
+        Target("one-by-one enqueue (async API) >= 10,000/s", "enqueue_per_s", 10_000, "limit"),
+        Target("one-by-one enqueue (sync API) >= 10,000/s", "enqueue_sync_per_s", 10_000, "limit"),
+        *_latency_targets(2.0),
+    ],
 }
+#: Issue #20 on PostgreSQL with ``--scale``: processing at each later n at least this
+#: fraction of processing at the first n (10,000 -> 100,000: within 20 %).
+SCALE_TARGETS = {"postgres": 0.8}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,9 +257,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def omniq_setup(backend: str) -> tuple[str, Callable[[], Any]]:
     """OmniQ's store URL for ``backend`` in its own namespace, and the coroutine
     function that removes that namespace."""
-    from peers import NAME, NATS_URL, POSTGRES_URL, REDIS_URL
-    from peers.cleanup import nats_delete_streams, postgres_drop_schema, redis_delete
+    from peers import NAME, NATS_URL, POSTGRES_URL, REDIS_URL, SQLITE_DIR
+    from peers.cleanup import nats_delete_streams, postgres_drop_schema, redis_delete, sqlite_remove
 
+    if backend == "sqlite":
+        path = Path(SQLITE_DIR) / "omniq.db"
+        return f"sqlite:///{path}", lambda: sqlite_remove(path)
     if backend == "redis":
         return f"{REDIS_URL}?key_prefix={NAME}", lambda: redis_delete(REDIS_URL, [f"{NAME}:*"])
     if backend == "postgres":
@@ -213,6 +307,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "latency_samples": args.latency_samples,
         "rounds": args.rounds,
+        "batch_size": args.batch_size or 10,
         "results": results,
         "notes": notes,
         "per_round": rounds if args.rounds > 1 else {},
@@ -235,9 +330,16 @@ async def _measure_one(
         try:
             subject = make()
             notes[name] = list(getattr(subject, "notes", []))
+            n = args.n
+            cap = getattr(subject, "max_n", None)
+            if cap is not None and n > cap:
+                notes[name].append(
+                    f"measured at n={cap:,} instead of {n:,}: {subject.max_n_reason}"
+                )
+                n = cap
             figures = await measure(
                 subject,
-                args.n,
+                n,
                 args.latency_samples,
                 Path(tmp),
                 timeout=args.timeout,
@@ -274,36 +376,82 @@ def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def advantage(omniq: dict[str, Any], peer: dict[str, Any], key: str, higher: bool) -> float | None:
     """How many times OmniQ is better than the peer on ``key`` (> 1: OmniQ is better)."""
-    if "error" in omniq or "error" in peer or not omniq[key] or not peer[key]:
+    if "error" in omniq or "error" in peer or not omniq.get(key) or not peer.get(key):
         return None
     return omniq[key] / peer[key] if higher else peer[key] / omniq[key]
 
 
-def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _required(target: Target, results: dict[str, Any], against: str) -> float | None:
+    """The figure OmniQ's ``target.key`` must reach in ``results`` (one round's or the
+    medians), with ``against`` resolved to a library's name; None when not measured."""
+    omniq = results.get("omniq", {})
+    if target.against == "limit":
+        return target.factor
+    if target.against == "p50":
+        p50 = omniq.get("latency_p50_ms")
+        return None if not p50 else p50 * target.factor
+    ref = results.get(against, {})
+    value = ref.get(target.ref_key or target.key)
+    if "error" in ref or not value:
+        return None
+    return value * target.factor if HIGHER[target.key] else value / target.factor
+
+
+def _check(target: Target, report: dict[str, Any]) -> dict[str, Any]:
     results = report["results"]
     omniq = results.get("omniq", {})
-    peers = {name: r for name, r in results.items() if name != "omniq" and "error" not in r}
-    checks: list[dict[str, Any]] = []
-    for target in TARGETS[report["backend"]]:
-        higher = next(h for _, key, h in METRICS if key == target.key)
-        if "error" in omniq or not peers:
-            checks.append({"target": target.text, "met": None, "detail": "not measured"})
-            continue
-        best_name = (max if higher else min)(peers, key=lambda p: peers[p][target.key])
-        ratio = advantage(omniq, peers[best_name], target.key, higher)
-        met = ratio is not None and ratio >= target.factor
-        detail = (
-            f"OmniQ {omniq[target.key]:,} vs {best_name} {peers[best_name][target.key]:,}: "
-            f"{'n/a' if ratio is None else f'{ratio:.2f}x'}"
+    higher = HIGHER[target.key]
+    ref_key = target.ref_key or target.key
+    against = target.against
+    if against == "peers":
+        peers = {
+            name: r
+            for name, r in results.items()
+            if name not in ("omniq", RAW) and "error" not in r and r.get(ref_key)
+        }
+        if not peers:
+            return {"target": target.text, "met": None, "detail": "no peer measured"}
+        against = (max if higher else min)(peers, key=lambda p: peers[p][ref_key])
+    value = None if "error" in omniq else omniq.get(target.key)
+    need = _required(target, results, against)
+    if value is None or need is None:
+        missing = "OmniQ" if value is None else against
+        return {"target": target.text, "met": None, "detail": f"not measured ({missing})"}
+    met: bool | None = value >= need if higher else value <= need
+    relative = target.against not in ("limit", "p50")
+    if relative:
+        ratio = value / results[against][ref_key] if higher else results[against][ref_key] / value
+        detail = f"OmniQ {value:,} vs {against} {results[against][ref_key]:,}: {ratio:.2f}x"
+    elif target.against == "limit":
+        detail = f"OmniQ {value:,} against {need:,}"
+    else:
+        detail = f"OmniQ p99 {value:,} ms against {target.factor:g}x p50 = {need:,.2f} ms"
+    per_round = report.get("per_round") or {}
+    if per_round:
+        cells = []
+        for i, one in enumerate(per_round["omniq"]):
+            round_results = {name: rounds[i] for name, rounds in per_round.items()}
+            got, want = one.get(target.key), _required(target, round_results, against)
+            if "error" in one or got is None or want is None:
+                cells.append("n/a")
+            elif relative:
+                ref = round_results[against][ref_key]
+                cells.append(f"{got / ref if higher else ref / got:.2f}x")
+            else:
+                cells.append(f"{got:,}" + ("" if target.against == "limit" else f"/{want:.2f}"))
+        detail += "; per round " + ", ".join(cells)
+    if target.batch_size is not None and report.get("batch_size") != target.batch_size:
+        met = None
+        detail += (
+            f"; measured with --batch-size {report.get('batch_size')}, the target is stated"
+            f" for --batch-size {target.batch_size}"
         )
-        per_round = report.get("per_round") or {}
-        if per_round:
-            pairs = zip(per_round["omniq"], per_round[best_name], strict=True)
-            ratios = [advantage(o, p, target.key, higher) for o, p in pairs]
-            detail += "; per round " + ", ".join(
-                "n/a" if r is None else f"{r:.2f}x" for r in ratios
-            )
-        checks.append({"target": target.text, "met": met, "detail": detail})
+    return {"target": target.text, "met": met, "detail": detail}
+
+
+def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> list[dict[str, Any]]:
+    checks = [_check(target, report) for target in TARGETS[report["backend"]]]
+    omniq = report["results"].get("omniq", {})
     if reference is not None and "error" not in omniq:
         redis_rate = reference["results"]["omniq"]["processing_per_s"]
         ratio = omniq["processing_per_s"] / redis_rate
@@ -315,6 +463,44 @@ def check_targets(report: dict[str, Any], reference: dict[str, Any] | None) -> l
             }
         )
     return checks
+
+
+def check_scale_targets(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue #20 with ``--scale``: OmniQ's processing at each later n against the first n
+    (rounds paired by their number)."""
+    fraction = SCALE_TARGETS.get(reports[0]["backend"])
+    if fraction is None or len(reports) < 2:
+        return []
+    first = reports[0]
+    checks: list[dict[str, Any]] = []
+    for report in reports[1:]:
+        text = f"processing at n={report['n']:,} within {1 - fraction:.0%} of n={first['n']:,}"
+        ratio = _processing_ratio(report["results"], first["results"])
+        if ratio is None:
+            checks.append({"target": text, "met": None, "detail": "not measured"})
+            continue
+        detail = f"{ratio:.2f}x"
+        later, earlier = report.get("per_round") or {}, first.get("per_round") or {}
+        if later and earlier:
+            pairs = zip(later["omniq"], earlier["omniq"], strict=False)
+            ratios = [_processing_ratio({"omniq": a}, {"omniq": b}) for a, b in pairs]
+            detail += "; per round " + ", ".join(
+                "n/a" if r is None else f"{r:.2f}x" for r in ratios
+            )
+        checks.append({"target": text, "met": ratio >= fraction, "detail": detail})
+    return checks
+
+
+def _processing_ratio(later: dict[str, Any], earlier: dict[str, Any]) -> float | None:
+    a, b = later.get("omniq", {}), earlier.get("omniq", {})
+    if "error" in a or "error" in b or not a.get("processing_per_s"):
+        return None
+    return float(a["processing_per_s"] / b["processing_per_s"])
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    verdict = {True: "MET", False: "NOT MET", None: "UNKNOWN"}[check["met"]]
+    return f"target: {check['target']}: {verdict} ({check['detail']})"
 
 
 def table(report: dict[str, Any]) -> str:
@@ -333,7 +519,13 @@ def table(report: dict[str, Any]) -> str:
         if "error" in figures:
             lines.append(f"{name:<14}  FAILED: {figures['error']}")
             continue
-        lines.append(f"{name:<14}" + "".join(f"{figures[key]:>14,}" for _, key, _ in METRICS))
+        lines.append(
+            f"{name:<14}"
+            + "".join(
+                f"{'-' if figures.get(key) is None else f'{figures[key]:,}':>14}"
+                for _, key, _ in METRICS
+            )
+        )
         if name != "omniq":
             cells = [advantage(omniq, figures, key, higher) for _, key, higher in METRICS]
             lines.append(
@@ -347,9 +539,7 @@ def table(report: dict[str, Any]) -> str:
         lines += [f"note, {name}: {note}" for note in notes]
     for name, figures in results.items():
         lines += [f"WARNING, {name}: {warning}" for warning in figures.get("warnings", [])]
-    for check in report["targets"]:
-        verdict = {True: "MET", False: "NOT MET", None: "UNKNOWN"}[check["met"]]
-        lines.append(f"target: {check['target']}: {verdict} ({check['detail']})")
+    lines += [_verdict(check) for check in report["targets"]]
     return "\n".join(lines)
 
 
@@ -365,7 +555,10 @@ def scaling(reports: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, floa
             per[name] = {
                 key: (
                     None
-                    if "error" in figures or "error" in first or not first.get(key)
+                    if "error" in figures
+                    or "error" in first
+                    or not first.get(key)
+                    or figures.get(key) is None
                     else round(figures[key] / first[key], 3)
                 )
                 for _, key, _ in METRICS
@@ -399,20 +592,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     sys.path.insert(0, str(HERE))
     reference = json.loads(args.reference.read_text()) if args.reference else None
+    # The SQLite subjects' files, one directory for the whole run (the workers inherit it).
+    sqlite_dir = tempfile.TemporaryDirectory(prefix="omniq-compare-sqlite-")
+    os.environ["OMNIQ_BENCH_SQLITE_DIR"] = sqlite_dir.name
     reports = []
-    for n in args.scale_ns:
-        args.n = n
-        report = asyncio.run(run_all(args))
-        report["targets"] = check_targets(report, reference)
-        reports.append(report)
-        if not args.json:
-            print(table(report), flush=True)
+    try:
+        for n in args.scale_ns:
+            args.n = n
+            report = asyncio.run(run_all(args))
+            report["targets"] = check_targets(report, reference)
+            reports.append(report)
+            if not args.json:
+                print(table(report), flush=True)
+    finally:
+        sqlite_dir.cleanup()
     changes = scaling(reports) if len(reports) > 1 else {}
+    scale_checks = check_scale_targets(reports)
     if args.json:
-        out = reports[0] if len(reports) == 1 else {"runs": reports, "scaling": changes}
+        out = (
+            reports[0]
+            if len(reports) == 1
+            else {"runs": reports, "scaling": changes, "scale_targets": scale_checks}
+        )
         print(json.dumps(out, indent=2))
     elif changes:
         print(scaling_table(reports, changes))
+        for check in scale_checks:
+            print(_verdict(check))
     ok = all("error" not in r for report in reports for r in report["results"].values())
     return 0 if ok else 1
 

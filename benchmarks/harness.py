@@ -30,7 +30,11 @@ class Subject(Protocol):
 
     name: str
     # Optional: ``has_burst = False`` when the worker CLI cannot exit on an empty queue;
-    # the harness then stops it itself once every task is done.
+    # the harness then stops it itself once every task is done. Optional too:
+    # ``enqueue_singles_sync(n) -> seconds``, n enqueues through a blocking API, timed by
+    # the subject in a thread of the harness's (the ``enqueue_sync_per_s`` figure); and
+    # ``max_n`` with ``max_n_reason`` for a library too slow for a large n: compare.py
+    # measures it at ``max_n`` and says so.
 
     async def open(self) -> None: ...
 
@@ -69,6 +73,8 @@ class Figures:
     latency_samples: int
     latency_p50_ms: float
     latency_p99_ms: float
+    #: One-by-one enqueue through the blocking API, for a subject that has one.
+    enqueue_sync_per_s: float | None = None
     #: What went wrong without spoiling the figures (e.g. a worker that ignored SIGTERM).
     warnings: list[str] = field(default_factory=list)
 
@@ -164,6 +170,12 @@ async def measure(
             await subject.enqueue_one()
         enqueue = singles / (time.perf_counter() - started)
         await subject.clear()
+        enqueue_sync = None
+        sync_singles = getattr(subject, "enqueue_singles_sync", None)
+        if sync_singles is not None:
+            say(f"enqueue {singles} one by one through the sync API")
+            enqueue_sync = round(singles / await asyncio.to_thread(sync_singles, singles), 1)
+            await subject.clear()
 
         say(f"enqueue {n} in bulk")
         started = time.perf_counter()
@@ -198,6 +210,7 @@ async def measure(
         subject=subject.name,
         n=n,
         enqueue_per_s=round(enqueue, 1),
+        enqueue_sync_per_s=enqueue_sync,
         bulk_enqueue_per_s=round(bulk, 1),
         processing_per_s=round(n / (last - first), 1),
         processing_s=round(last - first, 3),

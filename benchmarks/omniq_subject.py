@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from bench_tasks import app, noop_async, noop_sync
 
+from omniq import OmniQ
 from omniq.models import TaskState
 
 #: Results are read in chunks, so a large n does not become one huge query.
@@ -32,6 +34,21 @@ class OmniQSubject:
 
     async def enqueue_one(self) -> str:
         return (await self.task.delay()).id
+
+    def enqueue_singles_sync(self, n: int) -> float:
+        """Seconds for ``n`` ``delay()`` calls through the blocking API: a sync app on the
+        same stores (from the same environment), opened before the clock starts, with
+        the same task registered under the same name."""
+        sync_app = OmniQ()
+        task = sync_app.task(name=self.task.name)(self.task.fn)
+        sync_app.open()
+        try:
+            started = time.perf_counter()
+            for _ in range(n):
+                task.delay()
+            return time.perf_counter() - started
+        finally:
+            sync_app.close()
 
     async def enqueue_bulk(self, n: int) -> list[str]:
         return [ref.id for ref in await app.enqueue_many(self.task, [()] * n)]

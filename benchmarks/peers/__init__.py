@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,6 +23,7 @@ __all__ = [
     "POLL",
     "POSTGRES_URL",
     "REDIS_URL",
+    "SQLITE_DIR",
     "gather_chunked",
     "map_chunked",
     "window",
@@ -38,7 +41,17 @@ POSTGRES_URL = os.environ.get(
 NATS_URL = os.environ.get("OMNIQ_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 
 #: Queue name, key prefix, schema stem and stream name of every library under test.
-NAME = "omniqbench"
+#: ``OMNIQ_BENCH_NAME`` gives two runs sharing a server apart namespaces: pick names
+#: neither of which starts with the other plus "_" or "-" (cleanup deletes NATS streams
+#: and keys by prefix).
+NAME = os.environ.get("OMNIQ_BENCH_NAME", "omniqbench")
+if not re.fullmatch(r"[a-z][a-z0-9]*", NAME):
+    raise ValueError(f"OMNIQ_BENCH_NAME={NAME!r}: expected lower-case letters and digits")
+#: The directory of the SQLite subjects' files, made at first import by the producer and
+#: inherited by the worker subprocesses through the environment; compare.py removes it.
+if "OMNIQ_BENCH_SQLITE_DIR" not in os.environ:
+    os.environ["OMNIQ_BENCH_SQLITE_DIR"] = tempfile.mkdtemp(prefix=f"{NAME}-sqlite-")
+SQLITE_DIR = os.environ["OMNIQ_BENCH_SQLITE_DIR"]
 #: Tasks one worker process runs at once: OmniQ's default, set on every peer too.
 CONCURRENCY = 10
 #: Jobs a worker fetches per round trip where the library has such a knob (pgqueuer's

@@ -6,6 +6,8 @@ fixed prefixes), so the servers other engineers' tests use are left alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import nats
 import redis.asyncio as aioredis
@@ -59,3 +61,9 @@ async def nats_delete_streams(url: str, prefixes: tuple[str, ...]) -> None:
                     pass
     finally:
         await nc.close()
+
+
+async def sqlite_remove(path: Path) -> None:
+    """Delete a SQLite database file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)

@@ -45,6 +45,8 @@ SELECT job_id,
 
 class ProcrastinateSubject:
     name = "procrastinate"
+    max_n = 20_000
+    max_n_reason = "procrastinate processes ~630/s, so 100,000 would take ~3 min"
     notes: ClassVar[list[str]] = [
         "bulk = Task.batch_defer_async (one INSERT)",
         (

@@ -31,6 +31,8 @@ def noop() -> None:
 
 class RqSubject:
     name = "rq"
+    max_n = 20_000
+    max_n_reason = "RQ runs one job at a time (~370/s), so 100,000 would take ~5 min"
     notes: ClassVar[list[str]] = [
         "SimpleWorker (no fork per job), one job at a time (RQ has no concurrency setting)",
         "bulk = Queue.enqueue_many (one pipeline); latency via Job.latest_result(timeout)",
