@@ -44,10 +44,14 @@ PEERS: dict[str, dict[str, str]] = {
         "saq": "peers.saq_subject:SaqSubject",
         "taskiq": "peers.taskiq_redis_subject:TaskiqRedisSubject",
         "rq": "peers.rq_subject:RqSubject",
+        "streaq": "peers.streaq_subject:StreaqSubject",
+        # In a virtualenv of its own, through peers/remote.py (see peers/setup.py).
+        "bullmq": "peers.remote:bullmq",
     },
     "postgres": {
         "procrastinate": "peers.procrastinate_subject:ProcrastinateSubject",
         "pgqueuer": "peers.pgqueuer_subject:PgQueuerSubject",
+        "oban": "peers.remote:oban",
     },
     "nats": {"taskiq-nats": "peers.taskiq_nats_subject:TaskiqNatsSubject"},
 }

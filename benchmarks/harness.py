@@ -2,8 +2,11 @@
 
 The harness owns the clock, the worker subprocess and the statistics; a subject only
 knows how to talk to its library. OmniQ's subject is ``omniq_subject.py``; a peer
-(arq, SAQ, taskiq, RQ, procrastinate, pgqueuer) is one more module implementing the
-same protocol (see README.md), so every library is measured by the same code.
+(arq, SAQ, taskiq, RQ, procrastinate, pgqueuer, ...) is one more module implementing the
+same protocol (see README.md), so every library is measured by the same code. The timed
+loops are :class:`Timed`, which runs where the subject lives: a peer that needs a
+virtualenv of its own runs in a subprocess (``peers/remote.py``) and runs them there, so
+the hop between the processes is not timed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Figures", "Subject", "measure"]
+__all__ = ["Figures", "Subject", "Timed", "measure"]
 
 
 class Subject(Protocol):
@@ -60,6 +63,39 @@ class Subject(Protocol):
 
     async def wait_result(self, task_id: str, timeout: float) -> None:
         """Return as soon as the task's result is available to the producer."""
+
+
+class Timed:
+    """The three timed loops over one subject. A subject may carry its own ``timed``
+    object with these methods (``peers.remote.RemoteSubject`` does: it forwards each loop
+    to the process that holds the real subject, where this class runs it)."""
+
+    def __init__(self, subject: Subject) -> None:
+        self.subject = subject
+
+    async def enqueue_singles(self, n: int) -> float:
+        """Seconds for ``n`` sequential ``enqueue_one`` calls."""
+        started = time.perf_counter()
+        for _ in range(n):
+            await self.subject.enqueue_one()
+        return time.perf_counter() - started
+
+    async def enqueue_bulk(self, n: int) -> tuple[list[str], float]:
+        """The ids of one ``enqueue_bulk(n)`` and the seconds it took."""
+        started = time.perf_counter()
+        ids = await self.subject.enqueue_bulk(n)
+        return ids, time.perf_counter() - started
+
+    async def latency(self, samples: int) -> list[float]:
+        """Seconds from enqueue to result for ``samples`` sequential tasks, after one
+        untimed task that shows the worker is up."""
+        await self.subject.wait_result(await self.subject.enqueue_one(), timeout=60)
+        out = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            await self.subject.wait_result(await self.subject.enqueue_one(), timeout=60)
+            out.append(time.perf_counter() - started)
+        return out
 
 
 @dataclass
@@ -162,13 +198,11 @@ async def measure(
             print(f"[{subject.name}] {text}", flush=True)
 
     await subject.open()
+    timed: Timed = getattr(subject, "timed", None) or Timed(subject)
     try:
         singles = min(n, single_n)
         say(f"enqueue {singles} one by one")
-        started = time.perf_counter()
-        for _ in range(singles):
-            await subject.enqueue_one()
-        enqueue = singles / (time.perf_counter() - started)
+        enqueue = singles / await timed.enqueue_singles(singles)
         await subject.clear()
         enqueue_sync = None
         sync_singles = getattr(subject, "enqueue_singles_sync", None)
@@ -178,9 +212,8 @@ async def measure(
             await subject.clear()
 
         say(f"enqueue {n} in bulk")
-        started = time.perf_counter()
-        ids = await subject.enqueue_bulk(n)
-        bulk = n / (time.perf_counter() - started)
+        ids, seconds = await timed.enqueue_bulk(n)
+        bulk = n / seconds
 
         if before_processing is not None:
             await before_processing()
@@ -195,12 +228,7 @@ async def measure(
         say(f"latency of {latency_samples} sequential tasks")
         worker = _spawn(subject.worker_command(burst=False), log)
         try:
-            await subject.wait_result(await subject.enqueue_one(), timeout=60)  # the worker is up
-            samples = []
-            for _ in range(latency_samples):
-                started = time.perf_counter()
-                await subject.wait_result(await subject.enqueue_one(), timeout=60)
-                samples.append(time.perf_counter() - started)
+            samples = await timed.latency(latency_samples)
         finally:
             await _stop(worker, log, warnings)
     finally:

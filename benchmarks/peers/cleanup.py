@@ -1,21 +1,20 @@
 """Remove what one library left on a shared server: keys by pattern, a schema, streams.
 
 Every function touches only names the benchmark chose (``peers.NAME`` and each library's
-fixed prefixes), so the servers other engineers' tests use are left alone.
+fixed prefixes), so the servers other engineers' tests use are left alone. Each imports
+its client when called: a peer's own virtualenv (``peers/remote.py``) holds only the
+client its library uses.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
-import nats
-import redis.asyncio as aioredis
-from nats.js.errors import NotFoundError
-
 
 async def redis_delete(url: str, patterns: list[str]) -> int:
     """Delete every key matching one of ``patterns`` (SCAN, not KEYS); return how many."""
+    import redis.asyncio as aioredis
+
     client = aioredis.Redis.from_url(url)
     deleted = 0
     try:
@@ -30,6 +29,8 @@ async def redis_delete(url: str, patterns: list[str]) -> int:
 
 async def postgres_drop_schema(url: str, schema: str) -> None:
     """``DROP SCHEMA ... CASCADE`` (the name is quoted as an identifier)."""
+    import asyncpg
+
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -40,6 +41,8 @@ async def postgres_drop_schema(url: str, schema: str) -> None:
 async def postgres_vacuum(url: str) -> None:
     """``VACUUM ANALYZE`` the database: what autovacuum would have done by now, so each
     library starts its processing run on tables without the dead rows of earlier runs."""
+    import asyncpg
+
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("VACUUM ANALYZE")
@@ -50,6 +53,9 @@ async def postgres_vacuum(url: str) -> None:
 async def nats_delete_streams(url: str, prefixes: tuple[str, ...]) -> None:
     """Delete the JetStream streams (KV and object stores are streams too) whose name
     starts with one of ``prefixes``."""
+    import nats
+    from nats.js.errors import NotFoundError
+
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
