@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,7 +29,9 @@ from omniq.errors import ConfigError, QueueError
 from omniq.options import Option, OptionSchema
 
 from ._checkpoint import CATCH_UP, Checkpointer
+from ._direct import Direct, NotNow, is_busy
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
+from ._wake import SETTLE, WalWatch, watch_wal
 
 #: Used for ``sqlite://`` (what the registry passes when a config names only the
 #: plugin): the same file as omniq's default URL ``sqlite:///omniq.db``.
@@ -143,6 +146,11 @@ class Database:
         self.settings = settings
         self.kind = kind
         self._conn: aiosqlite.Connection | None = None
+        #: The loop thread's connection (_direct.py): a file in WAL mode with
+        #: synchronous=NORMAL only, where its commits never sync.
+        self._direct: Direct | None = None
+        self._watch: WalWatch | None = None  # see next_commit
+        self._watch_tried = False
         self._lock = asyncio.Lock()
         self._checkpointer = None if settings.memory else Checkpointer(settings.path)
 
@@ -190,7 +198,7 @@ class Database:
                 await conn.close()
                 if not isinstance(exc, sqlite3.DatabaseError):
                     raise
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from exc
             await asyncio.sleep(0.05)
 
@@ -204,14 +212,26 @@ class Database:
         self._conn = conn
         async with self.transaction():
             await create_schema(conn, self.kind, path)
+        if not self.settings.memory and self.settings.synchronous == "NORMAL":
+            self._direct = await asyncio.to_thread(Direct.connect, path, "NORMAL")
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        direct, self._direct = self._direct, None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+        if direct is not None:  # before the last connection, which checkpoints on close
+            direct.close()
         if conn is not None:
             async with self._lock:
                 if self._checkpointer is not None:
                     await self._checkpointer.close()
                 await conn.close()
+
+    def _catch_up_due(self) -> bool:
+        checkpointer = self._checkpointer
+        return checkpointer is not None and checkpointer.catch_up
 
     def _catch_up(self) -> bool:
         """Whether the next transaction first checkpoints what a background checkpoint
@@ -223,9 +243,12 @@ class Database:
         return True
 
     def _changed(self, conn: aiosqlite.Connection) -> None:
-        """After a write: let the checkpointer see how much has changed."""
+        """After a write: let the checkpointer see how much has changed (on both
+        connections: the sum only grows)."""
         if self._checkpointer is not None:
-            self._checkpointer.changed(conn.total_changes)
+            direct = self._direct
+            extra = 0 if direct is None else direct.total_changes
+            self._checkpointer.changed(conn.total_changes + extra)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -266,7 +289,20 @@ class Database:
         statement, so an enqueue of five statements spent most of its time switching.)
         Rolled back if ``fn`` raises, or if the caller is cancelled before the
         transaction reaches its COMMIT (while it waits for the write lock, say): the
-        thread checks for that once it holds the lock and again before committing."""
+        thread checks for that once it holds the lock and again before committing.
+
+        First, unless a checkpoint's catch-up is due (which runs on the thread), the
+        whole transaction is tried on the loop's thread (:class:`Direct`), which costs
+        no hand-over; it goes to the thread when the write lock is taken. ``fn`` must
+        therefore have no effect but its statements (it may be run twice, the first
+        run rolled back)."""
+        direct = self._direct
+        if direct is not None and not self._catch_up_due():
+            conn = self.conn  # (raises once closed)
+            done = direct.run(fn, args, kwargs)
+            if not isinstance(done, NotNow):
+                self._changed(conn)
+                return done
         async with self._lock:
             conn = self.conn
             cancelled: list[bool] = []
@@ -285,6 +321,68 @@ class Database:
             self._changed(conn)
             return result
 
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """:meth:`fetch` for a short indexed read (a few rows by an index): run on the
+        loop's thread when there is a :class:`Direct` connection, so a poll costs no
+        hand-over. Never for a read whose cost grows with the table."""
+        direct = self._direct
+        if direct is not None:
+            self.conn  # noqa: B018  (raises once closed)
+            rows = direct.read(sql, params)
+            if not isinstance(rows, NotNow):
+                return rows
+        return await self.fetch(sql, params)
+
+    def data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on the loop's connection (it changes when
+        any other connection commits), or None when there is none or SQLite was busy:
+        the caller then reads anyway."""
+        direct = self._direct
+        return None if direct is None else direct.data_version()
+
+    async def next_commit(self, version: int | None, timeout: float, tick: float) -> int | None:
+        """Wait until another connection commits (the data version is no longer
+        ``version``) or ``timeout`` seconds pass; return the data version then.
+
+        With a WAL watch (_wake.py) the wait wakes when the WAL is written, and checks
+        every ``tick`` seconds besides; without one it checks every ``tick``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._watch is None and self._direct is not None and not self._watch_tried:
+            self._watch_tried = True
+            self._watch = watch_wal(self.settings.path)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return version
+            watch = self._watch
+            if watch is None:
+                await asyncio.sleep(min(tick, remaining))
+                seen = self.data_version()
+            elif await watch.wait(min(tick, remaining)):
+                seen = self._settled(version)
+            else:
+                seen = self.data_version()
+            if seen is None or seen != version:
+                return seen
+
+    def _settled(self, version: int | None) -> int | None:
+        """The data version after a write to the WAL woke the watch: re-read for up to
+        ``SETTLE`` seconds, yielding the CPU, since a commit is published a few µs
+        after its last write; not when the write was this connection's own commit."""
+        seen = self.data_version()
+        direct = self._direct
+        if seen != version or direct is None:
+            return seen
+        if direct.wrote:
+            direct.wrote = False
+            return seen
+        until = time.perf_counter() + SETTLE
+        while seen == version and time.perf_counter() < until:
+            os.sched_yield()
+            seen = self.data_version()
+        return seen
+
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (a read, or a write that is atomic on its own) and return
         its rows (RETURNING rows for writes)."""
@@ -299,17 +397,12 @@ class Database:
             return rows
 
     def _raise_if_locked(self, exc: sqlite3.OperationalError) -> None:
-        if _is_busy(exc):
+        if is_busy(exc):
             raise QueueError(
                 f"SQLite database {self.settings.path!r} stayed locked longer than "
                 f"busy_timeout={self.settings.busy_timeout}s; another process holds a long "
                 f"write transaction, or raise busy_timeout"
             ) from exc
-
-
-def _is_busy(exc: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite refused because another connection holds a lock."""
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class _Cancelled(Exception):

@@ -12,6 +12,7 @@ every parent ended, however (:func:`omniq.lifecycle.initial_state`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 import aiosqlite
@@ -67,3 +68,15 @@ async def cancel_dependents(
     those that run on failure, which become ready once all their parents ended."""
     rows = await conn.execute_fetchall(_CANCEL_DOWN, {"root": parent, "now": now, "state": state})
     await make_ready(conn, [parent, *(row[0] for row in rows)], now)
+
+
+def make_ready_now(conn: sqlite3.Connection, parents: Sequence[str], now: float) -> None:
+    """:func:`make_ready` inside a :meth:`Database.run` transaction."""
+    if parents:
+        conn.execute(_MAKE_READY, (now, json_list(parents)))
+
+
+def cancel_dependents_now(conn: sqlite3.Connection, parent: str, state: str, now: float) -> None:
+    """:func:`cancel_dependents` inside a :meth:`Database.run` transaction."""
+    rows = conn.execute(_CANCEL_DOWN, {"root": parent, "now": now, "state": state}).fetchall()
+    make_ready_now(conn, [parent, *(row[0] for row in rows)], now)

@@ -51,11 +51,11 @@ from omniq.models import (
 from omniq.records import schedule_or_none
 
 from ._db import SqliteStore, json_list
-from ._deps import cancel_dependents, make_ready
+from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
-from .events import SqliteEventStorage, insert_events, insert_events_now
-from .results import SqliteResultStorage, insert_results
+from .events import SqliteEventStorage, insert_events_now
+from .results import SqliteResultStorage, insert_results_now
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
@@ -105,7 +105,8 @@ def _ready_pick(
 
 #: Seconds after the last work seen during which wait_for_work polls every BUSY_POLL.
 BUSY_WINDOW = 2.0
-#: Seconds between polls while busy: half of it is what a new task waits on average.
+#: Seconds between checks while busy (data_version, or the read where there is none):
+#: what a new task waits at most when no WAL watch wakes the worker.
 BUSY_POLL = 0.002
 
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
@@ -249,32 +250,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         event_storage: BaseEventStorage | None,
     ) -> list[bool]:
         """One UPDATE for the whole batch, plus the dependents, plus the results and
-        events of sibling stores (those of refused items left out), in one transaction."""
-        states = [state for _, _, state, _ in items]
-        first: dict[str, int] = {}  # a task listed twice completes once
-        for i, (task_id, *_) in enumerate(items):
-            first.setdefault(task_id, i)
-        batch = [
-            [tid, tok, state.value, error]
-            for (tid, tok, _, error), state in zip(items, states, strict=True)
-        ]
-        async with self.db.transaction() as conn:
-            now = time.time()
-            rows = await conn.execute_fetchall(
-                _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
-            )
-            done = {row[0] for row in rows}
-            succeeded = [t for t in done if states[first[t]] is TaskState.SUCCEEDED]
-            await make_ready(conn, succeeded, now)
-            for task_id in done:
-                if states[first[task_id]] is TaskState.CANCELLED:
-                    await cancel_dependents(conn, task_id, "cancelled", now)
-            refused = first.keys() - done
-            if results:
-                await insert_results(conn, [r for r in results if r.task_id not in refused])
-            if events:
-                await insert_events(conn, [e for e in events if e.task_id not in refused])
-        return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
+        events of sibling stores (those of refused items left out), in one transaction
+        and one hand-over to the connection's thread (:meth:`Database.run`)."""
+        return await self.db.run(_finish_now, items, results, events)
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rows = await self.db.fetch(
@@ -345,23 +323,40 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         return True
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Poll a cheap indexed read until a task is ready in ``queues`` (SQLite has no
-        cross-process notification): every 2 ms while work arrived in the last
-        ``BUSY_WINDOW`` seconds, so a busy queue has low latency, then every
-        ``poll_interval`` (0.05 s by default), so an idle worker costs next to nothing."""
+        """Wait until a task is ready in ``queues``. SQLite has no cross-process
+        notification: this sleeps until the WAL file is written (a Linux inotify
+        watch, _wake.py) or a tick passes, asks ``PRAGMA data_version`` (a read of
+        shared memory, no I/O) whether another connection committed, and only then
+        runs the indexed read for a ready task; also every ``poll_interval``, since a
+        delayed task becomes due without any commit. The tick is ``BUSY_POLL`` while
+        work was seen in the last ``BUSY_WINDOW`` seconds, ``poll_interval`` after.
+        Without a loop-thread connection (``:memory:``, ``synchronous=FULL``) the read
+        itself is polled at that pace."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         names = json_list(list(queues))
+        db = self.db
+        version = db.data_version()
         while True:
             now = time.time()
-            if await self.db.fetch(_HAS_READY, (names, now, now)):
+            if await db.read(_HAS_READY, (names, now, now)):
                 self._last_work = loop.time()
                 return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            busy = loop.time() - self._last_work < BUSY_WINDOW
-            await asyncio.sleep(min(BUSY_POLL if busy else self.settings.poll_interval, remaining))
+            check_at = min(deadline, loop.time() + self.settings.poll_interval)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                busy = loop.time() - self._last_work < BUSY_WINDOW
+                tick = BUSY_POLL if busy else self.settings.poll_interval
+                if version is None:  # nothing to compare: the read at that pace
+                    await asyncio.sleep(min(tick, remaining))
+                    version = db.data_version()
+                    break
+                wait = min(remaining, check_at - loop.time())
+                seen, version = version, await db.next_commit(version, wait, tick)
+                if seen != version or loop.time() >= check_at:
+                    break
 
     # -- reading and housekeeping ------------------------------------------------------
 
@@ -594,6 +589,39 @@ def _reserve_now(
     rows = conn.execute(_RESERVE, (worker_id, now + lease, now, json_list(seqs))).fetchall()
     order = {seq: i for i, seq in enumerate(seqs)}
     return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
+
+
+def _finish_now(
+    conn: sqlite3.Connection,
+    items: Sequence[Completion],
+    results: Sequence[TaskResult],
+    events: Sequence[TaskEvent],
+) -> list[bool]:
+    """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction."""
+    states = [state for _, _, state, _ in items]
+    first: dict[str, int] = {}  # a task listed twice completes once
+    for i, (task_id, *_) in enumerate(items):
+        first.setdefault(task_id, i)
+    batch = [
+        [tid, tok, state.value, error]
+        for (tid, tok, _, error), state in zip(items, states, strict=True)
+    ]
+    now = time.time()
+    rows = conn.execute(
+        _COMPLETE, (now, msgspec.json.encode([batch[i] for i in first.values()]).decode())
+    ).fetchall()
+    done = {row[0] for row in rows}
+    succeeded = [t for t in done if states[first[t]] is TaskState.SUCCEEDED]
+    make_ready_now(conn, succeeded, now)
+    for task_id in done:
+        if states[first[task_id]] is TaskState.CANCELLED:
+            cancel_dependents_now(conn, task_id, "cancelled", now)
+    refused = first.keys() - done
+    if results:
+        insert_results_now(conn, [r for r in results if r.task_id not in refused])
+    if events:
+        insert_events_now(conn, [e for e in events if e.task_id not in refused])
+    return [task_id in done and first[task_id] == i for i, (task_id, *_) in enumerate(items)]
 
 
 def _enqueue_now(
