@@ -52,6 +52,7 @@ from omniq.records import schedule_or_none
 
 from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
+from ._direct import check_rows
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events_now
@@ -586,6 +587,7 @@ def _reserve_now(
     seqs = [row[0] for row in conn.execute(*_ready_pick(_READY_ARM, "seq", queues, now, limit))]
     if not seqs:
         return []
+    check_rows(len(seqs))
     rows = conn.execute(_RESERVE, (worker_id, now + lease, now, json_list(seqs))).fetchall()
     order = {seq: i for i, seq in enumerate(seqs)}
     return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
@@ -598,6 +600,7 @@ def _finish_now(
     events: Sequence[TaskEvent],
 ) -> list[bool]:
     """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction."""
+    check_rows(len(items))
     states = [state for _, _, state, _ in items]
     first: dict[str, int] = {}  # a task listed twice completes once
     for i, (task_id, *_) in enumerate(items):
@@ -629,6 +632,7 @@ def _enqueue_now(
 ) -> list[Task]:
     """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
     connection's thread inside a :meth:`Database.run` transaction."""
+    check_rows(len(tasks))
     parents = {p for t in tasks for p in t.depends_on}
     now = time.time()
     if len(tasks) == 1 and not parents:
