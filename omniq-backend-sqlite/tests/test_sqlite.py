@@ -151,6 +151,75 @@ async def test_a_version_2_file_gains_the_fan_in_columns(url: str, tmp_path: Pat
     assert int(version) == SCHEMA_VERSION == 3
 
 
+async def test_a_wide_expiry_index_is_narrowed(url: str, tmp_path: Path) -> None:
+    """A file whose expiry index lists every unstarted task gets the index of tasks
+    with an expires_at, and expiry still finds them."""
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="keeps"))
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        db.execute("DROP INDEX omniq_tasks_expiry")
+        db.execute(
+            "CREATE INDEX omniq_tasks_expiry ON omniq_tasks (expires_at) WHERE state IN "
+            "('pending', 'scheduled', 'retrying', 'waiting')"
+        )
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="expires", expires_at=time.time() - 1))
+        assert [t.id for t in await q.cleanup()] == ["expires"]
+        kept = await q.get("keeps")
+        assert kept is not None and kept.state is TaskState.PENDING
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        sql = db.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'omniq_tasks_expiry'"
+        ).fetchone()[0]
+    assert "expires_at IS NOT NULL" in sql
+
+
+async def test_an_enqueue_waits_for_another_writer(url: str, tmp_path: Path) -> None:
+    """The loop's own connection never waits for the write lock: while another
+    connection holds it, an enqueue goes to the connection's thread and waits there
+    (busy_timeout), then commits once the lock is free."""
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="first"))
+        other = sqlite3.connect(tmp_path / "omniq.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            async with anyio.create_task_group() as tg:
+                done = anyio.Event()
+
+                async def enqueue() -> None:
+                    await q.enqueue(make_task(id="second"))
+                    done.set()
+
+                tg.start_soon(enqueue)
+                await anyio.sleep(0.05)
+                assert not done.is_set()  # the lock is held: it cannot have committed
+                other.execute("ROLLBACK")
+                with anyio.fail_after(10):
+                    await done.wait()
+        finally:
+            other.close()
+        assert await q.get("second") is not None
+
+
+async def test_a_waiting_worker_sees_a_task_from_another_process_connection(url: str) -> None:
+    """wait_for_work returns once another connection commits a ready task (woken by
+    the WAL write, or by its periodic check where there is no watch)."""
+    async with queue_at(url) as q, queue_at(url) as producer:
+        async with anyio.create_task_group() as tg:
+            woke = anyio.Event()
+
+            async def wait() -> None:
+                await q.wait_for_work(["default"], 30)
+                woke.set()
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.01)
+            await producer.enqueue(make_task(id="new"))
+            with anyio.fail_after(10):
+                await woke.wait()
+        assert [t.id for t in await q.reserve(["default"], "w", 30)] == ["new"]
+
+
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
     async with queue_at(url):
         pass

@@ -82,8 +82,10 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS omniq_tasks_queue_state ON omniq_tasks (queue, state)",
         """CREATE INDEX IF NOT EXISTS omniq_tasks_leases
             ON omniq_tasks (lease_deadline) WHERE state = 'running'""",
+        # Only tasks that can expire: most have no expires_at, and an index entry is a
+        # page written per enqueue (see _narrow_expiry_index).
         f"""CREATE INDEX IF NOT EXISTS omniq_tasks_expiry ON omniq_tasks (expires_at)
-            WHERE state IN {UNSTARTED_SQL}""",
+            WHERE state IN {UNSTARTED_SQL} AND expires_at IS NOT NULL""",
         """CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at)
             WHERE purge_at IS NOT NULL""",
         # One row per (parent, child) for each child enqueued (see _deps.py).
@@ -193,8 +195,24 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
             await _migrate_1_to_2(conn)
         if version < 3:
             await _migrate_2_to_3(conn)
+    if kind == "queue":
+        await _narrow_expiry_index(conn)
     for statement in _DDL[kind]:
         await conn.execute(statement)
+
+
+async def _narrow_expiry_index(conn: aiosqlite.Connection) -> None:
+    """Files made before the expiry index left out tasks without ``expires_at`` hold
+    an entry for every unstarted task: drop it, and the DDL makes the narrow one. Not a
+    schema version: the table is unchanged, every version runs the same queries on
+    either index, and an older version opening the file keeps the narrow one."""
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'omniq_tasks_expiry'"
+        )
+    )
+    if rows and "IS NOT NULL" not in rows[0][0]:
+        await conn.execute("DROP INDEX omniq_tasks_expiry")
 
 
 async def _migrate_1_to_2(conn: aiosqlite.Connection) -> None:
