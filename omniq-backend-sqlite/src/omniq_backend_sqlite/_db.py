@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,7 +30,7 @@ from omniq.options import Option, OptionSchema
 from ._checkpoint import CATCH_UP, Checkpointer
 from ._direct import Direct, NotNow, is_busy
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
-from ._wake import SETTLE, WalWatch, watch_wal
+from ._wake import WalWatch, signal_commit, watch_wal
 
 #: Used for ``sqlite://`` (what the registry passes when a config names only the
 #: plugin): the same file as omniq's default URL ``sqlite:///omniq.db``.
@@ -40,6 +39,11 @@ MEMORY = ":memory:"
 #: RETURNING and UPDATE ... FROM (3.35), JSON functions built in.
 MIN_SQLITE = (3, 35, 0)
 SYNCHRONOUS = ("NORMAL", "FULL")
+
+#: Seconds between checks of a wait that a WAL watch wakes (only a commit by something
+#: other than an OmniQ store goes unsignalled). Every wake-up costs ~60 µs of CPU, and
+#: on a loaded machine a process's CPU time is its latency.
+WATCHED_TICK = 0.02
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -151,6 +155,8 @@ class Database:
         self._direct: Direct | None = None
         self._watch: WalWatch | None = None  # see next_commit
         self._watch_tried = False
+        self._total_changes = 0  # both connections' total_changes at the last _changed
+        self._wal_path = f"{settings.path}-wal"
         self._lock = asyncio.Lock()
         self._checkpointer = None if settings.memory else Checkpointer(settings.path)
 
@@ -243,12 +249,18 @@ class Database:
         return True
 
     def _changed(self, conn: aiosqlite.Connection) -> None:
-        """After a write: let the checkpointer see how much has changed (on both
-        connections: the sum only grows)."""
+        """After a statement or transaction: when it changed rows (on either
+        connection: the sum only grows), signal the waiters (_wake.py) and let the
+        checkpointer see how much has changed."""
+        direct = self._direct
+        total = conn.total_changes + (0 if direct is None else direct.total_changes)
+        if total == self._total_changes:
+            return
+        self._total_changes = total
+        if not self.settings.memory:
+            signal_commit(self._wal_path)
         if self._checkpointer is not None:
-            direct = self._direct
-            extra = 0 if direct is None else direct.total_changes
-            self._checkpointer.changed(conn.total_changes + extra)
+            self._checkpointer.changed(total)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -344,8 +356,9 @@ class Database:
         """Wait until another connection commits (the data version is no longer
         ``version``) or ``timeout`` seconds pass; return the data version then.
 
-        With a WAL watch (_wake.py) the wait wakes when the WAL is written, and checks
-        every ``tick`` seconds besides; without one it checks every ``tick``."""
+        With a WAL watch (_wake.py) the wait wakes when a store signals a commit, and
+        checks every ``WATCHED_TICK`` seconds besides (for a commit by another tool,
+        which sends no signal); without one it checks every ``tick``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._watch is None and self._direct is not None and not self._watch_tried:
@@ -358,30 +371,11 @@ class Database:
             watch = self._watch
             if watch is None:
                 await asyncio.sleep(min(tick, remaining))
-                seen = self.data_version()
-            elif await watch.wait(min(tick, remaining)):
-                seen = self._settled(version)
             else:
-                seen = self.data_version()
+                await watch.wait(min(max(tick, WATCHED_TICK), remaining))
+            seen = self.data_version()
             if seen is None or seen != version:
                 return seen
-
-    def _settled(self, version: int | None) -> int | None:
-        """The data version after a write to the WAL woke the watch: re-read for up to
-        ``SETTLE`` seconds, yielding the CPU, since a commit is published a few µs
-        after its last write; not when the write was this connection's own commit."""
-        seen = self.data_version()
-        direct = self._direct
-        if seen != version or direct is None:
-            return seen
-        if direct.wrote:
-            direct.wrote = False
-            return seen
-        until = time.perf_counter() + SETTLE
-        while seen == version and time.perf_counter() < until:
-            os.sched_yield()
-            seen = self.data_version()
-        return seen
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement (a read, or a write that is atomic on its own) and return

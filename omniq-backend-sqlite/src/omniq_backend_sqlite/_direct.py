@@ -67,8 +67,6 @@ class Direct:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        #: Set by each commit here: a WAL watch woken by it has no other commit to wait for.
-        self.wrote = False
 
     @classmethod
     def connect(cls, path: str, synchronous: str) -> Direct:
@@ -107,7 +105,6 @@ class Direct:
         try:
             result = fn(conn, *args, **kwargs)
             conn.execute("COMMIT")
-            self.wrote = True
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
