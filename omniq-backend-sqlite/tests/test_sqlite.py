@@ -220,6 +220,33 @@ async def test_a_waiting_worker_sees_a_task_from_another_process_connection(url:
         assert [t.id for t in await q.reserve(["default"], "w", 30)] == ["new"]
 
 
+async def test_a_wal_watch_closed_while_waiting_ends_the_wait(url: str, tmp_path: Path) -> None:
+    """Closing a watch during a wait ends that wait without a signal; a signal after
+    a commit wakes a wait (where inotify exists)."""
+    from omniq_backend_sqlite._wake import signal_commit, watch_wal
+
+    async with queue_at(url):  # the file and its -wal exist while a store is open
+        watch = watch_wal(str(tmp_path / "omniq.db"))
+        if watch is None:
+            pytest.skip("no inotify on this system")
+        signal_commit(str(tmp_path / "omniq.db-wal"))
+        with anyio.fail_after(10):
+            assert await watch.wait(30) is True
+            while await watch.wait(0.1):  # (opening a connection as root signals too)
+                pass
+        async with anyio.create_task_group() as tg:
+            outcome: list[bool] = []
+
+            async def wait() -> None:
+                outcome.append(await watch.wait(30))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.01)
+            watch.close()
+            signal_commit(str(tmp_path / "omniq.db-wal"))  # wakes it; closed: no signal
+        assert outcome == [False]
+
+
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
     async with queue_at(url):
         pass

@@ -12,7 +12,9 @@ Watching the WAL's writes (``IN_MODIFY``) instead needs nothing of the writer, b
 the waiter at a commit's first page write, ~50 µs before SQLite publishes it: most
 wake-ups found nothing yet and had to wait again.
 
-A commit by anything else (another version, the ``sqlite3`` shell) sends no signal; the
+A stray signal (SQLite also changes the file's owner when a process running as root
+opens it) costs one ``data_version`` check. A commit by anything else (another
+version, the ``sqlite3`` shell) sends no signal; the
 waits also check on a short timer, which catches it. Elsewhere than Linux, or where
 inotify is refused (its per-user limit of instances, say), :func:`watch_wal` returns
 None and the waits poll as before.
@@ -33,14 +35,18 @@ _IN_ATTRIB = 0x4
 
 
 class WalWatch:
-    """An inotify descriptor watching one ``-wal`` file for writes."""
+    """An inotify descriptor watching one ``-wal`` file for commit signals."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._waiting = False
+        self._closed = False
 
     async def wait(self, timeout: float) -> bool:
         """Return True when a commit was signalled since the last wait, False after
-        ``timeout`` seconds without one."""
+        ``timeout`` seconds without one (or once closed). One waiter at a time."""
+        if self.closed():
+            return False
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
 
@@ -50,12 +56,19 @@ class WalWatch:
 
         loop.add_reader(self._fd, wake)
         timer = loop.call_later(timeout, wake)
+        self._waiting = True
         try:
             await woken
         finally:
+            self._waiting = False
             timer.cancel()
             loop.remove_reader(self._fd)
-        return self._drain()
+            if self.closed():  # closed while waiting: the descriptor is ours to close now
+                os.close(self._fd)
+        return False if self.closed() else self._drain()
+
+    def closed(self) -> bool:
+        return self._closed
 
     def _drain(self) -> bool:
         """Read the pending events; True if there were any."""
@@ -68,7 +81,12 @@ class WalWatch:
         return drained
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the descriptor, after the wait in progress if there is one (its number
+        must not be reused while the event loop still watches it)."""
+        if not self._closed:
+            self._closed = True
+            if not self._waiting:
+                os.close(self._fd)
 
 
 @functools.cache
