@@ -7,9 +7,13 @@ BEGIN, two inserts and COMMIT: ~60 µs). :class:`Direct` is a second, plain
 ``busy_timeout = 0``: a write that would have to wait for the write lock (another
 process, or this process's own connection, is writing) is rolled back at once and the
 caller runs it on the thread as before, where waiting does not stall the loop. Nothing
-on this connection can block for long: no lock waits, no checkpoints (they run in
-``_checkpoint.py``), and no fsync at COMMIT, which is why :class:`Database` uses it only
-with ``synchronous=NORMAL`` in WAL mode (``FULL`` syncs the WAL at every commit).
+on this connection waits for another process or for the disk: no lock waits, no
+checkpoints (they run in ``_checkpoint.py``), and no fsync at COMMIT, which is why
+:class:`Database` uses it only with ``synchronous=NORMAL`` in WAL mode (``FULL`` syncs the
+WAL at every commit). A transaction can still take milliseconds of wall time, when the
+process is preempted or a WAL write is held up while a checkpoint syncs the file (2-8 ms
+at 0.3-0.6 ms of CPU, for a few % of them on the loaded development VM); only small
+transactions come here (:func:`check_rows`).
 
 Crash safety is SQLite's: a transaction here is the same ``BEGIN IMMEDIATE`` ...
 ``COMMIT`` as on the thread, so a crash at any point loses only what was not committed.
@@ -36,7 +40,7 @@ class NotNow:
 NOT_NOW: Final = NotNow()
 
 
-#: Most rows a transaction may write on the loop's thread (:func:`check_rows`). A
+#: Most tasks a transaction may write on the loop's thread (:func:`check_rows`). A
 #: batch beyond it runs on the connection's thread: the hand-over costs less than its
 #: statements there, and a worker's loop keeps running tasks meanwhile (on two cores,
 #: a burst worker did ~25 % fewer tasks a second with its batches on the loop).
@@ -50,7 +54,7 @@ class Offload(Exception):
 
 
 def check_rows(count: int) -> None:
-    """Called by a transaction's function with the number of rows it will write:
+    """Called by a transaction's function with the number of tasks it will write:
     on the loop's thread, more than :data:`DIRECT_ROWS` sends it to the connection's
     thread (the transaction so far is rolled back)."""
     if count > DIRECT_ROWS and getattr(_local, "direct", False):

@@ -52,7 +52,7 @@ from omniq.records import schedule_or_none
 
 from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
-from ._direct import check_rows
+from ._direct import DIRECT_ROWS, check_rows
 from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events_now
@@ -325,12 +325,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Wait until a task is ready in ``queues``. SQLite has no cross-process
-        notification: this sleeps until the WAL file is written (a Linux inotify
-        watch, _wake.py) or a tick passes, asks ``PRAGMA data_version`` (a read of
-        shared memory, no I/O) whether another connection committed, and only then
+        notification: this sleeps until a store signals a commit (a Linux inotify
+        watch of the ``-wal`` file, _wake.py) or a tick passes, asks ``PRAGMA
+        data_version`` (a read of shared memory, no I/O) whether another connection
+        committed, and only then
         runs the indexed read for a ready task; also every ``poll_interval``, since a
         delayed task becomes due without any commit. The tick is ``BUSY_POLL`` while
-        work was seen in the last ``BUSY_WINDOW`` seconds, ``poll_interval`` after.
+        work was seen in the last ``BUSY_WINDOW`` seconds, ``poll_interval`` after (at
+        least ``WATCHED_TICK`` with a watch).
         Without a loop-thread connection (``:memory:``, ``synchronous=FULL``) the read
         itself is polled at that pace."""
         loop = asyncio.get_running_loop()
@@ -599,8 +601,10 @@ def _finish_now(
     results: Sequence[TaskResult],
     events: Sequence[TaskEvent],
 ) -> list[bool]:
-    """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction."""
-    check_rows(len(items))
+    """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction (on
+    the loop's thread for a few tasks: an events-only flush counts its tasks too)."""
+    if len(items) + len(events) > DIRECT_ROWS:
+        check_rows(len({t for t, *_ in items} | {e.task_id for e in events}))
     states = [state for _, _, state, _ in items]
     first: dict[str, int] = {}  # a task listed twice completes once
     for i, (task_id, *_) in enumerate(items):

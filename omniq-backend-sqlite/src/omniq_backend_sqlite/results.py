@@ -49,8 +49,9 @@ class SqliteResultStorage(SqliteStore, BaseResultStorage):
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """Read the result, then wait for another connection's commit
-        (:meth:`Database.next_commit`: woken by a write to the WAL where the platform
-        tells, checking ``PRAGMA data_version`` every ``WAIT_TICK`` besides) and read
+        (:meth:`Database.next_commit`: woken by a store's commit signal where the
+        platform has inotify, else checking ``PRAGMA data_version`` every
+        ``WAIT_TICK``) and read
         again only if one came: a result only ever appears by a commit. Also reads
         every ``wait_poll_flat`` seconds, to be safe."""
         db = self.db
