@@ -220,31 +220,36 @@ async def test_a_waiting_worker_sees_a_task_from_another_process_connection(url:
         assert [t.id for t in await q.reserve(["default"], "w", 30)] == ["new"]
 
 
-async def test_a_wal_watch_closed_while_waiting_ends_the_wait(url: str, tmp_path: Path) -> None:
-    """Closing a watch during a wait ends that wait without a signal; a signal after
-    a commit wakes a wait (where inotify exists)."""
+async def test_a_wal_watch_wakes_every_waiter_and_closes_safely(url: str, tmp_path: Path) -> None:
+    """One commit signal wakes every coroutine waiting on the watch (results gathered
+    by one app); closing the watch ends the waits in progress without a signal."""
     from omniq_backend_sqlite._wake import signal_commit, watch_wal
 
+    wal = str(tmp_path / "omniq.db-wal")
     async with queue_at(url):  # the file and its -wal exist while a store is open
         watch = watch_wal(str(tmp_path / "omniq.db"))
         if watch is None:
             pytest.skip("no inotify on this system")
-        signal_commit(str(tmp_path / "omniq.db-wal"))
         with anyio.fail_after(10):
-            assert await watch.wait(30) is True
             while await watch.wait(0.1):  # (opening a connection as root signals too)
                 pass
-        async with anyio.create_task_group() as tg:
+        for then in ("signal", "close"):
             outcome: list[bool] = []
 
-            async def wait() -> None:
-                outcome.append(await watch.wait(30))
+            async def wait(into: list[bool] = outcome) -> None:
+                into.append(await watch.wait(30))
 
-            tg.start_soon(wait)
-            await anyio.sleep(0.01)
-            watch.close()
-            signal_commit(str(tmp_path / "omniq.db-wal"))  # wakes it; closed: no signal
-        assert outcome == [False]
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait)
+                    tg.start_soon(wait)
+                    await anyio.sleep(0.01)
+                    if then == "signal":
+                        signal_commit(wal)
+                    else:
+                        watch.close()
+            assert outcome == ([True, True] if then == "signal" else [False, False])
+        assert await watch.wait(30) is False  # closed
 
 
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:

@@ -35,58 +35,64 @@ _IN_ATTRIB = 0x4
 
 
 class WalWatch:
-    """An inotify descriptor watching one ``-wal`` file for commit signals."""
+    """An inotify descriptor watching one ``-wal`` file for commit signals. Any number
+    of coroutines of one event loop may wait at once (``get_result`` of many tasks
+    gathered): while one waits, the loop watches the descriptor, and a signal drains
+    it and wakes every waiter."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._waiting = False
+        self._waiters: set[asyncio.Future[bool]] = set()
         self._closed = False
 
     async def wait(self, timeout: float) -> bool:
-        """Return True when a commit was signalled since the last wait, False after
-        ``timeout`` seconds without one (or once closed). One waiter at a time."""
+        """Return True when a commit was signalled since the last wake-up, False after
+        ``timeout`` seconds without one (or once closed)."""
         if self.closed():
             return False
         loop = asyncio.get_running_loop()
-        woken = loop.create_future()
-
-        def wake() -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        loop.add_reader(self._fd, wake)
-        timer = loop.call_later(timeout, wake)
-        self._waiting = True
+        woken: asyncio.Future[bool] = loop.create_future()
+        if not self._waiters:  # a signal that came meanwhile is still pending: wakes at once
+            loop.add_reader(self._fd, self._readable)
+        self._waiters.add(woken)
+        timer = loop.call_later(timeout, _resolve, woken, False)
         try:
-            await woken
+            return await woken
         finally:
-            self._waiting = False
             timer.cancel()
-            loop.remove_reader(self._fd)
-            if self.closed():  # closed while waiting: the descriptor is ours to close now
-                os.close(self._fd)
-        return False if self.closed() else self._drain()
+            self._waiters.discard(woken)
+            if not self._waiters:
+                loop.remove_reader(self._fd)
+                if self.closed():  # closed while waited on: the descriptor is ours to close
+                    os.close(self._fd)
 
     def closed(self) -> bool:
         return self._closed
 
-    def _drain(self) -> bool:
-        """Read the pending events; True if there were any."""
-        drained = False
+    def _readable(self) -> None:
         try:
             while os.read(self._fd, 4096):
-                drained = True
+                pass
         except BlockingIOError:
             pass
-        return drained
+        for waiter in self._waiters:
+            _resolve(waiter, True)
 
     def close(self) -> None:
-        """Close the descriptor, after the wait in progress if there is one (its number
-        must not be reused while the event loop still watches it)."""
-        if not self._closed:
-            self._closed = True
-            if not self._waiting:
-                os.close(self._fd)
+        """Close the descriptor, after the waits in progress (woken now) if there are
+        any: its number must not be reused while the event loop still watches it."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._waiters:
+            os.close(self._fd)
+        for waiter in self._waiters:
+            _resolve(waiter, False)
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 @functools.cache
