@@ -432,30 +432,6 @@ async def test_enqueue_failing_part_way_keeps_the_batches_before_it(
         assert {t.id for t in got} == {t.id for t in first}
 
 
-async def test_a_woken_reserve_keeps_the_priority_order(nats_url: str, nats_prefix: str) -> None:
-    """A wake-up names the band it is for, and a woken reserve pulls that band while it
-    reads the backlog: it takes the pulled tasks when they come first, and puts them
-    back when a higher band holds tasks (here one enqueued before the subscription)."""
-    async with queue_at(nats_url, nats_prefix) as q:
-        high = make_task(priority=9)
-        await q.enqueue(high)
-        await q.wait_for_work(["default"], 0)  # subscribes to the queue's wake-ups
-        low = make_task(priority=1)
-        await q.enqueue(low)
-
-        async def hinted() -> bool:
-            return bool(q._hinted)
-
-        await eventually(hinted, "the wake-up of the enqueue arrived")
-        assert [t.id for t in await q.reserve(["default"], "w", 60, limit=1)] == [high.id]
-        assert not q._hinted  # taken: that reserve pulled band 1 early, then put it back
-        assert [t.id for t in await q.reserve(["default"], "w", 60, limit=1)] == [low.id]
-        again = make_task(priority=1)
-        await q.enqueue(again)
-        await eventually(hinted, "the wake-up of the second enqueue arrived")
-        assert [t.id for t in await q.reserve(["default"], "w", 60, limit=5)] == [again.id]
-
-
 async def test_same_id_enqueued_after_purge_is_delivered(nats_url: str, nats_prefix: str) -> None:
     """Dedup is by id *and* record revision: purging a task and enqueueing its id again
     within the duplicate window still publishes a message."""

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, TaskState, encoder, task_decoder
+from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
 from .batch import Request, _windowed, sequences
 from .connection import confirm
@@ -117,18 +117,6 @@ class Delivery(TaskRecords):
     async def _wake(self, queues: Iterable[str]) -> None:
         for queue in set(queues):
             await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
-
-    async def _wake_for(self, tasks: Iterable[Task]) -> None:
-        """Wake the queues of tasks just made deliverable; the payload names the highest
-        priority band among their pending ones, which a woken reserve may pull while it
-        reads the backlog (see ``Reserve._pull_and_claim``)."""
-        bands: dict[str, int] = {}
-        for task in tasks:
-            band = _band(task.priority) if task.state is TaskState.PENDING else -1
-            bands[task.queue] = max(bands.get(task.queue, -1), band)
-        for queue, band in bands.items():
-            payload = b"%d" % band if band >= 0 else b""
-            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", payload)
 
     async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
         """:meth:`_settle_message` for many: acks of cached leases go out with one batch

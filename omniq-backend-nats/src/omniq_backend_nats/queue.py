@@ -273,7 +273,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         for sent in flight.sends:
             if not sent.checked:
                 await self._check(sent)
-        await self._wake_for(flight.stored)
+        await self._wake(t.queue for t in flight.stored)
         return flight.stored
 
     async def _store_many(self, tasks: Sequence[Task]) -> tuple[list[Task], list[Request]]:

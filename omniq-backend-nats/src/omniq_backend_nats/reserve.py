@@ -60,12 +60,9 @@ class Reserve(Dependencies):
         super().__init__(*args, **kwargs)
         self._wake_subs: dict[str, Subscription] = {}
         self._work = asyncio.Event()
-        #: Queue token -> the highest band a wake-up named since the last reserve.
-        self._hinted: dict[str, int] = {}
 
     async def close(self) -> None:
         self._wake_subs.clear()
-        self._hinted.clear()
         await super().close()
 
     async def _backlog(self, queues: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -102,29 +99,7 @@ class Reserve(Dependencies):
         limited reserve's) sees each pulled batch first and answers the messages that
         may be claimed, having put the others back itself; it also bounds how many
         messages one call pulls (``screen.budget``)."""
-        hint = self._take_hint(queues) if screen is None else None
-        early: list[Msg] | None = None
-        if hint is None:
-            backlog = await self._backlog(queues)
-        else:
-            # Woken for a band: pull it while the backlog is read (one round trip, not
-            # two), and keep what came only if no band read before it has messages.
-            consumer = await self._consumer(*hint, lease)
-            read, got = await asyncio.gather(
-                self._backlog(queues),
-                self.inbox.pull(self.stream, consumer, limit),
-                return_exceptions=True,
-            )
-            if isinstance(got, BaseException):
-                raise got
-            if isinstance(read, BaseException) or _first_listed(read, queues) != hint:
-                # Put them back at once: they may not skip a higher band's messages.
-                await asyncio.gather(*(confirm(self.nc, m.reply, nak_delay(0)) for m in got))
-                if isinstance(read, BaseException):
-                    raise read
-            else:
-                early = got
-            backlog = read
+        backlog = await self._backlog(queues)
         out: list[Task] = []
         for band in BANDS:
             for queue in queues:
@@ -137,10 +112,7 @@ class Reserve(Dependencies):
                         wanted = min(wanted, screen.budget)
                         if wanted <= 0:
                             return out
-                    if early is not None and (queue, band) == hint:
-                        msgs, early = early, None
-                    else:
-                        msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    msgs = await self.inbox.pull(self.stream, consumer, wanted)
                     pulled = len(msgs)
                     if screen is not None:
                         msgs = await screen.admit(msgs, at)
@@ -344,33 +316,5 @@ class Reserve(Dependencies):
             pass
         self._work.clear()
 
-    async def _on_wake(self, msg: Msg) -> None:
-        if msg.data.isdigit():
-            queue_token = msg.subject.rpartition(".")[2]
-            self._hinted[queue_token] = max(self._hinted.get(queue_token, -1), int(msg.data))
+    async def _on_wake(self, _msg: Msg) -> None:
         self._work.set()
-
-    def _take_hint(self, queues: Sequence[str]) -> tuple[str, int] | None:
-        """The (queue, band) of ``queues`` that wake-ups named since the last reserve,
-        highest band first (the first queue on a tie), clearing those hints."""
-        best: tuple[str, int] | None = None
-        for queue in queues:
-            band = self._hinted.pop(token(queue), None)
-            if (
-                band is not None
-                and PRIORITY_MIN <= band <= PRIORITY_MAX
-                and (best is None or band > best[1])
-            ):
-                best = (queue, band)
-        return best
-
-
-def _first_listed(
-    backlog: dict[tuple[str, int], int], queues: Sequence[str]
-) -> tuple[str, int] | None:
-    """The first (queue, band) a reserve visits that has messages stored."""
-    for band in BANDS:
-        for queue in queues:
-            if backlog.get((queue, band)):
-                return queue, band
-    return None
