@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import nats
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.js import api
@@ -430,6 +431,24 @@ async def test_enqueue_failing_part_way_keeps_the_batches_before_it(
         assert await stream_count(q, q.stream) == 700
         got = await q.reserve(["default"], "w", 60, limit=1000)
         assert {t.id for t in got} == {t.id for t in first}
+
+
+async def test_a_send_missing_a_reply_times_out_every_time_it_is_read(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A request nobody answers ends in the client's timeout error, also when its
+    replies are read a second time (a pipelined enqueue that failed re-checks them)."""
+    async with queue_at(nats_url, nats_prefix, outage_timeout=0.2) as q:
+        await q.nc.subscribe(f"{nats_prefix}.silent", cb=_ignore_msg)  # never replies
+        sent = await q.inbox.send([(f"{nats_prefix}.silent", b"", None)])
+        for _ in range(2):
+            with pytest.raises(nats.errors.TimeoutError):
+                await sent.replies()
+        assert not q.inbox._waiting
+
+
+async def _ignore_msg(_msg: Any) -> None:
+    pass
 
 
 async def test_same_id_enqueued_after_purge_is_delivered(nats_url: str, nats_prefix: str) -> None:

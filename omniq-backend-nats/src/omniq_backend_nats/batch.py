@@ -238,15 +238,18 @@ class Sent:
 
     async def replies(self) -> list[Msg]:
         """The replies in the order of the requests; ``nats.errors.TimeoutError`` when
-        one is missing after the inbox's timeout."""
+        one is missing after the inbox's timeout (again on a second call)."""
         try:
-            async with asyncio.timeout(self.inbox.timeout):
-                await self._done
+            if self._left and not self._done.done():
+                async with asyncio.timeout(self.inbox.timeout):
+                    await self._done
         except TimeoutError:
-            raise nats.errors.TimeoutError from None
+            pass
         finally:
             if self._left:
                 self.forget()
+        if self._left:
+            raise nats.errors.TimeoutError
         return cast("list[Msg]", self._msgs)
 
 
