@@ -28,7 +28,7 @@ from omniq.errors import ConfigError, QueueError
 from omniq.options import Option, OptionSchema
 
 from ._checkpoint import CATCH_UP, Checkpointer
-from ._direct import Direct, NotNow, is_busy
+from ._direct import DIRECT_ROWS, Direct, NotNow, is_busy
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
 from ._wake import WalWatch, signal_commit, watch_wal
 
@@ -308,8 +308,20 @@ class Database:
         no hand-over; it goes to the thread when the write lock is taken. ``fn`` must
         therefore have no effect but its statements (it may be run twice, the first
         run rolled back)."""
+        return await self.run_sized(0, fn, *args, **kwargs)
+
+    async def run_sized(
+        self,
+        size: int,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """:meth:`run` for a batch of about ``size`` tasks: one larger than
+        ``DIRECT_ROWS`` goes to the connection's thread at once, without first
+        beginning (and rolling back) the transaction on the loop's thread."""
         direct = self._direct
-        if direct is not None and not self._catch_up_due():
+        if direct is not None and size <= DIRECT_ROWS and not self._catch_up_due():
             conn = self.conn  # (raises once closed)
             done = direct.run(fn, args, kwargs)
             if not isinstance(done, NotNow):

@@ -164,6 +164,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     )
     local_only = True
     _last_work = float("-inf")  # loop time work was last seen; drives wait_for_work's pace
+    _last_reserved = 0  # tasks the last reserve leased
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -184,7 +185,9 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         tasks, events = gather_batches(batches)
         if not tasks:
             return
-        yield await self.db.run(_enqueue_now, tasks, events if event_storage is not None else ())
+        yield await self.db.run_sized(
+            len(tasks), _enqueue_now, tasks, events if event_storage is not None else ()
+        )
 
     # -- leases ------------------------------------------------------------------------
 
@@ -193,7 +196,12 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
     ) -> list[Task]:
         """The pick and the lease in one transaction, in one hand-over to the
         connection's thread."""
-        tasks = await self.db.run(_reserve_now, queues, worker_id, lease, limit)
+        # Sized by the last reserve's tasks: a burst worker's batches go to the thread
+        # at once, a worker fed one task at a time stays on the loop's thread.
+        tasks = await self.db.run_sized(
+            self._last_reserved, _reserve_now, queues, worker_id, lease, limit
+        )
+        self._last_reserved = len(tasks)
         if tasks:
             self._last_work = asyncio.get_running_loop().time()
         return tasks
@@ -253,7 +261,10 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         """One UPDATE for the whole batch, plus the dependents, plus the results and
         events of sibling stores (those of refused items left out), in one transaction
         and one hand-over to the connection's thread (:meth:`Database.run`)."""
-        return await self.db.run(_finish_now, items, results, events)
+        size = len(items) + len(events)
+        if size > DIRECT_ROWS:  # count tasks (a task's events come with it)
+            size = len({t for t, *_ in items} | {e.task_id for e in events})
+        return await self.db.run_sized(size, _finish_now, items, results, events)
 
     async def _retry(self, task_id: str, token: str, eta: float, error: ErrorInfo | None) -> bool:
         rows = await self.db.fetch(
@@ -589,7 +600,7 @@ def _reserve_now(
     seqs = [row[0] for row in conn.execute(*_ready_pick(_READY_ARM, "seq", queues, now, limit))]
     if not seqs:
         return []
-    check_rows(len(seqs))
+    check_rows(len(seqs))  # more than the last reserve's size foretold: to the thread
     rows = conn.execute(_RESERVE, (worker_id, now + lease, now, json_list(seqs))).fetchall()
     order = {seq: i for i, seq in enumerate(seqs)}
     return [row_to_task(row[1:]) for row in sorted(rows, key=lambda row: order[row[0]])]
@@ -601,10 +612,7 @@ def _finish_now(
     results: Sequence[TaskResult],
     events: Sequence[TaskEvent],
 ) -> list[bool]:
-    """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction (on
-    the loop's thread for a few tasks: an events-only flush counts its tasks too)."""
-    if len(items) + len(events) > DIRECT_ROWS:
-        check_rows(len({t for t, *_ in items} | {e.task_id for e in events}))
+    """:meth:`SqliteTaskQueue._finish` inside a :meth:`Database.run` transaction."""
     states = [state for _, _, state, _ in items]
     first: dict[str, int] = {}  # a task listed twice completes once
     for i, (task_id, *_) in enumerate(items):
@@ -636,7 +644,6 @@ def _enqueue_now(
 ) -> list[Task]:
     """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
     connection's thread inside a :meth:`Database.run` transaction."""
-    check_rows(len(tasks))
     parents = {p for t in tasks for p in t.depends_on}
     now = time.time()
     if len(tasks) == 1 and not parents:
