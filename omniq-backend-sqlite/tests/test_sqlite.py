@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from omniq.errors import ConfigError
@@ -250,6 +251,28 @@ async def test_a_wal_watch_wakes_every_waiter_and_closes_safely(url: str, tmp_pa
                         watch.close()
             assert outcome == ([True, True] if then == "signal" else [False, False])
         assert await watch.wait(30) is False  # closed
+
+
+async def test_awaited_enqueues_let_the_event_loop_run_other_tasks(url: str) -> None:
+    """An enqueue on the loop's own connection does not suspend by itself: each still
+    yields to the loop, so a producer enqueueing in a loop starves nothing (the store's
+    checkpoints, a server's requests)."""
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with queue_at(url) as q, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        await anyio.lowlevel.checkpoint()
+        before = ran
+        for i in range(20):
+            await q.enqueue(make_task(id=f"t{i}"))
+        assert ran - before >= 20
+        tg.cancel_scope.cancel()
 
 
 async def test_a_file_from_a_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
