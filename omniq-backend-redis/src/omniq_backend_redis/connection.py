@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -43,6 +43,7 @@ _LIBS: dict[str, tuple[str, ...]] = {
     "events_task": (),
     "results_set": (),
     "results_delete": (),
+    "wait_check": (),
 }
 
 
@@ -232,6 +233,24 @@ class SharedConnection:
 def resp(args: Iterable[bytes]) -> bytes:
     """Arguments as RESP bulk strings, end to end (a command is ``*<count>`` then these)."""
     return b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def arg(value: Any) -> bytes:
+    """One script argument as bytes, as redis-py's encoder writes it (numbers by ``str``)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value).encode()
+    raise TypeError(f"a script argument must be bytes, str or a number, not {value!r}")
+
+
+def pack_script(script: AsyncScript, args: Sequence[Any]) -> bytes:
+    """A whole EVALSHA of ``script`` with ``args``, for :meth:`SharedConnection.call_packed`."""
+    return pack_evalsha(script, len(args)) + resp(map(arg, args))
 
 
 def pack_evalsha(script: AsyncScript, count: int) -> bytes:

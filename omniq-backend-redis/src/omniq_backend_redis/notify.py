@@ -1,8 +1,10 @@
 """Wake-ups without polling: one pub/sub connection per shared pool.
 
 Scripts ``PUBLISH`` on a channel per queue (new work) and on one results channel (the
-message is the task id). Waiters register an :class:`asyncio.Event` for a channel (and
-optionally one message); the listener task sets it. After a reconnect, messages sent
+message is the task id, then, for a small result, a space and the value written).
+Waiters register an :class:`asyncio.Event` for a channel (and optionally one message:
+what comes before the first space); the listener task sets it, and hands a
+:class:`Wake` the rest of the message. After a reconnect, messages sent
 while disconnected are lost, so every waiter is woken to look again.
 """
 
@@ -17,6 +19,13 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 ANY = b""  # register for every message on a channel
+
+
+class Wake(asyncio.Event):
+    """An event that also keeps what followed the key in the message that set it (empty
+    for none), so a waiter can take a small result from the notification itself."""
+
+    payload: bytes = b""
 
 
 class Notifier:
@@ -92,9 +101,13 @@ class Notifier:
             elif message["type"] == "message":
                 by_message = self._waiters.get(channel)
                 if by_message:
-                    for key in (ANY, message["data"]):
-                        for event in by_message.get(key, ()):
-                            event.set()
+                    key, _, payload = message["data"].partition(b" ")
+                    for event in by_message.get(ANY, ()):
+                        event.set()
+                    for event in by_message.get(key, ()):
+                        if payload and isinstance(event, Wake):
+                            event.payload = payload
+                        event.set()
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ from omniq.models import TaskResult, encoder
 from omniq.records import result_or_stand_in
 
 from .errors import ForeignKeyError
+from .notify import Wake
 from .store import RedisStore
 
 _MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
@@ -65,18 +67,23 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         return 0
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
-        """Subscribe first, then read, then sleep until the result's notification."""
+        """Subscribe first, then read, then sleep until the result's notification; a
+        small result comes in the notification (what the script wrote, in the same
+        step, so only a written, unexpired result is taken from it), a large one is read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channel, message = self.key("rn"), task_id.encode()
-        event = asyncio.Event()
+        event = Wake()
         notifier = self.shared.notifier
         notifier.add(channel, event, message)
         try:
             await notifier.subscribe(channel)
             while True:
                 event.clear()
-                result = await self.get(task_id)
+                payload, event.payload = event.payload, b""
+                result = self._noted(task_id, payload) if payload else None
+                if result is None:
+                    result = await self.get(task_id)
                 remaining = deadline - loop.time()
                 if result is not None or remaining <= 0:
                     return result
@@ -86,3 +93,11 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
                     pass
         finally:
             notifier.remove(channel, event, message)
+
+    def _noted(self, task_id: str, payload: bytes) -> TaskResult | None:
+        """The result a notification carried; None when it has expired since (then the
+        key is gone too, or going: a read says which)."""
+        result = self._decode(task_id, payload)
+        if result.expires_at is not None and result.expires_at <= time.time():
+            return None
+        return result
