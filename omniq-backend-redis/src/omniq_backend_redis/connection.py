@@ -122,15 +122,17 @@ class SharedConnection:
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 
-    async def call_packed(self, script: AsyncScript, packed: bytes) -> Any:
+    async def call_packed(self, script: AsyncScript | None, packed: bytes) -> Any:
         """Run one script call already packed as a command (EVALSHA and its arguments,
-        see :func:`pack_evalsha`): the hot path of ``delay()`` and of a worker's scripts,
+        see :func:`pack_evalsha`; or, ``script`` None, any command): the hot path of ``delay()`` and of a worker's scripts,
         without redis-py's packing of each argument or the pipelined reader. The first
         try goes straight out; a dropped connection is then retried like any command,
         and a server that lost its scripts gets this one again, and the call once more."""
         try:
             return await self._call(packed)
         except NoScriptError:
+            if script is None:
+                raise
             await self.client.script_load(script.script)
         except (RedisConnectionError, RedisTimeoutError):
             pass  # (the connection was dropped) retried below, with backoff
@@ -138,7 +140,7 @@ class SharedConnection:
             try:
                 return await self.retry.call_with_retry(lambda: self._call(packed), _ignore)
             except NoScriptError:
-                if attempt:
+                if attempt or script is None:
                     raise
                 await self.client.script_load(script.script)
         raise AssertionError("unreachable")

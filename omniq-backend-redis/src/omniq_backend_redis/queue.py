@@ -545,8 +545,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             return
         if found:
             timeout = min(timeout, max(float(found), 0.0))
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
+        try:  # (no task per wait, unlike wait_for: one hop less to wake)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             pass
         event.clear()
