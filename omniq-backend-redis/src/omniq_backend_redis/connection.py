@@ -124,10 +124,11 @@ class SharedConnection:
 
     async def call_packed(self, script: AsyncScript | None, packed: bytes) -> Any:
         """Run one script call already packed as a command (EVALSHA and its arguments,
-        see :func:`pack_evalsha`; or, ``script`` None, any command): the hot path of ``delay()`` and of a worker's scripts,
-        without redis-py's packing of each argument or the pipelined reader. The first
-        try goes straight out; a dropped connection is then retried like any command,
-        and a server that lost its scripts gets this one again, and the call once more."""
+        see :func:`pack_script`; or, ``script`` None, any command): the hot path of
+        ``delay()`` and of a worker's scripts, without redis-py's packing of each
+        argument or the pipelined reader. The first try goes straight out; a dropped
+        connection is then retried like any command, and a server that lost its scripts
+        gets this one again, and the call once more."""
         try:
             return await self._call(packed)
         except NoScriptError:

@@ -536,6 +536,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         if any(subscribed_now) or event.is_set():
             event.clear()
             return
+        # Let what is ready go first: the worker calls this right after starting the
+        # tasks it reserved, and a short task's finish should not queue behind the check.
+        await asyncio.sleep(0)
         script = self.shared.script("wait_check")
         check = self._wait_check.get(names)
         if check is None:
