@@ -89,6 +89,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         }
     )
     local_only = False
+    #: reserve.lua pops until it has its limit or the queues are empty, and wait_for_work
+    #: returns at once while a queue has ready work anyway
+    reserve_drains = True
     GLOBAL_KEYS: ClassVar[dict[str, str]] = {
         "running": "zset",
         "ttl": "zset",

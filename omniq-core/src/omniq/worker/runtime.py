@@ -208,7 +208,7 @@ class Worker:
         self._helpers_done = False
         self._presence = Presence(self, health_file)
         self._limits: Limits | None = None
-        self._wakes = False  # the queue's wait_for_work wakes on new work (set by run)
+        self._wakes = False  # wait after a short reserve (the queue's reserve_drains)
 
     # -- control -----------------------------------------------------------------------
 
@@ -258,8 +258,8 @@ class Worker:
         # keeps reserve on the plain path, which pays nothing for them.
         self._limits = self.app.limits() or None
         # (a burst worker keeps every wake-up: a freed slot is how it sees it is done)
-        self._wakes = Capability.BLOCKING_RESERVE in self.task_queue.capabilities
-        self._wakes = self._wakes and not self.burst
+        self._wakes = self.task_queue.reserve_drains and not self.burst
+        self._wakes = self._wakes and Capability.BLOCKING_RESERVE in self.task_queue.capabilities
         if self._limits is not None and Capability.LIMITS not in self.task_queue.capabilities:
             raise ConfigError(
                 f"the app declares rate or concurrency limits, which "
