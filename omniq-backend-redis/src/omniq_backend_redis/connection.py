@@ -277,9 +277,11 @@ def arg(value: Any) -> bytes:
 def pack_script(script: AsyncScript, args: Sequence[Any]) -> bytes:
     """A whole EVALSHA of ``script`` with ``args``, for :meth:`SharedConnection.call_packed`."""
     parts = [pack_evalsha(script, len(args))]
-    for value in args:
-        data = arg(value)
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    append = parts.append
+    for value in args:  # (the common kinds inline: this runs for every argument)
+        kind = type(value)
+        data = value if kind is bytes else value.encode() if kind is str else arg(value)
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
@@ -291,7 +293,13 @@ def resp(args: Iterable[bytes]) -> bytes:
 def pack_evalsha(script: AsyncScript, count: int) -> bytes:
     """The start of an EVALSHA of ``script`` (no keys) with ``count`` arguments: what
     :meth:`SharedConnection.call_packed` sends, followed by :func:`resp` of them."""
-    return b"*%d\r\n" % (count + 3) + resp((b"EVALSHA", script.sha.encode(), b"0"))
+    head = _HEADS.get(script.sha)
+    if head is None:
+        head = _HEADS[script.sha] = resp((b"EVALSHA", script.sha.encode(), b"0"))
+    return b"*%d\r\n%b" % (count + 3, head)
+
+
+_HEADS: dict[str, bytes] = {}  # EVALSHA <sha> 0, packed, by sha
 
 
 async def _ignore(error: Exception) -> None:
