@@ -242,9 +242,9 @@ async def test_child_enqueued_while_parent_completes_is_released(
 async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the event storage in the same schema the queue's own statement inserts the
-    events (the event store is never called); a task with parents, or a bulk, goes the
-    other way."""
+    """With the event storage in the same schema the queue writes the events itself (the
+    event store is never called): in its own statement for a small batch, and in the
+    transaction that stores the tasks for a task with parents or a bulk."""
 
     async def refuse(self: PostgresEventStorage, events: Any) -> None:
         raise AssertionError("the event store was called")
@@ -261,11 +261,30 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         assert [e.id for e in got] == [e.id for e in recorded]
         assert [e.detail["state"] for e in got] == ["pending", "scheduled"]
         child = make_task(depends_on=[tasks[0].id])
-        with pytest.raises(AssertionError, match="event store was called"):
-            await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+        await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+        [event] = await events.query(task_id=child.id)
+        assert event.detail["state"] == "waiting"
         bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
-        with pytest.raises(AssertionError, match="event store was called"):
+        await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
+        for task in (bulk[0], bulk[-1]):
+            [event] = await events.query(task_id=task.id)
+            assert (event.detail["state"], event.detail["name"]) == ("pending", task.name)
+
+
+async def test_bulk_enqueue_stores_no_task_without_its_event(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk's tasks and events share one transaction: when the events cannot be
+    written, no task of the bulk is stored."""
+    from omniq_backend_postgres import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "APPEND", "INSERT INTO {s}.no_such_table VALUES ($1)")
+    monkeypatch.setattr(queue_module, "append_args", lambda events: [[e.id for e in events]])
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
+        with pytest.raises(asyncpg.UndefinedTableError):
             await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
+    assert await queue.get(bulk[0].id) is None
 
 
 async def test_enqueue_recorded_plan_probes_existing_ids_by_key(

@@ -352,9 +352,11 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
         """One INSERT ... SELECT FROM unnest(...) for all batches, with the events of a
-        sibling event storage in the same statement (:data:`INSERT_RECORDED`) when the
-        batch is small and no task has parents; tasks with ``depends_on`` go one by one
-        (in order) in one transaction, and the events then follow."""
+        sibling event storage (same schema, see :meth:`_shares_home`) in the same
+        statement (:data:`INSERT_RECORDED`) when the batch is small and no task has
+        parents; otherwise the tasks (those with ``depends_on`` one by one, in order)
+        and then their events, in one transaction on one connection: one commit, and
+        never tasks without their events."""
         tasks, events = gather_batches(batches)
         if not tasks:
             return
@@ -364,18 +366,18 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if events and len(tasks) <= RECORDED_MAX and not parents:
             yield await self._run(lambda conn: self._insert(conn, tasks, events=events))
             return
-        if not parents:
-            stored = await self._run(lambda conn: self._insert(conn, tasks))
-        else:
-            stored = await self._run(
-                lambda conn: self._enqueue_in_order(conn, tasks), transaction=True
-            )
-        if events:
-            assert event_storage is not None
-            await event_storage.append_many(
-                [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
-            )
-        yield stored
+
+        async def work(conn: asyncpg.Connection) -> list[Task]:
+            if parents:
+                stored = await self._enqueue_in_order(conn, tasks)
+            else:
+                stored = await self._insert(conn, tasks)
+            if events:
+                recorded = [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                await conn.execute(self.sql(APPEND), *append_args(recorded))
+            return stored
+
+        yield await self._run(work, transaction=parents or bool(events))
 
     async def _enqueue_in_order(
         self, conn: asyncpg.Connection, tasks: Sequence[Task]
