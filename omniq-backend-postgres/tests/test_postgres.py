@@ -34,6 +34,7 @@ from omniq_backend_postgres.migrations import (
 from omniq_backend_postgres.queue import INSERT_RECORDED, RECORDED_MAX, PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
+from omniq_backend_postgres.store import compact
 
 pytestmark = pytest.mark.anyio
 
@@ -269,6 +270,25 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         for task in (bulk[0], bulk[-1]):
             [event] = await events.query(task_id=task.id)
             assert (event.detail["state"], event.detail["name"]) == ("pending", task.name)
+
+
+async def test_bulk_columns_sent_once_still_store_each_task_as_given(
+    queue: PostgresTaskQueue,
+) -> None:
+    """A column that is one value for a whole batch travels as one element and is
+    expanded by the server; a column where one task differs travels whole."""
+    tasks = [make_task(queue="q", priority=0) for _ in range(5)]
+    tasks[3] = make_task(queue="q", priority=7)
+    await queue.enqueue_many(tasks)
+    stored = [await queue.get(t.id) for t in tasks]
+    assert [(t.queue, t.priority) for t in stored if t] == [("q", 0)] * 3 + [("q", 7), ("q", 0)]
+    assert compact([["a", "b"], [1, 1], [1, 2], [None, None], [3]]) == [
+        ["a", "b"],
+        [1],
+        [1, 2],
+        [None],
+        [3],
+    ]
 
 
 async def test_bulk_enqueue_stores_no_task_without_its_event(

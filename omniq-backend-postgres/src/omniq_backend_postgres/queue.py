@@ -47,10 +47,10 @@ from omniq.models import (
     worker_decoder,
 )
 
-from .events import APPEND, append_args
+from .events import APPEND, APPEND_TEMPLATE, append_args
 from .limits import reserve_limited
 from .paging import list_page
-from .results import UPSERT, upsert_args
+from .results import UPSERT_TEMPLATE, upsert_args
 from .rows import (
     SCHEDULE_COLUMNS,
     STATES,
@@ -60,7 +60,7 @@ from .rows import (
     schedule_from_row,
     task_from_row,
 )
-from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
+from .store import EPOCH_NOW, PostgresStore, broadcast, compact, shift_params, wait_event
 
 if TYPE_CHECKING:
     import asyncpg
@@ -151,6 +151,10 @@ def _one_row(sql: str) -> str:
 #: event (see :func:`_one_row`).
 INSERT_ONE = _one_row(INSERT)
 INSERT_RECORDED_ONE = _one_row(INSERT_RECORDED)
+#: :data:`INSERT` and :data:`INSERT_RECORDED` for a batch: each column after the ids may
+#: come as one element for all (:func:`.store.broadcast`, :func:`.store.compact`).
+INSERT_MANY = broadcast(INSERT)
+INSERT_RECORDED_MANY = broadcast(INSERT_RECORDED)
 
 #: The schema's reserve() (``sql/0008_reserve_along_the_ready_index.sql``): rows of
 #: ``priority, seq,`` then :data:`TASK_COLUMNS`, in the order the tasks were picked.
@@ -233,18 +237,18 @@ COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4
 #: complete_many() with the results and events of the tasks it completed (and those of
 #: tasks not in the batch), in one statement: the inserts read the ids the function
 #: returns, so a result or an event of a refused completion is never written.
-FINISH_MANY = (
+FINISH_MANY = broadcast(
     "WITH done AS (SELECT id FROM\n"
     "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
     "r AS ("
-    + shift_params(UPSERT, 4).replace(
+    + shift_params(UPSERT_TEMPLATE, 4).replace(
         "$9::bytea[])",
         "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
         "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))",
     )
     + "),\n"
     "e AS ("
-    + shift_params(APPEND, 9).replace(
+    + shift_params(APPEND_TEMPLATE, 9).replace(
         "ORDER BY i.ord",
         "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
         "ORDER BY i.ord",
@@ -409,11 +413,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             one = [column[0] for column in (*args, *append_args(events))]
             rows = await conn.fetch(self.sql(INSERT_RECORDED_ONE), *one)
         elif events:
-            rows = await conn.fetch(self.sql(INSERT_RECORDED), *args, *append_args(events))
+            rows = await conn.fetch(
+                self.sql(INSERT_RECORDED_MANY), *compact(args), *append_args(events)
+            )
         elif len(tasks) == 1:
             rows = await conn.fetch(self.sql(INSERT_ONE), *[column[0] for column in args])
         else:
-            rows = await conn.fetch(self.sql(INSERT), *args)
+            rows = await conn.fetch(self.sql(INSERT_MANY), *compact(args))
         inserted = {row[0]: row for row in rows}
         missing = [t.id for t in tasks if t.id not in inserted]
         stored = await self._get_many(conn, missing) if missing else {}

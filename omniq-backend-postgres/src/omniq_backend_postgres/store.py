@@ -51,6 +51,44 @@ def shift_params(sql: str, by: int) -> str:
     return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", sql)
 
 
+_UNNEST_ARGS = re.compile(r"unnest\(([^()]*)\)")
+_ARRAY_PARAM = re.compile(r"\$\d+::\w+\[\]")
+
+
+def broadcast(sql: str) -> str:
+    """``sql`` with each array parameter of an ``unnest(...)`` after the first one taking
+    a one-element array as that value for every row (the first array, never compacted,
+    gives the row count). A bulk's columns are mostly one value for all its tasks (queue,
+    name, options, the events' type and detail): :func:`compact` sends each such column as
+    one element, where asyncpg would check and encode every element (about a third of the
+    client's time per task in a bulk enqueue), and the server expands it with array_fill."""
+
+    def one(match: re.Match[str]) -> str:
+        params = _ARRAY_PARAM.findall(match.group(1))
+        key = params[0]
+        text = match.group(1)
+        for param in params[1:]:
+            text = text.replace(
+                param,
+                f"CASE WHEN cardinality({param}) = 1 THEN array_fill(({param})[1], "
+                f"ARRAY[cardinality({key})]) ELSE {param} END",
+                1,
+            )
+        return f"unnest({text})"
+
+    return _UNNEST_ARGS.sub(one, sql)
+
+
+def compact(columns: Sequence[list[Any]]) -> list[list[Any]]:
+    """``columns`` (arrays for a :func:`broadcast` statement) with each one after the first
+    whose values are all equal cut to its first value (``list.count`` compares in C)."""
+    head, *rest = columns
+    return [
+        head,
+        *(c[:1] if len(c) > 1 and c.count(c[0]) == len(c) else c for c in rest),
+    ]
+
+
 #: Oldest server OmniQ runs on: reserve uses gen_random_uuid(), built in from 13.
 MIN_SERVER_VERSION = 13
 
