@@ -272,6 +272,24 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
             assert (event.detail["state"], event.detail["name"]) == ("pending", task.name)
 
 
+async def test_statements_one_after_another_share_one_connection(
+    queue: PostgresTaskQueue,
+) -> None:
+    """Sequential statements reuse the store's held connection (no pool round per
+    statement); concurrent ones take other pool connections; after an error the held
+    connection goes back to the pool and the store goes on."""
+    pid = "SELECT pg_backend_pid()"
+    assert len({await queue.fetchval(pid) for _ in range(5)}) == 1
+    assert len(set(await asyncio.gather(*(queue.fetchval(pid) for _ in range(3))))) == 3
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await queue.fetchval("SELECT 1 / 0")
+    assert await queue.fetchval("SELECT 1") == 1
+    running = asyncio.ensure_future(queue.fetchval("SELECT 2 FROM pg_sleep(0.05)"))
+    await asyncio.sleep(0)  # the statement holds the connection as close() starts
+    await queue.close()
+    assert await running == 2
+
+
 async def test_bulk_columns_sent_once_still_store_each_task_as_given(
     queue: PostgresTaskQueue,
 ) -> None:

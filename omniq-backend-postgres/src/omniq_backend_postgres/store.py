@@ -134,6 +134,10 @@ class PostgresStore(BaseStore):
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None  # set by using()
+        #: A pool connection this store keeps acquired (see :meth:`_connection`), and
+        #: whether a statement is using it.
+        self._hot: asyncpg.Connection | None = None
+        self._hot_busy = False
         self._listener: Listener | None = None
         self._sql_cache: dict[str, str] = {}
 
@@ -185,8 +189,12 @@ class PostgresStore(BaseStore):
     async def close(self) -> None:
         if self._conn is not None:  # a using() view: the connection is the caller's
             return
-        listener, pool = self._listener, self._pool
+        listener, pool, hot = self._listener, self._pool, self._hot
         self._listener = self._pool = None
+        if not self._hot_busy:  # else its statement gives it back (see _connection)
+            self._hot = None
+            if hot is not None and pool is not None:
+                await pool.release(hot)
         if listener is not None:
             await listener.close()
         if pool is not None:
@@ -204,6 +212,7 @@ class PostgresStore(BaseStore):
         """
         view = copy.copy(self)
         view._conn = connection
+        view._hot, view._hot_busy = None, False
         return view
 
     # -- running statements ------------------------------------------------------------
@@ -224,8 +233,36 @@ class PostgresStore(BaseStore):
             raise RuntimeError(
                 f"{type(self).__name__} is not open: use 'async with store' or 'await store.open()'"
             )
-        async with self._pool.acquire() as conn:
+        pool = self._pool
+        if self._hot_busy or pool.get_max_size() < 2:
+            async with pool.acquire() as conn:
+                yield conn
+            return
+        # The hot connection: statements one after another (a producer's delay() and
+        # get_result(), a worker's reserve loop) skip asyncpg's pool acquire and
+        # release, ~0.12 ms of client CPU per statement (more than the statement's
+        # own), while concurrent ones take pool connections as before. It is kept only
+        # while statements succeed; after any error it goes back to the pool, whose
+        # release rolls back, waits out a cancellation or drops a dead connection.
+        # Never with max_size 1: the pool would have nothing left for the others.
+        # Closed meanwhile (the store's close leaves a busy one to its statement), it
+        # goes back to the pool too, which close() is waiting for.
+        self._hot_busy = True
+        conn = self._hot
+        try:
+            if conn is None:
+                conn = self._hot = await pool.acquire()
             yield conn
+        except BaseException:
+            if conn is not None and self._hot is conn:
+                self._hot = None
+                await pool.release(conn)
+            raise
+        finally:
+            self._hot_busy = False
+            if conn is not None and self._pool is None and self._hot is conn:
+                self._hot = None
+                await pool.release(conn)
 
     async def _run(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False
