@@ -332,7 +332,7 @@ async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
     empty: the lookup of ids that existed must be an index probe, not a join that scans
     the table (which made single enqueues slower as the table grew)."""
     await conn.execute("SET plan_cache_mode = force_generic_plan")
-    sql = INSERT_RECORDED.replace("{s}", f'"{pg_schema}"')
+    sql = queue.sql(INSERT_RECORDED)
     await conn.execute(f"PREPARE recorded AS {sql}")
     text, real, jsonb = "ARRAY[NULL]::text[]", "ARRAY[1.0]::float8[]", "ARRAY['{}']::jsonb[]"
     args = ", ".join(

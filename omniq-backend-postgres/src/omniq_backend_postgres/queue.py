@@ -6,8 +6,9 @@ workers never block on, nor share, a task, and the cost of a batch does not depe
 many tasks are queued nor on the table's statistics (``sql/0008_...``). Leases,
 ETAs and expiry are judged by the server's ``now()``. Finishing a task settles its
 dependents in the same transaction (``settle()`` in the schema, see
-``sql/0001_initial.sql``). Enqueues fire NOTIFY through a trigger, so workers blocked in
-:meth:`wait_for_work` wake as soon as the enqueuing transaction commits.
+``sql/0001_initial.sql``). The enqueue statement itself NOTIFYs each queue that got a
+ready task (an update that makes a task ready does through a trigger), so workers
+blocked in :meth:`wait_for_work` wake as soon as the enqueuing transaction commits.
 """
 
 from __future__ import annotations
@@ -96,15 +97,21 @@ ins AS (
          clock
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, state, created_at, finished_at
+    RETURNING id, state, created_at, finished_at, queue
+),
+-- wake the workers of each queue that got a ready task (delivered at commit); the
+-- filter below is a one-time InitPlan that makes this CTE run
+woken AS (
+    SELECT pg_notify({{tasks_channel}}, q.queue)
+    FROM (SELECT DISTINCT queue FROM ins WHERE state = 'pending') q
 )
-SELECT id, state, created_at, finished_at FROM ins
+SELECT id, state, created_at, finished_at FROM ins WHERE (SELECT count(*) FROM woken) >= 0
 """
 #: INSERT plus each task's ``enqueued`` event in the same statement (one round trip, one
 #: commit): the event gets the queue, name and state of the task as stored, which for an
 #: id that existed already is its row from before the statement.
 INSERT_RECORDED = INSERT.replace(
-    "SELECT id, state, created_at, finished_at FROM ins",
+    "SELECT id, state, created_at, finished_at FROM ins WHERE",
     """,
 recorded AS (
     INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
@@ -128,7 +135,7 @@ recorded AS (
     ) e
     ORDER BY e.ord
 )
-SELECT id, state, created_at, finished_at FROM ins""",
+SELECT id, state, created_at, finished_at FROM ins WHERE""",
 )
 
 _UNNEST = re.compile(r"unnest\(([^()]*)\)\s*WITH ORDINALITY AS (\w+)\(", re.S)

@@ -218,10 +218,14 @@ class PostgresStore(BaseStore):
     # -- running statements ------------------------------------------------------------
 
     def sql(self, template: str) -> str:
-        """``template`` with ``{s}`` replaced by the quoted schema (cached)."""
+        """``template`` with ``{s}`` replaced by the quoted schema and ``{tasks_channel}``
+        by the task queue's NOTIFY channel as a literal (cached)."""
         text = self._sql_cache.get(template)
         if text is None:
-            text = self._sql_cache[template] = template.replace("{s}", self.settings.quoted_schema)
+            schema = self.settings.schema  # letters, digits and "_" (settings check it)
+            text = self._sql_cache[template] = template.replace(
+                "{s}", self.settings.quoted_schema
+            ).replace("{tasks_channel}", f"'omniq_{schema}_tasks'")
         return text
 
     @asynccontextmanager
