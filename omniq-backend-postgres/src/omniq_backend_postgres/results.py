@@ -1,7 +1,8 @@
 """Results on PostgreSQL: one row per task id, expiry swept by :meth:`cleanup`.
 
-A trigger NOTIFYs ``omniq_<schema>_results`` with the task id on every write, so
-:meth:`wait` returns as soon as the writing transaction commits.
+Every statement that writes results NOTIFYs ``omniq_<schema>_results`` with each task id
+(:data:`UPSERT`, and the worker's ``finish_many``), so :meth:`wait` returns as soon as the
+writing transaction commits.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::byt
 ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
+RETURNING task_id
 """
-UPSERT = broadcast(UPSERT_TEMPLATE)
+#: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
+#: (delivered at commit; ``sql/0012_...``).
+UPSERT = broadcast(
+    f"WITH written AS ({UPSERT_TEMPLATE})\n"
+    "SELECT count(pg_notify({results_channel}, task_id)) FROM written"
+)
 
 
 def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:

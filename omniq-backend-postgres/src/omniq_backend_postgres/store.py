@@ -218,14 +218,16 @@ class PostgresStore(BaseStore):
     # -- running statements ------------------------------------------------------------
 
     def sql(self, template: str) -> str:
-        """``template`` with ``{s}`` replaced by the quoted schema and ``{tasks_channel}``
-        by the task queue's NOTIFY channel as a literal (cached)."""
+        """``template`` with ``{s}`` replaced by the quoted schema, ``{tasks_channel}`` and
+        ``{results_channel}`` by the NOTIFY channels as literals (cached)."""
         text = self._sql_cache.get(template)
         if text is None:
             schema = self.settings.schema  # letters, digits and "_" (settings check it)
             text = self._sql_cache[template] = template.replace(
                 "{s}", self.settings.quoted_schema
-            ).replace("{tasks_channel}", f"'omniq_{schema}_tasks'")
+            ).replace("{tasks_channel}", f"'omniq_{schema}_tasks'").replace(
+                "{results_channel}", f"'omniq_{schema}_results'"
+            )
         return text
 
     @asynccontextmanager
