@@ -223,10 +223,10 @@ class PostgresStore(BaseStore):
         text = self._sql_cache.get(template)
         if text is None:
             schema = self.settings.schema  # letters, digits and "_" (settings check it)
-            text = self._sql_cache[template] = template.replace(
-                "{s}", self.settings.quoted_schema
-            ).replace("{tasks_channel}", f"'omniq_{schema}_tasks'").replace(
-                "{results_channel}", f"'omniq_{schema}_results'"
+            text = self._sql_cache[template] = (
+                template.replace("{s}", self.settings.quoted_schema)
+                .replace("{tasks_channel}", f"'omniq_{schema}_tasks'")
+                .replace("{results_channel}", f"'omniq_{schema}_results'")
             )
         return text
 
