@@ -861,6 +861,11 @@ class Worker:
             except Exception:
                 log.exception("worker %s: maintenance failed", self.id)
             self._check_recycle()
+            if self._helpers_done:
+                # A cancel can be swallowed mid-step (Python 3.11's wait_for, used by
+                # redis-py, returns a result that lands with the cancel): stop on the
+                # flag instead of sleeping until the stop's next round of cancels.
+                return
             await asyncio.sleep(min(1.0, lease_every))
 
     async def _recover_leases(self) -> None:
