@@ -16,7 +16,7 @@ local events = ARGV[e] and events_batch(e)
 local MARK = 'OQR1'
 -- The result's notification: its task id, then (when small) ' ' and the value written,
 -- so a waiter has it without reading it back.
-local function note(id, v) if #v <= 4096 then return id .. ' ' .. v end return id end
+local function note(id, v) if #v <= 512 then return id .. ' ' .. v end return id end
 for i = r + 2, e - 1, 3 do
   local key = RP .. ':r:' .. ARGV[i]
   local ty = redis.call('TYPE', key)['ok']

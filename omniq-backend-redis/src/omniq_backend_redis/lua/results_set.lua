@@ -1,7 +1,7 @@
 -- ARGV: P, then per result: task id, value (marker + encoded TaskResult), expiry as unix
 -- ms ('' for none). Refuses (changing nothing) if any key holds a value OmniQ did not
 -- write; publishes each task id on P:rn for waiters, followed by ' ' and the value when
--- that is at most 4 KiB (a waiter then needs no read).
+-- that is at most 512 bytes (a waiter then needs no read).
 local P, MARK = ARGV[1], 'OQR1'
 for i = 2, #ARGV, 3 do
   local key = P .. ':r:' .. ARGV[i]
@@ -18,6 +18,6 @@ for i = 2, #ARGV, 3 do
     redis.call('SET', key, ARGV[i + 1], 'PXAT', ARGV[i + 2])
   end
   local v = ARGV[i + 1]
-  redis.call('PUBLISH', P .. ':rn', #v <= 4096 and (ARGV[i] .. ' ' .. v) or ARGV[i])
+  redis.call('PUBLISH', P .. ':rn', #v <= 512 and (ARGV[i] .. ' ' .. v) or ARGV[i])
 end
 return 1
