@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import logging
@@ -40,10 +41,12 @@ class Portal:
     The thread is a daemon: a program that never calls ``close()`` still exits (anyio's
     ``start_blocking_portal`` uses a non-daemon thread that would keep it alive).
 
-    :meth:`call` hands the coroutine to the loop with ``run_coroutine_threadsafe``: one
-    wake-up of the loop thread and one of the caller per call. (anyio's
-    ``BlockingPortal.call`` first waits for the loop to start a task in its task group,
-    then for the task: twice that, which doubled the cost of a blocking ``delay()``.)
+    :meth:`call` hands the coroutine over as a :class:`_Call`: one wake-up of the loop
+    thread and one of the caller per call, and nothing else between the two threads.
+    (anyio's ``BlockingPortal.call`` first waits for the loop to start a task in its task
+    group, then for the task: twice that, which doubled the cost of a blocking
+    ``delay()``; ``run_coroutine_threadsafe`` costs a ``concurrent.futures.Future``, its
+    condition and the chaining callbacks, and one more loop iteration for them.)
     """
 
     def __init__(self) -> None:
@@ -82,14 +85,18 @@ class Portal:
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``func(*args)`` (a coroutine function, or a function returning an
         awaitable) on the loop thread and return its result, raising what it raises."""
-        self._get()
         loop = self._loop
+        if loop is None:
+            self._get()
+            loop = self._loop
         if loop is None or self.on_loop_thread():
             raise RuntimeError(
                 "Portal.call() cannot run on the portal's own loop thread (it would wait "
                 "for itself); await the async API there instead"
             )
-        result: R = asyncio.run_coroutine_threadsafe(_awaited(func, args), loop).result()
+        call = _Call(loop, func, args)
+        loop.call_soon_threadsafe(call.start)
+        result: R = call.wait()
         return result
 
     def on_loop_thread(self) -> bool:
@@ -110,9 +117,65 @@ class Portal:
             thread.join(timeout=10)
 
 
-async def _awaited(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    result = func(*args)
-    return await result if inspect.isawaitable(result) else result
+class _Call:
+    """One blocking call: the loop runs it as a task; the caller sleeps on a plain lock
+    that the task releases as its last step, so no callback or extra loop iteration
+    stands between the result and the caller's wake-up."""
+
+    __slots__ = ("args", "done", "error", "func", "loop", "task", "value")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        self.loop, self.func, self.args = loop, func, args
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.task: asyncio.Task[None] | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """On the loop thread (the callback the caller scheduled)."""
+        self.task = self.loop.create_task(self.run())
+
+    async def run(self) -> None:
+        try:
+            result = self.func(*self.args)
+            self.value = await result if inspect.isawaitable(result) else result
+        except asyncio.CancelledError as exc:
+            self.error = exc
+            raise  # the task ends cancelled, as a cancelled task should
+        except BaseException as exc:  # handed to the caller, whatever it is
+            self.error = exc
+        finally:
+            self.done.release()
+
+    def wait(self) -> Any:
+        """In the calling thread: block until the task is done; return or raise as it did.
+
+        A signal handler that raises while the caller waits (Ctrl-C's
+        ``KeyboardInterrupt``) cancels the task and propagates at once."""
+        try:
+            self.done.acquire()
+        except BaseException:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to cancel
+                self.loop.call_soon_threadsafe(self.cancel)
+            raise
+        self.task = None
+        error, self.error = self.error, None
+        if error is None:
+            return self.value
+        if isinstance(error, asyncio.CancelledError):
+            # what ``concurrent.futures`` raised for a task cancelled on the loop
+            raise concurrent.futures.CancelledError() from None
+        try:
+            raise error
+        finally:
+            del error  # no cycle through the traceback's frames
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _as_coro(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
