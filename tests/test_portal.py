@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 import signal
 import threading
 import time
@@ -131,3 +132,22 @@ def test_many_threads_share_one_portal(portal: Portal) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda i: portal.call(echo, i), range(200))) == list(range(200))
+
+
+def test_a_wake_up_left_from_an_earlier_call_does_not_end_the_next(portal: Portal) -> None:
+    from omniq import sync
+
+    sync._waker().wake()  # as a call interrupted earlier would leave it
+    assert portal.call(asyncio.sleep, 0.05, "mine") == "mine"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_share_the_callers_wake_up_socket() -> None:
+    from omniq import sync
+
+    parents = sync._waker()
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only
+        os._exit(0 if sync._waker() is not parents else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

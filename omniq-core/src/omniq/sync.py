@@ -8,12 +8,15 @@ checkers; no logic is written twice.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import concurrent.futures
 import contextlib
 import functools
 import inspect
 import logging
+import os
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -42,7 +45,8 @@ class Portal:
     ``start_blocking_portal`` uses a non-daemon thread that would keep it alive).
 
     :meth:`call` hands the coroutine over as a :class:`_Call`: one wake-up of the loop
-    thread and one of the caller per call, and nothing else between the two threads.
+    thread and one of the caller (on a socket, :class:`_Waker`) per call, and nothing
+    else between the two threads.
     (anyio's ``BlockingPortal.call`` first waits for the loop to start a task in its task
     group, then for the task: twice that, which doubled the cost of a blocking
     ``delay()``; ``run_coroutine_threadsafe`` costs a ``concurrent.futures.Future``, its
@@ -117,19 +121,75 @@ class Portal:
             thread.join(timeout=10)
 
 
-class _Call:
-    """One blocking call: the loop runs it as a task; the caller sleeps on a plain lock
-    that the task releases as its last step, so no callback or extra loop iteration
-    stands between the result and the caller's wake-up."""
+class _Waker:
+    """A calling thread's socket pair: the loop writes a byte, the caller sleeps in
+    ``recv`` until one comes.
 
-    __slots__ = ("args", "done", "error", "func", "loop", "task", "value")
+    A socket, not a lock: the kernel treats a write to a socket as a hand-over (a
+    synchronous wake-up) and lets the woken caller take the loop thread's CPU as that
+    thread goes back to sleep; a lock's futex wake-up does not say so. An empty
+    ``Portal.call`` measured ~21-26 µs CPU this way against ~30-38 µs with a lock.
+    A byte can outlive its call (a caller interrupted while waiting, or one that saw its
+    call done before reading): each waiter reads until its own call is done, so such a
+    byte only costs one more ``recv``.
+    """
+
+    def __init__(self) -> None:
+        self.reader, self.writer = _socketpair()
+        self.writer.setblocking(False)  # a full buffer already wakes the reader
+
+    def wake(self) -> None:
+        """On the loop thread."""
+        try:
+            self.writer.send(b"\0")
+        except OSError:
+            pass  # full (the reader will wake anyway) or closed (nobody waits)
+
+    def wait(self) -> None:
+        self.reader.recv(64)
+
+    def __del__(self) -> None:  # the thread that owned it has ended
+        self.reader.close()
+        self.writer.close()
+
+
+_wakers = threading.local()
+
+#: The C module's pair where there is one: plain OS sockets even in a process gevent
+#: patched, so the caller blocks as it did on a lock (not in a hub of its own).
+_socketpair: Callable[[], tuple[Any, Any]] = getattr(_socket, "socketpair", socket.socketpair)
+
+
+def _waker() -> _Waker:
+    waker: _Waker | None = getattr(_wakers, "waker", None)
+    if waker is None:
+        waker = _wakers.waker = _Waker()
+    return waker
+
+
+def _forget_wakers() -> None:
+    """A forked child must not share its parent's pairs (it could read its bytes)."""
+    global _wakers
+    _wakers = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_wakers)
+
+
+class _Call:
+    """One blocking call: the loop runs it as a task; the caller sleeps on its thread's
+    :class:`_Waker`, which the task wakes as its last step, so no callback or extra loop
+    iteration stands between the result and the caller's wake-up."""
+
+    __slots__ = ("args", "done", "error", "func", "loop", "task", "value", "waker")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> None:
         self.loop, self.func, self.args = loop, func, args
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.waker = _waker()
+        self.done = False
         self.task: asyncio.Task[None] | None = None
         self.value: Any = None
         self.error: BaseException | None = None
@@ -148,7 +208,8 @@ class _Call:
         except BaseException as exc:  # handed to the caller, whatever it is
             self.error = exc
         finally:
-            self.done.release()
+            self.done = True
+            self.waker.wake()
 
     def wait(self) -> Any:
         """In the calling thread: block until the task is done; return or raise as it did.
@@ -156,7 +217,8 @@ class _Call:
         A signal handler that raises while the caller waits (Ctrl-C's
         ``KeyboardInterrupt``) cancels the task and propagates at once."""
         try:
-            self.done.acquire()
+            while not self.done:
+                self.waker.wait()
         except BaseException:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to cancel
                 self.loop.call_soon_threadsafe(self.cancel)
