@@ -151,3 +151,17 @@ def test_a_forked_child_does_not_share_the_callers_wake_up_socket() -> None:
         os._exit(0 if sync._waker() is not parents else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_thread_without_descriptors_left_waits_on_a_semaphore(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omniq import sync
+
+    def no_descriptors() -> tuple[Any, Any]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(sync, "_socketpair", no_descriptors)
+    monkeypatch.setattr(sync, "_wakers", threading.local())
+    assert portal.call(asyncio.sleep, 0.01, "waited") == "waited"
+    assert sync._waker().fallback is not None
