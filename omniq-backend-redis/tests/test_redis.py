@@ -15,7 +15,7 @@ import redis
 
 from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
-from omniq.models import EventType, TaskResult, TaskState
+from omniq.models import EventType, TaskResult, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import make_event, make_task
 from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec
@@ -400,6 +400,35 @@ async def test_results_wait_wakes_on_set(redis_url: str, key_prefix: str) -> Non
         assert loop.time() - started < 5.0
         assert await reader.wait("missing", 0.05) is None
     finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_a_small_result_rides_in_its_notification(redis_url: str, key_prefix: str) -> None:
+    reader = await opened("result_storage", redis_url, key_prefix)
+    writer = await opened("result_storage", redis_url, key_prefix, max_connections=7)
+    listener = redis.Redis.from_url(redis_url).pubsub()
+    listener.subscribe(f"{key_prefix}:rn")
+    try:
+        small = TaskResult(task_id="small", state=TaskState.SUCCEEDED, value=b"\x01")
+        large = TaskResult(task_id="large", state=TaskState.SUCCEEDED, value=b"x" * 5000)
+        waiting = [asyncio.create_task(reader.wait(r.task_id, 30.0)) for r in (small, large)]
+        await asyncio.sleep(0.05)
+        await writer.set_many([small, large])
+        got = await asyncio.wait_for(asyncio.gather(*waiting), 5.0)
+        assert [r.value for r in got] == [small.value, large.value]
+        messages: list[bytes] = []
+        deadline = time.monotonic() + 5
+        while len(messages) < 2 and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.1)
+            if message is not None and message["type"] == "message":
+                messages.append(message["data"])
+        stored = redis.Redis.from_url(redis_url).get(f"{key_prefix}:r:small")
+        assert messages == [b"small " + stored, b"large"]  # a large one is read back
+        expired = TaskResult(task_id="old", state=TaskState.SUCCEEDED, expires_at=time.time() - 1)
+        assert reader._noted("old", b"OQR1" + encoder.encode(expired)) is None
+    finally:
+        listener.close()
         await reader.close()
         await writer.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -43,6 +43,7 @@ _LIBS: dict[str, tuple[str, ...]] = {
     "events_task": (),
     "results_set": (),
     "results_delete": (),
+    "wait_check": (),
 }
 
 
@@ -105,7 +106,10 @@ class SharedConnection:
         self.client = Redis(connection_pool=self.pool)
         self.notifier = Notifier(self.client)
         self.refs = 0
+        self.closed = False
         self._scripts: dict[str, AsyncScript] = {}
+        #: one pooled connection held between calls of call_packed (see _call)
+        self._kept: Any = None
 
     def script(self, name: str) -> AsyncScript:
         """The Lua script ``lua/<name>.lua`` after its libraries (``_LIBS``), run by
@@ -118,31 +122,54 @@ class SharedConnection:
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found
 
-    async def call_packed(self, script: AsyncScript, packed: bytes) -> Any:
+    async def call_packed(self, script: AsyncScript | None, packed: bytes) -> Any:
         """Run one script call already packed as a command (EVALSHA and its arguments,
-        see :func:`pack_evalsha`): the hot path of ``delay()``, without redis-py's
-        packing of each argument or the pipelined reader. Retried like any command; a
-        server that lost its scripts gets this one again, and the call once more."""
+        see :func:`pack_script`; or, ``script`` None, any command): the hot path of
+        ``delay()`` and of a worker's scripts, without redis-py's packing of each
+        argument or the pipelined reader. The first try goes straight out; a dropped
+        connection is then retried like any command, and a server that lost its scripts
+        gets this one again, and the call once more."""
+        try:
+            return await self._call(packed)
+        except NoScriptError:
+            if script is None:
+                raise
+            await self.client.script_load(script.script)
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # (the connection was dropped) retried below, with backoff
         for attempt in range(2):
             try:
                 return await self.retry.call_with_retry(lambda: self._call(packed), _ignore)
             except NoScriptError:
-                if attempt:
+                if attempt or script is None:
                     raise
                 await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
     async def _call(self, packed: bytes) -> Any:
-        conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        """Send and read on the kept connection when it is free (sequential callers, the
+        common case, skip the pool's checkout and release), else on a pooled one."""
+        conn, self._kept = self._kept, None
+        if conn is None:
+            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(packed)
-            return await conn.read_response()
+            reply = await conn.read_response()
         except ResponseError:
-            raise  # the script's answer: the connection is fine
+            await self._keep(conn)  # the script's answer: the connection is fine
+            raise
         except BaseException:
             await conn.disconnect()
+            await self.pool.release(conn)
             raise
-        finally:
+        await self._keep(conn)
+        return reply
+
+    async def _keep(self, conn: Any) -> None:
+        """Keep a connection for the next call, or give it back to the pool."""
+        if self._kept is None and not self.closed:
+            self._kept = conn
+        else:
             await self.pool.release(conn)
 
     async def pipelined(
@@ -229,15 +256,50 @@ class SharedConnection:
             await self.pool.release(conn)
 
 
+def arg(value: Any) -> bytes:
+    """One script argument as bytes, as redis-py's encoder writes it (numbers by ``str``)."""
+    kind = type(value)
+    if kind is bytes:
+        return value  # type: ignore[no-any-return]
+    if kind is str:
+        return value.encode()  # type: ignore[no-any-return]
+    if kind is int or kind is float:
+        return str(value).encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value).encode()
+    raise TypeError(f"a script argument must be bytes, str or a number, not {value!r}")
+
+
+def pack_script(script: AsyncScript, args: Sequence[Any]) -> bytes:
+    """A whole EVALSHA of ``script`` with ``args``, for :meth:`SharedConnection.call_packed`."""
+    parts = [pack_evalsha(script, len(args))]
+    append = parts.append
+    for value in args:  # (the common kinds inline: this runs for every argument)
+        kind = type(value)
+        data = value if kind is bytes else value.encode() if kind is str else arg(value)
+        append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 def resp(args: Iterable[bytes]) -> bytes:
     """Arguments as RESP bulk strings, end to end (a command is ``*<count>`` then these)."""
-    return b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+    return b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
 
 
 def pack_evalsha(script: AsyncScript, count: int) -> bytes:
     """The start of an EVALSHA of ``script`` (no keys) with ``count`` arguments: what
     :meth:`SharedConnection.call_packed` sends, followed by :func:`resp` of them."""
-    return b"*%d\r\n" % (count + 3) + resp((b"EVALSHA", script.sha.encode(), b"0"))
+    head = _HEADS.get(script.sha)
+    if head is None:
+        head = _HEADS[script.sha] = resp((b"EVALSHA", script.sha.encode(), b"0"))
+    return b"*%d\r\n%b" % (count + 3, head)
+
+
+_HEADS: dict[str, bytes] = {}  # EVALSHA <sha> 0, packed, by sha
 
 
 async def _ignore(error: Exception) -> None:
@@ -274,6 +336,10 @@ async def release(shared: SharedConnection) -> None:
     for key, value in list(_SHARED.items()):
         if value is shared:
             del _SHARED[key]
+    shared.closed = True
+    kept, shared._kept = shared._kept, None
+    if kept is not None:
+        await shared.pool.release(kept)
     await shared.notifier.close()
     await shared.client.aclose()
     await shared.pool.aclose()

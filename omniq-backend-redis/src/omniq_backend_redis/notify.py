@@ -1,8 +1,10 @@
 """Wake-ups without polling: one pub/sub connection per shared pool.
 
 Scripts ``PUBLISH`` on a channel per queue (new work) and on one results channel (the
-message is the task id). Waiters register an :class:`asyncio.Event` for a channel (and
-optionally one message); the listener task sets it. After a reconnect, messages sent
+message is the task id, then, for a small result, a space and the value written).
+Waiters register an :class:`asyncio.Event` for a channel (and optionally one message:
+what comes before the first space); the listener task sets it, and hands a
+:class:`Wake` the rest of the message. After a reconnect, messages sent
 while disconnected are lost, so every waiter is woken to look again.
 """
 
@@ -11,12 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 ANY = b""  # register for every message on a channel
+
+
+class Wake(asyncio.Event):
+    """An event that also keeps what followed the key in the message that set it (empty
+    for none), so a waiter can take a small result from the notification itself."""
+
+    payload: bytes = b""
 
 
 class Notifier:
@@ -71,7 +81,7 @@ class Notifier:
         delay = 0.05
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=None)
+                message = await self._next()
             except (RedisError, OSError):
                 # redis-py reconnects and re-subscribes on the next read; meanwhile
                 # let waiters look for themselves.
@@ -82,19 +92,46 @@ class Notifier:
             delay = 0.05
             if message is None:
                 continue
-            channel = message["channel"]
-            if message["type"] == "subscribe":
+            kind, channel, data = message
+            if kind == b"subscribe":
                 confirmed = self._confirmed.get(channel)
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
                 else:  # a re-subscribe after a reconnect: messages may have been missed
                     self._wake_all()
-            elif message["type"] == "message":
+            elif kind == b"message":
                 by_message = self._waiters.get(channel)
                 if by_message:
-                    for key in (ANY, message["data"]):
-                        for event in by_message.get(key, ()):
-                            event.set()
+                    key, _, payload = data.partition(b" ")
+                    for event in by_message.get(ANY, ()):
+                        event.set()
+                    for event in by_message.get(key, ()):
+                        if payload and isinstance(event, Wake):
+                            event.payload = payload
+                        event.set()
+
+    async def _next(self) -> tuple[bytes, bytes, Any] | None:
+        """The next message as (kind, channel, data): read straight off the connection
+        while it is up (redis-py's ``get_message`` adds a health check, a retry wrapper
+        and a dict per message, on the path of every wake-up); through ``get_message``,
+        which reconnects and subscribes again, when it is not or health checks are on."""
+        assert self._pubsub is not None
+        conn: Any = self._pubsub.connection  # (typed None by redis-py)
+        if conn is not None and conn.is_connected and not conn.health_check_interval:
+            reply = await conn.read_response(push_request=True)
+            if isinstance(reply, list) and len(reply) == 3:
+                kind = reply[0]
+                return (kind if isinstance(kind, bytes) else str(kind).encode()), reply[1], reply[2]
+            return None
+        message = await self._pubsub.get_message(timeout=None)
+        if message is None:
+            return None
+        kind = message["type"]
+        return (
+            (kind.encode() if isinstance(kind, str) else kind),
+            message["channel"],
+            message["data"],
+        )
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -65,7 +65,7 @@ from .codec import (
     number,
     rescue,
 )
-from .connection import pack_evalsha, resp
+from .connection import pack_evalsha, pack_script, resp
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .paging import list_page
@@ -89,6 +89,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         }
     )
     local_only = False
+    #: reserve.lua pops until it has its limit or the queues are empty, and wait_for_work
+    #: returns at once while a queue has ready work anyway
+    reserve_drains = True
     GLOBAL_KEYS: ClassVar[dict[str, str]] = {
         "running": "zset",
         "ttl": "zset",
@@ -104,6 +107,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         self._wake: dict[tuple[str, ...], asyncio.Event] = {}
         #: enqueue_one's packed command up to its task's arguments, per event storage
         self._one_start: dict[int, bytes] = {}
+        #: wait_check.lua's whole packed command, per tuple of queues
+        self._wait_check: dict[tuple[str, ...], bytes] = {}
 
     async def close(self) -> None:
         if self._shared is not None:
@@ -114,8 +119,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         await super().close()
 
     async def _run(self, name: str, args: list[Any]) -> Any:
+        """Run a script with ``args`` after the prefix, packed here (redis-py's packing
+        and reply handling cost the worker more than the script's own round trip)."""
+        script = self.shared.script(name)
         try:
-            return await self.shared.script(name)(args=[self.prefix, *args])
+            return await self.shared.call_packed(script, pack_script(script, [self.prefix, *args]))
         except ResponseError as exc:
             raise _script_error(exc) from None
 
@@ -531,21 +539,21 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         if any(subscribed_now) or event.is_set():
             event.clear()
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            for q in names:
-                pipe.zcard(self.key("q", q, "ready"))
-                pipe.zrange(self.key("q", q, "delayed"), 0, 0, withscores=True)
-            found = await pipe.execute()
-        seconds, micros = found[0]
-        server_now = seconds + micros / 1_000_000
-        etas = [head[0][1] for head in found[2::2] if head]
-        if any(found[1::2]):
+        # Let what is ready go first: the worker calls this right after starting the
+        # tasks it reserved, and a short task's finish should not queue behind the check.
+        await asyncio.sleep(0)
+        script = self.shared.script("wait_check")
+        check = self._wait_check.get(names)
+        if check is None:
+            check = self._wait_check[names] = pack_script(script, [self.prefix, *names])
+        found = await self.shared.call_packed(script, check)
+        if found == b"r":
             return
-        if etas:
-            timeout = min(timeout, max(min(etas) - server_now, 0.0))
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
+        if found:
+            timeout = min(timeout, max(float(found), 0.0))
+        try:  # (no task per wait, unlike wait_for: one hop less to wake)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             pass
         event.clear()

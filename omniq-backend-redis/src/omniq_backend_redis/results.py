@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -13,7 +14,9 @@ from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder
 from omniq.records import result_or_stand_in
 
+from .connection import resp
 from .errors import ForeignKeyError
+from .notify import Wake
 from .store import RedisStore
 
 _MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
@@ -50,9 +53,9 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         await self._script("results_set", set_args(results), self.key("r", results[0].task_id))
 
     async def _get_many(self, task_ids: Sequence[str]) -> dict[str, TaskResult]:
-        values = cast(
-            "list[bytes | None]", await self.redis.mget([self.key("r", t) for t in task_ids])
-        )
+        keys = [self.key("r", t).encode() for t in task_ids]
+        command = b"*%d\r\n$4\r\nMGET\r\n%b" % (len(keys) + 1, resp(keys))
+        values = cast("list[bytes | None]", await self.shared.call_packed(None, command))
         return {
             t: self._decode(t, v) for t, v in zip(task_ids, values, strict=True) if v is not None
         }
@@ -65,24 +68,38 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         return 0
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
-        """Subscribe first, then read, then sleep until the result's notification."""
+        """Subscribe first, then read, then sleep until the result's notification; a
+        small result comes in the notification (what the script wrote, in the same
+        step, so only a written, unexpired result is taken from it), a large one is read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channel, message = self.key("rn"), task_id.encode()
-        event = asyncio.Event()
+        event = Wake()
         notifier = self.shared.notifier
         notifier.add(channel, event, message)
         try:
             await notifier.subscribe(channel)
             while True:
                 event.clear()
-                result = await self.get(task_id)
+                payload, event.payload = event.payload, b""
+                result = self._noted(task_id, payload) if payload else None
+                if result is None:
+                    result = await self.get(task_id)
                 remaining = deadline - loop.time()
                 if result is not None or remaining <= 0:
                     return result
-                try:
-                    await asyncio.wait_for(event.wait(), remaining)
+                try:  # (no task per wait, unlike wait_for: one hop less to wake)
+                    async with asyncio.timeout(remaining):
+                        await event.wait()
                 except TimeoutError:
                     pass
         finally:
             notifier.remove(channel, event, message)
+
+    def _noted(self, task_id: str, payload: bytes) -> TaskResult | None:
+        """The result a notification carried; None when it has expired since (then the
+        key is gone too, or going: a read says which)."""
+        result = self._decode(task_id, payload)
+        if result.expires_at is not None and result.expires_at <= time.time():
+            return None
+        return result

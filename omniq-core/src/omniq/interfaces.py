@@ -350,6 +350,10 @@ class BaseTaskQueue(BaseStore):
     """
 
     kind_name = "task queue"
+    #: True when a ``reserve`` that returns fewer tasks than its limit left no ready task
+    #: behind, and ``wait_for_work`` wakes on what arrives after it (``BLOCKING_RESERVE``):
+    #: the worker then waits instead of reserving again (section 7 of the architecture).
+    reserve_drains: ClassVar[bool] = False
 
     # -- enqueue -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 -- storage's prefix, m, per result: task id, value (marker + encoded TaskResult), expiry
 -- as unix ms ('' for none); then, when there are events, the arguments of an append
 -- (events_lib.lua) to the end. Returns 1 per item completed, 0 where the lease was lost.
+-- Each result written is published on RP:rn (its id, and its value when small).
 -- Foreign keys are refused before anything is written, as results_set.lua and
 -- events_append.lua do.
 local n = tonumber(ARGV[2])
@@ -13,6 +14,9 @@ local RP, m = ARGV[r], tonumber(ARGV[r + 1])
 local e = r + 2 + 3 * m
 local events = ARGV[e] and events_batch(e)
 local MARK = 'OQR1'
+-- The result's notification: its task id, then (when small) ' ' and the value written,
+-- so a waiter has it without reading it back.
+local function note(id, v) if #v <= 512 then return id .. ' ' .. v end return id end
 for i = r + 2, e - 1, 3 do
   local key = RP .. ':r:' .. ARGV[i]
   local ty = redis.call('TYPE', key)['ok']
@@ -45,7 +49,7 @@ for k = r + 2, e - 1, 3 do
     else
       redis.call('SET', key, ARGV[k + 1], 'PXAT', ARGV[k + 2])
     end
-    redis.call('PUBLISH', RP .. ':rn', id)
+    redis.call('PUBLISH', RP .. ':rn', note(id, ARGV[k + 1]))
   end
 end
 if events then

@@ -1,6 +1,7 @@
 -- ARGV: P, then per result: task id, value (marker + encoded TaskResult), expiry as unix
 -- ms ('' for none). Refuses (changing nothing) if any key holds a value OmniQ did not
--- write; publishes each task id on P:rn for waiters.
+-- write; publishes each task id on P:rn for waiters, followed by ' ' and the value when
+-- that is at most 512 bytes (a waiter then needs no read).
 local P, MARK = ARGV[1], 'OQR1'
 for i = 2, #ARGV, 3 do
   local key = P .. ':r:' .. ARGV[i]
@@ -16,6 +17,7 @@ for i = 2, #ARGV, 3 do
   else
     redis.call('SET', key, ARGV[i + 1], 'PXAT', ARGV[i + 2])
   end
-  redis.call('PUBLISH', P .. ':rn', ARGV[i])
+  local v = ARGV[i + 1]
+  redis.call('PUBLISH', P .. ':rn', #v <= 512 and (ARGV[i] .. ' ' .. v) or ARGV[i])
 end
 return 1

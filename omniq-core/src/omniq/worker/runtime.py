@@ -208,6 +208,7 @@ class Worker:
         self._helpers_done = False
         self._presence = Presence(self, health_file)
         self._limits: Limits | None = None
+        self._wakes = False  # wait after a short reserve (the queue's reserve_drains)
 
     # -- control -----------------------------------------------------------------------
 
@@ -256,6 +257,9 @@ class Worker:
         # The app's global limits, read once its tasks are registered; None (no limits)
         # keeps reserve on the plain path, which pays nothing for them.
         self._limits = self.app.limits() or None
+        # (a burst worker keeps every wake-up: a freed slot is how it sees it is done)
+        self._wakes = self.task_queue.reserve_drains and not self.burst
+        self._wakes = self._wakes and Capability.BLOCKING_RESERVE in self.task_queue.capabilities
         if self._limits is not None and Capability.LIMITS not in self.task_queue.capabilities:
             raise ConfigError(
                 f"the app declares rate or concurrency limits, which "
@@ -360,8 +364,8 @@ class Worker:
         if self.max_tasks:
             free = min(free, self.max_tasks - self.stats.processed - len(self._running))
         waiter: asyncio.Future[Any]
+        held_back: float | None = None  # set when limits deferred ready tasks
         if free > 0:
-            held_back: float | None = None  # set when limits deferred ready tasks
             if self._limits is None:
                 tasks = await queue.reserve(self.queues, self.id, self.lease, limit=free)
             else:
@@ -382,8 +386,13 @@ class Worker:
                 self._running[task.id] = entry
                 self._backlog.append(entry)
             self._start_backlog()
+            # Fewer tasks than asked for drained the queue: a backend that wakes on new
+            # work waits for it now, instead of a reserve that finds nothing and would go
+            # out before the tasks just started can send their results.
             if tasks:
-                return 0.005
+                if len(tasks) >= free or held_back is not None or not self._wakes:
+                    return 0.005
+                idle_wait = 0.005
             if held_back is not None:
                 # Ready work a limit holds back: wait until the rate allows a start (or,
                 # for a concurrency limit, back off), not for work, which is there.
@@ -400,7 +409,12 @@ class Worker:
         else:
             waiter = asyncio.ensure_future(self._slot_freed.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
-        slot = asyncio.ensure_future(self._slot_freed.wait()) if free > 0 else None
+        # (a slot freed while the queue is drained brings no work a wake-up would not)
+        slot = (
+            asyncio.ensure_future(self._slot_freed.wait())
+            if free > 0 and (held_back is not None or not self._wakes)
+            else None
+        )
         pending = [f for f in (waiter, stop, slot) if f is not None]
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for f in pending:
