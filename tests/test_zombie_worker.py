@@ -215,6 +215,12 @@ def test_a_paused_workers_late_outcome_never_wins(
                     lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
                     "the take-over by the other worker after the lease lapsed",
                 )
+                # Resumed, the zombie must be past its attempt's 3 s, so the attempt ends
+                # at once and writes its (refused) outcome. After a quick take-over (a
+                # worker woken at once by the commit) it would resume mid-attempt, and
+                # its heartbeat, finding the lease gone, would stop the attempt first.
+                started = first.stat().st_mtime
+                _poll(lambda: time.time() >= started + 3.1, "the zombie's attempt time")
             finally:
                 zombie.send_signal(signal.SIGCONT)
             assert app.get_result(ref, timeout=5) == winner.pid
