@@ -4,6 +4,7 @@ though built for less (omniq.worker.outcomes._new_record, TextFormatter's plain 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -118,3 +119,20 @@ def test_text_formatter_writes_what_logging_formatter_writes(exc_info: bool) -> 
     theirs = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
     assert ours == theirs
     assert record.message == "a c b"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_its_own_records(kept: _Keep) -> None:
+    log_outcome("w1", _task(1), "succeeded", now())
+    assert outcomes._templates  # the parent's template
+    pid = os.fork()
+    if pid == 0:  # the child: its records name its own process
+        code = 1
+        try:
+            if not outcomes._templates:
+                log_outcome("w1", _task(2), "succeeded", now())
+                code = 0 if kept.records[-1].process == os.getpid() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

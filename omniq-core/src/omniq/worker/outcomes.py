@@ -99,8 +99,10 @@ def log_outcome(
 
 _LINE = log_outcome.__code__.co_firstlineno
 _MESSAGE = "task %s %s %s queue=%s attempt=%d duration=%s%s%s"
-#: (level, thread id, pid) -> the attributes of a record made by ``makeRecord`` there.
-_templates: dict[tuple[int, int, int], dict[str, Any]] = {}
+#: (level, thread id) -> the attributes of a record made by ``makeRecord`` in that thread
+#: (of this process: a forked child starts without, see below).
+_templates: dict[tuple[int, int], dict[str, Any]] = {}
+os.register_at_fork(after_in_child=_templates.clear)
 
 
 def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
@@ -116,7 +118,7 @@ def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
     """
     if logging.getLogRecordFactory() is not logging.LogRecord or type(log) is not logging.Logger:
         return log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
-    key = (level, threading.get_ident(), os.getpid())
+    key = (level, threading.get_ident())
     template = _templates.get(key)
     if template is None:
         if len(_templates) > 64:  # threads come and go: keep the live few
