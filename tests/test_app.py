@@ -251,6 +251,46 @@ async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
         assert (await app.get_task(ref.id)).attempts == 2
 
 
+async def test_a_stopping_worker_ends_its_maintenance_when_a_cancel_is_swallowed(aapp, monkeypatch):
+    """Python 3.11's ``asyncio.wait_for`` (inside redis-py) returns a result that lands
+    with the cancel: the maintenance loop must end on the stop flag, not sleep until the
+    stop's next round of cancels (half a second added to every short burst worker)."""
+    entered, swallowed = asyncio.Event(), asyncio.Event()
+    release = aapp.task_queue.release_expired_leases
+
+    async def swallow_the_cancel():
+        entered.set()
+        try:
+            await asyncio.sleep(3600)  # until the stopping worker cancels it
+        except asyncio.CancelledError:
+            swallowed.set()
+        return await release()
+
+    monkeypatch.setattr(aapp.task_queue, "release_expired_leases", swallow_the_cancel)
+
+    @aapp.task
+    async def after_maintenance_began() -> None:
+        await asyncio.wait_for(entered.wait(), 10)
+
+    loop = asyncio.get_running_loop()
+    created: list[asyncio.Task] = []
+
+    def capture(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        created.append(task)
+        return task
+
+    await after_maintenance_began.delay()
+    loop.set_task_factory(capture)
+    try:
+        await aapp.run_worker(burst=True)
+    finally:
+        loop.set_task_factory(None)
+    [maintenance] = [t for t in created if t.get_name() == "omniq-maintenance"]
+    assert swallowed.is_set()
+    assert maintenance.done() and not maintenance.cancelled()
+
+
 async def test_schedules_fire_pause_and_fire_once_across_schedulers(tmp_path):
     async with AsyncOmniQ(**urls(tmp_path)) as app, AsyncOmniQ(**urls(tmp_path)) as other:
 

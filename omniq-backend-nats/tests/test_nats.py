@@ -19,11 +19,13 @@ from typing import Any
 
 import anyio
 import nats
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.js import api
 
 from omniq.errors import ConfigError, SerializationError
+from omniq.events import enqueued_events
 from omniq.models import Task, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_task
@@ -384,6 +386,69 @@ async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefi
         assert await q.reserve(["default"], "w", 60) == []
         assert (await q.enqueue(task)).state is TaskState.PENDING
         assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+
+
+async def stream_count(q: NatsTaskQueue, stream: str) -> int:
+    return (await q.js.stream_info(stream)).state.messages
+
+
+async def test_pipelined_enqueue_stores_every_window_with_message_and_event(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """Batches of several windows, sent while the ones before are acknowledged: every
+    task gets its record, one delivery message and its event; an id taken in a later
+    window comes back as stored before, with no second message."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        events = registry.resolve(
+            "event_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        )
+        async with events:
+            first = [make_task() for _ in range(600)]
+            second = [make_task() for _ in range(599)] + [first[10]]
+            batches = [(tasks, enqueued_events(tasks, time.time())) for tasks in (first, second)]
+            stored = await q.enqueue_batches(iter(batches), events)
+            assert [t.id for t in stored] == [t.id for t in first + second]
+            assert {t.state for t in stored} == {TaskState.PENDING}
+            assert await stream_count(q, q.stream) == 1199
+            assert await stream_count(q, f"KV_{nats_prefix}_tasks") == 1199
+            assert await stream_count(q, f"{nats_prefix}_events") == 1200
+
+
+async def test_enqueue_failing_part_way_keeps_the_batches_before_it(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A batch that cannot be built while the one before is in flight: the one before
+    is stored whole, with its messages, and the error is raised."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        first = [make_task() for _ in range(700)]
+
+        def batches() -> Iterator[tuple[list[Task], list[Any]]]:
+            yield first, []
+            raise ValueError("bad argument")
+
+        with pytest.raises(ValueError, match="bad argument"):
+            await q.enqueue_batches(batches(), None)
+        assert await stream_count(q, q.stream) == 700
+        got = await q.reserve(["default"], "w", 60, limit=1000)
+        assert {t.id for t in got} == {t.id for t in first}
+
+
+async def test_a_send_missing_a_reply_times_out_every_time_it_is_read(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A request nobody answers ends in the client's timeout error, also when its
+    replies are read a second time (a pipelined enqueue that failed re-checks them)."""
+    async with queue_at(nats_url, nats_prefix, outage_timeout=0.2) as q:
+        await q.nc.subscribe(f"{nats_prefix}.silent", cb=_ignore_msg)  # never replies
+        sent = await q.inbox.send([(f"{nats_prefix}.silent", b"", None)])
+        for _ in range(2):
+            with pytest.raises(nats.errors.TimeoutError):
+                await sent.replies()
+        assert not q.inbox._waiting
+
+
+async def _ignore_msg(_msg: Any) -> None:
+    pass
 
 
 async def test_same_id_enqueued_after_purge_is_delivered(nats_url: str, nats_prefix: str) -> None:

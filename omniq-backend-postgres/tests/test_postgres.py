@@ -34,6 +34,7 @@ from omniq_backend_postgres.migrations import (
 from omniq_backend_postgres.queue import INSERT_RECORDED, RECORDED_MAX, PostgresTaskQueue
 from omniq_backend_postgres.results import PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
+from omniq_backend_postgres.store import compact
 
 pytestmark = pytest.mark.anyio
 
@@ -242,9 +243,9 @@ async def test_child_enqueued_while_parent_completes_is_released(
 async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the event storage in the same schema the queue's own statement inserts the
-    events (the event store is never called); a task with parents, or a bulk, goes the
-    other way."""
+    """With the event storage in the same schema the queue writes the events itself (the
+    event store is never called): in its own statement for a small batch, and in the
+    transaction that stores the tasks for a task with parents or a bulk."""
 
     async def refuse(self: PostgresEventStorage, events: Any) -> None:
         raise AssertionError("the event store was called")
@@ -261,11 +262,67 @@ async def test_enqueue_recorded_writes_tasks_and_events_in_one_statement(
         assert [e.id for e in got] == [e.id for e in recorded]
         assert [e.detail["state"] for e in got] == ["pending", "scheduled"]
         child = make_task(depends_on=[tasks[0].id])
-        with pytest.raises(AssertionError, match="event store was called"):
-            await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+        await queue.enqueue_recorded([child], [make_event(task_id=child.id)], events)
+        [event] = await events.query(task_id=child.id)
+        assert event.detail["state"] == "waiting"
         bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
-        with pytest.raises(AssertionError, match="event store was called"):
+        await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
+        for task in (bulk[0], bulk[-1]):
+            [event] = await events.query(task_id=task.id)
+            assert (event.detail["state"], event.detail["name"]) == ("pending", task.name)
+
+
+async def test_statements_one_after_another_share_one_connection(
+    queue: PostgresTaskQueue,
+) -> None:
+    """Sequential statements reuse the store's held connection (no pool round per
+    statement); concurrent ones take other pool connections; after an error the held
+    connection goes back to the pool and the store goes on."""
+    pid = "SELECT pg_backend_pid()"
+    assert len({await queue.fetchval(pid) for _ in range(5)}) == 1
+    assert len(set(await asyncio.gather(*(queue.fetchval(pid) for _ in range(3))))) == 3
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await queue.fetchval("SELECT 1 / 0")
+    assert await queue.fetchval("SELECT 1") == 1
+    running = asyncio.ensure_future(queue.fetchval("SELECT 2 FROM pg_sleep(0.05)"))
+    await asyncio.sleep(0)  # the statement holds the connection as close() starts
+    await queue.close()
+    assert await running == 2
+
+
+async def test_bulk_columns_sent_once_still_store_each_task_as_given(
+    queue: PostgresTaskQueue,
+) -> None:
+    """A column that is one value for a whole batch travels as one element and is
+    expanded by the server; a column where one task differs travels whole."""
+    tasks = [make_task(queue="q", priority=0) for _ in range(5)]
+    tasks[3] = make_task(queue="q", priority=7)
+    await queue.enqueue_many(tasks)
+    stored = [await queue.get(t.id) for t in tasks]
+    assert [(t.queue, t.priority) for t in stored if t] == [("q", 0)] * 3 + [("q", 7), ("q", 0)]
+    assert compact([["a", "b"], [1, 1], [1, 2], [None, None], [3]]) == [
+        ["a", "b"],
+        [1],
+        [1, 2],
+        [None],
+        [3],
+    ]
+
+
+async def test_bulk_enqueue_stores_no_task_without_its_event(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk's tasks and events share one transaction: when the events cannot be
+    written, no task of the bulk is stored."""
+    from omniq_backend_postgres import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "APPEND", "INSERT INTO {s}.no_such_table VALUES ($1)")
+    monkeypatch.setattr(queue_module, "append_args", lambda events: [[e.id for e in events]])
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
+        with pytest.raises(asyncpg.UndefinedTableError):
             await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
+    assert await queue.get(bulk[0].id) is None
 
 
 async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
@@ -275,7 +332,7 @@ async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
     empty: the lookup of ids that existed must be an index probe, not a join that scans
     the table (which made single enqueues slower as the table grew)."""
     await conn.execute("SET plan_cache_mode = force_generic_plan")
-    sql = INSERT_RECORDED.replace("{s}", f'"{pg_schema}"')
+    sql = queue.sql(INSERT_RECORDED)
     await conn.execute(f"PREPARE recorded AS {sql}")
     text, real, jsonb = "ARRAY[NULL]::text[]", "ARRAY[1.0]::float8[]", "ARRAY['{}']::jsonb[]"
     args = ", ".join(

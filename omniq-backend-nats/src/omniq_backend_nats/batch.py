@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -24,7 +24,16 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-__all__ = ["WRONG_REVISION", "Inbox", "Request", "publishes", "puts", "revisions", "sequences"]
+__all__ = [
+    "WRONG_REVISION",
+    "Inbox",
+    "Request",
+    "Sent",
+    "publishes",
+    "puts",
+    "revisions",
+    "sequences",
+]
 
 #: ``(subject, payload, headers)`` of one request.
 Request = tuple[str, bytes, "dict[str, str] | None"]
@@ -62,7 +71,8 @@ class Inbox:
         self.timeout = timeout
         self._prefix = ""
         self._sub: Subscription | None = None
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        #: Reply token -> the send waiting for it and the request's place in it.
+        self._waiting: dict[str, tuple[Sent, int]] = {}
         self._count = 0
         self._opening = asyncio.Lock()
 
@@ -75,13 +85,9 @@ class Inbox:
                     self._prefix = prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-    def _token(self) -> str:
-        self._count += 1
-        return str(self._count)
+        found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if found is not None:
+            found[0].answer(found[1], msg)
 
     async def pull(self, stream: str, consumer: str, batch: int) -> list[Msg]:
         """Fetch up to ``batch`` messages that are deliverable now, without waiting for
@@ -121,30 +127,29 @@ class Inbox:
         """Send ``requests`` and return their replies in order (one wait for all), after
         publishing ``tell`` with no reply wanted. Raises ``nats.errors.TimeoutError``
         when a reply is missing after the timeout, like ``nc.request``."""
+        return await (await self.send(requests, tell=tell)).replies()
+
+    async def send(self, requests: Sequence[Request], *, tell: Sequence[Request] = ()) -> Sent:
+        """:meth:`ask` without the wait: the requests are on their way (buffered by the
+        client, flushed by its flusher) and :meth:`Sent.replies` waits for the answers,
+        so a caller can send the next requests meanwhile (a pipeline)."""
         await self._open()
-        loop = asyncio.get_running_loop()
-        tokens: list[str] = []
-        futures: list[asyncio.Future[Msg]] = []
+        sent = Sent(self, len(requests))
+        publish = self.nc.publish
         try:
             for subject, payload, headers in tell:
-                await self.nc.publish(subject, payload, headers=headers)
-            for subject, payload, headers in requests:
-                key = self._token()
-                future: asyncio.Future[Msg] = loop.create_future()
-                self._waiting[key] = future
-                tokens.append(key)
-                futures.append(future)
-                await self.nc.publish(subject, payload, reply=self._prefix + key, headers=headers)
-            if not futures:
-                return []
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return list(await asyncio.gather(*futures))
-            except TimeoutError:
-                raise nats.errors.TimeoutError from None
-        finally:
-            for key in tokens:
-                self._waiting.pop(key, None)
+                await publish(subject, payload, headers=headers)
+            prefix, waiting = self._prefix, self._waiting
+            for i, (subject, payload, headers) in enumerate(requests):
+                self._count += 1
+                key = str(self._count)
+                waiting[key] = (sent, i)
+                sent.keys.append(key)
+                await publish(subject, payload, reply=prefix + key, headers=headers)
+        except BaseException:
+            sent.forget()
+            raise
+        return sent
 
     # -- the requests the stores make --------------------------------------------------
 
@@ -203,6 +208,51 @@ class Inbox:
         return int(_answer(msg)["state"]["messages"])
 
 
+class Sent:
+    """The replies to one :meth:`Inbox.send`: one future for the whole batch, set when
+    the last reply arrives (no future, task or timer per request)."""
+
+    def __init__(self, inbox: Inbox, count: int) -> None:
+        self.inbox = inbox
+        #: Set by a caller that read the replies and found no error.
+        self.checked = False
+        self.keys: list[str] = []
+        self._msgs: list[Msg | None] = [None] * count
+        self._left = count
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not count:
+            self._done.set_result(None)
+
+    def answer(self, i: int, msg: Msg) -> None:
+        if self._msgs[i] is None:
+            self._msgs[i] = msg
+            self._left -= 1
+            if not self._left and not self._done.done():
+                self._done.set_result(None)
+
+    def forget(self) -> None:
+        """Stop routing replies here (an abandoned or finished send)."""
+        waiting = self.inbox._waiting
+        for key in self.keys:
+            waiting.pop(key, None)
+
+    async def replies(self) -> list[Msg]:
+        """The replies in the order of the requests; ``nats.errors.TimeoutError`` when
+        one is missing after the inbox's timeout (again on a second call)."""
+        try:
+            if self._left and not self._done.done():
+                async with asyncio.timeout(self.inbox.timeout):
+                    await self._done
+        except TimeoutError:
+            pass
+        finally:
+            if self._left:
+                self.forget()
+        if self._left:
+            raise nats.errors.TimeoutError
+        return cast("list[Msg]", self._msgs)
+
+
 # -- requests to combine in one ask -------------------------------------------------------
 
 
@@ -211,9 +261,24 @@ def publishes(messages: Sequence[tuple[str, bytes]]) -> list[Request]:
     return [(subject, data, None) for subject, data in messages]
 
 
+def _sequence(msg: Msg) -> int:
+    """The stream sequence of a publish's acknowledgement, ``{"stream":..,"seq":N,..}``,
+    read without a JSON parse when it plainly is one (a bulk enqueue reads thousands);
+    anything else goes through :func:`_answer`, which raises its error."""
+    data = msg.data
+    at = data.find(b'"seq":')
+    if at > 0 and not msg.headers and b'"error"' not in data:
+        end = data.find(b",", at)
+        try:
+            return int(data[at + 6 : end if end > 0 else data.find(b"}", at)])
+        except ValueError:
+            pass
+    return int(_answer(msg)["seq"])
+
+
 def sequences(replies: Sequence[Msg]) -> list[int]:
     """The stream sequences of acknowledged publishes; raises the first error."""
-    return [int(_answer(msg)["seq"]) for msg in replies]
+    return [_sequence(msg) for msg in replies]
 
 
 def puts(bucket: str, entries: Sequence[tuple[str, bytes, int | None]]) -> list[Request]:
@@ -231,7 +296,7 @@ def revisions(replies: Sequence[Msg]) -> list[int]:
     out = []
     for msg in replies:
         try:
-            out.append(int(_answer(msg)["seq"]))
+            out.append(_sequence(msg))
         except nats.js.errors.APIError as exc:
             if exc.err_code not in _WRONG_LAST:
                 raise

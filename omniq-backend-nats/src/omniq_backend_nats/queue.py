@@ -32,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar, cast
 
 import nats.errors
@@ -67,7 +69,7 @@ from omniq.models import (
 )
 from omniq.options import Option
 
-from .batch import _WINDOW, WRONG_REVISION, Request, _windowed, publishes, puts, sequences
+from .batch import _WINDOW, WRONG_REVISION, Request, Sent, _windowed, publishes, puts, sequences
 from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
@@ -80,6 +82,11 @@ from .schedules import ScheduleBucket
 from .workers import WorkerBucket
 
 __all__ = ["NatsTaskQueue"]
+
+#: Tasks per window of an enqueue (the app hands over batches of 500: one window each).
+_ENQUEUE_WINDOW = 512
+#: How many windows of an enqueue may have messages and events unacknowledged.
+_IN_FLIGHT = 2
 
 
 class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket, BaseTaskQueue):
@@ -191,24 +198,83 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[builtins.list[Task]]:
-        """Each batch in turn: its records (:meth:`_store_many`), then its delivery
-        messages and events in one send, published through this queue's connection
-        (``event_storage`` is given only when it shares the server), then the wake-ups.
+        """Each batch in windows of :data:`_ENQUEUE_WINDOW` tasks, pipelined: a window's records
+        are created and their acknowledgements awaited (:meth:`_store_many`), then its
+        delivery messages and events are sent (published through this queue's
+        connection; ``event_storage`` is given only when it shares the server) and,
+        while the server stores them, the next window's records go out and the next
+        batch is built. A batch is yielded, and its queues woken, once its messages and
+        events are acknowledged; at most :data:`_IN_FLIGHT` windows wait so.
+
         A delivery message goes after its record, never with it: the two are on
-        different streams, which the server may store in either order."""
-        for tasks, events in batches:
-            stored, hints = await self.reaching(self._store_many(tasks))
-            requests = hints
-            if events and event_storage is not None:
-                assert isinstance(event_storage, NatsEventStorage)
-                requests = hints + publishes(
-                    event_storage.messages(
-                        [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
-                    )
-                )
-            await self.reaching(self._send(requests))
-            await self._wake(t.queue for t in stored)
-            yield stored
+        different streams, which the server may store in either order. A failure
+        raises once the batches before it are yielded (when their sends succeed), so
+        what is reported stored is a prefix; the records of the failing batch, and of
+        one window past it, may exist without their messages (the crash window
+        "record created and message published" of docs/architecture.md)."""
+        storage = cast(NatsEventStorage | None, event_storage)
+        flying: deque[_Flight] = deque()
+        landing = False
+        try:
+            for tasks, events in batches:
+                flight = _Flight()
+                flying.append(flight)
+                for start in range(0, len(tasks), _ENQUEUE_WINDOW):
+                    window = tasks[start : start + _ENQUEUE_WINDOW]
+                    stored, requests = await self.reaching(self._store_many(window))
+                    if events and storage is not None:
+                        part = events[start : start + _ENQUEUE_WINDOW]
+                        requests += publishes(
+                            storage.messages(
+                                [as_stored(e, t) for e, t in zip(part, stored, strict=True)]
+                            )
+                        )
+                    flight.stored += stored
+                    flight.sends.append(await self.reaching(self.inbox.send(requests)))
+                    await self._bound(flying)
+                flight.complete = True
+                while len(flying) > 1:
+                    landing = True
+                    yield await self._land(flying.popleft())
+                    landing = False
+            while flying:
+                landing = True
+                yield await self._land(flying.popleft())
+                landing = False
+        except Exception:
+            # Storing a later batch failed (or building it did): report the ones before
+            # it. After a batch that failed to land, nothing more is reported.
+            while not landing and flying and flying[0].complete:
+                try:
+                    done = await self._land(flying.popleft())
+                except Exception:
+                    break
+                yield done
+            raise
+        finally:
+            for flight in flying:
+                for sent in flight.sends:
+                    sent.forget()
+
+    async def _bound(self, flying: deque[_Flight]) -> None:
+        """Wait for the oldest windows in flight while more than :data:`_IN_FLIGHT` are."""
+        waiting = [sent for flight in flying for sent in flight.sends if not sent.checked]
+        for sent in waiting[: max(len(waiting) - _IN_FLIGHT, 0)]:
+            await self._check(sent)
+
+    async def _check(self, sent: Sent) -> None:
+        """Wait for the acknowledgements of publishes sent; raises the first error."""
+        sequences(await self.reaching(sent.replies()))
+        sent.checked = True
+
+    async def _land(self, flight: _Flight) -> builtins.list[Task]:
+        """A batch whose sends are all out: wait for their acknowledgements (raising
+        the first error), then wake its queues."""
+        for sent in flight.sends:
+            if not sent.checked:
+                await self._check(sent)
+        await self._wake(t.queue for t in flight.stored)
+        return flight.stored
 
     async def _store_many(self, tasks: Sequence[Task]) -> tuple[list[Task], list[Request]]:
         """The records of ``tasks``; the tasks as stored and the delivery messages to
@@ -490,6 +556,16 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             ):
                 await self._remove("children", task.id)
         return expired
+
+
+@dataclass
+class _Flight:
+    """One batch of an enqueue: its tasks as stored, and the sends of its windows'
+    messages and events; ``complete`` once every window is sent."""
+
+    stored: builtins.list[Task] = field(default_factory=list)
+    sends: builtins.list[Sent] = field(default_factory=list)
+    complete: bool = False
 
 
 async def _false() -> bool:

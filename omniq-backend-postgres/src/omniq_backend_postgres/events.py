@@ -16,17 +16,20 @@ from omniq.interfaces import BaseEventStorage, EventCount
 from omniq.models import EventType, TaskEvent
 from omniq.records import decode_or_skip
 
-from .store import PostgresStore
+from .store import PostgresStore, broadcast, compact
 
 __all__ = ["PostgresEventStorage"]
 
-APPEND = """
+#: One row per event; :data:`APPEND` takes a column of one element for all (see
+#: :func:`.store.broadcast`).
+APPEND_TEMPLATE = """
 INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
 SELECT i.id, i.task_id, i.queue, i.type, i.ts, i.worker_id, i.detail
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[])
      WITH ORDINALITY AS i(id, task_id, queue, type, ts, worker_id, detail, ord)
 ORDER BY i.ord
 """
+APPEND = broadcast(APPEND_TEMPLATE)
 # Counted on the server: one row per bucket, queue and type, along the (ts) index.
 COUNTS = """
 SELECT floor((ts - $1) / $3) AS bucket, queue, type, count(*) FROM {s}.events
@@ -35,21 +38,31 @@ WHERE ts >= $1 AND ts < $2 AND ($4::text IS NULL OR queue = $4)
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 EVENT_TYPES = {t.value: t for t in EventType}
+_TYPE_NAMES = {t.value: t.value for t in EventType}
 _json = msgspec.json.Encoder()
 _detail = msgspec.json.Decoder(dict[str, Any])
 
 
 def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
-    """Column arrays for :data:`APPEND`."""
-    return [
-        [e.id for e in events],
-        [e.task_id for e in events],
-        [e.queue for e in events],
-        [EventType(e.type).value for e in events],
-        [e.timestamp for e in events],
-        [e.worker_id for e in events],
-        [_json.encode(e.detail).decode() for e in events],
-    ]
+    """Column arrays for :data:`APPEND` (compacted, see :func:`.store.compact`)."""
+    return compact(
+        [
+            [e.id for e in events],
+            [e.task_id for e in events],
+            [e.queue for e in events],
+            [_type_value(e.type) for e in events],
+            [e.timestamp for e in events],
+            [e.worker_id for e in events],
+            [_json.encode(e.detail).decode() for e in events],
+        ]
+    )
+
+
+def _type_value(kind: EventType | str) -> str:
+    """The stored name of an event type: a dict lookup (a member hashes as its value)
+    where ``EventType(kind)`` costs an enum call per event."""
+    name = _TYPE_NAMES.get(kind)
+    return name if name is not None else EventType(kind).value
 
 
 class PostgresEventStorage(PostgresStore, BaseEventStorage):

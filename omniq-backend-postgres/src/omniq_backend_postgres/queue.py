@@ -6,8 +6,9 @@ workers never block on, nor share, a task, and the cost of a batch does not depe
 many tasks are queued nor on the table's statistics (``sql/0008_...``). Leases,
 ETAs and expiry are judged by the server's ``now()``. Finishing a task settles its
 dependents in the same transaction (``settle()`` in the schema, see
-``sql/0001_initial.sql``). Enqueues fire NOTIFY through a trigger, so workers blocked in
-:meth:`wait_for_work` wake as soon as the enqueuing transaction commits.
+``sql/0001_initial.sql``). The enqueue statement itself NOTIFYs each queue that got a
+ready task (an update that makes a task ready does through a trigger), so workers
+blocked in :meth:`wait_for_work` wake as soon as the enqueuing transaction commits.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ from omniq.models import (
     worker_decoder,
 )
 
-from .events import APPEND, append_args
+from .events import APPEND, APPEND_TEMPLATE, append_args
 from .limits import reserve_limited
 from .paging import list_page
-from .results import UPSERT, upsert_args
+from .results import UPSERT_TEMPLATE, upsert_args
 from .rows import (
     SCHEDULE_COLUMNS,
     STATES,
@@ -60,7 +61,7 @@ from .rows import (
     schedule_from_row,
     task_from_row,
 )
-from .store import EPOCH_NOW, PostgresStore, shift_params, wait_event
+from .store import EPOCH_NOW, PostgresStore, broadcast, compact, shift_params, wait_event
 
 if TYPE_CHECKING:
     import asyncpg
@@ -96,15 +97,21 @@ ins AS (
          clock
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, state, created_at, finished_at
+    RETURNING id, state, created_at, finished_at, queue
+),
+-- wake the workers of each queue that got a ready task (delivered at commit); the
+-- filter below is a one-time InitPlan that makes this CTE run
+woken AS (
+    SELECT pg_notify({{tasks_channel}}, q.queue)
+    FROM (SELECT DISTINCT queue FROM ins WHERE state = 'pending') q
 )
-SELECT id, state, created_at, finished_at FROM ins
+SELECT id, state, created_at, finished_at FROM ins WHERE (SELECT count(*) FROM woken) >= 0
 """
 #: INSERT plus each task's ``enqueued`` event in the same statement (one round trip, one
 #: commit): the event gets the queue, name and state of the task as stored, which for an
 #: id that existed already is its row from before the statement.
 INSERT_RECORDED = INSERT.replace(
-    "SELECT id, state, created_at, finished_at FROM ins",
+    "SELECT id, state, created_at, finished_at FROM ins WHERE",
     """,
 recorded AS (
     INSERT INTO {s}.events (id, task_id, queue, type, ts, worker_id, detail)
@@ -128,7 +135,7 @@ recorded AS (
     ) e
     ORDER BY e.ord
 )
-SELECT id, state, created_at, finished_at FROM ins""",
+SELECT id, state, created_at, finished_at FROM ins WHERE""",
 )
 
 _UNNEST = re.compile(r"unnest\(([^()]*)\)\s*WITH ORDINALITY AS (\w+)\(", re.S)
@@ -151,6 +158,10 @@ def _one_row(sql: str) -> str:
 #: event (see :func:`_one_row`).
 INSERT_ONE = _one_row(INSERT)
 INSERT_RECORDED_ONE = _one_row(INSERT_RECORDED)
+#: :data:`INSERT` and :data:`INSERT_RECORDED` for a batch: each column after the ids may
+#: come as one element for all (:func:`.store.broadcast`, :func:`.store.compact`).
+INSERT_MANY = broadcast(INSERT)
+INSERT_RECORDED_MANY = broadcast(INSERT_RECORDED)
 
 #: The schema's reserve() (``sql/0008_reserve_along_the_ready_index.sql``): rows of
 #: ``priority, seq,`` then :data:`TASK_COLUMNS`, in the order the tasks were picked.
@@ -233,24 +244,24 @@ COMPLETE_MANY = "SELECT {s}.complete_many($1::text[], $2::text[], $3::text[], $4
 #: complete_many() with the results and events of the tasks it completed (and those of
 #: tasks not in the batch), in one statement: the inserts read the ids the function
 #: returns, so a result or an event of a refused completion is never written.
-FINISH_MANY = (
+FINISH_MANY = broadcast(
     "WITH done AS (SELECT id FROM\n"
     "    {s}.complete_many($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS id),\n"
     "r AS ("
-    + shift_params(UPSERT, 4).replace(
+    + shift_params(UPSERT_TEMPLATE, 4).replace(
         "$9::bytea[])",
         "$9::bytea[]) AS x(task_id, state, finished_at, expires_at, data)\n"
         "WHERE x.task_id IN (SELECT id FROM done) OR NOT (x.task_id = ANY ($1::text[]))",
     )
     + "),\n"
     "e AS ("
-    + shift_params(APPEND, 9).replace(
+    + shift_params(APPEND_TEMPLATE, 9).replace(
         "ORDER BY i.ord",
         "WHERE i.task_id IN (SELECT id FROM done) OR NOT (i.task_id = ANY ($1::text[]))\n"
         "ORDER BY i.ord",
     )
     + ")\n"
-    "SELECT id FROM done"
+    "SELECT id FROM done WHERE (SELECT count(pg_notify({results_channel}, task_id)) FROM r) >= 0"
 )
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
@@ -352,9 +363,11 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
         """One INSERT ... SELECT FROM unnest(...) for all batches, with the events of a
-        sibling event storage in the same statement (:data:`INSERT_RECORDED`) when the
-        batch is small and no task has parents; tasks with ``depends_on`` go one by one
-        (in order) in one transaction, and the events then follow."""
+        sibling event storage (same schema, see :meth:`_shares_home`) in the same
+        statement (:data:`INSERT_RECORDED`) when the batch is small and no task has
+        parents; otherwise the tasks (those with ``depends_on`` one by one, in order)
+        and then their events, in one transaction on one connection: one commit, and
+        never tasks without their events."""
         tasks, events = gather_batches(batches)
         if not tasks:
             return
@@ -364,18 +377,18 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if events and len(tasks) <= RECORDED_MAX and not parents:
             yield await self._run(lambda conn: self._insert(conn, tasks, events=events))
             return
-        if not parents:
-            stored = await self._run(lambda conn: self._insert(conn, tasks))
-        else:
-            stored = await self._run(
-                lambda conn: self._enqueue_in_order(conn, tasks), transaction=True
-            )
-        if events:
-            assert event_storage is not None
-            await event_storage.append_many(
-                [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
-            )
-        yield stored
+
+        async def work(conn: asyncpg.Connection) -> list[Task]:
+            if parents:
+                stored = await self._enqueue_in_order(conn, tasks)
+            else:
+                stored = await self._insert(conn, tasks)
+            if events:
+                recorded = [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
+                await conn.execute(self.sql(APPEND), *append_args(recorded))
+            return stored
+
+        yield await self._run(work, transaction=parents or bool(events))
 
     async def _enqueue_in_order(
         self, conn: asyncpg.Connection, tasks: Sequence[Task]
@@ -407,11 +420,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             one = [column[0] for column in (*args, *append_args(events))]
             rows = await conn.fetch(self.sql(INSERT_RECORDED_ONE), *one)
         elif events:
-            rows = await conn.fetch(self.sql(INSERT_RECORDED), *args, *append_args(events))
+            rows = await conn.fetch(
+                self.sql(INSERT_RECORDED_MANY), *compact(args), *append_args(events)
+            )
         elif len(tasks) == 1:
             rows = await conn.fetch(self.sql(INSERT_ONE), *[column[0] for column in args])
         else:
-            rows = await conn.fetch(self.sql(INSERT), *args)
+            rows = await conn.fetch(self.sql(INSERT_MANY), *compact(args))
         inserted = {row[0]: row for row in rows}
         missing = [t.id for t in tasks if t.id not in inserted]
         stored = await self._get_many(conn, missing) if missing else {}

@@ -1,7 +1,8 @@
 """Results on PostgreSQL: one row per task id, expiry swept by :meth:`cleanup`.
 
-A trigger NOTIFYs ``omniq_<schema>_results`` with the task id on every write, so
-:meth:`wait` returns as soon as the writing transaction commits.
+Every statement that writes results NOTIFYs ``omniq_<schema>_results`` with each task id
+(:data:`UPSERT`, and the worker's ``finish_many``), so :meth:`wait` returns as soon as the
+writing transaction commits.
 """
 
 from __future__ import annotations
@@ -14,30 +15,41 @@ from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder
 from omniq.records import result_or_stand_in
 
-from .store import EPOCH_NOW, PostgresStore, wait_event
+from .store import EPOCH_NOW, PostgresStore, broadcast, compact, wait_event
 
 __all__ = ["PostgresResultStorage"]
 
-UPSERT = """
+#: One row per result; :data:`UPSERT` takes a column of one element for all (see
+#: :func:`.store.broadcast`).
+UPSERT_TEMPLATE = """
 INSERT INTO {s}.results (task_id, state, finished_at, expires_at, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
 ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
+RETURNING task_id
 """
+#: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
+#: (delivered at commit; ``sql/0012_...``).
+UPSERT = broadcast(
+    f"WITH written AS ({UPSERT_TEMPLATE})\n"
+    "SELECT count(pg_notify({results_channel}, task_id)) FROM written"
+)
 
 
 def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:
     """Column arrays for :data:`UPSERT`; a task id repeated in the batch keeps its last
-    result (one statement cannot upsert a row twice)."""
+    result (one statement cannot upsert a row twice); compacted (:func:`.store.compact`)."""
     latest = list({r.task_id: r for r in results}.values())
-    return [
-        [r.task_id for r in latest],
-        [r.state.value for r in latest],
-        [r.finished_at for r in latest],
-        [r.expires_at for r in latest],
-        [encoder.encode(r) for r in latest],
-    ]
+    return compact(
+        [
+            [r.task_id for r in latest],
+            [r.state.value for r in latest],
+            [r.finished_at for r in latest],
+            [r.expires_at for r in latest],
+            [encoder.encode(r) for r in latest],
+        ]
+    )
 
 
 #: Seconds between polls of wait() while no LISTEN connection is up.

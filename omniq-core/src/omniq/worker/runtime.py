@@ -846,7 +846,7 @@ class Worker:
     async def _maintenance(self) -> None:
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
         last_lease = last_cleanup = 0.0
-        while not self._helpers_done:
+        while True:
             t = now()
             try:
                 await fire_due_schedules(
@@ -861,6 +861,12 @@ class Worker:
             except Exception:
                 log.exception("worker %s: maintenance failed", self.id)
             self._check_recycle()
+            if self._helpers_done:
+                # Checked after the step, not before the sleep only: a cancel can be
+                # swallowed mid-step (Python 3.11's wait_for, used by redis-py, returns
+                # a result that lands with the cancel), and the loop then stops on the
+                # flag instead of sleeping until the stop's next round of cancels.
+                return
             await asyncio.sleep(min(1.0, lease_every))
 
     async def _recover_leases(self) -> None:
