@@ -28,12 +28,19 @@ _OWN = frozenset({"task_id", "task_name"})
 _NOT_EXTRA = _STANDARD | _OWN
 
 
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class TextFormatter(logging.Formatter):
     """``time LEVEL logger: message [task NAME ID]`` (the bracket only inside a task)."""
 
-    def __init__(self, fmt: str | None = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    def __init__(self, fmt: str | None = _TEXT_FORMAT) -> None:
         super().__init__(fmt)
         self._second: tuple[int, str] = (-1, "")  # (epoch second, its formatted time)
+        # The default format, as an f-string (the same text): no ``%`` over the record.
+        self._plain = (
+            fmt == _TEXT_FORMAT and type(self).formatMessage is logging.Formatter.formatMessage
+        )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """As :class:`logging.Formatter` does, with the second's text formatted once."""
@@ -46,8 +53,18 @@ class TextFormatter(logging.Formatter):
             self._second = (second, text)
         return self.default_msec_format % (text, record.msecs)
 
+    def _format_plain(self, record: logging.LogRecord) -> str:
+        """What :meth:`logging.Formatter.format` makes of a record without an exception
+        or a stack in the default format, with the same attributes set on the record."""
+        record.message = message = record.getMessage()
+        record.asctime = asctime = self.formatTime(record)
+        return f"{asctime} {record.levelname} {record.name}: {message}"
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        if self._plain and not (record.exc_info or record.exc_text or record.stack_info):
+            text = self._format_plain(record)
+        else:
+            text = super().format(record)
         task_id = getattr(record, "task_id", None)
         if task_id is not None and getattr(record, "outcome", None) is None:
             first, nl, rest = text.partition("\n")  # after the message, before a traceback

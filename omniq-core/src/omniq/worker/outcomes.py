@@ -13,6 +13,10 @@ only built when the logger would emit it, so a worker logging at WARNING pays on
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskTimeoutError
@@ -47,11 +51,12 @@ def log_outcome(
 ) -> None:
     """Log one outcome of ``task`` (see the module doc); ``started`` gives the duration.
 
-    The record is made with ``makeRecord`` and handed to ``log.handle``, which is what
-    ``log.info(..., extra=...)`` does, less its per-call work this fixed call does not
-    need: finding the caller's frame (the record names this function) and checking each
-    extra key against the record's own attributes (these keys never clash). Filters,
-    handlers, propagation and a custom record factory all apply as before.
+    The record is made as ``makeRecord`` makes it (see :func:`_new_record`) and handed
+    to ``log.handle``, which is what ``log.info(..., extra=...)`` does, less its per-call
+    work this fixed call does not need: finding the caller's frame (the record names this
+    function) and checking each extra key against the record's own attributes (these
+    keys never clash). Filters, handlers, propagation and a custom record factory all
+    apply as before.
     """
     level = _LEVELS[outcome]
     if not log.isEnabledFor(level):
@@ -66,12 +71,8 @@ def log_outcome(
         fields["error"] = message
         text = f" error={message!r}"
     more = "".join(f" {k}={v}" for k, v in fields.items() if k != "error") if fields else ""
-    record = log.makeRecord(
-        log.name,
+    record = _new_record(
         level,
-        __file__,
-        _LINE,
-        "task %s %s %s queue=%s attempt=%d duration=%s%s%s",
         (
             task.name,
             task.id,
@@ -82,8 +83,6 @@ def log_outcome(
             more,
             text,
         ),
-        None,
-        "log_outcome",
     )
     attrs = record.__dict__
     attrs["outcome"] = outcome
@@ -99,6 +98,64 @@ def log_outcome(
 
 
 _LINE = log_outcome.__code__.co_firstlineno
+_MESSAGE = "task %s %s %s queue=%s attempt=%d duration=%s%s%s"
+#: (level, thread id) -> the attributes of a record made by ``makeRecord`` in that thread
+#: (of this process: a forked child starts without, see below).
+_templates: dict[tuple[int, int], dict[str, Any]] = {}
+os.register_at_fork(after_in_child=_templates.clear)
+
+
+def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
+    """The record ``log.makeRecord`` would make for one outcome line, made for less.
+
+    ``LogRecord.__init__`` works out ~20 attributes per line (its level's name, the
+    file's base name, the thread's and the process's names, ...); for this one call only
+    the time and the arguments change, so the first record made in a thread and process
+    (for each level) is kept as a template and the next ones copy it, with their own
+    ``created``, ``msecs``, ``relativeCreated`` and ``threadName`` (and ``taskName``
+    where Python has it). With a custom record factory or logger subclass installed,
+    ``makeRecord`` makes every record, as before.
+    """
+    if logging.getLogRecordFactory() is not logging.LogRecord or type(log) is not logging.Logger:
+        return log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
+    key = (level, threading.get_ident())
+    template = _templates.get(key)
+    if template is None:
+        if len(_templates) > 64:  # threads come and go: keep the live few
+            _templates.clear()
+        first = log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
+        _templates[key] = dict(first.__dict__)
+        return first
+    created = time.time()
+    record = _RECORD_NEW(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(template)
+    attrs["args"] = args
+    attrs["created"] = created
+    attrs["msecs"] = int((created - int(created)) * 1000) + 0.0
+    attrs["relativeCreated"] = template["relativeCreated"] + (created - template["created"]) * 1000
+    if template["threadName"] is not None:
+        attrs["threadName"] = threading.current_thread().name
+    if "taskName" in template:  # Python 3.12+: the asyncio task's name, as LogRecord does
+        attrs["taskName"] = _task_name()
+    return record
+
+
+_RECORD_NEW = logging.LogRecord.__new__
+_FUNC = "log_outcome"
+
+
+def _task_name() -> str | None:
+    if not getattr(logging, "logAsyncioTasks", True):
+        return None
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except Exception:
+        return None
+    return task.get_name() if task is not None else None
 
 
 def failure_outcome(exc: BaseException, retrying: bool) -> str:
