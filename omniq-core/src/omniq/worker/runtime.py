@@ -258,8 +258,11 @@ class Worker:
         # keeps reserve on the plain path, which pays nothing for them.
         self._limits = self.app.limits() or None
         # (a burst worker keeps every wake-up: a freed slot is how it sees it is done)
-        self._wakes = self.task_queue.reserve_drains and not self.burst
-        self._wakes = self._wakes and Capability.BLOCKING_RESERVE in self.task_queue.capabilities
+        self._wakes = (
+            self.task_queue.reserve_drains
+            and not self.burst
+            and Capability.BLOCKING_RESERVE in self.task_queue.capabilities
+        )
         if self._limits is not None and Capability.LIMITS not in self.task_queue.capabilities:
             raise ConfigError(
                 f"the app declares rate or concurrency limits, which "
