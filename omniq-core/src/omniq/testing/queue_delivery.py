@@ -477,3 +477,24 @@ class DeliveryTests:
                 "BLOCKING_RESERVE: wait_for_work must wake on enqueue"
             )
         assert len(await reserve_ids(task_queue, ["default"])) == 1
+
+    async def test_a_short_reserve_took_every_ready_task_where_the_queue_says_so(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """``reserve_drains``: the worker waits for a wake-up after a reserve that got
+        fewer tasks than it asked for, so such a reserve must leave no ready task behind
+        (in any of the queues asked, at any priority)."""
+        if not task_queue.reserve_drains:
+            pytest.skip(f"{type(task_queue).__name__} does not declare reserve_drains")
+        requires(task_queue, Capability.BLOCKING_RESERVE)
+        tasks = [
+            make_task(queue=queue, priority=priority)
+            for queue, priority in (("default", 0), ("default", 5), ("other", 0), ("other", 9))
+        ]
+        await task_queue.enqueue_many(tasks)
+        got = await reserve_ids(task_queue, ["default", "other"], limit=len(tasks) + 3)
+        assert sorted(got) == sorted(t.id for t in tasks), (
+            "reserve_drains: a reserve that returns fewer tasks than its limit must have "
+            f"taken every ready one: got {len(got)} of {len(tasks)}"
+        )
+        assert await reserve_ids(task_queue, ["default", "other"]) == []
