@@ -136,6 +136,29 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             and store.shared is self.shared
         )
 
+    async def enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """``delay()``'s call: a single new task without parents, with its event storage
+        on this connection or events off, goes straight to :meth:`_enqueue_one`, without
+        the batch machinery (``enqueue_batches``, the ``_enqueue`` generator) it costs
+        as much client time as; what that hands back, and the rest, goes the general way."""
+        if len(tasks) == 1:
+            task = tasks[0]
+            if (
+                not task.depends_on
+                and task.created_at
+                and (event_storage is None or self._shares_home(event_storage))
+            ):
+                event = events[0] if event_storage is not None and events else None
+                one = await self._enqueue_one(task, event, event_storage)
+                if one is not None:
+                    return [one]
+        return await super().enqueue_recorded(tasks, events, event_storage)
+
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
