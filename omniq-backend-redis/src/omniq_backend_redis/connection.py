@@ -274,20 +274,31 @@ def arg(value: Any) -> bytes:
     raise TypeError(f"a script argument must be bytes, str or a number, not {value!r}")
 
 
+#: A bulk string's length line (``$<n>\r\n``) by length, for the lengths most arguments
+#: have: a look-up instead of formatting one per argument of every command.
+_LENGTH_LINES = [b"$%d\r\n" % n for n in range(1024)]
+
+
 def pack_script(script: AsyncScript, args: Sequence[Any]) -> bytes:
     """A whole EVALSHA of ``script`` with ``args``, for :meth:`SharedConnection.call_packed`."""
+    lines = _LENGTH_LINES
     parts = [pack_evalsha(script, len(args))]
-    append = parts.append
     for value in args:  # (the common kinds inline: this runs for every argument)
         kind = type(value)
         data = value if kind is bytes else value.encode() if kind is str else arg(value)
-        append(b"$%d\r\n%b\r\n" % (len(data), data))
+        n = len(data)
+        parts += (lines[n] if n < 1024 else b"$%d\r\n" % n, data, b"\r\n")
     return b"".join(parts)
 
 
 def resp(args: Iterable[bytes]) -> bytes:
     """Arguments as RESP bulk strings, end to end (a command is ``*<count>`` then these)."""
-    return b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
+    lines = _LENGTH_LINES
+    parts: list[bytes] = []
+    for a in args:
+        n = len(a)
+        parts += (lines[n] if n < 1024 else b"$%d\r\n" % n, a, b"\r\n")
+    return b"".join(parts)
 
 
 def pack_evalsha(script: AsyncScript, count: int) -> bytes:
