@@ -37,6 +37,8 @@ from omniq.interfaces import (
 from omniq.lifecycle import attempts_allowed, runs_on_failure
 from omniq.limits import SCAN_AHEAD, Limits, Reservation
 from omniq.models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     ErrorInfo,
     Schedule,
     Task,
@@ -278,20 +280,19 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             start = self._one_start[id(events)] = pack_evalsha(script, 17) + resp(
                 str(a).encode() for a in static
             )
+        eta, expires_at = task.eta, task.expires_at
         args = [
             task.id.encode(),
             task.queue.encode(),
             header(task),
             encoder.encode(task),
-            str(task.priority).encode(),
-            number(task.eta).encode(),
-            number(task.expires_at).encode(),
+            _PRIORITIES.get(task.priority) or str(task.priority).encode(),
+            b"" if eta is None else repr(float(eta)).encode(),
+            b"" if expires_at is None else repr(float(expires_at)).encode(),
         ]
         if events is not None and event is not None:
             expected = (
-                TaskState.SCHEDULED
-                if task.eta is not None and task.eta > time.time()
-                else TaskState.PENDING
+                TaskState.SCHEDULED if eta is not None and eta > time.time() else TaskState.PENDING
             )
             said = as_stored(event, task, expected)
             ts = said.timestamp
@@ -312,7 +313,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             raise _script_error(exc) from None
         if state == 0:
             return None
-        if events is not None:
+        if events is not None and events.max_age is not None:
             await events.after_append()
         return _as_new(task, STATES[state], None, task.created_at)
 
@@ -785,3 +786,5 @@ def header(task: Task) -> bytes:
 
 
 _HEADER = struct.Struct(">ddddd")
+#: A priority as enqueue_one.lua's argument, each valid one encoded once
+_PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}
