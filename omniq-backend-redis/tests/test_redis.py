@@ -183,6 +183,25 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
         await queue.close()
 
 
+async def test_a_command_larger_than_the_socket_takes_goes_whole(
+    redis_url: str, key_prefix: str
+) -> None:
+    """delay()'s command is written straight to the stream; one the socket does not take
+    at once (a large payload) is drained before the reply is read, and the next call on
+    the kept connection still gets its own reply."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        big = make_task(payload=b"x" * 16_000_000, created_at=time.time())
+        small = make_task(created_at=time.time())
+        for task in (big, small):
+            [stored] = await queue.enqueue_recorded([task], [], None)
+            assert stored.state is TaskState.PENDING
+        assert (await queue.get(big.id)).payload == big.payload
+        assert (await queue.get(small.id)).id == small.id
+    finally:
+        await queue.close()
+
+
 def enqueued(tasks: list[Any]) -> list[Any]:
     return [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
 

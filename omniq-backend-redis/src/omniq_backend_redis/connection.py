@@ -153,7 +153,7 @@ class SharedConnection:
         if conn is None:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(packed)
+            await _send(conn, packed)
             reply = await conn.read_response()
         except ResponseError:
             await self._keep(conn)  # the script's answer: the connection is fine
@@ -254,6 +254,29 @@ class SharedConnection:
             raise
         finally:
             await self.pool.release(conn)
+
+
+async def _send(conn: Any, packed: bytes) -> None:
+    """redis-py's ``send_packed_command``, without its per-call task: it drains the write
+    under ``asyncio.wait_for`` whenever ``socket_timeout`` is set, which makes a task of
+    every send although a socket with room takes the command at once. So the command is
+    written straight to the stream, and only a write the socket did not take whole is
+    waited for, under that timeout. A connection not yet open, or with a health check
+    due (``health_check_interval``), goes through redis-py."""
+    writer = getattr(conn, "_writer", None)
+    if writer is None or conn.health_check_interval or writer.transport.is_closing():
+        await conn.send_packed_command(packed)
+        return
+    writer.write(packed)
+    if writer.transport.get_write_buffer_size():
+        try:
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await conn.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
 
 
 def arg(value: Any) -> bytes:
