@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import subprocess
 import sys
@@ -140,6 +141,64 @@ async def test_a_single_enqueue_stores_what_the_batch_script_stores(
         assert int(await r.get(f"{key_prefix}:ev:n")) == await r.xlen(f"{key_prefix}:ev") == 5
     finally:
         await events.close()
+        await queue.close()
+
+
+async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
+    redis_url: str, key_prefix: str
+) -> None:
+    """enqueue_one.lua checks by writing (see the script): a foreign key met after its
+    first writes (a queue's ready set; an index bucket not listed yet) refuses the task
+    with every key as it was, and the general script then names the key."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    r = queue.redis
+
+    def recorded(task: Any, ts: float) -> Any:
+        return make_event(
+            task_id=task.id, timestamp=ts, detail={"name": task.name, "state": "pending"}
+        )
+
+    async def snapshot() -> dict[bytes, Any]:
+        return {key: await r.dump(key) for key in await r.keys(f"{key_prefix}:*")}
+
+    try:
+        first = make_task(created_at=time.time())
+        await queue.enqueue_recorded([first], [recorded(first, time.time())], events)
+        await r.set(f"{key_prefix}:q:other:ready", b"not ours")
+        later = time.time() + 3 * events.index_bucket_ms / 1000  # a bucket not listed yet
+        bucket = f"{key_prefix}:ev:tx:{math.floor(later * 1000 / events.index_bucket_ms)}"
+        await r.set(bucket, b"not ours")
+        cases = [  # (task, its event's timestamp, the foreign key it meets)
+            (make_task(queue="other", created_at=time.time()), time.time(), "q:other:ready"),
+            (make_task(created_at=time.time()), later, bucket.split(":", 1)[1]),
+        ]
+        for task, ts, key in cases:
+            before = await snapshot()
+            with pytest.raises(ForeignKeyError, match=key):
+                await queue.enqueue_recorded([task], [recorded(task, ts)], events)
+            assert await snapshot() == before, key
+    finally:
+        await events.close()
+        await queue.close()
+
+
+async def test_a_command_larger_than_the_socket_takes_goes_whole(
+    redis_url: str, key_prefix: str
+) -> None:
+    """delay()'s command is written straight to the stream; one the socket does not take
+    at once (a large payload) is drained before the reply is read, and the next call on
+    the kept connection still gets its own reply."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        big = make_task(payload=b"x" * 16_000_000, created_at=time.time())
+        small = make_task(created_at=time.time())
+        for task in (big, small):
+            [stored] = await queue.enqueue_recorded([task], [], None)
+            assert stored.state is TaskState.PENDING
+        assert (await queue.get(big.id)).payload == big.payload
+        assert (await queue.get(small.id)).id == small.id
+    finally:
         await queue.close()
 
 

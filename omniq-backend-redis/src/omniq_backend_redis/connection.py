@@ -153,7 +153,7 @@ class SharedConnection:
         if conn is None:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(packed)
+            await _send(conn, packed)
             reply = await conn.read_response()
         except ResponseError:
             await self._keep(conn)  # the script's answer: the connection is fine
@@ -256,6 +256,29 @@ class SharedConnection:
             await self.pool.release(conn)
 
 
+async def _send(conn: Any, packed: bytes) -> None:
+    """redis-py's ``send_packed_command``, without its per-call task: it drains the write
+    under ``asyncio.wait_for`` whenever ``socket_timeout`` is set, which makes a task of
+    every send although a socket with room takes the command at once. So the command is
+    written straight to the stream, and only a write the socket did not take whole is
+    waited for, under that timeout. A connection not yet open, or with a health check
+    due (``health_check_interval``), goes through redis-py."""
+    writer = getattr(conn, "_writer", None)
+    if writer is None or conn.health_check_interval or writer.transport.is_closing():
+        await conn.send_packed_command(packed)
+        return
+    writer.write(packed)
+    if writer.transport.get_write_buffer_size():
+        try:
+            await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await conn.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
 def arg(value: Any) -> bytes:
     """One script argument as bytes, as redis-py's encoder writes it (numbers by ``str``)."""
     kind = type(value)
@@ -274,20 +297,31 @@ def arg(value: Any) -> bytes:
     raise TypeError(f"a script argument must be bytes, str or a number, not {value!r}")
 
 
+#: A bulk string's length line (``$<n>\r\n``) by length, for the lengths most arguments
+#: have: a look-up instead of formatting one per argument of every command.
+_LENGTH_LINES = [b"$%d\r\n" % n for n in range(1024)]
+
+
 def pack_script(script: AsyncScript, args: Sequence[Any]) -> bytes:
     """A whole EVALSHA of ``script`` with ``args``, for :meth:`SharedConnection.call_packed`."""
+    lines = _LENGTH_LINES
     parts = [pack_evalsha(script, len(args))]
-    append = parts.append
     for value in args:  # (the common kinds inline: this runs for every argument)
         kind = type(value)
         data = value if kind is bytes else value.encode() if kind is str else arg(value)
-        append(b"$%d\r\n%b\r\n" % (len(data), data))
+        n = len(data)
+        parts += (lines[n] if n < 1024 else b"$%d\r\n" % n, data, b"\r\n")
     return b"".join(parts)
 
 
 def resp(args: Iterable[bytes]) -> bytes:
     """Arguments as RESP bulk strings, end to end (a command is ``*<count>`` then these)."""
-    return b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
+    lines = _LENGTH_LINES
+    parts: list[bytes] = []
+    for a in args:
+        n = len(a)
+        parts += (lines[n] if n < 1024 else b"$%d\r\n" % n, a, b"\r\n")
+    return b"".join(parts)
 
 
 def pack_evalsha(script: AsyncScript, count: int) -> bytes:

@@ -37,6 +37,8 @@ from omniq.interfaces import (
 from omniq.lifecycle import attempts_allowed, runs_on_failure
 from omniq.limits import SCAN_AHEAD, Limits, Reservation
 from omniq.models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     ErrorInfo,
     Schedule,
     Task,
@@ -135,6 +137,29 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             isinstance(store, (RedisEventStorage, RedisResultStorage))
             and store.shared is self.shared
         )
+
+    async def enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """``delay()``'s call: a single new task without parents, with its event storage
+        on this connection or events off, goes straight to :meth:`_enqueue_one`, without
+        the batch machinery (``enqueue_batches``, the ``_enqueue`` generator) it costs
+        as much client time as; what that hands back, and the rest, goes the general way."""
+        if len(tasks) == 1:
+            task = tasks[0]
+            if (
+                not task.depends_on
+                and task.created_at
+                and (event_storage is None or self._shares_home(event_storage))
+            ):
+                event = events[0] if event_storage is not None and events else None
+                one = await self._enqueue_one(task, event, event_storage)
+                if one is not None:
+                    return [one]
+        return await super().enqueue_recorded(tasks, events, event_storage)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -255,20 +280,19 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             start = self._one_start[id(events)] = pack_evalsha(script, 17) + resp(
                 str(a).encode() for a in static
             )
+        eta, expires_at = task.eta, task.expires_at
         args = [
             task.id.encode(),
             task.queue.encode(),
             header(task),
             encoder.encode(task),
-            str(task.priority).encode(),
-            number(task.eta).encode(),
-            number(task.expires_at).encode(),
+            _PRIORITIES.get(task.priority) or str(task.priority).encode(),
+            b"" if eta is None else repr(float(eta)).encode(),
+            b"" if expires_at is None else repr(float(expires_at)).encode(),
         ]
         if events is not None and event is not None:
             expected = (
-                TaskState.SCHEDULED
-                if task.eta is not None and task.eta > time.time()
-                else TaskState.PENDING
+                TaskState.SCHEDULED if eta is not None and eta > time.time() else TaskState.PENDING
             )
             said = as_stored(event, task, expected)
             ts = said.timestamp
@@ -289,7 +313,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             raise _script_error(exc) from None
         if state == 0:
             return None
-        if events is not None:
+        if events is not None and events.max_age is not None:
             await events.after_append()
         return _as_new(task, STATES[state], None, task.created_at)
 
@@ -762,3 +786,5 @@ def header(task: Task) -> bytes:
 
 
 _HEADER = struct.Struct(">ddddd")
+#: A priority as enqueue_one.lua's argument, each valid one encoded once
+_PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}

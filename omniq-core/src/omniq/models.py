@@ -75,7 +75,10 @@ def new_id() -> str:
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` ids as :func:`new_id` makes them, with the random parts read in one call."""
+    """``n`` ids as :func:`new_id` makes them, with the random parts read in one call
+    (one id, as for each ``delay()``'s event, from :func:`new_id`'s pool instead)."""
+    if n == 1:
+        return [new_id()]
     time_ns = time.time_ns
     return [f"{time_ns():x}-{part}" for part in _random_hex(n)]
 
