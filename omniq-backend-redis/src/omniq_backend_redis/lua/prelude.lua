@@ -1,7 +1,7 @@
 -- Prelude of every OmniQ task-queue script. ARGV[1] is the key prefix P.
 -- Keys: P:t:<id> task hash; P:q:<queue>:ready (score: priority, then enqueue order),
 -- P:q:<queue>:delayed (score: eta), P:q:<queue>:s:<state> (score: enqueue order),
--- P:running (lease deadline), P:ttl (expires_at of tasks not started), P:done (when a
+-- P:running (lease deadline in whole ms, rounded up: see lease_deadline), P:ttl (expires_at of tasks not started), P:done (when a
 -- finished task may be deleted), P:deps:<id> (ids of the tasks that depend on <id>, kept
 -- until <id> is deleted: dependents() reads it), P:queues, P:seq.
 -- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
@@ -18,6 +18,8 @@ do
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+-- Now in whole ms, rounded down: a P:running score at or below it has lapsed.
+local NOW_MS = math.floor(NOW * 1000)
 local READY = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = true, dead = true}
 local RUNNING_KEY = P .. ':running'
@@ -35,6 +37,14 @@ local function num(v)
   local s = NUMS[v]
   if not s then s = fmt(v); NUMS[v] = s end
   return s
+end
+-- A lease's deadline `seconds` from now: the hash's ld (seconds, what the client reads)
+-- and its P:running score, in whole milliseconds rounded up (so it never lapses early):
+-- an integer string is cheaper to write and for the server to parse than a float's.
+-- Versions before this one scored P:running in seconds: expire_leases.lua reads both.
+local function lease_deadline(seconds)
+  local at = NOW + seconds
+  return fmt(at), int(math.ceil(at * 1000))
 end
 -- Queue keys are asked for once per task in a batch: build each string once.
 local QKEYS = {}
@@ -257,10 +267,11 @@ local function promote_due(queues)
 end
 
 -- Lease a ready task (already out of its ready set) to `worker`; its reply row.
-local function lease(f, worker, token, deadline, started)
+-- (deadline and score: from lease_deadline)
+local function lease(f, worker, token, deadline, score, started)
   set_state(f, 'running')
   update(f, {s = 'running', a = f.a + 1, lo = worker, lt = token, ld = deadline, sa = started})
-  zadd(RUNNING_KEY, deadline, f.id)
+  zadd(RUNNING_KEY, score, f.id)
   if f.x then zrem(TTL_KEY, f.id) end
   return row(f)
 end
