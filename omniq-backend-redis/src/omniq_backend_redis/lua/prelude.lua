@@ -1,9 +1,10 @@
 -- Prelude of every OmniQ task-queue script. ARGV[1] is the key prefix P.
 -- Keys: P:t:<id> task hash; P:q:<queue>:ready (score: priority, then enqueue order),
 -- P:q:<queue>:delayed (score: eta), P:q:<queue>:s:<state> (score: enqueue order),
--- P:running (lease deadline in whole ms, rounded up: see lease_deadline), P:ttl (expires_at of tasks not started), P:done (when a
--- finished task may be deleted), P:deps:<id> (ids of the tasks that depend on <id>, kept
--- until <id> is deleted: dependents() reads it), P:queues, P:seq.
+-- P:running (lease deadline, whole ms: see lease_deadline), P:ttl (expires_at of tasks
+-- not started), P:done (when a finished task may be deleted, whole seconds: see done_at),
+-- P:deps:<id> (ids of the tasks that depend on <id>, kept until <id> is deleted:
+-- dependents() reads it), P:queues, P:seq.
 -- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
 -- and retention when finished/dead as big-endian doubles: what never changes, in one
 -- field), d encoded Task, q queue, sq enqueue order, s state, a attempts, e eta, x
@@ -36,6 +37,14 @@ local NUMS = {}
 local function num(v)
   local s = NUMS[v]
   if not s then s = fmt(v); NUMS[v] = s end
+  return s
+end
+-- A finished task's P:done score `keep` seconds from now: whole seconds, rounded up (it
+-- may be deleted a fraction of a second late, never early), one string per retention.
+local DONE_AT = {}
+local function done_at(keep)
+  local s = DONE_AT[keep]
+  if not s then s = int(math.ceil(NOW + keep)); DONE_AT[keep] = s end
   return s
 end
 -- A lease's deadline `seconds` from now: the hash's ld (seconds, what the client reads)
@@ -174,13 +183,13 @@ local function finish(f, state, err)
   end
   if f.x then zrem(TTL_KEY, f.id) end
   set_state(f, state)
-  local values = {s = state, fa = fmt(NOW)}
+  local values = {s = state, fa = num(NOW)}
   if f.lt then values.lo, values.lt, values.ld = false, false, false end
   if err then values.er = err end
   update(f, values)
   local keep = f.rt
   if state == 'dead' then keep = f.dt end
-  zadd(DONE_KEY, fmt(NOW + keep), f.id)
+  zadd(DONE_KEY, done_at(keep), f.id)
 end
 
 -- One parent of a waiting dependent is done with (succeeded, or ended however for a
@@ -251,7 +260,7 @@ end
 local function promote_due(queues)
   for _, q in ipairs(queues) do
     local dkey = qkey(q, 'delayed')
-    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', fmt(NOW), 'LIMIT', 0, 1000)
+    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', num(NOW), 'LIMIT', 0, 1000)
     if #due > 0 then
       local rkey = qkey(q, 'ready')
       for _, id in ipairs(due) do

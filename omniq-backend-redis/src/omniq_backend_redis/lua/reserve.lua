@@ -2,7 +2,7 @@
 -- Returns the rows of the reserved tasks (msgpack), highest priority first, then FIFO.
 local worker, limit, base = ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local deadline, score = lease_deadline(tonumber(ARGV[3]))
-local started = fmt(NOW)
+local started = num(NOW)
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 

@@ -15,7 +15,7 @@ local declared = cmsgpack.unpack(ARGV[7])
 local task_rates, queue_rates, caps = declared[1], declared[2], declared[3]
 local by_name = next(task_rates) ~= nil or next(caps) ~= nil
 local deadline, score = lease_deadline(tonumber(ARGV[3]))
-local started = fmt(NOW)
+local started = num(NOW)
 local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local LIMITS_KEY = P .. ':limits'
