@@ -27,7 +27,7 @@ end
 local out, refused = {}, {}
 local i = 3
 for j = 1, n do
-  local f = load(ARGV[i])
+  local f = load(ARGV[i], true)
   if held(f, ARGV[i + 1]) then
     local err = ARGV[i + 3]
     if err == '' then err = nil end
