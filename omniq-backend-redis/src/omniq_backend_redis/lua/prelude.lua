@@ -27,7 +27,6 @@ local RUNNING_KEY = P .. ':running'
 local TTL_KEY = P .. ':ttl'
 local DONE_KEY = P .. ':done'
 local NUMERIC = {sq = true, e = true, x = true, a = true}
-local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
 -- redis.call formats a Lua number argument with %.17g on every call, which costs more
@@ -126,19 +125,18 @@ local function update(f, values)
   redis.call('HSET', tkey(f.id), unpack(args))
 end
 
--- What a script returns for a task (decoded by codec.decode_task).
+-- What a script returns for a task (decoded by codec.decode_task): an array of its
+-- d c s a e lo lt ld sa fa er, in one concatenation.
+local ROW_HEAD = mp_array(11)
 local function row(f)
-  local parts = {mp_array(#ROW)}
-  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
-  return table.concat(parts)
+  return ROW_HEAD .. mp_bin(f.d) .. mp_bin(f.c) .. mp_bin(f.s) .. mp_bin(int(f.a)) .. mp_bin(f.e)
+    .. mp_bin(f.lo) .. mp_bin(f.lt) .. mp_bin(f.ld) .. mp_bin(f.sa) .. mp_bin(f.fa) .. mp_bin(f.er)
 end
 -- A row with the task's id after it, for the replies that are not the hot path (so a
 -- record whose d does not decode can still be named: see codec.decode_rows).
+local ROW_ID_HEAD = mp_array(12)
 local function row_id(f)
-  local parts = {mp_array(#ROW + 1)}
-  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
-  parts[#ROW + 2] = mp_bin(f.id)
-  return table.concat(parts)
+  return ROW_ID_HEAD .. string.sub(row(f), #ROW_HEAD + 1) .. mp_bin(f.id)
 end
 local function rows(list)
   return mp_array(#list) .. table.concat(list)
@@ -188,10 +186,22 @@ local function finish(f, state, err)
   end
   if f.x then zrem(TTL_KEY, f.id) end
   set_state(f, state)
-  local values = {s = state, fa = num(NOW)}
-  if f.lt then values.lo, values.lt, values.ld = false, false, false end
-  if err then values.er = err end
-  update(f, values)
+  -- one HSET of what changes, in the hash and in f (the lease, if any, is cleared)
+  local key, fa = tkey(f.id), num(NOW)
+  if f.lt then
+    if err then
+      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '', 'er', err)
+    else
+      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '')
+    end
+    f.lo, f.lt, f.ld = false, false, false
+  elseif err then
+    redis.call('HSET', key, 's', state, 'fa', fa, 'er', err)
+  else
+    redis.call('HSET', key, 's', state, 'fa', fa)
+  end
+  f.s, f.fa = state, fa
+  if err then f.er = err end
   local keep = f.rt
   if state == 'dead' then keep = f.dt end
   zadd(DONE_KEY, done_at(keep), f.id)
@@ -284,7 +294,10 @@ end
 -- (deadline and score: from lease_deadline)
 local function lease(f, worker, token, deadline, score, started)
   set_state(f, 'running')
-  update(f, {s = 'running', a = f.a + 1, lo = worker, lt = token, ld = deadline, sa = started})
+  local a = f.a + 1
+  redis.call('HSET', tkey(f.id), 's', 'running', 'a', int(a), 'lo', worker, 'lt', token,
+             'ld', deadline, 'sa', started)
+  f.s, f.a, f.lo, f.lt, f.ld, f.sa = 'running', a, worker, token, deadline, started
   zadd(RUNNING_KEY, score, f.id)
   if f.x then zrem(TTL_KEY, f.id) end
   return row(f)
