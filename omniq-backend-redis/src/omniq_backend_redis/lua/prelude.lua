@@ -126,11 +126,13 @@ local function update(f, values)
 end
 
 -- What a script returns for a task (decoded by codec.decode_task): an array of its
--- d c s a e lo lt ld sa fa er, in one concatenation.
+-- d c s a e lo lt ld sa fa er, in one concatenation; c (created_at) as a msgpack float 64,
+-- the double itself, which costs less than its 17 digits.
 local ROW_HEAD = mp_array(11)
 local function row(f)
-  return ROW_HEAD .. mp_bin(f.d) .. mp_bin(f.c) .. mp_bin(f.s) .. mp_bin(int(f.a)) .. mp_bin(f.e)
-    .. mp_bin(f.lo) .. mp_bin(f.lt) .. mp_bin(f.ld) .. mp_bin(f.sa) .. mp_bin(f.fa) .. mp_bin(f.er)
+  return ROW_HEAD .. mp_bin(f.d) .. '\203' .. struct.pack('>d', f.c) .. mp_bin(f.s)
+    .. mp_bin(int(f.a)) .. mp_bin(f.e) .. mp_bin(f.lo) .. mp_bin(f.lt) .. mp_bin(f.ld)
+    .. mp_bin(f.sa) .. mp_bin(f.fa) .. mp_bin(f.er)
 end
 -- A row with the task's id after it, for the replies that are not the hot path (so a
 -- record whose d does not decode can still be named: see codec.decode_rows).
