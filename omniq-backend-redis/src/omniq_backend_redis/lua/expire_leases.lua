@@ -18,8 +18,7 @@ for _, id in ipairs(lapsed) do
         'lease lapsed on attempt ' .. f.a .. ' of ' .. f.md
         .. ': its worker keeps dying or hanging'))
     else
-      zrem(RUNNING_KEY, id)
-      to_ready(f, 'pending', {lo = false, lt = false, ld = false})
+      unlease(f, 'pending')
     end
     out[#out + 1] = row_id(f)
   else

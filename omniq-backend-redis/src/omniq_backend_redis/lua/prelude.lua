@@ -26,7 +26,6 @@ local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = t
 local RUNNING_KEY = P .. ':running'
 local TTL_KEY = P .. ':ttl'
 local DONE_KEY = P .. ':done'
-local NUMERIC = {sq = true, e = true, x = true, a = true}
 local WAKE = {}
 
 -- redis.call formats a Lua number argument with %.17g on every call, which costs more
@@ -113,18 +112,6 @@ local function load(id, ending)
           fa = v[14] ~= '' and v[14], er = v[15] ~= '' and v[15]}
 end
 
--- Write fields to the hash and to f (false or '' clears a field).
-local function update(f, values)
-  local args = {}
-  for name, value in pairs(values) do
-    if value == false then value = '' end
-    if value == '' then f[name] = false elseif NUMERIC[name] then f[name] = tonumber(value) else f[name] = value end
-    args[#args + 1] = name
-    args[#args + 1] = type(value) == 'number' and fmt(value) or value
-  end
-  redis.call('HSET', tkey(f.id), unpack(args))
-end
-
 -- What a script returns for a task (decoded by codec.decode_task): an array of its
 -- d c s a e lo lt ld sa fa er, in one concatenation; c (created_at) as a msgpack float 64,
 -- the double itself, which costs less than its 17 digits.
@@ -162,11 +149,28 @@ local function index_ready(id, q, p, sq, e, x)
   WAKE[q] = true
 end
 
--- Move a task to a state that may run, writing `values` with the new state.
-local function to_ready(f, state, values)
+-- Move a waiting task to a state that may run (one HSET, like the ones below).
+local function to_ready(f, state)
   set_state(f, state)
-  values.s = state
-  update(f, values)
+  redis.call('HSET', tkey(f.id), 's', state)
+  f.s = state
+  index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
+end
+
+-- Hand a leased task back to a state that may run, its lease cleared, in one HSET with up
+-- to two more fields (n1 = v1, n2 = v2: strings, which the caller has set in f already).
+local function unlease(f, state, n1, v1, n2, v2)
+  zrem(RUNNING_KEY, f.id)
+  set_state(f, state)
+  local key = tkey(f.id)
+  if n2 then
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1, n2, v2)
+  elseif n1 then
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1)
+  else
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '')
+  end
+  f.s, f.lo, f.lt, f.ld = state, false, false, false
   index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
 end
 
@@ -213,7 +217,7 @@ end
 -- dependent that runs on failure): ready once none is left (w counts them).
 local function parent_done(c)
   if redis.call('HINCRBY', tkey(c.id), 'w', -1) <= 0 then
-    if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
+    if c.e and c.e > NOW then to_ready(c, 'scheduled') else to_ready(c, 'pending') end
   end
 end
 
