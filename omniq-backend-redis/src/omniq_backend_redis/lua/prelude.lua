@@ -107,9 +107,9 @@ local function load(id, ending)
   return {id = id, c = c, p = p, md = md, rt = rt, dt = dt,
           q = v[2] ~= '' and v[2], s = v[3] ~= '' and v[3], sq = tonumber(v[4]), sqs = v[4],
           x = tonumber(v[5]), lt = v[6] ~= '' and v[6], hd = v[7] ~= '' and v[7],
-          e = tonumber(v[8]), a = a ~= nil and (tonumber(a) or 0) or nil, d = v[10] ~= '' and v[10],
-          lo = v[11] ~= '' and v[11], ld = v[12] ~= '' and v[12], sa = v[13] ~= '' and v[13],
-          fa = v[14] ~= '' and v[14], er = v[15] ~= '' and v[15]}
+          e = tonumber(v[8]), a = a ~= nil and (tonumber(a) or 0) or nil,
+          d = v[10] ~= '' and v[10], lo = v[11] ~= '' and v[11], ld = v[12] ~= '' and v[12],
+          sa = v[13] ~= '' and v[13], fa = v[14] ~= '' and v[14], er = v[15] ~= '' and v[15]}
 end
 
 -- What a script returns for a task (decoded by codec.decode_task): an array of its
