@@ -90,21 +90,21 @@ local function read_header(h)  -- created_at, priority, delivery limit, retentio
 end
 
 -- The task's fields (numbers parsed; an empty or missing one false or nil), or nil for a
--- missing or foreign task: one HMGET, one table constructor. `ending`: only the fields
+-- missing or foreign task: one HMGET, one table constructor (key: the hash's). `ending`: only the fields
 -- that ending a held task reads (complete, finish), not its body, attempts, eta, lease
 -- owner and deadline, times or error (those are then nil, attempts too).
 local function load(id, ending)
-  local v
+  local key, v = tkey(id), nil
   if ending then
-    v = redis.pcall('HMGET', tkey(id), 'h', 'q', 's', 'sq', 'x', 'lt', 'hd')
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd')
   else
-    v = redis.pcall('HMGET', tkey(id), 'h', 'q', 's', 'sq', 'x', 'lt', 'hd',
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd',
                     'e', 'a', 'd', 'lo', 'ld', 'sa', 'fa', 'er')
   end
   if v.err or not marked(v[1]) then return nil end
   local c, p, md, rt, dt = read_header(v[1])
   local a = v[9]
-  return {id = id, c = c, p = p, md = md, rt = rt, dt = dt,
+  return {id = id, key = key, c = c, p = p, md = md, rt = rt, dt = dt,
           q = v[2] ~= '' and v[2], s = v[3] ~= '' and v[3], sq = tonumber(v[4]), sqs = v[4],
           x = tonumber(v[5]), lt = v[6] ~= '' and v[6], hd = v[7] ~= '' and v[7],
           e = tonumber(v[8]), a = a ~= nil and (tonumber(a) or 0) or nil,
@@ -112,14 +112,31 @@ local function load(id, ending)
           sa = v[13] ~= '' and v[13], fa = v[14] ~= '' and v[14], er = v[15] ~= '' and v[15]}
 end
 
+-- The msgpack header of a bin holding s (a string; nil, false or '' for a nil), without
+-- s: a row concatenates it with s itself, so the row is the only string built. Headers
+-- of lengths under 256 are built once per call.
+local BIN8 = {}
+local function mp_head(s)
+  if not s or s == '' then return '\192' end
+  local n = #s
+  if n >= 65536 then return '\198' .. struct.pack('>I4', n) end
+  if n >= 256 then return '\197' .. struct.pack('>I2', n) end
+  local h = BIN8[n]
+  if not h then h = '\196' .. string.char(n); BIN8[n] = h end
+  return h
+end
 -- What a script returns for a task (decoded by codec.decode_task): an array of its
 -- d c s a e lo lt ld sa fa er, in one concatenation; c (created_at) as a msgpack float 64,
--- the double itself, which costs less than its 17 digits.
+-- the double itself, which costs less than its 17 digits. `as`: the attempts as a
+-- string, when the caller has it.
 local ROW_HEAD = mp_array(11)
-local function row(f)
-  return ROW_HEAD .. mp_bin(f.d) .. '\203' .. struct.pack('>d', f.c) .. mp_bin(f.s)
-    .. mp_bin(int(f.a)) .. mp_bin(f.e) .. mp_bin(f.lo) .. mp_bin(f.lt) .. mp_bin(f.ld)
-    .. mp_bin(f.sa) .. mp_bin(f.fa) .. mp_bin(f.er)
+local function row(f, as)
+  local d, s, lo, lt, ld, sa, fa, er = f.d, f.s, f.lo, f.lt, f.ld, f.sa, f.fa, f.er
+  as = as or int(f.a)
+  return ROW_HEAD .. mp_head(d) .. (d or '') .. '\203' .. struct.pack('>d', f.c)
+    .. mp_head(s) .. (s or '') .. mp_head(as) .. as .. mp_bin(f.e)
+    .. mp_head(lo) .. (lo or '') .. mp_head(lt) .. (lt or '') .. mp_head(ld) .. (ld or '')
+    .. mp_head(sa) .. (sa or '') .. mp_head(fa) .. (fa or '') .. mp_head(er) .. (er or '')
 end
 -- A row with the task's id after it, for the replies that are not the hot path (so a
 -- record whose d does not decode can still be named: see codec.decode_rows).
@@ -152,7 +169,7 @@ end
 -- Move a waiting task to a state that may run (one HSET, like the ones below).
 local function to_ready(f, state)
   set_state(f, state)
-  redis.call('HSET', tkey(f.id), 's', state)
+  redis.call('HSET', f.key or tkey(f.id), 's', state)
   f.s = state
   index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
 end
@@ -162,7 +179,7 @@ end
 local function unlease(f, state, n1, v1, n2, v2)
   zrem(RUNNING_KEY, f.id)
   set_state(f, state)
-  local key = tkey(f.id)
+  local key = f.key or tkey(f.id)
   if n2 then
     redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1, n2, v2)
   elseif n1 then
@@ -193,7 +210,7 @@ local function finish(f, state, err)
   if f.x then zrem(TTL_KEY, f.id) end
   set_state(f, state)
   -- one HSET of what changes, in the hash and in f (the lease, if any, is cleared)
-  local key, fa = tkey(f.id), num(NOW)
+  local key, fa = f.key or tkey(f.id), num(NOW)
   if f.lt then
     if err then
       redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '', 'er', err)
@@ -301,10 +318,11 @@ end
 local function lease(f, worker, token, deadline, score, started)
   set_state(f, 'running')
   local a = f.a + 1
-  redis.call('HSET', tkey(f.id), 's', 'running', 'a', int(a), 'lo', worker, 'lt', token,
+  local as = int(a)
+  redis.call('HSET', f.key, 's', 'running', 'a', as, 'lo', worker, 'lt', token,
              'ld', deadline, 'sa', started)
   f.s, f.a, f.lo, f.lt, f.ld, f.sa = 'running', a, worker, token, deadline, started
   zadd(RUNNING_KEY, score, f.id)
   if f.x then zrem(TTL_KEY, f.id) end
-  return row(f)
+  return row(f, as)
 end
