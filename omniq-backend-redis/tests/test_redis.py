@@ -286,6 +286,32 @@ async def test_a_lapsed_chain_key_is_named(redis_url: str, key_prefix: str) -> N
         await queue.close()
 
 
+async def test_a_lease_scored_in_seconds_by_an_older_version_still_lapses(
+    redis_url: str, key_prefix: str
+) -> None:
+    """P:running scores a lease in whole ms (rounded up) now; one an older version scored
+    in seconds lapses all the same once due, and its task is delivered again."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    running = f"{key_prefix}:running"
+    try:
+        old, new = make_task(created_at=time.time()), make_task(created_at=time.time())
+        await queue.enqueue_many([old, new])
+        leased = {t.id: t for t in await queue.reserve(["default"], "w1", 60, limit=2)}
+        deadline = leased[new.id].lease_deadline
+        assert deadline is not None
+        assert await queue.redis.zscore(running, new.id) == math.ceil(deadline * 1000)
+        # as an older version wrote it: the deadline in seconds, here already past
+        past = time.time() - 1
+        await queue.redis.zadd(running, {old.id: past})
+        await queue.redis.hset(f"{key_prefix}:t:{old.id}", "ld", repr(past))
+        assert [t.id for t in await queue.release_expired_leases()] == [old.id]
+        again = await queue.reserve(["default"], "w2", 60)
+        assert [(t.id, t.attempts) for t in again] == [(old.id, 2)]
+        assert await queue.release_expired_leases() == []  # the ms-scored leases hold
+    finally:
+        await queue.close()
+
+
 async def test_foreign_task_key_is_named_and_left_alone(redis_url: str, key_prefix: str) -> None:
     queue = await opened("task_queue", redis_url, key_prefix)
     try:

@@ -65,8 +65,8 @@ def rescue(task_id: str, row: Sequence[Any], exc: Exception, queue: Any = None) 
 
 
 def decode_task(row: Sequence[Any]) -> Task:
-    """Build a Task from a row ``d c s a e lo lt ld sa fa er`` (see prelude.lua); empty
-    values mean none."""
+    """Build a Task from a row ``d c s a e lo lt ld sa fa er`` (see prelude.lua; ``c`` a
+    float); empty values mean none."""
     body, created, state, attempts, eta, owner, token, deadline, started, finished, error = row
     assert body is not None and state is not None
     task = task_decoder.decode(body)

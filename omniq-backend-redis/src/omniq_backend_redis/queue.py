@@ -355,11 +355,13 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def _rescue_reserved(self, rows: builtins.list[Any]) -> builtins.list[Task]:
         """Reserved rows with a stand-in for each one that does not decode. Its id, which
         the rows leave out, is found by its lease token among the running tasks of its
-        lease deadline (a batch shares one)."""
+        lease deadline (a batch shares one; scored in whole ms rounded up, as
+        lease_deadline in prelude.lua scores it)."""
         ids: builtins.list[bytes] = []
         running = self.key("running")
         for deadline in {row[7] for row in rows}:
-            ids += cast("list[bytes]", await self.redis.zrangebyscore(running, deadline, deadline))
+            score = math.ceil(float(deadline) * 1000)
+            ids += cast("list[bytes]", await self.redis.zrangebyscore(running, score, score))
         async with self.redis.pipeline(transaction=False) as pipe:
             for member in ids:
                 pipe.hmget(self.key("t", member.decode()), ("lt", "q"))

@@ -3,7 +3,7 @@
 local out = {}
 local i = 3
 for j = 1, tonumber(ARGV[2]) do
-  local f = load(ARGV[i])
+  local f = load(ARGV[i], true)
   if held(f, ARGV[i + 1]) then
     local err = ARGV[i + 3]
     if err == '' then err = nil end

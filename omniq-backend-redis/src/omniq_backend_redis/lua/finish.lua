@@ -17,8 +17,10 @@ local MARK = 'OQR1'
 -- The result's notification: its task id, then (when small) ' ' and the value written,
 -- so a waiter has it without reading it back.
 local function note(id, v) if #v <= 512 then return id .. ' ' .. v end return id end
+local rkeys = {}  -- ARGV index of a result's task id -> its key (built once)
 for i = r + 2, e - 1, 3 do
   local key = RP .. ':r:' .. ARGV[i]
+  rkeys[i] = key
   local ty = redis.call('TYPE', key)['ok']
   if ty ~= 'none' and (ty ~= 'string' or redis.call('GETRANGE', key, 0, 3) ~= MARK) then
     error({err = 'OMNIQ_FOREIGN ' .. key .. ' holds a ' .. ty .. ' OmniQ did not write'})
@@ -27,7 +29,7 @@ end
 local out, refused = {}, {}
 local i = 3
 for j = 1, n do
-  local f = load(ARGV[i])
+  local f = load(ARGV[i], true)
   if held(f, ARGV[i + 1]) then
     local err = ARGV[i + 3]
     if err == '' then err = nil end
@@ -43,7 +45,7 @@ commit()
 for k = r + 2, e - 1, 3 do
   local id = ARGV[k]
   if not refused[id] then
-    local key = RP .. ':r:' .. id
+    local key = rkeys[k]
     if ARGV[k + 2] == '' then
       redis.call('SET', key, ARGV[k + 1])
     else

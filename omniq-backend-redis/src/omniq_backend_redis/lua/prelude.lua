@@ -1,9 +1,10 @@
 -- Prelude of every OmniQ task-queue script. ARGV[1] is the key prefix P.
 -- Keys: P:t:<id> task hash; P:q:<queue>:ready (score: priority, then enqueue order),
 -- P:q:<queue>:delayed (score: eta), P:q:<queue>:s:<state> (score: enqueue order),
--- P:running (lease deadline), P:ttl (expires_at of tasks not started), P:done (when a
--- finished task may be deleted), P:deps:<id> (ids of the tasks that depend on <id>, kept
--- until <id> is deleted: dependents() reads it), P:queues, P:seq.
+-- P:running (lease deadline, whole ms: see lease_deadline), P:ttl (expires_at of tasks
+-- not started), P:done (when a finished task may be deleted, whole seconds: see done_at),
+-- P:deps:<id> (ids of the tasks that depend on <id>, kept until <id> is deleted:
+-- dependents() reads it), P:queues, P:seq.
 -- Task hash fields: h header (the marker MARK, then created_at, priority, delivery limit
 -- and retention when finished/dead as big-endian doubles: what never changes, in one
 -- field), d encoded Task, q queue, sq enqueue order, s state, a attempts, e eta, x
@@ -18,14 +19,13 @@ do
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+-- Now in whole ms, rounded down: a P:running score at or below it has lapsed.
+local NOW_MS = math.floor(NOW * 1000)
 local READY = {pending = true, scheduled = true, retrying = true}
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = true, dead = true}
 local RUNNING_KEY = P .. ':running'
 local TTL_KEY = P .. ':ttl'
 local DONE_KEY = P .. ':done'
-local FIELDS = {'h', 'q', 's', 'sq', 'e', 'x', 'a', 'lt', 'hd', 'd', 'lo', 'ld', 'sa', 'fa', 'er'}
-local NUMERIC = {sq = true, e = true, x = true, a = true}
-local ROW = {'d', 'c', 's', 'a', 'e', 'lo', 'lt', 'ld', 'sa', 'fa', 'er'}
 local WAKE = {}
 
 -- redis.call formats a Lua number argument with %.17g on every call, which costs more
@@ -35,6 +35,22 @@ local function num(v)
   local s = NUMS[v]
   if not s then s = fmt(v); NUMS[v] = s end
   return s
+end
+-- A finished task's P:done score `keep` seconds from now: whole seconds, rounded up (it
+-- may be deleted a fraction of a second late, never early), one string per retention.
+local DONE_AT = {}
+local function done_at(keep)
+  local s = DONE_AT[keep]
+  if not s then s = int(math.ceil(NOW + keep)); DONE_AT[keep] = s end
+  return s
+end
+-- A lease's deadline `seconds` from now: the hash's ld (seconds, what the client reads)
+-- and its P:running score, in whole milliseconds rounded up (so it never lapses early):
+-- an integer string is cheaper to write and for the server to parse than a float's.
+-- Versions before this one scored P:running in seconds: expire_leases.lua reads both.
+local function lease_deadline(seconds)
+  local at = NOW + seconds
+  return fmt(at), int(math.ceil(at * 1000))
 end
 -- Queue keys are asked for once per task in a batch: build each string once.
 local QKEYS = {}
@@ -73,48 +89,60 @@ local function read_header(h)  -- created_at, priority, delivery limit, retentio
   return c, p, md, rt, dt
 end
 
--- The task's fields (numbers parsed), or nil for a missing or foreign task.
-local function load(id)
-  local v = redis.pcall('HMGET', tkey(id), unpack(FIELDS))
+-- The task's fields (numbers parsed; an empty or missing one false or nil), or nil for a
+-- missing or foreign task: one HMGET, one table constructor (key: the hash's). `ending`: only the fields
+-- that ending a held task reads (complete, finish), not its body, attempts, eta, lease
+-- owner and deadline, times or error (those are then nil, attempts too).
+local function load(id, ending)
+  local key, v = tkey(id), nil
+  if ending then
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd')
+  else
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd',
+                    'e', 'a', 'd', 'lo', 'ld', 'sa', 'fa', 'er')
+  end
   if v.err or not marked(v[1]) then return nil end
-  local f = {id = id}
-  f.c, f.p, f.md, f.rt, f.dt = read_header(v[1])
-  for i = 2, #FIELDS do
-    local name = FIELDS[i]
-    local value = v[i]
-    if value == '' then value = false end
-    if value and NUMERIC[name] then value = tonumber(value) end
-    f[name] = value
-  end
-  f.a = f.a or 0
-  return f
+  local c, p, md, rt, dt = read_header(v[1])
+  local a = v[9]
+  return {id = id, key = key, c = c, p = p, md = md, rt = rt, dt = dt,
+          q = v[2] ~= '' and v[2], s = v[3] ~= '' and v[3], sq = tonumber(v[4]), sqs = v[4],
+          x = tonumber(v[5]), lt = v[6] ~= '' and v[6], hd = v[7] ~= '' and v[7],
+          e = tonumber(v[8]), a = a ~= nil and (tonumber(a) or 0) or nil,
+          d = v[10] ~= '' and v[10], lo = v[11] ~= '' and v[11], ld = v[12] ~= '' and v[12],
+          sa = v[13] ~= '' and v[13], fa = v[14] ~= '' and v[14], er = v[15] ~= '' and v[15]}
 end
 
--- Write fields to the hash and to f (false or '' clears a field).
-local function update(f, values)
-  local args = {}
-  for name, value in pairs(values) do
-    if value == false then value = '' end
-    if value == '' then f[name] = false elseif NUMERIC[name] then f[name] = tonumber(value) else f[name] = value end
-    args[#args + 1] = name
-    args[#args + 1] = type(value) == 'number' and fmt(value) or value
-  end
-  redis.call('HSET', tkey(f.id), unpack(args))
+-- The msgpack header of a bin holding s (a string; nil, false or '' for a nil), without
+-- s: a row concatenates it with s itself, so the row is the only string built. Headers
+-- of lengths under 256 are built once per call.
+local BIN8 = {}
+local function mp_head(s)
+  if not s or s == '' then return '\192' end
+  local n = #s
+  if n >= 65536 then return '\198' .. struct.pack('>I4', n) end
+  if n >= 256 then return '\197' .. struct.pack('>I2', n) end
+  local h = BIN8[n]
+  if not h then h = '\196' .. string.char(n); BIN8[n] = h end
+  return h
 end
-
--- What a script returns for a task (decoded by codec.decode_task).
-local function row(f)
-  local parts = {mp_array(#ROW)}
-  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
-  return table.concat(parts)
+-- What a script returns for a task (decoded by codec.decode_task): an array of its
+-- d c s a e lo lt ld sa fa er, in one concatenation; c (created_at) as a msgpack float 64,
+-- the double itself, which costs less than its 17 digits. `as`: the attempts as a
+-- string, when the caller has it.
+local ROW_HEAD = mp_array(11)
+local function row(f, as)
+  local d, s, lo, lt, ld, sa, fa, er = f.d, f.s, f.lo, f.lt, f.ld, f.sa, f.fa, f.er
+  as = as or int(f.a)
+  return ROW_HEAD .. mp_head(d) .. (d or '') .. '\203' .. struct.pack('>d', f.c)
+    .. mp_head(s) .. (s or '') .. mp_head(as) .. as .. mp_bin(f.e)
+    .. mp_head(lo) .. (lo or '') .. mp_head(lt) .. (lt or '') .. mp_head(ld) .. (ld or '')
+    .. mp_head(sa) .. (sa or '') .. mp_head(fa) .. (fa or '') .. mp_head(er) .. (er or '')
 end
 -- A row with the task's id after it, for the replies that are not the hot path (so a
 -- record whose d does not decode can still be named: see codec.decode_rows).
+local ROW_ID_HEAD = mp_array(12)
 local function row_id(f)
-  local parts = {mp_array(#ROW + 1)}
-  for i, name in ipairs(ROW) do parts[i + 1] = mp_bin(f[name]) end
-  parts[#ROW + 2] = mp_bin(f.id)
-  return table.concat(parts)
+  return ROW_ID_HEAD .. string.sub(row(f), #ROW_HEAD + 1) .. mp_bin(f.id)
 end
 local function rows(list)
   return mp_array(#list) .. table.concat(list)
@@ -138,11 +166,28 @@ local function index_ready(id, q, p, sq, e, x)
   WAKE[q] = true
 end
 
--- Move a task to a state that may run, writing `values` with the new state.
-local function to_ready(f, state, values)
+-- Move a waiting task to a state that may run (one HSET, like the ones below).
+local function to_ready(f, state)
   set_state(f, state)
-  values.s = state
-  update(f, values)
+  redis.call('HSET', f.key or tkey(f.id), 's', state)
+  f.s = state
+  index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
+end
+
+-- Hand a leased task back to a state that may run, its lease cleared, in one HSET with up
+-- to two more fields (n1 = v1, n2 = v2: strings, which the caller has set in f already).
+local function unlease(f, state, n1, v1, n2, v2)
+  zrem(RUNNING_KEY, f.id)
+  set_state(f, state)
+  local key = f.key or tkey(f.id)
+  if n2 then
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1, n2, v2)
+  elseif n1 then
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1)
+  else
+    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '')
+  end
+  f.s, f.lo, f.lt, f.ld = state, false, false, false
   index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
 end
 
@@ -164,20 +209,32 @@ local function finish(f, state, err)
   end
   if f.x then zrem(TTL_KEY, f.id) end
   set_state(f, state)
-  local values = {s = state, fa = fmt(NOW)}
-  if f.lt then values.lo, values.lt, values.ld = false, false, false end
-  if err then values.er = err end
-  update(f, values)
+  -- one HSET of what changes, in the hash and in f (the lease, if any, is cleared)
+  local key, fa = f.key or tkey(f.id), num(NOW)
+  if f.lt then
+    if err then
+      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '', 'er', err)
+    else
+      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '')
+    end
+    f.lo, f.lt, f.ld = false, false, false
+  elseif err then
+    redis.call('HSET', key, 's', state, 'fa', fa, 'er', err)
+  else
+    redis.call('HSET', key, 's', state, 'fa', fa)
+  end
+  f.s, f.fa = state, fa
+  if err then f.er = err end
   local keep = f.rt
   if state == 'dead' then keep = f.dt end
-  zadd(DONE_KEY, fmt(NOW + keep), f.id)
+  zadd(DONE_KEY, done_at(keep), f.id)
 end
 
 -- One parent of a waiting dependent is done with (succeeded, or ended however for a
 -- dependent that runs on failure): ready once none is left (w counts them).
 local function parent_done(c)
   if redis.call('HINCRBY', tkey(c.id), 'w', -1) <= 0 then
-    if c.e and c.e > NOW then to_ready(c, 'scheduled', {}) else to_ready(c, 'pending', {}) end
+    if c.e and c.e > NOW then to_ready(c, 'scheduled') else to_ready(c, 'pending') end
   end
 end
 
@@ -241,7 +298,7 @@ end
 local function promote_due(queues)
   for _, q in ipairs(queues) do
     local dkey = qkey(q, 'delayed')
-    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', fmt(NOW), 'LIMIT', 0, 1000)
+    local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', num(NOW), 'LIMIT', 0, 1000)
     if #due > 0 then
       local rkey = qkey(q, 'ready')
       for _, id in ipairs(due) do
@@ -257,10 +314,15 @@ local function promote_due(queues)
 end
 
 -- Lease a ready task (already out of its ready set) to `worker`; its reply row.
-local function lease(f, worker, token, deadline, started)
+-- (deadline and score: from lease_deadline)
+local function lease(f, worker, token, deadline, score, started)
   set_state(f, 'running')
-  update(f, {s = 'running', a = f.a + 1, lo = worker, lt = token, ld = deadline, sa = started})
-  zadd(RUNNING_KEY, deadline, f.id)
+  local a = f.a + 1
+  local as = int(a)
+  redis.call('HSET', f.key, 's', 'running', 'a', as, 'lo', worker, 'lt', token,
+             'ld', deadline, 'sa', started)
+  f.s, f.a, f.lo, f.lt, f.ld, f.sa = 'running', a, worker, token, deadline, started
+  zadd(RUNNING_KEY, score, f.id)
   if f.x then zrem(TTL_KEY, f.id) end
-  return row(f)
+  return row(f, as)
 end

@@ -1,8 +1,8 @@
 -- ARGV: P, worker id, lease seconds, limit, token base, queue names...
 -- Returns the rows of the reserved tasks (msgpack), highest priority first, then FIFO.
 local worker, limit, base = ARGV[2], tonumber(ARGV[4]), ARGV[5]
-local deadline = fmt(NOW + tonumber(ARGV[3]))
-local started = fmt(NOW)
+local deadline, score = lease_deadline(tonumber(ARGV[3]))
+local started = num(NOW)
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 
@@ -38,7 +38,7 @@ while #out < limit do
     local f = load(id)
     -- An expired task leaves the ready set; cleanup() marks it expired.
     if f and READY[f.s] and not (f.x and f.x <= NOW) then
-      out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, started)
+      out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, score, started)
     end
   end
 end

@@ -14,8 +14,8 @@ local window = limit + tonumber(ARGV[6])
 local declared = cmsgpack.unpack(ARGV[7])
 local task_rates, queue_rates, caps = declared[1], declared[2], declared[3]
 local by_name = next(task_rates) ~= nil or next(caps) ~= nil
-local deadline = fmt(NOW + tonumber(ARGV[3]))
-local started = fmt(NOW)
+local deadline, score = lease_deadline(tonumber(ARGV[3]))
+local started = num(NOW)
 local queues = {}
 for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
 local LIMITS_KEY = P .. ':limits'
@@ -119,7 +119,7 @@ for _, c in ipairs(cands) do
         redis.call('SADD', P .. ':lim:run:' .. name, id)
       end
       zrem(qkey(q, 'ready'), id)
-      out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, started)
+      out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, score, started)
     end
   else
     -- An expired task leaves the ready set; cleanup() marks it expired.
