@@ -175,6 +175,35 @@ async def test_a_wide_expiry_index_is_narrowed(url: str, tmp_path: Path) -> None
     assert "expires_at IS NOT NULL" in sql
 
 
+def _index_sql(path: Path, name: str) -> str:
+    with sqlite3.connect(path) as db:
+        return str(
+            db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+        )
+
+
+async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: Path) -> None:
+    """A new file's type index holds only the rarer types (each enqueue writes one
+    entry fewer); an old file's full index is rebuilt narrow on open, and queries by
+    type, rare or common, still find every event, old ones included."""
+    path = tmp_path / "omniq.db"
+    async with events_at(url) as events:
+        await events.append(make_event(id="old-failed", type=EventType.FAILED))
+        await events.append(make_event(id="old-enqueued"))
+    assert "NOT IN ('enqueued', 'started', 'succeeded')" in _index_sql(path, "omniq_events_type")
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX omniq_events_type")
+        db.execute("CREATE INDEX omniq_events_type ON omniq_events (type, timestamp)")
+    async with events_at(url) as events:
+        await events.append(make_event(id="new-failed", type=EventType.FAILED))
+        assert [e.id for e in await events.query(types=["failed"])] == [
+            "old-failed",
+            "new-failed",
+        ]
+        assert [e.id for e in await events.query(types=["enqueued"])] == ["old-enqueued"]
+    assert "NOT IN" in _index_sql(path, "omniq_events_type")
+
+
 async def test_an_enqueue_waits_for_another_writer(url: str, tmp_path: Path) -> None:
     """The loop's own connection never waits for the write lock: while another
     connection holds it, an enqueue goes to the connection's thread and waits there

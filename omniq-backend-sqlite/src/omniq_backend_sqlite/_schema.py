@@ -24,6 +24,9 @@ READY_SQL = "('pending', 'scheduled', 'retrying')"
 #: States in which a task can still expire (not started yet).
 UNSTARTED_SQL = "('pending', 'scheduled', 'retrying', 'waiting')"
 TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'expired', 'dead')"
+#: Event types left out of the type index: one or more per task, and never what a
+#: query by type asks for alone (see ``SqliteEventStorage._query``).
+COMMON_EVENTS_SQL = "('enqueued', 'started', 'succeeded')"
 
 
 class SchemaVersionError(ConfigError):
@@ -83,7 +86,7 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         """CREATE INDEX IF NOT EXISTS omniq_tasks_leases
             ON omniq_tasks (lease_deadline) WHERE state = 'running'""",
         # Only tasks that can expire: most have no expires_at, and an index entry is a
-        # page written per enqueue (see _narrow_expiry_index).
+        # page written per enqueue (see _narrow_index).
         f"""CREATE INDEX IF NOT EXISTS omniq_tasks_expiry ON omniq_tasks (expires_at)
             WHERE state IN {UNSTARTED_SQL} AND expires_at IS NOT NULL""",
         """CREATE INDEX IF NOT EXISTS omniq_tasks_purge ON omniq_tasks (purge_at)
@@ -155,7 +158,10 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS omniq_events_task ON omniq_events (task_id, timestamp)",
         "CREATE INDEX IF NOT EXISTS omniq_events_queue ON omniq_events (queue, timestamp)",
-        "CREATE INDEX IF NOT EXISTS omniq_events_type ON omniq_events (type, timestamp)",
+        # Only the rarer types (failures, requeues...): an index entry is a page written
+        # per event, and every task has an enqueued, started and succeeded one.
+        f"""CREATE INDEX IF NOT EXISTS omniq_events_type ON omniq_events (type, timestamp)
+            WHERE type NOT IN {COMMON_EVENTS_SQL}""",
         "CREATE INDEX IF NOT EXISTS omniq_events_time ON omniq_events (timestamp)",
     ),
 }
@@ -196,23 +202,26 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
         if version < 3:
             await _migrate_2_to_3(conn)
     if kind == "queue":
-        await _narrow_expiry_index(conn)
+        await _narrow_index(conn, "omniq_tasks_expiry", "IS NOT NULL")
+    if kind == "events":
+        await _narrow_index(conn, "omniq_events_type", "NOT IN")
     for statement in _DDL[kind]:
         await conn.execute(statement)
 
 
-async def _narrow_expiry_index(conn: aiosqlite.Connection) -> None:
-    """Files made before the expiry index left out tasks without ``expires_at`` hold
-    an entry for every unstarted task: drop it, and the DDL makes the narrow one. Not a
-    schema version: the table is unchanged, every version runs the same queries on
-    either index, and an older version opening the file keeps the narrow one."""
+async def _narrow_index(conn: aiosqlite.Connection, name: str, mark: str) -> None:
+    """Files made before index ``name`` became partial hold an entry for every row (a
+    page written per insert): drop it (its SQL lacks ``mark``), and the DDL makes the
+    narrow one. Not a schema version: the table is unchanged, every version runs the
+    same queries on either index, and an older version opening the file keeps the
+    narrow one."""
     rows = list(
         await conn.execute_fetchall(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'omniq_tasks_expiry'"
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
         )
     )
-    if rows and "IS NOT NULL" not in rows[0][0]:
-        await conn.execute("DROP INDEX omniq_tasks_expiry")
+    if rows and mark not in rows[0][0]:
+        await conn.execute(f"DROP INDEX {name}")
 
 
 async def _migrate_1_to_2(conn: aiosqlite.Connection) -> None:
