@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from omniq.errors import ConfigError
@@ -202,6 +203,40 @@ async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: 
         ]
         assert [e.id for e in await events.query(types=["enqueued"])] == ["old-enqueued"]
     assert "NOT IN" in _index_sql(path, "omniq_events_type")
+
+
+async def test_a_task_inserted_without_its_null_columns_round_trips(url: str) -> None:
+    """A one-task enqueue names only the columns that are not NULL: the left-out ones
+    read back as None, and a task with every optional field set keeps them all."""
+    now = time.time()
+    bare = make_task(id="bare")
+    full = make_task(
+        id="full",
+        queue="q",
+        priority=7,
+        eta=now + 3600,
+        expires_at=now + 7200,
+        timeout=12.5,
+        max_retries=5,
+        retry_backoff=2.0,
+        retry_backoff_max=60.0,
+        max_deliveries=9,
+        schedule_id="nightly",
+        result_ttl=11.0,
+        dead_ttl=22.0,
+        headers={"trace": "abc"},
+        on_parent_failure="run",
+        pass_results=True,
+    )
+    async with queue_at(url) as q:
+        for given in (bare, full, bare):  # the last one: an existing id, read back
+            stored = await q.enqueue(given)
+            assert await q.get(given.id) == stored
+            assert stored == msgspec.structs.replace(
+                given, state=stored.state, created_at=stored.created_at
+            )
+        states = {t.id: t.state for t in await q.list()}
+    assert states == {"bare": TaskState.PENDING, "full": TaskState.SCHEDULED}
 
 
 async def test_an_enqueue_waits_for_another_writer(url: str, tmp_path: Path) -> None:

@@ -53,7 +53,16 @@ from omniq.records import schedule_or_none
 from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
 from ._direct import DIRECT_ROWS, check_rows
-from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
+from ._rows import (
+    COLUMNS_SQL,
+    INSERT_SQL,
+    TASK_COLUMNS,
+    RowInsert,
+    encode_error,
+    log,
+    row_to_task,
+    task_params,
+)
 from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
 from .events import SqliteEventStorage, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
@@ -695,7 +704,7 @@ def _enqueue_one_now(
     insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
     task, the usual case, costs no lookup; only an existing one is read back."""
     task = _admit(given, {}, now)
-    if conn.execute(_INSERT_NEW, task_params(task)).rowcount == 0:
+    if conn.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
         [row] = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
         ).fetchall()
@@ -705,7 +714,7 @@ def _enqueue_one_now(
     return [task]
 
 
-_INSERT_NEW = f"{INSERT_SQL} ON CONFLICT (id) DO NOTHING"
+_INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
