@@ -191,7 +191,9 @@ async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: 
     async with events_at(url) as events:
         await events.append(make_event(id="old-failed", type=EventType.FAILED))
         await events.append(make_event(id="old-enqueued"))
-    assert "NOT IN ('enqueued', 'started', 'succeeded')" in _index_sql(path, "omniq_events_type")
+    assert "type <> 'enqueued' AND type <> 'started' AND type <> 'succeeded'" in _index_sql(
+        path, "omniq_events_type"
+    )
     with sqlite3.connect(path) as db:
         db.execute("DROP INDEX omniq_events_type")
         db.execute("CREATE INDEX omniq_events_type ON omniq_events (type, timestamp)")
@@ -202,7 +204,7 @@ async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: 
             "new-failed",
         ]
         assert [e.id for e in await events.query(types=["enqueued"])] == ["old-enqueued"]
-    assert "NOT IN" in _index_sql(path, "omniq_events_type")
+    assert "<> 'succeeded'" in _index_sql(path, "omniq_events_type")
 
 
 async def test_a_task_inserted_without_its_null_columns_round_trips(url: str) -> None:

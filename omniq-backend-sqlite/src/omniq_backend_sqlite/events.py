@@ -19,7 +19,7 @@ from omniq.models import EventType, TaskEvent
 from omniq.records import decode_or_skip
 
 from ._db import SqliteStore, json_list
-from ._schema import COMMON_EVENTS_SQL, StoreKind
+from ._schema import RARE_EVENTS_SQL, StoreKind
 
 _COLUMNS = ("id", "task_id", "queue", "type", "timestamp", "worker_id", "detail")
 _COLUMNS_SQL = ", ".join(_COLUMNS)
@@ -79,7 +79,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
             params.append(json_list(kinds))
             if _COMMON.isdisjoint(kinds):
                 # the partial index's own WHERE, so SQLite may use it (same results)
-                terms.append(f"type NOT IN {COMMON_EVENTS_SQL}")
+                terms.append(RARE_EVENTS_SQL)
         sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
         if terms:
             sql += " WHERE " + " AND ".join(terms)
