@@ -153,9 +153,17 @@ async def test_a_version_2_file_gains_the_fan_in_columns(url: str, tmp_path: Pat
     assert int(version) == SCHEMA_VERSION == 3
 
 
-async def test_a_wide_expiry_index_is_narrowed(url: str, tmp_path: Path) -> None:
-    """A file whose expiry index lists every unstarted task gets the index of tasks
-    with an expires_at, and expiry still finds them."""
+def _index_sql(path: Path, name: str) -> str:
+    with sqlite3.connect(path) as db:
+        return str(
+            db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+        )
+
+
+async def test_old_task_indexes_are_rebuilt(url: str, tmp_path: Path) -> None:
+    """A file whose expiry index lists every unstarted task, and whose ready index has
+    an ``IN`` condition, gets the present ones (narrow, OR'ed equalities); expiry and
+    reserve still find the tasks written before."""
     async with queue_at(url) as q:
         await q.enqueue(make_task(id="keeps"))
     with sqlite3.connect(tmp_path / "omniq.db") as db:
@@ -164,23 +172,18 @@ async def test_a_wide_expiry_index_is_narrowed(url: str, tmp_path: Path) -> None
             "CREATE INDEX omniq_tasks_expiry ON omniq_tasks (expires_at) WHERE state IN "
             "('pending', 'scheduled', 'retrying', 'waiting')"
         )
+        db.execute("DROP INDEX omniq_tasks_ready")
+        db.execute(
+            "CREATE INDEX omniq_tasks_ready ON omniq_tasks (queue, priority DESC) "
+            "WHERE state IN ('pending', 'scheduled', 'retrying')"
+        )
     async with queue_at(url) as q:
         await q.enqueue(make_task(id="expires", expires_at=time.time() - 1))
         assert [t.id for t in await q.cleanup()] == ["expires"]
-        kept = await q.get("keeps")
-        assert kept is not None and kept.state is TaskState.PENDING
-    with sqlite3.connect(tmp_path / "omniq.db") as db:
-        sql = db.execute(
-            "SELECT sql FROM sqlite_master WHERE name = 'omniq_tasks_expiry'"
-        ).fetchone()[0]
-    assert "expires_at IS NOT NULL" in sql
-
-
-def _index_sql(path: Path, name: str) -> str:
-    with sqlite3.connect(path) as db:
-        return str(
-            db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
-        )
+        assert [t.id for t in await q.reserve(["default"], "w", lease=30)] == ["keeps"]
+    expiry = _index_sql(tmp_path / "omniq.db", "omniq_tasks_expiry")
+    assert "expires_at IS NOT NULL" in expiry and " IN " not in expiry
+    assert " IN " not in _index_sql(tmp_path / "omniq.db", "omniq_tasks_ready")
 
 
 async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: Path) -> None:

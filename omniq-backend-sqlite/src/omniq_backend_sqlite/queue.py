@@ -63,7 +63,7 @@ from ._rows import (
     row_to_task,
     task_params,
 )
-from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
+from ._schema import READY_WHERE, TERMINAL_SQL, UNSTARTED_WHERE, StoreKind
 from .events import SqliteEventStorage, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
 
@@ -86,7 +86,7 @@ _MAX_ARMS = 400
 # arms are merged by the same order (highest priority first, then FIFO by seq).
 _READY_ARM = f"""SELECT * FROM (
     SELECT seq, priority FROM omniq_tasks
-    WHERE queue = ? AND state IN {READY_SQL}
+    WHERE queue = ? AND {READY_WHERE}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
     ORDER BY priority DESC, seq LIMIT ?)"""
 
@@ -120,7 +120,7 @@ BUSY_WINDOW = 2.0
 BUSY_POLL = 0.002
 
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
-    WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
+    WHERE queue IN ({_BY_IDS}) AND {READY_WHERE}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"""
 
 _RESERVE = f"""UPDATE omniq_tasks
@@ -490,7 +490,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             now = time.time()
             rows = await conn.execute_fetchall(
                 f"""UPDATE omniq_tasks SET state = 'expired', finished_at = ?, {_CLEAR_LEASE}
-                    WHERE state IN {UNSTARTED_SQL} AND expires_at <= ? RETURNING {COLUMNS_SQL}""",
+                    WHERE {UNSTARTED_WHERE} AND expires_at <= ? RETURNING {COLUMNS_SQL}""",
                 (now, now),
             )
             expired = [row_to_task(row) for row in rows]
