@@ -45,6 +45,10 @@ SYNCHRONOUS = ("NORMAL", "FULL")
 #: on a loaded machine a process's CPU time is its latency.
 WATCHED_TICK = 0.02
 
+#: Seconds of transactions on the loop's thread between two yields to the event loop
+#: (see :meth:`Database.run_sized`).
+YIELD_EVERY = 0.001
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -156,6 +160,7 @@ class Database:
         self._watch: WalWatch | None = None  # see next_commit
         self._watch_tried = False
         self._total_changes = 0  # both connections' total_changes at the last _changed
+        self._yielded_at = 0.0  # loop time of the last yield after a Direct transaction
         self._wal_path = f"{settings.path}-wal"
         self._lock = asyncio.Lock()
         self._checkpointer = None if settings.memory else Checkpointer(settings.path)
@@ -326,10 +331,15 @@ class Database:
             done = direct.run(fn, args, kwargs)
             if not isinstance(done, NotNow):
                 self._changed(conn)
-                # Run nothing here suspends: without this, a caller awaiting enqueues in
-                # a loop would never let the event loop run anything else (a checkpoint:
-                # the WAL grew to 240 MB over 6,000 enqueues; a server's requests).
-                await asyncio.sleep(0)
+                # Run nothing here suspends: without a yield, a caller awaiting enqueues
+                # in a loop would never let the event loop run anything else (a
+                # checkpoint: the WAL grew to 240 MB over 6,000 enqueues; a server's
+                # requests). Once per YIELD_EVERY is enough for those, and a yield per
+                # transaction (a pass of the loop, a system call) was ~5 % of a delay().
+                now = asyncio.get_running_loop().time()
+                if now - self._yielded_at >= YIELD_EVERY:
+                    self._yielded_at = now
+                    await asyncio.sleep(0)
                 return done
         async with self._lock:
             conn = self.conn

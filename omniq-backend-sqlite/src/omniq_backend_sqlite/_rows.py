@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 import msgspec
@@ -50,6 +52,35 @@ def task_params(task: Task) -> tuple[Any, ...]:
         task.dead_ttl, msgspec.json.encode(task.headers).decode() if task.headers else None,
         task.on_parent_failure, int(task.pass_results),
     )  # fmt: skip
+
+
+class RowInsert:
+    """``INSERT`` statements naming only a row's non-NULL columns: a column left out
+    takes its default, NULL for every nullable column (a NOT NULL one is never None),
+    and SQLite binds and copies fewer values (a new task has 10-12 NULL columns of 28).
+    One statement text per set of columns, cached here (and prepared once by
+    :mod:`sqlite3`'s own statement cache)."""
+
+    def __init__(self, table: str, columns: Sequence[str], suffix: str = "") -> None:
+        self._head = f"INSERT INTO {table} ("
+        self._columns = tuple(columns)
+        self._suffix = f" {suffix}" if suffix else ""
+        self._sql: dict[tuple[bool, ...], str] = {}
+
+    def __call__(self, params: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """The statement and its parameters for the row ``params`` (in column order)."""
+        present = tuple(map(is_not, params, _NONES))
+        sql = self._sql.get(present)
+        if sql is None:
+            names = tuple(compress(self._columns, present))
+            sql = self._sql[present] = (
+                f"{self._head}{', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                f"{self._suffix}"
+            )
+        return sql, tuple(compress(params, present))
+
+
+_NONES = repeat(None)
 
 
 def row_to_task(row: Sequence[Any]) -> Task:

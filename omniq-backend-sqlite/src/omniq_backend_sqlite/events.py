@@ -19,12 +19,14 @@ from omniq.models import EventType, TaskEvent
 from omniq.records import decode_or_skip
 
 from ._db import SqliteStore, json_list
-from ._schema import StoreKind
+from ._schema import RARE_EVENTS_SQL, StoreKind
 
 _COLUMNS = ("id", "task_id", "queue", "type", "timestamp", "worker_id", "detail")
 _COLUMNS_SQL = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
+#: The types the partial index ``omniq_events_type`` leaves out (_schema.py).
+_COMMON = frozenset(("enqueued", "started", "succeeded"))
 
 
 async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent]) -> None:
@@ -72,12 +74,12 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
                 terms.append(term)
                 params.append(value)
         if types is not None:
+            kinds = [EventType(t).value if isinstance(t, EventType) else str(t) for t in types]
             terms.append("type IN (SELECT value FROM json_each(?))")
-            params.append(
-                json_list(
-                    [EventType(t).value if isinstance(t, EventType) else str(t) for t in types]
-                )
-            )
+            params.append(json_list(kinds))
+            if _COMMON.isdisjoint(kinds):
+                # the partial index's own WHERE, so SQLite may use it (same results)
+                terms.append(RARE_EVENTS_SQL)
         sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
         if terms:
             sql += " WHERE " + " AND ".join(terms)

@@ -53,8 +53,17 @@ from omniq.records import schedule_or_none
 from ._db import SqliteStore, json_list
 from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
 from ._direct import DIRECT_ROWS, check_rows
-from ._rows import COLUMNS_SQL, INSERT_SQL, encode_error, log, row_to_task, task_params
-from ._schema import READY_SQL, TERMINAL_SQL, UNSTARTED_SQL, StoreKind
+from ._rows import (
+    COLUMNS_SQL,
+    INSERT_SQL,
+    TASK_COLUMNS,
+    RowInsert,
+    encode_error,
+    log,
+    row_to_task,
+    task_params,
+)
+from ._schema import READY_WHERE, TERMINAL_SQL, UNSTARTED_WHERE, StoreKind
 from .events import SqliteEventStorage, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
 
@@ -77,7 +86,7 @@ _MAX_ARMS = 400
 # arms are merged by the same order (highest priority first, then FIFO by seq).
 _READY_ARM = f"""SELECT * FROM (
     SELECT seq, priority FROM omniq_tasks
-    WHERE queue = ? AND state IN {READY_SQL}
+    WHERE queue = ? AND {READY_WHERE}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?)
     ORDER BY priority DESC, seq LIMIT ?)"""
 
@@ -111,7 +120,7 @@ BUSY_WINDOW = 2.0
 BUSY_POLL = 0.002
 
 _HAS_READY = f"""SELECT 1 FROM omniq_tasks
-    WHERE queue IN ({_BY_IDS}) AND state IN {READY_SQL}
+    WHERE queue IN ({_BY_IDS}) AND {READY_WHERE}
       AND (eta IS NULL OR eta <= ?) AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"""
 
 _RESERVE = f"""UPDATE omniq_tasks
@@ -481,7 +490,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             now = time.time()
             rows = await conn.execute_fetchall(
                 f"""UPDATE omniq_tasks SET state = 'expired', finished_at = ?, {_CLEAR_LEASE}
-                    WHERE state IN {UNSTARTED_SQL} AND expires_at <= ? RETURNING {COLUMNS_SQL}""",
+                    WHERE {UNSTARTED_WHERE} AND expires_at <= ? RETURNING {COLUMNS_SQL}""",
                 (now, now),
             )
             expired = [row_to_task(row) for row in rows]
@@ -695,7 +704,7 @@ def _enqueue_one_now(
     insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
     task, the usual case, costs no lookup; only an existing one is read back."""
     task = _admit(given, {}, now)
-    if conn.execute(_INSERT_NEW, task_params(task)).rowcount == 0:
+    if conn.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
         [row] = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
         ).fetchall()
@@ -705,7 +714,7 @@ def _enqueue_one_now(
     return [task]
 
 
-_INSERT_NEW = f"{INSERT_SQL} ON CONFLICT (id) DO NOTHING"
+_INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
