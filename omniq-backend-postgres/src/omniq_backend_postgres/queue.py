@@ -261,7 +261,7 @@ FINISH_MANY = broadcast(
         "ORDER BY i.ord",
     )
     + ")\n"
-    "SELECT id FROM done WHERE (SELECT count(pg_notify({results_channel}, task_id)) FROM r) >= 0"
+    "SELECT id FROM done WHERE (SELECT count(pg_notify({results_channel}, notice)) FROM r) >= 0"
 )
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
