@@ -35,13 +35,16 @@ NOTICE = (
 
 #: One row per result; :data:`UPSERT` takes a column of one element for all (see
 #: :func:`.store.broadcast`).
-UPSERT_TEMPLATE = """
+UPSERT_TEMPLATE = (
+    """
 INSERT INTO {s}.results (task_id, state, finished_at, expires_at, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
 ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
-RETURNING """ + NOTICE
+RETURNING """
+    + NOTICE
+)
 #: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
 #: (delivered at commit; ``sql/0012_...``).
 UPSERT = broadcast(
