@@ -7,7 +7,7 @@ back to their timeout, i.e. polling.
 
 A payload is a key (a queue name, a task id) or, on the results channel, ``"<task id>
 <base64>"``: a small result carried in the notification itself (see ``results.py``).
-Both forms are understood, so writers of either version wake the same waiters.
+Both forms are understood, so an older writer's bare ids still wake the waiters.
 """
 
 from __future__ import annotations

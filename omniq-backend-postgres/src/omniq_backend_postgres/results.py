@@ -24,7 +24,8 @@ __all__ = ["PostgresResultStorage"]
 #: Largest serialized result (bytes) carried in its NOTIFY payload, as base64 after the
 #: task id (payloads are limited to 8000 bytes): a waiter then needs no query. A larger
 #: one, or one whose id has a space, is announced by its bare id, the older form, which
-#: readers still understand (writers and readers of either version work together).
+#: readers still understand. (A reader older than this form wakes on the bare id only:
+#: it finds a carried result at its next check, see docs/backends/postgres.md.)
 CARRIED_MAX = 512
 #: What :data:`UPSERT_TEMPLATE` returns for each row written: its NOTIFY payload.
 NOTICE = (
@@ -35,16 +36,14 @@ NOTICE = (
 
 #: One row per result; :data:`UPSERT` takes a column of one element for all (see
 #: :func:`.store.broadcast`).
-UPSERT_TEMPLATE = (
-    """
-INSERT INTO {s}.results (task_id, state, finished_at, expires_at, data)
+UPSERT_TEMPLATE = f"""
+INSERT INTO {{s}}.results (task_id, state, finished_at, expires_at, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
 ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
-RETURNING """
-    + NOTICE
-)
+RETURNING {NOTICE}
+"""
 #: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
 #: (delivered at commit; ``sql/0012_...``).
 UPSERT = broadcast(
