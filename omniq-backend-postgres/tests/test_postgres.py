@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from asyncpg.types import ServerVersion
 from click.testing import CliRunner
 
 from omniq.errors import ConfigError
-from omniq.models import EventType, TaskState
+from omniq.models import EventType, Task, TaskResult, TaskState, encoder
 from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
@@ -31,8 +31,14 @@ from omniq_backend_postgres.migrations import (
     SchemaVersionError,
     migrate,
 )
-from omniq_backend_postgres.queue import INSERT_RECORDED, RECORDED_MAX, PostgresTaskQueue
-from omniq_backend_postgres.results import PostgresResultStorage
+from omniq_backend_postgres.queue import (
+    DRAINED_WAIT,
+    INSERT_RECORDED,
+    NEXT_READY,
+    RECORDED_MAX,
+    PostgresTaskQueue,
+)
+from omniq_backend_postgres.results import CARRIED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
 from omniq_backend_postgres.store import compact
 
@@ -416,6 +422,149 @@ async def test_result_wait_wakes_on_write_from_another_store(pg_url: str, pg_sch
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _count_reads(store: PostgresResultStorage, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The task ids ``store`` reads from the results table, in order."""
+    reads: list[str] = []
+    read = store._get_many
+
+    async def counted(task_ids: Sequence[str]) -> dict[str, TaskResult]:
+        reads.extend(task_ids)
+        return await read(task_ids)
+
+    monkeypatch.setattr(store, "_get_many", counted)
+    return reads
+
+
+async def _payloads(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """The payloads of the results channel's notifications, as they arrive on ``conn``."""
+    seen: list[str] = []
+    await conn.add_listener(f"omniq_{schema}_results", lambda *args: seen.append(args[3]))
+    return seen
+
+
+async def _woken_by(
+    waiter: PostgresResultStorage, reads: list[str], result: TaskResult, write: Any
+) -> TaskResult | None:
+    """Start ``waiter.wait``, let it make its first read (None: not written yet), run
+    ``write()``, and return what the wait returned."""
+    waiting = asyncio.ensure_future(waiter.wait(result.task_id, LONG))
+    await eventually(lambda: _true(waiter.listening and reads == [result.task_id]), "no first read")
+    await write()
+    return await asyncio.wait_for(waiting, LONG / 2)
+
+
+async def test_a_small_result_rides_in_its_notify_and_is_read_without_a_query(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
+        payloads = await _payloads(conn, pg_schema)
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result()
+        assert await _woken_by(waiter, reads, result, lambda: writer.set(result)) == result
+        assert reads == [result.task_id], "the result was read back, not taken from the NOTIFY"
+        await eventually(lambda: _true(bool(payloads)), "no NOTIFY seen")
+        task_id, carried = payloads[0].split(" ")
+        assert task_id == result.task_id and len(carried) > len(task_id)
+
+
+async def test_a_large_result_is_announced_by_its_id_and_read_back(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
+        payloads = await _payloads(conn, pg_schema)
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result(value=bytes(range(256)) * (CARRIED_MAX // 256 + 1))
+        assert await _woken_by(waiter, reads, result, lambda: writer.set(result)) == result
+        assert reads == [result.task_id] * 2
+        await eventually(lambda: _true(bool(payloads)), "no NOTIFY seen")
+        assert payloads == [result.task_id]
+
+
+async def test_a_notify_with_the_bare_id_of_an_older_writer_still_wakes_the_wait(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter:
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result()
+
+        async def write_as_before() -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    f'INSERT INTO "{pg_schema}".results (task_id, state, finished_at, data) '
+                    "VALUES ($1, 'succeeded', $2, $3)",
+                    result.task_id,
+                    result.finished_at,
+                    encoder.encode(result),
+                )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", f"omniq_{pg_schema}_results", result.task_id
+                )
+
+        assert await _woken_by(waiter, reads, result, write_as_before) == result
+        assert reads == [result.task_id] * 2
+
+
+def _count_next_ready(queue: PostgresTaskQueue, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements ``queue.fetchval`` runs that ask ``next_ready()``."""
+    asked: list[str] = []
+    fetchval = queue.fetchval
+
+    async def counted(template: str, *args: Any) -> Any:
+        if template == NEXT_READY:
+            asked.append(template)
+        return await fetchval(template, *args)
+
+    monkeypatch.setattr(queue, "fetchval", counted)
+    return asked
+
+
+async def test_a_delayed_task_is_delivered_when_short_waits_skip_next_ready(
+    queue: PostgresTaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the worker does after a reserve that drained the queue: short waits, which
+    skip ``next_ready()``, still deliver a delayed task once it falls due."""
+    asked = _count_next_ready(queue, monkeypatch)
+    eta = await queue.now() + 0.3
+    task = make_task(eta=eta)
+    await queue.enqueue(task)
+    got: list[Task] = []
+
+    async def reserve() -> bool:
+        got.extend(await queue.reserve(["default"], "w", 30, limit=5))
+        if not got:
+            await queue.wait_for_work(["default"], DRAINED_WAIT)
+        return bool(got)
+
+    await eventually(reserve, "the delayed task was never delivered", interval=0)
+    assert [t.id for t in got] == [task.id]
+    assert await queue.now() >= eta
+    # only the first wait, made before the listener was up, asked next_ready()
+    assert len(asked) == 1
+
+
+async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NOTIFY that arrives between a reserve that drained the queue and the next wait
+    makes that wait ask ``next_ready()``, which finds the task ready."""
+    await queue.wait_for_work(["default"], 0)  # the listener is up from here on
+    assert await queue.reserve(["default"], "w", 30, limit=5) == []
+    asked = _count_next_ready(queue, monkeypatch)
+    seen = queue._seen()
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
+        await other.enqueue(make_task())
+    await eventually(lambda: _true(queue._seen() != seen), "the NOTIFY never arrived")
+    await queue.wait_for_work(["default"], DRAINED_WAIT)
+    assert len(asked) == 1
+    assert len(await queue.reserve(["default"], "w", 30, limit=5)) == 1
 
 
 # -- SQL over events -----------------------------------------------------------------

@@ -4,6 +4,10 @@ Pooled connections cannot LISTEN (the pool resets them on release), so each list
 store keeps one connection of its own, opened on first use. When it drops, waiters are
 woken (they re-check the database) and the next wait reconnects; meanwhile callers fall
 back to their timeout, i.e. polling.
+
+A payload is a key (a queue name, a task id) or, on the results channel, ``"<task id>
+<base64>"``: a small result carried in the notification itself (see ``results.py``).
+Both forms are understood, so an older writer's bare ids still wake the waiters.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "Notice"]
 
 #: Seconds between reconnection attempts while the server does not answer.
 RECONNECT_DELAY = 1.0
+
+
+class Notice(asyncio.Event):
+    """A waiter's event, with what the last notification carried after its key."""
+
+    carried: str | None = None
 
 
 class Listener:
@@ -25,7 +35,10 @@ class Listener:
         self.channel = channel
         self._connect = connect
         self._conn: asyncpg.Connection | None = None
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[Notice]] = {}
+        #: Notifications received and connections lost: unchanged between two reads,
+        #: nothing a waiter would have been woken by arrived in between.
+        self.seen = 0
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
         self._closed = False
@@ -35,10 +48,10 @@ class Listener:
         return self._conn is not None and not self._conn.is_closed()
 
     @asynccontextmanager
-    async def watch(self, keys: Iterable[str]) -> AsyncIterator[asyncio.Event]:
+    async def watch(self, keys: Iterable[str]) -> AsyncIterator[Notice]:
         """An event set when a notification with one of ``keys`` arrives (or the
         connection drops). LISTEN is in place when the block starts."""
-        event = asyncio.Event()
+        event = Notice()
         keys = list(keys)
         for key in keys:
             self._waiters.setdefault(key, set()).add(event)
@@ -70,10 +83,18 @@ class Listener:
             self._conn = conn
 
     def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        for event in self._waiters.get(payload, ()):
+        self.seen += 1
+        carried = None
+        waiting = self._waiters.get(payload)  # the bare key (any key, even one with a space)
+        if waiting is None and " " in payload:
+            key, carried = payload.split(" ", 1)
+            waiting = self._waiters.get(key)
+        for event in waiting or ():
+            event.carried = carried
             event.set()
 
     def _lost(self, conn: object) -> None:
+        self.seen += 1
         if conn is self._conn:
             self._conn = None
         for waiting in self._waiters.values():

@@ -166,6 +166,9 @@ INSERT_RECORDED_MANY = broadcast(INSERT_RECORDED)
 #: The schema's reserve() (``sql/0008_reserve_along_the_ready_index.sql``): rows of
 #: ``priority, seq,`` then :data:`TASK_COLUMNS`, in the order the tasks were picked.
 RESERVE = "SELECT * FROM {s}.reserve($1::text[], $2, $3, $4)"
+#: Longest wait for work (seconds) that skips ``next_ready()`` after a reserve that
+#: drained its queues: the most a delayed task falling due meanwhile can be late.
+DRAINED_WAIT = 0.02
 
 HEARTBEAT = f"""
 UPDATE {{s}}.tasks t SET lease_deadline = {EPOCH_NOW} + $3
@@ -261,7 +264,7 @@ FINISH_MANY = broadcast(
         "ORDER BY i.ord",
     )
     + ")\n"
-    "SELECT id FROM done WHERE (SELECT count(pg_notify({results_channel}, task_id)) FROM r) >= 0"
+    "SELECT id FROM done WHERE (SELECT count(pg_notify({results_channel}, notice)) FROM r) >= 0"
 )
 CLAIM_SCHEDULES = """
 UPDATE {s}.schedules s SET next_run = c.next_run, last_run = c.last_run
@@ -338,6 +341,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         }
     )
     channel_suffix = "tasks"
+    #: A reserve that returns fewer tasks than its limit took every ready task but those
+    #: another transaction held locked (another worker's reserve, mostly); and
+    #: :meth:`_wait_for_work` returns at once if one is ready, or within
+    #: :data:`DRAINED_WAIT` when it skips that check.
+    reserve_drains = True
+    #: The queues of the last reserve, if it drained them while listening, and the
+    #: listener's count then (see :meth:`_wait_for_work`).
+    _drained: tuple[tuple[str, ...], int] | None = None
 
     # -- enqueue -------------------------------------------------------------------------
 
@@ -475,7 +486,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     async def _reserve(
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int
     ) -> list[Task]:
+        seen = self._seen()  # before the statement: what it may not have seen counts
         rows = await self.fetch(RESERVE, list(queues), limit, worker_id, lease)
+        self._drained = (tuple(queues), seen) if len(rows) < limit and seen is not None else None
         try:
             return [task_from_row(row[2:]) for row in rows]
         except Exception:  # a record that does not decode: not on the hot path
@@ -485,6 +498,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self, queues: Sequence[str], worker_id: str, lease: float, limit: int, limits: Limits
     ) -> Reservation:
         """See :mod:`.limits`: the limits are judged in the transaction that leases."""
+        self._drained = None
         rows, answer = await reserve_limited(self, list(queues), worker_id, lease, limit, limits)
         try:
             tasks = [task_from_row(row[2:]) for row in rows]
@@ -660,13 +674,27 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
 
     async def _wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until a NOTIFY for one of ``queues``, the next delayed task's eta, or
-        ``timeout``, whichever comes first; return at once if work is ready."""
+        ``timeout``, whichever comes first; return at once if work is ready.
+
+        Right after a reserve of these queues that drained them, a wait of at most
+        :data:`DRAINED_WAIT` skips the ``next_ready()`` query when no notification arrived
+        since that reserve began: nothing became ready but a delayed task falling due,
+        which the next reserve, at most that much later, takes."""
         names = list(queues)
+        drained, self._drained = self._drained, None
         async with self._watching(names) as enqueued:
+            if timeout <= DRAINED_WAIT and drained == (tuple(names), self._seen()):
+                await wait_event(enqueued, timeout)
+                return
             delay = await self.fetchval(NEXT_READY, names)
             if delay is not None and delay <= 0:
                 return
             await wait_event(enqueued, timeout if delay is None else min(delay, timeout))
+
+    def _seen(self) -> int | None:
+        """The listener's count of notifications and drops, None while not listening."""
+        listener = self._listener
+        return listener.seen if listener is not None and listener.connected else None
 
     # -- schedules -----------------------------------------------------------------------
 

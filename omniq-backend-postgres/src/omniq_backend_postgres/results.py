@@ -8,32 +8,47 @@ writing transaction commits.
 from __future__ import annotations
 
 import asyncio
+import binascii
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from omniq.interfaces import BaseResultStorage, Capability
-from omniq.models import TaskResult, encoder
+from omniq.models import TaskResult, encoder, result_decoder
 from omniq.records import result_or_stand_in
 
 from .store import EPOCH_NOW, PostgresStore, broadcast, compact, wait_event
 
 __all__ = ["PostgresResultStorage"]
 
+#: Largest serialized result (bytes) carried in its NOTIFY payload, as base64 after the
+#: task id (payloads are limited to 8000 bytes): a waiter then needs no query. A larger
+#: one, or one whose id has a space, is announced by its bare id, the older form, which
+#: readers still understand. (A reader older than this form wakes on the bare id only:
+#: it finds a carried result at its next check, see docs/backends/postgres.md.)
+CARRIED_MAX = 512
+#: What :data:`UPSERT_TEMPLATE` returns for each row written: its NOTIFY payload.
+NOTICE = (
+    f"CASE WHEN octet_length(data) <= {CARRIED_MAX} AND strpos(task_id, ' ') = 0 "
+    "THEN task_id || ' ' || translate(encode(data, 'base64'), E'\\n', '') "
+    "ELSE task_id END AS notice"
+)
+
 #: One row per result; :data:`UPSERT` takes a column of one element for all (see
 #: :func:`.store.broadcast`).
-UPSERT_TEMPLATE = """
-INSERT INTO {s}.results (task_id, state, finished_at, expires_at, data)
+UPSERT_TEMPLATE = f"""
+INSERT INTO {{s}}.results (task_id, state, finished_at, expires_at, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
 ON CONFLICT (task_id) DO UPDATE
 SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
     data = excluded.data
-RETURNING task_id
+RETURNING {NOTICE}
 """
 #: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
 #: (delivered at commit; ``sql/0012_...``).
 UPSERT = broadcast(
     f"WITH written AS ({UPSERT_TEMPLATE})\n"
-    "SELECT count(pg_notify({results_channel}, task_id)) FROM written"
+    "SELECT count(pg_notify({results_channel}, notice)) FROM written"
 )
 
 
@@ -83,8 +98,8 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
         return int(status.split()[-1])
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
-        """The result as soon as its NOTIFY arrives; polls only while the listening
-        connection is down."""
+        """The result as soon as its NOTIFY arrives, from the payload when it carries it
+        (no query), else read back; polls only while the listening connection is down."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -96,3 +111,22 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
                 await wait_event(
                     written, remaining if self.listening else min(remaining, POLL_INTERVAL)
                 )
+                if written.carried is not None:
+                    result = carried_result(task_id, written.carried)
+                    if result is not None:
+                        return result
+
+
+def carried_result(task_id: str, carried: str) -> TaskResult | None:
+    """The result a NOTIFY payload carried (base64 after the id), or None to read it from
+    the table instead: one that does not decode, or already expired (by this host's
+    clock; the table's read judges by the server's)."""
+    try:
+        result = result_decoder.decode(binascii.a2b_base64(carried))
+    except Exception:
+        return None
+    if result.task_id != task_id or (
+        result.expires_at is not None and result.expires_at <= time.time()
+    ):
+        return None
+    return result

@@ -25,7 +25,7 @@ from omniq.errors import ConfigError
 from omniq.interfaces import BaseStore, Capability
 from omniq.options import OptionSchema
 
-from .listener import Listener
+from .listener import Listener, Notice
 from .migrations import ensure_schema
 from .settings import OPTIONS, PostgresSettings
 
@@ -325,12 +325,12 @@ class PostgresStore(BaseStore):
         return float(await self.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
 
     @asynccontextmanager
-    async def _watching(self, keys: Sequence[str]) -> AsyncIterator[asyncio.Event]:
+    async def _watching(self, keys: Sequence[str]) -> AsyncIterator[Notice]:
         """An event set by a NOTIFY whose payload is in ``keys``. LISTEN is in place when
         the block starts, so a check made inside it cannot miss a later write. Without a
         listening connection the event is never set: callers poll on their timeout."""
         if self._listener is None:
-            yield asyncio.Event()
+            yield Notice()
             return
         async with self._listener.watch(keys) as event:
             yield event
@@ -341,8 +341,10 @@ class PostgresStore(BaseStore):
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait for ``event`` at most ``timeout`` seconds."""
-    try:
-        await asyncio.wait_for(event.wait(), max(timeout, 0.0))
-    except TimeoutError:
-        pass
+    """Wait for ``event`` at most ``timeout`` seconds. ``asyncio.timeout`` rather than
+    ``wait_for``, which on Python 3.11 wraps the wait in a task of its own each time."""
+    if event.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(timeout, 0.0)):
+            await event.wait()
