@@ -56,7 +56,9 @@ def log_outcome(
     work this fixed call does not need: finding the caller's frame (the record names this
     function) and checking each extra key against the record's own attributes (these
     keys never clash). Filters, handlers, propagation and a custom record factory all
-    apply as before.
+    apply as before. When the command line's handler is the only one the record would
+    reach (see :func:`_sole_handler`), it writes the line without a record: the same
+    text, for about two thirds of the instructions.
     """
     level = _LEVELS[outcome]
     if not log.isEnabledFor(level):
@@ -71,19 +73,25 @@ def log_outcome(
         fields["error"] = message
         text = f" error={message!r}"
     more = "".join(f" {k}={v}" for k, v in fields.items() if k != "error") if fields else ""
-    record = _new_record(
-        level,
-        (
-            task.name,
-            task.id,
-            outcome,
-            task.queue,
-            task.attempts,
-            "-" if duration is None else f"{duration:.3f}s",
-            more,
-            text,
-        ),
+    args = (
+        task.name,
+        task.id,
+        outcome,
+        task.queue,
+        task.attempts,
+        "-" if duration is None else f"{duration:.3f}s",
+        more,
+        text,
     )
+    if logging.getLogRecordFactory() is logging.LogRecord and type(log) is logging.Logger:
+        handler = _sole_handler(level)
+        if handler is not None:
+            created = time.time()
+            msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord has it
+            name = logging.getLevelName(level)
+            if handler(level, name, log.name, _MESSAGE, args, created, msecs):
+                return
+    record = _new_record(level, args)
     attrs = record.__dict__
     attrs["outcome"] = outcome
     attrs["task_id"] = task.id
@@ -95,6 +103,26 @@ def log_outcome(
     if fields:
         attrs.update(fields)
     log.handle(record)
+
+
+def _sole_handler(level: int) -> Any:
+    """The ``emit_line`` of the one handler a record of ``level`` would reach, when it
+    has one (the command line's, see :meth:`omniq.cli.ui._StderrHandler.emit_line`) and
+    nothing else would see the record: no filter on ``omniq.task``, no other handler on
+    the way to the root (one whose level is above ``level`` does not count), as
+    :meth:`logging.Logger.handle` and ``callHandlers`` go."""
+    if log.disabled or log.filters:
+        return None
+    found = None
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if level >= handler.level:
+                if found is not None:
+                    return None
+                found = handler
+        logger = logger.parent if logger.propagate else None
+    return getattr(found, "emit_line", None)
 
 
 _LINE = log_outcome.__code__.co_firstlineno
