@@ -42,17 +42,15 @@ class TextFormatter(logging.Formatter):
             fmt == _TEXT_FORMAT and type(self).formatMessage is logging.Formatter.formatMessage
         )
 
-    @property
-    def writes_plain(self) -> bool:
-        """Whether :meth:`plain` of :meth:`stamp` is this formatter's text for a record
-        without an exception, a stack or a task bracket (the default format, nothing
-        overridden), so a line can be written without a record (see ``emit_line`` of
-        the command line's handler)."""
-        return self._plain and type(self) is TextFormatter and self.default_msec_format is not None
+        #: Whether ``plain(stamp(...), ...)`` is this formatter's text for a record
+        #: without an exception, a stack or a task bracket (the default format, nothing
+        #: overridden): a line can then be written without a record (see ``emit_line``
+        #: of the command line's handler).
+        self.writes_plain = self._plain and type(self) is TextFormatter
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """As :class:`logging.Formatter` does, with the second's text formatted once."""
-        if datefmt is not None or self.default_msec_format is None:
+        if datefmt is not None:
             return super().formatTime(record, datefmt)
         return self.stamp(record.created, record.msecs)
 
@@ -63,7 +61,8 @@ class TextFormatter(logging.Formatter):
         if second != cached:
             text = time.strftime(self.default_time_format, self.converter(created))
             self._second = (second, text)
-        return self.default_msec_format % (text, msecs)  # type: ignore[operator]
+        msec_format = self.default_msec_format
+        return msec_format % (text, msecs) if msec_format else text
 
     @staticmethod
     def plain(asctime: str, levelname: str, name: str, message: str) -> str:

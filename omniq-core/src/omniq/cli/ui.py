@@ -101,7 +101,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         would write something else (a formatter other than the default text one, a
         filter other than :class:`TaskLogFilter`, which does not change such a line)."""
         formatter = self.formatter
-        if not isinstance(formatter, TextFormatter) or not formatter.writes_plain:
+        if type(formatter) is not TextFormatter or not formatter.writes_plain:
             return False
         for f in self.filters:
             if type(f) is not TaskLogFilter:
@@ -131,7 +131,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             or time.monotonic() - self._last_write >= self.HOLD
         ):
             self._write_held()
-        else:
+        elif self._timer is None:
             self._arm()
 
     def _write_held(self) -> None:

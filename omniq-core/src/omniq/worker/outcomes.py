@@ -87,7 +87,9 @@ def log_outcome(
         handler = _sole_handler(level)
         if handler is not None:
             created = time.time()
-            msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord has it
+            msecs = int(
+                (created - int(created)) * 1000
+            )  # LogRecord.msecs, as an int: the same %03d
             name = logging.getLevelName(level)
             if handler(level, name, log.name, _MESSAGE, args, created, msecs):
                 return
@@ -116,12 +118,16 @@ def _sole_handler(level: int) -> Any:
     found = None
     logger: logging.Logger | None = log
     while logger is not None:
-        for handler in logger.handlers:
-            if level >= handler.level:
-                if found is not None:
-                    return None
-                found = handler
-        logger = logger.parent if logger.propagate else None
+        handlers = logger.handlers
+        if handlers:
+            for handler in handlers:
+                if level >= handler.level:
+                    if found is not None:
+                        return None
+                    found = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
     return getattr(found, "emit_line", None)
 
 
