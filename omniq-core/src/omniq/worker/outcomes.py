@@ -83,17 +83,17 @@ def log_outcome(
         more,
         text,
     )
-    if logging.getLogRecordFactory() is logging.LogRecord and type(log) is logging.Logger:
+    plain = _PLAIN_LOGGER and logging.getLogRecordFactory() is _RECORD
+    if plain:
         handler = _sole_handler(level)
         if handler is not None:
             created = time.time()
-            msecs = int(
-                (created - int(created)) * 1000
-            )  # LogRecord.msecs, as an int: the same %03d
+            # LogRecord's msecs, as an int: "%03d" writes the same.
+            msecs = int((created - int(created)) * 1000)
             name = logging.getLevelName(level)
             if handler(level, name, log.name, _MESSAGE, args, created, msecs):
                 return
-    record = _new_record(level, args)
+    record = _new_record(level, args, plain)
     attrs = record.__dict__
     attrs["outcome"] = outcome
     attrs["task_id"] = task.id
@@ -139,7 +139,7 @@ _templates: dict[tuple[int, int], dict[str, Any]] = {}
 os.register_at_fork(after_in_child=_templates.clear)
 
 
-def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
+def _new_record(level: int, args: tuple[Any, ...], plain: bool) -> logging.LogRecord:
     """The record ``log.makeRecord`` would make for one outcome line, made for less.
 
     ``LogRecord.__init__`` works out ~20 attributes per line (its level's name, the
@@ -148,9 +148,9 @@ def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
     (for each level) is kept as a template and the next ones copy it, with their own
     ``created``, ``msecs``, ``relativeCreated`` and ``threadName`` (and ``taskName``
     where Python has it). With a custom record factory or logger subclass installed,
-    ``makeRecord`` makes every record, as before.
+    ``makeRecord`` makes every record, as before (``plain`` is False then).
     """
-    if logging.getLogRecordFactory() is not logging.LogRecord or type(log) is not logging.Logger:
+    if not plain:
         return log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
     key = (level, threading.get_ident())
     template = _templates.get(key)
@@ -175,7 +175,12 @@ def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
     return record
 
 
-_RECORD_NEW = logging.LogRecord.__new__
+_RECORD = logging.LogRecord
+_RECORD_NEW = _RECORD.__new__
+#: A subclass of Logger may make its own records (``makeRecord``): then ``makeRecord``
+#: makes them all. Looked up once: a logger keeps the class it was made with
+#: (``logging.setLoggerClass`` applies to loggers made after it).
+_PLAIN_LOGGER = type(log) is logging.Logger
 _FUNC = "log_outcome"
 
 
