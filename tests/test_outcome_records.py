@@ -4,6 +4,7 @@ though built for less (omniq.worker.outcomes._new_record, TextFormatter's plain 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from omniq.cli.ui import _StderrHandler
 from omniq.context import TaskLogFilter
-from omniq.logs import TextFormatter
+from omniq.logs import JsonFormatter, TextFormatter
 from omniq.models import Task, now
 from omniq.worker import outcomes
 from omniq.worker.outcomes import log_outcome
@@ -257,3 +258,15 @@ def test_another_handler_or_filter_gets_a_record(
     assert [r.task_id for r in seen] == ["t1", "t2"]
     lines = _lines(handler, stream)
     assert [line.split(" succeeded")[0][-2:] for line in lines] == ["t1", "t2", "t3"]
+
+
+def test_the_json_format_gets_a_record(
+    cli_handler: tuple[logging.Handler, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, stream = cli_handler
+    _alone(monkeypatch, handler, stream)
+    handler.setFormatter(JsonFormatter())
+    assert not handler.takes_lines  # type: ignore[attr-defined]
+    log_outcome("w1", _task(1), "succeeded", now())
+    (line,) = _lines(handler, stream)
+    assert json.loads(line)["worker_id"] == "w1"  # an extra: made from a record

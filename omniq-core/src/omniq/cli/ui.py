@@ -84,6 +84,14 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
+    #: Whether :meth:`emit_line` can write lines (its formatter writes plain text): read
+    #: by the caller before it prepares one; ``emit_line`` checks again.
+    takes_lines = False
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        self.takes_lines = type(fmt) is TextFormatter and fmt.writes_plain
+
     def emit_line(
         self,
         levelno: int,

@@ -108,27 +108,30 @@ def log_outcome(
 
 
 def _sole_handler(level: int) -> Any:
-    """The ``emit_line`` of the one handler a record of ``level`` would reach, when it
-    has one (the command line's, see :meth:`omniq.cli.ui._StderrHandler.emit_line`) and
-    nothing else would see the record: no filter on ``omniq.task``, no other handler on
-    the way to the root (one whose level is above ``level`` does not count), as
-    :meth:`logging.Logger.handle` and ``callHandlers`` go."""
+    """The ``emit_line`` of the root's handler when it takes lines (the command line's
+    with the text format, see :meth:`omniq.cli.ui._StderrHandler.emit_line`) and it is
+    the only reader of a record of ``level``: no filter on ``omniq.task``, no other
+    handler on the way (one whose level is above ``level`` does not count), as
+    :meth:`logging.Logger.handle` and ``callHandlers`` go. The root is read first, so
+    with any other handler (JSON, an application's) this costs little."""
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1:
+        return None
+    (handler,) = handlers
+    if not getattr(handler, "takes_lines", False) or level < handler.level:
+        return None
     if log.disabled or log.filters:
         return None
-    found = None
     logger: logging.Logger | None = log
-    while logger is not None:
-        handlers = logger.handlers
-        if handlers:
-            for handler in handlers:
-                if level >= handler.level:
-                    if found is not None:
-                        return None
-                    found = handler
-        if not logger.propagate:
-            break
+    while logger is not root:
+        if logger is None or not logger.propagate:
+            return None
+        for other in logger.handlers:
+            if level >= other.level:
+                return None
         logger = logger.parent
-    return getattr(found, "emit_line", None)
+    return getattr(handler, "emit_line", None)
 
 
 _LINE = log_outcome.__code__.co_firstlineno
