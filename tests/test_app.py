@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +24,7 @@ from omniq.errors import (
     TaskTimeoutError,
 )
 from omniq.models import EventType, Task, TaskState
+from omniq.worker.pools import AsyncPool, is_coroutine_function
 
 pytestmark = pytest.mark.anyio
 
@@ -106,6 +109,47 @@ async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
     await aapp.run_worker(pool="async", burst=True)
     assert await aapp.get_result(a, timeout=5) == 42
     assert await aapp.get_result(b, timeout=5) == "HI"
+
+
+class _Methods:
+    async def coro(self, x: int) -> tuple[int, int]:
+        return x, threading.get_ident()
+
+    def plain(self, x: int) -> tuple[int, int]:
+        return x, threading.get_ident()
+
+
+async def _coro(x: int) -> tuple[int, int]:
+    return x, threading.get_ident()
+
+
+async def test_async_pool_tells_coroutine_functions_and_times_only_what_has_a_timeout():
+    """Coroutine functions (by their code's flag, or as inspect tells the others: bound
+    methods, partials) run on the loop; plain callables in a thread; a task's own
+    TimeoutError is not a timeout; a timeout that expires is."""
+    pool = AsyncPool(2)
+    await pool.start()
+    loop_thread = threading.get_ident()
+    try:
+        for func in (_coro, _Methods().coro, functools.partial(_coro)):
+            assert is_coroutine_function(func)
+            assert await pool.run(func, (1,), {}, None) == (1, loop_thread)
+            assert await pool.run(func, (2,), {}, 5.0) == (2, loop_thread)
+        assert not is_coroutine_function(_Methods().plain)
+        assert not is_coroutine_function(lambda: None)
+        value, thread = await pool.run(_Methods().plain, (3,), {}, None)
+        assert value == 3 and thread != loop_thread
+
+        async def own_timeout() -> None:
+            raise TimeoutError("mine")
+
+        with pytest.raises(TimeoutError, match="mine") as caught:
+            await pool.run(own_timeout, (), {}, None)
+        assert not isinstance(caught.value, TaskTimeoutError)
+        with pytest.raises(TaskTimeoutError, match=r"timeout of 0\.05 s"):
+            await pool.run(asyncio.sleep, (5,), {}, 0.05)
+    finally:
+        await pool.stop()
 
 
 async def test_retries_with_backoff_then_success(aapp, tmp_path):

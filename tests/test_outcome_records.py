@@ -3,16 +3,21 @@ though built for less (omniq.worker.outcomes._new_record, TextFormatter's plain 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from omniq.logs import TextFormatter
+from omniq.cli.ui import _StderrHandler
+from omniq.context import TaskLogFilter
+from omniq.logs import JsonFormatter, TextFormatter
 from omniq.models import Task, now
 from omniq.worker import outcomes
 from omniq.worker.outcomes import log_outcome
@@ -136,3 +141,132 @@ def test_a_forked_child_makes_its_own_records(kept: _Keep) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.fixture
+def cli_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[logging.Handler, io.StringIO]]:
+    """The command line's handler as ``omniq worker`` installs it, and the string it
+    writes to once :func:`_alone` has put it alone on the root."""
+    stream = io.StringIO()
+    handler = _StderrHandler()
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(TaskLogFilter())
+    task_log = logging.getLogger("omniq.task")
+    level = task_log.level
+    task_log.setLevel(logging.INFO)
+    try:
+        yield handler, stream
+    finally:
+        task_log.setLevel(level)
+
+
+def _alone(monkeypatch: pytest.MonkeyPatch, handler: logging.Handler, stream: io.StringIO) -> None:
+    """``handler`` the root's only one, writing to ``stream`` (in the test itself: pytest
+    sets its own handlers and ``sys.stderr`` for each phase)."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    monkeypatch.setattr(sys, "stderr", stream)
+
+
+def _lines(handler: logging.Handler, stream: io.StringIO) -> list[str]:
+    handler.flush()
+    return stream.getvalue().splitlines()
+
+
+#: (outcome, error, extra fields, the time the line is made): the second's edges included.
+_CALLS: list[tuple[str, BaseException | None, dict[str, Any], float]] = [
+    ("succeeded", None, {}, 1_700_000_000.25),
+    ("failed", ValueError("it's 'quoted'"), {}, 1_700_000_000.999),
+    ("retrying", ValueError("x"), {"retry_in": 2.0}, 1_700_000_001.0),
+    ("dead", None, {}, 1_700_000_001.0005),
+]
+
+
+def _log_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for i, (outcome, error, extra, at) in enumerate(_CALLS):
+        monkeypatch.setattr(time, "time", lambda at=at: at)
+        log_outcome("w1", _task(i), outcome, at - 1.5, error, **extra)
+    monkeypatch.setattr(time, "time", _TIME)
+
+
+_TIME = time.time
+
+
+def test_a_line_written_without_a_record_is_the_line_a_record_gives(
+    cli_handler: tuple[logging.Handler, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, stream = cli_handler
+    _alone(monkeypatch, handler, stream)
+    with monkeypatch.context() as m:
+        m.setattr(outcomes, "_new_record", None)  # a record would be an error
+        _log_calls(monkeypatch)
+    direct = _lines(handler, stream)
+
+    task_log = logging.getLogger("omniq.task")
+    other = _Keep()  # a second handler: the records are made and formatted as before
+    task_log.addHandler(other)
+    try:
+        _log_calls(monkeypatch)
+    finally:
+        task_log.removeHandler(other)
+    assert len(other.records) == 4
+    assert direct == _lines(handler, stream)[4:]
+    assert direct[0] == (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000))
+        + ",250 INFO omniq.task: task jobs.add t0 succeeded queue=default attempt=1"
+        " duration=1.500s"
+    )
+    assert direct[1].endswith(
+        ",999 ERROR omniq.task: task jobs.add t1 failed queue=default"
+        " attempt=1 duration=1.500s error=\"ValueError: it's 'quoted'\""
+    )
+    assert " WARNING omniq.task: task jobs.add t2 retrying " in direct[2]
+    assert direct[2].endswith(" retry_in=2.0 error='ValueError: x'")
+    assert ",000 ERROR omniq.task: task jobs.add t3 dead " in direct[3]
+
+
+def test_another_handler_or_filter_gets_a_record(
+    cli_handler: tuple[logging.Handler, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, stream = cli_handler
+    _alone(monkeypatch, handler, stream)
+    task_log = logging.getLogger("omniq.task")
+    seen: list[Any] = []
+
+    def note(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    task_log.addFilter(note)
+    try:
+        log_outcome("w1", _task(1), "succeeded", now())
+    finally:
+        task_log.removeFilter(note)
+    handler.addFilter(note)
+    try:
+        log_outcome("w1", _task(2), "succeeded", now())
+    finally:
+        handler.removeFilter(note)
+    quiet = _Keep()
+    quiet.setLevel(logging.ERROR)  # does not take an INFO line: not another reader
+    task_log.addHandler(quiet)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(outcomes, "_new_record", None)  # no record: the handler writes it
+            log_outcome("w1", _task(3), "succeeded", now())
+    finally:
+        task_log.removeHandler(quiet)
+    assert [r.task_id for r in seen] == ["t1", "t2"]
+    lines = _lines(handler, stream)
+    assert [line.split(" succeeded")[0][-2:] for line in lines] == ["t1", "t2", "t3"]
+
+
+def test_the_json_format_gets_a_record(
+    cli_handler: tuple[logging.Handler, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, stream = cli_handler
+    _alone(monkeypatch, handler, stream)
+    handler.setFormatter(JsonFormatter())
+    assert not handler.takes_lines  # type: ignore[attr-defined]
+    log_outcome("w1", _task(1), "succeeded", now())
+    (line,) = _lines(handler, stream)
+    assert json.loads(line)["worker_id"] == "w1"  # an extra: made from a record

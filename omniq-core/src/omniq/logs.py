@@ -42,23 +42,39 @@ class TextFormatter(logging.Formatter):
             fmt == _TEXT_FORMAT and type(self).formatMessage is logging.Formatter.formatMessage
         )
 
+        #: Whether ``plain(stamp(...), ...)`` is this formatter's text for a record
+        #: without an exception, a stack or a task bracket (the default format, nothing
+        #: overridden): a line can then be written without a record (see ``emit_line``
+        #: of the command line's handler).
+        self.writes_plain = self._plain and type(self) is TextFormatter
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """As :class:`logging.Formatter` does, with the second's text formatted once."""
-        if datefmt is not None or self.default_msec_format is None:
+        if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.stamp(record.created, record.msecs)
+
+    def stamp(self, created: float, msecs: float) -> str:
+        """The ``asctime`` of a record made at ``created`` (with its ``msecs``)."""
+        second = int(created)
         cached, text = self._second  # one tuple: a thread reads a consistent pair
         if second != cached:
-            text = time.strftime(self.default_time_format, self.converter(record.created))
+            text = time.strftime(self.default_time_format, self.converter(created))
             self._second = (second, text)
-        return self.default_msec_format % (text, record.msecs)
+        msec_format = self.default_msec_format
+        return msec_format % (text, msecs) if msec_format else text
+
+    @staticmethod
+    def plain(asctime: str, levelname: str, name: str, message: str) -> str:
+        """The default format's text, as an f-string."""
+        return f"{asctime} {levelname} {name}: {message}"
 
     def _format_plain(self, record: logging.LogRecord) -> str:
         """What :meth:`logging.Formatter.format` makes of a record without an exception
         or a stack in the default format, with the same attributes set on the record."""
         record.message = message = record.getMessage()
         record.asctime = asctime = self.formatTime(record)
-        return f"{asctime} {record.levelname} {record.name}: {message}"
+        return self.plain(asctime, record.levelname, record.name, message)
 
     def format(self, record: logging.LogRecord) -> str:
         if self._plain and not (record.exc_info or record.exc_text or record.stack_info):

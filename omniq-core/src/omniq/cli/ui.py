@@ -78,24 +78,69 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            stream = sys.stderr
-            if self._held and stream is not self._held_for:
-                self._write_held()
-            self._held.append(line)
-            self._held_for = stream
-            if (
-                record.levelno >= logging.WARNING
-                or len(self._held) >= self.MAX_HELD
-                or time.monotonic() - self._last_write >= self.HOLD
-            ):
-                self._write_held()
-            else:
-                self._arm()
+            self._hold(self.format(record) + self.terminator, record.levelno)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    #: Whether :meth:`emit_line` can write lines (its formatter writes plain text): read
+    #: by the caller before it prepares one; ``emit_line`` checks again.
+    takes_lines = False
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        self.takes_lines = type(fmt) is TextFormatter and fmt.writes_plain
+
+    def emit_line(
+        self,
+        levelno: int,
+        levelname: str,
+        name: str,
+        msg: str,
+        args: tuple[Any, ...],
+        created: float,
+        msecs: float,
+    ) -> bool:
+        """Write the line :meth:`handle` would write for a record of these attributes
+        (and no exception, stack or task bracket), without making the record: the
+        worker's outcome lines when no other handler or filter would see them (see
+        :mod:`omniq.worker.outcomes`). False, and nothing written, when this handler
+        would write something else (a formatter other than the default text one, a
+        filter other than :class:`TaskLogFilter`, which does not change such a line)."""
+        formatter = self.formatter
+        if type(formatter) is not TextFormatter or not formatter.writes_plain:
+            return False
+        for f in self.filters:
+            if type(f) is not TaskLogFilter:
+                return False
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                message = msg % args
+                line = formatter.plain(formatter.stamp(created, msecs), levelname, name, message)
+                self._hold(line + self.terminator, levelno)
+            except RecursionError:
+                raise
+            except Exception:
+                fields = {"name": name, "levelno": levelno, "levelname": levelname}
+                self.handleError(logging.makeLogRecord({**fields, "msg": msg, "args": args}))
+        return True
+
+    def _hold(self, line: str, levelno: int) -> None:
+        """Hold ``line``, or write it with those held (the caller holds the lock)."""
+        stream = sys.stderr
+        if self._held and stream is not self._held_for:
+            self._write_held()
+        self._held.append(line)
+        self._held_for = stream
+        if (
+            levelno >= logging.WARNING
+            or len(self._held) >= self.MAX_HELD
+            or time.monotonic() - self._last_write >= self.HOLD
+        ):
+            self._write_held()
+        elif self._timer is None:
+            self._arm()
 
     def _write_held(self) -> None:
         """Write the held lines in one call (the caller holds the handler's lock)."""

@@ -56,7 +56,9 @@ def log_outcome(
     work this fixed call does not need: finding the caller's frame (the record names this
     function) and checking each extra key against the record's own attributes (these
     keys never clash). Filters, handlers, propagation and a custom record factory all
-    apply as before.
+    apply as before. When the command line's handler is the only one the record would
+    reach (see :func:`_sole_handler`), it writes the line without a record: the same
+    text, for about two thirds of the instructions.
     """
     level = _LEVELS[outcome]
     if not log.isEnabledFor(level):
@@ -71,19 +73,27 @@ def log_outcome(
         fields["error"] = message
         text = f" error={message!r}"
     more = "".join(f" {k}={v}" for k, v in fields.items() if k != "error") if fields else ""
-    record = _new_record(
-        level,
-        (
-            task.name,
-            task.id,
-            outcome,
-            task.queue,
-            task.attempts,
-            "-" if duration is None else f"{duration:.3f}s",
-            more,
-            text,
-        ),
+    args = (
+        task.name,
+        task.id,
+        outcome,
+        task.queue,
+        task.attempts,
+        "-" if duration is None else f"{duration:.3f}s",
+        more,
+        text,
     )
+    plain = _PLAIN_LOGGER and logging.getLogRecordFactory() is _RECORD
+    if plain:
+        handler = _sole_handler(level)
+        if handler is not None:
+            created = time.time()
+            # LogRecord's msecs, as an int: "%03d" writes the same.
+            msecs = int((created - int(created)) * 1000)
+            name = logging.getLevelName(level)
+            if handler(level, name, log.name, _MESSAGE, args, created, msecs):
+                return
+    record = _new_record(level, args, plain)
     attrs = record.__dict__
     attrs["outcome"] = outcome
     attrs["task_id"] = task.id
@@ -97,6 +107,33 @@ def log_outcome(
     log.handle(record)
 
 
+def _sole_handler(level: int) -> Any:
+    """The ``emit_line`` of the root's handler when it takes lines (the command line's
+    with the text format, see :meth:`omniq.cli.ui._StderrHandler.emit_line`) and it is
+    the only reader of a record of ``level``: no filter on ``omniq.task``, no other
+    handler on the way (one whose level is above ``level`` does not count), as
+    :meth:`logging.Logger.handle` and ``callHandlers`` go. The root is read first, so
+    with any other handler (JSON, an application's) this costs little."""
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1:
+        return None
+    (handler,) = handlers
+    if not getattr(handler, "takes_lines", False) or level < handler.level:
+        return None
+    if log.disabled or log.filters:
+        return None
+    logger: logging.Logger | None = log
+    while logger is not root:
+        if logger is None or not logger.propagate:
+            return None
+        for other in logger.handlers:
+            if level >= other.level:
+                return None
+        logger = logger.parent
+    return getattr(handler, "emit_line", None)
+
+
 _LINE = log_outcome.__code__.co_firstlineno
 _MESSAGE = "task %s %s %s queue=%s attempt=%d duration=%s%s%s"
 #: (level, thread id) -> the attributes of a record made by ``makeRecord`` in that thread
@@ -105,7 +142,7 @@ _templates: dict[tuple[int, int], dict[str, Any]] = {}
 os.register_at_fork(after_in_child=_templates.clear)
 
 
-def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
+def _new_record(level: int, args: tuple[Any, ...], plain: bool) -> logging.LogRecord:
     """The record ``log.makeRecord`` would make for one outcome line, made for less.
 
     ``LogRecord.__init__`` works out ~20 attributes per line (its level's name, the
@@ -114,9 +151,9 @@ def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
     (for each level) is kept as a template and the next ones copy it, with their own
     ``created``, ``msecs``, ``relativeCreated`` and ``threadName`` (and ``taskName``
     where Python has it). With a custom record factory or logger subclass installed,
-    ``makeRecord`` makes every record, as before.
+    ``makeRecord`` makes every record, as before (``plain`` is False then).
     """
-    if logging.getLogRecordFactory() is not logging.LogRecord or type(log) is not logging.Logger:
+    if not plain:
         return log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
     key = (level, threading.get_ident())
     template = _templates.get(key)
@@ -141,7 +178,12 @@ def _new_record(level: int, args: tuple[Any, ...]) -> logging.LogRecord:
     return record
 
 
-_RECORD_NEW = logging.LogRecord.__new__
+_RECORD = logging.LogRecord
+_RECORD_NEW = _RECORD.__new__
+#: A subclass of Logger may make its own records (``makeRecord``): then ``makeRecord``
+#: makes them all. Looked up once: a logger keeps the class it was made with
+#: (``logging.setLoggerClass`` applies to loggers made after it).
+_PLAIN_LOGGER = type(log) is logging.Logger
 _FUNC = "log_outcome"
 
 

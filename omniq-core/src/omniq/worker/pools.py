@@ -9,6 +9,8 @@ import asyncio
 import inspect
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 import msgspec
@@ -41,6 +43,15 @@ async def with_timeout(awaitable: Any, timeout: float | None) -> Any:
         raise
 
 
+def is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """:func:`inspect.iscoroutinefunction`, with an ``async def`` function told by its
+    code's flag first: the general test (partials, methods) is ~4,000 instructions a
+    call, half of what the pool spent on a no-op task."""
+    if type(func) is FunctionType and func.__code__.co_flags & CO_COROUTINE:
+        return True
+    return inspect.iscoroutinefunction(func)
+
+
 class AsyncPool(BasePool):
     """Coroutine functions run on the worker's event loop; plain functions in the pool's
     own daemon threads (the runtime runs at most ``concurrency`` calls at once). A
@@ -71,8 +82,9 @@ class AsyncPool(BasePool):
         kwargs: Mapping[str, Any],
         timeout: float | None,
     ) -> Any:
-        if inspect.iscoroutinefunction(func):
-            return await with_timeout(func(*args, **kwargs), timeout)
+        if is_coroutine_function(func):
+            call = func(*args, **kwargs)  # without a timeout, no wrapping coroutine
+            return await (call if timeout is None else with_timeout(call, timeout))
         value = await with_timeout(self._threads.run(func, *args, **kwargs), timeout)
         if inspect.isawaitable(value):  # a plain callable that returned a coroutine
             value = await with_timeout(value, timeout)
