@@ -379,7 +379,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         then: Callable[[builtins.list[bool]], Awaitable[None]] | None = None,
     ) -> builtins.list[tuple[Task, Task] | None]:
         """:meth:`_finish_one` for a batch, step by step: records; messages, together with
-        ``then`` (told which jobs were accepted); dependents."""
+        ``then`` (told which jobs were accepted), whose writes (the results) go out first
+        so that a waiting ``get_result`` sees them sooner; dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries(
             [
@@ -394,8 +395,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         ]
         accepted = [done is not None for done in changed]
         _, _, dependents = await asyncio.gather(
-            self._settle_messages(moved),
             then(accepted) if then is not None else _none(),
+            self._settle_messages(moved),
             self._any_dependents() if ended else _false(),
         )
         if dependents:
