@@ -103,6 +103,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             Capability.LIMITS,
         }
     )
+    #: A short reserve pulled every band that held a message (or its waiting pull said
+    #: the band was drained), and a wait keeps a pull open on every band (``.pulls``).
+    reserve_drains = True
     option_schema = OPTIONS.extend(
         Option(
             "ack_wait",
@@ -273,7 +276,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         for sent in flight.sends:
             if not sent.checked:
                 await self._check(sent)
-        await self._wake(t.queue for t in flight.stored)
+        await self._wake(flight.stored)
         return flight.stored
 
     async def _store_many(self, tasks: Sequence[Task]) -> tuple[list[Task], list[Request]]:
@@ -419,7 +422,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             nak_delay(eta - at),
         )
         if done is not None and eta <= at:
-            await self._wake([done[1].queue])
+            await self._wake([done[1]])
         return done is not None
 
     async def _release(self, task_id: str, token: str) -> bool:
@@ -430,7 +433,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             nak_delay(0),
         )
         if done is not None:
-            await self._wake([done[1].queue])
+            await self._wake([done[1]])
         return done is not None
 
     async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:
