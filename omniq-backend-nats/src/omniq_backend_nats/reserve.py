@@ -51,6 +51,8 @@ class Screen(Protocol):
     """What a limited reserve puts between pulling and claiming (see ``limits.py``)."""
 
     budget: int
+    #: Leases of admitted tasks start no earlier (see ``limits._Screen``).
+    not_before: float
 
     async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]: ...
 
@@ -178,6 +180,7 @@ class Reserve(Dependencies):
             await confirm(self.nc, msg.reply, nak_delay(0))
         if screen is not None and msgs:
             msgs = await screen.admit(msgs, at)
+            at = max(at, screen.not_before)
         try:
             claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
         except Exception as exc:
@@ -215,10 +218,14 @@ class Reserve(Dependencies):
                             return out
                     msgs = await self.inbox.pull(self.stream, consumer, wanted)
                     pulled = len(msgs)
+                    claim_at = at
                     if screen is not None:
                         msgs = await screen.admit(msgs, at)
+                        claim_at = max(at, screen.not_before)
                     try:
-                        claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
+                        claimed = (
+                            await self._claim_many(msgs, worker_id, lease, claim_at) if msgs else []
+                        )
                     except Exception as exc:
                         claimed = [exc]
                     out += [t for t in claimed if isinstance(t, Task)]
