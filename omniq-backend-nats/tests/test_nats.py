@@ -27,6 +27,7 @@ from nats.js import api
 
 from omniq.errors import ConfigError, SerializationError
 from omniq.events import enqueued_events
+from omniq.limits import Limits
 from omniq.models import Task, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_task
@@ -625,3 +626,27 @@ async def test_wake_ups_name_their_task_and_an_empty_one_still_wakes(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_slot_freed_while_a_limited_reserve_judges_starts_the_next_after_its_end(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reserve that began before the slot's task finished, and read its record after,
+    leases the task it admits no earlier than that end (records never show more tasks
+    running at once than the limit)."""
+    limits = Limits.build(task_concurrency={"capped": 1})
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        first = await q.enqueue(make_task(name="capped"))
+        (held,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
+        second = await q.enqueue(make_task(name="capped"))
+        assert await other.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
+        ended = (await other.get(first.id)).finished_at  # type: ignore[union-attr]
+        assert ended is not None
+        began = ended - 0.5
+
+        async def before_the_end() -> float:
+            return began
+
+        monkeypatch.setattr(q, "now", before_the_end)
+        (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
+        assert got.id == second.id and (got.started_at or 0.0) >= ended
