@@ -66,6 +66,7 @@ class Reserve(Dependencies):
         self._work = asyncio.Event()
         self._waiting: WaitingPulls | None = None
         self._last_lease: float | None = None  # the consumers' AckWait follows it
+        self._waits = 0  # wait_for_work calls under way
 
     async def close(self) -> None:
         self._wake_subs.clear()
@@ -141,7 +142,7 @@ class Reserve(Dependencies):
             room = limit - len(out)
             return out + await self._claim_held(late, queues, worker_id, lease, room, at, screen)
         finally:
-            pulls.accepting = False
+            pulls.accepting = self._waits > 0  # else busy: what arrives now goes back
 
     def _drained(self, queues: list[str], held: Sequence[Msg]) -> bool:
         """Whether the held messages tell that no other ready message is stored: each
@@ -419,12 +420,15 @@ class Reserve(Dependencies):
                 self._wake_subs[queue] = await self.nc.subscribe(
                     f"{self.prefix}.wake.{token(queue)}", cb=self._on_wake
                 )
-        await self._arm(queues, timeout)
-        if not self._pulls.held:
-            try:
+        self._waits += 1
+        try:
+            await self._arm(queues, timeout)
+            if not self._pulls.held:
                 await asyncio.wait_for(self._work.wait(), timeout)
-            except TimeoutError:
-                pass
+        except TimeoutError:
+            pass
+        finally:
+            self._waits -= 1
         self._work.clear()
 
     async def _arm(self, queues: list[str], timeout: float) -> None:
