@@ -67,9 +67,12 @@ class Reserve(Dependencies):
         self._waiting: WaitingPulls | None = None
         self._last_lease: float | None = None  # the consumers' AckWait follows it
         self._waits = 0  # wait_for_work calls under way
+        #: The bands of the queues a wait last asked for: (subject, consumer) each.
+        self._bands: tuple[tuple[tuple[str, ...], float], list[tuple[str, str]]] | None = None
 
     async def close(self) -> None:
         self._wake_subs.clear()
+        self._bands = None
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -438,12 +441,13 @@ class Reserve(Dependencies):
         if lease is None:
             self._pulls.accepting = True
             return
-        wanted = [(q, b) for q in queues for b in BANDS]
-        names = await asyncio.gather(*(self._consumer(q, b, lease) for q, b in wanted))
-        await self._pulls.arm(
-            [(self._band_subject(q, b), n) for (q, b), n in zip(wanted, names, strict=True)],
-            timeout,
-        )
+        key = (tuple(queues), lease)
+        if self._bands is None or self._bands[0] != key:
+            wanted = [(q, b) for q in queues for b in BANDS]
+            names = await asyncio.gather(*(self._consumer(q, b, lease) for q, b in wanted))
+            subjects = [self._band_subject(q, b) for q, b in wanted]
+            self._bands = (key, list(zip(subjects, names, strict=True)))
+        await self._pulls.arm(self._bands[1], timeout)
 
     async def _on_wake(self, msg: Msg) -> None:
         """A wake-up names the task it is for (an empty one, from an older writer, names
