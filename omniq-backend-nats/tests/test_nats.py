@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import nats
+import nats.aio.msg
 import nats.errors
 import nats.js.errors
 import pytest
@@ -26,6 +27,7 @@ from nats.js import api
 
 from omniq.errors import ConfigError, SerializationError
 from omniq.events import enqueued_events
+from omniq.limits import Limits
 from omniq.models import Task, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_task
@@ -529,3 +531,122 @@ async def test_a_task_over_the_servers_max_payload_names_size_limit_and_fix(
         assert "raise max_payload in the server's configuration" in message
         assert int(message.split(" is ")[1].split()[0]) >= size
         assert await q.get(task.id) is None
+
+
+# -- waiting pulls ------------------------------------------------------------------------
+
+
+def _band_subjects(q: NatsTaskQueue, queue: str = "default") -> list[str]:
+    return [f"{q.prefix}.q.{token(queue)}.{band}" for band in range(10)]
+
+
+async def _no_wake(_tasks: Any) -> None:
+    pass
+
+
+async def test_an_idle_worker_is_handed_a_task_by_its_waiting_pull(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task published while a worker waits reaches it through the pull it keeps open
+    (no wake-up is sent here, and the wait would last a minute), and the reserve claims
+    it without asking which bands hold messages: the pull said the band was drained."""
+    async with queue_at(nats_url, nats_prefix) as worker, queue_at(nats_url, nats_prefix) as p:
+        assert await worker.reserve(["default"], "w", 60) == []  # the lease sets AckWait
+        monkeypatch.setattr(p, "_wake", _no_wake)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.wait_for_work, ["default"], 60.0)
+                await eventually(
+                    lambda: _true(worker._pulls.armed(_band_subjects(worker))), "no pulls open"
+                )
+                task = await p.enqueue(make_task(priority=3))
+        assert [m.subject for m in worker._pulls.held] == [f"{nats_prefix}.q.default.3"]
+
+        async def no_backlog(_queues: Any) -> Any:
+            raise AssertionError("a drained band was asked about")
+
+        monkeypatch.setattr(worker, "_backlog", no_backlog)
+        assert [t.id for t in await worker.reserve(["default"], "w", 60)] == [task.id]
+
+
+async def test_a_busy_worker_puts_a_delivered_task_back_at_once(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A pull outlives its wait: a message it delivers once the worker no longer waits
+    (busy) is nak'd, so another worker gets the task now, not after AckWait (60 s)."""
+    async with queue_at(nats_url, nats_prefix) as busy, queue_at(nats_url, nats_prefix) as idle:
+        assert await busy.reserve(["default"], "w1", 60) == []
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(busy.wait_for_work, ["default"], 60.0)
+                await eventually(
+                    lambda: _true(busy._pulls.armed(_band_subjects(busy))), "no pulls open"
+                )
+                scope.cancel()
+        assert await busy.reserve(["default"], "w1", 60) == []  # now busy: no wait
+        task = await idle.enqueue(make_task())
+        (got,) = await eventually(lambda: idle.reserve(["default"], "w2", 60), "not put back")
+        assert got.id == task.id and got.attempts == 1
+        info = await idle.js.consumer_info(idle.stream, consumer_name("default", 0))
+        assert info.num_redelivered == 1  # delivered to the busy worker's pull first
+        assert busy._pulls.held == []
+
+
+async def test_wake_ups_name_their_task_and_an_empty_one_still_wakes(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The wake-up of one task carries its id; one for a task a pull delivered here is
+    ignored, and an empty one (what an older writer sends) wakes a waiter."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        got: list[bytes] = []
+
+        async def collect(msg: Any) -> None:
+            got.append(msg.data)
+
+        await q.nc.subscribe(f"{nats_prefix}.wake.default", cb=collect)
+        one = await q.enqueue(make_task())
+        await q.enqueue_many([make_task(), make_task()])
+        await eventually(lambda: _true(len(got) == 2), "no wake-ups")
+        assert got == [one.id.encode(), b""]
+
+        q._pulls.seen.append(one.id)
+        q._work.clear()
+        await q._on_wake(nats.aio.msg.Msg(q.nc, data=one.id.encode()))
+        assert not q._work.is_set()
+        await q._on_wake(nats.aio.msg.Msg(q.nc, data=b"another"))
+        assert q._work.is_set()
+
+        q._work.clear()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(q.wait_for_work, ["default"], 60.0)
+                await eventually(lambda: _true("default" in q._wake_subs), "no subscription")
+                await q.nc.publish(f"{nats_prefix}.wake.default", b"")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_slot_freed_while_a_limited_reserve_judges_starts_the_next_after_its_end(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reserve that began before the slot's task finished, and read its record after,
+    leases the task it admits no earlier than that end (records never show more tasks
+    running at once than the limit)."""
+    limits = Limits.build(task_concurrency={"capped": 1})
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        first = await q.enqueue(make_task(name="capped"))
+        (held,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
+        second = await q.enqueue(make_task(name="capped"))
+        assert await other.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
+        ended = (await other.get(first.id)).finished_at  # type: ignore[union-attr]
+        assert ended is not None
+        began = ended - 0.5
+
+        async def before_the_end() -> float:
+            return began
+
+        monkeypatch.setattr(q, "now", before_the_end)
+        (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
+        assert got.id == second.id and (got.started_at or 0.0) >= ended

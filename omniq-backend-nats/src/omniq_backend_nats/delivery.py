@@ -4,7 +4,8 @@ One subject per queue and priority band, ``<prefix>.q.<queue>.<band>``, and one 
 pull consumer per subject. A message is a hint, checked against the record on every
 delivery; it stays unacknowledged while its task runs, ``-NAK`` with a delay returns it
 for a retry or a delayed task, and ``+ACK`` removes it when the task ends. Wake-ups for
-blocked reservers are core NATS messages on ``<prefix>.wake.<queue>``.
+blocked reservers are core NATS messages on ``<prefix>.wake.<queue>`` (carrying the id
+of the one task they are for, if one), besides their waiting pulls (:mod:`.pulls`).
 """
 
 from __future__ import annotations
@@ -114,9 +115,16 @@ class Delivery(TaskRecords):
             data = task.id.encode()
         return (self._subject(task), data, headers)
 
-    async def _wake(self, queues: Iterable[str]) -> None:
-        for queue in set(queues):
-            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", b"")
+    async def _wake(self, tasks: Iterable[Task]) -> None:
+        """Wake the waiters of the tasks' queues. A queue woken for one task is told its
+        id, so a waiter whose waiting pull already delivered that task stays asleep; for
+        several, or to a reader older than that, the message just says "work may be
+        ready" (an empty one still does)."""
+        ids: dict[str, str] = {}
+        for task in tasks:
+            ids[task.queue] = "" if task.queue in ids else task.id
+        for queue, task_id in ids.items():
+            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", task_id.encode())
 
     async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
         """:meth:`_settle_message` for many: acks of cached leases go out with one batch

@@ -91,7 +91,7 @@ class Dependencies(Delivery):
                 lambda t: _replace(t, state=state) if t.state is TaskState.WAITING else None,
             )
             if changed:
-                await self._wake([task.queue])
+                await self._wake([task])
         found = await self._read(task_id)
         return found[0] if found else None
 

@@ -96,7 +96,7 @@ class LeaseDeadlines(Dependencies):
             *(self._lapse_batch(key, listed, rev, at) for key, listed, rev in batches),
         )
         out = [t for group in returned for t in group]
-        await self._wake(t.queue for t in out if t.state is TaskState.PENDING)
+        await self._wake(t for t in out if t.state is TaskState.PENDING)
         return out
 
     async def _lapse(self, key: str, lease: _Lease, rev: int, at: float) -> list[Task]:

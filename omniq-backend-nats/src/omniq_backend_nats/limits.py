@@ -51,6 +51,9 @@ class _Screen:
         self.deferred = False
         self.soonest: float | None = None
         self.admitted: set[str] = set()  # took a slot here; claimed after the batch
+        #: The latest end of a task whose slot was taken over here: the tasks admitted
+        #: start (are leased) no earlier, though judged from a time before it.
+        self.not_before = float("-inf")
 
     async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]:
         self.budget -= len(msgs)
@@ -60,7 +63,7 @@ class _Screen:
             if task is None or not task.is_ready(at):
                 out.append(msg)  # the claim deals with it as a plain reserve does
                 continue
-            wait = await self.store._take(task, self.limits, at, self.admitted)
+            wait = await self.store._take(task, self.limits, at, self)
             if wait is None:
                 self.admitted.add(task.id)
                 out.append(msg)
@@ -110,12 +113,10 @@ class LimitedReserve(Reserve):
             return Reservation(tasks, self._rate_until - at, True)
         return Reservation(tasks, None, at < self._slot_until)
 
-    async def _take(
-        self, task: Task, limits: Limits, at: float, admitted: set[str]
-    ) -> float | None:
+    async def _take(self, task: Task, limits: Limits, at: float, screen: _Screen) -> float | None:
         """Take ``task``'s rates and slot: None when they allow it now (and are taken);
         else when its rate next allows a start (``at`` or before for a concurrency limit
-        or a lost race). ``admitted``: ids this reserve let through, which hold their
+        or a lost race). ``screen.admitted``: ids this reserve let through, which hold their
         slot though their claim comes after."""
         rates, cap = limits.keys_of(task.name, task.queue)
         if not rates and cap is None:
@@ -134,7 +135,7 @@ class LimitedReserve(Reserve):
                 live = [
                     i
                     for i in entries[slot_key][0].running
-                    if i in admitted or await self._holds_slot(i, at)
+                    if i in screen.admitted or await self._holds_slot(i, at, screen)
                 ]
                 if len(live) >= cap:
                     return at
@@ -163,9 +164,15 @@ class LimitedReserve(Reserve):
             return _Entry(), found.revision
         return _decoder.decode(found.value), found.revision
 
-    async def _holds_slot(self, task_id: str, at: float) -> bool:
+    async def _holds_slot(self, task_id: str, at: float, screen: _Screen) -> bool:
+        """Whether a member still holds its slot. One that ended after ``at`` (while
+        this reserve judged) moves the start of what the screen admits after its end."""
         found = await self._read(task_id)
         if found is None:
             return False
         task = found[0]
-        return task.state is TaskState.RUNNING and (task.lease_deadline or 0.0) > at
+        if task.state is TaskState.RUNNING and (task.lease_deadline or 0.0) > at:
+            return True
+        if task.finished_at is not None:
+            screen.not_before = max(screen.not_before, task.finished_at)
+        return False

@@ -103,6 +103,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             Capability.LIMITS,
         }
     )
+    #: A short reserve pulled every band that held a message (or its waiting pull said
+    #: the band was drained), and a wait keeps a pull open on every band (``.pulls``).
+    reserve_drains = True
     option_schema = OPTIONS.extend(
         Option(
             "ack_wait",
@@ -273,7 +276,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         for sent in flight.sends:
             if not sent.checked:
                 await self._check(sent)
-        await self._wake(t.queue for t in flight.stored)
+        await self._wake(flight.stored)
         return flight.stored
 
     async def _store_many(self, tasks: Sequence[Task]) -> tuple[list[Task], list[Request]]:
@@ -379,7 +382,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         then: Callable[[builtins.list[bool]], Awaitable[None]] | None = None,
     ) -> builtins.list[tuple[Task, Task] | None]:
         """:meth:`_finish_one` for a batch, step by step: records; messages, together with
-        ``then`` (told which jobs were accepted); dependents."""
+        ``then`` (told which jobs were accepted), whose writes (the results) go out first
+        so that a waiting ``get_result`` sees them sooner; dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries(
             [
@@ -394,8 +398,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         ]
         accepted = [done is not None for done in changed]
         _, _, dependents = await asyncio.gather(
-            self._settle_messages(moved),
             then(accepted) if then is not None else _none(),
+            self._settle_messages(moved),
             self._any_dependents() if ended else _false(),
         )
         if dependents:
@@ -418,7 +422,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             nak_delay(eta - at),
         )
         if done is not None and eta <= at:
-            await self._wake([done[1].queue])
+            await self._wake([done[1]])
         return done is not None
 
     async def _release(self, task_id: str, token: str) -> bool:
@@ -429,7 +433,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             nak_delay(0),
         )
         if done is not None:
-            await self._wake([done[1].queue])
+            await self._wake([done[1]])
         return done is not None
 
     async def _dead_letter(self, task_id: str, token: str | None, error: ErrorInfo | None) -> bool:

@@ -1,5 +1,6 @@
 """Reserve: pull delivery messages band by band, check each against its record and lease
-the ready tasks with a compare-and-set; and wait for work between polls.
+the ready tasks with a compare-and-set; and wait for work between polls, with a waiting
+pull open on every band (:mod:`.pulls`), whose messages the next reserve claims first.
 
 A pulled batch is leased in at most two batched steps (read the records the messages do
 not carry, then compare-and-set them to ``RUNNING`` with one lease entry for the batch);
@@ -37,6 +38,7 @@ from .delivery import _ACK, _carried, _message_task_id
 from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
 from .names import token
+from .pulls import WaitingPulls, pending
 from .records import _stand_in
 
 #: Reserve reads bands from the highest priority down.
@@ -49,6 +51,8 @@ class Screen(Protocol):
     """What a limited reserve puts between pulling and claiming (see ``limits.py``)."""
 
     budget: int
+    #: Leases of admitted tasks start no earlier (see ``limits._Screen``).
+    not_before: float
 
     async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]: ...
 
@@ -60,10 +64,30 @@ class Reserve(Dependencies):
         super().__init__(*args, **kwargs)
         self._wake_subs: dict[str, Subscription] = {}
         self._work = asyncio.Event()
+        self._waiting: WaitingPulls | None = None
+        self._last_lease: float | None = None  # the consumers' AckWait follows it
+        self._waits = 0  # wait_for_work calls under way
+        #: The bands of the queues a wait last asked for: (subject, consumer) each.
+        self._bands: tuple[tuple[tuple[str, ...], float], list[tuple[str, str]]] | None = None
 
     async def close(self) -> None:
         self._wake_subs.clear()
+        self._bands = None
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await waiting.close()
         await super().close()
+
+    @property
+    def _pulls(self) -> WaitingPulls:
+        """This connection's waiting pulls (a reopened store starts afresh)."""
+        if self._waiting is None or self._waiting.nc is not self.nc:
+            self._waiting = WaitingPulls(self.nc, self.stream, self._work.set)
+        return self._waiting
+
+    def _band_subject(self, queue: str, band: int) -> str:
+        return f"{self.prefix}.q.{token(queue)}.{band}"
 
     async def _backlog(self, queues: Sequence[str]) -> dict[tuple[str, int], int]:
         """Messages stored per (queue, band) — one call instead of a pull per band."""
@@ -95,10 +119,94 @@ class Reserve(Dependencies):
         at: float,
         screen: Screen | None = None,
     ) -> list[Task]:
-        """Pull band by band and lease what is ready, up to ``limit``. A ``screen`` (a
-        limited reserve's) sees each pulled batch first and answers the messages that
-        may be claimed, having put the others back itself; it also bounds how many
-        messages one call pulls (``screen.budget``)."""
+        """Lease what is ready, up to ``limit``: first what the waiting pulls delivered
+        (enough when it tells the bands are drained, see :meth:`_drained`), then band by
+        band, then what they delivered meanwhile. A ``screen`` (a limited reserve's)
+        sees each pulled batch first and answers the messages that may be claimed,
+        having put the others back itself; it also bounds how many messages one call
+        pulls (``screen.budget``)."""
+        self._last_lease = lease
+        pulls = self._pulls
+        pulls.accepting = True  # what arrives meanwhile is claimed below
+        try:
+            held = pulls.take()
+            out = await self._claim_held(held, queues, worker_id, lease, limit, at, screen)
+            if len(out) >= limit or (held and self._drained(queues, held)):
+                return out
+            try:
+                out += await self._pull_bands(
+                    queues, worker_id, lease, limit - len(out), at, screen
+                )
+            except Exception:
+                if out:
+                    return out  # hand out what is leased; the rest comes back after AckWait
+                raise
+            late = pulls.take()
+            room = limit - len(out)
+            return out + await self._claim_held(late, queues, worker_id, lease, room, at, screen)
+        finally:
+            pulls.accepting = self._waits > 0  # else busy: what arrives now goes back
+
+    def _drained(self, queues: list[str], held: Sequence[Msg]) -> bool:
+        """Whether the held messages tell that no other ready message is stored: each
+        was its band's last one when delivered, and every other band has a pull open,
+        which is handed whatever is stored there (a band whose pull delivered is
+        pulled again by the next wait, which so finds what came after)."""
+        if any(pending(m) for m in held):
+            return False
+        spent = {m.subject for m in held}
+        return self._pulls.armed(
+            [s for q in queues for b in BANDS if (s := self._band_subject(q, b)) not in spent]
+        )
+
+    async def _claim_held(
+        self,
+        held: list[Msg],
+        queues: list[str],
+        worker_id: str,
+        lease: float,
+        limit: int,
+        at: float,
+        screen: Screen | None,
+    ) -> list[Task]:
+        """Claim messages a waiting pull delivered, higher bands first; those past
+        ``limit`` (or a screen's budget), or of queues not asked for now, go back at
+        once for another worker."""
+        if not held:
+            return []
+        tokens = {token(q) for q in queues}
+        ours = [m for m in held if m.subject.split(".")[-2] in tokens]
+        ours.sort(key=lambda m: -int(m.subject.rpartition(".")[2]))
+        room = max(min(limit, screen.budget) if screen is not None else limit, 0)
+        msgs = ours[:room]
+        surplus = [*ours[room:], *(m for m in held if m.subject.split(".")[-2] not in tokens)]
+        for msg in surplus:
+            await confirm(self.nc, msg.reply, nak_delay(0))
+        if screen is not None and msgs:
+            msgs = await screen.admit(msgs, at)
+            at = max(at, screen.not_before)
+        try:
+            claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
+        except Exception as exc:
+            claimed = [exc]
+        out = [t for t in claimed if isinstance(t, Task)]
+        failed = next((e for e in claimed if isinstance(e, BaseException)), None)
+        if failed is not None and not out:
+            raise failed
+        return out  # what failed comes back after AckWait
+
+    async def _pull_bands(
+        self,
+        queues: list[str],
+        worker_id: str,
+        lease: float,
+        limit: int,
+        at: float,
+        screen: Screen | None,
+    ) -> list[Task]:
+        """The plain reserve: the bands that hold messages, pulled high to low."""
+        if limit <= 0:
+            return []
         backlog = await self._backlog(queues)
         out: list[Task] = []
         for band in BANDS:
@@ -114,10 +222,14 @@ class Reserve(Dependencies):
                             return out
                     msgs = await self.inbox.pull(self.stream, consumer, wanted)
                     pulled = len(msgs)
+                    claim_at = at
                     if screen is not None:
                         msgs = await screen.admit(msgs, at)
+                        claim_at = max(at, screen.not_before)
                     try:
-                        claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
+                        claimed = (
+                            await self._claim_many(msgs, worker_id, lease, claim_at) if msgs else []
+                        )
                     except Exception as exc:
                         claimed = [exc]
                     out += [t for t in claimed if isinstance(t, Task)]
@@ -304,17 +416,41 @@ class Reserve(Dependencies):
 
     async def _wait_for_work(self, queues: list[str], timeout: float) -> None:
         """Wakes on enqueue, release, retry, lapse and dependency release (core NATS
-        messages on ``<prefix>.wake.<queue>``); delayed tasks are found by the next poll."""
+        messages on ``<prefix>.wake.<queue>``) and on a message a waiting pull delivers,
+        which includes a delayed task come due."""
         for queue in queues:
             if queue not in self._wake_subs:
                 self._wake_subs[queue] = await self.nc.subscribe(
                     f"{self.prefix}.wake.{token(queue)}", cb=self._on_wake
                 )
+        self._waits += 1
         try:
-            await asyncio.wait_for(self._work.wait(), timeout)
+            await self._arm(queues, timeout)
+            if not self._pulls.held:
+                await asyncio.wait_for(self._work.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            self._waits -= 1
         self._work.clear()
 
-    async def _on_wake(self, _msg: Msg) -> None:
-        self._work.set()
+    async def _arm(self, queues: list[str], timeout: float) -> None:
+        """Open the waiting pulls on every band of ``queues``, once a reserve told the
+        lease their consumers' AckWait follows (before that, wake-ups alone wake)."""
+        lease = self._last_lease
+        if lease is None:
+            self._pulls.accepting = True
+            return
+        key = (tuple(queues), lease)
+        if self._bands is None or self._bands[0] != key:
+            wanted = [(q, b) for q in queues for b in BANDS]
+            names = await asyncio.gather(*(self._consumer(q, b, lease) for q, b in wanted))
+            subjects = [self._band_subject(q, b) for q, b in wanted]
+            self._bands = (key, list(zip(subjects, names, strict=True)))
+        await self._pulls.arm(self._bands[1], timeout)
+
+    async def _on_wake(self, msg: Msg) -> None:
+        """A wake-up names the task it is for (an empty one, from an older writer, names
+        none): one a waiting pull already delivered here brings nothing new."""
+        if not msg.data or msg.data.decode(errors="replace") not in self._pulls.seen:
+            self._work.set()
