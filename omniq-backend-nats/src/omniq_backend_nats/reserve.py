@@ -182,6 +182,16 @@ class Reserve(Dependencies):
         surplus = [*ours[room:], *(m for m in held if m.subject.split(".")[-2] not in tokens)]
         for msg in surplus:
             await confirm(self.nc, msg.reply, nak_delay(0))
+        out, failed = await self._admit_and_claim(msgs, worker_id, lease, at, screen)
+        if failed is not None and not out:
+            raise failed
+        return out  # what failed comes back after AckWait
+
+    async def _admit_and_claim(
+        self, msgs: list[Msg], worker_id: str, lease: float, at: float, screen: Screen | None
+    ) -> tuple[list[Task], BaseException | None]:
+        """Claim delivered messages, those a screen's limits admit: the leased tasks and
+        the first failure, if any (what failed comes back after AckWait)."""
         if screen is not None and msgs:
             msgs = await screen.admit(msgs, at)
             at = max(at, screen.not_before)
@@ -189,11 +199,8 @@ class Reserve(Dependencies):
             claimed = await self._claim_many(msgs, worker_id, lease, at) if msgs else []
         except Exception as exc:
             claimed = [exc]
-        out = [t for t in claimed if isinstance(t, Task)]
         failed = next((e for e in claimed if isinstance(e, BaseException)), None)
-        if failed is not None and not out:
-            raise failed
-        return out  # what failed comes back after AckWait
+        return [t for t in claimed if isinstance(t, Task)], failed
 
     async def _pull_bands(
         self,
@@ -222,18 +229,8 @@ class Reserve(Dependencies):
                             return out
                     msgs = await self.inbox.pull(self.stream, consumer, wanted)
                     pulled = len(msgs)
-                    claim_at = at
-                    if screen is not None:
-                        msgs = await screen.admit(msgs, at)
-                        claim_at = max(at, screen.not_before)
-                    try:
-                        claimed = (
-                            await self._claim_many(msgs, worker_id, lease, claim_at) if msgs else []
-                        )
-                    except Exception as exc:
-                        claimed = [exc]
-                    out += [t for t in claimed if isinstance(t, Task)]
-                    failed = next((e for e in claimed if isinstance(e, BaseException)), None)
+                    tasks, failed = await self._admit_and_claim(msgs, worker_id, lease, at, screen)
+                    out += tasks
                     if failed is not None:
                         if out:
                             return out  # hand out what is leased; the rest comes back after AckWait
