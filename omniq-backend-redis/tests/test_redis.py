@@ -94,12 +94,21 @@ async def test_enqueue_recorded_sends_tasks_and_events_together(
 
 
 async def test_a_single_enqueue_stores_what_the_batch_script_stores(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """delay()'s own script (enqueue_one.lua) writes the fields, indexes and event entry
     of the general one; what it hands back (an event older than the stream's last, an id
-    that exists, a stream at its cap) is stored by the general script, event and all."""
+    that exists, a stream at its cap) is stored by the general script, event and all,
+    without a second run of enqueue_one.lua."""
     queue = await opened("task_queue", redis_url, key_prefix)
+    tried: list[str] = []
+    enqueue_one = queue._enqueue_one
+
+    async def counted(task: Any, *args: Any) -> Any:
+        tried.append(task.id)
+        return await enqueue_one(task, *args)
+
+    monkeypatch.setattr(queue, "_enqueue_one", counted)
     events = await opened("event_storage", redis_url, key_prefix, max_events=3)
     r = queue.redis
     try:
@@ -133,7 +142,9 @@ async def test_a_single_enqueue_stores_what_the_batch_script_stores(
         assert first[0].state is TaskState.PENDING
         for task, ts in cases[1:]:
             event = recorded(task, ts)
+            tried.clear()
             [got] = await queue.enqueue_recorded([task], [event], events)
+            assert tried == [task.id], "enqueue_one.lua runs once per single enqueue"
             assert (await queue.get(got.id)) is not None
             assert event.id in [e.id for e in await events.query(task_id=task.id)]
         assert (await queue.get(one.id)).state is TaskState.SCHEDULED, "the id kept its task"

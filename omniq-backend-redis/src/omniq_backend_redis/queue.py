@@ -147,19 +147,33 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         """``delay()``'s call: a single new task without parents, with its event storage
         on this connection or events off, goes straight to :meth:`_enqueue_one`, without
         the batch machinery (``enqueue_batches``, the ``_enqueue`` generator) it costs
-        as much client time as; what that hands back, and the rest, goes the general way."""
-        if len(tasks) == 1:
-            task = tasks[0]
-            if (
-                not task.depends_on
-                and task.created_at
-                and (event_storage is None or self._shares_home(event_storage))
-            ):
-                event = events[0] if event_storage is not None and events else None
-                one = await self._enqueue_one(task, event, event_storage)
-                if one is not None:
-                    return [one]
+        as much client time as; what that hands back goes to the general script (not
+        through :meth:`_enqueue`, which would try enqueue_one.lua again), and the rest
+        the general way."""
+        if event_storage is None or self._shares_home(event_storage):
+            one = await self._straight(tasks, events, event_storage)
+            if one is not None:
+                return [one]
+            if len(tasks) == 1:
+                return [
+                    t
+                    async for part in self._enqueue_all([(tasks, events)], event_storage)
+                    for t in part
+                ]
         return await super().enqueue_recorded(tasks, events, event_storage)
+
+    async def _straight(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> Task | None:
+        """The one task of ``tasks`` stored by :meth:`_enqueue_one` when it is a single new
+        task without parents; None when it is not, or the script handed it back."""
+        if len(tasks) != 1 or tasks[0].depends_on or not tasks[0].created_at:
+            return None
+        event = events[0] if event_storage is not None and events else None
+        return await self._enqueue_one(tasks[0], event, event_storage)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -177,16 +191,20 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         the edge of now) follow in one more call, as stored. Unless ``batches`` is a
         sequence of one, the batches are chained (see enqueue.lua): one that fails stops
         those after it, so what is stored is the tasks before it."""
-        sibling = event_storage is not None
         if isinstance(batches, Sequence) and len(batches) == 1:
             tasks, events = batches[0]
-            if len(tasks) == 1 and not tasks[0].depends_on and tasks[0].created_at:
-                one = await self._enqueue_one(
-                    tasks[0], events[0] if sibling and events else None, event_storage
-                )
-                if one is not None:
-                    yield [one]
-                    return
+            one = await self._straight(tasks, events, event_storage)
+            if one is not None:
+                yield [one]
+                return
+        async for part in self._enqueue_all(batches, event_storage):
+            yield part
+
+    async def _enqueue_all(
+        self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
+    ) -> AsyncIterator[list[Task]]:
+        """:meth:`_enqueue` by the general script, every task of every batch."""
+        sibling = event_storage is not None
         chained = not (isinstance(batches, Sequence) and len(batches) == 1)
         chain_key = self.key("chain", secrets.token_hex(8)) if chained else ""
         sent: list[tuple[Sequence[Task], Sequence[TaskEvent]]] = []
