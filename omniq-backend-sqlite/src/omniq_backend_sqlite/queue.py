@@ -184,6 +184,23 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             store, (SqliteEventStorage, SqliteResultStorage)
         ) and self.settings.same_file(store.settings)
 
+    async def enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """``delay()``'s call, with events off or their store in this file: one
+        transaction, without the batch machinery (``enqueue_batches``, the ``_enqueue``
+        generator: ~10 µs a call, under a tenth of a ``delay()``)."""
+        if event_storage is not None and not self._shares_home(event_storage):
+            return await super().enqueue_recorded(tasks, events, event_storage)
+        if not tasks:
+            return []
+        return await self.db.run_sized(
+            len(tasks), _enqueue_now, tasks, events if event_storage is not None else ()
+        )
+
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
     ) -> AsyncIterator[list[Task]]:
