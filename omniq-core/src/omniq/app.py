@@ -691,7 +691,8 @@ class AsyncOmniQ:
     async def _enqueue(
         self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
     ) -> TaskRef[Any]:
-        await self.open()
+        if not self._opened:  # (not a coroutine per delay() once open)
+            await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
         if self.middleware.enqueues:
