@@ -47,10 +47,14 @@ def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
     enqueued = EventType.ENQUEUED
     if len(tasks) == 1:  # a delay()'s
         t = tasks[0]
-        detail = {"name": t.name, "state": t.state.value}
         return [
             TaskEvent(
-                id=new_id(), task_id=t.id, queue=t.queue, type=enqueued, timestamp=at, detail=detail
+                id=new_id(),
+                task_id=t.id,
+                queue=t.queue,
+                type=enqueued,
+                timestamp=at,
+                detail={"name": t.name, "state": t.state.value},
             )
         ]
     # One detail dict per name and state, shared by the events that say the same: a
