@@ -95,6 +95,23 @@ async def test_bulk_refs_and_events_say_what_was_stored(aapp):
         )
 
 
+async def test_each_delay_gets_its_own_id_times_and_call(aapp):
+    """delay() builds a task's fixed part once: each call still gets its own id,
+    creation time, expiry (its ttl from then) and arguments."""
+
+    @aapp.task(ttl=60, priority=3)
+    async def echo(x: int) -> int:
+        return x
+
+    first = await aapp.get_task((await echo.delay(1)).id)
+    second = await aapp.get_task((await echo.delay(2)).id)
+    assert first is not None and second is not None and first.id != second.id
+    assert first.created_at < second.created_at
+    for task in (first, second):
+        assert task.expires_at == task.created_at + 60 and task.priority == 3
+    assert first.payload != second.payload
+
+
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
     @aapp.task
     async def double(x: int) -> int:

@@ -186,6 +186,35 @@ async def test_old_task_indexes_are_rebuilt(url: str, tmp_path: Path) -> None:
     assert " IN " not in _index_sql(tmp_path / "omniq.db", "omniq_tasks_ready")
 
 
+async def test_an_old_purge_at_column_is_rewritten(url: str, tmp_path: Path) -> None:
+    """A file whose ``purge_at`` is computed with ``IN`` a list gets the present
+    expression; finished tasks written before are still purged, unfinished ones kept."""
+    async with queue_at(url) as q:
+        await q.enqueue(make_task(id="done", result_ttl=1.0))
+        await q.enqueue(make_task(id="waits"))
+    with sqlite3.connect(tmp_path / "omniq.db") as db:
+        db.execute("DROP INDEX omniq_tasks_purge")
+        db.execute("ALTER TABLE omniq_tasks DROP COLUMN purge_at")
+        db.execute(
+            "ALTER TABLE omniq_tasks ADD COLUMN purge_at REAL GENERATED ALWAYS AS ("
+            "CASE WHEN state = 'dead' THEN finished_at + dead_ttl WHEN state IN "
+            "('succeeded', 'failed', 'cancelled', 'expired', 'dead') "
+            "THEN finished_at + result_ttl END) VIRTUAL"
+        )
+        db.execute("CREATE INDEX omniq_tasks_purge ON omniq_tasks (purge_at)")
+        db.execute(
+            "UPDATE omniq_tasks SET state = 'succeeded', finished_at = ? WHERE id = 'done'",
+            (time.time() - 10,),
+        )
+    async with queue_at(url) as q:
+        await q.cleanup()
+        assert await q.get("done") is None
+        assert await q.get("waits") is not None
+    table = _index_sql(tmp_path / "omniq.db", "omniq_tasks")
+    assert "WHEN state IN" not in table and "state = 'expired'" in table
+    assert "purge_at IS NOT NULL" in _index_sql(tmp_path / "omniq.db", "omniq_tasks_purge")
+
+
 async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: Path) -> None:
     """A new file's type index holds only the rarer types (each enqueue writes one
     entry fewer); an old file's full index is rebuilt narrow on open, and queries by

@@ -37,7 +37,10 @@ async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent])
 
 def insert_events_now(conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> None:
     """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
-    conn.executemany(_INSERT, [_params(e) for e in events])
+    if len(events) == 1:  # a delay()'s or a task's finish: executemany costs more
+        conn.execute(_INSERT, _params(events[0]))
+    else:
+        conn.executemany(_INSERT, [_params(e) for e in events])
 
 
 class SqliteEventStorage(SqliteStore, BaseEventStorage):

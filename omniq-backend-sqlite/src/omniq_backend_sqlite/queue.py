@@ -177,12 +177,38 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
 
     # -- enqueue -----------------------------------------------------------------------
 
+    _home: tuple[BaseStore, bool] | None = None  # the last store _shares_home judged
+
     def _shares_home(self, store: BaseStore) -> bool:
         """Result and event stores in the same file: written in the tasks' transaction,
-        one commit (one sync to disk) instead of two or three."""
-        return isinstance(
+        one commit (one sync to disk) instead of two or three. Asked on every enqueue
+        and finish of the same stores: the last answer is kept (a store's settings
+        never change)."""
+        home = self._home
+        if home is not None and home[0] is store:
+            return home[1]
+        shared = isinstance(
             store, (SqliteEventStorage, SqliteResultStorage)
         ) and self.settings.same_file(store.settings)
+        self._home = (store, shared)
+        return shared
+
+    async def enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """``delay()``'s call, with events off or their store in this file: one
+        transaction, without the batch machinery (``enqueue_batches``, the ``_enqueue``
+        generator: ~10 µs a call, under a tenth of a ``delay()``)."""
+        if event_storage is not None and not self._shares_home(event_storage):
+            return await super().enqueue_recorded(tasks, events, event_storage)
+        if not tasks:
+            return []
+        return await self.db.run_sized(
+            len(tasks), _enqueue_now, tasks, events if event_storage is not None else ()
+        )
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -728,6 +754,8 @@ def _admit(task: Task, known: dict[str, str], now: float) -> Task:
         return msgspec.structs.replace(
             task, state=state, created_at=created, finished_at=now, error=error
         )
+    if state is task.state and created == task.created_at:
+        return task  # (a delay()'s task: no copy)
     return msgspec.structs.replace(task, state=state, created_at=created)
 
 

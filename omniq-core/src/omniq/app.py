@@ -360,6 +360,10 @@ class AsyncOmniQ:
             payload_limit=cfg.payload_limit,
         )
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
+        #: ``delay()``'s templates by task function (see :meth:`_plain_task`).
+        self._plain_templates: dict[
+            TaskFunction[Any, Any], tuple[TaskOptions, OmniQConfig, Task]
+        ] = {}
         #: The per-task middleware chain: plugins' (``omniq_middleware``), then
         #: :meth:`add_middleware`'s.
         self.middleware = MiddlewareChain(plugin_middleware(self))
@@ -509,10 +513,33 @@ class AsyncOmniQ:
         options: Mapping[str, Any],
         at: float,
     ) -> Task:
+        if not options and isinstance(fn, TaskFunction):
+            return self._plain_task(fn, args, kwargs, at)
         template, func_payload = self._task_template(fn, options, at)
         task_id = options.get("task_id")
         return self._fill_task(
             template, func_payload, args, kwargs, new_id() if task_id is None else task_id
+        )
+
+    def _plain_task(
+        self, fn: TaskFunction[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any], at: float
+    ) -> Task:
+        """A ``delay()``'s task: the template of ``fn``'s own options is checked and
+        built once (per options and config object: neither is changed in place), and
+        each call fills in its id, payload and times (~5 µs less a call)."""
+        cached = self._plain_templates.get(fn)
+        if cached is None or cached[0] is not fn.options or cached[1] is not self.config:
+            template = self._task_template(fn, {}, 0.0)[0]
+            cached = self._plain_templates[fn] = (fn.options, self.config, template)
+        template = cached[2]
+        task_id = new_id()
+        ttl = fn.options.ttl
+        return msgspec.structs.replace(
+            template,
+            id=task_id,
+            payload=self._payload(template, None, args, kwargs, task_id),
+            created_at=at,
+            expires_at=(at + ttl) if ttl else None,
         )
 
     def _task_template(self, fn: Any, options: Mapping[str, Any], at: float) -> tuple[Task, Any]:
@@ -614,12 +641,23 @@ class AsyncOmniQ:
         task_id: str,
     ) -> Task:
         """The template with its id and the call's payload (``task_id`` already valid)."""
+        payload = self._payload(template, func_payload, args, kwargs, task_id)
+        return msgspec.structs.replace(template, id=task_id, payload=payload)
+
+    def _payload(
+        self,
+        template: Task,
+        func_payload: Any,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        task_id: str,
+    ) -> bytes:
+        """The serialised call of the task ``template`` will be under id ``task_id``."""
         serializer = self.serializer
         bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
-        payload = serializer.dumps_call(
+        return serializer.dumps_call(
             args, kwargs, func_payload, local_only=self._local_only(), bind=bind
         )
-        return msgspec.structs.replace(template, id=task_id, payload=payload)
 
     def _require(self, cap: Capability, what: str) -> None:
         if cap not in self.task_queue.capabilities:
@@ -653,7 +691,8 @@ class AsyncOmniQ:
     async def _enqueue(
         self, fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
     ) -> TaskRef[Any]:
-        await self.open()
+        if not self._opened:  # (not a coroutine per delay() once open)
+            await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
         if self.middleware.enqueues:

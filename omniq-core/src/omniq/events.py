@@ -45,6 +45,18 @@ async def write_events(event_storage: BaseEventStorage | None, events: Sequence[
 def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
     """The ``enqueued`` event of each task."""
     enqueued = EventType.ENQUEUED
+    if len(tasks) == 1:  # a delay()'s
+        t = tasks[0]
+        return [
+            TaskEvent(
+                id=new_id(),
+                task_id=t.id,
+                queue=t.queue,
+                type=enqueued,
+                timestamp=at,
+                detail={"name": t.name, "state": t.state.value},
+            )
+        ]
     # One detail dict per name and state, shared by the events that say the same: a
     # bulk's events would otherwise make a tracked dict each and set off collections
     # (nothing changes an event's detail in place).
