@@ -197,6 +197,12 @@ class _Loop:
             _main_driven = call
             if not _sigint.installed:
                 _sigint.install()
+        # Threads the call starts (aiosqlite's, executors') are daemons, as they were
+        # when only the portal's daemon thread ran the loop: a store nobody closed must
+        # not hold the interpreter's exit up (Python joins non-daemon threads first).
+        thread = threading.current_thread()
+        daemon = thread.daemon
+        thread._daemonic = True  # type: ignore[attr-defined]
         try:
             while not call.done:
                 loop.run_forever()
@@ -208,6 +214,7 @@ class _Loop:
             self.release(hand_over=True)
             raise
         finally:
+            thread._daemonic = daemon  # type: ignore[attr-defined]
             self.driven = None
             if main:
                 _main_driven = None
