@@ -255,20 +255,23 @@ class _Loop:
     def serve(self) -> None:
         """The portal's thread: run the loop whenever nobody else does, then close it."""
         loop = self.loop
+        seen = -1
         while True:
             with self.changed:
                 while True:
                     now = time.monotonic()
                     with self.lock:
-                        if self.driver is None and (
-                            self.closing or now >= self.idle_since + IDLE
-                        ):
-                            self.driver = PORTAL
-                        driver, self.watching = self.driver, self.driver not in (None, PORTAL)
-                        timeout = None if driver is not None else self.idle_since + IDLE - now
+                        driver, idle_since = self.driver, self.idle_since
+                        if driver is None and (self.closing or now >= idle_since + IDLE):
+                            self.driver = driver = PORTAL
+                        # Driven by a caller: look again after IDLE while calls come and
+                        # go (a wake-up per release would cost each call a switch), be
+                        # woken by the release once one call has lasted that long.
+                        self.watching = driver not in (None, PORTAL) and seen == idle_since
                     if driver == PORTAL:
                         break
-                    self.changed.wait(timeout)
+                    seen = idle_since
+                    self.changed.wait(None if self.watching else idle_since + IDLE - now)
             if self.closing:
                 break
             loop.run_forever()
