@@ -190,7 +190,6 @@ class _Loop:
         global _main_driven
         loop = self.loop
         call = _Call(loop, func, args, loop.stop)
-        call.task = loop.create_task(call.run())
         self.driven = call
         main = me == _main_ident
         if main:
@@ -204,6 +203,7 @@ class _Loop:
         daemon = thread.daemon
         thread._daemonic = True  # type: ignore[attr-defined]
         try:
+            call.task = loop.create_task(call.run())
             while not call.done:
                 loop.run_forever()
         except BaseException:
@@ -255,7 +255,7 @@ class _Loop:
     def serve(self) -> None:
         """The portal's thread: run the loop whenever nobody else does, then close it."""
         loop = self.loop
-        seen = -1
+        seen = -1.0
         while True:
             with self.changed:
                 while True:
@@ -407,6 +407,10 @@ def _forget_wakers() -> None:
     _wakers = threading.local()
     _main_ident, _main_driven = threading.main_thread().ident, None
     for portal in list(_portals):
+        state = portal._state
+        if state is not None:  # a call this thread drove at the fork ends on it alone
+            state.lock, state.changed = threading.Lock(), threading.Condition(threading.RLock())
+            state.closing = True
         portal._lock = threading.Lock()
         portal._state = None
 
