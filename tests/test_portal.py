@@ -304,3 +304,48 @@ def test_a_thread_without_descriptors_left_waits_on_a_semaphore(
     monkeypatch.setattr(sync, "_wakers", threading.local())
     assert portal.call(asyncio.sleep, 0.01, "waited") == "waited"
     assert sync._waker().fallback is not None
+
+
+def test_close_ends_the_loop_and_its_thread_after_calls_the_caller_drove(tmp_path: Any) -> None:
+    from omniq import OmniQ
+
+    url = f"sqlite:///{tmp_path}/close.db"
+    app = OmniQ(task_queue=url, result_storage=url, event_storage=url)
+    noop = app.task(name="noop")(_noop)
+    ref = noop.delay()
+    assert app.get_task(ref.id) is not None
+    state = app._portal._state
+    assert state is not None
+    app.close()
+    assert state.loop.is_closed() and not state.thread.is_alive()
+
+
+def _noop() -> None:
+    pass
+
+
+def test_a_facade_left_open_is_closed_at_exit_and_the_process_ends(tmp_path: Any) -> None:
+    """Stores opened by calls the main thread drove are closed by the finalizer, and
+    their threads (aiosqlite's) do not hold the exit up."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/exit.db"
+    script = textwrap.dedent(f"""
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        closer = app.aio.close
+        async def close():
+            await closer()
+            print("closed", flush=True)
+        app.aio.close = close
+        app.task(name="noop")(print).delay()
+        print("enqueued", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["enqueued", "closed"]
+    assert "destroyed but it is pending" not in done.stderr
