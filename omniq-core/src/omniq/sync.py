@@ -164,8 +164,11 @@ class _Loop:
         me = threading.get_ident()
         while True:
             with self.lock:
+                closing = self.closing
+                if closing:
+                    break
                 if not self.handing_back:
-                    if self.driver is None and may_drive and not self.closing:
+                    if self.driver is None and may_drive:
                         self.driver = drive = me
                     else:
                         drive = None
@@ -177,6 +180,8 @@ class _Loop:
             with self.changed:
                 while self.handing_back:
                     self.changed.wait()
+        if closing:  # stopped by another thread since this call found it
+            raise RuntimeError("the portal was stopped while this call started")
         if drive is not None:
             return self.drive(func, args, me)
         if wake:
