@@ -349,3 +349,16 @@ def test_a_facade_left_open_is_closed_at_exit_and_the_process_ends(tmp_path: Any
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["enqueued", "closed"]
     assert "destroyed but it is pending" not in done.stderr
+
+
+def test_a_thread_running_a_loop_of_its_own_hands_its_calls_over(portal: Portal) -> None:
+    """It cannot run the portal's loop too: the portal's thread runs it at once."""
+
+    async def where() -> int:
+        return threading.get_ident()
+
+    async def from_another_loop() -> int:
+        return portal.call(where)
+
+    assert asyncio.run(from_another_loop()) != threading.get_ident()
+    assert portal.call(asyncio.sleep, 0, "back") == "back"
