@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from omniq import sync
 from omniq.sync import Portal
 
 REQUEST = contextvars.ContextVar("REQUEST", default="none")
@@ -87,34 +88,121 @@ def test_the_call_runs_in_a_copy_of_the_callers_context(portal: Portal) -> None:
         REQUEST.reset(token)
 
 
-def test_an_interrupt_while_waiting_cancels_the_call(portal: Portal) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals are handled in the main thread")
-    started, cancelled = threading.Event(), threading.Event()
-    main = threading.main_thread().ident
-    assert main is not None
+def _interrupt_when(started: threading.Event) -> threading.Thread:
+    """A thread that sends this process SIGINT, as Ctrl-C would, once ``started`` is set."""
 
+    def send() -> None:
+        if started.wait(10):
+            time.sleep(0.05)  # the call is asleep on the loop by now, or soon after
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def _hang(started: threading.Event, cancelled: threading.Event) -> Any:
     async def hang() -> None:
         started.set()
-        signal.pthread_kill(main, signal.SIGINT)  # as Ctrl-C would
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
+    return hang
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["loop-free", "loop-held"])
+def test_an_interrupt_while_waiting_cancels_the_call(portal: Portal, busy: bool) -> None:
+    """A program's own SIGINT handler raises wherever the signal lands: in the caller
+    driving the loop (loop free), or waiting for the thread that runs it (loop held)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are handled in the main thread")
+    started, cancelled = threading.Event(), threading.Event()
+    release = threading.Event()
+    holder = None
+    if busy:  # another thread's long call drives the loop: this one is handed over
+        holder = threading.Thread(target=portal.call, args=(asyncio.to_thread, release.wait))
+        holder.start()
+        assert _poll(lambda: portal._state is not None and portal._state.driver is not None)
+
     def on_sigint(signum: int, frame: Any) -> None:
         raise Interrupted
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
+        sender = _interrupt_when(started)
         with pytest.raises(Interrupted):
-            portal.call(hang)
+            portal.call(_hang(started, cancelled))
+        sender.join()
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert started.is_set()
+        release.set()
+        if holder is not None:
+            holder.join()
     assert _poll(cancelled.is_set)
     assert portal.call(asyncio.sleep, 0, "alive") == "alive"
+
+
+def test_ctrl_c_while_the_caller_drives_the_loop_cancels_the_call_and_raises(
+    portal: Portal,
+) -> None:
+    """With Python's default handler, Ctrl-C cancels the call's task (it is not raised
+    inside the loop, where it could lose a callback) and the caller gets
+    ``KeyboardInterrupt``; the loop and its other tasks go on."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are handled in the main thread")
+    if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, sync._sigint.handle):
+        pytest.skip("another SIGINT handler is installed")
+    ticks = portal.call(_start_ticking)
+    started, cancelled = threading.Event(), threading.Event()
+    sender = _interrupt_when(started)
+    with pytest.raises(KeyboardInterrupt):
+        portal.call(_hang(started, cancelled))
+    sender.join()
+    assert cancelled.is_set()  # the caller saw the call end before it raised
+    assert signal.getsignal(signal.SIGINT) is sync._sigint.handle
+    before = ticks[0]
+    assert _poll(lambda: ticks[0] > before + 2)  # the background task survived
+    assert portal.call(asyncio.sleep, 0, "alive") == "alive"
+
+
+async def _start_ticking() -> list[int]:
+    """A background task on the portal's loop counting up every millisecond."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            ticks[0] += 1
+
+    _background.add(asyncio.get_running_loop().create_task(tick()))
+    return ticks
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def test_background_tasks_run_between_calls(portal: Portal) -> None:
+    """When no call comes, the portal's thread takes the loop back and runs it."""
+    ticks = portal.call(_start_ticking)
+    assert portal._state is not None and portal._state.driver is None  # the caller drove
+    before = ticks[0]
+    end = time.monotonic() + 10
+    while ticks[0] < before + 5 and time.monotonic() < end:
+        time.sleep(0.01)  # no call: nobody but the portal's thread can run the loop
+    assert ticks[0] >= before + 5
+    assert portal.call(asyncio.sleep, 0, "again") == "again"  # handed over, then back
+
+
+def test_the_caller_drives_the_loop_when_it_is_free(portal: Portal) -> None:
+    async def where() -> int:
+        return threading.get_ident()
+
+    portal.call(asyncio.sleep, 0)
+    # calls close together: the loop is free for each, so the caller runs it
+    assert any(portal.call(where) == threading.get_ident() for _ in range(50))
 
 
 def test_a_call_from_the_loop_thread_is_refused(portal: Portal) -> None:
@@ -126,12 +214,44 @@ def test_a_call_from_the_loop_thread_is_refused(portal: Portal) -> None:
 
 
 def test_many_threads_share_one_portal(portal: Portal) -> None:
+    threads: set[int] = set()
+
     async def echo(i: int) -> int:
-        await asyncio.sleep(0)
+        threads.add(threading.get_ident())
+        await asyncio.sleep(0.001 * (i % 3))
         return i
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(lambda i: portal.call(echo, i), range(200))) == list(range(200))
+        assert list(pool.map(lambda i: portal.call(echo, i), range(400))) == list(range(400))
+    state = portal._state
+    assert state is not None and state.queued == 0 and not state.handing_back
+    assert portal.call(echo, 7) == 7
+
+
+def test_a_long_call_driven_by_one_thread_serves_the_others(portal: Portal) -> None:
+    """One thread's long call holds the loop; the others' calls are run by it."""
+    release = threading.Event()
+
+    async def hold() -> str:
+        await asyncio.to_thread(release.wait)
+        return "held"
+
+    holder = concurrent.futures.ThreadPoolExecutor(1).submit(portal.call, hold)
+    assert _poll(lambda: portal._state is not None and portal._state.driver not in (None, -1))
+    assert portal.call(asyncio.sleep, 0, "served") == "served"
+    release.set()
+    assert holder.result(timeout=10) == "held"
+
+
+def test_stop_ends_a_call_another_thread_drives(portal: Portal) -> None:
+    holder = concurrent.futures.ThreadPoolExecutor(1).submit(portal.call, asyncio.sleep, 60)
+    assert _poll(lambda: portal._state is not None and portal._state.driver not in (None, -1))
+    state = portal._state
+    portal.stop()
+    with pytest.raises(concurrent.futures.CancelledError):
+        holder.result(timeout=10)
+    assert state is not None and state.loop.is_closed() and not state.thread.is_alive()
+    assert portal.call(asyncio.sleep, 0, "new loop") == "new loop"
 
 
 def test_a_wake_up_left_from_an_earlier_call_does_not_end_the_next(portal: Portal) -> None:
@@ -139,6 +259,25 @@ def test_a_wake_up_left_from_an_earlier_call_does_not_end_the_next(portal: Porta
 
     sync._waker().wake()  # as a call interrupted earlier would leave it
     assert portal.call(asyncio.sleep, 0.05, "mine") == "mine"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_a_loop_of_its_own(portal: Portal) -> None:
+    async def loop_id() -> int:
+        return id(asyncio.get_running_loop())
+
+    parents = portal.call(loop_id)
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only
+        ok = False
+        try:
+            ok = portal._state is None and portal.call(loop_id) != parents
+            portal.stop()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert portal.call(loop_id) == parents
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -165,3 +304,61 @@ def test_a_thread_without_descriptors_left_waits_on_a_semaphore(
     monkeypatch.setattr(sync, "_wakers", threading.local())
     assert portal.call(asyncio.sleep, 0.01, "waited") == "waited"
     assert sync._waker().fallback is not None
+
+
+def test_close_ends_the_loop_and_its_thread_after_calls_the_caller_drove(tmp_path: Any) -> None:
+    from omniq import OmniQ
+
+    url = f"sqlite:///{tmp_path}/close.db"
+    app = OmniQ(task_queue=url, result_storage=url, event_storage=url)
+    noop = app.task(name="noop")(_noop)
+    ref = noop.delay()
+    assert app.get_task(ref.id) is not None
+    state = app._portal._state
+    assert state is not None
+    app.close()
+    assert state.loop.is_closed() and not state.thread.is_alive()
+
+
+def _noop() -> None:
+    pass
+
+
+def test_a_facade_left_open_is_closed_at_exit_and_the_process_ends(tmp_path: Any) -> None:
+    """Stores opened by calls the main thread drove are closed by the finalizer, and
+    their threads (aiosqlite's) do not hold the exit up."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/exit.db"
+    script = textwrap.dedent(f"""
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        closer = app.aio.close
+        async def close():
+            await closer()
+            print("closed", flush=True)
+        app.aio.close = close
+        app.task(name="noop")(print).delay()
+        print("enqueued", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["enqueued", "closed"]
+    assert "destroyed but it is pending" not in done.stderr
+
+
+def test_a_thread_running_a_loop_of_its_own_hands_its_calls_over(portal: Portal) -> None:
+    """It cannot run the portal's loop too: the portal's thread runs it at once."""
+
+    async def where() -> int:
+        return threading.get_ident()
+
+    async def from_another_loop() -> int:
+        return portal.call(where)
+
+    assert asyncio.run(from_another_loop()) != threading.get_ident()
+    assert portal.call(asyncio.sleep, 0, "back") == "back"

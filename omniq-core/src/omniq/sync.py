@@ -1,7 +1,8 @@
 """The one mechanism that turns the async API into a blocking one.
 
-A sync object owns a background thread running an event loop (an anyio blocking
-portal) and forwards each call to the async object living on that loop. Methods are
+A sync object owns an event loop (a :class:`Portal`: run by the calling thread, or by a
+background thread between calls) and forwards each call to the async object living on
+that loop. Methods are
 declared once per name with :class:`blocking`, which keeps their signatures for type
 checkers; no logic is written twice.
 """
@@ -16,14 +17,15 @@ import functools
 import inspect
 import logging
 import os
+import signal
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
 __all__ = ["Portal", "SyncWrapper", "blocking"]
 
@@ -39,14 +41,20 @@ T = TypeVar("T")
 
 
 class Portal:
-    """A lazily started event-loop thread that runs coroutines for blocking callers.
+    """An event loop for blocking callers, run by whichever thread needs it.
 
-    The thread is a daemon: a program that never calls ``close()`` still exits (anyio's
-    ``start_blocking_portal`` uses a non-daemon thread that would keep it alive).
-
-    :meth:`call` hands the coroutine over as a :class:`_Call`: one wake-up of the loop
+    A blocking call from a thread, when no thread runs the loop, runs the loop itself
+    until its call is done (:meth:`_Loop.drive`): no hand-over between threads. Between
+    calls the stores' background tasks (heartbeats, LISTEN, pub/sub readers) must go on,
+    so a daemon thread takes the loop back once no call has come for :data:`IDLE`
+    seconds and runs it until a call comes. A call that finds the loop run by another
+    thread (that thread, another caller's, or a thread already running a loop of its
+    own) hands the coroutine over as a :class:`_Call`: one wake-up of the running
     thread and one of the caller (on a socket, :class:`_Waker`) per call, and nothing
-    else between the two threads.
+    else between the two threads. Once no such call is left, the daemon thread gives
+    the loop up at once, so a caller's next call drives it.
+
+    The thread is a daemon: a program that never calls ``close()`` still exits.
     (anyio's ``BlockingPortal.call`` first waits for the loop to start a task in its task
     group, then for the task: twice that, which doubled the cost of a blocking
     ``delay()``; ``run_coroutine_threadsafe`` costs a ``concurrent.futures.Future``, its
@@ -55,70 +63,285 @@ class Portal:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._portal: BlockingPortal | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._state: _Loop | None = None
+        _portals.add(self)
 
-    def _get(self) -> BlockingPortal:
+    def _start(self) -> _Loop:
         with self._lock:
-            if self._portal is None:
-                ready: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
-
-                async def serve() -> None:
-                    async with BlockingPortal() as portal:
-                        self._loop = asyncio.get_running_loop()
-                        ready.set_result(portal)
-                        await portal.sleep_until_stopped()
-
-                def main() -> None:
-                    try:
-                        anyio.run(serve)
-                    except BaseException as exc:  # pragma: no cover - loop failed to start
-                        if not ready.done():
-                            ready.set_exception(exc)
-
-                self._thread = threading.Thread(target=main, name="omniq-portal", daemon=True)
-                self._thread.start()
-                self._portal = ready.result()
-            return self._portal
+            if self._state is None:
+                state = _Loop()
+                state.thread.start()
+                self._state = state
+            return self._state
 
     @property
     def started(self) -> bool:
-        return self._portal is not None
+        return self._state is not None
 
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``func(*args)`` (a coroutine function, or a function returning an
-        awaitable) on the loop thread and return its result, raising what it raises."""
-        loop = self._loop
-        if loop is None:
-            self._get()
-            loop = self._loop
-        if loop is None or self.on_loop_thread():
+        awaitable) on the loop and return its result, raising what it raises."""
+        state = self._state or self._start()
+        running = asyncio._get_running_loop()
+        if running is state.loop or state.thread is threading.current_thread():
             raise RuntimeError(
                 "Portal.call() cannot run on the portal's own loop thread (it would wait "
                 "for itself); await the async API there instead"
             )
-        call = _Call(loop, func, args)
-        loop.call_soon_threadsafe(call.start)
-        result: R = call.wait()
+        result: R = state.call(func, args, running is None)
         return result
 
     def on_loop_thread(self) -> bool:
-        return self._thread is threading.current_thread()
+        state = self._state
+        return state is not None and state.is_current()
 
     def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
-        """Schedule a plain callable on the loop thread without waiting (signal-safe)."""
-        self._get().start_task_soon(_as_coro(func), *args)
+        """Schedule a plain callable on the loop without waiting (signal-safe: no lock).
+
+        It runs when the loop next runs: at once if a thread runs it, else within
+        :data:`IDLE` seconds, when the portal's thread takes the loop back."""
+        state = self._state or self._start()
+        state.loop.call_soon_threadsafe(func, *args)
 
     def stop(self) -> None:
+        """Cancel what is left on the loop, close it and end the portal's thread."""
         with self._lock:
-            portal, thread = self._portal, self._thread
-            self._portal = self._thread = None
-        self._loop = None
-        if portal is not None:
-            portal.call(portal.stop)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
+            state, self._state = self._state, None
+        if state is None:
+            return
+        with state.lock:
+            state.closing = True
+        state.notify()
+        with contextlib.suppress(RuntimeError):  # already closed
+            state.loop.call_soon_threadsafe(state.close_soon)
+        if not state.is_current():
+            state.thread.join(timeout=10)
+
+
+#: How long the loop stays free after a caller's call before the portal's thread takes
+#: it back (a caller calling again within it drives the loop itself).
+IDLE = 0.005
+
+#: ``_Loop.driver`` when the portal's own thread runs the loop.
+PORTAL = -1
+
+_portals: weakref.WeakSet[Portal] = weakref.WeakSet()
+
+
+class _Loop:
+    """One portal's loop and who runs it.
+
+    ``driver`` is the ident of the thread running the loop, :data:`PORTAL` for the
+    portal's thread, or None while nobody does; ``queued`` counts the calls handed over
+    (:class:`_Call`) and not yet done. ``lock`` guards these for a few assignments at a
+    time, nothing that allocates (a collection could run a finalizer that calls the
+    portal); waiting for a change is on ``changed``, a reentrant condition.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(threading.RLock())
+        self.driver: int | None = None
+        self.driven: _Call | None = None
+        self.queued = 0
+        self.idle_since = time.monotonic()
+        self.watching = False  # the portal's thread waits for the loop to be free
+        self.handing_back = False  # the portal's thread is stopping the loop for callers
+        self.closing = False
+        self.finishing = False
+        self.thread = threading.Thread(target=self.serve, name="omniq-portal", daemon=True)
+
+    def is_current(self) -> bool:
+        """Whether this thread runs the loop now, or is the portal's."""
+        return asyncio._get_running_loop() is self.loop or self.thread is threading.current_thread()
+
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def call(self, func: Callable[..., Any], args: tuple[Any, ...], may_drive: bool) -> Any:
+        me = threading.get_ident()
+        while True:
+            with self.lock:
+                closing = self.closing
+                if closing:
+                    break
+                if not self.handing_back:
+                    if self.driver is None and may_drive:
+                        self.driver = drive = me
+                    else:
+                        drive = None
+                        self.queued += 1
+                        wake = self.driver is None
+                        if wake:  # this thread runs a loop of its own: the portal's runs
+                            self.driver = PORTAL
+                    break
+            with self.changed:
+                while self.handing_back:
+                    self.changed.wait()
+        if closing:  # stopped by another thread since this call found it
+            raise RuntimeError("the portal was stopped while this call started")
+        if drive is not None:
+            return self.drive(func, args, me)
+        if wake:
+            self.notify()
+        call = _Call(self.loop, func, args, self.served, _waker())
+        self.loop.call_soon_threadsafe(call.start)
+        return call.wait()
+
+    def drive(self, func: Callable[..., Any], args: tuple[Any, ...], me: int) -> Any:
+        """Run the loop in this thread until the call is done."""
+        global _main_driven
+        loop = self.loop
+        call = _Call(loop, func, args, loop.stop)
+        self.driven = call
+        main = me == _main_ident
+        if main:
+            _main_driven = call
+            if not _sigint.installed:
+                _sigint.install()
+        # Threads the call starts (aiosqlite's, executors') are daemons, as they were
+        # when only the portal's daemon thread ran the loop: a store nobody closed must
+        # not hold the interpreter's exit up (Python joins non-daemon threads first).
+        thread = threading.current_thread()
+        daemon = thread.daemon
+        thread._daemonic = True  # type: ignore[attr-defined]
+        try:
+            call.task = loop.create_task(call.run())
+            while not call.done:
+                loop.run_forever()
+        except BaseException:
+            # Interrupted inside the loop: the call is cancelled and whoever runs the
+            # loop next (the portal's thread, at once) lets it end.
+            call.finish = _ignore
+            call.cancel()
+            self.release(hand_over=True)
+            raise
+        finally:
+            thread._daemonic = daemon  # type: ignore[attr-defined]
+            self.driven = None
+            if main:
+                _main_driven = None
+        self.release()
+        return call.outcome()
+
+    def release(self, hand_over: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if hand_over or self.queued or self.closing:
+                self.driver = PORTAL
+                wake = True
+            else:
+                self.driver = None
+                self.idle_since = now
+                wake = self.watching
+        if wake:
+            self.notify()
+
+    def served(self) -> None:
+        """A handed-over call is done (on the loop): with none left, the portal's thread
+        stops the loop, so that a caller's next call drives it."""
+        with self.lock:
+            self.queued -= 1
+            if not self.queued and self.driver == PORTAL and not self.closing:
+                self.handing_back = True
+                self.loop.stop()
+
+    def close_soon(self) -> None:
+        """On the loop, when the portal stops: end whatever runs it."""
+        if self.finishing:
+            return
+        if self.driver == PORTAL:
+            self.loop.stop()
+        elif self.driven is not None:
+            self.driven.cancel()
+
+    def serve(self) -> None:
+        """The portal's thread: run the loop whenever nobody else does, then close it."""
+        loop = self.loop
+        seen = -1.0
+        while True:
+            with self.changed:
+                while True:
+                    now = time.monotonic()
+                    with self.lock:
+                        driver, idle_since = self.driver, self.idle_since
+                        if driver is None and (self.closing or now >= idle_since + IDLE):
+                            self.driver = driver = PORTAL
+                        # Driven by a caller: look again after IDLE while calls come and
+                        # go (a wake-up per release would cost each call a switch), be
+                        # woken by the release once one call has lasted that long.
+                        self.watching = driver not in (None, PORTAL) and seen == idle_since
+                    if driver == PORTAL:
+                        break
+                    seen = idle_since
+                    self.changed.wait(None if self.watching else idle_since + IDLE - now)
+            if self.closing:
+                break
+            loop.run_forever()
+            with self.lock:
+                self.handing_back = False
+                if not self.queued and not self.closing:
+                    self.driver = None
+                    self.idle_since = time.monotonic()
+            self.notify()
+        self.finishing = True
+        self.finish()
+
+    def finish(self) -> None:
+        """Cancel the tasks left, let them end, and close the loop."""
+        loop = self.loop
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except BaseException:  # pragma: no cover - nothing left to report it to
+            log.debug("closing the portal's loop failed", exc_info=True)
+        finally:
+            loop.close()
+
+
+def _ignore() -> None:
+    pass
+
+
+class _Sigint:
+    """Ctrl-C while the main thread drives a loop cancels its call, as ``asyncio.run``
+    does: raised inside the loop, ``KeyboardInterrupt`` could land between two steps of
+    the loop's own code and lose a callback.
+
+    Installed once, when the main thread first drives a loop and Python's default
+    handler is in place (swapping handlers around every call costs ~5 µs); while no
+    call is driven it raises ``KeyboardInterrupt`` as the default handler does. A
+    program's own handler is left alone and runs wherever the signal lands.
+    """
+
+    installed = False
+
+    def install(self) -> None:
+        self.installed = True
+        with contextlib.suppress(ValueError):  # an interpreter without signals
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self.handle)
+
+    @staticmethod
+    def handle(signum: int, frame: Any) -> None:
+        call = _main_driven
+        if call is None or call.interrupted:
+            raise KeyboardInterrupt
+        call.interrupted = True
+        if not call.done:
+            call.cancel()
+            call.loop.call_soon_threadsafe(_ignore)  # out of a select() with no timeout
+
+
+_sigint = _Sigint()
+_main_ident = threading.main_thread().ident
+_main_driven: _Call | None = None
 
 
 class _Waker:
@@ -183,9 +406,18 @@ def _waker() -> _Waker:
 
 
 def _forget_wakers() -> None:
-    """A forked child must not share its parent's pairs (it could read its bytes)."""
-    global _wakers
+    """A forked child must not share its parent's pairs (it could read its bytes), nor
+    its portals' loops (their threads are not in the child): it starts its own."""
+    global _wakers, _main_ident, _main_driven
     _wakers = threading.local()
+    _main_ident, _main_driven = threading.main_thread().ident, None
+    for portal in list(_portals):
+        state = portal._state
+        if state is not None:  # a call this thread drove at the fork ends on it alone
+            state.lock, state.changed = threading.Lock(), threading.Condition(threading.RLock())
+            state.closing = True
+        portal._lock = threading.Lock()
+        portal._state = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -193,18 +425,39 @@ if hasattr(os, "register_at_fork"):
 
 
 class _Call:
-    """One blocking call: the loop runs it as a task; the caller sleeps on its thread's
-    :class:`_Waker`, which the task wakes as its last step, so no callback or extra loop
-    iteration stands between the result and the caller's wake-up."""
+    """One blocking call, run as a task on the loop.
 
-    __slots__ = ("args", "done", "error", "func", "loop", "task", "value", "waker")
+    Handed over, the caller sleeps on its thread's :class:`_Waker`, which the task wakes
+    as its last step, so no callback or extra loop iteration stands between the result
+    and the caller's wake-up; driven by the caller, the task's last step stops the loop
+    instead (``finish``)."""
+
+    __slots__ = (
+        "args",
+        "cancelled",
+        "done",
+        "error",
+        "finish",
+        "func",
+        "interrupted",
+        "loop",
+        "started",
+        "task",
+        "value",
+        "waker",
+    )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: tuple[Any, ...]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        finish: Callable[[], None],
+        waker: _Waker | None = None,
     ) -> None:
         self.loop, self.func, self.args = loop, func, args
-        self.waker = _waker()
-        self.done = False
+        self.finish, self.waker = finish, waker
+        self.done = self.started = self.cancelled = self.interrupted = False
         self.task: asyncio.Task[None] | None = None
         self.value: Any = None
         self.error: BaseException | None = None
@@ -214,7 +467,10 @@ class _Call:
         self.task = self.loop.create_task(self.run())
 
     async def run(self) -> None:
+        self.started = True
         try:
+            if self.cancelled:
+                raise asyncio.CancelledError
             result = self.func(*self.args)
             self.value = await result if inspect.isawaitable(result) else result
         except asyncio.CancelledError as exc:
@@ -224,13 +480,16 @@ class _Call:
             self.error = exc
         finally:
             self.done = True
-            self.waker.wake()
+            self.finish()
+            if self.waker is not None:
+                self.waker.wake()
 
     def wait(self) -> Any:
         """In the calling thread: block until the task is done; return or raise as it did.
 
         A signal handler that raises while the caller waits (Ctrl-C's
         ``KeyboardInterrupt``) cancels the task and propagates at once."""
+        assert self.waker is not None
         try:
             while not self.done:
                 self.waker.wait()
@@ -238,8 +497,14 @@ class _Call:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to cancel
                 self.loop.call_soon_threadsafe(self.cancel)
             raise
+        return self.outcome()
+
+    def outcome(self) -> Any:
+        """Return or raise as the task did (a Ctrl-C that cancelled it: raise that)."""
         self.task = None
         error, self.error = self.error, None
+        if self.interrupted:
+            raise KeyboardInterrupt
         if error is None:
             return self.value
         if isinstance(error, asyncio.CancelledError):
@@ -251,7 +516,11 @@ class _Call:
             del error  # no cycle through the traceback's frames
 
     def cancel(self) -> None:
-        if self.task is not None:
+        """On the loop thread. A task cancelled before its first step would never run
+        ``run``'s ``finally``: it is told to end as it starts instead."""
+        if not self.started:
+            self.cancelled = True
+        elif self.task is not None:
             self.task.cancel()
 
 
