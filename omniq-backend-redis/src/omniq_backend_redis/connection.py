@@ -32,12 +32,13 @@ from .settings import ConnectionSettings
 #: scripts share keys and the prelude (and msgpack, for their replies); enqueue also
 #: appends its tasks' events, with the same events_lib as events_append and
 #: events_cleanup; enqueue_one, the single task of delay(), runs on keys alone (the
-#: prelude's set-up costs more than its own work). A script not named here runs after
+#: prelude's set-up costs more than its own work), and so does finish_one. A script not named here runs after
 #: msgpack, keys and the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
     "enqueue": ("batch", "msgpack", "events_lib", "keys", "prelude"),
     "enqueue_one": ("keys",),
     "finish": ("batch", "msgpack", "events_lib", "keys", "prelude"),
+    "finish_one": ("keys",),
     "events_append": ("batch", "msgpack", "events_lib"),
     "events_cleanup": ("batch", "msgpack", "events_lib"),
     "events_task": (),
