@@ -170,9 +170,6 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
             task_id=task.id, timestamp=ts, detail={"name": task.name, "state": "pending"}
         )
 
-    async def snapshot() -> dict[bytes, Any]:
-        return await snapshot(r, key_prefix)
-
     try:
         first = make_task(created_at=time.time())
         await queue.enqueue_recorded([first], [recorded(first, time.time())], events)
@@ -185,10 +182,10 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
             (make_task(created_at=time.time()), later, bucket.split(":", 1)[1]),
         ]
         for task, ts, key in cases:
-            before = await snapshot()
+            before = await snapshot(r, key_prefix)
             with pytest.raises(ForeignKeyError, match=key):
                 await queue.enqueue_recorded([task], [recorded(task, ts)], events)
-            assert await snapshot() == before, key
+            assert await snapshot(r, key_prefix) == before, key
     finally:
         await events.close()
         await queue.close()

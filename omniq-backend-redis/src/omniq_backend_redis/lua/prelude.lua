@@ -61,9 +61,12 @@ local function qkey(q, what)
   if not k then k = P .. ':q:' .. q .. ':' .. what; keys[what] = k end
   return k
 end
-local STATE_INDEX = {}  -- state -> 's:<state>', the suffix of its index key
-for _, s in ipairs({'pending', 'scheduled', 'waiting', 'running', 'retrying', 'succeeded', 'failed',
-                    'cancelled', 'expired', 'dead'}) do STATE_INDEX[s] = 's:' .. s end
+-- state -> 's:<state>', the suffix of its index key (literal: built by a loop of
+-- concatenations, this table cost ~20,000 instructions of every script run)
+local STATE_INDEX = {pending = 's:pending', scheduled = 's:scheduled', waiting = 's:waiting',
+                     running = 's:running', retrying = 's:retrying', succeeded = 's:succeeded',
+                     failed = 's:failed', cancelled = 's:cancelled', expired = 's:expired',
+                     dead = 's:dead'}
 
 -- Sorted-set writes are gathered per key and sent in one command each by commit().
 -- (A script moves each task at most once, so the order of members does not matter.)
@@ -92,10 +95,19 @@ end
 -- The task's fields (numbers parsed; an empty or missing one false or nil), or nil for a
 -- missing or foreign task: one HMGET, one table constructor (key: the hash's). `ending`: only the fields
 -- that ending a held task reads (complete, finish), not its body, attempts, eta, lease
--- owner and deadline, times or error (those are then nil, attempts too).
-local function load(id, ending)
+-- owner and deadline, times or error (those are then nil, attempts too). `leasing`: what
+-- a reserve reads, not the lease fields and started_at (lease() writes them) nor hd.
+local function load(id, ending, leasing)
   local key, v = tkey(id), nil
-  if ending then
+  if leasing then
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'e', 'a', 'd', 'fa', 'er')
+    if v.err or not marked(v[1]) then return nil end
+    local c, p, md, rt, dt = read_header(v[1])
+    return {id = id, key = key, c = c, p = p, md = md, rt = rt, dt = dt,
+            q = v[2] ~= '' and v[2], s = v[3] ~= '' and v[3], sq = tonumber(v[4]), sqs = v[4],
+            x = tonumber(v[5]), e = tonumber(v[6]), a = tonumber(v[7]) or 0,
+            d = v[8] ~= '' and v[8], fa = v[9] ~= '' and v[9], er = v[10] ~= '' and v[10]}
+  elseif ending then
     v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd')
   else
     v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd',
