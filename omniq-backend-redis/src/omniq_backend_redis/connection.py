@@ -32,8 +32,8 @@ from .settings import ConnectionSettings
 #: scripts share keys and the prelude (and msgpack, for their replies); enqueue also
 #: appends its tasks' events, with the same events_lib as events_append and
 #: events_cleanup; enqueue_one, the single task of delay(), runs on keys alone (the
-#: prelude's set-up costs more than its own work), and so does finish_one. A script not named here runs after
-#: msgpack, keys and the prelude.
+#: prelude's set-up costs more than its own work), and so does finish_one, the finish of
+#: one task. A script not named here runs after msgpack, keys and the prelude.
 _LIBS: dict[str, tuple[str, ...]] = {
     "enqueue": ("batch", "msgpack", "events_lib", "keys", "prelude"),
     "enqueue_one": ("keys",),
