@@ -170,9 +170,6 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
             task_id=task.id, timestamp=ts, detail={"name": task.name, "state": "pending"}
         )
 
-    async def snapshot() -> dict[bytes, Any]:
-        return {key: await r.dump(key) for key in await r.keys(f"{key_prefix}:*")}
-
     try:
         first = make_task(created_at=time.time())
         await queue.enqueue_recorded([first], [recorded(first, time.time())], events)
@@ -185,10 +182,10 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
             (make_task(created_at=time.time()), later, bucket.split(":", 1)[1]),
         ]
         for task, ts, key in cases:
-            before = await snapshot()
+            before = await snapshot(r, key_prefix)
             with pytest.raises(ForeignKeyError, match=key):
                 await queue.enqueue_recorded([task], [recorded(task, ts)], events)
-            assert await snapshot() == before, key
+            assert await snapshot(r, key_prefix) == before, key
     finally:
         await events.close()
         await queue.close()
@@ -887,3 +884,122 @@ def test_a_sync_app_never_closed_exits_quietly(
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=15)
     assert proc.returncode == 0 and proc.stdout == "waited\n", proc.stderr
     assert proc.stderr == ""
+
+
+async def reserved(queue: Any, n: int) -> list[Any]:
+    """n new tasks on the default queue, reserved (one lease, a token each)."""
+    for _ in range(n):
+        await queue.enqueue(make_task(created_at=time.time()))
+    got = await queue.reserve(["default"], "w1", 60, n)
+    assert len(got) == n
+    return got
+
+
+async def snapshot(r: Any, prefix: str) -> dict[bytes, Any]:
+    """Every key of ``prefix`` and what it holds (a hash by its fields: a read may move a
+    large hash's rehashing on, which changes its DUMP but not what it holds)."""
+    out = {}
+    for key in await r.keys(f"{prefix}:*"):
+        hashed = await r.type(key) == b"hash"
+        out[key] = await r.hgetall(key) if hashed else await r.dump(key)
+    return out
+
+
+def finished(task: Any, at: float, *types: EventType) -> tuple[Any, Any, list[Any]]:
+    """A succeeded completion of ``task`` with its result and events at ``at``, ``at`` + 1 ms..."""
+    result = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"1", finished_at=at)
+    events = [
+        make_event(task_id=task.id, timestamp=at + i / 1000, type=t) for i, t in enumerate(types)
+    ]
+    return (task.id, task.lease_token, TaskState.SUCCEEDED, None), result, events
+
+
+async def test_a_single_finish_stores_what_the_general_script_stores(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finish_one.lua (one task's completion, result and events) writes the fields,
+    indexes, result and events finish.lua writes for a task finished in a batch; what it
+    hands back (an event older than the stream's last) finish.lua stores, event and all;
+    a lost lease is refused with nothing written."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    results = await opened("result_storage", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    r = queue.redis
+    handed: list[bool | None] = []
+    finish_one = queue._finish_one
+
+    async def counted(*args: Any) -> Any:
+        handed.append(await finish_one(*args))
+        return handed[-1]
+
+    monkeypatch.setattr(queue, "_finish_one", counted)
+    types = (EventType.STARTED, EventType.SUCCEEDED)
+    try:
+        await events.append_many([make_event(task_id="x", timestamp=time.time() - 1)])
+        a, b, c = await reserved(queue, 3)
+        now = time.time()
+        one = finished(a, now, *types)
+        assert await queue.finish_many([one[0]], [one[1]], one[2], results, events) == [True]
+        assert handed == [True]
+        two, three = finished(b, now, *types), finished(c, now, *types)
+        batch = await queue.finish_many(
+            [two[0], three[0]], [two[1], three[1]], two[2] + three[2], results, events
+        )
+        assert batch == [True, True] and handed == [True]
+        alone = await r.hgetall(f"{key_prefix}:t:{a.id}")
+        assert alone.keys() == (await r.hgetall(f"{key_prefix}:t:{b.id}")).keys()
+        assert alone[b"s"] == b"succeeded" and alone[b"lt"] == b""
+        for key in ("done", "q:default:s:succeeded"):
+            assert await r.zscore(f"{key_prefix}:{key}", a.id) is not None, key
+        for key in ("running", "q:default:s:running"):
+            assert await r.zscore(f"{key_prefix}:{key}", a.id) is None, key
+        assert (await results.get(a.id)).value == b"1"
+        assert [e.id for e in await events.query(task_id=a.id)] == [e.id for e in one[2]]
+        assert int(await r.get(f"{key_prefix}:ev:n")) == await r.xlen(f"{key_prefix}:ev") == 7
+
+        # A late event: handed back, then stored by finish.lua.
+        [d] = await reserved(queue, 1)
+        late = finished(d, now - 30, *types)
+        assert await queue.finish_many([late[0]], [late[1]], late[2], results, events) == [True]
+        assert handed[-1] is None
+        assert [e.id for e in await events.query(task_id=d.id)] == [e.id for e in late[2]]
+        assert (await queue.get(d.id)).state is TaskState.SUCCEEDED
+
+        # A lost lease (a stale token): refused, nothing of the attempt written.
+        [e] = await reserved(queue, 1)
+        stale = finished(e, time.time(), *types)
+        stale = ((e.id, "not-the-token", TaskState.SUCCEEDED, None), stale[1], stale[2])
+        before = await snapshot(r, key_prefix)
+        assert await queue.finish_many([stale[0]], [stale[1]], stale[2], results, events) == [False]
+        assert handed[-1] is False
+        assert await snapshot(r, key_prefix) == before
+    finally:
+        await events.close()
+        await results.close()
+        await queue.close()
+
+
+async def test_foreign_key_refuses_a_single_finish_with_nothing_written(
+    redis_url: str, key_prefix: str
+) -> None:
+    """finish_one.lua meets a foreign index bucket after its first writes (the count, the
+    bucket list): it takes them back and finish.lua then names the key."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    results = await opened("result_storage", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+    r = queue.redis
+    try:
+        await events.append_many([make_event(task_id="x", timestamp=time.time())])
+        [a] = await reserved(queue, 1)
+        later = time.time() + 3 * events.index_bucket_ms / 1000  # a bucket not listed yet
+        bucket = f"{key_prefix}:ev:tx:{math.floor(later * 1000 / events.index_bucket_ms)}"
+        await r.set(bucket, b"not ours")
+        item, result, evs = finished(a, later, EventType.SUCCEEDED)
+        before = await snapshot(r, key_prefix)
+        with pytest.raises(ForeignKeyError, match=bucket.split(":", 1)[1]):
+            await queue.finish_many([item], [result], evs, results, events)
+        assert await snapshot(r, key_prefix) == before
+    finally:
+        await events.close()
+        await results.close()
+        await queue.close()

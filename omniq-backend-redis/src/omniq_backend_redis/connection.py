@@ -29,15 +29,18 @@ from .notify import Notifier
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
-#: scripts share keys and the prelude (and msgpack, for their replies); enqueue also
-#: appends its tasks' events, with the same events_lib as events_append and
-#: events_cleanup; enqueue_one, the single task of delay(), runs on keys alone (the
-#: prelude's set-up costs more than its own work). A script not named here runs after
-#: msgpack, keys and the prelude.
+#: scripts share keys, the prelude and lifecycle (and msgpack, for their replies);
+#: reserve needs no lifecycle; enqueue also appends its tasks' events, with the same
+#: events_lib as events_append and events_cleanup; enqueue_one, the single task of
+#: delay(), runs on keys alone (the prelude's set-up costs more than its own work), and
+#: so does finish_one, the finish of one task. A script not named here runs after
+#: msgpack, keys, the prelude and lifecycle.
 _LIBS: dict[str, tuple[str, ...]] = {
-    "enqueue": ("batch", "msgpack", "events_lib", "keys", "prelude"),
+    "enqueue": ("batch", "msgpack", "events_lib", "keys", "prelude", "lifecycle"),
     "enqueue_one": ("keys",),
-    "finish": ("batch", "msgpack", "events_lib", "keys", "prelude"),
+    "finish": ("batch", "msgpack", "events_lib", "keys", "prelude", "lifecycle"),
+    "finish_one": ("keys",),
+    "reserve": ("msgpack", "keys", "prelude"),
     "events_append": ("batch", "msgpack", "events_lib"),
     "events_cleanup": ("batch", "msgpack", "events_lib"),
     "events_task": (),
@@ -117,7 +120,7 @@ class SharedConnection:
         found = self._scripts.get(name)
         if found is None:
             lua = resources.files(__package__).joinpath("lua")
-            libs = _LIBS.get(name, ("msgpack", "keys", "prelude"))
+            libs = _LIBS.get(name, ("msgpack", "keys", "prelude", "lifecycle"))
             parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*libs, name)]
             found = self._scripts[name] = self.client.register_script("\n".join(parts))
         return found

@@ -61,9 +61,12 @@ local function qkey(q, what)
   if not k then k = P .. ':q:' .. q .. ':' .. what; keys[what] = k end
   return k
 end
-local STATE_INDEX = {}  -- state -> 's:<state>', the suffix of its index key
-for _, s in ipairs({'pending', 'scheduled', 'waiting', 'running', 'retrying', 'succeeded', 'failed',
-                    'cancelled', 'expired', 'dead'}) do STATE_INDEX[s] = 's:' .. s end
+-- state -> 's:<state>', the suffix of its index key (literal: built by a loop of
+-- concatenations, this table cost ~20,000 instructions of every script run)
+local STATE_INDEX = {pending = 's:pending', scheduled = 's:scheduled', waiting = 's:waiting',
+                     running = 's:running', retrying = 's:retrying', succeeded = 's:succeeded',
+                     failed = 's:failed', cancelled = 's:cancelled', expired = 's:expired',
+                     dead = 's:dead'}
 
 -- Sorted-set writes are gathered per key and sent in one command each by commit().
 -- (A script moves each task at most once, so the order of members does not matter.)
@@ -92,10 +95,19 @@ end
 -- The task's fields (numbers parsed; an empty or missing one false or nil), or nil for a
 -- missing or foreign task: one HMGET, one table constructor (key: the hash's). `ending`: only the fields
 -- that ending a held task reads (complete, finish), not its body, attempts, eta, lease
--- owner and deadline, times or error (those are then nil, attempts too).
-local function load(id, ending)
+-- owner and deadline, times or error (those are then nil, attempts too). `leasing`: what
+-- a reserve reads, not the lease fields and started_at (lease() writes them) nor hd.
+local function load(id, ending, leasing)
   local key, v = tkey(id), nil
-  if ending then
+  if leasing then
+    v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'e', 'a', 'd', 'fa', 'er')
+    if v.err or not marked(v[1]) then return nil end
+    local c, p, md, rt, dt = read_header(v[1])
+    return {id = id, key = key, c = c, p = p, md = md, rt = rt, dt = dt,
+            q = v[2] ~= '' and v[2], s = v[3] ~= '' and v[3], sq = tonumber(v[4]), sqs = v[4],
+            x = tonumber(v[5]), e = tonumber(v[6]), a = tonumber(v[7]) or 0,
+            d = v[8] ~= '' and v[8], fa = v[9] ~= '' and v[9], er = v[10] ~= '' and v[10]}
+  elseif ending then
     v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd')
   else
     v = redis.pcall('HMGET', key, 'h', 'q', 's', 'sq', 'x', 'lt', 'hd',
@@ -153,131 +165,6 @@ local function set_state(f, state)
   if f.s then zrem(qkey(f.q, STATE_INDEX[f.s]), f.id) end
   zadd(qkey(f.q, STATE_INDEX[state]), f.sqs or int(f.sq), f.id)
 end
-
--- Index a task that may run: the ready set, or the delayed set until its eta. (Fields
--- as arguments: enqueue calls this per task without building a table for it.)
-local function index_ready(id, q, p, sq, e, x)
-  if e and e > NOW then
-    zadd(qkey(q, 'delayed'), num(e), id)
-  else
-    zadd(qkey(q, 'ready'), ready_score(p, sq), id)
-  end
-  if x then zadd(TTL_KEY, num(x), id) end
-  WAKE[q] = true
-end
-
--- Move a waiting task to a state that may run (one HSET, like the ones below).
-local function to_ready(f, state)
-  set_state(f, state)
-  redis.call('HSET', f.key or tkey(f.id), 's', state)
-  f.s = state
-  index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
-end
-
--- Hand a leased task back to a state that may run, its lease cleared, in one HSET with up
--- to two more fields (n1 = v1, n2 = v2: strings, which the caller has set in f already).
-local function unlease(f, state, n1, v1, n2, v2)
-  zrem(RUNNING_KEY, f.id)
-  set_state(f, state)
-  local key = f.key or tkey(f.id)
-  if n2 then
-    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1, n2, v2)
-  elseif n1 then
-    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '', n1, v1)
-  else
-    redis.call('HSET', key, 's', state, 'lo', '', 'lt', '', 'ld', '')
-  end
-  f.s, f.lo, f.lt, f.ld = state, false, false, false
-  index_ready(f.id, f.q, f.p, f.sq, f.e, f.x)
-end
-
-local function error_info(kind, message) return cmsgpack.pack({type = kind, message = message}) end
-
--- The error of a task cancelled because its direct parent ended in `state`: the type,
--- module and text of omniq.lifecycle.dependency_failure().
-local function dependency_failure(parent, state)
-  return cmsgpack.pack({type = 'DependencyFailedError', module = 'omniq.errors',
-                        message = "parent task '" .. parent .. "' ended " .. state})
-end
-
-local function finish(f, state, err)
-  if f.s == 'running' then
-    zrem(RUNNING_KEY, f.id)
-  elseif f.s then
-    zrem(qkey(f.q, 'ready'), f.id)
-    zrem(qkey(f.q, 'delayed'), f.id)
-  end
-  if f.x then zrem(TTL_KEY, f.id) end
-  set_state(f, state)
-  -- one HSET of what changes, in the hash and in f (the lease, if any, is cleared)
-  local key, fa = f.key or tkey(f.id), num(NOW)
-  if f.lt then
-    if err then
-      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '', 'er', err)
-    else
-      redis.call('HSET', key, 's', state, 'fa', fa, 'lo', '', 'lt', '', 'ld', '')
-    end
-    f.lo, f.lt, f.ld = false, false, false
-  elseif err then
-    redis.call('HSET', key, 's', state, 'fa', fa, 'er', err)
-  else
-    redis.call('HSET', key, 's', state, 'fa', fa)
-  end
-  f.s, f.fa = state, fa
-  if err then f.er = err end
-  local keep = f.rt
-  if state == 'dead' then keep = f.dt end
-  zadd(DONE_KEY, done_at(keep), f.id)
-end
-
--- One parent of a waiting dependent is done with (succeeded, or ended however for a
--- dependent that runs on failure): ready once none is left (w counts them).
-local function parent_done(c)
-  if redis.call('HINCRBY', tkey(c.id), 'w', -1) <= 0 then
-    if c.e and c.e > NOW then to_ready(c, 'scheduled') else to_ready(c, 'pending') end
-  end
-end
-
--- Cancel the waiting dependents of a task that ended without success, recursively; one
--- that runs on failure (field rf, read on this path only) is released instead.
-local function cancel_dependents(f, state)
-  local stack = {{f.id, state, f.hd}}
-  while #stack > 0 do
-    local top = table.remove(stack)
-    if top[3] then
-      local dkey = P .. ':deps:' .. top[1]
-      for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
-        local c = load(child)
-        if c and c.s == 'waiting' then
-          if redis.call('HGET', tkey(child), 'rf') then
-            parent_done(c)
-          else
-            finish(c, 'cancelled', dependency_failure(top[1], top[2]))
-            table.insert(stack, {child, 'cancelled', c.hd})
-          end
-        end
-      end
-    end
-  end
-end
-
--- A parent succeeded: each waiting dependent whose parents all succeeded becomes ready.
-local function release_dependents(f)
-  if not f.hd then return end
-  local dkey = P .. ':deps:' .. f.id
-  for _, child in ipairs(redis.call('SMEMBERS', dkey)) do
-    local c = load(child)
-    if c and c.s == 'waiting' then parent_done(c) end
-  end
-end
-
--- End a task in a terminal state, with what that means for its dependents.
-local function conclude(f, state, err)
-  finish(f, state, err)
-  if state == 'succeeded' then release_dependents(f) else cancel_dependents(f, state) end
-end
-
-local function held(f, token) return f ~= nil and f.s == 'running' and f.lt == token end
 
 -- Send the gathered sorted-set writes and wake the queues that got work.
 local function commit()

@@ -35,7 +35,7 @@ while #out < limit do
   local ids = pop(limit - #out)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
-    local f = load(id)
+    local f = load(id, false, true)
     -- An expired task leaves the ready set; cleanup() marks it expired.
     if f and READY[f.s] and not (f.x and f.x <= NOW) then
       out[#out + 1] = lease(f, worker, base .. '.' .. (#out + 1), deadline, score, started)

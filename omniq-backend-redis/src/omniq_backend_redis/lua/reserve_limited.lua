@@ -90,7 +90,7 @@ local soonest, deferred = nil, false
 for _, c in ipairs(cands) do
   if #out >= limit then break end
   local id, q = c[2], c[3]
-  local f = load(id)
+  local f = load(id, false, true)
   if f and READY[f.s] and not (f.x and f.x <= NOW) then
     local name = by_name and name_of(f.d) or nil
     local keys = {}
