@@ -72,10 +72,10 @@ __all__ = ["PostgresTaskQueue"]
 READY = "('pending', 'scheduled', 'retrying')"
 TERMINAL = "('succeeded', 'failed', 'cancelled', 'expired', 'dead')"
 _SETTLED_AT_INSERT = frozenset({TaskState.WAITING, TaskState.CANCELLED})
-#: Largest batch that enqueue_recorded writes in one statement. The statement joins the
-#: events to the inserted rows, planned once for any batch size (generic plans) as a
-#: nested loop, which is quadratic: a 10,000-task bulk took 4 s instead of 0.3 s. Beyond
-#: this, the round trip the statement saves is noise anyway.
+#: Largest batch that enqueue_recorded writes with :data:`INSERT_RECORDED`, one statement
+#: without a transaction. That statement joins the events to the inserted rows, planned
+#: once for any batch size (generic plans) as a nested loop, which is quadratic: a
+#: 10,000-task bulk took 4 s instead of 0.3 s. Larger batches go as :data:`INSERT_BULK`.
 RECORDED_MAX = 100
 
 INSERT = f"""
