@@ -225,6 +225,25 @@ async def test_enqueue_many_in_user_transaction_with_dependencies(
     assert (await queue.get("child")).state is TaskState.WAITING
 
 
+async def test_bulk_with_an_existing_id_in_user_transaction(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_url: str, pg_schema: str
+) -> None:
+    """In the caller's transaction a bulk cannot be written again after a unique
+    violation (the transaction would be lost): it uses ON CONFLICT from the start."""
+    existing = make_task(queue="elsewhere")
+    await queue.enqueue(existing)
+    bulk = [make_task() for _ in range(RECORDED_MAX)] + [make_task(id=existing.id)]
+    recorded = [make_event(task_id=t.id) for t in bulk]
+    async with (
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
+        conn.transaction(),
+    ):
+        stored = await queue.using(conn).enqueue_recorded(bulk, recorded, events)
+        assert await conn.fetchval("SELECT 1") == 1, "the transaction goes on"
+    assert stored[-1].queue == "elsewhere"
+    assert await count_tasks(conn, pg_schema) == RECORDED_MAX + 1
+
+
 async def test_child_enqueued_while_parent_completes_is_released(
     queue: PostgresTaskQueue, conn: asyncpg.Connection
 ) -> None:
