@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from asyncpg.types import ServerVersion
 from click.testing import CliRunner
 
 from omniq.errors import ConfigError
-from omniq.models import EventType, Task, TaskResult, TaskState, encoder
+from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskState, encoder
 from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
@@ -225,6 +225,25 @@ async def test_enqueue_many_in_user_transaction_with_dependencies(
     assert (await queue.get("child")).state is TaskState.WAITING
 
 
+async def test_bulk_with_an_existing_id_in_user_transaction(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_url: str, pg_schema: str
+) -> None:
+    """In the caller's transaction a bulk cannot be written again after a unique
+    violation (the transaction would be lost): it uses ON CONFLICT from the start."""
+    existing = make_task(queue="elsewhere")
+    await queue.enqueue(existing)
+    bulk = [make_task() for _ in range(RECORDED_MAX)] + [make_task(id=existing.id)]
+    recorded = [make_event(task_id=t.id) for t in bulk]
+    async with (
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
+        conn.transaction(),
+    ):
+        stored = await queue.using(conn).enqueue_recorded(bulk, recorded, events)
+        assert await conn.fetchval("SELECT 1") == 1, "the transaction goes on"
+    assert stored[-1].queue == "elsewhere"
+    assert await count_tasks(conn, pg_schema) == RECORDED_MAX + 1
+
+
 async def test_child_enqueued_while_parent_completes_is_released(
     queue: PostgresTaskQueue, conn: asyncpg.Connection
 ) -> None:
@@ -319,16 +338,59 @@ async def test_bulk_enqueue_stores_no_task_without_its_event(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bulk's tasks and events share one transaction: when the events cannot be
-    written, no task of the bulk is stored."""
+    written (here by the statement after the insert, as for a bulk holding an id that
+    existed), no task of the bulk is stored."""
     from omniq_backend_postgres import queue as queue_module
 
+    existing = make_task()
+    await queue.enqueue(existing)
     monkeypatch.setattr(queue_module, "APPEND", "INSERT INTO {s}.no_such_table VALUES ($1)")
     monkeypatch.setattr(queue_module, "append_args", lambda events: [[e.id for e in events]])
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
-        bulk = [make_task() for _ in range(RECORDED_MAX + 1)]
+        bulk = [make_task() for _ in range(RECORDED_MAX)] + [existing]
         with pytest.raises(asyncpg.UndefinedTableError):
             await queue.enqueue_recorded(bulk, [make_event(task_id=t.id) for t in bulk], events)
     assert await queue.get(bulk[0].id) is None
+
+
+async def test_bulk_events_say_how_each_task_is_stored(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """A bulk's statement writes the events itself only when it inserted every task; with
+    an id that existed or one given twice, the events are written after it, each with its
+    task as stored. Batches built as they are taken go in one transaction, in order."""
+    running = make_task(queue="elsewhere", name="another:task")
+    await queue.enqueue(running)
+    await queue.reserve(["elsewhere"], "w", 30)
+    twice = make_task()
+    later = make_task(eta=time.time() + 3600)
+    again = make_task(id=running.id, queue="q", name="some:task")
+    mixed = [make_task() for _ in range(RECORDED_MAX)] + [twice, again, later, twice]
+    plain = [make_task() for _ in range(RECORDED_MAX + 1)]
+
+    def batches() -> Iterator[tuple[list[Task], list[TaskEvent]]]:
+        for tasks in (plain, mixed):
+            yield tasks, [make_event(task_id=t.id, queue=t.queue) for t in tasks]
+
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(batches(), events)
+        assert [t.id for t in stored] == [t.id for t in plain + mixed]
+        assert [t.state for t in stored[-4:]] == [
+            TaskState.PENDING,
+            TaskState.RUNNING,
+            TaskState.SCHEDULED,
+            TaskState.PENDING,
+        ]
+        for task in (plain[0], plain[-1], mixed[0], running, later):
+            [event] = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
+            as_stored = await queue.get(task.id)
+            assert as_stored is not None
+            assert (event.queue, event.detail["name"], event.detail["state"]) == (
+                as_stored.queue,
+                as_stored.name,
+                as_stored.state.value,
+            )
+        assert len(await events.query(task_id=twice.id)) == 2
 
 
 async def test_enqueue_recorded_plan_probes_existing_ids_by_key(

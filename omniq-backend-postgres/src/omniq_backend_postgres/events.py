@@ -45,17 +45,20 @@ _detail = msgspec.json.Decoder(dict[str, Any])
 
 def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
     """Column arrays for :data:`APPEND` (compacted, see :func:`.store.compact`)."""
-    return compact(
-        [
-            [e.id for e in events],
-            [e.task_id for e in events],
-            [e.queue for e in events],
-            [_type_value(e.type) for e in events],
-            [e.timestamp for e in events],
-            [e.worker_id for e in events],
-            [_json.encode(e.detail).decode() for e in events],
-        ]
-    )
+    ids, types, times, workers, details = event_columns(events)
+    task_ids, queues = [e.task_id for e in events], [e.queue for e in events]
+    return compact([ids, task_ids, queues, types, times, workers, details])
+
+
+def event_columns(events: Sequence[TaskEvent]) -> list[list[Any]]:
+    """The id, type, time, worker and detail (JSON) of each event, as column arrays."""
+    return [
+        [e.id for e in events],
+        [_type_value(e.type) for e in events],
+        [e.timestamp for e in events],
+        [e.worker_id for e in events],
+        [_json.encode(e.detail).decode() for e in events],
+    ]
 
 
 def _type_value(kind: EventType | str) -> str:
