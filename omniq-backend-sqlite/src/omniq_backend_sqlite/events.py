@@ -31,7 +31,8 @@ _COMMON = frozenset(("enqueued", "started", "succeeded"))
 _QUEUES = """WITH RECURSIVE q(name) AS (
     SELECT min(queue) FROM omniq_events
     UNION ALL
-    SELECT (SELECT min(queue) FROM omniq_events WHERE queue > q.name) FROM q WHERE q.name IS NOT NULL
+    SELECT (SELECT min(queue) FROM omniq_events WHERE queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
 )"""
 _QUEUE_NAMES = f"{_QUEUES} SELECT name FROM q WHERE name IS NOT NULL"
 #: Most per-queue arms of one query by time (SQLite allows 500 in a compound SELECT);
@@ -105,7 +106,8 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
                 # No index by time alone: one arm per queue reads the queue index in
                 # order and stops at LIMIT; the arms are merged by the same order.
                 where = " AND ".join(["queue = ?", *terms])
-                arm = f"SELECT * FROM (SELECT {_COLUMNS_SQL}, seq FROM omniq_events WHERE {where}{top})"
+                arm = f"SELECT {_COLUMNS_SQL}, seq FROM omniq_events WHERE {where}{top}"
+                arm = f"SELECT * FROM ({arm})"
                 sql = " UNION ALL ".join([arm] * len(queues)) + top
                 args = [v for q in queues for v in (q, *params, *tail)] + tail
                 return _decoded(row[:-1] for row in await self.db.fetch(sql, args))
