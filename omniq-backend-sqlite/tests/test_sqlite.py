@@ -265,7 +265,9 @@ async def test_events_have_no_time_index_and_queries_by_time_read_the_queue_inde
         assert "omniq_events_time" not in names
         assert "omniq_events_queue" in plan
         assert [e.id for e in await events.query(order="desc", limit=4)] == newest[:4]
-        assert [e.id for e in await events.query(since=102, until=105)] == newest[7:4:-1]
+        for limit in (None, 10):
+            got = await events.query(since=102, until=105, limit=limit)
+            assert [e.id for e in got] == newest[7:4:-1]
         monkeypatch.setattr("omniq_backend_sqlite.events._MAX_ARMS", 2)
         assert [e.id for e in await events.query(order="desc", limit=4)] == newest[:4]
         assert await events.cleanup(older_than=105) == 5
