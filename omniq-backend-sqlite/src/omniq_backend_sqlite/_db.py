@@ -166,7 +166,7 @@ class Database:
         self._watch: WalWatch | None = None  # see next_commit
         self._watch_tried = False
         self._total_changes = 0  # both connections' total_changes at the last _changed
-        self._yielded_at = 0.0  # loop time of the last yield after a Direct transaction
+        self._yielded_at = 0.0  # monotonic time of the last yield after a Direct transaction
         self._wal_path = f"{settings.path}-wal"
         self._lock = asyncio.Lock()
         self._checkpointer = None if settings.memory else Checkpointer(settings.path)
@@ -343,7 +343,9 @@ class Database:
                 # checkpoint: the WAL grew to 240 MB over 6,000 enqueues; a server's
                 # requests). Once per YIELD_EVERY is enough for those, and a yield per
                 # transaction (a pass of the loop, a system call) was ~5 % of a delay().
-                now = asyncio.get_running_loop().time()
+                # (time.monotonic, not the loop's time(): asyncio.get_running_loop
+                # makes a getpid system call in Python 3.11)
+                now = time.monotonic()
                 if now - self._yielded_at >= YIELD_EVERY:
                     self._yielded_at = now
                     await asyncio.sleep(0)
