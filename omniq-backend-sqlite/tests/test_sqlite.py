@@ -239,6 +239,63 @@ async def test_the_event_type_index_leaves_out_common_types(url: str, tmp_path: 
     assert "<> 'succeeded'" in _index_sql(path, "omniq_events_type")
 
 
+async def test_events_have_no_time_index_and_queries_by_time_read_the_queue_index(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each event writes one b-tree fewer: an old file's index by time alone is dropped
+    on open; queries by time (one arm per queue, or the whole table past the most arms)
+    and cleanup still see every queue's events, in time order."""
+    path = tmp_path / "omniq.db"
+    stamps = [(f"e{i}", f"q{i % 3}", 100.0 + (i * 7) % 10) for i in range(10)]
+    async with events_at(url) as events:
+        await events.append_many([make_event(id=i, queue=q, timestamp=t) for i, q, t in stamps])
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE INDEX omniq_events_time ON omniq_events (timestamp)")
+    newest = [i for i, _, _ in sorted(stamps, key=lambda s: s[2], reverse=True)]
+    async with events_at(url) as events:
+        with sqlite3.connect(path) as db:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            plan = " ".join(
+                r[3]
+                for r in db.execute(
+                    "EXPLAIN QUERY PLAN SELECT * FROM omniq_events WHERE queue = 'q1'"
+                    " AND timestamp >= 1 ORDER BY timestamp DESC, seq DESC"
+                )
+            )
+        assert "omniq_events_time" not in names
+        assert "omniq_events_queue" in plan
+        assert [e.id for e in await events.query(order="desc", limit=4)] == newest[:4]
+        for limit in (None, 10):
+            got = await events.query(since=102, until=105, limit=limit)
+            assert [e.id for e in got] == newest[7:4:-1]
+        monkeypatch.setattr("omniq_backend_sqlite.events._MAX_ARMS", 2)
+        assert [e.id for e in await events.query(order="desc", limit=4)] == newest[:4]
+        assert await events.cleanup(older_than=105) == 5
+        assert sorted(e.id for e in await events.query()) == sorted(
+            i for i, _, t in stamps if t >= 105
+        )
+
+
+async def test_a_new_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """New files use 2 KiB pages (fewer WAL bytes per commit); a file made with other
+    pages is opened as it is, and a task larger than a page round-trips in both."""
+    big = b"x" * 10_000
+    sizes = {}
+    for name, made in (("new.db", None), ("old.db", 4096)):
+        path = tmp_path / name
+        if made is not None:
+            with sqlite3.connect(path) as db:
+                db.execute(f"PRAGMA page_size = {made}")
+                db.execute("PRAGMA journal_mode = WAL")
+        async with queue_at(f"sqlite:///{path}") as q:
+            await q.enqueue(make_task(id="big", payload=big))
+            got = await q.get("big")
+            assert got is not None and got.payload == big
+        with sqlite3.connect(path) as db:
+            sizes[name] = db.execute("PRAGMA page_size").fetchone()[0]
+    assert sizes == {"new.db": 2048, "old.db": 4096}
+
+
 async def test_a_task_inserted_without_its_null_columns_round_trips(url: str) -> None:
     """A one-task enqueue names only the columns that are not NULL: the left-out ones
     read back as None, and a task with every optional field set keeps them all."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 
 log = logging.getLogger("omniq.sqlite")
 
@@ -41,7 +42,7 @@ class Checkpointer:
     def __init__(self, path: str) -> None:
         self.path = path
         self._seen = 0  # the connection's total_changes at the last checkpoint
-        self._at = 0.0  # loop time of the last checkpoint
+        self._at = 0.0  # monotonic time of the last checkpoint
         self._running: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         #: A background checkpoint ended with the WAL at CATCH_UP_PAGES or more: the
@@ -55,7 +56,7 @@ class Checkpointer:
         ``total_changes``: start a checkpoint when due and none is running. No I/O."""
         if total_changes == self._seen or self._running is not None:
             return
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # (the loop's time() would cost a getpid call: _db.py)
         if total_changes - self._seen < CHECKPOINT_CHANGES and now - self._at < CHECKPOINT_AGE:
             return
         self._seen, self._at = total_changes, now

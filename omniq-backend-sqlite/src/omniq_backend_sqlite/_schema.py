@@ -173,7 +173,8 @@ _DDL: dict[StoreKind, tuple[str, ...]] = {
         # per event, and every task has an enqueued, started and succeeded one.
         f"""CREATE INDEX IF NOT EXISTS omniq_events_type ON omniq_events (type, timestamp)
             WHERE {RARE_EVENTS_SQL}""",
-        "CREATE INDEX IF NOT EXISTS omniq_events_time ON omniq_events (timestamp)",
+        # No index by timestamp alone: queries by time and cleanup read the queue index,
+        # one range per queue (events.py), and each event writes one b-tree fewer.
     ),
 }
 
@@ -218,6 +219,10 @@ async def create_schema(conn: aiosqlite.Connection, kind: StoreKind, path: str) 
         await _narrow_index(conn, "omniq_tasks_expiry", "state = 'pending' OR")
     if kind == "events":
         await _narrow_index(conn, "omniq_events_type", "<> 'enqueued'")
+        # Files made before the queue index served queries by time alone. Not a schema
+        # version: an older version opening the file makes the index again (its DDL has
+        # it), and this one drops it again.
+        await conn.execute("DROP INDEX IF EXISTS omniq_events_time")
     for statement in _DDL[kind]:
         await conn.execute(statement)
 

@@ -27,6 +27,20 @@ _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * l
 _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
 #: The types the partial index ``omniq_events_type`` leaves out (_schema.py).
 _COMMON = frozenset(("enqueued", "started", "succeeded"))
+#: Each member's value: one dict lookup per event, where ``EventType(t).value`` cost
+#: ~6k instructions per ``delay()`` (a type given as a string takes that way still).
+_TYPE_VALUES = {t: t.value for t in EventType}
+#: The queues that have events, by a loose scan of the queue index (one probe per queue).
+_QUEUES = """WITH RECURSIVE q(name) AS (
+    SELECT min(queue) FROM omniq_events
+    UNION ALL
+    SELECT (SELECT min(queue) FROM omniq_events WHERE queue > q.name)
+    FROM q WHERE q.name IS NOT NULL
+)"""
+_QUEUE_NAMES = f"{_QUEUES} SELECT name FROM q WHERE name IS NOT NULL"
+#: Most per-queue arms of one query by time (SQLite allows 500 in a compound SELECT);
+#: with more queues a query by time alone reads the whole table.
+_MAX_ARMS = 400
 
 
 async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent]) -> None:
@@ -76,6 +90,7 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
             if value is not None:
                 terms.append(term)
                 params.append(value)
+        rare = False
         if types is not None:
             kinds = [EventType(t).value if isinstance(t, EventType) else str(t) for t in types]
             terms.append("type IN (SELECT value FROM json_each(?))")
@@ -83,23 +98,49 @@ class SqliteEventStorage(SqliteStore, BaseEventStorage):
             if _COMMON.isdisjoint(kinds):
                 # the partial index's own WHERE, so SQLite may use it (same results)
                 terms.append(RARE_EVENTS_SQL)
+                rare = True
+        top = f" ORDER BY {_ORDER[order]}" + (" LIMIT ?" if limit is not None else "")
+        tail = [limit] if limit is not None else []
+        if task_id is None and queue is None and not rare:
+            queues = [row[0] for row in await self.db.fetch(_QUEUE_NAMES, ())]
+            if not queues:
+                return []
+            if len(queues) <= _MAX_ARMS:
+                # No index by time alone: one arm per queue reads the queue index in
+                # order (and stops at LIMIT); the arms are merged by the same order.
+                where = " AND ".join(["queue = ?", *terms])
+                args = [v for q in queues for v in (q, *params, *tail)] + tail
+                if limit is None:
+                    arm = f"SELECT {_COLUMNS_SQL}, seq FROM omniq_events WHERE {where}"
+                    sql = " UNION ALL ".join([arm] * len(queues)) + top
+                    return _decoded(row[:-1] for row in await self.db.fetch(sql, args))
+                # With a LIMIT, the arms read the index alone and only the rows that
+                # make the cut are read (~2x faster than whole rows in every arm).
+                arm = f"SELECT timestamp, seq FROM omniq_events WHERE {where}{top}"
+                arms = " UNION ALL ".join([f"SELECT * FROM ({arm})"] * len(queues)) + top
+                sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
+                sql += f" WHERE seq IN (SELECT seq FROM ({arms}))"
+                return _decoded(await self.db.fetch(sql + f" ORDER BY {_ORDER[order]}", args))
         sql = f"SELECT {_COLUMNS_SQL} FROM omniq_events"
         if terms:
             sql += " WHERE " + " AND ".join(terms)
-        sql += f" ORDER BY {_ORDER[order]}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = await self.db.fetch(sql, params)
-        found = (decode_or_skip(_decode, row, "omniq_events", row[0]) for row in rows)
-        return [event for event in found if event is not None]
+        return _decoded(await self.db.fetch(sql + top, params + tail))
 
     async def _cleanup(self, older_than: float) -> int:
+        # By the queue index, one range per queue (there is no index by time alone).
         return len(
             await self.db.fetch(
-                "DELETE FROM omniq_events WHERE timestamp < ? RETURNING seq", (older_than,)
+                f"""{_QUEUES} DELETE FROM omniq_events
+                WHERE queue IN (SELECT name FROM q) AND timestamp < ? RETURNING seq""",
+                (older_than,),
             )
         )
+
+
+def _decoded(rows: Iterable[Sequence[Any]]) -> list[TaskEvent]:
+    """The events of ``rows`` that decode (see omniq.records)."""
+    found = (decode_or_skip(_decode, row, "omniq_events", row[0]) for row in rows)
+    return [event for event in found if event is not None]
 
 
 def _params(event: TaskEvent) -> tuple[Any, ...]:
@@ -108,7 +149,7 @@ def _params(event: TaskEvent) -> tuple[Any, ...]:
         event.id,
         event.task_id,
         event.queue,
-        EventType(event.type).value,
+        _TYPE_VALUES.get(event.type) or EventType(event.type).value,
         event.timestamp,
         event.worker_id,
         detail,
