@@ -276,26 +276,6 @@ async def test_events_have_no_time_index_and_queries_by_time_read_the_queue_inde
         )
 
 
-async def test_a_new_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
-    """New files use 2 KiB pages (fewer WAL bytes per commit); a file made with other
-    pages is opened as it is, and a task larger than a page round-trips in both."""
-    big = b"x" * 10_000
-    sizes = {}
-    for name, made in (("new.db", None), ("old.db", 4096)):
-        path = tmp_path / name
-        if made is not None:
-            with sqlite3.connect(path) as db:
-                db.execute(f"PRAGMA page_size = {made}")
-                db.execute("PRAGMA journal_mode = WAL")
-        async with queue_at(f"sqlite:///{path}") as q:
-            await q.enqueue(make_task(id="big", payload=big))
-            got = await q.get("big")
-            assert got is not None and got.payload == big
-        with sqlite3.connect(path) as db:
-            sizes[name] = db.execute("PRAGMA page_size").fetchone()[0]
-    assert sizes == {"new.db": 2048, "old.db": 4096}
-
-
 async def test_a_task_inserted_without_its_null_columns_round_trips(url: str) -> None:
     """A one-task enqueue names only the columns that are not NULL: the left-out ones
     read back as None, and a task with every optional field set keeps them all."""

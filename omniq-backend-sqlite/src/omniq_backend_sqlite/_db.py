@@ -39,12 +39,6 @@ MEMORY = ":memory:"
 #: RETURNING and UPDATE ... FROM (3.35), JSON functions built in.
 MIN_SQLITE = (3, 35, 0)
 SYNCHRONOUS = ("NORMAL", "FULL")
-#: The page size of a new file (an existing one keeps its own). A commit writes each
-#: page it touched to the WAL whole, with a checksum over every byte, and an enqueue
-#: touches ~8 pages holding a few dozen bytes each: at 2 KiB instead of SQLite's 4 KiB
-#: an enqueue costs ~15 % less CPU. Rows over ~2 KB (large payloads or results) spill
-#: into overflow pages sooner.
-PAGE_SIZE = 2048
 
 #: Seconds between checks of a wait that a WAL watch wakes (only a commit by something
 #: other than an OmniQ store goes unsignalled). Every wake-up costs ~60 µs of CPU, and
@@ -223,7 +217,6 @@ class Database:
         """The connection's pragmas and the store's schema (see :meth:`open`)."""
         await conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
         if not self.settings.memory:
-            await conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's only
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint.py
         await conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
