@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import traceback
@@ -95,9 +96,22 @@ PREFETCH_MULTIPLIER = 4
 #: follows soon (``started`` of a long task), so short tasks add no round trip.
 EVENT_WINDOW = 0.05
 
+#: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
+CLEANUP_EVERY = 60.0
+
 #: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
 #: process pool kills the child) before it decides which tasks it may release.
 BODY_STOP_WAIT = 1.0
+
+
+def first_cleanup_delay(burst: bool) -> float:
+    """Seconds from a worker's start to its first cleanup: none for a burst worker (it
+    may be gone within the minute), else a random point of its first
+    :data:`CLEANUP_EVERY`. Workers started together (a deploy) then do not all scan at
+    once, and a worker's first tasks do not wait behind its scan: on NATS, reading 8,000
+    events and 2,000 results took ~0.4 s, during which an idle worker's latency was
+    about doubled."""
+    return 0.0 if burst else random.uniform(0.0, CLEANUP_EVERY)
 
 
 @dataclass
@@ -862,7 +876,8 @@ class Worker:
 
     async def _maintenance(self) -> None:
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
-        last_lease = last_cleanup = 0.0
+        last_lease = 0.0
+        next_cleanup = now() + first_cleanup_delay(self.burst)
         while True:
             t = now()
             try:
@@ -872,8 +887,8 @@ class Worker:
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
-                if t - last_cleanup >= 60:
-                    last_cleanup = t
+                if t >= next_cleanup:
+                    next_cleanup = t + CLEANUP_EVERY
                     await self._cleanup()
             except Exception:
                 log.exception("worker %s: maintenance failed", self.id)
