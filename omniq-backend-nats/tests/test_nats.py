@@ -412,6 +412,33 @@ async def test_no_schedule_stored_costs_no_scan(
         assert scanned == [f"KV_{nats_prefix}_schedules"]
 
 
+async def test_a_reserve_after_a_quiet_wait_asks_nothing_while_every_band_has_a_pull(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait that times out with a pull open on every band leaves nothing for the next
+    reserve to ask the server (no STREAM.INFO, no pull); a task enqueued after it still
+    reaches the worker through its waiting pull."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        assert await q.reserve(["default"], "w", 60) == []  # the lease the pulls follow
+        asked: list[list[str]] = []
+        backlog = q._backlog
+
+        async def counting(queues: list[str]) -> dict[tuple[str, int], int]:
+            asked.append(queues)
+            return await backlog(queues)
+
+        monkeypatch.setattr(q, "_backlog", counting)
+        await q.wait_for_work(["default"], 0.05)  # nothing comes: it times out
+        assert await q.reserve(["default"], "w", 60) == []
+        assert asked == []
+        task = await q.enqueue(make_task())
+        await q.wait_for_work(["default"], 30)
+        assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+        assert asked == []
+        assert await q.reserve(["default"], "w", 60) == []
+        assert asked == [["default"]], "a reserve after no wait asks the server"
+
+
 async def stream_count(q: NatsTaskQueue, stream: str) -> int:
     return (await q.js.stream_info(stream)).state.messages
 
