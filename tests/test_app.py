@@ -296,10 +296,11 @@ async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
         assert (await app.get_task(ref.id)).attempts == 2
 
 
-def test_only_a_burst_worker_cleans_up_as_it_starts() -> None:
-    """A long-running worker's first cleanup falls at a random point of its first
-    interval (workers started together do not scan at once, first tasks do not wait
-    behind a scan); a burst worker, which may be gone before then, cleans up at once."""
+def test_only_a_burst_worker_cleans_up_results_and_events_as_it_starts() -> None:
+    """A long-running worker's first cleanup of results and events falls at a random
+    point of its first interval (workers started together do not scan at once, first
+    tasks do not wait behind a scan); a burst worker, which may be gone before then,
+    cleans up at once. (The tasks' cleanup runs at start for every worker.)"""
     assert first_cleanup_delay(burst=True) == 0.0
     delays = {first_cleanup_delay(burst=False) for _ in range(50)}
     assert all(0.0 <= d < CLEANUP_EVERY for d in delays)
