@@ -25,6 +25,7 @@ from omniq.errors import (
 )
 from omniq.models import EventType, Task, TaskState
 from omniq.worker.pools import AsyncPool, is_coroutine_function
+from omniq.worker.runtime import CLEANUP_EVERY, first_cleanup_delay
 
 pytestmark = pytest.mark.anyio
 
@@ -310,6 +311,17 @@ async def test_lapsed_lease_of_a_dead_worker_is_recovered(tmp_path):
         events = types_of(await app.events(task_id=ref.id))
         assert EventType.LEASE_LOST in events
         assert (await app.get_task(ref.id)).attempts == 2
+
+
+def test_only_a_burst_worker_cleans_up_results_and_events_as_it_starts() -> None:
+    """A long-running worker's first cleanup of results and events falls at a random
+    point of its first interval (workers started together do not scan at once, first
+    tasks do not wait behind a scan); a burst worker, which may be gone before then,
+    cleans up at once. (The tasks' cleanup runs at start for every worker.)"""
+    assert first_cleanup_delay(burst=True) == 0.0
+    delays = {first_cleanup_delay(burst=False) for _ in range(50)}
+    assert all(0.0 <= d < CLEANUP_EVERY for d in delays)
+    assert len(delays) > 1, "spread over the interval, not one fixed delay"
 
 
 async def test_a_stopping_worker_ends_its_maintenance_when_a_cancel_is_swallowed(aapp, monkeypatch):

@@ -30,7 +30,7 @@ from omniq.events import enqueued_events
 from omniq.limits import Limits
 from omniq.models import Task, TaskState, encoder
 from omniq.registry import registry
-from omniq.testing import eventually, make_task
+from omniq.testing import eventually, make_schedule, make_task
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
@@ -388,6 +388,55 @@ async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefi
         assert await q.reserve(["default"], "w", 60) == []
         assert (await q.enqueue(task)).state is TaskState.PENDING
         assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+
+
+async def test_no_schedule_stored_costs_no_scan(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker claims due schedules once a second: with none stored, the bucket's
+    message count answers, without a scan's ephemeral consumer; with one, it is scanned."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        scanned: list[str] = []
+        scan = q.scan
+
+        def counting(stream: str, subject: str, **options: Any) -> AsyncIterator[nats.aio.msg.Msg]:
+            scanned.append(stream)
+            return scan(stream, subject, **options)
+
+        monkeypatch.setattr(q, "scan", counting)
+        assert await q.claim_due_schedules(time.time()) == []
+        assert await q.list_schedules() == []
+        assert scanned == []
+        schedule = await q.add_schedule(make_schedule())
+        assert [s.id for s in await q.list_schedules()] == [schedule.id]
+        assert scanned == [f"KV_{nats_prefix}_schedules"]
+
+
+async def test_a_reserve_after_a_quiet_wait_asks_nothing_while_every_band_has_a_pull(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait that times out with a pull open on every band leaves nothing for the next
+    reserve to ask the server (no STREAM.INFO, no pull); a task enqueued after it still
+    reaches the worker through its waiting pull."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        assert await q.reserve(["default"], "w", 60) == []  # the lease the pulls follow
+        asked: list[list[str]] = []
+        backlog = q._backlog
+
+        async def counting(queues: list[str]) -> dict[tuple[str, int], int]:
+            asked.append(queues)
+            return await backlog(queues)
+
+        monkeypatch.setattr(q, "_backlog", counting)
+        await q.wait_for_work(["default"], 0.05)  # nothing comes: it times out
+        assert await q.reserve(["default"], "w", 60) == []
+        assert asked == []
+        task = await q.enqueue(make_task())
+        await q.wait_for_work(["default"], 30)
+        assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+        assert asked == []
+        assert await q.reserve(["default"], "w", 60) == []
+        assert asked == [["default"]], "a reserve after no wait asks the server"
 
 
 async def stream_count(q: NatsTaskQueue, stream: str) -> int:

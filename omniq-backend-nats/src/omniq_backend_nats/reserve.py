@@ -67,6 +67,8 @@ class Reserve(Dependencies):
         self._waiting: WaitingPulls | None = None
         self._last_lease: float | None = None  # the consumers' AckWait follows it
         self._waits = 0  # wait_for_work calls under way
+        #: The last wait ended by its timeout: nothing was delivered or announced.
+        self._quiet = False
         #: The bands of the queues a wait last asked for: (subject, consumer) each.
         self._bands: tuple[tuple[tuple[str, ...], float], list[tuple[str, str]]] | None = None
 
@@ -120,18 +122,21 @@ class Reserve(Dependencies):
         screen: Screen | None = None,
     ) -> list[Task]:
         """Lease what is ready, up to ``limit``: first what the waiting pulls delivered
-        (enough when it tells the bands are drained, see :meth:`_drained`), then band by
-        band, then what they delivered meanwhile. A ``screen`` (a limited reserve's)
+        (enough when it tells the bands are drained, see :meth:`_drained`, or when
+        nothing came during a wait that timed out while every band had a pull open:
+        whatever is stored would have been handed to one), then band by band, then what
+        they delivered meanwhile. A ``screen`` (a limited reserve's)
         sees each pulled batch first and answers the messages that may be claimed,
         having put the others back itself; it also bounds how many messages one call
         pulls (``screen.budget``)."""
         self._last_lease = lease
         pulls = self._pulls
         pulls.accepting = True  # what arrives meanwhile is claimed below
+        quiet, self._quiet = self._quiet, False
         try:
             held = pulls.take()
             out = await self._claim_held(held, queues, worker_id, lease, limit, at, screen)
-            if len(out) >= limit or (held and self._drained(queues, held)):
+            if len(out) >= limit or ((held or quiet) and self._drained(queues, held)):
                 return out
             try:
                 out += await self._pull_bands(
@@ -421,12 +426,16 @@ class Reserve(Dependencies):
                     f"{self.prefix}.wake.{token(queue)}", cb=self._on_wake
                 )
         self._waits += 1
+        self._quiet = False
         try:
             await self._arm(queues, timeout)
             if not self._pulls.held:
                 await asyncio.wait_for(self._work.wait(), timeout)
         except TimeoutError:
-            pass
+            # The next reserve asks the server nothing while every band keeps a pull
+            # open (see _pull_and_claim): an idle worker's timed-out waits cost no
+            # STREAM.INFO and pull each, which went out just as a task's message came.
+            self._quiet = not self._pulls.held
         finally:
             self._waits -= 1
         self._work.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import traceback
@@ -95,9 +96,23 @@ PREFETCH_MULTIPLIER = 4
 #: follows soon (``started`` of a long task), so short tasks add no round trip.
 EVENT_WINDOW = 0.05
 
+#: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
+CLEANUP_EVERY = 60.0
+
 #: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
 #: process pool kills the child) before it decides which tasks it may release.
 BODY_STOP_WAIT = 1.0
+
+
+def first_cleanup_delay(burst: bool) -> float:
+    """Seconds from a worker's start to its first cleanup of results and events: none
+    for a burst worker (it may be gone within the minute), else a random point of its
+    first :data:`CLEANUP_EVERY`. Workers started together (a deploy) then do not all
+    scan at once, and a worker's first tasks do not wait behind its scan: on NATS,
+    reading 2,000 results and ~8,000 events took ~0.4 s, during which an idle worker's
+    latency was about doubled. The tasks' cleanup still runs as a worker starts: it
+    repairs what a crashed worker left (dependents it had not settled)."""
+    return 0.0 if burst else random.uniform(0.0, CLEANUP_EVERY)
 
 
 @dataclass
@@ -862,7 +877,9 @@ class Worker:
 
     async def _maintenance(self) -> None:
         lease_every = max(min(self.lease / 3, 5.0), 0.05)
-        last_lease = last_cleanup = 0.0
+        last_lease = 0.0
+        next_cleanup = now()
+        next_retention = next_cleanup + first_cleanup_delay(self.burst)
         while True:
             t = now()
             try:
@@ -872,9 +889,12 @@ class Worker:
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
-                if t - last_cleanup >= 60:
-                    last_cleanup = t
+                if t >= next_cleanup:
+                    next_cleanup = t + CLEANUP_EVERY
                     await self._cleanup()
+                if t >= next_retention:
+                    next_retention = t + CLEANUP_EVERY
+                    await self._retention()
             except Exception:
                 log.exception("worker %s: maintenance failed", self.id)
             self._check_recycle()
@@ -917,6 +937,8 @@ class Worker:
         await write_events(self._event_storage, events)
 
     async def _cleanup(self) -> None:
+        """The task queue's cleanup: TTLs, retention of finished tasks, and dependents
+        whose parents all ended (a worker that crashed between the two steps)."""
         expired = await self.task_queue.cleanup()
         if expired:
             at = now()
@@ -936,6 +958,9 @@ class Worker:
             await write_events(
                 self._event_storage, [build_event(t, EventType.EXPIRED, self.id) for t in expired]
             )
+
+    async def _retention(self) -> None:
+        """Results past their ``expires_at`` and events past ``event_ttl`` go."""
         await self.result_storage.cleanup()
         await self.event_storage.cleanup(now() - self.config.event_ttl)
 
