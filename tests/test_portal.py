@@ -159,13 +159,19 @@ def test_ctrl_c_while_the_caller_drives_the_loop_cancels_the_call_and_raises(
     # machine 5 ms can pass): the second call is then surely driven by this thread.
     monkeypatch.setattr(sync, "IDLE", 60.0)
     ticks = portal.call(_start_ticking)
+    # a program (or an earlier test) that put Python's default handler back after the
+    # portal's was installed: the next drive installs it again
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started, cancelled = threading.Event(), threading.Event()
     sender = _interrupt_when(started)
-    with pytest.raises(KeyboardInterrupt):
-        portal.call(_hang(started, cancelled))
-    sender.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            portal.call(_hang(started, cancelled))
+        sender.join()
+        assert signal.getsignal(signal.SIGINT) is sync._sigint.handle
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     assert cancelled.is_set()  # the caller saw the call end before it raised
-    assert signal.getsignal(signal.SIGINT) is sync._sigint.handle
     before = ticks[0]
     # the background task survived: it runs while this thread drives the loop again
     assert _poll(lambda: portal.call(asyncio.sleep, 0.01, True) and ticks[0] > before + 2)
