@@ -193,7 +193,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         self._home = (store, shared)
         return shared
 
-    async def enqueue_recorded(
+    async def _enqueue_recorded(
         self,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
@@ -203,7 +203,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         transaction, without the batch machinery (``enqueue_batches``, the ``_enqueue``
         generator: ~10 µs a call, under a tenth of a ``delay()``)."""
         if event_storage is not None and not self._shares_home(event_storage):
-            return await super().enqueue_recorded(tasks, events, event_storage)
+            return await super()._enqueue_recorded(tasks, events, event_storage)
         if not tasks:
             return []
         return await self.db.run_sized(
