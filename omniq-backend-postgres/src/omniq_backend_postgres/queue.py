@@ -205,7 +205,8 @@ RESERVE = "SELECT * FROM {s}.reserve($1::text[], $2, $3, $4)"
 #: reserve, on the path from a task's enqueue to its result. A crash can lose only the
 #: last few such commits (the next flush, e.g. the task's finish, makes them durable),
 #: and a lost lease is what at-least-once delivery already handles: the task is ready
-#: again, runs again, and the first attempt's finish is refused by its token.
+#: again, runs again, and the first attempt's finish is refused by its token. (A reserve
+#: under limits, :mod:`.limits`, stays synchronous: its limit state must survive.)
 RESERVE_ALONE = (
     RESERVE + " WHERE (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 )
