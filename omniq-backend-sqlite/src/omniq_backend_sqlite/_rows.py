@@ -40,10 +40,25 @@ def encode_error(error: ErrorInfo | None) -> str | None:
     return None if error is None else msgspec.json.encode(error).decode()
 
 
+#: Largest payload :func:`blob` copies (a copy grows with the size, the adaptation not).
+BLOB_COPY_MAX = 4096
+
+
+def blob(data: bytes) -> bytes | bytearray:
+    """``data`` as :mod:`sqlite3` binds a BLOB cheapest. It binds ``int``, ``float``,
+    ``str`` and ``bytearray`` as they are, but first tries to adapt anything else,
+    ``bytes`` included: a tuple built, the adapters looked up, and an AttributeError
+    made and cleared for ``__adapt__`` (~4-5k instructions, ~0.6 µs a value on the
+    development VM); the copy into a bytearray costs ~0.2 µs for a small payload. A
+    BLOB reads back as ``bytes`` either way."""
+    return bytearray(data) if len(data) <= BLOB_COPY_MAX else data
+
+
 def task_params(task: Task) -> tuple[Any, ...]:
-    """The row for ``task``, in :data:`TASK_COLUMNS` order."""
+    """The row for ``task``, in :data:`TASK_COLUMNS` order (the payload as a
+    :func:`blob`)."""
     return (
-        task.id, task.name, task.queue, task.payload, task.priority, task.state.value,
+        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state.value,
         task.created_at, task.eta, task.expires_at, task.timeout, task.max_retries,
         task.retry_backoff, task.retry_backoff_max, task.max_deliveries, task.attempts,
         msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
@@ -57,7 +72,8 @@ def task_params(task: Task) -> tuple[Any, ...]:
 class RowInsert:
     """``INSERT`` statements naming only a row's non-NULL columns: a column left out
     takes its default, NULL for every nullable column (a NOT NULL one is never None),
-    and SQLite binds and copies fewer values (a new task has 10-12 NULL columns of 28).
+    and SQLite binds and copies fewer values (a new task has 10-12 NULL columns of 28;
+    :mod:`sqlite3` also tries to adapt each None it binds, see :func:`blob`).
     One statement text per set of columns, cached here (and prepared once by
     :mod:`sqlite3`'s own statement cache)."""
 

@@ -206,9 +206,11 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
             return await super()._enqueue_recorded(tasks, events, event_storage)
         if not tasks:
             return []
-        return await self.db.run_sized(
-            len(tasks), _enqueue_now, tasks, events if event_storage is not None else ()
-        )
+        if event_storage is None:
+            events = ()
+        if len(tasks) == 1 and not tasks[0].depends_on:  # a delay()'s
+            return await self.db.run_sized(1, _enqueue_one_now, tasks[0], events)
+        return await self.db.run_sized(len(tasks), _enqueue_now, tasks, events)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -680,9 +682,9 @@ def _enqueue_now(
     """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
     connection's thread inside a :meth:`Database.run` transaction."""
     parents = {p for t in tasks for p in t.depends_on}
-    now = time.time()
     if len(tasks) == 1 and not parents:
-        return _enqueue_one_now(conn, tasks[0], events, now)
+        return _enqueue_one_now(conn, tasks[0], events)
+    now = time.time()
     if len(tasks) == 1:  # delay(): no JSON list to build and expand
         rows = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (tasks[0].id,)
@@ -724,12 +726,12 @@ def _enqueue_now(
 
 
 def _enqueue_one_now(
-    conn: sqlite3.Connection, given: Task, events: Sequence[TaskEvent], now: float
+    conn: sqlite3.Connection, given: Task, events: Sequence[TaskEvent]
 ) -> list[Task]:
     """:func:`_enqueue_now` for one task without parents (what ``delay()`` sends): the
     insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
     task, the usual case, costs no lookup; only an existing one is read back."""
-    task = _admit(given, {}, now)
+    task = _admit(given, {}, time.time())
     if conn.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
         [row] = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
