@@ -11,9 +11,10 @@ dead-letters.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
-from itertools import compress, repeat
-from operator import is_not
+from itertools import compress, groupby, repeat
+from operator import is_not, itemgetter
 from typing import Any
 
 import msgspec
@@ -31,9 +32,6 @@ TASK_COLUMNS = (
     "on_parent_failure", "pass_results",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(TASK_COLUMNS)
-INSERT_SQL = (
-    f"INSERT INTO omniq_tasks ({COLUMNS_SQL}) VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
-)
 
 
 def encode_error(error: ErrorInfo | None) -> str | None:
@@ -94,6 +92,16 @@ class RowInsert:
                 f"{self._suffix}"
             )
         return sql, tuple(compress(params, present))
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` in order: one ``execute`` for a single row, else one
+        ``executemany`` per run of rows with the same NULL columns (a batch of one
+        task function's calls is one run)."""
+        if len(rows) == 1:
+            conn.execute(*self(rows[0]))
+            return
+        for sql, run in groupby(map(self, rows), key=itemgetter(0)):
+            conn.executemany(sql, [params for _, params in run])
 
 
 _NONES = repeat(None)

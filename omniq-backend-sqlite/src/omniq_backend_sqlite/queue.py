@@ -55,7 +55,6 @@ from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
 from ._direct import DIRECT_ROWS, check_rows
 from ._rows import (
     COLUMNS_SQL,
-    INSERT_SQL,
     TASK_COLUMNS,
     RowInsert,
     encode_error,
@@ -715,7 +714,7 @@ def _enqueue_now(
             edges.extend((parent, task.id) for parent in set(task.depends_on))
         out.append(task)
     if inserts:
-        conn.executemany(INSERT_SQL, inserts)
+        _INSERT.run(conn, inserts)
     if edges:
         conn.executemany(
             "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
@@ -742,6 +741,7 @@ def _enqueue_one_now(
     return [task]
 
 
+_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS)
 _INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
 
 
