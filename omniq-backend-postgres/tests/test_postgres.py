@@ -24,6 +24,7 @@ from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskState, enco
 from omniq.testing import eventually, make_event, make_result, make_task
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
+from omniq_backend_postgres.listener import HEARD_MAX, Listener
 from omniq_backend_postgres.migrations import (
     _TABLE_SQL,
     LATEST_VERSION,
@@ -36,6 +37,8 @@ from omniq_backend_postgres.queue import (
     INSERT_RECORDED,
     NEXT_READY,
     RECORDED_MAX,
+    RESERVE,
+    RESERVE_ALONE,
     PostgresTaskQueue,
 )
 from omniq_backend_postgres.results import CARRIED_MAX, PostgresResultStorage
@@ -615,8 +618,9 @@ async def test_a_delayed_task_is_delivered_when_short_waits_skip_next_ready(
 async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A NOTIFY that arrives between a reserve that drained the queue and the next wait
-    makes that wait ask ``next_ready()``, which finds the task ready."""
+    """A NOTIFY for the queue that arrives between a reserve that drained it and the next
+    wait makes that wait return at once (no ``next_ready()``: the reserve that follows
+    is the check), and that reserve finds the task."""
     await queue.wait_for_work(["default"], 0)  # the listener is up from here on
     assert await queue.reserve(["default"], "w", 30, limit=5) == []
     asked = _count_next_ready(queue, monkeypatch)
@@ -624,9 +628,78 @@ async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
     async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
         await other.enqueue(make_task())
     await eventually(lambda: _true(queue._seen() != seen), "the NOTIFY never arrived")
+    started = time.monotonic()
     await queue.wait_for_work(["default"], DRAINED_WAIT)
-    assert len(asked) == 1
+    assert time.monotonic() - started < DRAINED_WAIT
+    assert asked == []
     assert len(await queue.reserve(["default"], "w", 30, limit=5)) == 1
+
+
+async def test_a_wake_up_for_another_queue_keeps_the_short_wait(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work announced for another queue since a draining reserve neither ends the short
+    wait nor costs a ``next_ready()``: a worker of a quiet queue on a busy schema does
+    not turn other queues' notifications into reserves."""
+    await queue.wait_for_work(["default"], 0)
+    assert await queue.reserve(["default"], "w", 30, limit=5) == []
+    asked = _count_next_ready(queue, monkeypatch)
+    seen = queue._seen()
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
+        await other.enqueue(make_task(queue="elsewhere"))
+    await eventually(lambda: _true(queue._seen() != seen), "the NOTIFY never arrived")
+    started = time.monotonic()
+    await queue.wait_for_work(["default"], DRAINED_WAIT)
+    assert time.monotonic() - started >= DRAINED_WAIT * 0.9
+    assert asked == []
+
+
+def test_the_listener_remembers_which_keys_were_heard_and_errs_towards_yes() -> None:
+    """``heard_since`` is exact for recent keys; once it has forgotten (too many keys, a
+    drop) it answers True, which costs a check, never a missed wake-up."""
+    listener = Listener(None, "c")  # type: ignore[arg-type]
+    seen = listener.seen
+    listener._notified(None, 0, "c", "other")
+    assert not listener.heard_since(["default"], seen)
+    listener._notified(None, 0, "c", "default")
+    assert listener.heard_since(["default"], seen)
+    assert not listener.heard_since(["default"], listener.seen)
+    seen = listener.seen
+    for i in range(HEARD_MAX):
+        listener._notified(None, 0, "c", f"q{i} carried")
+    assert listener.heard_since(["default"], seen)
+    seen = listener.seen
+    listener._lost(None)
+    assert listener.heard_since(["default"], seen)
+
+
+async def test_a_reserve_of_its_own_commits_without_waiting_for_the_flush(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    """The worker's reserve commits asynchronously (a lost lease is redelivered), for its
+    own transaction only: a reserve in a caller's transaction leaves its commit alone."""
+    statements: list[str] = []
+    fetch = queue.fetch
+
+    async def seen(template: str, *args: Any) -> Any:
+        statements.append(template)
+        return await fetch(template, *args)
+
+    queue.fetch = seen  # type: ignore[method-assign]
+    await queue.enqueue(make_task())
+    [leased] = await queue.reserve(["default"], "w", 30)
+    assert [s for s in statements if ".reserve(" in s] == [RESERVE_ALONE]
+    await queue.enqueue(make_task())
+    async with conn.transaction():
+        view = queue.using(conn)
+        view.fetch = seen  # type: ignore[method-assign]
+        assert len(await view.reserve(["default"], "w", 30)) == 1
+        assert [s for s in statements if ".reserve(" in s] == [RESERVE_ALONE, RESERVE]
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        await conn.fetch(queue.sql(RESERVE_ALONE), ["default"], 1, "w", 30.0)
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    assert leased.lease_token is not None
 
 
 # -- SQL over events -----------------------------------------------------------------

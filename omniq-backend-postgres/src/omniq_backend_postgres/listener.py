@@ -22,6 +22,9 @@ __all__ = ["Listener", "Notice"]
 
 #: Seconds between reconnection attempts while the server does not answer.
 RECONNECT_DELAY = 1.0
+#: Keys whose last notification :meth:`Listener.heard_since` remembers exactly; past
+#: that many the record starts over, and a key not in it reads as just heard.
+HEARD_MAX = 1024
 
 
 class Notice(asyncio.Event):
@@ -39,6 +42,10 @@ class Listener:
         #: Notifications received and connections lost: unchanged between two reads,
         #: nothing a waiter would have been woken by arrived in between.
         self.seen = 0
+        #: ``seen`` at each key's last notification, and ``seen`` when that record last
+        #: started over (a drop, or too many keys): see :meth:`heard_since`.
+        self._heard: dict[str, int] = {}
+        self._heard_from = 0
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
         self._closed = False
@@ -85,21 +92,34 @@ class Listener:
     def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
         self.seen += 1
         carried = None
+        key = payload
         waiting = self._waiters.get(payload)  # the bare key (any key, even one with a space)
         if waiting is None and " " in payload:
             key, carried = payload.split(" ", 1)
             waiting = self._waiters.get(key)
+        heard = self._heard
+        if len(heard) >= HEARD_MAX:
+            heard.clear()
+            self._heard_from = self.seen
+        heard[key] = self.seen
         for event in waiting or ():
             event.carried = carried
             event.set()
 
     def _lost(self, conn: object) -> None:
         self.seen += 1
+        self._heard.clear()
+        self._heard_from = self.seen
         if conn is self._conn:
             self._conn = None
         for waiting in self._waiters.values():
             for event in waiting:
                 event.set()
+
+    def heard_since(self, keys: Iterable[str], seen: int) -> bool:
+        """Whether a notification for one of ``keys`` (or a drop) may have arrived since
+        ``seen`` was read: exact for the last :data:`HEARD_MAX` keys, else True."""
+        return self._heard_from > seen or any(self._heard.get(k, -1) > seen for k in keys)
 
     async def close(self) -> None:
         self._closed = True

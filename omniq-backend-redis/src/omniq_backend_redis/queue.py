@@ -138,7 +138,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             and store.shared is self.shared
         )
 
-    async def enqueue_recorded(
+    async def _enqueue_recorded(
         self,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
@@ -160,7 +160,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                     async for part in self._enqueue_all([(tasks, events)], event_storage)
                     for t in part
                 ]
-        return await super().enqueue_recorded(tasks, events, event_storage)
+        return await super()._enqueue_recorded(tasks, events, event_storage)
 
     async def _straight(
         self,

@@ -71,6 +71,8 @@ class Direct:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        # BEGIN and COMMIT on a kept cursor: Connection.execute makes a cursor a call.
+        self._cursor = conn.cursor()
 
     @classmethod
     def connect(cls, path: str, synchronous: str) -> Direct:
@@ -98,9 +100,9 @@ class Direct:
         """``fn(conn, *args, **kwargs)`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``, or
         :data:`NOT_NOW` (everything rolled back) when some step met a lock or ``fn``
         found its batch too large (:func:`check_rows`)."""
-        conn = self._conn
+        conn, cursor = self._conn, self._cursor
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
                 return NOT_NOW
@@ -108,7 +110,7 @@ class Direct:
         _local.direct = True
         try:
             result = fn(conn, *args, **kwargs)
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

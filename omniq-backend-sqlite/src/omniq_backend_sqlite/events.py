@@ -19,11 +19,18 @@ from omniq.models import EventType, TaskEvent
 from omniq.records import decode_or_skip
 
 from ._db import SqliteStore, json_list
+from ._rows import RowInsert
 from ._schema import RARE_EVENTS_SQL, StoreKind
 
 _COLUMNS = ("id", "task_id", "queue", "type", "timestamp", "worker_id", "detail")
 _COLUMNS_SQL = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+#: Naming only the non-NULL columns: an enqueued event has no worker, and :mod:`sqlite3`
+#: tries to adapt a None it binds (see ``_rows.blob``).
+_INSERT_ROW = RowInsert("omniq_events", _COLUMNS)
+#: A single event without a worker (a ``delay()``'s): a fixed statement, which costs
+#: less than RowInsert's look at each value.
+_INSERT_NO_WORKER = _INSERT.replace("worker_id, ", "").replace("?, ?)", "?)")
 _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
 #: The types the partial index ``omniq_events_type`` leaves out (_schema.py).
 _COMMON = frozenset(("enqueued", "started", "succeeded"))
@@ -51,10 +58,10 @@ async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent])
 
 def insert_events_now(conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> None:
     """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
-    if len(events) == 1:  # a delay()'s or a task's finish: executemany costs more
-        conn.execute(_INSERT, _params(events[0]))
+    if len(events) == 1 and events[0].worker_id is None:  # a delay()'s
+        conn.execute(_INSERT_NO_WORKER, _params_no_worker(events[0]))
     else:
-        conn.executemany(_INSERT, [_params(e) for e in events])
+        _INSERT_ROW.run(conn, [_params(e) for e in events])
 
 
 class SqliteEventStorage(SqliteStore, BaseEventStorage):
@@ -154,6 +161,11 @@ def _params(event: TaskEvent) -> tuple[Any, ...]:
         event.worker_id,
         detail,
     )
+
+
+def _params_no_worker(event: TaskEvent) -> tuple[Any, ...]:
+    id_, task_id, queue, type_, timestamp, _, detail = _params(event)
+    return id_, task_id, queue, type_, timestamp, detail
 
 
 def _decode(row: Sequence[Any]) -> TaskEvent:

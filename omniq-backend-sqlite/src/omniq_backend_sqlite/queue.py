@@ -55,7 +55,6 @@ from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
 from ._direct import DIRECT_ROWS, check_rows
 from ._rows import (
     COLUMNS_SQL,
-    INSERT_SQL,
     TASK_COLUMNS,
     RowInsert,
     encode_error,
@@ -193,7 +192,7 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         self._home = (store, shared)
         return shared
 
-    async def enqueue_recorded(
+    async def _enqueue_recorded(
         self,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
@@ -203,12 +202,14 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         transaction, without the batch machinery (``enqueue_batches``, the ``_enqueue``
         generator: ~10 µs a call, under a tenth of a ``delay()``)."""
         if event_storage is not None and not self._shares_home(event_storage):
-            return await super().enqueue_recorded(tasks, events, event_storage)
+            return await super()._enqueue_recorded(tasks, events, event_storage)
         if not tasks:
             return []
-        return await self.db.run_sized(
-            len(tasks), _enqueue_now, tasks, events if event_storage is not None else ()
-        )
+        if event_storage is None:
+            events = ()
+        if len(tasks) == 1 and not tasks[0].depends_on:  # a delay()'s
+            return await self.db.run_sized(1, _enqueue_one_now, tasks[0], events)
+        return await self.db.run_sized(len(tasks), _enqueue_now, tasks, events)
 
     async def _enqueue(
         self, batches: Iterable[Batch], event_storage: BaseEventStorage | None
@@ -680,9 +681,9 @@ def _enqueue_now(
     """Store ``tasks`` and, when given, their ``enqueued`` events (as stored), on the
     connection's thread inside a :meth:`Database.run` transaction."""
     parents = {p for t in tasks for p in t.depends_on}
-    now = time.time()
     if len(tasks) == 1 and not parents:
-        return _enqueue_one_now(conn, tasks[0], events, now)
+        return _enqueue_one_now(conn, tasks[0], events)
+    now = time.time()
     if len(tasks) == 1:  # delay(): no JSON list to build and expand
         rows = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (tasks[0].id,)
@@ -713,7 +714,7 @@ def _enqueue_now(
             edges.extend((parent, task.id) for parent in set(task.depends_on))
         out.append(task)
     if inserts:
-        conn.executemany(INSERT_SQL, inserts)
+        _INSERT.run(conn, inserts)
     if edges:
         conn.executemany(
             "INSERT OR IGNORE INTO omniq_task_deps (parent, child) VALUES (?, ?)", edges
@@ -724,12 +725,12 @@ def _enqueue_now(
 
 
 def _enqueue_one_now(
-    conn: sqlite3.Connection, given: Task, events: Sequence[TaskEvent], now: float
+    conn: sqlite3.Connection, given: Task, events: Sequence[TaskEvent]
 ) -> list[Task]:
     """:func:`_enqueue_now` for one task without parents (what ``delay()`` sends): the
     insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
     task, the usual case, costs no lookup; only an existing one is read back."""
-    task = _admit(given, {}, now)
+    task = _admit(given, {}, time.time())
     if conn.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
         [row] = conn.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
@@ -740,6 +741,7 @@ def _enqueue_one_now(
     return [task]
 
 
+_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS)
 _INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
 
 

@@ -16,7 +16,7 @@ from omniq.models import TaskResult
 from omniq.records import unreadable_result
 
 from ._db import SqliteStore, json_list
-from ._rows import encode_error
+from ._rows import blob, encode_error
 from ._schema import StoreKind
 
 _COLUMNS = ("task_id", "state", "value", "error", "attempts", "started_at", "finished_at",
@@ -110,7 +110,8 @@ def insert_results_now(conn: sqlite3.Connection, results: Sequence[TaskResult]) 
 
 def _params(result: TaskResult) -> tuple[Any, ...]:
     return (
-        result.task_id, result.state.value, result.value, encode_error(result.error),
+        result.task_id, result.state.value, None if result.value is None else blob(result.value),
+        encode_error(result.error),
         result.attempts, result.started_at, result.finished_at, result.worker_id,
         result.expires_at,
     )  # fmt: skip

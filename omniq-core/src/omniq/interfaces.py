@@ -375,6 +375,17 @@ class BaseTaskQueue(BaseStore):
         ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
         ``detail["state"]`` of the task as stored (a task that existed already keeps its
         own). What ``delay()`` calls. ``event_storage`` is None when events are off."""
+        return await self._enqueue_recorded(tasks, events, event_storage)
+
+    async def _enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_recorded`: by default one batch through :meth:`enqueue_batches`;
+        a backend may write a ``delay()``'s task more directly (without that machinery)
+        and hand the rest to this."""
         return await self.enqueue_batches([(tasks, events)], event_storage)
 
     async def enqueue_batches(

@@ -102,14 +102,5 @@ if x ~= '' then redis.call('ZADD', P .. ':ttl', x, id) end
 redis.call('SADD', P .. ':queues', q)
 redis.call('PUBLISH', P .. ':w:' .. q, '1')
 
--- Stale buckets are freed when a new one starts: at most one bucket width later than
--- append_events would.
-if new_bucket == 1 then
-  local stale = math.floor((ms - ttl) / width) - 1
-  if stale >= 0 then
-    local gone = redis.call('ZRANGEBYSCORE', buckets, '-inf', stale)
-    for _, old in ipairs(gone) do redis.call('UNLINK', buckets .. ':' .. old) end
-    if #gone > 0 then redis.call('ZREMRANGEBYSCORE', buckets, '-inf', stale) end
-  end
-end
+if new_bucket == 1 then free_stale_buckets(buckets, ms, ttl, width) end
 return state

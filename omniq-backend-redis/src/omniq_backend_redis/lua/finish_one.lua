@@ -105,13 +105,7 @@ if value ~= '' then
   redis.call('PUBLISH', RP .. ':rn', note)
 end
 
--- Stale index buckets are freed when a new one starts (as enqueue_one.lua does).
 if new_bucket == 1 then
-  local stale = math.floor((ms - tonumber(ARGV[11])) / tonumber(ARGV[12])) - 1
-  if stale >= 0 then
-    local gone = redis.call('ZRANGEBYSCORE', buckets, '-inf', stale)
-    for _, o in ipairs(gone) do redis.call('UNLINK', buckets .. ':' .. o) end
-    if #gone > 0 then redis.call('ZREMRANGEBYSCORE', buckets, '-inf', stale) end
-  end
+  free_stale_buckets(buckets, ms, tonumber(ARGV[11]), tonumber(ARGV[12]))
 end
 return 1
