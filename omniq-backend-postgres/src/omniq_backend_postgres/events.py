@@ -50,6 +50,19 @@ def append_args(events: Sequence[TaskEvent]) -> list[list[Any]]:
     return compact([ids, task_ids, queues, types, times, workers, details])
 
 
+def event_row(e: TaskEvent) -> tuple[Any, ...]:
+    """One event's values in :data:`APPEND`'s order (a ``delay()``'s event)."""
+    return (
+        e.id,
+        e.task_id,
+        e.queue,
+        _type_value(e.type),
+        e.timestamp,
+        e.worker_id,
+        _json.encode(e.detail).decode(),
+    )
+
+
 def event_columns(events: Sequence[TaskEvent]) -> list[list[Any]]:
     """The id, type, time, worker and detail (JSON) of each event, as column arrays."""
     return [

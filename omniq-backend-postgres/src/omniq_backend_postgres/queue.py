@@ -50,7 +50,7 @@ from omniq.models import (
     worker_decoder,
 )
 
-from .events import APPEND, APPEND_TEMPLATE, append_args, event_columns
+from .events import APPEND, APPEND_TEMPLATE, append_args, event_columns, event_row
 from .limits import reserve_limited
 from .paging import list_page
 from .results import UPSERT_TEMPLATE, upsert_args
@@ -345,6 +345,28 @@ def _insert_args(
     ]
 
 
+def _insert_row(t: Task) -> tuple[Any, ...]:
+    """One task's values for :data:`INSERT_ONE` (a ``delay()``'s: :func:`_insert_args`
+    without its fifteen one-element lists), the state left to the server."""
+    return (
+        t.id,
+        t.queue,
+        t.name,
+        t.priority,
+        None,
+        t.eta,
+        t.expires_at,
+        t.created_at,
+        t.attempts,
+        attempts_allowed(t),
+        t.result_ttl,
+        t.dead_ttl,
+        t.schedule_id,
+        None,
+        encoder.encode(t),
+    )
+
+
 def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
     """Arguments of the schema's complete_many() (states checked by the base)."""
     return [
@@ -409,6 +431,23 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         if connection is not None:
             return await self.using(connection).enqueue_many(tasks)
         return await super().enqueue_many(tasks)
+
+    async def _enqueue_recorded(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """``delay()``'s call: one task without parents, with its events in this schema or
+        events off, goes straight to its one statement (what :meth:`_enqueue` does for
+        it), without the batch machinery (``enqueue_batches``, the ``_enqueue``
+        generator and its hooks); the rest the general way."""
+        if len(tasks) == 1 and not tasks[0].depends_on:
+            if event_storage is None:
+                return await self._run(lambda conn: self._insert(conn, tasks))
+            if self._shares_home(event_storage):
+                return await self._run(lambda conn: self._insert(conn, tasks, events=events))
+        return await super()._enqueue_recorded(tasks, events, event_storage)
 
     def _shares_home(self, store: BaseStore) -> bool:
         """Result and event stores in this schema of this database."""
@@ -554,6 +593,11 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         errors: Sequence[str | None] | None = None,
         events: Sequence[TaskEvent] = (),
     ) -> list[Task]:
+        if len(tasks) == 1 and len(events) == 1 and states is None and errors is None:
+            rows = await conn.fetch(
+                self.sql(INSERT_RECORDED_ONE), *_insert_row(tasks[0]), *event_row(events[0])
+            )
+            return await self._stored(conn, tasks, rows)
         args = _insert_args(tasks, states, errors)
         if len(tasks) == 1 and len(events) == 1:
             one = [column[0] for column in (*args, *append_args(events))]
@@ -573,6 +617,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
     ) -> list[Task]:
         """``tasks`` as stored, from an insert's rows (``id, state, created_at,
         finished_at`` of those it inserted) and, for the others, a read."""
+        if len(tasks) == 1 and len(rows) == 1:  # a delay()'s, inserted
+            task, row = tasks[0], rows[0]
+            if row[0] == task.id:
+                return [
+                    msgspec.structs.replace(
+                        task, state=STATES[row[1]], created_at=row[2], finished_at=row[3]
+                    )
+                ]
         inserted = {row[0]: row for row in rows}
         missing = [t.id for t in tasks if t.id not in inserted]
         stored = await self._get_many(conn, missing) if missing else {}

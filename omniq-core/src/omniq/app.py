@@ -24,6 +24,7 @@ from collections.abc import (
 )
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 import msgspec
@@ -262,6 +263,10 @@ class AsyncTaskFunction(TaskFunction[P, R]):
         return await self.app._enqueue(self, tuple(args), dict(kwargs or {}), options)
 
 
+#: The options of a ``delay()`` (none: the task's own).
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
 class SyncTaskFunction(TaskFunction[P, R]):
     def __init__(self, sync_app: OmniQ, inner: AsyncTaskFunction[P, R]) -> None:
         super().__init__(inner.app, inner.fn, inner.name, inner.options)
@@ -269,7 +274,10 @@ class SyncTaskFunction(TaskFunction[P, R]):
         self._inner = inner
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef[R]:
-        return self._sync_app._portal.call(self._inner.apply, args, kwargs)
+        # Straight to the app's enqueue, as the async delay() goes (not through apply(),
+        # a coroutine frame and copies of args and kwargs more per call).
+        inner = self._inner
+        return self._sync_app._portal.call(inner.app._enqueue, inner, args, kwargs, _NO_OPTIONS)
 
     def apply(
         self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any

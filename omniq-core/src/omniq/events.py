@@ -54,7 +54,8 @@ def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
                 queue=t.queue,
                 type=enqueued,
                 timestamp=at,
-                detail={"name": t.name, "state": t.state.value},
+                # (the member's attribute: ``.value`` is a Python-level property)
+                detail={"name": t.name, "state": t.state._value_},
             )
         ]
     # One detail dict per name and state, shared by the events that say the same: a

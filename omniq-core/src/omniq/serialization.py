@@ -281,9 +281,13 @@ class Serializer:
         bind: bytes | None = None,
     ) -> bytes:
         """The call's envelope; ``bind`` (see :func:`binding`) ties a signature to its task."""
-        call: list[Any] = [list(args), dict(kwargs)]
+        plain_args, plain_kwargs = list(args), dict(kwargs)
+        call: list[Any] = [plain_args, plain_kwargs]
         if func is None:
-            if _is_plain(call):
+            # _is_plain(call), without a call for each empty part (a no-argument delay())
+            if (not plain_args or _is_plain(plain_args, 1)) and (
+                not plain_kwargs or _is_plain(plain_kwargs, 1)
+            ):
                 return self._wrap(0, _encode(call), bind)
             if not self.dill_allowed(local_only):
                 raise SerializationError(

@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import types
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -84,7 +85,7 @@ class Portal:
         awaitable) on the loop and return its result, raising what it raises."""
         state = self._state or self._start()
         running = asyncio._get_running_loop()
-        if running is state.loop or state.thread is threading.current_thread():
+        if running is state.loop or state.serving == _get_ident():
             raise RuntimeError(
                 "Portal.call() cannot run on the portal's own loop thread (it would wait "
                 "for itself); await the async API there instead"
@@ -152,6 +153,7 @@ class _Loop:
         self.closing = False
         self.finishing = False
         self.thread = threading.Thread(target=self.serve, name="omniq-portal", daemon=True)
+        self.serving: int | None = None  # the portal's thread's ident, once it runs
 
     def is_current(self) -> bool:
         """Whether this thread runs the loop now, or is the portal's."""
@@ -206,7 +208,7 @@ class _Loop:
         # when only the portal's daemon thread ran the loop: a store nobody closed must
         # not hold the interpreter's exit up (Python joins non-daemon threads first).
         thread = threading.current_thread()
-        daemon = thread.daemon
+        daemon = thread._daemonic  # type: ignore[attr-defined]  # (the property's value)
         thread._daemonic = True  # type: ignore[attr-defined]
         try:
             call.task = loop.create_task(call.run())
@@ -261,6 +263,7 @@ class _Loop:
     def serve(self) -> None:
         """The portal's thread: run the loop whenever nobody else does, then close it."""
         loop = self.loop
+        self.serving = threading.get_ident()
         seen = -1.0
         while True:
             with self.changed:
@@ -394,6 +397,8 @@ class _Waker:
 
 
 _wakers = threading.local()
+_get_ident = threading.get_ident
+_CoroutineType = types.CoroutineType
 
 #: The C module's pair where there is one: plain OS sockets even in a process gevent
 #: patched, so the caller blocks as it did on a lock (not in a hub of its own).
@@ -474,7 +479,11 @@ class _Call:
             if self.cancelled:
                 raise asyncio.CancelledError
             result = self.func(*self.args)
-            self.value = await result if inspect.isawaitable(result) else result
+            self.value = (
+                await result
+                if type(result) is _CoroutineType or inspect.isawaitable(result)
+                else result
+            )
         except asyncio.CancelledError as exc:
             self.error = exc
             raise  # the task ends cancelled, as a cancelled task should
