@@ -255,20 +255,25 @@ class PostgresStore(BaseStore):
         # goes back to the pool too, which close() is waiting for.
         self._hot_busy = True
         conn = self._hot
+        failed = True
         try:
             if conn is None:
                 conn = self._hot = await pool.acquire()
             yield conn
-        except BaseException:
-            if conn is not None and self._hot is conn:
-                self._hot = None
-                await pool.release(conn)
-            raise
+            failed = False
         finally:
-            self._hot_busy = False
-            if conn is not None and self._pool is None and self._hot is conn:
-                self._hot = None
-                await pool.release(conn)
+            if conn is not None:
+                await self._hot_done(conn, pool, failed)
+            else:
+                self._hot_busy = False
+
+    async def _hot_done(self, conn: asyncpg.Connection, pool: asyncpg.Pool, failed: bool) -> None:
+        """After a statement on the hot connection: it goes back to the pool when the
+        statement failed or the store was closed meanwhile (see :meth:`_connection`)."""
+        self._hot_busy = False
+        if self._hot is conn and (failed or self._pool is None):
+            self._hot = None
+            await pool.release(conn)
 
     async def _run(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, transaction: bool = False
@@ -322,21 +327,17 @@ class PostgresStore(BaseStore):
         cost ~5 % of a ``delay()``'s client CPU): the common case, a statement after
         another."""
         self._hot_busy = True
+        failed = True
         try:
-            return await work(conn)
-        except BaseException as exc:
-            if isinstance(exc, RECONNECT_ERRORS):  # make the pool replace it
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    conn.terminate()
-            if self._hot is conn:
-                self._hot = None
-                await pool.release(conn)
+            result = await work(conn)
+            failed = False
+            return result
+        except RECONNECT_ERRORS:  # make the pool replace it
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
             raise
         finally:
-            self._hot_busy = False
-            if self._pool is None and self._hot is conn:  # closed meanwhile
-                self._hot = None
-                await pool.release(conn)
+            await self._hot_done(conn, pool, failed)
 
     async def fetch(self, template: str, *args: Any) -> list[asyncpg.Record]:
         sql = self.sql(template)

@@ -263,7 +263,7 @@ class _Loop:
     def serve(self) -> None:
         """The portal's thread: run the loop whenever nobody else does, then close it."""
         loop = self.loop
-        self.serving = threading.get_ident()
+        self.serving = _get_ident()  # what call() compares with
         seen = -1.0
         while True:
             with self.changed:
