@@ -43,7 +43,7 @@ from omniq_backend_postgres.queue import (
 )
 from omniq_backend_postgres.results import CARRIED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
-from omniq_backend_postgres.store import compact
+from omniq_backend_postgres.store import compact, hot_alive
 
 pytestmark = pytest.mark.anyio
 
@@ -850,6 +850,28 @@ async def test_pool_recovers_from_terminated_connections(
 
         await eventually(listening_again, "the LISTEN connection was not re-opened")
     assert await count_tasks(conn, pg_schema) == 10
+
+
+async def test_held_connection_closed_between_statements_is_replaced(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """asyncpg itself releases a pool connection the server closed (its proxy then
+    refuses every call); the next statement must take another, not fail."""
+    app_name = f"omniq-test-{uuid.uuid4().hex[:8]}"
+    async with PostgresTaskQueue.from_url(
+        pg_url, schema=pg_schema, min_size=1, max_size=3, application_name=app_name
+    ) as store:
+        await store.enqueue(make_task(id="a"))
+        held = store._hot
+        assert held is not None  # statements one after another run on it
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            app_name,
+        )
+        await eventually(lambda: _true(not hot_alive(held)), "asyncpg never saw the close")
+        await store.enqueue(make_task(id="b"))
+        await store.enqueue(make_task(id="c"))
+    assert await count_tasks(conn, pg_schema) == 3
 
 
 async def test_server_down_names_host_and_database_not_password(pg_schema: str) -> None:

@@ -42,6 +42,17 @@ RECONNECT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 
+
+def hot_alive(conn: asyncpg.Connection) -> bool:
+    """Whether a held pool connection can take a statement. asyncpg itself releases a
+    pool connection whose socket closed (the server ended it, or went away) and its
+    proxy then refuses every call, which can happen between two statements."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # released back to the pool
+        return False
+
+
 EPOCH_NOW = "extract(epoch FROM now())::float8"
 
 
@@ -252,11 +263,16 @@ class PostgresStore(BaseStore):
         # release rolls back, waits out a cancellation or drops a dead connection.
         # Never with max_size 1: the pool would have nothing left for the others.
         # Closed meanwhile (the store's close leaves a busy one to its statement), it
-        # goes back to the pool too, which close() is waiting for.
+        # goes back to the pool too, which close() is waiting for. One whose socket
+        # closed between two statements (see hot_alive) is replaced before use.
         self._hot_busy = True
         conn = self._hot
         failed = True
         try:
+            if conn is not None and not hot_alive(conn):
+                self._hot = None
+                await pool.release(conn)
+                conn = None
             if conn is None:
                 conn = self._hot = await pool.acquire()
             yield conn
@@ -291,7 +307,13 @@ class PostgresStore(BaseStore):
             attempt += 1
             try:
                 hot, pool = self._hot, self._pool
-                if hot is not None and pool is not None and not self._hot_busy and not transaction:
+                if (
+                    hot is not None
+                    and pool is not None
+                    and not self._hot_busy
+                    and not transaction
+                    and hot_alive(hot)  # else _connection() replaces it
+                ):
                     return await self._on_hot(hot, pool, work)
                 async with self._connection() as conn:
                     try:
