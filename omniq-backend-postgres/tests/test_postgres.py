@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import click
+import msgspec
 import pytest
 from asyncpg.types import ServerVersion
 from click.testing import CliRunner
@@ -40,6 +41,8 @@ from omniq_backend_postgres.queue import (
     RESERVE,
     RESERVE_ALONE,
     PostgresTaskQueue,
+    _insert_args,
+    _insert_row,
 )
 from omniq_backend_postgres.results import CARRIED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
@@ -75,6 +78,21 @@ async def count_tasks(conn: asyncpg.Connection, schema: str) -> int:
 
 
 # -- migrations ----------------------------------------------------------------------
+
+
+def test_one_task_row_and_the_bulk_columns_agree() -> None:
+    """A delay()'s row of scalars and a bulk's column arrays are built apart (for speed);
+    they must give the same values in the same order."""
+    tasks = [
+        make_task(id="a", eta=5.0, expires_at=9.0, priority=3, attempts=1),
+        make_task(id="b", queue="other", max_retries=0),
+    ]
+    tasks[1] = msgspec.structs.replace(tasks[1], schedule_id="nightly", result_ttl=60.0)
+    states, errors = ["dead", None], ['{"type": "E"}', None]
+    columns = _insert_args(tasks, states, errors)
+    for i, task in enumerate(tasks):
+        assert [column[i] for column in columns] == list(_insert_row(task, states[i], errors[i]))
+    assert [column[0] for column in _insert_args(tasks[:1])] == list(_insert_row(tasks[0]))
 
 
 async def test_concurrent_migrators_apply_each_migration_once(
