@@ -84,6 +84,11 @@ class RowInsert:
     def __call__(self, params: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """The statement and its parameters for the row ``params`` (in column order)."""
         present = tuple(map(is_not, params, _NONES))
+        sql = self._sql.get(present) or self.statement(present)
+        return sql, tuple(compress(params, present))
+
+    def statement(self, present: tuple[bool, ...]) -> str:
+        """The statement naming the columns ``present`` marks (in column order)."""
         sql = self._sql.get(present)
         if sql is None:
             names = tuple(compress(self._columns, present))
@@ -91,7 +96,7 @@ class RowInsert:
                 f"{self._head}{', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
                 f"{self._suffix}"
             )
-        return sql, tuple(compress(params, present))
+        return sql
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` in order: one ``execute`` for a single row, else one

@@ -30,7 +30,7 @@ _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * l
 _INSERT_ROW = RowInsert("omniq_events", _COLUMNS)
 #: A single event without a worker (a ``delay()``'s): a fixed statement, which costs
 #: less than RowInsert's look at each value.
-_INSERT_NO_WORKER = _INSERT.replace("worker_id, ", "").replace("?, ?)", "?)")
+_INSERT_NO_WORKER = _INSERT_ROW.statement(tuple(c != "worker_id" for c in _COLUMNS))
 _ORDER = {"asc": "timestamp ASC, seq ASC", "desc": "timestamp DESC, seq DESC"}
 #: The types the partial index ``omniq_events_type`` leaves out (_schema.py).
 _COMMON = frozenset(("enqueued", "started", "succeeded"))
