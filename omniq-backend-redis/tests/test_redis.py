@@ -478,6 +478,40 @@ async def test_wait_for_work_wakes_when_a_delayed_task_falls_due(
         await queue.close()
 
 
+async def test_a_wait_after_a_draining_reserve_sends_no_check(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The reserve that drained the queue said when its delayed task is due: the wait
+    after it sleeps until then without a wait_check.lua of its own."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        await queue.wait_for_work(["d"], 0.01)  # the first call subscribes
+        due = (await queue.now()) + 0.4
+        await queue.enqueue_many([make_task(queue="d"), make_task(queue="d", eta=due)])
+        deadline = time.monotonic() + 5
+        while not queue._wake[("d",)].is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # until the batch's one wake-up has come
+        await queue.wait_for_work(["d"], 5.0)  # (takes it)
+        assert len(await queue.reserve(["d"], "w", 30.0, 10)) == 1
+        sent: list[bytes] = []
+        call = queue.shared.call_packed
+
+        async def counted(script: Any, packed: bytes) -> Any:
+            sent.append(packed)
+            return await call(script, packed)
+
+        queue.shared.call_packed = counted
+        try:
+            await queue.wait_for_work(["d"], 30.0)
+        finally:
+            del queue.shared.call_packed
+        assert sent == []
+        assert await queue.now() >= due - 0.01  # it slept until the eta, not the timeout
+        assert len(await queue.reserve(["d"], "w", 30.0, 10)) == 1
+    finally:
+        await queue.close()
+
+
 async def test_results_wait_wakes_on_set(redis_url: str, key_prefix: str) -> None:
     reader = await opened("result_storage", redis_url, key_prefix)
     writer = await opened("result_storage", redis_url, key_prefix, max_connections=7)
