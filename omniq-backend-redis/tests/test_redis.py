@@ -488,10 +488,9 @@ async def test_a_wait_after_a_draining_reserve_sends_no_check(
         await queue.wait_for_work(["d"], 0.01)  # the first call subscribes
         due = (await queue.now()) + 0.4
         await queue.enqueue_many([make_task(queue="d"), make_task(queue="d", eta=due)])
-        deadline = time.monotonic() + 5
-        while not queue._wake[("d",)].is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # until the batch's one wake-up has come
-        await queue.wait_for_work(["d"], 5.0)  # (takes it)
+        # (the batch's one wake-up, which the wait below takes)
+        await asyncio.wait_for(queue._wake[("d",)].wait(), 5.0)
+        await queue.wait_for_work(["d"], 5.0)
         assert len(await queue.reserve(["d"], "w", 30.0, 10)) == 1
         sent: list[bytes] = []
         call = queue.shared.call_packed
@@ -1037,3 +1036,85 @@ async def test_foreign_key_refuses_a_single_finish_with_nothing_written(
         await events.close()
         await results.close()
         await queue.close()
+
+
+async def expected_flushed(results: Any) -> None:
+    """Return once the results listener has handled every notification published before
+    this call: a result set under an expected id is seen only by its notification."""
+    results.expect("flush")
+    await results.set(TaskResult(task_id="flush", state=TaskState.SUCCEEDED, value=b"f"))
+    assert await results.wait("flush", 5.0) is not None
+
+
+async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_never(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result expected before its task was enqueued (the app's fresh ids) comes from
+    its notification with no read before the wait sleeps; the refused finish of an
+    attempt that lost its lease publishes nothing, so the waiter never sees its value."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        assert await results.wait("warm-up", 0.0) is None  # subscribes to the results
+        reads: list[list[str]] = []
+        read = results._get_many
+
+        async def counted(task_ids: Any) -> Any:
+            reads.append(list(task_ids))
+            return await read(task_ids)
+
+        monkeypatch.setattr(results, "_get_many", counted)
+        task = make_task(created_at=time.time())
+        results.expect(task.id)
+        await queue.enqueue(task)
+        [held] = await queue.reserve(["default"], "w1", 60, 1)
+        waiting = asyncio.create_task(results.wait(task.id, 30.0))
+        late = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"late")
+        refused = (task.id, "another-token", TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([refused], [late], [], results, None) == [False]
+        await expected_flushed(results)
+        assert not waiting.done()  # the late value was never published
+        ok = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"ok")
+        accepted = (task.id, held.lease_token, TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([accepted], [ok], [], results, None) == [True]
+        got = await asyncio.wait_for(waiting, 5.0)
+        assert got is not None and got.value == b"ok"
+        assert reads == []
+        # A result that came before its wait was caught all the same.
+        results.expect("early")
+        await results.set(TaskResult(task_id="early", state=TaskState.SUCCEEDED, value=b"e"))
+        await expected_flushed(results)
+        got = await results.wait("early", 5.0)
+        assert got is not None and got.value == b"e" and reads == []
+        # With no time to wait, an expected result not yet caught is read.
+        results.expect("now")
+        assert await results.wait("now", 0.0) is None and reads == [["now"]]
+    finally:
+        await queue.close()
+        await results.close()
+
+
+async def test_expectations_are_bounded_oldest_first(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that never waits keeps at most EXPECTED_MAX waiters; the wait for one
+    let go reads first, as without an expectation."""
+    from omniq_backend_redis import results as results_module
+
+    monkeypatch.setattr(results_module, "EXPECTED_MAX", 2)
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        results.expect("before-subscribing")  # nothing to catch it with yet
+        assert results._expected == {}
+        assert await results.wait("warm-up", 0.0) is None
+        for task_id in ("a", "b", "c"):
+            results.expect(task_id)
+        assert list(results._expected) == ["b", "c"]
+        waiters = results.shared.notifier._waiters[f"{key_prefix}:rn".encode()]
+        assert b"a" not in waiters and b"b" in waiters
+        await results.set(TaskResult(task_id="a", state=TaskState.SUCCEEDED, value=b"a"))
+        got = await results.wait("a", 5.0)  # read: its waiter was let go
+        assert got is not None and got.value == b"a"
+    finally:
+        await results.close()
+    assert results._expected == {}

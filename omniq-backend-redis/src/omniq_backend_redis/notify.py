@@ -60,6 +60,12 @@ class Notifier:
             raise
         return True
 
+    def live(self, channel: str) -> bool:
+        """Subscribed to ``channel`` (confirmed): from now on, whatever is published on it
+        reaches a waiter added now, or a reconnect wakes that waiter to look."""
+        confirmed = self._confirmed.get(channel.encode())
+        return confirmed is not None and confirmed.done() and not confirmed.cancelled()
+
     def add(self, channel: str, event: asyncio.Event, message: bytes = ANY) -> None:
         self._waiters[channel.encode()][message].add(event)
 

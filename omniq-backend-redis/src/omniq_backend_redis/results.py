@@ -16,7 +16,7 @@ from omniq.records import result_or_stand_in
 
 from .connection import resp
 from .errors import ForeignKeyError
-from .notify import Wake
+from .notify import Notifier, Wake
 from .store import RedisStore
 
 _MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
@@ -32,11 +32,48 @@ def set_args(results: Sequence[TaskResult]) -> list[Any]:
     return args
 
 
+#: Expectations kept at most (the oldest go first): a producer that never waits for its
+#: results must not keep a waiter per task it enqueued.
+EXPECTED_MAX = 1024
+
+
 class RedisResultStorage(RedisStore, BaseResultStorage):
     capabilities = frozenset(
         {Capability.CROSS_PROCESS, Capability.NATIVE_TTL, Capability.RESULT_NOTIFY}
     )
     local_only = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: per fresh task id, the waiter registered for its result before its enqueue
+        #: was sent (see _expect), and the notifier it is registered with
+        self._expected: dict[str, tuple[Notifier, Wake]] = {}
+
+    async def close(self) -> None:
+        for task_id, (notifier, event) in self._expected.items():
+            notifier.remove(self.key("rn"), event, task_id.encode())
+        self._expected.clear()
+        await super().close()
+
+    def _expect(self, task_id: str) -> None:
+        """Register the result's waiter now, while the results channel is subscribed and
+        before the task exists: every notification of its result then reaches it (or a
+        reconnect wakes it to read), so the first wait needs no read before it sleeps.
+        Nothing while the channel is not subscribed yet (the first wait subscribes)."""
+        if self._shared is None:
+            return
+        notifier = self._shared.notifier
+        channel = self.key("rn")
+        if not notifier.live(channel):
+            return
+        expected = self._expected
+        if len(expected) >= EXPECTED_MAX:
+            oldest = next(iter(expected))
+            old_notifier, old_event = expected.pop(oldest)
+            old_notifier.remove(channel, old_event, oldest.encode())
+        event = Wake()
+        notifier.add(channel, event, task_id.encode())
+        expected[task_id] = (notifier, event)
 
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
         if not value.startswith(_MARK):
@@ -70,21 +107,34 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """Subscribe first, then read, then sleep until the result's notification; a
         small result comes in the notification (what the script wrote, in the same
-        step, so only a written, unexpired result is taken from it), a large one is read."""
+        step, so only a written, unexpired result is taken from it), a large one is read.
+        An expected result (:meth:`_expect`) is not read first: its waiter has caught
+        every notification since before its task existed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channel, message = self.key("rn"), task_id.encode()
-        event = Wake()
         notifier = self.shared.notifier
-        notifier.add(channel, event, message)
+        kept = self._expected.pop(task_id, None)
+        if kept is not None and kept[0] is notifier:
+            event, fresh = kept[1], True
+        else:  # (a waiter of an older notifier, before the connection was shared anew)
+            if kept is not None:
+                kept[0].remove(channel, kept[1], message)
+            event, fresh = Wake(), False
+            notifier.add(channel, event, message)
         try:
-            await notifier.subscribe(channel)
+            if not fresh:
+                await notifier.subscribe(channel)
             while True:
-                event.clear()
-                payload, event.payload = event.payload, b""
-                result = self._noted(task_id, payload) if payload else None
-                if result is None:
-                    result = await self.get(task_id)
+                if fresh and not event.is_set() and deadline > loop.time():
+                    result = None  # (with no time to wait, a read says what is there)
+                else:
+                    event.clear()
+                    payload, event.payload = event.payload, b""
+                    result = self._noted(task_id, payload) if payload else None
+                    if result is None:
+                        result = await self.get(task_id)
+                fresh = False
                 remaining = deadline - loop.time()
                 if result is not None or remaining <= 0:
                     return result
