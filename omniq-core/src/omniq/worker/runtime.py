@@ -214,6 +214,8 @@ class Worker:
         self._outbox: list[_Done] = []
         self._events: list[TaskEvent] = []
         self._stopping: asyncio.Event | None = None
+        #: one wait on _stopping for every wait of the reserve loop (see _reserve_step)
+        self._stop_waiter: asyncio.Future[Any] | None = None
         self._force = False
         self._wake_writer: asyncio.Event | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -343,30 +345,35 @@ class Worker:
         loop = asyncio.get_running_loop()
         idle_wait, backoff = 0.005, 0.1
         outage_since: float | None = None
-        while not self._stopping.is_set():
-            try:
-                idle_wait = await self._reserve_step(idle_wait)
-            except Exception as exc:
-                at = loop.time()
-                outage_since = at if outage_since is None else outage_since
-                if at - outage_since > self.reconnect_timeout:
-                    raise
-                log.warning(
-                    "worker %s: task queue failed (%s: %s); retrying in %.1f s",
-                    self.id,
-                    type(exc).__name__,
-                    mask_url(str(exc)),
-                    backoff,
-                )
+        try:
+            while not self._stopping.is_set():
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if outage_since is not None:
-                log.info("worker %s: task queue is back", self.id)
-            outage_since, backoff = None, 0.1
+                    idle_wait = await self._reserve_step(idle_wait)
+                except Exception as exc:
+                    at = loop.time()
+                    outage_since = at if outage_since is None else outage_since
+                    if at - outage_since > self.reconnect_timeout:
+                        raise
+                    log.warning(
+                        "worker %s: task queue failed (%s: %s); retrying in %.1f s",
+                        self.id,
+                        type(exc).__name__,
+                        mask_url(str(exc)),
+                        backoff,
+                    )
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if outage_since is not None:
+                    log.info("worker %s: task queue is back", self.id)
+                outage_since, backoff = None, 0.1
+        finally:
+            if self._stop_waiter is not None:
+                self._stop_waiter.cancel()
+                self._stop_waiter = None
 
     async def _reserve_step(self, idle_wait: float) -> float:
         """One reserve, or one wait for work or a free slot; returns the next idle wait."""
@@ -426,18 +433,28 @@ class Worker:
                 idle_wait = min(idle_wait * 2, self.poll_interval)
         else:
             waiter = asyncio.ensure_future(self._slot_freed.wait())
-        stop = asyncio.ensure_future(self._stopping.wait())
+        # One wait on the stop for all the loop's waits: a new one per wait, cancelled
+        # after it, cost loop hops between a wake-up and the reserve it starts.
+        stop = self._stop_waiter
+        if stop is None:
+            stop = self._stop_waiter = asyncio.ensure_future(self._stopping.wait())
         # (a slot freed while the queue is drained brings no work a wake-up would not)
         slot = (
             asyncio.ensure_future(self._slot_freed.wait())
             if free > 0 and (held_back is not None or not self._wakes)
             else None
         )
-        pending = [f for f in (waiter, stop, slot) if f is not None]
-        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        pending = [f for f in (waiter, slot) if f is not None]
+        await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
+        left = []
         for f in pending:
-            f.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+            if not f.done():
+                f.cancel()
+                left.append(f)
+            elif not f.cancelled():
+                f.exception()  # (a failed wait is not an error: the next step reserves)
+        if left:  # only what did not finish needs a hop to take its cancellation
+            await asyncio.gather(*left, return_exceptions=True)
         self._slot_freed.clear()
         return idle_wait
 
