@@ -1118,3 +1118,41 @@ async def test_expectations_are_bounded_oldest_first(
     finally:
         await results.close()
     assert results._expected == {}
+
+
+async def test_a_stop_ends_the_workers_wait_for_work_and_a_cancel_still_cancels(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The reserve loop awaits the wait for work itself: request_stop cancels that wait
+    (the worker stops without waiting out poll_interval), and a cancellation from outside
+    is not taken for the stop's."""
+    from omniq import AsyncOmniQ
+    from omniq.testing.polling import eventually
+
+    url = f"{redis_url}?key_prefix={key_prefix}"
+    async with AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url) as app:
+
+        @app.task
+        async def noop() -> None:
+            pass
+
+        for stop in (True, False):
+            worker = app.worker(pool="async", poll_interval=60.0)
+            running = asyncio.create_task(worker.run(install_signals=False))
+            ref = await noop.delay()
+            await app.get_result(ref, timeout=10)
+
+            async def sleeping(worker: Any = worker) -> bool:
+                return worker._waiting is not None
+
+            await eventually(sleeping, "the worker never slept in its wait for work")
+            started = time.monotonic()
+            if stop:
+                worker.request_stop("test")
+                await asyncio.wait_for(running, 10)
+            else:
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(running, 10)
+            assert time.monotonic() - started < 10
+            assert worker._waiting is None

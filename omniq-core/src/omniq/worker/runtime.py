@@ -216,6 +216,10 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         #: one wait on _stopping for every wait of the reserve loop (see _reserve_step)
         self._stop_waiter: asyncio.Future[Any] | None = None
+        #: the reserve loop's task while it awaits wait_for_work itself (see
+        #: _wait_for_work), and whether request_stop cancelled that wait
+        self._waiting: asyncio.Task[Any] | None = None
+        self._stop_cancelled = False
         self._force = False
         self._wake_writer: asyncio.Event | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -245,6 +249,9 @@ class Worker:
         self.stop_reason = self.stop_reason or reason
         self._force = self._force or force
         self._stopping.set()
+        if self._waiting is not None and not self._stop_cancelled:
+            self._stop_cancelled = True
+            self._waiting.cancel()
         log.info("worker %s stopping (%s%s)", self.id, reason, ", at once" if self._force else "")
 
     def _install_signals(self) -> list[signal.Signals]:
@@ -426,6 +433,10 @@ class Worker:
             elif self.burst and not self._running and await self._queues_empty():
                 self.request_stop("burst")
                 return idle_wait
+            elif self._wakes:  # nothing but the wait: awaited here, no task for it
+                await self._wait_for_work(min(idle_wait, self.poll_interval))
+                self._slot_freed.clear()
+                return min(idle_wait * 2, self.poll_interval)
             else:
                 waiter = asyncio.ensure_future(
                     queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval))
@@ -457,6 +468,28 @@ class Worker:
             await asyncio.gather(*left, return_exceptions=True)
         self._slot_freed.clear()
         return idle_wait
+
+    async def _wait_for_work(self, timeout: float) -> None:
+        """The backend's wait, awaited by the reserve loop itself: in a task of its own
+        under ``asyncio.wait`` with the stop, the wake-up took two more loop hops to
+        reach the reserve. :meth:`request_stop` cancels it instead. A failed wait is no
+        error (the next reserve says whether the store is there)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting, self._stop_cancelled = task, False
+        reached = False
+        try:
+            await self.task_queue.wait_for_work(self.queues, timeout)
+        except asyncio.CancelledError:
+            reached = True
+            if not self._stop_cancelled or task.uncancel() > 0:
+                raise  # (cancelled from outside, not only by the stop)
+        except Exception:
+            pass
+        finally:
+            if self._stop_cancelled and not reached:
+                task.uncancel()  # the wait took the stop's cancellation itself
+            self._waiting, self._stop_cancelled = None, False
 
     async def _queues_empty(self) -> bool:
         stats = await self.task_queue.stats()
