@@ -1097,27 +1097,29 @@ async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_neve
 async def test_expectations_are_bounded_oldest_first(
     redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A producer that never waits keeps at most EXPECTED_MAX waiters; the wait for one
-    let go reads first, as without an expectation."""
+    """A producer that never waits keeps at most EXPECTED_MAX expectations; the wait for
+    one let go reads first, as without an expectation, and so does one made before the
+    results channel was subscribed (nothing caught it)."""
     from omniq_backend_redis import results as results_module
 
     monkeypatch.setattr(results_module, "EXPECTED_MAX", 2)
     results = await opened("result_storage", redis_url, key_prefix)
     try:
-        results.expect("before-subscribing")  # nothing to catch it with yet
-        assert results._expected == {}
+        notifier = results.shared.notifier
+        channel = f"{key_prefix}:rn".encode()
+        results.expect("before-subscribing")
+        assert notifier.caught(channel, b"before-subscribing") == (False, None)
         assert await results.wait("warm-up", 0.0) is None
         for task_id in ("a", "b", "c"):
             results.expect(task_id)
-        assert list(results._expected) == ["b", "c"]
-        waiters = results.shared.notifier._waiters[f"{key_prefix}:rn".encode()]
-        assert b"a" not in waiters and b"b" in waiters
+        assert list(notifier._expected[channel]) == [b"b", b"c"]
         await results.set(TaskResult(task_id="a", state=TaskState.SUCCEEDED, value=b"a"))
-        got = await results.wait("a", 5.0)  # read: its waiter was let go
+        got = await results.wait("a", 5.0)  # read: its expectation was let go
         assert got is not None and got.value == b"a"
+        notifier._wake_all()  # (what a reconnect does): an expectation not met says look
+        assert notifier.caught(channel, b"b") == (True, b"")
     finally:
         await results.close()
-    assert results._expected == {}
 
 
 async def test_a_stop_ends_the_workers_wait_for_work_and_a_cancel_still_cancels(

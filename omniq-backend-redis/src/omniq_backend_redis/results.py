@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from omniq.records import result_or_stand_in
 
 from .connection import resp
 from .errors import ForeignKeyError
-from .notify import Notifier, Wake
+from .notify import Wake
 from .store import RedisStore
 
 _MARK = b"OQR1"  # first bytes of every value we write: a foreign string is never taken for ours
@@ -33,7 +34,7 @@ def set_args(results: Sequence[TaskResult]) -> list[Any]:
 
 
 #: Expectations kept at most (the oldest go first): a producer that never waits for its
-#: results must not keep a waiter per task it enqueued.
+#: results must not keep one per task it enqueued.
 EXPECTED_MAX = 1024
 
 
@@ -43,37 +44,18 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     )
     local_only = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: per fresh task id, the waiter registered for its result before its enqueue
-        #: was sent (see _expect), and the notifier it is registered with
-        self._expected: dict[str, tuple[Notifier, Wake]] = {}
-
-    async def close(self) -> None:
-        for task_id, (notifier, event) in self._expected.items():
-            notifier.remove(self.key("rn"), event, task_id.encode())
-        self._expected.clear()
-        await super().close()
-
     def _expect(self, task_id: str) -> None:
-        """Register the result's waiter now, while the results channel is subscribed and
-        before the task exists: every notification of its result then reaches it (or a
-        reconnect wakes it to read), so the first wait needs no read before it sleeps.
-        Nothing while the channel is not subscribed yet (the first wait subscribes)."""
-        if self._shared is None:
-            return
-        notifier = self._shared.notifier
-        channel = self.key("rn")
-        if not notifier.live(channel):
-            return
-        expected = self._expected
-        if len(expected) >= EXPECTED_MAX:
-            oldest = next(iter(expected))
-            old_notifier, old_event = expected.pop(oldest)
-            old_notifier.remove(channel, old_event, oldest.encode())
-        event = Wake()
-        notifier.add(channel, event, task_id.encode())
-        expected[task_id] = (notifier, event)
+        """Have the listener catch this result's notification from now on, while the
+        results channel is subscribed and before the task exists: the first wait then
+        needs no read before it sleeps. Nothing while the channel is not subscribed yet
+        (the first wait subscribes)."""
+        if self._shared is not None:
+            self._shared.notifier.expect(self._channel, task_id.encode(), EXPECTED_MAX)
+
+    @functools.cached_property
+    def _channel(self) -> bytes:
+        """The results channel's name (the prefix never changes)."""
+        return self.key("rn").encode()
 
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
         if not value.startswith(_MARK):
@@ -108,20 +90,18 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
         """Subscribe first, then read, then sleep until the result's notification; a
         small result comes in the notification (what the script wrote, in the same
         step, so only a written, unexpired result is taken from it), a large one is read.
-        An expected result (:meth:`_expect`) is not read first: its waiter has caught
-        every notification since before its task existed."""
+        An expected result (:meth:`_expect`) is not read first: the listener has caught
+        its notification since before its task existed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channel, message = self.key("rn"), task_id.encode()
         notifier = self.shared.notifier
-        kept = self._expected.pop(task_id, None)
-        if kept is not None and kept[0] is notifier:
-            event, fresh = kept[1], True
-        else:  # (a waiter of an older notifier, before the connection was shared anew)
-            if kept is not None:
-                kept[0].remove(channel, kept[1], message)
-            event, fresh = Wake(), False
-            notifier.add(channel, event, message)
+        fresh, came = notifier.caught(self._channel, message)
+        event = Wake()
+        if came is not None:  # (its message came before the wait)
+            event.set()
+            event.payload = came
+        notifier.add(channel, event, message)
         try:
             if not fresh:
                 await notifier.subscribe(channel)
