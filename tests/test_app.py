@@ -580,3 +580,20 @@ async def test_a_worker_holds_concurrency_plus_prefetch_tasks(aapp, prefetch, he
         gate.set()
     assert await asyncio.wait_for(run, 20) == "burst"
     assert (await aapp.stats())["default"].get(TaskState.SUCCEEDED) == 12
+
+
+async def test_delay_expects_the_result_of_a_fresh_id_only(aapp, monkeypatch):
+    """The result storage hears of a task before its enqueue is sent when the app made
+    its id (no result can exist under it yet), not when the caller named the task."""
+    expected: list[str] = []
+    monkeypatch.setattr(aapp.result_storage, "expect", expected.append)
+
+    @aapp.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    ref = await add.delay(1, 2)
+    assert expected == [ref.id] and await aapp.task_queue.get(ref.id) is not None
+    await add.apply((1, 2), task_id="named")
+    await aapp.enqueue(add, 1, 2, task_id="named-too")
+    assert expected == [ref.id]

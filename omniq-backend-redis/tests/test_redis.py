@@ -478,6 +478,39 @@ async def test_wait_for_work_wakes_when_a_delayed_task_falls_due(
         await queue.close()
 
 
+async def test_a_wait_after_a_draining_reserve_sends_no_check(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The reserve that drained the queue said when its delayed task is due: the wait
+    after it sleeps until then without a wait_check.lua of its own."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    try:
+        await queue.wait_for_work(["d"], 0.01)  # the first call subscribes
+        due = (await queue.now()) + 0.4
+        await queue.enqueue_many([make_task(queue="d"), make_task(queue="d", eta=due)])
+        # (the batch's one wake-up, which the wait below takes)
+        await asyncio.wait_for(queue._wake[("d",)].wait(), 5.0)
+        await queue.wait_for_work(["d"], 5.0)
+        assert len(await queue.reserve(["d"], "w", 30.0, 10)) == 1
+        sent: list[bytes] = []
+        call = queue.shared.call_packed
+
+        async def counted(script: Any, packed: bytes) -> Any:
+            sent.append(packed)
+            return await call(script, packed)
+
+        queue.shared.call_packed = counted
+        try:
+            await queue.wait_for_work(["d"], 30.0)
+        finally:
+            del queue.shared.call_packed
+        assert sent == []
+        assert await queue.now() >= due - 0.01  # it slept until the eta, not the timeout
+        assert len(await queue.reserve(["d"], "w", 30.0, 10)) == 1
+    finally:
+        await queue.close()
+
+
 async def test_results_wait_wakes_on_set(redis_url: str, key_prefix: str) -> None:
     reader = await opened("result_storage", redis_url, key_prefix)
     writer = await opened("result_storage", redis_url, key_prefix, max_connections=7)
@@ -1003,3 +1036,125 @@ async def test_foreign_key_refuses_a_single_finish_with_nothing_written(
         await events.close()
         await results.close()
         await queue.close()
+
+
+async def expected_flushed(results: Any) -> None:
+    """Return once the results listener has handled every notification published before
+    this call: a result set under an expected id is seen only by its notification."""
+    results.expect("flush")
+    await results.set(TaskResult(task_id="flush", state=TaskState.SUCCEEDED, value=b"f"))
+    assert await results.wait("flush", 5.0) is not None
+
+
+async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_never(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result expected before its task was enqueued (the app's fresh ids) comes from
+    its notification with no read before the wait sleeps; the refused finish of an
+    attempt that lost its lease publishes nothing, so the waiter never sees its value."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        assert await results.wait("warm-up", 0.0) is None  # subscribes to the results
+        reads: list[list[str]] = []
+        read = results._get_many
+
+        async def counted(task_ids: Any) -> Any:
+            reads.append(list(task_ids))
+            return await read(task_ids)
+
+        monkeypatch.setattr(results, "_get_many", counted)
+        task = make_task(created_at=time.time())
+        results.expect(task.id)
+        await queue.enqueue(task)
+        [held] = await queue.reserve(["default"], "w1", 60, 1)
+        waiting = asyncio.create_task(results.wait(task.id, 30.0))
+        late = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"late")
+        refused = (task.id, "another-token", TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([refused], [late], [], results, None) == [False]
+        await expected_flushed(results)
+        assert not waiting.done()  # the late value was never published
+        ok = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"ok")
+        accepted = (task.id, held.lease_token, TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([accepted], [ok], [], results, None) == [True]
+        got = await asyncio.wait_for(waiting, 5.0)
+        assert got is not None and got.value == b"ok"
+        assert reads == []
+        # A result that came before its wait was caught all the same.
+        results.expect("early")
+        await results.set(TaskResult(task_id="early", state=TaskState.SUCCEEDED, value=b"e"))
+        await expected_flushed(results)
+        got = await results.wait("early", 5.0)
+        assert got is not None and got.value == b"e" and reads == []
+        # With no time to wait, an expected result not yet caught is read.
+        results.expect("now")
+        assert await results.wait("now", 0.0) is None and reads == [["now"]]
+    finally:
+        await queue.close()
+        await results.close()
+
+
+async def test_expectations_are_bounded_oldest_first(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that never waits keeps at most EXPECTED_MAX expectations; the wait for
+    one let go reads first, as without an expectation, and so does one made before the
+    results channel was subscribed (nothing caught it)."""
+    from omniq_backend_redis import results as results_module
+
+    monkeypatch.setattr(results_module, "EXPECTED_MAX", 2)
+    results = await opened("result_storage", redis_url, key_prefix)
+    try:
+        notifier = results.shared.notifier
+        channel = f"{key_prefix}:rn".encode()
+        results.expect("before-subscribing")
+        assert notifier.caught(channel, b"before-subscribing") == (False, None)
+        assert await results.wait("warm-up", 0.0) is None
+        for task_id in ("a", "b", "c"):
+            results.expect(task_id)
+        assert list(notifier._expected[channel]) == [b"b", b"c"]
+        await results.set(TaskResult(task_id="a", state=TaskState.SUCCEEDED, value=b"a"))
+        got = await results.wait("a", 5.0)  # read: its expectation was let go
+        assert got is not None and got.value == b"a"
+        notifier._wake_all()  # (what a reconnect does): an expectation not met says look
+        assert notifier.caught(channel, b"b") == (True, b"")
+    finally:
+        await results.close()
+
+
+async def test_a_stop_ends_the_workers_wait_for_work_and_a_cancel_still_cancels(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The reserve loop awaits the wait for work itself: request_stop cancels that wait
+    (the worker stops without waiting out poll_interval), and a cancellation from outside
+    is not taken for the stop's."""
+    from omniq import AsyncOmniQ
+    from omniq.testing.polling import eventually
+
+    url = f"{redis_url}?key_prefix={key_prefix}"
+    async with AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url) as app:
+
+        @app.task
+        async def noop() -> None:
+            pass
+
+        for stop in (True, False):
+            worker = app.worker(pool="async", poll_interval=60.0)
+            running = asyncio.create_task(worker.run(install_signals=False))
+            ref = await noop.delay()
+            await app.get_result(ref, timeout=10)
+
+            async def sleeping(worker: Any = worker) -> bool:
+                return worker._waiting is not None
+
+            await eventually(sleeping, "the worker never slept in its wait for work")
+            started = time.monotonic()
+            if stop:
+                worker.request_stop("test")
+                await asyncio.wait_for(running, 10)
+            else:
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(running, 10)
+            assert time.monotonic() - started < 10
+            assert worker._waiting is None

@@ -38,6 +38,9 @@ class Notifier:
         self._waiters: defaultdict[bytes, defaultdict[bytes, set[asyncio.Event]]] = defaultdict(
             lambda: defaultdict(set)
         )
+        #: per channel, the messages expected (see expect), oldest first: None until one
+        #: comes, then what followed its key (b"" for nothing, or after a reconnect)
+        self._expected: defaultdict[bytes, dict[bytes, bytes | None]] = defaultdict(dict)
 
     async def subscribe(self, channel: str) -> bool:
         """Subscribe once to ``channel``; True on the call that subscribed (the caller
@@ -60,6 +63,29 @@ class Notifier:
             raise
         return True
 
+    def expect(self, channel: bytes, key: bytes, keep: int) -> bool:
+        """Catch the next message for ``key`` on ``channel`` although nobody waits yet,
+        if the channel is subscribed (confirmed): from now on whatever is published on it
+        is caught, or a reconnect marks it to be looked at. Keeps the last ``keep``
+        expectations of the channel (a dict entry each: this runs per ``delay()``)."""
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None or not confirmed.done() or confirmed.cancelled():
+            return False
+        expected = self._expected[channel]
+        if len(expected) >= keep:
+            del expected[next(iter(expected))]
+        expected[key] = None
+        return True
+
+    def caught(self, channel: bytes, key: bytes) -> tuple[bool, bytes | None]:
+        """Take the expectation of ``key``: (False, None) for none (never made, or let
+        go); (True, None) when no message came yet; else (True, what followed the key),
+        b"" meaning look for yourself."""
+        expected = self._expected.get(channel)
+        if not expected or key not in expected:
+            return False, None
+        return True, expected.pop(key)
+
     def add(self, channel: str, event: asyncio.Event, message: bytes = ANY) -> None:
         self._waiters[channel.encode()][message].add(event)
 
@@ -71,6 +97,10 @@ class Notifier:
                 del by_message[message]
 
     def _wake_all(self) -> None:
+        for expected in self._expected.values():
+            for key, payload in expected.items():
+                if payload is None:
+                    expected[key] = b""
         for by_message in self._waiters.values():
             for events in by_message.values():
                 for event in events:
@@ -101,6 +131,11 @@ class Notifier:
                     self._wake_all()
             elif kind == b"message":
                 by_message = self._waiters.get(channel)
+                expected = self._expected.get(channel)
+                if expected:
+                    key, _, payload = data.partition(b" ")
+                    if key in expected:
+                        expected[key] = payload
                 if by_message:
                     key, _, payload = data.partition(b" ")
                     for event in by_message.get(ANY, ()):
@@ -146,3 +181,4 @@ class Notifier:
         for confirmed in self._confirmed.values():
             confirmed.cancel()
         self._confirmed.clear()
+        self._expected.clear()

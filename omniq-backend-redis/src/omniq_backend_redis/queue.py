@@ -111,6 +111,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         self._one_start: dict[int, bytes] = {}
         #: wait_check.lua's whole packed command, per tuple of queues
         self._wait_check: dict[tuple[str, ...], bytes] = {}
+        #: per tuple of queues, what the last reserve that drained them said of their
+        #: delayed tasks: the loop time the earliest is due (inf for none); taken by the
+        #: next wait_for_work instead of running wait_check.lua
+        self._drained: dict[tuple[str, ...], float] = {}
 
     async def close(self) -> None:
         if self._shared is not None:
@@ -341,6 +345,10 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         blob = await self._run(
             "reserve", [worker_id, number(lease), limit, secrets.token_hex(8), *queues]
         )
+        if type(blob) is list:  # it drained the queues: (rows, wait_check's answer)
+            blob, when = blob
+            due = float(when) if when else math.inf
+            self._drained[tuple(queues)] = asyncio.get_running_loop().time() + due
         try:
             return decode_rows(blob)
         except Exception:  # a record that does not decode: not on the hot path
@@ -625,21 +633,29 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             for q in names:
                 notifier.add(self.key("w", q), event)
         subscribed_now = [await notifier.subscribe(self.key("w", q)) for q in names]
+        drained_due = self._drained.pop(names, None)
         if any(subscribed_now) or event.is_set():
             event.clear()
             return
-        # Let what is ready go first: the worker calls this right after starting the
-        # tasks it reserved, and a short task's finish should not queue behind the check.
-        await asyncio.sleep(0)
-        script = self.shared.script("wait_check")
-        check = self._wait_check.get(names)
-        if check is None:
-            check = self._wait_check[names] = pack_script(script, [self.prefix, *names])
-        found = await self.shared.call_packed(script, check)
-        if found == b"r":
-            return
-        if found:
-            timeout = min(timeout, max(float(found), 0.0))
+        if drained_due is not None:
+            # A reserve drained these queues just before, and said when their first
+            # delayed task is due: what the check would say (work made ready since then
+            # published a wake-up, which set the event).
+            timeout = min(timeout, max(drained_due - asyncio.get_running_loop().time(), 0.0))
+        else:
+            # Let what is ready go first: the worker calls this right after starting the
+            # tasks it reserved, and a short task's finish should not queue behind the
+            # check.
+            await asyncio.sleep(0)
+            script = self.shared.script("wait_check")
+            check = self._wait_check.get(names)
+            if check is None:
+                check = self._wait_check[names] = pack_script(script, [self.prefix, *names])
+            found = await self.shared.call_packed(script, check)
+            if found == b"r":
+                return
+            if found:
+                timeout = min(timeout, max(float(found), 0.0))
         try:  # (no task per wait, unlike wait_for: one hop less to wake)
             async with asyncio.timeout(timeout):
                 await event.wait()

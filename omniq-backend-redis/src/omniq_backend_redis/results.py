@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -32,11 +33,29 @@ def set_args(results: Sequence[TaskResult]) -> list[Any]:
     return args
 
 
+#: Expectations kept at most (the oldest go first): a producer that never waits for its
+#: results must not keep one per task it enqueued.
+EXPECTED_MAX = 1024
+
+
 class RedisResultStorage(RedisStore, BaseResultStorage):
     capabilities = frozenset(
         {Capability.CROSS_PROCESS, Capability.NATIVE_TTL, Capability.RESULT_NOTIFY}
     )
     local_only = False
+
+    def _expect(self, task_id: str) -> None:
+        """Have the listener catch this result's notification from now on, while the
+        results channel is subscribed and before the task exists: the first wait then
+        needs no read before it sleeps. Nothing while the channel is not subscribed yet
+        (the first wait subscribes)."""
+        if self._shared is not None:
+            self._shared.notifier.expect(self._channel, task_id.encode(), EXPECTED_MAX)
+
+    @functools.cached_property
+    def _channel(self) -> bytes:
+        """The results channel's name (the prefix never changes)."""
+        return self.key("rn").encode()
 
     def _decode(self, task_id: str, value: bytes) -> TaskResult:
         if not value.startswith(_MARK):
@@ -70,21 +89,32 @@ class RedisResultStorage(RedisStore, BaseResultStorage):
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """Subscribe first, then read, then sleep until the result's notification; a
         small result comes in the notification (what the script wrote, in the same
-        step, so only a written, unexpired result is taken from it), a large one is read."""
+        step, so only a written, unexpired result is taken from it), a large one is read.
+        An expected result (:meth:`_expect`) is not read first: the listener has caught
+        its notification since before its task existed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         channel, message = self.key("rn"), task_id.encode()
-        event = Wake()
         notifier = self.shared.notifier
+        fresh, came = notifier.caught(self._channel, message)
+        event = Wake()
+        if came is not None:  # (its message came before the wait)
+            event.set()
+            event.payload = came
         notifier.add(channel, event, message)
         try:
-            await notifier.subscribe(channel)
+            if not fresh:
+                await notifier.subscribe(channel)
             while True:
-                event.clear()
-                payload, event.payload = event.payload, b""
-                result = self._noted(task_id, payload) if payload else None
-                if result is None:
-                    result = await self.get(task_id)
+                if fresh and not event.is_set() and deadline > loop.time():
+                    result = None  # (with no time to wait, a read says what is there)
+                else:
+                    event.clear()
+                    payload, event.payload = event.payload, b""
+                    result = self._noted(task_id, payload) if payload else None
+                    if result is None:
+                        result = await self.get(task_id)
+                fresh = False
                 remaining = deadline - loop.time()
                 if result is not None or remaining <= 0:
                     return result

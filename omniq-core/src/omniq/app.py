@@ -705,6 +705,8 @@ class AsyncOmniQ:
         tasks = [self._build_task(fn, args, kwargs, options, at)]
         if self.middleware.enqueues:
             await self.middleware.before_enqueue(tasks)
+        if options.get("task_id") is None:  # a fresh id: no result can exist under it
+            self.result_storage.expect(tasks[0].id)
         [stored] = await self.task_queue.enqueue_recorded(
             tasks, self._enqueued_events(tasks, at), self._event_storage()
         )

@@ -1125,6 +1125,19 @@ class BaseResultStorage(BaseStore):
     wait_poll: float = 0.002
     wait_poll_flat: float = 0.0
 
+    def expect(self, task_id: str) -> None:
+        """Note that a task under the fresh id ``task_id`` (made by the app for it, so no
+        result under it can exist yet) is about to be enqueued, before the enqueue is
+        sent: a storage whose notifications reach this process may start catching its
+        result now, and the first :meth:`wait` for it then need not read before it
+        sleeps. Nothing to undo when the enqueue fails (the wait just finds nothing)."""
+        self._expect(task_id)
+
+    def _expect(self, task_id: str) -> None:
+        """:meth:`expect`; the default does nothing (every wait reads first). A backend
+        that keeps an expectation keeps few (a producer may never wait), and its
+        :meth:`_wait` may skip the first read only for a result it would have caught."""
+
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""
         if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:

@@ -1,5 +1,8 @@
 -- ARGV: P, worker id, lease seconds, limit, token base, queue names...
--- Returns the rows of the reserved tasks (msgpack), highest priority first, then FIFO.
+-- Returns the rows of the reserved tasks (msgpack), highest priority first, then FIFO;
+-- when it drained the queues (fewer than the limit), {rows, when}: when is what
+-- wait_check.lua would say now ('' for no delayed task, else the seconds until the
+-- earliest is due), so the worker's wait that follows needs no check of its own.
 local worker, limit, base = ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local deadline, score = lease_deadline(tonumber(ARGV[3]))
 local started = num(NOW)
@@ -30,10 +33,11 @@ local function pop(want)
   return ids
 end
 
-local out = {}
-while #out < limit do
-  local ids = pop(limit - #out)
-  if #ids == 0 then break end
+local out, drained = {}, false
+while #out < limit and not drained do
+  local want = limit - #out
+  local ids = pop(want)
+  drained = #ids < want  -- (fewer than asked: every ready set is empty now)
   for _, id in ipairs(ids) do
     local f = load(id, false, true)
     -- An expired task leaves the ready set; cleanup() marks it expired.
@@ -43,4 +47,10 @@ while #out < limit do
   end
 end
 commit()
-return rows(out)
+if #out == limit then return rows(out) end
+local first
+for _, q in ipairs(queues) do
+  local head = redis.call('ZRANGE', qkey(q, 'delayed'), 0, 0, 'WITHSCORES')
+  if head[2] and (first == nil or tonumber(head[2]) < first) then first = tonumber(head[2]) end
+end
+return {rows(out), first and string.format('%.6f', first - NOW) or ''}

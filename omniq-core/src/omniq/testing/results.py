@@ -164,6 +164,30 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         assert got == result, "wait must return the result set meanwhile (by another instance)"
         assert time.monotonic() - started < 10.0
 
+    async def test_an_expected_result_is_found_however_it_comes(
+        self, result_storage: BaseResultStorage, result_storage_ref: Any
+    ) -> None:
+        """``expect()`` before a task exists never hides its result: one set before the
+        wait, one set during it, one asked for with no time to wait."""
+        assert await result_storage.wait("warm-up", 0.0) is None  # (a first wait may set up)
+        before, during, at_once = make_result(), make_result(), make_result()
+        for expected in (before, during, at_once):
+            result_storage.expect(expected.task_id)
+        async with open_store("result_storage", result_storage_ref) as writer:
+            await writer.set(before)
+            await writer.set(at_once)
+            assert await result_storage.wait(at_once.task_id, 0.0) == at_once
+            assert await result_storage.wait(before.task_id, 30.0) == before
+            async with anyio.create_task_group() as tg:
+
+                async def write_later() -> None:
+                    await anyio.sleep(SHORT)
+                    await writer.set(during)
+
+                tg.start_soon(write_later)
+                got = await result_storage.wait(during.task_id, 30.0)
+        assert got == during
+
     async def test_wait_returns_none_on_timeout(self, result_storage: BaseResultStorage) -> None:
         started = time.monotonic()
         assert await result_storage.wait("no-such-task", SHORT) is None

@@ -214,6 +214,12 @@ class Worker:
         self._outbox: list[_Done] = []
         self._events: list[TaskEvent] = []
         self._stopping: asyncio.Event | None = None
+        #: one wait on _stopping for every wait of the reserve loop (see _reserve_step)
+        self._stop_waiter: asyncio.Future[Any] | None = None
+        #: the reserve loop's task while it awaits wait_for_work itself (see
+        #: _wait_for_work), and whether request_stop cancelled that wait
+        self._waiting: asyncio.Task[Any] | None = None
+        self._stop_cancelled = False
         self._force = False
         self._wake_writer: asyncio.Event | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -243,6 +249,9 @@ class Worker:
         self.stop_reason = self.stop_reason or reason
         self._force = self._force or force
         self._stopping.set()
+        if self._waiting is not None and not self._stop_cancelled:
+            self._stop_cancelled = True
+            self._waiting.cancel()
         log.info("worker %s stopping (%s%s)", self.id, reason, ", at once" if self._force else "")
 
     def _install_signals(self) -> list[signal.Signals]:
@@ -343,30 +352,35 @@ class Worker:
         loop = asyncio.get_running_loop()
         idle_wait, backoff = 0.005, 0.1
         outage_since: float | None = None
-        while not self._stopping.is_set():
-            try:
-                idle_wait = await self._reserve_step(idle_wait)
-            except Exception as exc:
-                at = loop.time()
-                outage_since = at if outage_since is None else outage_since
-                if at - outage_since > self.reconnect_timeout:
-                    raise
-                log.warning(
-                    "worker %s: task queue failed (%s: %s); retrying in %.1f s",
-                    self.id,
-                    type(exc).__name__,
-                    mask_url(str(exc)),
-                    backoff,
-                )
+        try:
+            while not self._stopping.is_set():
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if outage_since is not None:
-                log.info("worker %s: task queue is back", self.id)
-            outage_since, backoff = None, 0.1
+                    idle_wait = await self._reserve_step(idle_wait)
+                except Exception as exc:
+                    at = loop.time()
+                    outage_since = at if outage_since is None else outage_since
+                    if at - outage_since > self.reconnect_timeout:
+                        raise
+                    log.warning(
+                        "worker %s: task queue failed (%s: %s); retrying in %.1f s",
+                        self.id,
+                        type(exc).__name__,
+                        mask_url(str(exc)),
+                        backoff,
+                    )
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if outage_since is not None:
+                    log.info("worker %s: task queue is back", self.id)
+                outage_since, backoff = None, 0.1
+        finally:
+            if self._stop_waiter is not None:
+                self._stop_waiter.cancel()
+                self._stop_waiter = None
 
     async def _reserve_step(self, idle_wait: float) -> float:
         """One reserve, or one wait for work or a free slot; returns the next idle wait."""
@@ -419,6 +433,10 @@ class Worker:
             elif self.burst and not self._running and await self._queues_empty():
                 self.request_stop("burst")
                 return idle_wait
+            elif self._wakes:  # nothing but the wait: awaited here, no task for it
+                await self._wait_for_work(min(idle_wait, self.poll_interval))
+                self._slot_freed.clear()
+                return min(idle_wait * 2, self.poll_interval)
             else:
                 waiter = asyncio.ensure_future(
                     queue.wait_for_work(self.queues, min(idle_wait, self.poll_interval))
@@ -426,20 +444,52 @@ class Worker:
                 idle_wait = min(idle_wait * 2, self.poll_interval)
         else:
             waiter = asyncio.ensure_future(self._slot_freed.wait())
-        stop = asyncio.ensure_future(self._stopping.wait())
+        # One wait on the stop for all the loop's waits: a new one per wait, cancelled
+        # after it, cost loop hops between a wake-up and the reserve it starts.
+        stop = self._stop_waiter
+        if stop is None:
+            stop = self._stop_waiter = asyncio.ensure_future(self._stopping.wait())
         # (a slot freed while the queue is drained brings no work a wake-up would not)
         slot = (
             asyncio.ensure_future(self._slot_freed.wait())
             if free > 0 and (held_back is not None or not self._wakes)
             else None
         )
-        pending = [f for f in (waiter, stop, slot) if f is not None]
-        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        pending = [f for f in (waiter, slot) if f is not None]
+        await asyncio.wait([*pending, stop], return_when=asyncio.FIRST_COMPLETED)
+        left = []
         for f in pending:
-            f.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+            if not f.done():
+                f.cancel()
+                left.append(f)
+            elif not f.cancelled():
+                f.exception()  # (a failed wait is not an error: the next step reserves)
+        if left:  # only what did not finish needs a hop to take its cancellation
+            await asyncio.gather(*left, return_exceptions=True)
         self._slot_freed.clear()
         return idle_wait
+
+    async def _wait_for_work(self, timeout: float) -> None:
+        """The backend's wait, awaited by the reserve loop itself: in a task of its own
+        under ``asyncio.wait`` with the stop, the wake-up took two more loop hops to
+        reach the reserve. :meth:`request_stop` cancels it instead. A failed wait is no
+        error (the next reserve says whether the store is there)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting, self._stop_cancelled = task, False
+        reached = False
+        try:
+            await self.task_queue.wait_for_work(self.queues, timeout)
+        except asyncio.CancelledError:
+            reached = True
+            if not self._stop_cancelled or task.uncancel() > 0:
+                raise  # (cancelled from outside, not only by the stop)
+        except Exception:
+            pass
+        finally:
+            if self._stop_cancelled and not reached:
+                task.uncancel()  # the wait took the stop's cancellation itself
+            self._waiting, self._stop_cancelled = None, False
 
     async def _queues_empty(self) -> bool:
         stats = await self.task_queue.stats()
