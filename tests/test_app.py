@@ -113,6 +113,35 @@ async def test_each_delay_gets_its_own_id_times_and_call(aapp):
     assert first.payload != second.payload
 
 
+async def test_result_storage_is_told_of_made_ids_before_their_enqueue(aapp, monkeypatch):
+    """``expect`` comes before the enqueue is sent, for ids the app made only: a given
+    task_id may already have a result, which its wait must read."""
+    order: list[str] = []
+    enqueue = aapp.task_queue.enqueue_recorded
+
+    async def recorded(tasks, *args):
+        order.extend(f"enqueue {t.id}" for t in tasks)
+        return await enqueue(tasks, *args)
+
+    monkeypatch.setattr(aapp.result_storage, "expect", lambda i: order.append(f"expect {i}"))
+    monkeypatch.setattr(aapp.task_queue, "enqueue_recorded", recorded)
+
+    @aapp.task
+    async def echo(x: int) -> int:
+        return x
+
+    made = await echo.delay(1)
+    given = await echo.apply((2,), task_id="given-id")
+    applied = await echo.apply((3,), priority=2)
+    assert order == [
+        f"expect {made.id}",
+        f"enqueue {made.id}",
+        f"enqueue {given.id}",
+        f"expect {applied.id}",
+        f"enqueue {applied.id}",
+    ]
+
+
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
     @aapp.task
     async def double(x: int) -> int:

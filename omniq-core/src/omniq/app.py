@@ -703,6 +703,10 @@ class AsyncOmniQ:
             await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
+        if "task_id" not in options:
+            # An id made just now: no result can exist yet (a given id may have one; one a
+            # middleware sets next gets no note, so its wait reads first).
+            self.result_storage.expect(tasks[0].id)
         if self.middleware.enqueues:
             await self.middleware.before_enqueue(tasks)
         [stored] = await self.task_queue.enqueue_recorded(

@@ -1125,6 +1125,14 @@ class BaseResultStorage(BaseStore):
     wait_poll: float = 0.002
     wait_poll_flat: float = 0.0
 
+    def expect(self, task_id: str) -> None:
+        """Told just before the enqueue of a task whose id the app made itself is sent:
+        no result for ``task_id`` can exist before this call. A store whose :meth:`_wait`
+        hears every result write (a listener already connected now) may note here that
+        its first wait for ``task_id`` need not read before waiting, unless it heard of
+        the id since. The default does nothing, so :meth:`_wait` reads first; a store
+        that keeps notes must bound them (a task's result may never be waited for)."""
+
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""
         if type(timeout) not in _NUMBERS or not 0 <= timeout < math.inf:
