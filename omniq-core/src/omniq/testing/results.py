@@ -164,6 +164,34 @@ class ResultStorageContract(StoreContract, ResultArgumentTests):
         assert got == result, "wait must return the result set meanwhile (by another instance)"
         assert time.monotonic() - started < 10.0
 
+    async def test_an_expected_result_is_found_however_it_was_written(
+        self, result_storage: BaseResultStorage, result_storage_ref: Any
+    ) -> None:
+        """``expect`` (told before a fresh id's enqueue) never makes ``wait`` miss the
+        result: set by another instance after the wait began, set before it, or present
+        when a wait of timeout 0 looks."""
+        await result_storage.wait("warm-up", 0)  # a listening store is up by now
+        async with open_store("result_storage", result_storage_ref) as writer:
+            later, earlier, instant = make_result(), make_result(), make_result()
+            for result in (later, earlier, instant):
+                result_storage.expect(result.task_id)
+            async with anyio.create_task_group() as tg:
+
+                async def write_later() -> None:
+                    await anyio.sleep(SHORT)
+                    await writer.set(later)
+
+                tg.start_soon(write_later)
+                assert await result_storage.wait(later.task_id, 30.0) == later
+            await writer.set(earlier)
+            assert await result_storage.wait(earlier.task_id, 30.0) == earlier
+            await writer.set(instant)
+
+            async def found() -> bool:
+                return await result_storage.wait(instant.task_id, 0) == instant
+
+            await eventually(found, "wait(timeout=0) missed an expected result already set")
+
     async def test_wait_returns_none_on_timeout(self, result_storage: BaseResultStorage) -> None:
         started = time.monotonic()
         assert await result_storage.wait("no-such-task", SHORT) is None
