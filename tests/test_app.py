@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from omniq import AsyncOmniQ, OmniQ, TaskRef
+from omniq import AsyncOmniQ, Middleware, OmniQ, TaskRef
 from omniq.errors import (
     CapabilityError,
     ConfigError,
@@ -111,6 +111,35 @@ async def test_each_delay_gets_its_own_id_times_and_call(aapp):
     for task in (first, second):
         assert task.expires_at == task.created_at + 60 and task.priority == 3
     assert first.payload != second.payload
+
+
+async def test_result_storage_is_told_of_made_ids_before_their_enqueue(aapp, monkeypatch):
+    """``expect`` comes before the enqueue is sent, for ids the app made only: a given
+    task_id may already have a result, which its wait must read."""
+    order: list[str] = []
+    enqueue = aapp.task_queue.enqueue_recorded
+
+    async def recorded(tasks, *args):
+        order.extend(f"enqueue {t.id}" for t in tasks)
+        return await enqueue(tasks, *args)
+
+    monkeypatch.setattr(aapp.result_storage, "expect", lambda i: order.append(f"expect {i}"))
+    monkeypatch.setattr(aapp.task_queue, "enqueue_recorded", recorded)
+
+    @aapp.task
+    async def echo(x: int) -> int:
+        return x
+
+    made = await echo.delay(1)
+    given = await echo.apply((2,), task_id="given-id")
+    applied = await echo.apply((3,), priority=2)
+    assert order == [
+        f"expect {made.id}",
+        f"enqueue {made.id}",
+        f"enqueue {given.id}",
+        f"expect {applied.id}",
+        f"enqueue {applied.id}",
+    ]
 
 
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):
@@ -582,18 +611,24 @@ async def test_a_worker_holds_concurrency_plus_prefetch_tasks(aapp, prefetch, he
     assert (await aapp.stats())["default"].get(TaskState.SUCCEEDED) == 12
 
 
-async def test_delay_expects_the_result_of_a_fresh_id_only(aapp, monkeypatch):
-    """The result storage hears of a task before its enqueue is sent when the app made
-    its id (no result can exist under it yet), not when the caller named the task."""
+async def test_an_id_a_middleware_sets_is_not_expected(aapp, monkeypatch):
+    """A middleware may name the task (an id that can already hold a result): only the
+    id the app made is noted, before the middleware runs, so the named task's wait reads
+    first."""
     expected: list[str] = []
     monkeypatch.setattr(aapp.result_storage, "expect", expected.append)
+
+    class Rename(Middleware):
+        async def before_enqueue(self, task: Task) -> None:
+            expected.append(f"made {task.id}")
+            task.id = "renamed"
+
+    aapp.add_middleware(Rename())
 
     @aapp.task
     async def add(a: int, b: int) -> int:
         return a + b
 
     ref = await add.delay(1, 2)
-    assert expected == [ref.id] and await aapp.task_queue.get(ref.id) is not None
-    await add.apply((1, 2), task_id="named")
-    await aapp.enqueue(add, 1, 2, task_id="named-too")
-    assert expected == [ref.id]
+    assert ref.id == "renamed" and await aapp.task_queue.get("renamed") is not None
+    assert len(expected) == 2 and expected[1] == f"made {expected[0]}"

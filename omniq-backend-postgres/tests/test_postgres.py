@@ -44,7 +44,7 @@ from omniq_backend_postgres.queue import (
     _insert_args,
     _insert_row,
 )
-from omniq_backend_postgres.results import CARRIED_MAX, PostgresResultStorage
+from omniq_backend_postgres.results import CARRIED_MAX, EXPECTED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
 from omniq_backend_postgres.store import compact, hot_alive
 
@@ -593,6 +593,182 @@ async def test_a_notify_with_the_bare_id_of_an_older_writer_still_wakes_the_wait
 
         assert await _woken_by(waiter, reads, result, write_as_before) == result
         assert reads == [result.task_id] * 2
+
+
+async def _listening(store: PostgresResultStorage) -> None:
+    """Bring ``store``'s listener up, as a producer's earlier ``get_result`` did."""
+    await store.wait("warm-up", 0)
+    assert store.listening
+
+
+async def _written_without_notify(
+    conn: asyncpg.Connection, schema: str, result: TaskResult
+) -> None:
+    await conn.execute(
+        f'INSERT INTO "{schema}".results (task_id, state, finished_at, data) '
+        "VALUES ($1, 'succeeded', $2, $3)",
+        result.task_id,
+        result.finished_at,
+        encoder.encode(result),
+    )
+
+
+async def _heard(store: PostgresResultStorage, conn: asyncpg.Connection, schema: str) -> None:
+    """Return once ``store``'s listener has heard a NOTIFY sent now: one committed before
+    it (delivered in commit order) has been heard too."""
+    seen = store._seen()
+    assert seen is not None
+    key = f"sentinel-{uuid.uuid4().hex}"
+    await conn.execute("SELECT pg_notify($1, $2)", f"omniq_{schema}_results", key)
+    await eventually(lambda: _true(store._heard_since([key], seen)), "the NOTIFY never came")
+
+
+async def test_an_expected_result_is_waited_for_with_no_read(
+    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task the app told the store of (``expect``, before its enqueue) while the
+    listener was up: its wait skips the first read and takes the NOTIFY's result."""
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
+        await _listening(waiter)
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result()
+        waiter.expect(result.task_id)
+        waiting = asyncio.ensure_future(waiter.wait(result.task_id, LONG))
+        await eventually(
+            lambda: _true(result.task_id in waiter._listener._waiters),  # type: ignore[union-attr]
+            "the wait never started watching",
+        )
+        assert reads == []
+        await writer.set(result)
+        assert await asyncio.wait_for(waiting, LONG / 2) == result
+        assert reads == [], "an expected result was read, not taken from its NOTIFY"
+        assert not waiter._expected, "the note outlived its wait"
+
+
+async def test_an_expected_result_heard_before_its_wait_is_read(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
+        await _listening(waiter)
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result()
+        waiter.expect(result.task_id)
+        await writer.set(result)
+        await _heard(waiter, conn, pg_schema)
+        assert await asyncio.wait_for(waiter.wait(result.task_id, LONG), LONG / 2) == result
+        assert reads == [result.task_id]
+
+
+async def test_an_expected_wait_that_hears_nothing_reads_before_giving_up(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result written with no NOTIFY (an older writer, or one still in flight) is still
+    found by the read that ends a wait, even one of timeout 0."""
+    async with PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter:
+        await _listening(waiter)
+        reads = _count_reads(waiter, monkeypatch)
+        for timeout in (0.0, 0.05):
+            result = make_result()
+            waiter.expect(result.task_id)
+            await _written_without_notify(conn, pg_schema, result)
+            assert await waiter.wait(result.task_id, timeout) == result
+            assert reads[-1] == result.task_id
+        absent = make_result()
+        waiter.expect(absent.task_id)
+        assert await waiter.wait(absent.task_id, 0) is None
+        assert reads[-1] == absent.task_id
+
+
+async def test_an_expected_wait_reads_after_the_listener_dropped(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop (or a new listening connection) between the note and the wait may have
+    lost the NOTIFY: the wait reads first."""
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as writer,
+    ):
+        await _listening(waiter)
+        reads = _count_reads(waiter, monkeypatch)
+        result = make_result()
+        waiter.expect(result.task_id)
+        listening = waiter._listener._conn  # type: ignore[union-attr]
+        assert listening is not None
+        await conn.execute("SELECT pg_terminate_backend($1)", listening.get_server_pid())
+        await eventually(lambda: _true(not waiter.listening), "the listener never dropped")
+        await writer.set(result)  # its NOTIFY reaches no one
+        assert await asyncio.wait_for(waiter.wait(result.task_id, LONG), LONG / 2) == result
+        assert reads == [result.task_id]
+
+
+def test_a_new_listening_connection_reads_as_heard_and_notes_are_bounded() -> None:
+    listener = Listener(None, "c")  # type: ignore[arg-type]
+    seen = listener.seen
+    listener._forget()  # what _ensure does with each new connection
+    assert listener.heard_since(["any"], seen)
+    store = PostgresResultStorage.from_url("postgresql://127.0.0.1/x")
+    store._listener = listener
+    listener._conn = _Up()  # type: ignore[assignment]
+    for i in range(EXPECTED_MAX + 5):
+        store.expect(f"t{i}")
+    assert 0 < len(store._expected) <= EXPECTED_MAX
+    store._listener = None
+    store._expected.clear()
+    store.expect("t")
+    assert not store._expected, "noted while not listening"
+
+
+class _Up:
+    def is_closed(self) -> bool:
+        return False
+
+
+async def test_a_fenced_late_result_never_reaches_a_waiting_producer(
+    pg_url: str, pg_schema: str, queue: PostgresTaskQueue, conn: asyncpg.Connection
+) -> None:
+    """A worker that lost its lease finishes late: its result is refused with its
+    completion, so no NOTIFY carries it and the waiting producer (no first read) gets
+    the result of the attempt that holds the lease."""
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as waiter,
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema, max_size=2) as results,
+    ):
+        await _listening(waiter)
+        task = make_task()
+        waiter.expect(task.id)
+        await queue.enqueue(task)
+        waiting = asyncio.ensure_future(waiter.wait(task.id, LONG))
+        [late] = await queue.reserve(["default"], "paused", 30)
+        assert await queue.release(task.id, late.lease_token or "")  # its lease is lost
+        [current] = await queue.reserve(["default"], "current", 30)
+        late_result = make_result(task_id=task.id, value=b"late")
+        accepted = await queue.finish_many(
+            [(task.id, late.lease_token or "", TaskState.SUCCEEDED, None)],
+            [late_result],
+            [],
+            results,
+            None,
+        )
+        assert accepted == [False]
+        await _heard(waiter, conn, pg_schema)
+        assert not waiting.done(), f"the late result reached the producer: {waiting}"
+        assert await results.get(task.id) is None
+        good = make_result(task_id=task.id, value=b"current")
+        accepted = await queue.finish_many(
+            [(task.id, current.lease_token or "", TaskState.SUCCEEDED, None)],
+            [good],
+            [],
+            results,
+            None,
+        )
+        assert accepted == [True]
+        assert await asyncio.wait_for(waiting, LONG / 2) == good
 
 
 def _count_next_ready(queue: PostgresTaskQueue, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -88,6 +88,9 @@ class Listener:
                 return
             conn.add_termination_listener(self._lost)
             self._conn = conn
+            # What came while no connection listened is unknown: a mark taken before
+            # (see heard_since) must read as "may have been heard".
+            self._forget()
 
     def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
         self.seen += 1
@@ -106,10 +109,13 @@ class Listener:
             event.carried = carried
             event.set()
 
-    def _lost(self, conn: object) -> None:
+    def _forget(self) -> None:
         self.seen += 1
         self._heard.clear()
         self._heard_from = self.seen
+
+    def _lost(self, conn: object) -> None:
+        self._forget()
         if conn is self._conn:
             self._conn = None
         for waiting in self._waiters.values():

@@ -885,17 +885,6 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                 return
             await wait_event(enqueued, timeout if delay is None else min(delay, timeout))
 
-    def _heard_since(self, queues: Sequence[str], seen: int) -> bool:
-        """Whether work for ``queues`` may have been announced (or the listening
-        connection dropped) since the listener's count was ``seen``."""
-        listener = self._listener
-        return listener is None or not listener.connected or listener.heard_since(queues, seen)
-
-    def _seen(self) -> int | None:
-        """The listener's count of notifications and drops, None while not listening."""
-        listener = self._listener
-        return listener.seen if listener is not None and listener.connected else None
-
     # -- schedules -----------------------------------------------------------------------
 
     async def _add_schedule(self, schedule: Schedule) -> Schedule:

@@ -17,6 +17,7 @@ from omniq.interfaces import BaseResultStorage, Capability
 from omniq.models import TaskResult, encoder, result_decoder
 from omniq.records import result_or_stand_in
 
+from .settings import PostgresSettings
 from .store import EPOCH_NOW, PostgresStore, broadcast, compact, wait_event
 
 __all__ = ["PostgresResultStorage"]
@@ -69,6 +70,9 @@ def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:
 
 #: Seconds between polls of wait() while no LISTEN connection is up.
 POLL_INTERVAL = 0.25
+#: Task ids :meth:`PostgresResultStorage.expect` remembers; past that many it starts
+#: over (a forgotten one's wait reads first, as without a note).
+EXPECTED_MAX = 1024
 LIVE = f"(expires_at IS NULL OR expires_at > {EPOCH_NOW})"
 
 
@@ -77,6 +81,22 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
         {Capability.CROSS_PROCESS, Capability.RESULT_NOTIFY}
     )
     channel_suffix = "results"
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        super().__init__(settings)
+        #: Task id -> the listener's count when its enqueue was about to be sent.
+        self._expected: dict[str, int] = {}
+
+    def _expect(self, task_id: str) -> None:
+        """Note the listener's count if it is listening now: every result written after
+        this (none can exist before) is then heard, so :meth:`_wait` need not read first
+        unless a notification for ``task_id``, or a drop, came since."""
+        seen = self._seen()
+        if seen is not None:
+            expected = self._expected
+            if len(expected) >= EXPECTED_MAX:
+                expected.clear()
+            expected[task_id] = seen
 
     async def _set_many(self, results: Sequence[TaskResult]) -> None:
         await self.execute(UPSERT, *upsert_args(results))
@@ -99,14 +119,21 @@ class PostgresResultStorage(PostgresStore, BaseResultStorage):
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as its NOTIFY arrives, from the payload when it carries it
-        (no query), else read back; polls only while the listening connection is down."""
+        (no query), else read back; polls only while the listening connection is down.
+        The first read is skipped when :meth:`expect` saw the listener up before the
+        task's enqueue and nothing for it was heard since (the NOTIFY will say)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        since = self._expected.pop(task_id, None)
         while True:
             async with self._watching([task_id]) as written:
-                result = await self.get(task_id)
+                # Unheard: not written before the watch began, so its NOTIFY will come
+                # (a wait that ends without one still reads, at the loop's next turn).
+                skip = since is not None and not self._heard_since([task_id], since)
+                since = None
+                result = None if skip else await self.get(task_id)
                 remaining = deadline - loop.time()
-                if result is not None or remaining <= 0:
+                if result is not None or (remaining <= 0 and not skip):
                     return result
                 await wait_event(
                     written, remaining if self.listening else min(remaining, POLL_INTERVAL)

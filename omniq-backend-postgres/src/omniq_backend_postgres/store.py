@@ -392,6 +392,17 @@ class PostgresStore(BaseStore):
     def listening(self) -> bool:
         return self._listener is not None and self._listener.connected
 
+    def _heard_since(self, keys: Sequence[str], seen: int) -> bool:
+        """Whether a notification for one of ``keys`` may have arrived (or the listening
+        connection dropped or changed) since the listener's count was ``seen``."""
+        listener = self._listener
+        return listener is None or not listener.connected or listener.heard_since(keys, seen)
+
+    def _seen(self) -> int | None:
+        """The listener's count of notifications and drops, None while not listening."""
+        listener = self._listener
+        return listener.seen if listener is not None and listener.connected else None
+
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
     """Wait for ``event`` at most ``timeout`` seconds. ``asyncio.timeout`` rather than

@@ -703,10 +703,12 @@ class AsyncOmniQ:
             await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
+        if options.get("task_id") is None:
+            # An id made just now: no result can exist yet (a given id may have one; one a
+            # middleware sets next gets no note, so its wait reads first).
+            self.result_storage.expect(tasks[0].id)
         if self.middleware.enqueues:
             await self.middleware.before_enqueue(tasks)
-        if options.get("task_id") is None:  # a fresh id: no result can exist under it
-            self.result_storage.expect(tasks[0].id)
         [stored] = await self.task_queue.enqueue_recorded(
             tasks, self._enqueued_events(tasks, at), self._event_storage()
         )

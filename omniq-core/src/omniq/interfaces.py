@@ -1136,7 +1136,8 @@ class BaseResultStorage(BaseStore):
     def _expect(self, task_id: str) -> None:
         """:meth:`expect`; the default does nothing (every wait reads first). A backend
         that keeps an expectation keeps few (a producer may never wait), and its
-        :meth:`_wait` may skip the first read only for a result it would have caught."""
+        :meth:`_wait` may skip the first read only for a result it would have caught, and
+        still reads before it gives up (a notification can be late or lost)."""
 
     async def wait(self, task_id: str, timeout: float) -> TaskResult | None:
         """The result as soon as it exists, or None after ``timeout`` seconds (>= 0)."""

@@ -1,0 +1,104 @@
+"""Enqueue-to-result latency with the CPU each side spends per task, for A/B work on a
+shared machine where wall time alone says little.
+
+    .venv/bin/python benchmarks/latency_cpu.py postgresql://postgres@127.0.0.1:5432/test?schema=lat
+    .venv/bin/python benchmarks/latency_cpu.py <url> -n 300 --no-expect   # the wait reads first
+
+One ``omniq worker`` subprocess (``bench_tasks:app``, events on) and ``n`` sequential
+``delay()`` + ``get_result`` after 20 of warm-up. Prints wall p50/p99, then CPU per task:
+this process (``os.times``), the worker and, on PostgreSQL, the database's backends
+(``/proc`` counters, Linux, 10 ms ticks: use a few hundred tasks). ``--no-expect`` turns
+:meth:`~omniq.interfaces.BaseResultStorage.expect` off (the base's no-op), as before it
+existed. It purges the queue it uses: give it an empty schema or database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+WORKER = [sys.executable, "-m", "omniq.cli", "worker", "--app", "bench_tasks:app", "--no-progress"]
+WORKER += ["--log-level", "WARNING"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def backend_pids(url: str) -> list[int]:
+    """The server processes of every session on ``url``'s database but this one."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return []
+    import asyncpg
+
+    conn = await asyncpg.connect(url.split("?")[0])
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [row[0] for row in rows]
+
+
+async def main(url: str, n: int, expect: bool) -> None:
+    sys.path.insert(0, str(HERE))
+    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
+        os.environ[name] = url
+    os.environ["OMNIQ_EVENTS"] = "true"
+    from bench_tasks import app, noop_async
+
+    from omniq.interfaces import BaseResultStorage
+
+    await app.open()
+    if not expect:
+        type(app.result_storage).expect = BaseResultStorage.expect  # type: ignore[method-assign]
+    await app.purge()
+    worker = subprocess.Popen(WORKER, cwd=HERE)  # noqa: ASYNC220 (once, before the clock)
+    try:
+        for _ in range(20):
+            await app.get_result((await noop_async.delay()).id, timeout=60)
+        pids = await backend_pids(url)
+        before = os.times(), cpu_seconds(worker.pid), sum(map(cpu_seconds, pids))
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            await app.get_result((await noop_async.delay()).id, timeout=60)
+            samples.append(time.perf_counter() - started)
+        after = os.times(), cpu_seconds(worker.pid), sum(map(cpu_seconds, pids))
+    finally:
+        worker.terminate()
+        worker.wait()
+        await app.close()
+    samples.sort()
+    own = (after[0].user + after[0].system - before[0].user - before[0].system) / n
+    print(
+        f"p50 {statistics.median(samples) * 1e3:.2f} ms, p99 "
+        f"{samples[max(int(n * 0.99) - 1, 0)] * 1e3:.2f} ms; CPU per task: producer "
+        f"{own * 1e3:.3f} ms, worker {(after[1] - before[1]) / n * 1e3:.3f} ms, server "
+        f"{(after[2] - before[2]) / n * 1e3:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("-n", type=int, default=300)
+    parser.add_argument("--no-expect", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.n, not args.no_expect))
