@@ -54,9 +54,10 @@ def blob(data: bytes) -> bytes | bytearray:
 
 def task_params(task: Task) -> tuple[Any, ...]:
     """The row for ``task``, in :data:`TASK_COLUMNS` order (the payload as a
-    :func:`blob`)."""
+    :func:`blob`; the state by the member's attribute: ``.value`` is a Python-level
+    property of :class:`enum.Enum`)."""
     return (
-        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state.value,
+        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state._value_,
         task.created_at, task.eta, task.expires_at, task.timeout, task.max_retries,
         task.retry_backoff, task.retry_backoff_max, task.max_deliveries, task.attempts,
         msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
@@ -98,7 +99,7 @@ class RowInsert:
             )
         return sql
 
-    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    def run(self, conn: sqlite3.Connection | sqlite3.Cursor, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` in order: one ``execute`` for a single row, else one
         ``executemany`` per run of rows with the same NULL columns (a batch of one
         task function's calls is one run)."""

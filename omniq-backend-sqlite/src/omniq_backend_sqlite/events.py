@@ -56,7 +56,9 @@ async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent])
     await conn.executemany(_INSERT, [_params(e) for e in events])
 
 
-def insert_events_now(conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> None:
+def insert_events_now(
+    conn: sqlite3.Connection | sqlite3.Cursor, events: Sequence[TaskEvent]
+) -> None:
     """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
     if len(events) == 1 and events[0].worker_id is None:  # a delay()'s
         conn.execute(_INSERT_NO_WORKER, _params_no_worker(events[0]))
