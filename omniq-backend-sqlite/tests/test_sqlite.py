@@ -646,3 +646,30 @@ def _enqueued(task: Task) -> Any:
     return make_event(
         task_id=task.id, queue=task.queue, detail={"name": task.name, "state": task.state.value}
     )
+
+
+def test_row_insert_looks_only_at_optional_columns() -> None:
+    """RowInsert names every required column and only the non-None optional ones; a
+    None in a required column is bound as NULL and refused by SQLite, as when it was
+    left out (NOT NULL without a default)."""
+    from omniq_backend_sqlite._rows import RowInsert
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a TEXT NOT NULL, b TEXT, c TEXT NOT NULL DEFAULT 'x')")
+    insert = RowInsert("t", ("a", "b", "c"), required=("a",))
+    assert insert(("1", None, None)) == ("INSERT INTO t (a) VALUES (?)", ("1",))
+    assert insert(("2", "b", None)) == ("INSERT INTO t (a, b) VALUES (?, ?)", ("2", "b"))
+    assert insert(("3", None, "y")) == ("INSERT INTO t (a, c) VALUES (?, ?)", ("3", "y"))
+    for row in (("1", None, None), ("2", "b", None), ("3", None, "y")):
+        conn.execute(*insert(row))
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall() == [
+        ("1", None, "x"),
+        ("2", "b", "x"),
+        ("3", None, "y"),
+    ]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(*insert((None, "b", "z")))
+    one = RowInsert("t", ("a", "b"), required=("a",))  # one optional column
+    assert one(("4", "q")) == ("INSERT INTO t (a, b) VALUES (?, ?)", ("4", "q"))
+    every = RowInsert("t", ("a", "b"))  # none required: all looked at
+    assert every(("5", None)) == ("INSERT INTO t (a) VALUES (?)", ("5",))

@@ -56,6 +56,7 @@ from ._direct import DIRECT_ROWS, check_rows
 from ._rows import (
     COLUMNS_SQL,
     TASK_COLUMNS,
+    TASK_REQUIRED,
     RowInsert,
     encode_error,
     log,
@@ -742,8 +743,10 @@ def _enqueue_one_now(
     return [task]
 
 
-_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS)
-_INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
+_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS, required=TASK_REQUIRED)
+_INSERT_NEW = RowInsert(
+    "omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING", required=TASK_REQUIRED
+)
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
