@@ -607,3 +607,69 @@ async def test_processes_enqueueing_and_reserving_never_share_a_task(url: str) -
     received: Counter[Any] = Counter(i for _, got, _ in reports for i in got)
     assert [i for i, n in received.items() if n > 1] == [], "a task was delivered twice"
     assert set(received) == set(ids)
+
+
+def test_delay_admits_as_the_general_path() -> None:
+    """A delay()'s task (no parents) is admitted by ready_state alone: the same stored
+    task as the general path's initial_state gives, copy or not."""
+    from omniq_backend_sqlite.queue import _admit, _admit_ready
+
+    at = time.time()
+    for task in (
+        make_task(created_at=at - 1),  # the usual delay(): returned as is
+        make_task(),  # no created_at: filled in
+        make_task(created_at=at, eta=at + 60),  # scheduled
+        make_task(created_at=at, eta=at - 60),  # eta passed: pending
+        make_task(created_at=at, state=TaskState.SCHEDULED),  # said scheduled, is ready
+        make_task(created_at=at, on_parent_failure="run"),
+    ):
+        admitted = _admit_ready(task, at)
+        assert admitted == _admit(task, {}, at)
+        assert (admitted is task) == (_admit(task, {}, at) is task)
+
+
+async def test_delay_of_an_existing_id_reads_it_back(url: str) -> None:
+    """The one-task insert and its event share a cursor: an id already stored is read
+    back as stored (not overwritten), with its event saying so."""
+    async with queue_at(url) as q, events_at(url) as ev:
+        first = make_task(id="same", created_at=time.time(), queue="a")
+        [stored] = await q.enqueue_recorded([first], [_enqueued(first)], ev)
+        again = make_task(id="same", created_at=time.time(), queue="b")
+        [kept] = await q.enqueue_recorded([again], [_enqueued(again)], ev)
+        assert kept == stored and kept.queue == "a"
+        events = await ev.query(task_id="same")
+        assert [e.queue for e in events] == ["a", "a"]
+        assert all(e.detail["state"] == TaskState.PENDING.value for e in events)
+
+
+def _enqueued(task: Task) -> Any:
+    return make_event(
+        task_id=task.id, queue=task.queue, detail={"name": task.name, "state": task.state.value}
+    )
+
+
+def test_row_insert_looks_only_at_optional_columns() -> None:
+    """RowInsert names every required column and only the non-None optional ones; a
+    None in a required column is bound as NULL and refused by SQLite, as when it was
+    left out (NOT NULL without a default)."""
+    from omniq_backend_sqlite._rows import RowInsert
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a TEXT NOT NULL, b TEXT, c TEXT NOT NULL DEFAULT 'x')")
+    insert = RowInsert("t", ("a", "b", "c"), required=("a",))
+    assert insert(("1", None, None)) == ("INSERT INTO t (a) VALUES (?)", ("1",))
+    assert insert(("2", "b", None)) == ("INSERT INTO t (a, b) VALUES (?, ?)", ("2", "b"))
+    assert insert(("3", None, "y")) == ("INSERT INTO t (a, c) VALUES (?, ?)", ("3", "y"))
+    for row in (("1", None, None), ("2", "b", None), ("3", None, "y")):
+        conn.execute(*insert(row))
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall() == [
+        ("1", None, "x"),
+        ("2", "b", "x"),
+        ("3", None, "y"),
+    ]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(*insert((None, "b", "z")))
+    one = RowInsert("t", ("a", "b"), required=("a",))  # one optional column
+    assert one(("4", "q")) == ("INSERT INTO t (a, b) VALUES (?, ?)", ("4", "q"))
+    every = RowInsert("t", ("a", "b"))  # none required: all looked at
+    assert every(("5", None)) == ("INSERT INTO t (a) VALUES (?)", ("5",))

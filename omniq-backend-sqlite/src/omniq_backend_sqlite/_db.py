@@ -258,14 +258,15 @@ class Database:
         connection: the sum only grows), signal the waiters (_wake.py) and let the
         checkpointer see how much has changed."""
         direct = self._direct
-        total = conn.total_changes + (0 if direct is None else direct.total_changes)
+        # (aiosqlite's total_changes is two properties deep: one less)
+        total = conn._conn.total_changes + (0 if direct is None else direct.total_changes)
         if total == self._total_changes:
             return
         self._total_changes = total
-        if not self.settings.memory:
+        checkpointer = self._checkpointer
+        if checkpointer is not None:  # (a file: a memory database has none)
             signal_commit(self._wal_path)
-        if self._checkpointer is not None:
-            self._checkpointer.changed(total)
+            checkpointer.changed(total)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -326,8 +327,13 @@ class Database:
         ``DIRECT_ROWS`` goes to the connection's thread at once, without first
         beginning (and rolling back) the transaction on the loop's thread."""
         direct = self._direct
-        if direct is not None and size <= DIRECT_ROWS and not self._catch_up_due():
-            conn = self.conn  # (raises once closed)
+        checkpointer = self._checkpointer
+        if (
+            direct is not None
+            and size <= DIRECT_ROWS
+            and (checkpointer is None or not checkpointer.catch_up)  # (_catch_up_due)
+        ):
+            conn = self._conn or self.conn  # (the property raises once closed)
             done = direct.run(fn, args, kwargs)
             if not isinstance(done, NotNow):
                 self._changed(conn)

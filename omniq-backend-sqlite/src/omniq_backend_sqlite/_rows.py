@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import compress, groupby, repeat
 from operator import is_not, itemgetter
 from typing import Any
@@ -32,6 +32,12 @@ TASK_COLUMNS = (
     "on_parent_failure", "pass_results",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(TASK_COLUMNS)
+#: The columns NOT NULL without a default (:class:`RowInsert`'s ``required``).
+TASK_REQUIRED = (
+    "id", "name", "queue", "payload", "priority", "state", "created_at", "max_retries",
+    "retry_backoff", "retry_backoff_max", "max_deliveries", "attempts", "result_ttl",
+    "dead_ttl",
+)  # fmt: skip
 
 
 def encode_error(error: ErrorInfo | None) -> str | None:
@@ -54,9 +60,10 @@ def blob(data: bytes) -> bytes | bytearray:
 
 def task_params(task: Task) -> tuple[Any, ...]:
     """The row for ``task``, in :data:`TASK_COLUMNS` order (the payload as a
-    :func:`blob`)."""
+    :func:`blob`; the state by the member's attribute: ``.value`` is a Python-level
+    property of :class:`enum.Enum`)."""
     return (
-        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state.value,
+        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state._value_,
         task.created_at, task.eta, task.expires_at, task.timeout, task.max_retries,
         task.retry_backoff, task.retry_backoff_max, task.max_deliveries, task.attempts,
         msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
@@ -69,23 +76,46 @@ def task_params(task: Task) -> tuple[Any, ...]:
 
 class RowInsert:
     """``INSERT`` statements naming only a row's non-NULL columns: a column left out
-    takes its default, NULL for every nullable column (a NOT NULL one is never None),
-    and SQLite binds and copies fewer values (a new task has 10-12 NULL columns of 28;
-    :mod:`sqlite3` also tries to adapt each None it binds, see :func:`blob`).
+    takes its default, NULL for every nullable column, and SQLite binds and copies fewer
+    values (a new task has 10-12 NULL columns of 28; :mod:`sqlite3` also tries to adapt
+    each None it binds, see :func:`blob`).
     One statement text per set of columns, cached here (and prepared once by
-    :mod:`sqlite3`'s own statement cache)."""
+    :mod:`sqlite3`'s own statement cache).
 
-    def __init__(self, table: str, columns: Sequence[str], suffix: str = "") -> None:
+    ``required`` names columns that are NOT NULL without a default: they are always
+    named and bound, and only the other columns are looked at for None (a task's 14 of
+    28: ~0.5 µs less a row). A None in one is refused by SQLite as before (NOT NULL)."""
+
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[str],
+        suffix: str = "",
+        required: Sequence[str] = (),
+    ) -> None:
         self._head = f"INSERT INTO {table} ("
         self._columns = tuple(columns)
         self._suffix = f" {suffix}" if suffix else ""
         self._sql: dict[tuple[bool, ...], str] = {}
+        #: The positions that may hold None, and a getter of their values.
+        self._optional = tuple(i for i, c in enumerate(self._columns) if c not in required)
+        self._pick = _getter(self._optional)
+        #: By which optional values are not None: the statement and a getter of its values.
+        self._forms: dict[tuple[bool, ...], tuple[str, Callable[[Sequence[Any]], Any]]] = {}
 
     def __call__(self, params: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
         """The statement and its parameters for the row ``params`` (in column order)."""
-        present = tuple(map(is_not, params, _NONES))
-        sql = self._sql.get(present) or self.statement(present)
-        return sql, tuple(compress(params, present))
+        key = tuple(map(is_not, self._pick(params), _NONES))
+        form = self._forms.get(key) or self._form(key)
+        return form[0], form[1](params)
+
+    def _form(self, key: tuple[bool, ...]) -> tuple[str, Callable[[Sequence[Any]], Any]]:
+        present = [True] * len(self._columns)
+        for i, here in zip(self._optional, key, strict=True):
+            present[i] = here
+        kept = tuple(compress(range(len(present)), present))
+        form = self._forms[key] = (self.statement(tuple(present)), _getter(kept))
+        return form
 
     def statement(self, present: tuple[bool, ...]) -> str:
         """The statement naming the columns ``present`` marks (in column order)."""
@@ -98,7 +128,7 @@ class RowInsert:
             )
         return sql
 
-    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    def run(self, conn: sqlite3.Connection | sqlite3.Cursor, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` in order: one ``execute`` for a single row, else one
         ``executemany`` per run of rows with the same NULL columns (a batch of one
         task function's calls is one run)."""
@@ -107,6 +137,17 @@ class RowInsert:
             return
         for sql, run in groupby(map(self, rows), key=itemgetter(0)):
             conn.executemany(sql, [params for _, params in run])
+
+
+def _getter(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function of a row giving the tuple of its values at ``positions``
+    (``itemgetter`` of one position gives the value itself)."""
+    if len(positions) == 1:
+        [i] = positions
+        return lambda row: (row[i],)
+    if not positions:
+        return lambda row: ()
+    return itemgetter(*positions)
 
 
 _NONES = repeat(None)

@@ -27,7 +27,7 @@ _COLUMNS_SQL = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO omniq_events ({_COLUMNS_SQL}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: Naming only the non-NULL columns: an enqueued event has no worker, and :mod:`sqlite3`
 #: tries to adapt a None it binds (see ``_rows.blob``).
-_INSERT_ROW = RowInsert("omniq_events", _COLUMNS)
+_INSERT_ROW = RowInsert("omniq_events", _COLUMNS, required=_COLUMNS[:5])  # (NOT NULL)
 #: A single event without a worker (a ``delay()``'s): a fixed statement, which costs
 #: less than RowInsert's look at each value.
 _INSERT_NO_WORKER = _INSERT_ROW.statement(tuple(c != "worker_id" for c in _COLUMNS))
@@ -56,7 +56,9 @@ async def insert_events(conn: aiosqlite.Connection, events: Sequence[TaskEvent])
     await conn.executemany(_INSERT, [_params(e) for e in events])
 
 
-def insert_events_now(conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> None:
+def insert_events_now(
+    conn: sqlite3.Connection | sqlite3.Cursor, events: Sequence[TaskEvent]
+) -> None:
     """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
     if len(events) == 1 and events[0].worker_id is None:  # a delay()'s
         conn.execute(_INSERT_NO_WORKER, _params_no_worker(events[0]))

@@ -34,7 +34,7 @@ from omniq.interfaces import (
     check_seq_cursor,
     gather_batches,
 )
-from omniq.lifecycle import initial_state
+from omniq.lifecycle import initial_state, ready_state
 from omniq.limits import SCAN_AHEAD, Gate, Limits, Reservation
 from omniq.models import (
     TERMINAL_STATES,
@@ -56,6 +56,7 @@ from ._direct import DIRECT_ROWS, check_rows
 from ._rows import (
     COLUMNS_SQL,
     TASK_COLUMNS,
+    TASK_REQUIRED,
     RowInsert,
     encode_error,
     log,
@@ -730,19 +731,22 @@ def _enqueue_one_now(
     """:func:`_enqueue_now` for one task without parents (what ``delay()`` sends): the
     insert itself tells whether the id was new (``ON CONFLICT DO NOTHING``), so a new
     task, the usual case, costs no lookup; only an existing one is read back."""
-    task = _admit(given, {}, time.time())
-    if conn.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
-        [row] = conn.execute(
+    task = _admit_ready(given, time.time())
+    cursor = conn.cursor()  # (one for both inserts: Connection.execute makes one a call)
+    if cursor.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
+        [row] = cursor.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
         ).fetchall()
         task = row_to_task(row)
     if events:
-        insert_events_now(conn, [as_stored(events[0], task)])
+        insert_events_now(cursor, [as_stored(events[0], task)])
     return [task]
 
 
-_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS)
-_INSERT_NEW = RowInsert("omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING")
+_INSERT = RowInsert("omniq_tasks", TASK_COLUMNS, required=TASK_REQUIRED)
+_INSERT_NEW = RowInsert(
+    "omniq_tasks", TASK_COLUMNS, "ON CONFLICT (id) DO NOTHING", required=TASK_REQUIRED
+)
 
 
 def _admit(task: Task, known: dict[str, str], now: float) -> Task:
@@ -756,6 +760,17 @@ def _admit(task: Task, known: dict[str, str], now: float) -> Task:
         return msgspec.structs.replace(
             task, state=state, created_at=created, finished_at=now, error=error
         )
+    if state is task.state and created == task.created_at:
+        return task  # (a delay()'s task: no copy)
+    return msgspec.structs.replace(task, state=state, created_at=created)
+
+
+def _admit_ready(task: Task, now: float) -> Task:
+    """:func:`_admit` for a task without parents: :func:`ready_state` is what
+    :func:`initial_state` decides for it, without its checks of parents (a generator
+    and two calls a ``delay()``)."""
+    created = task.created_at or now
+    state = ready_state(task, now)
     if state is task.state and created == task.created_at:
         return task  # (a delay()'s task: no copy)
     return msgspec.structs.replace(task, state=state, created_at=created)

@@ -160,7 +160,7 @@ def as_stored(event: TaskEvent, task: Task, state: TaskState | None = None) -> T
     its queue, and its name and state (``task.state`` unless given) in the detail (see
     ``BaseTaskQueue._enqueue``). An event that says so already is returned as is (no copy: a
     bulk enqueue's events usually do)."""
-    said = (task.state if state is None else state).value
+    said = (task.state if state is None else state)._value_  # (not the enum's property)
     detail = event.detail
     if (
         event.queue == task.queue
