@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NoOpTracerProvider, StatusCode
+from opentelemetry.util._once import Once
 
 from omniq.models import Task
 from omniq_opentelemetry import TracingMiddleware
@@ -67,3 +70,55 @@ def test_discovery_imports_no_opentelemetry() -> None:
     code = "import sys, omniq_opentelemetry.plugin; print('opentelemetry' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["False"]
+
+
+@pytest.mark.anyio
+async def test_without_an_sdk_only_the_current_context_travels() -> None:
+    """With the API's own provider no span records: an enqueue outside any trace leaves
+    the headers alone, one inside a trace (a context from another process) carries that
+    trace's context as the API's tracer would, and the attempt runs under it."""
+    mw = TracingMiddleware(NoOpTracerProvider())
+    quiet = Task(id="q", name="n")
+    await mw.before_enqueue(quiet)
+    assert quiet.headers == {}
+    await mw.before_run(quiet)
+    assert not trace.get_current_span().get_span_context().is_valid
+    await mw.after_success(quiet, None)
+
+    incoming = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    token = otel_context.attach(propagate.extract(incoming))
+    try:
+        task = Task(id="t", name="n")
+        await mw.before_enqueue(task)
+    finally:
+        otel_context.detach(token)
+    assert task.headers["traceparent"] == incoming["traceparent"]
+    await mw.before_run(task)
+    running = trace.get_current_span().get_span_context()
+    assert format(running.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    await mw.after_success(task, None)
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+@pytest.mark.anyio
+async def test_a_provider_set_after_the_middleware_was_made_records() -> None:
+    """The global provider is looked up at each enqueue: the API's proxy before an SDK is
+    set records nothing, the SDK's set later does."""
+    mw = TracingMiddleware()
+    before = Task(id="b", name="n")
+    await mw.before_enqueue(before)
+    assert "traceparent" not in before.headers
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    trace.set_tracer_provider(provider)
+    try:
+        after = Task(id="a", name="n")
+        await mw.before_enqueue(after)
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        provider.shutdown()
+    (send,) = exporter.get_finished_spans()
+    assert after.headers["traceparent"].split("-")[2] == format(send.context.span_id, "016x")
