@@ -806,3 +806,24 @@ async def test_expectations_are_bounded_and_a_reconnect_makes_the_wait_read(
         got = await results.wait("b", 5.0)
         assert got is not None and got.value == b"b" and reads == [[token("b")]]
         assert results._expected == {}  # every expectation made before it let go
+
+
+async def test_a_scan_reads_every_key_across_many_small_pulls(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """Scans pull a few messages at a time (a burst of many held up the replies of the
+    tasks' own steps): every key still comes, once, with its latest value."""
+    from omniq_backend_nats import connection
+
+    count = connection._SCAN_BATCH * 3 + 1
+    async with results_at(nats_url, nats_prefix) as results:
+        stored = [
+            TaskResult(task_id=f"r{i}", state=TaskState.SUCCEEDED, value=b"%d" % i)
+            for i in range(count)
+        ]
+        await results.set_many(stored)
+        await results.set(TaskResult(task_id="r0", state=TaskState.SUCCEEDED, value=b"new"))
+        seen = [key async for key, _, _ in results.scan_bucket(results.bucket)]
+        assert sorted(seen) == sorted(token(r.task_id) for r in stored)
+        got = await results.get("r0")
+        assert got is not None and got.value == b"new"
