@@ -752,6 +752,7 @@ async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_neve
         await expected_flushed(results)
         assert not waiting.done()  # the late value was never put
         ok = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"ok")
+        assert held.lease_token is not None
         accepted = (task.id, held.lease_token, TaskState.SUCCEEDED, None)
         assert await queue.finish_many([accepted], [ok], [], results, None) == [True]
         got = await asyncio.wait_for(waiting, 5.0)
@@ -827,3 +828,31 @@ async def test_a_scan_reads_every_key_across_many_small_pulls(
         assert sorted(seen) == sorted(token(r.task_id) for r in stored)
         got = await results.get("r0")
         assert got is not None and got.value == b"new"
+
+
+async def test_a_process_that_stopped_waiting_stops_receiving_every_result(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription to every key is dropped at a put once no wait started for
+    KEEP_IDLE seconds: expectations are not kept then, and the next wait subscribes
+    again and reads first."""
+    from omniq_backend_nats import results as results_module
+
+    async with results_at(nats_url, nats_prefix) as results:
+        assert await results.wait("warm-up", 0.0) is None
+        sub = results._every
+        assert sub is not None and results._since is not None
+        monkeypatch.setattr(results_module, "KEEP_IDLE", 0.0)
+        await results.set(TaskResult(task_id="other", state=TaskState.SUCCEEDED, value=b"o"))
+
+        async def dropped() -> bool:
+            return results._every is None and sub.subject not in {
+                s.subject for s in results.nc._subs.values()
+            }
+
+        await eventually(dropped, "the subscription to every key dropped")
+        results.expect("later")
+        assert results._expected == {}  # nothing would catch it
+        await results.set(TaskResult(task_id="later", state=TaskState.SUCCEEDED, value=b"l"))
+        got = await results.wait("later", 5.0)  # subscribes again, reads
+        assert got is not None and got.value == b"l" and results._every is not None

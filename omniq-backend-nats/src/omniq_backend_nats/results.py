@@ -15,6 +15,7 @@ deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -38,6 +39,9 @@ _WINDOW = 512
 #: Expectations kept (:meth:`NatsResultStorage.expect`): a producer may never wait, so
 #: past this many the oldest is let go (its wait reads first, as without one).
 EXPECTED_MAX = 1024
+#: Seconds without a wait after which the subscription to every key is dropped at the
+#: next put: a process that stopped waiting stops receiving every result.
+KEEP_IDLE = 60.0
 
 
 class NatsResultStorage(NatsStore, BaseResultStorage):
@@ -70,6 +74,9 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         #: The client's reconnect count when that subscription was known registered
         #: (None before): a reconnect since may have lost puts, so expectations reset.
         self._since: int | None = None
+        #: Loop time of the last wait's start.
+        self._waited = 0.0
+        self._dropping: asyncio.Task[None] | None = None  # (a reference keeps it alive)
         #: Expected keys, oldest first -> the put's data once it came (b"" before).
         self._expected: dict[str, bytes] = {}
         #: Keys waited for -> the waits' futures, given the put's data.
@@ -107,6 +114,16 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                     waiter.set_result(msg.data)
         elif key in self._expected:
             self._expected[key] = msg.data
+        elif not self._waiters and asyncio.get_running_loop().time() - self._waited > KEEP_IDLE:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Stop receiving every put (no wait for a while): the next wait subscribes again
+        and reads first; expectations until then are not kept."""
+        sub, self._every, self._since = self._every, None, None
+        self._expected.clear()
+        if sub is not None:  # (not from inside its own callback's task)
+            self._dropping = asyncio.get_running_loop().create_task(_unsubscribe(sub))
 
     async def _subscribe(self) -> None:
         """Subscribe to every key of the bucket, once (the client re-subscribes by
@@ -175,6 +192,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         key = token(task_id)
+        self._waited = loop.time()
         if self._every is None:
             await self._subscribe()
         came = self._expected.pop(key, None)
@@ -215,3 +233,8 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
             waiters.discard(waiter)
             if not waiters and self._waiters.get(key) is waiters:
                 del self._waiters[key]
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    with contextlib.suppress(Exception):  # (closed meanwhile: nothing to stop)
+        await sub.unsubscribe()
