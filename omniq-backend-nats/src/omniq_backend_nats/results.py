@@ -5,7 +5,8 @@ message on the key's subject (core NATS, no consumer) carries the stored result,
 read follows it. The first wait subscribes to every key of the bucket (one core-NATS
 subscription per store, kept while it is open), which lets :meth:`expect` catch the
 result of a task ``delay()`` is about to enqueue: that wait then sleeps with no read
-before it. The cost: this process receives every result put in the bucket from then on.
+before it. The cost: this process receives every result put in the bucket while it waits
+(the subscription is dropped after :data:`KEEP_IDLE` seconds without a wait).
 Each result's own ``expires_at`` is checked on read and swept by ``cleanup()``; the
 bucket-wide ``max_age`` option (default: none) adds the engine's own TTL as a safety net,
 which is why NATIVE_TTL is not declared: a result with ``expires_at=None`` must stay until
