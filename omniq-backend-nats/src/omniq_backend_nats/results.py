@@ -3,7 +3,7 @@
 A re-run overwrites the key (history 1). ``wait()`` wakes on the write itself: the put's
 message on the key's subject (core NATS, no consumer) carries the stored result, so no
 read follows it. The first wait subscribes to every key of the bucket (one core-NATS
-subscription per store, kept while it is open), which lets :meth:`expect` catch the
+subscription per store), which lets :meth:`expect` catch the
 result of a task ``delay()`` is about to enqueue: that wait then sleeps with no read
 before it. The cost: this process receives every result put in the bucket while it waits
 (the subscription is dropped after :data:`KEEP_IDLE` seconds without a wait).
