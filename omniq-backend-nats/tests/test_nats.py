@@ -4,6 +4,7 @@ hostile names, the repairs of its crash windows, and a server restart mid-run.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -28,12 +29,13 @@ from nats.js import api
 from omniq.errors import ConfigError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
-from omniq.models import Task, TaskState, encoder
+from omniq.models import Task, TaskResult, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_schedule, make_task
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
+from omniq_backend_nats.results import NatsResultStorage
 
 pytestmark = pytest.mark.anyio
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -334,6 +336,7 @@ _DIE_AFTER_PULL = """
 import asyncio, os, signal, sys
 from omniq.registry import registry
 from omniq_backend_nats.queue import NatsTaskQueue
+from omniq_backend_nats.results import NatsResultStorage
 
 async def die(*args, **kwargs):
     print("pulled", flush=True)
@@ -699,3 +702,157 @@ async def test_a_slot_freed_while_a_limited_reserve_judges_starts_the_next_after
         monkeypatch.setattr(q, "now", before_the_end)
         (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
         assert got.id == second.id and (got.started_at or 0.0) >= ended
+
+
+@contextlib.asynccontextmanager
+async def results_at(url: str, prefix: str) -> AsyncIterator[NatsResultStorage]:
+    store = registry.resolve("result_storage", {"backend": "nats", "url": url, "prefix": prefix})
+    assert isinstance(store, NatsResultStorage)
+    async with store:
+        yield store
+
+
+async def expected_flushed(results: NatsResultStorage) -> None:
+    """Return once the results store has handled every put made before this call: a
+    result under an expected id is seen only by its put's message."""
+    results.expect("flush")
+    await results.set(TaskResult(task_id="flush", state=TaskState.SUCCEEDED, value=b"f"))
+    assert await results.wait("flush", 5.0) is not None
+
+
+async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_never(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result expected before its task was enqueued (the app's fresh ids) comes from
+    its put's message with no read before the wait sleeps; the refused finish of an
+    attempt that lost its lease puts nothing, so the waiter never sees its value."""
+    async with (
+        queue_at(nats_url, nats_prefix) as queue,
+        results_at(nats_url, nats_prefix) as results,
+    ):
+        results.expect("before-the-first-wait")
+        assert "before-the-first-wait" not in results._expected  # nothing would catch it
+        assert await results.wait("warm-up", 0.0) is None  # subscribes to every key
+        reads: list[list[str]] = []
+        read = results.inbox.get
+
+        async def counted(bucket: str, keys: Any) -> Any:
+            reads.append(list(keys))
+            return await read(bucket, keys)
+
+        monkeypatch.setattr(results.inbox, "get", counted)
+        task = make_task(created_at=time.time())
+        results.expect(task.id)
+        await queue.enqueue(task)
+        [held] = await queue.reserve(["default"], "w1", 60, 1)
+        waiting = asyncio.create_task(results.wait(task.id, 30.0))
+        late = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"late")
+        refused = (task.id, "another-token", TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([refused], [late], [], results, None) == [False]
+        await expected_flushed(results)
+        assert not waiting.done()  # the late value was never put
+        ok = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"ok")
+        assert held.lease_token is not None
+        accepted = (task.id, held.lease_token, TaskState.SUCCEEDED, None)
+        assert await queue.finish_many([accepted], [ok], [], results, None) == [True]
+        got = await asyncio.wait_for(waiting, 5.0)
+        assert got is not None and got.value == b"ok"
+        assert reads == []
+        # A result that came before its wait was caught all the same.
+        results.expect("early")
+        await results.set(TaskResult(task_id="early", state=TaskState.SUCCEEDED, value=b"e"))
+        await expected_flushed(results)
+        got = await results.wait("early", 5.0)
+        assert got is not None and got.value == b"e" and reads == []
+        # With no time to wait, an expected result not yet caught is read.
+        results.expect("now")
+        assert await results.wait("now", 0.0) is None and reads == [[token("now")]]
+        # Waits not expected read first, as before.
+        assert await results.wait(task.id, 1.0) is not None
+        assert reads[-1] == [token(task.id)]
+
+
+async def test_expectations_are_bounded_and_a_reconnect_makes_the_wait_read(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that never waits keeps at most EXPECTED_MAX expectations (the oldest
+    let go: its wait reads first); after a reconnect, which may have lost puts, an
+    expectation made before it is not trusted either."""
+    from omniq_backend_nats import results as results_module
+
+    monkeypatch.setattr(results_module, "EXPECTED_MAX", 2)
+    async with results_at(nats_url, nats_prefix) as results:
+        assert await results.wait("warm-up", 0.0) is None
+        for task_id in ("a", "b", "c"):
+            results.expect(task_id)
+        assert list(results._expected) == [token("b"), token("c")]
+        await results.set(TaskResult(task_id="a", state=TaskState.SUCCEEDED, value=b"a"))
+        got = await results.wait("a", 5.0)  # read: its expectation was let go
+        assert got is not None and got.value == b"a"
+        # A put lost while disconnected: the expectation says nothing came, and the
+        # client's reconnect count moved since the subscription was known registered.
+        del results._expected[token("b")]
+        await results.set(TaskResult(task_id="b", state=TaskState.SUCCEEDED, value=b"b"))
+        await expected_flushed(results)
+        results.expect("b")
+        reads: list[list[str]] = []
+        read = results.inbox.get
+
+        async def counted(bucket: str, keys: Any) -> Any:
+            reads.append(list(keys))
+            return await read(bucket, keys)
+
+        monkeypatch.setattr(results.inbox, "get", counted)
+        monkeypatch.setitem(results.nc.stats, "reconnects", results.nc.stats["reconnects"] + 1)
+        got = await results.wait("b", 5.0)
+        assert got is not None and got.value == b"b" and reads == [[token("b")]]
+        assert results._expected == {}  # every expectation made before it let go
+
+
+async def test_a_scan_reads_every_key_across_many_small_pulls(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """Scans pull a few messages at a time (a burst of many held up the replies of the
+    tasks' own steps): every key still comes, once, with its latest value."""
+    from omniq_backend_nats import connection
+
+    count = connection._SCAN_BATCH * 3 + 1
+    async with results_at(nats_url, nats_prefix) as results:
+        stored = [
+            TaskResult(task_id=f"r{i}", state=TaskState.SUCCEEDED, value=b"%d" % i)
+            for i in range(count)
+        ]
+        await results.set_many(stored)
+        await results.set(TaskResult(task_id="r0", state=TaskState.SUCCEEDED, value=b"new"))
+        seen = [key async for key, _, _ in results.scan_bucket(results.bucket)]
+        assert sorted(seen) == sorted(token(r.task_id) for r in stored)
+        got = await results.get("r0")
+        assert got is not None and got.value == b"new"
+
+
+async def test_a_process_that_stopped_waiting_stops_receiving_every_result(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription to every key is dropped at a put once no wait started for
+    KEEP_IDLE seconds: expectations are not kept then, and the next wait subscribes
+    again and reads first."""
+    from omniq_backend_nats import results as results_module
+
+    async with results_at(nats_url, nats_prefix) as results:
+        assert await results.wait("warm-up", 0.0) is None
+        sub = results._every
+        assert sub is not None and results._since is not None
+        monkeypatch.setattr(results_module, "KEEP_IDLE", 0.0)
+        await results.set(TaskResult(task_id="other", state=TaskState.SUCCEEDED, value=b"o"))
+
+        async def dropped() -> bool:
+            return results._every is None and sub.subject not in {
+                s.subject for s in results.nc._subs.values()
+            }
+
+        await eventually(dropped, "the subscription to every key dropped")
+        results.expect("later")
+        assert results._expected == {}  # nothing would catch it
+        await results.set(TaskResult(task_id="later", state=TaskState.SUCCEEDED, value=b"l"))
+        got = await results.wait("later", 5.0)  # subscribes again, reads
+        assert got is not None and got.value == b"l" and results._every is not None

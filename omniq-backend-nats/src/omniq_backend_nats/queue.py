@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -345,7 +346,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         held messages and the results and events of the accepted items (the stores are
         given only when they share this queue's server: one wait for all)."""
 
-        async def write(accepted: builtins.list[bool]) -> None:
+        async def write(accepted: builtins.list[bool]) -> Awaitable[None]:
+            """Send the accepted items' results and events now (no wait: a waiting
+            ``get_result`` sees its result sooner), and return the wait for them."""
             kept_results, kept_events = accepted_writes(items, accepted, results, events)
             requests: builtins.list[Request] = []
             if kept_results and result_storage is not None:
@@ -354,13 +357,25 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             if kept_events and event_storage is not None:
                 assert isinstance(event_storage, NatsEventStorage)
                 requests += publishes(event_storage.messages(kept_events))
-            try:
-                await self._send(requests)
-            except Exception:
-                # The states changed already (their tokens are spent): never repeat that,
-                # write again through the stores, retried. Results imply their store.
-                sink = cast(BaseResultStorage, result_storage)
-                await write_accepted(kept_results, kept_events, sink, event_storage)
+            sent: Sent | None = None
+            if 0 < len(requests) <= _WINDOW:
+                with contextlib.suppress(Exception):  # (sent again below, windowed)
+                    sent = await self.inbox.send(requests)
+
+            async def landed() -> None:
+                try:
+                    if sent is not None:
+                        sequences(await sent.replies())
+                    else:
+                        await self._send(requests)
+                except Exception:
+                    # The states changed already (their tokens are spent): never repeat
+                    # that, write again through the stores, retried. Results imply their
+                    # store.
+                    sink = cast(BaseResultStorage, result_storage)
+                    await write_accepted(kept_results, kept_events, sink, event_storage)
+
+            return landed()
 
         changed = await self._finish_jobs(await self._completions(items), write)
         return [done is not None for done in changed]
@@ -379,11 +394,12 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
     async def _finish_jobs(
         self,
         jobs: Sequence[_Finish],
-        then: Callable[[builtins.list[bool]], Awaitable[None]] | None = None,
+        then: Callable[[builtins.list[bool]], Awaitable[Awaitable[None]]] | None = None,
     ) -> builtins.list[tuple[Task, Task] | None]:
         """:meth:`_finish_one` for a batch, step by step: records; messages, together with
-        ``then`` (told which jobs were accepted), whose writes (the results) go out first
-        so that a waiting ``get_result`` sees them sooner; dependents."""
+        ``then`` (told which jobs were accepted; it sends its writes, the results, and
+        returns their wait), whose writes go out first, before the loop hop of the
+        gather, so that a waiting ``get_result`` sees them sooner; dependents."""
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries(
             [
@@ -397,8 +413,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES
         ]
         accepted = [done is not None for done in changed]
+        landing = await then(accepted) if then is not None else _none()
         _, _, dependents = await asyncio.gather(
-            then(accepted) if then is not None else _none(),
+            landing,
             self._settle_messages(moved),
             self._any_dependents() if ended else _false(),
         )

@@ -1,20 +1,28 @@
 """Results in a JetStream KV bucket ``<prefix>_results``, one key per task id.
 
-A re-run overwrites the key (history 1). ``wait()`` subscribes to the key's subject
-(core NATS, no consumer), so it wakes on the write itself. Each result's own
-``expires_at`` is checked on read and swept by ``cleanup()``; the bucket-wide ``max_age``
-option (default: none) adds the engine's own TTL as a safety net, which is why NATIVE_TTL
-is not declared: a result with ``expires_at=None`` must stay until deleted.
+A re-run overwrites the key (history 1). ``wait()`` wakes on the write itself: the put's
+message on the key's subject (core NATS, no consumer) carries the stored result, so no
+read follows it. The first wait subscribes to every key of the bucket (one core-NATS
+subscription per store), which lets :meth:`expect` catch the
+result of a task ``delay()`` is about to enqueue: that wait then sleeps with no read
+before it. The cost: this process receives every result put in the bucket while it waits
+(the subscription is dropped after :data:`KEEP_IDLE` seconds without a wait).
+Each result's own ``expires_at`` is checked on read and swept by ``cleanup()``; the
+bucket-wide ``max_age`` option (default: none) adds the engine's own TTL as a safety net,
+which is why NATIVE_TTL is not declared: a result with ``expires_at=None`` must stay until
+deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
-import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from omniq.interfaces import BaseResultStorage, Capability
@@ -22,13 +30,19 @@ from omniq.models import TaskResult, encoder
 from omniq.options import Option
 from omniq.records import result_or_stand_in
 
-from .connection import OPTIONS, NatsStore
+from .connection import OPTIONS, NatsSettings, NatsStore
 from .names import token
 
 __all__ = ["NatsResultStorage"]
 
 #: How many puts one wait covers.
 _WINDOW = 512
+#: Expectations kept (:meth:`NatsResultStorage.expect`): a producer may never wait, so
+#: past this many the oldest is let go (its wait reads first, as without one).
+EXPECTED_MAX = 1024
+#: Seconds without a wait after which the subscription to every key is dropped at the
+#: next put: a process that stopped waiting stops receiving every result.
+KEEP_IDLE = 60.0
 
 
 class NatsResultStorage(NatsStore, BaseResultStorage):
@@ -50,8 +64,78 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
 
     _kv: KeyValue
 
+    def __init__(self, settings: NatsSettings) -> None:
+        super().__init__(settings)
+        self._subscribing = asyncio.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        #: The subscription to every key of the bucket, once a wait made it.
+        self._every: Subscription | None = None
+        #: The client's reconnect count when that subscription was known registered
+        #: (None before): a reconnect since may have lost puts, so expectations reset.
+        self._since: int | None = None
+        #: Loop time of the last wait's start.
+        self._waited = 0.0
+        self._dropping: asyncio.Task[None] | None = None  # (a reference keeps it alive)
+        #: Expected keys, oldest first -> the put's data once it came (b"" before).
+        self._expected: dict[str, bytes] = {}
+        #: Keys waited for -> the waits' futures, given the put's data.
+        self._waiters: dict[str, set[asyncio.Future[bytes]]] = {}
+
     async def _setup(self) -> None:
         self._kv = await self.ensure_bucket(self.bucket, ttl=self.settings["max_age"])
+
+    async def close(self) -> None:
+        await super().close()
+        self._reset()
+
+    def _expect(self, task_id: str) -> None:
+        """Catch this result's put from now on, once the subscription to every key is
+        registered with the server (the server handles the task's enqueue after it, so
+        it will deliver the put). Nothing before the first wait made it."""
+        if self._since is None:
+            return
+        expected = self._expected
+        if len(expected) >= EXPECTED_MAX:
+            del expected[next(iter(expected))]
+        expected[token(task_id)] = b""
+
+    async def _on_put(self, msg: Msg) -> None:
+        """A put in the bucket: hand it to the waits for its key, or keep it for an
+        expected key. Only what a store wrote reaches this subject: a finish puts the
+        result only after its fenced completion was accepted."""
+        if not msg.data or (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE)):
+            return
+        key = msg.subject[self._cut :]
+        waiters = self._waiters.get(key)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(msg.data)
+        elif key in self._expected:
+            self._expected[key] = msg.data
+        elif not self._waiters and asyncio.get_running_loop().time() - self._waited > KEEP_IDLE:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Stop receiving every put (no wait for a while): the next wait subscribes again
+        and reads first; expectations until then are not kept."""
+        sub, self._every, self._since = self._every, None, None
+        self._expected.clear()
+        if sub is not None:  # (not from inside its own callback's task)
+            self._dropping = asyncio.get_running_loop().create_task(_unsubscribe(sub))
+
+    async def _subscribe(self) -> None:
+        """Subscribe to every key of the bucket, once (the client re-subscribes by
+        itself after a reconnect)."""
+        async with self._subscribing:
+            if self._every is None:
+                self._every = await self.nc.subscribe(f"$KV.{self.bucket}.>", cb=self._on_put)
+
+    @property
+    def _cut(self) -> int:
+        return len(self.bucket) + 5  # "$KV." + bucket + "."
 
     def _live(self, data: bytes | None, at: float, task_id: str = "") -> TaskResult | None:
         if not data:
@@ -100,30 +184,58 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         return sum(done)
 
     async def _wait(self, task_id: str, timeout: float) -> TaskResult | None:
-        """Subscribe (core NATS) to the key's subject, then read it: a put after the
+        """Wait on the subscription to every key, then read the key: a put after the
         read arrives on the subscription, which the server registered before it
-        answered the read (same connection, in order). No consumer is created: a KV
-        watch costs a consumer create and delete per wait."""
+        answered the read (same connection, in order). An expected key (:meth:`expect`)
+        is not read first: its put was caught since before its task existed (a
+        reconnect since, which may have lost it, makes the wait read). No consumer is
+        created: a KV watch costs a consumer create and delete per wait."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         key = token(task_id)
-        sub = await self.nc.subscribe(f"$KV.{self.bucket}.{key}")
+        self._waited = loop.time()
+        if self._every is None:
+            await self._subscribe()
+        came = self._expected.pop(key, None)
+        if self._since is not None and self.nc.stats["reconnects"] != self._since:
+            self._since = self.nc.stats["reconnects"]
+            self._expected.clear()
+            came = None  # (made before the reconnect: its put may be lost)
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        waiters = self._waiters.setdefault(key, set())
+        waiters.add(waiter)
         try:
-            (entry,) = await self.inbox.get(self.bucket, [key])
-            if entry is not None:
-                result = self._live(entry[0], await self.now(), task_id)
+            if came:
+                result = self._live(came, await self.now(), task_id)
                 if result is not None:
                     return result
+            elif came is None or deadline <= loop.time():
+                (entry,) = await self.inbox.get(self.bucket, [key])
+                if self._since is None:  # (the read went after the subscription)
+                    self._since = self.nc.stats["reconnects"]
+                if entry is not None:
+                    result = self._live(entry[0], await self.now(), task_id)
+                    if result is not None:
+                        return result
             while (remaining := deadline - loop.time()) > 0:
-                try:
-                    msg = await sub.next_msg(timeout=remaining)
-                except nats.errors.TimeoutError:
+                try:  # (no task per wait, unlike wait_for: one hop less to wake)
+                    async with asyncio.timeout(remaining):
+                        data = await waiter
+                except TimeoutError:
                     return None
-                if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
-                    continue
-                result = self._live(msg.data, await self.now(), task_id)
+                waiters.discard(waiter)
+                waiter = loop.create_future()
+                waiters.add(waiter)
+                result = self._live(data, await self.now(), task_id)
                 if result is not None:
                     return result
             return None
         finally:
-            await sub.unsubscribe()
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(key) is waiters:
+                del self._waiters[key]
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    with contextlib.suppress(Exception):  # (closed meanwhile: nothing to stop)
+        await sub.unsubscribe()
