@@ -8,7 +8,7 @@ One ``omniq worker`` subprocess (``bench_tasks:app``, events on) and ``n`` seque
 ``delay()`` + ``get_result`` after 20 of warm-up. Prints wall p50/p99, then CPU per task:
 this process (``os.times``), the worker and, on PostgreSQL, the database's backends
 (``/proc`` counters, Linux, 10 ms ticks: use a few hundred tasks). ``--no-expect`` turns
-:meth:`~omniq.interfaces.BaseResultStorage.expect` off (the base's no-op), as before it
+the backend's ``_expect`` off (the base's no-op behind ``expect``), as before it
 existed. It purges the queue it uses: give it an empty schema or database.
 """
 
@@ -67,7 +67,7 @@ async def main(url: str, n: int, expect: bool) -> None:
 
     await app.open()
     if not expect:
-        type(app.result_storage).expect = BaseResultStorage.expect  # type: ignore[method-assign]
+        type(app.result_storage)._expect = BaseResultStorage._expect  # type: ignore[method-assign]
     await app.purge()
     worker = subprocess.Popen(WORKER, cwd=HERE)  # noqa: ASYNC220 (once, before the clock)
     try:
