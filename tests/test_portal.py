@@ -233,7 +233,9 @@ def test_many_threads_share_one_portal(portal: Portal) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda i: portal.call(echo, i), range(400))) == list(range(400))
     state = portal._state
-    assert state is not None and state.queued == 0 and not state.handing_back
+    assert state is not None and state.queued == 0
+    # the last served caller can wake before the portal's thread has left run_forever
+    assert _poll(lambda: not state.handing_back)
     assert portal.call(echo, 7) == 7
 
 
@@ -377,3 +379,33 @@ def test_a_thread_running_a_loop_of_its_own_hands_its_calls_over(portal: Portal)
 
     assert asyncio.run(from_another_loop()) != threading.get_ident()
     assert portal.call(asyncio.sleep, 0, "back") == "back"
+
+
+class _Pinger:
+    def __init__(self) -> None:
+        self.pings = 0
+
+    async def ping(self, n: int = 1, *, by: int = 1) -> int:
+        self.pings += n * by
+        return self.pings
+
+
+class _SyncPinger(sync.SyncWrapper[_Pinger]):
+    ping = sync.blocking(_Pinger.ping)
+    pong = sync.blocking(_Pinger.ping)  # another attribute, the same async method
+
+
+def test_a_blocking_method_is_built_once_per_facade_and_looks_the_method_up_per_call() -> None:
+    with _SyncPinger(_Pinger()) as pinger:
+        assert pinger.ping() == 1 and pinger.ping(2) == 3 and pinger.ping(1, by=3) == 6
+        assert pinger.ping is pinger.ping and "ping" in vars(pinger)
+        assert pinger.pong(4) == 10 and "pong" in vars(pinger)  # kept under its own name
+        assert pinger.pong is not pinger.ping
+        assert pinger.ping.__name__ == "ping" and pinger.ping.__wrapped__ is _Pinger.ping
+
+        async def replaced(n: int = 1, *, by: int = 1) -> int:
+            return -1
+
+        pinger.aio.ping = replaced  # type: ignore[method-assign]
+        assert pinger.ping() == -1  # found at the call, not when the facade built it
+    assert _SyncPinger.ping.method is _Pinger.ping

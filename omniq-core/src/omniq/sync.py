@@ -84,13 +84,7 @@ class Portal:
         """Run ``func(*args)`` (a coroutine function, or a function returning an
         awaitable) on the loop and return its result, raising what it raises."""
         state = self._state or self._start()
-        running = asyncio._get_running_loop()
-        if running is state.loop or state.serving == _get_ident():
-            raise RuntimeError(
-                "Portal.call() cannot run on the portal's own loop thread (it would wait "
-                "for itself); await the async API there instead"
-            )
-        result: R = state.call(func, args, running is None)
+        result: R = state.call(func, args)
         return result
 
     def on_loop_thread(self) -> bool:
@@ -123,6 +117,10 @@ class Portal:
 #: How long the loop stays free after a caller's call before the portal's thread takes
 #: it back (a caller calling again within it drives the loop itself).
 IDLE = 0.005
+
+#: Every call's task is named (Python 3.11 formats a default name, "Task-<n>", for each).
+_CALL_NAME = "omniq.sync.call"
+_monotonic = time.monotonic
 
 #: ``_Loop.driver`` when the portal's own thread runs the loop.
 PORTAL = -1
@@ -163,8 +161,26 @@ class _Loop:
         with self.changed:
             self.changed.notify_all()
 
-    def call(self, func: Callable[..., Any], args: tuple[Any, ...], may_drive: bool) -> Any:
-        me = threading.get_ident()
+    def call(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        me = _get_ident()
+        running = _get_running_loop()
+        if running is self.loop or me == self.serving:
+            raise RuntimeError(
+                "Portal.call() cannot run on the portal's own loop thread (it would wait "
+                "for itself); await the async API there instead"
+            )
+        with self.lock:  # the common case: the loop is free, this thread runs it
+            drive = self.driver is None and running is None and not self.closing
+            if drive:
+                self.driver = me
+        if drive:
+            return self.drive(func, args, me)
+        return self.enter(func, args, me, running is None)
+
+    def enter(
+        self, func: Callable[..., Any], args: tuple[Any, ...], me: int, may_drive: bool
+    ) -> Any:
+        """Drive the loop, or hand the call over to the thread that runs it."""
         while True:
             with self.lock:
                 closing = self.closing
@@ -202,16 +218,18 @@ class _Loop:
         main = me == _main_ident
         if main:
             _main_driven = call
-            if _getsignal(_SIGINT) is signal.default_int_handler:
+            if _getsignal(_SIGINT) is _default_int_handler:
                 _sigint.install()
+            thread = _main_thread
+        else:
+            thread = _current_thread()
         # Threads the call starts (aiosqlite's, executors') are daemons, as they were
         # when only the portal's daemon thread ran the loop: a store nobody closed must
         # not hold the interpreter's exit up (Python joins non-daemon threads first).
-        thread = threading.current_thread()
         daemon = thread._daemonic  # type: ignore[attr-defined]  # (the property's value)
         thread._daemonic = True  # type: ignore[attr-defined]
         try:
-            call.task = loop.create_task(call.run())
+            call.task = loop.create_task(call.run(), name=_CALL_NAME)
             while not call.done:
                 loop.run_forever()
         except BaseException:
@@ -230,7 +248,7 @@ class _Loop:
         return call.outcome()
 
     def release(self, hand_over: bool = False) -> None:
-        now = time.monotonic()
+        now = _monotonic()
         with self.lock:
             if hand_over or self.queued or self.closing:
                 self.driver = PORTAL
@@ -345,7 +363,11 @@ class _Sigint:
 _sigint = _Sigint()
 _getsignal = _signal.getsignal
 _SIGINT = int(signal.SIGINT)
-_main_ident = threading.main_thread().ident
+_main_thread = threading.main_thread()
+_main_ident = _main_thread.ident
+_default_int_handler = signal.default_int_handler
+_current_thread = threading.current_thread
+_get_running_loop = asyncio.events._get_running_loop
 _main_driven: _Call | None = None
 
 
@@ -415,9 +437,10 @@ def _waker() -> _Waker:
 def _forget_wakers() -> None:
     """A forked child must not share its parent's pairs (it could read its bytes), nor
     its portals' loops (their threads are not in the child): it starts its own."""
-    global _wakers, _main_ident, _main_driven
+    global _wakers, _main_thread, _main_ident, _main_driven
     _wakers = threading.local()
-    _main_ident, _main_driven = threading.main_thread().ident, None
+    _main_thread = threading.main_thread()
+    _main_ident, _main_driven = _main_thread.ident, None
     for portal in list(_portals):
         state = portal._state
         if state is not None:  # a call this thread drove at the fork ends on it alone
@@ -471,7 +494,7 @@ class _Call:
 
     def start(self) -> None:
         """On the loop thread (the callback the caller scheduled)."""
-        self.task = self.loop.create_task(self.run())
+        self.task = self.loop.create_task(self.run(), name=_CALL_NAME)
 
     async def run(self) -> None:
         self.started = True
@@ -543,12 +566,20 @@ def _as_coro(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 
 class blocking(Generic[P, R]):
-    """Declares a blocking twin of an async method: ``enqueue = blocking(AsyncOmniQ.enqueue)``."""
+    """Declares a blocking twin of an async method: ``enqueue = blocking(AsyncOmniQ.enqueue)``.
+
+    A facade's first access builds its blocking function and keeps it in the facade's
+    ``__dict__``, where later accesses find it (a descriptor without ``__set__`` comes
+    after the instance's dict): ``functools.wraps`` and a closure on every access cost
+    ~9,000 instructions a call. The async method is still looked up at each call."""
 
     def __init__(self, method: Callable[Concatenate[Any, P], Awaitable[R]]) -> None:
         self.method = method
-        self.name = method.__name__
+        self.name = self.attribute = method.__name__
         functools.update_wrapper(self, method)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = name
 
     @overload
     def __get__(self, obj: None, owner: type) -> blocking[P, R]: ...
@@ -557,12 +588,17 @@ class blocking(Generic[P, R]):
     def __get__(self, obj: SyncWrapper[Any] | None, owner: type) -> Any:
         if obj is None:
             return self
-        bound: Callable[P, Awaitable[R]] = getattr(obj._async, self.name)
+        name, target, run = self.name, obj._async, obj._portal.call
 
         @functools.wraps(self.method)
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            return obj._portal.call(functools.partial(bound, *args, **kwargs))
+            method = getattr(target, name)
+            result: R = (
+                run(functools.partial(method, *args, **kwargs)) if kwargs else run(method, *args)
+            )
+            return result
 
+        obj.__dict__[self.attribute] = call  # no reference back to obj: no cycle
         return call
 
 
