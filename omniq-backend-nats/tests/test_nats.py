@@ -884,7 +884,7 @@ async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_pre
             " value=b'b'))\n"
             "asyncio.run(main())\n"
         )
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-        time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # noqa: ASYNC221
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
         got = await asyncio.wait_for(waiting, 10)
         assert got is not None and got.value == b"b"
