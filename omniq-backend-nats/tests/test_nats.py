@@ -856,3 +856,35 @@ async def test_a_process_that_stopped_waiting_stops_receiving_every_result(
         await results.set(TaskResult(task_id="later", state=TaskState.SUCCEEDED, value=b"l"))
         got = await results.wait("later", 5.0)  # subscribes again, reads
         assert got is not None and got.value == b"l" and results._every is not None
+
+
+async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_prefix: str) -> None:
+    """A wait that skipped its first read (the result was expected) still reads before it
+    gives up: a result written in time whose put's message is handled only after the
+    deadline (a busy event loop here; a reconnect would lose it) is returned, not None."""
+    async with results_at(nats_url, nats_prefix) as results:
+        assert await results.wait("warm-up", 0.0) is None  # subscribes to every key
+        results.expect("busy")
+        waiting = asyncio.create_task(results.wait("busy", 0.3))
+
+        async def sleeping() -> bool:
+            return token("busy") in results._waiters
+
+        await eventually(sleeping, "the wait never slept")
+        deadline = time.monotonic() + 0.3
+        # Another process writes the result while this loop is blocked, past the deadline.
+        code = (
+            "import asyncio\n"
+            "from omniq.models import TaskResult, TaskState\n"
+            "from omniq.registry import registry\n"
+            "async def main():\n"
+            f"    ref = {{'backend': 'nats', 'url': {nats_url!r}, 'prefix': {nats_prefix!r}}}\n"
+            "    async with registry.resolve('result_storage', ref) as s:\n"
+            "        await s.set(TaskResult(task_id='busy', state=TaskState.SUCCEEDED,"
+            " value=b'b'))\n"
+            "asyncio.run(main())\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # noqa: ASYNC221
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
+        got = await asyncio.wait_for(waiting, 10)
+        assert got is not None and got.value == b"b"

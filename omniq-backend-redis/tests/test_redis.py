@@ -1158,3 +1158,50 @@ async def test_a_stop_ends_the_workers_wait_for_work_and_a_cancel_still_cancels(
                     await asyncio.wait_for(running, 10)
             assert time.monotonic() - started < 10
             assert worker._waiting is None
+
+
+async def test_a_stop_requested_during_a_reserve_is_not_waited_out(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A stop (a signal, max-tasks) that lands while the reserve's round trip is out
+    ends the worker at once: the wait for work after that reserve has nothing to cancel
+    it yet, so it must not start (it would sleep up to poll_interval)."""
+    import redis.asyncio as aioredis
+
+    from omniq import AsyncOmniQ
+    from omniq.testing.polling import eventually
+
+    url = f"{redis_url}?key_prefix={key_prefix}"
+    publisher = aioredis.Redis.from_url(redis_url)
+    async with AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url) as app:
+        worker = app.worker(pool="async", poll_interval=60.0)
+        queue = app.task_queue
+        reserve = queue.reserve
+        reserves, stop_at = 0, 0
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reserves
+            reserves += 1
+            if reserves == stop_at:
+                worker.request_stop("test")  # (its round trip is still to come)
+            return await reserve(*args, **kwargs)
+
+        queue.reserve = counted  # type: ignore[method-assign]
+        running = asyncio.create_task(worker.run(install_signals=False))
+        try:
+            # Empty wake-ups: each makes a reserve that finds nothing, and doubles the
+            # idle wait up to poll_interval (60 s).
+            for _ in range(16):
+                before = reserves
+
+                async def reserved(before: int = before) -> bool:
+                    return reserves > before
+
+                await publisher.publish(f"{key_prefix}:w:default", "1")
+                await eventually(reserved, "the worker did not wake for its wait")
+            stop_at = reserves + 1
+            await publisher.publish(f"{key_prefix}:w:default", "1")
+            assert await asyncio.wait_for(running, 2.0) == "test"  # (not 60 s, nor 5)
+        finally:
+            running.cancel()
+            await publisher.aclose()

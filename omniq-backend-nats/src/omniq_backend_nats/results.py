@@ -204,12 +204,14 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         waiter: asyncio.Future[bytes] = loop.create_future()
         waiters = self._waiters.setdefault(key, set())
         waiters.add(waiter)
+        read = False  # (a wait that skipped its read reads before it gives up)
         try:
             if came:
                 result = self._live(came, await self.now(), task_id)
                 if result is not None:
                     return result
             elif came is None or deadline <= loop.time():
+                read = True
                 (entry,) = await self.inbox.get(self.bucket, [key])
                 if self._since is None:  # (the read went after the subscription)
                     self._since = self.nc.stats["reconnects"]
@@ -222,14 +224,18 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                     async with asyncio.timeout(remaining):
                         data = await waiter
                 except TimeoutError:
-                    return None
+                    break
                 waiters.discard(waiter)
                 waiter = loop.create_future()
                 waiters.add(waiter)
                 result = self._live(data, await self.now(), task_id)
                 if result is not None:
                     return result
-            return None
+            if read:
+                return None
+            # Its put may be late (a busy loop) or lost (a reconnect during the wait).
+            (entry,) = await self.inbox.get(self.bucket, [key])
+            return None if entry is None else self._live(entry[0], await self.now(), task_id)
         finally:
             waiters.discard(waiter)
             if not waiters and self._waiters.get(key) is waiters:

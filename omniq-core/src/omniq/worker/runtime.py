@@ -474,6 +474,9 @@ class Worker:
         under ``asyncio.wait`` with the stop, the wake-up took two more loop hops to
         reach the reserve. :meth:`request_stop` cancels it instead. A failed wait is no
         error (the next reserve says whether the store is there)."""
+        assert self._stopping is not None
+        if self._stopping.is_set():  # (a stop during the reserve: nothing would cancel this)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._waiting, self._stop_cancelled = task, False
