@@ -35,7 +35,7 @@ from omniq.testing import eventually, make_schedule, make_task
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
-from omniq_backend_nats.results import NatsResultStorage
+from omniq_backend_nats.results import KEPT_MAX, NatsResultStorage
 
 pytestmark = pytest.mark.anyio
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -770,6 +770,14 @@ async def test_an_expected_result_is_caught_without_a_read_and_a_fenced_one_neve
         # Waits not expected read first, as before.
         assert await results.wait(task.id, 1.0) is not None
         assert reads[-1] == [token(task.id)]
+        # A large result is not held for a wait that may never come: its wait reads it.
+        results.expect("large")
+        big = b"x" * (KEPT_MAX + 1)
+        await results.set(TaskResult(task_id="large", state=TaskState.SUCCEEDED, value=big))
+        await expected_flushed(results)
+        assert token("large") not in results._expected
+        got = await results.wait("large", 5.0)
+        assert got is not None and got.value == big and reads[-1] == [token("large")]
 
 
 async def test_expectations_are_bounded_and_a_reconnect_makes_the_wait_read(

@@ -40,6 +40,9 @@ _WINDOW = 512
 #: Expectations kept (:meth:`NatsResultStorage.expect`): a producer may never wait, so
 #: past this many the oldest is let go (its wait reads first, as without one).
 EXPECTED_MAX = 1024
+#: The largest put kept for an expected key; a larger one is read by its wait (up to
+#: EXPECTED_MAX are kept for waits that may never come).
+KEPT_MAX = 4096
 #: Seconds without a wait after which the subscription to every key is dropped at the
 #: next put: a process that stopped waiting stops receiving every result.
 KEEP_IDLE = 60.0
@@ -114,7 +117,10 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                 if not waiter.done():
                     waiter.set_result(msg.data)
         elif key in self._expected:
-            self._expected[key] = msg.data
+            if len(msg.data) <= KEPT_MAX:
+                self._expected[key] = msg.data
+            else:  # (not held in memory for a wait that may never come: it reads)
+                del self._expected[key]
         elif not self._waiters and asyncio.get_running_loop().time() - self._waited > KEEP_IDLE:
             self._drop()
 
