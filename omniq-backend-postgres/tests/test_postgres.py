@@ -1110,7 +1110,8 @@ async def test_an_idle_worker_starts_a_delayed_task_on_time(pg_url: str, pg_sche
 
 
 async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
-    pg_url: str, pg_schema: str,
+    pg_url: str,
+    pg_schema: str,
 ) -> None:
     from omniq.testing.idle import check_lost_wake_up_is_caught
 

@@ -1160,7 +1160,9 @@ async def test_a_stop_ends_the_workers_wait_for_work_and_a_cancel_still_cancels(
             assert worker._waiting is None
 
 
-async def test_an_idle_worker_starts_a_delayed_task_on_time(redis_url: str, key_prefix: str) -> None:
+async def test_an_idle_worker_starts_a_delayed_task_on_time(
+    redis_url: str, key_prefix: str
+) -> None:
     """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
     poll_interval: the wait itself must end at a delayed task's eta."""
     from omniq.testing.idle import check_delayed_task_starts_on_time
@@ -1169,7 +1171,8 @@ async def test_an_idle_worker_starts_a_delayed_task_on_time(redis_url: str, key_
 
 
 async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
-    redis_url: str, key_prefix: str,
+    redis_url: str,
+    key_prefix: str,
 ) -> None:
     from omniq.testing.idle import check_lost_wake_up_is_caught
 
