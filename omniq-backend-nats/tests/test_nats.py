@@ -699,3 +699,21 @@ async def test_a_slot_freed_while_a_limited_reserve_judges_starts_the_next_after
         monkeypatch.setattr(q, "now", before_the_end)
         (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
         assert got.id == second.id and (got.started_at or 0.0) >= ended
+
+
+async def test_an_idle_worker_starts_a_delayed_task_on_time(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
+    poll_interval: the open pulls deliver a delayed task when it falls due."""
+    from omniq.testing.idle import check_delayed_task_starts_on_time
+
+    await check_delayed_task_starts_on_time(f"{nats_url}?prefix={nats_prefix}")
+
+
+async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
+    nats_url: str, nats_prefix: str
+) -> None:
+    from omniq.testing.idle import check_lost_wake_up_is_caught
+
+    await check_lost_wake_up_is_caught(f"{nats_url}?prefix={nats_prefix}")
