@@ -436,6 +436,11 @@ async def test_a_reserve_after_a_quiet_wait_asks_nothing_while_every_band_has_a_
         assert asked == []
         task = await q.enqueue(make_task())
         await q.wait_for_work(["default"], 30)
+
+        async def delivered() -> bool:  # (the wake-up may come before the pull's message)
+            return bool(q._pulls.held)
+
+        await eventually(delivered, "the waiting pull never delivered the task")
         assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
         assert asked == []
         assert await q.reserve(["default"], "w", 60) == []
@@ -896,3 +901,21 @@ async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_pre
         time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
         got = await asyncio.wait_for(waiting, 10)
         assert got is not None and got.value == b"b"
+
+
+async def test_an_idle_worker_starts_a_delayed_task_on_time(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
+    poll_interval: the open pulls deliver a delayed task when it falls due."""
+    from omniq.testing.idle import check_delayed_task_starts_on_time
+
+    await check_delayed_task_starts_on_time(f"{nats_url}?prefix={nats_prefix}")
+
+
+async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
+    nats_url: str, nats_prefix: str
+) -> None:
+    from omniq.testing.idle import check_lost_wake_up_is_caught
+
+    await check_lost_wake_up_is_caught(f"{nats_url}?prefix={nats_prefix}")

@@ -673,3 +673,26 @@ def test_row_insert_looks_only_at_optional_columns() -> None:
     assert one(("4", "q")) == ("INSERT INTO t (a, b) VALUES (?, ?)", ("4", "q"))
     every = RowInsert("t", ("a", "b"))  # none required: all looked at
     assert every(("5", None)) == ("INSERT INTO t (a) VALUES (?)", ("5",))
+
+
+async def test_a_reserve_after_a_drain_that_finds_nothing_takes_no_write_lock(
+    tmp_path: Path,
+) -> None:
+    """After a reserve that drained the queue, the next one reads first: finding
+    nothing, it returns while another connection holds the write lock (it used to wait
+    for it, and a producer's enqueue then waited for the reserve). What is there after
+    is still reserved."""
+    path = tmp_path / "omniq.db"
+    async with queue_at(f"sqlite:///{path}?busy_timeout=30") as q:
+        await q.enqueue(make_task(id="a"))
+        assert [t.id for t in await q.reserve(["default"], "w", 30, limit=5)] == ["a"]
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with anyio.fail_after(5):
+                assert await q.reserve(["default"], "w", 30, limit=5) == []
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        await q.enqueue(make_task(id="b"))
+        assert [t.id for t in await q.reserve(["default"], "w", 30, limit=5)] == ["b"]

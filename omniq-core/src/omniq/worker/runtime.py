@@ -96,6 +96,18 @@ PREFETCH_MULTIPLIER = 4
 #: follows soon (``started`` of a long task), so short tasks add no round trip.
 EVENT_WINDOW = 0.05
 
+#: First wait for work (seconds) after a reserve that drained the queues, doubled after
+#: each empty reserve up to ``poll_interval``. Where the wait wakes on new work
+#: (``reserve_drains``) the reserve it ends in only catches what no wake-up announces (a
+#: lost notification; on PostgreSQL, a delayed task or a retry falling due, which its
+#: wait also times by their eta): a 5 ms first wait sent an empty reserve out just before
+#: the next task when tasks came ~8 ms apart, and that task's wake-up then waited for it
+#: and a second reserve. 20 ms is PostgreSQL's ``DRAINED_WAIT``, the longest wait that
+#: skips its ``next_ready()`` read (how late a delayed task may start after a drain).
+WOKEN_IDLE_WAIT = 0.02
+#: The same for a backend that polls: its next reserve is the check.
+POLLED_IDLE_WAIT = 0.005
+
 #: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
 CLEANUP_EVERY = 60.0
 
@@ -230,6 +242,7 @@ class Worker:
         self._presence = Presence(self, health_file)
         self._limits: Limits | None = None
         self._wakes = False  # wait after a short reserve (the queue's reserve_drains)
+        self._first_wait = POLLED_IDLE_WAIT  # the idle wait after work (WOKEN_IDLE_WAIT)
 
     # -- control -----------------------------------------------------------------------
 
@@ -287,6 +300,7 @@ class Worker:
             and not self.burst
             and Capability.BLOCKING_RESERVE in self.task_queue.capabilities
         )
+        self._first_wait = WOKEN_IDLE_WAIT if self._wakes else POLLED_IDLE_WAIT
         if self._limits is not None and Capability.LIMITS not in self.task_queue.capabilities:
             raise ConfigError(
                 f"the app declares rate or concurrency limits, which "
@@ -350,7 +364,7 @@ class Worker:
         retried with backoff; only an outage longer than ``reconnect_timeout`` is fatal."""
         assert self._stopping is not None
         loop = asyncio.get_running_loop()
-        idle_wait, backoff = 0.005, 0.1
+        idle_wait, backoff = POLLED_IDLE_WAIT, 0.1
         outage_since: float | None = None
         try:
             while not self._stopping.is_set():
@@ -422,9 +436,11 @@ class Worker:
             # work waits for it now, instead of a reserve that finds nothing and would go
             # out before the tasks just started can send their results.
             if tasks:
-                if len(tasks) >= free or held_back is not None or not self._wakes:
-                    return 0.005
-                idle_wait = 0.005
+                if held_back is not None:  # (a limit's back-off keeps the polled pace)
+                    return POLLED_IDLE_WAIT
+                if len(tasks) >= free or not self._wakes:
+                    return self._first_wait
+                idle_wait = self._first_wait
             if held_back is not None:
                 # Ready work a limit holds back: wait until the rate allows a start (or,
                 # for a concurrency limit, back off), not for work, which is there.
