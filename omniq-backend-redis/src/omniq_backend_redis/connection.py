@@ -26,6 +26,7 @@ from omniq.config import mask_url
 
 from .errors import RedisUnavailableError
 from .notify import Notifier
+from .reply import Deadlines, read_reply
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
@@ -113,6 +114,8 @@ class SharedConnection:
         self._scripts: dict[str, AsyncScript] = {}
         #: one pooled connection held between calls of call_packed (see _call)
         self._kept: Any = None
+        #: the deadlines of call_packed's reads (see reply.py)
+        self.deadlines = Deadlines()
 
     def script(self, name: str) -> AsyncScript:
         """The Lua script ``lua/<name>.lua`` after its libraries (``_LIBS``), run by
@@ -157,7 +160,7 @@ class SharedConnection:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await _send(conn, packed)
-            reply = await conn.read_response()
+            reply = await read_reply(conn, self.deadlines)
         except ResponseError:
             await self._keep(conn)  # the script's answer: the connection is fine
             raise
@@ -374,6 +377,7 @@ async def release(shared: SharedConnection) -> None:
         if value is shared:
             del _SHARED[key]
     shared.closed = True
+    shared.deadlines.close()
     kept, shared._kept = shared._kept, None
     if kept is not None:
         await shared.pool.release(kept)
