@@ -105,7 +105,7 @@ async def read_reply(conn: Any, deadlines: Deadlines) -> Any:
     if kind == b":":
         return int(line[1:-2])
     if kind == b"-":
-        error = parser.parse_error(line[1:-2].decode("utf-8", errors="replace"))
-        raise error
+        message = line[1:-2].decode("utf-8", errors="replace")
+        raise parser.parse_error(message)  # type: ignore[no-untyped-call]
     parser._buffer = line  # (read_response parses on from it, then clears it)
     return await conn.read_response()
