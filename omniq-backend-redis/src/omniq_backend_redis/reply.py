@@ -15,8 +15,10 @@ in flight and fails a read past its deadline, instead of a timer per read.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
+from redis._parsers import _AsyncHiredisParser
 from redis._parsers.base import _AsyncRESPBase
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -66,31 +68,51 @@ class Deadlines:
             self._timer = loop.call_at(min(self._reads.values()), self._expire, loop)
 
 
-async def read_reply(conn: Any, deadlines: Deadlines) -> Any:
+def read_reply(conn: Any, deadlines: Deadlines) -> Awaitable[Any]:
     """The reply to the command just sent on ``conn`` (raw bytes: the pool does not
     decode), as ``conn.read_response()`` gives it: an error reply raised as its
     ResponseError, a failed read as redis-py's ConnectionError or TimeoutError (and the
     caller drops the connection). A connection with a health check (redis-py keeps its
-    clock in ``read_response``), another parser (hiredis) or data left in the parser
-    goes through redis-py."""
+    clock in ``read_response``), a parser not known here or data left in the parser's
+    buffer goes through redis-py (returned as is: no coroutine of ours around it)."""
     reader = conn._reader
+    if reader is None or conn.health_check_interval:
+        return conn.read_response()  # type: ignore[no-any-return]
     parser = conn._parser
-    if (
-        reader is None
-        or conn.health_check_interval
-        or not isinstance(parser, _AsyncRESPBase)
-        or parser._buffer
-    ):
-        return await conn.read_response()
+    kind = _PARSERS.get(type(parser))
+    if kind is None:
+        kind = _PARSERS[type(parser)] = _parser_kind(parser)
+    if kind == _OTHER or (parser._reader.has_data() if kind == _HIREDIS else parser._buffer):
+        return conn.read_response()  # type: ignore[no-any-return]
+    return _read(conn, reader, deadlines, kind)
+
+
+async def _read(conn: Any, reader: asyncio.StreamReader, deadlines: Deadlines, kind: int) -> Any:
     timeout = conn.socket_timeout
     if timeout is not None:
         deadlines.watch(reader, timeout)
     try:
-        line = await reader.readuntil(b"\r\n")
-        kind = line[:1]
-        if kind == b"$":
-            n = int(line[1:-2])
-            return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
+        if kind == _HIREDIS:
+            # What has come, at once (as hiredis' parser reads): a whole short reply is
+            # answered here, anything else is fed to it.
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                raise asyncio.IncompleteReadError(data, None)
+            end = data.find(b"\r\n")
+            if end + 2 == len(data) and data[:1] == b":":
+                return int(data[1:end])
+            if end > 0 and data[:1] == b"$" and int(data[1:end]) + end + 4 == len(data):
+                return data[end + 2 : -2]
+            conn._parser._reader.feed(data)
+            first = b""
+        else:
+            # One line, then the bulk string's bytes: nothing read past the reply (the
+            # parser's buffer cannot take more back than it parses).
+            line = await reader.readuntil(b"\r\n")
+            first = line[:1]
+            if first == b"$":
+                n = int(line[1:-2])
+                return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
     except TimeoutError:
         raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
     except asyncio.IncompleteReadError:
@@ -102,10 +124,31 @@ async def read_reply(conn: Any, deadlines: Deadlines) -> Any:
     finally:
         if timeout is not None:
             deadlines.done(reader)
-    if kind == b":":
+    if first == b":":
         return int(line[1:-2])
-    if kind == b"-":
+    if first == b"-":
         message = line[1:-2].decode("utf-8", errors="replace")
-        raise parser.parse_error(message)  # type: ignore[no-untyped-call]
-    parser._buffer = line  # (read_response parses on from it, then clears it)
+        raise conn._parser.parse_error(message)
+    if first:
+        # Another kind of reply: redis-py's parser reads on from its first line.
+        conn._parser._buffer = line  # (read_response parses on from it, then clears it)
     return await conn.read_response()
+
+
+#: How much one read of the hiredis path takes (what redis-py's connections read).
+_READ_SIZE = 65536
+
+
+_RESP, _HIREDIS, _OTHER = range(3)
+#: What each parser class is, as _parser_kind says.
+_PARSERS: dict[type, int] = {}
+
+
+def _parser_kind(parser: Any) -> int:
+    """Pure-Python RESP parsers keep what they read ahead in ``_buffer``, the hiredis one
+    in its reader (``has_data``); both take a first line back (see :func:`_read`)."""
+    if isinstance(parser, _AsyncRESPBase):
+        return _RESP
+    if isinstance(parser, _AsyncHiredisParser) and hasattr(parser._reader, "has_data"):
+        return _HIREDIS
+    return _OTHER
