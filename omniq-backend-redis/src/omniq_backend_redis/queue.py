@@ -303,34 +303,33 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
                 str(a).encode() for a in static
             )
         eta, expires_at = task.eta, task.expires_at
-        args = [
-            task.id.encode(),
-            task.queue.encode(),
-            header(task),
-            encoder.encode(task),
-            _PRIORITIES.get(task.priority) or str(task.priority).encode(),
-            b"" if eta is None else repr(float(eta)).encode(),
-            b"" if expires_at is None else repr(float(expires_at)).encode(),
-        ]
+        tid, q, body = task.id.encode(), task.queue.encode(), encoder.encode(task)
+        head = header(task)
+        p = _PRIORITIES.get(task.priority) or str(task.priority).encode()
+        e = b"" if eta is None else repr(float(eta)).encode()
+        x = b"" if expires_at is None else repr(float(expires_at)).encode()
         if events is not None and event is not None:
             expected = (
                 TaskState.SCHEDULED if eta is not None and eta > time.time() else TaskState.PENDING
             )
             said = as_stored(event, task, expected)
             ts = said.timestamp
-            args += [
+            s, ms, exact = (
                 expected.value.encode(),
                 b"%d" % max(math.floor(ts * 1000), 0),
-                repr(float(ts)).encode(),
-                said.type.encode(),
-                encoder.encode(said),
-            ]
-        else:
-            args += [b"", b"", b"", b"", b""]
-        try:
-            state = await self.shared.call_packed(
-                self.shared.script("enqueue_one"), start + resp(args)
+                b"%r" % float(ts),
             )
+            y, ev = said.type.encode(), encoder.encode(said)
+        else:
+            s = ms = exact = y = ev = b""
+        # (one format for the 12 arguments: RESP bulk strings, as resp() writes them)
+        packed = start + _TASK_ARGS % (
+            len(tid), tid, len(q), q, len(head), head, len(body), body, len(p), p,
+            len(e), e, len(x), x, len(s), s, len(ms), ms, len(exact), exact,
+            len(y), y, len(ev), ev,
+        )  # fmt: skip
+        try:
+            state = await self.shared.call_packed(self.shared.script("enqueue_one"), packed)
         except ResponseError as exc:
             raise _script_error(exc) from None
         if state == 0:
@@ -869,3 +868,5 @@ def header(task: Task) -> bytes:
 _HEADER = struct.Struct(">ddddd")
 #: A priority as enqueue_one.lua's argument, each valid one encoded once
 _PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}
+#: enqueue_one.lua's 12 arguments of a task as RESP bulk strings, filled by one format
+_TASK_ARGS = b"$%d\r\n%b\r\n" * 12
