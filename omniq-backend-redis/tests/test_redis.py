@@ -258,8 +258,7 @@ async def test_an_error_reply_is_raised_and_the_connection_kept(
         [stored] = await queue.enqueue_recorded([task], [], None)
         assert stored.state is TaskState.PENDING
     finally:
-        for name in ("enqueue", "enqueue_one"):  # (a later test times them pipelined)
-            admin.script_load(queue.shared.script(name).script)
+        admin.script_load(queue.shared.script("enqueue").script)  # (a later test times it)
         admin.close()
         await queue.close()
 
@@ -800,6 +799,52 @@ async def test_task_index_keeps_a_bucket_per_period_and_frees_old_ones(
         assert not await events.redis.exists(f"{key_prefix}:ev:tx:1003")
     finally:
         await events.close()
+
+
+async def test_a_single_enqueue_indexes_its_event_by_bucket_and_frees_old_ones(
+    redis_url: str, key_prefix: str
+) -> None:
+    """enqueue_one.lua, with its settings as constants of its own script, files its
+    event in the bucket of the event's time (bucket width from task_index_ttl) and frees
+    the buckets past the ttl when it starts a new one."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix, task_index_ttl=64)
+    assert events.index_bucket_ms == 1000
+    try:
+        tasks = [make_task(created_at=time.time()) for _ in range(2)]
+        recorded = [
+            make_event(task_id=t.id, timestamp=at, detail={"name": t.name, "state": "pending"})
+            for t, at in zip(tasks, (1000.2, 1066.5), strict=True)
+        ]
+        await queue.enqueue_recorded(tasks[:1], recorded[:1], events)  # (makes the stream)
+
+        async def general(*args: Any) -> Any:
+            raise AssertionError("enqueue_one.lua handed the task back")
+            yield
+
+        queue._enqueue_all = general
+        [stored] = await queue.enqueue_recorded(tasks[1:], recorded[1:], events)
+        assert stored.state is TaskState.PENDING
+        assert await events.redis.zrange(f"{key_prefix}:ev:tx", 0, -1) == [b"1066"]
+        assert not await events.redis.exists(f"{key_prefix}:ev:tx:1000")
+        assert await events.query(task_id=tasks[1].id) == [recorded[1]]
+        assert await events.query(task_id=tasks[0].id) == []  # its bucket was freed
+    finally:
+        await events.close()
+        await queue.close()
+
+
+def test_a_setting_reaches_lua_as_it_is(redis_url: str) -> None:
+    """enqueue_one.lua's settings are Lua literals of any prefix (quotes, backslashes,
+    digits after an escape, non-ASCII)."""
+    from omniq_backend_redis.queue import lua_string
+
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        for text in ["", "omniq", "a'b\"c\\d\n1", "\x001", "pré:fix"]:
+            assert admin.eval(f"return {lua_string(text)}", 0) == text.encode()
+    finally:
+        admin.close()
 
 
 async def test_foreign_index_bucket_is_named(redis_url: str, key_prefix: str) -> None:

@@ -117,15 +117,19 @@ class SharedConnection:
         #: the deadlines of call_packed's reads (see reply.py)
         self.deadlines = Deadlines()
 
-    def script(self, name: str) -> AsyncScript:
+    def script(self, name: str, settings: str = "") -> AsyncScript:
         """The Lua script ``lua/<name>.lua`` after its libraries (``_LIBS``), run by
-        EVALSHA: redis-py loads it once, and again after a restart."""
-        found = self._scripts.get(name)
+        EVALSHA: redis-py loads it once, and again after a restart. ``settings``, Lua
+        put between the libraries and the script (constants it takes instead of
+        arguments, see enqueue_one.lua), makes a script of its own."""
+        key = f"{name}\n{settings}" if settings else name
+        found = self._scripts.get(key)
         if found is None:
             lua = resources.files(__package__).joinpath("lua")
             libs = _LIBS.get(name, ("msgpack", "keys", "prelude", "lifecycle"))
-            parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*libs, name)]
-            found = self._scripts[name] = self.client.register_script("\n".join(parts))
+            parts = [lua.joinpath(f"{part}.lua").read_text() for part in libs]
+            parts += [settings, lua.joinpath(f"{name}.lua").read_text()]
+            found = self._scripts[key] = self.client.register_script("\n".join(parts))
         return found
 
     async def call_packed(self, script: AsyncScript | None, packed: bytes) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from omniq.errors import QueueError, TaskNotFoundError
@@ -67,7 +68,7 @@ from .codec import (
     number,
     rescue,
 )
-from .connection import pack_evalsha, pack_script, resp
+from .connection import pack_evalsha, pack_script
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .paging import list_page
@@ -107,8 +108,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake: dict[tuple[str, ...], asyncio.Event] = {}
-        #: enqueue_one's packed command up to its task's arguments, per event storage
-        self._one_start: dict[int, bytes] = {}
+        #: enqueue_one's script and its packed command up to its task's arguments, per
+        #: event storage
+        self._one: dict[int, tuple[AsyncScript, bytes]] = {}
         #: wait_check.lua's whole packed command, per tuple of queues
         self._wait_check: dict[tuple[str, ...], bytes] = {}
         #: per tuple of queues, what the last reserve that drained them said of their
@@ -288,20 +290,16 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         self, task: Task, event: TaskEvent | None, event_storage: BaseEventStorage | None
     ) -> Task | None:
         """What ``delay()`` stores: one new task without parents, with its event, by
-        enqueue_one.lua, sent as a command packed here (its first arguments, which never
-        change, packed once per event storage). None when the script did not take it
+        enqueue_one.lua, sent as a command packed here (the script and its settings, which
+        never change, made once per event storage). None when the script did not take it
         (an existing id, a foreign key, a late event: see the script), and then nothing
         was written and the general script has it."""
         events = cast("RedisEventStorage | None", event_storage if event is not None else None)
-        start = self._one_start.get(id(events))
-        if start is None:
-            script = self.shared.script("enqueue_one")
-            static: list[Any] = [self.prefix, "", "", 0, 0]
-            if events is not None:
-                static = [self.prefix, *events.append_settings()]
-            start = self._one_start[id(events)] = pack_evalsha(script, 17) + resp(
-                str(a).encode() for a in static
-            )
+        one = self._one.get(id(events))
+        if one is None:
+            script = self.shared.script("enqueue_one", one_settings(self.prefix, events))
+            one = self._one[id(events)] = (script, pack_evalsha(script, 12))
+        script, start = one
         eta, expires_at = task.eta, task.expires_at
         tid, q, body = task.id.encode(), task.queue.encode(), encoder.encode(task)
         head = header(task)
@@ -329,7 +327,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             len(y), y, len(ev), ev,
         )  # fmt: skip
         try:
-            state = await self.shared.call_packed(self.shared.script("enqueue_one"), packed)
+            state = await self.shared.call_packed(script, packed)
         except ResponseError as exc:
             raise _script_error(exc) from None
         if state == 0:
@@ -855,6 +853,25 @@ def _as_new(task: Task, state: TaskState, error: ErrorInfo | None, created: floa
         finished_at=None,
         error=error,
     )
+
+
+def one_settings(prefix: str, events: RedisEventStorage | None) -> str:
+    """enqueue_one.lua's settings, as Lua constants (see the script): what would
+    otherwise be its first five arguments, and the keys built from them."""
+    settings: list[Any] = events.append_settings() if events is not None else ["", "", 0, 0]
+    e, cap, ttl, width = settings
+    keys = [f"{e}:ev:n", f"{e}:ev:tx", f"{e}:ev", f"{prefix}:seq", f"{prefix}:queues"]
+    return (
+        f"P = {lua_string(prefix)}\n"
+        f"local E, cap, ttl, width = {lua_string(e)}, {lua_string(str(cap))}, {int(ttl)}, "
+        f"{int(width)}\n"
+        f"local COUNT, BUCKETS, STREAM, SEQ, QUEUES = {', '.join(map(lua_string, keys))}\n"
+    )
+
+
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal, every byte escaped (``\\ddd``)."""
+    return "'" + "".join(f"\\{b:03d}" for b in text.encode()) + "'"
 
 
 def header(task: Task) -> bytes:
