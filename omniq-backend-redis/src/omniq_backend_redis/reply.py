@@ -18,10 +18,14 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from redis._parsers import _AsyncHiredisParser
-from redis._parsers.base import _AsyncRESPBase
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # (redis-py's private parsers: a release without them reads through read_response)
+    from redis._parsers import _AsyncHiredisParser
+    from redis._parsers.base import _AsyncRESPBase
+except ImportError:  # pragma: no cover
+    _AsyncHiredisParser = _AsyncRESPBase = None  # type: ignore[assignment,misc]
 
 #: How early a deadline's timer may fire and still fail the read (the loop runs a timer
 #: up to its clock resolution early; a read timed out 1 ms before ``socket_timeout``
@@ -75,7 +79,7 @@ def read_reply(conn: Any, deadlines: Deadlines) -> Awaitable[Any]:
     caller drops the connection). A connection with a health check (redis-py keeps its
     clock in ``read_response``), a parser not known here or data left in the parser's
     buffer goes through redis-py (returned as is: no coroutine of ours around it)."""
-    reader = conn._reader
+    reader = getattr(conn, "_reader", None)
     if reader is None or conn.health_check_interval:
         return conn.read_response()  # type: ignore[no-any-return]
     parser = conn._parser
@@ -147,8 +151,12 @@ _PARSERS: dict[type, int] = {}
 def _parser_kind(parser: Any) -> int:
     """Pure-Python RESP parsers keep what they read ahead in ``_buffer``, the hiredis one
     in its reader (``has_data``); both take a first line back (see :func:`_read`)."""
-    if isinstance(parser, _AsyncRESPBase):
+    if _AsyncRESPBase is not None and isinstance(parser, _AsyncRESPBase):
         return _RESP
-    if isinstance(parser, _AsyncHiredisParser) and hasattr(parser._reader, "has_data"):
+    if (
+        _AsyncHiredisParser is not None
+        and isinstance(parser, _AsyncHiredisParser)
+        and hasattr(parser._reader, "has_data")
+    ):
         return _HIREDIS
     return _OTHER
