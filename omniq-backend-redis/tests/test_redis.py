@@ -210,6 +210,59 @@ async def test_a_command_larger_than_the_socket_takes_goes_whole(
         await queue.close()
 
 
+async def test_a_reply_that_does_not_come_times_out_and_the_next_call_reconnects(
+    redis_url: str, key_prefix: str
+) -> None:
+    """delay()'s reply is read off the stream under one timer per connection (reply.py)
+    instead of a timer per read: a server that stops answering still fails the read
+    after socket_timeout, and the call after it gets its own reply on a new connection."""
+    url = redis_url + ("&" if "?" in redis_url else "?") + "socket_timeout=0.2"
+    queue = await opened("task_queue", url, key_prefix, retries=0, outage_timeout=0.1)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        await queue.enqueue_recorded([make_task(created_at=time.time())], [], None)
+        admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        try:
+            with pytest.raises(RedisUnavailableError, match="Timeout reading"):
+                await queue.enqueue_recorded([make_task(created_at=time.time())], [], None)
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+        task = make_task(created_at=time.time())
+        [stored] = await queue.enqueue_recorded([task], [], None)
+        assert stored.state is TaskState.PENDING and (await queue.get(task.id)).id == task.id
+        assert not queue.shared.deadlines._reads
+    finally:
+        admin.close()
+        await queue.close()
+
+
+async def test_an_error_reply_is_raised_and_the_connection_kept(
+    redis_url: str, key_prefix: str
+) -> None:
+    """An error reply read off the stream is redis-py's exception (a script the server
+    lost comes back as NoScriptError, loaded again); an array reply goes to redis-py's
+    parser whole."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        shared = queue.shared
+        with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+            await shared.call_packed(None, b"*1\r\n$6\r\nNOSUCH\r\n")
+        assert shared._kept is not None
+        assert await shared.call_packed(None, b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n") == b"hi"
+        assert await shared.call_packed(
+            None, b"*3\r\n$4\r\nEVAL\r\n$15\r\nreturn {1, 'a'}\r\n$1\r\n0\r\n"
+        ) == [1, b"a"]
+        admin.script_flush()
+        task = make_task(created_at=time.time())
+        [stored] = await queue.enqueue_recorded([task], [], None)
+        assert stored.state is TaskState.PENDING
+    finally:
+        admin.script_load(queue.shared.script("enqueue").script)  # (a later test times it)
+        admin.close()
+        await queue.close()
+
+
 def enqueued(tasks: list[Any]) -> list[Any]:
     return [make_event(task_id=t.id, detail={"name": t.name, "state": "pending"}) for t in tasks]
 
@@ -746,6 +799,52 @@ async def test_task_index_keeps_a_bucket_per_period_and_frees_old_ones(
         assert not await events.redis.exists(f"{key_prefix}:ev:tx:1003")
     finally:
         await events.close()
+
+
+async def test_a_single_enqueue_indexes_its_event_by_bucket_and_frees_old_ones(
+    redis_url: str, key_prefix: str
+) -> None:
+    """enqueue_one.lua, with its settings as constants of its own script, files its
+    event in the bucket of the event's time (bucket width from task_index_ttl) and frees
+    the buckets past the ttl when it starts a new one."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix, task_index_ttl=64)
+    assert events.index_bucket_ms == 1000
+    try:
+        tasks = [make_task(created_at=time.time()) for _ in range(2)]
+        recorded = [
+            make_event(task_id=t.id, timestamp=at, detail={"name": t.name, "state": "pending"})
+            for t, at in zip(tasks, (1000.2, 1066.5), strict=True)
+        ]
+        await queue.enqueue_recorded(tasks[:1], recorded[:1], events)  # (makes the stream)
+
+        async def general(*args: Any) -> Any:
+            raise AssertionError("enqueue_one.lua handed the task back")
+            yield
+
+        queue._enqueue_all = general
+        [stored] = await queue.enqueue_recorded(tasks[1:], recorded[1:], events)
+        assert stored.state is TaskState.PENDING
+        assert await events.redis.zrange(f"{key_prefix}:ev:tx", 0, -1) == [b"1066"]
+        assert not await events.redis.exists(f"{key_prefix}:ev:tx:1000")
+        assert await events.query(task_id=tasks[1].id) == [recorded[1]]
+        assert await events.query(task_id=tasks[0].id) == []  # its bucket was freed
+    finally:
+        await events.close()
+        await queue.close()
+
+
+def test_a_setting_reaches_lua_as_it_is(redis_url: str) -> None:
+    """enqueue_one.lua's settings are Lua literals of any prefix (quotes, backslashes,
+    digits after an escape, non-ASCII)."""
+    from omniq_backend_redis.queue import lua_string
+
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        for text in ["", "omniq", "a'b\"c\\d\n1", "\x001", "pré:fix"]:
+            assert admin.eval(f"return {lua_string(text)}", 0) == text.encode()
+    finally:
+        admin.close()
 
 
 async def test_foreign_index_bucket_is_named(redis_url: str, key_prefix: str) -> None:

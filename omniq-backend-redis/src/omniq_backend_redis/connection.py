@@ -26,6 +26,7 @@ from omniq.config import mask_url
 
 from .errors import RedisUnavailableError
 from .notify import Notifier
+from .reply import Deadlines, read_reply
 from .settings import ConnectionSettings
 
 #: The shared Lua (lua/<lib>.lua) each script runs after, in order: the task-queue
@@ -113,16 +114,22 @@ class SharedConnection:
         self._scripts: dict[str, AsyncScript] = {}
         #: one pooled connection held between calls of call_packed (see _call)
         self._kept: Any = None
+        #: the deadlines of call_packed's reads (see reply.py)
+        self.deadlines = Deadlines()
 
-    def script(self, name: str) -> AsyncScript:
+    def script(self, name: str, settings: str = "") -> AsyncScript:
         """The Lua script ``lua/<name>.lua`` after its libraries (``_LIBS``), run by
-        EVALSHA: redis-py loads it once, and again after a restart."""
-        found = self._scripts.get(name)
+        EVALSHA: redis-py loads it once, and again after a restart. ``settings``, Lua
+        put between the libraries and the script (constants it takes instead of
+        arguments, see enqueue_one.lua), makes a script of its own."""
+        key = f"{name}\n{settings}" if settings else name
+        found = self._scripts.get(key)
         if found is None:
             lua = resources.files(__package__).joinpath("lua")
             libs = _LIBS.get(name, ("msgpack", "keys", "prelude", "lifecycle"))
-            parts = [lua.joinpath(f"{part}.lua").read_text() for part in (*libs, name)]
-            found = self._scripts[name] = self.client.register_script("\n".join(parts))
+            parts = [lua.joinpath(f"{part}.lua").read_text() for part in libs]
+            parts += [settings, lua.joinpath(f"{name}.lua").read_text()]
+            found = self._scripts[key] = self.client.register_script("\n".join(parts))
         return found
 
     async def call_packed(self, script: AsyncScript | None, packed: bytes) -> Any:
@@ -157,7 +164,7 @@ class SharedConnection:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await _send(conn, packed)
-            reply = await conn.read_response()
+            reply = await read_reply(conn, self.deadlines)
         except ResponseError:
             await self._keep(conn)  # the script's answer: the connection is fine
             raise
@@ -374,6 +381,7 @@ async def release(shared: SharedConnection) -> None:
         if value is shared:
             del _SHARED[key]
     shared.closed = True
+    shared.deadlines.close()
     kept, shared._kept = shared._kept, None
     if kept is not None:
         await shared.pool.release(kept)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import msgspec
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from omniq.errors import QueueError, TaskNotFoundError
@@ -67,7 +68,7 @@ from .codec import (
     number,
     rescue,
 )
-from .connection import pack_evalsha, pack_script, resp
+from .connection import pack_evalsha, pack_script
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .paging import list_page
@@ -107,8 +108,9 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake: dict[tuple[str, ...], asyncio.Event] = {}
-        #: enqueue_one's packed command up to its task's arguments, per event storage
-        self._one_start: dict[int, bytes] = {}
+        #: enqueue_one's script and its packed command up to its task's arguments, per
+        #: event storage
+        self._one: dict[int, tuple[AsyncScript, bytes]] = {}
         #: wait_check.lua's whole packed command, per tuple of queues
         self._wait_check: dict[tuple[str, ...], bytes] = {}
         #: per tuple of queues, what the last reserve that drained them said of their
@@ -288,49 +290,44 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         self, task: Task, event: TaskEvent | None, event_storage: BaseEventStorage | None
     ) -> Task | None:
         """What ``delay()`` stores: one new task without parents, with its event, by
-        enqueue_one.lua, sent as a command packed here (its first arguments, which never
-        change, packed once per event storage). None when the script did not take it
+        enqueue_one.lua, sent as a command packed here (the script and its settings, which
+        never change, made once per event storage). None when the script did not take it
         (an existing id, a foreign key, a late event: see the script), and then nothing
         was written and the general script has it."""
         events = cast("RedisEventStorage | None", event_storage if event is not None else None)
-        start = self._one_start.get(id(events))
-        if start is None:
-            script = self.shared.script("enqueue_one")
-            static: list[Any] = [self.prefix, "", "", 0, 0]
-            if events is not None:
-                static = [self.prefix, *events.append_settings()]
-            start = self._one_start[id(events)] = pack_evalsha(script, 17) + resp(
-                str(a).encode() for a in static
-            )
+        one = self._one.get(id(events))
+        if one is None:
+            script = self.shared.script("enqueue_one", one_settings(self.prefix, events))
+            one = self._one[id(events)] = (script, pack_evalsha(script, 12))
+        script, start = one
         eta, expires_at = task.eta, task.expires_at
-        args = [
-            task.id.encode(),
-            task.queue.encode(),
-            header(task),
-            encoder.encode(task),
-            _PRIORITIES.get(task.priority) or str(task.priority).encode(),
-            b"" if eta is None else repr(float(eta)).encode(),
-            b"" if expires_at is None else repr(float(expires_at)).encode(),
-        ]
+        tid, q, body = task.id.encode(), task.queue.encode(), encoder.encode(task)
+        head = header(task)
+        p = _PRIORITIES.get(task.priority) or str(task.priority).encode()
+        e = b"" if eta is None else repr(float(eta)).encode()
+        x = b"" if expires_at is None else repr(float(expires_at)).encode()
         if events is not None and event is not None:
             expected = (
                 TaskState.SCHEDULED if eta is not None and eta > time.time() else TaskState.PENDING
             )
             said = as_stored(event, task, expected)
             ts = said.timestamp
-            args += [
+            s, ms, exact = (
                 expected.value.encode(),
                 b"%d" % max(math.floor(ts * 1000), 0),
-                repr(float(ts)).encode(),
-                said.type.encode(),
-                encoder.encode(said),
-            ]
-        else:
-            args += [b"", b"", b"", b"", b""]
-        try:
-            state = await self.shared.call_packed(
-                self.shared.script("enqueue_one"), start + resp(args)
+                b"%r" % float(ts),
             )
+            y, ev = said.type.encode(), encoder.encode(said)
+        else:
+            s = ms = exact = y = ev = b""
+        # (one format for the 12 arguments: RESP bulk strings, as resp() writes them)
+        packed = start + _TASK_ARGS % (
+            len(tid), tid, len(q), q, len(head), head, len(body), body, len(p), p,
+            len(e), e, len(x), x, len(s), s, len(ms), ms, len(exact), exact,
+            len(y), y, len(ev), ev,
+        )  # fmt: skip
+        try:
+            state = await self.shared.call_packed(script, packed)
         except ResponseError as exc:
             raise _script_error(exc) from None
         if state == 0:
@@ -858,6 +855,25 @@ def _as_new(task: Task, state: TaskState, error: ErrorInfo | None, created: floa
     )
 
 
+def one_settings(prefix: str, events: RedisEventStorage | None) -> str:
+    """enqueue_one.lua's settings, as Lua constants (see the script): what would
+    otherwise be its first five arguments, and the keys built from them."""
+    settings: list[Any] = events.append_settings() if events is not None else ["", "", 0, 0]
+    e, cap, ttl, width = settings
+    keys = [f"{e}:ev:n", f"{e}:ev:tx", f"{e}:ev", f"{prefix}:seq", f"{prefix}:queues"]
+    return (
+        f"P = {lua_string(prefix)}\n"
+        f"local E, cap, ttl, width = {lua_string(e)}, {lua_string(str(cap))}, {int(ttl)}, "
+        f"{int(width)}\n"
+        f"local COUNT, BUCKETS, STREAM, SEQ, QUEUES = {', '.join(map(lua_string, keys))}\n"
+    )
+
+
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal, every byte escaped (``\\ddd``)."""
+    return "'" + "".join(f"\\{b:03d}" for b in text.encode()) + "'"
+
+
 def header(task: Task) -> bytes:
     """A task hash's header field (see prelude.lua): the marker, then created_at,
     priority, delivery limit and retentions as big-endian doubles."""
@@ -869,3 +885,5 @@ def header(task: Task) -> bytes:
 _HEADER = struct.Struct(">ddddd")
 #: A priority as enqueue_one.lua's argument, each valid one encoded once
 _PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}
+#: enqueue_one.lua's 12 arguments of a task as RESP bulk strings, filled by one format
+_TASK_ARGS = b"$%d\r\n%b\r\n" * 12

@@ -1,0 +1,162 @@
+"""Reading one command's reply straight off a connection's stream.
+
+``SharedConnection.call_packed`` (every ``delay()`` and worker script) reads its reply
+here instead of through redis-py's ``read_response``, which per call formats the host
+for its error messages, enters ``asyncio.timeout`` under ``socket_timeout`` (a Timeout
+object, a timer handle pushed on the loop's heap and cancelled) and runs the RESP parser
+coroutines: together ~45,000 of the ~267,000 instructions of a ``delay()`` with redis-py
+8 (callgrind; the timeout alone ~44,000). The replies the scripts give, a bulk string,
+an integer or an error, are read here with the stream's own ``readuntil`` and
+``readexactly``; anything else goes to redis-py's parser with its first line. The
+timeout stays: one timer per shared connection (:class:`Deadlines`) watches every read
+in flight and fails a read past its deadline, instead of a timer per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:  # (redis-py's private parsers: a release without them reads through read_response)
+    from redis._parsers import _AsyncHiredisParser
+    from redis._parsers.base import _AsyncRESPBase
+except ImportError:  # pragma: no cover
+    _AsyncHiredisParser = _AsyncRESPBase = None  # type: ignore[assignment,misc]
+
+#: How early a deadline's timer may fire and still fail the read (the loop runs a timer
+#: up to its clock resolution early; a read timed out 1 ms before ``socket_timeout``
+#: is not one that would have finished).
+_SLACK = 0.001
+
+
+class Deadlines:
+    """The reads in flight on one event loop's connections and when each must end: one
+    timer, set for the earliest deadline when it is not set already, and set again when
+    it fires and reads are still in flight. A read past its deadline gets TimeoutError
+    from its stream (``StreamReader.set_exception``), so the connection is dropped as
+    after any failed read."""
+
+    def __init__(self) -> None:
+        self._reads: dict[asyncio.StreamReader, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, reader: asyncio.StreamReader, timeout: float) -> None:
+        """Start a read on ``reader`` that must end within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = self._reads[reader] = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def done(self, reader: asyncio.StreamReader) -> None:
+        """The read on ``reader`` ended (its timer, if any, finds nothing to do)."""
+        self._reads.pop(reader, None)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._reads.clear()
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time() + _SLACK
+        for reader, deadline in list(self._reads.items()):
+            if deadline <= now:
+                del self._reads[reader]
+                reader.set_exception(TimeoutError())
+        if self._reads:
+            self._timer = loop.call_at(min(self._reads.values()), self._expire, loop)
+
+
+def read_reply(conn: Any, deadlines: Deadlines) -> Awaitable[Any]:
+    """The reply to the command just sent on ``conn`` (raw bytes: the pool does not
+    decode), as ``conn.read_response()`` gives it: an error reply raised as its
+    ResponseError, a failed read as redis-py's ConnectionError or TimeoutError (and the
+    caller drops the connection). A connection with a health check (redis-py keeps its
+    clock in ``read_response``), a parser not known here or data left in the parser's
+    buffer goes through redis-py (returned as is: no coroutine of ours around it)."""
+    reader = getattr(conn, "_reader", None)
+    if reader is None or conn.health_check_interval:
+        return conn.read_response()  # type: ignore[no-any-return]
+    parser = conn._parser
+    kind = _PARSERS.get(type(parser))
+    if kind is None:
+        kind = _PARSERS[type(parser)] = _parser_kind(parser)
+    if kind == _OTHER or (parser._reader.has_data() if kind == _HIREDIS else parser._buffer):
+        return conn.read_response()  # type: ignore[no-any-return]
+    return _read(conn, reader, deadlines, kind)
+
+
+async def _read(conn: Any, reader: asyncio.StreamReader, deadlines: Deadlines, kind: int) -> Any:
+    timeout = conn.socket_timeout
+    if timeout is not None:
+        deadlines.watch(reader, timeout)
+    try:
+        if kind == _HIREDIS:
+            # What has come, at once (as hiredis' parser reads): a whole short reply is
+            # answered here, anything else is fed to it.
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                raise asyncio.IncompleteReadError(data, None)
+            end = data.find(b"\r\n")
+            if end + 2 == len(data) and data[:1] == b":":
+                return int(data[1:end])
+            if end > 0 and data[:1] == b"$" and int(data[1:end]) + end + 4 == len(data):
+                return data[end + 2 : -2]
+            conn._parser._reader.feed(data)
+            first = b""
+        else:
+            # One line, then the bulk string's bytes: nothing read past the reply (the
+            # parser's buffer cannot take more back than it parses).
+            line = await reader.readuntil(b"\r\n")
+            first = line[:1]
+            if first == b"$":
+                n = int(line[1:-2])
+                return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
+    except TimeoutError:
+        raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+    except asyncio.IncompleteReadError:
+        raise RedisConnectionError("Connection closed by server.") from None
+    except (OSError, asyncio.LimitOverrunError) as exc:
+        raise RedisConnectionError(
+            f"Error while reading from {conn._host_error()} : {exc.args}"
+        ) from exc
+    finally:
+        if timeout is not None:
+            deadlines.done(reader)
+    if first == b":":
+        return int(line[1:-2])
+    if first == b"-":
+        message = line[1:-2].decode("utf-8", errors="replace")
+        raise conn._parser.parse_error(message)
+    if first:
+        # Another kind of reply: redis-py's parser reads on from its first line.
+        conn._parser._buffer = line  # (read_response parses on from it, then clears it)
+    return await conn.read_response()
+
+
+#: How much one read of the hiredis path takes (what redis-py's connections read).
+_READ_SIZE = 65536
+
+
+_RESP, _HIREDIS, _OTHER = range(3)
+#: What each parser class is, as _parser_kind says.
+_PARSERS: dict[type, int] = {}
+
+
+def _parser_kind(parser: Any) -> int:
+    """Pure-Python RESP parsers keep what they read ahead in ``_buffer``, the hiredis one
+    in its reader (``has_data``); both take a first line back (see :func:`_read`)."""
+    if _AsyncRESPBase is not None and isinstance(parser, _AsyncRESPBase):
+        return _RESP
+    if (
+        _AsyncHiredisParser is not None
+        and isinstance(parser, _AsyncHiredisParser)
+        and hasattr(parser._reader, "has_data")
+    ):
+        return _HIREDIS
+    return _OTHER
