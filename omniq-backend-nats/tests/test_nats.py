@@ -901,21 +901,3 @@ async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_pre
         time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
         got = await asyncio.wait_for(waiting, 10)
         assert got is not None and got.value == b"b"
-
-
-async def test_an_idle_worker_starts_a_delayed_task_on_time(
-    nats_url: str, nats_prefix: str
-) -> None:
-    """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
-    poll_interval: the open pulls deliver a delayed task when it falls due."""
-    from omniq.testing.idle import check_delayed_task_starts_on_time
-
-    await check_delayed_task_starts_on_time(f"{nats_url}?prefix={nats_prefix}")
-
-
-async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
-    nats_url: str, nats_prefix: str
-) -> None:
-    from omniq.testing.idle import check_lost_wake_up_is_caught
-
-    await check_lost_wake_up_is_caught(f"{nats_url}?prefix={nats_prefix}")

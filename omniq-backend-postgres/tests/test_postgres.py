@@ -1099,20 +1099,3 @@ def test_options_in_the_url_and_unknown_ones(pg_url: str) -> None:
         PostgresSettings.from_url(pg_url, min_size=5, max_size=2)
     with pytest.raises(ConfigError, match="'pool'"):
         PostgresSettings.from_url(pg_url, pool=3)
-
-
-async def test_an_idle_worker_starts_a_delayed_task_on_time(pg_url: str, pg_schema: str) -> None:
-    """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
-    poll_interval: the wait itself must end at a delayed task's eta."""
-    from omniq.testing.idle import check_delayed_task_starts_on_time
-
-    await check_delayed_task_starts_on_time(f"{pg_url}?schema={pg_schema}")
-
-
-async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
-    pg_url: str,
-    pg_schema: str,
-) -> None:
-    from omniq.testing.idle import check_lost_wake_up_is_caught
-
-    await check_lost_wake_up_is_caught(f"{pg_url}?schema={pg_schema}")

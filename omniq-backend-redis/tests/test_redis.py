@@ -1304,22 +1304,3 @@ async def test_a_stop_requested_during_a_reserve_is_not_waited_out(
         finally:
             running.cancel()
             await publisher.aclose()
-
-
-async def test_an_idle_worker_starts_a_delayed_task_on_time(
-    redis_url: str, key_prefix: str
-) -> None:
-    """The worker's first wait after a drain is long (WOKEN_IDLE_WAIT), later ones up to
-    poll_interval: the wait itself must end at a delayed task's eta."""
-    from omniq.testing.idle import check_delayed_task_starts_on_time
-
-    await check_delayed_task_starts_on_time(f"{redis_url}?key_prefix={key_prefix}")
-
-
-async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
-    redis_url: str,
-    key_prefix: str,
-) -> None:
-    from omniq.testing.idle import check_lost_wake_up_is_caught
-
-    await check_lost_wake_up_is_caught(f"{redis_url}?key_prefix={key_prefix}")

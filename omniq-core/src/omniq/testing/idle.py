@@ -1,7 +1,9 @@
-"""Checks of an idle worker's waits, for backends whose wait for work wakes on new work
-(``reserve_drains``): its reserves after a drain are only a safety net, so they may come
-late, but a delayed task must still start on time and a lost wake-up must still be
-caught within ``poll_interval``. Called by the backends' own tests with a store URL."""
+"""An idle worker's waits (part of :class:`~omniq.testing.TaskQueueContract`): where the
+wait for work wakes on new work (``reserve_drains``) the reserves after a drain are only
+a safety net, so they may come late, but a delayed task must still start on time and a
+lost wake-up must still be caught within ``poll_interval``. Run with a real worker in
+this process on an app whose three stores are the queue's ref (skipped for a backend
+without sibling result and event stores)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,28 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..interfaces import BaseTaskQueue, Capability
+from .base import open_app
+from .capabilities import requires
 from .polling import eventually
 
-__all__ = ["check_delayed_task_starts_on_time", "check_lost_wake_up_is_caught"]
+__all__ = ["IdleWaitTests", "check_delayed_task_starts_on_time", "check_lost_wake_up_is_caught"]
+
+
+class IdleWaitTests:
+    """Mixed into the task-queue contract: what an idle worker's waits must keep."""
+
+    async def test_an_idle_worker_starts_a_delayed_task_on_time(
+        self, task_queue: BaseTaskQueue, task_queue_ref: Any
+    ) -> None:
+        requires(task_queue, Capability.BLOCKING_RESERVE)
+        await check_delayed_task_starts_on_time(task_queue_ref)
+
+    async def test_an_idle_worker_catches_a_lost_wake_up_within_poll_interval(
+        self, task_queue: BaseTaskQueue, task_queue_ref: Any
+    ) -> None:
+        requires(task_queue, Capability.BLOCKING_RESERVE)
+        await check_lost_wake_up_is_caught(task_queue_ref)
 
 
 async def _run_one(app: Any, task: Any) -> None:
@@ -20,13 +41,11 @@ async def _run_one(app: Any, task: Any) -> None:
     await app.get_result(await task.delay(), timeout=10)
 
 
-async def check_delayed_task_starts_on_time(url: str, *, late: float = 1.0) -> None:
+async def check_delayed_task_starts_on_time(ref: Any, *, late: float = 1.0) -> None:
     """A task delayed by 0.3 s, enqueued while the worker waits after a drain, starts at
     its eta and less than ``late`` seconds after it, with ``poll_interval`` far longer
     (a wait that ignored the eta would start it seconds late)."""
-    from omniq import AsyncOmniQ
-
-    async with AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url) as app:
+    async with open_app(ref) as app:
         started: list[float] = []
 
         @app.task
@@ -48,12 +67,10 @@ async def check_delayed_task_starts_on_time(url: str, *, late: float = 1.0) -> N
             await asyncio.wait_for(running, 10)
 
 
-async def check_lost_wake_up_is_caught(url: str, *, poll_interval: float = 0.3) -> None:
+async def check_lost_wake_up_is_caught(ref: Any, *, poll_interval: float = 0.3) -> None:
     """With every wake-up lost (the queue's wait made deaf: it only sleeps), a task still
     runs, because no wait of the worker is longer than ``poll_interval``."""
-    from omniq import AsyncOmniQ
-
-    async with AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url) as app:
+    async with open_app(ref) as app:
 
         @app.task
         async def noop() -> None:

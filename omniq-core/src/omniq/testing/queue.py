@@ -12,6 +12,7 @@ from ..interfaces import BaseTaskQueue
 from ..registry import StoreKind
 from .arguments import QueueArgumentTests
 from .base import StoreContract, abstract_ref, open_store
+from .idle import IdleWaitTests
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
@@ -43,6 +44,7 @@ class TaskQueueContract(
     QueueArgumentTests,
     WorkerRegistryTests,
     LimitTests,
+    IdleWaitTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
