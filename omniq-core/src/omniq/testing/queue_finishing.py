@@ -6,6 +6,7 @@ the same backend (which a backend may merge into one step) and to stores of anot
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -165,6 +166,39 @@ async def check_zombie_finish(
     assert fetched is not None and fetched.state is TaskState.SUCCEEDED
 
 
+async def check_zombie_finish_never_reaches_a_wait(
+    queue: BaseTaskQueue, results: BaseResultStorage
+) -> None:
+    """A producer waiting for a task its result storage was told of (``expect``, before
+    any result of it exists) gets the winner's result, never a fenced-out attempt's: a
+    refused completion writes nothing and announces nothing, however a store's wait
+    learns of results without reading first."""
+    assert await results.wait("warm-up", 0.0) is None  # (a first wait may set up)
+    first = await reserved(queue, lease=SHORT)
+    results.expect(first.id)
+    waiting = asyncio.create_task(results.wait(first.id, 30.0))
+    try:
+        await lapse(queue, first)
+        second = await reserve_one(queue, [first.queue], worker="worker-b")
+        late = make_result(task_id=first.id, worker_id="worker-a", value=b"late")
+        spent = [(first.id, first.lease_token or "", TaskState.SUCCEEDED, None)]
+        assert await queue.finish_many(spent, [late], [], results, None) == [False]
+        # What the refused finish announced, if anything, comes before this one's notice.
+        marker = make_result()
+        results.expect(marker.task_id)
+        await results.set(marker)
+        assert await results.wait(marker.task_id, 30.0) == marker
+        assert not waiting.done(), "a refused completion's result reached a waiting producer"
+        won = make_result(task_id=first.id, worker_id="worker-b", value=b"won")
+        held = [(second.id, second.lease_token or "", TaskState.SUCCEEDED, None)]
+        assert await queue.finish_many(held, [won], [], results, None) == [True]
+        assert await asyncio.wait_for(waiting, 30.0) == won, (
+            "the waiting producer must get the accepted attempt's result"
+        )
+    finally:
+        waiting.cancel()
+
+
 def enqueued_event(task: Task) -> TaskEvent:
     """The event the app records for ``task`` before knowing how it is stored."""
     return make_event(
@@ -281,6 +315,11 @@ class FinishTests:
         self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
     ) -> None:
         await check_zombie_finish(task_queue, *siblings)
+
+    async def test_zombie_finish_never_reaches_an_expecting_wait(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_zombie_finish_never_reaches_a_wait(task_queue, siblings[0])
 
     async def test_zombie_finish_leaves_nothing_with_stores_of_another_backend(
         self, task_queue: BaseTaskQueue
