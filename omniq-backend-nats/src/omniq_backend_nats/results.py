@@ -218,13 +218,11 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
                     return result
             elif came is None or deadline <= loop.time():
                 read = True
-                (entry,) = await self.inbox.get(self.bucket, [key])
+                result = await self._read(key, task_id)
                 if self._since is None:  # (the read went after the subscription)
                     self._since = self.nc.stats["reconnects"]
-                if entry is not None:
-                    result = self._live(entry[0], await self.now(), task_id)
-                    if result is not None:
-                        return result
+                if result is not None:
+                    return result
             while (remaining := deadline - loop.time()) > 0:
                 try:  # (no task per wait, unlike wait_for: one hop less to wake)
                     async with asyncio.timeout(remaining):
@@ -240,12 +238,16 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
             if read:
                 return None
             # Its put may be late (a busy loop) or lost (a reconnect during the wait).
-            (entry,) = await self.inbox.get(self.bucket, [key])
-            return None if entry is None else self._live(entry[0], await self.now(), task_id)
+            return await self._read(key, task_id)
         finally:
             waiters.discard(waiter)
             if not waiters and self._waiters.get(key) is waiters:
                 del self._waiters[key]
+
+    async def _read(self, key: str, task_id: str) -> TaskResult | None:
+        """The key's live result, read from the bucket."""
+        (entry,) = await self.inbox.get(self.bucket, [key])
+        return None if entry is None else self._live(entry[0], await self.now(), task_id)
 
 
 async def _unsubscribe(sub: Subscription) -> None:
