@@ -105,23 +105,6 @@ async def test_concurrent_migrators_apply_each_migration_once(
     assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
 
 
-async def test_reserve_keeps_one_generic_plan_and_complete_many_its_custom_ones(
-    pg_url: str, pg_schema: str, conn: asyncpg.Connection
-) -> None:
-    """reserve() is planned once (migration 13: re-planned on every call it cost the
-    server ~0.3-0.5 ms a batch); complete_many()'s generic plan would walk every running
-    task for each id, so it must stay custom. A later CREATE OR REPLACE keeps both."""
-    await migrate(pg_url, schema=pg_schema)
-    rows = await conn.fetch(
-        "SELECT proname, coalesce(proconfig, '{}') FROM pg_proc"
-        " WHERE pronamespace = $1::regnamespace AND proname IN ('reserve', 'complete_many')",
-        pg_schema,
-    )
-    config = {row[0]: row[1] for row in rows}
-    assert "plan_cache_mode=force_generic_plan" in config["reserve"], config
-    assert not any(c.startswith("plan_cache_mode") for c in config["complete_many"]), config
-
-
 async def test_concurrent_store_opens_on_a_fresh_schema(pg_url: str, pg_schema: str) -> None:
     stores = [PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) for _ in range(5)]
     try:
