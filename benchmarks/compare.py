@@ -312,6 +312,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "latency_samples": args.latency_samples,
         "rounds": args.rounds,
         "batch_size": args.batch_size or 10,
+        # (OmniQ's worker: concurrency + prefetch a reserve; see omniq_subject.prefetch)
+        "omniq_reserve": max(args.batch_size, 10) if args.batch_size else 50,
         "results": results,
         "notes": notes,
         "per_round": rounds if args.rounds > 1 else {},
@@ -515,6 +517,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['backend']}: n={report['n']}, {report['latency_samples']} latency samples, "
         f"one worker process, 10 tasks at a time, OmniQ with events on"
+        f" reserving up to {report.get('omniq_reserve', 50)} at a time"
         + (f"; medians of {rounds} rounds" if rounds > 1 else ""),
         header,
         "-" * len(header),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -9,10 +10,22 @@ from typing import Any
 from bench_tasks import app, noop_async, noop_sync
 
 from omniq import OmniQ
+from omniq.config import WorkerConfig
 from omniq.models import TaskState
 
 #: Results are read in chunks, so a large n does not become one huge query.
 CHUNK = 1000
+
+
+def prefetch(concurrency: int | None) -> int | None:
+    """The worker's ``--prefetch`` for compare.py's ``--batch-size`` (``OMNIQ_BENCH_BATCH_SIZE``):
+    a reserve takes up to concurrency + prefetch tasks, so a batch of 100 is prefetch 90
+    (at least 0), the same take per round trip as pgqueuer's ``--batch-size``. Unset: the
+    worker's own default (4 x concurrency, 50 in all)."""
+    batch = os.environ.get("OMNIQ_BENCH_BATCH_SIZE")
+    if not batch:
+        return None
+    return max(int(batch) - (concurrency or WorkerConfig().concurrency), 0)
 
 
 class OmniQSubject:
@@ -72,6 +85,9 @@ class OmniQSubject:
             command += ["--pool", self.pool]
         if self.concurrency:
             command += ["--concurrency", str(self.concurrency)]
+        extra = prefetch(self.concurrency)
+        if extra is not None:
+            command += ["--prefetch", str(extra)]
         return command + (["--burst"] if burst else [])
 
     async def processing_window(self, task_ids: list[str]) -> tuple[float, float]:
