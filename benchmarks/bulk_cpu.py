@@ -3,13 +3,14 @@ and WAL per task of one ``enqueue_many`` (events on), for A/B work on a shared m
 
     .venv/bin/python benchmarks/bulk_cpu.py postgresql://postgres@127.0.0.1:5432/test -n 10000
 
-Each round makes a fresh schema (``bulkcpu<r>``), opens an app on it for tasks, results
-and events, enqueues 500 to prepare the statements, then times one ``enqueue_many`` of
-``n`` no-op tasks: wall (``perf_counter``), this process's CPU (``os.times``), the CPU of
-the database's other sessions (``/proc`` counters: the store's connections; 10 ms
-ticks) and the server's WAL (``pg_stat_wal``, the whole server's: run it on a quiet
-server). The schema is dropped after each round. ``--profile`` writes a cProfile of the
-last round's ``enqueue_many`` to the given file.
+Each round makes a fresh schema (``bulkcpu<pid>_<r>``), opens an app on it for tasks,
+results and events, enqueues 500 to prepare the statements, then times one
+``enqueue_many`` of ``n`` no-op tasks: wall (``perf_counter``), this process's CPU
+(``os.times``), the CPU of the database's other sessions (``/proc`` counters: the
+store's connections; 10 ms ticks) and the server's WAL (``pg_stat_wal``, the whole
+server's, read once the app's connections closed: other databases' writes count too).
+The schema is dropped after each round. ``--profile`` writes a cProfile of the last
+round's ``enqueue_many`` to the given file.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ async def one_round(url: str, schema: str, n: int, profile: str | None) -> dict[
             profiler.disable()
         wall = time.perf_counter() - started
         after = os.times(), sum(map(cpu_seconds, pids))
+        await app.close()  # (a backend reports its WAL counts by its exit at the latest)
+        await asyncio.sleep(0.5)
         wal1 = await probe.fetchrow(WAL)
         if profiler is not None and profile:
             profiler.dump_stats(profile)
-        await app.close()
         await probe.execute(f"DROP SCHEMA {schema} CASCADE")
     finally:
         await probe.close()
@@ -103,5 +105,10 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--batch", type=int, default=None, help="the app's ENQUEUE_BATCH")
     args = parser.parse_args()
+    if args.batch:
+        import omniq.app
+
+        omniq.app.ENQUEUE_BATCH = args.batch
     asyncio.run(main(args.url, args.n, args.rounds, args.profile))

@@ -17,7 +17,8 @@ import asyncio
 import builtins  # the queue's list() method shadows the type in the class body
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import asyncpg
@@ -171,7 +172,7 @@ SELECT id, state, created_at, finished_at FROM ins WHERE""",
 
 #: A batch's statements in flight: the inserted rows to come (none for ``COPY``), the
 #: batch, whether they write the events too, and whether by ``COPY`` (every task then
-#: stored as given, or the statement fails; see :meth:`PostgresTaskQueue._sent`).
+#: stored as given, or the statement fails; see :meth:`PostgresTaskQueue._statement`).
 Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
 
 #: The columns a bulk's ``COPY`` fills for tasks that are ready at once (the others are
@@ -554,27 +555,35 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self, conn: asyncpg.Connection, batches: Iterable[Batch], recorded: bool, new: bool
     ) -> list[Task]:
         """Write ``batches`` on ``conn``, the statement of each in flight while the
-        ``for`` builds the next one (asyncpg runs one statement at a time); ``new``:
-        with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`)."""
+        ``for`` builds the next one and its arguments (asyncpg runs one statement at a
+        time); ``new``: with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`,
+        ``COPY``)."""
         stored: list[Task] = []
         flight: Flight | None = None
         copied: set[str] = set()  # queues of the tasks written by COPY
         try:
             for tasks, events in batches:
-                if flight is not None:
-                    stored += await self._landed(conn, flight)
-                    flight = None
                 if not recorded:
                     events = ()
                 if any(t.depends_on for t in tasks):
+                    if flight is not None:
+                        stored += await self._landed(conn, flight)
+                        flight = None
                     part = await self._enqueue_in_order(conn, tasks)
                     if events:
                         done = [as_stored(e, t) for e, t in zip(events, part, strict=True)]
                         await conn.execute(self.sql(APPEND), *append_args(done))
                     stored += part
                 elif tasks:
-                    flight = await self._sent(conn, tasks, events, new)
-                    if flight[3]:
+                    send, writes_events, by_copy = self._statement(conn, tasks, events, new)
+                    if flight is not None:  # (the next batch's arguments are built)
+                        stored += await self._landed(conn, flight)
+                        flight = None
+                    # asyncpg sends a statement in the first step of its task
+                    future = asyncio.ensure_future(send())
+                    flight = future, (tasks, events), writes_events, by_copy
+                    await asyncio.sleep(0)
+                    if by_copy:
                         copied.update(t.queue for t in tasks)
             if flight is not None:
                 stored += await self._landed(conn, flight)
@@ -587,40 +596,44 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                     await flight[0]
         return stored
 
-    async def _sent(
+    def _statement(
         self,
         conn: asyncpg.Connection,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         new: bool,
-    ) -> Flight:
-        """``tasks`` (and ``events``) written by a statement now on its way: asyncpg
-        sends a prepared statement in the first step of its task. The events go with
+    ) -> tuple[Callable[[], Awaitable[list[asyncpg.Record]]], bool, bool]:
+        """What writes ``tasks`` (and ``events``), its arguments built now, to send
+        later; whether it writes the events, and whether by ``COPY``. The events go with
         their tasks when each task is ready at once (:data:`INSERT_BULK`), else after
         (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
         (:meth:`_copy`), tasks and events."""
-        future: asyncio.Future[list[asyncpg.Record]]
         if new and _copyable(tasks):
-            ready = events and [
-                as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)
-            ]
-            future = asyncio.ensure_future(self._copy(conn, _copy_rows(tasks), ready))
-            await asyncio.sleep(0)
-            return future, (tasks, events), bool(events), True
+            ready = (
+                event_records(
+                    [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
+                )
+                if events
+                else []
+            )
+            return partial(self._copy, conn, _copy_rows(tasks), ready), bool(events), True
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
-            ready = [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
-            args = compact([*_insert_args(tasks), *event_columns(ready)])
+            ready_events = [
+                as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)
+            ]
+            args = compact([*_insert_args(tasks), *event_columns(ready_events)])
             sql = INSERT_BULK_NEW if new else INSERT_BULK
         else:
             args = compact(_insert_args(tasks))
             sql = INSERT_MANY_NEW if new else INSERT_MANY
-        future = asyncio.ensure_future(conn.fetch(self.sql(sql), *args))
-        await asyncio.sleep(0)
-        return future, (tasks, events), recorded, False
+        return partial(conn.fetch, self.sql(sql), *args), recorded, False
 
     async def _copy(
-        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], events: Sequence[TaskEvent]
+        self,
+        conn: asyncpg.Connection,
+        rows: list[tuple[Any, ...]],
+        events: list[tuple[Any, ...]],
     ) -> list[asyncpg.Record]:
         """Write tasks that are ready at once, and their events, by binary ``COPY``: the
         server inserts a page of rows at a time (one WAL record a heap page, not a row),
@@ -632,12 +645,12 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         )
         if events:
             await conn.copy_records_to_table(
-                "events", records=event_records(events), columns=EVENT_COLUMNS, schema_name=schema
+                "events", records=events, columns=EVENT_COLUMNS, schema_name=schema
             )
         return []
 
     async def _landed(self, conn: asyncpg.Connection, flight: Flight) -> list[Task]:
-        """The tasks of a batch :meth:`_sent` wrote, as stored, with their events: when
+        """The tasks of a batch :meth:`_statement` wrote, as stored, with their events: when
         the statement did not write them (delayed tasks, or some not inserted: an id
         that existed, or given twice) they are appended here, each saying how its task
         is stored."""
