@@ -609,14 +609,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
         (:meth:`_copy`), tasks and events."""
         if new and _copyable(tasks):
-            ready = (
+            event_rows = (
                 event_records(
                     [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
                 )
                 if events
                 else []
             )
-            return partial(self._copy, conn, _copy_rows(tasks), ready), bool(events), True
+            return partial(self._copy, conn, _copy_rows(tasks), event_rows), bool(events), True
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
             ready_events = [
@@ -633,7 +633,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self,
         conn: asyncpg.Connection,
         rows: list[tuple[Any, ...]],
-        events: list[tuple[Any, ...]],
+        event_rows: list[tuple[Any, ...]],
     ) -> list[asyncpg.Record]:
         """Write tasks that are ready at once, and their events, by binary ``COPY``: the
         server inserts a page of rows at a time (one WAL record a heap page, not a row),
@@ -643,9 +643,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         await conn.copy_records_to_table(
             "tasks", records=rows, columns=COPY_TASK_COLUMNS, schema_name=schema
         )
-        if events:
+        if event_rows:
             await conn.copy_records_to_table(
-                "events", records=events, columns=EVENT_COLUMNS, schema_name=schema
+                "events", records=event_rows, columns=EVENT_COLUMNS, schema_name=schema
             )
         return []
 
