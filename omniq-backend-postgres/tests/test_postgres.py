@@ -496,6 +496,30 @@ async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     assert await queue.get(tasks[0].id) is None
 
 
+async def test_a_bulk_by_copy_with_an_existing_or_repeated_id_is_written_again(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """An id that exists, or comes twice, fails the ``COPY`` on ``tasks_pkey``; the bulk
+    is then written again (``ON CONFLICT``), each event saying how its task is stored."""
+    running = make_task(queue="elsewhere", name="another:task")
+    await queue.enqueue(running)
+    await queue.reserve(["elsewhere"], "w", 30)
+    tasks = copied_bulk()
+    again = msgspec.structs.replace(tasks[5], id=running.id)
+    tasks[5] = again
+    tasks.append(tasks[7])
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter([(tasks, bulk_events(tasks))]), events)
+        assert [t.id for t in stored] == [t.id for t in tasks]
+        assert stored[5].state is TaskState.RUNNING and stored[5].queue == "elsewhere"
+        [event] = await events.query(task_id=running.id, types=[EventType.ENQUEUED])
+        assert (event.queue, event.detail["state"]) == ("elsewhere", "running")
+        assert len(await events.query(task_id=tasks[7].id)) == 2
+        [event] = await events.query(task_id=tasks[0].id)
+        assert event.detail["state"] == "pending"
+    assert await queue.get(tasks[0].id) is not None
+
+
 async def test_a_bulk_by_copy_wakes_a_waiting_worker(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str
 ) -> None:
