@@ -414,6 +414,129 @@ async def test_bulk_events_say_how_each_task_is_stored(
         assert len(await events.query(task_id=twice.id)) == 2
 
 
+def copied_bulk(queue_name: str = "default", at: float | None = None) -> list[Task]:
+    """New tasks ready at once with their creation time: a bulk that goes by ``COPY``."""
+    at = time.time() if at is None else at
+    tasks = [make_task(queue=queue_name, created_at=at) for _ in range(RECORDED_MAX + 1)]
+    tasks[1] = msgspec.structs.replace(
+        tasks[1],
+        priority=-3,
+        expires_at=at + 600,
+        schedule_id="nightly",
+        result_ttl=60.0,
+        dead_ttl=120.0,
+        attempts=2,
+        max_retries=7,
+    )
+    return tasks
+
+
+def bulk_events(tasks: Sequence[Task]) -> list[TaskEvent]:
+    detail = {"name": tasks[0].name, "state": "pending"}
+    return [make_event(task_id=t.id, queue=t.queue, detail=detail) for t in tasks]
+
+
+async def test_a_bulk_by_copy_stores_what_the_insert_stores(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """A bulk of new tasks ready at once goes by ``COPY`` (outside a caller's
+    transaction), built apart from the INSERT's columns: the rows and events must be
+    the same as the INSERT's (in a caller's transaction) for the same tasks, in order."""
+    at = time.time()
+    copied, inserted = copied_bulk(at=at), copied_bulk(at=at)
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter([(copied, bulk_events(copied))]), events)
+        assert stored == copied  # each as given: pending, not finished
+        async with conn.transaction():
+            await queue.using(conn).enqueue_batches(
+                iter([(inserted, bulk_events(inserted))]), events
+            )
+
+        async def rows(tasks: list[Task]) -> list[tuple[Any, ...]]:
+            got = await conn.fetch(
+                f'SELECT * FROM "{pg_schema}".tasks WHERE id = ANY($1::text[]) ORDER BY seq',
+                [t.id for t in tasks],
+            )
+            return [tuple(v for k, v in r.items() if k not in ("id", "seq", "data")) for r in got]
+
+        assert await rows(copied) == await rows(inserted)
+        assert [t.id for t in copied] == [
+            r[0]
+            for r in await conn.fetch(
+                f'SELECT id FROM "{pg_schema}".tasks WHERE id = ANY($1::text[]) ORDER BY seq',
+                [t.id for t in copied],
+            )
+        ]
+        for a, b in zip(copied, inserted, strict=True):
+            got_a, got_b = await queue.get(a.id), await queue.get(b.id)
+            assert got_a is not None and got_b is not None
+            assert msgspec.structs.replace(got_a, id=b.id, payload=b.payload) == got_b
+            [event_a] = await events.query(task_id=a.id)
+            [event_b] = await events.query(task_id=b.id)
+            assert (event_a.queue, event_a.type, event_a.detail) == (
+                event_b.queue,
+                event_b.type,
+                event_b.detail,
+            )
+            assert event_a.detail == {"name": a.name, "state": "pending"}
+
+
+async def test_a_bulk_by_copy_stores_no_task_without_its_event(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tasks' ``COPY`` and the events' share the bulk's transaction: when the
+    events' fails, no task of the bulk is stored."""
+    from omniq_backend_postgres import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "EVENT_COLUMNS", ("id", "no_such_column"))
+    tasks = copied_bulk()
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        with pytest.raises(asyncpg.UndefinedColumnError):
+            await queue.enqueue_batches(iter([(tasks, bulk_events(tasks))]), events)
+    assert await queue.get(tasks[0].id) is None
+
+
+async def test_a_bulk_by_copy_with_an_existing_or_repeated_id_is_written_again(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """An id that exists, or comes twice, fails the ``COPY`` on ``tasks_pkey``; the bulk
+    is then written again (``ON CONFLICT``), each event saying how its task is stored."""
+    running = make_task(queue="elsewhere", name="another:task")
+    await queue.enqueue(running)
+    await queue.reserve(["elsewhere"], "w", 30)
+    tasks = copied_bulk()
+    again = msgspec.structs.replace(tasks[5], id=running.id)
+    tasks[5] = again
+    tasks.append(tasks[7])
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter([(tasks, bulk_events(tasks))]), events)
+        assert [t.id for t in stored] == [t.id for t in tasks]
+        assert stored[5].state is TaskState.RUNNING and stored[5].queue == "elsewhere"
+        [event] = await events.query(task_id=running.id, types=[EventType.ENQUEUED])
+        assert (event.queue, event.detail["state"]) == ("elsewhere", "running")
+        assert len(await events.query(task_id=tasks[7].id)) == 2
+        [event] = await events.query(task_id=tasks[0].id)
+        assert event.detail["state"] == "pending"
+    assert await queue.get(tasks[0].id) is not None
+
+
+async def test_a_bulk_by_copy_wakes_a_waiting_worker(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """``COPY`` sends no NOTIFY of its own: the bulk notifies its queues before it
+    commits."""
+    loop = asyncio.get_running_loop()
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
+        waiting = asyncio.ensure_future(queue.wait_for_work(["jobs"], LONG))
+        await eventually(lambda: _true(queue.listening), "the queue never started listening")
+        started = loop.time()
+        tasks = copied_bulk("jobs")
+        await other.enqueue_batches(iter([(tasks, [])]), None)
+        await asyncio.wait_for(waiting, LONG / 2)
+    assert loop.time() - started < LONG / 2
+    assert len(await queue.reserve(["jobs"], "w", 30, limit=10)) == 10
+
+
 async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
     queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
 ) -> None:

@@ -30,6 +30,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::te
 ORDER BY i.ord
 """
 APPEND = broadcast(APPEND_TEMPLATE)
+#: The columns of :func:`event_records`, for ``COPY`` (``seq`` is the identity's).
+EVENT_COLUMNS = ("id", "task_id", "queue", "type", "ts", "worker_id", "detail")
 # Counted on the server: one row per bucket, queue and type, along the (ts) index.
 COUNTS = """
 SELECT floor((ts - $1) / $3) AS bucket, queue, type, count(*) FROM {s}.events
@@ -61,6 +63,20 @@ def event_row(e: TaskEvent) -> tuple[Any, ...]:
         e.worker_id,
         _json.encode(e.detail).decode(),
     )
+
+
+def event_records(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
+    """Rows of :data:`EVENT_COLUMNS` for ``COPY``; the detail's JSON is made once for
+    the events that share one detail dict (a bulk's ``enqueued`` events do)."""
+    rows = []
+    shared: dict[str, Any] | None = None
+    text = ""
+    for e in events:
+        if e.detail is not shared:
+            shared = e.detail
+            text = _json.encode(shared).decode()
+        rows.append((e.id, e.task_id, e.queue, _type_value(e.type), e.timestamp, e.worker_id, text))
+    return rows
 
 
 def event_columns(events: Sequence[TaskEvent]) -> list[list[Any]]:

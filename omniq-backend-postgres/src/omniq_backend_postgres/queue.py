@@ -17,7 +17,8 @@ import asyncio
 import builtins  # the queue's list() method shadows the type in the class body
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import asyncpg
@@ -50,7 +51,15 @@ from omniq.models import (
     worker_decoder,
 )
 
-from .events import APPEND, APPEND_TEMPLATE, append_args, event_columns, event_row
+from .events import (
+    APPEND,
+    APPEND_TEMPLATE,
+    EVENT_COLUMNS,
+    append_args,
+    event_columns,
+    event_records,
+    event_row,
+)
 from .limits import reserve_limited
 from .paging import list_page
 from .results import UPSERT_TEMPLATE, upsert_args
@@ -161,9 +170,20 @@ SELECT id, state, created_at, finished_at FROM ins WHERE""",
     )
 )
 
-#: A batch's statement in flight: its rows to come, the batch, and whether it writes
-#: the events too (see :meth:`PostgresTaskQueue._sent`).
-Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool]
+#: A batch's statements in flight: the inserted rows to come (none for ``COPY``), the
+#: batch, whether they write the events too, and whether by ``COPY`` (every task then
+#: stored as given, or the statement fails; see :meth:`PostgresTaskQueue._statement`).
+Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
+
+#: The columns a bulk's ``COPY`` fills for tasks that are ready at once (the others are
+#: NULL, or the identity's next ``seq``), and for their events (:func:`_copy_rows`,
+#: :func:`.events.event_records`).
+COPY_TASK_COLUMNS = (
+    "id", "queue", "name", "priority", "state", "expires_at", "created_at", "attempts",
+    "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "data",
+)  # fmt: skip
+#: Wake the workers of the queues a bulk's ``COPY`` filled (delivered at commit).
+NOTIFY_QUEUES = "SELECT pg_notify({tasks_channel}, q) FROM unnest($1::text[]) q"
 
 _UNNEST = re.compile(r"unnest\(([^()]*)\)\s*WITH ORDINALITY AS (\w+)\(", re.S)
 
@@ -369,6 +389,36 @@ def _insert_row(t: Task, state: str | None = None, error: str | None = None) -> 
     )
 
 
+def _copyable(tasks: Sequence[Task]) -> bool:
+    """Whether ``tasks`` can go by ``COPY`` (:func:`_copy_rows`): each ready at once (no
+    eta: ``pending`` without asking the server's clock) with its creation time."""
+    return all(t.eta is None and t.created_at > 0 for t in tasks)
+
+
+def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
+    """Rows of :data:`COPY_TASK_COLUMNS` for :func:`_copyable` tasks: what :data:`INSERT`
+    stores for them (state ``pending``, no error, not finished)."""
+    encode = encoder.encode
+    return [
+        (
+            t.id,
+            t.queue,
+            t.name,
+            t.priority,
+            "pending",
+            t.expires_at,
+            t.created_at,
+            t.attempts,
+            attempts_allowed(t),
+            t.result_ttl,
+            t.dead_ttl,
+            t.schedule_id,
+            encode(t),
+        )
+        for t in tasks
+    ]
+
+
 def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
     """Arguments of the schema's complete_many() (states checked by the base)."""
     return [
@@ -505,65 +555,115 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         self, conn: asyncpg.Connection, batches: Iterable[Batch], recorded: bool, new: bool
     ) -> list[Task]:
         """Write ``batches`` on ``conn``, the statement of each in flight while the
-        ``for`` builds the next one (asyncpg runs one statement at a time); ``new``:
-        with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`)."""
+        ``for`` builds the next one and its arguments (asyncpg runs one statement at a
+        time); ``new``: with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`,
+        ``COPY``)."""
         stored: list[Task] = []
         flight: Flight | None = None
+        copied: set[str] = set()  # queues of the tasks written by COPY
         try:
             for tasks, events in batches:
-                if flight is not None:
-                    stored += await self._landed(conn, flight)
-                    flight = None
                 if not recorded:
                     events = ()
                 if any(t.depends_on for t in tasks):
+                    if flight is not None:
+                        stored += await self._landed(conn, flight)
+                        flight = None
                     part = await self._enqueue_in_order(conn, tasks)
                     if events:
                         done = [as_stored(e, t) for e, t in zip(events, part, strict=True)]
                         await conn.execute(self.sql(APPEND), *append_args(done))
                     stored += part
                 elif tasks:
-                    flight = await self._sent(conn, tasks, events, new)
+                    send, writes_events, by_copy = self._statement(conn, tasks, events, new)
+                    if flight is not None:  # (the next batch's arguments are built)
+                        stored += await self._landed(conn, flight)
+                        flight = None
+                    # asyncpg sends a statement in the first step of its task
+                    future = asyncio.ensure_future(send())
+                    flight = future, (tasks, events), writes_events, by_copy
+                    await asyncio.sleep(0)
+                    if by_copy:
+                        copied.update(t.queue for t in tasks)
             if flight is not None:
                 stored += await self._landed(conn, flight)
                 flight = None
+            if copied:
+                await conn.execute(self.sql(NOTIFY_QUEUES), sorted(copied))
         finally:
             if flight is not None:  # the next batch failed to build: let this one end
                 with contextlib.suppress(Exception):
                     await flight[0]
         return stored
 
-    async def _sent(
+    def _statement(
         self,
         conn: asyncpg.Connection,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         new: bool,
-    ) -> Flight:
-        """``tasks`` (and ``events``) written by a statement now on its way: asyncpg
-        sends a prepared statement in the first step of its task. The events go with
+    ) -> tuple[Callable[[], Awaitable[list[asyncpg.Record]]], bool, bool]:
+        """What writes ``tasks`` (and ``events``), its arguments built now, to send
+        later; whether it writes the events, and whether by ``COPY``. The events go with
         their tasks when each task is ready at once (:data:`INSERT_BULK`), else after
-        (see :meth:`_landed`)."""
+        (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
+        (:meth:`_copy`), tasks and events."""
+        if new and _copyable(tasks):
+            event_rows = (
+                event_records(
+                    [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
+                )
+                if events
+                else []
+            )
+            return partial(self._copy, conn, _copy_rows(tasks), event_rows), bool(events), True
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
-            ready = [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
-            args = compact([*_insert_args(tasks), *event_columns(ready)])
+            ready_events = [
+                as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)
+            ]
+            args = compact([*_insert_args(tasks), *event_columns(ready_events)])
             sql = INSERT_BULK_NEW if new else INSERT_BULK
         else:
             args = compact(_insert_args(tasks))
             sql = INSERT_MANY_NEW if new else INSERT_MANY
-        future: asyncio.Future[list[asyncpg.Record]]
-        future = asyncio.ensure_future(conn.fetch(self.sql(sql), *args))
-        await asyncio.sleep(0)
-        return future, (tasks, events), recorded
+        return partial(conn.fetch, self.sql(sql), *args), recorded, False
+
+    async def _copy(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[tuple[Any, ...]],
+        event_rows: list[tuple[Any, ...]],
+    ) -> list[asyncpg.Record]:
+        """Write tasks that are ready at once, and their events, by binary ``COPY``: the
+        server inserts a page of rows at a time (one WAL record a heap page, not a row),
+        with no plan, unnest or projection per row, and asyncpg encodes each value in C.
+        An id that exists (or given twice) fails it on ``tasks_pkey``."""
+        schema = self.settings.schema
+        await conn.copy_records_to_table(
+            "tasks", records=rows, columns=COPY_TASK_COLUMNS, schema_name=schema
+        )
+        if event_rows:
+            await conn.copy_records_to_table(
+                "events", records=event_rows, columns=EVENT_COLUMNS, schema_name=schema
+            )
+        return []
 
     async def _landed(self, conn: asyncpg.Connection, flight: Flight) -> list[Task]:
-        """The tasks of a batch :meth:`_sent` wrote, as stored, with their events: when
+        """The tasks of a batch :meth:`_statement` wrote, as stored, with their events: when
         the statement did not write them (delayed tasks, or some not inserted: an id
         that existed, or given twice) they are appended here, each saying how its task
         is stored."""
-        future, (tasks, events), recorded = flight
+        future, (tasks, events), recorded, copied = flight
         rows = await future
+        if copied:  # each stored as given, pending
+            pending = TaskState.PENDING
+            return [
+                t
+                if t.state is pending and t.finished_at is None
+                else msgspec.structs.replace(t, state=pending, finished_at=None)
+                for t in tasks
+            ]
         stored = await self._stored(conn, tasks, rows)
         if events and (not recorded or len(rows) < len(tasks)):
             done = [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
