@@ -242,6 +242,8 @@ class Listener:
             if handle is not None:
                 handle.cancel()
         self._held.clear()
+        for task in list(self._releasing):
+            task.cancel()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             await conn.close()
