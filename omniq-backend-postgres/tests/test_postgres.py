@@ -791,6 +791,7 @@ async def test_a_delayed_task_is_delivered_when_short_waits_skip_next_ready(
 ) -> None:
     """As the worker does after a reserve that drained the queue: short waits, which
     skip ``next_ready()``, still deliver a delayed task once it falls due."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     asked = _count_next_ready(queue, monkeypatch)
     eta = await queue.now() + 0.3
     task = make_task(eta=eta)
@@ -816,6 +817,7 @@ async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
     """A NOTIFY for the queue that arrives between a reserve that drained it and the next
     wait makes that wait return at once (no ``next_ready()``: the reserve that follows
     is the check), and that reserve finds the task."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     await queue.wait_for_work(["default"], 0)  # the listener is up from here on
     assert await queue.reserve(["default"], "w", 30, limit=5) == []
     asked = _count_next_ready(queue, monkeypatch)
@@ -847,6 +849,7 @@ async def test_a_wake_up_for_another_queue_keeps_the_short_wait(
     """Work announced for another queue since a draining reserve neither ends the short
     wait nor costs a ``next_ready()``: a worker of a quiet queue on a busy schema does
     not turn other queues' notifications into reserves."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     await queue.wait_for_work(["default"], 0)
     assert await queue.reserve(["default"], "w", 30, limit=5) == []
     asked = _count_next_ready(queue, monkeypatch)
