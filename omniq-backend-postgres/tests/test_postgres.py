@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from omniq.errors import ConfigError
 from omniq.models import EventType, Task, TaskEvent, TaskResult, TaskState, encoder
 from omniq.testing import eventually, make_event, make_result, make_task
+from omniq_backend_postgres import listener as listener_module
 from omniq_backend_postgres import plugin
 from omniq_backend_postgres.events import PostgresEventStorage
 from omniq_backend_postgres.listener import HEARD_MAX, Listener
@@ -913,6 +914,7 @@ async def test_a_delayed_task_is_delivered_when_short_waits_skip_next_ready(
 ) -> None:
     """As the worker does after a reserve that drained the queue: short waits, which
     skip ``next_ready()``, still deliver a delayed task once it falls due."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     asked = _count_next_ready(queue, monkeypatch)
     eta = await queue.now() + 0.3
     task = make_task(eta=eta)
@@ -938,6 +940,7 @@ async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
     """A NOTIFY for the queue that arrives between a reserve that drained it and the next
     wait makes that wait return at once (no ``next_ready()``: the reserve that follows
     is the check), and that reserve finds the task."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     await queue.wait_for_work(["default"], 0)  # the listener is up from here on
     assert await queue.reserve(["default"], "w", 30, limit=5) == []
     asked = _count_next_ready(queue, monkeypatch)
@@ -952,16 +955,29 @@ async def test_a_wake_up_since_a_draining_reserve_is_not_skipped(
     assert len(await queue.reserve(["default"], "w", 30, limit=5)) == 1
 
 
+async def _interested(conn: asyncpg.Connection, schema: str, queue: str) -> None:
+    """Hold ``queue``'s interest lock on ``conn`` as a waiting worker's listener does."""
+    await conn.execute(
+        "SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", f"omniq_{schema}_tasks:{queue}"
+    )
+
+
 async def test_a_wake_up_for_another_queue_keeps_the_short_wait(
-    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+    queue: PostgresTaskQueue,
+    pg_url: str,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Work announced for another queue since a draining reserve neither ends the short
     wait nor costs a ``next_ready()``: a worker of a quiet queue on a busy schema does
     not turn other queues' notifications into reserves."""
+    monkeypatch.setattr(listener_module, "LINGER", LONG)  # the interest held throughout
     await queue.wait_for_work(["default"], 0)
     assert await queue.reserve(["default"], "w", 30, limit=5) == []
     asked = _count_next_ready(queue, monkeypatch)
     seen = queue._seen()
+    await _interested(conn, pg_schema, "elsewhere")  # a worker waits there: it is notified
     async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as other:
         await other.enqueue(make_task(queue="elsewhere"))
     await eventually(lambda: _true(queue._seen() != seen), "the NOTIFY never arrived")
@@ -969,6 +985,70 @@ async def test_a_wake_up_for_another_queue_keeps_the_short_wait(
     await queue.wait_for_work(["default"], DRAINED_WAIT)
     assert time.monotonic() - started >= DRAINED_WAIT * 0.9
     assert asked == []
+
+
+async def test_an_enqueue_notifies_only_while_a_worker_may_be_waiting(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """No listener holds the queue's interest: the enqueue sends no NOTIFY (a marker sent
+    after it arrives alone, NOTIFYs arriving in commit order); while a worker waits on
+    the queue, an enqueue notifies and wakes it."""
+    heard: list[str] = []
+    channel = f"omniq_{pg_schema}_tasks"
+    await conn.add_listener(channel, lambda *args: heard.append(args[3]))
+    async with (
+        PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as producer,
+        PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as worker,
+    ):
+        await producer.enqueue(make_task(queue="jobs"))
+        await producer.execute("SELECT pg_notify($1, 'marker')", channel)
+        await eventually(lambda: _true("marker" in heard), "the marker never arrived")
+        assert heard == ["marker"]
+        assert len(await worker.reserve(["jobs"], "w", 30, limit=5)) == 1
+        waiting = asyncio.ensure_future(worker.wait_for_work(["jobs"], LONG))
+        await eventually(lambda: _true(_holds(worker, "jobs")), "the wait never began")
+        assert not waiting.done()
+        await producer.enqueue(make_task(queue="jobs"))
+        await asyncio.wait_for(waiting, LONG / 2)
+        await eventually(lambda: _true(heard == ["marker", "jobs"]), "no NOTIFY for the wait")
+
+
+def _holds(store: PostgresTaskQueue, key: str) -> bool:
+    listener = store._listener
+    return listener is not None and listener._held.get(key, False) is None
+
+
+async def test_a_worker_waiting_on_an_open_enqueue_polls_until_it_commits(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """An enqueue in a caller's open transaction holds its queue's interest lock to its
+    commit: a worker that cannot take the lock does not sleep its whole timeout (the
+    enqueue will not NOTIFY it) but polls, and gets the task once it is committed."""
+    async with conn.transaction():
+        await queue.enqueue(make_task(queue="jobs"), connection=conn)
+        await asyncio.wait_for(queue.wait_for_work(["jobs"], 600), LONG)
+        assert not _holds(queue, "jobs")
+        assert await queue.reserve(["jobs"], "w", 30, limit=1) == []
+    await asyncio.wait_for(queue.wait_for_work(["jobs"], 600), LONG)
+    assert len(await queue.reserve(["jobs"], "w", 30, limit=1)) == 1
+
+
+async def test_a_lapsed_interest_is_taken_again_before_the_check(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once no waiter has watched a queue for LINGER, its lock is let go and enqueues stop
+    notifying; the next wait takes the lock again before it looks for ready work, so a
+    task enqueued in between wakes it at once, and a drained reserve's short wait does
+    not skip that look."""
+    monkeypatch.setattr(listener_module, "LINGER", 0.0)
+    await queue.wait_for_work(["jobs"], 0)
+    assert await queue.reserve(["jobs"], "w", 30, limit=5) == []
+    held = queue._listener._held  # type: ignore[union-attr]
+    await eventually(lambda: _true("jobs" not in held), "the interest was never let go")
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as producer:
+        await producer.enqueue(make_task(queue="jobs"))
+    await asyncio.wait_for(queue.wait_for_work(["jobs"], LONG), LONG / 2)
+    assert len(await queue.reserve(["jobs"], "w", 30, limit=1)) == 1
 
 
 def test_the_listener_remembers_which_keys_were_heard_and_errs_towards_yes() -> None:

@@ -107,11 +107,14 @@ ins AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id, state, created_at, finished_at, queue
 ),
--- wake the workers of each queue that got a ready task (delivered at commit); the
--- filter below is a one-time InitPlan that makes this CTE run
+-- wake the workers of each queue that got a ready task (delivered at commit) when one
+-- may be waiting: a listener holds the queue's interest lock while it waits, and an
+-- enqueue that takes that lock keeps it to its commit (see listener.py); the filter
+-- below is a one-time InitPlan that makes this CTE run
 woken AS (
     SELECT pg_notify({{tasks_channel}}, q.queue)
     FROM (SELECT DISTINCT queue FROM ins WHERE state = 'pending') q
+    WHERE NOT pg_try_advisory_xact_lock(hashtextextended({{tasks_channel}} || ':' || q.queue, 0))
 )
 SELECT id, state, created_at, finished_at FROM ins WHERE (SELECT count(*) FROM woken) >= 0
 """
@@ -182,8 +185,12 @@ COPY_TASK_COLUMNS = (
     "id", "queue", "name", "priority", "state", "expires_at", "created_at", "attempts",
     "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "data",
 )  # fmt: skip
-#: Wake the workers of the queues a bulk's ``COPY`` filled (delivered at commit).
-NOTIFY_QUEUES = "SELECT pg_notify({tasks_channel}, q) FROM unnest($1::text[]) q"
+#: Wake the workers of the queues a bulk's ``COPY`` filled (delivered at commit), by the
+#: rule of :data:`INSERT`'s ``woken``: only a queue whose interest lock a listener holds.
+NOTIFY_QUEUES = """
+SELECT pg_notify({tasks_channel}, q) FROM unnest($1::text[]) q
+WHERE NOT pg_try_advisory_xact_lock(hashtextextended({tasks_channel} || ':' || q, 0))
+"""
 
 _UNNEST = re.compile(r"unnest\(([^()]*)\)\s*WITH ORDINALITY AS (\w+)\(", re.S)
 

@@ -194,7 +194,9 @@ class PostgresStore(BaseStore):
         self._pool = pool
         if self.channel_suffix is not None:
             self._listener = Listener(
-                self._connect, f"omniq_{settings.schema}_{self.channel_suffix}"
+                self._connect,
+                f"omniq_{settings.schema}_{self.channel_suffix}",
+                interest=self.channel_suffix == "tasks",
             )
 
     async def close(self) -> None:
