@@ -1013,6 +1013,21 @@ async def test_an_enqueue_notifies_only_while_a_worker_may_be_waiting(
         await eventually(lambda: _true(heard == ["marker", "jobs"]), "no NOTIFY for the wait")
 
 
+async def test_a_bulk_by_copy_notifies_only_while_a_worker_may_be_waiting(
+    pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """The ``COPY`` bulk's NOTIFY keeps the one-task statement's rule: none while no
+    listener holds the queue's interest (a marker sent after it arrives alone)."""
+    heard: list[str] = []
+    channel = f"omniq_{pg_schema}_tasks"
+    await conn.add_listener(channel, lambda *args: heard.append(args[3]))
+    async with PostgresTaskQueue.from_url(pg_url, schema=pg_schema, max_size=1) as producer:
+        await producer.enqueue_batches(iter([(copied_bulk("jobs"), [])]), None)
+        await producer.execute("SELECT pg_notify($1, 'marker')", channel)
+        await eventually(lambda: _true("marker" in heard), "the marker never arrived")
+        assert heard == ["marker"]
+
+
 def _holds(store: PostgresTaskQueue, key: str) -> bool:
     listener = store._listener
     return listener is not None and listener._held.get(key, False) is None
