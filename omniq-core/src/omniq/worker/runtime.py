@@ -110,6 +110,10 @@ POLLED_IDLE_WAIT = 0.005
 
 #: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
 CLEANUP_EVERY = 60.0
+#: The longest a starting worker waits for its first tasks' cleanup before it reserves
+#: (see ``Worker._after_sweep``): NATS reads every task record, ~0.1-0.6 s per 10,000
+#: on the development VM, so a store of millions is not held up for minutes.
+START_SWEEP_WAIT = 5.0
 
 #: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
 #: process pool kills the child) before it decides which tasks it may release.
@@ -237,8 +241,8 @@ class Worker:
         self._wake_writer: asyncio.Event | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._slot_freed: asyncio.Event | None = None
-        #: set once the maintenance's first round (the tasks' sweep) is over: the
-        #: reserve loop starts then (see _reserve_loop)
+        #: set once the maintenance's first tasks' cleanup is over: the reserve loop
+        #: starts then (see _after_sweep)
         self._swept: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
@@ -403,12 +407,13 @@ class Worker:
                 self._stop_waiter = None
 
     async def _after_sweep(self) -> None:
-        """Wait for the maintenance's first round, whose tasks' sweep repairs what a
+        """Wait for the maintenance's first tasks' cleanup, which repairs what a
         crashed worker left (dependents it had not settled) and expires what outlived
         its ttl, before the first reserve (or until stopped). Running beside the first
         tasks it held them up: on NATS it reads every task record, and after 10,000
         tasks (``compare.py -n 10000``) the first ~0.6 s of an idle worker's latency
-        samples took ~3x the median."""
+        samples took ~3x the median. A sweep longer than :data:`START_SWEEP_WAIT` (a
+        large store) goes on beside the tasks, as any later one does."""
         assert self._stopping is not None and self._swept is not None
         if self._swept.is_set():
             return
@@ -416,7 +421,9 @@ class Worker:
         if stop is None:
             stop = self._stop_waiter = asyncio.ensure_future(self._stopping.wait())
         swept = asyncio.ensure_future(self._swept.wait())
-        await asyncio.wait([swept, stop], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [swept, stop], timeout=START_SWEEP_WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
         swept.cancel()
 
     async def _reserve_step(self, idle_wait: float) -> float:
@@ -984,16 +991,16 @@ class Worker:
         while True:
             t = now()
             try:
+                if t >= next_cleanup:  # (first: the reserve loop waits for the first one)
+                    next_cleanup = t + CLEANUP_EVERY
+                    await self._cleanup()
+                swept.set()
                 await fire_due_schedules(
                     self.task_queue, self._event_storage, self.serializer, self._mw
                 )
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
-                if t >= next_cleanup:
-                    next_cleanup = t + CLEANUP_EVERY
-                    await self._cleanup()
-                swept.set()  # (the first round's tasks' sweep: the reserve loop waits for it)
                 if t >= next_retention:
                     next_retention = t + CLEANUP_EVERY
                     await self._retention()
