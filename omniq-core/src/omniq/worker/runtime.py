@@ -111,7 +111,7 @@ POLLED_IDLE_WAIT = 0.005
 #: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
 CLEANUP_EVERY = 60.0
 #: The longest a starting worker waits for its first tasks' cleanup before it reserves
-#: (see ``Worker._after_sweep``): NATS reads every task record, ~0.1-0.6 s per 10,000
+#: (see ``Worker._after_sweep``): NATS reads every task record, ~0.2-0.6 s per 10,000
 #: on the development VM, so a store of millions is not held up for minutes.
 START_SWEEP_WAIT = 5.0
 
