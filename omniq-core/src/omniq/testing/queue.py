@@ -25,6 +25,7 @@ from .queue_records import RecordTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 from .queue_workers import WorkerRegistryTests
+from .start import StartSweepTests
 
 __all__ = ["TaskQueueContract"]
 
@@ -45,6 +46,7 @@ class TaskQueueContract(
     WorkerRegistryTests,
     LimitTests,
     IdleWaitTests,
+    StartSweepTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

@@ -110,6 +110,10 @@ POLLED_IDLE_WAIT = 0.005
 
 #: How often a worker runs the cleanup (retention of tasks, results and events; TTLs).
 CLEANUP_EVERY = 60.0
+#: The longest a starting worker waits for its first tasks' cleanup before it reserves
+#: (see ``Worker._after_sweep``): NATS reads every task record, ~0.2-0.6 s per 10,000
+#: on the development VM, so a store of millions is not held up for minutes.
+START_SWEEP_WAIT = 5.0
 
 #: How long a stopping worker waits for the pool to stop the bodies it cancelled (a
 #: process pool kills the child) before it decides which tasks it may release.
@@ -122,8 +126,9 @@ def first_cleanup_delay(burst: bool) -> float:
     first :data:`CLEANUP_EVERY`. Workers started together (a deploy) then do not all
     scan at once, and a worker's first tasks do not wait behind its scan: on NATS,
     reading 2,000 results and ~8,000 events took ~0.4 s, during which an idle worker's
-    latency was about doubled. The tasks' cleanup still runs as a worker starts: it
-    repairs what a crashed worker left (dependents it had not settled)."""
+    latency was about doubled. The tasks' cleanup still runs as a worker starts, before
+    its first reserve (``Worker._after_sweep``): it repairs what a crashed worker left
+    (dependents it had not settled)."""
     return 0.0 if burst else random.uniform(0.0, CLEANUP_EVERY)
 
 
@@ -236,6 +241,9 @@ class Worker:
         self._wake_writer: asyncio.Event | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._slot_freed: asyncio.Event | None = None
+        #: set once the maintenance's first tasks' cleanup is over: the reserve loop
+        #: starts then (see _after_sweep)
+        self._swept: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox_closed = False
         self._helpers_done = False
@@ -290,6 +298,7 @@ class Worker:
             self._stopping.set()
         self._wake_writer = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._swept = asyncio.Event()
         await self.app.open()
         # The app's global limits, read once its tasks are registered; None (no limits)
         # keeps reserve on the plain path, which pays nothing for them.
@@ -367,6 +376,7 @@ class Worker:
         idle_wait, backoff = POLLED_IDLE_WAIT, 0.1
         outage_since: float | None = None
         try:
+            await self._after_sweep()
             while not self._stopping.is_set():
                 try:
                     idle_wait = await self._reserve_step(idle_wait)
@@ -395,6 +405,26 @@ class Worker:
             if self._stop_waiter is not None:
                 self._stop_waiter.cancel()
                 self._stop_waiter = None
+
+    async def _after_sweep(self) -> None:
+        """Wait for the maintenance's first tasks' cleanup, which repairs what a
+        crashed worker left (dependents it had not settled) and expires what outlived
+        its ttl, before the first reserve (or until stopped). Running beside the first
+        tasks it held them up: on NATS it reads every task record, and after 10,000
+        tasks (``compare.py -n 10000``) the first ~0.6 s of an idle worker's latency
+        samples took ~3x the median. A sweep longer than :data:`START_SWEEP_WAIT` (a
+        large store) goes on beside the tasks, as any later one does."""
+        assert self._stopping is not None and self._swept is not None
+        if self._swept.is_set():
+            return
+        stop = self._stop_waiter
+        if stop is None:
+            stop = self._stop_waiter = asyncio.ensure_future(self._stopping.wait())
+        swept = asyncio.ensure_future(self._swept.wait())
+        await asyncio.wait(
+            [swept, stop], timeout=START_SWEEP_WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
+        swept.cancel()
 
     async def _reserve_step(self, idle_wait: float) -> float:
         """One reserve, or one wait for work or a free slot; returns the next idle wait."""
@@ -956,23 +986,27 @@ class Worker:
         last_lease = 0.0
         next_cleanup = now()
         next_retention = next_cleanup + first_cleanup_delay(self.burst)
+        swept = self._swept
+        assert swept is not None
         while True:
             t = now()
             try:
+                if t >= next_cleanup:  # (first: the reserve loop waits for the first one)
+                    next_cleanup = t + CLEANUP_EVERY
+                    await self._cleanup()
+                swept.set()
                 await fire_due_schedules(
                     self.task_queue, self._event_storage, self.serializer, self._mw
                 )
                 if t - last_lease >= lease_every:
                     last_lease = t
                     await self._recover_leases()
-                if t >= next_cleanup:
-                    next_cleanup = t + CLEANUP_EVERY
-                    await self._cleanup()
                 if t >= next_retention:
                     next_retention = t + CLEANUP_EVERY
                     await self._retention()
             except Exception:
                 log.exception("worker %s: maintenance failed", self.id)
+            swept.set()  # (also after a failed round)
             self._check_recycle()
             if self._helpers_done:
                 # Checked after the step, not before the sleep only: a cancel can be
