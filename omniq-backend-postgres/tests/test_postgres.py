@@ -1317,3 +1317,43 @@ def test_options_in_the_url_and_unknown_ones(pg_url: str) -> None:
         PostgresSettings.from_url(pg_url, min_size=5, max_size=2)
     with pytest.raises(ConfigError, match="'pool'"):
         PostgresSettings.from_url(pg_url, pool=3)
+
+
+async def _advisory_locks(conn: asyncpg.Connection, pid: int) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND granted",
+            pid,
+        )
+    )
+
+
+async def test_an_interest_is_released_when_a_wait_that_never_held_it_leaves(
+    queue: PostgresTaskQueue,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue's interest whose release falls due while a wait of several queues is
+    registered on it, but gave up before reaching it (an earlier queue's lock not had
+    within ``lock_timeout``), is still released once that wait leaves: else the session
+    holds it for good and every enqueue of that queue NOTIFYs."""
+    monkeypatch.setattr(listener_module, "LINGER", 0.05)  # falls due during the wait below
+    await conn.execute(  # "a" taken as an open enqueue would: the wait cannot hold it
+        "SELECT pg_advisory_lock(hashtextextended($1, 0))", f"omniq_{pg_schema}_tasks:a"
+    )
+    await queue.wait_for_work(["b"], 0)  # "b" held, its release due in LINGER
+    listener = queue._listener
+    assert listener is not None and listener._conn is not None
+    pid = listener._conn.get_server_pid()
+    await asyncio.wait_for(queue.wait_for_work(["a", "b"], LONG), LONG / 2)  # polls
+    await eventually(
+        lambda: _true("b" not in listener._held), "the interest in b was never released"
+    )
+    await eventually(
+        lambda: _true_async(_advisory_locks(conn, pid), 0), "the session still holds a lock"
+    )
+
+
+async def _true_async(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)

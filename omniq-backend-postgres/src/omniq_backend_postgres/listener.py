@@ -153,7 +153,10 @@ class Listener:
     async def _release(self, key: str) -> None:
         async with self._lock:
             handle = self._held.get(key)
-            if handle is None or self._waiters.get(key):  # watched again, or dropped
+            if handle is None:  # watched again, or dropped
+                return
+            if self._waiters.get(key):  # watched again (by a wait whose hold may never
+                self._held[key] = None  # reach this key): released after it leaves
                 return
             del self._held[key]
             conn = self._conn
