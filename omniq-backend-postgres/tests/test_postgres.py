@@ -1357,3 +1357,46 @@ async def test_an_interest_is_released_when_a_wait_that_never_held_it_leaves(
 
 async def _true_async(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_wait_cancelled_while_its_interest_lock_is_granted_leaves_no_lock(
+    queue: PostgresTaskQueue,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wait cancelled while its listener's lock request is on the server (granted as
+    the cancel goes out) must not leave that lock held unknown to the listener: it would
+    never be released, and every enqueue of the queue would NOTIFY for good."""
+    key = f"omniq_{pg_schema}_tasks:jobs"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    monkeypatch.setattr(listener_module, "INTEREST_TIMEOUT", "60s")  # it waits for the lock
+    await queue.wait_for_work(["other"], 0)  # the listener is up
+    listener = queue._listener
+    assert listener is not None and listener._conn is not None
+    pid = listener._conn.get_server_pid()
+    waiting = asyncio.ensure_future(queue.wait_for_work(["jobs"], LONG))
+    await eventually(
+        lambda: _true_async(
+            conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+                " AND NOT granted",
+                pid,
+            ),
+            1,
+        ),
+        "the listener never asked for the lock",
+    )
+    waiting.cancel()  # its cancel request goes out on a new connection, after this:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    async def known() -> bool:  # no lock of the session that the listener does not know of
+        return "jobs" in listener._held or not await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+            " AND granted AND mode = 'ShareLock'",
+            pid,
+        )
+
+    await eventually(known, "the listener's session holds a lock it does not know of")

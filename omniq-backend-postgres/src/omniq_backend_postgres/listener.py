@@ -131,6 +131,12 @@ class Listener:
                     await conn.execute(_HOLD, f"{self.channel}:{key}")
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                     return False
+                except asyncio.CancelledError:
+                    # the lock may be granted before the server hears of the cancel:
+                    # unknown here, it would be held for good; the session goes with
+                    # it (its waiters are woken and re-check, the next wait reconnects)
+                    conn.terminate()
+                    raise
                 if conn is not self._conn:  # dropped meanwhile: the lock went with it
                     return False
                 self._held[key] = None
