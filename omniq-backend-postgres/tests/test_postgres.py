@@ -4,7 +4,9 @@ wake-ups, SQL-queryable events, and its behaviour under hostile input and faults
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
@@ -1371,6 +1374,7 @@ async def test_a_wait_cancelled_while_its_interest_lock_is_granted_leaves_no_loc
     key = f"omniq_{pg_schema}_tasks:jobs"
     await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
     monkeypatch.setattr(listener_module, "INTEREST_TIMEOUT", "60s")  # it waits for the lock
+    monkeypatch.setattr(listener_module, "HOLD_TIMEOUT", LONG)
     await queue.wait_for_work(["other"], 0)  # the listener is up
     listener = queue._listener
     assert listener is not None and listener._conn is not None
@@ -1400,3 +1404,42 @@ async def test_a_wait_cancelled_while_its_interest_lock_is_granted_leaves_no_loc
         )
 
     await eventually(known, "the listener's session holds a lock it does not know of")
+
+
+@pytest.fixture
+def forwarder(pg_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A TCP forwarder process to the server: a URL through it, and the process."""
+    parts = urlsplit(pg_url)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "omniq.testing.tcp_proxy", "127.0.0.1", str(parts.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.stdout is not None
+        port = int(proxy.stdout.readline())
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+        yield urlunsplit(parts._replace(netloc=netloc)), proxy
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+
+async def test_a_wait_is_not_held_by_a_listening_connection_that_stopped_answering(
+    queue: PostgresTaskQueue, forwarder: tuple[str, subprocess.Popen[str]]
+) -> None:
+    """The listening connection goes silent (its forwarder stopped, as a NAT that forgot
+    an idle connection leaves it: no reset, no answer): a wait whose queue's interest
+    must be asked for over it still ends about its timeout, not after TCP gives up."""
+    proxied, proxy = forwarder
+    listener = queue._listener
+    assert listener is not None
+    listener._connect = lambda: asyncpg.connect(proxied)  # the listener's alone
+    await queue.wait_for_work(["a"], 0)  # listening through the forwarder
+    assert listener.connected
+    os.kill(proxy.pid, signal.SIGSTOP)
+    try:
+        await asyncio.wait_for(queue.wait_for_work(["b"], 0.1), LONG / 2)
+    finally:
+        os.kill(proxy.pid, signal.SIGCONT)
