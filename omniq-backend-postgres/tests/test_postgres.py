@@ -4,7 +4,9 @@ wake-ups, SQL-queryable events, and its behaviour under hostile input and faults
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
@@ -1317,3 +1320,126 @@ def test_options_in_the_url_and_unknown_ones(pg_url: str) -> None:
         PostgresSettings.from_url(pg_url, min_size=5, max_size=2)
     with pytest.raises(ConfigError, match="'pool'"):
         PostgresSettings.from_url(pg_url, pool=3)
+
+
+async def _advisory_locks(conn: asyncpg.Connection, pid: int) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1 AND granted",
+            pid,
+        )
+    )
+
+
+async def test_an_interest_is_released_when_a_wait_that_never_held_it_leaves(
+    queue: PostgresTaskQueue,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue's interest whose release falls due while a wait of several queues is
+    registered on it, but gave up before reaching it (an earlier queue's lock not had
+    within ``lock_timeout``), is still released once that wait leaves: else the session
+    holds it for good and every enqueue of that queue NOTIFYs."""
+    monkeypatch.setattr(listener_module, "LINGER", 0.05)  # falls due during the wait below
+    await conn.execute(  # "a" taken as an open enqueue would: the wait cannot hold it
+        "SELECT pg_advisory_lock(hashtextextended($1, 0))", f"omniq_{pg_schema}_tasks:a"
+    )
+    await queue.wait_for_work(["b"], 0)  # "b" held, its release due in LINGER
+    listener = queue._listener
+    assert listener is not None and listener._conn is not None
+    pid = listener._conn.get_server_pid()
+    await asyncio.wait_for(queue.wait_for_work(["a", "b"], LONG), LONG / 2)  # polls
+    await eventually(
+        lambda: _true("b" not in listener._held), "the interest in b was never released"
+    )
+    await eventually(
+        lambda: _true_async(_advisory_locks(conn, pid), 0), "the session still holds a lock"
+    )
+
+
+async def _true_async(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_a_wait_cancelled_while_its_interest_lock_is_granted_leaves_no_lock(
+    queue: PostgresTaskQueue,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wait cancelled while its listener's lock request is on the server (granted as
+    the cancel goes out) must not leave that lock held unknown to the listener: it would
+    never be released, and every enqueue of the queue would NOTIFY for good."""
+    key = f"omniq_{pg_schema}_tasks:jobs"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+    monkeypatch.setattr(listener_module, "INTEREST_TIMEOUT", "60s")  # it waits for the lock
+    monkeypatch.setattr(listener_module, "HOLD_TIMEOUT", LONG)
+    await queue.wait_for_work(["other"], 0)  # the listener is up
+    listener = queue._listener
+    assert listener is not None and listener._conn is not None
+    pid = listener._conn.get_server_pid()
+    waiting = asyncio.ensure_future(queue.wait_for_work(["jobs"], LONG))
+    await eventually(
+        lambda: _true_async(
+            conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+                " AND NOT granted",
+                pid,
+            ),
+            1,
+        ),
+        "the listener never asked for the lock",
+    )
+    waiting.cancel()  # its cancel request goes out on a new connection, after this:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    async def known() -> bool:  # no lock of the session that the listener does not know of
+        return "jobs" in listener._held or not await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+            " AND granted AND mode = 'ShareLock'",
+            pid,
+        )
+
+    await eventually(known, "the listener's session holds a lock it does not know of")
+
+
+@pytest.fixture
+def forwarder(pg_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A TCP forwarder process to the server: a URL through it, and the process."""
+    parts = urlsplit(pg_url)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "omniq.testing.tcp_proxy", "127.0.0.1", str(parts.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.stdout is not None
+        port = int(proxy.stdout.readline())
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+        yield urlunsplit(parts._replace(netloc=netloc)), proxy
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+
+async def test_a_wait_is_not_held_by_a_listening_connection_that_stopped_answering(
+    queue: PostgresTaskQueue, forwarder: tuple[str, subprocess.Popen[str]]
+) -> None:
+    """The listening connection goes silent (its forwarder stopped, as a NAT that forgot
+    an idle connection leaves it: no reset, no answer): a wait whose queue's interest
+    must be asked for over it still ends about its timeout, not after TCP gives up."""
+    proxied, proxy = forwarder
+    listener = queue._listener
+    assert listener is not None
+    listener._connect = lambda: asyncpg.connect(proxied)  # the listener's alone
+    await queue.wait_for_work(["a"], 0)  # listening through the forwarder
+    assert listener.connected
+    os.kill(proxy.pid, signal.SIGSTOP)
+    try:
+        await asyncio.wait_for(queue.wait_for_work(["b"], 0.1), LONG / 2)
+    finally:
+        os.kill(proxy.pid, signal.SIGCONT)

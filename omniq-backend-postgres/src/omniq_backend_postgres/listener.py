@@ -42,6 +42,11 @@ LINGER = 1.0
 #: ``lock_timeout`` of the listening session: the longest a waiter waits for enqueues in
 #: flight to commit before it falls back to polling.
 INTEREST_TIMEOUT = "100ms"
+#: Seconds the listener waits for its lock or unlock statement's answer (its
+#: ``lock_timeout`` and more): a session that stopped answering (a NAT that forgot the
+#: idle connection: no reset) is dropped then, not after TCP gives up (~15 min), which
+#: would hold every wait that asks for a lock, and :class:`Listener`'s lock, that long.
+HOLD_TIMEOUT = 1.0
 #: Seconds between a waiter's checks while its key's interest could not be taken.
 POLL_WITHOUT_INTEREST = 0.05
 _HOLD = "SELECT pg_advisory_lock_shared(hashtextextended($1, 0))"
@@ -128,9 +133,18 @@ class Listener:
                 if conn is None or conn.is_closed():
                     return True  # not listening: the waiter's timeout is its poll
                 try:
-                    await conn.execute(_HOLD, f"{self.channel}:{key}")
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                    await conn.execute(_HOLD, f"{self.channel}:{key}", timeout=HOLD_TIMEOUT)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     return False
+                except TimeoutError:  # a session that stopped answering, or is slow
+                    conn.terminate()  # (a lock granted late would be unknown here)
+                    return False
+                except asyncio.CancelledError:
+                    # the lock may be granted before the server hears of the cancel:
+                    # unknown here, it would be held for good; the session goes with
+                    # it (its waiters are woken and re-check, the next wait reconnects)
+                    conn.terminate()
+                    raise
                 if conn is not self._conn:  # dropped meanwhile: the lock went with it
                     return False
                 self._held[key] = None
@@ -153,14 +167,17 @@ class Listener:
     async def _release(self, key: str) -> None:
         async with self._lock:
             handle = self._held.get(key)
-            if handle is None or self._waiters.get(key):  # watched again, or dropped
+            if handle is None:  # watched again, or dropped
+                return
+            if self._waiters.get(key):  # watched again (by a wait whose hold may never
+                self._held[key] = None  # reach this key): released after it leaves
                 return
             del self._held[key]
             conn = self._conn
             if conn is None or conn.is_closed():
                 return
             try:
-                await conn.execute(_DROP, f"{self.channel}:{key}")
+                await conn.execute(_DROP, f"{self.channel}:{key}", timeout=HOLD_TIMEOUT)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                 conn.terminate()  # a lock it may still hold would make enqueues NOTIFY
 
