@@ -34,6 +34,13 @@ _ACK, _WPI = b"+ACK", b"+WPI"
 _REV = "Omniq-Rev"
 #: Records up to this size travel in their delivery message.
 _CARRY_MAX = 4096
+#: Header of a delivery message sent together with its record's create (a ``delay()``
+#: under a fresh id): the message may be delivered before the record is stored.
+_EARLY = "Omniq-Early"
+#: How a reader waits for the record of an early message that finds none: put back
+#: after ``_EARLY_FIRST`` seconds, doubling up to ``_EARLY_MAX``, for ``_EARLY_TRIES``
+#: deliveries (about 10 s in all); then the message is an orphan and is acked away.
+_EARLY_FIRST, _EARLY_MAX, _EARLY_TRIES = 0.005, 1.0, 17
 
 
 class _Finish(NamedTuple):
@@ -69,6 +76,31 @@ def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
         return msg.data.decode(), None
     except (UnicodeDecodeError, msgspec.DecodeError, ValueError):
         return "", None
+
+
+def _delivered(msg: Msg) -> int:
+    """How many times the server delivered ``msg`` (this delivery included), read from
+    its ack subject like :func:`.connection.stream_sequence`."""
+    parts = (msg.reply or "").split(".")
+    if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
+        return int(parts[4])
+    if len(parts) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
+        return int(parts[6])
+    return msg.metadata.num_delivered
+
+
+def _early_delay(msg: Msg) -> float | None:
+    """For a message that found no record: how long to put it back for, when it was
+    sent with its record's create and may simply have come first (the window of
+    ``_EARLY_TRIES`` deliveries is not over); None when it is an orphan (its task was
+    purged, or the create failed), to ack away. Counted in deliveries, not by its
+    timestamp: that is the server's clock, the reader's may differ."""
+    if not msg.headers or _EARLY not in msg.headers:
+        return None
+    tries = _delivered(msg)
+    if tries >= _EARLY_TRIES:
+        return None
+    return min(_EARLY_FIRST * 2.0 ** (tries - 1), _EARLY_MAX)
 
 
 class Delivery(TaskRecords):
@@ -114,6 +146,12 @@ class Delivery(TaskRecords):
         else:
             data = task.id.encode()
         return (self._subject(task), data, headers)
+
+    def _early_request(self, task: Task) -> Request:
+        """The delivery message of a task whose record is created in the same send (its
+        revision is not known yet): it carries the task id and :data:`_EARLY`, which
+        tells a reader that finds no record to wait for it a while (:func:`_early_delay`)."""
+        return (self._subject(task), task.id.encode(), {_EARLY: "1"})
 
     async def _wake(self, tasks: Iterable[Task]) -> None:
         """Wake the waiters of the tasks' queues. A queue woken for one task is told its
