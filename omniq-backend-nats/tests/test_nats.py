@@ -450,6 +450,19 @@ async def test_an_early_message_whose_record_never_comes_is_dropped(
         assert info.delivered.consumer_seq == delivery._EARLY_TRIES, "delivered once per try"
 
 
+async def test_a_purged_fresh_task_leaves_no_message_waiting(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A purge deletes records and leaves their messages behind: an early one is acked
+    away at its first delivery (the purge's mark), not put back for the whole window."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        await q.enqueue_recorded([make_task()], [], None, fresh=True)
+        await publish_early(q, make_task())  # its record never came
+        assert await q.purge() == 1
+        assert await q.reserve(["default"], "w", 60, limit=10) == []
+        assert await queue_messages(q) == 0
+
+
 async def test_a_fresh_id_found_taken_raises_and_keeps_the_task(
     nats_url: str, nats_prefix: str
 ) -> None:

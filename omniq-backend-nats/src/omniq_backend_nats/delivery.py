@@ -17,11 +17,12 @@ import msgspec
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.kv import KeyValue
 
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
 from .batch import Request, _windowed, sequences
-from .connection import confirm
+from .connection import confirm, stream_sequence
 from .leases import _holds
 from .names import consumer_name, token
 from .records import TaskRecords
@@ -41,6 +42,9 @@ _EARLY = "Omniq-Early"
 #: after ``_EARLY_FIRST`` seconds, doubling up to ``_EARLY_MAX``, for ``_EARLY_TRIES``
 #: deliveries (about 10 s in all); then the message is an orphan and is acked away.
 _EARLY_FIRST, _EARLY_MAX, _EARLY_TRIES = 0.005, 1.0, 17
+#: Key in ``<prefix>_children`` (never a task id's token, which has ``_`` only before two
+#: hex digits): the queue stream's last sequence when a purge began.
+_PURGED = "_purged"
 
 
 class _Finish(NamedTuple):
@@ -92,9 +96,9 @@ def _delivered(msg: Msg) -> int:
 def _early_delay(msg: Msg) -> float | None:
     """For a message that found no record: how long to put it back for, when it was
     sent with its record's create and may simply have come first (the window of
-    ``_EARLY_TRIES`` deliveries is not over); None when it is an orphan (its task was
-    purged, or the create failed), to ack away. Counted in deliveries, not by its
-    timestamp: that is the server's clock, the reader's may differ."""
+    ``_EARLY_TRIES`` deliveries is not over); None when it is an orphan (the create
+    failed), to ack away. Counted in deliveries, not by its timestamp: that is the
+    server's clock, the reader's may differ. (A purge's orphans: :meth:`Delivery._early`.)"""
     if not msg.headers or _EARLY not in msg.headers:
         return None
     tries = _delivered(msg)
@@ -106,10 +110,14 @@ def _early_delay(msg: Msg) -> float | None:
 class Delivery(TaskRecords):
     """Publishing, moving and consuming the delivery messages of tasks."""
 
+    _children: KeyValue
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Consumers this instance set up, with the AckWait it gave them.
         self._consumers: dict[str, float] = {}
+        #: The last purge's mark as last read: early messages up to it are orphans.
+        self._purged_before = 0
 
     async def close(self) -> None:
         self._consumers.clear()
@@ -146,6 +154,28 @@ class Delivery(TaskRecords):
         else:
             data = task.id.encode()
         return (self._subject(task), data, headers)
+
+    async def _early(self, msg: Msg) -> float | None:
+        """:func:`_early_delay`, but None at once for a message stored before the last
+        :meth:`_mark_purge` (its task was purged, or would have been): a purge leaves
+        its tasks' messages behind, and each would otherwise wait out the window."""
+        delay = _early_delay(msg)
+        if delay is None:
+            return None
+        seq = stream_sequence(msg)
+        if seq > self._purged_before:
+            try:
+                entry = await self._children.get(_PURGED)
+                self._purged_before = int(entry.value or b"0")
+            except nats.js.errors.KeyNotFoundError:
+                pass
+        return None if seq <= self._purged_before else delay
+
+    async def _mark_purge(self) -> None:
+        """Before a purge deletes records: note the queue stream's last sequence, so
+        readers drop the early messages up to it that find no record (:meth:`_early`)."""
+        last = (await self.js.stream_info(self.stream)).state.last_seq
+        await self._children.put(_PURGED, str(last).encode())
 
     def _early_request(self, task: Task) -> Request:
         """The delivery message of a task whose record is created in the same send (its

@@ -591,7 +591,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                 )
             )
             return len(doomed)
-        # Messages left behind for these tasks find no record and are acked away.
+        # Messages left behind for these tasks find no record and are acked away (an
+        # early one at once too, being older than the mark).
+        await self._mark_purge()
         await _windowed(doomed, self._delete)
         return len(doomed)
 

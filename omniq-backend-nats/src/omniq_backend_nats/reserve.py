@@ -34,7 +34,7 @@ from omniq.models import (
 
 from .batch import WRONG_REVISION, puts, revisions
 from .connection import confirm, nak_delay
-from .delivery import _ACK, _carried, _early_delay, _message_task_id
+from .delivery import _ACK, _carried, _message_task_id
 from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
 from .names import token
@@ -366,7 +366,7 @@ class Reserve(Dependencies):
         while True:
             if found is None:
                 found = await self._read(task_id)
-            if found is None and (delay := _early_delay(msg)) is not None:
+            if found is None and (delay := await self._early(msg)) is not None:
                 await confirm(self.nc, msg.reply, nak_delay(delay))  # its record may come
                 return None
             if found is None or found[0].state in TERMINAL_STATES:
