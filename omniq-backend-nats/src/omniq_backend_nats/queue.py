@@ -18,7 +18,10 @@ Two halves, each doing what it is good at (docs/backends/nats.md has the full st
 
 A message is a hint, checked against the record on every delivery: duplicates are
 harmless (a CAS decides), so each step writes the record first and moves the message
-after, and a crash in between is repaired by redelivery.
+after, and a crash in between is repaired by redelivery. The exception is a ``delay()``
+under an id the app made (:meth:`NatsTaskQueue._enqueue_fresh`): record and message go
+in one send, and a reader waits a bounded while for the record of a message that came
+first.
 
 The class is layered from one module per seam, lowest first: :mod:`.leases` (the lease
 index and this instance's cache of it), :mod:`.records` (compare-and-set of records),
