@@ -17,7 +17,6 @@ import msgspec
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.kv import KeyValue
 
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
@@ -42,8 +41,11 @@ _EARLY = "Omniq-Early"
 #: after ``_EARLY_FIRST`` seconds, doubling up to ``_EARLY_MAX``, for ``_EARLY_TRIES``
 #: deliveries (about 10 s in all); then the message is an orphan and is acked away.
 _EARLY_FIRST, _EARLY_MAX, _EARLY_TRIES = 0.005, 1.0, 17
-#: Key in ``<prefix>_children`` (never a task id's token, which has ``_`` only before two
-#: hex digits): the queue stream's last sequence when a purge began.
+#: Subject level of the purge mark, ``<prefix>.q._purged.0`` in the queue stream: never a
+#: queue name's token (which has ``_`` only before two hex digits), so no consumer and no
+#: backlog count takes it. (A key in a KV bucket would make the bucket look in use to the
+#: checks that skip an empty one: one in ``<prefix>_children`` made every finished task
+#: look up its dependents.)
 _PURGED = "_purged"
 
 
@@ -110,8 +112,6 @@ def _early_delay(msg: Msg) -> float | None:
 class Delivery(TaskRecords):
     """Publishing, moving and consuming the delivery messages of tasks."""
 
-    _children: KeyValue
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Consumers this instance set up, with the AckWait it gave them.
@@ -165,17 +165,22 @@ class Delivery(TaskRecords):
         seq = stream_sequence(msg)
         if seq > self._purged_before:
             try:
-                entry = await self._children.get(_PURGED)
-                self._purged_before = int(entry.value or b"0")
-            except nats.js.errors.KeyNotFoundError:
+                mark = await self.js.get_last_msg(self.stream, self._purge_subject)
+                self._purged_before = mark.seq or 0
+            except nats.js.errors.NotFoundError:
                 pass
-        return None if seq <= self._purged_before else delay
+        return None if seq < self._purged_before else delay
+
+    @property
+    def _purge_subject(self) -> str:
+        return f"{self.prefix}.q.{_PURGED}.0"
 
     async def _mark_purge(self) -> None:
-        """Before a purge deletes records: note the queue stream's last sequence, so
-        readers drop the early messages up to it that find no record (:meth:`_early`)."""
-        last = (await self.js.stream_info(self.stream)).state.last_seq
-        await self._children.put(_PURGED, str(last).encode())
+        """Before a purge deletes records: store a mark in the queue stream (its sequence
+        is the mark), so readers drop the early messages before it that find no record
+        (:meth:`_early`); older marks go."""
+        (mark,) = sequences(await self.inbox.ask([(self._purge_subject, b"", None)]))
+        await self.js.purge_stream(self.stream, subject=self._purge_subject, seq=mark)
 
     def _early_request(self, task: Task) -> Request:
         """The delivery message of a task whose record is created in the same send (its
