@@ -115,13 +115,14 @@ async def test_each_delay_gets_its_own_id_times_and_call(aapp):
 
 async def test_result_storage_is_told_of_made_ids_before_their_enqueue(aapp, monkeypatch):
     """``expect`` comes before the enqueue is sent, for ids the app made only: a given
-    task_id may already have a result, which its wait must read."""
+    task_id may already have a result, which its wait must read. The enqueue says which
+    ids are fresh (``fresh=True``: the backend need not first find out whether they exist)."""
     order: list[str] = []
     enqueue = aapp.task_queue.enqueue_recorded
 
-    async def recorded(tasks, *args):
-        order.extend(f"enqueue {t.id}" for t in tasks)
-        return await enqueue(tasks, *args)
+    async def recorded(tasks, *args, fresh=False):
+        order.extend(f"enqueue {t.id}{' fresh' if fresh else ''}" for t in tasks)
+        return await enqueue(tasks, *args, fresh=fresh)
 
     monkeypatch.setattr(aapp.result_storage, "expect", lambda i: order.append(f"expect {i}"))
     monkeypatch.setattr(aapp.task_queue, "enqueue_recorded", recorded)
@@ -135,11 +136,36 @@ async def test_result_storage_is_told_of_made_ids_before_their_enqueue(aapp, mon
     applied = await echo.apply((3,), priority=2)
     assert order == [
         f"expect {made.id}",
-        f"enqueue {made.id}",
+        f"enqueue {made.id} fresh",
         f"enqueue {given.id}",
         f"expect {applied.id}",
-        f"enqueue {applied.id}",
+        f"enqueue {applied.id} fresh",
     ]
+
+
+async def test_an_id_a_middleware_sets_is_not_fresh(aapp, monkeypatch):
+    """A middleware may set the id (maybe one that exists): then the enqueue is not told
+    the id is fresh, and the backend checks it as for a given id."""
+    seen: list[bool] = []
+    enqueue = aapp.task_queue.enqueue_recorded
+
+    async def recorded(tasks, *args, fresh=False):
+        seen.append(fresh)
+        return await enqueue(tasks, *args, fresh=fresh)
+
+    class Renamer(Middleware):
+        async def before_enqueue(self, task):
+            task.id = "chosen-" + task.id
+
+    monkeypatch.setattr(aapp.task_queue, "enqueue_recorded", recorded)
+    aapp.add_middleware(Renamer())
+
+    @aapp.task
+    async def echo(x: int) -> int:
+        return x
+
+    ref = await echo.delay(1)
+    assert ref.id.startswith("chosen-") and seen == [False]
 
 
 async def test_async_pool_runs_coroutines_and_plain_functions(aapp):

@@ -26,7 +26,7 @@ import nats.js.errors
 import pytest
 from nats.js import api
 
-from omniq.errors import ConfigError, SerializationError
+from omniq.errors import ConfigError, OmniQError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
 from omniq.models import Task, TaskResult, TaskState, encoder
@@ -391,6 +391,94 @@ async def test_enqueue_again_repairs_a_missing_message(nats_url: str, nats_prefi
         assert await q.reserve(["default"], "w", 60) == []
         assert (await q.enqueue(task)).state is TaskState.PENDING
         assert [t.id for t in await q.reserve(["default"], "w", 60)] == [task.id]
+
+
+async def publish_early(q: NatsTaskQueue, task: Task) -> None:
+    """The delivery message a fresh ``delay()`` sends with its record's create, alone:
+    as if the server stored and delivered it before the record."""
+    subject, data, headers = q._early_request(task)
+    await q.js.publish(subject, data, headers=headers)
+
+
+async def queue_messages(q: NatsTaskQueue) -> int:
+    return (await q.js.stream_info(q.stream)).state.messages
+
+
+async def test_a_message_before_its_record_waits_for_it(nats_url: str, nats_prefix: str) -> None:
+    """A fresh enqueue's message delivered before its record is put back, not dropped:
+    once the record is stored the task is leased, once, and nothing is left over."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = make_task()
+        await publish_early(q, task)
+        assert await q.reserve(["default"], "w", 60, limit=10) == []
+        assert await queue_messages(q) == 1, "the early message was dropped"
+        await q._tasks.create(token(task.id), encoder.encode(task))
+        (got,) = await eventually(
+            lambda: q.reserve(["default"], "w", 60, limit=10), "the task never came"
+        )
+        assert (got.id, got.attempts) == (task.id, 1)
+        assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+        assert await eventually(lambda: _none_left(q), "the message was not acked away")
+        assert (await q.get(task.id)).attempts == 1  # type: ignore[union-attr]
+
+
+async def _none_left(q: NatsTaskQueue) -> bool:
+    return await queue_messages(q) == 0
+
+
+async def test_an_early_message_whose_record_never_comes_is_dropped(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An early message whose record never comes (the create failed, or the task was
+    purged) is put back a bounded number of times, then acked away: never looped
+    forever. (The window, ~10 s, is shortened here to a few deliveries.)"""
+    from omniq_backend_nats import delivery
+
+    monkeypatch.setattr(delivery, "_EARLY_TRIES", 4)
+    async with queue_at(nats_url, nats_prefix) as q:
+        await publish_early(q, make_task())
+        reserves = 0
+
+        async def dropped() -> bool:
+            nonlocal reserves
+            reserves += 1
+            assert await q.reserve(["default"], "w", 60, limit=10) == []
+            return await queue_messages(q) == 0
+
+        await eventually(dropped, "the orphan early message was never dropped")
+        info = await q.js.consumer_info(q.stream, consumer_name("default", 0))
+        assert info.delivered.consumer_seq == delivery._EARLY_TRIES, "delivered once per try"
+
+
+async def test_a_purged_fresh_task_leaves_no_message_waiting(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A purge deletes records and leaves their messages behind: an early one is acked
+    away at its first delivery (the purge's mark), not put back for the whole window."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        await q.enqueue_recorded([make_task()], [], None, fresh=True)
+        await publish_early(q, make_task())  # its record never came
+        assert await q.purge() == 1
+        assert await q.reserve(["default"], "w", 60, limit=10) == []
+        info = await q.js.stream_info(q.stream, subjects_filter=f"{nats_prefix}.q.default.*")
+        assert not info.state.subjects, "a message was left in the band"
+        await q.purge()  # a second mark replaces the first
+        assert await queue_messages(q) == 1
+
+
+async def test_a_fresh_id_found_taken_raises_and_keeps_the_task(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A create under a "fresh" id that is taken after all raises (nothing claims to be
+    enqueued); the existing task is untouched and runs once, its stray message harmless."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = await q.enqueue(make_task())
+        with pytest.raises(OmniQError, match="taken"):
+            await q.enqueue_recorded([make_task(id=task.id, name="other")], [], None, fresh=True)
+        assert (await q.get(task.id)).name == task.name  # type: ignore[union-attr]
+        (got,) = await q.reserve(["default"], "w", 60, limit=10)
+        assert got.id == task.id
+        assert await q.reserve(["default"], "w", 60, limit=10) == []
 
 
 async def test_no_schedule_stored_costs_no_scan(

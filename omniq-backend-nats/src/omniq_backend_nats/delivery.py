@@ -21,7 +21,7 @@ from nats.js import api
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
 from .batch import Request, _windowed, sequences
-from .connection import confirm
+from .connection import confirm, stream_sequence
 from .leases import _holds
 from .names import consumer_name, token
 from .records import TaskRecords
@@ -34,6 +34,19 @@ _ACK, _WPI = b"+ACK", b"+WPI"
 _REV = "Omniq-Rev"
 #: Records up to this size travel in their delivery message.
 _CARRY_MAX = 4096
+#: Header of a delivery message sent together with its record's create (a ``delay()``
+#: under a fresh id): the message may be delivered before the record is stored.
+_EARLY = "Omniq-Early"
+#: How a reader waits for the record of an early message that finds none: put back
+#: after ``_EARLY_FIRST`` seconds, doubling up to ``_EARLY_MAX``, for ``_EARLY_TRIES``
+#: deliveries (about 10 s in all); then the message is an orphan and is acked away.
+_EARLY_FIRST, _EARLY_MAX, _EARLY_TRIES = 0.005, 1.0, 17
+#: Subject level of the purge mark, ``<prefix>.q._purged.0`` in the queue stream: never a
+#: queue name's token (which has ``_`` only before two hex digits), so no consumer and no
+#: backlog count takes it. (A key in a KV bucket would make the bucket look in use to the
+#: checks that skip an empty one: one in ``<prefix>_children`` made every finished task
+#: look up its dependents.)
+_PURGED = "_purged"
 
 
 class _Finish(NamedTuple):
@@ -71,6 +84,31 @@ def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
         return "", None
 
 
+def _delivered(msg: Msg) -> int:
+    """How many times the server delivered ``msg`` (this delivery included), read from
+    its ack subject like :func:`.connection.stream_sequence`."""
+    parts = (msg.reply or "").split(".")
+    if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
+        return int(parts[4])
+    if len(parts) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
+        return int(parts[6])
+    return msg.metadata.num_delivered
+
+
+def _early_delay(msg: Msg) -> float | None:
+    """For a message that found no record: how long to put it back for, when it was
+    sent with its record's create and may simply have come first (the window of
+    ``_EARLY_TRIES`` deliveries is not over); None when it is an orphan (the create
+    failed), to ack away. Counted in deliveries, not by its timestamp: that is the
+    server's clock, the reader's may differ. (A purge's orphans: :meth:`Delivery._early`.)"""
+    if not msg.headers or _EARLY not in msg.headers:
+        return None
+    tries = _delivered(msg)
+    if tries >= _EARLY_TRIES:
+        return None
+    return min(_EARLY_FIRST * 2.0 ** (tries - 1), _EARLY_MAX)
+
+
 class Delivery(TaskRecords):
     """Publishing, moving and consuming the delivery messages of tasks."""
 
@@ -78,6 +116,8 @@ class Delivery(TaskRecords):
         super().__init__(*args, **kwargs)
         #: Consumers this instance set up, with the AckWait it gave them.
         self._consumers: dict[str, float] = {}
+        #: The last purge's mark as last read: early messages up to it are orphans.
+        self._purged_before = 0
 
     async def close(self) -> None:
         self._consumers.clear()
@@ -114,6 +154,39 @@ class Delivery(TaskRecords):
         else:
             data = task.id.encode()
         return (self._subject(task), data, headers)
+
+    async def _early(self, msg: Msg) -> float | None:
+        """:func:`_early_delay`, but None at once for a message stored before the last
+        :meth:`_mark_purge` (its task was purged, or would have been): a purge leaves
+        its tasks' messages behind, and each would otherwise wait out the window."""
+        delay = _early_delay(msg)
+        if delay is None:
+            return None
+        seq = stream_sequence(msg)
+        if seq > self._purged_before:
+            try:
+                mark = await self.js.get_last_msg(self.stream, self._purge_subject)
+                self._purged_before = mark.seq or 0
+            except nats.js.errors.NotFoundError:
+                pass
+        return None if seq < self._purged_before else delay
+
+    @property
+    def _purge_subject(self) -> str:
+        return f"{self.prefix}.q.{_PURGED}.0"
+
+    async def _mark_purge(self) -> None:
+        """Before a purge deletes records: store a mark in the queue stream (its sequence
+        is the mark), so readers drop the early messages before it that find no record
+        (:meth:`_early`); older marks go."""
+        (mark,) = sequences(await self.inbox.ask([(self._purge_subject, b"", None)]))
+        await self.js.purge_stream(self.stream, subject=self._purge_subject, seq=mark)
+
+    def _early_request(self, task: Task) -> Request:
+        """The delivery message of a task whose record is created in the same send (its
+        revision is not known yet): it carries the task id and :data:`_EARLY`, which
+        tells a reader that finds no record to wait for it a while (:func:`_early_delay`)."""
+        return (self._subject(task), task.id.encode(), {_EARLY: "1"})
 
     async def _wake(self, tasks: Iterable[Task]) -> None:
         """Wake the waiters of the tasks' queues. A queue woken for one task is told its

@@ -18,7 +18,10 @@ Two halves, each doing what it is good at (docs/backends/nats.md has the full st
 
 A message is a hint, checked against the record on every delivery: duplicates are
 harmless (a CAS decides), so each step writes the record first and moves the message
-after, and a crash in between is repaired by redelivery.
+after, and a crash in between is repaired by redelivery. The exception is a ``delay()``
+under an id the app made (:meth:`NatsTaskQueue._enqueue_fresh`): record and message go
+in one send, and a reader waits a bounded while for the record of a message that came
+first.
 
 The class is layered from one module per seam, lowest first: :mod:`.leases` (the lease
 index and this instance's cache of it), :mod:`.records` (compare-and-set of records),
@@ -44,7 +47,7 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from omniq import lifecycle
-from omniq.errors import TaskNotFoundError
+from omniq.errors import OmniQError, TaskNotFoundError
 from omniq.interfaces import (
     BaseEventStorage,
     BaseResultStorage,
@@ -70,7 +73,17 @@ from omniq.models import (
 )
 from omniq.options import Option
 
-from .batch import _WINDOW, WRONG_REVISION, Request, Sent, _windowed, publishes, puts, sequences
+from .batch import (
+    _WINDOW,
+    WRONG_REVISION,
+    Request,
+    Sent,
+    _windowed,
+    publishes,
+    puts,
+    revisions,
+    sequences,
+)
 from .connection import OPTIONS, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
@@ -189,6 +202,50 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                     return existing, self._hint_request(existing, created=rev)
                 return existing, None
         return await self._created(stored, created)
+
+    async def _enqueue_fresh(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """A ``delay()`` under an id the app just made: the record's create, the delivery
+        message and the ``enqueued`` event in one send, one wait (a record-first enqueue
+        waits twice). The message is a hint that may be delivered before the record is
+        stored; it says so (``Omniq-Early``) and a reader waits for the record a while
+        (:func:`.delivery._early_delay`). Should the create fail, the call raises, and
+        the message (dropped after that wait) and the event stay: the crash table of
+        docs/architecture.md says what they mean. Anything else (dependencies, several
+        tasks, events elsewhere) goes the record-first way."""
+        storage = cast(NatsEventStorage | None, event_storage)
+        if (
+            len(tasks) != 1
+            or tasks[0].depends_on
+            or (storage is not None and events and not self._shares_home(storage))
+        ):
+            return await self._enqueue_recorded(tasks, events, event_storage)
+        stored = self._initial(tasks[0], (), await self.now())
+        if stored.state not in READY_STATES:  # (born finished: no message to send)
+            return await self._enqueue_recorded(tasks, events, event_storage)
+        record = encoder.encode(stored)
+        if len(record) > self.nc.max_payload:
+            raise self.too_large(f"the record of task {stored.id!r}", len(record))
+        requests = [
+            *puts(self._tasks_bucket, [(token(stored.id), record, 0)]),
+            self._early_request(stored),
+        ]
+        if events and storage is not None:
+            requests += publishes(storage.messages([as_stored(events[0], stored)]))
+        replies = await self.reaching(self.inbox.ask(requests))
+        (created,) = revisions(replies[:1])
+        if created == WRONG_REVISION:
+            raise OmniQError(
+                f"task id {stored.id!r}, made fresh for this enqueue, is taken on the NATS "
+                f"server at {self.settings.masked}; nothing was enqueued"
+            )
+        sequences(replies[1:])
+        await self._wake([stored])
+        return [stored]
 
     async def _created(self, stored: Task, created: int) -> tuple[Task, Request | None]:
         """A record just created at revision ``created``: settle a waiting task, or
@@ -537,7 +594,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                 )
             )
             return len(doomed)
-        # Messages left behind for these tasks find no record and are acked away.
+        # Messages left behind for these tasks find no record and are acked away (an
+        # early one at once too, being older than the mark).
+        await self._mark_purge()
         await _windowed(doomed, self._delete)
         return len(doomed)
 

@@ -366,6 +366,9 @@ class Reserve(Dependencies):
         while True:
             if found is None:
                 found = await self._read(task_id)
+            if found is None and (delay := await self._early(msg)) is not None:
+                await confirm(self.nc, msg.reply, nak_delay(delay))  # its record may come
+                return None
             if found is None or found[0].state in TERMINAL_STATES:
                 await confirm(self.nc, msg.reply, _ACK)  # purged or finished: a stale message
                 return None

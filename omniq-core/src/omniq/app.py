@@ -703,14 +703,19 @@ class AsyncOmniQ:
             await self.open()
         at = now()
         tasks = [self._build_task(fn, args, kwargs, options, at)]
+        made = None
         if options.get("task_id") is None:
             # An id made just now: no result can exist yet (a given id may have one; one a
             # middleware sets next gets no note, so its wait reads first).
-            self.result_storage.expect(tasks[0].id)
+            made = tasks[0].id
+            self.result_storage.expect(made)
         if self.middleware.enqueues:
             await self.middleware.before_enqueue(tasks)
         [stored] = await self.task_queue.enqueue_recorded(
-            tasks, self._enqueued_events(tasks, at), self._event_storage()
+            tasks,
+            self._enqueued_events(tasks, at),
+            self._event_storage(),
+            fresh=made is not None and len(tasks) == 1 and tasks[0].id == made,
         )
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 

@@ -370,11 +370,31 @@ class BaseTaskQueue(BaseStore):
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         event_storage: BaseEventStorage | None,
+        *,
+        fresh: bool = False,
     ) -> builtins.list[Task]:
         """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
         ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
         ``detail["state"]`` of the task as stored (a task that existed already keeps its
-        own). What ``delay()`` calls. ``event_storage`` is None when events are off."""
+        own). What ``delay()`` calls. ``event_storage`` is None when events are off.
+
+        ``fresh``: every id was made by the app just now (no task under it can exist),
+        so a backend may write the task without first finding out whether it exists
+        (:meth:`_enqueue_fresh`)."""
+        if fresh:
+            return await self._enqueue_fresh(tasks, events, event_storage)
+        return await self._enqueue_recorded(tasks, events, event_storage)
+
+    async def _enqueue_fresh(
+        self,
+        tasks: Sequence[Task],
+        events: Sequence[TaskEvent],
+        event_storage: BaseEventStorage | None,
+    ) -> builtins.list[Task]:
+        """:meth:`enqueue_recorded` of tasks under fresh ids: by default the same as any
+        other. A backend whose create of a record could otherwise race nothing may send
+        the record with its other writes at once; should the create still find the id
+        taken, it raises rather than return the existing task."""
         return await self._enqueue_recorded(tasks, events, event_storage)
 
     async def _enqueue_recorded(

@@ -20,7 +20,7 @@ from ..models import now as wall_clock
 from .actions import lapse, reserve_one, reserved
 from .base import open_store
 from .factories import make_event, make_result, make_task
-from .polling import SHORT
+from .polling import SHORT, eventually
 
 __all__ = ["FinishTests"]
 
@@ -237,6 +237,24 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
         "events off"
     )
     assert await events.query(task_id=quiet.id) == []
+
+    # Under an id the app just made (what delay() says with fresh=True), the same: the
+    # task stored ready with its event (or none, events off), and handed out once.
+    fresh = [make_task(created_at=at, queue="fresh"), make_task(created_at=at, queue="fresh")]
+    for task, its_events in zip(fresh, ([enqueued_event(fresh[0])], []), strict=True):
+        [kept] = await queue.enqueue_recorded([task], its_events, events, fresh=True)
+        assert (kept.id, kept.state) == (task.id, TaskState.PENDING)
+        found = await events.query(task_id=task.id, types=[EventType.ENQUEUED])
+        assert len(found) == len(its_events)
+    leased: list[Task] = []
+
+    async def all_leased() -> bool:
+        leased.extend(await queue.reserve(["fresh"], "w", 60, limit=10))
+        return len(leased) >= len(fresh)
+
+    await eventually(all_leased, "tasks enqueued under fresh ids were not all reserved")
+    assert sorted(t.id for t in leased) == sorted(t.id for t in fresh), "each once"
+    assert await queue.reserve(["fresh"], "w", 60, limit=10) == []
 
 
 async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
