@@ -38,6 +38,7 @@ from omniq_backend_postgres.migrations import (
     migrate,
 )
 from omniq_backend_postgres.queue import (
+    COMPLETE_MANY,
     DRAINED_WAIT,
     INSERT_RECORDED,
     NEXT_READY,
@@ -580,6 +581,74 @@ async def test_enqueue_recorded_plan_probes_existing_ids_by_key(
     plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE recorded({args})"))
     assert "Index Scan using tasks_pkey on tasks" in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
+
+
+async def _insert_tasks(conn: asyncpg.Connection, schema: str, state: str, ids: range) -> None:
+    """Rows straight into the tasks table (a plan test needs states in bulk, not a worker);
+    a running task ``<state>-<n>`` holds the lease token ``token-<n>``."""
+    running = state == "running"
+    await conn.execute(
+        f"""INSERT INTO "{schema}".tasks (id, queue, name, state, created_at, max_attempts,
+            result_ttl, dead_ttl, data, lease_owner, lease_token, lease_deadline)
+        SELECT $1 || '-' || g, 'q', 'n', $1, 0, 1, 60, 60, '\\x00',
+            CASE WHEN $2 THEN 'w' END, CASE WHEN $2 THEN 'token-' || g END,
+            CASE WHEN $2 THEN 1e12 END
+        FROM generate_series($3::int, $4::int) g""",
+        state,
+        running,
+        ids.start,
+        ids.stop - 1,
+    )
+
+
+async def _entries_read(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
+    """Index entries each index of the tasks table returned, as counted by this backend
+    since it last reported its statistics (never inside a transaction)."""
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_stat_get_xact_tuples_returned(c.oid) AS n FROM pg_index x"
+        " JOIN pg_class c ON c.oid = x.indexrelid WHERE x.indrelid = $1::regclass",
+        f'"{schema}".tasks',
+    )
+    return {r["relname"]: r["n"] for r in rows if r["n"]}
+
+
+async def test_complete_many_probes_the_primary_key_whatever_the_statistics(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    """A connection plans complete_many() once (generic plan) and keeps the plan until the
+    next ANALYZE: made over a few hundred tasks, it must still read one primary-key entry
+    per id, not every running task per id (the plan once read the running tasks from
+    tasks_queue_state, materialized, and kept doing so as the table grew)."""
+    for state in ("succeeded", "failed", "pending", "dead", "cancelled"):
+        await _insert_tasks(conn, pg_schema, state, range(1, 51))
+    await _insert_tasks(conn, pg_schema, "running", range(1, 101))
+    await conn.execute(f'ANALYZE "{pg_schema}".tasks')
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    complete = await conn.prepare(queue.sql(COMPLETE_MANY))
+
+    async def finish(numbers: range, stale: int) -> tuple[list[str], dict[str, int]]:
+        ids = [f"running-{n}" for n in numbers]
+        tokens = [f"token-{n}" if n != stale else "late" for n in numbers]
+        async with conn.transaction():  # counts are reported only between transactions
+            before = await _entries_read(conn, pg_schema)
+            done = [
+                r[0]
+                for r in await complete.fetch(
+                    ids, tokens, ["succeeded"] * len(ids), [None] * len(ids)
+                )
+            ]
+            after = await _entries_read(conn, pg_schema)
+        return done, {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+    # A late attempt (another token) is refused; the other 99 complete, by key.
+    done, read = await finish(range(1, 101), stale=7)
+    assert sorted(done) == sorted(f"running-{n}" for n in range(1, 101) if n != 7)
+    assert read == {"tasks_pkey": 100}, read
+    # The same connection's plan after the table grew, statistics untouched.
+    await _insert_tasks(conn, pg_schema, "running", range(101, 5101))
+    done, read = await finish(range(5001, 5101), stale=0)
+    assert len(done) == 100
+    assert read == {"tasks_pkey": 100}, read
 
 
 async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(
