@@ -143,6 +143,31 @@ async def test_result_storage_is_told_of_made_ids_before_their_enqueue(aapp, mon
     ]
 
 
+async def test_a_fresh_enqueue_reaches_the_hook_only_of_a_backend_that_has_one(aapp, monkeypatch):
+    """``fresh=True`` goes to ``_enqueue_fresh`` where a backend overrides it; elsewhere
+    straight to ``_enqueue_recorded`` (the default hook would only add a coroutine)."""
+    queue = aapp.task_queue
+    assert not type(queue)._fresh_hook
+    calls: list[str] = []
+    recorded = queue._enqueue_recorded
+
+    async def fresh_hook(self, tasks, events, event_storage):
+        calls.append("fresh")
+        return await recorded(tasks, events, event_storage)
+
+    @aapp.task
+    async def echo(x: int) -> int:
+        return x
+
+    await echo.delay(1)
+    subclass = type("FreshQueue", (type(queue),), {"_enqueue_fresh": fresh_hook})
+    assert subclass._fresh_hook and not type(queue)._fresh_hook
+    monkeypatch.setattr(queue, "__class__", subclass)
+    ref = await echo.delay(2)
+    assert calls == ["fresh"]
+    assert (await aapp.get_task(ref.id)).state is TaskState.PENDING
+
+
 async def test_an_id_a_middleware_sets_is_not_fresh(aapp, monkeypatch):
     """A middleware may set the id (maybe one that exists): then the enqueue is not told
     the id is fresh, and the backend checks it as for a given id."""

@@ -354,6 +354,14 @@ class BaseTaskQueue(BaseStore):
     #: behind, and ``wait_for_work`` wakes on what arrives after it (``BLOCKING_RESERVE``):
     #: the worker then waits instead of reserving again (section 7 of the architecture).
     reserve_drains: ClassVar[bool] = False
+    #: True when the class overrides :meth:`_enqueue_fresh` (set per subclass): a
+    #: ``delay()`` on a backend that does not goes straight to :meth:`_enqueue_recorded`,
+    #: without the default's extra coroutine (~3,000 instructions per call).
+    _fresh_hook: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fresh_hook = cls._enqueue_fresh is not BaseTaskQueue._enqueue_fresh
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -381,7 +389,7 @@ class BaseTaskQueue(BaseStore):
         ``fresh``: every id was made by the app just now (no task under it can exist),
         so a backend may write the task without first finding out whether it exists
         (:meth:`_enqueue_fresh`)."""
-        if fresh:
+        if fresh and self._fresh_hook:
             return await self._enqueue_fresh(tasks, events, event_storage)
         return await self._enqueue_recorded(tasks, events, event_storage)
 
