@@ -182,8 +182,8 @@ Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
 #: NULL, or the identity's next ``seq``), and for their events (:func:`_copy_rows`,
 #: :func:`.events.event_records`).
 COPY_TASK_COLUMNS = (
-    "id", "queue", "name", "priority", "state", "expires_at", "created_at", "attempts",
-    "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "data",
+    "id", "queue", "name", "priority", "state", "eta", "expires_at", "created_at", "attempts",
+    "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "error", "data",
 )  # fmt: skip
 #: Wake the workers of the queues a bulk's ``COPY`` filled (delivered at commit), by the
 #: rule of :data:`INSERT`'s ``woken``: only a queue whose interest lock a listener holds.
@@ -405,25 +405,7 @@ def _copyable(tasks: Sequence[Task]) -> bool:
 def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
     """Rows of :data:`COPY_TASK_COLUMNS` for :func:`_copyable` tasks: what :data:`INSERT`
     stores for them (state ``pending``, no error, not finished)."""
-    encode = encoder.encode
-    return [
-        (
-            t.id,
-            t.queue,
-            t.name,
-            t.priority,
-            "pending",
-            t.expires_at,
-            t.created_at,
-            t.attempts,
-            attempts_allowed(t),
-            t.result_ttl,
-            t.dead_ttl,
-            t.schedule_id,
-            encode(t),
-        )
-        for t in tasks
-    ]
+    return [_insert_row(t, "pending") for t in tasks]
 
 
 def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
