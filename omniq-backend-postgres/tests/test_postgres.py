@@ -40,6 +40,7 @@ from omniq_backend_postgres.migrations import (
 from omniq_backend_postgres.queue import (
     COMPLETE_MANY,
     DRAINED_WAIT,
+    HEARTBEAT,
     INSERT_RECORDED,
     NEXT_READY,
     RECORDED_MAX,
@@ -649,6 +650,51 @@ async def test_complete_many_probes_the_primary_key_whatever_the_statistics(
     done, read = await finish(range(5001, 5101), stale=0)
     assert len(done) == 100
     assert read == {"tasks_pkey": 100}, read
+
+
+async def test_a_heartbeat_probes_the_primary_key_whatever_the_statistics(
+    queue: PostgresTaskQueue, conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    """A heartbeat's plan is made once per connection too: planned over a few hundred
+    tasks it must still renew each lease through the primary key, not scan the table
+    (a plan it would keep as the table grew, for every heartbeat of every worker)."""
+    for state in ("succeeded", "failed", "pending", "dead", "cancelled"):
+        await _insert_tasks(conn, pg_schema, state, range(1, 51))
+    await _insert_tasks(conn, pg_schema, "running", range(1, 101))
+    await conn.execute(f'ANALYZE "{pg_schema}".tasks')
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    heartbeat = await conn.prepare(queue.sql(HEARTBEAT))
+
+    async def renew(numbers: range, stale: int) -> tuple[list[str], dict[str, int], int]:
+        ids = [f"running-{n}" for n in numbers]
+        tokens = [f"token-{n}" if n != stale else "late" for n in numbers]
+        async with conn.transaction():  # counts are reported only between transactions
+            before = await _entries_read(conn, pg_schema)
+            scans = await _table_rows_read(conn, pg_schema)
+            done = [r[0] for r in await heartbeat.fetch(ids, tokens, 30.0)]
+            scans = await _table_rows_read(conn, pg_schema) - scans
+            after = await _entries_read(conn, pg_schema)
+        read = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+        return done, read, scans
+
+    # A lease held under another token is not renewed; the other 9 are, by key.
+    done, read, scanned = await renew(range(1, 11), stale=3)
+    assert sorted(done) == sorted(f"running-{n}" for n in range(1, 11) if n != 3)
+    assert (read, scanned) == ({"tasks_pkey": 10}, 0), (read, scanned)
+    # The same connection's plan after the table grew, statistics untouched.
+    await _insert_tasks(conn, pg_schema, "running", range(101, 5101))
+    done, read, scanned = await renew(range(5001, 5011), stale=0)
+    assert len(done) == 10
+    assert (read, scanned) == ({"tasks_pkey": 10}, 0), (read, scanned)
+
+
+async def _table_rows_read(conn: asyncpg.Connection, schema: str) -> int:
+    """Rows of the tasks table this backend read by sequential scans (counted as for
+    :func:`_entries_read`)."""
+    n = await conn.fetchval(
+        "SELECT pg_stat_get_xact_tuples_returned($1::regclass)", f'"{schema}".tasks'
+    )
+    return int(n or 0)
 
 
 async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(

@@ -241,12 +241,9 @@ RESERVE_ALONE = (
 #: drained its queues: the most a delayed task falling due meanwhile can be late.
 DRAINED_WAIT = 0.02
 
-HEARTBEAT = f"""
-UPDATE {{s}}.tasks t SET lease_deadline = {EPOCH_NOW} + $3
-FROM unnest($1::text[], $2::text[]) AS l(id, token)
-WHERE t.id = l.id AND t.lease_token = l.token AND t.state = 'running'
-RETURNING t.id
-"""
+#: The schema's heartbeat_many() (migration 14: one primary-key probe per lease at any
+#: table size); the ids of the leases renewed.
+HEARTBEAT = "SELECT {s}.heartbeat_many($1::text[], $2::text[], $3::float8)"
 
 FENCED = "WHERE id = $1 AND lease_token = $2 AND state = 'running'"
 CLEAR_LEASE = "lease_owner = NULL, lease_token = NULL, lease_deadline = NULL"
