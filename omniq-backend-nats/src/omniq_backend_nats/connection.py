@@ -461,15 +461,28 @@ class NatsStore(BaseStore):
             yield msg.subject[len(bucket) + 5 :], msg.data, stream_sequence(msg)
 
 
-def stream_sequence(msg: Msg) -> int:
-    """The stream sequence of a delivered message, read straight from its ack subject
-    (``Msg.metadata`` parses every field into dataclasses: most of a scan's time)."""
+#: Fields of a delivered message's ack subject, by their place in its short form,
+#: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>``; the long
+#: form has the domain and account hash before the stream (two places later).
+ACK_DELIVERED, ACK_STREAM_SEQ, ACK_PENDING = 4, 5, 8
+
+
+def ack_field(msg: Msg, field: int) -> int | None:
+    """A number of ``msg``'s ack subject (:data:`ACK_DELIVERED` and the others), read
+    straight from it (``Msg.metadata`` parses every field into dataclasses: most of a
+    scan's time); None when the subject has neither form."""
     parts = (msg.reply or "").split(".")
-    if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>
-        return int(parts[5])
-    if len(parts) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>...
-        return int(parts[7])
-    return msg.metadata.sequence.stream
+    if len(parts) == 9:
+        return int(parts[field])
+    if len(parts) >= 11:
+        return int(parts[field + 2])
+    return None
+
+
+def stream_sequence(msg: Msg) -> int:
+    """The stream sequence of a delivered message."""
+    seq = ack_field(msg, ACK_STREAM_SEQ)
+    return msg.metadata.sequence.stream if seq is None else seq
 
 
 def _value(x: Any) -> Any:

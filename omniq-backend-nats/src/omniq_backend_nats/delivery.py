@@ -21,7 +21,7 @@ from nats.js import api
 from omniq.models import PRIORITY_MAX, PRIORITY_MIN, Task, encoder, task_decoder
 
 from .batch import Request, _windowed, sequences
-from .connection import confirm, stream_sequence
+from .connection import ACK_DELIVERED, ack_field, confirm, stream_sequence
 from .leases import _holds
 from .names import consumer_name, token
 from .records import TaskRecords
@@ -85,14 +85,9 @@ def _carried(msg: Msg) -> tuple[str, tuple[Task, int] | None]:
 
 
 def _delivered(msg: Msg) -> int:
-    """How many times the server delivered ``msg`` (this delivery included), read from
-    its ack subject like :func:`.connection.stream_sequence`."""
-    parts = (msg.reply or "").split(".")
-    if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
-        return int(parts[4])
-    if len(parts) >= 11:  # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>...
-        return int(parts[6])
-    return msg.metadata.num_delivered
+    """How many times the server delivered ``msg`` (this delivery included)."""
+    tries = ack_field(msg, ACK_DELIVERED)
+    return msg.metadata.num_delivered if tries is None else tries
 
 
 def _early_delay(msg: Msg) -> float | None:

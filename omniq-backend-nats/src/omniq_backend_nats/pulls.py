@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .batch import _status
+from .connection import ACK_PENDING, ack_field
 from .delivery import _message_task_id
 
 __all__ = ["MIN_PULL", "WaitingPulls", "pending"]
@@ -36,14 +37,9 @@ _SEEN = 64
 
 
 def pending(msg: Msg) -> int:
-    """How many messages the consumer had left to deliver when it sent ``msg`` (read from
-    its ack subject, as :func:`.connection.stream_sequence` reads the sequence)."""
-    parts = (msg.reply or "").split(".")
-    if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>
-        return int(parts[8])
-    if len(parts) >= 11:  # $JS.ACK.<domain>.<account>.<stream>...<time>.<pending>[.<token>]
-        return int(parts[10])
-    return int(msg.metadata.num_pending or 0)
+    """How many messages the consumer had left to deliver when it sent ``msg``."""
+    left = ack_field(msg, ACK_PENDING)
+    return int(msg.metadata.num_pending or 0) if left is None else left
 
 
 def _delivered_id(msg: Msg) -> str:
