@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -59,6 +59,8 @@ pytestmark = pytest.mark.anyio
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends" / "postgres.md"
 #: Long enough that returning before it proves a NOTIFY woke the waiter.
 LONG = 30.0
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -620,26 +622,17 @@ async def test_complete_many_probes_the_primary_key_whatever_the_statistics(
     next ANALYZE: made over a few hundred tasks, it must still read one primary-key entry
     per id, not every running task per id (the plan once read the running tasks from
     tasks_queue_state, materialized, and kept doing so as the table grew)."""
-    for state in ("succeeded", "failed", "pending", "dead", "cancelled"):
-        await _insert_tasks(conn, pg_schema, state, range(1, 51))
-    await _insert_tasks(conn, pg_schema, "running", range(1, 101))
-    await conn.execute(f'ANALYZE "{pg_schema}".tasks')
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await _small_analyzed_table(conn, pg_schema)
     complete = await conn.prepare(queue.sql(COMPLETE_MANY))
 
     async def finish(numbers: range, stale: int) -> tuple[list[str], dict[str, int]]:
-        ids = [f"running-{n}" for n in numbers]
-        tokens = [f"token-{n}" if n != stale else "late" for n in numbers]
-        async with conn.transaction():  # counts are reported only between transactions
-            before = await _entries_read(conn, pg_schema)
-            done = [
-                r[0]
-                for r in await complete.fetch(
-                    ids, tokens, ["succeeded"] * len(ids), [None] * len(ids)
-                )
-            ]
-            after = await _entries_read(conn, pg_schema)
-        return done, {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+        ids, tokens = _leases(numbers, stale)
+        rows, read, _ = await _reads(
+            conn,
+            pg_schema,
+            complete.fetch(ids, tokens, ["succeeded"] * len(ids), [None] * len(ids)),
+        )
+        return [r[0] for r in rows], read
 
     # A late attempt (another token) is refused; the other 99 complete, by key.
     done, read = await finish(range(1, 101), stale=7)
@@ -658,24 +651,14 @@ async def test_a_heartbeat_probes_the_primary_key_whatever_the_statistics(
     """A heartbeat's plan is made once per connection too: planned over a few hundred
     tasks it must still renew each lease through the primary key, not scan the table
     (a plan it would keep as the table grew, for every heartbeat of every worker)."""
-    for state in ("succeeded", "failed", "pending", "dead", "cancelled"):
-        await _insert_tasks(conn, pg_schema, state, range(1, 51))
-    await _insert_tasks(conn, pg_schema, "running", range(1, 101))
-    await conn.execute(f'ANALYZE "{pg_schema}".tasks')
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await _small_analyzed_table(conn, pg_schema)
     heartbeat = await conn.prepare(queue.sql(HEARTBEAT))
 
     async def renew(numbers: range, stale: int) -> tuple[list[str], dict[str, int], int]:
-        ids = [f"running-{n}" for n in numbers]
-        tokens = [f"token-{n}" if n != stale else "late" for n in numbers]
-        async with conn.transaction():  # counts are reported only between transactions
-            before = await _entries_read(conn, pg_schema)
-            scans = await _table_rows_read(conn, pg_schema)
-            done = [r[0] for r in await heartbeat.fetch(ids, tokens, 30.0)]
-            scans = await _table_rows_read(conn, pg_schema) - scans
-            after = await _entries_read(conn, pg_schema)
-        read = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
-        return done, read, scans
+        rows, read, scanned = await _reads(
+            conn, pg_schema, heartbeat.fetch(*_leases(numbers, stale), 30.0)
+        )
+        return [r[0] for r in rows], read, scanned
 
     # A lease held under another token is not renewed; the other 9 are, by key.
     done, read, scanned = await renew(range(1, 11), stale=3)
@@ -695,6 +678,38 @@ async def _table_rows_read(conn: asyncpg.Connection, schema: str) -> int:
         "SELECT pg_stat_get_xact_tuples_returned($1::regclass)", f'"{schema}".tasks'
     )
     return int(n or 0)
+
+
+async def _small_analyzed_table(conn: asyncpg.Connection, schema: str) -> None:
+    """350 tasks, 100 of them running, with fresh statistics, and generic plans from now
+    on: the table a worker's connection may make its plans over and then keep."""
+    for state in ("succeeded", "failed", "pending", "dead", "cancelled"):
+        await _insert_tasks(conn, schema, state, range(1, 51))
+    await _insert_tasks(conn, schema, "running", range(1, 101))
+    await conn.execute(f'ANALYZE "{schema}".tasks')
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+def _leases(numbers: range, stale: int) -> tuple[list[str], list[str]]:
+    """The ids and lease tokens of running tasks ``numbers`` (see :func:`_insert_tasks`),
+    task ``stale``'s token replaced by a late attempt's."""
+    ids = [f"running-{n}" for n in numbers]
+    return ids, [f"token-{n}" if n != stale else "late" for n in numbers]
+
+
+async def _reads(
+    conn: asyncpg.Connection, schema: str, statement: Awaitable[T]
+) -> tuple[T, dict[str, int], int]:
+    """What ``statement`` returned, the entries it read per index of the tasks table, and
+    the table's rows it read by sequential scans."""
+    async with conn.transaction():  # counts are reported only between transactions
+        before = await _entries_read(conn, schema)
+        scans = await _table_rows_read(conn, schema)
+        result = await statement
+        scans = await _table_rows_read(conn, schema) - scans
+        after = await _entries_read(conn, schema)
+    read = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    return result, read, scans
 
 
 async def test_wait_for_work_wakes_on_enqueue_from_another_process_view(
