@@ -715,7 +715,7 @@ class AsyncOmniQ:
             tasks,
             self._enqueued_events(tasks, at),
             self._event_storage(),
-            fresh=made is not None and len(tasks) == 1 and tasks[0].id == made,
+            fresh=tasks[0].id == made,  # (not when a middleware named it)
         )
         return TaskRef(stored.id, stored.name, stored.queue, stored.state)
 
