@@ -1,7 +1,7 @@
 """Where a PostgreSQL worker's processing time goes: one worker (in this process, events
-on) drains ``n`` pre-filled no-op tasks; per task it prints the wall time, this
-process's CPU and the CPU of the store's server processes, for A/B work on a shared
-machine where the wall time alone says little.
+on unless ``--no-events``) drains ``n`` pre-filled no-op tasks; per task it prints the
+wall time, this process's CPU and the CPU of the store's server processes, for A/B work
+on a shared machine where the wall time alone says little.
 
     .venv/bin/python benchmarks/process_cpu.py postgresql://postgres@127.0.0.1:5432/test -n 10000
 
@@ -41,7 +41,7 @@ from latency_cpu import backend_pids, cpu_seconds  # noqa: E402
 
 
 def make_app(url: str, schema: str) -> tuple[Any, Any]:
-    """A fresh app on ``schema`` (events on) with bench_tasks' no-op under its name."""
+    """A fresh app on ``schema`` with bench_tasks' no-op under its name."""
     use_schema(url, schema)
     from omniq import AsyncOmniQ
 
@@ -55,11 +55,11 @@ def make_app(url: str, schema: str) -> tuple[Any, Any]:
 
 
 def use_schema(url: str, schema: str) -> str:
-    """Point this process's stores at ``schema`` (events on); return the plain URL."""
+    """Point this process's stores at ``schema``; return the plain URL."""
     base = url.split("?")[0]
     for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
         os.environ[name] = f"{base}?schema={schema}"
-    os.environ["OMNIQ_EVENTS"] = os.environ.get("PC_EVENTS", "true")
+    os.environ.setdefault("OMNIQ_EVENTS", "true")
     return base
 
 
@@ -140,12 +140,14 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=100, help="tasks a reserve takes")
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--no-events", action="store_true", help="the event log off")
     parser.add_argument("--schema", default=None, help="with --fill or --drain")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--fill", action="store_true", help="only enqueue n tasks into --schema")
     mode.add_argument("--drain", action="store_true", help="only drain --schema once")
     args = parser.parse_args()
     os.environ.setdefault("OMNIQ_DISABLE_PLUGINS", "opentelemetry,prometheus")
+    os.environ["OMNIQ_EVENTS"] = "false" if args.no_events else "true"
     if args.fill or args.drain:
         if not args.schema:
             parser.error("--fill and --drain need --schema")
