@@ -52,7 +52,7 @@ from omniq_backend_postgres.queue import (
 )
 from omniq_backend_postgres.results import CARRIED_MAX, EXPECTED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
-from omniq_backend_postgres.store import compact, hot_alive
+from omniq_backend_postgres.store import compact, hot_alive, text_array
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +83,19 @@ async def queue(pg_url: str, pg_schema: str) -> AsyncIterator[PostgresTaskQueue]
 
 async def count_tasks(conn: asyncpg.Connection, schema: str) -> int:
     return await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks')
+
+
+async def test_an_array_literal_reads_back_as_the_values_it_was_made_of(
+    conn: asyncpg.Connection,
+) -> None:
+    """finish_many sends its text columns as one literal each (``text_array``): quotes,
+    backslashes, commas, braces, the word NULL, spaces and empty strings must come back
+    as they were, and None as NULL, as text and as jsonb."""
+    odd = ['x"y', "a\\b", "", "NULL", "{,}", " sp ", "\u00fc\u20ac", '\\"']
+    for values in ([], ["a"], odd, [None], [None, None], ["a", None, '"']):
+        assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
+    jsons = ['{"k": "v\\"q"}', None, "[1, 2]"]
+    assert await conn.fetchval("SELECT $1::text::jsonb[]", text_array(jsons)) == jsons
 
 
 # -- migrations ----------------------------------------------------------------------
@@ -630,7 +643,9 @@ async def test_complete_many_probes_the_primary_key_whatever_the_statistics(
         rows, read, _ = await _reads(
             conn,
             pg_schema,
-            complete.fetch(ids, tokens, ["succeeded"] * len(ids), [None] * len(ids)),
+            complete.fetch(
+                *map(text_array, (ids, tokens, ["succeeded"] * len(ids), [None] * len(ids)))
+            ),
         )
         return [r[0] for r in rows], read
 

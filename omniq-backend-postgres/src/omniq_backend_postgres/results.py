@@ -28,22 +28,28 @@ __all__ = ["PostgresResultStorage"]
 #: readers still understand. (A reader older than this form wakes on the bare id only:
 #: it finds a carried result at its next check, see docs/backends/postgres.md.)
 CARRIED_MAX = 512
-#: What :data:`UPSERT_TEMPLATE` returns for each row written: its NOTIFY payload.
+#: What :data:`UPSERT_TEMPLATE` returns for each row written: its NOTIFY payload. The
+#: base64's line breaks go by replace(), which finds them with a byte search, where
+#: translate() decoded the text a character at a time (~3 % of the server's CPU while a
+#: worker drained a queue, ``perf``).
 NOTICE = (
     f"CASE WHEN octet_length(data) <= {CARRIED_MAX} AND strpos(task_id, ' ') = 0 "
-    "THEN task_id || ' ' || translate(encode(data, 'base64'), E'\\n', '') "
+    "THEN task_id || ' ' || replace(encode(data, 'base64'), E'\\n', '') "
     "ELSE task_id END AS notice"
 )
 
+#: What makes :data:`UPSERT_TEMPLATE` an upsert: without it, the INSERT of results not
+#: stored yet (see ``queue.FINISH_MANY_NEW``).
+ON_CONFLICT = """ON CONFLICT (task_id) DO UPDATE
+SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
+    data = excluded.data
+"""
 #: One row per result; :data:`UPSERT` takes a column of one element for all (see
 #: :func:`.store.broadcast`).
 UPSERT_TEMPLATE = f"""
 INSERT INTO {{s}}.results (task_id, state, finished_at, expires_at, data)
 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bytea[])
-ON CONFLICT (task_id) DO UPDATE
-SET state = excluded.state, finished_at = excluded.finished_at, expires_at = excluded.expires_at,
-    data = excluded.data
-RETURNING {NOTICE}
+{ON_CONFLICT}RETURNING {NOTICE}
 """
 #: The upsert, then a NOTIFY per result written, to wake :meth:`PostgresResultStorage.wait`
 #: (delivered at commit; ``sql/0012_...``).

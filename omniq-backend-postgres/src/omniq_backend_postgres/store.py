@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import asyncpg
 
@@ -98,6 +98,29 @@ def compact(columns: Sequence[list[Any]]) -> list[list[Any]]:
         head,
         *(c[:1] if len(c) > 1 and c.count(c[0]) == len(c) else c for c in rest),
     ]
+
+
+def text_array(values: list[str | None]) -> str:
+    """``values`` as one array literal, for a parameter the statement declares text and
+    casts (``$1::text::text[]``, or ``::jsonb[]`` for JSON texts): asyncpg checks each
+    element of a list parameter against abstract base classes (two ``isinstance`` calls
+    through ``abc`` for a string, one for None: ~30 % of its time encoding a worker's
+    ``finish_many``), where one string is copied as it is. Each element is quoted, with
+    backslashes and quotes escaped; None is ``NULL``. The separator of the fast path is
+    NUL, which PostgreSQL text never holds."""
+    if not values:
+        return "{}"
+    nulls = values.count(None)
+    if nulls == len(values):
+        return "{" + ",".join(["NULL"] * nulls) + "}"
+    if nulls:
+        return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
+    return "{" + _quoted("\x00".join(cast("list[str]", values))).replace("\x00", '","') + "}"
+
+
+def _quoted(text: str) -> str:
+    """``text`` as one quoted element of an array literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 #: Oldest server OmniQ runs on: reserve uses gen_random_uuid(), built in from 13.

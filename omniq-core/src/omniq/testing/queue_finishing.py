@@ -131,6 +131,44 @@ async def check_finish_many(
     assert [e.id for e in await events.query(task_id=b.id)] == [late.id]
 
 
+async def check_finish_many_over_stored_results(
+    queue: BaseTaskQueue, results: BaseResultStorage, events: BaseEventStorage
+) -> None:
+    """A task whose result is stored already (an operator's re-run of a dead task, a
+    result written by hand) has it replaced by its accepted completion's, in a batch
+    with a task that has none; a refused completion still replaces nothing. A store may
+    write results as new first and fall back when one exists; none may fail or skip."""
+    a, b, c = [await reserved(queue) for _ in range(3)]
+    old_a = make_result(task_id=a.id, value=b"old a")
+    old_c = make_result(task_id=c.id, value=b"old c")
+    await results.set(old_a)
+    await results.set(old_c)
+    new_a, new_b = make_result(task_id=a.id, value=b"new a"), make_result(task_id=b.id)
+    event_a = make_event(task_id=a.id, queue=a.queue, type=EventType.SUCCEEDED)
+    event_b = make_event(task_id=b.id, queue=b.queue, type=EventType.SUCCEEDED)
+    answers = await queue.finish_many(
+        [
+            (a.id, a.lease_token or "", TaskState.SUCCEEDED, None),
+            (b.id, b.lease_token or "", TaskState.SUCCEEDED, None),
+            (c.id, STALE, TaskState.SUCCEEDED, None),
+        ],
+        [new_a, new_b, make_result(task_id=c.id, value=b"refused")],
+        [event_a, event_b],
+        results,
+        events,
+    )
+    assert answers == [True, True, False]
+    assert await results.get(a.id) == new_a, (
+        "the accepted completion's result replaces the stored one"
+    )
+    assert await results.get(b.id) == new_b
+    assert await results.get(c.id) == old_c, "a refused completion replaces no result"
+    assert [e.id for e in await events.query(task_id=a.id)] == [event_a.id]
+    assert [e.id for e in await events.query(task_id=b.id)] == [event_b.id]
+    states = [(await queue.get(t.id)).state for t in (a, b, c)]  # type: ignore[union-attr]
+    assert states == [TaskState.SUCCEEDED, TaskState.SUCCEEDED, TaskState.RUNNING]
+
+
 async def check_zombie_finish(
     queue: BaseTaskQueue, results: BaseResultStorage, events: BaseEventStorage
 ) -> None:
@@ -322,6 +360,11 @@ class FinishTests:
         self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
     ) -> None:
         await check_finish_many(task_queue, *siblings)
+
+    async def test_finish_many_replaces_stored_results_with_sibling_stores(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_finish_many_over_stored_results(task_queue, *siblings)
 
     async def test_finish_many_with_stores_of_another_backend(
         self, task_queue: BaseTaskQueue
