@@ -29,10 +29,11 @@ from nats.js import api
 from omniq.errors import ConfigError, OmniQError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
-from omniq.models import Task, TaskResult, TaskState, encoder
+from omniq.models import EventType, Task, TaskResult, TaskState, encoder
 from omniq.registry import registry
-from omniq.testing import eventually, make_schedule, make_task
+from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.connection import NatsUnavailableError
+from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
 from omniq_backend_nats.results import KEPT_MAX, NatsResultStorage
@@ -543,7 +544,8 @@ async def test_pipelined_enqueue_stores_every_window_with_message_and_event(
     nats_url: str, nats_prefix: str
 ) -> None:
     """Batches of several windows, sent while the ones before are acknowledged: every
-    task gets its record, one delivery message and its event; an id taken in a later
+    task gets its record, one delivery message and its event (a window's events in one
+    message); an id taken in a later
     window comes back as stored before, with no second message."""
     async with queue_at(nats_url, nats_prefix) as q:
         events = registry.resolve(
@@ -558,7 +560,13 @@ async def test_pipelined_enqueue_stores_every_window_with_message_and_event(
             assert {t.state for t in stored} == {TaskState.PENDING}
             assert await stream_count(q, q.stream) == 1199
             assert await stream_count(q, f"KV_{nats_prefix}_tasks") == 1199
-            assert await stream_count(q, f"{nats_prefix}_events") == 1200
+            # One message per window (queue and type): 512 + 88 events, twice.
+            assert await stream_count(q, f"{nats_prefix}_events") == 4
+            read = await events.query(limit=None)
+            assert sorted(e.id for e in read) == sorted(e.id for _, es in batches for e in es)
+            assert [e.task_id for e in await events.query(task_id=first[10].id)] == [
+                first[10].id
+            ] * 2
 
 
 async def test_enqueue_failing_part_way_keeps_the_batches_before_it(
@@ -989,3 +997,100 @@ async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_pre
         time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
         got = await asyncio.wait_for(waiting, 10)
         assert got is not None and got.value == b"b"
+
+
+@contextlib.asynccontextmanager
+async def event_stores(url: str, prefix: str) -> AsyncIterator[tuple[NatsEventStorage, ...]]:
+    """Two event stores: ``prefix``'s and a reference one beside it (removed after)."""
+    stores = [NatsEventStorage.from_url(url, prefix=p) for p in (prefix, f"{prefix}r")]
+    async with stores[0], stores[1]:
+        try:
+            yield tuple(stores)
+        finally:
+            await stores[1].js.delete_stream(stores[1].stream)
+
+
+async def test_bundled_events_read_as_events_one_by_one(nats_url: str, nats_prefix: str) -> None:
+    """A bulk enqueue's bundles (one message per queue and type) and events stored one
+    per message, mixed: every reader (queries by task, queue, type and time, counts,
+    cleanup) gives what it gives for the same events stored one per message."""
+    t0 = 1_700_000_000.0
+    tasks = [f"t.{i}" for i in range(6)]
+    bulk = [
+        make_event(
+            task_id=tasks[i % 6],
+            queue=("a.q", "b")[i % 2],
+            type=EventType.STARTED if i % 3 == 0 else EventType.ENQUEUED,
+            timestamp=t0 + i,
+        )
+        for i in range(40)
+    ]
+    singles = [
+        make_event(
+            task_id=tasks[i % 6], queue="a.q", type=EventType.SUCCEEDED, timestamp=t0 + 0.5 + i * 3
+        )
+        for i in range(10)
+    ]
+    async with event_stores(nats_url, nats_prefix) as (bundled, reference):
+        await bundled.append_many(singles[:5])
+        messages = bundled.bundles(bulk, bundled.nc.max_payload)
+        assert {subject.rsplit(".", 1)[1] for subject, _ in messages} == {BUNDLE}
+        assert len(messages) == 4, "one message per queue and type"
+        await bundled.inbox.publish(messages)
+        await bundled.append_many(singles[5:])
+        for events in (singles[:5], bulk, singles[5:]):
+            await reference.append_many(events)
+
+        queries: list[dict[str, Any]] = [
+            {},
+            {"order": "desc", "limit": 7},
+            {"queue": "a.q"},
+            {"types": [EventType.STARTED]},
+            {"types": [EventType.STARTED, EventType.SUCCEEDED], "queue": "b"},
+            {"since": t0 + 5, "until": t0 + 21},
+            *({"task_id": t} for t in tasks),
+            {"task_id": tasks[1], "types": [EventType.ENQUEUED]},
+            {"task_id": tasks[0], "order": "desc", "limit": 3},
+            {"task_id": "no-such-task"},
+        ]
+        for query in queries:
+            expected = await reference.query(**query)
+            assert await bundled.query(**query) == expected, query
+        assert await bundled.query() != []
+        window = {"since": t0, "until": t0 + 50, "step": 10.0}
+        assert await bundled.counts(**window) == await reference.counts(**window)
+
+        # Cleanup between two events of one bundle: the newer ones stay readable.
+        assert await bundled.cleanup(t0 + 20.2) == await reference.cleanup(t0 + 20.2) > 0
+        assert await bundled.query() == await reference.query()
+        assert await bundled.cleanup(t0 + 100) == await reference.cleanup(t0 + 100) > 0
+        assert await bundled.query() == []
+
+
+async def test_a_bundle_leaves_out_only_what_it_cannot_decode(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """An element of a bundle that is no event is left out alone; a bundle that is not
+    msgpack at all is left out whole, and the events around it are read."""
+    import msgspec
+
+    good = [make_event(task_id="t1", timestamp=1_700_000_000.0 + i) for i in range(3)]
+    async with event_stores(nats_url, nats_prefix) as (events, _):
+        [(subject, _data)] = events.bundles(good, events.nc.max_payload)
+        raws = [msgspec.Raw(encoder.encode(e)) for e in good]
+        await events.inbox.publish(
+            [
+                (subject, encoder.encode([raws[0], 42, raws[1]])),
+                (subject, b"\xc1 not msgpack"),
+            ]
+        )
+        await events.append_many(good[2:])
+        assert await events.query() == good
+        assert await events.query(task_id="t1") == good
+        assert await events.cleanup(1_700_000_000.0 + 1.5) == 2
+        assert await events.query() == good[2:]
+        assert await stream_count_of(events) == 3, "the bad ones are kept, like a bad event"
+
+
+async def stream_count_of(events: NatsEventStorage) -> int:
+    return (await events.js.stream_info(events.stream)).state.messages

@@ -262,7 +262,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         """Each batch in windows of :data:`_ENQUEUE_WINDOW` tasks, pipelined: a window's records
         are created and their acknowledgements awaited (:meth:`_store_many`), then its
         delivery messages and events are sent (published through this queue's
-        connection; ``event_storage`` is given only when it shares the server) and,
+        connection; ``event_storage`` is given only when it shares the server; the
+        window's events in one message per queue and type, :meth:`.NatsEventStorage.bundles`) and,
         while the server stores them, the next window's records go out and the next
         batch is built. A batch is yielded, and its queues woken, once its messages and
         events are acknowledged; at most :data:`_IN_FLIGHT` windows wait so.
@@ -286,8 +287,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                     if events and storage is not None:
                         part = events[start : start + _ENQUEUE_WINDOW]
                         requests += publishes(
-                            storage.messages(
-                                [as_stored(e, t) for e, t in zip(part, stored, strict=True)]
+                            storage.bundles(
+                                [as_stored(e, t) for e, t in zip(part, stored, strict=True)],
+                                self.nc.max_payload,
                             )
                         )
                     flight.stored += stored
