@@ -29,7 +29,7 @@ from nats.js import api
 from omniq.errors import ConfigError, OmniQError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
-from omniq.models import EventType, Task, TaskResult, TaskState, encoder
+from omniq.models import EventType, Task, TaskResult, TaskState, encoder, task_decoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.connection import NatsUnavailableError
@@ -1094,3 +1094,19 @@ async def test_a_bundle_leaves_out_only_what_it_cannot_decode(
 
 async def stream_count_of(events: NatsEventStorage) -> int:
     return (await events.js.stream_info(events.stream)).state.messages
+
+
+async def test_a_bulk_delivery_message_carries_the_record_as_stored(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The delivery message of a bulk-enqueued task carries the very bytes of its record
+    at the revision it names (the worker leases from that copy without a read)."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        tasks = [make_task() for _ in range(3)]
+        await q.enqueue_batches([(tasks, [])], None)
+        for seq in (1, 2, 3):
+            msg = await q.js.get_msg(q.stream, seq)
+            assert msg.headers is not None and msg.data is not None
+            entry = await q._tasks.get(token(task_decoder.decode(msg.data).id))
+            assert msg.data == entry.value
+            assert int(msg.headers["Omniq-Rev"]) == entry.revision
