@@ -32,6 +32,7 @@ from omniq.limits import Limits
 from omniq.models import EventType, Task, TaskResult, TaskState, encoder, task_decoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
+from omniq_backend_nats.batch import WRONG_REVISION, _writes_at_once, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.names import consumer_name, token, untoken
@@ -1110,3 +1111,36 @@ async def test_a_bulk_delivery_message_carries_the_record_as_stored(
             entry = await q._tasks.get(token(task_decoder.decode(msg.data).id))
             assert msg.data == entry.value
             assert int(msg.headers["Omniq-Rev"]) == entry.revision
+
+
+@pytest.mark.parametrize("at_once", [True, False], ids=["one-buffer", "publish-each"])
+async def test_a_batch_written_at_once_or_one_publish_each_gets_the_same_answers(
+    nats_url: str, nats_prefix: str, at_once: bool
+) -> None:
+    """A batch's commands go out as one buffer through the client's internals, or, when
+    the client lacks them (``Inbox.at_once`` false), one ``publish`` each: the server
+    stores the same and answers the same (puts, compare-and-sets, publishes, gets)."""
+    assert not _writes_at_once(object()), "a client without the internals publishes each"
+    async with queue_at(nats_url, nats_prefix) as q:
+        inbox = q.inbox
+        assert inbox.at_once, "nats-py as installed has the internals"
+        inbox.at_once = at_once
+        bucket = f"{nats_prefix}_tasks"
+        revs = await inbox.write(bucket, [("a", b"1", 0), ("b", b"2", None), ("c", b"", 0)])
+        assert WRONG_REVISION not in revs and len(set(revs)) == 3
+        again = await inbox.write(bucket, [("a", b"x", 0), ("b", b"3", revs[1])])
+        assert again[0] == WRONG_REVISION and again[1] > revs[2]
+        assert await inbox.get(bucket, ["a", "b", "c", "none"]) == [
+            (b"1", revs[0]),
+            (b"3", again[1]),
+            (b"", revs[2]),
+            None,
+        ]
+        # A header Client.publish would trim goes its way: the same message is stored.
+        subject = f"{nats_prefix}.q.default.0"
+        (seq,) = sequences(await inbox.ask([(subject, b"hi", {"Omniq-Test": " padded "})]))
+        msg = await q.js.get_msg(q.stream, seq)
+        assert msg.data == b"hi" and msg.headers == {"Omniq-Test": "padded"}
+        assert await inbox.publish([(subject, b"m1"), (subject, b"m2")]) == [seq + 1, seq + 2]
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await inbox.publish([(subject, b"x" * (q.nc.max_payload + 1))])
