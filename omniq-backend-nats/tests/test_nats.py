@@ -32,7 +32,8 @@ from omniq.limits import Limits
 from omniq.models import EventType, Task, TaskResult, TaskState, encoder, task_decoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
-from omniq_backend_nats.batch import WRONG_REVISION, _writes_at_once, sequences
+from omniq_backend_nats.acks import read_replies_fast
+from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.names import consumer_name, token, untoken
@@ -1113,18 +1114,30 @@ async def test_a_bulk_delivery_message_carries_the_record_as_stored(
             assert int(msg.headers["Omniq-Rev"]) == entry.revision
 
 
+@pytest.mark.parametrize("read_fast", [True, False], ids=["acks-read-here", "acks-by-callback"])
 @pytest.mark.parametrize("at_once", [True, False], ids=["one-buffer", "publish-each"])
 async def test_a_batch_written_at_once_or_one_publish_each_gets_the_same_answers(
-    nats_url: str, nats_prefix: str, at_once: bool
+    nats_url: str, nats_prefix: str, at_once: bool, read_fast: bool, monkeypatch: Any
 ) -> None:
     """A batch's commands go out as one buffer through the client's internals, or, when
-    the client lacks them (``Inbox.at_once`` false), one ``publish`` each: the server
-    stores the same and answers the same (puts, compare-and-sets, publishes, gets)."""
+    the client lacks them (``Inbox.at_once`` false), one ``publish`` each; the replies
+    are read from the client's buffer (:mod:`.acks`) or, without its internals
+    (``Inbox.read_fast`` false), through the subscription's callback: the server stores
+    the same and every way gives the same answers (puts, compare-and-sets, publishes,
+    gets)."""
     assert not _writes_at_once(object()), "a client without the internals publishes each"
+    called_back: list[str] = []
+    on_reply = Inbox._on_reply
+
+    async def counting(self: Inbox, msg: nats.aio.msg.Msg) -> None:
+        called_back.append(msg.subject)
+        await on_reply(self, msg)
+
+    monkeypatch.setattr(Inbox, "_on_reply", counting)
     async with queue_at(nats_url, nats_prefix) as q:
         inbox = q.inbox
         assert inbox.at_once, "nats-py as installed has the internals"
-        inbox.at_once = at_once
+        inbox.at_once, inbox.read_fast = at_once, read_fast
         bucket = f"{nats_prefix}_tasks"
         revs = await inbox.write(bucket, [("a", b"1", 0), ("b", b"2", None), ("c", b"", 0)])
         assert WRONG_REVISION not in revs and len(set(revs)) == 3
@@ -1144,3 +1157,56 @@ async def test_a_batch_written_at_once_or_one_publish_each_gets_the_same_answers
         assert await inbox.publish([(subject, b"m1"), (subject, b"m2")]) == [seq + 1, seq + 2]
         with pytest.raises(nats.errors.MaxPayloadError):
             await inbox.publish([(subject, b"x" * (q.nc.max_payload + 1))])
+        assert inbox.reads_fast is read_fast
+        # Read here: every reply but the direct gets' (headers: the client's way).
+        assert len(called_back) == (4 if read_fast else 12)
+
+
+class _Parser:
+    """What :func:`read_replies_fast` needs of the client's parser; records what is left
+    to it."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.state = 1
+        self.left: list[bytes] = []
+
+    async def parse(self, data: bytes = b"") -> None:
+        self.buf.extend(data)
+        if b"\r\n" in self.buf:  # (no whole line yet: kept, as the client's parser does)
+            self.left.append(bytes(self.buf))
+            self.buf.clear()
+
+
+async def test_replies_read_from_the_buffer_leave_every_other_frame_in_order() -> None:
+    """Header-less frames of the inbox's subscription at the head of the buffer are
+    answered, also when they arrive in pieces (one cut short waits for its rest); the
+    first other frame (another
+    subscription's, one with a reply subject, headers) and all after it go to the
+    client's parser; a client without the internals is left alone."""
+    from types import SimpleNamespace
+
+    nc: Any = SimpleNamespace(_ps=_Parser(), stats={"in_msgs": 0, "in_bytes": 0})
+    sub: Any = SimpleNamespace(_id=7)
+    got: list[tuple[str, bytes]] = []
+    assert not read_replies_fast(SimpleNamespace(), sub, "_INBOX.x.", lambda k, m: None)
+    assert read_replies_fast(nc, sub, "_INBOX.x.", lambda k, m: got.append((k, m.data)))
+    wire = (
+        b"MSG _INBOX.x.1 7  4\r\nack1\r\n"
+        b"MSG _INBOX.x.2 7 4\r\nack2\r\n"
+        b"MSG _INBOX.x.3 7 4\r\nack3\r\n"
+    )
+    for piece in (wire[:10], wire[10:30], wire[30:47], wire[47:]):
+        await nc._ps.parse(piece)
+    assert got == [("1", b"ack1"), ("2", b"ack2"), ("3", b"ack3")]
+    assert nc.stats == {"in_msgs": 3, "in_bytes": 12}
+    assert nc._ps.left == []
+    for other in (
+        b"MSG _INBOX.y.1 8 2\r\nhi\r\n",
+        b"MSG _INBOX.x.4 7 _INBOX.r 2\r\nhi\r\n",
+        b"HMSG _INBOX.x.5 7 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+    ):
+        nc._ps.left.clear()
+        await nc._ps.parse(other + b"MSG _INBOX.x.9 7 1\r\nz\r\n")
+        assert nc._ps.left == [other + b"MSG _INBOX.x.9 7 1\r\nz\r\n"]
+    assert len(got) == 3

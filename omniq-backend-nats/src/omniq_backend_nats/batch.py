@@ -10,7 +10,8 @@ token, and the whole batch is awaited once: the same requests and the same repli
 client's CPU. A batch's ``PUB`` / ``HPUB`` commands are written to the connection as one
 buffer (:func:`_commands`) through the client's own buffer and flusher; where the client
 lacks those internals, or the connection is down (the client's reconnect buffering
-applies), each message goes through ``Client.publish``.
+applies), each message goes through ``Client.publish``. The replies are read from the
+client's receive buffer where it allows (:mod:`.acks`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from .acks import read_replies_fast
 
 __all__ = [
     "WRONG_REVISION",
@@ -131,17 +134,26 @@ class Inbox:
         self._opening = asyncio.Lock()
         #: Whether a batch goes out as one buffer (see :meth:`_publish`).
         self.at_once = _writes_at_once(nc)
+        #: Whether to read replies from the client's buffer (:mod:`.acks`), and whether
+        #: that is done (set when the inbox opens).
+        self.read_fast = True
+        self.reads_fast = False
 
     async def _open(self) -> None:
         if self._sub is None:
             async with self._opening:
                 if self._sub is None:
                     prefix = self.nc.new_inbox() + "."
-                    self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
                     self._prefix = prefix
+                    self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                    if self.read_fast:
+                        self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
 
     async def _on_reply(self, msg: Msg) -> None:
-        found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        self._reply(msg.subject[len(self._prefix) :], msg)
+
+    def _reply(self, key: str, msg: Msg) -> None:
+        found = self._waiting.pop(key, None)
         if found is not None:
             found[0].answer(found[1], msg)
 
