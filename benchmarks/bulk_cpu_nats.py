@@ -5,11 +5,11 @@ task of one ``enqueue_many`` (events on), for A/B work on a shared machine.
 
 Opens an app on a fresh prefix (``bulk<pid>``) for tasks, results and events, enqueues
 200 to warm up, then times one ``enqueue_many`` of ``n`` no-op tasks: the rate (rough on
-a loaded machine), the CPU of the nats-server process ``--pid`` (``/proc/<pid>/stat``,
-10 ms ticks: use n >= 10,000) and the messages the three streams gained per task. The
-prefix's streams are deleted afterwards. For the client's instructions per task, run it
-under ``valgrind --tool=callgrind`` with ``-n 0`` and ``-n 2000`` and divide the
-difference by 2,000.
+a loaded machine), this process's CPU (``os.times``), the CPU of the nats-server process
+``--pid`` (``/proc/<pid>/stat``; both in 10 ms ticks: use n >= 10,000) and the messages
+the three streams gained per task. The prefix's streams are deleted afterwards. For the
+client's instructions per task, run it under ``valgrind --tool=callgrind`` with ``-n 0``
+and ``-n 2000`` and divide the difference by 2,000.
 """
 
 from __future__ import annotations
@@ -54,16 +54,22 @@ async def main(url: str, n: int, pid: int | None) -> None:
         await app.enqueue_many(noop, [()] * 200)
         stored = await messages()
         cpu = cpu_seconds(pid) if pid else 0.0
+        own = os.times()
         started = time.perf_counter()
         if n:
             await app.enqueue_many(noop, [()] * n)
         wall = time.perf_counter() - started
+        after = os.times()
+        own_s = after.user + after.system - own.user - own.system
         cpu = (cpu_seconds(pid) if pid else 0.0) - cpu
         stored = await messages() - stored
         await app.close()
         if n:
             server = f" server_us {cpu / n * 1e6:.1f}" if pid else ""
-            print(f"n {n} rate {n / wall:,.0f}/s{server} messages/task {stored / n:.2f}")
+            print(
+                f"n {n} rate {n / wall:,.0f}/s client_us {own_s / n * 1e6:.1f}{server} "
+                f"messages/task {stored / n:.2f}"
+            )
     finally:
         buckets = ("leases", "children", "schedules", "results", "workers", "limits")
         for name in (*streams, *(f"KV_{prefix}_{b}" for b in buckets)):
