@@ -16,6 +16,7 @@ the replies go the public way, through the subscription's callback.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -52,8 +53,10 @@ def read_replies_fast(
         return False
     parse = parser.parse
     head = b"MSG " + prefix.encode()
-    key_at = len(prefix)
-    mine = str(sid).encode()
+    # MSG <subject> <sid> <size>: the size right after the sid (else a reply subject
+    # comes between); nats-server 2.9 puts two spaces where a reply subject would be.
+    frame = re.compile(re.escape(head) + rb"([^ \t\r\n]+)[ \t]+%d[ \t]+(\d+)\r\n" % sid)
+    match = frame.match
     stats = nc.stats
 
     async def read(data: bytes = b"") -> None:
@@ -62,27 +65,21 @@ def read_replies_fast(
         partial = False
         if parser.state == _AWAITING_CONTROL_LINE:
             at = count = size_in = 0
-            while buf.startswith(head, at):
-                eol = buf.find(b"\r\n", at)
-                if eol < 0:
-                    partial = True
-                    break
-                # MSG <subject> <sid> <size>: four fields (a fifth is a reply subject);
-                # nats-server 2.9 puts two spaces where the reply subject would be.
-                fields = bytes(buf[at:eol]).split()
-                if len(fields) != 4 or fields[2] != mine or not fields[3].isdigit():
-                    break
-                start = eol + 2
-                end = start + int(fields[3])
+            while m := match(buf, at):
+                start = m.end()
+                key, size = m.group(1, 2)
+                end = start + int(size)
                 if end + 2 > len(buf):
                     partial = True
                     break
-                subject = fields[1].decode()
-                payload = bytes(buf[start:end])
-                answer(subject[key_at:], Msg(_client=nc, subject=subject, data=payload, _sid=sid))
+                token = key.decode()
+                answer(token, Msg(_client=nc, subject=prefix + token, data=bytes(buf[start:end])))
                 at = end + 2
                 count += 1
                 size_in += end - start
+            else:
+                # A control line of ours not whole yet: wait for its rest too.
+                partial = buf.startswith(head, at) and buf.find(b"\r\n", at) < 0
             if at:
                 del buf[:at]
                 stats["in_msgs"] += count
