@@ -29,7 +29,15 @@ from nats.js import api
 from omniq.errors import ConfigError, OmniQError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
-from omniq.models import EventType, Task, TaskResult, TaskState, encoder, task_decoder
+from omniq.models import (
+    EventType,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    encoder,
+    task_decoder,
+)
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.acks import read_replies_fast
@@ -1210,3 +1218,23 @@ async def test_replies_read_from_the_buffer_leave_every_other_frame_in_order() -
         await nc._ps.parse(other + b"MSG _INBOX.x.9 7 1\r\nz\r\n")
         assert nc._ps.left == [other + b"MSG _INBOX.x.9 7 1\r\nz\r\n"]
     assert len(got) == 3
+
+
+def test_bundles_split_to_fit_max_payload() -> None:
+    """A window's events of one queue and type too large for one message go in several,
+    each within ``max_payload``, in order; a single event too large goes alone (for the
+    server to refuse, as it refuses any message over the limit)."""
+    import msgspec
+
+    store = NatsEventStorage.from_url("nats://127.0.0.1:4222", prefix="p")
+    events = [make_event(task_id=f"t{i}", detail={"pad": "x" * 100}) for i in range(40)]
+    size = len(encoder.encode(events[0]))
+    messages = store.bundles(events, size * 7)
+    assert len(messages) > 1
+    assert all(len(data) <= size * 7 for _, data in messages)
+    assert {subject for subject, _ in messages} == {f"p.ev.default.enqueued.{BUNDLE}"}
+    decoded = [
+        e for _, data in messages for e in msgspec.msgpack.decode(data, type=list[TaskEvent])
+    ]
+    assert decoded == events
+    assert len(store.bundles(events[:2], size // 2)) == 2
