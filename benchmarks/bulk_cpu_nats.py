@@ -9,7 +9,9 @@ a loaded machine), this process's CPU (``os.times``), the CPU of the nats-server
 ``--pid`` (``/proc/<pid>/stat``; both in 10 ms ticks: use n >= 10,000) and the messages
 the three streams gained per task. The prefix's streams are deleted afterwards. For the
 client's instructions per task, run it under ``valgrind --tool=callgrind`` with ``-n 0``
-and ``-n 2000`` and divide the difference by 2,000.
+and ``-n 2000`` and divide the difference by 2,000. ``--raw`` measures raw bulk
+publishing instead, as ``peers/raw_nats_subject.py`` does it (``js.publish_async`` per
+id into a stream of its own, then ``publish_async_completed``), per message.
 """
 
 from __future__ import annotations
@@ -80,10 +82,44 @@ async def main(url: str, n: int, pid: int | None) -> None:
         await nc.close()
 
 
+async def raw(url: str, n: int, pid: int | None) -> None:
+    import uuid
+
+    import nats
+    from nats.js.api import StreamConfig
+
+    name = f"raw{os.getpid()}"
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.jobs"]))
+    try:
+        for _ in range(200):
+            await js.publish_async(f"{name}.jobs", uuid.uuid4().hex.encode())
+        await js.publish_async_completed()
+        ids = [uuid.uuid4().hex for _ in range(n)]
+        cpu = cpu_seconds(pid) if pid else 0.0
+        own = os.times()
+        started = time.perf_counter()
+        for task_id in ids:
+            await js.publish_async(f"{name}.jobs", task_id.encode())
+        await js.publish_async_completed()
+        wall = time.perf_counter() - started
+        after = os.times()
+        cpu = (cpu_seconds(pid) if pid else 0.0) - cpu
+        if n:
+            own_s = after.user + after.system - own.user - own.system
+            server = f" server_us {cpu / n * 1e6:.1f}" if pid else ""
+            print(f"raw n {n} rate {n / wall:,.0f}/s client_us {own_s / n * 1e6:.1f}{server}")
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url")
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
+    parser.add_argument("--raw", action="store_true", help="raw bulk publishing instead")
     args = parser.parse_args()
-    asyncio.run(main(args.url, args.n, args.pid))
+    asyncio.run((raw if args.raw else main)(args.url, args.n, args.pid))
