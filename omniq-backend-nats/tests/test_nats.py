@@ -29,10 +29,21 @@ from nats.js import api
 from omniq.errors import ConfigError, OmniQError, SerializationError
 from omniq.events import enqueued_events
 from omniq.limits import Limits
-from omniq.models import Task, TaskResult, TaskState, encoder
+from omniq.models import (
+    EventType,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskState,
+    encoder,
+    task_decoder,
+)
 from omniq.registry import registry
-from omniq.testing import eventually, make_schedule, make_task
+from omniq.testing import eventually, make_event, make_schedule, make_task
+from omniq_backend_nats.acks import read_replies_fast
+from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
+from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
 from omniq_backend_nats.results import KEPT_MAX, NatsResultStorage
@@ -543,7 +554,8 @@ async def test_pipelined_enqueue_stores_every_window_with_message_and_event(
     nats_url: str, nats_prefix: str
 ) -> None:
     """Batches of several windows, sent while the ones before are acknowledged: every
-    task gets its record, one delivery message and its event; an id taken in a later
+    task gets its record, one delivery message and its event (a window's events in one
+    message); an id taken in a later
     window comes back as stored before, with no second message."""
     async with queue_at(nats_url, nats_prefix) as q:
         events = registry.resolve(
@@ -558,7 +570,13 @@ async def test_pipelined_enqueue_stores_every_window_with_message_and_event(
             assert {t.state for t in stored} == {TaskState.PENDING}
             assert await stream_count(q, q.stream) == 1199
             assert await stream_count(q, f"KV_{nats_prefix}_tasks") == 1199
-            assert await stream_count(q, f"{nats_prefix}_events") == 1200
+            # One message per window (queue and type): 512 + 88 events, twice.
+            assert await stream_count(q, f"{nats_prefix}_events") == 4
+            read = await events.query(limit=None)
+            assert sorted(e.id for e in read) == sorted(e.id for _, es in batches for e in es)
+            assert [e.task_id for e in await events.query(task_id=first[10].id)] == [
+                first[10].id
+            ] * 2
 
 
 async def test_enqueue_failing_part_way_keeps_the_batches_before_it(
@@ -989,3 +1007,234 @@ async def test_an_expected_wait_reads_before_it_gives_up(nats_url: str, nats_pre
         time.sleep(max(0.0, deadline - time.monotonic()) + 0.05)  # noqa: ASYNC251
         got = await asyncio.wait_for(waiting, 10)
         assert got is not None and got.value == b"b"
+
+
+@contextlib.asynccontextmanager
+async def event_stores(url: str, prefix: str) -> AsyncIterator[tuple[NatsEventStorage, ...]]:
+    """Two event stores: ``prefix``'s and a reference one beside it (removed after)."""
+    stores = [NatsEventStorage.from_url(url, prefix=p) for p in (prefix, f"{prefix}r")]
+    async with stores[0], stores[1]:
+        try:
+            yield tuple(stores)
+        finally:
+            await stores[1].js.delete_stream(stores[1].stream)
+
+
+async def test_bundled_events_read_as_events_one_by_one(nats_url: str, nats_prefix: str) -> None:
+    """A bulk enqueue's bundles (one message per queue and type) and events stored one
+    per message, mixed: every reader (queries by task, queue, type and time, counts,
+    cleanup) gives what it gives for the same events stored one per message."""
+    t0 = 1_700_000_000.0
+    tasks = [f"t.{i}" for i in range(6)]
+    bulk = [
+        make_event(
+            task_id=tasks[i % 6],
+            queue=("a.q", "b")[i % 2],
+            type=EventType.STARTED if i % 3 == 0 else EventType.ENQUEUED,
+            timestamp=t0 + i,
+        )
+        for i in range(40)
+    ]
+    singles = [
+        make_event(
+            task_id=tasks[i % 6], queue="a.q", type=EventType.SUCCEEDED, timestamp=t0 + 0.5 + i * 3
+        )
+        for i in range(10)
+    ]
+    async with event_stores(nats_url, nats_prefix) as (bundled, reference):
+        await bundled.append_many(singles[:5])
+        messages = bundled.bundles(bulk, bundled.nc.max_payload)
+        assert {subject.rsplit(".", 1)[1] for subject, _ in messages} == {BUNDLE}
+        assert len(messages) == 4, "one message per queue and type"
+        await bundled.inbox.publish(messages)
+        await bundled.append_many(singles[5:])
+        for events in (singles[:5], bulk, singles[5:]):
+            await reference.append_many(events)
+
+        queries: list[dict[str, Any]] = [
+            {},
+            {"order": "desc", "limit": 7},
+            {"queue": "a.q"},
+            {"types": [EventType.STARTED]},
+            {"types": [EventType.STARTED, EventType.SUCCEEDED], "queue": "b"},
+            {"since": t0 + 5, "until": t0 + 21},
+            *({"task_id": t} for t in tasks),
+            {"task_id": tasks[1], "types": [EventType.ENQUEUED]},
+            {"task_id": tasks[0], "order": "desc", "limit": 3},
+            {"task_id": "no-such-task"},
+        ]
+        for query in queries:
+            expected = await reference.query(**query)
+            assert await bundled.query(**query) == expected, query
+        assert await bundled.query() != []
+        window = {"since": t0, "until": t0 + 50, "step": 10.0}
+        assert await bundled.counts(**window) == await reference.counts(**window)
+
+        # Cleanup between two events of one bundle: the newer ones stay readable.
+        assert await bundled.cleanup(t0 + 20.2) == await reference.cleanup(t0 + 20.2) > 0
+        assert await bundled.query() == await reference.query()
+        assert await bundled.cleanup(t0 + 100) == await reference.cleanup(t0 + 100) > 0
+        assert await bundled.query() == []
+
+
+async def test_a_bundle_leaves_out_only_what_it_cannot_decode(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """An element of a bundle that is no event is left out alone; a bundle that is not
+    msgpack at all is left out whole, and the events around it are read."""
+    import msgspec
+
+    good = [make_event(task_id="t1", timestamp=1_700_000_000.0 + i) for i in range(3)]
+    async with event_stores(nats_url, nats_prefix) as (events, _):
+        [(subject, _data)] = events.bundles(good, events.nc.max_payload)
+        raws = [msgspec.Raw(encoder.encode(e)) for e in good]
+        await events.inbox.publish(
+            [
+                (subject, encoder.encode([raws[0], 42, raws[1]])),
+                (subject, b"\xc1 not msgpack"),
+            ]
+        )
+        await events.append_many(good[2:])
+        assert await events.query() == good
+        assert await events.query(task_id="t1") == good
+        assert await events.cleanup(1_700_000_000.0 + 1.5) == 2
+        assert await events.query() == good[2:]
+        assert await stream_count_of(events) == 3, "the bad ones are kept, like a bad event"
+
+
+async def stream_count_of(events: NatsEventStorage) -> int:
+    return (await events.js.stream_info(events.stream)).state.messages
+
+
+async def test_a_bulk_delivery_message_carries_the_record_as_stored(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The delivery message of a bulk-enqueued task carries the very bytes of its record
+    at the revision it names (the worker leases from that copy without a read)."""
+    async with queue_at(nats_url, nats_prefix) as q:
+        tasks = [make_task() for _ in range(3)]
+        await q.enqueue_batches([(tasks, [])], None)
+        for seq in (1, 2, 3):
+            msg = await q.js.get_msg(q.stream, seq)
+            assert msg.headers is not None and msg.data is not None
+            entry = await q._tasks.get(token(task_decoder.decode(msg.data).id))
+            assert msg.data == entry.value
+            assert int(msg.headers["Omniq-Rev"]) == entry.revision
+
+
+@pytest.mark.parametrize("read_fast", [True, False], ids=["acks-read-here", "acks-by-callback"])
+@pytest.mark.parametrize("at_once", [True, False], ids=["one-buffer", "publish-each"])
+async def test_a_batch_written_at_once_or_one_publish_each_gets_the_same_answers(
+    nats_url: str, nats_prefix: str, at_once: bool, read_fast: bool, monkeypatch: Any
+) -> None:
+    """A batch's commands go out as one buffer through the client's internals, or, when
+    the client lacks them (``Inbox.at_once`` false), one ``publish`` each; the replies
+    are read from the client's buffer (:mod:`.acks`) or, without its internals
+    (``Inbox.read_fast`` false), through the subscription's callback: the server stores
+    the same and every way gives the same answers (puts, compare-and-sets, publishes,
+    gets)."""
+    assert not _writes_at_once(object()), "a client without the internals publishes each"
+    called_back: list[str] = []
+    on_reply = Inbox._on_reply
+
+    async def counting(self: Inbox, msg: nats.aio.msg.Msg) -> None:
+        called_back.append(msg.subject)
+        await on_reply(self, msg)
+
+    monkeypatch.setattr(Inbox, "_on_reply", counting)
+    async with queue_at(nats_url, nats_prefix) as q:
+        inbox = q.inbox
+        assert inbox.at_once, "nats-py as installed has the internals"
+        inbox.at_once, inbox.read_fast = at_once, read_fast
+        bucket = f"{nats_prefix}_tasks"
+        revs = await inbox.write(bucket, [("a", b"1", 0), ("b", b"2", None), ("c", b"", 0)])
+        assert WRONG_REVISION not in revs and len(set(revs)) == 3
+        again = await inbox.write(bucket, [("a", b"x", 0), ("b", b"3", revs[1])])
+        assert again[0] == WRONG_REVISION and again[1] > revs[2]
+        assert await inbox.get(bucket, ["a", "b", "c", "none"]) == [
+            (b"1", revs[0]),
+            (b"3", again[1]),
+            (b"", revs[2]),
+            None,
+        ]
+        # A header Client.publish would trim goes its way: the same message is stored.
+        subject = f"{nats_prefix}.q.default.0"
+        (seq,) = sequences(await inbox.ask([(subject, b"hi", {"Omniq-Test": " padded "})]))
+        msg = await q.js.get_msg(q.stream, seq)
+        assert msg.data == b"hi" and msg.headers == {"Omniq-Test": "padded"}
+        assert await inbox.publish([(subject, b"m1"), (subject, b"m2")]) == [seq + 1, seq + 2]
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await inbox.publish([(subject, b"x" * (q.nc.max_payload + 1))])
+        assert inbox.reads_fast is read_fast
+        # Read here: every reply but the direct gets' (headers: the client's way).
+        assert len(called_back) == (4 if read_fast else 12)
+
+
+class _Parser:
+    """What :func:`read_replies_fast` needs of the client's parser; records what is left
+    to it."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.state = 1
+        self.left: list[bytes] = []
+
+    async def parse(self, data: bytes = b"") -> None:
+        self.buf.extend(data)
+        if b"\r\n" in self.buf:  # (no whole line yet: kept, as the client's parser does)
+            self.left.append(bytes(self.buf))
+            self.buf.clear()
+
+
+async def test_replies_read_from_the_buffer_leave_every_other_frame_in_order() -> None:
+    """Header-less frames of the inbox's subscription at the head of the buffer are
+    answered, also when they arrive in pieces (one cut short waits for its rest); the
+    first other frame (another
+    subscription's, one with a reply subject, headers) and all after it go to the
+    client's parser; a client without the internals is left alone."""
+    from types import SimpleNamespace
+
+    nc: Any = SimpleNamespace(_ps=_Parser(), stats={"in_msgs": 0, "in_bytes": 0})
+    sub: Any = SimpleNamespace(_id=7)
+    got: list[tuple[str, bytes]] = []
+    assert not read_replies_fast(SimpleNamespace(), sub, "_INBOX.x.", lambda k, m: None)
+    assert read_replies_fast(nc, sub, "_INBOX.x.", lambda k, m: got.append((k, m.data)))
+    wire = (
+        b"MSG _INBOX.x.1 7  4\r\nack1\r\n"
+        b"MSG _INBOX.x.2 7 4\r\nack2\r\n"
+        b"MSG _INBOX.x.3 7 4\r\nack3\r\n"
+    )
+    for piece in (wire[:10], wire[10:30], wire[30:47], wire[47:]):
+        await nc._ps.parse(piece)
+    assert got == [("1", b"ack1"), ("2", b"ack2"), ("3", b"ack3")]
+    assert nc.stats == {"in_msgs": 3, "in_bytes": 12}
+    assert nc._ps.left == []
+    for other in (
+        b"MSG _INBOX.y.1 8 2\r\nhi\r\n",
+        b"MSG _INBOX.x.4 7 _INBOX.r 2\r\nhi\r\n",
+        b"HMSG _INBOX.x.5 7 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+    ):
+        nc._ps.left.clear()
+        await nc._ps.parse(other + b"MSG _INBOX.x.9 7 1\r\nz\r\n")
+        assert nc._ps.left == [other + b"MSG _INBOX.x.9 7 1\r\nz\r\n"]
+    assert len(got) == 3
+
+
+def test_bundles_split_to_fit_max_payload() -> None:
+    """A window's events of one queue and type too large for one message go in several,
+    each within ``max_payload``, in order; a single event too large goes alone (for the
+    server to refuse, as it refuses any message over the limit)."""
+    import msgspec
+
+    store = NatsEventStorage.from_url("nats://127.0.0.1:4222", prefix="p")
+    events = [make_event(task_id=f"t{i}", detail={"pad": "x" * 100}) for i in range(40)]
+    size = len(encoder.encode(events[0]))
+    messages = store.bundles(events, size * 7)
+    assert len(messages) > 1
+    assert all(len(data) <= size * 7 for _, data in messages)
+    assert {subject for subject, _ in messages} == {f"p.ev.default.enqueued.{BUNDLE}"}
+    decoded = [
+        e for _, data in messages for e in msgspec.msgpack.decode(data, type=list[TaskEvent])
+    ]
+    assert decoded == events
+    assert len(store.bundles(events[:2], size // 2)) == 2

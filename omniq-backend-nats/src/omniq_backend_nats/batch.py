@@ -7,7 +7,11 @@ dataclass of the reply, which on a busy host cost more CPU than the server's own
 Here a batch is published in one go, each reply resolves a plain future by a counter
 token, and the whole batch is awaited once: the same requests and the same replies
 (every write still waits for the server's acknowledgement), for a fraction of the
-client's CPU.
+client's CPU. A batch's ``PUB`` / ``HPUB`` commands are written to the connection as one
+buffer (:func:`_commands`) through the client's own buffer and flusher; where the client
+lacks those internals, or the connection is down (the client's reconnect buffering
+applies), each message goes through ``Client.publish``. The replies are read from the
+client's receive buffer where it allows (:mod:`.acks`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from .acks import read_replies_fast
 
 __all__ = [
     "WRONG_REVISION",
@@ -45,6 +51,57 @@ _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 T = TypeVar("T")
 #: How many writes one bulk call keeps in flight.
 _WINDOW = 256
+
+
+#: The client internals a batch's one write goes through (nats-py's pending buffer, as
+#: ``Client.publish`` fills it, and its flusher's kick).
+_INTERNALS = ("_send_command", "_flush_pending", "_flush_queue")
+_CRLF = b"\r\n"
+
+
+def _writes_at_once(nc: Any) -> bool:
+    """Whether ``nc`` has the internals a one-buffer batch needs."""
+    return all(hasattr(nc, name) for name in _INTERNALS)
+
+
+def _commands(messages: Sequence[tuple[str, str, bytes, dict[str, str] | None]]) -> bytes | None:
+    """``(subject, reply, payload, headers)`` as one buffer of ``PUB`` / ``HPUB`` commands
+    of the NATS protocol; None when one needs ``Client.publish``'s care (an empty
+    subject, a header that is not a plain ``key: value`` line as given)."""
+    parts: list[bytes] = []
+    add = parts.append
+    for subject, reply, payload, headers in messages:
+        if not subject:
+            return None
+        if headers is None:
+            add(f"PUB {subject} {reply} {len(payload)}\r\n".encode())
+        else:
+            lines = ["NATS/1.0\r\n"]
+            for key, value in headers.items():
+                if not _plain(key, value):
+                    return None
+                lines.append(f"{key}: {value}\r\n")
+            lines.append("\r\n")
+            head = "".join(lines).encode()
+            size = len(head) + len(payload)
+            add(f"HPUB {subject} {reply} {len(head)} {size}\r\n".encode())
+            add(head)
+        add(payload)
+        add(_CRLF)
+    return b"".join(parts)
+
+
+def _plain(key: str, value: str) -> bool:
+    """A header ``Client.publish`` would send unchanged (it strips and drops newlines)."""
+    return (
+        bool(key)
+        and ":" not in key
+        and key == key.strip()
+        and " " not in key
+        and "\r" not in value
+        and "\n" not in value
+        and value == value.strip()
+    )
 
 
 def _status(msg: Msg) -> str | None:
@@ -75,17 +132,28 @@ class Inbox:
         self._waiting: dict[str, tuple[Sent, int]] = {}
         self._count = 0
         self._opening = asyncio.Lock()
+        #: Whether a batch goes out as one buffer (see :meth:`_publish`).
+        self.at_once = _writes_at_once(nc)
+        #: Whether to read replies from the client's buffer (:mod:`.acks`), and whether
+        #: that is done (set when the inbox opens).
+        self.read_fast = True
+        self.reads_fast = False
 
     async def _open(self) -> None:
         if self._sub is None:
             async with self._opening:
                 if self._sub is None:
                     prefix = self.nc.new_inbox() + "."
-                    self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
                     self._prefix = prefix
+                    self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                    if self.read_fast:
+                        self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
 
     async def _on_reply(self, msg: Msg) -> None:
-        found = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        self._reply(msg.subject[len(self._prefix) :], msg)
+
+    def _reply(self, key: str, msg: Msg) -> None:
+        found = self._waiting.pop(key, None)
         if found is not None:
             found[0].answer(found[1], msg)
 
@@ -135,21 +203,45 @@ class Inbox:
         so a caller can send the next requests meanwhile (a pipeline)."""
         await self._open()
         sent = Sent(self, len(requests))
-        publish = self.nc.publish
+        messages = [(subject, "", payload, headers) for subject, payload, headers in tell]
+        prefix, waiting = self._prefix, self._waiting
+        for i, (subject, payload, headers) in enumerate(requests):
+            self._count += 1
+            key = str(self._count)
+            waiting[key] = (sent, i)
+            sent.keys.append(key)
+            messages.append((subject, prefix + key, payload, headers))
         try:
-            for subject, payload, headers in tell:
-                await publish(subject, payload, headers=headers)
-            prefix, waiting = self._prefix, self._waiting
-            for i, (subject, payload, headers) in enumerate(requests):
-                self._count += 1
-                key = str(self._count)
-                waiting[key] = (sent, i)
-                sent.keys.append(key)
-                await publish(subject, payload, reply=prefix + key, headers=headers)
+            await self._publish(messages)
         except BaseException:
             sent.forget()
             raise
         return sent
+
+    async def _publish(
+        self, messages: Sequence[tuple[str, str, bytes, dict[str, str] | None]]
+    ) -> None:
+        """Publish ``(subject, reply, payload, headers)`` in order: as one buffer handed
+        to the client's pending writes and one kick of its flusher, as
+        ``Client.publish`` does for each (the same checks first: the connection's state
+        and ``max_payload``), or, without the internals, on a connection that is not up
+        or for a message :func:`_commands` leaves to it, one ``Client.publish`` each."""
+        nc: Any = self.nc
+        if self.at_once and nc.is_connected and not nc.is_draining_pubs:
+            limit = nc.max_payload
+            if any(len(payload) > limit for _, _, payload, _ in messages):
+                raise nats.errors.MaxPayloadError
+            buffer = _commands(messages)
+            if buffer is not None:
+                nc.stats["out_msgs"] += len(messages)
+                nc.stats["out_bytes"] += sum(len(payload) for _, _, payload, _ in messages)
+                await nc._send_command(buffer)
+                if nc._flush_queue is not None and nc._flush_queue.empty():
+                    await nc._flush_pending()
+                return
+        publish = self.nc.publish
+        for subject, reply, payload, headers in messages:
+            await publish(subject, payload, reply=reply, headers=headers)
 
     # -- the requests the stores make --------------------------------------------------
 

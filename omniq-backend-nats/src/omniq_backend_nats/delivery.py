@@ -130,7 +130,9 @@ class Delivery(TaskRecords):
         :meth:`_hint_request`) and wait for its acknowledgement."""
         sequences(await self.inbox.ask([self._hint_request(task, created)]))
 
-    def _hint_request(self, task: Task, created: int | None = None) -> Request:
+    def _hint_request(
+        self, task: Task, created: int | None = None, record: bytes | None = None
+    ) -> Request:
         """The delivery message of a task that became ready. For an enqueue, ``created``
         (the record's revision) makes ``Nats-Msg-Id`` = ``<id>:<revision>``: an enqueue
         repeated within the stream's duplicate window (two schedulers firing the same
@@ -139,11 +141,13 @@ class Delivery(TaskRecords):
 
         A small record is carried whole with its revision (``Omniq-Rev``), so the first
         delivery leases the task without reading it: the compare-and-set on that
-        revision proves the copy current. Otherwise the message carries the task id."""
+        revision proves the copy current. Otherwise the message carries the task id.
+        ``record`` is ``task`` encoded, when the caller has it already (a bulk enqueue
+        encoded it for the create)."""
         if created is None:
             return (self._subject(task), task.id.encode(), None)
         headers = {"Nats-Msg-Id": f"{task.id}:{created}"}
-        data = encoder.encode(task)
+        data = encoder.encode(task) if record is None else record
         if len(data) <= _CARRY_MAX:
             headers[_REV] = str(created)
         else:

@@ -201,7 +201,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                     # deduplicated when the first one did publish.
                     return existing, self._hint_request(existing, created=rev)
                 return existing, None
-        return await self._created(stored, created)
+        return await self._created(stored, created, record)
 
     async def _enqueue_fresh(
         self,
@@ -247,13 +247,15 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         await self._wake([stored])
         return [stored]
 
-    async def _created(self, stored: Task, created: int) -> tuple[Task, Request | None]:
-        """A record just created at revision ``created``: settle a waiting task, or
-        give the delivery message of a ready one."""
+    async def _created(
+        self, stored: Task, created: int, record: bytes | None = None
+    ) -> tuple[Task, Request | None]:
+        """A record just created at revision ``created`` (``record``: its bytes, when
+        known): settle a waiting task, or give the delivery message of a ready one."""
         if stored.state is TaskState.WAITING:
             return await self._settle(stored.id) or stored, None
         if stored.state in READY_STATES:
-            return stored, self._hint_request(stored, created=created)
+            return stored, self._hint_request(stored, created, record)
         return stored, None
 
     async def _enqueue(
@@ -262,7 +264,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         """Each batch in windows of :data:`_ENQUEUE_WINDOW` tasks, pipelined: a window's records
         are created and their acknowledgements awaited (:meth:`_store_many`), then its
         delivery messages and events are sent (published through this queue's
-        connection; ``event_storage`` is given only when it shares the server) and,
+        connection; ``event_storage`` is given only when it shares the server; the
+        window's events in one message per queue and type, :meth:`.NatsEventStorage.bundles`) and,
         while the server stores them, the next window's records go out and the next
         batch is built. A batch is yielded, and its queues woken, once its messages and
         events are acknowledged; at most :data:`_IN_FLIGHT` windows wait so.
@@ -286,8 +289,9 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                     if events and storage is not None:
                         part = events[start : start + _ENQUEUE_WINDOW]
                         requests += publishes(
-                            storage.messages(
-                                [as_stored(e, t) for e, t in zip(part, stored, strict=True)]
+                            storage.bundles(
+                                [as_stored(e, t) for e, t in zip(part, stored, strict=True)],
+                                self.nc.max_payload,
                             )
                         )
                     flight.stored += stored
@@ -351,11 +355,14 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         for start in range(0, len(free), _WINDOW):
             part = free[start : start + _WINDOW]
             initial = [self._initial(tasks[i], (), at) for i in part]
-            for i, stored, rev in zip(part, initial, await self._create(initial), strict=True):
+            records = [encoder.encode(t) for t in initial]
+            revs = await self._create(initial, records)
+            for i, stored, record, rev in zip(part, initial, records, revs, strict=True):
                 if rev == WRONG_REVISION:
                     taken.add(i)
                     continue
-                out[i], hint = await self._created(stored, rev)
+                # (The message carries the record's bytes as created: encoded once.)
+                out[i], hint = await self._created(stored, rev, record)
                 if hint is not None:
                     hints.append(hint)
         for i, task in enumerate(tasks):
@@ -365,11 +372,10 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                     hints.append(hint)
         return [t for t in out if t is not None], hints
 
-    async def _create(self, tasks: Sequence[Task]) -> list[int]:
-        """Create the records of ``tasks`` (a compare-and-set on "no message yet" each):
-        their revisions, :data:`.batch.WRONG_REVISION` for an id taken (or once deleted
-        with a marker: :meth:`_store` looks closer)."""
-        records = [encoder.encode(t) for t in tasks]
+    async def _create(self, tasks: Sequence[Task], records: Sequence[bytes]) -> list[int]:
+        """Create the records of ``tasks``, encoded as ``records`` (a compare-and-set on
+        "no message yet" each): their revisions, :data:`.batch.WRONG_REVISION` for an id
+        taken (or once deleted with a marker: :meth:`_store` looks closer)."""
         # Refused before anything is sent, so a window is stored whole or not at all.
         for task, record in zip(tasks, records, strict=True):
             if len(record) > self.nc.max_payload:
