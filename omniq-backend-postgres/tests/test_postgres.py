@@ -489,6 +489,52 @@ async def test_a_bulk_by_copy_stores_what_the_insert_stores(
             assert event_a.detail == {"name": a.name, "state": "pending"}
 
 
+async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_expands(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """A bulk's ``enqueued`` events, alike but for their ids, go by ``COPY`` as one events
+    row (migration 15). Queries by task, queue, type and time, their order and limit,
+    the counts, the cleanup and the event_log view each see every event of it, among
+    rows of one event each (all that older versions wrote)."""
+    at = 1_700_000_000.0
+    tasks = copied_bulk(at=at)
+    bulk = bulk_events(tasks)  # (at make_event's time, 1_700_000_000.0)
+    before = make_event(timestamp=at - 1)
+    after = make_event(timestamp=at + 1, type=EventType.STARTED, worker_id="w")
+    everything = [before, *bulk, after]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        await events.append(before)
+        await queue.enqueue_batches(iter([(tasks, bulk)]), events)
+        await events.append(after)
+        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 3
+        assert await events.query(limit=None) == everything
+        assert await events.query(limit=None, order="desc") == everything[::-1]
+        assert await events.query(limit=3) == everything[:3]
+        assert await events.query(limit=2, order="desc") == [after, bulk[-1]]
+        assert await events.query(task_id=tasks[7].id) == [bulk[7]]
+        assert await events.query(task_id=before.task_id) == [before]
+        assert await events.query(task_id="") == []
+        assert await events.query(types=[EventType.STARTED]) == [after]
+        assert await events.query(types=[EventType.ENQUEUED], since=at, limit=None) == bulk
+        assert await events.query(queue="default", until=at) == [before]
+        assert await events.query(queue="elsewhere", limit=None) == []
+        counts = await events.counts(since=at - 1, until=at + 2, step=1.0)
+        assert [(c.bucket, c.type, c.count) for c in counts] == [
+            (at - 1, "enqueued", 1),
+            (at, "enqueued", len(bulk)),
+            (at + 1, "started", 1),
+        ]
+        view = await conn.fetch(
+            f'SELECT id, task_id, task_name FROM "{pg_schema}".event_log ORDER BY ts, seq'
+        )
+        assert sorted((r["id"], r["task_id"]) for r in view) == sorted(
+            (e.id, e.task_id) for e in everything
+        )
+        assert {r["task_id"]: r["task_name"] for r in view}[tasks[5].id] == tasks[5].name
+        assert await events.cleanup(at + 1) == 1 + len(bulk)
+        assert await events.query(limit=None) == [after]
+
+
 async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -496,7 +542,7 @@ async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     events' fails, no task of the bulk is stored."""
     from omniq_backend_postgres import queue as queue_module
 
-    monkeypatch.setattr(queue_module, "EVENT_COLUMNS", ("id", "no_such_column"))
+    monkeypatch.setattr(queue_module, "COPY_COLUMNS", ("id", "no_such_column"))
     tasks = copied_bulk()
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         with pytest.raises(asyncpg.UndefinedColumnError):

@@ -54,10 +54,10 @@ from omniq.models import (
 from .events import (
     APPEND,
     APPEND_TEMPLATE,
-    EVENT_COLUMNS,
+    COPY_COLUMNS,
     append_args,
+    copy_records,
     event_columns,
-    event_records,
     event_row,
 )
 from .limits import reserve_limited
@@ -180,7 +180,7 @@ Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
 
 #: The columns a bulk's ``COPY`` fills for tasks that are ready at once (the others are
 #: NULL, or the identity's next ``seq``), and for their events (:func:`_copy_rows`,
-#: :func:`.events.event_records`).
+#: :func:`.events.copy_records`).
 COPY_TASK_COLUMNS = (
     "id", "queue", "name", "priority", "state", "eta", "expires_at", "created_at", "attempts",
     "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "error", "data",
@@ -596,7 +596,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         (:meth:`_copy`), tasks and events."""
         if new and _copyable(tasks):
             event_rows = (
-                event_records(
+                copy_records(
                     [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
                 )
                 if events
@@ -631,7 +631,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         )
         if event_rows:
             await conn.copy_records_to_table(
-                "events", records=event_rows, columns=EVENT_COLUMNS, schema_name=schema
+                "events", records=event_rows, columns=COPY_COLUMNS, schema_name=schema
             )
         return []
 
