@@ -5,7 +5,8 @@ the difference over ``n`` (the start, the schema and a warm-up bulk cost the sam
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python benchmarks/bulk_driver.py postgresql://postgres@127.0.0.1:5432/test 10000
 
-Each run makes its own schema (``bulkdrv<pid>``) and drops it.
+Each run makes its own schema (``bulkdrv<pid>``) and drops it. The tracing and metrics
+plugins are off (``OMNIQ_DISABLE_PLUGINS``), as in the peers' venv, which has neither.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ async def main(url: str, n: int) -> None:
     for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
         os.environ[name] = f"{base}?schema={schema}"
     os.environ["OMNIQ_EVENTS"] = "true"
+    os.environ.setdefault("OMNIQ_DISABLE_PLUGINS", "opentelemetry,prometheus")
     app = AsyncOmniQ()
 
     @app.task(name="noop_async")

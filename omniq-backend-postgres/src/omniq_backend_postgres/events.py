@@ -101,41 +101,49 @@ def event_records(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
 
 
 def copy_records(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
-    """Rows of :data:`COPY_COLUMNS` for ``COPY``: events that share their queue, type,
-    time, worker and detail (a bulk's ``enqueued`` events, each its own event and task
-    id) as one row that holds their ids (migration 15): one heap row and three index
-    entries for the batch instead of for each event. Otherwise (or with a space in an
-    id) one row each, :func:`event_records`'."""
-    n = len(events)
-    if n > 1:
-        first = events[0]
-        ids = " ".join([e.id for e in events])
-        task_ids = " ".join([e.task_id for e in events])
-        detail = first.detail
-        if (
-            ids.count(" ") == n - 1
-            and task_ids.count(" ") == n - 1
-            and [e.detail for e in events].count(detail) == n
-            and [e.timestamp for e in events].count(first.timestamp) == n
-            and [e.queue for e in events].count(first.queue) == n
-            and [e.type for e in events].count(first.type) == n
-            and [e.worker_id for e in events].count(first.worker_id) == n
-        ):
-            return [
-                (
-                    first.id,
-                    "",
-                    first.queue,
-                    _type_value(first.type),
-                    first.timestamp,
-                    first.worker_id,
-                    _json.encode(detail).decode(),
-                    ids,
-                    task_ids,
-                    n,
-                )
-            ]
+    """Rows of :data:`COPY_COLUMNS` for ``COPY``: :func:`batch_record`'s one row when the
+    events share all but their ids, else one row each (:func:`event_records`')."""
+    row = batch_record(events)
+    if row is not None:
+        return [row]
     return [(*row, None, None, None) for row in event_records(events)]
+
+
+def batch_record(events: Sequence[TaskEvent]) -> tuple[Any, ...] | None:
+    """Several events that share their queue, type, time, worker and detail (a bulk's
+    ``enqueued`` events, each its own event and task id) as one row of
+    :data:`COPY_COLUMNS` that holds their ids (migration 15): one heap row and three
+    index entries for them all instead of for each. None for one event, events that
+    differ, or an id with a space in it."""
+    n = len(events)
+    if n < 2:
+        return None
+    first = events[0]
+    ids = " ".join([e.id for e in events])
+    task_ids = " ".join([e.task_id for e in events])
+    detail = first.detail
+    if not (
+        ids.count(" ") == n - 1
+        and task_ids.count(" ") == n - 1
+        and [e.detail for e in events].count(detail) == n
+        and [e.timestamp for e in events].count(first.timestamp) == n
+        and [e.queue for e in events].count(first.queue) == n
+        and [e.type for e in events].count(first.type) == n
+        and [e.worker_id for e in events].count(first.worker_id) == n
+    ):
+        return None
+    return (
+        first.id,
+        "",
+        first.queue,
+        _type_value(first.type),
+        first.timestamp,
+        first.worker_id,
+        _json.encode(detail).decode(),
+        ids,
+        task_ids,
+        n,
+    )
 
 
 def event_columns(events: Sequence[TaskEvent]) -> list[list[Any]]:

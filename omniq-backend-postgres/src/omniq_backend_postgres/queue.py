@@ -56,6 +56,7 @@ from .events import (
     APPEND_TEMPLATE,
     COPY_COLUMNS,
     append_args,
+    batch_record,
     copy_records,
     event_columns,
     event_row,
@@ -405,6 +406,27 @@ def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
     return [_insert_row(t, "pending") for t in tasks]
 
 
+def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
+    """Rows of :data:`.events.COPY_COLUMNS` for the events of :func:`_copyable` tasks,
+    each saying its task is stored ``pending`` (:func:`omniq.interfaces.as_stored`). A
+    bulk's events share one detail that says so already, and its tasks one queue and
+    name: checked once for the batch, its events go as one row without a call per event."""
+    first = events[0]
+    detail = first.detail
+    names = [t.name for t in tasks]
+    if (
+        detail.get("state") == "pending"
+        and detail.get("name") == names[0]
+        and names.count(names[0]) == len(names)
+        and [t.queue for t in tasks].count(first.queue) == len(tasks)
+    ):
+        row = batch_record(events)  # (None unless every event has that queue and detail)
+        if row is not None:
+            return [row]
+    pending = TaskState.PENDING
+    return copy_records([as_stored(e, t, pending) for e, t in zip(events, tasks, strict=True)])
+
+
 def _complete_args(items: Sequence[Completion]) -> list[list[Any]]:
     """Arguments of the schema's complete_many() (states checked by the base)."""
     return [
@@ -595,13 +617,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
         (:meth:`_copy`), tasks and events."""
         if new and _copyable(tasks):
-            event_rows = (
-                copy_records(
-                    [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
-                )
-                if events
-                else []
-            )
+            event_rows = _copy_event_rows(tasks, events) if events else []
             return partial(self._copy, conn, _copy_rows(tasks), event_rows), bool(events), True
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
