@@ -499,29 +499,39 @@ async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_exp
     at = 1_700_000_000.0
     tasks = copied_bulk(at=at)
     bulk = bulk_events(tasks)  # (at make_event's time, 1_700_000_000.0)
+    later = copied_bulk(at=at)
+    bulk2 = [msgspec.structs.replace(e, timestamp=at + 0.5) for e in bulk_events(later)]
     before = make_event(timestamp=at - 1)
     after = make_event(timestamp=at + 1, type=EventType.STARTED, worker_id="w")
-    everything = [before, *bulk, after]
+    everything = [before, *bulk, *bulk2, after]
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         await events.append(before)
-        await queue.enqueue_batches(iter([(tasks, bulk)]), events)
+        await queue.enqueue_batches(iter([(tasks, bulk), (later, bulk2)]), events)
         await events.append(after)
-        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 3
+        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 4
         assert await events.query(limit=None) == everything
         assert await events.query(limit=None, order="desc") == everything[::-1]
-        assert await events.query(limit=3) == everything[:3]
-        assert await events.query(limit=2, order="desc") == [after, bulk[-1]]
+        for limit in (1, 3, len(bulk) + 1, len(bulk) + 2, len(everything) + 1):
+            assert await events.query(limit=limit) == everything[:limit]
+            assert await events.query(limit=limit, order="desc") == everything[::-1][:limit]
         assert await events.query(task_id=tasks[7].id) == [bulk[7]]
         assert await events.query(task_id=before.task_id) == [before]
         assert await events.query(task_id="") == []
         assert await events.query(types=[EventType.STARTED]) == [after]
-        assert await events.query(types=[EventType.ENQUEUED], since=at, limit=None) == bulk
+        assert await events.query(types=[EventType.ENQUEUED], since=at, limit=None) == [
+            *bulk,
+            *bulk2,
+        ]
+        assert await events.query(since=at, until=at + 0.5, limit=2, order="desc") == [
+            bulk[-1],
+            bulk[-2],
+        ]
         assert await events.query(queue="default", until=at) == [before]
         assert await events.query(queue="elsewhere", limit=None) == []
         counts = await events.counts(since=at - 1, until=at + 2, step=1.0)
         assert [(c.bucket, c.type, c.count) for c in counts] == [
             (at - 1, "enqueued", 1),
-            (at, "enqueued", len(bulk)),
+            (at, "enqueued", len(bulk) + len(bulk2)),
             (at + 1, "started", 1),
         ]
         view = await conn.fetch(
@@ -531,8 +541,9 @@ async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_exp
             (e.id, e.task_id) for e in everything
         )
         assert {r["task_id"]: r["task_name"] for r in view}[tasks[5].id] == tasks[5].name
-        assert await events.cleanup(at + 1) == 1 + len(bulk)
-        assert await events.query(limit=None) == [after]
+        assert await events.query(task_id=later[3].id, limit=1) == [bulk2[3]]
+        assert await events.cleanup(at + 0.5) == 1 + len(bulk)
+        assert await events.query(limit=None) == [*bulk2, after]
 
 
 async def test_a_bulk_by_copy_stores_no_task_without_its_event(

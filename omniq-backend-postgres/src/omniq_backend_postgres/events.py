@@ -50,16 +50,18 @@ CLEANUP = """
 WITH gone AS (DELETE FROM {s}.events WHERE ts < $1 RETURNING batch_size)
 SELECT coalesce(sum(coalesce(batch_size, 1)), 0)::bigint FROM gone
 """
-#: The events of the rows that hold several (``{where}``: the rows' filters, and a task's
-#: id in ``batch_task_ids`` when asked; ``{task}``: that task's filter on the events).
-#: Each such row has task_id '', so the (task_id, ts) index finds them in time order.
+#: The events of the rows of several (``{rows}``: a query of such rows, in their order;
+#: ``{task}``: a task's filter on the events).
 BATCHED = """
 SELECT x.id, x.task_id, b.queue, b.type, b.ts, b.worker_id, b.detail, b.seq, x.ord
-FROM (SELECT * FROM {s}.events b WHERE b.task_id = '' AND b.batch_ids IS NOT NULL{where}) b
+FROM ({rows}) b
      CROSS JOIN LATERAL unnest(string_to_array(b.batch_ids, ' '),
                                string_to_array(b.batch_task_ids, ' '))
      WITH ORDINALITY AS x(id, task_id, ord){task}
 """
+#: The rows of several events. Each has task_id '', so the (task_id, ts) index finds
+#: them in time order.
+BATCH_ROWS = "SELECT * FROM {s}.events b WHERE b.task_id = '' AND b.batch_ids IS NOT NULL"
 EVENT_TYPES = {t.value: t for t in EventType}
 _TYPE_NAMES = {t.value: t.value for t in EventType}
 _json = msgspec.json.Encoder()
@@ -224,31 +226,40 @@ def _query_sql(clauses: list[str], by_task: bool, order: str, limited: bool) -> 
     """The events of the rows that are one event each and of the rows of several
     (:data:`BATCHED`), filtered by ``clauses`` (on the row: queue, type, time), by the
     task (the parameter after the clauses' when ``by_task``) and limited (the last
-    parameter when ``limited``), in order of time, then of appending. A limit is taken
-    from each side's rows first: each row of several that passes the filters holds at
-    least one event that does (a task's id is looked for in the row's list)."""
+    parameter when ``limited``), in order of time, then of appending.
+
+    A limit bounds the rows read on each side: the rows of several are read in order
+    up to the one that reaches the limit's number of events (a running sum of their
+    sizes), so the newest 100 events expand one batch, not 100. By task, each row of
+    several that is read holds the task's id (looked for in its list), so at most the
+    limit's number of them."""
     task_param = f"${len(clauses) + 1}"
     limit_param = f"${len(clauses) + 1 + by_task}"
-    rows = "".join(f" AND {c}" for c in clauses)
-    tail = f" ORDER BY ts {order}, seq {order}" + (f" LIMIT {limit_param}" if limited else "")
+    where = "".join(f" AND {c}" for c in clauses)
+    in_order = f" ORDER BY b.ts {order}, b.seq {order}"
     single = (
         "SELECT id, task_id, queue, type, ts, worker_id, detail, seq, 0::bigint AS ord"
-        " FROM {s}.events WHERE batch_ids IS NULL"
+        " FROM {s}.events b WHERE batch_ids IS NULL"
         + (f" AND task_id = {task_param}" if by_task else "")
-        + rows
+        + where
+        + (f"{in_order} LIMIT {limit_param}" if limited else "")
     )
-    where = rows
     task = ""
+    rows = BATCH_ROWS + where
     if by_task:
-        where += f" AND strpos(' ' || b.batch_task_ids || ' ', ' ' || {task_param} || ' ') > 0"
+        rows += f" AND strpos(' ' || b.batch_task_ids || ' ', ' ' || {task_param} || ' ') > 0"
         task = f" WHERE x.task_id = {task_param}"
-    if limited:
-        where += f" ORDER BY b.ts {order}, b.seq {order} LIMIT {limit_param}"
-    batched = BATCHED.replace("{where}", where).replace("{task}", task)
-    return (
-        f"({single}{tail}) UNION ALL ({batched})"
-        f" ORDER BY ts {order}, seq {order}, ord {order}"
-        + (f" LIMIT {limit_param}" if limited else "")
+        if limited:
+            rows += f"{in_order} LIMIT {limit_param}"
+    elif limited:
+        rows = (
+            f"SELECT * FROM (SELECT b.*, sum(b.batch_size) OVER ({in_order}"
+            f" ROWS UNBOUNDED PRECEDING) AS upto FROM ({rows}) b{in_order}"
+            f" LIMIT {limit_param}) b WHERE b.upto - b.batch_size < {limit_param}"
+        )
+    batched = BATCHED.replace("{rows}", rows).replace("{task}", task)
+    return f"({single}) UNION ALL ({batched}) ORDER BY ts {order}, seq {order}, ord {order}" + (
+        f" LIMIT {limit_param}" if limited else ""
     )
 
 
