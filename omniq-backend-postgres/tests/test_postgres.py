@@ -517,6 +517,9 @@ async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_exp
         assert await events.query(task_id=tasks[7].id) == [bulk[7]]
         assert await events.query(task_id=before.task_id) == [before]
         assert await events.query(task_id="") == []
+        inside = min(t.id for t in tasks) + "0"  # in the batch's range of ids, not in it
+        assert await events.query(task_id=inside) == []
+        assert await events.query(task_id=tasks[7].id[:-1]) == []
         assert await events.query(types=[EventType.STARTED]) == [after]
         assert await events.query(types=[EventType.ENQUEUED], since=at, limit=None) == [
             *bulk,

@@ -34,7 +34,14 @@ APPEND = broadcast(APPEND_TEMPLATE)
 EVENT_COLUMNS = ("id", "task_id", "queue", "type", "ts", "worker_id", "detail")
 #: The columns of :func:`copy_records`: a row of several events (migration 15) has their
 #: ids, their tasks' ids (each space-separated) and their number in the last three.
-COPY_COLUMNS = (*EVENT_COLUMNS, "batch_ids", "batch_task_ids", "batch_size")
+COPY_COLUMNS = (
+    *EVENT_COLUMNS,
+    "batch_ids",
+    "batch_task_ids",
+    "batch_size",
+    "batch_task_min",
+    "batch_task_max",
+)
 # Counted on the server: one row per bucket, queue and type, along the (ts) index (a
 # row of several events counts each).
 COUNTS = """
@@ -108,7 +115,7 @@ def copy_records(events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
     row = batch_record(events)
     if row is not None:
         return [row]
-    return [(*row, None, None, None) for row in event_records(events)]
+    return [(*row, None, None, None, None, None) for row in event_records(events)]
 
 
 def batch_record(events: Sequence[TaskEvent]) -> tuple[Any, ...] | None:
@@ -122,7 +129,8 @@ def batch_record(events: Sequence[TaskEvent]) -> tuple[Any, ...] | None:
         return None
     first = events[0]
     ids = " ".join([e.id for e in events])
-    task_ids = " ".join([e.task_id for e in events])
+    task_list = [e.task_id for e in events]
+    task_ids = " ".join(task_list)
     detail = first.detail
     if not (
         ids.count(" ") == n - 1
@@ -145,6 +153,8 @@ def batch_record(events: Sequence[TaskEvent]) -> tuple[Any, ...] | None:
         ids,
         task_ids,
         n,
+        min(task_list),
+        max(task_list),
     )
 
 
@@ -230,9 +240,10 @@ def _query_sql(clauses: list[str], by_task: bool, order: str, limited: bool) -> 
 
     A limit bounds the rows read on each side: the rows of several are read in order
     up to the one that reaches the limit's number of events (a running sum of their
-    sizes), so the newest 100 events expand one batch, not 100. By task, each row of
-    several that is read holds the task's id (looked for in its list), so at most the
-    limit's number of them."""
+    sizes), so the newest 100 events expand one batch, not 100. By task, the rows of
+    several read are those whose range of task ids holds the id (the
+    ``events_batch_tasks`` index), and of those the ones whose list has it: each holds
+    an event of the task, so at most the limit's number of them are expanded."""
     task_param = f"${len(clauses) + 1}"
     limit_param = f"${len(clauses) + 1 + by_task}"
     where = "".join(f" AND {c}" for c in clauses)
@@ -247,7 +258,11 @@ def _query_sql(clauses: list[str], by_task: bool, order: str, limited: bool) -> 
     task = ""
     rows = BATCH_ROWS + where
     if by_task:
-        rows += f" AND strpos(' ' || b.batch_task_ids || ' ', ' ' || {task_param} || ' ') > 0"
+        rows = (
+            "SELECT * FROM {s}.events b WHERE b.batch_ids IS NOT NULL"
+            f" AND b.batch_task_min <= {task_param} AND b.batch_task_max >= {task_param}"
+            f"{where} AND strpos(' ' || b.batch_task_ids || ' ', ' ' || {task_param} || ' ') > 0"
+        )
         task = f" WHERE x.task_id = {task_param}"
         if limited:
             rows += f"{in_order} LIMIT {limit_param}"

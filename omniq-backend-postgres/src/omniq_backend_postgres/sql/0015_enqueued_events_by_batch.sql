@@ -5,6 +5,7 @@
 --   batch_ids       the events' ids, space-separated, in order
 --   batch_task_ids  their tasks' ids, space-separated, in the same order
 --   batch_size      how many events it holds
+--   batch_task_min, batch_task_max  the least and greatest of the task ids (byte order)
 -- and task_id '' (no task has that id) with id the first event's, so the (task_id, ts)
 -- index finds batch rows by time. Every reader expands it to the events it holds (the
 -- event storage's queries, counts and cleanup; the event_log view below); rows without
@@ -12,7 +13,14 @@
 ALTER TABLE {s}.events
     ADD COLUMN batch_ids text,
     ADD COLUMN batch_task_ids text,
-    ADD COLUMN batch_size integer;
+    ADD COLUMN batch_size integer,
+    ADD COLUMN batch_task_min text COLLATE "C",
+    ADD COLUMN batch_task_max text COLLATE "C";
+-- A query of one task's events reads the id lists of the batch rows whose range of
+-- task ids holds its id, found on this index (one entry a batch), not of every batch
+-- row: the app's task ids are time-ordered, so a batch's range is narrow.
+CREATE INDEX events_batch_tasks ON {s}.events (batch_task_min, batch_task_max)
+    WHERE batch_ids IS NOT NULL;
 -- Out of line without compression: the lists of a batch of 500 are ~33 kB of ids,
 -- which pglz compressed at ~1.3 us of server CPU a task (compressed, they would also be
 -- decompressed by every read that expands them).
