@@ -549,6 +549,28 @@ async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_exp
         assert await events.query(limit=None) == [*bulk2, after]
 
 
+async def test_a_bulk_keeps_its_events_in_order_across_copy_and_insert_batches(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """The events of the batches written by ``COPY`` are held and written together:
+    before a batch that goes another way (here delayed tasks), so the bulk's events are
+    appended in its order whatever way each batch went."""
+    first, last = copied_bulk(), copied_bulk()
+    delayed = [make_task(eta=time.time() + 3600) for _ in range(3)]
+    batches = [
+        (first, bulk_events(first)),
+        (delayed, bulk_events(delayed)),
+        (last, bulk_events(last)),
+    ]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter(batches), events)
+        assert [t.id for t in stored] == [t.id for t in (*first, *delayed, *last)]
+        got = await events.query(limit=None)
+        assert [e.id for e in got] == [e.id for _, evs in batches for e in evs]
+        assert [e.detail["state"] for e in got[len(first) : len(first) + 3]] == ["scheduled"] * 3
+        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 2 + 3
+
+
 async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
