@@ -149,12 +149,28 @@ async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
         f"UPDATE \"{pg_schema}\".tasks SET state = 'running', attempts = 1, lease_owner = 'w', "
         "lease_token = 'token-1', lease_deadline = extract(epoch FROM now()) + 60 WHERE id = 't1'"
     )
+    await conn.execute(  # an event as version 1 wrote it (a row of one event)
+        f'INSERT INTO "{pg_schema}".events (id, task_id, queue, type, ts, detail)'
+        " VALUES ('e1', 't1', 'default', 'enqueued', 1700000000, '{\"state\": \"pending\"}')"
+    )
     applied = await migrate(pg_url, schema=pg_schema)
     assert [m.version for m in applied] == list(range(2, LATEST_VERSION + 1))
     async with (
         PostgresTaskQueue.from_url(pg_url, schema=pg_schema) as queue,
         PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results,
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
     ):
+        [event] = await events.query(task_id="t1")
+        assert (event.id, event.type, event.detail) == (
+            "e1",
+            EventType.ENQUEUED,
+            {"state": "pending"},
+        )
+        assert await events.query(limit=1, order="desc") == [event]
+        [count] = await events.counts(since=1_699_999_999, until=1_700_000_001, step=10)
+        assert count.count == 1
+        view = await conn.fetch(f'SELECT id, task_id FROM "{pg_schema}".event_log')
+        assert [tuple(r) for r in view] == [("e1", "t1")]
         waiter = asyncio.create_task(results.wait("t1", LONG))
         result = make_result(task_id="t1")
         assert await queue.finish_many(
@@ -166,6 +182,7 @@ async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
         ) == [True]
         assert await asyncio.wait_for(waiter, 10) == result, "the result NOTIFY still wakes wait()"
         assert (await queue.get("t1")).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+        assert await events.cleanup(1_700_000_001) == 1
 
 
 async def test_schema_from_a_newer_version_is_refused(
