@@ -415,7 +415,8 @@ def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list
     detail = first.detail
     names = [t.name for t in tasks]
     if (
-        detail.get("state") == "pending"
+        len(events) == len(names)
+        and detail.get("state") == "pending"
         and detail.get("name") == names[0]
         and names.count(names[0]) == len(names)
         and [t.queue for t in tasks].count(first.queue) == len(tasks)
