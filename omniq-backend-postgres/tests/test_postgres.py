@@ -162,12 +162,28 @@ async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
         f"UPDATE \"{pg_schema}\".tasks SET state = 'running', attempts = 1, lease_owner = 'w', "
         "lease_token = 'token-1', lease_deadline = extract(epoch FROM now()) + 60 WHERE id = 't1'"
     )
+    await conn.execute(  # an event as version 1 wrote it (a row of one event)
+        f'INSERT INTO "{pg_schema}".events (id, task_id, queue, type, ts, detail)'
+        " VALUES ('e1', 't1', 'default', 'enqueued', 1700000000, '{\"state\": \"pending\"}')"
+    )
     applied = await migrate(pg_url, schema=pg_schema)
     assert [m.version for m in applied] == list(range(2, LATEST_VERSION + 1))
     async with (
         PostgresTaskQueue.from_url(pg_url, schema=pg_schema) as queue,
         PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results,
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
     ):
+        [event] = await events.query(task_id="t1")
+        assert (event.id, event.type, event.detail) == (
+            "e1",
+            EventType.ENQUEUED,
+            {"state": "pending"},
+        )
+        assert await events.query(limit=1, order="desc") == [event]
+        [count] = await events.counts(since=1_699_999_999, until=1_700_000_001, step=10)
+        assert count.count == 1
+        view = await conn.fetch(f'SELECT id, task_id FROM "{pg_schema}".event_log')
+        assert [tuple(r) for r in view] == [("e1", "t1")]
         waiter = asyncio.create_task(results.wait("t1", LONG))
         result = make_result(task_id="t1")
         assert await queue.finish_many(
@@ -179,6 +195,7 @@ async def test_a_schema_made_by_version_1_upgrades_with_its_tasks(
         ) == [True]
         assert await asyncio.wait_for(waiter, 10) == result, "the result NOTIFY still wakes wait()"
         assert (await queue.get("t1")).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+        assert await events.cleanup(1_700_000_001) == 1
 
 
 async def test_schema_from_a_newer_version_is_refused(
@@ -502,6 +519,88 @@ async def test_a_bulk_by_copy_stores_what_the_insert_stores(
             assert event_a.detail == {"name": a.name, "state": "pending"}
 
 
+async def test_a_bulk_by_copy_writes_its_events_as_one_row_that_every_reader_expands(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """A bulk's ``enqueued`` events, alike but for their ids, go by ``COPY`` as one events
+    row (migration 15). Queries by task, queue, type and time, their order and limit,
+    the counts, the cleanup and the event_log view each see every event of it, among
+    rows of one event each (all that older versions wrote)."""
+    at = 1_700_000_000.0
+    tasks = copied_bulk(at=at)
+    bulk = bulk_events(tasks)  # (at make_event's time, 1_700_000_000.0)
+    later = copied_bulk(at=at)
+    bulk2 = [msgspec.structs.replace(e, timestamp=at + 0.5) for e in bulk_events(later)]
+    before = make_event(timestamp=at - 1)
+    after = make_event(timestamp=at + 1, type=EventType.STARTED, worker_id="w")
+    everything = [before, *bulk, *bulk2, after]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        await events.append(before)
+        await queue.enqueue_batches(iter([(tasks, bulk), (later, bulk2)]), events)
+        await events.append(after)
+        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 4
+        assert await events.query(limit=None) == everything
+        assert await events.query(limit=None, order="desc") == everything[::-1]
+        for limit in (1, 3, len(bulk) + 1, len(bulk) + 2, len(everything) + 1):
+            assert await events.query(limit=limit) == everything[:limit]
+            assert await events.query(limit=limit, order="desc") == everything[::-1][:limit]
+        assert await events.query(task_id=tasks[7].id) == [bulk[7]]
+        assert await events.query(task_id=before.task_id) == [before]
+        assert await events.query(task_id="") == []
+        inside = min(t.id for t in tasks) + "0"  # in the batch's range of ids, not in it
+        assert await events.query(task_id=inside) == []
+        assert await events.query(task_id=tasks[7].id[:-1]) == []
+        assert await events.query(types=[EventType.STARTED]) == [after]
+        assert await events.query(types=[EventType.ENQUEUED], since=at, limit=None) == [
+            *bulk,
+            *bulk2,
+        ]
+        assert await events.query(since=at, until=at + 0.5, limit=2, order="desc") == [
+            bulk[-1],
+            bulk[-2],
+        ]
+        assert await events.query(queue="default", until=at) == [before]
+        assert await events.query(queue="elsewhere", limit=None) == []
+        counts = await events.counts(since=at - 1, until=at + 2, step=1.0)
+        assert [(c.bucket, c.type, c.count) for c in counts] == [
+            (at - 1, "enqueued", 1),
+            (at, "enqueued", len(bulk) + len(bulk2)),
+            (at + 1, "started", 1),
+        ]
+        view = await conn.fetch(
+            f'SELECT id, task_id, task_name FROM "{pg_schema}".event_log ORDER BY ts, seq'
+        )
+        assert sorted((r["id"], r["task_id"]) for r in view) == sorted(
+            (e.id, e.task_id) for e in everything
+        )
+        assert {r["task_id"]: r["task_name"] for r in view}[tasks[5].id] == tasks[5].name
+        assert await events.query(task_id=later[3].id, limit=1) == [bulk2[3]]
+        assert await events.cleanup(at + 0.5) == 1 + len(bulk)
+        assert await events.query(limit=None) == [*bulk2, after]
+
+
+async def test_a_bulk_keeps_its_events_in_order_across_copy_and_insert_batches(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str, conn: asyncpg.Connection
+) -> None:
+    """The events of the batches written by ``COPY`` are held and written together:
+    before a batch that goes another way (here delayed tasks), so the bulk's events are
+    appended in its order whatever way each batch went."""
+    first, last = copied_bulk(), copied_bulk()
+    delayed = [make_task(eta=time.time() + 3600) for _ in range(3)]
+    batches = [
+        (first, bulk_events(first)),
+        (delayed, bulk_events(delayed)),
+        (last, bulk_events(last)),
+    ]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter(batches), events)
+        assert [t.id for t in stored] == [t.id for t in (*first, *delayed, *last)]
+        got = await events.query(limit=None)
+        assert [e.id for e in got] == [e.id for _, evs in batches for e in evs]
+        assert [e.detail["state"] for e in got[len(first) : len(first) + 3]] == ["scheduled"] * 3
+        assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 2 + 3
+
+
 async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,7 +608,7 @@ async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     events' fails, no task of the bulk is stored."""
     from omniq_backend_postgres import queue as queue_module
 
-    monkeypatch.setattr(queue_module, "EVENT_COLUMNS", ("id", "no_such_column"))
+    monkeypatch.setattr(queue_module, "COPY_COLUMNS", ("id", "no_such_column"))
     tasks = copied_bulk()
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         with pytest.raises(asyncpg.UndefinedColumnError):

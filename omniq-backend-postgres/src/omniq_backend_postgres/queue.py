@@ -54,10 +54,11 @@ from omniq.models import (
 from .events import (
     APPEND,
     APPEND_TEMPLATE,
-    EVENT_COLUMNS,
+    COPY_COLUMNS,
     append_args,
+    batch_record,
+    copy_records,
     event_columns,
-    event_records,
     event_row,
 )
 from .limits import reserve_limited
@@ -188,7 +189,7 @@ Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
 
 #: The columns a bulk's ``COPY`` fills for tasks that are ready at once (the others are
 #: NULL, or the identity's next ``seq``), and for their events (:func:`_copy_rows`,
-#: :func:`.events.event_records`).
+#: :func:`.events.copy_records`).
 COPY_TASK_COLUMNS = (
     "id", "queue", "name", "priority", "state", "eta", "expires_at", "created_at", "attempts",
     "max_attempts", "result_ttl", "dead_ttl", "schedule_id", "error", "data",
@@ -428,6 +429,28 @@ def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
     return [_insert_row(t, "pending") for t in tasks]
 
 
+def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:
+    """Rows of :data:`.events.COPY_COLUMNS` for the events of :func:`_copyable` tasks,
+    each saying its task is stored ``pending`` (:func:`omniq.interfaces.as_stored`). A
+    bulk's events share one detail that says so already, and its tasks one queue and
+    name: checked once for the batch, its events go as one row without a call per event."""
+    first = events[0]
+    detail = first.detail
+    names = [t.name for t in tasks]
+    if (
+        len(events) == len(names)
+        and detail.get("state") == "pending"
+        and detail.get("name") == names[0]
+        and names.count(names[0]) == len(names)
+        and [t.queue for t in tasks].count(first.queue) == len(tasks)
+    ):
+        row = batch_record(events)  # (None unless every event has that queue and detail)
+        if row is not None:
+            return [row]
+    pending = TaskState.PENDING
+    return copy_records([as_stored(e, t, pending) for e, t in zip(events, tasks, strict=True)])
+
+
 def _complete_args(items: Sequence[Completion]) -> list[str]:
     """Arguments of the schema's complete_many() (states checked by the base), each
     column one array literal (:func:`.store.text_array`: no per-element checks)."""
@@ -575,10 +598,14 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         """Write ``batches`` on ``conn``, the statement of each in flight while the
         ``for`` builds the next one and its arguments (asyncpg runs one statement at a
         time); ``new``: with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`,
-        ``COPY``)."""
+        ``COPY``). The events of the batches written by ``COPY`` are held and written
+        together by one ``COPY`` (:meth:`_copy_events`) before any other statement of
+        the bulk and at its end: in the same order, and one round trip and statement
+        for them instead of one a batch."""
         stored: list[Task] = []
         flight: Flight | None = None
         copied: set[str] = set()  # queues of the tasks written by COPY
+        held: list[tuple[Any, ...]] = []  # their events' rows, not written yet
         try:
             for tasks, events in batches:
                 if not recorded:
@@ -587,16 +614,19 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                     if flight is not None:
                         stored += await self._landed(conn, flight)
                         flight = None
+                    await self._copy_events(conn, held)
                     part = await self._enqueue_in_order(conn, tasks)
                     if events:
                         done = [as_stored(e, t) for e, t in zip(events, part, strict=True)]
                         await conn.execute(self.sql(APPEND), *append_args(done))
                     stored += part
                 elif tasks:
-                    send, writes_events, by_copy = self._statement(conn, tasks, events, new)
+                    send, writes_events, by_copy = self._statement(conn, tasks, events, new, held)
                     if flight is not None:  # (the next batch's arguments are built)
                         stored += await self._landed(conn, flight)
                         flight = None
+                    if not by_copy:
+                        await self._copy_events(conn, held)
                     # asyncpg sends a statement in the first step of its task
                     future = asyncio.ensure_future(send())
                     flight = future, (tasks, events), writes_events, by_copy
@@ -606,6 +636,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             if flight is not None:
                 stored += await self._landed(conn, flight)
                 flight = None
+            await self._copy_events(conn, held)
             if copied:
                 await conn.execute(self.sql(NOTIFY_QUEUES), sorted(copied))
         finally:
@@ -620,21 +651,17 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         new: bool,
+        held: list[tuple[Any, ...]],
     ) -> tuple[Callable[[], Awaitable[list[asyncpg.Record]]], bool, bool]:
         """What writes ``tasks`` (and ``events``), its arguments built now, to send
         later; whether it writes the events, and whether by ``COPY``. The events go with
         their tasks when each task is ready at once (:data:`INSERT_BULK`), else after
         (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
-        (:meth:`_copy`), tasks and events."""
+        (:meth:`_copy`), their events' rows added to ``held`` (see :meth:`_write_batches`)."""
         if new and _copyable(tasks):
-            event_rows = (
-                event_records(
-                    [as_stored(e, t, TaskState.PENDING) for e, t in zip(events, tasks, strict=True)]
-                )
-                if events
-                else []
-            )
-            return partial(self._copy, conn, _copy_rows(tasks), event_rows), bool(events), True
+            if events:
+                held += _copy_event_rows(tasks, events)
+            return partial(self._copy, conn, _copy_rows(tasks)), bool(events), True
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
             ready_events = [
@@ -648,24 +675,25 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return partial(conn.fetch, self.sql(sql), *args), recorded, False
 
     async def _copy(
-        self,
-        conn: asyncpg.Connection,
-        rows: list[tuple[Any, ...]],
-        event_rows: list[tuple[Any, ...]],
+        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
     ) -> list[asyncpg.Record]:
-        """Write tasks that are ready at once, and their events, by binary ``COPY``: the
-        server inserts a page of rows at a time (one WAL record a heap page, not a row),
-        with no plan, unnest or projection per row, and asyncpg encodes each value in C.
-        An id that exists (or given twice) fails it on ``tasks_pkey``."""
-        schema = self.settings.schema
+        """Write tasks that are ready at once by binary ``COPY``: the server inserts a
+        page of rows at a time (one WAL record a heap page, not a row), with no plan,
+        unnest or projection per row, and asyncpg encodes each value in C. An id that
+        exists (or given twice) fails it on ``tasks_pkey``."""
         await conn.copy_records_to_table(
-            "tasks", records=rows, columns=COPY_TASK_COLUMNS, schema_name=schema
+            "tasks", records=rows, columns=COPY_TASK_COLUMNS, schema_name=self.settings.schema
         )
-        if event_rows:
-            await conn.copy_records_to_table(
-                "events", records=event_rows, columns=EVENT_COLUMNS, schema_name=schema
-            )
         return []
+
+    async def _copy_events(self, conn: asyncpg.Connection, held: list[tuple[Any, ...]]) -> None:
+        """Write the event rows ``held`` (:data:`.events.COPY_COLUMNS`) by ``COPY``, and
+        empty it."""
+        if held:
+            await conn.copy_records_to_table(
+                "events", records=held, columns=COPY_COLUMNS, schema_name=self.settings.schema
+            )
+            held.clear()
 
     async def _landed(self, conn: asyncpg.Connection, flight: Flight) -> list[Task]:
         """The tasks of a batch :meth:`_statement` wrote, as stored, with their events: when

@@ -335,6 +335,41 @@ async def check_enqueue_batches(queue: BaseTaskQueue, events: BaseEventStorage) 
         )
 
 
+async def check_bulk_events_read_back(queue: BaseTaskQueue, events: BaseEventStorage) -> None:
+    """A bulk's ``enqueued`` events, one time and one detail for all (as the app makes
+    them), read back one by one however the backend stores them: each by its task, by
+    time in order with any limit, counted and cleaned up one by one."""
+    at = wall_clock()
+    ts = 1_600_000_000.0  # (before every other event of these checks)
+    batches = [[make_task(created_at=at, queue="bulk-events") for _ in range(n)] for n in (7, 5)]
+    detail = {"name": batches[0][0].name, "state": "pending"}
+    recorded = [
+        [
+            make_event(task_id=t.id, queue=t.queue, type=EventType.ENQUEUED, timestamp=ts,
+                       detail=detail)
+            for t in batch
+        ]
+        for batch in batches
+    ]  # fmt: skip
+    await queue.enqueue_batches(iter(list(zip(batches, recorded, strict=True))), events)
+    tasks = [t for batch in batches for t in batch]
+    ids = [e.id for r in recorded for e in r]
+    for task, event_id in zip(tasks, ids, strict=True):
+        [got] = await events.query(task_id=task.id)
+        assert (got.id, got.task_id, got.timestamp, got.detail) == (event_id, task.id, ts, detail)
+    window: dict[str, Any] = {"since": ts, "until": ts + 1}
+    assert [e.id for e in await events.query(**window, limit=None)] == ids, "append order"
+    for limit in (1, 6, 7, 8, 12, 13):
+        oldest = await events.query(**window, limit=limit)
+        assert [e.id for e in oldest] == ids[:limit], f"limit {limit}"
+        newest = await events.query(**window, limit=limit, order="desc")
+        assert len(newest) == min(limit, len(ids)) and {e.id for e in newest} <= set(ids)
+    counts = await events.counts(since=ts, until=ts + 1, step=1.0)
+    assert [(c.queue, c.type, c.count) for c in counts] == [("bulk-events", "enqueued", len(ids))]
+    assert await events.cleanup(ts + 1) == len(ids), "cleanup counts events, not rows"
+    assert await events.query(task_id=tasks[3].id) == []
+
+
 class FinishTests:
     """``finish_many``, ``enqueue_recorded`` and ``enqueue_batches`` (mixed into
     :class:`TaskQueueContract`)."""
@@ -407,3 +442,8 @@ class FinishTests:
         self, task_queue: BaseTaskQueue
     ) -> None:
         await check_enqueue_batches(task_queue, KeptEvents())
+
+    async def test_bulk_events_read_back_with_sibling_event_storage(
+        self, task_queue: BaseTaskQueue, siblings: tuple[BaseResultStorage, BaseEventStorage]
+    ) -> None:
+        await check_bulk_events_read_back(task_queue, siblings[1])
