@@ -77,6 +77,9 @@ class MiddlewareChain:
         self._run: list[_Call] = []
         self._success: list[_Call] = []
         self._failure: list[_Call] = []
+        #: Whether any middleware acts before enqueue (else the app skips the chain): a
+        #: plain attribute, kept by :meth:`add`, read on every ``delay()``.
+        self.enqueues = False
         for m in middleware:
             self.add(m)
 
@@ -87,6 +90,7 @@ class MiddlewareChain:
             )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
+        self.enqueues = bool(self._enqueue)
         self._run = _overridden(self.middleware, "before_run")
         self._success = _overridden(self.middleware, "after_success")[::-1]
         self._failure = _overridden(self.middleware, "on_failure")[::-1]
@@ -96,11 +100,6 @@ class MiddlewareChain:
 
     def __len__(self) -> int:
         return len(self.middleware)
-
-    @property
-    def enqueues(self) -> bool:
-        """Whether any middleware acts before enqueue (else the app skips the chain)."""
-        return bool(self._enqueue)
 
     async def before_enqueue(self, tasks: Iterable[Task]) -> None:
         for task in tasks:
