@@ -714,7 +714,7 @@ class AsyncOmniQ:
             self.result_storage.expect(made)
         middleware = self.middleware
         if middleware.enqueues:
-            await middleware.before_enqueue(tasks)
+            await middleware.before_enqueue_one(task)
         events_on = self.config.events
         [stored] = await self.task_queue.enqueue_recorded(
             tasks,

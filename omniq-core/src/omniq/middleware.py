@@ -108,6 +108,17 @@ class MiddlewareChain:
             for call in self._enqueue:
                 await call(task)
 
+    def before_enqueue_one(self, task: Task) -> Awaitable[None]:
+        """:meth:`before_enqueue` of one task (a ``delay()``'s): with one middleware acting
+        there, its own coroutine, without the chain's around it (~2,500 instructions)."""
+        task.headers = dict(task.headers)  # (the template's, shared: see before_enqueue)
+        calls = self._enqueue
+        return calls[0](task) if len(calls) == 1 else self._each_before_enqueue(task)
+
+    async def _each_before_enqueue(self, task: Task) -> None:
+        for call in self._enqueue:
+            await call(task)
+
     async def before_run(self, task: Task) -> None:
         for call in self._run:
             await call(task)
