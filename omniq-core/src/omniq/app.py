@@ -539,10 +539,14 @@ class AsyncOmniQ:
         template = cached[2]
         task_id = new_id()
         ttl = fn.options.ttl
+        serializer = self.serializer  # (_payload, written out)
+        bind = binding(template.name, template.queue, task_id) if serializer.signing_key else None
         return msgspec.structs.replace(
             template,
             id=task_id,
-            payload=self._payload(template, None, args, kwargs, task_id),
+            payload=serializer.dumps_call(
+                args, kwargs, None, local_only=self.task_queue.local_only, bind=bind
+            ),
             created_at=at,
             expires_at=(at + ttl) if ttl else None,
         )
