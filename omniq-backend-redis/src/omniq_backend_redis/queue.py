@@ -321,7 +321,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             said = as_stored(event, task, expected)
             ts = said.timestamp
             s, ms, exact = (
-                expected.value.encode(),
+                _STATE_NAMES[expected],
                 b"%d" % max(math.floor(ts * 1000), 0),
                 b"%.17g" % ts,
             )
@@ -887,5 +887,7 @@ def lua_string(text: str) -> str:
 _HEADER = struct.Struct(">ddddd")
 #: A priority as enqueue_one.lua's argument, each valid one encoded once
 _PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}
+#: A state as enqueue_one.lua's argument (``.value`` is a Python-level property of the enum)
+_STATE_NAMES = {state: state.value.encode() for state in TaskState}
 #: enqueue_one.lua's 12 arguments of a task as RESP bulk strings, filled by one format
 _TASK_ARGS = b"$%d\r\n%b\r\n" * 12
