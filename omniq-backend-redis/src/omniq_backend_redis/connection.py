@@ -299,10 +299,13 @@ def _send(conn: Any, packed: bytes) -> Awaitable[None] | None:
     due (``health_check_interval``), goes through redis-py. Returns what the caller
     must await, or None when the command was written whole (no coroutine for that)."""
     writer = getattr(conn, "_writer", None)
-    if writer is None or conn.health_check_interval or writer.transport.is_closing():
+    if writer is None or conn.health_check_interval:
+        return conn.send_packed_command(packed)  # type: ignore[no-any-return]
+    transport = writer.transport  # (a property: read once)
+    if transport.is_closing():
         return conn.send_packed_command(packed)  # type: ignore[no-any-return]
     writer.write(packed)
-    if writer.transport.get_write_buffer_size():
+    if transport.get_write_buffer_size():
         return _drain(conn, writer)
     return None
 
