@@ -240,8 +240,8 @@ async def test_an_error_reply_is_raised_and_the_connection_kept(
     redis_url: str, key_prefix: str
 ) -> None:
     """An error reply read off the stream is redis-py's exception (a script the server
-    lost comes back as NoScriptError, loaded again); an array reply goes to redis-py's
-    parser whole."""
+    lost comes back as NoScriptError, loaded again); an array reply, or one longer than
+    a read, goes to redis-py's parser with what was read."""
     queue = await opened("task_queue", redis_url, key_prefix)
     admin = redis.Redis.from_url(redis_url)
     try:
@@ -253,6 +253,17 @@ async def test_an_error_reply_is_raised_and_the_connection_kept(
         assert await shared.call_packed(
             None, b"*3\r\n$4\r\nEVAL\r\n$15\r\nreturn {1, 'a'}\r\n$1\r\n0\r\n"
         ) == [1, b"a"]
+        # A bulk string longer than one read (redis-py's parser reads on from what came),
+        # then the empty string, nil and an integer: each call gets its own reply whole.
+        big = bytes(range(256)) * 1024 + b"\r\n$3\r\nend"
+        admin.set(f"{key_prefix}:big", big)
+        key = f"{key_prefix}:big".encode()
+        get = b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+        assert await shared.call_packed(None, get) == big
+        assert await shared.call_packed(None, b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n") == b""
+        assert await shared.call_packed(None, b"*2\r\n$3\r\nGET\r\n$2\r\nno\r\n") is None
+        assert await shared.call_packed(None, b"*1\r\n$6\r\nDBSIZE\r\n") >= 1
+        admin.delete(f"{key_prefix}:big")
         admin.script_flush()
         task = make_task(created_at=time.time())
         [stored] = await queue.enqueue_recorded([task], [], None)

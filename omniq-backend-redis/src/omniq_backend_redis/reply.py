@@ -6,8 +6,10 @@ for its error messages, enters ``asyncio.timeout`` under ``socket_timeout`` (a T
 object, a timer handle pushed on the loop's heap and cancelled) and runs the RESP parser
 coroutines: together ~45,000 of the ~267,000 instructions of a ``delay()`` with redis-py
 8 (callgrind; the timeout alone ~44,000). The replies the scripts give, a bulk string,
-an integer or an error, are read here with the stream's own ``readuntil`` and
-``readexactly``; anything else goes to redis-py's parser with its first line. The
+an integer or an error, are read here by one ``read`` of the stream (whatever has come:
+one command is in flight on the connection; ``readuntil`` then ``readexactly`` cost a
+coroutine more per bulk-string reply); anything else goes to redis-py's parser with
+what was read. The
 timeout stays: one timer per shared connection (:class:`Deadlines`) watches every read
 in flight and fails a read past its deadline, instead of a timer per read.
 """
@@ -96,27 +98,12 @@ async def _read(conn: Any, reader: asyncio.StreamReader, deadlines: Deadlines, k
     if timeout is not None:
         deadlines.watch(reader, timeout)
     try:
-        if kind == _HIREDIS:
-            # What has come, at once (as hiredis' parser reads): a whole short reply is
-            # answered here, anything else is fed to it.
-            data = await reader.read(_READ_SIZE)
-            if not data:
-                raise asyncio.IncompleteReadError(data, None)
-            end = data.find(b"\r\n")
-            if end + 2 == len(data) and data[:1] == b":":
-                return int(data[1:end])
-            if end > 0 and data[:1] == b"$" and int(data[1:end]) + end + 4 == len(data):
-                return data[end + 2 : -2]
-            conn._parser._reader.feed(data)
-            first = b""
-        else:
-            # One line, then the bulk string's bytes: nothing read past the reply (the
-            # parser's buffer cannot take more back than it parses).
-            line = await reader.readuntil(b"\r\n")
-            first = line[:1]
-            if first == b"$":
-                n = int(line[1:-2])
-                return None if n < 0 else (await reader.readexactly(n + 2))[:-2]
+        # What has come, at once (one read: one command is in flight on the connection,
+        # so it holds this reply or its start, nothing more): a whole short reply is
+        # answered here, anything else goes to the parser with what was read.
+        data = await reader.read(_READ_SIZE)
+        if not data:
+            raise asyncio.IncompleteReadError(data, None)
     except TimeoutError:
         raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
     except asyncio.IncompleteReadError:
@@ -128,18 +115,23 @@ async def _read(conn: Any, reader: asyncio.StreamReader, deadlines: Deadlines, k
     finally:
         if timeout is not None:
             deadlines.done(reader)
-    if first == b":":
-        return int(line[1:-2])
-    if first == b"-":
-        message = line[1:-2].decode("utf-8", errors="replace")
-        raise conn._parser.parse_error(message)
-    if first:
-        # Another kind of reply: redis-py's parser reads on from its first line.
-        conn._parser._buffer = line  # (read_response parses on from it, then clears it)
+    first, end = data[:1], data.find(b"\r\n")
+    if end + 2 == len(data):  # one line
+        if first == b":":
+            return int(data[1:end])
+        if first == b"-" and kind == _RESP:
+            raise conn._parser.parse_error(data[1:end].decode("utf-8", errors="replace"))
+    elif end > 0 and first == b"$" and int(data[1:end]) + end + 4 == len(data):
+        return data[end + 2 : -2]
+    # Another kind of reply, or one not all here: redis-py's parser reads on from it.
+    if kind == _HIREDIS:
+        conn._parser._reader.feed(data)
+    else:
+        conn._parser._buffer = data  # (read_response parses on from it, then clears it)
     return await conn.read_response()
 
 
-#: How much one read of the hiredis path takes (what redis-py's connections read).
+#: How much one read takes (what redis-py's connections read).
 _READ_SIZE = 65536
 
 

@@ -24,6 +24,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -373,14 +374,14 @@ class BaseTaskQueue(BaseStore):
         """Enqueue in order (a task may depend on one earlier in the same batch)."""
         return await self._enqueued([(tasks, ())], None) if tasks else []
 
-    async def enqueue_recorded(
+    def enqueue_recorded(
         self,
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         event_storage: BaseEventStorage | None,
         *,
         fresh: bool = False,
-    ) -> builtins.list[Task]:
+    ) -> Coroutine[Any, Any, builtins.list[Task]]:
         """:meth:`enqueue_many`, plus each task's ``enqueued`` event: ``events[i]`` is
         ``tasks[i]``'s, recorded with the queue, ``detail["name"]`` and
         ``detail["state"]`` of the task as stored (a task that existed already keeps its
@@ -388,10 +389,13 @@ class BaseTaskQueue(BaseStore):
 
         ``fresh``: every id was made by the app just now (no task under it can exist),
         so a backend may write the task without first finding out whether it exists
-        (:meth:`_enqueue_fresh`)."""
+        (:meth:`_enqueue_fresh`).
+
+        Awaited like any async method; a plain one that hands back its hook's coroutine,
+        so that a ``delay()`` runs one coroutine less (~2,500 instructions)."""
         if fresh and self._fresh_hook:
-            return await self._enqueue_fresh(tasks, events, event_storage)
-        return await self._enqueue_recorded(tasks, events, event_storage)
+            return self._enqueue_fresh(tasks, events, event_storage)
+        return self._enqueue_recorded(tasks, events, event_storage)
 
     async def _enqueue_fresh(
         self,

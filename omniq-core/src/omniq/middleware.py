@@ -77,6 +77,9 @@ class MiddlewareChain:
         self._run: list[_Call] = []
         self._success: list[_Call] = []
         self._failure: list[_Call] = []
+        #: Whether any middleware acts before enqueue (else the app skips the chain): a
+        #: plain attribute, kept by :meth:`add`, read on every ``delay()``.
+        self.enqueues = False
         for m in middleware:
             self.add(m)
 
@@ -87,6 +90,7 @@ class MiddlewareChain:
             )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
+        self.enqueues = bool(self._enqueue)
         self._run = _overridden(self.middleware, "before_run")
         self._success = _overridden(self.middleware, "after_success")[::-1]
         self._failure = _overridden(self.middleware, "on_failure")[::-1]
@@ -97,17 +101,23 @@ class MiddlewareChain:
     def __len__(self) -> int:
         return len(self.middleware)
 
-    @property
-    def enqueues(self) -> bool:
-        """Whether any middleware acts before enqueue (else the app skips the chain)."""
-        return bool(self._enqueue)
-
     async def before_enqueue(self, tasks: Iterable[Task]) -> None:
         for task in tasks:
             # Tasks of one enqueue_many share their template's headers: give each its own.
             task.headers = dict(task.headers)
             for call in self._enqueue:
                 await call(task)
+
+    def before_enqueue_one(self, task: Task) -> Awaitable[None]:
+        """:meth:`before_enqueue` of one task (a ``delay()``'s): with one middleware acting
+        there, its own coroutine, without the chain's around it (~2,500 instructions)."""
+        task.headers = dict(task.headers)  # (the template's, shared: see before_enqueue)
+        calls = self._enqueue
+        return calls[0](task) if len(calls) == 1 else self._each_before_enqueue(task)
+
+    async def _each_before_enqueue(self, task: Task) -> None:
+        for call in self._enqueue:
+            await call(task)
 
     async def before_run(self, task: Task) -> None:
         for call in self._run:

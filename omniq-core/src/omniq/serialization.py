@@ -40,6 +40,8 @@ MAGIC = b"OQ"
 FLAG_DILL = 1
 FLAG_SIGNED = 2
 FLAG_BOUND = 4
+#: An unsigned envelope's head (magic and flags byte) by flags, made once.
+_UNSIGNED_HEADS = [MAGIC + bytes([flags]) for flags in range(FLAG_SIGNED)]
 MAC_SIZE = 32
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -149,7 +151,7 @@ class Serializer:
 
     def _wrap(self, flags: int, body: bytes, bind: bytes | None = None) -> bytes:
         if self.signing_key is None:
-            data = MAGIC + bytes([flags]) + body
+            data = _UNSIGNED_HEADS[flags] + body
         else:
             flags |= FLAG_SIGNED if bind is None else FLAG_SIGNED | FLAG_BOUND
             kid = self.signing_key.encode()

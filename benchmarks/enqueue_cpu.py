@@ -1,0 +1,83 @@
+"""A driver for counting the instructions of one-by-one ``delay()`` under callgrind, on a
+store where wall time says little (a loaded machine).
+
+    valgrind --tool=callgrind --callgrind-out-file=cg.%p .venv/bin/python \\
+        benchmarks/enqueue_cpu.py redis://127.0.0.1:6379/11 async 2100
+    # the same with 100 calls; per delay(): (I(2,100) - I(100)) / 2,000
+
+Opens an app on ``url`` for tasks, results and events (events on), enqueues 200 no-op
+tasks to warm up, freezes the heap (``gc.freeze()``: a full collection falling in one run
+and not the other moves the count), then ``n`` more: awaited (``async``) or through the
+blocking API (``sync``). It purges the queue it used: give it a database or key prefix
+of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", help="the store's URL (tasks, results and events)")
+    parser.add_argument("mode", choices=("async", "sync"), help="awaited or blocking delay()")
+    parser.add_argument("n", type=int, help="delay() calls after the warm-up")
+    args = parser.parse_args()
+    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
+        os.environ[name] = args.url
+    os.environ["OMNIQ_EVENTS"] = "true"
+    if args.mode == "async":
+        asyncio.run(awaited(args.n))
+    else:
+        blocking(args.n)
+
+
+async def awaited(n: int) -> None:
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ()
+
+    @app.task(name="noop_async")
+    async def noop() -> None:
+        pass
+
+    await app.open()
+    try:
+        for _ in range(200):
+            await noop.delay()
+        gc.collect()
+        gc.freeze()
+        for _ in range(n):
+            await noop.delay()
+        await app.purge()
+    finally:
+        await app.close()
+
+
+def blocking(n: int) -> None:
+    from omniq import OmniQ
+
+    app = OmniQ()
+
+    @app.task(name="noop_async")
+    async def noop() -> None:
+        pass
+
+    app.open()
+    try:
+        for _ in range(200):
+            noop.delay()
+        gc.collect()
+        gc.freeze()
+        for _ in range(n):
+            noop.delay()
+        app.purge()
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main()
