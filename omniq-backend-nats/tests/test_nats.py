@@ -1102,6 +1102,29 @@ async def test_a_bundle_leaves_out_only_what_it_cannot_decode(
         assert await stream_count_of(events) == 3, "the bad ones are kept, like a bad event"
 
 
+async def test_two_cleanups_at_once_store_a_partly_old_bundle_once(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """Two workers' retention running at once over a bundle of old and new events: the
+    second reads it before the first deletes it, and both store its new events anew.
+    They must be stored once (every worker runs retention, so runs overlap)."""
+    t0 = 1_700_000_000.0
+    bulk = [make_event(task_id=f"t{i}", timestamp=t0 + i) for i in range(4)]
+    async with event_stores(nats_url, nats_prefix) as (first, _):
+        second = NatsEventStorage.from_url(nats_url, prefix=nats_prefix)
+        async with second:
+            await first.inbox.publish(first.bundles(bulk, first.nc.max_payload))
+            purge = first.js.purge_stream
+
+            async def purge_after_the_other(*args: Any, **kwargs: Any) -> Any:
+                await second.cleanup(t0 + 1.5)  # (the other worker's run, in between)
+                return await purge(*args, **kwargs)
+
+            first.js.purge_stream = purge_after_the_other  # type: ignore[method-assign]
+            await first.cleanup(t0 + 1.5)
+            assert await first.query() == bulk[2:], "each new event stored once"
+
+
 async def stream_count_of(events: NatsEventStorage) -> int:
     return (await events.js.stream_info(events.stream)).state.messages
 

@@ -98,6 +98,19 @@ async def test_an_array_literal_reads_back_as_the_values_it_was_made_of(
     assert await conn.fetchval("SELECT $1::text::jsonb[]", text_array(jsons)) == jsons
 
 
+async def test_an_array_literal_of_a_value_with_nul_is_refused_not_split(
+    conn: asyncpg.Connection,
+) -> None:
+    """PostgreSQL text cannot hold NUL: a value with one is refused by the server, as a
+    list parameter's is, never read as two elements (which would shift every column of
+    a finish_many after it onto the wrong task)."""
+    for values in (["a\x00b", "c"], ["a\x00b"], ["a", None, "b\x00"]):
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.fetchval("SELECT $1::text[]", values)
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.fetchval("SELECT $1::text::text[]", text_array(values))
+
+
 # -- migrations ----------------------------------------------------------------------
 
 

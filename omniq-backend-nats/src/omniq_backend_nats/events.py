@@ -28,6 +28,7 @@ from omniq.models import TaskEvent, encoder, event_decoder
 from omniq.options import Option
 from omniq.records import decode_or_skip
 
+from .batch import sequences
 from .connection import OPTIONS, NatsStore, stream_sequence
 from .names import token
 
@@ -224,8 +225,11 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
                     first_new = seq
                 continue
             if kept:
+                # The id of the bundle it replaces: two cleanups at once (every worker
+                # runs one) store it once (the stream's duplicate window).
                 raws = [msgspec.Raw(p) if isinstance(p, bytes) else p for p in kept]
-                await self.inbox.publish([(msg.subject, encoder.encode(raws))])
+                rewrite = {"Nats-Msg-Id": f"{BUNDLE}:{seq}"}
+                sequences(await self.inbox.ask([(msg.subject, encoder.encode(raws), rewrite)]))
             old.append(seq)
             count += len(parts) - len(kept)
         if not old:

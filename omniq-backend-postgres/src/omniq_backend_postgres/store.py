@@ -107,15 +107,17 @@ def text_array(values: list[str | None]) -> str:
     through ``abc`` for a string, one for None: ~30 % of its time encoding a worker's
     ``finish_many``), where one string is copied as it is. Each element is quoted, with
     backslashes and quotes escaped; None is ``NULL``. The separator of the fast path is
-    NUL, which PostgreSQL text never holds."""
+    NUL, which PostgreSQL text never holds (a value with one goes whole, for the server to
+    refuse as it refuses a list parameter's)."""
     if not values:
         return "{}"
     nulls = values.count(None)
     if nulls == len(values):
         return "{" + ",".join(["NULL"] * nulls) + "}"
-    if nulls:
+    joined = "" if nulls else "\x00".join(cast("list[str]", values))
+    if nulls or joined.count("\x00") != len(values) - 1:  # (a NUL in a value: refused)
         return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
-    return "{" + _quoted("\x00".join(cast("list[str]", values))).replace("\x00", '","') + "}"
+    return "{" + _quoted(joined).replace("\x00", '","') + "}"
 
 
 def _quoted(text: str) -> str:
