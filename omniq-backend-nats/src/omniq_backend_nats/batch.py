@@ -64,6 +64,15 @@ def _writes_at_once(nc: Any) -> bool:
     return all(hasattr(nc, name) for name in _INTERNALS)
 
 
+#: What :meth:`Inbox.post` also uses: the pending buffer's size, its limit, the flusher.
+_POSTS = ("_pending", "_pending_data_size", "_max_pending_size", "_flusher_task", "stats")
+
+
+def _posts(nc: Any) -> bool:
+    """Whether ``nc`` has what :meth:`Inbox.post` needs."""
+    return all(hasattr(nc, name) for name in _POSTS)
+
+
 def _commands(messages: Sequence[tuple[str, str, bytes, dict[str, str] | None]]) -> bytes | None:
     """``(subject, reply, payload, headers)`` as one buffer of ``PUB`` / ``HPUB`` commands
     of the NATS protocol; None when one needs ``Client.publish``'s care (an empty
@@ -134,6 +143,9 @@ class Inbox:
         self._opening = asyncio.Lock()
         #: Whether a batch goes out as one buffer (see :meth:`_publish`).
         self.at_once = _writes_at_once(nc)
+        #: What :meth:`post` hands the flusher (it sets a kick's future when done: one
+        #: already done serves every kick); None when posting in place is not possible.
+        self._kick: asyncio.Future[None] | None = None
         #: Whether to read replies from the client's buffer (:mod:`.acks`), and whether
         #: that is done (set when the inbox opens).
         self.read_fast = True
@@ -146,6 +158,10 @@ class Inbox:
                     prefix = self.nc.new_inbox() + "."
                     self._prefix = prefix
                     self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                    if self.at_once and _posts(self.nc):
+                        kick = asyncio.get_running_loop().create_future()
+                        kick.set_result(None)
+                        self._kick = kick
                     if self.read_fast:
                         self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
 
@@ -242,6 +258,52 @@ class Inbox:
         publish = self.nc.publish
         for subject, reply, payload, headers in messages:
             await publish(subject, payload, reply=reply, headers=headers)
+
+    def post(self, requests: Sequence[Request], *, tell: Sequence[Request] = ()) -> Sent | None:
+        """:meth:`send` for one call's few requests (a ``delay()``, its wake-up), done in
+        place: the same one buffer (:func:`_commands`) appended to the client's pending
+        writes and the same kick of its flusher, without the coroutines of
+        ``_send_command`` and ``_flush_pending`` (nor their future and queue put). None,
+        and nothing sent, when that cannot be done so (the inbox not open yet, the
+        client without the internals, the connection not up, a buffer over the
+        client's limit): then :meth:`send` does it."""
+        nc: Any = self.nc
+        kick = self._kick
+        if kick is None or self._sub is None or not nc.is_connected or nc.is_draining_pubs:
+            return None
+        flusher = nc._flusher_task
+        if flusher is None or flusher.done():  # (a kick it would never see)
+            return None
+        limit = nc.max_payload
+        messages = [(subject, "", payload, headers) for subject, payload, headers in tell]
+        start = self._count
+        prefix = self._prefix
+        for i, (subject, payload, headers) in enumerate(requests, start + 1):
+            if len(payload) > limit:
+                return None
+            messages.append((subject, f"{prefix}{i}", payload, headers))
+        buffer = _commands(messages)
+        queue = nc._flush_queue
+        if (
+            buffer is None
+            or queue is None
+            or (0 < nc._max_pending_size < nc._pending_data_size + len(buffer))
+        ):
+            return None
+        sent = Sent(self, len(requests))
+        waiting, keys = self._waiting, sent.keys
+        for i in range(len(requests)):
+            key = str(start + 1 + i)
+            waiting[key] = (sent, i)
+            keys.append(key)
+        self._count = start + len(requests)
+        nc.stats["out_msgs"] += len(messages)
+        nc.stats["out_bytes"] += sum(len(payload) for _, _, payload, _ in messages)
+        nc._pending.append(buffer)
+        nc._pending_data_size += len(buffer)
+        if queue.empty():
+            queue.put_nowait(kick)
+        return sent
 
     # -- the requests the stores make --------------------------------------------------
 
