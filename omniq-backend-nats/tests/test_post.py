@@ -13,7 +13,7 @@ import pytest
 from omniq.events import enqueued_events
 from omniq.models import TaskState, task_decoder
 from omniq.registry import registry
-from omniq.testing import make_task
+from omniq.testing import eventually, make_task
 from omniq_backend_nats.batch import WRONG_REVISION, puts, revisions
 from omniq_backend_nats.events import NatsEventStorage
 from omniq_backend_nats.names import token
@@ -65,8 +65,28 @@ async def test_a_post_written_now_or_with_the_flusher_gets_its_answers(
         assert [a[1] for a in answers] == [WRONG_REVISION] * 5
         assert len({a[0] for a in answers}) == 5 and min(a[0] for a in answers) > max(first)
 
-        nothing = inbox.post((), tell=[(f"{nats_prefix}.wake.x", b"", None)])
-        assert nothing is not None and await nothing.replies() == []
+        # A post without requests (a wake-up) goes with the next post's write, or on the
+        # loop's next turn: never later than the client's flusher would write it.
+        heard: list[bytes] = []
+
+        async def hear(msg: nats.aio.msg.Msg) -> None:
+            heard.append(msg.data)
+
+        await nc.subscribe(f"{nats_prefix}.wake.x", cb=hear)
+        await nc.flush()
+        told = inbox.post((), tell=[(f"{nats_prefix}.wake.x", b"1", None)])
+        assert told is not None and await told.replies() == [] and nc_any._pending
+        along = inbox.post(puts(bucket, [("e", b"1", 0)]))
+        assert along is not None and not nc_any._pending, "taken along"
+        assert WRONG_REVISION not in revisions(await along.replies())
+        inbox.post((), tell=[(f"{nats_prefix}.wake.x", b"2", None)])
+        await asyncio.sleep(0)
+        assert not nc_any._pending, "written on the loop's next turn"
+
+        async def both_heard() -> bool | None:
+            return heard == [b"1", b"2"] or None
+
+        await eventually(both_heard, "both wake-ups heard, in order")
 
         kick, inbox._kick = inbox._kick, None  # (a client without the internals)
         assert inbox.post(puts(bucket, [("d", b"1", 0)])) is None

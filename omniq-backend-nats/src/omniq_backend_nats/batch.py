@@ -161,6 +161,8 @@ class Inbox:
         #: What :meth:`post` hands the flusher (it sets a kick's future when done: one
         #: already done serves every kick); None when posting in place is not possible.
         self._kick: asyncio.Future[None] | None = None
+        #: Whether :meth:`_write_pending` is due on the loop's next turn.
+        self._soon = False
         #: Whether to read replies from the client's buffer (:mod:`.acks`), and whether
         #: that is done (set when the inbox opens).
         self.read_fast = True
@@ -305,11 +307,15 @@ class Inbox:
             or (0 < nc._max_pending_size < nc._pending_data_size + len(buffer))
         ):
             return None
-        # Alone (no request of this inbox awaits a reply, nothing waits in the client's
-        # buffer nor in the socket's): written now, as the flusher would write it on the
-        # loop's next turn (one turn less per call). Otherwise it joins the flusher's
-        # next write, with the others in flight.
-        writer = _writer(nc) if not self._waiting and not nc._pending else None
+        # Alone (no other request of this inbox awaits a reply, the socket takes it at
+        # once): requests are written now, with whatever waits in the client's buffer, as
+        # the flusher would write them on the loop's next turn (one turn less per call);
+        # a post without requests (a wake-up) waits in the buffer for the next one's
+        # write, or the loop's next turn, whichever comes first: never later than the
+        # flusher would. Otherwise it joins the flusher's next write, with the others in
+        # flight.
+        alone = not self._waiting
+        writer = _writer(nc) if alone and requests else None
         sent = Sent(self, len(requests))
         waiting, keys = self._waiting, sent.keys
         for i in range(len(requests)):
@@ -319,14 +325,40 @@ class Inbox:
         self._count = start + len(requests)
         nc.stats["out_msgs"] += len(messages)
         nc.stats["out_bytes"] += sum(len(payload) for _, _, payload, _ in messages)
+        pending: list[bytes] = nc._pending
         if writer is not None:
-            writer.write(buffer)
+            if pending:
+                pending.append(buffer)
+                writer.writelines(pending)
+                nc._pending, nc._pending_data_size = [], 0
+            else:
+                writer.write(buffer)
             return sent
-        nc._pending.append(buffer)
+        pending.append(buffer)
         nc._pending_data_size += len(buffer)
-        if queue.empty():
+        if alone and not requests:
+            if not self._soon:
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self._write_pending)
+        elif queue.empty():
             queue.put_nowait(kick)
         return sent
+
+    def _write_pending(self) -> None:
+        """The loop's turn after a post without requests: write what the client's buffer
+        holds, as its flusher would (or kick the flusher, when the socket is backed up)."""
+        self._soon = False
+        nc: Any = self.nc
+        if not nc._pending or not nc.is_connected:
+            return  # (written meanwhile; or kept for the reconnect, as the client does)
+        writer = _writer(nc)
+        if writer is None:
+            queue = nc._flush_queue
+            if self._kick is not None and queue is not None and queue.empty():
+                queue.put_nowait(self._kick)
+            return
+        writer.writelines(nc._pending)
+        nc._pending, nc._pending_data_size = [], 0
 
     # -- the requests the stores make --------------------------------------------------
 
