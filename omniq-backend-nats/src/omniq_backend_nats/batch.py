@@ -64,6 +64,30 @@ def _writes_at_once(nc: Any) -> bool:
     return all(hasattr(nc, name) for name in _INTERNALS)
 
 
+#: What :meth:`Inbox.post` also uses: the pending buffer's size, its limit, the flusher.
+_POSTS = ("_pending", "_pending_data_size", "_max_pending_size", "_flusher_task", "stats")
+
+
+def _posts(nc: Any) -> bool:
+    """Whether ``nc`` has what :meth:`Inbox.post` needs."""
+    return all(hasattr(nc, name) for name in _POSTS)
+
+
+def _writer(nc: Any) -> asyncio.WriteTransport | None:
+    """The socket's transport of ``nc`` when a write to it goes out at once (a TCP
+    connection, the transport's buffer empty: the client's flusher would wait for no
+    drain), else None."""
+    writer = getattr(nc._transport, "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if (
+        isinstance(transport, asyncio.WriteTransport)
+        and not transport.get_write_buffer_size()
+        and not transport.is_closing()
+    ):
+        return transport
+    return None
+
+
 def _commands(messages: Sequence[tuple[str, str, bytes, dict[str, str] | None]]) -> bytes | None:
     """``(subject, reply, payload, headers)`` as one buffer of ``PUB`` / ``HPUB`` commands
     of the NATS protocol; None when one needs ``Client.publish``'s care (an empty
@@ -134,6 +158,11 @@ class Inbox:
         self._opening = asyncio.Lock()
         #: Whether a batch goes out as one buffer (see :meth:`_publish`).
         self.at_once = _writes_at_once(nc)
+        #: What :meth:`post` hands the flusher (it sets a kick's future when done: one
+        #: already done serves every kick); None when posting in place is not possible.
+        self._kick: asyncio.Future[None] | None = None
+        #: Whether :meth:`_write_pending` is due on the loop's next turn.
+        self._soon = False
         #: Whether to read replies from the client's buffer (:mod:`.acks`), and whether
         #: that is done (set when the inbox opens).
         self.read_fast = True
@@ -146,6 +175,10 @@ class Inbox:
                     prefix = self.nc.new_inbox() + "."
                     self._prefix = prefix
                     self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+                    if self.at_once and _posts(self.nc):
+                        kick = asyncio.get_running_loop().create_future()
+                        kick.set_result(None)
+                        self._kick = kick
                     if self.read_fast:
                         self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
 
@@ -243,6 +276,90 @@ class Inbox:
         for subject, reply, payload, headers in messages:
             await publish(subject, payload, reply=reply, headers=headers)
 
+    def post(self, requests: Sequence[Request], *, tell: Sequence[Request] = ()) -> Sent | None:
+        """:meth:`send` for one call's few requests (a ``delay()``, its wake-up), done in
+        place: the same one buffer (:func:`_commands`) appended to the client's pending
+        writes and the same kick of its flusher, without the coroutines of
+        ``_send_command`` and ``_flush_pending`` (nor their future and queue put). None,
+        and nothing sent, when that cannot be done so (the inbox not open yet, the
+        client without the internals, the connection not up, a buffer over the
+        client's limit): then :meth:`send` does it."""
+        nc: Any = self.nc
+        kick = self._kick
+        if kick is None or self._sub is None or not nc.is_connected or nc.is_draining_pubs:
+            return None
+        flusher = nc._flusher_task
+        if flusher is None or flusher.done():  # (a kick it would never see)
+            return None
+        limit = nc.max_payload
+        messages = [(subject, "", payload, headers) for subject, payload, headers in tell]
+        start = self._count
+        prefix = self._prefix
+        for i, (subject, payload, headers) in enumerate(requests, start + 1):
+            if len(payload) > limit:
+                return None
+            messages.append((subject, f"{prefix}{i}", payload, headers))
+        buffer = _commands(messages)
+        queue = nc._flush_queue
+        if (
+            buffer is None
+            or queue is None
+            or (0 < nc._max_pending_size < nc._pending_data_size + len(buffer))
+        ):
+            return None
+        # Alone (no other request of this inbox awaits a reply, the socket takes it at
+        # once): requests are written now, with whatever waits in the client's buffer, as
+        # the flusher would write them on the loop's next turn (one turn less per call);
+        # a post without requests (a wake-up) waits in the buffer for the next one's
+        # write, or the loop's next turn, whichever comes first: never later than the
+        # flusher would. Otherwise it joins the flusher's next write, with the others in
+        # flight.
+        alone = not self._waiting
+        writer = _writer(nc) if alone and requests else None
+        sent = Sent(self, len(requests))
+        waiting, keys = self._waiting, sent.keys
+        for i in range(len(requests)):
+            key = str(start + 1 + i)
+            waiting[key] = (sent, i)
+            keys.append(key)
+        self._count = start + len(requests)
+        nc.stats["out_msgs"] += len(messages)
+        nc.stats["out_bytes"] += sum(len(payload) for _, _, payload, _ in messages)
+        pending: list[bytes] = nc._pending
+        if writer is not None:
+            if pending:
+                pending.append(buffer)
+                writer.writelines(pending)
+                nc._pending, nc._pending_data_size = [], 0
+            else:
+                writer.write(buffer)
+            return sent
+        pending.append(buffer)
+        nc._pending_data_size += len(buffer)
+        if alone and not requests:
+            if not self._soon:
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self._write_pending)
+        elif queue.empty():
+            queue.put_nowait(kick)
+        return sent
+
+    def _write_pending(self) -> None:
+        """The loop's turn after a post without requests: write what the client's buffer
+        holds, as its flusher would (or kick the flusher, when the socket is backed up)."""
+        self._soon = False
+        nc: Any = self.nc
+        if not nc._pending or not nc.is_connected:
+            return  # (written meanwhile; or kept for the reconnect, as the client does)
+        writer = _writer(nc)
+        if writer is None:
+            queue = nc._flush_queue
+            if self._kick is not None and queue is not None and queue.empty():
+                queue.put_nowait(self._kick)
+            return
+        writer.writelines(nc._pending)
+        nc._pending, nc._pending_data_size = [], 0
+
     # -- the requests the stores make --------------------------------------------------
 
     async def publish(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
@@ -322,6 +439,11 @@ class Sent:
             if not self._left and not self._done.done():
                 self._done.set_result(None)
 
+    def _expire(self) -> None:
+        """The wait's timeout: end it with replies missing."""
+        if not self._done.done():
+            self._done.set_result(None)
+
     def forget(self) -> None:
         """Stop routing replies here (an abandoned or finished send)."""
         waiting = self.inbox._waiting
@@ -331,12 +453,16 @@ class Sent:
     async def replies(self) -> list[Msg]:
         """The replies in the order of the requests; ``nats.errors.TimeoutError`` when
         one is missing after the inbox's timeout (again on a second call)."""
+        done = self._done
         try:
-            if self._left and not self._done.done():
-                async with asyncio.timeout(self.inbox.timeout):
-                    await self._done
-        except TimeoutError:
-            pass
+            if self._left and not done.done():
+                # (A timer handle, not asyncio.timeout(): the same wait for less work, as
+                # a delay() waits once per call.)
+                timer = done.get_loop().call_later(self.inbox.timeout, self._expire)
+                try:
+                    await done
+                finally:
+                    timer.cancel()
         finally:
             if self._left:
                 self.forget()

@@ -192,11 +192,20 @@ class Delivery(TaskRecords):
         id, so a waiter whose waiting pull already delivered that task stays asleep; for
         several, or to a reader older than that, the message just says "work may be
         ready" (an empty one still does)."""
+        wakes = self._wakes(tasks)
+        if wakes and self.inbox.post((), tell=wakes) is None:
+            for subject, data, _ in wakes:
+                await self.nc.publish(subject, data)
+
+    def _wakes(self, tasks: Iterable[Task]) -> list[Request]:
+        """The wake-up messages of :meth:`_wake`."""
         ids: dict[str, str] = {}
         for task in tasks:
             ids[task.queue] = "" if task.queue in ids else task.id
-        for queue, task_id in ids.items():
-            await self.nc.publish(f"{self.prefix}.wake.{token(queue)}", task_id.encode())
+        return [
+            (f"{self.prefix}.wake.{token(queue)}", task_id.encode(), None)
+            for queue, task_id in ids.items()
+        ]
 
     async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
         """:meth:`_settle_message` for many: acks of cached leases go out with one batch

@@ -84,7 +84,7 @@ from .batch import (
     revisions,
     sequences,
 )
-from .connection import OPTIONS, nak_delay
+from .connection import OPTIONS, UNREACHABLE, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
 from .lapse import LeaseDeadlines
@@ -138,6 +138,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
     _leases: KeyValue
     _children: KeyValue
     _schedules: KeyValue
+    #: :meth:`_shares_home`'s last store and answer.
+    _home: tuple[BaseStore, bool] | None = None
 
     async def _setup(self) -> None:
         await self.ensure_stream(
@@ -236,7 +238,13 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         ]
         if events and storage is not None:
             requests += publishes(storage.messages([as_stored(events[0], stored)]))
-        replies = await self.reaching(self.inbox.ask(requests))
+        # Sent and awaited in place (Inbox.post), the wake-up too: no coroutine of the
+        # client's per publish, none of reaching() per call.
+        inbox = self.inbox
+        try:
+            replies = await (inbox.post(requests) or await inbox.send(requests)).replies()
+        except UNREACHABLE as exc:
+            raise self.unreachable(exc) from exc
         (created,) = revisions(replies[:1])
         if created == WRONG_REVISION:
             raise OmniQError(
@@ -244,7 +252,8 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                 f"server at {self.settings.masked}; nothing was enqueued"
             )
         sequences(replies[1:])
-        await self._wake([stored])
+        if inbox.post((), tell=self._wakes([stored])) is None:
+            await self._wake([stored])
         return [stored]
 
     async def _created(
@@ -393,9 +402,15 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
 
     def _shares_home(self, store: BaseStore) -> bool:
         """NATS result and event stores on this queue's server: their records go out on
-        this queue's connection, with the queue's own steps."""
+        this queue's connection, with the queue's own steps. (The answer for the last
+        store asked is kept: every ``delay()`` asks it of the same one.)"""
+        last = self._home
+        if last is not None and last[0] is store:
+            return last[1]
         siblings = (NatsResultStorage, NatsEventStorage)
-        return isinstance(store, siblings) and self.shares_server(store)
+        shares = isinstance(store, siblings) and self.shares_server(store)
+        self._home = (store, shares)
+        return shares
 
     async def _finish(
         self,

@@ -1,0 +1,130 @@
+"""``Inbox.post``: one call's requests sent in place (a fresh ``delay()``, a wake-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats.aio.msg
+import pytest
+
+from omniq.events import enqueued_events
+from omniq.models import TaskState, task_decoder
+from omniq.registry import registry
+from omniq.testing import eventually, make_task
+from omniq_backend_nats.batch import WRONG_REVISION, puts, revisions
+from omniq_backend_nats.events import NatsEventStorage
+from omniq_backend_nats.names import token
+from omniq_backend_nats.queue import NatsTaskQueue
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def stores_at(url: str, prefix: str) -> AsyncIterator[tuple[NatsTaskQueue, NatsEventStorage]]:
+    q = registry.resolve("task_queue", {"backend": "nats", "url": url, "prefix": prefix})
+    ev = registry.resolve("event_storage", {"backend": "nats", "url": url, "prefix": prefix})
+    assert isinstance(q, NatsTaskQueue) and isinstance(ev, NatsEventStorage)
+    async with q, ev:
+        yield q, ev
+
+
+async def test_a_post_written_now_or_with_the_flusher_gets_its_answers(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A post that is alone goes to the socket at once (nothing left in the client's
+    buffer); posts made while another awaits its replies join the client's buffer and
+    its flusher's next write. Either way each gets its own replies, in order; without
+    what it needs (the inbox not open, the client's internals missing) a post sends
+    nothing and says so."""
+    async with stores_at(nats_url, nats_prefix) as (q, _):
+        inbox, nc = q.inbox, q.nc
+        bucket = f"{nats_prefix}_tasks"
+        assert inbox.post(puts(bucket, [("k", b"v", 0)])) is None, "not open yet: send opens"
+        await inbox.write(bucket, [("opened", b"", None)])
+        nc_any: Any = nc
+
+        alone = inbox.post(puts(bucket, [("a", b"1", 0), ("b", b"2", 0)]))
+        assert alone is not None and not nc_any._pending, "written at once"
+        first = revisions(await alone.replies())
+        assert WRONG_REVISION not in first
+
+        together = [
+            inbox.post(puts(bucket, [(f"c{i}", b"x", 0), ("a", b"y", 0)])) for i in range(5)
+        ]
+        assert all(s is not None for s in together)
+        assert nc_any._pending, "the posts after the first wait for the flusher"
+        answers = [revisions(await s.replies()) for s in together if s is not None]
+        assert [a[1] for a in answers] == [WRONG_REVISION] * 5
+        assert len({a[0] for a in answers}) == 5 and min(a[0] for a in answers) > max(first)
+
+        # A post without requests (a wake-up) goes with the next post's write, or on the
+        # loop's next turn: never later than the client's flusher would write it.
+        heard: list[bytes] = []
+
+        async def hear(msg: nats.aio.msg.Msg) -> None:
+            heard.append(msg.data)
+
+        await nc.subscribe(f"{nats_prefix}.wake.x", cb=hear)
+        await nc.flush()
+        told = inbox.post((), tell=[(f"{nats_prefix}.wake.x", b"1", None)])
+        assert told is not None and await told.replies() == [] and nc_any._pending
+        along = inbox.post(puts(bucket, [("e", b"1", 0)]))
+        assert along is not None and not nc_any._pending, "taken along"
+        assert WRONG_REVISION not in revisions(await along.replies())
+        inbox.post((), tell=[(f"{nats_prefix}.wake.x", b"2", None)])
+        await asyncio.sleep(0)
+        assert not nc_any._pending, "written on the loop's next turn"
+
+        async def both_heard() -> bool | None:
+            return heard == [b"1", b"2"] or None
+
+        await eventually(both_heard, "both wake-ups heard, in order")
+
+        kick, inbox._kick = inbox._kick, None  # (a client without the internals)
+        assert inbox.post(puts(bucket, [("d", b"1", 0)])) is None
+        inbox._kick = kick
+        assert await inbox.get(bucket, ["d"]) == [None], "a refused post sent nothing"
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+async def test_a_fresh_delay_stores_record_message_event_and_wakes(
+    nats_url: str, nats_prefix: str, in_place: bool
+) -> None:
+    """A fresh ``delay()``, posted in place or sent the client's way: the record, the
+    delivery message and the ``enqueued`` event are stored, and the queue's waiters
+    hear the wake-up naming the task, after the record exists."""
+    async with stores_at(nats_url, nats_prefix) as (q, ev):
+        await q.inbox.write(f"{nats_prefix}_tasks", [("opened", b"", None)])
+        if not in_place:
+            q.inbox._kick = None
+        woken: asyncio.Queue[bytes] = asyncio.Queue()
+        records: list[bytes | None] = []
+
+        async def on_wake(msg: nats.aio.msg.Msg) -> None:
+            found = await q.inbox.get(f"{nats_prefix}_tasks", [token(msg.data.decode())])
+            records.append(found[0][0] if found[0] else None)
+            woken.put_nowait(msg.data)
+
+        await q.nc.subscribe(f"{nats_prefix}.wake.{token('default')}", cb=on_wake)
+        await q.nc.flush()
+        for n in range(3):
+            task = make_task(id=f"fresh-{n}")
+            (stored,) = await q.enqueue_recorded(
+                [task], enqueued_events([task], 1.0), ev, fresh=True
+            )
+            assert stored.state is TaskState.PENDING
+            assert await asyncio.wait_for(woken.get(), 5) == task.id.encode()
+        assert all(
+            r is not None and task_decoder.decode(r).id.startswith("fresh-") for r in records
+        )
+        assert await q.inbox.stream_messages(q.stream) == 3
+        events = await ev.query(queue="default")
+        assert sorted(e.task_id for e in events) == ["fresh-0", "fresh-1", "fresh-2"]
