@@ -9,8 +9,11 @@ per task). Every reader expands a bundle into its events, so it sees the same ev
 either way; a query by task also reads the bundles of its queue and type and keeps the
 task's events. ``since`` starts the read at that stream time minus ``clock_skew``
 seconds: an event is appended after it happened, so its message is never older than
-its timestamp by more than the skew between hosts. ``until``, several types and the
-ordering by timestamp are applied here.
+its timestamp by more than the skew between hosts. A bundle holds enqueued events,
+written after their ids were made, so a query by a task whose id :func:`new_id` made
+starts its read of bundles at the id's time minus ``clock_skew`` (or ``since``'s start,
+when later), not at the start of the queue's bulk history; any other id reads them all.
+``until``, several types and the ordering by timestamp are applied here.
 """
 
 from __future__ import annotations
