@@ -36,6 +36,7 @@ from omniq.models import (
     TaskResult,
     TaskState,
     encoder,
+    new_id,
     task_decoder,
 )
 from omniq.registry import registry
@@ -1100,6 +1101,51 @@ async def test_a_bundle_leaves_out_only_what_it_cannot_decode(
         assert await events.cleanup(1_700_000_000.0 + 1.5) == 2
         assert await events.query() == good[2:]
         assert await stream_count_of(events) == 3, "the bad ones are kept, like a bad event"
+
+
+async def test_a_query_by_task_reads_bundles_from_its_ids_time(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query by a task whose id ``new_id`` made reads the bundles from the id's time
+    less ``clock_skew`` (its enqueued event is in none before; the later of that and
+    ``since``), not the queue's whole bulk history; an application's id, or one from
+    the future, reads them all. Each finds its bundled event."""
+    store = NatsEventStorage.from_url(nats_url, prefix=nats_prefix, clock_skew=0.0)
+    async with store:
+        read: list[str] = []  # the subjects of the bundles the reads deliver
+        scan = store.scan
+
+        async def counting(*args: Any, **kwargs: Any) -> AsyncIterator[nats.aio.msg.Msg]:
+            async for msg in scan(*args, **kwargs):
+                if msg.subject.endswith(BUNDLE):
+                    read.append(msg.subject)
+                yield msg
+
+        monkeypatch.setattr(store, "scan", counting)
+
+        async def bundled(*events: TaskEvent) -> None:
+            await store.inbox.publish(store.bundles(events, store.nc.max_payload))
+
+        future = f"{time.time_ns() + 3600 * 10**9:x}-{'0' * 16}"
+        early = [make_event(task_id=i, queue="q") for i in ("order-1", future, new_id())]
+        await bundled(*early)  # acknowledged: stored before the next id is made
+        late_id = new_id()
+        late = make_event(task_id=late_id, queue="q", timestamp=time.time())
+        await bundled(late, make_event(queue="q"))
+
+        async def query(task_id: str, **kw: Any) -> tuple[list[TaskEvent], int]:
+            read.clear()
+            found = await store.query(task_id=task_id, **kw)
+            return found, len(read)
+
+        assert await query(late_id) == ([late], 1), "the earlier bundle is not read"
+        assert await query(late_id, queue="q") == ([late], 1)
+        assert await query(late_id, since=late.timestamp - 3600) == ([late], 1)
+        assert await query(late_id, since=late.timestamp) == ([late], 1)
+        assert await query(late_id, since=late.timestamp + 60) == ([], 0)
+        for event in early:
+            assert await query(event.task_id) == ([event], 2), event.task_id
+        assert await query(early[0].task_id, since=late.timestamp) == ([], 1)
 
 
 async def test_two_cleanups_at_once_store_a_partly_old_bundle_once(

@@ -1,11 +1,21 @@
 import os
 import sys
+import time
 from datetime import UTC, datetime
 
 import pytest
 
 from omniq.errors import ConfigError
-from omniq.models import Schedule, Task, TaskState, new_id, new_ids, validate_cron, validate_name
+from omniq.models import (
+    Schedule,
+    Task,
+    TaskState,
+    id_time,
+    new_id,
+    new_ids,
+    validate_cron,
+    validate_name,
+)
 
 
 def ts(*args):
@@ -80,6 +90,28 @@ def test_ids_are_unique_and_sort_by_creation():
     assert len(set(ids)) == len(ids)
     assert sorted(ids, key=lambda i: int(i.split("-")[0], 16)) == ids
     assert all(validate_name("id", i) == i for i in ids[:10])
+
+
+def test_id_time_reads_the_time_of_new_ids_only():
+    before = time.time()
+    made = [new_id(), *new_ids(3)]
+    after = time.time()
+    for i in made:
+        t = id_time(i)
+        assert t is not None and before - 0.001 <= t <= after + 0.001, (i, t)
+    # Any other form (an application's id) has no time: a store reads all of it.
+    others = [
+        "order-42",
+        "t.1",
+        made[0].upper(),
+        "0" + made[0],
+        made[0] + "0",
+        made[0].replace("-", "_"),
+        "1" + made[0],  # 17 time digits: past 2554, not made by new_id
+        "-" + made[0].split("-")[1],
+        "17a-" + "g" * 16,
+    ]
+    assert [id_time(i) for i in others] == [None] * len(others)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")

@@ -9,13 +9,17 @@ per task). Every reader expands a bundle into its events, so it sees the same ev
 either way; a query by task also reads the bundles of its queue and type and keeps the
 task's events. ``since`` starts the read at that stream time minus ``clock_skew``
 seconds: an event is appended after it happened, so its message is never older than
-its timestamp by more than the skew between hosts. ``until``, several types and the
-ordering by timestamp are applied here.
+its timestamp by more than the skew between hosts. A bundle holds enqueued events,
+written after their ids were made, so a query by a task whose id :func:`new_id` made
+starts its read of bundles at the id's time minus ``clock_skew`` (or ``since``'s start,
+when later), not at the start of the queue's bulk history; any other id reads them all.
+``until``, several types and the ordering by timestamp are applied here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from omniq.interfaces import BaseEventStorage, Capability
-from omniq.models import TaskEvent, encoder, event_decoder
+from omniq.models import TaskEvent, encoder, event_decoder, id_time
 from omniq.options import Option
 from omniq.records import decode_or_skip
 
@@ -181,7 +185,8 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
             return []
         queue_part = token(queue) if queue is not None else "*"
         type_part = token(next(iter(wanted))) if wanted and len(wanted) == 1 else "*"
-        start = since - self.settings["clock_skew"] if since is not None else None
+        skew = self.settings["clock_skew"]
+        start = since - skew if since is not None else None
         read: list[tuple[int, TaskEvent]] = []
         if task_id is None:
             read = [p async for p in self._events(self._subject(queue_part, type_part, "*"), start)]
@@ -189,9 +194,11 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
             # The task's own messages and the bundles of its queue and type: two reads
             # (a consumer takes one filter subject on older servers), merged in append
             # order by stream sequence (a stable sort keeps a bundle's order).
-            for last in (token(task_id), BUNDLE):
-                subject = self._subject(queue_part, type_part, last)
-                read += [p async for p in self._events(subject, start, task_id)]
+            own = self._subject(queue_part, type_part, token(task_id))
+            read = [p async for p in self._events(own, start, task_id)]
+            bundles = self._subject(queue_part, type_part, BUNDLE)
+            bundle_start = _bundle_start(task_id, start, skew)
+            read += [p async for p in self._events(bundles, bundle_start, task_id)]
             read.sort(key=lambda p: p[0])
         found: list[TaskEvent] = []
         for _, event in read:
@@ -239,6 +246,18 @@ class NatsEventStorage(NatsStore, BaseEventStorage):
             await self.js.purge_stream(self.stream, seq=head[-1] + 1)
         await asyncio.gather(*(self.js.delete_msg(self.stream, s) for s in old[len(head) :]))
         return count
+
+
+def _bundle_start(task_id: str, start: float | None, skew: float) -> float | None:
+    """Where a query by ``task_id`` starts reading bundles: a bundle holds enqueued events
+    only, written after the id was made, so for an id :func:`new_id` made, its time
+    less ``skew`` (the id's time is the client's clock, the stream's the server's), or
+    ``start`` when later. Any other id, or one from the future (not made by ``new_id``
+    or by a clock off by more than the skew), reads from ``start``."""
+    made = id_time(task_id)
+    if made is None or made - skew > time.time():
+        return start
+    return made - skew if start is None else max(start, made - skew)
 
 
 def _older(part: bytes | msgspec.Raw, older_than: float, subject: str) -> bool:

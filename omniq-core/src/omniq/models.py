@@ -32,6 +32,7 @@ __all__ = [
     "TaskResult",
     "TaskState",
     "WorkerInfo",
+    "id_time",
     "new_id",
     "new_ids",
     "now",
@@ -81,6 +82,20 @@ def new_ids(n: int) -> list[str]:
         return [new_id()]
     time_ns = time.time_ns
     return [f"{time_ns():x}-{part}" for part in _random_hex(n)]
+
+
+#: Exactly what :func:`new_id` makes: ``time.time_ns()`` in hex (no leading zero; 16
+#: digits hold every time until 2554), a dash, 16 random hex digits.
+_NEW_ID = re.compile(r"^([1-9a-f][0-9a-f]{0,15})-[0-9a-f]{16}$")
+
+
+def id_time(task_id: str) -> float | None:
+    """When :func:`new_id` made ``task_id`` (seconds since the epoch, by the clock of the
+    host that made it), or None for an id of any other form (one the application
+    gave). A store may skip what was written before that time, less the clock skew:
+    nothing about the id can be written earlier."""
+    match = _NEW_ID.match(task_id)
+    return None if match is None else int(match[1], 16) / 1e9
 
 
 def validate_name(kind: str, value: object) -> str:
