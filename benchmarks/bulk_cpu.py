@@ -20,7 +20,6 @@ import asyncio
 import cProfile
 import gc
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from latency_cpu import backend_pids, cpu_seconds  # noqa: E402
+from drivers import backend_pids, cpu_seconds, print_medians, use_store  # noqa: E402
 
 WAL = "SELECT wal_records, wal_bytes FROM pg_stat_wal"
 
@@ -40,9 +39,7 @@ async def one_round(url: str, schema: str, n: int, profile: str | None) -> dict[
 
     base = url.split("?")[0]
     store_url = f"{base}?schema={schema}"
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = store_url
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(store_url)
     app = AsyncOmniQ()
 
     @app.task(name="noop_async")
@@ -93,10 +90,7 @@ async def main(url: str, n: int, rounds: int, profile: str | None) -> None:
         figures = await one_round(url, f"bulkcpu{os.getpid()}_{r}", n, profile)
         results.append(figures)
         print(" ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
-    if rounds > 1:
-        keys = results[0].keys()
-        medians = {k: statistics.median(f[k] for f in results) for k in keys}
-        print("median " + " ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
+    print_medians(results)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,7 @@ import asyncio
 import os
 import time
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from drivers import cpu_seconds, use_store
 
 
 async def main(url: str, n: int, pid: int | None) -> None:
@@ -35,9 +30,7 @@ async def main(url: str, n: int, pid: int | None) -> None:
     from omniq import AsyncOmniQ
 
     prefix = f"bulk{os.getpid()}"
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = f"{url}?prefix={prefix}"
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(f"{url}?prefix={prefix}")
     app = AsyncOmniQ()
 
     @app.task(name="noop_async")

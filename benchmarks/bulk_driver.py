@@ -15,6 +15,8 @@ import asyncio
 import os
 import sys
 
+from drivers import use_store
+
 
 async def main(url: str, n: int) -> None:
     import asyncpg
@@ -23,9 +25,7 @@ async def main(url: str, n: int) -> None:
 
     base = url.split("?")[0]
     schema = f"bulkdrv{os.getpid()}"
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = f"{base}?schema={schema}"
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(f"{base}?schema={schema}")
     os.environ.setdefault("OMNIQ_DISABLE_PLUGINS", "opentelemetry,prometheus")
     app = AsyncOmniQ()
 

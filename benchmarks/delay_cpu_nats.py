@@ -21,12 +21,7 @@ import asyncio
 import os
 import time
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from drivers import cpu_seconds, use_store
 
 
 def own_cpu() -> float:
@@ -113,9 +108,7 @@ if __name__ == "__main__":
     parser.add_argument("--sync", action="store_true", help="the blocking sync API")
     args = parser.parse_args()
     prefix = f"delay{os.getpid()}"
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = f"{args.url}?prefix={prefix}"
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(f"{args.url}?prefix={prefix}")
     try:
         (run_sync if args.sync else run_async)(args.n, args.pid)
     finally:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
+
+from drivers import use_store
 
 
 def main() -> None:
@@ -26,9 +27,7 @@ def main() -> None:
     parser.add_argument("mode", choices=("async", "sync"), help="awaited or blocking delay()")
     parser.add_argument("n", type=int, help="delay() calls after the warm-up")
     args = parser.parse_args()
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = args.url
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(args.url)
     if args.mode == "async":
         asyncio.run(awaited(args.n))
     else:

@@ -23,44 +23,16 @@ import sys
 import time
 from pathlib import Path
 
+from drivers import backend_pids, cpu_seconds, use_store
+
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
 WORKER = [sys.executable, "-m", "omniq.cli", "worker", "--app", "bench_tasks:app", "--no-progress"]
 WORKER += ["--log-level", "WARNING"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-async def backend_pids(url: str) -> list[int]:
-    """The server processes of every session on ``url``'s database but this one."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        return []
-    import asyncpg
-
-    conn = await asyncpg.connect(url.split("?")[0])
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return [row[0] for row in rows]
-
-
 async def main(url: str, n: int, expect: bool) -> None:
     sys.path.insert(0, str(HERE))
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = url
-    os.environ["OMNIQ_EVENTS"] = "true"
+    use_store(url)
     from bench_tasks import app, noop_async
 
     from omniq.interfaces import BaseResultStorage

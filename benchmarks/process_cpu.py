@@ -28,7 +28,6 @@ import asyncio
 import cProfile
 import gc
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from latency_cpu import backend_pids, cpu_seconds  # noqa: E402
+from drivers import backend_pids, cpu_seconds, print_medians, use_store  # noqa: E402
 
 
 def make_app(url: str, schema: str) -> tuple[Any, Any]:
@@ -57,9 +56,7 @@ def make_app(url: str, schema: str) -> tuple[Any, Any]:
 def use_schema(url: str, schema: str) -> str:
     """Point this process's stores at ``schema``; return the plain URL."""
     base = url.split("?")[0]
-    for name in ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE"):
-        os.environ[name] = f"{base}?schema={schema}"
-    os.environ.setdefault("OMNIQ_EVENTS", "true")
+    use_store(f"{base}?schema={schema}", events=os.environ.get("OMNIQ_EVENTS") != "false")
     return base
 
 
@@ -128,9 +125,7 @@ async def rounds(url: str, n: int, count: int, batch: int, profile: str | None) 
             await conn.close()
         results.append(figures)
         print(" ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
-    if count > 1:
-        medians = {k: statistics.median(f[k] for f in results) for k in results[0]}
-        print("median " + " ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
+    print_medians(results)
 
 
 if __name__ == "__main__":
