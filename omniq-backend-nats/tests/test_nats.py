@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import nats
 import nats.aio.msg
 import nats.errors
@@ -45,6 +46,7 @@ from omniq_backend_nats.acks import read_replies_fast
 from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
+from omniq_backend_nats.limits import CLAIM_GRACE
 from omniq_backend_nats.names import consumer_name, token, untoken
 from omniq_backend_nats.queue import NatsTaskQueue
 from omniq_backend_nats.results import KEPT_MAX, NatsResultStorage
@@ -814,6 +816,92 @@ async def test_a_slot_freed_while_a_limited_reserve_judges_starts_the_next_after
         monkeypatch.setattr(q, "now", before_the_end)
         (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
         assert got.id == second.id and (got.started_at or 0.0) >= ended
+
+
+async def test_a_slot_taken_but_not_yet_claimed_is_held_from_another_reserver(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reserver took the only slot (its task's id is in the entry) and has not yet
+    claimed the task (its record still says pending): another reserver judging meanwhile
+    must not take the slot over, else two run at once under a limit of one."""
+    limits = Limits.build(task_concurrency={"capped": 1})
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        first = await q.enqueue(make_task(name="capped"))
+        judged, go_on = asyncio.Event(), asyncio.Event()
+        claim_many = q._claim_many
+
+        async def claim_later(*args: Any) -> list[Task | BaseException | None]:
+            judged.set()  # the slot is taken; the claim waits here
+            await go_on.wait()
+            return await claim_many(*args)
+
+        monkeypatch.setattr(q, "_claim_many", claim_later)
+        with anyio.fail_after(30):
+            reserving = asyncio.ensure_future(q.reserve_limited(["default"], "w1", 60, 1, limits))
+            await judged.wait()
+            assert (await q.get(first.id)).state is TaskState.PENDING  # type: ignore[union-attr]
+            second = await q.enqueue(make_task(name="capped"))
+            meanwhile = await other.reserve_limited(["default"], "w2", 60, 1, limits)
+            go_on.set()
+            (got,) = (await reserving).tasks
+        assert meanwhile.tasks == [] and got.id == first.id
+        assert (await q.get(second.id)).state is TaskState.PENDING  # type: ignore[union-attr]
+
+
+async def test_a_slot_taken_by_a_reserver_that_died_before_its_claim_frees_after_a_grace(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reserver that took a slot and died before claiming its task holds the slot for
+    ``CLAIM_GRACE`` only: a reserve judging after that takes it."""
+    limits = Limits.build(task_concurrency={"capped": 1})
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        await q.enqueue(make_task(name="capped"))
+        judged = asyncio.Event()
+
+        async def die(*args: Any) -> list[Task | BaseException | None]:
+            judged.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never reached")
+
+        monkeypatch.setattr(q, "_claim_many", die)
+        with anyio.fail_after(30):
+            reserving = asyncio.ensure_future(q.reserve_limited(["default"], "w1", 60, 1, limits))
+            await judged.wait()
+        reserving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reserving
+        second = await other.enqueue(make_task(name="capped"))
+        later = await other.now() + CLAIM_GRACE
+
+        async def after_the_grace() -> float:
+            return later
+
+        monkeypatch.setattr(other, "now", after_the_grace)
+        (got,) = (await other.reserve_limited(["default"], "w2", 60, 1, limits)).tasks
+        assert got.id == second.id
+
+
+async def test_a_concurrency_entry_of_the_older_layout_is_read_and_older_readers_read_ours(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """An entry written before members carried when they took their slot (two fields)
+    still decodes, its members counting as taken long ago; the entry written now (three
+    fields) decodes with the older two-field layout."""
+
+    class Older(msgspec.Struct, array_like=True):
+        next_at: float = -1.0
+        running: list[str] = []
+
+    limits = Limits.build(task_concurrency={"capped": 1})
+    async with queue_at(nats_url, nats_prefix) as q:
+        task = await q.enqueue(make_task(name="capped"))  # pending, never claimed
+        kv = await q._limits_bucket()
+        await kv.put(token("task:capped"), encoder.encode(Older(-1.0, [task.id])))
+        (got,) = (await q.reserve_limited(["default"], "w1", 60, 1, limits)).tasks
+        assert got.id == task.id
+        found = await kv.get(token("task:capped"))
+        assert found.value is not None
+        assert msgspec.msgpack.decode(found.value, type=Older).running == [task.id]
 
 
 @contextlib.asynccontextmanager

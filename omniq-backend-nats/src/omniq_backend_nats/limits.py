@@ -2,11 +2,13 @@
 holds one entry per limit key, changed only by compare-and-set.
 
 Entry ``task:<name>`` or ``queue:<queue>``: when its rate next allows a start and, for a
-task name with a concurrency limit, the ids of its tasks that took a slot (a member
-counts while its record says ``RUNNING`` under a lease that has not lapsed, and is dropped
-once it does not: whatever ends a lease gives the slot back). Pulled messages are judged
-before they are claimed; a task a limit holds back has its message put back with a
-delay (a nak: no lease, no attempt), until its rate allows it, or briefly for a
+task name with a concurrency limit, the ids of its tasks that took a slot and when each
+took it. A member counts while its record says ``RUNNING`` under a lease that has not
+lapsed, and is dropped once it does not (whatever ends a lease gives the slot back),
+except that one not claimed yet counts for :data:`CLAIM_GRACE` after it took its slot:
+its reserver claims it only after judging the rest of its pulled batch. Pulled messages
+are judged before they are claimed; a task a limit holds back has its message put back
+with a delay (a nak: no lease, no attempt), until its rate allows it, or briefly for a
 concurrency limit. Judged by this host's clock, as leases are here.
 """
 
@@ -20,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from omniq.limits import SCAN_AHEAD, Limits, Reservation
-from omniq.models import Task, TaskState, encoder
+from omniq.models import READY_STATES, Task, TaskState, encoder
 
 from .connection import confirm, nak_delay
 from .delivery import _carried
@@ -31,6 +33,14 @@ __all__ = ["LimitedReserve"]
 
 #: Seconds a task held back by a concurrency limit waits before it is offered again.
 CONCURRENCY_RECHECK = 0.2
+#: Seconds a member not claimed yet (its record not ``RUNNING``, not started since it took
+#: its slot) keeps the slot: its reserver claims it after judging the rest of its batch
+#: (up to ``limit + SCAN_AHEAD`` messages, a few round trips each), which takes well under
+#: a second unless the server or the host is badly loaded. Longer would cover a slower
+#: reserver; shorter frees sooner the slot of one that died between taking a slot and
+#: claiming its task (it holds the slot this long, where a worker that dies after the
+#: claim holds it for its whole lease).
+CLAIM_GRACE = 10.0
 #: Compare-and-set attempts on one task's limit entries before it is held back.
 _CAS_TRIES = 10
 
@@ -38,6 +48,16 @@ _CAS_TRIES = 10
 class _Entry(msgspec.Struct, array_like=True):
     next_at: float = -1.0
     running: list[str] = []
+    #: When each member of ``running`` took its slot, by its reserver's clock. An entry
+    #: older versions wrote has none: its members count as having taken it long ago.
+    taken: list[float] = []
+
+    def members(self) -> list[tuple[str, float]]:
+        """The ids in ``running``, each with when it took its slot."""
+        return [
+            (i, self.taken[n] if n < len(self.taken) else float("-inf"))
+            for n, i in enumerate(self.running)
+        ]
 
 
 _decoder = msgspec.msgpack.Decoder(_Entry)
@@ -130,12 +150,15 @@ class LimitedReserve(Reserve):
             wait = max((entries[k][0].next_at for k in every), default=-1.0)
             if wait > at:
                 return wait
-            live: list[str] = []
+            live: list[tuple[str, float]] = []
             if cap is not None:
                 live = [
-                    i
-                    for i in entries[slot_key][0].running
-                    if i in screen.admitted or await self._holds_slot(i, at, screen)
+                    (i, since)
+                    for i, since in entries[slot_key][0].members()
+                    # (its own id: a stale take, or a duplicate message's, whose claim
+                    # loses to this one's or wins over it: one slot for either)
+                    if i != task.id
+                    and (i in screen.admitted or await self._holds_slot(i, since, at, screen))
                 ]
                 if len(live) >= cap:
                     return at
@@ -143,9 +166,11 @@ class LimitedReserve(Reserve):
                 for k in keys:
                     old, rev = entries[k]
                     new = _Entry(
-                        at + every[k] if k in every else old.next_at,
-                        [*live, task.id] if k == slot_key and cap is not None else old.running,
+                        at + every[k] if k in every else old.next_at, old.running, old.taken
                     )
+                    if k == slot_key and cap is not None:
+                        new.running = [*(i for i, _ in live), task.id]
+                        new.taken = [*(since for _, since in live), at]
                     if rev is None:
                         await kv.create(token(k), encoder.encode(new))
                     else:
@@ -164,9 +189,11 @@ class LimitedReserve(Reserve):
             return _Entry(), found.revision
         return _decoder.decode(found.value), found.revision
 
-    async def _holds_slot(self, task_id: str, at: float, screen: _Screen) -> bool:
-        """Whether a member still holds its slot. One that ended after ``at`` (while
-        this reserve judged) moves the start of what the screen admits after its end."""
+    async def _holds_slot(self, task_id: str, taken: float, at: float, screen: _Screen) -> bool:
+        """Whether a member (whose slot was taken at ``taken``) still holds it: running
+        under a live lease, or not claimed yet within :data:`CLAIM_GRACE`. One that
+        ended after ``at`` (while this reserve judged) moves the start of what the screen
+        admits after its end."""
         found = await self._read(task_id)
         if found is None:
             return False
@@ -175,4 +202,10 @@ class LimitedReserve(Reserve):
             return True
         if task.finished_at is not None:
             screen.not_before = max(screen.not_before, task.finished_at)
-        return False
+        # Ready and not started since its slot was taken: its reserver has not claimed it
+        # yet (a claim stamps ``started_at`` no earlier than ``taken``, by the same clock).
+        return (
+            task.state in READY_STATES
+            and (task.started_at is None or task.started_at < taken)
+            and at < taken + CLAIM_GRACE
+        )
