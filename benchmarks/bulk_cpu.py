@@ -15,7 +15,6 @@ round's ``enqueue_many`` to the given file.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import gc
@@ -27,7 +26,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from drivers import backend_pids, cpu_seconds, print_medians, use_store  # noqa: E402
+from drivers import (  # noqa: E402
+    arguments,
+    backend_pids,
+    cpu_seconds,
+    noop_app,
+    print_medians,
+    print_round,
+    use_store,
+)
 
 WAL = "SELECT wal_records, wal_bytes FROM pg_stat_wal"
 
@@ -35,16 +42,10 @@ WAL = "SELECT wal_records, wal_bytes FROM pg_stat_wal"
 async def one_round(url: str, schema: str, n: int, profile: str | None) -> dict[str, float]:
     import asyncpg
 
-    from omniq import AsyncOmniQ
-
     base = url.split("?")[0]
     store_url = f"{base}?schema={schema}"
     use_store(store_url)
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app()
 
     probe = await asyncpg.connect(base)
     try:
@@ -89,14 +90,12 @@ async def main(url: str, n: int, rounds: int, profile: str | None) -> None:
     for r in range(rounds):
         figures = await one_round(url, f"bulkcpu{os.getpid()}_{r}", n, profile)
         results.append(figures)
-        print(" ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
+        print_round(figures)
     print_medians(results)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("-n", type=int, default=10_000)
+    parser = arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default=None)
     parser.add_argument("--batch", type=int, default=None, help="the app's ENQUEUE_BATCH")

@@ -16,26 +16,19 @@ id into a stream of its own, then ``publish_async_completed``), per message.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
 
-from drivers import cpu_seconds, use_store
+from drivers import arguments, cpu_seconds, noop_app, use_store
 
 
 async def main(url: str, n: int, pid: int | None) -> None:
     import nats
 
-    from omniq import AsyncOmniQ
-
     prefix = f"bulk{os.getpid()}"
     use_store(f"{url}?prefix={prefix}")
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app()
 
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -109,9 +102,7 @@ async def raw(url: str, n: int, pid: int | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("-n", type=int, default=10_000)
+    parser = arguments(__doc__)
     parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
     parser.add_argument("--raw", action="store_true", help="raw bulk publishing instead")
     args = parser.parse_args()

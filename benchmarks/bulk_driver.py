@@ -15,23 +15,17 @@ import asyncio
 import os
 import sys
 
-from drivers import use_store
+from drivers import noop_app, use_store
 
 
 async def main(url: str, n: int) -> None:
     import asyncpg
 
-    from omniq import AsyncOmniQ
-
     base = url.split("?")[0]
     schema = f"bulkdrv{os.getpid()}"
     use_store(f"{base}?schema={schema}")
     os.environ.setdefault("OMNIQ_DISABLE_PLUGINS", "opentelemetry,prometheus")
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app()
 
     await app.open()
     try:

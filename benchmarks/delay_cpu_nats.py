@@ -16,12 +16,11 @@ streams are deleted afterwards. For the client's instructions per call, run it u
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
 
-from drivers import cpu_seconds, use_store
+from drivers import arguments, cpu_seconds, noop_app, use_store
 
 
 def own_cpu() -> float:
@@ -36,13 +35,7 @@ def report(kind: str, n: int, wall: float, client: float, server: float | None) 
 
 
 def run_async(n: int, pid: int | None) -> None:
-    from omniq import AsyncOmniQ
-
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app()
 
     async def main() -> None:
         await app.open()
@@ -101,9 +94,7 @@ async def delete_streams(url: str, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("-n", type=int, default=10_000)
+    parser = arguments(__doc__)
     parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
     parser.add_argument("--sync", action="store_true", help="the blocking sync API")
     args = parser.parse_args()

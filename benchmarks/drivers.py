@@ -5,9 +5,11 @@ their rounds."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
 STORES = ("OMNIQ_TASK_QUEUE", "OMNIQ_RESULT_STORAGE", "OMNIQ_EVENT_STORAGE")
@@ -54,3 +56,31 @@ def print_medians(results: Sequence[dict[str, float]]) -> None:
     if len(results) > 1:
         medians = {k: statistics.median(f[k] for f in results) for k in results[0]}
         print("median " + " ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
+
+
+def noop_app(*, blocking: bool = False) -> tuple[Any, Any]:
+    """An app (``OmniQ`` when ``blocking``, else ``AsyncOmniQ``) on the stores
+    :func:`use_store` set, and its no-op task under ``bench_tasks``' name."""
+    from omniq import AsyncOmniQ, OmniQ
+
+    app: Any = OmniQ() if blocking else AsyncOmniQ()
+
+    @app.task(name="noop_async")
+    async def noop() -> None:
+        pass
+
+    return app, noop
+
+
+def arguments(doc: str | None, n: int = 10_000) -> argparse.ArgumentParser:
+    """A driver's command line: its docstring's first paragraph, the store's ``url`` and
+    ``-n``, the tasks to measure."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("-n", type=int, default=n)
+    return parser
+
+
+def print_round(figures: dict[str, float]) -> None:
+    """One round's ``k v ...`` line."""
+    print(" ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)

@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import gc
 
-from drivers import use_store
+from drivers import noop_app, use_store
 
 
 def main() -> None:
@@ -35,13 +35,7 @@ def main() -> None:
 
 
 async def awaited(n: int) -> None:
-    from omniq import AsyncOmniQ
-
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app()
 
     await app.open()
     try:
@@ -57,13 +51,7 @@ async def awaited(n: int) -> None:
 
 
 def blocking(n: int) -> None:
-    from omniq import OmniQ
-
-    app = OmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
+    app, noop = noop_app(blocking=True)
 
     app.open()
     try:

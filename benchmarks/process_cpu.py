@@ -23,7 +23,6 @@ worker's per task::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import gc
@@ -36,21 +35,21 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from drivers import backend_pids, cpu_seconds, print_medians, use_store  # noqa: E402
+from drivers import (  # noqa: E402
+    arguments,
+    backend_pids,
+    cpu_seconds,
+    noop_app,
+    print_medians,
+    print_round,
+    use_store,
+)
 
 
 def make_app(url: str, schema: str) -> tuple[Any, Any]:
     """A fresh app on ``schema`` with bench_tasks' no-op under its name."""
     use_schema(url, schema)
-    from omniq import AsyncOmniQ
-
-    app = AsyncOmniQ()
-
-    @app.task(name="noop_async")
-    async def noop() -> None:
-        pass
-
-    return app, noop
+    return noop_app()
 
 
 def use_schema(url: str, schema: str) -> str:
@@ -124,14 +123,12 @@ async def rounds(url: str, n: int, count: int, batch: int, profile: str | None) 
         finally:
             await conn.close()
         results.append(figures)
-        print(" ".join(f"{k} {v:,.1f}" for k, v in figures.items()), flush=True)
+        print_round(figures)
     print_medians(results)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("-n", type=int, default=10_000)
+    parser = arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=100, help="tasks a reserve takes")
     parser.add_argument("--profile", default=None)
