@@ -110,6 +110,7 @@ def test_id_time_reads_the_time_of_new_ids_only():
         "1" + made[0],  # 17 time digits: past 2554, not made by new_id
         "-" + made[0].split("-")[1],
         "17a-" + "g" * 16,
+        made[0] + "\n",  # (a pattern ending in $ would take it)
     ]
     assert [id_time(i) for i in others] == [None] * len(others)
 

@@ -86,7 +86,7 @@ def new_ids(n: int) -> list[str]:
 
 #: Exactly what :func:`new_id` makes: ``time.time_ns()`` in hex (no leading zero; 16
 #: digits hold every time until 2554), a dash, 16 random hex digits.
-_NEW_ID = re.compile(r"^([1-9a-f][0-9a-f]{0,15})-[0-9a-f]{16}$")
+_NEW_ID = re.compile(r"([1-9a-f][0-9a-f]{0,15})-[0-9a-f]{16}")
 
 
 def id_time(task_id: str) -> float | None:
@@ -94,7 +94,7 @@ def id_time(task_id: str) -> float | None:
     host that made it), or None for an id of any other form (one the application
     gave). A store may skip what was written before that time, less the clock skew:
     nothing about the id can be written earlier."""
-    match = _NEW_ID.match(task_id)
+    match = _NEW_ID.fullmatch(task_id)
     return None if match is None else int(match[1], 16) / 1e9
 
 
