@@ -275,9 +275,14 @@ class _Loop:
         """Stop the loop after its next turn, not at once: what the call left for that
         turn (a client's buffered write, such as a NATS wake-up, its flusher's kick) runs
         first, instead of waiting for whoever runs the loop next (the portal's thread
-        after :data:`IDLE`, or the next call)."""
+        after :data:`IDLE`, or the next call). A call that left nothing stops it at once:
+        no turn more (``_ready``, the loop's queue of callbacks; a loop without it gets
+        the turn)."""
         loop = self.loop
-        loop.call_soon(loop.stop)
+        if getattr(loop, "_ready", True):
+            loop.call_soon(loop.stop)
+        else:
+            loop.stop()
 
     def close_soon(self) -> None:
         """On the loop, when the portal stops: end whatever runs it."""
