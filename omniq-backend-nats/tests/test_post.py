@@ -128,3 +128,56 @@ async def test_a_fresh_delay_stores_record_message_event_and_wakes(
         assert await q.inbox.stream_messages(q.stream) == 3
         events = await ev.query(queue="default")
         assert sorted(e.task_id for e in events) == ["fresh-0", "fresh-1", "fresh-2"]
+
+
+def test_a_blocking_delay_wakes_a_waiting_worker_before_the_loop_is_taken_back(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``delay()`` through the blocking API: the calling thread drives the loop only
+    until its call is done, and the portal's thread takes the loop back only after
+    ``omniq.sync.IDLE``. The wake-up must be on the wire by then, not left in the
+    client's buffer for that later turn: a worker waiting on the queue (no pull armed
+    yet, so only the wake-up wakes it) is woken promptly."""
+    import threading
+    import time
+
+    import omniq.sync
+    from omniq import OmniQ
+
+    monkeypatch.setattr(omniq.sync, "IDLE", 30.0)  # (the portal's thread stays away)
+    ready, woken = threading.Event(), threading.Event()
+    url = f"{nats_url}?prefix={nats_prefix}"
+
+    async def wait() -> None:
+        settings = {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        q = registry.resolve("task_queue", settings)
+        async with q:
+            await q.wait_for_work(["default"], 0)  # (subscribes to the wake-ups)
+            await q.nc.flush()
+            ready.set()
+            await q.wait_for_work(["default"], 20)
+            woken.set()
+
+    worker = threading.Thread(target=asyncio.run, args=(wait(),), daemon=True)
+    worker.start()
+    app = OmniQ(task_queue=url, result_storage=url, event_storage="memory://")
+    try:
+
+        @app.task
+        def add(x: int, y: int) -> int:
+            return x + y
+
+        @app.task(queue="elsewhere")
+        def opener() -> None:
+            pass
+
+        assert ready.wait(10), "the worker subscribed"
+        opener.delay()  # (opens the stores and the inbox; its wake-up is for another queue)
+        add.delay(1, 2)
+        deadline = time.monotonic() + 5
+        while not woken.is_set() and time.monotonic() < deadline:
+            woken.wait(0.05)
+        assert woken.is_set(), "the waiting worker heard the blocking delay()'s wake-up"
+    finally:
+        app.close()
+        worker.join(25)

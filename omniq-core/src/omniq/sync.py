@@ -213,7 +213,7 @@ class _Loop:
         """Run the loop in this thread until the call is done."""
         global _main_driven
         loop = self.loop
-        call = _Call(loop, func, args, loop.stop)
+        call = _Call(loop, func, args, self.stop_soon)
         self.driven = call
         main = me == _main_ident
         if main:
@@ -265,9 +265,24 @@ class _Loop:
         stops the loop, so that a caller's next call drives it."""
         with self.lock:
             self.queued -= 1
-            if not self.queued and self.driver == PORTAL and not self.closing:
+            stop = not self.queued and self.driver == PORTAL and not self.closing
+            if stop:
                 self.handing_back = True
-                self.loop.stop()
+        if stop:
+            self.stop_soon()
+
+    def stop_soon(self) -> None:
+        """Stop the loop after its next turn, not at once: what the call left for that
+        turn (a client's buffered write, such as a NATS wake-up, its flusher's kick) runs
+        first, instead of waiting for whoever runs the loop next (the portal's thread
+        after :data:`IDLE`, or the next call). A call that left nothing stops it at once:
+        no turn more (``_ready``, the loop's queue of callbacks; a loop without it gets
+        the turn)."""
+        loop = self.loop
+        if getattr(loop, "_ready", True):
+            loop.call_soon(loop.stop)
+        else:
+            loop.stop()
 
     def close_soon(self) -> None:
         """On the loop, when the portal stops: end whatever runs it."""
@@ -460,7 +475,7 @@ class _Call:
     Handed over, the caller sleeps on its thread's :class:`_Waker`, which the task wakes
     as its last step, so no callback or extra loop iteration stands between the result
     and the caller's wake-up; driven by the caller, the task's last step stops the loop
-    instead (``finish``)."""
+    instead (``finish``: after the loop's next turn, :meth:`_Loop.stop_soon`)."""
 
     __slots__ = (
         "args",
