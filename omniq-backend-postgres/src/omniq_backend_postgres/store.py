@@ -112,8 +112,6 @@ def text_array(values: list[str | None]) -> str:
     if not values:
         return "{}"
     nulls = values.count(None)
-    if nulls == len(values):
-        return "{" + ",".join(["NULL"] * nulls) + "}"
     joined = "" if nulls else "\x00".join(cast("list[str]", values))
     if nulls or joined.count("\x00") != len(values) - 1:  # (a NUL in a value: refused)
         return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
