@@ -19,14 +19,9 @@ import asyncio
 import cProfile
 import gc
 import os
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from drivers import (  # noqa: E402
+from drivers import (
     arguments,
     backend_pids,
     cpu_seconds,

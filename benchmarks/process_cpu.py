@@ -27,15 +27,10 @@ import asyncio
 import cProfile
 import gc
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from drivers import (  # noqa: E402
+from drivers import (
     arguments,
     backend_pids,
     cpu_seconds,
