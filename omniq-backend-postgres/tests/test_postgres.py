@@ -111,6 +111,42 @@ async def test_an_array_literal_of_a_value_with_nul_is_refused_not_split(
             await conn.fetchval("SELECT $1::text::text[]", text_array(values))
 
 
+async def test_finish_many_stores_its_literal_columns_as_they_were(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """finish_many sends the events' ids, task ids, types and details and the results'
+    task ids as literals, and the row counts apart: details with quotes, backslashes,
+    braces and non-ASCII text, each event's own type and time, and a task's result
+    given twice in one batch (its last kept) come back as they were."""
+    for _ in range(2):
+        await queue.enqueue(make_task())
+    a, b = await queue.reserve(["default"], "w", 30.0, limit=2)
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results,
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
+    ):
+        odd = {"name": 'x"y', "p": "a\\b {,} NULL \u00fc\u20ac", "n": [1, None]}
+        sent = [
+            make_event(task_id=a.id, type=EventType.STARTED, detail=odd, timestamp=1.5),
+            make_event(task_id=a.id, type=EventType.SUCCEEDED, detail={}, timestamp=2.25),
+            make_event(task_id=b.id, type=EventType.SUCCEEDED, detail={"q": '"'}),
+        ]
+        first, last = make_result(task_id=a.id), make_result(task_id=a.id, attempts=2)
+        answers = await queue.finish_many(
+            [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in (a, b)],
+            [first, last, make_result(task_id=b.id)],
+            sent,
+            results,
+            events,
+        )
+        assert answers == [True, True]
+        assert await results.get(a.id) == last
+        got = await events.query(task_id=a.id) + await events.query(task_id=b.id)
+        assert [(e.id, e.type, e.timestamp, e.detail) for e in got] == [
+            (e.id, e.type, e.timestamp, e.detail) for e in sent
+        ]
+
+
 # -- migrations ----------------------------------------------------------------------
 
 
