@@ -92,7 +92,8 @@ async def test_an_array_literal_reads_back_as_the_values_it_was_made_of(
     backslashes, commas, braces, the word NULL, spaces and empty strings must come back
     as they were, and None as NULL, as text and as jsonb."""
     odd = ['x"y', "a\\b", "", "NULL", "{,}", " sp ", "\u00fc\u20ac", '\\"']
-    for values in ([], ["a"], odd, [None], [None, None], ["a", None, '"']):
+    joined = ['a","b', "c"]  # (as many quotes as a separator: told by their count)
+    for values in ([], ["a"], odd, [None], [None, None], ["a", None, '"'], joined, ['"', "x"]):
         assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
     jsons = ['{"k": "v\\"q"}', None, "[1, 2]"]
     assert await conn.fetchval("SELECT $1::text::jsonb[]", text_array(jsons)) == jsons
