@@ -52,7 +52,7 @@ from omniq_backend_postgres.queue import (
 )
 from omniq_backend_postgres.results import CARRIED_MAX, EXPECTED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
-from omniq_backend_postgres.store import compact, hot_alive, text_array
+from omniq_backend_postgres.store import compact, hot_alive, json_array, text_array
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +97,12 @@ async def test_an_array_literal_reads_back_as_the_values_it_was_made_of(
         assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
     jsons = ['{"k": "v\\"q"}', None, "[1, 2]"]
     assert await conn.fetchval("SELECT $1::text::jsonb[]", text_array(jsons)) == jsons
+    # json_array: JSON texts as a JSON encoder writes them (escapes and all)
+    objects = [{"k": 'a"b\\c\n{,}'}, "\u00fc", [], None]
+    texts = [None if v is None else msgspec.json.encode(v).decode() for v in objects]
+    for values, expected in (([], []), ([None], [None]), (texts, objects)):
+        got = await conn.fetchval("SELECT $1::text::jsonb[]", json_array(values))
+        assert [None if v is None else msgspec.json.decode(v) for v in got] == expected
 
 
 async def test_an_array_literal_of_a_value_with_nul_is_refused_not_split(

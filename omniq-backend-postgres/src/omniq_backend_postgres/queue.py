@@ -78,6 +78,7 @@ from .store import (
     PostgresStore,
     broadcast,
     compact,
+    json_array,
     shift_params,
     text_array,
     wait_event,
@@ -471,12 +472,13 @@ def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list
 
 def _complete_args(items: Sequence[Completion]) -> list[str]:
     """Arguments of the schema's complete_many() (states checked by the base), each
-    column one array literal (:func:`.store.text_array`: no per-element checks)."""
+    column one array literal (:func:`.store.text_array`, :func:`.store.json_array`: no
+    per-element checks)."""
     return [
         text_array([i[0] for i in items]),
         text_array([i[1] for i in items]),
-        text_array([i[2].value for i in items]),
-        text_array([encode_error(i[3]) for i in items]),
+        text_array([i[2]._value_ for i in items]),  # (``.value``: a Python-level property)
+        json_array([encode_error(i[3]) for i in items]),
     ]
 
 
@@ -492,14 +494,14 @@ def _finish_result_args(results: Sequence[TaskResult]) -> tuple[list[Any], int]:
 def _finish_event_args(events: Sequence[TaskEvent]) -> tuple[list[Any], int]:
     """:func:`.events.append_args` for :data:`FINISH_MANY`, the columns a worker's events
     never share (ids, task ids, types, details) as one array literal each
-    (:func:`.store.text_array`: asyncpg checks each element of a list against abstract
-    base classes, two Python-level ``isinstance`` calls for a string); and the events'
-    count (``$18``). The times stay a list: as a literal each costs the server ~200 ns
-    more to read (``float8in``) than it saves here."""
+    (:func:`.store.text_array`, :func:`.store.json_array`: asyncpg checks each element
+    of a list against abstract base classes, two Python-level ``isinstance`` calls for
+    a string); and the events' count (``$18``). The times stay a list: as a literal
+    each costs the server ~200 ns more to read (``float8in``) than it saves here."""
     ids, types, times, workers, details = event_columns(events)
     _, queues, workers = compact([ids, [e.queue for e in events], workers])
-    literals = [text_array(c) for c in (ids, [e.task_id for e in events], types, details)]
-    return [*literals[:2], queues, literals[2], times, workers, literals[3]], len(ids)
+    literals = [text_array(c) for c in (ids, [e.task_id for e in events], types)]
+    return [*literals[:2], queues, literals[2], times, workers, json_array(details)], len(ids)
 
 
 def _where(

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, ClassVar, Self, TypeVar, cast
 
 import asyncpg
+import msgspec
 
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseStore, Capability
@@ -124,6 +125,20 @@ def text_array(values: list[str | None]) -> str:
     if joined.count("\x00") != len(values) - 1:  # (a NUL in a value: refused)
         return "{" + ",".join(_quoted(v) for v in cast("list[str]", values)) + "}"
     return "{" + _quoted(joined).replace("\x00", '","') + "}"
+
+
+def json_array(texts: list[str | None]) -> str:
+    """JSON texts (each made by a JSON encoder, or None) as one array literal, for a
+    parameter cast ``$1::text::jsonb[]``: msgspec's JSON string of a text without control
+    characters is the literal's quoted element (only quotes and backslashes escaped, by
+    a backslash), and a JSON text holds none (it escapes its own); None is ``null``, the
+    literal's NULL. One encoder call for the column, where :func:`text_array` escapes
+    the quotes every JSON object has in three passes (~2.5x slower for events' details)."""
+    listed = _list_encoder.encode(texts).decode()
+    return "{" + listed[1:-1] + "}"
+
+
+_list_encoder = msgspec.json.Encoder()
 
 
 def _quoted(text: str) -> str:
