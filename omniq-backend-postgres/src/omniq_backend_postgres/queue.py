@@ -370,6 +370,8 @@ def _counted_keys(sql: str, counts: dict[str, str]) -> str:
     return sql
 
 
+#: The statement sent: the results' and events' first arrays as literals, their counts
+#: ``$17`` and ``$18`` (:func:`_finish_result_args`, :func:`_finish_event_args`).
 FINISH_MANY = _counted_keys(_FINISH_MANY_LISTS, {"$5": "$17", "$10": "$18"})
 #: :data:`FINISH_MANY` with a plain INSERT of the results, for tasks with no result
 #: stored yet (the rule): speculative insertion (``ON CONFLICT``) first probes the primary
