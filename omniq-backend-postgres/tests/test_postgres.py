@@ -52,7 +52,7 @@ from omniq_backend_postgres.queue import (
 )
 from omniq_backend_postgres.results import CARRIED_MAX, EXPECTED_MAX, PostgresResultStorage
 from omniq_backend_postgres.settings import PostgresSettings, PostgresUnavailableError
-from omniq_backend_postgres.store import compact, hot_alive, text_array
+from omniq_backend_postgres.store import compact, hot_alive, json_array, text_array
 
 pytestmark = pytest.mark.anyio
 
@@ -92,10 +92,17 @@ async def test_an_array_literal_reads_back_as_the_values_it_was_made_of(
     backslashes, commas, braces, the word NULL, spaces and empty strings must come back
     as they were, and None as NULL, as text and as jsonb."""
     odd = ['x"y', "a\\b", "", "NULL", "{,}", " sp ", "\u00fc\u20ac", '\\"']
-    for values in ([], ["a"], odd, [None], [None, None], ["a", None, '"']):
+    joined = ['a","b', "c"]  # (as many quotes as a separator: told by their count)
+    for values in ([], ["a"], odd, [None], [None, None], ["a", None, '"'], joined, ['"', "x"]):
         assert await conn.fetchval("SELECT $1::text::text[]", text_array(values)) == values
     jsons = ['{"k": "v\\"q"}', None, "[1, 2]"]
     assert await conn.fetchval("SELECT $1::text::jsonb[]", text_array(jsons)) == jsons
+    # json_array: JSON texts as a JSON encoder writes them (escapes and all)
+    objects = [{"k": 'a"b\\c\n{,}'}, "\u00fc", [], None]
+    texts = [None if v is None else msgspec.json.encode(v).decode() for v in objects]
+    for values, expected in (([], []), ([None], [None]), (texts, objects)):
+        got = await conn.fetchval("SELECT $1::text::jsonb[]", json_array(values))
+        assert [None if v is None else msgspec.json.decode(v) for v in got] == expected
 
 
 async def test_an_array_literal_of_a_value_with_nul_is_refused_not_split(
@@ -109,6 +116,42 @@ async def test_an_array_literal_of_a_value_with_nul_is_refused_not_split(
             await conn.fetchval("SELECT $1::text[]", values)
         with pytest.raises(asyncpg.PostgresError):
             await conn.fetchval("SELECT $1::text::text[]", text_array(values))
+
+
+async def test_finish_many_stores_its_literal_columns_as_they_were(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """finish_many sends the events' ids, task ids, types and details and the results'
+    task ids as literals, and the row counts apart: details with quotes, backslashes,
+    braces and non-ASCII text, each event's own type and time, and a task's result
+    given twice in one batch (its last kept) come back as they were."""
+    for _ in range(2):
+        await queue.enqueue(make_task())
+    a, b = await queue.reserve(["default"], "w", 30.0, limit=2)
+    async with (
+        PostgresResultStorage.from_url(pg_url, schema=pg_schema) as results,
+        PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events,
+    ):
+        odd = {"name": 'x"y', "p": "a\\b {,} NULL \u00fc\u20ac", "n": [1, None]}
+        sent = [
+            make_event(task_id=a.id, type=EventType.STARTED, detail=odd, timestamp=1.5),
+            make_event(task_id=a.id, type=EventType.SUCCEEDED, detail={}, timestamp=2.25),
+            make_event(task_id=b.id, type=EventType.SUCCEEDED, detail={"q": '"'}),
+        ]
+        first, last = make_result(task_id=a.id), make_result(task_id=a.id, attempts=2)
+        answers = await queue.finish_many(
+            [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in (a, b)],
+            [first, last, make_result(task_id=b.id)],
+            sent,
+            results,
+            events,
+        )
+        assert answers == [True, True]
+        assert await results.get(a.id) == last
+        got = await events.query(task_id=a.id) + await events.query(task_id=b.id)
+        assert [(e.id, e.type, e.timestamp, e.detail) for e in got] == [
+            (e.id, e.type, e.timestamp, e.detail) for e in sent
+        ]
 
 
 # -- migrations ----------------------------------------------------------------------

@@ -66,7 +66,7 @@ def upsert_args(results: Sequence[TaskResult]) -> list[list[Any]]:
     return compact(
         [
             [r.task_id for r in latest],
-            [r.state.value for r in latest],
+            [r.state._value_ for r in latest],  # (``.value``: a Python-level property)
             [r.finished_at for r in latest],
             [r.expires_at for r in latest],
             [encoder.encode(r) for r in latest],

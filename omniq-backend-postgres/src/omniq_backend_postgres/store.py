@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, ClassVar, Self, TypeVar, cast
 
 import asyncpg
+import msgspec
 
 from omniq.errors import ConfigError
 from omniq.interfaces import BaseStore, Capability
@@ -106,16 +107,38 @@ def text_array(values: list[str | None]) -> str:
     element of a list parameter against abstract base classes (two ``isinstance`` calls
     through ``abc`` for a string, one for None: ~30 % of its time encoding a worker's
     ``finish_many``), where one string is copied as it is. Each element is quoted, with
-    backslashes and quotes escaped; None is ``NULL``. The separator of the fast path is
-    NUL, which PostgreSQL text never holds (a value with one goes whole, for the server to
-    refuse as it refuses a list parameter's)."""
+    backslashes and quotes escaped; None is ``NULL``. Values without either (ids, tokens,
+    states: most columns) are joined with the quoted separator as they are, checked by
+    counting quotes (a value's own quote would add to the separators'). Otherwise the
+    separator is NUL, which PostgreSQL text never holds (a value with one goes whole, for
+    the server to refuse as it refuses a list parameter's), and the joined text is
+    escaped at once. ``join`` refuses None (a TypeError): what sends the NULLs apart."""
     if not values:
         return "{}"
-    nulls = values.count(None)
-    joined = "" if nulls else "\x00".join(cast("list[str]", values))
-    if nulls or joined.count("\x00") != len(values) - 1:  # (a NUL in a value: refused)
+    try:
+        plain = '","'.join(cast("list[str]", values))
+    except TypeError:  # (a None: NULL)
         return "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
+    if "\\" not in plain and plain.count('"') == 2 * len(values) - 2:
+        return '{"' + plain + '"}'
+    joined = "\x00".join(cast("list[str]", values))
+    if joined.count("\x00") != len(values) - 1:  # (a NUL in a value: refused)
+        return "{" + ",".join(_quoted(v) for v in cast("list[str]", values)) + "}"
     return "{" + _quoted(joined).replace("\x00", '","') + "}"
+
+
+def json_array(texts: list[str | None]) -> str:
+    """JSON texts (each made by a JSON encoder, or None) as one array literal, for a
+    parameter cast ``$1::text::jsonb[]``: msgspec's JSON string of a text without control
+    characters is the literal's quoted element (only quotes and backslashes escaped, by
+    a backslash), and a JSON text holds none (it escapes its own); None is ``null``, the
+    literal's NULL. One encoder call for the column, where :func:`text_array` escapes
+    the quotes every JSON object has in three passes (~2.5x slower for events' details)."""
+    listed = _list_encoder.encode(texts).decode()
+    return "{" + listed[1:-1] + "}"
+
+
+_list_encoder = msgspec.json.Encoder()
 
 
 def _quoted(text: str) -> str:

@@ -14,7 +14,7 @@ from .models import EventType, Task, TaskEvent, TaskState, new_id, new_ids, now
 if TYPE_CHECKING:
     from .interfaces import BaseEventStorage
 
-__all__ = ["build_event", "enqueued_events", "write_events"]
+__all__ = ["build_event", "enqueued_events", "event_of", "write_events"]
 
 
 def build_event(
@@ -25,6 +25,19 @@ def build_event(
     **detail: Any,
 ) -> TaskEvent:
     """One event of ``task``; ``detail`` carries what the event type reports."""
+    return event_of(task, type, worker_id, {"name": task.name, **detail}, at)
+
+
+def event_of(
+    task: Task,
+    type: EventType,
+    worker_id: str | None,
+    detail: dict[str, Any],
+    at: float | None = None,
+) -> TaskEvent:
+    """:func:`build_event` with its detail made by the caller (the task's ``name`` first,
+    as there): the worker's two events of every task, where the keyword arguments' dicts
+    (the caller's, build_event's and the merged one) cost ~350 ns an event."""
     return TaskEvent(
         id=new_id(),
         task_id=task.id,
@@ -32,7 +45,7 @@ def build_event(
         type=type,
         timestamp=at if at is not None else now(),
         worker_id=worker_id,
-        detail={"name": task.name, **detail},
+        detail=detail,
     )
 
 

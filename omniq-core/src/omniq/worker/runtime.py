@@ -32,7 +32,7 @@ from .. import lifecycle
 from ..config import mask_url
 from ..context import TaskContext, set_current
 from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
-from ..events import build_event, write_events
+from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
 from ..interfaces import BasePool, Capability
 from ..limits import Limits
@@ -567,16 +567,26 @@ class Worker:
                 continue
             entry.started = True
             self._executing += 1
-            self._emit(entry.task, EventType.STARTED, attempt=entry.task.attempts)
-            entry.handle = asyncio.create_task(
-                self._execute(entry), name=f"omniq-task-{entry.task.id}"
+            task = entry.task
+            if self.config.events:
+                detail = {"name": task.name, "attempt": task.attempts}
+                self._record(event_of(task, EventType.STARTED, self.id, detail))
+            # (the loop's own create_task: asyncio.create_task names the task twice, a
+            # default name and then ours, through two more Python-level calls)
+            assert self._loop is not None
+            entry.handle = self._loop.create_task(
+                self._execute(entry), name=f"omniq-task-{task.id}"
             )
 
     def _emit(self, task: Task, type: EventType, **detail: Any) -> None:
         if self.config.events:
-            self._events.append(build_event(task, type, self.id, **detail))
-            if self._flush_timer is None and self._loop is not None and self._wake_writer:
-                self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
+            self._record(build_event(task, type, self.id, **detail))
+
+    def _record(self, event: TaskEvent) -> None:
+        """Hold ``event`` for the writer, which writes it within :data:`EVENT_WINDOW`."""
+        self._events.append(event)
+        if self._flush_timer is None and self._loop is not None and self._wake_writer:
+            self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     def _outcome(self, task: Task, type: EventType, **detail: Any) -> list[TaskEvent]:
         """An outcome event of an attempt, held with its :class:`_Done` until the state
@@ -676,6 +686,10 @@ class Worker:
             finished = now()
             self.stats.counts["succeeded"] += 1
             log_outcome(self.id, task, "succeeded", started)
+            events: list[TaskEvent] = []  # (as _outcome, by event_of)
+            if self.config.events:
+                detail = {"name": task.name, "duration": round(finished - started, 6)}
+                events.append(event_of(task, EventType.SUCCEEDED, self.id, detail))
             self._finish(
                 _Done(
                     task,
@@ -690,9 +704,7 @@ class Worker:
                         worker_id=self.id,
                         expires_at=finished + task.result_ttl,
                     ),
-                    events=self._outcome(
-                        task, EventType.SUCCEEDED, duration=round(finished - started, 6)
-                    ),
+                    events=events,
                 )
             )
         except asyncio.CancelledError:
