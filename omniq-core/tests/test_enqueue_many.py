@@ -27,8 +27,7 @@ def test_each_call_is_stored_as_its_own_payload(tmp_path, key: str | None) -> No
             tasks = [await app.get_task(r.id) for r in refs]
             read = app.serializer.loads_call
             got = [
-                read(t.payload, local_only=True, bind=binding(t.name, t.queue, t.id))
-                for t in tasks
+                read(t.payload, local_only=True, bind=binding(t.name, t.queue, t.id)) for t in tasks
             ]
             assert [(a, k) for a, k, _ in got] == [
                 ([1, "a"], {}),
