@@ -46,3 +46,24 @@ def test_each_call_is_stored_as_its_own_payload(tmp_path, key: str | None) -> No
                     )
 
     asyncio.run(main())
+
+
+def test_enqueued_events_of_mixed_tasks_say_each_its_own() -> None:
+    # Events are copies of one made per name, state and queue: tasks that alternate
+    # between those must still each get their own.
+    from omniq.events import enqueued_events
+    from omniq.models import EventType, Task, TaskState
+
+    kinds = [
+        ("a", "q1", TaskState.PENDING),
+        ("b", "q1", TaskState.PENDING),
+        ("a", "q2", TaskState.SCHEDULED),
+        ("a", "q1", TaskState.PENDING),
+    ]
+    tasks = [Task(id=f"t{i}", name=n, queue=q, state=s) for i, (n, q, s) in enumerate(kinds)]
+    events = enqueued_events(tasks, 5.0)
+    assert [(e.task_id, e.queue, e.detail) for e in events] == [
+        (t.id, t.queue, {"name": t.name, "state": t.state.value}) for t in tasks
+    ]
+    assert all(e.type is EventType.ENQUEUED and e.timestamp == 5.0 for e in events)
+    assert len({e.id for e in events}) == len(events)

@@ -670,6 +670,8 @@ class AsyncOmniQ:
         name, queue = template.name, template.queue
         replace = msgspec.structs.replace
         tasks = []
+        args: Sequence[Any]
+        kwargs: Mapping[str, Any]
         for c, task_id in zip(calls, ids, strict=True):
             if type(c) is tuple:  # no ABC check
                 args, kwargs = c, {}
