@@ -92,6 +92,16 @@ def test_ids_are_unique_and_sort_by_creation():
     assert all(validate_name("id", i) == i for i in ids[:10])
 
 
+def test_new_ids_sort_as_made_across_their_shared_digits():
+    # 600 ids count their time up past at least two runs of 256 (new_ids' shared digits).
+    ids = new_ids(600)
+    later = new_id()
+    times = [int(i.split("-")[0], 16) for i in ids]
+    assert sorted(ids) == ids and len(set(times)) == len(ids)
+    assert times == list(range(times[0], times[0] + len(ids)))
+    assert int(later.split("-")[0], 16) > times[-1]
+
+
 def test_id_time_reads_the_time_of_new_ids_only():
     before = time.time()
     made = [new_id(), *new_ids(3)]

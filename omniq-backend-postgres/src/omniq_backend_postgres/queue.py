@@ -446,8 +446,29 @@ def _copyable(tasks: Sequence[Task]) -> bool:
 
 def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
     """Rows of :data:`COPY_TASK_COLUMNS` for :func:`_copyable` tasks: what :data:`INSERT`
-    stores for them (state ``pending``, no error, not finished)."""
-    return [_insert_row(t, "pending") for t in tasks]
+    stores for them (state ``pending``, no error, not finished). (:func:`_insert_row`
+    written out: a Python frame less a task, ~1,000 instructions of a bulk's ~30,000.)"""
+    encode = encoder.encode
+    return [
+        (
+            t.id,
+            t.queue,
+            t.name,
+            t.priority,
+            "pending",
+            t.eta,
+            t.expires_at,
+            t.created_at,
+            t.attempts,
+            attempts_allowed(t),
+            t.result_ttl,
+            t.dead_ttl,
+            t.schedule_id,
+            None,
+            encode(t),
+        )
+        for t in tasks
+    ]
 
 
 def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list[tuple[Any, ...]]:

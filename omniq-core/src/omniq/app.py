@@ -653,6 +653,42 @@ class AsyncOmniQ:
         payload = self._payload(template, func_payload, args, kwargs, task_id)
         return msgspec.structs.replace(template, id=task_id, payload=payload)
 
+    def _fill_tasks(
+        self,
+        template: Task,
+        func_payload: Any,
+        calls: Sequence[Sequence[Any] | Mapping[str, Any]],
+        ids: Sequence[str],
+    ) -> list[Task]:
+        """:meth:`_fill_task` for each call (a tuple of args or a dict of kwargs) and the
+        id at its place: an enqueue_many's batch. (:meth:`_payload` written out: two
+        Python frames less a task, ~1,500 instructions of its ~30,000.)"""
+        serializer = self.serializer
+        dumps_call = serializer.dumps_call
+        local_only = self.task_queue.local_only
+        signed = bool(serializer.signing_key)
+        name, queue = template.name, template.queue
+        replace = msgspec.structs.replace
+        tasks = []
+        args: Sequence[Any]
+        kwargs: Mapping[str, Any]
+        for c, task_id in zip(calls, ids, strict=True):
+            if type(c) is tuple:  # no ABC check
+                args, kwargs = c, {}
+            elif isinstance(c, Mapping):
+                args, kwargs = (), c
+            else:
+                args, kwargs = tuple(c), {}
+            payload = dumps_call(
+                args,
+                kwargs,
+                func_payload,
+                local_only=local_only,
+                bind=binding(name, queue, task_id) if signed else None,
+            )
+            tasks.append(replace(template, id=task_id, payload=payload))
+        return tasks
+
     def _payload(
         self,
         template: Task,
@@ -769,21 +805,11 @@ class AsyncOmniQ:
                 f"one by one, each with its own task_id. Nothing was enqueued."
             )
         ids = [given_id] if given_id is not None else new_ids(len(calls))
-        fill = self._fill_task
+        fill = self._fill_tasks
 
         def batch(start: int) -> tuple[list[Task], list[TaskEvent]]:
-            tasks = [
-                fill(template, func_payload, c, {}, task_id)
-                if type(c) is tuple  # no ABC check
-                else fill(template, func_payload, (), c, task_id)
-                if isinstance(c, Mapping)
-                else fill(template, func_payload, tuple(c), {}, task_id)
-                for c, task_id in zip(
-                    calls[start : start + ENQUEUE_BATCH],
-                    ids[start : start + ENQUEUE_BATCH],
-                    strict=True,
-                )
-            ]
+            end = start + ENQUEUE_BATCH
+            tasks = fill(template, func_payload, calls[start:end], ids[start:end])
             return tasks, self._enqueued_events(tasks, at)
 
         starts = range(0, len(calls), ENQUEUE_BATCH)

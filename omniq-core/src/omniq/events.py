@@ -7,7 +7,9 @@ Both use these functions with the stores they hold, so neither reaches into the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
 
 from .models import EventType, Task, TaskEvent, TaskState, new_id, new_ids, now
 
@@ -71,18 +73,32 @@ def enqueued_events(tasks: list[Task], at: float) -> list[TaskEvent]:
                 detail={"name": t.name, "state": t.state._value_},
             )
         ]
-    # One detail dict per name and state, shared by the events that say the same: a
-    # bulk's events would otherwise make a tracked dict each and set off collections
-    # (nothing changes an event's detail in place).
-    details: dict[tuple[str, TaskState], dict[str, Any]] = {}
+    # One event per name, state and queue made whole, and each task's a copy of it with
+    # its own ids (msgspec's replace: ~1,100 instructions less an event than building
+    # it), looked up only when a task's differ from the one before (a bulk's share
+    # them). The copies share its detail dict: a bulk's events would otherwise make a
+    # tracked dict each and set off collections (nothing changes an event's detail in
+    # place).
+    replace = msgspec.structs.replace
+    made: dict[tuple[str, TaskState, str], TaskEvent] = {}
     events = []
+    name: str | None = None
+    state: TaskState | None = None
+    queue: str | None = None
+    template = cast(TaskEvent, None)  # (made for the first task)
     for t, event_id in zip(tasks, new_ids(len(tasks)), strict=True):
-        detail = details.get((t.name, t.state))
-        if detail is None:
-            detail = details[t.name, t.state] = {"name": t.name, "state": t.state.value}
-        events.append(
-            TaskEvent(
-                id=event_id, task_id=t.id, queue=t.queue, type=enqueued, timestamp=at, detail=detail
-            )
-        )
+        if t.name is not name or t.state is not state or t.queue is not queue:
+            name, state, queue = t.name, t.state, t.queue
+            found = made.get((name, state, queue))
+            if found is None:
+                found = made[name, state, queue] = TaskEvent(
+                    id=event_id,
+                    task_id=t.id,
+                    queue=queue,
+                    type=enqueued,
+                    timestamp=at,
+                    detail={"name": name, "state": state.value},
+                )
+            template = found
+        events.append(replace(template, id=event_id, task_id=t.id))
     return events

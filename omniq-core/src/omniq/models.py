@@ -76,12 +76,36 @@ def new_id() -> str:
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` ids as :func:`new_id` makes them, with the random parts read in one call
-    (one id, as for each ``delay()``'s event, from :func:`new_id`'s pool instead)."""
+    """``n`` ids as :func:`new_id` makes them, in order, with the random parts read in
+    one call (one id, as for each ``delay()``'s event, from :func:`new_id`'s pool).
+
+    The clock is read once: the ids get its time plus 0, 1, 2... ns, so they sort in
+    the order made and each id's time is at most when it was made (what
+    :func:`id_time` promises). Times counted up share every hex digit but the last
+    two (:data:`_LAST_DIGITS`) for 256 ids, formatted once for them: a time formatted
+    per id cost more than the rest of the id (~4,000 -> ~1,750 instructions an id)."""
     if n == 1:
         return [new_id()]
-    time_ns = time.time_ns
-    return [f"{time_ns():x}-{part}" for part in _random_hex(n)]
+    parts = os.urandom(8 * n).hex(" ", 8).split()
+    at = time.time_ns()
+    ids: list[str] = []
+    while len(ids) < n:
+        low = at & 0xFF
+        run = min(256 - low, n - len(ids))
+        high = f"{at >> 8:x}"
+        done = len(ids)
+        ids += [
+            high + last + part
+            for last, part in zip(
+                _LAST_DIGITS[low : low + run], parts[done : done + run], strict=True
+            )
+        ]
+        at += run
+    return ids
+
+
+#: The last two hex digits of an id's time and its dash, for each value (see :func:`new_ids`).
+_LAST_DIGITS = [f"{low:02x}-" for low in range(256)]
 
 
 #: Exactly what :func:`new_id` makes: ``time.time_ns()`` in hex (no leading zero; 16
