@@ -216,6 +216,24 @@ def test_what_a_driven_call_leaves_for_the_next_turn_runs_before_it_returns(
         assert ran == list(range(i + 1))
 
 
+def test_timers_and_io_go_on_while_calls_done_in_their_first_step_come_back_to_back(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each driven call turns the loop at least once, even one that its first step ends
+    (run without a turn): the portal's thread never takes the loop back here."""
+    monkeypatch.setattr(sync, "IDLE", 60.0)
+    ticks = portal.call(_start_ticking)
+    before = ticks[0]
+
+    async def nothing() -> None:
+        pass
+
+    end = time.monotonic() + 10
+    while ticks[0] < before + 5 and time.monotonic() < end:
+        portal.call(nothing)
+    assert ticks[0] >= before + 5
+
+
 def test_a_driven_call_runs_on_a_running_loop_and_leaves_the_thread_as_it_was(
     portal: Portal,
 ) -> None:
