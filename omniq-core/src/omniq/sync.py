@@ -266,8 +266,8 @@ class _Loop:
 
     def turns_until_done(self, call: _Call, me: int) -> None:
         """:meth:`run_forever_until_done` with asyncio's own ``run_forever`` written out,
-        for a loop that runs it (:func:`_runs_asyncio_turns`): ~9,000 instructions less
-        per call (an empty call ~57,800 -> ~48,800 on 3.11, ~7,000-10,000 on 3.12 and
+        for a loop that runs it (:func:`_runs_asyncio_turns`): ~8,500 instructions less
+        per call (an empty call ~57,600 -> ~49,000 on 3.11, about as much on 3.12 and
         3.13; the hooks' get and two sets alone were ~7,500 with keywords). It keeps
         what a call can see (the running loop, ``is_running()``, the loop's async
         generator hooks, restored after) and leaves out what the portal already knows
