@@ -261,6 +261,7 @@ def test_only_a_plain_asyncio_loop_out_of_debug_mode_has_its_turns_run_by_the_po
             super().run_forever()
 
     plain, debug, own = asyncio.new_event_loop(), asyncio.new_event_loop(), OwnRunForever()
+    plain.set_debug(False)  # (PYTHONASYNCIODEBUG turns it on for every new loop)
     debug.set_debug(True)
     try:
         assert sync._runs_asyncio_turns(plain)
