@@ -7,6 +7,7 @@ import concurrent.futures
 import contextvars
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +25,12 @@ class Interrupted(Exception):
     """What the test's SIGINT handler raises in the waiting thread."""
 
 
-@pytest.fixture
-def portal() -> Iterator[Portal]:
+@pytest.fixture(params=["turns", "run_forever"])
+def portal(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Portal]:
+    """Each test on both ways a caller runs the loop: asyncio's turns written out (a
+    plain asyncio loop) and ``run_forever`` (any other loop, or debug mode)."""
+    if request.param == "run_forever":
+        monkeypatch.setattr(sync, "_runs_asyncio_turns", lambda loop: False)
     portal = Portal()
     yield portal
     portal.stop()
@@ -192,6 +197,78 @@ async def _start_ticking() -> list[int]:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+def test_what_a_driven_call_leaves_for_the_next_turn_runs_before_it_returns(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A callback the call's last step schedules (a client's buffered write) runs before
+    the caller gets the result, not when whoever runs the loop next does."""
+    monkeypatch.setattr(sync, "IDLE", 60.0)  # every call is driven by this thread
+    ran: list[int] = []
+
+    async def leave(i: int) -> int:
+        asyncio.get_running_loop().call_soon(ran.append, i)
+        return i
+
+    for i in range(20):
+        assert portal.call(leave, i) == i
+        assert ran == list(range(i + 1))
+
+
+def test_timers_and_io_go_on_while_calls_done_in_their_first_step_come_back_to_back(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each driven call turns the loop at least once, even one that its first step ends
+    (run without a turn): the portal's thread never takes the loop back here."""
+    monkeypatch.setattr(sync, "IDLE", 60.0)
+    ticks = portal.call(_start_ticking)
+    before = ticks[0]
+
+    async def nothing() -> None:
+        pass
+
+    end = time.monotonic() + 10
+    while ticks[0] < before + 5 and time.monotonic() < end:
+        portal.call(nothing)
+    assert ticks[0] >= before + 5
+
+
+def test_a_driven_call_runs_on_a_running_loop_and_leaves_the_thread_as_it_was(
+    portal: Portal,
+) -> None:
+    async def look() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        agen_hooks = sys.get_asyncgen_hooks()
+        return loop.is_running(), agen_hooks.firstiter == loop._asyncgen_firstiter_hook  # type: ignore[attr-defined]
+
+    def firstiter(agen: Any) -> None:
+        pass
+
+    before = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter, None)
+    try:
+        assert portal.call(look) == (True, True)
+        assert sys.get_asyncgen_hooks() == (firstiter, None)
+        assert asyncio._get_running_loop() is None
+    finally:
+        sys.set_asyncgen_hooks(*before)
+
+
+def test_only_a_plain_asyncio_loop_out_of_debug_mode_has_its_turns_run_by_the_portal() -> None:
+    class OwnRunForever(asyncio.SelectorEventLoop):
+        def run_forever(self) -> None:
+            super().run_forever()
+
+    plain, debug, own = asyncio.new_event_loop(), asyncio.new_event_loop(), OwnRunForever()
+    plain.set_debug(False)  # (PYTHONASYNCIODEBUG turns it on for every new loop)
+    debug.set_debug(True)
+    try:
+        assert sync._runs_asyncio_turns(plain)
+        assert not sync._runs_asyncio_turns(debug) and not sync._runs_asyncio_turns(own)
+    finally:
+        for loop in (plain, debug, own):
+            loop.close()
 
 
 def test_background_tasks_run_between_calls(portal: Portal) -> None:
