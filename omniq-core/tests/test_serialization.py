@@ -53,6 +53,8 @@ def nested(depth: int) -> list:
         Name("x"),
         {1, 2},
         {True: 1},
+        {2**64: "a key msgpack cannot carry"},
+        {-(2**63) - 1: "nor this one"},
         {"k": [datetime(2026, 1, 2)]},  # noqa: DTZ001 - naive on purpose
         nested(70),
     ],
@@ -66,7 +68,9 @@ def test_values_msgpack_would_change_go_by_dill(value):
     assert s.loads(data, local_only=True) == value
 
 
-@pytest.mark.parametrize("value", [2**64 - 1, -(2**63), nested(60), {1: (2, 3)}])
+@pytest.mark.parametrize(
+    "value", [2**64 - 1, -(2**63), nested(60), {1: (2, 3)}, {2**64 - 1: 0, -(2**63): 1}]
+)
 def test_edges_msgpack_carries_stay_plain(value):
     assert Serializer().dumps(value)[2] == 0
 

@@ -70,7 +70,7 @@ def _is_plain(obj: Any, depth: int = 0) -> bool:
         return True
     if kind is dict:
         for k, v in obj.items():
-            if (type(k) is not str and type(k) is not int) or (
+            if (type(k) is not str and (type(k) is not int or k not in _INT_RANGE)) or (
                 type(v) not in _ATOMS and not _is_plain(v, depth + 1)
             ):
                 return False
