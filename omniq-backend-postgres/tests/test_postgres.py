@@ -47,6 +47,7 @@ from omniq_backend_postgres.queue import (
     RESERVE,
     RESERVE_ALONE,
     PostgresTaskQueue,
+    _copy_rows,
     _insert_args,
     _insert_row,
 )
@@ -170,6 +171,16 @@ def test_one_task_row_and_the_bulk_columns_agree() -> None:
     for i, task in enumerate(tasks):
         assert [column[i] for column in columns] == list(_insert_row(task, states[i], errors[i]))
     assert [column[0] for column in _insert_args(tasks[:1])] == list(_insert_row(tasks[0]))
+
+
+def test_a_copied_row_is_the_row_insert_stores_pending() -> None:
+    """A bulk's ``COPY`` rows are :func:`_insert_row` written out: the same values for
+    each task (its attempts allowed among them), state pending."""
+    tasks = [
+        make_task(id="a", created_at=1.0, max_retries=4, max_deliveries=2),
+        make_task(id="b", created_at=2.0, max_retries=0, max_deliveries=3, priority=7),
+    ]
+    assert _copy_rows(tasks) == [_insert_row(t, "pending") for t in tasks]
 
 
 async def test_concurrent_migrators_apply_each_migration_once(

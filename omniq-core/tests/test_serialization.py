@@ -181,3 +181,29 @@ def test_rotation_keeps_bound_calls_valid_and_rebind_moves_only_what_was_signed(
     assert new.loads_call(moved, local_only=False, bind=t2)[0] == [1]
     with pytest.raises(SignatureError):
         new.rebind(blob, t2, t1)
+
+
+def test_dumps_calls_gives_the_bytes_of_dumps_call_for_each_call():
+    """The batch's written-out unsigned path and the signed and dill ones store what one
+    call at a time does."""
+    lock = threading.Lock()
+    calls = [(), (1, "a"), {"x": [1, 2]}, [3, (4,)], (lock,), {"k": lock}, ((1 << 70),)]
+    shapes = [(), (1, "a"), (), (3, (4,)), (lock,), (), ((1 << 70),)]
+    kwargs = [{}, {}, {"x": [1, 2]}, {}, {}, {"k": lock}, {}]
+    for s in (Serializer(), Serializer({"k": b"secret"})):
+        binds = [binding("app:f", "default", f"t{i}") for i in range(len(calls))]
+        got = s.dumps_calls(calls, local_only=True, binds=binds if s.signing_key else None)
+        for data, args, kw, bind in zip(got, shapes, kwargs, binds, strict=True):
+            bound = bind if s.signing_key else None
+            if lock in args or lock in kw.values():  # dill: compare what comes back
+                back = s.loads_call(data, local_only=True, bind=bound)
+                assert len(back[0]) == len(args) and back[1].keys() == kw.keys()
+            else:
+                assert data == s.dumps_call(args, kw, local_only=True, bind=bound)
+
+
+def test_dumps_calls_refuses_what_dumps_call_refuses():
+    with pytest.raises(SerializationError, match="exceeds the limit of 1000 bytes"):
+        Serializer(payload_limit=1000).dumps_calls([("x" * 5000,)])
+    with pytest.raises(SerializationError, match="needs dill, and unsigned dill is refused"):
+        Serializer().dumps_calls([(1,), (threading.Lock(),)], local_only=False)

@@ -441,7 +441,8 @@ def _insert_row(t: Task, state: str | None = None, error: str | None = None) -> 
 def _copyable(tasks: Sequence[Task]) -> bool:
     """Whether ``tasks`` can go by ``COPY`` (:func:`_copy_rows`): each ready at once (no
     eta: ``pending`` without asking the server's clock) with its creation time."""
-    return all(t.eta is None and t.created_at > 0 for t in tasks)
+    # (a list comprehension: a generator under all() resumes a frame a task)
+    return not [t for t in tasks if t.eta is not None or not t.created_at > 0]
 
 
 def _copy_rows(tasks: Sequence[Task]) -> list[tuple[Any, ...]]:
@@ -668,7 +669,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             for tasks, events in batches:
                 if not recorded:
                     events = ()
-                if any(t.depends_on for t in tasks):
+                if [t for t in tasks if t.depends_on]:  # (a list: no generator a task)
                     if flight is not None:
                         stored += await self._landed(conn, flight)
                         flight = None
@@ -690,7 +691,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                     flight = future, (tasks, events), writes_events, by_copy
                     await asyncio.sleep(0)
                     if by_copy:
-                        copied.update(t.queue for t in tasks)
+                        copied.update([t.queue for t in tasks])
             if flight is not None:
                 stored += await self._landed(conn, flight)
                 flight = None

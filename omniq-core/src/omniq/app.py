@@ -661,33 +661,18 @@ class AsyncOmniQ:
         ids: Sequence[str],
     ) -> list[Task]:
         """:meth:`_fill_task` for each call (a tuple of args or a dict of kwargs) and the
-        id at its place: an enqueue_many's batch. (:meth:`_payload` written out: two
-        Python frames less a task, ~1,500 instructions of its ~30,000.)"""
+        id at its place: an enqueue_many's batch (the payloads by
+        :meth:`~omniq.serialization.Serializer.dumps_calls`)."""
         serializer = self.serializer
-        dumps_call = serializer.dumps_call
-        local_only = self.task_queue.local_only
-        signed = bool(serializer.signing_key)
         name, queue = template.name, template.queue
+        payloads = serializer.dumps_calls(
+            calls,
+            func_payload,
+            local_only=self.task_queue.local_only,
+            binds=[binding(name, queue, i) for i in ids] if serializer.signing_key else None,
+        )
         replace = msgspec.structs.replace
-        tasks = []
-        args: Sequence[Any]
-        kwargs: Mapping[str, Any]
-        for c, task_id in zip(calls, ids, strict=True):
-            if type(c) is tuple:  # no ABC check
-                args, kwargs = c, {}
-            elif isinstance(c, Mapping):
-                args, kwargs = (), c
-            else:
-                args, kwargs = tuple(c), {}
-            payload = dumps_call(
-                args,
-                kwargs,
-                func_payload,
-                local_only=local_only,
-                bind=binding(name, queue, task_id) if signed else None,
-            )
-            tasks.append(replace(template, id=task_id, payload=payload))
-        return tasks
+        return [replace(template, id=i, payload=p) for i, p in zip(ids, payloads, strict=True)]
 
     def _payload(
         self,

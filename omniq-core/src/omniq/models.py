@@ -95,7 +95,7 @@ def new_ids(n: int) -> list[str]:
         high = f"{at >> 8:x}"
         done = len(ids)
         ids += [
-            high + last + part
+            f"{high}{last}{part}"  # (one string made, not two: ~100 instructions an id)
             for last, part in zip(
                 _LAST_DIGITS[low : low + run], parts[done : done + run], strict=True
             )

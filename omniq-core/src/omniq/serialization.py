@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -308,6 +309,46 @@ class Serializer:
                 f"with @app.task (and import it in the worker), or configure secret_key"
             )
         return self._dill([list(args), kwargs, func], "task function", bind)
+
+    def dumps_calls(
+        self,
+        calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+        func: Callable[..., Any] | None = None,
+        *,
+        local_only: bool = True,
+        binds: Iterable[bytes] | None = None,
+    ) -> list[bytes]:
+        """:meth:`dumps_call` of each call (a tuple of args, or a dict of kwargs), each
+        bound to its item of ``binds``: an enqueue_many's batch. An unsigned call of plain
+        data is written out here (what :meth:`dumps_call` and :meth:`_wrap` do for it:
+        two Python frames and a keyword call less a task, ~1,400 instructions of a bulk
+        task's ~27,000); the rest go through :meth:`dumps_call`."""
+        dumps_call = self.dumps_call
+        fast = func is None and self.signing_key is None
+        head, limit = _UNSIGNED_HEADS[0], self.payload_limit
+        out = []
+        args: Sequence[Any]
+        kwargs: Mapping[str, Any]
+        binding_of = repeat(None) if binds is None else binds  # (one a call, or none)
+        for call, bind in zip(calls, binding_of, strict=False):
+            if type(call) is tuple:  # no ABC check
+                args, kwargs = call, {}
+            elif isinstance(call, Mapping):
+                args, kwargs = (), call
+            else:
+                args, kwargs = tuple(call), {}
+            if (
+                fast
+                and type(kwargs) is dict
+                and (not args or _is_plain(args, 1))
+                and (not kwargs or _is_plain(kwargs, 1))
+            ):
+                data = head + _encode((args, kwargs))
+                if len(data) <= limit:  # (over it, dumps_call refuses it)
+                    out.append(data)
+                    continue
+            out.append(dumps_call(args, kwargs, func, local_only=local_only, bind=bind))
+        return out
 
     def loads_call(
         self, data: bytes, *, local_only: bool, origin: str = "the store", bind: bytes | None = None
