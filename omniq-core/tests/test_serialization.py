@@ -207,3 +207,11 @@ def test_dumps_calls_refuses_what_dumps_call_refuses():
         Serializer(payload_limit=1000).dumps_calls([("x" * 5000,)])
     with pytest.raises(SerializationError, match="needs dill, and unsigned dill is refused"):
         Serializer().dumps_calls([(1,), (threading.Lock(),)], local_only=False)
+
+
+def test_dumps_calls_refuses_binds_that_do_not_match_its_calls():
+    """A bind a call: a shorter list would leave calls without their payloads."""
+    serializer = Serializer({"k1": b"k" * 32})
+    with pytest.raises(ValueError, match="1 binds for 2 calls"):
+        serializer.dumps_calls([(1,), (2,)], binds=[b"a"])
+    assert len(serializer.dumps_calls([(1,), (2,)], binds=[b"a", b"b"])) == 2

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from itertools import repeat
 from typing import Any
@@ -312,17 +312,19 @@ class Serializer:
 
     def dumps_calls(
         self,
-        calls: Iterable[Sequence[Any] | Mapping[str, Any]],
+        calls: Sequence[Sequence[Any] | Mapping[str, Any]],
         func: Callable[..., Any] | None = None,
         *,
         local_only: bool = True,
-        binds: Iterable[bytes] | None = None,
+        binds: Sequence[bytes] | None = None,
     ) -> list[bytes]:
         """:meth:`dumps_call` of each call (a tuple of args, or a dict of kwargs), each
         bound to its item of ``binds``: an enqueue_many's batch. An unsigned call of plain
         data is written out here (what :meth:`dumps_call` and :meth:`_wrap` do for it:
         two Python frames and a keyword call less a task, ~1,400 instructions of a bulk
         task's ~27,000); the rest go through :meth:`dumps_call`."""
+        if binds is not None and len(binds) != len(calls):  # (zip below would drop calls)
+            raise ValueError(f"dumps_calls: {len(binds)} binds for {len(calls)} calls")
         dumps_call = self.dumps_call
         fast = func is None and self.signing_key is None
         head, limit = _UNSIGNED_HEADS[0], self.payload_limit
