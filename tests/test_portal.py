@@ -255,6 +255,33 @@ def test_a_driven_call_runs_on_a_running_loop_and_leaves_the_thread_as_it_was(
         sys.set_asyncgen_hooks(*before)
 
 
+async def _tracking_depth() -> int:
+    return sys.get_coroutine_origin_tracking_depth()
+
+
+def test_debug_mode_turned_on_during_a_call_is_run_forevers_and_leaves_the_thread(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``set_debug(True)`` on the running loop turns coroutine origin tracking on in the
+    thread that runs it; the caller's thread has it off again once its call returns."""
+    monkeypatch.setattr(sync, "IDLE", 60.0)  # every call is driven by this thread
+    before = sys.get_coroutine_origin_tracking_depth()
+
+    async def debug(on: bool) -> int:
+        asyncio.get_running_loop().set_debug(on)
+        await asyncio.sleep(0)  # (set_debug on a running loop: its tracking, at its next turn)
+        return sys.get_coroutine_origin_tracking_depth()
+
+    try:
+        assert portal.call(debug, True) > 0
+        assert sys.get_coroutine_origin_tracking_depth() == before
+        assert portal.call(_tracking_depth) > 0  # driven in debug mode: tracked
+        assert sys.get_coroutine_origin_tracking_depth() == before
+    finally:
+        portal.call(debug, False)
+    assert sys.get_coroutine_origin_tracking_depth() == before
+
+
 def test_only_a_plain_asyncio_loop_out_of_debug_mode_has_its_turns_run_by_the_portal() -> None:
     class OwnRunForever(asyncio.SelectorEventLoop):
         def run_forever(self) -> None:

@@ -282,8 +282,17 @@ class _Loop:
         turn's ``select(0)`` and timer check before the step were one turn too many
         (~8,000-14,000 instructions of a blocking ``delay()``). A call its first step
         ends gets that turn all the same, without waiting (``_stopping``, as
-        ``stop()`` does): timers and I/O go on while such calls come back to back."""
+        ``stop()`` does): timers and I/O go on while such calls come back to back.
+
+        A loop put in debug mode since (``set_debug(True)`` in a call) is run with
+        ``run_forever``: its coroutine origin tracking is set on the thread that runs
+        the loop and must be taken off it again, as ``run_forever`` does (and as the
+        turns do when debug mode comes on during them)."""
         loop = self.loop
+        if loop._debug:  # type: ignore[attr-defined]
+            call.finish = self.stop_soon  # (read at the call's last step, not yet run)
+            self.run_forever_until_done(call, me)
+            return
         hooks = _get_asyncgen_hooks()
         loop._thread_id = me  # type: ignore[attr-defined]
         _set_asyncgen_hooks(*self.hooks)
@@ -306,6 +315,8 @@ class _Loop:
             loop._thread_id = None  # type: ignore[attr-defined]
             _set_running_loop(None)
             _set_asyncgen_hooks(*hooks)
+            if loop._coroutine_origin_tracking_enabled:  # type: ignore[attr-defined]
+                loop._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
 
     def release(self, hand_over: bool = False) -> None:
         now = _monotonic()
@@ -411,6 +422,9 @@ def _ignore() -> None:
 #: ``Handle._run``).
 _ASYNCIO_TURNS = (
     "_run_once",
+    "_debug",
+    "_coroutine_origin_tracking_enabled",
+    "_set_coroutine_origin_tracking",
     "_stopping",
     "_thread_id",
     "_ready",
