@@ -102,8 +102,7 @@ async def raw(url: str, n: int, pid: int | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = arguments(__doc__)
-    parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
+    parser = arguments(__doc__, pid=True)
     parser.add_argument("--raw", action="store_true", help="raw bulk publishing instead")
     args = parser.parse_args()
     asyncio.run((raw if args.raw else main)(args.url, args.n, args.pid))

@@ -94,8 +94,7 @@ async def delete_streams(url: str, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = arguments(__doc__)
-    parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
+    parser = arguments(__doc__, pid=True)
     parser.add_argument("--sync", action="store_true", help="the blocking sync API")
     args = parser.parse_args()
     prefix = f"delay{os.getpid()}"

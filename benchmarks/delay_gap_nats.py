@@ -31,9 +31,8 @@ def _keep_wake_ups(inbox: Any) -> None:
 
 
 def main() -> None:
-    parser = arguments(__doc__, n=1000)
+    parser = arguments(__doc__, n=1000, pid=True)
     parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--pid", type=int, default=None, help="the nats-server's process id")
     parser.add_argument("--defer-wake", action="store_true", help="(an experiment, above)")
     args = parser.parse_args()
     prefix = f"delaygap{os.getpid()}"

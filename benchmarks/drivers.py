@@ -72,12 +72,15 @@ def noop_app(*, blocking: bool = False) -> tuple[Any, Any]:
     return app, noop
 
 
-def arguments(doc: str | None, n: int = 10_000) -> argparse.ArgumentParser:
+def arguments(doc: str | None, n: int = 10_000, pid: bool = False) -> argparse.ArgumentParser:
     """A driver's command line: its docstring's first paragraph, the store's ``url`` and
-    ``-n``, the tasks to measure."""
+    ``-n``, the tasks to measure; with ``pid``, ``--pid``, the server process whose CPU
+    to read (:func:`cpu_seconds`)."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("url")
     parser.add_argument("-n", type=int, default=n)
+    if pid:
+        parser.add_argument("--pid", type=int, default=None, help="the server's process id")
     return parser
 
 
