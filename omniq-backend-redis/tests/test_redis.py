@@ -155,6 +155,44 @@ async def test_a_single_enqueue_stores_what_the_batch_script_stores(
         await queue.close()
 
 
+async def test_a_single_enqueue_packs_long_and_short_arguments_alike(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enqueue_one.lua's arguments are packed by a table of length lines up to 1,023
+    bytes, and longer ones (a big call, a big event) another way: either way the script
+    alone stores the task and its event as given."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+
+    async def general(*args: Any) -> Any:
+        raise AssertionError("enqueue_one.lua handed the task back")
+        yield  # pragma: no cover
+
+    try:
+        # (the stream's first event is the general script's: enqueue_one.lua needs it there)
+        first = make_task(created_at=time.time())
+        detail = {"name": first.name, "state": "pending"}
+        event = make_event(task_id=first.id, timestamp=first.created_at, detail=detail)
+        await queue.enqueue_recorded([first], [event], events)
+        monkeypatch.setattr(queue, "_enqueue_all", general)
+        for size in (4, 1023, 1024, 70_000):
+            at = time.time()
+            task = make_task(
+                created_at=at, payload=bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            )
+            detail = {"name": task.name, "state": "pending", "note": "n" * size}
+            event = make_event(task_id=task.id, timestamp=at, detail=detail)
+            [stored] = await queue.enqueue_recorded([task], [event], events)
+            assert stored.state is TaskState.PENDING
+            got = await queue.get(task.id)
+            assert got is not None and got.payload == task.payload
+            [said] = await events.query(task_id=task.id)
+            assert said.id == event.id and said.detail == detail
+    finally:
+        await events.close()
+        await queue.close()
+
+
 async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
     redis_url: str, key_prefix: str
 ) -> None:

@@ -68,7 +68,7 @@ from .codec import (
     number,
     rescue,
 )
-from .connection import pack_evalsha, pack_script
+from .connection import pack_evalsha, pack_script, resp
 from .errors import ForeignKeyError, foreign_from_reply
 from .events import RedisEventStorage
 from .paging import list_page
@@ -304,7 +304,8 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         one = self._one.get(id(events))
         if one is None:
             script = shared.script("enqueue_one", one_settings(self.prefix, events))
-            one = self._one[id(events)] = (script, pack_evalsha(script, 12))
+            # (its last CRLF left to the first argument's line, see _ARG_LINES)
+            one = self._one[id(events)] = (script, pack_evalsha(script, 12)[:-2])
         script, start = one
         eta, expires_at = task.eta, task.expires_at
         tid, q, body = task.id.encode(), task.queue.encode(), encoder.encode(task)
@@ -328,12 +329,19 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
             y, ev = said.type.encode(), encoder.encode(said)
         else:
             s = ms = exact = y = ev = b""
-        # (one format for the 12 arguments: RESP bulk strings, as resp() writes them)
-        packed = start + _TASK_ARGS % (
-            len(tid), tid, len(q), q, len(head), head, len(body), body, len(p), p,
-            len(e), e, len(x), x, len(s), s, len(ms), ms, len(exact), exact,
-            len(y), y, len(ev), ev,
-        )  # fmt: skip
+        # (the 12 arguments as RESP bulk strings, as resp() writes them, by one join with
+        # each length line and the CRLF before it looked up: a quarter of the cost of one
+        # bytes format of them, ~1.5 us a call)
+        lines = _ARG_LINES
+        try:
+            packed = b"".join((
+                start, lines[len(tid)], tid, lines[len(q)], q, lines[len(head)], head,
+                lines[len(body)], body, lines[len(p)], p, lines[len(e)], e, lines[len(x)], x,
+                lines[len(s)], s, lines[len(ms)], ms, lines[len(exact)], exact,
+                lines[len(y)], y, lines[len(ev)], ev, b"\r\n",
+            ))  # fmt: skip
+        except IndexError:  # an argument of _ARG_LINES' length or more (a big call)
+            packed = start + b"\r\n" + resp((tid, q, head, body, p, e, x, s, ms, exact, y, ev))
         try:
             state = await shared.call_packed(script, packed)
         except ResponseError as exc:
@@ -889,5 +897,6 @@ _HEADER = struct.Struct(">ddddd")
 _PRIORITIES = {p: str(p).encode() for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)}
 #: A state as enqueue_one.lua's argument (``.value`` is a Python-level property of the enum)
 _STATE_NAMES = {state: state.value.encode() for state in TaskState}
-#: enqueue_one.lua's 12 arguments of a task as RESP bulk strings, filled by one format
-_TASK_ARGS = b"$%d\r\n%b\r\n" * 12
+#: The CRLF that ends one bulk string and the length line of the next (``$<n>``), by its
+#: length, for the lengths most of enqueue_one.lua's arguments have
+_ARG_LINES = [b"\r\n$%d\r\n" % n for n in range(1024)]
