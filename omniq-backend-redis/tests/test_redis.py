@@ -193,6 +193,40 @@ async def test_a_single_enqueue_packs_long_and_short_arguments_alike(
         await queue.close()
 
 
+async def test_a_single_enqueue_writes_its_event_with_any_sibling_storage(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delay() takes the event storage for one on its connection by a check of the
+    usual case (a RedisEventStorage, its connection); any other sibling (a subclass)
+    is found by _shares_home, and its event goes with the task just the same."""
+
+    class Sub(RedisEventStorage):
+        pass
+
+    queue = await opened("task_queue", redis_url, key_prefix)
+    plain = await opened("event_storage", redis_url, key_prefix)
+    sub = Sub.from_url(f"{redis_url}?key_prefix={key_prefix}")
+    await sub.open()
+    appended: list[str] = []
+
+    async def spy(self: RedisEventStorage, batch: Any) -> None:
+        appended.extend(e.task_id for e in batch)
+
+    monkeypatch.setattr(RedisEventStorage, "append_many", spy)
+    try:
+        for storage in (plain, sub):
+            task = make_task(created_at=time.time())
+            detail = {"name": task.name, "state": "pending"}
+            event = make_event(task_id=task.id, timestamp=task.created_at, detail=detail)
+            await queue.enqueue_recorded([task], [event], storage)
+            assert [e.id for e in await storage.query(task_id=task.id)] == [event.id]
+        assert appended == [], "every event went with its task"
+    finally:
+        await sub.close()
+        await plain.close()
+        await queue.close()
+
+
 async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
     redis_url: str, key_prefix: str
 ) -> None:
