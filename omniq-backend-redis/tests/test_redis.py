@@ -19,7 +19,7 @@ from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import make_event, make_task
-from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec
+from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec, reply
 from omniq_backend_redis.connection import _SHARED
 from omniq_backend_redis.events import RedisEventStorage
 
@@ -29,6 +29,16 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=["direct", "read"])
+def reader_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways reply.py reads a reply off the stream: waiting on asyncio's
+    StreamReader's own state (``direct``), and by its public ``read()``, as for any
+    other reader (``read``)."""
+    if request.param == "read":
+        monkeypatch.setitem(reply._DIRECT, asyncio.StreamReader, False)
+    return str(request.param)
 
 
 def ref(url: str, prefix: str, **options: Any) -> dict[str, Any]:
@@ -264,7 +274,7 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
 
 
 async def test_a_command_larger_than_the_socket_takes_goes_whole(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """delay()'s command is written straight to the stream; one the socket does not take
     at once (a large payload) is drained before the reply is read, and the next call on
@@ -283,7 +293,7 @@ async def test_a_command_larger_than_the_socket_takes_goes_whole(
 
 
 async def test_a_reply_that_does_not_come_times_out_and_the_next_call_reconnects(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """delay()'s reply is read off the stream under one timer per connection (reply.py)
     instead of a timer per read: a server that stops answering still fails the read
@@ -309,7 +319,7 @@ async def test_a_reply_that_does_not_come_times_out_and_the_next_call_reconnects
 
 
 async def test_an_error_reply_is_raised_and_the_connection_kept(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """An error reply read off the stream is redis-py's exception (a script the server
     lost comes back as NoScriptError, loaded again); an array reply, or one longer than
@@ -340,6 +350,9 @@ async def test_an_error_reply_is_raised_and_the_connection_kept(
         task = make_task(created_at=time.time())
         [stored] = await queue.enqueue_recorded([task], [], None)
         assert stored.state is TaskState.PENDING
+        assert reply._DIRECT[asyncio.StreamReader] is (reader_path == "direct"), (
+            "this Python's StreamReader has the state reply.py waits on directly"
+        )
     finally:
         admin.script_load(queue.shared.script("enqueue").script)  # (a later test times it)
         admin.close()

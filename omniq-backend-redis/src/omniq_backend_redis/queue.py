@@ -308,7 +308,7 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
         # (no typing.cast() call, header() written out, times by '%.17g', as exact as
         # repr() and about half its cost: what runs once per delay())
         events: RedisEventStorage | None = event_storage if event is not None else None  # type: ignore[assignment]
-        shared = self.shared
+        shared = self._shared or self.shared  # (the property, which raises, when not open)
         one = self._one.get(id(events))
         if one is None:
             script = shared.script("enqueue_one", one_settings(self.prefix, events))
