@@ -8,8 +8,9 @@ coroutines: together ~45,000 of the ~267,000 instructions of a ``delay()`` with 
 8 (callgrind; the timeout alone ~44,000). The replies the scripts give, a bulk string,
 an integer or an error, are read here by one ``read`` of the stream (whatever has come:
 one command is in flight on the connection; ``readuntil`` then ``readexactly`` cost a
-coroutine more per bulk-string reply); anything else goes to redis-py's parser with
-what was read. The
+coroutine more per bulk-string reply; for asyncio's own StreamReader that read is
+written out, a wait on the reader's waiter and its buffer taken, see ``_read``); anything
+else goes to redis-py's parser with what was read. The
 timeout stays: one timer per shared connection (:class:`Deadlines`) watches every read
 in flight and fails a read past its deadline, instead of a timer per read.
 """
@@ -109,7 +110,7 @@ async def _read(conn: Any, reader: asyncio.StreamReader, deadlines: Deadlines, k
             state._buffer or state._eof or state._paused or state._waiter or state._exception
         ):
             # (StreamReader.read and its _wait_for_data, written out for a reader with
-            # nothing buffered: two coroutines less a call, ~5,000 instructions)
+            # nothing buffered: two coroutines less a call, ~2,300 instructions)
             waiter = state._waiter = state._loop.create_future()
             try:
                 await waiter  # (a failed read, or a deadline, raises here)
