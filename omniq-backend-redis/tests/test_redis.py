@@ -19,7 +19,7 @@ from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState, encoder
 from omniq.registry import registry
 from omniq.testing import make_event, make_task
-from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec
+from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec, reply
 from omniq_backend_redis.connection import _SHARED
 from omniq_backend_redis.events import RedisEventStorage
 
@@ -29,6 +29,16 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=["direct", "read"])
+def reader_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways reply.py reads a reply off the stream: waiting on asyncio's
+    StreamReader's own state (``direct``), and by its public ``read()``, as for any
+    other reader (``read``)."""
+    if request.param == "read":
+        monkeypatch.setitem(reply._DIRECT, asyncio.StreamReader, False)
+    return str(request.param)
 
 
 def ref(url: str, prefix: str, **options: Any) -> dict[str, Any]:
@@ -155,6 +165,78 @@ async def test_a_single_enqueue_stores_what_the_batch_script_stores(
         await queue.close()
 
 
+async def test_a_single_enqueue_packs_long_and_short_arguments_alike(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enqueue_one.lua's arguments are packed by a table of length lines up to 1,023
+    bytes, and longer ones (a big call, a big event) another way: either way the script
+    alone stores the task and its event as given."""
+    queue = await opened("task_queue", redis_url, key_prefix)
+    events = await opened("event_storage", redis_url, key_prefix)
+
+    async def general(*args: Any) -> Any:
+        raise AssertionError("enqueue_one.lua handed the task back")
+        yield  # pragma: no cover
+
+    try:
+        # (the stream's first event is the general script's: enqueue_one.lua needs it there)
+        first = make_task(created_at=time.time())
+        detail = {"name": first.name, "state": "pending"}
+        event = make_event(task_id=first.id, timestamp=first.created_at, detail=detail)
+        await queue.enqueue_recorded([first], [event], events)
+        monkeypatch.setattr(queue, "_enqueue_all", general)
+        for size in (4, 1023, 1024, 70_000):
+            at = time.time()
+            task = make_task(
+                created_at=at, payload=bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            )
+            detail = {"name": task.name, "state": "pending", "note": "n" * size}
+            event = make_event(task_id=task.id, timestamp=at, detail=detail)
+            [stored] = await queue.enqueue_recorded([task], [event], events)
+            assert stored.state is TaskState.PENDING
+            got = await queue.get(task.id)
+            assert got is not None and got.payload == task.payload
+            [said] = await events.query(task_id=task.id)
+            assert said.id == event.id and said.detail == detail
+    finally:
+        await events.close()
+        await queue.close()
+
+
+async def test_a_single_enqueue_writes_its_event_with_any_sibling_storage(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delay() takes the event storage for one on its connection by a check of the
+    usual case (a RedisEventStorage, its connection); any other sibling (a subclass)
+    is found by _shares_home, and its event goes with the task just the same."""
+
+    class Sub(RedisEventStorage):
+        pass
+
+    queue = await opened("task_queue", redis_url, key_prefix)
+    plain = await opened("event_storage", redis_url, key_prefix)
+    sub = Sub.from_url(f"{redis_url}?key_prefix={key_prefix}")
+    await sub.open()
+    appended: list[str] = []
+
+    async def spy(self: RedisEventStorage, batch: Any) -> None:
+        appended.extend(e.task_id for e in batch)
+
+    monkeypatch.setattr(RedisEventStorage, "append_many", spy)
+    try:
+        for storage in (plain, sub):
+            task = make_task(created_at=time.time())
+            detail = {"name": task.name, "state": "pending"}
+            event = make_event(task_id=task.id, timestamp=task.created_at, detail=detail)
+            await queue.enqueue_recorded([task], [event], storage)
+            assert [e.id for e in await storage.query(task_id=task.id)] == [event.id]
+        assert appended == [], "every event went with its task"
+    finally:
+        await sub.close()
+        await plain.close()
+        await queue.close()
+
+
 async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
     redis_url: str, key_prefix: str
 ) -> None:
@@ -192,7 +274,7 @@ async def test_foreign_key_refuses_a_single_enqueue_with_nothing_written(
 
 
 async def test_a_command_larger_than_the_socket_takes_goes_whole(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """delay()'s command is written straight to the stream; one the socket does not take
     at once (a large payload) is drained before the reply is read, and the next call on
@@ -211,7 +293,7 @@ async def test_a_command_larger_than_the_socket_takes_goes_whole(
 
 
 async def test_a_reply_that_does_not_come_times_out_and_the_next_call_reconnects(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """delay()'s reply is read off the stream under one timer per connection (reply.py)
     instead of a timer per read: a server that stops answering still fails the read
@@ -237,7 +319,7 @@ async def test_a_reply_that_does_not_come_times_out_and_the_next_call_reconnects
 
 
 async def test_an_error_reply_is_raised_and_the_connection_kept(
-    redis_url: str, key_prefix: str
+    redis_url: str, key_prefix: str, reader_path: str
 ) -> None:
     """An error reply read off the stream is redis-py's exception (a script the server
     lost comes back as NoScriptError, loaded again); an array reply, or one longer than
@@ -268,6 +350,9 @@ async def test_an_error_reply_is_raised_and_the_connection_kept(
         task = make_task(created_at=time.time())
         [stored] = await queue.enqueue_recorded([task], [], None)
         assert stored.state is TaskState.PENDING
+        assert reply._DIRECT[asyncio.StreamReader] is (reader_path == "direct"), (
+            "this Python's StreamReader has the state reply.py waits on directly"
+        )
     finally:
         admin.script_load(queue.shared.script("enqueue").script)  # (a later test times it)
         admin.close()

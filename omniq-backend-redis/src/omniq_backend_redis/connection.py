@@ -294,7 +294,7 @@ def _send(conn: Any, packed: bytes) -> Awaitable[None] | None:
     """redis-py's ``send_packed_command``, without its per-call task: it drains the write
     under ``asyncio.wait_for`` whenever ``socket_timeout`` is set, which makes a task of
     every send although a socket with room takes the command at once. So the command is
-    written straight to the stream, and only a write the socket did not take whole is
+    written straight to the transport, and only a write the socket did not take whole is
     waited for, under that timeout. A connection not yet open, or with a health check
     due (``health_check_interval``), goes through redis-py. Returns what the caller
     must await, or None when the command was written whole (no coroutine for that)."""
@@ -304,7 +304,7 @@ def _send(conn: Any, packed: bytes) -> Awaitable[None] | None:
     transport = writer.transport  # (a property: read once)
     if transport.is_closing():
         return conn.send_packed_command(packed)  # type: ignore[no-any-return]
-    writer.write(packed)
+    transport.write(packed)  # (what StreamWriter.write does, without its frame)
     if transport.get_write_buffer_size():
         return _drain(conn, writer)
     return None

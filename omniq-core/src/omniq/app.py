@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import sys
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -725,7 +726,7 @@ class AsyncOmniQ:
         # runs once per delay(), and each Python frame less is ~1-3,000 instructions.)
         if not self._opened:  # (not a coroutine per delay() once open)
             await self.open()
-        at = now()
+        at = time.time()  # (now(), written out: read at the call, as a clock patched in tests)
         if not options and isinstance(fn, TaskFunction):
             task = self._plain_task(fn, args, kwargs, at)
         else:

@@ -292,7 +292,12 @@ class Serializer:
         if func is None:
             # _is_plain(call), without a call for each empty part (a no-argument delay())
             if (not args or _is_plain(args, 1)) and (not kwargs or _is_plain(kwargs, 1)):
-                return self._wrap(0, _encode((args, kwargs)), bind)
+                body = _encode((args, kwargs))
+                if self.signing_key is None:  # (_wrap's unsigned envelope, written out)
+                    data = _UNSIGNED_HEADS[0] + body
+                    if len(data) <= self.payload_limit:
+                        return data
+                return self._wrap(0, body, bind)  # (signed, or too big: _wrap raises)
             if not self.dill_allowed(local_only):
                 raise SerializationError(
                     f"task {_needs_dill(args, kwargs)} needs dill, and unsigned dill is refused "
