@@ -701,6 +701,40 @@ async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
     assert await conn.fetchval(in_order) == [t.id for tasks in order for t in tasks]
 
 
+async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
+    queue: PostgresTaskQueue,
+    pg_url: str,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``COPY`` takes at most ``COPY_BATCHES`` batches (its rows are built without a
+    turn of the event loop); the bulk goes on in another ``COPY`` of the same
+    transaction, in order, and each task's event is stored."""
+    from omniq_backend_postgres import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "COPY_BATCHES", 2)
+    tables: list[str] = []
+    copy = asyncpg.Connection.copy_records_to_table
+
+    async def counted(self: asyncpg.Connection, table_name: str, **kwargs: Any) -> Any:
+        tables.append(table_name)
+        return await copy(self, table_name, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    order = [copied_bulk() for _ in range(5)]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(
+            iter([(tasks, bulk_events(tasks)) for tasks in order]), events
+        )
+        assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
+        assert tables == ["tasks", "tasks", "tasks", "events"]
+        got = await events.query(limit=None)
+        assert [e.task_id for e in got] == [t.id for tasks in order for t in tasks]
+    in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
+    assert await conn.fetchval(in_order) == [t.id for tasks in order for t in tasks]
+
+
 async def test_a_bulk_whose_batch_fails_to_build_during_its_copy_stores_nothing(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str
 ) -> None:

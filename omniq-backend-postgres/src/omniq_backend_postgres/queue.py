@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins  # the queue's list() method shadows the type in the class body
 import contextlib
+import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -493,6 +494,69 @@ def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list
     return copy_records([as_stored(e, t, pending) for e, t in zip(events, tasks, strict=True)])
 
 
+#: The most batches one ``COPY`` of a bulk takes (:class:`_CopyStream`): its rows are
+#: built and encoded without a turn of the event loop, so a bulk of many more gives the
+#: loop a turn (and starts another ``COPY``) every 20 batches (10,000 tasks).
+COPY_BATCHES = 20
+
+
+class _CopyStream:
+    """The ``COPY`` rows (:func:`_copy_rows`) of a batch of new tasks ready at once and
+    of the batches after it in ``source`` while those are too (up to
+    :data:`COPY_BATCHES`), each batch built as the rows before it are sent: one
+    statement for them all, whose rows the server inserts while the client builds and
+    encodes the next ones (a ``COPY`` a batch left the server idle while its rows were
+    encoded and between batches, and made its slots and statement state again each
+    time). Kept as it goes: the tasks as stored, their events' rows, their queues, and
+    the batch that ended it, if any.
+
+    The rows are a plain iterator, which asyncpg reads in C and sends every 512 KiB:
+    rows from an async iterator cost ~1,400-2,600 more instructions a task (one
+    ``StopIteration`` or coroutine a row)."""
+
+    __slots__ = ("after", "copied", "held", "recorded", "source", "stored")
+
+    def __init__(self, source: Iterator[Batch], recorded: bool) -> None:
+        self.source = source
+        self.recorded = recorded
+        self.stored: list[Task] = []
+        self.held: list[tuple[Any, ...]] = []
+        self.copied: set[str] = set()
+        self.after: Batch | None = None
+
+    def rows(self, tasks: Sequence[Task], events: Sequence[TaskEvent]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``tasks`` and of the batches after them, built as they are read."""
+        return itertools.chain.from_iterable(self._batches(tasks, events))
+
+    def _batches(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent]
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        pending = TaskState.PENDING
+        for taken in range(1, COPY_BATCHES + 1):
+            if tasks:
+                if events:
+                    self.held += _copy_event_rows(tasks, events)
+                self.copied.update([t.queue for t in tasks])
+                self.stored += [
+                    t
+                    if t.state is pending and t.finished_at is None
+                    else msgspec.structs.replace(t, state=pending, finished_at=None)
+                    for t in tasks
+                ]
+                yield _copy_rows(tasks)
+            if taken == COPY_BATCHES:
+                return
+            batch = next(self.source, None)
+            if batch is None:
+                return
+            tasks, events = batch
+            if not self.recorded:
+                events = ()
+            if [t for t in tasks if t.depends_on] or not _copyable(tasks):
+                self.after = batch
+                return
+
+
 def _complete_args(items: Sequence[Completion]) -> list[str]:
     """Arguments of the schema's complete_many() (states checked by the base), each
     column one array literal (:func:`.store.text_array`, :func:`.store.json_array`: no
@@ -657,7 +721,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         ``for`` builds the next one and its arguments (asyncpg runs one statement at a
         time); ``new``: with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`,
         ``COPY``). Consecutive batches of new tasks ready at once go by one ``COPY``
-        (:meth:`_stream`). The events of the batches written by ``COPY`` are held and
+        (:class:`_CopyStream`). The events of the batches written by ``COPY`` are held and
         written together by one ``COPY`` (:meth:`_copy_events`) before any other
         statement of the bulk and at its end: in the same order, and one round trip and
         statement for them instead of one a batch."""
@@ -689,8 +753,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                     if flight is not None:
                         stored += await self._landed(conn, flight)
                         flight = None
-                    out = stored, held, copied, after
-                    await self._copy(conn, self._stream(tasks, events, source, recorded, out))
+                    stream = _CopyStream(source, recorded)
+                    await self._copy(conn, stream.rows(tasks, events))
+                    stored += stream.stored
+                    held += stream.held
+                    copied |= stream.copied
+                    if stream.after is not None:
+                        after.append(stream.after)
                 elif tasks:
                     send, writes_events = self._statement(conn, tasks, events, new)
                     if flight is not None:  # (the next batch's arguments are built)
@@ -712,47 +781,6 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                 with contextlib.suppress(Exception):
                     await flight[0]
         return stored
-
-    async def _stream(
-        self,
-        tasks: Sequence[Task],
-        events: Sequence[TaskEvent],
-        source: Iterator[Batch],
-        recorded: bool,
-        out: tuple[list[Task], list[tuple[Any, ...]], set[str], list[Batch]],
-    ) -> AsyncIterator[tuple[Any, ...]]:
-        """The ``COPY`` rows (:func:`_copy_rows`) of ``tasks`` and of the batches after
-        them in ``source`` while those are new tasks ready at once too, each batch built
-        as the rows before it are sent: one statement for them all, whose rows the
-        server inserts while the client builds and encodes the next ones (a ``COPY``
-        a batch left the server idle while its rows were encoded and between batches,
-        and made its slots and statement state again each time). Into ``out``: the
-        tasks as stored, their events' rows, their queues, and the batch that stopped
-        it."""
-        stored, held, copied, after = out
-        pending = TaskState.PENDING
-        while True:
-            if events:
-                held += _copy_event_rows(tasks, events)
-            for row in _copy_rows(tasks):
-                yield row
-            copied.update([t.queue for t in tasks])
-            stored += [
-                t
-                if t.state is pending and t.finished_at is None
-                else msgspec.structs.replace(t, state=pending, finished_at=None)
-                for t in tasks
-            ]
-            await asyncio.sleep(0)  # (the loop sends what the socket did not take)
-            batch = next(source, None)
-            if batch is None:
-                return
-            tasks, events = batch
-            if not recorded:
-                events = ()
-            if [t for t in tasks if t.depends_on] or not _copyable(tasks):
-                after.append(batch)
-                return
 
     def _statement(
         self,
@@ -777,7 +805,7 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
             sql = INSERT_MANY_NEW if new else INSERT_MANY
         return partial(conn.fetch, self.sql(sql), *args), recorded
 
-    async def _copy(self, conn: asyncpg.Connection, rows: AsyncIterator[tuple[Any, ...]]) -> None:
+    async def _copy(self, conn: asyncpg.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         """Write tasks that are ready at once by binary ``COPY``: the server inserts a
         page of rows at a time (one WAL record a heap page, not a row), with no plan,
         unnest or projection per row, and asyncpg encodes each value in C. An id that
