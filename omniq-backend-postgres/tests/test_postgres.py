@@ -668,6 +668,96 @@ async def test_a_bulk_keeps_its_events_in_order_across_copy_and_insert_batches(
         assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 2 + 3
 
 
+async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
+    queue: PostgresTaskQueue,
+    pg_url: str,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Consecutive batches of new tasks ready at once go by one ``COPY`` of the tasks
+    (a stream fed as each batch is built), cut where a batch goes another way; every
+    task and event is stored in the bulk's order."""
+    tables: list[str] = []
+    copy = asyncpg.Connection.copy_records_to_table
+
+    async def counted(self: asyncpg.Connection, table_name: str, **kwargs: Any) -> Any:
+        tables.append(table_name)
+        return await copy(self, table_name, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    runs = [copied_bulk(), copied_bulk(), copied_bulk()]
+    delayed = [make_task(eta=time.time() + 3600) for _ in range(3)]
+    last = copied_bulk()
+    order = [*runs, delayed, last]
+    batches = [(tasks, bulk_events(tasks)) for tasks in order]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(iter(batches), events)
+        assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
+        assert tables == ["tasks", "events", "tasks", "events"]
+        got = await events.query(limit=None)
+        assert [e.id for e in got] == [e.id for _, evs in batches for e in evs]
+    in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
+    assert await conn.fetchval(in_order) == [t.id for tasks in order for t in tasks]
+
+
+async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
+    queue: PostgresTaskQueue,
+    pg_url: str,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``COPY`` takes at most ``COPY_BATCHES`` batches (its rows are built without a
+    turn of the event loop); the bulk goes on in another ``COPY`` of the same
+    transaction, in order, and each task's event is stored."""
+    from omniq_backend_postgres import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "COPY_BATCHES", 2)
+    tables: list[str] = []
+    copy = asyncpg.Connection.copy_records_to_table
+
+    async def counted(self: asyncpg.Connection, table_name: str, **kwargs: Any) -> Any:
+        tables.append(table_name)
+        return await copy(self, table_name, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    order = [copied_bulk() for _ in range(5)]
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        stored = await queue.enqueue_batches(
+            iter([(tasks, bulk_events(tasks)) for tasks in order]), events
+        )
+        assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
+        assert tables == ["tasks", "tasks", "tasks", "events"]
+        got = await events.query(limit=None)
+        assert [e.task_id for e in got] == [t.id for tasks in order for t in tasks]
+    in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
+    assert await conn.fetchval(in_order) == [t.id for tasks in order for t in tasks]
+
+
+async def test_a_bulk_whose_batch_fails_to_build_during_its_copy_stores_nothing(
+    queue: PostgresTaskQueue, pg_url: str, pg_schema: str
+) -> None:
+    """A batch that fails to build while the ``COPY`` of the batches before it is open
+    ends that ``COPY`` and the bulk's transaction: no task of the bulk is stored, the
+    builder's error is raised, and the connection serves the next bulk."""
+    first = copied_bulk()
+
+    def batches() -> Iterator[tuple[list[Task], list[TaskEvent]]]:
+        yield first, bulk_events(first)
+        raise RuntimeError("the second batch could not be built")
+
+    async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
+        with pytest.raises(RuntimeError, match="could not be built"):
+            await queue.enqueue_batches(batches(), events)
+        assert await queue.get(first[0].id) is None
+        assert await events.query(task_id=first[0].id) == []
+        again = copied_bulk()
+        stored = await queue.enqueue_batches(iter([(again, bulk_events(again))]), events)
+        assert [t.id for t in stored] == [t.id for t in again]
+        assert await queue.get(again[-1].id) is not None
+
+
 async def test_a_bulk_by_copy_stores_no_task_without_its_event(
     queue: PostgresTaskQueue, pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

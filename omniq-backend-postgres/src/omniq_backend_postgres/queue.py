@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins  # the queue's list() method shadows the type in the class body
 import contextlib
+import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -183,10 +184,9 @@ SELECT id, state, created_at, finished_at FROM ins WHERE""",
     )
 )
 
-#: A batch's statements in flight: the inserted rows to come (none for ``COPY``), the
-#: batch, whether they write the events too, and whether by ``COPY`` (every task then
-#: stored as given, or the statement fails; see :meth:`PostgresTaskQueue._statement`).
-Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool, bool]
+#: A batch's statement in flight: the inserted rows to come, the batch, and whether it
+#: writes the events too (see :meth:`PostgresTaskQueue._statement`).
+Flight = tuple["asyncio.Future[list[asyncpg.Record]]", Batch, bool]
 
 #: The columns a bulk's ``COPY`` fills for tasks that are ready at once (the others are
 #: NULL, or the identity's next ``seq``), and for their events (:func:`_copy_rows`,
@@ -494,6 +494,69 @@ def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list
     return copy_records([as_stored(e, t, pending) for e, t in zip(events, tasks, strict=True)])
 
 
+#: The most batches one ``COPY`` of a bulk takes (:class:`_CopyStream`): its rows are
+#: built and encoded without a turn of the event loop, so a bulk of many more gives the
+#: loop a turn (and starts another ``COPY``) every 20 batches (10,000 tasks).
+COPY_BATCHES = 20
+
+
+class _CopyStream:
+    """The ``COPY`` rows (:func:`_copy_rows`) of a batch of new tasks ready at once and
+    of the batches after it in ``source`` while those are too (up to
+    :data:`COPY_BATCHES`), each batch built as the rows before it are sent: one
+    statement for them all, whose rows the server inserts while the client builds and
+    encodes the next ones (a ``COPY`` a batch left the server idle while its rows were
+    encoded and between batches, and made its slots and statement state again each
+    time). Kept as it goes: the tasks as stored, their events' rows, their queues, and
+    the batch that ended it, if any.
+
+    The rows are a plain iterator, which asyncpg reads in C and sends every 512 KiB:
+    rows from an async iterator cost ~1,400-2,600 more instructions a task (one
+    ``StopIteration`` or coroutine a row)."""
+
+    __slots__ = ("after", "copied", "held", "recorded", "source", "stored")
+
+    def __init__(self, source: Iterator[Batch], recorded: bool) -> None:
+        self.source = source
+        self.recorded = recorded
+        self.stored: list[Task] = []
+        self.held: list[tuple[Any, ...]] = []
+        self.copied: set[str] = set()
+        self.after: Batch | None = None
+
+    def rows(self, tasks: Sequence[Task], events: Sequence[TaskEvent]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``tasks`` and of the batches after them, built as they are read."""
+        return itertools.chain.from_iterable(self._batches(tasks, events))
+
+    def _batches(
+        self, tasks: Sequence[Task], events: Sequence[TaskEvent]
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        pending = TaskState.PENDING
+        for taken in range(1, COPY_BATCHES + 1):
+            if tasks:
+                if events:
+                    self.held += _copy_event_rows(tasks, events)
+                self.copied.update([t.queue for t in tasks])
+                self.stored += [
+                    t
+                    if t.state is pending and t.finished_at is None
+                    else msgspec.structs.replace(t, state=pending, finished_at=None)
+                    for t in tasks
+                ]
+                yield _copy_rows(tasks)
+            if taken == COPY_BATCHES:
+                return
+            batch = next(self.source, None)
+            if batch is None:
+                return
+            tasks, events = batch
+            if not self.recorded:
+                events = ()
+            if [t for t in tasks if t.depends_on] or not _copyable(tasks):
+                self.after = batch
+                return
+
+
 def _complete_args(items: Sequence[Completion]) -> list[str]:
     """Arguments of the schema's complete_many() (states checked by the base), each
     column one array literal (:func:`.store.text_array`, :func:`.store.json_array`: no
@@ -657,16 +720,23 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         """Write ``batches`` on ``conn``, the statement of each in flight while the
         ``for`` builds the next one and its arguments (asyncpg runs one statement at a
         time); ``new``: with the statements for ids not stored yet (:data:`INSERT_BULK_NEW`,
-        ``COPY``). The events of the batches written by ``COPY`` are held and written
-        together by one ``COPY`` (:meth:`_copy_events`) before any other statement of
-        the bulk and at its end: in the same order, and one round trip and statement
-        for them instead of one a batch."""
+        ``COPY``). Consecutive batches of new tasks ready at once go by one ``COPY``
+        (:class:`_CopyStream`). The events of the batches written by ``COPY`` are held and
+        written together by one ``COPY`` (:meth:`_copy_events`) before any other
+        statement of the bulk and at its end: in the same order, and one round trip and
+        statement for them instead of one a batch."""
         stored: list[Task] = []
         flight: Flight | None = None
         copied: set[str] = set()  # queues of the tasks written by COPY
         held: list[tuple[Any, ...]] = []  # their events' rows, not written yet
+        source = iter(batches)
+        after: list[Batch] = []  # the batch a COPY stopped at, to write the other way
         try:
-            for tasks, events in batches:
+            while True:
+                batch = after.pop() if after else next(source, None)
+                if batch is None:
+                    break
+                tasks, events = batch
                 if not recorded:
                     events = ()
                 if [t for t in tasks if t.depends_on]:  # (a list: no generator a task)
@@ -679,19 +749,27 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
                         done = [as_stored(e, t) for e, t in zip(events, part, strict=True)]
                         await conn.execute(self.sql(APPEND), *append_args(done))
                     stored += part
+                elif tasks and new and _copyable(tasks):
+                    if flight is not None:
+                        stored += await self._landed(conn, flight)
+                        flight = None
+                    stream = _CopyStream(source, recorded)
+                    await self._copy(conn, stream.rows(tasks, events))
+                    stored += stream.stored
+                    held += stream.held
+                    copied |= stream.copied
+                    if stream.after is not None:
+                        after.append(stream.after)
                 elif tasks:
-                    send, writes_events, by_copy = self._statement(conn, tasks, events, new, held)
+                    send, writes_events = self._statement(conn, tasks, events, new)
                     if flight is not None:  # (the next batch's arguments are built)
                         stored += await self._landed(conn, flight)
                         flight = None
-                    if not by_copy:
-                        await self._copy_events(conn, held)
+                    await self._copy_events(conn, held)
                     # asyncpg sends a statement in the first step of its task
                     future = asyncio.ensure_future(send())
-                    flight = future, (tasks, events), writes_events, by_copy
+                    flight = future, (tasks, events), writes_events
                     await asyncio.sleep(0)
-                    if by_copy:
-                        copied.update([t.queue for t in tasks])
             if flight is not None:
                 stored += await self._landed(conn, flight)
                 flight = None
@@ -710,17 +788,11 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         tasks: Sequence[Task],
         events: Sequence[TaskEvent],
         new: bool,
-        held: list[tuple[Any, ...]],
-    ) -> tuple[Callable[[], Awaitable[list[asyncpg.Record]]], bool, bool]:
-        """What writes ``tasks`` (and ``events``), its arguments built now, to send
-        later; whether it writes the events, and whether by ``COPY``. The events go with
-        their tasks when each task is ready at once (:data:`INSERT_BULK`), else after
-        (see :meth:`_landed`). Ids not stored yet and ready at once go by ``COPY``
-        (:meth:`_copy`), their events' rows added to ``held`` (see :meth:`_write_batches`)."""
-        if new and _copyable(tasks):
-            if events:
-                held += _copy_event_rows(tasks, events)
-            return partial(self._copy, conn, _copy_rows(tasks)), bool(events), True
+    ) -> tuple[Callable[[], Awaitable[list[asyncpg.Record]]], bool]:
+        """What writes ``tasks`` (and ``events``) by a statement, its arguments built
+        now, to send later; whether it writes the events. The events go with their
+        tasks when each task is ready at once (:data:`INSERT_BULK`), else after (see
+        :meth:`_landed`)."""
         recorded = bool(events) and all(t.eta is None for t in tasks)
         if recorded:
             ready_events = [
@@ -731,11 +803,9 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         else:
             args = compact(_insert_args(tasks))
             sql = INSERT_MANY_NEW if new else INSERT_MANY
-        return partial(conn.fetch, self.sql(sql), *args), recorded, False
+        return partial(conn.fetch, self.sql(sql), *args), recorded
 
-    async def _copy(
-        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
-    ) -> list[asyncpg.Record]:
+    async def _copy(self, conn: asyncpg.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         """Write tasks that are ready at once by binary ``COPY``: the server inserts a
         page of rows at a time (one WAL record a heap page, not a row), with no plan,
         unnest or projection per row, and asyncpg encodes each value in C. An id that
@@ -743,7 +813,6 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         await conn.copy_records_to_table(
             "tasks", records=rows, columns=COPY_TASK_COLUMNS, schema_name=self.settings.schema
         )
-        return []
 
     async def _copy_events(self, conn: asyncpg.Connection, held: list[tuple[Any, ...]]) -> None:
         """Write the event rows ``held`` (:data:`.events.COPY_COLUMNS`) by ``COPY``, and
@@ -759,16 +828,8 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         the statement did not write them (delayed tasks, or some not inserted: an id
         that existed, or given twice) they are appended here, each saying how its task
         is stored."""
-        future, (tasks, events), recorded, copied = flight
+        future, (tasks, events), recorded = flight
         rows = await future
-        if copied:  # each stored as given, pending
-            pending = TaskState.PENDING
-            return [
-                t
-                if t.state is pending and t.finished_at is None
-                else msgspec.structs.replace(t, state=pending, finished_at=None)
-                for t in tasks
-            ]
         stored = await self._stored(conn, tasks, rows)
         if events and (not recorded or len(rows) < len(tasks)):
             done = [as_stored(e, t) for e, t in zip(events, stored, strict=True)]
