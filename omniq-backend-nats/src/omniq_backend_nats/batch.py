@@ -17,8 +17,9 @@ client's receive buffer where it allows (:mod:`.acks`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import nats.errors
@@ -35,10 +36,14 @@ __all__ = [
     "Inbox",
     "Request",
     "Sent",
+    "messages_held",
     "publishes",
+    "purged",
     "puts",
+    "removals",
     "revisions",
     "sequences",
+    "stream_info",
 ]
 
 #: ``(subject, payload, headers)`` of one request.
@@ -167,6 +172,8 @@ class Inbox:
         #: that is done (set when the inbox opens).
         self.read_fast = True
         self.reads_fast = False
+        #: Set inside :meth:`one_write`: posts wait in the client's buffer for its end.
+        self._holding = False
 
     async def _open(self) -> None:
         if self._sub is None:
@@ -235,6 +242,12 @@ class Inbox:
         client, flushed by its flusher) and :meth:`Sent.replies` waits for the answers,
         so a caller can send the next requests meanwhile (a pipeline)."""
         await self._open()
+        # In place where it can be (see post): a send with nothing else in flight, the
+        # worker's read, claim, completion and results of a task, reaches the socket
+        # now instead of on the flusher's turn, one loop hop later each.
+        posted = self.post(requests, tell=tell)
+        if posted is not None:
+            return posted
         sent = Sent(self, len(requests))
         messages = [(subject, "", payload, headers) for subject, payload, headers in tell]
         prefix, waiting = self._prefix, self._waiting
@@ -314,7 +327,7 @@ class Inbox:
         # write, or the loop's next turn, whichever comes first: never later than the
         # flusher would. Otherwise it joins the flusher's next write, with the others in
         # flight.
-        alone = not self._waiting
+        alone = not self._waiting and not self._holding
         writer = _writer(nc) if alone and requests else None
         sent = Sent(self, len(requests))
         waiting, keys = self._waiting, sent.keys
@@ -336,6 +349,8 @@ class Inbox:
             return sent
         pending.append(buffer)
         nc._pending_data_size += len(buffer)
+        if self._holding:
+            return sent  # (written when the block ends)
         if alone and not requests:
             if not self._soon:
                 self._soon = True
@@ -343,6 +358,24 @@ class Inbox:
         elif queue.empty():
             queue.put_nowait(kick)
         return sent
+
+    @contextlib.contextmanager
+    def one_write(self) -> Iterator[None]:
+        """Hold what :meth:`post` (and so :meth:`send`) is given inside the block in the
+        client's buffer, and write it all when the block ends, in order, as one write
+        (or kick the flusher, when the socket is backed up): a finish's results and then
+        its acks, lease entry removals and dependents check reach the server together,
+        before the next task's messages, instead of one or two loop turns later each."""
+        if self._holding:  # (nested: the outer block writes)
+            yield
+            return
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            if getattr(self.nc, "_pending", None):  # (else written already)
+                self._write_pending()
 
     def _write_pending(self) -> None:
         """The loop's turn after a post without requests: write what the client's buffer
@@ -401,20 +434,12 @@ class Inbox:
     ) -> list[bool]:
         """``NatsStore.remove_key`` for many ``(key, revision)``: whether each removed
         something."""
-        requests: list[Request] = []
-        for key, revision in keys:
-            request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
-            if revision is not None:
-                request["seq"] = revision + 1
-            requests.append(
-                (f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None)
-            )
-        return [bool(_answer(msg).get("purged")) for msg in await self.ask(requests, tell=tell)]
+        return purged(await self.ask(removals(bucket, keys), tell=tell))
 
     async def stream_messages(self, stream: str) -> int:
         """How many messages ``stream`` holds (its info, without the subject list)."""
-        (msg,) = await self.ask([(f"$JS.API.STREAM.INFO.{stream}", b"", None)])
-        return int(_answer(msg)["state"]["messages"])
+        (msg,) = await self.ask([stream_info(stream)])
+        return messages_held(msg)
 
 
 class Sent:
@@ -497,6 +522,34 @@ def _sequence(msg: Msg) -> int:
 def sequences(replies: Sequence[Msg]) -> list[int]:
     """The stream sequences of acknowledged publishes; raises the first error."""
     return [_sequence(msg) for msg in replies]
+
+
+def removals(bucket: str, keys: Sequence[tuple[str, int | None]]) -> list[Request]:
+    """Purges of KV keys ``(key, revision)`` (see :meth:`Inbox.remove`); :func:`purged`
+    reads their replies."""
+    requests: list[Request] = []
+    for key, revision in keys:
+        request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
+        if revision is not None:
+            request["seq"] = revision + 1
+        requests.append((f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None))
+    return requests
+
+
+def purged(replies: Sequence[Msg]) -> list[bool]:
+    """Whether each purge removed something; raises the first error."""
+    return [bool(_answer(msg).get("purged")) for msg in replies]
+
+
+def stream_info(stream: str) -> Request:
+    """The info request of ``stream`` (without its subject list); :func:`messages_held`
+    reads its reply."""
+    return (f"$JS.API.STREAM.INFO.{stream}", b"", None)
+
+
+def messages_held(reply: Msg) -> int:
+    """How many messages a stream holds, from its info; raises an error reply."""
+    return int(_answer(reply)["state"]["messages"])
 
 
 def puts(bucket: str, entries: Sequence[tuple[str, bytes, int | None]]) -> list[Request]:

@@ -17,6 +17,7 @@ from omniq import lifecycle
 from omniq.lifecycle import finished
 from omniq.models import Task, TaskState, encoder
 
+from .batch import Request, stream_info
 from .delivery import Delivery
 from .names import token
 from .records import _replace
@@ -126,8 +127,9 @@ class Dependencies(Delivery):
         else:
             await asyncio.gather(*(self._cancel_waiting(c, task) for c in children))
 
-    async def _any_dependents(self) -> bool:
-        """Whether any task has dependents: one call instead of a lookup per task.
-        Asked after the records changed, so a dependent registering later reads the
-        parent's new state itself (see :meth:`_store`)."""
-        return await self.inbox.stream_messages(f"KV_{self.prefix}_children") > 0
+    def _any_dependents(self) -> Request:
+        """The question whether any task has dependents (one call instead of a lookup
+        per task; :func:`.batch.messages_held` of its reply > 0). Asked after the
+        records changed, so a dependent registering later reads the parent's new state
+        itself (see :meth:`_store`)."""
+        return stream_info(f"KV_{self.prefix}_children")
