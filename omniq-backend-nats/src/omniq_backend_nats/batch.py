@@ -36,6 +36,7 @@ __all__ = [
     "Inbox",
     "Request",
     "Sent",
+    "found",
     "messages_held",
     "publishes",
     "purged",
@@ -539,6 +540,16 @@ def removals(bucket: str, keys: Sequence[tuple[str, int | None]]) -> list[Reques
 def purged(replies: Sequence[Msg]) -> list[bool]:
     """Whether each purge removed something; raises the first error."""
     return [bool(_answer(msg).get("purged")) for msg in replies]
+
+
+def found(reply: Msg) -> bool:
+    """Whether a direct get found a message (404: none); raises any other error."""
+    status = _status(reply)
+    if status == "404":
+        return False
+    if status is not None:
+        raise nats.js.errors.APIError.from_msg(reply)
+    return True
 
 
 def stream_info(stream: str) -> Request:

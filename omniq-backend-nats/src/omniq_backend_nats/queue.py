@@ -79,7 +79,7 @@ from .batch import (
     Request,
     Sent,
     _windowed,
-    messages_held,
+    found,
     publishes,
     purged,
     puts,
@@ -694,7 +694,7 @@ class _Flight:
 
 async def _answered(asked: Sent | None) -> bool:
     """Whether the dependents check (:meth:`Dependencies._any_dependents`) found any."""
-    return asked is not None and messages_held((await asked.replies())[0]) > 0
+    return asked is not None and found((await asked.replies())[0])
 
 
 async def _false() -> bool:
