@@ -167,6 +167,56 @@ async def test_a_send_alone_goes_out_now_and_a_finish_in_one_write(
             assert (await q.get(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
 
 
+async def test_messages_with_headers_are_handled_as_the_client_reads_them(
+    nats_url: str, nats_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply with headers (a direct get's) resolves its send, a waiting pull's
+    delivery wakes the reserve and a result's put reaches its wait, all in the
+    client's read loop (``deliver_in_place``), not a loop turn later through the
+    subscription's task; a handler that fails is logged, the client reads on."""
+    async with stores_at(nats_url, nats_prefix) as (q, _):
+        inbox, nc_any = q.inbox, cast(Any, q.nc)
+        bucket = f"{nats_prefix}_tasks"
+        await inbox.write(bucket, [("k", b"v", None)])
+        assert inbox._sub is not None
+        sent = await inbox.send([(f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.k", b"", None)])
+        (key,) = sent.keys
+        head = b"NATS/1.0\r\nNats-Sequence: 1\r\n\r\n"
+        await nc_any._process_msg(inbox._sub._id, f"{inbox._prefix}{key}".encode(), b"", b"v", head)
+        assert sent._done.done(), "answered as read"
+        (reply,) = await sent.replies()
+        assert reply.data == b"v" and reply.headers == {"Nats-Sequence": "1"}
+
+        pulls = q._pulls
+        await pulls.arm([(f"{nats_prefix}.q.x.0", "none")], 0.1)
+        assert pulls._sub is not None
+        q._work.clear()
+        await nc_any._process_msg(pulls._sub._id, b"s.q.x.0", b"r", b"t-1", b"")
+        assert q._work.is_set() and [m.data for m in pulls.take()] == [b"t-1"]
+
+        results = registry.resolve(
+            "result_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        )
+        assert isinstance(results, NatsResultStorage)
+        async with results:
+            await results._subscribe()
+            assert results._every is not None
+            waiter = asyncio.get_running_loop().create_future()
+            results._waiters["t-2"] = {waiter}
+            subject = f"$KV.{results.bucket}.t-2".encode()
+            read = cast(Any, results.nc)._process_msg
+            await read(results._every._id, subject, b"", b"data", b"")
+            assert waiter.done() and waiter.result() == b"data"
+
+            def fail(msg: Any) -> None:
+                raise RuntimeError("boom")
+
+            cast(Any, results._every._pending_queue)._handle = fail
+            await read(results._every._id, subject, b"", b"data", b"")
+            assert "boom" in caplog.text
+            assert results._every._pending_size == 0
+
+
 @pytest.mark.parametrize("in_place", [True, False])
 async def test_a_fresh_delay_stores_record_message_event_and_wakes(
     nats_url: str, nats_prefix: str, in_place: bool

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from .acks import read_replies_fast
+from .acks import deliver_in_place, read_replies_fast
 
 __all__ = [
     "WRONG_REVISION",
@@ -189,8 +189,12 @@ class Inbox:
                         self._kick = kick
                     if self.read_fast:
                         self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
+                        deliver_in_place(self._sub, self._in_place)
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._reply(msg.subject[len(self._prefix) :], msg)
+
+    def _in_place(self, msg: Msg) -> None:
         self._reply(msg.subject[len(self._prefix) :], msg)
 
     def _reply(self, key: str, msg: Msg) -> None:
