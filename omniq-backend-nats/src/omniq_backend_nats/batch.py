@@ -8,7 +8,8 @@ Here a batch is published in one go, each reply resolves a plain future by a cou
 token, and the whole batch is awaited once: the same requests and the same replies
 (every write still waits for the server's acknowledgement), for a fraction of the
 client's CPU. A batch's ``PUB`` / ``HPUB`` commands are written to the connection as one
-buffer (:func:`_commands`) through the client's own buffer and flusher; where the client
+buffer (:func:`_commands`), in place when nothing else is in flight (:meth:`Inbox.post`),
+else through the client's own buffer and flusher; where the client
 lacks those internals, or the connection is down (the client's reconnect buffering
 applies), each message goes through ``Client.publish``. The replies are read from the
 client's receive buffer where it allows (:mod:`.acks`).
