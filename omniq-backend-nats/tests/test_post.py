@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import nats.aio.msg
 import pytest
 
 from omniq.events import enqueued_events
-from omniq.models import TaskState, task_decoder
+from omniq.models import TaskResult, TaskState, task_decoder
 from omniq.registry import registry
 from omniq.testing import eventually, make_task
-from omniq_backend_nats.batch import WRONG_REVISION, puts, revisions
+from omniq_backend_nats.batch import WRONG_REVISION, _writer, puts, revisions
 from omniq_backend_nats.events import NatsEventStorage
 from omniq_backend_nats.names import token
 from omniq_backend_nats.queue import NatsTaskQueue
+from omniq_backend_nats.results import NatsResultStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -92,6 +93,128 @@ async def test_a_post_written_now_or_with_the_flusher_gets_its_answers(
         assert inbox.post(puts(bucket, [("d", b"1", 0)])) is None
         inbox._kick = kick
         assert await inbox.get(bucket, ["d"]) == [None], "a refused post sent nothing"
+
+
+async def test_a_send_alone_goes_out_now_and_a_finish_in_one_write(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send with nothing else in flight (the worker's read, claim, completion) is on
+    the socket when it returns, not left for the flusher's turn; a finish writes the
+    accepted result, then the message's ack, the lease entry's removal and the
+    dependents check, in one write, the result first (on the same path, sent a turn or
+    two apart, they reached the server as the waiting client's next task did)."""
+    async with stores_at(nats_url, nats_prefix) as (q, ev):
+        results = registry.resolve(
+            "result_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        )
+        assert isinstance(results, NatsResultStorage)
+        async with results:
+            inbox, nc_any = q.inbox, cast(Any, q.nc)
+            bucket = f"{nats_prefix}_tasks"
+            await inbox.write(bucket, [("opened", b"", None)])
+            sent = await inbox.send(puts(bucket, [("s", b"1", 0)]))
+            assert not nc_any._pending, "on the socket at once"
+            assert WRONG_REVISION not in revisions(await sent.replies())
+
+            task = make_task(id="one-write")
+            await q.enqueue_recorded([task], enqueued_events([task], 1.0), ev, fresh=True)
+            (leased,) = await q.reserve(["default"], "w", 30.0)
+            writes: list[bytes] = []
+            transport = _writer(q.nc)
+            assert transport is not None
+            write, writelines = transport.write, transport.writelines
+
+            inner: list[bool] = []  # (a writelines that calls write is one write)
+
+            def recording(data: Any) -> None:
+                if not inner:
+                    writes.append(bytes(data))
+                write(data)
+
+            def recording_lines(lines: Any) -> None:
+                lines = list(lines)
+                writes.append(b"".join(lines))
+                inner.append(True)
+                try:
+                    writelines(lines)
+                finally:
+                    inner.pop()
+
+            monkeypatch.setattr(transport, "write", recording)
+            monkeypatch.setattr(transport, "writelines", recording_lines)
+            value = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"v")
+            accepted = await q.finish_many(
+                [(task.id, leased.lease_token or "", TaskState.SUCCEEDED, None)],
+                [value],
+                [],
+                results,
+                ev,
+            )
+            monkeypatch.undo()
+            assert accepted == [True]
+            (one,) = [w for w in writes if f"$KV.{nats_prefix}_results.".encode() in w]
+            at = [
+                one.find(part.encode())
+                for part in (
+                    f"$KV.{nats_prefix}_results.",
+                    "$JS.ACK.",
+                    f"STREAM.PURGE.KV_{nats_prefix}_leases",
+                    f"DIRECT.GET.KV_{nats_prefix}_children",
+                )
+            ]
+            assert -1 not in at and at == sorted(at), (at, writes)
+            assert (await results.get(task.id)) == value
+            assert (await q.get(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+
+
+async def test_messages_with_headers_are_handled_as_the_client_reads_them(
+    nats_url: str, nats_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply with headers (a direct get's) resolves its send, a waiting pull's
+    delivery wakes the reserve and a result's put reaches its wait, all in the
+    client's read loop (``deliver_in_place``), not a loop turn later through the
+    subscription's task; a handler that fails is logged, the client reads on."""
+    async with stores_at(nats_url, nats_prefix) as (q, _):
+        inbox, nc_any = q.inbox, cast(Any, q.nc)
+        bucket = f"{nats_prefix}_tasks"
+        await inbox.write(bucket, [("k", b"v", None)])
+        assert inbox._sub is not None
+        sent = await inbox.send([(f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.k", b"", None)])
+        (key,) = sent.keys
+        head = b"NATS/1.0\r\nNats-Sequence: 1\r\n\r\n"
+        await nc_any._process_msg(inbox._sub._id, f"{inbox._prefix}{key}".encode(), b"", b"v", head)
+        assert sent._done.done(), "answered as read"
+        (reply,) = await sent.replies()
+        assert reply.data == b"v" and reply.headers == {"Nats-Sequence": "1"}
+
+        pulls = q._pulls
+        await pulls.arm([(f"{nats_prefix}.q.x.0", "none")], 0.1)
+        assert pulls._sub is not None
+        q._work.clear()
+        await nc_any._process_msg(pulls._sub._id, b"s.q.x.0", b"r", b"t-1", b"")
+        assert q._work.is_set() and [m.data for m in pulls.take()] == [b"t-1"]
+
+        results = registry.resolve(
+            "result_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        )
+        assert isinstance(results, NatsResultStorage)
+        async with results:
+            await results._subscribe()
+            assert results._every is not None
+            waiter = asyncio.get_running_loop().create_future()
+            results._waiters["t-2"] = {waiter}
+            subject = f"$KV.{results.bucket}.t-2".encode()
+            read = cast(Any, results.nc)._process_msg
+            await read(results._every._id, subject, b"", b"data", b"")
+            assert waiter.done() and waiter.result() == b"data"
+
+            def fail(msg: Any) -> None:
+                raise RuntimeError("boom")
+
+            cast(Any, results._every._pending_queue)._handle = fail
+            await read(results._every._id, subject, b"", b"data", b"")
+            assert "boom" in caplog.text
+            assert results._every._pending_size == 0
 
 
 @pytest.mark.parametrize("in_place", [True, False])

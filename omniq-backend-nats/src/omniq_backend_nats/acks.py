@@ -16,6 +16,8 @@ the replies go the public way, through the subscription's callback.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +26,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-__all__ = ["read_replies_fast"]
+__all__ = ["deliver_in_place", "read_replies_fast"]
 
 #: The client parser's state between frames (``nats.protocol.parser``).
 _AWAITING_CONTROL_LINE = 1
@@ -88,4 +90,42 @@ def read_replies_fast(
             await parse(b"")
 
     parser.parse = read
+    return True
+
+
+log = logging.getLogger(__name__)
+
+
+class _InPlace(asyncio.Queue[Msg]):
+    """A subscription's pending queue that hands each message to ``handle`` as the
+    client reads it, instead of queueing it for the subscription's task (which took a
+    loop turn to pick it up: a hop between a reply and the coroutine it resumes)."""
+
+    def __init__(self, sub: Subscription, handle: Callable[[Msg], None]) -> None:
+        super().__init__()
+        self._sub, self._handle = sub, handle
+
+    def put_nowait(self, item: Msg) -> None:
+        sub: Any = self._sub
+        sub._pending_size -= len(item.data)  # (the client counted it as queued)
+        try:
+            self._handle(item)
+        except Exception:  # (never into the client's read loop)
+            log.exception("handling a message of subject %s failed", item.subject)
+
+
+def deliver_in_place(sub: Subscription, handle: Callable[[Msg], None]) -> bool:
+    """Have every message of ``sub`` (one with a callback) handed to ``handle`` in the
+    client's read loop, not through the subscription's queue and task: for replies
+    with headers (a direct get's), which :func:`read_replies_fast` leaves to the
+    client. ``handle`` must not block. False, and nothing changed, when the
+    subscription lacks what that needs."""
+    queue = getattr(sub, "_pending_queue", None)
+    if (
+        type(queue) is not asyncio.Queue
+        or not queue.empty()
+        or not isinstance(getattr(sub, "_pending_size", None), int)
+    ):
+        return False
+    sub._pending_queue = _InPlace(sub, handle)
     return True

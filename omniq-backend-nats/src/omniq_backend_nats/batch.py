@@ -8,7 +8,8 @@ Here a batch is published in one go, each reply resolves a plain future by a cou
 token, and the whole batch is awaited once: the same requests and the same replies
 (every write still waits for the server's acknowledgement), for a fraction of the
 client's CPU. A batch's ``PUB`` / ``HPUB`` commands are written to the connection as one
-buffer (:func:`_commands`) through the client's own buffer and flusher; where the client
+buffer (:func:`_commands`), in place when nothing else is in flight (:meth:`Inbox.post`),
+else through the client's own buffer and flusher; where the client
 lacks those internals, or the connection is down (the client's reconnect buffering
 applies), each message goes through ``Client.publish``. The replies are read from the
 client's receive buffer where it allows (:mod:`.acks`).
@@ -17,8 +18,9 @@ client's receive buffer where it allows (:mod:`.acks`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import nats.errors
@@ -28,17 +30,22 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from .acks import read_replies_fast
+from .acks import deliver_in_place, read_replies_fast
 
 __all__ = [
     "WRONG_REVISION",
     "Inbox",
     "Request",
     "Sent",
+    "found",
+    "messages_held",
     "publishes",
+    "purged",
     "puts",
+    "removals",
     "revisions",
     "sequences",
+    "stream_info",
 ]
 
 #: ``(subject, payload, headers)`` of one request.
@@ -167,6 +174,8 @@ class Inbox:
         #: that is done (set when the inbox opens).
         self.read_fast = True
         self.reads_fast = False
+        #: Set inside :meth:`one_write`: posts wait in the client's buffer for its end.
+        self._holding = False
 
     async def _open(self) -> None:
         if self._sub is None:
@@ -181,8 +190,12 @@ class Inbox:
                         self._kick = kick
                     if self.read_fast:
                         self.reads_fast = read_replies_fast(self.nc, self._sub, prefix, self._reply)
+                        deliver_in_place(self._sub, self._in_place)
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._reply(msg.subject[len(self._prefix) :], msg)
+
+    def _in_place(self, msg: Msg) -> None:
         self._reply(msg.subject[len(self._prefix) :], msg)
 
     def _reply(self, key: str, msg: Msg) -> None:
@@ -235,6 +248,12 @@ class Inbox:
         client, flushed by its flusher) and :meth:`Sent.replies` waits for the answers,
         so a caller can send the next requests meanwhile (a pipeline)."""
         await self._open()
+        # In place where it can be (see post): a send with nothing else in flight, the
+        # worker's read, claim, completion and results of a task, reaches the socket
+        # now instead of on the flusher's turn, one loop hop later each.
+        posted = self.post(requests, tell=tell)
+        if posted is not None:
+            return posted
         sent = Sent(self, len(requests))
         messages = [(subject, "", payload, headers) for subject, payload, headers in tell]
         prefix, waiting = self._prefix, self._waiting
@@ -314,7 +333,7 @@ class Inbox:
         # write, or the loop's next turn, whichever comes first: never later than the
         # flusher would. Otherwise it joins the flusher's next write, with the others in
         # flight.
-        alone = not self._waiting
+        alone = not self._waiting and not self._holding
         writer = _writer(nc) if alone and requests else None
         sent = Sent(self, len(requests))
         waiting, keys = self._waiting, sent.keys
@@ -336,6 +355,8 @@ class Inbox:
             return sent
         pending.append(buffer)
         nc._pending_data_size += len(buffer)
+        if self._holding:
+            return sent  # (written when the block ends)
         if alone and not requests:
             if not self._soon:
                 self._soon = True
@@ -343,6 +364,24 @@ class Inbox:
         elif queue.empty():
             queue.put_nowait(kick)
         return sent
+
+    @contextlib.contextmanager
+    def one_write(self) -> Iterator[None]:
+        """Hold what :meth:`post` (and so :meth:`send`) is given inside the block in the
+        client's buffer, and write it all when the block ends, in order, as one write
+        (or kick the flusher, when the socket is backed up): a finish's results and then
+        its acks, lease entry removals and dependents check reach the server together,
+        before the next task's messages, instead of one or two loop turns later each."""
+        if self._holding:  # (nested: the outer block writes)
+            yield
+            return
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            if getattr(self.nc, "_pending", None):  # (else written already)
+                self._write_pending()
 
     def _write_pending(self) -> None:
         """The loop's turn after a post without requests: write what the client's buffer
@@ -401,20 +440,12 @@ class Inbox:
     ) -> list[bool]:
         """``NatsStore.remove_key`` for many ``(key, revision)``: whether each removed
         something."""
-        requests: list[Request] = []
-        for key, revision in keys:
-            request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
-            if revision is not None:
-                request["seq"] = revision + 1
-            requests.append(
-                (f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None)
-            )
-        return [bool(_answer(msg).get("purged")) for msg in await self.ask(requests, tell=tell)]
+        return purged(await self.ask(removals(bucket, keys), tell=tell))
 
     async def stream_messages(self, stream: str) -> int:
         """How many messages ``stream`` holds (its info, without the subject list)."""
-        (msg,) = await self.ask([(f"$JS.API.STREAM.INFO.{stream}", b"", None)])
-        return int(_answer(msg)["state"]["messages"])
+        (msg,) = await self.ask([stream_info(stream)])
+        return messages_held(msg)
 
 
 class Sent:
@@ -497,6 +528,44 @@ def _sequence(msg: Msg) -> int:
 def sequences(replies: Sequence[Msg]) -> list[int]:
     """The stream sequences of acknowledged publishes; raises the first error."""
     return [_sequence(msg) for msg in replies]
+
+
+def removals(bucket: str, keys: Sequence[tuple[str, int | None]]) -> list[Request]:
+    """Purges of KV keys ``(key, revision)`` (see :meth:`Inbox.remove`); :func:`purged`
+    reads their replies."""
+    requests: list[Request] = []
+    for key, revision in keys:
+        request: dict[str, Any] = {"filter": f"$KV.{bucket}.{key}"}
+        if revision is not None:
+            request["seq"] = revision + 1
+        requests.append((f"$JS.API.STREAM.PURGE.KV_{bucket}", json.dumps(request).encode(), None))
+    return requests
+
+
+def purged(replies: Sequence[Msg]) -> list[bool]:
+    """Whether each purge removed something; raises the first error."""
+    return [bool(_answer(msg).get("purged")) for msg in replies]
+
+
+def found(reply: Msg) -> bool:
+    """Whether a direct get found a message (404: none); raises any other error."""
+    status = _status(reply)
+    if status == "404":
+        return False
+    if status is not None:
+        raise nats.js.errors.APIError.from_msg(reply)
+    return True
+
+
+def stream_info(stream: str) -> Request:
+    """The info request of ``stream`` (without its subject list); :func:`messages_held`
+    reads its reply."""
+    return (f"$JS.API.STREAM.INFO.{stream}", b"", None)
+
+
+def messages_held(reply: Msg) -> int:
+    """How many messages a stream holds, from its info; raises an error reply."""
+    return int(_answer(reply)["state"]["messages"])
 
 
 def puts(bucket: str, entries: Sequence[tuple[str, bytes, int | None]]) -> list[Request]:

@@ -210,6 +210,16 @@ class Delivery(TaskRecords):
     async def _settle_messages(self, jobs: Sequence[_Finish]) -> None:
         """:meth:`_settle_message` for many: acks of cached leases go out with one batch
         of lease entry removals; the rest one by one."""
+        acks, removals, others = self._settling(jobs)
+        await self._remove_entries(removals, tell=acks)
+        await self._settle_others(others)
+
+    def _settling(
+        self, jobs: Sequence[_Finish]
+    ) -> tuple[list[Request], list[tuple[str, int] | None], list[_Finish]]:
+        """What :meth:`_settle_messages` sends for ``jobs``: the acks of cached leases and
+        their lease entry removals (forgotten here), and the jobs left to
+        :meth:`_settle_others`."""
         acks: list[Request] = []
         removals: list[tuple[str, int] | None] = []
         others: list[_Finish] = []
@@ -220,7 +230,9 @@ class Delivery(TaskRecords):
                 continue
             acks.append((held.lease.reply, _ACK, None))
             removals.append(self._forget(job.task_id))
-        await self._remove_entries(removals, tell=acks)
+        return acks, removals, others
+
+    async def _settle_others(self, others: Sequence[_Finish]) -> None:
         await _windowed(
             others, lambda job: self._settle_message(job.task_id, job.lease_token, job.verb)
         )

@@ -17,6 +17,7 @@ from omniq import lifecycle
 from omniq.lifecycle import finished
 from omniq.models import Task, TaskState, encoder
 
+from .batch import Request
 from .delivery import Delivery
 from .names import token
 from .records import _replace
@@ -126,8 +127,13 @@ class Dependencies(Delivery):
         else:
             await asyncio.gather(*(self._cancel_waiting(c, task) for c in children))
 
-    async def _any_dependents(self) -> bool:
-        """Whether any task has dependents: one call instead of a lookup per task.
-        Asked after the records changed, so a dependent registering later reads the
-        parent's new state itself (see :meth:`_store`)."""
-        return await self.inbox.stream_messages(f"KV_{self.prefix}_children") > 0
+    def _any_dependents(self) -> Request:
+        """The question whether any task has dependents (one call instead of a lookup
+        per task; :func:`.batch.found` of its reply): a direct get of the first message
+        of the children bucket's stream, whatever its key, which costs the server
+        about two thirds of the stream's info (and answers 404, no JSON, when there is
+        none). Asked after the records changed, so a dependent registering later reads
+        the parent's new state itself (see :meth:`_store`)."""
+        bucket = f"{self.prefix}_children"
+        first = b'{"seq": 1, "next_by_subj": "$KV.%s.>"}' % bucket.encode()
+        return (f"$JS.API.DIRECT.GET.KV_{bucket}", first, None)

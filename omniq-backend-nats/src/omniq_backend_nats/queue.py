@@ -79,11 +79,14 @@ from .batch import (
     Request,
     Sent,
     _windowed,
+    found,
     publishes,
+    purged,
     puts,
     revisions,
     sequences,
 )
+from .batch import removals as batch_removals
 from .connection import OPTIONS, UNREACHABLE, nak_delay
 from .delivery import _ACK, _Finish
 from .events import NatsEventStorage
@@ -491,15 +494,35 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
             done[1] for done in changed if done is not None and done[1].state in TERMINAL_STATES
         ]
         accepted = [done is not None for done in changed]
-        landing = await then(accepted) if then is not None else _none()
-        _, _, dependents = await asyncio.gather(
-            landing,
-            self._settle_messages(moved),
-            self._any_dependents() if ended else _false(),
-        )
+        inbox = self.inbox
+        # The results first, then the acks, lease entry removals and the dependents
+        # check, all in one write: sent one or two loop turns later (by the gather's
+        # tasks), they reached the server as the waiting client's next task did.
+        with inbox.one_write():
+            landing = await then(accepted) if then is not None else _none()
+            acks, removals, others = self._settling(moved)
+            keys = [e for e in removals if e is not None]
+            settling: Awaitable[None]
+            try:
+                sent = (
+                    await inbox.send(batch_removals(f"{self.prefix}_leases", keys), tell=acks)
+                    if keys or acks
+                    else None
+                )
+                settling = self._settled(sent, others)
+            except Exception:
+                settling = self._settle_messages(moved)  # (the way it fails is raised there)
+            asked = await inbox.send([self._any_dependents()]) if ended else None
+        _, _, dependents = await asyncio.gather(landing, settling, _answered(asked))
         if dependents:
             await _windowed(ended, self._after_end)
         return changed
+
+    async def _settled(self, sent: Sent | None, others: Sequence[_Finish]) -> None:
+        """The rest of :meth:`_settle_messages` once its acks and removals are sent."""
+        if sent is not None:
+            purged(await sent.replies())
+        await self._settle_others(others)
 
     async def _completions(self, items: Sequence[Completion]) -> list[_Finish]:
         at = await self.now()
@@ -667,6 +690,11 @@ class _Flight:
     stored: builtins.list[Task] = field(default_factory=list)
     sends: builtins.list[Sent] = field(default_factory=list)
     complete: bool = False
+
+
+async def _answered(asked: Sent | None) -> bool:
+    """Whether the dependents check (:meth:`Dependencies._any_dependents`) found any."""
+    return asked is not None and found((await asked.replies())[0])
 
 
 async def _false() -> bool:

@@ -30,6 +30,7 @@ from omniq.models import TaskResult, encoder
 from omniq.options import Option
 from omniq.records import result_or_stand_in
 
+from .acks import deliver_in_place
 from .connection import OPTIONS, NatsSettings, NatsStore
 from .names import token
 
@@ -105,9 +106,14 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         expected[token(task_id)] = b""
 
     async def _on_put(self, msg: Msg) -> None:
+        self._put_seen(msg)
+
+    def _put_seen(self, msg: Msg) -> None:
         """A put in the bucket: hand it to the waits for its key, or keep it for an
         expected key. Only what a store wrote reaches this subject: a finish puts the
-        result only after its fenced completion was accepted."""
+        result only after its fenced completion was accepted. Called in the client's
+        read loop where it can be (``deliver_in_place``): the wait resumes a loop turn
+        sooner."""
         if not msg.data or (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE)):
             return
         key = msg.subject[self._cut :]
@@ -138,6 +144,7 @@ class NatsResultStorage(NatsStore, BaseResultStorage):
         async with self._subscribing:
             if self._every is None:
                 self._every = await self.nc.subscribe(f"$KV.{self.bucket}.>", cb=self._on_put)
+                deliver_in_place(self._every, self._put_seen)
 
     @property
     def _cut(self) -> int:
