@@ -61,14 +61,19 @@ def blob(data: bytes) -> bytes | bytearray:
 def task_params(task: Task) -> tuple[Any, ...]:
     """The row for ``task``, in :data:`TASK_COLUMNS` order (the payload as a
     :func:`blob`; the state by the member's attribute: ``.value`` is a Python-level
-    property of :class:`enum.Enum`)."""
+    property of :class:`enum.Enum`; :func:`blob` and :func:`encode_error` written out:
+    this runs for every ``delay()``)."""
+    payload, error = task.payload, task.error
     return (
-        task.id, task.name, task.queue, blob(task.payload), task.priority, task.state._value_,
+        task.id, task.name, task.queue,
+        bytearray(payload) if len(payload) <= BLOB_COPY_MAX else payload,
+        task.priority, task.state._value_,
         task.created_at, task.eta, task.expires_at, task.timeout, task.max_retries,
         task.retry_backoff, task.retry_backoff_max, task.max_deliveries, task.attempts,
         msgspec.json.encode(task.depends_on).decode() if task.depends_on else None,
         task.schedule_id, task.lease_owner, task.lease_token, task.lease_deadline,
-        task.started_at, task.finished_at, encode_error(task.error), task.result_ttl,
+        task.started_at, task.finished_at,
+        None if error is None else msgspec.json.encode(error).decode(), task.result_ttl,
         task.dead_ttl, msgspec.json.encode(task.headers).decode() if task.headers else None,
         task.on_parent_failure, int(task.pass_results),
     )  # fmt: skip

@@ -64,7 +64,7 @@ from ._rows import (
     task_params,
 )
 from ._schema import READY_WHERE, TERMINAL_SQL, UNSTARTED_WHERE, StoreKind
-from .events import SqliteEventStorage, insert_events_now
+from .events import SqliteEventStorage, insert_enqueued_now, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -753,7 +753,7 @@ def _enqueue_one_now(
         ).fetchall()
         task = row_to_task(row)
     if events:
-        insert_events_now(cursor, [as_stored(events[0], task)])
+        insert_enqueued_now(cursor, as_stored(events[0], task))
     return [task]
 
 
