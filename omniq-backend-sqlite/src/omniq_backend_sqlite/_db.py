@@ -262,7 +262,9 @@ class Database:
         direct = self._direct
         # (aiosqlite's total_changes and Direct's are properties: the attributes behind
         # them, read by every delay())
-        total = conn._connection.total_changes + (0 if direct is None else direct.conn.total_changes)
+        total = conn._connection.total_changes  # type: ignore[union-attr]  # (open)
+        if direct is not None:
+            total += direct.conn.total_changes
         if total == self._total_changes:
             return
         self._total_changes = total
