@@ -60,6 +60,7 @@ from ._rows import (
     RowInsert,
     encode_error,
     log,
+    new_task_insert,
     row_to_task,
     task_params,
 )
@@ -747,7 +748,7 @@ def _enqueue_one_now(
     task, the usual case, costs no lookup; only an existing one is read back."""
     task = _admit_ready(given, time.time())
     cursor = conn.cursor()  # (one for both inserts: Connection.execute makes one a call)
-    if cursor.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
+    if cursor.execute(*new_task_insert(_INSERT_NEW, task)).rowcount == 0:
         [row] = cursor.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
         ).fetchall()
