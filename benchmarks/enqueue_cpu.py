@@ -10,6 +10,11 @@ tasks to warm up, freezes the heap (``gc.freeze()``: a full collection falling i
 and not the other moves the count), then ``n`` more: awaited (``async``) or through the
 blocking API (``sync``). It purges the queue it used: give it a database or key prefix
 of its own.
+
+``--slowdown K`` multiplies the library's paces in seconds (the portal's ``IDLE`` and
+``TURN_EVERY``, SQLite's ``YIELD_EVERY``) by ``K``: under callgrind a ``delay()`` runs
+~50x slower than natively, so a pace of 1 ms, once per ~10 calls natively, comes at
+every call there, and the counts would show a cost a native run mostly skips.
 """
 
 from __future__ import annotations
@@ -26,12 +31,34 @@ def main() -> None:
     parser.add_argument("url", help="the store's URL (tasks, results and events)")
     parser.add_argument("mode", choices=("async", "sync"), help="awaited or blocking delay()")
     parser.add_argument("n", type=int, help="delay() calls after the warm-up")
+    parser.add_argument(
+        "--slowdown", type=float, default=1.0, help="multiply the library's paces by this"
+    )
     args = parser.parse_args()
+    if args.slowdown != 1.0:
+        slow_paces(args.slowdown)
     use_store(args.url)
     if args.mode == "async":
         asyncio.run(awaited(args.n))
     else:
         blocking(args.n)
+
+
+def slow_paces(factor: float) -> None:
+    """Multiply the library's paces (those this version has) by ``factor``."""
+    import importlib
+
+    for module, names in (
+        ("omniq.sync", ("IDLE", "TURN_EVERY")),
+        ("omniq_backend_sqlite._db", ("YIELD_EVERY",)),
+    ):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in names:
+            if hasattr(found, name):
+                setattr(found, name, getattr(found, name) * factor)
 
 
 async def awaited(n: int) -> None:

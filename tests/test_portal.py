@@ -234,6 +234,72 @@ def test_timers_and_io_go_on_while_calls_done_in_their_first_step_come_back_to_b
     assert ticks[0] >= before + 5
 
 
+def test_calls_done_in_their_first_step_share_one_turn_per_turn_every(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Back to back, calls that their first step ends turn the loop once per
+    ``TURN_EVERY`` (a turn per call was ~7,600 instructions of a blocking SQLite
+    ``delay()``); one that left a callback turns at once."""
+    monkeypatch.setattr(sync, "IDLE", 60.0)  # every call is driven by this thread
+    clock = [time.monotonic()]
+    monkeypatch.setattr(sync, "_monotonic", lambda: clock[0])
+    portal = Portal()
+
+    async def nothing() -> None:
+        pass
+
+    async def leave(ran: list[int]) -> None:
+        asyncio.get_running_loop().call_soon(ran.append, 1)
+
+    try:
+        portal.call(nothing)  # the first call turns
+        state = portal._state
+        assert state is not None
+        loop, turns = state.loop, [0]
+        run_once = loop._run_once  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            turns[0] += 1
+            run_once()
+
+        monkeypatch.setattr(loop, "_run_once", counted)
+        for _ in range(5):
+            portal.call(nothing)
+        assert turns == [0]
+        ran: list[int] = []
+        portal.call(leave, ran)
+        assert ran == [1] and turns == [1]
+        clock[0] += sync.TURN_EVERY
+        portal.call(nothing)
+        portal.call(nothing)
+        assert turns == [2]
+    finally:
+        portal.stop()
+
+
+def test_a_task_factory_set_on_the_portals_loop_makes_the_calls_tasks(portal: Portal) -> None:
+    """Without a factory a driven call's task is made as ``create_task`` makes it;
+    with one, the factory makes it."""
+    made: list[bool] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(True)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def install() -> None:
+        asyncio.get_running_loop().set_task_factory(factory)
+
+    async def name() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        return task.get_name()
+
+    assert portal.call(name) == sync._CALL_NAME
+    portal.call(install)
+    assert portal.call(name) == sync._CALL_NAME
+    assert made == [True]
+
+
 def test_a_driven_call_runs_on_a_running_loop_and_leaves_the_thread_as_it_was(
     portal: Portal,
 ) -> None:

@@ -675,6 +675,38 @@ def test_row_insert_looks_only_at_optional_columns() -> None:
     assert every(("5", None)) == ("INSERT INTO t (a) VALUES (?)", ("5",))
 
 
+def test_a_new_tasks_insert_keyed_by_its_fields_is_the_rows() -> None:
+    """``new_task_insert`` (a delay()'s task, keyed by its fields) gives the statement
+    and values that RowInsert's look at the task's row gives, whichever optional
+    fields are set: its key must follow the optional columns, in order."""
+    from omniq.testing import make_error
+    from omniq_backend_sqlite._rows import TASK_COLUMNS, TASK_REQUIRED, new_task_insert, task_params
+    from omniq_backend_sqlite.queue import _INSERT_NEW
+
+    optional = {
+        "eta": 5.0,
+        "expires_at": 6.0,
+        "timeout": 7.0,
+        "depends_on": ("p",),
+        "schedule_id": "s",
+        "lease_owner": "w",
+        "lease_token": "t",
+        "lease_deadline": 8.0,
+        "started_at": 9.0,
+        "finished_at": 10.0,
+        "error": make_error(),
+        "headers": {"h": "v"},
+        "on_parent_failure": None,
+        "pass_results": True,
+    }
+    assert list(optional) == [c for c in TASK_COLUMNS if c not in TASK_REQUIRED]
+    base = make_task(created_at=1.0)
+    tasks = [base, msgspec.structs.replace(base, **optional)]
+    tasks += [msgspec.structs.replace(base, **{name: value}) for name, value in optional.items()]
+    for task in tasks:
+        assert new_task_insert(_INSERT_NEW, task) == _INSERT_NEW(task_params(task))
+
+
 async def test_a_reserve_after_a_drain_that_finds_nothing_takes_no_write_lock(
     tmp_path: Path,
 ) -> None:

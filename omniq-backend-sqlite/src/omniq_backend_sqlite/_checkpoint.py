@@ -51,12 +51,14 @@ class Checkpointer:
         #: growing it.
         self.catch_up = False
 
-    def changed(self, total_changes: int) -> None:
+    def changed(self, total_changes: int, now: float | None = None) -> None:
         """Called after each statement or transaction with the store connection's
-        ``total_changes``: start a checkpoint when due and none is running. No I/O."""
+        ``total_changes`` (and ``time.monotonic()`` when the caller has it): start a
+        checkpoint when due and none is running. No I/O."""
         if total_changes == self._seen or self._running is not None:
             return
-        now = time.monotonic()  # (the loop's time() would cost a getpid call: _db.py)
+        if now is None:
+            now = time.monotonic()  # (the loop's time() would cost a getpid call: _db.py)
         if total_changes - self._seen < CHECKPOINT_CHANGES and now - self._at < CHECKPOINT_AGE:
             return
         self._seen, self._at = total_changes, now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from omniq.errors import ConfigError, QueueError
 from omniq.options import Option, OptionSchema
 
 from ._checkpoint import CATCH_UP, Checkpointer
-from ._direct import DIRECT_ROWS, Direct, NotNow, is_busy
+from ._direct import DIRECT_ROWS, NOT_NOW, Direct, NotNow, is_busy
 from ._schema import SCHEMA_VERSION, SchemaVersionError, StoreKind, create_schema
 from ._wake import WalWatch, signal_commit, watch_wal
 
@@ -161,7 +162,7 @@ class Database:
         self._watch_tried = False
         self._total_changes = 0  # both connections' total_changes at the last _changed
         self._yielded_at = 0.0  # monotonic time of the last yield after a Direct transaction
-        self._wal_path = f"{settings.path}-wal"
+        self._wal_path = os.fsencode(f"{settings.path}-wal")  # (bytes: no encoding per commit)
         self._lock = asyncio.Lock()
         self._checkpointer = None if settings.memory else Checkpointer(settings.path)
 
@@ -253,20 +254,24 @@ class Database:
         checkpointer.catch_up = False
         return True
 
-    def _changed(self, conn: aiosqlite.Connection) -> None:
+    def _changed(self, conn: aiosqlite.Connection, now: float | None = None) -> None:
         """After a statement or transaction: when it changed rows (on either
         connection: the sum only grows), signal the waiters (_wake.py) and let the
-        checkpointer see how much has changed."""
+        checkpointer see how much has changed (``now``: ``time.monotonic()`` if the
+        caller has read it)."""
         direct = self._direct
-        # (aiosqlite's total_changes is two properties deep: one less)
-        total = conn._conn.total_changes + (0 if direct is None else direct.total_changes)
+        # (aiosqlite's total_changes and Direct's are properties: the attributes behind
+        # them, read by every delay())
+        total = conn._connection.total_changes  # type: ignore[union-attr]  # (open)
+        if direct is not None:
+            total += direct.conn.total_changes
         if total == self._total_changes:
             return
         self._total_changes = total
         checkpointer = self._checkpointer
         if checkpointer is not None:  # (a file: a memory database has none)
             signal_commit(self._wal_path)
-            checkpointer.changed(total)
+            checkpointer.changed(total, now)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -335,8 +340,9 @@ class Database:
         ):
             conn = self._conn or self.conn  # (the property raises once closed)
             done = direct.run(fn, args, kwargs)
-            if not isinstance(done, NotNow):
-                self._changed(conn)
+            if done is not NOT_NOW:
+                now = time.monotonic()
+                self._changed(conn, now)
                 # Run nothing here suspends: without a yield, a caller awaiting enqueues
                 # in a loop would never let the event loop run anything else (a
                 # checkpoint: the WAL grew to 240 MB over 6,000 enqueues; a server's
@@ -344,11 +350,10 @@ class Database:
                 # transaction (a pass of the loop, a system call) was ~5 % of a delay().
                 # (time.monotonic, not the loop's time(): asyncio.get_running_loop
                 # makes a getpid system call in Python 3.11)
-                now = time.monotonic()
                 if now - self._yielded_at >= YIELD_EVERY:
                     self._yielded_at = now
                     await asyncio.sleep(0)
-                return done
+                return done  # type: ignore[return-value]  # (not NOT_NOW)
         async with self._lock:
             conn = self.conn
             cancelled: list[bool] = []

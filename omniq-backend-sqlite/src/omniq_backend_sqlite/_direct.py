@@ -70,7 +70,7 @@ class Direct:
     """A :mod:`sqlite3` connection for the loop's thread that refuses instead of waiting."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+        self.conn = self._conn = conn
         # BEGIN and COMMIT on a kept cursor: Connection.execute makes a cursor a call.
         self._cursor = conn.cursor()
 
@@ -86,10 +86,6 @@ class Direct:
             conn.close()
             raise
         return cls(conn)
-
-    @property
-    def total_changes(self) -> int:
-        return self._conn.total_changes
 
     def run(
         self,

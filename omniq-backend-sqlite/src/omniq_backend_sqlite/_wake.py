@@ -121,7 +121,7 @@ def watch_wal(db_path: str) -> WalWatch | None:
     return WalWatch(fd)
 
 
-def signal_commit(wal_path: str) -> None:
+def signal_commit(wal_path: str | bytes) -> None:
     """Tell the waiters watching ``wal_path`` that a commit happened (a file missing or
     not ours to touch only means nobody is told: they poll)."""
     try:

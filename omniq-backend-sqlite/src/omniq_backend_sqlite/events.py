@@ -61,9 +61,27 @@ def insert_events_now(
 ) -> None:
     """:func:`insert_events` on the connection's thread (in a :meth:`Database.run`)."""
     if len(events) == 1 and events[0].worker_id is None:  # a delay()'s
-        conn.execute(_INSERT_NO_WORKER, _params_no_worker(events[0]))
+        insert_enqueued_now(conn, events[0])
     else:
         _INSERT_ROW.run(conn, [_params(e) for e in events])
+
+
+def insert_enqueued_now(conn: sqlite3.Connection | sqlite3.Cursor, event: TaskEvent) -> None:
+    """:func:`insert_events_now` of one event without a worker (a ``delay()``'s), its
+    row built here: no list, and one call instead of three."""
+    detail = msgspec.json.encode(event.detail).decode() if event.detail else None
+    type_ = event.type
+    conn.execute(
+        _INSERT_NO_WORKER,
+        (
+            event.id,
+            event.task_id,
+            event.queue,
+            _TYPE_VALUES.get(type_) or EventType(type_).value,
+            event.timestamp,
+            detail,
+        ),
+    )
 
 
 class SqliteEventStorage(SqliteStore, BaseEventStorage):
@@ -163,11 +181,6 @@ def _params(event: TaskEvent) -> tuple[Any, ...]:
         event.worker_id,
         detail,
     )
-
-
-def _params_no_worker(event: TaskEvent) -> tuple[Any, ...]:
-    id_, task_id, queue, type_, timestamp, _, detail = _params(event)
-    return id_, task_id, queue, type_, timestamp, detail
 
 
 def _decode(row: Sequence[Any]) -> TaskEvent:

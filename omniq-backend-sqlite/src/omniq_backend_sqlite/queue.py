@@ -60,11 +60,12 @@ from ._rows import (
     RowInsert,
     encode_error,
     log,
+    new_task_insert,
     row_to_task,
     task_params,
 )
 from ._schema import READY_WHERE, TERMINAL_SQL, UNSTARTED_WHERE, StoreKind
-from .events import SqliteEventStorage, insert_events_now
+from .events import SqliteEventStorage, insert_enqueued_now, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -747,13 +748,13 @@ def _enqueue_one_now(
     task, the usual case, costs no lookup; only an existing one is read back."""
     task = _admit_ready(given, time.time())
     cursor = conn.cursor()  # (one for both inserts: Connection.execute makes one a call)
-    if cursor.execute(*_INSERT_NEW(task_params(task))).rowcount == 0:
+    if cursor.execute(*new_task_insert(_INSERT_NEW, task)).rowcount == 0:
         [row] = cursor.execute(
             f"SELECT {COLUMNS_SQL} FROM omniq_tasks WHERE id = ?", (given.id,)
         ).fetchall()
         task = row_to_task(row)
     if events:
-        insert_events_now(cursor, [as_stored(events[0], task)])
+        insert_enqueued_now(cursor, as_stored(events[0], task))
     return [task]
 
 

@@ -119,6 +119,12 @@ class Portal:
 #: it back (a caller calling again within it drives the loop itself).
 IDLE = 0.005
 
+#: Seconds a caller's calls that their first step ends may go without a loop turn
+#: (:meth:`_Loop.turns_until_done`): timers and I/O wait at most that long while such
+#: calls come back to back (a turn per call, its ``select`` and timer check, was ~7,600
+#: instructions and a system call of each blocking SQLite ``delay()``).
+TURN_EVERY = 0.001
+
 #: Every call's task is named (Python 3.11 formats a default name, "Task-<n>", for each).
 _CALL_NAME = "omniq.sync.call"
 _monotonic = time.monotonic
@@ -147,6 +153,7 @@ class _Loop:
         self.driven: _Call | None = None
         self.queued = 0
         self.idle_since = time.monotonic()
+        self.turn_due = 0.0  # monotonic time after which a call done in its first step turns
         self.watching = False  # the portal's thread waits for the loop to be free
         self.handing_back = False  # the portal's thread is stopping the loop for callers
         self.closing = False
@@ -157,6 +164,10 @@ class _Loop:
         self.finish_driven: Callable[[], None] | None = self.stop_soon
         self.run_until_done = self.run_forever_until_done
         self.hooks: tuple[Any, Any] = (None, None)
+        # asyncio's own create_task, where a task factory may be set (and looked at on
+        # each call): without one, the task is made as it makes it, without its two
+        # Python-level calls (~1,500 instructions a call).
+        self.plain_tasks = type(self.loop).create_task is asyncio.BaseEventLoop.create_task
         if _runs_asyncio_turns(self.loop):
             self.finish_driven, self.run_until_done = None, self.turns_until_done
             self.hooks = (
@@ -240,7 +251,11 @@ class _Loop:
         daemon = thread._daemonic  # type: ignore[attr-defined]  # (the property's value)
         thread._daemonic = True  # type: ignore[attr-defined]
         try:
-            call.task = loop.create_task(call.run(), name=_CALL_NAME)
+            call.task = (
+                _Task(call.run(), loop=loop, name=_CALL_NAME)
+                if self.plain_tasks and loop._task_factory is None  # type: ignore[attr-defined]
+                else loop.create_task(call.run(), name=_CALL_NAME)
+            )
             self.run_until_done(call, me)
         except BaseException:
             # Interrupted inside the loop: the call is cancelled and whoever runs the
@@ -301,7 +316,11 @@ class _Loop:
             run_once, ready = loop._run_once, loop._ready  # type: ignore[attr-defined]
             if len(ready) == 1:  # the call's first step alone: run it without a turn
                 ready.popleft()._run()
-                if call.done:  # a turn all the same: I/O and timers are not starved
+                if call.done:
+                    # A turn all the same, so I/O and timers are not starved: at once if
+                    # the call left callbacks, else once per TURN_EVERY.
+                    if not ready and _monotonic() < self.turn_due:
+                        return
                     loop._stopping = True  # type: ignore[attr-defined]  # (no wait)
                     run_once()
             while not call.done:
@@ -310,6 +329,7 @@ class _Loop:
                     loop._stopping = False  # type: ignore[attr-defined]
             if ready:
                 run_once()
+            self.turn_due = _monotonic() + TURN_EVERY
         finally:
             loop._stopping = False  # type: ignore[attr-defined]
             loop._thread_id = None  # type: ignore[attr-defined]
@@ -538,6 +558,7 @@ class _Waker:
 _wakers = threading.local()
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
+_Task = asyncio.Task
 
 #: The C module's pair where there is one: plain OS sockets even in a process gevent
 #: patched, so the caller blocks as it did on a lock (not in a hub of its own).
