@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import nats.aio.msg
+import nats.errors
 import pytest
 
 from omniq.events import enqueued_events
@@ -163,6 +164,48 @@ async def test_a_send_alone_goes_out_now_and_a_finish_in_one_write(
                 )
             ]
             assert -1 not in at and at == sorted(at), (at, writes)
+            assert (await results.get(task.id)) == value
+            assert (await q.get(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
+
+
+async def test_a_finish_whose_sends_fail_after_its_acceptance_still_stores_its_result(
+    nats_url: str, nats_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completion accepted, the sends of the result and of the dependents check
+    fail (the client's reconnect buffer full): the result is written again, as a
+    failed send of it always was, and the finish answers accepted. Raised from the
+    finish instead, the result was never written, and the retried completion was
+    refused (its token spent): a finished task without its result."""
+    async with stores_at(nats_url, nats_prefix) as (q, ev):
+        results = registry.resolve(
+            "result_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
+        )
+        assert isinstance(results, NatsResultStorage)
+        async with results:
+            task = make_task(id="sends-fail")
+            await q.enqueue_recorded([task], enqueued_events([task], 1.0), ev, fresh=True)
+            (leased,) = await q.reserve(["default"], "w", 30.0)
+            send = q.inbox.send
+            failing = {f"$KV.{nats_prefix}_results.", f"DIRECT.GET.KV_{nats_prefix}_children"}
+
+            async def full(requests: Any, *, tell: Any = ()) -> Any:
+                hit = {part for part in failing for r in requests if part in r[0]}
+                if hit:
+                    failing.difference_update(hit)  # (once each: the buffer drained)
+                    raise nats.errors.OutboundBufferLimitError
+                return await send(requests, tell=tell)
+
+            monkeypatch.setattr(q.inbox, "send", full)
+            value = TaskResult(task_id=task.id, state=TaskState.SUCCEEDED, value=b"v")
+            accepted = await q.finish_many(
+                [(task.id, leased.lease_token or "", TaskState.SUCCEEDED, None)],
+                [value],
+                [],
+                results,
+                ev,
+            )
+            assert not failing, "both sends failed once"
+            assert accepted == [True]
             assert (await results.get(task.id)) == value
             assert (await q.get(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
 

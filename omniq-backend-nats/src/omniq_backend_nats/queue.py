@@ -76,6 +76,7 @@ from omniq.options import Option
 from .batch import (
     _WINDOW,
     WRONG_REVISION,
+    Inbox,
     Request,
     Sent,
     _windowed,
@@ -512,8 +513,19 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
                 settling = self._settled(sent, others)
             except Exception:
                 settling = self._settle_messages(moved)  # (the way it fails is raised there)
-            asked = await inbox.send([self._any_dependents()]) if ended else None
-        _, _, dependents = await asyncio.gather(landing, settling, _answered(asked))
+            # Nothing raised in here may skip the waits below: the results' own fallback
+            # (written again, retried) is in ``landing``, and a raise would leave it
+            # unawaited while a retried completion is refused (its token spent).
+            asking: Awaitable[bool]
+            if not ended:
+                asking = _false()
+            else:
+                check = self._any_dependents()
+                try:
+                    asking = _answered(await inbox.send([check]))
+                except Exception:
+                    asking = _asked(inbox, check)  # (the way it fails is raised there)
+        _, _, dependents = await asyncio.gather(landing, settling, asking)
         if dependents:
             await _windowed(ended, self._after_end)
         return changed
@@ -692,9 +704,14 @@ class _Flight:
     complete: bool = False
 
 
-async def _answered(asked: Sent | None) -> bool:
+async def _answered(asked: Sent) -> bool:
     """Whether the dependents check (:meth:`Dependencies._any_dependents`) found any."""
-    return asked is not None and found((await asked.replies())[0])
+    return found((await asked.replies())[0])
+
+
+async def _asked(inbox: Inbox, check: Request) -> bool:
+    """The dependents check sent again, after its first send failed."""
+    return found((await inbox.ask([check]))[0])
 
 
 async def _false() -> bool:
