@@ -513,8 +513,8 @@ class _CopyStream:
     rows before it are sent: one statement for them all, whose rows the server inserts
     while the client builds and encodes the next ones (a ``COPY`` a batch left the
     server idle while its rows were encoded and between batches, and made its slots and
-    statement state again each time). Kept as it goes: the tasks as stored, their events' rows, their queues, and
-    the batch that ended it, if any.
+    statement state again each time). Kept as it goes: the tasks as stored, their
+    events' rows, their queues, and the batch that ended it, if any.
 
     The rows are a plain iterator, which asyncpg reads in C and sends every 512 KiB:
     rows from an async iterator cost ~1,400-2,600 more instructions a task (one
