@@ -4,6 +4,7 @@ wake-ups, SQL-queryable events, and its behaviour under hostile input and faults
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import signal
@@ -678,6 +679,8 @@ async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
     """Consecutive batches of new tasks ready at once go by one ``COPY`` of the tasks
     (a stream fed as each batch is built), cut where a batch goes another way; every
     task and event is stored in the bulk's order."""
+    from omniq_backend_postgres import queue as queue_module
+
     tables: list[str] = []
     copy = asyncpg.Connection.copy_records_to_table
 
@@ -686,6 +689,7 @@ async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
         return await copy(self, table_name, **kwargs)
 
     monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    monkeypatch.setattr(queue_module, "COPY_SECONDS", math.inf)  # (however slow the host)
     runs = [copied_bulk(), copied_bulk(), copied_bulk()]
     delayed = [make_task(eta=time.time() + 3600) for _ in range(3)]
     last = copied_bulk()
@@ -714,6 +718,7 @@ async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
     from omniq_backend_postgres import queue as queue_module
 
     monkeypatch.setattr(queue_module, "COPY_BATCHES", 2)
+    monkeypatch.setattr(queue_module, "COPY_SECONDS", math.inf)  # (however slow the host)
     tables: list[str] = []
     copy = asyncpg.Connection.copy_records_to_table
 
@@ -733,6 +738,28 @@ async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
         assert [e.task_id for e in got] == [t.id for tasks in order for t in tasks]
     in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
     assert await conn.fetchval(in_order) == [t.id for tasks in order for t in tasks]
+
+
+async def test_a_copy_of_batches_built_slowly_lasts_about_one_batch(
+    pg_url: str, pg_schema: str
+) -> None:
+    """A ``COPY`` of consecutive batches is one statement that lasts while the client
+    builds them: one whose batches build slowly stops taking more (``COPY_SECONDS``),
+    so the server's ``statement_timeout``, which a ``COPY`` a batch (the INSERT before
+    it) kept under, does not cancel the bulk: here 12 batches of 50 ms in a COPY of
+    them all would last 0.6 s, over the 0.3 s allowed."""
+    order = [copied_bulk() for _ in range(12)]
+
+    def batches() -> Iterator[tuple[list[Task], list[TaskEvent]]]:
+        for tasks in order:
+            time.sleep(0.05)  # (a builder that takes its time: blocks, as building does)
+            yield tasks, []
+
+    async with PostgresTaskQueue.from_url(
+        f"{pg_url}?statement_timeout=300", schema=pg_schema
+    ) as slow:
+        stored = await slow.enqueue_batches(batches(), None)
+    assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
 
 
 async def test_a_bulk_whose_batch_fails_to_build_during_its_copy_stores_nothing(

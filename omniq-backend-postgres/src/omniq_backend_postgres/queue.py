@@ -18,6 +18,7 @@ import builtins  # the queue's list() method shadows the type in the class body
 import contextlib
 import itertools
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, ClassVar
@@ -498,17 +499,22 @@ def _copy_event_rows(tasks: Sequence[Task], events: Sequence[TaskEvent]) -> list
 #: built and encoded without a turn of the event loop, so a bulk of many more gives the
 #: loop a turn (and starts another ``COPY``) every 20 batches (10,000 tasks).
 COPY_BATCHES = 20
+#: How long a bulk's ``COPY`` goes on taking batches (:class:`_CopyStream`): it is one
+#: statement while the client builds them, and the server's ``statement_timeout`` counts
+#: all of that time, which a ``COPY`` a batch kept to about one batch's (a few ms); a
+#: stream whose batches build slowly stops at about that.
+COPY_SECONDS = 0.02
 
 
 class _CopyStream:
     """The ``COPY`` rows (:func:`_copy_rows`) of a batch of new tasks ready at once and
     of the batches after it in ``source`` while those are too (up to
-    :data:`COPY_BATCHES`), each batch built as the rows before it are sent: one
-    statement for them all, whose rows the server inserts while the client builds and
-    encodes the next ones (a ``COPY`` a batch left the server idle while its rows were
-    encoded and between batches, and made its slots and statement state again each
-    time). Kept as it goes: the tasks as stored, their events' rows, their queues, and
-    the batch that ended it, if any.
+    :data:`COPY_BATCHES`, taken within :data:`COPY_SECONDS`), each batch built as the
+    rows before it are sent: one statement for them all, whose rows the server inserts
+    while the client builds and encodes the next ones (a ``COPY`` a batch left the
+    server idle while its rows were encoded and between batches, and made its slots and
+    statement state again each time). Kept as it goes: the tasks as stored, their
+    events' rows, their queues, and the batch that ended it, if any.
 
     The rows are a plain iterator, which asyncpg reads in C and sends every 512 KiB:
     rows from an async iterator cost ~1,400-2,600 more instructions a task (one
@@ -532,6 +538,7 @@ class _CopyStream:
         self, tasks: Sequence[Task], events: Sequence[TaskEvent]
     ) -> Iterator[list[tuple[Any, ...]]]:
         pending = TaskState.PENDING
+        until = time.monotonic() + COPY_SECONDS  # (the statement starts as rows are read)
         for taken in range(1, COPY_BATCHES + 1):
             if tasks:
                 if events:
@@ -544,7 +551,7 @@ class _CopyStream:
                     for t in tasks
                 ]
                 yield _copy_rows(tasks)
-            if taken == COPY_BATCHES:
+            if taken == COPY_BATCHES or time.monotonic() > until:
                 return
             batch = next(self.source, None)
             if batch is None:
