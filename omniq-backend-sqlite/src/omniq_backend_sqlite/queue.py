@@ -754,7 +754,11 @@ def _enqueue_one_now(
         ).fetchall()
         task = row_to_task(row)
     if events:
-        insert_enqueued_now(cursor, as_stored(events[0], task))
+        event = as_stored(events[0], task)
+        if event.worker_id is None:  # a delay()'s: its row has no worker column
+            insert_enqueued_now(cursor, event)
+        else:
+            insert_events_now(cursor, [event])
     return [task]
 
 
