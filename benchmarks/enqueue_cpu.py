@@ -11,8 +11,8 @@ and not the other moves the count), then ``n`` more: awaited (``async``) or thro
 blocking API (``sync``). It purges the queue it used: give it a database or key prefix
 of its own.
 
-``--slowdown K`` multiplies the library's paces in seconds (the portal's ``IDLE`` and
-``TURN_EVERY``, SQLite's ``YIELD_EVERY``) by ``K``: under callgrind a ``delay()`` runs
+``--slowdown K`` multiplies the library's paces in seconds (the portal's ``IDLE``,
+SQLite's ``YIELD_EVERY``) by ``K``: under callgrind a ``delay()`` runs
 ~50x slower than natively, so a pace of 1 ms, once per ~10 calls natively, comes at
 every call there, and the counts would show a cost a native run mostly skips.
 """
@@ -49,7 +49,7 @@ def slow_paces(factor: float) -> None:
     import importlib
 
     for module, names in (
-        ("omniq.sync", ("IDLE", "TURN_EVERY")),
+        ("omniq.sync", ("IDLE",)),
         ("omniq_backend_sqlite._db", ("YIELD_EVERY",)),
     ):
         try:

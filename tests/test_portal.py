@@ -234,46 +234,33 @@ def test_timers_and_io_go_on_while_calls_done_in_their_first_step_come_back_to_b
     assert ticks[0] >= before + 5
 
 
-def test_calls_done_in_their_first_step_share_one_turn_per_turn_every(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Back to back, calls that their first step ends turn the loop once per
-    ``TURN_EVERY`` (a turn per call was ~7,600 instructions of a blocking SQLite
-    ``delay()``); one that left a callback turns at once."""
+def test_back_to_back_calls_leave_other_threads_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls that their first step ends, made back to back, let the process's other
+    threads run: each call's turn lets the GIL go (a turn only once per 1 ms, tried,
+    let a ``time.sleep(0.001)`` loop wake ~10 times a second, against ~800)."""
     monkeypatch.setattr(sync, "IDLE", 60.0)  # every call is driven by this thread
-    clock = [time.monotonic()]
-    monkeypatch.setattr(sync, "_monotonic", lambda: clock[0])
     portal = Portal()
+    ticks, done = [0], threading.Event()
+
+    def sleeper() -> None:
+        while not done.is_set():
+            time.sleep(0.001)
+            ticks[0] += 1
 
     async def nothing() -> None:
         pass
 
-    async def leave(ran: list[int]) -> None:
-        asyncio.get_running_loop().call_soon(ran.append, 1)
-
+    thread = threading.Thread(target=sleeper, daemon=True)
     try:
-        portal.call(nothing)  # the first call turns
-        state = portal._state
-        assert state is not None
-        loop, turns = state.loop, [0]
-        run_once = loop._run_once  # type: ignore[attr-defined]
-
-        def counted() -> None:
-            turns[0] += 1
-            run_once()
-
-        monkeypatch.setattr(loop, "_run_once", counted)
-        for _ in range(5):
+        portal.call(nothing)
+        thread.start()
+        end = time.monotonic() + 3  # ~0.15 s when the GIL goes round; ~10 s when not
+        while ticks[0] < 100 and time.monotonic() < end:
             portal.call(nothing)
-        assert turns == [0]
-        ran: list[int] = []
-        portal.call(leave, ran)
-        assert ran == [1] and turns == [1]
-        clock[0] += sync.TURN_EVERY
-        portal.call(nothing)
-        portal.call(nothing)
-        assert turns == [2]
+        assert ticks[0] >= 100
     finally:
+        done.set()
+        thread.join(5)
         portal.stop()
 
 

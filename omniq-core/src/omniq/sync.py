@@ -119,12 +119,6 @@ class Portal:
 #: it back (a caller calling again within it drives the loop itself).
 IDLE = 0.005
 
-#: Seconds a caller's calls that their first step ends may go without a loop turn
-#: (:meth:`_Loop.turns_until_done`): timers and I/O wait at most that long while such
-#: calls come back to back (a turn per call, its ``select`` and timer check, was ~7,600
-#: instructions and a system call of each blocking SQLite ``delay()``).
-TURN_EVERY = 0.001
-
 #: Every call's task is named (Python 3.11 formats a default name, "Task-<n>", for each).
 _CALL_NAME = "omniq.sync.call"
 _monotonic = time.monotonic
@@ -153,7 +147,6 @@ class _Loop:
         self.driven: _Call | None = None
         self.queued = 0
         self.idle_since = time.monotonic()
-        self.turn_due = 0.0  # monotonic time after which a call done in its first step turns
         self.watching = False  # the portal's thread waits for the loop to be free
         self.handing_back = False  # the portal's thread is stopping the loop for callers
         self.closing = False
@@ -316,11 +309,7 @@ class _Loop:
             run_once, ready = loop._run_once, loop._ready  # type: ignore[attr-defined]
             if len(ready) == 1:  # the call's first step alone: run it without a turn
                 ready.popleft()._run()
-                if call.done:
-                    # A turn all the same, so I/O and timers are not starved: at once if
-                    # the call left callbacks, else once per TURN_EVERY.
-                    if not ready and _monotonic() < self.turn_due:
-                        return
+                if call.done:  # a turn all the same: I/O and timers are not starved
                     loop._stopping = True  # type: ignore[attr-defined]  # (no wait)
                     run_once()
             while not call.done:
@@ -329,7 +318,6 @@ class _Loop:
                     loop._stopping = False  # type: ignore[attr-defined]
             if ready:
                 run_once()
-            self.turn_due = _monotonic() + TURN_EVERY
         finally:
             loop._stopping = False  # type: ignore[attr-defined]
             loop._thread_id = None  # type: ignore[attr-defined]
