@@ -546,20 +546,6 @@ async def test_enqueue_recorded_commits_tasks_and_events_together(
             assert (task.id in written) is (events_url != url), events_url
 
 
-async def test_a_recorded_enqueue_keeps_its_events_worker(url: str) -> None:
-    """A single task's ``enqueued`` event given with a worker (``enqueue_recorded`` is
-    public: a caller may record who enqueued) is stored with it, as a batch's is: the
-    one-task path's row without a worker column is for events without one."""
-    async with queue_at(url) as q, events_at(url) as events:
-        tasks = [make_task(created_at=time.time()) for _ in range(3)]
-        recorded = [make_event(task_id=t.id, worker_id="w1") for t in tasks]
-        await q.enqueue_recorded(tasks[:1], recorded[:1], events)  # a delay()'s path
-        await q.enqueue_recorded(tasks[1:], recorded[1:], events)  # a batch's
-        for task in tasks:
-            [got] = await events.query(task_id=task.id)
-            assert got.worker_id == "w1", task.id
-
-
 async def test_wait_for_work_wakes_on_another_store_s_enqueue(url: str) -> None:
     async with queue_at(url) as waiter, queue_at(url) as producer:
         started = anyio.current_time()

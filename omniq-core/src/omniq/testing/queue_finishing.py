@@ -270,6 +270,21 @@ async def check_enqueue_recorded(queue: BaseTaskQueue, events: BaseEventStorage)
             {"name": task.name, "state": task.state.value},
         ), "the event carries the task as stored: its state, and its queue and name if it existed"
 
+    # An event that names a worker (an enqueue made by a worker: a retry's fan-out, a
+    # schedule's) keeps it, one task alone as in a batch, under a fresh id or not.
+    for fresh_id in (False, True):
+        alone = make_task(created_at=at)
+        named = make_event(
+            task_id=alone.id,
+            queue=alone.queue,
+            type=EventType.ENQUEUED,
+            detail={"name": alone.name, "state": "pending"},
+            worker_id="w-enqueuer",
+        )
+        await queue.enqueue_recorded([alone], [named], events, fresh=fresh_id)
+        [got] = await events.query(task_id=alone.id, types=[EventType.ENQUEUED])
+        assert got.worker_id == "w-enqueuer", "an enqueued event keeps the worker it names"
+
     quiet = make_task()
     assert [t.id for t in await queue.enqueue_recorded([quiet], [], None)] == [quiet.id], (
         "events off"
