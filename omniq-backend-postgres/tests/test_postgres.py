@@ -669,18 +669,9 @@ async def test_a_bulk_keeps_its_events_in_order_across_copy_and_insert_batches(
         assert await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".events') == 2 + 3
 
 
-async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
-    queue: PostgresTaskQueue,
-    pg_url: str,
-    pg_schema: str,
-    conn: asyncpg.Connection,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Consecutive batches of new tasks ready at once go by one ``COPY`` of the tasks
-    (a stream fed as each batch is built), cut where a batch goes another way; every
-    task and event is stored in the bulk's order."""
-    from omniq_backend_postgres import queue as queue_module
-
+@pytest.fixture
+def copied_tables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables each ``COPY`` of the test writes, in order."""
     tables: list[str] = []
     copy = asyncpg.Connection.copy_records_to_table
 
@@ -689,6 +680,22 @@ async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
         return await copy(self, table_name, **kwargs)
 
     monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    return tables
+
+
+async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
+    queue: PostgresTaskQueue,
+    pg_url: str,
+    pg_schema: str,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    copied_tables: list[str],
+) -> None:
+    """Consecutive batches of new tasks ready at once go by one ``COPY`` of the tasks
+    (a stream fed as each batch is built), cut where a batch goes another way; every
+    task and event is stored in the bulk's order."""
+    from omniq_backend_postgres import queue as queue_module
+
     monkeypatch.setattr(queue_module, "COPY_SECONDS", math.inf)  # (however slow the host)
     runs = [copied_bulk(), copied_bulk(), copied_bulk()]
     delayed = [make_task(eta=time.time() + 3600) for _ in range(3)]
@@ -698,7 +705,7 @@ async def test_a_bulk_sends_its_consecutive_copied_batches_as_one_copy(
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         stored = await queue.enqueue_batches(iter(batches), events)
         assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
-        assert tables == ["tasks", "events", "tasks", "events"]
+        assert copied_tables == ["tasks", "events", "tasks", "events"]
         got = await events.query(limit=None)
         assert [e.id for e in got] == [e.id for _, evs in batches for e in evs]
     in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
@@ -711,6 +718,7 @@ async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
     pg_schema: str,
     conn: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
+    copied_tables: list[str],
 ) -> None:
     """A ``COPY`` takes at most ``COPY_BATCHES`` batches (its rows are built without a
     turn of the event loop); the bulk goes on in another ``COPY`` of the same
@@ -719,21 +727,13 @@ async def test_a_long_bulk_gives_the_loop_a_turn_between_copies(
 
     monkeypatch.setattr(queue_module, "COPY_BATCHES", 2)
     monkeypatch.setattr(queue_module, "COPY_SECONDS", math.inf)  # (however slow the host)
-    tables: list[str] = []
-    copy = asyncpg.Connection.copy_records_to_table
-
-    async def counted(self: asyncpg.Connection, table_name: str, **kwargs: Any) -> Any:
-        tables.append(table_name)
-        return await copy(self, table_name, **kwargs)
-
-    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
     order = [copied_bulk() for _ in range(5)]
     async with PostgresEventStorage.from_url(pg_url, schema=pg_schema) as events:
         stored = await queue.enqueue_batches(
             iter([(tasks, bulk_events(tasks)) for tasks in order]), events
         )
         assert [t.id for t in stored] == [t.id for tasks in order for t in tasks]
-        assert tables == ["tasks", "tasks", "tasks", "events"]
+        assert copied_tables == ["tasks", "tasks", "tasks", "events"]
         got = await events.query(limit=None)
         assert [e.task_id for e in got] == [t.id for tasks in order for t in tasks]
     in_order = f'SELECT array_agg(id ORDER BY seq) FROM "{pg_schema}".tasks'
