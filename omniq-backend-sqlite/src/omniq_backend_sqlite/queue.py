@@ -65,7 +65,7 @@ from ._rows import (
     task_params,
 )
 from ._schema import READY_WHERE, TERMINAL_SQL, UNSTARTED_WHERE, StoreKind
-from .events import SqliteEventStorage, insert_enqueued_now, insert_events_now
+from .events import SqliteEventStorage, insert_events_now
 from .results import SqliteResultStorage, insert_results_now
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
@@ -754,11 +754,7 @@ def _enqueue_one_now(
         ).fetchall()
         task = row_to_task(row)
     if events:
-        event = as_stored(events[0], task)
-        if event.worker_id is None:  # a delay()'s: its row has no worker column
-            insert_enqueued_now(cursor, event)
-        else:
-            insert_events_now(cursor, [event])
+        insert_events_now(cursor, [as_stored(events[0], task)])
     return [task]
 
 
