@@ -22,6 +22,7 @@ __all__ = [
     "COMPLETABLE_STATES",
     "PARENT_FAILED_STATES",
     "PARENT_FAILURE_POLICIES",
+    "applied",
     "attempts_allowed",
     "check_completable",
     "dependency_failure",
@@ -177,6 +178,26 @@ def finished(task: Task, state: TaskState, error: ErrorInfo | None, at: float) -
     error."""
     kept = error if error is not None else (None if state is TaskState.SUCCEEDED else task.error)
     return msgspec.structs.replace(task, state=state, error=kept, finished_at=at, **_NO_LEASE)
+
+
+def applied(
+    record: Task | None, attempt: Task, state: TaskState, error: ErrorInfo | None = None
+) -> bool:
+    """Whether ``record`` reads as ``attempt``'s own change to ``state``: a change the
+    server applied but whose answer was lost (a dropped connection, a server killed
+    before it replied), which the repeat then finds made, its token spent, and refuses.
+
+    Nobody else makes that change: a later reservation counts another attempt or starts
+    at another time, cancelling ends in another state, and a lapse's dead letter carries
+    the lapse's error (``error``, compared for ``retrying`` and ``dead``). Stores keep an
+    attempt's count and start on its record when it ends (pinned by the conformance
+    suite), so this needs no token kept after the lease."""
+    if record is None or record.state is not state or record.attempts != attempt.attempts:
+        return False
+    started, mine = record.started_at, attempt.started_at
+    if started is None or mine is None or abs(started - mine) > 1e-3:
+        return False
+    return state is TaskState.SUCCEEDED or record.error == error
 
 
 def lapse_error(task: Task) -> ErrorInfo:

@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from ..interfaces import BaseTaskQueue, Capability
-from ..lifecycle import COMPLETABLE_STATES, attempts_allowed, lapse_error
-from ..models import READY_STATES, TaskState
+from ..lifecycle import COMPLETABLE_STATES, applied, attempts_allowed, lapse_error
+from ..models import READY_STATES, Task, TaskState
 from .actions import LONG, TOLERANCE, lapse, reserve_ids, reserve_one, reserved
 from .base import open_store
 from .capabilities import requires
@@ -315,6 +315,55 @@ class DeliveryTests:
         before = await task_queue.get(task.id)
         assert await task_queue.dead_letter(task.id, STALE, make_error()) is False
         assert await task_queue.get(task.id) == before
+
+    async def test_an_ended_attempt_reads_as_its_own(self, task_queue: BaseTaskQueue) -> None:
+        """A completion, retry or dead letter the server applied but whose answer was
+        lost is repeated and refused (its token spent); the worker then reads the record
+        to tell its own change from another's (``lifecycle.applied``): the record keeps
+        the attempt's count and start, and its error where it has one."""
+        error = make_error("boom")
+
+        async def change(task: Task, state: TaskState) -> bool:
+            token = task.lease_token or ""
+            if state is TaskState.RETRYING:
+                return await task_queue.retry(
+                    task.id, token, (task.started_at or 0.0) + LONG, error
+                )
+            if state is TaskState.DEAD:
+                return await task_queue.dead_letter(task.id, token, error)
+            return await task_queue.complete(task.id, token, state)
+
+        for state in (TaskState.SUCCEEDED, TaskState.RETRYING, TaskState.DEAD):
+            task = await reserved(task_queue, max_retries=3)
+            assert await change(task, state) is True
+            record = await task_queue.get(task.id)
+            assert record is not None and record.state is state
+            assert record.attempts == task.attempts, f"{state.value} keeps the attempt's count"
+            assert record.started_at is not None and task.started_at is not None
+            assert abs(record.started_at - task.started_at) < 1e-3, (
+                f"{state.value} keeps when the attempt started"
+            )
+            assert applied(record, task, state, error), f"{state.value} reads as this attempt's"
+            assert await change(task, state) is False, "the repeat is refused: its token is spent"
+
+    async def test_another_attempt_s_end_does_not_read_as_this_one_s(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """An attempt whose lease lapsed, and whose task was reserved and finished again,
+        must not take the later attempt's end for its own (its result would replace the
+        real one)."""
+        first = await reserved(task_queue, lease=SHORT)
+        await lapse(task_queue, first)
+        second = await reserve_one(task_queue)
+        assert second.id == first.id
+        assert await task_queue.complete(second.id, second.lease_token or "", TaskState.SUCCEEDED)
+        record = await task_queue.get(first.id)
+        assert applied(record, second, TaskState.SUCCEEDED)
+        assert not applied(record, first, TaskState.SUCCEEDED)
+        assert (
+            await task_queue.complete(first.id, first.lease_token or "", TaskState.SUCCEEDED)
+            is False
+        )
 
     async def test_dead_letter_without_token(self, task_queue: BaseTaskQueue) -> None:
         """``token=None`` (an undecodable message) is unconditional for a non-terminal task."""
