@@ -14,11 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,8 +24,12 @@ import pytest
 from ..config import mask_url
 from ..errors import BackendUnavailableError
 from ..interfaces import BaseTaskQueue
+from ..lifecycle import applied
+from ..models import TaskState
 from ..registry import registry
+from .actions import reserved
 from .factories import make_task
+from .proxies import forwarding, lose_next_answer
 
 __all__ = ["OUTAGE_TIMEOUT", "OutageTests"]
 
@@ -58,29 +59,6 @@ def _redirect(ref: Any, port: int, password: str | None = None) -> dict[str, Any
     data["url"] = urlunsplit(parts._replace(netloc=netloc))
     data["outage_timeout"] = OUTAGE_TIMEOUT
     return data
-
-
-@contextmanager
-def _proxy(url: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A forwarding process to ``url``'s server: its port and the process."""
-    parts = urlsplit(url)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "omniq.testing.tcp_proxy",
-            parts.hostname or "127.0.0.1",
-            str(parts.port),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield int(proc.stdout.readline()), proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 class OutageTests:
@@ -133,7 +111,7 @@ class OutageTests:
         """The server goes away (kill -9 of the process the store talks to) while the
         store is open: the next enqueue raises within the bound."""
         ref_url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
-        with _proxy(ref_url) as (port, proc):
+        with forwarding(ref_url) as (port, proc):
             ref = _redirect(server_ref, port)
             store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
             await store.open()
@@ -147,3 +125,38 @@ class OutageTests:
                 self._check(info.value, ref, started)
             finally:
                 await store.close()
+
+    @pytest.mark.slow
+    async def test_a_completion_whose_answer_was_lost_reads_as_its_own(
+        self, task_queue: BaseTaskQueue, server_ref: Any
+    ) -> None:
+        """The server applies a completion and the connection drops before its answer
+        (the proxy resets it): the call raises, or returns False once a repeat on a new
+        connection is refused (its token spent), never True; and the record reads as that
+        attempt's own change (``lifecycle.applied``), which is how the worker tells it from
+        a lease lost and writes the result it would otherwise drop."""
+        task = await reserved(task_queue)
+        ref_url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
+        with forwarding(ref_url) as (port, proc):
+            store = cast(BaseTaskQueue, registry.resolve("task_queue", _redirect(server_ref, port)))
+            await store.open()
+            try:
+                await store.now()  # connected before the cut is armed
+                lose_next_answer(proc, TaskState.SUCCEEDED.value)
+                try:
+                    done = await store.complete(
+                        task.id, task.lease_token or "", TaskState.SUCCEEDED
+                    )
+                except Exception:
+                    done = None
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "cut", (
+                    "the completion never went through the proxy with the task's id in it"
+                )
+                assert done is not True, "the answer was lost: the call cannot know it succeeded"
+            finally:
+                await store.close()
+        record = await task_queue.get(task.id)
+        assert applied(record, task, TaskState.SUCCEEDED), (
+            f"the server applied the completion, and the record should read as this attempt's: "
+            f"{record}"
+        )
