@@ -6,11 +6,19 @@ is resumed (SIGCONT), finishes its stale attempt at once (returning, or raising)
 stopped gracefully, so everything it had to write is written or refused. The task must
 read as the second worker left it: its result, exactly one ``succeeded`` event, and no
 ``failed`` or ``dead`` event.
+
+The other side of that rule: a worker whose completion the server applied but whose
+answer it never got (the connection reset by a proxy process in between) has its repeat
+refused, its token spent, and must tell its own change from a lost lease
+(``lifecycle.applied``) and still store its result, where the result is not written in
+the same step as the completion (NATS; results on another server than the task queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import os
 import re
 import signal
@@ -28,6 +36,7 @@ import pytest
 
 from omniq import OmniQ
 from omniq.models import EventType, TaskState
+from omniq.testing.proxies import forwarding, lose_next_answer
 from omniq.testing.services import require_service
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -258,3 +267,97 @@ def test_a_paused_workers_late_outcome_never_wins(
                 p.wait(timeout=10)
             app.close()
             sys.modules.pop("zombieapp", None)
+
+
+LOST_APP = """
+import json, os, time
+from pathlib import Path
+from omniq import OmniQ
+
+app = OmniQ(**json.loads(os.environ["LOST_ANSWER_STORES"]), worker={"grace_period": 0})
+
+
+@app.task
+def answer(folder: str) -> int:
+    # Says it runs, then waits for the test to arm the proxy before it returns.
+    root = Path(folder)
+    (root / "running").touch()
+    end = time.monotonic() + 20
+    while not (root / "armed").exists() and time.monotonic() < end:
+        time.sleep(0.01)
+    return 42
+
+
+if __name__ == "__main__":
+    app.run_worker(pool="thread", concurrency=1, prefetch=0)
+"""
+
+
+def _through(url: str, port: int) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    scheme, _, rest = url.partition("://")
+    path = rest.partition("/")[2]
+    return f"{scheme}://127.0.0.1:{port}" + (f"/{path}" if path else "")
+
+
+#: The task queues a lost answer is tried on: server URL, the option naming the test's
+#: own space there, and how that space is removed.
+_LOST_ON: dict[str, tuple[str, str, Callable[[str], None]]] = {
+    "nats": (NATS_URL, "prefix", _drop_nats_streams),
+    "redis": (REDIS_URL, "key_prefix", _drop_redis_keys),
+    "postgres": (POSTGRES_URL, "schema", _drop_pg_schema),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind",
+    ["nats", "redis", "postgres"],
+    ids=["nats", "redis-queue-results-elsewhere", "postgres-queue-results-elsewhere"],
+)
+def test_a_completion_whose_answer_was_lost_keeps_its_result(kind: str, tmp_path: Path) -> None:
+    url, option, drop = _LOST_ON[kind]
+    require_service(kind, url)
+    name = f"lost_{uuid.uuid4().hex[:10]}"
+    ref = {"backend": kind, "url": url, option: name}
+    if kind == "nats":  # every store on NATS: the results are written after the change
+        mine: dict[str, Any] = {"task_queue": ref}
+    else:  # results and events on a file: written after the completion, not with it
+        elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
+        mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+    module = tmp_path / f"lostapp_{uuid.uuid4().hex[:8]}.py"
+    module.write_text(LOST_APP)
+    with forwarding(url) as (port, proxy):
+        theirs = {**mine, "task_queue": {**ref, "url": _through(url, port)}}
+        os.environ["LOST_ANSWER_STORES"] = json.dumps(mine)
+        sys.path.insert(0, str(tmp_path))
+        try:
+            mod = importlib.import_module(module.stem)
+        finally:
+            sys.path.pop(0)
+            del os.environ["LOST_ANSWER_STORES"]
+        app: OmniQ = mod.app
+        worker = subprocess.Popen(
+            [sys.executable, str(module)],
+            cwd=tmp_path,
+            env={**os.environ, "LOST_ANSWER_STORES": json.dumps(theirs)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            handle = mod.answer.delay(str(tmp_path))
+            _poll(lambda: (tmp_path / "running").exists(), "the task's start")
+            # The worker's next request naming the new state is its completion.
+            lose_next_answer(proxy, TaskState.SUCCEEDED.value)
+            (tmp_path / "armed").touch()
+            assert proxy.stdout is not None and proxy.stdout.readline().strip() == "cut"
+            assert app.get_result(handle, timeout=20) == 42, "the completed task's result"
+            assert app.get_task(handle.id).state is TaskState.SUCCEEDED
+        finally:
+            worker.terminate()
+            out, _ = worker.communicate(timeout=30)
+            app.close()
+            sys.modules.pop(module.stem, None)
+            drop(name)
+    assert "already succeeded by this attempt" in out, out

@@ -34,7 +34,7 @@ from ..context import TaskContext, set_current
 from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
-from ..interfaces import BasePool, Capability
+from ..interfaces import BasePool, Capability, write_accepted
 from ..limits import Limits
 from ..models import (
     ACTIVE_STATES,
@@ -130,6 +130,16 @@ def first_cleanup_delay(burst: bool) -> float:
     its first reserve (``Worker._after_sweep``): it repairs what a crashed worker left
     (dependents it had not settled)."""
     return 0.0 if burst else random.uniform(0.0, CLEANUP_EVERY)
+
+
+#: The state each kind of finished attempt changes its task to, where its change can be
+#: recognised after its answer was lost (a requeue is a retry or a dead letter, told
+#: apart only when made).
+_CHANGED_TO = {
+    "success": TaskState.SUCCEEDED,
+    "retry": TaskState.RETRYING,
+    "dead": TaskState.DEAD,
+}
 
 
 @dataclass
@@ -902,6 +912,8 @@ class Worker:
                     d.accepted = await queue.dead_letter(d.task.id, token, d.error)
                 elif d.kind == "requeue":
                     d.accepted = await self._requeue(d)
+                if not d.accepted and d.kind in _CHANGED_TO:
+                    d.accepted = bool(await self._made_before([d]))
             outcome[d.task.id] = bool(d.accepted)
             if d.accepted:
                 if d.result is not None:
@@ -924,6 +936,10 @@ class Worker:
                 self._event_storage,
             )
             outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
+            refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
+            if refused and (mine := await self._made_before(refused)):
+                await self._write_after_lost_answer(mine)
+                outcome.update((d.task.id, True) for d in mine)
         for task_id, ok in outcome.items():
             if not ok:
                 log.warning(
@@ -934,6 +950,39 @@ class Worker:
                 )
         for d in batch:
             self._forget(d.task)
+
+    async def _made_before(self, refused: list[_Done]) -> list[_Done]:
+        """Of these refused changes, those the store shows as made by this very attempt:
+        an earlier try whose answer was lost (``lifecycle.applied``; a record read per
+        refusal, which is rare)."""
+        mine = []
+        for d in refused:
+            record = await self.task_queue.get(d.task.id)
+            error = d.error or d.task.error
+            if lifecycle.applied(record, d.task, _CHANGED_TO[d.kind], error):
+                log.warning(
+                    "worker %s: task %s was already %s by this attempt (its answer was "
+                    "lost); writing what goes with it",
+                    self.id,
+                    d.task.id,
+                    _CHANGED_TO[d.kind].value,
+                )
+                mine.append(d)
+        return mine
+
+    async def _write_after_lost_answer(self, mine: list[_Done]) -> None:
+        """The results and events of successes made before (:meth:`_made_before`) that
+        are not stored yet: a store that writes them with the change (one step, stores
+        sharing a server) has them, and they are not written twice."""
+        results = [d.result for d in mine if d.result is not None]
+        stored = await self.result_storage.get_many([r.task_id for r in results])
+        events = [e for d in mine if d.task.id not in stored for e in d.events]
+        await write_accepted(
+            [r for r in results if r.task_id not in stored],
+            events if self._event_storage is not None else [],
+            self.result_storage,
+            self._event_storage,
+        )
 
     async def _requeue(self, done: _Done) -> bool:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
