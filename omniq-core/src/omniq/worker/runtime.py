@@ -961,8 +961,8 @@ class Worker:
             error = d.error or d.task.error
             if lifecycle.applied(record, d.task, _CHANGED_TO[d.kind], error):
                 log.warning(
-                    "worker %s: task %s was already %s by this attempt (its answer was "
-                    "lost); writing what goes with it",
+                    "worker %s: task %s was already %s by this attempt: its answer was "
+                    "lost, not its lease",
                     self.id,
                     d.task.id,
                     _CHANGED_TO[d.kind].value,
