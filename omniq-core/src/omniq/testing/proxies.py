@@ -35,6 +35,9 @@ def forwarding(url: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     finally:
         proc.kill()
         proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def lose_next_answer(proc: subprocess.Popen[str], marker: str) -> None:

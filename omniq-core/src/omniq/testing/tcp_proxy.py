@@ -7,10 +7,12 @@ A killed proxy closes every connection and refuses new ones, as a dead server wo
 
 It can also lose one answer, as a connection dropped at the wrong moment does: a line
 ``cut HEX`` on its standard input arms it (it prints ``armed``), and the next request a
-client sends that holds those bytes goes to the server whole while the client's
-connection is reset at once; whatever the server answers is read and dropped, then its
-side is closed too (the proxy prints ``cut``). The server applies the request; the
-client never learns it did.
+client sends that holds those bytes goes to the server whole (what the client sends is
+forwarded as before, however many reads it takes); the first bytes the server sends
+back on that connection are dropped instead, the client's connection is reset (not
+closed cleanly) and the server's closed, and the proxy prints ``cut`` (also after
+``ANSWER_WAIT`` without an answer). The server applies the request; the client never
+learns it did.
 
 :mod:`omniq.testing.proxies` starts and steers it from a test.
 """
@@ -21,7 +23,8 @@ import asyncio
 import sys
 import threading
 
-#: How long the server's side of a cut connection stays open for its answer.
+#: How long a cut connection waits for the server's answer before the client is reset
+#: all the same.
 ANSWER_WAIT = 1.0
 
 
@@ -31,25 +34,71 @@ class _Armed:
     marker: bytes | None = None
 
 
-async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut: asyncio.Event | None = None
-) -> None:
-    """Copy ``reader`` to ``writer``; the client-to-server direction (``cut`` given)
-    watches for the armed bytes and sets ``cut`` after forwarding them."""
+class _Link:
+    """One client's connection through the proxy, and whether its next answer is lost."""
+
+    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
+        self.client, self.server = client, server
+        self.cutting = False  # the armed bytes went to the server: its answer is lost
+        self.lost = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def lose(self) -> None:
+        """Reset the client's connection (a reset, not a clean close) and close the
+        server's, once; the answer, if any, goes nowhere."""
+        if self.lost:
+            return
+        self.lost = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.client.transport.abort()
+        self.server.close()
+        print("cut", flush=True)
+
+
+async def _upstream(reader: asyncio.StreamReader, link: _Link) -> None:
+    """Client to server, watching for the armed bytes (also across two reads). Once seen,
+    what the client sends still goes on (the rest of a request longer than one read)
+    until the server answers."""
+    tail = b""
     try:
         while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
+            link.server.write(data)
+            await link.server.drain()
             marker = _Armed.marker
-            if cut is not None and marker is not None and marker in data:
+            # (a match holds a byte of this read: never one of a request sent earlier)
+            if (
+                marker is not None
+                and not link.cutting
+                and marker in tail[max(0, len(tail) - len(marker) + 1) :] + data
+            ):
                 _Armed.marker = None
-                cut.set()
-                return
+                link.cutting = True
+                loop = asyncio.get_running_loop()
+                link.timer = loop.call_later(ANSWER_WAIT, link.lose)
+            tail = (tail + data)[-1024:]
     except OSError:
         pass
     finally:
-        if cut is None or not cut.is_set():
-            writer.close()
+        if not link.cutting:
+            link.server.close()
+
+
+async def _downstream(reader: asyncio.StreamReader, link: _Link) -> None:
+    """Server to client, but for the answer after a cut, which resets the client."""
+    try:
+        while data := await reader.read(65536):
+            if link.cutting:
+                break  # the answer: lost
+            link.client.write(data)
+            await link.client.drain()
+    except OSError:
+        pass
+    finally:
+        if link.cutting:
+            link.lose()
+        else:
+            link.client.close()
 
 
 async def _serve(host: str, port: int) -> None:
@@ -59,25 +108,8 @@ async def _serve(host: str, port: int) -> None:
         except OSError:
             writer.close()
             return
-        cut = asyncio.Event()
-        upstream = asyncio.ensure_future(_pipe(reader, server_writer, cut))
-        downstream = asyncio.ensure_future(_pipe(server_reader, writer))
-        await asyncio.wait(
-            [upstream, asyncio.ensure_future(cut.wait())], return_when="FIRST_COMPLETED"
-        )
-        if not cut.is_set():
-            await asyncio.gather(upstream, downstream)
-            return
-        # Lose the answer: the client's side goes at once (a reset, not a clean close),
-        # the server's once it has answered (or after ANSWER_WAIT).
-        downstream.cancel()
-        writer.transport.abort()
-        try:
-            await asyncio.wait_for(server_reader.read(65536), ANSWER_WAIT)
-        except (TimeoutError, OSError):
-            pass
-        server_writer.close()
-        print("cut", flush=True)
+        link = _Link(writer, server_writer)
+        await asyncio.gather(_upstream(reader, link), _downstream(server_reader, link))
 
     def control(loop: asyncio.AbstractEventLoop) -> None:
         for line in sys.stdin:

@@ -158,6 +158,17 @@ class _Done:
     accepted: bool | None = None
 
 
+class _Unsettled(Exception):
+    """A write of a batch that failed after its state changes and its writes were done,
+    but for ``left`` (refused successes not yet told apart from a lost lease) and
+    ``events`` (theirs, of the worker's own, dropped with the refusal): the writer tries
+    only those again, so nothing else of the batch is written twice."""
+
+    def __init__(self, left: list[_Done], events: list[TaskEvent]) -> None:
+        super().__init__(f"{len(left)} refused completions not yet checked")
+        self.left, self.events = left, events
+
+
 @dataclass
 class _Running:
     task: Task
@@ -862,7 +873,9 @@ class Worker:
             try:
                 await self._write(batch, events)
                 backoff, failures = 0.1, 0
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, _Unsettled):  # the rest of the batch is written
+                    batch, events = exc.left, exc.events
                 failures += 1
                 if self._outbox_closed and failures > 5:
                     log.error(
@@ -906,14 +919,18 @@ class Worker:
                 continue
             if d.accepted is None:
                 token = d.task.lease_token or ""
+                ok = False
                 if d.kind == "retry":
-                    d.accepted = await queue.retry(d.task.id, token, d.eta, d.error)
+                    ok = await queue.retry(d.task.id, token, d.eta, d.error)
                 elif d.kind == "dead":
-                    d.accepted = await queue.dead_letter(d.task.id, token, d.error)
+                    ok = await queue.dead_letter(d.task.id, token, d.error)
                 elif d.kind == "requeue":
-                    d.accepted = await self._requeue(d)
-                if not d.accepted and d.kind in _CHANGED_TO:
-                    d.accepted = bool(await self._made_before([d]))
+                    ok = await self._requeue(d)
+                if not ok and d.kind in _CHANGED_TO:
+                    # (known only once the record is read: a read that fails leaves it
+                    # unknown, and the writer's next try asks again)
+                    ok = bool(await self._made_before([d]))
+                d.accepted = ok
             outcome[d.task.id] = bool(d.accepted)
             if d.accepted:
                 if d.result is not None:
@@ -937,9 +954,19 @@ class Worker:
             )
             outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
             refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
-            if refused and (mine := await self._made_before(refused)):
-                await self._write_after_lost_answer(mine)
-                outcome.update((d.task.id, True) for d in mine)
+            if refused:
+                try:
+                    if mine := await self._made_before(refused):
+                        await self._write_after_lost_answer(mine, due)
+                        outcome.update((d.task.id, True) for d in mine)
+                except Exception as exc:
+                    # The rest of the batch is written: only these are tried again.
+                    left = {id(d) for d in refused}
+                    for d in batch:
+                        if id(d) not in left:
+                            self._forget(d.task)
+                    ids = {d.task.id for d in refused}  # (their events went unwritten)
+                    raise _Unsettled(refused, [e for e in events if e.task_id in ids]) from exc
         for task_id, ok in outcome.items():
             if not ok:
                 log.warning(
@@ -970,16 +997,25 @@ class Worker:
                 mine.append(d)
         return mine
 
-    async def _write_after_lost_answer(self, mine: list[_Done]) -> None:
-        """The results and events of successes made before (:meth:`_made_before`) that
-        are not stored yet: a store that writes them with the change (one step, stores
-        sharing a server) has them, and they are not written twice."""
+    async def _write_after_lost_answer(self, mine: list[_Done], due: list[TaskEvent]) -> None:
+        """The results and events (of ``due``, the batch's) of successes made before
+        (:meth:`_made_before`) that are not stored yet: a store that writes them with the
+        change (one step, stores sharing a server) has them, and so may an earlier try of
+        the batch whose write failed after the change; nothing is written twice (events
+        are told by their ids)."""
         results = [d.result for d in mine if d.result is not None]
         stored = await self.result_storage.get_many([r.task_id for r in results])
-        events = [e for d in mine if d.task.id not in stored for e in d.events]
+        events: list[TaskEvent] = []
+        if self._event_storage is not None:
+            ids = {d.task.id for d in mine}
+            known: set[str] = set()
+            for task_id in ids:
+                stored_events = await self._event_storage.query(task_id=task_id, limit=None)
+                known.update(e.id for e in stored_events)
+            events = [e for e in due if e.task_id in ids and e.id not in known]
         await write_accepted(
             [r for r in results if r.task_id not in stored],
-            events if self._event_storage is not None else [],
+            events,
             self.result_storage,
             self._event_storage,
         )
