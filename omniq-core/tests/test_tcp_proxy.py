@@ -4,16 +4,14 @@ into reads, and its answer must never reach the client."""
 
 from __future__ import annotations
 
-import select
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from omniq.testing.proxies import forwarding, lose_next_answer
+from omniq.testing.proxies import forwarding
 
 
 class _Server:
@@ -54,13 +52,6 @@ def server() -> Iterator[_Server]:
     s.sock.close()
 
 
-def _line(proc: subprocess.Popen[str], timeout: float = 5.0) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"the proxy said nothing within {timeout} s"
-    return proc.stdout.readline().strip()
-
-
 def _answer(sock: socket.socket) -> bytes | None:
     sock.settimeout(5)
     try:
@@ -72,12 +63,12 @@ def _answer(sock: socket.socket) -> bytes | None:
 def test_a_cut_request_larger_than_one_read_reaches_the_server_whole(server: _Server) -> None:
     request = b"MARK" + b"x" * 300_000 + b"END\n"
     with (
-        forwarding(f"tcp://127.0.0.1:{server.port}") as (port, proc),
-        socket.create_connection(("127.0.0.1", port)) as sock,
+        forwarding(f"tcp://127.0.0.1:{server.port}") as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port)) as sock,
     ):
-        lose_next_answer(proc, "MARK")
+        proxy.lose_next_answer("MARK")
         sock.sendall(request)
-        assert _line(proc) == "cut"
+        proxy.cut(timeout=5)
         assert not _answer(sock), "the answer was lost"
     deadline = time.monotonic() + 5
     while len(server.got) < len(request) and time.monotonic() < deadline:
@@ -88,15 +79,15 @@ def test_a_cut_request_larger_than_one_read_reaches_the_server_whole(server: _Se
 
 def test_a_marker_split_between_two_reads_is_still_cut(server: _Server) -> None:
     with (
-        forwarding(f"tcp://127.0.0.1:{server.port}") as (port, proc),
-        socket.create_connection(("127.0.0.1", port)) as sock,
+        forwarding(f"tcp://127.0.0.1:{server.port}") as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port)) as sock,
     ):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lose_next_answer(proc, "MARK")
+        proxy.lose_next_answer("MARK")
         sock.sendall(b"first\n")
         assert _answer(sock) == b"ok\n", "no marker: answered"
         sock.sendall(b"second MA")  # the request's first read ends inside the marker
         time.sleep(0.2)
         sock.sendall(b"RK, its rest\n")
-        assert _line(proc) == "cut"
+        proxy.cut(timeout=5)
         assert not _answer(sock), "the answer was lost"

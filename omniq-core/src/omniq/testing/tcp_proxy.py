@@ -1,9 +1,11 @@
 """A TCP forwarder to run as its own process, so that a test can take a server away
 with ``kill -9`` without touching the server other tests share.
 
-``python -m omniq.testing.tcp_proxy TARGET_HOST TARGET_PORT`` listens on a free port of
-127.0.0.1, prints that port on one line, and copies bytes both ways until it is killed.
-A killed proxy closes every connection and refuses new ones, as a dead server would.
+``python -m omniq.testing.tcp_proxy TARGET_HOST TARGET_PORT [LISTEN_PORT]`` listens on
+LISTEN_PORT of 127.0.0.1 (a free one by default), prints that port on one line, and
+copies bytes both ways until it is killed. A killed proxy closes every connection and
+refuses new ones, as a dead server would; one started again on the same port is that
+server back.
 
 It can also lose one answer, as a connection dropped at the wrong moment does: a line
 ``cut HEX`` on its standard input arms it (it prints ``armed``), and the next request a
@@ -12,7 +14,8 @@ forwarded as before, however many reads it takes); the first bytes the server se
 back on that connection are dropped instead, the client's connection is reset (not
 closed cleanly) and the server's closed, and the proxy prints ``cut`` (also after
 ``ANSWER_WAIT`` without an answer). The server applies the request; the client never
-learns it did.
+learns it did. Lines armed before the first cut wait their turn: each is watched for once
+the one before it was cut.
 
 :mod:`omniq.testing.proxies` starts and steers it from a test.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from typing import ClassVar
 
 #: How long a cut connection waits for the server's answer before the client is reset
 #: all the same.
@@ -29,9 +33,10 @@ ANSWER_WAIT = 1.0
 
 
 class _Armed:
-    """The bytes whose next request from a client is cut, once (see the module)."""
+    """The bytes whose next request from a client is cut, once each, in the order armed
+    (see the module): the first waits, the next is watched for once it was cut."""
 
-    marker: bytes | None = None
+    markers: ClassVar[list[bytes]] = []
 
 
 class _Link:
@@ -65,14 +70,14 @@ async def _upstream(reader: asyncio.StreamReader, link: _Link) -> None:
         while data := await reader.read(65536):
             link.server.write(data)
             await link.server.drain()
-            marker = _Armed.marker
+            marker = _Armed.markers[0] if _Armed.markers else None
             # (a match holds a byte of this read: never one of a request sent earlier)
             if (
                 marker is not None
                 and not link.cutting
                 and marker in tail[max(0, len(tail) - len(marker) + 1) :] + data
             ):
-                _Armed.marker = None
+                _Armed.markers.pop(0)
                 link.cutting = True
                 loop = asyncio.get_running_loop()
                 link.timer = loop.call_later(ANSWER_WAIT, link.lose)
@@ -101,7 +106,7 @@ async def _downstream(reader: asyncio.StreamReader, link: _Link) -> None:
             link.client.close()
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, listen: int = 0) -> None:
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             server_reader, server_writer = await asyncio.open_connection(host, port)
@@ -117,7 +122,7 @@ async def _serve(host: str, port: int) -> None:
             if verb == "cut" and arg:
                 loop.call_soon_threadsafe(_arm, bytes.fromhex(arg))
 
-    server = await asyncio.start_server(forward, "127.0.0.1", 0)
+    server = await asyncio.start_server(forward, "127.0.0.1", listen)
     threading.Thread(target=control, args=(asyncio.get_running_loop(),), daemon=True).start()
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -125,9 +130,10 @@ async def _serve(host: str, port: int) -> None:
 
 
 def _arm(marker: bytes) -> None:
-    _Armed.marker = marker
+    _Armed.markers.append(marker)
     print("armed", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1], int(sys.argv[2])))
+    host, port, *listen = sys.argv[1:]
+    asyncio.run(_serve(host, int(port), int(listen[0]) if listen else 0))
