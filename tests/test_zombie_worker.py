@@ -28,6 +28,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import pytest
 
 from omniq import OmniQ
 from omniq.models import EventType, TaskState
-from omniq.testing.proxies import forwarding, lose_next_answer
+from omniq.testing.proxies import forwarding
 from omniq.testing.services import require_service
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -270,22 +271,32 @@ def test_a_paused_workers_late_outcome_never_wins(
 
 
 LOST_APP = """
-import json, os, time
+import json, os, sys, time
 from pathlib import Path
 from omniq import OmniQ
 
 app = OmniQ(**json.loads(os.environ["LOST_ANSWER_STORES"]), worker={"grace_period": 0})
 
 
-@app.task
-def answer(folder: str) -> int:
-    # Says it runs, then waits for the test to arm the proxy before it returns.
+def ready(folder: str, name: str) -> None:
+    # Says it runs, then waits for the test to arm the proxy (or take a store away).
     root = Path(folder)
-    (root / "running").touch()
+    (root / f"running-{name}").touch()
     end = time.monotonic() + 20
     while not (root / "armed").exists() and time.monotonic() < end:
         time.sleep(0.01)
+
+
+@app.task
+def answer(folder: str) -> int:
+    ready(folder, "answer")
     return 42
+
+
+@app.task(retries=0)
+def broken(folder: str) -> None:
+    ready(folder, "broken")
+    raise ValueError("broken on purpose")
 
 
 if __name__ == "__main__":
@@ -300,13 +311,63 @@ def _through(url: str, port: int) -> str:
     return f"{scheme}://127.0.0.1:{port}" + (f"/{path}" if path else "")
 
 
-#: The task queues a lost answer is tried on: server URL, the option naming the test's
-#: own space there, and how that space is removed.
+#: The servers a lost answer is tried on: URL, the option naming the test's own space
+#: there, and how that space is removed.
 _LOST_ON: dict[str, tuple[str, str, Callable[[str], None]]] = {
     "nats": (NATS_URL, "prefix", _drop_nats_streams),
     "redis": (REDIS_URL, "key_prefix", _drop_redis_keys),
     "postgres": (POSTGRES_URL, "schema", _drop_pg_schema),
 }
+
+
+def _outcomes(app: OmniQ, task_id: str, last: EventType) -> Counter[EventType] | None:
+    """The task's events by type, once ``last`` is among them."""
+    kinds = Counter(e.type for e in app.events(task_id=task_id))
+    return kinds if kinds[last] else None
+
+
+class _Lost:
+    """The lost-answer app: imported here on the stores' direct refs (``mine``), run as
+    a worker process on ``theirs`` (some store through a proxy), its output in a file."""
+
+    def __init__(self, tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+        self.folder = tmp_path
+        module = tmp_path / f"lostapp_{uuid.uuid4().hex[:8]}.py"
+        module.write_text(LOST_APP)
+        os.environ["LOST_ANSWER_STORES"] = json.dumps(mine)
+        sys.path.insert(0, str(tmp_path))
+        try:
+            self.mod = importlib.import_module(module.stem)
+        finally:
+            sys.path.pop(0)
+            del os.environ["LOST_ANSWER_STORES"]
+        self.app: OmniQ = self.mod.app
+        self.log = tmp_path / "worker.log"
+        with self.log.open("w") as out:
+            self.worker = subprocess.Popen(
+                [sys.executable, str(module)],
+                cwd=tmp_path,
+                env={**os.environ, "LOST_ANSWER_STORES": json.dumps(theirs)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def started(self, name: str) -> None:
+        _poll(lambda: (self.folder / f"running-{name}").exists(), f"{name}'s start")
+
+    def go(self) -> None:
+        (self.folder / "armed").touch()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def close(self) -> str:
+        """Stop the worker and close the app; the worker's output."""
+        self.worker.terminate()
+        self.worker.wait(timeout=30)
+        self.app.close()
+        sys.modules.pop(self.mod.__name__, None)
+        return self.output()
 
 
 @pytest.mark.slow
@@ -325,39 +386,106 @@ def test_a_completion_whose_answer_was_lost_keeps_its_result(kind: str, tmp_path
     else:  # results and events on a file: written after the completion, not with it
         elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
         mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
-    module = tmp_path / f"lostapp_{uuid.uuid4().hex[:8]}.py"
-    module.write_text(LOST_APP)
-    with forwarding(url) as (port, proxy):
-        theirs = {**mine, "task_queue": {**ref, "url": _through(url, port)}}
-        os.environ["LOST_ANSWER_STORES"] = json.dumps(mine)
-        sys.path.insert(0, str(tmp_path))
-        try:
-            mod = importlib.import_module(module.stem)
-        finally:
-            sys.path.pop(0)
-            del os.environ["LOST_ANSWER_STORES"]
-        app: OmniQ = mod.app
-        worker = subprocess.Popen(
-            [sys.executable, str(module)],
-            cwd=tmp_path,
-            env={**os.environ, "LOST_ANSWER_STORES": json.dumps(theirs)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            handle = mod.answer.delay(str(tmp_path))
-            _poll(lambda: (tmp_path / "running").exists(), "the task's start")
-            # The worker's next request naming the new state is its completion.
-            lose_next_answer(proxy, TaskState.SUCCEEDED.value)
-            (tmp_path / "armed").touch()
-            assert proxy.stdout is not None and proxy.stdout.readline().strip() == "cut"
-            assert app.get_result(handle, timeout=20) == 42, "the completed task's result"
-            assert app.get_task(handle.id).state is TaskState.SUCCEEDED
-        finally:
-            worker.terminate()
-            out, _ = worker.communicate(timeout=30)
-            app.close()
-            sys.modules.pop(module.stem, None)
-            drop(name)
+    try:
+        with forwarding(url) as proxy:
+            lost = _Lost(
+                tmp_path, mine, {**mine, "task_queue": {**ref, "url": _through(url, proxy.port)}}
+            )
+            try:
+                handle = lost.mod.answer.delay(str(tmp_path))
+                lost.started("answer")
+                # The worker's next request naming the new state is its completion.
+                proxy.lose_next_answer(TaskState.SUCCEEDED.value)
+                lost.go()
+                proxy.cut()
+                assert lost.app.get_result(handle, timeout=20) == 42, "the task's result"
+                assert lost.app.get_task(handle.id).state is TaskState.SUCCEEDED
+            finally:
+                out = lost.close()
+    finally:
+        drop(name)
+    assert "already succeeded by this attempt" in out, out
+
+
+@pytest.mark.slow
+def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fails(
+    tmp_path: Path,
+) -> None:
+    """The dead letter's answer is lost, its repeat refused, and the read of the record
+    that would recognise it loses its answer too: the worker must ask again, not take
+    the refusal it saw for the outcome, and store the ``dead`` result and events once."""
+    require_service("Redis", REDIS_URL)
+    name = f"lost_{uuid.uuid4().hex[:10]}"
+    ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
+    mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+    try:
+        with forwarding(REDIS_URL) as proxy:
+            # (no retry inside the backend: the lost answers reach the worker)
+            proxied = {**ref, "url": _through(REDIS_URL, proxy.port), "retries": 0}
+            lost = _Lost(tmp_path, mine, {**mine, "task_queue": proxied})
+            try:
+                handle = lost.mod.broken.delay(str(tmp_path))
+                lost.started("broken")
+                # The dead letter (the only request carrying the task's error), then the
+                # record's read (the only one naming the task's key: the scripts build it).
+                proxy.lose_next_answer("broken on purpose")
+                proxy.lose_next_answer(f"{name}:t:{handle.id}")
+                lost.go()
+                proxy.cut()
+                proxy.cut()
+                with pytest.raises(ValueError, match="broken on purpose"):
+                    lost.app.get_result(handle, timeout=20)
+                assert lost.app.get_task(handle.id).state is TaskState.DEAD
+                kinds = _poll(  # (written beside the result, not before it)
+                    lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event"
+                )
+                assert kinds[EventType.FAILED] == 1 and kinds[EventType.DEAD] == 1, kinds
+            finally:
+                out = lost.close()
+    finally:
+        _drop_redis_keys(name)
+    assert "already dead by this attempt" in out, out
+
+
+@pytest.mark.slow
+def test_a_success_whose_result_store_was_away_keeps_its_result_and_one_event(
+    tmp_path: Path,
+) -> None:
+    """The completion is accepted and its ``succeeded`` event written, but the result's
+    store is away (kill -9 of its proxy) past the writer's tries: the batch is tried
+    again, its completion refused (its token spent) and recognised as the attempt's own.
+    Once the store is back (a proxy on the same port), the result is written, and the
+    event, stored already, not again."""
+    require_service("Redis", REDIS_URL)
+    name = f"lost_{uuid.uuid4().hex[:10]}"
+    here = f"sqlite:///{tmp_path / 'tasks.db'}"
+    results = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+    mine = {"task_queue": here, "result_storage": results, "event_storage": here}
+    try:
+        with forwarding(REDIS_URL) as proxy:
+            away = {**results, "url": _through(REDIS_URL, proxy.port), "outage_timeout": 1.0}
+            theirs = {**mine, "result_storage": away}
+            lost = _Lost(tmp_path, mine, theirs)
+            try:
+                handle = lost.mod.answer.delay(str(tmp_path))
+                lost.started("answer")
+                proxy.kill()
+                lost.go()
+                _poll(
+                    lambda: lost.output().count("writing 1 completions failed") >= 2,
+                    "the worker's tries while the result store is away",
+                    deadline=30,
+                )
+                with forwarding(REDIS_URL, proxy.port):  # the store back, on the same port
+                    assert lost.app.get_result(handle, timeout=30) == 42
+                    kinds = _poll(
+                        lambda: _outcomes(lost.app, handle.id, EventType.SUCCEEDED),
+                        "the succeeded event",
+                    )
+                    assert kinds[EventType.SUCCEEDED] == 1, kinds
+            finally:
+                out = lost.close()
+    finally:
+        _drop_redis_keys(name)
     assert "already succeeded by this attempt" in out, out
