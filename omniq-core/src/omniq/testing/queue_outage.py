@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +28,7 @@ from ..models import TaskState
 from ..registry import registry
 from .actions import reserved
 from .factories import make_task
-from .proxies import forwarding
+from .proxies import Proxy, forwarding
 
 __all__ = ["OUTAGE_TIMEOUT", "OutageTests"]
 
@@ -57,6 +58,23 @@ def _redirect(ref: Any, port: int, password: str | None = None) -> dict[str, Any
     data["url"] = urlunsplit(parts._replace(netloc=netloc))
     data["outage_timeout"] = OUTAGE_TIMEOUT
     return data
+
+
+@asynccontextmanager
+async def _through_proxy(
+    server_ref: Any,
+) -> AsyncIterator[tuple[Proxy, dict[str, Any], BaseTaskQueue]]:
+    """A task queue open on ``server_ref``'s server through a proxy of its own: the
+    proxy, the store's ref and the store (closed on exit, then the proxy killed)."""
+    url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
+    with forwarding(url) as proxy:
+        ref = _redirect(server_ref, proxy.port)
+        store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
+        await store.open()
+        try:
+            yield proxy, ref, store
+        finally:
+            await store.close()
 
 
 class OutageTests:
@@ -108,20 +126,13 @@ class OutageTests:
     ) -> None:
         """The server goes away (kill -9 of the process the store talks to) while the
         store is open: the next enqueue raises within the bound."""
-        ref_url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
-        with forwarding(ref_url) as proxy:
-            ref = _redirect(server_ref, proxy.port)
-            store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
-            await store.open()
-            try:
+        async with _through_proxy(server_ref) as (proxy, ref, store):
+            await store.enqueue(make_task())
+            proxy.kill()
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError) as info:
                 await store.enqueue(make_task())
-                proxy.kill()
-                started = time.monotonic()
-                with pytest.raises(BackendUnavailableError) as info:
-                    await store.enqueue(make_task())
-                self._check(info.value, ref, started)
-            finally:
-                await store.close()
+            self._check(info.value, ref, started)
 
     @pytest.mark.slow
     async def test_a_completion_whose_answer_was_lost_reads_as_its_own(
@@ -133,24 +144,15 @@ class OutageTests:
         attempt's own change (``lifecycle.applied``), which is how the worker tells it from
         a lease lost and writes the result it would otherwise drop."""
         task = await reserved(task_queue)
-        ref_url = server_ref["url"] if isinstance(server_ref, Mapping) else server_ref
-        with forwarding(ref_url) as proxy:
-            ref = _redirect(server_ref, proxy.port)
-            store = cast(BaseTaskQueue, registry.resolve("task_queue", ref))
-            await store.open()
+        async with _through_proxy(server_ref) as (proxy, _, store):
+            await store.now()  # connected before the cut is armed
+            proxy.lose_next_answer(TaskState.SUCCEEDED.value)
             try:
-                await store.now()  # connected before the cut is armed
-                proxy.lose_next_answer(TaskState.SUCCEEDED.value)
-                try:
-                    done = await store.complete(
-                        task.id, task.lease_token or "", TaskState.SUCCEEDED
-                    )
-                except Exception:
-                    done = None
-                proxy.cut()  # (the completion went through it, naming its new state)
-                assert done is not True, "the answer was lost: the call cannot know it succeeded"
-            finally:
-                await store.close()
+                done = await store.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED)
+            except Exception:
+                done = None
+            proxy.cut()  # (the completion went through it, naming its new state)
+            assert done is not True, "the answer was lost: the call cannot know it succeeded"
         record = await task_queue.get(task.id)
         assert applied(record, task, TaskState.SUCCEEDED), (
             f"the server applied the completion, and the record should read as this attempt's: "
