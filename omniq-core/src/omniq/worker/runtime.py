@@ -953,8 +953,8 @@ class Worker:
                 self._event_storage,
             )
             outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
-            refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
-            if refused:
+            if not all(accepted):  # (rare: a lost lease, or an answer lost)
+                refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
                 try:
                     if mine := await self._made_before(refused):
                         await self._write_after_lost_answer(mine, due)
