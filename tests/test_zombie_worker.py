@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -379,13 +380,28 @@ class _Lost:
     def output(self) -> str:
         return self.log.read_text()
 
-    def close(self) -> str:
-        """Stop the worker and close the app; the worker's output."""
+    def close(self) -> None:
+        """Stop the worker and close the app (the worker's output stays readable)."""
         self.worker.terminate()
         self.worker.wait(timeout=30)
         self.app.close()
         sys.modules.pop(self.mod.__name__, None)
-        return self.output()
+
+
+@contextmanager
+def _lost(
+    tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any], drop: Callable[[], None]
+) -> Iterator[_Lost]:
+    """A :class:`_Lost` app and worker, closed on exit, then ``drop`` (what the test made
+    on its server) run, whatever happened."""
+    try:
+        lost = _Lost(tmp_path, mine, theirs)
+        try:
+            yield lost
+        finally:
+            lost.close()
+    finally:
+        drop()
 
 
 @pytest.mark.slow
@@ -404,26 +420,25 @@ def test_a_completion_whose_answer_was_lost_keeps_its_result(kind: str, tmp_path
     else:  # results and events on a file: written after the completion, not with it
         elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
         mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
-    try:
-        with forwarding(url) as proxy:
-            lost = _Lost(
-                tmp_path, mine, {**mine, "task_queue": {**ref, "url": _through(url, proxy.port)}}
-            )
-            try:
-                lost.warmed()
-                handle = lost.mod.answer.delay(str(tmp_path))
-                lost.started("answer")
-                # The worker's next request naming the new state is its completion.
-                proxy.lose_next_answer(TaskState.SUCCEEDED.value)
-                lost.go()
-                proxy.cut()
-                assert lost.app.get_result(handle, timeout=20) == 42, "the task's result"
-                assert lost.app.get_task(handle.id).state is TaskState.SUCCEEDED
-            finally:
-                out = lost.close()
-    finally:
-        drop(name)
-    assert "already succeeded by this attempt" in out, out
+    with (
+        forwarding(url) as proxy,
+        _lost(
+            tmp_path,
+            mine,
+            {**mine, "task_queue": {**ref, "url": _through(url, proxy.port)}},
+            lambda: drop(name),
+        ) as lost,
+    ):
+        lost.warmed()
+        handle = lost.mod.answer.delay(str(tmp_path))
+        lost.started("answer")
+        # The worker's next request naming the new state is its completion.
+        proxy.lose_next_answer(TaskState.SUCCEEDED.value)
+        lost.go()
+        proxy.cut()
+        assert lost.app.get_result(handle, timeout=20) == 42, "the task's result"
+        assert lost.app.get_task(handle.id).state is TaskState.SUCCEEDED
+    assert "already succeeded by this attempt" in lost.output(), lost.output()
 
 
 @pytest.mark.slow
@@ -438,34 +453,30 @@ def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fail
     ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
     elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
     mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
-    try:
-        with forwarding(REDIS_URL) as proxy:
-            # (no retry inside the backend: the lost answers reach the worker)
-            proxied = {**ref, "url": _through(REDIS_URL, proxy.port), "retries": 0}
-            lost = _Lost(tmp_path, mine, {**mine, "task_queue": proxied})
-            try:
-                lost.warmed()
-                handle = lost.mod.broken.delay(str(tmp_path))
-                lost.started("broken")
-                # The dead letter (the only request carrying the task's error), then the
-                # record's read (the only one naming the task's key: the scripts build it).
-                proxy.lose_next_answer("broken on purpose")
-                proxy.lose_next_answer(f"{name}:t:{handle.id}")
-                lost.go()
-                proxy.cut()
-                proxy.cut()
-                with pytest.raises(ValueError, match="broken on purpose"):
-                    lost.app.get_result(handle, timeout=20)
-                assert lost.app.get_task(handle.id).state is TaskState.DEAD
-                kinds = _poll(  # (written beside the result, not before it)
-                    lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event"
-                )
-                assert kinds[EventType.FAILED] == 1 and kinds[EventType.DEAD] == 1, kinds
-            finally:
-                out = lost.close()
-    finally:
-        _drop_redis_keys(name)
-    assert "already dead by this attempt" in out, out
+    with forwarding(REDIS_URL) as proxy:
+        # (no retry inside the backend: the lost answers reach the worker)
+        proxied = {**ref, "url": _through(REDIS_URL, proxy.port), "retries": 0}
+        with _lost(
+            tmp_path, mine, {**mine, "task_queue": proxied}, lambda: _drop_redis_keys(name)
+        ) as lost:
+            lost.warmed()
+            handle = lost.mod.broken.delay(str(tmp_path))
+            lost.started("broken")
+            # The dead letter (the only request carrying the task's error), then the
+            # record's read (the only one naming the task's key: the scripts build it).
+            proxy.lose_next_answer("broken on purpose")
+            proxy.lose_next_answer(f"{name}:t:{handle.id}")
+            lost.go()
+            proxy.cut()
+            proxy.cut()
+            with pytest.raises(ValueError, match="broken on purpose"):
+                lost.app.get_result(handle, timeout=20)
+            assert lost.app.get_task(handle.id).state is TaskState.DEAD
+            kinds = _poll(  # (written beside the result, not before it)
+                lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event"
+            )
+            assert kinds[EventType.FAILED] == 1 and kinds[EventType.DEAD] == 1, kinds
+    assert "already dead by this attempt" in lost.output(), lost.output()
 
 
 @pytest.mark.slow
@@ -482,30 +493,24 @@ def test_a_success_whose_result_store_was_away_keeps_its_result_and_one_event(
     here = f"sqlite:///{tmp_path / 'tasks.db'}"
     results = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
     mine = {"task_queue": here, "result_storage": results, "event_storage": here}
-    try:
-        with forwarding(REDIS_URL) as proxy:
-            away = {**results, "url": _through(REDIS_URL, proxy.port), "outage_timeout": 1.0}
-            theirs = {**mine, "result_storage": away}
-            lost = _Lost(tmp_path, mine, theirs)
-            try:
-                handle = lost.mod.answer.delay(str(tmp_path))
-                lost.started("answer")
-                proxy.kill()
-                lost.go()
-                _poll(
-                    lambda: lost.output().count("writing 1 completions failed") >= 2,
-                    "the worker's tries while the result store is away",
-                    deadline=30,
+    with forwarding(REDIS_URL) as proxy:
+        away = {**results, "url": _through(REDIS_URL, proxy.port), "outage_timeout": 1.0}
+        theirs = {**mine, "result_storage": away}
+        with _lost(tmp_path, mine, theirs, lambda: _drop_redis_keys(name)) as lost:
+            handle = lost.mod.answer.delay(str(tmp_path))
+            lost.started("answer")
+            proxy.kill()
+            lost.go()
+            _poll(
+                lambda: lost.output().count("writing 1 completions failed") >= 2,
+                "the worker's tries while the result store is away",
+                deadline=30,
+            )
+            with forwarding(REDIS_URL, proxy.port):  # the store back, on the same port
+                assert lost.app.get_result(handle, timeout=30) == 42
+                kinds = _poll(
+                    lambda: _outcomes(lost.app, handle.id, EventType.SUCCEEDED),
+                    "the succeeded event",
                 )
-                with forwarding(REDIS_URL, proxy.port):  # the store back, on the same port
-                    assert lost.app.get_result(handle, timeout=30) == 42
-                    kinds = _poll(
-                        lambda: _outcomes(lost.app, handle.id, EventType.SUCCEEDED),
-                        "the succeeded event",
-                    )
-                    assert kinds[EventType.SUCCEEDED] == 1, kinds
-            finally:
-                out = lost.close()
-    finally:
-        _drop_redis_keys(name)
-    assert "already succeeded by this attempt" in out, out
+                assert kinds[EventType.SUCCEEDED] == 1, kinds
+    assert "already succeeded by this attempt" in lost.output(), lost.output()
