@@ -310,8 +310,15 @@ def broken(folder: str) -> None:
     raise ValueError("broken on purpose")
 
 
+@app.task(retries=0, max_deliveries=1)
+def doomed(folder: str) -> None:
+    # Run by a process-pool child, which the test kills (kill -9): its only delivery.
+    (Path(folder) / f"doomed-{os.getpid()}").touch()
+    time.sleep(60)
+
+
 if __name__ == "__main__":
-    app.run_worker(pool="thread", concurrency=1, prefetch=0)
+    app.run_worker(pool=sys.argv[1], concurrency=1, prefetch=0)
 """
 
 
@@ -341,7 +348,9 @@ class _Lost:
     """The lost-answer app: imported here on the stores' direct refs (``mine``), run as
     a worker process on ``theirs`` (some store through a proxy), its output in a file."""
 
-    def __init__(self, tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any], pool: str
+    ) -> None:
         self.folder = tmp_path
         module = tmp_path / f"lostapp_{uuid.uuid4().hex[:8]}.py"
         module.write_text(LOST_APP)
@@ -356,7 +365,7 @@ class _Lost:
         self.log = tmp_path / "worker.log"
         with self.log.open("w") as out:
             self.worker = subprocess.Popen(
-                [sys.executable, str(module)],
+                [sys.executable, str(module), pool],
                 cwd=tmp_path,
                 env={**os.environ, "LOST_ANSWER_STORES": json.dumps(theirs)},
                 stdout=out,
@@ -390,12 +399,16 @@ class _Lost:
 
 @contextmanager
 def _lost(
-    tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any], drop: Callable[[], None]
+    tmp_path: Path,
+    mine: dict[str, Any],
+    theirs: dict[str, Any],
+    drop: Callable[[], None],
+    pool: str = "thread",
 ) -> Iterator[_Lost]:
-    """A :class:`_Lost` app and worker, closed on exit, then ``drop`` (what the test made
-    on its server) run, whatever happened."""
+    """A :class:`_Lost` app and worker (of ``pool``), closed on exit, then ``drop`` (what
+    the test made on its server) run, whatever happened."""
     try:
-        lost = _Lost(tmp_path, mine, theirs)
+        lost = _Lost(tmp_path, mine, theirs, pool)
         try:
             yield lost
         finally:
@@ -476,6 +489,46 @@ def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fail
                 lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event"
             )
             assert kinds[EventType.FAILED] == 1 and kinds[EventType.DEAD] == 1, kinds
+    assert "already dead by this attempt" in lost.output(), lost.output()
+
+
+@pytest.mark.slow
+def test_a_requeue_s_dead_letter_whose_answer_was_lost_keeps_its_result_and_event(
+    tmp_path: Path,
+) -> None:
+    """A process-pool child dies (kill -9) on the task's last delivery: the worker
+    dead-letters it (a requeue), the answer is lost, its repeat refused; it must read the
+    change as its own, as it does a task's own dead letter, and store the ``dead``
+    result and event."""
+    require_service("Redis", REDIS_URL)
+    name = f"lost_{uuid.uuid4().hex[:10]}"
+    ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
+    mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+    with forwarding(REDIS_URL) as proxy:
+        proxied = {**ref, "url": _through(REDIS_URL, proxy.port)}
+        with _lost(
+            tmp_path,
+            mine,
+            {**mine, "task_queue": proxied},
+            lambda: _drop_redis_keys(name),
+            pool="process",
+        ) as lost:
+            lost.warmed()
+            handle = lost.mod.doomed.delay(str(tmp_path))
+            [mark] = _poll(lambda: list(tmp_path.glob("doomed-*")), "the task's start in a child")
+            child = int(mark.name.partition("-")[2])
+            # The dead letter is the only request carrying the dead child's pid.
+            proxy.lose_next_answer(f"(pid {child}) died")
+            os.kill(child, signal.SIGKILL)
+            proxy.cut()
+            with pytest.raises(Exception, match=f"pid {child}"):
+                lost.app.get_result(handle, timeout=20)
+            assert lost.app.get_task(handle.id).state is TaskState.DEAD
+            kinds = _poll(lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event")
+            assert kinds[EventType.DEAD] == 1, kinds
+            stored = lost.app.get_task_result(handle.id)
+            assert stored is not None and stored.state is TaskState.DEAD
     assert "already dead by this attempt" in lost.output(), lost.output()
 
 

@@ -132,9 +132,9 @@ def first_cleanup_delay(burst: bool) -> float:
     return 0.0 if burst else random.uniform(0.0, CLEANUP_EVERY)
 
 
-#: The state each kind of finished attempt changes its task to, where its change can be
-#: recognised after its answer was lost (a requeue is a retry or a dead letter, told
-#: apart only when made).
+#: The state each kind of finished attempt changes its task to, by which its change is
+#: recognised after its answer was lost (a requeue is written as a retry or a dead
+#: letter: :meth:`Worker._requeue`).
 _CHANGED_TO = {
     "success": TaskState.SUCCEEDED,
     "retry": TaskState.RETRYING,
@@ -147,7 +147,7 @@ class _Done:
     """A finished attempt waiting for the writer."""
 
     task: Task
-    kind: str  # "success" | "retry" | "dead" | "requeue"
+    kind: str  # "success" | "retry" | "dead"
     result: TaskResult | None = None
     error: ErrorInfo | None = None
     eta: float = 0.0
@@ -685,7 +685,7 @@ class Worker:
             except PoolBrokenError as exc:
                 if mw is not None:
                     await mw.on_failure(task, exc, task.attempts < lifecycle.attempts_allowed(task))
-                self._finish(_Done(task, "requeue", error=error_info(exc)))
+                self._requeue(task, error_info(exc))
                 return
             except Exception as exc:
                 decision = self._retry_decision(task, exc)
@@ -734,7 +734,7 @@ class Worker:
             raise
         except Exception as exc:  # a bug of ours: never let one task take the worker down
             log.exception("worker %s: internal error while running task %s", self.id, task.id)
-            self._finish(_Done(task, "requeue", error=error_info(exc)))
+            self._requeue(task, error_info(exc))
 
     async def _parent_results(self, task: Task) -> list[Any]:
         """The outcomes of ``task``'s parents in ``depends_on`` order (values, and the
@@ -901,7 +901,7 @@ class Worker:
             if self._outbox_closed and not self._outbox and not self._events:
                 return
             if self._events and self._flush_timer is None and self._loop is not None:
-                # events the write itself added (a requeue's lease_lost) go out soon too
+                # events recorded while the write ran (a `started`) go out soon too
                 self._flush_timer = self._loop.call_later(EVENT_WINDOW, self._wake_writer.set)
 
     async def _write(self, batch: list[_Done], events: list[TaskEvent]) -> None:
@@ -922,11 +922,9 @@ class Worker:
                 ok = False
                 if d.kind == "retry":
                     ok = await queue.retry(d.task.id, token, d.eta, d.error)
-                elif d.kind == "dead":
+                else:
                     ok = await queue.dead_letter(d.task.id, token, d.error)
-                elif d.kind == "requeue":
-                    ok = await self._requeue(d)
-                if not ok and d.kind in _CHANGED_TO:
+                if not ok:
                     # (known only once the record is read: a read that fails leaves it
                     # unknown, and the writer's next try asks again)
                     ok = bool(await self._made_before([d]))
@@ -1020,25 +1018,19 @@ class Worker:
             self._event_storage,
         )
 
-    async def _requeue(self, done: _Done) -> bool:
+    def _requeue(self, task: Task, error: ErrorInfo) -> None:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
-        used; after max deliveries the task is dead-lettered instead of looping."""
-        task, queue = done.task, self.task_queue
+        used (a retry due at once, with a ``lease_lost`` event); after max deliveries the
+        task is dead-lettered instead of looping. Written as the retry or dead letter it
+        is, so a change whose answer was lost is recognised as theirs are."""
         if task.attempts >= lifecycle.attempts_allowed(task):
-            log_outcome(
-                self.id, task, "dead", task.started_at, done.error, reason="too many deliveries"
-            )
+            log_outcome(self.id, task, "dead", task.started_at, error, reason="too many deliveries")
             self.stats.counts["dead"] += 1
-            events = self._outcome(task, EventType.DEAD, reason="too many deliveries")
-            ok = await queue.dead_letter(task.id, task.lease_token, done.error)
-        else:
-            reason = done.error.message if done.error else ""
-            log_outcome(self.id, task, "lease_lost", task.started_at, done.error)
-            events = self._outcome(task, EventType.LEASE_LOST, error=reason)
-            ok = await queue.retry(task.id, task.lease_token or "", now(), done.error)
-        if ok:  # recorded with the batch, as the other outcomes
-            done.events += events
-        return ok
+            self._dead(task, error, state=TaskState.DEAD, reason="too many deliveries")
+            return
+        log_outcome(self.id, task, "lease_lost", task.started_at, error)
+        events = self._outcome(task, EventType.LEASE_LOST, error=error.message)
+        self._finish(_Done(task, "retry", error=error, eta=now(), events=events))
 
     # -- leases and housekeeping -------------------------------------------------------
 
