@@ -802,8 +802,10 @@ class Worker:
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
 
-    def _dead_with(self, task: Task, info: ErrorInfo, reason: str) -> None:
-        log_outcome(self.id, task, "dead", None, info, reason=reason)
+    def _dead_with(
+        self, task: Task, info: ErrorInfo, reason: str, started: float | None = None
+    ) -> None:
+        log_outcome(self.id, task, "dead", started, info, reason=reason)
         self.stats.counts["dead"] += 1
         self._dead(task, info, state=TaskState.DEAD, reason=reason)
 
@@ -1024,9 +1026,7 @@ class Worker:
         task is dead-lettered instead of looping. Written as the retry or dead letter it
         is, so a change whose answer was lost is recognised as theirs are."""
         if task.attempts >= lifecycle.attempts_allowed(task):
-            log_outcome(self.id, task, "dead", task.started_at, error, reason="too many deliveries")
-            self.stats.counts["dead"] += 1
-            self._dead(task, error, state=TaskState.DEAD, reason="too many deliveries")
+            self._dead_with(task, error, "too many deliveries", task.started_at)
             return
         log_outcome(self.id, task, "lease_lost", task.started_at, error)
         events = self._outcome(task, EventType.LEASE_LOST, error=error.message)
