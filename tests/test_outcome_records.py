@@ -183,12 +183,15 @@ _CALLS: list[tuple[str, BaseException | None, dict[str, Any], float]] = [
 
 def _log_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     for i, (outcome, error, extra, at) in enumerate(_CALLS):
+        # (LogRecord reads time.time_ns() since Python 3.13, time.time() before)
         monkeypatch.setattr(time, "time", lambda at=at: at)
+        monkeypatch.setattr(time, "time_ns", lambda at=at: round(at * 1e6) * 1000)
         log_outcome("w1", _task(i), outcome, at - 1.5, error, **extra)
     monkeypatch.setattr(time, "time", _TIME)
+    monkeypatch.setattr(time, "time_ns", _TIME_NS)
 
 
-_TIME = time.time
+_TIME, _TIME_NS = time.time, time.time_ns
 
 
 def test_a_line_written_without_a_record_is_the_line_a_record_gives(

@@ -41,6 +41,27 @@ _LEVELS = {
 }
 
 
+if sys.version_info >= (3, 13):
+
+    def _record_time() -> tuple[float, int]:
+        """``created`` and ``msecs`` (an int: "%03d" writes the same) as this Python's
+        ``LogRecord`` computes them (from ``time.time_ns()`` since 3.13): a line written
+        without a record must carry the time a record would."""
+        ns = time.time_ns()
+        created = ns / 1e9
+        msecs = (ns % 1_000_000_000) // 1_000_000
+        if msecs == 999 and int(created) != ns // 1_000_000_000:
+            msecs = 0  # (created rounded up to the next second)
+        return created, msecs
+
+else:
+
+    def _record_time() -> tuple[float, int]:
+        """``created`` and ``msecs`` as ``LogRecord`` computes them before 3.13."""
+        created = time.time()
+        return created, int((created - int(created)) * 1000)
+
+
 def log_outcome(
     worker_id: str,
     task: Task,
@@ -87,9 +108,7 @@ def log_outcome(
     if plain:
         handler = _sole_handler(level)
         if handler is not None:
-            created = time.time()
-            # LogRecord's msecs, as an int: "%03d" writes the same.
-            msecs = int((created - int(created)) * 1000)
+            created, msecs = _record_time()
             name = logging.getLevelName(level)
             if handler(level, name, log.name, _MESSAGE, args, created, msecs):
                 return
@@ -163,13 +182,13 @@ def _new_record(level: int, args: tuple[Any, ...], plain: bool) -> logging.LogRe
         first = log.makeRecord(log.name, level, __file__, _LINE, _MESSAGE, args, None, _FUNC)
         _templates[key] = dict(first.__dict__)
         return first
-    created = time.time()
+    created, msecs = _record_time()
     record = _RECORD_NEW(logging.LogRecord)
     attrs = record.__dict__
     attrs.update(template)
     attrs["args"] = args
     attrs["created"] = created
-    attrs["msecs"] = int((created - int(created)) * 1000) + 0.0
+    attrs["msecs"] = msecs + 0.0
     attrs["relativeCreated"] = template["relativeCreated"] + (created - template["created"]) * 1000
     if template["threadName"] is not None:
         attrs["threadName"] = threading.current_thread().name
