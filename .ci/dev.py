@@ -66,7 +66,10 @@ TEST_DEPS = [
     # The Django project tests (omniq-django's `test` extra) and the FastAPI example.
     "psycopg[binary]>=3.1",
     "fastapi>=0.110",
+    # Starlette's TestClient: httpx2 since Starlette 1.10 (httpx deprecated there), httpx
+    # before it and for benchmarks/dashboard.py.
     "httpx>=0.27",
+    "httpx2>=2",
     # omniq-opentelemetry's tests record spans with the SDK (its `test` extra).
     "opentelemetry-sdk>=1.20",
 ]
