@@ -143,7 +143,9 @@ def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
 #: of a datetime. NaN, infinities and absurd values would be stored as they are and
 #: leave a task scheduled forever (or fail inside a backend's script).
 TIME_MIN, TIME_MAX = 0.0, 253402300800.0
-_TIME_RANGE = "epoch seconds from 0 to 253402300800 (1970-01-01 to 9999-12-31 UTC)"
+_TIME_RANGE = (
+    "epoch seconds from 0 up to, not including, 253402300800 (1970-01-01 to 9999-12-31 UTC)"
+)
 
 
 def _timestamp(name: str, value: Any) -> float:
@@ -694,7 +696,8 @@ class AsyncOmniQ:
         if cap not in self.task_queue.capabilities:
             raise CapabilityError(
                 f"{what} need the {cap.value!r} capability, which {type(self.task_queue).__name__} "
-                f"does not declare; pick a backend that has it (sqlite, postgres, redis, nats)"
+                f"does not declare; pick a backend that has it (sqlite, postgres, redis, nats, "
+                f"file://, memory://)"
             )
 
     def event(
