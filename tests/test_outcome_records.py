@@ -127,6 +127,7 @@ def test_text_formatter_writes_what_logging_formatter_writes(exc_info: bool) -> 
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_makes_its_own_records(kept: _Keep) -> None:
     log_outcome("w1", _task(1), "succeeded", now())
     assert outcomes._templates  # the parent's template

@@ -436,6 +436,7 @@ def test_a_wake_up_left_from_an_earlier_call_does_not_end_the_next(portal: Porta
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_runs_a_loop_of_its_own(portal: Portal) -> None:
     async def loop_id() -> int:
         return id(asyncio.get_running_loop())
@@ -455,6 +456,7 @@ def test_a_forked_child_runs_a_loop_of_its_own(portal: Portal) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_share_the_callers_wake_up_socket() -> None:
     from omniq import sync
 

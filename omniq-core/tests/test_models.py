@@ -126,6 +126,7 @@ def test_id_time_reads_the_time_of_new_ids_only():
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_makes_ids_of_its_own():
     new_id()  # the parent now holds random parts it has not handed out
     read, write = os.pipe()
