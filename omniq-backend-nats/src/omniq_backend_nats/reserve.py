@@ -292,8 +292,7 @@ class Reserve(Dependencies):
             ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
             for i, _, running, _ in claims
         }
-        self._batch_count += 1
-        key = f"{self._batch_prefix}{self._batch_count}"
+        key = self._batch_key()  # (a spare one is overwritten: see _retire)
         replies = (
             await self.inbox.ask(
                 [
