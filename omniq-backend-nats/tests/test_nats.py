@@ -324,12 +324,13 @@ async def test_one_lease_entry_per_reserve_goes_with_its_last_task(
 async def test_an_ended_batch_entry_is_kept_for_the_next_reserve(
     nats_url: str, nats_prefix: str
 ) -> None:
-    """The completion of a batch's last task keeps the batch's lease entry (its removal,
+    """The completion of a batch's one task keeps the batch's lease entry (its removal,
     a filtered ``STREAM.PURGE``, was the server's costliest step of a task, in the write
     that carries the result): the next batched reserve overwrites it, so an instance
-    running tasks one after another keeps one entry. A sweep drops one left past its
-    deadlines and changes none of the ended tasks it lists; the next reserve writes it
-    again; closing the store removes the spares."""
+    running tasks one after another keeps one entry. A larger batch's entry goes with
+    its last task, as before. A sweep drops a kept one left past its deadline and
+    changes not the ended task it lists; the next reserve writes it again; closing the
+    store removes the kept ones."""
     async with queue_at(nats_url, nats_prefix) as other:
         async with queue_at(nats_url, nats_prefix) as q:
             for _ in range(3):
@@ -338,6 +339,14 @@ async def test_an_ended_batch_entry_is_kept_for_the_next_reserve(
                 assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
                 assert await lease_entries(q) == 1
             assert len(q._spare) == 1 and not q._batches
+
+            await q.enqueue_many([make_task(), make_task()])
+            pair = await q.reserve(["default"], "w", 60, limit=2)
+            assert len(pair) == 2 and await lease_entries(q) == 1  # (the kept key, reused)
+            assert await q.complete_many(
+                [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in pair]
+            ) == [True, True]
+            assert await lease_entries(q) == 0 and not q._spare
 
             await q.enqueue(make_task())
             (got,) = await q.reserve(["default"], "w", 0.2)

@@ -99,6 +99,8 @@ class LeaseCache(NatsStore):
         #: bucket listing them: the next batched reserve overwrites one (see
         #: :meth:`_retire`), the sweep drops one left past its deadlines.
         self._spare: list[tuple[str, int]] = []
+        #: Batch entries this instance wrote that list one lease (see :meth:`_retire`).
+        self._singles: set[str] = set()
 
     async def close(self) -> None:
         spare, self._spare = self._spare, []
@@ -107,6 +109,7 @@ class LeaseCache(NatsStore):
                 await self._remove_entries(spare)
         self._held.clear()
         self._batches.clear()
+        self._singles.clear()
         await super().close()
 
     def _batch_key(self) -> str:
@@ -164,25 +167,27 @@ class LeaseCache(NatsStore):
         if listed is None or listed[0].pop(task_id, None) is None or listed[0]:
             return None
         del self._batches[held.batch]
+        self._singles.discard(held.batch)
         return held.batch, listed[1]
 
     def _retire(self, task_id: str) -> tuple[str, int] | None:
-        """:meth:`_forget` for a task that ended here, its completion accepted: a batch
-        entry whose last task this was is kept, listing ended leases, for the next
-        batched reserve to overwrite (:meth:`_batch_key`), instead of removed now. The
-        removal, a filtered ``STREAM.PURGE``, cost nats-server ~200 µs of CPU per task
-        (about a quarter of its work per task), and went out in the write that carries
-        the task's result, which the server delivers to a waiting client only once it
-        has handled the whole write. What such an entry costs instead: a sweep that
-        finds it past its deadlines reads the records it lists (ended: nothing is
-        changed) and drops it (see ``lapse._lapse_batch``)."""
+        """:meth:`_forget` for a task that ended here, its completion accepted: the entry
+        of a batch of one lease (what an idle worker's reserve writes) is kept, listing
+        that ended lease, for the next batched reserve to overwrite (:meth:`_batch_key`),
+        instead of removed now. The removal, a filtered ``STREAM.PURGE``, cost
+        nats-server ~200 µs of CPU per task (about a quarter of its work per task), and
+        went out in the write that carries the task's result, which the server delivers
+        to a waiting client only once it has handled the whole write. What a kept entry
+        costs instead: a sweep that finds it past its deadline reads the one record it
+        lists (ended: nothing is changed) and drops it (see ``lapse._lapse_batch``). A
+        larger batch's entry goes as before: its removal is shared by its tasks, and
+        kept it would cost a sweep two reads per task it lists."""
         held = self._held.get(task_id)
+        single = held is not None and held.batch in self._singles
         entry = self._forget(task_id)
-        if held is None or held.batch is None or entry is None:
+        if not single or entry is None or len(self._spare) >= _SPARE_MAX:
             return entry
-        if len(self._spare) >= _SPARE_MAX:
-            return entry
-        self._spare.append(entry)  # (the batch's own key: its last lease ended)
+        self._spare.append(entry)  # (the batch's own key: its one lease ended)
         return None
 
     async def _remove_entries(

@@ -292,7 +292,7 @@ class Reserve(Dependencies):
             ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
             for i, _, running, _ in claims
         }
-        key = self._batch_key()  # (a spare one is overwritten: see _retire)
+        key = self._batch_key() if claims else ""  # (a spare one is overwritten: _retire)
         replies = (
             await self.inbox.ask(
                 [
@@ -326,6 +326,8 @@ class Reserve(Dependencies):
                 await self._remove_entries([(key, revs[-1])])
         if won:
             self._batches[key] = (listed, revs[-1])
+            if len(claims) == 1:  # (the entry lists one lease: see _retire)
+                self._singles.add(key)
             stale = [
                 self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held
             ]  # an older lease of ours
