@@ -104,7 +104,7 @@ class LeaseCache(NatsStore):
 
     async def close(self) -> None:
         spare, self._spare = self._spare, []
-        if spare and not self.nc.is_closed:
+        if spare and self.nc.is_connected:  # (no wait for a server that is away)
             with contextlib.suppress(Exception):  # best effort: else a sweep drops them
                 await self._remove_entries(spare)
         self._held.clear()
