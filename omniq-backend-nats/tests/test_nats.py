@@ -43,7 +43,7 @@ from omniq.models import (
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.acks import read_replies_fast
-from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, sequences
+from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, puts, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.limits import CLAIM_GRACE
@@ -366,6 +366,30 @@ async def test_an_ended_batch_entry_is_kept_for_the_next_reserve(
             assert await q.complete(again.id, again.lease_token or "", TaskState.SUCCEEDED)
             assert await lease_entries(q) == 1 and len(q._spare) == 1
         assert await lease_entries(other) == 0, "closing removed the spare"
+
+
+async def test_closing_removes_a_kept_entry_a_heartbeat_rewrote_meanwhile(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A heartbeat's rewrite of a batch entry, answered only after the batch's one task
+    completed, leaves the kept entry at a newer revision than this instance cached
+    (``_heartbeat`` caches it only while the batch still owns the key): ``close()``
+    must still remove it, not leave it for a sweep after its deadline."""
+    async with queue_at(nats_url, nats_prefix) as other:
+        async with queue_at(nats_url, nats_prefix) as q:
+            await q.enqueue(make_task())
+            (got,) = await q.reserve(["default"], "w", 60)
+            key = q._held[got.id].batch
+            assert key is not None
+            listed = q._batches[key][0]
+            # The heartbeat's rewrite, as _heartbeat sends it, its answer read later.
+            sent = await q.inbox.send(
+                puts(f"{nats_prefix}_leases", [(key, encoder.encode(list(listed.values())), None)])
+            )
+            assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+            (rev,) = sequences(await sent.replies())
+            assert q._spare == [(key, rev - 1)]  # (cached before the rewrite landed)
+        assert await lease_entries(other) == 0, "closing left the kept entry"
 
 
 async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_prefix: str) -> None:

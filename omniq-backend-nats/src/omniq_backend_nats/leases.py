@@ -106,7 +106,10 @@ class LeaseCache(NatsStore):
         spare, self._spare = self._spare, []
         if spare and self.nc.is_connected:  # (no wait for a server that is away)
             with contextlib.suppress(Exception):  # best effort: else a sweep drops them
-                await self._remove_entries(spare)
+                # Whatever their revision: a heartbeat's rewrite answered after the
+                # batch ended is newer than the one cached (see _heartbeat), and nothing
+                # else writes a spare key (this instance's; no reserve holds these).
+                await self.inbox.remove(f"{self.prefix}_leases", [(k, None) for k, _ in spare])
         self._held.clear()
         self._batches.clear()
         self._singles.clear()
