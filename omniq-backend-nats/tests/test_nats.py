@@ -43,7 +43,7 @@ from omniq.models import (
 from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.acks import read_replies_fast
-from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, sequences
+from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, puts, sequences
 from omniq_backend_nats.connection import NatsUnavailableError
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.limits import CLAIM_GRACE
@@ -273,8 +273,9 @@ async def test_two_messages_for_one_task_in_one_pull_lease_it_once(
         await q.js.publish(f"{nats_prefix}.q.default.0", task.id.encode())
         (got,) = await q.reserve(["default"], "w", 60, limit=10)
         assert got.id == task.id and got.attempts == 1
+        assert await lease_entries(q) == 1
         assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
-        assert await lease_entries(q) == 0
+        assert await lease_entries(q) == 1 and len(q._spare) == 1  # kept for the next reserve
 
 
 async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_prefix: str) -> None:
@@ -318,6 +319,77 @@ async def test_one_lease_entry_per_reserve_goes_with_its_last_task(
         assert await lease_entries(q) == 1
         assert await q.retry(third.id, third.lease_token or "", await q.now())
         assert await lease_entries(q) == 0
+
+
+async def test_an_ended_batch_entry_is_kept_for_the_next_reserve(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """The completion of a batch's one task keeps the batch's lease entry (its removal,
+    a filtered ``STREAM.PURGE``, was the server's costliest step of a task, in the write
+    that carries the result): the next batched reserve overwrites it, so an instance
+    running tasks one after another keeps one entry. A larger batch's entry goes with
+    its last task, as before. A sweep drops a kept one left past its deadline and
+    changes not the ended task it lists; the next reserve writes it again; closing the
+    store removes the kept ones."""
+    async with queue_at(nats_url, nats_prefix) as other:
+        async with queue_at(nats_url, nats_prefix) as q:
+            for _ in range(3):
+                await q.enqueue(make_task())
+                (got,) = await q.reserve(["default"], "w", 60)
+                assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+                assert await lease_entries(q) == 1
+            assert len(q._spare) == 1 and not q._batches
+
+            await q.enqueue_many([make_task(), make_task()])
+            pair = await q.reserve(["default"], "w", 60, limit=2)
+            assert len(pair) == 2 and await lease_entries(q) == 1  # (the kept key, reused)
+            assert await q.complete_many(
+                [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in pair]
+            ) == [True, True]
+            assert await lease_entries(q) == 0 and not q._spare
+
+            await q.enqueue(make_task())
+            (got,) = await q.reserve(["default"], "w", 0.2)
+            assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+
+            async def dropped() -> bool:
+                assert await other.release_expired_leases() == []
+                return await lease_entries(q) == 0
+
+            await eventually(dropped, "the spare entry was never dropped")
+            done = await q.get(got.id)
+            assert done is not None and done.state is TaskState.SUCCEEDED
+
+            await q.enqueue(make_task())
+            (again,) = await q.reserve(["default"], "w", 60)
+            assert await lease_entries(q) == 1, "written again under the spare key"
+            assert await q.complete(again.id, again.lease_token or "", TaskState.SUCCEEDED)
+            assert await lease_entries(q) == 1 and len(q._spare) == 1
+        assert await lease_entries(other) == 0, "closing removed the spare"
+
+
+async def test_closing_removes_a_kept_entry_a_heartbeat_rewrote_meanwhile(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A heartbeat's rewrite of a batch entry, answered only after the batch's one task
+    completed, leaves the kept entry at a newer revision than this instance cached
+    (``_heartbeat`` caches it only while the batch still owns the key): ``close()``
+    must still remove it, not leave it for a sweep after its deadline."""
+    async with queue_at(nats_url, nats_prefix) as other:
+        async with queue_at(nats_url, nats_prefix) as q:
+            await q.enqueue(make_task())
+            (got,) = await q.reserve(["default"], "w", 60)
+            key = q._held[got.id].batch
+            assert key is not None
+            listed = q._batches[key][0]
+            # The heartbeat's rewrite, as _heartbeat sends it, its answer read later.
+            sent = await q.inbox.send(
+                puts(f"{nats_prefix}_leases", [(key, encoder.encode(list(listed.values())), None)])
+            )
+            assert await q.complete(got.id, got.lease_token or "", TaskState.SUCCEEDED)
+            (rev,) = sequences(await sent.replies())
+            assert q._spare == [(key, rev - 1)]  # (cached before the rewrite landed)
+        assert await lease_entries(other) == 0, "closing left the kept entry"
 
 
 async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_prefix: str) -> None:

@@ -101,9 +101,10 @@ async def test_a_send_alone_goes_out_now_and_a_finish_in_one_write(
 ) -> None:
     """A send with nothing else in flight (the worker's read, claim, completion) is on
     the socket when it returns, not left for the flusher's turn; a finish writes the
-    accepted result, then the message's ack, the lease entry's removal and the
-    dependents check, in one write, the result first (on the same path, sent a turn or
-    two apart, they reached the server as the waiting client's next task did)."""
+    accepted result, then the message's ack and the dependents check, in one write, the
+    result first (on the same path, sent a turn or two apart, they reached the server as
+    the waiting client's next task did); the ended batch's lease entry is kept for the
+    next reserve, not removed there."""
     async with stores_at(nats_url, nats_prefix) as (q, ev):
         results = registry.resolve(
             "result_storage", {"backend": "nats", "url": nats_url, "prefix": nats_prefix}
@@ -159,11 +160,11 @@ async def test_a_send_alone_goes_out_now_and_a_finish_in_one_write(
                 for part in (
                     f"$KV.{nats_prefix}_results.",
                     "$JS.ACK.",
-                    f"STREAM.PURGE.KV_{nats_prefix}_leases",
                     f"DIRECT.GET.KV_{nats_prefix}_children",
                 )
             ]
             assert -1 not in at and at == sorted(at), (at, writes)
+            assert b"STREAM.PURGE" not in one, "the batch's lease entry is kept (spare)"
             assert (await results.get(task.id)) == value
             assert (await q.get(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
 

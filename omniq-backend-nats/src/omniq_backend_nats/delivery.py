@@ -218,8 +218,8 @@ class Delivery(TaskRecords):
         self, jobs: Sequence[_Finish]
     ) -> tuple[list[Request], list[tuple[str, int] | None], list[_Finish]]:
         """What :meth:`_settle_messages` sends for ``jobs``: the acks of cached leases and
-        their lease entry removals (forgotten here), and the jobs left to
-        :meth:`_settle_others`."""
+        their lease entry removals (forgotten here; an ended batch's entry is kept for
+        the next reserve, :meth:`_retire`), and the jobs left to :meth:`_settle_others`."""
         acks: list[Request] = []
         removals: list[tuple[str, int] | None] = []
         others: list[_Finish] = []
@@ -229,7 +229,7 @@ class Delivery(TaskRecords):
                 others.append(job)
                 continue
             acks.append((held.lease.reply, _ACK, None))
-            removals.append(self._forget(job.task_id))
+            removals.append(self._retire(job.task_id))
         return acks, removals, others
 
     async def _settle_others(self, others: Sequence[_Finish]) -> None:

@@ -39,7 +39,9 @@ class LeaseDeadlines(Dependencies):
                 [(k, encoder.encode(list(listed.values())), None) for k, listed in rewrite],
             )
             for (key, listed), rev in zip(rewrite, revs, strict=True):
-                if key in self._batches:
+                # (the same batch still: its key may have ended and been reused meanwhile)
+                found = self._batches.get(key)
+                if found is not None and found[0] is listed:
                     self._batches[key] = (listed, rev)
         return [tid for (tid, _), ok in zip(leases, held, strict=True) if ok]
 

@@ -292,8 +292,7 @@ class Reserve(Dependencies):
             ids[i]: _Listed(ids[i], running.lease_token or "", at + lease, msgs[i].reply)
             for i, _, running, _ in claims
         }
-        self._batch_count += 1
-        key = f"{self._batch_prefix}{self._batch_count}"
+        key = self._batch_key() if claims else ""  # (a spare one is overwritten: _retire)
         replies = (
             await self.inbox.ask(
                 [
@@ -327,6 +326,8 @@ class Reserve(Dependencies):
                 await self._remove_entries([(key, revs[-1])])
         if won:
             self._batches[key] = (listed, revs[-1])
+            if len(claims) == 1:  # (the entry lists one lease: see _retire)
+                self._singles.add(key)
             stale = [
                 self._forget(ids[i]) for i, _, _ in won if ids[i] in self._held
             ]  # an older lease of ours
