@@ -659,16 +659,18 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
                 lambda: app.get_task(held.id).state is TaskState.SUCCEEDED,
                 "the held write's completion",
             )
-            _pause(worker, here)
-            lapsed = _poll(lambda: asyncio.run(_lapsed(here)), "the first attempt's lapse")
-            assert handle.id in lapsed
-            (tmp_path / "go").touch()
+            (tmp_path / "go").touch()  # the first attempt ends: it waits behind the held write
+            _poll(
+                lambda: re.search(rf"{handle.id} succeeded .*attempt=1", log.read_text()),
+                "the first attempt's end",
+            )
+            _pause(worker, here)  # no heartbeat: the first attempt's lease lapses
+            _poll(lambda: handle.id in asyncio.run(_lapsed(here)), "the first attempt's lapse")
             worker.send_signal(signal.SIGCONT)
             _poll(
                 lambda: re.search(rf"{handle.id} succeeded .*attempt=2", log.read_text()),
                 "the second attempt, run by the same worker",
             )
-            assert re.search(rf"{handle.id} succeeded .*attempt=1", log.read_text())
             proxy.proc.send_signal(signal.SIGCONT)
             assert app.get_result(handle, timeout=20) == 2
             kinds = _poll(
