@@ -567,3 +567,137 @@ def test_a_success_whose_result_store_was_away_keeps_its_result_and_one_event(
                 )
                 assert kinds[EventType.SUCCEEDED] == 1, kinds
     assert "already succeeded by this attempt" in lost.output(), lost.output()
+
+
+TWICE_APP = """
+import json, logging, os, time
+from pathlib import Path
+from omniq import OmniQ
+from omniq.context import current_task
+
+app = OmniQ(**json.loads(os.environ["TWICE_STORES"]), lease=1.0, worker={"grace_period": 0})
+
+
+@app.task
+def warm() -> int:
+    return 1
+
+
+@app.task
+def twice(folder: str) -> int:
+    attempt = current_task().attempt
+    if attempt == 1:  # waits here until the test has let this attempt's lease lapse
+        root = Path(folder)
+        (root / "running-twice").touch()
+        end = time.monotonic() + 30
+        while not (root / "go").exists() and time.monotonic() < end:
+            time.sleep(0.01)
+    return attempt
+
+
+if __name__ == "__main__":
+    # The outcome lines (INFO): the test reads from them that an attempt is in the outbox.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app.run_worker(pool="thread", concurrency=4, prefetch=0)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("queue", ["sqlite", "nats", "postgres"])
+def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_ones_result(
+    queue: str, tmp_path: Path
+) -> None:
+    """One worker holds both attempts of a task: its writer is held up (the result store's
+    proxy stopped, SIGSTOP, mid-write) while the first attempt's lease lapses and the
+    same worker runs the task again. Written in one batch, the stale attempt's refusal
+    took the accepted one's result and ``succeeded`` event with it: the task read
+    ``succeeded`` with neither (NATS under server restarts, in a chaos run). Each attempt
+    must go in its own write: the task keeps attempt 2's result and one event. (Before,
+    the three queues broke it three ways: NATS left no result, PostgreSQL with the results
+    elsewhere stored both attempts' ``succeeded`` events, and SQLite, which completes a
+    task listed twice once, the first, did not try the accepted attempt: the task ran a
+    third time.)"""
+    require_service("Redis", REDIS_URL)
+    name = f"twice_{uuid.uuid4().hex[:10]}"
+    here: Any = f"sqlite:///{tmp_path / 'tasks.db'}"
+    drop_queue: Callable[[], None] = lambda: None  # noqa: E731
+    if queue != "sqlite":
+        url, option, drop = _LOST_ON[queue]
+        require_service(queue, url)
+        here = {"backend": queue, "url": url, option: name}
+        drop_queue = lambda: drop(name)  # noqa: E731
+    results = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+    mine = {"task_queue": here, "result_storage": results, "event_storage": here}
+    module = tmp_path / "twiceapp.py"
+    module.write_text(TWICE_APP)
+    os.environ["TWICE_STORES"] = json.dumps(mine)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("twiceapp")
+    finally:
+        sys.path.pop(0)
+        del os.environ["TWICE_STORES"]
+    app: OmniQ = mod.app
+    log = tmp_path / "worker.log"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        with forwarding(REDIS_URL) as proxy, log.open("w") as out:
+            away = {**results, "url": _through(REDIS_URL, proxy.port)}
+            worker = subprocess.Popen(
+                [sys.executable, str(module)],
+                cwd=tmp_path,
+                env={**os.environ, "TWICE_STORES": json.dumps({**mine, "result_storage": away})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            assert app.get_result(mod.warm.delay(), timeout=20) == 1  # its connection is open
+            handle = mod.twice.delay(str(tmp_path))
+            _poll(lambda: (tmp_path / "running-twice").exists(), "the first attempt's start")
+            proxy.proc.send_signal(signal.SIGSTOP)  # the result store stops answering
+            held = mod.warm.delay()  # its result write hangs: the writer is held up in it
+            _poll(
+                lambda: app.get_task(held.id).state is TaskState.SUCCEEDED,
+                "the held write's completion",
+            )
+            (tmp_path / "go").touch()  # the first attempt ends: it waits behind the held write
+            _poll(
+                lambda: re.search(rf"{handle.id} succeeded .*attempt=1", log.read_text()),
+                "the first attempt's end",
+            )
+            _pause(worker, here)  # no heartbeat: the first attempt's lease lapses
+            _poll(lambda: handle.id in asyncio.run(_lapsed(here)), "the first attempt's lapse")
+            worker.send_signal(signal.SIGCONT)
+            _poll(
+                lambda: re.search(rf"{handle.id} succeeded .*attempt=2", log.read_text()),
+                "the second attempt, run by the same worker",
+            )
+            proxy.proc.send_signal(signal.SIGCONT)
+            assert app.get_result(handle, timeout=20) == 2
+            kinds = _poll(
+                lambda: _outcomes(app, handle.id, EventType.SUCCEEDED), "the succeeded event"
+            )
+            assert kinds[EventType.SUCCEEDED] == 1, kinds
+            task = app.get_task(handle.id)
+            assert task.state is TaskState.SUCCEEDED and task.attempts == 2, task
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGCONT)
+            worker.terminate()
+            worker.wait(timeout=30)
+        app.close()
+        sys.modules.pop("twiceapp", None)
+        _drop_redis_keys(name)
+        drop_queue()
+
+
+async def _lapsed(ref: Any) -> list[str]:
+    """The ids of the tasks whose leases lapsed, returned to their queue (the sweep a
+    worker's maintenance runs)."""
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ(task_queue=ref, result_storage=ref, event_storage=ref)
+    await app.open()
+    try:
+        return [t.id for t in await app.task_queue.release_expired_leases()]
+    finally:
+        await app.close()

@@ -169,6 +169,38 @@ class _Unsettled(Exception):
         self.left, self.events = left, events
 
 
+def _one_attempt_per_task(
+    outbox: list[_Done],
+) -> tuple[list[_Done], list[_Done]]:
+    """The outbox split into a batch with one attempt per task (the earliest) and the
+    rest, in order, for the next write. Two attempts of one task wait together when the
+    writer was held up (a store away) while the first one's lease lapsed and this worker
+    ran the task again; in one ``finish_many`` the stale attempt's refusal would take
+    the accepted one's result and events with it (they are told apart by task id only),
+    leaving the task finished without either (where the store tries the first item only
+    (SQLite), the accepted one is not tried and the task runs once more)."""
+    seen: set[str] = set()
+    batch: list[_Done] = []
+    later: list[_Done] = []
+    for d in outbox:
+        if d.task.id in seen:
+            later.append(d)
+        else:
+            seen.add(d.task.id)
+            batch.append(d)
+    return batch, later
+
+
+def _not_of(events: list[TaskEvent], later: list[_Done]) -> tuple[list[TaskEvent], list[TaskEvent]]:
+    """``events`` split into those to write now and those of the tasks of ``later``,
+    kept for the write that carries those attempts (a refusal in this one would drop
+    them)."""
+    if not later:
+        return events, []
+    ids = {d.task.id for d in later}
+    return [e for e in events if e.task_id not in ids], [e for e in events if e.task_id in ids]
+
+
 @dataclass
 class _Running:
     task: Task
@@ -870,11 +902,13 @@ class Worker:
             if self._flush_timer is not None:
                 self._flush_timer.cancel()
                 self._flush_timer = None
-            batch, self._outbox = self._outbox, []
-            events, self._events = self._events, []
+            batch, self._outbox = _one_attempt_per_task(self._outbox)
+            events, self._events = _not_of(self._events, self._outbox)
             try:
                 await self._write(batch, events)
                 backoff, failures = 0.1, 0
+                if self._outbox:  # (a later attempt of a task of this batch: next)
+                    self._wake_writer.set()
             except Exception as exc:
                 if isinstance(exc, _Unsettled):  # the rest of the batch is written
                     batch, events = exc.left, exc.events
