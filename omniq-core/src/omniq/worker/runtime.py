@@ -179,6 +179,8 @@ def _one_attempt_per_task(
     the accepted one's result and events with it (they are told apart by task id only),
     leaving the task finished without either (where the store tries the first item only
     (SQLite), the accepted one is not tried and the task runs once more)."""
+    if len({d.task.id for d in outbox}) == len(outbox):  # (always, but after a hold-up)
+        return outbox, []
     seen: set[str] = set()
     batch: list[_Done] = []
     later: list[_Done] = []
