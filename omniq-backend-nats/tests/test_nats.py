@@ -44,7 +44,7 @@ from omniq.registry import registry
 from omniq.testing import eventually, make_event, make_schedule, make_task
 from omniq_backend_nats.acks import read_replies_fast
 from omniq_backend_nats.batch import WRONG_REVISION, Inbox, _writes_at_once, puts, sequences
-from omniq_backend_nats.connection import NatsUnavailableError
+from omniq_backend_nats.connection import NatsUnavailableError, confirm
 from omniq_backend_nats.events import BUNDLE, NatsEventStorage
 from omniq_backend_nats.limits import CLAIM_GRACE
 from omniq_backend_nats.names import consumer_name, token, untoken
@@ -298,6 +298,62 @@ async def test_lost_lease_entry_is_rebuilt_from_redelivery(nats_url: str, nats_p
         assert (
             again.id == task.id and again.attempts == 2 and again.lease_token != running.lease_token
         )
+
+
+async def age(q: NatsTaskQueue, task_id: str, seconds: float) -> None:
+    """Move a running record's lease deadline ``seconds`` back, as if that much time had
+    passed since its last heartbeat (a direct compare-and-set on the server)."""
+    kv = await q.js.key_value(f"{q.prefix}_tasks")
+    entry = await kv.get(token(task_id))
+    assert entry.value is not None and entry.revision is not None
+    task = task_decoder.decode(entry.value)
+    assert task.state is TaskState.RUNNING and task.lease_deadline is not None
+    aged = msgspec.structs.replace(task, lease_deadline=task.lease_deadline - seconds)
+    await kv.update(token(task_id), encoder.encode(aged), last=entry.revision)
+
+
+async def test_a_running_record_no_lease_entry_or_message_holds_is_returned(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """A nats-server killed with kill -9 loses the acknowledged writes it had not yet
+    written to its files: here a completion's compare-and-set on the record, while its ack
+    of the held message and its removal of the lease entry stayed. The record is left
+    running with nothing a sweep or a redelivery reaches; the tasks' cleanup notes it once
+    long past its deadline and the next sweep returns it (or dead-letters it after too
+    many deliveries), as a lapsed lease. A running record whose holder heartbeats is left
+    alone, though its deadline had passed when the cleanup read it."""
+    async with queue_at(nats_url, nats_prefix) as gone:
+        orphan = await gone.enqueue(make_task())
+        doomed = await gone.enqueue(make_task(max_deliveries=1))
+        held = await gone.reserve(["default"], "w", 60, limit=2)
+        assert {t.id for t in held} == {orphan.id, doomed.id}
+        for task in held:  # what the lost completions did that the server kept
+            await confirm(gone.nc, gone._held[task.id].lease.reply, b"+ACK")
+        await gone.js.purge_stream(f"KV_{nats_prefix}_leases")
+        gone._held.clear()
+        gone._batches.clear()
+    async with queue_at(nats_url, nats_prefix) as worker, queue_at(nats_url, nats_prefix) as q:
+        live = await worker.enqueue(make_task())
+        (running,) = await worker.reserve(["default"], "w2", 60)
+        assert running.id == live.id
+        for task_id in (orphan.id, doomed.id, live.id):
+            await age(q, task_id, 3600)  # an hour later, as far as the records tell
+        assert await queue_messages(q) == 1  # the live task's, held
+        assert await q.release_expired_leases() == []  # no lease entry says it lapsed
+
+        await q.cleanup()
+        assert await worker.heartbeat([(live.id, running.lease_token or "")], 60) == [live.id]
+        back = {t.id: t for t in await q.release_expired_leases()}
+        assert set(back) == {orphan.id, doomed.id}
+        assert back[orphan.id].state is TaskState.PENDING and back[orphan.id].attempts == 1
+        assert back[doomed.id].state is TaskState.DEAD and back[doomed.id].error is not None
+        assert await q.release_expired_leases() == []
+
+        (again,) = await eventually(lambda: q.reserve(["default"], "w3", 60), "not delivered")
+        assert again.id == orphan.id and again.attempts == 2
+        assert await q.complete(again.id, again.lease_token or "", TaskState.SUCCEEDED)
+        assert await worker.complete(live.id, running.lease_token or "", TaskState.SUCCEEDED)
+        assert await queue_messages(q) == 0
 
 
 async def lease_entries(q: NatsTaskQueue) -> int:

@@ -1,27 +1,62 @@
 """Lease deadlines: moved on by the holder's heartbeats, and lapsed by the sweep
 (``release_expired_leases``), which returns the task or dead-letters it after too many
 deliveries and moves its held message.
+
+The sweep reads the lease index only. A ``RUNNING`` record that no entry lists and no
+message holds (a nats-server killed with kill -9 loses the acknowledged writes it had not
+yet written to its files: a completion's compare-and-set on the record, while the ack of
+the message and the removal of the lease entry stayed) would be lost; the tasks' cleanup,
+which reads every record, notes those long past their deadline and the sweep lapses them
+(:meth:`LeaseDeadlines._lapse_orphans`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
 
 from omniq import lifecycle
 from omniq.interfaces import LeaseRef
 from omniq.models import Task, TaskState, encoder
 
 from .connection import confirm, nak_delay
-from .delivery import _ACK, _WPI
+from .delivery import _ACK, _WPI, _band
 from .dependencies import Dependencies
 from .leases import _BATCH, _holds, _Lease, _lease_decoder, _Listed, _listed_decoder
-from .names import untoken
+from .names import consumer_name, untoken
 from .records import _replace
+
+#: How long past its lease deadline, on top of its consumer's AckWait, a ``RUNNING``
+#: record is left to the usual repairs (the sweep of its lease entry, every few seconds;
+#: the redelivery of its held message, at most AckWait after the deadline, which recreates
+#: a missing entry) before it counts as an orphan that neither can reach.
+_ORPHAN_MARGIN = 30.0
 
 
 class LeaseDeadlines(Dependencies):
     """Heartbeats of lease holders and the sweep of lapsed leases."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: ``RUNNING`` records the last cleanup found past their deadline by more than
+        #: :data:`_ORPHAN_MARGIN`, by task id: lapsed by the sweep once past its grace.
+        self._orphans: dict[str, Task] = {}
+
+    def _suspect(self, records: Iterable[Task], at: float) -> None:
+        """Note the orphans among ``records`` (every record, read by the cleanup): the
+        next sweeps lapse them (:meth:`_lapse_orphans`). Lapsed by the sweep rather than
+        the cleanup, so that the worker records their ``lease_lost`` or ``dead`` (and the
+        dead result) as for any lapsed lease; noted by the cleanup, so that finding them
+        costs no second read of the whole bucket."""
+        self._orphans = {
+            t.id: t
+            for t in records
+            if t.state is TaskState.RUNNING and (t.lease_deadline or 0.0) + _ORPHAN_MARGIN <= at
+        }
 
     async def _heartbeat(self, leases: Sequence[LeaseRef], lease: float) -> list[str]:
         at = await self.now()
@@ -96,6 +131,7 @@ class LeaseDeadlines(Dependencies):
         returned = await asyncio.gather(
             *(self._lapse(key, lease, rev, at) for key, lease, rev in lapsed),
             *(self._lapse_batch(key, listed, rev, at) for key, listed, rev in batches),
+            self._lapse_orphans(at),
         )
         out = [t for group in returned for t in group]
         await self._wake(t for t in out if t.state is TaskState.PENDING)
@@ -120,13 +156,58 @@ class LeaseDeadlines(Dependencies):
             await self.remove_key(f"{self.prefix}_leases", key, rev)
         return [new for new, _ in done if new is not None]
 
-    async def _lapse_task(self, task_id: str, lease: _Lease, at: float) -> tuple[Task | None, bool]:
+    async def _lapse_orphans(self, at: float) -> list[Task]:
+        """Lapse the orphans the cleanup noted (:meth:`_suspect`) once their deadline is
+        past by their consumer's AckWait and :data:`_ORPHAN_MARGIN`: by then a lease
+        entry would have been swept and a held message redelivered. The compare-and-set
+        on the record read anew (:meth:`_lapse_task`) makes a heartbeat or a completion
+        that moved it since win; those not yet due wait for a later sweep."""
+        if not self._orphans:
+            return []
+        waits: dict[str, float] = {}
+        due = []
+        for task in list(self._orphans.values()):
+            name = consumer_name(task.queue, _band(task.priority))
+            if name not in waits:
+                try:
+                    waits[name] = await self._ack_wait(name)
+                except (nats.errors.Error, TimeoutError):
+                    return []  # a later sweep: the lapses beside this one stay reported
+            if (task.lease_deadline or 0.0) + waits[name] + _ORPHAN_MARGIN <= at:
+                due.append((task, at - waits[name] - _ORPHAN_MARGIN))
+                self._orphans.pop(task.id, None)
+        done = await asyncio.gather(
+            *(
+                # (no reply: no message is left to move; the deadline is not read)
+                self._lapse_task(t.id, _Lease(t.lease_token or "", 0.0, ""), at, before)
+                for t, before in due
+            )
+        )
+        return [new for new, _ in done if new is not None]
+
+    async def _ack_wait(self, consumer: str) -> float:
+        """The AckWait of a queue band's consumer (0 without one: no message is held)."""
+        known = self._consumers.get(consumer)
+        if known is not None:
+            return known
+        try:
+            info = await self.js.consumer_info(self.stream, consumer)
+        except nats.js.errors.NotFoundError:
+            return 0.0
+        return info.config.ack_wait or 0.0
+
+    async def _lapse_task(
+        self, task_id: str, lease: _Lease, at: float, before: float | None = None
+    ) -> tuple[Task | None, bool]:
         """Return a task whose lease lapsed (or dead-letter it after too many
         deliveries) and move its held message. Answers the task so changed, and whether
-        the lease is still held (the record shows it running with a later deadline)."""
+        the lease is still held (the record shows it running with a later deadline).
+        The deadline must be ``before`` (default ``at``); a lease without a reply (an
+        orphan's: no message left) gets a new delivery message."""
+        due = at if before is None else before
 
         def change(t: Task) -> Task | None:
-            if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > at:
+            if not _holds(t, lease.token) or (t.lease_deadline or 0.0) > due:
                 return None
             return lifecycle.lapsed(t, at)
 
@@ -137,8 +218,11 @@ class LeaseDeadlines(Dependencies):
         new = changed[1]
         await self._remove_entries([self._forget(task_id)])  # if this instance held it
         if new.state is TaskState.DEAD:
-            await self.nc.publish(lease.reply, _ACK)
+            if lease.reply:
+                await self.nc.publish(lease.reply, _ACK)
             await self._after_end(new)
-        else:
+        elif lease.reply:
             await confirm(self.nc, lease.reply, nak_delay(0))
+        else:
+            await self._hint(new)
         return new, False

@@ -663,6 +663,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         at = await self.now()
         records = await self._all_tasks()
         states = {t.id: t.state for t, _ in records}
+        self._suspect((t for t, _ in records), at)  # running records no sweep reaches
         expired: list[Task] = []
         for task, rev in records:
             if task.state in READY_STATES or task.state is TaskState.WAITING:
