@@ -92,7 +92,7 @@ async def _drop_nats_prefix(prefix: str) -> None:
         js = nc.jetstream()
         for stream in ("queue", "events"):
             await _delete_stream(js, f"{prefix}_{stream}")
-        for bucket in ("tasks", "leases", "children", "schedules", "results"):
+        for bucket in ("tasks", "leases", "children", "schedules", "results", "workers", "limits"):
             await _delete_stream(js, f"KV_{prefix}_{bucket}")
     finally:
         await nc.close()
