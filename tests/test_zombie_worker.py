@@ -454,6 +454,16 @@ def test_a_completion_whose_answer_was_lost_keeps_its_result(kind: str, tmp_path
     assert "already succeeded by this attempt" in lost.output(), lost.output()
 
 
+def _redis_queue_results_elsewhere(tmp_path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A Redis task queue under a fresh key prefix (its name and ref) with results and
+    events in a SQLite file (written after the change, not with it): the stores of the
+    lost-answer tests on Redis."""
+    name = f"lost_{uuid.uuid4().hex[:10]}"
+    ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
+    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
+    return name, ref, {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+
+
 @pytest.mark.slow
 def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fails(
     tmp_path: Path,
@@ -462,10 +472,7 @@ def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fail
     that would recognise it loses its answer too: the worker must ask again, not take
     the refusal it saw for the outcome, and store the ``dead`` result and events once."""
     require_service("Redis", REDIS_URL)
-    name = f"lost_{uuid.uuid4().hex[:10]}"
-    ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
-    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
-    mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+    name, ref, mine = _redis_queue_results_elsewhere(tmp_path)
     with forwarding(REDIS_URL) as proxy:
         # (no retry inside the backend: the lost answers reach the worker)
         proxied = {**ref, "url": _through(REDIS_URL, proxy.port), "retries": 0}
@@ -501,10 +508,7 @@ def test_a_requeue_s_dead_letter_whose_answer_was_lost_keeps_its_result_and_even
     change as its own, as it does a task's own dead letter, and store the ``dead``
     result and event."""
     require_service("Redis", REDIS_URL)
-    name = f"lost_{uuid.uuid4().hex[:10]}"
-    ref = {"backend": "redis", "url": REDIS_URL, "key_prefix": name}
-    elsewhere = f"sqlite:///{tmp_path / 'results.db'}"
-    mine = {"task_queue": ref, "result_storage": elsewhere, "event_storage": elsewhere}
+    name, ref, mine = _redis_queue_results_elsewhere(tmp_path)
     with forwarding(REDIS_URL) as proxy:
         proxied = {**ref, "url": _through(REDIS_URL, proxy.port)}
         with _lost(
