@@ -474,6 +474,34 @@ async def test_batched_leases_lapse_from_another_instance(nats_url: str, nats_pr
         assert {t.id for t in again} <= {t.id for t in tasks}
 
 
+async def test_a_stale_attempt_s_refusal_keeps_the_newer_lease_of_the_same_instance(
+    nats_url: str, nats_prefix: str
+) -> None:
+    """An instance whose lease lapsed and that reserved the task again holds the newer
+    lease; the older attempt's completion, refused, must leave that lease's index entry
+    (what a sweep finds if this process dies) and its cached message, so the newer
+    completion acks it at once."""
+    async with queue_at(nats_url, nats_prefix) as q, queue_at(nats_url, nats_prefix) as other:
+        (task,) = await q.enqueue_many([make_task()])
+        (first,) = await q.reserve(["default"], "w", 0.2)
+
+        async def lapsed() -> list[Task]:
+            return await other.release_expired_leases()
+
+        await eventually(lapsed, "the first lease never lapsed")
+        (second,) = await eventually(
+            lambda: q.reserve(["default"], "w", 60), "the task was not delivered again"
+        )
+        assert second.id == task.id and second.attempts == 2
+        assert await lease_entries(q) == 1
+        assert not await q.complete(first.id, first.lease_token or "", TaskState.SUCCEEDED)
+        assert await lease_entries(q) == 1, "the newer lease's entry was removed"
+        assert await q.heartbeat([(second.id, second.lease_token or "")], 60) == [second.id]
+        assert await q.complete(second.id, second.lease_token or "", TaskState.SUCCEEDED)
+        info = await q.js.stream_info(q.stream)
+        assert info.state.messages == 0, "the newer completion did not ack its message"
+
+
 _DIE_AFTER_PULL = """
 import asyncio, os, signal, sys
 from omniq.registry import registry

@@ -157,13 +157,16 @@ class LeaseCache(NatsStore):
             await self._remove_entries([self._forget(task_id)])
         self._held[task_id] = _Held(lease, rev, *(record or (None, 0)))
 
-    def _forget(self, task_id: str) -> tuple[str, int] | None:
-        """Drop what this instance holds for a task. Returns the lease index entry to
-        remove now, ``(key, revision)``: the task's own, or the batch entry whose last
-        task this was (a newer write of either survives the removal)."""
-        held = self._held.pop(task_id, None)
-        if held is None:
+    def _forget(self, task_id: str, lease_token: str | None = None) -> tuple[str, int] | None:
+        """Drop what this instance holds for a task (with ``lease_token``, only that
+        lease: a refused completion of an older attempt leaves the newer lease this
+        instance took since). Returns the lease index entry to remove now, ``(key,
+        revision)``: the task's own, or the batch entry whose last task this was (a newer
+        write of either survives the removal)."""
+        held = self._held.get(task_id)
+        if held is None or (lease_token is not None and held.lease.token != lease_token):
             return None
+        del self._held[task_id]
         if held.batch is None:
             return token(task_id), held.lease_rev
         listed = self._batches.get(held.batch)

@@ -485,7 +485,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         changed = await self._change_many([(job.task_id, job.fenced) for job in jobs])
         await self._remove_entries(
             [
-                self._forget(job.task_id)
+                self._forget(job.task_id, job.lease_token)
                 for job, done in zip(jobs, changed, strict=True)
                 if done is None
             ]
