@@ -957,7 +957,6 @@ class Worker:
                 continue
             if d.accepted is None:
                 token = d.task.lease_token or ""
-                ok = False
                 if d.kind == "retry":
                     ok = await queue.retry(d.task.id, token, d.eta, d.error)
                 else:
