@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -1552,3 +1553,110 @@ def test_bundles_split_to_fit_max_payload() -> None:
     ]
     assert decoded == events
     assert len(store.bundles(events[:2], size // 2)) == 2
+
+
+# -- a consumer wedged by an unclean stop --------------------------------------------------
+#
+# A durable pull consumer's stored state can list as delivered, unacknowledged messages
+# the stream has deleted (a kill -9 that kept the stream's deletes and lost the
+# consumer's acks). nats-server 2.9 fails to load each as it comes up for redelivery
+# ("Received an error looking up message for consumer: deleted message") and leaves the
+# no_wait pull that asked for it with no answer at all, every AckWait again: a queue's
+# pulls all time out while the stream holds its messages. The task queue recreates such a
+# consumer (reserve.py, _repair_consumer). The test makes the unclean stop deterministic:
+# the consumer's state file is saved while the tasks are leased and put back after their
+# completions deleted their messages.
+
+#: Leased when the state is saved, completed before it is put back: deleted messages
+#: the restored consumer still lists as pending (more than pulls come per AckWait).
+_LOST_ACKS = 40
+_OPTIONS = {"ack_wait": 1.0, "outage_timeout": 1.0}
+
+
+def consumer_states(store: Path, stream: str) -> Iterator[Path]:
+    return (store / "jetstream" / "$G" / "streams" / stream / "obs").glob("*/o.dat")
+
+
+async def answered(q: NatsTaskQueue, task_id: str) -> Task | None:
+    """The record, once the client answers again after a restart."""
+    with contextlib.suppress(Exception), anyio.move_on_after(0.5):
+        return await q.get(task_id)
+    return None
+
+
+async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two instances reserve from a wedged consumer: their pulls time out a few times,
+    one of them recreates the consumer (one warning), and both get the new tasks within
+    the deadline. A task leased before the wedge is fenced by its record (not handed out
+    again) and its completion, acked on the old consumer's reply subject, still
+    counts."""
+    port, js_dir = free_port(), tmp_path / "js"
+    url = f"nats://127.0.0.1:{port}"
+    saved = tmp_path / "saved"
+    with private_server(port, js_dir) as server:
+        async with queue_at(url, "wedge", **_OPTIONS) as q:
+            await q.enqueue(make_task(queue="other"))  # keeps the stream's first sequence
+            held_task = await q.enqueue(make_task())
+            (held,) = await q.reserve(["default"], "w", 600)
+            assert held.id == held_task.id
+            await q.enqueue_many([make_task() for _ in range(_LOST_ACKS)])
+            leased = await q.reserve(["default"], "w", 600, limit=_LOST_ACKS)
+            assert len(leased) == _LOST_ACKS
+            server.terminate()  # a clean stop writes the consumers' state
+            server.wait(timeout=10)
+            saved.mkdir()
+            states = {p: saved / p.parent.name for p in consumer_states(js_dir, q.stream)}
+            assert states
+            for state, copy in states.items():
+                shutil.copy(state, copy)
+            with private_server(port, js_dir) as second:
+                await eventually(lambda: answered(q, held.id), "no answer after the restart")
+                done = await q.complete_many(
+                    [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in leased]
+                )
+                assert done == [True] * _LOST_ACKS
+                second.terminate()
+                second.wait(timeout=10)
+            for state, copy in states.items():  # the acks are lost, the deletes kept
+                shutil.copy(copy, state)
+            with private_server(port, js_dir):
+                await eventually(lambda: answered(q, held.id), "no answer after the restart")
+                band = consumer_name("default", 0)
+
+                async def wedged() -> bool:  # once the lost messages come up for redelivery
+                    try:
+                        await q.inbox.pull(q.stream, band, 1)
+                    except nats.errors.TimeoutError:
+                        return True
+                    return False
+
+                await eventually(wedged, "no pull went unanswered")
+                async with (
+                    queue_at(url, "wedge", **_OPTIONS) as one,
+                    queue_at(url, "wedge", **_OPTIONS) as two,
+                ):
+                    fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+                    got: list[Task] = []
+
+                    async def reserve(store: NatsTaskQueue) -> None:
+                        while not fresh <= {t.id for t in got}:
+                            with contextlib.suppress(Exception):
+                                got.extend(await store.reserve(["default"], "w2", 600, limit=3))
+                            await asyncio.sleep(0.05)
+
+                    with caplog.at_level(logging.WARNING), anyio.fail_after(45):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(reserve, one)
+                            tg.start_soon(reserve, two)
+                    assert {t.id for t in got} == fresh  # the held task stays fenced
+                    warnings = [r for r in caplog.records if "recreat" in r.getMessage()]
+                    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+                    assert q.stream in warnings[0].getMessage()
+                    for task in got:
+                        assert await one.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED)
+                assert await q.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
+                record = await q.get(held.id)
+                assert record is not None and record.state is TaskState.SUCCEEDED
+                assert record.attempts == 1
