@@ -35,11 +35,11 @@ from omniq.models import (
 from .batch import WRONG_REVISION, puts, revisions
 from .connection import confirm, nak_delay
 from .delivery import _ACK, _carried, _message_task_id
-from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
 from .names import token
 from .pulls import WaitingPulls, pending
 from .records import _stand_in
+from .repair import ConsumerRepair
 
 #: Reserve reads bands from the highest priority down.
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
@@ -57,7 +57,7 @@ class Screen(Protocol):
     async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]: ...
 
 
-class Reserve(Dependencies):
+class Reserve(ConsumerRepair):
     """Leasing ready tasks from their delivery messages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -232,7 +232,7 @@ class Reserve(Dependencies):
                         wanted = min(wanted, screen.budget)
                         if wanted <= 0:
                             return out
-                    msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    msgs = await self._pull(queue, band, lease, consumer, wanted)
                     pulled = len(msgs)
                     tasks, failed = await self._admit_and_claim(msgs, worker_id, lease, at, screen)
                     out += tasks
