@@ -1655,7 +1655,9 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
                     assert len(warnings) == 1, [r.getMessage() for r in warnings]
                     assert q.stream in warnings[0].getMessage()
                     for task in got:
-                        assert await one.complete(task.id, task.lease_token or "", TaskState.SUCCEEDED)
+                        assert await one.complete(
+                            task.id, task.lease_token or "", TaskState.SUCCEEDED
+                        )
                 assert await q.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
                 record = await q.get(held.id)
                 assert record is not None and record.state is TaskState.SUCCEEDED
