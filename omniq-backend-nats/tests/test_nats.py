@@ -1638,27 +1638,34 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
                     queue_at(url, "wedge", **_OPTIONS) as two,
                 ):
                     fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
-                    got: list[Task] = []
+                    got: list[tuple[NatsTaskQueue, Task]] = []
 
                     async def reserve(store: NatsTaskQueue) -> None:
-                        while not fresh <= {t.id for t in got}:
+                        while not fresh <= {t.id for _, t in got}:
                             with contextlib.suppress(Exception):
-                                got.extend(await store.reserve(["default"], "w2", 600, limit=3))
+                                tasks = await store.reserve(["default"], "w2", 600, limit=3)
+                                got.extend((store, t) for t in tasks)
                             await asyncio.sleep(0.05)
 
                     with caplog.at_level(logging.WARNING), anyio.fail_after(45):
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(reserve, one)
                             tg.start_soon(reserve, two)
-                    assert {t.id for t in got} == fresh  # the held task stays fenced
+                    assert {t.id for _, t in got} == fresh  # the held task stays fenced
                     warnings = [r for r in caplog.records if "recreat" in r.getMessage()]
                     assert len(warnings) == 1, [r.getMessage() for r in warnings]
                     assert q.stream in warnings[0].getMessage()
-                    for task in got:
-                        assert await one.complete(
+                    for store, task in got:
+                        assert await store.complete(
                             task.id, task.lease_token or "", TaskState.SUCCEEDED
                         )
                 assert await q.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
                 record = await q.get(held.id)
                 assert record is not None and record.state is TaskState.SUCCEEDED
                 assert record.attempts == 1
+                # Its ack, on the old consumer's reply subject, deleted its message.
+
+                async def emptied() -> bool:
+                    return await q._backlog(["default"]) == {}
+
+                await eventually(emptied, "messages of finished tasks are left")
