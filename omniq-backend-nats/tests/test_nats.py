@@ -1563,7 +1563,7 @@ def test_bundles_split_to_fit_max_payload() -> None:
 # ("Received an error looking up message for consumer: deleted message") and leaves the
 # no_wait pull that asked for it with no answer at all, every AckWait again: a queue's
 # pulls all time out while the stream holds its messages. The task queue recreates such a
-# consumer (reserve.py, _repair_consumer). The test makes the unclean stop deterministic:
+# consumer (repair.py). The test makes the unclean stop deterministic:
 # the consumer's state file is saved while the tasks are leased and put back after their
 # completions deleted their messages.
 
@@ -1590,8 +1590,8 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
     """Two instances reserve from a wedged consumer: their pulls time out a few times,
     one of them recreates the consumer (one warning), and both get the new tasks within
     the deadline. A task leased before the wedge is fenced by its record (not handed out
-    again) and its completion, acked on the old consumer's reply subject, still
-    counts."""
+    again) and its heartbeat and completion, sent on the old consumer's reply subject,
+    still count (the ack deletes its message)."""
     port, js_dir = free_port(), tmp_path / "js"
     url = f"nats://127.0.0.1:{port}"
     saved = tmp_path / "saved"
@@ -1659,6 +1659,8 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
                         assert await store.complete(
                             task.id, task.lease_token or "", TaskState.SUCCEEDED
                         )
+                # A heartbeat (+WPI) and the completion (ack) on the old reply subject.
+                assert await q.heartbeat([(held.id, held.lease_token or "")], 600) == [held.id]
                 assert await q.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
                 record = await q.get(held.id)
                 assert record is not None and record.state is TaskState.SUCCEEDED
