@@ -1671,3 +1671,64 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
                     return await q._backlog(["default"]) == {}
 
                 await eventually(emptied, "messages of finished tasks are left")
+
+
+@contextlib.asynccontextmanager
+async def wedged_server(tmp_path: Path) -> AsyncIterator[str]:
+    """A private server whose band-0 consumer of queue ``default`` (prefix ``wedge``) is
+    wedged as in :func:`test_a_consumer_whose_pulls_go_unanswered_is_recreated`; yields
+    its URL once a pull of that consumer goes unanswered."""
+    port, js_dir = free_port(), tmp_path / "js"
+    url = f"nats://127.0.0.1:{port}"
+    saved = tmp_path / "saved"
+    with private_server(port, js_dir) as server:
+        async with queue_at(url, "wedge", **_OPTIONS) as q:
+            await q.enqueue(make_task(queue="other"))
+            await q.enqueue_many([make_task() for _ in range(_LOST_ACKS)])
+            leased = await q.reserve(["default"], "w", 600, limit=_LOST_ACKS)
+            assert len(leased) == _LOST_ACKS
+            server.terminate()
+            server.wait(timeout=10)
+            saved.mkdir()
+            states = {p: saved / p.parent.name for p in consumer_states(js_dir, q.stream)}
+            for state, copy in states.items():
+                shutil.copy(state, copy)
+            with private_server(port, js_dir) as second:
+                await eventually(lambda: answered(q, leased[0].id), "no answer after restart")
+                done = await q.complete_many(
+                    [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in leased]
+                )
+                assert done == [True] * _LOST_ACKS
+                second.terminate()
+                second.wait(timeout=10)
+            for state, copy in states.items():
+                shutil.copy(copy, state)
+            with private_server(port, js_dir):
+                await eventually(lambda: answered(q, leased[0].id), "no answer after restart")
+                band = consumer_name("default", 0)
+
+                async def wedged() -> bool:
+                    try:
+                        await q.inbox.pull(q.stream, band, 1)
+                    except nats.errors.TimeoutError:
+                        return True
+                    return False
+
+                await eventually(wedged, "no pull went unanswered")
+                yield url
+
+
+async def test_a_worker_waiting_for_work_repairs_a_wedged_consumer(tmp_path: Path) -> None:
+    """A worker that waits for work between empty reserves (as the worker loop does,
+    waits under a second) still gets to the repair: a wait whose pulls were left open
+    and unanswered is no sign that the bands are drained."""
+    async with wedged_server(tmp_path) as url, queue_at(url, "wedge", **_OPTIONS) as one:
+        fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+        got: set[str] = set()
+        with anyio.fail_after(45):
+            while not fresh <= got:
+                with contextlib.suppress(Exception):
+                    got |= {t.id for t in await one.reserve(["default"], "w2", 600, limit=3)}
+                with contextlib.suppress(Exception):
+                    await one.wait_for_work(["default"], 0.5)
+        assert got == fresh
