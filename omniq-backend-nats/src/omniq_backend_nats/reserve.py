@@ -156,8 +156,10 @@ class Reserve(ConsumerRepair):
         """Whether the held messages tell that no other ready message is stored: each
         was its band's last one when delivered, and every other band has a pull open,
         which is handed whatever is stored there (a band whose pull delivered is
-        pulled again by the next wait, which so finds what came after)."""
-        if any(pending(m) for m in held):
+        pulled again by the next wait, which so finds what came after). Not while a
+        consumer's pulls go unanswered (:mod:`.repair`): its open pull is no sign that
+        its band is drained, and only the reserve's own pulls lead to its repair."""
+        if self._unanswered or any(pending(m) for m in held):
             return False
         spent = {m.subject for m in held}
         return self._pulls.armed(
