@@ -1732,3 +1732,23 @@ async def test_a_worker_waiting_for_work_repairs_a_wedged_consumer(tmp_path: Pat
                 with contextlib.suppress(Exception):
                     await one.wait_for_work(["default"], 0.5)
         assert got == fresh
+
+
+async def test_a_repair_claimed_by_an_instance_that_died_is_taken_over(tmp_path: Path) -> None:
+    """An instance killed after its claim in ``<prefix>_repairs`` and before its delete
+    (or whose delete timed out) leaves the claim of a consumer still wedged: another
+    instance that finds the claim older than its own ``CONSUMER.INFO`` by more than
+    ``outage_timeout`` takes the repair over, not an hour later."""
+    async with wedged_server(tmp_path) as url, queue_at(url, "wedge", **_OPTIONS) as one:
+        band = consumer_name("default", 0)
+        info = await one.js.consumer_info(one.stream, band)
+        repairs = await one.ensure_bucket("wedge_repairs", 3600.0)
+        await repairs.create(token(f"{band}@{info.created.isoformat()}"), b"")  # then died
+        fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+        got: set[str] = set()
+        with anyio.fail_after(45):
+            while not fresh <= got:
+                with contextlib.suppress(Exception):
+                    got |= {t.id for t in await one.reserve(["default"], "w2", 600, limit=3)}
+                await asyncio.sleep(0.05)
+        assert got == fresh
