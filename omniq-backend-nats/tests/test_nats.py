@@ -1743,7 +1743,8 @@ async def test_a_repair_claimed_by_an_instance_that_died_is_taken_over(tmp_path:
         band = consumer_name("default", 0)
         info = await one.js.consumer_info(one.stream, band)
         repairs = await one.ensure_bucket("wedge_repairs", 3600.0)
-        await repairs.create(token(f"{band}@{info.created.isoformat()}"), b"")  # then died
+        claimed = b"%r" % await one.now()  # the claim's time, as a repairer writes it
+        await repairs.create(token(f"{band}@{info.created.isoformat()}"), claimed)  # then died
         fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
         got: set[str] = set()
         with anyio.fail_after(45):
