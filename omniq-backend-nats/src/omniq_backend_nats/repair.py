@@ -79,6 +79,7 @@ class ConsumerRepair(Dependencies):
     async def _repair_consumer(self, queue: str, band: int, lease: float, consumer: str) -> bool:
         """Recreate ``consumer`` if it still answers no pull and no other instance
         recreates it; whether this one did."""
+        asked = await self.now()
         try:
             info = await self.js.consumer_info(self.stream, consumer)
         except nats.js.errors.NotFoundError:
@@ -93,7 +94,7 @@ class ConsumerRepair(Dependencies):
                 await confirm(self.nc, msg.reply, nak_delay(0))
             return False
         self._consumers.pop(consumer, None)  # set up anew by the next reserve
-        if not await self._claim_repair(consumer, info.created.isoformat()):
+        if not await self._claim_repair(consumer, info.created.isoformat(), asked):
             return False  # another instance recreates this generation
         log.warning(
             "NATS consumer %s of stream %s answers no pull (%d pending, %d delivered and "
@@ -110,14 +111,30 @@ class ConsumerRepair(Dependencies):
         await self._consumer(queue, band, lease)
         return True
 
-    async def _claim_repair(self, consumer: str, generation: str) -> bool:
+    async def _claim_repair(self, consumer: str, generation: str, asked: float) -> bool:
         """Record that this instance repairs ``consumer`` as created at ``generation``:
-        a create in ``<prefix>_repairs``, which one instance wins."""
+        a create in ``<prefix>_repairs``, which one instance wins. A claim made more than
+        ``outage_timeout`` before this instance asked for the consumer's info (``asked``,
+        when it was still of that generation) is one whose instance did not delete it in
+        time (killed, or its delete timed out): taken over by a compare-and-set, else the
+        consumer would stay wedged for the claim's age. (Its instance, if only held up,
+        deletes this one's fresh consumer in turn: that costs redeliveries.)"""
         if self._repairs_kv is None or self._repairs_kv[0] is not self.js:
             kv = await self.ensure_bucket(f"{self.prefix}_repairs", _REPAIRS_AGE)
             self._repairs_kv = (self.js, kv)
+        kv, key, now = self._repairs_kv[1], token(f"{consumer}@{generation}"), b"%r" % asked
         try:
-            await self._repairs_kv[1].create(token(f"{consumer}@{generation}"), b"")
+            await kv.create(key, now)
         except nats.js.errors.KeyWrongLastSequenceError:
-            return False
+            try:
+                entry = await kv.get(key)
+                claimed = float(entry.value or b"inf")
+            except (nats.js.errors.KeyNotFoundError, ValueError):
+                return False
+            if claimed > asked - self.settings["outage_timeout"]:
+                return False
+            try:
+                await kv.update(key, now, last=entry.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return False
         return True
