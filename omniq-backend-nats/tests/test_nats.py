@@ -1753,3 +1753,26 @@ async def test_a_repair_claimed_by_an_instance_that_died_is_taken_over(tmp_path:
                     got |= {t.id for t in await one.reserve(["default"], "w2", 600, limit=3)}
                 await asyncio.sleep(0.05)
         assert got == fresh
+
+
+async def test_a_consumer_deleted_by_a_repairer_that_died_is_recreated(tmp_path: Path) -> None:
+    """A repairer killed between its delete and its create leaves the consumer missing;
+    a pull of a missing consumer goes unanswered too. An instance that had set it up
+    (cached) and waits for work between reserves creates it again."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    with private_server(port, tmp_path / "js"):
+        async with queue_at(url, "gone", **_OPTIONS) as one:
+            await one.enqueue(make_task())
+            assert len(await one.reserve(["default"], "w", 600)) == 1
+            await one.wait_for_work(["default"], 0.1)  # its waiting pulls are set up too
+            await one.js.delete_consumer(one.stream, consumer_name("default", 0))  # then died
+            task = await one.enqueue(make_task())
+            got: list[Task] = []
+            with anyio.fail_after(30):
+                while not got:
+                    with contextlib.suppress(Exception):
+                        got = await one.reserve(["default"], "w", 600)
+                    with contextlib.suppress(Exception):
+                        await one.wait_for_work(["default"], 0.5)
+            assert [t.id for t in got] == [task.id]
