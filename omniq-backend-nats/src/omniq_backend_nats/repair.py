@@ -83,8 +83,11 @@ class ConsumerRepair(Dependencies):
         try:
             info = await self.js.consumer_info(self.stream, consumer)
         except nats.js.errors.NotFoundError:
-            self._consumers.pop(consumer, None)  # gone: the next reserve creates it
-            return False
+            # Gone (a repairer killed between its delete and its create): create it now,
+            # as the next reserve may not ask (an idle one trusts its open pulls).
+            self._consumers.pop(consumer, None)
+            await self._consumer(queue, band, lease)
+            return True
         try:
             probe = await self.inbox.pull(self.stream, consumer, 1)
         except nats.errors.TimeoutError:
