@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,12 +70,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_server(port: int, store: Path | None) -> Iterator[subprocess.Popen[bytes]]:
-    """A nats-server of our own on a loopback port (JetStream only with ``store``),
-    stopped on exit."""
+def private_server(port: int, store: Path | None, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A nats-server of our own on a loopback port (JetStream only with ``store``; more
+    arguments in ``extra``), stopped on exit."""
     if not os.access(NATS_SERVER, os.X_OK):
         pytest.skip(f"no nats-server binary at {NATS_SERVER}")
-    args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
+    args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), *extra]
     if store is not None:
         args += ["-js", "-sd", str(store)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1776,3 +1778,35 @@ async def test_a_consumer_deleted_by_a_repairer_that_died_is_recreated(tmp_path:
                     with contextlib.suppress(Exception):
                         await one.wait_for_work(["default"], 0.5)
             assert [t.id for t in got] == [task.id]
+
+
+def api_calls(monitor: int) -> int:
+    """JetStream API requests the server has served (its monitoring ``/jsz``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/jsz") as reply:
+        return int(json.load(reply)["api"]["total"])
+
+
+async def test_an_unanswered_count_of_an_emptied_band_is_dropped(tmp_path: Path) -> None:
+    """A pull that timed out (the consumer gone, or the server held up) on a band that
+    then holds nothing: no pull of it would reset the count, which must not keep an idle
+    instance from trusting its open pulls (a ``STREAM.INFO`` after every wait)."""
+    port, monitor = free_port(), free_port()
+    url = f"nats://127.0.0.1:{port}"
+    with private_server(port, tmp_path / "js", "-m", str(monitor)):
+        async with queue_at(url, "count", **_OPTIONS) as one:
+            await one.enqueue(make_task())
+            (first,) = await one.reserve(["default"], "w", 600)
+            assert await one.complete(first.id, first.lease_token or "", TaskState.SUCCEEDED)
+            await one.js.delete_consumer(one.stream, consumer_name("default", 0))
+            await one.enqueue(make_task())
+            with pytest.raises(Exception):  # noqa: B017, PT011 (the pull timed out)
+                await one.reserve(["default"], "w", 600)
+            await one.js.purge_stream(one.stream)  # the band holds nothing now
+            for _ in range(2):  # the first reserve finds the band empty
+                await one.reserve(["default"], "w", 600)
+                await one.wait_for_work(["default"], 0.5)
+            before = api_calls(monitor)
+            for _ in range(10):
+                assert await one.reserve(["default"], "w", 600) == []
+                await one.wait_for_work(["default"], 0.5)
+            assert api_calls(monitor) - before < 5
