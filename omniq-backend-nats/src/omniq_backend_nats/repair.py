@@ -25,6 +25,7 @@ otherwise delete the fresh one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import nats.errors
@@ -55,6 +56,17 @@ class ConsumerRepair(Dependencies):
         #: Consumer -> pulls in a row that timed out.
         self._unanswered: dict[str, int] = {}
         self._repairs_kv: tuple[Any, KeyValue] | None = None
+
+    async def close(self) -> None:
+        self._unanswered.clear()
+        await super().close()
+
+    def _forget_unanswered(self, consumers: Iterable[str]) -> None:
+        """Drop the counts of consumers whose band the stream no longer holds messages
+        for: no pull of theirs would reset it, and a count left standing keeps an idle
+        reserve from trusting its open pulls (one ``STREAM.INFO`` per wait)."""
+        for consumer in consumers:
+            self._unanswered.pop(consumer, None)
 
     async def _pull(self, queue: str, band: int, lease: float, consumer: str, n: int) -> list[Msg]:
         """A ``no_wait`` pull of up to ``n`` messages; the pull that makes

@@ -36,7 +36,7 @@ from .batch import WRONG_REVISION, puts, revisions
 from .connection import confirm, nak_delay
 from .delivery import _ACK, _carried, _message_task_id
 from .leases import _Held, _Lease, _lease_decoder, _Listed
-from .names import token
+from .names import consumer_name, token
 from .pulls import WaitingPulls, pending
 from .records import _stand_in
 from .repair import ConsumerRepair
@@ -222,6 +222,10 @@ class Reserve(ConsumerRepair):
         if limit <= 0:
             return []
         backlog = await self._backlog(queues)
+        if self._unanswered:  # (rare) an emptied band's count no longer stands
+            self._forget_unanswered(
+                consumer_name(q, b) for q in queues for b in BANDS if not backlog.get((q, b))
+            )
         out: list[Task] = []
         for band in BANDS:
             for queue in queues:
