@@ -135,6 +135,43 @@ async def test_retry_used_up_fails_with_the_retry_as_error(aapp: AsyncOmniQ) -> 
     )
 
 
+async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
+    aapp: AsyncOmniQ,
+) -> None:
+    """The Retry is rebuilt as its own type (omniq.errors is always imported), with the
+    reason as message and the task named in its notes, as a ValueError would be; its
+    constructor does not take a message, which once made it a TaskFailedError."""
+
+    @aapp.task(retries=1)
+    def impatient() -> None:
+        raise Retry(delay=0, reason="still busy")
+
+    @aapp.task(retries=0)
+    def silent() -> None:
+        raise Retry(delay=5)
+
+    @aapp.task(retries=0)
+    def plain() -> None:
+        raise ValueError("bad value")
+
+    refs = [await f.delay() for f in (impatient, silent, plain)]
+    await aapp.run_worker(burst=True)
+    errors: list[BaseException] = []
+    for ref in refs:
+        with pytest.raises(Exception) as caught:
+            await aapp.get_result(ref, timeout=5)
+        errors.append(caught.value)
+    asked, bare, other = errors
+    assert type(other) is ValueError and str(other) == "bad value"
+    assert type(asked) is Retry, f"got {type(asked).__name__}: {asked}"
+    assert (str(asked), asked.reason, asked.delay) == ("still busy", "still busy", None)
+    assert type(bare) is Retry and str(bare) == "retry requested"
+    for ref, error in zip(refs, errors, strict=True):
+        notes = getattr(error, "__notes__", [])
+        assert notes and notes[0] == f"raised by task {ref.id} (failed)"
+        assert "Traceback" in notes[1]
+
+
 def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:
     app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/tasks.db")
     with pytest.raises(ValueError, match="retry_on must be an exception class"):
