@@ -180,3 +180,32 @@ def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:
         app.task(retry_max_delay=5, retry_backoff_max=6)(lambda: None)
     capped = app.task(retry_max_delay=7)(lambda: None)
     assert capped.options.retry_backoff_max == 7.0
+
+
+@pytest.mark.parametrize("option", ["retry_on", "dont_retry_on"])
+def test_exception_filters_take_a_class_union_or_collection(tmp_path: Path, option: str) -> None:
+    """Whatever ``isinstance`` would take, and a list or set of classes, normalised to a
+    flat tuple; anything else is refused naming the member that is not a class."""
+    app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/tasks.db")
+
+    def types(value: object) -> tuple[type[BaseException], ...]:
+        fn = app.task(**{option: value})(lambda: None)
+        return getattr(fn.options.retry, option)  # type: ignore[no-any-return]
+
+    assert types(OSError) == (OSError,)
+    assert types((OSError, KeyError)) == (OSError, KeyError)
+    assert types([OSError, KeyError]) == (OSError, KeyError)
+    assert types(OSError | KeyError) == (OSError, KeyError)
+    assert set(types({OSError, KeyError})) == {OSError, KeyError}
+    assert types(()) == ()
+    for bad, named in [
+        ([ValueError, "x"], "'x'"),
+        ((ValueError, int), "<class 'int'>"),
+        (ValueError("boom"), "ValueError('boom')"),
+        ("ValueError", "'ValueError'"),
+        ({ValueError: 1}, "{<class 'ValueError'>: 1}"),
+        (int | str, "<class 'int'>"),
+    ]:
+        with pytest.raises(ValueError, match=f"{option} must be") as caught:
+            types(bad)
+        assert named in str(caught.value), str(caught.value)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import random
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +36,27 @@ _SHAPES = ("exponential", "fixed")
 
 
 def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
-    types = (value,) if isinstance(value, type) else value
-    if not isinstance(types, (tuple, list)) or not all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in types
-    ):
+    """``value`` as a flat tuple for ``isinstance``: one exception class, a union of them
+    (``A | B``) or a tuple, list or set of them; refused naming the first bad member."""
+    members: Any = None
+    if isinstance(value, types.UnionType):
+        members = typing.get_args(value)
+    elif isinstance(value, type):
+        members = (value,)
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        members = value
+    bad = [m for m in members if not _is_exception(m)][:1] if members is not None else []
+    if members is None or bad:
+        why = f": {bad[0]!r} is not an exception class" if bad else ""
         raise ConfigError(
-            f"{name} must be an exception class or a tuple of them, e.g. (ConnectionError,), "
-            f"got {value!r}"
+            f"{name} must be an exception class, a union of them or a tuple, list or set "
+            f"of them, e.g. (ConnectionError, TimeoutError); got {value!r}{why}"
         )
-    return tuple(types)
+    return tuple(members)
+
+
+def _is_exception(member: Any) -> bool:
+    return isinstance(member, type) and issubclass(member, BaseException)
 
 
 def _schedule(value: Any) -> RetrySchedule:
