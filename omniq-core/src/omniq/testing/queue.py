@@ -25,6 +25,7 @@ from .queue_records import RecordTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 from .queue_workers import WorkerRegistryTests
+from .purge import PurgeTests
 from .start import StartSweepTests
 
 __all__ = ["TaskQueueContract"]
@@ -47,6 +48,7 @@ class TaskQueueContract(
     LimitTests,
     IdleWaitTests,
     StartSweepTests,
+    PurgeTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 
