@@ -158,9 +158,11 @@ async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
     await aapp.run_worker(burst=True)
     errors: list[BaseException] = []
     for ref in refs:
-        with pytest.raises(Exception) as caught:
+        try:
             await aapp.get_result(ref, timeout=5)
-        errors.append(caught.value)
+        except Exception as exc:  # (each its own type: compared below)
+            errors.append(exc)
+    assert len(errors) == 3, "a task that failed gave a value"
     asked, bare, other = errors
     assert type(other) is ValueError and str(other) == "bad value"
     assert type(asked) is Retry, f"got {type(asked).__name__}: {asked}"
@@ -190,7 +192,8 @@ def test_exception_filters_take_a_class_union_or_collection(tmp_path: Path, opti
 
     def types(value: object) -> tuple[type[BaseException], ...]:
         fn = app.task(**{option: value})(lambda: None)
-        return getattr(fn.options.retry, option)  # type: ignore[no-any-return]
+        found: tuple[type[BaseException], ...] = getattr(fn.options.retry, option)
+        return found
 
     assert types(OSError) == (OSError,)
     assert types((OSError, KeyError)) == (OSError, KeyError)

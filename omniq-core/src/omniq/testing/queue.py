@@ -13,6 +13,7 @@ from ..registry import StoreKind
 from .arguments import QueueArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .idle import IdleWaitTests
+from .purge import PurgeTests
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
@@ -25,7 +26,6 @@ from .queue_records import RecordTests
 from .queue_schedules import ScheduleTests
 from .queue_storage import StorageTests
 from .queue_workers import WorkerRegistryTests
-from .purge import PurgeTests
 from .start import StartSweepTests
 
 __all__ = ["TaskQueueContract"]
