@@ -527,6 +527,107 @@ def test_a_facade_left_open_is_closed_at_exit_and_the_process_ends(tmp_path: Any
     assert "destroyed but it is pending" not in done.stderr
 
 
+def test_a_facade_collected_while_its_method_runs_neither_hangs_nor_closes_under_it(
+    tmp_path: Any,
+) -> None:
+    """A facade in a reference cycle, dropped while one of its blocking methods is kept,
+    is freed by a collection wherever one runs: also in the middle of that method's call,
+    while this thread drives the facade's loop. Its finalizer waited there, for ever, for
+    a loop only this thread runs; elsewhere it closed the app under the kept method (a
+    call then raised that the portal was stopped). The app is closed once the method is
+    gone too, without a wait in the collecting thread. Real collections, moved to each
+    step of the call in turn by generation 0's threshold."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/gc.db"
+    script = textwrap.dedent(f"""
+        import faulthandler, gc, threading, time
+        from omniq import OmniQ
+        faulthandler.dump_traceback_later(60, exit=True)
+        for n in range(120):
+            gc.disable()
+            app = OmniQ(task_queue={url!r})
+            app.list_tasks()
+            listed = app.list_tasks  # a blocking method kept: the app must stay open
+            app.me = app  # a cycle: only a collection frees the facade
+            gc.collect(0)  # the facade is in generation 1, generation 0 counts from 0
+            del app
+            gc.set_threshold(n, 0, 1_000_000)  # the n-th allocation collects both
+            gc.enable()
+            try:
+                assert listed() == [] and listed() == []
+            finally:
+                gc.set_threshold(700, 10, 10)
+            del listed
+            gc.collect()  # nothing can call the app now: it is closed, its loop stopped
+        def portals():
+            return [t for t in threading.enumerate() if t.name == "omniq-portal"]
+        deadline = time.monotonic() + 30
+        while portals() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("done", len(portals()), flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["done", "0"], (done.stdout, done.stderr[-3000:])
+
+
+def test_a_facade_dropped_just_before_exit_is_closed_before_the_process_ends(
+    tmp_path: Any,
+) -> None:
+    """Its close, handed to its loop by the finalizer (which never waits), is waited
+    for at exit: a process that drops its app and ends at once still closes it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/drop.db"
+    script = textwrap.dedent(f"""
+        import asyncio
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        closer = app.aio.close
+        async def close():
+            await asyncio.sleep(0.2)  # still closing when the main thread ends
+            await closer()
+            print("closed", flush=True)
+        app.aio.close = close
+        app.task(name="noop")(print).delay()
+        del app, close
+        print("dropped", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == ["closed", "dropped"], (done.stdout, done.stderr)
+    assert "destroyed but it is pending" not in done.stderr
+
+
+def test_an_app_used_as_a_temporary_is_closed_after_its_call(tmp_path: Any) -> None:
+    """``OmniQ(url).list_tasks()``: the facade is freed before its call starts the loop
+    (a blocking method does not hold it), so a finalizer keyed to the facade found
+    nothing to close and the app stayed open, with its loop's thread, for good."""
+    from omniq import OmniQ
+
+    def portals() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "omniq-portal"}
+
+    before = portals()
+    url = f"sqlite:///{tmp_path}/temporary.db"
+    for _ in range(3):
+        listed = OmniQ(task_queue=url).list_tasks()  # (not in an assert: pytest keeps
+        assert listed == []  # the facade of an asserted expression)
+    deadline = time.monotonic() + 10
+    while portals() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not portals() - before, "the apps were left open"
+
+
 def test_a_thread_running_a_loop_of_its_own_hands_its_calls_over(portal: Portal) -> None:
     """It cannot run the portal's loop too: the portal's thread runs it at once."""
 

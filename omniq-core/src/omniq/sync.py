@@ -12,6 +12,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # (no stubs: getsignal without the enum wrapper)
 import _socket
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -64,9 +65,11 @@ class Portal:
     condition and the chaining callbacks, and one more loop iteration for them.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closes: Any = None) -> None:
         self._lock = threading.Lock()
         self._state: _Loop | None = None
+        self._closes = closes
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         _portals.add(self)
 
     def _start(self) -> _Loop:
@@ -75,6 +78,8 @@ class Portal:
                 state = _Loop()
                 state.thread.start()
                 self._state = state
+                if self._closes is not None:
+                    self._finalizer = _closed_when_collected(self, self._closes, state)
             return self._state
 
     @property
@@ -104,15 +109,11 @@ class Portal:
         """Cancel what is left on the loop, close it and end the portal's thread."""
         with self._lock:
             state, self._state = self._state, None
-        if state is None:
-            return
-        with state.lock:
-            state.closing = True
-        state.notify()
-        with contextlib.suppress(RuntimeError):  # already closed
-            state.loop.call_soon_threadsafe(state.close_soon)
-        if not state.is_current():
-            state.thread.join(timeout=10)
+            finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:  # (the owner closed what it opened)
+            finalizer.detach()
+        if state is not None:
+            state.stop()
 
 
 #: How long the loop stays free after a caller's call before the portal's thread takes
@@ -175,6 +176,17 @@ class _Loop:
     def notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+    def stop(self) -> None:
+        """End whatever runs the loop, then cancel what is left, close the loop and end
+        the portal's thread (waited for, unless this is that thread)."""
+        with self.lock:
+            self.closing = True
+        self.notify()
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.close_soon)
+        if not self.is_current():
+            self.thread.join(timeout=10)
 
     def call(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         me = _get_ident()
@@ -572,8 +584,10 @@ def _forget_wakers() -> None:
         if state is not None:  # a call this thread drove at the fork ends on it alone
             state.lock, state.changed = threading.Lock(), threading.Condition(threading.RLock())
             state.closing = True
+        if portal._finalizer is not None:  # (its loop is the parent's)
+            portal._finalizer.detach()
         portal._lock = threading.Lock()
-        portal._state = None
+        portal._state, portal._finalizer = None, None
 
 
 if hasattr(os, "register_at_fork"):
@@ -735,12 +749,13 @@ class SyncWrapper(Generic[T]):
 
     def __init__(self, async_obj: T) -> None:
         self._async = async_obj
-        self._portal = Portal()
-        # A facade the program never closes is closed when it is collected or, at the
-        # latest, at interpreter exit, while the loop thread still runs: otherwise its
-        # stores' background tasks die with the daemon thread, mid-flight ("Task was
-        # destroyed but it is pending!"), and their connections are dropped unclosed.
-        self._finalizer = weakref.finalize(self, _close_left_open, async_obj, self._portal)
+        # A facade the program never closes is closed once nothing can call it any more
+        # (the facade and every blocking method taken from it are gone: they all hold
+        # the portal) or, at the latest, at interpreter exit, while the loop thread still
+        # runs: otherwise its stores' background tasks die with the daemon thread,
+        # mid-flight ("Task was destroyed but it is pending!"), and their connections
+        # are dropped unclosed (see _closed_when_collected).
+        self._portal = Portal(closes=async_obj)
 
     @property
     def aio(self) -> T:
@@ -748,7 +763,6 @@ class SyncWrapper(Generic[T]):
         return self._async
 
     def close(self) -> None:
-        self._finalizer.detach()
         closer = getattr(self._async, "close", None)
         try:
             if closer is not None and self._portal.started:
@@ -763,21 +777,90 @@ class SyncWrapper(Generic[T]):
         self.close()
 
 
-def _close_left_open(async_obj: Any, portal: Portal) -> None:
+#: Set by an exit hook that runs before ``weakref.finalize``'s own: from then on a
+#: finalizer may wait for its close (nothing else runs); before, never.
+_exiting = False
+_exit_hooked = False
+#: The loops a collected facade's close was handed to (their threads end after it).
+_handed: weakref.WeakSet[_Loop] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """Let the closes handed over by the collector end (bounded), then let the
+    finalizers of the facades still open wait for theirs."""
+    global _exiting
+    _exiting = True
+    deadline = time.monotonic() + EXIT_CLOSE_TIMEOUT + 1.0
+    for state in list(_handed):
+        state.thread.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _closed_when_collected(
+    portal: Portal, async_obj: Any, state: _Loop
+) -> weakref.finalize[Any, Any]:
+    """Close ``async_obj`` and stop ``state`` once ``portal`` is collected (no call can
+    come any more: a call holds its portal) or at exit.
+
+    Keyed to the portal, not the facade: a blocking method kept after its facade was
+    dropped holds the portal, so the app stays open under it (keyed to the facade, the
+    app was closed beneath such a method, or, for a facade collected before its first
+    call, never). Registered with the loop, so a facade never called costs nothing."""
+    global _exit_hooked
+    finalizer = weakref.finalize(portal, _close_left_open, async_obj, state)
+    if not _exit_hooked:  # (after weakref's own exit hook, registered by the line above:
+        _exit_hooked = True  # atexit runs the last registered first)
+        atexit.register(_at_exit)
+    return finalizer
+
+
+def _close_left_open(async_obj: Any, state: _Loop) -> None:
     """Close ``async_obj`` on its loop and stop the loop, for a facade nobody closed.
-    Bounded and quiet: it runs at exit or from the garbage collector."""
+
+    From the garbage collector it never waits: a collection runs in whichever thread
+    allocates, which may be one that drives a loop (a wait there could be for itself),
+    or the store's own worker thread that the close needs. It hands the close to the
+    loop, whose thread runs it and then stops. At exit it waits, bounded, so the close
+    is over before the process ends."""
+    if state.closing:
+        return  # stopped already (or inherited by a forked child)
     closer = getattr(async_obj, "close", None)
-    if not portal.started or portal.on_loop_thread():
-        return  # nothing was opened, or the loop cannot wait for itself
+    if not _exiting:
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            state.loop.call_soon_threadsafe(_close_on_loop, closer, state)
+            _handed.add(state)
+        return
+    if state.is_current():
+        return  # the loop cannot wait for itself
     for step in (
-        (lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
-        portal.stop,
+        (lambda: state.call(_bounded, (closer, EXIT_CLOSE_TIMEOUT))) if closer else None,
+        state.stop,
     ):  # the loop stops even if closing failed: it cancels what is left
         try:
             if step is not None:
                 step()
         except Exception:
             log.debug("closing %r left open failed", async_obj, exc_info=True)
+
+
+#: The closes handed to loops by the collector, kept until done (a loop holds its
+#: tasks weakly).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_on_loop(closer: Callable[[], Awaitable[Any]] | None, state: _Loop) -> None:
+    task = state.loop.create_task(_close_then_stop(closer, state))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close_then_stop(closer: Callable[[], Awaitable[Any]] | None, state: _Loop) -> None:
+    try:
+        if closer is not None:
+            await _bounded(closer, EXIT_CLOSE_TIMEOUT)
+    except Exception:
+        log.debug("closing %r left open failed", closer, exc_info=True)
+    finally:
+        state.stop()
 
 
 async def _bounded(closer: Callable[[], Awaitable[Any]], timeout: float) -> None:
