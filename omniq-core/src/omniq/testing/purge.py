@@ -19,8 +19,9 @@ from .polling import wait_past
 
 __all__ = ["PurgeTests", "check_worker_skips_purged_delayed_task"]
 
-#: How far ahead the delayed tasks are due: past it within a test, never before the purge.
-AHEAD = 1.0
+#: How far ahead the delayed tasks are due: past it within a test, not before the purge
+#: (checked: a purge after the eta would prove nothing).
+AHEAD = 2.0
 
 
 class PurgeTests:
@@ -46,6 +47,7 @@ class PurgeTests:
             fresh.id: TaskState.SCHEDULED,
         }, states
         assert await task_queue.purge(queue="pd") == 3
+        assert await task_queue.now() < eta, "the purge ended after the eta: raise AHEAD"
         for task in (retrying, scheduled, fresh):
             assert await task_queue.get(task.id) is None, f"purged task {task.id} still stored"
         await wait_past(task_queue, eta)
@@ -81,6 +83,7 @@ async def check_worker_skips_purged_delayed_task(ref: Any) -> None:
             eta = await app.task_queue.now() + AHEAD
             purged = await mark.apply(args=("purged",), eta=eta)
             await app.purge()
+            assert await app.task_queue.now() < eta, "the purge ended after the eta"
             assert await app.task_queue.get(purged.id) is None, "purge() kept a delayed task"
             later = await mark.apply(args=("later",), eta=eta + 0.2)
             await app.get_result(later, timeout=10)
