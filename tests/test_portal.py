@@ -576,6 +576,54 @@ def test_a_facade_collected_while_its_method_runs_neither_hangs_nor_closes_under
     assert done.stdout.split() == ["done", "0"], (done.stdout, done.stderr[-3000:])
 
 
+def test_an_app_collected_during_another_apps_call_does_not_hold_that_call_up(
+    tmp_path: Any,
+) -> None:
+    """The collector's close of one app runs on that app's loop, not in the thread that
+    happened to collect it: a call on another app during which the collection runs (or
+    its store's worker thread, which the call waits for) is not held up by the close.
+    A close that takes 1 s; each call must take far less, whichever allocation collects."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/other.db"
+    script = textwrap.dedent(f"""
+        import asyncio, gc, time
+        from omniq import OmniQ
+        other = OmniQ(task_queue={url!r})
+        other.list_tasks()
+        slowest = 0.0
+        for n in range(60):
+            gc.disable()
+            app = OmniQ(task_queue={url!r})
+            app.list_tasks()
+            closer = app.aio.close
+            async def close(closer=closer):
+                await asyncio.sleep(1.0)
+                await closer()
+            app.aio.close = close
+            app.me = app  # a cycle: only a collection frees it
+            gc.collect(0)
+            del app, close
+            gc.set_threshold(n, 0, 1_000_000)
+            gc.enable()
+            started = time.perf_counter()
+            try:
+                other.list_tasks()
+            finally:
+                slowest = max(slowest, time.perf_counter() - started)
+                gc.set_threshold(700, 10, 10)
+            gc.collect()
+        print(f"{{slowest:.3f}}", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout) < 0.5, f"a call took {done.stdout.strip()} s"
+
+
 def test_a_facade_dropped_just_before_exit_is_closed_before_the_process_ends(
     tmp_path: Any,
 ) -> None:
