@@ -656,6 +656,43 @@ def test_a_facade_dropped_just_before_exit_is_closed_before_the_process_ends(
     assert "destroyed but it is pending" not in done.stderr
 
 
+def test_a_facade_whose_loop_is_blocked_does_not_hold_the_exit_up(tmp_path: Any) -> None:
+    """At exit the close of a facade left open waits for its loop, bounded: an async task
+    that blocks the loop (run by a worker in a daemon thread) never lets the close run,
+    and the wait for that close's result was for ever (the process never ended)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from omniq.sync import EXIT_CLOSE_TIMEOUT
+
+    url = f"sqlite:///{tmp_path}/blocked.db"
+    script = textwrap.dedent(f"""
+        import threading, time
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        started = threading.Event()
+        @app.task(name="block")
+        async def block():
+            started.set()
+            time.sleep(3600)  # blocks the loop for good
+        block.delay()
+        threading.Thread(target=lambda: app.run_worker(concurrency=1), daemon=True).start()
+        assert started.wait(30)
+        print("exiting", flush=True)
+    """)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_CLOSE_TIMEOUT * 2 + 30,
+    )
+    assert done.stdout.split() == ["exiting"], (done.stdout, done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - began < EXIT_CLOSE_TIMEOUT * 2 + 20
+
+
 def test_an_app_used_as_a_temporary_is_closed_after_its_call(tmp_path: Any) -> None:
     """``OmniQ(url).list_tasks()``: the facade is freed before its call starts the loop
     (a blocking method does not hold it), so a finalizer keyed to the facade found

@@ -819,27 +819,22 @@ def _close_left_open(async_obj: Any, state: _Loop) -> None:
     From the garbage collector it never waits: a collection runs in whichever thread
     allocates, which may be one that drives a loop (a wait there could be for itself),
     or the store's own worker thread that the close needs. It hands the close to the
-    loop, whose thread runs it and then stops. At exit it waits, bounded, so the close
-    is over before the process ends."""
+    loop, whose thread runs it and then stops. At exit it hands it over too and waits,
+    bounded, for the loop's thread to end, so the close is over before the process
+    ends, and a loop that never runs it does not hold the exit up."""
     if state.closing:
         return  # stopped already (or inherited by a forked child)
     closer = getattr(async_obj, "close", None)
-    if not _exiting:
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            state.loop.call_soon_threadsafe(_close_on_loop, closer, state)
-            _handed.add(state)
+    try:
+        state.loop.call_soon_threadsafe(_close_on_loop, closer, state)
+    except RuntimeError:  # the loop is closed
         return
-    if state.is_current():
-        return  # the loop cannot wait for itself
-    for step in (
-        (lambda: state.call(_bounded, (closer, EXIT_CLOSE_TIMEOUT))) if closer else None,
-        state.stop,
-    ):  # the loop stops even if closing failed: it cancels what is left
-        try:
-            if step is not None:
-                step()
-        except Exception:
-            log.debug("closing %r left open failed", async_obj, exc_info=True)
+    if not _exiting:
+        _handed.add(state)
+    elif not state.is_current():  # (the loop cannot wait for itself)
+        # Bounded even where the loop never runs the close: a task that blocks it, or a
+        # portal's thread that ended (a call's wait here would be for ever).
+        state.thread.join(EXIT_CLOSE_TIMEOUT + 1.0)
 
 
 #: The closes handed to loops by the collector, kept until done (a loop holds its
