@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import os
 import signal
 import sys
@@ -654,6 +655,37 @@ def test_a_facade_dropped_just_before_exit_is_closed_before_the_process_ends(
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.split()) == ["closed", "dropped"], (done.stdout, done.stderr)
     assert "destroyed but it is pending" not in done.stderr
+
+
+def test_an_app_whose_task_refers_to_it_is_closed_once_dropped(tmp_path: Any) -> None:
+    """A task that refers to its app (to enqueue a follow-up) makes a cycle: the app's
+    tasks lead back to its facade. A ``weakref.finalize`` holding the app kept that cycle
+    reachable, so such an app was never closed: each one made and dropped kept its
+    loop's thread, the store's threads and their descriptors until exit."""
+    from omniq import OmniQ
+
+    def portals() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "omniq-portal"}
+
+    before = portals()
+    url = f"sqlite:///{tmp_path}/cycle.db"
+
+    def one(n: int) -> None:
+        app = OmniQ(task_queue=url, result_storage=url)
+
+        @app.task(name=f"follow{n}")
+        def follow() -> None:
+            assert app is not None  # refers to its app: app -> tasks -> follow -> app
+
+        follow.delay()
+
+    for n in range(5):
+        one(n)
+    deadline = time.monotonic() + 20
+    while portals() - before and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert not portals() - before, "apps made and dropped were never closed"
 
 
 def test_a_facade_whose_loop_is_blocked_does_not_hold_the_exit_up(tmp_path: Any) -> None:

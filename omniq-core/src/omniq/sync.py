@@ -68,8 +68,7 @@ class Portal:
     def __init__(self, closes: Any = None) -> None:
         self._lock = threading.Lock()
         self._state: _Loop | None = None
-        self._closes = closes
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._closes = closes  # closed with the loop if nobody did (see __del__)
         _portals.add(self)
 
     def _start(self) -> _Loop:
@@ -79,7 +78,7 @@ class Portal:
                 state.thread.start()
                 self._state = state
                 if self._closes is not None:
-                    self._finalizer = _closed_when_collected(self, self._closes, state)
+                    _hook_exit()
             return self._state
 
     @property
@@ -109,11 +108,23 @@ class Portal:
         """Cancel what is left on the loop, close it and end the portal's thread."""
         with self._lock:
             state, self._state = self._state, None
-            finalizer, self._finalizer = self._finalizer, None
-        if finalizer is not None:  # (the owner closed what it opened)
-            finalizer.detach()
         if state is not None:
             state.stop()
+
+    def __del__(self) -> None:
+        """Nobody can call the portal any more and nobody closed what it was made to
+        close: hand that close to the loop (never a wait here, see :func:`_close_left_open`).
+
+        A finalizer, not a ``weakref.finalize``: that one's registry would hold the app,
+        and through it the portal wherever the app leads back to its facade (a task that
+        refers to its app: a cycle only a collection frees); the app was then never
+        closed, its loop's thread and descriptors kept until exit."""
+        state, closes = self._state, self._closes
+        if state is not None and closes is not None:
+            try:
+                _close_left_open(closes, state)
+            except Exception:  # pragma: no cover - at interpreter shutdown
+                pass
 
 
 #: How long the loop stays free after a caller's call before the portal's thread takes
@@ -584,10 +595,8 @@ def _forget_wakers() -> None:
         if state is not None:  # a call this thread drove at the fork ends on it alone
             state.lock, state.changed = threading.Lock(), threading.Condition(threading.RLock())
             state.closing = True
-        if portal._finalizer is not None:  # (its loop is the parent's)
-            portal._finalizer.detach()
         portal._lock = threading.Lock()
-        portal._state, portal._finalizer = None, None
+        portal._state = None  # (its loop is the parent's: nothing to close here)
 
 
 if hasattr(os, "register_at_fork"):
@@ -777,8 +786,7 @@ class SyncWrapper(Generic[T]):
         self.close()
 
 
-#: Set by an exit hook that runs before ``weakref.finalize``'s own: from then on a
-#: finalizer may wait for its close (nothing else runs); before, never.
+#: Set by the exit hook: from then on a close left open is waited for, bounded.
 _exiting = False
 _exit_hooked = False
 #: The loops a collected facade's close was handed to (their threads end after it).
@@ -786,31 +794,26 @@ _handed: weakref.WeakSet[_Loop] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    """Let the closes handed over by the collector end (bounded), then let the
-    finalizers of the facades still open wait for theirs."""
+    """Let the closes handed over by the collector end (bounded), then close the
+    facades still open (each waited for, bounded)."""
     global _exiting
     _exiting = True
     deadline = time.monotonic() + EXIT_CLOSE_TIMEOUT + 1.0
     for state in list(_handed):
         state.thread.join(max(deadline - time.monotonic(), 0.0))
+    for portal in list(_portals):
+        left, closes = portal._state, portal._closes
+        if left is not None and closes is not None:
+            _close_left_open(closes, left)
 
 
-def _closed_when_collected(
-    portal: Portal, async_obj: Any, state: _Loop
-) -> weakref.finalize[Any, Any]:
-    """Close ``async_obj`` and stop ``state`` once ``portal`` is collected (no call can
-    come any more: a call holds its portal) or at exit.
-
-    Keyed to the portal, not the facade: a blocking method kept after its facade was
-    dropped holds the portal, so the app stays open under it (keyed to the facade, the
-    app was closed beneath such a method, or, for a facade collected before its first
-    call, never). Registered with the loop, so a facade never called costs nothing."""
+def _hook_exit() -> None:
+    """Register :func:`_at_exit` once, when a portal that closes something first starts
+    its loop: a facade never called costs nothing."""
     global _exit_hooked
-    finalizer = weakref.finalize(portal, _close_left_open, async_obj, state)
-    if not _exit_hooked:  # (after weakref's own exit hook, registered by the line above:
-        _exit_hooked = True  # atexit runs the last registered first)
+    if not _exit_hooked:
+        _exit_hooked = True
         atexit.register(_at_exit)
-    return finalizer
 
 
 def _close_left_open(async_obj: Any, state: _Loop) -> None:
