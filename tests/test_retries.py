@@ -174,6 +174,44 @@ async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
         assert "Traceback" in notes[1]
 
 
+async def test_a_task_that_lets_a_read_retry_through_fails_as_it_would_on_any_error(
+    aapp: AsyncOmniQ,
+) -> None:
+    """A Retry that ``get_result`` rebuilt is the other task's failure: a task reading it
+    and letting it through is not retried for it past its ``retry_on`` (it was: three
+    attempts, each taken as its own request, and it ended with that task's Retry). Kept
+    through pickling, as a process pool sends it back."""
+    import pickle
+
+    attempts: list[int] = []
+
+    @aapp.task(retries=0)
+    def gives_up() -> None:
+        raise Retry(delay=0, reason="busy")
+
+    @aapp.task(retries=2, retry_backoff=0, retry_on=(ConnectionError,))
+    async def reads(task_id: str) -> None:
+        attempts.append(1)
+        await aapp.get_result(task_id, timeout=5)
+
+    upstream = await gives_up.delay()
+    await aapp.run_worker(burst=True)
+    ref = await reads.delay(upstream.id)
+    await aapp.run_worker(burst=True)
+    task = await aapp.get_task(ref.id)
+    assert task is not None
+    assert (task.state, task.attempts, len(attempts)) == (TaskState.DEAD, 1, 1), (
+        f"{len(attempts)} attempts for another task's Retry, ended {task.state}"
+    )
+    events = await aapp.events(task_id=ref.id)
+    assert EventType.RETRYING not in [e.type for e in events]
+    with pytest.raises(Retry) as caught:
+        await aapp.get_result(upstream, timeout=5)
+    assert caught.value.raised_by == upstream.id
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.raised_by, copy.reason, copy.delay) == (upstream.id, "busy", None)
+
+
 def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:
     app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/tasks.db")
     with pytest.raises(ValueError, match="retry_on must be an exception class"):

@@ -1278,6 +1278,8 @@ def rebuild_error(task_id: str, state: str, err: ErrorInfo) -> BaseException:
         try:
             # (a Retry's first argument is its delay: its message is its reason)
             exc = Retry(reason=err.message) if cls is Retry else cls(err.message)
+            if isinstance(exc, Retry):  # (this task's failure, not the reader's request)
+                exc.raised_by = task_id
             exc.__notes__ = [f"raised by task {task_id} ({state})", err.traceback]
             return exc
         except Exception:

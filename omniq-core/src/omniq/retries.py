@@ -159,6 +159,12 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+def asks_retry(exc: BaseException) -> bool:
+    """Whether ``exc`` is the task's own request for another attempt: a Retry, not one
+    that ``get_result`` rebuilt from another task's outcome and the task let through."""
+    return isinstance(exc, Retry) and exc.raised_by is None
+
+
 def decide(task: Task, exc: BaseException, at: float, policy: RetryPolicy) -> RetryDecision:
     """The decision for ``task``'s attempt that raised ``exc`` at ``at``.
 
@@ -166,7 +172,8 @@ def decide(task: Task, exc: BaseException, at: float, policy: RetryPolicy) -> Re
     ``retries`` are used up it fails (with the Retry as its error). Its ``delay`` is used
     as given (not capped); without one the policy's schedule picks it.
     """
-    if isinstance(exc, Retry):
+    if asks_retry(exc):
+        assert isinstance(exc, Retry)
         if not lifecycle.retries_left(task):
             return RetryDecision(None, 0.0, f"retries used up ({task.max_retries})")
         delay = policy.delay(task) if exc.delay is None else exc.delay
