@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Union
 
 import pytest
 
@@ -237,6 +238,13 @@ def test_exception_filters_take_a_class_union_or_collection(tmp_path: Path, opti
     assert types((OSError, KeyError)) == (OSError, KeyError)
     assert types([OSError, KeyError]) == (OSError, KeyError)
     assert types(OSError | KeyError) == (OSError, KeyError)
+    assert types(Union[OSError, KeyError]) == (OSError, KeyError)  # noqa: UP007
+    assert types((OSError, (KeyError, ValueError | TypeError))) == (
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+    )
     assert set(types({OSError, KeyError})) == {OSError, KeyError}
     assert types(()) == ()
     for bad, named in [

@@ -37,14 +37,14 @@ _SHAPES = ("exponential", "fixed")
 
 def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
     """``value`` as a flat tuple for ``isinstance``: one exception class, a union of them
-    (``A | B``) or a tuple, list or set of them; refused naming the first bad member."""
+    (``A | B``, ``typing.Union[A, B]``) or a tuple, list or set of them (a tuple's
+    members may be tuples or unions, as ``isinstance`` takes them); refused naming the
+    first bad member."""
     members: Any = None
-    if isinstance(value, types.UnionType):
-        members = typing.get_args(value)
-    elif isinstance(value, type):
-        members = (value,)
-    elif isinstance(value, (tuple, list, set, frozenset)):
-        members = value
+    if isinstance(value, (type, types.UnionType)) or _is_union(value):
+        members = _flat(value)
+    elif isinstance(value, (list, set, frozenset, tuple)):
+        members = [m for member in value for m in _flat(member)]
     bad = [m for m in members if not _is_exception(m)][:1] if members is not None else []
     if members is None or bad:
         why = f": {bad[0]!r} is not an exception class" if bad else ""
@@ -53,6 +53,19 @@ def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
             f"of them, e.g. (ConnectionError, TimeoutError); got {value!r}{why}"
         )
     return tuple(members)
+
+
+def _is_union(value: Any) -> bool:
+    return isinstance(value, types.UnionType) or typing.get_origin(value) is typing.Union
+
+
+def _flat(value: Any) -> list[Any]:
+    """A union's or a tuple's members, flattened (as ``isinstance`` reads them)."""
+    if _is_union(value):
+        return list(typing.get_args(value))
+    if isinstance(value, tuple):
+        return [m for member in value for m in _flat(member)]
+    return [value]
 
 
 def _is_exception(member: Any) -> bool:
