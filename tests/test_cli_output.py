@@ -162,3 +162,17 @@ def test_an_unknown_omniq_variable_is_reported_like_an_unknown_yaml_key(
     assert f"unknown config key {key} in the environment ({name}); did you mean" in result.stderr
     plugin_own = omniq({**env, "OMNIQ_TEST_REDIS_URL": "redis://x"}, "plugins")
     assert plugin_own.returncode == 0, "a variable far from every key belongs to someone else"
+
+
+def test_messages_in_a_pipe_are_whole_lines(tmp_path: Path, env: dict[str, str]) -> None:
+    """A narrow terminal's width (COLUMNS=40 here) must not break a message in a pipe:
+    ``omniq cancel ID | grep`` and scripts read the task id on the line it is named on."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        task_id = app.enqueue("reports.build_monthly_summary", queue="reports.monthly").id
+        app.schedule("reports.build_monthly_summary", interval=3600, name="monthly-summary-long")
+    cancelled = omniq(env, "--task-queue", url, "cancel", task_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == f"Task {task_id} cancelled.\n"
+    paused = omniq(env, "--task-queue", url, "schedules", "pause", "monthly-summary-long")
+    assert paused.stdout == "Schedule monthly-summary-long paused.\n"

@@ -36,8 +36,22 @@ __all__ = [
     "setup_logging",
 ]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+class _Console(Console):
+    """A console that breaks lines only on a terminal: in a pipe or a file a message stays
+    one line whatever ``COLUMNS`` says, so ``grep`` and scripts find a task id whole on
+    the line that names it (tables have their own plain form, :func:`print_table`)."""
+
+    @property  # type: ignore[override]
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:
+        pass  # set by Console.__init__; the answer above depends on where output goes
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
