@@ -176,3 +176,50 @@ def test_messages_in_a_pipe_are_whole_lines(tmp_path: Path, env: dict[str, str])
     assert cancelled.stdout == f"Task {task_id} cancelled.\n"
     paused = omniq(env, "--task-queue", url, "schedules", "pause", "monthly-summary-long")
     assert paused.stdout == "Schedule monthly-summary-long paused.\n"
+
+
+def on_a_terminal(env: dict[str, str], *args: str, columns: int = 80) -> str:
+    """What ``omniq ARGS`` shows on a terminal ``columns`` wide (a pseudo-terminal)."""
+    import pty
+    import re
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniq.cli", *args],
+        stdout=follower,
+        stderr=follower,
+        env={**env, "COLUMNS": str(columns), "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command has ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks)
+    return re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+
+
+def test_tables_on_an_80_column_terminal_cut_no_value(tmp_path: Path, env: dict[str, str]) -> None:
+    """A table wider than the terminal cut every column to fit: `omniq queues` on 80
+    columns showed its queues as ``rep…``, `omniq workers` its ids as ``vm:1…``."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        ref = app.enqueue("reports.build_monthly_summary", queue="reports.monthly")
+        app.cancel(ref.id)
+        app.enqueue("reports.build_monthly_summary", queue="reports.monthly", ttl=0.001)
+        app.schedule("shop.tick", interval=3600, name="monthly-summary")
+        app.schedule("shop.tick", cron="0 3 * * *", name="nightly-summary")
+    schedules = on_a_terminal(env, "--task-queue", url, "schedules", "list")
+    assert "┃ id" in schedules, "a table that fits with its cells wrapped is drawn"
+    assert "monthly-summary" in schedules and "…" not in schedules, schedules
+    queues = on_a_terminal(env, "--task-queue", url, "queues")
+    assert "reports.monthly" in queues and "…" not in queues, queues
+    events = on_a_terminal(env, "--task-queue", url, "events")
+    assert ref.id in events and "reports.build_monthly_summary" in events, events
+    assert "…" not in events, events

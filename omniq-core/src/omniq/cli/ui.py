@@ -18,7 +18,9 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.cells import cell_len
 from rich.logging import RichHandler
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -35,6 +37,7 @@ __all__ = [
     "release_logging",
     "setup_logging",
 ]
+
 
 class _Console(Console):
     """A console that breaks lines only on a terminal: in a pipe or a file a message stays
@@ -270,16 +273,64 @@ def _plain(cell: Any) -> str:
     return " ".join(text.replace("\t", " ").split("\n")).strip()
 
 
+def fit_widths(table: Table, width: int) -> bool:
+    """Give ``table``'s columns widths that fit ``width`` with no word cut, and say
+    whether that was possible.
+
+    Rich fits a wide table by cutting the widest columns, then every column evenly, into
+    words (``rep…``, ``vm:1…``) even where wrapping other cells between words would have
+    made room. Here a column narrows one character at a time, always the one with the
+    most room left above its longest word, until the table fits; a table whose longest
+    words alone are too wide does not fit."""
+    wide = out.options.update_width(100_000)  # rich clamps a measurement to the width
+    ranges = []
+    for column in table.columns:
+        cells = [column.header, *column._cells] if table.show_header else column._cells
+        sizes = [Measurement.get(out, wide, cell) for cell in cells] or [Measurement(1, 1)]
+        ranges.append((max(m.minimum for m in sizes), max(m.maximum for m in sizes)))
+    padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
+    room = width - table._extra_width - padding
+    widths = [high for _, high in ranges]
+    excess = sum(widths) - room
+    if excess <= 0:
+        return True
+    if sum(low for low, _ in ranges) > room:
+        return False
+    for _ in range(excess):
+        i = max(range(len(widths)), key=lambda i: widths[i] - ranges[i][0])
+        widths[i] -= 1
+    for column, w in zip(table.columns, widths, strict=True):
+        column.width = w
+    return True
+
+
 def print_table(table: Table) -> None:
     """A table on a terminal; in a pipe or a file, tab-separated lines (a header line
     when the table has headers): a terminal's width must not squeeze columns to nothing
-    for ``cut``, ``awk`` or ``grep``."""
+    for ``cut``, ``awk`` or ``grep``.
+
+    On a terminal too narrow for the table even with its cells wrapped between words,
+    rich would cut words (queue names as ``rep…``, worker ids as ``vm:1…``): the table is
+    printed as aligned plain columns instead, every value whole, and the terminal wraps
+    a line too long for it."""
+    rows = [[_plain(c.header) for c in table.columns]] if table.show_header else []
+    rows += [
+        list(row)
+        for row in zip(*([_plain(c) for c in col._cells] for col in table.columns), strict=True)
+    ]
     if out.is_terminal:
-        out.print(table)
-        return
-    columns = [[_plain(c) for c in column._cells] for column in table.columns]
-    lines = ["\t".join(_plain(c.header) for c in table.columns)] if table.show_header else []
-    lines += ["\t".join(row) for row in zip(*columns, strict=True)]
+        if fit_widths(table, out.width):
+            out.print(table)
+            return
+        widths = [max(cell_len(cell) for cell in column) for column in zip(*rows, strict=True)]
+        lines = [
+            "  ".join(
+                cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+            for row in rows
+        ]
+    else:
+        lines = ["\t".join(row) for row in rows]
     out.file.write("".join(line + "\n" for line in lines))
     out.file.flush()
 
