@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -259,3 +260,14 @@ def test_requeue_from_the_command_line(url: str, env: dict[str, str]) -> None:
         assert refused.returncode == 1 and "is pending" in refused.stderr, refused
         mixed = omniq(url, env, "requeue", running, "--queue", "mail")
         assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+def test_an_empty_requeue_window_names_the_options_as_given(url: str, env: dict[str, str]) -> None:
+    """``--since 1h --until 2h`` (both mean that long ago) selects nothing: the error
+    names both options as typed and when they are, not epoch seconds."""
+    result = omniq(url, env, "requeue", "--since", "1h", "--until", "2h", "--dry-run")
+    assert result.returncode == 2, result
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert "--since 1h" in line and "--until 2h" in line, line
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line), line
+    assert not re.search(r"\d{10}\.\d", line), f"epoch seconds shown: {line}"

@@ -160,6 +160,13 @@ def requeue(
         raise click.UsageError("give task ids or selection options, not both")
     for task_id in task_ids:
         validate_name("task id", task_id)
+    if since is not None and until is not None and until <= since:
+        typed = click.get_current_context().meta  # the texts as given, kept by parse_when
+        raise click.UsageError(
+            f"the window is empty: --until {typed.get('when:until')} ({fmt_time(until)[:19]}) "
+            f"is not after --since {typed.get('when:since')} ({fmt_time(since)[:19]}); a "
+            "duration means that long ago, so --since takes the longer one"
+        )
     selection = (
         None
         if task_ids

@@ -32,6 +32,8 @@ def parse_when(
     duration texts), or an ISO time (local time when it has no zone)."""
     if value is None:
         return None
+    if ctx is not None and param is not None:  # for a message naming the option as typed
+        ctx.meta[f"when:{param.name}"] = value
     try:
         return time.time() - to_duration(value, above=False)
     except ValueError:
