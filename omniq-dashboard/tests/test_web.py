@@ -192,3 +192,30 @@ def test_the_workers_page_lists_the_registry_escaped(shop: Any) -> None:
         page = client.get("/workers").text
     assert "w-dash-1" in page and "4242" in page and "mail, reports" in page
     assert HOSTILE_ARG not in page and "&lt;script&gt;" in page
+
+
+def test_the_overview_shows_states_a_task_can_be_in(shop: Any) -> None:
+    """A task never ends ``failed`` (its last failed attempt leaves it ``dead``): a
+    ``failed`` column of zeros beside the dead ones read as "nothing failed"."""
+    shop.dead("gone")
+    with TestClient(create_app(shop.app)) as client:
+        page = client.get("/").text
+        tasks = client.get("/tasks").text
+    assert 'data-state="dead"' in page and 'data-state="failed"' not in page
+    assert '<option value="dead"' in tasks and '<option value="failed"' not in tasks
+    assert "no worker registry" not in page, "the stores keep one: the Workers page"
+    assert 'href="/workers"' in page
+
+
+def test_a_paused_schedule_shows_no_next_run(shop: Any) -> None:
+    """Paused, it does not fire at its stored next run (`omniq schedules list` shows
+    '-'); its time zone shows beside the cron expression."""
+    shop.app.schedule(shop.report, name="nightly", args=(1,), cron="30 2 * * *", tz="Europe/Berlin")
+    shop.app.pause_schedule("nightly")
+    with TestClient(create_app(shop.app)) as client:
+        page = client.get("/schedules").text
+    row = re.search(r'<tr data-schedule="nightly">(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    assert "Europe/Berlin" in cells[3], cells
+    assert cells[4].strip() == "-" and "paused" in cells[6], cells

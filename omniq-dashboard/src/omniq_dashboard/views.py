@@ -42,7 +42,12 @@ SHOWN = 4000
 SHOWN_DEPENDENTS = 200
 #: Failed attempts (a task that dies has one too, so "dead" would count it twice).
 FAILURE_TYPES = ("failed",)
+#: Every state a store may report, in lifecycle order.
 STATE_ORDER = [s.value for s in TaskState]
+#: The states shown as columns and filter choices: a task never ends ``failed`` (its last
+#: failed attempt leaves it ``dead``; ``failed`` is a result's and an event's state), and
+#: a column of zeros there read as "nothing failed" beside the dead ones.
+SHOWN_STATES = [s for s in STATE_ORDER if s != TaskState.FAILED.value]
 
 
 def shown(value: Any) -> str:
@@ -142,13 +147,14 @@ class Views:
             for name in queues
         ]
         totals = {s: sum(r["counts"].get(s, 0) for r in rows) for s in STATE_ORDER}
+        states = [s for s in STATE_ORDER if s in SHOWN_STATES or totals[s]]
         running = await q.task_queue.list_page(states=[TaskState.RUNNING], limit=200)
         workers: dict[str, int] = {}
         for t in running.tasks:
             workers[t.lease_owner or "?"] = workers.get(t.lease_owner or "?", 0) + 1
         return {
             "rows": rows,
-            "states": STATE_ORDER,
+            "states": states,
             "totals": totals,
             "events_on": q.config.events,
             "workers": sorted(workers.items()),
@@ -252,7 +258,7 @@ class Views:
             "next_cursor": page.cursor,
             "cursor": cursor,
             "filters": filters,
-            "states": STATE_ORDER,
+            "states": SHOWN_STATES,
             "requeued": requeued,
             "queues": sorted(await self.stats.get()),
             "requeue_states": {s.value for s in REQUEUE_STATES},
