@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from omniq.registry import ENTRY_POINT_GROUP, FIRST_PARTY
+from omniq.registry import ENTRY_POINT_GROUP, FIRST_PARTY, registry
 
 HEAVY = ["aiosqlite", "asyncpg", "redis", "nats", "fsspec", "gevent", "s3fs"]
 
@@ -55,3 +55,15 @@ def test_registry_lists_every_first_party_plugin_without_errors():
     for name, (_dist, _extra, schemes) in FIRST_PARTY.items():
         if name != "gevent":
             assert set(schemes) <= set(backends[name].schemes), name
+
+
+def test_an_unknown_pool_is_told_how_pools_register():
+    """A mistyped ``--pool`` named backends as what plugins register; a pool is one."""
+    from omniq.errors import UnknownBackendError
+
+    with pytest.raises(UnknownBackendError) as caught:
+        registry.pool("procss")
+    message = str(caught.value)
+    assert "Did you mean 'process'?" in message
+    assert "Third-party worker pools register" in message, message
+    assert "backends" not in message, message

@@ -482,7 +482,8 @@ class PluginRegistry:
             msg += " Plugins that failed to load: " + "; ".join(i.error or "" for i in failed)
         else:
             msg += (
-                f" Third-party backends register under the {ENTRY_POINT_GROUP!r} entry-point group."
+                f" Third-party {'worker pools' if pools else 'backends'} register under the"
+                f" {ENTRY_POINT_GROUP!r} entry-point group."
             )
         return UnknownBackendError(msg)
 
