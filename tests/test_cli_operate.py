@@ -155,8 +155,22 @@ def test_a_stopped_worker_unregisters_and_removes_its_health_file(
     assert worker.wait(timeout=20) == 0
     assert not health_file.exists(), "a stopped worker's health file must not say it is alive"
     assert listed(url, env) == [], "a stopped worker unregisters at once"
-    gone = omniq(url, env, "health", "--file", str(health_file))
+    gone = omniq(url, env, "health", "--file", str(health_file), "--max-age", "90s")
     assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_a_health_file_probe_needs_a_max_age(url: str, env: dict[str, str], tmp_path: Path) -> None:
+    """A worker killed with kill -9 leaves its file behind: without --max-age the probe
+    answered healthy for ever (here, a file an hour old)."""
+    left = tmp_path / "health"
+    left.touch()
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    result = omniq(url, env, "health", "--file", str(left))
+    assert result.returncode == 2, result
+    assert "--file needs --max-age" in result.stderr, result.stderr
+    stale = omniq(url, env, "health", "--file", str(left), "--max-age", "90s")
+    assert stale.returncode == 1 and "last touched 3600" in stale.stderr, stale.stderr
 
 
 def test_workers_and_health_with_no_worker(url: str, env: dict[str, str]) -> None:

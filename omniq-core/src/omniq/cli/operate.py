@@ -277,7 +277,7 @@ def workers(state: CliState, queue: str | None, app_ref: str | None, as_json: bo
     print_table(table)
 
 
-def _file_health(path: str, max_age: float | None) -> None:
+def _file_health(path: str, max_age: float) -> None:
     """The worker's ``--health-file``: touched on each heartbeat, removed on stop."""
     try:
         age = time.time() - os.stat(path).st_mtime
@@ -286,7 +286,7 @@ def _file_health(path: str, max_age: float | None) -> None:
             f"unhealthy: health file {path!r} does not exist (no worker "
             f"runs with --health-file {path}, or it stopped)"
         ) from None
-    if max_age is not None and age > max_age:
+    if age > max_age:
         raise click.ClickException(
             f"unhealthy: health file {path!r} was last touched {age:.1f} s "
             f"ago (--max-age {max_age:g} s)"
@@ -314,7 +314,8 @@ def _file_health(path: str, max_age: float | None) -> None:
     "--file",
     "health_file",
     metavar="PATH",
-    help="Check the file a worker touches with --health-file instead of the store.",
+    help="Check the file a worker touches with --health-file instead of the store (with "
+    "--max-age).",
 )
 @app_option
 @click.pass_obj
@@ -328,6 +329,12 @@ def health(
     """Exit 0 when live workers serve every queue asked for, else 1 with the reason:
     for liveness/readiness probes (Kubernetes exec probes, systemd, scripts)."""
     if health_file is not None:
+        if max_age is None:  # the file of a worker killed outright stays: always healthy
+            raise click.UsageError(
+                "--file needs --max-age: a worker killed outright (kill -9, the OOM killer) "
+                "leaves its file behind, so only its age tells; give more than the worker's "
+                "heartbeat interval (lease/3), e.g. --max-age 90s"
+            )
         _file_health(health_file, max_age)
         return
     for q in queues:
