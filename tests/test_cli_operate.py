@@ -285,3 +285,24 @@ def test_an_empty_requeue_window_names_the_options_as_given(url: str, env: dict[
     assert "--since 1h" in line and "--until 2h" in line, line
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line), line
     assert not re.search(r"\d{10}\.\d", line), f"epoch seconds shown: {line}"
+
+
+def test_task_tells_a_lapsed_lease_and_a_passed_ttl(url: str, env: dict[str, str]) -> None:
+    """A stuck task: its worker died, so its lease ran out, or its ttl passed before any
+    worker took it. `omniq task` showed both times as if current; it says they passed."""
+
+    async def reserve_briefly() -> list[Task]:
+        async with registry.resolve("task_queue", url) as queue:
+            return await queue.reserve(["default"], "gone-worker", 0.2)
+
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("some.task")
+        [held] = asyncio.run(reserve_briefly())
+        late = app.enqueue("some.task", queue="later", ttl=0.05)
+        expires = app.get_task(late.id).expires_at or 0
+    poll(lambda: time.time() > max(held.lease_deadline or 0, expires) + 0.1, "both passed")
+    shown = omniq(url, env, "task", held.id)
+    assert shown.returncode == 0, shown
+    assert re.search(r"worker\tgone-worker \(lease ran out at .* s ago", shown.stdout), shown.stdout
+    shown = omniq(url, env, "task", late.id)
+    assert re.search(r"expires\t.* \(passed .* s ago: it will not run", shown.stdout), shown.stdout

@@ -11,7 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
-from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
+from ..models import (
+    ACTIVE_STATES,
+    PURGE_DEFAULT_STATES,
+    READY_STATES,
+    EventType,
+    TaskState,
+    validate_name,
+)
 from ..options import to_duration
 from ..serialization import binding
 from .root import app_option, cli
@@ -111,18 +118,33 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
             ("eta", "eta"),
             ("started", "started_at"),
             ("finished", "finished_at"),
-            ("expires", "expires_at"),
         ):
             if task[key]:
                 grid.add_row(label, fmt_time(task[key]))
+        now = time.time()
+        if task["expires_at"]:
+            ago = now - task["expires_at"]
+            passed = (
+                f" (passed {ago:.1f} s ago: it will not run; a worker's cleanup marks it "
+                "expired within a minute)"
+                if ago > 0 and task["state"] in READY_STATES | {TaskState.WAITING}
+                else ""
+            )
+            grid.add_row("expires", fmt_time(task["expires_at"]) + passed)
         if task["depends_on"]:
             grid.add_row("depends on", ", ".join(task["depends_on"]))
         if task["schedule_id"]:
             grid.add_row("schedule", task["schedule_id"])
         if task["lease_owner"]:
-            grid.add_row(
-                "worker", f"{task['lease_owner']} (lease until {fmt_time(task['lease_deadline'])})"
+            deadline = task["lease_deadline"] or 0.0
+            lease = (
+                f"lease ran out at {fmt_time(deadline)}, {now - deadline:.1f} s ago: the worker "
+                "stopped heartbeating (killed, paused, or cut off from the store); a live "
+                "worker's sweep returns the task to its queue"
+                if task["state"] is TaskState.RUNNING and deadline < now
+                else f"lease until {fmt_time(deadline)}"
             )
+            grid.add_row("worker", f"{escape(task['lease_owner'])} ({lease})")
         if task["error"] and (result is None or result["error"] is None):
             grid.add_row("last error", escape(f"{task['error'].type}: {task['error'].message}"))
     if result is not None:
