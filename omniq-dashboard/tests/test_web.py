@@ -219,3 +219,28 @@ def test_a_paused_schedule_shows_no_next_run(shop: Any) -> None:
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
     assert "Europe/Berlin" in cells[3], cells
     assert cells[4].strip() == "-" and "paused" in cells[6], cells
+
+
+def test_a_stuck_task_shows_its_lapsed_lease_and_passed_ttl(shop: Any) -> None:
+    """The task page named the worker of a running task but not its lease, so a task
+    whose worker died read as running normally; a passed ttl did not show at all."""
+    from omniq.registry import registry
+
+    async def reserve_briefly() -> Any:
+        async with registry.resolve("task_queue", shop.url) as queue:
+            return await queue.reserve(["mail"], "gone-worker", 0.2)
+
+    shop.send_mail.delay("held")
+    [held] = asyncio.run(reserve_briefly())
+    late = shop.app.enqueue("shop.report", queue="later", ttl=0.05)
+    expires = shop.app.get_task(late.id).expires_at
+    end = time.monotonic() + 10
+    while time.time() < max(held.lease_deadline, expires) + 0.1:
+        assert time.monotonic() < end, "the lease and the ttl did not pass"
+        time.sleep(0.05)
+    with TestClient(create_app(shop.app)) as client:
+        running = client.get(f"/tasks/{held.id}").text
+        waiting = client.get(f"/tasks/{late.id}").text
+    assert re.search(r"gone-worker.*lease ran out at [\d: -]+ UTC, [\d.]+ s ago", running), running
+    assert re.search(r"<dt>Expires</dt><dd>[\d: -]+ UTC \(passed", waiting), waiting
+    assert "it will not run" in waiting

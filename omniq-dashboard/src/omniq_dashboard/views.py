@@ -326,6 +326,7 @@ class Views:
             links=links,
             can_requeue=task.state in REQUEUE_STATES,
             active=task.state in ACTIVE_STATES,
+            now=time.time(),
             done=request.query_params.get("requeued"),
         )
 
