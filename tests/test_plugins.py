@@ -67,3 +67,34 @@ def test_an_unknown_pool_is_told_how_pools_register():
     assert "Did you mean 'process'?" in message
     assert "Third-party worker pools register" in message, message
     assert "backends" not in message, message
+
+
+def test_a_disabled_plugin_is_listed_as_disabled_and_a_mistyped_name_warns(monkeypatch):
+    """An operator turning tracing off could not tell it worked (the plugin vanished from
+    ``omniq plugins``), nor that a typo disabled nothing (it said nothing)."""
+    from omniq.registry import PluginRegistry
+
+    monkeypatch.setenv("OMNIQ_DISABLE_PLUGINS", "opentelemtry")
+    with pytest.warns(UserWarning, match="did you mean 'opentelemetry'") as caught:
+        infos = {i.name: i for i in PluginRegistry().plugins()}
+    assert "disabled nothing" in str(caught[0].message)
+    assert "opentelemetry" in infos and not infos["opentelemetry"].disabled
+    monkeypatch.setenv("OMNIQ_DISABLE_PLUGINS", "opentelemetry")
+    run = subprocess.run(
+        [sys.executable, "-m", "omniq.cli", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [row] = [r for r in run.stdout.splitlines() if r.startswith("opentelemetry\t")]
+    assert row.endswith("\tdisabled (OMNIQ_DISABLE_PLUGINS)"), row
+    listed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "omniq.cli", "plugins", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+    [entry] = [e for e in listed if e["name"] == "opentelemetry"]
+    assert entry["disabled"] is True and entry["hooks"] == []
