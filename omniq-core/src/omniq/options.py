@@ -241,6 +241,7 @@ class ParsedOptions:
 #: is 0.78).
 TYPO = 0.85
 
+
 @dataclass(frozen=True)
 class OptionSchema:
     """A backend's option table. ``passthrough`` names the driver that takes the query

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from rich.console import Console
 from rich.cells import cell_len
+from rich.console import Console
 from rich.logging import RichHandler
 from rich.measure import Measurement
 from rich.table import Table
@@ -44,7 +44,7 @@ class _Console(Console):
     one line whatever ``COLUMNS`` says, so ``grep`` and scripts find a task id whole on
     the line that names it (tables have their own plain form, :func:`print_table`)."""
 
-    @property  # type: ignore[override]
+    @property
     def soft_wrap(self) -> bool:
         return not self.is_terminal
 
