@@ -306,3 +306,34 @@ def test_task_tells_a_lapsed_lease_and_a_passed_ttl(url: str, env: dict[str, str
     assert re.search(r"worker\tgone-worker \(lease ran out at .* s ago", shown.stdout), shown.stdout
     shown = omniq(url, env, "task", late.id)
     assert re.search(r"expires\t.* \(passed .* s ago: it will not run", shown.stdout), shown.stdout
+
+
+def test_a_health_file_that_cannot_be_written_stops_the_worker_naming_it(
+    url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A probe reading a file the worker cannot write fails for ever, so the worker must
+    say so at start: it printed ``Error: [Errno 17] File exists: '...'``, no path asked
+    for, no option named."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "--burst",
+            "--no-progress",
+            "--health-file",
+            str(blocker / "health"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0, result
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert f"--health-file {blocker / 'health'}" in line, line
