@@ -337,3 +337,25 @@ def test_a_health_file_that_cannot_be_written_stops_the_worker_naming_it(
     assert result.returncode != 0, result
     [line] = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
     assert f"--health-file {blocker / 'health'}" in line, line
+
+
+def test_grace_period_takes_a_duration_text(url: str, env: dict[str, str]) -> None:
+    """The config takes ``grace_period: 1m``; the flag refused it with "'1m' is not a valid
+    float range", naming no valid form."""
+
+    def worker(grace: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--burst"]
+            + ["--no-progress", "--grace-period", grace],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    ok = worker("1m")
+    assert ok.returncode == 0 and "grace_period=60.0" in ok.stderr, ok.stderr
+    assert "grace_period=0.0" in worker("0").stderr
+    bad = worker("soon")
+    assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr, bad.stderr
+    assert "'30s', '5m'" in bad.stderr
