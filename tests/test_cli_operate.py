@@ -345,8 +345,10 @@ def test_grace_period_takes_a_duration_text(url: str, env: dict[str, str]) -> No
 
     def worker(grace: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--burst"]
-            + ["--no-progress", "--grace-period", grace],
+            [
+                *(sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--burst"),
+                *("--no-progress", "--grace-period", grace),
+            ],
             capture_output=True,
             text=True,
             env=env,
