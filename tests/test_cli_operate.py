@@ -361,3 +361,18 @@ def test_grace_period_takes_a_duration_text(url: str, env: dict[str, str]) -> No
     bad = worker("soon")
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr, bad.stderr
     assert "'30s', '5m'" in bad.stderr
+
+
+def test_task_names_where_it_was_requeued_to_and_from(url: str, env: dict[str, str]) -> None:
+    """Inspecting a dead task did not say it was requeued already (and as which task),
+    nor a requeued one where it came from: the dashboard's task page says both."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        [dead] = asyncio.run(dead_letter(url, "mail", 1))
+        new = app.requeue(dead.id, by="ops").id
+    old_view = omniq(url, env, "task", dead.id)
+    assert f"requeued as\t{new}" in old_view.stdout, old_view.stdout
+    new_view = omniq(url, env, "task", new)
+    assert f"requeued from\t{dead.id}" in new_view.stdout, new_view.stdout
+    as_json = json.loads(omniq(url, env, "task", dead.id, "--json").stdout)
+    assert as_json["requeued_to"] == [new]

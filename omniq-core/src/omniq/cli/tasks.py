@@ -153,6 +153,10 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         else:
             grid.add_row("error", escape(f"{result['error'].type}: {result['error'].message}"))
         grid.add_row("ran on", result["worker_id"] or "-")
+    if view.get("requeued_from"):
+        grid.add_row("requeued from", escape(view["requeued_from"]))
+    for new in view.get("requeued_to", []):
+        grid.add_row("requeued as", escape(new))
     print_table(grid)
     error = (result or {}).get("error") or (task or {}).get("error")
     if traceback and error is not None and error.traceback:
@@ -176,7 +180,23 @@ def task_cmd(
         result = await app.get_task_result(task_id)
         if task is None and result is None:
             raise TaskNotFoundError(task_id, " (never enqueued, or deleted after its retention)")
-        return _task_view(app, task, result)
+        view = _task_view(app, task, result)
+        if app.config.events:  # where an operator's requeue took it, or brought it from
+            found = await app.event_storage.query(
+                task_id=task_id, types=[EventType.REQUEUED.value, EventType.ENQUEUED.value]
+            )
+            view["requeued_to"] = [
+                str(e.detail.get("to")) for e in found if e.type is EventType.REQUEUED
+            ]
+            view["requeued_from"] = next(
+                (
+                    str(e.detail["requeued_from"])
+                    for e in found
+                    if e.type is EventType.ENQUEUED and "requeued_from" in e.detail
+                ),
+                None,
+            )
+        return view
 
     view = state.run(state.build_app(app_ref), fetch)
     if as_json:
