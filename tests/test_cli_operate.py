@@ -376,3 +376,22 @@ def test_task_names_where_it_was_requeued_to_and_from(url: str, env: dict[str, s
     assert f"requeued from\t{dead.id}" in new_view.stdout, new_view.stdout
     as_json = json.loads(omniq(url, env, "task", dead.id, "--json").stdout)
     assert as_json["requeued_to"] == [new]
+
+
+def test_a_question_with_no_answer_says_to_add_yes(url: str, env: dict[str, str]) -> None:
+    """Run from cron or CI (stdin closed), requeue and purge ended with "Aborted!"."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        asyncio.run(dead_letter(url, "mail", 1))
+    for args in (["requeue", "-q", "mail"], ["purge", "--queue", "mail"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert result.returncode == 1, result
+        assert "Aborted!" not in result.stderr, result.stderr
+        assert "--yes" in result.stderr and "nothing was" in result.stderr, result.stderr

@@ -21,7 +21,7 @@ from ..requeueing import RequeueSelection
 from .root import app_option, cli
 from .state import CliState
 from .tasks import parse_when
-from .ui import err, fmt_time, out, print_json, print_table
+from .ui import confirm, err, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -202,7 +202,7 @@ def requeue(
         if selection is not None and not yes:
             which = ", ".join(s.value for s in selection.states)
             where = f"queue {selection.queue!r}" if selection.queue else "every queue"
-            click.confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", abort=True, err=True)
+            confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", "nothing was requeued")
         done: list[tuple[str, str]] = []
         with Progress(console=err, transient=True, disable=len(ids) <= batch) as bar:
             job = bar.add_task("requeueing", total=len(ids))

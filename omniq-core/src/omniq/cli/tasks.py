@@ -23,7 +23,7 @@ from ..options import to_duration
 from ..serialization import binding
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json, print_table
+from .ui import confirm, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -347,7 +347,7 @@ def purge(
         where = f"queue {queue!r}" if queue else "every queue"
         which = ", ".join(s.value for s in wanted) if wanted else "every state but running"
         if not yes:
-            click.confirm(f"Delete {count} task(s) in {where} ({which})?", abort=True, err=True)
+            confirm(f"Delete {count} task(s) in {where} ({which})?", "nothing was deleted")
         return await app.purge(queue=queue, states=wanted)
 
     deleted = state.run(state.build_app(app_ref), run)

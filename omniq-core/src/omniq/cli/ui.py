@@ -16,6 +16,7 @@ import weakref
 from datetime import datetime
 from typing import Any
 
+import click
 import msgspec
 from rich.cells import cell_len
 from rich.console import Console
@@ -257,6 +258,21 @@ def release_logging() -> None:
         handler = _installed.pop()
         root.removeHandler(handler)
         handler.flush()
+
+
+def confirm(question: str, unchanged: str) -> None:
+    """Ask ``question`` on stderr; end the command (exit 1) saying ``unchanged`` unless
+    the answer is yes. No answer at all (stdin closed: cron, CI) says to add ``--yes``,
+    where click would print only "Aborted!"."""
+    try:
+        answer = click.confirm(question, err=True)
+    except click.Abort:
+        raise click.ClickException(
+            f"no answer to the question (stdin closed or interrupted); {unchanged}. Add "
+            f"--yes to skip the question"
+        ) from None
+    if not answer:
+        raise click.ClickException(f"not confirmed; {unchanged}")
 
 
 def fmt_time(ts: float | None) -> str:
