@@ -244,3 +244,14 @@ def test_a_stuck_task_shows_its_lapsed_lease_and_passed_ttl(shop: Any) -> None:
     assert re.search(r"gone-worker.*lease ran out at [\d: -]+ UTC, [\d.]+ s ago", running), running
     assert re.search(r"<dt>Expires</dt><dd>[\d: -]+ UTC \(passed", waiting), waiting
     assert "it will not run" in waiting
+
+
+def test_a_store_that_does_not_answer_is_a_503_with_its_url_masked() -> None:
+    """A PostgreSQL that is down answered 400 (the request's fault) to a monitor."""
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ(task_queue="postgresql://ops:hunter2-pw@127.0.0.1:1/x?connect_timeout=2")
+    with TestClient(create_app(app)) as client:
+        page = client.get("/")
+    assert page.status_code == 503, page.status_code
+    assert "cannot connect to PostgreSQL" in page.text and "hunter2-pw" not in page.text

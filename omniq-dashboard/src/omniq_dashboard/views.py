@@ -17,7 +17,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from omniq.config import mask_url
-from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
+from omniq.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    OmniQError,
+    QueueError,
+    TaskNotFoundError,
+)
 from omniq.interfaces import REQUEUE_STATES, Capability, EventCount
 from omniq.models import ACTIVE_STATES, EventType, TaskState, validate_name
 
@@ -98,7 +104,13 @@ class Views:
 
     def exception_handlers(self) -> Mapping[Any, Callable[..., Any]]:
         async def bad_request(request: Request, exc: Exception) -> Response:
-            status = 404 if isinstance(exc, TaskNotFoundError) else 400
+            status = (
+                404
+                if isinstance(exc, TaskNotFoundError)
+                else 503  # a store that does not answer: not the request's fault
+                if isinstance(exc, BackendUnavailableError)
+                else 400
+            )
             return self.render(
                 request, "error.html", status_code=status, message=mask_url(str(exc))
             )
