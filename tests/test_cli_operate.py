@@ -395,3 +395,15 @@ def test_a_question_with_no_answer_says_to_add_yes(url: str, env: dict[str, str]
         assert result.returncode == 1, result
         assert "Aborted!" not in result.stderr, result.stderr
         assert "--yes" in result.stderr and "nothing was" in result.stderr, result.stderr
+
+
+def test_requeue_json_is_only_json(url: str, env: dict[str, str]) -> None:
+    """``omniq requeue --json | jq`` broke when nothing matched ("Nothing to requeue."
+    before the ``[]``) and on a dry run (the table, then ``[]``)."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        [dead] = asyncio.run(dead_letter(url, "mail", 1))
+    nothing = omniq(url, env, "requeue", "--queue", "sms", "--yes", "--json")
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == [], nothing.stdout
+    dry = omniq(url, env, "requeue", "--queue", "mail", "--dry-run", "--json")
+    assert json.loads(dry.stdout) == [{"id": dead.id, "requeued_as": None}], dry.stdout

@@ -192,9 +192,11 @@ def requeue(
             shown += page[: _SHOWN - len(shown)]
         return ids, shown
 
-    async def run(app: AsyncOmniQ) -> list[tuple[str, str]]:
+    async def run(app: AsyncOmniQ) -> list[tuple[str, str | None]]:
         ids, shown = await pick(app)
         if dry_run or not ids:
+            if as_json:  # JSON alone on stdout: a dry run lists what would be requeued
+                return [(i, None) for i in ids]
             if ids:
                 _requeue_rows(shown, len(ids) - len(shown))
             out.print(f"Would requeue {len(ids)} task(s)." if ids else "Nothing to requeue.")
@@ -203,7 +205,7 @@ def requeue(
             which = ", ".join(s.value for s in selection.states)
             where = f"queue {selection.queue!r}" if selection.queue else "every queue"
             confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", "nothing was requeued")
-        done: list[tuple[str, str]] = []
+        done: list[tuple[str, str | None]] = []
         with Progress(console=err, transient=True, disable=len(ids) <= batch) as bar:
             job = bar.add_task("requeueing", total=len(ids))
             for at in range(0, len(ids), batch):
