@@ -147,12 +147,21 @@ class LockedRecords(RecordStore):
         self.files.write(path, data)
 
     def save(self, old: Record | None, new: Record) -> Record:
-        """Move the entry first, then replace the record: after a crash between the two
-        the entry is in the wrong directory, and the next lister puts it back."""
+        """Create: entry, then record (an entry without a record is dropped by its
+        lister). Replace: record, then entry moved. After a crash between the two the
+        entry is left in the directory of the state the task left, which is one that is
+        listed often (pending, running, a due retry, waiting) and whose lister moves it.
+        The other order left it in the new state's directory: a completion's in a
+        finished bucket, listed only when its retention ends, and the record ``running``
+        with no entry the lease sweep reads, for a day."""
         target = entry_path(new)
-        if old is None or not self.locking.move(entry_path(old), target):
+        if old is None:
             self.files.touch(target)
+            self.files.write(record_path(new.task.id), encoder.encode(new))
+            return new
         self.files.write(record_path(new.task.id), encoder.encode(new))
+        if not self.locking.move(entry_path(old), target):
+            self.files.touch(target)
         return new
 
     def next_seq(self, count: int) -> int:
