@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import logging
 import os
 import threading
 import warnings
@@ -290,13 +291,14 @@ class PluginRegistry:
         names = sorted({ep.name for ep in installed})
         for name in sorted(disabled - set(names)):
             close = difflib.get_close_matches(name, names, n=1)
-            warnings.warn(
-                f"OMNIQ_DISABLE_PLUGINS names {name!r}, which is no installed plugin, so it "
-                f"disabled nothing"
-                + (f"; did you mean {close[0]!r}?" if close else "")
-                + f" Installed: {', '.join(names) or 'none'}.",
-                UserWarning,
-                stacklevel=2,
+            # Logged, not warnings.warn: a line an operator reads in the worker's log,
+            # without a source location in front.
+            logging.getLogger("omniq").warning(
+                "OMNIQ_DISABLE_PLUGINS names %r, which is no installed plugin, so it disabled "
+                "nothing%s Installed: %s.",
+                name,
+                f"; did you mean {close[0]!r}?" if close else ".",
+                ", ".join(names) or "none",
             )
 
     def _register(
