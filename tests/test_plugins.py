@@ -69,9 +69,7 @@ def test_an_unknown_pool_is_told_how_pools_register():
     assert "backends" not in message, message
 
 
-def test_a_disabled_plugin_is_listed_as_disabled_and_a_mistyped_name_warns(
-    monkeypatch, caplog
-):
+def test_a_disabled_plugin_is_listed_as_disabled_and_a_mistyped_name_warns(monkeypatch, caplog):
     """An operator turning tracing off could not tell it worked (the plugin vanished from
     ``omniq plugins``), nor that a typo disabled nothing (it said nothing)."""
     from omniq.registry import PluginRegistry
