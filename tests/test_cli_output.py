@@ -223,3 +223,15 @@ def test_tables_on_an_80_column_terminal_cut_no_value(tmp_path: Path, env: dict[
     events = on_a_terminal(env, "--task-queue", url, "events")
     assert ref.id in events and "reports.build_monthly_summary" in events, events
     assert "…" not in events, events
+
+
+def test_a_no_wrap_column_is_not_narrowed_to_fit(tmp_path: Path, env: dict[str, str]) -> None:
+    """`omniq events` keeps its time, event and task columns on one line (no_wrap): fitting
+    the table by narrowing them made rich cut the time to '2026-12-08 02:…' on terminals
+    a little narrower than the table."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        ref = app.enqueue("job", queue="mail")
+    for columns in (100, 108, 112, 116, 124):
+        events = on_a_terminal(env, "--task-queue", url, "events", columns=columns)
+        assert ref.id in events and "…" not in events, (columns, events)

@@ -296,14 +296,16 @@ def fit_widths(table: Table, width: int) -> bool:
     Rich fits a wide table by cutting the widest columns, then every column evenly, into
     words (``rep…``, ``vm:1…``) even where wrapping other cells between words would have
     made room. Here a column narrows one character at a time, always the one with the
-    most room left above its longest word, until the table fits; a table whose longest
-    words alone are too wide does not fit."""
+    most room left above its longest word (a ``no_wrap`` column: its longest cell), until
+    the table fits; a table whose longest words alone are too wide does not fit."""
     wide = out.options.update_width(100_000)  # rich clamps a measurement to the width
     ranges = []
     for column in table.columns:
         cells = [column.header, *column._cells] if table.show_header else column._cells
         sizes = [Measurement.get(out, wide, cell) for cell in cells] or [Measurement(1, 1)]
-        ranges.append((max(m.minimum for m in sizes), max(m.maximum for m in sizes)))
+        high = max(m.maximum for m in sizes)
+        # A no_wrap column cannot wrap between words: narrowed, rich cuts its cells.
+        ranges.append((high if column.no_wrap else max(m.minimum for m in sizes), high))
     padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
     room = width - table._extra_width - padding
     widths = [high for _, high in ranges]
