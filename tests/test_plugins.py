@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 
@@ -99,3 +100,24 @@ def test_a_disabled_plugin_is_listed_as_disabled_and_a_mistyped_name_warns(monke
     )
     [entry] = [e for e in listed if e["name"] == "opentelemetry"]
     assert entry["disabled"] is True and entry["hooks"] == []
+
+
+def test_a_mistyped_disabled_plugin_warns_in_the_workers_log_format(tmp_path):
+    """The CLI loads plugins before it sets up logging: the warning went out as a bare
+    line, the one line that is not JSON in a `--log-format json` stream (a log pipeline
+    parsing each line failed on it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "omniq.cli", "--task-queue", f"sqlite:///{tmp_path / 'q.db'}"),
+            *("worker", "--burst", "--log-format", "json", "--no-progress"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "OMNIQ_DISABLE_PLUGINS": "opentelemtry"},
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stderr.splitlines()]  # every line is JSON
+    [warning] = [e for e in lines if "OMNIQ_DISABLE_PLUGINS" in e["message"]]
+    assert warning["level"] == "WARNING" and "did you mean 'opentelemetry'" in warning["message"]

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +34,8 @@ __all__ = [
     "err",
     "flush_logging",
     "fmt_time",
+    "hold_early_records",
+    "log_early_records",
     "out",
     "print_json",
     "print_table",
@@ -217,6 +221,37 @@ def flush_logging() -> None:
 
 
 _installed: list[logging.Handler] = []
+_early: list[logging.LogRecord] = []
+
+
+class _Keep(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _early.append(record)
+
+
+@contextmanager
+def hold_early_records() -> Iterator[None]:
+    """Keep what OmniQ logs meanwhile (the registry's warnings while plugins load, before
+    the command set up logging), for :func:`log_early_records`: said then as a bare line,
+    it was the one line not JSON in a ``--log-format json`` stream."""
+    logger = logging.getLogger("omniq")
+    keep, propagate = _Keep(), logger.propagate
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
+
+
+def log_early_records() -> None:
+    """Log the records :func:`hold_early_records` kept, now that logging is set up."""
+    while _early:
+        record = _early.pop(0)
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
 
 
 def setup_logging(level: int, fmt: str = "text", *, force_level: bool = True) -> None:

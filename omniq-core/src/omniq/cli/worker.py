@@ -23,7 +23,7 @@ from ..progress import WorkerProgress
 from ..registry import registry
 from .root import app_option, cli
 from .state import CliState, describe_ref
-from .ui import err, flush_logging, release_logging, setup_logging
+from .ui import err, flush_logging, log_early_records, release_logging, setup_logging
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -203,6 +203,7 @@ def worker(
     finally:
         # Again, now that the application is imported: if it set up logging, its handlers win.
         setup_logging(level, log_format, force_level=bool(log_level or state.debug))
+        log_early_records()  # plugin loading's warnings, in this format
     options = {
         k: v
         for k, v in {
