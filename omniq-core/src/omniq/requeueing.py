@@ -21,8 +21,12 @@ __all__ = ["RequeueSelection", "requeued_to", "select"]
 
 
 def _utc(ts: float) -> str:
-    """Epoch seconds as a UTC time a person reads in a message."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    """Epoch seconds as a UTC time a person reads in a message; a number no date holds
+    (milliseconds given for seconds) says so, rather than fail in place of the message."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return "(no date)"
 
 
 class RequeueSelection(msgspec.Struct, frozen=True, kw_only=True):
