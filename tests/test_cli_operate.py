@@ -285,6 +285,10 @@ def test_an_empty_requeue_window_names_the_options_as_given(url: str, env: dict[
     assert "--since 1h" in line and "--until 2h" in line, line
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line), line
     assert not re.search(r"\d{10}\.\d", line), f"epoch seconds shown: {line}"
+    # A duration so long it ends before any date: still the usage error, not a ValueError.
+    result = omniq(url, env, "requeue", "--since", "1h", "--until", "99999999d", "--dry-run")
+    assert result.returncode == 2, result
+    assert "the window is empty: --until 99999999d" in result.stderr, result.stderr
 
 
 def test_task_tells_a_lapsed_lease_and_a_passed_ttl(url: str, env: dict[str, str]) -> None:

@@ -315,7 +315,10 @@ def fmt_time(ts: float | None) -> str:
     if not ts:
         return "-"
     # Naive local time on purpose: a person reads it next to their own clock.
-    return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")  # noqa: DTZ006
+    try:
+        return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")  # noqa: DTZ006
+    except (ValueError, OverflowError, OSError):  # ages before or after any date
+        return "(no date)"
 
 
 def _plain(cell: Any) -> str:
