@@ -194,6 +194,7 @@ def worker(
         else (logging.DEBUG if state.debug else logging.INFO)
     )
     setup_logging(level, log_format)
+    log_early_records()  # plugin loading's warnings, in this format
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
     registry.pool(pool or load_config(state.config).worker.pool).prepare_process()
@@ -203,7 +204,6 @@ def worker(
     finally:
         # Again, now that the application is imported: if it set up logging, its handlers win.
         setup_logging(level, log_format, force_level=bool(log_level or state.debug))
-        log_early_records()  # plugin loading's warnings, in this format
     options = {
         k: v
         for k, v in {
