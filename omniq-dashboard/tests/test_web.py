@@ -255,3 +255,38 @@ def test_a_store_that_does_not_answer_is_a_503_with_its_url_masked() -> None:
         page = client.get("/")
     assert page.status_code == 503, page.status_code
     assert "cannot connect to PostgreSQL" in page.text and "hunter2-pw" not in page.text
+
+
+def test_a_store_that_stops_answering_is_a_503(tmp_path: Any) -> None:
+    """A PostgreSQL that hangs once the dashboard has connected (a stalled server, a
+    network partition): new connections time out with a bare ``TimeoutError``, which
+    was a 500 (an internal error) instead of the outage's 503."""
+    import os
+    import socket
+    import uuid
+
+    pytest.importorskip("omniq_backend_postgres")
+    from omniq import AsyncOmniQ
+    from omniq.testing.proxies import forwarding
+    from omniq.testing.services import require_service
+
+    base = os.environ.get("OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    require_service("PostgreSQL", base)
+    schema = f"dash_{uuid.uuid4().hex[:10]}"
+    with forwarding(base) as proxy:
+        host = base.split("@", 1)[1].split("/", 1)
+        url = base.replace(host[0], f"127.0.0.1:{proxy.port}")
+        app = AsyncOmniQ(task_queue=f"{url}?schema={schema}&connect_timeout=1&outage_timeout=2")
+        with TestClient(create_app(app), raise_server_exceptions=False) as client:
+            assert client.get("/tasks").status_code == 200
+            proxy.kill()  # its connections reset; then a server that accepts, silent
+            silent = socket.socket()
+            silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            silent.bind(("127.0.0.1", proxy.port))
+            silent.listen(16)
+            try:
+                page = client.get("/tasks")
+            finally:
+                silent.close()
+    assert page.status_code == 503, (page.status_code, page.text[-400:])
+    assert "did not answer" in page.text

@@ -115,6 +115,17 @@ class Views:
                 request, "error.html", status_code=status, message=mask_url(str(exc))
             )
 
+        async def timed_out(request: Request, exc: Exception) -> Response:
+            # A store that stalls once connected (a hung server, a partition): a new
+            # connection's timeout comes up bare, not as the store's outage error.
+            return self.render(
+                request,
+                "error.html",
+                status_code=503,
+                message="the store did not answer in time (TimeoutError); check that it "
+                "runs and is reachable",
+            )
+
         async def http_error(request: Request, exc: HTTPException) -> Response:
             if not hasattr(request.state, "csrf_token"):
                 return Response(exc.detail, status_code=exc.status_code)
@@ -122,7 +133,7 @@ class Views:
                 request, "error.html", status_code=exc.status_code, message=exc.detail
             )
 
-        return {OmniQError: bad_request, HTTPException: http_error}
+        return {OmniQError: bad_request, TimeoutError: timed_out, HTTPException: http_error}
 
     async def opened(self) -> AsyncOmniQ:
         await self.omniq.open()
