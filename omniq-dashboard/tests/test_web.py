@@ -288,5 +288,16 @@ def test_a_store_that_stops_answering_is_a_503(tmp_path: Any) -> None:
                 page = client.get("/tasks")
             finally:
                 silent.close()
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
     assert page.status_code == 503, (page.status_code, page.text[-400:])
     assert "did not answer" in page.text
