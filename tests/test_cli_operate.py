@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,8 +155,22 @@ def test_a_stopped_worker_unregisters_and_removes_its_health_file(
     assert worker.wait(timeout=20) == 0
     assert not health_file.exists(), "a stopped worker's health file must not say it is alive"
     assert listed(url, env) == [], "a stopped worker unregisters at once"
-    gone = omniq(url, env, "health", "--file", str(health_file))
+    gone = omniq(url, env, "health", "--file", str(health_file), "--max-age", "90s")
     assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_a_health_file_probe_needs_a_max_age(url: str, env: dict[str, str], tmp_path: Path) -> None:
+    """A worker killed with kill -9 leaves its file behind: without --max-age the probe
+    answered healthy for ever (here, a file an hour old)."""
+    left = tmp_path / "health"
+    left.touch()
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    result = omniq(url, env, "health", "--file", str(left))
+    assert result.returncode == 2, result
+    assert "--file needs --max-age" in result.stderr, result.stderr
+    stale = omniq(url, env, "health", "--file", str(left), "--max-age", "90s")
+    assert stale.returncode == 1 and "last touched 3600" in stale.stderr, stale.stderr
 
 
 def test_workers_and_health_with_no_worker(url: str, env: dict[str, str]) -> None:
@@ -259,3 +274,140 @@ def test_requeue_from_the_command_line(url: str, env: dict[str, str]) -> None:
         assert refused.returncode == 1 and "is pending" in refused.stderr, refused
         mixed = omniq(url, env, "requeue", running, "--queue", "mail")
         assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+def test_an_empty_requeue_window_names_the_options_as_given(url: str, env: dict[str, str]) -> None:
+    """``--since 1h --until 2h`` (both mean that long ago) selects nothing: the error
+    names both options as typed and when they are, not epoch seconds."""
+    result = omniq(url, env, "requeue", "--since", "1h", "--until", "2h", "--dry-run")
+    assert result.returncode == 2, result
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert "--since 1h" in line and "--until 2h" in line, line
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line), line
+    assert not re.search(r"\d{10}\.\d", line), f"epoch seconds shown: {line}"
+    # A duration so long it ends before any date: still the usage error, not a ValueError.
+    result = omniq(url, env, "requeue", "--since", "1h", "--until", "99999999d", "--dry-run")
+    assert result.returncode == 2, result
+    assert "the window is empty: --until 99999999d" in result.stderr, result.stderr
+
+
+def test_task_tells_a_lapsed_lease_and_a_passed_ttl(url: str, env: dict[str, str]) -> None:
+    """A stuck task: its worker died, so its lease ran out, or its ttl passed before any
+    worker took it. `omniq task` showed both times as if current; it says they passed."""
+
+    async def reserve_briefly() -> list[Task]:
+        async with registry.resolve("task_queue", url) as queue:
+            return await queue.reserve(["default"], "gone-worker", 0.2)
+
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("some.task")
+        [held] = asyncio.run(reserve_briefly())
+        late = app.enqueue("some.task", queue="later", ttl=0.05)
+        expires = app.get_task(late.id).expires_at or 0
+    poll(lambda: time.time() > max(held.lease_deadline or 0, expires) + 0.1, "both passed")
+    shown = omniq(url, env, "task", held.id)
+    assert shown.returncode == 0, shown
+    assert re.search(r"worker\tgone-worker \(lease ran out at .* s ago", shown.stdout), shown.stdout
+    shown = omniq(url, env, "task", late.id)
+    assert re.search(r"expires\t.* \(passed .* s ago: it will not run", shown.stdout), shown.stdout
+
+
+def test_a_health_file_that_cannot_be_written_stops_the_worker_naming_it(
+    url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A probe reading a file the worker cannot write fails for ever, so the worker must
+    say so at start: it printed ``Error: [Errno 17] File exists: '...'``, no path asked
+    for, no option named."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "--task-queue",
+            url,
+            "worker",
+            "--burst",
+            "--no-progress",
+            "--health-file",
+            str(blocker / "health"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0, result
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert f"--health-file {blocker / 'health'}" in line, line
+
+
+def test_grace_period_takes_a_duration_text(url: str, env: dict[str, str]) -> None:
+    """The config takes ``grace_period: 1m``; the flag refused it with "'1m' is not a valid
+    float range", naming no valid form."""
+
+    def worker(grace: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "omniq.cli", "--task-queue", url, "worker", "--burst"),
+                *("--no-progress", "--grace-period", grace),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    ok = worker("1m")
+    assert ok.returncode == 0 and "grace_period=60.0" in ok.stderr, ok.stderr
+    assert "grace_period=0.0" in worker("0").stderr
+    bad = worker("soon")
+    assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr, bad.stderr
+    assert "'30s', '5m'" in bad.stderr
+
+
+def test_task_names_where_it_was_requeued_to_and_from(url: str, env: dict[str, str]) -> None:
+    """Inspecting a dead task did not say it was requeued already (and as which task),
+    nor a requeued one where it came from: the dashboard's task page says both."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        [dead] = asyncio.run(dead_letter(url, "mail", 1))
+        new = app.requeue(dead.id, by="ops").id
+    old_view = omniq(url, env, "task", dead.id)
+    assert f"requeued as\t{new}" in old_view.stdout, old_view.stdout
+    new_view = omniq(url, env, "task", new)
+    assert f"requeued from\t{dead.id}" in new_view.stdout, new_view.stdout
+    as_json = json.loads(omniq(url, env, "task", dead.id, "--json").stdout)
+    assert as_json["requeued_to"] == [new]
+
+
+def test_a_question_with_no_answer_says_to_add_yes(url: str, env: dict[str, str]) -> None:
+    """Run from cron or CI (stdin closed), requeue and purge ended with "Aborted!"."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        asyncio.run(dead_letter(url, "mail", 1))
+    for args in (["requeue", "-q", "mail"], ["purge", "--queue", "mail"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "omniq.cli", "--task-queue", url, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert result.returncode == 1, result
+        assert "Aborted!" not in result.stderr, result.stderr
+        assert "--yes" in result.stderr and "nothing was" in result.stderr, result.stderr
+
+
+def test_requeue_json_is_only_json(url: str, env: dict[str, str]) -> None:
+    """``omniq requeue --json | jq`` broke when nothing matched ("Nothing to requeue."
+    before the ``[]``) and on a dry run (the table, then ``[]``)."""
+    with OmniQ(task_queue=url) as app:
+        app.enqueue("shop.send_mail", queue="mail")
+        [dead] = asyncio.run(dead_letter(url, "mail", 1))
+    nothing = omniq(url, env, "requeue", "--queue", "sms", "--yes", "--json")
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == [], nothing.stdout
+    dry = omniq(url, env, "requeue", "--queue", "mail", "--dry-run", "--json")
+    assert json.loads(dry.stdout) == [{"id": dead.id, "requeued_as": None}], dry.stdout

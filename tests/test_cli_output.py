@@ -162,3 +162,76 @@ def test_an_unknown_omniq_variable_is_reported_like_an_unknown_yaml_key(
     assert f"unknown config key {key} in the environment ({name}); did you mean" in result.stderr
     plugin_own = omniq({**env, "OMNIQ_TEST_REDIS_URL": "redis://x"}, "plugins")
     assert plugin_own.returncode == 0, "a variable far from every key belongs to someone else"
+
+
+def test_messages_in_a_pipe_are_whole_lines(tmp_path: Path, env: dict[str, str]) -> None:
+    """A narrow terminal's width (COLUMNS=40 here) must not break a message in a pipe:
+    ``omniq cancel ID | grep`` and scripts read the task id on the line it is named on."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        task_id = app.enqueue("reports.build_monthly_summary", queue="reports.monthly").id
+        app.schedule("reports.build_monthly_summary", interval=3600, name="monthly-summary-long")
+    cancelled = omniq(env, "--task-queue", url, "cancel", task_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == f"Task {task_id} cancelled.\n"
+    paused = omniq(env, "--task-queue", url, "schedules", "pause", "monthly-summary-long")
+    assert paused.stdout == "Schedule monthly-summary-long paused.\n"
+
+
+def on_a_terminal(env: dict[str, str], *args: str, columns: int = 80) -> str:
+    """What ``omniq ARGS`` shows on a terminal ``columns`` wide (a pseudo-terminal)."""
+    import pty
+    import re
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniq.cli", *args],
+        stdout=follower,
+        stderr=follower,
+        env={**env, "COLUMNS": str(columns), "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command has ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks)
+    return re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+
+
+def test_tables_on_an_80_column_terminal_cut_no_value(tmp_path: Path, env: dict[str, str]) -> None:
+    """A table wider than the terminal cut every column to fit: `omniq queues` on 80
+    columns showed its queues as ``rep…``, `omniq workers` its ids as ``vm:1…``."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        ref = app.enqueue("reports.build_monthly_summary", queue="reports.monthly")
+        app.cancel(ref.id)
+        app.enqueue("reports.build_monthly_summary", queue="reports.monthly", ttl=0.001)
+        app.schedule("shop.tick", interval=3600, name="monthly-summary")
+        app.schedule("shop.tick", cron="0 3 * * *", name="nightly-summary")
+    schedules = on_a_terminal(env, "--task-queue", url, "schedules", "list")
+    assert "┃ id" in schedules, "a table that fits with its cells wrapped is drawn"
+    assert "monthly-summary" in schedules and "…" not in schedules, schedules
+    queues = on_a_terminal(env, "--task-queue", url, "queues")
+    assert "reports.monthly" in queues and "…" not in queues, queues
+    events = on_a_terminal(env, "--task-queue", url, "events")
+    assert ref.id in events and "reports.build_monthly_summary" in events, events
+    assert "…" not in events, events
+
+
+def test_a_no_wrap_column_is_not_narrowed_to_fit(tmp_path: Path, env: dict[str, str]) -> None:
+    """`omniq events` keeps its time, event and task columns on one line (no_wrap): fitting
+    the table by narrowing them made rich cut the time to '2026-12-08 02:…' on terminals
+    a little narrower than the table."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with OmniQ(task_queue=url) as app:
+        ref = app.enqueue("job", queue="mail")
+    for columns in (100, 108, 112, 116, 124):
+        events = on_a_terminal(env, "--task-queue", url, "events", columns=columns)
+        assert ref.id in events and "…" not in events, (columns, events)

@@ -250,6 +250,40 @@ def test_kill_9_of_a_pool_child_requeues_its_task_promptly(store_ref, scene_fact
 
 
 @pytest.mark.slow
+def test_kill_9_of_a_process_pool_worker_ends_its_children(tmp_path, scene_factory):
+    """A worker killed outright (kill -9, the OOM killer) must not leave its pool child
+    running the task: the lease lapses and another worker runs it, so an orphan still
+    running the body would run it twice at once."""
+    scene = scene_factory(f"sqlite:///{tmp_path / 'q.db'}")
+    (scene.folder / "slow").touch()
+    scene.mod.body.delay(str(scene.folder), "orphan", 60.0)
+    worker = scene.worker("process", 1)
+    [(_, child)] = until(lambda: scene.marks("start", "orphan"), "the task started in a child")
+    worker.kill()
+    worker.wait(10)
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie waiting for its new parent to reap it has exited too
+            with open(f"/proc/{child}/stat") as f:
+                return f.read().split(") ")[-1].startswith("Z")
+        except FileNotFoundError:
+            return True
+
+    try:
+        until(gone, "the orphaned pool child exited", deadline=10.0)
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert scene.marks("end", "orphan") == [], "the body ran on after its worker died"
+
+
+@pytest.mark.slow
 def test_a_timeout_in_the_process_pool_kills_only_its_own_child(tmp_path, scene_factory):
     scene = scene_factory(f"sqlite:///{tmp_path / 'q.db'}")
     (scene.folder / "slow").touch()

@@ -61,6 +61,21 @@ def test_query_parameters_for_the_driver_pass_through_when_the_schema_says_so() 
     assert parsed.url == f"{URL}?sslmode=on"
 
 
+def test_a_driver_parameter_that_looks_like_a_typo_of_an_option_is_refused() -> None:
+    """``?max_sise=4`` on PostgreSQL reached the server as a setting, which refused it at
+    connect time with "Check that the server is running"; it is a typo of an option."""
+    schema = OptionSchema("demo", SCHEMA.options, passthrough="the driver")
+    with pytest.raises(ConfigError) as info:
+        schema.parse(f"{URL}?replicaz=2&sslmode=on", {})
+    text = str(info.value)
+    assert "unknown option 'replicaz'" in text and "did you mean 'replicas'?" in text, text
+    assert "(other query parameters go to the driver)" in text and "pw-S3CRET" not in text
+    assert schema.parse(f"{URL}?sslmode=on&application=x", {}).rest == [
+        ("sslmode", "on"),
+        ("application", "x"),
+    ], "a parameter far from every option still passes"
+
+
 @pytest.mark.parametrize(
     ("name", "value", "valid"),
     [

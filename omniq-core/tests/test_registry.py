@@ -102,7 +102,8 @@ def test_disable_and_allow_lists(plugins, monkeypatch):
     backend_plugin(plugins, "alpha", ["alpha"], dist="dist-alpha")
     backend_plugin(plugins, "beta", ["beta"], dist="dist-beta")
     monkeypatch.setenv("OMNIQ_DISABLE_PLUGINS", "alpha")
-    assert {i.name for i in PluginRegistry().plugins()} == {"beta"}
+    listed = {i.name: i.disabled for i in PluginRegistry().plugins()}
+    assert listed == {"alpha": True, "beta": False}, "a disabled plugin shows as such"
     monkeypatch.delenv("OMNIQ_DISABLE_PLUGINS")
     monkeypatch.setenv("OMNIQ_LOAD_PLUGINS", "dist-alpha")
     assert {i.name for i in PluginRegistry().plugins()} == {"alpha"}

@@ -51,3 +51,20 @@ async def test_viewers_share_one_count_and_stale_answers_do_not_wait(
     assert count.calls == 2, "a refresh already running is not started again"
     count.release.set()
     assert await asyncio.wait_for(answers.fresh(), 1) == 3, "fresh() counts after the call"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_answer_from_long_ago_is_not_served(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the dashboard sat idle, the first overview showed the counts of its last
+    view, minutes old, while the refresh ran behind it; it waits for the refresh then."""
+    monkeypatch.setattr(shared, "FRESH", 0.0)
+    monkeypatch.setattr(shared, "MAX_STALE", 0.05, raising=False)
+    count = Counter()
+    count.release.set()
+    answers: Shared[int] = Shared(count)
+    assert await answers.get() == 1
+    await asyncio.sleep(0.1)  # idle past MAX_STALE
+    assert await asyncio.wait_for(answers.get(), 1) == 2, "a minutes-old answer was served"

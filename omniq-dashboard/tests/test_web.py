@@ -192,3 +192,112 @@ def test_the_workers_page_lists_the_registry_escaped(shop: Any) -> None:
         page = client.get("/workers").text
     assert "w-dash-1" in page and "4242" in page and "mail, reports" in page
     assert HOSTILE_ARG not in page and "&lt;script&gt;" in page
+
+
+def test_the_overview_shows_states_a_task_can_be_in(shop: Any) -> None:
+    """A task never ends ``failed`` (its last failed attempt leaves it ``dead``): a
+    ``failed`` column of zeros beside the dead ones read as "nothing failed"."""
+    shop.dead("gone")
+    with TestClient(create_app(shop.app)) as client:
+        page = client.get("/").text
+        tasks = client.get("/tasks").text
+    assert 'data-state="dead"' in page and 'data-state="failed"' not in page
+    assert '<option value="dead"' in tasks and '<option value="failed"' not in tasks
+    assert "no worker registry" not in page, "the stores keep one: the Workers page"
+    assert 'href="/workers"' in page
+
+
+def test_a_paused_schedule_shows_no_next_run(shop: Any) -> None:
+    """Paused, it does not fire at its stored next run (`omniq schedules list` shows
+    '-'); its time zone shows beside the cron expression."""
+    shop.app.schedule(shop.report, name="nightly", args=(1,), cron="30 2 * * *", tz="Europe/Berlin")
+    shop.app.pause_schedule("nightly")
+    with TestClient(create_app(shop.app)) as client:
+        page = client.get("/schedules").text
+    row = re.search(r'<tr data-schedule="nightly">(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    assert "Europe/Berlin" in cells[3], cells
+    assert cells[4].strip() == "-" and "paused" in cells[6], cells
+
+
+def test_a_stuck_task_shows_its_lapsed_lease_and_passed_ttl(shop: Any) -> None:
+    """The task page named the worker of a running task but not its lease, so a task
+    whose worker died read as running normally; a passed ttl did not show at all."""
+    from omniq.registry import registry
+
+    async def reserve_briefly() -> Any:
+        async with registry.resolve("task_queue", shop.url) as queue:
+            return await queue.reserve(["mail"], "gone-worker", 0.2)
+
+    shop.send_mail.delay("held")
+    [held] = asyncio.run(reserve_briefly())
+    late = shop.app.enqueue("shop.report", queue="later", ttl=0.05)
+    expires = shop.app.get_task(late.id).expires_at
+    end = time.monotonic() + 10
+    while time.time() < max(held.lease_deadline, expires) + 0.1:
+        assert time.monotonic() < end, "the lease and the ttl did not pass"
+        time.sleep(0.05)
+    with TestClient(create_app(shop.app)) as client:
+        running = client.get(f"/tasks/{held.id}").text
+        waiting = client.get(f"/tasks/{late.id}").text
+    assert re.search(r"gone-worker.*lease ran out at [\d: -]+ UTC, [\d.]+ s ago", running), running
+    assert re.search(r"<dt>Expires</dt><dd>[\d: -]+ UTC \(passed", waiting), waiting
+    assert "it will not run" in waiting
+
+
+def test_a_store_that_does_not_answer_is_a_503_with_its_url_masked() -> None:
+    """A PostgreSQL that is down answered 400 (the request's fault) to a monitor."""
+    from omniq import AsyncOmniQ
+
+    app = AsyncOmniQ(task_queue="postgresql://ops:hunter2-pw@127.0.0.1:1/x?connect_timeout=2")
+    with TestClient(create_app(app)) as client:
+        page = client.get("/")
+    assert page.status_code == 503, page.status_code
+    assert "cannot connect to PostgreSQL" in page.text and "hunter2-pw" not in page.text
+
+
+def test_a_store_that_stops_answering_is_a_503(tmp_path: Any) -> None:
+    """A PostgreSQL that hangs once the dashboard has connected (a stalled server, a
+    network partition): new connections time out with a bare ``TimeoutError``, which
+    was a 500 (an internal error) instead of the outage's 503."""
+    import os
+    import socket
+    import uuid
+
+    pytest.importorskip("omniq_backend_postgres")
+    from omniq import AsyncOmniQ
+    from omniq.testing.proxies import forwarding
+    from omniq.testing.services import require_service
+
+    base = os.environ.get("OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    require_service("PostgreSQL", base)
+    schema = f"dash_{uuid.uuid4().hex[:10]}"
+    with forwarding(base) as proxy:
+        host = base.split("@", 1)[1].split("/", 1)
+        url = base.replace(host[0], f"127.0.0.1:{proxy.port}")
+        app = AsyncOmniQ(task_queue=f"{url}?schema={schema}&connect_timeout=1&outage_timeout=2")
+        with TestClient(create_app(app), raise_server_exceptions=False) as client:
+            assert client.get("/tasks").status_code == 200
+            proxy.kill()  # its connections reset; then a server that accepts, silent
+            silent = socket.socket()
+            silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            silent.bind(("127.0.0.1", proxy.port))
+            silent.listen(16)
+            try:
+                page = client.get("/tasks")
+            finally:
+                silent.close()
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+    assert page.status_code == 503, (page.status_code, page.text[-400:])
+    assert "did not answer" in page.text

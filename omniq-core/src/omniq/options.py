@@ -234,6 +234,14 @@ class ParsedOptions:
         return self.values[name]
 
 
+#: How close (difflib's ratio) a query parameter meant for the driver may come to one of
+#: OmniQ's option names before it is refused as a typo of it: ``?max_sise=4`` would reach
+#: PostgreSQL as a server setting and fail at connect time, far from its cause. Real
+#: driver parameters stay well below (``socket_timeout`` against ``socket_connect_timeout``
+#: is 0.78).
+TYPO = 0.85
+
+
 @dataclass(frozen=True)
 class OptionSchema:
     """A backend's option table. ``passthrough`` names the driver that takes the query
@@ -277,7 +285,7 @@ class OptionSchema:
                 )
             if name in known:
                 given[name], from_query = value, True
-            elif self.passthrough:
+            elif self.passthrough and not difflib.get_close_matches(name, known, 1, TYPO):
                 rest.append((name, value))
             else:
                 raise self.unknown(name, label, where)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import logging
 import os
 import threading
 import warnings
@@ -187,6 +188,8 @@ class PluginInfo:
     pools: list[PoolSpec] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False
+    #: Installed but skipped: named by ``OMNIQ_DISABLE_PLUGINS`` (not loaded, no hooks).
+    disabled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -203,6 +206,7 @@ class PluginInfo:
             "workers": [p.name for p in self.pools],  # the 0.1 key, deprecated
             "error": self.error,
             "builtin": self.builtin,
+            "disabled": self.disabled,
         }
 
 
@@ -226,6 +230,7 @@ class PluginRegistry:
         self._loaded = False
         self._collected = False
         self._infos: dict[str, PluginInfo] = {}
+        self._disabled: dict[str, PluginInfo] = {}  # skipped by OMNIQ_DISABLE_PLUGINS
         self._backends: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
         self._schemes: dict[str, list[tuple[BackendSpec, PluginInfo]]] = {}
         self._pools: dict[str, list[tuple[PoolSpec, PluginInfo]]] = {}
@@ -250,10 +255,24 @@ class PluginRegistry:
         allowed = _env_list("OMNIQ_LOAD_PLUGINS")
         strict = os.environ.get("OMNIQ_STRICT_PLUGINS", "") not in ("", "0", "false")
         seen: set[tuple[str | None, str]] = set()
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        installed = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        for ep in installed:
             dist = ep.dist.name if ep.dist is not None else None
             key = (dist, ep.name)
-            if key in seen or ep.name in disabled:
+            if key in seen:
+                continue
+            if ep.name in disabled:  # listed as such, so an operator sees the switch took
+                seen.add(key)
+                self._disabled.setdefault(
+                    ep.name,
+                    PluginInfo(
+                        name=ep.name,
+                        distribution=dist,
+                        version=ep.dist.version if ep.dist is not None else None,
+                        module=ep.value,
+                        disabled=True,
+                    ),
+                )
                 continue
             if allowed is not None and dist not in allowed:
                 continue
@@ -269,6 +288,18 @@ class PluginRegistry:
                 self._infos.setdefault(ep.name, info)
                 if strict:
                     raise err from exc
+        names = sorted({ep.name for ep in installed})
+        for name in sorted(disabled - set(names)):
+            close = difflib.get_close_matches(name, names, n=1)
+            # Logged, not warnings.warn: a line an operator reads in the worker's log,
+            # without a source location in front.
+            logging.getLogger("omniq").warning(
+                "OMNIQ_DISABLE_PLUGINS names %r, which is no installed plugin, so it disabled "
+                "nothing%s Installed: %s.",
+                name,
+                f"; did you mean {close[0]!r}?" if close else ".",
+                ", ".join(names) or "none",
+            )
 
     def _register(
         self, plugin: object, name: str, *, builtin: bool = False, info: PluginInfo | None = None
@@ -382,8 +413,10 @@ class PluginRegistry:
         self._pools.setdefault(spec.name, []).append((spec, info))
 
     def plugins(self, include_builtin: bool = False) -> list[PluginInfo]:
+        """The plugins loaded or failed, and those installed but disabled."""
         self._collect()
-        return [i for i in self._infos.values() if include_builtin or not i.builtin]
+        found = [i for i in self._infos.values() if include_builtin or not i.builtin]
+        return found + [i for n, i in self._disabled.items() if n not in self._infos]
 
     def backends(self) -> dict[str, BackendSpec]:
         self._collect()
@@ -482,7 +515,8 @@ class PluginRegistry:
             msg += " Plugins that failed to load: " + "; ".join(i.error or "" for i in failed)
         else:
             msg += (
-                f" Third-party backends register under the {ENTRY_POINT_GROUP!r} entry-point group."
+                f" Third-party {'worker pools' if pools else 'backends'} register under the"
+                f" {ENTRY_POINT_GROUP!r} entry-point group."
             )
         return UnknownBackendError(msg)
 

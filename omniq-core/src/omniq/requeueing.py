@@ -5,6 +5,7 @@ at once (``omniq requeue`` and :meth:`omniq.AsyncOmniQ.requeue_selected` use it)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from .app import AsyncOmniQ
 
 __all__ = ["RequeueSelection", "requeued_to", "select"]
+
+
+def _utc(ts: float) -> str:
+    """Epoch seconds as a UTC time a person reads in a message; a number no date holds
+    (milliseconds given for seconds) says so, rather than fail in place of the message."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return "(no date)"
 
 
 class RequeueSelection(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,8 +58,8 @@ class RequeueSelection(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.since is not None and self.until is not None and self.until <= self.since:
             raise ConfigError(
-                f"requeue window is empty: until ({self.until!r}) must be after since "
-                f"({self.since!r})"
+                f"requeue window is empty: until {_utc(self.until)} ({self.until!r}) must be "
+                f"after since {_utc(self.since)} ({self.since!r})"
             )
 
     def matches(self, task: Task) -> bool:

@@ -5,7 +5,8 @@ million rows a full scan, half a second or more in PostgreSQL) and the last hour
 counts read every event of that hour; and every open overview polls them. So one count
 runs at a time, its answer serves every request for :data:`FRESH` seconds (or ten times
 what the count took, if longer), and a request that finds it older gets it at once while
-one refresh runs behind it (stale-while-revalidate). Only the very first request waits.
+one refresh runs behind it (stale-while-revalidate). Only the very first request waits,
+and one that finds the answer older than :data:`MAX_STALE` (the dashboard sat idle).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ T = TypeVar("T")
 
 #: Seconds an answer is served without starting a refresh.
 FRESH = 2.0
+#: Seconds past which an answer is not served while its refresh runs (five times its
+#: window, if longer): the first view after the dashboard sat idle waits for the count
+#: rather than show the numbers of the last view, minutes old.
+MAX_STALE = 30.0
 
 
 class Shared(Generic[T]):
@@ -51,8 +56,11 @@ class Shared(Generic[T]):
         """The latest answer; waits only when there is none yet."""
         if self._value is None:
             return await asyncio.shield(self._start())
-        if time.monotonic() - self._taken_at > self._fresh_for:
-            self._start()
+        age = time.monotonic() - self._taken_at
+        if age > self._fresh_for:
+            refresh = self._start()
+            if age > max(MAX_STALE, 5 * self._fresh_for):
+                return await asyncio.shield(refresh)
         return self._value
 
     async def fresh(self) -> T:

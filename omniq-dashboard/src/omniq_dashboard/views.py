@@ -17,7 +17,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from omniq.config import mask_url
-from omniq.errors import ConfigError, OmniQError, QueueError, TaskNotFoundError
+from omniq.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    OmniQError,
+    QueueError,
+    TaskNotFoundError,
+)
 from omniq.interfaces import REQUEUE_STATES, Capability, EventCount
 from omniq.models import ACTIVE_STATES, EventType, TaskState, validate_name
 
@@ -42,7 +48,12 @@ SHOWN = 4000
 SHOWN_DEPENDENTS = 200
 #: Failed attempts (a task that dies has one too, so "dead" would count it twice).
 FAILURE_TYPES = ("failed",)
+#: Every state a store may report, in lifecycle order.
 STATE_ORDER = [s.value for s in TaskState]
+#: The states shown as columns and filter choices: a task never ends ``failed`` (its last
+#: failed attempt leaves it ``dead``; ``failed`` is a result's and an event's state), and
+#: a column of zeros there read as "nothing failed" beside the dead ones.
+SHOWN_STATES = [s for s in STATE_ORDER if s != TaskState.FAILED.value]
 
 
 def shown(value: Any) -> str:
@@ -93,9 +104,26 @@ class Views:
 
     def exception_handlers(self) -> Mapping[Any, Callable[..., Any]]:
         async def bad_request(request: Request, exc: Exception) -> Response:
-            status = 404 if isinstance(exc, TaskNotFoundError) else 400
+            status = (
+                404
+                if isinstance(exc, TaskNotFoundError)
+                else 503  # a store that does not answer: not the request's fault
+                if isinstance(exc, BackendUnavailableError)
+                else 400
+            )
             return self.render(
                 request, "error.html", status_code=status, message=mask_url(str(exc))
+            )
+
+        async def timed_out(request: Request, exc: Exception) -> Response:
+            # A store that stalls once connected (a hung server, a partition): a new
+            # connection's timeout comes up bare, not as the store's outage error.
+            return self.render(
+                request,
+                "error.html",
+                status_code=503,
+                message="the store did not answer in time (TimeoutError); check that it "
+                "runs and is reachable",
             )
 
         async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -105,7 +133,7 @@ class Views:
                 request, "error.html", status_code=exc.status_code, message=exc.detail
             )
 
-        return {OmniQError: bad_request, HTTPException: http_error}
+        return {OmniQError: bad_request, TimeoutError: timed_out, HTTPException: http_error}
 
     async def opened(self) -> AsyncOmniQ:
         await self.omniq.open()
@@ -142,13 +170,14 @@ class Views:
             for name in queues
         ]
         totals = {s: sum(r["counts"].get(s, 0) for r in rows) for s in STATE_ORDER}
+        states = [s for s in STATE_ORDER if s in SHOWN_STATES or totals[s]]
         running = await q.task_queue.list_page(states=[TaskState.RUNNING], limit=200)
         workers: dict[str, int] = {}
         for t in running.tasks:
             workers[t.lease_owner or "?"] = workers.get(t.lease_owner or "?", 0) + 1
         return {
             "rows": rows,
-            "states": STATE_ORDER,
+            "states": states,
             "totals": totals,
             "events_on": q.config.events,
             "workers": sorted(workers.items()),
@@ -252,7 +281,7 @@ class Views:
             "next_cursor": page.cursor,
             "cursor": cursor,
             "filters": filters,
-            "states": STATE_ORDER,
+            "states": SHOWN_STATES,
             "requeued": requeued,
             "queues": sorted(await self.stats.get()),
             "requeue_states": {s.value for s in REQUEUE_STATES},
@@ -320,6 +349,7 @@ class Views:
             links=links,
             can_requeue=task.state in REQUEUE_STATES,
             active=task.state in ACTIVE_STATES,
+            now=time.time(),
             done=request.query_params.get("requeued"),
         )
 

@@ -21,7 +21,7 @@ from ..requeueing import RequeueSelection
 from .root import app_option, cli
 from .state import CliState
 from .tasks import parse_when
-from .ui import err, fmt_time, out, print_json, print_table
+from .ui import confirm, err, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -160,6 +160,13 @@ def requeue(
         raise click.UsageError("give task ids or selection options, not both")
     for task_id in task_ids:
         validate_name("task id", task_id)
+    if since is not None and until is not None and until <= since:
+        typed = click.get_current_context().meta  # the texts as given, kept by parse_when
+        raise click.UsageError(
+            f"the window is empty: --until {typed.get('when:until')} ({fmt_time(until)[:19]}) "
+            f"is not after --since {typed.get('when:since')} ({fmt_time(since)[:19]}); a "
+            "duration means that long ago, so --since takes the longer one"
+        )
     selection = (
         None
         if task_ids
@@ -185,9 +192,11 @@ def requeue(
             shown += page[: _SHOWN - len(shown)]
         return ids, shown
 
-    async def run(app: AsyncOmniQ) -> list[tuple[str, str]]:
+    async def run(app: AsyncOmniQ) -> list[tuple[str, str | None]]:
         ids, shown = await pick(app)
         if dry_run or not ids:
+            if as_json:  # JSON alone on stdout: a dry run lists what would be requeued
+                return [(i, None) for i in ids]
             if ids:
                 _requeue_rows(shown, len(ids) - len(shown))
             out.print(f"Would requeue {len(ids)} task(s)." if ids else "Nothing to requeue.")
@@ -195,8 +204,8 @@ def requeue(
         if selection is not None and not yes:
             which = ", ".join(s.value for s in selection.states)
             where = f"queue {selection.queue!r}" if selection.queue else "every queue"
-            click.confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", abort=True, err=True)
-        done: list[tuple[str, str]] = []
+            confirm(f"Requeue {len(ids)} {which} task(s) of {where}?", "nothing was requeued")
+        done: list[tuple[str, str | None]] = []
         with Progress(console=err, transient=True, disable=len(ids) <= batch) as bar:
             job = bar.add_task("requeueing", total=len(ids))
             for at in range(0, len(ids), batch):
@@ -270,7 +279,7 @@ def workers(state: CliState, queue: str | None, app_ref: str | None, as_json: bo
     print_table(table)
 
 
-def _file_health(path: str, max_age: float | None) -> None:
+def _file_health(path: str, max_age: float) -> None:
     """The worker's ``--health-file``: touched on each heartbeat, removed on stop."""
     try:
         age = time.time() - os.stat(path).st_mtime
@@ -279,7 +288,7 @@ def _file_health(path: str, max_age: float | None) -> None:
             f"unhealthy: health file {path!r} does not exist (no worker "
             f"runs with --health-file {path}, or it stopped)"
         ) from None
-    if max_age is not None and age > max_age:
+    if age > max_age:
         raise click.ClickException(
             f"unhealthy: health file {path!r} was last touched {age:.1f} s "
             f"ago (--max-age {max_age:g} s)"
@@ -307,7 +316,8 @@ def _file_health(path: str, max_age: float | None) -> None:
     "--file",
     "health_file",
     metavar="PATH",
-    help="Check the file a worker touches with --health-file instead of the store.",
+    help="Check the file a worker touches with --health-file instead of the store (with "
+    "--max-age).",
 )
 @app_option
 @click.pass_obj
@@ -321,6 +331,12 @@ def health(
     """Exit 0 when live workers serve every queue asked for, else 1 with the reason:
     for liveness/readiness probes (Kubernetes exec probes, systemd, scripts)."""
     if health_file is not None:
+        if max_age is None:  # the file of a worker killed outright stays: always healthy
+            raise click.UsageError(
+                "--file needs --max-age: a worker killed outright (kill -9, the OOM killer) "
+                "leaves its file behind, so only its age tells; give more than the worker's "
+                "heartbeat interval (lease/3), e.g. --max-age 90s"
+            )
         _file_health(health_file, max_age)
         return
     for q in queues:

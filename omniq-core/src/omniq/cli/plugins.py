@@ -94,6 +94,8 @@ def plugins(ctx: click.Context, as_json: bool, include_builtin: bool) -> None:
             f"[yellow]conflict [{note(w, escape(_conflict_note(w, conflicts[w])))}][/yellow]"
             for w in e["conflicts"]
         ]
+        if e["disabled"]:
+            status.append("[yellow]disabled (OMNIQ_DISABLE_PLUGINS)[/yellow]")
         dist = e["distribution"] or ("built-in" if e["builtin"] else "registered in code")
         version = f"\n{e['version']}" if e["version"] else ""
         table.add_row(

@@ -12,7 +12,7 @@ import click
 
 from ..errors import OmniQError
 from .state import STORE_FLAGS, CliState, scrub
-from .ui import flush_logging, setup_logging
+from .ui import flush_logging, hold_early_records, log_early_records, setup_logging
 
 __all__ = ["OmniQGroup", "app_option", "cli", "main"]
 
@@ -45,7 +45,8 @@ class OmniQGroup(click.Group):
         from ..registry import registry
 
         try:
-            registry.load()
+            with hold_early_records():  # logged once the command has set up logging
+                registry.load()
             impls = registry.pm.hook.omniq_register_cli_commands.get_hookimpls()
         except Exception as exc:  # a strict-mode plugin load error (OMNIQ_STRICT_PLUGINS)
             self.plugin_errors["(loading)"] = one_line(exc)
@@ -152,6 +153,8 @@ def cli(
     state.app_ref = app_ref
     state.debug = debug
     setup_logging(logging.DEBUG if debug else logging.WARNING)
+    if ctx.invoked_subcommand != "worker":  # the worker sets up its own format, then logs them
+        log_early_records()
     # The handler may hold lines (see ui._StderrHandler): out before the command returns,
     # while sys.stderr is still the one they were written for (click's test runner).
     ctx.call_on_close(flush_logging)

@@ -11,12 +11,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import SerializationError, TaskNotFoundError
-from ..models import ACTIVE_STATES, PURGE_DEFAULT_STATES, EventType, TaskState, validate_name
+from ..models import (
+    ACTIVE_STATES,
+    PURGE_DEFAULT_STATES,
+    READY_STATES,
+    EventType,
+    TaskState,
+    validate_name,
+)
 from ..options import to_duration
 from ..serialization import binding
 from .root import app_option, cli
 from .state import CliState
-from .ui import fmt_time, out, print_json, print_table
+from .ui import confirm, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -32,6 +39,8 @@ def parse_when(
     duration texts), or an ISO time (local time when it has no zone)."""
     if value is None:
         return None
+    if ctx is not None and param is not None:  # for a message naming the option as typed
+        ctx.meta[f"when:{param.name}"] = value
     try:
         return time.time() - to_duration(value, above=False)
     except ValueError:
@@ -109,18 +118,33 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
             ("eta", "eta"),
             ("started", "started_at"),
             ("finished", "finished_at"),
-            ("expires", "expires_at"),
         ):
             if task[key]:
                 grid.add_row(label, fmt_time(task[key]))
+        now = time.time()
+        if task["expires_at"]:
+            ago = now - task["expires_at"]
+            passed = (
+                f" (passed {ago:.1f} s ago: it will not run; a worker's cleanup marks it "
+                "expired within a minute)"
+                if ago > 0 and task["state"] in READY_STATES | {TaskState.WAITING}
+                else ""
+            )
+            grid.add_row("expires", fmt_time(task["expires_at"]) + passed)
         if task["depends_on"]:
             grid.add_row("depends on", ", ".join(task["depends_on"]))
         if task["schedule_id"]:
             grid.add_row("schedule", task["schedule_id"])
         if task["lease_owner"]:
-            grid.add_row(
-                "worker", f"{task['lease_owner']} (lease until {fmt_time(task['lease_deadline'])})"
+            deadline = task["lease_deadline"] or 0.0
+            lease = (
+                f"lease ran out at {fmt_time(deadline)}, {now - deadline:.1f} s ago: the worker "
+                "stopped heartbeating (killed, paused, or cut off from the store); a live "
+                "worker's sweep returns the task to its queue"
+                if task["state"] is TaskState.RUNNING and deadline < now
+                else f"lease until {fmt_time(deadline)}"
             )
+            grid.add_row("worker", f"{escape(task['lease_owner'])} ({lease})")
         if task["error"] and (result is None or result["error"] is None):
             grid.add_row("last error", escape(f"{task['error'].type}: {task['error'].message}"))
     if result is not None:
@@ -129,6 +153,10 @@ def _print_task(task_id: str, view: dict[str, Any], traceback: bool) -> None:
         else:
             grid.add_row("error", escape(f"{result['error'].type}: {result['error'].message}"))
         grid.add_row("ran on", result["worker_id"] or "-")
+    if view.get("requeued_from"):
+        grid.add_row("requeued from", escape(view["requeued_from"]))
+    for new in view.get("requeued_to", []):
+        grid.add_row("requeued as", escape(new))
     print_table(grid)
     error = (result or {}).get("error") or (task or {}).get("error")
     if traceback and error is not None and error.traceback:
@@ -152,7 +180,23 @@ def task_cmd(
         result = await app.get_task_result(task_id)
         if task is None and result is None:
             raise TaskNotFoundError(task_id, " (never enqueued, or deleted after its retention)")
-        return _task_view(app, task, result)
+        view = _task_view(app, task, result)
+        if app.config.events:  # where an operator's requeue took it, or brought it from
+            found = await app.event_storage.query(
+                task_id=task_id, types=[EventType.REQUEUED.value, EventType.ENQUEUED.value]
+            )
+            view["requeued_to"] = [
+                str(e.detail.get("to")) for e in found if e.type is EventType.REQUEUED
+            ]
+            view["requeued_from"] = next(
+                (
+                    str(e.detail["requeued_from"])
+                    for e in found
+                    if e.type is EventType.ENQUEUED and "requeued_from" in e.detail
+                ),
+                None,
+            )
+        return view
 
     view = state.run(state.build_app(app_ref), fetch)
     if as_json:
@@ -303,7 +347,7 @@ def purge(
         where = f"queue {queue!r}" if queue else "every queue"
         which = ", ".join(s.value for s in wanted) if wanted else "every state but running"
         if not yes:
-            click.confirm(f"Delete {count} task(s) in {where} ({which})?", abort=True, err=True)
+            confirm(f"Delete {count} task(s) in {where} ({which})?", "nothing was deleted")
         return await app.purge(queue=queue, states=wanted)
 
     deleted = state.run(state.build_app(app_ref), run)

@@ -13,12 +13,17 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import click
 import msgspec
+from rich.cells import cell_len
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -29,6 +34,8 @@ __all__ = [
     "err",
     "flush_logging",
     "fmt_time",
+    "hold_early_records",
+    "log_early_records",
     "out",
     "print_json",
     "print_table",
@@ -36,8 +43,23 @@ __all__ = [
     "setup_logging",
 ]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+class _Console(Console):
+    """A console that breaks lines only on a terminal: in a pipe or a file a message stays
+    one line whatever ``COLUMNS`` says, so ``grep`` and scripts find a task id whole on
+    the line that names it (tables have their own plain form, :func:`print_table`)."""
+
+    @property
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:
+        pass  # set by Console.__init__; the answer above depends on where output goes
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -199,6 +221,37 @@ def flush_logging() -> None:
 
 
 _installed: list[logging.Handler] = []
+_early: list[logging.LogRecord] = []
+
+
+class _Keep(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _early.append(record)
+
+
+@contextmanager
+def hold_early_records() -> Iterator[None]:
+    """Keep what OmniQ logs meanwhile (the registry's warnings while plugins load, before
+    the command set up logging), for :func:`log_early_records`: said then as a bare line,
+    it was the one line not JSON in a ``--log-format json`` stream."""
+    logger = logging.getLogger("omniq")
+    keep, propagate = _Keep(), logger.propagate
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
+
+
+def log_early_records() -> None:
+    """Log the records :func:`hold_early_records` kept, now that logging is set up."""
+    while _early:
+        record = _early.pop(0)
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
 
 
 def setup_logging(level: int, fmt: str = "text", *, force_level: bool = True) -> None:
@@ -242,12 +295,30 @@ def release_logging() -> None:
         handler.flush()
 
 
+def confirm(question: str, unchanged: str) -> None:
+    """Ask ``question`` on stderr; end the command (exit 1) saying ``unchanged`` unless
+    the answer is yes. No answer at all (stdin closed: cron, CI) says to add ``--yes``,
+    where click would print only "Aborted!"."""
+    try:
+        answer = click.confirm(question, err=True)
+    except click.Abort:
+        raise click.ClickException(
+            f"no answer to the question (stdin closed or interrupted); {unchanged}. Add "
+            f"--yes to skip the question"
+        ) from None
+    if not answer:
+        raise click.ClickException(f"not confirmed; {unchanged}")
+
+
 def fmt_time(ts: float | None) -> str:
     """An epoch timestamp in local time with milliseconds; '-' for none."""
     if not ts:
         return "-"
     # Naive local time on purpose: a person reads it next to their own clock.
-    return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")  # noqa: DTZ006
+    try:
+        return datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")  # noqa: DTZ006
+    except (ValueError, OverflowError, OSError):  # ages before or after any date
+        return "(no date)"
 
 
 def _plain(cell: Any) -> str:
@@ -256,16 +327,66 @@ def _plain(cell: Any) -> str:
     return " ".join(text.replace("\t", " ").split("\n")).strip()
 
 
+def fit_widths(table: Table, width: int) -> bool:
+    """Give ``table``'s columns widths that fit ``width`` with no word cut, and say
+    whether that was possible.
+
+    Rich fits a wide table by cutting the widest columns, then every column evenly, into
+    words (``rep…``, ``vm:1…``) even where wrapping other cells between words would have
+    made room. Here a column narrows one character at a time, always the one with the
+    most room left above its longest word (a ``no_wrap`` column: its longest cell), until
+    the table fits; a table whose longest words alone are too wide does not fit."""
+    wide = out.options.update_width(100_000)  # rich clamps a measurement to the width
+    ranges = []
+    for column in table.columns:
+        cells = [column.header, *column._cells] if table.show_header else column._cells
+        sizes = [Measurement.get(out, wide, cell) for cell in cells] or [Measurement(1, 1)]
+        high = max(m.maximum for m in sizes)
+        # A no_wrap column cannot wrap between words: narrowed, rich cuts its cells.
+        ranges.append((high if column.no_wrap else max(m.minimum for m in sizes), high))
+    padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
+    room = width - table._extra_width - padding
+    widths = [high for _, high in ranges]
+    excess = sum(widths) - room
+    if excess <= 0:
+        return True
+    if sum(low for low, _ in ranges) > room:
+        return False
+    for _ in range(excess):
+        i = max(range(len(widths)), key=lambda i: widths[i] - ranges[i][0])
+        widths[i] -= 1
+    for column, w in zip(table.columns, widths, strict=True):
+        column.width = w
+    return True
+
+
 def print_table(table: Table) -> None:
     """A table on a terminal; in a pipe or a file, tab-separated lines (a header line
     when the table has headers): a terminal's width must not squeeze columns to nothing
-    for ``cut``, ``awk`` or ``grep``."""
+    for ``cut``, ``awk`` or ``grep``.
+
+    On a terminal too narrow for the table even with its cells wrapped between words,
+    rich would cut words (queue names as ``rep…``, worker ids as ``vm:1…``): the table is
+    printed as aligned plain columns instead, every value whole, and the terminal wraps
+    a line too long for it."""
+    rows = [[_plain(c.header) for c in table.columns]] if table.show_header else []
+    rows += [
+        list(row)
+        for row in zip(*([_plain(c) for c in col._cells] for col in table.columns), strict=True)
+    ]
     if out.is_terminal:
-        out.print(table)
-        return
-    columns = [[_plain(c) for c in column._cells] for column in table.columns]
-    lines = ["\t".join(_plain(c.header) for c in table.columns)] if table.show_header else []
-    lines += ["\t".join(row) for row in zip(*columns, strict=True)]
+        if fit_widths(table, out.width):
+            out.print(table)
+            return
+        widths = [max(cell_len(cell) for cell in column) for column in zip(*rows, strict=True)]
+        lines = [
+            "  ".join(
+                cell + " " * (w - cell_len(cell)) for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+            for row in rows
+        ]
+    else:
+        lines = ["\t".join(row) for row in rows]
     out.file.write("".join(line + "\n" for line in lines))
     out.file.flush()
 

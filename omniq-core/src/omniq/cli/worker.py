@@ -18,11 +18,12 @@ import click
 
 from ..config import load_config
 from ..interfaces import Capability
+from ..options import to_duration
 from ..progress import WorkerProgress
 from ..registry import registry
 from .root import app_option, cli
 from .state import CliState, describe_ref
-from .ui import err, flush_logging, release_logging, setup_logging
+from .ui import err, flush_logging, log_early_records, release_logging, setup_logging
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
@@ -70,6 +71,16 @@ async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) 
             display.cancel()
             await asyncio.gather(display, return_exceptions=True)
         await app.close()
+
+
+def _seconds(value: str | None) -> float | None:
+    """Seconds >= 0 as a number or a duration text (``90s``, ``2m``), as the config takes."""
+    if value is None:
+        return None
+    try:
+        return to_duration(value, above=False)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a duration: expected {exc}") from None
 
 
 def _reexec(state: CliState, reason: str) -> None:
@@ -129,8 +140,10 @@ def _reexec(state: CliState, reason: str) -> None:
 )
 @click.option(
     "--grace-period",
-    type=click.FloatRange(min=0),
-    help="Seconds a stopping worker waits for running tasks before releasing them (default 30).",
+    callback=lambda ctx, param, value: _seconds(value),
+    metavar="SECONDS",
+    help="Seconds a stopping worker waits for running tasks before releasing them (default "
+    "30; 90, 90s, 2m).",
 )
 @click.option(
     "--log-level",
@@ -181,6 +194,7 @@ def worker(
         else (logging.DEBUG if state.debug else logging.INFO)
     )
     setup_logging(level, log_format)
+    log_early_records()  # plugin loading's warnings, in this format
     # The pool prepares the process before the user's modules load (gevent patches here);
     # an unknown pool fails before the app is imported.
     registry.pool(pool or load_config(state.config).worker.pool).prepare_process()

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import multiprocessing
+import os
 import pickle
 import signal
 import threading
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any
 
@@ -127,6 +129,23 @@ def _call(blob: bytes, started: Callable[[], None]) -> bytes:
     return bytes(dill.dumps(value))
 
 
+def _exit_with_parent() -> None:
+    """End this child when its worker dies (kill -9, the OOM killer): the task's lease
+    then lapses and another worker runs it, so a body still running here would run twice
+    at once. The pipe would tell only after the body returned. A daemon thread waits on
+    the parent's sentinel (readable once the parent is gone); nothing per task."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by multiprocessing (a test calling child_main)
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="omniq-parent-watch", daemon=True).start()
+
+
 def child_main(conn: Connection, level: int = logging.WARNING) -> None:
     """The child's loop: one call at a time until the parent says stop (an empty
     message) or goes away (end of file). ``level``: the lowest the parent emits."""
@@ -134,6 +153,7 @@ def child_main(conn: Connection, level: int = logging.WARNING) -> None:
     # a child is the parent's call: it drains, or kills the child running a task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _exit_with_parent()
     lock = threading.Lock()  # a thread the task started may log while the reply is sent
     root = logging.getLogger()
     for handler in root.handlers[:]:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from ..models import WorkerInfo
 
 if TYPE_CHECKING:
@@ -67,9 +68,34 @@ class Presence:
             version=self.version,
         )
 
+    def check(self) -> None:
+        """Before the worker starts: a health file it cannot write stops it (a probe
+        reading the file would fail for ever, with nothing said why). The file is made
+        and removed again: it must not say the worker lives before the store took it."""
+        if self.health_file is None:
+            return
+        try:
+            self._touch()
+            self.health_file.unlink()
+        except OSError as exc:
+            raise ConfigError(self._problem(exc)) from exc
+
+    def _touch(self) -> None:
+        assert self.health_file is not None
+        self.health_file.parent.mkdir(parents=True, exist_ok=True)
+        self.health_file.touch()
+
+    def _problem(self, exc: OSError) -> str:
+        return (
+            f"cannot write the health file (--health-file {self.health_file}): "
+            f"{type(exc).__name__}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else "")
+        )
+
     async def beat(self) -> None:
         """Register (again) and touch the health file; the file is touched only when the
-        store took the entry, so its age says the worker and its store both answer."""
+        store took the entry, so its age says the worker and its store both answer. A
+        file that can no longer be written is logged; the worker runs on."""
         if self._supported:
             try:
                 await self.worker.app.task_queue.register_worker(self.info(), self.ttl)
@@ -86,8 +112,10 @@ class Presence:
                 )
                 return
         if self.health_file is not None:
-            self.health_file.parent.mkdir(parents=True, exist_ok=True)
-            self.health_file.touch()
+            try:
+                self._touch()
+            except OSError as exc:
+                log.warning("worker %s: %s", self.worker.id, self._problem(exc))
 
     async def run(self) -> None:
         """Beat every heartbeat interval: one of the worker's helpers, which it cancels

@@ -371,6 +371,7 @@ class Worker:
                 f"{type(self.task_queue).__name__} cannot enforce (it does not declare "
                 f"Capability.LIMITS); use SQLite, PostgreSQL, Redis or NATS, or remove them"
             )
+        self._presence.check()
         await self.pool.start()
         signals = self._install_signals() if install_signals else []
         await self._hook("omniq_worker_started", worker=self)
