@@ -159,18 +159,52 @@ def test_a_stopped_worker_unregisters_and_removes_its_health_file(
     assert gone.returncode == 1 and "does not exist" in gone.stderr
 
 
-def test_a_health_file_probe_needs_a_max_age(url: str, env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_health_file_says_how_old_it_may_get_so_a_killed_worker_s_file_fails_the_probe(
+    url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
+) -> None:
     """A worker killed with kill -9 leaves its file behind: without --max-age the probe
-    answered healthy for ever (here, a file an hour old)."""
+    answered healthy for ever. The file states its max age (the registry entry's ttl,
+    1.5 s here), so the probe with no option tells."""
+    health_file = tmp_path / "health"
+    poll(health_file.exists, "the worker writes its health file")
+    assert health_file.read_text().split() == ["max-age", "1.5"]
+    live = omniq(url, env, "health", "--file", str(health_file))
+    assert live.returncode == 0 and "healthy" in live.stdout, live
+    worker.kill()
+    worker.wait(timeout=20)
+    assert health_file.exists(), "kill -9 leaves the file behind"
+    failing: list[subprocess.CompletedProcess[str]] = []
+    poll(
+        lambda: (
+            failing.append(omniq(url, env, "health", "--file", str(health_file)))
+            or failing[-1].returncode
+        ),
+        "the probe fails once the killed worker's file is older than it states",
+    )
+    assert failing[-1].returncode == 1, failing[-1]
+    assert "stated in the file: 1.5 s" in failing[-1].stderr, failing[-1].stderr
+    kept = omniq(url, env, "health", "--file", str(health_file), "--max-age", "1h")
+    assert kept.returncode == 0, "--max-age overrides what the file states"
+
+
+def test_a_health_file_that_states_no_max_age_needs_the_option(
+    url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """An empty file (an older worker's) states nothing: a usage error naming the option,
+    not healthy for ever."""
     left = tmp_path / "health"
     left.touch()
     hour_ago = time.time() - 3600
     os.utime(left, (hour_ago, hour_ago))
     result = omniq(url, env, "health", "--file", str(left))
     assert result.returncode == 2, result
-    assert "--file needs --max-age" in result.stderr, result.stderr
+    assert "does not say how old it may get" in result.stderr, result.stderr
+    assert "--max-age" in result.stderr
     stale = omniq(url, env, "health", "--file", str(left), "--max-age", "90s")
-    assert stale.returncode == 1 and "last touched 3600" in stale.stderr, stale.stderr
+    assert stale.returncode == 1, stale
+    told = re.search(r"last touched 36\d\d\.\d s ago \(--max-age: 90 s\)", stale.stderr)
+    assert told, stale.stderr
 
 
 def test_workers_and_health_with_no_worker(url: str, env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from ..interfaces import REQUEUE_STATES
 from ..models import TaskState, validate_name
 from ..options import to_duration
 from ..requeueing import RequeueSelection
+from ..worker.presence import HEALTH_MAX_AGE
 from .root import app_option, cli
 from .state import CliState
 from .tasks import parse_when
@@ -279,21 +280,46 @@ def workers(state: CliState, queue: str | None, app_ref: str | None, as_json: bo
     print_table(table)
 
 
-def _file_health(path: str, max_age: float) -> None:
-    """The worker's ``--health-file``: touched on each heartbeat, removed on stop."""
+def _file_health(path: str, max_age: float | None) -> None:
+    """The worker's ``--health-file``: touched on each heartbeat, removed on stop, and
+    stating how old it may get; ``max_age`` (``--max-age``) overrides what it states."""
     try:
         age = time.time() - os.stat(path).st_mtime
+        stated = _stated_max_age(path)
     except FileNotFoundError:
         raise click.ClickException(
             f"unhealthy: health file {path!r} does not exist (no worker "
             f"runs with --health-file {path}, or it stopped)"
         ) from None
+    if max_age is None:
+        if stated is None:  # a killed worker's file stays: without an age, healthy for ever
+            raise click.UsageError(
+                f"health file {path!r} does not say how old it may get (an older OmniQ "
+                f"worker wrote it, or it is not a worker's file): give --max-age, more "
+                f"than the worker's heartbeat interval (lease/3), e.g. --max-age 90s"
+            )
+        max_age, source = stated, "stated in the file"
+    else:
+        source = "--max-age"
     if age > max_age:
         raise click.ClickException(
             f"unhealthy: health file {path!r} was last touched {age:.1f} s "
-            f"ago (--max-age {max_age:g} s)"
+            f"ago ({source}: {max_age:g} s)"
         )
     out.print(f"healthy: health file {path} touched {age:.1f} s ago")
+
+
+def _stated_max_age(path: str) -> float | None:
+    """The age past which the worker that wrote ``path`` counts as dead, as the file
+    states it (``max-age <seconds>``), or None for a file that states none."""
+    with open(path, "rb") as f:
+        words = f.read(100).split()
+    if len(words) == 2 and words[0] == HEALTH_MAX_AGE.encode():
+        try:
+            return float(words[1])
+        except ValueError:
+            return None
+    return None
 
 
 @cli.command()
@@ -316,8 +342,8 @@ def _file_health(path: str, max_age: float) -> None:
     "--file",
     "health_file",
     metavar="PATH",
-    help="Check the file a worker touches with --health-file instead of the store (with "
-    "--max-age).",
+    help="Check the file a worker touches with --health-file instead of the store (it "
+    "says how old it may get; --max-age overrides that).",
 )
 @app_option
 @click.pass_obj
@@ -331,12 +357,6 @@ def health(
     """Exit 0 when live workers serve every queue asked for, else 1 with the reason:
     for liveness/readiness probes (Kubernetes exec probes, systemd, scripts)."""
     if health_file is not None:
-        if max_age is None:  # the file of a worker killed outright stays: always healthy
-            raise click.UsageError(
-                "--file needs --max-age: a worker killed outright (kill -9, the OOM killer) "
-                "leaves its file behind, so only its age tells; give more than the worker's "
-                "heartbeat interval (lease/3), e.g. --max-age 90s"
-            )
         _file_health(health_file, max_age)
         return
     for q in queues:

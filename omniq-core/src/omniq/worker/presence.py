@@ -22,13 +22,16 @@ from ..models import WorkerInfo
 if TYPE_CHECKING:
     from .runtime import Worker
 
-__all__ = ["Presence", "omniq_version"]
+__all__ = ["HEALTH_MAX_AGE", "Presence", "omniq_version"]
 
 log = logging.getLogger("omniq.worker")
 
 #: An entry lives this many heartbeat intervals after the last refresh: one missed
 #: refresh (a slow store) does not make a live worker look dead.
 TTL_BEATS = 3
+#: What a health file says: ``max-age <seconds>``, the age past which its worker is
+#: taken for dead (see :meth:`Presence._touch`).
+HEALTH_MAX_AGE = "max-age"
 
 
 def omniq_version() -> str:
@@ -81,9 +84,20 @@ class Presence:
             raise ConfigError(self._problem(exc)) from exc
 
     def _touch(self) -> None:
-        assert self.health_file is not None
-        self.health_file.parent.mkdir(parents=True, exist_ok=True)
-        self.health_file.touch()
+        """Refresh the file's time or, when it is not there, write it stating how old it
+        may get (the registry entry's ttl): ``omniq health --file`` then needs no
+        ``--max-age`` to tell a killed worker's file, which stays, from a live one's. It
+        is written whole under another name and renamed, so a probe never reads it
+        half-written."""
+        path = self.health_file
+        assert path is not None
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_name(f".{path.name}.{os.getpid()}")
+            part.write_text(f"{HEALTH_MAX_AGE} {self.ttl:g}\n")
+            os.replace(part, path)
 
     def _problem(self, exc: OSError) -> str:
         return (
