@@ -16,12 +16,11 @@ from rich.table import Table
 
 from ..interfaces import REQUEUE_STATES
 from ..models import TaskState, validate_name
-from ..options import to_duration
 from ..requeueing import RequeueSelection
 from ..worker.presence import HEALTH_MAX_AGE
 from .root import app_option, cli
 from .state import CliState
-from .tasks import parse_when
+from .tasks import parse_duration, parse_when
 from .ui import confirm, err, fmt_time, out, print_json, print_table
 
 if TYPE_CHECKING:
@@ -30,18 +29,6 @@ if TYPE_CHECKING:
 
 #: The selected tasks ``requeue --dry-run`` lists (it counts them all).
 _SHOWN = 50
-
-
-def parse_duration(
-    ctx: click.Context | None, param: click.Parameter | None, value: str | None
-) -> float | None:
-    """Seconds as a number or a text such as ``90s``, ``15m``, ``1d`` (as in the config)."""
-    if value is None:
-        return None
-    try:
-        return to_duration(value, above=True)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a duration: expected {exc}") from None
 
 
 @cli.command()

@@ -32,6 +32,23 @@ if TYPE_CHECKING:
 STATE_NAMES = [s.value for s in TaskState]
 
 
+def parse_duration(
+    ctx: click.Context | None,
+    param: click.Parameter | None,
+    value: str | None,
+    *,
+    above: bool = True,
+) -> float | None:
+    """Seconds as a number or a text such as ``90s``, ``15m``, ``1d`` (as in the config);
+    above 0, or at least 0 with ``above=False``."""
+    if value is None:
+        return None
+    try:
+        return to_duration(value, above=above)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a duration: expected {exc}") from None
+
+
 def parse_when(
     ctx: click.Context | None, param: click.Parameter | None, value: str | None
 ) -> float | None:

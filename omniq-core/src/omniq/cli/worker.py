@@ -9,6 +9,7 @@ that leaked into it is returned to the system.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -18,11 +19,11 @@ import click
 
 from ..config import load_config
 from ..interfaces import Capability
-from ..options import to_duration
 from ..progress import WorkerProgress
 from ..registry import registry
 from .root import app_option, cli
 from .state import CliState, describe_ref
+from .tasks import parse_duration
 from .ui import err, flush_logging, log_early_records, release_logging, setup_logging
 
 if TYPE_CHECKING:
@@ -71,16 +72,6 @@ async def _run_worker(app: AsyncOmniQ, options: dict[str, Any], progress: bool) 
             display.cancel()
             await asyncio.gather(display, return_exceptions=True)
         await app.close()
-
-
-def _seconds(value: str | None) -> float | None:
-    """Seconds >= 0 as a number or a duration text (``90s``, ``2m``), as the config takes."""
-    if value is None:
-        return None
-    try:
-        return to_duration(value, above=False)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a duration: expected {exc}") from None
 
 
 def _reexec(state: CliState, reason: str) -> None:
@@ -140,7 +131,7 @@ def _reexec(state: CliState, reason: str) -> None:
 )
 @click.option(
     "--grace-period",
-    callback=lambda ctx, param, value: _seconds(value),
+    callback=functools.partial(parse_duration, above=False),
     metavar="SECONDS",
     help="Seconds a stopping worker waits for running tasks before releasing them (default "
     "30; 90, 90s, 2m).",
