@@ -1871,3 +1871,33 @@ async def test_a_wait_is_not_held_by_a_listening_connection_that_stopped_answeri
         await asyncio.wait_for(queue.wait_for_work(["b"], 0.1), LONG / 2)
     finally:
         os.kill(proxy.pid, signal.SIGCONT)
+
+
+async def test_a_server_that_stops_answering_new_connections_is_an_outage(
+    pg_url: str, pg_schema: str, forwarder: tuple[str, subprocess.Popen[str]]
+) -> None:
+    """The server goes silent (a stalled host, a partition: a connection is accepted and
+    never answered) after the store's connections were lost: a new connection times out
+    with a bare ``TimeoutError``, which reached the caller as it was (a worker's reserve,
+    the CLI) instead of being retried until ``outage_timeout`` and then raised as the
+    outage it is, naming the server."""
+    import socket
+
+    proxied, proxy = forwarder
+    port = urlsplit(proxied).port
+    store = PostgresTaskQueue.from_url(
+        proxied, schema=pg_schema, max_size=2, connect_timeout=0.5, outage_timeout=1
+    )
+    async with store:
+        await store.enqueue(make_task())
+        proxy.kill()  # its connections reset; then a listener that accepts, silent
+        proxy.wait()
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", port))
+        silent.listen(16)
+        try:
+            with pytest.raises(PostgresUnavailableError, match="cannot connect to PostgreSQL"):
+                await asyncio.wait_for(store.stats(), LONG)
+        finally:
+            silent.close()

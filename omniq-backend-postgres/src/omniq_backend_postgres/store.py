@@ -44,6 +44,17 @@ RECONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
+    """A pool connection. Making a new one can time out (``connect_timeout``: a server
+    that accepts and never answers, a partition) with a bare ``TimeoutError``, which is
+    told apart here from a statement's own timeout: it is a lost connection, retried by
+    :meth:`PostgresStore._run` until ``outage_timeout`` like any other."""
+    try:
+        return await pool.acquire()
+    except TimeoutError as exc:
+        raise ConnectionError(f"connecting timed out ({exc or 'no answer'})") from exc
+
+
 def hot_alive(conn: asyncpg.Connection) -> bool:
     """Whether a held pool connection can take a statement. asyncpg itself releases a
     pool connection whose socket closed (the server ended it, or went away) and its
@@ -300,8 +311,11 @@ class PostgresStore(BaseStore):
             )
         pool = self._pool
         if self._hot_busy or pool.get_max_size() < 2:
-            async with pool.acquire() as conn:
+            conn = await _acquire(pool)
+            try:
                 yield conn
+            finally:
+                await pool.release(conn)
             return
         # The hot connection: statements one after another (a producer's delay() and
         # get_result(), a worker's reserve loop) skip asyncpg's pool acquire and
@@ -322,7 +336,7 @@ class PostgresStore(BaseStore):
                 await pool.release(conn)
                 conn = None
             if conn is None:
-                conn = self._hot = await pool.acquire()
+                conn = self._hot = await _acquire(pool)
             yield conn
             failed = False
         finally:
