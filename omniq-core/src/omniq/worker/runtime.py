@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..config import mask_url
-from ..context import TaskContext, set_current
+from ..context import TaskContext, attempt_started, set_current
 from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
@@ -701,6 +701,7 @@ class Worker:
                     started + task.timeout if task.timeout else None,
                     task.created_at,
                     task.headers or None,
+                    started,
                 )
             )
             mw = self._mw
@@ -722,11 +723,13 @@ class Worker:
                 self._requeue(task, error_info(exc))
                 return
             except Exception as exc:
+                started = attempt_started(started)  # (a pool may have moved it on)
                 decision = self._retry_decision(task, exc)
                 if mw is not None:
                     await mw.on_failure(task, exc, decision.eta is not None)
                 self._failed(task, exc, started, decision)
                 return
+            started = attempt_started(started)
             if mw is not None:
                 await mw.after_success(task, value)
             try:
@@ -739,8 +742,7 @@ class Worker:
                 self._failed(task, exc, started)
                 return
             finished = now()
-            self.stats.counts["succeeded"] += 1
-            log_outcome(self.id, task, "succeeded", started)
+            # (its outcome is logged and counted when the store accepts it: _succeeded)
             events: list[TaskEvent] = []  # (as _outcome, by event_of)
             if self.config.events:
                 detail = {"name": task.name, "duration": round(finished - started, 6)}
@@ -988,12 +990,19 @@ class Worker:
                 self._event_storage,
             )
             outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
-            if not all(accepted):  # (rare: a lost lease, or an answer lost)
+            if all(accepted):
+                self._succeeded(successes)
+            else:  # (rare: a lost lease, or an answer lost)
                 refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
+                self._succeeded([d for d, ok in zip(successes, accepted, strict=True) if ok])
                 try:
-                    if mine := await self._made_before(refused):
+                    mine = await self._made_before(refused)
+                    if mine:
                         await self._write_after_lost_answer(mine, due)
                         outcome.update((d.task.id, True) for d in mine)
+                    self._succeeded(mine)
+                    kept = {id(d) for d in mine}
+                    self._succeeded([d for d in refused if id(d) not in kept], accepted=False)
                 except Exception as exc:
                     # The rest of the batch is written: only these are tried again.
                     left = {id(d) for d in refused}
@@ -1012,6 +1021,36 @@ class Worker:
                 )
         for d in batch:
             self._forget(d.task)
+
+    def _succeeded(self, done: list[_Done], accepted: bool = True) -> None:
+        """Report successes once the store has answered their completions: counted and
+        logged ``succeeded`` if accepted, else logged ``lease_lost`` (the lease was lost
+        while the body ran: paused or cut off past it), and told to the middleware
+        (``after_completion``). Here rather than when the body returned, so a refused
+        attempt is never reported as a success; no wait is added, the answer is the
+        batch's own."""
+        mw = self._mw
+        completes = mw is not None and mw.completes
+        for d in done:
+            result = d.result
+            assert result is not None  # (a success always has its result)
+            if accepted:
+                self.stats.counts["succeeded"] += 1
+                log_outcome(
+                    self.id, d.task, "succeeded", result.started_at, finished=result.finished_at
+                )
+            else:
+                log_outcome(
+                    self.id,
+                    d.task,
+                    "lease_lost",
+                    result.started_at,
+                    finished=result.finished_at,
+                    reason="it returned, but its completion was refused",
+                )
+            if completes:
+                assert mw is not None
+                mw.after_completion(d.task, accepted)
 
     async def _made_before(self, refused: list[_Done]) -> list[_Done]:
         """Of these refused changes, those the store shows as made by this very attempt:
