@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
-from omniq import OmniQ
+import slow_import
+
+from omniq import OmniQ, current_task
 
 app = OmniQ()
 
@@ -27,3 +30,29 @@ def hold(release: str) -> str:
     while not Path(release).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return release
+
+
+@app.task(name="shop.nap", timeout=3)
+def nap(seconds: float) -> float:
+    """Sleep ``seconds``; return how far off this attempt's deadline was when it began.
+    (A new process-pool child loads :mod:`slow_import` with the call.)"""
+    assert slow_import.LOADED
+    task = current_task()
+    assert task is not None and task.deadline is not None
+    left = task.deadline - time.time()
+    time.sleep(seconds)
+    return left
+
+
+@app.task(name="shop.stall")
+async def stall(folder: str) -> int:
+    """The first attempt blocks its worker's event loop (no heartbeat, no other work)
+    until the file ``go`` exists in ``folder``, at most a minute: the test pauses that
+    worker meanwhile. Any later attempt returns at once. Returns the worker's pid."""
+    root = Path(folder)
+    first = not any(root.glob("attempt-*"))
+    (root / f"attempt-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while first and not (root / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
