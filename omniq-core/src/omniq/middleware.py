@@ -47,8 +47,10 @@ class Middleware:
         raised (retried while retries remain)."""
 
     async def after_success(self, task: Task, value: Any) -> None:
-        """The attempt returned ``value``; its result is written after this returns.
-        An exception here is logged and does not change the outcome."""
+        """The attempt returned ``value`` (encoded for the result store already: a value
+        that does not encode fails the attempt, ``on_failure``); its result is written
+        after this returns, and ``after_completion`` tells whether the store accepted
+        it. An exception here is logged and does not change the outcome."""
 
     def after_completion(self, task: Task, *, accepted: bool) -> None:
         """The store answered the completion of an attempt that succeeded (one that went
@@ -64,7 +66,8 @@ class Middleware:
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         """The attempt did not succeed: it raised ``exc`` (a timeout is a
-        :class:`omniq.TaskTimeoutError`), its process-pool child died
+        :class:`omniq.TaskTimeoutError`; a return value that does not encode, a
+        ``SerializationError``), its process-pool child died
         (``PoolBrokenError``), or it was stopped (``asyncio.CancelledError``: its lease
         was lost or the worker stops; the task runs again). ``will_retry`` says whether
         the task runs again. Every ``before_run`` is followed by exactly one

@@ -730,17 +730,20 @@ class Worker:
                 self._failed(task, exc, started, decision)
                 return
             started = attempt_started(started)
-            if mw is not None:
-                await mw.after_success(task, value)
             try:
                 encoded = self.serializer.dumps(
                     value,
                     local_only=self.result_storage.local_only,
                     what=f"return value of {task.name}",
                 )
-            except SerializationError as exc:
-                self._failed(task, exc, started)
+            except SerializationError as exc:  # a failure of the attempt, told as one
+                decision = self._retry_decision(task, exc)
+                if mw is not None:
+                    await mw.on_failure(task, exc, decision.eta is not None)
+                self._failed(task, exc, started, decision)
                 return
+            if mw is not None:  # (then its completion goes to the writer: after_completion)
+                await mw.after_success(task, value)
             finished = now()
             # (its outcome is logged and counted when the store accepts it: _succeeded)
             events: list[TaskEvent] = []  # (as _outcome, by event_of)
