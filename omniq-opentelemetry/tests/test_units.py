@@ -68,9 +68,7 @@ async def test_a_task_enqueued_without_trace_context_starts_a_trace_of_its_own()
 
 
 @pytest.mark.anyio
-async def test_a_success_ends_its_span_when_the_store_answers_and_a_refused_one_is_interrupted() -> (
-    None
-):
+async def test_a_success_s_span_ends_when_the_store_answers_a_refused_one_interrupted() -> None:
     mw, exporter = _middleware()
     kept, refused = Task(id="k", name="n", attempts=1), Task(id="r", name="n", attempts=1)
     for task in (kept, refused):

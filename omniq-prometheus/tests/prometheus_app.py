@@ -49,10 +49,11 @@ async def stall(folder: str) -> int:
     """The first attempt blocks its worker's event loop (no heartbeat, no other work)
     until the file ``go`` exists in ``folder``, at most a minute: the test pauses that
     worker meanwhile. Any later attempt returns at once. Returns the worker's pid."""
+    # (blocking on purpose: the loop must not run the heartbeat until it returns)
     root = Path(folder)
-    first = not any(root.glob("attempt-*"))
+    first = not any(root.glob("attempt-*"))  # noqa: ASYNC240
     (root / f"attempt-{os.getpid()}").touch()
     deadline = time.monotonic() + 60
     while first and not (root / "go").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # noqa: ASYNC251
     return os.getpid()

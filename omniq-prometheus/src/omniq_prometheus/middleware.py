@@ -4,8 +4,8 @@ Cost per attempt, on the worker's event loop: two dict look-ups (the task's seri
 start time), one queue-wait and one run-time histogram observation, the in-progress gauge
 up and down and one counter increment (a success's in ``after_completion``, when the
 store has accepted it, called by the worker's writer), all on label children resolved
-once per task name and queue (prometheus_client's ``labels()`` is the costly part and runs once per series,
-not per task). Nothing is added on enqueue: the middleware does not override
+once per task name and queue (prometheus_client's ``labels()`` is the costly part and
+runs once per series, not per task). Nothing is added on enqueue: the middleware does not override
 ``before_enqueue``, so an app that only enqueues runs no code of this plugin per task.
 """
 
