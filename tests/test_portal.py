@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import os
 import signal
 import sys
@@ -525,6 +526,223 @@ def test_a_facade_left_open_is_closed_at_exit_and_the_process_ends(tmp_path: Any
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["enqueued", "closed"]
     assert "destroyed but it is pending" not in done.stderr
+
+
+def test_a_facade_collected_while_its_method_runs_neither_hangs_nor_closes_under_it(
+    tmp_path: Any,
+) -> None:
+    """A facade in a reference cycle, dropped while one of its blocking methods is kept,
+    is freed by a collection wherever one runs: also in the middle of that method's call,
+    while this thread drives the facade's loop. Its finalizer waited there, for ever, for
+    a loop only this thread runs; elsewhere it closed the app under the kept method (a
+    call then raised that the portal was stopped). The app is closed once the method is
+    gone too, without a wait in the collecting thread. Real collections, moved to each
+    step of the call in turn by generation 0's threshold."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/gc.db"
+    script = textwrap.dedent(f"""
+        import faulthandler, gc, threading, time
+        from omniq import OmniQ
+        faulthandler.dump_traceback_later(60, exit=True)
+        for n in range(120):
+            gc.disable()
+            app = OmniQ(task_queue={url!r})
+            app.list_tasks()
+            listed = app.list_tasks  # a blocking method kept: the app must stay open
+            app.me = app  # a cycle: only a collection frees the facade
+            gc.collect(0)  # the facade is in generation 1, generation 0 counts from 0
+            del app
+            gc.set_threshold(n, 0, 1_000_000)  # the n-th allocation collects both
+            gc.enable()
+            try:
+                assert listed() == [] and listed() == []
+            finally:
+                gc.set_threshold(700, 10, 10)
+            del listed
+            gc.collect()  # nothing can call the app now: it is closed, its loop stopped
+        def portals():
+            return [t for t in threading.enumerate() if t.name == "omniq-portal"]
+        deadline = time.monotonic() + 30
+        while portals() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("done", len(portals()), flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["done", "0"], (done.stdout, done.stderr[-3000:])
+
+
+def test_an_app_collected_during_another_apps_call_does_not_hold_that_call_up(
+    tmp_path: Any,
+) -> None:
+    """The collector's close of one app runs on that app's loop, not in the thread that
+    happened to collect it: a call on another app during which the collection runs (or
+    its store's worker thread, which the call waits for) is not held up by the close.
+    A close that takes 1 s; each call must take far less, whichever allocation collects."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/other.db"
+    script = textwrap.dedent(f"""
+        import asyncio, gc, time
+        from omniq import OmniQ
+        other = OmniQ(task_queue={url!r})
+        other.list_tasks()
+        slowest = 0.0
+        for n in range(60):
+            gc.disable()
+            app = OmniQ(task_queue={url!r})
+            app.list_tasks()
+            closer = app.aio.close
+            async def close(closer=closer):
+                await asyncio.sleep(1.0)
+                await closer()
+            app.aio.close = close
+            app.me = app  # a cycle: only a collection frees it
+            gc.collect(0)
+            del app, close
+            gc.set_threshold(n, 0, 1_000_000)
+            gc.enable()
+            started = time.perf_counter()
+            try:
+                other.list_tasks()
+            finally:
+                slowest = max(slowest, time.perf_counter() - started)
+                gc.set_threshold(700, 10, 10)
+            gc.collect()
+        print(f"{{slowest:.3f}}", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout) < 0.5, f"a call took {done.stdout.strip()} s"
+
+
+def test_a_facade_dropped_just_before_exit_is_closed_before_the_process_ends(
+    tmp_path: Any,
+) -> None:
+    """Its close, handed to its loop by the finalizer (which never waits), is waited
+    for at exit: a process that drops its app and ends at once still closes it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/drop.db"
+    script = textwrap.dedent(f"""
+        import asyncio
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        closer = app.aio.close
+        async def close():
+            await asyncio.sleep(0.2)  # still closing when the main thread ends
+            await closer()
+            print("closed", flush=True)
+        app.aio.close = close
+        app.task(name="noop")(print).delay()
+        del app, close
+        print("dropped", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == ["closed", "dropped"], (done.stdout, done.stderr)
+    assert "destroyed but it is pending" not in done.stderr
+
+
+def test_an_app_whose_task_refers_to_it_is_closed_once_dropped(tmp_path: Any) -> None:
+    """A task that refers to its app (to enqueue a follow-up) makes a cycle: the app's
+    tasks lead back to its facade. A ``weakref.finalize`` holding the app kept that cycle
+    reachable, so such an app was never closed: each one made and dropped kept its
+    loop's thread, the store's threads and their descriptors until exit."""
+    from omniq import OmniQ
+
+    def portals() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "omniq-portal"}
+
+    before = portals()
+    url = f"sqlite:///{tmp_path}/cycle.db"
+
+    def one(n: int) -> None:
+        app = OmniQ(task_queue=url, result_storage=url)
+
+        @app.task(name=f"follow{n}")
+        def follow() -> None:
+            assert app is not None  # refers to its app: app -> tasks -> follow -> app
+
+        follow.delay()
+
+    for n in range(5):
+        one(n)
+    deadline = time.monotonic() + 20
+    while portals() - before and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert not portals() - before, "apps made and dropped were never closed"
+
+
+def test_a_facade_whose_loop_is_blocked_does_not_hold_the_exit_up(tmp_path: Any) -> None:
+    """At exit the close of a facade left open waits for its loop, bounded: an async task
+    that blocks the loop (run by a worker in a daemon thread) never lets the close run,
+    and the wait for that close's result was for ever (the process never ended)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from omniq.sync import EXIT_CLOSE_TIMEOUT
+
+    url = f"sqlite:///{tmp_path}/blocked.db"
+    script = textwrap.dedent(f"""
+        import threading, time
+        from omniq import OmniQ
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        started = threading.Event()
+        @app.task(name="block")
+        async def block():
+            started.set()
+            time.sleep(3600)  # blocks the loop for good
+        block.delay()
+        threading.Thread(target=lambda: app.run_worker(concurrency=1), daemon=True).start()
+        assert started.wait(30)
+        print("exiting", flush=True)
+    """)
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_CLOSE_TIMEOUT * 2 + 30,
+    )
+    assert done.stdout.split() == ["exiting"], (done.stdout, done.stderr[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - began < EXIT_CLOSE_TIMEOUT * 2 + 20
+
+
+def test_an_app_used_as_a_temporary_is_closed_after_its_call(tmp_path: Any) -> None:
+    """``OmniQ(url).list_tasks()``: the facade is freed before its call starts the loop
+    (a blocking method does not hold it), so a finalizer keyed to the facade found
+    nothing to close and the app stayed open, with its loop's thread, for good."""
+    from omniq import OmniQ
+
+    def portals() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "omniq-portal"}
+
+    before = portals()
+    url = f"sqlite:///{tmp_path}/temporary.db"
+    for _ in range(3):
+        listed = OmniQ(task_queue=url).list_tasks()  # (not in an assert: pytest keeps
+        assert listed == []  # the facade of an asserted expression)
+    deadline = time.monotonic() + 10
+    while portals() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not portals() - before, "the apps were left open"
 
 
 def test_a_thread_running_a_loop_of_its_own_hands_its_calls_over(portal: Portal) -> None:

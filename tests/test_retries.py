@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Union
 
 import pytest
 
@@ -135,6 +136,83 @@ async def test_retry_used_up_fails_with_the_retry_as_error(aapp: AsyncOmniQ) -> 
     )
 
 
+async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
+    aapp: AsyncOmniQ,
+) -> None:
+    """The Retry is rebuilt as its own type (omniq.errors is always imported), with the
+    reason as message and the task named in its notes, as a ValueError would be; its
+    constructor does not take a message, which once made it a TaskFailedError."""
+
+    @aapp.task(retries=1)
+    def impatient() -> None:
+        raise Retry(delay=0, reason="still busy")
+
+    @aapp.task(retries=0)
+    def silent() -> None:
+        raise Retry(delay=5)
+
+    @aapp.task(retries=0)
+    def plain() -> None:
+        raise ValueError("bad value")
+
+    refs = [await f.delay() for f in (impatient, silent, plain)]
+    await aapp.run_worker(burst=True)
+    errors: list[BaseException] = []
+    for ref in refs:
+        try:
+            await aapp.get_result(ref, timeout=5)
+        except Exception as exc:  # (each its own type: compared below)
+            errors.append(exc)
+    assert len(errors) == 3, "a task that failed gave a value"
+    asked, bare, other = errors
+    assert type(other) is ValueError and str(other) == "bad value"
+    assert type(asked) is Retry, f"got {type(asked).__name__}: {asked}"
+    assert (str(asked), asked.reason, asked.delay) == ("still busy", "still busy", None)
+    assert type(bare) is Retry and str(bare) == "retry requested"
+    for ref, error in zip(refs, errors, strict=True):
+        notes = getattr(error, "__notes__", [])
+        assert notes and notes[0] == f"raised by task {ref.id} (failed)"
+        assert "Traceback" in notes[1]
+
+
+async def test_a_task_that_lets_a_read_retry_through_fails_as_it_would_on_any_error(
+    aapp: AsyncOmniQ,
+) -> None:
+    """A Retry that ``get_result`` rebuilt is the other task's failure: a task reading it
+    and letting it through is not retried for it past its ``retry_on`` (it was: three
+    attempts, each taken as its own request, and it ended with that task's Retry). Kept
+    through pickling, as a process pool sends it back."""
+    import pickle
+
+    attempts: list[int] = []
+
+    @aapp.task(retries=0)
+    def gives_up() -> None:
+        raise Retry(delay=0, reason="busy")
+
+    @aapp.task(retries=2, retry_backoff=0, retry_on=(ConnectionError,))
+    async def reads(task_id: str) -> None:
+        attempts.append(1)
+        await aapp.get_result(task_id, timeout=5)
+
+    upstream = await gives_up.delay()
+    await aapp.run_worker(burst=True)
+    ref = await reads.delay(upstream.id)
+    await aapp.run_worker(burst=True)
+    task = await aapp.get_task(ref.id)
+    assert task is not None
+    assert (task.state, task.attempts, len(attempts)) == (TaskState.DEAD, 1, 1), (
+        f"{len(attempts)} attempts for another task's Retry, ended {task.state}"
+    )
+    events = await aapp.events(task_id=ref.id)
+    assert EventType.RETRYING not in [e.type for e in events]
+    with pytest.raises(Retry) as caught:
+        await aapp.get_result(upstream, timeout=5)
+    assert caught.value.raised_by == upstream.id
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.raised_by, copy.reason, copy.delay) == (upstream.id, "busy", None)
+
+
 def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:
     app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/tasks.db")
     with pytest.raises(ValueError, match="retry_on must be an exception class"):
@@ -143,3 +221,40 @@ def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:
         app.task(retry_max_delay=5, retry_backoff_max=6)(lambda: None)
     capped = app.task(retry_max_delay=7)(lambda: None)
     assert capped.options.retry_backoff_max == 7.0
+
+
+@pytest.mark.parametrize("option", ["retry_on", "dont_retry_on"])
+def test_exception_filters_take_a_class_union_or_collection(tmp_path: Path, option: str) -> None:
+    """Whatever ``isinstance`` would take, and a list or set of classes, normalised to a
+    flat tuple; anything else is refused naming the member that is not a class."""
+    app = AsyncOmniQ(task_queue=f"sqlite:///{tmp_path}/tasks.db")
+
+    def types(value: object) -> tuple[type[BaseException], ...]:
+        fn = app.task(**{option: value})(lambda: None)
+        found: tuple[type[BaseException], ...] = getattr(fn.options.retry, option)
+        return found
+
+    assert types(OSError) == (OSError,)
+    assert types((OSError, KeyError)) == (OSError, KeyError)
+    assert types([OSError, KeyError]) == (OSError, KeyError)
+    assert types(OSError | KeyError) == (OSError, KeyError)
+    assert types(Union[OSError, KeyError]) == (OSError, KeyError)  # noqa: UP007
+    assert types((OSError, (KeyError, ValueError | TypeError))) == (
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+    )
+    assert set(types({OSError, KeyError})) == {OSError, KeyError}
+    assert types(()) == ()
+    for bad, named in [
+        ([ValueError, "x"], "'x'"),
+        ((ValueError, int), "<class 'int'>"),
+        (ValueError("boom"), "ValueError('boom')"),
+        ("ValueError", "'ValueError'"),
+        ({ValueError: 1}, "{<class 'ValueError'>: 1}"),
+        (int | str, "<class 'int'>"),
+    ]:
+        with pytest.raises(ValueError, match=f"{option} must be") as caught:
+            types(bad)
+        assert named in str(caught.value), str(caught.value)

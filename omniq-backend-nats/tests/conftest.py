@@ -16,7 +16,7 @@ from omniq.testing.services import require_service
 NATS_URL = os.environ.get("OMNIQ_TEST_NATS_URL", "nats://127.0.0.1:4222")
 #: What the stores create for a prefix (docs/backends/nats.md, "What is created").
 STREAMS = ("queue", "events")
-BUCKETS = ("tasks", "leases", "children", "schedules", "results", "workers", "limits")
+BUCKETS = ("tasks", "leases", "children", "schedules", "results", "workers", "limits", "repairs")
 
 
 @pytest.fixture

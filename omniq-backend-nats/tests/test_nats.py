@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,12 +70,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_server(port: int, store: Path | None) -> Iterator[subprocess.Popen[bytes]]:
-    """A nats-server of our own on a loopback port (JetStream only with ``store``),
-    stopped on exit."""
+def private_server(port: int, store: Path | None, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A nats-server of our own on a loopback port (JetStream only with ``store``; more
+    arguments in ``extra``), stopped on exit."""
     if not os.access(NATS_SERVER, os.X_OK):
         pytest.skip(f"no nats-server binary at {NATS_SERVER}")
-    args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
+    args = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), *extra]
     if store is not None:
         args += ["-js", "-sd", str(store)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1552,3 +1555,258 @@ def test_bundles_split_to_fit_max_payload() -> None:
     ]
     assert decoded == events
     assert len(store.bundles(events[:2], size // 2)) == 2
+
+
+# -- a consumer wedged by an unclean stop --------------------------------------------------
+#
+# A durable pull consumer's stored state can list as delivered, unacknowledged messages
+# the stream has deleted (a kill -9 that kept the stream's deletes and lost the
+# consumer's acks). nats-server 2.9 fails to load each as it comes up for redelivery
+# ("Received an error looking up message for consumer: deleted message") and leaves the
+# no_wait pull that asked for it with no answer at all, every AckWait again: a queue's
+# pulls all time out while the stream holds its messages. The task queue recreates such a
+# consumer (repair.py). The test makes the unclean stop deterministic:
+# the consumer's state file is saved while the tasks are leased and put back after their
+# completions deleted their messages.
+
+#: Leased when the state is saved, completed before it is put back: deleted messages
+#: the restored consumer still lists as pending (more than pulls come per AckWait).
+_LOST_ACKS = 40
+_OPTIONS = {"ack_wait": 1.0, "outage_timeout": 1.0}
+
+
+def consumer_states(store: Path, stream: str) -> Iterator[Path]:
+    return (store / "jetstream" / "$G" / "streams" / stream / "obs").glob("*/o.dat")
+
+
+async def answered(q: NatsTaskQueue, task_id: str) -> Task | None:
+    """The record, once the client answers again after a restart."""
+    with contextlib.suppress(Exception), anyio.move_on_after(0.5):
+        return await q.get(task_id)
+    return None
+
+
+async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two instances reserve from a wedged consumer: their pulls time out a few times,
+    one of them recreates the consumer (one warning), and both get the new tasks within
+    the deadline. A task leased before the wedge is fenced by its record (not handed out
+    again) and its heartbeat and completion, sent on the old consumer's reply subject,
+    still count (the ack deletes its message)."""
+    port, js_dir = free_port(), tmp_path / "js"
+    url = f"nats://127.0.0.1:{port}"
+    saved = tmp_path / "saved"
+    with private_server(port, js_dir) as server:
+        async with queue_at(url, "wedge", **_OPTIONS) as q:
+            await q.enqueue(make_task(queue="other"))  # keeps the stream's first sequence
+            held_task = await q.enqueue(make_task())
+            (held,) = await q.reserve(["default"], "w", 600)
+            assert held.id == held_task.id
+            await q.enqueue_many([make_task() for _ in range(_LOST_ACKS)])
+            leased = await q.reserve(["default"], "w", 600, limit=_LOST_ACKS)
+            assert len(leased) == _LOST_ACKS
+            server.terminate()  # a clean stop writes the consumers' state
+            server.wait(timeout=10)
+            saved.mkdir()
+            states = {p: saved / p.parent.name for p in consumer_states(js_dir, q.stream)}
+            assert states
+            for state, copy in states.items():
+                shutil.copy(state, copy)
+            with private_server(port, js_dir) as second:
+                await eventually(lambda: answered(q, held.id), "no answer after the restart")
+                done = await q.complete_many(
+                    [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in leased]
+                )
+                assert done == [True] * _LOST_ACKS
+                second.terminate()
+                second.wait(timeout=10)
+            for state, copy in states.items():  # the acks are lost, the deletes kept
+                shutil.copy(copy, state)
+            with private_server(port, js_dir):
+                await eventually(lambda: answered(q, held.id), "no answer after the restart")
+                band = consumer_name("default", 0)
+
+                async def wedged() -> bool:  # once the lost messages come up for redelivery
+                    try:
+                        await q.inbox.pull(q.stream, band, 1)
+                    except nats.errors.TimeoutError:
+                        return True
+                    return False
+
+                await eventually(wedged, "no pull went unanswered")
+                async with (
+                    queue_at(url, "wedge", **_OPTIONS) as one,
+                    queue_at(url, "wedge", **_OPTIONS) as two,
+                ):
+                    fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+                    got: list[tuple[NatsTaskQueue, Task]] = []
+
+                    async def reserve(store: NatsTaskQueue) -> None:
+                        while not fresh <= {t.id for _, t in got}:
+                            with contextlib.suppress(Exception):
+                                tasks = await store.reserve(["default"], "w2", 600, limit=3)
+                                got.extend((store, t) for t in tasks)
+                            await asyncio.sleep(0.05)
+
+                    with caplog.at_level(logging.WARNING), anyio.fail_after(45):
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(reserve, one)
+                            tg.start_soon(reserve, two)
+                    assert {t.id for _, t in got} == fresh  # the held task stays fenced
+                    warnings = [r for r in caplog.records if "recreat" in r.getMessage()]
+                    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+                    assert q.stream in warnings[0].getMessage()
+                    for store, task in got:
+                        assert await store.complete(
+                            task.id, task.lease_token or "", TaskState.SUCCEEDED
+                        )
+                # A heartbeat (+WPI) and the completion (ack) on the old reply subject.
+                assert await q.heartbeat([(held.id, held.lease_token or "")], 600) == [held.id]
+                assert await q.complete(held.id, held.lease_token or "", TaskState.SUCCEEDED)
+                record = await q.get(held.id)
+                assert record is not None and record.state is TaskState.SUCCEEDED
+                assert record.attempts == 1
+                # Its ack, on the old consumer's reply subject, deleted its message.
+
+                async def emptied() -> bool:
+                    return await q._backlog(["default"]) == {}
+
+                await eventually(emptied, "messages of finished tasks are left")
+
+
+@contextlib.asynccontextmanager
+async def wedged_server(tmp_path: Path) -> AsyncIterator[str]:
+    """A private server whose band-0 consumer of queue ``default`` (prefix ``wedge``) is
+    wedged as in :func:`test_a_consumer_whose_pulls_go_unanswered_is_recreated`; yields
+    its URL once a pull of that consumer goes unanswered."""
+    port, js_dir = free_port(), tmp_path / "js"
+    url = f"nats://127.0.0.1:{port}"
+    saved = tmp_path / "saved"
+    with private_server(port, js_dir) as server:
+        async with queue_at(url, "wedge", **_OPTIONS) as q:
+            await q.enqueue(make_task(queue="other"))
+            await q.enqueue_many([make_task() for _ in range(_LOST_ACKS)])
+            leased = await q.reserve(["default"], "w", 600, limit=_LOST_ACKS)
+            assert len(leased) == _LOST_ACKS
+            server.terminate()
+            server.wait(timeout=10)
+            saved.mkdir()
+            states = {p: saved / p.parent.name for p in consumer_states(js_dir, q.stream)}
+            for state, copy in states.items():
+                shutil.copy(state, copy)
+            with private_server(port, js_dir) as second:
+                await eventually(lambda: answered(q, leased[0].id), "no answer after restart")
+                done = await q.complete_many(
+                    [(t.id, t.lease_token or "", TaskState.SUCCEEDED, None) for t in leased]
+                )
+                assert done == [True] * _LOST_ACKS
+                second.terminate()
+                second.wait(timeout=10)
+            for state, copy in states.items():
+                shutil.copy(copy, state)
+            with private_server(port, js_dir):
+                await eventually(lambda: answered(q, leased[0].id), "no answer after restart")
+                band = consumer_name("default", 0)
+
+                async def wedged() -> bool:
+                    try:
+                        await q.inbox.pull(q.stream, band, 1)
+                    except nats.errors.TimeoutError:
+                        return True
+                    return False
+
+                await eventually(wedged, "no pull went unanswered")
+                yield url
+
+
+async def test_a_worker_waiting_for_work_repairs_a_wedged_consumer(tmp_path: Path) -> None:
+    """A worker that waits for work between empty reserves (as the worker loop does,
+    waits under a second) still gets to the repair: a wait whose pulls were left open
+    and unanswered is no sign that the bands are drained."""
+    async with wedged_server(tmp_path) as url, queue_at(url, "wedge", **_OPTIONS) as one:
+        fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+        got: set[str] = set()
+        with anyio.fail_after(45):
+            while not fresh <= got:
+                with contextlib.suppress(Exception):
+                    got |= {t.id for t in await one.reserve(["default"], "w2", 600, limit=3)}
+                with contextlib.suppress(Exception):
+                    await one.wait_for_work(["default"], 0.5)
+        assert got == fresh
+
+
+async def test_a_repair_claimed_by_an_instance_that_died_is_taken_over(tmp_path: Path) -> None:
+    """An instance killed after its claim in ``<prefix>_repairs`` and before its delete
+    (or whose delete timed out) leaves the claim of a consumer still wedged: another
+    instance that finds the claim older than its own ``CONSUMER.INFO`` by more than
+    ``outage_timeout`` takes the repair over, not an hour later."""
+    async with wedged_server(tmp_path) as url, queue_at(url, "wedge", **_OPTIONS) as one:
+        band = consumer_name("default", 0)
+        info = await one.js.consumer_info(one.stream, band)
+        repairs = await one.ensure_bucket("wedge_repairs", 3600.0)
+        claimed = b"%r" % await one.now()  # the claim's time, as a repairer writes it
+        await repairs.create(token(f"{band}@{info.created.isoformat()}"), claimed)  # then died
+        fresh = {t.id for t in await one.enqueue_many([make_task() for _ in range(3)])}
+        got: set[str] = set()
+        with anyio.fail_after(45):
+            while not fresh <= got:
+                with contextlib.suppress(Exception):
+                    got |= {t.id for t in await one.reserve(["default"], "w2", 600, limit=3)}
+                await asyncio.sleep(0.05)
+        assert got == fresh
+
+
+async def test_a_consumer_deleted_by_a_repairer_that_died_is_recreated(tmp_path: Path) -> None:
+    """A repairer killed between its delete and its create leaves the consumer missing;
+    a pull of a missing consumer goes unanswered too. An instance that had set it up
+    (cached) and waits for work between reserves creates it again."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    with private_server(port, tmp_path / "js"):
+        async with queue_at(url, "gone", **_OPTIONS) as one:
+            await one.enqueue(make_task())
+            assert len(await one.reserve(["default"], "w", 600)) == 1
+            await one.wait_for_work(["default"], 0.1)  # its waiting pulls are set up too
+            await one.js.delete_consumer(one.stream, consumer_name("default", 0))  # then died
+            task = await one.enqueue(make_task())
+            got: list[Task] = []
+            with anyio.fail_after(30):
+                while not got:
+                    with contextlib.suppress(Exception):
+                        got = await one.reserve(["default"], "w", 600)
+                    with contextlib.suppress(Exception):
+                        await one.wait_for_work(["default"], 0.5)
+            assert [t.id for t in got] == [task.id]
+
+
+def api_calls(monitor: int) -> int:
+    """JetStream API requests the server has served (its monitoring ``/jsz``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/jsz") as reply:
+        return int(json.load(reply)["api"]["total"])
+
+
+async def test_an_unanswered_count_of_an_emptied_band_is_dropped(tmp_path: Path) -> None:
+    """A pull that timed out (the consumer gone, or the server held up) on a band that
+    then holds nothing: no pull of it would reset the count, which must not keep an idle
+    instance from trusting its open pulls (a ``STREAM.INFO`` after every wait)."""
+    port, monitor = free_port(), free_port()
+    url = f"nats://127.0.0.1:{port}"
+    with private_server(port, tmp_path / "js", "-m", str(monitor)):
+        async with queue_at(url, "count", **_OPTIONS) as one:
+            await one.enqueue(make_task())
+            (first,) = await one.reserve(["default"], "w", 600)
+            assert await one.complete(first.id, first.lease_token or "", TaskState.SUCCEEDED)
+            await one.js.delete_consumer(one.stream, consumer_name("default", 0))
+            await one.enqueue(make_task())
+            with pytest.raises(Exception):  # noqa: B017, PT011 (the pull timed out)
+                await one.reserve(["default"], "w", 600)
+            await one.js.purge_stream(one.stream)  # the band holds nothing now
+            for _ in range(2):  # the first reserve finds the band empty
+                await one.reserve(["default"], "w", 600)
+                await one.wait_for_work(["default"], 0.5)
+            before = api_calls(monitor)
+            for _ in range(10):
+                assert await one.reserve(["default"], "w", 600) == []
+                await one.wait_for_work(["default"], 0.5)
+            assert api_calls(monitor) - before < 5

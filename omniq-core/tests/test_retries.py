@@ -96,7 +96,7 @@ def test_retry_survives_pickling_and_refuses_a_bad_delay() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"retry_on": "ValueError"}, "retry_on must be an exception class or a tuple"),
+        ({"retry_on": "ValueError"}, "retry_on must be an exception class, a union"),
         ({"dont_retry_on": (ValueError, 3)}, "dont_retry_on must be an exception class"),
         ({"schedule": "linear"}, "retry_schedule must be 'exponential', 'fixed'"),
         ({"schedule": []}, "retry_schedule must be"),

@@ -35,11 +35,11 @@ from omniq.models import (
 from .batch import WRONG_REVISION, puts, revisions
 from .connection import confirm, nak_delay
 from .delivery import _ACK, _carried, _message_task_id
-from .dependencies import Dependencies
 from .leases import _Held, _Lease, _lease_decoder, _Listed
-from .names import token
+from .names import consumer_name, token
 from .pulls import WaitingPulls, pending
 from .records import _stand_in
+from .repair import ConsumerRepair
 
 #: Reserve reads bands from the highest priority down.
 BANDS = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
@@ -57,7 +57,7 @@ class Screen(Protocol):
     async def admit(self, msgs: Sequence[Msg], at: float) -> list[Msg]: ...
 
 
-class Reserve(Dependencies):
+class Reserve(ConsumerRepair):
     """Leasing ready tasks from their delivery messages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -156,8 +156,10 @@ class Reserve(Dependencies):
         """Whether the held messages tell that no other ready message is stored: each
         was its band's last one when delivered, and every other band has a pull open,
         which is handed whatever is stored there (a band whose pull delivered is
-        pulled again by the next wait, which so finds what came after)."""
-        if any(pending(m) for m in held):
+        pulled again by the next wait, which so finds what came after). Not while a
+        consumer's pulls go unanswered (:mod:`.repair`): its open pull is no sign that
+        its band is drained, and only the reserve's own pulls lead to its repair."""
+        if self._unanswered or any(pending(m) for m in held):
             return False
         spent = {m.subject for m in held}
         return self._pulls.armed(
@@ -220,6 +222,10 @@ class Reserve(Dependencies):
         if limit <= 0:
             return []
         backlog = await self._backlog(queues)
+        if self._unanswered:  # (rare) an emptied band's count no longer stands
+            self._forget_unanswered(
+                consumer_name(q, b) for q in queues for b in BANDS if not backlog.get((q, b))
+            )
         out: list[Task] = []
         for band in BANDS:
             for queue in queues:
@@ -232,7 +238,7 @@ class Reserve(Dependencies):
                         wanted = min(wanted, screen.budget)
                         if wanted <= 0:
                             return out
-                    msgs = await self.inbox.pull(self.stream, consumer, wanted)
+                    msgs = await self._pull(queue, band, lease, consumer, wanted)
                     pulled = len(msgs)
                     tasks, failed = await self._admit_and_claim(msgs, worker_id, lease, at, screen)
                     out += tasks

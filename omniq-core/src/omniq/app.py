@@ -37,6 +37,7 @@ from .errors import (
     CapabilityError,
     ConfigError,
     ResultTimeoutError,
+    Retry,
     TaskFailedError,
     TaskNotFoundError,
 )
@@ -1275,7 +1276,10 @@ def rebuild_error(task_id: str, state: str, err: ErrorInfo) -> BaseException:
     cls = getattr(module, err.type, None) if module is not None else None
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
-            exc = cls(err.message)
+            # (a Retry's first argument is its delay: its message is its reason)
+            exc = Retry(reason=err.message) if cls is Retry else cls(err.message)
+            if isinstance(exc, Retry):  # (this task's failure, not the reader's request)
+                exc.raised_by = task_id
             exc.__notes__ = [f"raised by task {task_id} ({state})", err.traceback]
             return exc
         except Exception:

@@ -8,6 +8,7 @@ can catch "any queue error" without knowing which backend is configured.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 
 class OmniQError(Exception):
@@ -147,7 +148,12 @@ class Retry(OmniQError):
         self.reason = reason
         super().__init__(reason or "retry requested")
 
-    def __reduce__(self) -> tuple[type[Retry], tuple[float | None, str]]:
+    #: The task whose outcome this is, on a Retry rebuilt by ``get_result``: that task's
+    #: failure, not a request of the task that reads it (which would retry it for
+    #: another task's error, past its ``retry_on``).
+    raised_by: str | None = None
+
+    def __reduce__(self) -> tuple[type[Retry], tuple[float | None, str], dict[str, Any]]:
         # (a process pool pickles it back to the worker; the default would pass the
         # message as ``delay``)
-        return type(self), (self.delay, self.reason)
+        return type(self), (self.delay, self.reason), self.__dict__

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import random
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +36,40 @@ _SHAPES = ("exponential", "fixed")
 
 
 def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
-    types = (value,) if isinstance(value, type) else value
-    if not isinstance(types, (tuple, list)) or not all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in types
-    ):
+    """``value`` as a flat tuple for ``isinstance``: one exception class, a union of them
+    (``A | B``, ``typing.Union[A, B]``) or a tuple, list or set of them (a tuple's
+    members may be tuples or unions, as ``isinstance`` takes them); refused naming the
+    first bad member."""
+    members: Any = None
+    if isinstance(value, (type, types.UnionType)) or _is_union(value):
+        members = _flat(value)
+    elif isinstance(value, (list, set, frozenset, tuple)):
+        members = [m for member in value for m in _flat(member)]
+    bad = [m for m in members if not _is_exception(m)][:1] if members is not None else []
+    if members is None or bad:
+        why = f": {bad[0]!r} is not an exception class" if bad else ""
         raise ConfigError(
-            f"{name} must be an exception class or a tuple of them, e.g. (ConnectionError,), "
-            f"got {value!r}"
+            f"{name} must be an exception class, a union of them or a tuple, list or set "
+            f"of them, e.g. (ConnectionError, TimeoutError); got {value!r}{why}"
         )
-    return tuple(types)
+    return tuple(members)
+
+
+def _is_union(value: Any) -> bool:
+    return isinstance(value, types.UnionType) or typing.get_origin(value) is typing.Union
+
+
+def _flat(value: Any) -> list[Any]:
+    """A union's or a tuple's members, flattened (as ``isinstance`` reads them)."""
+    if _is_union(value):
+        return list(typing.get_args(value))
+    if isinstance(value, tuple):
+        return [m for member in value for m in _flat(member)]
+    return [value]
+
+
+def _is_exception(member: Any) -> bool:
+    return isinstance(member, type) and issubclass(member, BaseException)
 
 
 def _schedule(value: Any) -> RetrySchedule:
@@ -145,6 +172,12 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+def asks_retry(exc: BaseException) -> bool:
+    """Whether ``exc`` is the task's own request for another attempt: a Retry, not one
+    that ``get_result`` rebuilt from another task's outcome and the task let through."""
+    return isinstance(exc, Retry) and exc.raised_by is None
+
+
 def decide(task: Task, exc: BaseException, at: float, policy: RetryPolicy) -> RetryDecision:
     """The decision for ``task``'s attempt that raised ``exc`` at ``at``.
 
@@ -152,7 +185,8 @@ def decide(task: Task, exc: BaseException, at: float, policy: RetryPolicy) -> Re
     ``retries`` are used up it fails (with the Retry as its error). Its ``delay`` is used
     as given (not capped); without one the policy's schedule picks it.
     """
-    if isinstance(exc, Retry):
+    if asks_retry(exc):
+        assert isinstance(exc, Retry)
         if not lifecycle.retries_left(task):
             return RetryDecision(None, 0.0, f"retries used up ({task.max_retries})")
         delay = policy.delay(task) if exc.delay is None else exc.delay

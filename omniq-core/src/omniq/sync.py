@@ -12,6 +12,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # (no stubs: getsignal without the enum wrapper)
 import _socket
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -64,9 +65,10 @@ class Portal:
     condition and the chaining callbacks, and one more loop iteration for them.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closes: Any = None) -> None:
         self._lock = threading.Lock()
         self._state: _Loop | None = None
+        self._closes = closes  # closed with the loop if nobody did (see __del__)
         _portals.add(self)
 
     def _start(self) -> _Loop:
@@ -75,6 +77,8 @@ class Portal:
                 state = _Loop()
                 state.thread.start()
                 self._state = state
+                if self._closes is not None:
+                    _hook_exit()
             return self._state
 
     @property
@@ -104,15 +108,23 @@ class Portal:
         """Cancel what is left on the loop, close it and end the portal's thread."""
         with self._lock:
             state, self._state = self._state, None
-        if state is None:
-            return
-        with state.lock:
-            state.closing = True
-        state.notify()
-        with contextlib.suppress(RuntimeError):  # already closed
-            state.loop.call_soon_threadsafe(state.close_soon)
-        if not state.is_current():
-            state.thread.join(timeout=10)
+        if state is not None:
+            state.stop()
+
+    def __del__(self) -> None:
+        """Nobody can call the portal any more and nobody closed what it was made to
+        close: hand that close to the loop (never a wait here, see :func:`_close_left_open`).
+
+        A finalizer, not a ``weakref.finalize``: that one's registry would hold the app,
+        and through it the portal wherever the app leads back to its facade (a task that
+        refers to its app: a cycle only a collection frees); the app was then never
+        closed, its loop's thread and descriptors kept until exit."""
+        state, closes = self._state, self._closes
+        if state is not None and closes is not None:
+            try:
+                _close_left_open(closes, state)
+            except Exception:  # pragma: no cover - at interpreter shutdown
+                pass
 
 
 #: How long the loop stays free after a caller's call before the portal's thread takes
@@ -175,6 +187,17 @@ class _Loop:
     def notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+    def stop(self) -> None:
+        """End whatever runs the loop, then cancel what is left, close the loop and end
+        the portal's thread (waited for, unless this is that thread)."""
+        with self.lock:
+            self.closing = True
+        self.notify()
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.close_soon)
+        if not self.is_current():
+            self.thread.join(timeout=10)
 
     def call(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         me = _get_ident()
@@ -573,7 +596,7 @@ def _forget_wakers() -> None:
             state.lock, state.changed = threading.Lock(), threading.Condition(threading.RLock())
             state.closing = True
         portal._lock = threading.Lock()
-        portal._state = None
+        portal._state = None  # (its loop is the parent's: nothing to close here)
 
 
 if hasattr(os, "register_at_fork"):
@@ -735,12 +758,13 @@ class SyncWrapper(Generic[T]):
 
     def __init__(self, async_obj: T) -> None:
         self._async = async_obj
-        self._portal = Portal()
-        # A facade the program never closes is closed when it is collected or, at the
-        # latest, at interpreter exit, while the loop thread still runs: otherwise its
-        # stores' background tasks die with the daemon thread, mid-flight ("Task was
-        # destroyed but it is pending!"), and their connections are dropped unclosed.
-        self._finalizer = weakref.finalize(self, _close_left_open, async_obj, self._portal)
+        # A facade the program never closes is closed once nothing can call it any more
+        # (the facade and every blocking method taken from it are gone: they all hold
+        # the portal) or, at the latest, at interpreter exit, while the loop thread still
+        # runs: otherwise its stores' background tasks die with the daemon thread,
+        # mid-flight ("Task was destroyed but it is pending!"), and their connections
+        # are dropped unclosed (see _closed_when_collected).
+        self._portal = Portal(closes=async_obj)
 
     @property
     def aio(self) -> T:
@@ -748,7 +772,6 @@ class SyncWrapper(Generic[T]):
         return self._async
 
     def close(self) -> None:
-        self._finalizer.detach()
         closer = getattr(self._async, "close", None)
         try:
             if closer is not None and self._portal.started:
@@ -763,21 +786,79 @@ class SyncWrapper(Generic[T]):
         self.close()
 
 
-def _close_left_open(async_obj: Any, portal: Portal) -> None:
+#: Set by the exit hook: from then on a close left open is waited for, bounded.
+_exiting = False
+_exit_hooked = False
+#: The loops a collected facade's close was handed to (their threads end after it).
+_handed: weakref.WeakSet[_Loop] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """Let the closes handed over by the collector end (bounded), then close the
+    facades still open (each waited for, bounded)."""
+    global _exiting
+    _exiting = True
+    deadline = time.monotonic() + EXIT_CLOSE_TIMEOUT + 1.0
+    for state in list(_handed):
+        state.thread.join(max(deadline - time.monotonic(), 0.0))
+    for portal in list(_portals):
+        left, closes = portal._state, portal._closes
+        if left is not None and closes is not None:
+            _close_left_open(closes, left)
+
+
+def _hook_exit() -> None:
+    """Register :func:`_at_exit` once, when a portal that closes something first starts
+    its loop: a facade never called costs nothing."""
+    global _exit_hooked
+    if not _exit_hooked:
+        _exit_hooked = True
+        atexit.register(_at_exit)
+
+
+def _close_left_open(async_obj: Any, state: _Loop) -> None:
     """Close ``async_obj`` on its loop and stop the loop, for a facade nobody closed.
-    Bounded and quiet: it runs at exit or from the garbage collector."""
+
+    From the garbage collector it never waits: a collection runs in whichever thread
+    allocates, which may be one that drives a loop (a wait there could be for itself),
+    or the store's own worker thread that the close needs. It hands the close to the
+    loop, whose thread runs it and then stops. At exit it hands it over too and waits,
+    bounded, for the loop's thread to end, so the close is over before the process
+    ends, and a loop that never runs it does not hold the exit up."""
+    if state.closing:
+        return  # stopped already (or inherited by a forked child)
     closer = getattr(async_obj, "close", None)
-    if not portal.started or portal.on_loop_thread():
-        return  # nothing was opened, or the loop cannot wait for itself
-    for step in (
-        (lambda: portal.call(_bounded, closer, EXIT_CLOSE_TIMEOUT)) if closer else None,
-        portal.stop,
-    ):  # the loop stops even if closing failed: it cancels what is left
-        try:
-            if step is not None:
-                step()
-        except Exception:
-            log.debug("closing %r left open failed", async_obj, exc_info=True)
+    try:
+        state.loop.call_soon_threadsafe(_close_on_loop, closer, state)
+    except RuntimeError:  # the loop is closed
+        return
+    if not _exiting:
+        _handed.add(state)
+    elif not state.is_current():  # (the loop cannot wait for itself)
+        # Bounded even where the loop never runs the close: a task that blocks it, or a
+        # portal's thread that ended (a call's wait here would be for ever).
+        state.thread.join(EXIT_CLOSE_TIMEOUT + 1.0)
+
+
+#: The closes handed to loops by the collector, kept until done (a loop holds its
+#: tasks weakly).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_on_loop(closer: Callable[[], Awaitable[Any]] | None, state: _Loop) -> None:
+    task = state.loop.create_task(_close_then_stop(closer, state))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close_then_stop(closer: Callable[[], Awaitable[Any]] | None, state: _Loop) -> None:
+    try:
+        if closer is not None:
+            await _bounded(closer, EXIT_CLOSE_TIMEOUT)
+    except Exception:
+        log.debug("closing %r left open failed", closer, exc_info=True)
+    finally:
+        state.stop()
 
 
 async def _bounded(closer: Callable[[], Awaitable[Any]], timeout: float) -> None:

@@ -13,6 +13,7 @@ from ..registry import StoreKind
 from .arguments import QueueArgumentTests
 from .base import StoreContract, abstract_ref, open_store
 from .idle import IdleWaitTests
+from .purge import PurgeTests
 from .queue_concurrency import ConcurrencyTests
 from .queue_delivery import DeliveryTests
 from .queue_dependencies import DependencyTests
@@ -47,6 +48,7 @@ class TaskQueueContract(
     LimitTests,
     IdleWaitTests,
     StartSweepTests,
+    PurgeTests,
 ):
     """Conformance tests for a :class:`~omniq.interfaces.BaseTaskQueue`.
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .. import lifecycle
 from ..config import mask_url
 from ..context import TaskContext, attempt_started, set_current
-from ..errors import ConfigError, Retry, SerializationError, UnknownTaskError
+from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
 from ..interfaces import BasePool, Capability, write_accepted
@@ -47,7 +47,7 @@ from ..models import (
     now,
 )
 from ..registry import registry
-from ..retries import DEFAULT_POLICY, RetryDecision
+from ..retries import DEFAULT_POLICY, RetryDecision, asks_retry
 from ..retries import decide as decide_retry
 from ..schedules import fire_due_schedules
 from ..serialization import binding
@@ -802,7 +802,7 @@ class Worker:
             decision = self._retry_decision(task, exc)
         eta = decision.eta
         at = eta - decision.delay if eta is not None else now()
-        asked = isinstance(exc, Retry) and eta is not None  # not a failure: no failed event
+        asked = asks_retry(exc) and eta is not None  # not a failure: no failed event
         events = (
             []
             if asked

@@ -1,0 +1,93 @@
+"""Purging delayed tasks (part of :class:`~omniq.testing.TaskQueueContract`): ``purge()``
+deletes a task that waits for its eta like any other waiting task, whichever way it
+was written (``enqueue``, the fresh-id path a ``delay()`` takes, a retry's eta), and
+nothing of it is delivered once the eta passes: a backend that keeps a delivery message
+or an index entry apart from the record must not hand the task out afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..interfaces import BaseTaskQueue, Capability
+from ..models import TaskState
+from .actions import reserve_ids, reserve_one
+from .base import open_app
+from .capabilities import requires
+from .factories import make_error, make_task
+from .polling import wait_past
+
+__all__ = ["PurgeTests", "check_worker_skips_purged_delayed_task"]
+
+#: How far ahead the delayed tasks are due: past it within a test, not before the purge
+#: (checked: a purge after the eta would prove nothing).
+AHEAD = 2.0
+
+
+class PurgeTests:
+    """Mixed into the task-queue contract: a purged delayed task never runs."""
+
+    async def test_purge_deletes_delayed_tasks_and_none_is_delivered_at_its_eta(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        requires(task_queue, Capability.DELAYED)
+        await task_queue.enqueue(make_task(queue="pd"))
+        retrying = await reserve_one(task_queue, ["pd"])
+        eta = await task_queue.now() + AHEAD
+        token = retrying.lease_token or ""
+        assert await task_queue.retry(retrying.id, token, eta, make_error()) is True
+        scheduled = await task_queue.enqueue(make_task(queue="pd", eta=eta))
+        [fresh] = await task_queue.enqueue_recorded(
+            [make_task(queue="pd", eta=eta)], [], None, fresh=True
+        )
+        states = {t.id: t.state for t in await task_queue.list(queue="pd")}
+        assert states == {
+            retrying.id: TaskState.RETRYING,
+            scheduled.id: TaskState.SCHEDULED,
+            fresh.id: TaskState.SCHEDULED,
+        }, states
+        assert await task_queue.purge(queue="pd") == 3
+        assert await task_queue.now() < eta, "the purge ended after the eta: raise AHEAD"
+        for task in (retrying, scheduled, fresh):
+            assert await task_queue.get(task.id) is None, f"purged task {task.id} still stored"
+        await wait_past(task_queue, eta)
+        after = await task_queue.enqueue(make_task(queue="pd"))
+        got = await reserve_ids(task_queue, ["pd"])
+        assert got == [after.id], (
+            f"after the eta of purged delayed tasks, reserve returned {got}; expected only "
+            f"the task enqueued since, {after.id}"
+        )
+
+    async def test_a_waiting_worker_never_runs_a_purged_delayed_task(
+        self, task_queue: BaseTaskQueue, task_queue_ref: Any
+    ) -> None:
+        requires(task_queue, Capability.DELAYED)
+        await check_worker_skips_purged_delayed_task(task_queue_ref)
+
+
+async def check_worker_skips_purged_delayed_task(ref: Any) -> None:
+    """A task ``delay``-ed with an eta while a worker waits (the worker knows of it by its
+    wake-up), purged before the eta, does not run: a task due later, enqueued after the
+    purge, runs, and by then the purged one has not."""
+    async with open_app(ref) as app:
+        ran: list[str] = []
+
+        @app.task
+        async def mark(label: str) -> None:
+            ran.append(label)
+
+        worker = app.worker(pool="async", concurrency=1)
+        running = asyncio.create_task(worker.run(install_signals=False))
+        try:
+            await app.get_result(await mark.delay("first"), timeout=10)  # the worker idles
+            eta = await app.task_queue.now() + AHEAD
+            purged = await mark.apply(args=("purged",), eta=eta)
+            await app.purge()
+            assert await app.task_queue.now() < eta, "the purge ended after the eta"
+            assert await app.task_queue.get(purged.id) is None, "purge() kept a delayed task"
+            later = await mark.apply(args=("later",), eta=eta + 0.2)
+            await app.get_result(later, timeout=10)
+            assert ran == ["first", "later"], ran
+        finally:
+            worker.request_stop("test")
+            await asyncio.wait_for(running, 10)
