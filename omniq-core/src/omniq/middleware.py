@@ -57,7 +57,8 @@ class Middleware:
         through ``after_success``). ``accepted`` False: it was refused, the attempt's
         lease lost while it ran (it was paused or cut off past its lease and the task
         delivered again, or cancelled): its result is discarded and the worker logs it
-        as ``lease_lost``. Count outcomes here rather than in ``after_success``, which
+        as ``lease_lost``. False too when a stopping worker gave up writing it (the
+        store away past its retries): the lease lapses and the task runs again. Count outcomes here rather than in ``after_success``, which
         runs before the store has answered.
 
         A plain method, not a coroutine: the worker's writer calls it for each success

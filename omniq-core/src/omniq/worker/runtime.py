@@ -928,6 +928,12 @@ class Worker:
                         len(batch),
                         failures,
                     )
+                    # (their successes were told after_success: they end as not accepted)
+                    self._succeeded(
+                        [d for d in (*batch, *self._outbox) if d.kind == "success"],
+                        accepted=False,
+                        reason="it returned, but its completion could not be written",
+                    )
                     return
                 log.exception(
                     "worker %s: writing %d completions failed; retrying in %.1fs",
@@ -1025,13 +1031,18 @@ class Worker:
         for d in batch:
             self._forget(d.task)
 
-    def _succeeded(self, done: list[_Done], accepted: bool = True) -> None:
+    def _succeeded(
+        self,
+        done: list[_Done],
+        accepted: bool = True,
+        reason: str = "it returned, but its completion was refused",
+    ) -> None:
         """Report successes once the store has answered their completions: counted and
         logged ``succeeded`` if accepted, else logged ``lease_lost`` (the lease was lost
-        while the body ran: paused or cut off past it), and told to the middleware
-        (``after_completion``). Here rather than when the body returned, so a refused
-        attempt is never reported as a success; no wait is added, the answer is the
-        batch's own."""
+        while the body ran: paused or cut off past it; or, ``reason`` says, a stopping
+        worker gave up writing it), and told to the middleware (``after_completion``).
+        Here rather than when the body returned, so a refused attempt is never reported
+        as a success; no wait is added, the answer is the batch's own."""
         mw = self._mw
         completes = mw is not None and mw.completes
         for d in done:
@@ -1049,7 +1060,7 @@ class Worker:
                     "lease_lost",
                     result.started_at,
                     finished=result.finished_at,
-                    reason="it returned, but its completion was refused",
+                    reason=reason,
                 )
             if completes:
                 assert mw is not None
