@@ -93,8 +93,7 @@ def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: 
 
     with log.open("w") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "omniq.cli", "worker", "--app", "marks_app:app"]
-            + ["--pool", "thread", "-c", "1"],
+            [sys.executable, "-m", "omniq.cli", "worker", "--app", "marks_app:app", "-c", "1"],
             env=env,
             cwd=tmp_path,
             stdout=out,

@@ -182,6 +182,39 @@ def test_after_success_raising_is_logged_not_fatal(
     assert "exporter down" in caplog.text
 
 
+def test_after_completion_raising_is_logged_not_fatal(
+    app: OmniQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It runs in the worker's writer: the batch is written, the worker carries on."""
+
+    class Broken(Middleware):
+        def after_completion(self, task: Task, *, accepted: bool) -> None:
+            raise RuntimeError("counter down")
+
+    app.add_middleware(Broken())
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    refs = [work.delay(n) for n in range(3)]
+    app.run_worker(burst=True)
+    assert [app.get_result(r, timeout=0) for r in refs] == [0, 1, 2]
+    assert caplog.text.count("failed in after_completion") == 3  # (one per task)
+
+
+def test_an_async_after_completion_is_refused_when_added(app: OmniQ) -> None:
+    """The writer calls it without awaiting: an ``async def`` one would never run (a
+    coroutine dropped, its counts silently missing), so it is refused up front."""
+
+    class Awaiting(Middleware):
+        async def after_completion(self, task: Task, *, accepted: bool) -> None:  # type: ignore[override]
+            pass
+
+    with pytest.raises(TypeError, match="after_completion must be a plain method"):
+        app.add_middleware(Awaiting())
+
+
 class _Opaque:
     def __reduce__(self) -> Any:
         raise TypeError("an _Opaque does not leave its process")

@@ -18,6 +18,7 @@ middleware runs in the worker).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -58,12 +59,14 @@ class Middleware:
         lease lost while it ran (it was paused or cut off past its lease and the task
         delivered again, or cancelled): its result is discarded and the worker logs it
         as ``lease_lost``. False too when a stopping worker gave up writing it (the
-        store away past its retries): the lease lapses and the task runs again. Count outcomes here rather than in ``after_success``, which
-        runs before the store has answered.
+        store away past its retries): the lease lapses and the task runs again. Count
+        outcomes here rather than in ``after_success``, which runs before the store has
+        answered.
 
-        A plain method, not a coroutine: the worker's writer calls it for each success
-        of a batch as the batch's answer comes back, so it must be quick (no I/O). It
-        runs in the writer, not in the task's context. An exception here is logged."""
+        A plain method, not a coroutine (an ``async def`` one is refused when added):
+        the worker's writer calls it for each success of a batch as the batch's answer
+        comes back, so it must be quick (no I/O). It runs in the writer, not in the
+        task's context. An exception here is logged."""
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         """The attempt did not succeed: it raised ``exc`` (a timeout is a
@@ -106,6 +109,12 @@ class MiddlewareChain:
         if not isinstance(middleware, Middleware):
             raise TypeError(
                 f"middleware must be an omniq.middleware.Middleware instance, got {middleware!r}"
+            )
+        if inspect.iscoroutinefunction(getattr(middleware, "after_completion", None)):
+            # (the writer calls it without awaiting: a coroutine would never run)
+            raise TypeError(
+                f"{type(middleware).__name__}.after_completion must be a plain method, "
+                f"not async: the worker's writer calls it as each batch's answer comes back"
             )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
