@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..config import mask_url
-from ..context import TaskContext, attempt_started, set_current
+from ..context import TaskContext, attempt_started, body_started, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
@@ -708,6 +708,7 @@ class Worker:
             try:
                 if task.pass_results:  # a fan-in callback: its parents' results come first
                     args = [await self._parent_results(task), *args]
+                    body_started()  # (a wait for them is not the body's: nor its timeout's)
                 if mw is not None:
                     await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
