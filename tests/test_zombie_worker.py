@@ -693,6 +693,14 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
             assert kinds[EventType.SUCCEEDED] == 1, kinds
             task = app.get_task(handle.id)
             assert task.state is TaskState.SUCCEEDED and task.attempts == 2, task
+
+            # Each attempt reported once, by the store's answer: the stale one refused.
+            def outcome_lines() -> list[tuple[str, str]]:
+                found = re.findall(rf"{handle.id} (\w+) queue=\S+ attempt=(\d)", log.read_text())
+                return found if len(found) >= 2 else []
+
+            outcomes = _poll(outcome_lines, "both attempts' outcome lines")
+            assert sorted(outcomes) == [("lease_lost", "1"), ("succeeded", "2")], outcomes
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGCONT)
