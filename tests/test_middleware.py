@@ -34,6 +34,9 @@ class Recorder(Middleware):
     async def after_success(self, task: Task, value: Any) -> None:
         self.calls.append((self.tag, "after_success", task.name, value))
 
+    def after_completion(self, task: Task, *, accepted: bool) -> None:
+        self.calls.append((self.tag, "after_completion", task.name, accepted))
+
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         self.calls.append((self.tag, "on_failure", task.name, type(exc).__name__, will_retry))
 
@@ -91,6 +94,8 @@ def test_chain_runs_in_order_around_every_point(app: OmniQ) -> None:
         ("b", "before_run", add_name, headers),
         ("b", "after_success", add_name, 3),
         ("a", "after_success", add_name, 3),
+        ("b", "after_completion", add_name, True),  # (the store accepted it)
+        ("a", "after_completion", add_name, True),
         ("a", "before_enqueue", boom_name),
         ("b", "before_enqueue", boom_name),
         ("a", "before_run", boom_name, headers),
@@ -175,6 +180,63 @@ def test_after_success_raising_is_logged_not_fatal(
     app.run_worker(burst=True)
     assert app.get_result(ref, timeout=0) == 7
     assert "exporter down" in caplog.text
+
+
+def test_after_completion_raising_is_logged_not_fatal(
+    app: OmniQ, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It runs in the worker's writer: the batch is written, the worker carries on."""
+
+    class Broken(Middleware):
+        def after_completion(self, task: Task, *, accepted: bool) -> None:
+            raise RuntimeError("counter down")
+
+    app.add_middleware(Broken())
+
+    @app.task
+    def work(n: int) -> int:
+        return n
+
+    refs = [work.delay(n) for n in range(3)]
+    app.run_worker(burst=True)
+    assert [app.get_result(r, timeout=0) for r in refs] == [0, 1, 2]
+    assert caplog.text.count("failed in after_completion") == 3  # (one per task)
+
+
+def test_an_async_after_completion_is_refused_when_added(app: OmniQ) -> None:
+    """The writer calls it without awaiting: an ``async def`` one would never run (a
+    coroutine dropped, its counts silently missing), so it is refused up front."""
+
+    class Awaiting(Middleware):
+        async def after_completion(self, task: Task, *, accepted: bool) -> None:  # type: ignore[override]
+            pass
+
+    with pytest.raises(TypeError, match="after_completion must be a plain method"):
+        app.add_middleware(Awaiting())
+
+
+class _Opaque:
+    def __reduce__(self) -> Any:
+        raise TypeError("an _Opaque does not leave its process")
+
+
+def test_a_return_value_that_does_not_encode_is_a_failure_to_middleware(app: OmniQ) -> None:
+    """Told as what it is (the attempt fails, retried as any error), not as a success
+    that is never written."""
+    calls: list[tuple[Any, ...]] = []
+    app.add_middleware(Recorder("a", calls))
+
+    @app.task(retries=0)
+    def opaque() -> Any:
+        return _Opaque()
+
+    ref = opaque.delay()
+    app.run_worker(burst=True)
+    assert app.get_task(ref.id).state.value == "dead"  # (no retry left)
+    assert [c[1:] for c in calls[1:]] == [
+        ("before_run", opaque.name, {"x-a": "1"}),
+        ("on_failure", opaque.name, "SerializationError", False),
+    ]
 
 
 def test_a_plugin_contributes_middleware_once_per_app(tmp_path: Path) -> None:

@@ -576,10 +576,21 @@ def test_a_success_whose_result_store_was_away_keeps_its_result_and_one_event(
 TWICE_APP = """
 import json, logging, os, time
 from pathlib import Path
-from omniq import OmniQ
+from omniq import Middleware, OmniQ
 from omniq.context import current_task
 
 app = OmniQ(**json.loads(os.environ["TWICE_STORES"]), lease=1.0, worker={"grace_period": 0})
+
+
+# Says when an attempt is in the outbox: after_success runs in the very loop step that
+# hands the success to the writer (its outcome line waits for the store's answer).
+class Outbox(Middleware):
+
+    async def after_success(self, task, value):
+        print(f"returned {task.id} attempt={task.attempts}", flush=True)
+
+
+app.add_middleware(Outbox())
 
 
 @app.task
@@ -600,7 +611,6 @@ def twice(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    # The outcome lines (INFO): the test reads from them that an attempt is in the outbox.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app.run_worker(pool="thread", concurrency=4, prefetch=0)
 """
@@ -665,14 +675,14 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
             )
             (tmp_path / "go").touch()  # the first attempt ends: it waits behind the held write
             _poll(
-                lambda: re.search(rf"{handle.id} succeeded .*attempt=1", log.read_text()),
+                lambda: re.search(rf"returned {handle.id} attempt=1", log.read_text()),
                 "the first attempt's end",
             )
             _pause(worker, here)  # no heartbeat: the first attempt's lease lapses
             _poll(lambda: handle.id in asyncio.run(_lapsed(here)), "the first attempt's lapse")
             worker.send_signal(signal.SIGCONT)
             _poll(
-                lambda: re.search(rf"{handle.id} succeeded .*attempt=2", log.read_text()),
+                lambda: re.search(rf"returned {handle.id} attempt=2", log.read_text()),
                 "the second attempt, run by the same worker",
             )
             proxy.proc.send_signal(signal.SIGCONT)
@@ -683,6 +693,14 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
             assert kinds[EventType.SUCCEEDED] == 1, kinds
             task = app.get_task(handle.id)
             assert task.state is TaskState.SUCCEEDED and task.attempts == 2, task
+
+            # Each attempt reported once, by the store's answer: the stale one refused.
+            def outcome_lines() -> list[tuple[str, str]]:
+                found = re.findall(rf"{handle.id} (\w+) queue=\S+ attempt=(\d)", log.read_text())
+                return found if len(found) >= 2 else []
+
+            outcomes = _poll(outcome_lines, "both attempts' outcome lines")
+            assert sorted(outcomes) == [("lease_lost", "1"), ("succeeded", "2")], outcomes
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGCONT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import pytest
 from opentelemetry import context as otel_context
@@ -61,8 +62,28 @@ async def test_a_task_enqueued_without_trace_context_starts_a_trace_of_its_own()
     task = Task(id="t", name="n", attempts=1)
     await mw.before_run(task)
     await mw.after_success(task, None)
+    mw.after_completion(task, accepted=True)
     (process,) = exporter.get_finished_spans()
     assert process.parent is None and process.links == ()
+
+
+@pytest.mark.anyio
+async def test_a_success_s_span_ends_when_the_store_answers_a_refused_one_interrupted() -> None:
+    mw, exporter = _middleware()
+    kept, refused = Task(id="k", name="n", attempts=1), Task(id="r", name="n", attempts=1)
+    for task in (kept, refused):
+        await mw.before_run(task)
+        await mw.after_success(task, None)
+    assert exporter.get_finished_spans() == ()  # (the store has not answered yet)
+    returned = time.time_ns()
+    mw.after_completion(kept, accepted=True)
+    mw.after_completion(refused, accepted=False)  # its lease was lost while it ran
+    ok, lost = exporter.get_finished_spans()
+    assert ok.attributes["messaging.omniq.task.outcome"] == "succeeded"
+    assert ok.status.status_code is StatusCode.UNSET
+    assert lost.attributes["messaging.omniq.task.outcome"] == "interrupted"
+    assert lost.status.status_code is StatusCode.ERROR
+    assert ok.end_time <= returned and lost.end_time <= returned  # when each returned
 
 
 def test_discovery_imports_no_opentelemetry() -> None:

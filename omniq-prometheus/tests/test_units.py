@@ -34,20 +34,27 @@ def _scrape(reg: CollectorRegistry) -> Scrape:
 async def test_each_way_an_attempt_ends_has_its_outcome() -> None:
     reg = CollectorRegistry()
     mw = PrometheusMiddleware(Metrics(reg))
-    tasks = [Task(id=f"t{i}", name="n", queue="q", created_at=1.0) for i in range(4)]
+    tasks = [Task(id=f"t{i}", name="n", queue="q", created_at=1.0) for i in range(5)]
     for t in tasks:
         await mw.before_run(t)
-    assert _scrape(reg).value("omniq_tasks_in_progress", task="n", queue="q") == 4
+    assert _scrape(reg).value("omniq_tasks_in_progress", task="n", queue="q") == 5
     await mw.after_success(tasks[0], 1)
+    await mw.after_success(tasks[4], 1)
+    # A success counts once the store has answered its completion (the worker's writer).
+    assert _scrape(reg).value("omniq_tasks_total", outcome="succeeded") == 0
+    mw.after_completion(tasks[0], accepted=True)
+    mw.after_completion(tasks[4], accepted=False)  # refused: its lease was lost
     await mw.on_failure(tasks[1], TaskTimeoutError("slow"), will_retry=True)
     await mw.on_failure(tasks[2], ValueError("bad"), will_retry=False)
-    await mw.on_failure(tasks[3], asyncio.CancelledError(), will_retry=True)
     s = _scrape(reg)
     for outcome in ("succeeded", "retried", "failed", "interrupted"):
         assert s.value("omniq_tasks_total", task="n", queue="q", outcome=outcome) == 1
+    await mw.on_failure(tasks[3], asyncio.CancelledError(), will_retry=True)
+    s = _scrape(reg)
+    assert s.value("omniq_tasks_total", task="n", queue="q", outcome="interrupted") == 2
     assert s.value("omniq_tasks_in_progress") == 0
-    assert s.value("omniq_task_duration_seconds_count") == 4
-    assert s.value("omniq_task_queue_wait_seconds_count") == 4
+    assert s.value("omniq_task_duration_seconds_count") == 5
+    assert s.value("omniq_task_queue_wait_seconds_count") == 5
 
 
 @pytest.mark.anyio

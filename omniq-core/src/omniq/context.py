@@ -10,11 +10,12 @@ library code can ask "am I in a task?" without a try block.
 from __future__ import annotations
 
 import logging
+import time
 from contextvars import ContextVar
 
 import msgspec
 
-__all__ = ["TaskContext", "TaskLogFilter", "current_task"]
+__all__ = ["TaskContext", "TaskLogFilter", "body_started", "current_task"]
 
 
 class TaskContext(msgspec.Struct, frozen=True, gc=False):
@@ -27,6 +28,9 @@ class TaskContext(msgspec.Struct, frozen=True, gc=False):
     :ivar deadline: when this attempt's ``timeout`` runs out (epoch seconds), or None.
     :ivar enqueued_at: when the task was enqueued (epoch seconds).
     :ivar headers: the headers carried in the task record (see :mod:`omniq.middleware`).
+    :ivar started_at: when this attempt's body started (epoch seconds): its duration
+        and its ``timeout`` run from here. In the process pool that is once the child
+        has loaded the call, so a new child's start-up is not counted.
     """
 
     id: str
@@ -36,6 +40,7 @@ class TaskContext(msgspec.Struct, frozen=True, gc=False):
     deadline: float | None
     enqueued_at: float
     headers: dict[str, str] | None = None
+    started_at: float | None = None
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("omniq_current_task", default=None)
@@ -49,6 +54,31 @@ def current_task() -> TaskContext | None:
 def set_current(context: TaskContext | None) -> None:
     """Set the running task for this context (the worker and the pools' children)."""
     _current.set(context)
+
+
+def body_started() -> None:
+    """Move the running attempt's start (and its deadline with it) to now.
+
+    A pool calls it when the body starts later than the call was handed to the pool:
+    the process pool once its child has loaded the call (a new child first starts up
+    and imports the task's module). The worker reads the start back for the attempt's
+    duration (its log line, events, result) and so do middleware (metrics)."""
+    task = _current.get()
+    if task is None or task.started_at is None:
+        return
+    at = time.time()
+    shift = at - task.started_at
+    if shift > 0:
+        deadline = None if task.deadline is None else task.deadline + shift
+        _current.set(msgspec.structs.replace(task, started_at=at, deadline=deadline))
+
+
+def attempt_started(default: float) -> float:
+    """When the running attempt's body started (see :func:`body_started`), else
+    ``default``."""
+    task = _current.get()
+    started = None if task is None else task.started_at
+    return default if started is None else started
 
 
 class TaskLogFilter(logging.Filter):

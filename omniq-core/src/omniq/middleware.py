@@ -7,8 +7,8 @@ middleware over once (the ``omniq_middleware`` hook, called when an app is creat
 an application adds its own (``AsyncOmniQ(middleware=[...])``, ``app.add_middleware``).
 
 Order: the ``before_*`` methods run in the order the middleware were added (plugins
-first, then the app's), ``after_success`` and ``on_failure`` in the reverse order, so
-the first middleware wraps all the others.
+first, then the app's), ``after_success``, ``after_completion`` and ``on_failure`` in
+the reverse order, so the first middleware wraps all the others.
 
 Where they run: ``before_enqueue`` in the enqueuing process; the others in the worker
 process on its event loop, in the running task's context (:func:`omniq.current_task`
@@ -18,6 +18,7 @@ middleware runs in the worker).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,12 +48,30 @@ class Middleware:
         raised (retried while retries remain)."""
 
     async def after_success(self, task: Task, value: Any) -> None:
-        """The attempt returned ``value``; its result is written after this returns.
-        An exception here is logged and does not change the outcome."""
+        """The attempt returned ``value`` (encoded for the result store already: a value
+        that does not encode fails the attempt, ``on_failure``); its result is written
+        after this returns, and ``after_completion`` tells whether the store accepted
+        it. An exception here is logged and does not change the outcome."""
+
+    def after_completion(self, task: Task, *, accepted: bool) -> None:
+        """The store answered the completion of an attempt that succeeded (one that went
+        through ``after_success``). ``accepted`` False: it was refused, the attempt's
+        lease lost while it ran (it was paused or cut off past its lease and the task
+        delivered again, or cancelled): its result is discarded and the worker logs it
+        as ``lease_lost``. False too when a stopping worker gave up writing it (the
+        store away past its retries): the lease lapses and the task runs again. Count
+        outcomes here rather than in ``after_success``, which runs before the store has
+        answered.
+
+        A plain method, not a coroutine (an ``async def`` one is refused when added):
+        the worker's writer calls it for each success of a batch as the batch's answer
+        comes back, so it must be quick (no I/O). It runs in the writer, not in the
+        task's context. An exception here is logged."""
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         """The attempt did not succeed: it raised ``exc`` (a timeout is a
-        :class:`omniq.TaskTimeoutError`), its process-pool child died
+        :class:`omniq.TaskTimeoutError`; a return value that does not encode, a
+        ``SerializationError``), its process-pool child died
         (``PoolBrokenError``), or it was stopped (``asyncio.CancelledError``: its lease
         was lost or the worker stops; the task runs again). ``will_retry`` says whether
         the task runs again. Every ``before_run`` is followed by exactly one
@@ -77,9 +96,12 @@ class MiddlewareChain:
         self._run: list[_Call] = []
         self._success: list[_Call] = []
         self._failure: list[_Call] = []
+        self._completion: list[Callable[..., Any]] = []
         #: Whether any middleware acts before enqueue (else the app skips the chain): a
         #: plain attribute, kept by :meth:`add`, read on every ``delay()``.
         self.enqueues = False
+        #: Whether any middleware overrides ``after_completion`` (read by the writer).
+        self.completes = False
         for m in middleware:
             self.add(m)
 
@@ -88,12 +110,20 @@ class MiddlewareChain:
             raise TypeError(
                 f"middleware must be an omniq.middleware.Middleware instance, got {middleware!r}"
             )
+        if inspect.iscoroutinefunction(getattr(middleware, "after_completion", None)):
+            # (the writer calls it without awaiting: a coroutine would never run)
+            raise TypeError(
+                f"{type(middleware).__name__}.after_completion must be a plain method, "
+                f"not async: the worker's writer calls it as each batch's answer comes back"
+            )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
         self.enqueues = bool(self._enqueue)
         self._run = _overridden(self.middleware, "before_run")
         self._success = _overridden(self.middleware, "after_success")[::-1]
         self._failure = _overridden(self.middleware, "on_failure")[::-1]
+        self._completion = _overridden(self.middleware, "after_completion")[::-1]
+        self.completes = bool(self._completion)
 
     def __bool__(self) -> bool:
         return bool(self.middleware)
@@ -129,6 +159,13 @@ class MiddlewareChain:
                 await call(task, value)
             except Exception:
                 log.exception("middleware %r failed in after_success of task %s", call, task.id)
+
+    def after_completion(self, task: Task, accepted: bool) -> None:
+        for call in self._completion:
+            try:
+                call(task, accepted=accepted)
+            except Exception:
+                log.exception("middleware %r failed in after_completion of task %s", call, task.id)
 
     async def on_failure(self, task: Task, exc: BaseException, will_retry: bool) -> None:
         for call in self._failure:

@@ -8,7 +8,9 @@ record carries them to the worker on every backend. The span marks the moment th
 is handed to the store and ends there: the middleware has no point after the store's
 write, so the write's own time is not in it.
 
-Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker): a
+Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker; a
+success's span is ended, at the time it returned, when the store has answered its
+completion, ``after_completion``, so a refused one reads ``interrupted``): a
 ``process {queue}`` span of kind CONSUMER whose parent is the context read back from the
 headers, and a link to that context too (the conventions require the link and allow the
 parent), so the enqueue and every attempt of the task read as one trace. It is the
@@ -27,6 +29,7 @@ process, baggage), and costs next to nothing when there is none.
 from __future__ import annotations
 
 import asyncio
+import time
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +90,9 @@ class TracingMiddleware(Middleware):
         # The span and the context token of each running attempt, by the identity of its
         # Task object: the worker hands the same object to before_run and to the end.
         self._running: dict[int, tuple[trace.Span, Token[otel_context.Context]]] = {}
+        # The span of each attempt that returned, and when (ns), until the store answers
+        # its completion (after_completion) and tells its outcome.
+        self._returned: dict[int, tuple[trace.Span, int]] = {}
 
     @staticmethod
     def _attributes(task: Task, operation: str) -> dict[str, Any]:
@@ -150,8 +156,23 @@ class TracingMiddleware(Middleware):
         entry = self._running.pop(id(task), None)
         if entry is not None:
             span, token = entry
+            otel_context.detach(token)  # (in the task's context, where it was attached)
+            if span.is_recording():  # (else the sender's, or no span: nothing to end)
+                self._returned[id(task)] = (span, time.time_ns())
+
+    def after_completion(self, task: Task, *, accepted: bool) -> None:
+        entry = self._returned.pop(id(task), None)
+        if entry is None:
+            return
+        span, returned = entry
+        if accepted:
             span.set_attribute(OUTCOME, "succeeded")
-            self._close(span, token)
+        else:  # the lease was lost while it ran: the task runs again
+            span.set_attribute(OUTCOME, "interrupted")
+            span.set_status(
+                Status(StatusCode.ERROR, "interrupted: its completion was refused, lease lost")
+            )
+        span.end(end_time=returned)  # (the attempt's time, not the write's)
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         entry = self._running.pop(id(task), None)

@@ -25,10 +25,11 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 
 #: How an attempt ended: the ``outcome`` label of ``omniq_tasks_total``.
 OUTCOMES = {
-    "succeeded": "it returned",
+    "succeeded": "it returned and the store accepted its completion",
     "retried": "it failed and the task runs again",
     "failed": "it failed and the task does not run again (failed or dead-lettered)",
-    "interrupted": "it was stopped (its lease was lost or the worker stopped); it runs again",
+    "interrupted": "it was stopped (its lease was lost or the worker stopped), or it "
+    "returned but its completion was refused (its lease was lost while it ran); it runs again",
 }
 
 

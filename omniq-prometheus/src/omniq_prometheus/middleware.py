@@ -2,9 +2,10 @@
 
 Cost per attempt, on the worker's event loop: two dict look-ups (the task's series, its
 start time), one queue-wait and one run-time histogram observation, the in-progress gauge
-up and down and one counter increment, all on label children resolved once per task name
-and queue (prometheus_client's ``labels()`` is the costly part and runs once per series,
-not per task). Nothing is added on enqueue: the middleware does not override
+up and down and one counter increment (a success's in ``after_completion``, when the
+store has accepted it, called by the worker's writer), all on label children resolved
+once per task name and queue (prometheus_client's ``labels()`` is the costly part and
+runs once per series, not per task). Nothing is added on enqueue: the middleware does not override
 ``before_enqueue``, so an app that only enqueues runs no code of this plugin per task.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from omniq.context import current_task
 from omniq.middleware import Middleware
 
 from .metrics import Metrics, default_metrics
@@ -56,7 +58,8 @@ class PrometheusMiddleware(Middleware):
         self._series: dict[tuple[str, str], _Series] = {}
         # Start of each running attempt, by the identity of its Task object: the worker
         # hands the same object to before_run and to the call that ends the attempt.
-        self._started: dict[int, float] = {}
+        # (perf_counter, and the attempt's start as the worker's task context had it)
+        self._started: dict[int, tuple[float, float | None]] = {}
 
     def _of(self, task: Task) -> _Series:
         key = (task.name, task.queue)
@@ -74,10 +77,19 @@ class PrometheusMiddleware(Middleware):
         if due:
             series.wait.observe(max(time.time() - due, 0.0))
         series.in_progress.inc()
-        self._started[id(task)] = time.perf_counter()
+        context = current_task()
+        self._started[id(task)] = (
+            time.perf_counter(),
+            None if context is None else context.started_at,
+        )
 
     async def after_success(self, task: Task, value: Any) -> None:
-        self._end(task, "succeeded")
+        self._end(task, None)
+
+    def after_completion(self, task: Task, *, accepted: bool) -> None:
+        # Counted once the store answered: a completion refused (the lease was lost
+        # while the body ran) is no success, the task runs again.
+        self._of(task).outcome("succeeded" if accepted else "interrupted").inc()
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         if isinstance(exc, asyncio.CancelledError):
@@ -86,10 +98,18 @@ class PrometheusMiddleware(Middleware):
             outcome = "retried" if will_retry else "failed"
         self._end(task, outcome)
 
-    def _end(self, task: Task, outcome: str) -> None:
+    def _end(self, task: Task, outcome: str | None) -> None:
         series = self._of(task)
-        started = self._started.pop(id(task), None)
-        if started is not None:  # else a middleware before this one refused the attempt
-            series.duration.observe(time.perf_counter() - started)
+        entry = self._started.pop(id(task), None)
+        if entry is not None:  # else a middleware before this one refused the attempt
+            started, body = entry
+            ran = time.perf_counter() - started
+            context = current_task()
+            if body is not None and context is not None and context.started_at is not None:
+                # the body started later than before_run (a new process-pool child
+                # started up first): the run time is the body's, as in the worker's log
+                ran -= max(context.started_at - body, 0.0)
+            series.duration.observe(max(ran, 0.0))
             series.in_progress.dec()
-        series.outcome(outcome).inc()
+        if outcome is not None:  # (a success's: in after_completion)
+            series.outcome(outcome).inc()

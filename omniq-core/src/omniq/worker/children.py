@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any
 
-from ..context import TaskContext, TaskLogFilter, set_current
+from ..context import TaskContext, TaskLogFilter, body_started, set_current
 
 __all__ = ["Child", "RemoteTraceback", "child_main"]
 
@@ -116,6 +116,7 @@ def _call(blob: bytes, started: Callable[[], None]) -> bytes:
     func, args, kwargs, context = dill.loads(blob)
     started()
     set_current(None if context is None else TaskContext(*context))
+    body_started()  # (the deadline the parent set before this child started, moved on)
     try:
         value = func(*args, **kwargs)
         if inspect.isawaitable(value):

@@ -68,9 +68,13 @@ def log_outcome(
     outcome: str,
     started: float | None = None,
     error: ErrorInfo | BaseException | None = None,
+    *,
+    finished: float | None = None,
     **fields: Any,
 ) -> None:
-    """Log one outcome of ``task`` (see the module doc); ``started`` gives the duration.
+    """Log one outcome of ``task`` (see the module doc); ``started`` gives the duration,
+    up to ``finished`` (default: now; given for an outcome logged once the store
+    answered, after the body ended).
 
     The record is made as ``makeRecord`` makes it (see :func:`_new_record`) and handed
     to ``log.handle``, which is what ``log.info(..., extra=...)`` does, less its per-call
@@ -84,7 +88,7 @@ def log_outcome(
     level = _LEVELS[outcome]
     if not log.isEnabledFor(level):
         return
-    duration = round(now() - started, 6) if started else None
+    duration = round((finished or now()) - started, 6) if started else None
     text = ""
     if error is not None:
         if isinstance(error, BaseException):

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ..context import current_task
+from ..context import body_started, current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
 from .children import Child
@@ -192,6 +192,7 @@ class ProcessPool(BasePool):
         self._busy.add(child)
         try:
             await child.send(blob)
+            body_started()  # the duration runs from here too, as the timeout below does
             reply = await with_timeout(child.reply(), timeout)
         except TaskTimeoutError:  # an OSError too: before the next clause
             self._drop(child)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..config import mask_url
-from ..context import TaskContext, set_current
+from ..context import TaskContext, attempt_started, body_started, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
@@ -702,12 +702,14 @@ class Worker:
                     started + task.timeout if task.timeout else None,
                     task.created_at,
                     task.headers or None,
+                    started,
                 )
             )
             mw = self._mw
             try:
                 if task.pass_results:  # a fan-in callback: its parents' results come first
                     args = [await self._parent_results(task), *args]
+                    body_started()  # (a wait for them is not the body's: nor its timeout's)
                 if mw is not None:
                     await mw.before_run(task)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
@@ -723,25 +725,29 @@ class Worker:
                 self._requeue(task, error_info(exc))
                 return
             except Exception as exc:
+                started = attempt_started(started)  # (a pool may have moved it on)
                 decision = self._retry_decision(task, exc)
                 if mw is not None:
                     await mw.on_failure(task, exc, decision.eta is not None)
                 self._failed(task, exc, started, decision)
                 return
-            if mw is not None:
-                await mw.after_success(task, value)
+            started = attempt_started(started)
             try:
                 encoded = self.serializer.dumps(
                     value,
                     local_only=self.result_storage.local_only,
                     what=f"return value of {task.name}",
                 )
-            except SerializationError as exc:
-                self._failed(task, exc, started)
+            except SerializationError as exc:  # a failure of the attempt, told as one
+                decision = self._retry_decision(task, exc)
+                if mw is not None:
+                    await mw.on_failure(task, exc, decision.eta is not None)
+                self._failed(task, exc, started, decision)
                 return
+            if mw is not None:  # (then its completion goes to the writer: after_completion)
+                await mw.after_success(task, value)
             finished = now()
-            self.stats.counts["succeeded"] += 1
-            log_outcome(self.id, task, "succeeded", started)
+            # (its outcome is logged and counted when the store accepts it: _succeeded)
             events: list[TaskEvent] = []  # (as _outcome, by event_of)
             if self.config.events:
                 detail = {"name": task.name, "duration": round(finished - started, 6)}
@@ -924,6 +930,12 @@ class Worker:
                         len(batch),
                         failures,
                     )
+                    # (their successes were told after_success: they end as not accepted)
+                    self._succeeded(
+                        [d for d in (*batch, *self._outbox) if d.kind == "success"],
+                        accepted=False,
+                        reason="it returned, but its completion could not be written",
+                    )
                     return
                 log.exception(
                     "worker %s: writing %d completions failed; retrying in %.1fs",
@@ -989,12 +1001,19 @@ class Worker:
                 self._event_storage,
             )
             outcome.update(zip((d.task.id for d in successes), accepted, strict=True))
-            if not all(accepted):  # (rare: a lost lease, or an answer lost)
+            if all(accepted):
+                self._succeeded(successes)
+            else:  # (rare: a lost lease, or an answer lost)
                 refused = [d for d, ok in zip(successes, accepted, strict=True) if not ok]
+                self._succeeded([d for d, ok in zip(successes, accepted, strict=True) if ok])
                 try:
-                    if mine := await self._made_before(refused):
+                    mine = await self._made_before(refused)
+                    if mine:
                         await self._write_after_lost_answer(mine, due)
                         outcome.update((d.task.id, True) for d in mine)
+                    self._succeeded(mine)
+                    kept = {id(d) for d in mine}
+                    self._succeeded([d for d in refused if id(d) not in kept], accepted=False)
                 except Exception as exc:
                     # The rest of the batch is written: only these are tried again.
                     left = {id(d) for d in refused}
@@ -1013,6 +1032,41 @@ class Worker:
                 )
         for d in batch:
             self._forget(d.task)
+
+    def _succeeded(
+        self,
+        done: list[_Done],
+        accepted: bool = True,
+        reason: str = "it returned, but its completion was refused",
+    ) -> None:
+        """Report successes once the store has answered their completions: counted and
+        logged ``succeeded`` if accepted, else logged ``lease_lost`` (the lease was lost
+        while the body ran: paused or cut off past it; or, ``reason`` says, a stopping
+        worker gave up writing it), and told to the middleware (``after_completion``).
+        Here rather than when the body returned, so a refused attempt is never reported
+        as a success; no wait is added, the answer is the batch's own."""
+        mw = self._mw
+        completes = mw is not None and mw.completes
+        for d in done:
+            result = d.result
+            assert result is not None  # (a success always has its result)
+            if accepted:
+                self.stats.counts["succeeded"] += 1
+                log_outcome(
+                    self.id, d.task, "succeeded", result.started_at, finished=result.finished_at
+                )
+            else:
+                log_outcome(
+                    self.id,
+                    d.task,
+                    "lease_lost",
+                    result.started_at,
+                    finished=result.finished_at,
+                    reason=reason,
+                )
+            if completes:
+                assert mw is not None
+                mw.after_completion(d.task, accepted)
 
     async def _made_before(self, refused: list[_Done]) -> list[_Done]:
         """Of these refused changes, those the store shows as made by this very attempt:
