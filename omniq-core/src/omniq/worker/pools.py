@@ -18,7 +18,7 @@ import msgspec
 from ..context import current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
-from .children import Child
+from .children import Child, TaskName
 from .threads import ThreadRunner
 
 __all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool", "with_timeout"]
@@ -116,6 +116,8 @@ class ProcessPool(BasePool):
         self._idle: list[Child] = []
         self._busy: set[Child] = set()
         self._retired: list[Child] = []  # asked to exit or killed: joined at stop
+        #: What each function is sent as: its task's name (see TaskName.of) or itself.
+        self._sent_as: dict[Callable[..., Any], Any] = {}
 
     def bodies_running(self) -> int:
         killed = sum(1 for c in self._retired if c.killed and c.alive())
@@ -182,7 +184,10 @@ class ProcessPool(BasePool):
         try:
             task = current_task()  # as plain values: dill would take the class apart
             context = None if task is None else msgspec.structs.astuple(task)
-            blob = dill.dumps((func, list(args), dict(kwargs), context), recurse=True)
+            sent = self._sent_as.get(func)
+            if sent is None:
+                sent = self._sent_as[func] = TaskName.of(func) or func
+            blob = dill.dumps((sent, list(args), dict(kwargs), context), recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
         try:
