@@ -121,7 +121,7 @@ def _enqueue(tmp_path: Path, kind: str) -> dict[str, str]:
     return asyncio.run(go())
 
 
-def _outcome(app: OmniQ, task_id: str, deadline: float) -> Any:
+def _outcome(app: OmniQ, task_id: Any, deadline: float) -> Any:
     """The task's value, or the exception it ended with, waiting up to ``deadline``."""
     try:
         return app.get_result(task_id, timeout=max(deadline - time.monotonic(), 0.1))
@@ -141,8 +141,20 @@ def test_a_task_enqueues_a_follow_up_and_reads_its_result(
     )
     ids = _enqueue(tmp_path, kind)
     command = (
-        [sys.executable, "-m", "omniq.cli", "worker", "--app", "chainapp:app", "--pool", pool]
-        + ["--concurrency", "4", "--burst", "--no-progress"]
+        [
+            sys.executable,
+            "-m",
+            "omniq.cli",
+            "worker",
+            "--app",
+            "chainapp:app",
+            "--pool",
+            pool,
+            "--concurrency",
+            "4",
+            "--burst",
+            "--no-progress",
+        ]
         if runner == "cli"
         else [sys.executable, "chainapp.py", pool]
     )
@@ -151,7 +163,8 @@ def test_a_task_enqueues_a_follow_up_and_reads_its_result(
     )
     assert worker.returncode == 0, worker.stdout + worker.stderr
     deadline = time.monotonic() + 30
-    with OmniQ(task_queue=f"sqlite:///{db}") as reader:
+    reader = OmniQ(task_queue=f"sqlite:///{db}")
+    try:
         for name in ("first", "afirst"):
             if name not in ids:
                 continue
@@ -166,3 +179,5 @@ def test_a_task_enqueues_a_follow_up_and_reads_its_result(
             error = _outcome(reader, ids["blocks"], deadline)
             assert isinstance(error, RuntimeError), error
             assert "await task.aio.delay" in str(error)
+    finally:
+        reader.close()
