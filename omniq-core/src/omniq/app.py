@@ -1278,6 +1278,14 @@ class AsyncOmniQ:
 
     async def run_worker(self, **options: Any) -> str:
         """Run a worker until it stops; return why (``"burst"``, ``"signal"``, ...)."""
+        portal = self.portal()
+        if portal is not None and not portal.on_loop_thread():
+            log.warning(
+                "the worker of a blocking app (OmniQ) runs on a loop other than the app's "
+                "own: its tasks' blocking calls (delay(), get_result()) go through the app's "
+                "loop and meet stores opened on this one. Run it with app.run_worker() or "
+                "'omniq worker --app', not app.aio.run_worker()"
+            )
         return await self.worker(**options).run()
 
 
