@@ -376,7 +376,7 @@ def test_a_call_from_the_loop_thread_is_refused(portal: Portal) -> None:
     async def inner() -> None:
         portal.call(asyncio.sleep, 0)
 
-    with pytest.raises(RuntimeError, match="own loop thread"):
+    with pytest.raises(RuntimeError, match="thread that runs the app's event loop"):
         portal.call(inner)
 
 

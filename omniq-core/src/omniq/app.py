@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import time
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -76,7 +77,7 @@ from .requeueing import RequeueSelection
 from .retries import RetryPolicy
 from .schedules import fire_due_schedules
 from .serialization import Serializer, binding, unsigned
-from .sync import SyncWrapper, blocking
+from .sync import Portal, SyncWrapper, blocking
 
 if TYPE_CHECKING:
     from .worker.runtime import Worker
@@ -112,10 +113,11 @@ class TaskRef(msgspec.Struct, Generic[R], frozen=True, gc=False):
 def default_task_name(fn: Callable[..., Any]) -> str:
     """``module.qualname`` with what the name pattern refuses dropped (``<locals>``)."""
     module = getattr(fn, "__module__", None) or "task"
-    if module == "__main__":
+    if module in ("__main__", "__mp_main__"):
         # A script registers its tasks under the name it has when imported, so that
-        # `python tasks.py` (a worker) and `import tasks` (a producer) agree.
-        main = sys.modules.get("__main__")
+        # `python tasks.py` (a worker) and `import tasks` (a producer) agree; so does
+        # the script again in a process pool's child (multiprocessing's __mp_main__).
+        main = sys.modules.get(module)
         spec = getattr(main, "__spec__", None)
         path = getattr(main, "__file__", None)
         module = spec.name if spec is not None else Path(path).stem if path else module
@@ -277,6 +279,13 @@ class SyncTaskFunction(TaskFunction[P, R]):
         self._sync_app = sync_app
         self._inner = inner
 
+    @property
+    def aio(self) -> AsyncTaskFunction[P, R]:
+        """The async twin (``await task.aio.delay(...)``), for ``async def`` code on the
+        app's loop: an ``async def`` task of a blocking app, where a blocking call would
+        wait for the loop it blocks."""
+        return self._inner
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRef[R]:
         # Straight to the app's enqueue, as the async delay() goes (not through apply(),
         # a coroutine frame and copies of args and kwargs more per call).
@@ -381,11 +390,23 @@ class AsyncOmniQ:
         self.middleware = MiddlewareChain(plugin_middleware(self))
         self._open_lock: asyncio.Lock | None = None
         self._opened = False
+        #: The blocking facade over this app, if it has one (weakly: the facade owns the
+        #: app). Its portal's loop is the one the stores are used on, so a worker that
+        #: runs this app (``omniq worker --app``) runs there (:meth:`portal`).
+        self._facade: weakref.ref[OmniQ] | None = None
         for module in cfg.imports:
             self.import_tasks(module)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config!r}>"
+
+    def portal(self) -> Portal | None:
+        """The loop of this app's blocking facade (:class:`OmniQ`), or None for an app
+        used only asynchronously. A worker for a facade's app must run on it: the task
+        bodies' blocking calls (``delay()``, ``get_result()``) go through it, and the
+        stores must be used on one loop."""
+        facade = self._facade() if self._facade is not None else None
+        return facade._portal if facade is not None else None
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Append ``middleware`` to this app's chain (see :mod:`omniq.middleware`); add it
@@ -1257,6 +1278,14 @@ class AsyncOmniQ:
 
     async def run_worker(self, **options: Any) -> str:
         """Run a worker until it stops; return why (``"burst"``, ``"signal"``, ...)."""
+        portal = self.portal()
+        if portal is not None and not portal.on_loop_thread():
+            log.warning(
+                "the worker of a blocking app (OmniQ) runs on a loop other than the app's "
+                "own: its tasks' blocking calls (delay(), get_result()) go through the app's "
+                "loop and meet stores opened on this one. Run it with app.run_worker() or "
+                "'omniq worker --app', not app.aio.run_worker()"
+            )
         return await self.worker(**options).run()
 
 
@@ -1310,6 +1339,7 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
         super().__init__(
             AsyncOmniQ(task_queue, result_storage, event_storage, config=config, **settings)
         )
+        self._async._facade = weakref.ref(self)
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Append ``middleware`` to the app's chain (see :mod:`omniq.middleware`)."""

@@ -31,7 +31,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 
-__all__ = ["Portal", "SyncWrapper", "blocking"]
+__all__ = ["Portal", "SyncWrapper", "blocking", "wait_per_call"]
 
 log = logging.getLogger("omniq")
 
@@ -204,8 +204,11 @@ class _Loop:
         running = _get_running_loop()
         if running is self.loop or me == self.serving:
             raise RuntimeError(
-                "Portal.call() cannot run on the portal's own loop thread (it would wait "
-                "for itself); await the async API there instead"
+                "a blocking call (a blocking OmniQ app's delay(), get_result(), ...) was made "
+                "on the thread that runs the app's event loop, as an 'async def' task of that "
+                "app does: it would wait for itself. Await the async API there instead "
+                "(await task.aio.delay(...), await app.aio.get_result(...)), or make the "
+                "task a plain 'def' (pools run those in threads)"
             )
         with self.lock:  # the common case: the loop is free, this thread runs it
             drive = self.driver is None and running is None and not self.closing
@@ -533,12 +536,12 @@ class _Waker:
     are left (``EMFILE``), the thread waits on a semaphore instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, socketpair: Callable[[], tuple[Any, Any]] | None = None) -> None:
         self.reader: Any = None
         self.writer: Any = None
         self.fallback: threading.Semaphore | None = None
         try:
-            self.reader, self.writer = _socketpair()
+            self.reader, self.writer = (socketpair or _socketpair)()
         except OSError:
             self.fallback = threading.Semaphore(0)
         else:
@@ -579,8 +582,20 @@ _socketpair: Callable[[], tuple[Any, Any]] = getattr(_socket, "socketpair", sock
 def _waker() -> _Waker:
     waker: _Waker | None = getattr(_wakers, "waker", None)
     if waker is None:
+        pair = getattr(_wakers, "pair", None)
+        if pair is not None:  # a thread of many callers: a waker per call (see below)
+            return _Waker(pair)
         waker = _wakers.waker = _Waker()
     return waker
+
+
+def wait_per_call(socketpair: Callable[[], tuple[Any, Any]]) -> None:
+    """This thread runs many callers at once (gevent's greenlets, in the gevent pool's
+    hub thread): each blocking call made in it waits on a socket pair of its own, made by
+    ``socketpair`` (gevent's, whose ``recv`` yields to the other callers). One waker
+    for the thread would block all of them while one waits: a task waiting for the
+    result of a task the same hub must run would wait for ever."""
+    _wakers.pair = socketpair
 
 
 def _forget_wakers() -> None:

@@ -19,8 +19,10 @@ from typing import Any
 import gevent
 import gevent.pool
 import gevent.queue
+import gevent.socket
 
 from omniq.errors import TaskTimeoutError
+from omniq.sync import wait_per_call
 
 __all__ = ["GreenletHub"]
 
@@ -135,6 +137,9 @@ class GreenletHub:
     def _main(self) -> None:
         try:
             hub = gevent.get_hub()
+            # A greenlet's blocking app call (delay(), get_result()) waits on a socket of
+            # its own, yielding to the others: one may wait for a task another runs.
+            wait_per_call(gevent.socket.socketpair)
             self._queue = gevent.queue.Queue()
             self._pool = gevent.pool.Pool(self.size)
             self._watcher = hub.loop.async_()

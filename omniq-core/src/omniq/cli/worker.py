@@ -1,6 +1,9 @@
 """``omniq worker``: run a worker on the main thread's event loop.
 
-Running on the main thread lets the worker install its SIGTERM/SIGINT handlers (the
+That loop is a fresh one for an :class:`~omniq.app.AsyncOmniQ` app, and the app's own
+portal loop for a blocking :class:`~omniq.app.OmniQ` app (its tasks' ``delay()`` and
+``get_result()`` go through that portal; the stores must be used on one loop). Running
+on the main thread lets the worker install its SIGTERM/SIGINT handlers (the
 first drains, a second stops at once). A worker that stops to recycle (``max-tasks``,
 ``max-memory``) on a pool without child processes re-executes this process, so memory
 that leaked into it is returned to the system.
@@ -211,6 +214,16 @@ def worker(
         if v is not None
     }
     show = err.is_terminal if progress is None else progress
-    reason = asyncio.run(_run_worker(app, options, show))
+    portal = app.portal()
+    if portal is None:
+        reason = asyncio.run(_run_worker(app, options, show))
+    else:
+        # A blocking app (OmniQ): its task bodies enqueue and read results through its
+        # portal, so the worker runs on that loop (driven by this, the main thread),
+        # where the stores are opened and used, as app.run_worker() does.
+        try:
+            reason = portal.call(_run_worker, app, options, show)
+        finally:
+            portal.stop()
     if reason in RECYCLE_REASONS:
         _reexec(state, reason)

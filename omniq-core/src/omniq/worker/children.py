@@ -15,27 +15,36 @@ the same format and order as the worker's lines, and carries the task's id; a ch
 logging to its own stderr could not know the application's handlers, and its lines
 would interleave with the parent's mid-line. The call carries the task's context
 (:func:`omniq.current_task`), which the child sets before the call.
+
+A registered task's function crosses as its name (:class:`TaskName`), which the child
+imports: sent by value, its globals would take along the task functions it calls
+(``second.delay()``) and through them the app, its stores and their connections, which
+do not pickle. The child so has the module's own app, opened by its first call there;
+coroutines run on one loop kept for the child's life, where an async app's stores stay
+usable from one call to the next (a blocking app's on that app's portal, as in the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
-from typing import Any
+from typing import Any, cast
 
 from ..context import TaskContext, TaskLogFilter, body_started, set_current
 
-__all__ = ["Child", "RemoteTraceback", "child_main"]
+__all__ = ["Child", "RemoteTraceback", "TaskName", "child_main"]
 
 _OK, _ERROR, _LOG, _STARTED = b"\x00", b"\x01", b"\x02", b"\x03"
 
@@ -110,10 +119,60 @@ def _dump_error(exc: BaseException) -> bytes:
         return bytes(dill.dumps((stand_in, text)))
 
 
+class TaskName:
+    """A registered task's function, by the module and name it is found at."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __getstate__(self) -> tuple[str, str]:
+        return self.module, self.qualname
+
+    def __setstate__(self, state: tuple[str, str]) -> None:
+        self.module, self.qualname = state
+
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> TaskName | None:
+        """How the child finds ``func``: the name of the task function (``.fn``) that
+        its module holds at its qualified name, or None (sent by value, as before). A
+        ``__main__`` without a file is not imported again by a spawned child."""
+        module = sys.modules.get(getattr(func, "__module__", None) or "")
+        qualname = getattr(func, "__qualname__", "")
+        if module is None or not qualname or "<" in qualname:
+            return None
+        if module.__name__ == "__main__" and not getattr(module, "__file__", None):
+            return None
+        found: Any = module
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        return cls(module.__name__, qualname) if getattr(found, "fn", None) is func else None
+
+    def resolve(self) -> tuple[Callable[..., Any], Any]:
+        """The function, and the portal of its app's blocking facade (or None): a
+        coroutine of a blocking app runs on that app's loop, as in the worker."""
+        found: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            found = getattr(found, part)
+        app = getattr(found, "app", None)
+        portal = app.portal() if app is not None and hasattr(app, "portal") else None
+        return cast("Callable[..., Any]", getattr(found, "fn", found)), portal
+
+
+_resolved: dict[tuple[str, str], tuple[Callable[..., Any], Any]] = {}
+_loop: asyncio.AbstractEventLoop | None = None
+
+
 def _call(blob: bytes, started: Callable[[], None]) -> bytes:
+    global _loop
     import dill
 
     func, args, kwargs, context = dill.loads(blob)
+    portal = None
+    if type(func) is TaskName:
+        key = (func.module, func.qualname)
+        func, portal = _resolved.get(key) or _resolved.setdefault(key, func.resolve())
     started()
     set_current(None if context is None else TaskContext(*context))
     body_started()  # (the deadline the parent set before this child started, moved on)
@@ -124,7 +183,12 @@ def _call(blob: bytes, started: Callable[[], None]) -> bytes:
             async def wait() -> Any:
                 return await value
 
-            value = asyncio.run(wait())
+            if portal is not None:
+                value = portal.call(wait)
+            else:
+                if _loop is None:  # one loop for the child's life (see the module's doc)
+                    _loop = asyncio.new_event_loop()
+                value = _loop.run_until_complete(wait())
     finally:
         set_current(None)
     return bytes(dill.dumps(value))

@@ -18,7 +18,7 @@ import msgspec
 from ..context import body_started, current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
-from .children import Child
+from .children import Child, TaskName
 from .threads import ThreadRunner
 
 __all__ = ["AsyncPool", "PoolBrokenError", "ProcessPool", "ThreadPool", "with_timeout"]
@@ -116,6 +116,8 @@ class ProcessPool(BasePool):
         self._idle: list[Child] = []
         self._busy: set[Child] = set()
         self._retired: list[Child] = []  # asked to exit or killed: joined at stop
+        #: The name each registered task's function is sent as (see TaskName.of).
+        self._sent_as: dict[Callable[..., Any], TaskName] = {}
 
     def bodies_running(self) -> int:
         killed = sum(1 for c in self._retired if c.killed and c.alive())
@@ -182,7 +184,13 @@ class ProcessPool(BasePool):
         try:
             task = current_task()  # as plain values: dill would take the class apart
             context = None if task is None else msgspec.structs.astuple(task)
-            blob = dill.dumps((func, list(args), dict(kwargs), context), recurse=True)
+            sent: Any = self._sent_as.get(func)
+            if sent is None:  # (only names are kept: a function carried in a payload is
+                name = TaskName.of(func)  # a new object per task)
+                if name is not None:
+                    self._sent_as[func] = name
+                sent = name or func
+            blob = dill.dumps((sent, list(args), dict(kwargs), context), recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
         try:
