@@ -190,9 +190,9 @@ def test_a_process_child_that_opened_its_async_app_exits_on_its_own(tmp_path: Pa
     db = tmp_path / "q.db"
     (tmp_path / "chainapp.py").write_text(textwrap.dedent(ASYNC_APP.format(db=db)))
     _enqueue(tmp_path, "async")
+    cli = ["worker", "--app", "chainapp:app", "--pool", "process", "--burst", "--no-progress"]
     worker = subprocess.run(
-        [sys.executable, "-m", "omniq.cli", "worker", "--app", "chainapp:app"]
-        + ["--pool", "process", "--concurrency", "4", "--burst", "--no-progress"],
+        [sys.executable, "-m", "omniq.cli", *cli],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
