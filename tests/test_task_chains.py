@@ -181,3 +181,31 @@ def test_a_task_enqueues_a_follow_up_and_reads_its_result(
             assert "await task.aio.delay" in str(error)
     finally:
         reader.close()
+
+
+def test_a_process_child_that_opened_its_async_app_exits_on_its_own(tmp_path: Path) -> None:
+    """The child's tasks open its async app's stores (aiosqlite's threads) and nobody
+    closes them: the child must still exit when told, not be held up by those threads
+    until the parent kills it (5 s a child, at every stop and every recycle)."""
+    db = tmp_path / "q.db"
+    (tmp_path / "chainapp.py").write_text(textwrap.dedent(ASYNC_APP.format(db=db)))
+    _enqueue(tmp_path, "async")
+    cli = ["worker", "--app", "chainapp:app", "--pool", "process", "--burst", "--no-progress"]
+    worker = subprocess.run(
+        [sys.executable, "-m", "omniq.cli", *cli],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    stamps = {}
+    for line in worker.stderr.splitlines():
+        for word in ("stopping (burst)", "stopped (burst)"):
+            if word in line:
+                stamps[word] = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+                stamps[word] += int(line[20:23]) / 1000
+    assert len(stamps) == 2, worker.stderr
+    # the children that opened the app exit at once (the parent waits 5 s before a kill)
+    assert stamps["stopped (burst)"] - stamps["stopping (burst)"] < 3, worker.stderr

@@ -164,6 +164,21 @@ _resolved: dict[tuple[str, str], tuple[Callable[..., Any], Any]] = {}
 _loop: asyncio.AbstractEventLoop | None = None
 
 
+def _run_daemonic(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Run ``coro`` on ``loop`` with the threads it starts made daemons (aiosqlite's
+    connection threads, executors'), as the portal does: the app the child's tasks
+    opened is never closed, and its threads would hold the child's exit up (Python
+    joins non-daemon threads first), so every stop or recycle waited for the parent
+    to kill the child."""
+    thread = threading.current_thread()
+    daemon = thread._daemonic  # type: ignore[attr-defined]  # (the property's value)
+    thread._daemonic = True  # type: ignore[attr-defined]
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        thread._daemonic = daemon  # type: ignore[attr-defined]
+
+
 def _call(blob: bytes, started: Callable[[], None]) -> bytes:
     global _loop
     import dill
@@ -188,7 +203,7 @@ def _call(blob: bytes, started: Callable[[], None]) -> bytes:
             else:
                 if _loop is None:  # one loop for the child's life (see the module's doc)
                     _loop = asyncio.new_event_loop()
-                value = _loop.run_until_complete(wait())
+                value = _run_daemonic(_loop, wait())
     finally:
         set_current(None)
     return bytes(dill.dumps(value))
