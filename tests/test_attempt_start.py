@@ -18,13 +18,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from omniq import OmniQ
+from omniq.testing import until
 
 DEADLINE = 60.0
 #: How long the test holds the result store locked once the callback waits for it.
@@ -52,17 +51,6 @@ def callback(results: list) -> float:
     task = current_task()
     return task.deadline - time.time()
 """
-
-
-def _poll(check: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > end:
-            pytest.fail(f"{what}: not within {DEADLINE} s")
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -98,14 +86,15 @@ def test_a_fan_in_callback_is_not_charged_its_wait_for_parent_results(
     try:
         first = parent.delay(str(tmp_path))
         ref = producer.chord([first], callback)
-        _poll(lambda: (tmp_path / "running").exists(), "the parent started")
+        until(lambda: (tmp_path / "running").exists(), "the parent started", deadline=DEADLINE)
         # The parent's result waits for this lock; its completion (the queue's file) not.
         lock = sqlite3.connect(tmp_path / "r.db", isolation_level=None, timeout=30)
         lock.execute("BEGIN EXCLUSIVE")
         (tmp_path / "release").touch()
-        _poll(
+        until(
             lambda: producer.get_task(ref.id).state.value == "running",
             "the callback reserved, waiting for its parent's result",
+            deadline=DEADLINE,
         )
         time.sleep(HELD)  # (the wait the callback must not be charged)
         lock.rollback()

@@ -18,14 +18,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from omniq import OmniQ
+from omniq.testing import until
 
 DEADLINE = 60.0
 
@@ -64,17 +62,6 @@ def hold(folder: str) -> str:
 """
 
 
-def _poll(check: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > end:
-            pytest.fail(f"{what}: not within {DEADLINE} s")
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
@@ -102,13 +89,21 @@ def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: 
     lock: sqlite3.Connection | None = None
     try:
         ref = hold.delay(str(tmp_path))
-        _poll(lambda: (tmp_path / "running").exists(), "the body started")
+        until(lambda: (tmp_path / "running").exists(), "the body started", deadline=DEADLINE)
         # Every write of the worker now fails (after busy_timeout): its completion too.
         lock = sqlite3.connect(db, isolation_level=None, timeout=30)
         lock.execute("BEGIN EXCLUSIVE")
         (tmp_path / "release").touch()
-        _poll(lambda: f"after_success {ref.id}" in marks.read_text(), "the body returned")
-        _poll(lambda: "writing 1 completions failed" in log.read_text(), "a failed write")
+        until(
+            lambda: f"after_success {ref.id}" in marks.read_text(),
+            "the body returned",
+            deadline=DEADLINE,
+        )
+        until(
+            lambda: "writing 1 completions failed" in log.read_text(),
+            "a failed write",
+            deadline=DEADLINE,
+        )
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=DEADLINE)

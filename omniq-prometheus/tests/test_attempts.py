@@ -15,7 +15,6 @@ import re
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,11 @@ import pytest
 from prometheus_workers import DEADLINE, WorkerProcess
 
 from omniq.models import EventType, TaskState
+from omniq.testing import until
 
 #: How long a process-pool child's import of the task module takes: far more than the
 #: body (0.2 s), so a duration that counts it cannot pass for one that does not.
 IMPORT_DELAY = 5.0
-
-
-def _poll(check: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > end:
-            pytest.fail(f"{what}: not within {DEADLINE} s")
-        time.sleep(0.02)
 
 
 def _outcome_line(w: WorkerProcess, task_id: str) -> re.Match[str] | None:
@@ -58,7 +47,7 @@ def test_a_slow_starting_child_is_not_charged_to_the_attempt_it_runs(
     # succeeds (checked last: first what it is about, its duration).
     left = producer.app.get_result(ref, timeout=DEADLINE)
 
-    line = _poll(lambda: _outcome_line(w, ref.id), "the attempt's outcome line")
+    line = until(lambda: _outcome_line(w, ref.id), "the attempt's outcome line", deadline=DEADLINE)
     assert line[1] == "succeeded"
     logged = float(line[2])
     assert 0.2 <= logged < 2.0, f"logged duration={logged}s for a 0.2 s body:\n{w.output()}"
@@ -99,7 +88,7 @@ def _pause(w: WorkerProcess, db: Path) -> None:
     holder would stop the other worker too: SQLite has one writer)."""
     for _ in range(500):
         w.proc.send_signal(signal.SIGSTOP)
-        _poll(lambda: _stopped(w.proc.pid), "the stop")
+        until(lambda: _stopped(w.proc.pid), "the stop", deadline=DEADLINE)
         if not _write_locked(db):
             return
         w.proc.send_signal(signal.SIGCONT)
@@ -118,24 +107,26 @@ def test_a_worker_paused_past_its_lease_reports_its_refused_attempt_as_lease_los
     folder = tmp_path / "stall"
     folder.mkdir()
     ref = producer.stall.delay(str(folder))
-    (first,) = _poll(lambda: list(folder.glob("attempt-*")), "the first attempt")
+    (first,) = until(lambda: list(folder.glob("attempt-*")), "the first attempt", deadline=DEADLINE)
     zombie = next(w for w in workers if first.name == f"attempt-{w.proc.pid}")
     winner = next(w for w in workers if w is not zombie)
     _pause(zombie, tmp_path / "q.db")
     try:
         # (its body blocks its event loop: resumed, it returns before any heartbeat
         # could find the lease gone, and its completion goes to the store)
-        _poll(
+        until(
             lambda: producer.app.get_task(ref.id).state is TaskState.SUCCEEDED,
             "the take-over by the other worker after the lease lapsed",
+            deadline=DEADLINE,
         )
         (folder / "go").touch()
     finally:
         zombie.proc.send_signal(signal.SIGCONT)
     assert producer.app.get_result(ref, timeout=DEADLINE) == winner.proc.pid
-    _poll(
+    until(
         lambda: f"completion of task {ref.id} refused" in zombie.output(),
         "the zombie's refused completion",
+        deadline=DEADLINE,
     )
 
     said = zombie.output()

@@ -32,7 +32,7 @@ from .capabilities import requires
 from .events import EventStorageContract
 from .factories import make_error, make_event, make_result, make_schedule, make_task
 from .inline import JumpClock, run_queued, use_stores
-from .polling import eventually, wait_past
+from .polling import eventually, until, wait_past
 from .queue import TaskQueueContract
 from .results import ResultStorageContract
 from .services import require_service
@@ -51,6 +51,7 @@ __all__ = [
     "require_service",
     "requires",
     "run_queued",
+    "until",
     "use_stores",
     "wait_past",
 ]

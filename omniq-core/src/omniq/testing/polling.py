@@ -8,6 +8,7 @@ finishes in milliseconds and a slow CI runner still passes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ import pytest
 
 from ..interfaces import BaseStore
 
-__all__ = ["DEADLINE", "SHORT", "eventually", "wait_past"]
+__all__ = ["DEADLINE", "SHORT", "eventually", "until", "wait_past"]
 
 T = TypeVar("T")
 
@@ -42,6 +43,26 @@ async def eventually(
                 return value
             await anyio.sleep(interval)
     pytest.fail(f"{what}: still not true after {deadline} s of polling")
+
+
+def until(
+    probe: Callable[[], T | None],
+    what: str,
+    *,
+    deadline: float = DEADLINE,
+    interval: float = 0.02,
+) -> T:
+    """:func:`eventually` for a test that blocks (one driving worker processes, reading
+    their logs and files): call ``probe`` until it returns something truthy and return
+    that; fail naming ``what`` after ``deadline`` s."""
+    end = time.monotonic() + deadline
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: still not true after {deadline} s of polling")
+        time.sleep(interval)
 
 
 async def wait_past(store: BaseStore, moment: float, *, deadline: float = DEADLINE) -> None:
