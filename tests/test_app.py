@@ -24,6 +24,7 @@ from omniq.errors import (
     TaskTimeoutError,
 )
 from omniq.models import EventType, Task, TaskState
+from omniq.testing import eventually
 from omniq.worker.pools import AsyncPool, is_coroutine_function
 from omniq.worker.runtime import CLEANUP_EVERY, first_cleanup_delay
 
@@ -648,12 +649,12 @@ async def test_a_worker_holds_concurrency_plus_prefetch_tasks(aapp, prefetch, he
     worker = aapp.worker(concurrency=2, prefetch=prefetch, burst=True)
     run = asyncio.create_task(worker.run(install_signals=False))
     try:
-        deadline = time.monotonic() + 10
-        while (counts := (await aapp.stats())["default"]).get(
-            TaskState.RUNNING, 0
-        ) < held or started < 2:
-            assert time.monotonic() < deadline, f"worker held {counts} with {started} started"
-            await asyncio.sleep(0.02)
+
+        async def holding() -> dict[TaskState, int] | None:
+            counts = (await aapp.stats())["default"]
+            return counts if counts.get(TaskState.RUNNING, 0) >= held and started >= 2 else None
+
+        counts = await eventually(holding, f"the worker holds {held} with 2 started")
         assert started == 2
         assert counts.get(TaskState.RUNNING) == held and counts.get(TaskState.PENDING) == 12 - held
     finally:

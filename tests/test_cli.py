@@ -25,6 +25,7 @@ from omniq import BackendSpec, OmniQ, hookimpl, register_plugin
 from omniq.cli import cli
 from omniq.cli.state import CliState
 from omniq.registry import registry
+from omniq.testing import until
 
 
 class Runner(CliRunner):
@@ -486,10 +487,12 @@ def test_worker_drains_on_sigterm(tmp_path: Path, url: str, tasks_module: str) -
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while "started: pool=async" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+
+        def started() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return "started: pool=async" in log.read_text()
+
+        until(started, "the worker started", deadline=30.0, show=log.read_text)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from omniq import OmniQ
 from omniq.models import Task
 from omniq.registry import registry
+from omniq.testing import until
 
 pytest.importorskip("omniq_backend_sqlite")
 
@@ -51,14 +52,6 @@ def omniq(url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProc
         env=env,
         timeout=60,
     )
-
-
-def poll(probe: Callable[[], object], what: str, deadline: float = 15.0) -> None:
-    end = time.monotonic() + deadline
-    while not probe():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not true after {deadline} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -106,7 +99,7 @@ def listed(url: str, env: dict[str, str]) -> list[dict[str, object]]:
 def test_a_live_worker_is_listed_and_health_fails_once_it_is_killed(
     url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
-    poll(lambda: listed(url, env), "the worker registers itself")
+    until(lambda: listed(url, env), "the worker registers itself", deadline=15.0)
     [info] = listed(url, env)
     assert info["pid"] == worker.pid and info["queues"] == ["mail", "sms"]
     assert info["pool"] == "thread" and info["concurrency"] == 3 and info["in_flight"] == 0
@@ -128,11 +121,12 @@ def test_a_live_worker_is_listed_and_health_fails_once_it_is_killed(
     worker.kill()  # no chance to unregister: the entry must expire by itself
     worker.wait(timeout=20)
     failing: list[subprocess.CompletedProcess[str]] = []
-    poll(
+    until(
         lambda: (
             failing.append(omniq(url, env, "health", "--queue", "mail")) or failing[-1].returncode
         ),
         "omniq health fails once the killed worker's entry expired",
+        deadline=15.0,
     )
     assert failing[-1].returncode == 1
     assert "unhealthy: no live worker serves queue 'mail'" in failing[-1].stderr
@@ -145,12 +139,17 @@ def test_a_stopped_worker_unregisters_and_removes_its_health_file(
     url: str, env: dict[str, str], worker: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     health_file = tmp_path / "health"
-    poll(
+    until(
         lambda: listed(url, env) and health_file.exists(),
         "the worker registers and touches its file",
+        deadline=15.0,
     )
     first = health_file.stat().st_mtime
-    poll(lambda: health_file.stat().st_mtime > first, "the file is touched on every heartbeat")
+    until(
+        lambda: health_file.stat().st_mtime > first,
+        "the file is touched on every heartbeat",
+        deadline=15.0,
+    )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     assert not health_file.exists(), "a stopped worker's health file must not say it is alive"
@@ -167,7 +166,7 @@ def test_a_health_file_says_how_old_it_may_get_so_a_killed_worker_s_file_fails_t
     answered healthy for ever. The file states its max age (the registry entry's ttl,
     1.5 s here), so the probe with no option tells."""
     health_file = tmp_path / "health"
-    poll(health_file.exists, "the worker writes its health file")
+    until(health_file.exists, "the worker writes its health file", deadline=15.0)
     assert health_file.read_text().split() == ["max-age", "1.5"]
     live = omniq(url, env, "health", "--file", str(health_file))
     assert live.returncode == 0 and "healthy" in live.stdout, live
@@ -175,12 +174,13 @@ def test_a_health_file_says_how_old_it_may_get_so_a_killed_worker_s_file_fails_t
     worker.wait(timeout=20)
     assert health_file.exists(), "kill -9 leaves the file behind"
     failing: list[subprocess.CompletedProcess[str]] = []
-    poll(
+    until(
         lambda: (
             failing.append(omniq(url, env, "health", "--file", str(health_file)))
             or failing[-1].returncode
         ),
         "the probe fails once the killed worker's file is older than it states",
+        deadline=15.0,
     )
     assert failing[-1].returncode == 1, failing[-1]
     assert "stated in the file: 1.5 s" in failing[-1].stderr, failing[-1].stderr
@@ -338,7 +338,11 @@ def test_task_tells_a_lapsed_lease_and_a_passed_ttl(url: str, env: dict[str, str
         [held] = asyncio.run(reserve_briefly())
         late = app.enqueue("some.task", queue="later", ttl=0.05)
         expires = app.get_task(late.id).expires_at or 0
-    poll(lambda: time.time() > max(held.lease_deadline or 0, expires) + 0.1, "both passed")
+    until(
+        lambda: time.time() > max(held.lease_deadline or 0, expires) + 0.1,
+        "both passed",
+        deadline=15.0,
+    )
     shown = omniq(url, env, "task", held.id)
     assert shown.returncode == 0, shown
     assert re.search(r"worker\tgone-worker \(lease ran out at .* s ago", shown.stdout), shown.stdout

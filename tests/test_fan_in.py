@@ -11,20 +11,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from omniq import GroupRef, OmniQ, TaskFailedError
 from omniq.errors import ConfigError, DependencyFailedError
 from omniq.models import TaskState
+from omniq.testing import until
 from omniq.testing.services import require_service
-
-T = TypeVar("T")
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -69,18 +67,6 @@ if __name__ == "__main__":
     import sys
     app.run_worker(queues=sys.argv[1].split(","), concurrency=1, prefetch=0)
 """
-
-
-def until(probe: Callable[[], T | None], what: str, deadline: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: still not true after {deadline} s")
-        time.sleep(0.005)
 
 
 async def _drop_nats_prefix(prefix: str) -> None:
@@ -300,16 +286,28 @@ def test_a_worker_killed_right_after_the_last_parent_loses_nothing(
     )
     worker = scene.worker("default")
     if last == "succeeds":
-        until(lambda: (scene.folder / "last-started").exists(), "the last parent started")
+        until(
+            lambda: (scene.folder / "last-started").exists(),
+            "the last parent started",
+            deadline=30.0,
+            interval=0.005,
+        )
         (scene.folder / "go").touch()
     parents = [*early.ids, *final.ids]
     until(
         lambda: all(scene.app.get_task(p).state in ENDED for p in parents),
         "every parent finished",
+        deadline=30.0,
+        interval=0.005,  # the kill must come right after the last parent finished
     )
     if backend not in ATOMIC_RELEASE:  # their results follow the completions (a window of
         # its own, the same for every task: docs/architecture.md, section 8)
-        until(lambda: all(scene.app.get_task_result(p) for p in parents), "the parents' results")
+        until(
+            lambda: all(scene.app.get_task_result(p) for p in parents),
+            "the parents' results",
+            deadline=30.0,
+            interval=0.005,
+        )
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
     if backend in ATOMIC_RELEASE:

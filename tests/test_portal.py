@@ -18,6 +18,7 @@ import pytest
 
 from omniq import sync
 from omniq.sync import Portal
+from omniq.testing import until
 
 REQUEST = contextvars.ContextVar("REQUEST", default="none")
 
@@ -35,15 +36,6 @@ def portal(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     portal = Portal()
     yield portal
     portal.stop()
-
-
-def _poll(predicate: Any, deadline: float = 10.0) -> bool:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_returns_what_the_coroutine_or_the_function_returns(portal: Portal) -> None:
@@ -131,7 +123,10 @@ def test_an_interrupt_while_waiting_cancels_the_call(portal: Portal, busy: bool)
     if busy:  # another thread's long call drives the loop: this one is handed over
         holder = threading.Thread(target=portal.call, args=(asyncio.to_thread, release.wait))
         holder.start()
-        assert _poll(lambda: portal._state is not None and portal._state.driver is not None)
+        until(
+            lambda: portal._state is not None and portal._state.driver is not None,
+            "the holder's call drives the loop",
+        )
 
     def on_sigint(signum: int, frame: Any) -> None:
         raise Interrupted
@@ -147,7 +142,7 @@ def test_an_interrupt_while_waiting_cancels_the_call(portal: Portal, busy: bool)
         release.set()
         if holder is not None:
             holder.join()
-    assert _poll(cancelled.is_set)
+    until(cancelled.is_set, "the interrupted call was cancelled")
     assert portal.call(asyncio.sleep, 0, "alive") == "alive"
 
 
@@ -180,7 +175,10 @@ def test_ctrl_c_while_the_caller_drives_the_loop_cancels_the_call_and_raises(
     assert cancelled.is_set()  # the caller saw the call end before it raised
     before = ticks[0]
     # the background task survived: it runs while this thread drives the loop again
-    assert _poll(lambda: portal.call(asyncio.sleep, 0.01, True) and ticks[0] > before + 2)
+    until(
+        lambda: portal.call(asyncio.sleep, 0.01, True) and ticks[0] > before + 2,
+        "the background task ticks again",
+    )
     assert portal.call(asyncio.sleep, 0, "alive") == "alive"
 
 
@@ -393,7 +391,7 @@ def test_many_threads_share_one_portal(portal: Portal) -> None:
     state = portal._state
     assert state is not None and state.queued == 0
     # the last served caller can wake before the portal's thread has left run_forever
-    assert _poll(lambda: not state.handing_back)
+    until(lambda: not state.handing_back, "the portal's thread left run_forever")
     assert portal.call(echo, 7) == 7
 
 
@@ -409,7 +407,10 @@ def test_a_long_call_driven_by_one_thread_serves_the_others(
         return "held"
 
     holder = concurrent.futures.ThreadPoolExecutor(1).submit(portal.call, hold)
-    assert _poll(lambda: portal._state is not None and portal._state.driver not in (None, -1))
+    until(
+        lambda: portal._state is not None and portal._state.driver not in (None, -1),
+        "the holder's call drives the loop",
+    )
     assert portal.call(asyncio.sleep, 0, "served") == "served"
     release.set()
     assert holder.result(timeout=10) == "held"
@@ -420,7 +421,10 @@ def test_stop_ends_a_call_another_thread_drives(
 ) -> None:
     monkeypatch.setattr(sync, "IDLE", 60.0)  # the portal's thread never takes the loop first
     holder = concurrent.futures.ThreadPoolExecutor(1).submit(portal.call, asyncio.sleep, 60)
-    assert _poll(lambda: portal._state is not None and portal._state.driver not in (None, -1))
+    until(
+        lambda: portal._state is not None and portal._state.driver not in (None, -1),
+        "the holder's call drives the loop",
+    )
     state = portal._state
     portal.stop()
     with pytest.raises(concurrent.futures.CancelledError):

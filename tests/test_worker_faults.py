@@ -15,14 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from omniq.models import EventType, TaskState
+from omniq.testing import until
 from omniq.testing.services import require_service
-
-T = TypeVar("T")
 
 REDIS_URL = os.environ.get("OMNIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -73,18 +72,6 @@ if __name__ == "__main__":
     app.run_worker(pool=pool, concurrency=concurrency,
                    prefetch=None if prefetch == "default" else int(prefetch))
 """
-
-
-def until(probe: Callable[[], T | None], what: str, deadline: float = 15.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: still not true after {deadline} s")
-        time.sleep(0.05)
 
 
 def _drop_pg_schema(url: str, schema: str) -> None:
@@ -240,7 +227,9 @@ def test_kill_9_of_a_pool_child_requeues_its_task_promptly(store_ref, scene_fact
     ref = scene.mod.body.delay(str(scene.folder), "victim", 60.0)
     scene.mod.body.delay(str(scene.folder), "next", 1.0)
     scene.worker("process", 1, "default")
-    [(_, child)] = until(lambda: scene.marks("start", "victim"), "the task started in a child")
+    [(_, child)] = until(
+        lambda: scene.marks("start", "victim"), "the task started in a child", deadline=15.0
+    )
     (scene.folder / "slow").unlink()
     os.kill(child, signal.SIGKILL)
     pid = scene.app.get_result(ref, timeout=12)  # not after the 30 s lease
@@ -258,7 +247,9 @@ def test_kill_9_of_a_process_pool_worker_ends_its_children(tmp_path, scene_facto
     (scene.folder / "slow").touch()
     scene.mod.body.delay(str(scene.folder), "orphan", 60.0)
     worker = scene.worker("process", 1)
-    [(_, child)] = until(lambda: scene.marks("start", "orphan"), "the task started in a child")
+    [(_, child)] = until(
+        lambda: scene.marks("start", "orphan"), "the task started in a child", deadline=15.0
+    )
     worker.kill()
     worker.wait(10)
 
@@ -290,7 +281,7 @@ def test_a_timeout_in_the_process_pool_kills_only_its_own_child(tmp_path, scene_
     hog = scene.mod.body.apply((str(scene.folder), "hog", 30.0), timeout=2.0)
     calm = scene.mod.body.delay(str(scene.folder), "calm", 4.0)
     scene.worker("process", 2)
-    until(lambda: len(scene.marks("start")) == 2, "both tasks started side by side")
+    until(lambda: len(scene.marks("start")) == 2, "both tasks started side by side", deadline=15.0)
     with pytest.raises(Exception, match="timeout"):
         scene.app.get_result(hog, timeout=15)
     scene.app.get_result(calm, timeout=15)
@@ -305,7 +296,7 @@ def test_a_forced_stop_exits_at_once_and_never_hands_back_a_running_body(tmp_pat
     (scene.folder / "slow").touch()
     refs = [scene.mod.body.delay(str(scene.folder), f"t{i}", 20.0) for i in range(3)]
     first = scene.cli_worker("thread", 3)
-    until(lambda: len(scene.marks("start")) == 3, "the three tasks started")
+    until(lambda: len(scene.marks("start")) == 3, "the three tasks started", deadline=15.0)
     first.send_signal(signal.SIGTERM)  # drain (grace period 0)...
     first.send_signal(signal.SIGTERM)  # ...and at once: the loop handles them in order
     sent = time.monotonic()
@@ -328,7 +319,7 @@ def test_a_long_task_s_started_event_is_written_while_it_runs(tmp_path, scene_fa
     (scene.folder / "slow").touch()
     ref = scene.mod.body.delay(str(scene.folder), "long", 20.0)
     scene.worker("thread", 2)
-    until(lambda: scene.marks("start", "long"), "the task started")
+    until(lambda: scene.marks("start", "long"), "the task started", deadline=15.0)
 
     def started() -> bool:
         return EventType.STARTED in [e.type for e in scene.app.events(task_id=ref.id)]

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from omniq import OmniQ
 from omniq.models import EventType, TaskState
+from omniq.testing import until
 
 APP = """
 import os, time
@@ -76,14 +76,6 @@ def producer(tmp_path: Path):
         sys.path.pop(0)
 
 
-def wait_for(path: Path, deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while not path.exists():
-        if time.monotonic() > end:
-            raise AssertionError(f"{path} did not appear within {deadline} s")
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_sigterm_drains_running_tasks_within_the_grace_period(tmp_path):
     write_app(tmp_path)
@@ -92,7 +84,7 @@ def test_sigterm_drains_running_tasks_within_the_grace_period(tmp_path):
     ref = mod.nap.delay(1.0, str(marker))
     proc = start_worker(tmp_path / "procapp.py")
     try:
-        wait_for(marker)
+        until(marker.exists, "the task started", deadline=20.0)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -113,7 +105,7 @@ def test_sigterm_after_grace_releases_the_task_without_counting_the_attempt(tmp_
     ref = mod.anap.delay(30.0, str(marker))
     proc = start_worker(tmp_path / "procapp.py")
     try:
-        wait_for(marker)
+        until(marker.exists, "the task started", deadline=20.0)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:

@@ -38,6 +38,7 @@ import pytest
 
 from omniq import OmniQ
 from omniq.models import EventType, TaskState
+from omniq.testing import until
 from omniq.testing.proxies import forwarding
 from omniq.testing.services import require_service
 
@@ -167,23 +168,12 @@ def _pause(proc: subprocess.Popen[bytes], ref: Any) -> None:
     """SIGSTOP ``proc`` at a moment it holds no store lock."""
     for _ in range(500):
         proc.send_signal(signal.SIGSTOP)
-        _poll(lambda: _stopped(proc), "the stop")
+        until(lambda: _stopped(proc), "the stop", deadline=15.0)
         if not _sqlite_write_locked(ref):
             return
         proc.send_signal(signal.SIGCONT)
         time.sleep(0.003)
     raise AssertionError("the worker held the SQLite write lock at every try")
-
-
-def _poll(check: Callable[[], Any], what: str, deadline: float = 15.0) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not happen within {deadline} s")
-        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -217,21 +207,26 @@ def test_a_paused_workers_late_outcome_never_wins(
                 )
                 for _ in range(2)
             ]
-            first = _poll(lambda: list(marks.glob("first-*")), "the first attempt")[0]
+            first = until(lambda: list(marks.glob("first-*")), "the first attempt", deadline=15.0)[
+                0
+            ]
             zombie = next(p for p in procs if first.name == f"first-{p.pid}")
             winner = next(p for p in procs if p is not zombie)
             _pause(zombie, store_ref)
             try:
-                _poll(
+                until(
                     lambda: app.get_task(ref.id).state is TaskState.SUCCEEDED,
                     "the take-over by the other worker after the lease lapsed",
+                    deadline=15.0,
                 )
                 # Resumed, the zombie must be past its attempt's 3 s, so the attempt ends
                 # at once and writes its (refused) outcome. After a quick take-over (a
                 # worker woken at once by the commit) it would resume mid-attempt, and
                 # its heartbeat, finding the lease gone, would stop the attempt first.
                 started = first.stat().st_mtime
-                _poll(lambda: time.time() >= started + 3.1, "the zombie's attempt time")
+                until(
+                    lambda: time.time() >= started + 3.1, "the zombie's attempt time", deadline=15.0
+                )
             finally:
                 zombie.send_signal(signal.SIGCONT)
             assert app.get_result(ref, timeout=5) == winner.pid
@@ -244,7 +239,7 @@ def test_a_paused_workers_late_outcome_never_wins(
             refused = rf":{zombie.pid}:\w+: completion of task {ref.id} refused"
             dropped = rf"task \S+ {ref.id} lease_lost queue=\S+ attempt=1 .*cancelled or lapsed"
             noticed = re.compile(f"{refused}|{dropped}".encode())
-            _poll(
+            until(
                 lambda: noticed.search(said.read_bytes()),
                 "the zombie's finishing of its attempt",
                 deadline=20,
@@ -381,7 +376,7 @@ class _Lost:
             self.app.get_result(self.mod.spoiled.delay(), timeout=20)
 
     def started(self, name: str) -> None:
-        _poll(lambda: (self.folder / f"running-{name}").exists(), f"{name}'s start")
+        until(lambda: (self.folder / f"running-{name}").exists(), f"{name}'s start", deadline=15.0)
 
     def go(self) -> None:
         (self.folder / "armed").touch()
@@ -492,8 +487,10 @@ def test_a_dead_letter_applied_keeps_its_result_when_the_read_that_tells_it_fail
             with pytest.raises(ValueError, match="broken on purpose"):
                 lost.app.get_result(handle, timeout=20)
             assert lost.app.get_task(handle.id).state is TaskState.DEAD
-            kinds = _poll(  # (written beside the result, not before it)
-                lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event"
+            kinds = until(  # (written beside the result, not before it)
+                lambda: _outcomes(lost.app, handle.id, EventType.DEAD),
+                "the dead event",
+                deadline=15.0,
             )
             assert kinds[EventType.FAILED] == 1 and kinds[EventType.DEAD] == 1, kinds
     assert "already dead by this attempt" in lost.output(), lost.output()
@@ -520,7 +517,11 @@ def test_a_requeue_s_dead_letter_whose_answer_was_lost_keeps_its_result_and_even
         ) as lost:
             lost.warmed()
             handle = lost.mod.doomed.delay(str(tmp_path))
-            [mark] = _poll(lambda: list(tmp_path.glob("doomed-*")), "the task's start in a child")
+            [mark] = until(
+                lambda: list(tmp_path.glob("doomed-*")),
+                "the task's start in a child",
+                deadline=15.0,
+            )
             child = int(mark.name.partition("-")[2])
             # The dead letter is the only request carrying the dead child's pid.
             proxy.lose_next_answer(f"(pid {child}) died")
@@ -529,7 +530,11 @@ def test_a_requeue_s_dead_letter_whose_answer_was_lost_keeps_its_result_and_even
             with pytest.raises(Exception, match=f"pid {child}"):
                 lost.app.get_result(handle, timeout=20)
             assert lost.app.get_task(handle.id).state is TaskState.DEAD
-            kinds = _poll(lambda: _outcomes(lost.app, handle.id, EventType.DEAD), "the dead event")
+            kinds = until(
+                lambda: _outcomes(lost.app, handle.id, EventType.DEAD),
+                "the dead event",
+                deadline=15.0,
+            )
             assert kinds[EventType.DEAD] == 1, kinds
             stored = lost.app.get_task_result(handle.id)
             assert stored is not None and stored.state is TaskState.DEAD
@@ -558,16 +563,17 @@ def test_a_success_whose_result_store_was_away_keeps_its_result_and_one_event(
             lost.started("answer")
             proxy.kill()
             lost.go()
-            _poll(
+            until(
                 lambda: lost.output().count("writing 1 completions failed") >= 2,
                 "the worker's tries while the result store is away",
                 deadline=30,
             )
             with forwarding(REDIS_URL, proxy.port):  # the store back, on the same port
                 assert lost.app.get_result(handle, timeout=30) == 42
-                kinds = _poll(
+                kinds = until(
                     lambda: _outcomes(lost.app, handle.id, EventType.SUCCEEDED),
                     "the succeeded event",
+                    deadline=15.0,
                 )
                 assert kinds[EventType.SUCCEEDED] == 1, kinds
     assert "already succeeded by this attempt" in lost.output(), lost.output()
@@ -666,29 +672,42 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
             )
             assert app.get_result(mod.warm.delay(), timeout=20) == 1  # its connection is open
             handle = mod.twice.delay(str(tmp_path))
-            _poll(lambda: (tmp_path / "running-twice").exists(), "the first attempt's start")
+            until(
+                lambda: (tmp_path / "running-twice").exists(),
+                "the first attempt's start",
+                deadline=15.0,
+            )
             proxy.proc.send_signal(signal.SIGSTOP)  # the result store stops answering
             held = mod.warm.delay()  # its result write hangs: the writer is held up in it
-            _poll(
+            until(
                 lambda: app.get_task(held.id).state is TaskState.SUCCEEDED,
                 "the held write's completion",
+                deadline=15.0,
             )
             (tmp_path / "go").touch()  # the first attempt ends: it waits behind the held write
-            _poll(
+            until(
                 lambda: re.search(rf"returned {handle.id} attempt=1", log.read_text()),
                 "the first attempt's end",
+                deadline=15.0,
             )
             _pause(worker, here)  # no heartbeat: the first attempt's lease lapses
-            _poll(lambda: handle.id in asyncio.run(_lapsed(here)), "the first attempt's lapse")
+            until(
+                lambda: handle.id in asyncio.run(_lapsed(here)),
+                "the first attempt's lapse",
+                deadline=15.0,
+            )
             worker.send_signal(signal.SIGCONT)
-            _poll(
+            until(
                 lambda: re.search(rf"returned {handle.id} attempt=2", log.read_text()),
                 "the second attempt, run by the same worker",
+                deadline=15.0,
             )
             proxy.proc.send_signal(signal.SIGCONT)
             assert app.get_result(handle, timeout=20) == 2
-            kinds = _poll(
-                lambda: _outcomes(app, handle.id, EventType.SUCCEEDED), "the succeeded event"
+            kinds = until(
+                lambda: _outcomes(app, handle.id, EventType.SUCCEEDED),
+                "the succeeded event",
+                deadline=15.0,
             )
             assert kinds[EventType.SUCCEEDED] == 1, kinds
             task = app.get_task(handle.id)
@@ -699,7 +718,7 @@ def test_a_stale_and_a_new_attempt_of_one_task_waiting_together_keep_the_new_one
                 found = re.findall(rf"{handle.id} (\w+) queue=\S+ attempt=(\d)", log.read_text())
                 return found if len(found) >= 2 else []
 
-            outcomes = _poll(outcome_lines, "both attempts' outcome lines")
+            outcomes = until(outcome_lines, "both attempts' outcome lines", deadline=15.0)
             assert sorted(outcomes) == [("lease_lost", "1"), ("succeeded", "2")], outcomes
     finally:
         if worker is not None:

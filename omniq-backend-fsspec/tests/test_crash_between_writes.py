@@ -16,15 +16,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
 from omniq.models import TaskState
+from omniq.testing import until
 
 LEASE = 2.0
 
@@ -45,19 +44,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
     app.run_worker(pool="thread", concurrency=1)
 """
-
-
-def _poll(
-    what: str, check: Callable[[], Any], deadline: float = 30.0, show: Callable[[], Any] = str
-) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not within {deadline} s ({show()})")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -110,13 +96,21 @@ def _killed_in_a_failing_completion(tmp_path: Path, mod: ModuleType, block: Path
     ref = mod.hold.delay(str(go))
     first = _worker(tmp_path, "first")
     try:
-        _poll("started event", lambda: mod.app.events(task_id=ref.id, types=["started"]))
+        until(
+            lambda: mod.app.events(task_id=ref.id, types=["started"]),
+            "started event",
+            deadline=30.0,
+        )
         if block.exists():
             block.rename(away)
         block.write_bytes(b"")
         go.touch()
         log = tmp_path / "first.log"
-        _poll("failed completion", lambda: "writing 1 completions failed" in log.read_text())
+        until(
+            lambda: "writing 1 completions failed" in log.read_text(),
+            "failed completion",
+            deadline=30.0,
+        )
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
@@ -141,15 +135,15 @@ def test_a_completion_killed_before_its_record_is_written_runs_again(
     task_id = _killed_in_a_failing_completion(tmp_path, crashapp, tmp_path / "q" / ".tmp")
     second = _worker(tmp_path, "second")
     try:
-        task = _poll(
-            "task finished by the second worker",
+        task = until(
             lambda: (t := crashapp.app.get_task(task_id)).state is TaskState.SUCCEEDED and t,
+            "task finished by the second worker",
             deadline=LEASE * 10,
             show=lambda: crashapp.app.get_task(task_id).state,
         )
         assert task.attempts == 2
         assert crashapp.app.get_result(task_id, timeout=10) == second.pid
-        _poll("no entry left in running/", lambda: not _entries(tmp_path, "running"))
+        until(lambda: not _entries(tmp_path, "running"), "no entry left in running/", deadline=30.0)
         assert len(_entries(tmp_path, "succeeded")) == 1
     finally:
         _stop(second)
@@ -167,13 +161,13 @@ def test_a_completion_killed_before_its_entry_is_moved_is_finished(
     task_id = _killed_in_a_failing_completion(tmp_path, crashapp, finished)
     second = _worker(tmp_path, "second")
     try:
-        _poll(
-            "task finished, its entry in succeeded/ only",
+        until(
             lambda: (
                 crashapp.app.get_task(task_id).state is TaskState.SUCCEEDED
                 and not _entries(tmp_path, "running")
                 and len(_entries(tmp_path, "succeeded")) == 1
             ),
+            "task finished, its entry in succeeded/ only",
             deadline=LEASE * 10,
             show=lambda: (crashapp.app.get_task(task_id).state, crashapp.app.stats()),
         )

@@ -1586,6 +1586,16 @@ async def answered(q: NatsTaskQueue, task_id: str) -> Task | None:
     return None
 
 
+async def wedged(q: NatsTaskQueue) -> bool:
+    """Whether a pull of queue ``default``'s band-0 consumer goes unanswered: true once
+    the lost messages come up for redelivery."""
+    try:
+        await q.inbox.pull(q.stream, consumer_name("default", 0), 1)
+    except nats.errors.TimeoutError:
+        return True
+    return False
+
+
 async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1625,16 +1635,7 @@ async def test_a_consumer_whose_pulls_go_unanswered_is_recreated(
                 shutil.copy(copy, state)
             with private_server(port, js_dir):
                 await eventually(lambda: answered(q, held.id), "no answer after the restart")
-                band = consumer_name("default", 0)
-
-                async def wedged() -> bool:  # once the lost messages come up for redelivery
-                    try:
-                        await q.inbox.pull(q.stream, band, 1)
-                    except nats.errors.TimeoutError:
-                        return True
-                    return False
-
-                await eventually(wedged, "no pull went unanswered")
+                await eventually(lambda: wedged(q), "no pull went unanswered")
                 async with (
                     queue_at(url, "wedge", **_OPTIONS) as one,
                     queue_at(url, "wedge", **_OPTIONS) as two,
@@ -1707,16 +1708,7 @@ async def wedged_server(tmp_path: Path) -> AsyncIterator[str]:
                 shutil.copy(copy, state)
             with private_server(port, js_dir):
                 await eventually(lambda: answered(q, leased[0].id), "no answer after restart")
-                band = consumer_name("default", 0)
-
-                async def wedged() -> bool:
-                    try:
-                        await q.inbox.pull(q.stream, band, 1)
-                    except nats.errors.TimeoutError:
-                        return True
-                    return False
-
-                await eventually(wedged, "no pull went unanswered")
+                await eventually(lambda: wedged(q), "no pull went unanswered")
                 yield url
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from omniq.config import mask_url
 from omniq.errors import ConfigError, QueueError
 from omniq.models import EventType, TaskResult, TaskState, encoder
 from omniq.registry import registry
-from omniq.testing import make_event, make_task
+from omniq.testing import make_event, make_task, until
 from omniq_backend_redis import ForeignKeyError, RedisUnavailableError, codec, reply
 from omniq_backend_redis.connection import _SHARED
 from omniq_backend_redis.events import RedisEventStorage
@@ -371,22 +372,22 @@ async def test_enqueue_batches_stores_a_batch_while_the_caller_builds(
     queue = await opened("task_queue", redis_url, key_prefix)
     events = await opened("event_storage", redis_url, key_prefix)
     batches = [[make_task(created_at=time.time()) for _ in range(3)] for _ in range(3)]
-    stored_before_building: list[bool] = []
     probe = redis.Redis.from_url(redis_url)
 
     def build() -> Any:
         for number, batch in enumerate(batches):
             if number:
-                deadline = time.monotonic() + 10
                 key = f"{key_prefix}:t:{batches[number - 1][-1].id}"
-                while not probe.exists(key) and time.monotonic() < deadline:
-                    time.sleep(0.005)
-                stored_before_building.append(bool(probe.exists(key)))
+                until(
+                    partial(probe.exists, key),
+                    f"batch {number} stored before batch {number + 1} is built",
+                    deadline=10,
+                    interval=0.005,
+                )
             yield batch, enqueued(batch)
 
     try:
         stored = await queue.enqueue_batches(build(), events)
-        assert stored_before_building == [True, True]
         assert [t.id for t in stored] == [t.id for batch in batches for t in batch]
         assert len(await events.query(types=[EventType.ENQUEUED])) == 9
         assert probe.keys(f"{key_prefix}:chain:*") == []
@@ -425,10 +426,13 @@ async def test_a_lapsed_chain_key_is_named(redis_url: str, key_prefix: str) -> N
 
     def build() -> Any:
         yield first, []
-        deadline = time.monotonic() + 10
-        while not probe.keys(f"{key_prefix}:chain:*") and time.monotonic() < deadline:
-            time.sleep(0.005)
-        probe.delete(*probe.keys(f"{key_prefix}:chain:*"))  # as if it had expired
+        chain = until(
+            lambda: probe.keys(f"{key_prefix}:chain:*"),
+            "the chain key",
+            deadline=10,
+            interval=0.005,
+        )
+        probe.delete(*chain)  # as if it had expired
         yield second, []
 
     try:

@@ -7,12 +7,12 @@ import asyncio
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from omniq import AsyncOmniQ
+from omniq.testing import until
 
 pytestmark = pytest.mark.anyio
 
@@ -51,15 +51,20 @@ def start_redis(port: int, data: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
         except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"redis-server did not start on port {port}")
+            return False
+        return True
+
+    try:
+        until(listening, f"redis-server listening on port {port}")
+    except BaseException:  # (pytest's failure is no Exception)
+        proc.kill()
+        raise
+    return proc
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")

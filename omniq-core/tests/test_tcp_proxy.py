@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from omniq.testing import until
 from omniq.testing.proxies import forwarding
 
 
@@ -70,9 +71,7 @@ def test_a_cut_request_larger_than_one_read_reaches_the_server_whole(server: _Se
         sock.sendall(request)
         proxy.cut(timeout=5)
         assert not _answer(sock), "the answer was lost"
-    deadline = time.monotonic() + 5
-    while len(server.got) < len(request) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: len(server.got) >= len(request), "the server got the whole request", deadline=5)
     got = len(server.got)
     assert got == len(request), f"the server got {got} bytes of the {len(request)} sent"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from omniq import OmniQ
+from omniq.testing import until
 
 
 class Shop:
@@ -79,10 +79,12 @@ def serve(web: Starlette) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn stopped before it started"
+        return bool(server.started)
+
+    until(started, "uvicorn started", deadline=15.0)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from omniq.testing import until
 
 
 def free_port() -> int:
@@ -59,15 +60,15 @@ def test_command_serves_the_configured_stores(tmp_path: Path, auth: str | None) 
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def serving() -> tuple[int, str] | None:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             try:
-                status, page = get(f"http://127.0.0.1:{port}/plugins", auth)
-                break
+                return get(f"http://127.0.0.1:{port}/plugins", auth)
             except (ConnectionError, urllib.error.URLError):
-                assert time.monotonic() < deadline, "omniq dashboard did not start serving"
-                time.sleep(0.1)
+                return None
+
+        status, page = until(serving, "omniq dashboard serving", deadline=20, interval=0.1)
         assert status == 200 and "read-only" in page and "SqliteTaskQueue" in page
         if auth:
             assert get(f"http://127.0.0.1:{port}/")[0] == 401

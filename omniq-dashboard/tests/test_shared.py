@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from omniq.testing import eventually
 from omniq_dashboard import shared
 from omniq_dashboard.shared import Shared
 
@@ -40,13 +41,13 @@ async def test_viewers_share_one_count_and_stale_answers_do_not_wait(
     count.release.clear()
     # Once the answer ages past its window (FRESH is 0; the window is ten times what the
     # count took), a request gets it at once and starts one refresh behind it.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while count.calls == 1:
-        assert loop.time() < deadline, "no refresh started after the answer aged"
+
+    async def refreshing() -> bool:
         stale = await asyncio.wait_for(answers.get(), 1)
         assert stale == 1, "a stale answer is served without waiting for the refresh"
-        await asyncio.sleep(0.01)
+        return count.calls > 1
+
+    await eventually(refreshing, "a refresh started after the answer aged", deadline=5)
     assert await asyncio.wait_for(answers.get(), 1) == 1
     assert count.calls == 2, "a refresh already running is not started again"
     count.release.set()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from omniq.errors import TaskFailedError
+from omniq.testing import until
 
 DEADLINE = 60.0
 
@@ -27,15 +27,20 @@ def _hex(n: int, width: int) -> str:
 
 def worker_spans(path: Path, count: int, proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     """The worker's spans once ``count`` have ended (it writes each as it ends)."""
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
+
+    def written() -> list[str]:
         lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count:
-            return [json.loads(line) for line in lines]
-        if proc.poll() is not None:
+        if len(lines) < count and proc.poll() is not None:
             pytest.fail(f"the worker exited ({proc.returncode}): {proc.stdout}")
-        time.sleep(0.05)
-    pytest.fail(f"the worker wrote {len(lines)} spans of {count} within {DEADLINE} s")
+        return lines if len(lines) >= count else []
+
+    lines = until(
+        written,
+        f"the worker's {count} spans",
+        deadline=DEADLINE,
+        show=lambda: f"{len(path.read_text().splitlines()) if path.exists() else 0} written",
+    )
+    return [json.loads(line) for line in lines]
 
 
 @pytest.mark.slow

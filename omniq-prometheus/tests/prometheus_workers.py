@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +14,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from omniq.testing import until
 
 #: How long a test waits for a worker to show something before it fails.
 DEADLINE = 60.0
@@ -84,20 +85,25 @@ class WorkerProcess:
 
     def wait_until(self, what: str, check: Callable[[Scrape], Any]) -> Scrape:
         """Scrape until ``check`` is truthy; fail after :data:`DEADLINE` naming ``what``."""
-        end = time.monotonic() + DEADLINE
-        last: Scrape | None = None
-        while time.monotonic() < end:
+        last: list[Scrape] = []  # the latest answer, shown if the deadline passes
+
+        def seen() -> Scrape | None:
             if self.proc.poll() is not None:
                 pytest.fail(f"the worker exited ({self.proc.returncode}):\n{self.output()}")
             try:
-                last = self.scrape()
+                last[:] = [self.scrape()]
             except (urllib.error.URLError, ConnectionError):
-                last = None  # not serving yet
-            if last is not None and check(last):
-                return last
-            time.sleep(0.05)
-        shown = last.text if last else "(no answer)"
-        pytest.fail(f"{what}: not seen within {DEADLINE} s; last scrape:\n{shown}")
+                last.clear()  # not serving yet
+                return None
+            return last[0] if check(last[0]) else None
+
+        return until(
+            seen,
+            what,
+            deadline=DEADLINE,
+            interval=0.05,
+            show=lambda: f"last scrape:\n{last[0].text if last else '(no answer)'}",
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:

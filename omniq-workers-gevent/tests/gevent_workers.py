@@ -5,9 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 StartWorker = Callable[..., "subprocess.Popen[str]"]
 
@@ -17,14 +15,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
     return out
-
-
-def wait_for(path: Path, deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while not path.exists():
-        if time.monotonic() > end:
-            raise AssertionError(f"{path} did not appear within {deadline} s")
-        time.sleep(0.02)
 
 
 def run_python(*parts: str, args: Sequence[str] = ()) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from gevent_workers import StartWorker, finish, wait_for
+from gevent_workers import StartWorker, finish
 
 from omniq.errors import TaskFailedError, TaskTimeoutError
 from omniq.models import EventType, TaskState
+from omniq.testing import until
 
 POOLS = ["thread", "gevent"]
 
@@ -87,7 +88,7 @@ def test_sigterm_drains_running_tasks(producer, start_worker, tmp_path, pool):
     marker = tmp_path / "started"
     ref = producer.nap.delay(1.0, str(marker))
     proc = start_worker(pool, 4, False)
-    wait_for(marker)
+    until(marker.exists, "the task started", deadline=20.0)
     proc.send_signal(signal.SIGTERM)
     out = finish(proc, timeout=30)
     assert "stopped: signal" in out
@@ -102,7 +103,7 @@ def test_sigterm_after_the_grace_period_releases_the_task_uncounted(
     marker = tmp_path / "started"
     ref = producer.nap.delay(3.0, str(marker))
     proc = start_worker(pool, 4, False, grace=0)
-    wait_for(marker)
+    until(marker.exists, "the task started", deadline=20.0)
     proc.send_signal(signal.SIGTERM)
     finish(proc, timeout=30)
     task = producer.app.get_task(ref.id)
@@ -119,7 +120,7 @@ def test_a_cancelled_task_is_killed_in_its_greenlet(producer, start_worker, tmp_
     started, after = tmp_path / "started", tmp_path / "after"
     ref = producer.until_cancelled.delay(str(started), str(after))
     proc = start_worker("gevent", 4, True)
-    wait_for(started)
+    until(started.exists, "the task started", deadline=20.0)
     t0 = time.monotonic()
     assert producer.app.cancel(ref.id)
     finish(proc, timeout=30)  # the heartbeat sees the lease gone and stops the call

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from django.utils import timezone  # noqa: E402
 from shop.models import Order  # noqa: E402
 from shop.tasks import add, echo, fail, mark_paid, slow_double, whoami  # noqa: E402
 
+from omniq.testing import until  # noqa: E402
 from omniq_django.compat import (  # noqa: E402
     FRAMEWORK,
     InvalidTask,
@@ -51,14 +51,19 @@ DEADLINE = 20.0
 
 def wait_finished(result: Any, timeout: float = DEADLINE) -> Any:
     """Refresh ``result`` until it finishes (polling with a deadline)."""
-    end = time.monotonic() + timeout
-    while True:
+
+    def finished() -> bool:
         result.refresh()
-        if result.is_finished:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"task {result.id} unfinished after {timeout} s: {result.status}")
-        time.sleep(0.05)
+        return bool(result.is_finished)
+
+    until(
+        finished,
+        f"task {result.id} finished",
+        deadline=timeout,
+        interval=0.05,
+        show=lambda: f"status {result.status}",
+    )
+    return result
 
 
 def start(*argv: str, log: Path) -> subprocess.Popen[bytes]:

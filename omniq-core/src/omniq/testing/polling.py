@@ -51,17 +51,20 @@ def until(
     *,
     deadline: float = DEADLINE,
     interval: float = 0.02,
+    show: Callable[[], object] | None = None,
 ) -> T:
     """:func:`eventually` for a test that blocks (one driving worker processes, reading
     their logs and files): call ``probe`` until it returns something truthy and return
-    that; fail naming ``what`` after ``deadline`` s."""
+    that; fail naming ``what`` after ``deadline`` s, with ``show()`` (the state it was
+    left in, read at that moment) when given."""
     end = time.monotonic() + deadline
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > end:
-            pytest.fail(f"{what}: still not true after {deadline} s of polling")
+            shown = f"\n{show()}" if show is not None else ""
+            pytest.fail(f"{what}: still not true after {deadline} s of polling{shown}")
         time.sleep(interval)
 
 
