@@ -117,16 +117,20 @@ class RecordStore(abc.ABC):
             task_id = eid if eid.startswith("%h") else unquote(eid)
             return Unreadable(0, stand_in(task_id, exc, "the tasks directory"))
 
-    def drop(self, rec: Record) -> None:
-        """Delete a task: its entry first, so no entry ever points to nothing for long;
-        then, where dependencies are kept, its list of dependents."""
-        self.files.discard(entry_path(rec))
-        self.files.discard(record_path(rec.task.id))
+    def drop(self, rec: Record, entry: str | None = None) -> None:
+        """Delete a task listed at ``entry`` (by default where ``rec`` says): its list of
+        dependents (where kept), then its record, then the entry. A crash between two
+        of these leaves the entry, which its lister (cleanup, purge) finds again: with
+        the record, it drops the task again; without, it deletes the entry as an orphan
+        (and does not count it). Entry first left the record with nothing to list it,
+        kept forever."""
         if self.dependencies:
             deps_dir = f"deps/{encode('task id', rec.task.id)}"
             for echild in self.files.list(deps_dir):
                 self.files.discard(f"{deps_dir}/{echild}")
             self.files.prune(deps_dir)
+        self.files.discard(record_path(rec.task.id))
+        self.files.discard(entry if entry is not None else entry_path(rec))
 
 
 class LockedRecords(RecordStore):
