@@ -20,7 +20,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from omniq.testing import until
 
 BUCKET = "omniq-test"
 
@@ -119,15 +120,11 @@ class Crash:
     def poll(
         what: str, check: Callable[[], Any], deadline: float = 30.0, show: Callable[[], Any] = str
     ) -> Any:
-        """``check()`` once it is truthy; AssertionError (with ``show()``) at the deadline."""
-        end = time.monotonic() + deadline
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > end:
-                raise AssertionError(f"{what}: not within {deadline} s ({show()})")
-            time.sleep(0.02)
+        """:func:`omniq.testing.until`, its failure showing ``show()`` (a worker's log)."""
+        try:
+            return until(check, what, deadline=deadline)
+        except pytest.fail.Exception as exc:
+            raise AssertionError(f"{exc.msg} ({show()})") from None
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"

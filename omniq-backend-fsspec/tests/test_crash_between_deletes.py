@@ -44,13 +44,14 @@ def _finished_and_due(crash: Crash) -> tuple[Path, Path]:
 
 def _killed_in_a_failing_cleanup(crash: Crash, undeletable: Path) -> None:
     """Start a worker (it cleans up as it starts) with ``undeletable`` made so, and
-    ``kill -9`` it once it logs the failed cleanup."""
-    first = crash.worker("first")
-    try:
-        with crash.undeletable(undeletable):
+    ``kill -9`` it once it logs the failed cleanup. The file is made so before the
+    worker starts: made after, a worker quicker than this process deleted it first."""
+    with crash.undeletable(undeletable):
+        first = crash.worker("first")
+        try:
             crash.kill_when_logged(first, "first", "maintenance failed")
-    finally:
-        crash.kill(first)
+        finally:
+            crash.kill(first)
 
 
 def _nothing_left(crash: Crash) -> bool:
