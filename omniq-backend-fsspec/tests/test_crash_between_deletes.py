@@ -58,13 +58,8 @@ def _nothing_left(crash: Crash) -> bool:
     return not list((crash.queue / "tasks").iterdir()) and not crash.entries("cancelled")
 
 
-@pytest.mark.slow
-def test_a_drop_killed_before_the_record_is_deleted_is_finished(crash: Crash) -> None:
-    """The record's deletion fails. Whichever file went first, a second worker's
-    cleanup must delete the task; with the entry deleted first, the record stayed,
-    listed by nothing, forever."""
-    record, _entry = _finished_and_due(crash)
-    _killed_in_a_failing_cleanup(crash, record)
+def _second_worker_deletes_what_is_left(crash: Crash) -> None:
+    """Start a second worker and wait until its cleanup left no record and no entry."""
     second = crash.worker("second")
     try:
         crash.poll(
@@ -72,9 +67,19 @@ def test_a_drop_killed_before_the_record_is_deleted_is_finished(crash: Crash) ->
             lambda: _nothing_left(crash),
             show=lambda: (list(crash.queue.rglob("*")), crash.log("second")),
         )
-        assert crash.app.stats() == {}
     finally:
         crash.stop(second)
+
+
+@pytest.mark.slow
+def test_a_drop_killed_before_the_record_is_deleted_is_finished(crash: Crash) -> None:
+    """The record's deletion fails. Whichever file went first, a second worker's
+    cleanup must delete the task; with the entry deleted first, the record stayed,
+    listed by nothing, forever."""
+    record, _entry = _finished_and_due(crash)
+    _killed_in_a_failing_cleanup(crash, record)
+    _second_worker_deletes_what_is_left(crash)
+    assert crash.app.stats() == {}
 
 
 @pytest.mark.parametrize("finisher", ["worker", "purge"])
@@ -93,13 +98,5 @@ def test_a_drop_killed_before_the_entry_is_deleted_leaves_a_stray_entry(
         assert crash.app.purge() == 0
         assert _nothing_left(crash)
     else:
-        second = crash.worker("second")
-        try:
-            crash.poll(
-                "stray entry deleted by the second worker",
-                lambda: _nothing_left(crash),
-                show=lambda: (list(crash.queue.rglob("*")), crash.log("second")),
-            )
-        finally:
-            crash.stop(second)
+        _second_worker_deletes_what_is_left(crash)
     assert crash.app.stats() == {}
