@@ -192,6 +192,26 @@ async def test_an_entry_left_in_the_wrong_directory_is_repaired(tmp_path: Path) 
         assert [t.id for t in await queue.reserve(["default"], "w", 60.0)] == [task.id]
 
 
+@pytest.mark.parametrize("sweep", ["purge", "cleanup"])
+async def test_an_unreadable_record_of_a_long_id_is_deleted(sweep: str) -> None:
+    """A task id whose encoding is too long for a file name is filed under its hash, and
+    the stand-in for its unreadable record carries that hash as its id, which encodes to
+    another name. Deleting it by the stand-in's id left the record with no entry: listed
+    by nothing, kept forever, while ``purge()`` counted it deleted."""
+    task_id = "x" + ":" * 80  # a valid id; its encoding exceeds a file name
+    async with FsspecTaskQueue.from_url(f"memory://unreadable-long-id-{sweep}") as queue:
+        await queue.enqueue(make_task(id=task_id, result_ttl=0.0))
+        assert await queue.cancel(task_id)
+        assert encode("task id", task_id).startswith("%h")
+        queue.files.write(record_path(task_id), b"not a record")
+        if sweep == "purge":
+            assert await queue.purge() == 1
+        else:
+            await queue.cleanup()
+        assert queue.files.list("tasks") == []
+        assert await queue.get(task_id) is None
+
+
 async def test_dependents_left_waiting_by_a_crash_are_settled_by_cleanup(tmp_path: Path) -> None:
     """A process killed between a parent's change and the settling of its dependents
     left them waiting; the cleanup sweep settles them as the parent's end would have."""

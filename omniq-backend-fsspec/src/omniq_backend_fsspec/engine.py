@@ -415,7 +415,7 @@ class QueueEngine:
                 for path in paths:
                     rec = self._checked(path)
                     if rec is not None:
-                        self.records.drop(rec)
+                        self.records.drop(path)
                         count += 1
         return count
 
@@ -445,7 +445,7 @@ class QueueEngine:
                 ):
                     rec = self._checked(path)
                     if rec is not None:
-                        self.records.drop(rec)
+                        self.records.drop(path)
         return expired
 
     # -- schedules ----------------------------------------------------------------------

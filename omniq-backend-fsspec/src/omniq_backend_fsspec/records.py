@@ -28,8 +28,7 @@ from omniq.models import encoder
 from omniq.records import stand_in
 
 from .files import Files, LockingFiles, S3Files
-from .layout import Record, entry_path, record_path
-from .names import encode
+from .layout import Record, entry_path, record_path, split_entry
 
 __all__ = [
     "ConditionalRecords",
@@ -117,16 +116,22 @@ class RecordStore(abc.ABC):
             task_id = eid if eid.startswith("%h") else unquote(eid)
             return Unreadable(0, stand_in(task_id, exc, "the tasks directory"))
 
-    def drop(self, rec: Record) -> None:
-        """Delete a task: its entry first, so no entry ever points to nothing for long;
-        then, where dependencies are kept, its list of dependents."""
-        self.files.discard(entry_path(rec))
-        self.files.discard(record_path(rec.task.id))
+    def drop(self, entry: str) -> None:
+        """Delete the task listed at index ``entry``: its list of dependents (where kept),
+        then its record, then the entry. A crash between two of these leaves the entry,
+        which its lister finds again: with the record, it drops the task again; without,
+        it deletes the entry as an orphan (and does not count it). Entry first left the
+        record with nothing to list it, kept forever. The files are named by the entry's
+        encoded id, not by the task's: an unreadable record's stand-in has a hashed id
+        as its id, which encodes to another name."""
+        eid = split_entry(entry)[1]
         if self.dependencies:
-            deps_dir = f"deps/{encode('task id', rec.task.id)}"
+            deps_dir = f"deps/{eid}"
             for echild in self.files.list(deps_dir):
                 self.files.discard(f"{deps_dir}/{echild}")
             self.files.prune(deps_dir)
+        self.files.discard(f"tasks/{eid}")
+        self.files.discard(entry)
 
 
 class LockedRecords(RecordStore):
