@@ -118,13 +118,13 @@ class Crash:
 
     @staticmethod
     def poll(
-        what: str, check: Callable[[], Any], deadline: float = 30.0, show: Callable[[], Any] = str
+        what: str,
+        check: Callable[[], Any],
+        deadline: float = 30.0,
+        show: Callable[[], Any] | None = None,
     ) -> Any:
         """:func:`omniq.testing.until`, its failure showing ``show()`` (a worker's log)."""
-        try:
-            return until(check, what, deadline=deadline)
-        except pytest.fail.Exception as exc:
-            raise AssertionError(f"{exc.msg} ({show()})") from None
+        return until(check, what, deadline=deadline, show=show)
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"
