@@ -79,10 +79,16 @@ class TaskNotFoundError(QueueError, KeyError):
 
     def __init__(self, task_id: str, hint: str = "") -> None:
         self.task_id = task_id
+        self.hint = hint
         super().__init__(f"no task with id {task_id!r}{hint}")
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[TaskNotFoundError], tuple[str, str], dict[str, Any]]:
+        # (its arguments, not its message: pickle and ``get_result`` build it again
+        # from these; the message as ``task_id`` would be quoted into a new message)
+        return type(self), (self.task_id, self.hint), self.__dict__
 
 
 class UnknownTaskError(QueueError):

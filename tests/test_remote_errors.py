@@ -1,0 +1,204 @@
+"""``get_result`` raises a failed task's exception as it was raised: built again from the
+arguments the worker recorded (SQLite stores, a real worker), else TaskFailedError with
+the type name and the message intact; records without arguments still read."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from omniq import AsyncOmniQ, Retry
+from omniq.errors import TaskFailedError, TaskNotFoundError
+from omniq.models import ErrorInfo, TaskResult, TaskState
+from omniq.retries import asks_retry
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def aapp(tmp_path: Path):
+    async with AsyncOmniQ(
+        task_queue=f"sqlite:///{tmp_path}/tasks.db",
+        result_storage=f"sqlite:///{tmp_path}/results.db",
+        event_storage=f"sqlite:///{tmp_path}/events.db",
+    ) as app:
+        yield app
+
+
+class QuotaExceeded(Exception):
+    """Two required arguments: ``cls(message)`` cannot build it."""
+
+    def __init__(self, user: str, limit: int) -> None:
+        super().__init__(user, limit)
+        self.user, self.limit = user, limit
+
+
+class RateLimited(Retry):
+    """A user's Retry: its constructor is Retry's (delay first)."""
+
+
+class Holder(Exception):
+    """Built from an object; its second argument has a default."""
+
+    def __init__(self, thing: object, code: int = 0) -> None:
+        super().__init__(thing, code)
+
+
+class Thing:
+    """An object: not a value a store keeps (pickled into the task's call)."""
+
+    def __repr__(self) -> str:
+        return "<thing>"
+
+
+class LegacyErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """ErrorInfo as older releases define it (no ``args``)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    module: str = ""
+
+
+def fails(blob: bytes) -> None:
+    raise pickle.loads(blob)
+
+
+async def raised_by_task(app: AsyncOmniQ, exc: BaseException) -> tuple[str, BaseException]:
+    """Run a task that raises ``exc`` (pickled into its call); its id and the error that
+    ``get_result`` raises."""
+    task = app.tasks.get("fails") or app.task(name="fails", retries=0)(fails)
+    ref = await task.delay(pickle.dumps(exc))
+    await app.run_worker(burst=True)
+    return ref.id, await error_of(app, ref.id)
+
+
+async def error_of(app: AsyncOmniQ, task_id: str) -> Exception:
+    """The exception ``get_result`` raises for ``task_id`` (each test checks its type)."""
+    try:
+        value = await app.get_result(task_id, timeout=5)
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"task {task_id} gave a value: {value!r}")
+
+
+async def test_a_key_error_says_what_it_said(aapp: AsyncOmniQ) -> None:
+    """str(KeyError) quotes its key: built from its message it was quoted twice."""
+    original = KeyError("x")
+    _, error = await raised_by_task(aapp, original)
+    assert type(error) is KeyError
+    assert (str(error), error.args) == (str(original), ("x",))
+
+
+async def test_an_os_error_keeps_its_errno_and_strerror(aapp: AsyncOmniQ) -> None:
+    original = FileNotFoundError(errno.ENOENT, "No such file or directory", "/nowhere")
+    _, error = await raised_by_task(aapp, original)
+    assert type(error) is FileNotFoundError
+    assert isinstance(error, OSError)
+    assert (error.errno, error.strerror, error.filename) == (
+        errno.ENOENT,
+        original.strerror,
+        "/nowhere",
+    )
+    assert str(error) == str(original)
+
+
+async def test_an_exception_with_two_arguments_is_built_with_both(aapp: AsyncOmniQ) -> None:
+    _, error = await raised_by_task(aapp, QuotaExceeded("alice", 10))
+    assert type(error) is QuotaExceeded, f"got {type(error).__name__}: {error}"
+    assert (error.user, error.limit, error.args) == ("alice", 10, ("alice", 10))
+
+
+async def test_a_retry_subclass_comes_back_as_itself_and_not_as_a_request(
+    aapp: AsyncOmniQ,
+) -> None:
+    """A plain Retry was rebuilt; a subclass (Retry's constructor, delay first) was
+    given its message as delay and became TaskFailedError."""
+
+    @aapp.task(retries=0)
+    def limited() -> None:
+        raise RateLimited(delay=7, reason="api busy")
+
+    ref = await limited.delay()
+    await aapp.run_worker(burst=True)
+    with pytest.raises(RateLimited) as caught:
+        await aapp.get_result(ref, timeout=5)
+    error = caught.value
+    assert (str(error), error.reason, error.delay) == ("api busy", "api busy", 7.0)
+    assert error.raised_by == ref.id and not asks_retry(error)
+
+
+async def test_an_omniq_error_with_its_own_constructor_keeps_its_message(
+    aapp: AsyncOmniQ,
+) -> None:
+    """TaskNotFoundError takes a task id, not a message: built from its message it named
+    a task called by that whole message. Pickle (a process pool) builds it the same way."""
+    original = TaskNotFoundError("abc", " (deleted)")
+    _, error = await raised_by_task(aapp, original)
+    assert type(error) is TaskNotFoundError, f"got {type(error).__name__}: {error}"
+    assert (str(error), error.task_id) == ("no task with id 'abc' (deleted)", "abc")
+    copy = pickle.loads(pickle.dumps(original))
+    assert (str(copy), copy.task_id) == (str(original), "abc")
+
+
+async def test_an_argument_that_cannot_be_recorded_falls_back_to_the_message(
+    aapp: AsyncOmniQ,
+) -> None:
+    """An object is not recorded (no store keeps it as it is). The exception is then
+    built from its message only when that gives the same message; otherwise (here its
+    message became ``thing`` and a made-up ``code`` was added) TaskFailedError names
+    the type and carries the message as it was."""
+    thing = Thing()
+    task_id, error = await raised_by_task(aapp, Holder(thing, 7))
+    assert type(error) is TaskFailedError, f"got {type(error).__name__}: {error}"
+    assert error.error_type == "Holder"
+    assert str(error) == f"task {task_id} failed: Holder: (<thing>, 7)"
+    task = await aapp.get_task(task_id)
+    assert task.error is not None and task.error.args is None
+
+    _, error = await raised_by_task(aapp, ValueError(thing))
+    assert type(error) is ValueError and str(error) == "<thing>"
+
+
+async def test_a_record_without_args_reads_as_before_or_as_its_message(
+    aapp: AsyncOmniQ,
+) -> None:
+    """A record an older worker wrote has no ``args``: it is byte for byte what this
+    release writes when it has none, reads with them absent, and an older reader skips
+    them in a new record. Such a record is built from its message when that says the
+    same (a Retry subclass, by its reason), else it is TaskFailedError with the message
+    (a KeyError once came back quoted twice)."""
+    old = LegacyErrorInfo(type="KeyError", message="'x'", module="builtins")
+    new = ErrorInfo(type="KeyError", message="'x'", module="builtins")
+    for codec in (msgspec.json, msgspec.msgpack):
+        assert codec.encode(new) == codec.encode(old)
+        assert codec.decode(codec.encode(old), type=ErrorInfo) == new
+        recorded = ErrorInfo(type="KeyError", message="'x'", module="builtins", args=("x",))
+        assert codec.decode(codec.encode(recorded), type=LegacyErrorInfo) == old
+
+    records: dict[str, Any] = {
+        "key": old,
+        "retry": LegacyErrorInfo(type="RateLimited", message="busy", module=__name__),
+        "value": LegacyErrorInfo(type="ValueError", message="bad", module="builtins"),
+    }
+    for task_id, legacy in records.items():
+        info = msgspec.msgpack.decode(msgspec.msgpack.encode(legacy), type=ErrorInfo)
+        await aapp.result_storage.set(
+            TaskResult(task_id=task_id, state=TaskState.FAILED, error=info, finished_at=1.0)
+        )
+    errors = {task_id: await error_of(aapp, task_id) for task_id in records}
+    key, retry, value = errors["key"], errors["retry"], errors["value"]
+    assert type(key) is TaskFailedError and str(key) == "task key failed: KeyError: 'x'"
+    assert type(retry) is RateLimited, f"got {type(retry).__name__}: {retry}"
+    assert (retry.reason, retry.raised_by) == ("busy", "retry")
+    assert type(value) is ValueError and str(value) == "bad"
