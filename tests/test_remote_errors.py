@@ -202,3 +202,38 @@ async def test_a_record_without_args_reads_as_before_or_as_its_message(
     assert type(retry) is RateLimited, f"got {type(retry).__name__}: {retry}"
     assert (retry.reason, retry.raised_by) == ("busy", "retry")
     assert type(value) is ValueError and str(value) == "bad"
+
+
+class Recorder(Exception):
+    """Remembers every call of its class (what a reader passed it)."""
+
+    calls: list[tuple[Any, ...]] = []
+
+    def __init__(self, *args: Any) -> None:
+        Recorder.calls.append(args)
+        super().__init__(*args)
+
+
+async def test_a_reader_passes_no_arguments_a_worker_would_not_have_recorded(
+    aapp: AsyncOmniQ,
+) -> None:
+    """No HMAC covers a result's error: a record written into the store behind the app's
+    back is held to the worker's rule (plain values, at most ARGS_MAX_BYTES of JSON,
+    four levels deep). Arguments past it are not passed to the class; the exception is
+    built from its message, as from a record without them."""
+    deep: Any = [1]
+    for _ in range(8):
+        deep = [deep]
+    records = {"large": ("x" * 4000, 1), "deep": (deep,)}
+    for task_id, args in records.items():
+        message = str(Recorder(*args))
+        info = ErrorInfo(type="Recorder", message=message, module=__name__, args=args)
+        await aapp.result_storage.set(
+            TaskResult(task_id=task_id, state=TaskState.FAILED, error=info, finished_at=1.0)
+        )
+    Recorder.calls.clear()
+    for task_id, args in records.items():
+        error = await error_of(aapp, task_id)
+        assert type(error) is Recorder and error.args == (str(error),)
+    passed = [call for call in Recorder.calls if call in records.values()]
+    assert passed == [], f"the reader passed {len(passed)} unrecordable argument tuples"

@@ -66,9 +66,17 @@ def error_args(exc: BaseException, message: str) -> tuple[Any, ...] | None:
     if not isinstance(reduced, tuple) or len(reduced) < 2 or reduced[0] is not type(exc):
         return None
     args = reduced[1]
-    if type(args) is not tuple or args == (message,) or not _plain(args):
+    if type(args) is not tuple or args == (message,):
         return None
-    return args if len(_json.encode(args)) <= ARGS_MAX_BYTES else None
+    return args if _keepable(args) else None
+
+
+def _keepable(args: tuple[Any, ...]) -> bool:
+    """Whether ``args`` are plain values of at most :data:`ARGS_MAX_BYTES` of JSON: the
+    worker's rule for recording them, checked again by the reader (a record written
+    into the store behind the app's back, which no HMAC covers, does not pass a class
+    anything a worker would not have recorded)."""
+    return _plain(args) and len(_json.encode(args)) <= ARGS_MAX_BYTES
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -84,7 +92,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
 
 
 def _build(cls: type[Exception], err: ErrorInfo) -> Exception:
-    if err.args is not None:
+    if err.args is not None and _keepable(err.args):
         return cls(*err.args)
     if issubclass(cls, Retry):  # (a Retry's first argument is its delay)
         return cls(reason=err.message)
