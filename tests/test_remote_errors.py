@@ -237,3 +237,31 @@ async def test_a_reader_passes_no_arguments_a_worker_would_not_have_recorded(
         assert type(error) is Recorder and error.args == (str(error),)
     passed = [call for call in Recorder.calls if call in records.values()]
     assert passed == [], f"the reader passed {len(passed)} unrecordable argument tuples"
+
+
+async def test_a_task_failed_error_let_through_on_a_process_pool_stays_itself(
+    aapp: AsyncOmniQ,
+) -> None:
+    """A task that lets get_result's TaskFailedError through, run in a child process, is
+    pickled back to the worker: built again from its whole message it failed to unpickle
+    and the task was recorded as a TypeError, the upstream failure lost."""
+
+    @aapp.task(retries=0)
+    def lets_it_through() -> None:
+        raise TaskFailedError("upstream", "failed", "QuotaExceeded", "alice", "tb")
+
+    ref = await lets_it_through.delay()
+    await aapp.run_worker(pool="process", concurrency=1, burst=True)
+    task = await aapp.get_task(ref.id)
+    assert task.error is not None
+    assert (task.error.type, task.error.message) == (
+        "TaskFailedError",
+        "task upstream failed: QuotaExceeded: alice",
+    )
+    error = await error_of(aapp, ref.id)
+    assert type(error) is TaskFailedError
+    assert (error.task_id, error.error_type, error.error_message) == (
+        "upstream",
+        "QuotaExceeded",
+        "alice",
+    )

@@ -105,8 +105,15 @@ class TaskFailedError(OmniQError):
         self.task_id = task_id
         self.state = state
         self.error_type = error_type
+        self.error_message = message
         self.remote_traceback = traceback
         super().__init__(f"task {task_id} {state}: {error_type}: {message}")
+
+    def __reduce__(self) -> tuple[type[TaskFailedError], tuple[str, ...], dict[str, Any]]:
+        # (its arguments: a task that lets it through on a process pool is pickled back
+        # to the worker, and the default, its whole message, failed to unpickle)
+        args = (self.task_id, self.state, self.error_type, self.error_message)
+        return type(self), (*args, self.remote_traceback), self.__dict__
 
 
 class TaskTimeoutError(OmniQError, TimeoutError):
