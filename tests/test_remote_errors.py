@@ -5,10 +5,13 @@ the type name and the message intact; records without arguments still read."""
 from __future__ import annotations
 
 import errno
+import os
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -16,8 +19,13 @@ from omniq import AsyncOmniQ, Retry
 from omniq.errors import TaskFailedError, TaskNotFoundError
 from omniq.models import ErrorInfo, TaskResult, TaskState
 from omniq.retries import asks_retry
+from omniq.testing.services import require_service
 
 pytestmark = pytest.mark.anyio
+
+POSTGRES_URL = os.environ.get(
+    "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -265,3 +273,70 @@ async def test_a_task_failed_error_let_through_on_a_process_pool_stays_itself(
         "QuotaExceeded",
         "alice",
     )
+
+
+async def test_an_undecodable_file_name_does_not_stop_the_failure_being_recorded(
+    aapp: AsyncOmniQ,
+) -> None:
+    """``os.fsdecode`` gives an undecodable byte as a lone surrogate, which no store's
+    encoder takes: recording it as an argument raised in the worker's failure path and
+    the task was never finished (an internal error, the task left leased)."""
+    name = os.fsdecode(b"/nowhere/\xff")
+    with anyio.fail_after(60):  # (a guard: the task was never finished)
+        _, error = await raised_by_task(
+            aapp, FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+        )
+    assert type(error) is FileNotFoundError
+    assert str(error) == "[Errno 2] No such file or directory: '/nowhere/\\udcff'"
+
+
+class Measured(Exception):
+    """Built from numbers, which its message shows."""
+
+
+async def test_recorded_arguments_read_back_equal_from_a_postgres_task_row() -> None:
+    """jsonb keeps a number as numeric: a float written 1e16 (and up) came back an int
+    and -0.0 as 0.0, so the arguments read back were not those raised (a PostgreSQL
+    task's error is its row's jsonb). Such floats are not recorded."""
+    require_service("PostgreSQL", POSTGRES_URL)
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    queue = {"backend": "postgres", "url": POSTGRES_URL, "schema": schema, "max_size": 2}
+    raised = Measured(1e16, -0.0, 0.5, 2**63)
+    try:
+        async with AsyncOmniQ(task_queue=queue) as app:
+            task_id, error = await raised_by_task(app, raised)
+            assert type(error) is Measured and str(error) == str(raised)
+            task = await app.get_task(task_id)
+            assert task.error is not None
+            assert task.error.args is None or repr(task.error.args) == repr(raised.args)
+    finally:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+class Incomparable:
+    """An argument whose ``==`` raises (as a pandas Series' truth value does)."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparing this")
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        return "incomparable"
+
+
+async def test_an_argument_whose_equality_raises_does_not_stop_the_failure_being_recorded(
+    aapp: AsyncOmniQ,
+) -> None:
+    """The arguments were compared with ``(message,)`` before being checked as plain
+    values: a user's object's ``__eq__`` raised in the worker's failure path and the
+    task was never finished."""
+    with anyio.fail_after(60):  # (a guard: the task was never finished)
+        _, error = await raised_by_task(aapp, ValueError(Incomparable()))
+    assert type(error) is ValueError and str(error) == "incomparable"

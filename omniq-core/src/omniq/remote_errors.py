@@ -30,22 +30,34 @@ ARGS_MAX_BYTES = 1024
 #: Nesting kept in recorded arguments (lists and dicts inside the arguments).
 _MAX_DEPTH = 4
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # (what msgpack encodes)
+#: Floats from here on are written in exponent form and jsonb gives them back as integers.
+_FLOAT_EXACT = 1e16
 _json = msgspec.json.Encoder()
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` reads back equal from every store's encoding (JSON, jsonb,
     msgpack): no bytes (JSON gives back base64 text), no NaN (null), no NUL (jsonb
-    refuses it), no objects. Tuples come back as lists."""
+    refuses it), no lone surrogate (no encoder takes it), no float past 1e16, no
+    objects. Tuples come back as lists."""
     kind = type(value)
     if value is None or kind is bool:
         return True
     if kind is int:
         return bool(_INT_MIN <= value <= _INT_MAX)
-    if kind is float:
-        return math.isfinite(value)
-    if kind is str:
-        return "\x00" not in value
+    if kind is float:  # (jsonb gives 1e16 and up back as integers, -0.0 as 0.0)
+        exact = -_FLOAT_EXACT < value < _FLOAT_EXACT
+        return exact and (value != 0 or math.copysign(1.0, value) > 0)
+    if kind is str:  # (a lone surrogate, an undecodable file name's, encodes nowhere)
+        return "\x00" not in value and (value.isascii() or _utf8(value))
     if depth >= _MAX_DEPTH:
         return False
     if kind is list or kind is tuple:
@@ -66,9 +78,10 @@ def error_args(exc: BaseException, message: str) -> tuple[Any, ...] | None:
     if not isinstance(reduced, tuple) or len(reduced) < 2 or reduced[0] is not type(exc):
         return None
     args = reduced[1]
-    if type(args) is not tuple or args == (message,):
+    # (plain first: only plain values are compared, a user's object's __eq__ may raise)
+    if type(args) is not tuple or not _keepable(args) or args == (message,):
         return None
-    return args if _keepable(args) else None
+    return args
 
 
 def _keepable(args: tuple[Any, ...]) -> bool:
