@@ -9,7 +9,7 @@ import os
 import pickle
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -215,7 +215,7 @@ async def test_a_record_without_args_reads_as_before_or_as_its_message(
 class Recorder(Exception):
     """Remembers every call of its class (what a reader passed it)."""
 
-    calls: list[tuple[Any, ...]] = []
+    calls: ClassVar[list[tuple[Any, ...]]] = []
 
     def __init__(self, *args: Any) -> None:
         Recorder.calls.append(args)
@@ -240,7 +240,7 @@ async def test_a_reader_passes_no_arguments_a_worker_would_not_have_recorded(
             TaskResult(task_id=task_id, state=TaskState.FAILED, error=info, finished_at=1.0)
         )
     Recorder.calls.clear()
-    for task_id, args in records.items():
+    for task_id in records:
         error = await error_of(aapp, task_id)
         assert type(error) is Recorder and error.args == (str(error),)
     passed = [call for call in Recorder.calls if call in records.values()]
