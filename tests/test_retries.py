@@ -139,9 +139,10 @@ async def test_retry_used_up_fails_with_the_retry_as_error(aapp: AsyncOmniQ) -> 
 async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
     aapp: AsyncOmniQ,
 ) -> None:
-    """The Retry is rebuilt as its own type (omniq.errors is always imported), with the
-    reason as message and the task named in its notes, as a ValueError would be; its
-    constructor does not take a message, which once made it a TaskFailedError."""
+    """The Retry is rebuilt as its own type (omniq.errors is always imported), with its
+    delay and reason (recorded as its arguments) and the task named in its notes, as a
+    ValueError would be; its constructor does not take a message, which once made it a
+    TaskFailedError."""
 
     @aapp.task(retries=1)
     def impatient() -> None:
@@ -167,8 +168,8 @@ async def test_get_result_raises_a_used_up_retry_as_retry_like_any_error(
     asked, bare, other = errors
     assert type(other) is ValueError and str(other) == "bad value"
     assert type(asked) is Retry, f"got {type(asked).__name__}: {asked}"
-    assert (str(asked), asked.reason, asked.delay) == ("still busy", "still busy", None)
-    assert type(bare) is Retry and str(bare) == "retry requested"
+    assert (str(asked), asked.reason, asked.delay) == ("still busy", "still busy", 0.0)
+    assert type(bare) is Retry and (str(bare), bare.delay) == ("retry requested", 5.0)
     for ref, error in zip(refs, errors, strict=True):
         notes = getattr(error, "__notes__", [])
         assert notes and notes[0] == f"raised by task {ref.id} (failed)"
@@ -210,7 +211,7 @@ async def test_a_task_that_lets_a_read_retry_through_fails_as_it_would_on_any_er
         await aapp.get_result(upstream, timeout=5)
     assert caught.value.raised_by == upstream.id
     copy = pickle.loads(pickle.dumps(caught.value))
-    assert (copy.raised_by, copy.reason, copy.delay) == (upstream.id, "busy", None)
+    assert (copy.raised_by, copy.reason, copy.delay) == (upstream.id, "busy", 0.0)
 
 
 def test_task_options_are_checked_at_registration(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ functions. Producers and workers use the same app object.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import hashlib
 import logging
 import re
@@ -38,7 +37,6 @@ from .errors import (
     CapabilityError,
     ConfigError,
     ResultTimeoutError,
-    Retry,
     TaskFailedError,
     TaskNotFoundError,
 )
@@ -73,6 +71,7 @@ from .models import (
 )
 from .options import to_duration, to_int
 from .registry import registry
+from .remote_errors import rebuild_error
 from .requeueing import RequeueSelection
 from .retries import RetryPolicy
 from .schedules import fire_due_schedules
@@ -1296,24 +1295,6 @@ class _Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-
-
-def rebuild_error(task_id: str, state: str, err: ErrorInfo) -> BaseException:
-    """The task's exception as its own type when that type is a builtin exception or
-    lives in a module already imported here (nothing is imported on a store's say-so)."""
-    module = sys.modules.get(err.module) if err.module not in ("", "builtins") else builtins
-    cls = getattr(module, err.type, None) if module is not None else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            # (a Retry's first argument is its delay: its message is its reason)
-            exc = Retry(reason=err.message) if cls is Retry else cls(err.message)
-            if isinstance(exc, Retry):  # (this task's failure, not the reader's request)
-                exc.raised_by = task_id
-            exc.__notes__ = [f"raised by task {task_id} ({state})", err.traceback]
-            return exc
-        except Exception:
-            pass
-    return TaskFailedError(task_id, state, err.type, err.message, err.traceback)
 
 
 class _AsyncTaskDecorator(Protocol):

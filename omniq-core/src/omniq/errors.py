@@ -79,10 +79,16 @@ class TaskNotFoundError(QueueError, KeyError):
 
     def __init__(self, task_id: str, hint: str = "") -> None:
         self.task_id = task_id
+        self.hint = hint
         super().__init__(f"no task with id {task_id!r}{hint}")
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[TaskNotFoundError], tuple[str, str], dict[str, Any]]:
+        # (its arguments, not its message: pickle and ``get_result`` build it again
+        # from these; the message as ``task_id`` would be quoted into a new message)
+        return type(self), (self.task_id, self.hint), self.__dict__
 
 
 class UnknownTaskError(QueueError):
@@ -99,8 +105,15 @@ class TaskFailedError(OmniQError):
         self.task_id = task_id
         self.state = state
         self.error_type = error_type
+        self.error_message = message
         self.remote_traceback = traceback
         super().__init__(f"task {task_id} {state}: {error_type}: {message}")
+
+    def __reduce__(self) -> tuple[type[TaskFailedError], tuple[str, ...], dict[str, Any]]:
+        # (its arguments: a task that lets it through on a process pool is pickled back
+        # to the worker, and the default, its whole message, failed to unpickle)
+        args = (self.task_id, self.state, self.error_type, self.error_message)
+        return type(self), (*args, self.remote_traceback), self.__dict__
 
 
 class TaskTimeoutError(OmniQError, TimeoutError):

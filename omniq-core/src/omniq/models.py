@@ -174,12 +174,17 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     :ivar message: ``str()`` of the exception.
     :ivar traceback: the formatted traceback from the worker, or empty.
     :ivar module: the module of the exception's type, empty for builtins.
+    :ivar args: the arguments that build the exception again (its ``__reduce__``'s, as
+        pickle would call its class), when they are plain values of a bounded size and
+        differ from ``(message,)``; None otherwise and in records of older workers (a
+        reader without this field skips it). See :mod:`omniq.remote_errors`.
     """
 
     type: str
     message: str
     traceback: str = ""
     module: str = ""  # module of the exception type, to rebuild it on the caller's side
+    args: tuple[Any, ...] | None = None
 
 
 class Task(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

@@ -29,9 +29,14 @@ def make_task(**overrides: Any) -> Task:
 
 
 def make_error(message: str = "boom") -> ErrorInfo:
-    """An attempt's error, with every field filled so round trips are checked."""
+    """An attempt's error, with every field filled so round trips are checked (its
+    ``args`` with each kind of value a worker records: a store keeps them as they are)."""
     return ErrorInfo(
-        type="RuntimeError", message=message, traceback="Traceback: ...", module="builtins"
+        type="RuntimeError",
+        message=message,
+        traceback="Traceback: ...",
+        module="builtins",
+        args=(message, -(2**63), 2**64 - 1, 0.1, None, True, ["ü", {"k": [1.5]}]),
     )
 
 

@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import socket
-import traceback
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from ..models import (
     now,
 )
 from ..registry import registry
+from ..remote_errors import error_info
 from ..retries import DEFAULT_POLICY, RetryDecision, asks_retry
 from ..retries import decide as decide_retry
 from ..schedules import fire_due_schedules
@@ -61,15 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger("omniq.worker")
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo(
-        type=type(exc).__name__,
-        module=type(exc).__module__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc, limit=20)),
-    )
 
 
 def rss_mb(pids: list[int]) -> float:
