@@ -6,7 +6,10 @@ completion fails; the worker is stopped (SIGTERM), and its writer gives up on th
 completion (the lease lapses, the task runs again). The middleware was told
 ``after_success``; it must then be told ``after_completion(accepted=False)``, as for a
 refused completion (the Prometheus plugin counts ``interrupted``, the OpenTelemetry
-span ends), and the worker logs the attempt's outcome, never ``succeeded``.
+span ends), and the worker logs the attempt's outcome, never ``succeeded``. So with a
+body that raises: its dead letter is never written, the middleware told ``on_failure``
+is told ``after_failure_completion(accepted=False)``, and the worker logs
+``lease_lost``, never ``failed``.
 """
 
 from __future__ import annotations
@@ -48,22 +51,30 @@ class Marks(Middleware):
     async def on_failure(self, task, exc, *, will_retry):
         mark(f"on_failure {task.id} {type(exc).__name__}")
 
+    def after_failure_completion(self, task, exc, *, will_retry, accepted):
+        mark(f"after_failure_completion {task.id} {accepted}")
+
 app = OmniQ(task_queue=URL, result_storage=URL, event_storage=URL)
 app.aio.add_middleware(Marks())
 
 @app.task(name="t.hold")
-def hold(folder: str) -> str:
+def hold(folder: str, fail: bool = False) -> str:
     here = pathlib.Path(folder)
     (here / "running").touch()
     deadline = time.monotonic() + 60
     while not (here / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    if fail:
+        raise RuntimeError("it failed on purpose")
     return "done"
 """
 
 
 @pytest.mark.slow
-def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
+def test_an_outcome_whose_write_is_given_up_is_told_to_middleware(
+    tmp_path: Path, fails: bool
+) -> None:
     db = tmp_path / "q.db"
     url = f"sqlite:///{db}?busy_timeout=0.2"
     (tmp_path / "marks_app.py").write_text(textwrap.dedent(APP))
@@ -75,7 +86,7 @@ def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: 
     producer = OmniQ(task_queue=url, result_storage=url, event_storage=url)
 
     @producer.task(name="t.hold")
-    def hold(folder: str) -> str:  # (the worker's module runs the body)
+    def hold(folder: str, fail: bool = False) -> str:  # (the worker's module runs the body)
         return folder
 
     with log.open("w") as out:
@@ -88,17 +99,14 @@ def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: 
         )
     lock: sqlite3.Connection | None = None
     try:
-        ref = hold.delay(str(tmp_path))
+        ref = hold.delay(str(tmp_path), fails)
         until(lambda: (tmp_path / "running").exists(), "the body started", deadline=DEADLINE)
         # Every write of the worker now fails (after busy_timeout): its completion too.
         lock = sqlite3.connect(db, isolation_level=None, timeout=30)
         lock.execute("BEGIN EXCLUSIVE")
         (tmp_path / "release").touch()
-        until(
-            lambda: f"after_success {ref.id}" in marks.read_text(),
-            "the body returned",
-            deadline=DEADLINE,
-        )
+        ended = f"on_failure {ref.id}" if fails else f"after_success {ref.id}"
+        until(lambda: ended in marks.read_text(), "the body's end", deadline=DEADLINE)
         until(
             lambda: "writing 1 completions failed" in log.read_text(),
             "a failed write",
@@ -120,9 +128,11 @@ def test_a_success_whose_completion_is_given_up_is_told_to_middleware(tmp_path: 
     output = log.read_text()
     assert "giving up on 1 completions" in output, output
     # Told once, as not accepted (the task runs again): a span ends, a count is made.
-    told = re.findall(rf"after_completion {ref.id} (\w+)", marks.read_text())
-    assert told == ["False"], (marks.read_text(), output)
-    # Its outcome line says so; it is no success, and the exit summary counts none.
+    point = "after_failure_completion" if fails else "after_completion"
+    told = re.findall(rf"(\w+) {ref.id} (True|False)", marks.read_text())
+    assert told == [(point, "False")], (marks.read_text(), output)
+    # Its outcome line says so; it is no success nor failure, and the exit summary
+    # counts none.
     assert re.search(rf"{ref.id} lease_lost .*could not be written", output), output
-    assert not re.search(rf"{ref.id} succeeded", output), output
-    assert "succeeded=" not in output.split("stopped (")[-1], output
+    assert not re.search(rf"{ref.id} (succeeded|failed|retrying)", output), output
+    assert not re.search(r"(succeeded|failed)=", output.split("stopped (")[-1]), output

@@ -40,6 +40,20 @@ class Recorder(Middleware):
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
         self.calls.append((self.tag, "on_failure", task.name, type(exc).__name__, will_retry))
 
+    def after_failure_completion(
+        self, task: Task, exc: BaseException, *, will_retry: bool, accepted: bool
+    ) -> None:
+        self.calls.append(
+            (
+                self.tag,
+                "after_failure_completion",
+                task.name,
+                type(exc).__name__,
+                will_retry,
+                accepted,
+            )
+        )
+
 
 #: First-party plugins that add middleware to every app of the development environment;
 #: these tests count the chain's members, so they leave those out (their own tests cover
@@ -102,10 +116,15 @@ def test_chain_runs_in_order_around_every_point(app: OmniQ) -> None:
         ("b", "before_run", boom_name, headers),
         ("b", "on_failure", boom_name, "ValueError", True),
         ("a", "on_failure", boom_name, "ValueError", True),
+        # (the store accepted the retry)
+        ("b", "after_failure_completion", boom_name, "ValueError", True, True),
+        ("a", "after_failure_completion", boom_name, "ValueError", True, True),
         ("a", "before_run", boom_name, headers),
         ("b", "before_run", boom_name, headers),
         ("b", "on_failure", boom_name, "ValueError", False),
         ("a", "on_failure", boom_name, "ValueError", False),
+        ("b", "after_failure_completion", boom_name, "ValueError", False, True),
+        ("a", "after_failure_completion", boom_name, "ValueError", False, True),
     ]
 
 
@@ -211,8 +230,16 @@ def test_an_async_after_completion_is_refused_when_added(app: OmniQ) -> None:
         async def after_completion(self, task: Task, *, accepted: bool) -> None:  # type: ignore[override]
             pass
 
+    class AwaitingFailure(Middleware):
+        async def after_failure_completion(  # type: ignore[override]
+            self, task: Task, exc: BaseException, *, will_retry: bool, accepted: bool
+        ) -> None:
+            pass
+
     with pytest.raises(TypeError, match="after_completion must be a plain method"):
         app.add_middleware(Awaiting())
+    with pytest.raises(TypeError, match="after_failure_completion must be a plain method"):
+        app.add_middleware(AwaitingFailure())
 
 
 class _Opaque:
@@ -236,6 +263,7 @@ def test_a_return_value_that_does_not_encode_is_a_failure_to_middleware(app: Omn
     assert [c[1:] for c in calls[1:]] == [
         ("before_run", opaque.name, {"x-a": "1"}),
         ("on_failure", opaque.name, "SerializationError", False),
+        ("after_failure_completion", opaque.name, "SerializationError", False, True),
     ]
 
 

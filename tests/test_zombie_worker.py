@@ -5,7 +5,8 @@ until its lease lapses and the other worker takes the task over and completes it
 is resumed (SIGCONT), finishes its stale attempt at once (returning, or raising) and is
 stopped gracefully, so everything it had to write is written or refused. The task must
 read as the second worker left it: its result, exactly one ``succeeded`` event, and no
-``failed`` or ``dead`` event.
+``failed`` or ``dead`` event; and the zombie must report its attempt as ``lease_lost``,
+never as ``succeeded`` or, when it raised, as ``retrying`` (its retry was refused).
 
 The other side of that rule: a worker whose completion the server applied but whose
 answer it never got (the connection reset by a proxy process in between) has its repeat
@@ -57,7 +58,7 @@ from omniq import OmniQ
 app = OmniQ(task_queue={ref!r}, result_storage={ref!r}, event_storage={ref!r},
             lease={lease}, worker={{"grace_period": 10}})
 
-@app.task
+@app.task(retries=1)
 def race(marks: str) -> int:
     here = pathlib.Path(marks)
     first = not any(here.glob("*-*"))
@@ -256,6 +257,11 @@ def test_a_paused_workers_late_outcome_never_wins(
             )
             task = app.get_task(ref.id)
             assert task.state is TaskState.SUCCEEDED and task.attempts == 2
+            # The first attempt's outcome lines (the zombie's; a lease sweep's) all say
+            # its lease was lost, whichever way it ended: none reads as its outcome.
+            text = said.read_text()
+            lines = re.findall(rf"task \S+ {ref.id} (\w+) queue=\S+ attempt=1 ", text)
+            assert lines and set(lines) == {"lease_lost"}, text
         finally:
             for p in procs:
                 if p.poll() is None:

@@ -86,6 +86,30 @@ async def test_a_success_s_span_ends_when_the_store_answers_a_refused_one_interr
     assert ok.end_time <= returned and lost.end_time <= returned  # when each returned
 
 
+@pytest.mark.anyio
+async def test_a_failure_s_span_ends_when_the_store_answers_a_refused_one_interrupted() -> None:
+    """A failed attempt's span, like a success's, tells its outcome by the store's answer
+    to its retry or dead letter: one refused (its lease was lost while it ran, the task
+    another attempt's) is ``interrupted``, with no ``retry`` event."""
+    mw, exporter = _middleware()
+    kept, refused = Task(id="k", name="n", attempts=1), Task(id="r", name="n", attempts=1)
+    error = ValueError("bad")
+    for task in (kept, refused):
+        await mw.before_run(task)
+        await mw.on_failure(task, error, will_retry=True)
+    assert exporter.get_finished_spans() == ()  # (the store has not answered yet)
+    failed = time.time_ns()
+    mw.after_failure_completion(kept, error, will_retry=True, accepted=True)
+    mw.after_failure_completion(refused, error, will_retry=True, accepted=False)
+    retried, lost = exporter.get_finished_spans()
+    assert retried.attributes["messaging.omniq.task.outcome"] == "retried"
+    assert [e.name for e in retried.events] == ["exception", "retry"]
+    assert lost.attributes["messaging.omniq.task.outcome"] == "interrupted"
+    assert lost.status.status_code is StatusCode.ERROR
+    assert [e.name for e in lost.events] == ["exception"]  # (it raised; it runs no retry)
+    assert retried.end_time <= failed and lost.end_time <= failed  # when each failed
+
+
 def test_discovery_imports_no_opentelemetry() -> None:
     """Every OmniQ process imports the plugin module; the API loads only when used."""
     code = "import sys, omniq_opentelemetry.plugin; print('opentelemetry' in sys.modules)"

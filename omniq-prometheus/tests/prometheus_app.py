@@ -54,10 +54,11 @@ def _in_transaction() -> bool:
 
 
 @app.task(name="shop.stall")
-async def stall(folder: str) -> int:
+async def stall(folder: str, fail: bool = False) -> int:
     """The first attempt blocks its worker's event loop (no heartbeat, no other work)
     until the file ``go`` exists in ``folder``, at most a minute: the test pauses that
-    worker meanwhile. Any later attempt returns at once. Returns the worker's pid."""
+    worker meanwhile; then it raises if ``fail``. Any later attempt returns at once.
+    Returns the worker's pid."""
     root = Path(folder)
     first = not any(root.glob("attempt-*"))  # noqa: ASYNC240
     while first and _in_transaction():  # noqa: ASYNC110  (then no await: none can start)
@@ -67,4 +68,6 @@ async def stall(folder: str) -> int:
     # (blocking on purpose: the loop must not run the heartbeat until it returns)
     while first and not (root / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.01)  # noqa: ASYNC251
+    if first and fail:
+        raise RuntimeError("the stalled attempt failed")
     return os.getpid()

@@ -6,7 +6,8 @@ what the attempt did: real ``omniq worker`` processes, read as an operator reads
   its timeout.
 - A worker paused (SIGSTOP) past its lease, whose attempt then returns, has its
   completion refused: the attempt is reported as ``lease_lost`` (the log line; the
-  ``interrupted`` outcome in the metrics), never as a success.
+  ``interrupted`` outcome in the metrics), never as a success. So is one whose attempt
+  then raises, its retry refused: never reported as ``retrying`` or ``retried``.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ def _pause(w: WorkerProcess, db: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
 def test_a_worker_paused_past_its_lease_reports_its_refused_attempt_as_lease_lost(
-    producer: Any, start_worker: Any, worker_env: dict[str, str], tmp_path: Path
+    producer: Any, start_worker: Any, worker_env: dict[str, str], tmp_path: Path, fails: bool
 ) -> None:
     worker_env["OMNIQ_LEASE"] = "2"
     workers: list[WorkerProcess] = [start_worker("-c", "1") for _ in range(2)]
@@ -106,14 +108,15 @@ def test_a_worker_paused_past_its_lease_reports_its_refused_attempt_as_lease_los
         w.wait_until("the worker's metrics", lambda s: s.value("omniq_worker_concurrency") == 1)
     folder = tmp_path / "stall"
     folder.mkdir()
-    ref = producer.stall.delay(str(folder))
+    ref = producer.stall.delay(str(folder), fails)
     (first,) = until(lambda: list(folder.glob("attempt-*")), "the first attempt", deadline=DEADLINE)
     zombie = next(w for w in workers if first.name == f"attempt-{w.proc.pid}")
     winner = next(w for w in workers if w is not zombie)
     _pause(zombie, tmp_path / "q.db")
     try:
-        # (its body blocks its event loop: resumed, it returns before any heartbeat
-        # could find the lease gone, and its completion goes to the store)
+        # (its body blocks its event loop: resumed, it returns, or raises, before any
+        # heartbeat could find the lease gone, and its completion, or its retry, goes
+        # to the store)
         until(
             lambda: producer.app.get_task(ref.id).state is TaskState.SUCCEEDED,
             "the take-over by the other worker after the lease lapsed",
@@ -132,9 +135,10 @@ def test_a_worker_paused_past_its_lease_reports_its_refused_attempt_as_lease_los
     said = zombie.output()
     line = _outcome_line(zombie, ref.id)
     assert line is not None and line[1] == "lease_lost", f"the zombie logged:\n{said}"
-    assert not re.search(rf"{ref.id} succeeded", said), said
+    assert not re.search(rf"{ref.id} (succeeded|retrying|failed)", said), said
     s = zombie.scrape()
-    assert s.value("omniq_tasks_total", task="shop.stall", outcome="succeeded") == 0, s.text
+    for counted in ("succeeded", "retried", "failed"):
+        assert s.value("omniq_tasks_total", task="shop.stall", outcome=counted) == 0, s.text
     assert s.value("omniq_tasks_total", task="shop.stall", outcome="interrupted") == 1
     assert s.value("omniq_task_duration_seconds_count", task="shop.stall") == 1
     assert s.value("omniq_tasks_in_progress", task="shop.stall") == 0

@@ -44,8 +44,14 @@ async def test_each_way_an_attempt_ends_has_its_outcome() -> None:
     assert _scrape(reg).value("omniq_tasks_total", outcome="succeeded") == 0
     mw.after_completion(tasks[0], accepted=True)
     mw.after_completion(tasks[4], accepted=False)  # refused: its lease was lost
-    await mw.on_failure(tasks[1], TaskTimeoutError("slow"), will_retry=True)
-    await mw.on_failure(tasks[2], ValueError("bad"), will_retry=False)
+    timeout, bad = TaskTimeoutError("slow"), ValueError("bad")
+    await mw.on_failure(tasks[1], timeout, will_retry=True)
+    await mw.on_failure(tasks[2], bad, will_retry=False)
+    # A failure too counts once the store has answered its retry or dead letter.
+    assert _scrape(reg).value("omniq_tasks_total", outcome="retried") == 0
+    assert _scrape(reg).value("omniq_tasks_total", outcome="failed") == 0
+    mw.after_failure_completion(tasks[1], timeout, will_retry=True, accepted=True)
+    mw.after_failure_completion(tasks[2], bad, will_retry=False, accepted=True)
     s = _scrape(reg)
     for outcome in ("succeeded", "retried", "failed", "interrupted"):
         assert s.value("omniq_tasks_total", task="n", queue="q", outcome=outcome) == 1
@@ -58,12 +64,34 @@ async def test_each_way_an_attempt_ends_has_its_outcome() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_failure_whose_retry_or_dead_letter_is_refused_counts_interrupted() -> None:
+    """Its lease was lost while it ran: its failure decides nothing (the task is another
+    attempt's), as a success whose completion is refused."""
+    reg = CollectorRegistry()
+    mw = PrometheusMiddleware(Metrics(reg))
+    error = ValueError("bad")
+    for will_retry in (True, False):
+        task = Task(id=f"t{will_retry}", name="n", queue="q")
+        await mw.before_run(task)
+        await mw.on_failure(task, error, will_retry=will_retry)
+        mw.after_failure_completion(task, error, will_retry=will_retry, accepted=False)
+    s = _scrape(reg)
+    assert s.value("omniq_tasks_total", outcome="interrupted") == 2
+    assert s.value("omniq_tasks_total", outcome="retried") == 0
+    assert s.value("omniq_tasks_total", outcome="failed") == 0
+    assert s.value("omniq_task_duration_seconds_count") == 2
+    assert s.value("omniq_tasks_in_progress") == 0
+
+
+@pytest.mark.anyio
 async def test_an_attempt_refused_before_this_middleware_ran_leaves_no_gauge_below_zero() -> None:
     reg = CollectorRegistry()
     mw = PrometheusMiddleware(Metrics(reg))
     task = Task(id="t", name="n", queue="q")
     # An earlier middleware's before_run raised: this one's never ran, its on_failure does.
-    await mw.on_failure(task, PermissionError("tenant"), will_retry=False)
+    refused = PermissionError("tenant")
+    await mw.on_failure(task, refused, will_retry=False)
+    mw.after_failure_completion(task, refused, will_retry=False, accepted=True)
     s = _scrape(reg)
     assert s.value("omniq_tasks_total", outcome="failed") == 1
     assert s.value("omniq_tasks_in_progress") == 0

@@ -7,8 +7,16 @@ middleware over once (the ``omniq_middleware`` hook, called when an app is creat
 an application adds its own (``AsyncOmniQ(middleware=[...])``, ``app.add_middleware``).
 
 Order: the ``before_*`` methods run in the order the middleware were added (plugins
-first, then the app's), ``after_success``, ``after_completion`` and ``on_failure`` in
-the reverse order, so the first middleware wraps all the others.
+first, then the app's), ``after_success``, ``after_completion``, ``on_failure`` and
+``after_failure_completion`` in the reverse order, so the first middleware wraps all
+the others.
+
+Two points per end of an attempt: ``after_success`` / ``on_failure`` when the attempt
+ends (in its context, before anything is written), then ``after_completion`` /
+``after_failure_completion`` when the store has answered the write of its outcome
+(the completion, the retry or the dead letter): a worker that lost its lease while the
+attempt ran (paused past it, the task delivered again) has that write refused, and the
+attempt decides nothing. Outcomes are counted at the second point.
 
 Where they run: ``before_enqueue`` in the enqueuing process; the others in the worker
 process on its event loop, in the running task's context (:func:`omniq.current_task`
@@ -76,8 +84,31 @@ class Middleware:
         was lost or the worker stops; the task runs again). ``will_retry`` says whether
         the task runs again. Every ``before_run`` is followed by exactly one
         ``after_success`` or ``on_failure``, so a span started there always ends. An
-        exception here is logged and does not change the outcome."""
+        exception here is logged and does not change the outcome.
 
+        Called before the store is asked to write the retry or the dead letter, so it
+        does not know whether this attempt's failure stands: count failures in
+        ``after_failure_completion`` instead."""
+
+    def after_failure_completion(
+        self, task: Task, exc: BaseException, *, will_retry: bool, accepted: bool
+    ) -> None:
+        """The store answered the retry or the dead letter of an attempt that failed (one
+        that went through ``on_failure``, with the same ``exc`` and ``will_retry``).
+        ``accepted`` False: refused, the attempt's lease was lost while it ran (paused or
+        cut off past it and the task delivered again, or cancelled): its failure decides
+        nothing (the task is another attempt's) and the worker logs it as
+        ``lease_lost``. False too when a stopping worker gave up writing it (the store
+        away past its retries): the lease lapses and the task runs again. A stopped
+        attempt (``asyncio.CancelledError``) writes nothing and is not told here.
+
+        A plain method, not a coroutine (an ``async def`` one is refused when added), for
+        the reasons of ``after_completion``: quick, no I/O, in the writer, not in the
+        task's context. An exception here is logged."""
+
+
+#: The middleware methods the worker's writer calls without awaiting.
+_PLAIN = ("after_completion", "after_failure_completion")
 
 _Call = Callable[..., Awaitable[None]]
 
@@ -97,11 +128,14 @@ class MiddlewareChain:
         self._success: list[_Call] = []
         self._failure: list[_Call] = []
         self._completion: list[Callable[..., Any]] = []
+        self._failure_completion: list[Callable[..., Any]] = []
         #: Whether any middleware acts before enqueue (else the app skips the chain): a
         #: plain attribute, kept by :meth:`add`, read on every ``delay()``.
         self.enqueues = False
         #: Whether any middleware overrides ``after_completion`` (read by the writer).
         self.completes = False
+        #: Whether any middleware overrides ``after_failure_completion`` (the writer's).
+        self.fails = False
         for m in middleware:
             self.add(m)
 
@@ -110,12 +144,13 @@ class MiddlewareChain:
             raise TypeError(
                 f"middleware must be an omniq.middleware.Middleware instance, got {middleware!r}"
             )
-        if inspect.iscoroutinefunction(getattr(middleware, "after_completion", None)):
-            # (the writer calls it without awaiting: a coroutine would never run)
-            raise TypeError(
-                f"{type(middleware).__name__}.after_completion must be a plain method, "
-                f"not async: the worker's writer calls it as each batch's answer comes back"
-            )
+        for name in _PLAIN:
+            if inspect.iscoroutinefunction(getattr(middleware, name, None)):
+                # (the writer calls it without awaiting: a coroutine would never run)
+                raise TypeError(
+                    f"{type(middleware).__name__}.{name} must be a plain method, not "
+                    f"async: the worker's writer calls it as each batch's answer comes back"
+                )
         self.middleware.append(middleware)
         self._enqueue = _overridden(self.middleware, "before_enqueue")
         self.enqueues = bool(self._enqueue)
@@ -124,6 +159,8 @@ class MiddlewareChain:
         self._failure = _overridden(self.middleware, "on_failure")[::-1]
         self._completion = _overridden(self.middleware, "after_completion")[::-1]
         self.completes = bool(self._completion)
+        self._failure_completion = _overridden(self.middleware, "after_failure_completion")[::-1]
+        self.fails = bool(self._failure_completion)
 
     def __bool__(self) -> bool:
         return bool(self.middleware)
@@ -173,6 +210,17 @@ class MiddlewareChain:
                 await call(task, exc, will_retry=will_retry)
             except Exception:
                 log.exception("middleware %r failed in on_failure of task %s", call, task.id)
+
+    def after_failure_completion(
+        self, task: Task, exc: BaseException, will_retry: bool, accepted: bool
+    ) -> None:
+        for call in self._failure_completion:
+            try:
+                call(task, exc, will_retry=will_retry, accepted=accepted)
+            except Exception:
+                log.exception(
+                    "middleware %r failed in after_failure_completion of task %s", call, task.id
+                )
 
 
 def plugin_middleware(app: AsyncOmniQ) -> list[Middleware]:

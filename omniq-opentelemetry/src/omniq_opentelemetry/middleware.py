@@ -9,8 +9,9 @@ is handed to the store and ends there: the middleware has no point after the sto
 write, so the write's own time is not in it.
 
 Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker; a
-success's span is ended, at the time it returned, when the store has answered its
-completion, ``after_completion``, so a refused one reads ``interrupted``): a
+success's or a failure's span is ended, at the time the attempt ended, when the store
+has answered the write of its outcome, ``after_completion`` /
+``after_failure_completion``, so a refused one reads ``interrupted``): a
 ``process {queue}`` span of kind CONSUMER whose parent is the context read back from the
 headers, and a link to that context too (the conventions require the link and allow the
 parent), so the enqueue and every attempt of the task read as one trace. It is the
@@ -93,6 +94,9 @@ class TracingMiddleware(Middleware):
         # The span of each attempt that returned, and when (ns), until the store answers
         # its completion (after_completion) and tells its outcome.
         self._returned: dict[int, tuple[trace.Span, int]] = {}
+        # The same for each attempt that failed, until the store answers its retry or
+        # dead letter (after_failure_completion).
+        self._failed: dict[int, tuple[trace.Span, int]] = {}
 
     @staticmethod
     def _attributes(task: Task, operation: str) -> dict[str, Any]:
@@ -179,17 +183,36 @@ class TracingMiddleware(Middleware):
         if entry is None:  # a middleware before this one refused the attempt
             return
         span, token = entry
-        if isinstance(exc, asyncio.CancelledError):
-            outcome = "interrupted"
+        if isinstance(exc, asyncio.CancelledError):  # (nothing is written for it)
             span.set_status(Status(StatusCode.ERROR, "interrupted: lease lost or worker stopping"))
-        else:
-            outcome = "retried" if will_retry else "failed"
+            span.set_attribute(OUTCOME, "interrupted")
+            if will_retry:
+                span.add_event(RETRY_EVENT, {NEXT_ATTEMPT: task.attempts + 1})
+            self._close(span, token)
+            return
+        otel_context.detach(token)  # (in the task's context, where it was attached)
+        if span.is_recording():  # (else the sender's, or no span: nothing to end)
             span.record_exception(exc)
+            self._failed[id(task)] = (span, time.time_ns())
+
+    def after_failure_completion(
+        self, task: Task, exc: BaseException, *, will_retry: bool, accepted: bool
+    ) -> None:
+        entry = self._failed.pop(id(task), None)
+        if entry is None:
+            return
+        span, failed = entry
+        if accepted:
+            span.set_attribute(OUTCOME, "retried" if will_retry else "failed")
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        span.set_attribute(OUTCOME, outcome)
-        if will_retry:
-            span.add_event(RETRY_EVENT, {NEXT_ATTEMPT: task.attempts + 1})
-        self._close(span, token)
+            if will_retry:
+                span.add_event(RETRY_EVENT, {NEXT_ATTEMPT: task.attempts + 1}, timestamp=failed)
+        else:  # the lease was lost while it ran: its failure decides nothing
+            span.set_attribute(OUTCOME, "interrupted")
+            span.set_status(
+                Status(StatusCode.ERROR, "interrupted: its failure was refused, lease lost")
+            )
+        span.end(end_time=failed)  # (the attempt's time, not the write's)
 
     @staticmethod
     def _close(span: trace.Span, token: Token[otel_context.Context]) -> None:

@@ -26,10 +26,13 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 #: How an attempt ended: the ``outcome`` label of ``omniq_tasks_total``.
 OUTCOMES = {
     "succeeded": "it returned and the store accepted its completion",
-    "retried": "it failed and the task runs again",
-    "failed": "it failed and the task does not run again (failed or dead-lettered)",
-    "interrupted": "it was stopped (its lease was lost or the worker stopped), or it "
-    "returned but its completion was refused (its lease was lost while it ran); it runs again",
+    "retried": "it failed and the store accepted its retry: the task runs again",
+    "failed": "it failed and the store accepted its end (failed or dead-lettered): the task "
+    "does not run again",
+    "interrupted": "it decided nothing: it was stopped (its lease was lost, or the worker "
+    "stopped), or it ended but the store refused its outcome (its lease was lost while it "
+    "ran). What becomes of the task is decided elsewhere: it runs again if it was released "
+    "or its lease lapsed, not if it was cancelled (or used up its deliveries)",
 }
 
 
@@ -40,8 +43,9 @@ class Metrics:
         labels = ("task", "queue")
         self.tasks = Counter(
             "omniq_tasks",
-            "Task attempts that ended, by task name, queue and outcome "
-            "(succeeded, retried, failed, interrupted).",
+            "Task attempts that ended, by task name, queue and outcome: succeeded, retried, "
+            "failed (the store accepted it), interrupted (stopped, or its outcome refused: "
+            "its lease was lost; whether the task runs again is not this attempt's to say).",
             (*labels, "outcome"),
             registry=registry,
         )

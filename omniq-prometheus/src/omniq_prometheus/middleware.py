@@ -2,8 +2,10 @@
 
 Cost per attempt, on the worker's event loop: two dict look-ups (the task's series, its
 start time), one queue-wait and one run-time histogram observation, the in-progress gauge
-up and down and one counter increment (a success's in ``after_completion``, when the
-store has accepted it, called by the worker's writer), all on label children resolved
+up and down and one counter increment (a success's in ``after_completion``, a failure's
+in ``after_failure_completion``, when the store has answered the write of its outcome,
+called by the worker's writer: a refused one counts ``interrupted``; a stopped attempt's
+in ``on_failure``, nothing being written for it), all on label children resolved
 once per task name and queue (prometheus_client's ``labels()`` is the costly part and
 runs once per series, not per task). Nothing is added on enqueue: the middleware does not override
 ``before_enqueue``, so an app that only enqueues runs no code of this plugin per task.
@@ -88,15 +90,20 @@ class PrometheusMiddleware(Middleware):
 
     def after_completion(self, task: Task, *, accepted: bool) -> None:
         # Counted once the store answered: a completion refused (the lease was lost
-        # while the body ran) is no success, the task runs again.
+        # while the body ran) is no success: the task is another attempt's, or cancelled.
         self._of(task).outcome("succeeded" if accepted else "interrupted").inc()
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
-        if isinstance(exc, asyncio.CancelledError):
-            outcome = "interrupted"
-        else:
-            outcome = "retried" if will_retry else "failed"
-        self._end(task, outcome)
+        # A stopped attempt writes nothing: counted now. A failure is counted once the
+        # store answered its retry or dead letter (after_failure_completion).
+        self._end(task, "interrupted" if isinstance(exc, asyncio.CancelledError) else None)
+
+    def after_failure_completion(
+        self, task: Task, exc: BaseException, *, will_retry: bool, accepted: bool
+    ) -> None:
+        # Refused: the lease was lost while it ran, its failure decides nothing.
+        outcome = ("retried" if will_retry else "failed") if accepted else "interrupted"
+        self._of(task).outcome(outcome).inc()
 
     def _end(self, task: Task, outcome: str | None) -> None:
         series = self._of(task)
@@ -111,5 +118,5 @@ class PrometheusMiddleware(Middleware):
                 ran -= max(context.started_at - body, 0.0)
             series.duration.observe(max(ran, 0.0))
             series.in_progress.dec()
-        if outcome is not None:  # (a success's: in after_completion)
+        if outcome is not None:  # (else counted once the store answered: *_completion)
             series.outcome(outcome).inc()

@@ -149,6 +149,31 @@ class _Done:
     accepted: bool | None = None
 
 
+@dataclass
+class _Report:
+    """How a failed attempt is reported once the store has answered its retry or dead
+    letter (:meth:`Worker._failure_reported`), as a success is once its completion is
+    answered: nothing of it is logged, counted or told the middleware's
+    ``after_failure_completion`` before, so a refused one is never said to have failed."""
+
+    outcome: str  # its outcome line's, if accepted
+    started: float | None
+    finished: float  # (the line's duration ends when the attempt did, not at the answer)
+    error: BaseException | ErrorInfo
+    fields: dict[str, Any]
+    count: str | None  # the worker's count of it, if accepted
+    told: BaseException | None  # what the middleware's on_failure was told (None: nothing)
+    will_retry: bool
+
+
+@dataclass
+class _Failed(_Done):
+    """A failed attempt (a retry or a dead letter) waiting for the writer. Its own class,
+    so a success's :class:`_Done` is made as before, with no field more."""
+
+    report: _Report = field(kw_only=True)
+
+
 class _Unsettled(Exception):
     """A write of a batch that failed after its state changes and its writes were done,
     but for ``left`` (refused successes not yet told apart from a lost lease) and
@@ -713,14 +738,14 @@ class Worker:
             except PoolBrokenError as exc:
                 if mw is not None:
                     await mw.on_failure(task, exc, task.attempts < lifecycle.attempts_allowed(task))
-                self._requeue(task, error_info(exc))
+                self._requeue(task, error_info(exc), told=exc if mw is not None else None)
                 return
             except Exception as exc:
                 started = attempt_started(started)  # (a pool may have moved it on)
                 decision = self._retry_decision(task, exc)
                 if mw is not None:
                     await mw.on_failure(task, exc, decision.eta is not None)
-                self._failed(task, exc, started, decision)
+                self._failed(task, exc, started, decision, told=mw is not None)
                 return
             started = attempt_started(started)
             try:
@@ -733,7 +758,7 @@ class Worker:
                 decision = self._retry_decision(task, exc)
                 if mw is not None:
                     await mw.on_failure(task, exc, decision.eta is not None)
-                self._failed(task, exc, started, decision)
+                self._failed(task, exc, started, decision, told=mw is not None)
                 return
             if mw is not None:  # (then its completion goes to the writer: after_completion)
                 await mw.after_success(task, value)
@@ -789,7 +814,11 @@ class Worker:
         exc: BaseException,
         started: float,
         decision: RetryDecision | None = None,
+        told: bool = False,
     ) -> None:
+        """A failed attempt, handed to the writer: retried or ended, as ``decision`` says;
+        reported once the store answers (:meth:`_failure_reported`). ``told``: the
+        middleware's ``on_failure`` was told ``exc``."""
         info = error_info(exc)
         if decision is None:
             decision = self._retry_decision(task, exc)
@@ -808,16 +837,16 @@ class Worker:
             )
         )
         if eta is not None:
-            log_outcome(
-                self.id,
-                task,
+            report = _Report(
                 failure_outcome(exc, True),
                 started,
+                at,
                 exc,
-                retry_in=round(decision.delay, 6),
-                reason=decision.reason,
+                {"retry_in": round(decision.delay, 6), "reason": decision.reason},
+                "retried",
+                exc if told else None,
+                True,
             )
-            self.stats.counts["retried"] += 1
             events += self._outcome(
                 task,
                 EventType.RETRYING,
@@ -825,27 +854,40 @@ class Worker:
                 reason=decision.reason,
                 attempt=task.attempts,
             )
-            self._finish(_Done(task, "retry", error=info, eta=eta, events=events))
+            self._finish(_Failed(task, "retry", error=info, eta=eta, events=events, report=report))
         else:
-            log_outcome(self.id, task, failure_outcome(exc, False), started, exc)
-            self.stats.counts["failed"] += 1
-            self._dead(task, info, state=TaskState.FAILED, events=events, reason=decision.reason)
+            report = _Report(
+                failure_outcome(exc, False),
+                started,
+                at,
+                exc,
+                {},
+                "failed",
+                exc if told else None,
+                False,
+            )
+            self._dead(task, info, TaskState.FAILED, report, events=events, reason=decision.reason)
 
     def _fail_for_good(self, task: Task, exc: BaseException, reason: str) -> None:
         self._dead_with(task, error_info(exc), reason)
 
     def _dead_with(
-        self, task: Task, info: ErrorInfo, reason: str, started: float | None = None
+        self,
+        task: Task,
+        info: ErrorInfo,
+        reason: str,
+        started: float | None = None,
+        told: BaseException | None = None,
     ) -> None:
-        log_outcome(self.id, task, "dead", started, info, reason=reason)
-        self.stats.counts["dead"] += 1
-        self._dead(task, info, state=TaskState.DEAD, reason=reason)
+        report = _Report("dead", started, now(), info, {"reason": reason}, "dead", told, False)
+        self._dead(task, info, TaskState.DEAD, report, reason=reason)
 
     def _dead(
         self,
         task: Task,
         info: ErrorInfo,
         state: TaskState,
+        report: _Report,
         events: list[TaskEvent] | None = None,
         **detail: Any,
     ) -> None:
@@ -853,9 +895,10 @@ class Worker:
         events = [*(events or ()), *dead]
         finished = now()
         self._finish(
-            _Done(
+            _Failed(
                 task,
                 "dead",
+                report=report,
                 error=info,
                 result=TaskResult(
                     task_id=task.id,
@@ -921,12 +964,17 @@ class Worker:
                         len(batch),
                         failures,
                     )
-                    # (their successes were told after_success: they end as not accepted)
+                    # (their successes were told after_success: they end as not accepted;
+                    # so do their failures whose change was not answered yet)
+                    left = (*batch, *self._outbox)
                     self._succeeded(
-                        [d for d in (*batch, *self._outbox) if d.kind == "success"],
+                        [d for d in left if d.kind == "success"],
                         accepted=False,
                         reason="it returned, but its completion could not be written",
                     )
+                    for d in left:
+                        if d.kind != "success" and d.accepted is None:
+                            self._failure_reported(d, False, "could not be written")
                     return
                 log.exception(
                     "worker %s: writing %d completions failed; retrying in %.1fs",
@@ -970,6 +1018,7 @@ class Worker:
                     # unknown, and the writer's next try asks again)
                     ok = bool(await self._made_before([d]))
                 d.accepted = ok
+                self._failure_reported(d, ok)
             outcome[d.task.id] = bool(d.accepted)
             if d.accepted:
                 if d.result is not None:
@@ -1059,6 +1108,36 @@ class Worker:
                 assert mw is not None
                 mw.after_completion(d.task, accepted)
 
+    def _failure_reported(self, d: _Done, accepted: bool, refused: str = "was refused") -> None:
+        """Report a failed attempt once the store has answered its retry or dead letter,
+        as :meth:`_succeeded` reports a success: logged with its outcome and counted if
+        accepted, else logged ``lease_lost`` (its lease was lost while it ran: the task
+        is another attempt's, or cancelled; or, ``refused`` says, a stopping worker gave
+        up writing it), and told to the middleware told ``on_failure``
+        (``after_failure_completion``)."""
+        assert isinstance(d, _Failed)  # (every retry and dead letter is one)
+        r = d.report
+        if accepted:
+            if r.count is not None:
+                self.stats.counts[r.count] += 1
+            log_outcome(
+                self.id, d.task, r.outcome, r.started, r.error, finished=r.finished, **r.fields
+            )
+        else:
+            what = "retry" if d.kind == "retry" else "dead letter"
+            log_outcome(
+                self.id,
+                d.task,
+                "lease_lost",
+                r.started,
+                r.error,
+                finished=r.finished,
+                reason=f"it failed, but its {what} {refused}",
+            )
+        mw = self._mw
+        if r.told is not None and mw is not None and mw.fails:
+            mw.after_failure_completion(d.task, r.told, r.will_retry, accepted)
+
     async def _made_before(self, refused: list[_Done]) -> list[_Done]:
         """Of these refused changes, those the store shows as made by this very attempt:
         an earlier try whose answer was lost (``lifecycle.applied``; a record read per
@@ -1101,17 +1180,19 @@ class Worker:
             self._event_storage,
         )
 
-    def _requeue(self, task: Task, error: ErrorInfo) -> None:
+    def _requeue(self, task: Task, error: ErrorInfo, told: BaseException | None = None) -> None:
         """Infrastructure failure: like a lapsed lease, the delivery counts but no retry is
         used (a retry due at once, with a ``lease_lost`` event); after max deliveries the
         task is dead-lettered instead of looping. Written as the retry or dead letter it
-        is, so a change whose answer was lost is recognised as theirs are."""
+        is, so a change whose answer was lost is recognised as theirs are. ``told``:
+        what the middleware's ``on_failure`` was told."""
         if task.attempts >= lifecycle.attempts_allowed(task):
-            self._dead_with(task, error, "too many deliveries", task.started_at)
+            self._dead_with(task, error, "too many deliveries", task.started_at, told)
             return
-        log_outcome(self.id, task, "lease_lost", task.started_at, error)
+        at = now()
+        report = _Report("lease_lost", task.started_at, at, error, {}, None, told, True)
         events = self._outcome(task, EventType.LEASE_LOST, error=error.message)
-        self._finish(_Done(task, "retry", error=error, eta=now(), events=events))
+        self._finish(_Failed(task, "retry", error=error, eta=at, events=events, report=report))
 
     # -- leases and housekeeping -------------------------------------------------------
 
