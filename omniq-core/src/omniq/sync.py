@@ -42,6 +42,8 @@ EXIT_CLOSE_TIMEOUT = 10.0
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+#: ``with facade as f``: ``f`` is the facade (``self: T`` bound ``T``, the async object).
+W = TypeVar("W", bound="SyncWrapper[Any]")
 
 
 class Portal:
@@ -794,7 +796,7 @@ class SyncWrapper(Generic[T]):
         finally:
             self._portal.stop()
 
-    def __enter__(self: T) -> T:
+    def __enter__(self: W) -> W:
         return self
 
     def __exit__(self, *exc: object) -> None:
