@@ -786,3 +786,48 @@ def test_a_blocking_method_is_built_once_per_facade_and_looks_the_method_up_per_
         pinger.aio.ping = replaced  # type: ignore[method-assign]
         assert pinger.ping() == -1  # found at the call, not when the facade built it
     assert _SyncPinger.ping.method is _Pinger.ping
+
+
+def test_a_portal_whose_loop_died_raises_in_its_waiting_and_later_calls(tmp_path: Any) -> None:
+    """A ``SystemExit`` raised on the loop while the portal's thread runs it ends that
+    thread. The call waiting on the loop then, and every call after, waited for ever;
+    they raise ``PortalStoppedError`` naming the cause, ``close()`` returns, and the
+    process exits."""
+    import subprocess
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/died.db"
+    script = textwrap.dedent(f"""
+        import asyncio, sys, threading
+        from omniq import OmniQ
+        from omniq.errors import PortalStoppedError
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        app.open()
+
+        async def doomed():
+            asyncio.get_running_loop().call_soon(sys.exit, 3)
+            await asyncio.Event().wait()
+
+        def report(what, call):
+            try:
+                call()
+            except PortalStoppedError as exc:
+                print(what, type(exc.__cause__).__name__, "loop stopped" in str(exc), flush=True)
+
+        async def own_loop():  # a thread running a loop of its own hands its call over
+            report("waiting", lambda: app._portal.call(doomed))
+
+        waiter = threading.Thread(target=asyncio.run, args=(own_loop(),))
+        waiter.start()
+        waiter.join()
+        report("later", lambda: app.get_task("nope"))
+        app.close()
+        print("closed", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == [
+        "waiting SystemExit True",
+        "later SystemExit True",
+        "closed",
+    ], done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
