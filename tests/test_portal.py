@@ -824,7 +824,9 @@ def test_a_portal_whose_loop_died_raises_in_its_waiting_and_later_calls(tmp_path
         app.close()
         print("closed", flush=True)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.splitlines() == [
         "waiting SystemExit True",
         "later SystemExit True",
