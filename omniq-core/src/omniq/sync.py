@@ -114,7 +114,7 @@ class Portal:
         :data:`IDLE` seconds, when the portal's thread takes the loop back."""
         state = self._state or self._start()
         if state.dead:
-            raise state.stopped_error() from state.died
+            raise state.stopped_error() from state.cause
         state.loop.call_soon_threadsafe(func, *args)
 
     def stop(self) -> None:
@@ -178,7 +178,7 @@ class _Loop:
         self.finishing = False
         # The portal's thread ended without being stopped, and what ended it (see die).
         self.dead = False
-        self.died: BaseException | None = None
+        self.cause: BaseException | None = None
         self.thread = threading.Thread(target=self.serve, name="omniq-portal", daemon=True)
         self.serving: int | None = None  # the portal's thread's ident, once it runs
         # How a caller runs the loop (the task's last step, ``finish``, and the turns).
@@ -258,7 +258,7 @@ class _Loop:
                     self.changed.wait()
         if closing:  # stopped by another thread since this call found it, or dead
             if self.dead:
-                raise self.stopped_error() from self.died
+                raise self.stopped_error() from self.cause
             raise RuntimeError("the portal was stopped while this call started")
         if drive is not None:
             return self.drive(func, args, me)
@@ -442,8 +442,9 @@ class _Loop:
         ``dead`` before each wait, so one whose waker came after this sweep does not
         wait either."""
         with self.lock:
-            self.dead, self.died = True, cause
+            self.dead, self.cause = True, cause
             self.closing = self.finishing = True
+            self.handing_back = False  # (a caller waiting for the hand-back looks again)
         log.error(
             "the event loop of a blocking OmniQ app stopped: %s; its blocking calls raise "
             "PortalStoppedError from now on",
@@ -457,7 +458,7 @@ class _Loop:
     def stopped_error(self) -> PortalStoppedError:
         return PortalStoppedError(
             f"the portal's event loop stopped (the loop behind this blocking app, run by "
-            f"its thread 'omniq-portal'): {_how_it_died(self.died)}. No call can run on "
+            f"its thread 'omniq-portal'): {_how_it_died(self.cause)}. No call can run on "
             f"it any more: make a new app"
         )
 
@@ -669,8 +670,8 @@ def wait_per_call(socketpair: Callable[[], tuple[Any, Any]]) -> None:
 def _forget_wakers() -> None:
     """A forked child must not share its parent's pairs (it could read its bytes), nor
     its portals' loops (their threads are not in the child): it starts its own."""
-    global _wakers, _main_thread, _main_ident, _main_driven
-    _wakers = threading.local()
+    global _wakers, _all_wakers, _main_thread, _main_ident, _main_driven
+    _wakers, _all_wakers = threading.local(), weakref.WeakSet()
     _main_thread = threading.main_thread()
     _main_ident, _main_driven = _main_thread.ident, None
     for portal in list(_portals):
@@ -762,7 +763,7 @@ class _Call:
         try:
             while not self.done:
                 if state.dead:
-                    raise state.stopped_error() from state.died
+                    raise state.stopped_error() from state.cause
                 self.waker.wait()
         except BaseException:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to cancel
@@ -770,7 +771,7 @@ class _Call:
             raise
         if state.dead and isinstance(self.error, asyncio.CancelledError):
             self.task = self.error = None  # cancelled as the dead loop was closed
-            raise state.stopped_error() from state.died
+            raise state.stopped_error() from state.cause
         return self.outcome()
 
     def outcome(self) -> Any:
