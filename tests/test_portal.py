@@ -833,3 +833,59 @@ def test_a_portal_whose_loop_died_raises_in_its_waiting_and_later_calls(tmp_path
         "closed",
     ], done.stderr[-3000:]
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_loop_that_dies_while_other_threads_start_calling_still_frees_its_waiter() -> None:
+    """The dying loop's sweep of every waiter's waker ran over the set that threads
+    making their first call add theirs to: one added during the sweep stopped it
+    (``RuntimeError: Set changed size during iteration``) before it reached the
+    waiter, which then waited for ever, and the dead loop was never closed. Many
+    wakers (as many threads) and a thread adding more make that likely on each death."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, sys, threading
+        from omniq import sync
+        from omniq.errors import PortalStoppedError
+        sys.setswitchinterval(1e-6)
+
+        def no_pair():
+            raise OSError  # (a waker on a semaphore: no descriptors for 20,000 of them)
+
+        held = [sync._Waker(no_pair) for _ in range(20000)]
+        stop = threading.Event()
+
+        def newcomers():  # threads making their first blocking call meanwhile
+            while not stop.is_set():
+                held.append(sync._Waker(no_pair))
+
+        async def doomed():
+            asyncio.get_running_loop().call_soon(sys.exit, 3)
+            await asyncio.Event().wait()
+
+        async def wait_on(portal):  # a thread running a loop of its own hands its call over
+            try:
+                portal.call(doomed)
+            except PortalStoppedError:
+                print("stopped", flush=True)
+
+        adder = threading.Thread(target=newcomers)
+        adder.start()
+        for _ in range(10):
+            portal = sync.Portal()
+            asyncio.run(wait_on(portal))
+            loop = portal._state.loop
+            portal.stop()  # (waits for the portal's thread)
+            print("closed", loop.is_closed(), flush=True)
+        stop.set()
+        adder.join()
+    """)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"a waiter waited for ever: {exc.stderr!r}") from None
+    assert done.stdout.split("\n")[:-1] == ["stopped", "closed True"] * 10, done.stderr[-3000:]
+    assert "RuntimeError" not in done.stderr, done.stderr[-3000:]

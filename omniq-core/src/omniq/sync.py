@@ -452,7 +452,9 @@ class _Loop:
             exc_info=cause,
         )
         self.notify()
-        for waker in list(_all_wakers):
+        with _all_wakers_lock:  # (a thread's first call adds its waker meanwhile)
+            wakers = list(_all_wakers)
+        for waker in wakers:
             waker.wake()
 
     def stopped_error(self) -> PortalStoppedError:
@@ -613,7 +615,8 @@ class _Waker:
             self.fallback = threading.Semaphore(0)
         else:
             self.writer.setblocking(False)  # a full buffer already wakes the reader
-        _all_wakers.add(self)  # woken if a loop dies (_Loop.die)
+        with _all_wakers_lock:  # woken if a loop dies (_Loop.die)
+            _all_wakers.add(self)
 
     def wake(self) -> None:
         """On the loop thread."""
@@ -639,6 +642,9 @@ class _Waker:
 
 _wakers = threading.local()
 _all_wakers: weakref.WeakSet[_Waker] = weakref.WeakSet()
+#: Guards adding to ``_all_wakers`` and copying it: a set that grows while another
+#: thread iterates over it stops that iteration (``RuntimeError``).
+_all_wakers_lock = threading.RLock()
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
 _Task = asyncio.Task
@@ -670,8 +676,8 @@ def wait_per_call(socketpair: Callable[[], tuple[Any, Any]]) -> None:
 def _forget_wakers() -> None:
     """A forked child must not share its parent's pairs (it could read its bytes), nor
     its portals' loops (their threads are not in the child): it starts its own."""
-    global _wakers, _all_wakers, _main_thread, _main_ident, _main_driven
-    _wakers, _all_wakers = threading.local(), weakref.WeakSet()
+    global _wakers, _all_wakers, _all_wakers_lock, _main_thread, _main_ident, _main_driven
+    _wakers, _all_wakers, _all_wakers_lock = threading.local(), weakref.WeakSet(), threading.RLock()
     _main_thread = threading.main_thread()
     _main_ident, _main_driven = _main_thread.ident, None
     for portal in list(_portals):
