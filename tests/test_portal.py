@@ -889,3 +889,50 @@ def test_a_loop_that_dies_while_other_threads_start_calling_still_frees_its_wait
         raise AssertionError(f"a waiter waited for ever: {exc.stderr!r}") from None
     assert done.stdout.split("\n")[:-1] == ["stopped", "closed True"] * 10, done.stderr[-3000:]
     assert "RuntimeError" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_call_that_found_the_loop_alive_and_hands_over_after_it_died_raises_stopped() -> None:
+    """A call that passed the check for a stopped loop, then scheduled its start on it
+    after the loop died and was closed, raised asyncio's ``RuntimeError('Event loop is
+    closed')`` instead of ``PortalStoppedError``. The caller here gets its waker (a pair
+    per call, as gevent's hub thread does) only once the dead loop's thread has ended."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, socket, sys, threading
+        from omniq import sync
+        from omniq.errors import PortalStoppedError
+
+        portal = sync.Portal()
+        in_pair, dead = threading.Event(), threading.Event()
+
+        def late_pair():
+            in_pair.set()
+            dead.wait()
+            return socket.socketpair()
+
+        async def one():
+            return 1
+
+        async def late():  # a loop of its own: the call is handed to the portal's thread
+            sync.wait_per_call(late_pair)
+            try:
+                portal.call(one)
+            except PortalStoppedError as exc:
+                print("stopped", type(exc.__cause__).__name__, flush=True)
+
+        caller = threading.Thread(target=asyncio.run, args=(late(),))
+        caller.start()
+        in_pair.wait()
+        state = portal._state
+        state.loop.call_soon_threadsafe(sys.exit, 3)
+        state.thread.join()
+        dead.set()
+        caller.join()
+        portal.stop()
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.splitlines() == ["stopped SystemExit"], done.stderr[-3000:]

@@ -265,7 +265,12 @@ class _Loop:
         if wake:
             self.notify()
         call = _Call(self.loop, func, args, self.served, _waker())
-        self.loop.call_soon_threadsafe(call.start)
+        try:
+            self.loop.call_soon_threadsafe(call.start)
+        except RuntimeError:  # closed: it died since this call found it running
+            if self.dead:
+                raise self.stopped_error() from self.cause
+            raise
         return call.wait(self)
 
     def drive(self, func: Callable[..., Any], args: tuple[Any, ...], me: int) -> Any:
