@@ -790,3 +790,153 @@ def test_a_blocking_method_is_built_once_per_facade_and_looks_the_method_up_per_
         pinger.aio.ping = replaced  # type: ignore[method-assign]
         assert pinger.ping() == -1  # found at the call, not when the facade built it
     assert _SyncPinger.ping.method is _Pinger.ping
+
+
+def test_a_portal_whose_loop_died_raises_in_its_waiting_and_later_calls(tmp_path: Any) -> None:
+    """A ``SystemExit`` raised on the loop while the portal's thread runs it ends that
+    thread. The call waiting on the loop then, and every call after, waited for ever;
+    they raise ``PortalStoppedError`` naming the cause, ``close()`` returns, and the
+    process exits."""
+    import subprocess
+    import textwrap
+
+    url = f"sqlite:///{tmp_path}/died.db"
+    script = textwrap.dedent(f"""
+        import asyncio, sys, threading
+        from omniq import OmniQ
+        from omniq.errors import PortalStoppedError
+        app = OmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        app.open()
+
+        async def doomed():
+            asyncio.get_running_loop().call_soon(sys.exit, 3)
+            await asyncio.Event().wait()
+
+        def report(what, call):
+            try:
+                call()
+            except PortalStoppedError as exc:
+                print(what, type(exc.__cause__).__name__, "loop stopped" in str(exc), flush=True)
+
+        async def own_loop():  # a thread running a loop of its own hands its call over
+            report("waiting", lambda: app._portal.call(doomed))
+
+        waiter = threading.Thread(target=asyncio.run, args=(own_loop(),))
+        waiter.start()
+        waiter.join()
+        report("later", lambda: app.get_task("nope"))
+        app.close()
+        print("closed", flush=True)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.splitlines() == [
+        "waiting SystemExit True",
+        "later SystemExit True",
+        "closed",
+    ], done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_loop_that_dies_while_other_threads_start_calling_still_frees_its_waiter() -> None:
+    """The dying loop's sweep of every waiter's waker ran over the set that threads
+    making their first call add theirs to: one added during the sweep stopped it
+    (``RuntimeError: Set changed size during iteration``) before it reached the
+    waiter, which then waited for ever, and the dead loop was never closed. Many
+    wakers (as many threads) and a thread adding more make that likely on each death."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, sys, threading
+        from omniq import sync
+        from omniq.errors import PortalStoppedError
+        sys.setswitchinterval(1e-6)
+
+        def no_pair():
+            raise OSError  # (a waker on a semaphore: no descriptors for 20,000 of them)
+
+        held = [sync._Waker(no_pair) for _ in range(20000)]
+        stop = threading.Event()
+
+        def newcomers():  # threads making their first blocking call meanwhile
+            while not stop.is_set():
+                held.append(sync._Waker(no_pair))
+
+        async def doomed():
+            asyncio.get_running_loop().call_soon(sys.exit, 3)
+            await asyncio.Event().wait()
+
+        async def wait_on(portal):  # a thread running a loop of its own hands its call over
+            try:
+                portal.call(doomed)
+            except PortalStoppedError:
+                print("stopped", flush=True)
+
+        adder = threading.Thread(target=newcomers)
+        adder.start()
+        for _ in range(10):
+            portal = sync.Portal()
+            asyncio.run(wait_on(portal))
+            loop = portal._state.loop
+            portal.stop()  # (waits for the portal's thread)
+            print("closed", loop.is_closed(), flush=True)
+        stop.set()
+        adder.join()
+    """)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"a waiter waited for ever: {exc.stderr!r}") from None
+    assert done.stdout.split("\n")[:-1] == ["stopped", "closed True"] * 10, done.stderr[-3000:]
+    assert "RuntimeError" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_call_that_found_the_loop_alive_and_hands_over_after_it_died_raises_stopped() -> None:
+    """A call that passed the check for a stopped loop, then scheduled its start on it
+    after the loop died and was closed, raised asyncio's ``RuntimeError('Event loop is
+    closed')`` instead of ``PortalStoppedError``. The caller here gets its waker (a pair
+    per call, as gevent's hub thread does) only once the dead loop's thread has ended."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, socket, sys, threading
+        from omniq import sync
+        from omniq.errors import PortalStoppedError
+
+        portal = sync.Portal()
+        in_pair, dead = threading.Event(), threading.Event()
+
+        def late_pair():
+            in_pair.set()
+            dead.wait()
+            return socket.socketpair()
+
+        async def one():
+            return 1
+
+        async def late():  # a loop of its own: the call is handed to the portal's thread
+            sync.wait_per_call(late_pair)
+            try:
+                portal.call(one)
+            except PortalStoppedError as exc:
+                print("stopped", type(exc.__cause__).__name__, flush=True)
+
+        caller = threading.Thread(target=asyncio.run, args=(late(),))
+        caller.start()
+        in_pair.wait()
+        state = portal._state
+        state.loop.call_soon_threadsafe(sys.exit, 3)
+        state.thread.join()
+        dead.set()
+        caller.join()
+        portal.stop()
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.splitlines() == ["stopped SystemExit"], done.stderr[-3000:]

@@ -728,3 +728,45 @@ async def test_a_reserve_after_a_drain_that_finds_nothing_takes_no_write_lock(
             holder.close()
         await q.enqueue(make_task(id="b"))
         assert [t.id for t in await q.reserve(["default"], "w", 30, limit=5)] == ["b"]
+
+
+@pytest.mark.parametrize("how", ["open", "worker"])
+def test_an_async_app_left_open_lets_asyncio_run_exit_and_keeps_what_it_acknowledged(
+    tmp_path: Path, how: str
+) -> None:
+    """``asyncio.run(main())`` whose app is never closed (kept by a module global, so
+    aiosqlite's ``__del__`` never stops its thread; or its worker run to the end of a
+    burst) never exited: the connection's thread was not a daemon and the interpreter
+    joins those first. Every enqueue awaited before the exit is in the file after it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    db = tmp_path / "left-open.db"
+    url = f"sqlite:///{db}"
+    script = textwrap.dedent(f"""
+        import asyncio
+        from omniq import AsyncOmniQ
+        app = AsyncOmniQ(task_queue={url!r}, result_storage={url!r}, event_storage={url!r})
+        noop = app.task(name="noop")(str)
+
+        async def main():
+            for _ in range(20):
+                print((await noop.delay()).id, flush=True)
+            if {how!r} == "worker":
+                await app.run_worker(concurrency=1, burst=True)
+
+        asyncio.run(main())
+    """)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the script did not exit: {exc.stderr!r}") from None
+    assert done.returncode == 0, done.stderr[-3000:]
+    acknowledged = done.stdout.split()
+    assert len(acknowledged) == 20
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM omniq_tasks")}
+    assert stored >= set(acknowledged)

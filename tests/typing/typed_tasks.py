@@ -1,5 +1,7 @@
 """Checked by mypy in tests/test_typing.py: task signatures survive decoration."""
 
+from typing import assert_type
+
 from omniq import AsyncOmniQ, OmniQ, TaskRef
 
 app = OmniQ()
@@ -36,3 +38,8 @@ async def main() -> None:
 add.delay(1, "x")  # E: wrong argument type
 greet.delay(3)  # E: wrong argument type
 bad: str = app.get_result(ref)  # E: int is not str
+
+# `with` gives the blocking app, not the async one behind it.
+with OmniQ() as blocking_app:
+    assert_type(blocking_app, OmniQ)
+    blocking_total: int = blocking_app.get_result(ref)

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -201,7 +202,7 @@ class Database:
         # is retried until busy_timeout, as a locked write would wait.
         deadline = time.monotonic() + self.settings.busy_timeout
         while True:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await _connection(path)
             try:
                 await self._prepare(conn, path)
                 return
@@ -467,6 +468,21 @@ def _in_transaction(
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _connection(path: str) -> aiosqlite.Connection:
+    """aiosqlite's connection, its thread a daemon (a thread takes the flag of the thread
+    that makes it): an app left open (``asyncio.run(main())`` that never closes it) must
+    not hold the interpreter's exit up, which joins non-daemon threads first. Safe to
+    end with the process: a write reported done was committed on that thread before it
+    was reported (see docs/architecture.md, "SQLite", under "Crash windows")."""
+    thread = threading.current_thread()
+    daemon = thread._daemonic  # type: ignore[attr-defined]  # (the property's value)
+    thread._daemonic = True  # type: ignore[attr-defined]
+    try:
+        return aiosqlite.connect(path, isolation_level=None)
+    finally:
+        thread._daemonic = daemon  # type: ignore[attr-defined]
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -70,6 +70,13 @@ class BackendUnavailableError(OmniQError, ConnectionError):
     """A backend's server could not be reached (the message names it, password masked)."""
 
 
+class PortalStoppedError(OmniQError, RuntimeError):
+    """The event loop behind a blocking app (its portal, :mod:`omniq.sync`) stopped
+    without being closed: its thread ended, as a ``SystemExit`` or ``KeyboardInterrupt``
+    raised on the loop ends it. No blocking call can run there any more; the cause, when
+    known, is chained (``__cause__``). Make a new app."""
+
+
 class QueueError(OmniQError):
     """A task queue operation failed."""
 

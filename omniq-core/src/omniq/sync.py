@@ -31,6 +31,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 
+from .errors import PortalStoppedError
+
 __all__ = ["Portal", "SyncWrapper", "blocking", "wait_per_call"]
 
 log = logging.getLogger("omniq")
@@ -42,6 +44,8 @@ EXIT_CLOSE_TIMEOUT = 10.0
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+#: ``with facade as f``: ``f`` is the facade (``self: T`` bound ``T``, the async object).
+W = TypeVar("W", bound="SyncWrapper[Any]")
 
 
 class Portal:
@@ -85,6 +89,13 @@ class Portal:
     def started(self) -> bool:
         return self._state is not None
 
+    @property
+    def died(self) -> bool:
+        """Whether the loop's thread ended without being stopped (see :meth:`_Loop.die`):
+        every call raises :class:`~omniq.errors.PortalStoppedError`."""
+        state = self._state
+        return state is not None and state.dead
+
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``func(*args)`` (a coroutine function, or a function returning an
         awaitable) on the loop and return its result, raising what it raises."""
@@ -102,6 +113,8 @@ class Portal:
         It runs when the loop next runs: at once if a thread runs it, else within
         :data:`IDLE` seconds, when the portal's thread takes the loop back."""
         state = self._state or self._start()
+        if state.dead:
+            raise state.stopped_error() from state.cause
         state.loop.call_soon_threadsafe(func, *args)
 
     def stop(self) -> None:
@@ -163,6 +176,9 @@ class _Loop:
         self.handing_back = False  # the portal's thread is stopping the loop for callers
         self.closing = False
         self.finishing = False
+        # The portal's thread ended without being stopped, and what ended it (see die).
+        self.dead = False
+        self.cause: BaseException | None = None
         self.thread = threading.Thread(target=self.serve, name="omniq-portal", daemon=True)
         self.serving: int | None = None  # the portal's thread's ident, once it runs
         # How a caller runs the loop (the task's last step, ``finish``, and the turns).
@@ -240,15 +256,22 @@ class _Loop:
             with self.changed:
                 while self.handing_back:
                     self.changed.wait()
-        if closing:  # stopped by another thread since this call found it
+        if closing:  # stopped by another thread since this call found it, or dead
+            if self.dead:
+                raise self.stopped_error() from self.cause
             raise RuntimeError("the portal was stopped while this call started")
         if drive is not None:
             return self.drive(func, args, me)
         if wake:
             self.notify()
         call = _Call(self.loop, func, args, self.served, _waker())
-        self.loop.call_soon_threadsafe(call.start)
-        return call.wait()
+        try:
+            self.loop.call_soon_threadsafe(call.start)
+        except RuntimeError:  # closed: it died since this call found it running
+            if self.dead:
+                raise self.stopped_error() from self.cause
+            raise
+        return call.wait(self)
 
     def drive(self, func: Callable[..., Any], args: tuple[Any, ...], me: int) -> Any:
         """Run the loop in this thread until the call is done."""
@@ -400,7 +423,54 @@ class _Loop:
             self.driven.cancel()
 
     def serve(self) -> None:
-        """The portal's thread: run the loop whenever nobody else does, then close it."""
+        """The portal's thread: run the loop whenever nobody else does, then close it.
+
+        What else ends it (a ``SystemExit`` or ``KeyboardInterrupt`` raised on the loop,
+        which asyncio lets out of ``run_forever``) is told to every caller (:meth:`die`)
+        before the loop's tasks are cancelled and the loop closed."""
+        cause: BaseException | None = None
+        try:
+            self.serve_calls()
+        except BaseException as exc:
+            cause = exc
+        finally:
+            if cause is not None or not self.closing:
+                self.die(cause)
+            self.finishing = True
+            self.finish()
+
+    def die(self, cause: BaseException | None) -> None:
+        """The portal's thread is ending without being stopped: the calls waiting on
+        the loop and every later call raise :class:`PortalStoppedError` (they waited
+        for ever for a loop nobody runs). Every waiting thread's waker is woken (a
+        byte too many costs another thread one more ``recv``); a waiter looks at
+        ``dead`` before each wait, so one whose waker came after this sweep does not
+        wait either."""
+        with self.lock:
+            self.dead, self.cause = True, cause
+            self.closing = self.finishing = True
+            self.handing_back = False  # (a caller waiting for the hand-back looks again)
+        log.error(
+            "the event loop of a blocking OmniQ app stopped: %s; its blocking calls raise "
+            "PortalStoppedError from now on",
+            _how_it_died(cause),
+            exc_info=cause,
+        )
+        self.notify()
+        with _all_wakers_lock:  # (a thread's first call adds its waker meanwhile)
+            wakers = list(_all_wakers)
+        for waker in wakers:
+            waker.wake()
+
+    def stopped_error(self) -> PortalStoppedError:
+        return PortalStoppedError(
+            f"the portal's event loop stopped (the loop behind this blocking app, run by "
+            f"its thread 'omniq-portal'): {_how_it_died(self.cause)}. No call can run on "
+            f"it any more: make a new app"
+        )
+
+    def serve_calls(self) -> None:
+        """Run the loop whenever nobody else does, until the portal is stopped."""
         loop = self.loop
         self.serving = _get_ident()  # what call() compares with
         seen = -1.0
@@ -429,8 +499,6 @@ class _Loop:
                     self.driver = None
                     self.idle_since = time.monotonic()
             self.notify()
-        self.finishing = True
-        self.finish()
 
     def finish(self) -> None:
         """Cancel the tasks left, let them end, and close the loop."""
@@ -450,6 +518,12 @@ class _Loop:
 
 def _ignore() -> None:
     pass
+
+
+def _how_it_died(cause: BaseException | None) -> str:
+    if cause is None:
+        return "its thread ended"
+    return f"{type(cause).__name__}({', '.join(map(repr, cause.args))}) was raised on it"
 
 
 #: What :meth:`_Loop.turns_until_done` uses of a loop, besides public methods (and
@@ -546,6 +620,8 @@ class _Waker:
             self.fallback = threading.Semaphore(0)
         else:
             self.writer.setblocking(False)  # a full buffer already wakes the reader
+        with _all_wakers_lock:  # woken if a loop dies (_Loop.die)
+            _all_wakers.add(self)
 
     def wake(self) -> None:
         """On the loop thread."""
@@ -570,6 +646,10 @@ class _Waker:
 
 
 _wakers = threading.local()
+_all_wakers: weakref.WeakSet[_Waker] = weakref.WeakSet()
+#: Guards adding to ``_all_wakers`` and copying it: a set that grows while another
+#: thread iterates over it stops that iteration (``RuntimeError``).
+_all_wakers_lock = threading.RLock()
 _get_ident = threading.get_ident
 _CoroutineType = types.CoroutineType
 _Task = asyncio.Task
@@ -601,8 +681,8 @@ def wait_per_call(socketpair: Callable[[], tuple[Any, Any]]) -> None:
 def _forget_wakers() -> None:
     """A forked child must not share its parent's pairs (it could read its bytes), nor
     its portals' loops (their threads are not in the child): it starts its own."""
-    global _wakers, _main_thread, _main_ident, _main_driven
-    _wakers = threading.local()
+    global _wakers, _all_wakers, _all_wakers_lock, _main_thread, _main_ident, _main_driven
+    _wakers, _all_wakers, _all_wakers_lock = threading.local(), weakref.WeakSet(), threading.RLock()
     _main_thread = threading.main_thread()
     _main_ident, _main_driven = _main_thread.ident, None
     for portal in list(_portals):
@@ -684,19 +764,25 @@ class _Call:
             if self.waker is not None:
                 self.waker.wake()
 
-    def wait(self) -> Any:
+    def wait(self, state: _Loop) -> Any:
         """In the calling thread: block until the task is done; return or raise as it did.
 
         A signal handler that raises while the caller waits (Ctrl-C's
-        ``KeyboardInterrupt``) cancels the task and propagates at once."""
+        ``KeyboardInterrupt``) cancels the task and propagates at once. A loop that
+        died (``state.dead``, :meth:`_Loop.die`) will not run the call: that is raised."""
         assert self.waker is not None
         try:
             while not self.done:
+                if state.dead:
+                    raise state.stopped_error() from state.cause
                 self.waker.wait()
         except BaseException:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to cancel
                 self.loop.call_soon_threadsafe(self.cancel)
             raise
+        if state.dead and isinstance(self.error, asyncio.CancelledError):
+            self.task = self.error = None  # cancelled as the dead loop was closed
+            raise state.stopped_error() from state.cause
         return self.outcome()
 
     def outcome(self) -> Any:
@@ -787,14 +873,16 @@ class SyncWrapper(Generic[T]):
         return self._async
 
     def close(self) -> None:
+        """Close the async object on the loop, then stop the loop. A loop that died
+        (:attr:`Portal.died`) has nothing left to run the close: it is only stopped."""
         closer = getattr(self._async, "close", None)
         try:
-            if closer is not None and self._portal.started:
+            if closer is not None and self._portal.started and not self._portal.died:
                 self._portal.call(closer)
         finally:
             self._portal.stop()
 
-    def __enter__(self: T) -> T:
+    def __enter__(self: W) -> W:
         return self
 
     def __exit__(self, *exc: object) -> None:
