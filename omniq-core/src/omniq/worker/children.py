@@ -14,7 +14,11 @@ worker process has (the CLI's text or JSON lines, or the application's own set-u
 the same format and order as the worker's lines, and carries the task's id; a child
 logging to its own stderr could not know the application's handlers, and its lines
 would interleave with the parent's mid-line. The call carries the task's context
-(:func:`omniq.current_task`), which the child sets before the call.
+(:func:`omniq.current_task`), which the child sets before the call. When a middleware
+carries context into the child (:func:`omniq.context.at_body_start`: a trace's span),
+the call says so, and the child, once it has loaded the call and told the parent, waits
+for what the parent sends at that moment and enters it around the body: one message
+more for such a call, none for the others.
 
 A registered task's function crosses as its name (:class:`TaskName`), which the child
 imports: sent by value, its globals would take along the task functions it calls
@@ -38,11 +42,12 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any, cast
 
-from ..context import TaskContext, TaskLogFilter, body_started, set_current
+from ..context import Enter, TaskContext, TaskLogFilter, body_started, set_current
 
 __all__ = ["Child", "RemoteTraceback", "TaskName", "child_main"]
 
@@ -179,31 +184,37 @@ def _run_daemonic(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
         thread._daemonic = daemon  # type: ignore[attr-defined]
 
 
-def _call(blob: bytes, started: Callable[[], None]) -> bytes:
+def _call(blob: bytes, started: Callable[[], None], receive: Callable[[], bytes]) -> bytes:
     global _loop
     import dill
 
-    func, args, kwargs, context = dill.loads(blob)
+    func, args, kwargs, context, *carrying = dill.loads(blob)
     portal = None
     if type(func) is TaskName:
         key = (func.module, func.qualname)
         func, portal = _resolved.get(key) or _resolved.setdefault(key, func.resolve())
     started()
+    # What the worker's middleware carry (omniq.context.at_body_start), sent once it knew
+    # the body starts: only when some do.
+    enters: list[Enter] = dill.loads(receive()) if carrying else []
     set_current(None if context is None else TaskContext(*context))
     body_started()  # (the deadline the parent set before this child started, moved on)
     try:
-        value = func(*args, **kwargs)
-        if inspect.isawaitable(value):
+        with ExitStack() as stack:
+            for enter in enters:
+                stack.enter_context(enter())
+            value = func(*args, **kwargs)
+            if inspect.isawaitable(value):
 
-            async def wait() -> Any:
-                return await value
+                async def wait() -> Any:
+                    return await value
 
-            if portal is not None:
-                value = portal.call(wait)
-            else:
-                if _loop is None:  # one loop for the child's life (see the module's doc)
-                    _loop = asyncio.new_event_loop()
-                value = _run_daemonic(_loop, wait())
+                if portal is not None:
+                    value = portal.call(wait)
+                else:
+                    if _loop is None:  # one loop for the child's life (see the module's doc)
+                        _loop = asyncio.new_event_loop()
+                    value = _run_daemonic(_loop, wait())
     finally:
         set_current(None)
     return bytes(dill.dumps(value))
@@ -253,7 +264,7 @@ def child_main(conn: Connection, level: int = logging.WARNING) -> None:
         if not blob:
             return
         try:
-            reply = _OK + _call(blob, started)
+            reply = _OK + _call(blob, started, conn.recv_bytes)
         except BaseException as exc:  # the task's own failure, sent back to be reported
             reply = _ERROR + _dump_error(exc)
         try:
@@ -284,16 +295,25 @@ class Child:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    async def send(self, blob: bytes) -> None:
-        """Send one call and wait until the child has loaded it and starts the body.
+    async def send(self, blob: bytes) -> bool:
+        """Send one call and wait until the child has loaded it and starts the body:
+        False if the call failed before (an unpickle error, or the import of its
+        function).
 
         A task's timeout runs from here, so a child still starting up (a new process
         imports the task's module) or a slow unpickle is not charged to the task.
         ``EOFError`` if the child died first."""
         self.conn.send_bytes(blob)
         message = await self._next()
-        if message[:1] != _STARTED:  # the call failed before its body (an unpickle error)
+        if message[:1] != _STARTED:
             self._early = message
+            return False
+        return True
+
+    def carry(self, enters: bytes) -> None:
+        """Send what the child enters around the body of a call sent to carry them (it
+        waits for them once loaded; see :func:`omniq.context.at_body_start`)."""
+        self.conn.send_bytes(enters)
 
     async def reply(self) -> bytes:
         """The call's reply (see :meth:`decode`); ``EOFError`` if the child died first."""

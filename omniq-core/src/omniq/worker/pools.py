@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ..context import body_started, current_task
+from ..context import body_started, body_starting, carries_into_child, current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
 from .children import Child, TaskName
@@ -106,6 +106,7 @@ class ProcessPool(BasePool):
     its own task, with :class:`PoolBrokenError` (handled like a lapsed lease)."""
 
     name = "process"
+    calls_body_start = True
 
     def __init__(
         self, concurrency: int, *, max_tasks_per_child: int | None = None, **options: Any
@@ -190,7 +191,9 @@ class ProcessPool(BasePool):
                 if name is not None:
                     self._sent_as[func] = name
                 sent = name or func
-            blob = dill.dumps((sent, list(args), dict(kwargs), context), recurse=True)
+            call = (sent, list(args), dict(kwargs), context)
+            carrying = carries_into_child()  # (else nothing more crosses: a 4-tuple)
+            blob = dill.dumps((*call, True) if carrying else call, recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
         try:
@@ -199,8 +202,12 @@ class ProcessPool(BasePool):
             raise PoolBrokenError(f"could not start a child process: {exc}") from exc
         self._busy.add(child)
         try:
-            await child.send(blob)
+            loaded = await child.send(blob)
             body_started()  # the duration runs from here too, as the timeout below does
+            if carrying:  # the middleware's context, which the child waits for when loaded
+                enters = body_starting(True)  # (its span starts now, not before start-up)
+                if loaded:
+                    child.carry(dill.dumps(enters))
             reply = await with_timeout(child.reply(), timeout)
         except TaskTimeoutError:  # an OSError too: before the next clause
             self._drop(child)

@@ -1,0 +1,107 @@
+"""A middleware carries context to the body whatever the pool: what its
+``at_body_start`` callback returns is entered around the body in a process-pool child
+(a real ``omniq worker`` process and its children), and the in-process pools' bodies
+see the context ``before_run`` set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from omniq import OmniQ
+
+DEADLINE = 60.0
+
+APP = """
+import contextlib, contextvars, functools, os
+from omniq import OmniQ
+from omniq.context import at_body_start
+from omniq.middleware import Middleware
+
+CARRIED = contextvars.ContextVar("carried", default=None)
+
+
+@contextlib.contextmanager
+def enter(value):
+    token = CARRIED.set(value)
+    try:
+        yield
+    finally:
+        CARRIED.reset(token)
+
+
+class Carry(Middleware):
+    async def before_run(self, task):
+        CARRIED.set(f"set in worker {os.getpid()}")
+
+        def starts(in_child):
+            value = f"from {os.getpid()} for {task.id}"
+            return functools.partial(enter, value) if in_child else None
+
+        at_body_start(starts)
+
+
+app = OmniQ(task_queue=os.environ["QUEUE"])
+app.add_middleware(Carry())
+
+
+@app.task(name="t.read")
+def read():
+    return [CARRIED.get(), os.getpid()]
+
+
+@app.task(name="t.aread")
+async def aread():
+    return [CARRIED.get(), os.getpid()]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["async", "thread", "process"])
+def test_a_middleware_carries_context_to_the_body_in_every_pool(tmp_path: Path, pool: str) -> None:
+    queue = f"sqlite:///{tmp_path / 'q.db'}"
+    (tmp_path / "carry_app.py").write_text(textwrap.dedent(APP))
+    env = dict(os.environ, QUEUE=queue)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    producer = OmniQ(task_queue=queue)
+
+    @producer.task(name="t.read")
+    def read() -> list[object]:  # (the worker's module runs the bodies)
+        return []
+
+    @producer.task(name="t.aread")
+    async def aread() -> list[object]:
+        return []
+
+    refs = [read.delay(), aread.delay(), read.delay()]
+    with (tmp_path / "worker.log").open("w") as out:
+        command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "carry_app:app"]
+        worker = subprocess.Popen(
+            [*command, "-c", "2", "--pool", pool],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        got = [producer.get_result(ref, timeout=DEADLINE) for ref in refs]
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        producer.close()
+    for ref, (carried, pid) in zip(refs, got, strict=True):
+        if pool == "process":  # the child entered what the worker's middleware sent it
+            assert pid != worker.pid
+            assert carried == f"from {worker.pid} for {ref.id}"
+        else:  # the body runs in the worker, in the context before_run set
+            assert pid == worker.pid
+            assert carried == f"set in worker {worker.pid}"
