@@ -78,11 +78,13 @@ def test_a_middleware_carries_context_to_the_body_in_every_pool(tmp_path: Path, 
     async def aread() -> list[object]:
         return []
 
-    refs = [read.delay(), aread.delay(), read.delay()]
+    # (one slot: a process pool's one child loads each function at its first call, and
+    # is sent the context with the call once it has: both ways are taken)
+    refs = [read.delay(), aread.delay(), read.delay(), aread.delay()]
     with (tmp_path / "worker.log").open("w") as out:
         command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "carry_app:app"]
         worker = subprocess.Popen(
-            [*command, "-c", "2", "--pool", pool],
+            [*command, "-c", "1", "--pool", pool],
             env=env,
             cwd=tmp_path,
             stdout=out,

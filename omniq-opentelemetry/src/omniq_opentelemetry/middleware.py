@@ -8,17 +8,20 @@ record carries them to the worker on every backend. The span marks the moment th
 is handed to the store and ends there: the middleware has no point after the store's
 write, so the write's own time is not in it.
 
-Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker; a
-success's span is ended, at the time it returned, when the store has answered its
-completion, ``after_completion``, so a refused one reads ``interrupted``): a
-``process {queue}`` span of kind CONSUMER whose parent is the context read back from the
-headers, and a link to that context too (the conventions require the link and allow the
-parent), so the enqueue and every attempt of the task read as one trace. It is the
-current span while the attempt runs, so spans the task's own code starts are its
-children in the async, thread and gevent pools (the process pool's children start from
-an empty context). A failed attempt records its
+Each attempt (from its body's start, ``omniq.context.at_body_start`` registered in
+``before_run``, to ``after_success`` / ``on_failure``, in the worker; a success's span is
+ended, at the time it returned, when the store has answered its completion,
+``after_completion``, so a refused one reads ``interrupted``): a ``process {queue}`` span
+of kind CONSUMER whose parent is the context read back from the headers, and a link to
+that context too (the conventions require the link and allow the parent), so the enqueue
+and every attempt of the task read as one trace. Starting with the body, it leaves a
+process-pool child's start-up out (``messaging.omniq.task.start_delay`` tells it). It
+is the current span while the attempt runs, so spans the task's own code starts are its
+children in every pool: a process-pool child is sent its context, which
+:func:`continue_trace` makes current there around the body. A failed attempt records its
 exception and an error status; one the task survives also gets a ``retry`` event, and the
-next attempt is a new span under the same parent.
+next attempt is a new span under the same parent; one that failed before its body
+started has a span from ``before_run``.
 
 Without an SDK (the API's own provider, global or given) no span can record, and the
 API's tracer would hand back the current span instead of a new one: the middleware then
@@ -68,7 +71,7 @@ from .conventions import (
 if TYPE_CHECKING:
     from omniq.models import Task
 
-__all__ = ["TracingMiddleware"]
+__all__ = ["TracingMiddleware", "continue_trace"]
 
 #: The API's providers, whose tracers never record (the proxy is what the global one is
 #: until an SDK is set: then the lookup returns the SDK's).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import multiprocessing
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from inspect import CO_COROUTINE
 from types import FunctionType
@@ -191,9 +192,7 @@ class ProcessPool(BasePool):
                 if name is not None:
                     self._sent_as[func] = name
                 sent = name or func
-            call = (sent, list(args), dict(kwargs), context)
-            carrying = carries_into_child()  # (else nothing more crosses: a 4-tuple)
-            blob = dill.dumps((*call, True) if carrying else call, recurse=True)
+            blob = dill.dumps((sent, list(args), dict(kwargs), context), recurse=True)
         except Exception as exc:
             raise TypeError(f"cannot send the call to a child process: {exc}") from exc
         try:
@@ -202,12 +201,19 @@ class ProcessPool(BasePool):
             raise PoolBrokenError(f"could not start a child process: {exc}") from exc
         self._busy.add(child)
         try:
-            loaded = await child.send(blob)
-            body_started()  # the duration runs from here too, as the timeout below does
-            if carrying:  # the middleware's context, which the child waits for when loaded
-                enters = body_starting(True)  # (its span starts now, not before start-up)
+            named = type(sent) is TaskName
+            if not carries_into_child():  # (nothing more crosses)
+                loaded = await child.send(blob)
+            elif named and sent in child.loaded:  # (the body starts as the call is unpickled)
+                loaded = await child.send(blob, pickle.dumps(body_starting(True)))
+            else:  # a start-up or an import first: the body starts once they are done
+                loaded = await child.send(blob, later=True)
+                enters = body_starting(True)  # (a span starts now, not before them)
                 if loaded:
-                    child.carry(dill.dumps(enters))
+                    child.carry(pickle.dumps(enters))
+            body_started()  # the duration runs from here too, as the timeout below does
+            if loaded and named:
+                child.loaded.add(sent)
             reply = await with_timeout(child.reply(), timeout)
         except TaskTimeoutError:  # an OSError too: before the next clause
             self._drop(child)
