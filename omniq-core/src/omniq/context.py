@@ -99,8 +99,9 @@ def at_body_start(callback: BodyStart) -> None:
     """Have ``callback`` called, in the worker and in the attempt's context, when the
     attempt's body starts (for middleware, from ``before_run``).
 
-    The process pool calls it once its child has loaded the call (after a new child's
-    start-up and the import of the task's module), with True, and the child enters what
+    The process pool calls it with True once its child has loaded the call (after a new
+    child's start-up and the import of the task's module), or just before it sends the
+    call to a child that has run the task's function before, and the child enters what
     it returns around the body: so a middleware carries context the body's process
     needs (a trace's span) without the core knowing what it is. Every other pool calls
     it right after ``before_run``, with False (the body runs in the worker's process,
