@@ -62,8 +62,10 @@ async def aread():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ["async", "thread", "process"])
+@pytest.mark.parametrize("pool", ["async", "thread", "process", "gevent"])
 def test_a_middleware_carries_context_to_the_body_in_every_pool(tmp_path: Path, pool: str) -> None:
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
     queue = f"sqlite:///{tmp_path / 'q.db'}"
     (tmp_path / "carry_app.py").write_text(textwrap.dedent(APP))
     env = dict(os.environ, QUEUE=queue)

@@ -40,7 +40,7 @@ def worker_spans(path: Path, count: int, proc: subprocess.Popen[str]) -> list[di
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ["thread", "async", "process"])
+@pytest.mark.parametrize("pool", ["thread", "async", "process", "gevent"])
 def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
     pool: str,
     spans: InMemorySpanExporter,
@@ -48,6 +48,8 @@ def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
     worker_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("POST /orders") as request:
         refs = {
