@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,88 @@ def test_a_middleware_carries_context_to_the_body_in_every_pool(tmp_path: Path, 
         else:  # the body runs in the worker, in the context before_run set
             assert pid == worker.pid
             assert carried == f"set in worker {worker.pid}"
+
+
+CALLS = """
+import contextlib, contextvars, os
+from omniq import OmniQ
+
+CARRIED = contextvars.ContextVar("carried", default=None)
+
+
+@contextlib.contextmanager
+def enter(value):
+    token = CARRIED.set(value)
+    try:
+        yield
+    finally:
+        CARRIED.reset(token)
+
+
+app = OmniQ(task_queue="memory://")
+
+
+@app.task(name="c.read")
+def read():
+    return [CARRIED.get(), os.getpid()]
+"""
+
+
+def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real children of a process pool, on both ways the context crosses (a new child
+    waits for it once loaded; a child that ran the function gets it with the call): a
+    callback that raises, or returns what does not pickle, fails that attempt with an
+    error that names the hook, and the next call (on a new child) gets its own context,
+    never a stale message as its call."""
+    import asyncio
+    import functools
+    import importlib
+
+    from omniq.context import at_body_start
+    from omniq.worker.pools import ProcessPool
+
+    (tmp_path / "carry_calls.py").write_text(textwrap.dedent(CALLS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls = importlib.import_module("carry_calls")
+
+    def carrying(value: str) -> Callable[[bool], object]:
+        return lambda in_child: functools.partial(calls.enter, value)
+
+    def raising(in_child: bool) -> None:
+        raise RuntimeError("the callback failed")
+
+    def unpicklable(in_child: bool) -> object:
+        return lambda: None
+
+    async def call(pool: ProcessPool, callback: Callable[[bool], object] | None) -> Any:
+        async def attempt() -> Any:  # (a task of its own: an attempt's context)
+            if callback is not None:
+                at_body_start(callback)  # type: ignore[arg-type]
+            return await pool.run(calls.read.fn, [], {}, None)
+
+        return await asyncio.create_task(attempt())
+
+    async def scenario() -> None:
+        pool = ProcessPool(1)
+        try:
+            for fails in (raising, unpicklable):
+                with pytest.raises((RuntimeError, TypeError)) as failed:  # a new child
+                    await call(pool, fails)
+                if fails is unpicklable:
+                    assert "at_body_start" in str(failed.value)
+                first = await call(pool, carrying("a"))  # (a new child: sent once loaded)
+                assert first[0] == "a"
+                with pytest.raises((RuntimeError, TypeError)) as failed:  # loaded child
+                    await call(pool, fails)
+                if fails is unpicklable:
+                    assert "at_body_start" in str(failed.value)
+                assert (await call(pool, None))[0] is None
+                again = await call(pool, carrying("b"))  # (sent with the call)
+                assert again[0] == "b"
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
+    sys.modules.pop("carry_calls", None)

@@ -99,6 +99,19 @@ class ThreadPool(AsyncPool):
     name = "thread"
 
 
+def _carried() -> bytes:
+    """What the attempt's :func:`omniq.context.at_body_start` callbacks return, pickled
+    for the child (a failure names them: the call itself would cross)."""
+    enters = body_starting(True)
+    try:
+        return pickle.dumps(enters)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot send what an omniq.context.at_body_start callback returned to a child "
+            f"process (a module-level function, or a functools.partial of one, pickles): {exc}"
+        ) from exc
+
+
 class ProcessPool(BasePool):
     """Each task in a child process of the pool's own (spawned, so the parent's threads
     and event loop are not inherited), one call per child at a time. Timeouts are hard:
@@ -205,12 +218,12 @@ class ProcessPool(BasePool):
             if not carries_into_child():  # (nothing more crosses)
                 loaded = await child.send(blob)
             elif named and sent in child.loaded:  # (the body starts as the call is unpickled)
-                loaded = await child.send(blob, pickle.dumps(body_starting(True)))
+                loaded = await child.send(blob, _carried())
             else:  # a start-up or an import first: the body starts once they are done
                 loaded = await child.send(blob, later=True)
-                enters = body_starting(True)  # (a span starts now, not before them)
+                enters = _carried()  # (a span starts now, not before them)
                 if loaded:
-                    child.carry(pickle.dumps(enters))
+                    child.carry(enters)
             body_started()  # the duration runs from here too, as the timeout below does
             if loaded and named:
                 child.loaded.add(sent)
