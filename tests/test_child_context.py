@@ -137,6 +137,23 @@ def read():
     return [CARRIED.get(), os.getpid()]
 """
 
+#: A task module that imports in the test but not in a pool's child.
+BROKEN = """
+import multiprocessing
+from omniq import OmniQ
+
+app = OmniQ(task_queue="memory://")
+
+
+@app.task(name="c.broken")
+def task():
+    return None
+
+
+if multiprocessing.parent_process() is not None:
+    raise ImportError("not in a child")
+"""
+
 
 def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -154,8 +171,10 @@ def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_beh
     from omniq.worker.pools import ProcessPool
 
     (tmp_path / "carry_calls.py").write_text(textwrap.dedent(CALLS))
+    (tmp_path / "carry_broken.py").write_text(textwrap.dedent(BROKEN))
     monkeypatch.syspath_prepend(str(tmp_path))
     calls = importlib.import_module("carry_calls")
+    broken = importlib.import_module("carry_broken")
 
     def carrying(value: str) -> Callable[[bool], object]:
         return lambda in_child: functools.partial(calls.enter, value)
@@ -177,6 +196,16 @@ def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_beh
     async def scenario() -> None:
         pool = ProcessPool(1)
         try:
+            # A call that fails before its body (its module does not import in the
+            # child): the child never said it loaded it, so no context follows; the
+            # next call on the same child is read as a call.
+            async def attempt() -> Any:
+                at_body_start(carrying("lost"))  # type: ignore[arg-type]
+                return await pool.run(broken.task.fn, [], {}, None)
+
+            with pytest.raises(ImportError):
+                await asyncio.create_task(attempt())
+            assert await call(pool, carrying("next")) == ["next", *pool.child_pids()]
             for fails in (raising, unpicklable):
                 with pytest.raises((RuntimeError, TypeError)) as failed:  # a new child
                     await call(pool, fails)
@@ -196,3 +225,4 @@ def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_beh
 
     asyncio.run(scenario())
     sys.modules.pop("carry_calls", None)
+    sys.modules.pop("carry_broken", None)
