@@ -25,6 +25,7 @@ __all__ = [
     "TaskLogFilter",
     "at_body_start",
     "body_started",
+    "body_starting",
     "current_task",
 ]
 

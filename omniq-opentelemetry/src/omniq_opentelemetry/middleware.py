@@ -62,7 +62,7 @@ from .conventions import (
     OPERATION_TYPE,
     OUTCOME,
     RETRY_EVENT,
-    STARTUP,
+    START_DELAY,
     SYSTEM,
     SYSTEM_NAME,
     TASK_NAME,
@@ -222,7 +222,7 @@ class _Attempt:
         span = self.start(start)
         if not in_child:
             return None
-        span.set_attribute(STARTUP, (start - self.handed) / 1e9)
+        span.set_attribute(START_DELAY, (start - self.handed) / 1e9)
         return _carry(trace.set_span_in_context(span))
 
     def start(self, at: int) -> trace.Span:
