@@ -113,30 +113,6 @@ def test_a_middleware_carries_context_to_the_body_in_every_pool(tmp_path: Path, 
             assert carried == f"set in worker {worker.pid}"
 
 
-CALLS = """
-import contextlib, contextvars, os
-from omniq import OmniQ
-
-CARRIED = contextvars.ContextVar("carried", default=None)
-
-
-@contextlib.contextmanager
-def enter(value):
-    token = CARRIED.set(value)
-    try:
-        yield
-    finally:
-        CARRIED.reset(token)
-
-
-app = OmniQ(task_queue="memory://")
-
-
-@app.task(name="c.read")
-def read():
-    return [CARRIED.get(), os.getpid()]
-"""
-
 #: A task module that imports in the test but not in a pool's child.
 BROKEN = """
 import multiprocessing
@@ -170,9 +146,10 @@ def test_a_callback_that_fails_fails_only_its_attempt_and_no_context_is_left_beh
     from omniq.context import at_body_start
     from omniq.worker.pools import ProcessPool
 
-    (tmp_path / "carry_calls.py").write_text(textwrap.dedent(CALLS))
+    (tmp_path / "carry_calls.py").write_text(textwrap.dedent(APP))  # (its module: t.read)
     (tmp_path / "carry_broken.py").write_text(textwrap.dedent(BROKEN))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("QUEUE", "memory://")
     calls = importlib.import_module("carry_calls")
     broken = importlib.import_module("carry_broken")
 
