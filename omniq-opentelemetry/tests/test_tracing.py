@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def worker_spans(path: Path, count: int, proc: subprocess.Popen[str]) -> list[di
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pool", ["thread", "async", "process"])
+@pytest.mark.parametrize("pool", ["thread", "async", "process", "gevent"])
 def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
     pool: str,
     spans: InMemorySpanExporter,
@@ -52,6 +53,8 @@ def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
     worker_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("POST /orders") as request:
         refs = {
@@ -86,8 +89,11 @@ def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
 
     # There: a worker process that never saw this process's spans.
     log = (tmp_path / "worker.log").open("w")
+    # (a process-pool child per attempt: each starts up, and imports the app, for its call)
+    fresh = ["--max-tasks-per-child", "1"] if pool == "process" else []
+    command = [sys.executable, "-m", "omniq.cli", "worker", "--app", "tracing_app:app", *fresh]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "omniq.cli", "worker", "--app", "tracing_app:app", "--pool", pool],
+        [*command, "--pool", pool],
         env=worker_env,
         cwd=tmp_path,
         stdout=log,
@@ -124,7 +130,10 @@ def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
         assert span["context"]["trace_id"] == _hex(trace_id, 32)
         assert span["parent_id"] == _hex(send.span_id, 16)
         assert [link["context"]["span_id"] for link in span["links"]] == [_hex(send.span_id, 16)]
-        assert span["attributes"] == {
+        attrs = dict(span["attributes"])
+        if pool == "process":  # the child's start-up, before the span's start
+            assert attrs.pop("messaging.omniq.task.start_delay") > 0
+        assert attrs == {
             "messaging.system": "omniq",
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
@@ -160,10 +169,18 @@ def test_the_enqueue_and_every_attempt_form_one_trace_across_processes(
     assert events(boom)["exception"]["exception.message"] == "boom 3"
     assert "retry" not in events(boom)
 
-    # The task's own span is in the attempt's trace, under it, where the body runs in the
-    # worker process (a process-pool child's span starts a trace of its own: the worker's
-    # span context does not cross to the child).
+    # The task's own span is in the attempt's trace, under it, in every pool: a process-pool
+    # child is sent the attempt's span context with the call (the child's SDK records it).
     assert inside, "the task body's own span"
-    if pool != "process":
-        assert inside["parent_id"] == ok["context"]["span_id"]
-        assert inside["context"]["trace_id"] == _hex(trace_id, 32)
+    assert inside["parent_id"] == ok["context"]["span_id"]
+    assert inside["context"]["trace_id"] == _hex(trace_id, 32)
+    # The attempt's span starts with its body: after the module it runs was imported
+    # (a process-pool child's start-up), not when the worker handed the call over.
+    assert _ns(ok["start_time"]) >= inside["attributes"]["imported_at"] // 1000 * 1000
+    assert _ns(ok["start_time"]) <= _ns(inside["start_time"])
+
+
+def _ns(iso: str) -> int:
+    """A time of the SDK's JSON (ISO 8601, UTC, to the microsecond) in ns."""
+    at = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return (int(at.timestamp()) * 1_000_000 + at.microsecond) * 1000

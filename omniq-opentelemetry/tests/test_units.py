@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 from opentelemetry.util._once import Once
 
+from omniq.context import body_starting
 from omniq.models import Task
+from omniq.worker.pools import PoolBrokenError
 from omniq_opentelemetry import TracingMiddleware
 
 
@@ -108,6 +110,45 @@ async def test_a_failure_s_span_ends_when_the_store_answers_a_refused_one_interr
     assert lost.status.status_code is StatusCode.ERROR
     assert [e.name for e in lost.events] == ["exception"]  # (it raised; it runs no retry)
     assert retried.end_time <= failed and lost.end_time <= failed  # when each failed
+
+
+@pytest.mark.anyio
+async def test_the_span_starts_with_the_body_current_from_there() -> None:
+    """As the worker drives it: ``before_run``, then the body's start (the runtime's, or
+    the process pool's once its child has loaded the call), then the body."""
+    mw, exporter = _middleware()
+    task = Task(id="t", name="n", attempts=1)
+    await mw.before_run(task)
+    assert not trace.get_current_span().get_span_context().is_valid  # (not started yet)
+    body = time.time_ns()
+    (enter,) = body_starting(True)
+    running = trace.get_current_span().get_span_context()
+    with enter():  # (what a process-pool child enters around the body: remote there)
+        carried = trace.get_current_span().get_span_context()
+        assert (carried.trace_id, carried.span_id) == (running.trace_id, running.span_id)
+    await mw.after_success(task, None)
+    mw.after_completion(task, accepted=True)
+    (process,) = exporter.get_finished_spans()
+    assert process.context == running
+    assert process.start_time is not None and process.start_time >= body
+    assert process.attributes["messaging.omniq.task.start_delay"] >= 0
+
+
+@pytest.mark.anyio
+async def test_an_attempt_that_fails_before_its_body_has_a_span_from_before_run() -> None:
+    """A process-pool child that died starting up: the body never started."""
+    mw, exporter = _middleware()
+    task = Task(id="t", name="n", attempts=1)
+    handed = time.time_ns()
+    await mw.before_run(task)
+    died = PoolBrokenError("the child died")
+    await mw.on_failure(task, died, will_retry=True)
+    mw.after_failure_completion(task, died, will_retry=True, accepted=True)
+    (process,) = exporter.get_finished_spans()
+    assert process.start_time is not None and handed <= process.start_time
+    assert process.status.status_code is StatusCode.ERROR
+    assert process.attributes["messaging.omniq.task.outcome"] == "retried"
+    assert not trace.get_current_span().get_span_context().is_valid  # (detached)
 
 
 def test_discovery_imports_no_opentelemetry() -> None:

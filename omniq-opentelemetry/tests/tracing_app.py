@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -15,6 +16,9 @@ from opentelemetry import trace
 from omniq import OmniQ, current_task
 
 SPANS = os.environ.get("OMNIQ_TEST_SPANS")
+#: When this process imported the module (a process-pool child's start-up: before its
+#: first body, and not in that attempt's span).
+IMPORTED = time.time_ns()
 if SPANS:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -40,7 +44,10 @@ app = OmniQ()
 
 @app.task(name="shop.ok")
 def ok(n: int) -> int:
-    with trace.get_tracer("shop").start_as_current_span("inside the task"):
+    span = trace.get_tracer("shop").start_as_current_span(
+        "inside the task", attributes={"imported_at": IMPORTED}
+    )
+    with span:
         return n
 
 

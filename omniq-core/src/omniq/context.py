@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
+from typing import Any
 
 import msgspec
 
-__all__ = ["TaskContext", "TaskLogFilter", "body_started", "current_task"]
+__all__ = [
+    "BodyStart",
+    "Enter",
+    "TaskContext",
+    "TaskLogFilter",
+    "at_body_start",
+    "body_started",
+    "body_starting",
+    "current_task",
+]
 
 
 class TaskContext(msgspec.Struct, frozen=True, gc=False):
@@ -71,6 +83,52 @@ def body_started() -> None:
     if shift > 0:
         deadline = None if task.deadline is None else task.deadline + shift
         _current.set(msgspec.structs.replace(task, started_at=at, deadline=deadline))
+
+
+#: What a process-pool child enters around the body: a picklable callable (a module-level
+#: function, or a ``functools.partial`` of one, of a module the child can import)
+#: returning a context manager.
+Enter = Callable[[], AbstractContextManager[Any]]
+#: A callback of :func:`at_body_start`: called with whether the body runs in a
+#: process-pool child, it returns what the child enters around the body, or None.
+BodyStart = Callable[[bool], "Enter | None"]
+
+_at_start: ContextVar[tuple[BodyStart, ...]] = ContextVar("omniq_at_body_start", default=())
+
+
+def at_body_start(callback: BodyStart) -> None:
+    """Have ``callback`` called, in the worker and in the attempt's context, when the
+    attempt's body starts (for middleware, from ``before_run``).
+
+    The process pool calls it with True once its child has loaded the call (after a new
+    child's start-up and the import of the task's module), or just before it sends the
+    call to a child that has run the task's function before, and the child enters what
+    it returns around the body: so a middleware carries context the body's process
+    needs (a trace's span) without the core knowing what it is. Every other pool calls
+    it right after ``before_run``, with False (the body runs in the worker's process,
+    in the context the middleware set). With no callback nothing more is sent."""
+    _at_start.set((*_at_start.get(), callback))
+
+
+def carries_into_child() -> bool:
+    """Whether a callback waits for the running attempt's body start (the process pool
+    then sends the child what they return)."""
+    return bool(_at_start.get())
+
+
+def body_starting(in_child: bool) -> list[Enter]:
+    """Call the running attempt's :func:`at_body_start` callbacks (once): what the
+    child is to enter, in their order."""
+    callbacks = _at_start.get()
+    if not callbacks:
+        return []
+    _at_start.set(())
+    enters = []
+    for callback in callbacks:
+        enter = callback(in_child)
+        if enter is not None:
+            enters.append(enter)
+    return enters
 
 
 def attempt_started(default: float) -> float:

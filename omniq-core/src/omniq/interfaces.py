@@ -1352,6 +1352,10 @@ class BasePool(abc.ABC):
 
     #: The name used by ``--pool`` and ``run_worker(pool=...)``.
     name: ClassVar[str]
+    #: Whether :meth:`run` calls :func:`omniq.context.body_starting` itself when the body
+    #: starts (the process pool, whose child first starts up); else the runtime calls it
+    #: right after the middleware's ``before_run``.
+    calls_body_start: ClassVar[bool] = False
 
     def __init__(self, concurrency: int, **options: Any) -> None:
         self.concurrency = concurrency

@@ -17,6 +17,7 @@ __all__ = [
     "OPERATION_TYPE",
     "OUTCOME",
     "RETRY_EVENT",
+    "START_DELAY",
     "SYSTEM",
     "SYSTEM_NAME",
     "TASK_NAME",
@@ -37,6 +38,10 @@ MESSAGE_ID = "messaging.message.id"
 TASK_NAME = "messaging.omniq.task.name"
 #: The attempt a ``process`` span runs, from 1.
 ATTEMPT = "messaging.omniq.task.attempt"
+#: Seconds from the worker handing the attempt to the process pool to its body's start in
+#: the child (a new child's start-up, the import of the task's module, loading the call):
+#: the span starts with the body, this tells what came before it. Process pool only.
+START_DELAY = "messaging.omniq.task.start_delay"
 #: How the attempt ended: succeeded, retried, failed or interrupted (the ``outcome`` of
 #: omniq-prometheus's ``omniq_tasks_total``).
 OUTCOME = "messaging.omniq.task.outcome"

@@ -8,18 +8,21 @@ record carries them to the worker on every backend. The span marks the moment th
 is handed to the store and ends there: the middleware has no point after the store's
 write, so the write's own time is not in it.
 
-Each attempt (``before_run`` to ``after_success`` / ``on_failure``, in the worker; a
-success's or a failure's span is ended, at the time the attempt ended, when the store
-has answered the write of its outcome, ``after_completion`` /
-``after_failure_completion``, so a refused one reads ``interrupted``): a
-``process {queue}`` span of kind CONSUMER whose parent is the context read back from the
-headers, and a link to that context too (the conventions require the link and allow the
-parent), so the enqueue and every attempt of the task read as one trace. It is the
-current span while the attempt runs, so spans the task's own code starts are its
-children in the async, thread and gevent pools (the process pool's children start from
-an empty context). A failed attempt records its
+Each attempt (from its body's start, ``omniq.context.at_body_start`` registered in
+``before_run``, to ``after_success`` / ``on_failure``, in the worker; a success's or a
+failure's span is ended, at the time the attempt ended, when the store has answered the
+write of its outcome, ``after_completion`` / ``after_failure_completion``, so a refused
+one reads ``interrupted``): a ``process {queue}`` span of kind CONSUMER whose parent is
+the context read back from the headers, and a link to that context too (the conventions
+require the link and allow the parent), so the enqueue and every attempt of the task
+read as one trace. Starting with the body, it leaves a
+process-pool child's start-up out (``messaging.omniq.task.start_delay`` tells it). It
+is the current span while the attempt runs, so spans the task's own code starts are its
+children in every pool: a process-pool child is sent its context, which
+:func:`continue_trace` makes current there around the body. A failed attempt records its
 exception and an error status; one the task survives also gets a ``retry`` event, and the
-next attempt is a new span under the same parent.
+next attempt is a new span under the same parent; one that failed before its body
+started has a span from ``before_run``.
 
 Without an SDK (the API's own provider, global or given) no span can record, and the
 API's tracer would hand back the current span instead of a new one: the middleware then
@@ -31,7 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import Token
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -45,6 +51,7 @@ from opentelemetry.trace import (
     StatusCode,
 )
 
+from omniq.context import Enter, at_body_start
 from omniq.middleware import Middleware
 
 from .conventions import (
@@ -56,6 +63,7 @@ from .conventions import (
     OPERATION_TYPE,
     OUTCOME,
     RETRY_EVENT,
+    START_DELAY,
     SYSTEM,
     SYSTEM_NAME,
     TASK_NAME,
@@ -64,7 +72,7 @@ from .conventions import (
 if TYPE_CHECKING:
     from omniq.models import Task
 
-__all__ = ["TracingMiddleware"]
+__all__ = ["TracingMiddleware", "continue_trace"]
 
 #: The API's providers, whose tracers never record (the proxy is what the global one is
 #: until an SDK is set: then the lookup returns the SDK's).
@@ -90,7 +98,7 @@ class TracingMiddleware(Middleware):
         self._provider = tracer_provider
         # The span and the context token of each running attempt, by the identity of its
         # Task object: the worker hands the same object to before_run and to the end.
-        self._running: dict[int, tuple[trace.Span, Token[otel_context.Context]]] = {}
+        self._running: dict[int, _Attempt] = {}
         # The span of each attempt that returned, and when (ns), until the store answers
         # its completion (after_completion) and tells its outcome.
         self._returned: dict[int, tuple[trace.Span, int]] = {}
@@ -138,29 +146,24 @@ class TracingMiddleware(Middleware):
         sender = trace.get_current_span(parent)
         if not records:  # (the API's tracer would hand back the sender's span itself)
             self._attach(task, sender)
+            at_body_start(lambda in_child: _carry(parent) if in_child else None)
             return
-        sent = sender.get_span_context()
-        attributes = self._attributes(task, "process")
-        attributes[ATTEMPT] = task.attempts
-        span = self.tracer.start_span(
-            f"process {task.queue}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=[Link(sent)] if sent.is_valid else None,
-        )
-        self._attach(task, span)
+        attempt = _Attempt(self, task, parent, sender.get_span_context())
+        self._running[id(task)] = attempt
+        at_body_start(attempt.body_starts)
 
     def _attach(self, task: Task, span: trace.Span) -> None:
         """Make ``span`` current while the attempt runs (its code's spans are children)."""
-        token = otel_context.attach(trace.set_span_in_context(span))
-        self._running[id(task)] = (span, token)
+        attempt = _Attempt(self, task, None, None)
+        attempt.span = span
+        attempt.token = otel_context.attach(trace.set_span_in_context(span))
+        self._running[id(task)] = attempt
 
     async def after_success(self, task: Task, value: Any) -> None:
-        entry = self._running.pop(id(task), None)
-        if entry is not None:
-            span, token = entry
-            otel_context.detach(token)  # (in the task's context, where it was attached)
+        attempt = self._running.pop(id(task), None)
+        if attempt is not None:
+            span = attempt.started()
+            attempt.detach()  # (in the task's context, where it was attached)
             if span.is_recording():  # (else the sender's, or no span: nothing to end)
                 self._returned[id(task)] = (span, time.time_ns())
 
@@ -179,18 +182,19 @@ class TracingMiddleware(Middleware):
         span.end(end_time=returned)  # (the attempt's time, not the write's)
 
     async def on_failure(self, task: Task, exc: BaseException, *, will_retry: bool) -> None:
-        entry = self._running.pop(id(task), None)
-        if entry is None:  # a middleware before this one refused the attempt
+        attempt = self._running.pop(id(task), None)
+        if attempt is None:  # a middleware before this one refused the attempt
             return
-        span, token = entry
+        span = attempt.started()  # (one that failed before its body: from before_run)
         if isinstance(exc, asyncio.CancelledError):  # (nothing is written for it)
             span.set_status(Status(StatusCode.ERROR, "interrupted: lease lost or worker stopping"))
             span.set_attribute(OUTCOME, "interrupted")
             if will_retry:
                 span.add_event(RETRY_EVENT, {NEXT_ATTEMPT: task.attempts + 1})
-            self._close(span, token)
+            span.end()
+            attempt.detach()
             return
-        otel_context.detach(token)  # (in the task's context, where it was attached)
+        attempt.detach()  # (in the task's context, where it was attached)
         if span.is_recording():  # (else the sender's, or no span: nothing to end)
             span.record_exception(exc)
             self._failed[id(task)] = (span, time.time_ns())
@@ -214,7 +218,75 @@ class TracingMiddleware(Middleware):
             )
         span.end(end_time=failed)  # (the attempt's time, not the write's)
 
-    @staticmethod
-    def _close(span: trace.Span, token: Token[otel_context.Context]) -> None:
-        span.end()
+
+class _Attempt:
+    """One attempt's ``process`` span, started when its body starts (so a process-pool
+    child's start-up is not in it), and the token of its context in the worker."""
+
+    __slots__ = ("handed", "links", "middleware", "parent", "span", "task", "token")
+
+    def __init__(
+        self,
+        middleware: TracingMiddleware,
+        task: Task,
+        parent: otel_context.Context | None,
+        sent: trace.SpanContext | None,
+    ) -> None:
+        self.middleware, self.task, self.parent = middleware, task, parent
+        self.links = [Link(sent)] if sent is not None and sent.is_valid else None
+        self.handed = time.time_ns()  # (when before_run handed the attempt on)
+        self.span: trace.Span | None = None
+        self.token: Token[otel_context.Context] | None = None
+
+    def body_starts(self, in_child: bool) -> Enter | None:
+        """The body starts (``at_body_start``): start the span, current from here in the
+        worker, and hand a process-pool child its context."""
+        start = time.time_ns()
+        span = self.start(start)
+        if not in_child:
+            return None
+        span.set_attribute(START_DELAY, (start - self.handed) / 1e9)
+        return _carry(trace.set_span_in_context(span))
+
+    def start(self, at: int) -> trace.Span:
+        task = self.task
+        attributes = TracingMiddleware._attributes(task, "process")
+        attributes[ATTEMPT] = task.attempts
+        self.span = span = self.middleware.tracer.start_span(
+            f"process {task.queue}",
+            context=self.parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=self.links,
+            start_time=at,
+        )
+        self.token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def started(self) -> trace.Span:
+        """The span; for an attempt that ended before its body started, one from when
+        before_run handed it on."""
+        return self.span if self.span is not None else self.start(self.handed)
+
+    def detach(self) -> None:
+        if self.token is not None:
+            otel_context.detach(self.token)
+            self.token = None
+
+
+def _carry(context: otel_context.Context) -> Enter:
+    """What a process-pool child enters: ``context`` as the propagator writes it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return partial(continue_trace, carrier)
+
+
+@contextmanager
+def continue_trace(carrier: dict[str, str]) -> Iterator[None]:
+    """In a process-pool child: the context the worker sent current around the body, so
+    the body's spans are children of its attempt's span (with the child's own SDK)."""
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
         otel_context.detach(token)

@@ -14,7 +14,13 @@ worker process has (the CLI's text or JSON lines, or the application's own set-u
 the same format and order as the worker's lines, and carries the task's id; a child
 logging to its own stderr could not know the application's handlers, and its lines
 would interleave with the parent's mid-line. The call carries the task's context
-(:func:`omniq.current_task`), which the child sets before the call.
+(:func:`omniq.current_task`), which the child sets before the call. When a middleware
+carries context into the child (:func:`omniq.context.at_body_start`: a trace's span),
+the call says so (its first byte), and the context follows as one more message: with
+the call to a child that has loaded the task's function before (its body starts as the
+call is unpickled), else once the child has loaded the call and told the parent (a new
+child's start-up, an import), which it waits for. The child enters it around the body.
+A call no middleware carries anything for is sent as before.
 
 A registered task's function crosses as its name (:class:`TaskName`), which the child
 imports: sent by value, its globals would take along the task functions it calls
@@ -38,15 +44,21 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any, cast
 
-from ..context import TaskContext, TaskLogFilter, body_started, set_current
+from ..context import Enter, TaskContext, TaskLogFilter, body_started, set_current
 
 __all__ = ["Child", "RemoteTraceback", "TaskName", "child_main"]
 
 _OK, _ERROR, _LOG, _STARTED = b"\x00", b"\x01", b"\x02", b"\x03"
+#: A call's first byte when a middleware carries context into the child (else the dill's
+#: own, b"\x80"): the context follows the call at once, or once the child has said it
+#: loaded the call (see Child.send).
+_CONTEXT_NOW, _CONTEXT_LATER = b"\x04", b"\x05"
 
 #: LogRecord attributes that do not survive the pipe (formatted into ``msg`` first).
 _DROP = ("args", "exc_info", "msg")
@@ -179,7 +191,7 @@ def _run_daemonic(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
         thread._daemonic = daemon  # type: ignore[attr-defined]
 
 
-def _call(blob: bytes, started: Callable[[], None]) -> bytes:
+def _call(blob: bytes, started: Callable[[], None], carried: Callable[[], bytes] | None) -> bytes:
     global _loop
     import dill
 
@@ -189,21 +201,26 @@ def _call(blob: bytes, started: Callable[[], None]) -> bytes:
         key = (func.module, func.qualname)
         func, portal = _resolved.get(key) or _resolved.setdefault(key, func.resolve())
     started()
+    # What the worker's middleware carry (omniq.context.at_body_start): only when some do.
+    enters: list[Enter] = [] if carried is None else pickle.loads(carried())
     set_current(None if context is None else TaskContext(*context))
     body_started()  # (the deadline the parent set before this child started, moved on)
     try:
-        value = func(*args, **kwargs)
-        if inspect.isawaitable(value):
+        with ExitStack() as stack:
+            for enter in enters:
+                stack.enter_context(enter())
+            value = func(*args, **kwargs)
+            if inspect.isawaitable(value):
 
-            async def wait() -> Any:
-                return await value
+                async def wait() -> Any:
+                    return await value
 
-            if portal is not None:
-                value = portal.call(wait)
-            else:
-                if _loop is None:  # one loop for the child's life (see the module's doc)
-                    _loop = asyncio.new_event_loop()
-                value = _run_daemonic(_loop, wait())
+                if portal is not None:
+                    value = portal.call(wait)
+                else:
+                    if _loop is None:  # one loop for the child's life (see the module's doc)
+                        _loop = asyncio.new_event_loop()
+                    value = _run_daemonic(_loop, wait())
     finally:
         set_current(None)
     return bytes(dill.dumps(value))
@@ -246,14 +263,20 @@ def child_main(conn: Connection, level: int = logging.WARNING) -> None:
             conn.send_bytes(_STARTED)
 
     while True:
+        carried: Callable[[], bytes] | None = None
         try:
             blob = conn.recv_bytes()
+            if blob[:1] == _CONTEXT_NOW:  # (read at once: never left for the next call)
+                blob, context = blob[1:], conn.recv_bytes()
+                carried = partial(bytes, context)
+            elif blob[:1] == _CONTEXT_LATER:  # (sent only once "started" is)
+                blob, carried = blob[1:], conn.recv_bytes
         except (EOFError, OSError):
             return
         if not blob:
             return
         try:
-            reply = _OK + _call(blob, started)
+            reply = _OK + _call(blob, started, carried)
         except BaseException as exc:  # the task's own failure, sent back to be reported
             reply = _ERROR + _dump_error(exc)
         try:
@@ -275,6 +298,8 @@ class Child:
         theirs.close()  # ours closed too, the pipe reads end-of-file when the child dies
         self.calls = 0
         self.killed = False
+        #: The task functions (TaskName) this child has loaded: their module imported.
+        self.loaded: set[TaskName] = set()
         self._early: bytes | None = None  # a reply that came instead of "started"
 
     @property
@@ -284,16 +309,33 @@ class Child:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    async def send(self, blob: bytes) -> None:
-        """Send one call and wait until the child has loaded it and starts the body.
+    async def send(self, blob: bytes, context: bytes | None = None, later: bool = False) -> bool:
+        """Send one call and wait until the child has loaded it and starts the body:
+        False if the call failed before (an unpickle error, or the import of its
+        function).
 
         A task's timeout runs from here, so a child still starting up (a new process
         imports the task's module) or a slow unpickle is not charged to the task.
-        ``EOFError`` if the child died first."""
-        self.conn.send_bytes(blob)
+        ``EOFError`` if the child died first.
+
+        ``context``: what the child enters around the body (see
+        :func:`omniq.context.at_body_start`), sent with the call; ``later``: sent by
+        :meth:`carry` once this returned True (the child waits for it then)."""
+        if context is not None:
+            self.conn.send_bytes(_CONTEXT_NOW + blob)
+            self.conn.send_bytes(context)
+        else:
+            self.conn.send_bytes(_CONTEXT_LATER + blob if later else blob)
         message = await self._next()
-        if message[:1] != _STARTED:  # the call failed before its body (an unpickle error)
+        if message[:1] != _STARTED:
             self._early = message
+            return False
+        return True
+
+    def carry(self, enters: bytes) -> None:
+        """Send what the child enters around the body of a call sent to carry them (it
+        waits for them once loaded; see :func:`omniq.context.at_body_start`)."""
+        self.conn.send_bytes(enters)
 
     async def reply(self) -> bytes:
         """The call's reply (see :meth:`decode`); ``EOFError`` if the child died first."""

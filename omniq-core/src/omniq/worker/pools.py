@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import multiprocessing
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from inspect import CO_COROUTINE
 from types import FunctionType
@@ -15,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ..context import body_started, current_task
+from ..context import body_started, body_starting, carries_into_child, current_task
 from ..errors import OmniQError, TaskTimeoutError
 from ..interfaces import BasePool
 from .children import Child, TaskName
@@ -98,6 +99,19 @@ class ThreadPool(AsyncPool):
     name = "thread"
 
 
+def _carried() -> bytes:
+    """What the attempt's :func:`omniq.context.at_body_start` callbacks return, pickled
+    for the child (a failure names them: the call itself would cross)."""
+    enters = body_starting(True)
+    try:
+        return pickle.dumps(enters)
+    except Exception as exc:
+        raise TypeError(
+            f"cannot send what an omniq.context.at_body_start callback returned to a child "
+            f"process (a module-level function, or a functools.partial of one, pickles): {exc}"
+        ) from exc
+
+
 class ProcessPool(BasePool):
     """Each task in a child process of the pool's own (spawned, so the parent's threads
     and event loop are not inherited), one call per child at a time. Timeouts are hard:
@@ -106,6 +120,7 @@ class ProcessPool(BasePool):
     its own task, with :class:`PoolBrokenError` (handled like a lapsed lease)."""
 
     name = "process"
+    calls_body_start = True
 
     def __init__(
         self, concurrency: int, *, max_tasks_per_child: int | None = None, **options: Any
@@ -199,8 +214,19 @@ class ProcessPool(BasePool):
             raise PoolBrokenError(f"could not start a child process: {exc}") from exc
         self._busy.add(child)
         try:
-            await child.send(blob)
+            named = type(sent) is TaskName
+            if not carries_into_child():  # (nothing more crosses)
+                loaded = await child.send(blob)
+            elif named and sent in child.loaded:  # (the body starts as the call is unpickled)
+                loaded = await child.send(blob, _carried())
+            else:  # a start-up or an import first: the body starts once they are done
+                loaded = await child.send(blob, later=True)
+                enters = _carried()  # (a span starts now, not before them)
+                if loaded:
+                    child.carry(enters)
             body_started()  # the duration runs from here too, as the timeout below does
+            if loaded and named:
+                child.loaded.add(sent)
             reply = await with_timeout(child.reply(), timeout)
         except TaskTimeoutError:  # an OSError too: before the next clause
             self._drop(child)

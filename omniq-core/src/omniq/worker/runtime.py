@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..config import mask_url
-from ..context import TaskContext, attempt_started, body_started, set_current
+from ..context import TaskContext, attempt_started, body_started, body_starting, set_current
 from ..errors import ConfigError, SerializationError, UnknownTaskError
 from ..events import build_event, event_of, write_events
 from ..groups import PARENT_RESULT_WAIT
@@ -728,6 +728,8 @@ class Worker:
                     body_started()  # (a wait for them is not the body's: nor its timeout's)
                 if mw is not None:
                     await mw.before_run(task)
+                    if not self.pool.calls_body_start:  # (see omniq.context.at_body_start)
+                        body_starting(False)
                 value = await self.pool.run(func, args, kwargs, task.timeout)
             except asyncio.CancelledError as exc:
                 if mw is not None:  # lease lost or worker stopping: the task runs again
