@@ -143,3 +143,30 @@ async def test_a_provider_set_after_the_middleware_was_made_records() -> None:
         provider.shutdown()
     (send,) = exporter.get_finished_spans()
     assert after.headers["traceparent"].split("-")[2] == format(send.context.span_id, "016x")
+
+
+@pytest.mark.anyio
+async def test_a_provider_named_in_the_environment_later_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` after the middleware was made is
+    loaded at the next enqueue (the global lookup's own rule), and its spans record; before
+    it is named, nothing does."""
+    mw = TracingMiddleware()
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+        before = Task(id="b", name="n")
+        await mw.before_enqueue(before)
+        assert "traceparent" not in before.headers
+        monkeypatch.setenv("OTEL_PYTHON_TRACER_PROVIDER", "sdk_tracer_provider")
+        after = Task(id="a", name="n")
+        await mw.before_enqueue(after)
+        assert isinstance(trace._TRACER_PROVIDER, TracerProvider)
+    finally:
+        loaded = trace._TRACER_PROVIDER
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        if isinstance(loaded, TracerProvider):
+            loaded.shutdown()
+    assert int(after.headers["traceparent"].split("-")[2], 16)  # a span of its own
