@@ -72,12 +72,15 @@ __all__ = ["TracingMiddleware"]
 _NOT_RECORDING = (ProxyTracerProvider, NoOpTracerProvider)
 
 #: What ``trace.get_tracer_provider()`` reads to tell that no SDK is set, read here
-#: directly (:meth:`TracingMiddleware._records`): its global, None until one is set
-#: (which happens once), and while that is unset whether the environment names a
-#: provider for it to load (the process's environment as bytes, as ``os.environ`` keeps
-#: it). The function costs each ``delay()`` four Python frames (itself, ``os.environ``'s
-#: ``__contains__``, ``__getitem__`` and key encoding, and a KeyError caught): ~7,000 of
-#: its ~168,000 instructions on Redis. An API or platform without these reads through it.
+#: directly (:meth:`TracingMiddleware._records`), private as both are: the API's global,
+#: None until a provider is set (once), and while that is unset whether the environment
+#: names one for it to load (``os.environ``'s own dict, the key encoded as it encodes
+#: keys). Through the function each enqueue paid four Python frames and a KeyError raised
+#: and caught (``os.environ``'s ``__contains__``): ``before_enqueue`` ~11,600 -> ~3,300
+#: instructions (callgrind). The public route costs more, not less: a tracer got once
+#: (the API's ProxyTracer, which follows a provider set later) and a span started on each
+#: enqueue, ~14,800. An API or platform without these reads through the function; the
+#: tests that set a provider after the middleware was made catch an API whose global moved.
 try:
     _ENV_DATA: dict[bytes, bytes] = os.environ._data  # type: ignore[attr-defined]
     _ENV_KEY: object = os.environ.encodekey(OTEL_PYTHON_TRACER_PROVIDER)  # (bytes on POSIX)
