@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
@@ -208,3 +209,75 @@ async def test_a_provider_set_after_the_middleware_was_made_records() -> None:
         provider.shutdown()
     (send,) = exporter.get_finished_spans()
     assert after.headers["traceparent"].split("-")[2] == format(send.context.span_id, "016x")
+
+
+@pytest.mark.anyio
+async def test_a_provider_named_in_the_environment_later_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` after the middleware was made is
+    loaded at the next enqueue (the global lookup's own rule), and its spans record; before
+    it is named, nothing does."""
+    mw = TracingMiddleware()
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+        before = Task(id="b", name="n")
+        await mw.before_enqueue(before)
+        assert "traceparent" not in before.headers
+        monkeypatch.setenv("OTEL_PYTHON_TRACER_PROVIDER", "sdk_tracer_provider")
+        after = Task(id="a", name="n")
+        await mw.before_enqueue(after)
+        assert isinstance(trace._TRACER_PROVIDER, TracerProvider)
+    finally:
+        loaded = trace._TRACER_PROVIDER
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        if isinstance(loaded, TracerProvider):
+            loaded.shutdown()
+    assert int(after.headers["traceparent"].split("-")[2], 16)  # a span of its own
+
+
+@pytest.mark.anyio
+async def test_an_sdk_set_up_after_the_app_was_made_traces_its_enqueues_and_attempts() -> None:
+    """The plugin's middleware is made with the app (at import, as a rule), before the
+    program sets its SDK up: an enqueue before that writes no trace context; from then on
+    each enqueue and each attempt is a span of its own (the provider is not fixed when the
+    app is made), the attempt a child of its enqueue's."""
+    from omniq import AsyncOmniQ
+    from omniq.testing.inline import memory_url, run_queued
+
+    url = memory_url()
+    app = AsyncOmniQ(task_queue=url, result_storage=url, event_storage=url)
+    assert any(isinstance(m, TracingMiddleware) for m in app.middleware.middleware)
+
+    @app.task(name="shop.ok")
+    async def ok() -> int:
+        return 1
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    async with app:
+        quiet = await ok.delay()
+        assert "traceparent" not in (await app.get_task(quiet.id)).headers
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+        trace.set_tracer_provider(provider)
+        try:
+            traced = await ok.delay()
+            await run_queued(app)
+        finally:
+            trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+            provider.shutdown()
+        headers = (await app.get_task(traced.id)).headers
+    by_name: dict[str, list[Any]] = {}
+    for span in exporter.get_finished_spans():
+        by_name.setdefault(span.name, []).append(span)
+    (send,) = by_name["send default"]
+    assert send.attributes is not None and send.attributes["messaging.message.id"] == traced.id
+    assert headers["traceparent"].split("-")[2] == format(send.context.span_id, "016x")
+    processes = {s.attributes["messaging.message.id"]: s for s in by_name["process default"]}
+    assert set(processes) == {quiet.id, traced.id}  # (both ran after the SDK was set)
+    assert processes[quiet.id].parent is None
+    assert processes[traced.id].parent.span_id == send.context.span_id

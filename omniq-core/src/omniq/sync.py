@@ -98,7 +98,10 @@ class Portal:
 
     def call(self, func: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``func(*args)`` (a coroutine function, or a function returning an
-        awaitable) on the loop and return its result, raising what it raises."""
+        awaitable) on the loop and return its result, raising what it raises.
+
+        Written out in the blocking ``delay()`` (``SyncTaskFunction.delay``): a check
+        added here goes there too, or into :meth:`_Loop.call`."""
         state = self._state or self._start()
         result: R = state.call(func, args)
         return result
