@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from prometheus_workers import DEADLINE, Scrape, WorkerProcess
 
+from omniq.testing import until
+
 POOLS = ["async", "thread", "process", "gevent"]
 
 
@@ -139,3 +141,41 @@ def test_two_worker_processes_on_one_host_each_count_their_own_and_add_up(
     assert third.returncode == 2, third.stderr
     assert f"cannot serve metrics on 127.0.0.1:{a.port}" in third.stderr
     assert "needs its own port" in third.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", POOLS)
+def test_every_scrape_answers_while_tasks_run(
+    pool: str, producer: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    """Prometheus scrapes a target for as long as it runs: each scrape must answer, not
+    only the one a test polls for (under gevent a scrape's connection used to drop when
+    the server's request thread waited on a socket of the server thread's hub)."""
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
+    w: WorkerProcess = start_worker("--pool", pool, "-c", "4")
+    release = tmp_path / "release"
+    held = [producer.hold.delay(str(release)) for _ in range(2)]
+    oks = [producer.ok.delay(i) for i in range(40)]
+    w.wait_until(
+        "two held tasks running and a first success",
+        lambda s: (
+            s.value("omniq_tasks_in_progress", task="shop.hold") == 2
+            and s.value("omniq_tasks_total", outcome="succeeded") >= 1
+        ),
+    )
+
+    scrapes: list[Scrape] = []
+
+    def forty_scrapes() -> bool:
+        scrapes.append(w.scrape())  # raises (and fails the test) on a dropped connection
+        return len(scrapes) >= 40
+
+    until(forty_scrapes, "40 scrapes", deadline=DEADLINE, interval=0.01)
+    for s in scrapes:
+        assert {"omniq_tasks_total", "omniq_worker_info", "omniq_tasks_in_progress"} <= {
+            name for name, _, _ in s.samples
+        }
+    release.touch()
+    assert [producer.app.get_result(r, timeout=DEADLINE) for r in oks] == list(range(40))
+    assert all(producer.app.get_result(r, timeout=DEADLINE) == str(release) for r in held)

@@ -11,6 +11,15 @@ for ever. Multiprocess mode also drops the client's process metrics and the coll
 that read the workers at scrape time. One port per process is Prometheus's own model
 instead: each worker is a target, a dead one shows as down (``up == 0``) and its series
 go stale, and totals are ``sum`` across targets.
+
+Why not prometheus_client's ``start_http_server``: it binds in the calling thread and
+hands each connection to a new thread. Under the gevent pool, sockets are gevent's, each
+tied to the hub of the thread that made it; a request thread that waited on its
+connection switched to another thread's hub (``greenlet.error: Cannot switch to a
+different thread``) and the scrape was dropped. Here one thread makes the listening
+socket and serves every connection itself, which holds whatever socket class the process
+has, with nothing to import from gevent. One at a time is enough: a scrape takes
+milliseconds and a client that stalls is cut off after :data:`CLIENT_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import logging
 import os
 import socket
 import threading
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from omniq.errors import ConfigError
 
@@ -32,6 +43,9 @@ log = logging.getLogger("omniq.prometheus")
 ENV = "OMNIQ_METRICS_PORT"
 
 Address = tuple[str, int]
+
+#: Seconds a client may take to send its request or read the answer.
+CLIENT_TIMEOUT = 10.0
 
 _lock = threading.Lock()
 _serving: Address | None = None
@@ -61,6 +75,10 @@ def configured() -> Address | None:
     return parse_address(value) if value else None
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def _unavailable(address: Address, exc: OSError) -> ConfigError:
     return ConfigError(
         f"cannot serve metrics on {address[0]}:{address[1]}: {exc.strerror or exc}. Each "
@@ -72,8 +90,7 @@ def check_free(address: Address) -> None:
     """Fail now, naming the address, when it cannot be listened on: several workers on one
     host each need a port of their own."""
     host, port = address
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
@@ -81,12 +98,50 @@ def check_free(address: Address) -> None:
             raise _unavailable(address, exc) from exc
 
 
+class _Handler(WSGIRequestHandler):
+    timeout = CLIENT_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing (a line per scrape is noise)."""
+
+
+class _Server(WSGIServer):
+    """Serves the connections it accepts in its own thread, one at a time."""
+
+    def __init__(self, address: Address) -> None:
+        from prometheus_client import make_wsgi_app
+
+        self.address_family = _family(address[0])
+        super().__init__(address, _Handler)
+        self.set_app(make_wsgi_app())
+
+
+def _start(address: Address) -> None:
+    """Start the server thread; it binds the socket itself. Raise what binding raised."""
+    bound = threading.Event()
+    failed: list[Exception] = []
+
+    def main() -> None:
+        try:
+            server = _Server(address)
+        except Exception as exc:
+            failed.append(exc)
+            return
+        finally:
+            bound.set()
+        server.serve_forever()
+
+    threading.Thread(target=main, name="omniq-metrics", daemon=True).start()
+    bound.wait()
+    if failed:
+        raise failed[0]
+
+
 def serve(address: Address) -> None:
     """Serve the default registry on ``address`` from a daemon thread, once per process
     (a second worker of the same process shares it). It serves until the process exits,
     so a draining worker stays visible and a scrape after the last task still answers."""
     global _serving
-    from prometheus_client import start_http_server
 
     with _lock:
         if _serving == address:
@@ -97,7 +152,7 @@ def serve(address: Address) -> None:
                 f"it cannot also serve them on {address[0]}:{address[1]}"
             )
         try:
-            start_http_server(address[1], addr=address[0])
+            _start(address)
         except OSError as exc:
             raise _unavailable(address, exc) from exc
         _serving = address
