@@ -3,6 +3,7 @@ totals of several worker processes on one host (one port each)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -179,3 +180,28 @@ def test_every_scrape_answers_while_tasks_run(
     release.touch()
     assert [producer.app.get_result(r, timeout=DEADLINE) for r in oks] == list(range(40))
     assert all(producer.app.get_result(r, timeout=DEADLINE) == str(release) for r in held)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", POOLS)
+def test_clients_that_send_nothing_or_half_a_request_do_not_hold_up_scrapes(
+    pool: str, start_worker: Any
+) -> None:
+    """A client that connects and stalls (a half-open scraper, a port scan, slowloris)
+    must not make real scrapes wait: Prometheus gives up on a scrape after 10 s, so a
+    server that answered one connection at a time with a 10 s read timeout each showed
+    the target as down while a few such connections were open."""
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
+    w: WorkerProcess = start_worker("--pool", pool)
+    w.wait_until("serving", lambda s: s.value("omniq_worker_concurrency") > 0)
+    stalled = [socket.create_connection(("127.0.0.1", w.port)) for _ in range(4)]
+    try:
+        stalled[1].sendall(b"GET /metrics HTTP/1.1\r\n")  # a request line, no headers
+        stalled[2].sendall(b"GET /met")  # half a request line
+        w.wait_until("answered while four connections stall", lambda s: True)
+        for _ in range(3):  # every scrape answers, not just one (urlopen gives up after 10 s)
+            assert w.scrape().value("omniq_worker_concurrency") > 0
+    finally:
+        for s in stalled:
+            s.close()

@@ -18,16 +18,23 @@ tied to the hub of the thread that made it; a request thread that waited on its
 connection switched to another thread's hub (``greenlet.error: Cannot switch to a
 different thread``) and the scrape was dropped. Here one thread makes the listening
 socket and serves every connection itself, which holds whatever socket class the process
-has, with nothing to import from gevent. One at a time is enough: a scrape takes
-milliseconds and a client that stalls is cut off after :data:`CLIENT_TIMEOUT`.
+has, with nothing to import from gevent. That thread serves its connections all at once
+through a selector (non-blocking sockets, so nothing ever waits on a hub): answering one
+at a time let a client that connected and sent nothing hold every scrape for as long as
+its read timeout, and a few such connections made Prometheus (10 s per scrape) see the
+target as down. Each connection has :data:`CLIENT_TIMEOUT` from accept to the last byte
+of its answer, and at most :data:`MAX_CLIENTS` are kept (a new one closes the oldest).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import selectors
 import socket
 import threading
+import time
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -44,8 +51,12 @@ ENV = "OMNIQ_METRICS_PORT"
 
 Address = tuple[str, int]
 
-#: Seconds a client may take to send its request or read the answer.
+#: Seconds a client may take, from its connection to the end of the answer.
 CLIENT_TIMEOUT = 10.0
+#: Connections served at once; a new one beyond it closes the oldest.
+MAX_CLIENTS = 64
+#: Bytes of a request's line and headers read at most (a scrape sends a few hundred).
+MAX_HEAD = 65536
 
 _lock = threading.Lock()
 _serving: Address | None = None
@@ -99,21 +110,115 @@ def check_free(address: Address) -> None:
 
 
 class _Handler(WSGIRequestHandler):
-    timeout = CLIENT_TIMEOUT
+    """Answers one request read whole beforehand, into a buffer: the socket is the loop's."""
+
+    def __init__(self, client: _Client, server: _Server) -> None:
+        self._head = client.received
+        self.answer = io.BytesIO()
+        super().__init__(client.sock, client.address, server)
+
+    def setup(self) -> None:
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = self.answer
+
+    def finish(self) -> None:
+        """Keep the answer in ``wfile`` for the loop to send."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing (a line per scrape is noise)."""
 
 
+class _Client:
+    """One accepted connection: what it sent so far, what is left to send back, and when
+    it is cut off."""
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self.sock = sock
+        self.address = address
+        self.received = b""
+        self.answer = b""
+        self.deadline = time.monotonic() + CLIENT_TIMEOUT
+
+
 class _Server(WSGIServer):
-    """Serves the connections it accepts in its own thread, one at a time."""
+    """Binds in its own thread and serves every connection there, all at once through a
+    selector, so a client that stalls holds up nobody else."""
 
     def __init__(self, address: Address) -> None:
         from prometheus_client import make_wsgi_app
 
         self.address_family = _family(address[0])
-        super().__init__(address, _Handler)
+        super().__init__(address, WSGIRequestHandler)
         self.set_app(make_wsgi_app())
+        self.socket.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.socket, selectors.EVENT_READ)
+        self._clients: dict[socket.socket, _Client] = {}
+
+    def run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for client in [c for c in self._clients.values() if c.deadline <= now]:
+                self._drop(client)
+            wait = min((c.deadline for c in self._clients.values()), default=now + 60) - now
+            for key, events in self._selector.select(max(wait, 0.0)):
+                if key.data is None:
+                    self._accept()
+                elif key.fileobj in self._clients:  # not dropped by an earlier event
+                    self._exchange(key.data, events)
+
+    def _accept(self) -> None:
+        try:
+            sock, address = self.socket.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # gone before it was accepted
+        except OSError:  # out of descriptors: make room rather than spin on the listener
+            if self._clients:
+                self._drop_oldest()
+            return
+        if len(self._clients) >= MAX_CLIENTS:
+            self._drop_oldest()
+        sock.setblocking(False)
+        client = _Client(sock, address)
+        self._clients[sock] = client
+        self._selector.register(sock, selectors.EVENT_READ, client)
+
+    def _exchange(self, client: _Client, events: int) -> None:
+        try:
+            if events & selectors.EVENT_READ:
+                data = client.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed before its request ended")
+                client.received += data
+                if len(client.received) > MAX_HEAD:
+                    raise ConnectionError("request head too long")
+                if b"\r\n\r\n" in client.received:
+                    client.answer = self._answer(client)
+                    self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
+            elif events & selectors.EVENT_WRITE:
+                client.answer = client.answer[client.sock.send(client.answer) :]
+                if not client.answer:
+                    client.sock.shutdown(socket.SHUT_WR)
+                    self._drop(client)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop(client)
+
+    def _answer(self, client: _Client) -> bytes:
+        try:
+            return _Handler(client, self).answer.getvalue()
+        except Exception:  # the loop must outlive any request
+            log.exception("metrics request from %s failed", client.address)
+            return b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+
+    def _drop_oldest(self) -> None:
+        self._drop(min(self._clients.values(), key=lambda c: c.deadline))
+
+    def _drop(self, client: _Client) -> None:
+        del self._clients[client.sock]
+        self._selector.unregister(client.sock)
+        client.sock.close()
 
 
 def _start(address: Address) -> None:
@@ -129,7 +234,11 @@ def _start(address: Address) -> None:
             return
         finally:
             bound.set()
-        server.serve_forever()
+        try:
+            server.run()
+        except BaseException:
+            log.exception("the metrics server stopped; /metrics no longer answers")
+            raise
 
     threading.Thread(target=main, name="omniq-metrics", daemon=True).start()
     bound.wait()
