@@ -144,6 +144,10 @@ class _Server(WSGIServer):
     """Binds in its own thread and serves every connection there, all at once through a
     selector, so a client that stalls holds up nobody else."""
 
+    # socketserver listens with a backlog of 5: a burst of connections beyond it (a scan)
+    # had a real scrape's SYN dropped and retried a second later.
+    request_queue_size = socket.SOMAXCONN
+
     def __init__(self, address: Address) -> None:
         from prometheus_client import make_wsgi_app
 
@@ -163,25 +167,31 @@ class _Server(WSGIServer):
             wait = min((c.deadline for c in self._clients.values()), default=now + 60) - now
             for key, events in self._selector.select(max(wait, 0.0)):
                 if key.data is None:
-                    self._accept()
+                    for _ in range(MAX_CLIENTS):  # all waiting, up to a bound
+                        if not self._accept():
+                            break
                 elif key.fileobj in self._clients:  # not dropped by an earlier event
                     self._exchange(key.data, events)
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accept one connection; False when none is waiting (or none could be taken)."""
         try:
             sock, address = self.socket.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # gone before it was accepted
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionAbortedError:
+            return True  # gone before it was accepted; others may wait
         except OSError:  # out of descriptors: make room rather than spin on the listener
             if self._clients:
                 self._drop_oldest()
-            return
+            return False
         if len(self._clients) >= MAX_CLIENTS:
             self._drop_oldest()
         sock.setblocking(False)
         client = _Client(sock, address)
         self._clients[sock] = client
         self._selector.register(sock, selectors.EVENT_READ, client)
+        return True
 
     def _exchange(self, client: _Client, events: int) -> None:
         try:
