@@ -202,6 +202,10 @@ def test_clients_that_send_nothing_or_half_a_request_do_not_hold_up_scrapes(
         w.wait_until("answered while four connections stall", lambda s: True)
         for _ in range(3):  # every scrape answers, not just one (urlopen gives up after 10 s)
             assert w.scrape().value("omniq_worker_concurrency") > 0
+        # A hand-typed request ends its lines with a bare LF; the HTTP server takes it.
+        with socket.create_connection(("127.0.0.1", w.port), timeout=10) as bare:
+            bare.sendall(b"GET /metrics HTTP/1.0\n\n")
+            assert bare.makefile("rb").readline().startswith(b"HTTP/1.0 200")
     finally:
         for s in stalled:
             s.close()

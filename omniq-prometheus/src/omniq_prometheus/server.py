@@ -202,7 +202,7 @@ class _Server(WSGIServer):
                 client.received += data
                 if len(client.received) > MAX_HEAD:
                     raise ConnectionError("request head too long")
-                if b"\r\n\r\n" in client.received:
+                if b"\r\n\r\n" in client.received or b"\n\n" in client.received:
                     client.answer = self._answer(client)
                     self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
             elif events & selectors.EVENT_WRITE:
