@@ -3,6 +3,7 @@ totals of several worker processes on one host (one port each)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 from prometheus_workers import DEADLINE, Scrape, WorkerProcess
+
+from omniq.testing import until
 
 POOLS = ["async", "thread", "process", "gevent"]
 
@@ -139,3 +142,70 @@ def test_two_worker_processes_on_one_host_each_count_their_own_and_add_up(
     assert third.returncode == 2, third.stderr
     assert f"cannot serve metrics on 127.0.0.1:{a.port}" in third.stderr
     assert "needs its own port" in third.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", POOLS)
+def test_every_scrape_answers_while_tasks_run(
+    pool: str, producer: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    """Prometheus scrapes a target for as long as it runs: each scrape must answer, not
+    only the one a test polls for (under gevent a scrape's connection used to drop when
+    the server's request thread waited on a socket of the server thread's hub)."""
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
+    w: WorkerProcess = start_worker("--pool", pool, "-c", "4")
+    release = tmp_path / "release"
+    held = [producer.hold.delay(str(release)) for _ in range(2)]
+    oks = [producer.ok.delay(i) for i in range(40)]
+    w.wait_until(
+        "two held tasks running and a first success",
+        lambda s: (
+            s.value("omniq_tasks_in_progress", task="shop.hold") == 2
+            and s.value("omniq_tasks_total", outcome="succeeded") >= 1
+        ),
+    )
+
+    scrapes: list[Scrape] = []
+
+    def forty_scrapes() -> bool:
+        scrapes.append(w.scrape())  # raises (and fails the test) on a dropped connection
+        return len(scrapes) >= 40
+
+    until(forty_scrapes, "40 scrapes", deadline=DEADLINE, interval=0.01)
+    for s in scrapes:
+        assert {"omniq_tasks_total", "omniq_worker_info", "omniq_tasks_in_progress"} <= {
+            name for name, _, _ in s.samples
+        }
+    release.touch()
+    assert [producer.app.get_result(r, timeout=DEADLINE) for r in oks] == list(range(40))
+    assert all(producer.app.get_result(r, timeout=DEADLINE) == str(release) for r in held)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", POOLS)
+def test_clients_that_send_nothing_or_half_a_request_do_not_hold_up_scrapes(
+    pool: str, start_worker: Any
+) -> None:
+    """A client that connects and stalls (a half-open scraper, a port scan, slowloris)
+    must not make real scrapes wait: Prometheus gives up on a scrape after 10 s, so a
+    server that answered one connection at a time with a 10 s read timeout each showed
+    the target as down while a few such connections were open."""
+    if pool == "gevent":
+        pytest.importorskip("omniq_workers_gevent")
+    w: WorkerProcess = start_worker("--pool", pool)
+    w.wait_until("serving", lambda s: s.value("omniq_worker_concurrency") > 0)
+    stalled = [socket.create_connection(("127.0.0.1", w.port)) for _ in range(4)]
+    try:
+        stalled[1].sendall(b"GET /metrics HTTP/1.1\r\n")  # a request line, no headers
+        stalled[2].sendall(b"GET /met")  # half a request line
+        w.wait_until("answered while four connections stall", lambda s: True)
+        for _ in range(3):  # every scrape answers, not just one (urlopen gives up after 10 s)
+            assert w.scrape().value("omniq_worker_concurrency") > 0
+        # A hand-typed request ends its lines with a bare LF; the HTTP server takes it.
+        with socket.create_connection(("127.0.0.1", w.port), timeout=10) as bare:
+            bare.sendall(b"GET /metrics HTTP/1.0\n\n")
+            assert bare.makefile("rb").readline().startswith(b"HTTP/1.0 200")
+    finally:
+        for s in stalled:
+            s.close()
