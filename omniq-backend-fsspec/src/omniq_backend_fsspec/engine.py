@@ -415,9 +415,31 @@ class QueueEngine:
                 for path in paths:
                     rec = self._checked(path)
                     if rec is not None:
+                        self._settle_purged(rec.task)
                         self.records.drop(path)
                         count += 1
         return count
+
+    def _settle_purged(self, parent: Task) -> None:
+        """Before ``parent`` is deleted, settle its waiting children as the end of a
+        parent that did not succeed does (:func:`omniq.lifecycle.settled_by_purge`), and
+        theirs in turn. After the deletion nothing could: the waiting sweep counts a
+        missing parent as succeeded. A crash in between leaves the parent stored, settled
+        children and all, for the next purge."""
+        if not self.records.dependencies or parent.state is TaskState.SUCCEEDED:
+            return
+        now = time.time()
+        for echild in self.files.list(f"deps/{encode('task id', parent.id)}"):
+            child = self.records.load(echild)
+            if child is None:
+                continue
+            settled = lifecycle.settled_by_purge(child.task, parent, self._states(child.task), now)
+            if settled is None:
+                continue
+            with contextlib.suppress(Conflict):  # changed meanwhile: it was not waiting
+                stored = self._store(child, settled)
+                if stored.state is TaskState.CANCELLED:
+                    self._settle_dependents(stored)
 
     def cleanup(self) -> builtins.list[Task]:
         now = time.time()
