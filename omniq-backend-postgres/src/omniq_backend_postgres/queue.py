@@ -599,6 +599,18 @@ def _finish_event_args(events: Sequence[TaskEvent]) -> tuple[list[Any], int]:
     return [*literals[:2], queues, literals[2], times, workers, literals[3]], len(ids)
 
 
+#: The direct dependents that settle() cancelled for a purged parent ($1: the parents,
+#: $2: the dependents waiting before) name the purge: omniq.lifecycle.purge_failure().
+PURGED_MESSAGE = """
+UPDATE {s}.tasks c
+SET error = jsonb_set(c.error, '{message}', to_jsonb(format('parent task ''%s'' was purged', d.parent_id)))
+FROM {s}.dependencies d
+WHERE d.parent_id = ANY ($1::text[]) AND d.child_id = c.id AND c.id = ANY ($2::text[])
+  AND c.state = 'cancelled'
+  AND c.error ->> 'message' = format('parent task ''%s'' ended cancelled', d.parent_id)
+"""
+
+
 def _where(
     queue: str | None, states: Iterable[TaskState] | None, start: int = 1
 ) -> tuple[str, list[Any]]:
@@ -1134,9 +1146,43 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         return counts
 
     async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
+        """Delete the tasks; first, in the same transaction, the waiting dependents of
+        those that had not succeeded end as a cancelled parent's do (``settle()``, the
+        parents marked cancelled for it), the direct ones naming the purge
+        (:func:`omniq.lifecycle.purge_failure`). The deletion drops the edges
+        (ON DELETE CASCADE), after which nothing would settle them: they waited for ever."""
         where, args = _where(queue, states)
-        status = await self.execute(f"DELETE FROM {{s}}.tasks{where}", *args)
-        return int(status.split()[-1])
+        n = len(args) + 1
+        find = self.sql(
+            f"SELECT t.id FROM {{s}}.tasks t{where}{' AND' if where else ' WHERE'}"
+            " t.state <> 'succeeded'"
+            " AND EXISTS (SELECT 1 FROM {s}.dependencies d WHERE d.parent_id = t.id)"
+        )
+        waiting = self.sql(
+            "SELECT d.child_id FROM {s}.dependencies d JOIN {s}.tasks c ON c.id = d.child_id"
+            " WHERE d.parent_id = ANY ($1::text[]) AND c.state = 'waiting'"
+        )
+        mark = self.sql("UPDATE {s}.tasks SET state = 'cancelled' WHERE id = ANY ($1::text[])")
+        settle = self.sql("SELECT {s}.settle($1::text[])")
+        name = self.sql(PURGED_MESSAGE)
+        cond = where.removeprefix(" WHERE ")  # the parents marked cancelled go too
+        delete = self.sql(
+            f"DELETE FROM {{s}}.tasks WHERE ({cond}) OR id = ANY (${n}::text[])"
+            if where
+            else "DELETE FROM {s}.tasks"
+        )
+
+        async def work(conn: asyncpg.Connection) -> int:
+            parents = [row[0] for row in await conn.fetch(find, *args)]
+            if parents:
+                children = [row[0] for row in await conn.fetch(waiting, parents)]
+                await conn.execute(mark, parents)
+                await conn.execute(settle, parents)
+                await conn.execute(name, parents, children)
+            status = await conn.execute(delete, *args, *([parents] if where else []))
+            return int(status.split()[-1])
+
+        return await self._run(work, transaction=True)
 
     async def _cleanup(self) -> builtins.list[Task]:
         rows = await self._settled(EXPIRE)
