@@ -80,6 +80,23 @@ class PurgeTests:
         )
         await assert_cancelled_with(task_queue, child, purge_failure(parent.id).message)
 
+    async def test_purging_a_parent_releases_a_dependent_that_runs_on_failure(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        requires(task_queue, Capability.DEPENDENCIES)
+        parent = await task_queue.enqueue(make_task(queue="pr"))
+        child = await task_queue.enqueue(
+            make_task(queue="pr-kids", depends_on=(parent.id,), on_parent_failure="run")
+        )
+        assert child.state is TaskState.WAITING
+        assert await task_queue.purge(queue="pr") == 1
+        stored = await task_queue.get(child.id)
+        assert stored is not None and stored.state is TaskState.PENDING, (
+            "a dependent that runs on failure is released by a purged parent, as by a "
+            f"cancelled one; it is {stored and stored.state.value}"
+        )
+        assert await reserve_ids(task_queue, ["pr-kids"]) == [child.id]
+
     async def test_purging_a_succeeded_parent_keeps_its_released_dependent(
         self, task_queue: BaseTaskQueue
     ) -> None:
