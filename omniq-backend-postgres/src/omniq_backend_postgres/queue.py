@@ -603,7 +603,8 @@ def _finish_event_args(events: Sequence[TaskEvent]) -> tuple[list[Any], int]:
 #: $2: the dependents waiting before) name the purge: omniq.lifecycle.purge_failure().
 PURGED_MESSAGE = """
 UPDATE {s}.tasks c
-SET error = jsonb_set(c.error, '{message}', to_jsonb(format('parent task ''%s'' was purged', d.parent_id)))
+SET error = jsonb_set(
+    c.error, '{message}', to_jsonb(format('parent task ''%s'' was purged', d.parent_id)))
 FROM {s}.dependencies d
 WHERE d.parent_id = ANY ($1::text[]) AND d.child_id = c.id AND c.id = ANY ($2::text[])
   AND c.state = 'cancelled'

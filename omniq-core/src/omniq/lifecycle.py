@@ -31,9 +31,9 @@ __all__ = [
     "initial_state",
     "lapse_error",
     "lapsed",
+    "leased",
     "purge_failure",
     "purge_message",
-    "leased",
     "ready_state",
     "released",
     "retried",
@@ -272,8 +272,10 @@ def settled_by_purge(
     counts as succeeded (see :func:`settled`)."""
     gone = msgspec.structs.replace(parent, state=TaskState.CANCELLED)
     changed = settled(child, gone, parent_states, at)
-    if changed is not None and changed.state is TaskState.CANCELLED and changed.error == (
-        dependency_failure(parent.id, TaskState.CANCELLED)
+    if (
+        changed is not None
+        and changed.state is TaskState.CANCELLED
+        and changed.error == (dependency_failure(parent.id, TaskState.CANCELLED))
     ):
         changed = msgspec.structs.replace(changed, error=purge_failure(parent.id))
     return changed
