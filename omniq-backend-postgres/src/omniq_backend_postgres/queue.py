@@ -1153,11 +1153,13 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         (:func:`omniq.lifecycle.purge_failure`). The deletion drops the edges
         (ON DELETE CASCADE), after which nothing would settle them: they waited for ever."""
         where, args = _where(queue, states)
-        n = len(args) + 1
+        # The rows the filter matches, locked as purge() begins: a completion waits and
+        # then finds its task gone (refused), and a dependent this purge cancels is
+        # still deleted when its former state was matched.
+        doomed_sql = self.sql(f"SELECT t.id, t.state FROM {{s}}.tasks t{where} FOR UPDATE")
         find = self.sql(
-            f"SELECT t.id FROM {{s}}.tasks t{where}{' AND' if where else ' WHERE'}"
-            " t.state <> 'succeeded'"
-            " AND EXISTS (SELECT 1 FROM {s}.dependencies d WHERE d.parent_id = t.id)"
+            "SELECT DISTINCT d.parent_id FROM {s}.dependencies d"
+            " WHERE d.parent_id = ANY ($1::text[])"
         )
         waiting = self.sql(
             "SELECT d.child_id FROM {s}.dependencies d JOIN {s}.tasks c ON c.id = d.child_id"
@@ -1166,21 +1168,19 @@ class PostgresTaskQueue(PostgresStore, BaseTaskQueue):
         mark = self.sql("UPDATE {s}.tasks SET state = 'cancelled' WHERE id = ANY ($1::text[])")
         settle = self.sql("SELECT {s}.settle($1::text[])")
         name = self.sql(PURGED_MESSAGE)
-        cond = where.removeprefix(" WHERE ")  # the parents marked cancelled go too
-        delete = self.sql(
-            f"DELETE FROM {{s}}.tasks WHERE ({cond}) OR id = ANY (${n}::text[])"
-            if where
-            else "DELETE FROM {s}.tasks"
-        )
+        delete = self.sql("DELETE FROM {s}.tasks WHERE id = ANY ($1::text[])")
 
         async def work(conn: asyncpg.Connection) -> int:
-            parents = [row[0] for row in await conn.fetch(find, *args)]
+            rows = await conn.fetch(doomed_sql, *args)
+            doomed = [row[0] for row in rows]
+            unsettled = [row[0] for row in rows if row[1] != TaskState.SUCCEEDED.value]
+            parents = [row[0] for row in await conn.fetch(find, unsettled)] if unsettled else []
             if parents:
                 children = [row[0] for row in await conn.fetch(waiting, parents)]
                 await conn.execute(mark, parents)
                 await conn.execute(settle, parents)
                 await conn.execute(name, parents, children)
-            status = await conn.execute(delete, *args, *([parents] if where else []))
+            status = await conn.execute(delete, doomed)
             return int(status.split()[-1])
 
         return await self._run(work, transaction=True)

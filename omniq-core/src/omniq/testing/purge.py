@@ -97,6 +97,21 @@ class PurgeTests:
         )
         assert await reserve_ids(task_queue, ["pr-kids"]) == [child.id]
 
+    async def test_purge_deletes_each_task_its_filter_matched_though_a_purged_parent_cancels_it(
+        self, task_queue: BaseTaskQueue
+    ) -> None:
+        """The filter is read once, as purge() begins: a dependent that was waiting then
+        is deleted with its parent when WAITING is purged too, not left behind cancelled."""
+        requires(task_queue, Capability.DEPENDENCIES)
+        parent = await task_queue.enqueue(make_task(queue="pw"))
+        child = await task_queue.enqueue(make_task(queue="pw", depends_on=(parent.id,)))
+        other = await task_queue.enqueue(make_task(queue="pw-kids", depends_on=(parent.id,)))
+        purged = await task_queue.purge(queue="pw", states=[TaskState.PENDING, TaskState.WAITING])
+        left = await task_queue.get(child.id)
+        assert left is None, f"a dependent matched by the purge was left {left and left.state}"
+        assert purged == 2
+        await assert_cancelled_with(task_queue, other, purge_failure(parent.id).message)
+
     async def test_purging_a_succeeded_parent_keeps_its_released_dependent(
         self, task_queue: BaseTaskQueue
     ) -> None:
