@@ -88,17 +88,11 @@ local function parent_done(c)
   end
 end
 
--- The error of a task cancelled because its direct parent was purged before it
--- succeeded: omniq.lifecycle.purge_failure().
-local function purge_failure(parent)
-  return cmsgpack.pack({type = 'DependencyFailedError', module = 'omniq.errors',
-                        message = "parent task '" .. parent .. "' was purged"})
-end
-
 -- Cancel the waiting dependents of a task that ended without success, recursively; one
 -- that runs on failure (field rf, read on this path only) is released instead. `err`,
--- if given, is the error of the direct dependents (a purge's), else dependency_failure.
-local function cancel_dependents(f, state, err)
+-- if given, is the error of the direct dependents (a purge's), else dependency_failure;
+-- `out`, if given, gathers the ids cancelled.
+local function cancel_dependents(f, state, err, out)
   local stack = {{f.id, state, f.hd, err}}
   while #stack > 0 do
     local top = table.remove(stack)
@@ -111,6 +105,7 @@ local function cancel_dependents(f, state, err)
             parent_done(c)
           else
             finish(c, 'cancelled', top[4] or dependency_failure(top[1], top[2]))
+            if out then out[#out + 1] = c end
             table.insert(stack, {child, 'cancelled', c.hd})
           end
         end
