@@ -111,11 +111,17 @@ class PurgeTests:
         parent = await task_queue.enqueue(make_task(queue="pw"))
         child = await task_queue.enqueue(make_task(queue="pw", depends_on=(parent.id,)))
         other = await task_queue.enqueue(make_task(queue="pw-kids", depends_on=(parent.id,)))
+        outsider = await task_queue.enqueue(make_task(queue="pw-kids"))
+        kept = await task_queue.enqueue(make_task(queue="pw-kids", depends_on=(outsider.id,)))
         purged = await task_queue.purge(queue="pw", states=[TaskState.PENDING, TaskState.WAITING])
         left = await task_queue.get(child.id)
         assert left is None, f"a dependent matched by the purge was left {left and left.state}"
         assert purged == 2
         await assert_cancelled_with(task_queue, other, purge_failure(parent.id).message)
+        still = await task_queue.get(kept.id)
+        assert still is not None and still.state is TaskState.WAITING, (
+            "a parent the filter did not match had its dependent changed"
+        )
 
     async def test_purging_a_succeeded_parent_keeps_its_released_dependent(
         self, task_queue: BaseTaskQueue
