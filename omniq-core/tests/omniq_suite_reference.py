@@ -268,9 +268,27 @@ class MemoryTaskQueue(MemoryStore, BaseTaskQueue):
 
     async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         doomed = [t.id for t in await self._list(queue, states, len(self.ns.tasks))]
+        at = now()
         for task_id in doomed:
+            self._settle_purged(task_id, at)
             del self.ns.tasks[task_id]
         return len(doomed)
+
+    def _settle_purged(self, parent_id: str, at: float) -> None:
+        """Before a parent that had not succeeded goes: its waiting dependents end as a
+        cancelled parent's do, naming the purge (``lifecycle.settled_by_purge``)."""
+        parent = self.ns.tasks[parent_id]
+        if parent.state is TaskState.SUCCEEDED:
+            return
+        states = {t.id: t.state for t in self.ns.tasks.values()}
+        for dep in list(self.ns.tasks.values()):
+            if parent_id not in dep.depends_on:
+                continue
+            changed = lifecycle.settled_by_purge(dep, parent, states, at)
+            if changed is not None:
+                self._store(changed)
+                if changed.state is TaskState.CANCELLED:
+                    self._settle_dependents(dep.id, at)
 
     async def _cleanup(self) -> builtins.list[Task]:
         at = now()

@@ -409,15 +409,67 @@ class QueueEngine:
 
     def purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         wanted = list(states) if states is not None else list(TaskState)
-        count = 0
-        for qdir in self._queue_dirs(queue):
-            for paths in entry_paths(self.files, qdir, wanted).values():
-                for path in paths:
-                    rec = self._checked(path)
-                    if rec is not None:
-                        self.records.drop(path)
-                        count += 1
-        return count
+        # Every matched record is read before any is deleted: the filter holds as purge()
+        # begins, so a dependent a purged parent cancels below still goes when its
+        # former state was matched (its entry moved meanwhile).
+        found = [
+            (path, rec)
+            for qdir in self._queue_dirs(queue)
+            for paths in entry_paths(self.files, qdir, wanted).values()
+            for path in paths
+            if (rec := self._checked(path)) is not None
+        ]
+        for path, rec in found:
+            if type(rec) is not Unreadable:
+                self._settle_purged(rec)
+            self._drop_current(path)
+        return len(found)
+
+    def _drop_current(self, path: str) -> None:
+        """Drop the task listed at ``path``, at the entry its record names now."""
+        rec = self.records.load(split_entry(path)[1])
+        if rec is not None and type(rec) is not Unreadable and entry_path(rec) != path:
+            self.files.discard(path)
+            path = entry_path(rec)
+        self.records.drop(path)
+
+    def _settle_purged(self, rec: Record) -> None:
+        """Before a parent that had not succeeded is deleted: it is stored cancelled
+        (compare-and-set, so a worker's completion that came first wins, and one that
+        comes later is refused), then its waiting children settle as a cancelled
+        parent's do (:func:`omniq.lifecycle.settled_by_purge`), theirs in turn. After the
+        deletion nothing could: the waiting sweep counts a missing parent as succeeded.
+        A crash in between leaves the parent stored cancelled, never to run: the
+        waiting sweep settles the children it had not reached."""
+        if not self.records.dependencies:
+            return
+        deps_dir = f"deps/{encode('task id', rec.task.id)}"
+        if rec.task.state is TaskState.SUCCEEDED or not self.files.list(deps_dir):
+            return
+        now = time.time()
+        current: Record | None = rec
+        while current is not None and current.task.state not in TERMINAL_STATES:
+            try:
+                self._store(
+                    current, lifecycle.finished(current.task, TaskState.CANCELLED, None, now)
+                )
+                break
+            except Conflict:  # changed meanwhile (a worker reserved or finished it)
+                current = self._load(rec.task.id)
+        if current is None or current.task.state is TaskState.SUCCEEDED:
+            return
+        parent = current.task
+        for echild in self.files.list(deps_dir):
+            child = self.records.load(echild)
+            if child is None or type(child) is Unreadable:
+                continue
+            settled = lifecycle.settled_by_purge(child.task, parent, self._states(child.task), now)
+            if settled is None:
+                continue
+            with contextlib.suppress(Conflict):  # changed meanwhile: it was not waiting
+                stored = self._store(child, settled)
+                if stored.state is TaskState.CANCELLED:
+                    self._settle_dependents(stored)
 
     def cleanup(self) -> builtins.list[Task]:
         now = time.time()

@@ -15,12 +15,12 @@ from nats.js.kv import KeyValue
 
 from omniq import lifecycle
 from omniq.lifecycle import finished
-from omniq.models import Task, TaskState, encoder
+from omniq.models import TERMINAL_STATES, ErrorInfo, Task, TaskState, encoder
 
 from .batch import Request
 from .delivery import Delivery
 from .names import token
-from .records import _replace
+from .records import _replace, _unleased
 
 _children_decoder = msgspec.msgpack.Decoder(list[str])
 
@@ -96,16 +96,19 @@ class Dependencies(Delivery):
         found = await self._read(task_id)
         return found[0] if found else None
 
-    async def _cancel_waiting(self, task_id: str, parent: Task) -> None:
+    async def _cancel_waiting(
+        self, task_id: str, parent: Task, error: ErrorInfo | None = None
+    ) -> None:
         """Cancel a waiting dependent of ``parent``, and its own dependents in turn;
-        each error names the task's own parent. One that runs on failure is settled
-        instead: ready once every parent ended."""
+        each error names the task's own parent (``error``, if given, is this one's). One
+        that runs on failure is settled instead: ready once every parent ended."""
         found = await self._read(task_id)
         if found is not None and lifecycle.runs_on_failure(found[0]):
             await self._settle(task_id)
             return
         at = await self.now()
-        error = lifecycle.dependency_failure(parent.id, parent.state)
+        if error is None:
+            error = lifecycle.dependency_failure(parent.id, parent.state)
         changed = await self._mutate(
             task_id,
             lambda t: (
@@ -118,6 +121,35 @@ class Dependencies(Delivery):
             cancelled = changed[1]
             children = await self._children_of(task_id)
             await asyncio.gather(*(self._cancel_waiting(c, cancelled) for c in children))
+
+    async def _settle_purged(self, task: Task) -> None:
+        """Before ``purge()`` deletes ``task``, which had not succeeded: its record is
+        marked cancelled (a parent that ended otherwise keeps its state) and its waiting
+        dependents end as a cancelled parent's do, the direct ones naming the purge
+        (:func:`omniq.lifecycle.purge_failure`). Once the record is gone nothing could
+        settle them (a missing parent keeps a dependent waiting). Killed in between, the
+        parent stays cancelled, its dependents settled or left to the cleanup sweep."""
+        if task.state is TaskState.SUCCEEDED:
+            return
+        children = await self._children_of(task.id)
+        if not children:
+            return
+        at = await self.now()
+        changed = await self._mutate(
+            task.id,
+            lambda t: (
+                None
+                if t.state in TERMINAL_STATES
+                else _unleased(t, state=TaskState.CANCELLED, finished_at=at)
+            ),
+        )
+        if changed is None:
+            found = await self._read(task.id)
+            if found is None or found[0].state is TaskState.SUCCEEDED:
+                return
+        error = lifecycle.purge_failure(task.id)
+        gone = _replace(task, state=TaskState.CANCELLED)
+        await asyncio.gather(*(self._cancel_waiting(c, gone, error) for c in children))
 
     async def _after_end(self, task: Task) -> None:
         """A task became terminal: release or cancel its dependents."""

@@ -657,6 +657,7 @@ class NatsTaskQueue(LimitedReserve, LeaseDeadlines, ScheduleBucket, WorkerBucket
         return len(doomed)
 
     async def _delete(self, task: Task) -> None:
+        await self._settle_purged(task)
         await asyncio.gather(self._remove("tasks", task.id), self._remove("children", task.id))
 
     async def _cleanup(self) -> builtins.list[Task]:

@@ -634,9 +634,11 @@ class RedisTaskQueue(RedisStore, BaseTaskQueue):
     async def _purge(self, queue: str | None, states: Iterable[TaskState] | None) -> int:
         wanted = list(TaskState) if states is None else list(states)
         total = 0
+        # a waiting dependent a purged parent cancels is deleted at once when matched
+        also = [queue or "", "1" if TaskState.WAITING in wanted else ""]
         for q in await self._queues(queue):
             for s in wanted:
-                while (n := await self._run("purge", [q, s.value, _BATCH])) > 0:
+                while (n := await self._run("purge", [q, s.value, _BATCH, *also])) > 0:
                     total += n
                     if n < _BATCH:
                         break

@@ -51,7 +51,12 @@ from omniq.models import (
 from omniq.records import schedule_or_none
 
 from ._db import SqliteStore, json_list
-from ._deps import cancel_dependents, cancel_dependents_now, make_ready_now
+from ._deps import (
+    cancel_dependents,
+    cancel_dependents_now,
+    cancel_purged_dependents,
+    make_ready_now,
+)
 from ._direct import DIRECT_ROWS, check_rows
 from ._rows import (
     COLUMNS_SQL,
@@ -522,9 +527,11 @@ class SqliteTaskQueue(SqliteStore, BaseTaskQueue):
         where, params = _filter(queue, states)
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"DELETE FROM omniq_tasks {where} RETURNING id", params
+                f"DELETE FROM omniq_tasks {where} RETURNING id, state", params
             )
             ids = [row[0] for row in rows]
+            unsettled = [row[0] for row in rows if row[1] != TaskState.SUCCEEDED.value]
+            await cancel_purged_dependents(conn, unsettled, time.time())
             await _forget_edges(conn, ids)
         return len(ids)
 

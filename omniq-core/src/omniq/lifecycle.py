@@ -32,6 +32,8 @@ __all__ = [
     "lapse_error",
     "lapsed",
     "leased",
+    "purge_failure",
+    "purge_message",
     "ready_state",
     "released",
     "retried",
@@ -39,6 +41,7 @@ __all__ = [
     "retry_eta",
     "runs_on_failure",
     "settled",
+    "settled_by_purge",
     "settled_children",
 ]
 
@@ -96,6 +99,24 @@ def dependency_failure(parent_id: str, parent_state: TaskState | str) -> ErrorIn
         type=DependencyFailedError.__name__,
         module=DependencyFailedError.__module__,
         message=dependency_message(parent_id, parent_state),
+    )
+
+
+def purge_message(parent_id: str) -> str:
+    """The text of a dependency failure whose parent was purged before it succeeded
+    (Lua and SQL spell it the same way)."""
+    return f"parent task '{parent_id}' was purged"
+
+
+def purge_failure(parent_id: str) -> ErrorInfo:
+    """The error stored on a waiting task cancelled because ``purge()`` deleted its
+    direct parent ``parent_id`` before that parent succeeded: the outcome of a cancelled
+    parent, so a purge never lets a dependent run as if its parent had succeeded, nor
+    leaves it waiting for a parent that no longer exists."""
+    return ErrorInfo(
+        type=DependencyFailedError.__name__,
+        module=DependencyFailedError.__module__,
+        message=purge_message(parent_id),
     )
 
 
@@ -239,6 +260,25 @@ def settled(
     if error is not None:
         return finished(child, state, error, at)
     return msgspec.structs.replace(child, state=state)
+
+
+def settled_by_purge(
+    child: Task, parent: Task, parent_states: Mapping[str, TaskState], at: float
+) -> Task | None:
+    """A waiting ``child`` as the purge of its ``parent``, which had not succeeded,
+    changes it: as if ``parent`` had ended cancelled (the one rule of a parent that did
+    not succeed), a cancelled child naming the purge (:func:`purge_failure`). A backend
+    settles the children so before it deletes the parent: a parent found missing later
+    counts as succeeded (see :func:`settled`)."""
+    gone = msgspec.structs.replace(parent, state=TaskState.CANCELLED)
+    changed = settled(child, gone, parent_states, at)
+    if (
+        changed is not None
+        and changed.state is TaskState.CANCELLED
+        and changed.error == (dependency_failure(parent.id, TaskState.CANCELLED))
+    ):
+        changed = msgspec.structs.replace(changed, error=purge_failure(parent.id))
+    return changed
 
 
 def settled_children(

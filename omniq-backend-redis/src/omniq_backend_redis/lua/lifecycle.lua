@@ -89,9 +89,11 @@ local function parent_done(c)
 end
 
 -- Cancel the waiting dependents of a task that ended without success, recursively; one
--- that runs on failure (field rf, read on this path only) is released instead.
-local function cancel_dependents(f, state)
-  local stack = {{f.id, state, f.hd}}
+-- that runs on failure (field rf, read on this path only) is released instead. `err`,
+-- if given, is the error of the direct dependents (a purge's), else dependency_failure;
+-- `out`, if given, gathers the ids cancelled.
+local function cancel_dependents(f, state, err, out)
+  local stack = {{f.id, state, f.hd, err}}
   while #stack > 0 do
     local top = table.remove(stack)
     if top[3] then
@@ -102,7 +104,8 @@ local function cancel_dependents(f, state)
           if redis.call('HGET', tkey(child), 'rf') then
             parent_done(c)
           else
-            finish(c, 'cancelled', dependency_failure(top[1], top[2]))
+            finish(c, 'cancelled', top[4] or dependency_failure(top[1], top[2]))
+            if out then out[#out + 1] = c end
             table.insert(stack, {child, 'cancelled', c.hd})
           end
         end
