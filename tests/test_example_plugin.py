@@ -26,6 +26,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "omniq-backend-example"
 
+# Module-level test functions only: pytest-xdist's ``--dist loadscope`` (.ci/dev.py) then
+# runs them on one worker, so the session's venv is built once and the example's own
+# directory (where it is built) is never built in by two workers at once.
 pytestmark = pytest.mark.slow
 
 

@@ -64,7 +64,16 @@ def test_the_test_command_runs_every_check_before_pytest(
     ran = _record(dev, monkeypatch)
     with pytest.raises(_Exec):
         dev.main(["test"])
-    assert ran == ["ruff check", "ruff format", "mypy", f"{Path(sys.executable).name} -m pytest"]
+    pytest_run = " ".join([f"{Path(sys.executable).name} -m pytest", *dev.parallel_args()])
+    assert ran == ["ruff check", "ruff format", "mypy", pytest_run]
+
+
+def test_the_full_run_is_spread_over_the_cores_and_a_single_core_runs_in_process(
+    dev: ModuleType,
+) -> None:
+    assert dev.parallel_args(2) == ["-n", "2", "--dist", "loadscope"]
+    assert dev.parallel_args(64) == ["-n", "4", "--dist", "loadscope"]
+    assert dev.parallel_args(1) == []
 
 
 @pytest.mark.parametrize("failing", ["ruff check", "ruff format", "mypy"])

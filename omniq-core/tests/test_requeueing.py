@@ -13,6 +13,8 @@ from omniq.errors import ConfigError
 @pytest.mark.parametrize(
     ("since", "until"),
     [(time.time() * 1000, time.time()), (time.time(), -1e12), (float("inf"), 5.0)],
+    # Named, not by value: pytest-xdist needs every worker to collect the same ids.
+    ids=["since-in-milliseconds", "until-before-the-epoch", "since-infinite"],
 )
 def test_an_empty_window_of_numbers_no_date_holds_is_still_the_config_error(
     since: float, until: float

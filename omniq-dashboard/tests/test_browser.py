@@ -27,6 +27,10 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 HOSTILE_ARG = "<script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>"
 
 
+# Module-level test functions: pytest-xdist's ``--dist loadscope`` (.ci/dev.py) runs
+# them on one worker, with one Chromium, not one per worker.
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):

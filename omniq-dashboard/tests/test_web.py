@@ -277,7 +277,11 @@ def test_a_store_that_stops_answering_is_a_503(tmp_path: Any) -> None:
     with forwarding(base) as proxy:
         host = base.split("@", 1)[1].split("/", 1)
         url = base.replace(host[0], f"127.0.0.1:{proxy.port}")
-        app = AsyncOmniQ(task_queue=f"{url}?schema={schema}&connect_timeout=1&outage_timeout=2")
+        # max_size=1: the store retries a failed connection at once max_size + 1 times
+        # before its outage deadline starts, each up to connect_timeout against the silent
+        # server; the default pool of 10 made this page take 13 s to say the same.
+        options = "connect_timeout=1&outage_timeout=2&max_size=1"
+        app = AsyncOmniQ(task_queue=f"{url}?schema={schema}&{options}")
         with TestClient(create_app(app), raise_server_exceptions=False) as client:
             assert client.get("/tasks").status_code == 200
             proxy.kill()  # its connections reset; then a server that accepts, silent

@@ -27,6 +27,10 @@ def run_project(tmp_path: Path) -> Callable[..., None]:
             "OMNIQ_DJANGO_DB": db,
             "OMNIQ_DJANGO_DIR": str(tmp_path),
             "OMNIQ_DJANGO_SCHEMA": f"omniq_dj_{uuid.uuid4().hex[:10]}",
+            # The database the other PostgreSQL tests use, not a fixed one.
+            "OMNIQ_DJANGO_PG_URL": os.environ.get(
+                "OMNIQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+            ),
             "OMNIQ_DJANGO_EXPECT_FRAMEWORK": framework,
         }
         env.pop("DJANGO_SETTINGS_MODULE", None)

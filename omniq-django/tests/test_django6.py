@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,9 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".omniq-installed"
 MEMBERS = ["omniq-core", "omniq-backend-sqlite", "omniq-backend-postgres", "omniq-django"]
 DJANGO = "django>=6,<7"
+# Module-level test functions only: pytest-xdist's ``--dist loadscope`` (.ci/dev.py) then
+# runs both cases on one worker; on two, each would build the environment above, one
+# deleting it under the other.
 
 
 def _is_312_or_newer(python: str) -> bool:
@@ -75,11 +79,18 @@ def django6_python() -> str:
         pytest.skip(message)
     if VENV.exists():
         shutil.rmtree(VENV)
-    subprocess.run([base, "-m", "venv", str(VENV)], check=True, timeout=300)
-    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # Without pip of its own (this interpreter's pip installs into it: ensurepip cost
+    # half the build), and the editable builds share one hatchling installed first
+    # instead of an isolated build environment each.
+    subprocess.run([base, "-m", "venv", "--without-pip", str(VENV)], check=True, timeout=300)
+    pip = [sys.executable, "-m", "pip", "--python", str(PYTHON), "install"]
+    pip += ["--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "hatchling", "editables"], check=True, timeout=300)
     editable = [arg for m in MEMBERS[:-1] for arg in ("-e", str(ROOT / m))]
     subprocess.run(
-        [*pip, *editable, "-e", f"{ROOT / 'omniq-django'}[test]", DJANGO], check=True, timeout=900
+        [*pip, "--no-build-isolation", *editable, "-e", f"{ROOT / 'omniq-django'}[test]", DJANGO],
+        check=True,
+        timeout=900,
     )
     STAMP.write_text(wanted)
     return str(PYTHON)

@@ -8,6 +8,7 @@ OmniQ's in that schema's name plus ``_q``).
 import importlib.util
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 SECRET_KEY = "omniq-django-tests"
 DEBUG = False
@@ -23,13 +24,15 @@ ENGINE = os.environ.get("OMNIQ_DJANGO_DB", "sqlite")
 if ENGINE == "postgres":
     PG_URL = os.environ.get("OMNIQ_DJANGO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
     SCHEMA = os.environ["OMNIQ_DJANGO_SCHEMA"]
+    PG = urlsplit(PG_URL)  # Django's connection and OmniQ's store on the same database
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "test",
-            "USER": "postgres",
-            "HOST": "127.0.0.1",
-            "PORT": "5432",
+            "NAME": PG.path.lstrip("/") or "postgres",
+            "USER": unquote(PG.username or "postgres"),
+            "PASSWORD": unquote(PG.password or ""),
+            "HOST": PG.hostname or "127.0.0.1",
+            "PORT": str(PG.port or 5432),
             "OPTIONS": {"options": f"-c search_path={SCHEMA}"},
         }
     }
