@@ -1358,23 +1358,10 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
 
     def run_worker(self, **options: Any) -> str:
         """Run a worker in this thread's stead until it stops (SIGTERM/SIGINT drain it)."""
-        import signal
-        import threading
+        from .worker.signals import StopOnSignal
 
-        worker = self._portal.call(_make_worker, self._async, options)
-        previous: dict[signal.Signals, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, frame: Any) -> None:
-                self._portal.call_soon(worker.request_stop, "signal")
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, on_signal)
-        try:
-            return self._portal.call(lambda: worker.run(install_signals=False))
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with StopOnSignal(self._portal) as stop:
+            return self._portal.call(stop.run, self._async, options)
 
     open = blocking(AsyncOmniQ.open)
     enqueue = blocking(AsyncOmniQ.enqueue)
@@ -1409,7 +1396,3 @@ class OmniQ(SyncWrapper[AsyncOmniQ]):
     list_schedules = blocking(AsyncOmniQ.list_schedules)
     run_due_schedules = blocking(AsyncOmniQ.run_due_schedules)
     workers = blocking(AsyncOmniQ.workers)
-
-
-async def _make_worker(app: AsyncOmniQ, options: dict[str, Any]) -> Worker:
-    return app.worker(**options)

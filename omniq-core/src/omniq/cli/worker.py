@@ -7,7 +7,8 @@ and SIGINT stop it (the first drains, a second stops at once): the worker instal
 handlers on a loop the main thread runs; the portal may run the worker on its own
 thread instead (it does once a blocking call, at import, left the loop idling there),
 where asyncio cannot, so for a blocking app they are installed in the main thread and
-hand the stop to the loop (:class:`_StopOnSignal`, as ``OmniQ.run_worker()`` does). A
+hand the stop to the loop (:class:`~omniq.worker.signals.StopOnSignal`, as
+``OmniQ.run_worker()`` does). A
 worker that stops to recycle (``max-tasks``, ``max-memory``) on a pool without child
 processes re-executes this process, so memory that leaked into it is returned to the
 system.
@@ -19,10 +20,7 @@ import asyncio
 import functools
 import logging
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -31,6 +29,7 @@ from ..config import load_config
 from ..interfaces import Capability
 from ..progress import WorkerProgress
 from ..registry import registry
+from ..worker.signals import StopOnSignal
 from .root import app_option, cli
 from .state import CliState, describe_ref
 from .tasks import parse_duration
@@ -38,8 +37,6 @@ from .ui import err, flush_logging, log_early_records, release_logging, setup_lo
 
 if TYPE_CHECKING:
     from ..app import AsyncOmniQ
-    from ..sync import Portal
-    from ..worker.runtime import Worker
 
 log = logging.getLogger("omniq.cli")
 
@@ -68,49 +65,8 @@ def _warn_single_process(app: AsyncOmniQ) -> None:
     )
 
 
-class _StopOnSignal:
-    """SIGTERM/SIGINT handlers, in the main thread, for a worker on a blocking app's
-    portal: each signal is handed to the loop, where the worker's ``request_stop`` runs
-    as its own handlers would (a signal before the worker exists stops it as it starts)."""
-
-    def __init__(self, portal: Portal) -> None:
-        self._portal = portal
-        self._worker: Worker | None = None
-        self._early = 0
-        self._previous: dict[signal.Signals, Any] = {}
-
-    @property
-    def installed(self) -> bool:
-        return bool(self._previous)
-
-    def made(self, worker: Worker) -> None:
-        """The worker exists (on the loop)."""
-        self._worker = worker
-        for _ in range(self._early):
-            worker.request_stop("signal", False)
-
-    def _on_loop(self) -> None:
-        if self._worker is None:
-            self._early += 1
-        else:
-            self._worker.request_stop("signal", False)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._portal.call_soon(self._on_loop)
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 async def _run_worker(
-    app: AsyncOmniQ, options: dict[str, Any], progress: bool, stop: _StopOnSignal | None = None
+    app: AsyncOmniQ, options: dict[str, Any], progress: bool, stop: StopOnSignal | None = None
 ) -> str:
     worker = app.worker(**options)
     if stop is not None:
@@ -277,7 +233,7 @@ def worker(
         # by the portal's own), where the stores are opened and used, as
         # app.run_worker() does.
         try:
-            with _StopOnSignal(portal) as stop:
+            with StopOnSignal(portal) as stop:
                 reason = portal.call(_run_worker, app, options, show, stop)
         finally:
             portal.stop()
