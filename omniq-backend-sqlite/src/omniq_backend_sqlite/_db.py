@@ -240,7 +240,7 @@ class Database:
             async with self._lock:
                 if self._checkpointer is not None:
                     await self._checkpointer.close()
-                await conn.close()
+                await _close_connection(conn)
 
     def _catch_up_due(self) -> bool:
         checkpointer = self._checkpointer
@@ -483,6 +483,34 @@ def _connection(path: str) -> aiosqlite.Connection:
         return aiosqlite.connect(path, isolation_level=None)
     finally:
         thread._daemonic = daemon  # type: ignore[attr-defined]
+
+
+async def _close_connection(conn: aiosqlite.Connection) -> None:
+    """Close ``conn``, also when aiosqlite's finalizer has stopped its thread.
+
+    A facade nobody closed is closed by its finalizer (omniq.sync, ``Portal.__del__``),
+    and an app whose task refers to it is a cycle: the collector runs the finalizer of
+    every object in that cycle, this connection's among them, while (or before) the
+    facade's hands the app's close to the loop, which brings the cycle back. aiosqlite's
+    finalizer queues the stop of the connection's thread (the thread closes the SQLite
+    connection and ends); ``close()`` then waited for work queued after that stop, which
+    that thread never runs: for ever, until the exit's cap. So the end of the thread
+    ends the wait too: by then everything queued before the stop has run, the SQLite
+    connection's close among it."""
+    closing = asyncio.ensure_future(conn.close())
+    ended = asyncio.ensure_future(asyncio.to_thread(conn._thread.join))
+    try:
+        done, _ = await asyncio.wait((closing, ended), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        closing.cancel()
+        ended.cancel()
+        raise
+    if closing not in done:
+        closing.cancel()  # its thread has ended: it would wait for ever
+        await asyncio.wait((closing,))  # (ended before the loop stops: not left pending)
+        return
+    await ended  # (the thread ends once the close has run)
+    closing.result()
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -968,5 +968,7 @@ async def _close_then_stop(closer: Callable[[], Awaitable[Any]] | None, state: _
 
 
 async def _bounded(closer: Callable[[], Awaitable[Any]], timeout: float) -> None:
-    with anyio.move_on_after(timeout):
+    with anyio.move_on_after(timeout) as scope:
         await closer()
+    if scope.cancelled_caught:  # a close that never ends is a bug: say so
+        log.warning("closing %r left open did not end within %ss: cut short", closer, timeout)
